@@ -1,0 +1,80 @@
+"""What a backend declares it can do: interfaces, finer capabilities and instance properties.
+
+Capabilities are facts checked both ways by the contract suites: a declared capability must
+work, an undeclared one must raise :class:`~prism_testkit.errors.NotSupported`. Properties
+describe the *provisioned instance* (a memory-only broker is not durable, and says so).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Capability(StrEnum):
+    KEYVALUE = "keyvalue"
+    KEYVALUE_TTL = "keyvalue.ttl"
+    KEYVALUE_SCAN = "keyvalue.scan"
+    KEYVALUE_CAS = "keyvalue.cas"
+    PUBSUB = "pubsub"
+    QUEUE = "queue"
+    LOG = "log"
+    OBJECTS = "objects"
+    OBJECTS_TTL = "objects.ttl"
+    TRANSACTIONS = "transactions"
+
+    @property
+    def interface(self) -> Capability:
+        """The interface this capability belongs to (itself for an interface)."""
+        return Capability(self.value.split(".", 1)[0])
+
+    @property
+    def is_interface(self) -> bool:
+        return "." not in self.value
+
+
+INTERFACES: tuple[Capability, ...] = tuple(c for c in Capability if c.is_interface)
+MESSAGING: frozenset[Capability] = frozenset({Capability.QUEUE, Capability.LOG, Capability.PUBSUB})
+
+
+class Delivery(StrEnum):
+    AT_MOST_ONCE = "at-most-once"
+    AT_LEAST_ONCE = "at-least-once"
+    EXACTLY_ONCE = "exactly-once"
+
+
+class Ordering(StrEnum):
+    NONE = "none"
+    PER_KEY = "per-key"
+    TOTAL = "total"  # within one queue / log / topic
+
+
+class BackendProperties(BaseModel):
+    """Guarantees of the provisioned instance, used to select suites and parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    durable: bool = Field(description="acknowledged writes survive a kill and restart of the server")
+    ordering: Ordering = Ordering.TOTAL
+    pubsub_delivery: Delivery = Delivery.AT_MOST_ONCE
+    queue_delivery: Delivery = Delivery.AT_LEAST_ONCE
+    max_payload: int | None = Field(default=None, description="largest message payload in bytes")
+
+
+def parse_capabilities(values: object) -> frozenset[Capability]:
+    """Capabilities from strings or enum members; a sub-capability implies its interface."""
+    if isinstance(values, str | Capability):
+        values = [values]
+    if not isinstance(values, list | tuple | set | frozenset):
+        raise TypeError(f"capabilities must be a collection of names, not {type(values).__name__}")
+    caps: set[Capability] = set()
+    for value in values:
+        try:
+            cap = Capability(value)
+        except ValueError:
+            known = ", ".join(c.value for c in Capability)
+            raise ValueError(f"unknown capability {value!r} (known: {known})") from None
+        caps.add(cap)
+        caps.add(cap.interface)
+    return frozenset(caps)

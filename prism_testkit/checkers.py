@@ -1,0 +1,650 @@
+"""Checkers that judge a :class:`~prism_testkit.history.History` and explain what went wrong.
+
+The definitions follow Jepsen's (the total-queue checker and the Kafka workload's anomaly
+names); the code is our own. Every checker returns a :class:`Verdict`. Every anomaly carries a
+*witness*: the smallest sub-history that shows it (only the invocations and completions it
+needs, with their original indices), so a failure message shows a few lines, not the whole run.
+
+What a delivery guarantee allows (see :func:`tolerated`):
+
+=====================  =============  ============  ============
+anomaly                at-least-once  exactly-once  at-most-once
+=====================  =============  ============  ============
+lost, lost-write       invalid        invalid       tolerated
+duplicated, duplicate  tolerated      invalid       invalid
+unseen                 reported       reported      reported
+any other              invalid        invalid       invalid
+=====================  =============  ============  ============
+
+Tolerated anomalies are still reported, in :attr:`Verdict.tolerated`, so a suite can show
+them without failing.
+
+The history conventions the checkers read are described in :mod:`prism_testkit.history`.
+Values are identities: each written value should be unique (per queue / log).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Callable, Collection, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prism_testkit.capabilities import Delivery
+from prism_testkit.history import History, OpType, Pair, Process
+
+LOSS = frozenset({"lost", "lost-write"})
+DUPLICATION = frozenset({"duplicated", "duplicate"})
+INFORMATIONAL = frozenset({"unseen"})
+
+
+def tolerated(name: str, guarantee: Delivery | None) -> bool:
+    """Whether ``guarantee`` allows anomaly ``name`` (such anomalies do not invalidate)."""
+    if name in INFORMATIONAL:
+        return True
+    if name in LOSS:
+        return guarantee is Delivery.AT_MOST_ONCE
+    if name in DUPLICATION:
+        return guarantee is Delivery.AT_LEAST_ONCE
+    return False
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    name: str  # Jepsen's name: lost, duplicated, lost-write, poll-skip...
+    message: str  # one line, for humans
+    witness: History  # the smallest sub-history that shows it
+    data: dict[str, Any] = field(default_factory=dict)  # the facts: key, value, offsets...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A checker's judgement. ``anomalies`` holds what the guarantee forbids (non-empty means
+    invalid); ``tolerated`` what was found but is allowed; ``counts`` the numbers (attempts,
+    acknowledgements, and one entry per anomaly name found); ``notes`` values worth listing
+    that are not anomalies (e.g. ``recovered``)."""
+
+    checker: str
+    guarantee: Delivery | None
+    anomalies: dict[str, list[Anomaly]]
+    tolerated: dict[str, list[Anomaly]]
+    counts: dict[str, int]
+    notes: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return not self.anomalies
+
+    @property
+    def witness(self) -> History | None:
+        """The smallest witness of any invalidating anomaly (``None`` when valid)."""
+        found = [a for group in self.anomalies.values() for a in group]
+        return min(found, key=lambda a: len(a.witness)).witness if found else None
+
+    def witnesses(self) -> dict[str, History]:
+        """The smallest witness per invalidating anomaly name."""
+        return {name: min(group, key=lambda a: len(a.witness)).witness for name, group in self.anomalies.items()}
+
+    def explain(self, per_anomaly: int = 3) -> str:
+        """A readable report: the verdict, the counts, and up to ``per_anomaly`` witnesses of each anomaly."""
+        title = self.checker + (f" ({self.guarantee.value})" if self.guarantee else "")
+        if self.valid:
+            lines = [f"{title}: valid"]
+        else:
+            summary = ", ".join(f"{len(group)} {name}" for name, group in self.anomalies.items())
+            lines = [f"{title}: INVALID: {summary}"]
+        lines.append("counts: " + " ".join(f"{name}={n}" for name, n in self.counts.items()))
+        for name, values in self.notes.items():
+            lines.append(f"{name}: {_listing(values)}")
+        allowed = f" (allowed by {self.guarantee.value})" if self.guarantee else " (allowed)"
+        for groups in (self.anomalies, self.tolerated):
+            for name, group in groups.items():
+                heading = "" if groups is self.anomalies else " (reported only)" if name in INFORMATIONAL else allowed
+                lines.append(f"{name}{heading}: {len(group)}")
+                for anomaly in group[:per_anomaly]:
+                    lines.append(f"  - {anomaly.message}")
+                    lines.extend("      " + line for line in anomaly.witness.render().splitlines())
+                if len(group) > per_anomaly:
+                    lines.append(f"  ... and {len(group) - per_anomaly} more")
+        return "\n".join(lines)
+
+    def assert_valid(self) -> None:
+        """Raise ``AssertionError`` with :meth:`explain` when invalid."""
+        if not self.valid:
+            raise AssertionError(self.explain())
+
+
+class _Findings:
+    """Collects anomalies while a checker runs, then splits them by the guarantee."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self.found: dict[str, list[Anomaly]] = {}
+
+    def add(self, name: str, message: str, witness: Iterable[Pair | None], **data: Any) -> None:
+        pairs = [p for p in witness if p is not None]
+        anomaly = Anomaly(name, message, self.history.subhistory(pairs), data)
+        self.found.setdefault(name, []).append(anomaly)
+
+    def verdict(
+        self,
+        checker: str,
+        guarantee: Delivery | None,
+        counts: dict[str, int],
+        notes: dict[str, list[Any]] | None = None,
+    ) -> Verdict:
+        bad = {n: g for n, g in self.found.items() if not tolerated(n, guarantee)}
+        allowed = {n: g for n, g in self.found.items() if tolerated(n, guarantee)}
+        counts = counts | {name: len(group) for name, group in self.found.items()}
+        return Verdict(checker, guarantee, bad, allowed, counts, {k: v for k, v in (notes or {}).items() if v})
+
+
+def _listing(values: list[Any], limit: int = 20) -> str:
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return shown + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
+
+
+def _ops(*pairs: Pair) -> str:
+    return ", ".join(dict.fromkeys(str(p.invoke.index) for p in pairs))
+
+
+# --- total queue ---------------------------------------------------------------------------
+
+Ident = tuple[str | None, Hashable]  # (queue, value)
+
+
+def total_queue(
+    history: History,
+    guarantee: Delivery,
+    *,
+    enqueues: Collection[str] = ("enqueue",),
+    dequeues: Collection[str] = ("dequeue",),
+    drains: Collection[str] = ("drain",),
+) -> Verdict:
+    """Jepsen's total-queue check: every acknowledged element comes out, nothing else does.
+
+    The history must end by draining every queue (``drain`` ops, or dequeues until one returns
+    ``None``). Elements are identified by (queue key, value). With *attempted* the values of
+    all enqueue invocations and *delivered* the multiset of values from ok dequeues and drains:
+
+    - ``lost``: an enqueue completed ok, its value was never delivered. Witness: the enqueue
+      and the queue's last drain (or empty dequeue), which shows the queue empty without it.
+    - ``unexpected``: a delivered value that no enqueue attempted, or whose every enqueue
+      failed (``fail`` means it did not happen, so it cannot come out). Witness: the delivery
+      and the failed enqueue, if any.
+    - ``duplicated``: a value delivered more than once. Witness: its enqueue and the first two
+      deliveries.
+    - ``recovered`` (not an anomaly, in counts and notes): an enqueue with an unknown outcome
+      (``info``, or never completed) whose value was delivered: it did happen.
+    """
+    findings = _Findings(history)
+    attempts: dict[Ident, list[Pair]] = defaultdict(list)
+    deliveries: dict[Ident, list[Pair]] = defaultdict(list)  # one entry per delivered copy
+    last_drain: dict[str | None, Pair] = {}
+    last_empty: dict[str | None, Pair] = {}
+    for pair in history.pairs():
+        if pair.f in enqueues:
+            attempts[(pair.key, pair.invoke.value)].append(pair)
+        elif pair.ok and pair.f in dequeues:
+            if pair.value is None:
+                last_empty[pair.key] = pair
+            else:
+                deliveries[(pair.key, pair.value)].append(pair)
+        elif pair.ok and pair.f in drains:
+            last_drain[pair.key] = pair
+            for value in pair.value or ():
+                deliveries[(pair.key, value)].append(pair)
+
+    recovered: list[Any] = []
+    acknowledged = unknown = 0
+    for ident, tries in attempts.items():
+        queue, value = ident
+        acked = next((p for p in tries if p.ok), None)
+        copies = deliveries.get(ident, [])
+        if acked is not None:
+            acknowledged += 1
+        elif any(p.type is OpType.INFO for p in tries):
+            unknown += 1
+            if copies:
+                recovered.append(value)
+        if acked is not None and not copies:
+            final = last_drain.get(queue) or last_empty.get(queue)
+            findings.add(
+                "lost",
+                f"{value!r} on {queue!r}: enqueue acknowledged (op {_ops(acked)}), never dequeued",
+                [acked, final],
+                key=queue,
+                value=value,
+            )
+    for ident, copies in deliveries.items():
+        queue, value = ident
+        tries = attempts.get(ident, [])
+        if not tries or all(p.type is OpType.FAIL for p in tries):
+            why = f"its enqueue failed (op {_ops(tries[0])})" if tries else "never enqueued"
+            findings.add(
+                "unexpected",
+                f"{value!r} on {queue!r}: dequeued (op {_ops(copies[0])}) but {why}",
+                [copies[0], *tries[:1]],
+                key=queue,
+                value=value,
+            )
+        distinct = list(dict.fromkeys(copies))  # a drain holding a value twice is one op
+        if len(copies) > 1:
+            source = next((p for p in tries if p.ok), tries[0] if tries else None)
+            findings.add(
+                "duplicated",
+                f"{value!r} on {queue!r}: dequeued {len(copies)} times (ops {_ops(*distinct)})",
+                [source, *distinct[:2]],
+                key=queue,
+                value=value,
+                times=len(copies),
+            )
+    counts = {
+        "attempted": len(attempts),
+        "acknowledged": acknowledged,
+        "unknown": unknown,
+        "failed": len(attempts) - acknowledged - unknown,
+        "dequeued": sum(len(c) for c in deliveries.values()),
+        "recovered": len(recovered),
+    }
+    return findings.verdict("total-queue", guarantee, counts, {"recovered": recovered})
+
+
+# --- log anomalies -------------------------------------------------------------------------
+
+
+@dataclass
+class _Log:
+    """Everything observed about one log: who wrote what, and what each offset was seen to hold."""
+
+    attempts: dict[Hashable, list[Pair]] = field(default_factory=lambda: defaultdict(list))
+    acked: list[Pair] = field(default_factory=list)  # ok appends, in history order
+    # offset -> value -> first op showing that value there
+    at: dict[int, dict[Hashable, Pair]] = field(default_factory=lambda: defaultdict(dict))
+    seen: dict[Hashable, Pair] = field(default_factory=dict)  # value -> first read that returned it
+    reads: list[tuple[Pair, int]] = field(default_factory=list)  # ok reads with their highest offset
+    drains: list[Pair] = field(default_factory=list)
+
+    def observe(self, offset: int, value: Hashable, evidence: Pair) -> None:
+        self.at[offset].setdefault(value, evidence)
+
+    def evidence(self, offset: int) -> Pair:
+        return next(iter(self.at[offset].values()))
+
+
+@dataclass
+class _Cursor:
+    """A consumer's position in one log: the next offset it should read, and the op that set it."""
+
+    next: int
+    anchor: Pair
+
+
+def _records(pair: Pair) -> list[tuple[int, Hashable]]:
+    records = []
+    for record in pair.value or ():
+        if not (isinstance(record, tuple) and len(record) == 2 and isinstance(record[0], int)):
+            raise ValueError(f"op {pair.invoke.index} ({pair.f}): expected (offset, value) records, got {record!r}")
+        records.append((record[0], record[1]))
+    return records
+
+
+def log_anomalies(
+    history: History,
+    guarantee: Delivery,
+    *,
+    appends: Collection[str] = ("append",),
+    polls: Collection[str] = ("poll",),
+    drains: Collection[str] = ("drain",),
+    seeks: Collection[str] = ("seek",),
+    resets: Collection[str] = ("assign", "subscribe"),
+) -> Verdict:
+    """The Kafka workload's anomalies over append-only logs (each op's ``key`` names its log).
+
+    Inputs: ``append`` invokes carry the value and complete ok with the ``offset`` it got;
+    ``poll`` completes ok with a list of ``(offset, value)`` records, read in that order;
+    ``drain`` is a final poll to the end, starting at its invoke ``offset`` (default 0);
+    ``seek`` (ok, with the next ``offset`` to read) moves a consumer, ``assign``/``subscribe``
+    leave its position unknown (as does a poll whose outcome is unknown). A poll's invoke
+    ``offset`` (where ``Log.read`` was asked to start) sets the position only when it is
+    unknown: later requests are not trusted, the records returned are what is checked, so a
+    consumer that computes a wrong offset shows up as a skip. The *version order*
+    of a log is what every ok append and every read says each offset holds.
+
+    - ``inconsistent-offsets``: one offset seen holding two different values (by appends'
+      acknowledgements or reads). Witness: one op showing each value.
+    - ``duplicate``: one value at two offsets. Witness: one op showing each offset.
+    - ``lost-write``: an acknowledged append whose value no read ever returned, although a read
+      returned an offset at or above the append's (Jepsen's rule: readers saw the log past
+      it), or a drain invoked after the append's acknowledgement missed it. Witness: the
+      append and that read. (A reader that starts mid-log without a seek can make this rule
+      accuse a write it simply never looked at: record seeks, or rely on drains.)
+    - ``unseen``: an acknowledged append never read, with no read covering it: not evidence of
+      loss (nobody looked), reported only.
+    - ``unexpected``: a value read from a log that no append attempted, or whose appends all failed.
+    - ``poll-skip``: a consumer's next record (in its own sequence of reads, within a poll or
+      across polls) is past the offset it should read next, and an offset it jumped over
+      exists in the version order. Witness: the read (or seek) that set the position, the
+      read that skipped, and one op showing a skipped offset.
+    - ``nonmonotonic-poll``: a consumer's next record is at or below an offset it already read,
+      with no seek in between. Witness: the op that set the position and the read.
+    - ``nonmonotonic-send``: one process's acknowledged appends to a log got decreasing offsets.
+
+    Position anomalies are invalid under every guarantee: a consumer that rewinds or skips on
+    purpose (at-least-once replay from a committed offset, say) records a ``seek``.
+    """
+    findings = _Findings(history)
+    pairs = history.pairs()
+    logs: dict[str | None, _Log] = defaultdict(_Log)
+    reads = [p for p in pairs if p.ok and (p.f in polls or p.f in drains)]
+
+    # Version order: acknowledgements first, so an offset's evidence is its append when there is one.
+    last_sent: dict[tuple[Process, str | None], Pair] = {}
+    for pair in pairs:
+        if pair.f not in appends:
+            continue
+        log = logs[pair.key]
+        log.attempts[pair.invoke.value].append(pair)
+        if pair.ok:
+            log.acked.append(pair)
+            if pair.offset is not None:
+                log.observe(pair.offset, pair.invoke.value, pair)
+                previous = last_sent.get((pair.process, pair.key))
+                if previous is not None and previous.offset is not None and pair.offset <= previous.offset:
+                    findings.add(
+                        "nonmonotonic-send",
+                        f"process {pair.process!r} appended to {pair.key!r} at offset {pair.offset} "
+                        f"after offset {previous.offset} (ops {_ops(previous, pair)})",
+                        [previous, pair],
+                        key=pair.key,
+                        offsets=[previous.offset, pair.offset],
+                    )
+                last_sent[(pair.process, pair.key)] = pair
+    for pair in reads:
+        log = logs[pair.key]
+        records = _records(pair)
+        for offset, value in records:
+            log.observe(offset, value, pair)
+            log.seen.setdefault(value, pair)
+        if records:
+            log.reads.append((pair, max(offset for offset, _ in records)))
+        if pair.f in drains:
+            log.drains.append(pair)
+
+    recovered: list[Any] = []
+    for name, log in logs.items():
+        _offset_anomalies(findings, name, log)
+        _write_anomalies(findings, name, log, recovered)
+    _position_anomalies(findings, pairs, logs, polls=polls, drains=drains, seeks=seeks, resets=resets)
+
+    counts = {
+        "logs": len(logs),
+        "attempted": sum(len(log.attempts) for log in logs.values()),
+        "acknowledged": sum(len(log.acked) for log in logs.values()),
+        "read": sum(len(_records(p)) for p in reads),
+        "recovered": len(recovered),
+    }
+    return findings.verdict("log", guarantee, counts, {"recovered": recovered})
+
+
+def _offset_anomalies(findings: _Findings, name: str | None, log: _Log) -> None:
+    offsets_of: dict[Hashable, list[int]] = defaultdict(list)
+    for offset in sorted(log.at):
+        held = log.at[offset]
+        for value in held:
+            offsets_of[value].append(offset)
+        if len(held) > 1:
+            (v1, p1), (v2, p2) = list(held.items())[:2]
+            findings.add(
+                "inconsistent-offsets",
+                f"offset {offset} of {name!r} holds {v1!r} (op {_ops(p1)}) and {v2!r} (op {_ops(p2)})",
+                [p1, p2],
+                key=name,
+                offset=offset,
+                values=list(held),
+            )
+    for value, offsets in offsets_of.items():
+        if len(offsets) > 1:
+            p1, p2 = log.at[offsets[0]][value], log.at[offsets[1]][value]
+            findings.add(
+                "duplicate",
+                f"{value!r} is at offsets {offsets} of {name!r} (ops {_ops(p1, p2)})",
+                [p1, p2],
+                key=name,
+                value=value,
+                offsets=offsets,
+            )
+
+
+def _write_anomalies(findings: _Findings, name: str | None, log: _Log, recovered: list[Any]) -> None:
+    for value, reader in log.seen.items():
+        tries = log.attempts.get(value, [])
+        if not tries or all(p.type is OpType.FAIL for p in tries):
+            why = f"its append failed (op {_ops(tries[0])})" if tries else "never appended"
+            findings.add(
+                "unexpected",
+                f"{value!r} read from {name!r} (op {_ops(reader)}) but {why}",
+                [reader, *tries[:1]],
+                key=name,
+                value=value,
+            )
+        elif not any(p.ok for p in tries):
+            recovered.append(value)
+    reported: set[Hashable] = set()
+    for append in log.acked:
+        value = append.invoke.value
+        if value in log.seen or value in reported:
+            continue
+        reported.add(value)
+        offset = append.offset
+        beyond = None
+        if offset is not None:
+            beyond = next((p for p, highest in log.reads if highest >= offset), None)
+        covering = beyond or next((d for d in log.drains if append.completed_before(d)), None)
+        if covering is None:
+            findings.add(
+                "unseen",
+                f"{value!r} appended to {name!r} (op {_ops(append)}, offset {offset}) was never read",
+                [append],
+                key=name,
+                value=value,
+                offset=offset,
+            )
+            continue
+        why = "a later drain missed it" if beyond is None else "a read went past its offset"
+        findings.add(
+            "lost-write",
+            f"{value!r} appended to {name!r} at offset {offset} (op {_ops(append)}) was never read; "
+            f"{why} (op {_ops(covering)})",
+            [append, covering],
+            key=name,
+            value=value,
+            offset=offset,
+        )
+
+
+def _position_anomalies(
+    findings: _Findings,
+    pairs: list[Pair],
+    logs: dict[str | None, _Log],
+    *,
+    polls: Collection[str],
+    drains: Collection[str],
+    seeks: Collection[str],
+    resets: Collection[str],
+) -> None:
+    known = {name: sorted(log.at) for name, log in logs.items()}
+    cursors: dict[tuple[Process, str | None], _Cursor] = {}
+    for pair in pairs:
+        where = (pair.process, pair.key)
+        if pair.f in seeks:
+            if pair.ok and pair.offset is not None:
+                cursors[where] = _Cursor(pair.offset, pair)
+            else:
+                cursors.pop(where, None)
+            continue
+        if pair.f in resets:
+            for place in [c for c in cursors if c[0] == pair.process and pair.key in (None, c[1])]:
+                del cursors[place]
+            continue
+        if pair.f not in polls and pair.f not in drains:
+            continue
+        if pair.f in drains:
+            cursors[where] = _Cursor(pair.invoke.offset or 0, pair)
+        elif where not in cursors and pair.invoke.offset is not None:  # a first read names where it starts
+            cursors[where] = _Cursor(pair.invoke.offset, pair)
+        if not pair.ok:
+            if pair.type is OpType.INFO:  # it may have consumed records: position unknown
+                cursors.pop(where, None)
+            continue
+        for offset, _value in _records(pair):
+            cursor = cursors.get(where)
+            if cursor is not None:
+                _check_step(findings, pair, cursor, offset, known.get(pair.key, []), logs[pair.key])
+            cursors[where] = _Cursor(offset + 1, pair)
+
+
+def _check_step(findings: _Findings, pair: Pair, cursor: _Cursor, offset: int, known: list[int], log: _Log) -> None:
+    who, name, expected = pair.process, pair.key, cursor.next
+    if offset < expected:
+        findings.add(
+            "nonmonotonic-poll",
+            f"process {who!r} read offset {offset} of {name!r} when offset {expected} was next, "
+            f"without a seek (ops {_ops(cursor.anchor, pair)})",
+            [cursor.anchor, pair],
+            key=name,
+            process=who,
+            expected=expected,
+            offset=offset,
+        )
+    elif offset > expected:
+        skipped = known[bisect.bisect_left(known, expected) : bisect.bisect_left(known, offset)]
+        if skipped:
+            evidence = log.evidence(skipped[0])
+            findings.add(
+                "poll-skip",
+                f"process {who!r} read offset {offset} of {name!r} when offset {expected} was next, "
+                f"skipping existing offsets {skipped} (ops {_ops(cursor.anchor, pair)}; "
+                f"offset {skipped[0]} shown by op {_ops(evidence)})",
+                [cursor.anchor, pair, evidence],
+                key=name,
+                process=who,
+                expected=expected,
+                offset=offset,
+                skipped=skipped,
+            )
+
+
+# --- per-key order -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Written:
+    """When a value was written: its first attempt's start and its first acknowledgement."""
+
+    value: Hashable
+    first_try: Pair
+    first_ok: Pair
+
+    @property
+    def start(self) -> int:
+        return self.first_try.invoke.index
+
+    @property
+    def end(self) -> int:
+        assert self.first_ok.completion is not None
+        return self.first_ok.completion.index
+
+
+def _delivered(pair: Pair, written: dict[Hashable, _Written]) -> list[Hashable]:
+    """The written values a read returned: a value, a list of values, or (offset, value) records."""
+    value = pair.value
+    if value in written:
+        return [value]
+    if not isinstance(value, tuple):
+        return []
+    values = []
+    for item in value:
+        if item in written:
+            values.append(item)
+        elif isinstance(item, tuple) and len(item) == 2 and item[1] in written:
+            values.append(item[1])
+    return values
+
+
+def per_key_order(
+    history: History,
+    *,
+    key: Callable[[Any], Hashable] | None = None,
+    writes: Collection[str] = ("enqueue", "append", "send", "publish", "put"),
+    reads: Collection[str] = ("dequeue", "poll", "drain", "receive", "get"),
+    resets: Collection[str] = ("seek", "assign", "subscribe"),
+) -> Verdict:
+    """Per-key order: each consumer receives one key's values in the order they were written.
+
+    The ordering key of a value is ``key(value)`` when given (e.g. the aggregate id inside the
+    value), else the ``key`` of its write op. Values are identities (unique in the history).
+    Only writes that do not overlap in real time are ordered: value ``b`` must come before
+    ``a`` when some attempt to write ``b`` was acknowledged before the first attempt to write
+    ``a`` was invoked. Each process's reads are taken in order, counting the first delivery of
+    each value only (redelivery is a duplication question, not an ordering one). A ``seek``,
+    ``assign`` or ``subscribe`` starts the process afresh: a consumer that repositions on
+    purpose may then receive anything in any order relative to what it read before.
+
+    - ``reordered``: a process received ``a`` and then ``b``, although ``b``'s write finished
+      before ``a``'s began. One anomaly per late delivery, paired with the earlier-received
+      value whose write began latest. Witness: both writes and the read(s) delivering them.
+    """
+    findings = _Findings(history)
+    pairs = history.pairs()
+    attempts: dict[Hashable, list[Pair]] = defaultdict(list)
+    for pair in pairs:
+        if pair.f in writes:
+            attempts[pair.invoke.value].append(pair)
+    written: dict[Hashable, _Written] = {}
+    for value, tries in attempts.items():
+        oks = [p for p in tries if p.ok]
+        if oks:
+            first_ok = min(oks, key=lambda p: p.completion.index if p.completion else 0)
+            began = next(p for p in tries if p.type is not OpType.FAIL)  # a failed try never began the write
+            written[value] = _Written(value, began, first_ok)
+
+    def order_key(w: _Written) -> Hashable:
+        return key(w.value) if key is not None else w.first_ok.key
+
+    # (process, session) -> value -> first delivery, in order
+    received: dict[tuple[Process, int], dict[Hashable, Pair]] = defaultdict(dict)
+    session: dict[Process, int] = defaultdict(int)
+    for pair in pairs:
+        if pair.f in resets:
+            session[pair.process] += 1
+        elif pair.ok and pair.f in reads:
+            for value in _delivered(pair, written):
+                received[(pair.process, session[pair.process])].setdefault(value, pair)
+
+    checked = 0
+    for (process, _), deliveries in received.items():
+        latest: dict[Hashable, tuple[_Written, Pair]] = {}  # per key: earlier delivery whose write began last
+        for value, read in deliveries.items():
+            checked += 1
+            w = written[value]
+            k = order_key(w)
+            before = latest.get(k)
+            if before is not None and w.end < before[0].start:
+                a, a_read = before
+                findings.add(
+                    "reordered",
+                    f"key {k!r}: {value!r} was written (acknowledged op {w.end}) before {a.value!r} "
+                    f"(invoked op {a.start}), but process {process!r} received {a.value!r} first "
+                    f"(ops {_ops(a_read, read)})",
+                    [w.first_ok, a.first_try, a.first_ok, a_read, read],
+                    key=k,
+                    process=process,
+                    first=a.value,
+                    second=value,
+                )
+            if before is None or w.start > before[0].start:
+                latest[k] = (w, read)
+    counts = {"written": len(written), "deliveries": checked}
+    return findings.verdict("per-key-order", None, counts)

@@ -1,0 +1,140 @@
+"""``prism-testkit``: validate and explain namespace files, print their JSON Schema.
+
+Exit codes: 0 all valid, 1 a file has problems (each printed as ``FILE: path: message``),
+2 usage errors (bad arguments, a file that cannot be read, backends that fail to register).
+Everything printed goes through :func:`redact`, since configs may carry URLs with credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from prism_testkit.catalogue import PatternInfo
+from prism_testkit.errors import PrismError
+from prism_testkit.namespaces import (
+    NamespaceError,
+    NamespaceFile,
+    ResolvedNamespace,
+    ResolvedPattern,
+    describe_backend,
+    load_namespaces,
+    schema_text,
+)
+from prism_testkit.redaction import redact
+from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
+
+OK, INVALID, USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prism-testkit", description="Namespace files of prism-testkit.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="check namespace files against the catalogue and backends")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    explain = commands.add_parser("explain", help="print each namespace's resolved pattern chain")
+    explain.add_argument("file", metavar="FILE")
+    commands.add_parser("schema", help="print the JSON Schema of namespace files")
+    return parser
+
+
+def _out(text: str, stream: TextIO | None = None) -> None:
+    print(redact(text), file=stream or sys.stdout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return exc.code if isinstance(exc.code, int) else USAGE
+    if args.command == "schema":
+        sys.stdout.write(schema_text())
+        return OK
+    try:
+        registry = build_registry(make_plugin_manager())
+    except PrismError as exc:
+        _out(f"prism-testkit: error: cannot load backends: {exc}", sys.stderr)
+        return USAGE
+    if args.command == "validate":
+        return _validate(args.files, registry)
+    return _explain(args.file, registry)
+
+
+def _load(path: str, registry: BackendRegistry) -> NamespaceFile | int:
+    try:
+        return load_namespaces(path, registry)
+    except NamespaceError as exc:
+        for problem in exc.problems:
+            _out(str(problem))
+        return INVALID
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        _out(f"prism-testkit: error: {path}: cannot read: {reason}", sys.stderr)
+        return USAGE
+
+
+def _validate(paths: Sequence[str], registry: BackendRegistry) -> int:
+    worst = OK
+    for path in paths:
+        result = _load(path, registry)
+        if isinstance(result, int):
+            worst = max(worst, result)
+            continue
+        count = len(result.namespaces)
+        _out(f"{path}: ok ({count} namespace{'s' if count != 1 else ''})")
+    return worst
+
+
+def _explain(path: str, registry: BackendRegistry) -> int:
+    result = _load(path, registry)
+    if isinstance(result, int):
+        return result
+    for namespace in result.namespaces:
+        for line in explain_namespace(namespace, registry):
+            _out(line)
+    return OK
+
+
+def explain_namespace(ns: ResolvedNamespace, registry: BackendRegistry) -> list[str]:
+    lines = [f"namespace {ns.name} (client_api: {ns.client_api})"]
+    if ns.needs is not None:
+        given = ns.needs.model_dump(exclude_none=True)
+        lines.append("  needs: " + (", ".join(f"{k}={v}" for k, v in given.items()) or "(none)"))
+    if not ns.chain:
+        backends = ", ".join(f"{role} -> {name}" for role, name in ns.backends.items())
+        lines.append(f"  no patterns: the client API talks to the backend directly ({backends or 'none'})")
+        return lines
+    names = [p.name for p in ns.chain]
+    lines.append(f"  publish: {' -> '.join([*names, 'backend'])}")
+    lines.append(f"  consume: {' -> '.join(['backend', *reversed(names)])}")
+    for index, pattern in enumerate(ns.chain, 1):
+        lines.extend(_explain_pattern(index, pattern, registry))
+    return lines
+
+
+def _explain_pattern(index: int, pattern: ResolvedPattern, registry: BackendRegistry) -> list[str]:
+    info: PatternInfo = pattern.info
+    status = "implemented" if info.implemented else "not implemented (validated only)"
+    lines = [
+        f"  {index}. {info.name} [{info.priority}, complexity {info.complexity}, {status}]",
+        f"     {info.summary}",
+        f"     why: {pattern.reason}",
+    ]
+    width = max(len(slot) for slot in info.slots)
+    for slot, spec in info.slots.items():
+        backend = pattern.slots.get(slot)
+        if backend is None:
+            lines.append(f"     {slot:<{width}} -> (not used)")
+            continue
+        relevant = spec.slot.all_of | spec.slot.any_of
+        lines.append(f"     {slot:<{width}} -> {backend} ({describe_backend(registry[backend], relevant)})")
+    config = pattern.config.model_dump(exclude_defaults=True, mode="json")
+    if config:
+        lines.append("     config: " + ", ".join(f"{k}={v}" for k, v in config.items()))
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

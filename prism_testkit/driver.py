@@ -1,0 +1,122 @@
+"""The base class every backend driver extends.
+
+A driver is one connection (or pool) to one provisioned backend instance. It hands out one
+facet per interface it implements; the base class answers every accessor with
+:class:`NotSupported`, so an interface a driver does not override is undeclared by construction
+and the registry can check at start-up that every declared interface is really overridden.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
+
+from prism_testkit.capabilities import Capability
+from prism_testkit.errors import NotSupported
+
+if TYPE_CHECKING:
+    from prism_testkit.interfaces import KeyValue, Log, ObjectStore, PubSub, Queue, Transactions
+    from prism_testkit.provisioning import Endpoint
+
+T = TypeVar("T")
+
+# The accessor method of Driver that hands out each interface's facet.
+ACCESSORS: dict[Capability, str] = {
+    Capability.KEYVALUE: "keyvalue",
+    Capability.PUBSUB: "pubsub",
+    Capability.QUEUE: "queue",
+    Capability.LOG: "log",
+    Capability.OBJECTS: "objects",
+    Capability.TRANSACTIONS: "transactions",
+}
+
+
+class Driver(ABC):
+    """Connected backend. Subclasses override the accessors of the interfaces they implement."""
+
+    backend_name: ClassVar[str] = "?"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # Every accessor a subclass overrides first checks the declaration, so a driver class
+        # shared by several registrations (or a forgetful one) cannot hand out an undeclared
+        # interface: honesty by construction rather than by each backend's discipline.
+        super().__init_subclass__(**kwargs)
+        for capability, attr in ACCESSORS.items():
+            method = cls.__dict__.get(attr)
+            if method is not None and not hasattr(method, "__prism_guarded__"):
+                setattr(cls, attr, _guarded(capability, method))
+
+    def __init__(self, name: str, capabilities: frozenset[Capability]) -> None:
+        self.name = name
+        self.capabilities = capabilities
+
+    @classmethod
+    @abstractmethod
+    async def connect(cls, name: str, capabilities: frozenset[Capability], endpoint: Endpoint) -> Self:
+        """Open a connection to the provisioned instance described by ``endpoint``."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections; the data stays on the server."""
+
+    @abstractmethod
+    async def purge(self, prefix: str) -> None:
+        """Delete everything this driver can see whose name starts with ``prefix``
+        (keys, queues, logs, topics, buckets, group offsets). Used for per-test cleanup."""
+
+    @abstractmethod
+    async def leftovers(self, prefix: str) -> list[str]:
+        """Names of things still stored under ``prefix``: empty after a clean test."""
+
+    # --- capability checks -----------------------------------------------------------------
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def require(self, capability: Capability, detail: str = "") -> None:
+        """Raise :class:`NotSupported` unless ``capability`` is declared for this backend."""
+        if capability not in self.capabilities:
+            raise NotSupported(self.name, capability.value, detail)
+
+    # --- interface accessors: undeclared unless overridden ---------------------------------
+
+    def keyvalue(self) -> KeyValue:
+        raise NotSupported(self.name, Capability.KEYVALUE.value)
+
+    def pubsub(self) -> PubSub:
+        raise NotSupported(self.name, Capability.PUBSUB.value)
+
+    def queue(self) -> Queue:
+        raise NotSupported(self.name, Capability.QUEUE.value)
+
+    def log(self) -> Log:
+        raise NotSupported(self.name, Capability.LOG.value)
+
+    def objects(self) -> ObjectStore:
+        raise NotSupported(self.name, Capability.OBJECTS.value)
+
+    def transactions(self) -> Transactions:
+        raise NotSupported(self.name, Capability.TRANSACTIONS.value)
+
+    def facet(self, interface: Capability) -> object:
+        """The facet for ``interface`` (an interface capability, not a sub-capability)."""
+        if interface not in self.capabilities:
+            raise NotSupported(self.name, interface.value)
+        return getattr(self, ACCESSORS[interface])()
+
+
+def _guarded(capability: Capability, accessor: Callable[[Driver], T]) -> Callable[[Driver], T]:
+    @functools.wraps(accessor)
+    def checked(self: Driver) -> T:
+        self.require(capability)
+        return accessor(self)
+
+    checked.__prism_guarded__ = True  # type: ignore[attr-defined]
+    return checked
+
+
+def implemented_interfaces(driver_cls: type[Driver]) -> frozenset[Capability]:
+    """Interfaces whose accessor ``driver_cls`` overrides (what it can possibly provide)."""
+    return frozenset(cap for cap, attr in ACCESSORS.items() if getattr(driver_cls, attr) is not getattr(Driver, attr))

@@ -1,0 +1,98 @@
+"""Typed errors shared by backends, patterns and the harness.
+
+Every error a caller may want to handle has its own class, named for what went wrong, so
+``except ClaimNotFound`` reads as the situation it handles. Messages never contain credentials:
+anything that may carry a URL goes through :func:`prism_testkit.redaction.redact` first.
+"""
+
+from __future__ import annotations
+
+
+class PrismError(Exception):
+    """Base class of every error raised by prism-testkit code."""
+
+
+# --- capability and configuration errors -------------------------------------------------
+
+
+class NotSupported(PrismError):
+    """The backend does not declare (and so must not perform) the requested operation."""
+
+    def __init__(self, backend: str, capability: str, detail: str = "") -> None:
+        self.backend = backend
+        self.capability = capability
+        suffix = f": {detail}" if detail else ""
+        super().__init__(f"backend {backend!r} does not support {capability!r}{suffix}")
+
+
+class RegistrationError(PrismError):
+    """A plugin registered a backend that cannot be used (raised at start-up)."""
+
+
+class UnknownBackend(PrismError):
+    """A backend name was asked for that no plugin registered."""
+
+    def __init__(self, names: list[str], registered: list[str]) -> None:
+        self.names = names
+        self.registered = registered
+        known = ", ".join(registered) or "(none)"
+        super().__init__(f"unknown backend(s): {', '.join(names)}; registered backends: {known}")
+
+
+class ProvisioningError(PrismError):
+    """A backend that was asked for explicitly could not be provisioned."""
+
+
+class ConfigurationError(PrismError):
+    """A pattern or namespace was configured with values that cannot work."""
+
+
+# --- data errors ---------------------------------------------------------------------------
+
+
+class NotFound(PrismError):
+    """Base for 'the thing you named is not there'."""
+
+
+class KeyNotFound(NotFound):
+    pass
+
+
+class BucketNotFound(NotFound):
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        super().__init__(f"bucket {bucket!r} does not exist")
+
+
+class ObjectNotFound(NotFound):
+    def __init__(self, bucket: str, key: str) -> None:
+        self.bucket = bucket
+        self.key = key
+        super().__init__(f"object {key!r} not found in bucket {bucket!r}")
+
+
+class BucketNotEmpty(PrismError):
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        super().__init__(f"bucket {bucket!r} is not empty")
+
+
+class PayloadTooLarge(PrismError):
+    """A payload exceeds a configured or backend maximum. Nothing was written."""
+
+    def __init__(self, size: int, limit: int, what: str = "payload") -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} of {size} bytes exceeds the maximum of {limit} bytes")
+
+
+class DeliveryNotFound(PrismError):
+    """An ack or nack named a delivery the queue does not hold (already acked, or unknown)."""
+
+
+class TransactionAborted(PrismError):
+    """A transaction could not commit; none of its writes are visible."""
+
+
+class ConnectionLost(PrismError):
+    """The connection to the backend broke; the outcome of the operation in flight is unknown."""

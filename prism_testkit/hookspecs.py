@@ -1,0 +1,34 @@
+"""Hook specifications of prism-testkit's own plugin manager.
+
+Plugins are modules (or objects) registered under the entry-point group
+:data:`ENTRY_POINT_GROUP`; the built-in backends use the same group, so a third-party
+backend package needs no change to our code. Implementations are marked with
+:data:`prism_testkit.hookimpl`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from prism_testkit.registry import BackendSpec
+
+PROJECT = "prism_testkit"
+ENTRY_POINT_GROUP = "prism_testkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def prism_register_backends() -> Sequence[BackendSpec]:
+    """Return the backends this plugin provides.
+
+    Each :class:`~prism_testkit.registry.BackendSpec` names the backend, the capabilities it
+    declares, the properties of the instance it provisions, its provisioner and its driver
+    class. Names must be unique across all plugins; a bad registration stops the run at
+    start-up with a message naming this plugin.
+    """

@@ -1,0 +1,33 @@
+"""Hypothesis profiles the plugin registers; select one with ``--hypothesis-profile``.
+
+* ``prism-dev``: the local default, quick.
+* ``prism-ci``: used when ``CI`` is set: derandomised, no example database, prints the
+  reproduce blob so a failure in CI replays locally with ``@reproduce_failure``.
+* ``prism-hunt``: long property-based regression hunts.
+
+The suites talk to real servers, so no profile has a deadline, and the function-scoped
+fixture check is off: suites isolate every example in its own namespace themselves.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+DEV, CI, HUNT = "prism-dev", "prism-ci", "prism-hunt"
+
+_COMMON = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
+
+
+def register() -> None:
+    settings.register_profile(DEV, max_examples=20, **_COMMON)
+    settings.register_profile(CI, max_examples=30, derandomize=True, database=None, print_blob=True, **_COMMON)
+    settings.register_profile(HUNT, max_examples=5_000, print_blob=True, **_COMMON)
+
+
+def default_profile() -> str:
+    return CI if os.environ.get("CI", "").lower() not in ("", "0", "false") else DEV

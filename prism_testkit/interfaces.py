@@ -1,0 +1,223 @@
+"""The thin interfaces (layer 1) that patterns are written against.
+
+Each interface is a small async :class:`typing.Protocol`. A backend implements the subset it
+truly supports and declares it (see :mod:`prism_testkit.capabilities`); everything else raises
+:class:`~prism_testkit.errors.NotSupported`. Names passed to these methods (keys, queues, logs,
+topics, buckets) are opaque strings; the harness prefixes them per test for isolation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What flows through queues, logs and topics: opaque bytes plus string headers."""
+
+    payload: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    key: str | None = None
+
+    def with_headers(self, **changes: str | None) -> Message:
+        """A copy with headers set (``None`` removes a header)."""
+        headers = dict(self.headers)
+        for name, value in changes.items():
+            if value is None:
+                headers.pop(name, None)
+            else:
+                headers[name] = value
+        return Message(self.payload, headers, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message handed to one consumer of a durable queue, pending until acked."""
+
+    delivery_id: str
+    message: Message
+    attempt: int  # 1 on first delivery, incremented on every redelivery
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A message stored in a log at a fixed offset (offsets start at 0 and never change)."""
+
+    offset: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """Metadata of a stored object, readable without fetching its body."""
+
+    bucket: str
+    key: str
+    size: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    expires_at: float | None = None  # unix time, None when the object never expires
+
+
+# --- key-value -----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class KeyValue(Protocol):
+    """Basic key-value, plus TTL (``keyvalue.ttl``), scan (``keyvalue.scan``) and
+    compare-and-set (``keyvalue.cas``) when declared."""
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
+    async def delete(self, key: str) -> bool: ...
+    async def exists(self, key: str) -> bool: ...
+    def scan(self, prefix: str) -> AsyncIterator[str]: ...
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        """Write ``new`` only if the current value equals ``expected`` (``None``: key absent)."""
+        ...
+
+
+# --- messaging -----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    async def receive(self, wait: float) -> Message | None:
+        """The next message, waiting up to ``wait`` seconds; ``None`` when none came."""
+        ...
+
+    async def close(self) -> None:
+        """Stop delivery: ``receive`` afterwards returns ``None`` or raises, never a message."""
+        ...
+
+
+@runtime_checkable
+class PubSub(Protocol):
+    """Ephemeral fan-out: every current subscriber gets each message published after it
+    subscribed; nothing is kept for subscribers that come later."""
+
+    async def publish(self, topic: str, message: Message) -> None: ...
+    async def subscribe(self, topic: str) -> Subscription: ...
+
+
+@runtime_checkable
+class Queue(Protocol):
+    """Durable queue with competing consumers. A received message stays pending until acked;
+    it is redelivered after a nack or when its visibility timeout runs out.
+
+    Every hand-out gets a fresh ``delivery_id``: an ack or nack naming a delivery that is no
+    longer pending (acked, nacked, or expired and handed out again) raises
+    :class:`~prism_testkit.errors.DeliveryNotFound`, so a slow consumer cannot ack the copy
+    another consumer is working on. A nacked message is available again at once.
+    """
+
+    async def send(self, queue: str, message: Message) -> str: ...
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> Delivery | None:
+        """The next available message, waiting up to ``wait`` seconds; ``None`` when none came."""
+        ...
+
+    async def ack(self, queue: str, delivery: Delivery) -> None: ...
+    async def nack(self, queue: str, delivery: Delivery) -> None: ...
+
+
+@runtime_checkable
+class Log(Protocol):
+    """Append-only log with stable offsets, replay from any offset and group offsets.
+
+    Offsets start at 0 and are dense. A negative offset raises ``ValueError``. ``commit``
+    records the offset it is given (the last commit wins, also when it is lower).
+    """
+
+    async def append(self, log: str, message: Message) -> int: ...
+    async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
+        """Records from ``offset`` on (at most ``limit``), waiting up to ``wait`` seconds when
+        there are none yet."""
+        ...
+
+    async def end_offset(self, log: str) -> int:
+        """The offset the next append will get (0 for an empty or missing log)."""
+        ...
+
+    async def commit(self, log: str, group: str, offset: int) -> None:
+        """Record that ``group`` has processed every record below ``offset``."""
+        ...
+
+    async def committed(self, log: str, group: str) -> int | None: ...
+
+
+# --- objects -------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Object storage after ADR-052, plus ``list_keys`` so leaks can be looked for.
+
+    Every object operation on a missing bucket raises
+    :class:`~prism_testkit.errors.BucketNotFound` (a put never creates its bucket). A failed
+    ``put_stream`` leaves no object, and an object it would have replaced keeps its content.
+    With ``objects.ttl``, an expired object is invisible to every read, as if deleted.
+    """
+
+    async def create_bucket(self, bucket: str) -> None: ...
+    async def delete_bucket(self, bucket: str) -> None: ...
+    async def bucket_exists(self, bucket: str) -> bool: ...
+    async def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        ttl: float | None = None,
+    ) -> ObjectInfo: ...
+    async def put_stream(
+        self,
+        bucket: str,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        metadata: Mapping[str, str] | None = None,
+        ttl: float | None = None,
+    ) -> ObjectInfo: ...
+    async def get(self, bucket: str, key: str) -> bytes: ...
+    def get_stream(self, bucket: str, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]: ...
+    async def delete(self, bucket: str, key: str) -> None:
+        """Idempotent: deleting a missing object is not an error."""
+        ...
+
+    async def exists(self, bucket: str, key: str) -> bool: ...
+    async def info(self, bucket: str, key: str) -> ObjectInfo: ...
+    async def set_ttl(self, bucket: str, key: str, ttl: float) -> None: ...
+    def list_keys(self, bucket: str, prefix: str = "") -> AsyncIterator[str]: ...
+
+
+# --- transactions --------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Transaction(Protocol):
+    """Writes staged inside one atomic unit: all become visible at commit, or none do."""
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def put(self, key: str, value: bytes) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def append(self, log: str, message: Message) -> None: ...
+
+
+@runtime_checkable
+class Transactions(Protocol):
+    """Atomic multi-write across keys (of the backend's key-value) and a log (of its log).
+
+    ``async with tx.transaction() as t`` commits when the block ends and rolls back when it
+    raises. Offsets of appended records are assigned at commit, in commit order, so a reader
+    following the log by offset never skips a transaction that committed late.
+
+    Isolation: readers outside never see uncommitted writes. A transaction that read a key
+    which another writer changed before it committed either fails at commit with
+    :class:`~prism_testkit.errors.TransactionAborted` (nothing applied) or is serialised after
+    that writer; it never silently overwrites the change.
+    """
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...

@@ -1,0 +1,115 @@
+"""Command-line options and ini settings (every option has an ini twin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from prism_testkit.combinations import Expansion
+
+DEFAULT_BACKENDS = "embedded"  # the backends that need no server
+
+
+def addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("prism", "prism-testkit: pattern acceptance suites")
+
+    def add(flag: str, ini: str, help: str, default: str | None = None, **kwargs: object) -> None:
+        group.addoption(flag, dest=ini, default=None, help=help, **kwargs)
+        parser.addini(ini, help=help, default=default)
+
+    add(
+        "--prism-backend",
+        "prism_backend",
+        "backends to run the suites on: 'all', 'embedded' (default) or a comma list of names",
+        default=DEFAULT_BACKENDS,
+    )
+    add(
+        "--prism-pattern",
+        "prism_pattern",
+        "run only these suites (comma list of suite names, e.g. claim_check,keyvalue)",
+    )
+    add(
+        "--prism-combinations",
+        "prism_combinations",
+        "'covering' (default): every compatible backend in every slot at least once; 'all': cross product",
+        default=Expansion.COVERING.value,
+    )
+    add("--prism-report", "prism_report", "write a JSON report of suites x combinations to this path")
+    group.addoption(
+        "--prism-url",
+        dest="prism_url",
+        action="append",
+        default=None,
+        metavar="NAME=URL",
+        help="connect backend NAME to an existing server at URL (repeatable; or PRISM_<NAME>_URL)",
+    )
+    parser.addini("prism_url", type="linelist", help="NAME=URL lines, like --prism-url")
+    group.addoption(
+        "--prism-namespace",
+        dest="prism_namespace",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="also run each pattern suite on the backends a namespace file names for it (repeatable)",
+    )
+    parser.addini("prism_namespace", type="paths", help="namespace files, like --prism-namespace")
+
+
+@dataclass(frozen=True)
+class PrismOptions:
+    backends: str
+    patterns: frozenset[str] | None
+    expansion: Expansion
+    report: Path | None
+    urls: dict[str, str]
+    namespace_files: tuple[Path, ...] = ()
+
+    @property
+    def backends_named_explicitly(self) -> list[str]:
+        """Names the user listed (not 'all' / 'embedded'): these must be provisionable."""
+        if self.backends in ("all", "embedded"):
+            return []
+        return split_list(self.backends)
+
+
+def split_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def read_options(config: pytest.Config) -> PrismOptions:
+    def get(name: str) -> str | None:
+        value = config.getoption(name)
+        if value is None:
+            ini = config.getini(name)
+            value = ini if ini not in ("", None, []) else None
+        return value
+
+    backends = (get("prism_backend") or DEFAULT_BACKENDS).strip()
+    patterns = get("prism_pattern")
+    how = (get("prism_combinations") or Expansion.COVERING.value).strip()
+    try:
+        expansion = Expansion(how)
+    except ValueError:
+        raise pytest.UsageError(f"--prism-combinations must be 'covering' or 'all', not {how!r}") from None
+    report = get("prism_report")
+    url_lines = list(config.getini("prism_url") or []) + list(config.getoption("prism_url") or [])
+    urls: dict[str, str] = {}
+    for line in url_lines:
+        name, sep, url = line.partition("=")
+        if not sep or not name.strip() or not url.strip():
+            # the value is not echoed: without '=' it is all URL, credentials included
+            raise pytest.UsageError("--prism-url takes NAME=URL; a value was given without a name or a URL")
+        urls[name.strip()] = url.strip()
+    if not split_list(backends):
+        raise pytest.UsageError("--prism-backend is empty: give 'all', 'embedded' or backend names")
+    return PrismOptions(
+        backends=backends,
+        patterns=frozenset(split_list(patterns)) if patterns else None,
+        expansion=expansion,
+        report=Path(report) if report else None,
+        urls=urls,
+        namespace_files=tuple(Path(f) for f in (config.getini("prism_namespace") or []))
+        + tuple(Path(f) for f in (config.getoption("prism_namespace") or [])),
+    )

@@ -1,0 +1,248 @@
+"""The pytest plugin (entry point ``pytest11: prism``): options, selection, parametrisation,
+fixtures, async test execution and reporting."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from prism_testkit import hypothesis_profiles
+from prism_testkit.combinations import Combination, NoCombination, expand
+from prism_testkit.env import PrismEnv
+from prism_testkit.errors import ProvisioningError, RegistrationError, UnknownBackend
+from prism_testkit.namespace import NamespaceFactory
+from prism_testkit.namespace_runs import NamespacePlan, load_plan
+from prism_testkit.options import PrismOptions, addoption, read_options
+from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
+from prism_testkit.report import PrismResults, anomaly_properties, item_properties
+from prism_testkit.runtime import PrismRuntime
+from prism_testkit.suite import MARKER, declaration_of
+
+OPTIONS = pytest.StashKey[PrismOptions]()
+RUNTIME = pytest.StashKey[PrismRuntime]()
+RESULTS = pytest.StashKey[PrismResults]()
+PLAN = pytest.StashKey[NamespacePlan]()
+
+# Registered at import so that Hypothesis's own --hypothesis-profile can name them.
+hypothesis_profiles.register()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    addoption(parser)
+
+
+def _select(registry: BackendRegistry, options: PrismOptions) -> list[BackendSpec]:
+    if options.backends == "all":
+        return list(registry)
+    if options.backends == "embedded":
+        return registry.embedded
+    try:
+        return registry.select(options.backends_named_explicitly)
+    except UnknownBackend as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{MARKER}(declaration): a prism-testkit suite (set by prism_suite())")
+    options = read_options(config)
+    try:
+        registry = build_registry(make_plugin_manager())
+    except RegistrationError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    plan = load_plan(options.namespace_files, registry)
+    runtime = PrismRuntime(
+        registry,
+        _select(registry, options),
+        options.urls,
+        NamespaceFactory(),
+        extra=[registry[name] for name in plan.backends],
+    )
+    atexit.register(runtime.close)  # also stops servers when pytest dies before unconfigure
+    config.stash[OPTIONS] = options
+    config.stash[RUNTIME] = runtime
+    config.stash[PLAN] = plan
+    for name in dict.fromkeys([*options.backends_named_explicitly, *plan.backends]):
+        availability = runtime.availability[name]
+        if not availability.available:
+            runtime.close()
+            raise pytest.UsageError(
+                f"backend {name!r} was asked for by name but cannot be provisioned: {availability.detail}"
+            )
+    results = PrismResults(
+        unavailable=runtime.unavailable,
+        available={name: a.detail for name, a in runtime.availability.items() if a.available},
+    )
+    config.stash[RESULTS] = results
+    config.pluginmanager.register(_Reporting(config), "prism-reporting")
+    if config.getoption("hypothesis_profile", None) is None:
+        from hypothesis import settings
+
+        settings.load_profile(hypothesis_profiles.default_profile())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    runtime = config.stash.get(RUNTIME, None)
+    if runtime is not None:
+        atexit.unregister(runtime.close)
+        runtime.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    runtime = config.stash.get(RUNTIME, None)
+    if runtime is None:
+        return []
+    lines = []
+    for name, availability in runtime.availability.items():
+        lines.append(f"  {name}: {availability.via.value} ({availability.detail})")
+    return ["prism-testkit backends:", *lines]
+
+
+# --- parametrisation and selection ---------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    decl = declaration_of(metafunc.definition)
+    if decl is None or "prism_combination" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    combos = expand(decl.name, decl.slots, config.stash[RUNTIME].available, config.stash[OPTIONS].expansion)
+    from_files = config.stash[PLAN].combinations(decl.name, decl.slots)
+    if from_files:  # besides the expansion; enough on their own to make the suite runnable
+        combos = [*(combos if isinstance(combos, list) else []), *from_files]
+    if isinstance(combos, NoCombination):
+        metafunc.parametrize("prism_combination", [combos], ids=[combos.id])
+    else:
+        metafunc.parametrize("prism_combination", combos, ids=[c.id for c in combos])
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = config.stash[OPTIONS].patterns
+    selected, deselected = [], []
+    seen_suites: set[str] = set()
+    for item in items:
+        decl = declaration_of(item)
+        if decl is None:
+            selected.append(item)
+            continue
+        seen_suites.add(decl.name)
+        if wanted is not None and decl.name not in wanted:
+            deselected.append(item)
+            continue
+        combo = item.callspec.params.get("prism_combination") if hasattr(item, "callspec") else None
+        if isinstance(combo, NoCombination):
+            item.user_properties.append(item_properties(decl.name, {}, combo.reason))
+        elif isinstance(combo, Combination):
+            item.user_properties.append(item_properties(decl.name, combo.slots, None, combo.namespace))
+        selected.append(item)
+    if wanted is not None:
+        unknown = sorted(wanted - seen_suites)
+        if unknown and seen_suites:
+            raise pytest.UsageError(
+                f"--prism-pattern names no collected suite: {', '.join(unknown)}; "
+                f"collected suites: {', '.join(sorted(seen_suites))}"
+            )
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prism_runtime(pytestconfig: pytest.Config) -> PrismRuntime:
+    """This process's harness runtime: event loop, provisioned backends, drivers."""
+    return pytestconfig.stash[RUNTIME]
+
+
+@pytest.fixture
+def prism_combination(request: pytest.FixtureRequest) -> Combination | NoCombination:
+    """The backend in each slot of the current suite test (set by the plugin)."""
+    if not hasattr(request, "param"):
+        pytest.fail("prism_combination is only available in modules declared with prism_suite()", pytrace=False)
+    return request.param
+
+
+@pytest.fixture
+def prism_env(
+    request: pytest.FixtureRequest, prism_runtime: PrismRuntime, prism_combination: Combination | NoCombination
+) -> Iterator[PrismEnv]:
+    """A combination of connected backends and a fresh namespace, purged after the test."""
+    if isinstance(prism_combination, NoCombination):
+        pytest.fail(prism_combination.reason, pytrace=False)
+    try:
+        for backend in prism_combination.slots.values():
+            prism_runtime.driver(backend)
+    except ProvisioningError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    env = PrismEnv(prism_runtime, prism_combination, prism_runtime.namespaces.new())
+    backends = list(dict.fromkeys(prism_combination.slots.values()))
+    try:
+        yield env
+    finally:
+        request.node.user_properties.append(anomaly_properties(env.anomalies, env.tolerated))
+        prism_runtime.heal(backends)  # before purging: the purge needs the servers back
+        prism_runtime.run(env.purge())
+
+
+# --- async tests ---------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` suite tests (also under ``@given``) on this process's event loop."""
+    if declaration_of(pyfuncitem) is None:
+        return None
+    runtime = pyfuncitem.config.stash[RUNTIME]
+    func = pyfuncitem.obj
+    hypothesis_attrs = getattr(func, "hypothesis", None)
+    if hypothesis_attrs is not None:
+        # Rebound on every call, never once: the test function object outlives this session
+        # (a pytester run in the same process reuses the imported module), and its examples
+        # must run on the loop of the runtime that owns this session's drivers.
+        inner = getattr(hypothesis_attrs.inner_test, "__prism_coroutine__", hypothesis_attrs.inner_test)
+        if inspect.iscoroutinefunction(inner):
+            hypothesis_attrs.inner_test = _run_on(runtime, inner)
+        return None  # Hypothesis's wrapper is synchronous: let pytest call it
+    if inspect.iscoroutinefunction(func):
+        argnames = pyfuncitem._fixtureinfo.argnames
+        runtime.run(func(**{name: pyfuncitem.funcargs[name] for name in argnames}))
+        return True
+    return None
+
+
+def _run_on(runtime: PrismRuntime, coro_fn: Any) -> Any:
+    @functools.wraps(coro_fn)
+    def run_example(*args: Any, **kwargs: Any) -> Any:
+        return runtime.run(coro_fn(*args, **kwargs))
+
+    run_example.__prism_coroutine__ = coro_fn  # type: ignore[attr-defined]
+    return run_example
+
+
+# --- reporting -----------------------------------------------------------------------------
+
+
+class _Reporting:
+    """Registered per run: sees every test report (the controller's, under xdist)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.config.stash[RESULTS].record(report)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if hasattr(self.config, "workerinput"):
+            return
+        results = self.config.stash[RESULTS]
+        results.summarize(terminalreporter)
+        report_path = self.config.stash[OPTIONS].report
+        if report_path is not None:
+            results.write(report_path)
+            terminalreporter.write_line(f"prism-testkit report written to {report_path}")

@@ -1,0 +1,191 @@
+"""Private server processes: start, readiness, kill / stop / start / pause / resume, cleanup.
+
+Servers run in the foreground in their own process group, with a parent-death signal, so a
+crashed or SIGKILLed pytest worker never leaves an orphaned server behind; ``atexit`` and
+:func:`stop_all` cover the orderly paths (end of session, Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from prism_testkit.errors import ProvisioningError
+
+_PR_SET_PDEATHSIG = 1
+_LIVE: set[ServerProcess] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _child_setup(user: str | None) -> Callable[[], None]:
+    account = pwd.getpwnam(user) if user else None
+
+    def setup() -> None:
+        if account is not None:  # drop privileges first: changing credentials clears PDEATHSIG
+            os.setgid(account.pw_gid)
+            os.initgroups(account.pw_name, account.pw_gid)
+            os.setuid(account.pw_uid)
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return setup
+
+
+class ServerProcess:
+    """One server we started ourselves, restartable on the same port and data dir."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        cwd: Path | None = None,
+        ready: Callable[[], bool] | None = None,
+        ready_timeout: float = 30.0,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.user = user
+        self.cwd = cwd
+        self._ready = ready or (lambda: port_open(self.host, self.port))
+        self.ready_timeout = ready_timeout
+        self.stop_signal = stop_signal  # e.g. SIGINT: PostgreSQL's fast shutdown
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None
+        self.time_to_ready: float | None = None  # seconds from spawn to ready, last start
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        if self.alive:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_child_setup(self.user),
+            )
+        self.started_at = time.monotonic()
+        _LIVE.add(self)
+        self.wait_ready(self.ready_timeout)
+        self.time_to_ready = time.monotonic() - self.started_at
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise ProvisioningError(f"{self.name} exited during start-up: {self.log_tail()}")
+            if self._ready():
+                return
+            time.sleep(0.05)
+        raise ProvisioningError(f"{self.name} was not ready after {timeout:.0f}s: {self.log_tail()}")
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # The whole group: servers that fork helpers (postgres) must not leave them behind.
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed."""
+        self._signal_group(signal.SIGCONT)  # a paused process must not keep its group alive
+        self._signal_group(signal.SIGKILL)
+        self._reap()
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Orderly shutdown (``stop_signal``), escalating to SIGKILL after ``grace`` seconds."""
+        if self._proc is None:
+            return
+        self._signal_group(signal.SIGCONT)
+        self._signal_group(self.stop_signal)
+        try:
+            self._proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGKILL)
+        self._reap()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def restore(self) -> None:
+        self.resume()
+        if not self.alive:
+            self.start()
+
+    def pause(self) -> None:
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+            self._signal_group(signal.SIGKILL)  # stray children of the group, if any
+        _LIVE.discard(self)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    def __repr__(self) -> str:
+        return f"ServerProcess({self.name!r}, pid={self.pid}, port={self.port})"
+
+
+def stop_all() -> None:
+    for server in list(_LIVE):
+        server.kill()
+
+
+atexit.register(stop_all)

@@ -1,0 +1,203 @@
+"""Process-wide harness state: one event loop, provisioned endpoints and connected drivers.
+
+Each pytest process (the controller or an xdist worker) has one :class:`PrismRuntime`.
+Servers are started and drivers connected on first use, once per process, never once per
+test or example; everything is stopped and removed in :meth:`PrismRuntime.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prism_testkit.driver import Driver
+from prism_testkit.errors import NotSupported, ProvisioningError
+from prism_testkit.faultproxy import FaultProxy
+from prism_testkit.namespace import NamespaceFactory
+from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, ServerControl, Via
+from prism_testkit.redaction import redact
+from prism_testkit.registry import BackendRegistry, BackendSpec
+
+T = TypeVar("T")
+
+
+def url_from_environment(backend: str) -> str | None:
+    return os.environ.get(f"PRISM_{backend.upper().replace('-', '_')}_URL") or None
+
+
+class PrismRuntime:
+    def __init__(
+        self,
+        registry: BackendRegistry,
+        selected: list[BackendSpec],
+        urls: Mapping[str, str],
+        namespaces: NamespaceFactory,
+        extra: list[BackendSpec] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.selected = selected  # the backend expansion runs over these
+        self.extra = [s for s in extra or [] if s not in selected]  # named by namespace files only
+        self.urls = dict(urls)
+        self.namespaces = namespaces
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"prism-{namespaces.run}-{namespaces.worker}-"))
+        self.availability: dict[str, Availability] = {
+            spec.name: spec.provisioner.probe(self._context(spec)) for spec in [*selected, *self.extra]
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._endpoints: dict[str, Endpoint] = {}
+        self._drivers: dict[str, Driver] = {}
+        self._start_errors: dict[str, str] = {}
+        self._proxied: dict[str, tuple[Driver, FaultProxy]] = {}
+        self._own_proxies: list[FaultProxy] = []
+
+    # --- selection -------------------------------------------------------------------------
+
+    @property
+    def available(self) -> list[BackendSpec]:
+        return [s for s in self.selected if self.availability[s.name].available]
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        return {n: a.detail for n, a in self.availability.items() if not a.available}
+
+    def _context(self, spec: BackendSpec) -> ProvisionContext:
+        return ProvisionContext(
+            backend=spec.name,
+            url=self.urls.get(spec.name) or url_from_environment(spec.name),
+            workdir=self.workdir / spec.name,
+            worker_id=self.namespaces.worker,
+            run_id=self.namespaces.run,
+        )
+
+    # --- the event loop --------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` to completion on this process's loop (drivers are bound to it)."""
+        return self.loop.run_until_complete(coro)
+
+    # --- backends --------------------------------------------------------------------------
+
+    def endpoint(self, name: str) -> Endpoint:
+        if name in self._start_errors:
+            raise ProvisioningError(self._start_errors[name])
+        if name not in self._endpoints:
+            spec = self.registry[name]
+            ctx = self._context(spec)
+            ctx.workdir.mkdir(parents=True, exist_ok=True)
+            try:
+                self._endpoints[name] = spec.provisioner.start(ctx)
+            except Exception as exc:
+                message = redact(f"backend {name!r} could not be started: {type(exc).__name__}: {exc}")
+                self._start_errors[name] = message
+                raise ProvisioningError(message) from exc
+        return self._endpoints[name]
+
+    def driver(self, name: str) -> Driver:
+        """The connected driver of backend ``name``, provisioning it on first use."""
+        if name not in self._drivers:
+            spec = self.registry[name]
+            endpoint = self.endpoint(name)
+            self._drivers[name] = self.run(spec.driver.connect(spec.name, spec.capabilities, endpoint))
+        return self._drivers[name]
+
+    def control(self, name: str) -> ServerControl | None:
+        """Process control of ``name``'s server when the harness started it, else None."""
+        return self.endpoint(name).control
+
+    async def restart(self, name: str, *, kill: bool = True) -> Driver:
+        """Restart ``name``'s server (SIGKILL, or an orderly stop) on the same port and data
+        dir and reconnect; without process control (embedded, or given by URL) only reconnect.
+        Async because tests call it from inside the running loop; process control runs in a
+        thread so other coroutines of the test keep going."""
+        control = self.control(name)
+        driver = self._drivers.pop(name, None)
+        if driver is not None:
+            try:
+                await driver.close()
+            except Exception:
+                if not kill:
+                    raise  # an orderly stop must be able to close; a kill may find it gone
+        if control is not None:
+            await asyncio.to_thread(control.kill if kill else control.stop)
+            await asyncio.to_thread(control.start)
+        spec = self.registry[name]
+        self._drivers[name] = await spec.driver.connect(spec.name, spec.capabilities, self.endpoint(name))
+        return self._drivers[name]
+
+    # --- network faults --------------------------------------------------------------------
+
+    async def proxied(self, name: str) -> tuple[Driver, FaultProxy]:
+        """A second driver of ``name`` whose traffic goes through a :class:`FaultProxy`, so a
+        test can delay, reset or partition it. A provisioner whose server advertises its own
+        address (Kafka) puts the proxy it advertises in ``endpoint.options["fault_proxy"]``
+        and its URL already leads through it."""
+        if name not in self._proxied:
+            endpoint = self.endpoint(name)
+            if endpoint.via is Via.EMBEDDED:
+                raise NotSupported(name, "network faults", "an embedded backend has no network")
+            proxy = endpoint.options.get("fault_proxy")
+            if proxy is None:
+                proxy = await asyncio.to_thread(FaultProxy(*endpoint.address).start)
+                self._own_proxies.append(proxy)
+                endpoint = endpoint.rerouted(proxy.host, proxy.port)
+            spec = self.registry[name]
+            driver = await spec.driver.connect(spec.name, spec.capabilities, endpoint)
+            self._proxied[name] = (driver, proxy)
+        return self._proxied[name]
+
+    def heal(self, names: list[str]) -> None:
+        """End every fault on ``names``: heal their proxies, resume or restart their servers.
+        Runs after every test, also a failed one."""
+        for name in names:
+            proxied = self._proxied.get(name)
+            if proxied is not None:
+                proxied[1].heal()
+            endpoint = self._endpoints.get(name)
+            if endpoint is not None and endpoint.control is not None:
+                endpoint.control.restore()
+
+    def disconnect(self, name: str) -> None:
+        """Close the driver of ``name`` (the next :meth:`driver` call reconnects)."""
+        driver = self._drivers.pop(name, None)
+        if driver is not None:
+            self.run(driver.close())
+
+    def close(self) -> None:
+        errors: list[str] = []
+        for name, (driver, _) in list(self._proxied.items()):
+            try:
+                self.run(driver.close())
+            except Exception as exc:
+                errors.append(f"{name} (proxied): {exc}")
+        self._proxied.clear()
+        for proxy in self._own_proxies:
+            proxy.close()
+        self._own_proxies.clear()
+        for name in list(self._drivers):
+            try:
+                self.disconnect(name)
+            except Exception as exc:  # keep stopping the rest
+                errors.append(f"{name}: {exc}")
+        for name, endpoint in list(self._endpoints.items()):
+            try:
+                self.registry[name].provisioner.stop(endpoint)
+            except Exception as exc:
+                errors.append(f"{name}: {exc}")
+        self._endpoints.clear()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if errors:
+            raise ProvisioningError(redact("errors while stopping backends: " + "; ".join(errors)))
