@@ -1,0 +1,752 @@
+"""memstore: an in-process backend implementing every interface.
+
+State lives in a module-level table of stores keyed by endpoint URL, so every driver connected
+to the same endpoint sees the same data (and a reconnect finds it again), while everything is
+lost when the process ends: the backend declares ``durable=False``.
+
+All operations run on the event loop without awaiting in the middle of a state change, so each
+one is atomic with respect to other coroutines. Waiting receivers park on futures created on
+their own loop, so a store survives being used from several event loops in turn. The store is
+not thread-safe: use it from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import ClassVar, Self
+
+from backends._common import (
+    as_bytes,
+    check_count,
+    check_metadata,
+    check_name,
+    check_positive,
+    check_wait,
+    freeze_message,
+)
+from prism_testkit.capabilities import BackendProperties, Capability, Ordering
+from prism_testkit.driver import Driver
+from prism_testkit.errors import (
+    BucketNotEmpty,
+    BucketNotFound,
+    DeliveryNotFound,
+    ObjectNotFound,
+    TransactionAborted,
+)
+from prism_testkit.hookspecs import hookimpl
+from prism_testkit.interfaces import (
+    Delivery,
+    KeyValue,
+    Log,
+    Message,
+    ObjectInfo,
+    ObjectStore,
+    PubSub,
+    Queue,
+    Record,
+    Subscription,
+    Transaction,
+    Transactions,
+)
+from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
+from prism_testkit.registry import BackendSpec
+
+ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
+PROPERTIES = BackendProperties(durable=False, ordering=Ordering.TOTAL)
+
+
+# --- waking waiters --------------------------------------------------------------------------
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    loop = future.get_loop()
+    try:
+        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if loop is current:
+        _resolve(future)
+    else:  # a waiter on another loop: hand the wake-up to that loop
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, future)
+
+
+class _Signal:
+    """Wakes every coroutine waiting for a change. Unlike asyncio.Event it is bound to no loop."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    async def wait(self, seconds: float) -> None:
+        """Return at the next :meth:`notify_all`, or after ``seconds`` seconds."""
+        if seconds <= 0:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(future)
+        try:
+            await asyncio.wait((future,), timeout=seconds)
+        finally:
+            self._waiters.discard(future)
+
+    def notify_all(self) -> None:
+        for future in list(self._waiters):
+            _wake(future)
+
+
+class _Signals:
+    """One :class:`_Signal` per name, kept only while someone waits on it."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Signal] = {}
+
+    async def wait(self, name: str, seconds: float) -> None:
+        signal = self._by_name.setdefault(name, _Signal())
+        try:
+            await signal.wait(seconds)
+        finally:
+            if not signal and self._by_name.get(name) is signal:
+                del self._by_name[name]
+
+    def notify(self, name: str) -> None:
+        signal = self._by_name.get(name)
+        if signal is not None:
+            signal.notify_all()
+
+
+# --- state -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: bytes
+    expires_at: float | None  # time.monotonic()
+    version: int  # changes on every write; transactions use it to detect conflicting writes
+
+
+class _KeyValueState:
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._versions = itertools.count(1)
+
+    def _live(self, key: str) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+            del self._entries[key]  # expire lazily
+            return None
+        return entry
+
+    def get(self, key: str) -> bytes | None:
+        entry = self._live(key)
+        return None if entry is None else entry.value
+
+    def version(self, key: str) -> int:
+        """0 while the key is absent."""
+        entry = self._live(key)
+        return 0 if entry is None else entry.version
+
+    def put(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        expires_at = None if ttl is None else time.monotonic() + ttl
+        self._entries[key] = _Entry(value, expires_at, next(self._versions))
+
+    def delete(self, key: str) -> bool:
+        existed = self._live(key) is not None
+        self._entries.pop(key, None)
+        return existed
+
+    def keys(self, prefix: str) -> list[str]:
+        return [k for k in list(self._entries) if k.startswith(prefix) and self._live(k) is not None]
+
+    def purge(self, prefix: str) -> None:
+        for key in [k for k in self._entries if k.startswith(prefix)]:
+            del self._entries[key]
+
+
+@dataclass(slots=True)
+class _Queued:
+    seq: int  # send order: the oldest available message goes first, also after a redelivery
+    message_id: str
+    message: Message
+    attempts: int = 0
+
+
+class _QueueState:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._seq = itertools.count()
+        self._ready: list[tuple[int, _Queued]] = []  # heap by seq
+        self._in_flight: dict[str, tuple[_Queued, float]] = {}  # delivery id -> (message, deadline)
+        self._deadlines: list[tuple[float, str]] = []  # heap; entries of settled deliveries go stale
+
+    def __len__(self) -> int:
+        return len(self._ready) + len(self._in_flight)
+
+    def send(self, message: Message) -> str:
+        queued = _Queued(next(self._seq), uuid.uuid4().hex, message)
+        heapq.heappush(self._ready, (queued.seq, queued))
+        return queued.message_id
+
+    def take(self, visibility_timeout: float) -> Delivery | None:
+        self._expire()
+        if not self._ready:
+            return None
+        _, queued = heapq.heappop(self._ready)
+        queued.attempts += 1
+        delivery_id = uuid.uuid4().hex  # new per hand-out, so a stale ack cannot hit a redelivery
+        deadline = time.monotonic() + visibility_timeout
+        self._in_flight[delivery_id] = (queued, deadline)
+        heapq.heappush(self._deadlines, (deadline, delivery_id))
+        return Delivery(delivery_id, queued.message, queued.attempts)
+
+    def settle(self, delivery_id: str, *, requeue: bool) -> None:
+        self._expire()  # an expired delivery is no longer in flight, even before it is handed out again
+        entry = self._in_flight.pop(delivery_id, None)
+        if entry is None:
+            raise DeliveryNotFound(f"delivery {delivery_id!r} is not in flight on queue {self.name!r}")
+        if requeue:
+            heapq.heappush(self._ready, (entry[0].seq, entry[0]))
+
+    def next_expiry(self) -> float | None:
+        """When the earliest in-flight delivery times out (monotonic), if any is in flight."""
+        while self._deadlines and self._deadlines[0][1] not in self._in_flight:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, delivery_id = heapq.heappop(self._deadlines)
+            entry = self._in_flight.pop(delivery_id, None)
+            if entry is not None:
+                heapq.heappush(self._ready, (entry[0].seq, entry[0]))
+
+
+class _LogState:
+    def __init__(self) -> None:
+        self._records: list[Message] = []
+
+    @property
+    def end(self) -> int:
+        return len(self._records)
+
+    def append(self, message: Message) -> int:
+        self._records.append(message)
+        return len(self._records) - 1
+
+    def read(self, offset: int, limit: int) -> list[Record]:
+        stop = min(len(self._records), offset + limit)
+        return [Record(i, self._records[i]) for i in range(offset, stop)]
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredObject:
+    data: bytes
+    metadata: Mapping[str, str]
+    expires_at: float | None  # unix time, as ObjectInfo reports it
+
+    def info(self, bucket: str, key: str) -> ObjectInfo:
+        return ObjectInfo(bucket, key, len(self.data), self.metadata, self.expires_at)
+
+
+class _Bucket:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._objects: dict[str, _StoredObject] = {}
+
+    def get(self, key: str) -> _StoredObject:
+        stored = self._objects.get(key)
+        if stored is not None and stored.expires_at is not None and stored.expires_at <= time.time():
+            del self._objects[key]  # expire lazily
+            stored = None
+        if stored is None:
+            raise ObjectNotFound(self.name, key)
+        return stored
+
+    def put(self, key: str, stored: _StoredObject) -> ObjectInfo:
+        self._objects[key] = stored
+        return stored.info(self.name, key)
+
+    def delete(self, key: str) -> None:
+        self._objects.pop(key, None)
+
+    def keys(self, prefix: str) -> list[str]:
+        live = []
+        for key in [k for k in self._objects if k.startswith(prefix)]:
+            with contextlib.suppress(ObjectNotFound):
+                self.get(key)
+                live.append(key)
+        return live
+
+
+class _Store:
+    """Everything one memstore instance holds."""
+
+    def __init__(self) -> None:
+        self.kv = _KeyValueState()
+        self.queues: dict[str, _QueueState] = {}
+        self.logs: dict[str, _LogState] = {}
+        self.offsets: dict[tuple[str, str], int] = {}  # (log, group) -> committed offset
+        self.topics: dict[str, set[_MemSubscription]] = {}
+        self.buckets: dict[str, _Bucket] = {}
+        self.signals = _Signals()  # "queue:<name>" and "log:<name>" wake waiting receivers
+
+    def append(self, log: str, message: Message) -> int:
+        offset = self.logs.setdefault(log, _LogState()).append(message)
+        self.signals.notify(f"log:{log}")
+        return offset
+
+    def bucket(self, name: str) -> _Bucket:
+        bucket = self.buckets.get(check_name(name, "bucket"))
+        if bucket is None:
+            raise BucketNotFound(name)
+        return bucket
+
+    def purge(self, prefix: str) -> None:
+        self.kv.purge(prefix)
+        for table in (self.queues, self.logs, self.buckets):
+            for name in [n for n in table if n.startswith(prefix)]:
+                del table[name]
+        for log, group in [lg for lg in self.offsets if lg[0].startswith(prefix) or lg[1].startswith(prefix)]:
+            del self.offsets[(log, group)]
+        for topic in [t for t in self.topics if t.startswith(prefix)]:
+            for subscription in list(self.topics.get(topic, ())):
+                subscription.detach()
+            self.topics.pop(topic, None)
+
+    def leftovers(self, prefix: str) -> list[str]:
+        found = [f"kv:{key}" for key in self.kv.keys(prefix)]
+        for kind, table in (("queue", self.queues), ("log", self.logs), ("topic", self.topics)):
+            found += [f"{kind}:{name}" for name in table if name.startswith(prefix)]
+        found += [f"bucket:{name}" for name in self.buckets if name.startswith(prefix)]
+        found += [
+            f"offset:{log}/{group}" for log, group in self.offsets if log.startswith(prefix) or group.startswith(prefix)
+        ]
+        return sorted(found)
+
+
+# One store per endpoint URL, for the life of the process.
+_STORES: dict[str, _Store] = {}
+
+
+# --- facets ----------------------------------------------------------------------------------
+
+
+class _Facet:
+    def __init__(self, driver: MemstoreDriver) -> None:
+        self._driver = driver
+
+    @property
+    def _store(self) -> _Store:
+        return self._driver.store
+
+
+class _MemKeyValue(_Facet, KeyValue):
+    async def get(self, key: str) -> bytes | None:
+        return self._store.kv.get(key)
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        if ttl is not None:
+            self._driver.require(Capability.KEYVALUE_TTL, "put with a ttl")
+            ttl = check_positive(ttl, "ttl")
+        self._store.kv.put(key, as_bytes(value), ttl)
+
+    async def delete(self, key: str) -> bool:
+        return self._store.kv.delete(key)
+
+    async def exists(self, key: str) -> bool:
+        return self._store.kv.version(key) != 0
+
+    def scan(self, prefix: str) -> AsyncIterator[str]:
+        self._driver.require(Capability.KEYVALUE_SCAN)  # at call time, not at first iteration
+        return self._scan(prefix)
+
+    async def _scan(self, prefix: str) -> AsyncIterator[str]:
+        for key in self._store.kv.keys(prefix):  # a snapshot: writes while iterating are safe
+            yield key
+
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        self._driver.require(Capability.KEYVALUE_CAS)
+        new = as_bytes(new)
+        if self._store.kv.get(key) != (None if expected is None else as_bytes(expected, "expected")):
+            return False
+        self._store.kv.put(key, new)
+        return True
+
+
+class _MemSubscription(Subscription):
+    def __init__(self, store: _Store, topic: str, owner: set[_MemSubscription]) -> None:
+        self._store = store
+        self._topic = topic
+        self._owner = owner  # the driver's open subscriptions, closed with the driver
+        self._buffer: deque[Message] = deque()
+        self._signal = _Signal()
+        self._closed = False
+
+    def deliver(self, message: Message) -> None:
+        if not self._closed:
+            self._buffer.append(message)
+            self._signal.notify_all()
+
+    async def receive(self, wait: float) -> Message | None:
+        deadline = time.monotonic() + check_wait(wait)
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            remaining = deadline - time.monotonic()
+            if self._closed or remaining <= 0:
+                return None
+            await self._signal.wait(remaining)
+
+    async def close(self) -> None:
+        self.detach()
+
+    def detach(self) -> None:
+        """Stop delivery and drop buffered messages (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        self._owner.discard(self)
+        subscribers = self._store.topics.get(self._topic)
+        if subscribers is not None:
+            subscribers.discard(self)
+            if not subscribers:
+                del self._store.topics[self._topic]
+        self._signal.notify_all()  # a receive in progress returns None now
+
+
+class _MemPubSub(_Facet, PubSub):
+    async def publish(self, topic: str, message: Message) -> None:
+        message = freeze_message(message)
+        for subscription in list(self._store.topics.get(topic, ())):
+            subscription.deliver(message)
+
+    async def subscribe(self, topic: str) -> Subscription:
+        store = self._store
+        subscription = _MemSubscription(store, topic, self._driver.subscriptions)
+        store.topics.setdefault(topic, set()).add(subscription)
+        self._driver.subscriptions.add(subscription)
+        return subscription
+
+
+class _MemQueue(_Facet, Queue):
+    async def send(self, queue: str, message: Message) -> str:
+        store = self._store
+        state = store.queues.get(queue)
+        if state is None:
+            state = store.queues[queue] = _QueueState(queue)
+        message_id = state.send(freeze_message(message))
+        store.signals.notify(f"queue:{queue}")
+        return message_id
+
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> Delivery | None:
+        visibility_timeout = check_positive(visibility_timeout, "visibility_timeout")
+        deadline = time.monotonic() + check_wait(wait)
+        while True:
+            store = self._store
+            state = store.queues.get(queue)  # looked up each time: a purge may replace it
+            delivery = None if state is None else state.take(visibility_timeout)
+            if delivery is not None:
+                return delivery
+            now = time.monotonic()
+            timeout = deadline - now
+            if timeout <= 0:
+                return None
+            expiry = None if state is None else state.next_expiry()
+            if expiry is not None:  # wake when an in-flight message becomes available again
+                timeout = min(timeout, expiry - now)
+            await store.signals.wait(f"queue:{queue}", timeout)
+
+    async def ack(self, queue: str, delivery: Delivery) -> None:
+        self._state(queue, delivery).settle(delivery.delivery_id, requeue=False)
+
+    async def nack(self, queue: str, delivery: Delivery) -> None:
+        self._state(queue, delivery).settle(delivery.delivery_id, requeue=True)
+        self._store.signals.notify(f"queue:{queue}")
+
+    def _state(self, queue: str, delivery: Delivery) -> _QueueState:
+        state = self._store.queues.get(queue)
+        if state is None:
+            raise DeliveryNotFound(f"delivery {delivery.delivery_id!r}: queue {queue!r} does not exist")
+        return state
+
+
+class _MemLog(_Facet, Log):
+    async def append(self, log: str, message: Message) -> int:
+        return self._store.append(log, freeze_message(message))
+
+    async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
+        check_count(offset, "offset", 0)
+        check_count(limit, "limit", 1)
+        deadline = time.monotonic() + check_wait(wait)
+        while True:
+            store = self._store
+            state = store.logs.get(log)
+            records = [] if state is None else state.read(offset, limit)
+            remaining = deadline - time.monotonic()
+            if records or remaining <= 0:
+                return records
+            await store.signals.wait(f"log:{log}", remaining)
+
+    async def end_offset(self, log: str) -> int:
+        state = self._store.logs.get(log)
+        return 0 if state is None else state.end
+
+    async def commit(self, log: str, group: str, offset: int) -> None:
+        self._store.offsets[(log, group)] = check_count(offset, "offset", 0)
+
+    async def committed(self, log: str, group: str) -> int | None:
+        return self._store.offsets.get((log, group))
+
+
+class _MemObjects(_Facet, ObjectStore):
+    async def create_bucket(self, bucket: str) -> None:
+        self._store.buckets.setdefault(check_name(bucket, "bucket"), _Bucket(bucket))
+
+    async def delete_bucket(self, bucket: str) -> None:
+        if self._store.bucket(bucket).keys(""):
+            raise BucketNotEmpty(bucket)
+        del self._store.buckets[bucket]
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        return check_name(bucket, "bucket") in self._store.buckets
+
+    async def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        ttl: float | None = None,
+    ) -> ObjectInfo:
+        stored = self._stored(as_bytes(data, "data"), metadata, ttl)
+        return self._store.bucket(bucket).put(check_name(key, "key"), stored)
+
+    async def put_stream(
+        self,
+        bucket: str,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        metadata: Mapping[str, str] | None = None,
+        ttl: float | None = None,
+    ) -> ObjectInfo:
+        self._stored(b"", metadata, ttl)  # reject bad arguments before consuming the stream
+        check_name(key, "key")
+        self._store.bucket(bucket)
+        body = bytearray()
+        async for chunk in chunks:
+            body += as_bytes(chunk, "chunk")
+        # the expiry counts from the commit, and the bucket may have gone while streaming
+        return self._store.bucket(bucket).put(key, self._stored(bytes(body), metadata, ttl))
+
+    async def get(self, bucket: str, key: str) -> bytes:
+        return self._store.bucket(bucket).get(key).data
+
+    def get_stream(self, bucket: str, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        check_count(chunk_size, "chunk_size", 1)
+        return self._stream(bucket, key, chunk_size)
+
+    async def _stream(self, bucket: str, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        data = self._store.bucket(bucket).get(key).data
+        for start in range(0, len(data), chunk_size):
+            yield data[start : start + chunk_size]
+
+    async def delete(self, bucket: str, key: str) -> None:
+        self._store.bucket(bucket).delete(key)
+
+    async def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self._store.bucket(bucket).get(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    async def info(self, bucket: str, key: str) -> ObjectInfo:
+        return self._store.bucket(bucket).get(key).info(bucket, key)
+
+    async def set_ttl(self, bucket: str, key: str, ttl: float) -> None:
+        self._driver.require(Capability.OBJECTS_TTL)
+        expires_at = time.time() + check_positive(ttl, "ttl")
+        target = self._store.bucket(bucket)
+        stored = target.get(key)
+        target.put(key, _StoredObject(stored.data, stored.metadata, expires_at))
+
+    def list_keys(self, bucket: str, prefix: str = "") -> AsyncIterator[str]:
+        return self._list_keys(bucket, prefix)
+
+    async def _list_keys(self, bucket: str, prefix: str) -> AsyncIterator[str]:
+        for key in self._store.bucket(bucket).keys(prefix):
+            yield key
+
+    def _stored(self, data: bytes, metadata: Mapping[str, str] | None, ttl: float | None) -> _StoredObject:
+        expires_at = None
+        if ttl is not None:
+            self._driver.require(Capability.OBJECTS_TTL, "put with a ttl")
+            expires_at = time.time() + check_positive(ttl, "ttl")
+        return _StoredObject(data, MappingProxyType(check_metadata(metadata)), expires_at)
+
+
+class _MemTransaction(Transaction):
+    """Staged writes with optimistic concurrency: a key read here that someone else changed
+    before the commit aborts the commit, so read-modify-write never loses an update."""
+
+    def __init__(self, store: _Store) -> None:
+        self._store = store
+        self._writes: dict[str, bytes | None] = {}  # None stages a delete
+        self._appends: list[tuple[str, Message]] = []
+        self._read_versions: dict[str, int] = {}
+        self._open = True
+
+    async def get(self, key: str) -> bytes | None:
+        self._check_open()
+        if key in self._writes:
+            return self._writes[key]
+        self._read_versions.setdefault(key, self._store.kv.version(key))
+        return self._store.kv.get(key)
+
+    async def put(self, key: str, value: bytes) -> None:
+        self._check_open()
+        self._writes[key] = as_bytes(value)
+
+    async def delete(self, key: str) -> None:
+        self._check_open()
+        self._writes[key] = None
+
+    async def append(self, log: str, message: Message) -> None:
+        self._check_open()
+        self._appends.append((log, freeze_message(message)))
+
+    def commit(self) -> None:
+        """Apply every staged write with no await in between: atomic for other coroutines."""
+        self._open = False
+        kv = self._store.kv
+        changed = sorted(k for k, v in self._read_versions.items() if kv.version(k) != v)
+        if changed:
+            raise TransactionAborted(f"keys read in the transaction changed before commit: {changed}")
+        for key, value in self._writes.items():
+            if value is None:
+                kv.delete(key)
+            else:
+                kv.put(key, value)
+        for log, message in self._appends:
+            self._store.append(log, message)
+
+    def rollback(self) -> None:
+        self._open = False
+        self._writes.clear()
+        self._appends.clear()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise RuntimeError("the transaction has already ended")
+
+
+class _MemTransactions(_Facet, Transactions):
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        tx = _MemTransaction(self._store)
+        try:
+            yield tx
+        except BaseException:
+            tx.rollback()
+            raise
+        tx.commit()
+
+
+# --- driver ----------------------------------------------------------------------------------
+
+
+class MemstoreDriver(Driver):
+    backend_name: ClassVar[str] = "memstore"
+
+    def __init__(self, name: str, capabilities: frozenset[Capability], store: _Store) -> None:
+        super().__init__(name, capabilities)
+        self._store = store
+        self._closed = False
+        self.subscriptions: set[_MemSubscription] = set()
+
+    @classmethod
+    async def connect(cls, name: str, capabilities: frozenset[Capability], endpoint: Endpoint) -> Self:
+        return cls(name, capabilities, _STORES.setdefault(endpoint.url, _Store()))
+
+    @property
+    def store(self) -> _Store:
+        if self._closed:
+            raise RuntimeError(f"driver {self.name!r} is closed")
+        return self._store
+
+    async def close(self) -> None:
+        self._closed = True
+        for subscription in list(self.subscriptions):
+            subscription.detach()
+
+    async def purge(self, prefix: str) -> None:
+        self.store.purge(prefix)
+
+    async def leftovers(self, prefix: str) -> list[str]:
+        return self.store.leftovers(prefix)
+
+    def keyvalue(self) -> KeyValue:
+        self.require(Capability.KEYVALUE)
+        return _MemKeyValue(self)
+
+    def pubsub(self) -> PubSub:
+        self.require(Capability.PUBSUB)
+        return _MemPubSub(self)
+
+    def queue(self) -> Queue:
+        self.require(Capability.QUEUE)
+        return _MemQueue(self)
+
+    def log(self) -> Log:
+        self.require(Capability.LOG)
+        return _MemLog(self)
+
+    def objects(self) -> ObjectStore:
+        self.require(Capability.OBJECTS)
+        return _MemObjects(self)
+
+    def transactions(self) -> Transactions:
+        self.require(Capability.TRANSACTIONS)
+        return _MemTransactions(self)
+
+
+def open_memstore(name: str = "memstore") -> MemstoreDriver:
+    """A driver on a fresh, private store with every capability (no harness needed)."""
+    return MemstoreDriver(name, ALL_CAPABILITIES, _Store())
+
+
+@hookimpl
+def prism_register_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(
+            name="memstore",
+            capabilities=ALL_CAPABILITIES,
+            properties=PROPERTIES,
+            provisioner=EmbeddedProvisioner("in this process"),
+            driver=MemstoreDriver,
+            embedded=True,
+            description="in-process store implementing every interface; data lasts as long as the process",
+        )
+    ]

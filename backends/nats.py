@@ -1,0 +1,1238 @@
+"""NATS backend over nats-py: core NATS pub/sub plus JetStream queues, logs, key-value and objects.
+
+One NATS connection per driver; JetStream is spoken through small JSON API requests on it.
+
+Naming. Harness names are mapped by :func:`token`, which keeps ``[A-Za-z0-9-]`` and writes every
+other character as ``_XX`` (hex of its UTF-8 bytes). The result is a valid stream name, bucket
+name and subject token, the mapping is injective, and it maps prefixes to prefixes, so
+``purge(prefix)`` can match encoded names.
+
+* pub/sub: core NATS subject ``prism.ps.<topic>``. At-most-once and ephemeral; ``subscribe``
+  flushes, so the server knows the interest before it returns.
+* queue: stream ``prism-q-<queue>`` (subject ``prism.q.<queue>``, WorkQueue retention, file
+  storage) with one durable pull consumer ``prism`` (explicit ack, ``ack_wait`` 30 s, unlimited
+  redeliveries). Each receive is one pull request for one message (``no_wait`` or ``expires``).
+
+  - visibility timeout: ``ack_wait`` is per consumer, so a hand-out whose timeout differs from
+    it is immediately answered with ``-NAK {"delay": timeout}``. The server keeps the message
+    pending and redelivers it when that delay runs out; a ``+ACK`` before then still settles it.
+    (With a 30 s timeout no extra request is sent.)
+  - ``attempt`` is the consumer's delivery count; ``delivery_id`` is unique per hand-out.
+    The driver tracks the deliveries it handed out and their deadlines (measured from the
+    moment the pull was sent, so never later than the server's): an ack / nack of a delivery
+    that was settled, or whose deadline passed, raises :class:`DeliveryNotFound`. Hence a
+    delivery is settled through the driver that received it.
+  - ack / nack are confirmed by the server (double ack). nack is a plain ``-NAK``: redelivered
+    at once.
+  - deduplication: a message with the header ``prism-message-id`` is published with
+    ``Nats-Msg-Id`` set to it, so a resend within the stream's duplicate window (2 minutes) is
+    dropped by the server and ``send`` returns the original's sequence.
+* log: stream ``prism-log-<log>`` (subject ``prism.log.<log>``, Limits retention). Offsets are
+  stream sequence - 1 (dense: nothing is ever deleted from a log stream). Reads fetch by
+  sequence; a waiting read listens on the subject and re-checks. Group offsets live in the
+  KV bucket ``prism-log-offsets`` under ``<log>.<group>``.
+* key-value: one KV bucket ``prism-kv`` (history 1). Keys are mapped by :func:`token`; delete
+  purges the key's subject (no delete markers pile up), compare-and-set publishes with
+  ``Nats-Expected-Last-Subject-Sequence``; scan lists the bucket's subjects. No TTL: per-message
+  TTL needs nats-server 2.11 and the installed server is older (a bucket-wide max_age is not a
+  per-key TTL), so ``keyvalue.ttl`` is not declared.
+* objects: buckets are NATS object store buckets (stream ``OBJ_<bucket>``, chunks on
+  ``$O.<bucket>.C.<nuid>``, metadata on ``$O.<bucket>.M.<base64url(key)>``, same layout as the
+  NATS clients). A put writes chunks under a fresh nuid and then the metadata, replacing the
+  old metadata only if it is still the one read before (expected last subject sequence), then
+  purges the old chunks: a failed stream leaves the old object untouched. No TTL.
+
+Durability: nats-server 2.9 fsyncs JetStream files every 2 minutes and has no
+``sync_interval: always`` (2.10+), so an acknowledged write can be lost when the machine goes
+down: the provisioned instance is declared **not durable**.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import re
+import socket
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.nuid import NUID
+
+from backends._common import (
+    as_bytes,
+    check_count,
+    check_metadata,
+    check_name,
+    check_positive,
+    check_wait,
+    freeze_message,
+)
+from prism_testkit.capabilities import BackendProperties, Capability, Delivery, Ordering
+from prism_testkit.driver import Driver
+from prism_testkit.errors import (
+    BucketNotEmpty,
+    BucketNotFound,
+    ConnectionLost,
+    DeliveryNotFound,
+    ObjectNotFound,
+    PayloadTooLarge,
+    ProvisioningError,
+)
+from prism_testkit.hookspecs import hookimpl
+from prism_testkit.interfaces import Delivery as QueueDelivery
+from prism_testkit.interfaces import Message, ObjectInfo, Record
+from prism_testkit.processes import ServerProcess, free_port
+from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.redaction import redact
+from prism_testkit.registry import BackendSpec
+from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+
+# Largest message payload we promise on every interface. The private server runs with
+# max_payload 8 MiB; the rest is room for our headers and the API's base64 framing.
+MAX_PAYLOAD = 4 << 20
+SERVER_MAX_PAYLOAD = 8 << 20
+MIN_SERVER_PAYLOAD = MAX_PAYLOAD + (64 << 10)
+
+KV_BUCKET = "prism-kv"
+OFFSETS_BUCKET = "prism-log-offsets"
+QUEUE_STREAM = "prism-q-"
+LOG_STREAM = "prism-log-"
+OBJ_STREAM = "OBJ_"
+CONSUMER = "prism"
+ACK_WAIT = 30.0  # seconds: the consumer's ack_wait, also the interface's default visibility timeout
+CHUNK_SIZE = 128 << 10  # object chunks, as the NATS object store clients write them
+API_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 15.0
+PULL_GRACE = 0.3  # seconds past a pull's expiry to wait for the server's 408 before giving up
+READY_TIMEOUT = 30.0
+
+META_HEADER = "Prism-Meta"  # JSON {"h": headers, "k": key}: any str header names / values survive
+MSG_ID_HEADER = "prism-message-id"
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+
+# JetStream API error codes we act on.
+ERR_STREAM_NOT_FOUND = 10059
+ERR_NO_MESSAGE = 10037
+ERR_WRONG_LAST_SEQ = 10071
+ERR_CONSUMER_NOT_FOUND = 10014
+
+CAPABILITIES: frozenset[Capability] = frozenset(
+    {
+        Capability.KEYVALUE,
+        Capability.KEYVALUE_SCAN,
+        Capability.KEYVALUE_CAS,
+        Capability.PUBSUB,
+        Capability.QUEUE,
+        Capability.LOG,
+        Capability.OBJECTS,
+    }
+)
+
+_KEEP = re.compile(r"[A-Za-z0-9-]")
+_ESCAPED = re.compile(r"(?:_[0-9A-F]{2})+")
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+def token(name: str, what: str = "name") -> str:
+    """``name`` as a stream-name / subject-token safe string (injective, prefix-preserving)."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, not {type(name).__name__}")
+    return "".join(c if _KEEP.fullmatch(c) else "".join(f"_{b:02X}" for b in c.encode()) for c in name)
+
+
+def untoken(text: str) -> str:
+    return _ESCAPED.sub(lambda m: bytes.fromhex(m.group(0).replace("_", "")).decode(errors="replace"), text)
+
+
+def _named(name: str, what: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, not {type(name).__name__}")
+    if not name:
+        raise ValueError(f"{what} must not be empty")
+    return token(name, what)
+
+
+# --- wire format ---------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        self.code = code
+        self.err_code = err_code
+        super().__init__(f"JetStream API error {code}/{err_code}: {description}")
+
+
+@dataclass(frozen=True)
+class StoredMsg:
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+def _check_payload(message: Message) -> Message:
+    stored = freeze_message(message)
+    if len(stored.payload) > MAX_PAYLOAD:
+        raise PayloadTooLarge(len(stored.payload), MAX_PAYLOAD)
+    return stored
+
+
+def _encode(message: Message) -> tuple[bytes, dict[str, str] | None]:
+    stored = _check_payload(message)
+    if not stored.headers and stored.key is None:
+        return stored.payload, None  # a plain NATS message: readable by any client
+    meta = json.dumps({"h": dict(stored.headers), "k": stored.key}, sort_keys=True, separators=(",", ":"))
+    return stored.payload, {META_HEADER: meta}
+
+
+def _decode(data: bytes | None, headers: Mapping[str, str] | None) -> Message:
+    raw = (headers or {}).get(META_HEADER)
+    if raw is None:
+        return Message(bytes(data or b""), {}, None)
+    meta = json.loads(raw)
+    return Message(bytes(data or b""), meta["h"], meta["k"])
+
+
+def _parse_headers(block: bytes) -> dict[str, str]:
+    """The header block of a stored message (``NATS/1.0\\r\\nName: value\\r\\n...``)."""
+    headers: dict[str, str] = {}
+    for line in block.decode().split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip()] = value.strip()
+    return headers
+
+
+def _status(msg: Msg) -> str | None:
+    """The status of a JetStream control message (404 no messages, 408 expired, ...)."""
+    if msg.headers and not msg.data:
+        return msg.headers.get("Status")
+    return None
+
+
+# --- facets --------------------------------------------------------------------------------
+
+
+class NatsKeyValue:
+    """One KV bucket; see the module docstring."""
+
+    def __init__(self, driver: NatsDriver) -> None:
+        self._driver = driver
+
+    def _subject(self, key: str) -> str:
+        return f"$KV.{KV_BUCKET}.{_named(key, 'key')}"
+
+    async def _current(self, subject: str) -> tuple[int, bytes | None]:
+        """(sequence of the subject's last message or 0, its value or None when absent)."""
+        stored = await self._driver.last_msg(f"KV_{KV_BUCKET}", subject)
+        if stored is None:
+            return 0, None
+        if stored.headers.get("KV-Operation") in {"DEL", "PURGE"}:  # markers other clients write
+            return stored.seq, None
+        return stored.seq, stored.data
+
+    async def get(self, key: str) -> bytes | None:
+        return (await self._current(self._subject(key)))[1]
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        subject, data = self._subject(key), as_bytes(value)
+        if ttl is not None:
+            self._driver.require(Capability.KEYVALUE_TTL, "put with a ttl")
+        await self._driver.ensure_kv(KV_BUCKET)
+        await self._driver.publish(subject, data)
+
+    async def delete(self, key: str) -> bool:
+        subject = self._subject(key)
+        seq, value = await self._current(subject)
+        if seq == 0:
+            return False
+        purged = await self._driver.purge_subject(f"KV_{KV_BUCKET}", subject)
+        return purged > 0 and value is not None
+
+    async def exists(self, key: str) -> bool:
+        return await self.get(key) is not None
+
+    def scan(self, prefix: str) -> AsyncIterator[str]:
+        # A plain def, so an undeclared scan raises at the call, not at the first iteration.
+        self._driver.require(Capability.KEYVALUE_SCAN, "scan")
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        return self._scan(prefix)
+
+    async def _scan(self, prefix: str) -> AsyncIterator[str]:
+        for key in await self._driver.kv_keys(prefix):
+            yield key
+
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        self._driver.require(Capability.KEYVALUE_CAS, "compare_and_set")
+        subject, data = self._subject(key), as_bytes(new, "new")
+        want = None if expected is None else as_bytes(expected, "expected")
+        await self._driver.ensure_kv(KV_BUCKET)
+        while True:
+            seq, current = await self._current(subject)
+            if current != want:
+                return False
+            try:
+                await self._driver.publish(subject, data, {EXPECTED_LAST_SUBJECT_SEQ: str(seq)})
+                return True
+            except ApiError as exc:
+                if exc.err_code != ERR_WRONG_LAST_SEQ:
+                    raise
+                # Someone wrote in between: look again (the value may still be the expected one).
+
+
+class NatsSubscription:
+    def __init__(self, driver: NatsDriver) -> None:
+        self._driver = driver
+        self._inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self._sub: Any = None
+        self._closed = False
+
+    async def _deliver(self, msg: Msg) -> None:
+        if not self._closed:
+            self._inbox.put_nowait(msg)
+
+    async def receive(self, wait: float) -> Message | None:
+        wait = check_wait(wait)
+        if self._closed:
+            return None
+        try:
+            msg = self._inbox.get_nowait()
+        except asyncio.QueueEmpty:
+            if wait == 0:
+                return None
+            try:
+                msg = await asyncio.wait_for(self._inbox.get(), wait)
+            except TimeoutError:
+                return None
+        if self._closed:
+            return None
+        return _decode(msg.data, msg.headers)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._driver.subscriptions.discard(self)
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await self._sub.unsubscribe()
+
+
+class NatsPubSub:
+    def __init__(self, driver: NatsDriver) -> None:
+        self._driver = driver
+
+    async def publish(self, topic: str, message: Message) -> None:
+        payload, headers = _encode(message)
+        with self._driver.guard():
+            await self._driver.nc.publish(f"prism.ps.{_named(topic, 'topic')}", payload, headers=headers)
+
+    async def subscribe(self, topic: str) -> NatsSubscription:
+        subject = f"prism.ps.{_named(topic, 'topic')}"
+        sub = NatsSubscription(self._driver)
+        with self._driver.guard():
+            sub._sub = await self._driver.nc.subscribe(
+                subject, cb=sub._deliver, pending_msgs_limit=-1, pending_bytes_limit=-1
+            )
+            # The server must know the interest before subscribe returns (at-most-once:
+            # anything published before that is not for this subscriber).
+            await self._driver.nc.flush(timeout=API_TIMEOUT)
+        self._driver.subscriptions.add(sub)
+        return sub
+
+
+@dataclass
+class _Pending:
+    queue: str
+    reply: str
+    deadline: float  # loop time after which the server may hand the message out again
+
+
+class NatsQueue:
+    def __init__(self, driver: NatsDriver) -> None:
+        self._driver = driver
+        self._pending: dict[str, _Pending] = {}
+        self._ids = itertools.count(1)
+
+    async def send(self, queue: str, message: Message) -> str:
+        name = _named(queue, "queue")
+        payload, headers = _encode(message)
+        msg_id = dict(message.headers).get(MSG_ID_HEADER)
+        if msg_id:
+            headers = {**(headers or {}), "Nats-Msg-Id": msg_id}
+        await self._driver.ensure_queue(name)
+        seq = await self._driver.publish(f"prism.q.{name}", payload, headers, ensure=("queue", name))
+        return str(seq)
+
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
+        name = _named(queue, "queue")
+        timeout = check_positive(visibility_timeout, "visibility_timeout")
+        wait = check_wait(wait)
+        loop_time = self._driver.loop_time
+        deadline = loop_time() + wait
+        self._forget_expired()
+        await self._driver.ensure_queue(name)
+        while True:
+            remaining = deadline - loop_time()
+            sent_at = loop_time()
+            msg = await self._driver.pull(QUEUE_STREAM + name, remaining)
+            if msg is not None and _status(msg) is None and msg.reply:
+                return await self._hand_out(queue, msg, sent_at, visibility=timeout)
+            if msg is not None and _status(msg) in {"409", "503"}:  # consumer gone (purged meanwhile)
+                self._driver.forget(QUEUE_STREAM + name)
+                await self._driver.ensure_queue(name)
+            if loop_time() >= deadline:
+                return None
+            await asyncio.sleep(0.005)
+
+    async def _hand_out(self, queue: str, msg: Msg, sent_at: float, *, visibility: float) -> QueueDelivery:
+        meta = msg.metadata
+        if not math.isclose(visibility, ACK_WAIT):
+            # Per-delivery visibility: the server keeps the message pending and redelivers it
+            # after ``timeout``; an ack before then still settles it.
+            with self._driver.guard():
+                await self._driver.nc.publish(msg.reply, f'-NAK {{"delay": {int(visibility * 1e9)}}}'.encode())
+        delivery_id = f"{meta.sequence.stream}:{meta.num_delivered}:{next(self._ids)}"
+        self._pending[delivery_id] = _Pending(queue, msg.reply, sent_at + visibility)
+        return QueueDelivery(delivery_id, _decode(msg.data, msg.headers), meta.num_delivered)
+
+    def _forget_expired(self) -> None:
+        now = self._driver.loop_time()
+        for delivery_id in [d for d, p in self._pending.items() if p.deadline <= now]:
+            del self._pending[delivery_id]
+
+    def _take(self, queue: str, delivery: QueueDelivery, mode: str) -> _Pending:
+        delivery_id = str(delivery.delivery_id)
+        pending = self._pending.get(delivery_id)
+        if pending is None or pending.queue != queue:
+            raise DeliveryNotFound(f"queue {queue!r} holds no delivery {delivery_id!r} to {mode}")
+        del self._pending[delivery_id]
+        if self._driver.loop_time() >= pending.deadline:
+            raise DeliveryNotFound(f"delivery {delivery_id!r} on queue {queue!r} ran past its visibility timeout")
+        return pending
+
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
+        pending = self._take(queue, delivery, "ack")
+        with self._driver.guard():
+            await self._driver.nc.request(pending.reply, b"+ACK", timeout=API_TIMEOUT)
+
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
+        pending = self._take(queue, delivery, "nack")
+        with self._driver.guard():
+            await self._driver.nc.request(pending.reply, b"-NAK", timeout=API_TIMEOUT)
+
+    def forget_prefix(self, prefix: str) -> None:
+        for delivery_id in [d for d, p in self._pending.items() if p.queue.startswith(prefix)]:
+            del self._pending[delivery_id]
+
+
+def _check_offset(offset: int) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    return offset
+
+
+class NatsLog:
+    def __init__(self, driver: NatsDriver) -> None:
+        self._driver = driver
+
+    async def append(self, log: str, message: Message) -> int:
+        name = _named(log, "log")
+        payload, headers = _encode(message)
+        await self._driver.ensure_log(name)
+        seq = await self._driver.publish(f"prism.log.{name}", payload, headers, ensure=("log", name))
+        return seq - 1
+
+    async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
+        name = _named(log, "log")
+        _check_offset(offset)
+        check_count(limit, "limit", 1)
+        wait = check_wait(wait)
+        stream = LOG_STREAM + name
+        if wait == 0:
+            return await self._fetch(stream, offset, limit)
+        loop_time = self._driver.loop_time
+        deadline = loop_time() + wait
+        # Listen before looking: an append stored after the look is announced on the subject.
+        arrivals: asyncio.Queue[None] = asyncio.Queue()
+
+        async def announce(_msg: Msg) -> None:
+            arrivals.put_nowait(None)
+
+        with self._driver.guard():
+            sub = await self._driver.nc.subscribe(f"prism.log.{name}", cb=announce)
+        try:
+            while True:
+                records = await self._fetch(stream, offset, limit)
+                remaining = deadline - loop_time()
+                if records or remaining <= 0:
+                    return records
+                try:
+                    await asyncio.wait_for(arrivals.get(), remaining)
+                except TimeoutError:
+                    return await self._fetch(stream, offset, limit)
+                # The announcement may outrun the store: look again for a little while.
+                while not arrivals.empty():
+                    arrivals.get_nowait()
+                for _ in range(20):
+                    records = await self._fetch(stream, offset, limit)
+                    if records or loop_time() >= deadline:
+                        return records
+                    await asyncio.sleep(0.005)
+        finally:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await sub.unsubscribe()
+
+    async def _fetch(self, stream: str, offset: int, limit: int) -> list[Record]:
+        last = await self._driver.last_seq(stream)
+        first, end = offset + 1, min(last, offset + limit)
+        if end < first:
+            return []
+        stored = await asyncio.gather(*(self._driver.msg_by_seq(stream, seq) for seq in range(first, end + 1)))
+        return [Record(m.seq - 1, _decode(m.data, m.headers)) for m in stored if m is not None]
+
+    async def end_offset(self, log: str) -> int:
+        return await self._driver.last_seq(LOG_STREAM + _named(log, "log"))
+
+    def _group_subject(self, log: str, group: str) -> str:
+        return f"$KV.{OFFSETS_BUCKET}.{_named(log, 'log')}.{_named(group, 'group')}"
+
+    async def commit(self, log: str, group: str, offset: int) -> None:
+        _check_offset(offset)
+        subject = self._group_subject(log, group)
+        await self._driver.ensure_kv(OFFSETS_BUCKET)
+        await self._driver.publish(subject, str(offset).encode())
+
+    async def committed(self, log: str, group: str) -> int | None:
+        stored = await self._driver.last_msg(f"KV_{OFFSETS_BUCKET}", self._group_subject(log, group))
+        return None if stored is None else int(stored.data)
+
+
+@dataclass(frozen=True)
+class _ObjectMeta:
+    seq: int
+    nuid: str
+    size: int
+    metadata: dict[str, str]
+
+
+class NatsObjects:
+    def __init__(self, driver: NatsDriver) -> None:
+        self._driver = driver
+
+    @staticmethod
+    def _stream(bucket: str) -> str:
+        return OBJ_STREAM + _named(bucket, "bucket")
+
+    @staticmethod
+    def _meta_subject(bucket: str, key: str) -> str:
+        return f"$O.{token(bucket)}.M.{base64.urlsafe_b64encode(key.encode()).decode()}"
+
+    async def create_bucket(self, bucket: str) -> None:
+        name = _named(bucket, "bucket")
+        config = {
+            "name": OBJ_STREAM + name,
+            "subjects": [f"$O.{name}.C.>", f"$O.{name}.M.>"],
+            "retention": "limits",
+            "storage": "file",
+            "discard": "new",
+            "allow_rollup_hdrs": True,
+            "allow_direct": True,
+            "num_replicas": 1,
+        }
+        await self._driver.create_stream(config)
+
+    async def delete_bucket(self, bucket: str) -> None:
+        stream = self._stream(bucket)
+        if not await self._driver.stream_exists(stream):
+            raise BucketNotFound(bucket)
+        if await self._driver.subjects(stream, f"$O.{token(bucket)}.M.>"):
+            raise BucketNotEmpty(bucket)
+        await self._driver.delete_stream(stream)
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        return await self._driver.stream_exists(self._stream(bucket))
+
+    async def _require_bucket(self, bucket: str) -> str:
+        stream = self._stream(bucket)
+        if not await self._driver.stream_exists(stream):
+            raise BucketNotFound(bucket)
+        return stream
+
+    async def _meta(self, bucket: str, key: str) -> _ObjectMeta | None:
+        check_name(key, "key")
+        stream = self._stream(bucket)
+        try:
+            stored = await self._driver.last_msg(stream, self._meta_subject(bucket, key), missing_stream_ok=False)
+        except ApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                raise BucketNotFound(bucket) from None
+            raise
+        if stored is None:
+            return None
+        info = json.loads(stored.data)
+        if info.get("deleted"):
+            return None
+        return _ObjectMeta(stored.seq, info["nuid"], int(info.get("size") or 0), dict(info.get("metadata") or {}))
+
+    async def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        ttl: float | None = None,
+    ) -> ObjectInfo:
+        body = as_bytes(data, "data")
+
+        async def one() -> AsyncIterator[bytes]:
+            yield body
+
+        return await self.put_stream(bucket, key, one(), metadata=metadata, ttl=ttl)
+
+    async def put_stream(
+        self,
+        bucket: str,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        metadata: Mapping[str, str] | None = None,
+        ttl: float | None = None,
+    ) -> ObjectInfo:
+        check_name(key, "key")
+        meta = check_metadata(metadata)
+        if ttl is not None:
+            self._driver.require(Capability.OBJECTS_TTL, "put with a ttl")
+        await self._require_bucket(bucket)
+        nuid = NUID().next().decode()
+        chunk_subject = f"$O.{token(bucket)}.C.{nuid}"
+        digest, size, count = hashlib.sha256(), 0, 0
+        stream = self._stream(bucket)
+        try:
+            buffer = bytearray()
+            async for piece in chunks:
+                buffer += as_bytes(piece, "chunk")
+                while len(buffer) >= CHUNK_SIZE:
+                    chunk = bytes(buffer[:CHUNK_SIZE])
+                    del buffer[:CHUNK_SIZE]
+                    await self._driver.publish(chunk_subject, chunk)
+                    digest.update(chunk)
+                    size, count = size + len(chunk), count + 1
+            if buffer:
+                await self._driver.publish(chunk_subject, bytes(buffer))
+                digest.update(buffer)
+                size, count = size + len(buffer), count + 1
+            replaced = await self._write_meta(bucket, key, nuid, size, count, digest.digest(), meta)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._driver.purge_subject(stream, chunk_subject))
+            raise
+        if replaced is not None and replaced != nuid:
+            await self._driver.purge_subject(stream, f"$O.{token(bucket)}.C.{replaced}")
+        return ObjectInfo(bucket, key, size, dict(meta), None)
+
+    async def _write_meta(
+        self, bucket: str, key: str, nuid: str, size: int, count: int, digest: bytes, meta: dict[str, str]
+    ) -> str | None:
+        """Publish the object's metadata (replacing exactly the version read); the nuid of the
+        chunks it replaced, if any."""
+        subject = self._meta_subject(bucket, key)
+        info = {
+            "name": key,
+            "bucket": token(bucket),
+            "nuid": nuid,
+            "size": size,
+            "chunks": count,
+            "mtime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "digest": "SHA-256=" + base64.urlsafe_b64encode(digest).decode(),
+            "options": {"max_chunk_size": CHUNK_SIZE},
+            "metadata": meta,
+        }
+        body = json.dumps(info).encode()
+        while True:
+            stored = await self._driver.last_msg(self._stream(bucket), subject)
+            seq = 0 if stored is None else stored.seq
+            headers = {"Nats-Rollup": "sub", EXPECTED_LAST_SUBJECT_SEQ: str(seq)}
+            try:
+                await self._driver.publish(subject, body, headers)
+            except ApiError as exc:
+                if exc.err_code == ERR_WRONG_LAST_SEQ:
+                    continue  # a concurrent put won the race: replace that one instead
+                raise
+            return None if stored is None else json.loads(stored.data).get("nuid")
+
+    async def get(self, bucket: str, key: str) -> bytes:
+        return b"".join([chunk async for chunk in self._chunks(bucket, key)])
+
+    def get_stream(self, bucket: str, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        check_count(chunk_size, "chunk_size", 1)
+        return self._resliced(bucket, key, chunk_size)
+
+    async def _resliced(self, bucket: str, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks(bucket, key):
+            for start in range(0, len(chunk), chunk_size):
+                yield chunk[start : start + chunk_size]
+
+    async def _chunks(self, bucket: str, key: str) -> AsyncIterator[bytes]:
+        meta = await self._meta(bucket, key)
+        if meta is None:
+            raise ObjectNotFound(bucket, key)
+        stream, subject = self._stream(bucket), f"$O.{token(bucket)}.C.{meta.nuid}"
+        seq, got = 1, 0
+        while got < meta.size:
+            stored = await self._driver.next_msg(stream, subject, seq)
+            if stored is None:  # replaced or deleted while we read
+                raise ObjectNotFound(bucket, key)
+            got += len(stored.data)
+            seq = stored.seq + 1
+            yield stored.data
+
+    async def delete(self, bucket: str, key: str) -> None:
+        meta = await self._meta(bucket, key)
+        if meta is None:
+            return
+        stream = self._stream(bucket)
+        await self._driver.purge_subject(stream, self._meta_subject(bucket, key))
+        await self._driver.purge_subject(stream, f"$O.{token(bucket)}.C.{meta.nuid}")
+
+    async def exists(self, bucket: str, key: str) -> bool:
+        return await self._meta(bucket, key) is not None
+
+    async def info(self, bucket: str, key: str) -> ObjectInfo:
+        meta = await self._meta(bucket, key)
+        if meta is None:
+            raise ObjectNotFound(bucket, key)
+        return ObjectInfo(bucket, key, meta.size, meta.metadata, None)
+
+    async def set_ttl(self, bucket: str, key: str, ttl: float) -> None:
+        # Never declared: a NATS object store has only a bucket-wide max_age.
+        self._driver.require(Capability.OBJECTS_TTL, "set_ttl")
+
+    def list_keys(self, bucket: str, prefix: str = "") -> AsyncIterator[str]:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        return self._list(bucket, prefix)
+
+    async def _list(self, bucket: str, prefix: str) -> AsyncIterator[str]:
+        stream = await self._require_bucket(bucket)
+        start = len(f"$O.{token(bucket)}.M.")
+        for subject in await self._driver.subjects(stream, f"$O.{token(bucket)}.M.>"):
+            key = base64.urlsafe_b64decode(subject[start:]).decode()
+            if key.startswith(prefix):
+                yield key
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+class NatsDriver(Driver):
+    backend_name = "nats"
+
+    def __init__(self, name: str, capabilities: frozenset[Capability], nc: NATS) -> None:
+        super().__init__(name, capabilities)
+        self.nc = nc
+        self.js = nc.jetstream(timeout=API_TIMEOUT)
+        self.subscriptions: set[NatsSubscription] = set()
+        self._ready: set[str] = set()  # streams (and their consumers) known to exist
+        self._keyvalue = NatsKeyValue(self)
+        self._pubsub = NatsPubSub(self)
+        self._queue = NatsQueue(self)
+        self._log = NatsLog(self)
+        self._objects = NatsObjects(self)
+
+    @staticmethod
+    def loop_time() -> float:
+        return asyncio.get_running_loop().time()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """A broken connection (or a request that got no answer) is ConnectionLost: the outcome
+        of the operation is unknown."""
+        try:
+            yield
+        except nats.errors.MaxPayloadError as exc:
+            raise PayloadTooLarge(0, self.nc.max_payload, f"NATS message ({exc})") from exc
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.errors.StaleConnectionError,
+            nats.errors.OutboundBufferLimitError,
+            OSError,
+        ) as exc:
+            raise ConnectionLost(f"backend {self.name!r}: NATS request failed: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    async def connect(cls, name: str, capabilities: frozenset[Capability], endpoint: Endpoint) -> Self:
+        async def quiet(*_args: object) -> None:  # nats-py logs every reconnect attempt otherwise
+            return None
+
+        nc = NATS()
+        try:
+            # nats-py keeps retrying an unreachable server when reconnects are unlimited (which we
+            # want after a restart), so the first connection gets a deadline of its own.
+            await asyncio.wait_for(
+                nc.connect(
+                    endpoint.url,
+                    name="prism-testkit",
+                    connect_timeout=5,
+                    reconnect_time_wait=0.2,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    error_cb=quiet,
+                    disconnected_cb=quiet,
+                    reconnected_cb=quiet,
+                    closed_cb=quiet,
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise ProvisioningError(
+                redact(f"backend {name!r}: cannot connect to {endpoint.url}: {type(exc).__name__}: {exc}")
+            ) from None
+        driver = cls(name, capabilities, nc)
+        try:
+            if nc.max_payload < MIN_SERVER_PAYLOAD:
+                raise ProvisioningError(
+                    f"backend {name!r}: the server's max_payload is {nc.max_payload} bytes; it must be at least "
+                    f"{MIN_SERVER_PAYLOAD} to carry the declared max_payload of {MAX_PAYLOAD} bytes"
+                )
+            await driver.api("$JS.API.INFO")
+        except ApiError as exc:
+            await nc.close()
+            raise ProvisioningError(f"backend {name!r}: JetStream is not available: {exc}") from None
+        except BaseException:
+            await nc.close()
+            raise
+        return driver
+
+    async def close(self) -> None:
+        for sub in list(self.subscriptions):
+            await sub.close()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    def keyvalue(self) -> NatsKeyValue:
+        return self._keyvalue
+
+    def pubsub(self) -> NatsPubSub:
+        return self._pubsub
+
+    def queue(self) -> NatsQueue:
+        return self._queue
+
+    def log(self) -> NatsLog:
+        return self._log
+
+    def objects(self) -> NatsObjects:
+        return self._objects
+
+    # --- JetStream API -------------------------------------------------------------------------
+
+    async def api(self, subject: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        payload = b"" if body is None else json.dumps(body).encode()
+        with self.guard():
+            reply = await self.nc.request(subject, payload, timeout=API_TIMEOUT)
+        data = json.loads(reply.data)
+        if "error" in data:
+            error = data["error"]
+            raise ApiError(int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description")))
+        return data
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        ensure: tuple[str, str] | None = None,
+    ) -> int:
+        """Publish to JetStream and wait for the stream's ack; the stored sequence. A stream
+        deleted behind our back (``ensure`` = kind, name) is created again once."""
+        if len(payload) > self.nc.max_payload - 4096:
+            raise PayloadTooLarge(len(payload), self.nc.max_payload - 4096)
+        for attempt in (1, 2):
+            with self.guard():
+                try:
+                    reply = await self.nc.request(subject, payload, timeout=API_TIMEOUT, headers=headers)
+                except nats.errors.NoRespondersError:
+                    if attempt == 2 or ensure is None:
+                        raise
+                    kind, name = ensure
+                    self.forget((QUEUE_STREAM if kind == "queue" else LOG_STREAM) + name)
+                    await (self.ensure_queue(name) if kind == "queue" else self.ensure_log(name))
+                    continue
+            data = json.loads(reply.data)
+            if "error" in data:
+                error = data["error"]
+                raise ApiError(int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description")))
+            return int(data["seq"])
+        raise AssertionError("unreachable")
+
+    async def create_stream(self, config: dict[str, Any]) -> None:
+        await self.api(f"$JS.API.STREAM.CREATE.{config['name']}", config)
+        self._ready.add(config["name"])
+
+    async def stream_exists(self, stream: str) -> bool:
+        try:
+            await self.api(f"$JS.API.STREAM.INFO.{stream}")
+        except ApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def delete_stream(self, stream: str) -> None:
+        self.forget(stream)
+        try:
+            await self.api(f"$JS.API.STREAM.DELETE.{stream}")
+        except ApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+
+    def forget(self, stream: str) -> None:
+        self._ready.discard(stream)
+
+    async def ensure_queue(self, name: str) -> None:
+        stream = QUEUE_STREAM + name
+        if stream in self._ready:
+            return
+        await self.api(
+            f"$JS.API.STREAM.CREATE.{stream}",
+            {
+                "name": stream,
+                "subjects": [f"prism.q.{name}"],
+                "retention": "workqueue",
+                "storage": "file",
+                "discard": "old",
+                "num_replicas": 1,
+                "duplicate_window": 120 * 10**9,
+            },
+        )
+        await self.api(
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{CONSUMER}",
+            {
+                "stream_name": stream,
+                "config": {
+                    "durable_name": CONSUMER,
+                    "deliver_policy": "all",
+                    "ack_policy": "explicit",
+                    "ack_wait": int(ACK_WAIT * 1e9),
+                    "max_deliver": -1,
+                    "max_ack_pending": -1,
+                    "max_waiting": 4096,
+                },
+            },
+        )
+        self._ready.add(stream)
+
+    async def ensure_log(self, name: str) -> None:
+        stream = LOG_STREAM + name
+        if stream not in self._ready:
+            await self.create_stream(
+                {
+                    "name": stream,
+                    "subjects": [f"prism.log.{name}"],
+                    "retention": "limits",
+                    "storage": "file",
+                    "discard": "new",  # never drop old records: offsets must stay
+                    "num_replicas": 1,
+                }
+            )
+
+    async def ensure_kv(self, bucket: str) -> None:
+        stream = f"KV_{bucket}"
+        if stream not in self._ready:
+            await self.create_stream(
+                {
+                    "name": stream,
+                    "subjects": [f"$KV.{bucket}.>"],
+                    "retention": "limits",
+                    "storage": "file",
+                    "discard": "new",
+                    "max_msgs_per_subject": 1,
+                    "allow_rollup_hdrs": True,
+                    "deny_delete": True,
+                    "allow_direct": True,
+                    "num_replicas": 1,
+                    "duplicate_window": 120 * 10**9,
+                }
+            )
+
+    async def pull(self, stream: str, remaining: float) -> Msg | None:
+        """One pull request for one message: at once when ``remaining`` is (almost) 0, else
+        waiting up to ``remaining`` seconds; the message, a status message, or None."""
+        inbox = self.nc.new_inbox()
+        if remaining < 0.01:
+            body: dict[str, Any] = {"batch": 1, "no_wait": True}
+            timeout = API_TIMEOUT
+        else:
+            body = {"batch": 1, "expires": int(remaining * 1e9)}
+            timeout = remaining + PULL_GRACE
+        # JetStream delivers pulled messages under their own subject, so nats-py's request
+        # multiplexer cannot route them: one short-lived subscription per pull.
+        with self.guard():
+            sub = await self.nc.subscribe(inbox, max_msgs=1)
+            try:
+                await self.nc.publish(
+                    f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}", json.dumps(body).encode(), reply=inbox
+                )
+                return await sub.next_msg(timeout=timeout)
+            except nats.errors.TimeoutError:
+                return None
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+
+    async def _msg_get(self, stream: str, request: dict[str, Any], missing_stream_ok: bool = True) -> StoredMsg | None:
+        try:
+            data = await self.api(f"$JS.API.STREAM.MSG.GET.{stream}", request)
+        except ApiError as exc:
+            if exc.err_code == ERR_NO_MESSAGE or (exc.err_code == ERR_STREAM_NOT_FOUND and missing_stream_ok):
+                return None
+            raise
+        raw = data["message"]
+        headers = _parse_headers(base64.b64decode(raw["hdrs"])) if raw.get("hdrs") else {}
+        return StoredMsg(int(raw["seq"]), raw["subject"], base64.b64decode(raw.get("data") or ""), headers)
+
+    async def last_msg(self, stream: str, subject: str, *, missing_stream_ok: bool = True) -> StoredMsg | None:
+        return await self._msg_get(stream, {"last_by_subj": subject}, missing_stream_ok)
+
+    async def msg_by_seq(self, stream: str, seq: int) -> StoredMsg | None:
+        return await self._msg_get(stream, {"seq": seq})
+
+    async def next_msg(self, stream: str, subject: str, seq: int) -> StoredMsg | None:
+        return await self._msg_get(stream, {"seq": seq, "next_by_subj": subject})
+
+    async def last_seq(self, stream: str) -> int:
+        try:
+            info = await self.api(f"$JS.API.STREAM.INFO.{stream}")
+        except ApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                return 0
+            raise
+        return int(info["state"]["last_seq"])
+
+    async def purge_subject(self, stream: str, subject: str) -> int:
+        try:
+            data = await self.api(f"$JS.API.STREAM.PURGE.{stream}", {"filter": subject})
+        except ApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                return 0
+            raise
+        return int(data.get("purged", 0))
+
+    async def subjects(self, stream: str, pattern: str) -> list[str]:
+        """Subjects holding messages in ``stream`` that match ``pattern`` (paged)."""
+        found: list[str] = []
+        offset = 0
+        while True:
+            try:
+                info = await self.api(f"$JS.API.STREAM.INFO.{stream}", {"subjects_filter": pattern, "offset": offset})
+            except ApiError as exc:
+                if exc.err_code == ERR_STREAM_NOT_FOUND:
+                    return found
+                raise
+            page = list((info.get("state", {}).get("subjects") or {}).keys())
+            found += page
+            offset += len(page)
+            if not page or offset >= int(info.get("total") or 0):
+                return sorted(set(found))
+
+    async def stream_names(self) -> list[str]:
+        names: list[str] = []
+        offset = 0
+        while True:
+            data = await self.api("$JS.API.STREAM.NAMES", {"offset": offset})
+            page = data.get("streams") or []
+            names += page
+            offset += len(page)
+            if not page or offset >= int(data.get("total") or 0):
+                return names
+
+    async def kv_keys(self, prefix: str) -> list[str]:
+        start = len(f"$KV.{KV_BUCKET}.")
+        encoded = token(prefix)
+        keys = []
+        for subject in await self.subjects(f"KV_{KV_BUCKET}", f"$KV.{KV_BUCKET}.>"):
+            if subject[start:].startswith(encoded):
+                keys.append(subject)
+        # Markers written by other clients do not count as keys.
+        values = await asyncio.gather(*(self._keyvalue.get(untoken(s[start:])) for s in keys))
+        return [untoken(s[start:]) for s, v in zip(keys, values, strict=True) if v is not None]
+
+    # --- cleanup -------------------------------------------------------------------------------
+
+    async def _inventory(self, prefix: str) -> dict[str, list[tuple[str, str]]]:
+        """What is stored under ``prefix``: kind -> [(label, stream or subject)]."""
+        encoded = token(prefix)
+        found: dict[str, list[tuple[str, str]]] = {"stream": [], "kv": [], "group": []}
+        for stream in await self.stream_names():
+            for head, label in ((QUEUE_STREAM, "queue"), (LOG_STREAM, "log"), (OBJ_STREAM, "bucket")):
+                if stream.startswith(head + encoded):
+                    found["stream"].append((f"{label}:{untoken(stream[len(head) :])}", stream))
+        start = len(f"$KV.{KV_BUCKET}.")
+        for subject in await self.subjects(f"KV_{KV_BUCKET}", f"$KV.{KV_BUCKET}.>"):
+            if subject[start:].startswith(encoded):
+                found["kv"].append((f"kv:{untoken(subject[start:])}", subject))
+        start = len(f"$KV.{OFFSETS_BUCKET}.")
+        for subject in await self.subjects(f"KV_{OFFSETS_BUCKET}", f"$KV.{OFFSETS_BUCKET}.*.*"):
+            log, group = subject[start:].split(".", 1)
+            if log.startswith(encoded) or group.startswith(encoded):
+                found["group"].append((f"group:{untoken(log)}/{untoken(group)}", subject))
+        return found
+
+    async def purge(self, prefix: str) -> None:
+        found = await self._inventory(prefix)
+        self._queue.forget_prefix(prefix)
+        for _, stream in found["stream"]:
+            await self.delete_stream(stream)
+        for _, subject in found["kv"]:
+            await self.purge_subject(f"KV_{KV_BUCKET}", subject)
+        for _, subject in found["group"]:
+            await self.purge_subject(f"KV_{OFFSETS_BUCKET}", subject)
+
+    async def leftovers(self, prefix: str) -> list[str]:
+        found = await self._inventory(prefix)
+        return sorted(label for items in found.values() for label, _ in items)
+
+
+# --- provisioning --------------------------------------------------------------------------
+
+
+def jetstream_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a client can connect and JetStream answers an account info request (a raw
+    protocol exchange, so it works from any thread, with or without an event loop)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            buffer = sock.recv(4096)
+            if not buffer.startswith(b"INFO "):
+                return False
+            sock.sendall(
+                b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true,"protocol":1}\r\n'
+                b"SUB _INBOX.prism_ready 1\r\nPUB $JS.API.INFO _INBOX.prism_ready 0\r\n\r\nPING\r\n"
+            )
+            deadline = time.monotonic() + timeout
+            buffer = b""
+            while time.monotonic() < deadline:
+                part = sock.recv(65536)
+                if not part:
+                    return False
+                buffer += part
+                if b"account_info_response" in buffer:
+                    return b'"error"' not in buffer
+                if b"HMSG _INBOX.prism_ready" in buffer or b"-ERR" in buffer:
+                    return False  # 503 no responders: JetStream not up yet
+            return False
+    except OSError:
+        return False
+
+
+class NatsProvisioner(ServerProvisioner):
+    server_name = "nats-server"
+    image = "nats:2.10-alpine"
+
+    def binary(self) -> Path | None:
+        return find_binary("/usr/sbin/nats-server", "/usr/bin/nats-server", "nats-server")
+
+    def _config(self, path: Path, store_dir: str) -> Path:
+        path.write_text(
+            "# written by prism-testkit: a private JetStream server\n"
+            f"max_payload: {SERVER_MAX_PAYLOAD}\n"
+            f'jetstream {{ store_dir: "{store_dir}" }}\n'
+        )
+        return path
+
+    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
+        workdir = ctx.workdir.resolve()
+        store = workdir / "jetstream"
+        store.mkdir(parents=True, exist_ok=True)
+        config = self._config(workdir / "nats.conf", str(store))
+        port = free_port()
+        # JetStream and its store_dir come from the config file (with -sd as well the server refuses
+        # a duplicate store_dir).
+        argv = [str(binary), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)]
+        server = ServerProcess(
+            "nats-server",
+            argv,
+            port=port,
+            log_path=workdir / "nats-server.log",
+            cwd=workdir,
+            ready=lambda: jetstream_answers("127.0.0.1", port),
+            ready_timeout=READY_TIMEOUT,
+        )
+        try:
+            server.start()
+        except BaseException:
+            server.kill()
+            raise
+        return private_endpoint(f"nats://127.0.0.1:{port}", server, store_dir=str(store))
+
+    def start_container(self, ctx: ProvisionContext) -> Endpoint:
+        try:
+            from testcontainers.core.container import DockerContainer
+            from testcontainers.core.waiting_utils import wait_for_logs
+        except ImportError as exc:
+            raise ProvisioningError("nats: testcontainers is not installed") from exc
+        config = self._config(ctx.workdir.resolve() / "nats.conf", "/data")
+        container = (
+            DockerContainer(self.image)
+            .with_volume_mapping(str(config), "/etc/prism-nats.conf", "ro")
+            .with_command("-c /etc/prism-nats.conf")
+            .with_exposed_ports(4222)
+        )
+        container.start()
+        try:
+            wait_for_logs(container, "Server is ready", timeout=READY_TIMEOUT)
+            url = f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.stop()
+            raise
+        return Endpoint(url=url, via=Via.CONTAINER, teardown=container.stop)
+
+
+@hookimpl
+def prism_register_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(
+            name="nats",
+            capabilities=CAPABILITIES,
+            properties=BackendProperties(
+                # JetStream fsyncs every 2 minutes (2.9 has no sync_interval: always), so an
+                # acknowledged write is not guaranteed to be on disk.
+                durable=False,
+                ordering=Ordering.TOTAL,
+                pubsub_delivery=Delivery.AT_MOST_ONCE,  # core NATS: no storage, no redelivery
+                queue_delivery=Delivery.AT_LEAST_ONCE,
+                max_payload=MAX_PAYLOAD,
+            ),
+            provisioner=NatsProvisioner(),
+            driver=NatsDriver,
+            embedded=False,
+            description="NATS: core pub/sub; JetStream queue, log, key-value (cas, scan) and object store; "
+            "not durable (no fsync per write)",
+        )
+    ]

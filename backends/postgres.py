@@ -1,0 +1,919 @@
+"""A durable server backend over PostgreSQL (:mod:`asyncpg`, one connection pool per driver).
+
+Implements key-value (with TTL, scan and compare-and-set), a durable queue, an append-only log
+with group offsets, and transactions across keys and logs. Everything lives in four tables of
+the ``prism`` schema, created on connect (serialised by an advisory lock, so xdist workers
+connecting to one server at the same time do not race on the catalog).
+
+Design choices worth knowing:
+
+* Expiry and visibility use the server clock (``clock_timestamp()``), so clients on different
+  hosts agree on when a key expires or a pending message becomes visible again.
+* Log offsets follow commit order. An append takes a per-log, transaction-scoped advisory lock
+  before computing ``max(offset) + 1`` and holds it until commit, so offset ``n + 1`` cannot be
+  assigned before ``n`` has committed and become visible: a reader polling by offset never skips
+  a row that commits later with a lower offset (the outbox pitfall of reading by sequence id).
+* Transactions stage their writes in memory and apply them in one PostgreSQL transaction when
+  the block ends (offsets assigned there, in commit order), with optimistic validation: every
+  key read is re-checked under a row lock at commit, and a changed one aborts the transaction
+  (TransactionAborted), so read-modify-write never loses an update. Holding a real transaction
+  open for the whole block would pin a pooled connection and the log locks for as long as user
+  code awaits, and REPEATABLE READ would see stale log ends; staging keeps locks short and
+  takes them in one global order (logs, then keys, both sorted), so our transactions do not
+  deadlock each other.
+* Waiting receives and reads poll with short sleeps; no LISTEN/NOTIFY connection to keep alive
+  across server restarts.
+* Message headers and key go into one JSON text column, which escapes anything PostgreSQL text
+  could not hold (NUL); names (keys, queues, logs, groups) are text and must not contain NUL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import grp
+import json
+import os
+import pwd
+import re
+import secrets
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import asyncpg
+
+from backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
+from prism_testkit.capabilities import BackendProperties, Capability, Ordering
+from prism_testkit.driver import Driver
+from prism_testkit.errors import (
+    ConnectionLost,
+    DeliveryNotFound,
+    PayloadTooLarge,
+    ProvisioningError,
+    TransactionAborted,
+)
+from prism_testkit.hookspecs import hookimpl
+from prism_testkit.interfaces import Delivery, Message, Record
+from prism_testkit.processes import ServerProcess, free_port, port_open
+from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.redaction import redact
+from prism_testkit.registry import BackendSpec
+from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+
+T = TypeVar("T")
+
+POLL_INTERVAL = 0.02  # seconds between polls while a receive / read waits for data
+SCAN_BATCH = 256
+POOL_MIN, POOL_MAX = 1, 10
+CLOSE_TIMEOUT = 5.0  # seconds a pool may take to close before its connections are dropped
+
+# bytea holds at most 1 GiB and the whole Bind message must stay below that too; a limit well
+# under it, enforced here with PayloadTooLarge, is one we can honestly promise.
+MAX_PAYLOAD = 256 << 20
+
+# Advisory locks use the two-int form: (our class id, object id) never collides with the
+# one-bigint locks other applications of the same database take.
+LOCK_CLASS_DDL = 0x70726900  # "pri\0": schema creation
+LOCK_CLASS_LOG = 0x70726901  # "pri\1": appends to one log, keyed by hashtext(log)
+
+CAPABILITIES: frozenset[Capability] = frozenset(
+    {
+        Capability.KEYVALUE,
+        Capability.KEYVALUE_TTL,
+        Capability.KEYVALUE_SCAN,
+        Capability.KEYVALUE_CAS,
+        Capability.QUEUE,
+        Capability.LOG,
+        Capability.TRANSACTIONS,
+    }
+)
+# fsync=on and synchronous_commit=on (the defaults, forced for the private server): a write that
+# returned has been flushed to the WAL and survives a kill of the server.
+PROPERTIES = BackendProperties(durable=True, ordering=Ordering.TOTAL, max_payload=MAX_PAYLOAD)
+
+# COLLATE "C" compares by UTF-8 bytes, i.e. by code point: prefix ranges below are exact and
+# index-friendly, and scan order does not depend on the server's locale.
+SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS prism;
+CREATE TABLE IF NOT EXISTS prism.kv (
+    key        text COLLATE "C" PRIMARY KEY,
+    value      bytea NOT NULL,
+    expires_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS prism.queue_messages (
+    id           bigserial PRIMARY KEY,  -- FIFO order; never reused
+    queue        text COLLATE "C" NOT NULL,
+    payload      bytea NOT NULL,
+    meta         text NOT NULL,          -- JSON: headers and key
+    available_at timestamptz NOT NULL,
+    attempt      integer NOT NULL DEFAULT 0,
+    delivery_id  text
+);
+CREATE INDEX IF NOT EXISTS queue_messages_by_queue ON prism.queue_messages (queue, id);
+CREATE INDEX IF NOT EXISTS queue_messages_by_delivery ON prism.queue_messages (delivery_id)
+    WHERE delivery_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS prism.log_records (
+    log      text COLLATE "C" NOT NULL,
+    "offset" bigint NOT NULL,
+    payload  bytea NOT NULL,
+    meta     text NOT NULL,
+    PRIMARY KEY (log, "offset")
+);
+CREATE TABLE IF NOT EXISTS prism.log_groups (
+    log      text COLLATE "C" NOT NULL,
+    grp      text COLLATE "C" NOT NULL,
+    "offset" bigint NOT NULL,
+    PRIMARY KEY (log, grp)
+);
+"""
+
+_LIVE = "(expires_at IS NULL OR expires_at > clock_timestamp())"  # a kv row that has not expired
+_UPSERT = (
+    "INSERT INTO prism.kv (key, value, expires_at) VALUES ($1, $2, NULL) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL"
+)
+_LOCK_LOG = f"SELECT pg_advisory_xact_lock({LOCK_CLASS_LOG}, hashtext($1))"
+_NEXT_OFFSET = 'SELECT COALESCE(MAX("offset") + 1, 0) FROM prism.log_records WHERE log = $1'
+_INSERT_RECORD = 'INSERT INTO prism.log_records (log, "offset", payload, meta) VALUES ($1, $2, $3, $4)'
+
+# Errors after which the outcome of the operation in flight is unknown.
+_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin / crash shutdown, cannot connect now
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _name(value: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError(f"{what} {value!r} contains NUL, which PostgreSQL text cannot hold")
+    return value
+
+
+def _upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (in code point
+    order), or ``None`` when there is none (empty prefix, or only maximal code points)."""
+    stripped = prefix.rstrip(chr(sys.maxunicode))
+    if not stripped:
+        return None
+    nxt = ord(stripped[-1]) + 1
+    if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip to the next real one
+        nxt = 0xE000
+    return stripped[:-1] + chr(nxt)
+
+
+def _prefix_clause(column: str, prefix: str, first: int) -> tuple[str, list[str]]:
+    """``column`` starts with ``prefix`` as a range (no LIKE escaping), parameters from $first."""
+    _name(prefix, "prefix")
+    upper = _upper_bound(prefix)
+    if upper is None:
+        return f"{column} >= ${first}", [prefix]
+    return f"({column} >= ${first} AND {column} < ${first + 1})", [prefix, upper]
+
+
+def _payload(message: Message) -> tuple[bytes, str]:
+    """(payload, meta JSON) of ``message``, refusing payloads over the declared limit."""
+    stored = freeze_message(message)
+    if len(stored.payload) > MAX_PAYLOAD:
+        raise PayloadTooLarge(len(stored.payload), MAX_PAYLOAD)
+    meta = json.dumps({"h": dict(stored.headers), "k": stored.key}, separators=(",", ":"), sort_keys=True)
+    return stored.payload, meta
+
+
+def _message(payload: bytes, meta: str) -> Message:
+    decoded = json.loads(meta)
+    return Message(bytes(payload), decoded["h"], decoded["k"])
+
+
+async def _poll(attempt: Callable[[], Awaitable[T]], wait: float) -> T:
+    """``await attempt()`` until it returns something truthy or ``wait`` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        result = await attempt()
+        remaining = deadline - loop.time()
+        if result or remaining <= 0:
+            return result
+        await asyncio.sleep(min(POLL_INTERVAL, remaining))
+
+
+async def _append(conn: asyncpg.Connection, logs: dict[str, int], log: str, payload: bytes, meta: str) -> int:
+    """Append inside the caller's transaction. The first append to ``log`` takes its lock and
+    reads the next offset in a statement that starts after the lock is held (READ COMMITTED
+    takes a fresh snapshot per statement), so it sees every earlier committed append."""
+    if log not in logs:
+        await conn.execute(_LOCK_LOG, log)
+        logs[log] = int(await conn.fetchval(_NEXT_OFFSET, log))
+    offset = logs[log]
+    await conn.execute(_INSERT_RECORD, log, offset, payload, meta)
+    logs[log] = offset + 1
+    return offset
+
+
+class _Pool:
+    """The asyncpg pool, with lost connections reported as :class:`ConnectionLost`."""
+
+    def __init__(self, backend: str, pool: asyncpg.Pool) -> None:
+        self.backend = backend
+        self.pool = pool
+
+    def _lost(self, exc: BaseException) -> ConnectionLost:
+        return ConnectionLost(redact(f"backend {self.backend!r}: connection to PostgreSQL lost: {exc}"))
+
+    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        try:
+            async with self.pool.acquire() as conn:
+                return await fn(conn)
+        except _LOST as exc:
+            raise self._lost(exc) from exc
+
+    async def write(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``fn`` in one transaction, committed when it returns, rolled back when it raises."""
+
+        async def job(conn: asyncpg.Connection) -> T:
+            async with conn.transaction():
+                return await fn(conn)
+
+        return await self.run(job)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return await self.run(lambda conn: conn.fetchrow(sql, *args))
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await self.run(lambda conn: conn.fetch(sql, *args))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.run(lambda conn: conn.fetchval(sql, *args))
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self.run(lambda conn: conn.execute(sql, *args))
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT)
+        except (TimeoutError, *_LOST):
+            self.pool.terminate()  # a killed server cannot take part in a clean close
+
+
+def _affected(status: str) -> int:
+    """Rows affected, from a command status such as ``DELETE 1`` or ``UPDATE 0``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+# --- facets --------------------------------------------------------------------------------
+
+
+class PostgresKeyValue:
+    def __init__(self, driver: PostgresDriver) -> None:
+        self._driver = driver
+        self._db = driver.db
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._db.fetchval(f"SELECT value FROM prism.kv WHERE key = $1 AND {_LIVE}", _name(key, "key"))
+        return None if value is None else bytes(value)
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        _name(key, "key")
+        data = as_bytes(value)
+        if ttl is None:
+            await self._db.execute(_UPSERT, key, data)
+            return
+        self._driver.require(Capability.KEYVALUE_TTL, "put with a ttl")
+        seconds = check_positive(ttl, "ttl")
+        await self._db.execute(
+            "INSERT INTO prism.kv (key, value, expires_at) "
+            "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+            key,
+            data,
+            seconds,
+        )
+
+    async def delete(self, key: str) -> bool:
+        # The row goes even when expired; only a live one counts as having existed.
+        live = await self._db.fetchval(
+            f"WITH gone AS (DELETE FROM prism.kv WHERE key = $1 RETURNING {_LIVE} AS live) "
+            "SELECT COALESCE(bool_or(live), false) FROM gone",
+            _name(key, "key"),
+        )
+        return bool(live)
+
+    async def exists(self, key: str) -> bool:
+        row = await self._db.fetchrow(f"SELECT 1 FROM prism.kv WHERE key = $1 AND {_LIVE}", _name(key, "key"))
+        return row is not None
+
+    def scan(self, prefix: str) -> AsyncIterator[str]:
+        # A plain def, so an undeclared scan raises at the call, not at the first iteration.
+        self._driver.require(Capability.KEYVALUE_SCAN, "scan")
+        _name(prefix, "prefix")
+        return self._scan(prefix)
+
+    async def _scan(self, prefix: str) -> AsyncIterator[str]:
+        # Keyset pagination: each batch resumes after the last key seen, in key order.
+        clause, params = _prefix_clause("key", prefix, 1)
+        after: str | None = None
+        while True:
+            args: list[Any] = list(params)
+            where = clause
+            if after is not None:
+                args.append(after)
+                where += f" AND key > ${len(args)}"
+            rows = await self._db.fetch(
+                f"SELECT key FROM prism.kv WHERE {where} AND {_LIVE} ORDER BY key LIMIT {SCAN_BATCH}", *args
+            )
+            for row in rows:
+                yield row["key"]
+            if len(rows) < SCAN_BATCH:
+                return
+            after = rows[-1]["key"]
+
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        self._driver.require(Capability.KEYVALUE_CAS, "compare_and_set")
+        _name(key, "key")
+        data = as_bytes(new)
+        if expected is None:
+            # Insert, or take over a row that has expired (absent as far as readers know). A
+            # live row makes the conditional update a no-op, so nothing is returned.
+            row = await self._db.fetchrow(
+                "INSERT INTO prism.kv AS kv (key, value, expires_at) VALUES ($1, $2, NULL) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL "
+                "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= clock_timestamp() RETURNING 1",
+                key,
+                data,
+            )
+            return row is not None
+        # READ COMMITTED re-checks the WHERE clause on the newest row version after waiting for
+        # a concurrent writer, so of several racing callers exactly one matches.
+        status = await self._db.execute(
+            f"UPDATE prism.kv SET value = $3, expires_at = NULL WHERE key = $1 AND value = $2 AND {_LIVE}",
+            key,
+            as_bytes(expected, "expected"),
+            data,
+        )
+        return _affected(status) == 1
+
+
+class PostgresQueue:
+    def __init__(self, driver: PostgresDriver) -> None:
+        self._db = driver.db
+
+    async def send(self, queue: str, message: Message) -> str:
+        _name(queue, "queue")
+        payload, meta = _payload(message)
+        msg_id = await self._db.fetchval(
+            "INSERT INTO prism.queue_messages (queue, payload, meta, available_at) "
+            "VALUES ($1, $2, $3, clock_timestamp()) RETURNING id",
+            queue,
+            payload,
+            meta,
+        )
+        return str(msg_id)
+
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> Delivery | None:
+        _name(queue, "queue")
+        seconds = check_positive(visibility_timeout, "visibility_timeout")
+        wait = check_wait(wait)
+
+        async def claim() -> Delivery | None:
+            # SKIP LOCKED: competing consumers each take a different row instead of queueing up
+            # behind the one a concurrent receive is claiming.
+            delivery_id = uuid.uuid4().hex  # fresh per hand-out, so a stale ack is detectable
+            row = await self._db.fetchrow(
+                "WITH next AS ("
+                "  SELECT id FROM prism.queue_messages"
+                "  WHERE queue = $1 AND available_at <= clock_timestamp()"
+                "  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                ") "
+                "UPDATE prism.queue_messages m SET"
+                "  available_at = clock_timestamp() + make_interval(secs => $2),"
+                "  attempt = m.attempt + 1, delivery_id = $3 "
+                "FROM next WHERE m.id = next.id RETURNING m.payload, m.meta, m.attempt",
+                queue,
+                seconds,
+                delivery_id,
+            )
+            if row is None:
+                return None
+            return Delivery(delivery_id, _message(row["payload"], row["meta"]), row["attempt"])
+
+        return await _poll(claim, wait)
+
+    async def ack(self, queue: str, delivery: Delivery) -> None:
+        status = await self._db.execute(
+            "DELETE FROM prism.queue_messages WHERE delivery_id = $2 AND queue = $1",
+            _name(queue, "queue"),
+            delivery.delivery_id,
+        )
+        if not _affected(status):
+            raise DeliveryNotFound(f"queue {queue!r} holds no delivery {delivery.delivery_id!r} to ack")
+
+    async def nack(self, queue: str, delivery: Delivery) -> None:
+        # Clearing delivery_id ends this delivery: a later ack or nack of it is stale.
+        status = await self._db.execute(
+            "UPDATE prism.queue_messages SET available_at = clock_timestamp(), delivery_id = NULL "
+            "WHERE delivery_id = $2 AND queue = $1",
+            _name(queue, "queue"),
+            delivery.delivery_id,
+        )
+        if not _affected(status):
+            raise DeliveryNotFound(f"queue {queue!r} holds no delivery {delivery.delivery_id!r} to nack")
+
+
+class PostgresLog:
+    def __init__(self, driver: PostgresDriver) -> None:
+        self._db = driver.db
+
+    async def append(self, log: str, message: Message) -> int:
+        _name(log, "log")
+        payload, meta = _payload(message)
+        return await self._db.write(lambda conn: _append(conn, {}, log, payload, meta))
+
+    async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
+        _name(log, "log")
+        check_count(offset, "offset", 0)
+        check_count(limit, "limit", 1)
+        wait = check_wait(wait)
+
+        async def attempt() -> list[Record]:
+            rows = await self._db.fetch(
+                'SELECT "offset", payload, meta FROM prism.log_records '
+                'WHERE log = $1 AND "offset" >= $2 ORDER BY "offset" LIMIT $3',
+                log,
+                offset,
+                limit,
+            )
+            return [Record(row["offset"], _message(row["payload"], row["meta"])) for row in rows]
+
+        return await _poll(attempt, wait)
+
+    async def end_offset(self, log: str) -> int:
+        return int(await self._db.fetchval(_NEXT_OFFSET, _name(log, "log")))
+
+    async def commit(self, log: str, group: str, offset: int) -> None:
+        check_count(offset, "offset", 0)
+        await self._db.execute(
+            'INSERT INTO prism.log_groups (log, grp, "offset") VALUES ($1, $2, $3) '
+            'ON CONFLICT (log, grp) DO UPDATE SET "offset" = excluded."offset"',
+            _name(log, "log"),
+            _name(group, "group"),
+            offset,
+        )
+
+    async def committed(self, log: str, group: str) -> int | None:
+        value = await self._db.fetchval(
+            'SELECT "offset" FROM prism.log_groups WHERE log = $1 AND grp = $2',
+            _name(log, "log"),
+            _name(group, "group"),
+        )
+        return None if value is None else int(value)
+
+
+class _Conflict(Exception):
+    """A key this transaction read was changed by another writer before it could commit."""
+
+
+@dataclass
+class PostgresTransaction:
+    """Writes staged in memory and applied in one PostgreSQL transaction when the block ends.
+
+    Reads of keys not written here see the latest committed value; reads of keys written here
+    see the staged value. Concurrency control is optimistic: the value first read of each key
+    is remembered, and at commit every key read or written is row-locked (in sorted order) and
+    each read is checked against the current value. A changed read aborts the transaction with
+    nothing applied, so a read-modify-write never overwrites someone else's change.
+    """
+
+    db: _Pool
+    staged: dict[str, bytes | None] = field(default_factory=dict)  # key -> value, None = deleted
+    reads: dict[str, bytes | None] = field(default_factory=dict)  # key -> committed value first read
+    appends: list[tuple[str, bytes, str]] = field(default_factory=list)  # (log, payload, meta)
+    conflict: str | None = None  # set when two reads of one key disagreed
+    finished: bool = False
+
+    def _check_open(self) -> None:
+        if self.finished:
+            raise RuntimeError("transaction has already ended")
+
+    async def get(self, key: str) -> bytes | None:
+        self._check_open()
+        if _name(key, "key") in self.staged:
+            return self.staged[key]
+        raw = await self.db.fetchval(f"SELECT value FROM prism.kv WHERE key = $1 AND {_LIVE}", key)
+        value = None if raw is None else bytes(raw)
+        if key not in self.reads:
+            self.reads[key] = value
+        elif self.reads[key] != value and self.conflict is None:
+            self.conflict = key  # changed between two reads: the commit check would catch it too
+        return value
+
+    async def put(self, key: str, value: bytes) -> None:
+        self._check_open()
+        self.staged[_name(key, "key")] = as_bytes(value)
+
+    async def delete(self, key: str) -> None:
+        self._check_open()
+        self.staged[_name(key, "key")] = None
+
+    async def append(self, log: str, message: Message) -> None:
+        self._check_open()
+        self.appends.append((_name(log, "log"), *_payload(message)))
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.staged or self.appends)
+
+    async def apply(self, conn: asyncpg.Connection) -> None:
+        if self.conflict is not None:
+            raise _Conflict(self.conflict)
+        # One global lock order (logs sorted, then keys sorted) rules out deadlocks between
+        # transactions; only each key's final state matters, as the block is atomic.
+        offsets: dict[str, int] = {}
+        for log in sorted({log for log, _, _ in self.appends}):
+            await conn.execute(_LOCK_LOG, log)
+            offsets[log] = int(await conn.fetchval(_NEXT_OFFSET, log))
+        for key in sorted(self.reads.keys() | self.staged.keys()):
+            current = await _lock_key(conn, key)
+            if key in self.reads and current != self.reads[key]:
+                raise _Conflict(key)
+        for key in sorted(self.staged):
+            value = self.staged[key]
+            if value is None:
+                await conn.execute("DELETE FROM prism.kv WHERE key = $1", key)
+            else:
+                await conn.execute(_UPSERT, key, value)
+        # placeholders of keys only read: never live, never left behind
+        await conn.execute(
+            "DELETE FROM prism.kv WHERE key = ANY($1::text[]) AND expires_at = '-infinity'",
+            sorted(self.reads.keys() - self.staged.keys()),
+        )
+        for log, payload, meta in self.appends:
+            await _append(conn, offsets, log, payload, meta)
+
+
+async def _lock_key(conn: asyncpg.Connection, key: str) -> bytes | None:
+    """Row-lock ``key`` until commit and return its live value (None: absent or expired).
+
+    An absent key has no row to lock, so a placeholder that is never live (expired at
+    -infinity) is inserted first: a concurrent writer of that key then waits for this
+    transaction instead of slipping in between the check and the write."""
+    while True:
+        await conn.execute(
+            "INSERT INTO prism.kv (key, value, expires_at) VALUES ($1, ''::bytea, '-infinity') "
+            "ON CONFLICT (key) DO NOTHING",
+            key,
+        )
+        row = await conn.fetchrow(f"SELECT value, {_LIVE} AS live FROM prism.kv WHERE key = $1 FOR UPDATE", key)
+        if row is not None:  # None: deleted between the two statements; try again
+            return bytes(row["value"]) if row["live"] else None
+
+
+class PostgresTransactions:
+    def __init__(self, driver: PostgresDriver) -> None:
+        self._db = driver.db
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        tx = PostgresTransaction(self._db)
+        try:
+            yield tx
+        except BaseException:
+            tx.finished = True  # nothing was written: dropping the staged writes is the rollback
+            raise
+        tx.finished = True
+        if not tx.writes:
+            return  # read-only: it cannot overwrite anything, so there is nothing to check
+        try:
+            await self._db.write(tx.apply)
+        except _Conflict as exc:
+            raise TransactionAborted(
+                f"key {exc.args[0]!r} was changed by another writer after this transaction read it"
+            ) from None
+        except asyncpg.PostgresError as exc:  # lost connections surface as ConnectionLost
+            raise TransactionAborted(f"PostgreSQL transaction could not commit: {exc}") from exc
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+class PostgresDriver(Driver):
+    backend_name = "postgres"
+
+    def __init__(self, name: str, capabilities: frozenset[Capability], db: _Pool) -> None:
+        super().__init__(name, capabilities)
+        self.db = db
+        self._keyvalue = PostgresKeyValue(self)
+        self._queue = PostgresQueue(self)
+        self._log = PostgresLog(self)
+        self._transactions = PostgresTransactions(self)
+
+    @classmethod
+    async def connect(cls, name: str, capabilities: frozenset[Capability], endpoint: Endpoint) -> Self:
+        try:
+            pool = await asyncpg.create_pool(dsn=endpoint.url, min_size=POOL_MIN, max_size=POOL_MAX)
+        except (*_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            # asyncpg messages may echo the DSN; never let credentials out
+            raise ProvisioningError(
+                redact(f"backend {name!r}: cannot connect to {endpoint.url}: {type(exc).__name__}: {exc}")
+            ) from None
+        db = _Pool(name, pool)
+        try:
+            await db.write(_create_schema)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(name, capabilities, db)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    def keyvalue(self) -> PostgresKeyValue:
+        return self._keyvalue
+
+    def queue(self) -> PostgresQueue:
+        return self._queue
+
+    def log(self) -> PostgresLog:
+        return self._log
+
+    def transactions(self) -> PostgresTransactions:
+        return self._transactions
+
+    async def purge(self, prefix: str) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            for table, column in _NAMED:
+                clause, params = _prefix_clause(column, prefix, 1)
+                await conn.execute(f"DELETE FROM prism.{table} WHERE {clause}", *params)
+
+        await self.db.write(job)
+
+    async def leftovers(self, prefix: str) -> list[str]:
+        async def job(conn: asyncpg.Connection) -> list[str]:
+            found: list[str] = []
+            clause, params = _prefix_clause("key", prefix, 1)
+            rows = await conn.fetch(f"SELECT key FROM prism.kv WHERE {clause} AND {_LIVE}", *params)
+            found += [f"kv:{r['key']}" for r in rows]
+            clause, params = _prefix_clause("queue", prefix, 1)
+            rows = await conn.fetch(f"SELECT DISTINCT queue FROM prism.queue_messages WHERE {clause}", *params)
+            found += [f"queue:{r['queue']}" for r in rows]
+            clause, params = _prefix_clause("log", prefix, 1)
+            rows = await conn.fetch(f"SELECT DISTINCT log FROM prism.log_records WHERE {clause}", *params)
+            found += [f"log:{r['log']}" for r in rows]
+            log_clause, log_params = _prefix_clause("log", prefix, 1)
+            grp_clause, grp_params = _prefix_clause("grp", prefix, 1 + len(log_params))
+            rows = await conn.fetch(
+                f"SELECT log, grp FROM prism.log_groups WHERE {log_clause} OR {grp_clause}", *log_params, *grp_params
+            )
+            found += [f"group:{r['log']}/{r['grp']}" for r in rows]
+            return sorted(found)
+
+        # REPEATABLE READ: every SELECT above sees one snapshot
+        async def snapshot(conn: asyncpg.Connection) -> list[str]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await job(conn)
+
+        return await self.db.run(snapshot)
+
+
+async def _create_schema(conn: asyncpg.Connection) -> None:
+    # Concurrent CREATE ... IF NOT EXISTS can still fail on the catalog's unique indexes, so
+    # connects from several workers take turns.
+    await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS_DDL}, 0)")
+    await conn.execute(SCHEMA)
+
+
+# (table, name column) pairs purge clears. Group offsets go when either their log or their
+# group name carries the prefix.
+_NAMED: tuple[tuple[str, str], ...] = (
+    ("kv", "key"),
+    ("queue_messages", "queue"),
+    ("log_records", "log"),
+    ("log_groups", "log"),
+    ("log_groups", "grp"),
+)
+
+
+# --- provisioning --------------------------------------------------------------------------
+
+PRIVATE_USER = "postgres"  # superuser name inside the private cluster (trust auth)
+PRIVATE_DATABASE = "postgres"
+OS_USER = "postgres"  # the account the server runs as when we are root (postgres refuses root)
+SOCKET_PATH_MAX = 100  # sun_path is 108 bytes, minus "/.s.PGSQL.<port>" and a margin
+READY_TIMEOUT = 60.0
+INITDB_TIMEOUT = 120.0
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    match = re.search(r"/postgresql/([\d.]+)/bin/", path)
+    return tuple(int(p) for p in match.group(1).split(".") if p) if match else ()
+
+
+def _drop_privileges(user: str | None) -> Callable[[], None] | None:
+    if user is None:
+        return None
+    account = pwd.getpwnam(user)
+
+    def demote() -> None:
+        os.setgid(account.pw_gid)
+        os.initgroups(account.pw_name, account.pw_gid)
+        os.setuid(account.pw_uid)
+
+    return demote
+
+
+def _make_traversable(path: Path, user: str) -> None:
+    """Let ``user`` reach ``path``: add o+x to ancestors we own that would stop it (a
+    ``tempfile.mkdtemp`` dir is 0700). Search permission only: nobody can list them."""
+    account = pwd.getpwnam(user)
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    for directory in reversed([path, *path.parents]):
+        st = directory.stat()
+        if st.st_uid == account.pw_uid:
+            ok = bool(st.st_mode & 0o100)
+        elif st.st_gid in groups:
+            ok = bool(st.st_mode & 0o010)
+        else:
+            ok = bool(st.st_mode & 0o001)
+        if ok:
+            continue
+        if st.st_uid != os.geteuid():
+            raise ProvisioningError(
+                f"postgres: the {user!r} user cannot reach {path}: {directory} is not searchable by it "
+                f"and belongs to {grp.getgrgid(st.st_gid).gr_name}/{pwd.getpwuid(st.st_uid).pw_name}"
+            )
+        os.chmod(directory, st.st_mode | 0o001)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        data += chunk
+    return data
+
+
+def accepts_sessions(host: str, port: int, user: str, database: str, timeout: float = 1.0) -> bool:
+    """True when a real session starts: startup message, trust authentication, ReadyForQuery.
+
+    A bare open port is not enough: during start-up and crash recovery PostgreSQL accepts TCP
+    connections and then refuses the session ("the database system is starting up").
+    """
+    if not port_open(host, port):
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            params = f"user\0{user}\0database\0{database}\0\0".encode()
+            body = struct.pack("!i", 196608) + params  # protocol 3.0
+            sock.sendall(struct.pack("!i", len(body) + 4) + body)
+            while True:
+                kind = _recv_exact(sock, 1)
+                (length,) = struct.unpack("!i", _recv_exact(sock, 4))
+                payload = _recv_exact(sock, length - 4)
+                if kind == b"E":
+                    return False
+                if kind == b"R" and struct.unpack("!i", payload[:4])[0] != 0:
+                    return False  # a password is wanted: not the trust server we started
+                if kind == b"Z":
+                    sock.sendall(b"X" + struct.pack("!i", 4))  # Terminate
+                    return True
+    except (OSError, struct.error):
+        return False
+
+
+class PostgresProvisioner(ServerProvisioner):
+    server_name = "postgres"
+    image = "postgres:16-alpine"
+
+    def binary(self) -> Path | None:
+        # Newest packaged version first, then whatever PATH offers; initdb must sit beside it.
+        versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_version_key, reverse=True)
+        for candidate in [*versions, "postgres"]:
+            found = find_binary(candidate)
+            if found is not None and self._initdb(found) is not None:
+                return found
+        return None
+
+    @staticmethod
+    def _initdb(server: Path) -> Path | None:
+        return find_binary(server.parent / "initdb", server.resolve().parent / "initdb")
+
+    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
+        initdb = self._initdb(binary)
+        if initdb is None:
+            raise ProvisioningError(f"postgres: no initdb beside {binary}")
+        user = OS_USER if os.geteuid() == 0 else None
+        base = ctx.workdir.resolve()
+        data, run = base / "data", base / "run"
+        for directory in (data, run):
+            directory.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            account = pwd.getpwnam(user)
+            for directory in (data, run):
+                os.chown(directory, account.pw_uid, account.pw_gid)
+            _make_traversable(base, user)
+        data.chmod(0o700)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
+        # --no-sync: the bootstrap need not be crash-safe; the server itself runs with fsync=on.
+        result = subprocess.run(
+            [str(initdb), "-D", str(data), "-U", PRIVATE_USER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+            env=env,
+            cwd=base,
+            preexec_fn=_drop_privileges(user),
+            capture_output=True,
+            timeout=INITDB_TIMEOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            tail = " | ".join((result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[-5:])
+            raise ProvisioningError(f"postgres: initdb failed ({result.returncode}): {tail}")
+        port = free_port()
+        sockets = str(run) if len(str(run)) <= SOCKET_PATH_MAX else ""  # "": TCP only
+        argv = [
+            str(binary),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            sockets,
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=on",
+            "-c",
+            "synchronous_commit=on",
+            "-c",
+            "full_page_writes=on",
+            "-c",
+            "shared_buffers=32MB",  # several private servers (one per xdist worker) share the RAM
+        ]
+        server = ServerProcess(
+            "postgres",
+            argv,
+            port=port,
+            log_path=base / "postgres.log",
+            env=env,
+            user=user,
+            cwd=base,
+            ready=lambda: accepts_sessions("127.0.0.1", port, PRIVATE_USER, PRIVATE_DATABASE),
+            ready_timeout=READY_TIMEOUT,
+            stop_signal=signal.SIGINT,  # fast shutdown: SIGTERM (smart) waits for clients to leave
+        )
+        try:
+            server.start()
+        except BaseException:
+            server.kill()
+            raise
+        url = f"postgresql://{PRIVATE_USER}@127.0.0.1:{port}/{PRIVATE_DATABASE}"
+        return private_endpoint(url, server, data_dir=str(data))
+
+    def start_container(self, ctx: ProvisionContext) -> Endpoint:
+        try:  # newer testcontainers moved the module and deprecated the old path
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:
+            try:
+                from testcontainers.postgres import PostgresContainer
+            except ImportError as exc:
+                raise ProvisioningError("postgres: testcontainers is not installed") from exc
+        password = secrets.token_hex(16)
+        container = PostgresContainer(self.image, username="prism", password=password, dbname="prism", driver=None)
+        container.start()
+        try:
+            url = container.get_connection_url()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.stop()
+            raise
+        return Endpoint(url=url, via=Via.CONTAINER, teardown=container.stop)
+
+
+@hookimpl
+def prism_register_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(
+            name="postgres",
+            capabilities=CAPABILITIES,
+            properties=PROPERTIES,
+            provisioner=PostgresProvisioner(),
+            driver=PostgresDriver,
+            embedded=False,
+            description="PostgreSQL (asyncpg, fsync on): durable key-value, queue, log and transactions",
+        )
+    ]
