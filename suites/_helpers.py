@@ -1,0 +1,238 @@
+"""Helpers shared by the interface contract suites (no backend-specific knowledge here).
+
+Everything that more than one suite needs lives here: Hypothesis settings, draining queues,
+subscriptions and logs, order checks that honour the backend's declared ordering, timing,
+polling for expiry, payload-limit cases and the purge check every suite runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from prism_testkit import BackendProperties, Message, Ordering, PrismEnv
+from prism_testkit.interfaces import Delivery, Log, PubSub, Queue, Record, Subscription
+from prism_testkit.namespace import Namespace
+
+T = TypeVar("T")
+
+# --- Hypothesis ----------------------------------------------------------------------------
+
+# max_examples is left to the active profile (prism-dev / prism-ci / prism-hunt).
+prism_settings = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+payloads: st.SearchStrategy[bytes] = st.binary(max_size=64)
+header_maps: st.SearchStrategy[dict[str, str]] = st.dictionaries(
+    st.text(alphabet="abcdefghij-", min_size=1, max_size=8),
+    st.text(max_size=8),
+    max_size=3,
+)
+messages: st.SearchStrategy[Message] = st.builds(
+    Message,
+    payload=payloads,
+    headers=header_maps,
+    key=st.none() | st.text(alphabet="abcxyz", min_size=1, max_size=4),
+)
+
+# --- timing --------------------------------------------------------------------------------
+
+SHORT_TTL = 0.3  # seconds: TTLs and visibility timeouts the suites let run out
+EXPIRY_DEADLINE = 1.0  # how long after SHORT_TTL a backend may take to make expiry visible
+WAIT = 0.3  # a receive / read wait used where nothing is expected to arrive
+ARRIVAL_WAIT = 1.0  # a wait that must be cut short by something arriving
+
+
+class Stopwatch:
+    """Elapsed wall time since creation, in seconds."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = EXPIRY_DEADLINE) -> bool:
+    """Poll ``check`` until it returns True or ``within`` seconds pass; its last answer."""
+    deadline = time.monotonic() + within
+    while True:
+        if await check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+def assert_waited_about(elapsed: float, wait: float) -> None:
+    """A wait on nothing lasted roughly ``wait`` (not cut short, not wildly over)."""
+    assert elapsed >= wait * 0.8, f"returned after {elapsed:.3f}s, before the {wait}s wait ran out"
+    assert elapsed < wait + 0.7, f"returned after {elapsed:.3f}s for a {wait}s wait"
+
+
+# --- collecting ----------------------------------------------------------------------------
+
+
+async def collect(items: AsyncIterator[T]) -> list[T]:
+    """Everything an async iterator yields."""
+    return [item async for item in items]
+
+
+def norm(message: Message) -> tuple[bytes, dict[str, str], str | None]:
+    """A message as plain comparable values (bytes, dict, key) whatever types a backend returns."""
+    return bytes(message.payload), dict(message.headers), message.key
+
+
+def norms(messages_: Iterable[Message]) -> list[tuple[bytes, dict[str, str], str | None]]:
+    return [norm(m) for m in messages_]
+
+
+def numbered(count: int, tag: str = "m") -> list[Message]:
+    """``count`` distinct messages with a sequence header, for order and duplicate checks."""
+    return [Message(f"{tag}-{i}".encode(), {"seq": str(i)}) for i in range(count)]
+
+
+async def drain_queue(
+    queue: Queue,
+    name: str,
+    *,
+    wait: float = 0.1,
+    ack: bool = True,
+    visibility_timeout: float = 30.0,
+    limit: int = 10_000,
+) -> list[Delivery]:
+    """Receive (and by default ack) until a receive waiting ``wait`` seconds returns None."""
+    out: list[Delivery] = []
+    while len(out) < limit:
+        delivery = await queue.receive(name, wait=wait, visibility_timeout=visibility_timeout)
+        if delivery is None:
+            break
+        out.append(delivery)
+        if ack:
+            await queue.ack(name, delivery)
+    return out
+
+
+async def drain_subscription(sub: Subscription, *, wait: float = 0.2, limit: int = 10_000) -> list[Message]:
+    """Receive until a receive waiting ``wait`` seconds returns None."""
+    out: list[Message] = []
+    while len(out) < limit:
+        message = await sub.receive(wait)
+        if message is None:
+            break
+        out.append(message)
+    return out
+
+
+async def read_all(log: Log, name: str, start: int = 0, *, page: int = 100) -> list[Record]:
+    """Every record of ``name`` from ``start`` on, reading ``page`` at a time."""
+    out: list[Record] = []
+    offset = start
+    while True:
+        batch = await log.read(name, offset, limit=page)
+        if not batch:
+            return out
+        assert len(batch) <= page, f"read(limit={page}) returned {len(batch)} records"
+        out.extend(batch)
+        offset = batch[-1].offset + 1
+
+
+@asynccontextmanager
+async def subscribed(pubsub: PubSub, topic: str) -> AsyncIterator[Subscription]:
+    """A subscription closed when the block ends."""
+    sub = await pubsub.subscribe(topic)
+    try:
+        yield sub
+    finally:
+        await sub.close()
+
+
+# --- ordering ------------------------------------------------------------------------------
+
+
+def assert_delivered(ordering: Ordering, sent: Sequence[Message], received: Sequence[Message]) -> None:
+    """``received`` holds exactly ``sent`` (no loss, no duplicates), in the order the backend
+    declares: total order, order per key, or any order."""
+    got, want = norms(received), norms(sent)
+    if ordering is Ordering.TOTAL:
+        assert got == want
+        return
+    assert sorted(got, key=repr) == sorted(want, key=repr), "lost or duplicated messages"
+    if ordering is Ordering.PER_KEY:
+        for key in {m.key for m in sent}:
+            assert [g for g in got if g[2] == key] == [w for w in want if w[2] == key], f"key {key!r}"
+
+
+# --- payload limits ------------------------------------------------------------------------
+
+LARGEST_CHECKED_LIMIT = 16 << 20  # exact-limit checks above this would make the suites slow
+UNLIMITED_PROBE = 1 << 20  # a backend without a declared limit must carry at least this
+
+
+def payload_limit_cases(properties: BackendProperties) -> tuple[int, int | None]:
+    """(a payload size that must be carried, a size that must be refused with PayloadTooLarge
+    or None) for the backend's declared ``max_payload``."""
+    limit = properties.max_payload
+    if limit is None:
+        return UNLIMITED_PROBE, None
+    if limit > LARGEST_CHECKED_LIMIT:
+        return UNLIMITED_PROBE, None
+    return limit, limit + 1
+
+
+# --- cleanup -------------------------------------------------------------------------------
+
+
+def outside(ns: Namespace) -> Namespace:
+    """A namespace next to ``ns`` but not inside it ('...-t4z-' for '...-t4-'): a purge of
+    ``ns`` must leave it alone."""
+    return Namespace(ns.prefix.rstrip("-") + "z-")
+
+
+def _unlisted(names: Collection[str], listed: Collection[str]) -> list[str]:
+    return [n for n in names if not any(n in item for item in listed)]
+
+
+async def check_purge(
+    prism_env: PrismEnv, slot: str, create: Callable[[Namespace], Awaitable[Collection[str]]]
+) -> None:
+    """``create`` things in the test namespace and in a sibling namespace; leftovers must list
+    the first, a purge must remove exactly them, and leftovers must then be empty."""
+    driver = prism_env.driver(slot)
+    sibling = outside(prism_env.ns)
+    try:
+        created = await create(prism_env.ns)
+        kept = await create(sibling)
+        assert created, "the purge check created nothing"
+        left = await prism_env.leftovers()
+        listed = left.get(driver.name, [])
+        assert not _unlisted(created, listed), f"leftovers {left} do not list {sorted(created)}"
+        assert not any(sibling.prefix in item for item in listed), f"leftovers of {prism_env.ns} list {listed}"
+        await prism_env.purge()
+        assert await prism_env.leftovers() == {}
+        survivors = await driver.leftovers(sibling.prefix)
+        assert not _unlisted(kept, survivors), f"purge of {prism_env.ns.prefix!r} removed {sibling.prefix!r}"
+    finally:
+        await driver.purge(sibling.prefix)
+    assert await driver.leftovers(sibling.prefix) == []
+
+
+async def gather_all(*aws: Awaitable[T]) -> list[T]:
+    """``asyncio.gather`` that cancels the rest when one fails (no stray tasks after a test)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

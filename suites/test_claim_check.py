@@ -1,0 +1,454 @@
+"""Acceptance suite of the claim check pattern (RFC-009 §3, RFC-033, ADR-052, ADR-053).
+
+Runs once per (messaging x objects) combination, and every test once per messaging interface
+the messaging backend provides (queue, log, pub/sub). What it guarantees: payloads come back
+byte for byte; only payloads strictly above the threshold are claimed; a claimed object lives
+until the message is acknowledged / committed and is gone after (delete-after-read) or stays
+for replay (keep); corrupt and missing objects are reported as typed errors; over-limit payloads
+are refused with nothing written; compression and TTL really reach the store.
+
+Pub/sub is at-most-once fan-out: every test subscribes before it publishes, and pub/sub runs
+with ``on_consume="keep"`` (the adapter refuses "delete", see ``test_pubsub_refuses_delete``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from patterns.claim_check import (
+    ChecksumMismatch,
+    ClaimCheck,
+    ClaimCheckConfig,
+    ClaimCheckError,
+    ClaimCheckLog,
+    ClaimCheckPubSub,
+    ClaimCheckQueue,
+    ClaimNotFound,
+    ClaimReference,
+)
+from prism_testkit import Capability, Message, ObjectStore, PrismEnv, Slot, prism_suite
+from prism_testkit.errors import ConfigurationError, PayloadTooLarge
+from prism_testkit.interfaces import Delivery, Record, Subscription
+from prism_testkit.namespace import Namespace
+from prism_testkit.strategies import compressible_bytes, payloads
+from suites._helpers import ARRIVAL_WAIT, WAIT, collect, norm
+
+pytestmark = prism_suite(
+    "claim_check",
+    messaging=Slot.one_of("queue", "log", "pubsub"),
+    objects=Slot.needs("objects"),
+)
+
+Kind = Literal["queue", "log", "pubsub"]
+KINDS: list[Kind] = ["queue", "log", "pubsub"]
+THRESHOLD = 1024  # small, so that both sides of it are cheap to hit
+STREAMING_THRESHOLD = 64 << 10  # small, so that the chunked paths run on modest payloads
+CHUNK = 16 << 10
+MAX_GENERATED = 3 << 20
+FIELD = "prism-claim-check"
+
+
+def sample(size: int, seed: int = 1) -> bytes:
+    """``size`` incompressible bytes, the same for the same seed."""
+    return random.Random(seed).randbytes(size)
+
+
+claim_settings = settings(
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+
+class Channel:
+    """One messaging interface behind its claim check adapter, plus the consume step it needs
+    (ack for a queue, a group commit for a log, nothing for pub/sub)."""
+
+    def __init__(self, prism_env: PrismEnv, kind: Kind, cc: ClaimCheck, ns: Namespace) -> None:
+        driver = prism_env.driver("messaging")
+        if not driver.supports(Capability(kind)):
+            pytest.skip(f"{driver.name} does not provide {kind}")
+        self.kind, self.cc, self.driver = kind, cc, driver
+        self.name, self.group = ns.name(kind), ns.name("group")
+        self.offset = 0
+        self.subscription: Subscription | None = None
+        self._delivery: Delivery | None = None
+        self._records: list[Record] = []
+
+    async def open(self) -> Channel:
+        if self.kind == "queue":
+            self.queue = ClaimCheckQueue(self.driver.queue(), self.cc)
+        elif self.kind == "log":
+            self.log = ClaimCheckLog(self.driver.log(), self.cc)
+        else:
+            self.pubsub = ClaimCheckPubSub(self.driver.pubsub(), self.cc)
+            # At-most-once fan-out: only subscribers present at publish time get the message.
+            self.subscription = await self.pubsub.subscribe(self.name)
+        return self
+
+    async def close(self) -> None:
+        if self.subscription is not None:
+            await self.subscription.close()
+
+    async def send(self, message: Message) -> None:
+        if self.kind == "queue":
+            await self.queue.send(self.name, message)
+        elif self.kind == "log":
+            await self.log.append(self.name, message)
+        else:
+            await self.pubsub.publish(self.name, message)
+
+    async def receive(self) -> Message:
+        """The next message, restored; it stays unconsumed until :meth:`consume`."""
+        if self.kind == "queue":
+            delivery = await self.queue.receive(self.name, wait=ARRIVAL_WAIT)
+            assert delivery is not None, "the message never arrived"
+            self._delivery = delivery
+            return delivery.message
+        if self.kind == "log":
+            records = await self.log.read(self.name, self.offset, limit=1, wait=ARRIVAL_WAIT)
+            assert records, "the record never arrived"
+            self._records = records
+            self.offset = records[-1].offset + 1
+            return records[0].message
+        assert self.subscription is not None
+        message = await self.subscription.receive(ARRIVAL_WAIT)
+        assert message is not None, "the message never arrived"
+        return message
+
+    async def consume(self) -> None:
+        """Acknowledge what :meth:`receive` returned (which releases its claim)."""
+        if self.kind == "queue":
+            assert self._delivery is not None
+            await self.queue.ack(self.name, self._delivery)
+        elif self.kind == "log":
+            await self.log.commit(self.name, self.group, self.offset, self._records)
+
+    async def assert_nothing_sent(self) -> None:
+        if self.kind == "queue":
+            assert await self.driver.queue().receive(self.name, wait=WAIT) is None
+        elif self.kind == "log":
+            assert await self.driver.log().end_offset(self.name) == 0
+        else:
+            assert self.subscription is not None
+            assert await self.subscription.receive(WAIT) is None
+
+
+async def claim_check(prism_env: PrismEnv, ns: Namespace, kind: Kind | None, **config: Any) -> ClaimCheck:
+    """A claim check on the combination's object store, in a fresh bucket of ``ns``."""
+    settings_: dict[str, Any] = {
+        "threshold": THRESHOLD,
+        "bucket": ns.name("claims"),
+        "streaming_threshold": STREAMING_THRESHOLD,
+        "chunk_size": CHUNK,
+        "on_consume": "keep" if kind == "pubsub" else "delete",
+    }
+    settings_.update(config)
+    cc = ClaimCheck(prism_env.driver("objects").objects(), ClaimCheckConfig(**settings_))
+    await cc.ensure_bucket()
+    return cc
+
+
+async def stored_keys(cc: ClaimCheck) -> list[str]:
+    return await collect(cc.objects.list_keys(cc.config.bucket))
+
+
+def objects_of(prism_env: PrismEnv) -> ObjectStore:
+    return prism_env.driver("objects").objects()
+
+
+# --- round trip ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@claim_settings
+@given(payload=payloads(THRESHOLD, MAX_GENERATED), compression=st.sampled_from(["none", "gzip"]))
+# Every run covers the edges, whatever the profile draws.
+@example(payload=b"", compression="gzip")
+@example(payload=sample(THRESHOLD), compression="none")
+@example(payload=sample(THRESHOLD + 1), compression="gzip")
+@example(payload=sample(MAX_GENERATED), compression="gzip")
+async def test_round_trip(prism_env: PrismEnv, kind: Kind, payload: bytes, compression: str) -> None:
+    async with prism_env.example() as ns:
+        cc = await claim_check(prism_env, ns, kind, compression=compression)
+        channel = await Channel(prism_env, kind, cc, ns).open()
+        try:
+            sent = Message(payload, {"trace": "t-1"}, key="k")
+            await channel.send(sent)
+            claimed = len(payload) > THRESHOLD
+            assert len(await stored_keys(cc)) == (1 if claimed else 0)
+            received = await channel.receive()
+            assert norm(received) == norm(sent)
+            await channel.consume()
+            # delete-after-read leaves nothing; keep (pub/sub) leaves exactly the one object
+            kept = claimed and cc.config.on_consume == "keep"
+            assert len(await stored_keys(cc)) == (1 if kept else 0)
+        finally:
+            await channel.close()
+    assert await prism_env.leftovers(ns) == {}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_threshold_boundary(prism_env: PrismEnv, kind: Kind) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, kind)
+    channel = await Channel(prism_env, kind, cc, prism_env.ns).open()
+    try:
+        at = sample(THRESHOLD)
+        await channel.send(Message(at))
+        assert await stored_keys(cc) == [], "a payload of exactly the threshold must stay inline"
+        assert (await channel.receive()).payload == at
+        await channel.consume()
+
+        above = sample(THRESHOLD + 1)
+        await channel.send(Message(above))
+        keys = await stored_keys(cc)
+        assert len(keys) == 1, f"threshold + 1 bytes must be claimed into one object, found {keys}"
+        assert (await objects_of(prism_env).info(cc.config.bucket, keys[0])).size == THRESHOLD + 1
+        assert (await channel.receive()).payload == above
+        await channel.consume()
+        assert cc.metrics.claims_created == 1
+    finally:
+        await channel.close()
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["queue", "log"])
+async def test_object_lives_until_consumed_then_is_deleted(prism_env: PrismEnv, kind: Kind) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, kind, on_consume="delete")
+    channel = await Channel(prism_env, kind, cc, prism_env.ns).open()
+    payloads_ = [sample(5000, seed) for seed in range(3)] + [b"inline"]
+    for payload in payloads_:
+        await channel.send(Message(payload))
+    keys = await stored_keys(cc)
+    assert len(keys) == 3
+    for payload in payloads_:
+        assert (await channel.receive()).payload == payload
+        # Received but not yet acknowledged: the object must still be there.
+        assert len(await stored_keys(cc)) == len(keys)
+        await channel.consume()
+        keys = await stored_keys(cc)
+    assert keys == [], f"objects left after every message was consumed: {keys}"
+    for key in await stored_keys(cc):
+        assert not await objects_of(prism_env).exists(cc.config.bucket, key)
+    assert cc.metrics.claims_deleted == 3
+
+
+async def test_keep_for_replay(prism_env: PrismEnv) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, "log", on_consume="keep")
+    channel = await Channel(prism_env, "log", cc, prism_env.ns).open()
+    payload = sample(4000)
+    await channel.send(Message(payload))
+    assert (await channel.receive()).payload == payload
+    await channel.consume()
+    assert len(await stored_keys(cc)) == 1, "keep-for-replay must keep the object after the commit"
+    replay = await channel.log.read(channel.name, 0)
+    assert [r.message.payload for r in replay] == [payload]
+    assert await channel.driver.log().committed(channel.name, channel.group) == 1
+
+
+async def test_nack_then_redelivery_finds_the_object(prism_env: PrismEnv) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, "queue")
+    channel = await Channel(prism_env, "queue", cc, prism_env.ns).open()
+    queue = channel.queue
+    payload = sample(6000)
+    await queue.send(channel.name, Message(payload))
+    first = await queue.receive(channel.name, wait=ARRIVAL_WAIT)
+    assert first is not None
+    assert first.message.payload == payload
+    await queue.nack(channel.name, first)
+    assert len(await stored_keys(cc)) == 1, "a nack must not delete the object"
+    again = await queue.receive(channel.name, wait=ARRIVAL_WAIT)
+    assert again is not None, "the nacked message was not redelivered"
+    assert again.message.payload == payload
+    await queue.ack(channel.name, again)
+    assert await stored_keys(cc) == []
+
+
+async def test_pubsub_refuses_delete(prism_env: PrismEnv) -> None:
+    driver = prism_env.driver("messaging")
+    if not driver.supports(Capability.PUBSUB):
+        pytest.skip(f"{driver.name} does not provide pubsub")
+    cc = await claim_check(prism_env, prism_env.ns, None, on_consume="delete")
+    with pytest.raises(ConfigurationError, match="keep"):
+        ClaimCheckPubSub(driver.pubsub(), cc)
+
+
+async def test_ttl_is_set_on_stored_objects(prism_env: PrismEnv) -> None:
+    objects_driver = prism_env.driver("objects")
+    if not objects_driver.supports(Capability.OBJECTS_TTL):
+        pytest.skip(f"{objects_driver.name} does not provide objects.ttl")
+    ttl = 3600.0
+    cc = await claim_check(prism_env, prism_env.ns, None, ttl=ttl)
+    for size in (THRESHOLD + 1, STREAMING_THRESHOLD + 1):  # buffered and chunked upload
+        before = time.time()
+        claimed = await cc.outgoing(Message(sample(size)))
+        after = time.time()
+        ref = ClaimReference.from_header(claimed.headers[FIELD])
+        info = await objects_of(prism_env).info(cc.config.bucket, ref.key)
+        assert info.expires_at is not None, "the claimed object has no expiry"
+        assert before + ttl - 2 <= info.expires_at <= after + ttl + 2
+        assert ref.expires_at is not None
+        assert abs(ref.expires_at - info.expires_at) < 2
+
+
+# --- failures ------------------------------------------------------------------------------
+
+
+async def _corrupt_or_delete(prism_env: PrismEnv, cc: ClaimCheck, corrupt: bool) -> None:
+    (key,) = await stored_keys(cc)
+    objects = objects_of(prism_env)
+    if corrupt:
+        original = await objects.get(cc.config.bucket, key)
+        await objects.put(cc.config.bucket, key, bytes(b ^ 0x5A for b in original))
+    else:
+        await objects.delete(cc.config.bucket, key)
+
+
+async def _expect_claim_error(channel: Channel, error: type[ClaimCheckError]) -> None:
+    with pytest.raises(error) as info:
+        await channel.receive()
+    assert info.value.raw is not None, "the adapter must hand back the undecoded message"
+    if channel.kind == "queue":
+        # The broken delivery can still be dropped, so it is not redelivered forever.
+        await channel.queue.ack(channel.name, info.value.raw)  # type: ignore[arg-type]
+        assert await channel.driver.queue().receive(channel.name, wait=WAIT) is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+@pytest.mark.parametrize("size", [THRESHOLD + 1, STREAMING_THRESHOLD * 2])
+async def test_corrupt_object_raises_checksum_mismatch(
+    prism_env: PrismEnv, kind: Kind, compression: str, size: int
+) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, kind, compression=compression)
+    channel = await Channel(prism_env, kind, cc, prism_env.ns).open()
+    try:
+        await channel.send(Message(sample(size)))
+        await _corrupt_or_delete(prism_env, cc, corrupt=True)
+        await _expect_claim_error(channel, ChecksumMismatch)
+        assert cc.metrics.checksum_mismatches == 1
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("size", [THRESHOLD + 1, STREAMING_THRESHOLD * 2])
+async def test_missing_object_raises_claim_not_found(prism_env: PrismEnv, kind: Kind, size: int) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, kind)
+    channel = await Channel(prism_env, kind, cc, prism_env.ns).open()
+    try:
+        await channel.send(Message(sample(size)))
+        await _corrupt_or_delete(prism_env, cc, corrupt=False)
+        await _expect_claim_error(channel, ClaimNotFound)
+        assert cc.metrics.claim_not_found_errors == 1
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_payload_over_max_payload_writes_nothing(prism_env: PrismEnv, kind: Kind) -> None:
+    limit = 4 * THRESHOLD
+    cc = await claim_check(prism_env, prism_env.ns, kind, max_payload=limit)
+    channel = await Channel(prism_env, kind, cc, prism_env.ns).open()
+    try:
+        with pytest.raises(PayloadTooLarge) as info:
+            await channel.send(Message(sample(limit + 1)))
+        assert (info.value.size, info.value.limit) == (limit + 1, limit)
+
+        async def too_much() -> AsyncIterator[bytes]:
+            for seed in range(8):
+                yield sample(THRESHOLD, seed)
+
+        with pytest.raises(PayloadTooLarge):
+            await cc.outgoing_stream(too_much())
+        assert await stored_keys(cc) == [], "a refused payload left an object behind"
+        await channel.assert_nothing_sent()
+        # The limit itself is accepted.
+        await channel.send(Message(sample(limit)))
+        assert (await channel.receive()).payload == sample(limit)
+    finally:
+        await channel.close()
+
+
+# --- compression and streaming -------------------------------------------------------------
+
+
+@claim_settings
+@given(payload=compressible_bytes(64 << 10, 512 << 10))
+async def test_compression_shrinks_the_stored_object(prism_env: PrismEnv, payload: bytes) -> None:
+    async with prism_env.example() as ns:
+        cc = await claim_check(prism_env, ns, None, compression="gzip")
+        claimed = await cc.outgoing(Message(payload))
+        ref = ClaimReference.from_header(claimed.headers[FIELD])
+        info = await objects_of(prism_env).info(cc.config.bucket, ref.key)
+        assert ref.size == len(payload)
+        assert info.size == ref.stored_size
+        assert info.size < len(payload) / 4, f"{len(payload)} repetitive bytes stored as {info.size}"
+        assert (await cc.incoming(claimed)).payload == payload
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+async def test_streaming_round_trip(prism_env: PrismEnv, kind: Kind, compression: str) -> None:
+    driver = prism_env.driver("messaging")
+    if not driver.supports(Capability(kind)):
+        pytest.skip(f"{driver.name} does not provide {kind}")
+    cc = await claim_check(prism_env, prism_env.ns, kind, compression=compression)
+    name = prism_env.ns.name(kind)
+    size = 5 * STREAMING_THRESHOLD + 123
+    source = sample(size)
+
+    async def read_file() -> AsyncIterator[bytes]:
+        for start in range(0, size, 10_000):  # chunks unrelated to the configured chunk size
+            yield source[start : start + 10_000]
+
+    subscription = await driver.pubsub().subscribe(name) if kind == "pubsub" else None
+    try:
+        claimed = await cc.outgoing_stream(read_file(), headers={"name": "video.bin"})
+        assert claimed.payload == b""
+        assert ClaimReference.from_header(claimed.headers[FIELD]).size == size
+        # The claimed message travels through the messaging backend as an ordinary message.
+        wire: Message | None
+        if kind == "queue":
+            await driver.queue().send(name, claimed)
+            delivery = await driver.queue().receive(name, wait=ARRIVAL_WAIT)
+            assert delivery is not None
+            wire = delivery.message
+        elif kind == "log":
+            await driver.log().append(name, claimed)
+            records = await driver.log().read(name, 0, wait=ARRIVAL_WAIT)
+            assert records
+            wire = records[0].message
+        else:
+            assert subscription is not None
+            await driver.pubsub().publish(name, claimed)
+            wire = await subscription.receive(ARRIVAL_WAIT)
+        assert wire is not None, "the claimed message never arrived"
+        assert wire.headers["name"] == "video.bin"
+        chunks = await collect(cc.incoming_stream(wire))
+        assert max(len(c) for c in chunks) <= CHUNK
+        assert b"".join(chunks) == source
+        if kind == "queue":
+            await driver.queue().ack(name, delivery)
+        await cc.release(wire)
+        kept = cc.config.on_consume == "keep"
+        assert len(await stored_keys(cc)) == (1 if kept else 0)
+    finally:
+        if subscription is not None:
+            await subscription.close()

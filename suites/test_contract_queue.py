@@ -1,0 +1,285 @@
+"""Contract of the ``queue`` interface: durable queue, competing consumers, ack / nack /
+redelivery after the visibility timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from prism_testkit import Message, PrismEnv, Queue, Slot, prism_suite
+from prism_testkit.errors import DeliveryNotFound, PayloadTooLarge
+from prism_testkit.interfaces import Delivery
+from prism_testkit.namespace import Namespace
+from suites._helpers import (
+    ARRIVAL_WAIT,
+    EXPIRY_DEADLINE,
+    SHORT_TTL,
+    WAIT,
+    Stopwatch,
+    assert_delivered,
+    assert_waited_about,
+    check_purge,
+    drain_queue,
+    gather_all,
+    messages,
+    norm,
+    numbered,
+    payload_limit_cases,
+    payloads,
+    prism_settings,
+)
+
+pytestmark = prism_suite("queue", backend=Slot.needs("queue"))
+
+
+def queue_of(prism_env: PrismEnv) -> Queue:
+    return prism_env.driver("backend").queue()
+
+
+async def receive_one(queue: Queue, name: str, **kwargs: float) -> Delivery:
+    delivery = await queue.receive(name, wait=kwargs.pop("wait", ARRIVAL_WAIT), **kwargs)
+    assert delivery is not None, f"no message arrived on {name!r}"
+    return delivery
+
+
+async def test_send_then_receive_preserves_the_message(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    sent = Message(b"\x00payload\xff", {"content-type": "application/x", "trace": "abc"}, key="order-7")
+    send_id = await queue.send(name, sent)
+    assert isinstance(send_id, str)
+    assert send_id
+    delivery = await receive_one(queue, name)
+    assert norm(delivery.message) == norm(sent)
+    assert delivery.attempt == 1
+    assert isinstance(delivery.delivery_id, str)
+    assert delivery.delivery_id
+    await queue.ack(name, delivery)
+
+
+@pytest.mark.parametrize("payload", [b"", bytes(range(256))], ids=["empty", "all-bytes"])
+async def test_binary_payloads(prism_env: PrismEnv, payload: bytes) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    await queue.send(name, Message(payload))
+    delivery = await receive_one(queue, name)
+    assert bytes(delivery.message.payload) == payload
+    assert dict(delivery.message.headers) == {}
+    assert delivery.message.key is None
+
+
+async def test_fifo_for_a_single_consumer(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    sent = numbered(20)
+    for message in sent:
+        await queue.send(name, message)
+    received = await drain_queue(queue, name)
+    assert_delivered(prism_env.spec("backend").properties.ordering, sent, [d.message for d in received])
+    assert all(d.attempt == 1 for d in received)
+
+
+async def test_queues_are_isolated(prism_env: PrismEnv) -> None:
+    queue = queue_of(prism_env)
+    first, second = prism_env.ns.name("q"), prism_env.ns.name("q-2")
+    await queue.send(first, Message(b"for-first"))
+    assert await queue.receive(second, wait=0.1) is None
+    delivery = await receive_one(queue, first)
+    assert delivery.message.payload == b"for-first"
+    with pytest.raises(DeliveryNotFound):
+        await queue.ack(second, delivery)  # a delivery belongs to its own queue
+    await queue.ack(first, delivery)
+
+
+async def test_ack_removes_the_message(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    await queue.send(name, Message(b"once"))
+    delivery = await receive_one(queue, name, visibility_timeout=SHORT_TTL)
+    await queue.ack(name, delivery)
+    await asyncio.sleep(SHORT_TTL + 0.1)
+    assert await queue.receive(name, wait=WAIT) is None, "an acked message came back"
+
+
+async def test_pending_message_is_invisible_to_others(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    await queue.send(name, Message(b"one"))
+    delivery = await receive_one(queue, name)
+    assert await queue.receive(name, wait=0.1) is None, "a pending message was handed out twice"
+    await queue.ack(name, delivery)
+
+
+async def test_nack_redelivers_with_next_attempt(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    sent = Message(b"retry me", {"h": "1"}, key="k")
+    await queue.send(name, sent)
+    first = await receive_one(queue, name)
+    await queue.nack(name, first)
+    second = await receive_one(queue, name, wait=0.5)
+    assert norm(second.message) == norm(sent)
+    assert second.attempt == first.attempt + 1 == 2
+    await queue.nack(name, second)
+    third = await receive_one(queue, name, wait=0.5)
+    assert third.attempt == 3
+    await queue.ack(name, third)
+    assert await queue.receive(name, wait=0.1) is None
+
+
+async def test_visibility_timeout_expiry_redelivers(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    await queue.send(name, Message(b"slow consumer"))
+    watch = Stopwatch()
+    first = await receive_one(queue, name, visibility_timeout=SHORT_TTL)
+    assert await queue.receive(name, wait=0.0) is None, "visible again before its visibility timeout"
+    second = await receive_one(queue, name, wait=SHORT_TTL + EXPIRY_DEADLINE)
+    assert watch.elapsed >= SHORT_TTL * 0.8, f"redelivered after {watch.elapsed:.3f}s"
+    assert first.attempt == 1
+    assert second.message.payload == b"slow consumer"
+    assert second.attempt == 2
+    await queue.ack(name, second)
+    assert await queue.receive(name, wait=SHORT_TTL + 0.2) is None
+
+
+async def test_stale_ack_after_redelivery_is_refused(prism_env: PrismEnv) -> None:
+    """A consumer that overran its visibility timeout must not ack the redelivered copy."""
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    await queue.send(name, Message(b"m"))
+    first = await receive_one(queue, name, visibility_timeout=SHORT_TTL)
+    second = await receive_one(queue, name, wait=SHORT_TTL + EXPIRY_DEADLINE)
+    assert second.delivery_id != first.delivery_id
+    with pytest.raises(DeliveryNotFound):
+        await queue.ack(name, first)
+    with pytest.raises(DeliveryNotFound):
+        await queue.nack(name, first)
+    await queue.ack(name, second)  # still pending: the stale ack did not remove it
+
+
+async def test_double_ack_and_ack_after_nack_raise_delivery_not_found(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    await queue.send(name, Message(b"a"))
+    await queue.send(name, Message(b"b"))
+    first = await receive_one(queue, name)
+    await queue.ack(name, first)
+    with pytest.raises(DeliveryNotFound):
+        await queue.ack(name, first)
+    with pytest.raises(DeliveryNotFound):
+        await queue.nack(name, first)
+    second = await receive_one(queue, name)
+    await queue.nack(name, second)
+    with pytest.raises(DeliveryNotFound):
+        await queue.ack(name, second)
+    forged = Delivery("no-such-delivery", Message(b"x"), 1)
+    with pytest.raises(DeliveryNotFound):
+        await queue.ack(name, forged)
+    remaining = await drain_queue(queue, name)
+    assert [d.message.payload for d in remaining] == [second.message.payload]
+
+
+async def test_receive_on_empty_waits_then_returns_none(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("empty")
+    watch = Stopwatch()
+    assert await queue.receive(name, wait=0.0) is None
+    assert watch.elapsed < 0.5, f"receive(wait=0) took {watch.elapsed:.3f}s"
+    watch = Stopwatch()
+    assert await queue.receive(name, wait=WAIT) is None
+    assert_waited_about(watch.elapsed, WAIT)
+
+
+async def test_receive_wait_returns_a_message_sent_meanwhile(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    watch = Stopwatch()
+    waiting = asyncio.ensure_future(queue.receive(name, wait=ARRIVAL_WAIT))
+    await asyncio.sleep(0.1)
+    assert not waiting.done(), "receive returned before anything was sent"
+    await queue.send(name, Message(b"late"))
+    delivery = await waiting
+    assert delivery is not None
+    assert delivery.message.payload == b"late"
+    assert watch.elapsed < ARRIVAL_WAIT * 0.9, "the waiting receive did not wake up on send"
+    await queue.ack(name, delivery)
+
+
+async def test_competing_consumers_each_message_exactly_once(prism_env: PrismEnv) -> None:
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    sent = numbered(40)
+    for message in sent:
+        await queue.send(name, message)
+
+    async def consumer() -> list[Delivery]:
+        got: list[Delivery] = []
+        while (delivery := await queue.receive(name, wait=0.2)) is not None:
+            got.append(delivery)
+            await asyncio.sleep(0)  # let the others in while this one holds a message
+            await queue.ack(name, delivery)
+        return got
+
+    per_consumer = await gather_all(*(consumer() for _ in range(5)))
+    payloads_seen = [d.message.payload for got in per_consumer for d in got]
+    assert sorted(payloads_seen) == sorted(m.payload for m in sent), "lost or duplicated messages"
+    assert len({d.delivery_id for got in per_consumer for d in got}) == len(sent)
+
+
+async def test_payload_limit(prism_env: PrismEnv) -> None:
+    """A payload of the declared ``max_payload`` is carried; one byte more is refused with
+    PayloadTooLarge and nothing is queued (no limit declared: 1 MiB is carried)."""
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    fits, too_large = payload_limit_cases(prism_env.spec("backend").properties)
+    body = bytes(range(256)) * (fits // 256) + b"x" * (fits % 256)
+    await queue.send(name, Message(body))
+    delivery = await receive_one(queue, name)
+    assert delivery.message.payload == body
+    await queue.ack(name, delivery)
+    if too_large is not None:
+        with pytest.raises(PayloadTooLarge):
+            await queue.send(name, Message(b"x" * too_large))
+        assert await queue.receive(name, wait=0.1) is None
+
+
+@prism_settings
+@given(sent=st.lists(messages, max_size=12))
+async def test_every_message_sent_is_received_once(prism_env: PrismEnv, sent: list[Message]) -> None:
+    queue = queue_of(prism_env)
+    async with prism_env.example() as ns:
+        name = ns.name("q")
+        for message in sent:
+            await queue.send(name, message)
+        received = await drain_queue(queue, name, wait=0.05)
+        assert_delivered(prism_env.spec("backend").properties.ordering, sent, [d.message for d in received])
+        assert await queue.receive(name, wait=0.0) is None
+
+
+@prism_settings
+@given(bodies=st.lists(payloads, min_size=1, max_size=8), nacks=st.lists(st.booleans(), max_size=8))
+async def test_nacked_messages_come_back_until_acked(
+    prism_env: PrismEnv, bodies: list[bytes], nacks: list[bool]
+) -> None:
+    queue = queue_of(prism_env)
+    async with prism_env.example() as ns:
+        name = ns.name("q")
+        for body in bodies:
+            await queue.send(name, Message(body))
+        acked: list[bytes] = []
+        decisions = iter(nacks)
+        while (delivery := await queue.receive(name, wait=0.1)) is not None:
+            if next(decisions, False):
+                await queue.nack(name, delivery)
+            else:
+                await queue.ack(name, delivery)
+                acked.append(bytes(delivery.message.payload))
+            assert len(acked) <= len(bodies)
+        assert sorted(acked) == sorted(bodies)
+
+
+async def test_purge_removes_everything_in_the_namespace(prism_env: PrismEnv) -> None:
+    queue = queue_of(prism_env)
+
+    async def create(ns: Namespace) -> Collection[str]:
+        names = [ns.name("q-one"), ns.name("q-two")]
+        for name in names:
+            await queue.send(name, Message(b"left behind"))
+        pending = await queue.receive(names[1], wait=0.5)
+        assert pending is not None  # one queue holds only a pending (unacked) message
+        return names
+
+    await check_purge(prism_env, "backend", create)
+    assert await queue.receive(prism_env.ns.name("q-one"), wait=0.0) is None

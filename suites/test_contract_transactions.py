@@ -1,0 +1,291 @@
+"""Contract of the ``transactions`` interface: atomic multi-writes across the backend's
+key-value and log. All writes become visible at commit, or none do."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from prism_testkit import KeyValue, Log, Message, PrismEnv, Slot, Transactions, prism_suite
+from prism_testkit.namespace import Namespace
+from suites._helpers import check_purge, norms, payloads, prism_settings, read_all
+
+pytestmark = prism_suite("transactions", backend=Slot.needs("transactions", "keyvalue", "log"))
+
+READER_PATIENCE = 0.3  # how long a concurrent reader is given while a transaction is open
+
+
+class Boom(Exception):
+    """Raised inside a transaction block to make it roll back."""
+
+
+@dataclass
+class Facets:
+    tx: Transactions
+    kv: KeyValue
+    log: Log
+
+
+def facets(prism_env: PrismEnv) -> Facets:
+    driver = prism_env.driver("backend")
+    return Facets(driver.transactions(), driver.keyvalue(), driver.log())
+
+
+async def payloads_of(log: Log, name: str) -> list[bytes]:
+    return [bytes(r.message.payload) for r in await read_all(log, name)]
+
+
+async def test_commit_makes_every_write_visible(prism_env: PrismEnv) -> None:
+    f, ns = facets(prism_env), prism_env.ns
+    order, outbox, gone = ns.name("order"), ns.name("outbox"), ns.name("gone")
+    await f.kv.put(gone, b"old")
+    event = Message(b"order-created", {"type": "created"}, key="order-1")
+    async with f.tx.transaction() as t:
+        await t.put(order, b"row")
+        await t.delete(gone)
+        await t.append(outbox, event)
+        await t.append(outbox, Message(b"second"))
+    assert await f.kv.get(order) == b"row"
+    assert await f.kv.exists(gone) is False
+    records = await read_all(f.log, outbox)
+    assert [r.offset for r in records] == [0, 1]
+    assert norms(r.message for r in records) == norms([event, Message(b"second")])
+
+
+async def test_exception_rolls_everything_back(prism_env: PrismEnv) -> None:
+    f, ns = facets(prism_env), prism_env.ns
+    kept, fresh, outbox = ns.name("kept"), ns.name("fresh"), ns.name("outbox")
+    await f.kv.put(kept, b"original")
+    await f.log.append(outbox, Message(b"before"))
+
+    async def doomed() -> None:
+        async with f.tx.transaction() as t:
+            await t.put(fresh, b"never")
+            await t.put(kept, b"changed")
+            await t.append(outbox, Message(b"never"))
+            await t.delete(kept)
+            raise Boom
+
+    with pytest.raises(Boom):  # the exception propagates out of the block
+        await doomed()
+    assert await f.kv.get(kept) == b"original"
+    assert await f.kv.get(fresh) is None
+    assert await f.kv.exists(fresh) is False
+    assert await payloads_of(f.log, outbox) == [b"before"]
+    assert await f.log.end_offset(outbox) == 1, "an aborted append used an offset"
+    assert await f.log.append(outbox, Message(b"after")) == 1
+
+
+async def test_reads_inside_see_own_writes(prism_env: PrismEnv) -> None:
+    f, ns = facets(prism_env), prism_env.ns
+    a, b, c = ns.name("a"), ns.name("b"), ns.name("c")
+    await f.kv.put(b, b"committed")
+    await f.kv.put(c, b"to delete")
+    async with f.tx.transaction() as t:
+        assert await t.get(a) is None
+        assert await t.get(b) == b"committed", "a transaction must read committed values"
+        await t.put(a, b"mine")
+        assert await t.get(a) == b"mine"
+        await t.put(a, b"mine again")
+        assert await t.get(a) == b"mine again"
+        await t.delete(c)
+        assert await t.get(c) is None
+        await t.put(c, b"")
+        assert await t.get(c) == b""
+    assert (await f.kv.get(a), await f.kv.get(b), await f.kv.get(c)) == (b"mine again", b"committed", b"")
+
+
+async def test_uncommitted_writes_are_invisible_to_a_concurrent_reader(prism_env: PrismEnv) -> None:
+    """A reader running while a transaction is open sees the state before it. (A backend may
+    instead make the reader wait for the commit: then it sees the committed state.)"""
+    f, ns = facets(prism_env), prism_env.ns
+    key, new, outbox = ns.name("key"), ns.name("new"), ns.name("outbox")
+    await f.kv.put(key, b"before")
+
+    async def snapshot() -> tuple[bytes | None, bytes | None, int]:
+        return await f.kv.get(key), await f.kv.get(new), len(await read_all(f.log, outbox))
+
+    async with f.tx.transaction() as t:
+        await t.put(key, b"after")
+        await t.put(new, b"created")
+        await t.append(outbox, Message(b"event"))
+        reader = asyncio.ensure_future(snapshot())
+        done, _ = await asyncio.wait({reader}, timeout=READER_PATIENCE)
+        if done:
+            assert reader.result() == (b"before", None, 0), "uncommitted writes were visible"
+    seen = await asyncio.wait_for(reader, 2)
+    assert seen in {(b"before", None, 0), (b"after", b"created", 1)}, f"a torn read: {seen}"
+    assert await snapshot() == (b"after", b"created", 1)
+
+
+async def test_appends_get_offsets_in_commit_order(prism_env: PrismEnv) -> None:
+    """Offsets are assigned at commit: a transaction that appends first but commits last gets
+    the later offset. (If the backend serialises transactions, the first one commits first.)"""
+    f, outbox = facets(prism_env), prism_env.ns.name("outbox")
+
+    async def late_starter() -> None:
+        async with f.tx.transaction() as t:
+            await t.append(outbox, Message(b"second-start"))
+
+    async with f.tx.transaction() as t:
+        await t.append(outbox, Message(b"first-start"))
+        other = asyncio.ensure_future(late_starter())
+        done, _ = await asyncio.wait({other}, timeout=READER_PATIENCE)
+        overtaken = bool(done)
+        if overtaken:
+            other.result()
+    await asyncio.wait_for(other, 2)
+    expected = [b"second-start", b"first-start"] if overtaken else [b"first-start", b"second-start"]
+    assert await payloads_of(f.log, outbox) == expected
+
+
+async def test_plain_appends_and_transactions_share_offsets(prism_env: PrismEnv) -> None:
+    f, outbox = facets(prism_env), prism_env.ns.name("outbox")
+    assert await f.log.append(outbox, Message(b"plain-0")) == 0
+    async with f.tx.transaction() as t:
+        await t.append(outbox, Message(b"tx-1"))
+        await t.append(outbox, Message(b"tx-2"))
+    assert await f.log.append(outbox, Message(b"plain-3")) == 3
+    assert await payloads_of(f.log, outbox) == [b"plain-0", b"tx-1", b"tx-2", b"plain-3"]
+    assert await f.log.end_offset(outbox) == 4
+
+
+async def test_empty_transaction_commits(prism_env: PrismEnv) -> None:
+    f, key = facets(prism_env), prism_env.ns.name("key")
+    async with f.tx.transaction():
+        pass
+    async with f.tx.transaction() as t:
+        await t.put(key, b"v")
+    assert await f.kv.get(key) == b"v"
+
+
+# --- model ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True)
+class Append:
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Get:
+    key: str
+
+
+@dataclass(frozen=True)
+class Tx:
+    ops: list[Put | Delete | Append | Get]
+    commit: bool
+
+
+KEYS = st.sampled_from(["a", "b", "c"])
+OP = st.one_of(
+    st.builds(Put, key=KEYS, value=st.binary(max_size=8)),
+    st.builds(Delete, key=KEYS),
+    st.builds(Append, payload=payloads),
+    st.builds(Get, key=KEYS),
+)
+TXS = st.lists(st.builds(Tx, ops=st.lists(OP, max_size=6), commit=st.booleans()), max_size=8)
+
+
+@prism_settings
+@given(txs=TXS)
+async def test_model_committed_and_aborted_transactions(prism_env: PrismEnv, txs: list[Tx]) -> None:
+    f = facets(prism_env)
+    async with prism_env.example() as ns:
+        outbox = ns.name("outbox")
+        kv_model: dict[str, bytes] = {}
+        log_model: list[bytes] = []
+        for tx in txs:
+            staged = dict(kv_model)
+            appended: list[bytes] = []
+            try:
+                async with f.tx.transaction() as t:
+                    for op in tx.ops:
+                        if isinstance(op, Put):
+                            await t.put(ns.name(op.key), op.value)
+                            staged[op.key] = op.value
+                        elif isinstance(op, Delete):
+                            await t.delete(ns.name(op.key))
+                            staged.pop(op.key, None)
+                        elif isinstance(op, Append):
+                            await t.append(outbox, Message(op.payload))
+                            appended.append(op.payload)
+                        else:
+                            assert await t.get(ns.name(op.key)) == staged.get(op.key), op
+                    if not tx.commit:
+                        raise Boom
+            except Boom:
+                assert not tx.commit
+            else:
+                kv_model = staged
+                log_model.extend(appended)
+            for key in ["a", "b", "c"]:
+                assert await f.kv.get(ns.name(key)) == kv_model.get(key), (key, tx)
+            assert await payloads_of(f.log, outbox) == log_model, tx
+        assert await f.log.end_offset(outbox) == len(log_model)
+
+
+# --- cleanup -------------------------------------------------------------------------------
+
+
+async def test_purge_removes_everything_in_the_namespace(prism_env: PrismEnv) -> None:
+    f = facets(prism_env)
+
+    async def create(ns: Namespace) -> Collection[str]:
+        key, outbox = ns.name("row"), ns.name("outbox")
+        async with f.tx.transaction() as t:
+            await t.put(key, b"left behind")
+            await t.append(outbox, Message(b"left behind"))
+        return [key, outbox]
+
+    await check_purge(prism_env, "backend", create)
+    assert await f.kv.get(prism_env.ns.name("row")) is None
+    assert await f.log.end_offset(prism_env.ns.name("outbox")) == 0
+
+
+async def test_no_lost_update_between_two_read_modify_write_transactions(prism_env: PrismEnv) -> None:
+    """Both read the counter, then both write read+1: the second to commit must abort or be
+    serialised after the first; the counter never ends at 1 with both reported committed."""
+    from prism_testkit.errors import TransactionAborted
+
+    f, counter = facets(prism_env), prism_env.ns.name("counter")
+    await f.kv.put(counter, b"0")
+    both_read = asyncio.Barrier(2)
+    outcomes: list[str] = []
+
+    async def increment(delay: float) -> None:
+        try:
+            async with f.tx.transaction() as t:
+                seen = int(await t.get(counter) or b"0")
+                try:
+                    async with asyncio.timeout(READER_PATIENCE):
+                        await both_read.wait()  # a backend that serialises never gets here twice
+                except TimeoutError:
+                    pass
+                await asyncio.sleep(delay)
+                await t.put(counter, str(seen + 1).encode())
+            outcomes.append("committed")
+        except TransactionAborted:
+            outcomes.append("aborted")
+
+    await asyncio.gather(increment(0.0), increment(0.05))
+    final = int(await f.kv.get(counter) or b"0")
+    assert final == outcomes.count("committed"), (outcomes, final)
+    assert "committed" in outcomes

@@ -1,0 +1,673 @@
+"""Acceptance suite of the transactional outbox (RFC-009 §7), alone and composed with claim check.
+
+Runs once per (store x sink) combination: ``store`` holds the business rows, the outbox log and
+the relay's lease and offset (its transactions make row + event atomic); ``sink`` is where
+relays publish, and every test runs once per messaging interface the sink backend provides.
+
+What it guarantees: every event of a committed transaction is delivered (at least once, with a
+stable event id to deduplicate on), no event of a rolled-back or aborted transaction ever is,
+and each aggregate's events arrive in commit order with sequence 1, 2, 3...; this holds with
+two relays running at once, with a relay killed mid-batch and restarted, and with transactions
+that commit in a different order than they began. Pending count, lag and the mark-published
+offset are observable. With a claim check inside the transaction, outbox records carry only the
+claim, consumers restore the exact payload and rolled-back transactions leave no object.
+
+Pub/sub is at-most-once fan-out: the consumer subscribes before any relay publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from patterns.claim_check import ClaimCheck, ClaimCheckConfig
+from patterns.outbox import (
+    HEADER_AGGREGATE_ID,
+    HEADER_EVENT_ID,
+    HEADER_SEQUENCE,
+    Deduplicator,
+    LogSink,
+    Outbox,
+    OutboxConfig,
+    OutboxConfigurationError,
+    OutboxRelay,
+    PubSubSink,
+    QueueSink,
+    Sink,
+    TruncatableLog,
+)
+from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, PrismEnv, Slot, prism_suite
+from prism_testkit.errors import TransactionAborted
+from prism_testkit.interfaces import Subscription
+from prism_testkit.namespace import Namespace
+from prism_testkit.strategies import sized_payloads
+from suites._helpers import collect, drain_queue, drain_subscription, eventually, norm, prism_settings
+
+pytestmark = prism_suite(
+    "outbox",
+    store=Slot.needs("transactions", "keyvalue.cas", "log"),
+    sink=Slot.one_of("queue", "log", "pubsub"),
+)
+
+Kind = Literal["queue", "log", "pubsub"]
+KINDS: list[Kind] = ["queue", "log", "pubsub"]
+AGGREGATES = ["a", "b", "c"]
+THRESHOLD = 256  # claim-check threshold: small, so both sides of it are cheap
+PATIENCE = 0.3  # how long an open transaction waits for a concurrent one to commit
+SETTLE = 10.0  # upper bound for relays / sinks to deliver everything (never reached when healthy)
+TAIL_WAIT = 0.1  # after the last expected event: how long to listen for stray ones
+
+
+class Rollback(Exception):
+    """Raised inside a transaction block to roll it back."""
+
+
+Clock = Callable[[], float]
+
+
+class Killed(BaseException):
+    """The relay's process died: nothing it does after this point happens (not an Exception, so
+    the relay's own error handling cannot swallow it)."""
+
+
+# --- consumer side -------------------------------------------------------------------------
+
+
+class Consumer:
+    """The sink as relays see it (:attr:`sink`) and as a downstream consumer reads it."""
+
+    def __init__(self, prism_env: PrismEnv, kind: Kind, ns: Namespace) -> None:
+        driver = prism_env.driver("sink")
+        if not driver.supports(Capability(kind)):
+            pytest.skip(f"{driver.name} does not provide {kind}")
+        self.kind, self.driver = kind, driver
+        self.ordering = prism_env.spec("sink").properties.ordering
+        self.destination = ns.name("events")
+        self.received: list[Message] = []
+        self._offset = 0
+        self._subscription: Subscription | None = None
+        self.sink: Sink
+        if kind == "queue":
+            self.sink = QueueSink(driver.queue(), self.destination)
+        elif kind == "log":
+            self.sink = LogSink(driver.log(), self.destination)
+        else:
+            self.sink = PubSubSink(driver.pubsub(), self.destination)
+
+    async def open(self) -> None:
+        if self.kind == "pubsub":
+            # At-most-once fan-out: only a subscriber present at publish time gets the event.
+            self._subscription = await self.driver.pubsub().subscribe(self.destination)
+
+    async def close(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    async def _receive(self, wait: float) -> list[Message]:
+        if self.kind == "queue":
+            return [d.message for d in await drain_queue(self.driver.queue(), self.destination, wait=wait)]
+        if self.kind == "log":
+            records = await self.driver.log().read(self.destination, self._offset, limit=1000, wait=wait)
+            if records:
+                self._offset = records[-1].offset + 1
+            return [r.message for r in records]
+        assert self._subscription is not None
+        return await drain_subscription(self._subscription, wait=wait)
+
+    async def collect(self, expected: set[str]) -> list[Message]:
+        """Everything delivered so far: until every ``expected`` event id has arrived (or
+        :data:`SETTLE` runs out). Each receive ends with a wait that found nothing, so strays
+        published along with them show up too."""
+        deadline = time.monotonic() + SETTLE
+        while True:
+            self.received.extend(await self._receive(TAIL_WAIT))
+            if expected <= {m.headers.get(HEADER_EVENT_ID) for m in self.received} or time.monotonic() >= deadline:
+                return list(self.received)
+
+
+# --- the system under test -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An event as the producer staged it."""
+
+    event_id: str
+    aggregate: str
+    payload: bytes
+
+
+@dataclass
+class Ledger:
+    """What the producers did: committed events in commit order, and the event ids (and
+    business rows) of transactions that rolled back or aborted."""
+
+    committed: list[Sent] = field(default_factory=list)
+    rolled_back: set[str] = field(default_factory=set)
+    rows: set[str] = field(default_factory=set)  # business keys written by committed transactions
+    lost_rows: set[str] = field(default_factory=set)  # ... and by rolled-back ones
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Rig:
+    prism_env: PrismEnv
+    ns: Namespace
+    config: OutboxConfig
+    outbox: Outbox
+    consumer: Consumer
+    claim_check: ClaimCheck | None
+    ledger: Ledger = field(default_factory=Ledger)
+    _rows: Iterator[int] = field(default_factory=itertools.count)
+
+    def relay(
+        self, relay_id: str, *, sink: Sink | None = None, kv: KeyValue | None = None, clock: Clock = time.time
+    ) -> OutboxRelay:
+        store = self.prism_env.driver("store")
+        return OutboxRelay(
+            store.log(), kv or store.keyvalue(), sink or self.consumer.sink, self.config, relay_id, clock=clock
+        )
+
+    async def transaction(
+        self,
+        events: list[tuple[str, bytes]],
+        *,
+        commit: bool = True,
+        hold: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """One transaction with a business row and ``events``; ``hold`` is awaited inside the
+        block, before it commits (or rolls back). Its outcome goes into the ledger."""
+        row = self.ns.name(f"row-{next(self._rows)}")
+        staged: list[Sent] = []
+        try:
+            async with self.outbox.transaction() as tx:
+                await tx.put(row, b"business")
+                for aggregate, payload in events:
+                    staged.append(Sent(await tx.publish(aggregate, "Changed", payload), aggregate, payload))
+                if hold is not None:
+                    await hold()
+                if not commit:
+                    raise Rollback
+        except (Rollback, TransactionAborted):
+            # An abort is a legitimate outcome when two open transactions bump one aggregate's
+            # sequence: the outbox must then publish nothing of the loser.
+            self.ledger.rolled_back.update(s.event_id for s in staged)
+            self.ledger.lost_rows.add(row)
+        else:
+            self.ledger.committed.extend(staged)
+            self.ledger.rows.add(row)
+
+
+def objects_driver(prism_env: PrismEnv) -> Driver:
+    """The claim check's object store: the store's or the sink's backend, whichever has one."""
+    for slot in ("store", "sink"):
+        driver = prism_env.driver(slot)
+        if driver.supports(Capability.OBJECTS):
+            return driver
+    pytest.skip(
+        f"outbox + claim check needs an object store: neither {prism_env.driver('store').name} (store) "
+        f"nor {prism_env.driver('sink').name} (sink) provides objects"
+    )
+
+
+async def rig(
+    prism_env: PrismEnv, ns: Namespace, kind: Kind, *, claims: bool = False, clock: Clock = time.time, **config: Any
+) -> Rig:
+    consumer = Consumer(prism_env, kind, ns)
+    cc: ClaimCheck | None = None
+    if claims:
+        driver = objects_driver(prism_env)
+        # "keep": consumers here never release, so what stays in the bucket is exactly the claims
+        # of committed events, and an orphan of a rolled-back transaction shows up.
+        cc = ClaimCheck(
+            driver.objects(),
+            ClaimCheckConfig(
+                threshold=THRESHOLD,
+                bucket=ns.name("claims"),
+                ttl=3600.0 if driver.supports(Capability.OBJECTS_TTL) else None,
+                on_consume="keep",
+            ),
+        )
+        await cc.ensure_bucket()
+    # Small batches, so a handful of events already spans several of them.
+    defaults = {"log": ns.name("outbox"), "batch_size": 3, "poll_interval": 0.02, "lease_ttl": 5.0}
+    cfg = OutboxConfig(**{**defaults, **config})
+    outbox = Outbox(prism_env.driver("store").transactions(), cfg, clock=clock, claim_check=cc)
+    await consumer.open()
+    return Rig(prism_env, ns, cfg, outbox, consumer, cc)
+
+
+@asynccontextmanager
+async def rigged(
+    prism_env: PrismEnv, ns: Namespace, kind: Kind, *, claims: bool = False, clock: Clock = time.time, **config: Any
+) -> AsyncIterator[Rig]:
+    r = await rig(prism_env, ns, kind, claims=claims, clock=clock, **config)
+    try:
+        yield r
+    finally:
+        await r.consumer.close()
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+async def check_delivered(r: Rig, received: list[Message]) -> Deduplicator:
+    """Every committed event delivered with its payload, none from a rolled-back transaction,
+    duplicates only as identical copies of one event id, each aggregate in commit order."""
+    ledger, cc = r.ledger, r.claim_check
+    by_id = {s.event_id: s for s in ledger.committed}
+    dedup = Deduplicator()
+    first: dict[str, Message] = {}
+    for message in received:
+        event_id = message.headers.get(HEADER_EVENT_ID)
+        assert event_id not in ledger.rolled_back, f"event {event_id} of a rolled-back transaction was published"
+        assert event_id in by_id, f"an event nobody committed was published: {message.headers}"
+        if dedup.first_time(message):
+            first[event_id] = message
+        else:
+            assert norm(message) == norm(first[event_id]), f"event {event_id} was republished with other content"
+    lost = [s for s in ledger.committed if s.event_id not in first]
+    assert not lost, f"{len(lost)} of {len(ledger.committed)} committed events were never delivered: {lost}"
+    for event_id, message in first.items():
+        sent = by_id[event_id]
+        assert message.headers[HEADER_AGGREGATE_ID] == sent.aggregate
+        if cc is not None:
+            claimed = len(sent.payload) > THRESHOLD
+            assert (cc.config.field in message.headers) == claimed, f"claimed={claimed} for {len(sent.payload)} bytes"
+            if claimed:
+                assert bytes(message.payload) == b"", "a claimed event must carry only the claim"
+            message = await cc.incoming(message)
+        assert bytes(message.payload) == sent.payload, f"event {event_id} arrived with another payload"
+    if r.consumer.ordering is not Ordering.NONE:
+        # Dedup keeps first copies, so a redelivered batch cannot hide a reordering.
+        for aggregate in {s.aggregate for s in ledger.committed}:
+            want = [s.event_id for s in ledger.committed if s.aggregate == aggregate]
+            got = [i for i in first if by_id[i].aggregate == aggregate]
+            assert got == want, f"aggregate {aggregate!r} delivered out of commit order"
+            sequences = [int(first[i].headers[HEADER_SEQUENCE]) for i in got]
+            assert sequences == list(range(1, len(got) + 1)), f"aggregate {aggregate!r}: sequence {sequences}"
+    return dedup
+
+
+async def check_store(r: Rig) -> None:
+    """Business rows exist exactly for committed transactions; with a claim check, the bucket
+    holds exactly the objects of committed claimed events (no orphan of a rollback)."""
+    kv = r.prism_env.driver("store").keyvalue()
+    for row in r.ledger.rows:
+        assert await kv.get(row) == b"business", f"the business row {row} of a committed transaction is missing"
+    for row in r.ledger.lost_rows:
+        assert await kv.get(row) is None, f"the business row {row} of a rolled-back transaction was written"
+    if r.claim_check is not None:
+        cc = r.claim_check
+        stored = set(await collect(cc.objects.list_keys(cc.config.bucket)))
+        want = set()
+        for record in await r.prism_env.driver("store").log().read(r.config.log, 0, limit=10_000):
+            ref = cc.reference(record.message)
+            if ref is not None:
+                want.add(ref.key)
+        assert len(want) == sum(len(s.payload) > THRESHOLD for s in r.ledger.committed)
+        assert stored == want, f"objects without a committed record: {sorted(stored - want)}"
+
+
+async def drain(relay: OutboxRelay) -> int:
+    total = 0
+    while published := await relay.run_once():
+        total += published
+    return total
+
+
+async def settled(relay: OutboxRelay) -> bool:
+    return await eventually(lambda: _drained(relay), within=SETTLE)
+
+
+async def _drained(relay: OutboxRelay) -> bool:
+    return await relay.pending() == 0
+
+
+# --- generated histories -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tx:
+    events: list[tuple[str, bytes]]
+    commit: bool
+    overlap: bool  # held open while the next transaction begins and commits
+    relay_after: bool  # a relay batch runs right after this transaction
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(AGGREGATES),
+        st.one_of(sized_payloads(0, THRESHOLD), sized_payloads(THRESHOLD + 1, 4 * THRESHOLD)),
+    ),
+    max_size=3,
+)
+TXS = st.lists(
+    st.builds(Tx, events=EVENTS, commit=st.booleans(), overlap=st.booleans(), relay_after=st.booleans()),
+    min_size=1,
+    max_size=6,
+)
+
+
+async def play(r: Rig, txs: list[Tx], relay: OutboxRelay) -> None:
+    """Run ``txs`` in order; an ``overlap`` transaction stays open while the next one begins
+    and commits (so it commits out of begin order), and a relay batch runs in between."""
+    pending = list(txs)
+    while pending:
+        tx = pending.pop(0)
+        if tx.overlap and pending:
+            late = pending.pop(0)
+            task: asyncio.Future[None] | None = None
+
+            async def hold(late: Tx = late) -> None:
+                nonlocal task
+                task = asyncio.ensure_future(r.transaction(late.events, commit=late.commit))
+                # A backend that serialises transactions makes ``late`` wait for us: go on.
+                await asyncio.wait({task}, timeout=PATIENCE)
+                if task.done():
+                    task.result()
+                    await relay.run_once()  # moves past ``late`` while ``tx`` is still open
+
+            await r.transaction(tx.events, commit=tx.commit, hold=hold)
+            assert task is not None
+            await asyncio.wait_for(task, SETTLE)
+        else:
+            await r.transaction(tx.events, commit=tx.commit)
+        if tx.relay_after:
+            await relay.run_once()
+
+
+@pytest.mark.parametrize("composite", ["plain", "claim-check"])
+@pytest.mark.parametrize("kind", KINDS)
+@prism_settings
+@given(txs=TXS)
+async def test_generated_transactions_deliver_exactly_the_committed_events(
+    prism_env: PrismEnv, kind: Kind, composite: str, txs: list[Tx]
+) -> None:
+    async with prism_env.example() as ns, rigged(prism_env, ns, kind, claims=composite == "claim-check") as r:
+        relay = r.relay("r1")
+        await play(r, txs, relay)
+        await drain(relay)
+        assert await relay.pending() == 0
+        end = await prism_env.driver("store").log().end_offset(r.config.log)
+        assert end == len(r.ledger.committed), "the outbox holds other records than the committed events"
+        assert await relay.committed() == end
+        await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+        await check_store(r)
+    assert await prism_env.leftovers(ns) == {}
+
+
+# --- several relays, killed relays ---------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """What every probe saw, across relays: who published which event, and overlap."""
+
+    published: list[tuple[str, str]] = field(default_factory=list)  # (relay id, event id)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def relays(self) -> set[str]:
+        return {relay_id for relay_id, _ in self.published}
+
+
+@dataclass
+class Fault:
+    """Where a relay dies: ``hang`` before its ``at``-th publish (the test then cancels it), or
+    ``crash`` right after the ``at``-th publish reached the sink, before anything else."""
+
+    mode: Literal["hang", "crash"]
+    at: int
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    dead: bool = False
+
+    def check(self) -> None:
+        if self.dead:
+            raise Killed
+
+
+class Probe:
+    """A sink in front of the real one that records traffic and can carry a :class:`Fault`."""
+
+    def __init__(self, inner: Sink, relay_id: str, traffic: Traffic, fault: Fault | None = None) -> None:
+        self.inner, self.relay_id, self.traffic, self.fault = inner, relay_id, traffic, fault
+        self.count = 0
+
+    async def publish(self, message: Message) -> None:
+        fault = self.fault
+        if fault is not None:
+            fault.check()
+        self.count += 1
+        if fault is not None and fault.mode == "hang" and self.count == fault.at:
+            fault.reached.set()
+            await asyncio.Event().wait()  # a sink that never answers
+        self.traffic.in_flight += 1
+        self.traffic.max_in_flight = max(self.traffic.max_in_flight, self.traffic.in_flight)
+        try:
+            await asyncio.sleep(0)  # let another relay in, if its lease (wrongly) allowed it
+            await self.inner.publish(message)
+        finally:
+            self.traffic.in_flight -= 1
+        self.traffic.published.append((self.relay_id, message.headers[HEADER_EVENT_ID]))
+        if fault is not None and fault.mode == "crash" and self.count == fault.at:
+            fault.dead = True
+            fault.reached.set()
+            raise Killed
+
+
+class DyingKeyValue:
+    """The relay's key-value as a killed process sees it: unreachable once the fault fired, so
+    the dead relay can neither commit its offset nor release its lease."""
+
+    def __init__(self, inner: KeyValue, fault: Fault) -> None:
+        self.inner, self.fault = inner, fault
+
+    async def get(self, key: str) -> bytes | None:
+        self.fault.check()
+        return await self.inner.get(key)
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        self.fault.check()
+        await self.inner.put(key, value, ttl=ttl)
+
+    async def delete(self, key: str) -> bool:
+        self.fault.check()
+        return await self.inner.delete(key)
+
+    async def exists(self, key: str) -> bool:
+        self.fault.check()
+        return await self.inner.exists(key)
+
+    def scan(self, prefix: str) -> AsyncIterator[str]:
+        self.fault.check()
+        return self.inner.scan(prefix)
+
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        self.fault.check()
+        return await self.inner.compare_and_set(key, expected, new)
+
+
+def mixed_events(count: int, start: int = 0) -> list[tuple[str, bytes]]:
+    return [(AGGREGATES[n % len(AGGREGATES)], f"event-{n}".encode()) for n in range(start, start + count)]
+
+
+async def commit_all(r: Rig, events: list[tuple[str, bytes]]) -> None:
+    """One transaction per event, and one rolled-back transaction in the middle."""
+    for n, event in enumerate(events):
+        await r.transaction([event])
+        if n == len(events) // 2:
+            await r.transaction([("a", b"never")], commit=False)
+
+
+async def stop(task: asyncio.Task[None], event: asyncio.Event) -> None:
+    event.set()
+    await asyncio.wait_for(task, SETTLE)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_two_concurrent_relays_lose_nothing_and_keep_aggregate_order(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=2) as r:
+        traffic = Traffic()
+        relays = {i: r.relay(i, sink=Probe(r.consumer.sink, i, traffic)) for i in ("r1", "r2")}
+        stops = {i: asyncio.Event() for i in relays}
+        first = asyncio.create_task(relays["r1"].run(stops["r1"]))
+        assert await eventually(lambda: _holds(relays["r1"]), within=SETTLE), "r1 never took the lease"
+        second = asyncio.create_task(relays["r2"].run(stops["r2"]))
+        try:
+            # Both run while transactions commit; the lease lets one publish at a time.
+            await commit_all(r, mixed_events(9))
+            assert await settled(relays["r1"])
+            # r1 goes away (releasing its lease); r2, polling all along, must take over.
+            await stop(first, stops["r1"])
+            await commit_all(r, mixed_events(9, start=9))
+            assert await settled(relays["r2"])
+        finally:
+            for task, name in ((first, "r1"), (second, "r2")):
+                await stop(task, stops[name])
+        assert traffic.relays() == {"r1", "r2"}, f"only {traffic.relays()} published: no handover happened"
+        assert traffic.max_in_flight == 1, "two relays published at the same time"
+        dedup = await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+        # Nobody was killed and the lease never ran out, so nothing had to be republished.
+        assert dedup.duplicates == 0, f"{dedup.duplicates} duplicates without any failure"
+
+
+async def _holds(relay: OutboxRelay) -> bool:
+    return relay.holds_lease
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mode", ["hang", "crash"])
+@pytest.mark.parametrize("at", [1, 4])  # the first batch, or a later one
+async def test_a_relay_killed_mid_batch_loses_nothing_and_resumes(
+    prism_env: PrismEnv, kind: Kind, mode: Literal["hang", "crash"], at: int
+) -> None:
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=3) as r:
+        await commit_all(r, mixed_events(8))
+        traffic, fault = Traffic(), Fault(mode, at)
+        store_kv = prism_env.driver("store").keyvalue()
+        victim = r.relay("r1", sink=Probe(r.consumer.sink, "r1", traffic, fault), kv=DyingKeyValue(store_kv, fault))
+        task = asyncio.create_task(victim.run(asyncio.Event()))
+        await asyncio.wait_for(fault.reached.wait(), SETTLE)
+        if mode == "hang":
+            task.cancel()  # killed while the sink hangs mid-batch
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            with pytest.raises(Killed):
+                await task
+        # A new instance under the same relay id resumes at once (no lease wait) ...
+        restarted = r.relay("r1", sink=Probe(r.consumer.sink, "r1", traffic))
+        assert await drain(restarted) > 0, "the restarted relay published nothing"
+        assert await restarted.pending() == 0
+        # ... and everything arrives, duplicates being identical copies of one event id.
+        dedup = await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+        if mode == "crash":
+            # Published but never committed: at-least-once means it comes again, same id.
+            assert dedup.duplicates >= 1, "the event published just before the crash was not republished"
+
+
+# --- commit order, observability, cleanup --------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_transactions_committing_out_of_begin_order_are_never_skipped(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, prism_env.ns, kind) as r:
+        relay = r.relay("r1")
+        a_begun, b_committed = asyncio.Event(), asyncio.Event()
+        passed_b: list[int] = []
+
+        async def a_waits_for_b() -> None:
+            a_begun.set()
+            with suppress(TimeoutError):  # a backend that serialises makes B wait for A instead
+                await asyncio.wait_for(b_committed.wait(), PATIENCE)
+            if b_committed.is_set():
+                passed_b.append(await relay.run_once())  # the relay moves past B while A is open
+
+        async def b() -> None:
+            await a_begun.wait()
+            await r.transaction([("agg-b", b"B")])
+            b_committed.set()
+
+        b_task = asyncio.create_task(b())
+        await r.transaction([("agg-a", b"A")], hold=a_waits_for_b)  # begins first, commits last
+        await asyncio.wait_for(b_task, SETTLE)
+        a, b_ = (next(s for s in r.ledger.committed if s.aggregate == agg) for agg in ("agg-a", "agg-b"))
+        if passed_b:
+            assert passed_b == [1], "the relay did not publish B while A was still open"
+            assert r.ledger.committed == [b_, a], "B committed first"
+        await drain(relay)
+        assert await relay.pending() == 0
+        received = await r.consumer.collect({a.event_id, b_.event_id})
+        await check_delivered(r, received)
+        assert [m.headers[HEADER_EVENT_ID] for m in received] == [s.event_id for s in r.ledger.committed]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_pending_and_lag_are_observable(prism_env: PrismEnv, kind: Kind) -> None:
+    clock = FakeClock(1_000.0)
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=2, clock=clock) as r:
+        relay = r.relay("r1", clock=clock)
+        assert (await relay.pending(), await relay.lag()) == (0, 0.0)
+        for n in range(5):  # created at 1000, 1001, ... 1004
+            await r.transaction([("agg", f"e{n}".encode())])
+            clock.now += 1
+        clock.now = 1_010.0
+        assert await relay.pending() == 5
+        assert await relay.lag() == pytest.approx(10.0)  # the oldest unrelayed event is 10 s old
+        assert await relay.run_once() == 2
+        assert await relay.pending() == 3
+        assert await relay.lag() == pytest.approx(8.0)  # now the one created at 1002
+        await drain(relay)
+        assert (await relay.pending(), await relay.lag()) == (0, 0.0)
+        await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_mark_published_keeps_records_and_advances_the_committed_offset(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=3, cleanup="mark-published") as r:
+        store_log = prism_env.driver("store").log()
+        relay = r.relay("r1")
+        await commit_all(r, mixed_events(4))
+        assert await relay.committed() == 0
+        assert await relay.run_once() == 3
+        assert await relay.committed() == 3
+        assert await store_log.committed(r.config.log, r.config.group) == 3  # the mirror for log tools
+        assert await relay.run_once() == 1
+        assert await relay.committed() == await store_log.end_offset(r.config.log) == 4
+        # Published, yet kept: the outbox doubles as an audit trail.
+        records = await store_log.read(r.config.log, 0)
+        assert [rec.message.headers[HEADER_EVENT_ID] for rec in records] == [s.event_id for s in r.ledger.committed]
+        await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+
+
+async def test_delete_cleanup_needs_a_truncatable_log(prism_env: PrismEnv) -> None:
+    store = prism_env.driver("store")
+    cfg = OutboxConfig(log=prism_env.ns.name("outbox"), cleanup="delete", retention=0.0)
+    sink = LogSink(store.log(), prism_env.ns.name("events"))
+    if isinstance(store.log(), TruncatableLog):
+        outbox = Outbox(store.transactions(), cfg)
+        async with outbox.transaction() as tx:
+            await tx.publish("agg", "E", b"x")
+        relay = OutboxRelay(store.log(), store.keyvalue(), sink, cfg, "r1")
+        assert await relay.run_once() == 1
+        assert relay.metrics.truncated_below == 1
+    else:
+        with pytest.raises(OutboxConfigurationError, match="mark-published"):
+            OutboxRelay(store.log(), store.keyvalue(), sink, cfg, "r1")
