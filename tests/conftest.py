@@ -1,0 +1,48 @@
+"""Fixtures for the harness tests: sandboxes with third-party plugin distributions."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+OUT_OF_TREE = Path(__file__).parent / "outoftree"
+
+
+def install_distribution(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, dist: str, modules: dict[str, str], entry_points: str
+) -> None:
+    """Make a distribution visible to importlib.metadata inside the sandbox: its modules and a
+    dist-info folder with METADATA and entry_points.txt, on sys.path (and PYTHONPATH, for
+    subprocess runs)."""
+    site = pytester.path / "site"
+    site.mkdir(exist_ok=True)
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    pytester.syspathinsert(site)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def third_party(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Install a plugin distribution whose ``prism_testkit`` entry points are ``plugins``
+    (entry-point name -> module name), with module sources from ``modules``."""
+
+    def install(dist: str, modules: dict[str, str], plugins: dict[str, str]) -> None:
+        lines = "\n".join(f"{ep} = {module}" for ep, module in plugins.items())
+        install_distribution(pytester, monkeypatch, dist, modules, f"[prism_testkit]\n{lines}\n")
+
+    return install
+
+
+@pytest.fixture
+def bagstore(third_party: Callable[..., None]) -> None:
+    """The out-of-tree key-value backend 'bagstore', installed as package prism-bagstore."""
+    third_party("prism-bagstore", {"bagstore": (OUT_OF_TREE / "bagstore.py").read_text()}, {"bagstore": "bagstore"})

@@ -1,0 +1,333 @@
+"""Options, selection and their error paths, run in pytester sandboxes."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import OUT_OF_TREE
+
+KV_SUITE = """
+    from prism_testkit import Message, PrismEnv, Slot, prism_suite
+
+    pytestmark = prism_suite("sandbox_kv", backend=Slot.needs("keyvalue"))
+
+    async def test_put_get(prism_env: PrismEnv) -> None:
+        kv = prism_env.driver("backend").keyvalue()
+        key = prism_env.ns.name("k")
+        await kv.put(key, b"v")
+        assert await kv.get(key) == b"v"
+"""
+
+TWO_SLOT_SUITE = """
+    from prism_testkit import PrismEnv, Slot, prism_suite
+
+    pytestmark = prism_suite("pair", first=Slot.needs("keyvalue"), second=Slot.needs("keyvalue"))
+
+    def test_pair(prism_env: PrismEnv) -> None:
+        assert prism_env.combination["first"] in {"memstore", "sqlite", "bagstore"}
+"""
+
+
+def test_unknown_backend_is_a_usage_error_naming_the_registered_ones(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest("--prism-backend=no-such-backend")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown backend(s): no-such-backend*registered backends:*memstore*sqlite*"])
+
+
+def test_default_selection_is_the_embedded_backends(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest("-v")
+    result.assert_outcomes(passed=2)  # memstore and sqlite declare keyvalue; localfs does not
+    result.stdout.fnmatch_lines(["*test_put_get?backend=memstore?*PASSED*", "*test_put_get?backend=sqlite?*PASSED*"])
+    result.stdout.fnmatch_lines(["prism-testkit backends:", "*localfs: embedded*"])
+
+
+def test_ini_selects_backends(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nprism_backend = sqlite\n")
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest("-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*backend=sqlite*PASSED*"])
+
+
+def test_pattern_option_deselects_other_suites(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_kv=KV_SUITE, test_pair=TWO_SLOT_SUITE)
+    result = pytester.runpytest("--prism-pattern=pair", "--prism-backend=memstore")
+    result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_unknown_pattern_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest("--prism-pattern=nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--prism-pattern names no collected suite: nope*collected suites: sandbox_kv*"])
+
+
+@pytest.mark.parametrize(("how", "expected"), [("covering", 2), ("all", 4)])
+def test_combinations_covering_versus_cross_product(pytester: pytest.Pytester, how: str, expected: int) -> None:
+    pytester.makepyfile(TWO_SLOT_SUITE)
+    result = pytester.runpytest(f"--prism-combinations={how}", "-v")
+    result.assert_outcomes(passed=expected)
+    if how == "covering":
+        # every backend in every slot at least once, paired with a different backend
+        result.stdout.fnmatch_lines(
+            ["*first=memstore-second=sqlite*PASSED*", "*first=sqlite-second=memstore*PASSED*"],
+            consecutive=False,
+        )
+
+
+def test_bad_combinations_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--prism-combinations=some")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--prism-combinations must be 'covering' or 'all'*"])
+
+
+def test_bad_url_option_does_not_echo_the_url(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--prism-url=postgres:user:secret@host")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "secret" not in result.stderr.str() + result.stdout.str()
+
+
+def test_zero_runnable_combinations_fails_loudly(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from prism_testkit import PrismEnv, Slot, prism_suite
+
+        pytestmark = prism_suite("needs_objects", objects=Slot.needs("objects"))
+
+        def test_anything(prism_env: PrismEnv) -> None:
+            pass
+        """
+    )
+    result = pytester.runpytest("--prism-backend=sqlite", "--prism-report=r.json")
+    result.assert_outcomes(errors=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*no-runnable-combination*",
+            "*FAILED suite needs_objects: suite 'needs_objects' has zero runnable combinations:*objects*",
+        ]
+    )
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert report["no_runnable_combinations"][0]["suite"] == "needs_objects"
+    assert report["suites"] == []
+
+
+def test_report_counts_per_suite_and_combination(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        textwrap.dedent(KV_SUITE)
+        + textwrap.dedent(
+            """
+            import pytest
+
+            def test_skips(prism_env: PrismEnv) -> None:
+                pytest.skip("not here")
+
+            def test_fails_on_sqlite(prism_env: PrismEnv) -> None:
+                assert prism_env.combination["backend"] != "sqlite"
+            """
+        )
+    )
+    result = pytester.runpytest("--prism-report=out/r.json")
+    result.assert_outcomes(passed=3, failed=1, skipped=2)
+    report = json.loads((pytester.path / "out" / "r.json").read_text())
+    rows = {row["combination"]["backend"]: row for row in report["suites"]}
+    assert rows["memstore"] == {
+        "suite": "sandbox_kv",
+        "combination": {"backend": "memstore"},
+        "passed": 2,
+        "failed": 0,
+        "skipped": 1,
+        "anomalies": {},
+        "tolerated": {},
+    }
+    assert (rows["sqlite"]["passed"], rows["sqlite"]["failed"], rows["sqlite"]["skipped"]) == (1, 1, 1)
+    assert report["unavailable"] == []
+    result.stdout.fnmatch_lines(["*prism-testkit: suites x combinations*", "sandbox_kv*backend=sqlite*1*1*1*-"])
+
+
+def test_out_of_tree_backend_gets_the_shipped_contract_suites(pytester: pytest.Pytester, bagstore: None) -> None:
+    result = pytester.runpytest(
+        "--pyargs", "suites", "--prism-backend=bagstore", "--prism-pattern=keyvalue,capabilities", "-v"
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0, result.stdout.str()
+    assert outcomes["passed"] >= 5
+    result.stdout.fnmatch_lines(["*backend=bagstore*PASSED*"])
+
+
+def test_async_hypothesis_tests_run_on_the_worker_loop(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import asyncio
+        from hypothesis import given, strategies as st
+        from prism_testkit import PrismEnv, Slot, prism_suite
+
+        pytestmark = prism_suite("loopy", backend=Slot.needs("keyvalue"))
+        LOOPS = set()
+
+        @given(value=st.binary(max_size=32))
+        async def test_examples_share_one_loop(prism_env: PrismEnv, value: bytes) -> None:
+            LOOPS.add(id(asyncio.get_running_loop()))
+            async with prism_env.example() as ns:
+                kv = prism_env.driver("backend").keyvalue()
+                await kv.put(ns.name("k"), value)
+                assert await kv.get(ns.name("k")) == value
+
+        def test_one_loop_was_used() -> None:
+            assert len(LOOPS) == 1
+        """
+    )
+    result = pytester.runpytest("--prism-backend=memstore", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
+def test_each_test_namespace_is_purged(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from prism_testkit import PrismEnv, Slot, prism_suite
+
+        pytestmark = prism_suite("cleanup", backend=Slot.needs("keyvalue"))
+        PREFIXES = []
+
+        async def test_writes(prism_env: PrismEnv) -> None:
+            PREFIXES.append(prism_env.ns.prefix)
+            await prism_env.driver("backend").keyvalue().put(prism_env.ns.name("k"), b"x")
+            assert await prism_env.leftovers()
+
+        async def test_nothing_left(prism_env: PrismEnv) -> None:
+            assert await prism_env.driver("backend").leftovers(PREFIXES[0]) == []
+            assert not PREFIXES[0].startswith(prism_env.ns.prefix)
+        """
+    )
+    result = pytester.runpytest("--prism-backend=memstore")
+    result.assert_outcomes(passed=2)
+
+
+def test_hypothesis_profiles_are_registered_and_ci_is_derandomised(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    pytester.makepyfile(
+        """
+        from hypothesis import settings
+
+        def test_profile() -> None:
+            assert settings._current_profile == "prism-ci"
+            assert settings().derandomize and settings().print_blob and settings().deadline is None
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+    for profile in ("prism-dev", "prism-hunt"):
+        pytester.makepyfile(
+            f"""
+            from hypothesis import settings
+
+            def test_profile() -> None:
+                assert settings._current_profile == {profile!r}
+            """
+        )
+        pytester.runpytest(f"--hypothesis-profile={profile}").assert_outcomes(passed=1)
+
+
+def test_unavailable_backends_are_listed_loudly(pytester: pytest.Pytester, third_party: Callable[..., None]) -> None:
+    install_ghost(third_party)
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest("--prism-backend=all", "--prism-report=r.json")
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] >= 2  # every provisionable backend with keyvalue, whatever is installed
+    assert "failed" not in outcomes
+    result.stdout.fnmatch_lines(["*UNAVAILABLE backends (not tested)*", "ghost: no ghost-server binary on PATH"])
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert report["unavailable"] == [{"backend": "ghost", "reason": "no ghost-server binary on PATH"}]
+
+
+def test_a_backend_named_explicitly_must_be_provisionable(
+    pytester: pytest.Pytester, third_party: Callable[..., None]
+) -> None:
+    install_ghost(third_party)
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest("--prism-backend=memstore,ghost")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*backend 'ghost' was asked for by name but cannot be provisioned: no ghost-server*"])
+
+
+def install_ghost(third_party: Callable[..., None]) -> None:
+    """A backend whose provisioner never finds its server."""
+    driver_source = (OUT_OF_TREE / "bagstore.py").read_text()
+    third_party("prism-ghost", {"ghost": GHOST, "ghostdriver": driver_source}, {"ghost": "ghost"})
+
+
+GHOST = """
+from prism_testkit import Availability, BackendProperties, BackendSpec, Provisioner, hookimpl
+from ghostdriver import BagDriver
+
+
+class GhostProvisioner(Provisioner):
+    def probe(self, ctx):
+        return Availability.unavailable("no ghost-server binary on PATH")
+
+    def start(self, ctx):
+        raise AssertionError("never started: the probe said unavailable")
+
+
+@hookimpl
+def prism_register_backends():
+    return [BackendSpec(name="ghost", capabilities=frozenset({"keyvalue"}),
+                        properties=BackendProperties(durable=True), provisioner=GhostProvisioner(),
+                        driver=BagDriver)]
+"""
+
+
+def test_checker_anomalies_are_counted_per_row(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from prism_testkit import PrismEnv, Slot, prism_suite
+        from prism_testkit.capabilities import Delivery
+        from prism_testkit.checkers import total_queue
+        from prism_testkit.history import History
+
+        pytestmark = prism_suite("judged", backend=Slot.needs("queue"))
+
+        def test_a_lost_and_a_duplicated_element(prism_env: PrismEnv) -> None:
+            h = History()
+            h.invoke(0, "enqueue", "q", 1).ok()
+            h.invoke(0, "enqueue", "q", 2).ok()
+            h.invoke(1, "drain", "q").ok(value=[2, 2])
+            verdict = prism_env.record_verdict(total_queue(h, Delivery.AT_LEAST_ONCE))
+            assert not verdict.valid
+        """
+    )
+    result = pytester.runpytest("--prism-backend=memstore", "--prism-report=r.json")
+    result.assert_outcomes(passed=1)
+    (row,) = json.loads((pytester.path / "r.json").read_text())["suites"]
+    assert row["anomalies"] == {"lost": 1}
+    assert row["tolerated"] == {"duplicated": 1}
+    result.stdout.fnmatch_lines(["judged*backend=memstore*lost=1 duplicated=1 (tolerated)"])
+
+
+def test_async_examples_run_on_the_current_sessions_loop_when_a_module_is_reused(pytester: pytest.Pytester) -> None:
+    """A suite module imported once and run by two sessions in one process (as pytester runs
+    inside an xdist worker do) must run each session's examples on that session's loop."""
+    pytester.makepyfile(
+        sandbox_reused="""
+        import asyncio
+        from hypothesis import given, strategies as st
+        from prism_testkit import PrismEnv, Slot, prism_suite
+
+        pytestmark = prism_suite("reused", backend=Slot.needs("keyvalue"))
+
+        @given(value=st.integers())
+        async def test_on_the_runtime_loop(prism_env: PrismEnv, value: int) -> None:
+            assert asyncio.get_running_loop() is prism_env.runtime.loop
+        """
+    )
+    pytester.syspathinsert()
+    __import__("sandbox_reused")  # stays in sys.modules across the two sessions below
+    for _ in range(2):
+        pytester.runpytest("--prism-backend=memstore", "sandbox_reused.py").assert_outcomes(passed=1)

@@ -1,0 +1,125 @@
+"""Process control of servers we start: real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from prism_testkit.errors import ProvisioningError
+from prism_testkit.processes import ServerProcess, free_port, port_open
+
+ECHO_SERVER = textwrap.dedent(
+    """
+    import socket, sys
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+    while True:
+        c, _ = s.accept(); c.sendall(b"hi"); c.close()
+    """
+)
+
+
+def state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return state(pid) == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> ServerProcess:
+    port = free_port()
+    proc = ServerProcess(
+        "echo", [sys.executable, "-c", ECHO_SERVER, str(port)], port=port, log_path=tmp_path / "echo.log"
+    )
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+def test_start_waits_until_ready_and_records_time_to_ready(server: ServerProcess) -> None:
+    assert server.alive
+    assert port_open("127.0.0.1", server.port)
+    assert server.time_to_ready is not None
+    assert server.time_to_ready > 0
+
+
+def test_kill_then_start_again_on_the_same_port(server: ServerProcess) -> None:
+    first = server.pid
+    server.kill()
+    assert not server.alive
+    assert not port_open("127.0.0.1", server.port)
+    server.start()
+    assert server.pid != first
+    assert port_open("127.0.0.1", server.port)
+
+
+def test_pause_and_resume(server: ServerProcess) -> None:
+    assert server.pid is not None
+    server.pause()
+    time.sleep(0.1)
+    assert state(server.pid) == "T"
+    server.resume()
+    time.sleep(0.1)
+    assert state(server.pid) in "SR"
+
+
+def test_stop_escalates_to_kill_when_the_signal_is_ignored(tmp_path: Path) -> None:
+    port = free_port()
+    stubborn = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + ECHO_SERVER
+    proc = ServerProcess(
+        "stubborn", [sys.executable, "-c", stubborn, str(port)], port=port, log_path=tmp_path / "s.log"
+    )
+    proc.start()
+    started = time.monotonic()
+    proc.stop(grace=0.5)
+    assert not proc.alive
+    assert time.monotonic() - started < 5
+
+
+def test_a_server_that_exits_during_start_up_is_reported_with_its_log(tmp_path: Path) -> None:
+    proc = ServerProcess(
+        "broken",
+        [sys.executable, "-c", "import sys; print('bad config line 3'); sys.exit(2)"],
+        port=free_port(),
+        log_path=tmp_path / "b.log",
+    )
+    with pytest.raises(ProvisioningError, match="broken exited during start-up: bad config line 3"):
+        proc.start()
+
+
+def test_no_orphan_when_the_owning_process_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    owner = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from prism_testkit.processes import ServerProcess
+        server = ServerProcess("echo", [sys.executable, "-c", {ECHO_SERVER!r}, "{port}"], port={port},
+                               log_path=Path({str(tmp_path / "o.log")!r}))
+        server.start()
+        print(server.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    server_pid = int(parent.stdout.readline())
+    assert not gone(server_pid)
+    os.kill(parent.pid, signal.SIGKILL)  # as a crashed xdist worker would die
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while not gone(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(server_pid), "the server outlived the process that started it"
