@@ -1,0 +1,250 @@
+"""Side-by-side benchmarks: every backend's raw operation rates and latencies, the claim
+check's overhead as ratios against raw operations, its memory bound, and server time-to-ready.
+
+    python -m benchmarks.run --prism-backend=all --ops 300 --out benchmarks/results
+
+Everything is measured in one run on one machine, so the ratios are comparable; absolute
+numbers are this machine's. Nothing here asserts a timing: tests never do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
+from prism_testkit.capabilities import Capability
+from prism_testkit.driver import Driver
+from prism_testkit.interfaces import Message
+from prism_testkit.namespace import Namespace, NamespaceFactory
+from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
+from prism_testkit.runtime import PrismRuntime
+
+PAYLOAD = b"x" * 256
+
+
+@dataclass
+class Measurement:
+    backend: str
+    operation: str
+    ops: int
+    rate: float  # operations per second
+    p50_ms: float
+    p99_ms: float
+
+
+async def measure(backend: str, operation: str, ops: int, step: Callable[[int], Awaitable[object]]) -> Measurement:
+    latencies: list[float] = []
+    started = time.perf_counter()
+    for i in range(ops):
+        t0 = time.perf_counter()
+        await step(i)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return Measurement(backend, operation, ops, ops / elapsed, cuts[49] * 1000, cuts[98] * 1000)
+
+
+async def interface_rates(driver: Driver, ns: Namespace, ops: int) -> list[Measurement]:
+    name, out = driver.name, []
+    if driver.supports(Capability.KEYVALUE):
+        kv = driver.keyvalue()
+        out.append(await measure(name, "kv.put", ops, lambda i: kv.put(ns.name(f"k{i}"), PAYLOAD)))
+        out.append(await measure(name, "kv.get", ops, lambda i: kv.get(ns.name(f"k{i}"))))
+    if driver.supports(Capability.QUEUE):
+        queue, q = driver.queue(), ns.name("q")
+        out.append(await measure(name, "queue.send", ops, lambda i: queue.send(q, Message(PAYLOAD))))
+
+        async def receive_ack(_: int) -> None:
+            delivery = await queue.receive(q, wait=5.0)
+            assert delivery is not None
+            await queue.ack(q, delivery)
+
+        out.append(await measure(name, "queue.receive+ack", ops, receive_ack))
+    if driver.supports(Capability.LOG):
+        log, lname = driver.log(), ns.name("log")
+        out.append(await measure(name, "log.append", ops, lambda i: log.append(lname, Message(PAYLOAD))))
+        out.append(await measure(name, "log.read(1)", ops, lambda i: log.read(lname, i, limit=1)))
+    if driver.supports(Capability.PUBSUB):
+        pubsub, topic = driver.pubsub(), ns.name("topic")
+        subscription = await pubsub.subscribe(topic)
+
+        async def round_trip(_: int) -> None:
+            await pubsub.publish(topic, Message(PAYLOAD))
+            assert await subscription.receive(5.0) is not None
+
+        out.append(await measure(name, "pubsub.publish->receive", ops, round_trip))
+        await subscription.close()
+    if driver.supports(Capability.OBJECTS):
+        objects, bucket, body = driver.objects(), ns.name("bucket"), PAYLOAD * 16
+        await objects.create_bucket(bucket)
+        out.append(await measure(name, "objects.put(4KiB)", ops, lambda i: objects.put(bucket, f"o{i}", body)))
+        out.append(await measure(name, "objects.get(4KiB)", ops, lambda i: objects.get(bucket, f"o{i}")))
+    if driver.supports(Capability.TRANSACTIONS):
+        transactions, tlog = driver.transactions(), ns.name("txlog")
+
+        async def commit(i: int) -> None:
+            async with transactions.transaction() as t:
+                await t.put(ns.name(f"t{i}"), PAYLOAD)
+                await t.append(tlog, Message(PAYLOAD))
+
+        out.append(await measure(name, "transaction(put+append)", ops, commit))
+    return out
+
+
+async def claim_check_overhead(messaging: Driver, objects_driver: Driver, ns: Namespace, ops: int) -> list[dict]:
+    """Pattern vs raw, on the same backends in the same run: below the threshold the pattern
+    only inspects the size (ratio vs raw send); above it, vs raw object put + raw send."""
+    queue, objects = messaging.queue(), objects_driver.objects()
+    bucket, q = ns.name("claims"), ns.name("ccq")
+    await objects.create_bucket(bucket)
+    claim_check = ClaimCheck(objects, ClaimCheckConfig(threshold=1024, bucket=bucket, on_consume="keep"))
+    claimed = ClaimCheckQueue(queue, claim_check)
+    small, large = b"s" * 512, bytes(range(256)) * 256  # 512 B inline, 64 KiB claimed
+    label = f"messaging={messaging.name} objects={objects_driver.name}"
+    rows = []
+    raw_small = await measure(label, "raw send 512B", ops, lambda i: queue.send(q, Message(small)))
+    cc_small = await measure(label, "claim check send 512B", ops, lambda i: claimed.send(q, Message(small)))
+
+    async def raw_put_send(i: int) -> None:
+        await objects.put(bucket, f"raw{i}", large)
+        await queue.send(q, Message(b"", {"ref": f"raw{i}"}))
+
+    raw_large = await measure(label, "raw put+send 64KiB", ops, raw_put_send)
+    cc_large = await measure(label, "claim check send 64KiB", ops, lambda i: claimed.send(q, Message(large)))
+    for raw, pattern in ((raw_small, cc_small), (raw_large, cc_large)):
+        rows.append(
+            {
+                "combination": label,
+                "raw": raw.operation,
+                "pattern": pattern.operation,
+                "raw_rate": raw.rate,
+                "pattern_rate": pattern.rate,
+                "time_ratio": raw.rate / pattern.rate,  # >1: the pattern is slower by this factor
+            }
+        )
+    return rows
+
+
+async def claim_check_memory(objects_driver: Driver, ns: Namespace, size: int) -> dict:
+    """Peak Python memory while streaming ``size`` bytes through claim and restore."""
+    objects, bucket = objects_driver.objects(), ns.name("stream")
+    await objects.create_bucket(bucket)
+    claim_check = ClaimCheck(objects, ClaimCheckConfig(threshold=0, bucket=bucket, chunk_size=1 << 20))
+    chunk = bytes(range(256)) * 4096
+
+    async def source() -> AsyncIterator[bytes]:
+        for _ in range(size // len(chunk)):
+            yield chunk
+
+    tracemalloc.start()
+    message = await claim_check.outgoing_stream(source())
+    restored = 0
+    async for part in claim_check.incoming_stream(message):
+        restored += len(part)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    await claim_check.release(message)
+    return {"backend": objects_driver.name, "payload_bytes": restored, "peak_bytes": peak, "peak_ratio": peak / size}
+
+
+def markdown(results: dict) -> str:
+    lines = ["## Raw operations", "", "| backend | operation | ops/s | p50 ms | p99 ms |", "|---|---|---:|---:|---:|"]
+    for m in results["operations"]:
+        lines.append(f"| {m['backend']} | {m['operation']} | {m['rate']:.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} |")
+    lines += [
+        "",
+        "## Claim check overhead (same run)",
+        "",
+        "| combination | raw | pattern | raw ops/s | pattern ops/s | time ratio |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in results["claim_check"]:
+        lines.append(
+            f"| {r['combination']} | {r['raw']} | {r['pattern']} | {r['raw_rate']:.0f} | "
+            f"{r['pattern_rate']:.0f} | {r['time_ratio']:.2f}x |"
+        )
+    lines += [
+        "",
+        "## Claim check streaming memory",
+        "",
+        "| objects | payload MiB | peak traced MiB | peak / payload |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in results["memory"]:
+        lines.append(
+            f"| {r['backend']} | {r['payload_bytes'] / 2**20:.0f} | {r['peak_bytes'] / 2**20:.1f} "
+            f"| {r['peak_ratio']:.3f} |"
+        )
+    lines += ["", "## Time to ready (servers started by the harness)", "", "| backend | seconds |", "|---|---:|"]
+    for backend, seconds in results["time_to_ready"].items():
+        lines.append(f"| {backend} | {seconds:.2f} |")
+    if results["unavailable"]:
+        lines += ["", "Unavailable: " + "; ".join(f"{b}: {r}" for b, r in results["unavailable"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def select(registry: BackendRegistry, which: str) -> list[BackendSpec]:
+    if which == "all":
+        return list(registry)
+    if which == "embedded":
+        return registry.embedded
+    return registry.select(part.strip() for part in which.split(",") if part.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prism-backend", default="all")
+    parser.add_argument("--ops", type=int, default=300, help="operations per measurement")
+    parser.add_argument("--stream-mib", type=int, default=64, help="payload size for the memory measurement")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+
+    registry = build_registry(make_plugin_manager())
+    runtime = PrismRuntime(registry, select(registry, args.prism_backend), {}, NamespaceFactory(worker="bench"))
+    results: dict = {
+        "operations": [],
+        "claim_check": [],
+        "memory": [],
+        "time_to_ready": {},
+        "unavailable": runtime.unavailable,
+    }
+    try:
+        drivers = {spec.name: runtime.driver(spec.name) for spec in runtime.available}
+        for name in drivers:
+            control = runtime.control(name)
+            if control is not None and getattr(control, "time_to_ready", None) is not None:
+                results["time_to_ready"][name] = control.time_to_ready
+        ns = runtime.namespaces.new()
+        for driver in drivers.values():
+            print(f"measuring {driver.name} ...", file=sys.stderr)
+            results["operations"] += [asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops))]
+        queues = [d for d in drivers.values() if d.supports(Capability.QUEUE)]
+        stores = [d for d in drivers.values() if d.supports(Capability.OBJECTS)]
+        for messaging in queues:
+            for store in stores:
+                results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops))
+        for store in stores:
+            if store.name != "memstore":  # memstore keeps objects in memory by design
+                results["memory"].append(runtime.run(claim_check_memory(store, ns, args.stream_mib << 20)))
+        for driver in drivers.values():
+            runtime.run(driver.purge(ns.prefix))
+    finally:
+        runtime.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.out / "results.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
