@@ -653,8 +653,7 @@ class OutboxRelay:
             return 0
         assert self._lease is not None
         epoch = self._lease.epoch
-        start = max(await self._fence(epoch), getattr(self, "_hw", 0))  # BROKEN: high-water by "id"
-        self._hw = await self.log.end_offset(self.config.log)
+        start = await self._fence(epoch)
         records = await self.log.read(self.config.log, start, limit=self.config.batch_size)
         done = start
         try:
