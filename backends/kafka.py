@@ -71,6 +71,9 @@ PROPERTIES = BackendProperties(
     durable=False,  # Tansu's memory:// storage engine: a restart loses everything
     ordering=Ordering.TOTAL,  # one partition per log / topic
     pubsub_delivery=Delivery.AT_MOST_ONCE,  # subscribers start at the end; none: nothing kept for them
+    # The producer retries a produce whose reply was lost (a reset, a paused broker), so one
+    # append can land twice; Tansu refuses InitProducerId, so no idempotent producer.
+    log_delivery=Delivery.AT_LEAST_ONCE,
     max_payload=MAX_PAYLOAD,
 )
 
@@ -138,8 +141,16 @@ def _from_record(record: Any) -> Message:
 
 async def _stop_quietly(client: Any) -> None:
     # A client of a killed broker may hang in its shutdown requests; never let it block us.
-    with contextlib.suppress(Exception):
+    try:
         await asyncio.wait_for(client.stop() if hasattr(client, "stop") else client.close(), _CLOSE_TIMEOUT)
+    except asyncio.CancelledError:
+        # aiokafka's fetcher lets the CancelledError of its own fetch task escape stop() when a
+        # fetch was in flight on a reset connection; only a cancellation of *us* goes on.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:
+        pass
 
 
 class _Reader:

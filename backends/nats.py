@@ -14,9 +14,13 @@ name and subject token, the mapping is injective, and it maps prefixes to prefix
   redeliveries). Each receive is one pull request for one message (``no_wait`` or ``expires``).
 
   - visibility timeout: ``ack_wait`` is per consumer, so a hand-out whose timeout differs from
-    it is immediately answered with ``-NAK {"delay": timeout}``. The server keeps the message
-    pending and redelivers it when that delay runs out; a ``+ACK`` before then still settles it.
-    (With a 30 s timeout no extra request is sent.)
+    it is immediately answered with ``-NAK {"delay": timeout}``, confirmed by the server. The
+    server keeps the message pending and redelivers it when that delay runs out; a ``+ACK``
+    before then still settles it. (With a 30 s timeout no extra request is sent.) When the
+    confirmation fails the receive raises :class:`ConnectionLost`, and the message it may have
+    taken reappears after ``ack_wait`` at the latest: the stateful queue suite found that an
+    unconfirmed ``-NAK`` lost to a connection reset hid a message for 30 s behind a successful
+    receive.
   - ``attempt`` is the consumer's delivery count; ``delivery_id`` is unique per hand-out.
     The driver tracks the deliveries it handed out and their deadlines (measured from the
     moment the pull was sent, so never later than the server's): an ack / nack of a delivery
@@ -406,8 +410,12 @@ class NatsQueue:
         if not math.isclose(visibility, ACK_WAIT):
             # Per-delivery visibility: the server keeps the message pending and redelivers it
             # after ``timeout``; an ack before then still settles it.
+            # Confirmed (double ack): if it never reached the server, the message would stay
+            # hidden for the full ack_wait, so the receive must not report success.
             with self._driver.guard():
-                await self._driver.nc.publish(msg.reply, f'-NAK {{"delay": {int(visibility * 1e9)}}}'.encode())
+                await self._driver.nc.request(
+                    msg.reply, f'-NAK {{"delay": {int(visibility * 1e9)}}}'.encode(), timeout=API_TIMEOUT
+                )
         delivery_id = f"{meta.sequence.stream}:{meta.num_delivered}:{next(self._ids)}"
         self._pending[delivery_id] = _Pending(queue, msg.reply, sent_at + visibility)
         return QueueDelivery(delivery_id, _decode(msg.data, msg.headers), meta.num_delivered)

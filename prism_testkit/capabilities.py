@@ -59,6 +59,9 @@ class BackendProperties(BaseModel):
     ordering: Ordering = Ordering.TOTAL
     pubsub_delivery: Delivery = Delivery.AT_MOST_ONCE
     queue_delivery: Delivery = Delivery.AT_LEAST_ONCE
+    # How often one log append call may land under faults: a client library that retries a
+    # write whose acknowledgement was lost makes it at-least-once (duplicates at two offsets).
+    log_delivery: Delivery = Delivery.EXACTLY_ONCE
     max_payload: int | None = Field(default=None, description="largest message payload in bytes")
 
 

@@ -202,6 +202,7 @@ class FaultProxy:
         self._resets = 0
         self._refused = 0
         self._upstream_failures = 0
+        self._faults = 0  # faults injected since start (any non-transparent state, or a reset)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -292,6 +293,13 @@ class FaultProxy:
         self._control(latency=0.0, jitter=0.0, blackhole=False, refusing=False)
 
     @property
+    def faults_injected(self) -> int:
+        """How many faults were injected since start: clients whose connections went through
+        any of them may hold broken connections (half-read replies, reset sockets)."""
+        with self._lock:
+            return self._faults
+
+    @property
     def state(self) -> FaultState:
         return self._state
 
@@ -334,6 +342,8 @@ class FaultProxy:
                 blackhole=old.blackhole if blackhole is None else blackhole,
                 refusing=old.refusing if refusing is None else refusing,
             )
+            if reset or not self._state.transparent:
+                self._faults += 1
             loop = self._loop
         if loop is None:  # not started (start() applies the state) or closed (nothing to apply to)
             return

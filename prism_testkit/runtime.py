@@ -8,6 +8,7 @@ test or example; everything is stopped and removed in :meth:`PrismRuntime.close`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -52,7 +53,10 @@ class PrismRuntime:
         self._endpoints: dict[str, Endpoint] = {}
         self._drivers: dict[str, Driver] = {}
         self._start_errors: dict[str, str] = {}
-        self._proxied: dict[str, tuple[Driver, FaultProxy]] = {}
+        # name -> (driver through the proxy, the proxy, the endpoint that leads through it)
+        self._proxied: dict[str, tuple[Driver, FaultProxy, Endpoint]] = {}
+        # name -> the proxy's faults_injected when its driver connected: more means reconnect
+        self._proxied_faults: dict[str, int] = {}
         self._own_proxies: list[FaultProxy] = []
 
     # --- selection -------------------------------------------------------------------------
@@ -133,6 +137,10 @@ class PrismRuntime:
             await asyncio.to_thread(control.start)
         spec = self.registry[name]
         self._drivers[name] = await spec.driver.connect(spec.name, spec.capabilities, self.endpoint(name))
+        if name in self._proxied:
+            # The proxied client's pooled connections died with the server too. It cannot be
+            # reconnected now (its proxy may be partitioned); heal() does it once the proxy is.
+            self._proxied_faults[name] = -1
         return self._drivers[name]
 
     # --- network faults --------------------------------------------------------------------
@@ -151,10 +159,9 @@ class PrismRuntime:
                 proxy = await asyncio.to_thread(FaultProxy(*endpoint.address).start)
                 self._own_proxies.append(proxy)
                 endpoint = endpoint.rerouted(proxy.host, proxy.port)
-            spec = self.registry[name]
-            driver = await spec.driver.connect(spec.name, spec.capabilities, endpoint)
-            self._proxied[name] = (driver, proxy)
-        return self._proxied[name]
+            await self._connect_proxied(name, proxy, endpoint)
+        driver, proxy, _ = self._proxied[name]
+        return driver, proxy
 
     def heal(self, names: list[str]) -> None:
         """End every fault on ``names``: heal their proxies, resume or restart their servers.
@@ -166,6 +173,22 @@ class PrismRuntime:
             endpoint = self._endpoints.get(name)
             if endpoint is not None and endpoint.control is not None:
                 endpoint.control.restore()
+            if proxied is not None and proxied[1].faults_injected != self._proxied_faults.get(name):
+                # Faults or a restart may have left its pooled connections broken.
+                self.run(self._connect_proxied(name, proxied[1], proxied[2], old=proxied[0]))
+
+    async def _connect_proxied(
+        self, name: str, proxy: FaultProxy, rerouted: Endpoint, old: Driver | None = None
+    ) -> Driver:
+        if old is not None:
+            with contextlib.suppress(Exception):  # its connections may be dead already
+                await old.close()
+        spec = self.registry[name]
+        faults = proxy.faults_injected
+        driver = await spec.driver.connect(spec.name, spec.capabilities, rerouted)
+        self._proxied[name] = (driver, proxy, rerouted)
+        self._proxied_faults[name] = faults
+        return driver
 
     def disconnect(self, name: str) -> None:
         """Close the driver of ``name`` (the next :meth:`driver` call reconnects)."""
@@ -175,7 +198,7 @@ class PrismRuntime:
 
     def close(self) -> None:
         errors: list[str] = []
-        for name, (driver, _) in list(self._proxied.items()):
+        for name, (driver, _, _) in list(self._proxied.items()):
             try:
                 self.run(driver.close())
             except Exception as exc:

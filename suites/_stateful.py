@@ -23,6 +23,7 @@ partition / heal for networked backends, whose client operations then go through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shlex
 import time
@@ -47,6 +48,7 @@ T = TypeVar("T")
 OP_TIMEOUT = 0.5  # s: bound of one client operation once a fault was injected (then: info)
 CALM_TIMEOUT = 10.0  # s: bound before any fault; hitting it is a failure, not an unknown outcome
 STRAY_GRACE = 3.0  # s: how long teardown waits for abandoned operations once everything is healed
+RECOVERY = 30.0  # s: how long teardown keeps retrying a drain while a healed server comes back
 STEPS = 12  # rules per example: short histories shrink fast and read well
 EXAMPLES = 12  # per combination, unless the profile asks for a long hunt (see stateful_settings)
 HUNT_THRESHOLD = 100  # a profile with at least this many examples is a hunt: honour it
@@ -164,7 +166,6 @@ class Target:
     control: ServerControl | None
     durable: bool
     proxy: FaultProxy | None
-    proxied: Driver | None
 
     @property
     def killable(self) -> bool:
@@ -211,17 +212,17 @@ class FaultMachine(RuleBasedStateMachine):
 
     def _target(self, slot: str) -> Target:
         spec = self.env.spec(slot)
-        proxy = proxied = None
-        try:
-            proxied, proxy = self.loop(self.env.proxied(slot))
-        except NotSupported:
-            pass  # embedded: no network to break
-        return Target(slot, spec.name, self.env.control(slot), spec.properties.durable, proxy, proxied)
+        proxy = None
+        with contextlib.suppress(NotSupported):  # embedded: no network to break
+            _, proxy = self.loop(self.env.proxied(slot))
+        return Target(slot, spec.name, self.env.control(slot), spec.properties.durable, proxy)
 
     def client(self, slot: str) -> Driver:
-        """The driver client operations use: through the fault proxy when there is one."""
-        target = self.targets[slot]
-        return target.proxied if target.proxied is not None else self.env.driver(slot)
+        """The driver client operations use: through the fault proxy when there is one. Looked
+        up on every call because a restart reconnects it."""
+        if self.targets[slot].proxy is None:
+            return self.env.driver(slot)
+        return self.loop(self.env.proxied(slot))[0]
 
     async def _bounded(self, action: Awaitable[T], on_late: Callable[[Any], None] | None) -> T:
         task = asyncio.ensure_future(action)
@@ -371,6 +372,22 @@ class FaultMachine(RuleBasedStateMachine):
             error = task.exception()  # retrieved, so asyncio does not log it as never retrieved
             if error is None and stray.on_late is not None:
                 stray.on_late(task.result())
+
+    def recovering(self, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action`` at teardown, retrying errors until :data:`RECOVERY` runs out: a server
+        just resumed or restarted may refuse a few requests before its clients reconnect."""
+
+        async def go() -> T:
+            deadline = time.monotonic() + RECOVERY
+            while True:
+                try:
+                    return await asyncio.wait_for(action(), CALM_TIMEOUT)
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+
+        return self.loop(go())
 
     def check(self) -> tuple[list[Verdict], str]:
         """Drain and judge: the verdicts and a one-line description. Subclasses implement it."""

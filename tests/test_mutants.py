@@ -1,0 +1,39 @@
+"""Deliberately broken variants that the shipped suites must catch: proof that they can fail.
+
+Each module in ``tests/mutants`` is a pytest plugin that, when loaded, replaces one piece of a
+real implementation with a broken one. The shipped suite runs against it in a subprocess (the
+mutation never touches this process) and must fail, naming the anomaly the bug causes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (mutant module, suite it must be caught by, backends to run it on, what the failure says)
+MUTANTS = [
+    ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
+]
+
+
+@pytest.mark.parametrize(("mutant", "suite", "backends", "evidence"), MUTANTS, ids=[m[0] for m in MUTANTS])
+def test_the_suites_catch_a_broken_variant(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mutant: str, suite: str, backends: str, evidence: str
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess(
+        "--pyargs",
+        "suites",
+        "-p",
+        f"tests.mutants.{mutant}",
+        f"--prism-backend={backends}",
+        f"--prism-pattern={suite}",
+        "--hypothesis-profile=prism-ci",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines([evidence])
