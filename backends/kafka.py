@@ -37,7 +37,6 @@ per batch) does not, and a server given by URL must not make the declaration a l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
 import time
