@@ -381,7 +381,8 @@ class FaultMachine(RuleBasedStateMachine):
             deadline = time.monotonic() + RECOVERY
             while True:
                 try:
-                    return await asyncio.wait_for(action(), CALM_TIMEOUT)
+                    # Bounded only against a hang: a drain may rightly wait out long timeouts.
+                    return await asyncio.wait_for(action(), 3 * RECOVERY)
                 except Exception:
                     if time.monotonic() > deadline:
                         raise

@@ -51,6 +51,7 @@ from prism_testkit.interfaces import Subscription
 from prism_testkit.namespace import Namespace
 from prism_testkit.strategies import sized_payloads
 from suites._helpers import collect, drain_queue, drain_subscription, eventually, norm, prism_settings
+from suites._relay_faults import DyingKeyValue, Killed
 
 pytestmark = prism_suite(
     "outbox",
@@ -72,11 +73,6 @@ class Rollback(Exception):
 
 
 Clock = Callable[[], float]
-
-
-class Killed(BaseException):
-    """The relay's process died: nothing it does after this point happens (not an Exception, so
-    the relay's own error handling cannot swallow it)."""
 
 
 # --- consumer side -------------------------------------------------------------------------
@@ -470,38 +466,6 @@ class Probe:
             fault.dead = True
             fault.reached.set()
             raise Killed
-
-
-class DyingKeyValue:
-    """The relay's key-value as a killed process sees it: unreachable once the fault fired, so
-    the dead relay can neither commit its offset nor release its lease."""
-
-    def __init__(self, inner: KeyValue, fault: Fault) -> None:
-        self.inner, self.fault = inner, fault
-
-    async def get(self, key: str) -> bytes | None:
-        self.fault.check()
-        return await self.inner.get(key)
-
-    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        self.fault.check()
-        await self.inner.put(key, value, ttl=ttl)
-
-    async def delete(self, key: str) -> bool:
-        self.fault.check()
-        return await self.inner.delete(key)
-
-    async def exists(self, key: str) -> bool:
-        self.fault.check()
-        return await self.inner.exists(key)
-
-    def scan(self, prefix: str) -> AsyncIterator[str]:
-        self.fault.check()
-        return self.inner.scan(prefix)
-
-    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
-        self.fault.check()
-        return await self.inner.compare_and_set(key, expected, new)
 
 
 def mixed_events(count: int, start: int = 0) -> list[tuple[str, bytes]]:

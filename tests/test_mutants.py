@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # (mutant module, suite it must be caught by, backends to run it on, what the failure says)
 MUTANTS = [
     ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
+    ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
+    ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
 ]
 
 
@@ -31,7 +33,7 @@ def test_the_suites_catch_a_broken_variant(
         f"tests.mutants.{mutant}",
         f"--prism-backend={backends}",
         f"--prism-pattern={suite}",
-        "--hypothesis-profile=prism-ci",
+        "--hypothesis-profile=prism-mutant",
         "-p",
         "no:cacheprovider",
     )

@@ -1,0 +1,174 @@
+"""The queue machine of the stateful suites: the durable queue under faults, with producers,
+consumers that ack, nack or crash, and a nemesis.
+
+A consumed message is one that was received *and processed*: the ``dequeue`` op is invoked at
+receive and completes when the consumer settles it, ok when it acks (whatever the ack's own
+outcome: an ack that did not land only means a redelivery, a duplicate the guarantee allows),
+``fail`` when the consumer nacks or crashes before processing, so the message must come back.
+A queue that drops a message handed to a consumer that never acked it (acknowledging on
+delivery) therefore shows up as ``lost``. At the end every fault is healed, unsettled
+deliveries are abandoned, the queue is drained past every visibility timeout and the
+total-queue checker judges the history against the backend's declared queue delivery.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from hypothesis import strategies as st
+from hypothesis.stateful import precondition, rule
+
+from prism_testkit import Message, Queue
+from prism_testkit.checkers import Verdict, total_queue
+from prism_testkit.history import OpHandle
+from prism_testkit.interfaces import Delivery
+from suites._stateful import FaultMachine, Held, StatefulRun
+
+VISIBILITY = 1.0  # s: short, so crashed consumers' messages come back within the test
+DRAIN_WAIT = 0.2  # s: one receive's wait while draining
+# A receive whose outcome is unknown may have taken a message under the interface's default
+# visibility timeout (the server saw the request, the client never learnt what it got): while
+# an acknowledged message is missing, the drain waits that long before calling it lost.
+DEFAULT_VISIBILITY = 30.0
+
+
+class QueueMachine(FaultMachine):
+    """Values 0, 1, 2... sent as messages of the queue in ``slot``; subclasses change how a value
+    becomes a message (:meth:`encode`, :meth:`decode`) and which queue client carries it."""
+
+    def __init__(self, run: StatefulRun, slots: list[str] | None = None, slot: str = "backend") -> None:
+        super().__init__(run, slots or [slot])
+        self.slot = slot
+        self.name = self.ns.name("q")
+        self.guarantee = self.env.spec(slot).properties.queue_delivery
+        self.next_value = 0
+        self.consumers = 0
+        self.held: list[tuple[OpHandle, Delivery]] = []  # received, not yet settled
+        self.invisible = Held()
+        self.acknowledged: set[int] = set()  # enqueues that completed ok
+        self.consumed: set[int] = set()  # values of ok dequeues
+        self.unknown_receive = False  # some receive's outcome is unknown (see DEFAULT_VISIBILITY)
+
+    def queue(self) -> Queue:
+        """The queue client operations use (through the fault proxy when there is one)."""
+        return self.client(self.slot).queue()
+
+    def settled_queue(self) -> Queue:
+        """The queue the final drain uses, once every fault is healed."""
+        return self.env.driver(self.slot).queue()
+
+    def encode(self, value: int) -> Message:
+        return Message(str(value).encode(), {"stateful": "queue"})
+
+    def decode(self, delivery: Delivery) -> int:
+        return int(delivery.message.payload)
+
+    async def take(self, queue: Queue, *, wait: float, visibility: float) -> Delivery | None:
+        """One receive; subclasses judge what a broken delivery means."""
+        return await queue.receive(self.name, wait=wait, visibility_timeout=visibility)
+
+    def _hidden(self, delivery: object) -> None:
+        """A receive abandoned in flight that answered later: its message is invisible now."""
+        if isinstance(delivery, Delivery):
+            self.invisible.hold(self.decode(delivery), VISIBILITY)
+
+    @rule()
+    def enqueue(self) -> None:
+        self.send(self.encode)
+
+    def send(self, encode: Callable[[int], Message]) -> None:
+        value, self.next_value = self.next_value, self.next_value + 1
+        message = encode(value)
+        outcome = self.attempt(
+            "producer", "enqueue", lambda: self.queue().send(self.name, message), key=self.name, value=value
+        )
+        if outcome.completed:
+            outcome.handle.ok()
+            self.acknowledged.add(value)
+
+    @rule()
+    def receive(self) -> None:
+        # Each receive is its own consumer process: several deliveries may be held at once.
+        self.consumers += 1
+        outcome = self.attempt(
+            f"consumer-{self.consumers}",
+            "dequeue",
+            lambda: self.take(self.queue(), wait=DRAIN_WAIT, visibility=VISIBILITY),
+            key=self.name,
+            on_late=self._hidden,
+        )
+        if not outcome.completed:
+            self.unknown_receive = True
+            return
+        delivery = outcome.result
+        if delivery is None:
+            outcome.handle.ok(value=None)
+            return
+        self.invisible.hold(self.decode(delivery), VISIBILITY)
+        self.held.append((outcome.handle, delivery))
+
+    def _settle(self, which: int, how: str) -> None:
+        handle, delivery = self.held.pop(which % len(self.held))
+        value = self.decode(delivery)
+        queue = self.queue()
+        action = queue.ack if how == "ack" else queue.nack
+        try:
+            self.loop(self._bounded(action(self.name, delivery), None))
+        except Exception:
+            if not self.faulted:
+                raise
+        if how == "ack":
+            handle.ok(value=value)  # processed; a lost ack only causes a redelivery
+            self.invisible.release(value)
+            self.consumed.add(value)
+        else:
+            handle.fail("nacked before processing")
+
+    @precondition(lambda self: bool(self.held))
+    @rule(which=st.integers(0, 7))
+    def ack(self, which: int) -> None:
+        self._settle(which, "ack")
+
+    @precondition(lambda self: bool(self.held))
+    @rule(which=st.integers(0, 7))
+    def nack(self, which: int) -> None:
+        self._settle(which, "nack")
+
+    @precondition(lambda self: bool(self.held))
+    @rule(which=st.integers(0, 7))
+    def crash_consumer(self, which: int) -> None:
+        """The consumer dies holding the message: neither ack nor nack, only the timeout."""
+        handle, _ = self.held.pop(which % len(self.held))
+        handle.fail("consumer crashed before processing")
+
+    def check(self) -> tuple[list[Verdict], str]:
+        for handle, _ in self.held:
+            handle.fail("never processed")
+        self.held.clear()
+        drained = self.recovering(self._drain)
+        self.history.invoke("drainer", "drain", self.name).ok(value=tuple(drained))
+        return [
+            total_queue(self.history, self.guarantee),
+            *self.extra_verdicts(),
+        ], f"queue {self.name} ({self.guarantee})"
+
+    def extra_verdicts(self) -> list[Verdict]:
+        """Verdicts of subclass-specific checks, judged with the total-queue one."""
+        return []
+
+    async def _drain(self) -> list[int]:
+        """Receive and ack until the queue stays empty after every visibility timeout ran out."""
+        queue = self.settled_queue()
+        values: list[int] = []
+        deadline = self.invisible.deadline(grace=DRAIN_WAIT)
+        patience = deadline + (DEFAULT_VISIBILITY if self.unknown_receive else 0.0)
+        while True:
+            delivery = await self.take(queue, wait=DRAIN_WAIT, visibility=DEFAULT_VISIBILITY)
+            if delivery is None:
+                missing = self.acknowledged - self.consumed - set(values)
+                if time.monotonic() >= (patience if missing else deadline):
+                    return values
+                continue
+            await queue.ack(self.name, delivery)
+            values.append(self.decode(delivery))

@@ -1,0 +1,256 @@
+"""The outbox relay under faults: transactions that commit or roll back, two relays that take
+turns (their lease expiring on a clock the machine advances), relays killed mid-batch and
+restarted, and the nemesis on the store's server and the sink's.
+
+Each event of a transaction is an ``enqueue`` of the sink, completed when the transaction's
+outcome is known: ok on commit, fail on rollback or abort, info when the commit's outcome is
+unknown. At the end every fault is healed, the relays drain the outbox, the sink is read to
+the end and judged: the total-queue checker at least once (lost events, events of rolled-back
+transactions, which are ``unexpected``), and per-aggregate order when the sink keeps order.
+A relay that marks events published before publishing them loses the rest of a batch when it
+dies mid-batch: caught here (tests/mutants).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from typing import Literal
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import precondition, rule
+
+from patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConfig, OutboxRelay, QueueSink, Sink
+from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
+from prism_testkit.checkers import Verdict, per_key_order, total_queue
+from prism_testkit.errors import TransactionAborted
+from prism_testkit.history import DEFINITE_FAILURES
+from suites._helpers import drain_queue
+from suites._relay_faults import DyingKeyValue, Killed
+from suites._stateful import CALM_TIMEOUT, FaultMachine, StatefulRun
+
+pytestmark = prism_suite(
+    "stateful_outbox",
+    store=Slot.needs("transactions", "keyvalue.cas", "log"),
+    sink=Slot.one_of("queue", "log"),
+)
+
+Kind = Literal["queue", "log"]
+AGGREGATES = ("a", "b", "c")
+RELAYS = ("r1", "r2")
+LEASE_TTL = 5.0  # s on the machine's clock, which only moves when a rule says so
+
+
+class Rollback(Exception):
+    """Raised inside a transaction block to roll it back."""
+
+
+class Clock:
+    """The relays' and outbox's clock: leases expire when ``lease_expires`` advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Crash:
+    """A relay process that dies after ``after`` publishes reached the sink."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.dead = False
+
+    def check(self) -> None:
+        if self.dead:
+            raise Killed
+
+
+class DyingSink:
+    def __init__(self, inner: Sink, crash: Crash) -> None:
+        self.inner, self.crash, self.count = inner, crash, 0
+
+    async def publish(self, message: Message) -> None:
+        self.crash.check()
+        if self.count == self.crash.after:
+            self.crash.dead = True
+            raise Killed
+        await self.inner.publish(message)
+        self.count += 1
+
+
+class OutboxMachine(FaultMachine):
+    def __init__(self, run: StatefulRun, kind: Kind) -> None:
+        super().__init__(run, ["store", "sink"])
+        self.kind = kind
+        self.destination = self.ns.name("events")
+        self.clock = Clock()
+        self.config = OutboxConfig(log=self.ns.name("outbox"), batch_size=3, poll_interval=0.02, lease_ttl=LEASE_TTL)
+        self.relays = {relay_id: self._relay(relay_id) for relay_id in RELAYS}
+        self.running: dict[str, asyncio.Future[object]] = {}  # relay steps abandoned in flight
+        self.transactions = itertools.count()
+        self.values = itertools.count()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _sink(self, settled: bool) -> Sink:
+        driver = self.env.driver("sink") if settled else self.client("sink")
+        if self.kind == "queue":
+            return QueueSink(driver.queue(), self.destination)
+        return LogSink(driver.log(), self.destination)
+
+    def _relay(self, relay_id: str) -> OutboxRelay:
+        store = self.client("store")
+        return OutboxRelay(store.log(), store.keyvalue(), self._sink(False), self.config, relay_id, clock=self.clock)
+
+    def _wire(self, relay: OutboxRelay, *, settled: bool = False) -> OutboxRelay:
+        """Point a relay at the current clients (a restart or heal reconnects them)."""
+        store = self.env.driver("store") if settled else self.client("store")
+        relay.log, relay.kv, relay.sink = store.log(), store.keyvalue(), self._sink(settled)
+        return relay
+
+    def _idle(self, relay_id: str) -> bool:
+        task = self.running.get(relay_id)
+        return task is None or task.done()
+
+    # -- producers --------------------------------------------------------------------------
+
+    @rule(aggregate=st.sampled_from(AGGREGATES), events=st.integers(1, 2), rollback=st.booleans())
+    def transaction(self, aggregate: str, events: int, rollback: bool) -> None:
+        number = next(self.transactions)
+        values = [f"{aggregate}:{next(self.values)}" for _ in range(events)]
+        handles = [
+            self.history.invoke(f"tx-{number}-{n}", "enqueue", self.destination, value)
+            for n, value in enumerate(values)
+        ]
+        outbox = Outbox(self.client("store").transactions(), self.config, clock=self.clock)
+
+        async def block() -> None:
+            async with outbox.transaction() as tx:
+                await tx.put(self.ns.name(f"row-{number}"), b"business")
+                for value in values:
+                    await tx.publish(aggregate, "Changed", value.encode())
+                if rollback:
+                    raise Rollback
+
+        try:
+            self.loop(self._bounded(block(), None))
+        except (Rollback, TransactionAborted, *DEFINITE_FAILURES) as exc:
+            for handle in handles:
+                handle.fail(exc if not isinstance(exc, Rollback) else "rolled back")
+            return
+        except Exception as exc:
+            for handle in handles:
+                handle.info(exc)
+            if not self.faulted:
+                raise
+            return
+        for handle in handles:
+            handle.ok()
+
+    # -- relays -----------------------------------------------------------------------------
+
+    @rule(which=st.sampled_from(RELAYS))
+    def relay_step(self, which: str) -> None:
+        if not self._idle(which):
+            return  # its previous batch is still in flight (abandoned under a fault)
+        relay = self._wire(self.relays[which])
+        handle = self.history.invoke(f"relay-{which}", "relay", self.config.log)
+        task = asyncio.ensure_future(relay.run_once(), loop=self.env.runtime.loop)
+        try:
+            published = self.loop(self._bounded(task, None))
+        except LeaseLost as exc:
+            handle.fail(exc)
+            return
+        except Exception as exc:
+            handle.info(exc)
+            if not task.done():
+                self.running[which] = task
+            if not self.faulted:
+                raise
+            return
+        handle.ok(value=published)
+
+    @precondition(lambda self: any(self._idle(r) for r in RELAYS))
+    @rule(which=st.sampled_from(RELAYS), after=st.integers(0, 2))
+    def crash_relay(self, which: str, after: int) -> None:
+        """The relay process dies after ``after`` publishes of its next batch, then restarts
+        under the same id (it takes its lease back at once, with a new epoch)."""
+        if not self._idle(which):
+            return
+        crash = Crash(after)
+        relay = self._wire(self.relays[which])
+        relay.kv = DyingKeyValue(relay.kv, crash)  # type: ignore[assignment]
+        relay.sink = DyingSink(relay.sink, crash)
+        handle = self.history.invoke(f"relay-{which}", "crash", self.config.log, after)
+
+        async def dies() -> None:
+            with contextlib.suppress(Killed, LeaseLost):
+                await relay.run_once()
+
+        try:
+            self.loop(self._bounded(dies(), None))
+        except Exception as exc:
+            if not self.faulted:
+                raise
+            handle.info(exc)
+        else:
+            handle.ok()
+        self.relays[which] = self._relay(which)
+
+    @rule()
+    def lease_expires(self) -> None:
+        """Time passes past the lease: the next relay to poll may take it over."""
+        self.clock.now += LEASE_TTL * 1.01
+
+    # -- judging ----------------------------------------------------------------------------
+
+    def check(self) -> tuple[list[Verdict], str]:
+        self.recovering(self._relay_everything)
+        delivered = self.recovering(self._read_sink)
+        self.history.invoke("consumer", "drain", self.destination).ok(value=tuple(delivered))
+        verdicts = [total_queue(self.history, self.env.spec("sink").properties.queue_delivery)]
+        if self.env.spec("sink").properties.ordering is not Ordering.NONE:
+            verdicts.append(per_key_order(self.history, key=lambda value: str(value).split(":")[0]))
+        return verdicts, f"outbox {self.config.log} -> {self.kind} {self.destination}"
+
+    async def _relay_everything(self) -> None:
+        for task in self.running.values():
+            if not task.done():
+                await asyncio.wait({task}, timeout=CALM_TIMEOUT)
+        relays = [self._wire(self.relays[r], settled=True) for r in RELAYS]
+        while await relays[0].pending() > 0:
+            progress = 0
+            for relay in relays:
+                with contextlib.suppress(LeaseLost):
+                    progress += await relay.run_once()
+            if not progress:
+                self.clock.now += LEASE_TTL * 1.01  # a dead holder's lease: let it run out
+
+    async def _read_sink(self) -> list[str]:
+        driver = self.env.driver("sink")
+        if self.kind == "queue":
+            deliveries = await drain_queue(driver.queue(), self.destination, wait=0.3)
+            return [bytes(d.message.payload).decode() for d in deliveries]
+        log = driver.log()
+        end = await log.end_offset(self.destination)
+        found: list[str] = []
+        while len(found) < end:
+            batch = await log.read(self.destination, len(found), limit=100)
+            if not batch:
+                break
+            found += [bytes(r.message.payload).decode() for r in batch]
+        return found
+
+
+@pytest.mark.parametrize("kind", ["queue", "log"])
+def test_relay_delivers_every_committed_event_in_aggregate_order_under_faults(
+    prism_env: PrismEnv, request: pytest.FixtureRequest, kind: Kind
+) -> None:
+    if not prism_env.driver("sink").supports(Capability(kind)):
+        pytest.skip(f"{prism_env.spec('sink').name} does not provide {kind}")
+    run = StatefulRun(prism_env, request)
+    run.execute(lambda: OutboxMachine(run, kind))
