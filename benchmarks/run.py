@@ -1,5 +1,6 @@
 """Side-by-side benchmarks: every backend's raw operation rates and latencies, the claim
-check's overhead as ratios against raw operations, its memory bound, and server time-to-ready.
+check's and the outbox's overhead as ratios against the raw operations they replace, the claim
+check's memory bound, and server time-to-ready.
 
     python -m benchmarks.run --prism-backend=all --ops 300 --out benchmarks/results
 
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
+from patterns.outbox import Outbox, OutboxConfig, OutboxRelay, QueueSink
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.interfaces import Message
@@ -109,7 +111,6 @@ async def claim_check_overhead(messaging: Driver, objects_driver: Driver, ns: Na
     claimed = ClaimCheckQueue(queue, claim_check)
     small, large = b"s" * 512, bytes(range(256)) * 256  # 512 B inline, 64 KiB claimed
     label = f"messaging={messaging.name} objects={objects_driver.name}"
-    rows = []
     raw_small = await measure(label, "raw send 512B", ops, lambda i: queue.send(q, Message(small)))
     cc_small = await measure(label, "claim check send 512B", ops, lambda i: claimed.send(q, Message(small)))
 
@@ -119,18 +120,50 @@ async def claim_check_overhead(messaging: Driver, objects_driver: Driver, ns: Na
 
     raw_large = await measure(label, "raw put+send 64KiB", ops, raw_put_send)
     cc_large = await measure(label, "claim check send 64KiB", ops, lambda i: claimed.send(q, Message(large)))
-    for raw, pattern in ((raw_small, cc_small), (raw_large, cc_large)):
-        rows.append(
-            {
-                "combination": label,
-                "raw": raw.operation,
-                "pattern": pattern.operation,
-                "raw_rate": raw.rate,
-                "pattern_rate": pattern.rate,
-                "time_ratio": raw.rate / pattern.rate,  # >1: the pattern is slower by this factor
-            }
-        )
-    return rows
+    return [ratio(label, raw_small, cc_small), ratio(label, raw_large, cc_large)]
+
+
+def ratio(label: str, raw: Measurement, pattern: Measurement) -> dict:
+    """One side-by-side row: the pattern against the raw operations it replaces."""
+    return {
+        "combination": label,
+        "raw": raw.operation,
+        "pattern": pattern.operation,
+        "raw_rate": raw.rate,
+        "pattern_rate": pattern.rate,
+        "time_ratio": raw.rate / pattern.rate,  # >1: the pattern is slower by this factor
+    }
+
+
+async def outbox_overhead(store: Driver, sink: Driver, ns: Namespace, ops: int) -> list[dict]:
+    """The outbox against what it replaces, in the same run: a business transaction with and
+    without its outbox event, and the relay's publish rate against raw sends to the sink."""
+    label = f"store={store.name} sink={sink.name}"
+    transactions, queue = store.transactions(), sink.queue()
+    config = OutboxConfig(log=ns.name(f"outbox-{sink.name}"), batch_size=100)
+    outbox = Outbox(transactions, config)
+
+    async def plain(i: int) -> None:
+        async with transactions.transaction() as t:
+            await t.put(ns.name(f"plain{i}"), PAYLOAD)
+
+    async def with_event(i: int) -> None:
+        async with outbox.transaction() as t:
+            await t.put(ns.name(f"row{i}"), PAYLOAD)
+            await t.publish(f"agg-{i % 8}", "Changed", PAYLOAD)
+
+    raw_commit = await measure(label, "transaction(put)", ops, plain)
+    outbox_commit = await measure(label, "transaction(put) + outbox event", ops, with_event)
+    raw_send = await measure(label, "raw send", ops, lambda i: queue.send(ns.name("raw-sink"), Message(PAYLOAD)))
+    relay = OutboxRelay(store.log(), store.keyvalue(), QueueSink(queue, ns.name("sink")), config, "bench")
+    started = time.perf_counter()
+    relayed = 0
+    while published := await relay.run_once():
+        relayed += published
+    elapsed = time.perf_counter() - started
+    operation = f"relay publish ({relayed} events, batches of 100)"
+    relay_rate = Measurement(label, operation, relayed, relayed / elapsed, 0.0, 0.0)  # a rate, no per-op latency
+    return [ratio(label, raw_commit, outbox_commit), ratio(label, raw_send, relay_rate)]
 
 
 async def claim_check_memory(objects_driver: Driver, ns: Namespace, size: int) -> dict:
@@ -166,11 +199,15 @@ def markdown(results: dict) -> str:
         "| combination | raw | pattern | raw ops/s | pattern ops/s | time ratio |",
         "|---|---|---|---:|---:|---:|",
     ]
-    for r in results["claim_check"]:
-        lines.append(
-            f"| {r['combination']} | {r['raw']} | {r['pattern']} | {r['raw_rate']:.0f} | "
-            f"{r['pattern_rate']:.0f} | {r['time_ratio']:.2f}x |"
-        )
+    lines += ratio_rows(results["claim_check"])
+    lines += [
+        "",
+        "## Outbox overhead (same run)",
+        "",
+        "| combination | raw | pattern | raw ops/s | pattern ops/s | time ratio |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    lines += ratio_rows(results["outbox"])
     lines += [
         "",
         "## Claim check streaming memory",
@@ -189,6 +226,14 @@ def markdown(results: dict) -> str:
     if results["unavailable"]:
         lines += ["", "Unavailable: " + "; ".join(f"{b}: {r}" for b, r in results["unavailable"].items())]
     return "\n".join(lines) + "\n"
+
+
+def ratio_rows(rows: list[dict]) -> list[str]:
+    return [
+        f"| {r['combination']} | {r['raw']} | {r['pattern']} | {r['raw_rate']:.0f} | "
+        f"{r['pattern_rate']:.0f} | {r['time_ratio']:.2f}x |"
+        for r in rows
+    ]
 
 
 def select(registry: BackendRegistry, which: str) -> list[BackendSpec]:
@@ -212,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {
         "operations": [],
         "claim_check": [],
+        "outbox": [],
         "memory": [],
         "time_to_ready": {},
         "unavailable": runtime.unavailable,
@@ -231,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         for messaging in queues:
             for store in stores:
                 results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops))
+        for store in [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]:
+            for sink in queues:
+                results["outbox"] += runtime.run(outbox_overhead(store, sink, ns, args.ops))
         for store in stores:
             if store.name != "memstore":  # memstore keeps objects in memory by design
                 results["memory"].append(runtime.run(claim_check_memory(store, ns, args.stream_mib << 20)))
