@@ -11,9 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Coroutine, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 from prism_testkit.driver import Driver
@@ -23,6 +21,7 @@ from prism_testkit.namespace import NamespaceFactory
 from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.redaction import redact
 from prism_testkit.registry import BackendRegistry, BackendSpec
+from prism_testkit.workdirs import make_workdir, sweep_abandoned
 
 T = TypeVar("T")
 
@@ -45,7 +44,8 @@ class PrismRuntime:
         self.extra = [s for s in extra or [] if s not in selected]  # named by namespace files only
         self.urls = dict(urls)
         self.namespaces = namespaces
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"prism-{namespaces.run}-{namespaces.worker}-"))
+        sweep_abandoned()
+        self.workdir = make_workdir(namespaces.run, namespaces.worker)
         self.availability: dict[str, Availability] = {
             spec.name: spec.provisioner.probe(self._context(spec)) for spec in [*selected, *self.extra]
         }
