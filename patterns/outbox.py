@@ -90,7 +90,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from patterns.claim_check import ClaimCheck, ClaimReference
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
-from prism_testkit.interfaces import KeyValue, Log, Message, PubSub, Queue, Transaction, Transactions
+from prism_testkit.interfaces import KeyValue, Log, Message, PubSub, Queue, Record, Transaction, Transactions
 
 __all__ = [
     "HEADER_AGGREGATE_ID",
@@ -642,6 +642,16 @@ class OutboxRelay:
 
     # -- relaying ---------------------------------------------------------------------------
 
+    async def _next_batch(self) -> tuple[int, int, list[Record]] | None:
+        """Take or renew the lease, fence the relay offset with its epoch and read the records
+        from there: (epoch, first offset, records), or None on standby."""
+        if not await self._acquire_or_renew():
+            return None
+        assert self._lease is not None
+        epoch = self._lease.epoch
+        start = await self._fence(epoch)
+        return epoch, start, await self.log.read(self.config.log, start, limit=self.config.batch_size)
+
     async def run_once(self) -> int:
         """Publish one batch if this relay holds (or can take) the lease; returns how many
         records it published (0 when drained or on standby).
@@ -649,12 +659,10 @@ class OutboxRelay:
         Raises :class:`LeaseLost` when the lease was lost (nothing more was published), or the
         sink's error after committing the records published before it.
         """
-        if not await self._acquire_or_renew():
+        batch = await self._next_batch()
+        if batch is None:
             return 0
-        assert self._lease is not None
-        epoch = self._lease.epoch
-        start = await self._fence(epoch)
-        records = await self.log.read(self.config.log, start, limit=self.config.batch_size)
+        epoch, start, records = batch
         done = start
         try:
             for record in records:

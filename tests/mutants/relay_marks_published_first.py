@@ -11,12 +11,10 @@ from patterns.outbox import OutboxRelay
 
 
 async def _mark_then_publish(self: OutboxRelay) -> int:
-    if not await self._acquire_or_renew():
+    batch = await self._next_batch()
+    if batch is None:
         return 0
-    assert self._lease is not None
-    epoch = self._lease.epoch
-    start = await self._fence(epoch)
-    records = await self.log.read(self.config.log, start, limit=self.config.batch_size)
+    epoch, _, records = batch
     if records:
         await self._commit(records[-1].offset + 1, epoch)  # the bug: "published" before publishing
     for record in records:
