@@ -29,8 +29,11 @@ VISIBILITY = 1.0  # s: short, so crashed consumers' messages come back within th
 DRAIN_WAIT = 0.2  # s: one receive's wait while draining
 # A receive whose outcome is unknown may have taken a message under the interface's default
 # visibility timeout (the server saw the request, the client never learnt what it got): while
-# an acknowledged message is missing, the drain waits that long before calling it lost.
+# an acknowledged message is missing, the drain waits that long before calling it lost. The
+# hiding can start as late as the heal (a partition held the request; healing delivers it), so
+# the wait counts from the start of the drain, plus a margin.
 DEFAULT_VISIBILITY = 30.0
+UNKNOWN_RECEIVE_MARGIN = 5.0
 
 
 class QueueMachine(FaultMachine):
@@ -162,7 +165,9 @@ class QueueMachine(FaultMachine):
         queue = self.settled_queue()
         values: list[int] = []
         deadline = self.invisible.deadline(grace=DRAIN_WAIT)
-        patience = deadline + (DEFAULT_VISIBILITY if self.unknown_receive else 0.0)
+        patience = deadline
+        if self.unknown_receive:
+            patience = max(deadline, time.monotonic()) + DEFAULT_VISIBILITY + UNKNOWN_RECEIVE_MARGIN
         while True:
             delivery = await self.take(queue, wait=DRAIN_WAIT, visibility=DEFAULT_VISIBILITY)
             if delivery is None:
