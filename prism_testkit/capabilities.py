@@ -62,6 +62,11 @@ class BackendProperties(BaseModel):
     # How often one log append call may land under faults: a client library that retries a
     # write whose acknowledgement was lost makes it at-least-once (duplicates at two offsets).
     log_delivery: Delivery = Delivery.EXACTLY_ONCE
+    survives_pause: bool = Field(
+        default=True,
+        description="acknowledged writes stay intact when the server is paused (SIGSTOP) and resumed "
+        "with requests in flight; the fault suites pause only servers that declare it",
+    )
     max_payload: int | None = Field(default=None, description="largest message payload in bytes")
 
 

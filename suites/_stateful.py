@@ -16,7 +16,8 @@ faults (the nemesis), so the shrinker drops the faults a failure does not need. 
 Faults are chosen from what the combination really offers: kill + restart only for a server the
 harness controls *and* that is declared durable (a non-durable instance may lose acknowledged
 data, which the at-least-once checkers would rightly call loss; we keep the guarantee strict and
-do not kill those), pause / resume for any controlled server, and proxy latency / reset /
+do not kill those), pause / resume for a controlled server that declares ``survives_pause``
+(the same reasoning), and proxy latency / reset /
 partition / heal for networked backends, whose client operations then go through the proxy.
 """
 
@@ -165,6 +166,7 @@ class Target:
     backend: str
     control: ServerControl | None
     durable: bool
+    pausable: bool  # declared to survive a pause with requests in flight
     proxy: FaultProxy | None
 
     @property
@@ -215,7 +217,8 @@ class FaultMachine(RuleBasedStateMachine):
         proxy = None
         with contextlib.suppress(NotSupported):  # embedded: no network to break
             _, proxy = self.loop(self.env.proxied(slot))
-        return Target(slot, spec.name, self.env.control(slot), spec.properties.durable, proxy)
+        properties = spec.properties
+        return Target(slot, spec.name, self.env.control(slot), properties.durable, properties.survives_pause, proxy)
 
     def client(self, slot: str) -> Driver:
         """The driver client operations use: through the fault proxy when there is one. Looked
@@ -286,7 +289,7 @@ class FaultMachine(RuleBasedStateMachine):
         return t.killable and t.slot not in self.paused
 
     def _can_pause(self, t: Target) -> bool:
-        return t.control is not None and t.slot not in self.paused
+        return t.control is not None and t.pausable and t.slot not in self.paused
 
     @precondition(lambda self: self._any(self._can_kill))
     @rule(which=st.integers(0, 3))
