@@ -18,6 +18,7 @@ from hypothesis.stateful import rule
 from patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckError, ClaimCheckQueue
 from prism_testkit import Capability, Message, PrismEnv, Queue, Slot, prism_suite
 from prism_testkit.checkers import Anomaly, Verdict
+from prism_testkit.history import History
 from prism_testkit.interfaces import Delivery
 from suites._queue_machine import QueueMachine
 from suites._stateful import StatefulRun, custom_verdict
@@ -64,7 +65,13 @@ class ClaimCheckMachine(QueueMachine):
 
     @rule(size=st.sampled_from(SIZES))
     def enqueue(self, size: int) -> None:  # type: ignore[override]
-        self.send(lambda value: Message(payload(value, size), {"size": str(size)}))
+        # The value also travels in a header: a dangling claim has no payload to read it from.
+        self.send(lambda value: Message(payload(value, size), {"size": str(size), "value": str(value)}))
+
+    def witness(self, message: Message) -> History:
+        """The enqueue of the value ``message`` carries: where the broken claim was made."""
+        value = int(message.headers.get("value", "-1"))
+        return self.history.subhistory(p for p in self.history.pairs() if p.f == "enqueue" and p.invoke.value == value)
 
     def decode(self, delivery: Delivery) -> int:
         data = bytes(delivery.message.payload)
@@ -72,7 +79,9 @@ class ClaimCheckMachine(QueueMachine):
         size = int(delivery.message.headers.get("size", "-1"))
         if data != payload(value, size):
             self.broken["corrupt"].append(
-                Anomaly("corrupt", f"value {value} came back as {len(data)} other bytes", self.history.subhistory([]))
+                Anomaly(
+                    "corrupt", f"value {value} came back as {len(data)} other bytes", self.witness(delivery.message)
+                )
             )
         return value
 
@@ -86,7 +95,7 @@ class ClaimCheckMachine(QueueMachine):
             # consumer would dead-letter it, and report the claim it pointed to.
             await self.claims.ack(self.name, exc.raw)
             self.broken["dangling-claim"].append(
-                Anomaly("dangling-claim", f"{type(exc).__name__}: {exc}", self.history.subhistory([]))
+                Anomaly("dangling-claim", f"{type(exc).__name__}: {exc}", self.witness(exc.raw.message))
             )
             return None
 
