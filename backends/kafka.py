@@ -73,9 +73,6 @@ PROPERTIES = BackendProperties(
     # The producer retries a produce whose reply was lost (a reset, a paused broker), so one
     # append can land twice; Tansu refuses InitProducerId, so no idempotent producer.
     log_delivery=Delivery.AT_LEAST_ONCE,
-    # Paused with produces in flight, Tansu acknowledges offsets it then does not have (the
-    # stateful log suite found it; tests/test_tansu_pause.py keeps the reproduction).
-    survives_pause=False,
     max_payload=MAX_PAYLOAD,
 )
 
@@ -309,6 +306,7 @@ class KafkaDriver(Driver):
         self._groups: OrderedDict[tuple[str, str], AIOKafkaConsumer] = OrderedDict()
         self._subscriptions: set[_KafkaSubscription] = set()
         self._lock = asyncio.Lock()  # guards client creation and replacement
+        self._produce_lock = asyncio.Lock()  # see _produce
 
     # --- connection ------------------------------------------------------------------------
 
@@ -402,7 +400,11 @@ class KafkaDriver(Driver):
             raise RuntimeError(f"driver {self.name!r} is closed")
         self._produced.add(topic)
         try:
-            metadata = await producer.send_and_wait(topic, value, key=key, headers=headers, partition=0)
+            # One produce request in flight per driver: Tansu acknowledges, then loses, appends
+            # of produce requests that reach it together after a stall (a pause, a partition
+            # that heals). Serialising costs aiokafka's batching of concurrent appends.
+            async with self._produce_lock:
+                metadata = await producer.send_and_wait(topic, value, key=key, headers=headers, partition=0)
         except MessageSizeTooLargeError:
             raise PayloadTooLarge(len(value), MAX_PAYLOAD) from None
         except KafkaConnectionError as exc:
