@@ -1191,11 +1191,7 @@ class NatsProvisioner(ServerProvisioner):
             ready=lambda: jetstream_answers("127.0.0.1", port),
             ready_timeout=READY_TIMEOUT,
         )
-        try:
-            server.start()
-        except BaseException:
-            server.kill()
-            raise
+        server.start()  # kills the server itself when it does not come up
         return private_endpoint(f"nats://127.0.0.1:{port}", server, store_dir=str(store))
 
     def start_container(self, ctx: ProvisionContext) -> Endpoint:

@@ -876,11 +876,7 @@ class PostgresProvisioner(ServerProvisioner):
             ready_timeout=READY_TIMEOUT,
             stop_signal=signal.SIGINT,  # fast shutdown: SIGTERM (smart) waits for clients to leave
         )
-        try:
-            server.start()
-        except BaseException:
-            server.kill()
-            raise
+        server.start()  # kills the server itself when it does not come up
         url = f"postgresql://{PRIVATE_USER}@127.0.0.1:{port}/{PRIVATE_DATABASE}"
         return private_endpoint(url, server, data_dir=str(data))
 

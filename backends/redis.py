@@ -637,11 +637,7 @@ class RedisProvisioner(ServerProvisioner):
             ready=lambda: answers_ping("127.0.0.1", port),
             ready_timeout=READY_TIMEOUT,
         )
-        try:
-            server.start()
-        except BaseException:
-            server.kill()
-            raise
+        server.start()  # kills the server itself when it does not come up
         return private_endpoint(f"redis://127.0.0.1:{port}/0", server, data_dir=str(data))
 
     def start_container(self, ctx: ProvisionContext) -> Endpoint:

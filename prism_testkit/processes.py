@@ -113,7 +113,12 @@ class ServerProcess:
             )
         self.started_at = time.monotonic()
         _LIVE.add(self)
-        self.wait_ready(self.ready_timeout)
+        try:
+            self.wait_ready(self.ready_timeout)
+        except BaseException:
+            # Never leave a half-started server behind: not at first start, not at a restart.
+            self.kill()
+            raise
         self.time_to_ready = time.monotonic() - self.started_at
 
     def wait_ready(self, timeout: float = 30.0) -> None:
