@@ -50,14 +50,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.structs import OffsetAndMetadata
+from prism_testkit.backends._common import check_count, check_wait, freeze_message
 
-from backends._common import check_count, check_wait, freeze_message
-from prism_testkit.capabilities import BackendProperties, Capability, Delivery, Ordering
+from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConnectionLost, PayloadTooLarge, ProvisioningError
-from prism_testkit.faultproxy import FaultProxy
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import Log, Message, PubSub, Record, Subscription
+from prism_testkit.jepsen.faultproxy import FaultProxy
 from prism_testkit.processes import ServerProcess, free_port
 from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
 from prism_testkit.redaction import redact
@@ -69,10 +69,10 @@ MAX_PAYLOAD = 1_000_000
 PROPERTIES = BackendProperties(
     durable=False,  # Tansu's memory:// storage engine: a restart loses everything
     ordering=Ordering.TOTAL,  # one partition per log / topic
-    pubsub_delivery=Delivery.AT_MOST_ONCE,  # subscribers start at the end; none: nothing kept for them
+    pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # subscribers start at the end; none: nothing kept for them
     # The producer retries a produce whose reply was lost (a reset, a paused broker), so one
     # append can land twice; Tansu refuses InitProducerId, so no idempotent producer.
-    log_delivery=Delivery.AT_LEAST_ONCE,
+    log_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
     max_payload=MAX_PAYLOAD,
 )
 

@@ -39,7 +39,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO, ClassVar, Self
 
-from backends._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
+from prism_testkit.backends._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
+
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, ObjectNotFound, ProvisioningError

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Self
 
-from backends._common import (
+from prism_testkit.backends._common import (
     as_bytes,
     check_count,
     check_metadata,
@@ -34,6 +34,7 @@ from backends._common import (
     check_wait,
     freeze_message,
 )
+
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import (
@@ -45,7 +46,6 @@ from prism_testkit.errors import (
 )
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import (
-    Delivery,
     KeyValue,
     Log,
     Message,
@@ -53,6 +53,7 @@ from prism_testkit.interfaces import (
     ObjectStore,
     PubSub,
     Queue,
+    QueueDelivery,
     Record,
     Subscription,
     Transaction,
@@ -205,7 +206,7 @@ class _QueueState:
         heapq.heappush(self._ready, (queued.seq, queued))
         return queued.message_id
 
-    def take(self, visibility_timeout: float) -> Delivery | None:
+    def take(self, visibility_timeout: float) -> QueueDelivery | None:
         self._expire()
         if not self._ready:
             return None
@@ -215,7 +216,7 @@ class _QueueState:
         deadline = time.monotonic() + visibility_timeout
         self._in_flight[delivery_id] = (queued, deadline)
         heapq.heappush(self._deadlines, (deadline, delivery_id))
-        return Delivery(delivery_id, queued.message, queued.attempts)
+        return QueueDelivery(delivery_id, queued.message, queued.attempts)
 
     def settle(self, delivery_id: str, *, requeue: bool) -> None:
         self._expire()  # an expired delivery is no longer in flight, even before it is handed out again
@@ -458,7 +459,7 @@ class _MemQueue(_Facet, Queue):
         store.signals.notify(f"queue:{queue}")
         return message_id
 
-    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> Delivery | None:
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
         visibility_timeout = check_positive(visibility_timeout, "visibility_timeout")
         deadline = time.monotonic() + check_wait(wait)
         while True:
@@ -476,14 +477,14 @@ class _MemQueue(_Facet, Queue):
                 timeout = min(timeout, expiry - now)
             await store.signals.wait(f"queue:{queue}", timeout)
 
-    async def ack(self, queue: str, delivery: Delivery) -> None:
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
         self._state(queue, delivery).settle(delivery.delivery_id, requeue=False)
 
-    async def nack(self, queue: str, delivery: Delivery) -> None:
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
         self._state(queue, delivery).settle(delivery.delivery_id, requeue=True)
         self._store.signals.notify(f"queue:{queue}")
 
-    def _state(self, queue: str, delivery: Delivery) -> _QueueState:
+    def _state(self, queue: str, delivery: QueueDelivery) -> _QueueState:
         state = self._store.queues.get(queue)
         if state is None:
             raise DeliveryNotFound(f"delivery {delivery.delivery_id!r}: queue {queue!r} does not exist")

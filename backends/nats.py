@@ -75,8 +75,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.nuid import NUID
-
-from backends._common import (
+from prism_testkit.backends._common import (
     as_bytes,
     check_count,
     check_metadata,
@@ -85,7 +84,8 @@ from backends._common import (
     check_wait,
     freeze_message,
 )
-from prism_testkit.capabilities import BackendProperties, Capability, Delivery, Ordering
+
+from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import (
     BucketNotEmpty,
@@ -97,8 +97,7 @@ from prism_testkit.errors import (
     ProvisioningError,
 )
 from prism_testkit.hookspecs import hookimpl
-from prism_testkit.interfaces import Delivery as QueueDelivery
-from prism_testkit.interfaces import Message, ObjectInfo, Record
+from prism_testkit.interfaces import Message, ObjectInfo, QueueDelivery, Record
 from prism_testkit.processes import ServerProcess, free_port
 from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
 from prism_testkit.redaction import redact
@@ -1229,8 +1228,8 @@ def prism_register_backends() -> list[BackendSpec]:
                 # acknowledged write is not guaranteed to be on disk.
                 durable=False,
                 ordering=Ordering.TOTAL,
-                pubsub_delivery=Delivery.AT_MOST_ONCE,  # core NATS: no storage, no redelivery
-                queue_delivery=Delivery.AT_LEAST_ONCE,
+                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # core NATS: no storage, no redelivery
+                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
                 max_payload=MAX_PAYLOAD,
             ),
             provisioner=NatsProvisioner(),

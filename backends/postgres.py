@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import asyncpg
+from prism_testkit.backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
 
-from backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import (
@@ -63,7 +63,7 @@ from prism_testkit.errors import (
     TransactionAborted,
 )
 from prism_testkit.hookspecs import hookimpl
-from prism_testkit.interfaces import Delivery, Message, Record
+from prism_testkit.interfaces import Message, QueueDelivery, Record
 from prism_testkit.processes import ServerProcess, free_port, port_open
 from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
 from prism_testkit.redaction import redact
@@ -385,12 +385,12 @@ class PostgresQueue:
         )
         return str(msg_id)
 
-    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> Delivery | None:
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
         _name(queue, "queue")
         seconds = check_positive(visibility_timeout, "visibility_timeout")
         wait = check_wait(wait)
 
-        async def claim() -> Delivery | None:
+        async def claim() -> QueueDelivery | None:
             # SKIP LOCKED: competing consumers each take a different row instead of queueing up
             # behind the one a concurrent receive is claiming.
             delivery_id = uuid.uuid4().hex  # fresh per hand-out, so a stale ack is detectable
@@ -410,11 +410,11 @@ class PostgresQueue:
             )
             if row is None:
                 return None
-            return Delivery(delivery_id, _message(row["payload"], row["meta"]), row["attempt"])
+            return QueueDelivery(delivery_id, _message(row["payload"], row["meta"]), row["attempt"])
 
         return await _poll(claim, wait)
 
-    async def ack(self, queue: str, delivery: Delivery) -> None:
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
         status = await self._db.execute(
             "DELETE FROM prism.queue_messages WHERE delivery_id = $2 AND queue = $1",
             _name(queue, "queue"),
@@ -423,7 +423,7 @@ class PostgresQueue:
         if not _affected(status):
             raise DeliveryNotFound(f"queue {queue!r} holds no delivery {delivery.delivery_id!r} to ack")
 
-    async def nack(self, queue: str, delivery: Delivery) -> None:
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
         # Clearing delivery_id ends this delivery: a later ack or nack of it is stale.
         status = await self._db.execute(
             "UPDATE prism.queue_messages SET available_at = clock_timestamp(), delivery_id = NULL "

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Self
 
 import redis.asyncio as aioredis
+from prism_testkit.backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
 from redis.asyncio.client import PubSub as RedisPubSubConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -64,13 +65,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
-from prism_testkit.capabilities import BackendProperties, Capability, Delivery, Ordering
+from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConnectionLost, DeliveryNotFound, PayloadTooLarge, ProvisioningError
 from prism_testkit.hookspecs import hookimpl
-from prism_testkit.interfaces import Delivery as QueueDelivery
-from prism_testkit.interfaces import Message, Record
+from prism_testkit.interfaces import Message, QueueDelivery, Record
 from prism_testkit.processes import ServerProcess, free_port
 from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
 from prism_testkit.redaction import redact
@@ -666,8 +665,8 @@ def prism_register_backends() -> list[BackendSpec]:
             properties=BackendProperties(
                 durable=False,  # no RDB snapshots, no AOF: a kill or restart loses everything
                 ordering=Ordering.TOTAL,
-                pubsub_delivery=Delivery.AT_MOST_ONCE,
-                queue_delivery=Delivery.AT_LEAST_ONCE,
+                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,
+                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
                 max_payload=MAX_PAYLOAD,
             ),
             provisioner=RedisProvisioner(VOLATILE_FLAGS, durable=False),
@@ -681,8 +680,8 @@ def prism_register_backends() -> list[BackendSpec]:
             properties=BackendProperties(
                 durable=True,  # AOF fsynced before every reply
                 ordering=Ordering.TOTAL,
-                pubsub_delivery=Delivery.AT_MOST_ONCE,  # pub/sub is never persisted
-                queue_delivery=Delivery.AT_LEAST_ONCE,
+                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # pub/sub is never persisted
+                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
                 max_payload=MAX_PAYLOAD,
             ),
             provisioner=RedisProvisioner(AOF_FLAGS, durable=True),

@@ -53,8 +53,8 @@ from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
+from prism_testkit.backends._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
 
-from backends._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, ObjectNotFound, ProvisioningError

@@ -29,7 +29,7 @@ from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConfigurationError, DeliveryNotFound, TransactionAborted
 from prism_testkit.hookspecs import hookimpl
-from prism_testkit.interfaces import Delivery, Message, Record
+from prism_testkit.interfaces import Message, QueueDelivery, Record
 from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
 from prism_testkit.registry import BackendSpec
 
@@ -334,11 +334,11 @@ class SqliteQueue:
 
         return await self._db.write(job)
 
-    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> Delivery | None:
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
         if visibility_timeout < 0:
             raise ValueError(f"visibility_timeout must be >= 0, got {visibility_timeout}")
 
-        def job(conn: sqlite3.Connection) -> Delivery | None:
+        def job(conn: sqlite3.Connection) -> QueueDelivery | None:
             now = time.time()
             row = conn.execute(
                 "SELECT id, payload, headers, key, attempt FROM queue_messages "
@@ -353,11 +353,11 @@ class SqliteQueue:
                 "UPDATE queue_messages SET available_at = ?, attempt = ?, delivery_id = ? WHERE id = ?",
                 (now + visibility_timeout, attempt + 1, delivery_id, msg_id),
             )
-            return Delivery(delivery_id, _message(payload, headers, key), attempt + 1)
+            return QueueDelivery(delivery_id, _message(payload, headers, key), attempt + 1)
 
         return await _poll(lambda: self._db.write(job), wait)
 
-    async def ack(self, queue: str, delivery: Delivery) -> None:
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "DELETE FROM queue_messages WHERE queue = ? AND delivery_id = ?",
@@ -368,7 +368,7 @@ class SqliteQueue:
         if not await self._db.write(job):
             raise DeliveryNotFound(f"queue {queue!r} holds no delivery {delivery.delivery_id!r} to ack")
 
-    async def nack(self, queue: str, delivery: Delivery) -> None:
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
         # Clearing delivery_id ends this delivery: a later ack or nack of it is stale.
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(

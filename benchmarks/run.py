@@ -20,12 +20,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
-from patterns.outbox import Outbox, OutboxConfig, OutboxRelay, QueueSink
+from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
+from prism_testkit.patterns.outbox import Outbox, OutboxConfig, OutboxRelay, QueueSink
+
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.interfaces import Message
-from prism_testkit.namespace import Namespace, NamespaceFactory
+from prism_testkit.isolation import Namespace, NamespaceFactory
 from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 

@@ -30,9 +30,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
-from patterns.claim_check import ClaimCheck
+from prism_testkit.patterns.claim_check import ClaimCheck
+
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PrismError
-from prism_testkit.interfaces import Delivery, Log, Message, PubSub, Queue, Record, Subscription
+from prism_testkit.interfaces import Log, Message, PubSub, Queue, QueueDelivery, Record, Subscription
 
 __all__ = [
     "Abandoning",
@@ -190,7 +191,7 @@ class ChainedQueue:
         self.inner = queue
         self.chain = chain
         # delivery id -> (undecoded delivery, receipt); lives until acked or nacked
-        self._pending: dict[str, tuple[Delivery, Receipt]] = {}
+        self._pending: dict[str, tuple[QueueDelivery, Receipt]] = {}
 
     async def send(self, queue: str, message: Message) -> str:
         async def send(out: Message) -> str:
@@ -198,7 +199,7 @@ class ChainedQueue:
 
         return await self.chain.publish(message, send)
 
-    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> Delivery | None:
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
         raw = await self.inner.receive(queue, wait=wait, visibility_timeout=visibility_timeout)
         if raw is None:
             return None
@@ -209,15 +210,15 @@ class ChainedQueue:
             _with_raw(exc, raw)
             raise
         self._pending[raw.delivery_id] = (raw, receipt)
-        return Delivery(raw.delivery_id, message, raw.attempt)
+        return QueueDelivery(raw.delivery_id, message, raw.attempt)
 
-    async def ack(self, queue: str, delivery: Delivery) -> None:
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
         raw, receipt = self._pending.get(delivery.delivery_id, (delivery, Receipt()))
         await self.inner.ack(queue, raw)
         self._pending.pop(delivery.delivery_id, None)
         await self.chain.release(receipt)
 
-    async def nack(self, queue: str, delivery: Delivery) -> None:
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
         raw, _ = self._pending.get(delivery.delivery_id, (delivery, Receipt()))
         await self.inner.nack(queue, raw)
         self._pending.pop(delivery.delivery_id, None)

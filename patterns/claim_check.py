@@ -55,12 +55,12 @@ from prism_testkit.errors import (
     PrismError,
 )
 from prism_testkit.interfaces import (
-    Delivery,
     Log,
     Message,
     ObjectStore,
     PubSub,
     Queue,
+    QueueDelivery,
     Record,
     Subscription,
 )
@@ -684,7 +684,7 @@ class ClaimCheckQueue:
 
     ``ack`` acknowledges first and releases the object after, never the other way round, so a
     nacked (or timed-out) message still finds its object on redelivery. A receive whose claim
-    is broken raises the claim error with ``.raw`` set to the undecoded :class:`Delivery`, which
+    is broken raises the claim error with ``.raw`` set to the undecoded :class:`QueueDelivery`, which
     the caller can ``ack`` (drop) or ``nack``.
     """
 
@@ -694,7 +694,7 @@ class ClaimCheckQueue:
         # delivery id -> (undecoded delivery, its claim). The backend gets back exactly the
         # delivery it handed out, and ack knows what to release though the restored message
         # no longer carries the header. Entries live until the delivery is acked or nacked.
-        self._pending: dict[str, tuple[Delivery, ClaimReference | None]] = {}
+        self._pending: dict[str, tuple[QueueDelivery, ClaimReference | None]] = {}
 
     async def send(self, queue: str, message: Message) -> str:
         async def send(claimed: Message) -> str:
@@ -702,7 +702,7 @@ class ClaimCheckQueue:
 
         return await _send_claimed(self.claim_check, message, send)
 
-    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> Delivery | None:
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
         raw = await self.inner.receive(queue, wait=wait, visibility_timeout=visibility_timeout)
         if raw is None:
             return None
@@ -713,15 +713,15 @@ class ClaimCheckQueue:
         except ClaimCheckError as exc:
             self._pending.setdefault(raw.delivery_id, (raw, None))
             raise _attach(exc, raw) from None
-        return Delivery(raw.delivery_id, message, raw.attempt)
+        return QueueDelivery(raw.delivery_id, message, raw.attempt)
 
-    async def ack(self, queue: str, delivery: Delivery) -> None:
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
         raw, ref = self._pending.get(delivery.delivery_id, (delivery, None))
         await self.inner.ack(queue, raw)
         self._pending.pop(delivery.delivery_id, None)
         await self.claim_check._release_quietly(ref)
 
-    async def nack(self, queue: str, delivery: Delivery) -> None:
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
         raw, _ = self._pending.get(delivery.delivery_id, (delivery, None))
         await self.inner.nack(queue, raw)
         self._pending.pop(delivery.delivery_id, None)

@@ -63,9 +63,9 @@ Outbox + claim check (RFC-009 composition), two ways:
   until the claim check's ``ttl`` or the bucket's lifecycle policy removes it: that is the
   garbage-collection path, so give ``cc`` a ``ttl`` well above the longest relay lag. Relays
   publish the claimed record as it is; consumers restore it with ``cc.incoming`` (or read through
-  :class:`~patterns.claim_check.ClaimCheckQueue` / ``ClaimCheckLog`` / ``ClaimCheckPubSub`` or a
+  :class:`~prism_testkit.patterns.claim_check.ClaimCheckQueue` / ``ClaimCheckLog`` / ``ClaimCheckPubSub`` or a
   chain with the same claim check configuration).
-* **Claimed at relay time**: give the relay a sink over :class:`~patterns.claim_check.ClaimCheckQueue`
+* **Claimed at relay time**: give the relay a sink over :class:`~prism_testkit.patterns.claim_check.ClaimCheckQueue`
   (or ``ClaimCheckLog`` / ``ClaimCheckPubSub``); large payloads are then claimed at publish time
   and the outbox keeps the original.
 
@@ -86,9 +86,9 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Literal, NoReturn, Protocol, Self, runtime_checkable
 
+from prism_testkit.patterns.claim_check import ClaimCheck, ClaimReference
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from patterns.claim_check import ClaimCheck, ClaimReference
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
 from prism_testkit.interfaces import KeyValue, Log, Message, PubSub, Queue, Record, Transaction, Transactions
 

@@ -1,14 +1,11 @@
 """prism-testkit: a pytest plugin and acceptance-test harness for layered data-access patterns."""
 
-from prism_testkit.capabilities import BackendProperties, Capability, Delivery, Ordering
+from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
 from prism_testkit.combinations import Combination, Slot
 from prism_testkit.driver import Driver
 from prism_testkit.env import PrismEnv
 from prism_testkit.errors import NotSupported, PrismError
 from prism_testkit.hookspecs import ENTRY_POINT_GROUP, hookimpl
-from prism_testkit.interfaces import (
-    Delivery as QueueDelivery,
-)
 from prism_testkit.interfaces import (
     KeyValue,
     Log,
@@ -17,6 +14,7 @@ from prism_testkit.interfaces import (
     ObjectStore,
     PubSub,
     Queue,
+    QueueDelivery,
     Record,
     Subscription,
     Transaction,
@@ -40,7 +38,7 @@ __all__ = [
     "BackendSpec",
     "Capability",
     "Combination",
-    "Delivery",
+    "DeliveryGuarantee",
     "Driver",
     "EmbeddedProvisioner",
     "Endpoint",

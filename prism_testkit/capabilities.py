@@ -38,7 +38,7 @@ INTERFACES: tuple[Capability, ...] = tuple(c for c in Capability if c.is_interfa
 MESSAGING: frozenset[Capability] = frozenset({Capability.QUEUE, Capability.LOG, Capability.PUBSUB})
 
 
-class Delivery(StrEnum):
+class DeliveryGuarantee(StrEnum):
     AT_MOST_ONCE = "at-most-once"
     AT_LEAST_ONCE = "at-least-once"
     EXACTLY_ONCE = "exactly-once"
@@ -57,11 +57,11 @@ class BackendProperties(BaseModel):
 
     durable: bool = Field(description="acknowledged writes survive a kill and restart of the server")
     ordering: Ordering = Ordering.TOTAL
-    pubsub_delivery: Delivery = Delivery.AT_MOST_ONCE
-    queue_delivery: Delivery = Delivery.AT_LEAST_ONCE
+    pubsub_delivery: DeliveryGuarantee = DeliveryGuarantee.AT_MOST_ONCE
+    queue_delivery: DeliveryGuarantee = DeliveryGuarantee.AT_LEAST_ONCE
     # How often one log append call may land under faults: a client library that retries a
     # write whose acknowledgement was lost makes it at-least-once (duplicates at two offsets).
-    log_delivery: Delivery = Delivery.EXACTLY_ONCE
+    log_delivery: DeliveryGuarantee = DeliveryGuarantee.EXACTLY_ONCE
     survives_pause: bool = Field(
         default=True,
         description="acknowledged writes stay intact when the server is paused (SIGSTOP) and resumed "

@@ -19,8 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from patterns.claim_check import ClaimCheckConfig, parse_size
 from prism_testkit.combinations import Slot
+from prism_testkit.patterns.claim_check import ClaimCheckConfig, parse_size
 
 ClientApi = Literal["queue", "pubsub", "keyvalue", "reader", "transact"]
 CLIENT_APIS: tuple[str, ...] = ("queue", "pubsub", "keyvalue", "reader", "transact")

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from prism_testkit.catalogue import PatternInfo
-from prism_testkit.errors import PrismError
-from prism_testkit.namespaces import (
+from prism_testkit.config.namespace_files import (
     NamespaceError,
     NamespaceFile,
     ResolvedNamespace,
@@ -23,6 +22,7 @@ from prism_testkit.namespaces import (
     load_namespaces,
     schema_text,
 )
+from prism_testkit.errors import PrismError
 from prism_testkit.redaction import redact
 from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
 

@@ -6,11 +6,11 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from prism_testkit.checkers import Verdict
 from prism_testkit.combinations import Combination
 from prism_testkit.driver import Driver
-from prism_testkit.faultproxy import FaultProxy
-from prism_testkit.namespace import Namespace
+from prism_testkit.isolation import Namespace
+from prism_testkit.jepsen.checkers import Verdict
+from prism_testkit.jepsen.faultproxy import FaultProxy
 from prism_testkit.provisioning import ServerControl
 from prism_testkit.registry import BackendSpec
 from prism_testkit.runtime import PrismRuntime

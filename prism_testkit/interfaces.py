@@ -34,7 +34,7 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class QueueDelivery:
     """A message handed to one consumer of a durable queue, pending until acked."""
 
     delivery_id: str
@@ -114,12 +114,12 @@ class Queue(Protocol):
     """
 
     async def send(self, queue: str, message: Message) -> str: ...
-    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> Delivery | None:
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
         """The next available message, waiting up to ``wait`` seconds; ``None`` when none came."""
         ...
 
-    async def ack(self, queue: str, delivery: Delivery) -> None: ...
-    async def nack(self, queue: str, delivery: Delivery) -> None: ...
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None: ...
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None: ...
 
 
 @runtime_checkable

@@ -13,10 +13,10 @@ import pytest
 
 from prism_testkit import hypothesis_profiles
 from prism_testkit.combinations import Combination, NoCombination, expand
+from prism_testkit.config.runs import NamespacePlan, load_plan
 from prism_testkit.env import PrismEnv
 from prism_testkit.errors import ProvisioningError, RegistrationError, UnknownBackend
-from prism_testkit.namespace import NamespaceFactory
-from prism_testkit.namespace_runs import NamespacePlan, load_plan
+from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.options import PrismOptions, addoption, read_options
 from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.report import PrismResults, anomaly_properties, item_properties

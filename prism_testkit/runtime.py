@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
-from prism_testkit.faultproxy import FaultProxy
-from prism_testkit.namespace import NamespaceFactory
+from prism_testkit.isolation import NamespaceFactory
+from prism_testkit.jepsen.faultproxy import FaultProxy
 from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.redaction import redact
 from prism_testkit.registry import BackendRegistry, BackendSpec

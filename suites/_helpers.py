@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from prism_testkit import BackendProperties, Message, Ordering, PrismEnv
-from prism_testkit.interfaces import Delivery, Log, PubSub, Queue, Record, Subscription
-from prism_testkit.namespace import Namespace
+from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription
+from prism_testkit.isolation import Namespace
 
 T = TypeVar("T")
 
@@ -109,9 +109,9 @@ async def drain_queue(
     ack: bool = True,
     visibility_timeout: float = 30.0,
     limit: int = 10_000,
-) -> list[Delivery]:
+) -> list[QueueDelivery]:
     """Receive (and by default ack) until a receive waiting ``wait`` seconds returns None."""
-    out: list[Delivery] = []
+    out: list[QueueDelivery] = []
     while len(out) < limit:
         delivery = await queue.receive(name, wait=wait, visibility_timeout=visibility_timeout)
         if delivery is None:

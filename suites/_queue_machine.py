@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
 from prism_testkit import Message, Queue
-from prism_testkit.checkers import Verdict, total_queue
-from prism_testkit.history import OpHandle
-from prism_testkit.interfaces import Delivery
-from suites._stateful import FaultMachine, Held, StatefulRun
+from prism_testkit.interfaces import QueueDelivery
+from prism_testkit.jepsen.checkers import Verdict, total_queue
+from prism_testkit.jepsen.history import OpHandle
+
+from ._stateful import FaultMachine, Held, StatefulRun
 
 VISIBILITY = 1.0  # s: short, so crashed consumers' messages come back within the test
 DRAIN_WAIT = 0.2  # s: one receive's wait while draining
@@ -47,7 +48,7 @@ class QueueMachine(FaultMachine):
         self.guarantee = self.env.spec(slot).properties.queue_delivery
         self.next_value = 0
         self.consumers = 0
-        self.held: list[tuple[OpHandle, Delivery]] = []  # received, not yet settled
+        self.held: list[tuple[OpHandle, QueueDelivery]] = []  # received, not yet settled
         self.invisible = Held()
         self.acknowledged: set[int] = set()  # enqueues that completed ok
         self.consumed: set[int] = set()  # values of ok dequeues
@@ -64,16 +65,16 @@ class QueueMachine(FaultMachine):
     def encode(self, value: int) -> Message:
         return Message(str(value).encode(), {"stateful": "queue"})
 
-    def decode(self, delivery: Delivery) -> int:
+    def decode(self, delivery: QueueDelivery) -> int:
         return int(delivery.message.payload)
 
-    async def take(self, queue: Queue, *, wait: float, visibility: float) -> Delivery | None:
+    async def take(self, queue: Queue, *, wait: float, visibility: float) -> QueueDelivery | None:
         """One receive; subclasses judge what a broken delivery means."""
         return await queue.receive(self.name, wait=wait, visibility_timeout=visibility)
 
     def _hidden(self, delivery: object) -> None:
         """A receive abandoned in flight that answered later: its message is invisible now."""
-        if isinstance(delivery, Delivery):
+        if isinstance(delivery, QueueDelivery):
             self.invisible.hold(self.decode(delivery), VISIBILITY)
 
     @rule()

@@ -38,10 +38,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from prism_testkit import Driver, PrismEnv
-from prism_testkit.checkers import Anomaly, Verdict
 from prism_testkit.errors import NotSupported
-from prism_testkit.faultproxy import FaultProxy
-from prism_testkit.history import DEFINITE_FAILURES, History, OpHandle
+from prism_testkit.jepsen.checkers import Anomaly, Verdict
+from prism_testkit.jepsen.faultproxy import FaultProxy
+from prism_testkit.jepsen.history import DEFINITE_FAILURES, History, OpHandle
 from prism_testkit.provisioning import ServerControl
 
 T = TypeVar("T")

@@ -21,8 +21,7 @@ from typing import Any, Literal
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-
-from patterns.claim_check import (
+from prism_testkit.patterns.claim_check import (
     ChecksumMismatch,
     ClaimCheck,
     ClaimCheckConfig,
@@ -33,12 +32,14 @@ from patterns.claim_check import (
     ClaimNotFound,
     ClaimReference,
 )
+
 from prism_testkit import Capability, Message, ObjectStore, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge
-from prism_testkit.interfaces import Delivery, Record, Subscription
-from prism_testkit.namespace import Namespace
+from prism_testkit.interfaces import QueueDelivery, Record, Subscription
+from prism_testkit.isolation import Namespace
 from prism_testkit.strategies import compressible_bytes, payloads
-from suites._helpers import ARRIVAL_WAIT, WAIT, collect, norm
+
+from ._helpers import ARRIVAL_WAIT, WAIT, collect, norm
 
 pytestmark = prism_suite(
     "claim_check",
@@ -86,7 +87,7 @@ class Channel:
         self.name, self.group = ns.name(kind), ns.name("group")
         self.offset = 0
         self.subscription: Subscription | None = None
-        self._delivery: Delivery | None = None
+        self._delivery: QueueDelivery | None = None
         self._records: list[Record] = []
 
     async def open(self) -> Channel:

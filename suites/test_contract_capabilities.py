@@ -27,8 +27,9 @@ from prism_testkit import (
 )
 from prism_testkit.capabilities import INTERFACES
 from prism_testkit.driver import ACCESSORS, Driver
-from prism_testkit.namespace import Namespace
-from suites._helpers import check_purge
+from prism_testkit.isolation import Namespace
+
+from ._helpers import check_purge
 
 pytestmark = prism_suite("capabilities", backend=Slot())
 

@@ -15,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prism_testkit import Capability, KeyValue, NotSupported, PrismEnv, Slot, prism_suite
-from prism_testkit.namespace import Namespace
-from suites._helpers import (
+from prism_testkit.isolation import Namespace
+
+from ._helpers import (
     EXPIRY_DEADLINE,
     SHORT_TTL,
     check_purge,

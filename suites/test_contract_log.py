@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from prism_testkit import Log, Message, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import PayloadTooLarge
-from prism_testkit.namespace import Namespace
-from suites._helpers import (
+from prism_testkit.isolation import Namespace
+
+from ._helpers import (
     ARRIVAL_WAIT,
     WAIT,
     Stopwatch,

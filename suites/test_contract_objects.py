@@ -11,8 +11,9 @@ import pytest
 
 from prism_testkit import Capability, ObjectStore, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, NotSupported, ObjectNotFound
-from prism_testkit.namespace import Namespace
-from suites._helpers import EXPIRY_DEADLINE, SHORT_TTL, check_purge, collect, eventually
+from prism_testkit.isolation import Namespace
+
+from ._helpers import EXPIRY_DEADLINE, SHORT_TTL, check_purge, collect, eventually
 
 pytestmark = prism_suite("objects", backend=Slot.needs("objects"))
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from prism_testkit import Message, PrismEnv, PubSub, Slot, prism_suite
-from suites._helpers import (
+
+from ._helpers import (
     ARRIVAL_WAIT,
     WAIT,
     Stopwatch,

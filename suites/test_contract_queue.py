@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from prism_testkit import Message, PrismEnv, Queue, Slot, prism_suite
 from prism_testkit.errors import DeliveryNotFound, PayloadTooLarge
-from prism_testkit.interfaces import Delivery
-from prism_testkit.namespace import Namespace
-from suites._helpers import (
+from prism_testkit.interfaces import QueueDelivery
+from prism_testkit.isolation import Namespace
+
+from ._helpers import (
     ARRIVAL_WAIT,
     EXPIRY_DEADLINE,
     SHORT_TTL,
@@ -40,7 +41,7 @@ def queue_of(prism_env: PrismEnv) -> Queue:
     return prism_env.driver("backend").queue()
 
 
-async def receive_one(queue: Queue, name: str, **kwargs: float) -> Delivery:
+async def receive_one(queue: Queue, name: str, **kwargs: float) -> QueueDelivery:
     delivery = await queue.receive(name, wait=kwargs.pop("wait", ARRIVAL_WAIT), **kwargs)
     assert delivery is not None, f"no message arrived on {name!r}"
     return delivery
@@ -168,7 +169,7 @@ async def test_double_ack_and_ack_after_nack_raise_delivery_not_found(prism_env:
     await queue.nack(name, second)
     with pytest.raises(DeliveryNotFound):
         await queue.ack(name, second)
-    forged = Delivery("no-such-delivery", Message(b"x"), 1)
+    forged = QueueDelivery("no-such-delivery", Message(b"x"), 1)
     with pytest.raises(DeliveryNotFound):
         await queue.ack(name, forged)
     remaining = await drain_queue(queue, name)
@@ -205,8 +206,8 @@ async def test_competing_consumers_each_message_exactly_once(prism_env: PrismEnv
     for message in sent:
         await queue.send(name, message)
 
-    async def consumer() -> list[Delivery]:
-        got: list[Delivery] = []
+    async def consumer() -> list[QueueDelivery]:
+        got: list[QueueDelivery] = []
         while (delivery := await queue.receive(name, wait=0.2)) is not None:
             got.append(delivery)
             await asyncio.sleep(0)  # let the others in while this one holds a message

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from prism_testkit import Capability, Driver, Message, PrismEnv, Slot, prism_suite
-from prism_testkit.namespace import Namespace
+from prism_testkit.isolation import Namespace
 
 pytestmark = prism_suite("restart", backend=Slot.one_of("keyvalue", "queue", "log", "objects"))
 

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prism_testkit import KeyValue, Log, Message, PrismEnv, Slot, Transactions, prism_suite
-from prism_testkit.namespace import Namespace
-from suites._helpers import check_purge, norms, payloads, prism_settings, read_all
+from prism_testkit.isolation import Namespace
+
+from ._helpers import check_purge, norms, payloads, prism_settings, read_all
 
 pytestmark = prism_suite("transactions", backend=Slot.needs("transactions", "keyvalue", "log"))
 

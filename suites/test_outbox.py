@@ -28,9 +28,8 @@ from typing import Any, Literal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from patterns.claim_check import ClaimCheck, ClaimCheckConfig
-from patterns.outbox import (
+from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig
+from prism_testkit.patterns.outbox import (
     HEADER_AGGREGATE_ID,
     HEADER_EVENT_ID,
     HEADER_SEQUENCE,
@@ -45,13 +44,15 @@ from patterns.outbox import (
     Sink,
     TruncatableLog,
 )
+
 from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import TransactionAborted
 from prism_testkit.interfaces import Subscription
-from prism_testkit.namespace import Namespace
+from prism_testkit.isolation import Namespace
 from prism_testkit.strategies import sized_payloads
-from suites._helpers import collect, drain_queue, drain_subscription, eventually, norm, prism_settings
-from suites._relay_faults import DyingKeyValue, Killed
+
+from ._helpers import collect, drain_queue, drain_subscription, eventually, norm, prism_settings
+from ._relay_faults import DyingKeyValue, Killed
 
 pytestmark = prism_suite(
     "outbox",

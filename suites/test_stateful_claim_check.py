@@ -1,5 +1,5 @@
 """The claim check under faults: the queue machine (:mod:`suites._queue_machine`) sending its
-values through :class:`~patterns.claim_check.ClaimCheckQueue`, with payloads on both sides of
+values through :class:`~prism_testkit.patterns.claim_check.ClaimCheckQueue`, with payloads on both sides of
 the threshold, while the nemesis breaks the queue's server and the object store's.
 
 Besides the total-queue verdict (every acknowledged message delivered and processed), every
@@ -14,14 +14,15 @@ from __future__ import annotations
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
+from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckError, ClaimCheckQueue
 
-from patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckError, ClaimCheckQueue
 from prism_testkit import Capability, Message, PrismEnv, Queue, Slot, prism_suite
-from prism_testkit.checkers import Anomaly, Verdict
-from prism_testkit.history import History
-from prism_testkit.interfaces import Delivery
-from suites._queue_machine import QueueMachine
-from suites._stateful import StatefulRun, custom_verdict
+from prism_testkit.interfaces import QueueDelivery
+from prism_testkit.jepsen.checkers import Anomaly, Verdict
+from prism_testkit.jepsen.history import History
+
+from ._queue_machine import QueueMachine
+from ._stateful import StatefulRun, custom_verdict
 
 pytestmark = prism_suite("stateful_claim_check", messaging=Slot.needs("queue"), objects=Slot.needs("objects"))
 
@@ -73,7 +74,7 @@ class ClaimCheckMachine(QueueMachine):
         value = int(message.headers.get("value", "-1"))
         return self.history.subhistory(p for p in self.history.pairs() if p.f == "enqueue" and p.invoke.value == value)
 
-    def decode(self, delivery: Delivery) -> int:
+    def decode(self, delivery: QueueDelivery) -> int:
         data = bytes(delivery.message.payload)
         value = int(data.split(b":", 1)[0])
         size = int(delivery.message.headers.get("size", "-1"))
@@ -85,11 +86,11 @@ class ClaimCheckMachine(QueueMachine):
             )
         return value
 
-    async def take(self, queue: Queue, *, wait: float, visibility: float) -> Delivery | None:
+    async def take(self, queue: Queue, *, wait: float, visibility: float) -> QueueDelivery | None:
         try:
             return await queue.receive(self.name, wait=wait, visibility_timeout=visibility)
         except ClaimCheckError as exc:
-            if not isinstance(exc.raw, Delivery):
+            if not isinstance(exc.raw, QueueDelivery):
                 raise
             # The message is useless without its payload: drop it (ack the raw delivery), as a
             # consumer would dead-letter it, and report the claim it pointed to.

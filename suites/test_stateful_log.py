@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
 from prism_testkit import Log, Message, PrismEnv, Slot, prism_suite
-from prism_testkit.checkers import Verdict, log_anomalies
 from prism_testkit.interfaces import Record
-from suites._stateful import FaultMachine, StatefulRun
+from prism_testkit.jepsen.checkers import Verdict, log_anomalies
+
+from ._stateful import FaultMachine, StatefulRun
 
 pytestmark = prism_suite("stateful_log", backend=Slot.needs("log"))
 

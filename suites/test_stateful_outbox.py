@@ -21,14 +21,15 @@ from typing import Literal
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
+from prism_testkit.patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConfig, OutboxRelay, QueueSink, Sink
 
-from patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConfig, OutboxRelay, QueueSink, Sink
 from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
-from prism_testkit.checkers import Verdict, per_key_order, total_queue
-from prism_testkit.history import DEFINITE_FAILURES
-from suites._helpers import drain_queue
-from suites._relay_faults import DyingKeyValue, Killed
-from suites._stateful import CALM_TIMEOUT, FaultMachine, StatefulRun
+from prism_testkit.jepsen.checkers import Verdict, per_key_order, total_queue
+from prism_testkit.jepsen.history import DEFINITE_FAILURES
+
+from ._helpers import drain_queue
+from ._relay_faults import DyingKeyValue, Killed
+from ._stateful import CALM_TIMEOUT, FaultMachine, StatefulRun
 
 pytestmark = prism_suite(
     "stateful_outbox",

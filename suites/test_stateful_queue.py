@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from prism_testkit import PrismEnv, Slot, prism_suite
-from suites._queue_machine import QueueMachine
-from suites._stateful import StatefulRun
+
+from ._queue_machine import QueueMachine
+from ._stateful import StatefulRun
 
 pytestmark = prism_suite("stateful_queue", backend=Slot.needs("queue"))
 

@@ -1,4 +1,4 @@
-"""prism_testkit.checkers on hand-made histories (one per anomaly and guarantee) and generated ones."""
+"""prism_testkit.jepsen.checkers on hand-made histories (one per anomaly and guarantee) and generated ones."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from prism_testkit.capabilities import Delivery
-from prism_testkit.checkers import Anomaly, Verdict, log_anomalies, per_key_order, tolerated, total_queue
-from prism_testkit.history import History
+from prism_testkit.capabilities import DeliveryGuarantee
+from prism_testkit.jepsen.checkers import Anomaly, Verdict, log_anomalies, per_key_order, tolerated, total_queue
+from prism_testkit.jepsen.history import History
 
-ALO, EO, AMO = Delivery.AT_LEAST_ONCE, Delivery.EXACTLY_ONCE, Delivery.AT_MOST_ONCE
+ALO, EO, AMO = DeliveryGuarantee.AT_LEAST_ONCE, DeliveryGuarantee.EXACTLY_ONCE, DeliveryGuarantee.AT_MOST_ONCE
 ALL = [ALO, EO, AMO]
 Ops = tuple[int, ...]  # the indices of one operation's invoke and completion
 
@@ -99,7 +99,7 @@ def valid_queue() -> History:
 
 
 @pytest.mark.parametrize("guarantee", ALL)
-def test_total_queue_accepts_a_valid_history(guarantee: Delivery) -> None:
+def test_total_queue_accepts_a_valid_history(guarantee: DeliveryGuarantee) -> None:
     verdict = total_queue(valid_queue(), guarantee)
     assert verdict.valid, verdict.explain()
     assert verdict.witness is None
@@ -127,7 +127,7 @@ def lost_history() -> tuple[History, Ops, Ops]:
 
 
 @pytest.mark.parametrize("guarantee", [ALO, EO])
-def test_total_queue_finds_a_lost_element_with_its_enqueue_and_the_final_drain(guarantee: Delivery) -> None:
+def test_total_queue_finds_a_lost_element_with_its_enqueue_and_the_final_drain(guarantee: DeliveryGuarantee) -> None:
     h, lost, final = lost_history()
     verdict = total_queue(h, guarantee)
     assert not verdict.valid
@@ -228,7 +228,7 @@ def test_values_are_told_apart_by_queue() -> None:
 
 
 @pytest.mark.parametrize("guarantee", ALL)
-def test_unknown_enqueues_may_or_may_not_come_out(guarantee: Delivery) -> None:
+def test_unknown_enqueues_may_or_may_not_come_out(guarantee: DeliveryGuarantee) -> None:
     h = History()
     enq(h, 1, outcome="info")  # timed out, but happened
     enq(h, 2, outcome="info")  # timed out, did not happen
@@ -311,7 +311,7 @@ def valid_log() -> History:
 
 
 @pytest.mark.parametrize("guarantee", ALL)
-def test_log_accepts_a_valid_history(guarantee: Delivery) -> None:
+def test_log_accepts_a_valid_history(guarantee: DeliveryGuarantee) -> None:
     verdict = log_anomalies(valid_log(), guarantee)
     assert verdict.valid, verdict.explain()
     assert verdict.tolerated == {}
@@ -319,7 +319,7 @@ def test_log_accepts_a_valid_history(guarantee: Delivery) -> None:
 
 
 @pytest.mark.parametrize("guarantee", ALL)
-def test_inconsistent_offsets(guarantee: Delivery) -> None:
+def test_inconsistent_offsets(guarantee: DeliveryGuarantee) -> None:
     h = History()
     write = app(h, "a", 0)
     app(h, "b", 1)

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from pydantic import ValidationError
-
-from backends.memstore import open_memstore
-from patterns.claim_check import (
+from prism_testkit.backends.memstore import open_memstore
+from prism_testkit.patterns.claim_check import (
     ChecksumMismatch,
     ClaimCheck,
     ClaimCheckConfig,
@@ -27,6 +25,8 @@ from patterns.claim_check import (
     InvalidClaimReference,
     parse_size,
 )
+from pydantic import ValidationError
+
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge, PrismError
 from prism_testkit.interfaces import Message, ObjectStore
 
@@ -368,7 +368,7 @@ def test_stream_round_trip_with_gzip_and_verification_at_the_end() -> None:
 
 
 def test_stream_of_one_hundred_megabytes_stays_in_bounded_memory(tmp_path: Path) -> None:
-    localfs = pytest.importorskip("backends.localfs")
+    localfs = pytest.importorskip("prism_testkit.backends.localfs")
     size, chunk = 100 << 20, 1 << 20
     block = sample(chunk, seed=1)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prism_testkit.cli import main
-from prism_testkit.namespaces import namespace_json_schema
+from prism_testkit.config.namespace_files import namespace_json_schema
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "namespaces").glob("*.yaml"))
 

@@ -16,13 +16,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from backends.localfs import open_localfs
-from backends.sqlite import open_sqlite
+from prism_testkit.backends.localfs import open_localfs
+from prism_testkit.backends.sqlite import open_sqlite
 
 WRITER = {
     "sqlite": """
-        from backends.sqlite import open_sqlite
+        from prism_testkit.backends.sqlite import open_sqlite
         async def open_(path): return await open_sqlite(path)
         async def write(driver, i):
             await driver.keyvalue().put(f"k{i}", str(i).encode())
@@ -31,7 +30,7 @@ WRITER = {
                 await t.append("log", Message(str(i).encode()))
     """,
     "localfs": """
-        from backends.localfs import open_localfs
+        from prism_testkit.backends.localfs import open_localfs
         async def open_(path):
             driver = open_localfs(path)
             await driver.objects().create_bucket("b")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.faultproxy import FaultProxy, FaultState
+from prism_testkit.jepsen.faultproxy import FaultProxy, FaultState
 from prism_testkit.processes import ServerProcess, free_port, port_open
 
 LOCAL = "127.0.0.1"

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from prism_testkit.interfaces import Message
-from prism_testkit.namespace import NamespaceFactory
+from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.registry import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 

@@ -28,7 +28,7 @@ def test_the_suites_catch_a_broken_variant(
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
         "--pyargs",
-        "suites",
+        "prism_testkit.suites",
         "-p",
         f"tests.mutants.{mutant}",
         f"--prism-backend={backends}",

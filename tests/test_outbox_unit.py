@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from pydantic import ValidationError
-
-from backends.memstore import open_memstore
-from backends.sqlite import open_sqlite
-from patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
-from patterns.outbox import (
+from prism_testkit.backends.memstore import open_memstore
+from prism_testkit.backends.sqlite import open_sqlite
+from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
+from prism_testkit.patterns.outbox import (
     HEADER_AGGREGATE_ID,
     HEADER_CREATED_AT,
     HEADER_EVENT_ID,
@@ -34,6 +32,8 @@ from patterns.outbox import (
     QueueSink,
     ReservedHeader,
 )
+from pydantic import ValidationError
+
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, TransactionAborted
 from prism_testkit.interfaces import KeyValue, Log, Message, Queue, Record, Transactions
 

@@ -153,7 +153,7 @@ def test_report_counts_per_suite_and_combination(pytester: pytest.Pytester) -> N
 
 def test_out_of_tree_backend_gets_the_shipped_contract_suites(pytester: pytest.Pytester, bagstore: None) -> None:
     result = pytester.runpytest(
-        "--pyargs", "suites", "--prism-backend=bagstore", "--prism-pattern=keyvalue,capabilities", "-v"
+        "--pyargs", "prism_testkit.suites", "--prism-backend=bagstore", "--prism-pattern=keyvalue,capabilities", "-v"
     )
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0, result.stdout.str()
@@ -288,9 +288,9 @@ def test_checker_anomalies_are_counted_per_row(pytester: pytest.Pytester) -> Non
     pytester.makepyfile(
         """
         from prism_testkit import PrismEnv, Slot, prism_suite
-        from prism_testkit.capabilities import Delivery
-        from prism_testkit.checkers import total_queue
-        from prism_testkit.history import History
+        from prism_testkit.capabilities import DeliveryGuarantee
+        from prism_testkit.jepsen.checkers import total_queue
+        from prism_testkit.jepsen.history import History
 
         pytestmark = prism_suite("judged", backend=Slot.needs("queue"))
 
@@ -299,7 +299,7 @@ def test_checker_anomalies_are_counted_per_row(pytester: pytest.Pytester) -> Non
             h.invoke(0, "enqueue", "q", 1).ok()
             h.invoke(0, "enqueue", "q", 2).ok()
             h.invoke(1, "drain", "q").ok(value=[2, 2])
-            verdict = prism_env.record_verdict(total_queue(h, Delivery.AT_LEAST_ONCE))
+            verdict = prism_env.record_verdict(total_queue(h, DeliveryGuarantee.AT_LEAST_ONCE))
             assert not verdict.valid
         """
     )

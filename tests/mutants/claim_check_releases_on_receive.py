@@ -7,15 +7,16 @@ suite must report a dangling claim (and the message as lost).
 
 from __future__ import annotations
 
-from patterns.claim_check import ClaimCheckQueue
-from prism_testkit.interfaces import Delivery
+from prism_testkit.patterns.claim_check import ClaimCheckQueue
+
+from prism_testkit.interfaces import QueueDelivery
 
 _receive = ClaimCheckQueue.receive
 
 
 async def _receive_and_release(
     self: ClaimCheckQueue, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0
-) -> Delivery | None:
+) -> QueueDelivery | None:
     delivery = await _receive(self, queue, wait=wait, visibility_timeout=visibility_timeout)
     if delivery is not None:
         _, ref = self._pending[delivery.delivery_id]

@@ -7,8 +7,9 @@ the messages of crashed or nacking consumers as lost.
 
 from __future__ import annotations
 
-from backends.memstore import _MemQueue
-from prism_testkit.interfaces import Delivery
+from prism_testkit.backends.memstore import _MemQueue
+
+from prism_testkit.interfaces import QueueDelivery
 
 _receive = _MemQueue.receive
 _ack = _MemQueue.ack
@@ -16,14 +17,14 @@ _ack = _MemQueue.ack
 
 async def _receive_and_ack(
     self: _MemQueue, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0
-) -> Delivery | None:
+) -> QueueDelivery | None:
     delivery = await _receive(self, queue, wait=wait, visibility_timeout=visibility_timeout)
     if delivery is not None:
         await _ack(self, queue, delivery)
     return delivery
 
 
-async def _already_settled(self: _MemQueue, queue: str, delivery: Delivery) -> None:
+async def _already_settled(self: _MemQueue, queue: str, delivery: QueueDelivery) -> None:
     return None
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from prism_testkit.combinations import Combination, Slot
-from prism_testkit.namespaces import NamespaceError, NamespaceFile, ResolvedPattern, load_namespaces
+from prism_testkit.config.namespace_files import NamespaceError, NamespaceFile, ResolvedPattern, load_namespaces
 from prism_testkit.registry import BackendRegistry
 
 

@@ -1,4 +1,4 @@
-"""Checkers that judge a :class:`~prism_testkit.history.History` and explain what went wrong.
+"""Checkers that judge a :class:`~prism_testkit.jepsen.history.History` and explain what went wrong.
 
 The definitions follow Jepsen's (the total-queue checker and the Kafka workload's anomaly
 names); the code is our own. Every checker returns a :class:`Verdict`. Every anomaly carries a
@@ -19,7 +19,7 @@ any other              invalid        invalid       invalid
 Tolerated anomalies are still reported, in :attr:`Verdict.tolerated`, so a suite can show
 them without failing.
 
-The history conventions the checkers read are described in :mod:`prism_testkit.history`.
+The history conventions the checkers read are described in :mod:`prism_testkit.jepsen.history`.
 Values are identities: each written value should be unique (per queue / log).
 """
 
@@ -31,22 +31,22 @@ from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prism_testkit.capabilities import Delivery
-from prism_testkit.history import History, OpType, Pair, Process
+from prism_testkit.capabilities import DeliveryGuarantee
+from prism_testkit.jepsen.history import History, OpType, Pair, Process
 
 LOSS = frozenset({"lost", "lost-write"})
 DUPLICATION = frozenset({"duplicated", "duplicate"})
 INFORMATIONAL = frozenset({"unseen"})
 
 
-def tolerated(name: str, guarantee: Delivery | None) -> bool:
+def tolerated(name: str, guarantee: DeliveryGuarantee | None) -> bool:
     """Whether ``guarantee`` allows anomaly ``name`` (such anomalies do not invalidate)."""
     if name in INFORMATIONAL:
         return True
     if name in LOSS:
-        return guarantee is Delivery.AT_MOST_ONCE
+        return guarantee is DeliveryGuarantee.AT_MOST_ONCE
     if name in DUPLICATION:
-        return guarantee is Delivery.AT_LEAST_ONCE
+        return guarantee is DeliveryGuarantee.AT_LEAST_ONCE
     return False
 
 
@@ -66,7 +66,7 @@ class Verdict:
     that are not anomalies (e.g. ``recovered``)."""
 
     checker: str
-    guarantee: Delivery | None
+    guarantee: DeliveryGuarantee | None
     anomalies: dict[str, list[Anomaly]]
     tolerated: dict[str, list[Anomaly]]
     counts: dict[str, int]
@@ -130,7 +130,7 @@ class _Findings:
     def verdict(
         self,
         checker: str,
-        guarantee: Delivery | None,
+        guarantee: DeliveryGuarantee | None,
         counts: dict[str, int],
         notes: dict[str, list[Any]] | None = None,
     ) -> Verdict:
@@ -156,7 +156,7 @@ Ident = tuple[str | None, Hashable]  # (queue, value)
 
 def total_queue(
     history: History,
-    guarantee: Delivery,
+    guarantee: DeliveryGuarantee,
     *,
     enqueues: Collection[str] = ("enqueue",),
     dequeues: Collection[str] = ("dequeue",),
@@ -292,7 +292,7 @@ def _records(pair: Pair) -> list[tuple[int, Hashable]]:
 
 def log_anomalies(
     history: History,
-    guarantee: Delivery,
+    guarantee: DeliveryGuarantee,
     *,
     appends: Collection[str] = ("append",),
     polls: Collection[str] = ("poll",),

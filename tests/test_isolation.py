@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prism_testkit.namespace import NamespaceFactory
+from prism_testkit.isolation import NamespaceFactory
 
 SAFE = re.compile(r"^[a-z0-9-]+$")
 

@@ -11,8 +11,7 @@ import yaml
 
 from prism_testkit import BackendProperties, BackendSpec, Capability, EmbeddedProvisioner, Ordering
 from prism_testkit.catalogue import CATALOGUE, Complexity, Priority, parse_duration
-from prism_testkit.errors import ConfigurationError
-from prism_testkit.namespaces import (
+from prism_testkit.config.namespace_files import (
     SCHEMA_PATH,
     NamespaceError,
     NamespaceFile,
@@ -21,6 +20,7 @@ from prism_testkit.namespaces import (
     parse_namespaces,
     schema_text,
 )
+from prism_testkit.errors import ConfigurationError
 from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
 from tests.outoftree.bagstore import BagDriver
 
@@ -502,7 +502,7 @@ def test_credentials_never_appear_in_problems() -> None:
 
 def test_schema_file_is_in_sync() -> None:
     assert SCHEMA_PATH.read_text() == schema_text(), (
-        "regenerate: prism-testkit schema > prism_testkit/namespace.schema.json"
+        "regenerate: prism-testkit schema > prism_testkit/config/namespace.schema.json"
     )
 
 

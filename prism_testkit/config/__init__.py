@@ -1,0 +1,1 @@
+"""Configuration: namespace files, their units and schema, and the suites they select."""
