@@ -35,16 +35,18 @@ import io
 import itertools
 import json
 import logging
-import re
+import math
 import time
 import uuid
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from prism_testkit.combinations import Slot
+from prism_testkit.config.units import Duration, Size, parse_size
 from prism_testkit.errors import (
     BucketNotFound,
     ConfigurationError,
@@ -54,6 +56,7 @@ from prism_testkit.errors import (
     PayloadTooLarge,
     PrismError,
 )
+from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import (
     Log,
     Message,
@@ -63,6 +66,17 @@ from prism_testkit.interfaces import (
     QueueDelivery,
     Record,
     Subscription,
+)
+from prism_testkit.pattern_registry import (
+    MESSAGING,
+    CheckContext,
+    Complexity,
+    ConfigProblem,
+    NeedsContext,
+    PatternSlot,
+    PatternSpec,
+    Priority,
+    Wanted,
 )
 
 __all__ = [
@@ -142,29 +156,6 @@ class ChecksumMismatch(ClaimCheckError):
 
 # --- configuration -------------------------------------------------------------------------
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt](?:ib|b)?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-
-
-def parse_size(value: object) -> object:
-    """``"1MB"`` → 1_000_000, ``"64KiB"`` → 65_536; ints pass through (validated later).
-
-    Decimal units (KB, MB, GB) are powers of 1000, binary ones (KiB, MiB, GiB) of 1024, as in
-    the namespace files of RFC-009 (``threshold: 1MB``).
-    """
-    if not isinstance(value, str):
-        return value
-    match = _SIZE.match(value)
-    if not match:
-        raise ValueError(f"not a size: {value!r} (use bytes, or e.g. 512KB, 1MB, 8MiB)")
-    number, unit = int(match.group(1)), (match.group(2) or "").lower()
-    if unit.endswith("ib"):
-        return number * 1024 ** ("kmgt".index(unit[0]) + 1)
-    return number * _UNITS[unit.rstrip("b") if unit != "b" else "b"]
-
-
-Size = Annotated[int, BeforeValidator(parse_size)]
-
 
 class ClaimCheckConfig(BaseModel):
     """How payloads are claimed. Producers and consumers of one namespace must agree on it.
@@ -181,7 +172,7 @@ class ClaimCheckConfig(BaseModel):
     key_prefix: str = Field(default="", description="prefix of every object key")
     compression: Literal["none", "gzip"] = "none"
     compression_level: int = Field(default=6, ge=1, le=9, description="gzip level")
-    ttl: float | None = Field(default=None, gt=0, description="seconds before a stored object expires")
+    ttl: Duration | None = Field(default=None, gt=0, description="seconds before a stored object expires")
     on_consume: Literal["delete", "keep"] = Field(
         default="delete", description="delete the object after the message is acked, or keep it for replay"
     )
@@ -829,3 +820,86 @@ class ClaimCheckPubSub:
 
     async def subscribe(self, topic: str) -> ClaimCheckSubscription:
         return ClaimCheckSubscription(await self.inner.subscribe(topic), self.claim_check)
+
+
+# --- registration --------------------------------------------------------------------------
+
+_HEADER_ROOM = 64 * 1024  # the claim reference and other headers must still fit under max_payload
+_DEFAULT_THRESHOLD = 1_000_000  # RFC-009: payloads > 1MB are claimed
+_DEFAULT_TTL = 604800.0  # RFC-009: 7 days, matching the log's retention
+
+
+def _wanted(ctx: NeedsContext, problem: Callable[[str, str], None]) -> Iterator[Wanted]:
+    size = ctx.needs.max_message_size
+    if size is None:
+        return
+    if ctx.messaging is None:
+        if "messaging" not in ctx.roles:
+            problem(
+                "backends.messaging",
+                "max_message_size needs a messaging backend to compare with: expected 'messaging: <backend>'",
+            )
+        return
+    limit = ctx.messaging.properties.max_payload
+    if limit is not None and size > limit:
+        yield "needs.max_message_size", f"max_message_size {size} > {ctx.messaging.name} max_payload {limit}"
+
+
+def _defaults(ctx: NeedsContext) -> dict[str, object]:
+    limit = ctx.messaging.properties.max_payload if ctx.messaging else None
+    retention = ctx.needs.retention
+    return {
+        "threshold": _DEFAULT_THRESHOLD if limit is None else max(0, min(_DEFAULT_THRESHOLD, limit - _HEADER_ROOM)),
+        "bucket": f"{ctx.namespace}-claims",
+        "max_payload": ctx.needs.max_message_size,
+        "ttl": retention if retention is not None and math.isfinite(retention) else _DEFAULT_TTL,
+        "on_consume": "keep" if ctx.client_api == "pubsub" or ctx.needs.replay else "delete",
+    }
+
+
+def _check(ctx: CheckContext) -> Iterator[ConfigProblem]:
+    config = ctx.config
+    assert isinstance(config, ClaimCheckConfig)
+    if ctx.client_api == "pubsub" and config.on_consume == "delete":
+        yield (
+            "on_consume",
+            "claim check under pub/sub expects on_consume: keep (with a ttl), found 'delete': fan-out hands "
+            "one reference to every subscriber, and the first to delete the object breaks the others",
+        )
+    messaging = ctx.slots.get("messaging")
+    limit = messaging.properties.max_payload if messaging else None
+    if messaging is not None and limit is not None and config.threshold > limit:
+        yield (
+            "threshold",
+            f"expected a threshold at most the messaging backend's max_payload ({limit} bytes of "
+            f"{messaging.name!r}), found {config.threshold}: payloads in between would be sent inline and rejected",
+        )
+
+
+SPEC = PatternSpec(
+    name="claim-check",
+    title="Claim Check",
+    priority=Priority.P0,
+    complexity=Complexity.LOW,
+    slots={
+        "messaging": PatternSlot(
+            MESSAGING, ("messaging",), "queue, log or topic carrying the claim reference", messaging=True
+        ),
+        "objects": PatternSlot(Slot.needs("objects"), ("objects",), "object store holding claimed payloads"),
+    },
+    config=ClaimCheckConfig,
+    client_apis=frozenset({"queue", "pubsub", "transact"}),
+    summary="large payloads go to object storage; the message carries a reference in a named header",
+    suites=("claim_check", "stateful_claim_check"),
+    # The payload is claimed before anything stores the message, so stores hold references.
+    before=frozenset({"outbox", "wal", "event-sourcing"}),
+    order_reason="the payload must be claimed before a store keeps the message, so the store holds only the reference",
+    wanted=_wanted,
+    defaults=_defaults,
+    check=_check,
+)
+
+
+@hookimpl
+def prism_register_patterns() -> list[PatternSpec]:
+    return [SPEC]

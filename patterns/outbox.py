@@ -86,11 +86,24 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Literal, NoReturn, Protocol, Self, runtime_checkable
 
-from prism_testkit.patterns.claim_check import ClaimCheck, ClaimReference
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prism_testkit.combinations import Slot
+from prism_testkit.config.units import Duration, Size
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
+from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import KeyValue, Log, Message, PubSub, Queue, Record, Transaction, Transactions
+from prism_testkit.pattern_registry import (
+    MESSAGING,
+    Complexity,
+    NeedsContext,
+    PatternSlot,
+    PatternSpec,
+    Priority,
+    Wanted,
+)
+
+from .claim_check import ClaimCheck, ClaimReference
 
 __all__ = [
     "HEADER_AGGREGATE_ID",
@@ -179,8 +192,8 @@ class OutboxConfig(BaseModel):
     log: str = Field(default="outbox", min_length=1, description="the outbox log")
     group: str = Field(default="outbox-relay", min_length=1, description="relay group: one lease and one offset")
     batch_size: int = Field(default=100, ge=1, description="records read and published per batch")
-    poll_interval: float = Field(default=0.1, gt=0, description="seconds between polls when the outbox is drained")
-    lease_ttl: float = Field(default=10.0, gt=0, description="seconds a relay lease lasts without renewal")
+    poll_interval: Duration = Field(default=0.1, gt=0, description="seconds between polls when the outbox is drained")
+    lease_ttl: Duration = Field(default=10.0, gt=0, description="seconds a relay lease lasts without renewal")
     lease_key: str | None = Field(default=None, min_length=1, description="key-value key of the relay lease")
     offset_key: str | None = Field(default=None, min_length=1, description="key-value key of the relay offset")
     aggregate_sequence: bool = Field(default=True, description="number each aggregate's events 1, 2, 3...")
@@ -189,10 +202,10 @@ class OutboxConfig(BaseModel):
         default="mark-published",
         description="keep records (the relay offset marks them published), or truncate published ones",
     )
-    retention: float = Field(
+    retention: Duration = Field(
         default=86400.0, ge=0, description="with cleanup='delete': keep published records this long"
     )
-    max_payload: int | None = Field(default=None, ge=0, description="reject larger event payloads (bytes)")
+    max_payload: Size | None = Field(default=None, ge=0, description="reject larger event payloads (bytes)")
 
     @model_validator(mode="after")
     def _lease_outlives_polls(self) -> Self:
@@ -775,3 +788,45 @@ class Deduplicator:
         if len(self._seen) > self.capacity:
             self._seen.popitem(last=False)
         return True
+
+
+# --- registration --------------------------------------------------------------------------
+
+
+def _wanted(ctx: NeedsContext, problem: Callable[[str, str], None]) -> list[Wanted]:
+    needs = ctx.needs
+    for field, selected, reason in (
+        ("transactional", needs.transactional is True, "transactional: true"),
+        ("consistency", needs.consistency == "strong", "consistency: strong"),
+        ("delivery_guarantee", needs.delivery_guarantee == "exactly_once", "delivery_guarantee: exactly_once"),
+    ):
+        if selected:
+            return [(f"needs.{field}", reason)]
+    return []
+
+
+SPEC = PatternSpec(
+    name="outbox",
+    title="Transactional Outbox",
+    priority=Priority.P0,
+    complexity=Complexity.LOW,
+    slots={
+        "store": PatternSlot(
+            Slot.needs("transactions", "keyvalue", "log"),
+            ("store",),
+            "database writing business rows and outbox records in one transaction",
+        ),
+        "sink": PatternSlot(MESSAGING, ("messaging",), "where the relay publishes outbox records", messaging=True),
+    },
+    config=OutboxConfig,
+    client_apis=frozenset({"queue", "pubsub", "transact"}),
+    summary="business write and message in one transaction; a relay publishes committed records",
+    suites=("outbox", "stateful_outbox"),
+    conflicts=frozenset({"event-sourcing"}),
+    wanted=_wanted,
+)
+
+
+@hookimpl
+def prism_register_patterns() -> list[PatternSpec]:
+    return [SPEC]

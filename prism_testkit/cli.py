@@ -1,4 +1,5 @@
-"""``prism-testkit``: validate and explain namespace files, print their JSON Schema.
+"""``prism-testkit``: validate and explain namespace files, print their JSON Schema, list the
+registered patterns (the catalogue).
 
 Exit codes: 0 all valid, 1 a file has problems (each printed as ``FILE: path: message``),
 2 usage errors (bad arguments, a file that cannot be read, backends that fail to register).
@@ -12,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from prism_testkit.catalogue import PatternInfo
 from prism_testkit.config.namespace_files import (
     NamespaceError,
     NamespaceFile,
@@ -23,6 +23,7 @@ from prism_testkit.config.namespace_files import (
     schema_text,
 )
 from prism_testkit.errors import PrismError
+from prism_testkit.pattern_registry import PatternRegistry, PatternSpec, build_pattern_registry
 from prism_testkit.redaction import redact
 from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
 
@@ -32,11 +33,14 @@ OK, INVALID, USAGE = 0, 1, 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prism-testkit", description="Namespace files of prism-testkit.")
     commands = parser.add_subparsers(dest="command", required=True)
-    validate = commands.add_parser("validate", help="check namespace files against the catalogue and backends")
+    validate = commands.add_parser(
+        "validate", help="check namespace files against the registered patterns and backends"
+    )
     validate.add_argument("files", nargs="+", metavar="FILE")
     explain = commands.add_parser("explain", help="print each namespace's resolved pattern chain")
     explain.add_argument("file", metavar="FILE")
     commands.add_parser("schema", help="print the JSON Schema of namespace files")
+    commands.add_parser("patterns", help="list the registered patterns: slots, client APIs, config, suites")
     return parser
 
 
@@ -49,22 +53,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return exc.code if isinstance(exc.code, int) else USAGE
-    if args.command == "schema":
-        sys.stdout.write(schema_text())
-        return OK
     try:
-        registry = build_registry(make_plugin_manager())
+        pm = make_plugin_manager()
+        patterns = build_pattern_registry(pm)
+        registry = build_registry(pm) if args.command in ("validate", "explain") else BackendRegistry()
     except PrismError as exc:
-        _out(f"prism-testkit: error: cannot load backends: {exc}", sys.stderr)
+        _out(f"prism-testkit: error: cannot load plugins: {exc}", sys.stderr)
         return USAGE
+    if args.command == "schema":
+        sys.stdout.write(schema_text(patterns))
+        return OK
+    if args.command == "patterns":
+        for line in describe_patterns(patterns):
+            _out(line)
+        return OK
     if args.command == "validate":
-        return _validate(args.files, registry)
-    return _explain(args.file, registry)
+        return _validate(args.files, registry, patterns)
+    return _explain(args.file, registry, patterns)
 
 
-def _load(path: str, registry: BackendRegistry) -> NamespaceFile | int:
+def describe_patterns(patterns: PatternRegistry) -> list[str]:
+    """The catalogue: every registered pattern in chain order (outer first)."""
+    lines = []
+    for spec in patterns:
+        status = "implemented" if spec.implemented else "not implemented (validated only)"
+        origin = patterns.origin.get(spec.name, "?")
+        lines.append(f"{spec.name} [{spec.priority}, complexity {spec.complexity}, {status}; plugin {origin}]")
+        lines.append(f"  {spec.summary}")
+        lines.append(f"  client APIs: {', '.join(sorted(spec.client_apis))}")
+        for slot, role in spec.slots.items():
+            optional = "" if role.required else " (optional)"
+            lines.append(f"  slot {slot}{optional}: {role.slot.describe()} - {role.description}")
+        lines.append(
+            f"  config: {spec.config.__module__}.{spec.config.__qualname__} ({', '.join(spec.config.model_fields)})"
+        )
+        if spec.before:
+            lines.append(f"  comes before: {', '.join(sorted(spec.before))}")
+        if spec.conflicts:
+            lines.append(f"  conflicts with: {', '.join(sorted(spec.conflicts))}")
+        lines.append(f"  proved by suites: {', '.join(spec.suites) or 'none yet'}")
+    return lines
+
+
+def _load(path: str, registry: BackendRegistry, patterns: PatternRegistry) -> NamespaceFile | int:
     try:
-        return load_namespaces(path, registry)
+        return load_namespaces(path, registry, patterns)
     except NamespaceError as exc:
         for problem in exc.problems:
             _out(str(problem))
@@ -75,10 +108,10 @@ def _load(path: str, registry: BackendRegistry) -> NamespaceFile | int:
         return USAGE
 
 
-def _validate(paths: Sequence[str], registry: BackendRegistry) -> int:
+def _validate(paths: Sequence[str], registry: BackendRegistry, patterns: PatternRegistry) -> int:
     worst = OK
     for path in paths:
-        result = _load(path, registry)
+        result = _load(path, registry, patterns)
         if isinstance(result, int):
             worst = max(worst, result)
             continue
@@ -87,8 +120,8 @@ def _validate(paths: Sequence[str], registry: BackendRegistry) -> int:
     return worst
 
 
-def _explain(path: str, registry: BackendRegistry) -> int:
-    result = _load(path, registry)
+def _explain(path: str, registry: BackendRegistry, patterns: PatternRegistry) -> int:
+    result = _load(path, registry, patterns)
     if isinstance(result, int):
         return result
     for namespace in result.namespaces:
@@ -115,7 +148,7 @@ def explain_namespace(ns: ResolvedNamespace, registry: BackendRegistry) -> list[
 
 
 def _explain_pattern(index: int, pattern: ResolvedPattern, registry: BackendRegistry) -> list[str]:
-    info: PatternInfo = pattern.info
+    info: PatternSpec = pattern.spec
     status = "implemented" if info.implemented else "not implemented (validated only)"
     lines = [
         f"  {index}. {info.name} [{info.priority}, complexity {info.complexity}, {status}]",

@@ -1,4 +1,4 @@
-"""Hook specifications of prism-testkit's own plugin manager.
+"""Hook specifications of prism-testkit's own plugin manager: backends and patterns.
 
 Plugins are modules (or objects) registered under the entry-point group
 :data:`ENTRY_POINT_GROUP`; the built-in backends use the same group, so a third-party
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from prism_testkit.pattern_registry import PatternSpec
     from prism_testkit.registry import BackendSpec
 
 PROJECT = "prism_testkit"
@@ -31,4 +32,15 @@ def prism_register_backends() -> Sequence[BackendSpec]:
     declares, the properties of the instance it provisions, its provisioner and its driver
     class. Names must be unique across all plugins; a bad registration stops the run at
     start-up with a message naming this plugin.
+    """
+
+
+@hookspec
+def prism_register_patterns() -> Sequence[PatternSpec]:
+    """Return the patterns this plugin provides.
+
+    Each :class:`~prism_testkit.pattern_registry.PatternSpec` names the pattern, its slots,
+    client APIs, compositions and conflicts, its own config model and the suites that prove
+    it. Names must be unique across all plugins; a bad registration stops the run at start-up
+    with a message naming this plugin.
     """

@@ -18,6 +18,7 @@ from prism_testkit.env import PrismEnv
 from prism_testkit.errors import ProvisioningError, RegistrationError, UnknownBackend
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.options import PrismOptions, addoption, read_options
+from prism_testkit.pattern_registry import build_pattern_registry
 from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.report import PrismResults, anomaly_properties, item_properties
 from prism_testkit.runtime import PrismRuntime
@@ -51,10 +52,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}(declaration): a prism-testkit suite (set by prism_suite())")
     options = read_options(config)
     try:
-        registry = build_registry(make_plugin_manager())
+        pm = make_plugin_manager()
+        registry = build_registry(pm)
+        patterns = build_pattern_registry(pm)
     except RegistrationError as exc:
         raise pytest.UsageError(str(exc)) from None
-    plan = load_plan(options.namespace_files, registry)
+    plan = load_plan(options.namespace_files, registry, patterns)
     runtime = PrismRuntime(
         registry,
         _select(registry, options),

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from prism_testkit import BackendProperties, BackendSpec, Capability, EmbeddedProvisioner, Ordering
-from prism_testkit.catalogue import CATALOGUE, Complexity, Priority, parse_duration
 from prism_testkit.config.namespace_files import (
     SCHEMA_PATH,
     NamespaceError,
@@ -20,7 +19,9 @@ from prism_testkit.config.namespace_files import (
     parse_namespaces,
     schema_text,
 )
+from prism_testkit.config.units import parse_duration
 from prism_testkit.errors import ConfigurationError
+from prism_testkit.pattern_registry import Complexity, Priority, load_patterns
 from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
 from tests.outoftree.bagstore import BagDriver
 
@@ -87,7 +88,8 @@ def chain_of(text: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def test_catalogue_carries_priority_complexity_and_where_the_reference_store_lives() -> None:
-    table = {name: (info.priority, info.complexity) for name, info in CATALOGUE.items()}
+    patterns = load_patterns()
+    table = {info.name: (info.priority, info.complexity) for info in patterns}
     assert table == {
         "claim-check": (Priority.P0, Complexity.LOW),
         "outbox": (Priority.P0, Complexity.LOW),
@@ -97,9 +99,9 @@ def test_catalogue_carries_priority_complexity_and_where_the_reference_store_liv
         "event-sourcing": (Priority.P2, Complexity.HIGH),
         "cqrs": (Priority.P2, Complexity.HIGH),
     }
-    assert CATALOGUE["tiered-storage"].required_slots == ["hot", "cold", "reference"]
-    assert CATALOGUE["claim-check"].implemented
-    assert not CATALOGUE["cqrs"].implemented
+    assert patterns["tiered-storage"].required_slots == ["hot", "cold", "reference"]
+    assert patterns["claim-check"].implemented
+    assert not patterns["cqrs"].implemented
 
 
 def test_durations() -> None:
@@ -342,7 +344,7 @@ def test_unknown_pattern_unknown_backend_multi_and_missing_slot() -> None:
         """
     ) == [
         "ns.yaml: namespaces[0].patterns[0].type: unknown pattern 'claim-chek' (expected one of: claim-check, outbox, "
-        "wal, tiered-storage, cdc, event-sourcing, cqrs) (line 6)",
+        "wal, tiered-storage, cqrs, cdc, event-sourcing) (line 6)",
         "ns.yaml: namespaces[0].patterns[1].slots.messaging: 'multi' is not a backend: name the one registered backend "
         "that fills slot 'messaging', expected a backend with log or pubsub or queue (registered backends that fit: "
         "kafka, nats, jetstream, postgres, memstore, sqlite) (line 9)",

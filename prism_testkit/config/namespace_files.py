@@ -43,7 +43,6 @@ expected against what was found.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,17 +52,17 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from prism_testkit.capabilities import Capability, Ordering
-from prism_testkit.catalogue import (
-    CATALOGUE,
-    ROLES,
-    SIZE_PATTERN,
-    ClientApi,
-    Duration,
-    PatternInfo,
-    Size,
-    SlotRole,
-)
+from prism_testkit.config.units import SIZE_PATTERN, Duration, Size
 from prism_testkit.errors import ConfigurationError
+from prism_testkit.pattern_registry import (
+    CLIENT_APIS,
+    CheckContext,
+    NeedsContext,
+    PatternRegistry,
+    PatternSlot,
+    PatternSpec,
+    load_patterns,
+)
 from prism_testkit.redaction import redact
 from prism_testkit.registry import BackendRegistry, BackendSpec
 
@@ -81,10 +80,7 @@ __all__ = [
 ]
 
 SCHEMA_PATH = Path(__file__).with_name("namespace.schema.json")
-HOT_WINDOW = 86400.0  # data kept longer than a day leaves the hot tier (RFC-009's hot ttl)
-HEADER_ROOM = 64 * 1024  # claim reference and headers must still fit under max_payload
-DEFAULT_THRESHOLD = 1_000_000  # RFC-009: payloads > 1MB are claimed
-DEFAULT_CLAIM_TTL = 604800.0  # RFC-009: 7 days, matching the log's retention
+ClientApi = Literal[CLIENT_APIS]  # type: ignore[valid-type]
 # Schema-only (pydantic's regex engine has no look-ahead): a backend name, never "multi".
 _BACKEND_NAME = {"pattern": r"^[a-z][a-z0-9_-]*$", "not": {"const": "multi"}}
 
@@ -130,7 +126,7 @@ class _Strict(BaseModel):
 
 
 class PatternEntry(_Strict):
-    type: str = Field(description="pattern name from the catalogue")
+    type: str = Field(description="name of a registered pattern")
     enabled: bool = Field(default=True, description="a disabled entry is validated by name only and not run")
     config: dict[str, Any] = Field(default_factory=dict, description="the pattern's configuration")
     slots: dict[str, str] = Field(default_factory=dict, description="slot name -> registered backend name")
@@ -171,14 +167,14 @@ class NamespaceFileModel(_Strict):
 
 @dataclass(frozen=True)
 class ResolvedPattern:
-    info: PatternInfo
+    spec: PatternSpec
     config: BaseModel
     slots: dict[str, str]  # slot -> backend name
     reason: str = "listed in patterns"
 
     @property
     def name(self) -> str:
-        return self.info.name
+        return self.spec.name
 
 
 @dataclass(frozen=True)
@@ -199,22 +195,29 @@ class NamespaceFile:
 # --- loading -------------------------------------------------------------------------------
 
 
-def load_namespaces(path: str | Path, registry: BackendRegistry) -> NamespaceFile:
+def load_namespaces(
+    path: str | Path, registry: BackendRegistry, patterns: PatternRegistry | None = None
+) -> NamespaceFile:
     """Read, validate and resolve ``path``; raise :class:`NamespaceError` listing every problem.
-    A missing or unreadable file raises :class:`OSError`."""
+    A missing or unreadable file raises :class:`OSError`. ``patterns`` defaults to every pattern
+    registered through the entry points."""
     text = Path(path).read_text(encoding="utf-8")
-    return parse_namespaces(text, registry, file=str(path))
+    return parse_namespaces(text, registry, file=str(path), patterns=patterns)
 
 
-def validate_file(path: str | Path, registry: BackendRegistry) -> list[Problem]:
+def validate_file(
+    path: str | Path, registry: BackendRegistry, patterns: PatternRegistry | None = None
+) -> list[Problem]:
     try:
-        load_namespaces(path, registry)
+        load_namespaces(path, registry, patterns)
     except NamespaceError as exc:
         return exc.problems
     return []
 
 
-def parse_namespaces(text: str, registry: BackendRegistry, *, file: str = "<string>") -> NamespaceFile:
+def parse_namespaces(
+    text: str, registry: BackendRegistry, *, file: str = "<string>", patterns: PatternRegistry | None = None
+) -> NamespaceFile:
     lines = _Lines(text)
     try:
         data = yaml.safe_load(text)
@@ -232,7 +235,7 @@ def parse_namespaces(text: str, registry: BackendRegistry, *, file: str = "<stri
     except ValidationError as exc:
         raise NamespaceError([_from_pydantic(file, lines, err, model=_Outline) for err in exc.errors()]) from None
     # Each namespace on its own, so one broken namespace does not hide the others' problems.
-    checker = _Checker(file, lines, registry)
+    checker = _Checker(file, lines, registry, patterns if patterns is not None else load_patterns())
     resolved: list[ResolvedNamespace] = []
     for i, raw in enumerate(outline.namespaces):
         try:
@@ -349,7 +352,7 @@ def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
 class _Draft:
     """A pattern about to be validated, and where to point when something is wrong with it."""
 
-    info: PatternInfo
+    info: PatternSpec
     config: dict[str, Any]
     slots: dict[str, str]
     at: str  # path blamed for the pattern itself (its type, or the need that added it)
@@ -359,10 +362,11 @@ class _Draft:
 
 
 class _Checker:
-    def __init__(self, file: str, lines: _Lines, registry: BackendRegistry) -> None:
+    def __init__(self, file: str, lines: _Lines, registry: BackendRegistry, patterns: PatternRegistry) -> None:
         self.file = file
         self.lines = lines
         self.registry = registry
+        self.patterns = patterns
         self.problems: list[Problem] = []
 
     def problem(self, path: str, message: str) -> None:
@@ -411,9 +415,9 @@ class _Checker:
         drafts: list[_Draft] = []
         for j, entry in enumerate(entries):
             where = f"{at}.patterns[{j}]"
-            info = CATALOGUE.get(entry.type)
+            info = self.patterns.get(entry.type)
             if info is None:
-                known = ", ".join(CATALOGUE)
+                known = ", ".join(self.patterns.names) or "none registered"
                 self.problem(f"{where}.type", f"unknown pattern {entry.type!r} (expected one of: {known})")
                 continue
             if not entry.enabled:
@@ -438,60 +442,43 @@ class _Checker:
         needs = ns.needs
         assert needs is not None
         roles = dict(ns.backends or {})
+        known_roles = self.patterns.roles
         for role, backend in list(roles.items()):
             trouble = (
                 self.backend_trouble(backend)
-                if role in ROLES
-                else (f"unknown role {role!r} (expected one of: {', '.join(ROLES)})")
+                if role in known_roles
+                else (f"unknown role {role!r} (expected one of: {', '.join(known_roles)})")
             )
             if trouble:
                 self.problem(f"{at}.backends.{role}", trouble)
                 roles[role] = ""  # reported: patterns using this role skip it without a second message
         for name in ns.pattern_config or {}:
-            if name not in CATALOGUE:
-                known = ", ".join(CATALOGUE)
+            if name not in self.patterns:
+                known = ", ".join(self.patterns.names)
                 self.problem(f"{at}.pattern_config.{name}", f"unknown pattern {name!r} (expected one of: {known})")
 
-        wanted: dict[str, tuple[str, str]] = {}  # pattern -> (need path, reason), in catalogue order below
-        messaging = self.registry.specs.get(roles.get("messaging", ""))
-        if needs.max_message_size is not None:
-            limit = messaging.properties.max_payload if messaging else None
-            if messaging is None and "messaging" not in roles:
-                self.problem(
-                    f"{at}.backends.messaging",
-                    "max_message_size needs a messaging backend to compare with: expected 'messaging: <backend>'",
-                )
-            elif limit is not None and needs.max_message_size > limit:
-                wanted["claim-check"] = (
-                    f"{at}.needs.max_message_size",
-                    f"max_message_size {needs.max_message_size} > {messaging.name} max_payload {limit}",
-                )
-        for key, value, reason in (
-            ("transactional", needs.transactional is True, "transactional: true"),
-            ("consistency", needs.consistency == "strong", "consistency: strong"),
-            ("delivery_guarantee", needs.delivery_guarantee == "exactly_once", "delivery_guarantee: exactly_once"),
-        ):
-            if value:
-                wanted.setdefault("outbox", (f"{at}.needs.{key}", reason))
-        if ns.client_api in CATALOGUE["wal"].client_apis:
-            if needs.durability == "strong":
-                wanted.setdefault("wal", (f"{at}.needs.durability", "durability: strong"))
-            if needs.replay:
-                wanted.setdefault("wal", (f"{at}.needs.replay", "replay: enabled"))
-        if needs.retention is not None and needs.retention > HOT_WINDOW:
-            wanted["tiered-storage"] = (f"{at}.needs.retention", "retention longer than the hot tier (1 day)")
-        if needs.audit:
-            wanted["event-sourcing"] = (f"{at}.needs.audit", "audit: true")
+        context = NeedsContext(
+            namespace=ns.name,
+            client_api=ns.client_api,
+            needs=needs,
+            backends={role: self.registry[name] for role, name in roles.items() if name in self.registry},
+            roles=frozenset(roles),
+        )
+
+        def report(path: str, message: str) -> None:
+            self.problem(f"{at}.{path}", message)
 
         drafts: list[_Draft] = []
-        for name in CATALOGUE:  # catalogue order is a valid chain order
-            if name not in wanted:
+        for info in self.patterns:  # registry order is a valid chain order
+            selected = list(info.wanted(context, report)) if info.wanted else []
+            if not selected:
                 continue
-            need_at, reason = wanted[name]
-            info = CATALOGUE[name]
+            need_path, reason = selected[0]
+            need_at = f"{at}.{need_path}"
             slots, slot_at = self.fill_roles(at, need_at, info, roles)
-            config = {**self.default_config(ns, info, messaging), **(ns.pattern_config or {}).get(name, {})}
-            drafts.append(_Draft(info, config, slots, need_at, f"{at}.pattern_config.{name}", slot_at, reason))
+            defaults = dict(info.defaults(context)) if info.defaults else {}
+            config = {**defaults, **(ns.pattern_config or {}).get(info.name, {})}
+            drafts.append(_Draft(info, config, slots, need_at, f"{at}.pattern_config.{info.name}", slot_at, reason))
         if not drafts and not roles:
             self.problem(
                 f"{at}.backends", "expected at least one backend (e.g. 'messaging: <backend>') for the client API"
@@ -500,7 +487,7 @@ class _Checker:
         return drafts
 
     def fill_roles(
-        self, at: str, need_at: str, info: PatternInfo, roles: Mapping[str, str]
+        self, at: str, need_at: str, info: PatternSpec, roles: Mapping[str, str]
     ) -> tuple[dict[str, str], dict[str, str]]:
         slots: dict[str, str] = {}
         slot_at: dict[str, str] = {}
@@ -520,27 +507,6 @@ class _Checker:
             slots[slot] = roles[role]
             slot_at[slot] = f"{at}.backends.{role}"
         return slots, slot_at
-
-    def default_config(self, ns: NamespaceModel, info: PatternInfo, messaging: BackendSpec | None) -> dict[str, Any]:
-        needs = ns.needs
-        assert needs is not None
-        if info.name == "claim-check":
-            limit = messaging.properties.max_payload if messaging else None
-            threshold = DEFAULT_THRESHOLD if limit is None else max(0, min(DEFAULT_THRESHOLD, limit - HEADER_ROOM))
-            ttl = (
-                needs.retention if needs.retention is not None and math.isfinite(needs.retention) else DEFAULT_CLAIM_TTL
-            )
-            keep = ns.client_api == "pubsub" or bool(needs.replay)
-            return {
-                "threshold": threshold,
-                "bucket": f"{ns.name}-claims",
-                "max_payload": needs.max_message_size,
-                "ttl": ttl,
-                "on_consume": "keep" if keep else "delete",
-            }
-        if info.name in ("wal", "event-sourcing") and needs.retention is not None:
-            return {"retention": needs.retention if math.isfinite(needs.retention) else None}
-        return {}
 
     def durability(self, at: str, ns: NamespaceModel, drafts: Sequence[_Draft], roles: Mapping[str, str]) -> None:
         needs = ns.needs
@@ -591,7 +557,7 @@ class _Checker:
                     self.problem(
                         draft.at,
                         f"pattern {info.name!r} must come before {earlier!r} (outer to it), found it after: "
-                        f"{self.order_reason(info.name)}",
+                        f"{info.order_reason}",
                     )
             position[info.name] = k
             config = self.config(draft)
@@ -600,12 +566,6 @@ class _Checker:
                 self.specific(ns, draft, config)
                 resolved.append(ResolvedPattern(info, config, slots, draft.reason))
         return tuple(resolved)
-
-    @staticmethod
-    def order_reason(name: str) -> str:
-        if name == "claim-check":
-            return "the payload must be claimed before a store keeps the message, so the store holds only the reference"
-        return "RFC-009 layers it first"
 
     def config(self, draft: _Draft) -> BaseModel | None:
         try:
@@ -623,7 +583,7 @@ class _Checker:
             return f"unknown backend {backend!r} (registered backends: {', '.join(self.registry.names) or 'none'})"
         return ""
 
-    def candidates(self, spec: SlotRole) -> str:
+    def candidates(self, spec: PatternSlot) -> str:
         fits = [b.name for b in self.registry if spec.slot.fits(b)]
         return f" (registered backends that fit: {', '.join(fits)})" if fits else " (no registered backend fits)"
 
@@ -669,24 +629,12 @@ class _Checker:
         return out
 
     def specific(self, ns: NamespaceModel, draft: _Draft, config: BaseModel) -> None:
-        """Rules that need both the config and the backends."""
-        if draft.info.name != "claim-check":
+        """The pattern's own rules that need both the config and the backends."""
+        if draft.info.check is None:
             return
-        if ns.client_api == "pubsub" and getattr(config, "on_consume", None) == "delete":
-            self.problem(
-                f"{draft.config_at}.on_consume",
-                "claim check under pub/sub expects on_consume: keep (with a ttl), found 'delete': fan-out hands "
-                "one reference to every subscriber, and the first to delete the object breaks the others",
-            )
-        spec = self.registry.specs.get(draft.slots.get("messaging", ""))
-        limit = spec.properties.max_payload if spec else None
-        threshold = getattr(config, "threshold", 0)
-        if spec is not None and limit is not None and threshold > limit:
-            self.problem(
-                f"{draft.config_at}.threshold",
-                f"expected a threshold at most the messaging backend's max_payload ({limit} bytes of "
-                f"{spec.name!r}), found {threshold}: payloads in between would be sent inline and rejected",
-            )
+        slots = {slot: self.registry[name] for slot, name in draft.slots.items() if name in self.registry}
+        for path, message in draft.info.check(CheckContext(ns.client_api, config, slots)):
+            self.problem(f"{draft.config_at}.{path}", message)
 
 
 def describe_backend(spec: BackendSpec, relevant: Iterable[Capability] | None = None) -> str:
@@ -701,21 +649,22 @@ def describe_backend(spec: BackendSpec, relevant: Iterable[Capability] | None = 
 # --- JSON Schema ---------------------------------------------------------------------------
 
 
-def namespace_json_schema() -> dict[str, Any]:
-    """JSON Schema of namespace files, with each catalogue pattern's slots and config spelled
+def namespace_json_schema(patterns: PatternRegistry | None = None) -> dict[str, Any]:
+    """JSON Schema of namespace files, with each registered pattern's slots and config spelled
     out, so editors complete and check them. Backends are checked by name pattern only."""
-    variants = [_entry_model(info) for info in CATALOGUE.values()]
+    patterns = patterns if patterns is not None else load_patterns()
+    variants = [_entry_model(info) for info in patterns]
     entry = Annotated[variants[0] if len(variants) == 1 else _union(variants), Field(discriminator="type")]
     overrides = create_model(
         "PatternConfig",
         __config__=ConfigDict(extra="forbid"),
         # partial: merged over the defaults the resolution computes
-        **{info.name: (dict[str, Any] | None, None) for info in CATALOGUE.values()},  # type: ignore[call-overload]
+        **{info.name: (dict[str, Any] | None, None) for info in patterns},  # type: ignore[call-overload]
     )
     roles = create_model(
         "Backends",
         __config__=ConfigDict(extra="forbid"),
-        **{role: (Annotated[str | None, Field(json_schema_extra=_BACKEND_NAME)], None) for role in ROLES},  # type: ignore[call-overload]
+        **{role: (Annotated[str | None, Field(json_schema_extra=_BACKEND_NAME)], None) for role in patterns.roles},  # type: ignore[call-overload]
     )
     namespace = create_model(
         "Namespace",
@@ -744,7 +693,7 @@ def _union(types: list[type[BaseModel]]) -> Any:
     return out
 
 
-def _entry_model(info: PatternInfo) -> type[BaseModel]:
+def _entry_model(info: PatternSpec) -> type[BaseModel]:
     slot_fields: dict[str, Any] = {}
     for slot, spec in info.slots.items():
         kind = Annotated[
@@ -797,5 +746,5 @@ def _widen(prop: dict[str, Any], extra: dict[str, Any]) -> None:
         prop["anyOf"] = [integer, dict(extra)]
 
 
-def schema_text() -> str:
-    return json.dumps(namespace_json_schema(), indent=2, sort_keys=True) + "\n"
+def schema_text(patterns: PatternRegistry | None = None) -> str:
+    return json.dumps(namespace_json_schema(patterns), indent=2, sort_keys=True) + "\n"

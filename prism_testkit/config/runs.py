@@ -1,8 +1,8 @@
 """Suites run on the backends that namespace files name (``--prism-namespace FILE``).
 
-Each pattern of a namespace whose catalogue name matches a suite (``claim-check`` ->
-``claim_check``) adds one combination to that suite: the namespace's backend in each slot,
-with the namespace's configuration of the pattern attached for suites that want it.
+Each pattern of a namespace adds one combination to every suite its registration names as
+proof (``claim-check`` -> ``claim_check``, ``stateful_claim_check``): the namespace's backend in
+each slot, with the namespace's configuration of the pattern attached for suites that want it.
 """
 
 from __future__ import annotations
@@ -15,11 +15,8 @@ import pytest
 
 from prism_testkit.combinations import Combination, Slot
 from prism_testkit.config.namespace_files import NamespaceError, NamespaceFile, ResolvedPattern, load_namespaces
+from prism_testkit.pattern_registry import PatternRegistry
 from prism_testkit.registry import BackendRegistry
-
-
-def suite_of(pattern: str) -> str:
-    return pattern.replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ class NamespacePlan:
     def combinations(self, suite: str, slots: Mapping[str, Slot]) -> list[Combination]:
         found = []
         for namespace, pattern in self._patterns():
-            if suite_of(pattern.name) != suite or not set(slots) <= set(pattern.slots):
+            if suite not in pattern.spec.suites or not set(slots) <= set(pattern.slots):
                 continue
             found.append(
                 Combination(
@@ -53,12 +50,13 @@ class NamespacePlan:
         return found
 
 
-def load_plan(paths: Sequence[Path], registry: BackendRegistry) -> NamespacePlan:
+def load_plan(paths: Sequence[Path], registry: BackendRegistry, patterns: PatternRegistry) -> NamespacePlan:
     """Load and validate every file; any problem is a usage error listing all of them."""
-    files, problems = [], []
+    files: list[NamespaceFile] = []
+    problems: list[str] = []
     for path in paths:
         try:
-            files.append(load_namespaces(path, registry))
+            files.append(load_namespaces(path, registry, patterns))
         except NamespaceError as exc:
             problems.extend(str(problem) for problem in exc.problems)
         except OSError as exc:
