@@ -1,38 +1,51 @@
-"""prism-testkit: a pytest plugin and acceptance-test harness for layered data-access patterns."""
+"""prism-testkit: a pytest plugin and acceptance-test harness for layered data-access patterns.
 
-from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
-from prism_testkit.combinations import Combination, Slot
-from prism_testkit.driver import Driver
-from prism_testkit.env import PrismEnv
-from prism_testkit.errors import NotSupported, PrismError
-from prism_testkit.hookspecs import ENTRY_POINT_GROUP, hookimpl
-from prism_testkit.interfaces import (
-    KeyValue,
-    Log,
-    Message,
-    ObjectInfo,
-    ObjectStore,
-    PubSub,
-    Queue,
-    QueueDelivery,
-    Record,
-    Subscription,
-    Transaction,
-    Transactions,
-)
-from prism_testkit.provisioning import (
-    Availability,
-    EmbeddedProvisioner,
-    Endpoint,
-    ProvisionContext,
-    Provisioner,
-    Via,
-)
-from prism_testkit.registry import BackendSpec
-from prism_testkit.suite import prism_suite
+The names below are imported on first use (PEP 562): the pytest plugin loads this package in
+every pytest run of an environment where it is installed, and must not pay for pydantic or
+Hypothesis there unless the run uses prism-testkit.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "BackendProperties": "prism_testkit.capabilities",
+    "Capability": "prism_testkit.capabilities",
+    "DeliveryGuarantee": "prism_testkit.capabilities",
+    "Ordering": "prism_testkit.capabilities",
+    "Combination": "prism_testkit.combinations",
+    "Slot": "prism_testkit.combinations",
+    "Driver": "prism_testkit.driver",
+    "PrismEnv": "prism_testkit.env",
+    "NotSupported": "prism_testkit.errors",
+    "PrismError": "prism_testkit.errors",
+    "ENTRY_POINT_GROUP": "prism_testkit.hookspecs",
+    "hookimpl": "prism_testkit.hookspecs",
+    "KeyValue": "prism_testkit.interfaces",
+    "Log": "prism_testkit.interfaces",
+    "Message": "prism_testkit.interfaces",
+    "ObjectInfo": "prism_testkit.interfaces",
+    "ObjectStore": "prism_testkit.interfaces",
+    "PubSub": "prism_testkit.interfaces",
+    "Queue": "prism_testkit.interfaces",
+    "QueueDelivery": "prism_testkit.interfaces",
+    "Record": "prism_testkit.interfaces",
+    "Subscription": "prism_testkit.interfaces",
+    "Transaction": "prism_testkit.interfaces",
+    "Transactions": "prism_testkit.interfaces",
+    "Availability": "prism_testkit.provisioning",
+    "EmbeddedProvisioner": "prism_testkit.provisioning",
+    "Endpoint": "prism_testkit.provisioning",
+    "ProvisionContext": "prism_testkit.provisioning",
+    "Provisioner": "prism_testkit.provisioning",
+    "Via": "prism_testkit.provisioning",
+    "BackendSpec": "prism_testkit.registry",
+    "prism_suite": "prism_testkit.suite",
+}
 
 __all__ = [
-    "ENTRY_POINT_GROUP",
     "Availability",
     "BackendProperties",
     "BackendSpec",
@@ -40,6 +53,7 @@ __all__ = [
     "Combination",
     "DeliveryGuarantee",
     "Driver",
+    "ENTRY_POINT_GROUP",
     "EmbeddedProvisioner",
     "Endpoint",
     "KeyValue",
@@ -65,3 +79,49 @@ __all__ = [
     "hookimpl",
     "prism_suite",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prism_testkit' has no attribute {name!r}")
+    # Not cached here: the module in sys.modules is the truth (pytester's in-process runs
+    # drop and re-import modules, and a cached class would then be a stale twin).
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
+    from prism_testkit.combinations import Combination, Slot
+    from prism_testkit.driver import Driver
+    from prism_testkit.env import PrismEnv
+    from prism_testkit.errors import NotSupported, PrismError
+    from prism_testkit.hookspecs import ENTRY_POINT_GROUP, hookimpl
+    from prism_testkit.interfaces import (
+        KeyValue,
+        Log,
+        Message,
+        ObjectInfo,
+        ObjectStore,
+        PubSub,
+        Queue,
+        QueueDelivery,
+        Record,
+        Subscription,
+        Transaction,
+        Transactions,
+    )
+    from prism_testkit.provisioning import (
+        Availability,
+        EmbeddedProvisioner,
+        Endpoint,
+        ProvisionContext,
+        Provisioner,
+        Via,
+    )
+    from prism_testkit.registry import BackendSpec
+    from prism_testkit.suite import prism_suite

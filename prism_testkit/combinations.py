@@ -5,16 +5,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from prism_testkit.capabilities import Capability, parse_capabilities
+from prism_testkit.options import Expansion as Expansion  # re-exported: it lives in the light options module
 from prism_testkit.registry import BackendSpec
-
-
-class Expansion(StrEnum):
-    COVERING = "covering"  # every compatible backend in every slot at least once
-    ALL = "all"  # the full cross product
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ _COMMON = {
 }
 
 
-def register() -> None:
+def register_profiles() -> None:
     settings.register_profile(DEV, max_examples=20, **_COMMON)
     settings.register_profile(CI, max_examples=30, derandomize=True, database=None, print_blob=True, **_COMMON)
     settings.register_profile(HUNT, max_examples=5_000, print_blob=True, **_COMMON)

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import pytest
 
-from prism_testkit.combinations import Expansion
+# This module is imported by the plugin in every pytest run: it must stay light (pytest only).
 
 DEFAULT_BACKENDS = "embedded"  # the backends that need no server
+OPTION_NAMES = ("prism_backend", "prism_pattern", "prism_combinations", "prism_report", "prism_url", "prism_namespace")
+
+
+class Expansion(StrEnum):
+    COVERING = "covering"  # every compatible backend in every slot at least once
+    ALL = "all"  # the full cross product
+
+
+def asked_for(config: pytest.Config) -> bool:
+    """Whether this run names prism-testkit at all (an option or an ini setting): only then does
+    the plugin provision and report before it knows whether any suite was collected."""
+    defaults = {"prism_backend": DEFAULT_BACKENDS, "prism_combinations": Expansion.COVERING.value}
+    for name in OPTION_NAMES:
+        if config.getoption(name) not in (None, []):
+            return True
+        if config.getini(name) not in ("", None, [], defaults.get(name)):
+            return True
+    return False
 
 
 def addoption(parser: pytest.Parser) -> None:

@@ -1,5 +1,11 @@
 """The pytest plugin (entry point ``pytest11: prism``): options, selection, parametrisation,
-fixtures, async test execution and reporting."""
+fixtures, async test execution and reporting.
+
+Installed, the plugin is loaded by every pytest run in the environment, so it stays inert
+until used: this module imports only pytest and light modules of ours, and the harness
+(registries, backends' entry points, provisioning, Hypothesis profiles) is set up only when
+the run asks for prism-testkit by option or ini setting, or collects a prism suite.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +13,38 @@ import atexit
 import functools
 import inspect
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from prism_testkit import hypothesis_profiles
-from prism_testkit.combinations import Combination, NoCombination, expand
-from prism_testkit.config.runs import NamespacePlan, load_plan
-from prism_testkit.env import PrismEnv
-from prism_testkit.errors import ProvisioningError, RegistrationError, UnknownBackend
-from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.options import PrismOptions, addoption, read_options
-from prism_testkit.pattern_registry import build_pattern_registry
-from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
-from prism_testkit.report import PrismResults, anomaly_properties, item_properties
-from prism_testkit.runtime import PrismRuntime
+from prism_testkit.options import PrismOptions, addoption, asked_for, read_options
 from prism_testkit.suite import MARKER, declaration_of
 
-OPTIONS = pytest.StashKey[PrismOptions]()
-RUNTIME = pytest.StashKey[PrismRuntime]()
-RESULTS = pytest.StashKey[PrismResults]()
-PLAN = pytest.StashKey[NamespacePlan]()
+if TYPE_CHECKING:
+    from prism_testkit.combinations import Combination, NoCombination
+    from prism_testkit.config.runs import NamespacePlan
+    from prism_testkit.env import PrismEnv
+    from prism_testkit.registry import BackendRegistry, BackendSpec
+    from prism_testkit.report import PrismResults
+    from prism_testkit.runtime import PrismRuntime
 
-# Registered at import so that Hypothesis's own --hypothesis-profile can name them.
-hypothesis_profiles.register()
+OPTIONS = pytest.StashKey[PrismOptions]()
+HARNESS = pytest.StashKey["Harness"]()
+
+
+@dataclass
+class Harness:
+    """Everything the plugin sets up once it is used in this run."""
+
+    runtime: PrismRuntime
+    plan: NamespacePlan
+    results: PrismResults
+    header_shown: bool = False  # False when a collected suite, not an option, set it up
+
+    def backend_lines(self) -> list[str]:
+        lines = [f"  {name}: {a.via.value} ({a.detail})" for name, a in self.runtime.availability.items()]
+        return ["prism-testkit backends:", *lines]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,6 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _select(registry: BackendRegistry, options: PrismOptions) -> list[BackendSpec]:
+    from prism_testkit.errors import UnknownBackend
+
     if options.backends == "all":
         return list(registry)
     if options.backends == "embedded":
@@ -48,9 +64,42 @@ def _select(registry: BackendRegistry, options: PrismOptions) -> list[BackendSpe
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}(declaration): a prism-testkit suite (set by prism_suite())")
-    options = read_options(config)
+    profile = config.getoption("hypothesis_profile", None)
+    if isinstance(profile, str) and profile.startswith("prism-"):
+        # before Hypothesis's own pytest_configure loads the profile by name
+        from prism_testkit.hypothesis_profiles import register_profiles
+
+        register_profiles()
+    config.stash[OPTIONS] = read_options(config)
+    config.pluginmanager.register(_Reporting(config), "prism-reporting")
+    if asked_for(config):
+        harness(config)  # bad options and unprovisionable named backends fail now, not mid-run
+
+
+def harness(config: pytest.Config) -> Harness:
+    """The harness of this run, set up on first use."""
+    found = config.stash.get(HARNESS, None)
+    if found is None:
+        found = config.stash[HARNESS] = _set_up(config)
+    return found
+
+
+def _set_up(config: pytest.Config) -> Harness:
+    from hypothesis import settings
+
+    from prism_testkit.config.runs import load_plan
+    from prism_testkit.errors import RegistrationError
+    from prism_testkit.hypothesis_profiles import default_profile, register_profiles
+    from prism_testkit.isolation import NamespaceFactory
+    from prism_testkit.pattern_registry import build_pattern_registry
+    from prism_testkit.registry import build_registry, make_plugin_manager
+    from prism_testkit.report import PrismResults
+    from prism_testkit.runtime import PrismRuntime
+
+    options = config.stash[OPTIONS]
     try:
         pm = make_plugin_manager()
         registry = build_registry(pm)
@@ -66,9 +115,6 @@ def pytest_configure(config: pytest.Config) -> None:
         extra=[registry[name] for name in plan.backends],
     )
     atexit.register(runtime.close)  # also stops servers when pytest dies before unconfigure
-    config.stash[OPTIONS] = options
-    config.stash[RUNTIME] = runtime
-    config.stash[PLAN] = plan
     for name in dict.fromkeys([*options.backends_named_explicitly, *plan.backends]):
         availability = runtime.availability[name]
         if not availability.available:
@@ -80,29 +126,25 @@ def pytest_configure(config: pytest.Config) -> None:
         unavailable=runtime.unavailable,
         available={name: a.detail for name, a in runtime.availability.items() if a.available},
     )
-    config.stash[RESULTS] = results
-    config.pluginmanager.register(_Reporting(config), "prism-reporting")
+    register_profiles()
     if config.getoption("hypothesis_profile", None) is None:
-        from hypothesis import settings
-
-        settings.load_profile(hypothesis_profiles.default_profile())
+        settings.load_profile(default_profile())
+    return Harness(runtime, plan, results)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    runtime = config.stash.get(RUNTIME, None)
-    if runtime is not None:
-        atexit.unregister(runtime.close)
-        runtime.close()
+    found = config.stash.get(HARNESS, None)
+    if found is not None:
+        atexit.unregister(found.runtime.close)
+        found.runtime.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    runtime = config.stash.get(RUNTIME, None)
-    if runtime is None:
+    found = config.stash.get(HARNESS, None)
+    if found is None:
         return []
-    lines = []
-    for name, availability in runtime.availability.items():
-        lines.append(f"  {name}: {availability.via.value} ({availability.detail})")
-    return ["prism-testkit backends:", *lines]
+    found.header_shown = True
+    return found.backend_lines()
 
 
 # --- parametrisation and selection ---------------------------------------------------------
@@ -112,9 +154,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     decl = declaration_of(metafunc.definition)
     if decl is None or "prism_combination" not in metafunc.fixturenames:
         return
+    from prism_testkit.combinations import NoCombination, expand
+
     config = metafunc.config
-    combos = expand(decl.name, decl.slots, config.stash[RUNTIME].available, config.stash[OPTIONS].expansion)
-    from_files = config.stash[PLAN].combinations(decl.name, decl.slots)
+    found = harness(config)
+    combos = expand(decl.name, decl.slots, found.runtime.available, config.stash[OPTIONS].expansion)
+    from_files = found.plan.combinations(decl.name, decl.slots)
     if from_files:  # besides the expansion; enough on their own to make the suite runnable
         combos = [*(combos if isinstance(combos, list) else []), *from_files]
     if isinstance(combos, NoCombination):
@@ -124,6 +169,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.stash.get(HARNESS, None) is None:
+        return  # no prism suite was collected and none was asked for
+    from prism_testkit.combinations import Combination, NoCombination
+    from prism_testkit.report import item_properties
+
     wanted = config.stash[OPTIONS].patterns
     selected, deselected = [], []
     seen_suites: set[str] = set()
@@ -160,7 +210,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.fixture(scope="session")
 def prism_runtime(pytestconfig: pytest.Config) -> PrismRuntime:
     """This process's harness runtime: event loop, provisioned backends, drivers."""
-    return pytestconfig.stash[RUNTIME]
+    return harness(pytestconfig).runtime
 
 
 @pytest.fixture
@@ -176,6 +226,11 @@ def prism_env(
     request: pytest.FixtureRequest, prism_runtime: PrismRuntime, prism_combination: Combination | NoCombination
 ) -> Iterator[PrismEnv]:
     """A combination of connected backends and a fresh namespace, purged after the test."""
+    from prism_testkit.combinations import NoCombination
+    from prism_testkit.env import PrismEnv
+    from prism_testkit.errors import ProvisioningError
+    from prism_testkit.report import anomaly_properties
+
     if isinstance(prism_combination, NoCombination):
         pytest.fail(prism_combination.reason, pytrace=False)
     try:
@@ -201,7 +256,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """Run ``async def`` suite tests (also under ``@given``) on this process's event loop."""
     if declaration_of(pyfuncitem) is None:
         return None
-    runtime = pyfuncitem.config.stash[RUNTIME]
+    runtime = harness(pyfuncitem.config).runtime
     func = pyfuncitem.obj
     hypothesis_attrs = getattr(func, "hypothesis", None)
     if hypothesis_attrs is not None:
@@ -238,12 +293,19 @@ class _Reporting:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.config.stash[RESULTS].record(report)
+        # Under xdist the controller collects nothing: the first report of a suite test (it
+        # carries its suite in user_properties) is what tells it the harness is in use.
+        if any(key == "prism" for key, _ in report.user_properties):
+            harness(self.config).results.record(report)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if hasattr(self.config, "workerinput"):
+        found = self.config.stash.get(HARNESS, None)
+        if found is None or hasattr(self.config, "workerinput"):
             return
-        results = self.config.stash[RESULTS]
+        if not found.header_shown:
+            for line in found.backend_lines():
+                terminalreporter.write_line(line)
+        results = found.results
         results.summarize(terminalreporter)
         report_path = self.config.stash[OPTIONS].report
         if report_path is not None:

@@ -9,10 +9,12 @@ Tests in the module then take the ``prism_env`` fixture and are run once per com
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
-from prism_testkit.combinations import Slot
+if TYPE_CHECKING:  # the plugin imports this module in every run: keep it light
+    from prism_testkit.combinations import Slot
 
 MARKER = "prism_suite"
 
@@ -24,6 +26,8 @@ class SuiteDeclaration:
 
 
 def prism_suite(name: str, **slots: Slot) -> pytest.MarkDecorator:
+    from prism_testkit.combinations import Slot
+
     if not slots:
         raise TypeError(f"suite {name!r} must declare at least one slot")
     for slot_name, slot in slots.items():

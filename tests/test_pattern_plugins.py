@@ -124,6 +124,7 @@ def test_a_bad_pattern_registration_stops_the_run_naming_its_plugin(
     modules = {"bad_pattern": plugin, "dedupe": (OUT_OF_TREE / "dedupe.py").read_text()}
     third_party("prism-bad-pattern", modules, {"bad-pattern": "bad_pattern"})
     pytester.makepyfile("def test_nothing(): pass")
-    result = pytester.runpytest()
+    assert pytester.runpytest().ret == pytest.ExitCode.OK  # a run that does not use prism-testkit is left alone
+    result = pytester.runpytest("--prism-backend=memstore")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])

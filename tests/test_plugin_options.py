@@ -209,6 +209,23 @@ def test_each_test_namespace_is_purged(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
+def test_a_run_that_does_not_use_prism_keeps_hypothesis_defaults(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    pytester.makepyfile(
+        """
+        from hypothesis import settings
+
+        def test_profile() -> None:
+            assert not settings._current_profile.startswith("prism-")
+        """
+    )
+    result = pytester.runpytest_subprocess()  # Hypothesis settings are process-global
+    result.assert_outcomes(passed=1)
+    assert "prism-testkit:" not in result.stdout.str()  # no header, summary or report of ours
+
+
 def test_hypothesis_profiles_are_registered_and_ci_is_derandomised(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -222,7 +239,7 @@ def test_hypothesis_profiles_are_registered_and_ci_is_derandomised(
             assert settings().derandomize and settings().print_blob and settings().deadline is None
         """
     )
-    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.runpytest("--prism-backend=memstore").assert_outcomes(passed=1)
     for profile in ("prism-dev", "prism-hunt"):
         pytester.makepyfile(
             f"""

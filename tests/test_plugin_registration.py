@@ -76,9 +76,18 @@ def broken_plugin(pytester: pytest.Pytester, third_party: Callable[..., None]) -
 def test_bad_registration_fails_at_start_up(
     broken_plugin: Callable[..., pytest.RunResult], source: str, message: str
 ) -> None:
-    result = broken_plugin(source)
+    result = broken_plugin(source, "--prism-backend=memstore")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_a_broken_third_party_plugin_does_not_disturb_a_run_that_does_not_use_prism(
+    broken_plugin: Callable[..., pytest.RunResult], pytester: pytest.Pytester
+) -> None:
+    pytester.makepyfile("def test_unrelated(): pass")
+    result = broken_plugin("import no_such_module_anywhere\n")
+    result.assert_outcomes(passed=1)
+    assert "prism-testkit:" not in result.stdout.str()  # no header, summary or report of ours + result.stderr.str()
 
 
 def test_a_good_third_party_registration_is_listed(broken_plugin: Callable[..., pytest.RunResult]) -> None:

@@ -9,7 +9,7 @@ from hypothesis import Phase, settings
 
 from prism_testkit import hypothesis_profiles
 
-hypothesis_profiles.register()  # a -p plugin loads before prism-testkit's own plugin registers them
+hypothesis_profiles.register_profiles()  # a -p plugin loads before prism-testkit's own plugin registers them
 
 settings.register_profile(
     "prism-mutant", settings.get_profile(hypothesis_profiles.CI), phases=[Phase.explicit, Phase.reuse, Phase.generate]
