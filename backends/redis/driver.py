@@ -1,13 +1,4 @@
-"""Redis backends over :mod:`redis.asyncio` (one connection pool per driver).
-
-Two registrations share one driver class and differ only in how the private server persists:
-
-* ``redis``: ``--save "" --appendonly no``. Everything lives in memory only, so a kill or a
-  restart of the server loses every write: declared **not durable**.
-* ``redis-aof``: ``--appendonly yes --appendfsync always``. Redis fsyncs the AOF before it
-  answers a write, so an acknowledged write survives SIGKILL: declared durable. Given a URL,
-  the driver checks the server's ``appendonly`` / ``appendfsync`` settings (when CONFIG is
-  allowed) and refuses a server that cannot keep that promise.
+"""The Redis driver over :mod:`redis.asyncio` (one connection pool per driver).
 
 Interfaces: key-value (TTL via ``PX``, scan via ``SCAN MATCH`` with the prefix glob-escaped,
 compare-and-set in a Lua script), pub/sub (PUBLISH / SUBSCRIBE: at-most-once and ephemeral),
@@ -50,14 +41,13 @@ import contextlib
 import json
 import math
 import re
-import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Self
 
 import redis.asyncio as aioredis
 from prism_testkit.backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
+from prism_testkit.backends.redis import MAX_PAYLOAD
 from redis.asyncio.client import PubSub as RedisPubSubConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -65,16 +55,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
+from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConnectionLost, DeliveryNotFound, PayloadTooLarge, ProvisioningError
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import Message, QueueDelivery, Record
-from prism_testkit.processes import ServerProcess, free_port
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
-from prism_testkit.registry import BackendSpec
-from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
 
 ROOT = "prism"
 GROUP = "prism"  # the one consumer group of every queue stream
@@ -84,29 +70,6 @@ HORIZON_MS = 10**12  # idle time (ms) at which a pending entry is available agai
 POLL_INTERVAL = 0.01  # seconds between receive attempts while a queue receive waits
 SCAN_COUNT = 500
 SUBSCRIBE_TIMEOUT = 10.0  # seconds to wait for the server to confirm a SUBSCRIBE
-READY_TIMEOUT = 30.0
-
-# Redis strings and bulk arguments may be 512 MB, but a subscriber is disconnected when its
-# output buffer passes the pub/sub hard limit (32 MB by default), and every message is held
-# in memory several times on its way through. 16 MiB is a limit we can honestly carry on every
-# interface, also on a server with default settings; larger payloads raise PayloadTooLarge.
-MAX_PAYLOAD = 16 << 20
-
-CAPABILITIES: frozenset[Capability] = frozenset(
-    {
-        Capability.KEYVALUE,
-        Capability.KEYVALUE_TTL,
-        Capability.KEYVALUE_SCAN,
-        Capability.KEYVALUE_CAS,
-        Capability.PUBSUB,
-        Capability.QUEUE,
-        Capability.LOG,
-    }
-)
-
-# Persistence flags of the private server per registration.
-VOLATILE_FLAGS = ("--save", "", "--appendonly", "no")
-AOF_FLAGS = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
 
 _SPECIAL_GLOB = re.compile(r"([\\*?\[\]])")
 _DELIVERY_ID = re.compile(r"^(\d+-\d+):(\d+)$")
@@ -579,114 +542,3 @@ async def _check_durable(name: str, client: aioredis.Redis) -> None:
             f"backend {name!r} is declared durable, but the server runs with appendonly={appendonly!r}, "
             f"appendfsync={fsync!r} (needs appendonly=yes, appendfsync=always)"
         )
-
-
-# --- provisioning --------------------------------------------------------------------------
-
-
-def answers_ping(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True when the server answers PING with PONG (not LOADING while it replays the AOF)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-class RedisProvisioner(ServerProvisioner):
-    server_name = "redis-server"
-    image = "redis:7-alpine"
-
-    def __init__(self, flags: tuple[str, ...], durable: bool) -> None:
-        self.flags = flags
-        self.durable = durable
-
-    def binary(self) -> Path | None:
-        return find_binary("/usr/bin/redis-server", "redis-server")
-
-    def url_endpoint(self, ctx: ProvisionContext, url: str) -> Endpoint:
-        return Endpoint(url=url, via=Via.URL, options={"require_durable": self.durable})
-
-    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
-        data = ctx.workdir.resolve() / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        argv = [
-            str(binary),
-            "--daemonize",
-            "no",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data),
-            *self.flags,
-            # A slow subscriber must not be cut off while it drains payloads up to MAX_PAYLOAD.
-            "--client-output-buffer-limit",
-            "pubsub 256mb 64mb 60",
-        ]
-        server = ServerProcess(
-            "redis-server",
-            argv,
-            port=port,
-            log_path=ctx.workdir / "redis.log",
-            cwd=data,
-            ready=lambda: answers_ping("127.0.0.1", port),
-            ready_timeout=READY_TIMEOUT,
-        )
-        server.start()  # kills the server itself when it does not come up
-        return private_endpoint(f"redis://127.0.0.1:{port}/0", server, data_dir=str(data))
-
-    def start_container(self, ctx: ProvisionContext) -> Endpoint:
-        try:
-            from testcontainers.redis import RedisContainer
-        except ImportError as exc:
-            raise ProvisioningError("redis: testcontainers is not installed") from exc
-        command = " ".join(["redis-server", *(f or "''" for f in self.flags)])
-        container = RedisContainer(self.image).with_command(command)
-        container.start()
-        try:
-            url = f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
-        except BaseException:
-            with contextlib.suppress(Exception):
-                container.stop()
-            raise
-        return Endpoint(url=url, via=Via.CONTAINER, teardown=container.stop)
-
-
-@hookimpl
-def prism_register_backends() -> list[BackendSpec]:
-    return [
-        BackendSpec(
-            name="redis",
-            capabilities=CAPABILITIES,
-            properties=BackendProperties(
-                durable=False,  # no RDB snapshots, no AOF: a kill or restart loses everything
-                ordering=Ordering.TOTAL,
-                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,
-                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
-                max_payload=MAX_PAYLOAD,
-            ),
-            provisioner=RedisProvisioner(VOLATILE_FLAGS, durable=False),
-            driver=RedisDriver,
-            embedded=False,
-            description="Redis in memory only (no RDB, no AOF): key-value, pub/sub, queue and log; not durable",
-        ),
-        BackendSpec(
-            name="redis-aof",
-            capabilities=CAPABILITIES,
-            properties=BackendProperties(
-                durable=True,  # AOF fsynced before every reply
-                ordering=Ordering.TOTAL,
-                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # pub/sub is never persisted
-                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
-                max_payload=MAX_PAYLOAD,
-            ),
-            provisioner=RedisProvisioner(AOF_FLAGS, durable=True),
-            driver=RedisDriver,
-            embedded=False,
-            description="Redis with appendonly=yes, appendfsync=always: durable key-value, queue and log",
-        ),
-    ]
