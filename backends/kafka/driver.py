@@ -47,8 +47,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.structs import OffsetAndMetadata
-from prism_testkit.backends._common import check_count, check_wait, freeze_message
-from prism_testkit.backends.kafka import MAX_PAYLOAD
 
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
@@ -56,6 +54,9 @@ from prism_testkit.errors import ConnectionLost, PayloadTooLarge, ProvisioningEr
 from prism_testkit.interfaces import Log, Message, PubSub, Record, Subscription
 from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
+
+from .._common import check_count, check_wait, freeze_message
+from . import MAX_PAYLOAD
 
 _LOG_SUFFIX = ".log"
 _TOPIC_SUFFIX = ".ps"

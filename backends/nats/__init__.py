@@ -6,11 +6,11 @@ first connected; the provisioner (:mod:`.provision`) starts a private nats-serve
 
 from __future__ import annotations
 
-from prism_testkit.backends.nats.provision import NatsProvisioner
-
 from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.registry import BackendSpec
+
+from .provision import NatsProvisioner
 
 # Largest message payload we promise on every interface. The private server runs with
 # max_payload 8 MiB; the rest is room for our headers and the API's base64 framing.

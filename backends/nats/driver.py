@@ -72,16 +72,6 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.nuid import NUID
-from prism_testkit.backends._common import (
-    as_bytes,
-    check_count,
-    check_metadata,
-    check_name,
-    check_positive,
-    check_wait,
-    freeze_message,
-)
-from prism_testkit.backends.nats import MAX_PAYLOAD
 
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
@@ -97,6 +87,18 @@ from prism_testkit.errors import (
 from prism_testkit.interfaces import Message, ObjectInfo, QueueDelivery, Record
 from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
+
+from .._common import (
+    as_bytes,
+    check_count,
+    check_metadata,
+    check_name,
+    check_offset,
+    check_positive,
+    check_wait,
+    freeze_message,
+)
+from . import MAX_PAYLOAD
 
 MIN_SERVER_PAYLOAD = MAX_PAYLOAD + (64 << 10)
 
@@ -333,7 +335,7 @@ class NatsPubSub:
             )
             # The server must know the interest before subscribe returns (at-most-once:
             # anything published before that is not for this subscriber).
-            await self._driver.nc.flush(timeout=API_TIMEOUT)
+            await self._driver.nc.flush(timeout=API_TIMEOUT)  # type: ignore[arg-type]  # annotated int, takes seconds as float
         self._driver.subscriptions.add(sub)
         return sub
 
@@ -427,14 +429,6 @@ class NatsQueue:
             del self._pending[delivery_id]
 
 
-def _check_offset(offset: int) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int, not {type(offset).__name__}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    return offset
-
-
 class NatsLog:
     def __init__(self, driver: NatsDriver) -> None:
         self._driver = driver
@@ -448,7 +442,7 @@ class NatsLog:
 
     async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
         name = _named(log, "log")
-        _check_offset(offset)
+        check_offset(offset)
         check_count(limit, "limit", 1)
         wait = check_wait(wait)
         stream = LOG_STREAM + name
@@ -501,7 +495,7 @@ class NatsLog:
         return f"$KV.{OFFSETS_BUCKET}.{_named(log, 'log')}.{_named(group, 'group')}"
 
     async def commit(self, log: str, group: str, offset: int) -> None:
-        _check_offset(offset)
+        check_offset(offset)
         subject = self._group_subject(log, group)
         await self._driver.ensure_kv(OFFSETS_BUCKET)
         await self._driver.publish(subject, str(offset).encode())
@@ -780,7 +774,7 @@ class NatsDriver(Driver):
                     endpoint.url,
                     name="prism-testkit",
                     connect_timeout=5,
-                    reconnect_time_wait=0.2,
+                    reconnect_time_wait=0.2,  # type: ignore[arg-type]  # annotated int, sleeps this float
                     max_reconnect_attempts=-1,
                     allow_reconnect=True,
                     error_cb=quiet,

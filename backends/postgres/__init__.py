@@ -6,11 +6,11 @@ first connected; the provisioner (:mod:`.provision`) starts a private cluster wi
 
 from __future__ import annotations
 
-from prism_testkit.backends.postgres.provision import PostgresProvisioner
-
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.registry import BackendSpec
+
+from .provision import PostgresProvisioner
 
 # bytea holds at most 1 GiB and the whole Bind message must stay below that too; a limit well
 # under it, enforced here with PayloadTooLarge, is one we can honestly promise.

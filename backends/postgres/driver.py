@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,8 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
 import asyncpg
-from prism_testkit.backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
-from prism_testkit.backends.postgres import MAX_PAYLOAD
 
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
@@ -55,10 +52,13 @@ from prism_testkit.interfaces import Message, QueueDelivery, Record
 from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
 
+from .._common import as_bytes, check_count, check_positive, check_wait, freeze_message
+from .._sql import SCAN_BATCH, SqlDialect, poll
+from . import MAX_PAYLOAD
+
 T = TypeVar("T")
 
 POLL_INTERVAL = 0.02  # seconds between polls while a receive / read waits for data
-SCAN_BATCH = 256
 POOL_MIN, POOL_MAX = 1, 10
 CLOSE_TIMEOUT = 5.0  # seconds a pool may take to close before its connections are dropped
 
@@ -105,7 +105,8 @@ CREATE TABLE IF NOT EXISTS prism.log_groups (
 );
 """
 
-_LIVE = "(expires_at IS NULL OR expires_at > clock_timestamp())"  # a kv row that has not expired
+# A kv row that has not expired, by the server's clock: clients on several hosts agree on it.
+_LIVE = "(expires_at IS NULL OR expires_at > clock_timestamp())"
 _UPSERT = (
     "INSERT INTO prism.kv (key, value, expires_at) VALUES ($1, $2, NULL) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL"
@@ -122,6 +123,9 @@ _LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
 )
 
+# A pool that cannot close in time, or whose server is gone, is terminated instead.
+_CLOSE_FAILED: tuple[type[BaseException], ...] = (TimeoutError, *_LOST)
+
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -134,25 +138,20 @@ def _name(value: str, what: str) -> str:
     return value
 
 
-def _upper_bound(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with ``prefix`` (in code point
-    order), or ``None`` when there is none (empty prefix, or only maximal code points)."""
-    stripped = prefix.rstrip(chr(sys.maxunicode))
-    if not stripped:
-        return None
-    nxt = ord(stripped[-1]) + 1
-    if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip to the next real one
-        nxt = 0xE000
-    return stripped[:-1] + chr(nxt)
+class PostgresDialect(SqlDialect):
+    schema = "prism."
+
+    def placeholder(self, n: int) -> str:
+        return f"${n}"
+
+    def live(self, first: int) -> tuple[str, list[Any]]:
+        return _LIVE, []
+
+    def check_name(self, value: str, what: str) -> str:
+        return _name(value, what)
 
 
-def _prefix_clause(column: str, prefix: str, first: int) -> tuple[str, list[str]]:
-    """``column`` starts with ``prefix`` as a range (no LIKE escaping), parameters from $first."""
-    _name(prefix, "prefix")
-    upper = _upper_bound(prefix)
-    if upper is None:
-        return f"{column} >= ${first}", [prefix]
-    return f"({column} >= ${first} AND {column} < ${first + 1})", [prefix, upper]
+DIALECT = PostgresDialect()
 
 
 def _payload(message: Message) -> tuple[bytes, str]:
@@ -167,18 +166,6 @@ def _payload(message: Message) -> tuple[bytes, str]:
 def _message(payload: bytes, meta: str) -> Message:
     decoded = json.loads(meta)
     return Message(bytes(payload), decoded["h"], decoded["k"])
-
-
-async def _poll(attempt: Callable[[], Awaitable[T]], wait: float) -> T:
-    """``await attempt()`` until it returns something truthy or ``wait`` seconds have passed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        result = await attempt()
-        remaining = deadline - loop.time()
-        if result or remaining <= 0:
-            return result
-        await asyncio.sleep(min(POLL_INTERVAL, remaining))
 
 
 async def _append(conn: asyncpg.Connection, logs: dict[str, int], log: str, payload: bytes, meta: str) -> int:
@@ -235,7 +222,7 @@ class _Pool:
     async def close(self) -> None:
         try:
             await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT)
-        except (TimeoutError, *_LOST):
+        except _CLOSE_FAILED:
             self.pool.terminate()  # a killed server cannot take part in a clean close
 
 
@@ -293,18 +280,10 @@ class PostgresKeyValue:
         return self._scan(prefix)
 
     async def _scan(self, prefix: str) -> AsyncIterator[str]:
-        # Keyset pagination: each batch resumes after the last key seen, in key order.
-        clause, params = _prefix_clause("key", prefix, 1)
         after: str | None = None
         while True:
-            args: list[Any] = list(params)
-            where = clause
-            if after is not None:
-                args.append(after)
-                where += f" AND key > ${len(args)}"
-            rows = await self._db.fetch(
-                f"SELECT key FROM prism.kv WHERE {where} AND {_LIVE} ORDER BY key LIMIT {SCAN_BATCH}", *args
-            )
+            sql, args = DIALECT.scan_batch(prefix, after)
+            rows = await self._db.fetch(sql, *args)
             for row in rows:
                 yield row["key"]
             if len(rows) < SCAN_BATCH:
@@ -380,7 +359,7 @@ class PostgresQueue:
                 return None
             return QueueDelivery(delivery_id, _message(row["payload"], row["meta"]), row["attempt"])
 
-        return await _poll(claim, wait)
+        return await poll(claim, wait, POLL_INTERVAL)
 
     async def ack(self, queue: str, delivery: QueueDelivery) -> None:
         status = await self._db.execute(
@@ -428,7 +407,7 @@ class PostgresLog:
             )
             return [Record(row["offset"], _message(row["payload"], row["meta"])) for row in rows]
 
-        return await _poll(attempt, wait)
+        return await poll(attempt, wait, POLL_INTERVAL)
 
     async def end_offset(self, log: str) -> int:
         return int(await self._db.fetchval(_NEXT_OFFSET, _name(log, "log")))
@@ -624,36 +603,19 @@ class PostgresDriver(Driver):
 
     async def purge(self, prefix: str) -> None:
         async def job(conn: asyncpg.Connection) -> None:
-            for table, column in _NAMED:
-                clause, params = _prefix_clause(column, prefix, 1)
-                await conn.execute(f"DELETE FROM prism.{table} WHERE {clause}", *params)
+            for sql, params in DIALECT.purge(prefix):
+                await conn.execute(sql, *params)
 
         await self.db.write(job)
 
     async def leftovers(self, prefix: str) -> list[str]:
-        async def job(conn: asyncpg.Connection) -> list[str]:
-            found: list[str] = []
-            clause, params = _prefix_clause("key", prefix, 1)
-            rows = await conn.fetch(f"SELECT key FROM prism.kv WHERE {clause} AND {_LIVE}", *params)
-            found += [f"kv:{r['key']}" for r in rows]
-            clause, params = _prefix_clause("queue", prefix, 1)
-            rows = await conn.fetch(f"SELECT DISTINCT queue FROM prism.queue_messages WHERE {clause}", *params)
-            found += [f"queue:{r['queue']}" for r in rows]
-            clause, params = _prefix_clause("log", prefix, 1)
-            rows = await conn.fetch(f"SELECT DISTINCT log FROM prism.log_records WHERE {clause}", *params)
-            found += [f"log:{r['log']}" for r in rows]
-            log_clause, log_params = _prefix_clause("log", prefix, 1)
-            grp_clause, grp_params = _prefix_clause("grp", prefix, 1 + len(log_params))
-            rows = await conn.fetch(
-                f"SELECT log, grp FROM prism.log_groups WHERE {log_clause} OR {grp_clause}", *log_params, *grp_params
-            )
-            found += [f"group:{r['log']}/{r['grp']}" for r in rows]
-            return sorted(found)
-
-        # REPEATABLE READ: every SELECT above sees one snapshot
         async def snapshot(conn: asyncpg.Connection) -> list[str]:
+            found: list[str] = []
+            # REPEATABLE READ: every SELECT sees one snapshot
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                return await job(conn)
+                for query in DIALECT.leftovers(prefix):
+                    found += [query.label(row) for row in await conn.fetch(query.sql, *query.params)]
+            return sorted(found)
 
         return await self.db.run(snapshot)
 
@@ -663,14 +625,3 @@ async def _create_schema(conn: asyncpg.Connection) -> None:
     # connects from several workers take turns.
     await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS_DDL}, 0)")
     await conn.execute(SCHEMA)
-
-
-# (table, name column) pairs purge clears. Group offsets go when either their log or their
-# group name carries the prefix.
-_NAMED: tuple[tuple[str, str], ...] = (
-    ("kv", "key"),
-    ("queue_messages", "queue"),
-    ("log_records", "log"),
-    ("log_groups", "log"),
-    ("log_groups", "grp"),
-)

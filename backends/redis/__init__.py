@@ -14,11 +14,11 @@ backend is first connected, the provisioner lives in :mod:`.provision`.
 
 from __future__ import annotations
 
-from prism_testkit.backends.redis.provision import RedisProvisioner
-
 from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.registry import BackendSpec
+
+from .provision import RedisProvisioner
 
 # Redis strings and bulk arguments may be 512 MB, but a subscriber is disconnected when its
 # output buffer passes the pub/sub hard limit (32 MB by default), and every message is held

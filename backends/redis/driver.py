@@ -43,17 +43,16 @@ import math
 import re
 import struct
 from collections.abc import AsyncIterator, Iterator
-from typing import Self
+from typing import Any, Self
 
 import redis.asyncio as aioredis
-from prism_testkit.backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
-from prism_testkit.backends.redis import MAX_PAYLOAD
 from redis.asyncio.client import PubSub as RedisPubSubConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
@@ -61,6 +60,16 @@ from prism_testkit.errors import ConnectionLost, DeliveryNotFound, PayloadTooLar
 from prism_testkit.interfaces import Message, QueueDelivery, Record
 from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
+
+from .._common import (
+    as_bytes,
+    check_count,
+    check_offset,
+    check_positive,
+    check_wait,
+    freeze_message,
+)
+from . import MAX_PAYLOAD
 
 ROOT = "prism"
 GROUP = "prism"  # the one consumer group of every queue stream
@@ -184,16 +193,13 @@ def _unframe(data: bytes) -> Message:
     return Message(bytes(data[_FRAME.size + size :]), meta["h"], meta["k"])
 
 
-def _check_offset(offset: int) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int, not {type(offset).__name__}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    return offset
+def _text(value: bytes | str) -> str:
+    """A name from a reply (redis-py types replies as bytes or str; ours are always bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
-def _offset_of(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[1]) - 1
+def _offset_of(entry_id: bytes | str) -> int:
+    return int(_text(entry_id).split("-", 1)[1]) - 1
 
 
 # --- facets --------------------------------------------------------------------------------
@@ -207,7 +213,7 @@ class RedisKeyValue:
     async def get(self, key: str) -> bytes | None:
         with self._driver.guard():
             value = await self._driver.client.get(_key("kv", key))
-        return None if value is None else bytes(value)
+        return None if value is None else as_bytes(value)
 
     async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         name, data = _key("kv", key), as_bytes(value)
@@ -331,7 +337,7 @@ class RedisQueue:
         if timeout_ms >= HORIZON_MS:
             raise ValueError(f"visibility_timeout must be below {HORIZON_MS // 1000} seconds")
         wait = check_wait(wait)
-        args = [GROUP, CONSUMER, HORIZON_MS, HORIZON_MS - timeout_ms]
+        args: list[EncodableT] = [GROUP, CONSUMER, HORIZON_MS, HORIZON_MS - timeout_ms]
         loop_time = self._driver.loop_time
         deadline = loop_time() + wait
         while True:
@@ -370,7 +376,7 @@ class RedisLog:
 
     async def append(self, log: str, message: Message) -> int:
         stream, fields = _key("log", log), _fields(message)
-        pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+        pairs: dict[FieldT, EncodableT] = dict(zip(fields[::2], fields[1::2], strict=True))
         with self._driver.guard():
             # ms = 0, sequence auto-incremented by the server: 0-1, 0-2, ... (Redis >= 7)
             entry_id = await self._driver.client.xadd(stream, pairs, id="0-*")
@@ -378,14 +384,14 @@ class RedisLog:
 
     async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
         stream = _key("log", log)
-        _check_offset(offset)
+        check_offset(offset)
         check_count(limit, "limit", 1)
         wait = check_wait(wait)
         # XREAD returns entries with an ID greater than the one given: 0-<offset> means "from
         # offset on". BLOCK 0 would wait forever, so a positive wait is at least 1 ms.
         block = max(1, math.ceil(wait * 1000)) if wait > 0 else None
         with self._driver.guard():
-            reply = await self._driver.client.xread({stream: f"0-{offset}"}, count=limit, block=block)
+            reply: Any = await self._driver.client.xread({stream: f"0-{offset}"}, count=limit, block=block)
         if not reply:
             return []
         (_, entries), *_ = reply
@@ -397,7 +403,7 @@ class RedisLog:
             return int(await self._driver.client.xlen(_key("log", log)))
 
     async def commit(self, log: str, group: str, offset: int) -> None:
-        _check_offset(offset)
+        check_offset(offset)
         if not isinstance(group, str):
             raise TypeError(f"group must be a str, not {type(group).__name__}")
         with self._driver.guard():
@@ -522,7 +528,7 @@ class RedisDriver(Driver):
             else:
                 with self.guard():
                     groups = await self.client.hkeys(raw)
-                found += [f"group:{name}/{g.decode()}" for g in groups]
+                found += [f"group:{name}/{_text(g)}" for g in groups]
         for raw, field in fields:
             found.append(f"group:{raw[len(_key('lg', '')) :].decode()}/{field.decode()}")
         return sorted(found)

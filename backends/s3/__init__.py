@@ -6,11 +6,11 @@ first connected; the provisioner (:mod:`.provision`) runs moto's S3 server in a 
 
 from __future__ import annotations
 
-from prism_testkit.backends.s3.provision import MotoProvisioner
-
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.registry import BackendSpec
+
+from .provision import MotoProvisioner
 
 CAPABILITIES: frozenset[Capability] = frozenset({Capability.OBJECTS, Capability.OBJECTS_TTL})
 PROPERTIES = BackendProperties(durable=False, ordering=Ordering.TOTAL)  # moto keeps objects in memory

@@ -50,7 +50,6 @@ from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
-from prism_testkit.backends._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
 
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
@@ -59,6 +58,8 @@ from prism_testkit.interfaces import ObjectInfo, ObjectStore
 from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
 
+from .._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
+
 _META = "x-amz-meta-prism-meta"
 _EXPIRES = "x-amz-meta-prism-expires-at"
 _PART_SIZE = 5 << 20  # S3's smallest multipart part: bounds put_stream's memory
@@ -66,6 +67,7 @@ _DELETE_BATCH = 1000  # S3's limit per DeleteObjects request
 _REGION = "us-east-1"
 
 T = TypeVar("T")
+_HeaderMap = dict[str, str | list[str] | tuple[str]]  # minio's type of object metadata
 
 
 def _code(exc: S3Error) -> str:
@@ -76,8 +78,10 @@ class _Headers:
     """What we store in an object's user metadata, and read back from its headers."""
 
     @staticmethod
-    def encode(metadata: Mapping[str, str], expires_at: float | None) -> dict[str, str]:
-        headers = {_META: urllib.parse.quote(json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":")))}
+    def encode(metadata: Mapping[str, str], expires_at: float | None) -> _HeaderMap:
+        headers: _HeaderMap = {
+            _META: urllib.parse.quote(json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":")))
+        }
         if expires_at is not None:
             headers[_EXPIRES] = repr(expires_at)
         return headers
@@ -285,7 +289,7 @@ class _S3Objects(ObjectStore):
         except S3Error as exc:
             raise self._translate(exc, bucket) from None
 
-    def _put(self, bucket: str, key: str, data: Any, length: int, headers: dict[str, str]) -> None:
+    def _put(self, bucket: str, key: str, data: Any, length: int, headers: _HeaderMap) -> None:
         try:
             self._client.put_object(
                 bucket,
