@@ -1,4 +1,4 @@
-"""Argument checks shared by the embedded backends, so that they reject bad input identically."""
+"""Argument checks shared by the backends, so that they reject bad input identically."""
 
 from __future__ import annotations
 
@@ -44,6 +44,15 @@ def check_count(value: int, what: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, got {value}")
     return value
+
+
+def check_offset(offset: int) -> int:
+    """A log offset: an int >= 0."""
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    return offset
 
 
 def check_name(name: str, what: str) -> str:

@@ -39,8 +39,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO, ClassVar, Self
 
-from prism_testkit.backends._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
-
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, ObjectNotFound, ProvisioningError
@@ -48,6 +46,8 @@ from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import ObjectInfo, ObjectStore
 from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
 from prism_testkit.registry import BackendSpec
+
+from ._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
 
 CAPABILITIES: frozenset[Capability] = frozenset({Capability.OBJECTS, Capability.OBJECTS_TTL})
 PROPERTIES = BackendProperties(durable=True, ordering=Ordering.TOTAL)

@@ -25,16 +25,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Self
 
-from prism_testkit.backends._common import (
-    as_bytes,
-    check_count,
-    check_metadata,
-    check_name,
-    check_positive,
-    check_wait,
-    freeze_message,
-)
-
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import (
@@ -61,6 +51,16 @@ from prism_testkit.interfaces import (
 )
 from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
 from prism_testkit.registry import BackendSpec
+
+from ._common import (
+    as_bytes,
+    check_count,
+    check_metadata,
+    check_name,
+    check_positive,
+    check_wait,
+    freeze_message,
+)
 
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
 PROPERTIES = BackendProperties(durable=False, ordering=Ordering.TOTAL)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -33,11 +32,13 @@ from prism_testkit.interfaces import Message, QueueDelivery, Record
 from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
 from prism_testkit.registry import BackendSpec
 
+from ._common import check_offset
+from ._sql import SCAN_BATCH, SqlDialect, poll
+
 T = TypeVar("T")
 
 DB_FILENAME = "prism.sqlite3"
 POLL_INTERVAL = 0.015  # seconds between polls while a receive / read waits for data
-SCAN_BATCH = 256
 BUSY_TIMEOUT = 30.0  # seconds to wait for another connection's write lock
 
 CAPABILITIES: frozenset[Capability] = frozenset(
@@ -90,27 +91,15 @@ CREATE TABLE IF NOT EXISTS log_groups (
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"  # a kv row that has not expired
 
 
-def _upper_bound(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with ``prefix``, or ``None``
-    when there is none (empty prefix, or only maximal code points).
+class SqliteDialect(SqlDialect):
+    def placeholder(self, n: int) -> str:
+        return "?"  # positional: the parameters' order is the placeholders' order
 
-    SQLite compares TEXT by its UTF-8 bytes, which orders exactly like code points, so
-    ``prefix <= name < upper`` is an index-friendly "starts with" with no LIKE escaping.
-    """
-    stripped = prefix.rstrip(chr(sys.maxunicode))
-    if not stripped:
-        return None
-    nxt = ord(stripped[-1]) + 1
-    if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip to the next real one
-        nxt = 0xE000
-    return stripped[:-1] + chr(nxt)
+    def live(self, first: int) -> tuple[str, list[Any]]:
+        return _LIVE, [time.time()]  # expiry is this process's wall clock (one host)
 
 
-def _prefix_clause(column: str, prefix: str) -> tuple[str, list[Any]]:
-    upper = _upper_bound(prefix)
-    if upper is None:
-        return f"{column} >= ?", [prefix]
-    return f"({column} >= ? AND {column} < ?)", [prefix, upper]
+DIALECT = SqliteDialect()
 
 
 def _encode_headers(message: Message) -> str:
@@ -119,11 +108,6 @@ def _encode_headers(message: Message) -> str:
 
 def _message(payload: bytes, headers: str, key: str | None) -> Message:
     return Message(bytes(payload), json.loads(headers), key)
-
-
-def _check_offset(offset: int) -> None:
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
 
 
 def _live_value(conn: sqlite3.Connection, key: str) -> bytes | None:
@@ -281,16 +265,10 @@ class SqliteKeyValue:
         return self._scan(prefix)
 
     async def _scan(self, prefix: str) -> AsyncIterator[str]:
-        # Keyset pagination: each batch resumes after the last key seen, in key order.
-        clause, params = _prefix_clause("key", prefix)
         after: str | None = None
 
         def batch(conn: sqlite3.Connection) -> list[str]:
-            where, args = clause, list(params)
-            if after is not None:
-                where, args = f"{where} AND key > ?", [*args, after]
-            sql = f"SELECT key FROM kv WHERE {where} AND {_LIVE} ORDER BY key LIMIT {SCAN_BATCH}"
-            return [key for (key,) in conn.execute(sql, [*args, time.time()])]
+            return [key for (key,) in conn.execute(*DIALECT.scan_batch(prefix, after))]
 
         while True:
             keys = await self._db.run(batch)
@@ -355,7 +333,7 @@ class SqliteQueue:
             )
             return QueueDelivery(delivery_id, _message(payload, headers, key), attempt + 1)
 
-        return await _poll(lambda: self._db.write(job), wait)
+        return await poll(lambda: self._db.write(job), wait, POLL_INTERVAL)
 
     async def ack(self, queue: str, delivery: QueueDelivery) -> None:
         def job(conn: sqlite3.Connection) -> int:
@@ -389,7 +367,7 @@ class SqliteLog:
         return await self._db.write(lambda conn: _append(conn, log, message))
 
     async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
-        _check_offset(offset)
+        check_offset(offset)
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
 
@@ -400,7 +378,7 @@ class SqliteLog:
             )
             return [Record(seq, _message(payload, headers, key)) for seq, payload, headers, key in rows]
 
-        records = await _poll(lambda: self._db.run(job), wait)
+        records = await poll(lambda: self._db.run(job), wait, POLL_INTERVAL)
         return records or []
 
     async def end_offset(self, log: str) -> int:
@@ -411,7 +389,7 @@ class SqliteLog:
         return await self._db.run(job)
 
     async def commit(self, log: str, group: str, offset: int) -> None:
-        _check_offset(offset)
+        check_offset(offset)
 
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -514,18 +492,6 @@ class SqliteTransactions:
             raise TransactionAborted(f"sqlite transaction could not commit: {exc}") from exc
 
 
-async def _poll(attempt: Callable[[], Any], wait: float) -> Any:
-    """``await attempt()`` until it returns something truthy or ``wait`` seconds have passed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + max(wait, 0.0)
-    while True:
-        result = await attempt()
-        remaining = deadline - loop.time()
-        if result or remaining <= 0:
-            return result
-        await asyncio.sleep(min(POLL_INTERVAL, remaining))
-
-
 # --- the driver ----------------------------------------------------------------------------
 
 
@@ -570,50 +536,17 @@ class SqliteDriver(Driver):
 
     async def purge(self, prefix: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
-            for table, column in _NAMED:
-                clause, params = _prefix_clause(column, prefix)
-                conn.execute(f"DELETE FROM {table} WHERE {clause}", params)
+            for sql, params in DIALECT.purge(prefix):
+                conn.execute(sql, params)
 
         await self.db.write(job)
 
     async def leftovers(self, prefix: str) -> list[str]:
         def job(conn: sqlite3.Connection) -> list[str]:
-            now = time.time()
-            found: list[str] = []
-            clause, params = _prefix_clause("key", prefix)
-            found += [
-                f"kv:{k}" for (k,) in conn.execute(f"SELECT key FROM kv WHERE {clause} AND {_LIVE}", [*params, now])
-            ]
-            clause, params = _prefix_clause("queue", prefix)
-            found += [
-                f"queue:{q}"
-                for (q,) in conn.execute(f"SELECT DISTINCT queue FROM queue_messages WHERE {clause}", params)
-            ]
-            clause, params = _prefix_clause("log", prefix)
-            found += [
-                f"log:{lg}" for (lg,) in conn.execute(f"SELECT DISTINCT log FROM log_records WHERE {clause}", params)
-            ]
-            log_clause, log_params = _prefix_clause("log", prefix)
-            grp_clause, grp_params = _prefix_clause("grp", prefix)
-            rows = conn.execute(
-                f"SELECT log, grp FROM log_groups WHERE {log_clause} OR {grp_clause}",
-                [*log_params, *grp_params],
-            )
-            found += [f"group:{lg}/{g}" for lg, g in rows]
-            return sorted(found)
+            # db.read runs it in one transaction: every query sees one snapshot
+            return sorted(q.label(row) for q in DIALECT.leftovers(prefix) for row in conn.execute(q.sql, q.params))
 
         return await self.db.read(job)
-
-
-# (table, name column) pairs purge clears. Group offsets go when either their log or their
-# group name carries the prefix.
-_NAMED: tuple[tuple[str, str], ...] = (
-    ("kv", "key"),
-    ("queue_messages", "queue"),
-    ("log_records", "log"),
-    ("log_groups", "log"),
-    ("log_groups", "grp"),
-)
 
 
 async def open_sqlite(path: Path, name: str = "sqlite") -> SqliteDriver:

@@ -1,6 +1,7 @@
 """Side-by-side benchmarks: every backend's raw operation rates and latencies, the claim
 check's and the outbox's overhead as ratios against the raw operations they replace, the claim
-check's memory bound, and server time-to-ready.
+check's memory bound, server time-to-ready, and what the installed plugin adds to an unrelated
+pytest run (``benchmarks.import_overhead``, side by side with ``-p no:prism``).
 
     python -m benchmarks.run --prism-backend=all --ops 300 --out benchmarks/results
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
 from prism_testkit.patterns.outbox import Outbox, OutboxConfig, OutboxRelay, QueueSink
 
+from benchmarks import import_overhead
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.interfaces import Message
@@ -224,6 +226,8 @@ def markdown(results: dict) -> str:
     lines += ["", "## Time to ready (servers started by the harness)", "", "| backend | seconds |", "|---|---:|"]
     for backend, seconds in results["time_to_ready"].items():
         lines.append(f"| {backend} | {seconds:.2f} |")
+    if "import_overhead" in results:
+        lines += ["", *import_overhead.markdown(import_overhead.ImportOverhead(**results["import_overhead"]))]
     if results["unavailable"]:
         lines += ["", "Unavailable: " + "; ".join(f"{b}: {r}" for b, r in results["unavailable"].items())]
     return "\n".join(lines) + "\n"
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=300, help="operations per measurement")
     parser.add_argument("--stream-mib", type=int, default=64, help="payload size for the memory measurement")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--import-trials", type=int, default=15, help="pairs of pytest runs (0: skip)")
     args = parser.parse_args(argv)
 
     registry = build_registry(make_plugin_manager())
@@ -288,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             runtime.run(driver.purge(ns.prefix))
     finally:
         runtime.close()
+    if args.import_trials > 0:
+        print("measuring the plugin's import overhead ...", file=sys.stderr)
+        results["import_overhead"] = asdict(import_overhead.measure(args.import_trials))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)

@@ -43,6 +43,16 @@ class ProvisioningError(PrismError):
     """A backend that was asked for explicitly could not be provisioned."""
 
 
+class ClientLibraryMissing(ProvisioningError):
+    """A backend's client library is not installed; the message says which extra brings it."""
+
+    def __init__(self, backend: str, missing: list[str], hint: str) -> None:
+        self.backend = backend
+        self.missing = missing
+        self.hint = hint
+        super().__init__(f"backend {backend!r}: client library {', '.join(missing)} is not installed: {hint}")
+
+
 class ConfigurationError(PrismError):
     """A pattern or namespace was configured with values that cannot work."""
 

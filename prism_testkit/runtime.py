@@ -46,9 +46,7 @@ class PrismRuntime:
         self.namespaces = namespaces
         sweep_abandoned()
         self.workdir = make_workdir(namespaces.run, namespaces.worker)
-        self.availability: dict[str, Availability] = {
-            spec.name: spec.provisioner.probe(self._context(spec)) for spec in [*selected, *self.extra]
-        }
+        self.availability: dict[str, Availability] = {spec.name: self._probe(spec) for spec in [*selected, *self.extra]}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._endpoints: dict[str, Endpoint] = {}
         self._drivers: dict[str, Driver] = {}
@@ -68,6 +66,13 @@ class PrismRuntime:
     @property
     def unavailable(self) -> dict[str, str]:
         return {n: a.detail for n, a in self.availability.items() if not a.available}
+
+    def _probe(self, spec: BackendSpec) -> Availability:
+        # A missing client library is checked first: no server is worth starting without it.
+        reason = spec.unavailable_reason()
+        if reason is not None:
+            return Availability.unavailable(reason)
+        return spec.provisioner.probe(self._context(spec))
 
     def _context(self, spec: BackendSpec) -> ProvisionContext:
         return ProvisionContext(
@@ -111,8 +116,9 @@ class PrismRuntime:
         """The connected driver of backend ``name``, provisioning it on first use."""
         if name not in self._drivers:
             spec = self.registry[name]
+            driver_class = spec.driver_class  # imported before any server is started for it
             endpoint = self.endpoint(name)
-            self._drivers[name] = self.run(spec.driver.connect(spec.name, spec.capabilities, endpoint))
+            self._drivers[name] = self.run(driver_class.connect(spec.name, spec.capabilities, endpoint))
         return self._drivers[name]
 
     def control(self, name: str) -> ServerControl | None:
@@ -136,7 +142,7 @@ class PrismRuntime:
             await asyncio.to_thread(control.kill if kill else control.stop)
             await asyncio.to_thread(control.start)
         spec = self.registry[name]
-        self._drivers[name] = await spec.driver.connect(spec.name, spec.capabilities, self.endpoint(name))
+        self._drivers[name] = await spec.driver_class.connect(spec.name, spec.capabilities, self.endpoint(name))
         if name in self._proxied:
             # The proxied client's pooled connections died with the server too. It cannot be
             # reconnected now (its proxy may be partitioned); heal() does it once the proxy is.
@@ -154,7 +160,7 @@ class PrismRuntime:
             endpoint = self.endpoint(name)
             if endpoint.via is Via.EMBEDDED:
                 raise NotSupported(name, "network faults", "an embedded backend has no network")
-            proxy = endpoint.options.get("fault_proxy")
+            proxy: FaultProxy | None = endpoint.options.get("fault_proxy")
             if proxy is None:
                 proxy = await asyncio.to_thread(FaultProxy(*endpoint.address).start)
                 self._own_proxies.append(proxy)
@@ -185,7 +191,7 @@ class PrismRuntime:
                 await old.close()
         spec = self.registry[name]
         faults = proxy.faults_injected
-        driver = await spec.driver.connect(spec.name, spec.capabilities, rerouted)
+        driver = await spec.driver_class.connect(spec.name, spec.capabilities, rerouted)
         self._proxied[name] = (driver, proxy, rerouted)
         self._proxied_faults[name] = faults
         return driver

@@ -85,7 +85,7 @@ async def test_registration_describes_its_driver(prism_env: PrismEnv) -> None:
     spec, driver = prism_env.spec("backend"), prism_env.driver("backend")
     assert isinstance(spec.properties, BackendProperties)
     assert isinstance(driver, Driver)
-    assert isinstance(driver, spec.driver)
+    assert isinstance(driver, spec.driver_class)
     assert driver.name == spec.name
     assert driver.capabilities == spec.capabilities
     assert spec.interfaces, "a backend that declares no interface is useless"

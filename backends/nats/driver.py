@@ -61,12 +61,9 @@ import itertools
 import json
 import math
 import re
-import socket
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Self
 
 import nats
@@ -75,17 +72,8 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.nuid import NUID
-from prism_testkit.backends._common import (
-    as_bytes,
-    check_count,
-    check_metadata,
-    check_name,
-    check_positive,
-    check_wait,
-    freeze_message,
-)
 
-from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
+from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import (
     BucketNotEmpty,
@@ -96,18 +84,22 @@ from prism_testkit.errors import (
     PayloadTooLarge,
     ProvisioningError,
 )
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import Message, ObjectInfo, QueueDelivery, Record
-from prism_testkit.processes import ServerProcess, free_port
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
-from prism_testkit.registry import BackendSpec
-from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
 
-# Largest message payload we promise on every interface. The private server runs with
-# max_payload 8 MiB; the rest is room for our headers and the API's base64 framing.
-MAX_PAYLOAD = 4 << 20
-SERVER_MAX_PAYLOAD = 8 << 20
+from .._common import (
+    as_bytes,
+    check_count,
+    check_metadata,
+    check_name,
+    check_offset,
+    check_positive,
+    check_wait,
+    freeze_message,
+)
+from . import MAX_PAYLOAD
+
 MIN_SERVER_PAYLOAD = MAX_PAYLOAD + (64 << 10)
 
 KV_BUCKET = "prism-kv"
@@ -121,7 +113,6 @@ CHUNK_SIZE = 128 << 10  # object chunks, as the NATS object store clients write 
 API_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 15.0
 PULL_GRACE = 0.3  # seconds past a pull's expiry to wait for the server's 408 before giving up
-READY_TIMEOUT = 30.0
 
 META_HEADER = "Prism-Meta"  # JSON {"h": headers, "k": key}: any str header names / values survive
 MSG_ID_HEADER = "prism-message-id"
@@ -133,17 +124,6 @@ ERR_NO_MESSAGE = 10037
 ERR_WRONG_LAST_SEQ = 10071
 ERR_CONSUMER_NOT_FOUND = 10014
 
-CAPABILITIES: frozenset[Capability] = frozenset(
-    {
-        Capability.KEYVALUE,
-        Capability.KEYVALUE_SCAN,
-        Capability.KEYVALUE_CAS,
-        Capability.PUBSUB,
-        Capability.QUEUE,
-        Capability.LOG,
-        Capability.OBJECTS,
-    }
-)
 
 _KEEP = re.compile(r"[A-Za-z0-9-]")
 _ESCAPED = re.compile(r"(?:_[0-9A-F]{2})+")
@@ -355,7 +335,7 @@ class NatsPubSub:
             )
             # The server must know the interest before subscribe returns (at-most-once:
             # anything published before that is not for this subscriber).
-            await self._driver.nc.flush(timeout=API_TIMEOUT)
+            await self._driver.nc.flush(timeout=API_TIMEOUT)  # type: ignore[arg-type]  # annotated int, takes seconds as float
         self._driver.subscriptions.add(sub)
         return sub
 
@@ -449,14 +429,6 @@ class NatsQueue:
             del self._pending[delivery_id]
 
 
-def _check_offset(offset: int) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int, not {type(offset).__name__}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    return offset
-
-
 class NatsLog:
     def __init__(self, driver: NatsDriver) -> None:
         self._driver = driver
@@ -470,7 +442,7 @@ class NatsLog:
 
     async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
         name = _named(log, "log")
-        _check_offset(offset)
+        check_offset(offset)
         check_count(limit, "limit", 1)
         wait = check_wait(wait)
         stream = LOG_STREAM + name
@@ -523,7 +495,7 @@ class NatsLog:
         return f"$KV.{OFFSETS_BUCKET}.{_named(log, 'log')}.{_named(group, 'group')}"
 
     async def commit(self, log: str, group: str, offset: int) -> None:
-        _check_offset(offset)
+        check_offset(offset)
         subject = self._group_subject(log, group)
         await self._driver.ensure_kv(OFFSETS_BUCKET)
         await self._driver.publish(subject, str(offset).encode())
@@ -802,7 +774,7 @@ class NatsDriver(Driver):
                     endpoint.url,
                     name="prism-testkit",
                     connect_timeout=5,
-                    reconnect_time_wait=0.2,
+                    reconnect_time_wait=0.2,  # type: ignore[arg-type]  # annotated int, sleeps this float
                     max_reconnect_attempts=-1,
                     allow_reconnect=True,
                     error_cb=quiet,
@@ -1123,119 +1095,3 @@ class NatsDriver(Driver):
     async def leftovers(self, prefix: str) -> list[str]:
         found = await self._inventory(prefix)
         return sorted(label for items in found.values() for label, _ in items)
-
-
-# --- provisioning --------------------------------------------------------------------------
-
-
-def jetstream_answers(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when a client can connect and JetStream answers an account info request (a raw
-    protocol exchange, so it works from any thread, with or without an event loop)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            buffer = sock.recv(4096)
-            if not buffer.startswith(b"INFO "):
-                return False
-            sock.sendall(
-                b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true,"protocol":1}\r\n'
-                b"SUB _INBOX.prism_ready 1\r\nPUB $JS.API.INFO _INBOX.prism_ready 0\r\n\r\nPING\r\n"
-            )
-            deadline = time.monotonic() + timeout
-            buffer = b""
-            while time.monotonic() < deadline:
-                part = sock.recv(65536)
-                if not part:
-                    return False
-                buffer += part
-                if b"account_info_response" in buffer:
-                    return b'"error"' not in buffer
-                if b"HMSG _INBOX.prism_ready" in buffer or b"-ERR" in buffer:
-                    return False  # 503 no responders: JetStream not up yet
-            return False
-    except OSError:
-        return False
-
-
-class NatsProvisioner(ServerProvisioner):
-    server_name = "nats-server"
-    image = "nats:2.10-alpine"
-
-    def binary(self) -> Path | None:
-        return find_binary("/usr/sbin/nats-server", "/usr/bin/nats-server", "nats-server")
-
-    def _config(self, path: Path, store_dir: str) -> Path:
-        path.write_text(
-            "# written by prism-testkit: a private JetStream server\n"
-            f"max_payload: {SERVER_MAX_PAYLOAD}\n"
-            f'jetstream {{ store_dir: "{store_dir}" }}\n'
-        )
-        return path
-
-    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
-        workdir = ctx.workdir.resolve()
-        store = workdir / "jetstream"
-        store.mkdir(parents=True, exist_ok=True)
-        config = self._config(workdir / "nats.conf", str(store))
-        port = free_port()
-        # JetStream and its store_dir come from the config file (with -sd as well the server refuses
-        # a duplicate store_dir).
-        argv = [str(binary), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)]
-        server = ServerProcess(
-            "nats-server",
-            argv,
-            port=port,
-            log_path=workdir / "nats-server.log",
-            cwd=workdir,
-            ready=lambda: jetstream_answers("127.0.0.1", port),
-            ready_timeout=READY_TIMEOUT,
-        )
-        server.start()  # kills the server itself when it does not come up
-        return private_endpoint(f"nats://127.0.0.1:{port}", server, store_dir=str(store))
-
-    def start_container(self, ctx: ProvisionContext) -> Endpoint:
-        try:
-            from testcontainers.core.container import DockerContainer
-            from testcontainers.core.waiting_utils import wait_for_logs
-        except ImportError as exc:
-            raise ProvisioningError("nats: testcontainers is not installed") from exc
-        config = self._config(ctx.workdir.resolve() / "nats.conf", "/data")
-        container = (
-            DockerContainer(self.image)
-            .with_volume_mapping(str(config), "/etc/prism-nats.conf", "ro")
-            .with_command("-c /etc/prism-nats.conf")
-            .with_exposed_ports(4222)
-        )
-        container.start()
-        try:
-            wait_for_logs(container, "Server is ready", timeout=READY_TIMEOUT)
-            url = f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
-        except BaseException:
-            with contextlib.suppress(Exception):
-                container.stop()
-            raise
-        return Endpoint(url=url, via=Via.CONTAINER, teardown=container.stop)
-
-
-@hookimpl
-def prism_register_backends() -> list[BackendSpec]:
-    return [
-        BackendSpec(
-            name="nats",
-            capabilities=CAPABILITIES,
-            properties=BackendProperties(
-                # JetStream fsyncs every 2 minutes (2.9 has no sync_interval: always), so an
-                # acknowledged write is not guaranteed to be on disk.
-                durable=False,
-                ordering=Ordering.TOTAL,
-                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # core NATS: no storage, no redelivery
-                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
-                max_payload=MAX_PAYLOAD,
-            ),
-            provisioner=NatsProvisioner(),
-            driver=NatsDriver,
-            embedded=False,
-            description="NATS: core pub/sub; JetStream queue, log, key-value (cas, scan) and object store; "
-            "not durable (no fsync per write)",
-        )
-    ]

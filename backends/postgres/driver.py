@@ -30,30 +30,16 @@ Design choices worth knowing:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import glob
-import grp
 import json
-import os
-import pwd
-import re
-import secrets
-import signal
-import socket
-import struct
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import asyncpg
-from prism_testkit.backends._common import as_bytes, check_count, check_positive, check_wait, freeze_message
 
-from prism_testkit.capabilities import BackendProperties, Capability, Ordering
+from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import (
     ConnectionLost,
@@ -62,44 +48,26 @@ from prism_testkit.errors import (
     ProvisioningError,
     TransactionAborted,
 )
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import Message, QueueDelivery, Record
-from prism_testkit.processes import ServerProcess, free_port, port_open
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
-from prism_testkit.registry import BackendSpec
-from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+
+from .._common import as_bytes, check_count, check_positive, check_wait, freeze_message
+from .._sql import SCAN_BATCH, SqlDialect, poll
+from . import MAX_PAYLOAD
 
 T = TypeVar("T")
 
 POLL_INTERVAL = 0.02  # seconds between polls while a receive / read waits for data
-SCAN_BATCH = 256
 POOL_MIN, POOL_MAX = 1, 10
 CLOSE_TIMEOUT = 5.0  # seconds a pool may take to close before its connections are dropped
 
-# bytea holds at most 1 GiB and the whole Bind message must stay below that too; a limit well
-# under it, enforced here with PayloadTooLarge, is one we can honestly promise.
-MAX_PAYLOAD = 256 << 20
 
 # Advisory locks use the two-int form: (our class id, object id) never collides with the
 # one-bigint locks other applications of the same database take.
 LOCK_CLASS_DDL = 0x70726900  # "pri\0": schema creation
 LOCK_CLASS_LOG = 0x70726901  # "pri\1": appends to one log, keyed by hashtext(log)
 
-CAPABILITIES: frozenset[Capability] = frozenset(
-    {
-        Capability.KEYVALUE,
-        Capability.KEYVALUE_TTL,
-        Capability.KEYVALUE_SCAN,
-        Capability.KEYVALUE_CAS,
-        Capability.QUEUE,
-        Capability.LOG,
-        Capability.TRANSACTIONS,
-    }
-)
-# fsync=on and synchronous_commit=on (the defaults, forced for the private server): a write that
-# returned has been flushed to the WAL and survives a kill of the server.
-PROPERTIES = BackendProperties(durable=True, ordering=Ordering.TOTAL, max_payload=MAX_PAYLOAD)
 
 # COLLATE "C" compares by UTF-8 bytes, i.e. by code point: prefix ranges below are exact and
 # index-friendly, and scan order does not depend on the server's locale.
@@ -137,7 +105,8 @@ CREATE TABLE IF NOT EXISTS prism.log_groups (
 );
 """
 
-_LIVE = "(expires_at IS NULL OR expires_at > clock_timestamp())"  # a kv row that has not expired
+# A kv row that has not expired, by the server's clock: clients on several hosts agree on it.
+_LIVE = "(expires_at IS NULL OR expires_at > clock_timestamp())"
 _UPSERT = (
     "INSERT INTO prism.kv (key, value, expires_at) VALUES ($1, $2, NULL) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL"
@@ -154,6 +123,9 @@ _LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
 )
 
+# A pool that cannot close in time, or whose server is gone, is terminated instead.
+_CLOSE_FAILED: tuple[type[BaseException], ...] = (TimeoutError, *_LOST)
+
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -166,25 +138,20 @@ def _name(value: str, what: str) -> str:
     return value
 
 
-def _upper_bound(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with ``prefix`` (in code point
-    order), or ``None`` when there is none (empty prefix, or only maximal code points)."""
-    stripped = prefix.rstrip(chr(sys.maxunicode))
-    if not stripped:
-        return None
-    nxt = ord(stripped[-1]) + 1
-    if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip to the next real one
-        nxt = 0xE000
-    return stripped[:-1] + chr(nxt)
+class PostgresDialect(SqlDialect):
+    schema = "prism."
+
+    def placeholder(self, n: int) -> str:
+        return f"${n}"
+
+    def live(self, first: int) -> tuple[str, list[Any]]:
+        return _LIVE, []
+
+    def check_name(self, value: str, what: str) -> str:
+        return _name(value, what)
 
 
-def _prefix_clause(column: str, prefix: str, first: int) -> tuple[str, list[str]]:
-    """``column`` starts with ``prefix`` as a range (no LIKE escaping), parameters from $first."""
-    _name(prefix, "prefix")
-    upper = _upper_bound(prefix)
-    if upper is None:
-        return f"{column} >= ${first}", [prefix]
-    return f"({column} >= ${first} AND {column} < ${first + 1})", [prefix, upper]
+DIALECT = PostgresDialect()
 
 
 def _payload(message: Message) -> tuple[bytes, str]:
@@ -199,18 +166,6 @@ def _payload(message: Message) -> tuple[bytes, str]:
 def _message(payload: bytes, meta: str) -> Message:
     decoded = json.loads(meta)
     return Message(bytes(payload), decoded["h"], decoded["k"])
-
-
-async def _poll(attempt: Callable[[], Awaitable[T]], wait: float) -> T:
-    """``await attempt()`` until it returns something truthy or ``wait`` seconds have passed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        result = await attempt()
-        remaining = deadline - loop.time()
-        if result or remaining <= 0:
-            return result
-        await asyncio.sleep(min(POLL_INTERVAL, remaining))
 
 
 async def _append(conn: asyncpg.Connection, logs: dict[str, int], log: str, payload: bytes, meta: str) -> int:
@@ -267,7 +222,7 @@ class _Pool:
     async def close(self) -> None:
         try:
             await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT)
-        except (TimeoutError, *_LOST):
+        except _CLOSE_FAILED:
             self.pool.terminate()  # a killed server cannot take part in a clean close
 
 
@@ -325,18 +280,10 @@ class PostgresKeyValue:
         return self._scan(prefix)
 
     async def _scan(self, prefix: str) -> AsyncIterator[str]:
-        # Keyset pagination: each batch resumes after the last key seen, in key order.
-        clause, params = _prefix_clause("key", prefix, 1)
         after: str | None = None
         while True:
-            args: list[Any] = list(params)
-            where = clause
-            if after is not None:
-                args.append(after)
-                where += f" AND key > ${len(args)}"
-            rows = await self._db.fetch(
-                f"SELECT key FROM prism.kv WHERE {where} AND {_LIVE} ORDER BY key LIMIT {SCAN_BATCH}", *args
-            )
+            sql, args = DIALECT.scan_batch(prefix, after)
+            rows = await self._db.fetch(sql, *args)
             for row in rows:
                 yield row["key"]
             if len(rows) < SCAN_BATCH:
@@ -412,7 +359,7 @@ class PostgresQueue:
                 return None
             return QueueDelivery(delivery_id, _message(row["payload"], row["meta"]), row["attempt"])
 
-        return await _poll(claim, wait)
+        return await poll(claim, wait, POLL_INTERVAL)
 
     async def ack(self, queue: str, delivery: QueueDelivery) -> None:
         status = await self._db.execute(
@@ -460,7 +407,7 @@ class PostgresLog:
             )
             return [Record(row["offset"], _message(row["payload"], row["meta"])) for row in rows]
 
-        return await _poll(attempt, wait)
+        return await poll(attempt, wait, POLL_INTERVAL)
 
     async def end_offset(self, log: str) -> int:
         return int(await self._db.fetchval(_NEXT_OFFSET, _name(log, "log")))
@@ -656,36 +603,19 @@ class PostgresDriver(Driver):
 
     async def purge(self, prefix: str) -> None:
         async def job(conn: asyncpg.Connection) -> None:
-            for table, column in _NAMED:
-                clause, params = _prefix_clause(column, prefix, 1)
-                await conn.execute(f"DELETE FROM prism.{table} WHERE {clause}", *params)
+            for sql, params in DIALECT.purge(prefix):
+                await conn.execute(sql, *params)
 
         await self.db.write(job)
 
     async def leftovers(self, prefix: str) -> list[str]:
-        async def job(conn: asyncpg.Connection) -> list[str]:
-            found: list[str] = []
-            clause, params = _prefix_clause("key", prefix, 1)
-            rows = await conn.fetch(f"SELECT key FROM prism.kv WHERE {clause} AND {_LIVE}", *params)
-            found += [f"kv:{r['key']}" for r in rows]
-            clause, params = _prefix_clause("queue", prefix, 1)
-            rows = await conn.fetch(f"SELECT DISTINCT queue FROM prism.queue_messages WHERE {clause}", *params)
-            found += [f"queue:{r['queue']}" for r in rows]
-            clause, params = _prefix_clause("log", prefix, 1)
-            rows = await conn.fetch(f"SELECT DISTINCT log FROM prism.log_records WHERE {clause}", *params)
-            found += [f"log:{r['log']}" for r in rows]
-            log_clause, log_params = _prefix_clause("log", prefix, 1)
-            grp_clause, grp_params = _prefix_clause("grp", prefix, 1 + len(log_params))
-            rows = await conn.fetch(
-                f"SELECT log, grp FROM prism.log_groups WHERE {log_clause} OR {grp_clause}", *log_params, *grp_params
-            )
-            found += [f"group:{r['log']}/{r['grp']}" for r in rows]
-            return sorted(found)
-
-        # REPEATABLE READ: every SELECT above sees one snapshot
         async def snapshot(conn: asyncpg.Connection) -> list[str]:
+            found: list[str] = []
+            # REPEATABLE READ: every SELECT sees one snapshot
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                return await job(conn)
+                for query in DIALECT.leftovers(prefix):
+                    found += [query.label(row) for row in await conn.fetch(query.sql, *query.params)]
+            return sorted(found)
 
         return await self.db.run(snapshot)
 
@@ -695,221 +625,3 @@ async def _create_schema(conn: asyncpg.Connection) -> None:
     # connects from several workers take turns.
     await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS_DDL}, 0)")
     await conn.execute(SCHEMA)
-
-
-# (table, name column) pairs purge clears. Group offsets go when either their log or their
-# group name carries the prefix.
-_NAMED: tuple[tuple[str, str], ...] = (
-    ("kv", "key"),
-    ("queue_messages", "queue"),
-    ("log_records", "log"),
-    ("log_groups", "log"),
-    ("log_groups", "grp"),
-)
-
-
-# --- provisioning --------------------------------------------------------------------------
-
-PRIVATE_USER = "postgres"  # superuser name inside the private cluster (trust auth)
-PRIVATE_DATABASE = "postgres"
-OS_USER = "postgres"  # the account the server runs as when we are root (postgres refuses root)
-SOCKET_PATH_MAX = 100  # sun_path is 108 bytes, minus "/.s.PGSQL.<port>" and a margin
-READY_TIMEOUT = 60.0
-INITDB_TIMEOUT = 120.0
-
-
-def _version_key(path: str) -> tuple[int, ...]:
-    match = re.search(r"/postgresql/([\d.]+)/bin/", path)
-    return tuple(int(p) for p in match.group(1).split(".") if p) if match else ()
-
-
-def _drop_privileges(user: str | None) -> Callable[[], None] | None:
-    if user is None:
-        return None
-    account = pwd.getpwnam(user)
-
-    def demote() -> None:
-        os.setgid(account.pw_gid)
-        os.initgroups(account.pw_name, account.pw_gid)
-        os.setuid(account.pw_uid)
-
-    return demote
-
-
-def _make_traversable(path: Path, user: str) -> None:
-    """Let ``user`` reach ``path``: add o+x to ancestors we own that would stop it (a
-    ``tempfile.mkdtemp`` dir is 0700). Search permission only: nobody can list them."""
-    account = pwd.getpwnam(user)
-    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
-    for directory in reversed([path, *path.parents]):
-        st = directory.stat()
-        if st.st_uid == account.pw_uid:
-            ok = bool(st.st_mode & 0o100)
-        elif st.st_gid in groups:
-            ok = bool(st.st_mode & 0o010)
-        else:
-            ok = bool(st.st_mode & 0o001)
-        if ok:
-            continue
-        if st.st_uid != os.geteuid():
-            raise ProvisioningError(
-                f"postgres: the {user!r} user cannot reach {path}: {directory} is not searchable by it "
-                f"and belongs to {grp.getgrgid(st.st_gid).gr_name}/{pwd.getpwuid(st.st_uid).pw_name}"
-            )
-        os.chmod(directory, st.st_mode | 0o001)
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        data += chunk
-    return data
-
-
-def accepts_sessions(host: str, port: int, user: str, database: str, timeout: float = 1.0) -> bool:
-    """True when a real session starts: startup message, trust authentication, ReadyForQuery.
-
-    A bare open port is not enough: during start-up and crash recovery PostgreSQL accepts TCP
-    connections and then refuses the session ("the database system is starting up").
-    """
-    if not port_open(host, port):
-        return False
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            params = f"user\0{user}\0database\0{database}\0\0".encode()
-            body = struct.pack("!i", 196608) + params  # protocol 3.0
-            sock.sendall(struct.pack("!i", len(body) + 4) + body)
-            while True:
-                kind = _recv_exact(sock, 1)
-                (length,) = struct.unpack("!i", _recv_exact(sock, 4))
-                payload = _recv_exact(sock, length - 4)
-                if kind == b"E":
-                    return False
-                if kind == b"R" and struct.unpack("!i", payload[:4])[0] != 0:
-                    return False  # a password is wanted: not the trust server we started
-                if kind == b"Z":
-                    sock.sendall(b"X" + struct.pack("!i", 4))  # Terminate
-                    return True
-    except (OSError, struct.error):
-        return False
-
-
-class PostgresProvisioner(ServerProvisioner):
-    server_name = "postgres"
-    image = "postgres:16-alpine"
-
-    def binary(self) -> Path | None:
-        # Newest packaged version first, then whatever PATH offers; initdb must sit beside it.
-        versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_version_key, reverse=True)
-        for candidate in [*versions, "postgres"]:
-            found = find_binary(candidate)
-            if found is not None and self._initdb(found) is not None:
-                return found
-        return None
-
-    @staticmethod
-    def _initdb(server: Path) -> Path | None:
-        return find_binary(server.parent / "initdb", server.resolve().parent / "initdb")
-
-    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
-        initdb = self._initdb(binary)
-        if initdb is None:
-            raise ProvisioningError(f"postgres: no initdb beside {binary}")
-        user = OS_USER if os.geteuid() == 0 else None
-        base = ctx.workdir.resolve()
-        data, run = base / "data", base / "run"
-        for directory in (data, run):
-            directory.mkdir(parents=True, exist_ok=True)
-        if user is not None:
-            account = pwd.getpwnam(user)
-            for directory in (data, run):
-                os.chown(directory, account.pw_uid, account.pw_gid)
-            _make_traversable(base, user)
-        data.chmod(0o700)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
-        # --no-sync: the bootstrap need not be crash-safe; the server itself runs with fsync=on.
-        result = subprocess.run(
-            [str(initdb), "-D", str(data), "-U", PRIVATE_USER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
-            env=env,
-            cwd=base,
-            preexec_fn=_drop_privileges(user),
-            capture_output=True,
-            timeout=INITDB_TIMEOUT,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = " | ".join((result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[-5:])
-            raise ProvisioningError(f"postgres: initdb failed ({result.returncode}): {tail}")
-        port = free_port()
-        sockets = str(run) if len(str(run)) <= SOCKET_PATH_MAX else ""  # "": TCP only
-        argv = [
-            str(binary),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            sockets,
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=on",
-            "-c",
-            "synchronous_commit=on",
-            "-c",
-            "full_page_writes=on",
-            "-c",
-            "shared_buffers=32MB",  # several private servers (one per xdist worker) share the RAM
-        ]
-        server = ServerProcess(
-            "postgres",
-            argv,
-            port=port,
-            log_path=base / "postgres.log",
-            env=env,
-            user=user,
-            cwd=base,
-            ready=lambda: accepts_sessions("127.0.0.1", port, PRIVATE_USER, PRIVATE_DATABASE),
-            ready_timeout=READY_TIMEOUT,
-            stop_signal=signal.SIGINT,  # fast shutdown: SIGTERM (smart) waits for clients to leave
-        )
-        server.start()  # kills the server itself when it does not come up
-        url = f"postgresql://{PRIVATE_USER}@127.0.0.1:{port}/{PRIVATE_DATABASE}"
-        return private_endpoint(url, server, data_dir=str(data))
-
-    def start_container(self, ctx: ProvisionContext) -> Endpoint:
-        try:  # newer testcontainers moved the module and deprecated the old path
-            from testcontainers.community.postgres import PostgresContainer
-        except ImportError:
-            try:
-                from testcontainers.postgres import PostgresContainer
-            except ImportError as exc:
-                raise ProvisioningError("postgres: testcontainers is not installed") from exc
-        password = secrets.token_hex(16)
-        container = PostgresContainer(self.image, username="prism", password=password, dbname="prism", driver=None)
-        container.start()
-        try:
-            url = container.get_connection_url()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                container.stop()
-            raise
-        return Endpoint(url=url, via=Via.CONTAINER, teardown=container.stop)
-
-
-@hookimpl
-def prism_register_backends() -> list[BackendSpec]:
-    return [
-        BackendSpec(
-            name="postgres",
-            capabilities=CAPABILITIES,
-            properties=PROPERTIES,
-            provisioner=PostgresProvisioner(),
-            driver=PostgresDriver,
-            embedded=False,
-            description="PostgreSQL (asyncpg, fsync on): durable key-value, queue, log and transactions",
-        )
-    ]

@@ -1,0 +1,55 @@
+"""nats: core NATS pub/sub plus JetStream queues, logs, key-value and objects.
+
+Registration only: the driver (:mod:`.driver`, imports nats-py) is loaded when the backend is
+first connected; the provisioner (:mod:`.provision`) starts a private nats-server without it.
+"""
+
+from __future__ import annotations
+
+from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
+from prism_testkit.hookspecs import hookimpl
+from prism_testkit.registry import BackendSpec
+
+from .provision import NatsProvisioner
+
+# Largest message payload we promise on every interface. The private server runs with
+# max_payload 8 MiB; the rest is room for our headers and the API's base64 framing.
+MAX_PAYLOAD = 4 << 20
+
+CAPABILITIES: frozenset[Capability] = frozenset(
+    {
+        Capability.KEYVALUE,
+        Capability.KEYVALUE_SCAN,
+        Capability.KEYVALUE_CAS,
+        Capability.PUBSUB,
+        Capability.QUEUE,
+        Capability.LOG,
+        Capability.OBJECTS,
+    }
+)
+
+
+@hookimpl
+def prism_register_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(
+            name="nats",
+            capabilities=CAPABILITIES,
+            properties=BackendProperties(
+                # JetStream fsyncs every 2 minutes (2.9 has no sync_interval: always), so an
+                # acknowledged write is not guaranteed to be on disk.
+                durable=False,
+                ordering=Ordering.TOTAL,
+                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # core NATS: no storage, no redelivery
+                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
+                max_payload=MAX_PAYLOAD,
+            ),
+            provisioner=NatsProvisioner(),
+            driver="prism_testkit.backends.nats.driver:NatsDriver",
+            requires=("nats",),
+            extra="nats",
+            embedded=False,
+            description="NATS: core pub/sub; JetStream queue, log, key-value (cas, scan) and object store; "
+            "not durable (no fsync per write)",
+        )
+    ]

@@ -1,0 +1,110 @@
+"""Provisioning of nats: a URL, a private nats-server with JetStream, or a container.
+
+Never imports nats-py: readiness is checked with a raw protocol exchange.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from pathlib import Path
+
+from prism_testkit.errors import (
+    ProvisioningError,
+)
+from prism_testkit.processes import ServerProcess, free_port
+from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+
+SERVER_MAX_PAYLOAD = 8 << 20  # the private server's max_payload: room above the driver's MAX_PAYLOAD
+READY_TIMEOUT = 30.0
+
+
+def jetstream_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a client can connect and JetStream answers an account info request (a raw
+    protocol exchange, so it works from any thread, with or without an event loop)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            buffer = sock.recv(4096)
+            if not buffer.startswith(b"INFO "):
+                return False
+            sock.sendall(
+                b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true,"protocol":1}\r\n'
+                b"SUB _INBOX.prism_ready 1\r\nPUB $JS.API.INFO _INBOX.prism_ready 0\r\n\r\nPING\r\n"
+            )
+            deadline = time.monotonic() + timeout
+            buffer = b""
+            while time.monotonic() < deadline:
+                part = sock.recv(65536)
+                if not part:
+                    return False
+                buffer += part
+                if b"account_info_response" in buffer:
+                    return b'"error"' not in buffer
+                if b"HMSG _INBOX.prism_ready" in buffer or b"-ERR" in buffer:
+                    return False  # 503 no responders: JetStream not up yet
+            return False
+    except OSError:
+        return False
+
+
+class NatsProvisioner(ServerProvisioner):
+    server_name = "nats-server"
+    image = "nats:2.10-alpine"
+
+    def binary(self) -> Path | None:
+        return find_binary("/usr/sbin/nats-server", "/usr/bin/nats-server", "nats-server")
+
+    def _config(self, path: Path, store_dir: str) -> Path:
+        path.write_text(
+            "# written by prism-testkit: a private JetStream server\n"
+            f"max_payload: {SERVER_MAX_PAYLOAD}\n"
+            f'jetstream {{ store_dir: "{store_dir}" }}\n'
+        )
+        return path
+
+    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
+        workdir = ctx.workdir.resolve()
+        store = workdir / "jetstream"
+        store.mkdir(parents=True, exist_ok=True)
+        config = self._config(workdir / "nats.conf", str(store))
+        port = free_port()
+        # JetStream and its store_dir come from the config file (with -sd as well the server refuses
+        # a duplicate store_dir).
+        argv = [str(binary), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)]
+        server = ServerProcess(
+            "nats-server",
+            argv,
+            port=port,
+            log_path=workdir / "nats-server.log",
+            cwd=workdir,
+            ready=lambda: jetstream_answers("127.0.0.1", port),
+            ready_timeout=READY_TIMEOUT,
+        )
+        server.start()  # kills the server itself when it does not come up
+        return private_endpoint(f"nats://127.0.0.1:{port}", server, store_dir=str(store))
+
+    def start_container(self, ctx: ProvisionContext) -> Endpoint:
+        try:
+            from testcontainers.core.container import DockerContainer
+            from testcontainers.core.waiting_utils import wait_for_logs
+        except ImportError as exc:
+            raise ProvisioningError("nats: testcontainers is not installed") from exc
+        config = self._config(ctx.workdir.resolve() / "nats.conf", "/data")
+        container = (
+            DockerContainer(self.image)
+            .with_volume_mapping(str(config), "/etc/prism-nats.conf", "ro")
+            .with_command("-c /etc/prism-nats.conf")
+            .with_exposed_ports(4222)
+        )
+        container.start()
+        try:
+            wait_for_logs(container, "Server is ready", timeout=READY_TIMEOUT)
+            url = f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.stop()
+            raise
+        return Endpoint(url=url, via=Via.CONTAINER, teardown=container.stop)

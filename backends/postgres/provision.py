@@ -1,0 +1,217 @@
+"""Provisioning of postgres: a URL, a private cluster (initdb + postgres on a free port, run as
+the ``postgres`` user when we are root, since the server refuses root), or a container.
+
+Never imports asyncpg: readiness is checked with a raw startup-message exchange.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import grp
+import os
+import pwd
+import re
+import secrets
+import signal
+import socket
+import struct
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from prism_testkit.errors import (
+    ProvisioningError,
+)
+from prism_testkit.processes import ServerProcess, free_port, port_open
+from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
+from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+
+PRIVATE_USER = "postgres"  # superuser name inside the private cluster (trust auth)
+PRIVATE_DATABASE = "postgres"
+OS_USER = "postgres"  # the account the server runs as when we are root (postgres refuses root)
+SOCKET_PATH_MAX = 100  # sun_path is 108 bytes, minus "/.s.PGSQL.<port>" and a margin
+READY_TIMEOUT = 60.0
+INITDB_TIMEOUT = 120.0
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    match = re.search(r"/postgresql/([\d.]+)/bin/", path)
+    return tuple(int(p) for p in match.group(1).split(".") if p) if match else ()
+
+
+def _drop_privileges(user: str | None) -> Callable[[], None] | None:
+    if user is None:
+        return None
+    account = pwd.getpwnam(user)
+
+    def demote() -> None:
+        os.setgid(account.pw_gid)
+        os.initgroups(account.pw_name, account.pw_gid)
+        os.setuid(account.pw_uid)
+
+    return demote
+
+
+def _make_traversable(path: Path, user: str) -> None:
+    """Let ``user`` reach ``path``: add o+x to ancestors we own that would stop it (a
+    ``tempfile.mkdtemp`` dir is 0700). Search permission only: nobody can list them."""
+    account = pwd.getpwnam(user)
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    for directory in reversed([path, *path.parents]):
+        st = directory.stat()
+        if st.st_uid == account.pw_uid:
+            ok = bool(st.st_mode & 0o100)
+        elif st.st_gid in groups:
+            ok = bool(st.st_mode & 0o010)
+        else:
+            ok = bool(st.st_mode & 0o001)
+        if ok:
+            continue
+        if st.st_uid != os.geteuid():
+            raise ProvisioningError(
+                f"postgres: the {user!r} user cannot reach {path}: {directory} is not searchable by it "
+                f"and belongs to {grp.getgrgid(st.st_gid).gr_name}/{pwd.getpwuid(st.st_uid).pw_name}"
+            )
+        os.chmod(directory, st.st_mode | 0o001)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        data += chunk
+    return data
+
+
+def accepts_sessions(host: str, port: int, user: str, database: str, timeout: float = 1.0) -> bool:
+    """True when a real session starts: startup message, trust authentication, ReadyForQuery.
+
+    A bare open port is not enough: during start-up and crash recovery PostgreSQL accepts TCP
+    connections and then refuses the session ("the database system is starting up").
+    """
+    if not port_open(host, port):
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            params = f"user\0{user}\0database\0{database}\0\0".encode()
+            body = struct.pack("!i", 196608) + params  # protocol 3.0
+            sock.sendall(struct.pack("!i", len(body) + 4) + body)
+            while True:
+                kind = _recv_exact(sock, 1)
+                (length,) = struct.unpack("!i", _recv_exact(sock, 4))
+                payload = _recv_exact(sock, length - 4)
+                if kind == b"E":
+                    return False
+                if kind == b"R" and struct.unpack("!i", payload[:4])[0] != 0:
+                    return False  # a password is wanted: not the trust server we started
+                if kind == b"Z":
+                    sock.sendall(b"X" + struct.pack("!i", 4))  # Terminate
+                    return True
+    except (OSError, struct.error):
+        return False
+
+
+class PostgresProvisioner(ServerProvisioner):
+    server_name = "postgres"
+    image = "postgres:16-alpine"
+
+    def binary(self) -> Path | None:
+        # Newest packaged version first, then whatever PATH offers; initdb must sit beside it.
+        versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_version_key, reverse=True)
+        for candidate in [*versions, "postgres"]:
+            found = find_binary(candidate)
+            if found is not None and self._initdb(found) is not None:
+                return found
+        return None
+
+    @staticmethod
+    def _initdb(server: Path) -> Path | None:
+        return find_binary(server.parent / "initdb", server.resolve().parent / "initdb")
+
+    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
+        initdb = self._initdb(binary)
+        if initdb is None:
+            raise ProvisioningError(f"postgres: no initdb beside {binary}")
+        user = OS_USER if os.geteuid() == 0 else None
+        base = ctx.workdir.resolve()
+        data, run = base / "data", base / "run"
+        for directory in (data, run):
+            directory.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            account = pwd.getpwnam(user)
+            for directory in (data, run):
+                os.chown(directory, account.pw_uid, account.pw_gid)
+            _make_traversable(base, user)
+        data.chmod(0o700)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
+        # --no-sync: the bootstrap need not be crash-safe; the server itself runs with fsync=on.
+        result = subprocess.run(
+            [str(initdb), "-D", str(data), "-U", PRIVATE_USER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+            env=env,
+            cwd=base,
+            preexec_fn=_drop_privileges(user),
+            capture_output=True,
+            timeout=INITDB_TIMEOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            tail = " | ".join((result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[-5:])
+            raise ProvisioningError(f"postgres: initdb failed ({result.returncode}): {tail}")
+        port = free_port()
+        sockets = str(run) if len(str(run)) <= SOCKET_PATH_MAX else ""  # "": TCP only
+        argv = [
+            str(binary),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            sockets,
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=on",
+            "-c",
+            "synchronous_commit=on",
+            "-c",
+            "full_page_writes=on",
+            "-c",
+            "shared_buffers=32MB",  # several private servers (one per xdist worker) share the RAM
+        ]
+        server = ServerProcess(
+            "postgres",
+            argv,
+            port=port,
+            log_path=base / "postgres.log",
+            env=env,
+            user=user,
+            cwd=base,
+            ready=lambda: accepts_sessions("127.0.0.1", port, PRIVATE_USER, PRIVATE_DATABASE),
+            ready_timeout=READY_TIMEOUT,
+            stop_signal=signal.SIGINT,  # fast shutdown: SIGTERM (smart) waits for clients to leave
+        )
+        server.start()  # kills the server itself when it does not come up
+        url = f"postgresql://{PRIVATE_USER}@127.0.0.1:{port}/{PRIVATE_DATABASE}"
+        return private_endpoint(url, server, data_dir=str(data))
+
+    def start_container(self, ctx: ProvisionContext) -> Endpoint:
+        try:  # newer testcontainers moved the module and deprecated the old path
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:
+            try:
+                from testcontainers.postgres import PostgresContainer
+            except ImportError as exc:
+                raise ProvisioningError("postgres: testcontainers is not installed") from exc
+        password = secrets.token_hex(16)
+        container = PostgresContainer(self.image, username="prism", password=password, dbname="prism", driver=None)
+        container.start()
+        try:
+            url = container.get_connection_url()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.stop()
+            raise
+        return Endpoint(url=url, via=Via.CONTAINER, teardown=container.stop)

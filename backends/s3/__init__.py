@@ -1,0 +1,33 @@
+"""s3: an object store over the S3 API, with ``objects.ttl``.
+
+Registration only: the driver (:mod:`.driver`, imports minio) is loaded when the backend is
+first connected; the provisioner (:mod:`.provision`) runs moto's S3 server in a subprocess.
+"""
+
+from __future__ import annotations
+
+from prism_testkit.capabilities import BackendProperties, Capability, Ordering
+from prism_testkit.hookspecs import hookimpl
+from prism_testkit.registry import BackendSpec
+
+from .provision import MotoProvisioner
+
+CAPABILITIES: frozenset[Capability] = frozenset({Capability.OBJECTS, Capability.OBJECTS_TTL})
+PROPERTIES = BackendProperties(durable=False, ordering=Ordering.TOTAL)  # moto keeps objects in memory
+
+
+@hookimpl
+def prism_register_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(
+            name="s3",
+            capabilities=CAPABILITIES,
+            properties=PROPERTIES,
+            provisioner=MotoProvisioner(),
+            driver="prism_testkit.backends.s3.driver:S3Driver",
+            requires=("minio",),
+            extra="s3",
+            embedded=False,
+            description="object store over the S3 API (private in-memory moto server)",
+        )
+    ]
