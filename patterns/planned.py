@@ -51,11 +51,16 @@ class TieredStorageSettings(_Settings):
     reference_prefix: str = Field(default="tier/", description="key prefix of the reference records")
 
 
+Operation = Literal["INSERT", "UPDATE", "DELETE"]
+
+
+def _every_operation() -> list[Operation]:
+    return ["INSERT", "UPDATE", "DELETE"]
+
+
 class CdcSettings(_Settings):
     tables: list[str] = Field(default_factory=list)
-    operations: list[Literal["INSERT", "UPDATE", "DELETE"]] = Field(
-        default_factory=lambda: ["INSERT", "UPDATE", "DELETE"]
-    )
+    operations: list[Operation] = Field(default_factory=_every_operation)
     include_old_value: bool = True
     message_format: Literal["json", "avro", "protobuf"] = "json"
 

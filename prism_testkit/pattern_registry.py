@@ -234,7 +234,7 @@ def build_pattern_registry(pm: pluggy.PluginManager) -> PatternRegistry:
         if isinstance(specs, PatternSpec):
             specs = [specs]
         try:
-            items = list(specs)
+            items = list(specs)  # type: ignore[call-overload]  # a plugin may return anything
         except TypeError:
             raise RegistrationError(
                 f"pattern registration from plugin {plugin!r}: prism_register_patterns must return "

@@ -55,7 +55,6 @@ from prism_testkit.capabilities import Capability, Ordering
 from prism_testkit.config.units import SIZE_PATTERN, Duration, Size
 from prism_testkit.errors import ConfigurationError
 from prism_testkit.pattern_registry import (
-    CLIENT_APIS,
     CheckContext,
     NeedsContext,
     PatternRegistry,
@@ -80,9 +79,10 @@ __all__ = [
 ]
 
 SCHEMA_PATH = Path(__file__).with_name("namespace.schema.json")
-ClientApi = Literal[CLIENT_APIS]  # type: ignore[valid-type]
+ClientApi = Literal["queue", "pubsub", "keyvalue", "reader", "transact"]
+assert get_args(ClientApi) == CLIENT_APIS  # spelled out for the type checker; one list in truth
 # Schema-only (pydantic's regex engine has no look-ahead): a backend name, never "multi".
-_BACKEND_NAME = {"pattern": r"^[a-z][a-z0-9_-]*$", "not": {"const": "multi"}}
+_BACKEND_NAME: dict[str, Any] = {"pattern": r"^[a-z][a-z0-9_-]*$", "not": {"const": "multi"}}
 
 
 # --- problems ------------------------------------------------------------------------------
@@ -653,27 +653,23 @@ def namespace_json_schema(patterns: PatternRegistry | None = None) -> dict[str, 
     """JSON Schema of namespace files, with each registered pattern's slots and config spelled
     out, so editors complete and check them. Backends are checked by name pattern only."""
     patterns = patterns if patterns is not None else load_patterns()
+    # Models built at run time from the registrations: their fields are typed Any for mypy.
     variants = [_entry_model(info) for info in patterns]
-    entry = Annotated[variants[0] if len(variants) == 1 else _union(variants), Field(discriminator="type")]
-    overrides = create_model(
-        "PatternConfig",
-        __config__=ConfigDict(extra="forbid"),
-        # partial: merged over the defaults the resolution computes
-        **{info.name: (dict[str, Any] | None, None) for info in patterns},  # type: ignore[call-overload]
-    )
-    roles = create_model(
-        "Backends",
-        __config__=ConfigDict(extra="forbid"),
-        **{role: (Annotated[str | None, Field(json_schema_extra=_BACKEND_NAME)], None) for role in patterns.roles},  # type: ignore[call-overload]
-    )
-    namespace = create_model(
-        "Namespace",
-        __base__=NamespaceModel,
-        patterns=(list[entry] | None, Field(default=None, description="ordered: first is outermost")),  # type: ignore[valid-type]
-        backends=(roles | None, None),
-        pattern_config=(overrides | None, None),
-    )
-    top = create_model("NamespaceFile", __base__=NamespaceFileModel, namespaces=(list[namespace], Field(min_length=1)))  # type: ignore[valid-type]
+    entry: Any = Annotated[variants[0] if len(variants) == 1 else _union(variants), Field(discriminator="type")]
+    # partial: merged over the defaults the resolution computes
+    override_fields: dict[str, Any] = {info.name: (dict[str, Any] | None, None) for info in patterns}
+    overrides: Any = create_model("PatternConfig", __config__=ConfigDict(extra="forbid"), **override_fields)
+    backend_name: Any = Annotated[str | None, Field(json_schema_extra=_BACKEND_NAME)]
+    role_fields: dict[str, Any] = {role: (backend_name, None) for role in patterns.roles}
+    roles: Any = create_model("Backends", __config__=ConfigDict(extra="forbid"), **role_fields)
+    namespace_fields: dict[str, Any] = {
+        "patterns": (list[entry] | None, Field(default=None, description="ordered: first is outermost")),
+        "backends": (roles | None, None),
+        "pattern_config": (overrides | None, None),
+    }
+    namespace: Any = create_model("Namespace", __base__=NamespaceModel, **namespace_fields)
+    top_fields: dict[str, Any] = {"namespaces": (list[namespace], Field(min_length=1))}
+    top = create_model("NamespaceFile", __base__=NamespaceFileModel, **top_fields)
     schema = top.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "prism-testkit namespace file"
@@ -702,13 +698,16 @@ def _entry_model(info: PatternSpec) -> type[BaseModel]:
         slot_fields[slot] = (kind, ...) if spec.required else (kind | None, None)
     title = "".join(part.title() for part in info.name.split("-"))
     slots = create_model(f"{title}Slots", __config__=ConfigDict(extra="forbid"), **slot_fields)
+    entry_fields: dict[str, Any] = {
+        "type": (Literal[info.name], ...),
+        "enabled": (bool, True),
+        "config": (info.config, ...) if _has_required(info.config) else (info.config | None, None),
+        "slots": (slots, ...),
+    }
     return create_model(
         f"{title}Entry",
         __config__=ConfigDict(extra="forbid", title=f"{info.title} ({info.priority}, {info.complexity})"),
-        type=(Literal[info.name], ...),  # type: ignore[valid-type]
-        enabled=(bool, True),
-        config=(info.config, ...) if _has_required(info.config) else (info.config | None, None),
-        slots=(slots, ...),
+        **entry_fields,
     )
 
 
