@@ -55,6 +55,7 @@ from prism_testkit.capabilities import Capability, Ordering
 from prism_testkit.config.units import SIZE_PATTERN, Duration, Size
 from prism_testkit.errors import ConfigurationError
 from prism_testkit.pattern_registry import (
+    CLIENT_APIS,
     CheckContext,
     NeedsContext,
     PatternRegistry,
