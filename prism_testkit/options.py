@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -93,6 +94,21 @@ class PrismOptions:
         return split_list(self.backends)
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a server (``scheme://host[:port][/...]``), or None. The value is
+    never echoed: a malformed URL may be all credentials."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  # raises on a port that is not a number
+    except ValueError as exc:
+        return f"not a valid URL ({exc}); expected SCHEME://HOST[:PORT][/...]"
+    if not parts.scheme or not parts.netloc:
+        return "not a URL: expected SCHEME://HOST[:PORT][/...] (e.g. postgresql://user:pass@db:5432/app)"
+    if not parts.hostname:
+        return "the URL names no host: expected SCHEME://HOST[:PORT][/...]"
+    return None
+
+
 def split_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -120,6 +136,9 @@ def read_options(config: pytest.Config) -> PrismOptions:
         if not sep or not name.strip() or not url.strip():
             # the value is not echoed: without '=' it is all URL, credentials included
             raise pytest.UsageError("--prism-url takes NAME=URL; a value was given without a name or a URL")
+        problem = url_problem(url.strip())
+        if problem:
+            raise pytest.UsageError(f"--prism-url {name.strip()}: {problem}")
         urls[name.strip()] = url.strip()
     if not split_list(backends):
         raise pytest.UsageError("--prism-backend is empty: give 'all', 'embedded' or backend names")

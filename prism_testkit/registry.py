@@ -216,6 +216,20 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             except Exception as exc:
                 raise RegistrationError(f"{where} could not be loaded: {type(exc).__name__}: {exc}") from exc
             pm.register(plugin, name=ep.name)
+            if not pm.get_hookcallers(plugin):
+                raise RegistrationError(_registers_nothing(where, ep, plugin))
+
+
+def _registers_nothing(where: str, ep: importlib.metadata.EntryPoint, plugin: object) -> str:
+    """A module that loads but implements no hook is most often not the one installed: a local
+    directory or module of the same name, earlier on sys.path, shadows it."""
+    found = getattr(plugin, "__file__", None) or "a namespace package (no __init__.py)"
+    top = ep.value.split(":")[0].split(".")[0]
+    return (
+        f"{where} loaded {found}, which registers nothing (no prism_register_backends or "
+        f"prism_register_patterns marked with @prism_testkit.hookimpl); if that is not your package, "
+        f"a local directory or module named {top!r} shadows it: run from another directory or rename it"
+    )
 
 
 def _loaded_value(ep: importlib.metadata.EntryPoint) -> object:
