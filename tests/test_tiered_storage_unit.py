@@ -73,7 +73,7 @@ async def make(clock: Clock | None = None, warm: bool = True, **overrides: Any) 
 
 
 async def copies(store: TieredStorage) -> dict[str, list[str]]:
-    return {name: [n async for n in tier.names(store.config.data_prefix)] for name, tier in store.tiers.items()}
+    return {name: [n async for n in tier.names(store.tier_prefix(name))] for name, tier in store.tiers.items()}
 
 
 # --- the grammar -------------------------------------------------------------------------
@@ -317,5 +317,21 @@ def test_a_put_killed_at_any_step_leaves_old_or_new_value(step: int) -> None:
         clock.now += store.config.gc_grace + 1
         assert await GarbageCollector(store).collect() == (0 if step == 0 else 1)
         assert sum(len(names) for names in (await copies(store)).values()) == 1
+
+    run(go)
+
+
+def test_two_tiers_on_one_backend_never_collect_each_others_copies() -> None:
+    async def go() -> None:
+        clock = Clock()
+        shared = open_memstore().keyvalue()
+        config = TieredStorageConfig.model_validate({"tiers": {"hot": {"ttl": 10}, "warm": {}}, "rules": []})
+        store = TieredStorage({"hot": KeyValueTier(shared), "warm": KeyValueTier(shared)}, shared, config, clock=clock)
+        await store.put("k", b"v")
+        clock.now += 11
+        assert await Migrator(store).run_once() == 1
+        clock.now += config.gc_grace + 1
+        assert await GarbageCollector(store).collect() == 0
+        assert await store.get("k") == b"v"
 
     run(go)

@@ -124,11 +124,11 @@ class Migrator:
         raw, current = await store.load(key)
         if current is None or current.tier == target:
             return False
-        value = await store.tier(current.tier).read(store.copy_name(key, current.copy))
+        value = await store.tier(current.tier).read(store.copy_name(current.tier, key, current.copy))
         if value is None:
             return False  # replaced or deleted since it was read: the next pass looks again
         token = new_copy_token(store.clock())
-        new_name = store.copy_name(key, token)
+        new_name = store.copy_name(target, key, token)
         await store.tier(target).write(new_name, value)
         for _ in range(store.config.max_attempts):
             if await store.switch(key, raw, current.moved(target, token, store.clock())):
@@ -185,9 +185,10 @@ class GarbageCollector:
         now = store.clock()
         found: list[tuple[str, str]] = []
         for tier_name, tier in store.tiers.items():
-            names = [name async for name in tier.names(store.config.data_prefix)]
+            prefix = store.tier_prefix(tier_name)
+            names = [name async for name in tier.names(prefix)]
             for name in sorted(names):
-                parts = split_copy_name(store.config.data_prefix, name)
+                parts = split_copy_name(prefix, name)
                 if parts is None:
                     continue
                 key, token = parts
@@ -203,7 +204,7 @@ class GarbageCollector:
         """Remove the orphans; how many were removed."""
         removed = 0
         for tier_name, name in await self.orphans(grace=grace):
-            parts = split_copy_name(self.store.config.data_prefix, name)
+            parts = split_copy_name(self.store.tier_prefix(tier_name), name)
             assert parts is not None
             _, reference = await self.store.load(parts[0])
             if reference is not None and (reference.tier, reference.copy) == (tier_name, parts[1]):

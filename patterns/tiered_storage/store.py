@@ -92,8 +92,13 @@ class TieredStorage:
     def reference_key(self, key: str) -> str:
         return self.config.reference_prefix + key
 
-    def copy_name(self, key: str, token: str) -> str:
-        return copy_name(self.config.data_prefix, key, token)
+    def tier_prefix(self, tier: str) -> str:
+        """Where ``tier``'s copies are named: per tier, so two tiers on one backend never
+        mistake each other's copies for orphans."""
+        return f"{self.config.data_prefix}{tier}/"
+
+    def copy_name(self, tier: str, key: str, token: str) -> str:
+        return copy_name(self.tier_prefix(tier), key, token)
 
     def tier(self, name: str) -> Tier:
         return self.tiers[name]
@@ -135,7 +140,7 @@ class TieredStorage:
             now = self.clock()
             if self.expired(reference, now):
                 return None
-            value = await self.tier(reference.tier).read(self.copy_name(key, reference.copy))
+            value = await self.tier(reference.tier).read(self.copy_name(reference.tier, key, reference.copy))
             if value is None:
                 again, _ = await self.load(key)
                 if again == raw:
@@ -160,13 +165,13 @@ class TieredStorage:
             raw, old = await self.load(key)
             now = self.clock()
             token = new_copy_token(now)
-            await tier.write(self.copy_name(key, token), value)
+            await tier.write(self.copy_name(tier_name, key, token), value)
             new = Reference(tier_name, (old.version + 1) if old else 1, token, len(value), now, now, now, 0)
             if await self.switch(key, raw, new):
                 if old is not None:
                     await self._remove_old(key, old)
                 return
-            await tier.remove(self.copy_name(key, token))  # lost the race: this copy is nobody's
+            await tier.remove(self.copy_name(tier_name, key, token))  # lost the race: this copy is nobody's
         raise VersionConflict(key, self.config.max_attempts)
 
     async def delete(self, key: str) -> bool:
@@ -181,6 +186,6 @@ class TieredStorage:
 
     async def _remove_old(self, key: str, old: Reference) -> None:
         try:
-            await self.tier(old.tier).remove(self.copy_name(key, old.copy))
+            await self.tier(old.tier).remove(self.copy_name(old.tier, key, old.copy))
         except Exception:  # the garbage collector removes it later
             self.metrics.old_copy_delete_failures += 1

@@ -1,6 +1,6 @@
 """Tier adapters: one small interface over a key-value backend or an object store.
 
-A copy is named ``data_prefix + key + "@" + token``; the token is unique per write, so the
+A copy is named ``data_prefix + tier + "/" + key + "@" + token``; the token is unique per write, so the
 garbage collector can tell a tier's copies apart and find those no reference names.
 """
 
