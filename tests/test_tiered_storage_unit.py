@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -26,6 +27,7 @@ from prism_testkit.patterns.tiered_storage import (
 from prism_testkit.suites._tiered_faults import Killed, StepFault, faulty_store
 from pydantic import ValidationError
 
+from prism_testkit.cli import main
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge
 
 T = TypeVar("T")
@@ -335,3 +337,32 @@ def test_two_tiers_on_one_backend_never_collect_each_others_copies() -> None:
         assert await store.get("k") == b"v"
 
     run(go)
+
+
+# --- namespace files ---------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "namespaces" / "user-activity.yaml"
+
+
+def test_validate_rejects_a_tiered_namespace_without_a_reference_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(EXAMPLE)]) == 0
+    broken = tmp_path / "no-reference.yaml"
+    broken.write_text(EXAMPLE.read_text().replace("reference: sqlite", "# no reference store"))
+    assert main(["validate", str(broken)]) != 0
+    out = capsys.readouterr()
+    assert (
+        "namespaces[0].patterns[0].slots.reference: missing slot 'reference' of tiered-storage: expected a backend "
+        "with keyvalue and keyvalue.cas and keyvalue.scan; durable" in out.out + out.err
+    )
+
+
+def test_reads_write_access_statistics_only_when_rules_or_capacity_use_them() -> None:
+    plain = TieredStorageConfig.model_validate({"rules": [{"condition": "age > 1d", "action": "demote_to_cold"}]})
+    assert not plain.counts_accesses
+    assert TieredStorageConfig().counts_accesses  # RFC-009's access_count > 10
+    by_capacity = {"tiers": {"hot": {"capacity": 10}, "cold": {}}, "rules": []}
+    assert TieredStorageConfig.model_validate(by_capacity).counts_accesses
+    with pytest.raises(ValidationError, match="must not be prefixes of each other"):
+        TieredStorageConfig(reference_prefix="t/", data_prefix="t/data/")

@@ -115,13 +115,23 @@ class TieredStorageConfig(BaseModel):
                     f"rules[{number}] ({rule.condition} -> {rule.action}) names tier {missing[0]!r}, "
                     f"which is not configured (tiers: {configured})"
                 )
-        if self.reference_prefix == self.data_prefix:
-            raise ValueError("reference_prefix and data_prefix must differ: references and copies may share a store")
+        if self.reference_prefix.startswith(self.data_prefix) or self.data_prefix.startswith(self.reference_prefix):
+            raise ValueError(
+                "reference_prefix and data_prefix must not be prefixes of each other: references and copies "
+                "may share a store, and each is found by scanning its prefix"
+            )
         return self
 
     @cached_property
     def compiled_rules(self) -> tuple[Rule, ...]:
         return tuple(rule.compile() for rule in self.rules)
+
+    @cached_property
+    def counts_accesses(self) -> bool:
+        """Whether reads must record themselves (a compare-and-set per read): only when a rule
+        reads access_count or idle, or a capacity evicts the least recently read."""
+        used = set().union(*(rule.condition.fields() for rule in self.compiled_rules))
+        return bool(used & {"access_count", "idle"}) or any(t.capacity is not None for t in self.tiers.values())
 
     @property
     def order(self) -> tuple[str, ...]:

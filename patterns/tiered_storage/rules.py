@@ -87,6 +87,9 @@ class Comparison:
     def tiers(self) -> set[str]:
         return {str(self.value)} if self.field == "tier" else set()
 
+    def fields(self) -> set[str]:
+        return {self.field}
+
 
 @dataclass(frozen=True)
 class Not:
@@ -97,6 +100,9 @@ class Not:
 
     def tiers(self) -> set[str]:
         return self.inner.tiers()
+
+    def fields(self) -> set[str]:
+        return self.inner.fields()
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,9 @@ class Junction:
 
     def tiers(self) -> set[str]:
         return set().union(*(part.tiers() for part in self.parts))
+
+    def fields(self) -> set[str]:
+        return set().union(*(part.fields() for part in self.parts))
 
 
 Condition = Comparison | Not | Junction

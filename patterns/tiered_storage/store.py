@@ -7,8 +7,8 @@ removes; the reference always names a copy that exists, so every key stays reada
 
 Read: reference -> copy. When the copy is gone, the reference is read again: a migration or
 a put replaced it meanwhile (retry), or the value is lost (:class:`CopyMissing`, never a
-silent ``None``). Reads count accesses with one compare-and-set; losing that race only skips
-the count (statistics for the rules, not data).
+silent ``None``). When rules or capacity need it, reads count accesses with one
+compare-and-set; losing that race only skips the count (statistics for the rules, not data).
 """
 
 from __future__ import annotations
@@ -146,8 +146,9 @@ class TieredStorage:
                 if again == raw:
                     raise CopyMissing(key, reference.tier, reference.copy)
                 continue  # moved or replaced while we read: follow the new reference
-            with contextlib.suppress(Exception):  # counting is best effort; the value is what matters
-                await self.switch(key, raw, reference.accessed(now))
+            if self.config.counts_accesses:
+                with contextlib.suppress(Exception):  # counting is best effort; the value is what matters
+                    await self.switch(key, raw, reference.accessed(now))
             return value
         raise VersionConflict(key, self.config.max_attempts)
 
