@@ -366,3 +366,45 @@ def test_reads_write_access_statistics_only_when_rules_or_capacity_use_them() ->
     assert TieredStorageConfig.model_validate(by_capacity).counts_accesses
     with pytest.raises(ValidationError, match="must not be prefixes of each other"):
         TieredStorageConfig(reference_prefix="t/", data_prefix="t/data/")
+
+
+def test_a_write_slower_than_half_the_gc_grace_never_switches_to_its_copy() -> None:
+    async def go() -> None:
+        clock = Clock()
+        store = await make(clock)
+        await store.put("k", b"old")
+        clock.now += DAY + 1
+
+        async def stall() -> None:  # the migrator stalls while writing its copy, past half the grace
+            clock.now += store.config.gc_grace / 2 + 1
+
+        assert await Migrator(faulty_store(store, StepFault(0, stall))).run_once() == 0
+        assert await tier_of_key(store, "k") == "hot"
+        assert await store.get("k") == b"old"
+        assert await GarbageCollector(store).orphans(grace=0) == []  # its copy was removed
+
+    run(go)
+
+
+def test_the_background_migrator_moves_keys_until_cancelled() -> None:
+    async def go() -> None:
+        clock = Clock()
+        store = await make(clock)
+        await store.put("k", b"v")
+        clock.now += DAY + 1
+        job = asyncio.create_task(Migrator(store).run_forever(0.01))
+        for _ in range(200):
+            if await tier_of_key(store, "k") == "warm":
+                break
+            await asyncio.sleep(0.01)
+        job.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await job
+        assert await tier_of_key(store, "k") == "warm"
+
+    run(go)
+
+
+async def tier_of_key(store: TieredStorage, key: str) -> str | None:
+    _, reference = await store.load(key)
+    return None if reference is None else reference.tier

@@ -131,6 +131,8 @@ class Migrator:
         new_name = store.copy_name(target, key, token)
         await store.tier(target).write(new_name, value)
         for _ in range(store.config.max_attempts):
+            if not store.still_fresh(token):
+                break  # the collector may already count the new copy as an orphan
             if await store.switch(key, raw, current.moved(target, token, store.clock())):
                 await store._remove_old(key, current)
                 self._count(current.tier, target)

@@ -24,7 +24,7 @@ from prism_testkit.interfaces import KeyValue
 
 from .config import TieredStorageConfig
 from .errors import CopyMissing, VersionConflict
-from .references import Reference, new_copy_token
+from .references import Reference, new_copy_token, token_time
 from .tiers import Tier, copy_name
 
 Clock = Callable[[], float]
@@ -121,6 +121,13 @@ class TieredStorage:
     async def switch(self, key: str, expected: bytes | None, new: Reference) -> bool:
         return await self.reference.compare_and_set(self.reference_key(key), expected, new.encode())
 
+    def still_fresh(self, token: str) -> bool:
+        """Whether a copy made for a write may still be switched to. The collector removes
+        unreferenced copies older than ``gc_grace``; a write that took half of that gives up
+        (and retries with a new copy) rather than point the reference at a copy that may be gone."""
+        created = token_time(token)
+        return created is not None and self.clock() - created < self.config.gc_grace / 2
+
     def expired(self, reference: Reference, now: float) -> bool:
         """Past the ttl of the slowest tier it may live in: gone for readers."""
         if reference.expired_marker:
@@ -168,7 +175,7 @@ class TieredStorage:
             token = new_copy_token(now)
             await tier.write(self.copy_name(tier_name, key, token), value)
             new = Reference(tier_name, (old.version + 1) if old else 1, token, len(value), now, now, now, 0)
-            if await self.switch(key, raw, new):
+            if self.still_fresh(token) and await self.switch(key, raw, new):
                 if old is not None:
                     await self._remove_old(key, old)
                 return
