@@ -27,8 +27,6 @@ from prism_testkit.pattern_registry import (
     Wanted,
 )
 
-HOT_WINDOW = 86400.0  # data kept longer than a day leaves the hot tier (RFC-009's hot ttl)
-
 
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -42,13 +40,6 @@ class WalSettings(_Settings):
     batch_timeout: Duration = Field(default=0.1, gt=0)
     checkpoint_interval: Duration = Field(default=60.0, gt=0)
     compaction: Literal["none", "keep_latest"] = "none"
-
-
-class TieredStorageSettings(_Settings):
-    hot_ttl: Duration = Field(default=86400.0, gt=0, description="demote from hot after this long")
-    warm_ttl: Duration | None = Field(default=2592000.0, gt=0, description="demote from warm after this long")
-    promote_after_accesses: int = Field(default=10, ge=1)
-    reference_prefix: str = Field(default="tier/", description="key prefix of the reference records")
 
 
 Operation = Literal["INSERT", "UPDATE", "DELETE"]
@@ -91,13 +82,6 @@ def _wal_wanted(ctx: NeedsContext, problem: Callable[[str, str], None]) -> list[
     return []
 
 
-def _tiered_wanted(ctx: NeedsContext, problem: Callable[[str, str], None]) -> list[Wanted]:
-    retention = ctx.needs.retention
-    if retention is not None and retention > HOT_WINDOW:
-        return [("needs.retention", "retention longer than the hot tier (1 day)")]
-    return []
-
-
 def _audit_wanted(ctx: NeedsContext, problem: Callable[[str, str], None]) -> list[Wanted]:
     return [("needs.audit", "audit: true")] if ctx.needs.audit else []
 
@@ -123,31 +107,6 @@ WAL = PatternSpec(
     implemented=False,
     wanted=_wal_wanted,
     defaults=_retention_default,
-)
-
-TIERED_STORAGE = PatternSpec(
-    name="tiered-storage",
-    title="Tiered Storage",
-    priority=Priority.P1,
-    complexity=Complexity.MEDIUM,
-    slots={
-        "hot": PatternSlot(Slot.needs("keyvalue"), ("hot",), "fast tier for recent data"),
-        "warm": PatternSlot(Slot.needs("keyvalue"), ("warm",), "optional middle tier", required=False),
-        "cold": PatternSlot(
-            Slot.needs("objects", durable=True), ("cold",), "archive tier", hint="the archive is the last copy"
-        ),
-        "reference": PatternSlot(
-            Slot.needs("keyvalue", durable=True),
-            ("reference",),
-            "reference store recording which tier holds each key",
-            hint="without it no read can find data that left the hot tier",
-        ),
-    },
-    config=TieredStorageSettings,
-    client_apis=frozenset({"queue", "pubsub", "keyvalue", "reader"}),
-    summary="data moves hot -> warm -> cold with age; a reference store says where each key lives",
-    implemented=False,
-    wanted=_tiered_wanted,
 )
 
 CDC = PatternSpec(
@@ -210,4 +169,4 @@ CQRS = PatternSpec(
 
 @hookimpl
 def prism_register_patterns() -> list[PatternSpec]:
-    return [WAL, TIERED_STORAGE, CDC, EVENT_SOURCING, CQRS]
+    return [WAL, CDC, EVENT_SOURCING, CQRS]

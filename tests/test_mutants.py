@@ -18,6 +18,8 @@ MUTANTS = [
     ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
     ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
+    ("tiered_migrator_deletes_before_switch", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*lost*"),
+    ("tiered_migrator_switches_without_cas", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*stale*"),
 ]
 
 

@@ -42,7 +42,8 @@ def spec(
 
 
 # Stand-ins for the server backends the RFCs name, so rules are tested independently of what
-# is installed. Core NATS is pub/sub only and keeps nothing; JetStream is a durable log.
+# is installed (tiered storage's reference store needs compare-and-set and scan, as the real
+# postgres and redis drivers declare). Core NATS is pub/sub only and keeps nothing; JetStream is a durable log.
 REGISTRY = BackendRegistry(
     specs={
         s.name: s
@@ -55,13 +56,15 @@ REGISTRY = BackendRegistry(
                 "postgres",
                 "keyvalue",
                 "keyvalue.ttl",
+                "keyvalue.cas",
+                "keyvalue.scan",
                 "log",
                 "queue",
                 "transactions",
                 durable=True,
                 max_payload=256 * MB,
             ),
-            spec("redis", "keyvalue", "keyvalue.ttl", durable=False),
+            spec("redis", "keyvalue", "keyvalue.ttl", "keyvalue.cas", "keyvalue.scan", durable=False),
             spec("memstore", *[c.value for c in Capability], durable=False),
             spec("sqlite", "keyvalue", "log", "queue", "transactions", durable=True),
         ]
