@@ -25,11 +25,13 @@ from prism_testkit.patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConf
 
 from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
 from prism_testkit.jepsen.checkers import Verdict, per_key_order, total_queue
+from prism_testkit.jepsen.client import CALM_TIMEOUT
 from prism_testkit.jepsen.history import DEFINITE_FAILURES
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
 
 from ._helpers import drain_queue
 from ._relay_faults import DyingKeyValue, Killed
-from ._stateful import CALM_TIMEOUT, FaultMachine, StatefulRun
 
 pytestmark = prism_suite(
     "stateful_outbox",
@@ -137,7 +139,7 @@ class OutboxMachine(FaultMachine):
                     raise Rollback
 
         try:
-            self.loop(self._bounded(block(), None))
+            self.bounded(block())
         except (Rollback, *DEFINITE_FAILURES) as exc:  # an abort certainly published nothing
             for handle in handles:
                 handle.fail(exc if not isinstance(exc, Rollback) else "rolled back")
@@ -161,7 +163,7 @@ class OutboxMachine(FaultMachine):
         handle = self.history.invoke(f"relay-{which}", "relay", self.config.log)
         task = asyncio.ensure_future(relay.run_once(), loop=self.env.runtime.loop)
         try:
-            published = self.loop(self._bounded(task, None))
+            published = self.bounded(task)
         except LeaseLost as exc:
             handle.fail(exc)
             return
@@ -192,7 +194,7 @@ class OutboxMachine(FaultMachine):
                 await relay.run_once()
 
         try:
-            self.loop(self._bounded(dies(), None))
+            self.bounded(dies())
         except Exception as exc:
             if not self.faulted:
                 raise
