@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -107,6 +107,7 @@ def expand(
             f"with --prism-backend, or leave this suite out with --prism-pattern.",
         )
     names = list(pools)
+    rows: Iterable[tuple[str, ...]]
     if how is Expansion.ALL:
         rows = itertools.product(*(pools[n] for n in names))
     else:

@@ -49,6 +49,10 @@ class Rollback(Exception):
     """Raised inside a transaction block to roll it back."""
 
 
+# A rollback or a definite failure (an abort) certainly published nothing.
+NOTHING_PUBLISHED: tuple[type[BaseException], ...] = (Rollback, *DEFINITE_FAILURES)
+
+
 class Clock:
     """The relays' and outbox's clock: leases expire when ``lease_expires`` advances it."""
 
@@ -140,7 +144,7 @@ class OutboxMachine(FaultMachine):
 
         try:
             self.bounded(block())
-        except (Rollback, *DEFINITE_FAILURES) as exc:  # an abort certainly published nothing
+        except NOTHING_PUBLISHED as exc:
             for handle in handles:
                 handle.fail(exc if not isinstance(exc, Rollback) else "rolled back")
             return
