@@ -33,7 +33,7 @@ def anomaly_properties(anomalies: Counter[str], tolerated: Counter[str]) -> tupl
 
 def _prism_property(report: pytest.TestReport, name: str = PROPERTY) -> dict[str, Any] | None:
     for key, value in report.user_properties:
-        if key == name:
+        if key == name and isinstance(value, dict):  # user_properties hold objects of any kind
             return value
     return None
 
@@ -87,9 +87,9 @@ class PrismResults:
             if key[0] in self.no_combination or key[0] in self.not_applicable:
                 continue
             tally.setdefault(key, Counter())[outcome] += 1
-            row = anomalies.setdefault(key, {"anomalies": Counter(), "tolerated": Counter()})
+            found_in_row = anomalies.setdefault(key, {"anomalies": Counter(), "tolerated": Counter()})
             for kind, counts in self.anomalies_of.get(nodeid, {}).items():
-                row[kind].update(counts)
+                found_in_row[kind].update(counts)
         rows = []
         for (suite, namespace, combo), counts in sorted(
             tally.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])

@@ -27,8 +27,10 @@ from prism_testkit.patterns.tiered_storage import CopyMissing, GarbageCollector,
 
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.jepsen.checkers import Anomaly, Verdict
+from prism_testkit.jepsen.checkers import suite_verdict as custom_verdict
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
 
-from ._stateful import FaultMachine, StatefulRun, custom_verdict
 from ._tiered import DAY, TestClock, build_store, copy_count, namespaced_config
 from ._tiered_faults import Killed, StepFault, faulty_store
 

@@ -113,12 +113,12 @@ def test_no_orphan_when_the_owning_process_is_killed(tmp_path: Path) -> None:
         time.sleep(60)
         """
     )
-    parent = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    server_pid = int(parent.stdout.readline())
-    assert not gone(server_pid)
-    os.kill(parent.pid, signal.SIGKILL)  # as a crashed xdist worker would die
-    parent.wait()
+    # The context closes the stdout pipe (an open pipe is a ResourceWarning, an error here).
+    with subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True) as parent:
+        assert parent.stdout is not None
+        server_pid = int(parent.stdout.readline())
+        assert not gone(server_pid)
+        os.kill(parent.pid, signal.SIGKILL)  # as a crashed xdist worker would die
     deadline = time.monotonic() + 5
     while not gone(server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
