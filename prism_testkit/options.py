@@ -142,7 +142,7 @@ def read_options(config: pytest.Config) -> PrismOptions:
         if value is None:
             ini = config.getini(name)
             value = ini if ini not in ("", None, []) else None
-        return value
+        return None if value is None else str(value)
 
     backends = (get("prism_backend") or DEFAULT_BACKENDS).strip()
     patterns = get("prism_pattern")

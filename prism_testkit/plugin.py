@@ -219,7 +219,8 @@ def prism_combination(request: pytest.FixtureRequest) -> Combination | NoCombina
     """The backend in each slot of the current suite test (set by the plugin)."""
     if not hasattr(request, "param"):
         pytest.fail("prism_combination is only available in modules declared with prism_suite()", pytrace=False)
-    return request.param
+    combination: Combination | NoCombination = request.param
+    return combination
 
 
 @pytest.fixture

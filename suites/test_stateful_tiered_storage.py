@@ -26,8 +26,7 @@ from hypothesis.stateful import precondition, rule
 from prism_testkit.patterns.tiered_storage import CopyMissing, GarbageCollector, Migrator, TieredStorage
 
 from prism_testkit import PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
-from prism_testkit.jepsen.checkers import suite_verdict as custom_verdict
+from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
 
@@ -226,7 +225,7 @@ class TieredMachine(FaultMachine):
         self.recovering(self._final_reads)
         self.recovering(self._collect_and_count)
         counts = {"reads": self.reads, "writes": sum(len(v) for v in self.written.values())}
-        return [custom_verdict("tiered-storage", self.found, counts)], f"tiered storage {self.config.reference_prefix}"
+        return [suite_verdict("tiered-storage", self.found, counts)], f"tiered storage {self.config.reference_prefix}"
 
     async def _final_reads(self) -> None:
         store = self.store(settled=True)
