@@ -436,17 +436,15 @@ class WalApplier:
         return 1 if written else 0
 
     async def _apply(self, offset: int, mutation: Mutation) -> bool:
-        """Write one mutation with its applied offset; False when the guard says it is applied."""
-        try:
-            change = await _transformed(self.transform, mutation)
-        except Exception as exc:
-            raise _Rejected(str(exc)) from exc
+        """Write one mutation with its applied offset; False when the guard says it is resolved.
+        The guard is read before the transform runs, so a replay never retries a resolved one."""
         guard = self.config.guard_key(mutation.key)
         if self.transactions is not None:
             async with self.transactions.transaction() as tx:
                 if _applied(await tx.get(guard), offset):
                     self.metrics.skipped += 1
                     return False
+                change = await self._transform(mutation)  # raising rolls the transaction back
                 if change.op == "put":
                     assert change.value is not None
                     await tx.put(change.key, change.value)
@@ -457,6 +455,7 @@ class WalApplier:
             if _applied(await self.target.get(guard), offset):
                 self.metrics.skipped += 1
                 return False
+            change = await self._transform(mutation)
             if change.op == "put":
                 assert change.value is not None
                 await self.target.put(change.key, change.value)
@@ -467,6 +466,12 @@ class WalApplier:
         if self.on_applied is not None:
             self.on_applied(offset, mutation)
         return True
+
+    async def _transform(self, mutation: Mutation) -> Mutation:
+        try:
+            return await _transformed(self.transform, mutation)
+        except Exception as exc:
+            raise _Rejected(str(exc)) from exc
 
     async def _dead_letter(self, pending: _Pending, mutation: Mutation | None, error: str) -> None:
         message = pending.record.message.with_headers(
