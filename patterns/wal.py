@@ -320,6 +320,7 @@ class WalApplier:
         transactions: Transactions | None = None,
         transform: Transform | None = None,
         on_applied: Callable[[int, Mutation], None] | None = None,
+        on_skipped: Callable[[int, Mutation], None] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.config = _checked_config(config)
@@ -328,6 +329,7 @@ class WalApplier:
         self.transactions = transactions
         self.transform = transform
         self.on_applied = on_applied  # called once a mutation's write committed
+        self.on_skipped = on_skipped  # called when the guard shows a replayed mutation was resolved
         self.clock = clock
         self.metrics = ApplierMetrics()
         self._position: int | None = None  # next offset to read; None until loaded
@@ -442,8 +444,7 @@ class WalApplier:
         if self.transactions is not None:
             async with self.transactions.transaction() as tx:
                 if _applied(await tx.get(guard), offset):
-                    self.metrics.skipped += 1
-                    return False
+                    return self._skipped(offset, mutation)
                 change = await self._transform(mutation)  # raising rolls the transaction back
                 if change.op == "put":
                     assert change.value is not None
@@ -453,8 +454,7 @@ class WalApplier:
                 await tx.put(guard, str(offset).encode())
         else:
             if _applied(await self.target.get(guard), offset):
-                self.metrics.skipped += 1
-                return False
+                return self._skipped(offset, mutation)
             change = await self._transform(mutation)
             if change.op == "put":
                 assert change.value is not None
@@ -466,6 +466,12 @@ class WalApplier:
         if self.on_applied is not None:
             self.on_applied(offset, mutation)
         return True
+
+    def _skipped(self, offset: int, mutation: Mutation) -> bool:
+        self.metrics.skipped += 1
+        if self.on_skipped is not None:
+            self.on_skipped(offset, mutation)
+        return False
 
     async def _transform(self, mutation: Mutation) -> Mutation:
         try:

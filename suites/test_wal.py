@@ -42,8 +42,8 @@ from prism_testkit.patterns.wal import (
 from prism_testkit import Capability, Driver, KeyValue, PrismEnv, Slot, Transactions, prism_suite
 from prism_testkit.isolation import Namespace
 
+from ._applier_faults import DyingTarget, Killed, ValueFuse
 from ._helpers import gather_all, prism_settings
-from ._relay_faults import DyingKeyValue, Killed
 
 pytestmark = prism_suite("wal", log=Slot.needs("log", durable=True), target=Slot.needs("keyvalue"))
 
@@ -105,12 +105,12 @@ class Rig:
             transactions=self.transactions,
         )
 
-    def applier(self, target: KeyValue | None = None, **kwargs: object) -> WalApplier:
+    def applier(self, target: DyingTarget | None = None, **kwargs: object) -> WalApplier:
         return WalApplier(
             self.log_driver.log(),
             target or self.target,
             self.config,
-            transactions=None if target is not None else self.transactions,
+            transactions=self.transactions if target is None else target.transactions,  # type: ignore[arg-type]
             on_applied=self.applies,
             **kwargs,  # type: ignore[arg-type]
         )
@@ -218,37 +218,6 @@ async def test_concurrent_writers_keep_each_keys_order(prism_env: PrismEnv) -> N
 # --- crashes -------------------------------------------------------------------------------
 
 
-class Fuse:
-    """The applier's process: dies at the ``after``-th target write of a value."""
-
-    def __init__(self, after: int, guard_prefix: str) -> None:
-        self.after, self.guard_prefix, self.writes, self.dead = after, guard_prefix, 0, False
-
-    def check(self) -> None:
-        if self.dead:
-            raise Killed
-
-
-class ValueFuseKeyValue(DyingKeyValue):
-    """Dies right before the ``after``-th value write (guards pass), like a crash mid-batch."""
-
-    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        self._count(key)
-        await super().put(key, value, ttl=ttl)
-
-    async def delete(self, key: str) -> bool:
-        self._count(key)
-        return await super().delete(key)
-
-    def _count(self, key: str) -> None:
-        fuse = self.fault
-        assert isinstance(fuse, Fuse)
-        if not key.startswith(fuse.guard_prefix) and not fuse.dead:
-            if fuse.writes == fuse.after:
-                fuse.dead = True
-            fuse.writes += 1
-
-
 @pytest.mark.parametrize("dies_at", [0, 3, 9])
 async def test_an_applier_killed_mid_batch_resumes_with_nothing_lost_or_doubled(
     prism_env: PrismEnv, dies_at: int
@@ -260,8 +229,8 @@ async def test_an_applier_killed_mid_batch_resumes_with_nothing_lost_or_doubled(
             key = rig.key(n % KEYS)
             await wal.put(key, f"v{n}".encode())
             writes.append((key, f"v{n}".encode()))
-        fuse = Fuse(dies_at, rig.config.guard_key(""))
-        doomed = rig.applier(ValueFuseKeyValue(rig.target, fuse))
+        fuse = ValueFuse(dies_at, rig.config.guard_key(""))
+        doomed = rig.applier(DyingTarget(rig.target, fuse, rig.transactions))
         with pytest.raises(Killed):
             await doomed.drain()
         assert rig.applies.offsets == list(range(dies_at)), "the killed applier applied past its death"

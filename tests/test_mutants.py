@@ -18,6 +18,7 @@ MUTANTS = [
     ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
     ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
+    ("wal_checkpoint_before_apply", "stateful_wal", "sqlite,memstore", "*INVALID (*lost*"),
 ]
 
 
