@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 
 import pytest
 from hypothesis import strategies as st
@@ -86,22 +87,22 @@ class WalMachine(FaultMachine):
 
     # -- writers ----------------------------------------------------------------------------
 
-    @rule(key=st.sampled_from(KEYS), delete=st.booleans())
-    def write(self, key: str, delete: bool) -> None:
-        name = self.ns.name(key)
-        value = f"{key}:{next(self.values)}{DELETE_SUFFIX if delete else ''}"
+    @rule(writes=st.lists(st.tuples(st.sampled_from(KEYS), st.booleans()), min_size=1, max_size=3))
+    def write(self, writes: list[tuple[str, bool]]) -> None:
+        """One writer's mutations, one after the other (deletes when the flag is set)."""
         wal = WriteAheadLog(
             self.client("log").log(), self.client("target").keyvalue(), self.config, durability=self.durability
         )
-        outcome = self.attempt(
-            "writer",
-            "write",
-            lambda: wal.delete(name) if delete else wal.put(name, value.encode()),
-            key=name,
-            value=value,
-        )
-        if outcome.completed:
-            outcome.handle.ok(offset=outcome.result)
+        for key, delete in writes:
+            name = self.ns.name(key)
+            value = f"{key}:{next(self.values)}{DELETE_SUFFIX if delete else ''}"
+            outcome = self.attempt("writer", "write", self._mutate(wal, name, value, delete), key=name, value=value)
+            if outcome.completed:
+                outcome.handle.ok(offset=outcome.result)
+
+    @staticmethod
+    def _mutate(wal: WriteAheadLog, name: str, value: str, delete: bool) -> Callable[[], Awaitable[int]]:
+        return lambda: wal.delete(name) if delete else wal.put(name, value.encode())
 
     # -- the applier ------------------------------------------------------------------------
 

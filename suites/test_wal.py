@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -125,7 +125,7 @@ async def rigged(prism_env: PrismEnv, ns: Namespace, **config: object) -> AsyncI
     yield Rig(prism_env, ns, WalConfig(log=ns.name("wal"), **settings))  # type: ignore[arg-type]
 
 
-def expected_state(writes: list[tuple[str, bytes | None]]) -> dict[str, bytes | None]:
+def expected_state(writes: Sequence[tuple[str, bytes | None]]) -> dict[str, bytes | None]:
     state: dict[str, bytes | None] = {}
     for key, value in writes:
         state[key] = value

@@ -467,3 +467,50 @@ def test_gauges_report_lag_and_unapplied_entries(on_backend: Runner) -> None:
         assert await wal.gauges() == type(gauges)(0.0, 0)
 
     on_backend(scenario)
+
+
+# --- the stateful suite's checker ----------------------------------------------------------
+
+
+def _checked(
+    writes: list[tuple[str, str, str, int | None]],
+    logged: dict[int, tuple[str, str | None]],
+    applies: list[tuple[int, str]],
+    final: dict[str, str | None],
+    skipped: set[int] | None = None,
+) -> dict[str, int]:
+    """Anomaly counts for writes (key, value id, ok/fail/info, receipt)."""
+    from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
+
+    from prism_testkit.jepsen.history import History
+
+    history = History()
+    for key, value, outcome, receipt in writes:
+        handle = history.invoke("writer", "write", key, value)
+        if outcome == "ok":
+            handle.ok(offset=receipt)
+        elif outcome == "fail":
+            handle.fail("refused")
+        else:
+            handle.info("timeout")
+    log = {o: LoggedMutation(k, v) for o, (k, v) in logged.items()}
+    verdict = check_wal(history, log, applies, skipped or set(), final)
+    return {name: len(group) for name, group in verdict.anomalies.items()}
+
+
+def test_the_wal_checker_accepts_a_correct_run_and_names_each_anomaly() -> None:
+    writes = [("a", "a:0", "ok", 0), ("a", "a:1/del", "ok", 1), ("b", "b:2", "info", None), ("a", "a:3", "ok", 2)]
+    logged = {0: ("a", "a:0"), 1: ("a", None), 2: ("a", "a:3")}
+    good = _checked(writes, logged, [(0, "a"), (1, "a"), (2, "a")], {"a": "a:3", "b": None})
+    assert good == {}
+    # the maybe-write b:2 landed in the log: it must be applied too
+    assert _checked(writes, {**logged, 3: ("b", "b:2")}, [(0, "a"), (1, "a"), (2, "a")], {"a": "a:3"}) == {"lost": 1}
+    # an acknowledged write missing from the log, and its key left at an older value
+    assert _checked(writes, {0: ("a", "a:0"), 1: ("a", None)}, [(0, "a"), (1, "a")], {"a": None}) == {"lost": 1}
+    # applied twice, and out of order (the final value is the older one)
+    doubled = _checked(writes, logged, [(0, "a"), (1, "a"), (2, "a"), (0, "a")], {"a": "a:0"})
+    assert doubled == {"doubled": 1, "reordered": 2}
+    # a value nobody wrote
+    assert _checked(writes, logged, [(0, "a"), (1, "a"), (2, "a")], {"a": "zz"}) == {"phantom": 1}
+    # a skipped replay counts as applied (its first apply's answer was lost)
+    assert _checked(writes, logged, [(0, "a"), (2, "a")], {"a": "a:3"}, skipped={1}) == {}
