@@ -19,7 +19,9 @@ Applier (one per log and group at a time; ``wal.start()`` runs one in the backgr
 Guarantees and their limits:
 
 * **Durable receipt**: ``put`` / ``delete`` return the offset only after the log acknowledged the
-  append. The log's durability is declared by whoever provisioned it (the pattern cannot know
+  append. With ``log_transactions`` (the log store's own), concurrent writers share one log
+  transaction, so one fsync covers the whole group (group commit); a writer alone appends
+  directly. The log's durability is declared by whoever provisioned it (the pattern cannot know
   backends); a log declared not durable is refused with :class:`NonDurableLog`.
 * **Exactly once in effect**: every key keeps its *applied offset* in the target
   (``<guard_prefix><key>``); a mutation at or below it is skipped, so a replay from an older
@@ -137,7 +139,7 @@ class NonDurableLog(WalConfigurationError):
         why = f" ({detail})" if detail else ""
         super().__init__(
             f"backend {backend!r} does not declare its log durable across a crash{why}; a WAL acknowledges "
-            f"a mutation once the log has it, so {DURABLE_LOG_HINT}"
+            f"a mutation as soon as the log has it: {DURABLE_LOG_HINT}"
         )
 
 
@@ -185,6 +187,10 @@ class WalConfig(BaseModel):
     dead_letter_log: str | None = Field(default=None, min_length=1, description="where failed mutations go")
     guard_prefix: str | None = Field(default=None, min_length=1, description="target key prefix of applied offsets")
     compaction: Literal["none", "keep_latest"] = Field(default="none", description="compaction strategy")
+    group_commit: bool = Field(
+        default=True, description="concurrent writes share one log transaction (one fsync) when the log has them"
+    )
+    group_commit_max: int = Field(default=256, ge=1, description="most mutations committed together")
 
     @model_validator(mode="after")
     def _backoff_order(self) -> WalConfig:
@@ -526,12 +532,13 @@ class WalApplier:
         and the batch retried (from the record that failed) after ``batch_timeout``."""
         try:
             while not stop.is_set():
+                failed = False
                 try:
                     applied = await self.run_once()
                 except Exception:
                     log.exception("WAL applier of %s failed; retrying", self.config.log)
-                    applied = 0
-                if not applied and self._blocked:
+                    applied, failed = 0, True
+                if failed or (not applied and self._blocked):
                     with suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.config.batch_timeout)
         finally:
@@ -541,6 +548,75 @@ class WalApplier:
 
 def _applied(guard: bytes | None, offset: int) -> bool:
     return guard is not None and int(guard) >= offset
+
+
+# --- group commit --------------------------------------------------------------------------
+
+
+class _GroupCommit:
+    """Concurrent appends share one log transaction, so one fsync covers many mutations.
+
+    The first writer to arrive flushes; whoever arrives while a flush is in flight waits for the
+    next one, which takes everyone waiting (up to ``limit``). A lone writer therefore pays no
+    extra latency: a group of one is a plain ``append``. The transaction assigns offsets at
+    commit, so after it the group's records are found by mutation id from the end offset read
+    before it. Either every mutation of a group is in the log or none is: a failed commit fails
+    every writer of the group with the same error.
+    """
+
+    def __init__(self, log: Log, transactions: Transactions, name: str, limit: int) -> None:
+        self.log, self.transactions, self.name, self.limit = log, transactions, name, limit
+        self.groups = 0  # transactions committed with more than one mutation
+        self.grouped = 0  # mutations that went through them
+        self._waiting: list[tuple[Message, str, asyncio.Future[int]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def append(self, message: Message, mutation_id: str) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((message, mutation_id, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await asyncio.shield(future)  # a cancelled writer must not cancel the group
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting[: self.limit], self._waiting[self.limit :]
+            try:
+                offsets = await self._commit(group)
+            except BaseException as exc:
+                for _, _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, _, future), offset in zip(group, offsets, strict=True):
+                if not future.done():
+                    future.set_result(offset)
+
+    async def _commit(self, group: list[tuple[Message, str, asyncio.Future[int]]]) -> list[int]:
+        if len(group) == 1:
+            return [await self.log.append(self.name, group[0][0])]
+        start = await self.log.end_offset(self.name)
+        async with self.transactions.transaction() as tx:
+            for message, _, _ in group:
+                await tx.append(self.name, message)
+        self.groups += 1
+        self.grouped += len(group)
+        wanted = {mutation_id: index for index, (_, mutation_id, _) in enumerate(group)}
+        offsets: list[int | None] = [None] * len(group)
+        missing, offset = len(group), start
+        while missing:
+            records = await self.log.read(self.name, offset, limit=max(100, len(group)))
+            if not records:
+                raise WalError(f"committed group of {len(group)} not found in log {self.name!r} from offset {start}")
+            for record in records:
+                index = wanted.get(record.message.headers.get(HEADER_MUTATION_ID, ""))
+                if index is not None and offsets[index] is None:
+                    offsets[index] = record.offset
+                    missing -= 1
+            offset = records[-1].offset + 1
+        return [o for o in offsets if o is not None]
 
 
 # --- writing and reading -------------------------------------------------------------------
@@ -571,9 +647,12 @@ class WriteAheadLog:
         *,
         durability: LogDurability,
         transactions: Transactions | None = None,
+        log_transactions: Transactions | None = None,
         transform: Transform | None = None,
         clock: Clock = time.time,
     ) -> None:
+        """``transactions`` are the target store's (applied offsets commit with the writes);
+        ``log_transactions`` the log store's, for group commit (the same store as ``log``)."""
         self.config = _checked_config(config)
         if not isinstance(durability, LogDurability):
             raise WalConfigurationError(
@@ -586,6 +665,11 @@ class WriteAheadLog:
         self.target = target
         self.clock = clock
         self.applier = WalApplier(log, target, config, transactions=transactions, transform=transform)
+        self.group_commit = (
+            _GroupCommit(log, log_transactions, config.log, config.group_commit_max)
+            if log_transactions is not None and config.group_commit
+            else None
+        )
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -600,7 +684,10 @@ class WriteAheadLog:
         return await self._write(Mutation("delete", _checked_key(key), None, str(uuid.uuid4()), self.clock()))
 
     async def _write(self, mutation: Mutation) -> int:
-        offset = await self.log.append(self.config.log, mutation.message())
+        if self.group_commit is not None:
+            offset = await self.group_commit.append(mutation.message(), mutation.mutation_id)
+        else:
+            offset = await self.log.append(self.config.log, mutation.message())
         mode = self.config.apply_mode
         if mode == "sync":
             await self.wait_applied(offset, within=None)

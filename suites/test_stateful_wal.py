@@ -24,6 +24,7 @@ from prism_testkit.patterns.wal import LogDurability, Mutation, WalApplier, WalC
 
 from prism_testkit import Capability, PrismEnv, Slot, prism_suite
 from prism_testkit.jepsen.checkers import Verdict
+from prism_testkit.jepsen.history import DEFINITE_FAILURES, OpHandle
 
 from ._applier_faults import DyingTarget, Killed, ValueFuse
 from ._helpers import read_all
@@ -90,15 +91,49 @@ class WalMachine(FaultMachine):
     @rule(writes=st.lists(st.tuples(st.sampled_from(KEYS), st.booleans()), min_size=1, max_size=3))
     def write(self, writes: list[tuple[str, bool]]) -> None:
         """One writer's mutations, one after the other (deletes when the flag is set)."""
-        wal = WriteAheadLog(
-            self.client("log").log(), self.client("target").keyvalue(), self.config, durability=self.durability
-        )
+        wal = self._wal()
         for key, delete in writes:
             name = self.ns.name(key)
             value = f"{key}:{next(self.values)}{DELETE_SUFFIX if delete else ''}"
             outcome = self.attempt("writer", "write", self._mutate(wal, name, value, delete), key=name, value=value)
             if outcome.completed:
                 outcome.handle.ok(offset=outcome.result)
+
+    @rule(keys=st.lists(st.sampled_from(KEYS), min_size=2, max_size=4))
+    def write_together(self, keys: list[str]) -> None:
+        """Several writers put at once: with a transactional log they share one commit."""
+        wal = self._wal()
+        writes: list[tuple[OpHandle, Awaitable[int]]] = []
+        for key in keys:
+            name, value = self.ns.name(key), f"{key}:{next(self.values)}"
+            handle = self.history.invoke(f"writer-{len(writes)}", "write", name, value)
+            writes.append((handle, self._bounded(wal.put(name, value.encode()), None)))
+
+        async def together() -> list[object]:
+            return list(await asyncio.gather(*(action for _, action in writes), return_exceptions=True))
+
+        unexpected: BaseException | None = None
+        for (handle, _), result in zip(writes, self.loop(together()), strict=True):
+            if isinstance(result, int):
+                handle.ok(offset=result)
+            elif isinstance(result, DEFINITE_FAILURES):
+                handle.fail(result)
+            else:
+                handle.info(result if isinstance(result, BaseException) else None)
+                if isinstance(result, BaseException) and not self.faulted:
+                    unexpected = result
+        if unexpected is not None:
+            raise unexpected
+
+    def _wal(self) -> WriteAheadLog:
+        log = self.client("log")
+        return WriteAheadLog(
+            log.log(),
+            self.client("target").keyvalue(),
+            self.config,
+            durability=self.durability,
+            log_transactions=log.transactions() if log.supports(Capability.TRANSACTIONS) else None,
+        )
 
     @staticmethod
     def _mutate(wal: WriteAheadLog, name: str, value: str, delete: bool) -> Callable[[], Awaitable[int]]:

@@ -33,7 +33,7 @@ from prism_testkit.patterns.wal import (
 )
 from pydantic import ValidationError
 
-from prism_testkit.errors import ConfigurationError
+from prism_testkit.errors import ConfigurationError, TransactionAborted
 from prism_testkit.interfaces import KeyValue, Log, Message, Transaction, Transactions
 from prism_testkit.registry import build_registry, make_plugin_manager
 
@@ -514,3 +514,53 @@ def test_the_wal_checker_accepts_a_correct_run_and_names_each_anomaly() -> None:
     assert _checked(writes, logged, [(0, "a"), (1, "a"), (2, "a")], {"a": "zz"}) == {"phantom": 1}
     # a skipped replay counts as applied (its first apply's answer was lost)
     assert _checked(writes, logged, [(0, "a"), (2, "a")], {"a": "a:3"}, skipped={1}) == {}
+
+
+# --- group commit --------------------------------------------------------------------------
+
+
+class FailingCommit:
+    """The log store's transactions, failing at commit (after every append was staged)."""
+
+    def __init__(self, inner: Transactions) -> None:
+        self.inner = inner
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self.inner.transaction() as tx:
+            yield tx
+            raise TransactionAborted("commit refused")
+
+
+@pytest.mark.parametrize("backend", ["memstore", "sqlite"])
+def test_concurrent_writers_share_one_log_transaction(backend: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        driver = open_memstore() if backend == "memstore" else await open_sqlite(tmp_path)
+        try:
+            log, kv, tx = driver.log(), driver.keyvalue(), driver.transactions()
+            await log.append(LOG, Mutation("put", "other", b"x", "someone-else").message())  # offset 0
+            wal = WriteAheadLog(log, kv, WalConfig(log=LOG), durability=AS_IF_DURABLE, log_transactions=tx)
+            assert wal.group_commit is not None
+            receipts = await asyncio.gather(*(wal.put(f"k{i}", str(i).encode()) for i in range(20)))
+            assert sorted(receipts) == list(range(1, 21))
+            for i, offset in enumerate(receipts):
+                (record,) = await log.read(LOG, offset, limit=1)
+                assert Mutation.decode(record).key == f"k{i}", "a receipt names another writer's record"
+            assert (wal.group_commit.groups, wal.group_commit.grouped) == (1, 20)
+            assert await wal.put("alone", b"1") == 21  # a group of one is a plain append
+            assert wal.group_commit.groups == 1
+
+            failing = WriteAheadLog(
+                log, kv, WalConfig(log=LOG), durability=AS_IF_DURABLE, log_transactions=FailingCommit(tx)
+            )
+            results = await asyncio.gather(*(failing.put(f"f{i}", b"x") for i in range(5)), return_exceptions=True)
+            assert all(isinstance(r, TransactionAborted) for r in results), results
+            assert await log.end_offset(LOG) == 22, "a failed group left some of its mutations in the log"
+            plain = WriteAheadLog(
+                log, kv, WalConfig(log=LOG, group_commit=False), durability=AS_IF_DURABLE, log_transactions=tx
+            )
+            assert plain.group_commit is None
+        finally:
+            await driver.close()
+
+    asyncio.run(main())
