@@ -30,6 +30,8 @@ from prism_testkit.isolation import Namespace, NamespaceFactory
 from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
+from .wal import wal_markdown, wal_rows
+
 PAYLOAD = b"x" * 256
 
 
@@ -221,6 +223,8 @@ def markdown(results: dict) -> str:
             f"| {r['backend']} | {r['payload_bytes'] / 2**20:.0f} | {r['peak_bytes'] / 2**20:.1f} "
             f"| {r['peak_ratio']:.3f} |"
         )
+    if results.get("wal"):
+        lines += wal_markdown(results["wal"])
     lines += ["", "## Time to ready (servers started by the harness)", "", "| backend | seconds |", "|---|---:|"]
     for backend, seconds in results["time_to_ready"].items():
         lines.append(f"| {backend} | {seconds:.2f} |")
@@ -251,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=300, help="operations per measurement")
     parser.add_argument("--stream-mib", type=int, default=64, help="payload size for the memory measurement")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--sections", default="all", help="comma-separated: operations, claim_check, outbox, memory, wal (or all)"
+    )
+    parser.add_argument("--trials", type=int, default=5, help="interleaved trials per WAL row")
     args = parser.parse_args(argv)
 
     registry = build_registry(make_plugin_manager())
@@ -260,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "claim_check": [],
         "outbox": [],
         "memory": [],
+        "wal": [],
         "time_to_ready": {},
         "unavailable": runtime.unavailable,
     }
@@ -270,20 +279,31 @@ def main(argv: list[str] | None = None) -> int:
             if control is not None and getattr(control, "time_to_ready", None) is not None:
                 results["time_to_ready"][name] = control.time_to_ready
         ns = runtime.namespaces.new()
-        for driver in drivers.values():
-            print(f"measuring {driver.name} ...", file=sys.stderr)
-            results["operations"] += [asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops))]
+        sections = set(results) if args.sections == "all" else {s.strip() for s in args.sections.split(",")}
+        if "operations" in sections:
+            for driver in drivers.values():
+                print(f"measuring {driver.name} ...", file=sys.stderr)
+                results["operations"] += [asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops))]
         queues = [d for d in drivers.values() if d.supports(Capability.QUEUE)]
         stores = [d for d in drivers.values() if d.supports(Capability.OBJECTS)]
-        for messaging in queues:
+        if "claim_check" in sections:
+            for messaging in queues:
+                for store in stores:
+                    results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops))
+        if "outbox" in sections:
+            for store in [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]:
+                for sink in queues:
+                    results["outbox"] += runtime.run(outbox_overhead(store, sink, ns, args.ops))
+        if "memory" in sections:
             for store in stores:
-                results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops))
-        for store in [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]:
-            for sink in queues:
-                results["outbox"] += runtime.run(outbox_overhead(store, sink, ns, args.ops))
-        for store in stores:
-            if store.name != "memstore":  # memstore keeps objects in memory by design
-                results["memory"].append(runtime.run(claim_check_memory(store, ns, args.stream_mib << 20)))
+                if store.name != "memstore":  # memstore keeps objects in memory by design
+                    results["memory"].append(runtime.run(claim_check_memory(store, ns, args.stream_mib << 20)))
+        if "wal" in sections:
+            for spec in runtime.available:
+                driver = drivers[spec.name]
+                if spec.properties.durable and driver.supports(Capability.LOG) and driver.supports(Capability.KEYVALUE):
+                    print(f"measuring the WAL on {spec.name} ...", file=sys.stderr)
+                    results["wal"] += runtime.run(wal_rows(driver, spec, ns, args.ops, args.trials))
         for driver in drivers.values():
             runtime.run(driver.purge(ns.prefix))
     finally:
