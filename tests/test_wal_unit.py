@@ -564,3 +564,44 @@ def test_concurrent_writers_share_one_log_transaction(backend: str, tmp_path: Pa
             await driver.close()
 
     asyncio.run(main())
+
+
+# --- namespace files -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["kafka", "nats", "memstore", "redis"])
+def test_validate_refuses_a_wal_over_a_log_that_is_not_durable(backend: str) -> None:
+    from prism_testkit.config.namespace_files import NamespaceError, parse_namespaces
+
+    registry = build_registry(make_plugin_manager())
+    text = (
+        "namespaces:\n  - name: w\n    client_api: keyvalue\n"
+        f"    patterns: [{{type: wal, slots: {{log: {backend}}}}}]\n"
+    )
+    with pytest.raises(NamespaceError) as caught:
+        parse_namespaces(text, registry, file="ns.yaml")
+    (problem,) = [str(p) for p in caught.value.problems]
+    assert problem.startswith(
+        f"ns.yaml: namespaces[0].patterns[0].slots.log: slot 'log' of wal expects a backend with log; durable, "
+        f"found {backend!r} ("
+    )
+    assert "not durable" in problem
+    assert problem.endswith("(line 4)")
+
+
+def test_namespace_config_is_the_config_the_code_takes() -> None:
+    from prism_testkit.config.namespace_files import parse_namespaces
+
+    registry = build_registry(make_plugin_manager())
+    text = """\
+namespaces:
+  - name: orders
+    client_api: keyvalue
+    patterns:
+      - type: wal
+        config: {log: orders-wal, apply_mode: hybrid, batch_timeout: 20ms, max_attempts: 3}
+        slots: {log: sqlite}
+"""
+    (link,) = parse_namespaces(text, registry, file="ns.yaml").namespaces[0].chain
+    assert isinstance(link.config, WalConfig)
+    assert (link.config.log, link.config.apply_mode, link.config.batch_timeout) == ("orders-wal", "hybrid", 0.02)
