@@ -385,9 +385,13 @@ class WalApplier:
             self._committed = self._position
         applied = await self._retry_due()
         records = await self.log.read(config.log, self._position, limit=config.batch_size, wait=wait)
-        for record in records:
-            if record.offset != self._position:
-                raise WalError(f"log {config.log!r} skipped from offset {self._position} to {record.offset}")
+        for expected, record in enumerate(records, start=self._position):
+            if record.offset != expected:
+                raise WalError(f"log {config.log!r} skipped from offset {expected} to {record.offset}")
+        if self.transactions is not None and records:
+            applied += await self._apply_batch(records, self.transactions)
+            self._position = records[-1].offset + 1
+        for record in records if self.transactions is None else ():
             key = record.message.headers.get(HEADER_KEY)
             queue = self._blocked.get(key) if key else None
             if queue:
@@ -398,6 +402,61 @@ class WalApplier:
         if records:
             self.metrics.batches += 1
         await self._checkpoint(force=False)
+        return applied
+
+    async def _apply_batch(self, records: list[Record], transactions: Transactions) -> int:
+        """Apply a batch in one target transaction (one commit for the whole batch), each
+        mutation with its applied offset. A rejected mutation is left out of the transaction and
+        holds back the rest of its key; the others commit. Nothing of the batch is settled (no
+        callbacks, retries or dead letters) before the commit: if it fails, the batch is read
+        again."""
+        outcomes: list[tuple[str, _Pending, Mutation | None, str]] = []  # (what, pending, mutation, error)
+        held: set[str] = set()  # keys with a rejection earlier in this batch
+        async with transactions.transaction() as tx:
+            for record in records:
+                pending = _Pending(record.offset, record)
+                key = record.message.headers.get(HEADER_KEY)
+                if key and (self._blocked.get(key) or key in held):
+                    outcomes.append(("wait", pending, None, ""))
+                    continue
+                try:
+                    mutation = Mutation.decode(record)
+                except WalCorruptEntry as exc:
+                    outcomes.append(("corrupt", pending, None, str(exc)))
+                    continue
+                guard = self.config.guard_key(mutation.key)
+                if _applied(await tx.get(guard), record.offset):
+                    outcomes.append(("skipped", pending, mutation, ""))
+                    continue
+                try:
+                    change = await self._transform(mutation)
+                except _REJECTIONS as exc:
+                    held.add(mutation.key)
+                    outcomes.append(("rejected", pending, mutation, _describe(exc)))
+                    continue
+                if change.op == "put":
+                    assert change.value is not None
+                    await tx.put(change.key, change.value)
+                else:
+                    await tx.delete(change.key)
+                await tx.put(guard, str(record.offset).encode())
+                outcomes.append(("applied", pending, mutation, ""))
+        applied = 0
+        for what, pending, settled, error in outcomes:  # committed: settle in log order
+            if what == "applied" and settled is not None:
+                applied += 1
+                self.metrics.applied += 1
+                if self.on_applied is not None:
+                    self.on_applied(pending.offset, settled)
+            elif what == "skipped" and settled is not None:
+                self._skipped(pending.offset, settled)
+            elif what == "corrupt":
+                await self._dead_letter(pending, None, error)
+            elif what == "rejected" and settled is not None:
+                await self._reject(pending, settled, error, None)
+            else:
+                key = pending.record.message.headers.get(HEADER_KEY, "")
+                self._blocked.setdefault(key, deque()).append(pending)
         return applied
 
     async def _retry_due(self) -> int:
@@ -430,18 +489,22 @@ class WalApplier:
         try:
             written = await self._apply(pending.offset, mutation)
         except _REJECTIONS as exc:
-            pending.attempts += 1
-            pending.error = f"{type(exc.__cause__ or exc).__name__}: {exc.__cause__ or exc}"
-            if pending.attempts >= self.config.max_attempts:
-                await self._dead_letter(pending, mutation, pending.error)
-                return 0
-            self.metrics.retries += 1
-            pending.due = self.clock() + self.config.backoff(pending.attempts)
-            queue = requeue if requeue is not None else self._blocked.setdefault(mutation.key, deque())
-            queue.appendleft(pending)
-            self._blocked[mutation.key] = queue
+            await self._reject(pending, mutation, _describe(exc), requeue)
             return 0
         return 1 if written else 0
+
+    async def _reject(self, pending: _Pending, mutation: Mutation, error: str, requeue: deque[_Pending] | None) -> None:
+        """A failed attempt: retry later at the head of its key's queue, or dead-letter it."""
+        pending.attempts += 1
+        pending.error = error
+        if pending.attempts >= self.config.max_attempts:
+            await self._dead_letter(pending, mutation, error)
+            return
+        self.metrics.retries += 1
+        pending.due = self.clock() + self.config.backoff(pending.attempts)
+        queue = requeue if requeue is not None else self._blocked.setdefault(mutation.key, deque())
+        queue.appendleft(pending)
+        self._blocked[mutation.key] = queue
 
     async def _apply(self, offset: int, mutation: Mutation) -> bool:
         """Write one mutation with its applied offset; False when the guard says it is resolved.
@@ -544,6 +607,11 @@ class WalApplier:
         finally:
             with suppress(Exception):
                 await self.checkpoint()
+
+
+def _describe(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}"
 
 
 def _applied(guard: bytes | None, offset: int) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from prism_testkit import KeyValue, Transaction, Transactions
+from prism_testkit import KeyValue, Log, Transaction, Transactions
 
 from ._relay_faults import DyingKeyValue, Killed
 
@@ -80,4 +80,18 @@ class _DyingTransactions:
             yield _DyingTransaction(tx, self.fuse)
 
 
-__all__ = ["DyingTarget", "Killed", "ValueFuse"]
+class DiesAtCheckpoint:
+    """The applier's log as a process sees it that dies after its target writes committed but
+    before its checkpoint is: every read works, ``commit`` kills it."""
+
+    def __init__(self, inner: Log) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def commit(self, log: str, group: str, offset: int) -> None:
+        raise Killed
+
+
+__all__ = ["DiesAtCheckpoint", "DyingTarget", "Killed", "ValueFuse"]

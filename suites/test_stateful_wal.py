@@ -14,6 +14,7 @@ mid-batch: caught here (tests/mutants).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 
@@ -26,7 +27,7 @@ from prism_testkit import Capability, PrismEnv, Slot, prism_suite
 from prism_testkit.jepsen.checkers import Verdict
 from prism_testkit.jepsen.history import DEFINITE_FAILURES, OpHandle
 
-from ._applier_faults import DyingTarget, Killed, ValueFuse
+from ._applier_faults import DiesAtCheckpoint, DyingTarget, Killed, ValueFuse
 from ._helpers import read_all
 from ._stateful import CALM_TIMEOUT, FaultMachine, StatefulRun
 from ._wal_checker import DELETE_SUFFIX, LoggedMutation, check_wal
@@ -169,10 +170,31 @@ class WalMachine(FaultMachine):
         handle = self.history.invoke("applier", "crash", self.config.log, after)
 
         async def dies() -> None:
-            try:
+            with contextlib.suppress(Killed):
                 await doomed.run_once(wait=0.0)
-            except Killed:
-                return
+
+        try:
+            self.loop(self._bounded(dies(), None))
+        except Exception as exc:
+            handle.info(exc)
+            if not self.faulted:
+                raise
+        else:
+            handle.ok()
+        self.applier = self._applier()
+
+    @precondition(lambda self: self._idle())
+    @rule()
+    def crash_before_checkpoint(self) -> None:
+        """The applier's process dies right after a batch committed to the target, before the
+        checkpoint did: its successor replays that batch, which the applied offsets must skip."""
+        doomed = self._wire(self.applier)
+        doomed.log = DiesAtCheckpoint(doomed.log)  # type: ignore[assignment]
+        handle = self.history.invoke("applier", "crash-before-checkpoint", self.config.log)
+
+        async def dies() -> None:
+            with contextlib.suppress(Killed):
+                await doomed.run_once(wait=0.0)
 
         try:
             self.loop(self._bounded(dies(), None))
