@@ -30,7 +30,7 @@ from prism_testkit.isolation import Namespace, NamespaceFactory
 from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
-from .wal import wal_markdown, wal_rows
+from .wal import applier_markdown, applier_rows, wal_markdown, wal_rows
 
 PAYLOAD = b"x" * 256
 
@@ -225,6 +225,8 @@ def markdown(results: dict) -> str:
         )
     if results.get("wal"):
         lines += wal_markdown(results["wal"])
+    if results.get("wal_applier"):
+        lines += applier_markdown(results["wal_applier"])
     lines += ["", "## Time to ready (servers started by the harness)", "", "| backend | seconds |", "|---|---:|"]
     for backend, seconds in results["time_to_ready"].items():
         lines.append(f"| {backend} | {seconds:.2f} |")
@@ -269,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "outbox": [],
         "memory": [],
         "wal": [],
+        "wal_applier": [],
         "time_to_ready": {},
         "unavailable": runtime.unavailable,
     }
@@ -304,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 if spec.properties.durable and driver.supports(Capability.LOG) and driver.supports(Capability.KEYVALUE):
                     print(f"measuring the WAL on {spec.name} ...", file=sys.stderr)
                     results["wal"] += runtime.run(wal_rows(driver, spec, ns, args.ops, args.trials))
+                    results["wal_applier"] += runtime.run(applier_rows(driver, spec, ns, args.ops))
         for driver in drivers.values():
             runtime.run(driver.purge(ns.prefix))
     finally:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from prism_testkit.patterns.wal import LogDurability, WalConfig, WriteAheadLog
+from prism_testkit.patterns.wal import LogDurability, WalApplier, WalConfig, WriteAheadLog
 
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
@@ -103,6 +103,33 @@ async def wal_rows(driver: Driver, spec: BackendSpec, ns: Namespace, ops: int, t
                 }
             )
     return rows
+
+
+async def applier_rows(driver: Driver, spec: BackendSpec, ns: Namespace, ops: int) -> list[dict]:
+    """How fast an applier drains ``ops`` mutations into the target: one target transaction per
+    batch (when the target has transactions) against one write (+ applied offset) each."""
+    kv = driver.keyvalue()
+    transactions = driver.transactions() if driver.supports(Capability.TRANSACTIONS) else None
+    rows: list[dict] = []
+    for how, target_tx in (("batch in one transaction", transactions), ("one write each", None)):
+        if how.startswith("batch") and target_tx is None:
+            continue
+        config = WalConfig(log=ns.name(f"bench-apply-{len(rows)}"), batch_size=100, checkpoint_interval=1.0)
+        wal = WriteAheadLog(driver.log(), kv, config, durability=LogDurability.of(spec))
+        for i in range(ops):
+            await wal.put(ns.name(f"a{i % 512}"), PAYLOAD)
+        applier = WalApplier(driver.log(), kv, config, transactions=target_tx)
+        started = time.perf_counter()
+        await applier.drain(within=600.0)
+        rows.append({"log": spec.name, "applier": how, "mutations": ops, "rate": ops / (time.perf_counter() - started)})
+    return rows
+
+
+def applier_markdown(rows: list[dict]) -> list[str]:
+    lines = ["", "## WAL applier drain rate (target = the log's backend)", ""]
+    lines += ["| log = target | applier | mutations | applied/s |", "|---|---|---:|---:|"]
+    lines += [f"| {r['log']} | {r['applier']} | {r['mutations']} | {r['rate']:.0f} |" for r in rows]
+    return lines
 
 
 def wal_markdown(rows: list[dict]) -> list[str]:

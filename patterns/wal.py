@@ -7,6 +7,7 @@ Writer::
         log_driver.log(), target.keyvalue(), WalConfig(log="orders-wal"),
         durability=LogDurability.of(log_spec),          # refuses a log that is not durable
         transactions=target.transactions(),             # when the target has them
+        log_transactions=log_driver.transactions(),     # group commit, when the log's store has them
     )
     receipt = await wal.put("order/789", order_bytes)  # the log offset: durable from here on
     await wal.get("order/789")                         # read-your-writes, applied or not
@@ -26,9 +27,10 @@ Guarantees and their limits:
 * **Exactly once in effect**: every key keeps its *applied offset* in the target
   (``<guard_prefix><key>``); a mutation at or below it is skipped, so a replay from an older
   checkpoint never applies anything twice or moves a key back to an older value. With
-  ``transactions`` the value and its applied offset commit in one transaction (nothing can be
-  doubled). Without, the value is written first and the guard after it: a crash between the two
-  re-writes the same value on replay, which puts and deletes make harmless.
+  ``transactions`` a batch of values and their applied offsets commits in one target
+  transaction (one commit per batch; nothing can be doubled). Without, the value is written
+  first and the guard after it: a crash between the two re-writes the same value on replay,
+  which puts and deletes make harmless.
 * **Per-key order**: a key's mutations are applied in offset order. A mutation that fails is
   retried with exponential backoff; meanwhile later mutations of *that key* wait behind it and
   every other key keeps flowing. After ``max_attempts`` it goes to the dead-letter log (with the
@@ -40,7 +42,11 @@ Guarantees and their limits:
   the checkpoint to the end of the log) before reading the target.
 * **Apply modes**: ``async`` returns after the append; ``sync`` also waits until the mutation is
   applied (:class:`MutationDeadLettered` when it was dead-lettered instead); ``hybrid`` waits up
-  to ``sync_timeout`` and then returns the receipt anyway.
+  to ``sync_timeout`` and then returns the receipt anyway (run an applier too, e.g.
+  ``wal.start()``, for what it leaves behind). Sync and hybrid writes apply through the WAL's own
+  applier: use one such WAL per log and group.
+* **Batches**: an applier reads up to ``batch_size`` records, waiting up to ``batch_timeout``
+  for the first.
 * **Compaction**: :func:`compact_keep_latest` writes the latest mutation of each key (deletes
   kept as tombstones) to another log; :func:`replay` of it gives the state replaying the whole
   log gives.
@@ -48,7 +54,9 @@ Guarantees and their limits:
   oldest unresolved mutation) and ``prism_wal_unapplied_entries``.
 
 Only ``put`` and ``delete`` are mutations; the ``transform`` hook (consumer-style compute) may
-rewrite or reject one: an exception from it counts as a failed attempt.
+rewrite or reject one: an exception from it counts as a failed attempt. ``retention`` is a
+declaration (set it on the log backend); the :class:`~prism_testkit.interfaces.Log` interface
+cannot delete records, so compaction writes a new log rather than shrinking this one.
 """
 
 from __future__ import annotations
