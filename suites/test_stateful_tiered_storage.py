@@ -187,7 +187,7 @@ class TieredMachine(FaultMachine):
         self.clock.advance(MIGRATOR_INTERVAL)
         store = self.store()
         with contextlib.suppress(Exception):  # planning is only aiming; a fault here is fine
-            moves = self.loop(self._bounded(Migrator(store).plan(), None))
+            moves = self.bounded(Migrator(store).plan())
             key = moves[0].key if moves else key
 
         async def racing_put() -> None:
