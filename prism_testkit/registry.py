@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pluggy
 
@@ -18,6 +19,7 @@ from prism_testkit.driver import Driver, implemented_interfaces
 from prism_testkit.errors import ClientLibraryMissing, RegistrationError, UnknownBackend
 from prism_testkit.provisioning import Provisioner
 
+T = TypeVar("T")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _DRIVER_REF = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}$")
@@ -240,10 +242,10 @@ def _loaded_value(ep: importlib.metadata.EntryPoint) -> object:
         return None
 
 
-def build_registry(pm: pluggy.PluginManager) -> BackendRegistry:
-    """Call every plugin's registration hook one by one, so a failure names its plugin."""
-    registry = BackendRegistry()
-    for impl in pm.hook.prism_register_backends.get_hookimpls():
+def registrations(pm: pluggy.PluginManager, hook: str, spec_type: type[T], kind: str) -> Iterator[tuple[T, str]]:
+    """Call every plugin's ``hook`` one by one and yield (registration, plugin), so a crash or
+    a wrong return value names its plugin. Shared by the backend and the pattern registries."""
+    for impl in getattr(pm.hook, hook).get_hookimpls():
         plugin = impl.plugin_name
         try:
             specs = impl.function()
@@ -251,17 +253,24 @@ def build_registry(pm: pluggy.PluginManager) -> BackendRegistry:
             raise
         except Exception as exc:  # a crash inside a third-party plugin
             raise RegistrationError(
-                f"backend registration from plugin {plugin!r} failed: {type(exc).__name__}: {exc}"
+                f"{kind} registration from plugin {plugin!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
         if specs is None:
             continue
-        if isinstance(specs, BackendSpec):
+        if isinstance(specs, spec_type):
             specs = [specs]
         if not isinstance(specs, Iterable):
             raise RegistrationError(
-                f"backend registration from plugin {plugin!r}: prism_register_backends must return "
-                f"a sequence of BackendSpec, got {type(specs).__name__}"
+                f"{kind} registration from plugin {plugin!r}: {hook} must return "
+                f"a sequence of {spec_type.__name__}, got {type(specs).__name__}"
             )
         for spec in list(specs):
-            registry.add(spec, plugin)
+            yield spec, plugin
+
+
+def build_registry(pm: pluggy.PluginManager) -> BackendRegistry:
+    """Every plugin's backends, checked one by one."""
+    registry = BackendRegistry()
+    for spec, plugin in registrations(pm, "prism_register_backends", BackendSpec, "backend"):
+        registry.add(spec, plugin)
     return registry
