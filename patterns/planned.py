@@ -56,11 +56,6 @@ class CdcSettings(_Settings):
     message_format: Literal["json", "avro", "protobuf"] = "json"
 
 
-class EventSourcingSettings(_Settings):
-    retention: Duration | None = Field(default=None, gt=0, description="None or infinite: keep every event")
-    snapshot_interval: int | None = Field(default=100, ge=1)
-
-
 class CqrsSettings(_Settings):
     lag_tolerance: Duration = Field(default=1.0, gt=0, description="alert when a read model lags more")
 
@@ -80,10 +75,6 @@ def _wal_wanted(ctx: NeedsContext, problem: Callable[[str, str], None]) -> list[
     if ctx.needs.replay:
         return [("needs.replay", "replay: enabled")]
     return []
-
-
-def _audit_wanted(ctx: NeedsContext, problem: Callable[[str, str], None]) -> list[Wanted]:
-    return [("needs.audit", "audit: true")] if ctx.needs.audit else []
 
 
 WAL = PatternSpec(
@@ -126,29 +117,6 @@ CDC = PatternSpec(
     implemented=False,
 )
 
-EVENT_SOURCING = PatternSpec(
-    name="event-sourcing",
-    title="Event Sourcing",
-    priority=Priority.P2,
-    complexity=Complexity.HIGH,
-    slots={
-        "store": PatternSlot(
-            Slot.needs("log", durable=True),
-            ("log", "messaging"),
-            "durable event store (the source of truth)",
-            hint="the event log is the only copy of the state",
-        ),
-        "views": PatternSlot(Slot.needs("keyvalue"), ("views",), "materialized views / snapshots", required=False),
-    },
-    config=EventSourcingSettings,
-    client_apis=frozenset({"transact", "reader"}),
-    summary="state is the fold of an append-only event log; views are projections",
-    conflicts=frozenset({"outbox", "wal"}),
-    implemented=False,
-    wanted=_audit_wanted,
-    defaults=_retention_default,
-)
-
 CQRS = PatternSpec(
     name="cqrs",
     title="CQRS",
@@ -169,4 +137,4 @@ CQRS = PatternSpec(
 
 @hookimpl
 def prism_register_patterns() -> list[PatternSpec]:
-    return [WAL, CDC, EVENT_SOURCING, CQRS]
+    return [WAL, CDC, CQRS]
