@@ -374,7 +374,6 @@ def test_event_sourcing_conflicts_with_outbox() -> None:
     ]
 
 
-
 def test_event_sourcing_conflicts_with_wal() -> None:
     assert problems(
         """
@@ -415,7 +414,9 @@ def test_event_sourcing_with_cqrs_is_accepted_and_configures_the_store() -> None
           - name: ledger
             client_api: transact
             patterns:
-              - {type: event-sourcing, slots: {store: postgres, views: redis}, config: {name: bank, snapshot_interval: 20}}
+              - type: event-sourcing
+                slots: {store: postgres, views: redis}
+                config: {name: bank, snapshot_interval: 20}
               - {type: cqrs, slots: {write: postgres, read: redis, sync: kafka}}
         """
     ).namespaces
@@ -435,7 +436,9 @@ def test_event_sourcing_refuses_a_finite_retention() -> None:
               - {type: event-sourcing, slots: {store: postgres}, config: {retention: 7days}}
         """
     )
-    assert "retention" in found and "keeps every event" in found
+    assert "retention" in found
+    assert "keeps every event" in found
+
 
 def test_wal_rejects_core_nats_and_a_backend_without_a_log() -> None:
     assert problems(

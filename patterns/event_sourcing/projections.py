@@ -47,12 +47,13 @@ class ProjectionRunner:
         *,
         batch_size: int = 100,
         poll_interval: float = 0.05,
-        clock: Clock = time.time,
+        clock: Clock | None = None,
     ) -> None:
         if batch_size < 1 or poll_interval <= 0:
             raise EventSourcingConfigurationError("batch_size must be >= 1 and poll_interval > 0")
         self.store, self.views, self.handler = store, views, handler
-        self.batch_size, self.poll_interval, self.clock = batch_size, poll_interval, clock
+        self.batch_size, self.poll_interval = batch_size, poll_interval
+        self.clock = store.clock if clock is None else clock  # lag compares with events' store time
         self.applied = 0  # events applied by this runner (replays included)
 
     async def position(self) -> int:

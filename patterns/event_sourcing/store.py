@@ -232,9 +232,7 @@ class EventStore:
             raise CorruptStream(f"stream {stream!r} has no event at position {position}, below its version")
         event = RecordedEvent.decode(raw)
         if (event.stream, event.position) != (stream, position):
-            raise CorruptStream(
-                f"the record at {stream!r}#{position} claims to be {event.stream!r}#{event.position}"
-            )
+            raise CorruptStream(f"the record at {stream!r}#{position} claims to be {event.stream!r}#{event.position}")
         return self.upcast(event)
 
     def upcast(self, event: RecordedEvent) -> RecordedEvent:
