@@ -20,6 +20,13 @@ MUTANTS = [
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
     ("tiered_migrator_deletes_before_switch", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*lost*"),
     ("tiered_migrator_switches_without_cas", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*stale*"),
+    (
+        "projection_tracks_apart_from_views",
+        "stateful_event_sourcing",
+        "memstore,sqlite",
+        "*INVALID (*read-model-diverged*",
+    ),
+    ("append_skips_version_check", "stateful_event_sourcing", "memstore,sqlite", "*INVALID (*lost*"),
 ]
 
 
