@@ -128,18 +128,17 @@ class Repository:
         :class:`VersionConflict` when the stream moved on since ``loaded`` was read."""
         after: list[Loaded] = []
 
-        def snapshot_writes(recorded: Sequence[RecordedEvent]) -> list[tuple[str, bytes]]:
+        def snapshot_of(recorded: Sequence[RecordedEvent]) -> bytes | None:
             # Runs inside the append's transaction, with the exact events being committed.
             new = self._fold(loaded, [self.store.upcast(e) for e in recorded])
             after[:] = [new]
             interval = self.snapshot_interval
             if interval is None or new.version // interval == loaded.version // interval:
-                return []
+                return None
             assert new.recorded_at is not None
-            snapshot = Snapshot(new.version, new.recorded_at, self.aggregate.snapshot_schema, new.state)
-            return [(self.store.config.snapshot_key(loaded.stream), snapshot.encode())]
+            return Snapshot(new.version, new.recorded_at, self.aggregate.snapshot_schema, new.state).encode()
 
-        await self.store.append_with(loaded.stream, events, loaded.version, snapshot_writes)
+        await self.store.append_with_snapshot(loaded.stream, events, loaded.version, snapshot_of)
         return after[0]
 
     async def execute(self, stream: str, decide: Decide, *, attempts: int = 3) -> Loaded:

@@ -40,9 +40,9 @@ from .events import NewEvent, RecordedEvent, checked_data, checked_time
 from .upcasting import Upcasters
 
 Clock = Callable[[], float]
-# Given the events an append is about to commit, extra (key, value) writes for the same
-# transaction (the repository's snapshot); internal to the package.
-ExtraWrites = Callable[[Sequence[RecordedEvent]], list[tuple[str, bytes]]]
+# Given the events an append is about to commit, the stream's new snapshot (or None), written
+# in the same transaction (see aggregates.Repository).
+SnapshotOf = Callable[[Sequence[RecordedEvent]], bytes | None]
 
 HEADER_STREAM = "es-stream"
 HEADER_POSITION = "es-position"
@@ -135,20 +135,22 @@ class EventStore:
         Raises :class:`VersionConflict` (nothing written) when it is not, also when a
         concurrent append won the race; :class:`InvalidEvent` for input that cannot be stored.
         """
-        return await self.append_with(stream, events, expected_version, None)
+        return await self.append_with_snapshot(stream, events, expected_version, None)
 
-    async def append_with(
-        self, stream: str, events: Sequence[NewEvent], expected_version: int, extra: ExtraWrites | None
+    async def append_with_snapshot(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int, snapshot_of: SnapshotOf | None
     ) -> AppendResult:
-        """:meth:`append`, plus ``extra`` key writes committed in the same transaction."""
+        """:meth:`append`, plus the snapshot ``snapshot_of`` makes of the appended events,
+        committed in the same transaction (so it always matches the events it covers)."""
         check_stream(stream)
         expected = check_version(expected_version)
         staged = self._staged(events)
         try:
             async with self.transactions.transaction() as tx:
                 recorded = await self._write(tx, stream, expected, staged)
-                for key, value in extra(recorded) if extra is not None else []:
-                    await tx.put(key, value)
+                snapshot = None if snapshot_of is None else snapshot_of(recorded)
+                if snapshot is not None:
+                    await tx.put(self.config.snapshot_key(stream), snapshot)
         except TransactionAborted:
             # Usually a concurrent append to the same stream committed first.
             actual = await self.version(stream)
