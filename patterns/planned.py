@@ -56,10 +56,6 @@ class CdcSettings(_Settings):
     message_format: Literal["json", "avro", "protobuf"] = "json"
 
 
-class CqrsSettings(_Settings):
-    lag_tolerance: Duration = Field(default=1.0, gt=0, description="alert when a read model lags more")
-
-
 def _retention_default(ctx: NeedsContext) -> dict[str, object]:
     retention = ctx.needs.retention
     if retention is None:
@@ -117,24 +113,7 @@ CDC = PatternSpec(
     implemented=False,
 )
 
-CQRS = PatternSpec(
-    name="cqrs",
-    title="CQRS",
-    priority=Priority.P2,
-    complexity=Complexity.HIGH,
-    slots={
-        "write": PatternSlot(Slot.needs("keyvalue"), ("store",), "write model"),
-        "read": PatternSlot(Slot.needs("keyvalue"), ("read",), "read model"),
-        "sync": PatternSlot(MESSAGING, ("messaging",), "change stream from write to read model", messaging=True),
-    },
-    config=CqrsSettings,
-    client_apis=frozenset({"transact", "reader", "keyvalue"}),
-    summary="separate write and read models kept in sync by a change stream",
-    before=frozenset({"cdc"}),
-    implemented=False,
-)
-
 
 @hookimpl
 def prism_register_patterns() -> list[PatternSpec]:
-    return [WAL, CDC, CQRS]
+    return [WAL, CDC]
