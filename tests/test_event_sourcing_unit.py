@@ -220,6 +220,7 @@ def test_a_follower_never_skips_an_append_that_committed_late(on_backend: Runner
         ("a", [NewEvent("", {})], 0),
         ("a", [NewEvent("T", {"x": float("nan")})], 0),
         ("a", [NewEvent("T", {"x": object()})], 0),
+        ("a", [NewEvent("T", {1: "one"})], 0),
         ("a", [NewEvent("T", {}, schema=2)], 0),
         ("a", [deposit(1)], -1),
         ("a", [deposit(1)], True),

@@ -74,6 +74,9 @@ def checked_data(event: NewEvent, max_size: int | None) -> JsonObject:
         raise InvalidEvent(f"event type must be a non-empty string, got {event.type!r}")
     if not isinstance(event.data, Mapping):
         raise InvalidEvent(f"event {event.type!r}: data must be a mapping, got {type(event.data).__name__}")
+    if not all(isinstance(key, str) for key in event.data):
+        # JSON would turn them into strings: the event read back would differ from the one given.
+        raise InvalidEvent(f"event {event.type!r}: data keys must be strings")
     try:
         raw = json.dumps(event.data, separators=(",", ":"), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
