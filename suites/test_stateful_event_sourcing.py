@@ -1,6 +1,7 @@
 """Event sourcing under faults: a bank of accounts (open, deposit, withdraw with no overdraft),
-commands racing on one account, a balances projection stepped, crashed mid-batch and
-restarted, and the nemesis (kill / restart of a durable store server, proxy latency, resets
+commands racing on one account, commands of unknown outcome retried with their event ids (the
+store's idempotent append), a balances projection stepped, crashed mid-batch and restarted,
+and the nemesis (kill / restart of a durable store server, proxy latency, resets
 and partitions) on the store and views servers.
 
 Every command carries a unique tag in its event. A command's outcome is ok (its event must be
@@ -23,14 +24,15 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize, rule
+from hypothesis.stateful import initialize, precondition, rule
 from prism_testkit.patterns.event_sourcing import (
     EventStore,
+    NewEvent,
     ProjectionRunner,
     RecordedEvent,
     Repository,
@@ -89,6 +91,14 @@ class Sent:
     status: str = "pending"  # ok | failed | unknown
     invoked: int = 0  # logical times: did it complete before another began?
     completed: int | None = None
+    expected: int | None = None  # the version its append expected, once decided
+    events: list[NewEvent] = field(default_factory=list)  # what it appended, with stable event ids
+    task: asyncio.Future[str] | None = None  # the attempt, which may outlive its bound
+
+    @property
+    def retryable(self) -> bool:
+        """Unknown to the client, but the attempt has ended: nothing of it is still in flight."""
+        return self.status == "unknown" and bool(self.events) and self.task is not None and self.task.done()
 
 
 class EventSourcingMachine(FaultMachine):
@@ -122,12 +132,18 @@ class EventSourcingMachine(FaultMachine):
 
         async def act() -> str:
             try:
-                await repo.execute(account, command(kind, amount, tag), attempts=1)
+                loaded = await repo.load(account)
+                decided = command(kind, amount, tag)(loaded)
+                # Stable ids: a retry after an unknown outcome must not append it twice.
+                sent.events = [replace(e, event_id=f"{tag}.{i}") for i, e in enumerate(decided)]
+                sent.expected = loaded.version
+                await repo.save(loaded, sent.events)
             except (CommandRefused, VersionConflict) as exc:
                 return type(exc).__name__
             return "ok"
 
-        return sent, handle, act()
+        sent.task = asyncio.ensure_future(act(), loop=self.env.runtime.loop)
+        return sent, handle, sent.task
 
     def _settle(self, sent: Sent, handle: OpHandle, result: str | BaseException) -> None:
         if result == "ok":
@@ -179,7 +195,7 @@ class EventSourcingMachine(FaultMachine):
         issued = [self._issue(kind, account, amount, racing=True) for kind, amount in cmds]
 
         async def together() -> list[Any]:
-            return await asyncio.gather(*(action for _, _, action in issued), return_exceptions=True)
+            return await asyncio.gather(*(attempt for _, _, attempt in issued), return_exceptions=True)
 
         try:
             results: list[Any] = self.loop(self._bounded(together(), None))
@@ -187,6 +203,31 @@ class EventSourcingMachine(FaultMachine):
             results = [exc] * len(issued)
         for (sent, handle, _), result in zip(issued, results, strict=True):
             self._settle(sent, handle, result)
+
+    @precondition(lambda self: any(s.retryable for s in self.sent.values()))
+    @rule(which=st.integers(0, 7))
+    def retry_unknown(self, which: int) -> None:
+        """Append a command whose outcome is unknown again, with the same event ids at the
+        same expected version: it must end up in the stream exactly once (or nowhere)."""
+        candidates = [s for s in self.sent.values() if s.retryable]
+        sent = candidates[which % len(candidates)]
+        store = self.repo().store
+        handle = self.history.invoke(f"client-{sent.tag}-retry", "retry", sent.account, sent.tag)
+
+        async def again() -> str:
+            assert sent.expected is not None
+            try:
+                await store.append(sent.account, sent.events, sent.expected)
+            except VersionConflict as exc:
+                return type(exc).__name__
+            return "ok"
+
+        sent.task = asyncio.ensure_future(again(), loop=self.env.runtime.loop)
+        try:
+            result: str | BaseException = self.loop(self._bounded(sent.task, None))
+        except Exception as exc:
+            result = exc
+        self._settle(sent, handle, result)
 
     @rule(crash_at=st.none() | st.integers(2, BATCH))
     def project(self, crash_at: int | None) -> None:

@@ -520,3 +520,35 @@ def test_configuration_is_checked() -> None:
     mem = open_memstore()
     with pytest.raises(EventSourcingConfigurationError):
         EventStore(mem.transactions(), mem.log(), mem.keyvalue(), {"name": "x"})  # type: ignore[arg-type]
+
+
+def test_an_append_retried_with_its_event_ids_is_written_once(on_backend: Runner) -> None:
+    async def scenario(env: Env) -> None:
+        store = env.store()
+        events = [
+            NewEvent("Deposited", {"amount": 1}, event_id="e1"),
+            NewEvent("Deposited", {"amount": 2}, event_id="e2"),
+        ]
+        first = await store.append("a", events, 0)
+        again = await store.append("a", events, 0)  # the caller never learnt that the first committed
+        assert again.version == first.version == 2
+        assert [e.event_id for e in again.events] == ["e1", "e2"]
+        assert await store.notifications_end() == 2
+        await store.append("a", [deposit(3)], 2)
+        with pytest.raises(VersionConflict):  # e2 is in the stream, but not right after version 0
+            await store.append("a", [NewEvent("Deposited", {"amount": 2}, event_id="e2")], 0)
+        with pytest.raises(VersionConflict):
+            await store.append("a", [deposit(9)], 0)  # without ids there is no telling: a conflict
+        with pytest.raises(InvalidEvent, match="unique"):
+            await store.append("b", [NewEvent("T", {}, event_id="x"), NewEvent("T", {}, event_id="x")], 0)
+        repo = Repository(env.store(snapshot_interval=2), Counter())
+        loaded = await repo.load("c")
+        retried = [
+            NewEvent("Deposited", {"amount": 4}, event_id="c1"),
+            NewEvent("Deposited", {"amount": 5}, event_id="c2"),
+        ]
+        assert (await repo.save(loaded, retried)).state == {"total": 9, "count": 2}
+        assert (await repo.save(loaded, retried)).state == {"total": 9, "count": 2}
+        assert await repo.store.version("c") == 2
+
+    on_backend(scenario)

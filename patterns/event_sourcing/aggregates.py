@@ -126,20 +126,19 @@ class Repository:
         """Append ``events`` after ``loaded`` (its version is the expected one); the new state.
 
         :class:`VersionConflict` when the stream moved on since ``loaded`` was read."""
-        after: list[Loaded] = []
+        interval = self.snapshot_interval
 
         def snapshot_of(recorded: Sequence[RecordedEvent]) -> bytes | None:
             # Runs inside the append's transaction, with the exact events being committed.
-            new = self._fold(loaded, [self.store.upcast(e) for e in recorded])
-            after[:] = [new]
-            interval = self.snapshot_interval
-            if interval is None or new.version // interval == loaded.version // interval:
+            version = loaded.version + len(recorded)
+            if interval is None or version // interval == loaded.version // interval:
                 return None
+            new = self._fold(loaded, [self.store.upcast(e) for e in recorded])
             assert new.recorded_at is not None
             return Snapshot(new.version, new.recorded_at, self.aggregate.snapshot_schema, new.state).encode()
 
-        await self.store.append_with_snapshot(loaded.stream, events, loaded.version, snapshot_of)
-        return after[0]
+        result = await self.store.append_with_snapshot(loaded.stream, events, loaded.version, snapshot_of)
+        return self._fold(loaded, [self.store.upcast(e) for e in result.events])
 
     async def execute(self, stream: str, decide: Decide, *, attempts: int = 3) -> Loaded:
         """Load, ``decide`` the events from the current state, save; on a

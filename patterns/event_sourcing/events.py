@@ -17,11 +17,13 @@ JsonObject = Mapping[str, Any]
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     """An event to append. ``schema`` is its data's schema version; ``None`` means the current
-    one known to the store's upcasters."""
+    one known to the store's upcasters. ``event_id`` (default: a fresh UUID) makes a retried
+    append idempotent: give the same ids when retrying after an unknown outcome."""
 
     type: str
     data: JsonObject = field(default_factory=dict)
     schema: int | None = None
+    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ def checked_data(event: NewEvent, max_size: int | None) -> JsonObject:
         raise InvalidEvent(f"event type must be a non-empty string, got {event.type!r}")
     if not isinstance(event.data, Mapping):
         raise InvalidEvent(f"event {event.type!r}: data must be a mapping, got {type(event.data).__name__}")
+    if event.event_id is not None and (not isinstance(event.event_id, str) or not event.event_id):
+        raise InvalidEvent(f"event {event.type!r}: event_id must be a non-empty string, got {event.event_id!r}")
     if not all(isinstance(key, str) for key in event.data):
         # JSON would turn them into strings: the event read back would differ from the one given.
         raise InvalidEvent(f"event {event.type!r}: data keys must be strings")

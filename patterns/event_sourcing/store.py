@@ -44,6 +44,9 @@ Clock = Callable[[], float]
 # in the same transaction (see aggregates.Repository).
 SnapshotOf = Callable[[Sequence[RecordedEvent]], bytes | None]
 
+# An event to write: as given, its schema version, its checked data.
+Staged = tuple[NewEvent, int, dict[str, object]]
+
 HEADER_STREAM = "es-stream"
 HEADER_POSITION = "es-position"
 HEADER_EVENT_ID = "es-event-id"
@@ -134,6 +137,11 @@ class EventStore:
 
         Raises :class:`VersionConflict` (nothing written) when it is not, also when a
         concurrent append won the race; :class:`InvalidEvent` for input that cannot be stored.
+
+        Idempotent retries: when every event carries a caller-chosen ``event_id`` and the stream
+        already holds exactly those events right after ``expected_version`` (an earlier attempt
+        whose outcome was unknown did commit), the append returns that result and writes
+        nothing, instead of a conflict.
         """
         return await self.append_with_snapshot(stream, events, expected_version, None)
 
@@ -146,20 +154,36 @@ class EventStore:
         expected = check_version(expected_version)
         staged = self._staged(events)
         try:
-            async with self.transactions.transaction() as tx:
-                recorded = await self._write(tx, stream, expected, staged)
-                snapshot = None if snapshot_of is None else snapshot_of(recorded)
-                if snapshot is not None:
-                    await tx.put(self.config.snapshot_key(stream), snapshot)
-        except TransactionAborted:
-            # Usually a concurrent append to the same stream committed first.
-            actual = await self.version(stream)
-            if actual != expected:
-                raise VersionConflict(stream, expected, actual) from None
-            raise
+            try:
+                async with self.transactions.transaction() as tx:
+                    recorded = await self._write(tx, stream, expected, staged)
+                    snapshot = None if snapshot_of is None else snapshot_of(recorded)
+                    if snapshot is not None:
+                        await tx.put(self.config.snapshot_key(stream), snapshot)
+            except TransactionAborted:
+                # Usually a concurrent append to the same stream committed first.
+                actual = await self.version(stream)
+                if actual != expected:
+                    raise VersionConflict(stream, expected, actual) from None
+                raise
+        except VersionConflict:
+            earlier = await self._already_appended(stream, expected, staged)
+            if earlier is None:
+                raise
+            return earlier
         return AppendResult(stream, expected + len(recorded), tuple(recorded))
 
-    def _staged(self, events: Sequence[NewEvent]) -> list[tuple[NewEvent, int, dict[str, object]]]:
+    async def _already_appended(self, stream: str, expected: int, staged: list[Staged]) -> AppendResult | None:
+        """The result of an earlier attempt of this very append, if it committed."""
+        ids = [event.event_id for event, _, _ in staged]
+        if any(event_id is None for event_id in ids):
+            return None
+        found = await self.read_stream(stream, after=expected, until_version=expected + len(ids))
+        if [event.event_id for event in found] != ids:
+            return None
+        return AppendResult(stream, expected + len(ids), tuple(found))
+
+    def _staged(self, events: Sequence[NewEvent]) -> list[Staged]:
         if isinstance(events, NewEvent) or not isinstance(events, Sequence) or not events:
             raise InvalidEvent("append takes a non-empty sequence of NewEvent")
         staged = []
@@ -170,11 +194,12 @@ class EventStore:
             if isinstance(schema, bool) or not isinstance(schema, int) or not 1 <= schema <= current:
                 raise InvalidEvent(f"event {event.type!r}: schema must be 1..{current}, got {event.schema!r}")
             staged.append((event, schema, data))
+        ids = [event.event_id for event in events if event.event_id is not None]
+        if len(set(ids)) != len(ids):
+            raise InvalidEvent("event ids must be unique within an append")
         return staged
 
-    async def _write(
-        self, tx: Transaction, stream: str, expected: int, staged: list[tuple[NewEvent, int, dict[str, object]]]
-    ) -> list[RecordedEvent]:
+    async def _write(self, tx: Transaction, stream: str, expected: int, staged: list[Staged]) -> list[RecordedEvent]:
         head_key = self.config.head_key(stream)
         head = Head.decode(await tx.get(head_key))  # the read that makes concurrent appends conflict
         if head.version != expected:
@@ -182,7 +207,7 @@ class EventStore:
         # Never before the stream's last event: "events up to time t" stays a prefix.
         now = max(checked_time(self.clock()), head.recorded_at)
         recorded = [
-            RecordedEvent(str(uuid.uuid4()), stream, expected + i, event.type, schema, data, now)
+            RecordedEvent(event.event_id or str(uuid.uuid4()), stream, expected + i, event.type, schema, data, now)
             for i, (event, schema, data) in enumerate(staged, start=1)
         ]
         for event in recorded:
