@@ -163,6 +163,19 @@ async def test_a_wrong_expected_version_or_bad_event_writes_nothing(prism_env: P
         assert await store.notifications_end() == 1
 
 
+async def test_an_append_retried_with_its_event_ids_lands_once(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns)
+        events = [NewEvent("Opened", {}, event_id="open-1"), NewEvent("Deposited", {"amount": 5}, event_id="dep-1")]
+        first = await store.append("acct", events, 0)
+        retried = await store.append("acct", events, 0)  # as after a commit whose answer was lost
+        assert [e.event_id for e in retried.events] == [e.event_id for e in first.events] == ["open-1", "dep-1"]
+        assert retried.version == 2
+        assert await store.notifications_end() == 2
+        with pytest.raises(VersionConflict):  # other ids at that version: a real conflict
+            await store.append("acct", [NewEvent("Opened", {}, event_id="open-2")], 0)
+
+
 class HeldCommits:
     """Transactions whose commit waits for ``release`` once ``hold`` is armed."""
 
