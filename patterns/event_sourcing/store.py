@@ -154,24 +154,30 @@ class EventStore:
         expected = check_version(expected_version)
         staged = self._staged(events)
         try:
-            try:
-                async with self.transactions.transaction() as tx:
-                    recorded = await self._write(tx, stream, expected, staged)
-                    snapshot = None if snapshot_of is None else snapshot_of(recorded)
-                    if snapshot is not None:
-                        await tx.put(self.config.snapshot_key(stream), snapshot)
-            except TransactionAborted:
-                # Usually a concurrent append to the same stream committed first.
-                actual = await self.version(stream)
-                if actual != expected:
-                    raise VersionConflict(stream, expected, actual) from None
-                raise
+            recorded = await self._commit(stream, expected, staged, snapshot_of)
         except VersionConflict:
             earlier = await self._already_appended(stream, expected, staged)
             if earlier is None:
                 raise
             return earlier
         return AppendResult(stream, expected + len(recorded), tuple(recorded))
+
+    async def _commit(
+        self, stream: str, expected: int, staged: list[Staged], snapshot_of: SnapshotOf | None
+    ) -> list[RecordedEvent]:
+        try:
+            async with self.transactions.transaction() as tx:
+                recorded = await self._write(tx, stream, expected, staged)
+                snapshot = None if snapshot_of is None else snapshot_of(recorded)
+                if snapshot is not None:
+                    await tx.put(self.config.snapshot_key(stream), snapshot)
+        except TransactionAborted:
+            # Usually a concurrent append to the same stream committed first.
+            actual = await self.version(stream)
+            if actual != expected:
+                raise VersionConflict(stream, expected, actual) from None
+            raise
+        return recorded
 
     async def _already_appended(self, stream: str, expected: int, staged: list[Staged]) -> AppendResult | None:
         """The result of an earlier attempt of this very append, if it committed."""
