@@ -39,6 +39,8 @@ from prism_testkit.isolation import Namespace, NamespaceFactory
 from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
+from .wal import applier_markdown, applier_rows, wal_markdown, wal_rows
+
 PAYLOAD = b"x" * 256
 
 
@@ -282,6 +284,10 @@ def markdown(results: dict) -> str:
             f"| {r['backend']} | {r['payload_bytes'] / 2**20:.0f} | {r['peak_bytes'] / 2**20:.1f} "
             f"| {r['peak_ratio']:.3f} |"
         )
+    if results.get("wal"):
+        lines += wal_markdown(results["wal"])
+    if results.get("wal_applier"):
+        lines += applier_markdown(results["wal_applier"])
     lines += ["", "## Time to ready (servers started by the harness)", "", "| backend | seconds |", "|---|---:|"]
     for backend, seconds in results["time_to_ready"].items():
         lines.append(f"| {backend} | {seconds:.2f} |")
@@ -315,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-mib", type=int, default=64, help="payload size for the memory measurement")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--import-trials", type=int, default=15, help="pairs of pytest runs (0: skip)")
+    parser.add_argument(
+        "--sections",
+        default="all",
+        help="comma-separated: operations, claim_check, outbox, tiered_storage, memory, wal (or all)",
+    )
+    parser.add_argument("--trials", type=int, default=5, help="interleaved trials per WAL row")
     args = parser.parse_args(argv)
 
     registry = build_registry(make_plugin_manager())
@@ -325,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         "outbox": [],
         "tiered_storage": [],
         "memory": [],
+        "wal": [],
+        "wal_applier": [],
         "time_to_ready": {},
         "unavailable": runtime.unavailable,
     }
@@ -335,24 +349,37 @@ def main(argv: list[str] | None = None) -> int:
             if control is not None and getattr(control, "time_to_ready", None) is not None:
                 results["time_to_ready"][name] = control.time_to_ready
         ns = runtime.namespaces.new()
-        for driver in drivers.values():
-            print(f"measuring {driver.name} ...", file=sys.stderr)
-            results["operations"] += [asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops))]
+        sections = set(results) if args.sections == "all" else {s.strip() for s in args.sections.split(",")}
+        if "operations" in sections:
+            for driver in drivers.values():
+                print(f"measuring {driver.name} ...", file=sys.stderr)
+                results["operations"] += [asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops))]
         queues = [d for d in drivers.values() if d.supports(Capability.QUEUE)]
         stores = [d for d in drivers.values() if d.supports(Capability.OBJECTS)]
-        for messaging in queues:
+        if "claim_check" in sections:
+            for messaging in queues:
+                for store in stores:
+                    results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops))
+        if "outbox" in sections:
+            for store in [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]:
+                for sink in queues:
+                    results["outbox"] += runtime.run(outbox_overhead(store, sink, ns, args.ops))
+        if "memory" in sections:
             for store in stores:
-                results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops))
-        for store in [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]:
-            for sink in queues:
-                results["outbox"] += runtime.run(outbox_overhead(store, sink, ns, args.ops))
-        tiered = [Capability.KEYVALUE, Capability("keyvalue.cas"), Capability("keyvalue.scan")]
-        for kv_driver in [d for d in drivers.values() if all(d.supports(c) for c in tiered)]:
-            for store in stores[:1] + [s for s in stores[1:] if s.name == kv_driver.name]:
-                results["tiered_storage"] += runtime.run(tiered_storage_overhead(kv_driver, store, ns, args.ops))
-        for store in stores:
-            if store.name != "memstore":  # memstore keeps objects in memory by design
-                results["memory"].append(runtime.run(claim_check_memory(store, ns, args.stream_mib << 20)))
+                if store.name != "memstore":  # memstore keeps objects in memory by design
+                    results["memory"].append(runtime.run(claim_check_memory(store, ns, args.stream_mib << 20)))
+        if "tiered_storage" in sections:
+            tiered = [Capability.KEYVALUE, Capability("keyvalue.cas"), Capability("keyvalue.scan")]
+            for kv_driver in [d for d in drivers.values() if all(d.supports(c) for c in tiered)]:
+                for store in stores[:1] + [s for s in stores[1:] if s.name == kv_driver.name]:
+                    results["tiered_storage"] += runtime.run(tiered_storage_overhead(kv_driver, store, ns, args.ops))
+        if "wal" in sections:
+            for spec in runtime.available:
+                driver = drivers[spec.name]
+                if spec.properties.durable and driver.supports(Capability.LOG) and driver.supports(Capability.KEYVALUE):
+                    print(f"measuring the WAL on {spec.name} ...", file=sys.stderr)
+                    results["wal"] += runtime.run(wal_rows(driver, spec, ns, args.ops, args.trials))
+                    results["wal_applier"] += runtime.run(applier_rows(driver, spec, ns, args.ops))
         for driver in drivers.values():
             runtime.run(driver.purge(ns.prefix))
     finally:

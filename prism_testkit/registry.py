@@ -101,7 +101,8 @@ class BackendSpec:
         if driver is None:
             raise RegistrationError(f"{where}: driver {self.driver!r}: module {module_name!r} has no {class_name!r}")
         _check_driver(where, self, driver)
-        return driver
+        checked: type[Driver] = driver
+        return checked
 
 
 def _importable(module: str) -> bool:

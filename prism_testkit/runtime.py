@@ -62,6 +62,7 @@ class PrismRuntime:
         self._drivers: dict[str, Driver] = {}
         self._start_errors: dict[str, str] = {}
         self._connect_errors: dict[str, str] = {}  # remembered: one attempt per backend per run
+        self._restart_errors: dict[str, str] = {}  # why a restart left a backend without a driver
         # name -> (driver through the proxy, the proxy, the endpoint that leads through it)
         self._proxied: dict[str, tuple[Driver, FaultProxy, Endpoint]] = {}
         # name -> the proxy's faults_injected when its driver connected: more means reconnect
@@ -128,6 +129,11 @@ class PrismRuntime:
         that cannot be reached is unavailable for the rest of the run after one attempt."""
         if name in self._connect_errors:
             raise ProvisioningError(self._connect_errors[name])
+        if name not in self._drivers and self._loop is not None and self._loop.is_running():
+            # Called from async code (a test's cleanup) after a restart left no driver: the loop
+            # cannot be re-entered to connect, so say why instead of leaking a never-awaited connect.
+            why = self._restart_errors.get(name, "its last restart did not finish")
+            raise ProvisioningError(redact(f"backend {name!r} is not connected: {why}"))
         if name not in self._drivers:
             spec = self.registry[name]
             driver_class = spec.driver_class  # imported before any server is started for it
@@ -166,11 +172,16 @@ class PrismRuntime:
             except Exception:
                 if not kill:
                     raise  # an orderly stop must be able to close; a kill may find it gone
-        if control is not None:
-            await asyncio.to_thread(control.kill if kill else control.stop)
-            await asyncio.to_thread(control.start)
-        spec = self.registry[name]
-        self._drivers[name] = await spec.driver_class.connect(spec.name, spec.capabilities, self.endpoint(name))
+        try:
+            if control is not None:
+                await asyncio.to_thread(control.kill if kill else control.stop)
+                await asyncio.to_thread(control.start)
+            spec = self.registry[name]
+            self._drivers[name] = await spec.driver_class.connect(spec.name, spec.capabilities, self.endpoint(name))
+        except Exception as exc:
+            self._restart_errors[name] = redact(f"restart failed: {type(exc).__name__}: {exc}")
+            raise
+        self._restart_errors.pop(name, None)
         if name in self._proxied:
             # The proxied client's pooled connections died with the server too. It cannot be
             # reconnected now (its proxy may be partitioned); heal() does it once the proxy is.

@@ -42,11 +42,12 @@ from prism_testkit.patterns.event_sourcing import (
 
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.interfaces import Transaction, Transactions
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
+from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
 from prism_testkit.jepsen.history import DEFINITE_FAILURES, OpHandle
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
 
 from ._bank import TOTAL, Account, CommandRefused, balances, command, event_store, view_kinds, views_store
-from ._stateful import FaultMachine, StatefulRun, custom_verdict
 
 pytestmark = prism_suite(
     "stateful_event_sourcing",
@@ -171,7 +172,7 @@ class EventSourcingMachine(FaultMachine):
     def execute(self, cmd: Command) -> None:
         sent, handle, action = self._issue(*cmd)
         try:
-            result: str | BaseException = self.loop(self._bounded(action, None))
+            result: str | BaseException = self.bounded(action)
         except Exception as exc:
             result = exc
         self._settle(sent, handle, result)
@@ -198,7 +199,7 @@ class EventSourcingMachine(FaultMachine):
             return await asyncio.gather(*(attempt for _, _, attempt in issued), return_exceptions=True)
 
         try:
-            results: list[Any] = self.loop(self._bounded(together(), None))
+            results: list[Any] = self.bounded(together())
         except Exception as exc:
             results = [exc] * len(issued)
         for (sent, handle, _), result in zip(issued, results, strict=True):
@@ -224,7 +225,7 @@ class EventSourcingMachine(FaultMachine):
 
         sent.task = asyncio.ensure_future(again(), loop=self.env.runtime.loop)
         try:
-            result: str | BaseException = self.loop(self._bounded(sent.task, None))
+            result: str | BaseException = self.bounded(sent.task)
         except Exception as exc:
             result = exc
         self._settle(sent, handle, result)
@@ -271,7 +272,7 @@ class EventSourcingMachine(FaultMachine):
             "acknowledged": sum(s.status == "ok" for s in self.sent.values()),
             "unknown": sum(s.status == "unknown" for s in self.sent.values()),
         }
-        return [custom_verdict("event-sourcing", self.found, counts)], f"event store {self.ns.name('bank')}"
+        return [suite_verdict("event-sourcing", self.found, counts)], f"event store {self.ns.name('bank')}"
 
     async def _check_streams(self) -> dict[str, int]:
         """Judge every stream and the notification log; the replayed balance of open accounts."""

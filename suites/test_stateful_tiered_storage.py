@@ -26,9 +26,10 @@ from hypothesis.stateful import precondition, rule
 from prism_testkit.patterns.tiered_storage import CopyMissing, GarbageCollector, Migrator, TieredStorage
 
 from prism_testkit import PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
+from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
 
-from ._stateful import FaultMachine, StatefulRun, custom_verdict
 from ._tiered import DAY, TestClock, build_store, copy_count, namespaced_config
 from ._tiered_faults import Killed, StepFault, faulty_store
 
@@ -186,7 +187,7 @@ class TieredMachine(FaultMachine):
         self.clock.advance(MIGRATOR_INTERVAL)
         store = self.store()
         with contextlib.suppress(Exception):  # planning is only aiming; a fault here is fine
-            moves = self.loop(self._bounded(Migrator(store).plan(), None))
+            moves = self.bounded(Migrator(store).plan())
             key = moves[0].key if moves else key
 
         async def racing_put() -> None:
@@ -224,7 +225,7 @@ class TieredMachine(FaultMachine):
         self.recovering(self._final_reads)
         self.recovering(self._collect_and_count)
         counts = {"reads": self.reads, "writes": sum(len(v) for v in self.written.values())}
-        return [custom_verdict("tiered-storage", self.found, counts)], f"tiered storage {self.config.reference_prefix}"
+        return [suite_verdict("tiered-storage", self.found, counts)], f"tiered storage {self.config.reference_prefix}"
 
     async def _final_reads(self) -> None:
         store = self.store(settled=True)

@@ -96,7 +96,7 @@ def test_explain_shows_the_chain_slots_priorities_and_status(capsys: pytest.Capt
         "     objects   -> localfs (objects; durable)",
         "     config: threshold=1000000, bucket=video-uploads, key_prefix=videos/, compression=gzip, ttl=604800.0, "
         "field=video-ref",
-        "  2. wal [P1, complexity medium, not implemented (validated only)]",
+        "  2. wal [P1, complexity medium, implemented]",
         "     operations are appended to a durable log before they are acknowledged; replay and compaction",
         "     why: listed in patterns",
         "     log -> sqlite (log; durable)",
@@ -119,7 +119,7 @@ def test_explain_resolved_needs(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["explain", path]) == 0
     out = capsys.readouterr().out
     assert "  needs: durability=strong, replay=True\n" in out
-    assert "  1. wal [P1, complexity medium, not implemented (validated only)]\n" in out
+    assert "  1. wal [P1, complexity medium, implemented]\n" in out
     assert "     why: durability: strong\n" in out
     assert "     log -> sqlite (log; durable)\n" in out
 

@@ -20,6 +20,8 @@ MUTANTS = [
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
     ("tiered_migrator_deletes_before_switch", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*lost*"),
     ("tiered_migrator_switches_without_cas", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*stale*"),
+    ("wal_checkpoint_before_apply", "stateful_wal", "sqlite,memstore", "*INVALID (*lost*"),
+    ("wal_applies_without_guard", "stateful_wal", "sqlite,memstore", "*INVALID (*doubled*"),
     (
         "projection_tracks_apart_from_views",
         "stateful_event_sourcing",

@@ -165,7 +165,8 @@ class _Parser:
         if self.current.kind == "end":
             raise self.fail("a condition such as 'access_count > 10'")
         condition = self.junction("OR")
-        if self.current.kind != "end":
+        after: _Token = self.current  # a fresh read: junction() moved on (mypy keeps the earlier narrowing)
+        if after.kind != "end":
             raise self.fail("AND, OR or the end of the rule")
         return condition
 

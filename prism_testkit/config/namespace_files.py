@@ -342,7 +342,8 @@ def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == part:
-                return value
+                found: yaml.Node = value
+                return found
     return None
 
 
