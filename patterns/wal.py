@@ -936,6 +936,12 @@ SPEC = PatternSpec(
             "durable log written before the ack",
             hint=DURABLE_LOG_HINT,
         ),
+        "target": PatternSlot(
+            Slot.needs("keyvalue"),
+            ("target",),
+            "key-value store the log is applied to (transactional ones apply each batch atomically)",
+            required=False,
+        ),
     },
     config=WalConfig,
     client_apis=frozenset({"queue", "pubsub", "keyvalue", "transact"}),

@@ -30,8 +30,9 @@ CLIENT_APIS: tuple[str, ...] = ("queue", "pubsub", "keyvalue", "reader", "transa
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 MESSAGING = Slot.one_of("queue", "log", "pubsub")  # a slot any messaging backend fills
 DURABLE_LOG_HINT = (
-    "acknowledged entries must survive a crash, so core NATS pub/sub or an in-memory broker is not enough; "
-    "JetStream, Kafka or a durable database log is"
+    "acknowledged entries must survive a crash of the log's server, so the provisioned instance must be "
+    "declared durable: core NATS pub/sub, JetStream with its default two-minute fsync, a memory-only broker "
+    "or Redis without AOF is not enough"
 )
 
 

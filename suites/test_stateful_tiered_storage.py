@@ -88,7 +88,7 @@ class TieredMachine(FaultMachine):
 
     def _wrote(self, key: str, value: str | None, acknowledged: bool) -> None:
         if acknowledged:
-            self.possible[key] = {value} | (self.unsettled[key] if self.strays else set())
+            self.possible[key] = {value} | (self.unsettled[key] if self.recorded.strays else set())
         else:
             self.unsettled[key].add(value)
             self.possible[key].add(value)
@@ -104,7 +104,7 @@ class TieredMachine(FaultMachine):
         self.reads += 1
         allowed = self.possible[key]
         if got in allowed:
-            if not self.strays:
+            if not self.recorded.strays:
                 self.possible[key] = {got}
             return
         if got is None or got == MISSING:
@@ -211,7 +211,7 @@ class TieredMachine(FaultMachine):
         if outcome.completed:
             outcome.handle.ok()
 
-    @precondition(lambda self: not self.strays)  # a write in flight may own an unreferenced copy
+    @precondition(lambda self: not self.recorded.strays)  # a write in flight may own an unreferenced copy
     @rule()
     def collect_garbage(self) -> None:
         store = self.store()

@@ -57,7 +57,8 @@ def test_validate_prints_every_problem_and_exits_1(tmp_path: Path, capsys: pytes
         f"{bad}: namespaces[0].patterns[1].slots.log: slot 'log' of wal expects a backend with log; durable, "
         "found 'memstore' ("
     )
-    assert lines[1].endswith("JetStream, Kafka or a durable database log is (line 9)")
+    assert "or Redis without AOF is not enough (registered backends that fit: " in lines[1]
+    assert lines[1].endswith("(line 9)")
     assert lines[2] == f"{good}: ok (1 namespace)"
 
 
@@ -99,7 +100,8 @@ def test_explain_shows_the_chain_slots_priorities_and_status(capsys: pytest.Capt
         "  2. wal [P1, complexity medium, implemented]",
         "     operations are appended to a durable log before they are acknowledged; replay and compaction",
         "     why: listed in patterns",
-        "     log -> sqlite (log; durable)",
+        "     log    -> sqlite (log; durable)",
+        "     target -> (not used)",
         "     config: retention=604800.0, apply_mode=sync",
     ]
 
@@ -121,7 +123,7 @@ def test_explain_resolved_needs(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "  needs: durability=strong, replay=True\n" in out
     assert "  1. wal [P1, complexity medium, implemented]\n" in out
     assert "     why: durability: strong\n" in out
-    assert "     log -> sqlite (log; durable)\n" in out
+    assert "     log    -> sqlite (log; durable)\n" in out
 
 
 def test_explain_of_an_invalid_file_prints_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,12 +21,13 @@ from prism_testkit.config.namespace_files import (
 )
 from prism_testkit.config.units import parse_duration
 from prism_testkit.errors import ConfigurationError
-from prism_testkit.pattern_registry import Complexity, Priority, load_patterns
+from prism_testkit.pattern_registry import DURABLE_LOG_HINT, Complexity, Priority, load_patterns
 from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
 from tests.outoftree.bagstore import BagDriver
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "namespaces").glob("*.yaml"))
 MB = 1_000_000
+WAL_LOG_HINT = f"{DURABLE_LOG_HINT} (registered backends that fit: kafka, jetstream, postgres, sqlite)"
 
 
 def spec(
@@ -455,11 +456,9 @@ def test_wal_rejects_core_nats_and_a_backend_without_a_log() -> None:
         """
     ) == [
         "ns.yaml: namespaces[0].patterns[0].slots.log: slot 'log' of wal expects a backend with log; durable, found "
-        "'nats' (pubsub; not durable; max_payload 8000000); acknowledged entries must survive a crash, so core NATS "
-        "pub/sub or an in-memory broker is not enough; JetStream, Kafka or a durable database log is (line 5)",
+        f"'nats' (pubsub; not durable; max_payload 8000000); {WAL_LOG_HINT} (line 5)",
         "ns.yaml: namespaces[1].patterns[0].slots.log: slot 'log' of wal expects a backend with log; durable, found "
-        "'s3' (objects, objects.ttl; durable); acknowledged entries must survive a crash, so core NATS pub/sub or an "
-        "in-memory broker is not enough; JetStream, Kafka or a durable database log is (line 8)",
+        f"'s3' (objects, objects.ttl; durable); {WAL_LOG_HINT} (line 8)",
     ]
 
 
@@ -529,14 +528,13 @@ def test_needs_that_the_named_backends_cannot_satisfy() -> None:
         "ns.yaml: namespaces[0].backends: max_message_size resolves to claim-check, whose slot 'objects' needs "
         "objects: expected 'objects' in backends (registered backends that fit: s3, memstore) (line 6)",
         "ns.yaml: namespaces[1].backends.objekts: unknown role 'objekts' (expected one of: cold, hot, log, messaging, "
-        "objects, read, reference, store, views, warm) (line 10)",
+        "objects, read, reference, store, target, views, warm) (line 10)",
         "ns.yaml: namespaces[1].backends.messaging: durability: strong needs every backend to keep acknowledged "
         "writes across a restart: expected a durable backend, found 'nats' (durable: false) (line 10)",
         "ns.yaml: namespaces[1].backends.messaging: ordered: true needs ordered delivery: expected ordering per-key "
         "or total, found 'nats' (ordering: none) (line 10)",
         "ns.yaml: namespaces[1].backends.messaging: slot 'log' of wal expects a backend with log; durable, found "
-        "'nats' (pubsub; not durable; max_payload 8000000); acknowledged entries must survive a crash, so core NATS "
-        "pub/sub or an in-memory broker is not enough; JetStream, Kafka or a durable database log is (line 10)",
+        f"'nats' (pubsub; not durable; max_payload 8000000); {WAL_LOG_HINT} (line 10)",
         "ns.yaml: namespaces[2].needs.audit: pattern 'event-sourcing' conflicts with 'outbox' (RFC-009 "
         "compatibility matrix: both define where events are stored); expected one of them, found both (line 13)",
     ]

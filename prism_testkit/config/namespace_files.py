@@ -624,7 +624,7 @@ class _Checker:
                 self.problem(
                     path,
                     f"slot {slot!r} of {info.name} expects a backend with {spec.slot.describe()}, found "
-                    f"{backend!r} ({describe_backend(found)}){hint}",
+                    f"{backend!r} ({describe_backend(found)}){hint}{self.candidates(spec)}",
                 )
                 continue
             out[slot] = backend
