@@ -7,24 +7,13 @@ with the config model its code takes, and its entry leaves this file.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prism_testkit.combinations import Slot
-from prism_testkit.config.units import Duration
 from prism_testkit.hookspecs import hookimpl
-from prism_testkit.pattern_registry import (
-    MESSAGING,
-    Complexity,
-    NeedsContext,
-    PatternSlot,
-    PatternSpec,
-    Priority,
-    Wanted,
-)
+from prism_testkit.pattern_registry import MESSAGING, Complexity, PatternSlot, PatternSpec, Priority
 
 
 class _Settings(BaseModel):
@@ -45,26 +34,6 @@ class CdcSettings(_Settings):
     message_format: Literal["json", "avro", "protobuf"] = "json"
 
 
-class EventSourcingSettings(_Settings):
-    retention: Duration | None = Field(default=None, gt=0, description="None or infinite: keep every event")
-    snapshot_interval: int | None = Field(default=100, ge=1)
-
-
-class CqrsSettings(_Settings):
-    lag_tolerance: Duration = Field(default=1.0, gt=0, description="alert when a read model lags more")
-
-
-def _retention_default(ctx: NeedsContext) -> dict[str, object]:
-    retention = ctx.needs.retention
-    if retention is None:
-        return {}
-    return {"retention": retention if math.isfinite(retention) else None}
-
-
-def _audit_wanted(ctx: NeedsContext, problem: Callable[[str, str], None]) -> list[Wanted]:
-    return [("needs.audit", "audit: true")] if ctx.needs.audit else []
-
-
 CDC = PatternSpec(
     name="cdc",
     title="Change Data Capture",
@@ -82,47 +51,7 @@ CDC = PatternSpec(
     implemented=False,
 )
 
-EVENT_SOURCING = PatternSpec(
-    name="event-sourcing",
-    title="Event Sourcing",
-    priority=Priority.P2,
-    complexity=Complexity.HIGH,
-    slots={
-        "store": PatternSlot(
-            Slot.needs("log", durable=True),
-            ("log", "messaging"),
-            "durable event store (the source of truth)",
-            hint="the event log is the only copy of the state",
-        ),
-        "views": PatternSlot(Slot.needs("keyvalue"), ("views",), "materialized views / snapshots", required=False),
-    },
-    config=EventSourcingSettings,
-    client_apis=frozenset({"transact", "reader"}),
-    summary="state is the fold of an append-only event log; views are projections",
-    conflicts=frozenset({"outbox", "wal"}),
-    implemented=False,
-    wanted=_audit_wanted,
-    defaults=_retention_default,
-)
-
-CQRS = PatternSpec(
-    name="cqrs",
-    title="CQRS",
-    priority=Priority.P2,
-    complexity=Complexity.HIGH,
-    slots={
-        "write": PatternSlot(Slot.needs("keyvalue"), ("store",), "write model"),
-        "read": PatternSlot(Slot.needs("keyvalue"), ("read",), "read model"),
-        "sync": PatternSlot(MESSAGING, ("messaging",), "change stream from write to read model", messaging=True),
-    },
-    config=CqrsSettings,
-    client_apis=frozenset({"transact", "reader", "keyvalue"}),
-    summary="separate write and read models kept in sync by a change stream",
-    before=frozenset({"cdc"}),
-    implemented=False,
-)
-
 
 @hookimpl
 def prism_register_patterns() -> list[PatternSpec]:
-    return [CDC, EVENT_SOURCING, CQRS]
+    return [CDC]

@@ -39,6 +39,7 @@ def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", *map(str, EXAMPLES)]) == 0
     counts = {"media-events.yaml": "1 namespace", "orders.yaml": "2 namespaces", "video-uploads.yaml": "1 namespace"}
     counts["user-activity.yaml"] = "1 namespace"
+    counts["bank-ledger.yaml"] = "1 namespace"
     assert capsys.readouterr().out.splitlines() == [f"{e}: ok ({counts[e.name]})" for e in EXAMPLES]
 
 

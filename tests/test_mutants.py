@@ -22,6 +22,13 @@ MUTANTS = [
     ("tiered_migrator_switches_without_cas", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*stale*"),
     ("wal_checkpoint_before_apply", "stateful_wal", "sqlite,memstore", "*INVALID (*lost*"),
     ("wal_applies_without_guard", "stateful_wal", "sqlite,memstore", "*INVALID (*doubled*"),
+    (
+        "projection_tracks_apart_from_views",
+        "stateful_event_sourcing",
+        "memstore,sqlite",
+        "*INVALID (*read-model-diverged*",
+    ),
+    ("append_skips_version_check", "stateful_event_sourcing", "memstore,sqlite", "*INVALID (*lost*"),
 ]
 
 

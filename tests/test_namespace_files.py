@@ -105,7 +105,9 @@ def test_catalogue_carries_priority_complexity_and_where_the_reference_store_liv
     }
     assert patterns["tiered-storage"].required_slots == ["hot", "cold", "reference"]
     assert patterns["claim-check"].implemented
-    assert not patterns["cqrs"].implemented
+    assert patterns["event-sourcing"].implemented
+    assert patterns["cqrs"].implemented
+    assert not patterns["cdc"].implemented  # still validated only (patterns/planned.py)
 
 
 def test_durations() -> None:
@@ -367,12 +369,78 @@ def test_event_sourcing_conflicts_with_outbox() -> None:
             client_api: transact
             patterns:
               - {type: outbox, slots: {store: postgres, sink: kafka}}
-              - {type: event-sourcing, slots: {store: kafka}}
+              - {type: event-sourcing, slots: {store: postgres}}
         """
     ) == [
         "ns.yaml: namespaces[0].patterns[1].type: pattern 'event-sourcing' conflicts with 'outbox' (RFC-009 "
         "compatibility matrix: both define where events are stored); expected one of them, found both (line 7)"
     ]
+
+
+def test_event_sourcing_conflicts_with_wal() -> None:
+    assert problems(
+        """
+        namespaces:
+          - name: ledger
+            client_api: transact
+            patterns:
+              - {type: wal, slots: {log: postgres}}
+              - {type: event-sourcing, slots: {store: sqlite}}
+        """
+    ) == [
+        "ns.yaml: namespaces[0].patterns[1].type: pattern 'event-sourcing' conflicts with 'wal' (RFC-009 "
+        "compatibility matrix: both define where events are stored); expected one of them, found both (line 7)"
+    ]
+
+
+def test_event_sourcing_store_needs_transactions_and_durability() -> None:
+    found = problems(
+        """
+        namespaces:
+          - name: ledger
+            client_api: transact
+            patterns:
+              - {type: event-sourcing, slots: {store: kafka}}
+        """
+    )
+    assert len(found) == 1
+    assert found[0].startswith(
+        "ns.yaml: namespaces[0].patterns[0].slots.store: slot 'store' of event-sourcing expects a backend with "
+        "keyvalue and log and transactions; durable, found 'kafka'"
+    )
+
+
+def test_event_sourcing_with_cqrs_is_accepted_and_configures_the_store() -> None:
+    (ns,) = parse(
+        """
+        namespaces:
+          - name: ledger
+            client_api: transact
+            patterns:
+              - type: event-sourcing
+                slots: {store: postgres, views: redis}
+                config: {name: bank, snapshot_interval: 20}
+              - {type: cqrs, slots: {write: postgres, read: redis, sync: kafka}}
+        """
+    ).namespaces
+    assert [p.name for p in ns.chain] == ["event-sourcing", "cqrs"]
+    (es,) = [p for p in ns.chain if p.name == "event-sourcing"]
+    assert es.config.name == "bank"  # type: ignore[attr-defined]
+    assert es.config.snapshot_interval == 20  # type: ignore[attr-defined]
+
+
+def test_event_sourcing_refuses_a_finite_retention() -> None:
+    (found,) = problems(
+        """
+        namespaces:
+          - name: ledger
+            client_api: transact
+            patterns:
+              - {type: event-sourcing, slots: {store: postgres}, config: {retention: 7days}}
+        """
+    )
+    assert "retention" in found
+    assert "keeps every event" in found
 
 
 def test_wal_rejects_core_nats_and_a_backend_without_a_log() -> None:
