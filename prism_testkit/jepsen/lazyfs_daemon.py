@@ -1,0 +1,267 @@
+"""The lazy filesystem's daemon: FUSE calls mapped onto :class:`~.lazyfs.LazyFilesystem`, and a
+control socket through which the harness asks for a power cut.
+
+Run as ``python -m prism_testkit.jepsen.lazyfs_daemon --lower L --blobs B --control NAME MOUNT``
+by :mod:`prism_testkit.jepsen.lazymount`; it stays in the foreground until unmounted or sent
+SIGTERM (libfuse then unmounts). A separate process keeps FUSE's handler threads off the test
+process's GIL, and lets an embedded backend in the test process use the mount without
+deadlocking on itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import mfusepy
+
+from .lazyfs import LazyFilesystem
+
+# The daemon trusts the kernel's offsets: O_APPEND would make pwrite ignore them (and our
+# unsynced-range bookkeeping with it); O_DIRECT is not supported by every lower filesystem.
+STRIPPED_OPEN_FLAGS = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_APPEND | getattr(os, "O_DIRECT", 0)
+STAT_FIELDS = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks", "st_blksize")
+STATVFS_FIELDS = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_namemax")
+
+
+def _own_flags(flags: int) -> int:
+    """The daemon's own open flags: a write-only handle is opened read-write, since an fsync
+    copies its unsynced ranges out of it."""
+    flags &= ~STRIPPED_OPEN_FLAGS
+    if flags & os.O_ACCMODE == os.O_WRONLY:
+        flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
+    return flags
+
+
+class LazyOperations(mfusepy.Operations):
+    use_ns = True
+    # file-handle operations never need the path: an unlinked open file keeps working
+    flag_nopath = True
+    flag_nullpath_ok = True
+
+    def __init__(self, fs: LazyFilesystem) -> None:
+        self.fs = fs
+        self._dirs: dict[int, str] = {}  # directory handle -> live path
+        self._dir_handle = 0
+
+    def _owned_by_caller(self, live: str) -> None:
+        uid, gid, _ = mfusepy.fuse_get_context()
+        os.lchown(live, uid, gid)
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
+        st = os.fstat(self.fs.handle(fh).fd) if fh is not None and path is None else os.lstat(self.fs.live(path or "/"))
+        attrs = {name: getattr(st, name) for name in STAT_FIELDS}
+        attrs.update(st_atime=st.st_atime_ns, st_mtime=st.st_mtime_ns, st_ctime=st.st_ctime_ns)
+        return attrs
+
+    def access(self, path: str, amode: int) -> int:
+        if not os.path.lexists(self.fs.live(path)):
+            raise OSError(errno.ENOENT, path)
+        return 0  # mounted with default_permissions: the kernel checks the mode bits
+
+    def chmod(self, path: str, mode: int) -> int:
+        os.chmod(self.fs.live(path), mode)
+        return 0
+
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        os.lchown(self.fs.live(path), uid, gid)
+        return 0
+
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        if times is None:
+            os.utime(self.fs.live(path), follow_symlinks=False)
+        else:
+            os.utime(self.fs.live(path), ns=times, follow_symlinks=False)
+        return 0
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(self.fs.live(path))
+
+    def statfs(self, path: str) -> dict[str, int]:
+        st = os.statvfs(self.fs.live(path))
+        return {name: getattr(st, name) for name in STATVFS_FIELDS}
+
+    # -- names (durable only once their directory is fsynced) -------------------------------
+
+    def readdir(self, path: str | None, fh: int) -> list[str]:
+        return [".", "..", *os.listdir(self._dirs[fh] if path is None else self.fs.live(path))]
+
+    def mkdir(self, path: str, mode: int) -> int:
+        live = self.fs.live(path)
+        os.mkdir(live, mode)
+        self._owned_by_caller(live)
+        self.fs.created(live)
+        return 0
+
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        live = self.fs.live(path)
+        os.mknod(live, mode, dev)
+        self._owned_by_caller(live)
+        self.fs.created(live)
+        return 0
+
+    def symlink(self, target: str, source: str) -> int:
+        live = self.fs.live(target)
+        os.symlink(source, live)
+        self._owned_by_caller(live)
+        self.fs.created(live)
+        return 0
+
+    def link(self, target: str, source: str) -> int:
+        os.link(self.fs.live(source), self.fs.live(target))
+        return 0
+
+    def rename(self, old: str, new: str) -> int:
+        os.rename(self.fs.live(old), self.fs.live(new))
+        return 0
+
+    def unlink(self, path: str) -> int:
+        os.unlink(self.fs.live(path))
+        return 0
+
+    def rmdir(self, path: str) -> int:
+        os.rmdir(self.fs.live(path))
+        return 0
+
+    def opendir(self, path: str) -> int:
+        # flag_nopath: fsyncdir gets no path, so the handle remembers it
+        with self.fs.lock:
+            self._dir_handle += 1
+            self._dirs[self._dir_handle] = self.fs.live(path)
+            return self._dir_handle
+
+    def releasedir(self, path: str | None, fh: int) -> int:
+        self._dirs.pop(fh, None)
+        return 0
+
+    def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
+        self.fs.sync_dir(self._dirs[fh] if path is None else self.fs.live(path))
+        return 0
+
+    # -- content (durable only once the file is fsynced) ------------------------------------
+
+    def create(self, path: str, mode: int, flags: int) -> int:
+        live = self.fs.live(path)
+        fd = os.open(live, _own_flags(flags) | os.O_CREAT | os.O_EXCL, mode)
+        self._owned_by_caller(live)
+        return self.fs.add_handle(fd, self.fs.created(live), flags)
+
+    def open(self, path: str, flags: int) -> int:
+        live = self.fs.live(path)
+        node = self.fs.node(live)
+        size = os.stat(live).st_size
+        fd = os.open(live, _own_flags(flags))
+        if flags & os.O_TRUNC:
+            self.fs.written(node, 0, size)
+        return self.fs.add_handle(fd, node, flags)
+
+    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
+        return os.pread(self.fs.handle(fh).fd, size, offset)
+
+    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
+        handle = self.fs.handle(fh)
+        written = os.pwrite(handle.fd, data, offset)
+        self.fs.written(handle.node, offset, offset + written)
+        if handle.synchronous:
+            self.fs.sync_file(handle.node, handle.fd)
+        return written
+
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
+        if fh is not None:
+            handle = self.fs.handle(fh)
+            node, size = handle.node, os.fstat(handle.fd).st_size
+            os.ftruncate(handle.fd, length)
+        else:
+            live = self.fs.live(path or "/")
+            node, size = self.fs.node(live), os.stat(live).st_size
+            os.truncate(live, length)
+        self.fs.written(node, min(size, length), max(size, length))
+        return 0
+
+    def fallocate(self, path: str | None, mode: int, offset: int, size: int, fh: int) -> int:
+        if mode != 0:  # hole punching and friends: not needed by the servers we run
+            raise OSError(errno.EOPNOTSUPP, "fallocate mode")
+        handle = self.fs.handle(fh)
+        os.posix_fallocate(handle.fd, offset, size)
+        self.fs.written(handle.node, offset, offset + size)
+        return 0
+
+    def flush(self, path: str | None, fh: int) -> int:
+        return 0  # close() is not fsync: nothing becomes durable here
+
+    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
+        handle = self.fs.handle(fh)
+        self.fs.sync_file(handle.node, handle.fd)
+        return 0
+
+    def release(self, path: str | None, fh: int) -> int:
+        self.fs.release(fh)
+        return 0
+
+
+def serve_control(fs: LazyFilesystem, name: str) -> socket.socket:
+    """Answer ``cut``, ``stats`` and ``ping`` (one JSON line each) on an abstract unix socket."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0" + name)
+    server.listen(4)
+
+    def answer(command: str) -> dict[str, Any]:
+        if command == "cut":
+            return {"ok": True, **fs.power_cut()}
+        if command == "stats":
+            return {"ok": True, **fs.stats()}
+        if command == "ping":
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    def loop() -> None:
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                command = conn.makefile().readline().strip()
+                try:
+                    reply = answer(command)
+                except Exception as exc:  # reported to the harness, which fails the test
+                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                with contextlib.suppress(OSError):
+                    conn.sendall((json.dumps(reply) + "\n").encode())
+
+    threading.Thread(target=loop, name="lazyfs-control", daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="prism-testkit lazy filesystem daemon")
+    parser.add_argument("--lower", type=Path, required=True, help="the live tree (what the mount shows)")
+    parser.add_argument("--blobs", type=Path, required=True, help="where the durable image keeps synced content")
+    parser.add_argument("--control", required=True, help="abstract unix socket name for power cuts")
+    parser.add_argument("--fsname", default="prism-lazyfs")
+    parser.add_argument("mountpoint")
+    args = parser.parse_args(argv)
+    fs = LazyFilesystem(args.lower, args.blobs)
+    serve_control(fs, args.control)
+    mfusepy.FUSE(
+        LazyOperations(fs),
+        args.mountpoint,
+        foreground=True,
+        allow_other=True,  # servers run as other users (postgres)
+        default_permissions=True,
+        fsname=args.fsname,
+        hard_remove=True,  # an unlinked open file is gone at once, never a .fuse_hidden name in a directory
+        attr_timeout=0,  # after a power cut the kernel must not remember the lost tree
+        entry_timeout=0,
+        negative_timeout=0,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The lazy filesystem drops exactly what was never synced: file content without fsync, names
+(creates, renames, unlinks) without a directory fsync."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prism_testkit.jepsen.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
+
+UNAVAILABLE = fuse_unavailable_reason()
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[LazyMount]:
+    if UNAVAILABLE is not None:  # loud: these tests are the proof the power-loss rows rely on
+        pytest.fail(f"FUSE is unavailable, the lazy filesystem cannot be tested: {UNAVAILABLE}")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "existing").write_bytes(b"on disk before the mount")
+    lazy = LazyMount.over(data)
+    try:
+        yield lazy
+    finally:
+        lazy.unmount()
+    assert not is_mounted(data)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write(path: Path, data: bytes, *, sync: bool, flags: int = os.O_CREAT | os.O_WRONLY | os.O_TRUNC) -> None:
+    fd = os.open(path, flags, 0o644)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_content_present_at_mount_time_survives_a_cut(mount: LazyMount) -> None:
+    mount.power_cut()
+    assert (mount.mountpoint / "existing").read_bytes() == b"on disk before the mount"
+
+
+def test_a_write_without_fsync_is_gone_after_a_cut(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    write(data / "existing", b"overwritten, never synced", sync=False)
+    write(data / "new", b"never synced", sync=False)
+    fsync_path(data)  # the new name is durable, its content is not
+    assert (data / "new").read_bytes() == b"never synced"  # a running process sees its write
+    report = mount.power_cut()
+    assert report["unsynced_files"] == 2
+    assert (data / "existing").read_bytes() == b"on disk before the mount"
+    assert (data / "new").read_bytes() == b""
+
+
+def test_a_write_with_fsync_is_kept_after_a_cut(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    write(data / "new", b"synced", sync=True)
+    fsync_path(data)
+    write(data / "existing", b"synced too", sync=True)
+    mount.power_cut()
+    assert (data / "new").read_bytes() == b"synced"
+    assert (data / "existing").read_bytes() == b"synced too"
+
+
+def test_a_file_whose_directory_was_never_fsynced_is_gone(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    write(data / "new", b"synced content, unsynced name", sync=True)
+    mount.power_cut()
+    assert sorted(os.listdir(data)) == ["existing"]
+
+
+def test_an_unsynced_append_is_cut_back_to_the_synced_length(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    write(data / "existing", b" + synced", sync=True, flags=os.O_WRONLY | os.O_APPEND)
+    write(data / "existing", b" + lost", sync=False, flags=os.O_WRONLY | os.O_APPEND)
+    assert (data / "existing").read_bytes() == b"on disk before the mount + synced + lost"
+    mount.power_cut()
+    assert (data / "existing").read_bytes() == b"on disk before the mount + synced"
+
+
+def test_an_unsynced_truncate_is_undone(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    os.truncate(data / "existing", 3)
+    mount.power_cut()
+    assert (data / "existing").read_bytes() == b"on disk before the mount"
+
+
+def test_an_o_sync_write_is_durable_without_fsync(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    write(data / "existing", b"O_SYNC", sync=False, flags=os.O_WRONLY | os.O_TRUNC | os.O_SYNC)
+    mount.power_cut()
+    assert (data / "existing").read_bytes() == b"O_SYNC"
+
+
+def test_a_rename_without_directory_fsync_is_undone(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    os.rename(data / "existing", data / "renamed")
+    mount.power_cut()
+    assert sorted(os.listdir(data)) == ["existing"]
+    assert (data / "existing").read_bytes() == b"on disk before the mount"
+
+
+def test_a_rename_with_directory_fsync_is_kept_with_content_synced_under_the_new_name(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    os.rename(data / "existing", data / "renamed")
+    fsync_path(data)
+    write(data / "renamed", b"new content", sync=True)
+    mount.power_cut()
+    assert sorted(os.listdir(data)) == ["renamed"]
+    assert (data / "renamed").read_bytes() == b"new content"
+
+
+def test_an_atomic_replace_is_all_or_nothing(mount: LazyMount) -> None:
+    """The write-temp, fsync, rename, fsync-dir idiom: before the dir fsync the old version."""
+    data = mount.mountpoint
+    write(data / "tmp", b"version 2", sync=True)
+    os.replace(data / "tmp", data / "existing")
+    mount.power_cut()
+    assert (data / "existing").read_bytes() == b"on disk before the mount"
+    write(data / "tmp", b"version 2", sync=True)
+    os.replace(data / "tmp", data / "existing")
+    fsync_path(data)
+    mount.power_cut()
+    assert (data / "existing").read_bytes() == b"version 2"
+    assert sorted(os.listdir(data)) == ["existing"]
+
+
+def test_an_unlink_without_directory_fsync_is_undone(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    os.unlink(data / "existing")
+    mount.power_cut()
+    assert (data / "existing").read_bytes() == b"on disk before the mount"
+
+
+def test_new_subdirectories_need_their_own_and_their_parents_fsync(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    (data / "sub").mkdir()
+    write(data / "sub" / "f", b"deep", sync=True)
+    fsync_path(data)  # names "sub", not its content
+    mount.power_cut()
+    assert os.listdir(data / "sub") == []
+    write(data / "sub" / "f", b"deep", sync=True)
+    fsync_path(data / "sub")
+    mount.power_cut()
+    assert (data / "sub" / "f").read_bytes() == b"deep"
+
+
+def test_ownership_and_mode_of_synced_files_survive(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    write(data / "owned", b"x", sync=True)
+    os.chmod(data / "owned", 0o600)
+    os.chown(data / "owned", 1234, 4321)
+    fsync_path(data / "owned")
+    fsync_path(data)
+    mount.power_cut()
+    st = os.stat(data / "owned")
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o600, 1234, 4321)
+
+
+def test_a_file_handle_open_across_a_cut_fails_instead_of_writing_into_the_new_tree(mount: LazyMount) -> None:
+    data = mount.mountpoint
+    fd = os.open(data / "existing", os.O_WRONLY)
+    try:
+        mount.power_cut()
+        with pytest.raises(OSError):
+            os.write(fd, b"from before the cut")
+    finally:
+        os.close(fd)
+    assert (data / "existing").read_bytes() == b"on disk before the mount"
