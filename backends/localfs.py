@@ -50,7 +50,7 @@ from prism_testkit.registry import BackendSpec
 from ._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
 
 CAPABILITIES: frozenset[Capability] = frozenset({Capability.OBJECTS, Capability.OBJECTS_TTL})
-PROPERTIES = BackendProperties(durable=True, ordering=Ordering.TOTAL)
+PROPERTIES = BackendProperties(durable=True, survives_power_loss=True, ordering=Ordering.TOTAL)  # fsync file + dir
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
 _MAX_ENCODED = 150  # leaves room for the blob suffix within the usual 255-byte name limit
@@ -104,6 +104,13 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _make_dir_durably(path: Path) -> None:
+    """mkdir whose result survives a power cut: a new name is on disk once its parent is fsynced
+    (without it, a bucket created and acknowledged vanished with every object in it)."""
+    path.mkdir(exist_ok=True)
+    _fsync_dir(path.parent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +357,7 @@ class _LocalObjects(ObjectStore):
 
     async def create_bucket(self, bucket: str) -> None:
         path = self._dir(bucket).path
-        await asyncio.to_thread(path.mkdir, exist_ok=True)
+        await asyncio.to_thread(_make_dir_durably, path)
 
     async def delete_bucket(self, bucket: str) -> None:
         await asyncio.to_thread(self._dir(bucket).remove_bucket, force=False)

@@ -63,7 +63,7 @@ from ._common import (
 )
 
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
-PROPERTIES = BackendProperties(durable=False, ordering=Ordering.TOTAL)
+PROPERTIES = BackendProperties(durable=False, survives_power_loss=False, ordering=Ordering.TOTAL)
 
 
 # --- waking waiters --------------------------------------------------------------------------

@@ -52,7 +52,9 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.TRANSACTIONS,
     }
 )
-PROPERTIES = BackendProperties(durable=True, ordering=Ordering.TOTAL)
+PROPERTIES = BackendProperties(
+    durable=True, survives_power_loss=True, ordering=Ordering.TOTAL
+)  # WAL fsynced per commit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (

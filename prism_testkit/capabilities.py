@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Capability(StrEnum):
@@ -56,6 +56,13 @@ class BackendProperties(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     durable: bool = Field(description="acknowledged writes survive a kill and restart of the server")
+    # A process crash (SIGKILL) leaves the OS page cache intact; a power cut does not. Only a
+    # server that fsyncs (files, and directories for new names) before acknowledging survives it.
+    survives_power_loss: bool = Field(
+        default=False,
+        description="acknowledged writes survive a power cut (every write not fsynced is lost) and restart; "
+        "the power-loss suite proves it on a lazy filesystem under the data dir",
+    )
     ordering: Ordering = Ordering.TOTAL
     pubsub_delivery: DeliveryGuarantee = DeliveryGuarantee.AT_MOST_ONCE
     queue_delivery: DeliveryGuarantee = DeliveryGuarantee.AT_LEAST_ONCE
@@ -68,6 +75,12 @@ class BackendProperties(BaseModel):
         "with requests in flight; the fault suites pause only servers that declare it",
     )
     max_payload: int | None = Field(default=None, description="largest message payload in bytes")
+
+    @model_validator(mode="after")
+    def _power_loss_implies_crash(self) -> BackendProperties:
+        if self.survives_power_loss and not self.durable:
+            raise ValueError("survives_power_loss=True needs durable=True: a power cut loses more than a crash")
+        return self
 
 
 def parse_capabilities(values: object) -> frozenset[Capability]:

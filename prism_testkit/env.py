@@ -11,6 +11,7 @@ from prism_testkit.driver import Driver
 from prism_testkit.isolation import Namespace
 from prism_testkit.jepsen.checkers import Verdict
 from prism_testkit.jepsen.faultproxy import FaultProxy
+from prism_testkit.power_loss import PowerLossInstance
 from prism_testkit.provisioning import ServerControl
 from prism_testkit.registry import BackendSpec
 from prism_testkit.runtime import PrismRuntime
@@ -61,9 +62,14 @@ class PrismEnv:
         Faults are healed after the test whatever its outcome."""
         return await self.runtime.proxied(self.combination[slot])
 
-    async def restart(self, slot: str, *, kill: bool = True) -> Driver:
-        """Kill (or stop) and restart the server in ``slot``, then reconnect; returns the new driver."""
-        return await self.runtime.restart(self.combination[slot], kill=kill)
+    async def restart(self, slot: str, *, kill: bool = True, power_cut: bool = False) -> Driver:
+        """Kill (or stop) and restart the server in ``slot``, then reconnect; returns the new driver.
+        ``power_cut`` also drops its unsynced writes (its instance must be on a lazy mount)."""
+        return await self.runtime.restart(self.combination[slot], kill=kill, power_cut=power_cut)
+
+    async def power_loss_instance(self, slot: str) -> PowerLossInstance:
+        """A private instance of ``slot``'s backend on a lazy filesystem, whose power can be cut."""
+        return await self.runtime.power_loss_instance(self.combination[slot])
 
     @property
     def drivers(self) -> list[Driver]:

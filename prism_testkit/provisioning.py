@@ -15,9 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from prism_testkit.redaction import redact
+
+if TYPE_CHECKING:
+    from prism_testkit.jepsen.lazymount import LazyMount
 
 
 class Via(StrEnum):
@@ -67,6 +70,8 @@ class Endpoint:
     control: ServerControl | None = None
     options: dict[str, Any] = field(default_factory=dict)
     teardown: Callable[[], None] | None = None
+    # the lazy filesystem under the data dir (ProvisionContext.lazy_data_dir): power cuts
+    lazy_mount: LazyMount | None = None
 
     def __repr__(self) -> str:
         return f"Endpoint({redact(self.url)!r}, via={self.via.value})"
@@ -85,7 +90,9 @@ class Endpoint:
         parts = urllib.parse.urlsplit(self.url)
         userinfo = parts.netloc.rpartition("@")[0]
         netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
-        return Endpoint(parts._replace(netloc=netloc).geturl(), self.via, self.control, dict(self.options))
+        return Endpoint(
+            parts._replace(netloc=netloc).geturl(), self.via, self.control, dict(self.options), None, self.lazy_mount
+        )
 
     __str__ = __repr__
 
@@ -97,6 +104,10 @@ class ProvisionContext:
     workdir: Path  # private to this backend in this process; removed at the end
     worker_id: str
     run_id: str
+    # Opt-in per instance: put the data dir on a lazy filesystem (prism_testkit.jepsen.lazymount)
+    # so a power cut can drop unsynced writes. One that does not honour it leaves
+    # Endpoint.lazy_mount None, and power cuts of that instance are refused.
+    lazy_data_dir: bool = False
 
 
 class Provisioner(ABC):
@@ -123,9 +134,23 @@ class EmbeddedProvisioner(Provisioner):
     def start(self, ctx: ProvisionContext) -> Endpoint:
         data_dir = ctx.workdir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
+        mount = mount_lazily(ctx, data_dir)
+
+        def teardown() -> None:
+            if mount is not None:
+                mount.unmount()
+            shutil.rmtree(data_dir, ignore_errors=True)
+
         return Endpoint(
-            url=data_dir.as_uri(),
-            via=Via.EMBEDDED,
-            options={"path": data_dir},
-            teardown=lambda: shutil.rmtree(data_dir, ignore_errors=True),
+            url=data_dir.as_uri(), via=Via.EMBEDDED, options={"path": data_dir}, teardown=teardown, lazy_mount=mount
         )
+
+
+def mount_lazily(ctx: ProvisionContext, data_dir: Path) -> LazyMount | None:
+    """The provisioner's data-dir hook: a lazy filesystem over ``data_dir`` when the context asks
+    for one (before the server first touches it), else None. Raises when FUSE is unavailable."""
+    if not ctx.lazy_data_dir:
+        return None
+    from prism_testkit.jepsen.lazymount import LazyMount
+
+    return LazyMount.over(data_dir)

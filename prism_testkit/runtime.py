@@ -12,12 +12,14 @@ import contextlib
 import os
 import shutil
 from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.jepsen.faultproxy import FaultProxy
+from prism_testkit.power_loss import PowerLossInstance, lazy_by_environment, power_cycle
 from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.redaction import redact
 from prism_testkit.registry import BackendRegistry, BackendSpec
@@ -68,6 +70,9 @@ class PrismRuntime:
         # name -> the proxy's faults_injected when its driver connected: more means reconnect
         self._proxied_faults: dict[str, int] = {}
         self._own_proxies: list[FaultProxy] = []
+        # name -> a second instance on a lazy filesystem (power cuts), or why it could not start
+        self._power_loss: dict[str, PowerLossInstance] = {}
+        self._power_loss_errors: dict[str, str] = {}
 
     # --- selection -------------------------------------------------------------------------
 
@@ -93,6 +98,7 @@ class PrismRuntime:
             workdir=self.workdir / spec.name,
             worker_id=self.namespaces.worker,
             run_id=self.namespaces.run,
+            lazy_data_dir=lazy_by_environment(spec.name),
         )
 
     # --- the event loop --------------------------------------------------------------------
@@ -159,12 +165,19 @@ class PrismRuntime:
         """Process control of ``name``'s server when the harness started it, else None."""
         return self.endpoint(name).control
 
-    async def restart(self, name: str, *, kill: bool = True) -> Driver:
+    async def restart(self, name: str, *, kill: bool = True, power_cut: bool = False) -> Driver:
         """Restart ``name``'s server (SIGKILL, or an orderly stop) on the same port and data
         dir and reconnect; without process control (embedded, or given by URL) only reconnect.
+        ``power_cut``: SIGKILL, then drop every unsynced write of its lazy data dir (the
+        instance must run on one: ``PRISM_LAZYFS``), then start.
         Async because tests call it from inside the running loop; process control runs in a
         thread so other coroutines of the test keep going."""
         control = self.control(name)
+        endpoint = self.endpoint(name)
+        if power_cut and endpoint.lazy_mount is None:
+            raise NotSupported(
+                name, "power loss", f"its data dir is not on a lazy filesystem (set PRISM_LAZYFS={name})"
+            )
         driver = self._drivers.pop(name, None)
         if driver is not None:
             try:
@@ -173,7 +186,9 @@ class PrismRuntime:
                 if not kill:
                     raise  # an orderly stop must be able to close; a kill may find it gone
         try:
-            if control is not None:
+            if power_cut:
+                await asyncio.to_thread(power_cycle, name, endpoint)
+            elif control is not None:
                 await asyncio.to_thread(control.kill if kill else control.stop)
                 await asyncio.to_thread(control.start)
             spec = self.registry[name]
@@ -187,6 +202,37 @@ class PrismRuntime:
             # reconnected now (its proxy may be partitioned); heal() does it once the proxy is.
             self._proxied_faults[name] = -1
         return self._drivers[name]
+
+    async def power_loss_instance(self, name: str) -> PowerLossInstance:
+        """A second private instance of ``name`` whose data dir lies on a lazy filesystem, for
+        power cuts; started on first use, stopped in :meth:`close`. Raises ProvisioningError
+        (FUSE unavailable, the server does not start) or NotSupported (given by URL, or the
+        provisioner has no data dir to mount)."""
+        if name in self._power_loss_errors:
+            raise ProvisioningError(self._power_loss_errors[name])
+        if name not in self._power_loss:
+            spec = self.registry[name]
+            ctx = replace(self._context(spec), workdir=self.workdir / f"{name}.power-loss", lazy_data_dir=True)
+            ctx.workdir.mkdir(parents=True, exist_ok=True)
+            try:
+                endpoint = await asyncio.to_thread(spec.provisioner.start, ctx)
+            except Exception as exc:
+                message = redact(f"power-loss instance of {name!r} could not be started: {type(exc).__name__}: {exc}")
+                self._power_loss_errors[name] = message
+                raise ProvisioningError(message) from exc
+            if endpoint.lazy_mount is None:
+                await asyncio.to_thread(spec.provisioner.stop, endpoint)
+                why = "it is given by URL" if endpoint.via is Via.URL else "its provisioner mounts no data dir"
+                raise NotSupported(name, "power loss", why)
+            try:
+                driver = await asyncio.wait_for(
+                    spec.driver_class.connect(spec.name, spec.capabilities, endpoint), connect_timeout()
+                )
+            except BaseException:
+                await asyncio.to_thread(spec.provisioner.stop, endpoint)
+                raise
+            self._power_loss[name] = PowerLossInstance(spec, endpoint, driver)
+        return self._power_loss[name]
 
     # --- network faults --------------------------------------------------------------------
 
@@ -252,6 +298,14 @@ class PrismRuntime:
         for proxy in self._own_proxies:
             proxy.close()
         self._own_proxies.clear()
+        for name, instance in list(self._power_loss.items()):
+            try:
+                with contextlib.suppress(Exception):  # a power-cut server may be gone
+                    self.run(instance.driver.close())
+                self.registry[name].provisioner.stop(instance.endpoint)
+            except Exception as exc:
+                errors.append(f"{name} (power-loss instance): {exc}")
+        self._power_loss.clear()
         for name in list(self._drivers):
             try:
                 self.disconnect(name)

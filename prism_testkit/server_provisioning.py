@@ -17,7 +17,7 @@ from pathlib import Path
 
 from prism_testkit.options import url_problem
 from prism_testkit.processes import ServerProcess
-from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, Provisioner, Via
+from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, Provisioner, Via, mount_lazily
 from prism_testkit.redaction import redact
 
 DOCKER_SOCKET = Path("/var/run/docker.sock")
@@ -63,6 +63,39 @@ def find_binary(*candidates: str | Path) -> Path | None:
 def private_endpoint(url: str, server: ServerProcess, **options: object) -> Endpoint:
     """An endpoint for a server we started: process control attached, stopped at teardown."""
     return Endpoint(url=url, via=Via.BINARY, control=server, options=dict(options), teardown=server.stop)
+
+
+class DataDir:
+    """A private server's data dir, on a lazy filesystem when ``ctx.lazy_data_dir`` asks for it.
+    Provisioners mount it before the first start and hand it to :meth:`start` and
+    :meth:`endpoint`, so the mount is removed whatever happens: a failed start, or teardown
+    (after the server stopped: it must never see its data dir vanish)."""
+
+    def __init__(self, ctx: ProvisionContext, path: Path) -> None:
+        self.path = path
+        self.mount = mount_lazily(ctx, path)
+
+    def start(self, server: ServerProcess) -> None:
+        try:
+            server.start()  # kills the server itself when it does not come up
+        except BaseException:
+            if self.mount is not None:
+                self.mount.unmount()
+            raise
+
+    def endpoint(self, url: str, server: ServerProcess, **options: object) -> Endpoint:
+        endpoint = private_endpoint(url, server, **options)
+        mount = self.mount
+        if mount is not None:
+
+            def teardown() -> None:
+                try:
+                    server.stop()
+                finally:
+                    mount.unmount()
+
+            endpoint.teardown, endpoint.lazy_mount = teardown, mount
+        return endpoint
 
 
 class ServerProvisioner(Provisioner):

@@ -20,6 +20,7 @@ CAPABILITIES: frozenset[Capability] = frozenset({Capability.LOG, Capability.PUBS
 MAX_PAYLOAD = 1_000_000
 PROPERTIES = BackendProperties(
     durable=False,  # Tansu's memory:// storage engine: a restart loses everything
+    survives_power_loss=False,
     ordering=Ordering.TOTAL,  # one partition per log / topic
     pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # subscribers start at the end; none: nothing kept for them
     # The producer retries a produce whose reply was lost (a reset, a paused broker), so one

@@ -18,7 +18,7 @@ from prism_testkit.errors import (
 )
 from prism_testkit.processes import ServerProcess, free_port
 from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
-from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+from prism_testkit.server_provisioning import DataDir, ServerProvisioner, find_binary
 
 SERVER_MAX_PAYLOAD = 8 << 20  # the private server's max_payload: room above the driver's MAX_PAYLOAD
 READY_TIMEOUT = 30.0
@@ -102,6 +102,7 @@ class NatsProvisioner(ServerProvisioner):
         workdir = ctx.workdir.resolve()
         store = workdir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
+        data_dir = DataDir(ctx, store)
         config = self._config(workdir / "nats.conf", str(store))
         port = free_port()
         # JetStream and its store_dir come from the config file (with -sd as well the server refuses
@@ -116,8 +117,8 @@ class NatsProvisioner(ServerProvisioner):
             ready=lambda: jetstream_answers("127.0.0.1", port),
             ready_timeout=READY_TIMEOUT,
         )
-        server.start()  # kills the server itself when it does not come up
-        return private_endpoint(f"nats://127.0.0.1:{port}", server, store_dir=str(store))
+        data_dir.start(server)
+        return data_dir.endpoint(f"nats://127.0.0.1:{port}", server, store_dir=str(store))
 
     def start_container(self, ctx: ProvisionContext) -> Endpoint:
         try:

@@ -30,7 +30,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
 
 # fsync=on and synchronous_commit=on (the defaults, forced for the private server): a write that
 # returned has been flushed to the WAL and survives a kill of the server.
-PROPERTIES = BackendProperties(durable=True, ordering=Ordering.TOTAL, max_payload=MAX_PAYLOAD)
+PROPERTIES = BackendProperties(durable=True, survives_power_loss=True, ordering=Ordering.TOTAL, max_payload=MAX_PAYLOAD)
 
 
 @hookimpl

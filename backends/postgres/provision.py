@@ -25,7 +25,7 @@ from prism_testkit.errors import (
 )
 from prism_testkit.processes import ServerProcess, free_port, port_open
 from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
-from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+from prism_testkit.server_provisioning import DataDir, ServerProvisioner, find_binary
 
 PRIVATE_USER = "postgres"  # superuser name inside the private cluster (trust auth)
 PRIVATE_DATABASE = "postgres"
@@ -160,6 +160,7 @@ class PostgresProvisioner(ServerProvisioner):
         if result.returncode != 0:
             tail = " | ".join((result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[-5:])
             raise ProvisioningError(f"postgres: initdb failed ({result.returncode}): {tail}")
+        data_dir = DataDir(ctx, data)  # after initdb: the bootstrap counts as on disk
         port = free_port()
         sockets = str(run) if len(str(run)) <= SOCKET_PATH_MAX else ""  # "": TCP only
         argv = [
@@ -193,9 +194,9 @@ class PostgresProvisioner(ServerProvisioner):
             ready_timeout=READY_TIMEOUT,
             stop_signal=signal.SIGINT,  # fast shutdown: SIGTERM (smart) waits for clients to leave
         )
-        server.start()  # kills the server itself when it does not come up
+        data_dir.start(server)
         url = f"postgresql://{PRIVATE_USER}@127.0.0.1:{port}/{PRIVATE_DATABASE}"
-        return private_endpoint(url, server, data_dir=str(data))
+        return data_dir.endpoint(url, server, data_dir=str(data))
 
     def start_container(self, ctx: ProvisionContext) -> Endpoint:
         try:  # newer testcontainers moved the module and deprecated the old path

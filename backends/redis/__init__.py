@@ -51,6 +51,7 @@ def prism_register_backends() -> list[BackendSpec]:
             capabilities=CAPABILITIES,
             properties=BackendProperties(
                 durable=False,  # no RDB snapshots, no AOF: a kill or restart loses everything
+                survives_power_loss=False,
                 ordering=Ordering.TOTAL,
                 pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,
                 queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
@@ -68,6 +69,7 @@ def prism_register_backends() -> list[BackendSpec]:
             capabilities=CAPABILITIES,
             properties=BackendProperties(
                 durable=True,  # AOF fsynced before every reply
+                survives_power_loss=True,  # ... so a power cut loses nothing acknowledged either
                 ordering=Ordering.TOTAL,
                 pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # pub/sub is never persisted
                 queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,

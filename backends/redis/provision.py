@@ -11,8 +11,9 @@ from pathlib import Path
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.processes import ServerProcess, free_port
 from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
-from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+from prism_testkit.server_provisioning import DataDir, ServerProvisioner, find_binary
 
+AOF_DIR = "appendonlydir"  # Redis 7's default appenddirname
 READY_TIMEOUT = 30.0  # seconds for a private server to answer PING (it may replay an AOF first)
 
 
@@ -43,6 +44,11 @@ class RedisProvisioner(ServerProvisioner):
     def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
         data = ctx.workdir.resolve() / "data"
         data.mkdir(parents=True, exist_ok=True)
+        if "--appendonly" in self.flags:
+            # Redis 7.0 creates its AOF dir at first start and fsyncs inside it, never the dir that
+            # names it: a power cut then loses the whole AOF. Made by us, the dir is on disk first.
+            (data / AOF_DIR).mkdir(exist_ok=True)
+        data_dir = DataDir(ctx, data)
         port = free_port()
         argv = [
             str(binary),
@@ -68,8 +74,8 @@ class RedisProvisioner(ServerProvisioner):
             ready=lambda: answers_ping("127.0.0.1", port),
             ready_timeout=READY_TIMEOUT,
         )
-        server.start()  # kills the server itself when it does not come up
-        return private_endpoint(f"redis://127.0.0.1:{port}/0", server, data_dir=str(data))
+        data_dir.start(server)
+        return data_dir.endpoint(f"redis://127.0.0.1:{port}/0", server, data_dir=str(data))
 
     def start_container(self, ctx: ProvisionContext) -> Endpoint:
         try:

@@ -13,7 +13,9 @@ from prism_testkit.registry import BackendSpec
 from .provision import MotoProvisioner
 
 CAPABILITIES: frozenset[Capability] = frozenset({Capability.OBJECTS, Capability.OBJECTS_TTL})
-PROPERTIES = BackendProperties(durable=False, ordering=Ordering.TOTAL)  # moto keeps objects in memory
+PROPERTIES = BackendProperties(
+    durable=False, survives_power_loss=False, ordering=Ordering.TOTAL
+)  # moto keeps objects in memory
 
 
 @hookimpl

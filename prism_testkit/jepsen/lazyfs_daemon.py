@@ -51,6 +51,11 @@ class LazyOperations(mfusepy.Operations):
         self._dirs: dict[int, str] = {}  # directory handle -> live path
         self._dir_handle = 0
 
+    def _path(self, path: str | None) -> str:
+        if path is None:  # an f-call on an unlinked open file: mfusepy passes no handle
+            raise OSError(errno.ENOENT, "no path")
+        return self.fs.live(path)
+
     def _owned_by_caller(self, live: str) -> None:
         uid, gid, _ = mfusepy.fuse_get_context()
         os.lchown(live, uid, gid)
@@ -68,19 +73,19 @@ class LazyOperations(mfusepy.Operations):
             raise OSError(errno.ENOENT, path)
         return 0  # mounted with default_permissions: the kernel checks the mode bits
 
-    def chmod(self, path: str, mode: int) -> int:
-        os.chmod(self.fs.live(path), mode)
+    def chmod(self, path: str | None, mode: int) -> int:
+        os.chmod(self._path(path), mode)
         return 0
 
-    def chown(self, path: str, uid: int, gid: int) -> int:
-        os.lchown(self.fs.live(path), uid, gid)
+    def chown(self, path: str | None, uid: int, gid: int) -> int:
+        os.lchown(self._path(path), uid, gid)
         return 0
 
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+    def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> int:
         if times is None:
-            os.utime(self.fs.live(path), follow_symlinks=False)
+            os.utime(self._path(path), follow_symlinks=False)
         else:
-            os.utime(self.fs.live(path), ns=times, follow_symlinks=False)
+            os.utime(self._path(path), ns=times, follow_symlinks=False)
         return 0
 
     def readlink(self, path: str) -> str:
@@ -180,10 +185,12 @@ class LazyOperations(mfusepy.Operations):
             handle = self.fs.handle(fh)
             node, size = handle.node, os.fstat(handle.fd).st_size
             os.ftruncate(handle.fd, length)
-        else:
-            live = self.fs.live(path or "/")
+        elif path is not None:
+            live = self.fs.live(path)
             node, size = self.fs.node(live), os.stat(live).st_size
             os.truncate(live, length)
+        else:
+            raise OSError(errno.EBADF, "truncate without a path or a handle")
         self.fs.written(node, min(size, length), max(size, length))
         return 0
 
@@ -206,6 +213,17 @@ class LazyOperations(mfusepy.Operations):
     def release(self, path: str | None, fh: int) -> int:
         self.fs.release(fh)
         return 0
+
+
+class FuseWithHandles(mfusepy.FUSE):
+    """mfusepy drops the file handle of libfuse 3's truncate; with ``nopath`` an ftruncate then
+    arrives with neither path nor handle. Pass the handle on."""
+
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        fh = fip.contents.fh if fip else None
+        decoded = None if path is None else path.decode(self.encoding, self.errors)
+        result: int = self.operations.truncate(decoded, length, fh)
+        return result
 
 
 def serve_control(fs: LazyFilesystem, name: str) -> socket.socket:
@@ -249,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     fs = LazyFilesystem(args.lower, args.blobs)
     serve_control(fs, args.control)
-    mfusepy.FUSE(
+    FuseWithHandles(
         LazyOperations(fs),
         args.mountpoint,
         foreground=True,

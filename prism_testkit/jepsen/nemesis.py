@@ -11,6 +11,10 @@ data, which the at-least-once checkers would rightly call loss; we keep the guar
 do not kill those), pause / resume for a controlled server that declares ``survives_pause`` (the
 same reasoning), and proxy latency / reset / partition / heal for networked backends, whose
 client operations then go through the proxy.
+
+A power cut (kill, drop every unsynced write, restart) hits only an instance whose data dir is
+on a lazy filesystem (opt-in: ``PRISM_LAZYFS``) and that declares ``survives_power_loss``:
+the same strictness as kill, one level down.
 """
 
 from __future__ import annotations
@@ -48,10 +52,16 @@ class FaultTarget:
     durable: bool
     pausable: bool  # declared to survive a pause with requests in flight
     proxy: FaultProxy | None
+    lazy: bool = False  # its data dir is on a lazy filesystem
+    survives_power_loss: bool = False
 
     @property
     def killable(self) -> bool:
         return self.control is not None and self.durable
+
+    @property
+    def power_cuttable(self) -> bool:
+        return self.lazy and self.survives_power_loss
 
 
 class Nemesis:
@@ -72,12 +82,19 @@ class Nemesis:
             _, proxy = self.run_on_loop(self.env.proxied(slot))
         spec = self.env.spec(slot)
         control = self.env.control(slot)
-        return FaultTarget(slot, spec.name, control, spec.properties.durable, spec.properties.survives_pause, proxy)
+        props = spec.properties
+        lazy = self.env.runtime.endpoint(spec.name).lazy_mount is not None
+        return FaultTarget(
+            slot, spec.name, control, props.durable, props.survives_pause, proxy, lazy, props.survives_power_loss
+        )
 
     # -- which targets a fault may hit ------------------------------------------------------
 
     def can_kill(self, target: FaultTarget) -> bool:
         return target.killable and target.slot not in self.paused
+
+    def can_cut_power(self, target: FaultTarget) -> bool:
+        return target.power_cuttable and target.slot not in self.paused
 
     def can_pause(self, target: FaultTarget) -> bool:
         return target.control is not None and target.pausable and target.slot not in self.paused
@@ -124,6 +141,14 @@ class Nemesis:
             await self.env.restart(target.slot, kill=True)
 
         self.inject("kill", target, restart)
+
+    def power_cut(self, target: FaultTarget) -> None:
+        """Kill, drop every write not yet fsynced, restart: what a power loss leaves."""
+
+        async def cut() -> None:
+            await self.env.restart(target.slot, power_cut=True)
+
+        self.inject("power-cut", target, cut)
 
     def pause(self, target: FaultTarget) -> None:
         control = _control(target)
@@ -174,6 +199,11 @@ class NemesisRules:
     @rule(which=st.integers(0, 3))
     def kill_and_restart(self, which: int) -> None:
         self.nemesis.kill_and_restart(self.nemesis.pick(which, self.nemesis.can_kill))
+
+    @precondition(lambda self: self.nemesis.any(self.nemesis.can_cut_power))
+    @rule(which=st.integers(0, 3))
+    def power_cut(self, which: int) -> None:
+        self.nemesis.power_cut(self.nemesis.pick(which, self.nemesis.can_cut_power))
 
     @precondition(lambda self: self.nemesis.any(self.nemesis.can_pause))
     @rule(which=st.integers(0, 3))
