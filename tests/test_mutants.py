@@ -29,6 +29,9 @@ MUTANTS = [
         "*INVALID (*read-model-diverged*",
     ),
     ("append_skips_version_check", "stateful_event_sourcing", "memstore,sqlite", "*INVALID (*lost*"),
+    # lying registrations: they declare survives_power_loss but do not fsync every acknowledged write
+    ("sqlite_claims_power_loss_without_fsync", "power_loss", "sqlite", "*declares survives_power_loss but lost*"),
+    ("redis_aof_fsyncs_every_second", "power_loss", "redis-aof", "*declares survives_power_loss but lost*"),
 ]
 
 

@@ -1,0 +1,209 @@
+"""Power loss end to end: embedded writers killed then power-cut, the runtime's opt-in lazy
+instances, tolerated loss of a backend that does not claim power-loss durability, and no mount
+left behind on any exit path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prism_testkit.backends.localfs import open_localfs
+from prism_testkit.backends.sqlite import open_sqlite
+
+from prism_testkit import capabilities
+from prism_testkit.errors import NotSupported, ProvisioningError
+from prism_testkit.isolation import NamespaceFactory
+from prism_testkit.jepsen import lazymount
+from prism_testkit.jepsen.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
+from prism_testkit.registry import build_registry, make_plugin_manager
+from prism_testkit.runtime import PrismRuntime
+
+from .test_embedded_crash import run_writer_and_kill
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def lazy_dir(tmp_path: Path) -> Iterator[tuple[Path, LazyMount]]:
+    if (reason := fuse_unavailable_reason()) is not None:
+        pytest.fail(f"FUSE is unavailable: {reason}")
+    data = tmp_path / "data"
+    data.mkdir()
+    mount = LazyMount.over(data)
+    try:
+        yield data, mount
+    finally:
+        mount.unmount()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "localfs"])
+def test_an_embedded_writer_killed_by_a_power_cut_keeps_every_acknowledged_write(
+    lazy_dir: tuple[Path, LazyMount], backend: str
+) -> None:
+    data, mount = lazy_dir
+    last = run_writer_and_kill(backend, data, at_least=50)
+    mount.power_cut()
+
+    async def verify() -> None:
+        if backend == "sqlite":
+            driver = await open_sqlite(data)
+            kept = [await driver.keyvalue().get(f"k{i}") == str(i).encode() for i in range(last + 1)]
+        else:
+            driver = open_localfs(data)
+            kept = [await driver.objects().get("b", f"o{i}") == str(i).encode() * 100 for i in range(last + 1)]
+        await driver.close()
+        assert all(kept), f"lost {kept.count(False)} of {last + 1} acknowledged writes"
+
+    asyncio.run(verify())
+
+
+def test_an_embedded_writer_without_fsync_loses_acknowledged_writes(lazy_dir: tuple[Path, LazyMount]) -> None:
+    """The other way round: the same cut must take what was never synced, or proves nothing."""
+    data, mount = lazy_dir
+    code = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA synchronous=OFF')\n"
+        "c.execute('CREATE TABLE t (i INTEGER)')\n"
+        "for i in range(100): c.execute('INSERT INTO t VALUES (?)', (i,))\n"
+        "print('acknowledged', flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code, str(data / "db")], stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "acknowledged"
+        os.kill(child.pid, signal.SIGKILL)
+    assert mount.power_cut()["unsynced_bytes"] > 0
+    with contextlib.closing(sqlite3.connect(data / "db")) as db:
+        try:
+            kept = db.execute("SELECT count(*) FROM t").fetchone()[0]
+        except sqlite3.OperationalError:  # no such table: the CREATE was lost too
+            kept = 0
+    assert kept < 100
+
+
+@pytest.fixture
+def sqlite_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrismRuntime]:
+    monkeypatch.setenv("PRISM_LAZYFS", "sqlite")
+    registry = build_registry(make_plugin_manager())
+    runtime = PrismRuntime(registry, [registry["sqlite"], registry["memstore"]], {}, NamespaceFactory(worker="pl"))
+    try:
+        yield runtime
+    finally:
+        mount = runtime._endpoints["sqlite"].lazy_mount if "sqlite" in runtime._endpoints else None
+        runtime.close()
+        assert mount is None or not is_mounted(mount.mountpoint)
+
+
+def test_prism_lazyfs_puts_a_backends_own_instance_on_a_lazy_mount(sqlite_runtime: PrismRuntime) -> None:
+    runtime = sqlite_runtime
+    driver = runtime.driver("sqlite")
+    runtime.run(driver.keyvalue().put("k", b"acknowledged"))
+    assert runtime.endpoint("sqlite").lazy_mount is not None
+    after = runtime.run(runtime.restart("sqlite", power_cut=True))
+    assert runtime.run(after.keyvalue().get("k")) == b"acknowledged"
+    assert runtime.endpoint("sqlite").lazy_mount.cuts  # type: ignore[union-attr]
+    # a backend not named by PRISM_LAZYFS pays nothing and cannot be power-cut
+    runtime.driver("memstore")
+    assert runtime.endpoint("memstore").lazy_mount is None
+    with pytest.raises(NotSupported, match="PRISM_LAZYFS=memstore"):
+        runtime.run(runtime.restart("memstore", power_cut=True))
+
+
+def test_power_loss_needs_crash_durability() -> None:
+    with pytest.raises(ValueError, match="needs durable=True"):
+        capabilities.BackendProperties(durable=False, survives_power_loss=True)
+
+
+def test_fuse_unavailable_is_a_loud_provisioning_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lazymount.importlib.util, "find_spec", lambda name: None)
+    assert fuse_unavailable_reason() == "mfusepy is not installed (pip install 'prism-testkit[powerloss]')"
+    with pytest.raises(ProvisioningError, match="mfusepy is not installed"):
+        LazyMount.over(tmp_path)
+
+
+def test_a_killed_daemon_leaves_no_mount_after_unmount(lazy_dir: tuple[Path, LazyMount]) -> None:
+    data, mount = lazy_dir
+    assert mount._daemon is not None
+    os.kill(mount._daemon.pid, signal.SIGKILL)
+    mount._daemon.wait()
+    mount.unmount()
+    assert not is_mounted(data)
+
+
+def _wait_unmounted(path: Path, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_mounted(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not is_mounted(path)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        "raise KeyboardInterrupt",  # Ctrl-C: atexit unmounts
+        "os.kill(os.getpid(), signal.SIGKILL)",  # killed: the daemon's parent-death signal unmounts
+    ],
+    ids=["ctrl-c", "sigkill"],
+)
+def test_a_test_process_that_dies_leaves_no_mount(tmp_path: Path, ending: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from prism_testkit.jepsen.lazymount import LazyMount\n"
+        "LazyMount.over(Path(sys.argv[1]))\n"
+        "print('mounted', flush=True)\n"
+        f"{ending}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True, env=env)
+    assert "mounted" in result.stdout, result.stderr
+    assert _wait_unmounted(data), f"{data} is still mounted"
+
+
+def test_a_durable_backend_that_does_not_claim_power_loss_has_its_loss_tolerated(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-aof fsyncing every second, honestly declared not to survive power loss: the suite
+    runs it, counts the loss as tolerated and passes."""
+    pytester.makepyfile(
+        honest_everysec="""
+        import dataclasses
+        from prism_testkit.backends import redis
+        from prism_testkit.hookspecs import hookimpl
+
+        redis.AOF_FLAGS = tuple("everysec" if f == "always" else f for f in redis.AOF_FLAGS)
+        _register = redis.prism_register_backends
+
+        @hookimpl
+        def prism_register_backends():
+            honest = lambda s: s.properties.model_copy(update={"survives_power_loss": False})
+            return [dataclasses.replace(s, properties=honest(s)) if s.name == "redis-aof" else s for s in _register()]
+
+        redis.prism_register_backends = prism_register_backends
+        """
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{pytester.path}")
+    result = pytester.runpytest_subprocess(
+        "--pyargs",
+        "prism_testkit.suites",
+        "-p",
+        "honest_everysec",
+        "--prism-backend=redis-aof",
+        "--prism-pattern=power_loss",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*power_loss*redis-aof*1*0*0*lost-in-power-cut=* (tolerated)*"])
