@@ -19,6 +19,7 @@ from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.jepsen.faultproxy import FaultProxy
+from prism_testkit.jepsen.lazymount import sweep_stale_mounts
 from prism_testkit.power_loss import PowerLossInstance, lazy_by_environment, power_cycle
 from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.redaction import redact
@@ -56,6 +57,7 @@ class PrismRuntime:
         self.extra = [s for s in extra or [] if s not in selected]  # named by namespace files only
         self.urls = dict(urls)
         self.namespaces = namespaces
+        sweep_stale_mounts()  # before the sweep: a dead run's mount would stop rmtree
         sweep_abandoned()
         self.workdir = make_workdir(namespaces.run, namespaces.worker)
         self.availability: dict[str, Availability] = {spec.name: self._probe(spec) for spec in [*selected, *self.extra]}

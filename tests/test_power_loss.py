@@ -207,3 +207,28 @@ def test_a_durable_backend_that_does_not_claim_power_loss_has_its_loss_tolerated
     )
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines(["*power_loss*redis-aof*1*0*0*lost-in-power-cut=* (tolerated)*"])
+
+
+def test_a_mount_whose_owner_died_is_swept(tmp_path: Path) -> None:
+    """Both the test process and its daemon's cleanup failed (say, both SIGKILLed): the next run
+    detaches the mount before sweeping the dead run's work dir."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lower, mountpoint = tmp_path / "lower", tmp_path / "mnt"
+    lower.mkdir()
+    mountpoint.mkdir()
+    argv = [sys.executable, "-m", "prism_testkit.jepsen.lazyfs_daemon", "--lower", str(lower), "--blobs"]
+    argv += [str(tmp_path / "blobs"), "--control", f"sweep-test-{os.getpid()}", "--fsname"]
+    argv += [f"{lazymount.FSNAME_PREFIX}{dead.stdout.strip()}", str(mountpoint)]
+    daemon = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not is_mounted(mountpoint) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert is_mounted(mountpoint)
+        assert str(mountpoint) in lazymount.sweep_stale_mounts()
+        assert not is_mounted(mountpoint)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+        if is_mounted(mountpoint):
+            lazymount.detach(mountpoint)

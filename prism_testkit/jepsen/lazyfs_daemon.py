@@ -63,7 +63,13 @@ class LazyOperations(mfusepy.Operations):
     # -- metadata ---------------------------------------------------------------------------
 
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
-        st = os.fstat(self.fs.handle(fh).fd) if fh is not None and path is None else os.lstat(self.fs.live(path or "/"))
+        if path is None:  # an open file by handle (perhaps unlinked)
+            if fh is None:
+                raise OSError(errno.ENOENT, "no path")
+            with self.fs.lock:
+                st = os.fstat(self.fs.handle(fh).fd)
+        else:
+            st = os.lstat(self.fs.live(path))
         attrs = {name: getattr(st, name) for name in STAT_FIELDS}
         attrs.update(st_atime=st.st_atime_ns, st_mtime=st.st_mtime_ns, st_ctime=st.st_ctime_ns)
         return attrs
@@ -169,22 +175,28 @@ class LazyOperations(mfusepy.Operations):
             self.fs.written(node, 0, size)
         return self.fs.add_handle(fd, node, flags)
 
+    # Handle operations hold the lock: a power cut closes every descriptor, and a late call (the
+    # kernel writing back a dead process's mapped pages) must fail, not reach a reused number.
+
     def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
-        return os.pread(self.fs.handle(fh).fd, size, offset)
+        with self.fs.lock:
+            return os.pread(self.fs.handle(fh).fd, size, offset)
 
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
-        handle = self.fs.handle(fh)
-        written = os.pwrite(handle.fd, data, offset)
-        self.fs.written(handle.node, offset, offset + written)
-        if handle.synchronous:
-            self.fs.sync_file(handle.node, handle.fd)
-        return written
+        with self.fs.lock:
+            handle = self.fs.handle(fh)
+            written = os.pwrite(handle.fd, data, offset)
+            self.fs.written(handle.node, offset, offset + written)
+            if handle.synchronous:
+                self.fs.sync_file(handle.node, handle.fd)
+            return written
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         if fh is not None:
-            handle = self.fs.handle(fh)
-            node, size = handle.node, os.fstat(handle.fd).st_size
-            os.ftruncate(handle.fd, length)
+            with self.fs.lock:
+                handle = self.fs.handle(fh)
+                node, size = handle.node, os.fstat(handle.fd).st_size
+                os.ftruncate(handle.fd, length)
         elif path is not None:
             live = self.fs.live(path)
             node, size = self.fs.node(live), os.stat(live).st_size
@@ -197,17 +209,19 @@ class LazyOperations(mfusepy.Operations):
     def fallocate(self, path: str | None, mode: int, offset: int, size: int, fh: int) -> int:
         if mode != 0:  # hole punching and friends: not needed by the servers we run
             raise OSError(errno.EOPNOTSUPP, "fallocate mode")
-        handle = self.fs.handle(fh)
-        os.posix_fallocate(handle.fd, offset, size)
-        self.fs.written(handle.node, offset, offset + size)
+        with self.fs.lock:
+            handle = self.fs.handle(fh)
+            os.posix_fallocate(handle.fd, offset, size)
+            self.fs.written(handle.node, offset, offset + size)
         return 0
 
     def flush(self, path: str | None, fh: int) -> int:
         return 0  # close() is not fsync: nothing becomes durable here
 
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
-        handle = self.fs.handle(fh)
-        self.fs.sync_file(handle.node, handle.fd)
+        with self.fs.lock:
+            handle = self.fs.handle(fh)
+            self.fs.sync_file(handle.node, handle.fd)
         return 0
 
     def release(self, path: str | None, fh: int) -> int:
