@@ -45,6 +45,7 @@ _EXPORTS = {
     "ServerProcess": "prism_testkit.processes",
     "free_port": "prism_testkit.processes",
     "ServerProvisioner": "prism_testkit.server_provisioning",
+    "DataDir": "prism_testkit.server_provisioning",
     "find_binary": "prism_testkit.server_provisioning",
     "private_endpoint": "prism_testkit.server_provisioning",
     "PatternSlot": "prism_testkit.pattern_registry",
@@ -58,6 +59,7 @@ __all__ = [
     "BackendSpec",
     "Capability",
     "Combination",
+    "DataDir",
     "DeliveryGuarantee",
     "Driver",
     "ENTRY_POINT_GROUP",
@@ -140,5 +142,5 @@ if TYPE_CHECKING:
         Via,
     )
     from prism_testkit.registry import BackendSpec
-    from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+    from prism_testkit.server_provisioning import DataDir, ServerProvisioner, find_binary, private_endpoint
     from prism_testkit.suite import prism_suite
