@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from prism_testkit.backends.localfs import open_localfs
@@ -24,6 +25,8 @@ from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.jepsen import lazymount
 from prism_testkit.jepsen.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
+from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
+from prism_testkit.provisioning import ServerControl
 from prism_testkit.registry import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
@@ -232,3 +235,20 @@ def test_a_mount_whose_owner_died_is_swept(tmp_path: Path) -> None:
         daemon.wait(timeout=10)
         if is_mounted(mountpoint):
             lazymount.detach(mountpoint)
+
+
+def test_the_kill_rule_cuts_power_only_where_a_lazy_mount_allows_it() -> None:
+    nemesis = Nemesis.__new__(Nemesis)  # the choice only: no environment, no servers
+    nemesis.paused = set()
+    calls: list[tuple[str, str]] = []
+    nemesis.kill_and_restart = lambda t: calls.append(("kill", t.slot))  # type: ignore[method-assign]
+    nemesis.power_cut = lambda t: calls.append(("cut", t.slot))  # type: ignore[method-assign]
+    control = cast(ServerControl, object())
+    lazy_server = FaultTarget("a", "redis-aof", control, True, True, None, lazy=True, survives_power_loss=True)
+    lazy_embedded = FaultTarget("b", "sqlite", None, True, True, None, lazy=True, survives_power_loss=True)
+    plain_server = FaultTarget("c", "postgres", control, True, True, None, survives_power_loss=True)
+    lying_lazy = FaultTarget("d", "nats", None, False, True, None, lazy=True)  # not declared: never cut
+    nemesis.targets = {t.slot: t for t in (lazy_server, lazy_embedded, plain_server, lying_lazy)}
+    for which in range(4):
+        nemesis.crash(which)
+    assert calls == [("kill", "a"), ("cut", "b"), ("kill", "c"), ("cut", "a")]
