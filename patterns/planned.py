@@ -51,20 +51,6 @@ class TieredStorageSettings(_Settings):
     reference_prefix: str = Field(default="tier/", description="key prefix of the reference records")
 
 
-Operation = Literal["INSERT", "UPDATE", "DELETE"]
-
-
-def _every_operation() -> list[Operation]:
-    return ["INSERT", "UPDATE", "DELETE"]
-
-
-class CdcSettings(_Settings):
-    tables: list[str] = Field(default_factory=list)
-    operations: list[Operation] = Field(default_factory=_every_operation)
-    include_old_value: bool = True
-    message_format: Literal["json", "avro", "protobuf"] = "json"
-
-
 class EventSourcingSettings(_Settings):
     retention: Duration | None = Field(default=None, gt=0, description="None or infinite: keep every event")
     snapshot_interval: int | None = Field(default=100, ge=1)
@@ -150,23 +136,6 @@ TIERED_STORAGE = PatternSpec(
     wanted=_tiered_wanted,
 )
 
-CDC = PatternSpec(
-    name="cdc",
-    title="Change Data Capture",
-    priority=Priority.P1,
-    complexity=Complexity.MEDIUM,
-    slots={
-        "source": PatternSlot(
-            Slot.needs("transactions", "keyvalue", "log"), ("store",), "database whose changes are captured"
-        ),
-        "sink": PatternSlot(MESSAGING, ("messaging",), "where change events are published", messaging=True),
-    },
-    config=CdcSettings,
-    client_apis=frozenset({"reader", "keyvalue", "transact"}),
-    summary="changes of a database are streamed as events, without dual writes",
-    implemented=False,
-)
-
 EVENT_SOURCING = PatternSpec(
     name="event-sourcing",
     title="Event Sourcing",
@@ -210,4 +179,4 @@ CQRS = PatternSpec(
 
 @hookimpl
 def prism_register_patterns() -> list[PatternSpec]:
-    return [WAL, TIERED_STORAGE, CDC, EVENT_SOURCING, CQRS]
+    return [WAL, TIERED_STORAGE, EVENT_SOURCING, CQRS]
