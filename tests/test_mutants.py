@@ -18,6 +18,7 @@ MUTANTS = [
     ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
     ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
+    ("cdc_confirms_before_publishing", "cdc", "memstore,sqlite", "*cdc-checker (at-least-once): INVALID: *lost*"),
 ]
 
 
