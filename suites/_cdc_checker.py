@@ -49,9 +49,17 @@ class Ledger:
     key_order: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # key -> tags
     rolled_back: set[str] = field(default_factory=set)
     seeded: set[bytes] = field(default_factory=set)
+    maybe: dict[str, list[Write]] = field(default_factory=dict)  # outcome unknown (a fault hit the commit)
 
     def commit(self, tag: str, writes: list[Write]) -> None:
         self.committed[tag] = writes
+        for key, _ in writes:
+            self.key_order[key].append(tag)
+
+    def unknown(self, tag: str, writes: list[Write]) -> None:
+        """A transaction that may or may not have committed: never lost, but if any of its
+        changes arrives, all must (Jepsen's "must have committed")."""
+        self.maybe[tag] = writes
         for key, _ in writes:
             self.key_order[key].append(tag)
 
@@ -75,7 +83,8 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
         first[event.event_id] = event
     events = list(first.values())
 
-    committed_values = {value_of(tag, key) for tag, writes in ledger.committed.items() for key, v in writes if v}
+    everything = {**ledger.committed, **ledger.maybe}
+    committed_values = {value_of(tag, key) for tag, writes in everything.items() for key, v in writes if v}
     for event in events:
         if event.after is None:
             continue
@@ -96,8 +105,10 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
         if len(group) != group[0].total or sorted(e.total_order for e in group) != list(range(1, len(group) + 1)):
             add("partial-transaction", f"transaction {txid}: {len(group)} of {group[0].total} events delivered")
 
-    for tag, writes in ledger.committed.items():
+    for tag, writes in everything.items():
         txids = txids_of_tag.get(tag, set())
+        if tag in ledger.maybe and not txids:
+            continue  # it did not commit, as far as anyone can tell
         if len(txids) > 1:
             add("split-transaction", f"transaction {tag} arrived as {len(txids)} transactions: {sorted(txids)}")
         got = {(e.key, e.after) for txid in txids for e in by_txid[txid]}
@@ -112,7 +123,7 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
             for event in streamed:
                 if event.key == key and event.after is not None:
                     seen.append(tag_of(event.after))
-            want = [t for t in tags if t in seen and any(v is not None for k, v in ledger.committed[t] if k == key)]
+            want = [t for t in tags if t in seen and any(v is not None for k, v in everything[t] if k == key)]
             if seen != want:
                 add("reordered", f"{key}: delivered {seen}, committed {want}", key=key)
 
