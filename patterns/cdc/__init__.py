@@ -19,6 +19,7 @@ from prism_testkit.combinations import Slot
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.pattern_registry import MESSAGING, Complexity, PatternSlot, PatternSpec, Priority
 
+from .cache import CacheMetrics, InvalidatedCache
 from .config import CdcConfig
 from .connector import HEARTBEAT, CdcConnector, CdcMetrics, SnapshotState
 from .events import (
@@ -43,12 +44,14 @@ __all__ = [
     "HEADER_TXID",
     "HEARTBEAT",
     "SPEC",
+    "CacheMetrics",
     "CdcConfig",
     "CdcConnector",
     "CdcMetrics",
     "ChangeEvent",
     "EventDecodeError",
     "EventSink",
+    "InvalidatedCache",
     "LogEventSink",
     "PubSubEventSink",
     "QueueEventSink",
