@@ -25,7 +25,9 @@ from prism_testkit.patterns.cdc import (
 )
 from pydantic import ValidationError
 
+from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
+from prism_testkit.errors import NotSupported
 from prism_testkit.interfaces import KeyChange, Message
 
 Scenario = Callable[[Driver], Coroutine[Any, Any, None]]
@@ -310,3 +312,15 @@ def test_pgoutput_decoder_refuses_what_it_cannot_read() -> None:
         Decoder("p").feed(b"Zxyz")
     with pytest.raises(DecodeError):
         Decoder("p").feed(b"I" + struct.pack("!i", 7) + b"N" + _tuple("k"))  # outside a transaction
+
+
+def test_a_capability_the_instance_lacks_is_withheld_with_its_reason() -> None:
+    """What the postgres driver does on a server given by URL without wal_level=logical."""
+    driver = open_memstore()
+    driver.withhold(Capability.CHANGEFEED, "the server runs with wal_level=replica")
+    assert not driver.supports(Capability.CHANGEFEED)
+    with pytest.raises(NotSupported, match="wal_level=replica"):
+        driver.changefeed()
+    with pytest.raises(NotSupported, match="wal_level=replica"):
+        driver.facet(Capability.CHANGEFEED)
+    assert driver.supports(Capability.KEYVALUE)
