@@ -1,7 +1,7 @@
 """Side-by-side benchmarks: every backend's raw operation rates and latencies, the claim
-check's and the outbox's overhead as ratios against the raw operations they replace, the claim
-check's memory bound, server time-to-ready, and what the installed plugin adds to an unrelated
-pytest run (``benchmarks.import_overhead``, side by side with ``-p no:prism``).
+check's, the outbox's and tiered storage's overhead as ratios against the raw operations they
+replace, the claim check's memory bound, server time-to-ready, and what the installed plugin
+adds to an unrelated pytest run (``benchmarks.import_overhead``, side by side with ``-p no:prism``).
 
     python -m benchmarks.run --prism-backend=all --ops 300 --out benchmarks/results
 
@@ -23,6 +23,13 @@ from pathlib import Path
 
 from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
 from prism_testkit.patterns.outbox import Outbox, OutboxConfig, OutboxRelay, QueueSink
+from prism_testkit.patterns.tiered_storage import (
+    KeyValueTier,
+    Migrator,
+    ObjectTier,
+    TieredStorage,
+    TieredStorageConfig,
+)
 
 from benchmarks import import_overhead
 from prism_testkit.capabilities import Capability
@@ -31,6 +38,8 @@ from prism_testkit.interfaces import Message
 from prism_testkit.isolation import Namespace, NamespaceFactory
 from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
+
+from .wal import applier_markdown, applier_rows, wal_markdown, wal_rows
 
 PAYLOAD = b"x" * 256
 
@@ -169,6 +178,50 @@ async def outbox_overhead(store: Driver, sink: Driver, ns: Namespace, ops: int) 
     return [ratio(label, raw_commit, outbox_commit), ratio(label, raw_send, relay_rate)]
 
 
+async def tiered_storage_overhead(kv_driver: Driver, objects_driver: Driver, ns: Namespace, ops: int) -> list[dict]:
+    """Tiered storage against the raw operations it wraps, in the same run: a put and a hot
+    read (one reference read plus the copy, plus the access count's compare-and-set) against
+    raw key-value calls, a cold read against a raw object get, and the migrator's move rate."""
+    label = f"hot+reference={kv_driver.name} cold={objects_driver.name}"
+    kv, objects = kv_driver.keyvalue(), objects_driver.objects()
+    prefix = ns.name(f"tier-{kv_driver.name}-{objects_driver.name}")
+    config = TieredStorageConfig(
+        reference_prefix=prefix + "-ref/", data_prefix=prefix + "-data/", bucket=prefix, rules=[]
+    )
+    cold = ObjectTier(objects, config.bucket, stream_threshold=config.stream_threshold, chunk_size=config.chunk_size)
+    clock = [time.time()]
+    store = TieredStorage({"hot": KeyValueTier(kv), "cold": cold}, kv, config, clock=lambda: clock[0])
+    await store.prepare()
+    raw_put = await measure(label, "raw kv put", ops, lambda i: kv.put(f"{prefix}-raw{i}", PAYLOAD))
+    tiered_put = await measure(label, "tiered put (hot)", ops, lambda i: store.put(f"k{i}", PAYLOAD))
+    raw_get = await measure(label, "raw kv get", ops, lambda i: kv.get(f"{prefix}-raw{i}"))
+    hot_get = await measure(label, "tiered get (hot)", ops, lambda i: store.get(f"k{i}"))
+    clock[0] += 2 * 86400  # past the hot tier's default ttl: every key is due for the cold tier
+    migrator = Migrator(store)
+    started, moved = time.perf_counter(), 0
+    while done := await migrator.run_once():
+        moved += done
+    elapsed = time.perf_counter() - started
+    move_rate = Measurement(label, f"migrate to cold ({moved} keys)", moved, moved / elapsed, 0.0, 0.0)
+    await objects.put(config.bucket, f"{prefix}-raw", PAYLOAD)
+    raw_object_get = await measure(label, "raw object get", ops, lambda i: objects.get(config.bucket, f"{prefix}-raw"))
+    cold_get = await measure(label, "tiered get (cold)", ops, lambda i: store.get(f"k{i}"))
+
+    async def raw_move_step(i: int) -> None:
+        value = await kv.get(f"{prefix}-raw{i}")
+        await objects.put(config.bucket, f"{prefix}-moved{i}", value or b"")
+        await kv.delete(f"{prefix}-raw{i}")
+
+    raw_move = await measure(label, "raw kv get + object put + kv delete", ops, raw_move_step)
+
+    rows = [ratio(label, raw_put, tiered_put), ratio(label, raw_get, hot_get), ratio(label, raw_object_get, cold_get)]
+    rows.append(ratio(label, raw_move, move_rate))
+    for name in [n async for n in objects.list_keys(config.bucket)]:
+        await objects.delete(config.bucket, name)
+    await objects.delete_bucket(config.bucket)
+    return rows
+
+
 async def claim_check_memory(objects_driver: Driver, ns: Namespace, size: int) -> dict:
     """Peak Python memory while streaming ``size`` bytes through claim and restore."""
     objects, bucket = objects_driver.objects(), ns.name("stream")
@@ -213,6 +266,14 @@ def markdown(results: dict) -> str:
     lines += ratio_rows(results["outbox"])
     lines += [
         "",
+        "## Tiered storage overhead (same run)",
+        "",
+        "| combination | raw | pattern | raw ops/s | pattern ops/s | time ratio |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    lines += ratio_rows(results["tiered_storage"])
+    lines += [
+        "",
         "## Claim check streaming memory",
         "",
         "| objects | payload MiB | peak traced MiB | peak / payload |",
@@ -223,6 +284,10 @@ def markdown(results: dict) -> str:
             f"| {r['backend']} | {r['payload_bytes'] / 2**20:.0f} | {r['peak_bytes'] / 2**20:.1f} "
             f"| {r['peak_ratio']:.3f} |"
         )
+    if results.get("wal"):
+        lines += wal_markdown(results["wal"])
+    if results.get("wal_applier"):
+        lines += applier_markdown(results["wal_applier"])
     lines += ["", "## Time to ready (servers started by the harness)", "", "| backend | seconds |", "|---|---:|"]
     for backend, seconds in results["time_to_ready"].items():
         lines.append(f"| {backend} | {seconds:.2f} |")
@@ -256,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-mib", type=int, default=64, help="payload size for the memory measurement")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--import-trials", type=int, default=15, help="pairs of pytest runs (0: skip)")
+    parser.add_argument(
+        "--sections",
+        default="all",
+        help="comma-separated: operations, claim_check, outbox, tiered_storage, memory, wal (or all)",
+    )
+    parser.add_argument("--trials", type=int, default=5, help="interleaved trials per WAL row")
     args = parser.parse_args(argv)
 
     registry = build_registry(make_plugin_manager())
@@ -264,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         "operations": [],
         "claim_check": [],
         "outbox": [],
+        "tiered_storage": [],
         "memory": [],
+        "wal": [],
+        "wal_applier": [],
         "time_to_ready": {},
         "unavailable": runtime.unavailable,
     }
@@ -275,20 +349,37 @@ def main(argv: list[str] | None = None) -> int:
             if control is not None and getattr(control, "time_to_ready", None) is not None:
                 results["time_to_ready"][name] = control.time_to_ready
         ns = runtime.namespaces.new()
-        for driver in drivers.values():
-            print(f"measuring {driver.name} ...", file=sys.stderr)
-            results["operations"] += [asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops))]
+        sections = set(results) if args.sections == "all" else {s.strip() for s in args.sections.split(",")}
+        if "operations" in sections:
+            for driver in drivers.values():
+                print(f"measuring {driver.name} ...", file=sys.stderr)
+                results["operations"] += [asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops))]
         queues = [d for d in drivers.values() if d.supports(Capability.QUEUE)]
         stores = [d for d in drivers.values() if d.supports(Capability.OBJECTS)]
-        for messaging in queues:
+        if "claim_check" in sections:
+            for messaging in queues:
+                for store in stores:
+                    results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops))
+        if "outbox" in sections:
+            for store in [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]:
+                for sink in queues:
+                    results["outbox"] += runtime.run(outbox_overhead(store, sink, ns, args.ops))
+        if "memory" in sections:
             for store in stores:
-                results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops))
-        for store in [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]:
-            for sink in queues:
-                results["outbox"] += runtime.run(outbox_overhead(store, sink, ns, args.ops))
-        for store in stores:
-            if store.name != "memstore":  # memstore keeps objects in memory by design
-                results["memory"].append(runtime.run(claim_check_memory(store, ns, args.stream_mib << 20)))
+                if store.name != "memstore":  # memstore keeps objects in memory by design
+                    results["memory"].append(runtime.run(claim_check_memory(store, ns, args.stream_mib << 20)))
+        if "tiered_storage" in sections:
+            tiered = [Capability.KEYVALUE, Capability("keyvalue.cas"), Capability("keyvalue.scan")]
+            for kv_driver in [d for d in drivers.values() if all(d.supports(c) for c in tiered)]:
+                for store in stores[:1] + [s for s in stores[1:] if s.name == kv_driver.name]:
+                    results["tiered_storage"] += runtime.run(tiered_storage_overhead(kv_driver, store, ns, args.ops))
+        if "wal" in sections:
+            for spec in runtime.available:
+                driver = drivers[spec.name]
+                if spec.properties.durable and driver.supports(Capability.LOG) and driver.supports(Capability.KEYVALUE):
+                    print(f"measuring the WAL on {spec.name} ...", file=sys.stderr)
+                    results["wal"] += runtime.run(wal_rows(driver, spec, ns, args.ops, args.trials))
+                    results["wal_applier"] += runtime.run(applier_rows(driver, spec, ns, args.ops))
         for driver in drivers.values():
             runtime.run(driver.purge(ns.prefix))
     finally:

@@ -33,6 +33,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PrismError
 from prism_testkit.interfaces import Log, Message, PubSub, Queue, QueueDelivery, Record, Subscription
 
+# Relative within the layer: the same name installed (prism_testkit.patterns) and in the repository.
 from .claim_check import ClaimCheck
 
 __all__ = [

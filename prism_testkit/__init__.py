@@ -45,6 +45,13 @@ _EXPORTS = {
     "Provisioner": "prism_testkit.provisioning",
     "Via": "prism_testkit.provisioning",
     "BackendSpec": "prism_testkit.registry",
+    "ServerProcess": "prism_testkit.processes",
+    "free_port": "prism_testkit.processes",
+    "ServerProvisioner": "prism_testkit.server_provisioning",
+    "find_binary": "prism_testkit.server_provisioning",
+    "private_endpoint": "prism_testkit.server_provisioning",
+    "PatternSlot": "prism_testkit.pattern_registry",
+    "PatternSpec": "prism_testkit.pattern_registry",
     "prism_suite": "prism_testkit.suite",
 }
 
@@ -69,6 +76,8 @@ __all__ = [
     "ObjectInfo",
     "ObjectStore",
     "Ordering",
+    "PatternSlot",
+    "PatternSpec",
     "PrismEnv",
     "PrismError",
     "ProvisionContext",
@@ -77,13 +86,18 @@ __all__ = [
     "Queue",
     "QueueDelivery",
     "Record",
+    "ServerProcess",
+    "ServerProvisioner",
     "Slot",
     "Subscription",
     "Transaction",
     "Transactions",
     "Via",
+    "find_binary",
+    "free_port",
     "hookimpl",
     "prism_suite",
+    "private_endpoint",
 ]
 
 
@@ -124,6 +138,8 @@ if TYPE_CHECKING:
         Transaction,
         Transactions,
     )
+    from prism_testkit.pattern_registry import PatternSlot, PatternSpec
+    from prism_testkit.processes import ServerProcess, free_port
     from prism_testkit.provisioning import (
         Availability,
         EmbeddedProvisioner,
@@ -133,4 +149,5 @@ if TYPE_CHECKING:
         Via,
     )
     from prism_testkit.registry import BackendSpec
+    from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
     from prism_testkit.suite import prism_suite

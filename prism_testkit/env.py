@@ -41,7 +41,8 @@ class PrismEnv:
     @property
     def pattern_config(self) -> object | None:
         """That namespace's configuration of the suite's pattern, for suites that use it."""
-        return self.combination.pattern_config
+        config: object | None = self.combination.pattern_config
+        return config
 
     def spec(self, slot: str) -> BackendSpec:
         return self.runtime.registry[self.combination[slot]]

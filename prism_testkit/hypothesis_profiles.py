@@ -17,16 +17,17 @@ from hypothesis import HealthCheck, settings
 
 DEV, CI, HUNT = "prism-dev", "prism-ci", "prism-hunt"
 
-_COMMON = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-}
+# What every profile shares, as a parent profile (Hypothesis settings inherit from a parent).
+_COMMON = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def register_profiles() -> None:
-    settings.register_profile(DEV, max_examples=20, **_COMMON)
-    settings.register_profile(CI, max_examples=30, derandomize=True, database=None, print_blob=True, **_COMMON)
-    settings.register_profile(HUNT, max_examples=5_000, print_blob=True, **_COMMON)
+    settings.register_profile(DEV, _COMMON, max_examples=20)
+    settings.register_profile(CI, _COMMON, max_examples=30, derandomize=True, database=None, print_blob=True)
+    settings.register_profile(HUNT, _COMMON, max_examples=5_000, print_blob=True)
 
 
 def default_profile() -> str:

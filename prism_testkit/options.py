@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -11,7 +12,15 @@ import pytest
 # This module is imported by the plugin in every pytest run: it must stay light (pytest only).
 
 DEFAULT_BACKENDS = "embedded"  # the backends that need no server
-OPTION_NAMES = ("prism_backend", "prism_pattern", "prism_combinations", "prism_report", "prism_url", "prism_namespace")
+OPTION_NAMES = (
+    "prism_backend",
+    "prism_pattern",
+    "prism_combinations",
+    "prism_report",
+    "prism_url",
+    "prism_namespace",
+    "prism_require_fit",
+)
 
 
 class Expansion(StrEnum):
@@ -22,7 +31,11 @@ class Expansion(StrEnum):
 def asked_for(config: pytest.Config) -> bool:
     """Whether this run names prism-testkit at all (an option or an ini setting): only then does
     the plugin provision and report before it knows whether any suite was collected."""
-    defaults = {"prism_backend": DEFAULT_BACKENDS, "prism_combinations": Expansion.COVERING.value}
+    defaults = {
+        "prism_backend": DEFAULT_BACKENDS,
+        "prism_combinations": Expansion.COVERING.value,
+        "prism_require_fit": False,
+    }
     for name in OPTION_NAMES:
         if config.getoption(name) not in (None, []):
             return True
@@ -74,6 +87,12 @@ def addoption(parser: pytest.Parser) -> None:
         help="also run each pattern suite on the backends a namespace file names for it (repeatable)",
     )
     parser.addini("prism_namespace", type="paths", help="namespace files, like --prism-namespace")
+    fit_help = (
+        "a collected suite that no selected backend fits fails (default: it is listed as not applicable "
+        "to this selection, unless --prism-pattern names it)"
+    )
+    group.addoption("--prism-require-fit", dest="prism_require_fit", action="store_true", default=None, help=fit_help)
+    parser.addini("prism_require_fit", type="bool", help=fit_help, default=False)
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,11 @@ class PrismOptions:
     report: Path | None
     urls: dict[str, str]
     namespace_files: tuple[Path, ...] = ()
+    require_fit: bool = False  # every collected suite must have a runnable combination
+
+    def must_fit(self, suite: str) -> bool:
+        """A suite without a runnable combination fails (else: listed as not applicable)."""
+        return self.require_fit or (self.patterns is not None and suite in self.patterns)
 
     @property
     def backends_named_explicitly(self) -> list[str]:
@@ -91,6 +115,21 @@ class PrismOptions:
         if self.backends in ("all", "embedded"):
             return []
         return split_list(self.backends)
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a server (``scheme://host[:port][/...]``), or None. The value is
+    never echoed: a malformed URL may be all credentials."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  # raises on a port that is not a number
+    except ValueError as exc:
+        return f"not a valid URL ({exc}); expected SCHEME://HOST[:PORT][/...]"
+    if not parts.scheme or not parts.netloc:
+        return "not a URL: expected SCHEME://HOST[:PORT][/...] (e.g. postgresql://user:pass@db:5432/app)"
+    if not parts.hostname:
+        return "the URL names no host: expected SCHEME://HOST[:PORT][/...]"
+    return None
 
 
 def split_list(value: str) -> list[str]:
@@ -103,7 +142,7 @@ def read_options(config: pytest.Config) -> PrismOptions:
         if value is None:
             ini = config.getini(name)
             value = ini if ini not in ("", None, []) else None
-        return value
+        return None if value is None else str(value)
 
     backends = (get("prism_backend") or DEFAULT_BACKENDS).strip()
     patterns = get("prism_pattern")
@@ -120,6 +159,9 @@ def read_options(config: pytest.Config) -> PrismOptions:
         if not sep or not name.strip() or not url.strip():
             # the value is not echoed: without '=' it is all URL, credentials included
             raise pytest.UsageError("--prism-url takes NAME=URL; a value was given without a name or a URL")
+        problem = url_problem(url.strip())
+        if problem:
+            raise pytest.UsageError(f"--prism-url {name.strip()}: {problem}")
         urls[name.strip()] = url.strip()
     if not split_list(backends):
         raise pytest.UsageError("--prism-backend is empty: give 'all', 'embedded' or backend names")
@@ -131,4 +173,5 @@ def read_options(config: pytest.Config) -> PrismOptions:
         urls=urls,
         namespace_files=tuple(Path(f) for f in (config.getini("prism_namespace") or []))
         + tuple(Path(f) for f in (config.getoption("prism_namespace") or [])),
+        require_fit=bool(config.getoption("prism_require_fit") or config.getini("prism_require_fit")),
     )

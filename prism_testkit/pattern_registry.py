@@ -15,23 +15,22 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pluggy
 from pydantic import BaseModel
 
 from prism_testkit.combinations import Slot
 from prism_testkit.errors import RegistrationError
-
-if TYPE_CHECKING:
-    from prism_testkit.registry import BackendSpec
+from prism_testkit.registry import BackendSpec, make_plugin_manager, registrations
 
 CLIENT_APIS: tuple[str, ...] = ("queue", "pubsub", "keyvalue", "reader", "transact")
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 MESSAGING = Slot.one_of("queue", "log", "pubsub")  # a slot any messaging backend fills
 DURABLE_LOG_HINT = (
-    "acknowledged entries must survive a crash, so core NATS pub/sub or an in-memory broker is not enough; "
-    "JetStream, Kafka or a durable database log is"
+    "acknowledged entries must survive a crash of the log's server, so the provisioned instance must be "
+    "declared durable: core NATS pub/sub, JetStream with its default two-minute fsync, a memory-only broker "
+    "or Redis without AOF is not enough"
 )
 
 
@@ -217,36 +216,13 @@ def _chain_order(specs: Sequence[PatternSpec]) -> list[PatternSpec]:
 
 
 def build_pattern_registry(pm: pluggy.PluginManager) -> PatternRegistry:
-    """Call every plugin's ``prism_register_patterns`` one by one, so a failure names its plugin."""
+    """Every plugin's patterns, checked one by one, in chain order."""
     registry = PatternRegistry()
-    for impl in pm.hook.prism_register_patterns.get_hookimpls():
-        plugin = impl.plugin_name
-        try:
-            specs = impl.function()
-        except RegistrationError:
-            raise
-        except Exception as exc:  # a crash inside a third-party plugin
-            raise RegistrationError(
-                f"pattern registration from plugin {plugin!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        if specs is None:
-            continue
-        if isinstance(specs, PatternSpec):
-            specs = [specs]
-        try:
-            items = list(specs)  # type: ignore[call-overload]  # a plugin may return anything
-        except TypeError:
-            raise RegistrationError(
-                f"pattern registration from plugin {plugin!r}: prism_register_patterns must return "
-                f"a sequence of PatternSpec, got {type(specs).__name__}"
-            ) from None
-        for spec in items:
-            registry.add(spec, plugin)
+    for spec, plugin in registrations(pm, "prism_register_patterns", PatternSpec, "pattern"):
+        registry.add(spec, plugin)
     return registry.finish()
 
 
 def load_patterns() -> PatternRegistry:
     """Every pattern registered through the ``prism_testkit`` entry points (built-in ones too)."""
-    from prism_testkit.registry import make_plugin_manager  # the registry module imports this one's users
-
     return build_pattern_registry(make_plugin_manager())

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from prism_testkit.runtime import PrismRuntime
 
 OPTIONS = pytest.StashKey[PrismOptions]()
+NOT_APPLICABLE = "not applicable to this selection"
 HARNESS = pytest.StashKey["Harness"]()
 
 
@@ -218,7 +219,8 @@ def prism_combination(request: pytest.FixtureRequest) -> Combination | NoCombina
     """The backend in each slot of the current suite test (set by the plugin)."""
     if not hasattr(request, "param"):
         pytest.fail("prism_combination is only available in modules declared with prism_suite()", pytrace=False)
-    return request.param
+    combination: Combination | NoCombination = request.param
+    return combination
 
 
 @pytest.fixture
@@ -232,7 +234,9 @@ def prism_env(
     from prism_testkit.report import anomaly_properties
 
     if isinstance(prism_combination, NoCombination):
-        pytest.fail(prism_combination.reason, pytrace=False)
+        if request.config.stash[OPTIONS].must_fit(prism_combination.suite):
+            pytest.fail(prism_combination.reason, pytrace=False)
+        pytest.skip(f"{NOT_APPLICABLE}: {prism_combination.reason}")
     try:
         for backend in prism_combination.slots.values():
             prism_runtime.driver(backend)

@@ -28,7 +28,8 @@ _LIVE: set[ServerProcess] = set()
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
@@ -175,6 +176,10 @@ class ServerProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=10)
             self._signal_group(signal.SIGKILL)  # stray children of the group, if any
+            # The leader's exit is not the group's: a killed postmaster's backends may still hold
+            # its shared memory, and a restart then refuses to start ("pre-existing shared memory
+            # block is still in use"). Wait until no member of the group is still running.
+            _wait_group_gone(self._proc.pid, timeout=10.0)
         _LIVE.discard(self)
 
     def log_tail(self, lines: int = 5) -> str:
@@ -186,6 +191,29 @@ class ServerProcess:
 
     def __repr__(self) -> str:
         return f"ServerProcess({self.name!r}, pid={self.pid}, port={self.port})"
+
+
+def _running_members(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that have not exited yet (zombies have: their memory is freed)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()  # after "pid (comm)"
+        except OSError:
+            continue  # gone meanwhile
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state not in (b"Z", b"X"):
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _running_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def stop_all() -> None:

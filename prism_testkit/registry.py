@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pluggy
 
@@ -18,6 +19,7 @@ from prism_testkit.driver import Driver, implemented_interfaces
 from prism_testkit.errors import ClientLibraryMissing, RegistrationError, UnknownBackend
 from prism_testkit.provisioning import Provisioner
 
+T = TypeVar("T")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _DRIVER_REF = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}$")
@@ -101,7 +103,8 @@ class BackendSpec:
         if driver is None:
             raise RegistrationError(f"{where}: driver {self.driver!r}: module {module_name!r} has no {class_name!r}")
         _check_driver(where, self, driver)
-        return driver
+        checked: type[Driver] = driver
+        return checked
 
 
 def _importable(module: str) -> bool:
@@ -216,6 +219,20 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             except Exception as exc:
                 raise RegistrationError(f"{where} could not be loaded: {type(exc).__name__}: {exc}") from exc
             pm.register(plugin, name=ep.name)
+            if not pm.get_hookcallers(plugin):
+                raise RegistrationError(_registers_nothing(where, ep, plugin))
+
+
+def _registers_nothing(where: str, ep: importlib.metadata.EntryPoint, plugin: object) -> str:
+    """A module that loads but implements no hook is most often not the one installed: a local
+    directory or module of the same name, earlier on sys.path, shadows it."""
+    found = getattr(plugin, "__file__", None) or "a namespace package (no __init__.py)"
+    top = ep.value.split(":")[0].split(".")[0]
+    return (
+        f"{where} loaded {found}, which registers nothing (no prism_register_backends or "
+        f"prism_register_patterns marked with @prism_testkit.hookimpl); if that is not your package, "
+        f"a local directory or module named {top!r} shadows it: run from another directory or rename it"
+    )
 
 
 def _loaded_value(ep: importlib.metadata.EntryPoint) -> object:
@@ -225,10 +242,10 @@ def _loaded_value(ep: importlib.metadata.EntryPoint) -> object:
         return None
 
 
-def build_registry(pm: pluggy.PluginManager) -> BackendRegistry:
-    """Call every plugin's registration hook one by one, so a failure names its plugin."""
-    registry = BackendRegistry()
-    for impl in pm.hook.prism_register_backends.get_hookimpls():
+def registrations(pm: pluggy.PluginManager, hook: str, spec_type: type[T], kind: str) -> Iterator[tuple[T, str]]:
+    """Call every plugin's ``hook`` one by one and yield (registration, plugin), so a crash or
+    a wrong return value names its plugin. Shared by the backend and the pattern registries."""
+    for impl in getattr(pm.hook, hook).get_hookimpls():
         plugin = impl.plugin_name
         try:
             specs = impl.function()
@@ -236,17 +253,24 @@ def build_registry(pm: pluggy.PluginManager) -> BackendRegistry:
             raise
         except Exception as exc:  # a crash inside a third-party plugin
             raise RegistrationError(
-                f"backend registration from plugin {plugin!r} failed: {type(exc).__name__}: {exc}"
+                f"{kind} registration from plugin {plugin!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
         if specs is None:
             continue
-        if isinstance(specs, BackendSpec):
+        if isinstance(specs, spec_type):
             specs = [specs]
         if not isinstance(specs, Iterable):
             raise RegistrationError(
-                f"backend registration from plugin {plugin!r}: prism_register_backends must return "
-                f"a sequence of BackendSpec, got {type(specs).__name__}"
+                f"{kind} registration from plugin {plugin!r}: {hook} must return "
+                f"a sequence of {spec_type.__name__}, got {type(specs).__name__}"
             )
         for spec in list(specs):
-            registry.add(spec, plugin)
+            yield spec, plugin
+
+
+def build_registry(pm: pluggy.PluginManager) -> BackendRegistry:
+    """Every plugin's backends, checked one by one."""
+    registry = BackendRegistry()
+    for spec, plugin in registrations(pm, "prism_register_backends", BackendSpec, "backend"):
+        registry.add(spec, plugin)
     return registry

@@ -33,7 +33,7 @@ def anomaly_properties(anomalies: Counter[str], tolerated: Counter[str]) -> tupl
 
 def _prism_property(report: pytest.TestReport, name: str = PROPERTY) -> dict[str, Any] | None:
     for key, value in report.user_properties:
-        if key == name:
+        if key == name and isinstance(value, dict):  # user_properties hold objects of any kind
             return value
     return None
 
@@ -55,7 +55,8 @@ class PrismResults:
     available: dict[str, str] = field(default_factory=dict)  # backend -> how it is provisioned
     outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> worst outcome so far
     rows_of: dict[str, RowKey] = field(default_factory=dict)
-    no_combination: dict[str, str] = field(default_factory=dict)  # suite -> reason
+    no_combination: dict[str, str] = field(default_factory=dict)  # suite -> reason (the suite failed)
+    not_applicable: dict[str, str] = field(default_factory=dict)  # suite -> reason (it was let off)
     anomalies_of: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # nodeid -> counts
 
     def record(self, report: pytest.TestReport) -> None:
@@ -70,7 +71,9 @@ class PrismResults:
             return
         suite = prop["suite"]
         if prop.get("no_combination"):
-            self.no_combination[suite] = prop["no_combination"]
+            # Skipped: nothing selected fits and the run did not insist; failed: it did.
+            unfit = self.not_applicable if outcome == "skipped" else self.no_combination
+            unfit[suite] = prop["no_combination"]
         self.rows_of[report.nodeid] = (suite, prop.get("namespace"), tuple(prop["combination"].items()))
         previous = self.outcomes.get(report.nodeid)
         if previous is None or _RANK[outcome] > _RANK[previous]:
@@ -81,12 +84,12 @@ class PrismResults:
         anomalies: dict[RowKey, dict[str, Counter[str]]] = {}
         for nodeid, outcome in self.outcomes.items():
             key = self.rows_of[nodeid]
-            if key[0] in self.no_combination:
+            if key[0] in self.no_combination or key[0] in self.not_applicable:
                 continue
             tally.setdefault(key, Counter())[outcome] += 1
-            row = anomalies.setdefault(key, {"anomalies": Counter(), "tolerated": Counter()})
+            found_in_row = anomalies.setdefault(key, {"anomalies": Counter(), "tolerated": Counter()})
             for kind, counts in self.anomalies_of.get(nodeid, {}).items():
-                row[kind].update(counts)
+                found_in_row[kind].update(counts)
         rows = []
         for (suite, namespace, combo), counts in sorted(
             tally.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])
@@ -108,6 +111,11 @@ class PrismResults:
             "no_runnable_combinations": [
                 {"suite": suite, "reason": reason} for suite, reason in sorted(self.no_combination.items())
             ],
+            "not_applicable": [
+                {"suite": suite, "reason": reason}
+                for suite, reason in sorted(self.not_applicable.items())
+                if suite not in self.no_combination
+            ],
             "backends": [{"backend": b, "provisioned": how} for b, how in sorted(self.available.items())],
             "unavailable": [{"backend": b, "reason": r} for b, r in sorted(self.unavailable.items())],
         }
@@ -120,7 +128,7 @@ class PrismResults:
 
     def summarize(self, tr: pytest.TerminalReporter) -> None:
         rows = self.rows()
-        if not rows and not self.no_combination and not self.unavailable:
+        if not rows and not self.no_combination and not self.unavailable and not self.not_applicable:
             return
         tr.write_sep("=", "prism-testkit: suites x combinations")
         if rows:
@@ -136,6 +144,11 @@ class PrismResults:
                 )
         for suite, reason in sorted(self.no_combination.items()):
             tr.write_line(f"FAILED suite {suite}: {reason}", red=True, bold=True)
+        let_off = {s: r for s, r in self.not_applicable.items() if s not in self.no_combination}
+        if let_off:
+            tr.write_sep("-", "prism-testkit: suites not applicable to this selection (not run)", yellow=True)
+            for suite, reason in sorted(let_off.items()):
+                tr.write_line(f"{suite}: {reason}", yellow=True)
         if self.unavailable:
             tr.write_sep("-", "prism-testkit: UNAVAILABLE backends (not tested)", yellow=True, bold=True)
             for backend, reason in sorted(self.unavailable.items()):

@@ -24,6 +24,16 @@ from prism_testkit.registry import BackendRegistry, BackendSpec
 from prism_testkit.workdirs import make_workdir, sweep_abandoned
 
 T = TypeVar("T")
+# A server that accepts connections but never answers must cost one wait per run, not one per test.
+DEFAULT_CONNECT_TIMEOUT = 20.0
+
+
+def connect_timeout() -> float:
+    """Seconds one connect may take (``PRISM_CONNECT_TIMEOUT`` overrides the default)."""
+    try:
+        return float(os.environ.get("PRISM_CONNECT_TIMEOUT") or DEFAULT_CONNECT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_CONNECT_TIMEOUT
 
 
 def url_from_environment(backend: str) -> str | None:
@@ -51,6 +61,8 @@ class PrismRuntime:
         self._endpoints: dict[str, Endpoint] = {}
         self._drivers: dict[str, Driver] = {}
         self._start_errors: dict[str, str] = {}
+        self._connect_errors: dict[str, str] = {}  # remembered: one attempt per backend per run
+        self._restart_errors: dict[str, str] = {}  # why a restart left a backend without a driver
         # name -> (driver through the proxy, the proxy, the endpoint that leads through it)
         self._proxied: dict[str, tuple[Driver, FaultProxy, Endpoint]] = {}
         # name -> the proxy's faults_injected when its driver connected: more means reconnect
@@ -113,13 +125,35 @@ class PrismRuntime:
         return self._endpoints[name]
 
     def driver(self, name: str) -> Driver:
-        """The connected driver of backend ``name``, provisioning it on first use."""
+        """The connected driver of backend ``name``, provisioning it on first use. A backend
+        that cannot be reached is unavailable for the rest of the run after one attempt."""
+        if name in self._connect_errors:
+            raise ProvisioningError(self._connect_errors[name])
+        if name not in self._drivers and self._loop is not None and self._loop.is_running():
+            # Called from async code (a test's cleanup) after a restart left no driver: the loop
+            # cannot be re-entered to connect, so say why instead of leaking a never-awaited connect.
+            why = self._restart_errors.get(name, "its last restart did not finish")
+            raise ProvisioningError(redact(f"backend {name!r} is not connected: {why}"))
         if name not in self._drivers:
             spec = self.registry[name]
             driver_class = spec.driver_class  # imported before any server is started for it
             endpoint = self.endpoint(name)
-            self._drivers[name] = self.run(driver_class.connect(spec.name, spec.capabilities, endpoint))
+            self._drivers[name] = self.run(self._connect(spec, driver_class, endpoint))
         return self._drivers[name]
+
+    async def _connect(self, spec: BackendSpec, driver_class: type[Driver], endpoint: Endpoint) -> Driver:
+        """Connect through the harness: bounded in time, the error redacted and raised without
+        the client library's frames (their locals hold URLs with credentials), and remembered."""
+        timeout = connect_timeout()
+        try:
+            return await asyncio.wait_for(driver_class.connect(spec.name, spec.capabilities, endpoint), timeout)
+        except Exception as exc:
+            detail = (
+                f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            )
+            message = redact(f"backend {spec.name!r} at {endpoint.url} could not be connected ({detail})")
+        self._connect_errors[spec.name] = message
+        raise ProvisioningError(message)  # outside the except block: no chained client frames
 
     def control(self, name: str) -> ServerControl | None:
         """Process control of ``name``'s server when the harness started it, else None."""
@@ -138,11 +172,16 @@ class PrismRuntime:
             except Exception:
                 if not kill:
                     raise  # an orderly stop must be able to close; a kill may find it gone
-        if control is not None:
-            await asyncio.to_thread(control.kill if kill else control.stop)
-            await asyncio.to_thread(control.start)
-        spec = self.registry[name]
-        self._drivers[name] = await spec.driver_class.connect(spec.name, spec.capabilities, self.endpoint(name))
+        try:
+            if control is not None:
+                await asyncio.to_thread(control.kill if kill else control.stop)
+                await asyncio.to_thread(control.start)
+            spec = self.registry[name]
+            self._drivers[name] = await spec.driver_class.connect(spec.name, spec.capabilities, self.endpoint(name))
+        except Exception as exc:
+            self._restart_errors[name] = redact(f"restart failed: {type(exc).__name__}: {exc}")
+            raise
+        self._restart_errors.pop(name, None)
         if name in self._proxied:
             # The proxied client's pooled connections died with the server too. It cannot be
             # reconnected now (its proxy may be partitioned); heal() does it once the proxy is.

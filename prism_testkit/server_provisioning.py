@@ -15,6 +15,7 @@ import socket
 from abc import abstractmethod
 from pathlib import Path
 
+from prism_testkit.options import url_problem
 from prism_testkit.processes import ServerProcess
 from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, Provisioner, Via
 from prism_testkit.redaction import redact
@@ -88,6 +89,9 @@ class ServerProvisioner(Provisioner):
 
     def probe(self, ctx: ProvisionContext) -> Availability:
         if ctx.url:
+            problem = url_problem(ctx.url)
+            if problem:  # from PRISM_<NAME>_URL: the option is checked when it is read
+                return Availability.unavailable(f"the URL given for {ctx.backend} is {problem}")
             return Availability(Via.URL, f"given URL {redact(ctx.url)}")
         binary = self.binary()
         if binary is not None:

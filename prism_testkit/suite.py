@@ -33,7 +33,8 @@ def prism_suite(name: str, **slots: Slot) -> pytest.MarkDecorator:
     for slot_name, slot in slots.items():
         if not isinstance(slot, Slot):
             raise TypeError(f"suite {name!r}: slot {slot_name!r} must be a Slot, not {type(slot).__name__}")
-    return getattr(pytest.mark, MARKER)(SuiteDeclaration(name, dict(slots)))
+    mark: pytest.MarkDecorator = getattr(pytest.mark, MARKER)(SuiteDeclaration(name, dict(slots)))
+    return mark
 
 
 def declaration_of(item: pytest.Item | pytest.Function) -> SuiteDeclaration | None:
@@ -41,4 +42,4 @@ def declaration_of(item: pytest.Item | pytest.Function) -> SuiteDeclaration | No
     if marker is None:
         return None
     (decl,) = marker.args
-    return decl
+    return decl if isinstance(decl, SuiteDeclaration) else None

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
@@ -23,8 +25,8 @@ from prism_testkit import Message, Queue
 from prism_testkit.interfaces import QueueDelivery
 from prism_testkit.jepsen.checkers import Verdict, total_queue
 from prism_testkit.jepsen.history import OpHandle
-
-from ._stateful import FaultMachine, Held, StatefulRun
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
 
 VISIBILITY = 1.0  # s: short, so crashed consumers' messages come back within the test
 DRAIN_WAIT = 0.2  # s: one receive's wait while draining
@@ -35,6 +37,23 @@ DRAIN_WAIT = 0.2  # s: one receive's wait while draining
 # the wait counts from the start of the drain, plus a margin.
 DEFAULT_VISIBILITY = 30.0
 UNKNOWN_RECEIVE_MARGIN = 5.0
+
+
+@dataclass
+class Held:
+    """Messages a consumer took and did not settle: invisible until their visibility timeout."""
+
+    until: dict[Any, float] = field(default_factory=dict)
+
+    def hold(self, value: Any, visibility: float) -> None:
+        self.until[value] = max(self.until.get(value, 0.0), time.monotonic() + visibility)
+
+    def release(self, value: Any) -> None:
+        self.until.pop(value, None)
+
+    def deadline(self, grace: float) -> float:
+        """When every held message should be visible again (now, when none is held)."""
+        return max(self.until.values(), default=time.monotonic() - grace) + grace
 
 
 class QueueMachine(FaultMachine):
@@ -118,7 +137,7 @@ class QueueMachine(FaultMachine):
         queue = self.queue()
         action = queue.ack if how == "ack" else queue.nack
         try:
-            self.loop(self._bounded(action(self.name, delivery), None))
+            self.bounded(action(self.name, delivery))
         except Exception:
             if not self.faulted:
                 raise

@@ -18,11 +18,11 @@ from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, Cla
 
 from prism_testkit import Capability, Message, PrismEnv, Queue, Slot, prism_suite
 from prism_testkit.interfaces import QueueDelivery
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
+from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
 from prism_testkit.jepsen.history import History
+from prism_testkit.jepsen.runner import StatefulRun
 
 from ._queue_machine import QueueMachine
-from ._stateful import StatefulRun, custom_verdict
 
 pytestmark = prism_suite("stateful_claim_check", messaging=Slot.needs("queue"), objects=Slot.needs("objects"))
 
@@ -102,7 +102,7 @@ class ClaimCheckMachine(QueueMachine):
 
     def extra_verdicts(self) -> list[Verdict]:
         counts = {"claimed": self.claim_check.metrics.claims_created}
-        return [custom_verdict("claim-check", self.broken, counts)]
+        return [suite_verdict("claim-check", self.broken, counts)]
 
 
 def test_claim_check_restores_every_acknowledged_payload_under_faults(

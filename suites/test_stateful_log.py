@@ -17,8 +17,8 @@ from hypothesis.stateful import rule
 from prism_testkit import Log, Message, PrismEnv, Slot, prism_suite
 from prism_testkit.interfaces import Record
 from prism_testkit.jepsen.checkers import Verdict, log_anomalies
-
-from ._stateful import FaultMachine, StatefulRun
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
 
 pytestmark = prism_suite("stateful_log", backend=Slot.needs("log"))
 

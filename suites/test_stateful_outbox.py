@@ -25,11 +25,13 @@ from prism_testkit.patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConf
 
 from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
 from prism_testkit.jepsen.checkers import Verdict, per_key_order, total_queue
+from prism_testkit.jepsen.client import CALM_TIMEOUT
 from prism_testkit.jepsen.history import DEFINITE_FAILURES
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
 
 from ._helpers import drain_queue
 from ._relay_faults import DyingKeyValue, Killed
-from ._stateful import CALM_TIMEOUT, FaultMachine, StatefulRun
 
 pytestmark = prism_suite(
     "stateful_outbox",
@@ -45,6 +47,10 @@ LEASE_TTL = 5.0  # s on the machine's clock, which only moves when a rule says s
 
 class Rollback(Exception):
     """Raised inside a transaction block to roll it back."""
+
+
+# A rollback or a definite failure (an abort) certainly published nothing.
+NOTHING_PUBLISHED: tuple[type[BaseException], ...] = (Rollback, *DEFINITE_FAILURES)
 
 
 class Clock:
@@ -137,8 +143,8 @@ class OutboxMachine(FaultMachine):
                     raise Rollback
 
         try:
-            self.loop(self._bounded(block(), None))
-        except (Rollback, *DEFINITE_FAILURES) as exc:  # an abort certainly published nothing
+            self.bounded(block())
+        except NOTHING_PUBLISHED as exc:
             for handle in handles:
                 handle.fail(exc if not isinstance(exc, Rollback) else "rolled back")
             return
@@ -161,7 +167,7 @@ class OutboxMachine(FaultMachine):
         handle = self.history.invoke(f"relay-{which}", "relay", self.config.log)
         task = asyncio.ensure_future(relay.run_once(), loop=self.env.runtime.loop)
         try:
-            published = self.loop(self._bounded(task, None))
+            published = self.bounded(task)
         except LeaseLost as exc:
             handle.fail(exc)
             return
@@ -192,7 +198,7 @@ class OutboxMachine(FaultMachine):
                 await relay.run_once()
 
         try:
-            self.loop(self._bounded(dies(), None))
+            self.bounded(dies())
         except Exception as exc:
             if not self.faulted:
                 raise

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from prism_testkit import PrismEnv, Slot, prism_suite
+from prism_testkit.jepsen.runner import StatefulRun
 
 from ._queue_machine import QueueMachine
-from ._stateful import StatefulRun
 
 pytestmark = prism_suite("stateful_queue", backend=Slot.needs("queue"))
 

@@ -38,6 +38,8 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", *map(str, EXAMPLES)]) == 0
     counts = {"media-events.yaml": "1 namespace", "orders.yaml": "2 namespaces", "video-uploads.yaml": "1 namespace"}
+    counts["user-activity.yaml"] = "1 namespace"
+    counts["bank-ledger.yaml"] = "1 namespace"
     assert capsys.readouterr().out.splitlines() == [f"{e}: ok ({counts[e.name]})" for e in EXAMPLES]
 
 
@@ -55,7 +57,8 @@ def test_validate_prints_every_problem_and_exits_1(tmp_path: Path, capsys: pytes
         f"{bad}: namespaces[0].patterns[1].slots.log: slot 'log' of wal expects a backend with log; durable, "
         "found 'memstore' ("
     )
-    assert lines[1].endswith("JetStream, Kafka or a durable database log is (line 9)")
+    assert "or Redis without AOF is not enough (registered backends that fit: " in lines[1]
+    assert lines[1].endswith("(line 9)")
     assert lines[2] == f"{good}: ok (1 namespace)"
 
 
@@ -94,10 +97,11 @@ def test_explain_shows_the_chain_slots_priorities_and_status(capsys: pytest.Capt
         "     objects   -> localfs (objects; durable)",
         "     config: threshold=1000000, bucket=video-uploads, key_prefix=videos/, compression=gzip, ttl=604800.0, "
         "field=video-ref",
-        "  2. wal [P1, complexity medium, not implemented (validated only)]",
+        "  2. wal [P1, complexity medium, implemented]",
         "     operations are appended to a durable log before they are acknowledged; replay and compaction",
         "     why: listed in patterns",
-        "     log -> sqlite (log; durable)",
+        "     log    -> sqlite (log; durable)",
+        "     target -> (not used)",
         "     config: retention=604800.0, apply_mode=sync",
     ]
 
@@ -117,9 +121,9 @@ def test_explain_resolved_needs(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["explain", path]) == 0
     out = capsys.readouterr().out
     assert "  needs: durability=strong, replay=True\n" in out
-    assert "  1. wal [P1, complexity medium, not implemented (validated only)]\n" in out
+    assert "  1. wal [P1, complexity medium, implemented]\n" in out
     assert "     why: durability: strong\n" in out
-    assert "     log -> sqlite (log; durable)\n" in out
+    assert "     log    -> sqlite (log; durable)\n" in out
 
 
 def test_explain_of_an_invalid_file_prints_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

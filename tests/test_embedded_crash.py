@@ -58,15 +58,15 @@ asyncio.run(main())
 
 def run_writer_and_kill(backend: str, path: Path, at_least: int) -> int:
     source = LOOP.format(writer=textwrap.dedent(WRITER[backend]))
-    child = subprocess.Popen([sys.executable, "-c", source, str(path)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
     last = -1
-    for line in child.stdout:
-        last = int(line)
-        if last >= at_least:
-            break
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    # The context closes the stdout pipe and waits (an open pipe is a ResourceWarning, an error here).
+    with subprocess.Popen([sys.executable, "-c", source, str(path)], stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            last = int(line)
+            if last >= at_least:
+                break
+        os.kill(child.pid, signal.SIGKILL)
     assert last >= at_least, "the writer died before acknowledging enough writes"
     return last
 

@@ -18,6 +18,17 @@ MUTANTS = [
     ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
     ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
+    ("tiered_migrator_deletes_before_switch", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*lost*"),
+    ("tiered_migrator_switches_without_cas", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*stale*"),
+    ("wal_checkpoint_before_apply", "stateful_wal", "sqlite,memstore", "*INVALID (*lost*"),
+    ("wal_applies_without_guard", "stateful_wal", "sqlite,memstore", "*INVALID (*doubled*"),
+    (
+        "projection_tracks_apart_from_views",
+        "stateful_event_sourcing",
+        "memstore,sqlite",
+        "*INVALID (*read-model-diverged*",
+    ),
+    ("append_skips_version_check", "stateful_event_sourcing", "memstore,sqlite", "*INVALID (*lost*"),
     ("cdc_confirms_before_publishing", "cdc", "memstore,sqlite", "*cdc-checker (at-least-once): INVALID: *lost*"),
 ]
 

@@ -21,12 +21,13 @@ from prism_testkit.config.namespace_files import (
 )
 from prism_testkit.config.units import parse_duration
 from prism_testkit.errors import ConfigurationError
-from prism_testkit.pattern_registry import Complexity, Priority, load_patterns
+from prism_testkit.pattern_registry import DURABLE_LOG_HINT, Complexity, Priority, load_patterns
 from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
 from tests.outoftree.bagstore import BagDriver
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "namespaces").glob("*.yaml"))
 MB = 1_000_000
+WAL_LOG_HINT = f"{DURABLE_LOG_HINT} (registered backends that fit: kafka, jetstream, postgres, sqlite)"
 
 
 def spec(
@@ -42,7 +43,8 @@ def spec(
 
 
 # Stand-ins for the server backends the RFCs name, so rules are tested independently of what
-# is installed. Core NATS is pub/sub only and keeps nothing; JetStream is a durable log.
+# is installed (tiered storage's reference store needs compare-and-set and scan, as the real
+# postgres and redis drivers declare). Core NATS is pub/sub only and keeps nothing; JetStream is a durable log.
 REGISTRY = BackendRegistry(
     specs={
         s.name: s
@@ -55,13 +57,15 @@ REGISTRY = BackendRegistry(
                 "postgres",
                 "keyvalue",
                 "keyvalue.ttl",
+                "keyvalue.cas",
+                "keyvalue.scan",
                 "log",
                 "queue",
                 "transactions",
                 durable=True,
                 max_payload=256 * MB,
             ),
-            spec("redis", "keyvalue", "keyvalue.ttl", durable=False),
+            spec("redis", "keyvalue", "keyvalue.ttl", "keyvalue.cas", "keyvalue.scan", durable=False),
             spec("memstore", *[c.value for c in Capability], durable=False),
             spec("sqlite", "keyvalue", "log", "queue", "transactions", durable=True),
         ]
@@ -101,7 +105,9 @@ def test_catalogue_carries_priority_complexity_and_where_the_reference_store_liv
     }
     assert patterns["tiered-storage"].required_slots == ["hot", "cold", "reference"]
     assert patterns["claim-check"].implemented
-    assert not patterns["cqrs"].implemented
+    assert patterns["event-sourcing"].implemented
+    assert patterns["cqrs"].implemented
+    assert patterns["cdc"].implemented
 
 
 def test_durations() -> None:
@@ -363,12 +369,78 @@ def test_event_sourcing_conflicts_with_outbox() -> None:
             client_api: transact
             patterns:
               - {type: outbox, slots: {store: postgres, sink: kafka}}
-              - {type: event-sourcing, slots: {store: kafka}}
+              - {type: event-sourcing, slots: {store: postgres}}
         """
     ) == [
         "ns.yaml: namespaces[0].patterns[1].type: pattern 'event-sourcing' conflicts with 'outbox' (RFC-009 "
         "compatibility matrix: both define where events are stored); expected one of them, found both (line 7)"
     ]
+
+
+def test_event_sourcing_conflicts_with_wal() -> None:
+    assert problems(
+        """
+        namespaces:
+          - name: ledger
+            client_api: transact
+            patterns:
+              - {type: wal, slots: {log: postgres}}
+              - {type: event-sourcing, slots: {store: sqlite}}
+        """
+    ) == [
+        "ns.yaml: namespaces[0].patterns[1].type: pattern 'event-sourcing' conflicts with 'wal' (RFC-009 "
+        "compatibility matrix: both define where events are stored); expected one of them, found both (line 7)"
+    ]
+
+
+def test_event_sourcing_store_needs_transactions_and_durability() -> None:
+    found = problems(
+        """
+        namespaces:
+          - name: ledger
+            client_api: transact
+            patterns:
+              - {type: event-sourcing, slots: {store: kafka}}
+        """
+    )
+    assert len(found) == 1
+    assert found[0].startswith(
+        "ns.yaml: namespaces[0].patterns[0].slots.store: slot 'store' of event-sourcing expects a backend with "
+        "keyvalue and log and transactions; durable, found 'kafka'"
+    )
+
+
+def test_event_sourcing_with_cqrs_is_accepted_and_configures_the_store() -> None:
+    (ns,) = parse(
+        """
+        namespaces:
+          - name: ledger
+            client_api: transact
+            patterns:
+              - type: event-sourcing
+                slots: {store: postgres, views: redis}
+                config: {name: bank, snapshot_interval: 20}
+              - {type: cqrs, slots: {write: postgres, read: redis, sync: kafka}}
+        """
+    ).namespaces
+    assert [p.name for p in ns.chain] == ["event-sourcing", "cqrs"]
+    (es,) = [p for p in ns.chain if p.name == "event-sourcing"]
+    assert es.config.name == "bank"  # type: ignore[attr-defined]
+    assert es.config.snapshot_interval == 20  # type: ignore[attr-defined]
+
+
+def test_event_sourcing_refuses_a_finite_retention() -> None:
+    (found,) = problems(
+        """
+        namespaces:
+          - name: ledger
+            client_api: transact
+            patterns:
+              - {type: event-sourcing, slots: {store: postgres}, config: {retention: 7days}}
+        """
+    )
+    assert "retention" in found
+    assert "keeps every event" in found
 
 
 def test_wal_rejects_core_nats_and_a_backend_without_a_log() -> None:
@@ -384,11 +456,9 @@ def test_wal_rejects_core_nats_and_a_backend_without_a_log() -> None:
         """
     ) == [
         "ns.yaml: namespaces[0].patterns[0].slots.log: slot 'log' of wal expects a backend with log; durable, found "
-        "'nats' (pubsub; not durable; max_payload 8000000); acknowledged entries must survive a crash, so core NATS "
-        "pub/sub or an in-memory broker is not enough; JetStream, Kafka or a durable database log is (line 5)",
+        f"'nats' (pubsub; not durable; max_payload 8000000); {WAL_LOG_HINT} (line 5)",
         "ns.yaml: namespaces[1].patterns[0].slots.log: slot 'log' of wal expects a backend with log; durable, found "
-        "'s3' (objects, objects.ttl; durable); acknowledged entries must survive a crash, so core NATS pub/sub or an "
-        "in-memory broker is not enough; JetStream, Kafka or a durable database log is (line 8)",
+        f"'s3' (objects, objects.ttl; durable); {WAL_LOG_HINT} (line 8)",
     ]
 
 
@@ -458,14 +528,13 @@ def test_needs_that_the_named_backends_cannot_satisfy() -> None:
         "ns.yaml: namespaces[0].backends: max_message_size resolves to claim-check, whose slot 'objects' needs "
         "objects: expected 'objects' in backends (registered backends that fit: s3, memstore) (line 6)",
         "ns.yaml: namespaces[1].backends.objekts: unknown role 'objekts' (expected one of: cold, hot, log, messaging, "
-        "objects, read, reference, store, views, warm) (line 10)",
+        "objects, read, reference, store, target, views, warm) (line 10)",
         "ns.yaml: namespaces[1].backends.messaging: durability: strong needs every backend to keep acknowledged "
         "writes across a restart: expected a durable backend, found 'nats' (durable: false) (line 10)",
         "ns.yaml: namespaces[1].backends.messaging: ordered: true needs ordered delivery: expected ordering per-key "
         "or total, found 'nats' (ordering: none) (line 10)",
         "ns.yaml: namespaces[1].backends.messaging: slot 'log' of wal expects a backend with log; durable, found "
-        "'nats' (pubsub; not durable; max_payload 8000000); acknowledged entries must survive a crash, so core NATS "
-        "pub/sub or an in-memory broker is not enough; JetStream, Kafka or a durable database log is (line 10)",
+        f"'nats' (pubsub; not durable; max_payload 8000000); {WAL_LOG_HINT} (line 10)",
         "ns.yaml: namespaces[2].needs.audit: pattern 'event-sourcing' conflicts with 'outbox' (RFC-009 "
         "compatibility matrix: both define where events are stored); expected one of them, found both (line 13)",
     ]

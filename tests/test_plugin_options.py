@@ -93,19 +93,28 @@ def test_bad_url_option_does_not_echo_the_url(pytester: pytest.Pytester) -> None
     assert "secret" not in result.stderr.str() + result.stdout.str()
 
 
-def test_zero_runnable_combinations_fails_loudly(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        from prism_testkit import PrismEnv, Slot, prism_suite
+NEEDS_OBJECTS = """
+    from prism_testkit import PrismEnv, Slot, prism_suite
 
-        pytestmark = prism_suite("needs_objects", objects=Slot.needs("objects"))
+    pytestmark = prism_suite("needs_objects", objects=Slot.needs("objects"))
 
-        def test_anything(prism_env: PrismEnv) -> None:
-            pass
-        """
-    )
-    result = pytester.runpytest("--prism-backend=sqlite", "--prism-report=r.json")
-    result.assert_outcomes(errors=1)
+    def test_anything(prism_env: PrismEnv) -> None:
+        pass
+
+    def test_something_else(prism_env: PrismEnv) -> None:
+        pass
+"""
+
+
+@pytest.mark.parametrize(
+    "insist", [["--prism-pattern=needs_objects"], ["--prism-require-fit"], ["-o", "prism_require_fit=true"]]
+)
+def test_zero_runnable_combinations_fails_loudly_when_the_run_insists(
+    pytester: pytest.Pytester, insist: list[str]
+) -> None:
+    pytester.makepyfile(NEEDS_OBJECTS)
+    result = pytester.runpytest("--prism-backend=sqlite", "--prism-report=r.json", *insist)
+    result.assert_outcomes(errors=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
@@ -115,7 +124,26 @@ def test_zero_runnable_combinations_fails_loudly(pytester: pytest.Pytester) -> N
     )
     report = json.loads((pytester.path / "r.json").read_text())
     assert report["no_runnable_combinations"][0]["suite"] == "needs_objects"
+    assert report["not_applicable"] == []
     assert report["suites"] == []
+
+
+def test_a_suite_nothing_selected_fits_is_listed_once_as_not_applicable(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_objects=NEEDS_OBJECTS, test_kv=KV_SUITE)
+    result = pytester.runpytest("--prism-backend=sqlite", "--prism-report=r.json")
+    result.assert_outcomes(passed=1, skipped=2)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "*prism-testkit: suites not applicable to this selection (not run)*",
+            "needs_objects: suite 'needs_objects' has zero runnable combinations:*objects*",
+        ]
+    )
+    assert result.stdout.str().count("needs_objects: suite") == 1
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert [r["suite"] for r in report["not_applicable"]] == ["needs_objects"]
+    assert report["no_runnable_combinations"] == []
+    assert [r["suite"] for r in report["suites"]] == ["sandbox_kv"]
 
 
 def test_report_counts_per_suite_and_combination(pytester: pytest.Pytester) -> None:

@@ -113,13 +113,40 @@ def test_no_orphan_when_the_owning_process_is_killed(tmp_path: Path) -> None:
         time.sleep(60)
         """
     )
-    parent = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    server_pid = int(parent.stdout.readline())
-    assert not gone(server_pid)
-    os.kill(parent.pid, signal.SIGKILL)  # as a crashed xdist worker would die
-    parent.wait()
+    # The context closes the stdout pipe (an open pipe is a ResourceWarning, an error here).
+    with subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True) as parent:
+        assert parent.stdout is not None
+        server_pid = int(parent.stdout.readline())
+        assert not gone(server_pid)
+        os.kill(parent.pid, signal.SIGKILL)  # as a crashed xdist worker would die
     deadline = time.monotonic() + 5
     while not gone(server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(server_pid), "the server outlived the process that started it"
+
+
+def test_kill_returns_only_when_every_process_of_the_group_is_gone(tmp_path: Path) -> None:
+    """A server whose helpers outlive their leader for a while (a SIGKILLed postmaster's
+    backends hold its shared memory): a restart must not begin before they are gone."""
+    port = free_port()
+    pids = tmp_path / "pids"
+    # The leader forks a helper in its process group; the group's SIGKILL reaches it, but its
+    # exit is not instantaneous, and kill() used to return as soon as the leader was reaped.
+    helper_code = "import time; time.sleep(600)"
+    script = textwrap.dedent(
+        f"""
+        import socket, subprocess, sys
+        helper = subprocess.Popen([sys.executable, "-c", {helper_code!r}])
+        open({str(pids)!r}, "w").write(str(helper.pid))
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", {port})); s.listen()
+        while True:
+            c, _ = s.accept(); c.close()
+        """
+    )
+    proc = ServerProcess("forking", [sys.executable, "-c", script], port=port, log_path=tmp_path / "f.log")
+    proc.start()
+    helper = int(pids.read_text())
+    assert not gone(helper)
+    proc.kill()
+    assert gone(helper), "kill() returned while a process of the server's group was still running"

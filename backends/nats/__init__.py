@@ -29,21 +29,25 @@ CAPABILITIES: frozenset[Capability] = frozenset(
 )
 
 
+def _properties(*, durable: bool) -> BackendProperties:
+    return BackendProperties(
+        durable=durable,
+        ordering=Ordering.TOTAL,
+        pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # core NATS: no storage, no redelivery
+        queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
+        max_payload=MAX_PAYLOAD,
+    )
+
+
 @hookimpl
 def prism_register_backends() -> list[BackendSpec]:
     return [
         BackendSpec(
             name="nats",
             capabilities=CAPABILITIES,
-            properties=BackendProperties(
-                # JetStream fsyncs every 2 minutes (2.9 has no sync_interval: always), so an
-                # acknowledged write is not guaranteed to be on disk.
-                durable=False,
-                ordering=Ordering.TOTAL,
-                pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # core NATS: no storage, no redelivery
-                queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
-                max_payload=MAX_PAYLOAD,
-            ),
+            # JetStream fsyncs every 2 minutes by default (Debian's 2.9 has no sync_interval:
+            # always), so an acknowledged write is not guaranteed to be on disk.
+            properties=_properties(durable=False),
             provisioner=NatsProvisioner(),
             driver="prism_testkit.backends.nats.driver:NatsDriver",
             requires=("nats",),
@@ -51,5 +55,18 @@ def prism_register_backends() -> list[BackendSpec]:
             embedded=False,
             description="NATS: core pub/sub; JetStream queue, log, key-value (cas, scan) and object store; "
             "not durable (no fsync per write)",
-        )
+        ),
+        BackendSpec(
+            name="jetstream",
+            capabilities=CAPABILITIES,
+            # sync_interval: always: every acknowledged JetStream write was fsynced first (the
+            # restart suite proves the claim by SIGKILL; the WAL accepts it as a durable log).
+            properties=_properties(durable=True),
+            provisioner=NatsProvisioner(sync_always=True),
+            driver="prism_testkit.backends.nats.driver:NatsDriver",
+            requires=("nats",),
+            extra="nats",
+            embedded=False,
+            description="NATS with JetStream sync_interval: always (nats-server >= 2.10): durable",
+        ),
     ]

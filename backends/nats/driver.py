@@ -837,7 +837,8 @@ class NatsDriver(Driver):
         if "error" in data:
             error = data["error"]
             raise ApiError(int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description")))
-        return data
+        answer: dict[str, Any] = data
+        return answer
 
     async def publish(
         self,

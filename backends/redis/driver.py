@@ -329,7 +329,7 @@ class RedisQueue:
         stream, fields = _key("q", queue), _fields(message)
         with self._driver.guard():
             entry_id = await self._send(keys=[stream], args=[GROUP, *fields])
-        return entry_id.decode()
+        return str(entry_id.decode())
 
     async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
         stream = _key("q", queue)

@@ -342,7 +342,8 @@ def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == part:
-                return value
+                found: yaml.Node = value
+                return found
     return None
 
 
@@ -623,7 +624,7 @@ class _Checker:
                 self.problem(
                     path,
                     f"slot {slot!r} of {info.name} expects a backend with {spec.slot.describe()}, found "
-                    f"{backend!r} ({describe_backend(found)}){hint}",
+                    f"{backend!r} ({describe_backend(found)}){hint}{self.candidates(spec)}",
                 )
                 continue
             out[slot] = backend

@@ -648,3 +648,10 @@ def per_key_order(
                 latest[k] = (w, read)
     counts = {"written": len(written), "deliveries": checked}
     return findings.verdict("per-key-order", None, counts)
+
+
+def suite_verdict(checker: str, found: dict[str, list[Anomaly]], counts: dict[str, int]) -> Verdict:
+    """The verdict of a workload-specific check that lives beside its suite (as Jepsen keeps
+    workload checkers beside their workload): every non-empty group of ``found`` invalidates."""
+    anomalies = {name: group for name, group in found.items() if group}
+    return Verdict(checker, None, anomalies, {}, counts | {n: len(g) for n, g in anomalies.items()})

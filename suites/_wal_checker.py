@@ -1,0 +1,136 @@
+"""The WAL's checker: rebuilds the target state the log demands and names every difference.
+
+Inputs, gathered once every fault is healed and a fresh applier has drained the log:
+
+- the history: ``write`` ops (key, value id; a delete's value id ends in ``/del``), ok with the
+  receipt as offset, fail, or info (maybe appended);
+- the log as it is now (the durable truth): offset -> (key, put value id or None for a delete);
+- every apply the appliers reported, in the order they happened (offset, key), and the offsets
+  the applied-offset guard skipped on a replay (proof of an earlier apply whose answer was lost);
+- the target's final value of every key, and what sits in the dead-letter log.
+
+Anomalies:
+
+- ``lost``: an acknowledged write that is not in the log at its receipt; or a logged mutation
+  no applier ever applied (nor skipped as already applied);
+- ``phantom``: a log record or target value no write ever produced;
+- ``reordered``: a key's mutations applied out of log order, or a key whose final value is an
+  older mutation than its last one;
+- ``doubled``: a mutation applied more than once;
+- ``dead-lettered``: a mutation given up on, when nothing in the workload is poison.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.jepsen.history import History, Pair
+
+DELETE_SUFFIX = "/del"
+
+
+@dataclass(frozen=True)
+class LoggedMutation:
+    key: str
+    value: str | None  # the put's value id; None for a delete
+
+
+def check_wal(
+    history: History,
+    logged: Mapping[int, LoggedMutation],
+    applies: Sequence[tuple[int, str]],
+    skipped: set[int],
+    final: Mapping[str, str | None],
+    dead_letters: Sequence[int] = (),
+) -> Verdict:
+    writes = [p for p in history.pairs() if p.f == "write" and p.process != "nemesis"]
+    found: dict[str, list[Anomaly]] = defaultdict(list)
+
+    def add(name: str, message: str, pairs: Sequence[Pair] = (), **data: object) -> None:
+        found[name].append(Anomaly(name, message, history.subhistory(pairs), dict(data)))
+
+    by_value = {str(p.invoke.value): p for p in writes}
+    acknowledged = [p for p in writes if p.ok]
+    for pair in acknowledged:
+        record = logged.get(pair.offset) if pair.offset is not None else None
+        wanted = _as_logged(pair)
+        if record != wanted:
+            add("lost", f"acknowledged write {pair.invoke.value} at offset {pair.offset} is not in the log", [pair])
+
+    deletes_invoked = Counter(p.key for p in writes if str(p.invoke.value).endswith(DELETE_SUFFIX) and not _failed(p))
+    deletes_logged: Counter[str] = Counter()
+    for offset, record in sorted(logged.items()):
+        if record.value is None:
+            deletes_logged[record.key] += 1
+        elif record.value not in by_value or _failed(by_value[record.value]):
+            add("phantom", f"log offset {offset} holds {record.value}, which no write produced", offset=offset)
+    for key, count in deletes_logged.items():
+        if count > deletes_invoked[key]:
+            add("phantom", f"{count} deletes of {key} in the log, {deletes_invoked[key]} invoked", key=key)
+
+    counts = Counter(offset for offset, _ in applies)
+    for offset, record in sorted(logged.items()):
+        if counts[offset] == 0 and offset not in skipped and offset not in dead_letters:
+            add(
+                "lost",
+                f"mutation {record.value or 'delete'} of {record.key} at offset {offset} was never applied",
+                _pairs_of(by_value, record),
+                offset=offset,
+            )
+        if counts[offset] > 1:
+            add(
+                "doubled",
+                f"mutation at offset {offset} ({record.key}) was applied {counts[offset]} times",
+                _pairs_of(by_value, record),
+                offset=offset,
+            )
+    for offset in dead_letters:
+        add("dead-lettered", f"mutation at offset {offset} went to the dead-letter log", offset=offset)
+
+    per_key: dict[str, list[int]] = defaultdict(list)
+    for offset, key in applies:
+        per_key[key].append(offset)
+    for key, offsets in per_key.items():
+        backwards = [(a, b) for a, b in itertools.pairwise(offsets) if b < a]
+        if backwards:
+            add("reordered", f"{key}: offset {backwards[0][1]} applied after {backwards[0][0]}", key=key)
+
+    for key, value in final.items():
+        history_of_key = [(o, r) for o, r in sorted(logged.items()) if r.key == key]
+        expected = history_of_key[-1][1].value if history_of_key else None
+        if value == expected:
+            continue
+        earlier = {r.value for _, r in history_of_key}
+        if value is not None and value not in by_value:
+            add("phantom", f"{key} holds {value}, which no write produced", key=key)
+        elif value in earlier or value is None:
+            add(
+                "reordered" if value is not None else "lost",
+                f"{key} ends as {value}, but its last logged mutation is {expected or 'a delete'}",
+                _pairs_of(by_value, history_of_key[-1][1]) if history_of_key else [],
+                key=key,
+            )
+        else:
+            add("phantom", f"{key} holds {value}, which was never logged for it", key=key)
+
+    stats = {"writes": len(writes), "acknowledged": len(acknowledged), "logged": len(logged), "applies": len(applies)}
+    return suite_verdict("wal", dict(found), stats)
+
+
+def _failed(pair: Pair) -> bool:
+    return pair.completion is not None and pair.type.value == "fail"
+
+
+def _as_logged(pair: Pair) -> LoggedMutation:
+    value = str(pair.invoke.value)
+    assert pair.key is not None
+    return LoggedMutation(pair.key, None if value.endswith(DELETE_SUFFIX) else value)
+
+
+def _pairs_of(by_value: Mapping[str, Pair], record: LoggedMutation) -> list[Pair]:
+    pair = by_value.get(record.value) if record.value is not None else None
+    return [pair] if pair is not None else []

@@ -1,0 +1,396 @@
+"""Acceptance suite of event sourcing (RFC-009 §4) over every compatible (store x views) pair.
+
+``store`` holds the streams, snapshots and the notification log (it needs transactions, a log
+and key-value); ``views`` holds projections' read models and tracking positions, with a
+transaction per batch when it has transactions, else per-key offset stamps written with
+compare-and-set (projection tests run once per kind the views backend offers).
+
+What it guarantees: of concurrent appends at one expected version exactly one wins and the
+losers' events are nowhere (not in the stream, not in the notifications); state loaded from a
+snapshot equals full replay and the model, at every version and point in time; old event
+schemas are read upcast while the stored records stay as written; the notification order never
+skips an append that committed late; a projection killed mid-batch and restarted applies every
+event exactly once; a rebuilt view equals the incremental one; lag is observable; and a store
+server killed and restarted keeps every acknowledged append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prism_testkit.patterns.event_sourcing import (
+    EventStore,
+    InvalidEvent,
+    NewEvent,
+    ProjectionRunner,
+    RecordedEvent,
+    Repository,
+    Upcasters,
+    VersionConflict,
+    ViewWriter,
+)
+
+from prism_testkit import PrismEnv, Slot, prism_suite
+from prism_testkit.interfaces import Transaction, Transactions
+from prism_testkit.isolation import Namespace
+
+from ._bank import (
+    TOTAL,
+    Account,
+    CommandRefused,
+    balances,
+    command,
+    deposit,
+    event_store,
+    view_kinds,
+    views_store,
+)
+from ._helpers import prism_settings
+
+pytestmark = prism_suite(
+    "event_sourcing",
+    store=Slot.needs("transactions", "log", "keyvalue"),
+    views=Slot.needs("keyvalue.cas"),
+)
+
+ACCOUNTS = ("a", "b", "c")
+Op = tuple[Literal["open", "deposit", "withdraw"], str, int]
+OPS: st.SearchStrategy[list[Op]] = st.lists(
+    st.tuples(st.sampled_from(["open", "deposit", "withdraw"]), st.sampled_from(ACCOUNTS), st.integers(1, 60)),
+    max_size=25,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def store_of(prism_env: PrismEnv, ns: Namespace, **kwargs: Any) -> EventStore:
+    return event_store(prism_env.driver("store"), ns, **kwargs)
+
+
+def model_step(state: dict[str, Any], op: Op) -> dict[str, Any] | None:
+    """The account model: the state after ``op``, or None when the command is refused."""
+    kind, _, amount = op
+    if kind == "open":
+        return None if state["open"] else {"open": True, "balance": state["balance"]}
+    if not state["open"] or (kind == "withdraw" and amount > state["balance"]):
+        return None
+    return {"open": True, "balance": state["balance"] + (amount if kind == "deposit" else -amount)}
+
+
+Model = dict[str, list[dict[str, Any]]]  # per account, the state at every version (index = version)
+
+
+def new_model() -> Model:
+    return {a: [Account().initial()] for a in ACCOUNTS}
+
+
+async def play(repo: Repository, ops: list[Op], clock: FakeClock | None = None, states: Model | None = None) -> Model:
+    """Run ``ops`` as commands, checking each outcome against the model; the model after them."""
+    states = new_model() if states is None else states
+    for op in ops:
+        kind, account, amount = op
+        expected = model_step(states[account][-1], op)
+        if clock is not None:
+            clock.now += 1.0
+        try:
+            await repo.execute(account, command(kind, amount))
+        except CommandRefused:
+            assert expected is None, f"{op} was refused, the model accepts it"
+            continue
+        assert expected is not None, f"{op} was accepted, the model refuses it (overdraft or closed account)"
+        states[account].append(expected)
+    return states
+
+
+# --- optimistic concurrency ----------------------------------------------------------------
+
+
+async def test_concurrent_writers_on_one_stream_exactly_one_wins_each_version(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns)
+        winners: list[str] = []
+        losers: set[str] = set()
+        for version in range(4):
+            tags = [f"v{version}-w{w}" for w in range(4)]
+            results = await asyncio.gather(
+                *(
+                    store.append(
+                        "acct", [NewEvent("Tagged", {"tag": t}), NewEvent("Tagged", {"tag": t + "+"})], version * 2
+                    )
+                    for t in tags
+                ),
+                return_exceptions=True,
+            )
+            won = [t for t, r in zip(tags, results, strict=True) if not isinstance(r, BaseException)]
+            assert len(won) == 1, f"version {version * 2}: {len(won)} appends won: {results}"
+            assert all(isinstance(r, VersionConflict) for r in results if isinstance(r, BaseException)), results
+            winners.append(won[0])
+            losers.update(t for t in tags if t not in won)
+        stream = [e.data["tag"] for e in await store.read_stream("acct")]
+        assert stream == [t for w in winners for t in (w, w + "+")]
+        assert [e.position for e in await store.read_stream("acct")] == list(range(1, 9))
+        notified = [n.event.data["tag"] for n in await store.read_notifications(0, limit=1000)]
+        assert notified == stream, "the notification log holds other events than the stream"
+        assert not losers & {t.rstrip("+") for t in notified}, "a losing append's events are visible"
+
+
+async def test_a_wrong_expected_version_or_bad_event_writes_nothing(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns)
+        await store.append("acct", [NewEvent("Opened", {})], 0)
+        with pytest.raises(VersionConflict) as info:
+            await store.append("acct", [NewEvent("Deposited", {"amount": 1})], 0)
+        assert (info.value.expected, info.value.actual) == (0, 1)
+        with pytest.raises(InvalidEvent):
+            await store.append("acct", [NewEvent("Deposited", {"amount": float("inf")})], 1)
+        with pytest.raises(InvalidEvent):
+            await store.append("", [NewEvent("Opened", {})], 0)
+        assert await store.version("acct") == 1
+        assert await store.notifications_end() == 1
+
+
+async def test_an_append_retried_with_its_event_ids_lands_once(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns)
+        events = [NewEvent("Opened", {}, event_id="open-1"), NewEvent("Deposited", {"amount": 5}, event_id="dep-1")]
+        first = await store.append("acct", events, 0)
+        retried = await store.append("acct", events, 0)  # as after a commit whose answer was lost
+        assert [e.event_id for e in retried.events] == [e.event_id for e in first.events] == ["open-1", "dep-1"]
+        assert retried.version == 2
+        assert await store.notifications_end() == 2
+        with pytest.raises(VersionConflict):  # other ids at that version: a real conflict
+            await store.append("acct", [NewEvent("Opened", {}, event_id="open-2")], 0)
+
+
+class HeldCommits:
+    """Transactions whose commit waits for ``release`` once ``hold`` is armed."""
+
+    def __init__(self, inner: Transactions) -> None:
+        self.inner = inner
+        self.armed = False
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        armed, self.armed = self.armed, False
+        async with self.inner.transaction() as tx:
+            yield tx
+            if armed:
+                self.reached.set()
+                await self.release.wait()
+
+
+async def test_the_notification_order_never_skips_a_late_commit(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns)
+        held = HeldCommits(store.transactions)
+        slow = EventStore(held, store.log, store.kv, store.config)
+        held.armed = True
+        late = asyncio.create_task(slow.append("began-first", [NewEvent("Opened", {})], 0))
+        await asyncio.wait_for(held.reached.wait(), 10)
+        for i in range(3):
+            await store.append(f"quick-{i}", [NewEvent("Opened", {})], 0)
+        follower = [n.event.stream for n in await store.read_notifications(0)]
+        held.release.set()
+        await asyncio.wait_for(late, 10)
+        follower += [n.event.stream for n in await store.read_notifications(len(follower))]
+        # Offsets follow commit order: the late commit comes after the quick ones, where a
+        # follower that already read them still finds it.
+        assert follower == ["quick-0", "quick-1", "quick-2", "began-first"]
+
+
+# --- snapshots, time travel, upcasting -----------------------------------------------------
+
+
+@prism_settings
+@given(ops=OPS, interval=st.integers(1, 4))
+async def test_snapshot_plus_later_events_equals_full_replay_and_the_model(
+    prism_env: PrismEnv, ops: list[Op], interval: int
+) -> None:
+    async with prism_env.example() as ns:
+        repo = Repository(store_of(prism_env, ns, snapshot_interval=interval), Account())
+        model = await play(repo, ops)
+        for account in ACCOUNTS:
+            latest = await repo.load(account)
+            assert latest == await repo.load(account, use_snapshot=False)
+            assert (latest.version, latest.state) == (len(model[account]) - 1, model[account][-1])
+            snapshot = await repo.snapshot(account)
+            if latest.version >= interval:
+                assert snapshot is not None, f"{account} at version {latest.version}: no snapshot every {interval}"
+                assert snapshot.state == model[account][snapshot.version]
+            for version, state in enumerate(model[account]):
+                assert (await repo.load(account, at_version=version)).state == state
+
+
+@prism_settings
+@given(ops=OPS)
+async def test_time_travel_gives_the_state_as_of_any_moment(prism_env: PrismEnv, ops: list[Op]) -> None:
+    async with prism_env.example() as ns:
+        clock = FakeClock()
+        repo = Repository(store_of(prism_env, ns, clock=clock, snapshot_interval=3), Account())
+        model = await play(repo, ops, clock)
+        for account in ACCOUNTS:
+            events = await repo.store.read_stream(account)
+            assert [e.recorded_at for e in events] == sorted(e.recorded_at for e in events)
+            for version, event in enumerate(events, start=1):
+                at = await repo.load(account, at_time=event.recorded_at)
+                assert (at.version, at.state) == (version, model[account][version])
+                before = await repo.load(account, at_time=event.recorded_at - 0.5)
+                assert before.state == model[account][version - 1]
+
+
+async def test_old_event_schemas_are_read_upcast_and_stored_as_written(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        old = store_of(prism_env, ns)
+        await old.append("acct", [NewEvent("Opened", {}), NewEvent("Deposited", {"cents": 1250})], 0)
+        upcasters = Upcasters()
+        upcasters.register("Deposited", 1)(lambda data: {"amount": data["cents"] // 100, "tag": ""})
+        upcasters.register("Deposited", 2)(lambda data: {**data, "currency": "EUR"})
+        new = store_of(prism_env, ns, upcasters=upcasters)
+        await new.append("acct", [NewEvent("Deposited", {"amount": 3, "tag": "", "currency": "EUR"})], 2)
+        repo = Repository(new, Account())
+        assert (await repo.load("acct")).state == {"open": True, "balance": 15}
+        read = [(e.schema, dict(e.data)) for e in await new.read_stream("acct") if e.type == "Deposited"]
+        assert read == [
+            (3, {"amount": 12, "tag": "", "currency": "EUR"}),
+            (3, {"amount": 3, "tag": "", "currency": "EUR"}),
+        ]
+        assert [n.event.schema for n in await new.read_notifications(0) if n.event.type == "Deposited"] == [3, 3]
+        raw = await prism_env.driver("store").keyvalue().get(new.config.event_key("acct", 2))
+        assert raw is not None
+        assert (json.loads(raw)["schema"], json.loads(raw)["data"]) == (1, {"cents": 1250})
+
+
+# --- projections ---------------------------------------------------------------------------
+
+
+class Crash(Exception):
+    """The projection process dies here."""
+
+
+def crashing(at: int) -> Any:
+    """The balances handler, dying when it reaches its ``at``-th event (after earlier writes)."""
+    seen = 0
+
+    async def handle(views: ViewWriter, event: RecordedEvent) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == at:
+            raise Crash
+        await balances(views, event)
+
+    return handle
+
+
+async def expected_balances(repo: Repository) -> dict[str, int]:
+    found = {a: (await repo.load(a)).state for a in ACCOUNTS}
+    return {a: s["balance"] for a, s in found.items() if s["open"]}
+
+
+async def read_view(runner: ProjectionRunner) -> dict[str, int]:
+    values = {a: await runner.views.get(a) for a in ACCOUNTS}
+    return {a: v for a, v in values.items() if v is not None}
+
+
+def kinds_of(prism_env: PrismEnv) -> list[str]:
+    return view_kinds(prism_env.driver("views"))
+
+
+@pytest.mark.parametrize("kind", ["transactional", "keyvalue"])
+@prism_settings
+@given(ops=OPS, crashes=st.lists(st.integers(1, 8), max_size=3), batch=st.integers(1, 6))
+async def test_a_projection_killed_mid_batch_applies_every_event_exactly_once(
+    prism_env: PrismEnv, kind: str, ops: list[Op], crashes: list[int], batch: int
+) -> None:
+    if kind not in kinds_of(prism_env):
+        pytest.skip(f"{prism_env.spec('views').name} has no transactions")
+    async with prism_env.example() as ns:
+        repo = Repository(store_of(prism_env, ns), Account())
+        await play(repo, ops)
+        views = views_store(prism_env.driver("views"), ns, "balances", kind)
+        for at in crashes:  # each incarnation dies somewhere in its batches
+            with contextlib.suppress(Crash):  # (one that caught up before ``at`` simply stops)
+                await ProjectionRunner(repo.store, views, crashing(at), batch_size=batch).catch_up()
+        runner = ProjectionRunner(repo.store, views, balances, batch_size=batch)
+        await runner.catch_up()
+        expected = await expected_balances(repo)
+        assert await read_view(runner) == expected
+        assert (await views.get(TOTAL) or 0) == sum(expected.values())
+        assert await runner.position() == await repo.store.notifications_end()
+
+
+@pytest.mark.parametrize("kind", ["transactional", "keyvalue"])
+async def test_a_rebuilt_view_equals_the_incremental_one_and_lag_is_observable(prism_env: PrismEnv, kind: str) -> None:
+    if kind not in kinds_of(prism_env):
+        pytest.skip(f"{prism_env.spec('views').name} has no transactions")
+    async with prism_env.example() as ns:
+        clock = FakeClock()
+        repo = Repository(store_of(prism_env, ns, clock=clock), Account())
+        incremental = ProjectionRunner(
+            repo.store, views_store(prism_env.driver("views"), ns, "inc", kind), balances, batch_size=2
+        )
+        ops: list[Op] = [("open", a, 0) for a in ACCOUNTS] + [
+            ("deposit" if i % 3 else "withdraw", ACCOUNTS[i % 3], 10 + i) for i in range(12)
+        ]
+        model = new_model()
+        for i, op in enumerate(ops):
+            await play(repo, [op], clock, model)
+            if i % 5 == 4:
+                await incremental.run_once()
+        end = await repo.store.notifications_end()
+        clock.now += 30.0
+        lag = await incremental.lag()
+        assert lag.events == end - await incremental.position() > 0
+        assert lag.seconds >= 30.0
+        await incremental.catch_up()
+        assert await incremental.lag() == type(lag)(0, 0.0)
+        rebuilt = ProjectionRunner(
+            repo.store, views_store(prism_env.driver("views"), ns, "rebuilt", kind), balances, batch_size=100
+        )
+        await rebuilt.catch_up()
+        assert await read_view(rebuilt) == await read_view(incremental) == await expected_balances(repo)
+        assert await rebuilt.views.get(TOTAL) == await incremental.views.get(TOTAL)
+
+
+# --- durability ----------------------------------------------------------------------------
+
+
+async def test_a_store_server_killed_and_restarted_keeps_every_acknowledged_append(prism_env: PrismEnv) -> None:
+    spec = prism_env.spec("store")
+    if prism_env.control("store") is None or not spec.properties.durable:
+        pytest.skip(f"{spec.name}: no server the harness controls, or not declared durable")
+    async with prism_env.example() as ns:
+        repo = Repository(store_of(prism_env, ns, snapshot_interval=2), Account())
+        ops: list[Op] = [
+            ("open", "a", 0),
+            ("deposit", "a", 40),
+            ("withdraw", "a", 15),
+            ("open", "b", 0),
+            ("deposit", "b", 7),
+        ]
+        model = await play(repo, ops)
+        before = [(n.offset, n.event.event_id) for n in await repo.store.read_notifications(0)]
+        driver = await prism_env.restart("store", kill=True)
+        after_restart = Repository(event_store(driver, ns, snapshot_interval=2), Account())
+        assert [(n.offset, n.event.event_id) for n in await after_restart.store.read_notifications(0)] == before
+        for account in ("a", "b"):
+            loaded = await after_restart.load(account)
+            assert loaded == await after_restart.load(account, use_snapshot=False)
+            assert loaded.state == model[account][-1]
+        await after_restart.execute("a", lambda loaded: deposit(loaded, 5))
+        assert (await after_restart.load("a")).state["balance"] == 30

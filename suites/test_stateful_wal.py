@@ -1,0 +1,252 @@
+"""The WAL under faults: writers putting and deleting keys, an applier stepping through the log,
+the applier crashing mid-batch (a fresh one resumes from the committed checkpoint), and the
+nemesis on the log's server and the target's (kill / restart of durable servers, pause, proxy
+latency, resets and partitions).
+
+Every write is a ``write`` op of the history: ok with its receipt (the log offset), fail, or
+info when its outcome is unknown. At the end every fault is healed, a fresh applier drains the
+log, and :func:`~._wal_checker.check_wal` rebuilds the state the log demands and compares it
+with the target and with every apply the appliers reported: lost, phantom, reordered, doubled.
+An applier that commits its checkpoint before applying loses the rest of a batch when it dies
+mid-batch: caught here (tests/mutants).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import precondition, rule
+from prism_testkit.patterns.wal import LogDurability, Mutation, WalApplier, WalConfig, WriteAheadLog
+
+from prism_testkit import Capability, PrismEnv, Slot, prism_suite
+from prism_testkit.jepsen.checkers import Verdict
+from prism_testkit.jepsen.client import CALM_TIMEOUT
+from prism_testkit.jepsen.history import DEFINITE_FAILURES, OpHandle
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
+
+from ._applier_faults import DiesAtCheckpoint, DyingTarget, Killed, ValueFuse
+from ._helpers import read_all
+from ._wal_checker import DELETE_SUFFIX, LoggedMutation, check_wal
+
+pytestmark = prism_suite("stateful_wal", log=Slot.needs("log", durable=True), target=Slot.needs("keyvalue"))
+
+KEYS = ("a", "b", "c")
+
+
+class WalMachine(FaultMachine):
+    def __init__(self, run: StatefulRun) -> None:
+        super().__init__(run, ["log", "target"])
+        self.config = WalConfig(
+            log=self.ns.name("wal"),
+            batch_size=3,
+            batch_timeout=0.01,
+            checkpoint_interval=0.0,
+            backoff_initial=0.01,
+            backoff_max=0.05,
+        )
+        self.durability = LogDurability.of(self.env.spec("log"))
+        self.values = itertools.count()
+        self.applies: list[tuple[int, str]] = []
+        self.skipped: set[int] = set()
+        self.applier = self._applier()
+        self.step: asyncio.Future[int] | None = None  # an applier step abandoned in flight
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _on_applied(self, offset: int, mutation: Mutation) -> None:
+        self.applies.append((offset, mutation.key))
+
+    def _on_skipped(self, offset: int, mutation: Mutation) -> None:
+        self.skipped.add(offset)
+
+    def _applier(self, *, settled: bool = False, fuse: ValueFuse | None = None) -> WalApplier:
+        applier = WalApplier(
+            self.env.driver("log").log(),
+            self.env.driver("target").keyvalue(),
+            self.config,
+            on_applied=self._on_applied,
+            on_skipped=self._on_skipped,
+        )
+        return self._wire(applier, settled=settled, fuse=fuse)
+
+    def _wire(self, applier: WalApplier, *, settled: bool = False, fuse: ValueFuse | None = None) -> WalApplier:
+        """Point an applier at the current clients (a restart or heal reconnects them)."""
+        log = self.env.driver("log") if settled else self.client("log")
+        target = self.env.driver("target") if settled else self.client("target")
+        transactions = target.transactions() if target.supports(Capability.TRANSACTIONS) else None
+        applier.log, applier.target, applier.transactions = log.log(), target.keyvalue(), transactions
+        if fuse is not None:
+            dying = DyingTarget(applier.target, fuse, transactions)
+            applier.target, applier.transactions = dying, dying.transactions  # type: ignore[assignment]
+        return applier
+
+    def _idle(self) -> bool:
+        return self.step is None or self.step.done()
+
+    # -- writers ----------------------------------------------------------------------------
+
+    @rule(writes=st.lists(st.tuples(st.sampled_from(KEYS), st.booleans()), min_size=1, max_size=3))
+    def write(self, writes: list[tuple[str, bool]]) -> None:
+        """One writer's mutations, one after the other (deletes when the flag is set)."""
+        wal = self._wal()
+        for key, delete in writes:
+            name = self.ns.name(key)
+            value = f"{key}:{next(self.values)}{DELETE_SUFFIX if delete else ''}"
+            outcome = self.attempt("writer", "write", self._mutate(wal, name, value, delete), key=name, value=value)
+            if outcome.completed:
+                outcome.handle.ok(offset=outcome.result)
+
+    @rule(keys=st.lists(st.sampled_from(KEYS), min_size=2, max_size=4))
+    def write_together(self, keys: list[str]) -> None:
+        """Several writers put at once: with a transactional log they share one commit."""
+        wal = self._wal()
+        writes: list[tuple[OpHandle, Awaitable[int]]] = []
+        for key in keys:
+            name, value = self.ns.name(key), f"{key}:{next(self.values)}"
+            handle = self.history.invoke(f"writer-{len(writes)}", "write", name, value)
+            writes.append((handle, self.recorded.bounded(wal.put(name, value.encode()))))
+
+        async def together() -> list[object]:
+            return list(await asyncio.gather(*(action for _, action in writes), return_exceptions=True))
+
+        unexpected: BaseException | None = None
+        for (handle, _), result in zip(writes, self.loop(together()), strict=True):
+            if isinstance(result, int):
+                handle.ok(offset=result)
+            elif isinstance(result, DEFINITE_FAILURES):
+                handle.fail(result)
+            else:
+                handle.info(result if isinstance(result, BaseException) else None)
+                if isinstance(result, BaseException) and not self.faulted:
+                    unexpected = result
+        if unexpected is not None:
+            raise unexpected
+
+    def _wal(self) -> WriteAheadLog:
+        log = self.client("log")
+        return WriteAheadLog(
+            log.log(),
+            self.client("target").keyvalue(),
+            self.config,
+            durability=self.durability,
+            log_transactions=log.transactions() if log.supports(Capability.TRANSACTIONS) else None,
+        )
+
+    @staticmethod
+    def _mutate(wal: WriteAheadLog, name: str, value: str, delete: bool) -> Callable[[], Awaitable[int]]:
+        return lambda: wal.delete(name) if delete else wal.put(name, value.encode())
+
+    # -- the applier ------------------------------------------------------------------------
+
+    @rule()
+    def apply_step(self) -> None:
+        if not self._idle():
+            return  # the previous step is still in flight (abandoned under a fault): one applier at a time
+        applier = self._wire(self.applier)
+        handle = self.history.invoke("applier", "apply", self.config.log)
+        task = asyncio.ensure_future(applier.run_once(wait=0.0), loop=self.env.runtime.loop)
+        try:
+            applied = self.bounded(task)
+        except Exception as exc:
+            handle.info(exc)
+            if not task.done():
+                self.step = task
+            if not self.faulted:
+                raise
+            return
+        handle.ok(value=applied)
+
+    @precondition(lambda self: self._idle())
+    @rule(after=st.integers(0, 2))
+    def crash_applier(self, after: int) -> None:
+        """The applier's process dies before its ``after``-th value write of the next batch; a
+        fresh one (no memory, only the committed checkpoint) takes over."""
+        fuse = ValueFuse(after, self.config.guard_key(""))
+        doomed = self._wire(self.applier, fuse=fuse)
+        handle = self.history.invoke("applier", "crash", self.config.log, after)
+
+        async def dies() -> None:
+            with contextlib.suppress(Killed):
+                await doomed.run_once(wait=0.0)
+
+        try:
+            self.bounded(dies())
+        except Exception as exc:
+            handle.info(exc)
+            if not self.faulted:
+                raise
+        else:
+            handle.ok()
+        self.applier = self._applier()
+
+    @precondition(lambda self: self._idle())
+    @rule()
+    def crash_before_checkpoint(self) -> None:
+        """The applier's process dies right after a batch committed to the target, before the
+        checkpoint did: its successor replays that batch, which the applied offsets must skip."""
+        doomed = self._wire(self.applier)
+        doomed.log = DiesAtCheckpoint(doomed.log)  # type: ignore[assignment]
+        handle = self.history.invoke("applier", "crash-before-checkpoint", self.config.log)
+
+        async def dies() -> None:
+            with contextlib.suppress(Killed):
+                await doomed.run_once(wait=0.0)
+
+        try:
+            self.bounded(dies())
+        except Exception as exc:
+            handle.info(exc)
+            if not self.faulted:
+                raise
+        else:
+            handle.ok()
+        self.applier = self._applier()
+
+    # -- judging ----------------------------------------------------------------------------
+
+    def check(self) -> tuple[list[Verdict], str]:
+        self.recovering(self._drain)
+        logged = self.recovering(self._read_log)
+        final = self.recovering(self._read_target)
+        dead = self.recovering(self._read_dead_letters)
+        verdict = check_wal(self.history, logged, self.applies, self.skipped, final, dead)
+        return [verdict], f"wal {self.config.log} -> {self.env.spec('target').name} target"
+
+    async def _drain(self) -> None:
+        if self.step is not None and not self.step.done():
+            await asyncio.wait({self.step}, timeout=CALM_TIMEOUT)
+        await self._applier(settled=True).drain(within=CALM_TIMEOUT)
+
+    async def _read_log(self) -> dict[int, LoggedMutation]:
+        records = await read_all(self.env.driver("log").log(), self.config.log)
+        logged = {}
+        for record in records:
+            mutation = Mutation.decode(record)
+            value = bytes(mutation.value).decode() if mutation.value is not None else None
+            logged[record.offset] = LoggedMutation(mutation.key, value)
+        return logged
+
+    async def _read_target(self) -> dict[str, str | None]:
+        target = self.env.driver("target").keyvalue()
+        final = {}
+        for key in KEYS:
+            value = await target.get(self.ns.name(key))
+            final[self.ns.name(key)] = None if value is None else bytes(value).decode()
+        return final
+
+    async def _read_dead_letters(self) -> list[int]:
+        records = await read_all(self.env.driver("log").log(), self.config.dead_letter)
+        return [int(r.message.headers.get("wal-source-offset", "-1")) for r in records]
+
+
+def test_every_acknowledged_mutation_is_applied_once_in_log_order_under_faults(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    run = StatefulRun(prism_env, request)
+    run.execute(lambda: WalMachine(run))
