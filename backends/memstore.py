@@ -36,6 +36,8 @@ from prism_testkit.errors import (
 )
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import (
+    ChangeFeed,
+    ChangeSet,
     KeyValue,
     Log,
     Message,
@@ -52,6 +54,7 @@ from prism_testkit.interfaces import (
 from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
 from prism_testkit.registry import BackendSpec
 
+from ._changefeed import check_capture, check_label, check_position, check_prefix, check_read, other_prefix
 from ._common import (
     as_bytes,
     check_count,
@@ -61,9 +64,12 @@ from ._common import (
     check_wait,
     freeze_message,
 )
+from ._memfeed import Capture, MemFeed
+from ._sql import poll
 
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
 PROPERTIES = BackendProperties(durable=False, survives_power_loss=False, ordering=Ordering.TOTAL)
+FEED_POLL_INTERVAL = 0.01  # seconds between looks while a change feed read waits
 
 
 # --- waking waiters --------------------------------------------------------------------------
@@ -145,7 +151,8 @@ class _Entry:
 
 
 class _KeyValueState:
-    def __init__(self) -> None:
+    def __init__(self, feed: MemFeed) -> None:
+        self._feed = feed  # told of every write (not of expiry, not of purge)
         self._entries: dict[str, _Entry] = {}
         self._versions = itertools.count(1)
 
@@ -167,12 +174,15 @@ class _KeyValueState:
 
     def put(self, key: str, value: bytes, ttl: float | None = None) -> None:
         expires_at = None if ttl is None else time.monotonic() + ttl
+        before = self.get(key)
         self._entries[key] = _Entry(value, expires_at, next(self._versions))
+        self._feed.record(key, before, value)
 
     def delete(self, key: str) -> bool:
-        existed = self._live(key) is not None
+        before = self.get(key)
         self._entries.pop(key, None)
-        return existed
+        self._feed.record(key, before, None)
+        return before is not None
 
     def keys(self, prefix: str) -> list[str]:
         return [k for k in list(self._entries) if k.startswith(prefix) and self._live(k) is not None]
@@ -302,7 +312,8 @@ class _Store:
     """Everything one memstore instance holds."""
 
     def __init__(self) -> None:
-        self.kv = _KeyValueState()
+        self.feed = MemFeed()
+        self.kv = _KeyValueState(self.feed)
         self.queues: dict[str, _QueueState] = {}
         self.logs: dict[str, _LogState] = {}
         self.offsets: dict[tuple[str, str], int] = {}  # (log, group) -> committed offset
@@ -322,6 +333,8 @@ class _Store:
         return bucket
 
     def purge(self, prefix: str) -> None:
+        for capture in [c for c in self.feed.captures if c.startswith(prefix)]:
+            del self.feed.captures[capture]
         self.kv.purge(prefix)
         for table in (self.queues, self.logs, self.buckets):
             for name in [n for n in table if n.startswith(prefix)]:
@@ -338,6 +351,7 @@ class _Store:
         for kind, table in (("queue", self.queues), ("log", self.logs), ("topic", self.topics)):
             found += [f"{kind}:{name}" for name in table if name.startswith(prefix)]
         found += [f"bucket:{name}" for name in self.buckets if name.startswith(prefix)]
+        found += [f"capture:{name}" for name in self.feed.captures if name.startswith(prefix)]
         found += [
             f"offset:{log}/{group}" for log, group in self.offsets if log.startswith(prefix) or group.startswith(prefix)
         ]
@@ -645,11 +659,12 @@ class _MemTransaction(Transaction):
         changed = sorted(k for k, v in self._read_versions.items() if kv.version(k) != v)
         if changed:
             raise TransactionAborted(f"keys read in the transaction changed before commit: {changed}")
-        for key, value in self._writes.items():
-            if value is None:
-                kv.delete(key)
-            else:
-                kv.put(key, value)
+        with self._store.feed.transaction():  # one change set for the whole commit
+            for key, value in self._writes.items():
+                if value is None:
+                    kv.delete(key)
+                else:
+                    kv.put(key, value)
         for log, message in self._appends:
             self._store.append(log, message)
 
@@ -673,6 +688,38 @@ class _MemTransactions(_Facet, Transactions):
             tx.rollback()
             raise
         tx.commit()
+
+
+class _MemChangeFeed(_Facet, ChangeFeed):
+    async def create(self, capture: str, prefix: str) -> None:
+        feed = self._store.feed
+        existing = feed.captures.get(check_capture(capture))
+        if existing is None:
+            feed.captures[capture] = Capture(check_prefix(prefix))
+        elif existing.prefix != prefix:
+            raise other_prefix(capture, existing.prefix, prefix)
+
+    async def read(self, capture: str, *, limit: int = 100, wait: float = 0.0) -> list[ChangeSet]:
+        limit, wait = check_read(limit, wait)
+        feed = self._store.feed
+        feed.capture(check_capture(capture))
+
+        async def attempt() -> list[ChangeSet]:
+            return feed.read(capture, limit)
+
+        return await poll(attempt, wait, FEED_POLL_INTERVAL)
+
+    async def confirm(self, capture: str, position: int) -> None:
+        self._store.feed.confirm(check_capture(capture), check_position(position))
+
+    async def mark(self, capture: str, label: str) -> None:
+        self._store.feed.mark(check_capture(capture), check_label(label))
+
+    async def drop(self, capture: str) -> None:
+        self._store.feed.captures.pop(check_capture(capture), None)
+
+    async def captures(self, prefix: str) -> list[str]:
+        return sorted(c for c in self._store.feed.captures if c.startswith(check_prefix(prefix)))
 
 
 # --- driver ----------------------------------------------------------------------------------
@@ -731,6 +778,10 @@ class MemstoreDriver(Driver):
     def transactions(self) -> Transactions:
         self.require(Capability.TRANSACTIONS)
         return _MemTransactions(self)
+
+    def changefeed(self) -> ChangeFeed:
+        self.require(Capability.CHANGEFEED)
+        return _MemChangeFeed(self)
 
 
 def open_memstore(name: str = "memstore") -> MemstoreDriver:

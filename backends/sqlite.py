@@ -34,6 +34,8 @@ from prism_testkit.registry import BackendSpec
 
 from ._common import check_offset
 from ._sql import SCAN_BATCH, SqlDialect, poll
+from ._sqlitefeed import SCHEMA as CHANGEFEED_SCHEMA
+from ._sqlitefeed import SqliteChangeFeed, capture_names, drop_captures
 
 T = TypeVar("T")
 
@@ -50,6 +52,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.QUEUE,
         Capability.LOG,
         Capability.TRANSACTIONS,
+        Capability.CHANGEFEED,
     }
 )
 PROPERTIES = BackendProperties(
@@ -139,6 +142,7 @@ class _Database:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prism-sqlite-{path.name}")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._txid = uuid.uuid4().hex  # renewed for every write transaction (the change feed's txid)
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -154,7 +158,10 @@ class _Database:
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit: durable
-        conn.executescript(SCHEMA)
+        # what the change feed's triggers call: the current transaction's id and expiry's clock
+        conn.create_function("prism_cdc_txid", 0, lambda: self._txid)
+        conn.create_function("prism_cdc_now", 0, time.time)
+        conn.executescript(SCHEMA + CHANGEFEED_SCHEMA)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the worker thread (``fn`` must not leave a transaction open)."""
@@ -187,6 +194,7 @@ class _Database:
         even against other connections to the same file."""
 
         def job(conn: sqlite3.Connection) -> T:
+            self._txid = uuid.uuid4().hex
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -507,6 +515,7 @@ class SqliteDriver(Driver):
         self._queue = SqliteQueue(self)
         self._log = SqliteLog(self)
         self._transactions = SqliteTransactions(self)
+        self._changefeed = SqliteChangeFeed(db)
 
     @classmethod
     async def connect(cls, name: str, capabilities: frozenset[Capability], endpoint: Endpoint) -> Self:
@@ -536,8 +545,12 @@ class SqliteDriver(Driver):
     def transactions(self) -> SqliteTransactions:
         return self._transactions
 
+    def changefeed(self) -> SqliteChangeFeed:
+        return self._changefeed
+
     async def purge(self, prefix: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
+            drop_captures(conn, prefix)  # first, so the deletes below are not captured
             for sql, params in DIALECT.purge(prefix):
                 conn.execute(sql, params)
 
@@ -546,7 +559,8 @@ class SqliteDriver(Driver):
     async def leftovers(self, prefix: str) -> list[str]:
         def job(conn: sqlite3.Connection) -> list[str]:
             # db.read runs it in one transaction: every query sees one snapshot
-            return sorted(q.label(row) for q in DIALECT.leftovers(prefix) for row in conn.execute(q.sql, q.params))
+            found = [q.label(row) for q in DIALECT.leftovers(prefix) for row in conn.execute(q.sql, q.params)]
+            return sorted(found + [f"capture:{name}" for name in capture_names(conn, prefix)])
 
         return await self.db.read(job)
 

@@ -23,6 +23,9 @@ _EXPORTS = {
     "PrismError": "prism_testkit.errors",
     "ENTRY_POINT_GROUP": "prism_testkit.hookspecs",
     "hookimpl": "prism_testkit.hookspecs",
+    "ChangeFeed": "prism_testkit.interfaces",
+    "ChangeSet": "prism_testkit.interfaces",
+    "KeyChange": "prism_testkit.interfaces",
     "KeyValue": "prism_testkit.interfaces",
     "Log": "prism_testkit.interfaces",
     "Message": "prism_testkit.interfaces",
@@ -58,6 +61,8 @@ __all__ = [
     "BackendProperties",
     "BackendSpec",
     "Capability",
+    "ChangeFeed",
+    "ChangeSet",
     "Combination",
     "DataDir",
     "DeliveryGuarantee",
@@ -65,6 +70,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "EmbeddedProvisioner",
     "Endpoint",
+    "KeyChange",
     "KeyValue",
     "Log",
     "Message",
@@ -118,6 +124,9 @@ if TYPE_CHECKING:
     from prism_testkit.errors import NotSupported, PrismError
     from prism_testkit.hookspecs import ENTRY_POINT_GROUP, hookimpl
     from prism_testkit.interfaces import (
+        ChangeFeed,
+        ChangeSet,
+        KeyChange,
         KeyValue,
         Log,
         Message,

@@ -23,6 +23,9 @@ class Capability(StrEnum):
     OBJECTS = "objects"
     OBJECTS_TTL = "objects.ttl"
     TRANSACTIONS = "transactions"
+    # committed key-value changes under a prefix, whole transactions in commit order, read
+    # from a durable position the reader confirms (logical decoding, a change table...)
+    CHANGEFEED = "changefeed"
 
     @property
     def interface(self) -> Capability:

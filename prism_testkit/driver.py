@@ -17,7 +17,7 @@ from prism_testkit.capabilities import Capability
 from prism_testkit.errors import NotSupported
 
 if TYPE_CHECKING:
-    from prism_testkit.interfaces import KeyValue, Log, ObjectStore, PubSub, Queue, Transactions
+    from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, ObjectStore, PubSub, Queue, Transactions
     from prism_testkit.provisioning import Endpoint
 
 T = TypeVar("T")
@@ -30,6 +30,7 @@ ACCESSORS: dict[Capability, str] = {
     Capability.LOG: "log",
     Capability.OBJECTS: "objects",
     Capability.TRANSACTIONS: "transactions",
+    Capability.CHANGEFEED: "changefeed",
 }
 
 
@@ -51,6 +52,16 @@ class Driver(ABC):
     def __init__(self, name: str, capabilities: frozenset[Capability]) -> None:
         self.name = name
         self.capabilities = capabilities
+        # declared by the registration but missing on this instance (a server given by URL
+        # without logical decoding...), with the reason NotSupported reports
+        self.withheld: dict[Capability, str] = {}
+
+    def withhold(self, capability: Capability, reason: str) -> None:
+        """This instance lacks ``capability`` (and its sub-capabilities) although the backend
+        declares it: it is no longer supported here, and using it says why."""
+        lost = {c for c in self.capabilities if c.interface is capability or c is capability}
+        self.capabilities = self.capabilities - lost
+        self.withheld.update(dict.fromkeys(lost, reason))
 
     @classmethod
     @abstractmethod
@@ -78,6 +89,9 @@ class Driver(ABC):
     def require(self, capability: Capability, detail: str = "") -> None:
         """Raise :class:`NotSupported` unless ``capability`` is declared for this backend."""
         if capability not in self.capabilities:
+            reason = self.withheld.get(capability)
+            if reason is not None:
+                detail = f"{detail}: {reason}" if detail else f"not on this instance: {reason}"
             raise NotSupported(self.name, capability.value, detail)
 
     # --- interface accessors: undeclared unless overridden ---------------------------------
@@ -100,10 +114,13 @@ class Driver(ABC):
     def transactions(self) -> Transactions:
         raise NotSupported(self.name, Capability.TRANSACTIONS.value)
 
+    def changefeed(self) -> ChangeFeed:
+        raise NotSupported(self.name, Capability.CHANGEFEED.value)
+
     def facet(self, interface: Capability) -> object:
         """The facet for ``interface`` (an interface capability, not a sub-capability)."""
         if interface not in self.capabilities:
-            raise NotSupported(self.name, interface.value)
+            self.require(interface)
         return getattr(self, ACCESSORS[interface])()
 
 

@@ -81,6 +81,12 @@ class ObjectNotFound(NotFound):
         super().__init__(f"object {key!r} not found in bucket {bucket!r}")
 
 
+class CaptureNotFound(NotFound):
+    def __init__(self, capture: str) -> None:
+        self.capture = capture
+        super().__init__(f"change capture {capture!r} does not exist")
+
+
 class BucketNotEmpty(PrismError):
     def __init__(self, bucket: str) -> None:
         self.bucket = bucket

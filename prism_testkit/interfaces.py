@@ -221,3 +221,75 @@ class Transactions(Protocol):
     """
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+
+# --- change feed ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """One key's change inside a committed transaction. ``before`` is ``None`` when the key
+    did not exist (an insert), ``after`` is ``None`` when the change deleted it."""
+
+    key: str
+    before: bytes | None
+    after: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """One committed transaction as a change feed delivers it: never split, never merged.
+
+    ``position`` grows strictly in commit order (an LSN, a sequence number); confirming it
+    consumes this transaction and every earlier one. ``marks`` are the labels written with
+    :meth:`ChangeFeed.mark` (watermarks, heartbeats); a mark's transaction has no changes.
+    """
+
+    position: int
+    txid: str
+    commit_ts_ms: int
+    changes: tuple[KeyChange, ...] = ()
+    marks: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """Committed key-value changes of keys under a prefix, captured from the backend's own
+    change log (PostgreSQL logical decoding, an SQLite change table written by triggers in the
+    writing transaction, an in-process feed).
+
+    A *capture* is named (names under the test namespace are cleaned up with it) and records
+    every transaction that commits after :meth:`create` returned and touches a key under its
+    prefix. :meth:`read` returns whole transactions after the confirmed position, oldest
+    first, without consuming them: until :meth:`confirm` they are read again (after a crash,
+    too), so a reader that confirms only what its sink acknowledged loses nothing. Expiry of a
+    key with a TTL is not a change.
+    """
+
+    async def create(self, capture: str, prefix: str) -> None:
+        """Start capturing (idempotent: an existing capture of the same prefix is kept with
+        its position; another prefix raises ``ValueError``)."""
+        ...
+
+    async def read(self, capture: str, *, limit: int = 100, wait: float = 0.0) -> list[ChangeSet]:
+        """Up to about ``limit`` transactions after the confirmed position (a transaction is
+        never cut to fit), waiting up to ``wait`` seconds when there are none yet. Raises
+        :class:`~prism_testkit.errors.CaptureNotFound` for a capture that does not exist."""
+        ...
+
+    async def confirm(self, capture: str, position: int) -> None:
+        """Everything up to and including ``position`` is consumed (a lower one is ignored)."""
+        ...
+
+    async def mark(self, capture: str, label: str) -> None:
+        """Commit a transaction carrying ``label`` that only this capture sees, ordered with
+        the changes around it (DBLog's watermarks; heartbeats that let the position move)."""
+        ...
+
+    async def drop(self, capture: str) -> None:
+        """Stop capturing and release what the capture holds (idempotent)."""
+        ...
+
+    async def captures(self, prefix: str) -> list[str]:
+        """Names of the captures whose name starts with ``prefix``."""
+        ...

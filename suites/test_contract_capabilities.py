@@ -13,6 +13,7 @@ import pytest
 from prism_testkit import (
     BackendProperties,
     Capability,
+    ChangeFeed,
     KeyValue,
     Log,
     Message,
@@ -40,6 +41,7 @@ PROTOCOLS: dict[Capability, type] = {
     Capability.LOG: Log,
     Capability.OBJECTS: ObjectStore,
     Capability.TRANSACTIONS: Transactions,
+    Capability.CHANGEFEED: ChangeFeed,
 }
 
 
@@ -52,6 +54,12 @@ def test_every_interface_has_a_protocol_and_an_accessor() -> None:
 async def test_interface_is_handed_out_exactly_when_declared(prism_env: PrismEnv, interface: Capability) -> None:
     spec, driver = prism_env.spec("backend"), prism_env.driver("backend")
     accessor = getattr(driver, ACCESSORS[interface])
+    if interface in driver.withheld:
+        # declared, but this instance lacks it (a server given by URL): refused, with the reason
+        with pytest.raises(NotSupported, match="not on this instance") as refused:
+            accessor()
+        assert refused.value.capability == interface.value
+        return
     if interface in spec.interfaces:
         facet = accessor()
         assert isinstance(facet, PROTOCOLS[interface]), (
@@ -71,7 +79,7 @@ async def test_interface_is_handed_out_exactly_when_declared(prism_env: PrismEnv
 @pytest.mark.parametrize("capability", list(Capability), ids=[c.value for c in Capability])
 async def test_driver_supports_exactly_the_declared_capabilities(prism_env: PrismEnv, capability: Capability) -> None:
     spec, driver = prism_env.spec("backend"), prism_env.driver("backend")
-    declared = capability in spec.capabilities
+    declared = capability in spec.capabilities and capability not in driver.withheld
     assert driver.supports(capability) is declared
     if declared:
         driver.require(capability)
@@ -87,7 +95,8 @@ async def test_registration_describes_its_driver(prism_env: PrismEnv) -> None:
     assert isinstance(driver, Driver)
     assert isinstance(driver, spec.driver_class)
     assert driver.name == spec.name
-    assert driver.capabilities == spec.capabilities
+    assert driver.capabilities | set(driver.withheld) == spec.capabilities
+    assert all(driver.withheld.values()), "a capability withheld without a reason"
     assert spec.interfaces, "a backend that declares no interface is useless"
     if spec.properties.max_payload is not None:
         assert spec.properties.max_payload > 0

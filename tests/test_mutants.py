@@ -33,6 +33,7 @@ MUTANTS = [
     ("sqlite_claims_power_loss_without_fsync", "power_loss", "sqlite", "*declares survives_power_loss but lost*"),
     ("redis_aof_fsyncs_every_second", "power_loss", "redis-aof", "*declares survives_power_loss but lost*"),
     ("nats_claims_power_loss_durability", "power_loss", "nats", "*declares survives_power_loss but lost*"),
+    ("cdc_confirms_before_publishing", "cdc", "memstore,sqlite", "*cdc-checker (at-least-once): INVALID: *lost*"),
 ]
 
 

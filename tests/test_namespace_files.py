@@ -107,7 +107,7 @@ def test_catalogue_carries_priority_complexity_and_where_the_reference_store_liv
     assert patterns["claim-check"].implemented
     assert patterns["event-sourcing"].implemented
     assert patterns["cqrs"].implemented
-    assert not patterns["cdc"].implemented  # still validated only (patterns/planned.py)
+    assert patterns["cdc"].implemented
 
 
 def test_durations() -> None:

@@ -25,6 +25,9 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.QUEUE,
         Capability.LOG,
         Capability.TRANSACTIONS,
+        # logical decoding; withheld by the driver on a server (given by URL) whose
+        # wal_level is not logical
+        Capability.CHANGEFEED,
     }
 )
 
@@ -45,6 +48,7 @@ def prism_register_backends() -> list[BackendSpec]:
             requires=("asyncpg",),
             extra="postgres",
             embedded=False,
-            description="PostgreSQL (asyncpg, fsync on): durable key-value, queue, log and transactions",
+            description="PostgreSQL (asyncpg, fsync on): durable key-value, queue, log, transactions "
+            "and a change feed (logical decoding)",
         )
     ]

@@ -55,6 +55,8 @@ from prism_testkit.redaction import redact
 from .._common import as_bytes, check_count, check_positive, check_wait, freeze_message
 from .._sql import SCAN_BATCH, SqlDialect, poll
 from . import MAX_PAYLOAD
+from .changefeed import SCHEMA as CHANGEFEED_SCHEMA
+from .changefeed import PostgresChangeFeed, leftover_captures, logical_decoding_missing
 
 T = TypeVar("T")
 
@@ -568,6 +570,7 @@ class PostgresDriver(Driver):
         self._queue = PostgresQueue(self)
         self._log = PostgresLog(self)
         self._transactions = PostgresTransactions(self)
+        self._changefeed = PostgresChangeFeed(db)
 
     @classmethod
     async def connect(cls, name: str, capabilities: frozenset[Capability], endpoint: Endpoint) -> Self:
@@ -581,10 +584,14 @@ class PostgresDriver(Driver):
         db = _Pool(name, pool)
         try:
             await db.write(_create_schema)
+            missing = await db.run(logical_decoding_missing)
         except BaseException:
             await db.close()
             raise
-        return cls(name, capabilities, db)
+        driver = cls(name, capabilities, db)
+        if missing is not None and Capability.CHANGEFEED in capabilities:
+            driver.withhold(Capability.CHANGEFEED, missing)  # a server given by URL may lack it
+        return driver
 
     async def close(self) -> None:
         await self.db.close()
@@ -601,7 +608,14 @@ class PostgresDriver(Driver):
     def transactions(self) -> PostgresTransactions:
         return self._transactions
 
+    def changefeed(self) -> PostgresChangeFeed:
+        return self._changefeed
+
     async def purge(self, prefix: str) -> None:
+        # Captures first (slots outside any transaction), so the deletes below are not captured.
+        for capture in await self._changefeed.captures(prefix):
+            await self._changefeed.drop(capture)
+
         async def job(conn: asyncpg.Connection) -> None:
             for sql, params in DIALECT.purge(prefix):
                 await conn.execute(sql, *params)
@@ -615,6 +629,7 @@ class PostgresDriver(Driver):
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 for query in DIALECT.leftovers(prefix):
                     found += [query.label(row) for row in await conn.fetch(query.sql, *query.params)]
+                found += await leftover_captures(conn, prefix)  # slots retain WAL: a leak too
             return sorted(found)
 
         return await self.db.run(snapshot)
@@ -625,3 +640,4 @@ async def _create_schema(conn: asyncpg.Connection) -> None:
     # connects from several workers take turns.
     await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS_DDL}, 0)")
     await conn.execute(SCHEMA)
+    await conn.execute(CHANGEFEED_SCHEMA)

@@ -181,6 +181,10 @@ class PostgresProvisioner(ServerProvisioner):
             "full_page_writes=on",
             "-c",
             "shared_buffers=32MB",  # several private servers (one per xdist worker) share the RAM
+            "-c",
+            "wal_level=logical",  # the change feed decodes the WAL
+            "-c",
+            "max_replication_slots=64",  # one per capture; tests drop theirs
         ]
         server = ServerProcess(
             "postgres",

@@ -1,0 +1,235 @@
+"""The change feed of the postgres backend: logical decoding through the built-in ``pgoutput``
+plugin, one replication slot and one publication per capture.
+
+* The publication covers ``prism.kv`` with a row filter on the capture's key range (PostgreSQL
+  15), so the server decodes and sends only the capture's keys. ``prism.kv`` has REPLICA
+  IDENTITY FULL, so updates and deletes carry the before-image.
+* Reads *peek* the slot (``pg_logical_slot_peek_binary_changes``): nothing is consumed until
+  :meth:`confirm` advances the slot (``pg_replication_slot_advance``) to a transaction's end
+  LSN. A crash anywhere before that replays the transactions instead of losing them.
+* Marks are transactional logical decoding messages (``pg_logical_emit_message``) under a
+  prefix naming the capture: they are ordered with the changes around them, and an idle
+  capture that confirms one moves its slot past other tables' WAL, so it does not pin WAL.
+* Slots live in the server, not in the namespace's tables: ``prism.cdc_captures`` maps each
+  capture name to its slot and publication so purge and leftovers find them. The row is
+  written before the slot is made, so a crash in between leaves a row (found, and completed
+  by the next create) rather than an unnamed slot retaining WAL forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import asyncpg
+
+from prism_testkit.errors import CaptureNotFound
+from prism_testkit.interfaces import ChangeSet
+
+from .._changefeed import (
+    MARK_PREFIX,
+    check_capture,
+    check_label,
+    check_position,
+    check_prefix,
+    check_read,
+    other_prefix,
+)
+from .._sql import poll, upper_bound
+from .pgoutput import Decoder
+
+if TYPE_CHECKING:
+    from .driver import _Pool
+
+T = TypeVar("T")
+
+POLL_INTERVAL = 0.05  # decoding re-reads WAL from the slot's position: poll gently
+SLOT_BUSY_RETRIES = 100  # a slot is held by one session at a time (another peek, a drop)
+SLOT_BUSY_PAUSE = 0.02
+ROWS_PER_TRANSACTION = 4  # peek row budget per wanted transaction (begin, a change or two, commit)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prism.cdc_captures (
+    name        text COLLATE "C" PRIMARY KEY,
+    prefix      text COLLATE "C" NOT NULL,
+    slot        text NOT NULL UNIQUE,
+    publication text NOT NULL UNIQUE
+);
+DO $$ BEGIN
+    IF (SELECT relreplident FROM pg_class WHERE oid = 'prism.kv'::regclass) <> 'f' THEN
+        ALTER TABLE prism.kv REPLICA IDENTITY FULL;  -- before-images of updates and deletes
+    END IF;
+END $$;
+"""
+
+_PEEK = (
+    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, "
+    "'proto_version', '1', 'publication_names', $3, 'messages', 'true')"
+)
+
+
+_ADVANCE = "SELECT pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)"
+
+
+def object_name(capture: str) -> str:
+    """The slot and publication name of ``capture``: slot names allow only [a-z0-9_], 63 long."""
+    return "prism_cdc_" + hashlib.sha256(capture.encode()).hexdigest()[:40]
+
+
+def _mark_prefix(capture: str) -> str:
+    return MARK_PREFIX + capture
+
+
+async def logical_decoding_missing(conn: asyncpg.Connection) -> str | None:
+    """Why this server cannot run the change feed, or None when it can."""
+    wal_level = await conn.fetchval("SHOW wal_level")
+    if wal_level != "logical":
+        return f"the server runs with wal_level={wal_level}; logical decoding needs wal_level=logical"
+    version = int(await conn.fetchval("SHOW server_version_num"))
+    if version < 150000:
+        return "publication row filters need PostgreSQL 15 or newer"
+    return None
+
+
+class PostgresChangeFeed:
+    def __init__(self, db: _Pool) -> None:
+        self._db = db
+
+    async def _busy_retry(self, fn: Callable[[], Awaitable[T]]) -> T:
+        for _ in range(SLOT_BUSY_RETRIES):
+            try:
+                return await fn()
+            except asyncpg.exceptions.ObjectInUseError:  # the slot is active in another session
+                await asyncio.sleep(SLOT_BUSY_PAUSE)
+        return await fn()
+
+    async def _names(self, capture: str) -> tuple[str, str]:
+        row = await self._db.fetchrow("SELECT slot, publication FROM prism.cdc_captures WHERE name = $1", capture)
+        if row is None:
+            raise CaptureNotFound(capture)
+        return row["slot"], row["publication"]
+
+    async def create(self, capture: str, prefix: str) -> None:
+        check_capture(capture)
+        check_prefix(prefix)
+        name = object_name(capture)
+        existing = await self._db.fetchval(
+            "WITH added AS (INSERT INTO prism.cdc_captures (name, prefix, slot, publication) "
+            "VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO NOTHING RETURNING prefix) "
+            "SELECT prefix FROM prism.cdc_captures WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM added)",
+            capture,
+            prefix,
+            name,
+        )
+        if existing is not None and existing != prefix:
+            raise other_prefix(capture, existing, prefix)
+        await self._db.run(lambda conn: _create_publication(conn, name, prefix))
+        await self._db.run(lambda conn: _create_slot(conn, name))
+
+    async def read(self, capture: str, *, limit: int = 100, wait: float = 0.0) -> list[ChangeSet]:
+        check_capture(capture)
+        limit, wait = check_read(limit, wait)
+        slot, publication = await self._names(capture)
+
+        async def peek() -> list[ChangeSet]:
+            rows = await self._busy_retry(
+                lambda: self._db.fetch(_PEEK, slot, limit * ROWS_PER_TRANSACTION, publication)
+            )
+            return Decoder(_mark_prefix(capture)).feed_all(row["data"] for row in rows)[:limit]
+
+        return await poll(peek, wait, POLL_INTERVAL)
+
+    async def confirm(self, capture: str, position: int) -> None:
+        check_capture(capture)
+        check_position(position)
+        slot, _ = await self._names(capture)
+
+        async def advance() -> None:
+            confirmed = await self._db.fetchval(
+                "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1", slot
+            )
+            if confirmed is None:
+                raise CaptureNotFound(capture)
+            if position > confirmed:  # the slot refuses to move backwards
+                await self._db.execute(_ADVANCE, slot, position)
+
+        await self._busy_retry(advance)
+
+    async def mark(self, capture: str, label: str) -> None:
+        check_capture(capture)
+        check_label(label)
+        await self._names(capture)
+        await self._db.execute("SELECT pg_logical_emit_message(true, $1, $2)", _mark_prefix(capture), label)
+
+    async def drop(self, capture: str) -> None:
+        check_capture(capture)
+        await self._busy_retry(lambda: self._db.run(lambda conn: drop_capture(conn, capture)))
+
+    async def captures(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
+        rows = await self._db.fetch("SELECT name FROM prism.cdc_captures ORDER BY name")
+        return [row["name"] for row in rows if row["name"].startswith(prefix)]
+
+
+async def _create_publication(conn: asyncpg.Connection, name: str, prefix: str) -> None:
+    if await conn.fetchval("SELECT 1 FROM pg_publication WHERE pubname = $1", name):
+        return
+    upper = upper_bound(prefix)
+    if upper is None:
+        where = "(key >= %L)" if prefix else ""
+        args = [prefix] if prefix else []
+    else:
+        where, args = "(key >= %L AND key < %L)", [prefix, upper]
+    clause = f" WHERE {where}" if where else ""
+    # DDL takes no parameters: format() quotes the identifier and the literals
+    sql = await conn.fetchval(
+        f"SELECT format('CREATE PUBLICATION %I FOR TABLE prism.kv{clause}', $1::text"
+        + "".join(f", ${i + 2}::text" for i in range(len(args)))
+        + ")",
+        name,
+        *args,
+    )
+    with contextlib.suppress(asyncpg.exceptions.DuplicateObjectError):  # a concurrent create made it
+        await conn.execute(sql)
+
+
+async def _create_slot(conn: asyncpg.Connection, name: str) -> None:
+    if await conn.fetchval("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", name):
+        return
+    # Waits for transactions running now to end: the slot then sees every later commit.
+    with contextlib.suppress(asyncpg.exceptions.DuplicateObjectError):
+        await conn.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", name)
+
+
+async def drop_capture(conn: asyncpg.Connection, capture: str) -> None:
+    """Drop the slot, then the publication, then the row: the row goes last, so a failure
+    halfway leaves something purge and leftovers still find."""
+    name = await conn.fetchval("SELECT slot FROM prism.cdc_captures WHERE name = $1", capture)
+    if name is None:
+        return
+    await conn.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", name
+    )
+    await conn.execute(f'DROP PUBLICATION IF EXISTS "{name}"')  # name is [a-z0-9_] by construction
+    await conn.execute("DELETE FROM prism.cdc_captures WHERE name = $1", capture)
+
+
+async def leftover_captures(conn: asyncpg.Connection, prefix: str) -> list[str]:
+    """Captures named with ``prefix``, with the slot and publication each still holds."""
+    found: list[str] = []
+    rows = await conn.fetch(
+        "SELECT c.name, c.slot, s.slot_name IS NOT NULL AS has_slot, p.pubname IS NOT NULL AS has_pub "
+        "FROM prism.cdc_captures c LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot "
+        "LEFT JOIN pg_publication p ON p.pubname = c.publication ORDER BY c.name"
+    )
+    for row in rows:
+        if row["name"].startswith(prefix):
+            found.append(f"capture:{row['name']}")
+            if row["has_slot"]:
+                found.append(f"slot:{row['slot']}")
+            if row["has_pub"]:
+                found.append(f"publication:{row['slot']}")
+    return found

@@ -1,0 +1,144 @@
+"""The CDC workload's checker (kept beside its workload, as Jepsen keeps workload checkers):
+judges delivered change events against the writers' ledger and the source's final state.
+
+Writers give every put a unique value ``<tag>|<key>`` (``tag`` names the transaction), so an
+event's value says which transaction wrote it; every committed transaction puts at least one
+key, so its deletes are attributed through the transaction id its puts arrived with.
+
+Anomalies (Jepsen's names where one exists):
+
+* ``lost``: a write of a committed transaction that no event carries;
+* ``aborted-read``: an event carrying a value of a rolled-back transaction;
+* ``unexpected``: a value nobody wrote;
+* ``split-transaction``: one transaction's events under several transaction ids, or a
+  transaction delivered with fewer events than its ``total`` (``partial-transaction``);
+* ``reordered``: a key's events out of its commit order;
+* ``inconsistent-duplicate``: one event id delivered with different content;
+* ``diverged``: the replica built from the delivered events differs from the source;
+* ``duplicated``: one event delivered more than once (allowed: at-least-once).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+
+from prism_testkit.patterns.cdc import ChangeEvent, Replica, decode
+
+from prism_testkit import DeliveryGuarantee, Message
+from prism_testkit.jepsen.checkers import Anomaly, Verdict, tolerated
+from prism_testkit.jepsen.history import History
+
+Write = tuple[str, bytes | None]  # (key, value put, or None for a delete)
+
+
+def value_of(tag: str, key: str) -> bytes:
+    return f"{tag}|{key}".encode()
+
+
+def tag_of(value: bytes) -> str:
+    return value.decode().split("|", 1)[0]
+
+
+@dataclass
+class Ledger:
+    """What the writers did: committed transactions in commit order per key, and the tags of
+    rolled-back ones. ``seeded`` are values written before the capture existed (snapshot)."""
+
+    committed: dict[str, list[Write]] = field(default_factory=dict)  # tag -> writes
+    key_order: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # key -> tags
+    rolled_back: set[str] = field(default_factory=set)
+    seeded: set[bytes] = field(default_factory=set)
+    maybe: dict[str, list[Write]] = field(default_factory=dict)  # outcome unknown (a fault hit the commit)
+
+    def commit(self, tag: str, writes: list[Write]) -> None:
+        self.committed[tag] = writes
+        for key, _ in writes:
+            self.key_order[key].append(tag)
+
+    def unknown(self, tag: str, writes: list[Write]) -> None:
+        """A transaction that may or may not have committed: never lost, but if any of its
+        changes arrives, all must (Jepsen's "must have committed")."""
+        self.maybe[tag] = writes
+        for key, _ in writes:
+            self.key_order[key].append(tag)
+
+
+def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *, ordered: bool = True) -> Verdict:
+    found: dict[str, list[Anomaly]] = defaultdict(list)
+    empty = History()
+
+    def add(name: str, message: str, **data: object) -> None:
+        found[name].append(Anomaly(name, message, empty, dict(data)))
+
+    first: dict[str, ChangeEvent] = {}
+    for message in delivered:
+        event = decode(message)
+        if event.event_id in first:
+            # ts_ms is when it was published (Debezium's processing time): it may differ
+            if replace(event, ts_ms=0) != replace(first[event.event_id], ts_ms=0):
+                add("inconsistent-duplicate", f"event {event.event_id} redelivered with other content")
+            add("duplicated", f"event {event.event_id} delivered again", event=event.event_id)
+            continue
+        first[event.event_id] = event
+    events = list(first.values())
+
+    everything = {**ledger.committed, **ledger.maybe}
+    committed_values = {value_of(tag, key) for tag, writes in everything.items() for key, v in writes if v}
+    for event in events:
+        if event.after is None:
+            continue
+        if tag_of(event.after) in ledger.rolled_back:
+            add("aborted-read", f"{event.op} of {event.key} carries rolled-back value {event.after!r}")
+        elif event.after not in committed_values and event.after not in ledger.seeded:
+            add("unexpected", f"{event.op} of {event.key} carries a value nobody wrote: {event.after!r}")
+
+    streamed = [e for e in events if not e.snapshot]
+    by_txid: dict[str, list[ChangeEvent]] = defaultdict(list)
+    for event in streamed:
+        by_txid[event.txid].append(event)
+    txids_of_tag: dict[str, set[str]] = defaultdict(set)
+    for event in streamed:
+        if event.after is not None:
+            txids_of_tag[tag_of(event.after)].add(event.txid)
+    for txid, group in by_txid.items():
+        if len(group) != group[0].total or sorted(e.total_order for e in group) != list(range(1, len(group) + 1)):
+            add("partial-transaction", f"transaction {txid}: {len(group)} of {group[0].total} events delivered")
+
+    for tag, writes in everything.items():
+        txids = txids_of_tag.get(tag, set())
+        if tag in ledger.maybe and not txids:
+            continue  # it did not commit, as far as anyone can tell
+        if len(txids) > 1:
+            add("split-transaction", f"transaction {tag} arrived as {len(txids)} transactions: {sorted(txids)}")
+        got = {(e.key, e.after) for txid in txids for e in by_txid[txid]}
+        for key, value in writes:
+            want = (key, None if value is None else value_of(tag, key))
+            if want not in got:
+                add("lost", f"{'delete' if value is None else 'put'} of {key} by committed {tag} never delivered")
+
+    if ordered:
+        for key, tags in ledger.key_order.items():
+            seen = []
+            for event in streamed:
+                if event.key == key and event.after is not None:
+                    seen.append(tag_of(event.after))
+            want = [t for t in tags if t in seen and any(v is not None for k, v in everything[t] if k == key)]
+            if seen != want:
+                add("reordered", f"{key}: delivered {seen}, committed {want}", key=key)
+
+    replica = Replica()
+    for message in delivered:
+        replica.apply(message)
+    if replica.rows != source:
+        missing = sorted(set(source) - set(replica.rows))
+        extra = sorted(set(replica.rows) - set(source))
+        stale = sorted(k for k in set(source) & set(replica.rows) if source[k] != replica.rows[k])
+        add("diverged", f"replica differs from the source: missing {missing}, extra {extra}, stale {stale}")
+
+    guarantee = DeliveryGuarantee.AT_LEAST_ONCE
+    anomalies = {n: g for n, g in found.items() if not tolerated(n, guarantee)}
+    allowed = {n: g for n, g in found.items() if tolerated(n, guarantee)}
+    counts = {"delivered": len(delivered), "events": len(events), "committed": len(ledger.committed)}
+    counts.update({n: len(g) for n, g in found.items()})
+    return Verdict("cdc-checker", guarantee, anomalies, allowed, counts)

@@ -1,0 +1,214 @@
+"""Contract of the ``changefeed`` interface: committed key-value changes under a prefix, whole
+transactions in commit order, kept until confirmed (also across a kill of the server).
+
+Undeclared backends are covered by ``test_contract_capabilities`` (NotSupported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from prism_testkit import ChangeFeed, ChangeSet, KeyChange, PrismEnv, Slot, prism_suite
+from prism_testkit.errors import CaptureNotFound
+from prism_testkit.isolation import Namespace
+
+from ._helpers import check_purge
+
+pytestmark = prism_suite("changefeed", backend=Slot.needs("changefeed", "keyvalue", "transactions"))
+
+WAIT = 5.0  # bound for a read that waits for a commit (never reached when healthy)
+
+
+class Boom(Exception):
+    """Raised inside a transaction block to roll it back."""
+
+
+def feed(prism_env: PrismEnv) -> ChangeFeed:
+    return prism_env.driver("backend").changefeed()
+
+
+async def read_all(f: ChangeFeed, capture: str, want: int) -> list[ChangeSet]:
+    """Change sets until ``want`` have arrived (without confirming), then one more look."""
+    sets = await f.read(capture, limit=1000, wait=WAIT)
+    while len(sets) < want:
+        more = await f.read(capture, limit=1000, wait=WAIT)
+        if len(more) == len(sets):
+            break
+        sets = more
+    return sets
+
+
+def changes(sets: list[ChangeSet]) -> list[KeyChange]:
+    return [c for s in sets for c in s.changes]
+
+
+async def test_changes_arrive_whole_in_commit_order_with_before_images(prism_env: PrismEnv) -> None:
+    driver, ns = prism_env.driver("backend"), prism_env.ns
+    f, kv, tx = feed(prism_env), driver.keyvalue(), driver.transactions()
+    capture, data = ns.name("capture"), ns.name("data/")
+    a, b = data + "a", data + "b"
+    await kv.put(a, b"before-capture")  # written before create: never delivered
+    await f.create(capture, data)
+    await kv.put(a, b"1")
+    async with tx.transaction() as t:
+        await t.put(a, b"2")
+        await t.put(b, b"x")
+    await kv.put(ns.name("elsewhere"), b"not captured")
+    await kv.delete(b)
+    sets = await read_all(f, capture, 3)
+    assert [s.changes for s in sets] == [
+        (KeyChange(a, b"before-capture", b"1"),),
+        (KeyChange(a, b"1", b"2"), KeyChange(b, None, b"x")),
+        (KeyChange(b, b"x", None),),
+    ]
+    positions = [s.position for s in sets]
+    assert positions == sorted(set(positions)), "positions must grow strictly in commit order"
+    assert len({s.txid for s in sets}) == 3
+    assert all(s.commit_ts_ms > 0 for s in sets)
+
+
+async def test_rolled_back_and_aborted_transactions_are_never_delivered(prism_env: PrismEnv) -> None:
+    driver, ns = prism_env.driver("backend"), prism_env.ns
+    f, kv, tx = feed(prism_env), driver.keyvalue(), driver.transactions()
+    capture, data = ns.name("capture"), ns.name("data/")
+    await f.create(capture, data)
+
+    async def rolled_back() -> None:
+        async with tx.transaction() as t:
+            await t.put(data + "ghost", b"never")
+            raise Boom
+
+    with pytest.raises(Boom):
+        await rolled_back()
+    await kv.put(data + "real", b"yes")
+    sets = await read_all(f, capture, 1)
+    assert changes(sets) == [KeyChange(data + "real", None, b"yes")]
+
+
+async def test_reads_repeat_until_confirmed(prism_env: PrismEnv) -> None:
+    driver, ns = prism_env.driver("backend"), prism_env.ns
+    f, kv = feed(prism_env), driver.keyvalue()
+    capture, data = ns.name("capture"), ns.name("data/")
+    await f.create(capture, data)
+    for i in range(3):
+        await kv.put(f"{data}{i}", str(i).encode())
+    first = await read_all(f, capture, 3)
+    assert len(first) == 3
+    assert await f.read(capture, limit=1000) == first, "a read must not consume"
+    one = await f.read(capture, limit=1)
+    assert one == first[:1], "limit counts whole transactions, oldest first"
+    await f.confirm(capture, first[0].position)
+    assert await f.read(capture, limit=1000) == first[1:]
+    await f.confirm(capture, first[0].position)  # lower than confirmed: ignored
+    assert await f.read(capture, limit=1000) == first[1:]
+    await f.confirm(capture, first[-1].position)
+    assert await f.read(capture, limit=1000) == []
+    await f.create(capture, data)  # idempotent: keeps the position
+    assert await f.read(capture, limit=1000) == []
+
+
+async def test_a_waiting_read_returns_a_later_commit(prism_env: PrismEnv) -> None:
+    driver, ns = prism_env.driver("backend"), prism_env.ns
+    f, kv = feed(prism_env), driver.keyvalue()
+    capture, data = ns.name("capture"), ns.name("data/")
+    await f.create(capture, data)
+    assert await f.read(capture, wait=0.0) == []
+
+    async def later() -> None:
+        await asyncio.sleep(0.2)
+        await kv.put(data + "k", b"v")
+
+    writer = asyncio.ensure_future(later())
+    sets = await f.read(capture, wait=WAIT)
+    await writer
+    assert changes(sets) == [KeyChange(data + "k", None, b"v")]
+
+
+async def test_marks_are_ordered_with_changes_and_seen_only_by_their_capture(prism_env: PrismEnv) -> None:
+    driver, ns = prism_env.driver("backend"), prism_env.ns
+    f, kv = feed(prism_env), driver.keyvalue()
+    mine, other, data = ns.name("mine"), ns.name("other"), ns.name("data/")
+    await f.create(mine, data)
+    await f.create(other, data)
+    await kv.put(data + "1", b"a")
+    await f.mark(mine, "low")
+    await kv.put(data + "2", b"b")
+    sets = await read_all(f, mine, 3)
+    assert [(s.marks, [c.key for c in s.changes]) for s in sets] == [
+        ((), [data + "1"]),
+        (("low",), []),
+        ((), [data + "2"]),
+    ]
+    assert all(not s.marks for s in await read_all(f, other, 2)), "a mark leaked to another capture"
+
+
+async def test_two_captures_keep_their_own_positions(prism_env: PrismEnv) -> None:
+    driver, ns = prism_env.driver("backend"), prism_env.ns
+    f, kv = feed(prism_env), driver.keyvalue()
+    wide, narrow = ns.name("wide"), ns.name("narrow")
+    await f.create(wide, ns.name("d/"))
+    await f.create(narrow, ns.name("d/x/"))
+    await kv.put(ns.name("d/a"), b"1")
+    await kv.put(ns.name("d/x/b"), b"2")
+    wide_sets = await read_all(f, wide, 2)
+    assert [c.key for c in changes(wide_sets)] == [ns.name("d/a"), ns.name("d/x/b")]
+    await f.confirm(wide, wide_sets[-1].position)
+    assert [c.key for c in changes(await read_all(f, narrow, 1))] == [ns.name("d/x/b")]
+
+
+async def test_bad_input_is_refused_with_a_typed_error(prism_env: PrismEnv) -> None:
+    f, ns = feed(prism_env), prism_env.ns
+    capture = ns.name("capture")
+    with pytest.raises(CaptureNotFound):
+        await f.read(ns.name("missing"))
+    with pytest.raises(CaptureNotFound):
+        await f.confirm(ns.name("missing"), 1)
+    with pytest.raises(CaptureNotFound):
+        await f.mark(ns.name("missing"), "x")
+    await f.drop(ns.name("missing"))  # idempotent
+    await f.create(capture, ns.name("a/"))
+    with pytest.raises(ValueError):
+        await f.create(capture, ns.name("b/"))
+    with pytest.raises(ValueError):
+        await f.read(capture, limit=0)
+    with pytest.raises(ValueError):
+        await f.confirm(capture, -1)
+    with pytest.raises(TypeError):
+        await f.create(123, ns.name("a/"))  # type: ignore[arg-type]
+    assert await f.captures(ns.prefix) == [capture]
+    await f.drop(capture)
+    assert await f.captures(ns.prefix) == []
+    with pytest.raises(CaptureNotFound):
+        await f.read(capture)
+
+
+async def test_unconfirmed_changes_survive_a_kill_of_the_server(prism_env: PrismEnv) -> None:
+    """The position and every unconfirmed change are durable: a replay, never a loss."""
+    if prism_env.control("backend") is None:
+        pytest.skip("no process control: embedded, or a server given by URL")
+    ns = prism_env.ns
+    driver = prism_env.driver("backend")
+    capture, data = ns.name("capture"), ns.name("data/")
+    await driver.changefeed().create(capture, data)
+    for i in range(5):
+        await driver.keyvalue().put(f"{data}{i}", str(i).encode())
+    before = await read_all(driver.changefeed(), capture, 5)
+    await driver.changefeed().confirm(capture, before[1].position)
+    after = await prism_env.restart("backend")
+    replayed = await read_all(after.changefeed(), capture, 3)
+    assert changes(replayed)[-3:] == changes(before)[2:], "unconfirmed changes were lost in the crash"
+    assert set(changes(replayed)) <= set(changes(before)), "a crash invented changes"
+
+
+async def test_purge_drops_captures(prism_env: PrismEnv) -> None:
+    driver = prism_env.driver("backend")
+
+    async def create(ns: Namespace) -> list[str]:
+        capture = ns.name("capture")
+        await driver.changefeed().create(capture, ns.name("data/"))
+        await driver.keyvalue().put(ns.name("data/k"), b"v")
+        return [capture, ns.name("data/k")]
+
+    await check_purge(prism_env, "backend", create)

@@ -1,0 +1,191 @@
+"""CDC under faults: writers commit and roll back transactions on the source, the connector
+publishes in steps, dies mid-batch and restarts, and the nemesis kills, pauses and partitions
+the source's and the sink's servers (through fault proxies for networked backends).
+
+A transaction is one history op; one whose commit outcome is unknown is "maybe committed": it
+is never counted lost, but if any of its changes arrives, all must. Its keys are retired, so a
+late commit cannot be mistaken for a reordering. At the end every fault is healed, a fresh
+connector drains the feed, and the CDC checker judges the delivered stream: nothing committed
+lost, nothing rolled back delivered, transactions whole, keys in commit order, and the replica
+built from the stream equal to the source (replica convergence).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import rule
+from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, EventSink, LogEventSink, QueueEventSink
+
+from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
+from prism_testkit.jepsen.checkers import Verdict
+from prism_testkit.jepsen.history import DEFINITE_FAILURES
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
+
+from ._cdc_checker import Ledger, Write, check, value_of
+from ._helpers import drain_queue
+
+pytestmark = prism_suite(
+    "stateful_cdc",
+    source=Slot.needs("changefeed", "keyvalue.scan", "transactions"),
+    sink=Slot.one_of("queue", "log"),
+)
+
+Kind = Literal["queue", "log"]
+TABLES = ("users", "orders")
+ROWS = 4
+
+
+class Rollback(Exception):
+    """Raised inside a transaction block to roll it back."""
+
+
+class Killed(Exception):
+    """The connector died inside a publish."""
+
+
+class DyingSink:
+    def __init__(self, inner: EventSink, lives: int) -> None:
+        self.inner, self.lives = inner, lives
+
+    async def publish(self, topic: str, message: Message) -> None:
+        if self.lives <= 0:
+            raise Killed
+        self.lives -= 1
+        await self.inner.publish(topic, message)
+
+
+class CdcMachine(FaultMachine):
+    def __init__(self, run: StatefulRun, kind: Kind) -> None:
+        super().__init__(run, ["source", "sink"])
+        self.kind = kind
+        self.ledger = Ledger()
+        self.tags = itertools.count()
+        self.retired: set[str] = set()  # keys of transactions with an unknown outcome
+        self.live: set[str] = set()
+        self.topic_prefix = self.ns.name("cdc")
+        self.config = CdcConfig(
+            capture=self.ns.name("capture"),
+            prefix=self.ns.name("data/"),
+            topic_prefix=self.topic_prefix,
+            snapshot="never",
+            batch_size=3,
+            poll_interval=0.01,
+        )
+        self.loop(self.connector().start())  # capture from the first write on
+
+    def sink(self, *, settled: bool = False) -> EventSink:
+        driver = self.env.driver("sink") if settled else self.client("sink")
+        return LogEventSink(driver.log()) if self.kind == "log" else QueueEventSink(driver.queue())
+
+    def connector(self, sink: EventSink | None = None, *, settled: bool = False) -> CdcConnector:
+        source = self.env.driver("source") if settled else self.client("source")
+        return CdcConnector(source.changefeed(), source.keyvalue(), sink or self.sink(settled=settled), self.config)
+
+    def _keys(self) -> list[str]:
+        keys = [f"{self.config.prefix}{t}/k{i}" for t in TABLES for i in range(ROWS)]
+        return [k for k in keys if k not in self.retired] or [f"{self.config.prefix}users/x{next(self.tags)}"]
+
+    @rule(picks=st.lists(st.integers(0, 2 * ROWS - 1), min_size=1, max_size=3, unique=True), delete=st.booleans(),
+          rollback=st.booleans())  # fmt: skip
+    def transaction(self, picks: list[int], delete: bool, rollback: bool) -> None:
+        keys = self._keys()
+        writes: list[Write] = [(keys[p % len(keys)], b"put") for p in dict.fromkeys(p % len(keys) for p in picks)]
+        gone = sorted(self.live - {k for k, _ in writes} - self.retired)
+        if delete and gone:
+            writes.append((gone[0], None))
+        tag = f"t{next(self.tags)}"
+        tx = self.client("source").transactions()
+
+        async def block() -> bool:
+            """True when committed, False when rolled back on purpose."""
+            try:
+                async with tx.transaction() as t:
+                    for key, value in writes:
+                        await (t.delete(key) if value is None else t.put(key, value_of(tag, key)))
+                    if rollback:
+                        raise Rollback
+            except Rollback:
+                return False
+            return True
+
+        outcome = self.attempt("writer", "txn", block, key=tag, value=len(writes))
+        if outcome.completed and outcome.result:
+            outcome.handle.ok()
+            self.ledger.commit(tag, writes)
+            for key, value in writes:
+                (self.live.add if value is not None else self.live.discard)(key)
+        elif outcome.completed or isinstance(outcome.error, DEFINITE_FAILURES):
+            if outcome.completed:
+                outcome.handle.fail("rolled back")
+            self.ledger.rolled_back.add(tag)
+        else:
+            self.ledger.unknown(tag, writes)
+            self.retired.update(k for k, _ in writes)
+            self.live -= {k for k, _ in writes}
+
+    @rule()
+    def connector_batch(self) -> None:
+        self._batch(self.connector())
+
+    @rule(lives=st.integers(0, 3))
+    def connector_dies_mid_batch(self, lives: int) -> None:
+        self._batch(self.connector(DyingSink(self.sink(), lives)))
+
+    def _batch(self, connector: CdcConnector) -> None:
+        # A batch that outlives its bound is not cancelled (cancelling on a partitioned
+        # connection can hang too): it runs on as a zombie connector, publishing duplicates at
+        # worst, and is settled at teardown.
+        try:
+            self.bounded(connector.run_once())
+        except Killed:
+            pass  # a process death: the next connector resumes from the confirmed position
+        except Exception:
+            if not self.faulted:
+                raise
+
+    def check(self) -> tuple[list[Verdict], str]:
+        self.recovering(lambda: self.connector(settled=True).drain())
+        delivered = self.loop(self._read_sink())
+        source = self.loop(self._source_state())
+        ordered = self.env.spec("sink").properties.ordering is not Ordering.NONE
+        verdict = check(self.ledger, delivered, source, ordered=ordered)
+        self.loop(self.connector(settled=True).drop())
+        return [verdict], f"change stream of {len(self.ledger.committed)} committed transactions"
+
+    async def _read_sink(self) -> list[Message]:
+        driver = self.env.driver("sink")
+        found: list[Message] = []
+        for table in TABLES:
+            topic = f"{self.topic_prefix}.{table}"
+            if self.kind == "queue":
+                found += [d.message for d in await drain_queue(driver.queue(), topic, wait=0.2)]
+                continue
+            offset = 0
+            while batch := await driver.log().read(topic, offset, limit=500):
+                found += [r.message for r in batch]
+                offset = batch[-1].offset + 1
+        return found
+
+    async def _source_state(self) -> dict[str, bytes]:
+        kv = self.env.driver("source").keyvalue()
+        state = {}
+        async for key in kv.scan(self.config.prefix):
+            value = await kv.get(key)
+            if value is not None:
+                state[key] = value
+        return state
+
+
+@pytest.mark.parametrize("kind", ["queue", "log"])
+def test_the_change_stream_converges_to_the_source_under_faults(
+    prism_env: PrismEnv, request: pytest.FixtureRequest, kind: Kind
+) -> None:
+    if not prism_env.driver("sink").supports(Capability(kind)):
+        pytest.skip(f"{prism_env.spec('sink').name} does not provide {kind}")
+    run = StatefulRun(prism_env, request)
+    run.execute(lambda: CdcMachine(run, kind))
