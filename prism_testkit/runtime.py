@@ -18,6 +18,7 @@ from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.jepsen.faultproxy import FaultProxy
+from prism_testkit.loop_shutdown import close_loop
 from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.redaction import redact
 from prism_testkit.registry import BackendRegistry, BackendSpec
@@ -68,6 +69,9 @@ class PrismRuntime:
         # name -> the proxy's faults_injected when its driver connected: more means reconnect
         self._proxied_faults: dict[str, int] = {}
         self._own_proxies: list[FaultProxy] = []
+        # Drivers replaced by a restart or a reconnect. Operations a test abandoned may still run
+        # on them after their close, so they are closed again at the end of the run.
+        self._retired: list[Driver] = []
 
     # --- selection -------------------------------------------------------------------------
 
@@ -167,6 +171,7 @@ class PrismRuntime:
         control = self.control(name)
         driver = self._drivers.pop(name, None)
         if driver is not None:
+            self._retired.append(driver)
             try:
                 await driver.close()
             except Exception:
@@ -226,6 +231,7 @@ class PrismRuntime:
         self, name: str, proxy: FaultProxy, rerouted: Endpoint, old: Driver | None = None
     ) -> Driver:
         if old is not None:
+            self._retired.append(old)
             with contextlib.suppress(Exception):  # its connections may be dead already
                 await old.close()
         spec = self.registry[name]
@@ -242,6 +248,8 @@ class PrismRuntime:
             self.run(driver.close())
 
     def close(self) -> None:
+        """Close every driver (proxied ones first, while their proxies still carry the goodbye),
+        then the loop with whatever tasks the clients left on it, then proxies and servers."""
         errors: list[str] = []
         for name, (driver, _, _) in list(self._proxied.items()):
             try:
@@ -249,23 +257,26 @@ class PrismRuntime:
             except Exception as exc:
                 errors.append(f"{name} (proxied): {exc}")
         self._proxied.clear()
-        for proxy in self._own_proxies:
-            proxy.close()
-        self._own_proxies.clear()
         for name in list(self._drivers):
             try:
                 self.disconnect(name)
             except Exception as exc:  # keep stopping the rest
                 errors.append(f"{name}: {exc}")
+        for driver in self._retired:
+            with contextlib.suppress(Exception):  # closed once already, maybe with its dead server
+                self.run(driver.close())
+        self._retired.clear()
+        if self._loop is not None:
+            errors += close_loop(self._loop)
+        for proxy in self._own_proxies:
+            proxy.close()
+        self._own_proxies.clear()
         for name, endpoint in list(self._endpoints.items()):
             try:
                 self.registry[name].provisioner.stop(endpoint)
             except Exception as exc:
                 errors.append(f"{name}: {exc}")
         self._endpoints.clear()
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise ProvisioningError(redact("errors while stopping backends: " + "; ".join(errors)))
