@@ -137,19 +137,42 @@ async def _stop_quietly(client: Any) -> None:
 
 
 def _drop_connections(client: Any) -> None:
-    """Close the sockets of a client whose stop timed out or failed half-way (aiokafka closes
-    them last); closing an already closed connection does nothing."""
+    """Close the sockets of a stopped client (aiokafka closes them last, so a stop that timed out
+    or failed half-way leaves them open), and close every connection it opens from now on: an
+    operation its test abandoned may still be connecting through it, and would store the new
+    connection in the table of a client nobody will stop again."""
     inner = getattr(client, "_client", None) or getattr(client, "client", None)
-    for connection in list(getattr(inner, "_conns", {}).values()):
+    if inner is None or isinstance(inner._conns, _StoppedConnections):
+        return
+    connections, inner._conns = list(inner._conns.values()), _StoppedConnections()
+    for connection in connections:
         connection.close()
+
+
+class _StoppedConnections(dict[Any, Any]):
+    """The connection table of a stopped aiokafka client: a connection is closed as it is stored,
+    and the error makes the request that wanted it fail like any unreachable broker's."""
+
+    def __setitem__(self, key: Any, connection: Any) -> None:
+        connection.close()
+        raise KafkaConnectionError("the client was stopped")
 
 
 async def _started(client: Any) -> Any:
     """``client`` started, or stopped again: a client whose start failed (a broker that is down,
-    a cancelled connect) still owns connections and background tasks."""
+    a cancelled connect) still owns connections and background tasks.
+
+    The start itself is never cancelled half-way: aiokafka's bootstrap drops the connection it
+    is asking for metadata when cancelled there, without closing it. A caller cancelled meanwhile
+    (an operation its test abandoned) waits for the start to end, bounded by the request timeout,
+    stops the client and only then lets the cancellation through."""
+    start = asyncio.ensure_future(client.start())
     try:
-        await client.start()
+        await asyncio.shield(start)
     except BaseException:
+        await asyncio.wait([start])
+        if not start.cancelled():
+            start.exception()  # retrieved: the caller's own error is the one that matters
         await _stop_quietly(client)
         raise
     return client
@@ -325,10 +348,10 @@ class KafkaDriver(Driver):
         bootstrap = url.netloc
         driver = cls(name, capabilities, bootstrap)
         try:
-            driver._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=_REQUEST_TIMEOUT_MS)
-            await driver._admin.start()
-            driver._producer = driver._new_producer()
-            await driver._producer.start()
+            driver._admin = await _started(
+                AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=_REQUEST_TIMEOUT_MS)
+            )
+            driver._producer = await _started(driver._new_producer())
         except BaseException as exc:  # also a connect cancelled by the harness's deadline
             await driver.close()
             if isinstance(exc, KafkaError):
