@@ -70,7 +70,7 @@ class PrismRuntime:
         self._proxied_faults: dict[str, int] = {}
         self._own_proxies: list[FaultProxy] = []
         # Drivers replaced by a restart or a reconnect. Operations a test abandoned may still run
-        # on them after their close, so they are closed again at the end of the run.
+        # on them after their close, so they are closed again once the test is over.
         self._retired: list[Driver] = []
 
     # --- selection -------------------------------------------------------------------------
@@ -226,6 +226,13 @@ class PrismRuntime:
             if proxied is not None and proxied[1].faults_injected != self._proxied_faults.get(name):
                 # Faults or a restart may have left its pooled connections broken.
                 self.run(self._connect_proxied(name, proxied[1], proxied[2], old=proxied[0]))
+        self._close_retired()  # the test is over: its abandoned operations have been settled
+
+    def _close_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        for driver in retired:
+            with contextlib.suppress(Exception):  # closed once already, maybe with its dead server
+                self.run(driver.close())
 
     async def _connect_proxied(
         self, name: str, proxy: FaultProxy, rerouted: Endpoint, old: Driver | None = None
@@ -262,10 +269,7 @@ class PrismRuntime:
                 self.disconnect(name)
             except Exception as exc:  # keep stopping the rest
                 errors.append(f"{name}: {exc}")
-        for driver in self._retired:
-            with contextlib.suppress(Exception):  # closed once already, maybe with its dead server
-                self.run(driver.close())
-        self._retired.clear()
+        self._close_retired()
         if self._loop is not None:
             errors += close_loop(self._loop)
         for proxy in self._own_proxies:
