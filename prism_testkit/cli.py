@@ -1,8 +1,10 @@
 """``prism-testkit``: validate and explain namespace files, print their JSON Schema, list the
-registered patterns (the catalogue).
+registered patterns (the catalogue), merge the reports of a CI matrix (``report merge``).
 
 Exit codes: 0 all valid, 1 a file has problems (each printed as ``FILE: path: message``),
 2 usage errors (bad arguments, a file that cannot be read, backends that fail to register).
+``report merge``: 0 merged and every suite passed, 1 merged with failures, 2 unreadable or
+contradicting reports.
 Everything printed goes through :func:`redact`, since configs may carry URLs with credentials.
 """
 
@@ -26,6 +28,7 @@ from prism_testkit.errors import PrismError
 from prism_testkit.pattern_registry import PatternRegistry, PatternSpec, build_pattern_registry
 from prism_testkit.redaction import redact
 from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
+from prism_testkit.report_cli import add_report_commands, run_report_command
 
 OK, INVALID, USAGE = 0, 1, 2
 
@@ -41,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("file", metavar="FILE")
     commands.add_parser("schema", help="print the JSON Schema of namespace files")
     commands.add_parser("patterns", help="list the registered patterns: slots, client APIs, config, suites")
+    add_report_commands(commands)
     return parser
 
 
@@ -53,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return exc.code if isinstance(exc.code, int) else USAGE
+    if args.command == "report":
+        return run_report_command(args)  # reads JSON files only: no plugin is loaded
     try:
         pm = make_plugin_manager()
         patterns = build_pattern_registry(pm)

@@ -173,7 +173,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if config.stash.get(HARNESS, None) is None:
         return  # no prism suite was collected and none was asked for
     from prism_testkit.combinations import Combination, NoCombination
-    from prism_testkit.report import item_properties
+    from prism_testkit.report import item_properties, junit_properties
 
     wanted = config.stash[OPTIONS].patterns
     selected, deselected = [], []
@@ -190,8 +190,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         combo = item.callspec.params.get("prism_combination") if hasattr(item, "callspec") else None
         if isinstance(combo, NoCombination):
             item.user_properties.append(item_properties(decl.name, {}, combo.reason))
+            item.user_properties.extend(junit_properties(decl.name, {}))
         elif isinstance(combo, Combination):
             item.user_properties.append(item_properties(decl.name, combo.slots, None, combo.namespace))
+            item.user_properties.extend(junit_properties(decl.name, combo.slots, combo.namespace))
         selected.append(item)
     if wanted is not None:
         unknown = sorted(wanted - seen_suites)

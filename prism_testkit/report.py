@@ -27,6 +27,17 @@ def item_properties(
     return (PROPERTY, {"suite": suite, "combination": slots, "no_combination": no_combination, "namespace": namespace})
 
 
+def junit_properties(suite: str, slots: dict[str, str], namespace: str | None = None) -> list[tuple[str, str]]:
+    """Flat string properties, one per fact, for ``--junitxml`` (CI UIs show a testcase's
+    properties; the ``prism`` property above is a dict, which junitxml can only repr)."""
+    combination = " ".join(f"{slot}={backend}" for slot, backend in slots.items()) or "no-runnable-combination"
+    found = [("prism_suite", suite), ("prism_combination", combination)]
+    found += [(f"prism_slot_{slot}", backend) for slot, backend in slots.items()]
+    if namespace:
+        found.append(("prism_namespace", namespace))
+    return found
+
+
 def anomaly_properties(anomalies: Counter[str], tolerated: Counter[str]) -> tuple[str, dict]:
     return (ANOMALIES, {"anomalies": dict(anomalies), "tolerated": dict(tolerated)})
 
@@ -36,6 +47,13 @@ def _prism_property(report: pytest.TestReport, name: str = PROPERTY) -> dict[str
         if key == name and isinstance(value, dict):  # user_properties hold objects of any kind
             return value
     return None
+
+
+def _test_key(report: pytest.TestReport) -> str:
+    """One key per test. The node id alone is not: suites collected with ``--pyargs`` from
+    outside the rootdir get ids without their file (``::test_purge[backend=memstore]`` for
+    the key-value and the log suite alike); the location keeps the file."""
+    return f"{report.location[0]}::{report.nodeid}"
 
 
 def _outcome(report: pytest.TestReport) -> str | None:
@@ -53,19 +71,20 @@ def _outcome(report: pytest.TestReport) -> str | None:
 class PrismResults:
     unavailable: dict[str, str] = field(default_factory=dict)
     available: dict[str, str] = field(default_factory=dict)  # backend -> how it is provisioned
-    outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> worst outcome so far
+    outcomes: dict[str, str] = field(default_factory=dict)  # test (see _test_key) -> worst outcome so far
     rows_of: dict[str, RowKey] = field(default_factory=dict)
     no_combination: dict[str, str] = field(default_factory=dict)  # suite -> reason (the suite failed)
     not_applicable: dict[str, str] = field(default_factory=dict)  # suite -> reason (it was let off)
-    anomalies_of: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # nodeid -> counts
+    anomalies_of: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # test -> counts
 
     def record(self, report: pytest.TestReport) -> None:
         prop = _prism_property(report)
         if prop is None:
             return
+        test = _test_key(report)
         found = _prism_property(report, ANOMALIES)
         if found is not None and report.when == "teardown":
-            self.anomalies_of[report.nodeid] = found
+            self.anomalies_of[test] = found
         outcome = _outcome(report)
         if outcome is None:
             return
@@ -74,21 +93,21 @@ class PrismResults:
             # Skipped: nothing selected fits and the run did not insist; failed: it did.
             unfit = self.not_applicable if outcome == "skipped" else self.no_combination
             unfit[suite] = prop["no_combination"]
-        self.rows_of[report.nodeid] = (suite, prop.get("namespace"), tuple(prop["combination"].items()))
-        previous = self.outcomes.get(report.nodeid)
+        self.rows_of[test] = (suite, prop.get("namespace"), tuple(prop["combination"].items()))
+        previous = self.outcomes.get(test)
         if previous is None or _RANK[outcome] > _RANK[previous]:
-            self.outcomes[report.nodeid] = outcome
+            self.outcomes[test] = outcome
 
     def rows(self) -> list[dict[str, Any]]:
         tally: dict[RowKey, Counter[str]] = {}
         anomalies: dict[RowKey, dict[str, Counter[str]]] = {}
-        for nodeid, outcome in self.outcomes.items():
-            key = self.rows_of[nodeid]
+        for test, outcome in self.outcomes.items():
+            key = self.rows_of[test]
             if key[0] in self.no_combination or key[0] in self.not_applicable:
                 continue
             tally.setdefault(key, Counter())[outcome] += 1
             found_in_row = anomalies.setdefault(key, {"anomalies": Counter(), "tolerated": Counter()})
-            for kind, counts in self.anomalies_of.get(nodeid, {}).items():
+            for kind, counts in self.anomalies_of.get(test, {}).items():
                 found_in_row[kind].update(counts)
         rows = []
         for (suite, namespace, combo), counts in sorted(

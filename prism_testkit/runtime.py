@@ -20,6 +20,7 @@ from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.jepsen.faultproxy import FaultProxy
 from prism_testkit.jepsen.lazymount import sweep_stale_mounts
+from prism_testkit.loop_shutdown import close_loop
 from prism_testkit.power_loss import PowerLossInstance, lazy_by_environment, power_cycle
 from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.redaction import redact
@@ -75,6 +76,9 @@ class PrismRuntime:
         # name -> a second instance on a lazy filesystem (power cuts), or why it could not start
         self._power_loss: dict[str, PowerLossInstance] = {}
         self._power_loss_errors: dict[str, str] = {}
+        # Drivers replaced by a restart or a reconnect. Operations a test abandoned may still run
+        # on them after their close, so they are closed again once the test is over.
+        self._retired: list[Driver] = []
 
     # --- selection -------------------------------------------------------------------------
 
@@ -182,6 +186,7 @@ class PrismRuntime:
             )
         driver = self._drivers.pop(name, None)
         if driver is not None:
+            self._retired.append(driver)
             try:
                 await driver.close()
             except Exception:
@@ -269,11 +274,19 @@ class PrismRuntime:
             if proxied is not None and proxied[1].faults_injected != self._proxied_faults.get(name):
                 # Faults or a restart may have left its pooled connections broken.
                 self.run(self._connect_proxied(name, proxied[1], proxied[2], old=proxied[0]))
+        self._close_retired()  # the test is over: its abandoned operations have been settled
+
+    def _close_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        for driver in retired:
+            with contextlib.suppress(Exception):  # closed once already, maybe with its dead server
+                self.run(driver.close())
 
     async def _connect_proxied(
         self, name: str, proxy: FaultProxy, rerouted: Endpoint, old: Driver | None = None
     ) -> Driver:
         if old is not None:
+            self._retired.append(old)
             with contextlib.suppress(Exception):  # its connections may be dead already
                 await old.close()
         spec = self.registry[name]
@@ -290,6 +303,8 @@ class PrismRuntime:
             self.run(driver.close())
 
     def close(self) -> None:
+        """Close every driver (proxied ones first, while their proxies still carry the goodbye),
+        then the loop with whatever tasks the clients left on it, then proxies and servers."""
         errors: list[str] = []
         for name, (driver, _, _) in list(self._proxied.items()):
             try:
@@ -297,9 +312,6 @@ class PrismRuntime:
             except Exception as exc:
                 errors.append(f"{name} (proxied): {exc}")
         self._proxied.clear()
-        for proxy in self._own_proxies:
-            proxy.close()
-        self._own_proxies.clear()
         for name, instance in list(self._power_loss.items()):
             try:
                 with contextlib.suppress(Exception):  # a power-cut server may be gone
@@ -313,15 +325,18 @@ class PrismRuntime:
                 self.disconnect(name)
             except Exception as exc:  # keep stopping the rest
                 errors.append(f"{name}: {exc}")
+        self._close_retired()
+        if self._loop is not None:
+            errors += close_loop(self._loop)
+        for proxy in self._own_proxies:
+            proxy.close()
+        self._own_proxies.clear()
         for name, endpoint in list(self._endpoints.items()):
             try:
                 self.registry[name].provisioner.stop(endpoint)
             except Exception as exc:
                 errors.append(f"{name}: {exc}")
         self._endpoints.clear()
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise ProvisioningError(redact("errors while stopping backends: " + "; ".join(errors)))

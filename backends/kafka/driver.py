@@ -132,6 +132,50 @@ async def _stop_quietly(client: Any) -> None:
             raise
     except Exception:
         pass
+    finally:
+        _drop_connections(client)
+
+
+def _drop_connections(client: Any) -> None:
+    """Close the sockets of a stopped client (aiokafka closes them last, so a stop that timed out
+    or failed half-way leaves them open), and close every connection it opens from now on: an
+    operation its test abandoned may still be connecting through it, and would store the new
+    connection in the table of a client nobody will stop again."""
+    inner = getattr(client, "_client", None) or getattr(client, "client", None)
+    if inner is None or isinstance(inner._conns, _StoppedConnections):
+        return
+    connections, inner._conns = list(inner._conns.values()), _StoppedConnections()
+    for connection in connections:
+        connection.close()
+
+
+class _StoppedConnections(dict[Any, Any]):
+    """The connection table of a stopped aiokafka client: a connection is closed as it is stored,
+    and the error makes the request that wanted it fail like any unreachable broker's."""
+
+    def __setitem__(self, key: Any, connection: Any) -> None:
+        connection.close()
+        raise KafkaConnectionError("the client was stopped")
+
+
+async def _started(client: Any) -> Any:
+    """``client`` started, or stopped again: a client whose start failed (a broker that is down,
+    a cancelled connect) still owns connections and background tasks.
+
+    The start itself is never cancelled half-way: aiokafka's bootstrap drops the connection it
+    is asking for metadata when cancelled there, without closing it. A caller cancelled meanwhile
+    (an operation its test abandoned) waits for the start to end, bounded by the request timeout,
+    stops the client and only then lets the cancellation through."""
+    start = asyncio.ensure_future(client.start())
+    try:
+        await asyncio.shield(start)
+    except BaseException:
+        await asyncio.wait([start])
+        if not start.cancelled():
+            start.exception()  # retrieved: the caller's own error is the one that matters
+        await _stop_quietly(client)
+        raise
+    return client
 
 
 class _Reader:
@@ -259,13 +303,13 @@ class _KafkaPubSub(PubSub):
         name = _topic(topic, _TOPIC_SUFFIX)
         driver = self._driver
         await driver._ensure_topic(name)
-        consumer = driver._consumer(auto_offset_reset="latest")
-        await consumer.start()
+        consumer = await _started(driver._consumer(auto_offset_reset="latest"))
         try:
             tp = TopicPartition(name, 0)
             consumer.assign([tp])
             await consumer.seek_to_end(tp)
             await consumer.position(tp)  # resolved now: later messages are this subscriber's
+            driver._check_open()  # closed meanwhile: its close() would never see this consumer
         except BaseException:
             await _stop_quietly(consumer)
             raise
@@ -289,6 +333,7 @@ class KafkaDriver(Driver):
         self._subscriptions: set[_KafkaSubscription] = set()
         self._lock = asyncio.Lock()  # guards client creation and replacement
         self._produce_lock = asyncio.Lock()  # see _produce
+        self._closed = False
 
     # --- connection ------------------------------------------------------------------------
 
@@ -303,13 +348,15 @@ class KafkaDriver(Driver):
         bootstrap = url.netloc
         driver = cls(name, capabilities, bootstrap)
         try:
-            driver._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=_REQUEST_TIMEOUT_MS)
-            await driver._admin.start()
-            driver._producer = driver._new_producer()
-            await driver._producer.start()
-        except KafkaError as exc:
+            driver._admin = await _started(
+                AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=_REQUEST_TIMEOUT_MS)
+            )
+            driver._producer = await _started(driver._new_producer())
+        except BaseException as exc:  # also a connect cancelled by the harness's deadline
             await driver.close()
-            raise ProvisioningError(f"backend {name!r}: cannot connect to {redact(endpoint.url)}: {exc}") from exc
+            if isinstance(exc, KafkaError):
+                raise ProvisioningError(f"backend {name!r}: cannot connect to {redact(endpoint.url)}: {exc}") from exc
+            raise
         return driver
 
     def _new_producer(self) -> AIOKafkaProducer:
@@ -338,15 +385,22 @@ class KafkaDriver(Driver):
         return self._admin
 
     async def close(self) -> None:
-        for subscription in list(self._subscriptions):
+        # Every client is stopped here without starting a new one (``_forget`` would replace the
+        # producer); _stop_quietly never raises, so one dead client cannot keep the rest open.
+        subscriptions, self._subscriptions = list(self._subscriptions), set()
+        async with self._lock:
+            self._closed = True
+            readers, self._readers = list(self._readers.values()), OrderedDict()
+            groups, self._groups = list(self._groups.values()), OrderedDict()
+            producer, self._producer = self._producer, None
+            admin, self._admin = self._admin, None
+            self._known, self._produced = set(), set()
+        for subscription in subscriptions:
             await subscription.close()
-        await self._forget(lambda topic: True)
-        producer, self._producer = self._producer, None
-        admin, self._admin = self._admin, None
-        if producer is not None:
-            await _stop_quietly(producer)
-        if admin is not None:
-            await _stop_quietly(admin)
+        clients = [reader.consumer for reader in readers] + groups + [producer, admin]
+        for client in clients:
+            if client is not None:
+                await _stop_quietly(client)
 
     # --- topics ------------------------------------------------------------------------------
 
@@ -377,9 +431,7 @@ class KafkaDriver(Driver):
             raise PayloadTooLarge(len(value), MAX_PAYLOAD)
         if create:
             await self._ensure_topic(topic)
-        producer = self._producer
-        if producer is None:
-            raise RuntimeError(f"driver {self.name!r} is closed")
+        producer = await self._current_producer()
         self._produced.add(topic)
         try:
             # One produce request in flight per driver: Tansu acknowledges, then loses, appends
@@ -393,14 +445,29 @@ class KafkaDriver(Driver):
             raise ConnectionLost(f"append to {topic!r}: {exc}") from exc
         return int(metadata.offset)
 
+    def _check_open(self) -> None:
+        # An operation abandoned by its client runs on; once a restart closed this driver it
+        # must not open clients nobody will close. (Creation happens under _lock, as close does.)
+        if self._closed:
+            raise ConnectionLost(f"driver {self.name!r} was closed (its backend restarted or the run ended)")
+
+    async def _current_producer(self) -> AIOKafkaProducer:
+        if self._producer is not None and not self._closed:
+            return self._producer
+        async with self._lock:
+            self._check_open()
+            if self._producer is None:  # a purge stopped the old one and could not start its successor
+                self._producer = await _started(self._new_producer())
+            return self._producer
+
     async def _reader(self, topic: str) -> _Reader:
         async with self._lock:
+            self._check_open()
             reader = self._readers.get(topic)
             if reader is not None:
                 self._readers.move_to_end(topic)
                 return reader
-            consumer = self._consumer()
-            await consumer.start()
+            consumer = await _started(self._consumer())
             tp = TopicPartition(topic, 0)
             consumer.assign([tp])
             reader = self._readers[topic] = _Reader(consumer, tp)
@@ -415,12 +482,14 @@ class KafkaDriver(Driver):
             raise ValueError("group must be a non-empty str")
         tp = TopicPartition(topic, 0)
         async with self._lock:
+            self._check_open()
             consumer = self._groups.get((topic, group))
             if consumer is not None:
                 self._groups.move_to_end((topic, group))
                 return consumer, tp
-            consumer = self._consumer(group_id=f"{topic}{_GROUP_SEPARATOR}{group}", auto_offset_reset="latest")
-            await consumer.start()
+            consumer = await _started(
+                self._consumer(group_id=f"{topic}{_GROUP_SEPARATOR}{group}", auto_offset_reset="latest")
+            )
             consumer.assign([tp])  # commit() needs an assignment; paused, so it fetches nothing
             consumer.pause(tp)
             self._groups[(topic, group)] = consumer
@@ -436,16 +505,17 @@ class KafkaDriver(Driver):
         async with self._lock:
             readers = [self._readers.pop(t) for t in list(self._readers) if matches(t)]
             groups = [self._groups.pop(k) for k in list(self._groups) if matches(k[0])]
-            if any(matches(t) for t in self._produced) and self._producer is not None:
-                old, self._producer = self._producer, self._new_producer()
-                self._produced = set()
-                await self._producer.start()
-                await _stop_quietly(old)
+            producer = None
+            if any(matches(t) for t in self._produced):
+                # the next append starts a fresh producer (see _current_producer)
+                producer, self._producer, self._produced = self._producer, None, set()
             self._known = {t for t in self._known if not matches(t)}
         for reader in readers:
             await _stop_quietly(reader.consumer)
         for consumer in groups:
             await _stop_quietly(consumer)
+        if producer is not None:
+            await _stop_quietly(producer)
 
     # --- cleanup -------------------------------------------------------------------------------
 

@@ -112,6 +112,7 @@ ACK_WAIT = 30.0  # seconds: the consumer's ack_wait, also the interface's defaul
 CHUNK_SIZE = 128 << 10  # object chunks, as the NATS object store clients write them
 API_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 15.0
+CLOSE_GRACE = 5.0  # seconds a closed client's cancelled tasks get to end
 PULL_GRACE = 0.3  # seconds past a pull's expiry to wait for the server's 408 before giving up
 
 META_HEADER = "Prism-Meta"  # JSON {"h": headers, "k": key}: any str header names / values survive
@@ -280,6 +281,27 @@ class NatsKeyValue:
                 # Someone wrote in between: look again (the value may still be the expected one).
 
 
+async def _unsubscribed(sub: Any) -> None:
+    """Unsubscribe and wait until the callback task nats-py cancels has really ended: a task
+    still pending when the loop closes is destroyed, and its coroutine raises into a closed loop."""
+    with contextlib.suppress(nats.errors.Error, OSError):
+        await sub.unsubscribe()
+    task = getattr(sub, "_wait_for_msgs_task", None)  # nats-py has no public handle on it
+    if task is not None and not task.done():
+        task.cancel()  # unsubscribe() leaves it running when the connection is closed or draining
+        await asyncio.wait([task], timeout=CLOSE_GRACE)
+
+
+async def _settled(nc: NATS) -> None:
+    tasks = [
+        task
+        for task in (nc._reading_task, nc._ping_interval_task, nc._flusher_task, nc._reconnection_task)
+        if task is not None and not task.done() and task is not asyncio.current_task()
+    ]
+    if tasks:
+        await asyncio.wait(tasks, timeout=CLOSE_GRACE)
+
+
 class NatsSubscription:
     def __init__(self, driver: NatsDriver) -> None:
         self._driver = driver
@@ -313,8 +335,8 @@ class NatsSubscription:
             return
         self._closed = True
         self._driver.subscriptions.discard(self)
-        with contextlib.suppress(nats.errors.Error, OSError):
-            await self._sub.unsubscribe()
+        if self._sub is not None:
+            await _unsubscribed(self._sub)
 
 
 class NatsPubSub:
@@ -477,8 +499,7 @@ class NatsLog:
                         return records
                     await asyncio.sleep(0.005)
         finally:
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await sub.unsubscribe()
+            await _unsubscribed(sub)
 
     async def _fetch(self, stream: str, offset: int, limit: int) -> list[Record]:
         last = await self._driver.last_seq(stream)
@@ -784,9 +805,11 @@ class NatsDriver(Driver):
                 ),
                 CONNECT_TIMEOUT,
             )
-        except Exception as exc:
+        except BaseException as exc:  # also a connect cancelled by the harness's deadline
             with contextlib.suppress(Exception):
                 await nc.close()
+            if not isinstance(exc, Exception):
+                raise
             raise ProvisioningError(
                 redact(f"backend {name!r}: cannot connect to {endpoint.url}: {type(exc).__name__}: {exc}")
             ) from None
@@ -811,6 +834,9 @@ class NatsDriver(Driver):
             await sub.close()
         with contextlib.suppress(Exception):
             await self.nc.close()
+        # close() cancels the client's reader, pinger, flusher and reconnect tasks without
+        # waiting for them; they must be gone before the harness closes the loop.
+        await _settled(self.nc)
 
     def keyvalue(self) -> NatsKeyValue:
         return self._keyvalue

@@ -425,6 +425,7 @@ class RedisDriver(Driver):
         super().__init__(name, capabilities)
         self.client = client
         self.subscriptions: set[RedisSubscription] = set()
+        self._closed = False
         self._keyvalue = RedisKeyValue(self)
         self._pubsub = RedisPubSub(self)
         self._queue = RedisQueue(self)
@@ -438,6 +439,10 @@ class RedisDriver(Driver):
     def guard(self) -> Iterator[None]:
         """Report a broken connection as ConnectionLost (the outcome is unknown); redis-py's
         own retries are off, so a write is never silently sent twice."""
+        if self._closed:
+            # An operation its client abandoned may run on after a restart closed this driver;
+            # the pool would open a new connection that nobody closes.
+            raise ConnectionLost(f"backend {self.name!r}: this Redis driver was closed")
         try:
             yield
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -468,6 +473,7 @@ class RedisDriver(Driver):
         return cls(name, capabilities, client)
 
     async def close(self) -> None:
+        self._closed = True
         for sub in list(self.subscriptions):
             await sub.close()
         with contextlib.suppress(RedisError, OSError):

@@ -1,0 +1,70 @@
+"""``prism-testkit report merge``: one report and one compliance matrix from a CI matrix's jobs.
+
+    prism-testkit report merge reports/*.json --markdown - >> "$GITHUB_STEP_SUMMARY" --json merged.json
+
+``-`` writes to standard output. Without ``--markdown`` and ``--json`` the Markdown is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from prism_testkit.redaction import redact
+from prism_testkit.report_matrix import compliance_matrix, render_markdown
+from prism_testkit.report_merge import ReportMergeError, load_report, merge_reports, totals
+
+MERGED_OK, MERGED_WITH_FAILURES, CANNOT_MERGE = 0, 1, 2
+
+
+def add_report_commands(commands: Any) -> None:  # argparse's subparsers action has no public type
+    report = commands.add_parser("report", help="work with --prism-report JSON files")
+    actions = report.add_subparsers(dest="report_command", required=True)
+    merge = actions.add_parser(
+        "merge",
+        help="merge the reports of a CI matrix into one report and a backend x suite compliance matrix",
+        description="A row found in two reports with different counts is an error naming both files.",
+    )
+    merge.add_argument("reports", nargs="+", metavar="REPORT")
+    merge.add_argument("--markdown", metavar="PATH", help="write the matrix as Markdown ('-': standard output)")
+    merge.add_argument("--json", metavar="PATH", help="write the merged report and its matrix as JSON ('-': stdout)")
+    merge.add_argument("--title", default="prism-testkit compliance matrix", help="heading of the Markdown")
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    try:
+        merged = merge_reports([load_report(path) for path in args.reports])
+    except ReportMergeError as exc:
+        print(redact(f"prism-testkit: error: {exc}"), file=sys.stderr)
+        return CANNOT_MERGE
+    document = dict(merged, totals=totals(merged), matrix=compliance_matrix(merged))
+    markdown = render_markdown(merged, args.title)
+    if args.markdown is None and args.json is None:
+        args.markdown = "-"
+    try:
+        if args.markdown is not None:
+            _write(args.markdown, markdown)
+        if args.json is not None:
+            _write(args.json, redact(json.dumps(document, indent=2, ensure_ascii=False)) + "\n")
+    except OSError as exc:
+        print(f"prism-testkit: error: cannot write: {exc}", file=sys.stderr)
+        return CANNOT_MERGE
+    counted = document["totals"]
+    compliant = not counted["failed"] and not counted["suites_without_combination"] and not _anomalies(merged)
+    return MERGED_OK if compliant else MERGED_WITH_FAILURES
+
+
+def _anomalies(report: dict[str, Any]) -> bool:
+    return any(row.get("anomalies") for row in report["suites"])
+
+
+def _write(path: str, text: str) -> None:
+    if path == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text if text.endswith("\n") else text + "\n")

@@ -1,0 +1,121 @@
+"""The compliance matrix of a (merged) report: backend x suite, as JSON and as Markdown.
+
+A cell sums the rows whose combination uses the backend in any slot. Its status, worst first:
+``failed`` (a test failed or the checker found anomalies), ``skipped`` (nothing passed),
+``passed``; ``not run`` when no combination of the suite used the backend (the suite does not fit
+it, or no job selected both); ``unavailable`` for a backend that could not be provisioned. Everything shown is redacted:
+reasons may quote URLs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prism_testkit.redaction import redact
+
+FAILED, SKIPPED, PASSED, NOT_RUN, UNAVAILABLE = "failed", "skipped", "passed", "not run", "unavailable"
+_MARK = {FAILED: "❌", SKIPPED: "⏭️", PASSED: "✅", NOT_RUN: "—", UNAVAILABLE: "⚠️"}
+LEGEND = "✅ passed · ❌ failed or anomalies · ⏭️ only skipped · — not run for this backend · ⚠️ backend unavailable"
+
+
+def _status(cell: dict[str, Any]) -> str:
+    if cell["failed"] or cell["anomalies"]:
+        return FAILED
+    return PASSED if cell["passed"] else SKIPPED
+
+
+def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
+    """``{"backends": [...], "suites": [...], "cells": {suite: {backend: cell}}}``; a cell has
+    status, passed, failed, skipped and anomalies (name -> count)."""
+    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in report["suites"]:
+        for backend in dict.fromkeys(row["combination"].values()):
+            cell = cells.setdefault(row["suite"], {}).setdefault(
+                backend, {"passed": 0, "failed": 0, "skipped": 0, "anomalies": {}}
+            )
+            for name in ("passed", "failed", "skipped"):
+                cell[name] += int(row[name])
+            for anomaly, count in row.get("anomalies", {}).items():
+                cell["anomalies"][anomaly] = cell["anomalies"].get(anomaly, 0) + int(count)
+    for row_cells in cells.values():
+        for cell in row_cells.values():
+            cell["status"] = _status(cell)
+    tested = sorted({backend for row_cells in cells.values() for backend in row_cells})
+    available = [entry["backend"] for entry in report.get("backends", [])]
+    unavailable = [entry["backend"] for entry in report.get("unavailable", [])]
+    backends = sorted({*tested, *available, *unavailable})
+    let_off = [entry["suite"] for entry in report.get("not_applicable", [])]
+    failed_suites = [entry["suite"] for entry in report.get("no_runnable_combinations", [])]
+    for suite in let_off + failed_suites:
+        cells.setdefault(suite, {})
+    for suite, row_cells in cells.items():
+        for backend in backends:
+            if backend in row_cells:
+                continue
+            if backend in unavailable:
+                row_cells[backend] = {"status": UNAVAILABLE}
+            elif suite in failed_suites:
+                row_cells[backend] = {"status": FAILED, "reason": "no runnable combination"}
+            else:
+                row_cells[backend] = {"status": NOT_RUN}
+    return {"backends": backends, "suites": sorted(cells), "cells": {s: cells[s] for s in sorted(cells)}}
+
+
+def _cell_text(cell: dict[str, Any]) -> str:
+    status = cell["status"]
+    mark = _MARK[status]
+    if status == NOT_RUN:
+        return mark
+    if status == UNAVAILABLE:
+        return f"{mark} {status}"
+    if "passed" not in cell:
+        return f"{mark} {cell.get('reason', status)}"
+    parts = [f"{cell['passed']} passed"]
+    if cell["failed"]:
+        parts.append(f"{cell['failed']} failed")
+    if cell["skipped"]:
+        parts.append(f"{cell['skipped']} skipped")
+    parts += [f"{name}={count}" for name, count in sorted(cell["anomalies"].items())]
+    return f"{mark} " + ", ".join(parts)
+
+
+def _escape(text: str) -> str:
+    return redact(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: dict[str, Any], title: str = "prism-testkit compliance matrix") -> str:
+    """The matrix (one row per suite, one column per backend), totals and the reasons behind
+    every failed, unavailable or not-applicable entry: fit for ``$GITHUB_STEP_SUMMARY``."""
+    matrix = compliance_matrix(report)
+    backends: list[str] = matrix["backends"]
+    lines = [f"## {title}", ""]
+    passed, failed, skipped = (sum(int(r[name]) for r in report["suites"]) for name in ("passed", "failed", "skipped"))
+    lines.append(
+        f"**{passed} passed, {failed} failed, {skipped} skipped** in {len(report['suites'])} "
+        f"suite x combination rows" + _sources(report.get("merged_from", []))
+    )
+    lines.append("")
+    if backends and matrix["suites"]:
+        lines.append("| suite | " + " | ".join(_escape(b) for b in backends) + " |")
+        lines.append("|---|" + "---|" * len(backends))
+        for suite in matrix["suites"]:
+            row_cells = matrix["cells"][suite]
+            lines.append(f"| {_escape(suite)} | " + " | ".join(_cell_text(row_cells[b]) for b in backends) + " |")
+        lines += ["", LEGEND, ""]
+    sections = [
+        ("Suites without a runnable combination (failed)", report.get("no_runnable_combinations", []), "suite"),
+        ("Unavailable backends (not tested)", report.get("unavailable", []), "backend"),
+        ("Suites not applicable to a job's selection", report.get("not_applicable", []), "suite"),
+    ]
+    for heading, entries, name in sections:
+        if entries:
+            lines += [f"### {heading}", ""]
+            lines += [f"- **{_escape(entry[name])}**: {_escape(entry['reason'])}" for entry in entries]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _sources(paths: Iterable[str]) -> str:
+    paths = list(paths)
+    return f", merged from {len(paths)} report{'s' if len(paths) != 1 else ''}" if paths else ""

@@ -1,0 +1,111 @@
+"""The GitHub Actions example's commands, run as its jobs would run them.
+
+The per-backend step (id ``suites``) runs once per backend of a three-backend matrix, the merge
+step (id ``matrix``) merges their reports; the merged totals, rows and compliance matrix must equal
+those of one run over all three backends. The suites are single-slot ones, whose combinations are
+the same whether backends run in one job or in several.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prism_testkit.report_matrix import compliance_matrix
+from prism_testkit.report_merge import row_key, totals
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / "examples" / "ci" / "github-actions.yml"
+BACKENDS = ["memstore", "sqlite", "localfs"]
+SUITES = " ".join(
+    f"prism_testkit.suites.test_contract_{name}" for name in ("keyvalue", "log", "objects", "capabilities")
+)
+
+
+def step(workflow: dict[str, Any], job: str, step_id: str) -> str:
+    found = [s for s in workflow["jobs"][job]["steps"] if s.get("id") == step_id]
+    assert len(found) == 1, f"job {job} has no step with id {step_id}"
+    command: str = found[0]["run"]
+    return command
+
+
+def run_step(
+    command: str, cwd: Path, env: dict[str, str], backend: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    if backend is not None:
+        command = command.replace("${{ matrix.backend }}", backend)
+    assert "${{" not in command, f"an expression this test does not provide: {command}"
+    # GitHub runs `run:` steps with `bash -e`.
+    return subprocess.run(["bash", "-e", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_example_workflow_merges_per_backend_jobs_into_the_single_run(tmp_path: Path) -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    assert set(BACKENDS) <= set(workflow["jobs"]["suites"]["strategy"]["matrix"]["backend"])
+    summary = tmp_path / "step-summary.md"
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # this venv's pytest / CLI
+        PRISM_SUITES=SUITES,
+        GITHUB_STEP_SUMMARY=str(summary),
+    )
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    for backend in BACKENDS:
+        job = run_step(step(workflow, "suites", "suites"), tmp_path, env, backend)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+    merged_step = run_step(step(workflow, "merge", "matrix"), tmp_path, env)
+    assert merged_step.returncode == 0, merged_step.stderr
+
+    single_dir = tmp_path / "single"
+    single_dir.mkdir()
+    single_run = [sys.executable, "-m", "pytest", "--pyargs", *SUITES.split(), "-p", "no:cacheprovider"]
+    one_run = subprocess.run(
+        [*single_run, f"--prism-backend={','.join(BACKENDS)}", "--prism-report=single.json"],
+        cwd=single_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one_run.returncode == 0, one_run.stdout[-3000:]
+
+    single = json.loads((single_dir / "single.json").read_text())
+    merged = json.loads((tmp_path / "compliance.json").read_text())
+    assert merged["totals"] == totals(single)
+    assert merged["totals"]["passed"] > 50  # the suites ran
+    assert sorted(map(row_key, merged["suites"])) == sorted(map(row_key, single["suites"]))
+    assert merged["matrix"] == compliance_matrix(single)
+    assert merged["not_applicable"] == single["not_applicable"]
+    assert sorted(merged["merged_from"]) == sorted(f"reports/{b}.json" for b in BACKENDS)
+
+    text = summary.read_text()
+    assert "| suite | localfs | memstore | sqlite |" in text
+    assert f"**{totals(single)['passed']} passed, 0 failed, 0 skipped**" in text
+    assert "| objects | ✅ " in text  # localfs (the first column) ran the object store suite
+    assert "| keyvalue | — | ✅ " in text  # localfs has no key-value store: not run there
+
+    junit_matches_report(tmp_path / "reports" / "memstore.xml", tmp_path / "reports" / "memstore.json")
+
+
+def junit_matches_report(xml_path: Path, json_path: Path) -> None:
+    """Every JUnit testcase names its suite and combination, and they count as the report does."""
+    per_suite: dict[str, int] = {}
+    for case in ET.parse(xml_path).getroot().iter("testcase"):
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        if not properties:
+            continue  # a plain test in a suite module (not parametrised over backends)
+        assert properties.get("prism_combination") == "backend=memstore", (case.get("name"), properties)
+        assert properties.get("prism_slot_backend") == "memstore"
+        suite = properties["prism_suite"]
+        assert suite is not None
+        per_suite[suite] = per_suite.get(suite, 0) + 1
+    report = json.loads(json_path.read_text())
+    assert per_suite == {row["suite"]: row["passed"] + row["failed"] + row["skipped"] for row in report["suites"]}

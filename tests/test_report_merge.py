@@ -1,0 +1,177 @@
+"""Merging CI matrix reports and rendering the compliance matrix (``prism-testkit report merge``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prism_testkit.cli import main
+from prism_testkit.report_matrix import compliance_matrix, render_markdown
+from prism_testkit.report_merge import ReportMergeError, load_report, merge_reports, totals
+
+
+def row(suite: str, passed: int, failed: int = 0, skipped: int = 0, **slots: str) -> dict[str, Any]:
+    return {
+        "suite": suite,
+        "combination": slots or {"backend": "memstore"},
+        "passed": passed,
+        "failed": failed,
+        "skipped": skipped,
+        "anomalies": {},
+        "tolerated": {},
+    }
+
+
+def report(*rows: dict[str, Any], **sections: list[dict[str, str]]) -> dict[str, Any]:
+    backends = sorted({b for r in rows for b in r["combination"].values()})
+    return {
+        "suites": list(rows),
+        "no_runnable_combinations": sections.get("no_runnable", []),
+        "not_applicable": sections.get("not_applicable", []),
+        "backends": sections.get("backends", [{"backend": b, "provisioned": "embedded"} for b in backends]),
+        "unavailable": sections.get("unavailable", []),
+    }
+
+
+def write(tmp_path: Path, name: str, data: dict[str, Any]) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_rows_of_different_jobs_add_up(tmp_path: Path) -> None:
+    memstore = write(tmp_path, "memstore.json", report(row("keyvalue", 24), row("log", 16)))
+    sqlite = write(tmp_path, "sqlite.json", report(row("keyvalue", 23, failed=1, backend="sqlite")))
+    merged = merge_reports([load_report(memstore), load_report(sqlite)])
+    assert totals(merged) == {"passed": 63, "failed": 1, "skipped": 0, "rows": 3, "suites_without_combination": 0}
+    assert [b["backend"] for b in merged["backends"]] == ["memstore", "sqlite"]
+    assert merged["merged_from"] == [memstore, sqlite]
+
+
+def test_the_same_row_twice_counts_once(tmp_path: Path) -> None:
+    one = write(tmp_path, "a.json", report(row("keyvalue", 24)))
+    again = write(tmp_path, "b.json", report(row("keyvalue", 24)))
+    assert totals(merge_reports([load_report(one), load_report(again)]))["passed"] == 24
+
+
+def test_a_row_with_different_counts_in_two_reports_names_both_files(tmp_path: Path) -> None:
+    first = write(tmp_path, "job-1.json", report(row("keyvalue", 24)))
+    second = write(tmp_path, "job-2.json", report(row("keyvalue", 22, failed=2)))
+    with pytest.raises(ReportMergeError) as caught:
+        merge_reports([load_report(first), load_report(second)])
+    message = str(caught.value)
+    assert first in message
+    assert second in message
+    assert "suite keyvalue [backend=memstore]" in message
+    assert "passed 24 vs 22" in message
+    assert "failed 0 vs 2" in message
+
+
+def test_a_suite_that_ran_somewhere_is_neither_unfit_nor_not_applicable(tmp_path: Path) -> None:
+    unfit = {"suite": "objects", "reason": "nothing selected has objects"}
+    localfs = write(tmp_path, "localfs.json", report(row("objects", 28, backend="localfs")))
+    sqlite = write(
+        tmp_path,
+        "sqlite.json",
+        report(row("log", 16, backend="sqlite"), not_applicable=[unfit, {"suite": "pubsub", "reason": "no pubsub"}]),
+    )
+    redis = write(tmp_path, "redis.json", report(no_runnable=[unfit]))
+    merged = merge_reports([load_report(p) for p in (localfs, sqlite, redis)])
+    assert merged["no_runnable_combinations"] == []
+    assert merged["not_applicable"] == [{"suite": "pubsub", "reason": "no pubsub"}]
+
+
+def test_a_suite_that_fit_nowhere_stays_a_failure_and_wins_over_not_applicable(tmp_path: Path) -> None:
+    unfit = {"suite": "transactions", "reason": "no transactions"}
+    first = write(tmp_path, "a.json", report(row("log", 1), not_applicable=[unfit]))
+    second = write(tmp_path, "b.json", report(row("log", 1, backend="sqlite"), no_runnable=[unfit]))
+    merged = merge_reports([load_report(first), load_report(second)])
+    assert merged["no_runnable_combinations"] == [unfit]
+    assert merged["not_applicable"] == []
+    assert totals(merged)["suites_without_combination"] == 1
+
+
+def test_a_backend_tested_by_one_job_is_not_unavailable(tmp_path: Path) -> None:
+    down = {"backend": "redis", "reason": "redis-server not found"}
+    tested = write(tmp_path, "a.json", report(row("keyvalue", 24, backend="redis")))
+    missing = write(tmp_path, "b.json", report(unavailable=[down, {"backend": "kafka", "reason": "no tansu"}]))
+    merged = merge_reports([load_report(tested), load_report(missing)])
+    assert merged["unavailable"] == [{"backend": "kafka", "reason": "no tansu"}]
+
+
+def test_unreadable_and_foreign_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ReportMergeError, match=r"missing\.json: cannot read"):
+        load_report(tmp_path / "missing.json")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(ReportMergeError, match=r"junk\.json: not a JSON report"):
+        load_report(tmp_path / "junk.json")
+    with pytest.raises(ReportMergeError, match=r"other\.json: not a prism-testkit report"):
+        load_report(write(tmp_path, "other.json", {"tests": []}))
+
+
+def test_the_matrix_has_a_cell_per_backend_and_suite() -> None:
+    merged = report(
+        row("claim_check", 3, messaging="nats", objects="s3"),
+        row("keyvalue", 20, failed=1, backend="nats"),
+        row("objects", 0, skipped=2, backend="s3"),
+        unavailable=[{"backend": "kafka", "reason": "no tansu"}],
+        no_runnable=[{"suite": "transactions", "reason": "no transactions"}],
+    )
+    merged["suites"][0]["anomalies"] = {"lost": 1}
+    matrix = compliance_matrix(merged)
+    assert matrix["backends"] == ["kafka", "nats", "s3"]
+    assert matrix["suites"] == ["claim_check", "keyvalue", "objects", "transactions"]
+    cells = matrix["cells"]
+    assert cells["claim_check"]["nats"]["status"] == "failed"  # anomalies fail a cell
+    assert cells["claim_check"]["s3"]["anomalies"] == {"lost": 1}
+    assert cells["keyvalue"]["nats"] == {"passed": 20, "failed": 1, "skipped": 0, "anomalies": {}, "status": "failed"}
+    assert cells["keyvalue"]["s3"] == {"status": "not run"}
+    assert cells["objects"]["s3"]["status"] == "skipped"
+    assert cells["keyvalue"]["kafka"] == {"status": "unavailable"}
+    assert cells["transactions"]["nats"] == {"status": "failed", "reason": "no runnable combination"}
+
+
+def test_markdown_shows_totals_table_and_reasons_redacted() -> None:
+    merged = report(
+        row("keyvalue", 24),
+        row("keyvalue", 23, failed=1, backend="redis"),
+        unavailable=[{"backend": "postgres", "reason": "postgresql://app:s3cret@db/x refused"}],
+    )
+    text = render_markdown(merged)
+    assert "**47 passed, 1 failed, 0 skipped** in 2 suite x combination rows" in text
+    assert "| suite | memstore | postgres | redis |" in text
+    assert "| keyvalue | ✅ 24 passed | ⚠️ unavailable | ❌ 23 passed, 1 failed |" in text
+    assert "s3cret" not in text
+    assert "- **postgres**: postgresql://app:***@db/x refused" in text
+
+
+def test_cli_merge_writes_json_and_markdown_and_exits_by_compliance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write(tmp_path, "memstore.json", report(row("keyvalue", 24)))
+    bad = write(tmp_path, "sqlite.json", report(row("keyvalue", 23, failed=1, backend="sqlite")))
+    out_json, out_md = tmp_path / "out" / "merged.json", tmp_path / "out" / "matrix.md"
+    assert main(["report", "merge", good, "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    assert json.loads(out_json.read_text())["totals"]["passed"] == 24
+    assert "| keyvalue | ✅ 24 passed |" in out_md.read_text()
+    assert main(["report", "merge", good, bad, "--json", str(out_json)]) == 1  # merged, with a failure
+    merged = json.loads(out_json.read_text())
+    assert merged["matrix"]["cells"]["keyvalue"]["sqlite"]["status"] == "failed"
+    capsys.readouterr()
+    assert main(["report", "merge", good, bad]) == 1  # no output option: Markdown on stdout
+    assert "| suite | memstore | sqlite |" in capsys.readouterr().out
+
+
+def test_cli_merge_of_contradicting_reports_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = write(tmp_path, "a.json", report(row("keyvalue", 24)))
+    second = write(tmp_path, "b.json", report(row("keyvalue", 20)))
+    assert main(["report", "merge", first, second, "--json", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert "a.json and" in err
+    assert "b.json disagree" in err
+    assert not (tmp_path / "m.json").exists()
