@@ -215,7 +215,10 @@ class WalMachine(FaultMachine):
         logged = self.recovering(self._read_log)
         final = self.recovering(self._read_target)
         dead = self.recovering(self._read_dead_letters)
-        verdict = check_wal(self.history, logged, self.applies, self.skipped, final, dead)
+        transactional = self.env.driver("target").supports(Capability.TRANSACTIONS)
+        verdict = check_wal(
+            self.history, logged, self.applies, self.skipped, final, dead, idempotent_replays=not transactional
+        )
         return [verdict], f"wal {self.config.log} -> {self.env.spec('target').name} target"
 
     async def _drain(self) -> None:
