@@ -283,8 +283,8 @@ def test_hypothesis_profiles_are_registered_and_ci_is_derandomised(
 def test_unavailable_backends_are_listed_loudly(pytester: pytest.Pytester, third_party: Callable[..., None]) -> None:
     install_ghost(third_party)
     pytester.makepyfile(KV_SUITE)
-    # In a subprocess: an in-process run would leave its closed loop's asyncpg connections to this
-    # worker's garbage collector, and asyncpg's protocol segfaults when it frees them later
+    # In a subprocess: an in-process run leaves its closed loop's asyncpg connections to this
+    # worker's garbage collector, the likely cause of segfaults in asyncpg's protocol later on
     # (seen three times as an xdist worker dying in a later postgres test).
     result = pytester.runpytest_subprocess("--prism-backend=all", "--prism-report=r.json")
     outcomes = result.parseoutcomes()
