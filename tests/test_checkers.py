@@ -78,7 +78,8 @@ def test_tolerated_follows_the_guarantee() -> None:
     assert [tolerated("lost", g) for g in ALL] == [False, False, True]
     assert [tolerated("duplicated", g) for g in ALL] == [True, False, False]
     assert [tolerated("duplicate", g) for g in ALL] == [True, False, False]
-    assert [tolerated("unseen", g) for g in ALL] == [True, True, True]
+    assert [tolerated("unseen", g) for g in ALL] == [False, False, True]  # Jepsen: unseen at the end is an error
+    assert [tolerated("int-send-skip", g) for g in ALL] == [True, True, True]
     assert [tolerated("poll-skip", g) for g in ALL] == [False, False, False]
     assert not tolerated("reordered", None)
 
@@ -381,18 +382,20 @@ def test_lost_write_missed_by_a_later_drain() -> None:
     assert "a later drain missed it" in anomaly.message
 
 
-def test_unseen_writes_are_reported_but_not_invalid() -> None:
+def test_writes_unseen_at_the_end_invalidate_unless_loss_is_allowed() -> None:
+    # Jepsen's kafka checker counts acknowledged sends nobody polled by the end as an error:
+    # a history must end by reading everything, or it cannot tell loss from not looking.
     h = History()
     app(h, "a", 0)
     early = run(h, "d", "drain", "l", value=[(0, "a")])
     late = app(h, "b", 1)  # after the drain, above every read offset: nobody looked
     for guarantee in ALL:
         verdict = log_anomalies(h, guarantee)
-        assert verdict.valid
+        assert verdict.valid is (guarantee is AMO)
         anomaly = only(verdict, "unseen")
         assert indices(anomaly) == set(late)
         assert not set(early) & indices(anomaly)
-    assert "unseen (reported only): 1" in log_anomalies(h, EO).explain()
+    assert "unseen (allowed by at-most-once): 1" in log_anomalies(h, AMO).explain()
 
 
 def test_log_unexpected_and_recovered_values() -> None:
@@ -428,7 +431,7 @@ def test_poll_skip_inside_one_poll_and_from_a_drain_start() -> None:
     for offset, v in enumerate("abc"):
         app(h, v, offset)
     inside = poll(h, [(0, "a"), (2, "c")])
-    anomaly = only(log_anomalies(h, ALO), "poll-skip")
+    anomaly = only(log_anomalies(h, ALO), "int-poll-skip")  # Jepsen's name for a skip inside one op
     assert indices(anomaly) == {*inside, 2, 3}
 
     g = History()
@@ -470,7 +473,7 @@ def test_a_rewind_or_jump_after_seek_or_assign_is_allowed() -> None:
     poll(h, [(0, "a")])
     run(h, "c", "assign", None)
     poll(h, [(2, "c")])
-    run(h, "c", "subscribe", "l")
+    run(h, "c", "subscribe", None, value=["other"])  # no longer covers l: its position is forgotten
     poll(h, [(0, "a")])
     poll(h, [(1, "b")], p="c2", outcome="info")  # its position is unknown now
     poll(h, [(0, "a")], p="c2")
@@ -664,6 +667,9 @@ def test_a_correct_fifo_history_is_always_valid(steps: list[Step]) -> None:
     h, _ = build(steps)
     for guarantee in ALL:
         verdict = total_queue(h, guarantee)
+        if not any(s.f == "enqueue" for s in steps) and not verdict.counts["dequeued"]:
+            assert set(verdict.anomalies) == {"empty-history"}  # nothing to judge is not a pass
+            continue
         assert verdict.valid, verdict.explain()
         assert not verdict.tolerated, verdict.explain()
     assert per_key_order(h).valid
@@ -776,6 +782,9 @@ def test_a_correct_log_history_is_always_valid(steps: list[LogStep]) -> None:
     h, _ = build_log(steps)
     for guarantee in ALL:
         verdict = log_anomalies(h, guarantee)
+        if not verdict.counts["attempted"] and not verdict.counts["read"]:
+            assert set(verdict.anomalies) == {"empty-history"}  # nothing to judge is not a pass
+            continue
         assert verdict.valid, verdict.explain()
         assert not verdict.tolerated, verdict.explain()
     assert per_key_order(h).valid
@@ -792,5 +801,6 @@ def test_a_record_missing_from_a_poll_is_always_a_poll_skip(steps: list[LogStep]
     changed = list(steps)
     changed[i] = (process, f, (start, records[:missing] + records[missing + 1 :]))
     h, ops = build_log(changed)
-    found = log_anomalies(h, EO).anomalies["poll-skip"]
+    anomalies = log_anomalies(h, EO).anomalies
+    found = anomalies.get("poll-skip", []) + anomalies.get("int-poll-skip", [])
     assert any(set(ops[i]) <= indices(a) and len(a.witness) <= 6 for a in found)

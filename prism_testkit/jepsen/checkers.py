@@ -10,14 +10,23 @@ What a delivery guarantee allows (see :func:`tolerated`):
 =====================  =============  ============  ============
 anomaly                at-least-once  exactly-once  at-most-once
 =====================  =============  ============  ============
-lost, lost-write       invalid        invalid       tolerated
+lost, lost-write,      invalid        invalid       tolerated
+unseen
 duplicated, duplicate  tolerated      invalid       invalid
-unseen                 reported       reported      reported
+int-send-skip          reported       reported      reported
 any other              invalid        invalid       invalid
 =====================  =============  ============  ============
 
 Tolerated anomalies are still reported, in :attr:`Verdict.tolerated`, so a suite can show
-them without failing.
+them without failing. ``empty-history`` (nothing was written or read, so nothing was checked)
+is invalid under every guarantee: a check that judged nothing must not pass.
+
+Ops sharing a ``txn`` were one transaction. Jepsen's *must have committed* rule applies: when
+any value of a transaction whose outcome is unknown was read, the transaction committed, so
+its other values are held to the same rules as acknowledged ones.
+
+``tests/test_jepsen_conformance.py`` replays Jepsen's own checker test histories against
+these checkers, and lists each deliberate difference.
 
 The history conventions the checkers read are described in :mod:`prism_testkit.jepsen.history`.
 Values are identities: each written value should be unique (per queue / log).
@@ -26,6 +35,7 @@ Values are identities: each written value should be unique (per queue / log).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -34,9 +44,11 @@ from typing import Any
 from prism_testkit.capabilities import DeliveryGuarantee
 from prism_testkit.jepsen.history import History, OpType, Pair, Process
 
-LOSS = frozenset({"lost", "lost-write"})
+LOSS = frozenset({"lost", "lost-write", "unseen"})
 DUPLICATION = frozenset({"duplicated", "duplicate"})
-INFORMATIONAL = frozenset({"unseen"})
+# Jepsen allows it by default too: one transaction's appends may interleave with others'.
+INFORMATIONAL = frozenset({"int-send-skip"})
+EMPTY = "empty-history"
 
 
 def tolerated(name: str, guarantee: DeliveryGuarantee | None) -> bool:
@@ -140,6 +152,10 @@ class _Findings:
         return Verdict(checker, guarantee, bad, allowed, counts, {k: v for k, v in (notes or {}).items() if v})
 
 
+def _judged_nothing(findings: _Findings, what: str) -> None:
+    findings.add(EMPTY, f"nothing was {what}: the history checks nothing", [])
+
+
 def _listing(values: list[Any], limit: int = 20) -> str:
     shown = ", ".join(repr(v) for v in values[:limit])
     return shown + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
@@ -196,6 +212,9 @@ def total_queue(
             for value in pair.value or ():
                 deliveries[(pair.key, value)].append(pair)
 
+    if not attempts and not deliveries:
+        _judged_nothing(findings, "enqueued or dequeued")
+    proof = _committed_by_reads(attempts, deliveries)
     recovered: list[Any] = []
     acknowledged = unknown = 0
     for ident, tries in attempts.items():
@@ -208,14 +227,25 @@ def total_queue(
             unknown += 1
             if copies:
                 recovered.append(value)
+        final = last_drain.get(queue) or last_empty.get(queue)
         if acked is not None and not copies:
-            final = last_drain.get(queue) or last_empty.get(queue)
             findings.add(
                 "lost",
                 f"{value!r} on {queue!r}: enqueue acknowledged (op {_ops(acked)}), never dequeued",
                 [acked, final],
                 key=queue,
                 value=value,
+            )
+        elif acked is None and not copies and (committed := _proven(tries, proof)) is not None:
+            attempt, reader = committed
+            findings.add(
+                "lost",
+                f"{value!r} on {queue!r}: its transaction {attempt.txn!r} committed (op {_ops(reader)} "
+                f"dequeued another of its values), but it was never dequeued",
+                [attempt, reader, final],
+                key=queue,
+                value=value,
+                txn=attempt.txn,
             )
     for ident, copies in deliveries.items():
         queue, value = ident
@@ -251,6 +281,34 @@ def total_queue(
     return findings.verdict("total-queue", guarantee, counts, {"recovered": recovered})
 
 
+# --- transactions: must have committed --------------------------------------------------
+
+
+def _committed_by_reads(
+    attempts: dict[Any, list[Pair]], reads: dict[Any, list[Pair]] | dict[Any, Pair]
+) -> dict[str, Pair]:
+    """Transactions proven committed by a read: txn -> the first read of any of its values.
+    (A read of a value whose write failed is judged on its own, as an unexpected read.)"""
+    proof: dict[str, Pair] = {}
+    for ident, tries in attempts.items():
+        seen = reads.get(ident)
+        if not seen:
+            continue
+        reader = seen[0] if isinstance(seen, list) else seen
+        for attempt in tries:
+            if attempt.txn is not None and attempt.type is not OpType.FAIL:
+                proof.setdefault(attempt.txn, reader)
+    return proof
+
+
+def _proven(tries: list[Pair], proof: dict[str, Pair]) -> tuple[Pair, Pair] | None:
+    """The unknown-outcome attempt whose transaction a read proved committed, with that read."""
+    for attempt in tries:
+        if attempt.type is OpType.INFO and attempt.txn in proof:
+            return attempt, proof[attempt.txn]
+    return None
+
+
 # --- log anomalies -------------------------------------------------------------------------
 
 
@@ -275,15 +333,28 @@ class _Log:
 
 @dataclass
 class _Cursor:
-    """A consumer's position in one log: the next offset it should read, and the op that set it."""
+    """A consumer's position in one log: the next offset it should read, and the op that set it
+    (``by_record``: set by a record that op returned, so a step from it is internal to the op)."""
 
     next: int
     anchor: Pair
+    by_record: bool = False
+
+
+def _returned(pair: Pair) -> Any:
+    """What a read returned: an ok one's value, or what an info one recorded before its
+    outcome was lost (nothing, unless its completion carries a value of its own)."""
+    if pair.ok:
+        return pair.value
+    completion = pair.completion
+    if pair.type is OpType.INFO and completion is not None and completion.value != pair.invoke.value:
+        return completion.value
+    return None
 
 
 def _records(pair: Pair) -> list[tuple[int, Hashable]]:
     records = []
-    for record in pair.value or ():
+    for record in _returned(pair) or ():
         if not (isinstance(record, tuple) and len(record) == 2 and isinstance(record[0], int)):
             raise ValueError(f"op {pair.invoke.index} ({pair.f}): expected (offset, value) records, got {record!r}")
         records.append((record[0], record[1]))
@@ -306,7 +377,10 @@ def log_anomalies(
     ``poll`` completes ok with a list of ``(offset, value)`` records, read in that order;
     ``drain`` is a final poll to the end, starting at its invoke ``offset`` (default 0);
     ``seek`` (ok, with the next ``offset`` to read) moves a consumer, ``assign``/``subscribe``
-    leave its position unknown (as does a poll whose outcome is unknown). A poll's invoke
+    reassign it: the consumer keeps its position in the logs the op's ``value`` (a list of log
+    names; else its ``key``) still covers and forgets the others, as Jepsen does. A poll or
+    drain that failed did not happen and moves nothing; one whose outcome is unknown forgets
+    the position, but the records it recorded (``info(value=...)``) still count as reads. A poll's invoke
     ``offset`` (where ``Log.read`` was asked to start) sets the position only when it is
     unknown: later requests are not trusted, the records returned are what is checked, so a
     consumer that computes a wrong offset shows up as a skip. The *version order*
@@ -330,6 +404,10 @@ def log_anomalies(
     - ``nonmonotonic-poll``: a consumer's next record is at or below an offset it already read,
       with no seek in between. Witness: the op that set the position and the read.
     - ``nonmonotonic-send``: one process's acknowledged appends to a log got decreasing offsets.
+    - ``int-poll-skip`` / ``int-nonmonotonic-poll``: the same, between two records of one poll.
+    - ``int-send-skip`` / ``int-nonmonotonic-send``: appends of one transaction (same ``txn``)
+      to a log at offsets with others' records between them (reported only), or decreasing.
+    - ``empty-history``: nothing appended and nothing read.
 
     Position anomalies are invalid under every guarantee: a consumer that rewinds or skips on
     purpose (at-least-once replay from a committed offset, say) records a ``seek``.
@@ -337,11 +415,15 @@ def log_anomalies(
     findings = _Findings(history)
     pairs = history.pairs()
     logs: dict[str | None, _Log] = defaultdict(_Log)
-    reads = [p for p in pairs if p.ok and (p.f in polls or p.f in drains)]
+    reads = [p for p in pairs if p.type is not OpType.FAIL and (p.f in polls or p.f in drains) and _records(p)]
 
     # Version order: acknowledgements first, so an offset's evidence is its append when there is one.
     last_sent: dict[tuple[Process, str | None], Pair] = {}
     for pair in pairs:
+        if pair.f in resets and pair.type is not OpType.FAIL:  # Jepsen forgets sends to logs no longer assigned
+            covered = _assigned(pair)
+            for place in [s for s in last_sent if s[0] == pair.process and s[1] not in covered]:
+                del last_sent[place]
         if pair.f not in appends:
             continue
         log = logs[pair.key]
@@ -351,7 +433,12 @@ def log_anomalies(
             if pair.offset is not None:
                 log.observe(pair.offset, pair.invoke.value, pair)
                 previous = last_sent.get((pair.process, pair.key))
-                if previous is not None and previous.offset is not None and pair.offset <= previous.offset:
+                if (
+                    previous is not None
+                    and (pair.txn is None or previous.txn != pair.txn)  # within one: int-nonmonotonic-send
+                    and previous.offset is not None
+                    and pair.offset <= previous.offset
+                ):
                     findings.add(
                         "nonmonotonic-send",
                         f"process {pair.process!r} appended to {pair.key!r} at offset {pair.offset} "
@@ -369,13 +456,24 @@ def log_anomalies(
             log.seen.setdefault(value, pair)
         if records:
             log.reads.append((pair, max(offset for offset, _ in records)))
-        if pair.f in drains:
+        if pair.f in drains and pair.ok:
             log.drains.append(pair)
+    if not any(log.attempts for log in logs.values()) and not reads:
+        _judged_nothing(findings, "appended or read")
 
+    attempts = {(name, value): tries for name, log in logs.items() for value, tries in log.attempts.items()}
+    seen = {(name, value): reader for name, log in logs.items() for value, reader in log.seen.items()}
+    proof = _committed_by_reads(attempts, seen)
+    for log in logs.values():  # an unknown append's offset joins the version order once it committed
+        for tries in log.attempts.values():
+            for attempt in tries:
+                if attempt.type is OpType.INFO and attempt.txn in proof and attempt.offset is not None:
+                    log.observe(attempt.offset, attempt.invoke.value, attempt)
     recovered: list[Any] = []
     for name, log in logs.items():
         _offset_anomalies(findings, name, log)
-        _write_anomalies(findings, name, log, recovered)
+        _write_anomalies(findings, name, log, recovered, proof)
+    _transaction_send_anomalies(findings, pairs, logs, appends, proof)
     _position_anomalies(findings, pairs, logs, polls=polls, drains=drains, seeks=seeks, resets=resets)
 
     counts = {
@@ -417,7 +515,9 @@ def _offset_anomalies(findings: _Findings, name: str | None, log: _Log) -> None:
             )
 
 
-def _write_anomalies(findings: _Findings, name: str | None, log: _Log, recovered: list[Any]) -> None:
+def _write_anomalies(
+    findings: _Findings, name: str | None, log: _Log, recovered: list[Any], proof: dict[str, Pair]
+) -> None:
     for value, reader in log.seen.items():
         tries = log.attempts.get(value, [])
         if not tries or all(p.type is OpType.FAIL for p in tries):
@@ -432,7 +532,14 @@ def _write_anomalies(findings: _Findings, name: str | None, log: _Log, recovered
         elif not any(p.ok for p in tries):
             recovered.append(value)
     reported: set[Hashable] = set()
-    for append in log.acked:
+    # Acknowledged appends, then unknown-outcome ones whose transaction a read proved committed
+    # (their value must be readable from when that read completed, if they never completed).
+    committed: list[tuple[Pair, Pair, Pair | None]] = [(a, a, None) for a in log.acked]
+    for tries in log.attempts.values():
+        if not any(p.ok for p in tries) and (proven := _proven(tries, proof)) is not None:
+            attempt, proving = proven
+            committed.append((attempt, attempt if attempt.completion is not None else proving, proving))
+    for append, since, proving_read in committed:
         value = append.invoke.value
         if value in log.seen or value in reported:
             continue
@@ -441,7 +548,20 @@ def _write_anomalies(findings: _Findings, name: str | None, log: _Log, recovered
         beyond = None
         if offset is not None:
             beyond = next((p for p, highest in log.reads if highest >= offset), None)
-        covering = beyond or next((d for d in log.drains if append.completed_before(d)), None)
+        covering = beyond or next((d for d in log.drains if since.completed_before(d)), None)
+        why = "a later drain missed it" if beyond is None else "a read went past its offset"
+        if proving_read is not None and covering is not None:
+            findings.add(
+                "lost-write",
+                f"{value!r} appended to {name!r} (op {_ops(append)}) in transaction {append.txn!r}, which "
+                f"committed (op {_ops(proving_read)} read another of its values), was never read; "
+                f"{why} (op {_ops(covering)})",
+                [append, proving_read, covering],
+                key=name,
+                value=value,
+                txn=append.txn,
+            )
+            continue
         if covering is None:
             findings.add(
                 "unseen",
@@ -452,7 +572,6 @@ def _write_anomalies(findings: _Findings, name: str | None, log: _Log, recovered
                 offset=offset,
             )
             continue
-        why = "a later drain missed it" if beyond is None else "a read went past its offset"
         findings.add(
             "lost-write",
             f"{value!r} appended to {name!r} at offset {offset} (op {_ops(append)}) was never read; "
@@ -478,38 +597,98 @@ def _position_anomalies(
     cursors: dict[tuple[Process, str | None], _Cursor] = {}
     for pair in pairs:
         where = (pair.process, pair.key)
-        if pair.f in seeks:
-            if pair.ok and pair.offset is not None:
-                cursors[where] = _Cursor(pair.offset, pair)
-            else:
-                cursors.pop(where, None)
+        if pair.f not in seeks and pair.f not in resets and pair.f not in polls and pair.f not in drains:
+            continue
+        if pair.type is OpType.FAIL:  # it did not happen: the position stands
             continue
         if pair.f in resets:
-            for place in [c for c in cursors if c[0] == pair.process and pair.key in (None, c[1])]:
+            covered = _assigned(pair)
+            for place in [c for c in cursors if c[0] == pair.process and c[1] not in covered]:
                 del cursors[place]
             continue
-        if pair.f not in polls and pair.f not in drains:
+        if not pair.ok:  # it may have moved the consumer: position unknown
+            cursors.pop(where, None)
+            continue
+        if pair.f in seeks:
+            if pair.offset is not None:
+                cursors[where] = _Cursor(pair.offset, pair)
             continue
         if pair.f in drains:
             cursors[where] = _Cursor(pair.invoke.offset or 0, pair)
         elif where not in cursors and pair.invoke.offset is not None:  # a first read names where it starts
             cursors[where] = _Cursor(pair.invoke.offset, pair)
-        if not pair.ok:
-            if pair.type is OpType.INFO:  # it may have consumed records: position unknown
-                cursors.pop(where, None)
-            continue
         for offset, _value in _records(pair):
             cursor = cursors.get(where)
             if cursor is not None:
                 _check_step(findings, pair, cursor, offset, known.get(pair.key, []), logs[pair.key])
-            cursors[where] = _Cursor(offset + 1, pair)
+            cursors[where] = _Cursor(offset + 1, pair, by_record=True)
+
+
+def _assigned(pair: Pair) -> set[str | None]:
+    """The logs an assign / subscribe op gives its process: its value's names, else its key."""
+    value = pair.invoke.value
+    if isinstance(value, tuple):
+        return set(value)
+    return {pair.key} if pair.key is not None else set()
+
+
+def _transaction_send_anomalies(
+    findings: _Findings,
+    pairs: list[Pair],
+    logs: dict[str | None, _Log],
+    appends: Collection[str],
+    proof: dict[str, Pair],
+) -> None:
+    """Jepsen's int-send-skip / int-nonmonotonic-send: one committed transaction's appends to
+    a log, in the order it made them, land out of order or with others' records between. An
+    append's offset is the one it was given, else the one a read found its value at."""
+    sends: dict[tuple[str, str | None], list[tuple[Pair, int]]] = defaultdict(list)
+    for pair in pairs:
+        if pair.f not in appends or pair.txn is None or not (pair.ok or pair.txn in proof):
+            continue
+        log = logs[pair.key]
+        offset = pair.offset
+        if offset is None:
+            offset = next((o for o in sorted(log.at) if pair.invoke.value in log.at[o]), None)
+        if offset is not None:
+            sends[(pair.txn, pair.key)].append((pair, offset))
+    for (txn, name), group in sends.items():
+        log = logs[name]
+        known = sorted(log.at)
+        ours = {offset for _, offset in group}
+        for (before, first), (after, then) in itertools.pairwise(group):
+            if then <= first:
+                findings.add(
+                    "int-nonmonotonic-send",
+                    f"transaction {txn!r} appended to {name!r} at offset {then} after offset "
+                    f"{first} (ops {_ops(before, after)})",
+                    [before, after],
+                    key=name,
+                    txn=txn,
+                    offsets=[first, then],
+                )
+                continue
+            between = known[bisect.bisect_right(known, first) : bisect.bisect_left(known, then)]
+            others = [o for o in between if o not in ours]
+            if others:
+                findings.add(
+                    "int-send-skip",
+                    f"transaction {txn!r} appended to {name!r} at offsets {first} and {then} "
+                    f"with other records at {others} between them (ops {_ops(before, after, log.evidence(others[0]))})",
+                    [before, after, log.evidence(others[0])],
+                    key=name,
+                    txn=txn,
+                    skipped=others,
+                )
 
 
 def _check_step(findings: _Findings, pair: Pair, cursor: _Cursor, offset: int, known: list[int], log: _Log) -> None:
     who, name, expected = pair.process, pair.key, cursor.next
+    same_txn = pair.txn is not None and cursor.anchor.txn == pair.txn
+    internal = "int-" if cursor.by_record and (cursor.anchor is pair or same_txn) else ""
     if offset < expected:
         findings.add(
-            "nonmonotonic-poll",
+            f"{internal}nonmonotonic-poll",
             f"process {who!r} read offset {offset} of {name!r} when offset {expected} was next, "
             f"without a seek (ops {_ops(cursor.anchor, pair)})",
             [cursor.anchor, pair],
@@ -523,7 +702,7 @@ def _check_step(findings: _Findings, pair: Pair, cursor: _Cursor, offset: int, k
         if skipped:
             evidence = log.evidence(skipped[0])
             findings.add(
-                "poll-skip",
+                f"{internal}poll-skip",
                 f"process {who!r} read offset {offset} of {name!r} when offset {expected} was next, "
                 f"skipping existing offsets {skipped} (ops {_ops(cursor.anchor, pair)}; "
                 f"offset {skipped[0]} shown by op {_ops(evidence)})",

@@ -100,6 +100,7 @@ class Op:
     offset: int | None = None
     time: int = 0  # monotonic nanoseconds
     error: str | None = None  # for fail and info: what the client saw
+    txn: str | None = None  # ops sharing it were one transaction: they commit (or not) together
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping; fields that are ``None`` are left out."""
@@ -152,6 +153,10 @@ class Pair:
         return self.completion.offset if self.completion is not None else self.invoke.offset
 
     @property
+    def txn(self) -> str | None:
+        return self.invoke.txn
+
+    @property
     def ops(self) -> tuple[Op, ...]:
         return (self.invoke,) if self.completion is None else (self.invoke, self.completion)
 
@@ -191,9 +196,13 @@ class OpHandle:
         """It certainly did not happen."""
         return self._complete(OpType.FAIL, UNSET, UNSET, error)
 
-    def info(self, error: BaseException | str | None = None) -> Op:
-        """Its outcome is unknown: it may have happened."""
-        return self._complete(OpType.INFO, UNSET, UNSET, error)
+    def info(
+        self, error: BaseException | str | None = None, *, value: Any = UNSET, offset: int | _Unset | None = UNSET
+    ) -> Op:
+        """Its outcome is unknown: it may have happened. ``value`` / ``offset``: what it learnt
+        before the outcome was lost (the records a poll returned, the offset an append of a
+        transaction whose commit then timed out was given)."""
+        return self._complete(OpType.INFO, value, offset, error)
 
     def _complete(
         self, type_: OpType, value: Any, offset: int | _Unset | None, error: BaseException | str | None
@@ -292,9 +301,17 @@ class History(Sequence[Op]):
     # --- recording ---------------------------------------------------------------------------
 
     def invoke(
-        self, process: Process, f: str, key: str | None = None, value: Any = None, offset: int | None = None
+        self,
+        process: Process,
+        f: str,
+        key: str | None = None,
+        value: Any = None,
+        offset: int | None = None,
+        *,
+        txn: str | None = None,
     ) -> OpHandle:
-        """Record the start of an operation; complete it through the returned handle."""
+        """Record the start of an operation; complete it through the returned handle. Ops of
+        one transaction share ``txn`` (each on its own process, or one after the other)."""
         with self._lock:
             if process in self._in_flight:
                 busy = self._in_flight[process]
@@ -302,7 +319,7 @@ class History(Sequence[Op]):
                     f"process {process!r} already has operation {busy.index} ({busy.f}) in flight; "
                     "use a distinct process id per concurrent client"
                 )
-            op = Op(self._next_index(), process, OpType.INVOKE, f, key, freeze(value), offset, self._clock())
+            op = Op(self._next_index(), process, OpType.INVOKE, f, key, freeze(value), offset, self._clock(), txn=txn)
             self._ops.append(op)
             self._in_flight[process] = op
         return OpHandle(self, op)
@@ -315,13 +332,14 @@ class History(Sequence[Op]):
         value: Any = None,
         offset: int | None = None,
         *,
+        txn: str | None = None,
         definite_failures: tuple[type[BaseException], ...] | None = None,
     ) -> Recording:
         """``async with`` (or ``with``) block recording one operation: ok when the block ends
         normally, fail when it raises one of ``definite_failures`` (default: the history's), info
         for any other exception. Exceptions always propagate."""
         failures = self.definite_failures if definite_failures is None else definite_failures
-        args = {"process": process, "f": f, "key": key, "value": value, "offset": offset}
+        args = {"process": process, "f": f, "key": key, "value": value, "offset": offset, "txn": txn}
         return Recording(self, args, failures)
 
     def _complete(self, invoke: Op, type_: OpType, value: Any, offset: int | _Unset | None, error: str | None) -> Op:
@@ -336,6 +354,7 @@ class History(Sequence[Op]):
                 invoke.offset if offset is UNSET else offset,
                 self._clock(),
                 error,
+                invoke.txn,
             )
             self._ops.append(op)
             self._in_flight.pop(invoke.process, None)
@@ -448,10 +467,12 @@ def render_op(op: Op) -> str:
         parts.append(f"value={_short.repr(op.value)}")
     if op.offset is not None:
         parts.append(f"offset={op.offset}")
+    if op.txn is not None:
+        parts.append(f"txn={op.txn}")
     if op.error is not None:
         parts.append(f"({op.error})")
     return "  ".join(parts)
 
 
 def _replace_index(op: Op, index: int) -> Op:
-    return Op(index, op.process, op.type, op.f, op.key, op.value, op.offset, op.time, op.error)
+    return Op(index, op.process, op.type, op.f, op.key, op.value, op.offset, op.time, op.error, op.txn)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import shlex
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -17,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
-from prism_testkit.jepsen.checkers import Verdict
-from prism_testkit.jepsen.history import History
+from prism_testkit.hunt import PLAN, ROUND_EXAMPLES, HuntPlan, HuntTally
+from prism_testkit.jepsen.checkers import EMPTY, Verdict
+from prism_testkit.jepsen.history import History, OpType
 
 if TYPE_CHECKING:
     from prism_testkit.env import PrismEnv
@@ -56,7 +58,10 @@ class StatefulRun:
 
     def __init__(self, prism_env: PrismEnv, request: pytest.FixtureRequest) -> None:
         self.env = prism_env
+        self.node = request.node
         self.nodeid = request.node.nodeid
+        self.hunt: HuntPlan | None = request.config.stash.get(PLAN, None)
+        self.tally = HuntTally()
         self.combination = prism_env.combination
         self.profile = settings.get_current_profile_name()
         self.derandomized = active_settings().derandomize
@@ -65,6 +70,8 @@ class StatefulRun:
         # replaying with --hypothesis-seed=<it> gives the same seed back here.
         self.seed: int | None = None if self.derandomized else int(forced) if forced else random.getrandbits(32)
         self.failed: list[Verdict] = []
+        self.judged = 0  # examples whose history held something to check
+        self.vacuous = 0  # examples that wrote and read nothing (a short random run can)
 
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
@@ -72,16 +79,56 @@ class StatefulRun:
         def make() -> RuleBasedStateMachine:
             return factory()
 
-        # Per-combination digest: its own example-database key and derandomised seed.
-        make._hypothesis_internal_add_digest = self.combination.id.encode()  # type: ignore[attr-defined]
+        # Per-test digest: its own example-database key (the same on every machine that runs
+        # this test id) and derandomised seed.
+        make._hypothesis_internal_add_digest = self.nodeid.encode()  # type: ignore[attr-defined]
         if self.seed is not None:
             make._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
+        # Hypothesis only calls the "class" to make a machine: a factory with our digest will do.
+        machine = cast("type[RuleBasedStateMachine]", make)
         try:
-            # Hypothesis only calls the "class" to make a machine: a factory with our digest will do.
-            run_state_machine_as_test(cast("type[RuleBasedStateMachine]", make), settings=stateful_settings())
+            if self.hunt is None:
+                run_state_machine_as_test(machine, settings=stateful_settings())
+            else:
+                self._hunt(make, self.hunt)
+            if self.vacuous and not self.judged:
+                raise AssertionError(
+                    f"{self.nodeid}: none of its {self.vacuous} examples wrote or read anything, so "
+                    "nothing was checked (a test that judges nothing must not pass)"
+                )
         finally:
             for verdict in self.failed:  # the final (shrunk) failing example's verdicts
                 self.env.record_verdict(verdict)
+
+    def _hunt(self, make: Callable[[], RuleBasedStateMachine], plan: HuntPlan) -> None:
+        """Rounds of :data:`ROUND_EXAMPLES` examples, each with a fresh seed, until this test's
+        share of the budget is spent; a failure ends the hunt (Hypothesis shrinks it and saves
+        it in the example database, which every later round and machine replays first)."""
+        machine = cast("type[RuleBasedStateMachine]", make)
+        started = time.monotonic()
+        self.tally.allotted = plan.allot()
+        round_settings = settings(stateful_settings(), max_examples=ROUND_EXAMPLES, derandomize=False)
+        if plan.database is not None:
+            round_settings = settings(round_settings, database=plan.database)
+        try:
+            while True:
+                self.seed = random.getrandbits(32)
+                make._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
+                try:
+                    run_state_machine_as_test(machine, settings=round_settings)
+                except BaseException:
+                    self.tally.failed = True
+                    raise
+                finally:
+                    self.tally.rounds += 1
+                    self.tally.seconds = time.monotonic() - started
+                    plan.progress(self.nodeid, self.tally)
+                if self.tally.seconds >= self.tally.allotted:
+                    return
+        finally:
+            plan.finished()
+            plan.progress(self.nodeid, self.tally, final=True)
+            self.node.user_properties.append(("prism_hunt", self.tally.as_property()))
 
     def replay(self) -> str:
         """The command that runs this failure again, and why it gives the same examples."""
@@ -100,7 +147,13 @@ class StatefulRun:
 
     def judge(self, history: History, verdicts: Sequence[Verdict], what: str) -> None:
         """Record valid verdicts; fail with witness, explanation and replay for invalid ones."""
-        bad = [v for v in verdicts if not v.valid]
+        self.tally.examples += 1
+        self.tally.faults += sum(1 for op in history if op.process == "nemesis" and op.type is OpType.INVOKE)
+        if verdicts and all(set(v.anomalies) == {EMPTY} for v in verdicts):
+            self.vacuous += 1  # one empty example is not a failure; a test of only those is
+            return
+        self.judged += 1
+        bad = [v for v in verdicts if not v.valid and set(v.anomalies) != {EMPTY}]
         for verdict in verdicts:
             if verdict.valid:
                 self.env.record_verdict(verdict)
