@@ -20,6 +20,8 @@ OPTION_NAMES = (
     "prism_url",
     "prism_namespace",
     "prism_require_fit",
+    "prism_hunt",
+    "prism_hunt_db",
 )
 
 
@@ -93,6 +95,17 @@ def addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--prism-require-fit", dest="prism_require_fit", action="store_true", default=None, help=fit_help)
     parser.addini("prism_require_fit", type="bool", help=fit_help, default=False)
+    add(
+        "--prism-hunt",
+        "prism_hunt",
+        "hunt for this long (e.g. 10m, 2h): the stateful suites run in rounds of fresh examples until their "
+        "share of the budget is spent, with the prism-hunt profile and progress lines",
+    )
+    add(
+        "--prism-hunt-db",
+        "prism_hunt_db",
+        "Hypothesis example database shared between hunting machines: a directory or a redis:// URL",
+    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,8 @@ class PrismOptions:
     urls: dict[str, str]
     namespace_files: tuple[Path, ...] = ()
     require_fit: bool = False  # every collected suite must have a runnable combination
+    hunt: str | None = None  # a time budget for the stateful suites (parsed by prism_testkit.hunt)
+    hunt_db: str | None = None  # the example database hunting machines share
 
     def must_fit(self, suite: str) -> bool:
         """A suite without a runnable combination fails (else: listed as not applicable)."""
@@ -174,4 +189,6 @@ def read_options(config: pytest.Config) -> PrismOptions:
         namespace_files=tuple(Path(f) for f in (config.getini("prism_namespace") or []))
         + tuple(Path(f) for f in (config.getoption("prism_namespace") or [])),
         require_fit=bool(config.getoption("prism_require_fit") or config.getini("prism_require_fit")),
+        hunt=get("prism_hunt"),
+        hunt_db=get("prism_hunt_db"),
     )

@@ -76,12 +76,14 @@ class PrismResults:
     no_combination: dict[str, str] = field(default_factory=dict)  # suite -> reason (the suite failed)
     not_applicable: dict[str, str] = field(default_factory=dict)  # suite -> reason (it was let off)
     anomalies_of: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # test -> counts
+    durations: dict[str, float] = field(default_factory=dict)  # test -> seconds (setup + call + teardown)
 
     def record(self, report: pytest.TestReport) -> None:
         prop = _prism_property(report)
         if prop is None:
             return
         test = _test_key(report)
+        self.durations[test] = self.durations.get(test, 0.0) + report.duration
         found = _prism_property(report, ANOMALIES)
         if found is not None and report.when == "teardown":
             self.anomalies_of[test] = found
@@ -101,11 +103,13 @@ class PrismResults:
     def rows(self) -> list[dict[str, Any]]:
         tally: dict[RowKey, Counter[str]] = {}
         anomalies: dict[RowKey, dict[str, Counter[str]]] = {}
+        seconds: dict[RowKey, float] = {}
         for test, outcome in self.outcomes.items():
             key = self.rows_of[test]
             if key[0] in self.no_combination or key[0] in self.not_applicable:
                 continue
             tally.setdefault(key, Counter())[outcome] += 1
+            seconds[key] = seconds.get(key, 0.0) + self.durations.get(test, 0.0)
             found_in_row = anomalies.setdefault(key, {"anomalies": Counter(), "tolerated": Counter()})
             for kind, counts in self.anomalies_of.get(test, {}).items():
                 found_in_row[kind].update(counts)
@@ -121,6 +125,9 @@ class PrismResults:
             row.update(
                 anomalies=dict(sorted(found["anomalies"].items())), tolerated=dict(sorted(found["tolerated"].items()))
             )
+            # the sum of its tests' setup + call + teardown, as pytest measured them (under xdist
+            # on the workers, so rows run in parallel add up to more than the wall time)
+            row["duration_s"] = round(seconds[(suite, namespace, combo)], 3)
             rows.append(row)
         return rows
 
@@ -161,6 +168,7 @@ class PrismResults:
                     f"{r['passed']:>6}  {r['failed']:>6}  {r['skipped']:>7}  {_anomaly_text(r)}",
                     **color,
                 )
+            _slowest(tr, rows)
         for suite, reason in sorted(self.no_combination.items()):
             tr.write_line(f"FAILED suite {suite}: {reason}", red=True, bold=True)
         let_off = {s: r for s, r in self.not_applicable.items() if s not in self.no_combination}
@@ -172,6 +180,23 @@ class PrismResults:
             tr.write_sep("-", "prism-testkit: UNAVAILABLE backends (not tested)", yellow=True, bold=True)
             for backend, reason in sorted(self.unavailable.items()):
                 tr.write_line(f"{backend}: {reason}", yellow=True, bold=True)
+
+
+SLOWEST = 10
+
+
+def slowest_rows(rows: list[dict[str, Any]], count: int = SLOWEST) -> list[dict[str, Any]]:
+    """The ``count`` rows that took longest, slowest first (ties in suite order)."""
+    return sorted(rows, key=lambda r: -r.get("duration_s", 0.0))[:count]
+
+
+def _slowest(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
+    shown = slowest_rows(rows)
+    tr.write_sep("-", f"prism-testkit: {len(shown)} slowest rows (setup + call + teardown of their tests)")
+    width = max(len(r["suite"]) for r in shown)
+    for r in shown:
+        tests = r["passed"] + r["failed"] + r["skipped"]
+        tr.write_line(f"{r['duration_s']:>9.2f}s  {r['suite']:<{width}}  {_combo_text(r)}  ({tests} tests)")
 
 
 def _combo_text(row: dict[str, Any]) -> str:

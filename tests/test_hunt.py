@@ -1,0 +1,128 @@
+"""Hunts: a time budget, progress, a shared example database and a summary (issue 14 §3)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from prism_testkit.hunt import HuntError, HuntPlan, HuntTally, open_database, parse_budget
+
+# A stateful suite with a planted bug: rare enough that a round rarely finds it at once,
+# common enough that a short hunt does. Its machine judges every example like the real ones.
+PLANTED = """
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
+
+from prism_testkit import PrismEnv, Slot, prism_suite
+from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
+from prism_testkit.jepsen.history import History
+from prism_testkit.jepsen.runner import StatefulRun
+
+pytestmark = prism_suite("stateful_planted", backend=Slot.needs("keyvalue"))
+
+
+class Planted(RuleBasedStateMachine):
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+        self.history = History()
+        self.high = 0
+
+    @rule(n=st.integers(0, 10_000))
+    def put(self, n):
+        self.history.invoke("w", "put", "k", n).ok()
+        self.high += n > 9_000
+
+    def teardown(self):
+        found = {"planted": [Anomaly("planted", "three values above 9000", self.history)]} if self.high >= 3 else {}
+        self.run.judge(self.history, [suite_verdict("planted", found, {"puts": len(self.history) // 2})], "planted")
+
+
+def test_planted(prism_env: PrismEnv, request) -> None:
+    run = StatefulRun(prism_env, request)
+    run.execute(lambda: Planted(run))
+"""
+
+
+def test_a_budget_is_a_positive_finite_duration() -> None:
+    assert parse_budget("10m") == 600
+    assert parse_budget("90s") == 90
+    assert parse_budget(" 2h ") == 7200
+    for bad in ("0s", "infinite", "soon", "-1m"):
+        with pytest.raises(HuntError, match="--prism-hunt"):
+            parse_budget(bad)
+
+
+def test_the_budget_is_split_over_the_hunted_tests_and_workers() -> None:
+    plan = HuntPlan(budget=600, database=None, database_label=None, hunted_tests=30, workers=2)
+    assert plan.allot() == pytest.approx(40, abs=0.5)  # 15 tests expected here, 600 s left
+    plan.finished()
+    plan.started -= 300  # the first test overran: 300 s gone, 14 tests to go
+    assert plan.allot() == pytest.approx(300 / 14, abs=0.5)
+    plan.started -= 1000  # the budget is spent: the next test gets its one round, no more
+    assert plan.allot() == 0
+    assert HuntPlan(budget=60, database=None, database_label=None).allot() == pytest.approx(60, abs=0.5)
+
+
+def test_progress_is_rate_limited_but_every_test_end_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: list[str] = []
+    plan = HuntPlan(budget=60, database=None, database_label=None, emit=lines.append)
+    monkeypatch.setenv("PRISM_HUNT_PROGRESS_EVERY", "3600")
+    tally = HuntTally(rounds=1, examples=10, faults=4, seconds=5)
+    plan.progress("t", tally)
+    plan.progress("t", tally)  # within the interval: not shown
+    plan.progress("t", tally, final=True)
+    assert len(lines) == 2
+    assert "10 examples in 1 rounds, 4 faults injected" in lines[-1]
+
+
+def test_a_directory_database_is_created(tmp_path: Path) -> None:
+    database = open_database(str(tmp_path / "shared" / "examples"))
+    database.save(b"k", b"v")
+    assert list(database.fetch(b"k")) == [b"v"]
+
+
+def test_an_unreachable_redis_database_is_a_clear_error_without_credentials() -> None:
+    with pytest.raises(HuntError) as caught:
+        open_database("redis://user:s3cret@127.0.0.1:1/0")
+    assert "cannot reach Redis" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def hunt(pytester: pytest.Pytester, database: Path, *extra: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "--prism-backend=memstore", "--prism-hunt=40s", f"--prism-hunt-db={database}", "-p", "no:cacheprovider", *extra
+    )
+
+
+def test_a_hunt_finds_a_planted_failure_and_another_machine_replays_it_first(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRISM_HUNT_PROGRESS_EVERY", "0")  # a line per round
+    # Under `pytest -n 2` the subprocess inherits an xdist worker's variables: the plugin must
+    # still know it is no worker (it reads xdist's worker input, not the environment).
+    pytester.makepyfile(test_planted=PLANTED)
+    database = tmp_path / "shared-examples"
+
+    first = hunt(pytester, database)
+    first.assert_outcomes(failed=1)
+    output = first.stdout.str()
+    assert "three values above 9000" in output
+    # progress: a line per round (the failure may come in the first one: then it says so)
+    assert re.search(r"prism-hunt (hunting|FAILED) .*test_planted.*: \d+ examples in 1 rounds", output)
+    assert "1 stateful tests hunted" in output  # the summary
+    assert "1 failing" in output
+    assert str(database) in output
+
+    # The second machine (an xdist run here: progress comes from a worker) shares the database:
+    # its first round replays the saved failure before generating anything new.
+    second = hunt(pytester, database, "-n", "1")
+    second.assert_outcomes(failed=1)
+    replayed = re.search(r"prism-hunt \[gw0\] FAILED .*: (\d+) examples in (\d+) rounds", second.stderr.str())
+    assert replayed is not None, second.stderr.str()
+    assert replayed.group(2) == "1"
+
+    elsewhere = hunt(pytester, tmp_path / "empty-examples", "-p", "no:randomly", "--prism-hunt=2s")
+    assert "1 stateful tests hunted" in elsewhere.stdout.str()  # a fresh database: nothing replayed first
