@@ -26,6 +26,7 @@ NAMED: tuple[tuple[str, str], ...] = (
     ("kv", "key"),
     ("queue_messages", "queue"),
     ("log_records", "log"),
+    ("log_heads", "log"),
     ("log_groups", "log"),
     ("log_groups", "grp"),
 )
@@ -124,6 +125,11 @@ class SqlDialect(ABC):
                 f"SELECT DISTINCT log FROM {self.table('log_records')} WHERE {log}",
                 log_params,
                 lambda row: f"log:{row[0]}",
+            ),
+            Inventory(
+                f"SELECT log FROM {self.table('log_heads')} WHERE {log}",
+                log_params,
+                lambda row: f"log-head:{row[0]}",
             ),
             Inventory(
                 f"SELECT log, grp FROM {self.table('log_groups')} WHERE {log} OR {grp}",

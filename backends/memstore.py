@@ -36,6 +36,7 @@ from prism_testkit.errors import (
 )
 from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import (
+    MESSAGE_ID_HEADER,
     ChangeFeed,
     ChangeSet,
     KeyValue,
@@ -70,6 +71,7 @@ from ._sql import poll
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
 PROPERTIES = BackendProperties(durable=False, survives_power_loss=False, ordering=Ordering.TOTAL)
 FEED_POLL_INTERVAL = 0.01  # seconds between looks while a change feed read waits
+DEDUP_WINDOW = 120.0  # seconds a queue remembers a message id (JetStream's default window)
 
 
 # --- waking waiters --------------------------------------------------------------------------
@@ -207,13 +209,22 @@ class _QueueState:
         self._ready: list[tuple[int, _Queued]] = []  # heap by seq
         self._in_flight: dict[str, tuple[_Queued, float]] = {}  # delivery id -> (message, deadline)
         self._deadlines: list[tuple[float, str]] = []  # heap; entries of settled deliveries go stale
+        self._sent_ids: dict[str, tuple[str, float]] = {}  # queue.dedup: id -> (message id, sent at)
 
     def __len__(self) -> int:
         return len(self._ready) + len(self._in_flight)
 
     def send(self, message: Message) -> str:
+        dedup_id = message.headers.get(MESSAGE_ID_HEADER)
+        now = time.monotonic()
+        while self._sent_ids and next(iter(self._sent_ids.values()))[1] <= now - DEDUP_WINDOW:
+            del self._sent_ids[next(iter(self._sent_ids))]  # oldest first: insertion order
+        if dedup_id is not None and dedup_id in self._sent_ids:
+            return self._sent_ids[dedup_id][0]  # a resend: the original's id, nothing queued
         queued = _Queued(next(self._seq), uuid.uuid4().hex, message)
         heapq.heappush(self._ready, (queued.seq, queued))
+        if dedup_id is not None:
+            self._sent_ids[dedup_id] = (queued.message_id, now)
         return queued.message_id
 
     def take(self, visibility_timeout: float) -> QueueDelivery | None:
@@ -253,19 +264,28 @@ class _QueueState:
 
 class _LogState:
     def __init__(self) -> None:
-        self._records: list[Message] = []
+        self._records: list[Message] = []  # from offset _base on (truncation drops the front)
+        self._base = 0
 
     @property
     def end(self) -> int:
-        return len(self._records)
+        return self._base + len(self._records)
 
     def append(self, message: Message) -> int:
         self._records.append(message)
-        return len(self._records) - 1
+        return self.end - 1
 
     def read(self, offset: int, limit: int) -> list[Record]:
-        stop = min(len(self._records), offset + limit)
-        return [Record(i, self._records[i]) for i in range(offset, stop)]
+        start = max(offset, self._base)
+        stop = min(self.end, start + limit)
+        return [Record(i, self._records[i - self._base]) for i in range(start, stop)]
+
+    def truncate(self, before: int) -> None:
+        if before > self.end:
+            raise ValueError(f"cannot truncate below {before}: the log ends at {self.end}")
+        if before > self._base:
+            del self._records[: before - self._base]
+            self._base = before
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,6 +545,15 @@ class _MemLog(_Facet, Log):
     async def end_offset(self, log: str) -> int:
         state = self._store.logs.get(log)
         return 0 if state is None else state.end
+
+    async def truncate(self, log: str, before: int) -> None:
+        check_count(before, "before", 0)
+        state = self._store.logs.get(log)
+        if state is None:
+            if before > 0:
+                raise ValueError(f"cannot truncate below {before}: log {log!r} is empty")
+            return
+        state.truncate(before)
 
     async def commit(self, log: str, group: str, offset: int) -> None:
         self._store.offsets[(log, group)] = check_count(offset, "offset", 0)

@@ -51,6 +51,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.KEYVALUE_CAS,
         Capability.QUEUE,
         Capability.LOG,
+        Capability.LOG_TRUNCATE,
         Capability.TRANSACTIONS,
         Capability.CHANGEFEED,
     }
@@ -84,6 +85,10 @@ CREATE TABLE IF NOT EXISTS log_records (
     headers TEXT NOT NULL,
     key     TEXT,
     PRIMARY KEY (log, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_heads (
+    log  TEXT PRIMARY KEY,
+    next INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log_groups (
     log TEXT NOT NULL,
@@ -120,10 +125,22 @@ def _live_value(conn: sqlite3.Connection, key: str) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
+# Past the last record, and past every truncation (log_heads), so offsets never go back.
+_NEXT_OFFSET = (
+    "SELECT MAX(COALESCE((SELECT MAX(seq) + 1 FROM log_records WHERE log = ?1), 0), "
+    "COALESCE((SELECT next FROM log_heads WHERE log = ?1), 0))"
+)
+
+
+def _next_offset(conn: sqlite3.Connection, log: str) -> int:
+    (offset,) = conn.execute(_NEXT_OFFSET, (log,)).fetchone()
+    return int(offset)
+
+
 def _append(conn: sqlite3.Connection, log: str, message: Message) -> int:
     """Append inside the caller's write transaction: max+1 is safe because BEGIN IMMEDIATE
     holds the database write lock until commit."""
-    (offset,) = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM log_records WHERE log = ?", (log,)).fetchone()
+    offset = _next_offset(conn, log)
     conn.execute(
         "INSERT INTO log_records (log, seq, payload, headers, key) VALUES (?, ?, ?, ?, ?)",
         (log, offset, bytes(message.payload), _encode_headers(message), message.key),
@@ -392,11 +409,23 @@ class SqliteLog:
         return records or []
 
     async def end_offset(self, log: str) -> int:
-        def job(conn: sqlite3.Connection) -> int:
-            (end,) = conn.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM log_records WHERE log = ?", (log,)).fetchone()
-            return int(end)
+        return await self._db.run(lambda conn: _next_offset(conn, log))
 
-        return await self._db.run(job)
+    async def truncate(self, log: str, before: int) -> None:
+        check_offset(before)
+
+        def job(conn: sqlite3.Connection) -> None:
+            end = _next_offset(conn, log)
+            if before > end:
+                raise ValueError(f"cannot truncate below {before}: log {log!r} ends at {end}")
+            conn.execute(
+                "INSERT INTO log_heads (log, next) VALUES (?, ?) "
+                "ON CONFLICT (log) DO UPDATE SET next = MAX(next, excluded.next)",
+                (log, end),
+            )
+            conn.execute("DELETE FROM log_records WHERE log = ? AND seq < ?", (log, before))
+
+        await self._db.write(job)
 
     async def commit(self, log: str, group: str, offset: int) -> None:
         check_offset(offset)

@@ -19,7 +19,13 @@ class Capability(StrEnum):
     KEYVALUE_CAS = "keyvalue.cas"
     PUBSUB = "pubsub"
     QUEUE = "queue"
+    # a message resent with the same ``prism-message-id`` header (a producer retrying a send
+    # whose acknowledgement was lost) is delivered once, within the backend's window
+    QUEUE_DEDUP = "queue.dedup"
     LOG = "log"
+    # truncate(log, before): records below an offset deleted, every other offset unchanged
+    # (the outbox's cleanup: delete)
+    LOG_TRUNCATE = "log.truncate"
     OBJECTS = "objects"
     OBJECTS_TTL = "objects.ttl"
     TRANSACTIONS = "transactions"

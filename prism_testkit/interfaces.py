@@ -33,6 +33,12 @@ class Message:
         return Message(self.payload, headers, self.key)
 
 
+# The header a producer sets to make a resend of the same message recognisable: with
+# ``queue.dedup`` the queue delivers one copy per id (within its window); without it, the header
+# is only a header, and every send is delivered.
+MESSAGE_ID_HEADER = "prism-message-id"
+
+
 @dataclass(frozen=True, slots=True)
 class QueueDelivery:
     """A message handed to one consumer of a durable queue, pending until acked."""
@@ -145,6 +151,19 @@ class Log(Protocol):
         ...
 
     async def committed(self, log: str, group: str) -> int | None: ...
+
+
+@runtime_checkable
+class TruncatableLog(Protocol):
+    """A :class:`Log` that can delete its oldest records (capability ``log.truncate``)."""
+
+    async def truncate(self, log: str, before: int) -> None:
+        """Delete every record below offset ``before`` (``0 <= before <= end_offset``, else
+        ``ValueError``). Nothing else changes: kept records keep their offsets, the next
+        append still gets ``end_offset`` (also when every record was deleted), and a read from
+        below ``before`` starts at the first kept record. A lower ``before`` than an earlier
+        truncation deletes nothing."""
+        ...
 
 
 # --- objects -------------------------------------------------------------------------------

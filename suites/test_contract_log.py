@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prism_testkit import Log, Message, PrismEnv, Slot, prism_suite
-from prism_testkit.errors import PayloadTooLarge
+from prism_testkit.capabilities import Capability
+from prism_testkit.errors import NotSupported, PayloadTooLarge
+from prism_testkit.interfaces import TruncatableLog
 from prism_testkit.isolation import Namespace
 
 from ._helpers import (
@@ -237,6 +239,95 @@ async def test_model_append_read_commit(prism_env: PrismEnv, ops: list[Append | 
         for group in ["g1", "g2"]:
             assert await log.committed(name, group) == groups.get(group)
         assert norms(r.message for r in await read_all(log, name)) == norms(model)
+
+
+# --- truncation (log.truncate) -------------------------------------------------------------
+
+
+async def truncatable(prism_env: PrismEnv) -> TruncatableLog:
+    """The log, when the backend declares ``log.truncate``. Undeclared, a truncate the log may
+    still have must refuse (``NotSupported``) and delete nothing; then the test is skipped."""
+    log = log_of(prism_env)
+    if prism_env.driver("backend").supports(Capability.LOG_TRUNCATE):
+        assert isinstance(log, TruncatableLog), "log.truncate declared, but the log has no truncate()"
+        return log
+    if isinstance(log, TruncatableLog):
+        name = prism_env.ns.name("undeclared")
+        await log.append(name, Message(b"kept"))  # type: ignore[attr-defined]
+        with pytest.raises(NotSupported):
+            await log.truncate(name, 1)
+        assert await log_of(prism_env).end_offset(name) == 1
+        assert len(await log_of(prism_env).read(name, 0)) == 1, "an undeclared truncate deleted records"
+    pytest.skip("log.truncate is not declared, and the log cannot truncate")
+
+
+async def test_truncate_deletes_below_and_keeps_every_other_offset(prism_env: PrismEnv) -> None:
+    log, name = await truncatable(prism_env), prism_env.ns.name("log")
+    plain = log_of(prism_env)
+    for i in range(6):
+        assert await plain.append(name, Message(f"m{i}".encode())) == i
+    await log.truncate(name, 3)
+    kept = await plain.read(name, 0)
+    assert [(r.offset, r.message.payload) for r in kept] == [(3, b"m3"), (4, b"m4"), (5, b"m5")]
+    assert [r.offset for r in await plain.read(name, 4)] == [4, 5]
+    assert await plain.end_offset(name) == 6
+    await log.truncate(name, 1)  # lower than before: nothing comes back, nothing more goes
+    assert [r.offset for r in await plain.read(name, 0)] == [3, 4, 5]
+    assert await plain.append(name, Message(b"m6")) == 6
+
+
+async def test_truncating_everything_never_reuses_an_offset(prism_env: PrismEnv) -> None:
+    log, name = await truncatable(prism_env), prism_env.ns.name("log")
+    plain = log_of(prism_env)
+    for i in range(3):
+        await plain.append(name, Message(f"m{i}".encode()))
+    await plain.commit(name, "g", 2)
+    await log.truncate(name, 3)
+    assert await plain.read(name, 0) == []
+    assert await plain.end_offset(name) == 3, "an empty truncated log forgot where it ended"
+    assert await plain.append(name, Message(b"m3")) == 3, "an offset was handed out twice"
+    assert await plain.committed(name, "g") == 2, "truncation touched a group offset"
+    assert [r.message.payload for r in await plain.read(name, 0)] == [b"m3"]
+
+
+async def test_truncate_refuses_what_was_never_written(prism_env: PrismEnv) -> None:
+    log, name = await truncatable(prism_env), prism_env.ns.name("log")
+    plain = log_of(prism_env)
+    await plain.append(name, Message(b"only"))
+    for before in (-1, 2):
+        with pytest.raises(ValueError):
+            await log.truncate(name, before)
+    assert [r.message.payload for r in await plain.read(name, 0)] == [b"only"], "a refused truncate deleted"
+    await log.truncate(name, 0)  # nothing below 0: a no-op
+    assert await plain.end_offset(name) == 1
+
+
+async def test_truncate_and_appends_race_without_losing_a_kept_record(prism_env: PrismEnv) -> None:
+    log, name = await truncatable(prism_env), prism_env.ns.name("log")
+    plain = log_of(prism_env)
+    for i in range(10):
+        await plain.append(name, Message(f"m{i}".encode()))
+
+    async def appends() -> list[int]:
+        return [await plain.append(name, Message(f"late{i}".encode())) for i in range(10)]
+
+    offsets, _ = await asyncio.gather(appends(), log.truncate(name, 10))
+    assert offsets == list(range(10, 20)), f"appends during a truncation got offsets {offsets}"
+    assert [r.offset for r in await plain.read(name, 0, limit=100)] == list(range(10, 20))
+
+
+async def test_a_truncated_log_is_purged_completely(prism_env: PrismEnv) -> None:
+    log = await truncatable(prism_env)
+    plain = log_of(prism_env)
+
+    async def create(ns: Namespace) -> Collection[str]:
+        name = ns.name("truncated")
+        await plain.append(name, Message(b"gone"))
+        await log.truncate(name, 1)  # nothing left but the log's memory of where it ended
+        return [name]
+
+    await check_purge(prism_env, "backend", create)
+    assert await plain.end_offset(prism_env.ns.name("truncated")) == 0
 
 
 # --- cleanup -------------------------------------------------------------------------------

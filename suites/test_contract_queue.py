@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prism_testkit import Message, PrismEnv, Queue, Slot, prism_suite
+from prism_testkit.capabilities import Capability
 from prism_testkit.errors import DeliveryNotFound, PayloadTooLarge
-from prism_testkit.interfaces import QueueDelivery
+from prism_testkit.interfaces import MESSAGE_ID_HEADER, QueueDelivery
 from prism_testkit.isolation import Namespace
 
 from ._helpers import (
@@ -124,6 +125,35 @@ async def test_nack_redelivers_with_next_attempt(prism_env: PrismEnv) -> None:
     assert third.attempt == 3
     await queue.ack(name, third)
     assert await queue.receive(name, wait=0.1) is None
+
+
+async def test_a_long_redelivery_history_counts_every_attempt(prism_env: PrismEnv) -> None:
+    """A message nacked or left to time out again and again is still delivered, intact, with
+    an attempt count that went up by one each time, and never blocks the messages behind it."""
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    poison = Message(b"poison", {"h": "v"}, key="k")
+    await queue.send(name, poison)
+    await queue.send(name, Message(b"bystander"))
+    attempts, bystanders = [], 0
+    while len(attempts) < 7:
+        timing_out = len(attempts) % 3 == 2  # every third attempt: the consumer stalls instead
+        delivery = await receive_one(
+            queue, name, wait=SHORT_TTL + EXPIRY_DEADLINE, visibility_timeout=SHORT_TTL if timing_out else 30.0
+        )
+        if delivery.message.payload == b"bystander":
+            bystanders += 1
+            await queue.ack(name, delivery)
+            continue
+        assert norm(delivery.message) == norm(poison)
+        attempts.append(delivery.attempt)
+        if not timing_out:
+            await queue.nack(name, delivery)
+    assert attempts == list(range(1, 8)), f"attempt counts {attempts}"
+    assert bystanders == 1, "the message behind the redelivered one was lost or duplicated"
+    last = await receive_one(queue, name, wait=SHORT_TTL + EXPIRY_DEADLINE)
+    assert last.attempt == 8
+    await queue.ack(name, last)
+    assert await queue.receive(name, wait=SHORT_TTL + 0.2) is None
 
 
 async def test_visibility_timeout_expiry_redelivers(prism_env: PrismEnv) -> None:
@@ -269,6 +299,27 @@ async def test_nacked_messages_come_back_until_acked(
                 acked.append(bytes(delivery.message.payload))
             assert len(acked) <= len(bodies)
         assert sorted(acked) == sorted(bodies)
+
+
+async def test_a_resend_with_the_same_message_id_is_delivered_once_exactly_when_declared(prism_env: PrismEnv) -> None:
+    """``queue.dedup`` both ways: declared, a producer's retry (same ``prism-message-id``) is
+    delivered once and the original kept; undeclared, the header must not make the queue drop
+    anything. Ids are per queue, and messages without one are never deduplicated."""
+    queue, name, other = queue_of(prism_env), prism_env.ns.name("q"), prism_env.ns.name("q2")
+    declared = prism_env.driver("backend").supports(Capability.QUEUE_DEDUP)
+    first = await queue.send(name, Message(b"first", {MESSAGE_ID_HEADER: "id-1"}))
+    again = await queue.send(name, Message(b"retry", {MESSAGE_ID_HEADER: "id-1"}))
+    await queue.send(name, Message(b"second", {MESSAGE_ID_HEADER: "id-2"}))
+    await queue.send(name, Message(b"plain"))
+    await queue.send(name, Message(b"plain"))
+    await queue.send(other, Message(b"elsewhere", {MESSAGE_ID_HEADER: "id-1"}))
+    received = sorted(bytes(d.message.payload) for d in await drain_queue(queue, name))
+    if declared:
+        assert received == [b"first", b"plain", b"plain", b"second"], "the retry was not dropped, or more was"
+        assert again == first, "a deduplicated send must return the original's message id"
+    else:
+        assert received == [b"first", b"plain", b"plain", b"retry", b"second"], "an undeclared dedup dropped a send"
+    assert [bytes(d.message.payload) for d in await drain_queue(queue, other)] == [b"elsewhere"]
 
 
 async def test_purge_removes_everything_in_the_namespace(prism_env: PrismEnv) -> None:

@@ -23,6 +23,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.KEYVALUE_CAS,
         Capability.PUBSUB,
         Capability.QUEUE,
+        Capability.QUEUE_DEDUP,  # Nats-Msg-Id within the stream's 2-minute duplicate window
         Capability.LOG,
         Capability.OBJECTS,
     }

@@ -20,7 +20,8 @@ name and subject token, the mapping is injective, and it maps prefixes to prefix
     confirmation fails the receive raises :class:`ConnectionLost`, and the message it may have
     taken reappears after ``ack_wait`` at the latest: the stateful queue suite found that an
     unconfirmed ``-NAK`` lost to a connection reset hid a message for 30 s behind a successful
-    receive.
+    receive. A server restart forgets the delay too: a message held when the server was killed
+    comes back after ``ack_wait`` (measured: 29 s), not after its own visibility timeout.
   - ``attempt`` is the consumer's delivery count; ``delivery_id`` is unique per hand-out.
     The driver tracks the deliveries it handed out and their deadlines (measured from the
     moment the pull was sent, so never later than the server's): an ack / nack of a delivery
@@ -84,7 +85,7 @@ from prism_testkit.errors import (
     PayloadTooLarge,
     ProvisioningError,
 )
-from prism_testkit.interfaces import Message, ObjectInfo, QueueDelivery, Record
+from prism_testkit.interfaces import MESSAGE_ID_HEADER, Message, ObjectInfo, QueueDelivery, Record
 from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
 
@@ -116,7 +117,7 @@ CLOSE_GRACE = 5.0  # seconds a closed client's cancelled tasks get to end
 PULL_GRACE = 0.3  # seconds past a pull's expiry to wait for the server's 408 before giving up
 
 META_HEADER = "Prism-Meta"  # JSON {"h": headers, "k": key}: any str header names / values survive
-MSG_ID_HEADER = "prism-message-id"
+MSG_ID_HEADER = MESSAGE_ID_HEADER
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
 # JetStream API error codes we act on.

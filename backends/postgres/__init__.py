@@ -24,6 +24,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.KEYVALUE_CAS,
         Capability.QUEUE,
         Capability.LOG,
+        Capability.LOG_TRUNCATE,
         Capability.TRANSACTIONS,
         # logical decoding; withheld by the driver on a server (given by URL) whose
         # wal_level is not logical

@@ -99,6 +99,10 @@ CREATE TABLE IF NOT EXISTS prism.log_records (
     meta     text NOT NULL,
     PRIMARY KEY (log, "offset")
 );
+CREATE TABLE IF NOT EXISTS prism.log_heads (
+    log  text COLLATE "C" PRIMARY KEY,
+    next bigint NOT NULL
+);
 CREATE TABLE IF NOT EXISTS prism.log_groups (
     log      text COLLATE "C" NOT NULL,
     grp      text COLLATE "C" NOT NULL,
@@ -114,7 +118,11 @@ _UPSERT = (
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL"
 )
 _LOCK_LOG = f"SELECT pg_advisory_xact_lock({LOCK_CLASS_LOG}, hashtext($1))"
-_NEXT_OFFSET = 'SELECT COALESCE(MAX("offset") + 1, 0) FROM prism.log_records WHERE log = $1'
+# Past the last record, and past every truncation (log_heads), so offsets never go back.
+_NEXT_OFFSET = (
+    'SELECT GREATEST(COALESCE((SELECT MAX("offset") + 1 FROM prism.log_records WHERE log = $1), 0), '
+    "COALESCE((SELECT next FROM prism.log_heads WHERE log = $1), 0))"
+)
 _INSERT_RECORD = 'INSERT INTO prism.log_records (log, "offset", payload, meta) VALUES ($1, $2, $3, $4)'
 
 # Errors after which the outcome of the operation in flight is unknown.
@@ -413,6 +421,25 @@ class PostgresLog:
 
     async def end_offset(self, log: str) -> int:
         return int(await self._db.fetchval(_NEXT_OFFSET, _name(log, "log")))
+
+    async def truncate(self, log: str, before: int) -> None:
+        _name(log, "log")
+        check_count(before, "before", 0)
+
+        async def job(conn: asyncpg.Connection) -> None:
+            await conn.execute(_LOCK_LOG, log)  # the lock appends take: the end cannot move
+            end = int(await conn.fetchval(_NEXT_OFFSET, log))
+            if before > end:
+                raise ValueError(f"cannot truncate below {before}: log {log!r} ends at {end}")
+            await conn.execute(
+                "INSERT INTO prism.log_heads (log, next) VALUES ($1, $2) "
+                "ON CONFLICT (log) DO UPDATE SET next = GREATEST(prism.log_heads.next, excluded.next)",
+                log,
+                end,
+            )
+            await conn.execute('DELETE FROM prism.log_records WHERE log = $1 AND "offset" < $2', log, before)
+
+        await self._db.write(job)
 
     async def commit(self, log: str, group: str, offset: int) -> None:
         check_count(offset, "offset", 0)
