@@ -44,6 +44,10 @@ Guarantees and their limits:
   commit order equals offset order. Turn it off (``aggregate_sequence=False``) when concurrent
   writers of one aggregate must not conflict.
 
+Publisher mode ``cdc`` (``OutboxConfig(publisher=OutboxPublisher(mode="cdc"))``): events are
+written as key-value rows in the same transaction and the store's change feed publishes them
+(:mod:`~prism_testkit.patterns.outbox_cdc`, Debezium's outbox event router) instead of the relay.
+
 Cleanup: the :class:`Log` interface cannot delete records, so the default policy,
 ``"mark-published"``, keeps every record (the outbox doubles as an audit trail) and the relay's
 committed offset is the "published" mark: everything below it has been published. ``"delete"``
@@ -76,26 +80,41 @@ already claimed message through only when the reference lies in its own bucket a
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Literal, NoReturn, Protocol, Self, runtime_checkable
+from typing import ClassVar, Literal, NoReturn, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prism_testkit.capabilities import Capability
 from prism_testkit.combinations import Slot
 from prism_testkit.config.units import Duration, Size
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
 from prism_testkit.hookspecs import hookimpl
-from prism_testkit.interfaces import KeyValue, Log, Message, PubSub, Queue, Record, Transaction, Transactions
+from prism_testkit.interfaces import (
+    KeyValue,
+    Log,
+    Message,
+    PubSub,
+    Queue,
+    Record,
+    Transaction,
+    Transactions,
+    TruncatableLog,  # re-exported: the outbox's cleanup="delete" needs it
+)
 from prism_testkit.pattern_registry import (
     MESSAGING,
+    CheckContext,
     Complexity,
+    ConfigProblem,
     NeedsContext,
     PatternSlot,
     PatternSpec,
@@ -120,6 +139,8 @@ __all__ = [
     "OutboxConfigurationError",
     "OutboxError",
     "OutboxMetrics",
+    "OutboxPublisher",
+    "OutboxRecordError",
     "OutboxRelay",
     "OutboxTransaction",
     "PayloadTooLarge",
@@ -129,6 +150,8 @@ __all__ = [
     "ReservedHeader",
     "Sink",
     "TruncatableLog",
+    "decode_record",
+    "encode_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -180,6 +203,32 @@ class LeaseLost(OutboxError):
 # --- configuration -------------------------------------------------------------------------
 
 
+class OutboxPublisher(BaseModel):
+    """Who publishes the outbox's records: the polling relay, or the store's change feed.
+
+    ``cdc`` (Debezium's outbox event router): each event is written, in the producer's
+    transaction, as a key-value row under ``record_prefix`` instead of a log append, and
+    :class:`~prism_testkit.patterns.outbox_cdc.OutboxCdcPublisher` publishes the rows the change
+    feed reports as inserted, confirming the feed's position only after the sink acknowledged.
+    The store must have a change feed (PostgreSQL, SQLite, memstore).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    mode: Literal["relay", "cdc"] = Field(
+        default="relay", description="relay: poll the outbox log; cdc: publish what the store's change feed captures"
+    )
+    capture: str | None = Field(
+        default=None, min_length=1, description="with mode cdc: the change-feed capture; default '<log>-cdc'"
+    )
+    record_prefix: str | None = Field(
+        default=None, min_length=1, description="with mode cdc: key prefix of outbox rows; default '<log>-records/'"
+    )
+    heartbeat_interval: Duration = Field(
+        default=5.0, gt=0, description="with mode cdc: an idle capture confirms a heartbeat this often (frees WAL)"
+    )
+
+
 class OutboxConfig(BaseModel):
     """Shared by producers (:class:`Outbox`) and relays (:class:`OutboxRelay`) of one outbox.
 
@@ -206,6 +255,9 @@ class OutboxConfig(BaseModel):
         default=86400.0, ge=0, description="with cleanup='delete': keep published records this long"
     )
     max_payload: Size | None = Field(default=None, ge=0, description="reject larger event payloads (bytes)")
+    publisher: OutboxPublisher = Field(
+        default_factory=OutboxPublisher, description="relay (default) or cdc: who publishes committed records"
+    )
 
     @model_validator(mode="after")
     def _lease_outlives_polls(self) -> Self:
@@ -214,6 +266,29 @@ class OutboxConfig(BaseModel):
         if self.lease_ttl <= 2 * self.poll_interval:
             raise ValueError(f"lease_ttl ({self.lease_ttl}) must exceed twice poll_interval ({self.poll_interval})")
         return self
+
+    @model_validator(mode="after")
+    def _cdc_keeps_records(self) -> Self:
+        # The change feed's confirmed position is the "published" mark; deleting rows after it
+        # would need a retention clock the feed does not have (not built yet).
+        if self.publisher.mode == "cdc" and self.cleanup == "delete":
+            raise ValueError("publisher mode 'cdc' supports cleanup='mark-published' only, found 'delete'")
+        return self
+
+    @property
+    def cdc(self) -> bool:
+        return self.publisher.mode == "cdc"
+
+    @property
+    def capture(self) -> str:
+        return self.publisher.capture or f"{self.log}-cdc"
+
+    @property
+    def record_prefix(self) -> str:
+        return self.publisher.record_prefix or f"{self.log}-records/"
+
+    def record_key(self, event_id: str) -> str:
+        return f"{self.record_prefix}{event_id}"
 
     @property
     def lease(self) -> str:
@@ -225,6 +300,41 @@ class OutboxConfig(BaseModel):
 
     def sequence_key(self, aggregate_id: str) -> str:
         return f"{self.sequence_prefix or f'{self.log}-seq-'}{aggregate_id}"
+
+
+class OutboxRecordError(OutboxError):
+    """A row under the outbox's record prefix is not an outbox record this module wrote."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        super().__init__(f"outbox row {key!r} is not an outbox record: {detail}")
+
+
+def encode_record(message: Message, index: int) -> bytes:
+    """The row value of an outbox event (publisher mode cdc): the message as the sink will get
+    it, and its place in the transaction, since a change feed need not keep a transaction's
+    writes in write order (PostgreSQL's transactions write keys sorted)."""
+    body = {
+        "v": 1,
+        "index": index,
+        "key": message.key,
+        "headers": dict(message.headers),
+        "payload": base64.b64encode(bytes(message.payload)).decode(),
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_record(key: str, value: bytes) -> tuple[int, Message]:
+    """(index in its transaction, message) of a row written by :func:`encode_record`."""
+    try:
+        body = json.loads(value)
+        if body.get("v") != 1:
+            raise ValueError(f"unknown record version {body.get('v')!r}")
+        headers = {str(k): str(v) for k, v in body["headers"].items()}
+        message = Message(base64.b64decode(body["payload"], validate=True), headers, key=body["key"])
+        return int(body["index"]), message
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+        raise OutboxRecordError(key, f"{type(exc).__name__}: {exc}") from None
 
 
 def _checked_config(config: object) -> OutboxConfig:
@@ -248,6 +358,8 @@ class OutboxMetrics:
 
 @dataclass
 class RelayMetrics:
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"truncated_below"})  # the rest count up (prism_testkit.metrics)
+
     batches: int = 0  # batches that published at least one record
     events_relayed: int = 0  # sink.publish calls that returned (republished duplicates included)
     publish_failures: int = 0
@@ -325,7 +437,12 @@ class OutboxTransaction:
             if ref is not None:
                 self.claims.append(ref)
                 self._outbox.metrics.claims_written += 1
-        await self._tx.append(config.log, message)
+        if config.cdc:
+            # Debezium's outbox table: a row insert the change feed reports, in commit order.
+            index = len(self.event_ids)
+            await self._tx.put(config.record_key(event_id), encode_record(message, index))
+        else:
+            await self._tx.append(config.log, message)
         self.event_ids.append(event_id)
         return event_id
 
@@ -468,15 +585,6 @@ class PubSubSink:
 # --- relay ---------------------------------------------------------------------------------
 
 
-@runtime_checkable
-class TruncatableLog(Protocol):
-    """The optional extension ``cleanup="delete"`` needs (not part of :class:`Log` yet)."""
-
-    async def truncate(self, log: str, before: int) -> None:
-        """Delete every record below ``before``; other offsets never change."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class _Lease:
     holder: str
@@ -527,6 +635,11 @@ class OutboxRelay:
         clock: Clock = time.time,
     ) -> None:
         self.config = _checked_config(config)
+        if config.cdc:
+            raise OutboxConfigurationError(
+                "this outbox's publisher mode is 'cdc': its records are rows the change feed publishes "
+                "(OutboxCdcPublisher), the relay would find an empty log"
+            )
         if not relay_id:
             raise OutboxConfigurationError("relay_id must be non-empty (it identifies the lease holder)")
         if not isinstance(sink, Sink):
@@ -805,6 +918,19 @@ def _wanted(ctx: NeedsContext, problem: Callable[[str, str], None]) -> list[Want
     return []
 
 
+def _check(ctx: CheckContext) -> Iterator[ConfigProblem]:
+    config = ctx.config
+    assert isinstance(config, OutboxConfig)
+    store = ctx.slots.get("store")
+    if config.cdc and store is not None and Capability.CHANGEFEED not in store.capabilities:
+        yield (
+            "publisher.mode",
+            f"publisher mode 'cdc' publishes what the store's change feed captures, but store {store.name!r} has "
+            "no change feed (backends with one: PostgreSQL logical decoding, SQLite, memstore); use mode 'relay' "
+            "or such a store",
+        )
+
+
 SPEC = PatternSpec(
     name="outbox",
     title="Transactional Outbox",
@@ -816,14 +942,20 @@ SPEC = PatternSpec(
             ("store",),
             "database writing business rows and outbox records in one transaction",
         ),
-        "sink": PatternSlot(MESSAGING, ("messaging",), "where the relay publishes outbox records", messaging=True),
+        "sink": PatternSlot(
+            MESSAGING,
+            ("messaging",),
+            "where the relay (or, in publisher mode cdc, the change feed) publishes outbox records",
+            messaging=True,
+        ),
     },
     config=OutboxConfig,
     client_apis=frozenset({"queue", "pubsub", "transact"}),
-    summary="business write and message in one transaction; a relay publishes committed records",
-    suites=("outbox", "stateful_outbox"),
+    summary="business write and message in one transaction; a relay or the change feed publishes committed records",
+    suites=("outbox", "stateful_outbox", "outbox_cdc"),
     conflicts=frozenset({"event-sourcing"}),
     wanted=_wanted,
+    check=_check,
 )
 
 

@@ -27,15 +27,20 @@ from prism_testkit.patterns.outbox import (
     Outbox,
     OutboxConfig,
     OutboxConfigurationError,
+    OutboxPublisher,
+    OutboxRecordError,
     OutboxRelay,
     PubSubSink,
     QueueSink,
     ReservedHeader,
+    decode_record,
+    encode_record,
 )
+from prism_testkit.patterns.outbox_cdc import OutboxCdcPublisher
 from pydantic import ValidationError
 
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, TransactionAborted
-from prism_testkit.interfaces import KeyValue, Log, Message, Queue, Record, Transactions
+from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transactions
 
 T = TypeVar("T")
 LOG = "t-outbox"
@@ -52,18 +57,19 @@ class Env:
     log: Log
     kv: KeyValue
     queue: Queue
+    feed: ChangeFeed
 
 
 @asynccontextmanager
 async def open_env(backend: str, directory: Path) -> AsyncIterator[Env]:
     if backend == "memstore":
         mem = open_memstore()
-        yield Env(mem.transactions(), mem.log(), mem.keyvalue(), mem.queue())
+        yield Env(mem.transactions(), mem.log(), mem.keyvalue(), mem.queue(), mem.changefeed())
         await mem.close()
         return
     driver = await open_sqlite(directory)
     try:
-        yield Env(driver.transactions(), driver.log(), driver.keyvalue(), driver.queue())
+        yield Env(driver.transactions(), driver.log(), driver.keyvalue(), driver.queue(), driver.changefeed())
     finally:
         await driver.close()
 
@@ -908,13 +914,21 @@ def test_config_defaults_and_derived_keys() -> None:
         cfg.batch_size = 5  # type: ignore[misc]  # frozen
 
 
+class AppendOnly:
+    """A log without ``truncate`` (every built-in log store can truncate now)."""
+
+    def __init__(self, log: Any) -> None:
+        self.append, self.read, self.end_offset = log.append, log.read, log.end_offset
+        self.commit, self.committed = log.commit, log.committed
+
+
 def test_relay_and_outbox_reject_unusable_setups() -> None:
     mem = open_memstore()
     sink = QueueSink(mem.queue(), "q")
     with pytest.raises(OutboxConfigurationError, match="relay_id"):
         OutboxRelay(mem.log(), mem.keyvalue(), sink, config(), "")
     with pytest.raises(OutboxConfigurationError, match="truncate"):
-        OutboxRelay(mem.log(), mem.keyvalue(), sink, config(cleanup="delete"), "r1")
+        OutboxRelay(AppendOnly(mem.log()), mem.keyvalue(), sink, config(cleanup="delete"), "r1")
     with pytest.raises(OutboxConfigurationError, match="publish"):
         OutboxRelay(mem.log(), mem.keyvalue(), object(), config(), "r1")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
@@ -941,3 +955,72 @@ def test_deduplicator_is_bounded_and_keyed_on_event_id() -> None:
     assert dedup.duplicates == 1
     with pytest.raises(ValueError):
         Deduplicator(capacity=0)
+
+
+# --- publisher mode cdc ----------------------------------------------------------------------
+
+
+def test_publisher_defaults_to_the_relay_and_validates_cdc_settings() -> None:
+    assert OutboxConfig().publisher.mode == "relay"
+    cdc = OutboxConfig.model_validate({"log": "orders", "publisher": {"mode": "cdc"}})
+    assert (cdc.cdc, cdc.capture, cdc.record_prefix) == (True, "orders-cdc", "orders-records/")
+    assert cdc.record_key("e1") == "orders-records/e1"
+    named = OutboxConfig.model_validate({"publisher": {"mode": "cdc", "capture": "c", "record_prefix": "rows/"}})
+    assert (named.capture, named.record_prefix) == ("c", "rows/")
+    with pytest.raises(ValidationError, match="mode"):
+        OutboxConfig.model_validate({"publisher": {"mode": "poll"}})
+    with pytest.raises(ValidationError, match="extra"):
+        OutboxConfig.model_validate({"publisher": {"mode": "cdc", "slot": "x"}})
+    with pytest.raises(ValidationError, match="supports cleanup='mark-published' only"):
+        OutboxConfig.model_validate({"publisher": {"mode": "cdc"}, "cleanup": "delete"})
+
+
+def test_an_outbox_record_round_trips_and_garbage_is_a_typed_error() -> None:
+    message = Message(b"\x00payload", {HEADER_EVENT_ID: "e1", "x": "y"}, key="agg")
+    assert decode_record("k", encode_record(message, 3)) == (3, message)
+    for garbage in (b"not json", b'{"v": 2}', b'{"v": 1, "index": 0}', b"[]"):
+        with pytest.raises(OutboxRecordError, match="outbox row 'k' is not an outbox record"):
+            decode_record("k", garbage)
+
+
+def test_publishers_refuse_the_other_mode(on_backend: Runner) -> None:
+    async def scenario(env: Env) -> None:
+        cdc = OutboxConfig(log=LOG, publisher=OutboxPublisher(mode="cdc"))
+        sink = RecordingSink(History(), "p")
+        with pytest.raises(OutboxConfigurationError, match="mode is 'cdc'"):
+            OutboxRelay(env.log, env.kv, sink, cdc, "r1")
+        feed = env.feed
+        with pytest.raises(OutboxConfigurationError, match="mode is 'relay'"):
+            OutboxCdcPublisher(feed, sink, config())
+
+    on_backend(scenario)
+
+
+def test_cdc_mode_writes_rows_the_feed_publishes_in_staging_order(on_backend: Runner) -> None:
+    async def scenario(env: Env) -> None:
+        cfg = OutboxConfig(log=LOG, publisher=OutboxPublisher(mode="cdc"))
+        history = History()
+        publisher = OutboxCdcPublisher(env.feed, RecordingSink(history, "p"), cfg, kv=env.kv)
+        await publisher.start()
+        outbox = Outbox(env.transactions, cfg)
+        # Event ids are random, so rows sort by key in any order: staging order must survive.
+        staged = await commit_events(outbox, [("agg", f"E{n}") for n in range(6)])
+        async with outbox.transaction() as tx:
+            staged += [await tx.publish("agg", f"T{n}", b"") for n in range(5)]
+
+        async def rolled_back() -> None:
+            async with outbox.transaction() as tx:
+                await tx.publish("agg", "RolledBack", b"")
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        assert await env.log.end_offset(LOG) == 0, "cdc mode must not append to the outbox log"
+        assert await publisher.drain() == len(staged)
+        assert history.ids() == staged
+        assert [m.headers[HEADER_SEQUENCE] for m in history.deduplicated()] == [str(n) for n in range(1, 12)]
+        assert publisher.metrics.position > 0
+        assert await publisher.drain() == 0  # confirmed: nothing comes again
+        await publisher.drop()
+
+    on_backend(scenario)
