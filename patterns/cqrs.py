@@ -4,8 +4,9 @@ change stream.
 Here the write model is an event-sourced :class:`~.event_sourcing.Repository` (commands are
 validated against the aggregate's current state by their ``decide`` function) and every read
 model is a :class:`~.event_sourcing.ProjectionRunner` following the event store's notification
-log into its own views, possibly each on a different backend. (The RFC's other route, read
-models fed by CDC from a relational write model, waits for the CDC pattern.)
+log into its own views, possibly each on a different backend. The RFC's other route
+(``sync_from: cdc``), read models fed by the CDC connector from a row write model on a backend
+with a change feed, is :mod:`.cqrs_cdc`.
 
 Read-your-writes is an explicit wait: :meth:`Cqrs.execute` returns the notification position
 the write is below (the log's end right after the commit, so it covers the write whatever its
@@ -26,15 +27,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prism_testkit.combinations import Slot
 from prism_testkit.config.units import Duration
 from prism_testkit.hookspecs import hookimpl
-from prism_testkit.pattern_registry import MESSAGING, Complexity, PatternSlot, PatternSpec, Priority
+from prism_testkit.pattern_registry import (
+    MESSAGING,
+    CheckContext,
+    Complexity,
+    ConfigProblem,
+    PatternSlot,
+    PatternSpec,
+    Priority,
+)
 
+from .cdc import CdcConfig
 from .event_sourcing import (
     EventSourcingConfigurationError,
     Loaded,
@@ -63,14 +73,25 @@ class CqrsConfig(BaseModel):
     read_your_writes_timeout: Duration = Field(
         default=5.0, gt=0, description="how long a query with after= waits for its read model"
     )
+    sync_from: Literal["events", "cdc"] = Field(
+        default="events",
+        description="what feeds the read models: the event store's notifications (slot 'write'), or the CDC "
+        "connector over a row write model on a backend with a change feed (slot 'source')",
+    )
+    cdc: CdcConfig | None = Field(
+        default=None,
+        description="the capture feeding the read models (sync_from: cdc; default: the write model's prefix)",
+    )
 
 
 class ReadModelBehind(ProjectionTimeout):
     """A read-your-writes wait ran out before the read model reached the write."""
 
-    def __init__(self, model: str, position: int, wanted: int, waited: float) -> None:
+    def __init__(self, model: str, position: int, wanted: int | None, waited: float) -> None:
+        # wanted is None when the write's change position is not known yet (CDC: not captured yet)
         self.model, self.position, self.wanted = model, position, wanted
-        super().__init__(f"read model {model!r} is at {position}, not yet at {wanted}, after {waited}s")
+        target = "the write (not captured yet)" if wanted is None else wanted
+        super().__init__(f"read model {model!r} is at {position}, not yet at {target}, after {waited}s")
 
 
 class UnknownReadModel(EventSourcingConfigurationError, KeyError):
@@ -190,6 +211,36 @@ class Cqrs:
         return report
 
 
+_SOURCE = Slot.needs("changefeed", "keyvalue.scan", "transactions")
+
+
+def _check(ctx: CheckContext) -> list[ConfigProblem]:
+    """The write model's slot follows ``sync_from``: an event store, or a change-feed source."""
+    config = ctx.config
+    assert isinstance(config, CqrsConfig)
+    wants, other = ("source", "write") if config.sync_from == "cdc" else ("write", "source")
+    what = {
+        "write": "an event store (keyvalue and log and transactions; durable)",
+        "source": f"rows on a backend with a change feed ({_SOURCE.describe()})",
+    }
+    problems: list[ConfigProblem] = []
+    if wants not in ctx.slots:
+        problems.append(
+            ("sync_from", f"sync_from: {config.sync_from} needs slot {wants!r}: expected {what[wants]}, found none")
+        )
+    if other in ctx.slots:
+        problems.append(
+            (
+                "sync_from",
+                f"slot {other!r} goes with sync_from: {'events' if other == 'write' else 'cdc'}, "
+                f"found it with sync_from: {config.sync_from}",
+            )
+        )
+    if config.cdc is not None and config.sync_from != "cdc":
+        problems.append(("cdc", "a capture configures read models fed by CDC: expected sync_from: cdc"))
+    return problems
+
+
 SPEC = PatternSpec(
     name="cqrs",
     title="CQRS",
@@ -199,22 +250,33 @@ SPEC = PatternSpec(
         "write": PatternSlot(
             Slot.needs("transactions", "log", "keyvalue", durable=True),
             ("store",),
-            "write model: the event store commands append to",
+            "write model of sync_from: events: the event store commands append to",
+            required=False,
+        ),
+        "source": PatternSlot(
+            _SOURCE,
+            ("store",),
+            "write model of sync_from: cdc: rows written in transactions, captured by the CDC connector",
+            required=False,
+            hint="read models fed by CDC follow the write model's own change log (PostgreSQL logical decoding, the "
+            "SQLite change table, memstore's feed); Redis, NATS, Kafka and S3 have none",
         ),
         "read": PatternSlot(Slot.needs("keyvalue.cas"), ("read",), "read models and their tracking positions"),
         "sync": PatternSlot(
             MESSAGING,
             ("messaging",),
-            "change stream for read models fed by CDC (the event store's notifications need none)",
+            "broker between the change stream and remote read models (in-process delivery, as here, needs none)",
             required=False,
             messaging=True,
         ),
     },
     config=CqrsConfig,
     client_apis=frozenset({"transact", "reader", "keyvalue"}),
-    summary="commands on an event-sourced write model; read models follow its events; read-your-writes on demand",
+    summary="commands on an event-sourced or row write model; read models follow its events or its CDC stream; "
+    "read-your-writes on demand",
     suites=("cqrs",),
     before=frozenset({"cdc"}),
+    check=_check,
 )
 
 

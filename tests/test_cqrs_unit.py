@@ -1,10 +1,15 @@
-"""Unit tests of patterns.cqrs wiring (the behaviour is proved by suites/test_cqrs.py)."""
+"""Unit tests of patterns.cqrs and patterns.cqrs_cdc wiring and configuration (the behaviour is
+proved by suites/test_cqrs.py and suites/test_cqrs_cdc.py)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prism_testkit.backends.memstore import open_memstore
+from prism_testkit.patterns.cdc import CdcConfig
 from prism_testkit.patterns.cqrs import Cqrs, CqrsConfig, UnknownReadModel
+from prism_testkit.patterns.cqrs_cdc import CdcCqrs, CdcReadModel, RowChange, Rows, RowWriteModel
 from prism_testkit.patterns.event_sourcing import (
     EventSourcingConfig,
     EventSourcingConfigurationError,
@@ -17,7 +22,9 @@ from prism_testkit.patterns.event_sourcing import (
 )
 from pydantic import ValidationError
 
+from prism_testkit.config.namespace_files import NamespaceError, parse_namespaces
 from prism_testkit.errors import ConfigurationError
+from prism_testkit.registry import build_registry, make_plugin_manager
 
 
 class Nothing:
@@ -60,3 +67,107 @@ def test_config_refuses_non_positive_durations() -> None:
     assert CqrsConfig(lag_tolerance="500ms").lag_tolerance == pytest.approx(0.5)
     with pytest.raises(ValidationError):
         CqrsConfig(read_your_writes_timeout=0)
+
+
+# --- CQRS fed by CDC: namespace files and wiring -------------------------------------------
+
+REAL = build_registry(make_plugin_manager())
+
+
+def cqrs_problems(slots: str, config: str = "{sync_from: cdc}") -> list[str]:
+    text = f"""
+namespaces:
+  - name: catalog
+    client_api: keyvalue
+    patterns:
+      - {{type: cqrs, slots: {slots}, config: {config}}}
+"""
+    with pytest.raises(NamespaceError) as info:
+        parse_namespaces(text, REAL, file="catalog.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_a_namespace_configures_a_cdc_fed_read_model() -> None:
+    text = """
+namespaces:
+  - name: catalog
+    client_api: keyvalue
+    patterns:
+      - type: cqrs
+        slots: {source: postgres, read: redis}
+        config: {sync_from: cdc, lag_tolerance: 1s, cdc: {capture: catalog, prefix: "catalog/", batch_size: 50}}
+"""
+    (ns,) = parse_namespaces(text, REAL, file="catalog.yaml").namespaces
+    (cqrs,) = ns.chain
+    assert cqrs.slots == {"source": "postgres", "read": "redis"}
+    config = cqrs.config
+    assert isinstance(config, CqrsConfig)
+    assert (config.sync_from, config.lag_tolerance) == ("cdc", 1.0)
+    assert config.cdc is not None
+    assert (config.cdc.capture, config.cdc.prefix, config.cdc.batch_size) == ("catalog", "catalog/", 50)
+
+
+@pytest.mark.parametrize("source", ["redis", "nats", "kafka", "s3"])
+def test_a_source_without_a_change_feed_is_rejected_with_the_file_path(source: str) -> None:
+    (found,) = cqrs_problems(f"{{source: {source}, read: memstore}}")
+    assert found.startswith(
+        f"catalog.yaml: namespaces[0].patterns[0].slots.source: slot 'source' of cqrs expects a backend with "
+        f"changefeed and keyvalue and keyvalue.scan and transactions, found '{source}'"
+    ), found
+    assert "Redis, NATS, Kafka and S3 have none" in found
+    assert "registered backends that fit: memstore, postgres, sqlite" in found
+
+
+def test_the_write_slot_must_follow_sync_from() -> None:
+    assert cqrs_problems("{write: postgres, read: redis}") == [
+        "catalog.yaml: namespaces[0].patterns[0].config.sync_from: sync_from: cdc needs slot 'source': expected "
+        "rows on a backend with a change feed (changefeed and keyvalue and "
+        "keyvalue.scan and transactions), found none (line 6)",
+        "catalog.yaml: namespaces[0].patterns[0].config.sync_from: slot 'write' goes with sync_from: events, found "
+        "it with sync_from: cdc (line 6)",
+    ]
+    (found,) = cqrs_problems("{source: sqlite, read: redis}", "{cdc: {capture: c}}")[-1:]
+    assert "config.cdc: a capture configures read models fed by CDC: expected sync_from: cdc" in found
+    assert any("sync_from: events needs slot 'write'" in p for p in cqrs_problems("{read: redis}", "{}"))
+
+
+def test_cdc_read_models_refuse_a_capture_that_filters_changes() -> None:
+    mem = open_memstore()
+    write = RowWriteModel(mem.transactions(), mem.keyvalue(), "w/")
+    model = {"v": CdcReadModel(KeyValueViews(mem.keyvalue(), "v"), ignore_rows)}
+    with pytest.raises(EventSourcingConfigurationError, match="covers 'x/'"):
+        CdcCqrs(write, mem.changefeed(), model, cdc=CdcConfig(prefix="x/"))
+    with pytest.raises(EventSourcingConfigurationError, match="every table, operation and before-image"):
+        CdcCqrs(write, mem.changefeed(), model, cdc=CdcConfig(prefix="w/", operations=["INSERT"]))
+    with pytest.raises(EventSourcingConfigurationError, match="at least one read model"):
+        CdcCqrs(write, mem.changefeed(), {})
+
+
+async def ignore_rows(views: ViewWriter, change: RowChange) -> None:
+    return None
+
+
+def test_a_command_retried_with_its_id_lands_once_and_bad_keys_are_refused() -> None:
+    asyncio.run(_retried_command())
+
+
+async def _retried_command() -> None:
+    mem = open_memstore()
+    write = RowWriteModel(mem.transactions(), mem.keyvalue(), "w/")
+
+    async def bump(rows: Rows) -> int:
+        n = (await rows.get("counters/a") or 0) + 1
+        await rows.put("counters/a", n)
+        return int(n)
+
+    first = await write.execute(bump, command_id="c1")
+    again = await write.execute(bump, command_id="c1")
+    assert (first.result, first.duplicate, again.duplicate) == (1, False, True)
+    assert await write.rows("counters") == {"counters/a": 1}
+
+    async def bad(rows: Rows) -> None:
+        await rows.put("_commands/forged", 1)
+
+    with pytest.raises(ValueError, match="outside the '_commands' table"):
+        await write.execute(bad)
+    assert await write.rows("_commands") == {"_commands/c1": await write.get("_commands/c1")}
