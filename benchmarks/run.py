@@ -3,16 +3,21 @@ check's, the outbox's and tiered storage's overhead as ratios against the raw op
 replace, the claim check's memory bound, server time-to-ready, and what the installed plugin
 adds to an unrelated pytest run (``benchmarks.import_overhead``, side by side with ``-p no:prism``).
 
-    python -m benchmarks.run --prism-backend=all --ops 300 --out benchmarks/results
+    python -m benchmarks.run --prism-backend=all --ops 100 --trials 5 --out benchmarks/results
+    python -m benchmarks.run compare before/results.json after/results.json
 
 Everything is measured in one run on one machine, so the ratios are comparable; absolute
-numbers are this machine's. Nothing here asserts a timing: tests never do.
+numbers are this machine's. Every ratio comes from interleaved trials and is reported as the
+median of the per-trial ratios with their spread (see ``benchmarks.stats``); the output starts
+with this machine's fsync floor. Nothing here asserts a timing: tests never do.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import statistics
 import sys
 import time
@@ -34,11 +39,13 @@ from prism_testkit.patterns.tiered_storage import (
 from benchmarks import import_overhead
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
-from prism_testkit.interfaces import Message
+from prism_testkit.interfaces import KeyValue, Message
 from prism_testkit.isolation import Namespace, NamespaceFactory
 from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
+from . import floor, growth
+from .stats import compare_files, interleaved, rate_spread, ratio_fields, ratio_spread, ratios, summarize
 from .wal import applier_markdown, applier_rows, wal_markdown, wal_rows
 
 PAYLOAD = b"x" * 256
@@ -48,44 +55,146 @@ PAYLOAD = b"x" * 256
 class Measurement:
     backend: str
     operation: str
-    ops: int
-    rate: float  # operations per second
-    p50_ms: float
+    ops: int  # per trial
+    rate: float  # operations per second: the median trial's
+    p50_ms: float  # over every operation of every trial
     p99_ms: float
+    rate_min: float = 0.0
+    rate_max: float = 0.0
+    rate_q1: float = 0.0
+    rate_q3: float = 0.0
+    trials: int = 1
 
 
-async def measure(backend: str, operation: str, ops: int, step: Callable[[int], Awaitable[object]]) -> Measurement:
+@dataclass
+class Sample:
+    """One trial of one side: ``ops`` operations in ``seconds``."""
+
+    ops: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def per_op(self) -> float:
+        return self.seconds / self.ops
+
+
+Step = Callable[[int], Awaitable[object]]
+
+
+async def run_ops(ops: int, step: Step, first: int = 0) -> Sample:
+    """``step(first)`` ... ``step(first + ops - 1)``: each trial passes its own ``first``, so a
+    write never repeats an earlier trial's (SQLite skips rewriting an identical row, fsync and
+    all: a repeated put would make the baseline look free)."""
     latencies: list[float] = []
     started = time.perf_counter()
-    for i in range(ops):
+    for i in range(first, first + ops):
         t0 = time.perf_counter()
         await step(i)
         latencies.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - started
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return Measurement(backend, operation, ops, ops / elapsed, cuts[49] * 1000, cuts[98] * 1000)
+    return Sample(ops, time.perf_counter() - started, latencies)
 
 
-async def interface_rates(driver: Driver, ns: Namespace, ops: int) -> list[Measurement]:
+def summarize_samples(backend: str, operation: str, samples: list[Sample]) -> Measurement:
+    rates = summarize([s.ops / s.seconds for s in samples])
+    latencies = [x for s in samples for x in s.latencies]
+    if len(latencies) > 1:
+        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+        p50, p99 = cuts[49] * 1000, cuts[98] * 1000
+    else:
+        p50 = p99 = 0.0  # a rate without per-operation latencies (a relay or migrator drain)
+    return Measurement(
+        backend,
+        operation,
+        samples[0].ops,
+        rates.median,
+        p50,
+        p99,
+        rates.low,
+        rates.high,
+        rates.q1,
+        rates.q3,
+        len(samples),
+    )
+
+
+async def measure(backend: str, operation: str, ops: int, step: Step, trials: int = 1) -> Measurement:
+    """``trials`` rounds of ``ops`` operations of one kind, one after the other."""
+    return summarize_samples(backend, operation, [await run_ops(ops, step, t * ops) for t in range(trials)])
+
+
+async def pair_trials(
+    label: str,
+    raw: tuple[str, Callable[[int], Awaitable[Sample]]],
+    pattern: tuple[str, Callable[[int], Awaitable[Sample]]],
+    trials: int,
+) -> dict:
+    """Raw and pattern interleaved over ``trials`` rounds (each side is given the trial number
+    and returns its sample): one time ratio per round, the row their median and spread."""
+    sides = dict([raw, pattern])
+    measured = await interleaved([raw[0], pattern[0]], trials, lambda name, trial: sides[name](trial))
+    return ratio_row(label, raw[0], measured[raw[0]], pattern[0], measured[pattern[0]])
+
+
+MIN_TRIAL_SECONDS = 0.02  # a trial shorter than a few scheduler ticks measures the scheduler
+MAX_SCALE = 50
+
+
+async def calibrated(ops: int, step: Step, min_seconds: float) -> int:
+    """``ops``, or more for a step so fast that ``ops`` of it would take under ``min_seconds``
+    (up to ``MAX_SCALE`` times more). The probe writes at negative indices, never reused."""
+    probe = await run_ops(max(5, ops // 10), step, -(10**6))
+    return min(ops * MAX_SCALE, max(ops, math.ceil(min_seconds / max(probe.per_op, 1e-9))))
+
+
+async def pair(
+    label: str, raw: tuple[str, Step], pattern: tuple[str, Step], ops: int, trials: int, min_seconds: float = 0.0
+) -> dict:
+    """The common case: each side is ``ops`` calls of one step per round. With ``min_seconds``
+    (write-only steps: any index is a fresh write), ``ops`` grows until the raw side's round
+    lasts that long, so microsecond operations are not measured in sub-millisecond rounds."""
+    if min_seconds:
+        ops = await calibrated(ops, raw[1], min_seconds)
+
+    def runner(step: Step) -> Callable[[int], Awaitable[Sample]]:
+        return lambda trial: run_ops(ops, step, trial * ops)
+
+    return await pair_trials(label, (raw[0], runner(raw[1])), (pattern[0], runner(pattern[1])), trials)
+
+
+def ratio_row(label: str, raw: str, raw_samples: list[Sample], pattern: str, pattern_samples: list[Sample]) -> dict:
+    """One side-by-side row: the pattern against the raw operations it replaces."""
+    per_trial = ratios([s.per_op for s in raw_samples], [s.per_op for s in pattern_samples])
+    return {
+        "combination": label,
+        "raw": raw,
+        "pattern": pattern,
+        "raw_rate": statistics.median(s.ops / s.seconds for s in raw_samples),
+        "pattern_rate": statistics.median(s.ops / s.seconds for s in pattern_samples),
+        **ratio_fields(per_trial),  # >1: the pattern is slower by this factor
+    }
+
+
+async def interface_rates(driver: Driver, ns: Namespace, ops: int, trials: int = 1) -> list[Measurement]:
     name, out = driver.name, []
     if driver.supports(Capability.KEYVALUE):
         kv = driver.keyvalue()
-        out.append(await measure(name, "kv.put", ops, lambda i: kv.put(ns.name(f"k{i}"), PAYLOAD)))
-        out.append(await measure(name, "kv.get", ops, lambda i: kv.get(ns.name(f"k{i}"))))
+        out.append(await measure(name, "kv.put", ops, lambda i: kv.put(ns.name(f"k{i}"), PAYLOAD), trials))
+        out.append(await measure(name, "kv.get", ops, lambda i: kv.get(ns.name(f"k{i}")), trials))
     if driver.supports(Capability.QUEUE):
         queue, q = driver.queue(), ns.name("q")
-        out.append(await measure(name, "queue.send", ops, lambda i: queue.send(q, Message(PAYLOAD))))
+        out.append(await measure(name, "queue.send", ops, lambda i: queue.send(q, Message(PAYLOAD)), trials))
 
         async def receive_ack(_: int) -> None:
             delivery = await queue.receive(q, wait=5.0)
             assert delivery is not None
             await queue.ack(q, delivery)
 
-        out.append(await measure(name, "queue.receive+ack", ops, receive_ack))
+        out.append(await measure(name, "queue.receive+ack", ops, receive_ack, trials))
     if driver.supports(Capability.LOG):
         log, lname = driver.log(), ns.name("log")
-        out.append(await measure(name, "log.append", ops, lambda i: log.append(lname, Message(PAYLOAD))))
-        out.append(await measure(name, "log.read(1)", ops, lambda i: log.read(lname, i, limit=1)))
+        out.append(await measure(name, "log.append", ops, lambda i: log.append(lname, Message(PAYLOAD)), trials))
+        out.append(await measure(name, "log.read(1)", ops, lambda i: log.read(lname, i, limit=1), trials))
     if driver.supports(Capability.PUBSUB):
         pubsub, topic = driver.pubsub(), ns.name("topic")
         subscription = await pubsub.subscribe(topic)
@@ -94,13 +203,13 @@ async def interface_rates(driver: Driver, ns: Namespace, ops: int) -> list[Measu
             await pubsub.publish(topic, Message(PAYLOAD))
             assert await subscription.receive(5.0) is not None
 
-        out.append(await measure(name, "pubsub.publish->receive", ops, round_trip))
+        out.append(await measure(name, "pubsub.publish->receive", ops, round_trip, trials))
         await subscription.close()
     if driver.supports(Capability.OBJECTS):
         objects, bucket, body = driver.objects(), ns.name("bucket"), PAYLOAD * 16
         await objects.create_bucket(bucket)
-        out.append(await measure(name, "objects.put(4KiB)", ops, lambda i: objects.put(bucket, f"o{i}", body)))
-        out.append(await measure(name, "objects.get(4KiB)", ops, lambda i: objects.get(bucket, f"o{i}")))
+        out.append(await measure(name, "objects.put(4KiB)", ops, lambda i: objects.put(bucket, f"o{i}", body), trials))
+        out.append(await measure(name, "objects.get(4KiB)", ops, lambda i: objects.get(bucket, f"o{i}"), trials))
     if driver.supports(Capability.TRANSACTIONS):
         transactions, tlog = driver.transactions(), ns.name("txlog")
 
@@ -109,13 +218,17 @@ async def interface_rates(driver: Driver, ns: Namespace, ops: int) -> list[Measu
                 await t.put(ns.name(f"t{i}"), PAYLOAD)
                 await t.append(tlog, Message(PAYLOAD))
 
-        out.append(await measure(name, "transaction(put+append)", ops, commit))
+        out.append(await measure(name, "transaction(put+append)", ops, commit, trials))
     return out
 
 
-async def claim_check_overhead(messaging: Driver, objects_driver: Driver, ns: Namespace, ops: int) -> list[dict]:
-    """Pattern vs raw, on the same backends in the same run: below the threshold the pattern
-    only inspects the size (ratio vs raw send); above it, vs raw object put + raw send."""
+async def claim_check_overhead(
+    messaging: Driver, objects_driver: Driver, ns: Namespace, ops: int, trials: int
+) -> list[dict]:
+    """Pattern vs raw, on the same backends, interleaved: below the threshold the pattern only
+    inspects the size (vs a raw send); above it, vs a raw object put + raw send, and vs the same
+    plus the SHA-256 of the payload (the price of integrity, which the pattern must pay and a raw
+    put does not); the SHA-256 alone is its own row."""
     queue, objects = messaging.queue(), objects_driver.objects()
     bucket, q = ns.name("claims"), ns.name("ccq")
     await objects.create_bucket(bucket)
@@ -123,65 +236,145 @@ async def claim_check_overhead(messaging: Driver, objects_driver: Driver, ns: Na
     claimed = ClaimCheckQueue(queue, claim_check)
     small, large = b"s" * 512, bytes(range(256)) * 256  # 512 B inline, 64 KiB claimed
     label = f"messaging={messaging.name} objects={objects_driver.name}"
-    raw_small = await measure(label, "raw send 512B", ops, lambda i: queue.send(q, Message(small)))
-    cc_small = await measure(label, "claim check send 512B", ops, lambda i: claimed.send(q, Message(small)))
 
     async def raw_put_send(i: int) -> None:
         await objects.put(bucket, f"raw{i}", large)
         await queue.send(q, Message(b"", {"ref": f"raw{i}"}))
 
-    raw_large = await measure(label, "raw put+send 64KiB", ops, raw_put_send)
-    cc_large = await measure(label, "claim check send 64KiB", ops, lambda i: claimed.send(q, Message(large)))
-    return [ratio(label, raw_small, cc_small), ratio(label, raw_large, cc_large)]
+    async def raw_sha_put_send(i: int) -> None:
+        digest = hashlib.sha256(large).hexdigest()
+        await objects.put(bucket, f"sha{i}", large)
+        await queue.send(q, Message(b"", {"ref": f"sha{i}", "sha256": digest}))
+
+    async def claimed_send(i: int) -> None:
+        await claimed.send(q, Message(large))
+
+    rows = [
+        await pair(
+            label,
+            ("raw send 512B", lambda i: queue.send(q, Message(small))),
+            ("claim check send 512B", lambda i: claimed.send(q, Message(small))),
+            ops,
+            trials,
+            MIN_TRIAL_SECONDS,
+        ),
+        await pair(
+            label,
+            ("raw put+send 64KiB", raw_put_send),
+            ("claim check send 64KiB", claimed_send),
+            ops,
+            trials,
+            MIN_TRIAL_SECONDS,
+        ),
+        await pair(
+            label,
+            ("raw sha256+put+send 64KiB", raw_sha_put_send),
+            ("claim check send 64KiB", claimed_send),
+            ops,
+            trials,
+            MIN_TRIAL_SECONDS,
+        ),
+    ]
+    return rows
 
 
-def ratio(label: str, raw: Measurement, pattern: Measurement) -> dict:
-    """One side-by-side row: the pattern against the raw operations it replaces."""
-    return {
-        "combination": label,
-        "raw": raw.operation,
-        "pattern": pattern.operation,
-        "raw_rate": raw.rate,
-        "pattern_rate": pattern.rate,
-        "time_ratio": raw.rate / pattern.rate,  # >1: the pattern is slower by this factor
-    }
+def sha256_row(ops: int, trials: int) -> dict:
+    """The checksum alone: what the claim check's integrity costs per 64 KiB payload."""
+    large = bytes(range(256)) * 256
+    samples = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        for _ in range(ops):
+            hashlib.sha256(large).hexdigest()
+        samples.append(Sample(ops, time.perf_counter() - started, []))
+    m = summarize_samples("cpu", "sha256(64KiB)", samples)
+    return asdict(m)
 
 
-async def outbox_overhead(store: Driver, sink: Driver, ns: Namespace, ops: int) -> list[dict]:
-    """The outbox against what it replaces, in the same run: a business transaction with and
-    without its outbox event, and the relay's publish rate against raw sends to the sink."""
-    label = f"store={store.name} sink={sink.name}"
-    transactions, queue = store.transactions(), sink.queue()
-    config = OutboxConfig(log=ns.name(f"outbox-{sink.name}"), batch_size=100)
-    outbox = Outbox(transactions, config)
+def outbox_event(outbox: Outbox, ns: Namespace, prefix: str) -> Step:
+    """A business row and its outbox event in one transaction; each caller its own rows (a
+    rewrite of an identical row is free on SQLite, which would flatter either side)."""
+
+    async def step(i: int) -> None:
+        async with outbox.transaction() as t:
+            await t.put(ns.name(f"{prefix}{i}"), PAYLOAD)
+            await t.publish(f"agg-{i % 8}", "Changed", PAYLOAD)
+
+    return step
+
+
+async def outbox_commit_overhead(store: Driver, ns: Namespace, ops: int, trials: int) -> list[dict]:
+    """A business transaction with its outbox event against the same transaction without it,
+    and against the same transaction with the event appended by hand (the pattern's own cost:
+    the event id and headers, the aggregate's sequence number). The sink plays no part."""
+    label = f"store={store.name}"
+    transactions = store.transactions()
+    outbox = Outbox(transactions, OutboxConfig(log=ns.name(f"outbox-commit-{store.name}")))
+    by_hand_log = ns.name(f"by-hand-{store.name}")
 
     async def plain(i: int) -> None:
         async with transactions.transaction() as t:
             await t.put(ns.name(f"plain{i}"), PAYLOAD)
 
-    async def with_event(i: int) -> None:
-        async with outbox.transaction() as t:
-            await t.put(ns.name(f"row{i}"), PAYLOAD)
-            await t.publish(f"agg-{i % 8}", "Changed", PAYLOAD)
+    async def by_hand(i: int) -> None:
+        async with transactions.transaction() as t:
+            await t.put(ns.name(f"hand{i}"), PAYLOAD)
+            await t.append(by_hand_log, Message(PAYLOAD, {"type": "Changed"}, key=f"agg-{i % 8}"))
 
-    raw_commit = await measure(label, "transaction(put)", ops, plain)
-    outbox_commit = await measure(label, "transaction(put) + outbox event", ops, with_event)
-    raw_send = await measure(label, "raw send", ops, lambda i: queue.send(ns.name("raw-sink"), Message(PAYLOAD)))
+    pattern, least = "transaction(put) + outbox event", MIN_TRIAL_SECONDS
+    first, second = outbox_event(outbox, ns, "row"), outbox_event(outbox, ns, "row2-")
+    return [
+        await pair(label, ("transaction(put)", plain), (pattern, first), ops, trials, least),
+        await pair(label, ("transaction(put + append)", by_hand), (pattern, second), ops, trials, least),
+    ]
+
+
+async def outbox_relay_overhead(store: Driver, sink: Driver, ns: Namespace, ops: int, trials: int) -> dict:
+    """The relay's publish rate against reading the store's log and sending to the sink by hand."""
+    label = f"store={store.name} sink={sink.name}"
+    queue = sink.queue()
+    config = OutboxConfig(log=ns.name(f"outbox-{sink.name}"), batch_size=100)
+    relayed_event = outbox_event(Outbox(store.transactions(), config), ns, f"relayed-{sink.name}-")
     relay = OutboxRelay(store.log(), store.keyvalue(), QueueSink(queue, ns.name("sink")), config, "bench")
-    started = time.perf_counter()
-    relayed = 0
-    while published := await relay.run_once():
-        relayed += published
-    elapsed = time.perf_counter() - started
-    operation = f"relay publish ({relayed} events, batches of 100)"
-    relay_rate = Measurement(label, operation, relayed, relayed / elapsed, 0.0, 0.0)  # a rate, no per-op latency
-    return [ratio(label, raw_commit, outbox_commit), ratio(label, raw_send, relay_rate)]
+    log, raw_log, raw_sink = store.log(), ns.name(f"raw-relay-{sink.name}"), ns.name(f"raw-sink-{sink.name}")
+
+    async def relay_by_hand(_trial: int) -> Sample:
+        """What the relay does, without its lease, fencing and offset: read the store's log in
+        batches of 100 and send each record to the sink."""
+        first = await log.append(raw_log, Message(PAYLOAD))
+        for _ in range(ops - 1):  # not timed: the records to relay
+            await log.append(raw_log, Message(PAYLOAD))
+        started, sent, offset = time.perf_counter(), 0, first
+        while sent < ops:
+            records = await log.read(raw_log, offset, limit=min(100, ops - sent), wait=5.0)
+            for record in records:
+                await queue.send(raw_sink, record.message)
+            sent, offset = sent + len(records), offset + len(records)
+        return Sample(sent, time.perf_counter() - started, [])
+
+    async def relay_drain(trial: int) -> Sample:
+        for i in range(ops):  # not timed: the events the relay will publish
+            await relayed_event(trial * ops + i)
+        started, relayed = time.perf_counter(), 0
+        while published := await relay.run_once():
+            relayed += published
+        return Sample(relayed, time.perf_counter() - started, [])
+
+    return await pair_trials(
+        label,
+        ("log read + send by hand (batches of 100)", relay_by_hand),
+        (f"relay publish ({ops} events, batches of 100)", relay_drain),
+        trials,
+    )
 
 
-async def tiered_storage_overhead(kv_driver: Driver, objects_driver: Driver, ns: Namespace, ops: int) -> list[dict]:
-    """Tiered storage against the raw operations it wraps, in the same run: a put and a hot
-    read (one reference read plus the copy, plus the access count's compare-and-set) against
-    raw key-value calls, a cold read against a raw object get, and the migrator's move rate."""
+async def tiered_storage_overhead(
+    kv_driver: Driver, objects_driver: Driver, ns: Namespace, ops: int, trials: int
+) -> list[dict]:
+    """Tiered storage against the raw operations it wraps, interleaved: a put and a hot read
+    (one reference read plus the copy, plus the access count's compare-and-set) against raw
+    key-value calls, the migrator's move rate against raw get + put + delete, and a cold read
+    against a raw object get."""
     label = f"hot+reference={kv_driver.name} cold={objects_driver.name}"
     kv, objects = kv_driver.keyvalue(), objects_driver.objects()
     prefix = ns.name(f"tier-{kv_driver.name}-{objects_driver.name}")
@@ -192,30 +385,63 @@ async def tiered_storage_overhead(kv_driver: Driver, objects_driver: Driver, ns:
     clock = [time.time()]
     store = TieredStorage({"hot": KeyValueTier(kv), "cold": cold}, kv, config, clock=lambda: clock[0])
     await store.prepare()
-    raw_put = await measure(label, "raw kv put", ops, lambda i: kv.put(f"{prefix}-raw{i}", PAYLOAD))
-    tiered_put = await measure(label, "tiered put (hot)", ops, lambda i: store.put(f"k{i}", PAYLOAD))
-    raw_get = await measure(label, "raw kv get", ops, lambda i: kv.get(f"{prefix}-raw{i}"))
-    hot_get = await measure(label, "tiered get (hot)", ops, lambda i: store.get(f"k{i}"))
-    clock[0] += 2 * 86400  # past the hot tier's default ttl: every key is due for the cold tier
+    rows = [
+        await pair(
+            label,
+            ("raw kv put", lambda i: kv.put(f"{prefix}-raw{i}", PAYLOAD)),
+            ("tiered put (hot)", lambda i: store.put(f"k{i}", PAYLOAD)),
+            ops,
+            trials,
+        ),
+        await pair(
+            label,
+            ("raw kv get", lambda i: kv.get(f"{prefix}-raw{i}")),
+            ("tiered get (hot)", lambda i: store.get(f"k{i}")),
+            ops,
+            trials,
+        ),
+    ]
+
+    async def raw_move(trial: int) -> Sample:
+        for i in range(ops):  # not timed: what the moves will read
+            await kv.put(f"{prefix}-raw{trial}-{i}", PAYLOAD)
+
+        async def step(i: int) -> None:
+            value = await kv.get(f"{prefix}-raw{trial}-{i}")
+            await objects.put(config.bucket, f"{prefix}-moved{trial}-{i}", value or b"")
+            await kv.delete(f"{prefix}-raw{trial}-{i}")
+
+        return await run_ops(ops, step)
+
     migrator = Migrator(store)
-    started, moved = time.perf_counter(), 0
-    while done := await migrator.run_once():
-        moved += done
-    elapsed = time.perf_counter() - started
-    move_rate = Measurement(label, f"migrate to cold ({moved} keys)", moved, moved / elapsed, 0.0, 0.0)
+    clock[0] += 2 * 86400  # not timed: the keys put above move now, so each trial moves only its own
+    while await migrator.run_once():
+        pass
+
+    async def migrate(trial: int) -> Sample:
+        for i in range(ops):  # not timed: keys that will be due for the cold tier
+            await store.put(f"m{trial}-{i}", PAYLOAD)
+        clock[0] += 2 * 86400  # past the hot tier's default ttl
+        started, moved = time.perf_counter(), 0
+        while done := await migrator.run_once():
+            moved += done
+        return Sample(max(moved, 1), time.perf_counter() - started, [])
+
+    rows.append(
+        await pair_trials(
+            label, ("raw kv get + object put + kv delete", raw_move), ("migrate to cold", migrate), trials
+        )
+    )
     await objects.put(config.bucket, f"{prefix}-raw", PAYLOAD)
-    raw_object_get = await measure(label, "raw object get", ops, lambda i: objects.get(config.bucket, f"{prefix}-raw"))
-    cold_get = await measure(label, "tiered get (cold)", ops, lambda i: store.get(f"k{i}"))
-
-    async def raw_move_step(i: int) -> None:
-        value = await kv.get(f"{prefix}-raw{i}")
-        await objects.put(config.bucket, f"{prefix}-moved{i}", value or b"")
-        await kv.delete(f"{prefix}-raw{i}")
-
-    raw_move = await measure(label, "raw kv get + object put + kv delete", ops, raw_move_step)
-
-    rows = [ratio(label, raw_put, tiered_put), ratio(label, raw_get, hot_get), ratio(label, raw_object_get, cold_get)]
-    rows.append(ratio(label, raw_move, move_rate))
+    rows.append(
+        await pair(
+            label,
+            ("raw object get", lambda i: objects.get(config.bucket, f"{prefix}-raw")),
+            ("tiered get (cold)", lambda i: store.get(f"m0-{i % ops}")),
+            ops,
+            trials,
+        )
+    )
     for name in [n async for n in objects.list_keys(config.bucket)]:
         await objects.delete(config.bucket, name)
     await objects.delete_bucket(config.bucket)
@@ -244,34 +470,49 @@ async def claim_check_memory(objects_driver: Driver, ns: Namespace, size: int) -
     return {"backend": objects_driver.name, "payload_bytes": restored, "peak_bytes": peak, "peak_ratio": peak / size}
 
 
+RATIO_HEADER = [
+    "| combination | raw | pattern | raw ops/s | pattern ops/s | time ratio, median (IQR; min - max) | verdict |",
+    "|---|---|---|---:|---:|---:|---|",
+]
+METHOD = (
+    "Ratios: pattern time / raw time per operation, one per trial; trials interleave the two sides "
+    "(alternating which runs first); each cell is the median of the per-trial ratios with their "
+    "interquartile range and min - max. An interquartile range containing 1.00 reads 'no measurable difference'."
+)
+
+
 def markdown(results: dict) -> str:
-    lines = ["## Raw operations", "", "| backend | operation | ops/s | p50 ms | p99 ms |", "|---|---|---:|---:|---:|"]
+    lines: list[str] = []
+    if results.get("fsync_floor"):
+        lines += [*floor.markdown(results["fsync_floor"]), ""]
+    lines += [METHOD, ""]
+    if results.get("sha256"):
+        s = results["sha256"]
+        lines += [
+            f"SHA-256 of 64 KiB (the claim check's integrity check, its floor against an in-memory store): "
+            f"{1000 / s['rate']:.3f} ms each; {rate_spread(s).text(',.0f', '/s')} over {s['trials']} trials.",
+            "",
+        ]
+    lines += [
+        "## Raw operations",
+        "",
+        "| backend | operation | ops/s, median (IQR; min - max) | p50 ms | p99 ms |",
+        "|---|---|---:|---:|---:|",
+    ]
     for m in results["operations"]:
-        lines.append(f"| {m['backend']} | {m['operation']} | {m['rate']:.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} |")
-    lines += [
-        "",
-        "## Claim check overhead (same run)",
-        "",
-        "| combination | raw | pattern | raw ops/s | pattern ops/s | time ratio |",
-        "|---|---|---|---:|---:|---:|",
-    ]
-    lines += ratio_rows(results["claim_check"])
-    lines += [
-        "",
-        "## Outbox overhead (same run)",
-        "",
-        "| combination | raw | pattern | raw ops/s | pattern ops/s | time ratio |",
-        "|---|---|---|---:|---:|---:|",
-    ]
-    lines += ratio_rows(results["outbox"])
-    lines += [
-        "",
-        "## Tiered storage overhead (same run)",
-        "",
-        "| combination | raw | pattern | raw ops/s | pattern ops/s | time ratio |",
-        "|---|---|---|---:|---:|---:|",
-    ]
-    lines += ratio_rows(results["tiered_storage"])
+        lines.append(
+            f"| {m['backend']} | {m['operation']} | {rate_spread(m).text('.0f', '')} | {m['p50_ms']:.3f} "
+            f"| {m['p99_ms']:.3f} |"
+        )
+    for title, section in (
+        ("Claim check overhead", "claim_check"),
+        ("Outbox overhead", "outbox"),
+        ("Tiered storage overhead", "tiered_storage"),
+        ("Driver vs raw client", "driver_vs_raw"),
+    ):
+        if results.get(section):
+            lines += ["", f"## {title} (same run, interleaved trials)", "", *RATIO_HEADER]
+            lines += ratio_rows(results[section])
     lines += [
         "",
         "## Claim check streaming memory",
@@ -284,6 +525,7 @@ def markdown(results: dict) -> str:
             f"| {r['backend']} | {r['payload_bytes'] / 2**20:.0f} | {r['peak_bytes'] / 2**20:.1f} "
             f"| {r['peak_ratio']:.3f} |"
         )
+    lines += growth.markdown(results.get("growth", []), results.get("growth_slopes", []))
     if results.get("wal"):
         lines += wal_markdown(results["wal"])
     if results.get("wal_applier"):
@@ -301,9 +543,81 @@ def markdown(results: dict) -> str:
 def ratio_rows(rows: list[dict]) -> list[str]:
     return [
         f"| {r['combination']} | {r['raw']} | {r['pattern']} | {r['raw_rate']:.0f} | "
-        f"{r['pattern_rate']:.0f} | {r['time_ratio']:.2f}x |"
+        f"{r['pattern_rate']:.0f} | {ratio_spread(r).text()} | {r['verdict']} |"
         for r in rows
     ]
+
+
+async def driver_vs_raw(runtime: PrismRuntime, driver: Driver, ns: Namespace, ops: int, trials: int) -> list[dict]:
+    """Our driver's key-value put and get against the same statement or command written directly
+    with the client library, on the same server and the same keys' table: what the thin
+    interface costs. PostgreSQL (asyncpg) and Redis (redis.asyncio) so far."""
+    url, kv, label = runtime.endpoint(driver.name).url, driver.keyvalue(), f"backend={driver.name}"
+    backend = driver.backend_name
+    rows: list[dict] = []
+    if backend == "postgres":
+        import asyncpg
+
+        pool = await asyncpg.create_pool(dsn=url, min_size=1, max_size=2)
+        upsert = (
+            "INSERT INTO prism.kv (key, value, expires_at) VALUES ($1, $2, NULL) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL"
+        )
+        select = "SELECT value FROM prism.kv WHERE key = $1 AND (expires_at IS NULL OR expires_at > clock_timestamp())"
+        try:
+            raw_put: Step = lambda i: pool.execute(upsert, ns.name(f"raw{i}"), PAYLOAD)  # noqa: E731
+            raw_get: Step = lambda i: pool.fetchval(select, ns.name(f"raw{i % 100}"))  # noqa: E731
+            rows += await _driver_rows(label, kv, ns, (raw_put, raw_get), "asyncpg", ops, trials)
+        finally:
+            await pool.close()
+    elif backend == "redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
+        try:
+            raw_put = lambda i: client.set(f"prism:kv:{ns.name(f'raw{i}')}".encode(), PAYLOAD)  # noqa: E731
+            raw_get = lambda i: client.get(f"prism:kv:{ns.name(f'raw{i % 100}')}".encode())  # noqa: E731
+            rows += await _driver_rows(label, kv, ns, (raw_put, raw_get), "redis.asyncio", ops, trials)
+        finally:
+            await client.aclose()
+    return rows
+
+
+async def _driver_rows(
+    label: str, kv: KeyValue, ns: Namespace, raw: tuple[Step, Step], client: str, ops: int, trials: int
+) -> list[dict]:
+    raw_put, raw_get = raw
+    for i in range(100):  # not timed: what the gets read
+        await kv.put(ns.name(f"ours{i}"), PAYLOAD)
+        await raw_put(i)
+    return [
+        await pair(
+            label,
+            (f"{client} put", raw_put),
+            ("driver kv.put", lambda i: kv.put(ns.name(f"ours{i}"), PAYLOAD)),
+            ops,
+            trials,
+            MIN_TRIAL_SECONDS,
+        ),
+        await pair(
+            label,
+            (f"{client} get", raw_get),
+            ("driver kv.get", lambda i: kv.get(ns.name(f"ours{i % 100}"))),
+            ops,
+            trials,
+        ),
+    ]
+
+
+def claim_check_pairs(firsts: list[Driver], seconds: list[Driver]) -> list[tuple[Driver, Driver]]:
+    """Every first backend with the in-memory second (the first one's side of the cost) and every
+    second with the in-memory first, rather than the full cross product, which takes most of the
+    run and adds nothing a row of each does not show."""
+    memory_first = next((d for d in firsts if d.name == "memstore"), firsts[0] if firsts else None)
+    memory_second = next((d for d in seconds if d.name == "memstore"), seconds[0] if seconds else None)
+    pairs = [(d, memory_second) for d in firsts if memory_second is not None]
+    pairs += [(memory_first, d) for d in seconds if memory_first is not None and d is not memory_second]
+    return pairs
 
 
 def select(registry: BackendRegistry, which: str) -> list[BackendSpec]:
@@ -314,31 +628,55 @@ def select(registry: BackendRegistry, which: str) -> list[BackendSpec]:
     return registry.select(part.strip() for part in which.split(",") if part.strip())
 
 
+def compare_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run compare",
+        description="Compare two results.json files; exit 1 when a row regressed beyond its spread.",
+    )
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    args = parser.parse_args(argv)
+    changes, table = compare_files(args.before, args.after)
+    print(table)
+    return 1 if any(c.status == "regression" for c in changes) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        return compare_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prism-backend", default="all")
-    parser.add_argument("--ops", type=int, default=300, help="operations per measurement")
+    parser.add_argument("--ops", type=int, default=100, help="operations per side per trial")
     parser.add_argument("--stream-mib", type=int, default=64, help="payload size for the memory measurement")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--import-trials", type=int, default=15, help="pairs of pytest runs (0: skip)")
     parser.add_argument(
         "--sections",
         default="all",
-        help="comma-separated: operations, claim_check, outbox, tiered_storage, memory, wal (or all)",
+        help="comma-separated: operations, claim_check, outbox, tiered_storage, driver_vs_raw, memory, wal, "
+        "growth (or all)",
     )
-    parser.add_argument("--trials", type=int, default=5, help="interleaved trials per WAL row")
+    parser.add_argument("--trials", type=int, default=5, help="interleaved trials per row")
+    parser.add_argument("--growth-sizes", default="1000,10000,100000", help="sizes of the growth table")
     args = parser.parse_args(argv)
 
     registry = build_registry(make_plugin_manager())
     runtime = PrismRuntime(registry, select(registry, args.prism_backend), {}, NamespaceFactory(worker="bench"))
+    print("measuring the fsync floor ...", file=sys.stderr)
     results: dict = {
+        "fsync_floor": floor.fsync_floor(),
+        "sha256": sha256_row(args.ops, args.trials),
         "operations": [],
         "claim_check": [],
         "outbox": [],
         "tiered_storage": [],
+        "driver_vs_raw": [],
         "memory": [],
         "wal": [],
         "wal_applier": [],
+        "growth": [],
+        "growth_slopes": [],
         "time_to_ready": {},
         "unavailable": runtime.unavailable,
     }
@@ -353,17 +691,27 @@ def main(argv: list[str] | None = None) -> int:
         if "operations" in sections:
             for driver in drivers.values():
                 print(f"measuring {driver.name} ...", file=sys.stderr)
-                results["operations"] += [asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops))]
+                results["operations"] += [
+                    asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops, args.trials))
+                ]
         queues = [d for d in drivers.values() if d.supports(Capability.QUEUE)]
         stores = [d for d in drivers.values() if d.supports(Capability.OBJECTS)]
         if "claim_check" in sections:
-            for messaging in queues:
-                for store in stores:
-                    results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops))
+            for messaging, store in claim_check_pairs(queues, stores):
+                print(f"claim check: {messaging.name} x {store.name} ...", file=sys.stderr)
+                results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops, args.trials))
         if "outbox" in sections:
-            for store in [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]:
-                for sink in queues:
-                    results["outbox"] += runtime.run(outbox_overhead(store, sink, ns, args.ops))
+            transactional = [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]
+            for store in transactional:
+                print(f"outbox commit: {store.name} ...", file=sys.stderr)
+                results["outbox"] += runtime.run(outbox_commit_overhead(store, ns, args.ops, args.trials))
+            for store, sink in claim_check_pairs(transactional, queues):  # each store, each sink, not all pairs
+                print(f"outbox relay: {store.name} -> {sink.name} ...", file=sys.stderr)
+                results["outbox"].append(runtime.run(outbox_relay_overhead(store, sink, ns, args.ops, args.trials)))
+        if "driver_vs_raw" in sections:
+            for driver in drivers.values():
+                if driver.supports(Capability.KEYVALUE):
+                    results["driver_vs_raw"] += runtime.run(driver_vs_raw(runtime, driver, ns, args.ops, args.trials))
         if "memory" in sections:
             for store in stores:
                 if store.name != "memstore":  # memstore keeps objects in memory by design
@@ -372,7 +720,10 @@ def main(argv: list[str] | None = None) -> int:
             tiered = [Capability.KEYVALUE, Capability("keyvalue.cas"), Capability("keyvalue.scan")]
             for kv_driver in [d for d in drivers.values() if all(d.supports(c) for c in tiered)]:
                 for store in stores[:1] + [s for s in stores[1:] if s.name == kv_driver.name]:
-                    results["tiered_storage"] += runtime.run(tiered_storage_overhead(kv_driver, store, ns, args.ops))
+                    print(f"tiered storage: {kv_driver.name} + {store.name} ...", file=sys.stderr)
+                    results["tiered_storage"] += runtime.run(
+                        tiered_storage_overhead(kv_driver, store, ns, args.ops, args.trials)
+                    )
         if "wal" in sections:
             for spec in runtime.available:
                 driver = drivers[spec.name]
@@ -380,6 +731,22 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"measuring the WAL on {spec.name} ...", file=sys.stderr)
                     results["wal"] += runtime.run(wal_rows(driver, spec, ns, args.ops, args.trials))
                     results["wal_applier"] += runtime.run(applier_rows(driver, spec, ns, args.ops))
+        if "growth" in sections:
+            sizes = [int(size) for size in args.growth_sizes.split(",")]
+            for name in growth.LOG_BACKENDS:
+                if name in drivers:
+                    print(f"growth: {name} log ...", file=sys.stderr)
+                    results["growth"] += runtime.run(growth.log_read_growth(drivers[name], ns, sizes, 200, args.trials))
+            for name in growth.QUEUE_BACKENDS:
+                if name in drivers:
+                    print(f"growth: {name} queue ...", file=sys.stderr)
+                    capped = [n for n in sizes if n <= growth.DURABLE_QUEUE_MAX or name == "memstore"]
+                    results["growth"] += runtime.run(
+                        growth.queue_receive_growth(drivers[name], ns, capped, 200, args.trials)
+                    )
+            print("growth: checkers ...", file=sys.stderr)
+            results["growth"] += growth.checker_growth(sizes, min(args.trials, 3))
+            results["growth_slopes"] = growth.with_slopes(results["growth"])
         for driver in drivers.values():
             runtime.run(driver.purge(ns.prefix))
     finally:
