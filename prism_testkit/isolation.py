@@ -52,5 +52,10 @@ class NamespaceFactory:
         self.worker = _SAFE.sub("", (worker or worker_id()).lower())
         self._tests = itertools.count(1)
 
+    @property
+    def prefix(self) -> str:
+        """What every namespace of this process starts with (for run-wide leak checks)."""
+        return f"pt-{self.run}-{self.worker}-"
+
     def new(self) -> Namespace:
-        return Namespace(f"pt-{self.run}-{self.worker}-t{next(self._tests)}-")
+        return Namespace(f"{self.prefix}t{next(self._tests)}-")

@@ -93,7 +93,7 @@ def _set_up(config: pytest.Config) -> Harness:
 
     from prism_testkit.config.runs import load_plan
     from prism_testkit.errors import RegistrationError
-    from prism_testkit.hypothesis_profiles import default_profile, register_profiles
+    from prism_testkit.hypothesis_profiles import HUNT, default_profile, register_profiles
     from prism_testkit.isolation import NamespaceFactory
     from prism_testkit.pattern_registry import build_pattern_registry
     from prism_testkit.registry import build_registry, make_plugin_manager
@@ -128,9 +128,42 @@ def _set_up(config: pytest.Config) -> Harness:
         available={name: a.detail for name, a in runtime.availability.items() if a.available},
     )
     register_profiles()
+    if options.hunt is not None:
+        _plan_hunt(config, options)
     if config.getoption("hypothesis_profile", None) is None:
-        settings.load_profile(default_profile())
+        settings.load_profile(HUNT if options.hunt is not None else default_profile())
     return Harness(runtime, plan, results)
+
+
+def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
+    import sys
+    from contextlib import nullcontext
+
+    from prism_testkit.hunt import PLAN, HuntError, HuntPlan, open_database, parse_budget
+    from prism_testkit.redaction import redact
+
+    def emit(line: str) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+            if reporter is not None and not hasattr(config, "workerinput"):
+                reporter.write_line(line)
+            else:  # an xdist worker: its stderr is still the terminal's
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+
+    try:
+        budget = parse_budget(options.hunt or "")
+        database = open_database(options.hunt_db) if options.hunt_db else None
+    except HuntError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    label = redact(options.hunt_db) if options.hunt_db else None
+    # From xdist's own worker input, not the environment: a pytest run inside a worker (pytester)
+    # inherits PYTEST_XDIST_WORKER without being one.
+    worker_input = getattr(config, "workerinput", None)
+    worker = str(worker_input["workerid"]) if worker_input else None
+    workers = int(worker_input["workercount"]) if worker_input else 1
+    config.stash[PLAN] = HuntPlan(budget, database, label, workers=workers, worker=worker, emit=emit)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -205,6 +238,24 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
+    _count_hunted(config, items)
+
+
+def _count_hunted(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A hunt splits its budget over the stateful suites' runnable tests."""
+    from prism_testkit.combinations import Combination
+    from prism_testkit.hunt import HUNTED_PREFIX, PLAN
+
+    plan = config.stash.get(PLAN, None)
+    if plan is None:
+        return
+    hunted = 0
+    for item in items:
+        decl = declaration_of(item)
+        combo = item.callspec.params.get("prism_combination") if hasattr(item, "callspec") else None
+        if decl is not None and decl.name.startswith(HUNTED_PREFIX) and isinstance(combo, Combination):
+            hunted += 1
+    plan.hunted_tests = hunted
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -297,8 +348,13 @@ class _Reporting:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.hunts: list[dict[str, Any]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            self.hunts.extend(
+                value for key, value in report.user_properties if key == "prism_hunt" and isinstance(value, dict)
+            )
         # Under xdist the controller collects nothing: the first report of a suite test (it
         # carries its suite in user_properties) is what tells it the harness is in use.
         if any(key == "prism" for key, _ in report.user_properties):
@@ -313,7 +369,25 @@ class _Reporting:
                 terminalreporter.write_line(line)
         results = found.results
         results.summarize(terminalreporter)
+        if self.hunts or self.config.stash[OPTIONS].hunt is not None:
+            self._summarize_hunt(terminalreporter)
         report_path = self.config.stash[OPTIONS].report
         if report_path is not None:
             results.write(report_path)
             terminalreporter.write_line(f"prism-testkit report written to {report_path}")
+
+    def _summarize_hunt(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from prism_testkit.hunt import PLAN
+
+        plan = self.config.stash.get(PLAN, None)
+        total = {name: sum(h[name] for h in self.hunts) for name in ("rounds", "examples", "faults", "seconds")}
+        failed = sum(1 for h in self.hunts if h["failed"])
+        terminalreporter.section("prism-testkit hunt")
+        terminalreporter.write_line(
+            f"{len(self.hunts)} stateful tests hunted for {total['seconds']:.0f}s in all: {total['examples']} "
+            f"examples in {total['rounds']} rounds, {total['faults']} faults injected, {failed} failing"
+        )
+        where = plan.database_label if plan is not None and plan.database_label else "the local .hypothesis directory"
+        terminalreporter.write_line(
+            f"failures found are saved in {where}: a run with the same --prism-hunt-db replays them first"
+        )

@@ -10,14 +10,17 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import os
 import pwd
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from prism_testkit.errors import ProvisioningError
 
@@ -54,6 +57,20 @@ def _child_setup(user: str | None) -> Callable[[], None]:
     return setup
 
 
+def _exclusive(method: Callable[..., None]) -> Callable[..., None]:
+    """One lifecycle change at a time per server. A restart runs in a worker thread that goes
+    on after the coroutine awaiting it was cancelled (a bounded nemesis step timing out under
+    load); without this, the next kill would find the old handle and the next start would
+    race the one still running for the same data dir and port."""
+
+    @functools.wraps(method)
+    def locked(self: ServerProcess, *args: Any, **kwargs: Any) -> None:
+        with self._lifecycle:
+            method(self, *args, **kwargs)
+
+    return locked
+
+
 class ServerProcess:
     """One server we started ourselves, restartable on the same port and data dir."""
 
@@ -86,6 +103,7 @@ class ServerProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None
         self.time_to_ready: float | None = None  # seconds from spawn to ready, last start
+        self._lifecycle = threading.RLock()  # start() kills a half-started server under it
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -97,6 +115,7 @@ class ServerProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @_exclusive
     def start(self) -> None:
         if self.alive:
             return
@@ -138,12 +157,14 @@ class ServerProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, sig)
 
+    @_exclusive
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing is flushed."""
         self._signal_group(signal.SIGCONT)  # a paused process must not keep its group alive
         self._signal_group(signal.SIGKILL)
         self._reap()
 
+    @_exclusive
     def stop(self, grace: float = 10.0) -> None:
         """Orderly shutdown (``stop_signal``), escalating to SIGKILL after ``grace`` seconds."""
         if self._proc is None:
@@ -156,10 +177,12 @@ class ServerProcess:
             self._signal_group(signal.SIGKILL)
         self._reap()
 
+    @_exclusive
     def restart(self) -> None:
         self.stop()
         self.start()
 
+    @_exclusive
     def restore(self) -> None:
         self.resume()
         if not self.alive:

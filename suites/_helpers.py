@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -163,13 +163,45 @@ def assert_delivered(ordering: Ordering, sent: Sequence[Message], received: Sequ
     """``received`` holds exactly ``sent`` (no loss, no duplicates), in the order the backend
     declares: total order, order per key, or any order."""
     got, want = norms(received), norms(sent)
+    difference = what_differs(want, got)
+    assert difference is None, difference
     if ordering is Ordering.TOTAL:
-        assert got == want
-        return
-    assert sorted(got, key=repr) == sorted(want, key=repr), "lost or duplicated messages"
+        assert got == want, f"all {len(want)} messages arrived, out of order: {_first_difference(want, got)}"
     if ordering is Ordering.PER_KEY:
         for key in {m.key for m in sent}:
-            assert [g for g in got if g[2] == key] == [w for w in want if w[2] == key], f"key {key!r}"
+            mine, ours = [w for w in want if w[2] == key], [g for g in got if g[2] == key]
+            assert ours == mine, f"key {key!r} arrived out of order: {_first_difference(mine, ours)}"
+
+
+def what_differs(want: Sequence[Any], got: Sequence[Any]) -> str | None:
+    """In words: which sent messages were lost, duplicated, or never sent at all (None when
+    ``got`` holds exactly ``want``, in any order). Compared by equality: headers are dicts,
+    whose order means nothing."""
+    remaining = list(got)
+    lost = []
+    for item in want:
+        if item in remaining:
+            remaining.remove(item)
+        else:
+            lost.append(item)
+    duplicated = [item for item in remaining if item in want]
+    unexpected = [item for item in remaining if item not in want]
+    parts = [
+        f"{len(label)} {name}: {_short(label)}"
+        for name, label in (("lost", lost), ("duplicated", duplicated), ("never sent", unexpected))
+        if label
+    ]
+    return f"sent {len(want)}, received {len(got)}; " + "; ".join(parts) if parts else None
+
+
+def _first_difference(want: Sequence[Any], got: Sequence[Any]) -> str:
+    at = next(i for i, (w, g) in enumerate(zip(want, got, strict=False)) if w != g)
+    return f"position {at} holds {_short([got[at]])} where {_short([want[at]])} was sent"
+
+
+def _short(items: Sequence[Any], limit: int = 5) -> str:
+    shown = ", ".join(repr(item)[:80] for item in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 # --- payload limits ------------------------------------------------------------------------

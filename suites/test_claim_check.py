@@ -21,6 +21,7 @@ from typing import Any, Literal
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from prism_testkit.patterns.chain import ChainedLog, ChainedPubSub, ChainedQueue, ClaimCheckStage, PatternChain
 from prism_testkit.patterns.claim_check import (
     ChecksumMismatch,
     ClaimCheck,
@@ -48,6 +49,8 @@ pytestmark = prism_suite(
 )
 
 Kind = Literal["queue", "log", "pubsub"]
+Via = Literal["adapter", "chain"]
+VIAS: list[Via] = ["adapter", "chain"]
 KINDS: list[Kind] = ["queue", "log", "pubsub"]
 THRESHOLD = 1024  # small, so that both sides of it are cheap to hit
 STREAMING_THRESHOLD = 64 << 10  # small, so that the chunked paths run on modest payloads
@@ -75,12 +78,28 @@ claim_settings = settings(
 # --- plumbing ------------------------------------------------------------------------------
 
 
+class Envelope:
+    """An outer chain stage (closest to the application): wraps the payload on publish and
+    unwraps it on consume, so the claim check inside the chain handles a payload that is not
+    the caller's, and a consume in the wrong order fails."""
+
+    async def outgoing(self, message: Message) -> Message:
+        return Message(b"<" + bytes(message.payload) + b">", {**message.headers, "enveloped": "1"}, message.key)
+
+    async def incoming(self, message: Message) -> Message:
+        payload = bytes(message.payload)
+        assert message.headers.get("enveloped") == "1", "the envelope stage got a message it did not wrap"
+        assert payload[:1] + payload[-1:] == b"<>", "the claim check did not restore the envelope's bytes"
+        return Message(payload[1:-1], {k: v for k, v in message.headers.items() if k != "enveloped"}, message.key)
+
+
 class Channel:
     """One messaging interface behind its claim check adapter, plus the consume step it needs
     (ack for a queue, a group commit for a log, nothing for pub/sub)."""
 
-    def __init__(self, prism_env: PrismEnv, kind: Kind, cc: ClaimCheck, ns: Namespace) -> None:
+    def __init__(self, prism_env: PrismEnv, kind: Kind, cc: ClaimCheck, ns: Namespace, via: Via = "adapter") -> None:
         driver = prism_env.driver("messaging")
+        self.via = via
         if not driver.supports(Capability(kind)):
             pytest.skip(f"{driver.name} does not provide {kind}")
         self.kind, self.cc, self.driver = kind, cc, driver
@@ -91,6 +110,16 @@ class Channel:
         self._records: list[Record] = []
 
     async def open(self) -> Channel:
+        if self.via == "chain":  # RFC-014's composition: an outer stage, then the claim check
+            chain = PatternChain([Envelope(), ClaimCheckStage(self.cc)])
+            if self.kind == "queue":
+                self.queue = ChainedQueue(self.driver.queue(), chain)  # type: ignore[assignment]
+            elif self.kind == "log":
+                self.log = ChainedLog(self.driver.log(), chain)  # type: ignore[assignment]
+            else:
+                self.pubsub = ChainedPubSub(self.driver.pubsub(), chain)  # type: ignore[assignment]
+                self.subscription = await self.pubsub.subscribe(self.name)
+            return self
         if self.kind == "queue":
             self.queue = ClaimCheckQueue(self.driver.queue(), self.cc)
         elif self.kind == "log":
@@ -136,6 +165,8 @@ class Channel:
         if self.kind == "queue":
             assert self._delivery is not None
             await self.queue.ack(self.name, self._delivery)
+        elif self.kind == "log" and self.via == "chain":
+            await self.log.commit(self.name, self.group, self.offset)
         elif self.kind == "log":
             await self.log.commit(self.name, self.group, self.offset, self._records)
 
@@ -229,10 +260,11 @@ async def test_threshold_boundary(prism_env: PrismEnv, kind: Kind) -> None:
 # --- lifecycle -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("via", VIAS)
 @pytest.mark.parametrize("kind", ["queue", "log"])
-async def test_object_lives_until_consumed_then_is_deleted(prism_env: PrismEnv, kind: Kind) -> None:
+async def test_object_lives_until_consumed_then_is_deleted(prism_env: PrismEnv, kind: Kind, via: Via) -> None:
     cc = await claim_check(prism_env, prism_env.ns, kind, on_consume="delete")
-    channel = await Channel(prism_env, kind, cc, prism_env.ns).open()
+    channel = await Channel(prism_env, kind, cc, prism_env.ns, via).open()
     payloads_ = [sample(5000, seed) for seed in range(3)] + [b"inline"]
     for payload in payloads_:
         await channel.send(Message(payload))
@@ -248,6 +280,26 @@ async def test_object_lives_until_consumed_then_is_deleted(prism_env: PrismEnv, 
     for key in await stored_keys(cc):
         assert not await objects_of(prism_env).exists(cc.config.bucket, key)
     assert cc.metrics.claims_deleted == 3
+
+
+@pytest.mark.parametrize("via", VIAS)
+@pytest.mark.parametrize("kind", KINDS)
+async def test_keep_leaves_every_object_after_consumption(prism_env: PrismEnv, kind: Kind, via: Via) -> None:
+    """``on_consume: keep`` over every adapter and through the chain: consuming never deletes
+    (the TTL does)."""
+    cc = await claim_check(prism_env, prism_env.ns, kind, on_consume="keep")
+    channel = await Channel(prism_env, kind, cc, prism_env.ns, via).open()
+    try:
+        payloads_ = [sample(5000, seed) for seed in range(3)]
+        for payload in payloads_:
+            await channel.send(Message(payload))
+        for payload in payloads_:
+            assert (await channel.receive()).payload == payload
+            await channel.consume()
+    finally:
+        await channel.close()
+    assert len(await stored_keys(cc)) == 3, "keep deleted an object on consumption"
+    assert cc.metrics.claims_deleted == 0
 
 
 async def test_keep_for_replay(prism_env: PrismEnv) -> None:
@@ -362,15 +414,25 @@ async def test_missing_object_raises_claim_not_found(prism_env: PrismEnv, kind: 
         await channel.close()
 
 
+def compressible(size: int) -> bytes:
+    return (b"claim check " * (size // 12 + 1))[:size]
+
+
 @pytest.mark.parametrize("kind", KINDS)
-async def test_payload_over_max_payload_writes_nothing(prism_env: PrismEnv, kind: Kind) -> None:
-    limit = 4 * THRESHOLD
-    cc = await claim_check(prism_env, prism_env.ns, kind, max_payload=limit)
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+@pytest.mark.parametrize("limit", [THRESHOLD // 2, 4 * THRESHOLD], ids=["inline-limit", "claimed-limit"])
+async def test_payload_over_max_payload_writes_nothing(
+    prism_env: PrismEnv, kind: Kind, compression: str, limit: int
+) -> None:
+    """The limit is on the payload the caller sent, whether it would be sent inline or
+    claimed, and however well it compresses."""
+    cc = await claim_check(prism_env, prism_env.ns, kind, max_payload=limit, compression=compression)
     channel = await Channel(prism_env, kind, cc, prism_env.ns).open()
     try:
-        with pytest.raises(PayloadTooLarge) as info:
-            await channel.send(Message(sample(limit + 1)))
-        assert (info.value.size, info.value.limit) == (limit + 1, limit)
+        for payload in (sample(limit + 1), compressible(limit + 1)):
+            with pytest.raises(PayloadTooLarge) as info:
+                await channel.send(Message(payload))
+            assert (info.value.size, info.value.limit) == (limit + 1, limit)
 
         async def too_much() -> AsyncIterator[bytes]:
             for seed in range(8):
@@ -380,9 +442,11 @@ async def test_payload_over_max_payload_writes_nothing(prism_env: PrismEnv, kind
             await cc.outgoing_stream(too_much())
         assert await stored_keys(cc) == [], "a refused payload left an object behind"
         await channel.assert_nothing_sent()
-        # The limit itself is accepted.
-        await channel.send(Message(sample(limit)))
-        assert (await channel.receive()).payload == sample(limit)
+        # The limit itself is accepted, compressible or not.
+        for payload in (sample(limit), compressible(limit)):
+            await channel.send(Message(payload))
+            assert (await channel.receive()).payload == payload
+            await channel.consume()
     finally:
         await channel.close()
 

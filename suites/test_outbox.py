@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
@@ -34,6 +35,7 @@ from prism_testkit.patterns.outbox import (
     HEADER_EVENT_ID,
     HEADER_SEQUENCE,
     Deduplicator,
+    LeaseLost,
     LogSink,
     Outbox,
     OutboxConfig,
@@ -43,6 +45,7 @@ from prism_testkit.patterns.outbox import (
     QueueSink,
     Sink,
     TruncatableLog,
+    decode_record,
 )
 
 from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, PrismEnv, Slot, prism_suite
@@ -93,9 +96,14 @@ class Consumer:
         self._offset = 0
         self._subscription: Subscription | None = None
         self.sink: Sink
-        if kind == "queue":
+        self.reconnect(driver)
+
+    def reconnect(self, driver: Driver) -> None:
+        """Read and publish through ``driver`` (a restarted server's new driver) from now on."""
+        self.driver = driver
+        if self.kind == "queue":
             self.sink = QueueSink(driver.queue(), self.destination)
-        elif kind == "log":
+        elif self.kind == "log":
             self.sink = LogSink(driver.log(), self.destination)
         else:
             self.sink = PubSubSink(driver.pubsub(), self.destination)
@@ -314,12 +322,26 @@ async def check_store(r: Rig) -> None:
         cc = r.claim_check
         stored = set(await collect(cc.objects.list_keys(cc.config.bucket)))
         want = set()
-        for record in await r.prism_env.driver("store").log().read(r.config.log, 0, limit=10_000):
-            ref = cc.reference(record.message)
+        for message in await stored_records(r):
+            ref = cc.reference(message)
             if ref is not None:
                 want.add(ref.key)
         assert len(want) == sum(len(s.payload) > THRESHOLD for s in r.ledger.committed)
         assert stored == want, f"objects without a committed record: {sorted(stored - want)}"
+
+
+async def stored_records(r: Rig) -> list[Message]:
+    """The outbox's records as the store keeps them: log records, or rows in publisher mode cdc."""
+    store = r.prism_env.driver("store")
+    if not r.config.cdc:
+        return [record.message for record in await store.log().read(r.config.log, 0, limit=10_000)]
+    kv = store.keyvalue()
+    rows = []
+    async for key in kv.scan(r.config.record_prefix):
+        value = await kv.get(key)
+        assert value is not None, f"outbox row {key} vanished"
+        rows.append(decode_record(key, value)[1])
+    return rows
 
 
 async def drain(relay: OutboxRelay) -> int:
@@ -636,3 +658,160 @@ async def test_delete_cleanup_needs_a_truncatable_log(prism_env: PrismEnv) -> No
     else:
         with pytest.raises(OutboxConfigurationError, match="mark-published"):
             OutboxRelay(store.log(), store.keyvalue(), sink, cfg, "r1")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_delete_cleanup_truncates_only_records_published_longer_ago_than_the_retention(
+    prism_env: PrismEnv, kind: Kind
+) -> None:
+    store = prism_env.driver("store")
+    if not isinstance(store.log(), TruncatableLog):
+        pytest.skip(f"{store.name}'s log cannot truncate (see test_delete_cleanup_needs_a_truncatable_log)")
+    clock = FakeClock(1_000.0)
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=3, cleanup="delete", retention=60.0, clock=clock) as r:
+        log, relay = store.log(), r.relay("r1", clock=clock)
+
+        async def kept() -> list[int]:
+            return [record.offset for record in await log.read(r.config.log, 0, limit=1000)]
+
+        await commit_all(r, mixed_events(6))
+        assert await relay.run_once() == 3  # published at 1000
+        clock.now += 30
+        assert await relay.run_once() == 3  # published at 1030
+        assert await kept() == list(range(6)), "records went before their retention ran out"
+        clock.now += 45  # 1075: the first batch was published 75 s ago, the second 45 s ago
+        await commit_all(r, mixed_events(3, start=6))
+        assert await relay.run_once() == 3
+        assert await kept() == list(range(3, 9)), "only the batch older than the retention may go"
+        assert relay.metrics.truncated_below == 3
+        assert await relay.pending() == 0
+        # A restarted relay resumes after the truncated part, and truncation goes on from there.
+        restarted = r.relay("r1", clock=clock)
+        await commit_all(r, mixed_events(3, start=9))
+        clock.now += 120
+        assert await drain(restarted) == 3
+        clock.now += 120
+        await commit_all(r, mixed_events(1, start=12))
+        assert await drain(restarted) == 1
+        assert (await kept())[0] >= 9, "the restarted relay never truncated"
+        assert await log.end_offset(r.config.log) == 13, "truncation moved the end of the outbox"
+        await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_delete_cleanup_with_no_retention_never_takes_an_unpublished_record(
+    prism_env: PrismEnv, kind: Kind
+) -> None:
+    store = prism_env.driver("store")
+    if not isinstance(store.log(), TruncatableLog):
+        pytest.skip(f"{store.name}'s log cannot truncate (see test_delete_cleanup_needs_a_truncatable_log)")
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=2, cleanup="delete", retention=0.0) as r:
+        relay = r.relay("r1")
+        await commit_all(r, mixed_events(7))
+        while await relay.run_once():
+            await r.transaction([("late", f"late-{await relay.pending()}".encode())])  # commits between batches
+            if len(r.ledger.committed) > 12:
+                break
+        await drain(relay)
+        assert await relay.pending() == 0
+        await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+
+
+# --- leases under contention -----------------------------------------------------------------
+
+
+class Yielding:
+    """The store's key-value, yielding to the other tasks before every call, as a networked
+    store's round trip does: two relays' read-then-compare-and-set steps interleave."""
+
+    def __init__(self, inner: KeyValue) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name == "scan" or not callable(attribute):
+            return attribute
+
+        async def yielding(*args: Any, **kwargs: Any) -> Any:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return await attribute(*args, **kwargs)
+
+        return yielding
+
+
+class LeaseChecked:
+    """A sink that checks, before each publish, that its relay holds an unexpired lease by
+    the shared clock (read from the store, not from the relay's belief), and can let time
+    pass during each publish."""
+
+    def __init__(self, r: Rig, relay_id: str, clock: FakeClock, published: list[str], advance: float = 0.0) -> None:
+        self.r, self.relay_id, self.clock, self.published, self.advance = r, relay_id, clock, published, advance
+        self.kv = r.prism_env.driver("store").keyvalue()
+
+    async def publish(self, message: Message) -> None:
+        raw = await self.kv.get(self.r.config.lease)
+        lease = json.loads(raw) if raw is not None else None
+        assert lease is not None, f"{self.relay_id} published without any lease"
+        assert lease["holder"] == self.relay_id, f"{self.relay_id} published while {lease['holder']} held the lease"
+        assert self.clock() < lease["expires_at"], f"{self.relay_id} published after its lease ran out"
+        await self.r.consumer.sink.publish(message)
+        self.published.append(self.relay_id)
+        self.clock.now += self.advance
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("lease", ["free", "expired"])
+async def test_relays_racing_for_a_lease_elect_exactly_one_publisher(
+    prism_env: PrismEnv, kind: Kind, lease: str
+) -> None:
+    clock = FakeClock(1_000.0)
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=20, clock=clock) as r:
+        store_kv, published = prism_env.driver("store").keyvalue(), []
+
+        def contender(relay_id: str) -> OutboxRelay:
+            sink = LeaseChecked(r, relay_id, clock, published)
+            return r.relay(relay_id, sink=sink, kv=Yielding(store_kv), clock=clock)  # type: ignore[arg-type]
+
+        old = contender("r0")
+        if lease == "expired":
+            await commit_all(r, mixed_events(4))
+            assert await old.run_once() > 0
+            clock.now += r.config.lease_ttl * 1.5  # r0 stalls; its lease runs out
+        await commit_all(r, mixed_events(6, start=4))
+        racers = [contender("r1"), contender("r2")]
+        before = len(published)
+        outcomes = await asyncio.gather(*(racer.run_once() for racer in racers), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, LeaseLost):
+                raise outcome
+        holders = [racer for racer in racers if racer.holds_lease]
+        assert len(holders) == 1, f"{len(holders)} relays believe they hold the lease"
+        assert set(published[before:]) <= {holders[0].relay_id}, "the relay that lost the race published"
+        if lease == "expired":
+            with suppress(LeaseLost):
+                assert await old.run_once() == 0, "the relay whose lease ran out published again"
+        await drain(holders[0])
+        dedup = await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+        assert dedup.duplicates == 0, "a race for the lease republished events"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_lease_running_out_during_a_batch_stops_the_batch(prism_env: PrismEnv, kind: Kind) -> None:
+    clock = FakeClock(1_000.0)
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=10, clock=clock) as r:
+        published: list[str] = []
+        await commit_all(r, mixed_events(8))
+        # Each publish takes 40 % of the lease: the batch must stop before the lease runs out.
+        stalling = LeaseChecked(r, "r1", clock, published, advance=r.config.lease_ttl * 0.4)
+        slow = r.relay("r1", sink=stalling, clock=clock)
+        first = await slow.run_once()
+        assert 0 < first < 8, f"published {first} of 8 events on one lease of {r.config.lease_ttl}s"
+        assert slow.metrics.batches_cut_short == 1
+        clock.now += r.config.lease_ttl * 1.1  # r1 stalls past its lease; r2 takes over
+        successor = r.relay("r2", sink=LeaseChecked(r, "r2", clock, published), clock=clock)
+        assert await drain(successor) == 8 - first, "the successor did not resume where r1's commit left off"
+        with suppress(LeaseLost):
+            assert await slow.run_once() == 0, "the relay whose lease ran out published again"
+        dedup = await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+        assert dedup.duplicates == 0

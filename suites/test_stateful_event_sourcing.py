@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize, precondition, rule
+from hypothesis.stateful import initialize, rule
 from prism_testkit.patterns.event_sourcing import (
     EventStore,
     NewEvent,
@@ -205,12 +205,15 @@ class EventSourcingMachine(FaultMachine):
         for (sent, handle, _), result in zip(issued, results, strict=True):
             self._settle(sent, handle, result)
 
-    @precondition(lambda self: any(s.retryable for s in self.sent.values()))
     @rule(which=st.integers(0, 7))
     def retry_unknown(self, which: int) -> None:
         """Append a command whose outcome is unknown again, with the same event ids at the
-        same expected version: it must end up in the stream exactly once (or nowhere)."""
+        same expected version: it must end up in the stream exactly once (or nowhere). (No
+        precondition: which outcomes are unknown depends on timing under faults, and a
+        precondition that does makes Hypothesis's replay flaky.)"""
         candidates = [s for s in self.sent.values() if s.retryable]
+        if not candidates:
+            return
         sent = candidates[which % len(candidates)]
         store = self.repo().store
         handle = self.history.invoke(f"client-{sent.tag}-retry", "retry", sent.account, sent.tag)

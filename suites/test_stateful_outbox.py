@@ -20,7 +20,7 @@ from typing import Literal
 
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import precondition, rule
+from hypothesis.stateful import rule
 from prism_testkit.patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConfig, OutboxRelay, QueueSink, Sink
 
 from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
@@ -180,7 +180,7 @@ class OutboxMachine(FaultMachine):
             return
         handle.ok(value=published)
 
-    @precondition(lambda self: any(self._idle(r) for r in RELAYS))
+    # No precondition on _idle(): it depends on timing, which makes Hypothesis's replay flaky.
     @rule(which=st.sampled_from(RELAYS), after=st.integers(0, 2))
     def crash_relay(self, which: str, after: int) -> None:
         """The relay process dies after ``after`` publishes of its next batch, then restarts

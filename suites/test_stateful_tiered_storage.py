@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import precondition, rule
+from hypothesis.stateful import rule
 from prism_testkit.patterns.tiered_storage import CopyMissing, GarbageCollector, Migrator, TieredStorage
 
 from prism_testkit import PrismEnv, Slot, prism_suite
@@ -211,9 +211,10 @@ class TieredMachine(FaultMachine):
         if outcome.completed:
             outcome.handle.ok()
 
-    @precondition(lambda self: not self.recorded.strays)  # a write in flight may own an unreferenced copy
     @rule()
     def collect_garbage(self) -> None:
+        if self.recorded.strays:  # a write in flight may own an unreferenced copy (timing: no precondition)
+            return
         store = self.store()
         outcome = self.attempt("gc", "collect", lambda: GarbageCollector(store).collect())
         if outcome.completed:

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import precondition, rule
+from hypothesis.stateful import rule
 from prism_testkit.patterns.wal import LogDurability, Mutation, WalApplier, WalConfig, WriteAheadLog
 
 from prism_testkit import Capability, PrismEnv, Slot, prism_suite
@@ -162,37 +162,31 @@ class WalMachine(FaultMachine):
             return
         handle.ok(value=applied)
 
-    @precondition(lambda self: self._idle())
+    # No precondition on _idle(): whether a step abandoned in flight has finished depends on
+    # timing, and a precondition that does makes Hypothesis's replay flaky. Checked inside.
     @rule(after=st.integers(0, 2))
     def crash_applier(self, after: int) -> None:
         """The applier's process dies before its ``after``-th value write of the next batch; a
         fresh one (no memory, only the committed checkpoint) takes over."""
+        if not self._idle():
+            return
         fuse = ValueFuse(after, self.config.guard_key(""))
         doomed = self._wire(self.applier, fuse=fuse)
-        handle = self.history.invoke("applier", "crash", self.config.log, after)
+        self._dies(doomed, self.history.invoke("applier", "crash", self.config.log, after))
 
-        async def dies() -> None:
-            with contextlib.suppress(Killed):
-                await doomed.run_once(wait=0.0)
-
-        try:
-            self.bounded(dies())
-        except Exception as exc:
-            handle.info(exc)
-            if not self.faulted:
-                raise
-        else:
-            handle.ok()
-        self.applier = self._applier()
-
-    @precondition(lambda self: self._idle())
     @rule()
     def crash_before_checkpoint(self) -> None:
         """The applier's process dies right after a batch committed to the target, before the
         checkpoint did: its successor replays that batch, which the applied offsets must skip."""
+        if not self._idle():
+            return
         doomed = self._wire(self.applier)
         doomed.log = DiesAtCheckpoint(doomed.log)  # type: ignore[assignment]
-        handle = self.history.invoke("applier", "crash-before-checkpoint", self.config.log)
+        self._dies(doomed, self.history.invoke("applier", "crash-before-checkpoint", self.config.log))
+
+    def _dies(self, doomed: WalApplier, handle: OpHandle) -> None:
+        """Run the doomed applier until its process dies, then start a fresh one (no memory,
+        only the committed checkpoint)."""
 
         async def dies() -> None:
             with contextlib.suppress(Killed):

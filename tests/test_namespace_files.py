@@ -595,3 +595,24 @@ def test_schema_accepts_the_examples_and_rejects_multi() -> None:
     }
     assert list(validator.iter_errors(multi))
     assert json.loads(json.dumps(schema)) == schema
+
+
+def test_outbox_published_by_cdc_needs_a_store_with_a_change_feed() -> None:
+    text = """
+        namespaces:
+          - name: orders
+            client_api: queue
+            patterns:
+              - type: outbox
+                config: {publisher: {mode: cdc}}
+                slots: {store: %s, sink: kafka}
+        """
+    assert problems(text % "postgres") == [
+        "ns.yaml: namespaces[0].patterns[0].config.publisher.mode: publisher mode 'cdc' publishes what the store's "
+        "change feed captures, but store 'postgres' has no change feed (backends with one: PostgreSQL logical "
+        "decoding, SQLite, memstore); use mode 'relay' or such a store (line 7)"
+    ]
+    (outbox,) = parse(text % "memstore").namespaces[0].chain
+    assert outbox.config.publisher.mode == "cdc"  # type: ignore[attr-defined]
+    real = build_registry(make_plugin_manager())
+    assert parse(text.replace("kafka", "memstore") % "sqlite", real).namespaces[0].chain[0].slots["store"] == "sqlite"

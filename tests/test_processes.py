@@ -150,3 +150,20 @@ def test_kill_returns_only_when_every_process_of_the_group_is_gone(tmp_path: Pat
     assert not gone(helper)
     proc.kill()
     assert gone(helper), "kill() returned while a process of the server's group was still running"
+
+
+def test_a_kill_during_a_start_in_another_thread_waits_and_kills_what_it_started(tmp_path: Path) -> None:
+    """A restart's start may still run in a worker thread after its caller gave up; the next
+    kill must take the server that start is bringing up, not the handle it had before."""
+    import threading
+
+    port = free_port()
+    slow = ECHO_SERVER.replace("import socket, sys", "import socket, sys, time; time.sleep(1.0)")
+    proc = ServerProcess("slow", [sys.executable, "-c", slow, str(port)], port=port, log_path=tmp_path / "s.log")
+    starting = threading.Thread(target=proc.start)
+    starting.start()
+    time.sleep(0.3)  # the start is waiting for readiness
+    proc.kill()
+    starting.join(timeout=30)
+    assert not proc.alive, "the kill ran before the start finished and missed the server it started"
+    assert not port_open("127.0.0.1", port)

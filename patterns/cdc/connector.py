@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyChange, KeyValue
 
@@ -38,6 +39,8 @@ OPERATION_OF: dict[Op, Operation] = {"c": "INSERT", "u": "UPDATE", "d": "DELETE"
 
 @dataclass
 class CdcMetrics:
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"position"})  # the rest count up (prism_testkit.metrics)
+
     events_published: int = 0  # sink.publish calls that returned (republished ones included)
     transactions_published: int = 0
     snapshot_rows: int = 0

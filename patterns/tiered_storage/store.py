@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge
 from prism_testkit.interfaces import KeyValue
@@ -35,6 +36,8 @@ class TieredStorageMetrics:
     """RFC-009's counters: ``prism_tiered_storage_tier_size{tier}`` (bytes per tier, refreshed
     by every migrator pass), promotions, demotions, expirations, failed migrations and orphans
     the garbage collector removed."""
+
+    LABELS: ClassVar[dict[str, str]] = {"tier_size": "tier"}  # label of each dict field (prism_testkit.metrics)
 
     tier_size: dict[str, int] = field(default_factory=dict)
     promotion_count: int = 0
