@@ -282,6 +282,17 @@ class NatsKeyValue:
                 # Someone wrote in between: look again (the value may still be the expected one).
 
 
+class ClosingClient(NATS):
+    """nats-py reuses one transport for every (re)connect attempt and, when a handshake fails
+    (a fault proxy or a server going down accepts, then hangs up), opens the next connection
+    over the previous one without closing it; collected later, that stream warns "unclosed"."""
+
+    async def _connect_to_server(self, s: Any) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        await super()._connect_to_server(s)
+
+
 async def _unsubscribed(sub: Any) -> None:
     """Unsubscribe and wait until the callback task nats-py cancels has really ended: a task
     still pending when the loop closes is destroyed, and its coroutine raises into a closed loop."""
@@ -787,7 +798,7 @@ class NatsDriver(Driver):
         async def quiet(*_args: object) -> None:  # nats-py logs every reconnect attempt otherwise
             return None
 
-        nc = NATS()
+        nc = ClosingClient()
         try:
             # nats-py keeps retrying an unreachable server when reconnects are unlimited (which we
             # want after a restart), so the first connection gets a deadline of its own.
