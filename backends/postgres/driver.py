@@ -13,8 +13,9 @@ Design choices worth knowing:
   before computing ``max(offset) + 1`` and holds it until commit, so offset ``n + 1`` cannot be
   assigned before ``n`` has committed and become visible: a reader polling by offset never skips
   a row that commits later with a lower offset (the outbox pitfall of reading by sequence id).
-* Transactions stage their writes in memory and apply them in one PostgreSQL transaction when
-  the block ends (offsets assigned there, in commit order), with optimistic validation: every
+* Transactions stage their writes in memory and apply them when the block ends in one
+  statement, a call of the PL/pgSQL function ``prism.apply_tx`` (one round trip; offsets assigned
+  there, in commit order), with optimistic validation: every
   key read is re-checked under a row lock at commit, and a changed one aborts the transaction
   (TransactionAborted), so read-modify-write never loses an update. Holding a real transaction
   open for the whole block would pin a pooled connection and the log locks for as long as user
@@ -109,6 +110,62 @@ CREATE TABLE IF NOT EXISTS prism.log_groups (
     "offset" bigint NOT NULL,
     PRIMARY KEY (log, grp)
 );
+"""
+
+# A transaction's whole commit in one statement, so one round trip: locks (logs, then keys, each
+# in the order given: sorted), the check of every read, the writes and the appends. A changed read
+# raises CONFLICT_SQLSTATE with the key as its message, which rolls back the placeholders too.
+CONFLICT_SQLSTATE = "PR001"
+APPLY_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION prism.apply_tx(
+    lock_logs text[], lock_keys text[],
+    read_keys text[], read_values bytea[],   -- the committed value first read; NULL: absent
+    put_keys text[], put_values bytea[],     -- the staged value; NULL: delete
+    logs text[], payloads bytea[], metas text[]
+) RETURNS void LANGUAGE plpgsql AS $apply$
+DECLARE
+    k text;
+    i int;
+    cur bytea;
+    live boolean;
+BEGIN
+    FOREACH k IN ARRAY lock_logs LOOP
+        PERFORM pg_advisory_xact_lock({LOCK_CLASS_LOG}, hashtext(k));
+    END LOOP;
+    FOREACH k IN ARRAY lock_keys LOOP
+        LOOP  -- an absent key gets a never-live placeholder row to lock
+            INSERT INTO prism.kv (key, value, expires_at) VALUES (k, ''::bytea, '-infinity')
+                ON CONFLICT (key) DO NOTHING;
+            SELECT value, (expires_at IS NULL OR expires_at > clock_timestamp()) INTO cur, live
+                FROM prism.kv WHERE key = k FOR UPDATE;
+            EXIT WHEN FOUND;  -- not found: deleted between the two statements
+        END LOOP;
+        i := array_position(read_keys, k);
+        IF i IS NOT NULL AND (CASE WHEN live THEN cur END) IS DISTINCT FROM read_values[i] THEN
+            RAISE EXCEPTION USING ERRCODE = '{CONFLICT_SQLSTATE}', MESSAGE = k;
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(put_keys, 1), 0) LOOP
+        IF put_values[i] IS NULL THEN
+            DELETE FROM prism.kv WHERE key = put_keys[i];
+        ELSE
+            INSERT INTO prism.kv (key, value, expires_at) VALUES (put_keys[i], put_values[i], NULL)
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL;
+        END IF;
+    END LOOP;
+    -- placeholders of keys only read: never live, never left behind
+    DELETE FROM prism.kv WHERE key = ANY(read_keys) AND NOT key = ANY(put_keys) AND expires_at = '-infinity';
+    -- offsets past the last record and every truncation, read after the log locks were taken
+    INSERT INTO prism.log_records (log, "offset", payload, meta)
+        SELECT a.log,
+               GREATEST(COALESCE((SELECT MAX(r."offset") + 1 FROM prism.log_records r WHERE r.log = a.log), 0),
+                        COALESCE((SELECT h.next FROM prism.log_heads h WHERE h.log = a.log), 0))
+                   + row_number() OVER (PARTITION BY a.log ORDER BY a.ord) - 1,
+               a.payload, a.meta
+        FROM unnest(logs, payloads, metas) WITH ORDINALITY AS a(log, payload, meta, ord)
+        ORDER BY a.ord;
+END
+$apply$
 """
 
 # A kv row that has not expired, by the server's clock: clients on several hosts agree on it.
@@ -517,46 +574,24 @@ class PostgresTransaction:
     async def apply(self, conn: asyncpg.Connection) -> None:
         if self.conflict is not None:
             raise _Conflict(self.conflict)
-        # One global lock order (logs sorted, then keys sorted) rules out deadlocks between
-        # transactions; only each key's final state matters, as the block is atomic.
-        offsets: dict[str, int] = {}
-        for log in sorted({log for log, _, _ in self.appends}):
-            await conn.execute(_LOCK_LOG, log)
-            offsets[log] = int(await conn.fetchval(_NEXT_OFFSET, log))
-        for key in sorted(self.reads.keys() | self.staged.keys()):
-            current = await _lock_key(conn, key)
-            if key in self.reads and current != self.reads[key]:
-                raise _Conflict(key)
-        for key in sorted(self.staged):
-            value = self.staged[key]
-            if value is None:
-                await conn.execute("DELETE FROM prism.kv WHERE key = $1", key)
-            else:
-                await conn.execute(_UPSERT, key, value)
-        # placeholders of keys only read: never live, never left behind
+        puts = sorted(self.staged.items())
+        # A single statement commits on its own: no BEGIN / COMMIT round trips.
         await conn.execute(
-            "DELETE FROM prism.kv WHERE key = ANY($1::text[]) AND expires_at = '-infinity'",
-            sorted(self.reads.keys() - self.staged.keys()),
+            "SELECT prism.apply_tx($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            sorted({log for log, _, _ in self.appends}),
+            sorted(self.reads.keys() | self.staged.keys()),
+            list(self.reads),
+            list(self.reads.values()),
+            [key for key, _ in puts],
+            [value for _, value in puts],
+            [log for log, _, _ in self.appends],
+            [payload for _, payload, _ in self.appends],
+            [meta for _, _, meta in self.appends],
         )
-        for log, payload, meta in self.appends:
-            await _append(conn, offsets, log, payload, meta)
 
 
-async def _lock_key(conn: asyncpg.Connection, key: str) -> bytes | None:
-    """Row-lock ``key`` until commit and return its live value (None: absent or expired).
-
-    An absent key has no row to lock, so a placeholder that is never live (expired at
-    -infinity) is inserted first: a concurrent writer of that key then waits for this
-    transaction instead of slipping in between the check and the write."""
-    while True:
-        await conn.execute(
-            "INSERT INTO prism.kv (key, value, expires_at) VALUES ($1, ''::bytea, '-infinity') "
-            "ON CONFLICT (key) DO NOTHING",
-            key,
-        )
-        row = await conn.fetchrow(f"SELECT value, {_LIVE} AS live FROM prism.kv WHERE key = $1 FOR UPDATE", key)
-        if row is not None:  # None: deleted between the two statements; try again
-            return bytes(row["value"]) if row["live"] else None
+def _aborted_by(key: str) -> TransactionAborted:
+    return TransactionAborted(f"key {key!r} was changed by another writer after this transaction read it")
 
 
 class PostgresTransactions:
@@ -575,12 +610,12 @@ class PostgresTransactions:
         if not tx.writes:
             return  # read-only: it cannot overwrite anything, so there is nothing to check
         try:
-            await self._db.write(tx.apply)
+            await self._db.run(tx.apply)
         except _Conflict as exc:
-            raise TransactionAborted(
-                f"key {exc.args[0]!r} was changed by another writer after this transaction read it"
-            ) from None
+            raise _aborted_by(exc.args[0]) from None
         except asyncpg.PostgresError as exc:  # lost connections surface as ConnectionLost
+            if exc.sqlstate == CONFLICT_SQLSTATE:
+                raise _aborted_by(str(exc)) from None
             raise TransactionAborted(f"PostgreSQL transaction could not commit: {exc}") from exc
 
 
@@ -667,4 +702,5 @@ async def _create_schema(conn: asyncpg.Connection) -> None:
     # connects from several workers take turns.
     await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS_DDL}, 0)")
     await conn.execute(SCHEMA)
+    await conn.execute(APPLY_FUNCTION)
     await conn.execute(CHANGEFEED_SCHEMA)
