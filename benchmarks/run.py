@@ -15,7 +15,10 @@ with this machine's fsync floor. Nothing here asserts a timing: tests never do.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hashlib
+import io
 import json
 import math
 import statistics
@@ -39,7 +42,7 @@ from prism_testkit.patterns.tiered_storage import (
 from benchmarks import import_overhead
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
-from prism_testkit.interfaces import KeyValue, Message
+from prism_testkit.interfaces import Message
 from prism_testkit.isolation import Namespace, NamespaceFactory
 from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
@@ -548,65 +551,206 @@ def ratio_rows(rows: list[dict]) -> list[str]:
     ]
 
 
+Side = tuple[str, Step]  # a row's side: its label and its step
+OBJECT_BODY = PAYLOAD * 16  # 4 KiB, as in the raw operations table
+
+
 async def driver_vs_raw(runtime: PrismRuntime, driver: Driver, ns: Namespace, ops: int, trials: int) -> list[dict]:
-    """Our driver's key-value put and get against the same statement or command written directly
-    with the client library, on the same server and the same keys' table: what the thin
-    interface costs. PostgreSQL (asyncpg) and Redis (redis.asyncio) so far."""
-    url, kv, label = runtime.endpoint(driver.name).url, driver.keyvalue(), f"backend={driver.name}"
-    backend = driver.backend_name
-    rows: list[dict] = []
-    if backend == "postgres":
-        import asyncpg
+    """Our driver against the same operation written directly with the client library, on the
+    same server and the same kind of table, stream, topic or bucket: what the thin interface
+    costs. Key-value put / get vs asyncpg (postgres) and redis.asyncio (redis); on NATS
+    (nats, jetstream) kv put / get on the ``prism-kv`` bucket and log append / read(1) on a
+    stream of the log's configuration vs nats-py; log append / read(1) on a one-partition topic
+    vs aiokafka (kafka); objects put / get of 4 KiB vs minio in a worker thread, as the driver
+    calls it (s3). Other backends: no rows."""
+    compare = RAW_CLIENTS.get(driver.backend_name)
+    if compare is None:
+        return []
+    async with contextlib.AsyncExitStack() as stack:
+        return await compare(stack, runtime.endpoint(driver.name).url, driver, ns, ops, trials)
 
-        pool = await asyncpg.create_pool(dsn=url, min_size=1, max_size=2)
-        upsert = (
-            "INSERT INTO prism.kv (key, value, expires_at) VALUES ($1, $2, NULL) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL"
-        )
-        select = "SELECT value FROM prism.kv WHERE key = $1 AND (expires_at IS NULL OR expires_at > clock_timestamp())"
-        try:
-            raw_put: Step = lambda i: pool.execute(upsert, ns.name(f"raw{i}"), PAYLOAD)  # noqa: E731
-            raw_get: Step = lambda i: pool.fetchval(select, ns.name(f"raw{i % 100}"))  # noqa: E731
-            rows += await _driver_rows(label, kv, ns, (raw_put, raw_get), "asyncpg", ops, trials)
-        finally:
-            await pool.close()
-    elif backend == "redis":
-        import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(url)
+async def _postgres_vs_raw(
+    stack: contextlib.AsyncExitStack, url: str, driver: Driver, ns: Namespace, ops: int, trials: int
+) -> list[dict]:
+    import asyncpg
+
+    pool = await asyncpg.create_pool(dsn=url, min_size=1, max_size=2)
+    stack.push_async_callback(pool.close)
+    upsert = (
+        "INSERT INTO prism.kv (key, value, expires_at) VALUES ($1, $2, NULL) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL"
+    )
+    select = "SELECT value FROM prism.kv WHERE key = $1 AND (expires_at IS NULL OR expires_at > clock_timestamp())"
+    put: Side = ("asyncpg put", lambda i: pool.execute(upsert, ns.name(f"raw{i}"), PAYLOAD))
+    get: Side = ("asyncpg get", lambda i: pool.fetchval(select, ns.name(f"raw{i % 100}")))
+    return await _driver_rows(f"backend={driver.name}", (put, get), _kv_sides(driver, ns), ops, trials)
+
+
+async def _redis_vs_raw(
+    stack: contextlib.AsyncExitStack, url: str, driver: Driver, ns: Namespace, ops: int, trials: int
+) -> list[dict]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    stack.push_async_callback(client.aclose)
+    put: Side = ("redis.asyncio put", lambda i: client.set(f"prism:kv:{ns.name(f'raw{i}')}".encode(), PAYLOAD))
+    get: Side = ("redis.asyncio get", lambda i: client.get(f"prism:kv:{ns.name(f'raw{i % 100}')}".encode()))
+    return await _driver_rows(f"backend={driver.name}", (put, get), _kv_sides(driver, ns), ops, trials)
+
+
+async def _nats_vs_raw(
+    stack: contextlib.AsyncExitStack, url: str, driver: Driver, ns: Namespace, ops: int, trials: int
+) -> list[dict]:
+    """The driver's names are the harness's as they are ([a-z0-9-] needs no escaping): key
+    ``k`` is subject ``$KV.prism-kv.k``, log ``l`` stream ``prism-log-l`` on ``prism.log.l``. The
+    raw get is the driver's request (STREAM.MSG.GET, last by subject), not a direct get."""
+    import nats
+    from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
+
+    nc = await nats.connect(url)
+    stack.push_async_callback(nc.close)
+    js, label = nc.jetstream(), f"backend={driver.name}"
+    await driver.keyvalue().put(ns.name("ours-warmup"), PAYLOAD)  # the driver creates the bucket
+    kv = await js.key_value("prism-kv")
+    put: Side = ("nats-py kv.put", lambda i: kv.put(ns.name(f"raw{i}"), PAYLOAD))
+    get: Side = (
+        "nats-py get_msg",
+        lambda i: js.get_msg("KV_prism-kv", subject=f"$KV.prism-kv.{ns.name(f'raw{i % 100}')}"),
+    )
+    raw_log = ns.name("raw-log")
+    await js.add_stream(
+        name=f"prism-log-{raw_log}",
+        subjects=[f"prism.log.{raw_log}"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        num_replicas=1,
+    )
+    append: Side = ("nats-py js.publish", lambda i: js.publish(f"prism.log.{raw_log}", PAYLOAD))
+    read: Side = ("nats-py get_msg(seq)", lambda i: js.get_msg(f"prism-log-{raw_log}", seq=i % 100 + 1))
+    return await _driver_rows(label, (put, get), _kv_sides(driver, ns), ops, trials) + await _driver_rows(
+        label, (append, read), _log_sides(driver, ns), ops, trials
+    )
+
+
+async def _kafka_vs_raw(
+    stack: contextlib.AsyncExitStack, url: str, driver: Driver, ns: Namespace, ops: int, trials: int
+) -> list[dict]:
+    """The clients as the driver configures them (producer acks=all; a consumer without a group
+    assigned to partition 0, fetch_max_wait_ms 100); log ``l`` is topic ``l.log``."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    bootstrap, topic = url.split("://", 1)[-1], f"{ns.name('raw-log')}.log"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    stack.push_async_callback(admin.close)
+    await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    stack.push_async_callback(producer.stop)
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="none", fetch_max_wait_ms=100
+    )
+    await consumer.start()
+    stack.push_async_callback(consumer.stop)
+    consumer.assign([tp])
+
+    async def read_one(i: int) -> None:
+        consumer.seek(tp, i % 100)
+        while not (await consumer.getmany(tp, timeout_ms=500, max_records=1)).get(tp):
+            pass
+
+    append: Side = ("aiokafka send_and_wait", lambda i: producer.send_and_wait(topic, PAYLOAD, partition=0))
+    read: Side = ("aiokafka seek+getmany(1)", read_one)
+    return await _driver_rows(f"backend={driver.name}", (append, read), _log_sides(driver, ns), ops, trials)
+
+
+async def _s3_vs_raw(
+    stack: contextlib.AsyncExitStack, url: str, driver: Driver, ns: Namespace, ops: int, trials: int
+) -> list[dict]:
+    """minio is synchronous: the raw side, like the driver, makes each call in a worker thread."""
+    import urllib.parse
+
+    from minio import Minio
+
+    parts, bucket = urllib.parse.urlsplit(url), ns.name("raw-bucket")  # s3://ACCESS:SECRET@host:port
+    client = Minio(
+        parts.netloc.rpartition("@")[2],
+        access_key=urllib.parse.unquote(parts.username or "") or None,
+        secret_key=urllib.parse.unquote(parts.password or "") or None,
+        secure=parts.scheme == "https",
+        region="us-east-1",
+    )
+    stack.callback(client._http.clear)
+    await asyncio.to_thread(client.make_bucket, bucket)
+
+    def read(key: str) -> bytes:
+        response = client.get_object(bucket, key)
         try:
-            raw_put = lambda i: client.set(f"prism:kv:{ns.name(f'raw{i}')}".encode(), PAYLOAD)  # noqa: E731
-            raw_get = lambda i: client.get(f"prism:kv:{ns.name(f'raw{i % 100}')}".encode())  # noqa: E731
-            rows += await _driver_rows(label, kv, ns, (raw_put, raw_get), "redis.asyncio", ops, trials)
+            return bytes(response.read())
         finally:
-            await client.aclose()
-    return rows
+            response.close()
+            response.release_conn()
+
+    def write(i: int) -> Awaitable[object]:
+        return asyncio.to_thread(client.put_object, bucket, f"o{i}", io.BytesIO(OBJECT_BODY), len(OBJECT_BODY))
+
+    put: Side = ("minio put_object", write)
+    get: Side = ("minio get_object", lambda i: asyncio.to_thread(read, f"o{i % 100}"))
+    return await _driver_rows(f"backend={driver.name}", (put, get), await _object_sides(driver, ns), ops, trials)
+
+
+def _kv_sides(driver: Driver, ns: Namespace) -> tuple[Side, Side]:
+    kv = driver.keyvalue()
+    return (
+        ("driver kv.put", lambda i: kv.put(ns.name(f"ours{i}"), PAYLOAD)),
+        ("driver kv.get", lambda i: kv.get(ns.name(f"ours{i % 100}"))),
+    )
+
+
+def _log_sides(driver: Driver, ns: Namespace) -> tuple[Side, Side]:
+    log, name = driver.log(), ns.name("ours-log")
+    return (
+        ("driver log.append", lambda i: log.append(name, Message(PAYLOAD))),
+        ("driver log.read(1)", lambda i: log.read(name, i % 100, limit=1)),
+    )
+
+
+async def _object_sides(driver: Driver, ns: Namespace) -> tuple[Side, Side]:
+    objects, bucket = driver.objects(), ns.name("ours-bucket")
+    await objects.create_bucket(bucket)
+    return (
+        ("driver objects.put(4KiB)", lambda i: objects.put(bucket, f"o{i}", OBJECT_BODY)),
+        ("driver objects.get(4KiB)", lambda i: objects.get(bucket, f"o{i % 100}")),
+    )
 
 
 async def _driver_rows(
-    label: str, kv: KeyValue, ns: Namespace, raw: tuple[Step, Step], client: str, ops: int, trials: int
+    label: str, raw: tuple[Side, Side], ours: tuple[Side, Side], ops: int, trials: int
 ) -> list[dict]:
-    raw_put, raw_get = raw
-    for i in range(100):  # not timed: what the gets read
-        await kv.put(ns.name(f"ours{i}"), PAYLOAD)
-        await raw_put(i)
+    """Two rows: a write (any index is a fresh write, so its rounds are lengthened) and a read
+    of one of the first 100 indices, which both sides write first, untimed."""
+    (raw_write, raw_read), (our_write, our_read) = raw, ours
+    for i in range(100):  # not timed: what the reads read
+        await our_write[1](i)
+        await raw_write[1](i)
     return [
-        await pair(
-            label,
-            (f"{client} put", raw_put),
-            ("driver kv.put", lambda i: kv.put(ns.name(f"ours{i}"), PAYLOAD)),
-            ops,
-            trials,
-            MIN_TRIAL_SECONDS,
-        ),
-        await pair(
-            label,
-            (f"{client} get", raw_get),
-            ("driver kv.get", lambda i: kv.get(ns.name(f"ours{i % 100}"))),
-            ops,
-            trials,
-        ),
+        await pair(label, raw_write, our_write, ops, trials, MIN_TRIAL_SECONDS),
+        await pair(label, raw_read, our_read, ops, trials),
     ]
+
+
+RawComparison = Callable[[contextlib.AsyncExitStack, str, Driver, Namespace, int, int], Awaitable[list[dict]]]
+RAW_CLIENTS: dict[str, RawComparison] = {
+    "postgres": _postgres_vs_raw,
+    "redis": _redis_vs_raw,
+    "nats": _nats_vs_raw,
+    "kafka": _kafka_vs_raw,
+    "s3": _s3_vs_raw,
+}
 
 
 def claim_check_pairs(firsts: list[Driver], seconds: list[Driver]) -> list[tuple[Driver, Driver]]:
@@ -709,9 +853,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"outbox relay: {store.name} -> {sink.name} ...", file=sys.stderr)
                 results["outbox"].append(runtime.run(outbox_relay_overhead(store, sink, ns, args.ops, args.trials)))
         if "driver_vs_raw" in sections:
-            for driver in drivers.values():
-                if driver.supports(Capability.KEYVALUE):
-                    results["driver_vs_raw"] += runtime.run(driver_vs_raw(runtime, driver, ns, args.ops, args.trials))
+            for driver in drivers.values():  # backends without a raw comparison give no rows
+                print(f"driver vs raw client: {driver.name} ...", file=sys.stderr)
+                results["driver_vs_raw"] += runtime.run(driver_vs_raw(runtime, driver, ns, args.ops, args.trials))
         if "memory" in sections:
             for store in stores:
                 if store.name != "memstore":  # memstore keeps objects in memory by design
