@@ -514,12 +514,17 @@ class NatsLog:
             await _unsubscribed(sub)
 
     async def _fetch(self, stream: str, offset: int, limit: int) -> list[Record]:
-        last = await self._driver.last_seq(stream)
-        first, end = offset + 1, min(last, offset + limit)
-        if end < first:
+        # The first record alone answers a read at the end of the log and a read of one: one
+        # request, not a stream info first (nothing is deleted, so a missing one is the end).
+        head = await self._driver.msg_by_seq(stream, offset + 1)
+        if head is None:
             return []
-        stored = await asyncio.gather(*(self._driver.msg_by_seq(stream, seq) for seq in range(first, end + 1)))
-        return [Record(m.seq - 1, _decode(m.data, m.headers)) for m in stored if m is not None]
+        stored = [head]
+        if limit > 1:
+            end = min(await self._driver.last_seq(stream), offset + limit)
+            more = await asyncio.gather(*(self._driver.msg_by_seq(stream, seq) for seq in range(offset + 2, end + 1)))
+            stored += [m for m in more if m is not None]
+        return [Record(m.seq - 1, _decode(m.data, m.headers)) for m in stored]
 
     async def end_offset(self, log: str) -> int:
         return await self._driver.last_seq(LOG_STREAM + _named(log, "log"))
