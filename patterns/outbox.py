@@ -656,6 +656,8 @@ class OutboxRelay:
         self.clock = clock
         self.metrics = RelayMetrics()
         self._lease: _Lease | None = None  # the lease we hold, as last written by us
+        # The relay offset as we last wrote or read it under our lease's epoch; None when unknown.
+        self._position: _Offset | None = None
         # For cleanup='delete': (end offset, window opened at, last published at).
         self._published_windows: list[tuple[int, float, float]] = []
 
@@ -688,10 +690,17 @@ class OutboxRelay:
         """Take or extend the lease. False when another relay holds it; :class:`LeaseLost` when
         we held it and someone took it meanwhile."""
         key = self.config.lease
+        mine = self._lease
+        if mine is not None:
+            # Against the lease as we wrote it: one round trip while nobody else touched it.
+            renewed = _Lease(self.relay_id, mine.epoch, self.clock() + self.config.lease_ttl)
+            if await self.kv.compare_and_set(key, mine.encode(), renewed.encode()):
+                self._lease = renewed
+                self.metrics.lease_renewals += 1
+                return True
         raw = await self.kv.get(key)
         current = None if raw is None else _Lease.decode(raw)
         now = self.clock()
-        mine = self._lease
         if current is not None and mine is not None and (current.holder, current.epoch) == (self.relay_id, mine.epoch):
             renewed = _Lease(self.relay_id, mine.epoch, now + self.config.lease_ttl)
             if await self.kv.compare_and_set(key, raw, renewed.encode()):
@@ -718,7 +727,7 @@ class OutboxRelay:
         return True
 
     def _lose(self, detail: str) -> NoReturn:
-        self._lease = None
+        self._lease = self._position = None
         self.metrics.leases_lost += 1
         raise LeaseLost(self.relay_id, detail)
 
@@ -728,7 +737,7 @@ class OutboxRelay:
 
     async def release(self) -> None:
         """Give the lease up (expire it) so a standby takes over at its next poll."""
-        lease, self._lease = self._lease, None
+        lease, self._lease, self._position = self._lease, None, None
         if lease is None:
             return
         expired = _Lease(lease.holder, lease.epoch, 0.0)
@@ -739,6 +748,11 @@ class OutboxRelay:
     async def _fence(self, epoch: int) -> int:
         """Stamp our epoch on the relay offset before publishing, so a relay still running on an
         older lease can commit nothing more; returns the offset to publish from."""
+        known = self._position
+        if known is not None and known.epoch == epoch:
+            # Fenced already, and the lease was renewed unchanged since: nobody else can have
+            # taken a newer epoch, so nobody else wrote the offset.
+            return known.offset
         key = self.config.offset
         while True:
             raw = await self.kv.get(key)
@@ -748,23 +762,40 @@ class OutboxRelay:
             if current.epoch == epoch or await self.kv.compare_and_set(
                 key, raw, _Offset(current.offset, epoch).encode()
             ):
+                self._position = _Offset(current.offset, epoch)
                 return current.offset
 
     async def _commit(self, offset: int, epoch: int) -> None:
         """Move the relay offset forward to ``offset``, fenced by ``epoch``."""
-        key = self.config.offset
+        if not await self._move_offset(offset, epoch):
+            return
+        self.metrics.offset_commits += 1
+        # Informational mirror for tools that read group offsets (Log.commit is not fenced).
+        await self.log.commit(self.config.log, self.config.group, offset)
+
+    async def _move_offset(self, offset: int, epoch: int) -> bool:
+        key, target = self.config.offset, _Offset(offset, epoch)
+        known, self._position = self._position, None  # unknown until this write's outcome is
+        # Against the offset as we last saw it: one round trip while nobody else wrote it.
+        if (
+            known is not None
+            and known.epoch == epoch
+            and known.offset < offset
+            and await self.kv.compare_and_set(key, known.encode(), target.encode())
+        ):
+            self._position = target
+            return True
         while True:
             raw = await self.kv.get(key)
             current = _Offset.decode(raw)
             if current.epoch > epoch:
                 self._lose(f"epoch {current.epoch} took over the relay offset (ours is {epoch})")
             if current.offset >= offset:
-                return  # never backwards
-            if await self.kv.compare_and_set(key, raw, _Offset(offset, epoch).encode()):
-                break
-        self.metrics.offset_commits += 1
-        # Informational mirror for tools that read group offsets (Log.commit is not fenced).
-        await self.log.commit(self.config.log, self.config.group, offset)
+                self._position = current if current.epoch == epoch else None
+                return False  # never backwards
+            if await self.kv.compare_and_set(key, raw, target.encode()):
+                self._position = target
+                return True
 
     # -- relaying ---------------------------------------------------------------------------
 

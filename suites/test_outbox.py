@@ -815,3 +815,37 @@ async def test_a_lease_running_out_during_a_batch_stops_the_batch(prism_env: Pri
             assert await slow.run_once() == 0, "the relay whose lease ran out published again"
         dedup = await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
         assert dedup.duplicates == 0
+
+
+class TakenOverDuring:
+    """A sink that, during its ``at``-th publish, stalls past the relay's lease while a
+    successor takes the lease over and publishes everything."""
+
+    def __init__(self, r: Rig, clock: FakeClock, successor: OutboxRelay, at: int) -> None:
+        self.r, self.clock, self.successor, self.at = r, clock, successor, at
+        self.calls, self.successor_published = 0, 0
+
+    async def publish(self, message: Message) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            self.clock.now += self.r.config.lease_ttl * 1.1
+            self.successor_published = await drain(self.successor)
+        await self.r.consumer.sink.publish(message)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_relay_whose_lease_was_taken_over_cannot_move_the_offset(prism_env: PrismEnv, kind: Kind) -> None:
+    clock = FakeClock(1_000.0)
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=10, clock=clock) as r:
+        await commit_all(r, mixed_events(8))
+        successor = r.relay("r2", clock=clock)
+        stalling = TakenOverDuring(r, clock, successor, at=3)
+        stale = r.relay("r1", sink=stalling, clock=clock)
+        with suppress(LeaseLost):
+            await stale.run_once()  # its commit after the stall must be refused by the fence
+        assert stalling.successor_published == 8, "the successor did not publish the outbox"
+        assert await successor.committed() == 8, (
+            f"the relay offset is {await successor.committed()} after the successor committed 8: "
+            "a relay whose lease was taken over moved it back"
+        )
+        assert await drain(successor) == 0, "events the successor had published were due again"

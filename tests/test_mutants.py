@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = [
     ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
     ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
+    ("relay_commits_without_fencing", "outbox", "memstore,sqlite", "*lease was taken over moved it back*"),
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
     ("tiered_migrator_deletes_before_switch", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*lost*"),
     ("tiered_migrator_switches_without_cas", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*stale*"),
@@ -46,7 +47,10 @@ MUTANTS = [
 
 # Mutants caught by one test of a long suite: run only that one (each failing test waits out
 # the suite's settle time for the events that never come).
-ONLY = {"outbox_cdc_confirms_before_publishing": "killed_before_confirming and 1-crash-log"}
+ONLY = {
+    "outbox_cdc_confirms_before_publishing": "killed_before_confirming and 1-crash-log",
+    "relay_commits_without_fencing": "taken_over",
+}
 
 
 @pytest.mark.parametrize(("mutant", "suite", "backends", "evidence"), MUTANTS, ids=[m[0] for m in MUTANTS])
