@@ -32,7 +32,9 @@ from hypothesis import strategies as st
 from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig
 from prism_testkit.patterns.outbox import (
     HEADER_AGGREGATE_ID,
+    HEADER_CREATED_AT,
     HEADER_EVENT_ID,
+    HEADER_EVENT_TYPE,
     HEADER_SEQUENCE,
     Deduplicator,
     LeaseLost,
@@ -43,13 +45,14 @@ from prism_testkit.patterns.outbox import (
     OutboxRelay,
     PubSubSink,
     QueueSink,
+    ReservedHeader,
     Sink,
     TruncatableLog,
     decode_record,
 )
 
 from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, PrismEnv, Slot, prism_suite
-from prism_testkit.errors import TransactionAborted
+from prism_testkit.errors import PayloadTooLarge, TransactionAborted
 from prism_testkit.interfaces import Subscription
 from prism_testkit.isolation import Namespace
 from prism_testkit.strategies import sized_payloads
@@ -849,3 +852,37 @@ async def test_a_relay_whose_lease_was_taken_over_cannot_move_the_offset(prism_e
             "a relay whose lease was taken over moved it back"
         )
         assert await drain(successor) == 0, "events the successor had published were due again"
+
+
+EVENT_LIMIT = 64  # bytes: max_payload of the refusal test
+# Every header the outbox writes itself, named here rather than taken from the implementation's set
+OWN_HEADERS = (HEADER_EVENT_ID, HEADER_AGGREGATE_ID, HEADER_EVENT_TYPE, HEADER_SEQUENCE, HEADER_CREATED_AT)
+
+
+async def test_a_refused_event_is_a_typed_error_and_its_transaction_writes_nothing(prism_env: PrismEnv) -> None:
+    """Bad input to publish: an event over max_payload, a header the outbox owns, an empty
+    aggregate or type. Each raises its own error, and the block around it commits nothing, not
+    even the business row or the events staged before the refused one."""
+    async with rigged(prism_env, prism_env.ns, "log", max_payload=EVENT_LIMIT) as r:
+        await r.transaction([("a", b"x" * EVENT_LIMIT)])  # exactly at the limit: accepted
+        refusals: list[tuple[type[Exception], tuple[str, str, bytes, dict[str, str] | None]]] = [
+            (PayloadTooLarge, ("a", "Changed", b"x" * (EVENT_LIMIT + 1), None)),
+            (ValueError, ("", "Changed", b"ok", None)),
+            (ValueError, ("a", "", b"ok", None)),
+        ]
+        refusals += [(ReservedHeader, ("a", "Changed", b"ok", {name: "forged"})) for name in OWN_HEADERS]
+        kv = prism_env.driver("store").keyvalue()
+        for n, (error, (aggregate, event_type, payload, headers)) in enumerate(refusals):
+            row = r.ns.name(f"refused-{n}")
+            with pytest.raises(error):  # noqa: PT012  (the error must leave the whole block)
+                async with r.outbox.transaction() as tx:
+                    await tx.put(row, b"business")
+                    await tx.publish("b", "Changed", b"staged before the refusal")
+                    await tx.publish(aggregate, event_type, payload, headers)
+            assert await kv.get(row) is None, (
+                f"the business row of a transaction refused with {error.__name__} was written"
+            )
+        records = await prism_env.driver("store").log().read(r.config.log, 0, limit=100)
+        assert [rec.message.headers[HEADER_EVENT_ID] for rec in records] == [s.event_id for s in r.ledger.committed], (
+            "the outbox holds other events than the one accepted: a refused transaction left some behind"
+        )
