@@ -886,3 +886,23 @@ async def test_a_refused_event_is_a_typed_error_and_its_transaction_writes_nothi
         assert [rec.message.headers[HEADER_EVENT_ID] for rec in records] == [s.event_id for s in r.ledger.committed], (
             "the outbox holds other events than the one accepted: a refused transaction left some behind"
         )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_deduplicator_drops_redeliveries_within_its_capacity_and_forgets_the_oldest(
+    prism_env: PrismEnv, kind: Kind
+) -> None:
+    capacity = 3
+    async with rigged(prism_env, prism_env.ns, kind) as r:
+        await commit_all(r, mixed_events(6))
+        await drain(r.relay("r1"))
+        delivered = await r.consumer.collect({s.event_id for s in r.ledger.committed})
+        dedup = Deduplicator(capacity)
+        unique = [m for m in delivered if dedup.first_time(m)]
+        assert len(unique) == len(r.ledger.committed), "the deduplicator dropped an event it had never seen"
+        newest, oldest = unique[-capacity:], unique[0]
+        assert not any(dedup.first_time(m) for m in newest), (
+            f"a redelivery of one of the last {capacity} events passed a deduplicator of capacity {capacity}"
+        )
+        assert dedup.first_time(oldest), f"the oldest event was remembered beyond a capacity of {capacity}"
+        assert len(dedup) == capacity, f"the deduplicator holds {len(dedup)} ids, more than its capacity"
