@@ -37,6 +37,8 @@ from ._helpers import (
 
 pytestmark = prism_suite("queue", backend=Slot.needs("queue"))
 
+RETRY_AFTER = 1.0  # seconds: a producer's retry after a client timeout, well inside any dedup window
+
 
 def queue_of(prism_env: PrismEnv) -> Queue:
     return prism_env.driver("backend").queue()
@@ -313,12 +315,20 @@ async def test_a_resend_with_the_same_message_id_is_delivered_once_exactly_when_
     await queue.send(name, Message(b"plain"))
     await queue.send(name, Message(b"plain"))
     await queue.send(other, Message(b"elsewhere", {MESSAGE_ID_HEADER: "id-1"}))
+    # A producer retries after its own timeout: the window must still cover the id by then.
+    await asyncio.sleep(RETRY_AFTER)
+    late = await queue.send(name, Message(b"late retry", {MESSAGE_ID_HEADER: "id-2"}))
     received = sorted(bytes(d.message.payload) for d in await drain_queue(queue, name))
     if declared:
-        assert received == [b"first", b"plain", b"plain", b"second"], "the retry was not dropped, or more was"
+        assert received == [b"first", b"plain", b"plain", b"second"], (
+            f"a retry was not dropped (the second one came {RETRY_AFTER}s after the original), or more was"
+        )
         assert again == first, "a deduplicated send must return the original's message id"
+        assert late != first, "a deduplicated send returned another message's id"
     else:
-        assert received == [b"first", b"plain", b"plain", b"retry", b"second"], "an undeclared dedup dropped a send"
+        assert received == [b"first", b"late retry", b"plain", b"plain", b"retry", b"second"], (
+            "an undeclared dedup dropped a send"
+        )
     assert [bytes(d.message.payload) for d in await drain_queue(queue, other)] == [b"elsewhere"]
 
 
