@@ -173,7 +173,11 @@ async def test_ttl_expires_or_is_not_supported(prism_env: PrismEnv) -> None:
             await kv.put(key, b"v", ttl=1)
         assert await kv.get(key) is None, "a refused put(ttl=...) must not write"
         return
-    await kv.put(key, b"v", ttl=SHORT_TTL)
+    # One expiring key per way of looking, each looked at first that way: a store that expires
+    # lazily on get must not let exists or scan see an expired key that get never touched.
+    by_exists, by_scan = prism_env.ns.name("ttl-exists"), prism_env.ns.name("ttl-scan")
+    for expiring in (key, by_exists, by_scan):
+        await kv.put(expiring, b"v", ttl=SHORT_TTL)
     await kv.put(lasting, b"w")
     assert await kv.get(key) == b"v", "the key vanished before its ttl ran out"
     await asyncio.sleep(SHORT_TTL)
@@ -181,10 +185,14 @@ async def test_ttl_expires_or_is_not_supported(prism_env: PrismEnv) -> None:
     async def gone() -> bool:
         return await kv.get(key) is None
 
+    async def not_existing() -> bool:
+        return await kv.exists(by_exists) is False
+
     assert await eventually(gone, EXPIRY_DEADLINE), f"key still readable {EXPIRY_DEADLINE}s after its ttl"
+    assert await eventually(not_existing, EXPIRY_DEADLINE), f"exists() true {EXPIRY_DEADLINE}s after the ttl"
     assert await kv.exists(key) is False
     if supports(prism_env, Capability.KEYVALUE_SCAN):
-        assert await collect(kv.scan(prism_env.ns.prefix)) == [lasting]
+        assert await collect(kv.scan(prism_env.ns.prefix)) == [lasting], "scan lists a key whose ttl ran out"
     assert await kv.get(lasting) == b"w", "a key without ttl expired"
     assert await kv.delete(key) is False, "delete of an expired key reported it as existing"
 
