@@ -232,6 +232,24 @@ async def test_receive_wait_returns_a_message_sent_meanwhile(prism_env: PrismEnv
     await queue.ack(name, delivery)
 
 
+async def test_a_waiting_receive_wakes_up_on_a_nack(prism_env: PrismEnv) -> None:
+    """A consumer waiting on a queue whose only message another consumer holds gets it as soon
+    as that one nacks, not when its own wait runs out."""
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    await queue.send(name, Message(b"handed back"))
+    held = await receive_one(queue, name)
+    watch = Stopwatch()
+    waiting = asyncio.ensure_future(queue.receive(name, wait=ARRIVAL_WAIT))
+    await asyncio.sleep(0.1)
+    assert not waiting.done(), "a second consumer received a message that was held"
+    await queue.nack(name, held)
+    delivery = await waiting
+    assert delivery is not None, "the nacked message never reached the waiting consumer"
+    assert delivery.message.payload == b"handed back"
+    assert watch.elapsed < ARRIVAL_WAIT * 0.9, f"the waiting receive woke up only after {watch.elapsed:.2f}s"
+    await queue.ack(name, delivery)
+
+
 async def test_competing_consumers_each_message_exactly_once(prism_env: PrismEnv) -> None:
     queue, name = queue_of(prism_env), prism_env.ns.name("q")
     sent = numbered(40)
