@@ -23,6 +23,13 @@ MUTANTS = [
     ("tiered_migrator_switches_without_cas", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*stale*"),
     ("wal_checkpoint_before_apply", "stateful_wal", "sqlite,memstore", "*INVALID (*lost*"),
     ("wal_applies_without_guard", "stateful_wal", "sqlite,memstore", "*INVALID (*doubled*"),
+    ("wal_dead_letter_without_guard", "wal", "sqlite,memstore", "*a replay dead-lettered a mutation again*"),
+    ("wal_sync_ignores_dead_letter", "wal", "sqlite,memstore", "*DID NOT RAISE*MutationDeadLettered*"),
+    ("wal_hybrid_never_waits", "wal", "sqlite,memstore", "*a hybrid write returned before its apply*"),
+    ("wal_backoff_off_by_one", "wal", "sqlite,memstore", "*1.0s after the first attempt: 1 attempts, want 2*"),
+    ("wal_compaction_drops_tombstones", "wal", "sqlite,memstore", "*the compacted log replayed over an older*"),
+    ("wal_lag_from_newest", "wal", "sqlite,memstore", "*lag 50.0s, but the oldest unapplied write is 150s old*"),
+    ("wal_checkpoint_interval_ignored", "wal", "sqlite,memstore", "*checkpoint was committed again 59s after*"),
     (
         "projection_tracks_apart_from_views",
         "stateful_event_sourcing",
