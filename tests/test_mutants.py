@@ -19,6 +19,21 @@ MUTANTS = [
     ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
     ("relay_commits_without_fencing", "outbox", "memstore,sqlite", "*lease was taken over moved it back*"),
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
+    ("claim_check_log_releases_uncommitted", "claim_check", "memstore,localfs", "*released the claim of the record*"),
+    ("claim_check_accepts_any_reference", "claim_check", "memstore,localfs", "*DID NOT RAISE*InvalidClaimReference*"),
+    ("claim_check_keeps_orphan_on_failed_send", "claim_check", "memstore,localfs", "*was left behind (an orphan)*"),
+    (
+        "claim_check_discards_on_unknown_outcome",
+        "claim_check",
+        "memstore,localfs",
+        "*a send of unknown outcome deleted the object*",
+    ),
+    (
+        "claim_check_ack_raises_on_delete_failure",
+        "claim_check",
+        "memstore,localfs",
+        "*the ack happened but raised because the object's delete failed*",
+    ),
     ("tiered_migrator_deletes_before_switch", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*lost*"),
     ("tiered_migrator_switches_without_cas", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*stale*"),
     ("tiered_tier_ttl_from_written_at", "tiered_storage", "memstore,localfs", "*ttl (600s) ran from the write*"),
@@ -61,6 +76,11 @@ MUTANTS = [
 ONLY = {
     "outbox_cdc_confirms_before_publishing": "killed_before_confirming and 1-crash-log",
     "relay_commits_without_fencing": "taken_over",
+    "claim_check_log_releases_uncommitted": "below_the_committed_offset",
+    "claim_check_accepts_any_reference": "outside_the_bucket_and_prefix",
+    "claim_check_keeps_orphan_on_failed_send": "certainly_failed",
+    "claim_check_discards_on_unknown_outcome": "unknown_outcome",
+    "claim_check_ack_raises_on_delete_failure": "delete_fails",
 }
 
 
