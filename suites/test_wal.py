@@ -329,7 +329,7 @@ async def test_a_poison_mutation_is_dead_lettered_after_its_attempts_while_other
 async def test_a_dead_lettered_mutation_fails_its_sync_write_and_is_not_dead_lettered_again_on_replay(
     prism_env: PrismEnv,
 ) -> None:
-    async with rigged(prism_env, prism_env.ns, max_attempts=1) as rig:
+    async with rigged(prism_env, prism_env.ns, max_attempts=2) as rig:  # the sync write waits out one retry
         poison, other = rig.key(0), rig.key(1)
 
         def reject_poison(mutation: Mutation) -> Mutation:
@@ -384,6 +384,10 @@ async def test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clo
                 "(backoff 1s, then 2s, then 4s)"
             )
         assert await rig.target.get(rig.key(0)) == b"v"
+        assert (applier.metrics.retries, applier.metrics.applied) == (3, 1), (
+            f"metrics counted {applier.metrics.retries} retries and {applier.metrics.applied} applies, "
+            "want 3 failed attempts retried and 1 apply"
+        )
 
 
 async def test_the_checkpoint_is_committed_at_most_every_checkpoint_interval(prism_env: PrismEnv) -> None:

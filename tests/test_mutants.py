@@ -44,6 +44,8 @@ MUTANTS = [
     ("wal_applies_without_guard", "stateful_wal", "sqlite,memstore", "*INVALID (*doubled*"),
     ("wal_dead_letter_without_guard", "wal", "sqlite,memstore", "*a replay dead-lettered a mutation again*"),
     ("wal_sync_ignores_dead_letter", "wal", "sqlite,memstore", "*DID NOT RAISE*MutationDeadLettered*"),
+    ("wal_resolved_ignores_retries", "wal", "sqlite,memstore", "*DID NOT RAISE*MutationDeadLettered*"),
+    ("wal_retries_not_counted", "wal", "sqlite,memstore", "*metrics counted 0 retries and 1 applies*"),
     ("wal_hybrid_never_waits", "wal", "sqlite,memstore", "*a hybrid write returned before its apply*"),
     ("wal_backoff_off_by_one", "wal", "sqlite,memstore", "*1.0s after the first attempt: 1 attempts, want 2*"),
     ("wal_compaction_drops_tombstones", "wal", "sqlite,memstore", "*the compacted log replayed over an older*"),
