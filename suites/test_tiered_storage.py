@@ -170,6 +170,7 @@ async def test_tier_ttl_moves_values_down_and_the_last_tier_ttl_expires_them(pri
         assert await migrator.run_once() == 1
         assert store.metrics.expiration_count == 1
         assert sum((await copy_count(store)).values()) == 0
+        assert await store.delete("k") is False, "deleting an expired value reported that it existed"
         await store.put("k", b"again")
         assert await store.get("k") == b"again"
 

@@ -39,6 +39,7 @@ MUTANTS = [
     ("tiered_tier_ttl_from_written_at", "tiered_storage", "memstore,localfs", "*ttl (600s) ran from the write*"),
     ("tiered_capacity_ignores_incoming", "tiered_storage", "memstore,localfs", "*promoted into hot past its capacity*"),
     ("tiered_put_ignores_max_value_size", "tiered_storage", "memstore,localfs", "*DID NOT RAISE*PayloadTooLarge*"),
+    ("tiered_delete_reports_expired", "tiered_storage", "memstore,localfs", "*deleting an expired value reported*"),
     ("tiered_gc_ignores_grace", "tiered_storage", "memstore,localfs", "*collector removed [[]1[]] copies while a put*"),
     ("wal_checkpoint_before_apply", "stateful_wal", "sqlite,memstore", "*INVALID (*lost*"),
     ("wal_applies_without_guard", "stateful_wal", "sqlite,memstore", "*INVALID (*doubled*"),
