@@ -13,6 +13,7 @@ with ``on_consume="keep"`` (the adapter refuses "delete", see ``test_pubsub_refu
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -32,10 +33,11 @@ from prism_testkit.patterns.claim_check import (
     ClaimCheckQueue,
     ClaimNotFound,
     ClaimReference,
+    InvalidClaimReference,
 )
 
 from prism_testkit import Capability, Message, ObjectStore, PrismEnv, Slot, prism_suite
-from prism_testkit.errors import ConfigurationError, PayloadTooLarge
+from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
 from prism_testkit.interfaces import QueueDelivery, Record, Subscription
 from prism_testkit.isolation import Namespace
 from prism_testkit.strategies import compressible_bytes, payloads
@@ -331,6 +333,116 @@ async def test_nack_then_redelivery_finds_the_object(prism_env: PrismEnv) -> Non
     assert again.message.payload == payload
     await queue.ack(channel.name, again)
     assert await stored_keys(cc) == []
+
+
+async def test_a_log_commit_releases_only_the_records_below_the_committed_offset(prism_env: PrismEnv) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, "log", on_consume="delete")
+    channel = await Channel(prism_env, "log", cc, prism_env.ns).open()
+    first, second = sample(5000, 1), sample(5000, 2)
+    await channel.log.append(channel.name, Message(first))
+    await channel.log.append(channel.name, Message(second))
+    records = await channel.log.read(channel.name, 0, limit=2, wait=ARRIVAL_WAIT)
+    assert [r.message.payload for r in records] == [first, second]
+    await channel.log.commit(channel.name, channel.group, 1, records)  # only the first is consumed
+    assert len(await stored_keys(cc)) == 1, (
+        "committing offset 1 released the claim of the record at offset 1, which the group has not consumed"
+    )
+    again = await channel.log.read(channel.name, 1, limit=1, wait=ARRIVAL_WAIT)
+    assert [r.message.payload for r in again] == [second], "the uncommitted record lost its payload"
+    await channel.log.commit(channel.name, channel.group, 2, again)
+    assert await stored_keys(cc) == []
+
+
+async def test_a_reference_outside_the_bucket_and_prefix_is_neither_read_nor_deleted(prism_env: PrismEnv) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, None, key_prefix="claims/")
+    victim = sample(2000)
+    await cc.objects.put(cc.config.bucket, "private/victim", victim)  # same bucket, outside the prefix
+    forged = ClaimReference(
+        bucket=cc.config.bucket,
+        key="private/victim",
+        size=len(victim),
+        checksum="sha256:" + hashlib.sha256(victim).hexdigest(),
+        compression="none",
+        stored_size=len(victim),
+    )
+    message = Message(b"", {FIELD: forged.to_header()})
+    with pytest.raises(InvalidClaimReference, match="outside the configured bucket"):
+        await cc.incoming(message)  # read: the consumer was made to fetch another object
+    with pytest.raises(InvalidClaimReference):
+        await cc.release(message)
+    assert await cc.objects.exists(cc.config.bucket, "private/victim"), "a forged reference deleted another object"
+    await cc.objects.delete(cc.config.bucket, "private/victim")
+
+
+class _SendFails:
+    """A queue whose send fails: before the message is enqueued (a definite failure) or after it
+    (the acknowledgement was lost: the outcome looks unknown to the sender)."""
+
+    def __init__(self, inner: Any, *, delivered: bool) -> None:
+        self.inner, self.delivered = inner, delivered
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def send(self, queue: str, message: Message) -> str:
+        if not self.delivered:
+            raise PrismError("the broker refused the message")
+        await self.inner.send(queue, message)
+        raise ConnectionLost("the connection broke before the broker's acknowledgement arrived")
+
+
+async def test_a_send_that_certainly_failed_leaves_no_orphan_object(prism_env: PrismEnv) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, "queue")
+    channel = await Channel(prism_env, "queue", cc, prism_env.ns).open()
+    queue = ClaimCheckQueue(_SendFails(channel.driver.queue(), delivered=False), cc)  # type: ignore[arg-type]
+    with pytest.raises(PrismError, match="refused"):
+        await queue.send(channel.name, Message(sample(5000)))
+    assert await stored_keys(cc) == [], "a claim whose message was never sent was left behind (an orphan)"
+
+
+async def test_a_send_of_unknown_outcome_keeps_the_object_the_message_may_reference(prism_env: PrismEnv) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, "queue")
+    channel = await Channel(prism_env, "queue", cc, prism_env.ns).open()
+    queue = ClaimCheckQueue(_SendFails(channel.driver.queue(), delivered=True), cc)  # type: ignore[arg-type]
+    payload = sample(5000)
+    with pytest.raises(ConnectionLost):
+        await queue.send(channel.name, Message(payload))
+    try:
+        received = await channel.receive()  # delivered after all
+    except ClaimNotFound as exc:
+        raise AssertionError("a send of unknown outcome deleted the object of a message that was delivered") from exc
+    assert received.payload == payload
+    await channel.consume()
+    assert await stored_keys(cc) == []
+
+
+class _DeletesFail:
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def delete(self, bucket: str, key: str) -> None:
+        raise OSError("the object store is unreachable")
+
+
+async def test_an_ack_whose_delete_fails_still_succeeds_and_counts_the_failure(prism_env: PrismEnv) -> None:
+    cc = await claim_check(prism_env, prism_env.ns, "queue")
+    channel = await Channel(prism_env, "queue", cc, prism_env.ns).open()
+    await channel.send(Message(sample(5000)))
+    await channel.receive()
+    cc.objects = _DeletesFail(cc.objects)  # type: ignore[assignment]
+    try:
+        await channel.consume()
+    except Exception as exc:
+        raise AssertionError(f"the ack happened but raised because the object's delete failed: {exc!r}") from exc
+    finally:
+        cc.objects = cc.objects.inner  # type: ignore[attr-defined]
+    assert cc.metrics.claim_delete_failures == 1, "a failed delete after the ack was not counted"
+    assert await channel.driver.queue().receive(channel.name, wait=WAIT) is None, "the acked message came back"
+    for key in await stored_keys(cc):  # the TTL's job in production
+        await cc.objects.delete(cc.config.bucket, key)
 
 
 async def test_pubsub_refuses_delete(prism_env: PrismEnv) -> None:

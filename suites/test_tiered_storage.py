@@ -16,11 +16,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prism_testkit.patterns.tiered_storage import GarbageCollector, Migrator, ObjectTier, TieredStorage
+from prism_testkit.patterns.tiered_storage import GarbageCollector, Migrator, ObjectTier, Reference, TieredStorage
 
 from prism_testkit import ObjectStore, PrismEnv, Slot, prism_suite
+from prism_testkit.errors import PayloadTooLarge
 from prism_testkit.isolation import Namespace
 
 from ._helpers import prism_settings
@@ -153,7 +155,12 @@ async def test_tier_ttl_moves_values_down_and_the_last_tier_ttl_expires_them(pri
         clock.advance(61)
         await migrator.run_once()
         assert await tier_of(store, "k") == "warm"
-        clock.advance(601)
+        clock.advance(590)  # 651s since the write, but only 590s in warm
+        await migrator.run_once()
+        assert await tier_of(store, "k") == "warm", (
+            "warm's ttl (600s) ran from the write, not from when the value entered warm 590s ago"
+        )
+        clock.advance(11)
         await migrator.run_once()
         assert await tier_of(store, "k") == "cold"
         assert await store.get("k") == b"short-lived"
@@ -163,6 +170,7 @@ async def test_tier_ttl_moves_values_down_and_the_last_tier_ttl_expires_them(pri
         assert await migrator.run_once() == 1
         assert store.metrics.expiration_count == 1
         assert sum((await copy_count(store)).values()) == 0
+        assert await store.delete("k") is False, "deleting an expired value reported that it existed"
         await store.put("k", b"again")
         assert await store.get("k") == b"again"
 
@@ -181,6 +189,56 @@ async def test_capacity_evicts_the_least_recently_read_values(prism_env: PrismEn
         assert [await tier_of(store, k) for k in "abcd"] == ["hot", "warm", "hot", "hot"]
         assert store.metrics.tier_size == {"hot": 400, "warm": 0, "cold": 0}  # measured before the pass
         assert all([await store.get(k) == k.encode() * 100 for k in "abcd"])
+
+
+async def test_capacity_counts_the_values_a_pass_promotes_into_the_tier(prism_env: PrismEnv) -> None:
+    clock = TestClock()
+    async with opened(
+        prism_env, prism_env.ns, clock, tiers={"hot": {"capacity": 300}, "warm": {}, "cold": {}}
+    ) as store:
+        await store.put("d", b"d" * 100)
+        await move(store, "d", "warm")
+        for key in ("a", "b", "c"):  # hot is full: 300 bytes
+            clock.advance(1)
+            await store.put(key, key.encode() * 100)
+        for _ in range(3):  # access_count > 2: the rules promote d back to hot
+            clock.advance(1)
+            assert await store.get("d") == b"d" * 100
+        await Migrator(store).run_once()
+        tiers = {k: await tier_of(store, k) for k in "abcd"}
+        hot = sum(100 for tier in tiers.values() if tier == "hot")
+        assert hot <= 300, f"a pass promoted into hot past its capacity (300 bytes): {hot} bytes, tiers {tiers}"
+        assert tiers == {"a": "warm", "b": "hot", "c": "hot", "d": "hot"}, "not the least recently read evicted"
+
+
+async def test_a_value_over_max_value_size_is_refused_and_nothing_is_written(prism_env: PrismEnv) -> None:
+    clock = TestClock()
+    async with opened(prism_env, prism_env.ns, clock, max_value_size=100) as store:
+        with pytest.raises(PayloadTooLarge):
+            await store.put("big", b"x" * 101)
+        assert await store.get("big") is None, "a refused value is readable"
+        assert sum((await copy_count(store)).values()) == 0, "a refused put left a copy behind"
+        await store.put("fits", b"x" * 100)
+        assert await store.get("fits") == b"x" * 100
+
+
+async def test_the_collector_spares_the_copy_of_a_put_still_in_flight(prism_env: PrismEnv) -> None:
+    clock = TestClock()
+    async with opened(prism_env, prism_env.ns, clock) as store:
+        collected: list[int] = []
+        switch = store.switch
+
+        async def collect_then_switch(key: str, expected: bytes | None, new: Reference) -> bool:
+            collected.append(await GarbageCollector(store).collect())  # between the copy and its reference
+            return await switch(key, expected, new)
+
+        store.switch = collect_then_switch  # type: ignore[method-assign]
+        try:
+            await store.put("k", b"value")
+        finally:
+            del store.switch
+        assert collected == [0], f"the collector removed {collected} copies while a put was in flight (gc_grace)"
+        assert await store.get("k") == b"value"
 
 
 async def test_large_values_stream_into_and_out_of_the_cold_tier(prism_env: PrismEnv) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,9 +30,12 @@ from hypothesis import strategies as st
 from prism_testkit.patterns.wal import (
     HEADER_ERROR,
     HEADER_SOURCE_OFFSET,
+    Clock,
     LogDurability,
     Mutation,
+    MutationDeadLettered,
     NonDurableLog,
+    Transform,
     WalApplier,
     WalConfig,
     WriteAheadLog,
@@ -52,6 +56,16 @@ FAST = {"backoff_initial": 0.01, "backoff_max": 0.05, "checkpoint_interval": 0.0
 
 
 # --- the system under test -----------------------------------------------------------------
+
+
+@dataclass
+class FakeClock:
+    """A time source that moves only when a test says so (backoff, checkpoint interval, lag)."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass
@@ -101,7 +115,7 @@ class Rig:
     def key(self, i: int) -> str:
         return self.ns.name(f"k{i}")
 
-    def wal(self, **changes: object) -> WriteAheadLog:
+    def wal(self, *, transform: Transform | None = None, clock: Clock = time.time, **changes: object) -> WriteAheadLog:
         config = self.config.model_copy(update=changes) if changes else self.config
         return WriteAheadLog(
             self.log_driver.log(),
@@ -110,6 +124,8 @@ class Rig:
             durability=LogDurability.of(self.prism_env.spec("log")),
             transactions=self.transactions,
             log_transactions=self.log_transactions,
+            transform=transform,
+            clock=clock,
         )
 
     def applier(self, target: DyingTarget | None = None, **kwargs: object) -> WalApplier:
@@ -310,6 +326,104 @@ async def test_a_poison_mutation_is_dead_lettered_after_its_attempts_while_other
         assert await rig.log_driver.log().committed(rig.config.log, rig.config.group) == 7
 
 
+async def test_a_dead_lettered_mutation_fails_its_sync_write_and_is_not_dead_lettered_again_on_replay(
+    prism_env: PrismEnv,
+) -> None:
+    async with rigged(prism_env, prism_env.ns, max_attempts=2) as rig:  # the sync write waits out one retry
+        poison, other = rig.key(0), rig.key(1)
+
+        def reject_poison(mutation: Mutation) -> Mutation:
+            if mutation.value == b"poison":
+                raise ValueError("the target refuses this value")
+            return mutation
+
+        wal = rig.wal(apply_mode="sync", transform=reject_poison)
+        with pytest.raises(MutationDeadLettered) as caught:
+            await wal.put(poison, b"poison")
+        assert caught.value.offset == 0, "the sync write's error names another mutation"
+        assert await wal.put(other, b"fine") == 1
+        assert await rig.target.get(other) == b"fine"
+        log = rig.log_driver.log()
+        assert len(await log.read(rig.config.dead_letter, 0)) == 1
+        # The checkpoint is lost: a replay from the start must see the poison as resolved.
+        await log.commit(rig.config.log, rig.config.group, 0)
+        await rig.applier(transform=reject_poison).drain()
+        dead = await log.read(rig.config.dead_letter, 0)
+        assert [r.message.headers[HEADER_SOURCE_OFFSET] for r in dead] == ["0"], (
+            "a replay dead-lettered a mutation again that was dead-lettered already "
+            f"(dead letters of offsets {[r.message.headers[HEADER_SOURCE_OFFSET] for r in dead]})"
+        )
+
+
+async def test_a_hybrid_write_waits_for_its_apply_within_the_sync_timeout(prism_env: PrismEnv) -> None:
+    async with rigged(prism_env, prism_env.ns) as rig:
+        wal = rig.wal(apply_mode="hybrid", sync_timeout=30.0)
+        await wal.put(rig.key(0), b"v")
+        assert await rig.target.get(rig.key(0)) == b"v", "a hybrid write returned before its apply (ran as async)"
+
+
+async def test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clock(prism_env: PrismEnv) -> None:
+    async with rigged(prism_env, prism_env.ns, max_attempts=4, backoff_initial=1.0, backoff_max=10.0) as rig:
+        attempts: list[float] = []
+        clock = FakeClock()
+
+        def reject_thrice(mutation: Mutation) -> Mutation:
+            attempts.append(clock.now)
+            if len(attempts) <= 3:
+                raise ValueError("not yet")
+            return mutation
+
+        await rig.wal().put(rig.key(0), b"v")
+        applier = rig.applier(transform=reject_thrice, clock=clock)
+        start = clock.now
+        for after, want in [(0.0, 1), (0.999, 1), (1.0, 2), (2.999, 2), (3.0, 3), (6.999, 3), (7.0, 4)]:
+            clock.now = start + after
+            await applier.run_once(wait=0.0)
+            assert len(attempts) == want, (
+                f"{after}s after the first attempt: {len(attempts)} attempts, want {want} "
+                "(backoff 1s, then 2s, then 4s)"
+            )
+        assert await rig.target.get(rig.key(0)) == b"v"
+        assert (applier.metrics.retries, applier.metrics.applied) == (3, 1), (
+            f"metrics counted {applier.metrics.retries} retries and {applier.metrics.applied} applies, "
+            "want 3 failed attempts retried and 1 apply"
+        )
+
+
+async def test_the_checkpoint_is_committed_at_most_every_checkpoint_interval(prism_env: PrismEnv) -> None:
+    async with rigged(prism_env, prism_env.ns, checkpoint_interval=60.0) as rig:
+        wal, log, clock = rig.wal(), rig.log_driver.log(), FakeClock()
+        applier = rig.applier(clock=clock)
+        await wal.put(rig.key(0), b"one")
+        await applier.run_once(wait=0.0)
+        assert await log.committed(rig.config.log, rig.config.group) == 1, "the first batch was not checkpointed"
+        await wal.put(rig.key(0), b"two")
+        clock.now += 59.0
+        await applier.run_once(wait=0.0)
+        assert await rig.target.get(rig.key(0)) == b"two"
+        assert await log.committed(rig.config.log, rig.config.group) == 1, (
+            "the checkpoint was committed again 59s after the last one (checkpoint_interval is 60s)"
+        )
+        clock.now += 1.0
+        await applier.run_once(wait=0.0)
+        assert await log.committed(rig.config.log, rig.config.group) == 2, "no checkpoint once the interval passed"
+
+
+async def test_the_lag_gauge_is_the_age_of_the_oldest_unapplied_mutation(prism_env: PrismEnv) -> None:
+    async with rigged(prism_env, prism_env.ns) as rig:
+        clock = FakeClock()
+        wal = rig.wal(clock=clock)
+        await wal.put(rig.key(0), b"old")
+        clock.now += 100.0
+        await wal.put(rig.key(1), b"new")
+        clock.now += 50.0
+        gauges = await wal.gauges()
+        assert gauges.unapplied_entries == 2
+        assert gauges.lag_seconds == 150.0, f"lag {gauges.lag_seconds}s, but the oldest unapplied write is 150s old"
+        await rig.applier().drain()
+        assert (await wal.gauges()) == type(gauges)(0.0, 0), "lag or entries left after everything was applied"
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_keep_latest_compaction_preserves_the_final_state(prism_env: PrismEnv, seed: int) -> None:
     rng = random.Random(seed)
@@ -321,14 +435,20 @@ async def test_keep_latest_compaction_preserves_the_final_state(prism_env: Prism
             value = None if rng.random() < 0.2 else f"{n}".encode()
             await (wal.delete(key) if value is None else wal.put(key, value))
             writes.append((key, value))
+        await wal.delete(rig.key(0))  # at least one key ends deleted: its tombstone must be kept
+        writes.append((rig.key(0), None))
         log = rig.log_driver.log()
         compacted = prism_env.ns.name("compacted")
         result = await compact_keep_latest(log, rig.config.log, compacted)
-        assert (result.read, result.kept) == (40, len({k for k, _ in writes}))
-        await replay(log, compacted, rig.target)
+        assert (result.read, result.kept) == (41, len({k for k, _ in writes}))
         keys = [rig.key(i) for i in range(KEYS)]
-        want = {k: expected_state(writes).get(k) for k in keys}
-        assert await rig.state(keys) == want, "the compacted log replays to another state"
+        for key in keys:  # an older copy of the state (a backup): the compacted log replays over it
+            await rig.target.put(key, b"stale")
+        await replay(log, compacted, rig.target)
+        want = {k: expected_state(writes).get(k, b"stale") for k in keys}
+        assert await rig.state(keys) == want, (
+            "the compacted log replayed over an older state gives another state (a delete's tombstone was dropped?)"
+        )
 
 
 # --- refusal (every backend with a log, durable or not) ------------------------------------
