@@ -42,6 +42,16 @@ MUTANTS = [
         "memstore,sqlite,postgres",
         "*committed events were never delivered*",
     ),
+    (
+        "cdc_update_published_as_insert",
+        "cdc",
+        "memstore,sqlite",
+        "*published as*not*each event must carry its op code*",
+    ),
+    ("cdc_drops_before_image", "cdc", "memstore,sqlite", "*published as*not*each event must carry its op code*"),
+    ("cdc_ignores_table_filter", "cdc", "memstore,sqlite", "*changes of other tables or operations leaked*"),
+    ("cdc_replication_lag_unmeasured", "cdc", "memstore,sqlite", "*reports a replication lag of 0.0 ms*"),
+    ("cdc_cache_skips_delete_invalidation", "cdc", "memstore,sqlite", "*yet the cache still returns*"),
 ]
 
 
@@ -50,6 +60,11 @@ MUTANTS = [
 ONLY = {
     "outbox_cdc_confirms_before_publishing": "killed_before_confirming and 1-crash-log",
     "relay_commits_without_fencing": "taken_over",
+    "cdc_update_published_as_insert": "op_code",
+    "cdc_drops_before_image": "op_code",
+    "cdc_ignores_table_filter": "configured_tables",
+    "cdc_replication_lag_unmeasured": "replication_lag",
+    "cdc_cache_skips_delete_invalidation": "deleted_row",
 }
 
 
