@@ -52,6 +52,10 @@ MUTANTS = [
     ("cdc_ignores_table_filter", "cdc", "memstore,sqlite", "*changes of other tables or operations leaked*"),
     ("cdc_replication_lag_unmeasured", "cdc", "memstore,sqlite", "*reports a replication lag of 0.0 ms*"),
     ("cdc_cache_skips_delete_invalidation", "cdc", "memstore,sqlite", "*yet the cache still returns*"),
+    ("projection_lag_from_newest_event", "event_sourcing", "memstore,sqlite", "*the lag reads 2 events, 5.0 s*"),
+    ("es_clock_not_clamped", "event_sourcing", "memstore,sqlite", "*recorded_at decreases within the stream*"),
+    ("es_snapshot_schema_ignored", "event_sourcing", "memstore,sqlite", "*state schema 1 is offered to schema 2*"),
+    ("kv_views_reapply_own_offset", "event_sourcing", "memstore,sqlite", "*after replaying a crashed batch*"),
 ]
 
 
@@ -65,6 +69,10 @@ ONLY = {
     "cdc_ignores_table_filter": "configured_tables",
     "cdc_replication_lag_unmeasured": "replication_lag",
     "cdc_cache_skips_delete_invalidation": "deleted_row",
+    "projection_lag_from_newest_event": "oldest_unapplied",
+    "es_clock_not_clamped": "steps_back",
+    "es_snapshot_schema_ignored": "another_state_schema",
+    "kv_views_reapply_own_offset": "replaying_its_batch",
 }
 
 
