@@ -56,6 +56,8 @@ MUTANTS = [
     ("es_clock_not_clamped", "event_sourcing", "memstore,sqlite", "*recorded_at decreases within the stream*"),
     ("es_snapshot_schema_ignored", "event_sourcing", "memstore,sqlite", "*state schema 1 is offered to schema 2*"),
     ("kv_views_reapply_own_offset", "event_sourcing", "memstore,sqlite", "*after replaying a crashed batch*"),
+    ("cqrs_cdc_commands_not_deduplicated", "cqrs", "memstore,sqlite", "*was not reported as a duplicate*"),
+    ("outbox_cdc_publishes_row_updates", "outbox_cdc", "memstore,sqlite", "*only inserted rows are events*"),
 ]
 
 
@@ -73,6 +75,8 @@ ONLY = {
     "es_clock_not_clamped": "steps_back",
     "es_snapshot_schema_ignored": "another_state_schema",
     "kv_views_reapply_own_offset": "replaying_its_batch",
+    "cqrs_cdc_commands_not_deduplicated": "retried_with_its_id",
+    "outbox_cdc_publishes_row_updates": "rewritten_or_deleted",
 }
 
 
