@@ -377,3 +377,34 @@ async def test_replication_lag_is_the_time_from_commit_to_publish(prism_env: Pri
         assert LATE * 1000 - 1000 <= lag <= LATE * 1000 + 10_000, (
             f"a change published {LATE} s after its commit reports a replication lag of {lag} ms"
         )
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_without_old_values_events_carry_no_before_image(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, kind, include_old_value=False) as rig:
+        connector = rig.connector()
+        await connector.start()
+        key = rig.key(0, "users", 0)
+        for value in (b"put", b"put", None):  # insert, update, delete of one row
+            await rig.transaction([(key, value)])
+        await connector.drain()
+        events = sorted((decode(m) for m in await rig.consumer.collect()), key=lambda e: e.order)
+        got = [(e.op, e.before, e.after) for e in events]
+        want = [("c", None, value_of("t0", key)), ("u", None, value_of("t1", key)), ("d", None, None)]
+        assert got == want, f"with include_old_value false the connector published {got}, not {want}"
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_the_snapshot_publishes_each_existing_row_once_across_chunks(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, kind, snapshot="initial", snapshot_chunk_size=3) as rig:
+        rows = [rig.key(0, TABLES[n % 2], n) for n in range(8)]  # three chunks: 3 + 3 + 2
+        await rig.transaction([(key, b"put") for key in rows])
+        connector = rig.connector()
+        await connector.start()
+        await connector.drain()
+        snapshotted = sorted(e.key for e in map(decode, await rig.consumer.collect()) if e.snapshot)
+        assert snapshotted == sorted(rows), (
+            f"the snapshot in chunks of 3 published {snapshotted} for the 8 existing rows {sorted(rows)}: "
+            "each row must come exactly once"
+        )
+        assert connector.metrics.snapshot_rows == len(rows)

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prism_testkit.patterns.event_sourcing import (
+    AppendResult,
     EventStore,
     InvalidEvent,
     NewEvent,
@@ -174,6 +175,15 @@ async def test_an_append_retried_with_its_event_ids_lands_once(prism_env: PrismE
         assert await store.notifications_end() == 2
         with pytest.raises(VersionConflict):  # other ids at that version: a real conflict
             await store.append("acct", [NewEvent("Opened", {}, event_id="open-2")], 0)
+        other = [NewEvent("Opened", {}, event_id="open-1"), NewEvent("Deposited", {"amount": 9}, event_id="dep-2")]
+        try:  # the same first id, another second one: not the same append, a conflict
+            taken: AppendResult | None = await store.append("acct", other, 0)
+        except VersionConflict:
+            taken = None
+        assert taken is None, (
+            f"an append sharing only its first event id with the stream was taken for a retry: {taken}"
+        )
+        assert [e.event_id for e in await store.read_stream("acct")] == ["open-1", "dep-1"]
 
 
 class HeldCommits:
@@ -235,6 +245,19 @@ async def test_snapshot_plus_later_events_equals_full_replay_and_the_model(
                 assert snapshot.state == model[account][snapshot.version]
             for version, state in enumerate(model[account]):
                 assert (await repo.load(account, at_version=version)).state == state
+
+
+async def test_an_append_of_several_events_across_a_snapshot_interval_snapshots(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        repo = Repository(store_of(prism_env, ns, snapshot_interval=2), Account())
+        start = await repo.load("a")
+        events = [NewEvent("Opened", {}), NewEvent("Deposited", {"amount": 5}), NewEvent("Deposited", {"amount": 7})]
+        saved = await repo.save(start, events)  # version 0 -> 3 in one append: past the multiple 2
+        snapshot = await repo.snapshot("a")
+        assert snapshot is not None, "an append taking the stream from version 0 to 3 took no snapshot every 2"
+        assert (snapshot.version, snapshot.state) == (3, saved.state) == (3, {"open": True, "balance": 12}), (
+            f"the snapshot after the append is {snapshot}, the state {saved}"
+        )
 
 
 @prism_settings

@@ -58,6 +58,10 @@ MUTANTS = [
     ("kv_views_reapply_own_offset", "event_sourcing", "memstore,sqlite", "*after replaying a crashed batch*"),
     ("cqrs_cdc_commands_not_deduplicated", "cqrs", "memstore,sqlite", "*was not reported as a duplicate*"),
     ("outbox_cdc_publishes_row_updates", "outbox_cdc", "memstore,sqlite", "*only inserted rows are events*"),
+    ("es_retry_matches_first_id_only", "event_sourcing", "memstore,sqlite", "*was taken for a retry*"),
+    ("es_snapshot_only_on_exact_multiple", "event_sourcing", "memstore,sqlite", "*took no snapshot every 2*"),
+    ("cdc_snapshot_chunk_repeats_boundary_row", "cdc", "memstore,sqlite", "*each row must come exactly once*"),
+    ("cdc_always_includes_before_image", "cdc", "memstore,sqlite", "*with include_old_value false*"),
 ]
 
 
@@ -77,6 +81,10 @@ ONLY = {
     "kv_views_reapply_own_offset": "replaying_its_batch",
     "cqrs_cdc_commands_not_deduplicated": "retried_with_its_id",
     "outbox_cdc_publishes_row_updates": "rewritten_or_deleted",
+    "es_retry_matches_first_id_only": "retried_with_its_event_ids",
+    "es_snapshot_only_on_exact_multiple": "across_a_snapshot_interval",
+    "cdc_snapshot_chunk_repeats_boundary_row": "each_existing_row_once",
+    "cdc_always_includes_before_image": "without_old_values",
 }
 
 
