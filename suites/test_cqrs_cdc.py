@@ -446,6 +446,29 @@ async def test_lag_beyond_the_tolerance_raises_the_alert(prism_env: PrismEnv) ->
         assert cqrs.metrics.lag_alerts == 1
 
 
+async def test_health_counts_every_change_a_read_model_has_not_applied(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        bank = Bank(prism_env, ns)
+        cqrs = bank.cqrs()  # the connector delivers 3 transactions per batch
+        await cqrs.start()
+        key = ACCOUNTS[0]
+        await cqrs.execute(open_account(key))
+        await cqrs.catch_up()
+        amounts = (1, 2, 4, 8)
+        for amount in amounts:
+            await cqrs.execute(deposit(key, amount))  # a row change and a journal row each
+        await cqrs.sync_once()
+        balance = await cqrs.query("balances", key)
+        applied = next(n for n in range(len(amounts) + 1) if sum(amounts[:n]) == balance)
+        assert applied < len(amounts), "one batch of 3 applied all 4 deposits"
+        (health,) = await cqrs.health()
+        missing = 2 * (len(amounts) - applied)
+        assert health.events_behind == missing, (
+            f"the read model applied {applied} of {len(amounts)} deposits ({missing} row changes not applied), "
+            f"health reports {health.events_behind} events behind"
+        )
+
+
 Step = tuple[str, int]
 STEPS: st.SearchStrategy[list[Step]] = st.lists(
     st.tuples(st.sampled_from(["command", "command", "command", "sync", "crash"]), st.integers(0, 2**16)),

@@ -62,6 +62,7 @@ MUTANTS = [
     ("es_snapshot_only_on_exact_multiple", "event_sourcing", "memstore,sqlite", "*took no snapshot every 2*"),
     ("cdc_snapshot_chunk_repeats_boundary_row", "cdc", "memstore,sqlite", "*each row must come exactly once*"),
     ("cdc_always_includes_before_image", "cdc", "memstore,sqlite", "*with include_old_value false*"),
+    ("cqrs_cdc_lag_skips_next_transaction", "cqrs", "memstore,sqlite", "*deposits (2 row changes not applied)*"),
 ]
 
 
@@ -85,6 +86,7 @@ ONLY = {
     "es_snapshot_only_on_exact_multiple": "across_a_snapshot_interval",
     "cdc_snapshot_chunk_repeats_boundary_row": "each_existing_row_once",
     "cdc_always_includes_before_image": "without_old_values",
+    "cqrs_cdc_lag_skips_next_transaction": "health_counts_every",
 }
 
 
