@@ -408,3 +408,39 @@ async def test_the_snapshot_publishes_each_existing_row_once_across_chunks(prism
             "each row must come exactly once"
         )
         assert connector.metrics.snapshot_rows == len(rows)
+
+
+class WriteAfterRead:
+    """The source's key-value, except that right after the snapshot reads ``row`` a writer
+    commits a newer value of it: inside the chunk's watermark window."""
+
+    def __init__(self, inner: Any, rig: Rig, row: str) -> None:
+        self.inner, self.rig, self.row = inner, rig, row
+        self.written = False
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self.inner.get(key)
+        if key == self.row and not self.written:
+            self.written = True
+            await self.rig.transaction([(key, b"put")])
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_a_row_changed_inside_the_snapshot_window_is_not_published_stale(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, kind, snapshot="initial", snapshot_chunk_size=4) as rig:
+        rows = [rig.key(0, "users", n) for n in range(3)]
+        await rig.transaction([(key, b"put") for key in rows])  # rows that exist before the capture
+        rig.ledger.seeded = set((await rig.source_state()).values())
+        rig.ledger.committed.clear()
+        rig.ledger.key_order.clear()
+        source = prism_env.driver("source")
+        kv = WriteAfterRead(source.keyvalue(), rig, rows[1])
+        connector = CdcConnector(source.changefeed(), kv, rig.consumer.sink(), rig.config)
+        await connector.start()
+        await connector.drain()
+        assert kv.written, "the snapshot never read the row the writer changes"
+        await rig.judge()  # the row's snapshot value, read before the change, must not win over it

@@ -63,6 +63,13 @@ MUTANTS = [
     ("cdc_snapshot_chunk_repeats_boundary_row", "cdc", "memstore,sqlite", "*each row must come exactly once*"),
     ("cdc_always_includes_before_image", "cdc", "memstore,sqlite", "*with include_old_value false*"),
     ("cqrs_cdc_lag_skips_next_transaction", "cqrs", "memstore,sqlite", "*deposits (2 row changes not applied)*"),
+    ("cdc_window_keeps_changed_rows", "cdc", "memstore,sqlite", "*cdc-checker (at-least-once): INVALID: *diverged*"),
+    (
+        "cqrs_accepts_a_foreign_store",
+        "cqrs",
+        "memstore,sqlite",
+        "*another event store than the write model's was accepted*",
+    ),
 ]
 
 
@@ -87,6 +94,8 @@ ONLY = {
     "cdc_snapshot_chunk_repeats_boundary_row": "each_existing_row_once",
     "cdc_always_includes_before_image": "without_old_values",
     "cqrs_cdc_lag_skips_next_transaction": "health_counts_every",
+    "cdc_window_keeps_changed_rows": "inside_the_snapshot_window",
+    "cqrs_accepts_a_foreign_store": "another_event_store",
 }
 
 
