@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from prism_testkit.patterns.cdc import (
     LogEventSink,
     PubSubEventSink,
     QueueEventSink,
+    decode,
 )
 
 from prism_testkit import Capability, Driver, Message, Ordering, PrismEnv, Slot, prism_suite
@@ -53,6 +55,7 @@ TABLES = ["users", "orders"]
 WRITERS = 3
 TRANSACTIONS = 12  # per writer
 TAIL_WAIT = 0.1
+LATE = 30.0  # seconds between a commit and its publication, as the connector's clock sees it
 
 
 class Rollback(Exception):
@@ -324,3 +327,120 @@ async def test_an_idle_capture_confirms_heartbeats_and_leaves_nothing_behind(pri
         await connector.drop()
         await source.keyvalue().delete(rig.ns.name("not-captured"))
         assert await prism_env.leftovers() == {}, "a dropped capture left its slot or rows behind"
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_each_change_carries_its_op_code_and_the_row_before_and_after(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, kind) as rig:
+        connector = rig.connector()
+        await connector.start()
+        key = rig.key(0, "users", 0)
+        for value in (b"put", b"put", None):  # insert, update, delete of one row
+            await rig.transaction([(key, value)])
+        await connector.drain()
+        events = sorted((decode(m) for m in await rig.consumer.collect()), key=lambda e: e.order)
+        got = [(e.op, e.before, e.after) for e in events]
+        first, second = value_of("t0", key), value_of("t1", key)
+        want = [("c", None, first), ("u", first, second), ("d", second, None)]
+        assert got == want, (
+            f"an insert, an update and a delete of one row were published as {got}, not {want}: each event must "
+            "carry its op code and the row before it (updates, deletes) and after it (inserts, updates)"
+        )
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_only_the_configured_tables_and_operations_are_published(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, kind, tables=["users"], operations=["INSERT", "DELETE"]) as rig:
+        connector = rig.connector()
+        await connector.start()
+        user, order = rig.key(0, "users", 0), rig.key(0, "orders", 0)
+        for value in (b"put", b"put", None):  # insert, update, delete of each row
+            await rig.transaction([(user, value), (order, value)])
+        await connector.drain()
+        got = sorted((e.op, e.table, e.key, e.total) for e in map(decode, await rig.consumer.collect()))
+        want = [("c", "users", user, 1), ("d", "users", user, 1)]
+        assert got == want, (
+            f"with tables=['users'] and operations INSERT and DELETE the connector published {got}, not {want}: "
+            "changes of other tables or operations leaked, or a transaction's total counts events it did not publish"
+        )
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_replication_lag_is_the_time_from_commit_to_publish(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, kind) as rig:
+        connector = rig.connector()
+        connector.clock = lambda: time.time() + LATE  # the connector publishes LATE seconds after the commit
+        await connector.start()
+        await rig.transaction([(rig.key(0, "users", 0), b"put")])
+        await connector.drain()
+        lag = connector.metrics.samples()["prism_cdc_replication_lag_ms"]
+        assert LATE * 1000 - 1000 <= lag <= LATE * 1000 + 10_000, (
+            f"a change published {LATE} s after its commit reports a replication lag of {lag} ms"
+        )
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_without_old_values_events_carry_no_before_image(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, kind, include_old_value=False) as rig:
+        connector = rig.connector()
+        await connector.start()
+        key = rig.key(0, "users", 0)
+        for value in (b"put", b"put", None):  # insert, update, delete of one row
+            await rig.transaction([(key, value)])
+        await connector.drain()
+        events = sorted((decode(m) for m in await rig.consumer.collect()), key=lambda e: e.order)
+        got = [(e.op, e.before, e.after) for e in events]
+        want = [("c", None, value_of("t0", key)), ("u", None, value_of("t1", key)), ("d", None, None)]
+        assert got == want, f"with include_old_value false the connector published {got}, not {want}"
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_the_snapshot_publishes_each_existing_row_once_across_chunks(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, kind, snapshot="initial", snapshot_chunk_size=3) as rig:
+        rows = [rig.key(0, TABLES[n % 2], n) for n in range(8)]  # three chunks: 3 + 3 + 2
+        await rig.transaction([(key, b"put") for key in rows])
+        connector = rig.connector()
+        await connector.start()
+        await connector.drain()
+        snapshotted = sorted(e.key for e in map(decode, await rig.consumer.collect()) if e.snapshot)
+        assert snapshotted == sorted(rows), (
+            f"the snapshot in chunks of 3 published {snapshotted} for the 8 existing rows {sorted(rows)}: "
+            "each row must come exactly once"
+        )
+        assert connector.metrics.snapshot_rows == len(rows)
+
+
+class WriteAfterRead:
+    """The source's key-value, except that right after the snapshot reads ``row`` a writer
+    commits a newer value of it: inside the chunk's watermark window."""
+
+    def __init__(self, inner: Any, rig: Rig, row: str) -> None:
+        self.inner, self.rig, self.row = inner, rig, row
+        self.written = False
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self.inner.get(key)
+        if key == self.row and not self.written:
+            self.written = True
+            await self.rig.transaction([(key, b"put")])
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_a_row_changed_inside_the_snapshot_window_is_not_published_stale(prism_env: PrismEnv, kind: Kind) -> None:
+    async with rigged(prism_env, kind, snapshot="initial", snapshot_chunk_size=4) as rig:
+        rows = [rig.key(0, "users", n) for n in range(3)]
+        await rig.transaction([(key, b"put") for key in rows])  # rows that exist before the capture
+        rig.ledger.seeded = set((await rig.source_state()).values())
+        rig.ledger.committed.clear()
+        rig.ledger.key_order.clear()
+        source = prism_env.driver("source")
+        kv = WriteAfterRead(source.keyvalue(), rig, rows[1])
+        connector = CdcConnector(source.changefeed(), kv, rig.consumer.sink(), rig.config)
+        await connector.start()
+        await connector.drain()
+        assert kv.written, "the snapshot never read the row the writer changes"
+        await rig.judge()  # the row's snapshot value, read before the change, must not win over it

@@ -114,3 +114,19 @@ async def test_a_fill_that_races_with_an_invalidation_caches_nothing_stale(prism
     assert await racing.get(key) == b"old"  # a read that began before the write may see it
     assert racing.metrics.fills_lost == 1, "the invalidation did not take the racing fill's lease"
     assert await p.cache.get(key) == b"new", "the racing fill cached the old value after its invalidation"
+
+
+async def test_a_deleted_row_is_gone_from_the_cache_once_its_invalidation_is_applied(prism_env: PrismEnv) -> None:
+    p = Pipeline(prism_env)
+    await p.connector.start()
+    kv, key = p.source.keyvalue(), p.key(0)
+    await kv.put(key, b"alive")
+    await p.deliver()
+    assert await p.cache.get(key) == b"alive"  # a miss that fills the cache
+    hits = p.cache.metrics.hits
+    assert await p.cache.get(key) == b"alive"
+    assert p.cache.metrics.hits == hits + 1, "the second read was not served from the cache"
+    await kv.delete(key)
+    assert await p.deliver() >= 1, "the delete was not published"
+    found = await p.cache.get(key)
+    assert found is None, f"{key} was deleted and its delete event applied, yet the cache still returns {found!r}"

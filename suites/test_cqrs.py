@@ -22,7 +22,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prism_testkit.patterns.cqrs import Cqrs, CqrsConfig, ReadModelBehind, UnknownReadModel
-from prism_testkit.patterns.event_sourcing import ProjectionRunner, RecordedEvent, Repository, ViewWriter
+from prism_testkit.patterns.event_sourcing import (
+    EventSourcingConfig,
+    EventSourcingConfigurationError,
+    EventStore,
+    ProjectionRunner,
+    RecordedEvent,
+    Repository,
+    ViewWriter,
+)
 
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.isolation import Namespace
@@ -105,6 +113,24 @@ async def test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error(pris
         assert await cqrs.query("balances", "a", after=written, within=0.2) == 9
         with pytest.raises(UnknownReadModel):
             await cqrs.query("nope", "a")
+
+
+async def test_a_read_model_of_another_event_store_is_refused(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        write = event_store(prism_env.driver("write"), ns)
+        driver = prism_env.driver("write")
+        other = EventStore(
+            driver.transactions(), driver.log(), driver.keyvalue(), EventSourcingConfig(name=ns.name("other-bank"))
+        )
+        views = views_store(prism_env.driver("balances"), ns, "balances", view_kinds(prism_env.driver("balances"))[0])
+        runner = ProjectionRunner(other, views, balances)
+        refused = None
+        try:
+            Cqrs(Repository(write, Account()), {"balances": runner})
+        except EventSourcingConfigurationError as exc:
+            refused = str(exc)
+        assert refused is not None, "a read model following another event store than the write model's was accepted"
+        assert "another event store" in refused, f"the mis-wired read model was refused for another reason: {refused}"
 
 
 async def test_commands_are_validated_against_the_current_state(prism_env: PrismEnv) -> None:

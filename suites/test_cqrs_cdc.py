@@ -360,6 +360,26 @@ async def test_read_your_writes_waits_for_the_commands_change_position(prism_env
             assert await cqrs.query("balances", ACCOUNTS[0], after=done) == 9
 
 
+async def test_a_command_retried_with_its_id_after_it_committed_is_not_applied_again(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        bank = Bank(prism_env, ns)
+        cqrs = bank.cqrs()
+        await cqrs.start()
+        key = ACCOUNTS[0]
+        await cqrs.execute(open_account(key))
+        first = await cqrs.execute(deposit(key, 25), command_id="deposit-once")
+        retried = await cqrs.execute(deposit(key, 25), command_id="deposit-once")  # its answer was lost
+        assert (first.duplicate, retried.duplicate, retried.written) == (False, True, {}), (
+            f"a command retried with the id of one that committed was not reported as a duplicate: {retried}"
+        )
+        assert await bank.write.get(key) == {"balance": 25}, (
+            f"a command retried with its id ran again: the row is {await bank.write.get(key)}, not a balance of 25"
+        )
+        assert cqrs.metrics.commands == 2, f"{cqrs.metrics.commands} commands counted, not 2 (the retry is none)"
+        await cqrs.catch_up()
+        assert await cqrs.query("balances", key, after=retried) == 25
+
+
 async def test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error(prism_env: PrismEnv) -> None:
     async with prism_env.example() as ns:
         bank = Bank(prism_env, ns)
@@ -424,6 +444,29 @@ async def test_lag_beyond_the_tolerance_raises_the_alert(prism_env: PrismEnv) ->
         await cqrs.catch_up()
         assert [(h.events_behind, h.alert) for h in await cqrs.health()] == [(0, False)]
         assert cqrs.metrics.lag_alerts == 1
+
+
+async def test_health_counts_every_change_a_read_model_has_not_applied(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        bank = Bank(prism_env, ns)
+        cqrs = bank.cqrs()  # the connector delivers 3 transactions per batch
+        await cqrs.start()
+        key = ACCOUNTS[0]
+        await cqrs.execute(open_account(key))
+        await cqrs.catch_up()
+        amounts = (1, 2, 4, 8)
+        for amount in amounts:
+            await cqrs.execute(deposit(key, amount))  # a row change and a journal row each
+        await cqrs.sync_once()
+        balance = await cqrs.query("balances", key)
+        applied = next(n for n in range(len(amounts) + 1) if sum(amounts[:n]) == balance)
+        assert applied < len(amounts), "one batch of 3 applied all 4 deposits"
+        (health,) = await cqrs.health()
+        missing = 2 * (len(amounts) - applied)
+        assert health.events_behind == missing, (
+            f"the read model applied {applied} of {len(amounts)} deposits ({missing} row changes not applied), "
+            f"health reports {health.events_behind} events behind"
+        )
 
 
 Step = tuple[str, int]

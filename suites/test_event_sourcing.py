@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prism_testkit.patterns.event_sourcing import (
+    AppendResult,
     EventStore,
     InvalidEvent,
     NewEvent,
@@ -174,6 +175,15 @@ async def test_an_append_retried_with_its_event_ids_lands_once(prism_env: PrismE
         assert await store.notifications_end() == 2
         with pytest.raises(VersionConflict):  # other ids at that version: a real conflict
             await store.append("acct", [NewEvent("Opened", {}, event_id="open-2")], 0)
+        other = [NewEvent("Opened", {}, event_id="open-1"), NewEvent("Deposited", {"amount": 9}, event_id="dep-2")]
+        try:  # the same first id, another second one: not the same append, a conflict
+            taken: AppendResult | None = await store.append("acct", other, 0)
+        except VersionConflict:
+            taken = None
+        assert taken is None, (
+            f"an append sharing only its first event id with the stream was taken for a retry: {taken}"
+        )
+        assert [e.event_id for e in await store.read_stream("acct")] == ["open-1", "dep-1"]
 
 
 class HeldCommits:
@@ -237,6 +247,19 @@ async def test_snapshot_plus_later_events_equals_full_replay_and_the_model(
                 assert (await repo.load(account, at_version=version)).state == state
 
 
+async def test_an_append_of_several_events_across_a_snapshot_interval_snapshots(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        repo = Repository(store_of(prism_env, ns, snapshot_interval=2), Account())
+        start = await repo.load("a")
+        events = [NewEvent("Opened", {}), NewEvent("Deposited", {"amount": 5}), NewEvent("Deposited", {"amount": 7})]
+        saved = await repo.save(start, events)  # version 0 -> 3 in one append: past the multiple 2
+        snapshot = await repo.snapshot("a")
+        assert snapshot is not None, "an append taking the stream from version 0 to 3 took no snapshot every 2"
+        assert (snapshot.version, snapshot.state) == (3, saved.state) == (3, {"open": True, "balance": 12}), (
+            f"the snapshot after the append is {snapshot}, the state {saved}"
+        )
+
+
 @prism_settings
 @given(ops=OPS)
 async def test_time_travel_gives_the_state_as_of_any_moment(prism_env: PrismEnv, ops: list[Op]) -> None:
@@ -274,6 +297,55 @@ async def test_old_event_schemas_are_read_upcast_and_stored_as_written(prism_env
         raw = await prism_env.driver("store").keyvalue().get(new.config.event_key("acct", 2))
         assert raw is not None
         assert (json.loads(raw)["schema"], json.loads(raw)["data"]) == (1, {"cents": 1250})
+
+
+async def test_a_clock_that_steps_back_never_makes_time_travel_skip_an_event(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        clock = FakeClock()
+        repo = Repository(store_of(prism_env, ns, clock=clock), Account())
+        await repo.execute("a", command("open", 0))
+        clock.now -= 10.0  # the store's clock steps back (NTP) between two appends
+        await repo.execute("a", command("deposit", 7))
+        stamps = [e.recorded_at for e in await repo.store.read_stream("a")]
+        assert stamps == sorted(stamps), (
+            f"recorded_at decreases within the stream after the clock stepped back: {stamps}"
+        )
+        at = await repo.load("a", at_time=stamps[-1])
+        assert (at.version, at.state["balance"]) == (2, 7), (
+            f"the state as of the last event's time is version {at.version} with {at.state}: time travel dropped "
+            "events recorded before that instant"
+        )
+
+
+class AccountInCents(Account):
+    """The account aggregate after its state changed shape (balance in cents): old snapshots
+    no longer fit."""
+
+    snapshot_schema = 2
+
+    def initial(self) -> Any:
+        return {"open": False, "cents": 0}
+
+    def apply(self, state: Any, event: RecordedEvent) -> Any:
+        if event.type == "Opened":
+            return {"open": True, "cents": state["cents"]}
+        sign = 1 if event.type == "Deposited" else -1
+        return {"open": state["open"], "cents": state["cents"] + sign * 100 * int(event.data["amount"])}
+
+
+async def test_a_snapshot_of_another_state_schema_is_ignored(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns, snapshot_interval=2)
+        await play(Repository(store, Account()), [("open", "a", 0), ("deposit", "a", 12), ("deposit", "a", 3)])
+        assert await Repository(store, Account()).snapshot("a") is not None, "no snapshot of the old schema was taken"
+        repo = Repository(store, AccountInCents())
+        assert await repo.snapshot("a") is None, "a snapshot taken under state schema 1 is offered to schema 2"
+        loaded, replayed = await repo.load("a"), await repo.load("a", use_snapshot=False)
+        assert loaded == replayed, (
+            f"loading with snapshots gives {loaded.state}, full replay {replayed.state}: a snapshot of the old "
+            "state schema was used"
+        )
+        assert loaded.state == {"open": True, "cents": 1500}
 
 
 # --- projections ---------------------------------------------------------------------------
@@ -365,6 +437,48 @@ async def test_a_rebuilt_view_equals_the_incremental_one_and_lag_is_observable(p
         await rebuilt.catch_up()
         assert await read_view(rebuilt) == await read_view(incremental) == await expected_balances(repo)
         assert await rebuilt.views.get(TOTAL) == await incremental.views.get(TOTAL)
+
+
+async def test_a_keyvalue_view_replaying_its_batch_after_a_crash_does_not_apply_an_event_twice(
+    prism_env: PrismEnv,
+) -> None:
+    async with prism_env.example() as ns:
+        repo = Repository(store_of(prism_env, ns), Account())
+        await play(repo, [("open", "a", 0), ("deposit", "a", 10), ("open", "b", 0), ("deposit", "b", 1)])
+        views = views_store(prism_env.driver("views"), ns, "balances", "keyvalue")
+        # One batch of four: the first three events write their keys, the process dies at the
+        # fourth, and the tracking position stays at 0: the restart replays all four.
+        with pytest.raises(Crash):
+            await ProjectionRunner(repo.store, views, crashing(4), batch_size=4).catch_up()
+        assert await views.position() == 0
+        runner = ProjectionRunner(repo.store, views, balances, batch_size=4)
+        await runner.catch_up()
+        found = await read_view(runner)
+        assert found == {"a": 10, "b": 1}, f"after replaying a crashed batch the view holds {found}, not a=10 and b=1"
+        total = await views.get(TOTAL)
+        assert total == 11, f"the bank total is {total} after replaying a crashed batch, not 11"
+
+
+async def test_lag_is_the_age_of_the_oldest_unapplied_event(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        clock = FakeClock()
+        repo = Repository(store_of(prism_env, ns, clock=clock), Account())
+        kind = kinds_of(prism_env)[0]
+        runner = ProjectionRunner(
+            repo.store, views_store(prism_env.driver("views"), ns, "lag", kind), balances, batch_size=1
+        )
+        await repo.execute("a", command("open", 0))
+        clock.now += 10.0
+        await repo.execute("a", command("deposit", 5))
+        clock.now += 5.0
+        lag = await runner.lag()
+        assert (lag.events, lag.seconds) == (2, 15.0), (
+            f"two events 15 s and 5 s old are unapplied, the lag reads {lag.events} events, {lag.seconds} s "
+            "(the age of the oldest unapplied event is the lag)"
+        )
+        await runner.run_once()
+        lag = await runner.lag()
+        assert (lag.events, lag.seconds) == (1, 5.0), f"one event 5 s old is unapplied, the lag reads {lag}"
 
 
 # --- durability ----------------------------------------------------------------------------

@@ -200,6 +200,27 @@ async def test_a_publisher_killed_before_confirming_loses_nothing_and_republishe
             assert dedup.duplicates == 0, "transactions the sink acknowledged before the hang were republished"
 
 
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_an_outbox_row_rewritten_or_deleted_in_place_is_not_published_again(
+    prism_env: PrismEnv, kind: Kind
+) -> None:
+    async with cdc_rigged(prism_env, prism_env.ns, kind) as r:
+        pub = await started(r)
+        await commit_all(r, mixed_events(3))
+        assert await pub.drain() == 3
+        store = prism_env.driver("store")
+        kv = store.keyvalue()
+        rows = sorted([key async for key in kv.scan(r.config.record_prefix)])
+        assert len(rows) >= 2, f"expected the outbox rows of 3 events under {r.config.record_prefix!r}, found {rows}"
+        async with store.transactions().transaction() as tx:  # a manual repair and a cleanup
+            await tx.put(rows[0], await tx.get(rows[0]) or b"")
+            await tx.delete(rows[-1])
+        again = await pub.drain()
+        assert again == 0, (
+            f"rewriting one outbox row and deleting another published {again} events: only inserted rows are events"
+        )
+
+
 # --- concurrent producers ----------------------------------------------------------------
 
 
