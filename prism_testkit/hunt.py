@@ -88,14 +88,20 @@ class HuntTally:
     seconds: float = 0.0
     allotted: float = 0.0  # seconds this test was given when it started
     failed: bool = False
+    test: str = ""  # the test's node id
+    failure: str | None = None  # one line: the shrunk failure's verdicts, or its error
+    replay: str | None = None  # the command that runs that failure again
 
-    def as_property(self) -> dict[str, float | int | bool]:
+    def as_property(self) -> dict[str, float | int | bool | str | None]:
         return {
+            "test": self.test,
             "rounds": self.rounds,
             "examples": self.examples,
             "faults": self.faults,
             "seconds": round(self.seconds, 1),
             "failed": self.failed,
+            "failure": self.failure,
+            "replay": self.replay,
         }
 
 

@@ -371,6 +371,7 @@ class _Reporting:
         results.summarize(terminalreporter)
         if self.hunts or self.config.stash[OPTIONS].hunt is not None:
             self._summarize_hunt(terminalreporter)
+            results.hunts = self.hunts
         report_path = self.config.stash[OPTIONS].report
         if report_path is not None:
             results.write(report_path)
@@ -387,6 +388,10 @@ class _Reporting:
             f"{len(self.hunts)} stateful tests hunted for {total['seconds']:.0f}s in all: {total['examples']} "
             f"examples in {total['rounds']} rounds, {total['faults']} faults injected, {failed} failing"
         )
+        for hunt in self.hunts:
+            if hunt["failed"]:
+                terminalreporter.write_line(f"FAILED {hunt.get('test')}: {hunt.get('failure')}")
+                terminalreporter.write_line(f"  replay: {hunt.get('replay')}")
         where = plan.database_label if plan is not None and plan.database_label else "the local .hypothesis directory"
         terminalreporter.write_line(
             f"failures found are saved in {where}: a run with the same --prism-hunt-db replays them first"

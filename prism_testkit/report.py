@@ -77,6 +77,7 @@ class PrismResults:
     not_applicable: dict[str, str] = field(default_factory=dict)  # suite -> reason (it was let off)
     anomalies_of: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # test -> counts
     durations: dict[str, float] = field(default_factory=dict)  # test -> seconds (setup + call + teardown)
+    hunts: list[dict[str, Any]] = field(default_factory=list)  # one per hunted test (--prism-hunt)
 
     def record(self, report: pytest.TestReport) -> None:
         prop = _prism_property(report)
@@ -144,6 +145,11 @@ class PrismResults:
             ],
             "backends": [{"backend": b, "provisioned": how} for b, how in sorted(self.available.items())],
             "unavailable": [{"backend": b, "reason": r} for b, r in sorted(self.unavailable.items())],
+            **(
+                {"hunt": {"tests": self.hunts, "failures": [h for h in self.hunts if h["failed"]]}}
+                if self.hunts
+                else {}
+            ),
         }
 
     def write(self, path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -118,11 +119,20 @@ def test_a_hunt_finds_a_planted_failure_and_another_machine_replays_it_first(
 
     # The second machine (an xdist run here: progress comes from a worker) shares the database:
     # its first round replays the saved failure before generating anything new.
-    second = hunt(pytester, database, "-n", "1")
+    report = tmp_path / "hunt.json"
+    second = hunt(pytester, database, "-n", "1", f"--prism-report={report}")
     second.assert_outcomes(failed=1)
     replayed = re.search(r"prism-hunt \[gw0\] FAILED .*: (\d+) examples in (\d+) rounds", second.stderr.str())
     assert replayed is not None, second.stderr.str()
     assert replayed.group(2) == "1"
+    # The summary lists each shrunk failure with its verdict and the command that replays it,
+    # and so does the JSON report (from a worker: it crossed xdist).
+    summary = second.stdout.str()
+    assert re.search(r"FAILED \S*test_planted\S*: planted: INVALID \(planted\)", summary), summary
+    assert re.search(r"  replay: pytest \S*test_planted\S* --prism-backend=memstore .*--hypothesis-seed=\d+", summary)
+    failures = json.loads(report.read_text())["hunt"]["failures"]
+    assert [(f["failure"], f["replay"].split()[0]) for f in failures] == [("planted: INVALID (planted)", "pytest")]
+    assert "test_planted" in failures[0]["test"]
 
     elsewhere = hunt(pytester, tmp_path / "empty-examples", "-p", "no:randomly", "--prism-hunt=2s")
     assert "1 stateful tests hunted" in elsewhere.stdout.str()  # a fresh database: nothing replayed first

@@ -107,6 +107,7 @@ class StatefulRun:
         machine = cast("type[RuleBasedStateMachine]", make)
         started = time.monotonic()
         self.tally.allotted = plan.allot()
+        self.tally.test = self.nodeid
         round_settings = settings(stateful_settings(), max_examples=ROUND_EXAMPLES, derandomize=False)
         if plan.database is not None:
             round_settings = settings(round_settings, database=plan.database)
@@ -116,8 +117,10 @@ class StatefulRun:
                 make._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
                 try:
                     run_state_machine_as_test(machine, settings=round_settings)
-                except BaseException:
+                except BaseException as exc:
                     self.tally.failed = True
+                    self.tally.failure = failure_line(exc, self.failed)
+                    self.tally.replay = self.replay().split("\n", 1)[0]
                     raise
                 finally:
                     self.tally.rounds += 1
@@ -161,6 +164,14 @@ class StatefulRun:
             return
         self.failed = bad
         raise AssertionError(failure_message(history, bad, what, self.replay()))
+
+
+def failure_line(error: BaseException, verdicts: Sequence[Verdict]) -> str:
+    """One line for a hunt's summary: the checkers' verdicts, or the error when no checker ran."""
+    if verdicts:
+        return "; ".join(f"{v.checker}: INVALID ({', '.join(sorted(v.anomalies))})" for v in verdicts)
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first}"[:300]
 
 
 def failure_message(history: History, bad: Sequence[Verdict], what: str, replay: str) -> str:
