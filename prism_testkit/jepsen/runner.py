@@ -109,6 +109,7 @@ class StatefulRun:
         self.tally.allotted = plan.allot()
         self.tally.test = self.nodeid
         round_settings = settings(stateful_settings(), max_examples=ROUND_EXAMPLES, derandomize=False)
+        self.derandomized = False  # every round has a seed of its own: the replay names it
         if plan.database is not None:
             round_settings = settings(round_settings, database=plan.database)
         try:
