@@ -3,10 +3,12 @@ not flood CI logs, an example database shared between machines, and a summary at
 
 ``--prism-hunt=2h`` gives the stateful suites (suites whose name starts with ``stateful``) the
 ``prism-hunt`` profile and splits the budget between the ones this run collected (the xdist
-workers hunt side by side): each test, as it starts, gets an even share of what is left, so one
-that overran shortens the rest instead of stretching the hunt. Each test hunts in rounds of
-:data:`ROUND_EXAMPLES` examples, each round with a fresh seed, until its share is spent or a
-failure is found; Hypothesis then shrinks the failure and saves it in the example database.
+workers hunt side by side): each test, as it starts, gets an even share of the worker-time
+left, counted over the tests not started yet by any worker, so one that overran shortens the
+rest instead of stretching the hunt, and a worker that drew fewer tests does not stop early.
+Each test hunts in rounds of :data:`ROUND_EXAMPLES` examples, each round with a fresh seed,
+until its share is spent or a failure is found; Hypothesis then shrinks the failure and saves
+it in the example database.
 
 ``--prism-hunt-db`` names that database: a directory (on a shared volume, say) or a
 ``redis://`` URL (Hypothesis's own Redis-backed database). Every machine hunting with the same
@@ -16,6 +18,8 @@ found overnight on one machine fails the next run everywhere, at once.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
 import sys
@@ -119,15 +123,34 @@ class HuntPlan:
     _last_progress: float | None = None  # None: the first round's line is always shown
     started: float = field(default_factory=time.monotonic)
     hunted_here: int = 0  # hunted tests this process has finished
+    # A file the run's xdist workers share: how many hunted tests any of them has started.
+    # Without it each worker would guess it gets half the tests, and one that drew fewer
+    # (xdist hands tests to whichever worker is free) would end its last test early and idle.
+    ledger: Path | None = None
+    _started_here: int = 0
 
     def allot(self) -> float:
-        """Seconds the hunted test starting now may run: what is left of the budget, split
-        over the hunted tests this process still expects (the workers share them), so a test
-        that overran (shrinking a failure takes as long as it takes) shortens the ones after
-        it instead of stretching the whole hunt. Always at least one round."""
+        """Seconds the hunted test starting now may run: the worker-time left of the budget,
+        split over the hunted tests no worker has started yet (this one included), and never
+        more than the wall-clock time left. A test that overran (shrinking a failure takes as
+        long as it takes) shortens the ones after it instead of stretching the whole hunt.
+        Always at least one round."""
         left = self.budget - (time.monotonic() - self.started)
-        expected = max(1.0, self.hunted_tests / self.workers - self.hunted_here)
-        return max(0.0, left / expected)
+        started_before = self._count_start()
+        remaining = max(1, self.hunted_tests - started_before)
+        return max(0.0, min(left, left * self.workers / remaining))
+
+    def _count_start(self) -> int:
+        """Hunted tests started before this one, by every process of the run; counts this one."""
+        self._started_here += 1
+        if self.ledger is None:
+            return self._started_here - 1
+        with open(self.ledger, "a+") as ledger:
+            fcntl.flock(ledger, fcntl.LOCK_EX)  # released on close
+            ledger.seek(0)
+            before = len(ledger.read())
+            ledger.write(".")
+        return before
 
     def finished(self) -> None:
         self.hunted_here += 1
@@ -158,6 +181,23 @@ def stderr_emitter(write_line: Callable[[str], None] | None) -> Callable[[str], 
         sys.stderr.flush()
 
     return emit
+
+
+LEDGER_KEPT = 86400.0  # seconds since its last write after which a ledger is a dead run's
+
+
+def ledger_path(run: str) -> Path:
+    """The start ledger of run ``run`` (xdist's run id, shared by its workers). No worker can
+    tell when the others are done with it, so ledgers of dead runs are swept by later hunts."""
+    import tempfile
+
+    folder = Path(tempfile.gettempdir())
+    now = time.time()
+    for old in folder.glob("prism-hunt-*.ledger"):
+        with contextlib.suppress(OSError):  # another worker swept it first
+            if now - old.stat().st_mtime > LEDGER_KEPT:
+                old.unlink()
+    return folder / f"prism-hunt-{run}.ledger"
 
 
 PLAN = pytest.StashKey[HuntPlan]()  # on the config of a run given --prism-hunt

@@ -139,7 +139,7 @@ def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
     import sys
     from contextlib import nullcontext
 
-    from prism_testkit.hunt import PLAN, HuntError, HuntPlan, open_database, parse_budget
+    from prism_testkit.hunt import PLAN, HuntError, HuntPlan, ledger_path, open_database, parse_budget
     from prism_testkit.redaction import redact
 
     def emit(line: str) -> None:
@@ -163,7 +163,8 @@ def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
     worker_input = getattr(config, "workerinput", None)
     worker = str(worker_input["workerid"]) if worker_input else None
     workers = int(worker_input["workercount"]) if worker_input else 1
-    config.stash[PLAN] = HuntPlan(budget, database, label, workers=workers, worker=worker, emit=emit)
+    ledger = ledger_path(str(worker_input["testrunuid"])) if worker_input else None
+    config.stash[PLAN] = HuntPlan(budget, database, label, workers=workers, worker=worker, emit=emit, ledger=ledger)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

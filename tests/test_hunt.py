@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.hunt import HuntError, HuntPlan, HuntTally, open_database, parse_budget
+from prism_testkit.hunt import HuntError, HuntPlan, HuntTally, ledger_path, open_database, parse_budget
 
 # A stateful suite with a planted bug: rare enough that a round rarely finds it at once,
 # common enough that a short hunt does. Its machine judges every example like the real ones.
@@ -58,13 +58,43 @@ def test_a_budget_is_a_positive_finite_duration() -> None:
 
 def test_the_budget_is_split_over_the_hunted_tests_and_workers() -> None:
     plan = HuntPlan(budget=600, database=None, database_label=None, hunted_tests=30, workers=2)
-    assert plan.allot() == pytest.approx(40, abs=0.5)  # 15 tests expected here, 600 s left
+    assert plan.allot() == pytest.approx(40, abs=0.5)  # 1200 worker-seconds over 30 tests
     plan.finished()
-    plan.started -= 300  # the first test overran: 300 s gone, 14 tests to go
-    assert plan.allot() == pytest.approx(300 / 14, abs=0.5)
+    plan.started -= 300  # the first test overran: 300 s gone, 29 tests to go
+    assert plan.allot() == pytest.approx(300 * 2 / 29, abs=0.5)
     plan.started -= 1000  # the budget is spent: the next test gets its one round, no more
     assert plan.allot() == 0
     assert HuntPlan(budget=60, database=None, database_label=None).allot() == pytest.approx(60, abs=0.5)
+
+
+def test_workers_share_one_count_so_the_last_tests_use_the_time_left(tmp_path: Path) -> None:
+    """xdist hands tests to whichever worker is free: a worker cannot assume it gets half."""
+    ledger = tmp_path / "run.ledger"
+    first, second = (
+        HuntPlan(budget=600, database=None, database_label=None, hunted_tests=4, workers=2, ledger=ledger)
+        for _ in range(2)
+    )
+    assert first.allot() == pytest.approx(300, abs=0.5)  # 1200 worker-seconds, 4 tests
+    assert first.allot() == pytest.approx(400, abs=0.5)  # the other worker is still busy: 3 left
+    # The second worker starts the last test: it may use all the wall-clock time left, and
+    # never more (two tests left would otherwise give it 600 s of a 600 s budget, twice over).
+    assert second.allot() == pytest.approx(600, abs=0.5)
+    assert second.allot() == pytest.approx(600, abs=0.5)
+    assert ledger.read_text() == "...."
+
+
+def test_a_dead_runs_ledger_is_swept_and_a_live_one_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    dead, live = tmp_path / "prism-hunt-dead.ledger", tmp_path / "prism-hunt-live.ledger"
+    dead.write_text("..")
+    live.write_text(".")
+    os.utime(dead, (0, 0))
+    assert ledger_path("new") == tmp_path / "prism-hunt-new.ledger"
+    assert not dead.exists()
+    assert live.exists()
 
 
 def test_progress_is_rate_limited_but_every_test_end_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
