@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from prism_testkit.errors import ProvisioningError
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[ServerProcess] = set()
+_OWN_LOG_LINE = "prism-testkit:"  # how the lines the harness writes into a server's log begin
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -119,8 +121,12 @@ class ServerProcess:
     def start(self) -> None:
         if self.alive:
             return
+        self._clear_previous_group()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            # Who asked, in the server's own log: a start that races another shows up there.
+            log.write(f"{_OWN_LOG_LINE} starting {self.name} ({_caller()})\n".encode())
+            log.flush()
             self._proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -140,6 +146,20 @@ class ServerProcess:
             self.kill()
             raise
         self.time_to_ready = time.monotonic() - self.started_at
+
+    def _clear_previous_group(self) -> None:
+        """The last process group must be gone before a new server takes the data dir. Its
+        leader may have exited on its own (alive is False) while its children still run: a
+        postmaster's backends hold its shared memory a moment longer, and a new postmaster
+        then refuses to start. Kill what is left and wait; say so plainly if it will not go."""
+        if self._proc is None or not _running_members(self._proc.pid):
+            return
+        self._signal_group(signal.SIGCONT)
+        self._signal_group(signal.SIGKILL)
+        _wait_group_gone(self._proc.pid, timeout=10.0)
+        left = _running_members(self._proc.pid)
+        if left:
+            raise ProvisioningError(f"{self.name}: processes {left} of its last run would not exit; not starting")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -210,10 +230,19 @@ class ServerProcess:
             text = self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
             return "(no log)"
+        text = [line for line in text if not line.startswith(_OWN_LOG_LINE)]  # the server's words only
         return " | ".join(text[-lines:]) or "(empty log)"
 
     def __repr__(self) -> str:
         return f"ServerProcess({self.name!r}, pid={self.pid}, port={self.port})"
+
+
+def _caller() -> str:
+    """The thread and the first frame outside this module that asked for a start."""
+    here = __file__
+    outside = [f for f in traceback.extract_stack()[:-2] if f.filename != here]
+    where = f"{Path(outside[-1].filename).name}:{outside[-1].lineno} {outside[-1].name}" if outside else "?"
+    return f"thread {threading.current_thread().name}, from {where}"
 
 
 def _running_members(pgid: int) -> list[int]:

@@ -167,3 +167,38 @@ def test_a_kill_during_a_start_in_another_thread_waits_and_kills_what_it_started
     starting.join(timeout=30)
     assert not proc.alive, "the kill ran before the start finished and missed the server it started"
     assert not port_open("127.0.0.1", port)
+
+
+def test_a_start_after_the_leader_died_alone_first_ends_the_rest_of_its_group(tmp_path: Path) -> None:
+    """A postmaster that died on its own leaves its backends behind for a moment, holding its
+    shared memory: a new postmaster started then refuses to run. start() clears them first."""
+    pids = tmp_path / "helper.pid"
+    port = free_port()
+    helper_code = "import time; time.sleep(600)"
+    script = textwrap.dedent(
+        f"""
+        import socket, subprocess, sys
+        helper = subprocess.Popen([sys.executable, "-c", {helper_code!r}])
+        open({str(pids)!r}, "w").write(str(helper.pid))
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", {port})); s.listen()
+        while True:
+            c, _ = s.accept(); c.close()
+        """
+    )
+    proc = ServerProcess("forking", [sys.executable, "-c", script], port=port, log_path=tmp_path / "f.log")
+    proc.start()
+    first_helper = int(pids.read_text())
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGKILL)  # the leader alone, not its group
+    deadline = time.monotonic() + 10
+    while proc.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not gone(first_helper), "the helper must outlive its leader for this test to mean anything"
+    proc.start()
+    try:
+        assert gone(first_helper), "start() spawned a new server while the last one's group still ran"
+        log = (tmp_path / "f.log").read_text()
+        assert log.count("prism-testkit: starting forking (thread MainThread, from test_processes.py:") == 2
+    finally:
+        proc.kill()
