@@ -76,12 +76,18 @@ class Consumer:
         driver = prism_env.driver("sink")
         if not driver.supports(Capability(kind)):
             pytest.skip(f"{driver.name} does not provide {kind}")
-        self.kind, self.driver = kind, driver
+        self.kind, self._env = kind, prism_env
         self.ordered = prism_env.spec("sink").properties.ordering is not Ordering.NONE
         self.topics = [f"{topic_prefix}.{table}" for table in TABLES]
         self.received: dict[str, list[Message]] = {t: [] for t in self.topics}
         self._offsets = dict.fromkeys(self.topics, 0)
         self._subscriptions: dict[str, Subscription] = {}
+
+    @property
+    def driver(self) -> Driver:
+        # Looked up each time: when source and sink share a backend, restarting the source
+        # replaces the sink's driver too, and the old one's connections are closed.
+        return self._env.driver("sink")
 
     def sink(self) -> EventSink:
         if self.kind == "queue":
