@@ -125,13 +125,11 @@ def test_no_orphan_when_the_owning_process_is_killed(tmp_path: Path) -> None:
     assert gone(server_pid), "the server outlived the process that started it"
 
 
-def test_kill_returns_only_when_every_process_of_the_group_is_gone(tmp_path: Path) -> None:
-    """A server whose helpers outlive their leader for a while (a SIGKILLed postmaster's
-    backends hold its shared memory): a restart must not begin before they are gone."""
+def forking_server(tmp_path: Path) -> tuple[ServerProcess, Path]:
+    """A server whose leader forks a long-lived helper into its process group (as a postmaster
+    forks backends); the helper's pid is written to the returned file."""
     port = free_port()
-    pids = tmp_path / "pids"
-    # The leader forks a helper in its process group; the group's SIGKILL reaches it, but its
-    # exit is not instantaneous, and kill() used to return as soon as the leader was reaped.
+    pids = tmp_path / "helper.pid"
     helper_code = "import time; time.sleep(600)"
     script = textwrap.dedent(
         f"""
@@ -144,7 +142,15 @@ def test_kill_returns_only_when_every_process_of_the_group_is_gone(tmp_path: Pat
             c, _ = s.accept(); c.close()
         """
     )
-    proc = ServerProcess("forking", [sys.executable, "-c", script], port=port, log_path=tmp_path / "f.log")
+    return ServerProcess("forking", [sys.executable, "-c", script], port=port, log_path=tmp_path / "f.log"), pids
+
+
+def test_kill_returns_only_when_every_process_of_the_group_is_gone(tmp_path: Path) -> None:
+    """A server whose helpers outlive their leader for a while (a SIGKILLed postmaster's
+    backends hold its shared memory): a restart must not begin before they are gone."""
+    # The leader forks a helper in its process group; the group's SIGKILL reaches it, but its
+    # exit is not instantaneous, and kill() used to return as soon as the leader was reaped.
+    proc, pids = forking_server(tmp_path)
     proc.start()
     helper = int(pids.read_text())
     assert not gone(helper)
@@ -172,21 +178,7 @@ def test_a_kill_during_a_start_in_another_thread_waits_and_kills_what_it_started
 def test_a_start_after_the_leader_died_alone_first_ends_the_rest_of_its_group(tmp_path: Path) -> None:
     """A postmaster that died on its own leaves its backends behind for a moment, holding its
     shared memory: a new postmaster started then refuses to run. start() clears them first."""
-    pids = tmp_path / "helper.pid"
-    port = free_port()
-    helper_code = "import time; time.sleep(600)"
-    script = textwrap.dedent(
-        f"""
-        import socket, subprocess, sys
-        helper = subprocess.Popen([sys.executable, "-c", {helper_code!r}])
-        open({str(pids)!r}, "w").write(str(helper.pid))
-        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", {port})); s.listen()
-        while True:
-            c, _ = s.accept(); c.close()
-        """
-    )
-    proc = ServerProcess("forking", [sys.executable, "-c", script], port=port, log_path=tmp_path / "f.log")
+    proc, pids = forking_server(tmp_path)
     proc.start()
     first_helper = int(pids.read_text())
     assert proc.pid is not None
