@@ -79,3 +79,49 @@ def freeze_message(message: Message) -> Message:
         raise TypeError(f"expected a Message, not {type(message).__name__}")
     headers = MappingProxyType(dict(message.headers))
     return Message(as_bytes(message.payload, "payload"), headers, message.key)
+
+
+# --- numbered appends (transactions.numbering) -----------------------------------------------
+
+
+class Numbering:
+    """The counters of one transaction's numbered appends, and the keys it read or wrote
+    otherwise: a key cannot be both (which number would a read of it see?)."""
+
+    def __init__(self) -> None:
+        self.counters: set[str] = set()
+        self.other_keys: set[str] = set()
+
+    def touch(self, key: str) -> None:
+        """``key`` is read or written by the transaction."""
+        if key in self.counters:
+            raise ValueError(f"key {key!r} numbers appends in this transaction: it cannot be read or written too")
+        self.other_keys.add(key)
+
+    def count(self, counter: str, header: str) -> None:
+        check_name(counter, "counter")
+        check_name(header, "header")
+        if counter in self.other_keys:
+            raise ValueError(f"key {counter!r} was read or written in this transaction: it cannot number appends")
+        self.counters.add(counter)
+
+
+def next_number(counter: str, current: bytes | None) -> int:
+    """The number after the counter's ``current`` value (None: absent, so 1). Raises
+    TransactionAborted when the counter holds anything but a decimal integer."""
+    if current is None:
+        return 1
+    text = current.decode("ascii", errors="replace")
+    if not text.isdecimal():
+        raise bad_counter(counter)
+    return int(text) + 1
+
+
+def bad_counter(counter: str) -> Exception:
+    from prism_testkit.errors import TransactionAborted
+
+    return TransactionAborted(f"counter {counter!r} holds no decimal number, so nothing was committed")
+
+
+def numbered(message: Message, header: str, number: int) -> Message:
+    return Message(message.payload, {**message.headers, header: str(number)}, key=message.key)

@@ -57,6 +57,7 @@ from prism_testkit.registry import BackendSpec
 
 from ._changefeed import check_capture, check_label, check_position, check_prefix, check_read, other_prefix
 from ._common import (
+    Numbering,
     as_bytes,
     check_count,
     check_metadata,
@@ -64,6 +65,8 @@ from ._common import (
     check_positive,
     check_wait,
     freeze_message,
+    next_number,
+    numbered,
 )
 from ._memfeed import Capture, MemFeed
 from ._sql import poll
@@ -658,12 +661,15 @@ class _MemTransaction(Transaction):
     def __init__(self, store: _Store) -> None:
         self._store = store
         self._writes: dict[str, bytes | None] = {}  # None stages a delete
-        self._appends: list[tuple[str, Message]] = []
+        # (log, message, (counter, header) when numbered at commit)
+        self._appends: list[tuple[str, Message, tuple[str, str] | None]] = []
         self._read_versions: dict[str, int] = {}
+        self._numbering = Numbering()
         self._open = True
 
     async def get(self, key: str) -> bytes | None:
         self._check_open()
+        self._numbering.touch(key)
         if key in self._writes:
             return self._writes[key]
         self._read_versions.setdefault(key, self._store.kv.version(key))
@@ -671,15 +677,22 @@ class _MemTransaction(Transaction):
 
     async def put(self, key: str, value: bytes) -> None:
         self._check_open()
+        self._numbering.touch(key)
         self._writes[key] = as_bytes(value)
 
     async def delete(self, key: str) -> None:
         self._check_open()
+        self._numbering.touch(key)
         self._writes[key] = None
 
     async def append(self, log: str, message: Message) -> None:
         self._check_open()
-        self._appends.append((log, freeze_message(message)))
+        self._appends.append((log, freeze_message(message), None))
+
+    async def append_numbered(self, log: str, message: Message, *, counter: str, header: str) -> None:
+        self._check_open()
+        self._numbering.count(counter, header)
+        self._appends.append((log, freeze_message(message), (counter, header)))
 
     def commit(self) -> None:
         """Apply every staged write with no await in between: atomic for other coroutines."""
@@ -688,13 +701,24 @@ class _MemTransaction(Transaction):
         changed = sorted(k for k, v in self._read_versions.items() if kv.version(k) != v)
         if changed:
             raise TransactionAborted(f"keys read in the transaction changed before commit: {changed}")
+        numbers: dict[str, int] = {}  # counter -> the last number given in this commit
+        appends = []
+        for log, message, numbering in self._appends:  # computed first: a bad counter applies nothing
+            if numbering is not None:
+                counter, header = numbering
+                last = numbers.get(counter)
+                numbers[counter] = next_number(counter, kv.get(counter)) if last is None else last + 1
+                message = numbered(message, header, numbers[counter])
+            appends.append((log, message))
         with self._store.feed.transaction():  # one change set for the whole commit
             for key, value in self._writes.items():
                 if value is None:
                     kv.delete(key)
                 else:
                     kv.put(key, value)
-        for log, message in self._appends:
+            for counter, number in numbers.items():
+                kv.put(counter, str(number).encode())
+        for log, message in appends:
             self._store.append(log, message)
 
     def rollback(self) -> None:

@@ -32,7 +32,7 @@ from prism_testkit.interfaces import Message, QueueDelivery, Record
 from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
 from prism_testkit.registry import BackendSpec
 
-from ._common import check_offset
+from ._common import Numbering, check_offset, next_number, numbered
 from ._sql import SCAN_BATCH, SqlDialect, poll
 from ._sqlitefeed import SCHEMA as CHANGEFEED_SCHEMA
 from ._sqlitefeed import SqliteChangeFeed, capture_names, drop_captures
@@ -53,6 +53,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.LOG,
         Capability.LOG_TRUNCATE,
         Capability.TRANSACTIONS,
+        Capability.TRANSACTIONS_NUMBERING,
         Capability.CHANGEFEED,
     }
 )
@@ -447,6 +448,12 @@ class SqliteLog:
         return await self._db.run(job)
 
 
+_UPSERT = (
+    "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, NULL) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL"
+)
+
+
 @dataclass
 class SqliteTransaction:
     """Writes staged in memory and applied in one SQLite transaction when the block ends.
@@ -462,6 +469,7 @@ class SqliteTransaction:
     ops: list[tuple[str, str, Any]] = field(default_factory=list)  # (kind, name, value)
     staged: dict[str, bytes | None] = field(default_factory=dict)  # key -> value, None = deleted
     reads: dict[str, bytes | None] = field(default_factory=dict)  # key -> committed value seen
+    numbering: Numbering = field(default_factory=Numbering)
     finished: bool = False
 
     def _check_open(self) -> None:
@@ -470,6 +478,7 @@ class SqliteTransaction:
 
     async def get(self, key: str) -> bytes | None:
         self._check_open()
+        self.numbering.touch(key)
         if key in self.staged:
             return self.staged[key]
         value = await self.db.run(lambda conn: _live_value(conn, key))
@@ -478,18 +487,25 @@ class SqliteTransaction:
 
     async def put(self, key: str, value: bytes) -> None:
         self._check_open()
+        self.numbering.touch(key)
         data = bytes(value)
         self.staged[key] = data
         self.ops.append(("put", key, data))
 
     async def delete(self, key: str) -> None:
         self._check_open()
+        self.numbering.touch(key)
         self.staged[key] = None
         self.ops.append(("delete", key, None))
 
     async def append(self, log: str, message: Message) -> None:
         self._check_open()
         self.ops.append(("append", log, message))
+
+    async def append_numbered(self, log: str, message: Message, *, counter: str, header: str) -> None:
+        self._check_open()
+        self.numbering.count(counter, header)
+        self.ops.append(("append_numbered", log, (message, counter, header)))
 
     def apply(self, conn: sqlite3.Connection) -> None:
         # Under the write lock (BEGIN IMMEDIATE), so nobody can change a key between this check
@@ -499,13 +515,14 @@ class SqliteTransaction:
             raise TransactionAborted(f"keys read by this transaction changed before it committed: {changed}")
         for kind, name, value in self.ops:
             if kind == "put":
-                conn.execute(
-                    "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, NULL) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL",
-                    (name, value),
-                )
+                conn.execute(_UPSERT, (name, value))
             elif kind == "delete":
                 conn.execute("DELETE FROM kv WHERE key = ?", (name,))
+            elif kind == "append_numbered":  # numbered under the write lock: commit order
+                message, counter, header = value
+                number = next_number(counter, _live_value(conn, counter))
+                conn.execute(_UPSERT, (counter, str(number).encode()))
+                _append(conn, name, numbered(message, header, number))
             else:  # offsets are assigned here, under the write lock, so they follow commit order
                 _append(conn, name, value)
 

@@ -37,12 +37,14 @@ Guarantees and their limits:
   as soon as its own clock says the lease is about to run out. A single ``sink.publish`` that
   hangs past the lease can still overlap with the successor's first batch: that yields
   duplicates (same event ids), and the ``outbox-sequence`` header lets consumers detect it.
-* **Per-aggregate sequence**: ``outbox-sequence`` is 1, 2, 3... per aggregate, read and bumped
-  in a key of the same transaction. The transaction's optimistic concurrency makes it honest:
-  two concurrent transactions publishing for one aggregate cannot both commit the same number
-  (one fails with :class:`~prism_testkit.errors.TransactionAborted`), so sequence order equals
-  commit order equals offset order. Turn it off (``aggregate_sequence=False``) when concurrent
-  writers of one aggregate must not conflict.
+* **Per-aggregate sequence**: ``outbox-sequence`` is 1, 2, 3... per aggregate, kept in a key of
+  the same transaction, so sequence order equals commit order equals offset order. A store that
+  numbers appends at commit (``transactions.numbering``) does it under the commit's own locks:
+  no read round trip, and concurrent writers of one aggregate both commit. Elsewhere the key is
+  read and bumped inside the transaction, and its optimistic concurrency makes that honest: two
+  concurrent transactions of one aggregate cannot both commit the same number (one fails with
+  :class:`~prism_testkit.errors.TransactionAborted`); turn it off (``aggregate_sequence=False``)
+  when such writers must not conflict. The change-feed publisher always reads and bumps.
 
 Publisher mode ``cdc`` (``OutboxConfig(publisher=OutboxPublisher(mode="cdc"))``): events are
 written as key-value rows in the same transaction and the store's change feed publishes them
@@ -103,6 +105,7 @@ from prism_testkit.interfaces import (
     KeyValue,
     Log,
     Message,
+    NumberingTransaction,
     PubSub,
     Queue,
     Record,
@@ -419,7 +422,12 @@ class OutboxTransaction:
             HEADER_EVENT_TYPE: event_type,
             HEADER_CREATED_AT: repr(self._outbox.clock()),
         }
-        if config.aggregate_sequence:
+        numbering = (
+            self._tx
+            if config.aggregate_sequence and not config.cdc and isinstance(self._tx, NumberingTransaction)
+            else None
+        )
+        if config.aggregate_sequence and numbering is None:
             # Read inside the transaction: a concurrent writer of the same aggregate makes one of
             # the two commits abort instead of both using the same number.
             key = config.sequence_key(aggregate_id)
@@ -441,6 +449,9 @@ class OutboxTransaction:
             # Debezium's outbox table: a row insert the change feed reports, in commit order.
             index = len(self.event_ids)
             await self._tx.put(config.record_key(event_id), encode_record(message, index))
+        elif numbering is not None:  # the store numbers it at commit: no read round trip
+            key = config.sequence_key(aggregate_id)
+            await numbering.append_numbered(config.log, message, counter=key, header=HEADER_SEQUENCE)
         else:
             await self._tx.append(config.log, message)
         self.event_ids.append(event_id)

@@ -29,6 +29,10 @@ class Capability(StrEnum):
     OBJECTS = "objects"
     OBJECTS_TTL = "objects.ttl"
     TRANSACTIONS = "transactions"
+    # append_numbered(log, message, counter=..., header=...): the message is numbered from a
+    # counter key at commit, under the commit's own locks (the outbox's per-aggregate sequence
+    # without a read round trip)
+    TRANSACTIONS_NUMBERING = "transactions.numbering"
     # committed key-value changes under a prefix, whole transactions in commit order, read
     # from a durable position the reader confirms (logical decoding, a change table...)
     CHANGEFEED = "changefeed"

@@ -226,6 +226,23 @@ class Transaction(Protocol):
 
 
 @runtime_checkable
+class NumberingTransaction(Protocol):
+    """A :class:`Transaction` that numbers appends at commit (capability
+    ``transactions.numbering``)."""
+
+    async def append_numbered(self, log: str, message: Message, *, counter: str, header: str) -> None:
+        """Append ``message`` with header ``header`` set to the next number of the counter kept
+        at key ``counter`` (a decimal integer; absent or expired counts as 0, so the first is
+        1), and write that number to the counter, both at commit. Transactions numbering from
+        one counter at once both commit, numbered in commit order: no read to check, so no
+        abort, and no round trip before the commit. A counter that holds anything but a
+        decimal integer aborts the commit (:class:`~prism_testkit.errors.TransactionAborted`).
+        A key used as a counter cannot also be read or written in the same transaction
+        (``ValueError``, raised by whichever call comes second)."""
+        ...
+
+
+@runtime_checkable
 class Transactions(Protocol):
     """Atomic multi-write across keys (of the backend's key-value) and a log (of its log).
 

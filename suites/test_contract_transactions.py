@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
+from contextlib import suppress
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prism_testkit import KeyValue, Log, Message, PrismEnv, Slot, Transactions, prism_suite
+from prism_testkit import Capability, KeyValue, Log, Message, PrismEnv, Record, Slot, Transactions, prism_suite
+from prism_testkit.errors import NotSupported
+from prism_testkit.interfaces import NumberingTransaction
 from prism_testkit.isolation import Namespace
 
 from ._helpers import check_purge, norms, payloads, prism_settings, read_all
@@ -290,3 +293,161 @@ async def test_no_lost_update_between_two_read_modify_write_transactions(prism_e
     final = int(await f.kv.get(counter) or b"0")
     assert final == outcomes.count("committed"), (outcomes, final)
     assert "committed" in outcomes
+
+
+# --- numbered appends (transactions.numbering) ----------------------------------------------
+
+SEQ = "seq"  # the header the contract numbers
+
+
+async def numbering(prism_env: PrismEnv) -> Facets:
+    """The facets, when the backend declares ``transactions.numbering``. Undeclared, an
+    ``append_numbered`` the transaction may still have must refuse and write nothing."""
+    f = facets(prism_env)
+    if prism_env.driver("backend").supports(Capability.TRANSACTIONS_NUMBERING):
+        async with f.tx.transaction() as t:
+            assert isinstance(t, NumberingTransaction), "transactions.numbering declared, but no append_numbered()"
+        return f
+    log = prism_env.ns.name("undeclared")
+    with suppress(NotSupported):
+        async with f.tx.transaction() as t:
+            if not isinstance(t, NumberingTransaction):
+                pytest.skip("transactions.numbering is not declared, and transactions cannot number")
+            await t.append_numbered(log, Message(b"x"), counter=prism_env.ns.name("c"), header=SEQ)
+        raise AssertionError("an undeclared append_numbered committed")
+    assert await f.log.end_offset(log) == 0, "an undeclared append_numbered wrote a record"
+    pytest.skip("transactions.numbering is not declared, and append_numbered refuses")
+
+
+def numbers(records: Collection[Record]) -> list[str | None]:
+    return [r.message.headers.get(SEQ) for r in records]
+
+
+async def test_numbered_appends_count_from_one_per_counter_and_keep_the_message(prism_env: PrismEnv) -> None:
+    f, ns = await numbering(prism_env), prism_env.ns
+    log, first, second, row = ns.name("log"), ns.name("first"), ns.name("second"), ns.name("row")
+    await f.kv.put(second, b"41")  # an existing counter goes on from its value
+    async with f.tx.transaction() as t:
+        assert isinstance(t, NumberingTransaction)
+        await t.put(row, b"business")
+        await t.append_numbered(log, Message(b"a", {"kept": "yes"}, key="agg-1"), counter=first, header=SEQ)
+        await t.append(log, Message(b"plain"))
+        await t.append_numbered(log, Message(b"b"), counter=first, header=SEQ)
+        await t.append_numbered(log, Message(b"c"), counter=second, header=SEQ)
+    async with f.tx.transaction() as t:
+        assert isinstance(t, NumberingTransaction)
+        await t.append_numbered(log, Message(b"d"), counter=first, header=SEQ)
+    records = await read_all(f.log, log)
+    assert numbers(records) == ["1", None, "2", "42", "3"]
+    assert [bytes(r.message.payload) for r in records] == [b"a", b"plain", b"b", b"c", b"d"]
+    assert records[0].message.headers.get("kept") == "yes"
+    assert records[0].message.key == "agg-1"
+    assert (await f.kv.get(first), await f.kv.get(second), await f.kv.get(row)) == (b"3", b"42", b"business")
+
+
+async def test_concurrent_numbering_all_commit_numbered_in_commit_order(prism_env: PrismEnv) -> None:
+    """No read to check, so no abort: every transaction commits, numbers follow offsets."""
+    f, ns = await numbering(prism_env), prism_env.ns
+    log, counter = ns.name("log"), ns.name("counter")
+    writers = 8
+    staged = asyncio.Barrier(writers)
+
+    async def write(i: int) -> None:
+        async with f.tx.transaction() as t:
+            assert isinstance(t, NumberingTransaction)
+            await t.append_numbered(log, Message(str(i).encode()), counter=counter, header=SEQ)
+            await t.put(ns.name(f"row-{i}"), b"x")
+            async with asyncio.timeout(READER_PATIENCE):
+                with suppress(TimeoutError):
+                    await staged.wait()  # every writer holds its staged number before any commits
+
+    await asyncio.gather(*(write(i) for i in range(writers)))
+    records = await read_all(f.log, log)
+    assert numbers(records) == [str(n) for n in range(1, writers + 1)]
+    assert sorted(bytes(r.message.payload) for r in records) == sorted(str(i).encode() for i in range(writers))
+    assert await f.kv.get(counter) == str(writers).encode()
+
+
+async def test_a_rolled_back_numbering_uses_no_number(prism_env: PrismEnv) -> None:
+    f, ns = await numbering(prism_env), prism_env.ns
+    log, counter = ns.name("log"), ns.name("counter")
+
+    async def rolled_back() -> None:
+        async with f.tx.transaction() as t:
+            assert isinstance(t, NumberingTransaction)
+            await t.append_numbered(log, Message(b"gone"), counter=counter, header=SEQ)
+            raise Boom
+
+    with pytest.raises(Boom):
+        await rolled_back()
+    assert await f.kv.get(counter) is None
+    assert await f.log.end_offset(log) == 0
+    async with f.tx.transaction() as t:
+        assert isinstance(t, NumberingTransaction)
+        await t.append_numbered(log, Message(b"kept"), counter=counter, header=SEQ)
+    assert numbers(await read_all(f.log, log)) == ["1"]
+
+
+@pytest.mark.parametrize("first", ["get", "put", "delete", "numbered"])
+async def test_a_counter_cannot_also_be_read_or_written_in_its_transaction(prism_env: PrismEnv, first: str) -> None:
+    f, ns = await numbering(prism_env), prism_env.ns
+    log, counter = ns.name("log"), ns.name("counter")
+
+    async def touch(t: NumberingTransaction, how: str) -> None:
+        if how == "get":
+            await t.get(counter)  # type: ignore[attr-defined]
+        elif how == "put":
+            await t.put(counter, b"7")  # type: ignore[attr-defined]
+        elif how == "delete":
+            await t.delete(counter)  # type: ignore[attr-defined]
+        else:
+            await t.append_numbered(log, Message(b"n"), counter=counter, header=SEQ)
+
+    async def both() -> None:
+        async with f.tx.transaction() as t:
+            assert isinstance(t, NumberingTransaction)
+            await touch(t, first)
+            await touch(t, "get" if first == "numbered" else "numbered")
+
+    with pytest.raises(ValueError, match=r"numbers appends|cannot number appends"):
+        await both()
+    assert await f.kv.get(counter) is None, "a refused transaction wrote its counter"
+    assert await f.log.end_offset(log) == 0, "a refused transaction appended"
+
+
+@pytest.mark.parametrize("held", [b"abc", b"-1", b"1.5", b"", b"\xff"], ids=repr)
+async def test_a_counter_holding_no_number_aborts_the_commit_and_applies_nothing(
+    prism_env: PrismEnv, held: bytes
+) -> None:
+    from prism_testkit.errors import TransactionAborted
+
+    f, ns = await numbering(prism_env), prism_env.ns
+    log, counter, row = ns.name("log"), ns.name("counter"), ns.name("row")
+    await f.kv.put(counter, held)
+
+    async def numbered_from_it() -> None:
+        async with f.tx.transaction() as t:
+            assert isinstance(t, NumberingTransaction)
+            await t.put(row, b"business")
+            await t.append(log, Message(b"plain"))
+            await t.append_numbered(log, Message(b"n"), counter=counter, header=SEQ)
+
+    with pytest.raises(TransactionAborted, match="holds no decimal number"):
+        await numbered_from_it()
+    assert await f.kv.get(row) is None
+    assert await f.log.end_offset(log) == 0
+    assert await f.kv.get(counter) == held
+
+
+async def test_an_expired_counter_starts_again_from_one(prism_env: PrismEnv) -> None:
+    f, ns = await numbering(prism_env), prism_env.ns
+    if not prism_env.driver("backend").supports(Capability.KEYVALUE_TTL):
+        pytest.skip("needs keyvalue.ttl to let a counter expire")
+    log, counter = ns.name("log"), ns.name("counter")
+    await f.kv.put(counter, b"9", ttl=0.2)
+    await asyncio.sleep(0.5)
+    async with f.tx.transaction() as t:
+        assert isinstance(t, NumberingTransaction)
+        await t.append_numbered(log, Message(b"n"), counter=counter, header=SEQ)
+    assert numbers(await read_all(f.log, log)) == ["1"]
+    assert await f.kv.get(counter) == b"1"

@@ -40,7 +40,7 @@ from prism_testkit.patterns.outbox_cdc import OutboxCdcPublisher
 from pydantic import ValidationError
 
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, TransactionAborted
-from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transactions
+from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transaction, Transactions
 
 T = TypeVar("T")
 LOG = "t-outbox"
@@ -277,9 +277,45 @@ def test_per_aggregate_order_is_kept(on_backend: Runner) -> None:
     on_backend(scenario)
 
 
-def test_concurrent_writers_of_one_aggregate_cannot_share_a_sequence_number(on_backend: Runner) -> None:
+class ReadPathTransactions:
+    """The store's transactions without ``append_numbered``: the outbox reads and bumps."""
+
+    def __init__(self, inner: Transactions) -> None:
+        self._inner = inner
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._inner.transaction() as t:
+            yield ReadPathTransaction(t)
+
+
+@dataclass
+class ReadPathTransaction:
+    inner: Transaction
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.inner.get(key)
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self.inner.put(key, value)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def append(self, log: str, message: Message) -> None:
+        await self.inner.append(log, message)
+
+
+@pytest.mark.parametrize("numbered_by", ["store", "read"])
+def test_concurrent_writers_of_one_aggregate_cannot_share_a_sequence_number(
+    on_backend: Runner, numbered_by: str
+) -> None:
+    """Numbered by the store at commit, both commit in commit order; read and bumped, the
+    second to commit aborts. Either way no number is given twice."""
+
     async def scenario(env: Env) -> None:
-        outbox = Outbox(env.transactions, config())
+        transactions = env.transactions if numbered_by == "store" else ReadPathTransactions(env.transactions)
+        outbox = Outbox(transactions, config())
 
         async def interleaved() -> None:
             async with outbox.transaction() as a:
@@ -287,14 +323,18 @@ def test_concurrent_writers_of_one_aggregate_cannot_share_a_sequence_number(on_b
                 async with outbox.transaction() as b:  # begins after A, commits before A
                     await b.publish("agg", "FromB", b"b")
 
-        with pytest.raises(TransactionAborted):
+        if numbered_by == "store":
             await interleaved()
-        await commit_events(outbox, [("agg", "FromA")])  # the application retries A
+        else:
+            with pytest.raises(TransactionAborted):
+                await interleaved()
+            await commit_events(outbox, [("agg", "FromA")])  # the application retries A
         records = await env.log.read(LOG, 0)
         assert [(r.message.headers[HEADER_EVENT_TYPE], r.message.headers[HEADER_SEQUENCE]) for r in records] == [
             ("FromB", "1"),
             ("FromA", "2"),
         ]
+        assert await env.kv.get(config().sequence_key("agg")) == b"2"
 
     on_backend(scenario)
 
@@ -778,8 +818,10 @@ def test_claimed_commit_conflict_deletes_the_objects(on_backend: Runner) -> None
 
         async def conflicting_blocks() -> None:
             async with outbox.transaction() as late:
+                await late.get("row")  # read: the early block's write to it makes this one abort
                 await late.publish("agg", "Late", bytes(100))
-                async with outbox.transaction() as early:  # same aggregate: same sequence key
+                async with outbox.transaction() as early:
+                    await early.put("row", b"early")
                     await early.publish("agg", "Early", bytes(200))
 
         with pytest.raises(TransactionAborted):

@@ -26,6 +26,7 @@ CAPABILITIES: frozenset[Capability] = frozenset(
         Capability.LOG,
         Capability.LOG_TRUNCATE,
         Capability.TRANSACTIONS,
+        Capability.TRANSACTIONS_NUMBERING,
         # logical decoding; withheld by the driver on a server (given by URL) whose
         # wal_level is not logical
         Capability.CHANGEFEED,

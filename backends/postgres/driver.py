@@ -53,7 +53,7 @@ from prism_testkit.interfaces import Message, QueueDelivery, Record
 from prism_testkit.provisioning import Endpoint
 from prism_testkit.redaction import redact
 
-from .._common import as_bytes, check_count, check_positive, check_wait, freeze_message
+from .._common import Numbering, as_bytes, bad_counter, check_count, check_positive, check_wait, freeze_message
 from .._sql import SCAN_BATCH, SqlDialect, poll
 from . import MAX_PAYLOAD
 from .changefeed import SCHEMA as CHANGEFEED_SCHEMA
@@ -116,16 +116,19 @@ CREATE TABLE IF NOT EXISTS prism.log_groups (
 # in the order given: sorted), the check of every read, the writes and the appends. A changed read
 # raises CONFLICT_SQLSTATE with the key as its message, which rolls back the placeholders too.
 CONFLICT_SQLSTATE = "PR001"
+BAD_COUNTER_SQLSTATE = "PR002"  # a numbering counter holds no decimal number
 APPLY_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION prism.apply_tx(
     lock_logs text[], lock_keys text[],
     read_keys text[], read_values bytea[],   -- the committed value first read; NULL: absent
     put_keys text[], put_values bytea[],     -- the staged value; NULL: delete
-    logs text[], payloads bytea[], metas text[]
+    logs text[], payloads bytea[], metas text[],
+    counters text[], headers text[]          -- per append: numbered from this counter key, or NULL
 ) RETURNS void LANGUAGE plpgsql AS $apply$
 DECLARE
     k text;
     i int;
+    n bigint;
     cur bytea;
     live boolean;
 BEGIN
@@ -152,6 +155,18 @@ BEGIN
             INSERT INTO prism.kv (key, value, expires_at) VALUES (put_keys[i], put_values[i], NULL)
                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL;
         END IF;
+    END LOOP;
+    -- numbered appends: counters are locked above (in lock_keys) and never read or put here
+    FOR i IN 1 .. coalesce(array_length(logs, 1), 0) LOOP
+        CONTINUE WHEN counters[i] IS NULL;
+        SELECT CASE WHEN expires_at IS NULL OR expires_at > clock_timestamp() THEN value END INTO cur
+            FROM prism.kv WHERE key = counters[i];
+        IF cur IS NOT NULL AND encode(cur, 'escape') !~ '^[0-9]{{1,18}}$' THEN
+            RAISE EXCEPTION USING ERRCODE = '{BAD_COUNTER_SQLSTATE}', MESSAGE = counters[i];
+        END IF;
+        n := coalesce(encode(cur, 'escape')::bigint, 0) + 1;
+        UPDATE prism.kv SET value = convert_to(n::text, 'UTF8'), expires_at = NULL WHERE key = counters[i];
+        metas[i] := jsonb_set(metas[i]::jsonb, ARRAY['h', headers[i]], to_jsonb(n::text))::text;
     END LOOP;
     -- placeholders of keys only read: never live, never left behind
     DELETE FROM prism.kv WHERE key = ANY(read_keys) AND NOT key = ANY(put_keys) AND expires_at = '-infinity';
@@ -535,7 +550,9 @@ class PostgresTransaction:
     db: _Pool
     staged: dict[str, bytes | None] = field(default_factory=dict)  # key -> value, None = deleted
     reads: dict[str, bytes | None] = field(default_factory=dict)  # key -> committed value first read
-    appends: list[tuple[str, bytes, str]] = field(default_factory=list)  # (log, payload, meta)
+    # (log, payload, meta, counter, header): counter and header are None unless numbered
+    appends: list[tuple[str, bytes, str, str | None, str | None]] = field(default_factory=list)
+    numbering: Numbering = field(default_factory=Numbering)
     conflict: str | None = None  # set when two reads of one key disagreed
     finished: bool = False
 
@@ -545,7 +562,8 @@ class PostgresTransaction:
 
     async def get(self, key: str) -> bytes | None:
         self._check_open()
-        if _name(key, "key") in self.staged:
+        self.numbering.touch(_name(key, "key"))
+        if key in self.staged:
             return self.staged[key]
         raw = await self.db.fetchval(f"SELECT value FROM prism.kv WHERE key = $1 AND {_LIVE}", key)
         value = None if raw is None else bytes(raw)
@@ -557,15 +575,23 @@ class PostgresTransaction:
 
     async def put(self, key: str, value: bytes) -> None:
         self._check_open()
-        self.staged[_name(key, "key")] = as_bytes(value)
+        self.numbering.touch(_name(key, "key"))
+        self.staged[key] = as_bytes(value)
 
     async def delete(self, key: str) -> None:
         self._check_open()
-        self.staged[_name(key, "key")] = None
+        self.numbering.touch(_name(key, "key"))
+        self.staged[key] = None
 
     async def append(self, log: str, message: Message) -> None:
         self._check_open()
-        self.appends.append((_name(log, "log"), *_payload(message)))
+        self.appends.append((_name(log, "log"), *_payload(message), None, None))
+
+    async def append_numbered(self, log: str, message: Message, *, counter: str, header: str) -> None:
+        self._check_open()
+        self.numbering.count(_name(counter, "key"), header)
+        # The number's digits are not counted against the payload limit: headers are not.
+        self.appends.append((_name(log, "log"), *_payload(message), counter, header))
 
     @property
     def writes(self) -> bool:
@@ -575,18 +601,22 @@ class PostgresTransaction:
         if self.conflict is not None:
             raise _Conflict(self.conflict)
         puts = sorted(self.staged.items())
+        columns = [list(column) for column in zip(*self.appends, strict=True)] if self.appends else [[]] * 5
+        logs, payloads, metas, counters, headers = columns
         # A single statement commits on its own: no BEGIN / COMMIT round trips.
         await conn.execute(
-            "SELECT prism.apply_tx($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            sorted({log for log, _, _ in self.appends}),
-            sorted(self.reads.keys() | self.staged.keys()),
+            "SELECT prism.apply_tx($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            sorted(set(logs)),
+            sorted(self.reads.keys() | self.staged.keys() | self.numbering.counters),
             list(self.reads),
             list(self.reads.values()),
             [key for key, _ in puts],
             [value for _, value in puts],
-            [log for log, _, _ in self.appends],
-            [payload for _, payload, _ in self.appends],
-            [meta for _, _, meta in self.appends],
+            logs,
+            payloads,
+            metas,
+            counters,
+            headers,
         )
 
 
@@ -616,6 +646,8 @@ class PostgresTransactions:
         except asyncpg.PostgresError as exc:  # lost connections surface as ConnectionLost
             if exc.sqlstate == CONFLICT_SQLSTATE:
                 raise _aborted_by(str(exc)) from None
+            if exc.sqlstate == BAD_COUNTER_SQLSTATE:
+                raise bad_counter(str(exc)) from None
             raise TransactionAborted(f"PostgreSQL transaction could not commit: {exc}") from exc
 
 
