@@ -13,9 +13,7 @@ alert and is counted.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from typing import Any
 
 import pytest
@@ -36,6 +34,7 @@ from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.isolation import Namespace
 
 from ._bank import Account, CommandRefused, balances, command, event_store, view_kinds, views_store
+from ._helpers import in_background as syncing
 from ._helpers import prism_settings
 
 pytestmark = prism_suite(
@@ -71,18 +70,6 @@ def build(prism_env: PrismEnv, ns: Namespace, clock: FakeClock | None = None) ->
         views = views_store(driver, ns, slot, view_kinds(driver)[0])
         models[slot] = ProjectionRunner(store, views, handler, batch_size=4, poll_interval=0.01)
     return Cqrs(Repository(store, Account()), models, CqrsConfig(lag_tolerance=TOLERANCE, read_your_writes_timeout=5))
-
-
-@asynccontextmanager
-async def syncing(cqrs: Cqrs) -> AsyncIterator[None]:
-    """Read models following the store in the background for the block."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(cqrs.run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_a_query_after_a_write_reads_it_in_every_read_model(prism_env: PrismEnv) -> None:

@@ -23,8 +23,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from typing import Any
 
 import pytest
@@ -40,6 +39,7 @@ from prism_testkit.errors import TransactionAborted
 from prism_testkit.isolation import Namespace
 
 from ._bank import view_kinds, views_store
+from ._helpers import in_background as syncing
 from ._helpers import prism_settings
 
 pytestmark = prism_suite(
@@ -251,17 +251,6 @@ class Bank:
         if (got_accounts := await cqrs.query(model, "accounts") or 0) != len(rows):
             diffs.append(f"accounts: read {got_accounts}, written {len(rows)}")
         assert not diffs, f"read model {model!r} diverged from the write model: " + "; ".join(diffs)
-
-
-@asynccontextmanager
-async def syncing(cqrs: CdcCqrs) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(cqrs.run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 # --- tests ---------------------------------------------------------------------------------
