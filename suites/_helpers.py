@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from prism_testkit import BackendProperties, Message, Ordering, PrismEnv
-from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription
+from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription, Transaction, Transactions
 from prism_testkit.isolation import Namespace
 
 T = TypeVar("T")
@@ -285,3 +285,34 @@ async def in_background(worker: RunsUntilStopped) -> AsyncIterator[asyncio.Task[
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+class ReadPathTransactions:
+    """A store's transactions without ``append_numbered`` (``transactions.numbering``): a
+    pattern that numbers through the store falls back to reading and bumping its counter in
+    the transaction, the path every store without the capability takes."""
+
+    def __init__(self, inner: Transactions) -> None:
+        self._inner = inner
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._inner.transaction() as t:
+            yield ReadPathTransaction(t)
+
+
+class ReadPathTransaction:
+    def __init__(self, inner: Transaction) -> None:
+        self._inner = inner
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._inner.get(key)
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self._inner.put(key, value)
+
+    async def delete(self, key: str) -> None:
+        await self._inner.delete(key)
+
+    async def append(self, log: str, message: Message) -> None:
+        await self._inner.append(log, message)

@@ -57,7 +57,15 @@ from prism_testkit.interfaces import Subscription
 from prism_testkit.isolation import Namespace
 from prism_testkit.strategies import sized_payloads
 
-from ._helpers import collect, drain_queue, drain_subscription, eventually, norm, prism_settings
+from ._helpers import (
+    ReadPathTransactions,
+    collect,
+    drain_queue,
+    drain_subscription,
+    eventually,
+    norm,
+    prism_settings,
+)
 from ._relay_faults import DyingKeyValue, Killed
 
 pytestmark = prism_suite(
@@ -235,7 +243,14 @@ def objects_driver(prism_env: PrismEnv) -> Driver:
 
 
 async def rig(
-    prism_env: PrismEnv, ns: Namespace, kind: Kind, *, claims: bool = False, clock: Clock = time.time, **config: Any
+    prism_env: PrismEnv,
+    ns: Namespace,
+    kind: Kind,
+    *,
+    claims: bool = False,
+    clock: Clock = time.time,
+    read_path: bool = False,
+    **config: Any,
 ) -> Rig:
     consumer = Consumer(prism_env, kind, ns)
     cc: ClaimCheck | None = None
@@ -256,16 +271,26 @@ async def rig(
     # Small batches, so a handful of events already spans several of them.
     defaults = {"log": ns.name("outbox"), "batch_size": 3, "poll_interval": 0.02, "lease_ttl": 5.0}
     cfg = OutboxConfig(**{**defaults, **config})
-    outbox = Outbox(prism_env.driver("store").transactions(), cfg, clock=clock, claim_check=cc)
+    transactions = prism_env.driver("store").transactions()
+    if read_path:
+        transactions = ReadPathTransactions(transactions)
+    outbox = Outbox(transactions, cfg, clock=clock, claim_check=cc)
     await consumer.open()
     return Rig(prism_env, ns, cfg, outbox, consumer, cc)
 
 
 @asynccontextmanager
 async def rigged(
-    prism_env: PrismEnv, ns: Namespace, kind: Kind, *, claims: bool = False, clock: Clock = time.time, **config: Any
+    prism_env: PrismEnv,
+    ns: Namespace,
+    kind: Kind,
+    *,
+    claims: bool = False,
+    clock: Clock = time.time,
+    read_path: bool = False,
+    **config: Any,
 ) -> AsyncIterator[Rig]:
-    r = await rig(prism_env, ns, kind, claims=claims, clock=clock, **config)
+    r = await rig(prism_env, ns, kind, claims=claims, clock=clock, read_path=read_path, **config)
     try:
         yield r
     finally:
@@ -415,14 +440,20 @@ async def play(r: Rig, txs: list[Tx], relay: OutboxRelay) -> None:
             await relay.run_once()
 
 
-@pytest.mark.parametrize("composite", ["plain", "claim-check"])
-@pytest.mark.parametrize("kind", KINDS)
+# "sequence-read": the outbox reads and bumps each aggregate's sequence in the transaction, as
+# over a store without transactions.numbering (every built-in transactional store has it).
+COMPOSITES = [(kind, composite) for composite in ("plain", "claim-check") for kind in KINDS]
+COMPOSITES.append((KINDS[0], "sequence-read"))
+
+
+@pytest.mark.parametrize(("kind", "composite"), COMPOSITES)
 @prism_settings
 @given(txs=TXS)
 async def test_generated_transactions_deliver_exactly_the_committed_events(
     prism_env: PrismEnv, kind: Kind, composite: str, txs: list[Tx]
 ) -> None:
-    async with prism_env.example() as ns, rigged(prism_env, ns, kind, claims=composite == "claim-check") as r:
+    claims, read_path = composite == "claim-check", composite == "sequence-read"
+    async with prism_env.example() as ns, rigged(prism_env, ns, kind, claims=claims, read_path=read_path) as r:
         relay = r.relay("r1")
         await play(r, txs, relay)
         await drain(relay)

@@ -18,6 +18,13 @@ MUTANTS = [
     ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
     ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
     ("relay_commits_without_fencing", "outbox", "memstore,sqlite", "*lease was taken over moved it back*"),
+    ("outbox_sequence_not_bumped", "outbox", "memstore", "*: sequence [[]1, 1*"),
+    (
+        "sqlite_numbers_before_the_commit",
+        "transactions",
+        "sqlite",
+        "*FAILED*test_concurrent_numbering_all_commit_numbered_in_commit_order*",
+    ),
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
     ("claim_check_log_releases_uncommitted", "claim_check", "memstore,localfs", "*released the claim of the record*"),
     ("claim_check_accepts_any_reference", "claim_check", "memstore,localfs", "*DID NOT RAISE*InvalidClaimReference*"),
@@ -107,6 +114,8 @@ MUTANTS = [
 ONLY = {
     "outbox_cdc_confirms_before_publishing": "killed_before_confirming and 1-crash-log",
     "relay_commits_without_fencing": "taken_over",
+    "outbox_sequence_not_bumped": "generated and sequence-read",
+    "sqlite_numbers_before_the_commit": "numbering",
     "claim_check_log_releases_uncommitted": "below_the_committed_offset",
     "claim_check_accepts_any_reference": "outside_the_bucket_and_prefix",
     "claim_check_keeps_orphan_on_failed_send": "certainly_failed",

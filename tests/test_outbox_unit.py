@@ -37,10 +37,11 @@ from prism_testkit.patterns.outbox import (
     encode_record,
 )
 from prism_testkit.patterns.outbox_cdc import OutboxCdcPublisher
+from prism_testkit.suites._helpers import ReadPathTransactions
 from pydantic import ValidationError
 
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, TransactionAborted
-from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transaction, Transactions
+from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transactions
 
 T = TypeVar("T")
 LOG = "t-outbox"
@@ -275,35 +276,6 @@ def test_per_aggregate_order_is_kept(on_backend: Runner) -> None:
         assert r.metrics.batches == 8
 
     on_backend(scenario)
-
-
-class ReadPathTransactions:
-    """The store's transactions without ``append_numbered``: the outbox reads and bumps."""
-
-    def __init__(self, inner: Transactions) -> None:
-        self._inner = inner
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._inner.transaction() as t:
-            yield ReadPathTransaction(t)
-
-
-@dataclass
-class ReadPathTransaction:
-    inner: Transaction
-
-    async def get(self, key: str) -> bytes | None:
-        return await self.inner.get(key)
-
-    async def put(self, key: str, value: bytes) -> None:
-        await self.inner.put(key, value)
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def append(self, log: str, message: Message) -> None:
-        await self.inner.append(log, message)
 
 
 @pytest.mark.parametrize("numbered_by", ["store", "read"])
