@@ -122,6 +122,12 @@ def test_an_unreachable_redis_database_is_a_clear_error_without_credentials() ->
     assert "s3cret" not in str(caught.value)
 
 
+@pytest.fixture(autouse=True)
+def own_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hunts run here leave their start ledger in this test's temp dir, not the machine's."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def hunt(pytester: pytest.Pytester, database: Path, *extra: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
         "--prism-backend=memstore", "--prism-hunt=40s", f"--prism-hunt-db={database}", "-p", "no:cacheprovider", *extra
