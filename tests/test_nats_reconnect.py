@@ -10,10 +10,11 @@ serves again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import warnings
 
-from prism_testkit.backends.nats.driver import ClosingClient
+from prism_testkit.backends.nats.driver import ClosingClient, close_client
 
 INFO = b'INFO {"server_id":"fake","version":"2.10.0","proto":1,"max_payload":1048576}\r\n'
 HANGUPS = 3
@@ -81,3 +82,42 @@ async def reconnect_through_hangups() -> None:
 
 def test_connections_of_failed_reconnect_attempts_are_closed() -> None:
     asyncio.run(reconnect_through_hangups())
+
+
+async def connected_to_a_fresh_server() -> tuple[ClosingClient, asyncio.Server]:
+    server = await asyncio.start_server(FlakyNatsServer().handle, "127.0.0.1", 0)
+    nc = ClosingClient()
+    await nc.connect(f"nats://127.0.0.1:{server.sockets[0].getsockname()[1]}", allow_reconnect=False)
+    return nc, server
+
+
+async def close_after_a_cancelled_wait() -> None:
+    nc, server = await connected_to_a_fresh_server()
+    try:
+        # An earlier close bounded in time: its timeout cancelled the task awaiting the stream's
+        # close waiter, and with it the waiter itself (one future per stream, shared by all).
+        writer = nc._transport._io_writer  # type: ignore[union-attr]
+        writer._protocol._get_close_waiter(writer).cancel()  # type: ignore[attr-defined]
+        await close_client(nc)  # must not raise CancelledError: nobody cancelled this close
+        assert nc.is_closed
+    finally:
+        server.close()
+        await server.wait_closed()
+    nc, server = await connected_to_a_fresh_server()
+    try:  # ...while a close that is itself cancelled still ends cancelled
+        closing = asyncio.ensure_future(close_client(nc))
+        await asyncio.sleep(0)
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+        assert closing.cancelled()
+        await close_client(nc)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_close_survives_a_close_waiter_cancelled_by_an_earlier_timeout() -> None:
+    """The hunt found it: a fault-proxied JetStream client raised CancelledError when the
+    harness closed it after healing, failing a stateful suite where nothing was wrong."""
+    asyncio.run(close_after_a_cancelled_wait())

@@ -304,6 +304,26 @@ async def _unsubscribed(sub: Any) -> None:
         await asyncio.wait([task], timeout=CLOSE_GRACE)
 
 
+async def close_client(nc: NATS) -> None:
+    """Close ``nc`` for good, whatever state its connection is in. nats-py ends its close by
+    awaiting the stream's close waiter, one future per stream: a task cancelled while it waited
+    on it before (a close bounded in time, ended by its timeout) cancelled that future too, and
+    every later close of the client then raises CancelledError though nobody cancelled it."""
+    try:
+        await nc.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # this close itself is being cancelled
+            if nc._transport is not None:
+                nc._transport.close()  # nats-py never closes it again: it already counts as closed
+            raise
+    except Exception:
+        pass
+    # close() cancels the client's reader, pinger, flusher and reconnect tasks without
+    # waiting for them; they must be gone before the harness closes the loop.
+    await _settled(nc)
+
+
 async def _settled(nc: NATS) -> None:
     tasks = [
         task
@@ -849,11 +869,7 @@ class NatsDriver(Driver):
     async def close(self) -> None:
         for sub in list(self.subscriptions):
             await sub.close()
-        with contextlib.suppress(Exception):
-            await self.nc.close()
-        # close() cancels the client's reader, pinger, flusher and reconnect tasks without
-        # waiting for them; they must be gone before the harness closes the loop.
-        await _settled(self.nc)
+        await close_client(self.nc)
 
     def keyvalue(self) -> NatsKeyValue:
         return self._keyvalue
