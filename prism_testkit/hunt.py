@@ -128,14 +128,17 @@ class HuntPlan:
     # (xdist hands tests to whichever worker is free) would end its last test early and idle.
     ledger: Path | None = None
     _started_here: int = 0
+    hunted_ids: set[str] = field(default_factory=set)  # node ids of the hunted tests (collection)
+    _counted: set[str] = field(default_factory=set)  # of those, the ones counted as started here
 
-    def allot(self) -> float:
+    def allot(self, nodeid: str = "") -> float:
         """Seconds the hunted test starting now may run: the worker-time left of the budget,
         split over the hunted tests no worker has started yet (this one included), and never
         more than the wall-clock time left. A test that overran (shrinking a failure takes as
         long as it takes) shortens the ones after it instead of stretching the whole hunt.
         Always at least one round."""
         left = self.budget - (time.monotonic() - self.started)
+        self._counted.add(nodeid)
         started_before = self._count_start()
         remaining = max(1, self.hunted_tests - started_before)
         return max(0.0, min(left, left * self.workers / remaining))
@@ -151,6 +154,13 @@ class HuntPlan:
             before = len(ledger.read())
             ledger.write(".")
         return before
+
+    def skipped(self, nodeid: str) -> None:
+        """A hunted test that skipped before it hunted (not applicable to its combination) is
+        counted as started, or the tests after it would save time for it that nobody spends."""
+        if nodeid in self.hunted_ids and nodeid not in self._counted:
+            self._counted.add(nodeid)
+            self._count_start()
 
     def finished(self) -> None:
         self.hunted_here += 1

@@ -250,13 +250,12 @@ def _count_hunted(config: pytest.Config, items: list[pytest.Item]) -> None:
     plan = config.stash.get(PLAN, None)
     if plan is None:
         return
-    hunted = 0
     for item in items:
         decl = declaration_of(item)
         combo = item.callspec.params.get("prism_combination") if hasattr(item, "callspec") else None
         if decl is not None and decl.name.startswith(HUNTED_PREFIX) and isinstance(combo, Combination):
-            hunted += 1
-    plan.hunted_tests = hunted
+            plan.hunted_ids.add(item.nodeid)
+    plan.hunted_tests = len(plan.hunted_ids)
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -352,6 +351,12 @@ class _Reporting:
         self.hunts: list[dict[str, Any]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped:
+            from prism_testkit.hunt import PLAN
+
+            plan = self.config.stash.get(PLAN, None)
+            if plan is not None:
+                plan.skipped(report.nodeid)
         if report.when == "call":
             self.hunts.extend(
                 value for key, value in report.user_properties if key == "prism_hunt" and isinstance(value, dict)

@@ -83,6 +83,21 @@ def test_workers_share_one_count_so_the_last_tests_use_the_time_left(tmp_path: P
     assert ledger.read_text() == "...."
 
 
+def test_a_hunted_test_that_skipped_counts_as_started(tmp_path: Path) -> None:
+    """Two of four hunted tests skip (not applicable): the last one that hunts gets all the
+    time left, not a share kept for the two that never come."""
+    plan = HuntPlan(budget=600, database=None, database_label=None, hunted_tests=4, workers=1)
+    plan.hunted_ids = {"a", "b", "c", "d"}
+    assert plan.allot("a") == pytest.approx(150, abs=0.5)
+    plan.skipped("b")
+    plan.skipped("c")
+    plan.skipped("c")  # a skip reported twice (setup, teardown) counts once
+    plan.skipped("not-hunted")
+    assert plan.allot("d") == pytest.approx(600, abs=0.5)
+    plan.skipped("d")  # skipped after it started hunting: already counted
+    assert plan.allot("e") == pytest.approx(600, abs=0.5)
+
+
 def test_a_dead_runs_ledger_is_swept_and_a_live_one_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
     import tempfile

@@ -106,7 +106,7 @@ class StatefulRun:
         it in the example database, which every later round and machine replays first)."""
         machine = cast("type[RuleBasedStateMachine]", make)
         started = time.monotonic()
-        self.tally.allotted = plan.allot()
+        self.tally.allotted = plan.allot(self.nodeid)
         self.tally.test = self.nodeid
         round_settings = settings(stateful_settings(), max_examples=ROUND_EXAMPLES, derandomize=False)
         self.derandomized = False  # every round has a seed of its own: the replay names it
