@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Protocol, TypeVar
 
 from hypothesis import HealthCheck, settings
@@ -275,16 +275,20 @@ class RunsUntilStopped(Protocol):
 
 
 @asynccontextmanager
-async def in_background(worker: RunsUntilStopped) -> AsyncIterator[asyncio.Task[None]]:
+async def in_background(
+    worker: RunsUntilStopped, *, ending: tuple[type[BaseException], ...] = ()
+) -> AsyncIterator[asyncio.Task[None]]:
     """``worker.run(stop)`` in a task for the block (read models following their store, a
-    publisher...); stopped when the block ends and given 10 s to finish."""
+    connector...); stopped when the block ends and given 10 s to finish. ``ending``: how the
+    task may legitimately have ended instead (cancelled, or killed by the test's fault)."""
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
         yield task
     finally:
         stop.set()
-        await asyncio.wait_for(task, 10)
+        with suppress(*ending):
+            await asyncio.wait_for(task, 10)
 
 
 class ReadPathTransactions:

@@ -20,7 +20,7 @@ import itertools
 import random
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,7 +41,7 @@ from prism_testkit.interfaces import Subscription
 from prism_testkit.isolation import Namespace
 
 from ._cdc_checker import Ledger, Write, check, value_of
-from ._helpers import drain_queue, drain_subscription
+from ._helpers import drain_queue, drain_subscription, in_background
 
 pytestmark = prism_suite(
     "cdc",
@@ -236,17 +236,9 @@ async def rigged(prism_env: PrismEnv, kind: Kind, **config: Any) -> AsyncIterato
         await consumer.close()
 
 
-@asynccontextmanager
-async def running(connector: CdcConnector) -> AsyncIterator[asyncio.Task[None]]:
-    """The connector's run loop in a task, stopped (or cancelled) when the block ends."""
-    stop = asyncio.Event()
-    task = asyncio.ensure_future(connector.run(stop))
-    try:
-        yield task
-    finally:
-        stop.set()
-        with suppress(asyncio.CancelledError, Killed):
-            await asyncio.wait_for(task, 10.0)
+def running(connector: CdcConnector) -> AbstractAsyncContextManager[asyncio.Task[None]]:
+    """The connector's run loop in a task, stopped (or cancelled, or killed) when the block ends."""
+    return in_background(connector, ending=(asyncio.CancelledError, Killed))
 
 
 class DyingSink:

@@ -280,17 +280,9 @@ async def rig(
 
 
 @asynccontextmanager
-async def rigged(
-    prism_env: PrismEnv,
-    ns: Namespace,
-    kind: Kind,
-    *,
-    claims: bool = False,
-    clock: Clock = time.time,
-    read_path: bool = False,
-    **config: Any,
-) -> AsyncIterator[Rig]:
-    r = await rig(prism_env, ns, kind, claims=claims, clock=clock, read_path=read_path, **config)
+async def rigged(prism_env: PrismEnv, ns: Namespace, kind: Kind, **options: Any) -> AsyncIterator[Rig]:
+    """:func:`rig` (same options), its consumer closed when the block ends."""
+    r = await rig(prism_env, ns, kind, **options)
     try:
         yield r
     finally:
