@@ -106,6 +106,7 @@ class ServerProcess:
         self.started_at: float | None = None
         self.time_to_ready: float | None = None  # seconds from spawn to ready, last start
         self._lifecycle = threading.RLock()  # start() kills a half-started server under it
+        self._comm: str | None = None  # the leader's process name, read at spawn
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class ServerProcess:
                 preexec_fn=_child_setup(self.user),
             )
         self.started_at = time.monotonic()
+        self._comm = _comm(self._proc.pid)
         _LIVE.add(self)
         try:
             self.wait_ready(self.ready_timeout)
@@ -148,18 +150,33 @@ class ServerProcess:
         self.time_to_ready = time.monotonic() - self.started_at
 
     def _clear_previous_group(self) -> None:
-        """The last process group must be gone before a new server takes the data dir. Its
-        leader may have exited on its own (alive is False) while its children still run: a
+        """Every process of the last run must be gone before a new server takes the data dir.
+        Its leader may have exited on its own (alive is False) while its children still run: a
         postmaster's backends hold its shared memory a moment longer, and a new postmaster
         then refuses to start. Kill what is left and wait; say so plainly if it will not go."""
-        if self._proc is None or not _running_members(self._proc.pid):
+        if self._proc is None or not self._stragglers():
             return
-        self._signal_group(signal.SIGCONT)
-        self._signal_group(signal.SIGKILL)
-        _wait_group_gone(self._proc.pid, timeout=10.0)
-        left = _running_members(self._proc.pid)
+        self._end_stragglers()
+        left = self._stragglers()
         if left:
             raise ProvisioningError(f"{self.name}: processes {left} of its last run would not exit; not starting")
+
+    def _stragglers(self) -> list[int]:
+        """Running processes of the last run: its process group and, when the server has a
+        working dir, processes named like its leader working inside it. PostgreSQL's backends
+        call setsid(), so they leave the group, and outlive a killed postmaster."""
+        if self._proc is None:
+            return []
+        inside = self.cwd.resolve() if self.cwd is not None and self._comm else None
+        return _running(self._proc.pid, inside, self._comm)
+
+    def _end_stragglers(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := self._stragglers()) and time.monotonic() < deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -222,7 +239,7 @@ class ServerProcess:
             # The leader's exit is not the group's: a killed postmaster's backends may still hold
             # its shared memory, and a restart then refuses to start ("pre-existing shared memory
             # block is still in use"). Wait until no member of the group is still running.
-            _wait_group_gone(self._proc.pid, timeout=10.0)
+            self._end_stragglers()
         _LIVE.discard(self)
 
     def log_tail(self, lines: int = 5) -> str:
@@ -245,27 +262,37 @@ def _caller() -> str:
     return f"thread {threading.current_thread().name}, from {where}"
 
 
-def _running_members(pgid: int) -> list[int]:
-    """Processes of group ``pgid`` that have not exited yet (zombies have: their memory is freed)."""
-    members = []
+def _comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return None
+
+
+def _running(pgid: int, inside: Path | None, comm: str | None) -> list[int]:
+    """Processes that have not exited yet (zombies have: their memory is freed) of group
+    ``pgid``, or named ``comm`` with their working dir in ``inside``."""
+    found = []
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()  # after "pid (comm)"
+                raw = stat.read()
+            fields = raw.rsplit(b")", 1)[1].split()  # after "pid (comm)"
+            state, pgrp = fields[0], int(fields[2])
+            if state in (b"Z", b"X"):
+                continue
+            if pgrp == pgid or (
+                inside is not None
+                and _comm(int(entry.name)) == comm
+                and Path(os.readlink(f"/proc/{entry.name}/cwd")).is_relative_to(inside)
+            ):
+                found.append(int(entry.name))
         except OSError:
             continue  # gone meanwhile
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state not in (b"Z", b"X"):
-            members.append(int(entry.name))
-    return members
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while _running_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    return found
 
 
 def stop_all() -> None:

@@ -125,12 +125,13 @@ def test_no_orphan_when_the_owning_process_is_killed(tmp_path: Path) -> None:
     assert gone(server_pid), "the server outlived the process that started it"
 
 
-def forking_server(tmp_path: Path) -> tuple[ServerProcess, Path]:
+def forking_server(tmp_path: Path, *, own_session: bool = False) -> tuple[ServerProcess, Path]:
     """A server whose leader forks a long-lived helper into its process group (as a postmaster
-    forks backends); the helper's pid is written to the returned file."""
+    forks backends); the helper's pid is written to the returned file. ``own_session``: the
+    helper leaves the group with setsid(), as every PostgreSQL backend does."""
     port = free_port()
     pids = tmp_path / "helper.pid"
-    helper_code = "import time; time.sleep(600)"
+    helper_code = ("import os; os.setsid(); " if own_session else "") + "import time; time.sleep(600)"
     script = textwrap.dedent(
         f"""
         import socket, subprocess, sys
@@ -142,7 +143,10 @@ def forking_server(tmp_path: Path) -> tuple[ServerProcess, Path]:
             c, _ = s.accept(); c.close()
         """
     )
-    return ServerProcess("forking", [sys.executable, "-c", script], port=port, log_path=tmp_path / "f.log"), pids
+    server = ServerProcess(
+        "forking", [sys.executable, "-c", script], port=port, log_path=tmp_path / "f.log", cwd=tmp_path
+    )
+    return server, pids
 
 
 def test_kill_returns_only_when_every_process_of_the_group_is_gone(tmp_path: Path) -> None:
@@ -194,3 +198,20 @@ def test_a_start_after_the_leader_died_alone_first_ends_the_rest_of_its_group(tm
         assert log.count("prism-testkit: starting forking (thread MainThread, from test_processes.py:") == 2
     finally:
         proc.kill()
+
+
+def test_kill_also_ends_children_that_left_the_process_group(tmp_path: Path) -> None:
+    """PostgreSQL's backends call setsid(): a SIGKILL of the postmaster's group misses them,
+    and they hold its shared memory until they notice the postmaster died; the restart then
+    failed ("pre-existing shared memory block is still in use"), twice in hunts."""
+    proc, pids = forking_server(tmp_path, own_session=True)
+    proc.start()
+    deadline = time.monotonic() + 10
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    helper = int(pids.read_text())
+    while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
+        time.sleep(0.01)  # its setsid() has not run yet
+    assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
+    proc.kill()
+    assert gone(helper), "kill() returned while a child that left the group still ran"
