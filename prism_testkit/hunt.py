@@ -155,9 +155,10 @@ class HuntPlan:
             ledger.write(".")
         return before
 
-    def skipped(self, nodeid: str) -> None:
-        """A hunted test that skipped before it hunted (not applicable to its combination) is
-        counted as started, or the tests after it would save time for it that nobody spends."""
+    def ended(self, nodeid: str) -> None:
+        """A hunted test that ended without hunting (it skipped as not applicable to its
+        combination, or it is a plain test of a stateful suite) is counted as started, or the
+        tests after it would save time for it that nobody spends."""
         if nodeid in self.hunted_ids and nodeid not in self._counted:
             self._counted.add(nodeid)
             self._count_start()

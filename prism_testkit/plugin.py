@@ -351,12 +351,12 @@ class _Reporting:
         self.hunts: list[dict[str, Any]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.skipped:
+        if report.skipped or report.when == "teardown":
             from prism_testkit.hunt import PLAN
 
             plan = self.config.stash.get(PLAN, None)
             if plan is not None:
-                plan.skipped(report.nodeid)
+                plan.ended(report.nodeid)
         if report.when == "call":
             self.hunts.extend(
                 value for key, value in report.user_properties if key == "prism_hunt" and isinstance(value, dict)

@@ -89,13 +89,24 @@ def test_a_hunted_test_that_skipped_counts_as_started(tmp_path: Path) -> None:
     plan = HuntPlan(budget=600, database=None, database_label=None, hunted_tests=4, workers=1)
     plan.hunted_ids = {"a", "b", "c", "d"}
     assert plan.allot("a") == pytest.approx(150, abs=0.5)
-    plan.skipped("b")
-    plan.skipped("c")
-    plan.skipped("c")  # a skip reported twice (setup, teardown) counts once
-    plan.skipped("not-hunted")
+    plan.ended("b")
+    plan.ended("c")
+    plan.ended("c")  # a skip reported twice (setup, teardown) counts once
+    plan.ended("not-hunted")
     assert plan.allot("d") == pytest.approx(600, abs=0.5)
-    plan.skipped("d")  # skipped after it started hunting: already counted
+    plan.ended("d")  # skipped after it started hunting: already counted
     assert plan.allot("e") == pytest.approx(600, abs=0.5)
+
+
+def test_a_plain_test_of_a_stateful_suite_counts_as_started_when_it_ends() -> None:
+    """A test of a stateful suite that runs no machine neither hunts nor skips: its teardown
+    counts it, so the hunted test after it is not kept short for it (the 58-minute hunt)."""
+    plan = HuntPlan(budget=600, database=None, database_label=None, hunted_tests=3, workers=1)
+    plan.hunted_ids = {"plain", "b", "c"}
+    plan.ended("plain")  # its teardown report
+    assert plan.allot("b") == pytest.approx(300, abs=0.5)
+    plan.ended("b")  # a hunted test's own teardown counts nothing more
+    assert plan.allot("c") == pytest.approx(600, abs=0.5)
 
 
 def test_a_dead_runs_ledger_is_swept_and_a_live_one_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
