@@ -37,11 +37,11 @@ from prism_testkit.patterns.cdc import (
 
 from prism_testkit import Capability, Driver, Message, Ordering, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import TransactionAborted
-from prism_testkit.interfaces import Subscription
 from prism_testkit.isolation import Namespace
 
 from ._cdc_checker import Ledger, Write, check, value_of
-from ._helpers import drain_queue, drain_subscription, in_background
+from ._helpers import in_background
+from ._sink_reader import SinkReader
 
 pytestmark = prism_suite(
     "cdc",
@@ -54,7 +54,8 @@ KINDS: list[Kind] = ["queue", "log", "pubsub"]
 TABLES = ["users", "orders"]
 WRITERS = 3
 TRANSACTIONS = 12  # per writer
-TAIL_WAIT = 0.1
+TAIL_WAIT = 0.1  # where no fence can end a read: how long a wait must bring nothing
+SETTLE = 10.0  # upper bound for the sink to hand over what it holds (never reached when healthy)
 LATE = 30.0  # seconds between a commit and its publication, as the connector's clock sees it
 
 
@@ -77,11 +78,11 @@ class Consumer:
         if not driver.supports(Capability(kind)):
             pytest.skip(f"{driver.name} does not provide {kind}")
         self.kind, self._env = kind, prism_env
-        self.ordered = prism_env.spec("sink").properties.ordering is not Ordering.NONE
+        ordering = prism_env.spec("sink").properties.ordering
+        self.ordered = ordering is not Ordering.NONE
         self.topics = [f"{topic_prefix}.{table}" for table in TABLES]
         self.received: dict[str, list[Message]] = {t: [] for t in self.topics}
-        self._offsets = dict.fromkeys(self.topics, 0)
-        self._subscriptions: dict[str, Subscription] = {}
+        self.readers = {t: SinkReader(lambda: self.driver, kind, t, ordering, quiet=TAIL_WAIT) for t in self.topics}
 
     @property
     def driver(self) -> Driver:
@@ -97,13 +98,12 @@ class Consumer:
         return PubSubEventSink(self.driver.pubsub())
 
     async def open(self) -> None:
-        if self.kind == "pubsub":
-            for topic in self.topics:
-                self._subscriptions[topic] = await self.driver.pubsub().subscribe(topic)
+        for reader in self.readers.values():
+            await reader.open()
 
     async def close(self) -> None:
-        for subscription in self._subscriptions.values():
-            await subscription.close()
+        for reader in self.readers.values():
+            await reader.close()
 
     async def resubscribe(self) -> None:
         """A restart of the sink's own backend (it also is the source) ends its subscriptions:
@@ -111,25 +111,15 @@ class Consumer:
         gone, so the caller collects what was delivered before the restart."""
         if self.kind != "pubsub":
             return
-        with suppress(Exception):  # the old subscriptions may have died with their server
-            await self.close()
+        for reader in self.readers.values():
+            with suppress(Exception):  # the old subscription may have died with its server
+                await reader.close()
         await self.open()
-
-    async def _receive(self, topic: str) -> list[Message]:
-        if self.kind == "queue":
-            return [d.message for d in await drain_queue(self.driver.queue(), topic, wait=TAIL_WAIT)]
-        if self.kind == "log":
-            records = await self.driver.log().read(topic, self._offsets[topic], limit=1000, wait=TAIL_WAIT)
-            if records:
-                self._offsets[topic] = records[-1].offset + 1
-            return [r.message for r in records]
-        return await drain_subscription(self._subscriptions[topic], wait=TAIL_WAIT)
 
     async def collect(self) -> list[Message]:
         """Everything delivered so far, topic by topic (each topic in delivery order)."""
-        for topic in self.topics:
-            while batch := await self._receive(topic):
-                self.received[topic].extend(batch)
+        for topic, reader in self.readers.items():
+            self.received[topic].extend(await reader.until_now(time.monotonic() + SETTLE))
         return [m for topic in self.topics for m in self.received[topic]]
 
 

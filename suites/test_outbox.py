@@ -53,20 +53,18 @@ from prism_testkit.patterns.outbox import (
 
 from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import PayloadTooLarge, TransactionAborted
-from prism_testkit.interfaces import Subscription
 from prism_testkit.isolation import Namespace
 from prism_testkit.strategies import sized_payloads
 
 from ._helpers import (
     ReadPathTransactions,
     collect,
-    drain_queue,
-    drain_subscription,
     eventually,
     norm,
     prism_settings,
 )
 from ._relay_faults import DyingKeyValue, Killed
+from ._sink_reader import SinkReader
 
 pytestmark = prism_suite(
     "outbox",
@@ -104,8 +102,7 @@ class Consumer:
         self.ordering = prism_env.spec("sink").properties.ordering
         self.destination = ns.name("events")
         self.received: list[Message] = []
-        self._offset = 0
-        self._subscription: Subscription | None = None
+        self.reader = SinkReader(lambda: self.driver, kind, self.destination, self.ordering, quiet=TAIL_WAIT)
         self.sink: Sink
         self.reconnect(driver)
 
@@ -120,34 +117,21 @@ class Consumer:
             self.sink = PubSubSink(driver.pubsub(), self.destination)
 
     async def open(self) -> None:
-        if self.kind == "pubsub":
-            # At-most-once fan-out: only a subscriber present at publish time gets the event.
-            self._subscription = await self.driver.pubsub().subscribe(self.destination)
+        await self.reader.open()
 
     async def close(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.close()
-
-    async def _receive(self, wait: float) -> list[Message]:
-        if self.kind == "queue":
-            return [d.message for d in await drain_queue(self.driver.queue(), self.destination, wait=wait)]
-        if self.kind == "log":
-            records = await self.driver.log().read(self.destination, self._offset, limit=1000, wait=wait)
-            if records:
-                self._offset = records[-1].offset + 1
-            return [r.message for r in records]
-        assert self._subscription is not None
-        return await drain_subscription(self._subscription, wait=wait)
+        await self.reader.close()
 
     async def collect(self, expected: set[str]) -> list[Message]:
         """Everything delivered so far: until every ``expected`` event id has arrived (or
-        :data:`SETTLE` runs out). Each receive ends with a wait that found nothing, so strays
-        published along with them show up too."""
+        :data:`SETTLE` runs out), and every stray published along with them."""
         deadline = time.monotonic() + SETTLE
-        while True:
-            self.received.extend(await self._receive(TAIL_WAIT))
-            if expected <= {m.headers.get(HEADER_EVENT_ID) for m in self.received} or time.monotonic() >= deadline:
+        while not expected <= {m.headers.get(HEADER_EVENT_ID) for m in self.received}:
+            if time.monotonic() >= deadline:
                 return list(self.received)
+            self.received.extend(await self.reader.receive(TAIL_WAIT))
+        self.received.extend(await self.reader.until_now(time.monotonic() + SETTLE))
+        return list(self.received)
 
 
 # --- the system under test -----------------------------------------------------------------

@@ -18,6 +18,8 @@ MUTANTS = [
     ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
     ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
     ("relay_commits_without_fencing", "outbox", "memstore,sqlite", "*lease was taken over moved it back*"),
+    # a stray after every committed event: only the sink read to a fence (or its end) sees it
+    ("relay_republishes_when_drained", "outbox", "memstore,sqlite", "*was republished with other content*"),
     ("outbox_sequence_not_bumped", "outbox", "memstore", "*: sequence [[]1, 1*"),
     (
         "sqlite_numbers_before_the_commit",
