@@ -37,6 +37,11 @@ async def receive_available(
 FENCE_HEADER = "prism-fence"
 
 
+def unfenced(messages: list[Message]) -> list[Message]:
+    """Without fences: one of an earlier read that was cut short (a fault, a retry) may come later."""
+    return [m for m in messages if FENCE_HEADER not in m.headers]
+
+
 async def drain_to_fence(queue: Queue, name: str, *, deadline: float) -> list[Message]:
     """Every message sent to queue ``name`` before this call, acked, without listening for
     strays: in a queue with total order a fence sent now comes after all of them, so its
@@ -52,7 +57,7 @@ async def drain_to_fence(queue: Queue, name: str, *, deadline: float) -> list[Me
         await queue.ack(name, delivery)
         if delivery.message.headers.get(FENCE_HEADER) == fence:
             return out
-        out.append(delivery.message)
+        out.extend(unfenced([delivery.message]))
     raise AssertionError(f"a fence sent to queue {name} never arrived: the messages before it may be stuck too")
 
 
@@ -66,7 +71,7 @@ async def drain_subscription_to_fence(pubsub: PubSub, topic: str, sub: Subscript
     while (message := await sub.receive(quiet)) is not None:
         if message.headers.get(FENCE_HEADER) == fence:
             break
-        out.append(message)
+        out.extend(unfenced([message]))
     return out
 
 
@@ -111,12 +116,13 @@ class SinkReader:
     async def receive(self, wait: float) -> list[Message]:
         """What the destination holds now, waiting up to ``wait`` seconds for the first of it."""
         if self.kind == "queue":
-            return [d.message for d in await receive_available(self._driver().queue(), self.destination, wait=wait)]
+            deliveries = await receive_available(self._driver().queue(), self.destination, wait=wait)
+            return unfenced([d.message for d in deliveries])
         if self.kind == "log":
             return self._advance(await self._driver().log().read(self.destination, self.offset, limit=1000, wait=wait))
         assert self.subscription is not None, "open() subscribes first"
         first = await self.subscription.receive(wait)
-        return [] if first is None else [first, *await drain_subscription(self.subscription, wait=0.0)]
+        return [] if first is None else unfenced([first, *await drain_subscription(self.subscription, wait=0.0)])
 
     async def until_now(self, deadline: float) -> list[Message]:
         """Everything delivered before this call: exactly, where the sink's order allows it,

@@ -13,6 +13,7 @@ built from the stream equal to the source (replica convergence).
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Literal
 
 import pytest
@@ -27,7 +28,7 @@ from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
 
 from ._cdc_checker import Ledger, Write, check, value_of
-from ._helpers import drain_queue
+from ._sink_reader import SinkReader
 
 pytestmark = prism_suite(
     "stateful_cdc",
@@ -38,6 +39,7 @@ pytestmark = prism_suite(
 Kind = Literal["queue", "log"]
 TABLES = ("users", "orders")
 ROWS = 4
+SETTLE = 10.0  # upper bound for the sink to hand over what it holds (never reached when healthy)
 
 
 class Rollback(Exception):
@@ -158,17 +160,12 @@ class CdcMachine(FaultMachine):
         return [verdict], f"change stream of {len(self.ledger.committed)} committed transactions"
 
     async def _read_sink(self) -> list[Message]:
-        driver = self.env.driver("sink")
+        ordering = self.env.spec("sink").properties.ordering
         found: list[Message] = []
         for table in TABLES:
             topic = f"{self.topic_prefix}.{table}"
-            if self.kind == "queue":
-                found += [d.message for d in await drain_queue(driver.queue(), topic, wait=0.2)]
-                continue
-            offset = 0
-            while batch := await driver.log().read(topic, offset, limit=500):
-                found += [r.message for r in batch]
-                offset = batch[-1].offset + 1
+            reader = SinkReader(lambda: self.env.driver("sink"), self.kind, topic, ordering, quiet=0.2)
+            found += await reader.until_now(time.monotonic() + SETTLE)
         return found
 
     async def _source_state(self) -> dict[str, bytes]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from typing import Literal
 
 import pytest
@@ -30,8 +31,8 @@ from prism_testkit.jepsen.history import DEFINITE_FAILURES
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
 
-from ._helpers import drain_queue
 from ._relay_faults import DyingKeyValue, Killed
+from ._sink_reader import SinkReader
 
 pytestmark = prism_suite(
     "stateful_outbox",
@@ -43,6 +44,7 @@ Kind = Literal["queue", "log"]
 AGGREGATES = ("a", "b", "c")
 RELAYS = ("r1", "r2")
 LEASE_TTL = 5.0  # s on the machine's clock, which only moves when a rule says so
+SETTLE = 10.0  # upper bound for the sink to hand over what it holds (never reached when healthy)
 
 
 class Rollback(Exception):
@@ -237,19 +239,9 @@ class OutboxMachine(FaultMachine):
                 self.clock.now += LEASE_TTL * 1.01  # a dead holder's lease: let it run out
 
     async def _read_sink(self) -> list[str]:
-        driver = self.env.driver("sink")
-        if self.kind == "queue":
-            deliveries = await drain_queue(driver.queue(), self.destination, wait=0.3)
-            return [bytes(d.message.payload).decode() for d in deliveries]
-        log = driver.log()
-        end = await log.end_offset(self.destination)
-        found: list[str] = []
-        while len(found) < end:
-            batch = await log.read(self.destination, len(found), limit=100)
-            if not batch:
-                break
-            found += [bytes(r.message.payload).decode() for r in batch]
-        return found
+        ordering = self.env.spec("sink").properties.ordering
+        reader = SinkReader(lambda: self.env.driver("sink"), self.kind, self.destination, ordering, quiet=0.3)
+        return [bytes(m.payload).decode() for m in await reader.until_now(time.monotonic() + SETTLE)]
 
 
 @pytest.mark.parametrize("kind", ["queue", "log"])
