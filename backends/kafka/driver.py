@@ -185,9 +185,13 @@ class _Reader:
         self.consumer = consumer
         self.tp = tp
         self.lock = asyncio.Lock()
+        # The end offset last seen: a log only grows, so records below it exist and a read
+        # there can fetch at once, without asking for the end first (a ListOffsets round trip).
+        self.seen_end = 0
 
     async def end(self) -> int:
         ends = await self.consumer.end_offsets([self.tp])
+        self.seen_end = max(self.seen_end, int(ends[self.tp]))
         return int(ends[self.tp])
 
     async def fetch(self, offset: int, target: int) -> list[Record]:
@@ -251,6 +255,8 @@ class _KafkaLog(Log):
             await asyncio.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
         reader = await driver._reader(topic)
         async with reader.lock:
+            if offset < reader.seen_end:  # known to exist: no need to ask where the end is
+                return await reader.fetch(offset, min(reader.seen_end, offset + limit))
             while True:
                 end = await reader.end()
                 if end > offset:
