@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from prism_testkit import Message, PrismEnv, Queue, Slot, prism_suite
 from prism_testkit.capabilities import Capability
-from prism_testkit.errors import DeliveryNotFound, PayloadTooLarge
+from prism_testkit.errors import DeliveryNotFound, NotSupported, PayloadTooLarge
 from prism_testkit.interfaces import MESSAGE_ID_HEADER, QueueDelivery
 from prism_testkit.isolation import Namespace
 
@@ -37,6 +37,7 @@ from ._helpers import (
 
 pytestmark = prism_suite("queue", backend=Slot.needs("queue"))
 
+LATE_ANSWER = 1.5  # seconds each way a delayed receive's request and answer are held up
 RETRY_AFTER = 1.0  # seconds: a producer's retry after a client timeout, well inside any dedup window
 
 
@@ -348,6 +349,37 @@ async def test_a_resend_with_the_same_message_id_is_delivered_once_exactly_when_
             "an undeclared dedup dropped a send"
         )
     assert [bytes(d.message.payload) for d in await drain_queue(queue, other)] == [b"elsewhere"]
+
+
+async def test_a_receive_whose_answer_is_late_hides_no_message_it_reports_empty(prism_env: PrismEnv) -> None:
+    """A receive that answers "nothing" took nothing. Its request and the server's answer are
+    held up longer than it waits: either it reports an unknown outcome (it raises), or it
+    returns the message, or the message is there for others within the visibility timeout
+    the receive asked for. (NATS once answered "nothing" on its own clock while the server
+    handed the message to that abandoned pull, hiding it for the consumer's 30 s ack wait.)"""
+    try:
+        slow, proxy = await prism_env.proxied("backend")
+    except NotSupported:
+        pytest.skip("an embedded backend has no network to delay")
+    queue, name = queue_of(prism_env), prism_env.ns.name("q-late")
+    await slow.queue().send(name, Message(b"held?"))  # sent through it: it knows the queue now
+    proxy.latency(LATE_ANSWER)
+    try:
+        answer = await asyncio.wait_for(
+            slow.queue().receive(name, wait=WAIT, visibility_timeout=SHORT_TTL), LATE_ANSWER
+        )
+    except Exception:  # any error is an unknown outcome, and allowed
+        return
+    finally:
+        proxy.heal()
+    if answer is not None:
+        return
+    await asyncio.sleep(LATE_ANSWER)  # the delayed request has reached the server by now
+    again = await queue.receive(name, wait=SHORT_TTL + EXPIRY_DEADLINE)
+    assert again is not None, (
+        "a receive answered 'no message' before the server could answer it, and the message stayed hidden past "
+        f"the visibility timeout that receive asked for ({SHORT_TTL}s)"
+    )
 
 
 async def test_purge_removes_everything_in_the_namespace(prism_env: PrismEnv) -> None:

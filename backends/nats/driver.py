@@ -22,6 +22,10 @@ name and subject token, the mapping is injective, and it maps prefixes to prefix
     unconfirmed ``-NAK`` lost to a connection reset hid a message for 30 s behind a successful
     receive. A server restart forgets the delay too: a message held when the server was killed
     comes back after ``ack_wait`` (measured: 29 s), not after its own visibility timeout.
+  - a pull the server did not answer in time (it answers every pull: a message, or a 404 / 408
+    status) raises :class:`ConnectionLost`, not "no message": the server may still hand a
+    message to it after the client stopped listening, and keep it pending for ``ack_wait``.
+    The stateful queue suite's hunt found it with the server paused during a receive.
   - ``attempt`` is the consumer's delivery count; ``delivery_id`` is unique per hand-out.
     The driver tracks the deliveries it handed out and their deadlines (measured from the
     moment the pull was sent, so never later than the server's): an ack / nack of a delivery
@@ -114,7 +118,7 @@ CHUNK_SIZE = 128 << 10  # object chunks, as the NATS object store clients write 
 API_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 15.0
 CLOSE_GRACE = 5.0  # seconds a closed client's cancelled tasks get to end
-PULL_GRACE = 0.3  # seconds past a pull's expiry to wait for the server's 408 before giving up
+PULL_GRACE = 1.0  # seconds past a pull's expiry to wait for the server's 408 before giving up
 
 META_HEADER = "Prism-Meta"  # JSON {"h": headers, "k": key}: any str header names / values survive
 MSG_ID_HEADER = MESSAGE_ID_HEADER
@@ -429,9 +433,9 @@ class NatsQueue:
             remaining = deadline - loop_time()
             sent_at = loop_time()
             msg = await self._driver.pull(QUEUE_STREAM + name, remaining)
-            if msg is not None and _status(msg) is None and msg.reply:
+            if _status(msg) is None and msg.reply:
                 return await self._hand_out(queue, msg, sent_at, visibility=timeout)
-            if msg is not None and _status(msg) in {"409", "503"}:  # consumer gone (purged meanwhile)
+            if _status(msg) in {"409", "503"}:  # consumer gone (purged meanwhile)
                 self._driver.forget(QUEUE_STREAM + name)
                 await self._driver.ensure_queue(name)
             if loop_time() >= deadline:
@@ -1019,9 +1023,9 @@ class NatsDriver(Driver):
                 }
             )
 
-    async def pull(self, stream: str, remaining: float) -> Msg | None:
+    async def pull(self, stream: str, remaining: float) -> Msg:
         """One pull request for one message: at once when ``remaining`` is (almost) 0, else
-        waiting up to ``remaining`` seconds; the message, a status message, or None."""
+        waiting up to ``remaining`` seconds; the message, or the server's status message."""
         inbox = self.nc.new_inbox()
         if remaining < 0.01:
             body: dict[str, Any] = {"batch": 1, "no_wait": True}
@@ -1039,7 +1043,10 @@ class NatsDriver(Driver):
                 )
                 return await sub.next_msg(timeout=timeout)
             except nats.errors.TimeoutError:
-                return None
+                # The server answers every pull (a message, or a 404 / 408 status). No answer means
+                # it may yet hand a message to this pull once we stopped listening, and keep it
+                # pending for the consumer's whole ack wait: the outcome is unknown, not "empty".
+                raise ConnectionLost(f"no answer to a pull from {stream} within {timeout:.1f}s") from None
             finally:
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
