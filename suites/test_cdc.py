@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from prism_testkit.patterns.cdc import (
@@ -41,7 +41,7 @@ from prism_testkit.isolation import Namespace
 
 from ._cdc_checker import Ledger, Write, check, value_of
 from ._helpers import in_background
-from ._sink_reader import SinkReader
+from ._sink_reader import Kind, SinkReader
 
 pytestmark = prism_suite(
     "cdc",
@@ -49,7 +49,6 @@ pytestmark = prism_suite(
     sink=Slot.one_of("queue", "log", "pubsub"),
 )
 
-Kind = Literal["queue", "log", "pubsub"]
 KINDS: list[Kind] = ["queue", "log", "pubsub"]
 TABLES = ["users", "orders"]
 WRITERS = 3

@@ -64,7 +64,7 @@ from ._helpers import (
     prism_settings,
 )
 from ._relay_faults import DyingKeyValue, Killed
-from ._sink_reader import SinkReader
+from ._sink_reader import Kind, SinkReader
 
 pytestmark = prism_suite(
     "outbox",
@@ -72,7 +72,6 @@ pytestmark = prism_suite(
     sink=Slot.one_of("queue", "log", "pubsub"),
 )
 
-Kind = Literal["queue", "log", "pubsub"]
 KINDS: list[Kind] = ["queue", "log", "pubsub"]
 AGGREGATES = ["a", "b", "c"]
 THRESHOLD = 256  # claim-check threshold: small, so both sides of it are cheap

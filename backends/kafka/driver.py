@@ -190,9 +190,9 @@ class _Reader:
         self.seen_end = 0
 
     async def end(self) -> int:
-        ends = await self.consumer.end_offsets([self.tp])
-        self.seen_end = max(self.seen_end, int(ends[self.tp]))
-        return int(ends[self.tp])
+        end = int((await self.consumer.end_offsets([self.tp]))[self.tp])
+        self.seen_end = max(self.seen_end, end)
+        return end
 
     async def fetch(self, offset: int, target: int) -> list[Record]:
         """Records ``offset`` .. ``target - 1``, which are known to exist."""
