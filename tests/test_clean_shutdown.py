@@ -13,8 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Suites whose faults (kills, restarts, resets, partitions) leave the most client state behind,
-# on each of the three backends (the contract suites without faults add time, not leaks).
-SUITES = "stateful_log,pubsub,queue,restart"
+# on each of the three backends (the contract suites without faults add time, not leaks); Kafka
+# has no queue.
+SUITES = {
+    "kafka": "stateful_log,pubsub,restart",
+    "redis": "stateful_log,pubsub,queue,restart",
+    "nats": "stateful_log,pubsub,queue,restart",
+}
 LEAK_SIGNS = ("Task was destroyed", "never awaited", "Unclosed", "unclosed", "Traceback")
 
 
@@ -26,15 +31,18 @@ def after_summary(output: str) -> str:
     return "\n".join(lines[last + 1 :])
 
 
-def test_stateful_and_contract_suites_of_networked_backends_end_without_leaks(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+# One run per backend: each is its own process with its own clients and loop (what leaks is a
+# client of that backend), and three tests spread over xdist workers where one took two minutes.
+@pytest.mark.parametrize("backend", sorted(SUITES))
+def test_stateful_and_contract_suites_of_a_networked_backend_end_without_leaks(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
         "--pyargs",
         "prism_testkit.suites",
-        "--prism-backend=kafka,redis,nats",  # named: one that cannot be provisioned is an error
-        f"--prism-pattern={SUITES}",
+        f"--prism-backend={backend}",  # named: one that cannot be provisioned is an error
+        f"--prism-pattern={SUITES[backend]}",
         "-W",
         "error",
         "-p",
@@ -44,7 +52,7 @@ def test_stateful_and_contract_suites_of_networked_backends_end_without_leaks(
     stdout, stderr = result.stdout.str(), result.stderr.str()
     assert result.ret == pytest.ExitCode.OK, stdout[-5000:] + stderr[-3000:]
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed", 0) > 60, outcomes  # the suites really ran on all three
+    assert outcomes.get("passed", 0) >= 10, outcomes  # the suites really ran
     tail = after_summary(stdout) + "\n" + stderr
     found = [sign for sign in LEAK_SIGNS if sign in tail]
     assert not found, f"leak signs after the summary: {found}\n{tail[-5000:]}"
