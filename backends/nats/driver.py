@@ -1080,7 +1080,9 @@ class NatsDriver(Driver):
         with self.guard():
             try:
                 reply = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", timeout=API_TIMEOUT)
-            except nats.errors.NoRespondersError:  # deleted behind our back (nats-server >= 2.10 says so)
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                # Deleted behind our back? nats-server >= 2.10 says so, 2.9 stays silent: the API
+                # tells (and a server that is really gone fails there too).
                 self.forget(stream)
                 return await self.last_msg(stream, subject)
         status = _status(reply)
