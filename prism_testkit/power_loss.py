@@ -60,10 +60,9 @@ class PowerLossInstance:
 
         A server dies first, its client is closed after: a goodbye first would give a server
         that fsyncs on a timer (Redis ``appendfsync everysec``) time to sync what it had
-        acknowledged, and the cut would prove nothing. An
-        embedded backend's driver is the writer itself, so it is closed first, as a cut process
-        would stop writing. (``redis_aof_fsyncs_every_second`` escaped the suite in one of three
-        runs here while the client was closed first.)"""
+        acknowledged, and the cut would prove nothing (``redis_aof_fsyncs_every_second``
+        escaped the suite in one of three runs here that way). An embedded backend's driver is
+        the writer itself, so it is closed first, as a cut process would stop writing."""
         old, embedded = self.driver, self.endpoint.control is None
         if embedded:
             await _close_quietly(old)
