@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from prism_testkit.backends.nats.driver import KV_BUCKET
+
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.registry import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
