@@ -12,9 +12,9 @@ before-image of an expired row is "absent", as readers saw it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import groupby
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from prism_testkit.errors import CaptureNotFound
 from prism_testkit.interfaces import ChangeSet, KeyChange
@@ -22,8 +22,17 @@ from prism_testkit.interfaces import ChangeSet, KeyChange
 from ._changefeed import check_capture, check_label, check_position, check_prefix, check_read, other_prefix
 from ._sql import poll, upper_bound
 
-if TYPE_CHECKING:
-    from .sqlite import _Database
+T = TypeVar("T")
+
+
+class SqliteConnection(Protocol):
+    """What the feed needs of the driver's database: jobs run on its one connection's thread.
+    Taken as a parameter, so the feed never imports the driver that owns it."""
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
 
 POLL_INTERVAL = 0.015
 
@@ -122,7 +131,7 @@ def capture_names(conn: sqlite3.Connection, prefix: str) -> list[str]:
 
 
 class SqliteChangeFeed:
-    def __init__(self, db: _Database) -> None:
+    def __init__(self, db: SqliteConnection) -> None:
         self._db = db
 
     async def create(self, capture: str, prefix: str) -> None:

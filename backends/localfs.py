@@ -42,10 +42,10 @@ from typing import BinaryIO, ClassVar, Self
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, ObjectNotFound, ProvisioningError
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import ObjectInfo, ObjectStore
-from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
-from prism_testkit.registry import BackendSpec
+from prism_testkit.provision.base import EmbeddedProvisioner, Endpoint
+from prism_testkit.registry.backends import BackendSpec
+from prism_testkit.registry.hookspecs import hookimpl
 
 from ._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive
 

@@ -34,7 +34,6 @@ from prism_testkit.errors import (
     ObjectNotFound,
     TransactionAborted,
 )
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import (
     MESSAGE_ID_HEADER,
     ChangeFeed,
@@ -52,8 +51,9 @@ from prism_testkit.interfaces import (
     Transaction,
     Transactions,
 )
-from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
-from prism_testkit.registry import BackendSpec
+from prism_testkit.provision.base import EmbeddedProvisioner, Endpoint
+from prism_testkit.registry.backends import BackendSpec
+from prism_testkit.registry.hookspecs import hookimpl
 
 from ._changefeed import check_capture, check_label, check_position, check_prefix, check_read, other_prefix
 from ._common import (

@@ -27,10 +27,10 @@ from typing import Any, Self, TypeVar
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConfigurationError, DeliveryNotFound, TransactionAborted
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import Message, QueueDelivery, Record
-from prism_testkit.provisioning import EmbeddedProvisioner, Endpoint
-from prism_testkit.registry import BackendSpec
+from prism_testkit.provision.base import EmbeddedProvisioner, Endpoint
+from prism_testkit.registry.backends import BackendSpec
+from prism_testkit.registry.hookspecs import hookimpl
 
 from ._common import Numbering, check_offset, next_number, numbered
 from ._sql import SCAN_BATCH, SqlDialect, poll
@@ -574,7 +574,9 @@ class SqliteDriver(Driver):
     async def open_file(cls, file: Path, name: str, capabilities: frozenset[Capability]) -> Self:
         db = _Database(file)
         await db.open()
-        return cls(name, capabilities, db)
+        driver = cls(name, capabilities, db)
+        driver.server_version = f"SQLite {sqlite3.sqlite_version}"  # the library this process links
+        return driver
 
     async def close(self) -> None:
         await self.db.close()

@@ -44,7 +44,7 @@ from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.interfaces import Message
 from prism_testkit.isolation import Namespace, NamespaceFactory
-from prism_testkit.registry import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
+from prism_testkit.registry.backends import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
 from . import floor, growth

@@ -22,7 +22,7 @@ from prism_testkit.patterns.wal import LogDurability, WalApplier, WalConfig, Wri
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.isolation import Namespace
-from prism_testkit.registry import BackendSpec
+from prism_testkit.registry.backends import BackendSpec
 
 from .stats import ratio_fields
 

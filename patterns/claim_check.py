@@ -45,7 +45,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from prism_testkit.combinations import Slot
+from prism_testkit import metrics as prometheus
 from prism_testkit.config.units import Duration, Size, parse_size
 from prism_testkit.errors import (
     BucketNotFound,
@@ -56,7 +56,6 @@ from prism_testkit.errors import (
     PayloadTooLarge,
     PrismError,
 )
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import (
     Log,
     Message,
@@ -67,7 +66,9 @@ from prism_testkit.interfaces import (
     Record,
     Subscription,
 )
-from prism_testkit.pattern_registry import (
+from prism_testkit.registry.combinations import Slot
+from prism_testkit.registry.hookspecs import hookimpl
+from prism_testkit.registry.patterns import (
     MESSAGING,
     CheckContext,
     Complexity,
@@ -346,7 +347,7 @@ class ClaimCheck:
             raise ConfigurationError(f"config must be a ClaimCheckConfig, not {type(config).__name__}")
         self.objects = objects
         self.config = config
-        self.metrics = ClaimCheckMetrics()
+        self.metrics = prometheus.noted("claim_check", ClaimCheckMetrics())
 
     # -- setup ------------------------------------------------------------------------------
 

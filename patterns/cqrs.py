@@ -31,10 +31,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prism_testkit.combinations import Slot
+from prism_testkit import metrics as prometheus
 from prism_testkit.config.units import Duration
-from prism_testkit.hookspecs import hookimpl
-from prism_testkit.pattern_registry import (
+from prism_testkit.registry.combinations import Slot
+from prism_testkit.registry.hookspecs import hookimpl
+from prism_testkit.registry.patterns import (
     MESSAGING,
     CheckContext,
     Complexity,
@@ -147,7 +148,7 @@ class Cqrs:
         self.write = write
         self.read_models = dict(read_models)
         self.config = CqrsConfig() if config is None else config
-        self.metrics = CqrsMetrics()
+        self.metrics = prometheus.noted("cqrs", CqrsMetrics())
 
     def _model(self, name: str) -> ProjectionRunner:
         try:

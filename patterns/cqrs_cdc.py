@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from prism_testkit import metrics as prometheus
 from prism_testkit.errors import TransactionAborted
 from prism_testkit.interfaces import ChangeFeed, KeyValue, Message, Transaction, Transactions
 
@@ -319,7 +320,7 @@ class CdcCqrs:
             )
         self.write, self.feed, self.clock, self.poll_interval = write, feed, clock, poll_interval
         self.read_models = dict(read_models)
-        self.metrics = CqrsMetrics()
+        self.metrics = prometheus.noted("cqrs_cdc", CqrsMetrics())
         self._positions: OrderedDict[str, int] = OrderedDict()
         self.sink = ReadModelSink(self.read_models, write.prefix, self._seen)
         self.connector = CdcConnector(feed, write.kv, self.sink, cdc)

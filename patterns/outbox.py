@@ -96,11 +96,10 @@ from typing import ClassVar, Literal, NoReturn, Protocol, Self, runtime_checkabl
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prism_testkit import metrics as prometheus
 from prism_testkit.capabilities import Capability
-from prism_testkit.combinations import Slot
 from prism_testkit.config.units import Duration, Size
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import (
     KeyValue,
     Log,
@@ -113,7 +112,9 @@ from prism_testkit.interfaces import (
     Transactions,
     TruncatableLog,  # re-exported: the outbox's cleanup="delete" needs it
 )
-from prism_testkit.pattern_registry import (
+from prism_testkit.registry.combinations import Slot
+from prism_testkit.registry.hookspecs import hookimpl
+from prism_testkit.registry.patterns import (
     MESSAGING,
     CheckContext,
     Complexity,
@@ -479,7 +480,7 @@ class Outbox:
         self.config = _checked_config(config)
         self.clock = clock
         self.claim_check = claim_check
-        self.metrics = OutboxMetrics()
+        self.metrics = prometheus.noted("outbox", OutboxMetrics())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[OutboxTransaction]:
@@ -665,7 +666,7 @@ class OutboxRelay:
         self.sink = sink
         self.relay_id = relay_id
         self.clock = clock
-        self.metrics = RelayMetrics()
+        self.metrics = prometheus.noted("outbox_relay", RelayMetrics())
         self._lease: _Lease | None = None  # the lease we hold, as last written by us
         # The relay offset as we last wrote or read it under our lease's epoch; None when unknown.
         self._position: _Offset | None = None

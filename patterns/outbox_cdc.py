@@ -48,6 +48,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import ClassVar
 
+from prism_testkit import metrics as prometheus
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyValue, Message
 
 from .outbox import OutboxConfig, OutboxConfigurationError, OutboxError, Sink, _checked_config, decode_record
@@ -111,7 +112,7 @@ class OutboxCdcPublisher:
         self.sink = sink
         self.kv = kv
         self.clock = clock
-        self.metrics = PublisherMetrics()
+        self.metrics = prometheus.noted("outbox_cdc", PublisherMetrics())
         self._started = False
         self._last_activity = 0.0
 

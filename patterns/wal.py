@@ -69,16 +69,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prism_testkit.combinations import Slot
+from prism_testkit import metrics as prometheus
 from prism_testkit.config.units import Duration
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge, PrismError
-from prism_testkit.hookspecs import hookimpl
 from prism_testkit.interfaces import KeyValue, Log, Message, Record, Transactions
-from prism_testkit.pattern_registry import (
+from prism_testkit.registry.combinations import Slot
+from prism_testkit.registry.hookspecs import hookimpl
+from prism_testkit.registry.patterns import (
     DURABLE_LOG_HINT,
     Complexity,
     NeedsContext,
@@ -89,7 +90,7 @@ from prism_testkit.pattern_registry import (
 )
 
 if TYPE_CHECKING:
-    from prism_testkit.registry import BackendSpec
+    from prism_testkit.registry.backends import BackendSpec
 
 __all__ = [
     "HEADER_CREATED_AT",
@@ -345,7 +346,7 @@ class WalApplier:
         self.on_applied = on_applied  # called once a mutation's write committed
         self.on_skipped = on_skipped  # called when the guard shows a replayed mutation was resolved
         self.clock = clock
-        self.metrics = ApplierMetrics()
+        self.metrics = prometheus.noted("wal_applier", ApplierMetrics())
         self._position: int | None = None  # next offset to read; None until loaded
         self._blocked: dict[str, deque[_Pending]] = {}  # keys waiting behind a failed mutation
         self._dead: dict[int, tuple[str, str]] = {}  # offset -> (key, error), for sync writers
@@ -700,15 +701,14 @@ class _GroupCommit:
 
 @dataclass(frozen=True)
 class WalGauges:
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"unapplied_entries"})  # a level, not a count (prism_testkit.metrics)
+
     lag_seconds: float  # age of the oldest unresolved mutation (0 when none)
     unapplied_entries: int
 
     def prometheus(self, namespace: str) -> str:
-        label = namespace.replace("\\", "\\\\").replace('"', '\\"')
-        return (
-            f'prism_wal_lag_seconds{{namespace="{label}"}} {self.lag_seconds}\n'
-            f'prism_wal_unapplied_entries{{namespace="{label}"}} {self.unapplied_entries}\n'
-        )
+        """Prometheus' text format, labelled with ``namespace`` (RFC-009's names)."""
+        return prometheus.exposition("wal", namespace, self)
 
 
 class WriteAheadLog:

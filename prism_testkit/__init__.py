@@ -15,14 +15,14 @@ _EXPORTS = {
     "Capability": "prism_testkit.capabilities",
     "DeliveryGuarantee": "prism_testkit.capabilities",
     "Ordering": "prism_testkit.capabilities",
-    "Combination": "prism_testkit.combinations",
-    "Slot": "prism_testkit.combinations",
+    "Combination": "prism_testkit.registry.combinations",
+    "Slot": "prism_testkit.registry.combinations",
     "Driver": "prism_testkit.driver",
     "PrismEnv": "prism_testkit.env",
     "NotSupported": "prism_testkit.errors",
     "PrismError": "prism_testkit.errors",
-    "ENTRY_POINT_GROUP": "prism_testkit.hookspecs",
-    "hookimpl": "prism_testkit.hookspecs",
+    "ENTRY_POINT_GROUP": "prism_testkit.registry.hookspecs",
+    "hookimpl": "prism_testkit.registry.hookspecs",
     "ChangeFeed": "prism_testkit.interfaces",
     "ChangeSet": "prism_testkit.interfaces",
     "KeyChange": "prism_testkit.interfaces",
@@ -38,21 +38,21 @@ _EXPORTS = {
     "Subscription": "prism_testkit.interfaces",
     "Transaction": "prism_testkit.interfaces",
     "Transactions": "prism_testkit.interfaces",
-    "Availability": "prism_testkit.provisioning",
-    "EmbeddedProvisioner": "prism_testkit.provisioning",
-    "Endpoint": "prism_testkit.provisioning",
-    "ProvisionContext": "prism_testkit.provisioning",
-    "Provisioner": "prism_testkit.provisioning",
-    "Via": "prism_testkit.provisioning",
-    "BackendSpec": "prism_testkit.registry",
-    "ServerProcess": "prism_testkit.processes",
-    "free_port": "prism_testkit.processes",
-    "ServerProvisioner": "prism_testkit.server_provisioning",
-    "DataDir": "prism_testkit.server_provisioning",
-    "find_binary": "prism_testkit.server_provisioning",
-    "private_endpoint": "prism_testkit.server_provisioning",
-    "PatternSlot": "prism_testkit.pattern_registry",
-    "PatternSpec": "prism_testkit.pattern_registry",
+    "Availability": "prism_testkit.provision.base",
+    "EmbeddedProvisioner": "prism_testkit.provision.base",
+    "Endpoint": "prism_testkit.provision.base",
+    "ProvisionContext": "prism_testkit.provision.base",
+    "Provisioner": "prism_testkit.provision.base",
+    "Via": "prism_testkit.provision.base",
+    "BackendSpec": "prism_testkit.registry.backends",
+    "ServerProcess": "prism_testkit.provision.processes",
+    "free_port": "prism_testkit.provision.processes",
+    "ServerProvisioner": "prism_testkit.provision.servers",
+    "DataDir": "prism_testkit.provision.servers",
+    "find_binary": "prism_testkit.provision.servers",
+    "private_endpoint": "prism_testkit.provision.servers",
+    "PatternSlot": "prism_testkit.registry.patterns",
+    "PatternSpec": "prism_testkit.registry.patterns",
     "prism_suite": "prism_testkit.suite",
 }
 
@@ -118,11 +118,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
-    from prism_testkit.combinations import Combination, Slot
     from prism_testkit.driver import Driver
     from prism_testkit.env import PrismEnv
     from prism_testkit.errors import NotSupported, PrismError
-    from prism_testkit.hookspecs import ENTRY_POINT_GROUP, hookimpl
     from prism_testkit.interfaces import (
         ChangeFeed,
         ChangeSet,
@@ -140,9 +138,7 @@ if TYPE_CHECKING:
         Transaction,
         Transactions,
     )
-    from prism_testkit.pattern_registry import PatternSlot, PatternSpec
-    from prism_testkit.processes import ServerProcess, free_port
-    from prism_testkit.provisioning import (
+    from prism_testkit.provision.base import (
         Availability,
         EmbeddedProvisioner,
         Endpoint,
@@ -150,6 +146,10 @@ if TYPE_CHECKING:
         Provisioner,
         Via,
     )
-    from prism_testkit.registry import BackendSpec
-    from prism_testkit.server_provisioning import DataDir, ServerProvisioner, find_binary, private_endpoint
+    from prism_testkit.provision.processes import ServerProcess, free_port
+    from prism_testkit.provision.servers import DataDir, ServerProvisioner, find_binary, private_endpoint
+    from prism_testkit.registry.backends import BackendSpec
+    from prism_testkit.registry.combinations import Combination, Slot
+    from prism_testkit.registry.hookspecs import ENTRY_POINT_GROUP, hookimpl
+    from prism_testkit.registry.patterns import PatternSlot, PatternSpec
     from prism_testkit.suite import prism_suite

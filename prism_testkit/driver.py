@@ -18,7 +18,7 @@ from prism_testkit.errors import NotSupported
 
 if TYPE_CHECKING:
     from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, ObjectStore, PubSub, Queue, Transactions
-    from prism_testkit.provisioning import Endpoint
+    from prism_testkit.provision.base import Endpoint
 
 T = TypeVar("T")
 
@@ -38,6 +38,9 @@ class Driver(ABC):
     """Connected backend. Subclasses override the accessors of the interfaces they implement."""
 
     backend_name: ClassVar[str] = "?"
+    # The server's version as it reports it, set by ``connect`` where the server tells (the
+    # report names it beside how the backend was provisioned); None: in-process or untold.
+    server_version: str | None = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         # Every accessor a subclass overrides first checks the declaration, so a driver class

@@ -6,14 +6,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from prism_testkit.combinations import Combination
 from prism_testkit.driver import Driver
+from prism_testkit.faults.power_loss import PowerLossInstance
+from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import Namespace
 from prism_testkit.jepsen.checkers import Verdict
-from prism_testkit.jepsen.faultproxy import FaultProxy
-from prism_testkit.power_loss import PowerLossInstance
-from prism_testkit.provisioning import ServerControl
-from prism_testkit.registry import BackendSpec
+from prism_testkit.provision.base import ServerControl
+from prism_testkit.registry.backends import BackendSpec
+from prism_testkit.registry.combinations import Combination
 from prism_testkit.runtime import PrismRuntime
 
 
@@ -27,6 +27,7 @@ class PrismEnv:
         # anomaly name -> count, from every checker verdict of this test (forbidden, tolerated)
         self.anomalies: Counter[str] = Counter()
         self.tolerated: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()  # fault kind -> how often the nemesis injected it
 
     def record_verdict(self, verdict: Verdict) -> Verdict:
         """Count a checker's findings into this test's report row; returns the verdict."""

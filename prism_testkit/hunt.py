@@ -60,6 +60,11 @@ def parse_budget(text: str) -> float:
 
 def open_database(where: str) -> ExampleDatabase:
     """A directory path, or a ``redis://`` / ``rediss://`` URL (needs the ``redis`` extra)."""
+    from prism_testkit.options import hunt_db_problem
+
+    problem = hunt_db_problem(where)
+    if problem is not None:  # also refused when the options are read; this guards other callers
+        raise HuntError(f"--prism-hunt-db: {problem}")
     if where.startswith(("redis://", "rediss://", "unix://")):
         try:
             import redis
@@ -198,17 +203,18 @@ LEDGER_KEPT = 86400.0  # seconds since its last write after which a ledger is a 
 
 
 def ledger_path(run: str) -> Path:
-    """The start ledger of run ``run`` (xdist's run id, shared by its workers). No worker can
-    tell when the others are done with it, so ledgers of dead runs are swept by later hunts."""
-    import tempfile
+    """The start ledger of run ``run`` (xdist's run id, shared by its workers), in the harness's
+    own parent dir. No worker can tell when the others are done with it, so ledgers of dead
+    runs are swept by later hunts: only files of the ledger's name, in that private dir."""
+    from prism_testkit.provision.workdirs import workdir_parent
 
-    folder = Path(tempfile.gettempdir())
+    folder = workdir_parent()
     now = time.time()
-    for old in folder.glob("prism-hunt-*.ledger"):
+    for old in folder.glob("hunt-*.ledger"):
         with contextlib.suppress(OSError):  # another worker swept it first
-            if now - old.stat().st_mtime > LEDGER_KEPT:
+            if old.is_file() and not old.is_symlink() and now - old.stat().st_mtime > LEDGER_KEPT:
                 old.unlink()
-    return folder / f"prism-hunt-{run}.ledger"
+    return folder / f"hunt-{run}.ledger"
 
 
 PLAN = pytest.StashKey[HuntPlan]()  # on the config of a run given --prism-hunt

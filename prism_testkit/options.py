@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
@@ -17,12 +19,26 @@ OPTION_NAMES = (
     "prism_pattern",
     "prism_combinations",
     "prism_report",
+    "prism_metrics",
     "prism_url",
     "prism_namespace",
     "prism_require_fit",
     "prism_hunt",
     "prism_hunt_db",
 )
+
+
+# What each option takes, for the message when it is given empty.
+_EXPECTED = {
+    "prism_backend": "give 'all', 'embedded' or a comma list of backend names",
+    "prism_pattern": "give a comma list of suite names",
+    "prism_combinations": "give 'covering' or 'all'",
+    "prism_report": "give the path of the JSON report to write",
+    "prism_metrics": "give the path of the metrics file to write",
+    "prism_namespace": "give the path of a namespace file",
+    "prism_hunt": "give a duration such as 10m or 2h",
+    "prism_hunt_db": "give a directory or a redis:// URL",
+}
 
 
 class Expansion(StrEnum):
@@ -71,6 +87,11 @@ def addoption(parser: pytest.Parser) -> None:
         default=Expansion.COVERING.value,
     )
     add("--prism-report", "prism_report", "write a JSON report of suites x combinations to this path")
+    add(
+        "--prism-metrics",
+        "prism_metrics",
+        "write every pattern's final metrics, per test, to this path (Prometheus text format)",
+    )
     group.addoption(
         "--prism-url",
         dest="prism_url",
@@ -115,6 +136,7 @@ class PrismOptions:
     expansion: Expansion
     report: Path | None
     urls: dict[str, str]
+    metrics: Path | None = None  # where each test's patterns' final metrics are written
     namespace_files: tuple[Path, ...] = ()
     require_fit: bool = False  # every collected suite must have a runnable combination
     hunt: str | None = None  # a time budget for the stateful suites (parsed by prism_testkit.hunt)
@@ -132,6 +154,14 @@ class PrismOptions:
         return split_list(self.backends)
 
 
+def ineffective(options: PrismOptions) -> list[str]:
+    """Options given that change nothing in this run, each with why (warned, not refused)."""
+    found = []
+    if options.hunt_db is not None and options.hunt is None:
+        found.append("--prism-hunt-db has no effect without --prism-hunt")
+    return found
+
+
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot name a server (``scheme://host[:port][/...]``), or None. The value is
     never echoed: a malformed URL may be all credentials."""
@@ -147,6 +177,58 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+# Schemes --prism-hunt-db can open; any other ``scheme://`` is refused rather than taken for a
+# directory (``ftp://u:pw@x`` would otherwise become a folder named with the password).
+HUNT_DB_SCHEMES = ("redis", "rediss", "unix")
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def hunt_db_problem(where: str) -> str | None:
+    """Why ``where`` cannot name a hunt's example database, or None. Never echoes the value."""
+    found = _SCHEME.match(where)
+    if found is not None and found.group("scheme").lower() not in HUNT_DB_SCHEMES:
+        schemes = ", ".join(f"{s}://" for s in HUNT_DB_SCHEMES)
+        return f"unsupported scheme {found.group('scheme')!r}: give a directory or a {schemes} URL"
+    if found is None:
+        return path_problem(where)
+    return None
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a file or directory name on this system, or None."""
+    if "\0" in path:
+        return "a path cannot contain a NUL character"
+    try:
+        os.fsencode(path)
+    except UnicodeError:
+        return "the path cannot be encoded for this file system"
+    return None
+
+
+def report_path_problem(path: str) -> str | None:
+    """Why a report (or metrics) file cannot be written at ``path``, or None: found when the options are read,
+    not after the run (when a traceback was all a user got, and a stray ``PATH.tmp``)."""
+    problem = path_problem(path)
+    if problem is not None:
+        return problem
+    if path == "-":  # would be a file named '-'; standard output is pytest's own
+        return "standard output carries pytest's own output: give a file name"
+    target = Path(path)
+    try:
+        if target.is_dir() or path.endswith(os.sep):
+            return "is a directory: give a file name"
+        for parent in target.absolute().parents:  # the nearest folder that exists must take new files
+            if parent.exists():
+                if not parent.is_dir():
+                    return f"{parent} is not a directory"
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    return f"cannot create files in {parent}"
+                break
+    except OSError as exc:  # a name too long for the file system, a loop of symbolic links...
+        return f"cannot be used: {exc.strerror or exc}"
+    return None
+
+
 def split_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -154,6 +236,9 @@ def split_list(value: str) -> list[str]:
 def read_options(config: pytest.Config) -> PrismOptions:
     def get(name: str) -> str | None:
         value = config.getoption(name)
+        if isinstance(value, str) and not value.strip():
+            # given but empty (``--prism-backend=``): never silently the default
+            raise pytest.UsageError(f"--{name.replace('_', '-')} is empty: {_EXPECTED.get(name, 'give a value')}")
         if value is None:
             ini = config.getini(name)
             value = ini if ini not in ("", None, []) else None
@@ -167,6 +252,11 @@ def read_options(config: pytest.Config) -> PrismOptions:
     except ValueError:
         raise pytest.UsageError(f"--prism-combinations must be 'covering' or 'all', not {how!r}") from None
     report = get("prism_report")
+    if report is not None and (problem := report_path_problem(report)) is not None:
+        raise pytest.UsageError(f"--prism-report {report}: {problem}")
+    metrics = get("prism_metrics")
+    if metrics is not None and (problem := report_path_problem(metrics)) is not None:
+        raise pytest.UsageError(f"--prism-metrics {metrics}: {problem}")
     url_lines = list(config.getini("prism_url") or []) + list(config.getoption("prism_url") or [])
     urls: dict[str, str] = {}
     for line in url_lines:
@@ -178,17 +268,29 @@ def read_options(config: pytest.Config) -> PrismOptions:
         if problem:
             raise pytest.UsageError(f"--prism-url {name.strip()}: {problem}")
         urls[name.strip()] = url.strip()
+    namespace_options = config.getoption("prism_namespace") or []
+    for given in namespace_options:
+        if not given.strip():
+            raise pytest.UsageError(f"--prism-namespace is empty: {_EXPECTED['prism_namespace']}")
+        if (problem := path_problem(given)) is not None:
+            raise pytest.UsageError(f"--prism-namespace: {problem}")
+    hunt_db = get("prism_hunt_db")
+    if hunt_db is not None and (problem := hunt_db_problem(hunt_db)) is not None:
+        raise pytest.UsageError(f"--prism-hunt-db: {problem}")
     if not split_list(backends):
         raise pytest.UsageError("--prism-backend is empty: give 'all', 'embedded' or backend names")
+    if patterns is not None and not split_list(patterns):
+        raise pytest.UsageError(f"--prism-pattern names no suite: {_EXPECTED['prism_pattern']}")
     return PrismOptions(
         backends=backends,
         patterns=frozenset(split_list(patterns)) if patterns else None,
         expansion=expansion,
         report=Path(report) if report else None,
+        metrics=Path(metrics) if metrics else None,
         urls=urls,
         namespace_files=tuple(Path(f) for f in (config.getini("prism_namespace") or []))
-        + tuple(Path(f) for f in (config.getoption("prism_namespace") or [])),
+        + tuple(Path(f) for f in namespace_options),
         require_fit=bool(config.getoption("prism_require_fit") or config.getini("prism_require_fit")),
         hunt=get("prism_hunt"),
-        hunt_db=get("prism_hunt_db"),
+        hunt_db=hunt_db,
     )

@@ -10,28 +10,35 @@ the run asks for prism-testkit by option or ini setting, or collects a prism sui
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import inspect
-from collections.abc import Iterator
+import os
+import time
+from collections import Counter
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from prism_testkit.options import PrismOptions, addoption, asked_for, read_options
+from prism_testkit.options import PrismOptions, addoption, asked_for, ineffective, read_options
 from prism_testkit.suite import MARKER, declaration_of
 
 if TYPE_CHECKING:
-    from prism_testkit.combinations import Combination, NoCombination
     from prism_testkit.config.runs import NamespacePlan
     from prism_testkit.env import PrismEnv
-    from prism_testkit.registry import BackendRegistry, BackendSpec
-    from prism_testkit.report import PrismResults
+    from prism_testkit.registry.backends import BackendRegistry, BackendSpec
+    from prism_testkit.registry.combinations import Combination, NoCombination
+    from prism_testkit.report.results import PrismResults
     from prism_testkit.runtime import PrismRuntime
 
 OPTIONS = pytest.StashKey[PrismOptions]()
 NOT_APPLICABLE = "not applicable to this selection"
 HARNESS = pytest.StashKey["Harness"]()
+CALL_FAILED = pytest.StashKey[bool]()
+SERVERS_TOLD = pytest.StashKey[set[str]]()
+SESSION = pytest.StashKey[pytest.Session]()
 
 
 @dataclass
@@ -45,7 +52,12 @@ class Harness:
 
     def backend_lines(self) -> list[str]:
         lines = [f"  {name}: {a.via.value} ({a.detail})" for name, a in self.runtime.availability.items()]
-        return ["prism-testkit backends:", *lines]
+        # Where server data and logs are while the run lasts (removed when it ends, also on Ctrl-C).
+        work_dir = f"prism-testkit work dir: {self.runtime.workdir}"
+        left_out = [s.name for s in self.runtime.registry.opt_in if s.name not in self.runtime.availability]
+        if left_out:
+            lines.append(f"  opt-in, not selected (name them in --prism-backend to run): {', '.join(left_out)}")
+        return ["prism-testkit backends:", *lines, work_dir, *self.runtime.sweep_lines()]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,7 +68,7 @@ def _select(registry: BackendRegistry, options: PrismOptions) -> list[BackendSpe
     from prism_testkit.errors import UnknownBackend
 
     if options.backends == "all":
-        return list(registry)
+        return registry.everyday
     if options.backends == "embedded":
         return registry.embedded
     try:
@@ -74,7 +86,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from prism_testkit.hypothesis_profiles import register_profiles
 
         register_profiles()
-    config.stash[OPTIONS] = read_options(config)
+    options = config.stash[OPTIONS] = read_options(config)
+    for why in ineffective(options):
+        _warn(config, why)
     config.pluginmanager.register(_Reporting(config), "prism-reporting")
     if asked_for(config):
         harness(config)  # bad options and unprovisionable named backends fail now, not mid-run
@@ -95,9 +109,9 @@ def _set_up(config: pytest.Config) -> Harness:
     from prism_testkit.errors import RegistrationError
     from prism_testkit.hypothesis_profiles import HUNT, default_profile, register_profiles
     from prism_testkit.isolation import NamespaceFactory
-    from prism_testkit.pattern_registry import build_pattern_registry
-    from prism_testkit.registry import build_registry, make_plugin_manager
-    from prism_testkit.report import PrismResults
+    from prism_testkit.registry.backends import build_registry, make_plugin_manager
+    from prism_testkit.registry.patterns import build_pattern_registry
+    from prism_testkit.report.results import PrismResults
     from prism_testkit.runtime import PrismRuntime
 
     options = config.stash[OPTIONS]
@@ -108,9 +122,11 @@ def _set_up(config: pytest.Config) -> Harness:
     except RegistrationError as exc:
         raise pytest.UsageError(str(exc)) from None
     plan = load_plan(options.namespace_files, registry, patterns)
+    selected = _select(registry, options)
+    _check_urls(config, options, registry, {spec.name for spec in selected} | set(plan.backends))
     runtime = PrismRuntime(
         registry,
-        _select(registry, options),
+        selected,
         options.urls,
         NamespaceFactory(),
         extra=[registry[name] for name in plan.backends],
@@ -125,7 +141,7 @@ def _set_up(config: pytest.Config) -> Harness:
             )
     results = PrismResults(
         unavailable=runtime.unavailable,
-        available={name: a.detail for name, a in runtime.availability.items() if a.available},
+        available={name: f"{a.via.value} ({a.detail})" for name, a in runtime.availability.items() if a.available},
     )
     register_profiles()
     if options.hunt is not None:
@@ -133,6 +149,28 @@ def _set_up(config: pytest.Config) -> Harness:
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile(HUNT if options.hunt is not None else default_profile())
     return Harness(runtime, plan, results)
+
+
+def _warn(config: pytest.Config, why: str) -> None:
+    """A warning in the summary; under ``-W error`` a usage error, never an INTERNALERROR."""
+    try:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(why), stacklevel=3)
+    except pytest.PytestConfigWarning:
+        raise pytest.UsageError(f"{why} (a warning, turned into an error by the warning filters)") from None
+
+
+def _check_urls(config: pytest.Config, options: PrismOptions, registry: BackendRegistry, used: set[str]) -> None:
+    """A URL for a backend nobody registered is a usage error, as ``--prism-backend`` makes it;
+    one for a registered backend this run does not use is a warning (it changes nothing)."""
+    from prism_testkit.errors import UnknownBackend
+
+    unknown = [name for name in options.urls if name not in registry]
+    if unknown:
+        raise pytest.UsageError(f"--prism-url: {UnknownBackend(unknown, registry.names)}")
+    for name in options.urls:
+        if name not in used:
+            why = f"--prism-url {name}=... has no effect: backend {name!r} is not selected (see --prism-backend)"
+            _warn(config, why)
 
 
 def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
@@ -167,11 +205,66 @@ def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
     config.stash[PLAN] = HuntPlan(budget, database, label, workers=workers, worker=worker, emit=emit, ledger=ledger)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[SESSION] = session
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    found = item.config.stash.get(HARNESS, None)
+    if found is not None:
+        # An interrupt that some test's code caught and dropped still ends the run here.
+        found.runtime.interrupts.raise_received()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    # Defined here, importing nothing: the interrupt may have come in the middle of an import
+    # (asyncio's, say), and importing that module again now would fail on its half.
+    drop_unnumbered_frames(excinfo.value)  # before the terminal reporter formats it
+
+
+def drop_unnumbered_frames(error: BaseException) -> None:
+    """Unlink the traceback entries of ``error`` (and the exceptions it chains) that have no line
+    number. A signal handled at an instruction without one (Python 3.11 has them in generators and
+    ``finally`` blocks) leaves such an entry, and pytest's report of the interrupt then fails on
+    it with a TypeError: a crash, exit 1, where the user pressed Ctrl-C."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        entry = current.__traceback__
+        while entry is not None and entry.tb_next is not None:
+            if entry.tb_next.tb_lineno is None:
+                entry.tb_next = entry.tb_next.tb_next
+            else:
+                entry = entry.tb_next
+        pending += [current.__cause__, current.__context__]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    found = session.config.stash.get(HARNESS, None)
+    if found is not None:
+        # From here on (last teardowns, the summary, stopping servers) a Ctrl-C is remembered,
+        # not raised: raised in these hooks it would end pytest with a traceback, mid-cleanup.
+        found.runtime.interrupts.deferring = True
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     found = config.stash.get(HARNESS, None)
     if found is not None:
         atexit.unregister(found.runtime.close)
-        found.runtime.close()
+        try:
+            found.runtime.close()
+        finally:
+            session = config.stash.get(SESSION, None)
+            if found.runtime.interrupts.received is not None and session is not None:
+                # Also for a signal that came while the run was ending: it was not a clean finish.
+                session.exitstatus = pytest.ExitCode.INTERRUPTED
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -189,7 +282,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     decl = declaration_of(metafunc.definition)
     if decl is None or "prism_combination" not in metafunc.fixturenames:
         return
-    from prism_testkit.combinations import NoCombination, expand
+    from prism_testkit.registry.combinations import NoCombination, expand
 
     config = metafunc.config
     found = harness(config)
@@ -206,8 +299,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.stash.get(HARNESS, None) is None:
         return  # no prism suite was collected and none was asked for
-    from prism_testkit.combinations import Combination, NoCombination
-    from prism_testkit.report import item_properties, junit_properties
+    from prism_testkit.registry.combinations import Combination, NoCombination
+    from prism_testkit.report.results import item_properties, junit_properties
 
     wanted = config.stash[OPTIONS].patterns
     selected, deselected = [], []
@@ -244,8 +337,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 def _count_hunted(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A hunt splits its budget over the stateful suites' runnable tests."""
-    from prism_testkit.combinations import Combination
     from prism_testkit.hunt import HUNTED_PREFIX, PLAN
+    from prism_testkit.registry.combinations import Combination
 
     plan = config.stash.get(PLAN, None)
     if plan is None:
@@ -281,28 +374,74 @@ def prism_env(
     request: pytest.FixtureRequest, prism_runtime: PrismRuntime, prism_combination: Combination | NoCombination
 ) -> Iterator[PrismEnv]:
     """A combination of connected backends and a fresh namespace, purged after the test."""
-    from prism_testkit.combinations import NoCombination
     from prism_testkit.env import PrismEnv
     from prism_testkit.errors import ProvisioningError
-    from prism_testkit.report import anomaly_properties
+    from prism_testkit.metrics import final_metrics, recording
+    from prism_testkit.registry.combinations import NoCombination
+    from prism_testkit.report.results import anomaly_properties, backend_failure_property, server_properties
 
     if isinstance(prism_combination, NoCombination):
         if request.config.stash[OPTIONS].must_fit(prism_combination.suite):
             pytest.fail(prism_combination.reason, pytrace=False)
         pytest.skip(f"{NOT_APPLICABLE}: {prism_combination.reason}")
-    try:
-        for backend in prism_combination.slots.values():
+    for backend in dict.fromkeys(prism_combination.slots.values()):
+        try:
             prism_runtime.driver(backend)
-    except ProvisioningError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        except ProvisioningError as exc:
+            reason = str(exc)
+        else:
+            continue
+        # Named once in the summary (the property reaches the controller under xdist), and
+        # failed outside the except block: pytest would print the chained errors of every test.
+        request.node.user_properties.append(backend_failure_property(backend, reason))
+        pytest.fail(reason, pytrace=False)
+    told = request.config.stash.setdefault(SERVERS_TOLD, set())
+    versions = {b: prism_runtime.driver(b).server_version for b in prism_combination.slots.values() if b not in told}
+    if versions:  # once per backend and process: the controller gathers them under xdist
+        told.update(versions)
+        request.node.user_properties.append(server_properties(versions))
     env = PrismEnv(prism_runtime, prism_combination, prism_runtime.namespaces.new())
     backends = list(dict.fromkeys(prism_combination.slots.values()))
+    writes_metrics = request.config.stash[OPTIONS].metrics is not None
+    with contextlib.ExitStack() as stack:
+        created = stack.enter_context(recording()) if writes_metrics else []
+        try:
+            yield env
+        finally:
+            request.node.user_properties.append(anomaly_properties(env.anomalies, env.tolerated, env.faults))
+            if created:
+                request.node.user_properties.append(("prism_metrics", final_metrics(env.ns.prefix, created)))
+            _clean_up(request, prism_runtime, env, backends)
+
+
+def _clean_up(request: pytest.FixtureRequest, prism_runtime: PrismRuntime, env: PrismEnv, backends: list[str]) -> None:
+    if prism_runtime.interrupts.received is not None:
+        # The run is stopping: purge what the cleanup budget allows; an error now would hide the interrupt.
+        prism_runtime.heal(backends)
+        with contextlib.suppress(Exception):
+            prism_runtime.run(env.purge())
+        return
     try:
-        yield env
-    finally:
-        request.node.user_properties.append(anomaly_properties(env.anomalies, env.tolerated))
         prism_runtime.heal(backends)  # before purging: the purge needs the servers back
         prism_runtime.run(env.purge())
+    except Exception as exc:
+        if not request.node.stash.get(CALL_FAILED, False):
+            raise
+        # A cleanup that fails after the test failed is most often that failure's echo: told
+        # with the failure, it keeps the test listed once (not FAILED and ERROR) in the summary.
+        request.node.add_report_section(
+            "teardown", "prism-testkit", f"cleaning up after the failure failed too: {type(exc).__name__}: {exc}"
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if call.when == "call" and report.failed and declaration_of(item) is not None:
+        item.stash[CALL_FAILED] = True  # read by prism_env's teardown
+    return report
 
 
 # --- async tests ---------------------------------------------------------------------------
@@ -343,13 +482,49 @@ def _run_on(runtime: PrismRuntime, coro_fn: Any) -> Any:
 # --- reporting -----------------------------------------------------------------------------
 
 
+def _run_facts(started: float, seconds: float) -> dict[str, Any]:
+    """What a CI reader needs to place a report: which prism-testkit, when, how long."""
+    from datetime import UTC, datetime
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("prism-testkit")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown"
+    return {
+        "prism_testkit_version": installed,
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "duration_s": round(seconds, 3),
+    }
+
+
+PROGRESS_EVERY = 30.0  # seconds between progress lines
+
+
 class _Reporting:
     """Registered per run: sees every test report (the controller's, under xdist)."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.hunts: list[dict[str, Any]] = []
+        self.started = time.time()  # replaced at session start; configure may be long before
+        self.clock = self.last_progress = time.monotonic()
+        self.suite_sizes: Counter[str] = Counter()  # selected tests per suite (unknown on an xdist controller)
+        self.suites_done: Counter[str] = Counter()
+        self.progressed: dict[str, None] = {}  # suites with tests done since the last progress line
+        # tests without a suite: counted here, since under xdist the harness is set up only
+        # when the first suite test reports
+        self.outside_suites: dict[str, list[str]] = {}
+        self.metrics: list[tuple[str, list[dict[str, Any]]]] = []  # (test, its patterns' final metrics)
 
+    def pytest_sessionstart(self) -> None:
+        self.started, self.clock = time.time(), time.monotonic()
+        self.last_progress = self.clock
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.suite_sizes.update(decl.name for item in session.items if (decl := declaration_of(item)) is not None)
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml writes the properties
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.skipped or report.when == "teardown":
             from prism_testkit.hunt import PLAN
@@ -357,14 +532,51 @@ class _Reporting:
             plan = self.config.stash.get(PLAN, None)
             if plan is not None:
                 plan.ended(report.nodeid)
+        if report.when == "teardown":
+            self.metrics.extend(
+                (report.nodeid, value)
+                for key, value in report.user_properties
+                if key == "prism_metrics" and isinstance(value, list)
+            )
         if report.when == "call":
             self.hunts.extend(
                 value for key, value in report.user_properties if key == "prism_hunt" and isinstance(value, dict)
             )
         # Under xdist the controller collects nothing: the first report of a suite test (it
         # carries its suite in user_properties) is what tells it the harness is in use.
-        if any(key == "prism" for key, _ in report.user_properties):
+        if not any(key == "prism" for key, _ in report.user_properties):
+            from prism_testkit.report.results import category
+
+            found = category(report)
+            if found is not None and not hasattr(self.config, "workerinput"):
+                self.outside_suites.setdefault(report.nodeid, []).append(found)
+        else:
+            from prism_testkit.report.results import as_json_properties
+
+            if not hasattr(self.config, "workerinput"):  # a worker sends its reports through execnet: plain types only
+                as_json_properties(report)
+                if report.when == "teardown":
+                    self._progress(report)
             harness(self.config).results.record(report)
+
+    def _progress(self, report: pytest.TestReport) -> None:
+        """Every PRISM_PROGRESS_EVERY seconds (30), a line with the suites that moved: pytest's
+        percentage stays at 0 % while the first module's stateful tests run for minutes."""
+        suite = next(
+            str(value["suite"]) for key, value in report.user_properties if key == "prism" and isinstance(value, dict)
+        )
+        self.suites_done[suite] += 1
+        self.progressed[suite] = None
+        now = time.monotonic()
+        every = float(os.environ.get("PRISM_PROGRESS_EVERY") or PROGRESS_EVERY)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if now - self.last_progress < every or reporter is None or self.config.get_verbosity() < -1:
+            return
+        moved = ", ".join(f"{s} {self.suites_done[s]}/{self.suite_sizes.get(s) or '?'}" for s in self.progressed)
+        reporter.ensure_newline()
+        reporter.write_line(f"prism-testkit progress after {now - self.clock:.0f}s: {moved}")
+        self.last_progress = now
+        self.progressed.clear()
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         found = self.config.stash.get(HARNESS, None)
@@ -374,6 +586,8 @@ class _Reporting:
             for line in found.backend_lines():
                 terminalreporter.write_line(line)
         results = found.results
+        results.run = _run_facts(self.started, time.monotonic() - self.clock)
+        results.outside_suites = {test: "+".join(found) for test, found in self.outside_suites.items()}
         results.summarize(terminalreporter)
         if self.hunts or self.config.stash[OPTIONS].hunt is not None:
             self._summarize_hunt(terminalreporter)
@@ -382,6 +596,14 @@ class _Reporting:
         if report_path is not None:
             results.write(report_path)
             terminalreporter.write_line(f"prism-testkit report written to {report_path}")
+        metrics_path = self.config.stash[OPTIONS].metrics
+        if metrics_path is not None:
+            from prism_testkit.metrics import per_test_exposition
+
+            partial = metrics_path.with_name(metrics_path.name + ".tmp")
+            partial.write_text(per_test_exposition(self.metrics))
+            partial.replace(metrics_path)  # a reader never sees half a file
+            terminalreporter.write_line(f"prism-testkit metrics written to {metrics_path}")
 
     def _summarize_hunt(self, terminalreporter: pytest.TerminalReporter) -> None:
         from prism_testkit.hunt import PLAN

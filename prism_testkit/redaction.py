@@ -27,3 +27,13 @@ def redact(text: str) -> str:
 
     text = _USERINFO.sub(userinfo, text)
     return _SECRET_PARAMS.sub(lambda m: f"{m.group('name')}***", text)
+
+
+def printable(text: str, stream: object = None) -> str:
+    """``text`` that ``stream`` (default: standard output) can encode: a file name given as
+    undecodable bytes reaches Python with lone surrogates, which ``print`` refuses with a
+    UnicodeEncodeError; they are shown as ``\\udcXX`` escapes instead."""
+    import sys
+
+    encoding = getattr(stream or sys.stdout, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding, "replace")

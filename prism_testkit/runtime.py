@@ -10,22 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
+from prism_testkit.faults.power_loss import PowerLossInstance, lazy_by_environment, power_cycle
+from prism_testkit.faults.proxy import FaultProxy
+from prism_testkit.interrupts import Interrupts
 from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.jepsen.faultproxy import FaultProxy
-from prism_testkit.jepsen.lazymount import sweep_stale_mounts
-from prism_testkit.loop_shutdown import close_loop
-from prism_testkit.power_loss import PowerLossInstance, lazy_by_environment, power_cycle
-from prism_testkit.provisioning import Availability, Endpoint, ProvisionContext, ServerControl, Via
+from prism_testkit.loop_shutdown import CANCEL_GRACE, close_loop
+from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, ServerControl, Via
+from prism_testkit.provision.workdirs import make_workdir, record_processes_in, remove_tree, sweep_abandoned
 from prism_testkit.redaction import redact
-from prism_testkit.registry import BackendRegistry, BackendSpec
-from prism_testkit.workdirs import make_workdir, sweep_abandoned
+from prism_testkit.registry.backends import BackendRegistry, BackendSpec
 
 T = TypeVar("T")
 # A server that accepts connections but never answers must cost one wait per run, not one per test.
@@ -58,10 +57,20 @@ class PrismRuntime:
         self.extra = [s for s in extra or [] if s not in selected]  # named by namespace files only
         self.urls = dict(urls)
         self.namespaces = namespaces
-        sweep_stale_mounts()  # before the sweep: a dead run's mount would stop rmtree
-        sweep_abandoned()
+        self.interrupts = Interrupts()
+        self.interrupts.install()
+        self.sweep = sweep_abandoned()
         self.workdir = make_workdir(namespaces.run, namespaces.worker)
-        self.availability: dict[str, Availability] = {spec.name: self._probe(spec) for spec in [*selected, *self.extra]}
+        record_processes_in(self.workdir)
+        try:
+            self.availability: dict[str, Availability] = {
+                spec.name: self._probe(spec) for spec in [*selected, *self.extra]
+            }
+        except BaseException:  # a Ctrl-C while probing: nobody will close this runtime
+            record_processes_in(None)
+            remove_tree(self.workdir)
+            self.interrupts.uninstall()
+            raise
         self._loop: asyncio.AbstractEventLoop | None = None
         self._endpoints: dict[str, Endpoint] = {}
         self._drivers: dict[str, Driver] = {}
@@ -90,6 +99,17 @@ class PrismRuntime:
     def unavailable(self) -> dict[str, str]:
         return {n: a.detail for n, a in self.availability.items() if not a.available}
 
+    def sweep_lines(self) -> list[str]:
+        """What the start-up sweep could not prove it made (left alone), or could not remove."""
+        lines = []
+        if self.sweep.left_alone:
+            names = ", ".join(p.name for p in self.sweep.left_alone)
+            lines.append(f"prism-testkit left alone what it did not make in {self.sweep.left_alone[0].parent}: {names}")
+        if self.sweep.stuck:
+            names = ", ".join(str(p) for p in self.sweep.stuck)
+            lines.append(f"prism-testkit did not enter these mounts inside dead runs' work dirs: {names}")
+        return lines
+
     def _probe(self, spec: BackendSpec) -> Availability:
         # A missing client library is checked first: no server is worth starting without it.
         reason = spec.unavailable_reason()
@@ -116,8 +136,25 @@ class PrismRuntime:
         return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` to completion on this process's loop (drivers are bound to it)."""
-        return self.loop.run_until_complete(coro)
+        """Run ``coro`` to completion on this process's loop (drivers are bound to it).
+
+        A Ctrl-C or SIGTERM meanwhile cancels it and is raised once it has ended (see
+        :mod:`prism_testkit.interrupts`); after one, ``coro`` is cleanup and gets what is left
+        of the cleanup budget."""
+        loop = self.loop
+        already_interrupted = self.interrupts.received is not None
+        if already_interrupted:
+            coro = asyncio.wait_for(coro, self.interrupts.remaining())
+        task = loop.create_task(coro)
+        with self.interrupts.watching(loop, task):
+            try:
+                result = loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                self.interrupts.raise_received()
+                raise
+        if not already_interrupted:
+            self.interrupts.raise_received()  # it came while the task ran, and the task swallowed it
+        return result
 
     # --- backends --------------------------------------------------------------------------
 
@@ -264,13 +301,19 @@ class PrismRuntime:
     def heal(self, names: list[str]) -> None:
         """End every fault on ``names``: heal their proxies, resume or restart their servers.
         Runs after every test, also a failed one."""
+        stopping = self.interrupts.received is not None
         for name in names:
             proxied = self._proxied.get(name)
             if proxied is not None:
                 proxied[1].heal()
             endpoint = self._endpoints.get(name)
             if endpoint is not None and endpoint.control is not None:
+                if stopping:
+                    endpoint.control.resume()  # so its orderly stop is heard; no restart for a run that ends
+                    continue
                 endpoint.control.restore()
+            if stopping:
+                continue
             if proxied is not None and proxied[1].faults_injected != self._proxied_faults.get(name):
                 # Faults or a restart may have left its pooled connections broken.
                 self.run(self._connect_proxied(name, proxied[1], proxied[2], old=proxied[0]))
@@ -305,12 +348,16 @@ class PrismRuntime:
     def close(self) -> None:
         """Close every driver (proxied ones first, while their proxies still carry the goodbye),
         then the loop with whatever tasks the clients left on it, then proxies and servers."""
+        self.interrupts.deferring = True  # a Ctrl-C now must not leave servers and the work dir behind
         errors: list[str] = []
+        # After a Ctrl-C, clients get the cleanup budget to say goodbye; one that cannot is not
+        # news, as its server is stopped next either way.
+        client_errors: list[str] = errors if self.interrupts.received is None else []
         for name, (driver, _, _) in list(self._proxied.items()):
             try:
                 self.run(driver.close())
             except Exception as exc:
-                errors.append(f"{name} (proxied): {exc}")
+                client_errors.append(f"{name} (proxied): {exc}")
         self._proxied.clear()
         for name, instance in list(self._power_loss.items()):
             try:
@@ -324,10 +371,11 @@ class PrismRuntime:
             try:
                 self.disconnect(name)
             except Exception as exc:  # keep stopping the rest
-                errors.append(f"{name}: {exc}")
+                client_errors.append(f"{name}: {exc}")
         self._close_retired()
         if self._loop is not None:
-            errors += close_loop(self._loop)
+            grace = CANCEL_GRACE if self.interrupts.received is None else max(0.5, self.interrupts.remaining())
+            client_errors += close_loop(self._loop, grace=grace)
         for proxy in self._own_proxies:
             proxy.close()
         self._own_proxies.clear()
@@ -337,6 +385,8 @@ class PrismRuntime:
             except Exception as exc:
                 errors.append(f"{name}: {exc}")
         self._endpoints.clear()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        record_processes_in(None)
+        remove_tree(self.workdir)
+        self.interrupts.uninstall()
         if errors:
             raise ProvisioningError(redact("errors while stopping backends: " + "; ".join(errors)))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # the plugin imports this module in every run: keep it light
-    from prism_testkit.combinations import Slot
+    from prism_testkit.registry.combinations import Slot
 
 MARKER = "prism_suite"
 
@@ -26,7 +26,7 @@ class SuiteDeclaration:
 
 
 def prism_suite(name: str, **slots: Slot) -> pytest.MarkDecorator:
-    from prism_testkit.combinations import Slot
+    from prism_testkit.registry.combinations import Slot
 
     if not slots:
         raise TypeError(f"suite {name!r} must declare at least one slot")

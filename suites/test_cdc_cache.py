@@ -91,7 +91,7 @@ async def test_reads_see_every_write_once_its_invalidation_is_applied(prism_env:
             assert await p.cache.get(key) == value, f"{key}: a stale value outlived its invalidation"
     assert p.cache.metrics.hits > 0, "the cache never served a read"
     assert p.cache.metrics.invalidations >= len(latest)
-    assert p.cache.metrics.samples()["prism_cdc_invalidation_lag_ms"] >= 0
+    assert p.cache.metrics.samples()["prism_cdc_cache_invalidation_lag_seconds"] >= 0
 
 
 async def test_a_fill_that_races_with_an_invalidation_caches_nothing_stale(prism_env: PrismEnv) -> None:

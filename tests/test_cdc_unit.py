@@ -119,8 +119,8 @@ def test_events_carry_the_debezium_envelope_and_route_by_table(on_backend: Runne
         assert len({e.event_id for e in events}) == 4
         assert all(m.key == e.key for (_, m), e in zip(sink.published, events, strict=True))
         assert c.metrics.events_published == 4
-        assert "prism_cdc_events_published" in c.metrics.samples()
-        assert 'prism_cdc_replication_lag_ms{capture="cap"}' in c.metrics.exposition("cap")
+        assert "prism_cdc_events_published_total" in c.metrics.samples()
+        assert 'prism_cdc_replication_lag_seconds{namespace="cap"}' in c.metrics.exposition("cap")
 
     on_backend(scenario)
 

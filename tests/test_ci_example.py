@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from prism_testkit.report_matrix import compliance_matrix
-from prism_testkit.report_merge import row_key, totals
+from prism_testkit.report.matrix import compliance_matrix
+from prism_testkit.report.merge import row_key, totals
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "examples" / "ci" / "github-actions.yml"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import io
 import json
 import shutil
 import subprocess
+import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from prism_testkit.cli import main
 from prism_testkit.config.namespace_files import namespace_json_schema
@@ -166,3 +172,170 @@ def test_installed_script(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert [line for line in lines if ": ok (" in line] == [line for line in lines if not line.startswith(bad)]
     assert len([line for line in lines if line.startswith(f"{bad}: namespaces[0].patterns[")]) == 2
+
+
+# --- CLI conventions (issue 23 §4) -------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"prism-testkit {importlib.metadata.version('prism-testkit')}\n"
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "prism_testkit", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.split()[0], done.stderr) == (0, "prism-testkit", "")
+
+
+def test_backends_lists_each_registration_its_plugin_and_how_it_is_provisioned_here(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRISM_REDIS_URL", "not a url")  # unavailable here, with the reason
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert "memstore [embedded, plugin memstore]\n" in out
+    assert "  provisioned here: embedded (in this process)\n" in out
+    assert "redis [plugin redis]\n" in out
+    assert "  UNAVAILABLE here: the URL given for redis is not a URL" in out
+    assert main(["backends", "--format", "json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["sqlite"]["plugin"] == "sqlite"
+    assert rows["sqlite"]["available"] is True
+    assert rows["sqlite"]["via"] == "embedded"
+    assert "keyvalue" in rows["sqlite"]["capabilities"]
+    assert rows["sqlite"]["properties"]["durable"] is True
+    assert rows["redis"]["available"] is False
+    assert rows["redis"]["detail"].startswith("the URL given for redis is not a URL")
+
+
+def test_backends_never_print_a_password(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISM_POSTGRES_URL", "postgresql://app:s3cret@db:5432/x")
+    for output in ("text", "json"):
+        assert main(["backends", "--format", output]) == 0
+        out = capsys.readouterr().out
+        assert "s3cret" not in out
+        assert "postgresql://app:***@db:5432/x" in out
+
+
+def test_patterns_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["patterns", "--format", "json"]) == 0
+    patterns = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert patterns["claim-check"]["slots"]["objects"]["needs"] == "objects"
+    assert "claim_check" in patterns["claim-check"]["suites"]
+
+
+def test_validate_and_explain_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = str(EXAMPLES[0]), write(tmp_path, "bad.yaml", BROKEN)
+    assert main(["validate", "--format", "json", good, bad]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert [f["ok"] for f in report["files"]] == [True, False]
+    assert {p["path"] for p in report["files"][1]["problems"]} >= {"namespaces[0].patterns[0].slots.messaging"}
+    assert main(["explain", "--format", "json", good]) == 0
+    explained = json.loads(capsys.readouterr().out)
+    assert explained["file"] == good
+    assert all(isinstance(step["pattern"], str) for ns in explained["namespaces"] for step in ns["chain"])
+    assert main(["explain", "--format", "json", bad]) == 1
+    assert json.loads(capsys.readouterr().out)["problems"]
+
+
+def test_a_dash_reads_standard_input(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(textwrap.dedent(BROKEN)))
+    assert main(["validate", "-"]) == 1
+    assert capsys.readouterr().out.startswith("<stdin>: namespaces[0].patterns[0].slots.messaging:")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(EXAMPLES[0].read_text()))
+    assert main(["explain", "-"]) == 0
+    assert capsys.readouterr().out.startswith("namespace ")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "prism_testkit", "patterns"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as command:
+        assert command.stdout is not None
+        assert command.stderr is not None
+        command.stdout.close()  # before the command has written anything (it takes a while to start)
+        errors = command.stderr.read().decode()
+        code = command.wait(timeout=60)
+    assert (code, errors) == (0, "")
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = str(tmp_path / b"caf\xe9.yaml".decode("utf-8", "surrogateescape"))  # as argv brings it
+    Path(name).write_text("namespaces: []\n")
+    assert main(["validate", name]) == 1
+    assert "caf\\udce9.yaml: namespaces:" in capsys.readouterr().out
+
+
+# --- fuzz: every command with generated input (issue 23 §2) -------------------------------
+
+CLI_EXIT_CODES = {0, 1, 2}  # documented in the README ("Exit codes")
+COMMANDS = [["validate"], ["explain"], ["schema"], ["patterns"], ["backends"], ["report", "merge"], ["report"], []]
+FLAGS = ["--format", "json", "text", "--json", "--markdown", "--title", "--version", "-h", "-", "--", "-x"]
+NASTY = st.one_of(
+    st.sampled_from(FLAGS),
+    st.text(max_size=30),  # unicode
+    st.binary(max_size=30).map(lambda raw: raw.decode("utf-8", "surrogateescape")),  # argv as undecodable bytes
+    st.sampled_from(["", " ", "x" * 5000, "[" * 2000, "{a: " * 500, "\x00", "\n", "ns.yaml", "report.json"]),
+)
+FILE_TEXT = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=200).map(lambda raw: raw.decode("latin-1")),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+        max_leaves=20,
+    ).map(lambda value: json.dumps({"namespaces": value})),
+    st.integers(1, 3000).map(lambda depth: "namespaces: " + "[" * depth + "]" * depth),
+    st.integers(1, 3000).map(lambda depth: json.dumps({"suites": []})[:-1] + "[" * depth + "]" * depth + "}"),
+)
+
+
+def _inside(token: str) -> str:
+    """A generated argument kept inside the example's folder: output options write to it."""
+    return token.lstrip("/").replace("..", "__")
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(command=st.sampled_from(COMMANDS), args=st.lists(NASTY, max_size=5), text=FILE_TEXT, stdin=FILE_TEXT)
+def test_every_command_with_generated_input_exits_with_a_documented_code_and_no_traceback(
+    command: list[str],
+    args: list[str],
+    text: str,
+    stdin: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        monkeypatch.chdir(folder)
+        for name in ("ns.yaml", "report.json"):  # generated content behind the names generated args use
+            Path(name).write_text(text, encoding="utf-8", errors="surrogateescape")
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main([*command, *map(_inside, args)])
+        out, err = capsys.readouterr()
+    assert code in CLI_EXIT_CODES
+    assert "Traceback" not in out + err
+    if code == 2 and command[:1] != ["report"]:  # report merge explains itself (file: reason)
+        assert err.strip(), "a usage error says why"
+
+
+def test_report_merge_reads_a_report_from_standard_input() -> None:
+    from tests.test_report_merge import report, row
+
+    done = subprocess.run(
+        [sys.executable, "-m", "prism_testkit", "report", "merge", "-", "--json", "-"],
+        input=json.dumps(report(row("keyvalue", 24))),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout)["totals"]["passed"] == 24

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prism_testkit import BackendProperties, BackendSpec, Capability, EmbeddedProvisioner, Slot
-from prism_testkit.combinations import Expansion, NoCombination, expand
+from prism_testkit.registry.combinations import Expansion, NoCombination, expand
 from tests.outoftree.bagstore import BagDriver
 
 

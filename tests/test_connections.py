@@ -29,7 +29,7 @@ async def test_three(prism_env: PrismEnv) -> None:
 TROUBLED = """
 import asyncio, os
 from prism_testkit import BackendProperties, BackendSpec, Endpoint, hookimpl
-from prism_testkit.server_provisioning import ServerProvisioner
+from prism_testkit.provision.servers import ServerProvisioner
 from troubledriver import BagDriver
 
 

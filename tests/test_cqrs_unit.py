@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from prism_testkit.config.namespace_files import NamespaceError, parse_namespaces
 from prism_testkit.errors import ConfigurationError
-from prism_testkit.registry import build_registry, make_plugin_manager
+from prism_testkit.registry.backends import build_registry, make_plugin_manager
 
 
 class Nothing:

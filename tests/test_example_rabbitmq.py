@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 from prism_testkit import Capability, ProvisionContext, Via
-from prism_testkit.registry import BackendRegistry
+from prism_testkit.registry.backends import BackendRegistry
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "rabbitmq"
 

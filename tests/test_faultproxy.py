@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.jepsen.faultproxy import FaultProxy, FaultState
-from prism_testkit.processes import ServerProcess, free_port, port_open
+from prism_testkit.faults.proxy import FaultProxy, FaultState
+from prism_testkit.provision.processes import ServerProcess, free_port, port_open
 
 LOCAL = "127.0.0.1"
 SHORT = 0.3  # client timeout that a blackhole must trip

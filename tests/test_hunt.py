@@ -110,17 +110,25 @@ def test_a_plain_test_of_a_stateful_suite_counts_as_started_when_it_ends() -> No
 
 
 def test_a_dead_runs_ledger_is_swept_and_a_live_one_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only ledger files in the harness's own parent dir; never a look-alike in the temp dir."""
     import os
     import tempfile
 
+    from prism_testkit.provision.workdirs import workdir_parent
+
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
-    dead, live = tmp_path / "prism-hunt-dead.ledger", tmp_path / "prism-hunt-live.ledger"
+    parent = workdir_parent()
+    dead, live = parent / "hunt-dead.ledger", parent / "hunt-live.ledger"
     dead.write_text("..")
     live.write_text(".")
-    os.utime(dead, (0, 0))
-    assert ledger_path("new") == tmp_path / "prism-hunt-new.ledger"
+    look_alike = tmp_path / "prism-hunt-users.ledger"
+    look_alike.write_text("mine")
+    for old in (dead, look_alike):
+        os.utime(old, (0, 0))
+    assert ledger_path("new") == parent / "hunt-new.ledger"
     assert not dead.exists()
     assert live.exists()
+    assert look_alike.exists()
 
 
 def test_progress_is_rate_limited_but_every_test_end_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,6 +147,16 @@ def test_a_directory_database_is_created(tmp_path: Path) -> None:
     database = open_database(str(tmp_path / "shared" / "examples"))
     database.save(b"k", b"v")
     assert list(database.fetch(b"k")) == [b"v"]
+
+
+def test_a_database_url_of_an_unknown_scheme_is_refused_not_made_a_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HuntError, match="unsupported scheme 'ftp'") as caught:
+        open_database("ftp://u:pw@x")
+    assert "pw" not in str(caught.value)
+    assert not list(tmp_path.iterdir())
 
 
 def test_an_unreachable_redis_database_is_a_clear_error_without_credentials() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -35,6 +36,7 @@ def test_every_suite_testcase_names_its_suite_and_combination(pytester: pytest.P
         assert properties["prism_suite"] == "junit_pair"
         a, b = properties["prism_slot_a"], properties["prism_slot_b"]
         assert properties["prism_combination"] == f"a={a} b={b}"
+        assert json.loads(properties["prism"])["combination"] == {"a": a, "b": b}  # JSON, not a repr
     pairs = sorted((p["prism_slot_a"], p["prism_slot_b"]) for p in found)
     # every key-value backend in slot a and every object store in slot b at least once
     assert {a for a, _ in pairs} == {"memstore", "sqlite"}

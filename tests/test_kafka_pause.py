@@ -16,7 +16,7 @@ import pytest
 
 from prism_testkit.interfaces import Message
 from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.registry import build_registry, make_plugin_manager
+from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
 IN_FLIGHT = 4  # appends sent while the broker is paused

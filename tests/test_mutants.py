@@ -88,7 +88,7 @@ MUTANTS = [
     ),
     ("cdc_drops_before_image", "cdc", "memstore,sqlite", "*published as*not*each event must carry its op code*"),
     ("cdc_ignores_table_filter", "cdc", "memstore,sqlite", "*changes of other tables or operations leaked*"),
-    ("cdc_replication_lag_unmeasured", "cdc", "memstore,sqlite", "*reports a replication lag of 0.0 ms*"),
+    ("cdc_replication_lag_unmeasured", "cdc", "memstore,sqlite", "*reports a replication lag of 0.0 s*"),
     ("cdc_cache_skips_delete_invalidation", "cdc", "memstore,sqlite", "*yet the cache still returns*"),
     ("projection_lag_from_newest_event", "event_sourcing", "memstore,sqlite", "*the lag reads 2 events, 5.0 s*"),
     ("es_clock_not_clamped", "event_sourcing", "memstore,sqlite", "*recorded_at decreases within the stream*"),

@@ -21,8 +21,8 @@ from prism_testkit.config.namespace_files import (
 )
 from prism_testkit.config.units import parse_duration
 from prism_testkit.errors import ConfigurationError
-from prism_testkit.pattern_registry import DURABLE_LOG_HINT, Complexity, Priority, load_patterns
-from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
+from prism_testkit.registry.backends import BackendRegistry, build_registry, make_plugin_manager
+from prism_testkit.registry.patterns import DURABLE_LOG_HINT, Complexity, Priority, load_patterns
 from tests.outoftree.bagstore import BagDriver
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "namespaces").glob("*.yaml"))
@@ -262,6 +262,60 @@ def test_invalid_yaml_names_the_line() -> None:
     assert problems("namespaces:\n  - name: x\n    client_api: [queue\n") == [
         "ns.yaml: (root): invalid YAML: expected ',' or ']', but got '<stream end>' (line 4)"
     ]
+
+
+# 1,000 levels in about 2 KB: a RecursionError in PyYAML's composer before the depth check.
+DEEP_FLOW = "namespaces: " + "[" * 1000 + "]" * 1000 + "\n"
+DEEP_JSON = '{"namespaces": ' + '{"a": ' * 1000 + "1" + "}" * 1001
+DEEP_BLOCK = "namespaces:\n" + "".join(" " * level + "- \n" for level in range(1000))
+TIER_RULE_5000_PARENS = """
+namespaces:
+  - name: deep
+    client_api: keyvalue
+    patterns:
+      - type: tiered-storage
+        config:
+          rules: [{condition: "%s", action: demote_to_cold}]
+        slots: {hot: memstore, cold: localfs, reference: sqlite}
+""" % ("(" * 5000 + "age > 1d" + ")" * 5000)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"), [(DEEP_FLOW, 1), (DEEP_JSON, 1), (DEEP_BLOCK, 65)], ids=["flow", "json", "block"]
+)
+def test_a_file_nested_too_deeply_is_one_problem_not_a_recursion_error(text: str, line: int) -> None:
+    assert problems(text) == [f"ns.yaml: (root): nested more than 64 levels deep (mappings and lists) (line {line})"]
+
+
+def _alias_bomb(levels: int) -> str:
+    """About 600 bytes whose aliases of aliases expand to 10**levels values ("billion laughs")."""
+    anchors = ['          b0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    anchors += [f"          b{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return (
+        "namespaces:\n  - name: n\n    client_api: queue\n    patterns:\n      - type: claim-check\n"
+        "        slots: {messaging: memstore, objects: memstore}\n        config:\n"
+        + "\n".join(anchors)
+        + f"\n          threshold: *a{levels}\n"
+    )
+
+
+def test_aliases_that_expand_past_the_limit_are_one_problem_not_a_hang() -> None:
+    assert problems(_alias_bomb(8)) == [
+        "ns.yaml: (root): more than 100,000 values once its aliases are expanded (line 12)"
+    ]
+
+
+def test_aliases_within_the_limit_are_read_as_usual() -> None:
+    found = problems(_alias_bomb(2))  # 100 values: only the pattern's config is wrong
+    assert found
+    assert all("config" in problem for problem in found)
+
+
+def test_a_tiering_rule_nested_too_deeply_is_one_problem_not_a_recursion_error() -> None:
+    (problem,) = problems(TIER_RULE_5000_PARENS, build_registry(make_plugin_manager()))
+    assert "config.rules[0].condition: rule ...'(((" in problem
+    assert "expected at most 32 nested parentheses and NOTs, found '('" in problem
+    assert len(problem) < 300  # the 10 KB rule is not echoed whole
 
 
 @pytest.mark.parametrize(

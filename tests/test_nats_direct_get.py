@@ -15,7 +15,7 @@ import pytest
 from prism_testkit.backends.nats.driver import KV_BUCKET
 
 from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.registry import build_registry, make_plugin_manager
+from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
 KV_STREAM = f"KV_{KV_BUCKET}"  # the stream behind the driver's key-value bucket

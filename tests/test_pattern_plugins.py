@@ -12,8 +12,8 @@ from prism_testkit.patterns.outbox import Outbox, OutboxConfig
 
 from prism_testkit.cli import main
 from prism_testkit.config.namespace_files import parse_namespaces
-from prism_testkit.pattern_registry import load_patterns
-from prism_testkit.registry import build_registry, make_plugin_manager
+from prism_testkit.registry.backends import build_registry, make_plugin_manager
+from prism_testkit.registry.patterns import load_patterns
 from tests.conftest import OUT_OF_TREE
 
 NAMESPACE = """\

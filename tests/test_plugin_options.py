@@ -7,7 +7,14 @@ import textwrap
 from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
+from prism_testkit.config.runs import load_plan
+from prism_testkit.hunt import HuntError, parse_budget
+from prism_testkit.options import OPTION_NAMES, ineffective, read_options
+from prism_testkit.registry.backends import build_registry, make_plugin_manager
+from prism_testkit.registry.patterns import build_pattern_registry
 from tests.conftest import OUT_OF_TREE
 
 KV_SUITE = """
@@ -166,14 +173,17 @@ def test_report_counts_per_suite_and_combination(pytester: pytest.Pytester) -> N
     report = json.loads((pytester.path / "out" / "r.json").read_text())
     rows = {row["combination"]["backend"]: row for row in report["suites"]}
     assert rows["memstore"].pop("duration_s") >= 0
+    assert sorted(test["outcome"] for test in rows["memstore"].pop("tests").values()) == ["passed", "passed", "skipped"]
     assert rows["memstore"] == {
         "suite": "sandbox_kv",
         "combination": {"backend": "memstore"},
         "passed": 2,
         "failed": 0,
         "skipped": 1,
+        "errors": 0,
         "anomalies": {},
         "tolerated": {},
+        "faults": {},  # rows count the faults they survived (main's 5899835)
     }
     assert (rows["sqlite"]["passed"], rows["sqlite"]["failed"], rows["sqlite"]["skipped"]) == (1, 1, 1)
     assert report["unavailable"] == []
@@ -357,7 +367,8 @@ def test_checker_anomalies_are_counted_per_row(pytester: pytest.Pytester) -> Non
     (row,) = json.loads((pytester.path / "r.json").read_text())["suites"]
     assert row["anomalies"] == {"lost": 1}
     assert row["tolerated"] == {"duplicated": 1}
-    result.stdout.fnmatch_lines(["judged*backend=memstore*lost=1 duplicated=1 (tolerated)"])
+    # 80 columns: the findings do not fit beside the counts, so they follow on a line of their own
+    result.stdout.fnmatch_lines(["judged*backend=memstore*1*0*0*0", "    lost=1 duplicated=1 (tolerated)"])
 
 
 def test_async_examples_run_on_the_current_sessions_loop_when_a_module_is_reused(pytester: pytest.Pytester) -> None:
@@ -380,3 +391,178 @@ def test_async_examples_run_on_the_current_sessions_loop_when_a_module_is_reused
     __import__("sandbox_reused")  # stays in sys.modules across the two sessions below
     for _ in range(2):
         pytester.runpytest("--prism-backend=memstore", "sandbox_reused.py").assert_outcomes(passed=1)
+
+
+# --- input at the edges (issue 23 §2): one line, exit code 4, nothing written ---------------
+
+
+def test_a_report_path_that_is_a_directory_is_refused_before_the_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    folder = pytester.mkdir("reports")
+    result = pytester.runpytest(f"--prism-report={folder}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --prism-report {folder}: is a directory*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert [p.name for p in pytester.path.iterdir() if p.suffix != ".py"] == ["reports"]
+    assert not list(folder.iterdir())
+
+
+def test_a_metrics_path_that_is_a_directory_is_refused_before_the_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    folder = pytester.mkdir("metrics")
+    result = pytester.runpytest(f"--prism-metrics={folder}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --prism-metrics {folder}: is a directory: give a file name"])
+    assert not list(folder.iterdir())
+
+
+def test_a_report_under_a_file_is_refused_before_the_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    pytester.makefile(".txt", plain="not a folder")
+    result = pytester.runpytest("--prism-report=plain.txt/report.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--prism-report plain.txt/report.json: *plain.txt is not a directory"])
+
+
+def test_a_report_to_standard_output_is_refused_not_a_file_named_dash(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest("--prism-report=-")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --prism-report -: standard output carries pytest's own output*"])
+    assert not (pytester.path / "-").exists()
+
+
+def test_a_hunt_database_with_an_unknown_scheme_is_refused_without_echoing_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest("--prism-hunt=1s", "--prism-hunt-db=ftp://u:pw@x")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --prism-hunt-db: unsupported scheme 'ftp'*"])
+    assert "pw" not in result.stdout.str() + result.stderr.str()
+    assert not list(pytester.path.glob("ftp*"))
+
+
+def test_a_hunt_database_without_a_hunt_warns(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest_subprocess("--prism-hunt-db=examples")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(["*PytestConfigWarning: --prism-hunt-db has no effect without --prism-hunt"])
+    strict = pytester.runpytest_subprocess("--prism-hunt-db=examples", "-W", "error")  # one line, not an INTERNALERROR
+    assert strict.ret == pytest.ExitCode.USAGE_ERROR
+    strict.stderr.fnmatch_lines(["ERROR: --prism-hunt-db has no effect without --prism-hunt (a warning*"])
+    assert "INTERNALERROR" not in strict.stdout.str() + strict.stderr.str()
+
+
+def test_a_url_for_an_unknown_backend_is_a_usage_error_like_an_unknown_backend(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest("--prism-url", "nosuch=redis://u:pw@127.0.0.1:1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --prism-url: unknown backend(s): nosuch; registered backends: *memstore*"])
+    assert "pw" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_url_for_a_backend_not_selected_warns(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest_subprocess("--prism-url", "redis=redis://u:pw@127.0.0.1:1")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(["*--prism-url redis=... has no effect: backend 'redis' is not selected*"])
+    assert "pw" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--prism-backend=",
+        "--prism-backend= ",
+        "--prism-pattern=",
+        "--prism-pattern=,",
+        "--prism-combinations=",
+        "--prism-report=",
+        "--prism-namespace=",
+        "--prism-hunt=",
+        "--prism-hunt-db=",
+    ],
+)
+def test_an_empty_value_is_a_usage_error_never_the_default(pytester: pytest.Pytester, option: str) -> None:
+    pytester.makepyfile(KV_SUITE)
+    result = pytester.runpytest(option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    flag = option.partition("=")[0]
+    result.stderr.fnmatch_lines([f"ERROR: {flag} *"])
+
+
+# --- fuzz: every --prism-* option with generated values (issue 23 §2) ----------------------
+
+PRISM_OPTIONS = [f"--{name.replace('_', '-')}" for name in OPTION_NAMES]  # a new option is fuzzed too
+OPTION_VALUES = st.one_of(
+    st.text(max_size=30),  # unicode
+    st.binary(max_size=30).map(lambda raw: raw.decode("utf-8", "surrogateescape")),  # argv as undecodable bytes
+    st.sampled_from(
+        [
+            *["", " ", ",", "=", "all", "embedded", "memstore", "x" * 5000, "[" * 2000, "\x00", "\n", "-", "ns.yaml"],
+            *["memstore=redis://u:pw@h:1", "nosuch=redis://h", "redis=", "=redis://h", "redis://u:pw@h", "10m", "0s"],
+            *["ftp://u:pw@x", "examples", "report.json", "reports/", "-h"],
+        ]
+    ),
+)
+NAMESPACE_TEXT = st.one_of(
+    st.text(max_size=100),
+    st.integers(1, 3000).map(lambda depth: "namespaces: " + "[" * depth + "]" * depth),
+    st.sampled_from(["namespaces:\n  - name: a\n    client_api: keyvalue\n", "namespaces: []", ""]),
+)
+
+
+REGISTRY = build_registry(make_plugin_manager())
+PATTERNS = build_pattern_registry(make_plugin_manager())
+
+
+def _kept_inside(value: str) -> str:
+    """A generated value kept inside the sandbox: paths are opened and directories made."""
+    return value.lstrip("/").replace("..", "__")
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    given_options=st.lists(st.tuples(st.sampled_from(PRISM_OPTIONS), OPTION_VALUES, st.booleans()), max_size=2),
+    namespace_text=NAMESPACE_TEXT,
+)
+@example(given_options=[("--prism-report", "x" * 5000, True)], namespace_text="")  # a name too long: OSError
+@example(given_options=[("--prism-namespace", "ns.yaml", True)], namespace_text="namespaces: " + "[" * 1000)
+def test_every_option_with_generated_values_is_accepted_or_one_usage_error(
+    pytester: pytest.Pytester, given_options: list[tuple[str, str, bool]], namespace_text: str
+) -> None:
+    (pytester.path / "ns.yaml").write_text(namespace_text, encoding="utf-8", errors="surrogateescape")
+    args: list[str] = []
+    for flag, value, joined in given_options:
+        args += [f"{flag}={_kept_inside(value)}"] if joined else [flag, _kept_inside(value)]
+    try:
+        # In process, what pytest_configure does with the options before any backend starts
+        # (a whole configure would provision backends and load Hypothesis profiles per example).
+        options = read_options(pytester.parseconfig(*args))
+        ineffective(options)
+        load_plan(options.namespace_files, REGISTRY, PATTERNS)
+        if options.hunt is not None:
+            parse_budget(options.hunt)  # the plugin makes its HuntError a usage error
+    except (pytest.UsageError, HuntError) as exc:  # exit code 4 (README, "Exit codes")
+        message = str(exc)
+        assert message.strip()
+        assert "Traceback" not in message
+        from_argparse = message.startswith("usage:")  # pytest's own format: usage, error, rootdir
+        if not from_argparse and not any(flag == "--prism-namespace" for flag, _, _ in given_options):
+            assert "\n" not in message.strip(), "one line"
+
+
+def test_all_leaves_opt_in_backends_out_and_says_so(pytester: pytest.Pytester) -> None:
+    """`all` selects every registration but the opt-in ones (the clusters, for now), and the
+    header names those, so nothing is left out silently; naming one selects it."""
+    pytester.makepyfile(
+        "def test_selection(prism_runtime):\n"
+        "    assert 'jetstream-r3' not in prism_runtime.availability\n"
+        "    assert 'sqlite' in prism_runtime.availability\n"
+    )
+    result = pytester.runpytest_subprocess("--prism-backend=all", "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*opt-in, not selected*jetstream-r3, jetstream-r3-lazy-sync*"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from prism_testkit.errors import ProvisioningError
-from prism_testkit.processes import ServerProcess, free_port, port_open
+from prism_testkit.provision.processes import ServerProcess, free_port, port_open
 
 ECHO_SERVER = textwrap.dedent(
     """
@@ -105,7 +105,7 @@ def test_no_orphan_when_the_owning_process_is_killed(tmp_path: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from prism_testkit.processes import ServerProcess
+        from prism_testkit.provision.processes import ServerProcess
         server = ServerProcess("echo", [sys.executable, "-c", {ECHO_SERVER!r}, "{port}"], port={port},
                                log_path=Path({str(tmp_path / "o.log")!r}))
         server.start()

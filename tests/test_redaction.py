@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prism_testkit.provisioning import Endpoint, Via
+from prism_testkit.provision.base import Endpoint, Via
 from prism_testkit.redaction import redact
 
 

@@ -14,7 +14,7 @@ import pytest
 from prism_testkit import BackendProperties, BackendSpec, EmbeddedProvisioner
 from prism_testkit.errors import ClientLibraryMissing, RegistrationError
 from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.registry import BackendRegistry, build_registry, make_plugin_manager
+from prism_testkit.registry.backends import BackendRegistry, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 from tests.conftest import OUT_OF_TREE
 
@@ -129,7 +129,7 @@ def test_loading_the_registry_imports_no_client_library() -> None:
     clients = ("aiokafka", "nats", "redis", "asyncpg", "minio", "moto")
     code = (
         "import sys\n"
-        "from prism_testkit.registry import build_registry, make_plugin_manager\n"
+        "from prism_testkit.registry.backends import build_registry, make_plugin_manager\n"
         "build_registry(make_plugin_manager())\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {clients!r}))\n"
     )

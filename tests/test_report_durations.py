@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from prism_testkit.report import slowest_rows
+from prism_testkit.report.results import slowest_rows
 
 # Each phase (setup, call, teardown) of a test in suite s<n> "takes" n seconds, plus 0.5 on sqlite.
 FIXED_DURATIONS = """

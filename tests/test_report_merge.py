@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from prism_testkit.cli import main
-from prism_testkit.report_matrix import compliance_matrix, render_markdown
-from prism_testkit.report_merge import ReportMergeError, load_report, merge_reports, totals
+from prism_testkit.report.matrix import LEGEND, compliance_matrix, render_markdown
+from prism_testkit.report.merge import ReportMergeError, load_report, merge_reports, totals
 
 
 def row(suite: str, passed: int, failed: int = 0, skipped: int = 0, **slots: str) -> dict[str, Any]:
@@ -46,7 +46,14 @@ def test_rows_of_different_jobs_add_up(tmp_path: Path) -> None:
     memstore = write(tmp_path, "memstore.json", report(row("keyvalue", 24), row("log", 16)))
     sqlite = write(tmp_path, "sqlite.json", report(row("keyvalue", 23, failed=1, backend="sqlite")))
     merged = merge_reports([load_report(memstore), load_report(sqlite)])
-    assert totals(merged) == {"passed": 63, "failed": 1, "skipped": 0, "rows": 3, "suites_without_combination": 0}
+    assert totals(merged) == {
+        "passed": 63,
+        "failed": 1,
+        "skipped": 0,
+        "errors": 0,
+        "rows": 3,
+        "suites_without_combination": 0,
+    }
     assert [b["backend"] for b in merged["backends"]] == ["memstore", "sqlite"]
     assert merged["merged_from"] == [memstore, sqlite]
 
@@ -127,7 +134,15 @@ def test_the_matrix_has_a_cell_per_backend_and_suite() -> None:
     cells = matrix["cells"]
     assert cells["claim_check"]["nats"]["status"] == "failed"  # anomalies fail a cell
     assert cells["claim_check"]["s3"]["anomalies"] == {"lost": 1}
-    assert cells["keyvalue"]["nats"] == {"passed": 20, "failed": 1, "skipped": 0, "anomalies": {}, "status": "failed"}
+    assert cells["keyvalue"]["nats"] == {
+        "passed": 20,
+        "failed": 1,
+        "skipped": 0,
+        "errors": 0,
+        "anomalies": {},
+        "tolerated": {},
+        "status": "failed",
+    }
     assert cells["keyvalue"]["s3"] == {"status": "not run"}
     assert cells["objects"]["s3"]["status"] == "skipped"
     assert cells["keyvalue"]["kafka"] == {"status": "unavailable"}
@@ -175,3 +190,77 @@ def test_cli_merge_of_contradicting_reports_is_a_usage_error(
     assert "a.json and" in err
     assert "b.json disagree" in err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_a_zero_count_is_no_finding_in_the_matrix_or_the_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checked = row("power_loss", 1)
+    checked["anomalies"] = {"lost": 0}  # what a checker that looked and found nothing said (older reports)
+    path = write(tmp_path, "power_loss.json", report(checked, row("keyvalue", 24)))
+    assert main(["report", "merge", path, "--markdown", "-"]) == 0
+    markdown = capsys.readouterr().out
+    assert "| power_loss | ✅ 1 passed |" in markdown
+    assert "❌" not in markdown.replace(LEGEND, "")
+    assert compliance_matrix(merge_reports([load_report(path)]))["cells"]["power_loss"]["memstore"]["anomalies"] == {}
+
+
+def test_tolerated_findings_have_their_own_mark_and_legend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cut = row("power_loss", 1, backend="jetstream")
+    cut["tolerated"] = {"lost-in-power-cut": 81}  # jetstream does not declare it survives a power cut
+    path = write(tmp_path, "nats.json", report(cut, row("keyvalue", 24, backend="jetstream")))
+    assert main(["report", "merge", path]) == 0  # tolerated: not a failure
+    markdown = capsys.readouterr().out
+    assert "| power_loss | 🟡 1 passed, 81 lost in power cut (tolerated) |" in markdown
+    assert "| keyvalue | ✅ 24 passed |" in markdown
+    assert "🟡 passed, with findings the suite tolerates" in markdown
+    assert compliance_matrix(merge_reports([load_report(path)]))["cells"]["power_loss"]["jetstream"]["status"] == (
+        "tolerated"
+    )
+
+
+def sharded(suite: str, outcomes: dict[str, str], **slots: str) -> dict[str, Any]:
+    """A row as a run writes it: with each of its tests' outcome."""
+    found = row(suite, 0, **slots)
+    found["tests"] = {test: {"outcome": outcome, "duration_s": 1.0} for test, outcome in outcomes.items()}
+    for outcome in outcomes.values():
+        for part in outcome.split("+"):
+            found["errors" if part == "error" else part] = found.get("errors" if part == "error" else part, 0) + 1
+    return found
+
+
+def test_shards_of_one_row_add_up_and_a_test_in_both_counts_once(tmp_path: Path) -> None:
+    first = write(tmp_path, "k1.json", report(sharded("keyvalue", {"t::a": "passed", "t::b": "failed+error"})))
+    second = write(tmp_path, "k2.json", report(sharded("keyvalue", {"t::c": "passed", "t::a": "passed"})))
+    (merged,) = merge_reports([load_report(first), load_report(second)])["suites"]
+    assert (merged["passed"], merged["failed"], merged["errors"]) == (2, 1, 1)
+    assert sorted(merged["tests"]) == ["t::a", "t::b", "t::c"]
+    assert merged["duration_s"] == 3.0
+
+
+def test_only_one_test_with_two_outcomes_contradicts(tmp_path: Path) -> None:
+    first = write(tmp_path, "k1.json", report(sharded("keyvalue", {"t::a": "passed"})))
+    second = write(tmp_path, "k2.json", report(sharded("keyvalue", {"t::a": "failed", "t::b": "passed"})))
+    with pytest.raises(
+        ReportMergeError, match=r"k1\.json and .*k2\.json disagree on suite keyvalue .*t::a passed vs failed"
+    ):
+        merge_reports([load_report(first), load_report(second)])
+
+
+def test_errors_fail_the_merge_and_show_in_the_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "e.json", report(sharded("keyvalue", {"t::a": "passed+error", "t::b": "passed"})))
+    assert main(["report", "merge", path]) == 1
+    markdown = capsys.readouterr().out
+    assert "**2 passed, 0 failed, 0 skipped, 1 error**" in markdown
+    assert "| keyvalue | ❌ 2 passed, 1 error |" in markdown
+
+
+def test_faults_a_row_survived_add_up_over_shards_and_are_no_finding(tmp_path: Path) -> None:
+    one = sharded("stateful_queue", {"t::a": "passed"}, backend="jetstream-r3")
+    one["tests"]["t::a"]["faults"] = {"kill-node": 2, "partition-isolate-leader": 1}
+    other = sharded("stateful_queue", {"t::b": "passed"}, backend="jetstream-r3")
+    other["tests"]["t::b"]["faults"] = {"kill-node": 1, "heal": 0}
+    paths = [write(tmp_path, f"{i}.json", report(r)) for i, r in enumerate((one, other))]
+    (merged,) = merge_reports([load_report(p) for p in paths])["suites"]
+    assert merged["faults"] == {"kill-node": 3, "partition-isolate-leader": 1}
+    assert main(["report", "merge", *paths]) == 0  # surviving faults is no failure

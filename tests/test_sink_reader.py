@@ -10,7 +10,7 @@ import pytest
 
 from backends.memstore import MemstoreDriver
 from prism_testkit import Capability, Message, Ordering
-from prism_testkit.provisioning import Endpoint, Via
+from prism_testkit.provision.base import Endpoint, Via
 from suites._sink_reader import Kind, SinkReader
 
 DESTINATION = "reader-test"

@@ -122,6 +122,17 @@ def test_malformed_conditions_raise_typed_errors_with_position(text: str, column
     assert isinstance(info.value, ConfigurationError)
 
 
+@pytest.mark.parametrize("text", ["(" * 5000 + "age > 1d" + ")" * 5000, "NOT " * 5000 + "age > 1d"])
+def test_deeply_nested_conditions_are_refused_not_a_recursion_error(text: str) -> None:
+    with pytest.raises(RuleSyntaxError, match="expected at most 32 nested parentheses and NOTs") as info:
+        parse_condition(text)
+    assert len(str(info.value)) < 200  # the rule is shown around the error, not whole
+
+
+def test_nesting_up_to_the_limit_parses() -> None:
+    assert parse_condition("(" * 16 + "NOT " * 16 + "age > 1d" + ")" * 16).fields() == {"age"}
+
+
 def test_config_rejects_bad_rules_and_unknown_tiers_at_load_time() -> None:
     with pytest.raises(ValidationError, match=r"rules\.0\.condition") as info:
         TieredStorageConfig.model_validate({"rules": [{"condition": "age >> 1", "action": "demote_to_cold"}]})
@@ -204,7 +215,7 @@ def test_rules_promote_and_demote_on_the_test_clock() -> None:
         assert (reference.tier, reference.access_count) == ("hot", 4)
         assert store.metrics.promotion_count == 1
         assert store.metrics.demotion_count == 1
-        assert 'prism_tiered_storage_promotion_count{namespace="ns"} 1' in store.metrics.prometheus("ns")
+        assert 'prism_tiered_storage_promotion_count_total{namespace="ns"} 1' in store.metrics.prometheus("ns")
 
     run(go)
 

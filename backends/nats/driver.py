@@ -90,7 +90,7 @@ from prism_testkit.errors import (
     ProvisioningError,
 )
 from prism_testkit.interfaces import MESSAGE_ID_HEADER, Message, ObjectInfo, QueueDelivery, Record
-from prism_testkit.provisioning import Endpoint
+from prism_testkit.provision.base import Endpoint
 from prism_testkit.redaction import redact
 
 from .._common import (
@@ -127,7 +127,9 @@ EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 # JetStream API error codes we act on.
 ERR_STREAM_NOT_FOUND = 10059
 ERR_NO_MESSAGE = 10037
-ERR_WRONG_LAST_SEQ = 10071
+# "wrong last sequence": 10071 from a single server; a clustered stream's leader answers the
+# constant form, 10164 (found on a 3-node nats-server 2.15 cluster: CAS failed as an error).
+ERR_WRONG_LAST_SEQ = frozenset({10071, 10164})
 ERR_CONSUMER_NOT_FOUND = 10014
 
 
@@ -281,7 +283,7 @@ class NatsKeyValue:
                 await self._driver.publish(subject, data, {EXPECTED_LAST_SUBJECT_SEQ: str(seq)})
                 return True
             except ApiError as exc:
-                if exc.err_code != ERR_WRONG_LAST_SEQ:
+                if exc.err_code not in ERR_WRONG_LAST_SEQ:
                     raise
                 # Someone wrote in between: look again (the value may still be the expected one).
 
@@ -597,7 +599,7 @@ class NatsObjects:
             "discard": "new",
             "allow_rollup_hdrs": True,
             "allow_direct": True,
-            "num_replicas": 1,
+            "num_replicas": self._driver.replicas,
         }
         await self._driver.create_stream(config)
 
@@ -716,7 +718,7 @@ class NatsObjects:
             try:
                 await self._driver.publish(subject, body, headers)
             except ApiError as exc:
-                if exc.err_code == ERR_WRONG_LAST_SEQ:
+                if exc.err_code in ERR_WRONG_LAST_SEQ:
                     continue  # a concurrent put won the race: replace that one instead
                 raise
             return None if stored is None else json.loads(stored.data).get("nuid")
@@ -788,6 +790,8 @@ class NatsObjects:
 class NatsDriver(Driver):
     backend_name = "nats"
 
+    replicas = 1  # each stream's copies: the node count of a clustered instance (endpoint option)
+
     def __init__(self, name: str, capabilities: frozenset[Capability], nc: NATS) -> None:
         super().__init__(name, capabilities)
         self.nc = nc
@@ -833,7 +837,7 @@ class NatsDriver(Driver):
             # want after a restart), so the first connection gets a deadline of its own.
             await asyncio.wait_for(
                 nc.connect(
-                    endpoint.url,
+                    endpoint.url.split(","),  # a cluster's nodes: nats-py takes them as a list
                     name="prism-testkit",
                     connect_timeout=5,
                     reconnect_time_wait=0.2,  # type: ignore[arg-type]  # annotated int, sleeps this float
@@ -855,6 +859,9 @@ class NatsDriver(Driver):
                 redact(f"backend {name!r}: cannot connect to {endpoint.url}: {type(exc).__name__}: {exc}")
             ) from None
         driver = cls(name, capabilities, nc)
+        driver.replicas = int(endpoint.options.get("replicas", 1))
+        told = nc.connected_server_version
+        driver.server_version = f"{told.major}.{told.minor}.{told.patch}"
         try:
             if nc.max_payload < MIN_SERVER_PAYLOAD:
                 raise ProvisioningError(
@@ -969,7 +976,7 @@ class NatsDriver(Driver):
                 "retention": "workqueue",
                 "storage": "file",
                 "discard": "old",
-                "num_replicas": 1,
+                "num_replicas": self.replicas,
                 "duplicate_window": 120 * 10**9,
             },
         )
@@ -1000,7 +1007,7 @@ class NatsDriver(Driver):
                     "retention": "limits",
                     "storage": "file",
                     "discard": "new",  # never drop old records: offsets must stay
-                    "num_replicas": 1,
+                    "num_replicas": self.replicas,
                 }
             )
 
@@ -1018,7 +1025,7 @@ class NatsDriver(Driver):
                     "allow_rollup_hdrs": True,
                     "deny_delete": True,
                     "allow_direct": True,
-                    "num_replicas": 1,
+                    "num_replicas": self.replicas,
                     "duplicate_window": 120 * 10**9,
                 }
             )

@@ -16,9 +16,9 @@ from pathlib import Path
 from prism_testkit.errors import (
     ProvisioningError,
 )
-from prism_testkit.processes import ServerProcess, free_port
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
-from prism_testkit.server_provisioning import DataDir, ServerProvisioner, find_binary
+from prism_testkit.provision.base import Endpoint, ProvisionContext, Via
+from prism_testkit.provision.processes import ServerProcess, free_port
+from prism_testkit.provision.servers import DataDir, ServerProvisioner, find_binary
 
 SERVER_MAX_PAYLOAD = 8 << 20  # the private server's max_payload: room above the driver's MAX_PAYLOAD
 READY_TIMEOUT = 30.0
@@ -71,7 +71,7 @@ class NatsProvisioner(ServerProvisioner):
     without it JetStream syncs on its default two-minute interval."""
 
     server_name = "nats-server"
-    image = "nats:2.10-alpine"
+    image: str | None = "nats:2.10-alpine"
 
     def __init__(self, *, sync_always: bool = False) -> None:
         self.sync_always = sync_always
@@ -126,6 +126,8 @@ class NatsProvisioner(ServerProvisioner):
             from testcontainers.core.waiting_utils import wait_for_logs
         except ImportError as exc:
             raise ProvisioningError("nats: testcontainers is not installed") from exc
+        if self.image is None:
+            raise ProvisioningError(f"{self.server_name}: no container recipe")
         config = self._config(ctx.workdir.resolve() / "nats.conf", "/data")
         container = (
             DockerContainer(self.image)

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -41,10 +41,24 @@ from .._changefeed import (
 from .._sql import poll, upper_bound
 from .pgoutput import Decoder
 
-if TYPE_CHECKING:
-    from .driver import _Pool
-
 T = TypeVar("T")
+
+
+class PostgresConnections(Protocol):
+    """What the feed needs of the driver's pool: a job on one connection, lost connections
+    reported as the driver reports them. Taken as a parameter, so the feed never imports the
+    driver that owns it."""
+
+    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None: ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]: ...
+
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+
+    async def execute(self, sql: str, *args: Any) -> str: ...
+
 
 POLL_INTERVAL = 0.05  # decoding re-reads WAL from the slot's position: poll gently
 SLOT_BUSY_RETRIES = 100  # a slot is held by one session at a time (another peek, a drop)
@@ -95,7 +109,7 @@ async def logical_decoding_missing(conn: asyncpg.Connection) -> str | None:
 
 
 class PostgresChangeFeed:
-    def __init__(self, db: _Pool) -> None:
+    def __init__(self, db: PostgresConnections) -> None:
         self._db = db
 
     async def _busy_retry(self, fn: Callable[[], Awaitable[T]]) -> T:

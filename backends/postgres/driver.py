@@ -50,7 +50,7 @@ from prism_testkit.errors import (
     TransactionAborted,
 )
 from prism_testkit.interfaces import Message, QueueDelivery, Record
-from prism_testkit.provisioning import Endpoint
+from prism_testkit.provision.base import Endpoint
 from prism_testkit.redaction import redact
 
 from .._common import Numbering, as_bytes, bad_counter, check_count, check_positive, check_wait, freeze_message
@@ -679,10 +679,12 @@ class PostgresDriver(Driver):
         try:
             await db.write(_create_schema)
             missing = await db.run(logical_decoding_missing)
+            version = await pool.fetchval("SHOW server_version")
         except BaseException:
             await db.close()
             raise
         driver = cls(name, capabilities, db)
+        driver.server_version = str(version)
         if missing is not None and Capability.CHANGEFEED in capabilities:
             driver.withhold(Capability.CHANGEFEED, missing)  # a server given by URL may lack it
         return driver

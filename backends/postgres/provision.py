@@ -23,9 +23,9 @@ from pathlib import Path
 from prism_testkit.errors import (
     ProvisioningError,
 )
-from prism_testkit.processes import ServerProcess, free_port, port_open
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
-from prism_testkit.server_provisioning import DataDir, ServerProvisioner, find_binary
+from prism_testkit.provision.base import Endpoint, ProvisionContext, Via
+from prism_testkit.provision.processes import ServerProcess, free_port, port_open
+from prism_testkit.provision.servers import DataDir, ServerProvisioner, find_binary
 
 PRIVATE_USER = "postgres"  # superuser name inside the private cluster (trust auth)
 PRIVATE_DATABASE = "postgres"

@@ -58,7 +58,7 @@ from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConnectionLost, DeliveryNotFound, PayloadTooLarge, ProvisioningError
 from prism_testkit.interfaces import Message, QueueDelivery, Record
-from prism_testkit.provisioning import Endpoint
+from prism_testkit.provision.base import Endpoint
 from prism_testkit.redaction import redact
 
 from .._common import (
@@ -470,7 +470,9 @@ class RedisDriver(Driver):
         except BaseException:
             await client.aclose(close_connection_pool=True)
             raise
-        return cls(name, capabilities, client)
+        driver = cls(name, capabilities, client)
+        driver.server_version = str(info.get("redis_version"))
+        return driver
 
     async def close(self) -> None:
         self._closed = True

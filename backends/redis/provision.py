@@ -9,9 +9,9 @@ import socket
 from pathlib import Path
 
 from prism_testkit.errors import ProvisioningError
-from prism_testkit.processes import ServerProcess, free_port
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
-from prism_testkit.server_provisioning import DataDir, ServerProvisioner, find_binary
+from prism_testkit.provision.base import Endpoint, ProvisionContext, Via
+from prism_testkit.provision.processes import ServerProcess, free_port
+from prism_testkit.provision.servers import DataDir, ServerProvisioner, find_binary
 
 AOF_DIR = "appendonlydir"  # Redis 7's default appenddirname
 READY_TIMEOUT = 30.0  # seconds for a private server to answer PING (it may replay an AOF first)

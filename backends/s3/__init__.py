@@ -7,8 +7,8 @@ first connected; the provisioner (:mod:`.provision`) runs moto's S3 server in a 
 from __future__ import annotations
 
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
-from prism_testkit.hookspecs import hookimpl
-from prism_testkit.registry import BackendSpec
+from prism_testkit.registry.backends import BackendSpec
+from prism_testkit.registry.hookspecs import hookimpl
 
 from .provision import MotoProvisioner
 

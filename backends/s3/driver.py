@@ -55,7 +55,7 @@ from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, ObjectNotFound, ProvisioningError
 from prism_testkit.interfaces import ObjectInfo, ObjectStore
-from prism_testkit.provisioning import Endpoint
+from prism_testkit.provision.base import Endpoint
 from prism_testkit.redaction import redact
 
 from .._common import BytesLike, as_bytes, check_count, check_metadata, check_name, check_positive

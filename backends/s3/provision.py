@@ -15,9 +15,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from prism_testkit.processes import ServerProcess, free_port
-from prism_testkit.provisioning import Endpoint, ProvisionContext, Via
-from prism_testkit.server_provisioning import ServerProvisioner, private_endpoint
+from prism_testkit.provision.base import Endpoint, ProvisionContext, Via
+from prism_testkit.provision.processes import ServerProcess, free_port
+from prism_testkit.provision.servers import ServerProvisioner, private_endpoint
 
 
 def _http_answers(port: int) -> bool:

@@ -15,9 +15,9 @@ validate`` rejects a source without one (Redis, NATS, Kafka, S3) with the file p
 
 from __future__ import annotations
 
-from prism_testkit.combinations import Slot
-from prism_testkit.hookspecs import hookimpl
-from prism_testkit.pattern_registry import MESSAGING, Complexity, PatternSlot, PatternSpec, Priority
+from prism_testkit.registry.combinations import Slot
+from prism_testkit.registry.hookspecs import hookimpl
+from prism_testkit.registry.patterns import MESSAGING, Complexity, PatternSlot, PatternSpec, Priority
 
 from .cache import CacheMetrics, InvalidatedCache
 from .config import CdcConfig

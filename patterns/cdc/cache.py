@@ -12,7 +12,7 @@ claimed after the invalidation reads the store after the write committed (the wr
 before its change event exists), so it fills the new value.
 
 After a write, a read returns the old value at most until its invalidation is applied; the
-time from commit to invalidation is measured (``prism_cdc_invalidation_lag_ms``).
+time from commit to invalidation is measured (``prism_cdc_cache_invalidation_lag_seconds``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prism_testkit import metrics as prometheus
 from prism_testkit.interfaces import KeyValue, Message
 
 from .events import ChangeEvent, decode
@@ -36,15 +37,12 @@ class CacheMetrics:
     fills: int = 0
     fills_lost: int = 0  # fills whose lease an invalidation took away (the race, defused)
     invalidations: int = 0
-    invalidation_lag_ms: float = 0.0  # last commit-to-invalidation delay
-    max_invalidation_lag_ms: float = 0.0
+    invalidation_lag_seconds: float = 0.0  # last commit-to-invalidation delay
+    max_invalidation_lag_seconds: float = 0.0
 
     def samples(self) -> dict[str, float]:
-        return {
-            "prism_cdc_invalidation_lag_ms": self.invalidation_lag_ms,
-            "prism_cdc_cache_hits": float(self.hits),
-            "prism_cdc_cache_misses": float(self.misses),
-        }
+        """The metrics under their exported names (``prism_cdc_cache_hits_total`` ...)."""
+        return prometheus.samples("cdc_cache", self)
 
 
 @dataclass
@@ -56,7 +54,7 @@ class InvalidatedCache:
     cache: KeyValue
     cache_prefix: str = ""
     clock: Callable[[], float] = time.time
-    metrics: CacheMetrics = field(default_factory=CacheMetrics)
+    metrics: CacheMetrics = field(default_factory=lambda: prometheus.noted("cdc_cache", CacheMetrics()))
 
     def cache_key(self, key: str) -> str:
         return self.cache_prefix + key
@@ -84,7 +82,7 @@ class InvalidatedCache:
         if isinstance(event, Message):
             event = decode(event)
         await self.cache.delete(self.cache_key(event.key))
-        lag = max(0.0, self.clock() * 1000 - event.commit_ts_ms)
+        lag = max(0.0, self.clock() - event.commit_ts_ms / 1000)
         self.metrics.invalidations += 1
-        self.metrics.invalidation_lag_ms = lag
-        self.metrics.max_invalidation_lag_ms = max(self.metrics.max_invalidation_lag_ms, lag)
+        self.metrics.invalidation_lag_seconds = lag
+        self.metrics.max_invalidation_lag_seconds = max(self.metrics.max_invalidation_lag_seconds, lag)

@@ -25,6 +25,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from prism_testkit import metrics as prometheus
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyChange, KeyValue
 
 from .config import CdcConfig, Operation
@@ -46,23 +47,16 @@ class CdcMetrics:
     snapshot_rows: int = 0
     heartbeats: int = 0
     confirms: int = 0
-    replication_lag_ms: float = 0.0  # publish time minus commit time of the last transaction handled
+    replication_lag_seconds: float = 0.0  # publish time minus commit time of the last transaction handled
     position: int = 0  # last confirmed position
 
     def samples(self) -> dict[str, float]:
-        """The metrics under their exported names."""
-        return {
-            "prism_cdc_replication_lag_ms": self.replication_lag_ms,
-            "prism_cdc_events_published": float(self.events_published),
-            "prism_cdc_snapshot_rows": float(self.snapshot_rows),
-            "prism_cdc_heartbeats": float(self.heartbeats),
-            "prism_cdc_confirmed_position": float(self.position),
-        }
+        """The metrics under their exported names (``prism_cdc_events_published_total`` ...)."""
+        return prometheus.samples("cdc", self)
 
-    def exposition(self, capture: str) -> str:
-        """Prometheus text format, labelled with the capture."""
-        label = json.dumps(capture)
-        return "".join(f"{name}{{capture={label}}} {value}\n" for name, value in self.samples().items())
+    def exposition(self, namespace: str) -> str:
+        """Prometheus text format, labelled with ``namespace``: what the collector exports."""
+        return prometheus.exposition("cdc", namespace, self)
 
 
 @dataclass
@@ -106,7 +100,7 @@ class CdcConnector:
     sink: EventSink
     config: CdcConfig
     clock: Callable[[], float] = time.time
-    metrics: CdcMetrics = field(default_factory=CdcMetrics)
+    metrics: CdcMetrics = field(default_factory=lambda: prometheus.noted("cdc", CdcMetrics()))
     _state: SnapshotState | None = None
     _window: _Window | None = None
     _last_activity: float = 0.0
@@ -187,7 +181,7 @@ class CdcConnector:
             await self._send(event)
         if events:
             self.metrics.transactions_published += 1
-        self.metrics.replication_lag_ms = max(0.0, self.clock() * 1000 - change_set.commit_ts_ms)
+        self.metrics.replication_lag_seconds = max(0.0, self.clock() - change_set.commit_ts_ms / 1000)
         if window is not None and window.high in change_set.marks:
             return len(events) + await self._close_window(window, change_set)
         return len(events)

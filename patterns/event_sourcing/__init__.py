@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prism_testkit.combinations import Slot
-from prism_testkit.hookspecs import hookimpl
-from prism_testkit.pattern_registry import Complexity, NeedsContext, PatternSlot, PatternSpec, Priority, Wanted
+from prism_testkit.registry.combinations import Slot
+from prism_testkit.registry.hookspecs import hookimpl
+from prism_testkit.registry.patterns import Complexity, NeedsContext, PatternSlot, PatternSpec, Priority, Wanted
 
 from .aggregates import Aggregate, Loaded, Repository, Snapshot
 from .config import EventSourcingConfig

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prism_testkit.combinations import Slot
-from prism_testkit.hookspecs import hookimpl
-from prism_testkit.pattern_registry import (
+from prism_testkit.registry.combinations import Slot
+from prism_testkit.registry.hookspecs import hookimpl
+from prism_testkit.registry.patterns import (
     CheckContext,
     Complexity,
     ConfigProblem,

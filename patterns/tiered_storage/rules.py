@@ -9,6 +9,9 @@ Grammar (keywords are case-insensitive)::
     not        := "NOT" not | "(" or ")" | comparison
     comparison := field operator value
 
+Parentheses and NOTs nest at most :data:`MAX_NESTING` deep (a rule nested thousands of levels
+deep is refused with a RuleSyntaxError, not a RecursionError).
+
 Fields and the values they compare with:
 
 - ``age`` (since the value was written), ``idle`` (since it was last read), ``age_in_tier``
@@ -59,7 +62,21 @@ class RuleSyntaxError(ConfigurationError, ValueError):
 
     def __init__(self, text: str, position: int, expected: str, found: str) -> None:
         self.text, self.position, self.expected, self.found = text, position, expected, found
-        super().__init__(f"rule {text!r} at column {position + 1}: expected {expected}, found {found}")
+        shown = found if len(found) <= EXCERPT else found[:EXCERPT] + "..."
+        super().__init__(
+            f"rule {_excerpt(text, position)} at column {position + 1}: expected {expected}, found {shown}"
+        )
+
+
+EXCERPT = 60  # characters of a long rule shown around an error: the message stays one readable line
+
+
+def _excerpt(text: str, position: int) -> str:
+    if len(text) <= EXCERPT:
+        return repr(text)
+    start = max(0, min(position - EXCERPT // 2, len(text) - EXCERPT))
+    before, after = ("..." if start else ""), ("..." if start + EXCERPT < len(text) else "")
+    return f"{before}{text[start : start + EXCERPT]!r}{after}"
 
 
 @dataclass(frozen=True)
@@ -142,11 +159,15 @@ def _tokens(text: str) -> list[_Token]:
     return found
 
 
+MAX_NESTING = 32  # parentheses and NOTs inside each other; real rules use two or three
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = _tokens(text)
         self.index = 0
+        self.depth = 0
 
     @property
     def current(self) -> _Token:
@@ -178,16 +199,26 @@ class _Parser:
         return parts[0] if len(parts) == 1 else Junction(kind, tuple(parts))
 
     def negation(self) -> Condition:
+        token = self.current
+        if (token.kind == "word" and token.text.upper() == "NOT") or (token.kind == "paren" and token.text == "("):
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise self.fail(f"at most {MAX_NESTING} nested parentheses and NOTs")
+            try:
+                return self._nested()
+            finally:
+                self.depth -= 1
+        return self.comparison()
+
+    def _nested(self) -> Condition:
         if self.keyword("NOT"):
             return Not(self.negation())
-        if self.current.kind == "paren" and self.current.text == "(":
-            self.index += 1
-            inner = self.junction("OR")
-            if not (self.current.kind == "paren" and self.current.text == ")"):
-                raise self.fail("')'")
-            self.index += 1
-            return inner
-        return self.comparison()
+        self.index += 1  # the "("
+        inner = self.junction("OR")
+        if not (self.current.kind == "paren" and self.current.text == ")"):
+            raise self.fail("')'")
+        self.index += 1
+        return inner
 
     def comparison(self) -> Comparison:
         token = self.current

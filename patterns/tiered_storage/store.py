@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from prism_testkit import metrics as prometheus
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge
 from prism_testkit.interfaces import KeyValue
 
@@ -48,12 +49,8 @@ class TieredStorageMetrics:
     old_copy_delete_failures: int = 0
 
     def prometheus(self, namespace: str) -> str:
-        """The counters in Prometheus' text format, labelled with ``namespace``."""
-        label = f'namespace="{namespace}"'
-        lines = [f'prism_tiered_storage_tier_size{{{label},tier="{t}"}} {n}' for t, n in self.tier_size.items()]
-        for name in ("promotion_count", "demotion_count", "expiration_count", "migration_failures", "orphans_removed"):
-            lines.append(f"prism_tiered_storage_{name}{{{label}}} {getattr(self, name)}")
-        return "\n".join(lines) + "\n"
+        """Prometheus' text format, labelled with ``namespace``: what the collector exports."""
+        return prometheus.exposition("tiered_storage", namespace, self)
 
 
 class TieredStorage:
@@ -88,7 +85,7 @@ class TieredStorage:
         self.tiers = dict(tiers)
         self.reference = reference
         self.clock = clock
-        self.metrics = TieredStorageMetrics()
+        self.metrics = prometheus.noted("tiered_storage", TieredStorageMetrics())
 
     # -- naming -----------------------------------------------------------------------------
 

@@ -54,7 +54,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from prism_testkit.capabilities import Capability, Ordering
 from prism_testkit.config.units import SIZE_PATTERN, Duration, Size
 from prism_testkit.errors import ConfigurationError
-from prism_testkit.pattern_registry import (
+from prism_testkit.redaction import redact
+from prism_testkit.registry.backends import BackendRegistry, BackendSpec
+from prism_testkit.registry.patterns import (
     CLIENT_APIS,
     CheckContext,
     NeedsContext,
@@ -63,8 +65,6 @@ from prism_testkit.pattern_registry import (
     PatternSpec,
     load_patterns,
 )
-from prism_testkit.redaction import redact
-from prism_testkit.registry import BackendRegistry, BackendSpec
 
 __all__ = [
     "NamespaceError",
@@ -219,8 +219,8 @@ def validate_file(
 def parse_namespaces(
     text: str, registry: BackendRegistry, *, file: str = "<string>", patterns: PatternRegistry | None = None
 ) -> NamespaceFile:
-    lines = _Lines(text)
     try:
+        _check_shape(text, file)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -228,6 +228,7 @@ def parse_namespaces(
         raise NamespaceError(
             [Problem(file, "(root)", f"invalid YAML: {detail}", mark.line + 1 if mark else None)]
         ) from None
+    lines = _Lines(text)
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise NamespaceError([Problem(file, "(root)", f"expected a mapping with a 'namespaces' list, found {found}")])
@@ -249,6 +250,45 @@ def parse_namespaces(
     if checker.problems:
         raise NamespaceError(checker.problems)
     return NamespaceFile(file, tuple(resolved))
+
+
+MAX_NESTING = 64  # levels of mappings and lists; a real namespace file needs fewer than ten
+MAX_NODES = 100_000  # values once aliases are expanded; a real namespace file has hundreds
+
+
+def _check_shape(text: str, file: str) -> None:
+    """Refuse a file nested deeper than :data:`MAX_NESTING`, or larger than :data:`MAX_NODES`
+    values once its aliases are expanded, before anything recursive or expanding reads it
+    (PyYAML's composer, pydantic, our line finder): 1,000 levels were a RecursionError, and
+    600 bytes of aliases of aliases ("billion laughs") a hang. Events are read lazily and the
+    first excess stops the read, so the cost stays bounded."""
+    depth = nodes = 0
+    anchored: dict[str, int] = {}  # anchor -> values in what it names
+    open_anchors: list[tuple[str | None, int]] = []  # per open collection: its anchor, nodes before it
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        message = None
+        if isinstance(event, yaml.AliasEvent):
+            nodes += anchored.get(event.anchor or "", 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            nodes += 1
+            if event.anchor:
+                anchored[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            nodes += 1
+            open_anchors.append((event.anchor, nodes))
+            if depth > MAX_NESTING:
+                message = f"nested more than {MAX_NESTING} levels deep (mappings and lists)"
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+            anchor, before = open_anchors.pop()
+            if anchor:
+                anchored[anchor] = nodes - before + 1
+        if message is None and nodes > MAX_NODES:
+            message = f"more than {MAX_NODES:,} values once its aliases are expanded"
+        if message is not None:
+            line = event.start_mark.line + 1 if event.start_mark else None
+            raise NamespaceError([Problem(file, "(root)", message, line)])
 
 
 class _Outline(_Strict):

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.combinations import Combination, Slot
 from prism_testkit.config.namespace_files import NamespaceError, NamespaceFile, ResolvedPattern, load_namespaces
-from prism_testkit.pattern_registry import PatternRegistry
-from prism_testkit.registry import BackendRegistry
+from prism_testkit.registry.backends import BackendRegistry
+from prism_testkit.registry.combinations import Combination, Slot
+from prism_testkit.registry.patterns import PatternRegistry
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A suite subclasses :class:`FaultMachine`, writes its client operations as Hypothesis rules that
 go through :meth:`~FaultMachine.attempt`, and implements :meth:`~FaultMachine.check`. The
-nemesis rules come with the base (:class:`~prism_testkit.jepsen.nemesis.NemesisRules`). Each
+nemesis rules come with the base (:class:`~prism_testkit.faults.nemesis.NemesisRules`). Each
 example:
 
 - works in its own namespace (``env.ns.child()``), purged when the example ends;
@@ -15,15 +15,16 @@ example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hypothesis.stateful import RuleBasedStateMachine
 
+from prism_testkit.faults.nemesis import Nemesis, NemesisRules
 from prism_testkit.jepsen.checkers import Verdict
 from prism_testkit.jepsen.client import Outcome, RecordedClient
 from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.nemesis import Nemesis, NemesisRules
 from prism_testkit.jepsen.runner import StatefulRun
 
 if TYPE_CHECKING:
@@ -92,6 +93,13 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
         raise NotImplementedError
 
     def teardown(self) -> None:
+        if self.env.runtime.interrupts.received is not None:
+            # Ctrl-C: no drain and no verdict (an interrupted history proves nothing, and a
+            # failed check raised here would replace the interrupt); only give back what is held.
+            self.nemesis.heal_everything()
+            with contextlib.suppress(Exception):
+                self.loop(self.env.purge(self.ns))
+            return
         try:
             self.nemesis.heal_everything()
             self.loop(self.recorded.settle_strays())

@@ -16,7 +16,7 @@ _publish_set = CdcConnector._publish_set
 
 async def _swapped_lag(self: CdcConnector, change_set: ChangeSet) -> int:
     published = await _publish_set(self, change_set)
-    self.metrics.replication_lag_ms = max(0.0, change_set.commit_ts_ms - self.clock() * 1000)  # the bug
+    self.metrics.replication_lag_seconds = max(0.0, change_set.commit_ts_ms / 1000 - self.clock())  # the bug
     return published
 
 

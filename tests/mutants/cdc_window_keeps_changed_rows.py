@@ -22,7 +22,7 @@ async def _publish_set(self: CdcConnector, change_set: ChangeSet) -> int:
         await self._send(event)
     if events:
         self.metrics.transactions_published += 1
-    self.metrics.replication_lag_ms = max(0.0, self.clock() * 1000 - change_set.commit_ts_ms)
+    self.metrics.replication_lag_seconds = max(0.0, self.clock() - change_set.commit_ts_ms / 1000)
     if window is not None and window.high in change_set.marks:
         return len(events) + await self._close_window(window, change_set)
     return len(events)

@@ -12,8 +12,8 @@ import dataclasses
 
 from prism_testkit.backends import nats
 
-from prism_testkit.hookspecs import hookimpl
-from prism_testkit.registry import BackendSpec
+from prism_testkit.registry.backends import BackendSpec
+from prism_testkit.registry.hookspecs import hookimpl
 
 _register = nats.prism_register_backends
 

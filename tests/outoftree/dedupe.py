@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prism_testkit import KeyValue, Message, Queue, Slot, hookimpl
 from prism_testkit.config.units import Duration
-from prism_testkit.pattern_registry import Complexity, PatternSlot, PatternSpec, Priority
+from prism_testkit.registry.patterns import Complexity, PatternSlot, PatternSpec, Priority
 
 
 class DedupeConfig(BaseModel):

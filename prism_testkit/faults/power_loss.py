@@ -1,6 +1,6 @@
 """Power loss: kill a server, drop every write it did not fsync, start it again.
 
-A power cut needs the instance's data dir on a lazy filesystem (:mod:`prism_testkit.jepsen.lazymount`),
+A power cut needs the instance's data dir on a lazy filesystem (:mod:`prism_testkit.faults.lazymount`),
 which is opt-in per provisioned instance (``ProvisionContext.lazy_data_dir``), so normal runs
 pay nothing. Two instances can have one:
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported
-from prism_testkit.provisioning import Endpoint
-from prism_testkit.registry import BackendSpec
+from prism_testkit.provision.base import Endpoint
+from prism_testkit.registry.backends import BackendSpec
 
 LAZYFS_ENV = "PRISM_LAZYFS"
 CLOSE_BOUND = 10.0  # s: closing a client whose server died must not hold the test up

@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prism_testkit.redaction import redact
-from prism_testkit.report_matrix import compliance_matrix, render_markdown
-from prism_testkit.report_merge import ReportMergeError, load_report, merge_reports, totals
+from prism_testkit.redaction import printable, redact
+from prism_testkit.report.matrix import compliance_matrix, render_markdown
+from prism_testkit.report.merge import ReportMergeError, found_counts, load_report, merge_reports, totals
 
 MERGED_OK, MERGED_WITH_FAILURES, CANNOT_MERGE = 0, 1, 2
+STDIN = "/dev/stdin"  # what a REPORT of '-' reads (load_report takes a path)
 
 
 def add_report_commands(commands: Any) -> None:  # argparse's subparsers action has no public type
@@ -28,7 +29,7 @@ def add_report_commands(commands: Any) -> None:  # argparse's subparsers action 
         help="merge the reports of a CI matrix into one report and a backend x suite compliance matrix",
         description="A row found in two reports with different counts is an error naming both files.",
     )
-    merge.add_argument("reports", nargs="+", metavar="REPORT")
+    merge.add_argument("reports", nargs="+", metavar="REPORT", help="--prism-report files ('-': standard input)")
     merge.add_argument("--markdown", metavar="PATH", help="write the matrix as Markdown ('-': standard output)")
     merge.add_argument("--json", metavar="PATH", help="write the merged report and its matrix as JSON ('-': stdout)")
     merge.add_argument("--title", default="prism-testkit compliance matrix", help="heading of the Markdown")
@@ -36,9 +37,9 @@ def add_report_commands(commands: Any) -> None:  # argparse's subparsers action 
 
 def run_report_command(args: argparse.Namespace) -> int:
     try:
-        merged = merge_reports([load_report(path) for path in args.reports])
+        merged = merge_reports([load_report(STDIN if path == "-" else path) for path in args.reports])
     except ReportMergeError as exc:
-        print(redact(f"prism-testkit: error: {exc}"), file=sys.stderr)
+        print(printable(redact(f"prism-testkit: error: {exc}"), sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
     document = dict(merged, totals=totals(merged), matrix=compliance_matrix(merged))
     markdown = render_markdown(merged, args.title)
@@ -50,21 +51,22 @@ def run_report_command(args: argparse.Namespace) -> int:
         if args.json is not None:
             _write(args.json, redact(json.dumps(document, indent=2, ensure_ascii=False)) + "\n")
     except OSError as exc:
-        print(f"prism-testkit: error: cannot write: {exc}", file=sys.stderr)
+        print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
     counted = document["totals"]
-    compliant = not counted["failed"] and not counted["suites_without_combination"] and not _anomalies(merged)
+    compliant = not (counted["failed"] or counted["errors"] or counted["suites_without_combination"])
+    compliant = compliant and not _anomalies(merged)
     return MERGED_OK if compliant else MERGED_WITH_FAILURES
 
 
 def _anomalies(report: dict[str, Any]) -> bool:
-    return any(row.get("anomalies") for row in report["suites"])
+    return any(found_counts(row.get("anomalies", {})) for row in report["suites"])
 
 
 def _write(path: str, text: str) -> None:
     if path == "-":
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.write(printable(text if text.endswith("\n") else text + "\n"))
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text if text.endswith("\n") else text + "\n")
+    target.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8", errors="backslashreplace")

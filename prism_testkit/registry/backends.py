@@ -6,18 +6,18 @@ import importlib
 import importlib.metadata
 import importlib.util
 import re
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pluggy
 
-from prism_testkit import hookspecs
-from prism_testkit.capabilities import BackendProperties, Capability, parse_capabilities
-from prism_testkit.driver import Driver, implemented_interfaces
-from prism_testkit.errors import ClientLibraryMissing, RegistrationError, UnknownBackend
-from prism_testkit.provisioning import Provisioner
+from prism_testkit.capabilities import BackendProperties
+from prism_testkit.errors import RegistrationError, UnknownBackend
+from prism_testkit.provision.base import Provisioner
+from prism_testkit.registry import hookspecs
+from prism_testkit.registry.backend_spec import BackendSpec as BackendSpec  # re-exported: its old home
+from prism_testkit.registry.backend_spec import _check_driver
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -25,103 +25,6 @@ _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _DRIVER_REF = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}$")
 _TOP_LEVEL_MODULE = re.compile(rf"^{_IDENTIFIER}$")
 _EXTRA = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """One backend registration.
-
-    ``driver`` is the :class:`Driver` subclass, or a ``"package.module:ClassName"`` string that
-    is imported the first time the backend is connected: a registration whose driver needs a
-    client library then costs nothing until that backend is used, and a missing library makes
-    the backend unavailable instead of breaking every pytest run. ``requires`` names the
-    top-level modules of those libraries (checked with :func:`importlib.util.find_spec`, never
-    imported), ``extra`` the pip extra of prism-testkit that installs them.
-    """
-
-    name: str
-    capabilities: frozenset[Capability]
-    properties: BackendProperties
-    provisioner: Provisioner
-    driver: type[Driver] | str
-    embedded: bool = False  # part of the default selection (no server needed)
-    description: str = ""
-    requires: tuple[str, ...] = ()
-    extra: str | None = None
-    plugin: str = field(default="?", init=False, compare=False)  # set by the registry
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "capabilities", parse_capabilities(list(self.capabilities)))
-        if not isinstance(self.requires, str):  # a bare string is refused by the registry
-            object.__setattr__(self, "requires", tuple(self.requires))
-
-    @property
-    def interfaces(self) -> frozenset[Capability]:
-        return frozenset(c for c in self.capabilities if c.is_interface)
-
-    @property
-    def install_hint(self) -> str:
-        if self.extra is not None:
-            return f"pip install 'prism-testkit[{self.extra}]'"
-        return "install the Python distribution(s) that provide " + ", ".join(self.requires)
-
-    def missing_requirements(self) -> list[str]:
-        """The modules of ``requires`` that cannot be found (none is imported to find out)."""
-        return [name for name in self.requires if not _importable(name)]
-
-    def unavailable_reason(self) -> str | None:
-        """Why this backend cannot be used in this environment whatever is provisioned, or None."""
-        missing = self.missing_requirements()
-        if not missing:
-            return None
-        return f"client library {', '.join(missing)} is not installed: {self.install_hint}"
-
-    @property
-    def driver_class(self) -> type[Driver]:
-        """The driver class, imported and checked on first use."""
-        resolved = self.__dict__.get("_driver_class")
-        if resolved is None:
-            resolved = self._resolve_driver()
-            object.__setattr__(self, "_driver_class", resolved)
-        return resolved
-
-    def _resolve_driver(self) -> type[Driver]:
-        if not isinstance(self.driver, str):
-            return self.driver  # checked when it was registered
-        missing = self.missing_requirements()
-        if missing:
-            raise ClientLibraryMissing(self.name, missing, self.install_hint)
-        where = f"backend registration from plugin {self.plugin!r}: backend {self.name!r}"
-        module_name, _, class_name = self.driver.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:
-            raise RegistrationError(
-                f"{where}: driver {self.driver!r} could not be imported: {type(exc).__name__}: {exc}"
-            ) from exc
-        driver = getattr(module, class_name, None)
-        if driver is None:
-            raise RegistrationError(f"{where}: driver {self.driver!r}: module {module_name!r} has no {class_name!r}")
-        _check_driver(where, self, driver)
-        checked: type[Driver] = driver
-        return checked
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # ValueError: imported already, without a __spec__
-        return module in sys.modules
-
-
-def _check_driver(where: str, spec: BackendSpec, driver: object) -> None:
-    """``driver`` is a Driver subclass that implements every interface ``spec`` declares."""
-    if not (isinstance(driver, type) and issubclass(driver, Driver)):
-        raise RegistrationError(f"{where}: driver must be a Driver subclass")
-    missing = spec.interfaces - implemented_interfaces(driver)
-    if missing:
-        names = ", ".join(sorted(c.value for c in missing))
-        raise RegistrationError(f"{where} declares {names} but driver {driver.__qualname__} does not implement it")
 
 
 @dataclass
@@ -190,6 +93,15 @@ class BackendRegistry:
     @property
     def embedded(self) -> list[BackendSpec]:
         return [s for s in self.specs.values() if s.embedded]
+
+    @property
+    def everyday(self) -> list[BackendSpec]:
+        """What ``all`` selects: every registration but the opt-in ones."""
+        return [s for s in self.specs.values() if not s.opt_in]
+
+    @property
+    def opt_in(self) -> list[BackendSpec]:
+        return [s for s in self.specs.values() if s.opt_in]
 
 
 def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:

@@ -1,8 +1,8 @@
 """The lazy filesystem's daemon: FUSE calls mapped onto :class:`~.lazyfs.LazyFilesystem`, and a
 control socket through which the harness asks for a power cut.
 
-Run as ``python -m prism_testkit.jepsen.lazyfs_daemon --lower L --blobs B --control NAME MOUNT``
-by :mod:`prism_testkit.jepsen.lazymount`; it stays in the foreground until unmounted or sent
+Run as ``python -m prism_testkit.faults.lazyfs_daemon --lower L --blobs B --control NAME MOUNT``
+by :mod:`prism_testkit.faults.lazymount`; it stays in the foreground until unmounted or sent
 SIGTERM (libfuse then unmounts). A separate process keeps FUSE's handler threads off the test
 process's GIL, and lets an embedded backend in the test process use the mount without
 deadlocking on itself.

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from prism_testkit.pattern_registry import PatternSpec
-    from prism_testkit.registry import BackendSpec
+    from prism_testkit.registry.backend_spec import BackendSpec
+    from prism_testkit.registry.pattern_spec import PatternSpec
 
 PROJECT = "prism_testkit"
 ENTRY_POINT_GROUP = "prism_testkit"
@@ -28,7 +28,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def prism_register_backends() -> Sequence[BackendSpec]:
     """Return the backends this plugin provides.
 
-    Each :class:`~prism_testkit.registry.BackendSpec` names the backend, the capabilities it
+    Each :class:`~prism_testkit.registry.backends.BackendSpec` names the backend, the capabilities it
     declares, the properties of the instance it provisions, its provisioner and its driver
     class. Names must be unique across all plugins; a bad registration stops the run at
     start-up with a message naming this plugin.
@@ -39,7 +39,7 @@ def prism_register_backends() -> Sequence[BackendSpec]:
 def prism_register_patterns() -> Sequence[PatternSpec]:
     """Return the patterns this plugin provides.
 
-    Each :class:`~prism_testkit.pattern_registry.PatternSpec` names the pattern, its slots,
+    Each :class:`~prism_testkit.registry.patterns.PatternSpec` names the pattern, its slots,
     client APIs, compositions and conflicts, its own config model and the suites that prove
     it. Names must be unique across all plugins; a bad registration stops the run at start-up
     with a message naming this plugin.

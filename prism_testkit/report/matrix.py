@@ -1,9 +1,11 @@
 """The compliance matrix of a (merged) report: backend x suite, as JSON and as Markdown.
 
 A cell sums the rows whose combination uses the backend in any slot. Its status, worst first:
-``failed`` (a test failed or the checker found anomalies), ``skipped`` (nothing passed),
-``passed``; ``not run`` when no combination of the suite used the backend (the suite does not fit
-it, or no job selected both); ``unavailable`` for a backend that could not be provisioned. Everything shown is redacted:
+``failed`` (a test failed or errored, or the checker found anomalies), ``skipped`` (nothing
+passed), ``tolerated`` (passed, with findings the suite allows, such as writes lost in a power
+cut by a backend that does not declare it survives one), ``passed``; ``not run`` when no
+combination of the suite used the backend (the suite does not fit it, or no job selected both);
+``unavailable`` for a backend that could not be provisioned. Everything shown is redacted:
 reasons may quote URLs.
 """
 
@@ -13,31 +15,39 @@ from collections.abc import Iterable
 from typing import Any
 
 from prism_testkit.redaction import redact
+from prism_testkit.report.merge import ROW_COUNTS, found_counts, plural, totals
 
 FAILED, SKIPPED, PASSED, NOT_RUN, UNAVAILABLE = "failed", "skipped", "passed", "not run", "unavailable"
-_MARK = {FAILED: "❌", SKIPPED: "⏭️", PASSED: "✅", NOT_RUN: "—", UNAVAILABLE: "⚠️"}
-LEGEND = "✅ passed · ❌ failed or anomalies · ⏭️ only skipped · — not run for this backend · ⚠️ backend unavailable"
+TOLERATED = "tolerated"
+_MARK = {FAILED: "❌", SKIPPED: "⏭️", TOLERATED: "🟡", PASSED: "✅", NOT_RUN: "—", UNAVAILABLE: "⚠️"}
+LEGEND = (
+    "✅ passed · 🟡 passed, with findings the suite tolerates (not declared as guaranteed) · "
+    "❌ failed, errors or anomalies · ⏭️ only skipped · — not run for this backend · ⚠️ backend unavailable"
+)
 
 
 def _status(cell: dict[str, Any]) -> str:
-    if cell["failed"] or cell["anomalies"]:
+    if cell["failed"] or cell["errors"] or cell["anomalies"]:
         return FAILED
-    return PASSED if cell["passed"] else SKIPPED
+    if not cell["passed"]:
+        return SKIPPED
+    return TOLERATED if cell["tolerated"] else PASSED
 
 
 def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
     """``{"backends": [...], "suites": [...], "cells": {suite: {backend: cell}}}``; a cell has
-    status, passed, failed, skipped and anomalies (name -> count)."""
+    status, passed, failed, skipped, errors, anomalies and tolerated (name -> count)."""
     cells: dict[str, dict[str, dict[str, Any]]] = {}
     for row in report["suites"]:
         for backend in dict.fromkeys(row["combination"].values()):
             cell = cells.setdefault(row["suite"], {}).setdefault(
-                backend, {"passed": 0, "failed": 0, "skipped": 0, "anomalies": {}}
+                backend, {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "anomalies": {}, "tolerated": {}}
             )
-            for name in ("passed", "failed", "skipped"):
-                cell[name] += int(row[name])
-            for anomaly, count in row.get("anomalies", {}).items():
-                cell["anomalies"][anomaly] = cell["anomalies"].get(anomaly, 0) + int(count)
+            for name in ROW_COUNTS:
+                cell[name] += int(row.get(name, 0))  # reports before the errors column had none
+            for kind in ("anomalies", "tolerated"):
+                for finding, count in found_counts(row.get(kind, {})).items():  # older reports kept zeros
+                    cell[kind][finding] = cell[kind].get(finding, 0) + count
     for row_cells in cells.values():
         for cell in row_cells.values():
             cell["status"] = _status(cell)
@@ -72,12 +82,17 @@ def _cell_text(cell: dict[str, Any]) -> str:
     if "passed" not in cell:
         return f"{mark} {cell.get('reason', status)}"
     parts = [f"{cell['passed']} passed"]
-    if cell["failed"]:
-        parts.append(f"{cell['failed']} failed")
-    if cell["skipped"]:
-        parts.append(f"{cell['skipped']} skipped")
-    parts += [f"{name}={count}" for name, count in sorted(cell["anomalies"].items())]
+    parts += [f"{cell[name]} {name}" for name in ("failed", "skipped") if cell[name]]
+    if cell["errors"]:
+        parts.append(plural(cell["errors"], "error"))
+    parts += [f"{count} {_words(name)}" for name, count in sorted(cell["anomalies"].items())]
+    parts += [f"{count} {_words(name)} (tolerated)" for name, count in sorted(cell["tolerated"].items())]
     return f"{mark} " + ", ".join(parts)
+
+
+def _words(finding: str) -> str:
+    """``lost-in-power-cut`` reads as "lost in power cut"."""
+    return finding.replace("-", " ").replace("_", " ")
 
 
 def _escape(text: str) -> str:
@@ -90,9 +105,11 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
     matrix = compliance_matrix(report)
     backends: list[str] = matrix["backends"]
     lines = [f"## {title}", ""]
-    passed, failed, skipped = (sum(int(r[name]) for r in report["suites"]) for name in ("passed", "failed", "skipped"))
+    counted = totals(report)
+    errors = f", {plural(counted['errors'], 'error')}" if counted["errors"] else ""
     lines.append(
-        f"**{passed} passed, {failed} failed, {skipped} skipped** in {len(report['suites'])} "
+        f"**{counted['passed']} passed, {counted['failed']} failed, {counted['skipped']} skipped{errors}** "
+        f"in {len(report['suites'])} "
         f"suite x combination rows" + _sources(report.get("merged_from", []))
     )
     lines.append("")

@@ -1,0 +1,15 @@
+"""Faults the harness injects, each proved injected by the suites that use it.
+
+- :mod:`.nemesis`: kill + restart, pause / resume, latency / reset / partition / heal as
+  Hypothesis rules, healed at the end of every example.
+- :mod:`.proxy`: the in-process TCP proxy that delays, resets and cuts connections.
+- :mod:`.lazyfs` (the filesystem's model), :mod:`.lazyfs_daemon` (its FUSE process) and
+  :mod:`.lazymount` (mounting it over a data dir): writes not fsynced are lost at a power cut.
+- :mod:`.power_loss`: kill a server, cut the power under it, start it again.
+
+Nothing is imported here: the plugin loads a fault tool only when a suite uses it.
+
+May import: ``provision`` (the processes, mounts and networks faults act on), ``jepsen.history``
+(faults are recorded), ``errors``, and ``registry`` and ``env`` for their types. Never ``report``,
+the runtime, the plugin, a backend or a pattern.
+"""

@@ -1,0 +1,200 @@
+"""The harness side of the lazy filesystem: mount it over a data directory, cut the power,
+unmount — and never leave a mount behind.
+
+:meth:`LazyMount.over` moves a directory's content aside (``<dir>.lazyfs/lower``), starts the
+daemon (:mod:`.lazyfs_daemon`) and mounts the lazy view at the directory's own path, so a server
+keeps its configured data dir. Cleanup runs on every path: :meth:`LazyMount.unmount` at the
+provisioner's teardown, ``atexit`` on Ctrl-C, the daemon's parent-death signal when the test
+process is killed, and the next run's work-dir sweep (:mod:`prism_testkit.provision.workdirs`) for a mount
+whose owner died anyway: it lives inside the dead run's work dir.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import ctypes.util
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from prism_testkit.errors import ProvisioningError
+from prism_testkit.provision.mounts import LAZYFS_FSNAME_PREFIX, detach, is_mounted
+from prism_testkit.provision.process_identity import stamp
+from prism_testkit.provision.processes import stop_all
+from prism_testkit.provision.workdirs import record_process
+
+MOUNT_TIMEOUT = 15.0
+_PR_SET_PDEATHSIG = 1
+_LIVE: set[LazyMount] = set()
+
+
+def fuse_unavailable_reason() -> str | None:
+    """Why a lazy filesystem cannot be mounted here, or None when it can."""
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse (FUSE is not available in this kernel or container)"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not readable and writable by this user"
+    if importlib.util.find_spec("mfusepy") is None:
+        return "mfusepy is not installed (pip install 'prism-testkit[powerloss]')"
+    if ctypes.util.find_library("fuse3") is None:
+        return "libfuse3 is not installed (Debian: apt-get install fuse3)"
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        return "fusermount3 is not installed (Debian: apt-get install fuse3)"
+    return None
+
+
+def _die_with_parent() -> None:
+    os.setsid()  # Ctrl-C in the terminal is for pytest, which unmounts in order
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # libfuse unmounts on SIGTERM
+
+
+class LazyMount:
+    """One lazy filesystem mounted over ``mountpoint``."""
+
+    def __init__(self, mountpoint: Path, state: Path) -> None:
+        self.mountpoint = mountpoint
+        self.state = state
+        self.control = f"prism-lazyfs-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._daemon: subprocess.Popen[bytes] | None = None
+        self.cuts: list[dict[str, int]] = []
+
+    @classmethod
+    def over(cls, directory: Path) -> LazyMount:
+        """Mount a lazy filesystem over ``directory``; what it holds now counts as durable."""
+        reason = fuse_unavailable_reason()
+        if reason is not None:
+            raise ProvisioningError(f"cannot mount a lazy filesystem over {directory.name}: {reason}")
+        directory = directory.resolve()
+        state = directory.with_name(f".{directory.name}.lazyfs")
+        state.mkdir()
+        lower = state / "lower"
+        mode = directory.stat()
+        os.rename(directory, lower)
+        directory.mkdir()  # the mountpoint; the mount shows lower's owner and mode
+        os.chown(directory, mode.st_uid, mode.st_gid)
+        mount = cls(directory, state)
+        mount._start(lower)
+        return mount
+
+    def _start(self, lower: Path) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "prism_testkit.faults.lazyfs_daemon",
+            "--lower",
+            str(lower),
+            "--blobs",
+            str(self.state / "blobs"),
+            "--control",
+            self.control,
+            "--fsname",
+            f"{LAZYFS_FSNAME_PREFIX}{os.getpid()}",
+            str(self.mountpoint),
+        ]
+        with open(self.state / "daemon.log", "ab") as log:
+            self._daemon = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
+        _LIVE.add(self)
+        record_process(stamp(self._daemon.pid))  # its own session: the sweep after a crash ends it
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not (is_mounted(self.mountpoint) and self._answers()):
+            if self._daemon.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_tail()
+                self.unmount()
+                raise ProvisioningError(f"the lazy filesystem over {self.mountpoint.name} did not mount: {tail}")
+            time.sleep(0.02)
+
+    def _request(self, command: str, timeout: float = 120.0) -> dict[str, object]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect("\0" + self.control)
+            sock.sendall(command.encode() + b"\n")
+            reply: dict[str, object] = json.loads(sock.makefile().readline() or "{}")
+        if not reply.get("ok"):
+            raise ProvisioningError(f"lazy filesystem {command!r} failed: {reply.get('error', 'no answer')}")
+        return reply
+
+    def _answers(self) -> bool:
+        try:
+            self._request("ping", timeout=1.0)
+        except (OSError, ProvisioningError, ValueError):
+            return False
+        return True
+
+    def power_cut(self) -> dict[str, int]:
+        """Discard every unsynced write (the server must be stopped: its open files are gone).
+        Returns what was discarded: unsynced files and bytes, handles still open."""
+        report = {k: int(v) for k, v in self._request("cut").items() if isinstance(v, int) and k != "ok"}
+        self.cuts.append(report)
+        return report
+
+    def unmount(self) -> None:
+        """Unmount and stop the daemon; idempotent, and safe when the daemon already died."""
+        daemon, self._daemon = self._daemon, None
+        if daemon is not None and daemon.poll() is None:
+            daemon.terminate()  # libfuse unmounts on SIGTERM
+            try:
+                daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait(timeout=10)
+        if is_mounted(self.mountpoint):
+            detach(self.mountpoint)
+        _LIVE.discard(self)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = (self.state / "daemon.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    def __repr__(self) -> str:
+        return f"LazyMount({str(self.mountpoint)!r})"
+
+
+class LazyMounts:
+    """The lazy filesystems of a cluster's nodes, cut together: a coordinated power failure.
+    Every node must be stopped first, as for one mount."""
+
+    def __init__(self, mounts: list[LazyMount]) -> None:
+        self.mounts = mounts
+        self.cuts: list[dict[str, int]] = []
+
+    def power_cut(self) -> dict[str, int]:
+        """Cut every node's power; what was discarded, summed over the nodes."""
+        total: dict[str, int] = {}
+        for mount in self.mounts:
+            for key, value in mount.power_cut().items():
+                total[key] = total.get(key, 0) + value
+        self.cuts.append(total)
+        return total
+
+    def unmount(self) -> None:
+        for mount in self.mounts:
+            mount.unmount()
+
+    def __repr__(self) -> str:
+        return f"LazyMounts({len(self.mounts)} nodes)"
+
+
+def unmount_all() -> None:
+    stop_all()  # servers first: they must not see their data dir vanish while they run
+    for mount in list(_LIVE):
+        with contextlib.suppress(Exception):
+            mount.unmount()
+
+
+atexit.register(unmount_all)

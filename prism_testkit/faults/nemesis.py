@@ -1,0 +1,322 @@
+"""The nemesis: faults injected into a combination's servers and connections, and their healing.
+
+:class:`Nemesis` knows what each slot offers and injects one fault at a time, recording it in
+the history as an op of process ``nemesis`` (checkers ignore it; a reader sees when it struck).
+:class:`NemesisRules` turns those faults into Hypothesis rules, so the shrinker can drop every
+fault a failure does not need; mix it into a ``RuleBasedStateMachine`` that sets ``nemesis``.
+
+Faults are chosen from what the combination really offers: kill + restart only for a server the
+harness controls *and* that is declared durable (a non-durable instance may lose acknowledged
+data, which the at-least-once checkers would rightly call loss; we keep the guarantee strict and
+do not kill those), pause / resume for a controlled server that declares ``survives_pause`` (the
+same reasoning), and proxy latency / reset / partition / heal for networked backends, whose
+client operations then go through the proxy.
+
+A power cut (kill, drop every unsynced write, restart) hits only an instance whose data dir is
+on a lazy filesystem (opt-in: ``PRISM_LAZYFS``) and that declares ``survives_power_loss``:
+the same strictness as kill, one level down. It shares the kill rule (see ``crash``).
+
+A replicated backend (a :class:`~prism_testkit.provision.cluster.Cluster` in its endpoint) takes
+the same rules, aimed at its nodes: the kill rule kills one node or the leader and starts it
+again (or, for odd values, crashes every node at once), and the partition rule cuts the links
+between nodes (one node or the leader isolated, or a bridge), each cut proved by a connection
+that must fail. The rule list stays the same, so no derandomised search changes elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import precondition, rule
+
+from prism_testkit.errors import NotSupported
+from prism_testkit.faults.proxy import FaultProxy
+from prism_testkit.jepsen.history import History
+
+if TYPE_CHECKING:
+    from prism_testkit.env import PrismEnv
+    from prism_testkit.provision.base import ServerControl
+    from prism_testkit.provision.cluster import Cluster
+
+LATENCIES = (0.01, 0.05)  # s per forwarded chunk: below the faulted op bound, so ops slow down, not fail
+
+RunOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]
+Predicate = Callable[["FaultTarget"], bool]
+
+
+@dataclass
+class FaultTarget:
+    """One slot as the nemesis sees it."""
+
+    slot: str
+    backend: str
+    control: ServerControl | None
+    durable: bool
+    pausable: bool  # declared to survive a pause with requests in flight
+    proxy: FaultProxy | None
+    lazy: bool = False  # its data dir is on a lazy filesystem
+    survives_power_loss: bool = False
+    cluster: Cluster | None = None  # a replicated backend: faults may name one node
+
+    @property
+    def killable(self) -> bool:
+        return self.control is not None and self.durable
+
+    @property
+    def power_cuttable(self) -> bool:
+        return self.lazy and self.survives_power_loss
+
+
+class Nemesis:
+    """The faults of one example. ``faulted`` turns true with the first one: from then on, a
+    client error is an unknown outcome rather than a bug."""
+
+    def __init__(self, env: PrismEnv, history: History, slots: Sequence[str], run_on_loop: RunOnLoop) -> None:
+        self.env = env
+        self.history = history
+        self.run_on_loop = run_on_loop
+        self.faulted = False
+        self.paused: set[str] = set()
+        self.targets = {slot: self._target(slot) for slot in slots}
+
+    def _target(self, slot: str) -> FaultTarget:
+        proxy = None
+        with contextlib.suppress(NotSupported):  # embedded: no network to break
+            _, proxy = self.run_on_loop(self.env.proxied(slot))
+        spec = self.env.spec(slot)
+        control = self.env.control(slot)
+        props = spec.properties
+        endpoint = self.env.runtime.endpoint(spec.name)
+        cluster = endpoint.options.get("cluster")
+        return FaultTarget(
+            slot,
+            spec.name,
+            control,
+            props.durable,
+            props.survives_pause,
+            proxy,
+            endpoint.lazy_mount is not None,
+            props.survives_power_loss,
+            cluster,
+        )
+
+    # -- which targets a fault may hit ------------------------------------------------------
+
+    def can_kill(self, target: FaultTarget) -> bool:
+        return target.killable and target.slot not in self.paused
+
+    def can_cut_power(self, target: FaultTarget) -> bool:
+        return target.power_cuttable and target.slot not in self.paused
+
+    def can_crash(self, target: FaultTarget) -> bool:
+        return self.can_kill(target) or self.can_cut_power(target)
+
+    def can_pause(self, target: FaultTarget) -> bool:
+        return target.control is not None and target.pausable and target.slot not in self.paused
+
+    def is_paused(self, target: FaultTarget) -> bool:
+        return target.slot in self.paused
+
+    @staticmethod
+    def has_proxy(target: FaultTarget) -> bool:
+        return target.proxy is not None
+
+    @staticmethod
+    def is_proxied(target: FaultTarget) -> bool:
+        """It can be partitioned: through its proxy, or between its nodes."""
+        return target.proxy is not None or target.cluster is not None
+
+    @staticmethod
+    def is_broken(target: FaultTarget) -> bool:
+        """Its proxy injects a fault right now (latency or partition), or its nodes are cut."""
+        if target.cluster is not None and target.cluster.network.cuts:
+            return True
+        return target.proxy is not None and not target.proxy.state.transparent
+
+    def any(self, predicate: Predicate) -> bool:
+        return any(predicate(t) for t in self.targets.values())
+
+    def pick(self, which: int, predicate: Predicate) -> FaultTarget:
+        """The ``which``-th eligible target (modulo): a small integer the shrinker can move."""
+        eligible = [t for t in self.targets.values() if predicate(t)]
+        return eligible[which % len(eligible)]
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def inject(
+        self, f: str, target: FaultTarget, action: Callable[[], Awaitable[None] | None], detail: Any = None
+    ) -> None:
+        """Run one fault, recorded as an op of process 'nemesis'."""
+        self.faulted = True
+        self.env.faults[f] += 1  # the report row's count of what it survived
+        handle = self.history.invoke("nemesis", f, target.backend, detail)
+
+        async def run() -> None:
+            result = action()
+            if result is not None:
+                await result
+
+        self.run_on_loop(run())
+        handle.ok()
+
+    def kill_and_restart(self, target: FaultTarget) -> None:
+        async def restart() -> None:
+            await self.env.restart(target.slot, kill=True)
+
+        self.inject("kill", target, restart)
+
+    def crash(self, which: int) -> None:
+        """Kill, or cut the power of, the ``which``-th crashable target. ``which`` picks the
+        target modulo their number and, for one that allows both, the fault: a kill for the
+        lower values, so the shrinker moves a power cut towards a plain kill when that is enough."""
+        eligible = [t for t in self.targets.values() if self.can_crash(t)]
+        target = eligible[which % len(eligible)]
+        if target.cluster is not None and (which % 2 == 0 or target.cluster.network.cuts):
+            # A cluster's odd values crash every node at once, but not while its nodes are cut
+            # off: the harness could not reconnect its clients to a cluster with no quorum.
+            self.kill_node(target, which // 2)
+            return
+        if self.can_cut_power(target) and (not self.can_kill(target) or (which // len(eligible)) % 2 == 1):
+            self.power_cut(target)
+        else:
+            self.kill_and_restart(target)
+
+    def power_cut(self, target: FaultTarget) -> None:
+        """Kill, drop every write not yet fsynced, restart: what a power loss leaves."""
+
+        async def cut() -> None:
+            await self.env.restart(target.slot, power_cut=True)
+
+        self.inject("power-cut", target, cut)
+
+    def pause(self, target: FaultTarget) -> None:
+        control = _control(target)
+        self.inject("pause", target, lambda: asyncio.to_thread(control.pause))
+        self.paused.add(target.slot)
+
+    def resume(self, target: FaultTarget) -> None:
+        control = _control(target)
+        self.inject("resume", target, lambda: asyncio.to_thread(control.resume))
+        self.paused.discard(target.slot)
+
+    def latency(self, target: FaultTarget, seconds: float) -> None:
+        proxy = _proxy(target)
+        self.inject("latency", target, lambda: proxy.latency(seconds), seconds)
+
+    def reset(self, target: FaultTarget) -> None:
+        self.inject("reset", target, _proxy(target).reset)
+
+    def kill_node(self, target: FaultTarget, which: int) -> None:
+        """SIGKILL one node (the leader for odd ``which``) and start it again; the others serve on."""
+        cluster = _cluster(target)
+        leader = cluster.leader() if which % 2 else None
+        node = leader if leader is not None else which % cluster.size
+        fault = "kill-leader" if leader is not None else "kill-node"
+
+        async def crash() -> None:
+            await asyncio.to_thread(cluster.kill_node, node)
+            await asyncio.to_thread(cluster.restore_node, node)
+
+        self.inject(fault, target, crash, {"node": node})
+
+    def partition(self, target: FaultTarget, which: int = 0) -> None:
+        if target.cluster is None:
+            self.inject("partition", target, _proxy(target).blackhole)
+            return
+        cluster = target.cluster
+        kind = PARTITIONS[which % len(PARTITIONS)]
+        groups = partition_groups(kind, cluster.size, which, cluster.leader())
+        self.inject(f"partition-{kind}", target, lambda: asyncio.to_thread(cluster.partition, groups), groups)
+
+    def heal(self, target: FaultTarget) -> None:
+        if target.cluster is not None and target.cluster.network.cuts:
+            self.inject("heal", target, lambda: asyncio.to_thread(_cluster(target).heal))
+        if target.proxy is not None and not target.proxy.state.transparent:
+            self.inject("heal", target, target.proxy.heal)
+
+    def heal_everything(self) -> None:
+        """End every fault: heal the proxies, resume or restart the servers (end of an example)."""
+        self.env.runtime.heal(list(dict.fromkeys(t.backend for t in self.targets.values())))
+        self.paused.clear()
+
+
+def _control(target: FaultTarget) -> ServerControl:
+    assert target.control is not None, f"{target.backend} has no process the harness controls"
+    return target.control
+
+
+def _cluster(target: FaultTarget) -> Cluster:
+    assert target.cluster is not None, f"{target.backend} is not a cluster"
+    return target.cluster
+
+
+# How a cluster's nodes are split: one node (by ``which``) or the leader alone against the
+# rest; or a bridge, where two sides cannot talk to each other but one node talks to both.
+PARTITIONS = ("isolate-node", "isolate-leader", "bridge")
+
+
+def partition_groups(kind: str, size: int, which: int, leader: int | None) -> list[list[int]]:
+    """The sides of a partition of ``size`` nodes; for a bridge, the two sides without the
+    bridge node (it keeps its links to both)."""
+    nodes = list(range(size))
+    alone = leader if kind == "isolate-leader" and leader is not None else which % size
+    if kind == "bridge":
+        bridge = alone
+        rest = [n for n in nodes if n != bridge]
+        half = len(rest) // 2
+        return [rest[:half], rest[half:]]
+    return [[alone], [n for n in nodes if n != alone]]
+
+
+def _proxy(target: FaultTarget) -> FaultProxy:
+    assert target.proxy is not None, f"{target.backend} has no fault proxy"
+    return target.proxy
+
+
+class NemesisRules:
+    """The faults as Hypothesis rules, each enabled only when some target offers it. Mix into a
+    ``RuleBasedStateMachine`` (before it in the bases) that sets :attr:`nemesis`."""
+
+    nemesis: Nemesis
+
+    # One rule for both crashes: a separate power-cut rule would change the rule list, and with
+    # it every derandomised search, even in runs where no instance is on a lazy mount.
+    @precondition(lambda self: self.nemesis.any(self.nemesis.can_crash))
+    @rule(which=st.integers(0, 3))
+    def kill_and_restart(self, which: int) -> None:
+        self.nemesis.crash(which)
+
+    @precondition(lambda self: self.nemesis.any(self.nemesis.can_pause))
+    @rule(which=st.integers(0, 3))
+    def pause(self, which: int) -> None:
+        self.nemesis.pause(self.nemesis.pick(which, self.nemesis.can_pause))
+
+    @precondition(lambda self: bool(self.nemesis.paused))
+    @rule(which=st.integers(0, 3))
+    def resume(self, which: int) -> None:
+        self.nemesis.resume(self.nemesis.pick(which, self.nemesis.is_paused))
+
+    @precondition(lambda self: self.nemesis.any(Nemesis.has_proxy))
+    @rule(which=st.integers(0, 3), seconds=st.sampled_from(LATENCIES))
+    def latency(self, which: int, seconds: float) -> None:
+        self.nemesis.latency(self.nemesis.pick(which, Nemesis.has_proxy), seconds)
+
+    @precondition(lambda self: self.nemesis.any(Nemesis.has_proxy))
+    @rule(which=st.integers(0, 3))
+    def reset_connections(self, which: int) -> None:
+        self.nemesis.reset(self.nemesis.pick(which, Nemesis.has_proxy))
+
+    @precondition(lambda self: self.nemesis.any(Nemesis.is_proxied))
+    @rule(which=st.integers(0, 3))
+    def partition(self, which: int) -> None:
+        self.nemesis.partition(self.nemesis.pick(which, Nemesis.is_proxied), which)
+
+    @precondition(lambda self: self.nemesis.any(Nemesis.is_broken))
+    @rule(which=st.integers(0, 3))
+    def heal(self, which: int) -> None:
+        self.nemesis.heal(self.nemesis.pick(which, Nemesis.is_broken))

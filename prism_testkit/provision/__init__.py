@@ -1,0 +1,14 @@
+"""Turning a backend name into a reachable instance, and everything that outlives a test.
+
+- :mod:`.base`: the provisioning chain's types (context, endpoint, availability, provisioners).
+- :mod:`.servers`: private servers started from local binaries, then containers.
+- :mod:`.processes` and :mod:`.process_identity`: server processes, and which process a pid
+  still names.
+- :mod:`.workdirs` and :mod:`.mounts`: each process's work dir, and the sweep that removes only
+  what a dead run of the harness made.
+- :mod:`.netns` and :mod:`.cluster`: hosts as network namespaces, and a replicated backend's
+  nodes on them.
+
+May import: ``errors``, ``redaction``, ``capabilities``, and ``faults.lazymount`` lazily (a
+data dir on a lazy filesystem). Never ``registry``, ``report``, the plugin or a backend.
+"""

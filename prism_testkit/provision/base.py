@@ -1,0 +1,162 @@
+"""Provisioning: turning a backend name into a reachable instance, or an honest reason why not.
+
+A provisioner has two steps. :meth:`Provisioner.probe` is cheap and deterministic (is a URL
+given, is the binary installed, does a Docker daemon answer) and runs at start-up in every
+process, so that every xdist worker computes the same combinations. :meth:`Provisioner.start`
+does the real work (start a private server, open a temp dir) once per worker, on first use.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from prism_testkit.provision.workdirs import remove_tree
+from prism_testkit.redaction import redact
+
+if TYPE_CHECKING:
+    from prism_testkit.faults.lazymount import LazyMount, LazyMounts
+
+
+class Via(StrEnum):
+    EMBEDDED = "embedded"
+    URL = "url"
+    BINARY = "binary"
+    CONTAINER = "container"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class Availability:
+    via: Via
+    detail: str  # how it will be provisioned, or the one-line reason it cannot be
+
+    @property
+    def available(self) -> bool:
+        return self.via is not Via.UNAVAILABLE
+
+    @classmethod
+    def unavailable(cls, reason: str) -> Availability:
+        return cls(Via.UNAVAILABLE, reason)
+
+
+@runtime_checkable
+class ServerControl(Protocol):
+    """Process control of a server the harness started itself (fault injection)."""
+
+    def kill(self) -> None: ...
+    def stop(self) -> None: ...
+    def start(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def wait_ready(self, timeout: float = 30.0) -> None: ...
+    def restore(self) -> None:
+        """Undo any process fault: resume a paused server, start a killed or stopped one."""
+        ...
+
+
+@dataclass
+class Endpoint:
+    """Where a provisioned instance is reached. ``url`` may hold credentials: never print it;
+    ``repr`` and ``str`` are redacted."""
+
+    url: str
+    via: Via
+    control: ServerControl | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    teardown: Callable[[], None] | None = None
+    # the lazy filesystem under the data dir (ProvisionContext.lazy_data_dir): power cuts
+    lazy_mount: LazyMount | LazyMounts | None = None
+
+    def __repr__(self) -> str:
+        return f"Endpoint({redact(self.url)!r}, via={self.via.value})"
+
+    @property
+    def first_url(self) -> str:
+        """The URL of a cluster's first node (a cluster's URL lists every node, comma-separated):
+        a proxy leads to that node alone, so the proxied client cannot bypass it."""
+        return self.url.split(",")[0]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Host and port of the server (what a fault proxy forwards to)."""
+        parts = urllib.parse.urlsplit(self.first_url)
+        if parts.hostname is None or parts.port is None:
+            raise ValueError(f"endpoint {redact(self.url)} has no host:port")
+        return parts.hostname, parts.port
+
+    def rerouted(self, host: str, port: int) -> Endpoint:
+        """This endpoint reached at ``host:port`` instead (through a proxy): same credentials,
+        path and options, and no teardown of its own (the server belongs to the original)."""
+        parts = urllib.parse.urlsplit(self.first_url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+        return Endpoint(
+            parts._replace(netloc=netloc).geturl(), self.via, self.control, dict(self.options), None, self.lazy_mount
+        )
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class ProvisionContext:
+    backend: str
+    url: str | None  # explicit URL from --prism-url / PRISM_<NAME>_URL, if any
+    workdir: Path  # private to this backend in this process; removed at the end
+    worker_id: str
+    run_id: str
+    # Opt-in per instance: put the data dir on a lazy filesystem (prism_testkit.faults.lazymount)
+    # so a power cut can drop unsynced writes. One that does not honour it leaves
+    # Endpoint.lazy_mount None, and power cuts of that instance are refused.
+    lazy_data_dir: bool = False
+
+
+class Provisioner(ABC):
+    @abstractmethod
+    def probe(self, ctx: ProvisionContext) -> Availability: ...
+
+    @abstractmethod
+    def start(self, ctx: ProvisionContext) -> Endpoint: ...
+
+    def stop(self, endpoint: Endpoint) -> None:
+        if endpoint.teardown is not None:
+            endpoint.teardown()
+
+
+class EmbeddedProvisioner(Provisioner):
+    """For backends that live in this process or in local files: always available."""
+
+    def __init__(self, description: str = "in this process") -> None:
+        self.description = description
+
+    def probe(self, ctx: ProvisionContext) -> Availability:
+        return Availability(Via.EMBEDDED, self.description)
+
+    def start(self, ctx: ProvisionContext) -> Endpoint:
+        data_dir = ctx.workdir / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        mount = mount_lazily(ctx, data_dir)
+
+        def teardown() -> None:
+            if mount is not None:
+                mount.unmount()
+            remove_tree(data_dir)  # never into a mount the unmount left behind
+
+        return Endpoint(
+            url=data_dir.as_uri(), via=Via.EMBEDDED, options={"path": data_dir}, teardown=teardown, lazy_mount=mount
+        )
+
+
+def mount_lazily(ctx: ProvisionContext, data_dir: Path) -> LazyMount | None:
+    """The provisioner's data-dir hook: a lazy filesystem over ``data_dir`` when the context asks
+    for one (before the server first touches it), else None. Raises when FUSE is unavailable."""
+    if not ctx.lazy_data_dir:
+        return None
+    from prism_testkit.faults.lazymount import LazyMount
+
+    return LazyMount.over(data_dir)

@@ -1,0 +1,166 @@
+"""A replicated backend's nodes: one server process per network-namespace host.
+
+:class:`Cluster` is what the nemesis controls. As a whole it is a :class:`ServerControl`
+(kill, stop, start, pause, resume, restore all nodes at once: a coordinated crash, so the
+existing restart and durability suites run on a cluster unchanged); node by node it offers
+what only a cluster has: partitions between nodes, and killing, pausing or restoring one node.
+Nodes start in parallel: a cluster is ready when every node answers its readiness check.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prism_testkit.errors import ProvisioningError
+from prism_testkit.provision.netns import Network
+from prism_testkit.provision.processes import ServerProcess, port_open
+
+if TYPE_CHECKING:
+    from prism_testkit.faults.lazymount import LazyMounts
+
+
+@dataclass
+class Cluster:
+    servers: list[ServerProcess]
+    network: Network
+    probe_port: int  # a port every node listens on: proves each partition cut real traffic
+    leader: Callable[[], int | None] = lambda: None  # index of the current leader, when known
+    # True once the cluster serves requests again after a start (leaders elected): nodes that
+    # answer one by one are not yet a cluster that answers
+    settled: Callable[[], bool] = lambda: True
+    settle_timeout: float = 30.0
+    mounts: LazyMounts | None = None  # each node's data dir on a lazy filesystem (power cuts)
+    paused: set[int] = field(default_factory=set)
+
+    @property
+    def size(self) -> int:
+        return len(self.servers)
+
+    # --- the whole cluster (ServerControl) -------------------------------------------------
+
+    def _each(self, action: Callable[[ServerProcess], None], servers: Sequence[ServerProcess] | None = None) -> None:
+        """``action`` on every node (or ``servers``) at once. Never one that forks: a server
+        forked by a pool thread would get its parent-death signal when that thread exits."""
+        chosen = self.servers if servers is None else servers
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
+            for done in [pool.submit(action, server) for server in chosen]:
+                done.result()
+
+    def kill(self) -> None:
+        self._each(ServerProcess.kill)
+        self.paused.clear()
+
+    def stop(self) -> None:
+        self._each(ServerProcess.stop)
+        self.paused.clear()
+
+    def start(self) -> None:
+        self._start(range(self.size))
+
+    def _start(self, nodes: Sequence[int]) -> None:
+        for node in nodes:  # from this thread: a node dies with the thread that forked it
+            self.servers[node].spawn()
+        chosen = [self.servers[node] for node in nodes]
+        if self.network.cuts:
+            # Started mid-partition (a crash while cut off): a node cannot join its cluster until
+            # the heal, so it is up once it serves clients; restore() waits for the whole.
+            self._each(lambda server: server.ready(functools.partial(port_open, server.host, server.port)), chosen)
+            return
+        self._each(ServerProcess.ready, chosen)
+        self.wait_settled()
+
+    def wait_settled(self) -> None:
+        deadline = time.monotonic() + self.settle_timeout
+        while not self.settled():
+            if time.monotonic() > deadline:
+                raise ProvisioningError(
+                    f"{self!r}: nodes are up but the cluster did not settle in {self.settle_timeout:.0f}s"
+                )
+            time.sleep(0.05)
+
+    def pause(self) -> None:
+        self._each(ServerProcess.pause)
+        self.paused.update(range(self.size))
+
+    def resume(self) -> None:
+        self._each(ServerProcess.resume)
+        self.paused.clear()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        self._each(lambda server: server.wait_ready(timeout))
+
+    def restore(self) -> None:
+        """Heal every partition, resume paused nodes and start stopped ones."""
+        self.network.heal()
+        self.resume()
+        self.start()
+
+    # --- node by node ------------------------------------------------------------------------
+
+    def kill_node(self, node: int) -> None:
+        self.servers[node].kill()
+        self.paused.discard(node)
+
+    def pause_node(self, node: int) -> None:
+        self.servers[node].pause()
+        self.paused.add(node)
+
+    def restore_node(self, node: int) -> None:
+        self.servers[node].resume()
+        self._start([node])
+        self.paused.discard(node)
+
+    def corrupt(self, node: int, pattern: str, *, mode: str = "bitflip", flips: int = 1, seed: int = 0) -> list[str]:
+        """Kill ``node``, damage every file of its work dir matching ``pattern`` (a glob such as
+        ``*.blk``: a file kind), start it again. ``bitflip`` flips ``flips`` random bits of each,
+        ``truncate`` cuts each at a random length, as Jepsen's file faults do. Returns what was
+        done, one line per file (the history's detail)."""
+        server = self.servers[node]
+        home = server.cwd
+        if home is None:
+            raise ProvisioningError(f"{self!r}: node {node} has no work dir to corrupt")
+        rng = random.Random(seed)
+        self.kill_node(node)
+        done = []
+        for path in sorted(p for p in home.rglob(pattern) if p.is_file() and not p.is_symlink()):
+            data = bytearray(path.read_bytes())
+            if not data:
+                continue
+            if mode == "truncate":
+                size = rng.randrange(len(data))
+                os.truncate(path, size)
+                done.append(f"{path.relative_to(home)}: truncated {len(data)} -> {size}")
+                continue
+            for _ in range(flips):
+                at = rng.randrange(len(data))
+                data[at] ^= 1 << rng.randrange(8)
+            path.write_bytes(bytes(data))
+            done.append(f"{path.relative_to(home)}: {flips} bit(s) flipped")
+        self.restore_node(node)
+        return done
+
+    def partition(self, groups: Sequence[Sequence[int]]) -> None:
+        self.network.partition(groups, probe_port=self.probe_port)
+
+    def heal(self) -> None:
+        self.network.heal()
+
+    def close(self) -> None:
+        try:
+            self._each(ServerProcess.stop)
+        finally:
+            try:
+                if self.mounts is not None:
+                    self.mounts.unmount()  # after the servers: none may see its data dir vanish
+            finally:
+                self.network.close()
+
+    def __repr__(self) -> str:
+        return f"Cluster({self.size} nodes, network {self.network.token[:8]})"

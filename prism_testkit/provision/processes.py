@@ -1,0 +1,323 @@
+"""Private server processes: start, readiness, kill / stop / start / pause / resume, cleanup.
+
+Servers run in the foreground in their own process group, with a parent-death signal, so a
+crashed or SIGKILLed pytest worker never leaves an orphaned server behind; ``atexit`` and
+:func:`stop_all` cover the orderly paths (end of session, Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import functools
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prism_testkit.errors import ProvisioningError
+from prism_testkit.provision.process_identity import ProcessStamp, group_is_ours, signal_group, stamp
+from prism_testkit.provision.workdirs import record_process
+
+_PR_SET_PDEATHSIG = 1
+_LIVE: set[ServerProcess] = set()
+_OWN_LOG_LINE = "prism-testkit:"  # how the lines the harness writes into a server's log begin
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _child_setup(user: str | None) -> Callable[[], None]:
+    account = pwd.getpwnam(user) if user else None
+
+    def setup() -> None:
+        if account is not None:  # drop privileges first: changing credentials clears PDEATHSIG
+            os.setgid(account.pw_gid)
+            os.initgroups(account.pw_name, account.pw_gid)
+            os.setuid(account.pw_uid)
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return setup
+
+
+def _exclusive(method: Callable[..., None]) -> Callable[..., None]:
+    """One lifecycle change at a time per server. A restart runs in a worker thread that goes
+    on after the coroutine awaiting it was cancelled (a bounded nemesis step timing out under
+    load); without this, the next kill would find the old handle and the next start would
+    race the one still running for the same data dir and port."""
+
+    @functools.wraps(method)
+    def locked(self: ServerProcess, *args: Any, **kwargs: Any) -> None:
+        with self._lifecycle:
+            method(self, *args, **kwargs)
+
+    return locked
+
+
+class ServerProcess:
+    """One server we started ourselves, restartable on the same port and data dir."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        cwd: Path | None = None,
+        ready: Callable[[], bool] | None = None,
+        ready_timeout: float = 30.0,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.user = user
+        self.cwd = cwd
+        self._ready = ready or (lambda: port_open(self.host, self.port))
+        self.ready_timeout = ready_timeout
+        self.stop_signal = stop_signal  # e.g. SIGINT: PostgreSQL's fast shutdown
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None
+        self.time_to_ready: float | None = None  # seconds from spawn to ready, last start
+        self._lifecycle = threading.RLock()  # start() kills a half-started server under it
+        self._comm: str | None = None  # the leader's process name, read at spawn
+        self._leader: ProcessStamp | None = None  # pid and start time: the group is signalled only while ours
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @_exclusive
+    def start(self) -> None:
+        self.spawn()
+        self.ready()
+
+    @_exclusive
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready. Call it from a thread that
+        outlives the server: the parent-death signal fires when the spawning *thread* exits."""
+        if self.alive:
+            return
+        self._clear_previous_group()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            # Who asked, in the server's own log: a start that races another shows up there.
+            log.write(f"{_OWN_LOG_LINE} starting {self.name} ({_caller()})\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_child_setup(self.user),
+            )
+        self.started_at = time.monotonic()
+        self._comm = _comm(self._proc.pid)
+        self._leader = stamp(self._proc.pid)
+        record_process(self._leader)
+        _LIVE.add(self)
+
+    def ready(self, check: Callable[[], bool] | None = None) -> None:
+        """Wait until the spawned server is ready (by ``check`` instead of its own readiness
+        check when given); a server that does not come up is killed."""
+        if self.started_at is None:
+            raise ProvisioningError(f"{self.name} was never started")
+        try:
+            self.wait_ready(self.ready_timeout, check)
+        except BaseException:
+            # Never leave a half-started server behind: not at first start, not at a restart.
+            self.kill()
+            raise
+        self.time_to_ready = time.monotonic() - self.started_at
+
+    def _clear_previous_group(self) -> None:
+        """Every process of the last run must be gone before a new server takes the data dir.
+        Its leader may have exited on its own (alive is False) while its children still run: a
+        postmaster's backends hold its shared memory a moment longer, and a new postmaster
+        then refuses to start. Kill what is left and wait; say so plainly if it will not go."""
+        if self._proc is None or not self._stragglers():
+            return
+        self._end_stragglers()
+        left = self._stragglers()
+        if left:
+            raise ProvisioningError(f"{self.name}: processes {left} of its last run would not exit; not starting")
+
+    def _stragglers(self) -> list[int]:
+        """Running processes of the last run: its process group and, when the server has a
+        working dir, processes named like its leader working inside it. PostgreSQL's backends
+        call setsid(), so they leave the group, and outlive a killed postmaster."""
+        if self._leader is None:
+            return []
+        inside = self.cwd.resolve() if self.cwd is not None and self._comm else None
+        return _running(self._leader, inside, self._comm)
+
+    def _end_stragglers(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := self._stragglers()) and time.monotonic() < deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def wait_ready(self, timeout: float = 30.0, check: Callable[[], bool] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise ProvisioningError(f"{self.name} exited during start-up: {self.log_tail()}")
+            if (check or self._ready)():
+                return
+            time.sleep(0.05)
+        raise ProvisioningError(f"{self.name} was not ready after {timeout:.0f}s: {self.log_tail()}")
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # The whole group: servers that fork helpers (postgres) must not leave them behind. Once
+        # the leader is reaped its pid may name a stranger's group: signal_group checks first.
+        if self._leader is not None:
+            signal_group(self._leader, sig)
+
+    @_exclusive
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed."""
+        self._signal_group(signal.SIGCONT)  # a paused process must not keep its group alive
+        self._signal_group(signal.SIGKILL)
+        self._reap()
+
+    @_exclusive
+    def stop(self, grace: float = 10.0) -> None:
+        """Orderly shutdown (``stop_signal``), escalating to SIGKILL after ``grace`` seconds."""
+        if self._proc is None:
+            return
+        self._signal_group(signal.SIGCONT)
+        self._signal_group(self.stop_signal)
+        try:
+            self._proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGKILL)
+        self._reap()
+
+    @_exclusive
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @_exclusive
+    def restore(self) -> None:
+        self.resume()
+        if not self.alive:
+            self.start()
+
+    def pause(self) -> None:
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+            self._signal_group(signal.SIGKILL)  # stray children of the group, if any
+            # The leader's exit is not the group's: a killed postmaster's backends may still hold
+            # its shared memory, and a restart then refuses to start ("pre-existing shared memory
+            # block is still in use"). Wait until no member of the group is still running.
+            self._end_stragglers()
+        _LIVE.discard(self)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        text = [line for line in text if not line.startswith(_OWN_LOG_LINE)]  # the server's words only
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    def __repr__(self) -> str:
+        return f"ServerProcess({self.name!r}, pid={self.pid}, port={self.port})"
+
+
+def _caller() -> str:
+    """The thread and the first frame outside this module that asked for a start."""
+    here = __file__
+    outside = [f for f in traceback.extract_stack()[:-2] if f.filename != here]
+    where = f"{Path(outside[-1].filename).name}:{outside[-1].lineno} {outside[-1].name}" if outside else "?"
+    return f"thread {threading.current_thread().name}, from {where}"
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return None
+
+
+def _running(leader: ProcessStamp, inside: Path | None, comm: str | None) -> list[int]:
+    """Processes that have not exited yet (zombies have: their memory is freed) of the group
+    ``leader`` started, or named ``comm`` with their working dir in ``inside``. None of them
+    started before the leader did, and a group whose id a stranger now holds is not searched."""
+    pgid = leader.pid if group_is_ours(leader) else None
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                raw = stat.read()
+            fields = raw.rsplit(b")", 1)[1].split()  # after "pid (comm)"
+            state, pgrp, started = fields[0], int(fields[2]), int(fields[19])
+            if state in (b"Z", b"X") or started < leader.started:
+                continue
+            if pgrp == pgid or (
+                inside is not None
+                and _comm(int(entry.name)) == comm
+                and Path(os.readlink(f"/proc/{entry.name}/cwd")).is_relative_to(inside)
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def stop_all() -> None:
+    for server in list(_LIVE):
+        server.kill()
+
+
+atexit.register(stop_all)

@@ -1,0 +1,151 @@
+"""The provisioning chain for backends that need a server.
+
+In order: an explicit URL (``--prism-url NAME=URL`` or ``PRISM_<NAME>_URL``) -> a private
+server started from a local binary on a free port in a temp dir -> a testcontainers container
+when a Docker daemon answers -> unavailable, with a one-line reason. Services already running
+on the machine are used only when given by URL: a private server is never shared by accident.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+from abc import abstractmethod
+from pathlib import Path
+
+from prism_testkit.options import url_problem
+from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Provisioner, Via, mount_lazily
+from prism_testkit.provision.processes import ServerProcess
+from prism_testkit.redaction import redact
+
+DOCKER_SOCKET = Path("/var/run/docker.sock")
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=1.0)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(1.0)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def docker_daemon_answers() -> bool:
+    """True when a Docker daemon answers ``/_ping`` (DOCKER_HOST tcp URLs are trusted as given)."""
+    if os.environ.get("DOCKER_HOST", "").startswith("tcp://"):
+        return True
+    if not DOCKER_SOCKET.exists():
+        return False
+    try:
+        conn = _UnixHTTPConnection(str(DOCKER_SOCKET))
+        conn.request("GET", "/_ping")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def find_binary(*candidates: str | Path) -> Path | None:
+    for candidate in candidates:
+        path = Path(candidate)
+        if path.is_absolute():
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+        elif found := shutil.which(str(candidate)):
+            return Path(found)
+    return None
+
+
+def private_endpoint(url: str, server: ServerProcess, **options: object) -> Endpoint:
+    """An endpoint for a server we started: process control attached, stopped at teardown."""
+    return Endpoint(url=url, via=Via.BINARY, control=server, options=dict(options), teardown=server.stop)
+
+
+class DataDir:
+    """A private server's data dir, on a lazy filesystem when ``ctx.lazy_data_dir`` asks for it.
+    Provisioners mount it before the first start and hand it to :meth:`start` and
+    :meth:`endpoint`, so the mount is removed whatever happens: a failed start, or teardown
+    (after the server stopped: it must never see its data dir vanish)."""
+
+    def __init__(self, ctx: ProvisionContext, path: Path) -> None:
+        self.path = path
+        self.mount = mount_lazily(ctx, path)
+
+    def start(self, server: ServerProcess) -> None:
+        try:
+            server.start()  # kills the server itself when it does not come up
+        except BaseException:
+            if self.mount is not None:
+                self.mount.unmount()
+            raise
+
+    def endpoint(self, url: str, server: ServerProcess, **options: object) -> Endpoint:
+        endpoint = private_endpoint(url, server, **options)
+        mount = self.mount
+        if mount is not None:
+
+            def teardown() -> None:
+                try:
+                    server.stop()
+                finally:
+                    mount.unmount()
+
+            endpoint.teardown, endpoint.lazy_mount = teardown, mount
+        return endpoint
+
+
+class ServerProvisioner(Provisioner):
+    """Subclasses say how to find and start their server; the chain is shared."""
+
+    #: shown in reasons, e.g. "redis-server"
+    server_name: str
+    #: docker image used when no binary is found and a Docker daemon answers (None: never)
+    image: str | None = None
+
+    @abstractmethod
+    def binary(self) -> Path | None:
+        """The local binary to start, or None when it is not installed."""
+
+    @abstractmethod
+    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
+        """Start a private server from ``binary`` in ``ctx.workdir`` on a free port."""
+
+    def start_container(self, ctx: ProvisionContext) -> Endpoint:
+        raise NotImplementedError(f"{self.server_name}: no container recipe")
+
+    def url_endpoint(self, ctx: ProvisionContext, url: str) -> Endpoint:
+        return Endpoint(url=url, via=Via.URL)
+
+    def probe(self, ctx: ProvisionContext) -> Availability:
+        if ctx.url:
+            problem = url_problem(ctx.url)
+            if problem:  # from PRISM_<NAME>_URL: the option is checked when it is read
+                return Availability.unavailable(f"the URL given for {ctx.backend} is {problem}")
+            return Availability(Via.URL, f"given URL {redact(ctx.url)}")
+        binary = self.binary()
+        if binary is not None:
+            return Availability(Via.BINARY, f"private {self.server_name} from {binary}")
+        if self.image is not None and docker_daemon_answers():
+            return Availability(Via.CONTAINER, f"testcontainers image {self.image}")
+        env = f"PRISM_{ctx.backend.upper().replace('-', '_')}_URL"
+        docker = "no Docker daemon answers" if self.image else "no container recipe"
+        return Availability.unavailable(
+            f"no URL given (--prism-url {ctx.backend}=URL or {env}), no {self.server_name} binary found, {docker}"
+        )
+
+    def start(self, ctx: ProvisionContext) -> Endpoint:
+        availability = self.probe(ctx)
+        if availability.via is Via.URL:
+            assert ctx.url is not None
+            return self.url_endpoint(ctx, ctx.url)
+        if availability.via is Via.BINARY:
+            binary = self.binary()
+            assert binary is not None
+            return self.start_private(ctx, binary)
+        if availability.via is Via.CONTAINER:
+            return self.start_container(ctx)
+        raise RuntimeError(availability.detail)

@@ -1,0 +1,366 @@
+"""Results per suite x combination, the terminal summary and the JSON report.
+
+Items carry their suite and combination in ``user_properties`` so that the numbers arrive
+with each test report, also from xdist workers: only the process that sees every report (the
+controller, or the single process of a serial run) aggregates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prism_testkit.report.merge import KINDS, found_counts, plural
+
+PROPERTY = "prism"
+ANOMALIES = "prism_anomalies"
+RowKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # suite, namespace, combination
+
+
+def item_properties(
+    suite: str, slots: dict[str, str], no_combination: str | None, namespace: str | None = None
+) -> tuple[str, dict]:
+    return (PROPERTY, {"suite": suite, "combination": slots, "no_combination": no_combination, "namespace": namespace})
+
+
+def junit_properties(suite: str, slots: dict[str, str], namespace: str | None = None) -> list[tuple[str, str]]:
+    """Flat string properties, one per fact, for ``--junitxml`` (CI UIs show a testcase's
+    properties; the ``prism`` property above is a dict, which junitxml can only repr)."""
+    combination = " ".join(f"{slot}={backend}" for slot, backend in slots.items()) or "no-runnable-combination"
+    found = [("prism_suite", suite), ("prism_combination", combination)]
+    found += [(f"prism_slot_{slot}", backend) for slot, backend in slots.items()]
+    if namespace:
+        found.append(("prism_namespace", namespace))
+    return found
+
+
+BACKEND_FAILED = "prism_backend_failed"
+
+
+def backend_failure_property(backend: str, reason: str) -> tuple[str, dict]:
+    return (BACKEND_FAILED, {"backend": backend, "reason": reason})
+
+
+SERVERS = "prism_servers"
+
+
+def server_properties(versions: dict[str, str | None]) -> tuple[str, dict]:
+    return (SERVERS, dict(versions))
+
+
+def anomaly_properties(
+    anomalies: Counter[str], tolerated: Counter[str], faults: Counter[str] | None = None
+) -> tuple[str, dict]:
+    found = {"anomalies": found_counts(anomalies), "tolerated": found_counts(tolerated)}
+    return (ANOMALIES, {**found, "faults": found_counts(faults or Counter())})
+
+
+class JsonProperty(dict):
+    """A dict-valued user property that junitxml writes as JSON (it writes ``str(value)``,
+    which for a plain dict is a Python repr no CI tool can parse)."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, sort_keys=True, default=str)
+
+
+def as_json_properties(report: pytest.TestReport) -> None:
+    """Make the dict-valued user properties of ``report`` render as JSON. Done on the process
+    that writes the XML (under xdist the controller, where reports arrive as plain dicts)."""
+    report.user_properties = [
+        (key, JsonProperty(value) if isinstance(value, dict) and not isinstance(value, JsonProperty) else value)
+        for key, value in report.user_properties
+    ]
+
+
+def _prism_property(report: pytest.TestReport, name: str = PROPERTY) -> dict[str, Any] | None:
+    for key, value in report.user_properties:
+        if key == name and isinstance(value, dict):  # user_properties hold objects of any kind
+            return value
+    return None
+
+
+def _test_id(report: pytest.TestReport) -> str:
+    """One id per test. The node id alone is not: suites collected with ``--pyargs`` from
+    outside the rootdir get ids without their file (``::test_purge[backend=memstore]`` for
+    the key-value and the log suite alike); then the id is prefixed with the file."""
+    path = report.location[0]
+    return report.nodeid if report.nodeid.startswith(path) else f"{path}::{report.nodeid}"
+
+
+def category(report: pytest.TestReport) -> str | None:
+    """What this phase adds to pytest's own tally (None: nothing). As pytest counts: a failed
+    setup or teardown is an error, also after a passed or failed call; xfail and xpass are
+    counted as skipped and passed."""
+    if report.when != "call":
+        return ERROR if report.failed else "skipped" if report.skipped else None
+    return "failed" if report.failed else "skipped" if report.skipped else "passed"
+
+
+def first_line(report: pytest.TestReport) -> str:
+    """The first line of a failure's message, as pytest's short summary shows it."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr or "")
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+ERROR = "error"
+COUNTED = ("passed", "failed", "skipped", "errors")  # a row's columns, pytest's words
+_COLUMN = {"passed": "passed", "failed": "failed", "skipped": "skipped", ERROR: "errors"}
+
+
+def tally(outcomes: Iterable[str]) -> dict[str, int]:
+    """passed / failed / skipped / errors of tests whose outcomes are "passed", "failed+error"..."""
+    counts = Counter(_COLUMN[part] for outcome in outcomes for part in outcome.split("+"))
+    return {name: counts[name] for name in COUNTED}
+
+
+@dataclass
+class PrismResults:
+    unavailable: dict[str, str] = field(default_factory=dict)
+    available: dict[str, str] = field(default_factory=dict)  # backend -> how it is provisioned
+    categories: dict[str, list[str]] = field(default_factory=dict)  # test (see _test_id) -> pytest's words
+    rows_of: dict[str, RowKey] = field(default_factory=dict)
+    # tests of a module in which nothing selected fits: test -> suite (not in any row)
+    unfit_tests: dict[str, str] = field(default_factory=dict)
+    no_combination: dict[str, str] = field(default_factory=dict)  # suite -> reason (the suite failed)
+    not_applicable: dict[str, str] = field(default_factory=dict)  # suite -> reason (it was let off)
+    anomalies_of: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # test -> counts
+    durations: dict[str, float] = field(default_factory=dict)  # test -> seconds (setup + call + teardown)
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # test -> its first failing phase
+    hunts: list[dict[str, Any]] = field(default_factory=list)  # one per hunted test (--prism-hunt)
+    run: dict[str, Any] = field(default_factory=dict)  # version, start time, duration
+    failed_to_start: dict[str, str] = field(default_factory=dict)  # backend -> the first reason given
+    server_versions: dict[str, str | None] = field(default_factory=dict)  # backend -> as its server told
+    # tests of this run outside any suite (plain tests, in suite modules too): test -> outcome
+    outside_suites: dict[str, str] = field(default_factory=dict)
+
+    def record(self, report: pytest.TestReport) -> None:
+        prop = _prism_property(report)
+        if prop is None:
+            return
+        test = _test_id(report)
+        broken = _prism_property(report, BACKEND_FAILED)
+        if broken is not None:
+            self.failed_to_start.setdefault(broken["backend"], broken["reason"])
+        self.server_versions.update(_prism_property(report, SERVERS) or {})
+        self.durations[test] = self.durations.get(test, 0.0) + report.duration
+        found = _prism_property(report, ANOMALIES)
+        if found is not None and report.when == "teardown":
+            self.anomalies_of[test] = found
+        found_category = category(report)
+        if found_category is None:
+            return
+        self.categories.setdefault(test, []).append(found_category)
+        suite = prop["suite"]
+        if report.failed and test not in self.failures:
+            self.failures[test] = {
+                "test": test,
+                "suite": suite,
+                "combination": prop["combination"],
+                "when": report.when,
+                "message": first_line(report),
+            }
+        if prop.get("no_combination"):
+            # Skipped: nothing selected fits and the run did not insist; failed: it did. Only
+            # this module's tests are unfit: another module may declare the same suite name.
+            unfit = self.not_applicable if found_category == "skipped" else self.no_combination
+            unfit[suite] = prop["no_combination"]
+            self.unfit_tests[test] = suite
+            return
+        self.rows_of[test] = (suite, prop.get("namespace"), tuple(prop["combination"].items()))
+
+    def outcome(self, test: str) -> str:
+        return "+".join(self.categories[test])
+
+    def rows(self) -> list[dict[str, Any]]:
+        tests_of: dict[RowKey, list[str]] = {}
+        for test, key in self.rows_of.items():
+            tests_of.setdefault(key, []).append(test)
+        rows = []
+        for (suite, namespace, combo), tests in sorted(
+            tests_of.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])
+        ):
+            row: dict[str, Any] = {"suite": suite, "combination": dict(combo)}
+            if namespace:
+                row["namespace"] = namespace
+            row.update(tally(self.outcome(test) for test in tests))
+            found: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
+            for test in tests:
+                for kind, counts in self.anomalies_of.get(test, {}).items():
+                    found.setdefault(kind, Counter()).update(found_counts(counts))
+            row.update({kind: dict(sorted(found[kind].items())) for kind in KINDS})
+            # the sum of its tests' setup + call + teardown, as pytest measured them (under xdist
+            # on the workers, so rows run in parallel add up to more than the wall time)
+            row["duration_s"] = round(sum(self.durations.get(test, 0.0) for test in tests), 3)
+            # each test's outcome and findings: what lets the merge add up shards of one row
+            row["tests"] = {test: self._test_entry(test) for test in sorted(tests)}
+            rows.append(row)
+        return rows
+
+    def _test_entry(self, test: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"outcome": self.outcome(test), "duration_s": round(self.durations.get(test, 0.0), 3)}
+        for kind, counts in self.anomalies_of.get(test, {}).items():
+            if found_counts(counts):
+                entry[kind] = found_counts(counts)
+        return entry
+
+    def totals(self) -> dict[str, int]:
+        """Over every test of the run: pytest's own counts."""
+        return tally([*(self.outcome(test) for test in self.categories), *self.outside_suites.values()])
+
+    @staticmethod
+    def _unfit_entries(reasons: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"suite": suite, "reason": reason} for suite, reason in sorted(reasons.items())]
+
+    def let_off(self) -> dict[str, str]:
+        """Suites not applicable to this selection: neither failed nor run by another module."""
+        ran = {key[0] for key in self.rows_of.values()}
+        return {s: r for s, r in self.not_applicable.items() if s not in self.no_combination and s not in ran}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "totals": self.totals(),
+            # in no row: the tests of modules nothing selected fits, and tests outside suites;
+            # with the rows' they add up to the totals
+            "without_combination": tally(self.outcome(test) for test in self.unfit_tests),
+            "outside_suites": tally(self.outside_suites.values()),
+            "suites": self.rows(),
+            "failures": [self.failures[test] for test in sorted(self.failures)],
+            "no_runnable_combinations": self._unfit_entries(self.no_combination),
+            "not_applicable": self._unfit_entries(self.let_off()),
+            "backends": [
+                {"backend": b, "provisioned": how, "server_version": self.server_versions.get(b)}
+                for b, how in sorted(self.available.items())
+            ],
+            "unavailable": [{"backend": b, "reason": r} for b, r in sorted(self.unavailable.items())],
+            "failed_to_start": [{"backend": b, "reason": r} for b, r in sorted(self.failed_to_start.items())],
+            **(
+                {"hunt": {"tests": self.hunts, "failures": [h for h in self.hunts if h["failed"]]}}
+                if self.hunts
+                else {}
+            ),
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp.replace(path)
+
+    def summarize(self, tr: pytest.TerminalReporter) -> None:
+        rows = self.rows()
+        let_off = self.let_off()
+        if not rows and not self.no_combination and not self.unavailable and not let_off and not self.failed_to_start:
+            return
+        tr.write_sep("=", "prism-testkit: suites x combinations")
+        if rows:
+            _table(tr, rows)
+            _slowest(tr, rows)
+        for suite, reason in sorted(self.no_combination.items()):
+            tr.write_line(f"FAILED suite {suite}: {reason}", red=True, bold=True)
+        if let_off:
+            tr.write_sep("-", "prism-testkit: suites not applicable to this selection (not run)", yellow=True)
+            for suite, reason in sorted(let_off.items()):
+                tr.write_line(f"{suite}: {reason}", yellow=True)
+        if self.failed_to_start:
+            tr.write_sep("-", "prism-testkit: backends that FAILED TO START (their tests errored)", red=True, bold=True)
+            for backend, reason in sorted(self.failed_to_start.items()):
+                tr.write_line(f"{backend}: {reason}", red=True, bold=True)
+        if self.unavailable:
+            tr.write_sep("-", "prism-testkit: UNAVAILABLE backends (not tested)", yellow=True, bold=True)
+            for backend, reason in sorted(self.unavailable.items()):
+                tr.write_line(f"{backend}: {reason}", yellow=True, bold=True)
+
+
+def _table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
+    """suite, combination, the four counts and the findings, within the terminal's width. What
+    does not fit goes on lines of their own, never cut (two cut combinations could read the
+    same): a long combination above its counts, long findings below; too narrow for the
+    columns at all, one block per row."""
+    columns = tr._tw.fullwidth
+    width = max(len("suite"), *(len(r["suite"]) for r in rows))
+    counts = "".join(f"  {name:>{len(name)}}" for name in COUNTED)
+    room = columns - width - 2 - len(counts) - len("  findings")
+    if room < len("combination"):
+        _narrow_table(tr, rows, columns)
+        return
+    combo_width = min(room, max(len("combination"), *(len(_combo_text(r)) for r in rows)))
+    tr.write_line(f"{'suite':<{width}}  {'combination':<{combo_width}}{counts}  findings")
+    for r in rows:
+        color = {"red": True} if r["failed"] or r["errors"] or r["anomalies"] else {"green": True}
+        numbers = "".join(f"  {r[name]:>{len(name)}}" for name in COUNTED)
+        combination = _combo_text(r)
+        if len(combination) <= combo_width:
+            head = f"{r['suite']:<{width}}  {combination:<{combo_width}}{numbers}"
+        else:
+            _wrapped(tr, f"{r['suite']:<{width}}  {combination}", columns, color, indent="")
+            head = " " * (width + 2 + combo_width) + numbers
+        findings = _anomaly_text(r)
+        if len(head) + 2 + len(findings) <= columns:
+            tr.write_line(f"{head}  {findings}", **color)
+            continue
+        tr.write_line(head, **color)
+        _wrapped(tr, findings, columns, color)
+
+
+def _narrow_table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]], columns: int) -> None:
+    """Too narrow for columns side by side: a row's suite and combination, then its counts."""
+    for r in rows:
+        color = {"red": True} if r["failed"] or r["errors"] or r["anomalies"] else {"green": True}
+        _wrapped(tr, f"{r['suite']}  {_combo_text(r)}", columns, color, indent="")
+        _wrapped(tr, ", ".join(f"{r[name]} {name}" for name in COUNTED), columns, color)
+        if r["anomalies"] or r["tolerated"]:
+            _wrapped(tr, _anomaly_text(r), columns, color)
+
+
+def _wrapped(
+    tr: pytest.TerminalReporter, text: str, columns: int, color: dict[str, bool], indent: str = "    "
+) -> None:
+    lines = textwrap.wrap(
+        text, max(columns, 24), initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False
+    )
+    for line in lines:
+        tr.write_line(line, **color)
+
+
+SLOWEST = 10
+
+
+def slowest_rows(rows: list[dict[str, Any]], count: int = SLOWEST) -> list[dict[str, Any]]:
+    """The ``count`` rows that took longest, slowest first (ties in suite order)."""
+    return sorted(rows, key=lambda r: -r.get("duration_s", 0.0))[:count]
+
+
+def _slowest(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
+    shown = slowest_rows(rows)
+    columns = tr._tw.fullwidth
+    title = f"prism-testkit: {len(shown)} slowest rows"
+    explained = f"{title} (setup + call + teardown of their tests)"
+    tr.write_sep("-", explained if len(explained) + 4 <= columns else title)
+    width = max(len(r["suite"]) for r in shown)
+    for r in shown:
+        line = f"{r['duration_s']:>9.2f}s  {r['suite']:<{width}}  {_combo_text(r)}  ({plural(len(r['tests']), 'test')})"
+        if len(line) <= columns:
+            tr.write_line(line)
+            continue
+        for part in textwrap.wrap(line, max(columns, 24), subsequent_indent=" " * 12, break_on_hyphens=False):
+            tr.write_line(part)
+
+
+def _combo_text(row: dict[str, Any]) -> str:
+    text = " ".join(f"{slot}={backend}" for slot, backend in row["combination"].items())
+    return f"ns={row['namespace']} {text}" if row.get("namespace") else text
+
+
+def _anomaly_text(row: dict[str, Any]) -> str:
+    found = [f"{name}={n}" for name, n in row["anomalies"].items()]
+    found += [f"{name}={n} (tolerated)" for name, n in row["tolerated"].items()]
+    return " ".join(found) or "-"

@@ -1,0 +1,145 @@
+"""The core's layout stays acyclic: no module imports, even lazily or for types only, a module
+that imports it back, and the top level stays small (issue 24's regrouping)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Where each package of the distribution lives in the repository (pyproject's package-dir).
+PACKAGES = {
+    "prism_testkit": ROOT / "prism_testkit",
+    "prism_testkit.backends": ROOT / "backends",
+    "prism_testkit.patterns": ROOT / "patterns",
+}
+# Old import paths kept for one release: each is only an alias of the module that moved.
+MOVED = {
+    "prism_testkit.provisioning",
+    "prism_testkit.server_provisioning",
+    "prism_testkit.processes",
+    "prism_testkit.pattern_registry",
+    "prism_testkit.jepsen.lazymount",
+    "prism_testkit.jepsen.lazyfs",
+    "prism_testkit.jepsen.nemesis",
+    "prism_testkit.jepsen.faultproxy",
+}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            parts = path.relative_to(folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            name = ".".join((package, *parts))
+            if name not in found:  # a sub-package's own entry wins over the parent's walk
+                found[name] = path
+    for nested in ("prism_testkit.backends", "prism_testkit.patterns"):
+        # prism_testkit/ has no backends/ or patterns/ folder: only the mapped ones count
+        found = {
+            n: p for n, p in found.items() if not (n.startswith(nested) and p.is_relative_to(ROOT / "prism_testkit"))
+        }
+    return found
+
+
+def imported(name: str, path: Path, known: set[str]) -> Iterator[str]:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base]) if base else ".".join(anchor)
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name and not name.startswith(target + "."):
+                yield target
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    known = set(found)
+    return {name: set(imported(name, path, known)) - MOVED for name, path in found.items() if name not in MOVED}
+
+
+def cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    edges = graph()
+    assert len(edges) > 80  # the walk found the code base
+    assert cycle(edges) is None, " -> ".join(cycle(edges) or [])
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("package", ["provision", "faults", "report", "registry"])
+def test_each_concern_has_its_package(package: str) -> None:
+    assert (ROOT / "prism_testkit" / package / "__init__.py").is_file()
+
+
+def test_the_core_top_level_stays_small() -> None:
+    top = {p.stem for p in (ROOT / "prism_testkit").glob("*.py")} - {m.rpartition(".")[2] for m in MOVED}
+    top.discard("__main__")  # `python -m prism_testkit`: Python's entry point, not a concern of the core
+    assert len(top) <= 20, sorted(top)
+
+
+# What each package of the core may not import (its __init__ docstring says what it may).
+FORBIDDEN = {
+    "prism_testkit.report": ("provision", "faults", "registry", "runtime", "plugin", "backends", "patterns"),
+    "prism_testkit.provision": ("registry", "report", "runtime", "plugin", "env", "jepsen", "backends", "patterns"),
+    "prism_testkit.registry": ("report", "runtime", "plugin", "faults", "backends", "patterns"),
+    "prism_testkit.faults": ("report", "runtime", "plugin", "backends", "patterns"),
+}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_each_package_imports_only_what_its_docstring_allows(package: str) -> None:
+    found = modules()
+    # faults.lazymount is the one fault provision may load, lazily: a data dir on a lazy mount
+    allowed = {"prism_testkit.faults.lazymount"} if package.endswith("provision") else set()
+    edges = graph()
+    wrong = [
+        f"{name} -> {target}"
+        for name in edges
+        if name.startswith(package + ".") or name == package
+        for target in edges[name]
+        if target not in allowed
+        and any(target == f"prism_testkit.{f}" or target.startswith(f"prism_testkit.{f}.") for f in FORBIDDEN[package])
+    ]
+    assert found
+    assert not wrong, wrong
