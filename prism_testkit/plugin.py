@@ -296,6 +296,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("prism_combination", combos, ids=[c.id for c in combos])
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``-n`` (xdist's ``load``), every row of an exclusive backend goes to one worker."""
+    if config.getoption("dist", None) != "load" or config.stash.get(HARNESS, None) is None:
+        return None
+    runtime = harness(config).runtime
+    exclusive = {spec.name for spec in [*runtime.selected, *runtime.extra] if spec.exclusive}
+    if not exclusive:
+        return None
+    from prism_testkit.registry.exclusive import make_scheduler
+
+    return make_scheduler(config, log, [spec.name for spec in runtime.registry], exclusive)
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.stash.get(HARNESS, None) is None:
         return  # no prism suite was collected and none was asked for

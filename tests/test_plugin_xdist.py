@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
+
+from tests.conftest import OUT_OF_TREE
 
 SUITE = """
 from hypothesis import given, strategies as st
@@ -55,3 +58,49 @@ def test_two_workers_report_the_same_totals_as_a_serial_run(pytester: pytest.Pyt
     assert serial_report["suites"] == parallel_report["suites"]
     assert len(serial_report["suites"]) == 4  # 2 backends x xdist_kv + 2 covering pairs
     parallel.stdout.fnmatch_lines(["*prism-testkit: suites x combinations*"])
+
+
+WORKER_LOG = """
+import os
+import pytest
+from prism_testkit import PrismEnv, Slot, prism_suite
+
+pytestmark = prism_suite("xdist_where", backend=Slot.needs("keyvalue"))
+
+@pytest.mark.parametrize("n", range(12))
+def test_where(prism_env: PrismEnv, n: int) -> None:
+    with open(f"ran-{os.environ['PYTEST_XDIST_WORKER']}.log", "a") as log:
+        log.write(prism_env.combination["backend"] + "\\n")
+"""
+
+EXCLUSIVE = """
+from prism_testkit import BackendProperties, BackendSpec, EmbeddedProvisioner, hookimpl
+from bagdriver import BagDriver
+
+@hookimpl
+def prism_register_backends():
+    return [
+        BackendSpec(name=name, capabilities=frozenset({"keyvalue"}), properties=BackendProperties(durable=False),
+                    provisioner=EmbeddedProvisioner(), driver=BagDriver, exclusive=name == "heavy")
+        for name in ("heavy", "light")
+    ]
+"""
+
+
+def test_an_exclusive_backends_rows_all_run_on_one_worker(
+    pytester: pytest.Pytester, third_party: Callable[..., None]
+) -> None:
+    """A cluster is started by every worker that runs one of its rows: marking it exclusive
+    sends all of them to one worker, while the others' rows are still dealt out."""
+    third_party(
+        "prism-heavy", {"heavy": EXCLUSIVE, "bagdriver": (OUT_OF_TREE / "bagstore.py").read_text()}, {"heavy": "heavy"}
+    )
+    pytester.makepyfile(test_where=WORKER_LOG)
+    result = pytester.runpytest_subprocess("-n", "3", "--prism-backend=heavy,light")
+    result.assert_outcomes(passed=24)
+    ran = {log.stem: log.read_text().split() for log in pytester.path.glob("ran-*.log")}
+    heavy = {worker for worker, backends in ran.items() if "heavy" in backends}
+    light = {worker for worker, backends in ran.items() if "light" in backends}
+    assert len(heavy) == 1, ran
+    assert sum(backends.count("heavy") for backends in ran.values()) == 12
+    assert len(light) > 1, ran  # the check sees workers at all: an ordinary backend is spread

@@ -24,7 +24,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MOMENTS = 20
-STOP_WITHIN = 5.0  # seconds from the signal to the process's exit
+# seconds from the signal to the process's exit: 5.2 s was seen with the machine at load 7 on
+# 2 cores (a run at -n 4 beside its servers); the bound still fails a wait on any 10 s timeout
+STOP_WITHIN = 8.0
 # Each selection runs for 30 s or more, so every moment falls inside a live run.
 LATEST_MOMENT = 10.0
 KINDS = {

@@ -43,7 +43,7 @@ def _properties(*, durable: bool, survives_power_loss: bool) -> BackendPropertie
 
 
 def _spec(
-    name: str, provisioner: NatsProvisioner, *, durable: bool, description: str, opt_in: bool = False
+    name: str, provisioner: NatsProvisioner, *, durable: bool, description: str, cluster: bool = False
 ) -> BackendSpec:
     """One registration of the shared driver: instances differ in provisioning and durability."""
     return BackendSpec(
@@ -56,7 +56,8 @@ def _spec(
         extra="nats",
         embedded=False,
         description=description,
-        opt_in=opt_in,
+        opt_in=cluster and CLUSTERS_OPT_IN,
+        exclusive=cluster,  # one worker starts a cluster: six nats-servers per worker would starve 2 cores
     )
 
 
@@ -97,7 +98,7 @@ def prism_register_backends() -> list[BackendSpec]:
             NatsClusterProvisioner(nodes=3, sync_always=True),
             durable=True,
             description="JetStream cluster of 3 nodes (R3 streams, sync_interval: always), one network namespace each",
-            opt_in=CLUSTERS_OPT_IN,
+            cluster=True,
         ),
         # nats-server's default: acknowledged once a majority has it in memory, synced every two
         # minutes; a SIGKILL of every node keeps what the page cache holds (durable).
@@ -106,6 +107,6 @@ def prism_register_backends() -> list[BackendSpec]:
             NatsClusterProvisioner(nodes=3, sync_always=False),
             durable=True,
             description="JetStream cluster of 3 nodes (R3 streams) with the default two-minute sync interval",
-            opt_in=CLUSTERS_OPT_IN,
+            cluster=True,
         ),
     ]

@@ -34,6 +34,9 @@ class BackendSpec:
     # left out of --prism-backend=all (listed in the header) until named: for registrations
     # whose rows are still being brought up, such as the clusters
     opt_in: bool = False
+    # every row that uses it runs on one xdist worker (its xdist_group), so a heavy instance
+    # such as a cluster is started once per run, not once per worker
+    exclusive: bool = False
     description: str = ""
     requires: tuple[str, ...] = ()
     extra: str | None = None

@@ -1,0 +1,28 @@
+"""The controller finds an exclusive backend's rows by their node ids alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from prism_testkit.registry.exclusive import uses_exclusive
+
+NAMES = ["memstore", "jetstream", "jetstream-r3", "jetstream-r3-lazy-sync", "nats", "redis", "redis-aof"]
+
+
+@pytest.mark.parametrize(
+    ("nodeid", "exclusive", "expected"),
+    [
+        ("s/test_wal.py::test_a[log=jetstream-r3-target=memstore]", {"jetstream-r3"}, True),
+        ("s/test_wal.py::test_a[log=memstore-target=jetstream-r3]", {"jetstream-r3"}, True),
+        ("s/test_wal.py::test_a[log=memstore-target=jetstream-r3-7]", {"jetstream-r3"}, True),  # a test's own param
+        ("s/test_wal.py::test_a[log=jetstream-r3-lazy-sync-target=memstore]", {"jetstream-r3"}, False),
+        ("s/test_wal.py::test_a[log=jetstream-r3-lazy-sync-target=memstore]", {"jetstream-r3-lazy-sync"}, True),
+        ("s/test_wal.py::test_a[log=jetstream-target=redis-aof]", {"jetstream-r3"}, False),
+        ("s/test_kv.py::test_b[ns=orders-backend=jetstream-r3]", {"jetstream-r3"}, True),
+        ("s/test_kv.py::test_b[backend=redis-aof]", {"redis"}, False),
+        ("s/test_kv.py::test_b", {"jetstream-r3"}, False),
+        ("tests/test_x.py::test_c[jetstream-r3]", {"jetstream-r3"}, False),  # not a combination
+    ],
+)
+def test_a_rows_backends_are_read_from_its_id(nodeid: str, exclusive: set[str], expected: bool) -> None:
+    assert uses_exclusive(nodeid, NAMES, exclusive) is expected
