@@ -1076,9 +1076,14 @@ class NatsDriver(Driver):
         """:meth:`last_msg` by a direct get: the stored message as it is, without the API's JSON
         and base64 (what nats-py's ``KeyValue.get`` asks; 1.46x faster here). Only for our
         key-value streams: created with ``allow_direct`` and one replica, so the one server that
-        stores the stream answers, and no lagging replica can. Only once the stream is known to
-        exist: a direct get from a missing stream has no one to answer it, which nats-server 2.9
-        leaves to time out; until then the API answers (and says whether the stream exists)."""
+        stores the stream answers, and no lagging replica can. On a cluster every replica answers
+        direct gets, a follower that has not applied the last write too (read-your-writes broke
+        on ``jetstream-r3``), so there only the stream leader, through the API, is asked. Only
+        once the stream is known to exist: a direct get from a missing stream has no one to answer
+        it, which nats-server 2.9 leaves to time out; until then the API answers (and says whether
+        the stream exists)."""
+        if self.replicas > 1:
+            return await self.last_msg(stream, subject)
         if stream not in self._ready:
             stored = await self.last_msg(stream, subject)
             if stored is not None:
