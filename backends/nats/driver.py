@@ -66,7 +66,8 @@ import itertools
 import json
 import math
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -116,6 +117,10 @@ CONSUMER = "prism"
 ACK_WAIT = 30.0  # seconds: the consumer's ack_wait, also the interface's default visibility timeout
 CHUNK_SIZE = 128 << 10  # object chunks, as the NATS object store clients write them
 API_TIMEOUT = 5.0
+# A follower of a lost leader campaigns after nats-server's raft election timeout, 4-9 s
+# (server/raft.go): how long a publish answered "no responders" is tried again on a cluster
+LEADERLESS_WAIT = 10.0
+READ_RETRY_EVERY = 1.0  # a cluster's unanswered read is asked again this often (see NatsDriver.api)
 CONNECT_TIMEOUT = 15.0
 CLOSE_GRACE = 5.0  # seconds a closed client's cancelled tasks get to end
 PULL_GRACE = 1.0  # seconds past a pull's expiry to wait for the server's 408 before giving up
@@ -798,6 +803,7 @@ class NatsDriver(Driver):
         self.js = nc.jetstream(timeout=API_TIMEOUT)
         self.subscriptions: set[NatsSubscription] = set()
         self._ready: set[str] = set()  # streams (and their consumers) known to exist
+        self._creating: dict[str, asyncio.Task[None]] = {}  # streams being created, by name
         self._keyvalue = NatsKeyValue(self)
         self._pubsub = NatsPubSub(self)
         self._queue = NatsQueue(self)
@@ -899,10 +905,22 @@ class NatsDriver(Driver):
 
     # --- JetStream API -------------------------------------------------------------------------
 
-    async def api(self, subject: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def api(self, subject: str, body: Mapping[str, Any] | None = None, *, read: bool = False) -> dict[str, Any]:
+        """One JetStream API request. A ``read`` changes nothing, so on a cluster it is asked
+        again every second within the same overall timeout: a stream being created or between
+        leaders drops requests unanswered (seen: a MSG.GET sent during an R3 stream's creation
+        waits out any timeout, while one a moment later is answered at once)."""
         payload = b"" if body is None else json.dumps(body).encode()
+        each = READ_RETRY_EVERY if read and self.replicas > 1 else API_TIMEOUT
+        deadline = time.monotonic() + API_TIMEOUT
         with self.guard():
-            reply = await self.nc.request(subject, payload, timeout=API_TIMEOUT)
+            while True:
+                try:
+                    reply = await self.nc.request(subject, payload, timeout=min(each, deadline - time.monotonic()))
+                    break
+                except nats.errors.TimeoutError:
+                    if deadline - time.monotonic() < 0.05:
+                        raise
         data = json.loads(reply.data)
         if "error" in data:
             error = data["error"]
@@ -919,26 +937,39 @@ class NatsDriver(Driver):
         ensure: tuple[str, str] | None = None,
     ) -> int:
         """Publish to JetStream and wait for the stream's ack; the stored sequence. A stream
-        deleted behind our back (``ensure`` = kind, name) is created again once."""
+        deleted behind our back (``ensure`` = kind, name) is created again once. No responders
+        means nobody took the message, so sending it again cannot store it twice: on a cluster
+        that is a stream between two leaders (after a kill, a cut or a stall), asked again for
+        up to ``LEADERLESS_WAIT`` seconds, as nats.go's publish retries."""
         if len(payload) > self.nc.max_payload - 4096:
             raise PayloadTooLarge(len(payload), self.nc.max_payload - 4096)
-        for attempt in (1, 2):
+        recreated = False
+        leaderless_until = time.monotonic() + LEADERLESS_WAIT
+        while True:
             with self.guard():
                 try:
                     reply = await self.nc.request(subject, payload, timeout=API_TIMEOUT, headers=headers)
                 except nats.errors.NoRespondersError:
-                    if attempt == 2 or ensure is None:
+                    if ensure is not None and not recreated and await self._missing(ensure):
+                        recreated = True
+                        kind, name = ensure
+                        self.forget(_stream_of(kind, name))
+                        await (self.ensure_queue(name) if kind == "queue" else self.ensure_log(name))
+                        continue
+                    if self.replicas == 1 or time.monotonic() > leaderless_until:
                         raise
-                    kind, name = ensure
-                    self.forget((QUEUE_STREAM if kind == "queue" else LOG_STREAM) + name)
-                    await (self.ensure_queue(name) if kind == "queue" else self.ensure_log(name))
+                    await asyncio.sleep(0.1)
                     continue
             data = json.loads(reply.data)
             if "error" in data:
                 error = data["error"]
                 raise ApiError(int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description")))
             return int(data["seq"])
-        raise AssertionError("unreachable")
+
+    async def _missing(self, ensure: tuple[str, str]) -> bool:
+        """Whether the stream of ``ensure`` is gone. A single server answers no responders only
+        then; a cluster also between leaders, so there the API is asked."""
+        return self.replicas == 1 or not await self.stream_exists(_stream_of(*ensure))
 
     async def create_stream(self, config: dict[str, Any]) -> None:
         await self.api(f"$JS.API.STREAM.CREATE.{config['name']}", config)
@@ -946,7 +977,7 @@ class NatsDriver(Driver):
 
     async def stream_exists(self, stream: str) -> bool:
         try:
-            await self.api(f"$JS.API.STREAM.INFO.{stream}")
+            await self.api(f"$JS.API.STREAM.INFO.{stream}", read=True)
         except ApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
                 return False
@@ -964,10 +995,25 @@ class NatsDriver(Driver):
     def forget(self, stream: str) -> None:
         self._ready.discard(stream)
 
-    async def ensure_queue(self, name: str) -> None:
-        stream = QUEUE_STREAM + name
+    async def _created_once(self, stream: str, create: Callable[[], Awaitable[None]]) -> None:
+        """Run ``create`` for ``stream`` unless it is known to exist, once for every concurrent
+        caller. Six writers of a new log used to send six creates: on a cluster the repeats open
+        a moment in which the stream takes no publish and answers no request (seen: appends and
+        reads waiting out their 5 s timeout, or no responders)."""
         if stream in self._ready:
             return
+        task = self._creating.get(stream)
+        if task is None:
+            task = self._creating[stream] = asyncio.ensure_future(create())
+            task.add_done_callback(lambda _: self._creating.pop(stream, None))
+        await asyncio.shield(task)
+        self._ready.add(stream)
+
+    async def ensure_queue(self, name: str) -> None:
+        await self._created_once(QUEUE_STREAM + name, lambda: self._create_queue(name))
+
+    async def _create_queue(self, name: str) -> None:
+        stream = QUEUE_STREAM + name
         await self.api(
             f"$JS.API.STREAM.CREATE.{stream}",
             {
@@ -995,12 +1041,12 @@ class NatsDriver(Driver):
                 },
             },
         )
-        self._ready.add(stream)
 
     async def ensure_log(self, name: str) -> None:
         stream = LOG_STREAM + name
-        if stream not in self._ready:
-            await self.create_stream(
+        await self._created_once(
+            stream,
+            lambda: self.create_stream(
                 {
                     "name": stream,
                     "subjects": [f"prism.log.{name}"],
@@ -1009,12 +1055,14 @@ class NatsDriver(Driver):
                     "discard": "new",  # never drop old records: offsets must stay
                     "num_replicas": self.replicas,
                 }
-            )
+            ),
+        )
 
     async def ensure_kv(self, bucket: str) -> None:
         stream = f"KV_{bucket}"
-        if stream not in self._ready:
-            await self.create_stream(
+        await self._created_once(
+            stream,
+            lambda: self.create_stream(
                 {
                     "name": stream,
                     "subjects": [f"$KV.{bucket}.>"],
@@ -1028,7 +1076,8 @@ class NatsDriver(Driver):
                     "num_replicas": self.replicas,
                     "duplicate_window": 120 * 10**9,
                 }
-            )
+            ),
+        )
 
     async def pull(self, stream: str, remaining: float) -> Msg:
         """One pull request for one message: at once when ``remaining`` is (almost) 0, else
@@ -1060,7 +1109,7 @@ class NatsDriver(Driver):
 
     async def _msg_get(self, stream: str, request: dict[str, Any], missing_stream_ok: bool = True) -> StoredMsg | None:
         try:
-            data = await self.api(f"$JS.API.STREAM.MSG.GET.{stream}", request)
+            data = await self.api(f"$JS.API.STREAM.MSG.GET.{stream}", request, read=True)
         except ApiError as exc:
             if exc.err_code == ERR_NO_MESSAGE or (exc.err_code == ERR_STREAM_NOT_FOUND and missing_stream_ok):
                 return None
@@ -1113,7 +1162,7 @@ class NatsDriver(Driver):
 
     async def last_seq(self, stream: str) -> int:
         try:
-            info = await self.api(f"$JS.API.STREAM.INFO.{stream}")
+            info = await self.api(f"$JS.API.STREAM.INFO.{stream}", read=True)
         except ApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
                 return 0
@@ -1135,7 +1184,9 @@ class NatsDriver(Driver):
         offset = 0
         while True:
             try:
-                info = await self.api(f"$JS.API.STREAM.INFO.{stream}", {"subjects_filter": pattern, "offset": offset})
+                info = await self.api(
+                    f"$JS.API.STREAM.INFO.{stream}", {"subjects_filter": pattern, "offset": offset}, read=True
+                )
             except ApiError as exc:
                 if exc.err_code == ERR_STREAM_NOT_FOUND:
                     return found
@@ -1150,7 +1201,7 @@ class NatsDriver(Driver):
         names: list[str] = []
         offset = 0
         while True:
-            data = await self.api("$JS.API.STREAM.NAMES", {"offset": offset})
+            data = await self.api("$JS.API.STREAM.NAMES", {"offset": offset}, read=True)
             page = data.get("streams") or []
             names += page
             offset += len(page)
@@ -1202,3 +1253,7 @@ class NatsDriver(Driver):
     async def leftovers(self, prefix: str) -> list[str]:
         found = await self._inventory(prefix)
         return sorted(label for items in found.values() for label, _ in items)
+
+
+def _stream_of(kind: str, name: str) -> str:
+    return (QUEUE_STREAM if kind == "queue" else LOG_STREAM) + name
