@@ -3,12 +3,19 @@
 The names below are imported on first use (PEP 562): the pytest plugin loads this package in
 every pytest run of an environment where it is installed, and must not pay for pydantic or
 Hypothesis there unless the run uses prism-testkit.
+
+Old import paths of modules that moved into a package keep working for one release, with a
+DeprecationWarning (:mod:`prism_testkit._moved`).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from prism_testkit import _moved
+
+_moved.install()
 
 _EXPORTS = {
     "BackendProperties": "prism_testkit.capabilities",

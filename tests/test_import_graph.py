@@ -9,23 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from prism_testkit._moved import MOVED
+
 ROOT = Path(__file__).resolve().parent.parent
 # Where each package of the distribution lives in the repository (pyproject's package-dir).
 PACKAGES = {
     "prism_testkit": ROOT / "prism_testkit",
     "prism_testkit.backends": ROOT / "backends",
     "prism_testkit.patterns": ROOT / "patterns",
-}
-# Old import paths kept for one release: each is only an alias of the module that moved.
-MOVED = {
-    "prism_testkit.provisioning",
-    "prism_testkit.server_provisioning",
-    "prism_testkit.processes",
-    "prism_testkit.pattern_registry",
-    "prism_testkit.jepsen.lazymount",
-    "prism_testkit.jepsen.lazyfs",
-    "prism_testkit.jepsen.nemesis",
-    "prism_testkit.jepsen.faultproxy",
 }
 
 
@@ -47,31 +38,34 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imported(name: str, path: Path, known: set[str]) -> Iterator[str]:
+def raw_imports(name: str, path: Path) -> Iterator[str]:
+    """Every dotted name an import statement of ``path`` (the module ``name``) asks for, relative
+    ones resolved: for ``from a import b`` both ``a.b`` and ``a``."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join([*anchor, base]) if base else ".".join(anchor)
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
-        else:
-            continue
-        for target in targets:
-            while target and target not in known:
-                target = target.rpartition(".")[0]
-            if target and target != name and not name.startswith(target + "."):
-                yield target
+            yield from [f"{base}.{alias.name}" for alias in node.names] + [base]
+
+
+def imported(name: str, path: Path, known: set[str]) -> Iterator[str]:
+    for target in raw_imports(name, path):
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        if target and target != name and not name.startswith(target + "."):
+            yield target
 
 
 def graph() -> dict[str, set[str]]:
     found = modules()
     known = set(found)
-    return {name: set(imported(name, path, known)) - MOVED for name, path in found.items() if name not in MOVED}
+    return {name: set(imported(name, path, known)) for name, path in found.items()}
 
 
 def cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -102,6 +96,33 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycle(edges) is None, " -> ".join(cycle(edges) or [])
 
 
+def test_moved_modules_leave_no_file_behind() -> None:
+    found = modules()
+    assert not MOVED.keys() & found.keys()  # an old path is only an alias (prism_testkit._moved)
+    assert set(MOVED.values()) <= found.keys()  # and names a module that exists
+
+
+def test_nothing_in_the_repository_imports_an_old_path() -> None:
+    # An old path warns when imported: the repository's own code, tests, suites, benchmarks,
+    # examples and README snippets use the new one (tests/test_moved.py imports old ones by name).
+    wrong = []
+    names = {path: name for name, path in modules().items()}
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if relative.parts[0].startswith(".") or "egg-info" in relative.parts[0]:
+            continue
+        name = names.get(path, ".".join(relative.with_suffix("").parts))
+        wrong += [f"{relative}: {target}" for target in raw_imports(name, path) if target in MOVED]
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "examples").rglob("*.md"))]
+    for path in documents:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            words = line.replace(",", " ").split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                targets = [words[1]] + ([f"{words[1]}.{w}" for w in words[3:]] if words[0] == "from" else [])
+                wrong += [f"{path.relative_to(ROOT)}:{number}: {t}" for t in targets if t in MOVED]
+    assert not wrong, wrong
+
+
 def test_the_cycle_finder_finds_one() -> None:
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
@@ -113,7 +134,7 @@ def test_each_concern_has_its_package(package: str) -> None:
 
 
 def test_the_core_top_level_stays_small() -> None:
-    top = {p.stem for p in (ROOT / "prism_testkit").glob("*.py")} - {m.rpartition(".")[2] for m in MOVED}
+    top = {p.stem for p in (ROOT / "prism_testkit").glob("*.py")}
     top.discard("__main__")  # `python -m prism_testkit`: Python's entry point, not a concern of the core
     assert len(top) <= 20, sorted(top)
 
