@@ -31,6 +31,13 @@ MOVED = {
     "prism_testkit.jepsen.lazyfs": "prism_testkit.faults.lazyfs",
     "prism_testkit.jepsen.nemesis": "prism_testkit.faults.nemesis",
     "prism_testkit.jepsen.faultproxy": "prism_testkit.faults.proxy",
+    "prism_testkit.env": "prism_testkit.runtime.env",
+    "prism_testkit.interrupts": "prism_testkit.runtime.interrupts",
+    "prism_testkit.loop_shutdown": "prism_testkit.runtime.loop_shutdown",
+    "prism_testkit.hunt": "prism_testkit.hunting.hunt",
+    "prism_testkit.hypothesis_profiles": "prism_testkit.hunting.profiles",
+    "prism_testkit.strategies": "prism_testkit.hunting.strategies",
+    "prism_testkit.metrics": "prism_testkit.report.metrics",
 }
 
 
