@@ -128,32 +128,69 @@ def test_the_cycle_finder_finds_one() -> None:
     assert cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("package", ["provision", "faults", "report", "registry"])
+PACKAGES_OF_THE_CORE = sorted(p.parent.name for p in (ROOT / "prism_testkit").glob("*/__init__.py"))
+
+
+@pytest.mark.parametrize("package", ["provision", "faults", "report", "registry", "runtime", "hunting"])
 def test_each_concern_has_its_package(package: str) -> None:
-    assert (ROOT / "prism_testkit" / package / "__init__.py").is_file()
+    assert package in PACKAGES_OF_THE_CORE
 
 
 def test_the_core_top_level_stays_small() -> None:
+    # the plugin's own hooks and options, the suite API (suite, driver), interfaces,
+    # capabilities, errors, isolation, redaction, the CLI, the package and its old-path aliases
     top = {p.stem for p in (ROOT / "prism_testkit").glob("*.py")}
     top.discard("__main__")  # `python -m prism_testkit`: Python's entry point, not a concern of the core
-    assert len(top) <= 20, sorted(top)
+    assert len(top) <= 12, sorted(top)
+
+
+@pytest.mark.parametrize("package", PACKAGES_OF_THE_CORE)
+def test_each_package_says_what_lives_there_and_what_it_may_import(package: str) -> None:
+    folder = ROOT / "prism_testkit" / package
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+    assert "May import:" in doc
+    undocumented = [p.stem for p in sorted(folder.glob("*.py")) if p.stem != "__init__" and f".{p.stem}`" not in doc]
+    assert not undocumented, f"prism_testkit/{package}/__init__.py does not say what {undocumented} hold"
 
 
 # What each package of the core may not import (its __init__ docstring says what it may).
 FORBIDDEN = {
-    "prism_testkit.report": ("provision", "faults", "registry", "runtime", "plugin", "backends", "patterns"),
-    "prism_testkit.provision": ("registry", "report", "runtime", "plugin", "env", "jepsen", "backends", "patterns"),
-    "prism_testkit.registry": ("report", "runtime", "plugin", "faults", "backends", "patterns"),
-    "prism_testkit.faults": ("report", "runtime", "plugin", "backends", "patterns"),
+    "prism_testkit.report": (
+        *("provision", "faults", "registry", "runtime", "hunting", "jepsen", "config"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.provision": (
+        *("registry", "report", "runtime", "hunting", "jepsen", "faults", "config"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.registry": (
+        *("report", "runtime", "hunting", "jepsen", "faults", "config"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.faults": ("report", "runtime", "hunting", "config", "plugin", "cli", "backends", "patterns"),
+    "prism_testkit.jepsen": (
+        *("provision", "registry", "report", "runtime", "config"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.config": (
+        *("provision", "faults", "jepsen", "hunting", "runtime", "report"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.hunting": (
+        *("registry", "runtime", "faults", "jepsen", "report", "config.namespace_files", "config.runs"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.runtime": ("report", "hunting", "config", "plugin", "cli", "backends", "patterns"),
 }
 
 
-# The one module of a forbidden package each may name, and why.
+# The modules of a forbidden package a package may still name, and why.
 EXCEPTIONS = {
     # the one fault provision may load, lazily: a data dir on a lazy mount
     "prism_testkit.provision": {"prism_testkit.faults.lazymount"},
-    # the nemesis acts on the per-test env, named for its type only
+    # the nemesis and the stateful runner act on the per-test env, named for its type only
     "prism_testkit.faults": {"prism_testkit.runtime.env"},
+    "prism_testkit.jepsen": {"prism_testkit.runtime.env"},
 }
 
 
