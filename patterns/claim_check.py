@@ -45,7 +45,6 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from prism_testkit import metrics as prometheus
 from prism_testkit.config.units import Duration, Size, parse_size
 from prism_testkit.errors import (
     BucketNotFound,
@@ -79,6 +78,7 @@ from prism_testkit.registry.patterns import (
     Priority,
     Wanted,
 )
+from prism_testkit.report import metrics as prometheus
 
 __all__ = [
     "DEFAULT_FIELD",

@@ -31,7 +31,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prism_testkit import metrics as prometheus
 from prism_testkit.config.units import Duration
 from prism_testkit.registry.combinations import Slot
 from prism_testkit.registry.hookspecs import hookimpl
@@ -44,6 +43,7 @@ from prism_testkit.registry.patterns import (
     PatternSpec,
     Priority,
 )
+from prism_testkit.report import metrics as prometheus
 
 from .cdc import CdcConfig
 from .event_sourcing import (

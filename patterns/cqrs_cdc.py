@@ -47,9 +47,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from prism_testkit import metrics as prometheus
 from prism_testkit.errors import TransactionAborted
 from prism_testkit.interfaces import ChangeFeed, KeyValue, Message, Transaction, Transactions
+from prism_testkit.report import metrics as prometheus
 
 from .cdc import CdcConfig, CdcConnector, ChangeEvent, decode
 from .cqrs import CqrsConfig, CqrsMetrics, ReadModelBehind, ReadModelHealth, UnknownReadModel

@@ -96,7 +96,6 @@ from typing import ClassVar, Literal, NoReturn, Protocol, Self, runtime_checkabl
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prism_testkit import metrics as prometheus
 from prism_testkit.capabilities import Capability
 from prism_testkit.config.units import Duration, Size
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
@@ -125,6 +124,7 @@ from prism_testkit.registry.patterns import (
     Priority,
     Wanted,
 )
+from prism_testkit.report import metrics as prometheus
 
 from .claim_check import ClaimCheck, ClaimReference
 
@@ -362,7 +362,8 @@ class OutboxMetrics:
 
 @dataclass
 class RelayMetrics:
-    GAUGES: ClassVar[frozenset[str]] = frozenset({"truncated_below"})  # the rest count up (prism_testkit.metrics)
+    # the rest count up (prism_testkit.report.metrics)
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"truncated_below"})
 
     batches: int = 0  # batches that published at least one record
     events_relayed: int = 0  # sink.publish calls that returned (republished duplicates included)

@@ -48,8 +48,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import ClassVar
 
-from prism_testkit import metrics as prometheus
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyValue, Message
+from prism_testkit.report import metrics as prometheus
 
 from .outbox import OutboxConfig, OutboxConfigurationError, OutboxError, Sink, _checked_config, decode_record
 
@@ -74,7 +74,7 @@ class RecordsBeforeCapture(OutboxError):
 
 @dataclass
 class PublisherMetrics:
-    GAUGES: ClassVar[frozenset[str]] = frozenset({"position"})  # the rest count up (prism_testkit.metrics)
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"position"})  # the rest count up (prism_testkit.report.metrics)
 
     events_published: int = 0  # sink.publish calls that returned (republished duplicates included)
     transactions_published: int = 0

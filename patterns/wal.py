@@ -73,7 +73,6 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prism_testkit import metrics as prometheus
 from prism_testkit.config.units import Duration
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge, PrismError
 from prism_testkit.interfaces import KeyValue, Log, Message, Record, Transactions
@@ -88,6 +87,7 @@ from prism_testkit.registry.patterns import (
     Priority,
     Wanted,
 )
+from prism_testkit.report import metrics as prometheus
 
 if TYPE_CHECKING:
     from prism_testkit.registry.backends import BackendSpec
@@ -701,7 +701,8 @@ class _GroupCommit:
 
 @dataclass(frozen=True)
 class WalGauges:
-    GAUGES: ClassVar[frozenset[str]] = frozenset({"unapplied_entries"})  # a level, not a count (prism_testkit.metrics)
+    # a level, not a count (prism_testkit.report.metrics)
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"unapplied_entries"})
 
     lag_seconds: float  # age of the oldest unresolved mutation (0 when none)
     unapplied_entries: int

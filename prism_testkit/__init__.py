@@ -3,12 +3,19 @@
 The names below are imported on first use (PEP 562): the pytest plugin loads this package in
 every pytest run of an environment where it is installed, and must not pay for pydantic or
 Hypothesis there unless the run uses prism-testkit.
+
+Old import paths of modules that moved into a package keep working for one release, with a
+DeprecationWarning (:mod:`prism_testkit._moved`).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from prism_testkit import _moved
+
+_moved.install()
 
 _EXPORTS = {
     "BackendProperties": "prism_testkit.capabilities",
@@ -18,7 +25,7 @@ _EXPORTS = {
     "Combination": "prism_testkit.registry.combinations",
     "Slot": "prism_testkit.registry.combinations",
     "Driver": "prism_testkit.driver",
-    "PrismEnv": "prism_testkit.env",
+    "PrismEnv": "prism_testkit.runtime.env",
     "NotSupported": "prism_testkit.errors",
     "PrismError": "prism_testkit.errors",
     "ENTRY_POINT_GROUP": "prism_testkit.registry.hookspecs",
@@ -119,7 +126,6 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
     from prism_testkit.driver import Driver
-    from prism_testkit.env import PrismEnv
     from prism_testkit.errors import NotSupported, PrismError
     from prism_testkit.interfaces import (
         ChangeFeed,
@@ -152,4 +158,5 @@ if TYPE_CHECKING:
     from prism_testkit.registry.combinations import Combination, Slot
     from prism_testkit.registry.hookspecs import ENTRY_POINT_GROUP, hookimpl
     from prism_testkit.registry.patterns import PatternSlot, PatternSpec
+    from prism_testkit.runtime.env import PrismEnv
     from prism_testkit.suite import prism_suite

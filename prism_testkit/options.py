@@ -139,7 +139,7 @@ class PrismOptions:
     metrics: Path | None = None  # where each test's patterns' final metrics are written
     namespace_files: tuple[Path, ...] = ()
     require_fit: bool = False  # every collected suite must have a runnable combination
-    hunt: str | None = None  # a time budget for the stateful suites (parsed by prism_testkit.hunt)
+    hunt: str | None = None  # a time budget for the stateful suites (parsed by prism_testkit.hunting.hunt)
     hunt_db: str | None = None  # the example database hunting machines share
 
     def must_fit(self, suite: str) -> bool:

@@ -27,11 +27,11 @@ from prism_testkit.suite import MARKER, declaration_of
 
 if TYPE_CHECKING:
     from prism_testkit.config.runs import NamespacePlan
-    from prism_testkit.env import PrismEnv
     from prism_testkit.registry.backends import BackendRegistry, BackendSpec
     from prism_testkit.registry.combinations import Combination, NoCombination
     from prism_testkit.report.results import PrismResults
     from prism_testkit.runtime import PrismRuntime
+    from prism_testkit.runtime.env import PrismEnv
 
 OPTIONS = pytest.StashKey[PrismOptions]()
 NOT_APPLICABLE = "not applicable to this selection"
@@ -83,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
     profile = config.getoption("hypothesis_profile", None)
     if isinstance(profile, str) and profile.startswith("prism-"):
         # before Hypothesis's own pytest_configure loads the profile by name
-        from prism_testkit.hypothesis_profiles import register_profiles
+        from prism_testkit.hunting.profiles import register_profiles
 
         register_profiles()
     options = config.stash[OPTIONS] = read_options(config)
@@ -107,7 +107,7 @@ def _set_up(config: pytest.Config) -> Harness:
 
     from prism_testkit.config.runs import load_plan
     from prism_testkit.errors import RegistrationError
-    from prism_testkit.hypothesis_profiles import HUNT, default_profile, register_profiles
+    from prism_testkit.hunting.profiles import HUNT, default_profile, register_profiles
     from prism_testkit.isolation import NamespaceFactory
     from prism_testkit.registry.backends import build_registry, make_plugin_manager
     from prism_testkit.registry.patterns import build_pattern_registry
@@ -177,7 +177,7 @@ def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
     import sys
     from contextlib import nullcontext
 
-    from prism_testkit.hunt import PLAN, HuntError, HuntPlan, ledger_path, open_database, parse_budget
+    from prism_testkit.hunting.hunt import PLAN, HuntError, HuntPlan, ledger_path, open_database, parse_budget
     from prism_testkit.redaction import redact
 
     def emit(line: str) -> None:
@@ -351,7 +351,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 def _count_hunted(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A hunt splits its budget over the stateful suites' runnable tests."""
-    from prism_testkit.hunt import HUNTED_PREFIX, PLAN
+    from prism_testkit.hunting.hunt import HUNTED_PREFIX, PLAN
     from prism_testkit.registry.combinations import Combination
 
     plan = config.stash.get(PLAN, None)
@@ -388,11 +388,11 @@ def prism_env(
     request: pytest.FixtureRequest, prism_runtime: PrismRuntime, prism_combination: Combination | NoCombination
 ) -> Iterator[PrismEnv]:
     """A combination of connected backends and a fresh namespace, purged after the test."""
-    from prism_testkit.env import PrismEnv
     from prism_testkit.errors import ProvisioningError
-    from prism_testkit.metrics import final_metrics, recording
     from prism_testkit.registry.combinations import NoCombination
+    from prism_testkit.report.metrics import final_metrics, recording
     from prism_testkit.report.results import anomaly_properties, backend_failure_property, server_properties
+    from prism_testkit.runtime.env import PrismEnv
 
     if isinstance(prism_combination, NoCombination):
         if request.config.stash[OPTIONS].must_fit(prism_combination.suite):
@@ -541,7 +541,7 @@ class _Reporting:
     @pytest.hookimpl(tryfirst=True)  # before junitxml writes the properties
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.skipped or report.when == "teardown":
-            from prism_testkit.hunt import PLAN
+            from prism_testkit.hunting.hunt import PLAN
 
             plan = self.config.stash.get(PLAN, None)
             if plan is not None:
@@ -612,7 +612,7 @@ class _Reporting:
             terminalreporter.write_line(f"prism-testkit report written to {report_path}")
         metrics_path = self.config.stash[OPTIONS].metrics
         if metrics_path is not None:
-            from prism_testkit.metrics import per_test_exposition
+            from prism_testkit.report.metrics import per_test_exposition
 
             partial = metrics_path.with_name(metrics_path.name + ".tmp")
             partial.write_text(per_test_exposition(self.metrics))
@@ -620,7 +620,7 @@ class _Reporting:
             terminalreporter.write_line(f"prism-testkit metrics written to {metrics_path}")
 
     def _summarize_hunt(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from prism_testkit.hunt import PLAN
+        from prism_testkit.hunting.hunt import PLAN
 
         plan = self.config.stash.get(PLAN, None)
         total = {name: sum(h[name] for h in self.hunts) for name in ("rounds", "examples", "faults", "seconds")}

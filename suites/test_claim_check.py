@@ -38,9 +38,9 @@ from prism_testkit.patterns.claim_check import (
 
 from prism_testkit import Capability, Message, ObjectStore, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
+from prism_testkit.hunting.strategies import compressible_bytes, payloads
 from prism_testkit.interfaces import QueueDelivery, Record, Subscription
 from prism_testkit.isolation import Namespace
-from prism_testkit.strategies import compressible_bytes, payloads
 
 from ._helpers import ARRIVAL_WAIT, WAIT, collect, norm
 

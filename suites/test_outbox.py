@@ -53,8 +53,8 @@ from prism_testkit.patterns.outbox import (
 
 from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import PayloadTooLarge, TransactionAborted
+from prism_testkit.hunting.strategies import sized_payloads
 from prism_testkit.isolation import Namespace
-from prism_testkit.strategies import sized_payloads
 
 from ._helpers import (
     ReadPathTransactions,

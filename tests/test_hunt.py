@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.hunt import HuntError, HuntPlan, HuntTally, ledger_path, open_database, parse_budget
+from prism_testkit.hunting.hunt import HuntError, HuntPlan, HuntTally, ledger_path, open_database, parse_budget
 
 # A stateful suite with a planted bug: rare enough that a round rarely finds it at once,
 # common enough that a short hunt does. Its machine judges every example like the real ones.

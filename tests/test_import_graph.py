@@ -9,23 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from prism_testkit._moved import MOVED
+
 ROOT = Path(__file__).resolve().parent.parent
 # Where each package of the distribution lives in the repository (pyproject's package-dir).
 PACKAGES = {
     "prism_testkit": ROOT / "prism_testkit",
     "prism_testkit.backends": ROOT / "backends",
     "prism_testkit.patterns": ROOT / "patterns",
-}
-# Old import paths kept for one release: each is only an alias of the module that moved.
-MOVED = {
-    "prism_testkit.provisioning",
-    "prism_testkit.server_provisioning",
-    "prism_testkit.processes",
-    "prism_testkit.pattern_registry",
-    "prism_testkit.jepsen.lazymount",
-    "prism_testkit.jepsen.lazyfs",
-    "prism_testkit.jepsen.nemesis",
-    "prism_testkit.jepsen.faultproxy",
 }
 
 
@@ -47,31 +38,34 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imported(name: str, path: Path, known: set[str]) -> Iterator[str]:
+def raw_imports(name: str, path: Path) -> Iterator[str]:
+    """Every dotted name an import statement of ``path`` (the module ``name``) asks for, relative
+    ones resolved: for ``from a import b`` both ``a.b`` and ``a``."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join([*anchor, base]) if base else ".".join(anchor)
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
-        else:
-            continue
-        for target in targets:
-            while target and target not in known:
-                target = target.rpartition(".")[0]
-            if target and target != name and not name.startswith(target + "."):
-                yield target
+            yield from [f"{base}.{alias.name}" for alias in node.names] + [base]
+
+
+def imported(name: str, path: Path, known: set[str]) -> Iterator[str]:
+    for target in raw_imports(name, path):
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        if target and target != name and not name.startswith(target + "."):
+            yield target
 
 
 def graph() -> dict[str, set[str]]:
     found = modules()
     known = set(found)
-    return {name: set(imported(name, path, known)) - MOVED for name, path in found.items() if name not in MOVED}
+    return {name: set(imported(name, path, known)) for name, path in found.items()}
 
 
 def cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -102,36 +96,108 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycle(edges) is None, " -> ".join(cycle(edges) or [])
 
 
+def test_moved_modules_leave_no_file_behind() -> None:
+    found = modules()
+    assert not MOVED.keys() & found.keys()  # an old path is only an alias (prism_testkit._moved)
+    assert set(MOVED.values()) <= found.keys()  # and names a module that exists
+
+
+def test_nothing_in_the_repository_imports_an_old_path() -> None:
+    # An old path warns when imported: the repository's own code, tests, suites, benchmarks,
+    # examples and README snippets use the new one (tests/test_moved.py imports old ones by name).
+    wrong = []
+    names = {path: name for name, path in modules().items()}
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if relative.parts[0].startswith(".") or "egg-info" in relative.parts[0]:
+            continue
+        name = names.get(path, ".".join(relative.with_suffix("").parts))
+        wrong += [f"{relative}: {target}" for target in raw_imports(name, path) if target in MOVED]
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "examples").rglob("*.md"))]
+    for path in documents:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            words = line.replace(",", " ").split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                targets = [words[1]] + ([f"{words[1]}.{w}" for w in words[3:]] if words[0] == "from" else [])
+                wrong += [f"{path.relative_to(ROOT)}:{number}: {t}" for t in targets if t in MOVED]
+    assert not wrong, wrong
+
+
 def test_the_cycle_finder_finds_one() -> None:
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("package", ["provision", "faults", "report", "registry"])
+PACKAGES_OF_THE_CORE = sorted(p.parent.name for p in (ROOT / "prism_testkit").glob("*/__init__.py"))
+
+
+@pytest.mark.parametrize("package", ["provision", "faults", "report", "registry", "runtime", "hunting"])
 def test_each_concern_has_its_package(package: str) -> None:
-    assert (ROOT / "prism_testkit" / package / "__init__.py").is_file()
+    assert package in PACKAGES_OF_THE_CORE
 
 
 def test_the_core_top_level_stays_small() -> None:
-    top = {p.stem for p in (ROOT / "prism_testkit").glob("*.py")} - {m.rpartition(".")[2] for m in MOVED}
+    # the plugin's own hooks and options, the suite API (suite, driver), interfaces,
+    # capabilities, errors, isolation, redaction, the CLI, the package and its old-path aliases
+    top = {p.stem for p in (ROOT / "prism_testkit").glob("*.py")}
     top.discard("__main__")  # `python -m prism_testkit`: Python's entry point, not a concern of the core
-    assert len(top) <= 20, sorted(top)
+    assert len(top) <= 12, sorted(top)
+
+
+@pytest.mark.parametrize("package", PACKAGES_OF_THE_CORE)
+def test_each_package_says_what_lives_there_and_what_it_may_import(package: str) -> None:
+    folder = ROOT / "prism_testkit" / package
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+    assert "May import:" in doc
+    undocumented = [p.stem for p in sorted(folder.glob("*.py")) if p.stem != "__init__" and f".{p.stem}`" not in doc]
+    assert not undocumented, f"prism_testkit/{package}/__init__.py does not say what {undocumented} hold"
 
 
 # What each package of the core may not import (its __init__ docstring says what it may).
 FORBIDDEN = {
-    "prism_testkit.report": ("provision", "faults", "registry", "runtime", "plugin", "backends", "patterns"),
-    "prism_testkit.provision": ("registry", "report", "runtime", "plugin", "env", "jepsen", "backends", "patterns"),
-    "prism_testkit.registry": ("report", "runtime", "plugin", "faults", "backends", "patterns"),
-    "prism_testkit.faults": ("report", "runtime", "plugin", "backends", "patterns"),
+    "prism_testkit.report": (
+        *("provision", "faults", "registry", "runtime", "hunting", "jepsen", "config"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.provision": (
+        *("registry", "report", "runtime", "hunting", "jepsen", "faults", "config"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.registry": (
+        *("report", "runtime", "hunting", "jepsen", "faults", "config"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.faults": ("report", "runtime", "hunting", "config", "plugin", "cli", "backends", "patterns"),
+    "prism_testkit.jepsen": (
+        *("provision", "registry", "report", "runtime", "config"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.config": (
+        *("provision", "faults", "jepsen", "hunting", "runtime", "report"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.hunting": (
+        *("registry", "runtime", "faults", "jepsen", "report", "config.namespace_files", "config.runs"),
+        *("plugin", "cli", "backends", "patterns"),
+    ),
+    "prism_testkit.runtime": ("report", "hunting", "config", "plugin", "cli", "backends", "patterns"),
+}
+
+
+# The modules of a forbidden package a package may still name, and why.
+EXCEPTIONS = {
+    # the one fault provision may load, lazily: a data dir on a lazy mount
+    "prism_testkit.provision": {"prism_testkit.faults.lazymount"},
+    # the nemesis and the stateful runner act on the per-test env, named for its type only
+    "prism_testkit.faults": {"prism_testkit.runtime.env"},
+    "prism_testkit.jepsen": {"prism_testkit.runtime.env"},
 }
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_each_package_imports_only_what_its_docstring_allows(package: str) -> None:
     found = modules()
-    # faults.lazymount is the one fault provision may load, lazily: a data dir on a lazy mount
-    allowed = {"prism_testkit.faults.lazymount"} if package.endswith("provision") else set()
+    allowed = EXCEPTIONS.get(package, set())
     edges = graph()
     wrong = [
         f"{name} -> {target}"

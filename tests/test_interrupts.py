@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit import interrupts
-from prism_testkit.interrupts import Terminated
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
-from prism_testkit.runtime import PrismRuntime
+from prism_testkit.runtime import PrismRuntime, interrupts
+from prism_testkit.runtime.interrupts import Terminated
 
 
 @pytest.fixture

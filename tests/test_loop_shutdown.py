@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from prism_testkit.loop_shutdown import close_loop
+from prism_testkit.runtime.loop_shutdown import close_loop
 
 
 def test_leftover_tasks_are_cancelled_and_awaited_before_the_loop_closes() -> None:

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from prism_testkit.errors import ConfigurationError
 from prism_testkit.interfaces import Message
-from prism_testkit.metrics import PatternMetrics, exposition
+from prism_testkit.report.metrics import PatternMetrics, exposition
 
 
 def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

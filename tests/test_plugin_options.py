@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from prism_testkit.config.runs import load_plan
-from prism_testkit.hunt import HuntError, parse_budget
+from prism_testkit.hunting.hunt import HuntError, parse_budget
 from prism_testkit.options import OPTION_NAMES, ineffective, read_options
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.registry.patterns import build_pattern_registry

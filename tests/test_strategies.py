@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from prism_testkit.strategies import compressible_bytes, payloads, random_bytes, sized_payloads
+from prism_testkit.hunting.strategies import compressible_bytes, payloads, random_bytes, sized_payloads
 
 SEARCH = settings(max_examples=2_000, database=None, suppress_health_check=list(HealthCheck))
 

@@ -22,8 +22,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prism_testkit import metrics as prometheus
 from prism_testkit.interfaces import KeyValue, Message
+from prism_testkit.report import metrics as prometheus
 
 from .events import ChangeEvent, decode
 

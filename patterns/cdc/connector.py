@@ -25,8 +25,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from prism_testkit import metrics as prometheus
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyChange, KeyValue
+from prism_testkit.report import metrics as prometheus
 
 from .config import CdcConfig, Operation
 from .events import ChangeEvent, Op, encode
@@ -40,7 +40,7 @@ OPERATION_OF: dict[Op, Operation] = {"c": "INSERT", "u": "UPDATE", "d": "DELETE"
 
 @dataclass
 class CdcMetrics:
-    GAUGES: ClassVar[frozenset[str]] = frozenset({"position"})  # the rest count up (prism_testkit.metrics)
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"position"})  # the rest count up (prism_testkit.report.metrics)
 
     events_published: int = 0  # sink.publish calls that returned (republished ones included)
     transactions_published: int = 0

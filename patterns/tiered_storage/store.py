@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from prism_testkit import metrics as prometheus
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge
 from prism_testkit.interfaces import KeyValue
+from prism_testkit.report import metrics as prometheus
 
 from .config import TieredStorageConfig
 from .errors import CopyMissing, VersionConflict
@@ -38,7 +38,7 @@ class TieredStorageMetrics:
     by every migrator pass), promotions, demotions, expirations, failed migrations and orphans
     the garbage collector removed."""
 
-    LABELS: ClassVar[dict[str, str]] = {"tier_size": "tier"}  # label of each dict field (prism_testkit.metrics)
+    LABELS: ClassVar[dict[str, str]] = {"tier_size": "tier"}  # label of each dict field (prism_testkit.report.metrics)
 
     tier_size: dict[str, int] = field(default_factory=dict)
     promotion_count: int = 0

@@ -10,6 +10,6 @@
 Nothing is imported here: the plugin loads a fault tool only when a suite uses it.
 
 May import: ``provision`` (the processes, mounts and networks faults act on), ``jepsen.history``
-(faults are recorded), ``errors``, and ``registry`` and ``env`` for their types. Never ``report``,
+(faults are recorded), ``errors``, and ``registry`` and ``runtime.env`` for their types. Never ``report``,
 the runtime, the plugin, a backend or a pattern.
 """

@@ -39,9 +39,9 @@ from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.jepsen.history import History
 
 if TYPE_CHECKING:
-    from prism_testkit.env import PrismEnv
     from prism_testkit.provision.base import ServerControl
     from prism_testkit.provision.cluster import Cluster
+    from prism_testkit.runtime.env import PrismEnv
 
 LATENCIES = (0.01, 0.05)  # s per forwarded chunk: below the faulted op bound, so ops slow down, not fail
 

@@ -10,4 +10,9 @@
 
 The faults themselves live in :mod:`prism_testkit.faults`. Nothing is imported here: loading the
 plugin must not load Hypothesis's stateful machinery.
+
+May import: ``faults`` (the machine drives the nemesis), ``hunting.hunt`` (the runner hunts in
+rounds), ``capabilities``, ``driver``, ``errors``, ``redaction``, and ``runtime.env`` for its type.
+Never ``provision`` or ``registry`` (a machine gets its drivers from the env), the runtime
+itself, the reports, the plugin, the CLI, a backend or a pattern.
 """

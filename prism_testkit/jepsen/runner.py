@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
-from prism_testkit.hunt import PLAN, ROUND_EXAMPLES, HuntPlan, HuntTally
+from prism_testkit.hunting.hunt import PLAN, ROUND_EXAMPLES, HuntPlan, HuntTally
 from prism_testkit.jepsen.checkers import EMPTY, Verdict
 from prism_testkit.jepsen.history import History, OpType
 
 if TYPE_CHECKING:
-    from prism_testkit.env import PrismEnv
+    from prism_testkit.runtime.env import PrismEnv
 
 STEPS = 12  # rules per example: short histories shrink fast and read well
 EXAMPLES = 12  # per combination, unless the profile asks for a long hunt (see stateful_settings)

@@ -9,6 +9,7 @@
 - :mod:`.netns` and :mod:`.cluster`: hosts as network namespaces, and a replicated backend's
   nodes on them.
 
-May import: ``errors``, ``redaction``, ``capabilities``, and ``faults.lazymount`` lazily (a
-data dir on a lazy filesystem). Never ``registry``, ``report``, the plugin or a backend.
+May import: ``errors``, ``redaction``, ``capabilities``, ``options`` (what is wrong with a URL),
+and ``faults.lazymount`` lazily (a data dir on a lazy filesystem). Never ``registry``,
+``report``, the runtime, ``hunting``, ``jepsen``, the plugin, the CLI or a backend.
 """

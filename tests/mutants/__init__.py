@@ -7,7 +7,7 @@ not the smallest history (shrinking a stateful failure costs most of the run).
 
 from hypothesis import Phase, settings
 
-from prism_testkit import hypothesis_profiles
+from prism_testkit.hunting import profiles as hypothesis_profiles
 
 hypothesis_profiles.register_profiles()  # a -p plugin loads before prism-testkit's own plugin registers them
 

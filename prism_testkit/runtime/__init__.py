@@ -1,8 +1,18 @@
-"""Process-wide harness state: one event loop, provisioned endpoints and connected drivers.
+"""The harness at run time: process-wide state (here), and beside it
 
+- :mod:`.env`: the per-test environment handed to suite tests (the ``prism_env`` fixture);
+- :mod:`.interrupts`: Ctrl-C and SIGTERM stop a run in order within seconds;
+- :mod:`.loop_shutdown`: the harness's event loop ends the way :func:`asyncio.run` ends its own.
+
+Process-wide harness state: one event loop, provisioned endpoints and connected drivers.
 Each pytest process (the controller or an xdist worker) has one :class:`PrismRuntime`.
 Servers are started and drivers connected on first use, once per process, never once per
 test or example; everything is stopped and removed in :meth:`PrismRuntime.close`.
+
+May import: ``provision``, ``faults`` (the proxy and power loss it wires in), ``registry``,
+``jepsen.checkers`` (the env's verdicts), ``driver``, ``isolation``, ``errors``, ``redaction``.
+Never ``report``, ``hunting``, the plugin or the CLI (they use the runtime), a backend or a
+pattern (backends arrive through the registry's entry points).
 """
 
 from __future__ import annotations
@@ -18,13 +28,13 @@ from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.faults.power_loss import PowerLossInstance, lazy_by_environment, power_cycle
 from prism_testkit.faults.proxy import FaultProxy
-from prism_testkit.interrupts import Interrupts
 from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.loop_shutdown import CANCEL_GRACE, close_loop
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.provision.workdirs import make_workdir, record_processes_in, remove_tree, sweep_abandoned
 from prism_testkit.redaction import redact
 from prism_testkit.registry.backends import BackendRegistry, BackendSpec
+from prism_testkit.runtime.interrupts import Interrupts
+from prism_testkit.runtime.loop_shutdown import CANCEL_GRACE, close_loop
 
 T = TypeVar("T")
 # A server that accepts connections but never answers must cost one wait per run, not one per test.
@@ -139,7 +149,7 @@ class PrismRuntime:
         """Run ``coro`` to completion on this process's loop (drivers are bound to it).
 
         A Ctrl-C or SIGTERM meanwhile cancels it and is raised once it has ended (see
-        :mod:`prism_testkit.interrupts`); after one, ``coro`` is cleanup and gets what is left
+        :mod:`prism_testkit.runtime.interrupts`); after one, ``coro`` is cleanup and gets what is left
         of the cleanup budget."""
         loop = self.loop
         already_interrupted = self.interrupts.received is not None

@@ -2,7 +2,7 @@
 extra). Usage::
 
     from prometheus_client import start_http_server
-    from prism_testkit.metrics import PatternMetrics
+    from prism_testkit.report.metrics import PatternMetrics
 
     exported = PatternMetrics.register()  # on prometheus_client's default registry
     exported.track("outbox", "orders", relay.metrics)

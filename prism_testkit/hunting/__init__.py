@@ -1,0 +1,14 @@
+"""Hypothesis in the harness: how examples are generated, for how long, and how failures replay.
+
+- :mod:`.profiles`: the profiles the plugin registers (``prism-dev``, ``prism-ci``, ``prism-hunt``).
+- :mod:`.strategies`: the strategies the suites share (payloads of a drawn size from a drawn seed).
+- :mod:`.hunt`: long hunts (``--prism-hunt``): a time budget split between the stateful suites,
+  the example database shared between machines, and the summary at the end.
+
+Nothing is imported here: the plugin loads Hypothesis only when the run uses prism-testkit.
+
+May import: ``errors``, ``redaction``, ``options``, ``config.units`` and ``provision.workdirs``
+(the hunt's ledger sits beside the work dirs). Never ``registry``, ``runtime``, ``faults``,
+``jepsen``, ``report``, the plugin, a backend or a pattern: the stateful runner uses the hunt,
+not the other way round.
+"""
