@@ -53,6 +53,19 @@ class ClientLibraryMissing(ProvisioningError):
         super().__init__(f"backend {backend!r}: client library {', '.join(missing)} is not installed: {hint}")
 
 
+class FaultUnavailable(ProvisioningError):
+    """A fault this machine cannot inject, as a backend it cannot provision: the message says
+    why and what to install. Outside ``prism_require_fit`` its tests are listed under
+    UNAVAILABLE faults and skipped; with it they fail."""
+
+    def __init__(self, fault: str, backend: str, reason: str, hint: str) -> None:
+        self.fault = fault
+        self.backend = backend
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"{fault} cannot be injected into {backend!r} on this machine: {reason}; install: {hint}")
+
+
 class ConfigurationError(PrismError):
     """A pattern or namespace was configured with values that cannot work."""
 

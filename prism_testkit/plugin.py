@@ -28,6 +28,7 @@ from prism_testkit.suite import MARKER, declaration_of
 if TYPE_CHECKING:
     from prism_testkit.config.runs import NamespacePlan
     from prism_testkit.env import PrismEnv
+    from prism_testkit.errors import FaultUnavailable
     from prism_testkit.registry.backends import BackendRegistry, BackendSpec
     from prism_testkit.registry.combinations import Combination, NoCombination
     from prism_testkit.report.results import PrismResults
@@ -442,6 +443,32 @@ def pytest_runtest_makereport(
     if call.when == "call" and report.failed and declaration_of(item) is not None:
         item.stash[CALL_FAILED] = True  # read by prism_env's teardown
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except Exception as exc:
+        from prism_testkit.errors import FaultUnavailable
+
+        if declaration_of(item) is None or not isinstance(exc, FaultUnavailable):
+            raise
+        unavailable = exc
+    _fault_unavailable(item, unavailable)  # outside the except block: one message, no chained traceback
+    return None
+
+
+def _fault_unavailable(item: pytest.Item, exc: FaultUnavailable) -> None:
+    """A fault this machine cannot inject is like a backend it cannot provision: listed under
+    UNAVAILABLE faults with the reason and the hint, and skipped; failed where every suite must fit."""
+    from prism_testkit.report.unavailable_faults import fault_property
+
+    item.user_properties.append(fault_property(exc.fault, exc.reason, exc.hint))
+    decl = declaration_of(item)
+    if decl is not None and item.config.stash[OPTIONS].must_fit(decl.name):
+        pytest.fail(str(exc), pytrace=False)
+    pytest.skip(f"UNAVAILABLE fault: {exc}")
 
 
 # --- async tests ---------------------------------------------------------------------------

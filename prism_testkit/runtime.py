@@ -16,7 +16,12 @@ from typing import Any, TypeVar
 
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
-from prism_testkit.faults.power_loss import PowerLossInstance, lazy_by_environment, power_cycle
+from prism_testkit.faults.power_loss import (
+    PowerLossInstance,
+    lazy_by_environment,
+    power_cycle,
+    power_loss_unavailable,
+)
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.interrupts import Interrupts
 from prism_testkit.isolation import NamespaceFactory
@@ -251,7 +256,9 @@ class PrismRuntime:
         """A second private instance of ``name`` whose data dir lies on a lazy filesystem, for
         power cuts; started on first use, stopped in :meth:`close`. Raises ProvisioningError
         (FUSE unavailable, the server does not start) or NotSupported (given by URL, or the
-        provisioner has no data dir to mount)."""
+        provisioner has no data dir to mount); FaultUnavailable when this machine has no FUSE."""
+        if (missing := power_loss_unavailable(name)) is not None:
+            raise missing
         if name in self._power_loss_errors:
             raise ProvisioningError(self._power_loss_errors[name])
         if name not in self._power_loss:
