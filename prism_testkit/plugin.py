@@ -125,12 +125,14 @@ def _set_up(config: pytest.Config) -> Harness:
     plan = load_plan(options.namespace_files, registry, patterns)
     selected = _select(registry, options)
     _check_urls(config, options, registry, {spec.name for spec in selected} | set(plan.backends))
+    _check_binaries(config, options, registry, {spec.name for spec in selected} | set(plan.backends))
     runtime = PrismRuntime(
         registry,
         selected,
         options.urls,
         NamespaceFactory(),
         extra=[registry[name] for name in plan.backends],
+        binaries=options.binaries,
     )
     atexit.register(runtime.close)  # also stops servers when pytest dies before unconfigure
     for name in dict.fromkeys([*options.backends_named_explicitly, *plan.backends]):
@@ -172,6 +174,25 @@ def _check_urls(config: pytest.Config, options: PrismOptions, registry: BackendR
         if name not in used:
             why = f"--prism-url {name}=... has no effect: backend {name!r} is not selected (see --prism-backend)"
             _warn(config, why)
+
+
+def _check_binaries(config: pytest.Config, options: PrismOptions, registry: BackendRegistry, used: set[str]) -> None:
+    """``--prism-binary NAME=...`` must name a server some registered backend starts from a
+    binary (a usage error otherwise); one that no selected backend starts is a warning."""
+    served: dict[str, list[str]] = {}  # binary key -> the backends that start it
+    for spec in registry:
+        key = getattr(spec.provisioner, "binary_key", None)
+        if key is not None:
+            served.setdefault(key, []).append(spec.name)
+    for name in options.binaries:
+        if name not in served:
+            known = ", ".join(sorted(served)) or "(none)"
+            raise pytest.UsageError(
+                f"--prism-binary {name}=...: no backend starts a server named {name!r}; known: {known}"
+            )
+        if not used & set(served[name]):
+            backends = ", ".join(served[name])
+            _warn(config, f"--prism-binary {name}=... has no effect: no selected backend starts it ({backends})")
 
 
 def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Coroutine, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from prism_testkit.driver import Driver
@@ -56,11 +57,13 @@ class PrismRuntime:
         urls: Mapping[str, str],
         namespaces: NamespaceFactory,
         extra: list[BackendSpec] | None = None,
+        binaries: Mapping[str, Path] | None = None,
     ) -> None:
         self.registry = registry
         self.selected = selected  # the backend expansion runs over these
         self.extra = [s for s in extra or [] if s not in selected]  # named by namespace files only
         self.urls = dict(urls)
+        self.binaries = dict(binaries or {})  # --prism-binary NAME=PATH
         self.namespaces = namespaces
         self.interrupts = Interrupts()
         self.interrupts.install()
@@ -130,6 +133,7 @@ class PrismRuntime:
             worker_id=self.namespaces.worker,
             run_id=self.namespaces.run,
             lazy_data_dir=lazy_by_environment(spec.name),
+            binaries=self.binaries,
         )
 
     # --- the event loop --------------------------------------------------------------------

