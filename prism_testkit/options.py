@@ -96,24 +96,24 @@ def addoption(parser: pytest.Parser) -> None:
         "prism_metrics",
         "write every pattern's final metrics, per test, to this path (Prometheus text format)",
     )
-    group.addoption(
+
+    def add_pairs(flag: str, ini: str, metavar: str, help: str) -> None:
+        """A repeatable NAME=VALUE option, and its ini twin of such lines."""
+        group.addoption(flag, dest=ini, action="append", default=None, metavar=metavar, help=help)
+        parser.addini(ini, type="linelist", help=f"{metavar} lines, like {flag}")
+
+    add_pairs(
         "--prism-url",
-        dest="prism_url",
-        action="append",
-        default=None,
-        metavar="NAME=URL",
-        help="connect backend NAME to an existing server at URL (repeatable; or PRISM_<NAME>_URL)",
+        "prism_url",
+        "NAME=URL",
+        "connect backend NAME to an existing server at URL (repeatable; or PRISM_<NAME>_URL)",
     )
-    parser.addini("prism_url", type="linelist", help="NAME=URL lines, like --prism-url")
-    group.addoption(
+    add_pairs(
         "--prism-binary",
-        dest="prism_binary",
-        action="append",
-        default=None,
-        metavar="NAME=PATH",
-        help="start server NAME (redis, postgres, nats, kafka...) from this binary (repeatable; PRISM_<NAME>_BINARY)",
+        "prism_binary",
+        "NAME=PATH",
+        "start server NAME (redis, postgres, nats, kafka...) from this binary (repeatable; or PRISM_<NAME>_BINARY)",
     )
-    parser.addini("prism_binary", type="linelist", help="NAME=PATH lines, like --prism-binary")
     group.addoption(
         "--prism-namespace",
         dest="prism_namespace",
