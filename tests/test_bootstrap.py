@@ -240,6 +240,7 @@ def test_the_readme_commands_and_ci_share_the_bootstrap() -> None:
     runs the bootstrap with the project's needs and then exactly the README's test command."""
     main_job, project = _readme_commands()
     assert main_job.startswith("scripts/bootstrap && ")
+    assert main_job.endswith(" -o prism_require_fit=false"), "the main job must not insist on fit as the project does"
     assert project.startswith("scripts/bootstrap --project && ")
     ci = (REPOSITORY / ".ci" / "run").read_text()
     assert "\nscripts/bootstrap --project\n" in ci

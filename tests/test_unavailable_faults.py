@@ -67,8 +67,15 @@ def test_no_dev_fuse_names_the_container_flags(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.usefixtures("without_libfuse3")
-def test_the_main_job_lists_the_rows_and_does_not_fail(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest(*SUITE, "--prism-backend=memstore,sqlite,localfs", "--prism-report=r.json", "-rs")
+@pytest.mark.parametrize("project_ini", [False, True], ids=["user-project", "this-repository"])
+def test_the_main_job_lists_the_rows_and_does_not_fail(pytester: pytest.Pytester, project_ini: bool) -> None:
+    """As a user's project runs it, and as the README's main job runs it in this repository (whose
+    pyproject insists on fit for the project's own run: the command lifts it)."""
+    args = [*SUITE, "--prism-backend=memstore,sqlite,localfs", "--prism-report=r.json", "-rs"]
+    if project_ini:
+        pytester.makeini("[pytest]\nprism_require_fit = true\n")
+        args += ["-o", "prism_require_fit=false"]
+    result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
     result.assert_outcomes(skipped=3)  # memstore: not durable, nothing to prove
     result.stdout.fnmatch_lines([HEADING, REASON, HINT, *ROWS])
