@@ -7,6 +7,8 @@ anything that may carry a URL goes through :func:`prism_testkit.redaction.redact
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class PrismError(Exception):
     """Base class of every error raised by prism-testkit code."""
@@ -51,6 +53,30 @@ class ClientLibraryMissing(ProvisioningError):
         self.missing = missing
         self.hint = hint
         super().__init__(f"backend {backend!r}: client library {', '.join(missing)} is not installed: {hint}")
+
+
+class BadBinary(ProvisioningError):
+    """A server binary chosen by ``--prism-binary NAME=PATH`` or ``PRISM_<NAME>_BINARY`` cannot be
+    used; ``source`` names which, so the user knows what to fix."""
+
+    def __init__(self, source: str, path: str | Path, problem: str) -> None:
+        self.source = source
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{source}: {self.path} {problem}")
+
+
+class FaultUnavailable(ProvisioningError):
+    """A fault this machine cannot inject, as a backend it cannot provision: the message says
+    why and what to install. Outside ``prism_require_fit`` its tests are listed under
+    UNAVAILABLE faults and skipped; with it they fail."""
+
+    def __init__(self, fault: str, backend: str, reason: str, hint: str) -> None:
+        self.fault = fault
+        self.backend = backend
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"{fault} cannot be injected into {backend!r} on this machine: {reason}; install: {hint}")
 
 
 class ConfigurationError(PrismError):

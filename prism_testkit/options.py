@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 import pytest
+
+from prism_testkit.errors import BadBinary
+from prism_testkit.provision.binaries import parse_binary_options
 
 # This module is imported by the plugin in every pytest run: it must stay light (pytest only).
 
@@ -21,6 +24,7 @@ OPTION_NAMES = (
     "prism_report",
     "prism_metrics",
     "prism_url",
+    "prism_binary",
     "prism_namespace",
     "prism_require_fit",
     "prism_hunt",
@@ -92,15 +96,24 @@ def addoption(parser: pytest.Parser) -> None:
         "prism_metrics",
         "write every pattern's final metrics, per test, to this path (Prometheus text format)",
     )
-    group.addoption(
+
+    def add_pairs(flag: str, ini: str, metavar: str, help: str) -> None:
+        """A repeatable NAME=VALUE option, and its ini twin of such lines."""
+        group.addoption(flag, dest=ini, action="append", default=None, metavar=metavar, help=help)
+        parser.addini(ini, type="linelist", help=f"{metavar} lines, like {flag}")
+
+    add_pairs(
         "--prism-url",
-        dest="prism_url",
-        action="append",
-        default=None,
-        metavar="NAME=URL",
-        help="connect backend NAME to an existing server at URL (repeatable; or PRISM_<NAME>_URL)",
+        "prism_url",
+        "NAME=URL",
+        "connect backend NAME to an existing server at URL (repeatable; or PRISM_<NAME>_URL)",
     )
-    parser.addini("prism_url", type="linelist", help="NAME=URL lines, like --prism-url")
+    add_pairs(
+        "--prism-binary",
+        "prism_binary",
+        "NAME=PATH",
+        "start server NAME (redis, postgres, nats, kafka...) from this binary (repeatable; or PRISM_<NAME>_BINARY)",
+    )
     group.addoption(
         "--prism-namespace",
         dest="prism_namespace",
@@ -141,6 +154,7 @@ class PrismOptions:
     require_fit: bool = False  # every collected suite must have a runnable combination
     hunt: str | None = None  # a time budget for the stateful suites (parsed by prism_testkit.hunting.hunt)
     hunt_db: str | None = None  # the example database hunting machines share
+    binaries: dict[str, Path] = field(default_factory=dict)  # server binaries chosen by --prism-binary
 
     def must_fit(self, suite: str) -> bool:
         """A suite without a runnable combination fails (else: listed as not applicable)."""
@@ -268,6 +282,11 @@ def read_options(config: pytest.Config) -> PrismOptions:
         if problem:
             raise pytest.UsageError(f"--prism-url {name.strip()}: {problem}")
         urls[name.strip()] = url.strip()
+    binary_lines = list(config.getini("prism_binary") or []) + list(config.getoption("prism_binary") or [])
+    try:
+        binaries = parse_binary_options(binary_lines)
+    except BadBinary as exc:
+        raise pytest.UsageError(str(exc)) from None
     namespace_options = config.getoption("prism_namespace") or []
     for given in namespace_options:
         if not given.strip():
@@ -293,4 +312,5 @@ def read_options(config: pytest.Config) -> PrismOptions:
         require_fit=bool(config.getoption("prism_require_fit") or config.getini("prism_require_fit")),
         hunt=get("prism_hunt"),
         hunt_db=hunt_db,
+        binaries=binaries,
     )

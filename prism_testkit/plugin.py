@@ -27,6 +27,7 @@ from prism_testkit.suite import MARKER, declaration_of
 
 if TYPE_CHECKING:
     from prism_testkit.config.runs import NamespacePlan
+    from prism_testkit.errors import FaultUnavailable
     from prism_testkit.registry.backends import BackendRegistry, BackendSpec
     from prism_testkit.registry.combinations import Combination, NoCombination
     from prism_testkit.report.results import PrismResults
@@ -124,12 +125,14 @@ def _set_up(config: pytest.Config) -> Harness:
     plan = load_plan(options.namespace_files, registry, patterns)
     selected = _select(registry, options)
     _check_urls(config, options, registry, {spec.name for spec in selected} | set(plan.backends))
+    _check_binaries(config, options, registry, {spec.name for spec in selected} | set(plan.backends))
     runtime = PrismRuntime(
         registry,
         selected,
         options.urls,
         NamespaceFactory(),
         extra=[registry[name] for name in plan.backends],
+        binaries=options.binaries,
     )
     atexit.register(runtime.close)  # also stops servers when pytest dies before unconfigure
     for name in dict.fromkeys([*options.backends_named_explicitly, *plan.backends]):
@@ -171,6 +174,25 @@ def _check_urls(config: pytest.Config, options: PrismOptions, registry: BackendR
         if name not in used:
             why = f"--prism-url {name}=... has no effect: backend {name!r} is not selected (see --prism-backend)"
             _warn(config, why)
+
+
+def _check_binaries(config: pytest.Config, options: PrismOptions, registry: BackendRegistry, used: set[str]) -> None:
+    """``--prism-binary NAME=...`` must name a server some registered backend starts from a
+    binary (a usage error otherwise); one that no selected backend starts is a warning."""
+    served: dict[str, list[str]] = {}  # binary key -> the backends that start it
+    for spec in registry:
+        key = getattr(spec.provisioner, "binary_key", None)
+        if key is not None:
+            served.setdefault(key, []).append(spec.name)
+    for name in options.binaries:
+        if name not in served:
+            known = ", ".join(sorted(served)) or "(none)"
+            raise pytest.UsageError(
+                f"--prism-binary {name}=...: no backend starts a server named {name!r}; known: {known}"
+            )
+        if not used & set(served[name]):
+            backends = ", ".join(served[name])
+            _warn(config, f"--prism-binary {name}=... has no effect: no selected backend starts it ({backends})")
 
 
 def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
@@ -456,6 +478,32 @@ def pytest_runtest_makereport(
     if call.when == "call" and report.failed and declaration_of(item) is not None:
         item.stash[CALL_FAILED] = True  # read by prism_env's teardown
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except Exception as exc:
+        from prism_testkit.errors import FaultUnavailable
+
+        if declaration_of(item) is None or not isinstance(exc, FaultUnavailable):
+            raise
+        unavailable = exc
+    _fault_unavailable(item, unavailable)  # outside the except block: one message, no chained traceback
+    return None
+
+
+def _fault_unavailable(item: pytest.Item, exc: FaultUnavailable) -> None:
+    """A fault this machine cannot inject is like a backend it cannot provision: listed under
+    UNAVAILABLE faults with the reason and the hint, and skipped; failed where every suite must fit."""
+    from prism_testkit.report.unavailable_faults import fault_property
+
+    item.user_properties.append(fault_property(exc.fault, exc.reason, exc.hint))
+    decl = declaration_of(item)
+    if decl is not None and item.config.stash[OPTIONS].must_fit(decl.name):
+        pytest.fail(str(exc), pytrace=False)
+    pytest.skip(f"UNAVAILABLE fault: {exc}")
 
 
 # --- async tests ---------------------------------------------------------------------------

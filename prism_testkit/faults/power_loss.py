@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 
 from prism_testkit.driver import Driver
-from prism_testkit.errors import NotSupported
+from prism_testkit.errors import FaultUnavailable, NotSupported
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.registry.backends import BackendSpec
 
@@ -30,6 +30,14 @@ def lazy_by_environment(backend: str) -> bool:
     """True when ``PRISM_LAZYFS`` asks for ``backend``'s own instance to run on a lazy mount."""
     names = {n.strip() for n in os.environ.get(LAZYFS_ENV, "").split(",") if n.strip()}
     return backend in names or "all" in names
+
+
+def power_loss_unavailable(backend: str) -> FaultUnavailable | None:
+    """Why a power cut cannot be injected into ``backend`` here (no FUSE), or None when it can."""
+    from prism_testkit.faults import lazymount
+
+    found = lazymount.fuse_unavailable()
+    return None if found is None else FaultUnavailable("power loss", backend, *found)
 
 
 def power_cycle(backend: str, endpoint: Endpoint) -> dict[str, int]:

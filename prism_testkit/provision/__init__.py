@@ -8,6 +8,9 @@
   what a dead run of the harness made.
 - :mod:`.netns` and :mod:`.cluster`: hosts as network namespaces, and a replicated backend's
   nodes on them.
+- :mod:`.binaries`: the server binaries a user chooses (``--prism-binary``, ``PRISM_<NAME>_BINARY``).
+- :mod:`.system_packages`: what the machine needs besides Python packages, and the bootstrap that
+  installs it (standard library only: it runs before any virtual environment exists).
 
 May import: ``errors``, ``redaction``, ``capabilities``, ``options`` (what is wrong with a URL),
 and ``faults.lazymount`` lazily (a data dir on a lazy filesystem). Never ``registry``,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -114,6 +114,8 @@ class ProvisionContext:
     # so a power cut can drop unsynced writes. One that does not honour it leaves
     # Endpoint.lazy_mount None, and power cuts of that instance are refused.
     lazy_data_dir: bool = False
+    # server binaries chosen by --prism-binary NAME=PATH (PRISM_<NAME>_BINARY is read where used)
+    binaries: Mapping[str, Path] = field(default_factory=dict)
 
 
 class Provisioner(ABC):

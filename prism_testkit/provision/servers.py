@@ -15,8 +15,10 @@ import socket
 from abc import abstractmethod
 from pathlib import Path
 
+from prism_testkit.errors import BadBinary
 from prism_testkit.options import url_problem
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Provisioner, Via, mount_lazily
+from prism_testkit.provision.binaries import OPTION, binary_env, chosen_binary
 from prism_testkit.provision.processes import ServerProcess
 from prism_testkit.redaction import redact
 
@@ -105,6 +107,11 @@ class ServerProvisioner(Provisioner):
     server_name: str
     #: docker image used when no binary is found and a Docker daemon answers (None: never)
     image: str | None = None
+    #: the NAME of ``--prism-binary NAME=PATH`` and ``PRISM_<NAME>_BINARY`` that choose this
+    #: server's binary (None: not selectable); backends that start the same server share it
+    binary_key: str | None = None
+    #: how to install the server, shown when it is unavailable (a system package, a pip line)
+    install_hint: str | None = None
 
     @abstractmethod
     def binary(self) -> Path | None:
@@ -113,6 +120,22 @@ class ServerProvisioner(Provisioner):
     @abstractmethod
     def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
         """Start a private server from ``binary`` in ``ctx.workdir`` on a free port."""
+
+    def check_binary(self, binary: Path) -> str | None:
+        """Why a binary the user chose cannot serve this backend (too old, no tools beside it), or None."""
+        return None
+
+    def chosen_or_found_binary(self, ctx: ProvisionContext) -> Path | None:
+        """The binary the user chose (``--prism-binary``, then ``PRISM_<NAME>_BINARY``), else
+        :meth:`binary`. BadBinary, naming the option or variable, for a choice that cannot serve."""
+        chosen = chosen_binary(self.binary_key, ctx.binaries) if self.binary_key is not None else None
+        if chosen is None:
+            return self.binary()
+        source, path = chosen
+        problem = self.check_binary(path)
+        if problem is not None:
+            raise BadBinary(source, path, problem)
+        return path
 
     def start_container(self, ctx: ProvisionContext) -> Endpoint:
         raise NotImplementedError(f"{self.server_name}: no container recipe")
@@ -126,15 +149,22 @@ class ServerProvisioner(Provisioner):
             if problem:  # from PRISM_<NAME>_URL: the option is checked when it is read
                 return Availability.unavailable(f"the URL given for {ctx.backend} is {problem}")
             return Availability(Via.URL, f"given URL {redact(ctx.url)}")
-        binary = self.binary()
+        try:
+            binary = self.chosen_or_found_binary(ctx)
+        except BadBinary as exc:
+            return Availability.unavailable(str(exc))
         if binary is not None:
             return Availability(Via.BINARY, f"private {self.server_name} from {binary}")
         if self.image is not None and docker_daemon_answers():
             return Availability(Via.CONTAINER, f"testcontainers image {self.image}")
         env = f"PRISM_{ctx.backend.upper().replace('-', '_')}_URL"
         docker = "no Docker daemon answers" if self.image else "no container recipe"
+        found = f"no {self.server_name} binary found"
+        if self.binary_key is not None:
+            found += f" (choose one: {OPTION} {self.binary_key}=PATH or {binary_env(self.binary_key)})"
+        install = f"; install: {self.install_hint}" if self.install_hint else ""
         return Availability.unavailable(
-            f"no URL given (--prism-url {ctx.backend}=URL or {env}), no {self.server_name} binary found, {docker}"
+            f"no URL given (--prism-url {ctx.backend}=URL or {env}), {found}, {docker}{install}"
         )
 
     def start(self, ctx: ProvisionContext) -> Endpoint:
@@ -143,7 +173,7 @@ class ServerProvisioner(Provisioner):
             assert ctx.url is not None
             return self.url_endpoint(ctx, ctx.url)
         if availability.via is Via.BINARY:
-            binary = self.binary()
+            binary = self.chosen_or_found_binary(ctx)
             assert binary is not None
             return self.start_private(ctx, binary)
         if availability.via is Via.CONTAINER:

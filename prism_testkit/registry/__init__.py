@@ -1,7 +1,9 @@
 """Registrations, layered without a cycle: :mod:`.backend_spec`, :mod:`.slots` and
 :mod:`.pattern_spec` say what one registration is; :mod:`.hookspecs` the hooks that return
 them; :mod:`.backends` and :mod:`.patterns` collect and check them; :mod:`.combinations`
-expands a suite's slots over the registered backends.
+expands a suite's slots over the registered backends; :mod:`.install_hints` turns a
+registration's ``extra`` or ``install`` into the line a user runs; :mod:`.exclusive` keeps an
+exclusive backend's rows (a cluster's) on one xdist worker.
 
 May import: ``capabilities``, ``driver``, ``errors``, ``options`` and ``provision.base`` (a
 registration names its provisioner). Never a backend or a pattern: they import the registry."""

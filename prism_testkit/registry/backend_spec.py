@@ -11,6 +11,7 @@ from prism_testkit.capabilities import BackendProperties, Capability, parse_capa
 from prism_testkit.driver import Driver, implemented_interfaces
 from prism_testkit.errors import ClientLibraryMissing, RegistrationError
 from prism_testkit.provision.base import Provisioner
+from prism_testkit.registry.install_hints import install_hint
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class BackendSpec:
     client library then costs nothing until that backend is used, and a missing library makes
     the backend unavailable instead of breaking every pytest run. ``requires`` names the
     top-level modules of those libraries (checked with :func:`importlib.util.find_spec`, never
-    imported), ``extra`` the pip extra of prism-testkit that installs them.
+    imported), ``extra`` the pip extra of prism-testkit that installs them, or ``install`` what
+    installs them for a third party's registration (see :mod:`.install_hints`).
     """
 
     name: str
@@ -40,6 +42,7 @@ class BackendSpec:
     description: str = ""
     requires: tuple[str, ...] = ()
     extra: str | None = None
+    install: str | None = None  # e.g. "prism-rabbitmq[amqp]", or a sentence saying what to install
     plugin: str = field(default="?", init=False, compare=False)  # set by the registry
 
     def __post_init__(self) -> None:
@@ -53,9 +56,7 @@ class BackendSpec:
 
     @property
     def install_hint(self) -> str:
-        if self.extra is not None:
-            return f"pip install 'prism-testkit[{self.extra}]'"
-        return "install the Python distribution(s) that provide " + ", ".join(self.requires)
+        return install_hint(self.extra, self.install, self.requires)
 
     def missing_requirements(self) -> list[str]:
         """The modules of ``requires`` that cannot be found (none is imported to find out)."""

@@ -18,6 +18,7 @@ from prism_testkit.provision.base import Provisioner
 from prism_testkit.registry import hookspecs
 from prism_testkit.registry.backend_spec import BackendSpec as BackendSpec  # re-exported: its old home
 from prism_testkit.registry.backend_spec import _check_driver
+from prism_testkit.registry.install_hints import install_problem
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -77,6 +78,8 @@ class BackendRegistry:
             )
         if spec.extra is not None and not (isinstance(spec.extra, str) and _EXTRA.match(spec.extra)):
             raise RegistrationError(f"{where}: backend {spec.name!r}: extra {spec.extra!r} is not a pip extra name")
+        if (problem := install_problem(spec.extra, spec.install)) is not None:
+            raise RegistrationError(f"{where}: backend {spec.name!r}: {problem}")
         if not isinstance(spec.properties, BackendProperties):
             raise RegistrationError(f"{where}: backend {spec.name!r}: properties must be BackendProperties")
         object.__setattr__(spec, "plugin", plugin)

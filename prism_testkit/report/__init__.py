@@ -1,7 +1,9 @@
 """What a run reports: :mod:`.results` (rows per suite x combination, the terminal summary and
 the JSON report), :mod:`.merge` (a CI matrix's reports into one), :mod:`.matrix` (backend x
 suite, as JSON and Markdown), :mod:`.cli` (``prism-testkit report``) and :mod:`.metrics` (the
-patterns' counters and gauges as Prometheus text: ``--prism-metrics`` and a live exporter).
+patterns' counters and gauges as Prometheus text: ``--prism-metrics`` and a live exporter);
+:mod:`.unavailable_faults` lists the faults this machine cannot inject, like backends it cannot
+provision.
 
 May import: ``errors``, ``redaction``. It reads pytest's reports and the JSON it wrote, never a
 backend, a registry or the runtime."""

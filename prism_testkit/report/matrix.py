@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prism_testkit.redaction import redact
+from prism_testkit.report import unavailable_faults
 from prism_testkit.report.merge import ROW_COUNTS, found_counts, plural, totals
 
 FAILED, SKIPPED, PASSED, NOT_RUN, UNAVAILABLE = "failed", "skipped", "passed", "not run", "unavailable"
@@ -130,6 +131,7 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
             lines += [f"### {heading}", ""]
             lines += [f"- **{_escape(entry[name])}**: {_escape(entry['reason'])}" for entry in entries]
             lines.append("")
+    lines += unavailable_faults.markdown(report, _escape)
     return "\n".join(lines)
 
 

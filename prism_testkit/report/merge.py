@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prism_testkit.errors import PrismError
+from prism_testkit.report import unavailable_faults
 
 COUNTS = ("passed", "failed", "skipped", "anomalies", "tolerated")
 ROW_COUNTS = ("passed", "failed", "skipped", "errors")
@@ -164,6 +165,7 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
         "failed_to_start": [
             {"backend": b, "reason": r} for b, r in sorted(_first_reasons(reports, "failed_to_start").items())
         ],
+        **({"unavailable_faults": faults} if (faults := unavailable_faults.merged([r.data for r in reports])) else {}),
         "runs": [dict(report.data["run"], report=report.path) for report in reports if report.data.get("run")],
         "merged_from": [report.path for report in reports],
     }

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from prism_testkit.report import unavailable_faults
 from prism_testkit.report.merge import KINDS, found_counts, plural
 
 PROPERTY = "prism"
@@ -140,6 +141,8 @@ class PrismResults:
     server_versions: dict[str, str | None] = field(default_factory=dict)  # backend -> as its server told
     # tests of this run outside any suite (plain tests, in suite modules too): test -> outcome
     outside_suites: dict[str, str] = field(default_factory=dict)
+    # faults this machine cannot inject: fault -> reason, install hint, the rows that needed it
+    unavailable_faults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def record(self, report: pytest.TestReport) -> None:
         prop = _prism_property(report)
@@ -150,6 +153,9 @@ class PrismResults:
         if broken is not None:
             self.failed_to_start.setdefault(broken["backend"], broken["reason"])
         self.server_versions.update(_prism_property(report, SERVERS) or {})
+        fault = _prism_property(report, unavailable_faults.FAULT_UNAVAILABLE)
+        if fault is not None:
+            unavailable_faults.gather(self.unavailable_faults, fault, prop["suite"], prop["combination"])
         self.durations[test] = self.durations.get(test, 0.0) + report.duration
         found = _prism_property(report, ANOMALIES)
         if found is not None and report.when == "teardown":
@@ -243,6 +249,11 @@ class PrismResults:
             "unavailable": [{"backend": b, "reason": r} for b, r in sorted(self.unavailable.items())],
             "failed_to_start": [{"backend": b, "reason": r} for b, r in sorted(self.failed_to_start.items())],
             **(
+                {"unavailable_faults": unavailable_faults.as_json(self.unavailable_faults)}
+                if self.unavailable_faults
+                else {}
+            ),
+            **(
                 {"hunt": {"tests": self.hunts, "failures": [h for h in self.hunts if h["failed"]]}}
                 if self.hunts
                 else {}
@@ -258,7 +269,7 @@ class PrismResults:
     def summarize(self, tr: pytest.TerminalReporter) -> None:
         rows = self.rows()
         let_off = self.let_off()
-        if not rows and not self.no_combination and not self.unavailable and not let_off and not self.failed_to_start:
+        if not (rows or self.no_combination or self.unavailable or let_off or self.failed_to_start):
             return
         tr.write_sep("=", "prism-testkit: suites x combinations")
         if rows:
@@ -278,6 +289,7 @@ class PrismResults:
             tr.write_sep("-", "prism-testkit: UNAVAILABLE backends (not tested)", yellow=True, bold=True)
             for backend, reason in sorted(self.unavailable.items()):
                 tr.write_line(f"{backend}: {reason}", yellow=True, bold=True)
+        unavailable_faults.summarize(tr, self.unavailable_faults)
 
 
 def _table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:

@@ -22,11 +22,17 @@ import contextlib
 import os
 from collections.abc import Coroutine, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
-from prism_testkit.faults.power_loss import PowerLossInstance, lazy_by_environment, power_cycle
+from prism_testkit.faults.power_loss import (
+    PowerLossInstance,
+    lazy_by_environment,
+    power_cycle,
+    power_loss_unavailable,
+)
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, ServerControl, Via
@@ -61,11 +67,13 @@ class PrismRuntime:
         urls: Mapping[str, str],
         namespaces: NamespaceFactory,
         extra: list[BackendSpec] | None = None,
+        binaries: Mapping[str, Path] | None = None,
     ) -> None:
         self.registry = registry
         self.selected = selected  # the backend expansion runs over these
         self.extra = [s for s in extra or [] if s not in selected]  # named by namespace files only
         self.urls = dict(urls)
+        self.binaries = dict(binaries or {})  # --prism-binary NAME=PATH
         self.namespaces = namespaces
         self.interrupts = Interrupts()
         self.interrupts.install()
@@ -135,6 +143,7 @@ class PrismRuntime:
             worker_id=self.namespaces.worker,
             run_id=self.namespaces.run,
             lazy_data_dir=lazy_by_environment(spec.name),
+            binaries=self.binaries,
         )
 
     # --- the event loop --------------------------------------------------------------------
@@ -261,7 +270,9 @@ class PrismRuntime:
         """A second private instance of ``name`` whose data dir lies on a lazy filesystem, for
         power cuts; started on first use, stopped in :meth:`close`. Raises ProvisioningError
         (FUSE unavailable, the server does not start) or NotSupported (given by URL, or the
-        provisioner has no data dir to mount)."""
+        provisioner has no data dir to mount); FaultUnavailable when this machine has no FUSE."""
+        if (missing := power_loss_unavailable(name)) is not None:
+            raise missing
         if name in self._power_loss_errors:
             raise ProvisioningError(self._power_loss_errors[name])
         if name not in self._power_loss:
