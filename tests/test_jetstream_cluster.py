@@ -176,3 +176,41 @@ def messages_on(cluster: Cluster, node: int) -> int:
                     return int(stream["state"]["messages"])
         time.sleep(0.2)
     raise AssertionError(f"node {node} does not report the stream")
+
+
+def test_a_new_logs_first_appends_and_reads_are_answered(endpoint: Endpoint) -> None:
+    """Six writers and a waiting reader of a log that does not exist yet. On an R3 stream a
+    request sent while the stream is being created is never answered, and the reader's
+    subscription to the log's subject hides the publishers' "no responders": appends and reads
+    waited out their timeouts (ConnectionLost) until the driver created each stream once and
+    asked reads again (docs/findings.md)."""
+    from prism_testkit.backends.nats import CAPABILITIES
+    from prism_testkit.backends.nats.driver import NatsDriver
+
+    from prism_testkit.interfaces import Message
+
+    async def scenario() -> tuple[int, int]:
+        driver = await NatsDriver.connect("jetstream-r3", CAPABILITIES, endpoint)
+        try:
+            log, name, stop = driver.log(), f"fresh-{time.monotonic_ns()}", asyncio.Event()
+
+            async def reader() -> int:
+                seen = 0
+                while not stop.is_set() or seen < 60:
+                    seen += len(await log.read(name, seen, limit=7, wait=0.05))
+                return seen
+
+            async def writer(w: int) -> int:
+                return len(
+                    [await log.append(name, Message(b"w%d-%d" % (w, n), {"w": str(w)}, None)) for n in range(10)]
+                )
+
+            reading = asyncio.ensure_future(reader())
+            await asyncio.sleep(0.05)
+            written = sum(await asyncio.gather(*(writer(w) for w in range(6))))
+            stop.set()
+            return written, await asyncio.wait_for(reading, 30)
+        finally:
+            await driver.close()
+
+    assert asyncio.run(scenario()) == (60, 60)
