@@ -1,0 +1,66 @@
+"""The worked pattern example under examples/inbox registers through the public API alone: its
+entry point names its registration module, the registration passes the pattern registry's
+checks, its suite declares the slots the registration names, and .ci/run runs that suite
+from outside the repository. (The suite itself needs the package installed: .ci/run does it.)"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from prism_testkit.registry.patterns import PatternRegistry
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "examples" / "inbox"
+
+
+@pytest.fixture
+def registration(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    module = importlib.import_module("prism_inbox")
+    yield module
+    for name in [n for n in sys.modules if n == "prism_inbox" or n.startswith("prism_inbox.")]:
+        del sys.modules[name]
+
+
+def test_the_entry_point_names_the_registration_module_and_ships_the_suites() -> None:
+    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
+    assert project["project"]["entry-points"]["prism_testkit"] == {"inbox": "prism_inbox"}
+    assert project["project"]["dependencies"] == ["prism-testkit"]
+    assert "prism_inbox.suites" in project["tool"]["setuptools"]["packages"]
+
+
+def test_the_registration_validates(registration: ModuleType) -> None:
+    registry = PatternRegistry()
+    for spec in registration.prism_register_patterns():
+        registry.add(spec, "inbox")
+    spec = registry.finish()["inbox"]
+    assert spec.suites == ("inbox",)
+    assert set(spec.slots) == {"store", "messaging"}
+    assert spec.config.__name__ == "InboxConfig"
+
+
+def test_the_suite_declares_the_registered_name_and_slots(registration: ModuleType) -> None:
+    """Nothing in the harness checks this: a registration naming another suite, or slots the
+    suite lacks, would only make namespace files skip the suite and the catalogue list no proof."""
+    from prism_testkit.suite import SuiteDeclaration
+
+    suite = importlib.import_module("prism_inbox.suites.test_inbox")
+    (declaration,) = suite.pytestmark.args
+    assert isinstance(declaration, SuiteDeclaration)
+    assert declaration.name in registration.SPEC.suites
+    assert set(declaration.slots) == set(registration.SPEC.slots)
+
+
+def test_ci_runs_the_suite_from_outside_the_repository() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    run = next(line for line in script.splitlines() if "--pyargs prism_inbox.suites" in line)
+    assert run.lstrip().startswith('(cd "$inbox" &&'), "run from the temp dir, not the repository root"
+    assert "--prism-backend=all" in run
+    assert "-e examples/inbox" in script
