@@ -1,11 +1,15 @@
 """The worked pattern example under examples/inbox registers through the public API alone: its
 entry point names its registration module, the registration passes the pattern registry's
-checks, its suite declares the slots the registration names, and .ci/run runs that suite
-from outside the repository. (The suite itself needs the package installed: .ci/run does it.)"""
+checks, its suite declares the slots the registration names and passes on memstore when the
+package is installed as a third party's, and .ci/run runs that suite from outside the
+repository on every built-in backend that fits."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -64,3 +68,22 @@ def test_ci_runs_the_suite_from_outside_the_repository() -> None:
     assert run.lstrip().startswith('(cd "$inbox" &&'), "run from the temp dir, not the repository root"
     assert "--prism-backend=all" in run
     assert "-e examples/inbox" in script
+
+
+def test_the_suite_passes_when_installed_as_a_third_partys(tmp_path: Path) -> None:
+    """The package on the path with a dist-info naming its entry point, as pip leaves it; the
+    suite run with --pyargs from an empty directory (memstore fills both slots)."""
+    site, run = tmp_path / "site", tmp_path / "run"
+    info = site / "prism_inbox-0.1.dist-info"
+    info.mkdir(parents=True)
+    run.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: prism-inbox\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[prism_testkit]\ninbox = prism_inbox\n")
+    command = [sys.executable, "-m", "pytest", "--pyargs", "prism_inbox.suites", "--prism-backend=memstore"]
+    command += ["-q", "-p", "no:cacheprovider", "-W", "error", "--prism-require-fit"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(EXAMPLE)])}
+    done = subprocess.run(command, cwd=run, capture_output=True, text=True, timeout=600, env=env)
+    tail = done.stdout[-3000:] + done.stderr[-2000:]
+    assert done.returncode == 0, tail
+    assert re.search(r"^inbox +store=memstore messaging=memstore", done.stdout, re.MULTILINE), tail
+    assert re.fullmatch(r"\d+ passed in [\d.]+s( \(.*\))?", done.stdout.strip().splitlines()[-1]), tail
