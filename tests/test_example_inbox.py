@@ -1,8 +1,8 @@
 """The worked pattern example under examples/inbox registers through the public API alone: its
 entry point names its registration module, the registration passes the pattern registry's
-checks, its suite declares the slots the registration names and passes on memstore when the
-package is installed as a third party's, and .ci/run runs that suite from outside the
-repository on every built-in backend that fits."""
+checks, its suite declares the slots the registration names and passes on memstore and sqlite
+when the package is installed as a third party's, and .ci/run runs that suite from outside
+the repository on every built-in backend that fits."""
 
 from __future__ import annotations
 
@@ -72,18 +72,19 @@ def test_ci_runs_the_suite_from_outside_the_repository() -> None:
 
 def test_the_suite_passes_when_installed_as_a_third_partys(tmp_path: Path) -> None:
     """The package on the path with a dist-info naming its entry point, as pip leaves it; the
-    suite run with --pyargs from an empty directory (memstore fills both slots)."""
+    suite run with --pyargs from an empty directory (sqlite is the durable store the kill test
+    asks for)."""
     site, run = tmp_path / "site", tmp_path / "run"
     info = site / "prism_inbox-0.1.dist-info"
     info.mkdir(parents=True)
     run.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: prism-inbox\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[prism_testkit]\ninbox = prism_inbox\n")
-    command = [sys.executable, "-m", "pytest", "--pyargs", "prism_inbox.suites", "--prism-backend=memstore"]
+    command = [sys.executable, "-m", "pytest", "--pyargs", "prism_inbox.suites", "--prism-backend=memstore,sqlite"]
     command += ["-q", "-p", "no:cacheprovider", "-W", "error", "--prism-require-fit"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(EXAMPLE)])}
     done = subprocess.run(command, cwd=run, capture_output=True, text=True, timeout=600, env=env)
     tail = done.stdout[-3000:] + done.stderr[-2000:]
     assert done.returncode == 0, tail
-    assert re.search(r"^inbox +store=memstore messaging=memstore", done.stdout, re.MULTILINE), tail
+    assert re.search(r"^inbox +store=sqlite messaging=memstore", done.stdout, re.MULTILINE), tail
     assert re.fullmatch(r"\d+ passed in [\d.]+s( \(.*\))?", done.stdout.strip().splitlines()[-1]), tail

@@ -129,6 +129,32 @@ async def test_crash_between_commit_and_ack(prism_env: PrismEnv) -> None:
     assert await effects_per_id(prism_env, ns) == {"m1": 1}
 
 
+@prism_suite(
+    "inbox",
+    store=Slot.needs("transactions", "keyvalue", "log", durable=True),
+    messaging=Slot.needs("queue"),
+)
+async def test_store_killed_between_commit_and_ack(prism_env: PrismEnv) -> None:
+    """The store's server is SIGKILLed and restarted after the commit, before the ack: the
+    record must survive, so the redelivered copy is a duplicate. Only durable stores are asked
+    (this test's own slots); one without process control (embedded) is reconnected instead."""
+    ns = prism_env.ns
+    queue_name = ns.name("in")
+    await send_copies(prism_env, queue_name, "m1", 1)
+    delivery = (
+        await prism_env.driver("messaging").queue().receive(queue_name, wait=1.0, visibility_timeout=SHORT_VISIBILITY)
+    )
+    assert delivery is not None
+    assert await make_inbox(prism_env, ns).process("m1", delivery.message) is Outcome.APPLIED
+    killed = prism_env.control("store") is not None
+    await prism_env.restart("store")  # the queue's server too, when one backend fills both slots
+    if killed:
+        prism_env.faults["kill"] += 1
+    survivor = consumer_of(prism_env, make_inbox(prism_env, ns), queue_name)  # the new drivers
+    assert await survivor.poll(wait=SHORT_VISIBILITY + 10.0) is Outcome.DUPLICATE
+    assert await effects_per_id(prism_env, ns) == {"m1": 1}
+
+
 async def test_crash_inside_the_transaction_applies_nothing(prism_env: PrismEnv) -> None:
     """The handler wrote the effect, then the consumer died before the commit: nothing of it
     may remain, and the redelivery applies it once."""
