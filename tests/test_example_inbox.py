@@ -53,11 +53,8 @@ def test_the_registration_validates(registration: ModuleType) -> None:
 def test_the_suite_declares_the_registered_name_and_slots(registration: ModuleType) -> None:
     """Nothing in the harness checks this: a registration naming another suite, or slots the
     suite lacks, would only make namespace files skip the suite and the catalogue list no proof."""
-    from prism_testkit.suite import SuiteDeclaration
-
     suite = importlib.import_module("prism_inbox.suites.test_inbox")
-    (declaration,) = suite.pytestmark.args
-    assert isinstance(declaration, SuiteDeclaration)
+    (declaration,) = suite.pytestmark.args  # the SuiteDeclaration: name and slots
     assert declaration.name in registration.SPEC.suites
     assert set(declaration.slots) == set(registration.SPEC.slots)
 

@@ -9,17 +9,20 @@ the records per id is counting the effects.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from prism_testkit import Message, PrismEnv, Slot, Transaction, prism_suite
-from prism_testkit.isolation import Namespace
 from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
 from prism_testkit.jepsen.history import History, Pair
 
 from ..inbox import Inbox, InboxConfig, InboxConsumer, MessageIdReused, Outcome
+
+if TYPE_CHECKING:
+    from prism_testkit.isolation import Namespace  # the type of prism_env.ns
 
 pytestmark = prism_suite(
     "inbox",
