@@ -73,15 +73,34 @@ class ObjectInfo:
 @runtime_checkable
 class KeyValue(Protocol):
     """Basic key-value, plus TTL (``keyvalue.ttl``), scan (``keyvalue.scan``) and
-    compare-and-set (``keyvalue.cas``) when declared."""
+    compare-and-set (``keyvalue.cas``) when declared. Using an undeclared one raises
+    :class:`~prism_testkit.errors.NotSupported` and writes nothing
+    (``suites/test_contract_keyvalue.py`` checks both ways)."""
 
-    async def get(self, key: str) -> bytes | None: ...
-    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
-    async def delete(self, key: str) -> bool: ...
+    async def get(self, key: str) -> bytes | None:
+        """The value, ``None`` for a missing (or expired) key."""
+        ...
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        """Write ``value``. ``ttl`` (seconds) without ``keyvalue.ttl`` declared raises
+        :class:`~prism_testkit.errors.NotSupported`, and nothing is written; with it, the key
+        is invisible to every read once expired, and a put without ``ttl`` clears the expiry."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Whether the key existed; deleting a missing key is not an error."""
+        ...
+
     async def exists(self, key: str) -> bool: ...
-    def scan(self, prefix: str) -> AsyncIterator[str]: ...
+    def scan(self, prefix: str) -> AsyncIterator[str]:
+        """Keys starting with ``prefix`` (taken literally: no wildcards). Without
+        ``keyvalue.scan`` declared: :class:`~prism_testkit.errors.NotSupported`."""
+        ...
+
     async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
-        """Write ``new`` only if the current value equals ``expected`` (``None``: key absent)."""
+        """Write ``new`` only if the current value equals ``expected`` (``None``: key absent);
+        whether it wrote. Without ``keyvalue.cas`` declared:
+        :class:`~prism_testkit.errors.NotSupported`, and nothing is written."""
         ...
 
 
@@ -119,13 +138,26 @@ class Queue(Protocol):
     another consumer is working on. A nacked message is available again at once.
     """
 
-    async def send(self, queue: str, message: Message) -> str: ...
+    async def send(self, queue: str, message: Message) -> str:
+        """Store ``message`` (as durably as the backend declares) and return its id. A payload
+        over the declared ``max_payload`` raises :class:`~prism_testkit.errors.PayloadTooLarge`
+        and queues nothing; one of exactly ``max_payload`` bytes is carried."""
+        ...
+
     async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
         """The next available message, waiting up to ``wait`` seconds; ``None`` when none came."""
         ...
 
-    async def ack(self, queue: str, delivery: QueueDelivery) -> None: ...
-    async def nack(self, queue: str, delivery: QueueDelivery) -> None: ...
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
+        """Remove the delivered message, applied when this returns. A delivery no longer
+        pending (acked, nacked, expired and handed out again), of another queue, or forged
+        raises :class:`~prism_testkit.errors.DeliveryNotFound` and changes nothing."""
+        ...
+
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
+        """Make the message available again at once; a delivery no longer pending raises
+        :class:`~prism_testkit.errors.DeliveryNotFound`, as for :meth:`ack`."""
+        ...
 
 
 @runtime_checkable
@@ -136,10 +168,14 @@ class Log(Protocol):
     records the offset it is given (the last commit wins, also when it is lower).
     """
 
-    async def append(self, log: str, message: Message) -> int: ...
+    async def append(self, log: str, message: Message) -> int:
+        """Append and return the record's offset. A payload over the declared ``max_payload``
+        raises :class:`~prism_testkit.errors.PayloadTooLarge` and takes no offset."""
+        ...
+
     async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
         """Records from ``offset`` on (at most ``limit``), waiting up to ``wait`` seconds when
-        there are none yet."""
+        there are none yet. A negative ``offset`` raises ``ValueError``."""
         ...
 
     async def end_offset(self, log: str) -> int:
@@ -155,7 +191,9 @@ class Log(Protocol):
 
 @runtime_checkable
 class TruncatableLog(Protocol):
-    """A :class:`Log` that can delete its oldest records (capability ``log.truncate``)."""
+    """A :class:`Log` that can delete its oldest records (capability ``log.truncate``). A log
+    that has ``truncate`` without the capability declared raises
+    :class:`~prism_testkit.errors.NotSupported` from it and deletes nothing."""
 
     async def truncate(self, log: str, before: int) -> None:
         """Delete every record below offset ``before`` (``0 <= before <= end_offset``, else
@@ -176,11 +214,19 @@ class ObjectStore(Protocol):
     Every object operation on a missing bucket raises
     :class:`~prism_testkit.errors.BucketNotFound` (a put never creates its bucket). A failed
     ``put_stream`` leaves no object, and an object it would have replaced keeps its content.
-    With ``objects.ttl``, an expired object is invisible to every read, as if deleted.
+    With ``objects.ttl``, an expired object is invisible to every read, as if deleted; without
+    it, a ``ttl`` argument or :meth:`set_ttl` raises :class:`~prism_testkit.errors.NotSupported`
+    and writes nothing. Errors carry what they name: ``BucketNotFound.bucket``,
+    ``ObjectNotFound.bucket`` and ``.key``.
     """
 
     async def create_bucket(self, bucket: str) -> None: ...
-    async def delete_bucket(self, bucket: str) -> None: ...
+    async def delete_bucket(self, bucket: str) -> None:
+        """Delete an empty bucket. A missing one raises
+        :class:`~prism_testkit.errors.BucketNotFound`; one holding objects raises
+        :class:`~prism_testkit.errors.BucketNotEmpty` and keeps them."""
+        ...
+
     async def bucket_exists(self, bucket: str) -> bool: ...
     async def put(
         self,
@@ -199,8 +245,16 @@ class ObjectStore(Protocol):
         *,
         metadata: Mapping[str, str] | None = None,
         ttl: float | None = None,
-    ) -> ObjectInfo: ...
-    async def get(self, bucket: str, key: str) -> bytes: ...
+    ) -> ObjectInfo:
+        """Store the chunks as one object. An exception from ``chunks`` propagates unchanged
+        and leaves no object (an object it would have replaced keeps its content)."""
+        ...
+
+    async def get(self, bucket: str, key: str) -> bytes:
+        """The object's content; a missing or expired object raises
+        :class:`~prism_testkit.errors.ObjectNotFound` (so do :meth:`info` and :meth:`get_stream`)."""
+        ...
+
     def get_stream(self, bucket: str, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]: ...
     async def delete(self, bucket: str, key: str) -> None:
         """Idempotent: deleting a missing object is not an error."""
@@ -208,7 +262,12 @@ class ObjectStore(Protocol):
 
     async def exists(self, bucket: str, key: str) -> bool: ...
     async def info(self, bucket: str, key: str) -> ObjectInfo: ...
-    async def set_ttl(self, bucket: str, key: str, ttl: float) -> None: ...
+    async def set_ttl(self, bucket: str, key: str, ttl: float) -> None:
+        """Expire the object ``ttl`` seconds from now (``objects.ttl``): a missing object
+        raises :class:`~prism_testkit.errors.ObjectNotFound`; undeclared,
+        :class:`~prism_testkit.errors.NotSupported`."""
+        ...
+
     def list_keys(self, bucket: str, prefix: str = "") -> AsyncIterator[str]: ...
 
 
@@ -217,7 +276,8 @@ class ObjectStore(Protocol):
 
 @runtime_checkable
 class Transaction(Protocol):
-    """Writes staged inside one atomic unit: all become visible at commit, or none do."""
+    """Writes staged inside one atomic unit: all become visible at commit, or none do. An
+    exception raised in the block propagates unchanged after the rollback."""
 
     async def get(self, key: str) -> bytes | None: ...
     async def put(self, key: str, value: bytes) -> None: ...
@@ -236,9 +296,13 @@ class NumberingTransaction(Protocol):
         1), and write that number to the counter, both at commit. Transactions numbering from
         one counter at once both commit, numbered in commit order: no read to check, so no
         abort, and no round trip before the commit. A counter that holds anything but a
-        decimal integer aborts the commit (:class:`~prism_testkit.errors.TransactionAborted`).
-        A key used as a counter cannot also be read or written in the same transaction
-        (``ValueError``, raised by whichever call comes second)."""
+        decimal integer aborts the commit (:class:`~prism_testkit.errors.TransactionAborted`,
+        "counter ... holds no decimal number"), and nothing of the transaction is applied.
+        A key used as a counter cannot also be read or written in the same transaction:
+        ``ValueError``, raised by whichever call comes second ("key ... numbers appends in
+        this transaction" after ``append_numbered``, "... cannot number appends" before it),
+        and nothing is applied. Without the capability declared, a transaction that has this
+        method raises :class:`~prism_testkit.errors.NotSupported` from it and writes nothing."""
         ...
 
 
@@ -256,7 +320,10 @@ class Transactions(Protocol):
     that writer; it never silently overwrites the change.
     """
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A transaction that commits when the ``async with`` block ends. A conflicting
+        commit raises :class:`~prism_testkit.errors.TransactionAborted` with nothing applied."""
+        ...
 
 
 # --- change feed ---------------------------------------------------------------------------
@@ -304,26 +371,32 @@ class ChangeFeed(Protocol):
 
     async def create(self, capture: str, prefix: str) -> None:
         """Start capturing (idempotent: an existing capture of the same prefix is kept with
-        its position; another prefix raises ``ValueError``)."""
+        its position; another prefix raises ``ValueError``). A capture name that is not a
+        ``str`` raises ``TypeError``."""
         ...
 
     async def read(self, capture: str, *, limit: int = 100, wait: float = 0.0) -> list[ChangeSet]:
         """Up to about ``limit`` transactions after the confirmed position (a transaction is
         never cut to fit), waiting up to ``wait`` seconds when there are none yet. Raises
-        :class:`~prism_testkit.errors.CaptureNotFound` for a capture that does not exist."""
+        :class:`~prism_testkit.errors.CaptureNotFound` for a capture that does not exist, and
+        ``ValueError`` for a ``limit`` below 1."""
         ...
 
     async def confirm(self, capture: str, position: int) -> None:
-        """Everything up to and including ``position`` is consumed (a lower one is ignored)."""
+        """Everything up to and including ``position`` is consumed (a lower one is ignored).
+        A negative ``position`` raises ``ValueError``; a missing capture
+        :class:`~prism_testkit.errors.CaptureNotFound`."""
         ...
 
     async def mark(self, capture: str, label: str) -> None:
         """Commit a transaction carrying ``label`` that only this capture sees, ordered with
-        the changes around it (DBLog's watermarks; heartbeats that let the position move)."""
+        the changes around it (DBLog's watermarks; heartbeats that let the position move).
+        A missing capture raises :class:`~prism_testkit.errors.CaptureNotFound`."""
         ...
 
     async def drop(self, capture: str) -> None:
-        """Stop capturing and release what the capture holds (idempotent)."""
+        """Stop capturing and release what the capture holds (idempotent: dropping a missing
+        capture is not an error)."""
         ...
 
     async def captures(self, prefix: str) -> list[str]:

@@ -92,6 +92,7 @@ class ServerProcess:
         ready: Callable[[], bool] | None = None,
         ready_timeout: float = 30.0,
         stop_signal: signal.Signals = signal.SIGTERM,
+        tmpdir: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -104,6 +105,10 @@ class ServerProcess:
         self._ready = ready or (lambda: port_open(self.host, self.port))
         self.ready_timeout = ready_timeout
         self.stop_signal = stop_signal  # e.g. SIGINT: PostgreSQL's fast shutdown
+        # The server's own temp dir (TMPDIR), beside its log in its private work dir: a shared
+        # /tmp let two workers' MariaDB servers delete each other's temp tables, since a server
+        # may clean its temp dir at start. Give the same path to the server's own tmpdir option.
+        self.tmpdir = tmpdir if tmpdir is not None else log_path.parent / "tmp"
         self._proc: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None
         self.time_to_ready: float | None = None  # seconds from spawn to ready, last start
@@ -134,6 +139,7 @@ class ServerProcess:
             return
         self._clear_previous_group()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = self._environment()
         with open(self.log_path, "ab") as log:
             # Who asked, in the server's own log: a start that races another shows up there.
             log.write(f"{_OWN_LOG_LINE} starting {self.name} ({_caller()})\n".encode())
@@ -143,7 +149,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env=env,
                 cwd=self.cwd,
                 start_new_session=True,
                 preexec_fn=_child_setup(self.user),
@@ -153,6 +159,18 @@ class ServerProcess:
         self._leader = stamp(self._proc.pid)
         record_process(self._leader)
         _LIVE.add(self)
+
+    def _environment(self) -> dict[str, str]:
+        """The server's environment: the given one (or ours) with TMPDIR set to its private
+        temp dir, unless the given environment names a TMPDIR itself."""
+        env = dict(os.environ if self.env is None else self.env)
+        if self.env is None or "TMPDIR" not in self.env:
+            self.tmpdir.mkdir(parents=True, exist_ok=True)
+            if self.user:
+                account = pwd.getpwnam(self.user)
+                os.chown(self.tmpdir, account.pw_uid, account.pw_gid)
+            env["TMPDIR"] = str(self.tmpdir)
+        return env
 
     def ready(self, check: Callable[[], bool] | None = None) -> None:
         """Wait until the spawned server is ready (by ``check`` instead of its own readiness
