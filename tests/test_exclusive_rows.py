@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prism_testkit.registry.exclusive import uses_exclusive
+from prism_testkit.registry.exclusive import exclusive_backend
 
 NAMES = ["memstore", "jetstream", "jetstream-r3", "jetstream-r3-lazy-sync", "nats", "redis", "redis-aof"]
 
@@ -12,17 +12,21 @@ NAMES = ["memstore", "jetstream", "jetstream-r3", "jetstream-r3-lazy-sync", "nat
 @pytest.mark.parametrize(
     ("nodeid", "exclusive", "expected"),
     [
-        ("s/test_wal.py::test_a[log=jetstream-r3-target=memstore]", {"jetstream-r3"}, True),
-        ("s/test_wal.py::test_a[log=memstore-target=jetstream-r3]", {"jetstream-r3"}, True),
-        ("s/test_wal.py::test_a[log=memstore-target=jetstream-r3-7]", {"jetstream-r3"}, True),  # a test's own param
-        ("s/test_wal.py::test_a[log=jetstream-r3-lazy-sync-target=memstore]", {"jetstream-r3"}, False),
-        ("s/test_wal.py::test_a[log=jetstream-r3-lazy-sync-target=memstore]", {"jetstream-r3-lazy-sync"}, True),
-        ("s/test_wal.py::test_a[log=jetstream-target=redis-aof]", {"jetstream-r3"}, False),
-        ("s/test_kv.py::test_b[ns=orders-backend=jetstream-r3]", {"jetstream-r3"}, True),
-        ("s/test_kv.py::test_b[backend=redis-aof]", {"redis"}, False),
-        ("s/test_kv.py::test_b", {"jetstream-r3"}, False),
-        ("tests/test_x.py::test_c[jetstream-r3]", {"jetstream-r3"}, False),  # not a combination
+        ("s/test_wal.py::test_a[log=jetstream-r3-target=memstore]", {"jetstream-r3"}, "jetstream-r3"),
+        ("s/test_wal.py::test_a[log=memstore-target=jetstream-r3]", {"jetstream-r3"}, "jetstream-r3"),
+        ("s/test_wal.py::test_a[log=memstore-target=jetstream-r3-7]", {"jetstream-r3"}, "jetstream-r3"),  # own param
+        ("s/test_wal.py::test_a[log=jetstream-r3-lazy-sync-target=memstore]", {"jetstream-r3"}, None),
+        (
+            "s/test_wal.py::test_a[log=jetstream-r3-lazy-sync-target=jetstream-r3]",
+            {"jetstream-r3", "jetstream-r3-lazy-sync"},
+            "jetstream-r3-lazy-sync",  # the first: a row of two clusters goes with its first
+        ),
+        ("s/test_wal.py::test_a[log=jetstream-target=redis-aof]", {"jetstream-r3"}, None),
+        ("s/test_kv.py::test_b[ns=orders-backend=jetstream-r3]", {"jetstream-r3"}, "jetstream-r3"),
+        ("s/test_kv.py::test_b[backend=redis-aof]", {"redis"}, None),
+        ("s/test_kv.py::test_b", {"jetstream-r3"}, None),
+        ("tests/test_x.py::test_c[jetstream-r3]", {"jetstream-r3"}, None),  # not a combination
     ],
 )
-def test_a_rows_backends_are_read_from_its_id(nodeid: str, exclusive: set[str], expected: bool) -> None:
-    assert uses_exclusive(nodeid, NAMES, exclusive) is expected
+def test_a_rows_backends_are_read_from_its_id(nodeid: str, exclusive: set[str], expected: str | None) -> None:
+    assert exclusive_backend(nodeid, NAMES, exclusive) == expected

@@ -15,30 +15,31 @@ from typing import Any
 EXCLUSIVE_SCOPE = "prism-exclusive"
 
 
-def uses_exclusive(nodeid: str, names: Collection[str], exclusive: Collection[str]) -> bool:
-    """Whether the test ``nodeid`` runs on a backend of ``exclusive``. At each ``=`` of its
-    parameters the longest registered name (of ``names``) that ends there or at a ``-`` is the
-    backend, so ``jetstream-r3`` is not mistaken for a longer ``jetstream-r3-lazy-sync``."""
+def exclusive_backend(nodeid: str, names: Collection[str], exclusive: Collection[str]) -> str | None:
+    """The first backend of ``exclusive`` the test ``nodeid`` runs on, or None. At each ``=`` of
+    its parameters the longest registered name (of ``names``) that ends there or at a ``-`` is
+    the backend, so ``jetstream-r3`` is not mistaken for a longer ``jetstream-r3-lazy-sync``."""
     if not exclusive or "[" not in nodeid:
-        return False
+        return None
     params = nodeid[nodeid.index("[") + 1 : nodeid.rindex("]") if nodeid.endswith("]") else len(nodeid)]
     by_length = sorted(names, key=len, reverse=True)
     for at in (m.end() for m in re.finditer("=", params)):
         rest = params[at:]
         named = next((n for n in by_length if rest.startswith(n) and rest[len(n) : len(n) + 1] in ("", "-")), None)
         if named in exclusive:
-            return True
-    return False
+            return named
+    return None
 
 
 def make_scheduler(config: Any, log: Any, names: Collection[str], exclusive: Collection[str]) -> Any:
     """xdist's load-by-scope scheduler where every test is a scope of its own (so tests are dealt
-    out one by one, as ``load`` does) except the exclusive backends' rows, which are one scope:
-    the largest, so it is handed out first and never becomes the run's tail."""
+    out one by one, as ``load`` does) except an exclusive backend's rows, which are one scope per
+    backend (two clusters run side by side on two workers): the largest, so handed out first."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ExclusiveRowsScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return EXCLUSIVE_SCOPE if uses_exclusive(nodeid, names, exclusive) else nodeid
+            backend = exclusive_backend(nodeid, names, exclusive)
+            return nodeid if backend is None else f"{EXCLUSIVE_SCOPE}:{backend}"
 
     return ExclusiveRowsScheduling(config, log)
