@@ -60,7 +60,7 @@ async def test_acknowledged_writes_survive_a_power_cut(
     try:
         after = await instance.cut_power(None if crash else fault)
     except Exception as exc:
-        refused = f"{type(exc).__name__}: {exc}"[:500]
+        refused = f"{type(exc).__name__}: {exc}"[-1500:]  # a start-up error ends with the server log's tail
         outcome, missing = "refused to start", [f"all {acknowledged}: it did not come back ({refused})"] * acknowledged
     else:
         missing = await missing_writes(written, after)

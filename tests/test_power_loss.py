@@ -25,6 +25,7 @@ from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.faults import lazymount
 from prism_testkit.faults.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
 from prism_testkit.faults.nemesis import FaultTarget, Nemesis
+from prism_testkit.faults.power_loss import SUITE_FAULTS
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.provision.base import ServerControl
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
@@ -210,7 +211,8 @@ def test_a_durable_backend_that_does_not_claim_power_loss_has_its_loss_tolerated
     )
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
     # at 80 columns the findings follow their row on a line of their own
-    result.stdout.fnmatch_lines(["power_loss*redis-aof*7*0*0*0", "    lost-in-power-cut=* (tolerated)"])
+    row = f"power_loss*redis-aof*{len(SUITE_FAULTS)}*0*0*0"  # one test per storage fault
+    result.stdout.fnmatch_lines([row, "    lost-in-power-cut=* (tolerated)"])
 
 
 def test_the_kill_rule_cuts_power_only_where_a_lazy_mount_allows_it() -> None:
@@ -228,3 +230,35 @@ def test_the_kill_rule_cuts_power_only_where_a_lazy_mount_allows_it() -> None:
     for which in range(4):
         nemesis.crash(which)
     assert calls == [("kill", "a"), ("cut", "b"), ("kill", "c"), ("cut", "a")]
+
+
+def test_a_redis_that_refuses_a_torn_aof_tail_fails_the_suite_as_refused_to_start(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-aof with ``aof-load-truncated no``: a crash tears the AOF's last (unacknowledged)
+    command and the server will not load it. The storage-fault rows must say so, as a failure of
+    a backend that claims power loss; the clean cut, with nothing torn, still passes."""
+    pytester.makepyfile(
+        strict_aof="""
+        from prism_testkit.backends import redis
+
+        redis.AOF_FLAGS = (*redis.AOF_FLAGS, "--aof-load-truncated", "no")
+        """
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{pytester.path}")
+    result = pytester.runpytest_subprocess(
+        "--pyargs",
+        "prism_testkit.suites",
+        "-p",
+        "strict_aof",
+        "--prism-backend=redis-aof",
+        "--prism-pattern=power_loss",
+        "-k",
+        "clean or crash-before-fsync",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*redis-aof declares survives_power_loss but did not come back after*crashed_at*"])
+    assert "Unexpected end of file reading the append only file" in result.stdout.str()  # the server's own words
