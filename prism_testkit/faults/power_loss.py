@@ -50,14 +50,22 @@ def power_loss_unavailable(backend: str) -> FaultUnavailable | None:
     return None if found is None else FaultUnavailable("power loss", backend, *found)
 
 
-def storage_faults(seeds: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[StorageFault]:
+def storage_faults(
+    seeds: st.SearchStrategy[int] | None = None, *, crash: bool = True
+) -> st.SearchStrategy[StorageFault]:
     """A power cut's fault, the clean cut first so it shrinks towards it; torn kinds and crash
-    points carry a seed (and the crash its call), so the example that fails replays."""
+    points carry a seed (and the crash its call), so the example that fails replays.
+    ``crash=False``: only what a cut decides at once (a crash point must be armed beforehand)."""
     seed = seeds if seeds is not None else st.integers(0, 2**32 - 1)
-    return st.one_of(
+    at_the_cut = [
         st.just(StorageFault()),
         st.builds(StorageFault, kind=st.just("torn-op"), seed=seed, granularity=st.sampled_from(["byte", "page"])),
         st.builds(StorageFault, kind=st.just("torn-seq"), seed=seed),
+    ]
+    if not crash:
+        return st.one_of(at_the_cut)
+    return st.one_of(
+        *at_the_cut,
         st.builds(
             StorageFault,
             kind=st.just("crash"),
