@@ -6,40 +6,20 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import find
 
 from prism_testkit.faults.lazyfs import PAGE, StorageFault
-from prism_testkit.faults.lazymount import LazyMount, fuse_unavailable_reason
+from prism_testkit.faults.lazymount import LazyMount
 from prism_testkit.faults.power_loss import SUITE_FAULTS, storage_faults
+from tests.test_lazyfs import fsync_path, mount  # the mount holds one file, "existing"
 
-UNAVAILABLE = fuse_unavailable_reason()
+__all__ = ["mount"]  # the fixture, used by name
+
 SEEDS = range(8)
 BASE = b"synced base|"
-
-
-@pytest.fixture
-def mount(tmp_path: Path) -> Iterator[LazyMount]:
-    if UNAVAILABLE is not None:  # loud: these tests are the proof the storage-fault rows rely on
-        pytest.fail(f"FUSE is unavailable, the lazy filesystem cannot be tested: {UNAVAILABLE}")
-    data = tmp_path / "data"
-    data.mkdir()
-    lazy = LazyMount.over(data)
-    try:
-        yield lazy
-    finally:
-        lazy.unmount()
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def synced_file(path: Path, content: bytes) -> None:
@@ -147,7 +127,7 @@ def test_torn_writes_never_resurrect_a_file_whose_name_was_not_synced(mount: Laz
     unsynced_writes(data / "unnamed", appends(4, 10))
     unsynced_writes(data / "seq", appends(4, 10))
     mount.power_cut(StorageFault("torn-seq", seed=7))
-    assert sorted(os.listdir(data)) == ["seq"]
+    assert sorted(os.listdir(data)) == ["existing", "seq"]
     assert [f["path"] for f in mount.faults[-1]["kept"]] == ["/seq"]
 
 
@@ -196,11 +176,11 @@ def test_crash_before_rename_leaves_the_old_name(mount: LazyMount) -> None:
     mount.arm(StorageFault("crash", op="rename", when="before", path="/old"))
     with pytest.raises(OSError):
         os.rename(data / "old", data / "new")
-    assert sorted(os.listdir(data)) == ["old"]  # it never happened, even in the live tree
+    assert sorted(os.listdir(data)) == ["existing", "old"]  # it never happened, even in the live tree
     with pytest.raises(OSError):
         fsync_path(data)  # the machine is dead: nothing becomes durable any more
     mount.power_cut()
-    assert sorted(os.listdir(data)) == ["old"]
+    assert sorted(os.listdir(data)) == ["existing", "old"]
     assert (data / "old").read_bytes() == b"content"
 
 
@@ -213,7 +193,7 @@ def test_crash_after_the_directory_fsync_of_a_rename_keeps_the_new_name(mount: L
     with pytest.raises(OSError):
         (data / "late").write_bytes(b"after the crash")
     mount.power_cut()
-    assert sorted(os.listdir(data)) == ["new"]
+    assert sorted(os.listdir(data)) == ["existing", "new"]
 
 
 def test_crash_after_the_nth_write_on_a_pattern_then_torn_keeps_part_of_the_frozen_writes(mount: LazyMount) -> None:
