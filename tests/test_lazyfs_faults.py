@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import find
 
-from prism_testkit.faults.lazyfs import PAGE, StorageFault
+from prism_testkit.faults.lazyfs import PAGE, LazyFilesystem, StorageFault
 from prism_testkit.faults.lazymount import LazyMount
 from prism_testkit.faults.power_loss import SUITE_FAULTS, storage_faults
 from tests.test_lazyfs import fsync_path, mount  # the mount holds one file, "existing"
@@ -240,3 +240,38 @@ def test_a_fault_round_trips_through_its_description() -> None:
     assert "op=rename" in fault.describe()
     with pytest.raises(ValueError):
         StorageFault("crash", op="mmap")
+
+
+def test_past_the_journal_limit_a_files_later_writes_are_never_kept(tmp_path: Path) -> None:
+    """The model alone (no FUSE): with room for two writes, a torn cut chooses among those two
+    and drops the later ones, as a clean cut would; an fsync frees the room again."""
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    (lower / "f").write_bytes(BASE)
+    fs = LazyFilesystem(lower, tmp_path / "blobs")
+    fs.journal_limit = 25
+    node = fs.node(str(lower / "f"))
+    fd = os.open(lower / "f", os.O_RDWR)
+    try:
+        for offset, chunk in appends(4, 10):
+            os.pwrite(fd, chunk, offset)
+            fs.written(node, offset, offset + len(chunk), data=chunk)
+        assert [c.data for c in fs.journal[node]] == [b"a" * 10, b"b" * 10]
+        detail = fs.power_cut(StorageFault("torn-seq", seed=0))["fault"]
+        assert detail["unrecorded_files"] == 1
+        content = (lower / "f").read_bytes()
+        assert b"c" not in content[len(BASE) :]
+        assert b"d" not in content[len(BASE) :]
+    finally:
+        os.close(fd)
+    fd = os.open(lower / "f", os.O_RDWR)
+    try:
+        os.pwrite(fd, b"x" * 30, 0)
+        fs.written(node, 0, 30, data=b"x" * 30)  # more than the room: not recorded
+        assert node in fs.unrecorded
+        fs.sync_file(node, fd)
+        fs.written(node, 0, 10, data=b"y" * 10)
+        assert [c.data for c in fs.journal[node]] == [b"y" * 10]
+        assert fs.journal_bytes == 10
+    finally:
+        os.close(fd)

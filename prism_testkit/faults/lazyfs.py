@@ -77,6 +77,7 @@ class Handle:
 FAULT_KINDS = ("clean", "torn-op", "torn-seq", "crash")
 CRASH_OPS = ("fsync", "write", "rename", "fsyncdir", "create", "unlink", "truncate")  # mildest first
 PAGE = 4096
+JOURNAL_LIMIT = 256 << 20  # bytes of unsynced writes kept for torn cuts (the daemon's memory)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,9 @@ class LazyFilesystem:
         self.cuts = 0
         self.journal: dict[int, list[Journal]] = {}  # node -> unsynced changes, in order
         self._seq = 0
+        self.journal_limit = JOURNAL_LIMIT
+        self.journal_bytes = 0
+        self.unrecorded: set[int] = set()  # nodes whose later unsynced writes the journal had no room for
         self.paths: dict[int, str] = {}  # node -> the last name it was opened by
         self.trigger: StorageFault | None = None  # an armed crash
         self.seen = 0  # matching calls counted for the armed crash
@@ -242,12 +246,25 @@ class LazyFilesystem:
             with self.lock:
                 self.unsynced.setdefault(node, []).append((start, end))
         with self.lock:
-            if data is not None and data:
-                self._seq += 1
+            if data is None and size is None:
+                return
+            if node in self.unrecorded or self.journal_bytes + len(data or b"") > self.journal_limit:
+                # Past the limit a file's later writes are not recorded until its next fsync: a
+                # torn cut then keeps only writes before them, still a state a disk could leave.
+                self.unrecorded.add(node)
+                return
+            self._seq += 1
+            if data is not None:
+                self.journal_bytes += len(data)
                 self.journal.setdefault(node, []).append(Journal(self._seq, node, start, bytes(data)))
-            elif size is not None:
-                self._seq += 1
+            else:
+                assert size is not None
                 self.journal.setdefault(node, []).append(Journal(self._seq, node, size, None))
+
+    def _forget(self, node: int) -> None:
+        """The node's unsynced writes are synced (or gone): its journal is not needed."""
+        self.journal_bytes -= sum(len(c.data or b"") for c in self.journal.pop(node, []))
+        self.unrecorded.discard(node)
 
     # -- a crash at a chosen call -----------------------------------------------------------
 
@@ -277,7 +294,7 @@ class LazyFilesystem:
     def sync_file(self, node: int, fd: int) -> None:
         """fsync: the file's unsynced ranges and its size reach the durable image."""
         with self.lock:
-            self.journal.pop(node, None)
+            self._forget(node)
             st = os.fstat(fd)
             durable = self._durable(node, st, "")
             flags = os.O_WRONLY | os.O_CREAT
@@ -346,8 +363,12 @@ class LazyFilesystem:
             torn = fault.torn if fault.kind == "crash" else fault.kind
             if torn != "clean":
                 detail["kept"] = self._persist_unsynced(torn, fault)
+            if self.unrecorded:
+                detail["unrecorded_files"] = len(self.unrecorded)  # journal full: their later writes dropped
             report["fault"] = detail
             self.journal.clear()
+            self.journal_bytes = 0
+            self.unrecorded.clear()
             self.trigger, self.seen, self.crashed = None, 0, None
             for found in self.handles.values():
                 with contextlib.suppress(OSError):
