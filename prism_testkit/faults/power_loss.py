@@ -93,6 +93,9 @@ SUITE_FAULTS: dict[str, StorageFault] = {
     "crash-before-write-page": StorageFault(
         "crash", seed=7, op="write", when="before", nth=45, torn="torn-op", granularity="page"
     ),
+    # only a backend that renames and fsyncs directories while it runs reaches these (localfs)
+    "crash-after-rename": StorageFault("crash", seed=8, op="rename", when="after", nth=8, torn="torn-op"),
+    "crash-before-fsyncdir": StorageFault("crash", seed=9, op="fsyncdir", when="before", nth=8, torn="torn-seq"),
 }
 
 
