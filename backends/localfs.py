@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -96,14 +97,28 @@ def _bucket_file(bucket: str) -> str:
     return encoded
 
 
+# A directory that cannot be opened or fsynced on this platform: best effort. Any other error
+# (EIO above all) means the rename may not be on disk, and the write must not be acknowledged
+# (a crash at the directory fsync lost an acknowledged put while every OSError was swallowed).
+_DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.EBADF, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENOTSUP}
+
+
 def _fsync_dir(path: Path) -> None:
-    """Make renames in ``path`` durable (not possible on every platform, hence best effort)."""
-    with contextlib.suppress(OSError):
+    """Make renames in ``path`` durable; skipped where a directory cannot be fsynced, an I/O
+    error is raised."""
+    try:
         fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    except OSError as exc:
+        if exc.errno in _DIR_FSYNC_UNSUPPORTED:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _make_dir_durably(path: Path) -> None:

@@ -3,6 +3,7 @@ shared by the restart suite (process crash) and the power-loss suite (power cut)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from prism_testkit import Capability, Driver, Message
 from prism_testkit.isolation import Namespace
 
 WRITES = 20
+WRITE_BOUND = 15.0  # s: a write to a crashed machine fails, it must not hang the test
 Missing = Callable[[Driver], Awaitable[list[str]]]
 
 
@@ -20,58 +22,110 @@ class Written:
     interface: str
     acknowledged: int
     missing: Missing
+    error: str = ""  # until_error: why the writes stopped (a crashed machine)
 
 
-async def write_keyvalue(driver: Driver, ns: Namespace) -> Written:
+class _Stop(Exception):
+    pass
+
+
+class _Acks:
+    """Counts acknowledged writes; with ``until_error``, the first failure ends the interface's
+    writes (a machine crashed under it) instead of the test."""
+
+    def __init__(self, until_error: bool) -> None:
+        self.until_error = until_error
+        self.count = 0
+        self.error = ""
+
+    async def __call__(self, write: Awaitable[object]) -> object:
+        if self.error:
+            raise _Stop
+        try:
+            result = await asyncio.wait_for(write, WRITE_BOUND) if self.until_error else await write
+        except Exception as exc:
+            if not self.until_error:
+                raise
+            self.error = f"{type(exc).__name__}: {exc}"[:300]
+            raise _Stop from exc
+        self.count += 1
+        return result
+
+
+async def write_keyvalue(driver: Driver, ns: Namespace, until_error: bool = False) -> Written:
     keys = [ns.name(f"k{i}") for i in range(WRITES)]
+    ack = _Acks(until_error)
     for i, key in enumerate(keys):
-        await driver.keyvalue().put(key, f"v{i}".encode())
+        try:
+            await ack(driver.keyvalue().put(key, f"v{i}".encode()))
+        except _Stop:
+            break
+    done = keys[: ack.count]
 
     async def missing(after: Driver) -> list[str]:
-        return [f"key {k}" for i, k in enumerate(keys) if await after.keyvalue().get(k) != f"v{i}".encode()]
+        return [f"key {k}" for i, k in enumerate(done) if await after.keyvalue().get(k) != f"v{i}".encode()]
 
-    return Written("keyvalue", WRITES, missing)
+    return Written("keyvalue", ack.count, missing, ack.error)
 
 
-async def write_queue(driver: Driver, ns: Namespace) -> Written:
+async def write_queue(driver: Driver, ns: Namespace, until_error: bool = False) -> Written:
     queue = ns.name("q")
+    ack = _Acks(until_error)
     for i in range(WRITES):
-        await driver.queue().send(queue, Message(f"m{i}".encode()))
+        try:
+            await ack(driver.queue().send(queue, Message(f"m{i}".encode())))
+        except _Stop:
+            break
 
     async def missing(after: Driver) -> list[str]:
         got = set()
         while (delivery := await after.queue().receive(queue, wait=1.0)) is not None:
             got.add(delivery.message.payload)
             await after.queue().ack(queue, delivery)
-        return [f"message m{i}" for i in range(WRITES) if f"m{i}".encode() not in got]
+        return [f"message m{i}" for i in range(ack.count) if f"m{i}".encode() not in got]
 
-    return Written("queue", WRITES, missing)
+    return Written("queue", ack.count, missing, ack.error)
 
 
-async def write_log(driver: Driver, ns: Namespace) -> Written:
+async def write_log(driver: Driver, ns: Namespace, until_error: bool = False) -> Written:
     log = ns.name("log")
-    offsets = [await driver.log().append(log, Message(f"r{i}".encode())) for i in range(WRITES)]
-    await driver.log().commit(log, "readers", offsets[-1] + 1)
+    ack = _Acks(until_error)
+    offsets: list[int] = []
+    committed = False
+    try:
+        for i in range(WRITES):
+            offset = await ack(driver.log().append(log, Message(f"r{i}".encode())))
+            assert isinstance(offset, int)
+            offsets.append(offset)
+        await ack(driver.log().commit(log, "readers", offsets[-1] + 1))
+        committed = True
+    except _Stop:
+        pass
 
     async def missing(after: Driver) -> list[str]:
         found = {r.offset: r.message.payload for r in await after.log().read(log, 0, limit=WRITES * 2)}
         lost = [f"record r{i} at {o}" for i, o in enumerate(offsets) if found.get(o) != f"r{i}".encode()]
-        if await after.log().committed(log, "readers") != offsets[-1] + 1:
+        if committed and await after.log().committed(log, "readers") != offsets[-1] + 1:
             lost.append("the consumer group's commit")
         return lost
 
-    return Written("log", WRITES + 1, missing)  # the appends and the commit
+    return Written("log", ack.count, missing, ack.error)  # the appends and the commit
 
 
-async def write_objects(driver: Driver, ns: Namespace) -> Written:
+async def write_objects(driver: Driver, ns: Namespace, until_error: bool = False) -> Written:
     bucket = ns.name("bucket")
-    await driver.objects().create_bucket(bucket)
-    for i in range(WRITES):
-        await driver.objects().put(bucket, f"o{i}", bytes([i]) * 1000)
+    ack = _Acks(until_error)
+    try:
+        await ack(driver.objects().create_bucket(bucket))
+        for i in range(WRITES):
+            await ack(driver.objects().put(bucket, f"o{i}", bytes([i]) * 1000))
+    except _Stop:
+        pass
+    stored = max(0, ack.count - 1)
 
     async def missing(after: Driver) -> list[str]:
         lost = []
-        for i in range(WRITES):
+        for i in range(stored):
             try:
                 intact = await after.objects().get(bucket, f"o{i}") == bytes([i]) * 1000
             except Exception:  # not found, or its bucket is gone
@@ -80,7 +134,7 @@ async def write_objects(driver: Driver, ns: Namespace) -> Written:
                 lost.append(f"object o{i}")
         return lost
 
-    return Written("objects", WRITES, missing)
+    return Written("objects", stored, missing, ack.error)
 
 
 WRITERS = {
@@ -91,8 +145,21 @@ WRITERS = {
 }
 
 
-async def write_everything(driver: Driver, ns: Namespace) -> list[Written]:
-    return [await write(driver, ns) for cap, write in WRITERS.items() if driver.supports(cap)]
+async def write_everything(driver: Driver, ns: Namespace, until_error: bool = False) -> list[Written]:
+    """Every interface's writes; ``until_error``: a failure stops the writes (counted as not
+    acknowledged) instead of the test, for a machine that crashes under them."""
+    written = []
+    for cap, write in WRITERS.items():
+        if driver.supports(cap):
+            if until_error and any(w.error for w in written):
+                written.append(Written(cap.value, 0, _nothing, "not tried: the machine crashed"))
+                continue
+            written.append(await write(driver, ns, until_error))
+    return written
+
+
+async def _nothing(after: Driver) -> list[str]:
+    return []
 
 
 async def missing_writes(written: list[Written], after: Driver) -> list[str]:

@@ -10,6 +10,14 @@ FUSE unavailable: the fault cannot be injected, as a backend that cannot be prov
 listed under UNAVAILABLE faults with the reason and the install hint and skipped, or fails where
 every suite must fit (``prism_require_fit``, ``--prism-pattern=power_loss``). The twin does not
 start: the test fails with the reason, never passes.
+
+Beyond the clean cut, each backend meets the lazy filesystem's storage faults
+(:data:`prism_testkit.faults.power_loss.SUITE_FAULTS`, seeded so a row replays): a torn write,
+unsynced writes persisted as a non-prefix subset, and a crash just before or after a chosen
+fsync or write, after which every call fails as on a dead machine. Writes the crash interrupts
+are not acknowledged; every write acknowledged before must survive, and the server must come
+back (``refused to start`` is its own outcome, failed where power loss is claimed). The fault's
+detail (which file, which writes kept, where the crash hit) goes to the report with the row.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import pytest
 
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.errors import NotSupported
+from prism_testkit.faults.power_loss import SUITE_FAULTS
 
 from ._durability import missing_writes, write_everything
 
@@ -26,7 +35,11 @@ pytestmark = prism_suite("power_loss", backend=Slot.one_of("keyvalue", "queue", 
 LOST = "lost-in-power-cut"
 
 
-async def test_acknowledged_writes_survive_a_power_cut(prism_env: PrismEnv, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("fault_name", list(SUITE_FAULTS))
+async def test_acknowledged_writes_survive_a_power_cut(
+    prism_env: PrismEnv, request: pytest.FixtureRequest, fault_name: str
+) -> None:
+    fault = SUITE_FAULTS[fault_name]
     name = prism_env.combination["backend"]
     props = prism_env.spec("backend").properties
     if not props.durable:
@@ -35,25 +48,52 @@ async def test_acknowledged_writes_survive_a_power_cut(prism_env: PrismEnv, requ
         instance = await prism_env.power_loss_instance("backend")
     except NotSupported as exc:  # given by URL: we cannot reach its disk
         pytest.skip(str(exc))
-    written = await write_everything(instance.driver, prism_env.ns)
+    crash = fault.kind == "crash"
+    if crash:
+        await instance.arm(fault)
+    written = await write_everything(instance.driver, prism_env.ns, until_error=crash)
     acknowledged = sum(w.acknowledged for w in written)
-    assert acknowledged > 0, f"{name}: nothing was written, so nothing could be lost"
+    stopped = next((w.error for w in written if w.error), "")
+    if not crash:
+        assert acknowledged > 0, f"{name}: nothing was written, so nothing could be lost"
+    outcome, refused = "survived", ""
     try:
-        after = await instance.cut_power()
-        missing = await missing_writes(written, after)
+        after = await instance.cut_power(None if crash else fault)
     except Exception as exc:
-        if props.survives_power_loss:
-            raise
-        missing = [f"all {acknowledged}: it did not come back ({type(exc).__name__}: {exc})"] * acknowledged
+        refused = f"{type(exc).__name__}: {exc}"[-1500:]  # a start-up error ends with the server log's tail
+        outcome, missing = "refused to start", [f"all {acknowledged}: it did not come back ({refused})"] * acknowledged
+    else:
+        missing = await missing_writes(written, after)
+        if missing:
+            outcome = "lost"
+    detail = instance.faults[-1] if instance.faults else {}
     discarded = instance.cuts[-1] if instance.cuts else {}
+    replay = f"pytest suites --prism-pattern=power_loss --prism-backend={name} -k '{fault_name}'"
     request.node.user_properties.append(
-        ("power_loss", {"backend": name, "acknowledged": acknowledged, "lost": len(missing), "discarded": discarded})
+        (
+            "power_loss",
+            {
+                "backend": name,
+                "fault": fault_name,
+                "outcome": outcome,
+                "acknowledged": acknowledged,
+                "lost": len(missing),
+                "discarded": discarded,
+                "detail": detail,
+                "stopped_by": stopped,
+                "replay": replay,
+            },
+        )
     )
     if not props.survives_power_loss:
         prism_env.tolerated[LOST] += len(missing)
         return
+    assert not refused, (
+        f"{name} declares survives_power_loss but did not come back after a {fault.describe()} power cut "
+        f"({detail}): {refused}\nreplay: {replay}"
+    )
     prism_env.anomalies["lost"] += len(missing)
     assert not missing, (
         f"{name} declares survives_power_loss but lost {len(missing)} of {acknowledged} acknowledged writes "
-        f"in a power cut (the cut discarded {discarded}): {missing[:10]}"
+        f"in a {fault.describe()} power cut (the cut discarded {discarded}; {detail}): {missing[:10]}\nreplay: {replay}"
     )

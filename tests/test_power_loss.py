@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prism_testkit.backends.localfs import open_localfs
 from prism_testkit.backends.sqlite import open_sqlite
 
 from prism_testkit import capabilities
 from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.faults import lazymount
+from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
 from prism_testkit.faults.nemesis import FaultTarget, Nemesis
+from prism_testkit.faults.power_loss import SUITE_FAULTS
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.provision.base import ServerControl
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
@@ -115,6 +119,11 @@ def test_prism_lazyfs_puts_a_backends_own_instance_on_a_lazy_mount(sqlite_runtim
     after = runtime.run(runtime.restart("sqlite", power_cut=True))
     assert runtime.run(after.keyvalue().get("k")) == b"acknowledged"
     assert runtime.endpoint("sqlite").lazy_mount.cuts  # type: ignore[union-attr]
+    # the nemesis's storage fault reaches the mount, and the mount reports it back
+    runtime.run(after.keyvalue().put("k2", b"acknowledged too"))
+    after = runtime.run(runtime.restart("sqlite", power_cut=True, fault=StorageFault("torn-seq", seed=11)))
+    assert runtime.run(after.keyvalue().get("k2")) == b"acknowledged too"
+    assert runtime.endpoint("sqlite").lazy_mount.faults[-1]["kind"] == "torn-seq"  # type: ignore[union-attr]
     # a backend not named by PRISM_LAZYFS pays nothing and cannot be power-cut
     runtime.driver("memstore")
     assert runtime.endpoint("memstore").lazy_mount is None
@@ -210,7 +219,8 @@ def test_a_durable_backend_that_does_not_claim_power_loss_has_its_loss_tolerated
     )
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
     # at 80 columns the findings follow their row on a line of their own
-    result.stdout.fnmatch_lines(["power_loss*redis-aof*1*0*0*0", "    lost-in-power-cut=* (tolerated)"])
+    row = f"power_loss*redis-aof*{len(SUITE_FAULTS)}*0*0*0"  # one test per storage fault
+    result.stdout.fnmatch_lines([row, "    lost-in-power-cut=* (tolerated)"])
 
 
 def test_the_kill_rule_cuts_power_only_where_a_lazy_mount_allows_it() -> None:
@@ -218,7 +228,7 @@ def test_the_kill_rule_cuts_power_only_where_a_lazy_mount_allows_it() -> None:
     nemesis.paused = set()
     calls: list[tuple[str, str]] = []
     nemesis.kill_and_restart = lambda t: calls.append(("kill", t.slot))  # type: ignore[method-assign]
-    nemesis.power_cut = lambda t: calls.append(("cut", t.slot))  # type: ignore[method-assign]
+    nemesis.power_cut = lambda t, fault=None: calls.append(("cut", t.slot))  # type: ignore[method-assign]
     control = cast(ServerControl, object())
     lazy_server = FaultTarget("a", "redis-aof", control, True, True, None, lazy=True, survives_power_loss=True)
     lazy_embedded = FaultTarget("b", "sqlite", None, True, True, None, lazy=True, survives_power_loss=True)
@@ -228,3 +238,58 @@ def test_the_kill_rule_cuts_power_only_where_a_lazy_mount_allows_it() -> None:
     for which in range(4):
         nemesis.crash(which)
     assert calls == [("kill", "a"), ("cut", "b"), ("kill", "c"), ("cut", "a")]
+
+
+def test_a_redis_that_refuses_a_torn_aof_tail_fails_the_suite_as_refused_to_start(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-aof with ``aof-load-truncated no``: a crash tears the AOF's last (unacknowledged)
+    command and the server will not load it. The storage-fault rows must say so, as a failure of
+    a backend that claims power loss; the clean cut, with nothing torn, still passes."""
+    pytester.makepyfile(
+        strict_aof="""
+        from prism_testkit.backends import redis
+
+        redis.AOF_FLAGS = (*redis.AOF_FLAGS, "--aof-load-truncated", "no")
+        """
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{pytester.path}")
+    result = pytester.runpytest_subprocess(
+        "--pyargs",
+        "prism_testkit.suites",
+        "-p",
+        "strict_aof",
+        "--prism-backend=redis-aof",
+        "--prism-pattern=power_loss",
+        "-k",
+        "clean or (crash-before-fsync and not fsyncdir)",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*redis-aof declares survives_power_loss but did not come back after*crashed_at*"])
+    assert "Unexpected end of file reading the append only file" in result.stdout.str()  # the server's own words
+
+
+def test_a_power_cut_by_the_kill_rule_draws_its_storage_fault_and_a_kill_draws_nothing() -> None:
+    """The rule's ``data`` is drawn from only when the power is cut: the clean cut or a torn
+    kind (a crash point needs arming beforehand, so never here)."""
+    control = cast(ServerControl, object())
+    lazy = FaultTarget("a", "redis-aof", control, True, True, None, lazy=True, survives_power_loss=True)
+    cuts: list[StorageFault | None] = []
+    kills: list[str] = []
+
+    @settings(max_examples=60, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.data(), st.integers(0, 3))
+    def crash(data: st.DataObject, which: int) -> None:
+        nemesis = Nemesis.__new__(Nemesis)
+        nemesis.paused = set()
+        nemesis.targets = {"a": lazy}
+        nemesis.kill_and_restart = lambda t: kills.append(t.slot)  # type: ignore[method-assign]
+        nemesis.power_cut = lambda t, fault=None: cuts.append(fault)  # type: ignore[method-assign]
+        nemesis.crash(which, data)
+
+    crash()
+    assert kills, "the kill never happened"
+    assert {f.kind for f in cuts if f is not None} == {"clean", "torn-op", "torn-seq"}

@@ -14,6 +14,20 @@ a file created but never named by a synced directory is gone, a rename without a
 fsync is undone, an unsynced append disappears. Content existing when the filesystem is
 mounted counts as durable (the machine booted with that disk).
 
+Past the clean cut, :class:`StorageFault` (seeded, so a failing example replays) chooses what
+else a cut leaves, as a disk and a kernel do worse than dropping the page cache cleanly:
+
+* ``torn-op``: one unsynced write is torn: the writes to its file before it persist, then a
+  strict prefix of its bytes (or of its pages, ``granularity``), nothing after;
+* ``torn-seq``: of the unsynced writes, a seeded subset persists, in no prefix order (the order
+  a page cache flushes in), at least one file keeping a later write while losing an earlier one;
+* ``crash``: armed before the workload (:meth:`LazyFilesystem.arm`), the machine dies just
+  ``before`` or ``after`` the ``nth`` ``op`` (``write``, ``fsync``, ``fsyncdir``, ``rename``,
+  ``create``, ``unlink``, ``truncate``) on a path matching ``path`` (an fnmatch pattern): from then
+  on nothing becomes durable and every call fails with EIO, until the cut rebuilds the tree.
+
+Every cut reports what it did (which file, which writes it kept), for the history.
+
 Files are tracked by node (the live inode), not by path, so a file renamed and then fsynced
 keeps its new content under whichever name its directory last synced. This module runs in the
 daemon process started by :mod:`prism_testkit.faults.lazymount`; it imports ``mfusepy`` (and
@@ -24,12 +38,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
+import itertools
 import os
+import random
 import shutil
 import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SYNC_FLAGS = os.O_SYNC | os.O_DSYNC
 COPY_CHUNK = 1 << 20
@@ -53,6 +71,64 @@ class Handle:
     fd: int
     node: int
     synchronous: bool  # opened with O_SYNC / O_DSYNC: every write is synced
+    path: str = ""  # the name it was opened by (for crash triggers and reports)
+
+
+FAULT_KINDS = ("clean", "torn-op", "torn-seq", "crash")
+CRASH_OPS = ("fsync", "write", "rename", "fsyncdir", "create", "unlink", "truncate")  # mildest first
+PAGE = 4096
+JOURNAL_LIMIT = 256 << 20  # bytes of unsynced writes kept for torn cuts (the daemon's memory)
+
+
+@dataclass(frozen=True)
+class StorageFault:
+    """What a power cut leaves beyond a clean drop of the page cache; ``seed`` makes it replay.
+
+    ``crash`` also needs ``op``, ``when`` (``before`` / ``after``), ``path`` (fnmatch on the
+    mount-relative path, ``/``-rooted) and ``nth`` (1-based count of matching calls); its cut then
+    leaves what was durable at that call, and ``torn`` (``torn-op`` / ``torn-seq`` / ``clean``)
+    says what becomes of the writes still unsynced then."""
+
+    kind: str = "clean"
+    seed: int = 0
+    granularity: str = "byte"  # torn-op: "byte", or "page" (a byte tear where the write crosses no page boundary)
+    op: str = "fsync"
+    when: str = "after"
+    path: str = "*"
+    nth: int = 1
+    torn: str = "clean"
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown storage fault {self.kind!r} (one of {', '.join(FAULT_KINDS)})")
+        if self.kind == "crash" and (self.op not in CRASH_OPS or self.when not in ("before", "after") or self.nth < 1):
+            raise ValueError(f"crash needs op in {CRASH_OPS}, when before/after, nth >= 1: {self}")
+        if self.granularity not in ("byte", "page") or self.torn not in ("clean", "torn-op", "torn-seq"):
+            raise ValueError(f"bad granularity or torn: {self}")
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = {"clean": (), "torn-op": ("seed", "granularity"), "torn-seq": ("seed",)}.get(
+            self.kind, ("seed", "op", "when", "path", "nth", "torn", "granularity")
+        )
+        return {"kind": self.kind, **{k: getattr(self, k) for k in keys}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StorageFault:
+        return cls(**data)
+
+    def describe(self) -> str:
+        """One line that replays it: ``kind`` and its options."""
+        return " ".join(f"{k}={v}" for k, v in self.as_dict().items())
+
+
+@dataclass(eq=False)
+class Journal:
+    """One unsynced change to a file's content: a write (``data`` at ``offset``) or a size change."""
+
+    seq: int
+    node: int
+    offset: int
+    data: bytes | None  # None: the file's size became ``offset`` (truncate, O_TRUNC, fallocate)
 
 
 def _kind(mode: int) -> str:
@@ -101,6 +177,15 @@ class LazyFilesystem:
         self._next_node = self.ROOT
         self._next_handle = 1
         self.cuts = 0
+        self.journal: dict[int, list[Journal]] = {}  # node -> unsynced changes, in order
+        self._seq = 0
+        self.journal_limit = JOURNAL_LIMIT
+        self.journal_bytes = 0
+        self.unrecorded: set[int] = set()  # nodes whose later unsynced writes the journal had no room for
+        self.paths: dict[int, str] = {}  # node -> the last name it was opened by
+        self.trigger: StorageFault | None = None  # an armed crash
+        self.seen = 0  # matching calls counted for the armed crash
+        self.crashed: dict[str, Any] | None = None  # the call the machine died at
         self._adopt(self.lower, is_root=True)
 
     # -- identity ---------------------------------------------------------------------------
@@ -155,14 +240,61 @@ class LazyFilesystem:
         durable.mode, durable.uid, durable.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         return durable
 
-    def written(self, node: int, start: int, end: int) -> None:
+    def written(self, node: int, start: int, end: int, data: bytes | None = None, size: int | None = None) -> None:
+        """Bytes ``start..end`` changed without a sync: ``data`` written there, or the size set to ``size``."""
         if end > start:
             with self.lock:
                 self.unsynced.setdefault(node, []).append((start, end))
+        with self.lock:
+            if data is None and size is None:
+                return
+            if node in self.unrecorded or self.journal_bytes + len(data or b"") > self.journal_limit:
+                # Past the limit a file's later writes are not recorded until its next fsync: a
+                # torn cut then keeps only writes before them, still a state a disk could leave.
+                self.unrecorded.add(node)
+                return
+            self._seq += 1
+            if data is not None:
+                self.journal_bytes += len(data)
+                self.journal.setdefault(node, []).append(Journal(self._seq, node, start, bytes(data)))
+            else:
+                assert size is not None
+                self.journal.setdefault(node, []).append(Journal(self._seq, node, size, None))
+
+    def _forget(self, node: int) -> None:
+        """The node's unsynced writes are synced (or gone): its journal is not needed."""
+        self.journal_bytes -= sum(len(c.data or b"") for c in self.journal.pop(node, []))
+        self.unrecorded.discard(node)
+
+    # -- a crash at a chosen call -----------------------------------------------------------
+
+    def arm(self, fault: StorageFault | None) -> None:
+        """Die at the call ``fault`` names (None disarms)."""
+        with self.lock:
+            if fault is not None and fault.kind != "crash":
+                raise ValueError(f"only a crash is armed, not {fault.kind}")
+            self.trigger, self.seen, self.crashed = fault, 0, None
+
+    def check(self, op: str, path: str, when: str) -> None:
+        """Called by every FUSE operation ``before`` and ``after`` it runs: raises EIO once the
+        machine is dead (and at the armed ``before`` call itself)."""
+        with self.lock:
+            if self.crashed is not None:
+                raise OSError(errno.EIO, "the machine crashed (lazy filesystem)")
+            t = self.trigger
+            if t is None or t.op != op or t.when != when or not fnmatch.fnmatchcase(path, t.path):
+                return
+            self.seen += 1
+            if self.seen < t.nth:
+                return
+            self.crashed = {"op": op, "when": when, "path": path, "nth": self.seen}
+            if when == "before":
+                raise OSError(errno.EIO, "the machine crashed (lazy filesystem)")
 
     def sync_file(self, node: int, fd: int) -> None:
         """fsync: the file's unsynced ranges and its size reach the durable image."""
         with self.lock:
+            self._forget(node)
             st = os.fstat(fd)
             durable = self._durable(node, st, "")
             flags = os.O_WRONLY | os.O_CREAT
@@ -192,11 +324,13 @@ class LazyFilesystem:
 
     # -- handles ----------------------------------------------------------------------------
 
-    def add_handle(self, fd: int, node: int, flags: int) -> int:
+    def add_handle(self, fd: int, node: int, flags: int, path: str = "") -> int:
         with self.lock:
             handle = self._next_handle
             self._next_handle += 1
-            self.handles[handle] = Handle(fd, node, bool(flags & SYNC_FLAGS))
+            self.handles[handle] = Handle(fd, node, bool(flags & SYNC_FLAGS), path)
+            if path:
+                self.paths[node] = path
             return handle
 
     def handle(self, fh: int) -> Handle:
@@ -213,14 +347,29 @@ class LazyFilesystem:
 
     # -- the power cut ----------------------------------------------------------------------
 
-    def power_cut(self) -> dict[str, int]:
-        """Drop every unsynced change: rebuild the live tree from the durable image."""
+    def power_cut(self, fault: StorageFault | None = None) -> dict[str, Any]:
+        """Drop every unsynced change (but what ``fault`` keeps): rebuild the live tree from the
+        durable image. An armed crash decides the fault when none is given."""
         with self.lock:
-            report = {
+            report: dict[str, Any] = {
                 "unsynced_files": len(self.unsynced),
                 "unsynced_bytes": sum(end - start for r in self.unsynced.values() for start, end in _merge(r)),
                 "open_handles": len(self.handles),
             }
+            fault = fault or self.trigger or StorageFault()
+            detail: dict[str, Any] = fault.as_dict()
+            if fault.kind == "crash":
+                detail["crashed_at"] = self.crashed  # None: the call never came, a plain cut at the end
+            torn = fault.torn if fault.kind == "crash" else fault.kind
+            if torn != "clean":
+                detail["kept"] = self._persist_unsynced(torn, fault)
+            if self.unrecorded:
+                detail["unrecorded_files"] = len(self.unrecorded)  # journal full: their later writes dropped
+            report["fault"] = detail
+            self.journal.clear()
+            self.journal_bytes = 0
+            self.unrecorded.clear()
+            self.trigger, self.seen, self.crashed = None, 0, None
             for found in self.handles.values():
                 with contextlib.suppress(OSError):
                     os.close(found.fd)
@@ -238,6 +387,94 @@ class LazyFilesystem:
             self.node_of_inode = inodes
             self.cuts += 1
             return report
+
+    # -- torn writes ------------------------------------------------------------------------
+
+    def _name(self, node: int) -> str:
+        return self.paths.get(node, f"(node {node})")
+
+    def _durable_files(self) -> dict[int, list[Journal]]:
+        """The journals of files that will exist after the cut (named by a synced directory)."""
+        named = {child for d in self.image.values() if d.kind == "dir" for child in d.entries.values()}
+        return {n: j for n, j in self.journal.items() if n in named and self.image[n].kind == "file" and j}
+
+    def _persist_unsynced(self, torn: str, fault: StorageFault) -> list[dict[str, Any]]:
+        """Write into the durable image the part of the journal that ``torn`` keeps; returns
+        per file which writes (0-based, in order since its last fsync) were kept."""
+        rng = random.Random(fault.seed)
+        files = self._durable_files()
+        kept: dict[int, list[tuple[Journal, int]]] = {}  # node -> (change, bytes of it kept)
+        if torn == "torn-op":
+            candidates = [
+                (n, i) for n, j in sorted(files.items()) for i, c in enumerate(j) if c.data and len(c.data) > 1
+            ]
+            if not candidates:
+                return []
+            node, index = rng.choice(candidates)
+            chosen = files[node][index]
+            assert chosen.data is not None
+            cut = self._tear_point(rng, chosen, fault.granularity)
+            kept[node] = [(c, len(c.data) if c.data else 0) for c in files[node][:index]] + [(chosen, cut)]
+        else:  # torn-seq
+            masks = {n: [rng.random() < 0.5 for _ in j] for n, j in sorted(files.items())}
+            if not any(_not_a_prefix(m) for m in masks.values()):
+                longer = [n for n, j in sorted(files.items()) if len(j) > 1]
+                if not longer:
+                    return []
+                node = rng.choice(longer)
+                later = rng.randrange(1, len(files[node]))
+                masks[node] = [rng.random() < 0.5 for _ in files[node]]
+                masks[node][later], masks[node][rng.randrange(later)] = True, False
+            for node, mask in masks.items():
+                kept[node] = [
+                    (c, len(c.data) if c.data else 0) for c, keep in zip(files[node], mask, strict=True) if keep
+                ]
+        out = []
+        for node, changes in sorted(kept.items()):
+            self._apply(node, changes)
+            total = files[node]
+            out.append(
+                {
+                    "path": self._name(node),
+                    "writes": len(total),
+                    "kept": [_index(total, c) for c, _ in changes],
+                    "torn": [
+                        {"write": _index(total, c), "offset": c.offset, "length": len(c.data), "kept_bytes": n}
+                        for c, n in changes
+                        if c.data is not None and n < len(c.data)
+                    ],
+                }
+            )
+        return out
+
+    @staticmethod
+    def _tear_point(rng: random.Random, change: Journal, granularity: str) -> int:
+        """How many leading bytes of ``change`` persist: 1..len-1, at a page boundary of the file
+        when ``granularity`` is page and the write crosses one."""
+        assert change.data is not None
+        length = len(change.data)
+        if granularity == "page":
+            bounds = [
+                b - change.offset for b in range((change.offset // PAGE + 1) * PAGE, change.offset + length, PAGE)
+            ]
+            if bounds:
+                return rng.choice(bounds)
+        return rng.randrange(1, length)
+
+    def _apply(self, node: int, changes: list[tuple[Journal, int]]) -> None:
+        durable = self.image[node]
+        blob = os.open(self.blob(node), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            if not durable.has_blob:
+                os.ftruncate(blob, 0)
+            for change, length in changes:
+                if change.data is None:
+                    os.ftruncate(blob, change.offset)
+                else:
+                    os.pwrite(blob, change.data[:length], change.offset)
+        finally:
+            os.close(blob)
+        durable.has_blob = True
 
     def _rebuild(self, node: int, path: Path, made: dict[int, Path], inodes: dict[int, int]) -> None:
         durable = self.image[node]
@@ -263,6 +500,20 @@ class LazyFilesystem:
             os.chmod(path, durable.mode)
         inodes[os.lstat(path).st_ino] = node
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         with self.lock:
-            return {"cuts": self.cuts, "unsynced_files": len(self.unsynced), "open_handles": len(self.handles)}
+            return {
+                "cuts": self.cuts,
+                "unsynced_files": len(self.unsynced),
+                "open_handles": len(self.handles),
+                "crashed_at": self.crashed,
+            }
+
+
+def _index(changes: list[Journal], change: Journal) -> int:
+    return next(i for i, c in enumerate(changes) if c is change)
+
+
+def _not_a_prefix(mask: list[bool]) -> bool:
+    """A kept-set that is not the first k writes: some write kept after one lost."""
+    return any(later and not earlier for earlier, later in itertools.pairwise(mask))

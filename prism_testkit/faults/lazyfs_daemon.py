@@ -22,7 +22,7 @@ from typing import Any
 
 import mfusepy
 
-from .lazyfs import LazyFilesystem
+from .lazyfs import LazyFilesystem, StorageFault
 
 # The daemon trusts the kernel's offsets: O_APPEND would make pwrite ignore them (and our
 # unsynced-range bookkeeping with it); O_DIRECT is not supported by every lower filesystem.
@@ -101,6 +101,13 @@ class LazyOperations(mfusepy.Operations):
         st = os.statvfs(self.fs.live(path))
         return {name: getattr(st, name) for name in STATVFS_FIELDS}
 
+    def _checked(self, op: str, path: str, run: Any) -> Any:
+        """Run one call between the armed crash's ``before`` and ``after`` checks."""
+        self.fs.check(op, path, "before")
+        result = run()
+        self.fs.check(op, path, "after")
+        return result
+
     # -- names (durable only once their directory is fsynced) -------------------------------
 
     def readdir(self, path: str | None, fh: int) -> list[str]:
@@ -132,11 +139,11 @@ class LazyOperations(mfusepy.Operations):
         return 0
 
     def rename(self, old: str, new: str) -> int:
-        os.rename(self.fs.live(old), self.fs.live(new))
+        self._checked("rename", old, lambda: os.rename(self.fs.live(old), self.fs.live(new)))
         return 0
 
     def unlink(self, path: str) -> int:
-        os.unlink(self.fs.live(path))
+        self._checked("unlink", path, lambda: os.unlink(self.fs.live(path)))
         return 0
 
     def rmdir(self, path: str) -> int:
@@ -155,25 +162,35 @@ class LazyOperations(mfusepy.Operations):
         return 0
 
     def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
-        self.fs.sync_dir(self._dirs[fh] if path is None else self.fs.live(path))
+        live = self._dirs[fh] if path is None else self.fs.live(path)
+        name = "/" + os.path.relpath(live, self.fs.lower).removeprefix(".")
+        self._checked("fsyncdir", name.replace("//", "/"), lambda: self.fs.sync_dir(live))
         return 0
 
     # -- content (durable only once the file is fsynced) ------------------------------------
 
     def create(self, path: str, mode: int, flags: int) -> int:
         live = self.fs.live(path)
+        self.fs.check("create", path, "before")
         fd = os.open(live, _own_flags(flags) | os.O_CREAT | os.O_EXCL, mode)
         self._owned_by_caller(live)
-        return self.fs.add_handle(fd, self.fs.created(live), flags)
+        handle = self.fs.add_handle(fd, self.fs.created(live), flags, path)
+        self.fs.check("create", path, "after")
+        return handle
 
     def open(self, path: str, flags: int) -> int:
         live = self.fs.live(path)
         node = self.fs.node(live)
         size = os.stat(live).st_size
+        if flags & os.O_TRUNC:
+            self.fs.check("truncate", path, "before")
         fd = os.open(live, _own_flags(flags))
         if flags & os.O_TRUNC:
-            self.fs.written(node, 0, size)
-        return self.fs.add_handle(fd, node, flags)
+            self.fs.written(node, 0, size, size=0)
+        handle = self.fs.add_handle(fd, node, flags, path)
+        if flags & os.O_TRUNC:
+            self.fs.check("truncate", path, "after")
+        return handle
 
     # Handle operations hold the lock: a power cut closes every descriptor, and a late call (the
     # kernel writing back a dead process's mapped pages) must fail, not reach a reused number.
@@ -185,25 +202,30 @@ class LazyOperations(mfusepy.Operations):
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
         with self.fs.lock:
             handle = self.fs.handle(fh)
+            self.fs.check("write", handle.path, "before")
             written = os.pwrite(handle.fd, data, offset)
-            self.fs.written(handle.node, offset, offset + written)
+            self.fs.written(handle.node, offset, offset + written, data=data[:written])
             if handle.synchronous:
                 self.fs.sync_file(handle.node, handle.fd)
+            self.fs.check("write", handle.path, "after")
             return written
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         if fh is not None:
             with self.fs.lock:
                 handle = self.fs.handle(fh)
-                node, size = handle.node, os.fstat(handle.fd).st_size
+                self.fs.check("truncate", handle.path, "before")
+                node, size, name = handle.node, os.fstat(handle.fd).st_size, handle.path
                 os.ftruncate(handle.fd, length)
         elif path is not None:
             live = self.fs.live(path)
-            node, size = self.fs.node(live), os.stat(live).st_size
+            self.fs.check("truncate", path, "before")
+            node, size, name = self.fs.node(live), os.stat(live).st_size, path
             os.truncate(live, length)
         else:
             raise OSError(errno.EBADF, "truncate without a path or a handle")
-        self.fs.written(node, min(size, length), max(size, length))
+        self.fs.written(node, min(size, length), max(size, length), size=length)
+        self.fs.check("truncate", name, "after")
         return 0
 
     def fallocate(self, path: str | None, mode: int, offset: int, size: int, fh: int) -> int:
@@ -211,8 +233,11 @@ class LazyOperations(mfusepy.Operations):
             raise OSError(errno.EOPNOTSUPP, "fallocate mode")
         with self.fs.lock:
             handle = self.fs.handle(fh)
+            self.fs.check("write", handle.path, "before")
+            before = os.fstat(handle.fd).st_size
             os.posix_fallocate(handle.fd, offset, size)
-            self.fs.written(handle.node, offset, offset + size)
+            self.fs.written(handle.node, offset, offset + size, size=max(before, offset + size))
+            self.fs.check("write", handle.path, "after")
         return 0
 
     def flush(self, path: str | None, fh: int) -> int:
@@ -221,7 +246,9 @@ class LazyOperations(mfusepy.Operations):
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
         with self.fs.lock:
             handle = self.fs.handle(fh)
+            self.fs.check("fsync", handle.path, "before")
             self.fs.sync_file(handle.node, handle.fd)
+            self.fs.check("fsync", handle.path, "after")
         return 0
 
     def release(self, path: str | None, fh: int) -> int:
@@ -241,14 +268,20 @@ class FuseWithHandles(mfusepy.FUSE):
 
 
 def serve_control(fs: LazyFilesystem, name: str) -> socket.socket:
-    """Answer ``cut``, ``stats`` and ``ping`` (one JSON line each) on an abstract unix socket."""
+    """Answer ``cut [fault]``, ``arm fault``, ``stats`` and ``ping`` (one JSON line each) on an
+    abstract unix socket; a fault is :class:`StorageFault` as JSON."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind("\0" + name)
     server.listen(4)
 
-    def answer(command: str) -> dict[str, Any]:
+    def answer(line: str) -> dict[str, Any]:
+        command, _, argument = line.partition(" ")
+        fault = StorageFault.from_dict(json.loads(argument)) if argument else None
         if command == "cut":
-            return {"ok": True, **fs.power_cut()}
+            return {"ok": True, **fs.power_cut(fault)}
+        if command == "arm":
+            fs.arm(fault)
+            return {"ok": True}
         if command == "stats":
             return {"ok": True, **fs.stats()}
         if command == "ping":

@@ -26,8 +26,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from prism_testkit.errors import ProvisioningError
+from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.provision.mounts import LAZYFS_FSNAME_PREFIX, detach, is_mounted
 from prism_testkit.provision.process_identity import stamp
 from prism_testkit.provision.processes import stop_all
@@ -76,6 +78,7 @@ class LazyMount:
         self.control = f"prism-lazyfs-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._daemon: subprocess.Popen[bytes] | None = None
         self.cuts: list[dict[str, int]] = []
+        self.faults: list[dict[str, Any]] = []  # per cut: the fault and what it kept (history detail)
 
     @classmethod
     def over(cls, directory: Path) -> LazyMount:
@@ -141,11 +144,21 @@ class LazyMount:
             return False
         return True
 
-    def power_cut(self) -> dict[str, int]:
-        """Discard every unsynced write (the server must be stopped: its open files are gone).
-        Returns what was discarded: unsynced files and bytes, handles still open."""
-        report = {k: int(v) for k, v in self._request("cut").items() if isinstance(v, int) and k != "ok"}
+    def arm(self, fault: StorageFault | None) -> None:
+        """Crash the machine at the call a ``crash`` fault names (None disarms); the next
+        :meth:`power_cut` then leaves what was durable at that call."""
+        self._request("arm" + ("" if fault is None else " " + json.dumps(fault.as_dict())))
+
+    def power_cut(self, fault: StorageFault | None = None) -> dict[str, int]:
+        """Discard every unsynced write (the server must be stopped: its open files are gone),
+        but what ``fault`` keeps (default: the armed crash, else a clean cut). Returns what was
+        discarded: unsynced files and bytes, handles still open; the fault's detail (which
+        writes it kept, where a crash hit) is appended to :attr:`faults`."""
+        reply = self._request("cut" + ("" if fault is None else " " + json.dumps(fault.as_dict())))
+        report = {k: v for k, v in reply.items() if isinstance(v, int) and k != "ok"}
         self.cuts.append(report)
+        detail = reply.get("fault")
+        self.faults.append(dict(detail) if isinstance(detail, dict) else {})
         return report
 
     def unmount(self) -> None:
@@ -180,13 +193,22 @@ class LazyMounts:
     def __init__(self, mounts: list[LazyMount]) -> None:
         self.mounts = mounts
         self.cuts: list[dict[str, int]] = []
+        self.faults: list[dict[str, Any]] = []
 
-    def power_cut(self) -> dict[str, int]:
-        """Cut every node's power; what was discarded, summed over the nodes."""
-        total: dict[str, int] = {}
+    def arm(self, fault: StorageFault | None) -> None:
         for mount in self.mounts:
-            for key, value in mount.power_cut().items():
+            mount.arm(fault)
+
+    def power_cut(self, fault: StorageFault | None = None) -> dict[str, int]:
+        """Cut every node's power; what was discarded, summed over the nodes (each node's
+        fault detail in :attr:`faults`, one list per cut)."""
+        total: dict[str, int] = {}
+        details = []
+        for mount in self.mounts:
+            for key, value in mount.power_cut(fault).items():
                 total[key] = total.get(key, 0) + value
+            details.append(mount.faults[-1])
+        self.faults.append({"nodes": details})
         self.cuts.append(total)
         return total
 

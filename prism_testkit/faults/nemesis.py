@@ -35,6 +35,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
 from prism_testkit.errors import NotSupported
+from prism_testkit.faults.lazyfs import StorageFault
+from prism_testkit.faults.power_loss import storage_faults
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.jepsen.history import History
 
@@ -170,7 +172,7 @@ class Nemesis:
 
         self.inject("kill", target, restart)
 
-    def crash(self, which: int) -> None:
+    def crash(self, which: int, data: st.DataObject | None = None) -> None:
         """Kill, or cut the power of, the ``which``-th crashable target. ``which`` picks the
         target modulo their number and, for one that allows both, the fault: a kill for the
         lower values, so the shrinker moves a power cut towards a plain kill when that is enough."""
@@ -182,17 +184,23 @@ class Nemesis:
             self.kill_node(target, which // 2)
             return
         if self.can_cut_power(target) and (not self.can_kill(target) or (which // len(eligible)) % 2 == 1):
-            self.power_cut(target)
+            fault = None if data is None else data.draw(storage_faults(crash=False), label="storage fault")
+            self.power_cut(target, fault)
         else:
             self.kill_and_restart(target)
 
-    def power_cut(self, target: FaultTarget) -> None:
-        """Kill, drop every write not yet fsynced, restart: what a power loss leaves."""
+    def power_cut(self, target: FaultTarget, fault: StorageFault | None = None) -> None:
+        """Kill, drop every write not yet fsynced (but what ``fault`` keeps), restart: what a
+        power loss leaves. The history's op carries the fault and, once cut, what it kept."""
+        detail: dict[str, Any] = {"fault": (fault or StorageFault()).as_dict()}
 
         async def cut() -> None:
-            await self.env.restart(target.slot, power_cut=True)
+            await self.env.restart(target.slot, power_cut=True, fault=fault)
+            mount = self.env.runtime.endpoint(self.env.combination[target.slot]).lazy_mount
+            if mount is not None and mount.faults:
+                detail["fault"] = mount.faults[-1]
 
-        self.inject("power-cut", target, cut)
+        self.inject("power-cut", target, cut, detail)
 
     def pause(self, target: FaultTarget) -> None:
         control = _control(target)
@@ -287,9 +295,9 @@ class NemesisRules:
     # One rule for both crashes: a separate power-cut rule would change the rule list, and with
     # it every derandomised search, even in runs where no instance is on a lazy mount.
     @precondition(lambda self: self.nemesis.any(self.nemesis.can_crash))
-    @rule(which=st.integers(0, 3))
-    def kill_and_restart(self, which: int) -> None:
-        self.nemesis.crash(which)
+    @rule(which=st.integers(0, 3), data=st.data())  # data draws only for a power cut's storage fault
+    def kill_and_restart(self, which: int, data: st.DataObject) -> None:
+        self.nemesis.crash(which, data)
 
     @precondition(lambda self: self.nemesis.any(self.nemesis.can_pause))
     @rule(which=st.integers(0, 3))

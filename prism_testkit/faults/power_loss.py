@@ -8,6 +8,12 @@ pay nothing. Two instances can have one:
   or ``all``): the stateful suites' nemesis may then cut its power;
 * a *power-loss twin*: a second private instance that the power-loss suite provisions for
   itself (:meth:`PrismRuntime.power_loss_instance`).
+
+A cut is clean (every unsynced write dropped) unless a :class:`~.lazyfs.StorageFault` says
+otherwise: a torn write, a non-prefix subset of the unsynced writes, or a crash at a named call.
+:func:`storage_faults` chooses one with Hypothesis, the clean cut first, so a failing example
+shrinks towards the mildest fault that still breaks it; :data:`SUITE_FAULTS` are the fixed
+examples the power-loss suite runs per backend.
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
 
 from prism_testkit.driver import Driver
 from prism_testkit.errors import FaultUnavailable, NotSupported
+from prism_testkit.faults.lazyfs import CRASH_OPS, StorageFault
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.registry.backends import BackendSpec
 
@@ -40,15 +50,65 @@ def power_loss_unavailable(backend: str) -> FaultUnavailable | None:
     return None if found is None else FaultUnavailable("power loss", backend, *found)
 
 
-def power_cycle(backend: str, endpoint: Endpoint) -> dict[str, int]:
+def storage_faults(
+    seeds: st.SearchStrategy[int] | None = None, *, crash: bool = True
+) -> st.SearchStrategy[StorageFault]:
+    """A power cut's fault, the clean cut first so it shrinks towards it; torn kinds and crash
+    points carry a seed (and the crash its call), so the example that fails replays.
+    ``crash=False``: only what a cut decides at once (a crash point must be armed beforehand)."""
+    seed = seeds if seeds is not None else st.integers(0, 2**32 - 1)
+    at_the_cut = [
+        st.just(StorageFault()),
+        st.builds(StorageFault, kind=st.just("torn-op"), seed=seed, granularity=st.sampled_from(["byte", "page"])),
+        st.builds(StorageFault, kind=st.just("torn-seq"), seed=seed),
+    ]
+    if not crash:
+        return st.one_of(at_the_cut)
+    return st.one_of(
+        *at_the_cut,
+        st.builds(
+            StorageFault,
+            kind=st.just("crash"),
+            seed=seed,
+            op=st.sampled_from(CRASH_OPS),
+            when=st.sampled_from(["after", "before"]),
+            nth=st.integers(1, 64),
+            torn=st.sampled_from(["clean", "torn-op", "torn-seq"]),
+        ),
+    )
+
+
+# The power-loss suite's fixed examples (one test each per backend): every kind once, the seed fixed
+# so a row replays. The suite's workload is 61 acknowledged writes and each durable backend fsyncs
+# about once per write (sqlite its WAL, postgres pg_wal, redis its AOF), so the crash points fall
+# in its middle, with acknowledged writes before them to lose; one that never comes is a clean cut.
+SUITE_FAULTS: dict[str, StorageFault] = {
+    "clean": StorageFault(),
+    "torn-op": StorageFault("torn-op", seed=1),
+    "torn-op-page": StorageFault("torn-op", seed=2, granularity="page"),
+    "torn-seq": StorageFault("torn-seq", seed=3),
+    "crash-after-fsync": StorageFault("crash", seed=4, op="fsync", when="after", nth=30, torn="torn-seq"),
+    "crash-before-fsync": StorageFault("crash", seed=5, op="fsync", when="before", nth=30, torn="torn-op"),
+    "crash-after-write": StorageFault("crash", seed=6, op="write", when="after", nth=45, torn="torn-op"),
+    "crash-before-write-page": StorageFault(
+        "crash", seed=7, op="write", when="before", nth=45, torn="torn-op", granularity="page"
+    ),
+    # only a backend that renames and fsyncs directories while it runs reaches these (localfs)
+    "crash-after-rename": StorageFault("crash", seed=8, op="rename", when="after", nth=8, torn="torn-op"),
+    "crash-before-fsyncdir": StorageFault("crash", seed=9, op="fsyncdir", when="before", nth=8, torn="torn-seq"),
+}
+
+
+def power_cycle(backend: str, endpoint: Endpoint, fault: StorageFault | None = None) -> dict[str, int]:
     """Kill the server (an embedded backend's driver must be closed already), discard every
-    unsynced write, start it again. Blocking. Returns what the cut discarded."""
+    unsynced write (but what ``fault`` keeps; default: an armed crash, else clean), start it
+    again. Blocking. Returns what the cut discarded."""
     mount = endpoint.lazy_mount
     if mount is None:
         raise NotSupported(backend, "power loss", "its data dir is not on a lazy filesystem")
     if endpoint.control is not None:
         endpoint.control.kill()
-    report = mount.power_cut()
+    report = mount.power_cut(fault)
     if endpoint.control is not None:
         endpoint.control.start()
     return report
@@ -62,8 +122,16 @@ class PowerLossInstance:
     endpoint: Endpoint
     driver: Driver
     cuts: list[dict[str, int]] = field(default_factory=list)
+    faults: list[dict[str, Any]] = field(default_factory=list)  # per cut: the fault and what it kept
 
-    async def cut_power(self) -> Driver:
+    async def arm(self, fault: StorageFault) -> None:
+        """Before the workload: a ``crash`` fault kills the machine at its call."""
+        mount = self.endpoint.lazy_mount
+        if mount is None:
+            raise NotSupported(self.spec.name, "power loss", "its data dir is not on a lazy filesystem")
+        await asyncio.to_thread(mount.arm, fault)
+
+    async def cut_power(self, fault: StorageFault | None = None) -> Driver:
         """Power-cycle the instance and reconnect; returns the new driver.
 
         A server dies first, its client is closed after: a goodbye first would give a server
@@ -74,7 +142,13 @@ class PowerLossInstance:
         old, embedded = self.driver, self.endpoint.control is None
         if embedded:
             await _close_quietly(old)
-        self.cuts.append(await asyncio.to_thread(power_cycle, self.spec.name, self.endpoint))
+        mount = self.endpoint.lazy_mount
+        before = len(mount.faults) if mount is not None else 0
+        try:
+            self.cuts.append(await asyncio.to_thread(power_cycle, self.spec.name, self.endpoint, fault))
+        finally:  # a server that does not come back: what the cut did is the evidence
+            cut = mount is not None and len(mount.faults) > before
+            self.faults.append(mount.faults[-1] if mount is not None and cut else {})
         if not embedded:
             await _close_quietly(old)
         self.driver = await self.spec.driver_class.connect(self.spec.name, self.spec.capabilities, self.endpoint)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
+from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import (
     PowerLossInstance,
     lazy_by_environment,
@@ -227,11 +228,15 @@ class PrismRuntime:
         """Process control of ``name``'s server when the harness started it, else None."""
         return self.endpoint(name).control
 
-    async def restart(self, name: str, *, kill: bool = True, power_cut: bool = False) -> Driver:
+    async def restart(
+        self, name: str, *, kill: bool = True, power_cut: bool = False, fault: StorageFault | None = None
+    ) -> Driver:
         """Restart ``name``'s server (SIGKILL, or an orderly stop) on the same port and data
         dir and reconnect; without process control (embedded, or given by URL) only reconnect.
         ``power_cut``: SIGKILL, then drop every unsynced write of its lazy data dir (the
-        instance must run on one: ``PRISM_LAZYFS``), then start.
+        instance must run on one: ``PRISM_LAZYFS``), then start; ``fault`` says what else the cut
+        leaves (a torn write, a non-prefix subset of the unsynced writes), its detail appended to
+        the mount's ``faults``.
         Async because tests call it from inside the running loop; process control runs in a
         thread so other coroutines of the test keep going."""
         control = self.control(name)
@@ -250,7 +255,7 @@ class PrismRuntime:
                     raise  # an orderly stop must be able to close; a kill may find it gone
         try:
             if power_cut:
-                await asyncio.to_thread(power_cycle, name, endpoint)
+                await asyncio.to_thread(power_cycle, name, endpoint, fault)
             elif control is not None:
                 await asyncio.to_thread(control.kill if kill else control.stop)
                 await asyncio.to_thread(control.start)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from prism_testkit.driver import Driver
+from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import PowerLossInstance
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import Namespace
@@ -63,10 +64,13 @@ class PrismEnv:
         Faults are healed after the test whatever its outcome."""
         return await self.runtime.proxied(self.combination[slot])
 
-    async def restart(self, slot: str, *, kill: bool = True, power_cut: bool = False) -> Driver:
+    async def restart(
+        self, slot: str, *, kill: bool = True, power_cut: bool = False, fault: StorageFault | None = None
+    ) -> Driver:
         """Kill (or stop) and restart the server in ``slot``, then reconnect; returns the new driver.
-        ``power_cut`` also drops its unsynced writes (its instance must be on a lazy mount)."""
-        return await self.runtime.restart(self.combination[slot], kill=kill, power_cut=power_cut)
+        ``power_cut`` also drops its unsynced writes (its instance must be on a lazy mount), but
+        what ``fault`` keeps."""
+        return await self.runtime.restart(self.combination[slot], kill=kill, power_cut=power_cut, fault=fault)
 
     async def power_loss_instance(self, slot: str) -> PowerLossInstance:
         """A private instance of ``slot``'s backend on a lazy filesystem, whose power can be cut."""
