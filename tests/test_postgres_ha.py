@@ -103,7 +103,7 @@ def table() -> str:
 
 
 async def execute(url: str, query: str, *args: object) -> None:
-    conn = await asyncpg.connect(url, timeout=5)
+    conn = await asyncpg.connect(url, timeout=5, command_timeout=30)
     try:
         await conn.execute(query, *args)
     finally:
@@ -111,7 +111,7 @@ async def execute(url: str, query: str, *args: object) -> None:
 
 
 async def fetchval(url: str, query: str) -> object:
-    conn = await asyncpg.connect(url, timeout=5)
+    conn = await asyncpg.connect(url, timeout=5, command_timeout=30)
     try:
         return await conn.fetchval(query)
     finally:
@@ -232,6 +232,26 @@ def test_failover_promotes_a_standby_and_the_url_follows_it(sync_ha: Endpoint) -
     cluster.wait_settled()
     replicas = cluster.sql(new, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
     assert set(replicas.split()) == {f"n{n}" for n in cluster.standbys()}
+
+
+def test_repeated_failovers_keep_every_commit_and_the_cluster_heals(sync_ha: Endpoint) -> None:
+    cluster = cluster_of(sync_ha)
+    name = table()
+    asyncio.run(execute(sync_ha.url, f"CREATE TABLE {name} (x int)"))
+    primaries = [cluster.leader()]
+    for round_ in range(2):  # the second promotes the standby the first re-pointed
+        asyncio.run(execute(sync_ha.url, f"INSERT INTO {name} VALUES ($1)", round_))
+        primaries.append(cluster.failover())
+    assert len(set(primaries)) == 3  # each node has been the primary once
+    assert cluster.fenced == set(primaries[:2])
+    assert eventually_count(node_url(cluster, primaries[-1]), name, 2) == 2
+    # the last node alone cannot confirm a synchronous commit: it waits for a standby
+    cluster.restore()  # both former primaries come back as standbys of the last one
+    assert cluster.fenced == set()
+    asyncio.run(execute(sync_ha.url, f"INSERT INTO {name} VALUES (2)"))
+    assert [cluster.in_recovery(n) for n in primaries] == [True, True, False]
+    for node in primaries[:2]:
+        assert eventually_count(node_url(cluster, node), name, 3, within=20) == 3
 
 
 async def _write_until_killed(url: str, name: str, cluster: PostgresHaCluster) -> tuple[set[int], int]:
