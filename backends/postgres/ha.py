@@ -103,7 +103,16 @@ class PostgresHaCluster(Cluster):
 
     def sql(self, node: int, query: str, timeout: float = ADMIN_TIMEOUT) -> str:
         """Run ``query`` on ``node`` with psql; its single-column output, stripped."""
-        done = subprocess.run(
+        try:
+            done = self._psql(node, query, timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} took over {timeout:.0f}s") from exc
+        if done.returncode != 0:
+            raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def _psql(self, node: int, query: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [
                 str(self.bin_dir / "psql"),
                 "-X",
@@ -129,9 +138,6 @@ class PostgresHaCluster(Cluster):
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "2", "LC_ALL": "C"},
             check=False,
         )
-        if done.returncode != 0:
-            raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} failed: {done.stderr.strip()}")
-        return done.stdout.strip()
 
     def in_recovery(self, node: int) -> bool:
         return self.sql(node, "SELECT pg_is_in_recovery()") == "t"
@@ -149,7 +155,7 @@ class PostgresHaCluster(Cluster):
             streaming = self.sql(
                 self.primary, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'", timeout=5
             )
-        except (ProvisioningError, subprocess.TimeoutExpired):
+        except ProvisioningError:
             return False
         return running <= set(streaming.split())
 
@@ -244,7 +250,7 @@ class PostgresHaCluster(Cluster):
                     "::bigint",
                     timeout=5,
                 )
-            except (ProvisioningError, subprocess.TimeoutExpired):
+            except ProvisioningError:
                 continue
             position = int(lsn or 0)
             if best is None or position > best[0]:
