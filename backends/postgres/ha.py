@@ -1,0 +1,441 @@
+"""Provisioning of ``postgres-ha``: a PostgreSQL primary and streaming standbys, one network
+namespace and work dir per node, with synchronous or asynchronous replication.
+
+The first node is initialised with ``initdb``; every standby is cloned from the primary by
+``pg_basebackup`` and streams from it through a physical replication slot named after itself.
+Every node's data dir gets slots for the others, so any standby can be promoted and the rest
+re-pointed at it, as the usual runbook does it (:meth:`PostgresHaCluster.failover`).
+
+Clients find the primary the way users' clients do: the endpoint's URL names every node and
+``target_session_attrs=read-write``, which asyncpg (>= 0.28) understands: it tries the hosts in
+order and keeps the first that is not in recovery. Provisioning itself never imports asyncpg:
+administration runs ``psql`` over TCP from the root namespace.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from prism_testkit.errors import ProvisioningError
+from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Via
+from prism_testkit.provision.cluster import Cluster
+from prism_testkit.provision.netns import Host, Network, namespaces_unavailable_reason
+from prism_testkit.provision.processes import ServerProcess
+from prism_testkit.provision.workdirs import recording_dir
+
+from .provision import (
+    INITDB_TIMEOUT,
+    OS_USER,
+    PRIVATE_DATABASE,
+    PRIVATE_USER,
+    READY_TIMEOUT,
+    PostgresProvisioner,
+    _drop_privileges,
+    _make_traversable,
+    accepts_sessions,
+)
+
+PORT = 5432  # every node has its own namespace, so all listen on the same port
+ADMIN_TIMEOUT = 30.0  # seconds an administrative command (psql, pg_basebackup) may take
+INITDB_FLAGS = ("-E", "UTF8", "--locale=C", "--no-sync")  # the bootstrap need not be crash-safe
+PROMOTE_WAIT = 30  # seconds pg_promote() waits for the standby to leave recovery
+
+
+def node_name(node: int) -> str:
+    """A node's name: its application_name when it streams, and its slot on the others."""
+    return f"n{node}"
+
+
+class NamespacedPostgres(ServerProcess):
+    """A postmaster started through ``ip netns exec`` and ``setpriv``: both exec, so the pid
+    is the postmaster's, but its name is read only once the exec chain reached it (the
+    straggler search after a kill finds backends, which leave the group, by that name)."""
+
+    def spawn(self) -> None:
+        super().spawn()
+        deadline = time.monotonic() + 2.0
+        while self.alive and self.pid is not None and time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.pid}/comm") as comm:
+                    name = comm.read().strip()
+            except OSError:
+                break
+            if name in ("postgres", "postmaster"):
+                self._comm = name
+                break
+            time.sleep(0.002)
+
+
+class PostgresHaCluster(Cluster):
+    """The nodes of a ``postgres-ha`` instance and the runbook that moves the primary.
+
+    ``primary`` is the node that takes writes; ``fenced`` are former primaries taken out by a
+    failover: they are never started again as they were (their timeline diverged), but cloned
+    afresh from the current primary as standbys when they are started or restored.
+    """
+
+    primary: int = 0
+    fenced: set[int]
+    time_to_ready: float | None = None  # seconds from initdb to every standby streaming (benchmarks)
+    bin_dir: Path
+    os_user: str | None
+
+    def setup(self, *, bin_dir: Path, os_user: str | None) -> None:
+        self.primary = 0
+        self.fenced = set()
+        self.bin_dir = bin_dir
+        self.os_user = os_user
+        self.leader = lambda: self.primary
+        self.settled = self._settled
+
+    # --- administration --------------------------------------------------------------------
+
+    def address(self, node: int) -> str:
+        return self.network.hosts[node].address
+
+    def sql(self, node: int, query: str, timeout: float = ADMIN_TIMEOUT) -> str:
+        """Run ``query`` on ``node`` with psql; its single-column output, stripped."""
+        try:
+            done = self._psql(node, query, timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} took over {timeout:.0f}s") from exc
+        if done.returncode != 0:
+            raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def _psql(self, node: int, query: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(self.bin_dir / "psql"),
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.address(node),
+                "-p",
+                str(PORT),
+                "-U",
+                PRIVATE_USER,
+                "-d",
+                PRIVATE_DATABASE,
+                "-c",
+                query,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "2", "LC_ALL": "C"},
+            check=False,
+        )
+
+    def in_recovery(self, node: int) -> bool:
+        return self.sql(node, "SELECT pg_is_in_recovery()") == "t"
+
+    def standbys(self) -> list[int]:
+        return [node for node in range(self.size) if node != self.primary]
+
+    def _settled(self) -> bool:
+        """The primary takes sessions and every running standby streams from it."""
+        host = self.address(self.primary)
+        if not accepts_sessions(host, PORT, PRIVATE_USER, PRIVATE_DATABASE):
+            return False
+        running = {node_name(n) for n in self.standbys() if self.servers[n].alive and n not in self.paused}
+        try:
+            streaming = self.sql(
+                self.primary, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'", timeout=5
+            )
+        except ProvisioningError:
+            return False
+        return running <= set(streaming.split())
+
+    def _conninfo(self, node: int) -> str:
+        return f"host={self.address(self.primary)} port={PORT} user={PRIVATE_USER} application_name={node_name(node)}"
+
+    def _standby_settings(self, node: int) -> str:
+        return (
+            f"primary_conninfo = '{self._conninfo(node)}'\n"
+            f"primary_slot_name = '{node_name(node)}'\n"
+            "recovery_target_timeline = 'latest'\n"
+        )
+
+    def clone(self, node: int) -> None:
+        """Make ``node`` a fresh standby of the current primary: a base backup into an empty
+        data dir, standby.signal and where to stream from (its own slot, made if missing)."""
+        server = self.servers[node]
+        assert server.cwd is not None
+        data = server.cwd / "data"
+        shutil.rmtree(data, ignore_errors=True)
+        self._ensure_slot(self.primary, node)
+        done = subprocess.run(
+            [
+                str(self.bin_dir / "pg_basebackup"),
+                "-h",
+                self.address(self.primary),
+                "-p",
+                str(PORT),
+                "-U",
+                PRIVATE_USER,
+                "-D",
+                str(data),
+                "-X",
+                "stream",
+                "-S",
+                node_name(node),
+                "--checkpoint=fast",
+                "--no-sync",  # the backup itself need not survive a power cut; the server fsyncs
+            ],
+            cwd=server.cwd,
+            preexec_fn=_drop_privileges(self.os_user),
+            capture_output=True,
+            text=True,
+            timeout=ADMIN_TIMEOUT * 2,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ProvisioningError(f"postgres-ha: pg_basebackup for {node_name(node)} failed: {done.stderr.strip()}")
+        auto = data / "postgresql.auto.conf"  # the source's own ALTER SYSTEM lines come along
+        kept = [line for line in auto.read_text().splitlines(keepends=True) if not line.startswith("primary_")]
+        auto.write_text("".join(kept) + self._standby_settings(node))
+        (data / "standby.signal").touch()
+        if self.os_user is not None:
+            account = pwd.getpwnam(self.os_user)
+            for path in (data / "postgresql.auto.conf", data / "standby.signal"):
+                os.chown(path, account.pw_uid, account.pw_gid)
+
+    def _ensure_slot(self, on: int, node: int) -> None:
+        self.sql(
+            on,
+            f"SELECT pg_create_physical_replication_slot('{node_name(node)}', true) "
+            f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{node_name(node)}')",
+        )
+
+    # --- whole cluster and node by node (Cluster) ------------------------------------------
+
+    def _start(self, nodes: Sequence[int]) -> None:
+        """Start ``nodes``; a fenced former primary is first cloned anew from the primary."""
+        rebuilt = [n for n in nodes if n in self.fenced and not self.servers[n].alive]
+        others = [n for n in nodes if n not in rebuilt]
+        if others:
+            super()._start(others)
+        if rebuilt:
+            for node in rebuilt:
+                self.clone(node)
+            self.fenced.difference_update(rebuilt)
+            super()._start(rebuilt)
+
+    # --- failover ----------------------------------------------------------------------------
+
+    def most_advanced_standby(self) -> int:
+        """The reachable standby that received the most WAL: promoting any other would
+        discard commits that one holds (with ANY 1, only one standby may have confirmed)."""
+        best: tuple[int, int] | None = None
+        for node in self.standbys():
+            if not self.servers[node].alive or node in self.fenced or node in self.paused:
+                continue
+            try:
+                lsn = self.sql(
+                    node,
+                    "SELECT pg_wal_lsn_diff(GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')"
+                    "::bigint",
+                    timeout=5,
+                )
+            except ProvisioningError:
+                continue
+            position = int(lsn or 0)
+            if best is None or position > best[0]:
+                best = (position, node)
+        if best is None:
+            raise ProvisioningError("postgres-ha: no reachable standby to promote")
+        return best[1]
+
+    def fence(self, node: int) -> None:
+        """Take ``node`` out for good: SIGKILL (a crashed or STONITHed primary). A partition
+        alone does not fence: the harness's clients reach every node from the root namespace."""
+        self.kill_node(node)
+        self.fenced.add(node)
+
+    def failover(self, to: int | None = None) -> int:
+        """The runbook: fence the primary, promote the most advanced standby (or ``to``), point
+        the other standbys at it. Returns the new primary. The old one stays down until it is
+        started or restored, and then comes back as a standby cloned from the new primary."""
+        old = self.primary
+        self.fence(old)
+        new = self.most_advanced_standby() if to is None else to
+        if new == old or not 0 <= new < self.size:
+            raise ProvisioningError(f"postgres-ha: cannot promote node {new}")
+        promoted = self.sql(new, f"SELECT pg_promote(true, {PROMOTE_WAIT})", timeout=PROMOTE_WAIT + 5)
+        if promoted != "t" or self.in_recovery(new):
+            raise ProvisioningError(f"postgres-ha: {node_name(new)} did not leave recovery")
+        self.primary = new
+        for node in range(self.size):
+            if node != new:
+                self._ensure_slot(new, node)
+        self.sql(
+            new,
+            f"SELECT pg_drop_replication_slot('{node_name(new)}') WHERE EXISTS "
+            f"(SELECT 1 FROM pg_replication_slots WHERE slot_name = '{node_name(new)}')",
+        )
+        for node in self.standbys():
+            if node in self.fenced or not self.servers[node].alive:
+                continue
+            self.sql(node, f"ALTER SYSTEM SET primary_conninfo = '{self._conninfo(node)}'")
+            self.sql(node, "SELECT pg_reload_conf()")
+        return new
+
+    def __repr__(self) -> str:
+        primary = node_name(self.primary)
+        return f"PostgresHaCluster({self.size} nodes, primary {primary}, network {self.network.token[:8]})"
+
+
+class PostgresHaProvisioner(PostgresProvisioner):
+    """A private primary with ``nodes - 1`` streaming standbys; ``synchronous`` makes every
+    commit wait until one standby has flushed it (``ANY 1``), else replication is asynchronous."""
+
+    def __init__(self, *, nodes: int = 3, synchronous: bool = True) -> None:
+        if nodes < 2:
+            raise ValueError("postgres-ha needs a primary and at least one standby")
+        self.nodes = nodes
+        self.synchronous = synchronous
+        mode = "synchronous" if synchronous else "asynchronous"
+        self.server_name = f"postgres primary with {nodes - 1} {mode} standbys"
+
+    def probe(self, ctx: ProvisionContext) -> Availability:
+        if ctx.url is None and (reason := namespaces_unavailable_reason()) is not None:
+            return Availability.unavailable(f"postgres-ha runs one node per network namespace: {reason}")
+        if ctx.url is None and shutil.which("setpriv") is None:
+            return Availability.unavailable("postgres-ha needs setpriv (util-linux) to run nodes as postgres")
+        availability = super().probe(ctx)
+        if availability.via is Via.CONTAINER:  # no container recipe: nodes run in namespaces here
+            return Availability.unavailable(f"no postgres binary found; install: {self.install_hint}")
+        return availability
+
+    def _settings(self, host: Host, network: Network) -> list[str]:
+        names = ", ".join(node_name(n) for n in range(self.nodes))
+        settings = {
+            "listen_addresses": host.address,
+            "port": str(PORT),
+            "unix_socket_directories": "",
+            "fsync": "on",
+            "full_page_writes": "on",
+            "shared_buffers": "32MB",
+            "wal_level": "logical",  # the change feed decodes the WAL on the primary
+            "max_wal_senders": "16",
+            "max_replication_slots": "64",
+            "wal_keep_size": "128MB",  # a re-pointed standby finds the WAL it needs on the new primary
+            "hot_standby": "on",
+            "wal_receiver_timeout": "5s",  # after a partition heals, streams resume within seconds
+            "wal_sender_timeout": "5s",
+            "wal_retrieve_retry_interval": "500ms",
+            "synchronous_commit": "on",
+            # ANY 1 of all nodes (a node never streams from itself): after a failover the
+            # remaining standby confirms commits for the new primary without a reconfiguration.
+            "synchronous_standby_names": f"ANY 1 ({names})" if self.synchronous else "",
+        }
+        argv = []
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        return argv
+
+    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
+        initdb = self._initdb(binary)
+        if initdb is None:
+            raise ProvisioningError(f"postgres-ha: no initdb beside {binary}")
+        user = OS_USER if os.geteuid() == 0 else None
+        workdir = ctx.workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        homes = [workdir / node_name(n) for n in range(self.nodes)]
+        for home in homes:
+            home.mkdir(exist_ok=True)
+            if user is not None:
+                account = pwd.getpwnam(user)
+                os.chown(home, account.pw_uid, account.pw_gid)
+        if user is not None:
+            _make_traversable(workdir, user)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(initdb), "-D", str(homes[0] / "data"), "-U", PRIVATE_USER, "--auth=trust", *INITDB_FLAGS],
+            env=env,
+            cwd=homes[0],
+            preexec_fn=_drop_privileges(user),
+            capture_output=True,
+            timeout=INITDB_TIMEOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            tail = " | ".join((result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[-5:])
+            raise ProvisioningError(f"postgres-ha: initdb failed ({result.returncode}): {tail}")
+        network = Network.create(self.nodes, recording_dir() or workdir)
+        try:
+            assert network.subnet is not None
+            with open(homes[0] / "data" / "pg_hba.conf", "a") as hba:
+                # trust inside the run's private /24 only: the nodes and the bridge (the harness)
+                hba.write(f"host all all {network.subnet} trust\nhost replication all {network.subnet} trust\n")
+            servers = [self._server(binary, host, network, homes[host.index], env, user) for host in network.hosts]
+        except BaseException:
+            network.close()
+            raise
+        cluster = PostgresHaCluster(servers, network, probe_port=PORT, settle_timeout=READY_TIMEOUT)
+        cluster.setup(bin_dir=binary.parent, os_user=user)
+        try:
+            cluster._start([0])
+            # clone the standbys one after the other (each base backup checkpoints the primary),
+            # then start them together
+            for node in cluster.standbys():
+                cluster.clone(node)
+            cluster._start(cluster.standbys())
+            for node in range(self.nodes):  # every node holds a slot for the others: any can be promoted
+                for other in range(self.nodes):
+                    if other != node and node != 0:
+                        cluster._ensure_slot(node, other)
+        except BaseException:
+            cluster.close()
+            raise
+        cluster.time_to_ready = time.monotonic() - started
+        hosts = ",".join(f"{h.address}:{PORT}" for h in network.hosts)
+        url = f"postgresql://{PRIVATE_USER}@{hosts}/{PRIVATE_DATABASE}?target_session_attrs=read-write"
+        return Endpoint(
+            url=url,
+            via=Via.BINARY,
+            control=cluster,
+            options={
+                "cluster": cluster,
+                "replicas": self.nodes,
+                "synchronous": self.synchronous,
+                "start_seconds": cluster.time_to_ready,
+            },
+            teardown=cluster.close,
+        )
+
+    def _server(
+        self, binary: Path, host: Host, network: Network, home: Path, env: dict[str, str], user: str | None
+    ) -> ServerProcess:
+        argv = [str(binary), "-D", str(home / "data"), *self._settings(host, network)]
+        if user is not None:  # ip netns exec needs root; the server refuses it: drop after entering
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--pdeathsig=SIGKILL", *argv]
+        return NamespacedPostgres(
+            f"postgres {node_name(host.index)}",
+            host.argv(argv),
+            host=host.address,
+            port=PORT,
+            log_path=home / "postgres.log",
+            env=env,
+            cwd=home,
+            ready=functools.partial(accepts_sessions, host.address, PORT, PRIVATE_USER, PRIVATE_DATABASE),
+            ready_timeout=READY_TIMEOUT,
+            stop_signal=signal.SIGINT,  # fast shutdown
+        )
+
+    def start_container(self, ctx: ProvisionContext) -> Endpoint:
+        raise ProvisioningError("postgres-ha is not provisioned in containers")
