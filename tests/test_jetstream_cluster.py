@@ -5,14 +5,20 @@ the others serving, the leader is known, and a crash of every node keeps acknowl
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 
+from prism_testkit.faults.nemesis import FILE_KINDS, FaultTarget, Nemesis
+from prism_testkit.jepsen.history import History
 from prism_testkit.provision.base import Endpoint, ProvisionContext
 from prism_testkit.provision.cluster import Cluster
 from prism_testkit.provision.netns import namespaces_unavailable_reason
@@ -22,7 +28,16 @@ STREAM = "prism-cluster-test"
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A loop that outlives the cluster, as the worker's does: a node the nemesis restarts from
+    one of its executor's threads gets its parent-death signal when that thread exits."""
+    made = asyncio.new_event_loop()
+    yield made
+    made.close()
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory, loop: asyncio.AbstractEventLoop) -> Iterator[Endpoint]:
     if (reason := namespaces_unavailable_reason()) is not None:
         pytest.fail(f"this project's run needs network namespaces: {reason}")
     provisioner = NatsClusterProvisioner(nodes=3, sync_always=True)
@@ -148,23 +163,16 @@ def test_a_damaged_replica_never_costs_the_undamaged_majority_a_write(
     damage = cluster.corrupt(damaged, "*.blk", mode=mode, flips=10, seed=7)
     assert damage, "no message block was found to corrupt"
     cluster.wait_settled()
-    seen = counts_until_equal(cluster, expected, within=60)
-    final = seen[-1][1]
-    record_property("damaged_replica_missing", expected - final[damaged])
-    assert all(count <= expected for _, counts in seen for count in counts.values()), (damage, seen)
-    assert {n: c for n, c in final.items() if n != damaged} == {n: expected for n in range(3) if n != damaged}, (
-        damage,
-        seen,
-    )
+    record_property("damaged_replica_missing", shortfall_of_the_damaged(cluster, expected, damaged, damage))
 
 
-def counts_until_equal(cluster: Cluster, expected: int, within: float) -> list[tuple[float, dict[int, int]]]:
-    """Each node's message count, polled until all equal ``expected`` or ``within`` seconds pass.
-    A damaged follower first truncates what it cannot read and then catches up from the leader,
-    which takes longer on a loaded machine: the verdict is on where it ends, and the trajectory
-    (seconds, counts) goes in the failure message."""
+def counts_until_equal(cluster: Cluster, expected: int, within: float) -> list[tuple[float, dict[int, int | None]]]:
+    """Each node's message count (None: the node does not report the stream), polled until all
+    equal ``expected`` or ``within`` seconds pass. A damaged follower first truncates what it
+    cannot read and then catches up from the leader, which takes longer on a loaded machine: the
+    verdict is on where it ends, and the trajectory (seconds, counts) goes in the failure message."""
     started = time.monotonic()
-    seen: list[tuple[float, dict[int, int]]] = []
+    seen: list[tuple[float, dict[int, int | None]]] = []
     while True:
         counts = {n: messages_on(cluster, n) for n in range(cluster.size)}
         if not seen or counts != seen[-1][1]:
@@ -174,18 +182,31 @@ def counts_until_equal(cluster: Cluster, expected: int, within: float) -> list[t
         time.sleep(0.5)
 
 
-def messages_on(cluster: Cluster, node: int) -> int:
-    """The messages of the test stream in ``node``'s own replica (its monitoring endpoint)."""
+def shortfall_of_the_damaged(cluster: Cluster, expected: int, damaged: int, context: object) -> int:
+    """How many acknowledged messages the ``damaged`` node's replica still misses once the cluster
+    has had 60 s to heal it, after checking what must hold whatever the damage: every other node
+    has every message, and no node ever holds more than was written. The damaged replica itself
+    may keep a gap (docs/findings.md: seen under load, never idle), which is a finding to record."""
+    seen = counts_until_equal(cluster, expected, within=60)
+    assert all(c is None or c <= expected for _, counts in seen for c in counts.values()), (context, seen)
+    final = seen[-1][1]
+    assert {n: c for n, c in final.items() if n != damaged} == {n: expected for n in final if n != damaged}, (
+        context,
+        seen,
+    )
+    return expected - (final[damaged] or 0)
+
+
+def messages_on(cluster: Cluster, node: int) -> int | None:
+    """The messages of the test stream in ``node``'s own replica (its monitoring endpoint), or
+    None when the node does not report the stream (not yet caught up, or missing it)."""
     from prism_testkit.backends.nats.cluster import monitor_jsz
 
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        for account in (monitor_jsz(cluster.network.hosts[node].address) or {}).get("account_details") or []:
-            for stream in account.get("stream_detail") or []:
-                if stream["name"] == STREAM:
-                    return int(stream["state"]["messages"])
-        time.sleep(0.2)
-    raise AssertionError(f"node {node} does not report the stream")
+    for account in (monitor_jsz(cluster.network.hosts[node].address) or {}).get("account_details") or []:
+        for stream in account.get("stream_detail") or []:
+            if stream["name"] == STREAM:
+                return int(stream["state"]["messages"])
+    return None
 
 
 def test_a_new_logs_first_appends_and_reads_are_answered(endpoint: Endpoint) -> None:
@@ -224,3 +245,83 @@ def test_a_new_logs_first_appends_and_reads_are_answered(endpoint: Endpoint) -> 
             await driver.close()
 
     assert asyncio.run(scenario()) == (60, 60)
+
+
+def nemesis_on(cluster: Cluster, loop: asyncio.AbstractEventLoop) -> tuple[Nemesis, FaultTarget]:
+    """The nemesis of one example, on this module's cluster, without a combination around it:
+    its environment only counts the faults (what a report row shows)."""
+    nemesis = Nemesis.__new__(Nemesis)
+    nemesis.env = SimpleNamespace(faults=Counter())  # type: ignore[assignment]
+    nemesis.history = History()
+    nemesis.run_on_loop = loop.run_until_complete
+    nemesis.faulted = False
+    nemesis.paused = set()
+    target = FaultTarget("backend", "jetstream-r3", cluster, True, False, None, cluster=cluster)
+    nemesis.targets = {"backend": target}
+    return nemesis, target
+
+
+def digests(paths: list[Path]) -> dict[Path, str]:
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+
+
+@pytest.mark.parametrize("kind", list(FILE_KINDS))
+def test_the_corrupt_rule_damages_a_followers_files_records_it_and_leaves_every_node_serving(
+    endpoint: Endpoint,
+    loop: asyncio.AbstractEventLoop,
+    kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """The nemesis's corruption, proved from outside: the files of the kind on the chosen node
+    differ when it is started again, the op names a node other than the leader and what was
+    done, the row's count says ``corrupt``, and the cluster ends with every node serving, the
+    undamaged ones with every message (the damaged replica's gap, if any, is recorded)."""
+    cluster: Cluster = endpoint.options["cluster"]
+    urls = node_urls(endpoint)
+    for i in range(20):
+        assert asyncio.run(eventually_published(urls[0], b"c%03d" % i))
+    expected = asyncio.run(stored(urls[0]))
+    pattern = FILE_KINDS[kind]
+    before = {node: digests(cluster.files(node, pattern)) for node in range(cluster.size)}
+    seen: dict[int, dict[Path, str]] = {}
+    restore = cluster.restore_node
+
+    def seeing_the_damage(node: int) -> None:
+        seen.setdefault(node, digests([p for p in before[node] if p.exists()]))  # as the node finds them
+        restore(node)
+
+    monkeypatch.setattr(cluster, "restore_node", seeing_the_damage)
+    nemesis, target = nemesis_on(cluster, loop)
+    nemesis.corrupt(target, which=1, kind=kind, mode="bitflip", seed=3)
+
+    (invoke, done) = [op for op in nemesis.history if op.process == "nemesis"]
+    node = invoke.value["node"]
+    assert node != invoke.value["leader"]
+    assert invoke.f == "corrupt"
+    assert done.value["damaged"], done
+    assert done.value["outcome"] in ("restarted", "refused to start")
+    assert nemesis.env.faults == {"corrupt": 1}
+    assert list(seen) == [node]
+    assert before[node], f"node {node} had no {pattern} file"
+    intact = [str(path) for path, digest in before[node].items() if seen[node][path] == digest]
+    assert not intact, (intact, done.value)
+    print(kind, done.value["outcome"], len(done.value["damaged"]), "file(s)")
+
+    assert all(server.alive for server in cluster.servers)
+    cluster.wait_settled()
+    record_property("damaged_replica_missing", shortfall_of_the_damaged(cluster, expected, node, done.value))
+
+
+def test_the_corrupt_rule_records_nothing_where_no_file_of_its_kind_exists(
+    endpoint: Endpoint, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster: Cluster = endpoint.options["cluster"]
+    pids = [server.pid for server in cluster.servers]
+    monkeypatch.setitem(FILE_KINDS, "none", "*.no-such-kind")
+    nemesis, target = nemesis_on(cluster, loop)
+    nemesis.corrupt(target, which=0, kind="none", mode="truncate", seed=0)
+    assert list(nemesis.history) == []
+    assert not nemesis.env.faults
+    assert not nemesis.faulted
+    assert [server.pid for server in cluster.servers] == pids  # nobody was killed for nothing

@@ -20,7 +20,17 @@ A replicated backend (a :class:`~prism_testkit.provision.cluster.Cluster` in its
 the same rules, aimed at its nodes: the kill rule kills one node or the leader and starts it
 again (or, for odd values, crashes every node at once), and the partition rule cuts the links
 between nodes (one node or the leader isolated, or a bridge), each cut proved by a connection
-that must fail. The rule list stays the same, so no derandomised search changes elsewhere.
+that must fail. Those two keep the rule list of single servers.
+
+Corruption has a rule of its own, enabled only for a cluster (so it changed the rule list, and
+with it every derandomised search, once): it kills one node other than the metadata leader (a
+minority, as in Jepsen's NATS tests), flips a bit in or truncates every file of one kind in its
+work dir (message blocks, Raft indexes or snapshots, :data:`FILE_KINDS`), and starts it again.
+The history's op names the node, the kind, the mode and the seed, and completes with one line
+per damaged file and the outcome: ``restarted``, or ``refused to start`` (the node detected the
+damage; the nemesis removes the damaged files and starts it again, so it catches up from the
+others and the example still ends with every node running). A node without a file of that kind
+yet is left alone and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import storage_faults
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.jepsen.history import History
+from prism_testkit.provision.cluster import NodeRefusedToStart
+from prism_testkit.provision.netns import FaultNotInjected
 
 if TYPE_CHECKING:
     from prism_testkit.provision.base import ServerControl
@@ -140,6 +152,11 @@ class Nemesis:
             return True
         return target.proxy is not None and not target.proxy.state.transparent
 
+    def can_corrupt(self, target: FaultTarget) -> bool:
+        """A cluster, whole: no node paused and no cut, so it settles after the restart."""
+        cluster = target.cluster
+        return cluster is not None and self.can_kill(target) and not cluster.network.cuts and not cluster.paused
+
     def any(self, predicate: Predicate) -> bool:
         return any(predicate(t) for t in self.targets.values())
 
@@ -151,20 +168,30 @@ class Nemesis:
     # -- faults -----------------------------------------------------------------------------
 
     def inject(
-        self, f: str, target: FaultTarget, action: Callable[[], Awaitable[None] | None], detail: Any = None
-    ) -> None:
-        """Run one fault, recorded as an op of process 'nemesis'."""
+        self,
+        f: str,
+        target: FaultTarget,
+        action: Callable[[], Awaitable[Any] | None],
+        detail: Any = None,
+        *,
+        outcome: bool = False,
+    ) -> Any:
+        """Run one fault, recorded as an op of process 'nemesis'. With ``outcome``, what the
+        action returns is the op's value (what the fault did) and the caller's to check."""
         self.faulted = True
         self.env.faults[f] += 1  # the report row's count of what it survived
         handle = self.history.invoke("nemesis", f, target.backend, detail)
 
-        async def run() -> None:
+        async def run() -> Any:
             result = action()
-            if result is not None:
-                await result
+            return None if result is None else await result
 
-        self.run_on_loop(run())
-        handle.ok()
+        done = self.run_on_loop(run())
+        if outcome:
+            handle.ok(value=done)
+        else:
+            handle.ok()
+        return done
 
     def kill_and_restart(self, target: FaultTarget) -> None:
         async def restart() -> None:
@@ -241,6 +268,35 @@ class Nemesis:
         groups = partition_groups(kind, cluster.size, which, cluster.leader())
         self.inject(f"partition-{kind}", target, lambda: asyncio.to_thread(cluster.partition, groups), groups)
 
+    def corrupt(self, target: FaultTarget, which: int, kind: str, mode: str, seed: int) -> None:
+        """Damage every file of ``kind`` on the ``which``-th node other than the metadata
+        leader: one bit flipped in each, or each truncated (``mode``), chosen by ``seed``."""
+        cluster = _cluster(target)
+        leader = cluster.leader()
+        followers = [n for n in range(cluster.size) if n != leader]
+        node = followers[which % len(followers)]
+        pattern = FILE_KINDS[kind]
+        if not cluster.files(node, pattern):
+            return  # nothing of this kind written yet (no snapshot taken): no fault to record
+        detail = {"node": node, "leader": leader, "files": pattern, "mode": mode, "seed": seed}
+
+        def damage() -> dict[str, Any]:
+            try:
+                return {"outcome": "restarted", "damaged": tuple(cluster.corrupt(node, pattern, mode=mode, seed=seed))}
+            except NodeRefusedToStart as refused:
+                # Detected, not lost: the node will not start on its damaged files (nats-server
+                # 2.15 on a corrupt Raft snapshot). An operator's remedy: remove them, start it
+                # again, and it catches up from the others.
+                for path in refused.paths:
+                    path.unlink(missing_ok=True)
+                cluster.restore_node(node)
+                why = refused.why.rsplit(" | ", 1)[-1]
+                return {"outcome": "refused to start", "damaged": tuple(refused.damage), "why": why}
+
+        done = self.inject("corrupt", target, lambda: asyncio.to_thread(damage), detail, outcome=True)
+        if not done["damaged"]:
+            raise FaultNotInjected(f"node {node} of {target.backend}: no {pattern} file was damaged")
+
     def heal(self, target: FaultTarget) -> None:
         if target.cluster is not None and target.cluster.network.cuts:
             self.inject("heal", target, lambda: asyncio.to_thread(_cluster(target).heal))
@@ -279,6 +335,13 @@ def partition_groups(kind: str, size: int, which: int, leader: int | None) -> li
         half = len(rest) // 2
         return [rest[:half], rest[half:]]
     return [[alone], [n for n in nodes if n != alone]]
+
+
+# The kinds of file a corruption damages, by the globs nats-server 2.15 names them with under a
+# node's store dir: message blocks (a stream's ``msgs/N.blk``, and each Raft group's log), Raft
+# state (``peers.idx``, ``tav.idx``, ``commit.idx``) and Raft snapshots (``snapshots/snap.T.I``).
+FILE_KINDS = {"blocks": "*.blk", "indexes": "*.idx", "snapshots": "snap.*"}
+CORRUPTIONS = ("bitflip", "truncate")
 
 
 def _proxy(target: FaultTarget) -> FaultProxy:
@@ -323,6 +386,16 @@ class NemesisRules:
     @rule(which=st.integers(0, 3))
     def partition(self, which: int) -> None:
         self.nemesis.partition(self.nemesis.pick(which, Nemesis.is_proxied), which)
+
+    @precondition(lambda self: self.nemesis.any(self.nemesis.can_corrupt))
+    @rule(
+        which=st.integers(0, 3),
+        kind=st.sampled_from(tuple(FILE_KINDS)),
+        mode=st.sampled_from(CORRUPTIONS),
+        seed=st.integers(0, 255),
+    )
+    def corrupt(self, which: int, kind: str, mode: str, seed: int) -> None:
+        self.nemesis.corrupt(self.nemesis.pick(which, self.nemesis.can_corrupt), which, kind, mode, seed)
 
     @precondition(lambda self: self.nemesis.any(Nemesis.is_broken))
     @rule(which=st.integers(0, 3))

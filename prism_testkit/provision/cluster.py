@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prism_testkit.errors import ProvisioningError
@@ -24,6 +25,18 @@ from prism_testkit.provision.processes import ServerProcess, port_open
 
 if TYPE_CHECKING:
     from prism_testkit.faults.lazymount import LazyMounts
+
+
+class NodeRefusedToStart(ProvisioningError):
+    """A node whose files :meth:`Cluster.corrupt` damaged detected it and will not start: it
+    stays down, and ``paths`` are the files to remove before it can (it then catches up)."""
+
+    def __init__(self, node: int, damage: list[str], paths: list[Path], why: str) -> None:
+        super().__init__(f"node {node} refused to start after {len(paths)} file(s) were damaged: {why}")
+        self.node = node
+        self.damage = damage
+        self.paths = paths
+        self.why = why
 
 
 @dataclass
@@ -122,29 +135,42 @@ class Cluster:
         ``*.blk``: a file kind), start it again. ``bitflip`` flips ``flips`` random bits of each,
         ``truncate`` cuts each at a random length, as Jepsen's file faults do. Returns what was
         done, one line per file (the history's detail)."""
-        server = self.servers[node]
-        home = server.cwd
-        if home is None:
-            raise ProvisioningError(f"{self!r}: node {node} has no work dir to corrupt")
+        home = self._home(node)
         rng = random.Random(seed)
         self.kill_node(node)
-        done = []
-        for path in sorted(p for p in home.rglob(pattern) if p.is_file() and not p.is_symlink()):
-            data = bytearray(path.read_bytes())
-            if not data:
-                continue
-            if mode == "truncate":
-                size = rng.randrange(len(data))
-                os.truncate(path, size)
-                done.append(f"{path.relative_to(home)}: truncated {len(data)} -> {size}")
-                continue
-            for _ in range(flips):
-                at = rng.randrange(len(data))
-                data[at] ^= 1 << rng.randrange(8)
-            path.write_bytes(bytes(data))
-            done.append(f"{path.relative_to(home)}: {flips} bit(s) flipped")
-        self.restore_node(node)
+        done: list[str] = []
+        damaged: list[Path] = []
+        try:
+            for path in self.files(node, pattern):
+                damaged.append(path)
+                data = bytearray(path.read_bytes())
+                if mode == "truncate":
+                    size = rng.randrange(len(data))
+                    os.truncate(path, size)
+                    done.append(f"{path.relative_to(home)}: truncated {len(data)} -> {size}")
+                    continue
+                for _ in range(flips):
+                    at = rng.randrange(len(data))
+                    data[at] ^= 1 << rng.randrange(8)
+                path.write_bytes(bytes(data))
+                done.append(f"{path.relative_to(home)}: {flips} bit(s) flipped")
+        finally:  # damaged or not, the node runs again, or says why it cannot
+            try:
+                self.restore_node(node)
+            except ProvisioningError as refused:
+                raise NodeRefusedToStart(node, done, damaged, str(refused)) from refused
         return done
+
+    def files(self, node: int, pattern: str) -> list[Path]:
+        """The non-empty files of ``node``'s work dir that :meth:`corrupt` would damage."""
+        home = self._home(node)
+        return sorted(p for p in home.rglob(pattern) if p.is_file() and not p.is_symlink() and p.stat().st_size)
+
+    def _home(self, node: int) -> Path:
+        home = self.servers[node].cwd
+        if home is None:
+            raise ProvisioningError(f"{self!r}: node {node} has no work dir to corrupt")
+        return home
 
     def partition(self, groups: Sequence[Sequence[int]]) -> None:
         self.network.partition(groups, probe_port=self.probe_port)
