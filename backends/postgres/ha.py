@@ -32,7 +32,6 @@ from prism_testkit.provision.processes import ServerProcess
 from prism_testkit.provision.workdirs import recording_dir
 
 from .provision import (
-    INITDB_TIMEOUT,
     OS_USER,
     PRIVATE_DATABASE,
     PRIVATE_USER,
@@ -41,11 +40,11 @@ from .provision import (
     _drop_privileges,
     _make_traversable,
     accepts_sessions,
+    init_cluster,
 )
 
 PORT = 5432  # every node has its own namespace, so all listen on the same port
 ADMIN_TIMEOUT = 30.0  # seconds an administrative command (psql, pg_basebackup) may take
-INITDB_FLAGS = ("-E", "UTF8", "--locale=C", "--no-sync")  # the bootstrap need not be crash-safe
 PROMOTE_WAIT = 30  # seconds pg_promote() waits for the standby to leave recovery
 
 
@@ -364,18 +363,7 @@ class PostgresHaProvisioner(PostgresProvisioner):
             _make_traversable(workdir, user)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
         started = time.monotonic()
-        result = subprocess.run(
-            [str(initdb), "-D", str(homes[0] / "data"), "-U", PRIVATE_USER, "--auth=trust", *INITDB_FLAGS],
-            env=env,
-            cwd=homes[0],
-            preexec_fn=_drop_privileges(user),
-            capture_output=True,
-            timeout=INITDB_TIMEOUT,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = " | ".join((result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[-5:])
-            raise ProvisioningError(f"postgres-ha: initdb failed ({result.returncode}): {tail}")
+        init_cluster(initdb, homes[0] / "data", user, env, "postgres-ha")
         network = Network.create(self.nodes, recording_dir() or workdir)
         try:
             assert network.subnet is not None

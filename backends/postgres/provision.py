@@ -41,6 +41,27 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(p) for p in match.group(1).split(".") if p) if match else ()
 
 
+INITDB_FLAGS = ("-E", "UTF8", "--locale=C", "--no-sync")  # the bootstrap need not be crash-safe
+
+
+def init_cluster(initdb: Path, data: Path, user: str | None, env: dict[str, str], label: str) -> None:
+    """``initdb`` of a private cluster in ``data`` as ``user`` (trust auth for :data:`PRIVATE_USER`:
+    the server listens on a private address only); a failure names ``label`` and initdb's last words.
+    The server itself runs with fsync=on: only the bootstrap skips the syncs."""
+    result = subprocess.run(
+        [str(initdb), "-D", str(data), "-U", PRIVATE_USER, "--auth=trust", *INITDB_FLAGS],
+        env=env,
+        cwd=data.parent,
+        preexec_fn=_drop_privileges(user),
+        capture_output=True,
+        timeout=INITDB_TIMEOUT,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = " | ".join((result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[-5:])
+        raise ProvisioningError(f"{label}: initdb failed ({result.returncode}): {tail}")
+
+
 def _drop_privileges(user: str | None) -> Callable[[], None] | None:
     if user is None:
         return None
@@ -153,19 +174,7 @@ class PostgresProvisioner(ServerProvisioner):
             _make_traversable(base, user)
         data.chmod(0o700)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
-        # --no-sync: the bootstrap need not be crash-safe; the server itself runs with fsync=on.
-        result = subprocess.run(
-            [str(initdb), "-D", str(data), "-U", PRIVATE_USER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
-            env=env,
-            cwd=base,
-            preexec_fn=_drop_privileges(user),
-            capture_output=True,
-            timeout=INITDB_TIMEOUT,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = " | ".join((result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[-5:])
-            raise ProvisioningError(f"postgres: initdb failed ({result.returncode}): {tail}")
+        init_cluster(initdb, data, user, env, "postgres")
         data_dir = DataDir(ctx, data)  # after initdb: the bootstrap counts as on disk
         port = free_port()
         sockets = str(run) if len(str(run)) <= SOCKET_PATH_MAX else ""  # "": TCP only
