@@ -22,9 +22,11 @@ again (or, for odd values, crashes every node at once), and the partition rule c
 between nodes (one node or the leader isolated, or a bridge), each cut proved by a connection
 that must fail. Those two keep the rule list of single servers.
 
-Corruption has a rule of its own, enabled only for a cluster (so it changed the rule list, and
-with it every derandomised search, once): it kills one node other than the metadata leader (a
-minority, as in Jepsen's NATS tests), flips a bit in or truncates every file of one kind in its
+Corruption rides on the kill rule, for a cluster only: when the rule would kill one node of a
+whole cluster, a drawn flag (shrinking to a plain kill) makes it corrupt instead. A rule of its
+own would change the rule list, and with it every derandomised search of single servers (it
+did: a seeded mutant went uncaught). The corruption kills one node other than the metadata
+leader (a minority, as in Jepsen's NATS tests), flips a bit in or truncates every file of one kind in its
 work dir (message blocks, Raft indexes or snapshots, :data:`FILE_KINDS`), and starts it again.
 The history's op names the node, the kind, the mode and the seed, and completes with one line
 per damaged file and the outcome: ``restarted``, or ``refused to start`` (the node detected the
@@ -208,6 +210,11 @@ class Nemesis:
         if target.cluster is not None and (which % 2 == 0 or target.cluster.network.cuts):
             # A cluster's odd values crash every node at once, but not while its nodes are cut
             # off: the harness could not reconnect its clients to a cluster with no quorum.
+            if data is not None and self.can_corrupt(target) and data.draw(st.booleans(), label="corrupt instead"):
+                kind = data.draw(st.sampled_from(tuple(FILE_KINDS)), label="file kind")
+                mode = data.draw(st.sampled_from(CORRUPTIONS), label="corruption")
+                self.corrupt(target, which // 2, kind, mode, data.draw(st.integers(0, 255), label="seed"))
+                return
             self.kill_node(target, which // 2)
             return
         if self.can_cut_power(target) and (not self.can_kill(target) or (which // len(eligible)) % 2 == 1):
@@ -358,7 +365,7 @@ class NemesisRules:
     # One rule for both crashes: a separate power-cut rule would change the rule list, and with
     # it every derandomised search, even in runs where no instance is on a lazy mount.
     @precondition(lambda self: self.nemesis.any(self.nemesis.can_crash))
-    @rule(which=st.integers(0, 3), data=st.data())  # data draws only for a power cut's storage fault
+    @rule(which=st.integers(0, 3), data=st.data())  # draws only for a power cut's fault or a corruption
     def kill_and_restart(self, which: int, data: st.DataObject) -> None:
         self.nemesis.crash(which, data)
 
@@ -386,16 +393,6 @@ class NemesisRules:
     @rule(which=st.integers(0, 3))
     def partition(self, which: int) -> None:
         self.nemesis.partition(self.nemesis.pick(which, Nemesis.is_proxied), which)
-
-    @precondition(lambda self: self.nemesis.any(self.nemesis.can_corrupt))
-    @rule(
-        which=st.integers(0, 3),
-        kind=st.sampled_from(tuple(FILE_KINDS)),
-        mode=st.sampled_from(CORRUPTIONS),
-        seed=st.integers(0, 255),
-    )
-    def corrupt(self, which: int, kind: str, mode: str, seed: int) -> None:
-        self.nemesis.corrupt(self.nemesis.pick(which, self.nemesis.can_corrupt), which, kind, mode, seed)
 
     @precondition(lambda self: self.nemesis.any(Nemesis.is_broken))
     @rule(which=st.integers(0, 3))
