@@ -4,17 +4,21 @@ Every write of the key-value state reports (key, before, after) here; the writes
 memstore transaction are grouped into one :class:`ChangeSet`. Nothing awaits between a write
 and its report, so the feed's order is the commit order. Like the rest of memstore it lives
 as long as the process.
+
+A capture can be *lost* by fault injection (:meth:`MemFeed.lose`), as a failover to a
+PostgreSQL standby loses a slot: its record stays, its position and unconfirmed changes go,
+and every call but a drop raises :class:`~prism_testkit.errors.CaptureLost`.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from prism_testkit.errors import CaptureNotFound
+import prism_testkit.simulation.clock as clocks
+from prism_testkit.errors import CaptureLost, CaptureNotFound
 from prism_testkit.interfaces import ChangeSet, KeyChange
 
 
@@ -23,6 +27,7 @@ class Capture:
     prefix: str
     confirmed: int = 0
     pending: list[ChangeSet] = field(default_factory=list)  # committed, not yet confirmed
+    lost: bool = False  # its position is gone: it records nothing and refuses every call
 
 
 class MemFeed:
@@ -34,7 +39,7 @@ class MemFeed:
     def record(self, key: str, before: bytes | None, after: bytes | None) -> None:
         if before is None and after is None:
             return  # deleting an absent key changes nothing
-        if not any(key.startswith(c.prefix) for c in self.captures.values()):
+        if not any(key.startswith(c.prefix) and not c.lost for c in self.captures.values()):
             return
         change = KeyChange(key, before, after)
         if self._open is not None:
@@ -55,8 +60,10 @@ class MemFeed:
 
     def _commit(self, changes: list[KeyChange], marks: dict[str, str] | None = None) -> None:
         position = next(self._positions)
-        now_ms = int(time.time() * 1000)
+        now_ms = int(clocks.wall() * 1000)
         for name, capture in self.captures.items():
+            if capture.lost:
+                continue
             mine = tuple(c for c in changes if c.key.startswith(capture.prefix))
             label = (marks or {}).get(name)
             if mine or label is not None:
@@ -64,10 +71,20 @@ class MemFeed:
                 capture.pending.append(ChangeSet(position, f"mem-{position}", now_ms, mine, marked))
 
     def capture(self, name: str) -> Capture:
+        """A capture that holds its position."""
         capture = self.captures.get(name)
         if capture is None:
             raise CaptureNotFound(name)
+        if capture.lost:
+            raise CaptureLost(name, f"its position (last confirmed {capture.confirmed}) was lost")
         return capture
+
+    def lose(self, name: str) -> None:
+        capture = self.captures.get(name)
+        if capture is None:
+            raise CaptureNotFound(name)
+        capture.lost = True
+        capture.pending = []
 
     def mark(self, name: str, label: str) -> None:
         self.capture(name)

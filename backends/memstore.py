@@ -16,8 +16,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -25,6 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Self
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.capabilities import BackendProperties, Capability, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import (
@@ -54,6 +53,7 @@ from prism_testkit.interfaces import (
 from prism_testkit.provision.base import EmbeddedProvisioner, Endpoint
 from prism_testkit.registry.backends import BackendSpec
 from prism_testkit.registry.hookspecs import hookimpl
+from prism_testkit.simulation import buggify
 
 from ._changefeed import check_capture, check_label, check_position, check_prefix, check_read, other_prefix
 from ._common import (
@@ -75,6 +75,17 @@ ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
 PROPERTIES = BackendProperties(durable=False, survives_power_loss=False, ordering=Ordering.TOTAL)
 FEED_POLL_INTERVAL = 0.01  # seconds between looks while a change feed read waits
 DEDUP_WINDOW = 120.0  # seconds a queue remembers a message id (JetStream's default window)
+
+
+# --- seeded misbehaviour (simulated examples only) -------------------------------------------
+
+
+async def _answer() -> None:
+    """Where a real server's answer may come late, or be lost after its effect happened."""
+    if buggify.fires(buggify.LATE):
+        await asyncio.sleep(buggify.late_by())
+    if buggify.fires(buggify.UNKNOWN):
+        raise TimeoutError("the answer was lost after the operation took effect (simulated misbehaviour)")
 
 
 # --- waking waiters --------------------------------------------------------------------------
@@ -104,7 +115,9 @@ class _Signal:
     __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._waiters: set[asyncio.Future[None]] = set()
+        # Insertion-ordered, not a set: a set of futures iterates in address order, which made
+        # the order competing waiters wake in, and so a simulated seed's history, vary by run.
+        self._waiters: dict[asyncio.Future[None], None] = {}
 
     def __bool__(self) -> bool:
         return bool(self._waiters)
@@ -114,11 +127,11 @@ class _Signal:
         if seconds <= 0:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.add(future)
+        self._waiters[future] = None
         try:
             await asyncio.wait((future,), timeout=seconds)
         finally:
-            self._waiters.discard(future)
+            self._waiters.pop(future, None)
 
     def notify_all(self) -> None:
         for future in list(self._waiters):
@@ -151,7 +164,7 @@ class _Signals:
 @dataclass(slots=True)
 class _Entry:
     value: bytes
-    expires_at: float | None  # time.monotonic()
+    expires_at: float | None  # clocks.monotonic()
     version: int  # changes on every write; transactions use it to detect conflicting writes
 
 
@@ -163,7 +176,7 @@ class _KeyValueState:
 
     def _live(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= clocks.monotonic():
             del self._entries[key]  # expire lazily
             return None
         return entry
@@ -178,7 +191,7 @@ class _KeyValueState:
         return 0 if entry is None else entry.version
 
     def put(self, key: str, value: bytes, ttl: float | None = None) -> None:
-        expires_at = None if ttl is None else time.monotonic() + ttl
+        expires_at = None if ttl is None else clocks.monotonic() + ttl
         before = self.get(key)
         self._entries[key] = _Entry(value, expires_at, next(self._versions))
         self._feed.record(key, before, value)
@@ -219,12 +232,12 @@ class _QueueState:
 
     def send(self, message: Message) -> str:
         dedup_id = message.headers.get(MESSAGE_ID_HEADER)
-        now = time.monotonic()
+        now = clocks.monotonic()
         while self._sent_ids and next(iter(self._sent_ids.values()))[1] <= now - DEDUP_WINDOW:
             del self._sent_ids[next(iter(self._sent_ids))]  # oldest first: insertion order
         if dedup_id is not None and dedup_id in self._sent_ids:
             return self._sent_ids[dedup_id][0]  # a resend: the original's id, nothing queued
-        queued = _Queued(next(self._seq), uuid.uuid4().hex, message)
+        queued = _Queued(next(self._seq), clocks.fresh_uuid().hex, message)
         heapq.heappush(self._ready, (queued.seq, queued))
         if dedup_id is not None:
             self._sent_ids[dedup_id] = (queued.message_id, now)
@@ -236,8 +249,8 @@ class _QueueState:
             return None
         _, queued = heapq.heappop(self._ready)
         queued.attempts += 1
-        delivery_id = uuid.uuid4().hex  # new per hand-out, so a stale ack cannot hit a redelivery
-        deadline = time.monotonic() + visibility_timeout
+        delivery_id = clocks.fresh_uuid().hex  # new per hand-out, so a stale ack cannot hit a redelivery
+        deadline = clocks.monotonic() + visibility_timeout
         self._in_flight[delivery_id] = (queued, deadline)
         heapq.heappush(self._deadlines, (deadline, delivery_id))
         return QueueDelivery(delivery_id, queued.message, queued.attempts)
@@ -250,6 +263,10 @@ class _QueueState:
         if requeue:
             heapq.heappush(self._ready, (entry[0].seq, entry[0]))
 
+    def deadline_of(self, delivery_id: str) -> float | None:
+        entry = self._in_flight.get(delivery_id)
+        return None if entry is None else entry[1]
+
     def next_expiry(self) -> float | None:
         """When the earliest in-flight delivery times out (monotonic), if any is in flight."""
         while self._deadlines and self._deadlines[0][1] not in self._in_flight:
@@ -257,7 +274,7 @@ class _QueueState:
         return self._deadlines[0][0] if self._deadlines else None
 
     def _expire(self) -> None:
-        now = time.monotonic()
+        now = clocks.monotonic()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, delivery_id = heapq.heappop(self._deadlines)
             entry = self._in_flight.pop(delivery_id, None)
@@ -308,7 +325,7 @@ class _Bucket:
 
     def get(self, key: str) -> _StoredObject:
         stored = self._objects.get(key)
-        if stored is not None and stored.expires_at is not None and stored.expires_at <= time.time():
+        if stored is not None and stored.expires_at is not None and stored.expires_at <= clocks.wall():
             del self._objects[key]  # expire lazily
             stored = None
         if stored is None:
@@ -340,7 +357,9 @@ class _Store:
         self.queues: dict[str, _QueueState] = {}
         self.logs: dict[str, _LogState] = {}
         self.offsets: dict[tuple[str, str], int] = {}  # (log, group) -> committed offset
-        self.topics: dict[str, set[_MemSubscription]] = {}
+        # topic -> its subscriptions, in subscription order (dicts as ordered sets: a set's order
+        # varies by run, and with it the order a publish wakes subscribers in under simulation)
+        self.topics: dict[str, dict[_MemSubscription, None]] = {}
         self.buckets: dict[str, _Bucket] = {}
         self.signals = _Signals()  # "queue:<name>" and "log:<name>" wake waiting receivers
 
@@ -406,6 +425,7 @@ class _MemKeyValue(_Facet, KeyValue):
             self._driver.require(Capability.KEYVALUE_TTL, "put with a ttl")
             ttl = check_positive(ttl, "ttl")
         self._store.kv.put(key, as_bytes(value), ttl)
+        await _answer()
 
     async def delete(self, key: str) -> bool:
         return self._store.kv.delete(key)
@@ -427,11 +447,12 @@ class _MemKeyValue(_Facet, KeyValue):
         if self._store.kv.get(key) != (None if expected is None else as_bytes(expected, "expected")):
             return False
         self._store.kv.put(key, new)
+        await _answer()
         return True
 
 
 class _MemSubscription(Subscription):
-    def __init__(self, store: _Store, topic: str, owner: set[_MemSubscription]) -> None:
+    def __init__(self, store: _Store, topic: str, owner: dict[_MemSubscription, None]) -> None:
         self._store = store
         self._topic = topic
         self._owner = owner  # the driver's open subscriptions, closed with the driver
@@ -445,11 +466,11 @@ class _MemSubscription(Subscription):
             self._signal.notify_all()
 
     async def receive(self, wait: float) -> Message | None:
-        deadline = time.monotonic() + check_wait(wait)
+        deadline = clocks.monotonic() + check_wait(wait)
         while True:
             if self._buffer:
                 return self._buffer.popleft()
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clocks.monotonic()
             if self._closed or remaining <= 0:
                 return None
             await self._signal.wait(remaining)
@@ -463,10 +484,10 @@ class _MemSubscription(Subscription):
             return
         self._closed = True
         self._buffer.clear()
-        self._owner.discard(self)
+        self._owner.pop(self, None)
         subscribers = self._store.topics.get(self._topic)
         if subscribers is not None:
-            subscribers.discard(self)
+            subscribers.pop(self, None)
             if not subscribers:
                 del self._store.topics[self._topic]
         self._signal.notify_all()  # a receive in progress returns None now
@@ -481,8 +502,8 @@ class _MemPubSub(_Facet, PubSub):
     async def subscribe(self, topic: str) -> Subscription:
         store = self._store
         subscription = _MemSubscription(store, topic, self._driver.subscriptions)
-        store.topics.setdefault(topic, set()).add(subscription)
-        self._driver.subscriptions.add(subscription)
+        store.topics.setdefault(topic, {})[subscription] = None
+        self._driver.subscriptions[subscription] = None
         return subscription
 
 
@@ -494,18 +515,20 @@ class _MemQueue(_Facet, Queue):
             state = store.queues[queue] = _QueueState(queue)
         message_id = state.send(freeze_message(message))
         store.signals.notify(f"queue:{queue}")
+        await _answer()
         return message_id
 
     async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
         visibility_timeout = check_positive(visibility_timeout, "visibility_timeout")
-        deadline = time.monotonic() + check_wait(wait)
+        deadline = clocks.monotonic() + check_wait(wait)
         while True:
             store = self._store
             state = store.queues.get(queue)  # looked up each time: a purge may replace it
             delivery = None if state is None else state.take(visibility_timeout)
             if delivery is not None:
+                await _answer()  # lost: the message stays invisible until its timeout
                 return delivery
-            now = time.monotonic()
+            now = clocks.monotonic()
             timeout = deadline - now
             if timeout <= 0:
                 return None
@@ -515,11 +538,26 @@ class _MemQueue(_Facet, Queue):
             await store.signals.wait(f"queue:{queue}", timeout)
 
     async def ack(self, queue: str, delivery: QueueDelivery) -> None:
+        await self._at_deadline(queue, delivery)
         self._state(queue, delivery).settle(delivery.delivery_id, requeue=False)
+        await _answer()
 
     async def nack(self, queue: str, delivery: QueueDelivery) -> None:
+        await self._at_deadline(queue, delivery)
         self._state(queue, delivery).settle(delivery.delivery_id, requeue=True)
         self._store.signals.notify(f"queue:{queue}")
+        await _answer()
+
+    async def _at_deadline(self, queue: str, delivery: QueueDelivery) -> None:
+        """Let a settle arrive exactly at the delivery's visibility deadline: it is then due
+        again, and the settle is refused (DeliveryNotFound), as the contract allows."""
+        state = self._store.queues.get(queue)
+        deadline = None if state is None else state.deadline_of(delivery.delivery_id)
+        if deadline is not None and buggify.fires(buggify.AT_DEADLINE):
+            loop = asyncio.get_running_loop()
+            woken: asyncio.Future[None] = loop.create_future()
+            loop.call_at(deadline, _resolve, woken)  # at the deadline itself, not a float sum near it
+            await woken
 
     def _state(self, queue: str, delivery: QueueDelivery) -> _QueueState:
         state = self._store.queues.get(queue)
@@ -535,12 +573,12 @@ class _MemLog(_Facet, Log):
     async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
         check_count(offset, "offset", 0)
         check_count(limit, "limit", 1)
-        deadline = time.monotonic() + check_wait(wait)
+        deadline = clocks.monotonic() + check_wait(wait)
         while True:
             store = self._store
             state = store.logs.get(log)
             records = [] if state is None else state.read(offset, limit)
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clocks.monotonic()
             if records or remaining <= 0:
                 return records
             await store.signals.wait(f"log:{log}", remaining)
@@ -634,7 +672,7 @@ class _MemObjects(_Facet, ObjectStore):
 
     async def set_ttl(self, bucket: str, key: str, ttl: float) -> None:
         self._driver.require(Capability.OBJECTS_TTL)
-        expires_at = time.time() + check_positive(ttl, "ttl")
+        expires_at = clocks.wall() + check_positive(ttl, "ttl")
         target = self._store.bucket(bucket)
         stored = target.get(key)
         target.put(key, _StoredObject(stored.data, stored.metadata, expires_at))
@@ -650,7 +688,7 @@ class _MemObjects(_Facet, ObjectStore):
         expires_at = None
         if ttl is not None:
             self._driver.require(Capability.OBJECTS_TTL, "put with a ttl")
-            expires_at = time.time() + check_positive(ttl, "ttl")
+            expires_at = clocks.wall() + check_positive(ttl, "ttl")
         return _StoredObject(data, MappingProxyType(check_metadata(metadata)), expires_at)
 
 
@@ -751,6 +789,8 @@ class _MemChangeFeed(_Facet, ChangeFeed):
             feed.captures[capture] = Capture(check_prefix(prefix))
         elif existing.prefix != prefix:
             raise other_prefix(capture, existing.prefix, prefix)
+        else:
+            feed.capture(capture)  # a lost one stays lost: only a drop starts it afresh
 
     async def read(self, capture: str, *, limit: int = 100, wait: float = 0.0) -> list[ChangeSet]:
         limit, wait = check_read(limit, wait)
@@ -774,6 +814,11 @@ class _MemChangeFeed(_Facet, ChangeFeed):
     async def captures(self, prefix: str) -> list[str]:
         return sorted(c for c in self._store.feed.captures if c.startswith(check_prefix(prefix)))
 
+    async def lose_capture(self, capture: str, *, remade: bool = False) -> None:
+        """Fault injection (:class:`~prism_testkit.interfaces.CaptureLoss`). The capture's record
+        says it is lost, so fresh state in its place (``remade``) changes nothing here."""
+        self._store.feed.lose(check_capture(capture))
+
 
 # --- driver ----------------------------------------------------------------------------------
 
@@ -785,7 +830,7 @@ class MemstoreDriver(Driver):
         super().__init__(name, capabilities)
         self._store = store
         self._closed = False
-        self.subscriptions: set[_MemSubscription] = set()
+        self.subscriptions: dict[_MemSubscription, None] = {}  # open ones, in order
 
     @classmethod
     async def connect(cls, name: str, capabilities: frozenset[Capability], endpoint: Endpoint) -> Self:
@@ -852,6 +897,7 @@ def prism_register_backends() -> list[BackendSpec]:
             provisioner=EmbeddedProvisioner("in this process"),
             driver=MemstoreDriver,
             embedded=True,
+            simulable=True,
             description="in-process store implementing every interface; data lasts as long as the process",
         )
     ]

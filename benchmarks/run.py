@@ -44,10 +44,12 @@ from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.interfaces import Message
 from prism_testkit.isolation import Namespace, NamespaceFactory
+from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.registry.backends import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
 from . import floor, growth
+from .failover import failover_markdown, failover_row
 from .stats import compare_files, interleaved, rate_spread, ratio_fields, ratio_spread, ratios, summarize
 from .wal import applier_markdown, applier_rows, wal_markdown, wal_rows
 
@@ -545,6 +547,8 @@ def markdown(results: dict) -> str:
     lines += ["", "## Time to ready (servers started by the harness)", "", "| backend | seconds |", "|---|---:|"]
     for backend, seconds in results["time_to_ready"].items():
         lines.append(f"| {backend} | {seconds:.2f} |")
+    if results.get("failover"):
+        lines += failover_markdown(results["failover"])
     if "import_overhead" in results:
         lines += ["", *import_overhead.markdown(import_overhead.ImportOverhead(**results["import_overhead"]))]
     if results["unavailable"]:
@@ -805,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sections",
         default="all",
         help="comma-separated: operations, claim_check, outbox, tiered_storage, driver_vs_raw, memory, wal, "
-        "growth (or all)",
+        "growth, failover (or all)",
     )
     parser.add_argument("--trials", type=int, default=5, help="interleaved trials per row")
     parser.add_argument("--growth-sizes", default="1000,10000,100000", help="sizes of the growth table")
@@ -828,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
         "growth": [],
         "growth_slopes": [],
         "time_to_ready": {},
+        "failover": [],
         "unavailable": runtime.unavailable,
     }
     try:
@@ -899,6 +904,12 @@ def main(argv: list[str] | None = None) -> int:
             results["growth_slopes"] = growth.with_slopes(results["growth"])
         for driver in drivers.values():
             runtime.run(driver.purge(ns.prefix))
+        if "failover" in sections:  # last: every trial moves the primary under the drivers
+            for name in drivers:
+                control = runtime.control(name)
+                if isinstance(control, FailoverCluster):
+                    print(f"failover: {name} ...", file=sys.stderr)
+                    results["failover"].append(failover_row(name, control, args.trials))
     finally:
         runtime.close()
     if args.import_trials > 0:

@@ -139,8 +139,8 @@ def rate_spread(row: dict[str, Any]) -> Spread:
 IDENTITY = ("backend", "combination", "log", "writers", "raw", "pattern", "operation", "size", "measure")
 # Sections whose rows are time ratios (higher is worse) or rates (lower is worse).
 RATIO_SECTIONS = ("claim_check", "outbox", "tiered_storage", "wal", "driver_vs_raw")
-RATE_SECTIONS = ("operations",)
-COST_SECTIONS = ("growth",)
+RATE_SECTIONS = ("operations", "run_profile_rates")
+COST_SECTIONS = ("growth", "run_profile")
 
 
 @dataclass(frozen=True)

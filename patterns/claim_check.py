@@ -36,8 +36,6 @@ import itertools
 import json
 import logging
 import math
-import time
-import uuid
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.config.units import Duration, Size, parse_size
 from prism_testkit.errors import (
     BucketNotFound,
@@ -397,7 +396,7 @@ class ClaimCheck:
             raise PayloadTooLarge(size, limit)
 
     def _new_key(self) -> str:
-        return self.config.key_prefix + uuid.uuid4().hex
+        return self.config.key_prefix + clocks.fresh_uuid().hex
 
     def _metadata(self) -> dict[str, str]:
         return {_META_MARKER: "v1", _META_COMPRESSION: self.config.compression}
@@ -428,7 +427,7 @@ class ClaimCheck:
             return message
         if len(payload) > self.config.streaming_threshold:
             return await self.outgoing_stream(self._slices(payload), headers=message.headers, key=message.key)
-        started = time.time()
+        started = clocks.wall()
         stored = (
             zlib.compress(payload, self.config.compression_level, wbits=31)
             if self.config.compression == "gzip"
@@ -493,7 +492,7 @@ class ClaimCheck:
                 if tail:
                     yield tail
 
-        started = time.time()
+        started = clocks.wall()
         object_key = self._new_key()
         try:
             info = await self.objects.put_stream(

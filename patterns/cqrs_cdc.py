@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.errors import TransactionAborted
 from prism_testkit.interfaces import ChangeFeed, KeyValue, Message, Transaction, Transactions
 from prism_testkit.report import metrics as prometheus
@@ -146,7 +145,7 @@ class RowWriteModel:
         ``decide`` raising refuses the command (rolled back, re-raised). A commit that loses a
         race (``TransactionAborted``) is retried against the new state, ``attempts`` in all. A
         command retried with the ``command_id`` of one that committed returns ``duplicate``."""
-        command_id = command_id or uuid.uuid4().hex
+        command_id = command_id or clocks.fresh_uuid().hex
         for attempt in range(1, attempts + 1):
             try:
                 async with self.transactions.transaction() as tx:
@@ -154,7 +153,7 @@ class RowWriteModel:
                         return Done(command_id, None, {}, duplicate=True)
                     rows = Rows(tx, self.prefix)
                     result = await decide(rows)
-                    await tx.put(self.journal_key(command_id), _dump({"at": time.time()}))
+                    await tx.put(self.journal_key(command_id), _dump({"at": clocks.wall()}))
                 return Done(command_id, result, dict(rows.written))
             except TransactionAborted:
                 if attempt == attempts:
@@ -302,7 +301,7 @@ class CdcCqrs:
         config: CqrsConfig | None = None,
         *,
         cdc: CdcConfig | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clocks.wall,
         poll_interval: float = 0.01,
     ) -> None:
         if not read_models:
@@ -365,13 +364,13 @@ class CdcCqrs:
         runner = self._model(model)
         command_id = after.command_id if isinstance(after, Done) else after
         timeout = self.config.read_your_writes_timeout if within is None else within
-        deadline = time.monotonic() + timeout
+        deadline = clocks.monotonic() + timeout
         while True:
             wanted = self._positions.get(command_id)
             position = await runner.position()
             if wanted is not None and position > wanted:
                 return
-            if time.monotonic() >= deadline:
+            if clocks.monotonic() >= deadline:
                 self.metrics.read_your_writes_timeouts += 1
                 raise ReadModelBehind(model, position, wanted, timeout)
             await asyncio.sleep(self.poll_interval)

@@ -86,8 +86,6 @@ import base64
 import binascii
 import json
 import logging
-import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -96,6 +94,7 @@ from typing import ClassVar, Literal, NoReturn, Protocol, Self, runtime_checkabl
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.capabilities import Capability
 from prism_testkit.config.units import Duration, Size
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
@@ -417,7 +416,7 @@ class OutboxTransaction:
         clashing = sorted(reserved.intersection(extra))
         if clashing:
             raise ReservedHeader(clashing)
-        event_id = str(uuid.uuid4())
+        event_id = str(clocks.fresh_uuid())
         own = {
             HEADER_EVENT_ID: event_id,
             HEADER_AGGREGATE_ID: aggregate_id,
@@ -472,7 +471,7 @@ class Outbox:
         transactions: Transactions,
         config: OutboxConfig,
         *,
-        clock: Clock = time.time,
+        clock: Clock = clocks.wall,
         claim_check: ClaimCheck | None = None,
     ) -> None:
         if claim_check is not None and not isinstance(claim_check, ClaimCheck):
@@ -645,7 +644,7 @@ class OutboxRelay:
         config: OutboxConfig,
         relay_id: str,
         *,
-        clock: Clock = time.time,
+        clock: Clock = clocks.wall,
     ) -> None:
         self.config = _checked_config(config)
         if config.cdc:

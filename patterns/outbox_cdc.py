@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import ClassVar
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyValue, Message
 from prism_testkit.report import metrics as prometheus
 
@@ -98,7 +98,7 @@ class OutboxCdcPublisher:
         config: OutboxConfig,
         *,
         kv: KeyValue | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = clocks.wall,
     ) -> None:
         self.config = _checked_config(config)
         if not config.cdc:

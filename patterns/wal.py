@@ -63,8 +63,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
@@ -73,6 +71,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.config.units import Duration
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge, PrismError
 from prism_testkit.interfaces import KeyValue, Log, Message, Record, Transactions
@@ -336,7 +335,7 @@ class WalApplier:
         transform: Transform | None = None,
         on_applied: Callable[[int, Mutation], None] | None = None,
         on_skipped: Callable[[int, Mutation], None] | None = None,
-        clock: Clock = time.monotonic,
+        clock: Clock = clocks.monotonic,
     ) -> None:
         self.config = _checked_config(config)
         self.log = log
@@ -591,9 +590,9 @@ class WalApplier:
         """Apply until everything below ``until`` (default: the current end) is resolved; retries
         are waited out. Raises ``TimeoutError`` after ``within`` seconds."""
         end = await self.log.end_offset(self.config.log) if until is None else until
-        deadline = time.monotonic() + within
+        deadline = clocks.monotonic() + within
         while (self.resolved or 0) < end or self._position is None:
-            if time.monotonic() > deadline:
+            if clocks.monotonic() > deadline:
                 raise TimeoutError(f"WAL {self.config.log!r} not applied up to {end} within {within}s")
             if await self.run_once(wait=0.0) == 0 and (self.resolved or 0) < end:
                 await asyncio.sleep(min(0.01, self.config.backoff_initial))
@@ -726,7 +725,7 @@ class WriteAheadLog:
         transactions: Transactions | None = None,
         log_transactions: Transactions | None = None,
         transform: Transform | None = None,
-        clock: Clock = time.time,
+        clock: Clock = clocks.wall,
     ) -> None:
         """``transactions`` are the target store's (applied offsets commit with the writes);
         ``log_transactions`` the log store's, for group commit (the same store as ``log``)."""
@@ -754,11 +753,13 @@ class WriteAheadLog:
 
     async def put(self, key: str, value: bytes) -> int:
         """Append a put; returns its offset once the log acknowledged it (the receipt)."""
-        return await self._write(Mutation("put", _checked_key(key), bytes(value), str(uuid.uuid4()), self.clock()))
+        return await self._write(
+            Mutation("put", _checked_key(key), bytes(value), str(clocks.fresh_uuid()), self.clock())
+        )
 
     async def delete(self, key: str) -> int:
         """Append a delete; returns its offset once the log acknowledged it."""
-        return await self._write(Mutation("delete", _checked_key(key), None, str(uuid.uuid4()), self.clock()))
+        return await self._write(Mutation("delete", _checked_key(key), None, str(clocks.fresh_uuid()), self.clock()))
 
     async def _write(self, mutation: Mutation) -> int:
         if self.group_commit is not None:
@@ -780,10 +781,10 @@ class WriteAheadLog:
 
         # Checked between batches, never by cancelling one: an apply cut in half would have to
         # be repaired by the next replay.
-        deadline = None if within is None else time.monotonic() + within
+        deadline = None if within is None else clocks.monotonic() + within
         applier = self.applier
         while not applier.is_resolved(offset):
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and clocks.monotonic() >= deadline:
                 raise TimeoutError(f"mutation at offset {offset} not applied within {within}s")
             if await applier.run_once(wait=0.0) == 0 and not applier.is_resolved(offset):
                 await asyncio.sleep(0.005)

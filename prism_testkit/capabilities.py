@@ -76,6 +76,11 @@ class BackendProperties(BaseModel):
         description="acknowledged writes survive a power cut (every write not fsynced is lost) and restart; "
         "the power-loss suite proves it on a lazy filesystem under the data dir",
     )
+    survives_failover: bool = Field(
+        default=False,
+        description="acknowledged writes survive the loss of the primary and the promotion of a replica; "
+        "the failover suite proves it on every backend whose instance can fail over",
+    )
     ordering: Ordering = Ordering.TOTAL
     pubsub_delivery: DeliveryGuarantee = DeliveryGuarantee.AT_MOST_ONCE
     queue_delivery: DeliveryGuarantee = DeliveryGuarantee.AT_LEAST_ONCE

@@ -1,6 +1,8 @@
 """``prism-testkit`` (also ``python -m prism_testkit``): validate and explain namespace files,
 print their JSON Schema, list the registered patterns (the catalogue) and backends (with what
-can be provisioned here), merge the reports of a CI matrix (``report merge``).
+can be provisioned here), merge the reports of a CI matrix (``report merge``), and replay a
+failing stateful example from its schedule file (``replay FILE``, :mod:`prism_testkit.hunting.replay`,
+which has exit codes of its own: 1 the failure reproduced, 0 it did not, 2 bad input, 3 not run).
 
 Exit codes: 0 all valid, 1 a file has problems (each printed as ``FILE: path: message``),
 2 usage errors (bad arguments, a file that cannot be read, backends that fail to register).
@@ -36,6 +38,7 @@ from prism_testkit.config.namespace_files import (
     schema_text,
 )
 from prism_testkit.errors import PrismError
+from prism_testkit.hunting.replay import add_replay_command, run_replay_command
 from prism_testkit.provision.base import Availability, ProvisionContext
 from prism_testkit.redaction import printable, redact
 from prism_testkit.registry.backend_spec import BackendSpec
@@ -85,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         "here (and why not)",
     )
     add_report_commands(commands)
+    add_replay_command(commands)
     return parser
 
 
@@ -123,6 +127,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return exc.code if isinstance(exc.code, int) else USAGE
     if args.command == "report":
         return run_report_command(args)  # reads JSON files only: no plugin is loaded
+    if args.command == "replay":
+        return run_replay_command(args)  # pytest loads the plugins itself
     try:
         pm = make_plugin_manager()
         patterns = build_pattern_registry(pm)

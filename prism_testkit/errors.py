@@ -63,7 +63,9 @@ class BadBinary(ProvisioningError):
         self.source = source
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"{source}: {self.path} {problem}")
+        # A value with a line break or control characters is quoted: the message stays one line.
+        shown = self.path if self.path.isprintable() and self.path.strip() == self.path else repr(self.path)
+        super().__init__(f"{source}: {shown} {problem}")
 
 
 class FaultUnavailable(ProvisioningError):
@@ -113,6 +115,19 @@ class CaptureNotFound(NotFound):
         super().__init__(f"change capture {capture!r} does not exist")
 
 
+class CaptureLost(PrismError):
+    """A change capture exists but its position is gone: the server no longer holds what it
+    had confirmed (PostgreSQL 15 keeps logical slots off its standbys, so a promoted standby
+    has the capture's record without its slot). Changes since the last confirm may be lost;
+    recreating the capture would start it from now and skip them silently, so nothing does
+    that implicitly. Drop the capture and start afresh (a snapshot) to recover."""
+
+    def __init__(self, capture: str, detail: str) -> None:
+        self.capture = capture
+        self.detail = detail
+        super().__init__(f"change capture {capture!r} lost its position: {detail}")
+
+
 class BucketNotEmpty(PrismError):
     def __init__(self, bucket: str) -> None:
         self.bucket = bucket
@@ -138,3 +153,21 @@ class TransactionAborted(PrismError):
 
 class ConnectionLost(PrismError):
     """The connection to the backend broke; the outcome of the operation in flight is unknown."""
+
+
+def interrupt_within(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C an error stands for, if any. CPython turns a KeyboardInterrupt raised inside
+    some calls into another error that chains it (3.11 wraps one raised during a class's
+    ``__set_name__``, as a dataclass field does at import, in a RuntimeError): code that reports
+    errors must still stop for it."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        pending += [current.__cause__, current.__context__]
+    return None

@@ -367,31 +367,41 @@ class ChangeFeed(Protocol):
     first, without consuming them: until :meth:`confirm` they are read again (after a crash,
     too), so a reader that confirms only what its sink acknowledged loses nothing. Expiry of a
     key with a TTL is not a change.
+
+    A capture whose position the server lost (PostgreSQL 15 does not carry logical slots to
+    a standby, so a failover leaves the capture's record without its slot) is *lost*: every
+    call on it but :meth:`drop` raises :class:`~prism_testkit.errors.CaptureLost`, ``create``
+    included, since recreating it would silently skip the changes in between. Only a drop
+    followed by a create starts it again, from now.
     """
 
     async def create(self, capture: str, prefix: str) -> None:
         """Start capturing (idempotent: an existing capture of the same prefix is kept with
-        its position; another prefix raises ``ValueError``). A capture name that is not a
-        ``str`` raises ``TypeError``."""
+        its position; another prefix raises ``ValueError``; a lost one raises
+        :class:`~prism_testkit.errors.CaptureLost`). A capture name that is not a ``str``
+        raises ``TypeError``."""
         ...
 
     async def read(self, capture: str, *, limit: int = 100, wait: float = 0.0) -> list[ChangeSet]:
         """Up to about ``limit`` transactions after the confirmed position (a transaction is
         never cut to fit), waiting up to ``wait`` seconds when there are none yet. Raises
-        :class:`~prism_testkit.errors.CaptureNotFound` for a capture that does not exist, and
-        ``ValueError`` for a ``limit`` below 1."""
+        :class:`~prism_testkit.errors.CaptureNotFound` for a capture that does not exist,
+        :class:`~prism_testkit.errors.CaptureLost` for a lost one, and ``ValueError`` for a
+        ``limit`` below 1."""
         ...
 
     async def confirm(self, capture: str, position: int) -> None:
         """Everything up to and including ``position`` is consumed (a lower one is ignored).
         A negative ``position`` raises ``ValueError``; a missing capture
-        :class:`~prism_testkit.errors.CaptureNotFound`."""
+        :class:`~prism_testkit.errors.CaptureNotFound`; a lost one
+        :class:`~prism_testkit.errors.CaptureLost`."""
         ...
 
     async def mark(self, capture: str, label: str) -> None:
         """Commit a transaction carrying ``label`` that only this capture sees, ordered with
         the changes around it (DBLog's watermarks; heartbeats that let the position move).
-        A missing capture raises :class:`~prism_testkit.errors.CaptureNotFound`."""
+        A missing capture raises :class:`~prism_testkit.errors.CaptureNotFound`, a lost one
+        :class:`~prism_testkit.errors.CaptureLost`."""
         ...
 
     async def drop(self, capture: str) -> None:
@@ -401,4 +411,18 @@ class ChangeFeed(Protocol):
 
     async def captures(self, prefix: str) -> list[str]:
         """Names of the captures whose name starts with ``prefix``."""
+        ...
+
+
+@runtime_checkable
+class CaptureLoss(Protocol):
+    """Fault injection for change feeds whose capture position can be lost apart from the
+    data (not part of :class:`ChangeFeed`: a feed whose position lives in the data's own
+    storage cannot lose one without the other)."""
+
+    async def lose_capture(self, capture: str, *, remade: bool = False) -> None:
+        """Lose ``capture``'s position and unconfirmed changes, keeping its record, exactly as
+        a failover to a node without them does; ``remade``: and make fresh server state in its
+        place, starting from now (a failover manager that recreates slots on the new primary).
+        A missing capture raises :class:`~prism_testkit.errors.CaptureNotFound`."""
         ...

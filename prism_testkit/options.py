@@ -29,6 +29,11 @@ OPTION_NAMES = (
     "prism_require_fit",
     "prism_hunt",
     "prism_hunt_db",
+    "prism_workers",
+    "prism_simulate",
+    "prism_buggify",
+    "prism_schedules",
+    "prism_replay",
 )
 
 
@@ -42,7 +47,15 @@ _EXPECTED = {
     "prism_namespace": "give the path of a namespace file",
     "prism_hunt": "give a duration such as 10m or 2h",
     "prism_hunt_db": "give a directory or a redis:// URL",
+    "prism_workers": "give a number of worker processes, or 'auto'",
+    "prism_schedules": "give the directory to write schedule files to",
+    "prism_replay": "give the path of a schedule file",
+    "prism_buggify": "give all, none or a comma list of late, unknown-outcome, ack-at-deadline",
 }
+# Workers per core under ``--prism-workers=auto``: the suites wait on servers, timeouts and
+# restarts more than they compute, so more workers than cores keep the cores busy (measured:
+# benchmarks/README's run profiles).
+WORKERS_PER_CORE = 2
 
 
 class Expansion(StrEnum):
@@ -57,6 +70,7 @@ def asked_for(config: pytest.Config) -> bool:
         "prism_backend": DEFAULT_BACKENDS,
         "prism_combinations": Expansion.COVERING.value,
         "prism_require_fit": False,
+        "prism_simulate": False,
     }
     for name in OPTION_NAMES:
         if config.getoption(name) not in (None, []):
@@ -129,11 +143,40 @@ def addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--prism-require-fit", dest="prism_require_fit", action="store_true", default=None, help=fit_help)
     parser.addini("prism_require_fit", type="bool", help=fit_help, default=False)
+    simulate_help = (
+        "run the stateful suites' examples on virtual time, in a seeded order, where every backend of the "
+        "combination is simulable (in-process, no threads: memstore); other combinations run on real time"
+    )
+    group.addoption("--prism-simulate", dest="prism_simulate", action="store_true", default=None, help=simulate_help)
+    parser.addini("prism_simulate", type="bool", help=simulate_help, default=False)
+    add(
+        "--prism-buggify",
+        "prism_buggify",
+        "under --prism-simulate, the in-contract misbehaviour a simulable backend may show, each a Hypothesis "
+        "choice: 'all', 'none' (default) or a comma list of late, unknown-outcome, ack-at-deadline",
+    )
     add(
         "--prism-hunt",
         "prism_hunt",
         "hunt for this long (e.g. 10m, 2h): the stateful suites run in rounds of fresh examples until their "
         "share of the budget is spent, with the prism-hunt profile and progress lines",
+    )
+    add(
+        "--prism-workers",
+        "prism_workers",
+        "run the tests in this many processes (pytest-xdist's -n), or 'auto' for two per core; -n, when given, wins",
+    )
+    add(
+        "--prism-schedules",
+        "prism_schedules",
+        "write the schedule of each stateful test's failing example (its steps and faults, in order) to this "
+        "directory and replay it once (hunts write them to .prism-schedules/ without it)",
+    )
+    add(
+        "--prism-replay",
+        "prism_replay",
+        "run only the test of this schedule file, issuing its recorded steps again in order instead of drawing "
+        "examples (what 'prism-testkit replay FILE' runs)",
     )
     add(
         "--prism-hunt-db",
@@ -155,6 +198,11 @@ class PrismOptions:
     hunt: str | None = None  # a time budget for the stateful suites (parsed by prism_testkit.hunting.hunt)
     hunt_db: str | None = None  # the example database hunting machines share
     binaries: dict[str, Path] = field(default_factory=dict)  # server binaries chosen by --prism-binary
+    workers: int | None = None  # processes to run the tests in (--prism-workers), None: as pytest decides
+    simulate: bool = False  # stateful examples of simulable combinations run on virtual time
+    buggify: frozenset[str] = frozenset()  # the misbehaviour simulated examples may draw
+    schedules: Path | None = None  # where failing stateful examples' schedules are written
+    replay: Path | None = None  # a schedule whose test this run replays
 
     def must_fit(self, suite: str) -> bool:
         """A suite without a runnable combination fails (else: listed as not applicable)."""
@@ -296,6 +344,18 @@ def read_options(config: pytest.Config) -> PrismOptions:
     hunt_db = get("prism_hunt_db")
     if hunt_db is not None and (problem := hunt_db_problem(hunt_db)) is not None:
         raise pytest.UsageError(f"--prism-hunt-db: {problem}")
+    paths: dict[str, Path | None] = {}
+    for name in ("prism_schedules", "prism_replay"):
+        given_path = get(name)
+        if given_path is not None and (problem := path_problem(given_path)) is not None:
+            raise pytest.UsageError(f"--{name.replace('_', '-')}: {problem}")
+        paths[name] = Path(given_path) if given_path is not None else None
+    from prism_testkit.simulation.buggify import parse as parse_buggify
+
+    try:
+        buggify = parse_buggify(get("prism_buggify"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--prism-buggify: {exc}") from None
     if not split_list(backends):
         raise pytest.UsageError("--prism-backend is empty: give 'all', 'embedded' or backend names")
     if patterns is not None and not split_list(patterns):
@@ -313,4 +373,27 @@ def read_options(config: pytest.Config) -> PrismOptions:
         hunt=get("prism_hunt"),
         hunt_db=hunt_db,
         binaries=binaries,
+        workers=workers_option(config),
+        simulate=bool(config.getoption("prism_simulate") or config.getini("prism_simulate")),
+        buggify=buggify,
+        schedules=paths["prism_schedules"],
+        replay=paths["prism_replay"],
     )
+
+
+def workers_option(config: pytest.Config) -> int | None:
+    """The number of worker processes ``--prism-workers`` (or its ini twin) asks for."""
+    given = config.getoption("prism_workers")
+    if given is None:
+        given = config.getini("prism_workers") or None
+    if given is None:
+        return None
+    text = str(given).strip()
+    if not text:
+        raise pytest.UsageError(f"--prism-workers is empty: {_EXPECTED['prism_workers']}")
+    if text == "auto":
+        return WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if not re.fullmatch(r"[0-9]{1,4}", text) or not 0 < int(text) <= 1024:
+        shown = text[:40] if text.isprintable() else "(not printable)"
+        raise pytest.UsageError(f"--prism-workers must be a number from 1 to 1024 or 'auto', not {shown!r}")
+    return int(text)

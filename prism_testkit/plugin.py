@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from prism_testkit.options import PrismOptions, addoption, asked_for, ineffective, read_options
+from prism_testkit.options import PrismOptions, addoption, asked_for, ineffective, read_options, workers_option
 from prism_testkit.suite import MARKER, declaration_of
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from prism_testkit.config.runs import NamespacePlan
     from prism_testkit.errors import FaultUnavailable
     from prism_testkit.registry.backends import BackendRegistry, BackendSpec
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from prism_testkit.report.results import PrismResults
     from prism_testkit.runtime import PrismRuntime
     from prism_testkit.runtime.env import PrismEnv
+    from prism_testkit.runtime.interrupts import Interrupts
 
 OPTIONS = pytest.StashKey[PrismOptions]()
 NOT_APPLICABLE = "not applicable to this selection"
@@ -78,6 +81,24 @@ def _select(registry: BackendRegistry, options: PrismOptions) -> list[BackendSpe
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.hookimpl(wrapper=True)  # before xdist's own hook turns -n into its worker list
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    if not hasattr(config, "workerinput"):  # a worker never starts workers of its own
+        use_workers(config)
+    return (yield)
+
+
+def use_workers(config: pytest.Config) -> None:
+    """``--prism-workers=N`` is pytest-xdist's ``-n N`` under the plugin's own name, so a user
+    gets the cores without learning xdist; an explicit ``-n`` wins."""
+    workers = workers_option(config)
+    if workers is None or getattr(config.option, "numprocesses", None) is not None:
+        return
+    if not config.pluginmanager.hasplugin("xdist"):
+        raise pytest.UsageError("--prism-workers needs pytest-xdist: pip install 'prism-testkit[xdist]'")
+    config.option.numprocesses = workers
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}(declaration): a prism-testkit suite (set by prism_suite())")
@@ -90,9 +111,21 @@ def pytest_configure(config: pytest.Config) -> None:
     options = config.stash[OPTIONS] = read_options(config)
     for why in ineffective(options):
         _warn(config, why)
+    if options.replay is not None:
+        _load_replay(config, options.replay)
     config.pluginmanager.register(_Reporting(config), "prism-reporting")
     if asked_for(config):
         harness(config)  # bad options and unprovisionable named backends fail now, not mid-run
+
+
+def _load_replay(config: pytest.Config, path: Path) -> None:
+    """``--prism-replay``: the schedule, read now so a bad file is one usage error line."""
+    from prism_testkit.hunting.schedule import REPLAY, ScheduleError, read
+
+    try:
+        config.stash[REPLAY] = (read(path), path)
+    except ScheduleError as exc:
+        raise pytest.UsageError(f"--prism-replay: {exc}") from None
 
 
 def harness(config: pytest.Config) -> Harness:
@@ -104,6 +137,30 @@ def harness(config: pytest.Config) -> Harness:
 
 
 def _set_up(config: pytest.Config) -> Harness:
+    """The harness, with the run's signal handling taken over first: a Ctrl-C during its imports
+    and probes may be turned by CPython into another error, or dropped in a finalizer, and must
+    still stop the run (see :func:`prism_testkit.errors.interrupt_within`)."""
+    from prism_testkit.errors import interrupt_within
+    from prism_testkit.runtime.interrupts import Interrupts, interrupt_for
+
+    interrupts = Interrupts()
+    interrupts.install()
+    try:
+        return _assemble(config, interrupts)
+    except Exception as exc:
+        interrupts.uninstall()
+        interrupt = interrupt_within(exc)
+        if interrupt is None and interrupts.received is not None:
+            interrupt = interrupt_for(interrupts.received)
+        if interrupt is not None:
+            raise interrupt from None
+        raise
+    except BaseException:
+        interrupts.uninstall()
+        raise
+
+
+def _assemble(config: pytest.Config, interrupts: Interrupts) -> Harness:
     from hypothesis import settings
 
     from prism_testkit.config.runs import load_plan
@@ -133,6 +190,7 @@ def _set_up(config: pytest.Config) -> Harness:
         NamespaceFactory(),
         extra=[registry[name] for name in plan.backends],
         binaries=options.binaries,
+        interrupts=interrupts,
     )
     atexit.register(runtime.close)  # also stops servers when pytest dies before unconfigure
     for name in dict.fromkeys([*options.backends_named_explicitly, *plan.backends]):
@@ -267,6 +325,19 @@ def drop_unnumbered_frames(error: BaseException) -> None:
         pending += [current.__cause__, current.__context__]
 
 
+def keep_only_where_it_struck(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Cut an interrupt's traceback to the entry pytest prints without ``--full-trace``. pytest
+    formats every entry of it and of the exceptions it chains before printing that one line,
+    parsing each entry's source file: half a second at idle and seconds on a loaded machine,
+    between the Ctrl-C and the exit."""
+    drop_unnumbered_frames(excinfo.value)
+    entries = excinfo.traceback
+    shown = next((i for i in range(len(entries) - 1, -1, -1) if not entries[i].ishidden(excinfo)), 0)
+    excinfo.traceback = entries[shown:]
+    excinfo.value.__cause__ = None
+    excinfo.value.__suppress_context__ = True
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     found = session.config.stash.get(HARNESS, None)
@@ -368,7 +439,28 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
+    _keep_the_replayed_test(config, items)
     _count_hunted(config, items)
+
+
+def _keep_the_replayed_test(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--prism-replay``: only the schedule's test runs; none collected is a usage error."""
+    from prism_testkit.hunting.schedule import REPLAY
+
+    replay = config.stash.get(REPLAY, None)
+    if replay is None:
+        return
+    schedule, path = replay
+    keep = [item for item in items if f"{item.path}::{item.name}" == schedule.test]
+    if not keep:
+        raise pytest.UsageError(
+            f"--prism-replay {path}: its test {schedule.test} was not collected "
+            f"(give its file, and --prism-backend={','.join(schedule.backends)})"
+        )
+    others = [item for item in items if item not in keep]
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = keep
 
 
 def _count_hunted(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -569,6 +661,8 @@ class _Reporting:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.hunts: list[dict[str, Any]] = []
+        self.replays: list[tuple[str, dict[str, Any]]] = []  # schedules written or replayed, per test
+        self.simulations: dict[str, dict[str, Any]] = {}  # stateful test -> its prism_simulation property
         self.started = time.time()  # replaced at session start; configure may be long before
         self.clock = self.last_progress = time.monotonic()
         self.suite_sizes: Counter[str] = Counter()  # selected tests per suite (unknown on an xdist controller)
@@ -578,6 +672,11 @@ class _Reporting:
         # when the first suite test reports
         self.outside_suites: dict[str, list[str]] = {}
         self.metrics: list[tuple[str, list[dict[str, Any]]]] = []  # (test, its patterns' final metrics)
+
+    @pytest.hookimpl(tryfirst=True)  # before the terminal reporter formats the interrupt
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        if not self.config.option.fulltrace:
+            keep_only_where_it_struck(excinfo)
 
     def pytest_sessionstart(self) -> None:
         self.started, self.clock = time.time(), time.monotonic()
@@ -603,6 +702,16 @@ class _Reporting:
         if report.when == "call":
             self.hunts.extend(
                 value for key, value in report.user_properties if key == "prism_hunt" and isinstance(value, dict)
+            )
+            self.simulations.update(
+                (report.nodeid, value)
+                for key, value in report.user_properties
+                if key == "prism_simulation" and isinstance(value, dict)
+            )
+            self.replays.extend(
+                (report.nodeid, value)
+                for key, value in report.user_properties
+                if key in ("prism_schedule", "prism_replay") and isinstance(value, dict)
             )
         # Under xdist the controller collects nothing: the first report of a suite test (it
         # carries its suite in user_properties) is what tells it the harness is in use.
@@ -651,9 +760,14 @@ class _Reporting:
         results.run = _run_facts(self.started, time.monotonic() - self.clock)
         results.outside_suites = {test: "+".join(found) for test, found in self.outside_suites.items()}
         results.summarize(terminalreporter)
+        results.simulations = dict(self.simulations)
+        if self.config.stash[OPTIONS].simulate:
+            self._summarize_simulation(terminalreporter)
         if self.hunts or self.config.stash[OPTIONS].hunt is not None:
             self._summarize_hunt(terminalreporter)
             results.hunts = self.hunts
+        elif self.replays:
+            self._summarize_replays(terminalreporter)
         report_path = self.config.stash[OPTIONS].report
         if report_path is not None:
             results.write(report_path)
@@ -666,6 +780,26 @@ class _Reporting:
             partial.write_text(per_test_exposition(self.metrics))
             partial.replace(metrics_path)  # a reader never sees half a file
             terminalreporter.write_line(f"prism-testkit metrics written to {metrics_path}")
+
+    def _summarize_simulation(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """Under --prism-simulate, say which stateful tests ran on real time, and why."""
+        simulated = [test for test, sim in self.simulations.items() if sim.get("simulated")]
+        real = {test: sim.get("not_simulable") or [] for test, sim in self.simulations.items() if test not in simulated}
+        terminalreporter.write_line(
+            f"prism-testkit simulation: {len(simulated)} stateful tests on virtual time, {len(real)} on real time"
+        )
+        for test, backends in real.items():
+            terminalreporter.write_line(f"  real time: {test} (not simulable: {', '.join(backends) or '?'})")
+
+    def _summarize_replays(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """Schedules written (and replayed once) by failing tests, or this run's replay."""
+        terminalreporter.section("prism-testkit replay")
+        for test, replay in self.replays:
+            head = "reproduced" if replay.get("reproduced") else "did not reproduce"
+            terminalreporter.write_line(f"{test}: {head}: {replay.get('verdict')}")
+            terminalreporter.write_line(f"  schedule: {replay.get('file')}")
+            for note in replay.get("notes") or []:
+                terminalreporter.write_line(f"  {note}")
 
     def _summarize_hunt(self, terminalreporter: pytest.TerminalReporter) -> None:
         from prism_testkit.hunting.hunt import PLAN
@@ -681,7 +815,13 @@ class _Reporting:
         for hunt in self.hunts:
             if hunt["failed"]:
                 terminalreporter.write_line(f"FAILED {hunt.get('test')}: {hunt.get('failure')}")
+                if hunt.get("seed") is not None:
+                    terminalreporter.write_line(f"  seed: {hunt.get('seed')} ({hunt.get('seed_replay')})")
+                if hunt.get("schedule"):
+                    terminalreporter.write_line(f"  schedule: {hunt.get('schedule')}")
                 terminalreporter.write_line(f"  replay: {hunt.get('replay')}")
+                if hunt.get("replayed"):
+                    terminalreporter.write_line(f"  replayed once: {hunt.get('replayed')}")
         where = plan.database_label if plan is not None and plan.database_label else "the local .hypothesis directory"
         terminalreporter.write_line(
             f"failures found are saved in {where}: a run with the same --prism-hunt-db replays them first"

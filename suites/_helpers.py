@@ -8,7 +8,6 @@ polling for expiry, payload-limit cases and the purge check every suite runs.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Protocol, TypeVar
@@ -16,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import BackendProperties, Message, Ordering, PrismEnv
 from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription, Transaction, Transactions
 from prism_testkit.isolation import Namespace
@@ -55,20 +55,20 @@ class Stopwatch:
     """Elapsed wall time since creation, in seconds."""
 
     def __init__(self) -> None:
-        self.start = time.monotonic()
+        self.start = clocks.monotonic()
 
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.start
+        return clocks.monotonic() - self.start
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = EXPIRY_DEADLINE) -> bool:
     """Poll ``check`` until it returns True or ``within`` seconds pass; its last answer."""
-    deadline = time.monotonic() + within
+    deadline = clocks.monotonic() + within
     while True:
         if await check():
             return True
-        if time.monotonic() >= deadline:
+        if clocks.monotonic() >= deadline:
             return False
         await asyncio.sleep(0.05)
 

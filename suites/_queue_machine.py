@@ -20,7 +20,6 @@ backend's declared queue delivery.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import Message, Queue
 from prism_testkit.errors import DeliveryNotFound
 from prism_testkit.interfaces import QueueDelivery
@@ -66,7 +66,7 @@ class Taken:
     at: float
 
     def may_have_expired(self) -> bool:
-        return time.monotonic() - self.at >= VISIBILITY * EXPIRY_SAFE
+        return clocks.monotonic() - self.at >= VISIBILITY * EXPIRY_SAFE
 
 
 @dataclass
@@ -76,14 +76,14 @@ class Held:
     until: dict[Any, float] = field(default_factory=dict)
 
     def hold(self, value: Any, visibility: float) -> None:
-        self.until[value] = max(self.until.get(value, 0.0), time.monotonic() + visibility)
+        self.until[value] = max(self.until.get(value, 0.0), clocks.monotonic() + visibility)
 
     def release(self, value: Any) -> None:
         self.until.pop(value, None)
 
     def deadline(self, grace: float) -> float:
         """When every held message should be visible again (now, when none is held)."""
-        return max(self.until.values(), default=time.monotonic() - grace) + grace
+        return max(self.until.values(), default=clocks.monotonic() - grace) + grace
 
 
 class QueueMachine(FaultMachine):
@@ -144,7 +144,7 @@ class QueueMachine(FaultMachine):
     def receive(self) -> None:
         # Each receive is its own consumer process: several deliveries may be held at once.
         self.consumers += 1
-        invoked = time.monotonic()
+        invoked = clocks.monotonic()
         outcome = self.attempt(
             f"consumer-{self.consumers}",
             "dequeue",
@@ -226,12 +226,12 @@ class QueueMachine(FaultMachine):
         patience = deadline
         restarted = any(op.process == "nemesis" and op.f in RESTARTS for op in self.history)
         if self.unknown_receive or restarted:
-            patience = max(deadline, time.monotonic()) + DEFAULT_VISIBILITY + UNKNOWN_RECEIVE_MARGIN
+            patience = max(deadline, clocks.monotonic()) + DEFAULT_VISIBILITY + UNKNOWN_RECEIVE_MARGIN
         while True:
             delivery = await self.take(queue, wait=DRAIN_WAIT, visibility=DEFAULT_VISIBILITY)
             if delivery is None:
                 missing = self.acknowledged - self.consumed - set(values)
-                if time.monotonic() >= (patience if missing else deadline):
+                if clocks.monotonic() >= (patience if missing else deadline):
                     return values
                 continue
             await queue.ack(self.name, delivery)

@@ -8,11 +8,10 @@ after everything else to a queue or topic with total order.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
 from typing import Literal
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import Driver, Message, Ordering
 from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription
 
@@ -47,10 +46,10 @@ async def drain_to_fence(queue: Queue, name: str, *, deadline: float) -> list[Me
     strays: in a queue with total order a fence sent now comes after all of them, so its
     arrival proves nothing sent earlier is still on its way. (A drain that ends on a wait
     finding nothing only hopes so, and costs that wait every time.)"""
-    fence = uuid.uuid4().hex
+    fence = clocks.fresh_uuid().hex
     await queue.send(name, Message(b"", {FENCE_HEADER: fence}))
     out: list[Message] = []
-    while (left := deadline - time.monotonic()) > 0:
+    while (left := deadline - clocks.monotonic()) > 0:
         delivery = await queue.receive(name, wait=left)
         if delivery is None:
             continue
@@ -65,7 +64,7 @@ async def drain_subscription_to_fence(pubsub: PubSub, topic: str, sub: Subscript
     """What ``sub`` was delivered before this call, ended by a fence published now to
     ``topic`` (a topic with total order delivers it after them). Pub/sub may lose the fence
     (at most once): then it ends like a tail drain, when ``quiet`` seconds bring nothing."""
-    fence = uuid.uuid4().hex
+    fence = clocks.fresh_uuid().hex
     await pubsub.publish(topic, Message(b"", {FENCE_HEADER: fence}))
     out: list[Message] = []
     while (message := await sub.receive(quiet)) is not None:
@@ -82,7 +81,7 @@ async def read_to_end(log: Log, name: str, start: int, *, deadline: float) -> li
     out: list[Record] = []
     offset = start
     while offset < end:
-        if time.monotonic() >= deadline:
+        if clocks.monotonic() >= deadline:
             raise AssertionError(f"records {offset}..{end - 1} of log {name} were not readable in time")
         batch = await log.read(name, offset, limit=1000, wait=0.1)
         out.extend(batch)

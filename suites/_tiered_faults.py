@@ -17,7 +17,7 @@ from prism_testkit.interfaces import KeyValue
 
 from ._relay_faults import Killed
 
-__all__ = ["Killed", "StepFault", "faulty_store"]
+__all__ = ["Killed", "StepFault", "after_first_write", "faulty_store"]
 
 
 class StepFault:
@@ -103,3 +103,38 @@ def faulty_store(store: TieredStorage, fault: StepFault) -> TieredStorage:
     faulty = TieredStorage(tiers, FaultyKeyValue(store.reference, fault), store.config, clock=store.clock)
     faulty.metrics = store.metrics
     return faulty
+
+
+class AfterWriteTier:
+    """A tier that runs ``interleave`` once, right after its first copy write completes: in a
+    put, between the copy write and the check that comes before the reference switch."""
+
+    def __init__(self, inner: Tier, interleave: Callable[[], Awaitable[None]], fired: list[bool]) -> None:
+        self.inner, self.interleave, self.fired = inner, interleave, fired
+
+    async def prepare(self) -> None:
+        await self.inner.prepare()
+
+    async def write(self, name: str, value: bytes) -> None:
+        await self.inner.write(name, value)
+        if not self.fired:
+            self.fired.append(True)
+            await self.interleave()
+
+    async def read(self, name: str) -> bytes | None:
+        return await self.inner.read(name)
+
+    async def remove(self, name: str) -> None:
+        await self.inner.remove(name)
+
+    def names(self, prefix: str) -> AsyncIterator[str]:
+        return self.inner.names(prefix)
+
+
+def after_first_write(store: TieredStorage, interleave: Callable[[], Awaitable[None]]) -> TieredStorage:
+    """The same store, running ``interleave`` once right after the first copy write of any tier."""
+    fired: list[bool] = []
+    tiers: Mapping[str, Tier] = {name: AfterWriteTier(tier, interleave, fired) for name, tier in store.tiers.items()}
+    wrapped = TieredStorage(tiers, store.reference, store.config, clock=store.clock)
+    wrapped.metrics = store.metrics
+    return wrapped

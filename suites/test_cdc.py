@@ -8,7 +8,9 @@ Judged by replica convergence plus the CDC checker (:mod:`._cdc_checker`): every
 change delivered, none of a rolled-back transaction, transactions whole, each key in commit
 order, duplicates only as identical redeliveries (at-least-once), and the replica built from
 the delivered events equal to the source. This holds with the connector killed mid-stream,
-with an initial snapshot taken while writers write, and with the source server killed.
+with an initial snapshot taken while writers write, and with the source server killed. When
+the source loses the capture's position (a failover), the connector raises ``CaptureLost``,
+or, configured to, re-snapshots in a new epoch and the replica converges.
 
 Pub/sub is at-most-once fan-out: the consumer subscribes before the connector publishes.
 """
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -35,9 +36,12 @@ from prism_testkit.patterns.cdc import (
     decode,
 )
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Driver, Message, Ordering, PrismEnv, Slot, prism_suite
-from prism_testkit.errors import TransactionAborted
+from prism_testkit.errors import CaptureLost, CaptureNotFound, TransactionAborted
+from prism_testkit.interfaces import CaptureLoss
 from prism_testkit.isolation import Namespace
+from prism_testkit.provision.cluster import FailoverCluster
 
 from ._cdc_checker import Ledger, Write, check, value_of
 from ._helpers import in_background
@@ -118,7 +122,7 @@ class Consumer:
     async def collect(self) -> list[Message]:
         """Everything delivered so far, topic by topic (each topic in delivery order)."""
         for topic, reader in self.readers.items():
-            self.received[topic].extend(await reader.until_now(time.monotonic() + SETTLE))
+            self.received[topic].extend(await reader.until_now(clocks.monotonic() + SETTLE))
         return [m for topic in self.topics for m in self.received[topic]]
 
 
@@ -371,7 +375,7 @@ async def test_only_the_configured_tables_and_operations_are_published(prism_env
 async def test_replication_lag_is_the_time_from_commit_to_publish(prism_env: PrismEnv, kind: Kind) -> None:
     async with rigged(prism_env, kind) as rig:
         connector = rig.connector()
-        connector.clock = lambda: time.time() + LATE  # the connector publishes LATE seconds after the commit
+        connector.clock = lambda: clocks.wall() + LATE  # the connector publishes LATE seconds after the commit
         await connector.start()
         await rig.transaction([(rig.key(0, "users", 0), b"put")])
         await connector.drain()
@@ -446,3 +450,101 @@ async def test_a_row_changed_inside_the_snapshot_window_is_not_published_stale(p
         await connector.drain()
         assert kv.written, "the snapshot never read the row the writer changes"
         await rig.judge()  # the row's snapshot value, read before the change, must not win over it
+
+
+def capture_loss(prism_env: PrismEnv) -> CaptureLoss:
+    feed = prism_env.driver("source").changefeed()
+    if not isinstance(feed, CaptureLoss):
+        pytest.skip(f"{prism_env.spec('source').name}: a capture's position is stored with its data")
+    return feed
+
+
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_a_lost_capture_raises_capture_lost_and_is_never_restarted_from_now(
+    prism_env: PrismEnv, kind: Kind
+) -> None:
+    """The default: a connector whose capture lost its position (the slot a promotion leaves
+    behind) stops with ``CaptureLost``, and so does every connector started after it."""
+    async with rigged(prism_env, kind) as rig:
+        feed = capture_loss(prism_env)
+        connector = rig.connector()
+        await connector.start()
+        await rig.writers(seed=50)
+        await connector.run_once()  # part of the stream published and confirmed
+        await feed.lose_capture(rig.config.capture)
+        await rig.writers(seed=51)
+        with pytest.raises(CaptureLost):
+            await connector.drain()
+        with pytest.raises(CaptureLost):
+            await rig.connector().drain()  # restarted: create must not make the slot again from now
+        assert connector.metrics.captures_lost == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_lost_capture_is_resnapshotted_and_the_replica_converges(prism_env: PrismEnv, kind: Kind) -> None:
+    """With ``on_capture_lost="resnapshot"``: transactions committed in the gap (rows put and
+    rows of the earlier stream deleted) reach the replica only as the rows they left, through
+    a truncate and a watermark snapshot in a new epoch, while writers keep writing; every
+    transaction committed before the loss or after the new capture arrives as a change."""
+    async with rigged(prism_env, kind, on_capture_lost="resnapshot", snapshot_chunk_size=4) as rig:
+        feed = capture_loss(prism_env)
+        connector, straggler = rig.connector(), rig.connector()
+        await connector.start()
+        await straggler.start()  # a second process, still in epoch 0 when the first moves on
+        await rig.writers(seed=60)
+        await connector.drain()
+        before_loss = set(rig.ledger.committed)
+        await feed.lose_capture(rig.config.capture)
+        await rig.writers(seed=61)
+        streamed = await rig.source_state()
+        await rig.transaction([(key, None) for key in sorted(streamed)[::2]])  # rows the replica holds
+        rig.ledger.superseded(set(rig.ledger.committed) - before_loss)
+        await connector.run_once()  # meets the loss: a new capture in epoch 1
+        assert connector.metrics.captures_lost == 1
+        with pytest.raises(CaptureNotFound):  # never consumes epoch 1's changes as epoch 0's
+            await straggler.run_once()
+        async with running(connector):
+            await rig.writers(seed=62)
+        await connector.drain()
+        assert connector.snapshot_done
+        assert connector.epoch == 1
+        assert connector.metrics.snapshot_rows > 0, "the re-snapshot published no row"
+        await rig.judge()
+
+
+@pytest.mark.parametrize("kind", KINDS[:2])
+async def test_across_a_failover_the_connector_raises_or_resnapshots_and_converges(
+    prism_env: PrismEnv, kind: Kind
+) -> None:
+    """A real failover of the source (``postgres-ha``): transactions committed after the last
+    confirm, before and after the promotion, are beyond the lost slot. A connector left at the
+    default raises ``CaptureLost``; one configured to re-snapshot converges the replica."""
+    name = prism_env.combination["source"]
+    if not isinstance(prism_env.control("source"), FailoverCluster):
+        pytest.skip(f"{name}: no failover (not a primary with replicas the harness started)")
+    async with rigged(prism_env, kind, on_capture_lost="resnapshot", snapshot_chunk_size=4) as rig:
+        connector = rig.connector()
+        await connector.start()
+        await rig.writers(seed=70)
+        await connector.drain()
+        confirmed = set(rig.ledger.committed)
+        await rig.writers(seed=71)  # committed, not yet read when the primary goes
+        shared = prism_env.combination["sink"] == prism_env.combination["source"]
+        if shared:
+            await rig.consumer.collect()
+        source = await prism_env.failover("source")
+        if shared:
+            await rig.consumer.resubscribe()
+        await rig.writers(seed=72, source=source)  # on the new primary, before any connector runs
+        rig.ledger.superseded(set(rig.ledger.committed) - confirmed)
+        raising = rig.config.model_copy(update={"on_capture_lost": "raise"})
+        default = CdcConnector(source.changefeed(), source.keyvalue(), rig.consumer.sink(), raising)
+        with pytest.raises(CaptureLost):
+            await default.drain()
+        resnapshotting = rig.connector(source=source)
+        await resnapshotting.start()  # meets the loss: a new capture in epoch 1, before the writers
+        async with running(resnapshotting):
+            await rig.writers(seed=73, source=source)
+        await resnapshotting.drain()
+        assert resnapshotting.epoch == 1
+        await rig.judge(source)

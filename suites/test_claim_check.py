@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -36,6 +35,7 @@ from prism_testkit.patterns.claim_check import (
     InvalidClaimReference,
 )
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Message, ObjectStore, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
 from prism_testkit.hunting.strategies import compressible_bytes, payloads
@@ -461,9 +461,9 @@ async def test_ttl_is_set_on_stored_objects(prism_env: PrismEnv) -> None:
     ttl = 3600.0
     cc = await claim_check(prism_env, prism_env.ns, None, ttl=ttl)
     for size in (THRESHOLD + 1, STREAMING_THRESHOLD + 1):  # buffered and chunked upload
-        before = time.time()
+        before = clocks.wall()
         claimed = await cc.outgoing(Message(sample(size)))
-        after = time.time()
+        after = clocks.wall()
         ref = ClaimReference.from_header(claimed.headers[FIELD])
         info = await objects_of(prism_env).info(cc.config.bucket, ref.key)
         assert info.expires_at is not None, "the claimed object has no expiry"

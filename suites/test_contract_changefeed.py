@@ -1,5 +1,7 @@
 """Contract of the ``changefeed`` interface: committed key-value changes under a prefix, whole
-transactions in commit order, kept until confirmed (also across a kill of the server).
+transactions in commit order, kept until confirmed (also across a kill of the server), and a
+capture whose position was lost (a failover) refused with ``CaptureLost``, never restarted
+from now in silence.
 
 Undeclared backends are covered by ``test_contract_capabilities`` (NotSupported).
 """
@@ -11,8 +13,10 @@ import asyncio
 import pytest
 
 from prism_testkit import ChangeFeed, ChangeSet, KeyChange, PrismEnv, Slot, prism_suite
-from prism_testkit.errors import CaptureNotFound
+from prism_testkit.errors import CaptureLost, CaptureNotFound
+from prism_testkit.interfaces import CaptureLoss
 from prism_testkit.isolation import Namespace
+from prism_testkit.provision.cluster import FailoverCluster
 
 from ._helpers import check_purge
 
@@ -200,6 +204,80 @@ async def test_unconfirmed_changes_survive_a_kill_of_the_server(prism_env: Prism
     replayed = await read_all(after.changefeed(), capture, 3)
     assert changes(replayed)[-3:] == changes(before)[2:], "unconfirmed changes were lost in the crash"
     assert set(changes(replayed)) <= set(changes(before)), "a crash invented changes"
+
+
+@pytest.mark.parametrize("remade", [False, True], ids=["gone", "remade"])
+async def test_a_capture_that_lost_its_position_raises_capture_lost_until_dropped(
+    prism_env: PrismEnv, remade: bool
+) -> None:
+    """What a PostgreSQL 15 promotion does to a capture: the row naming it is replicated, the
+    slot is not (``lose_capture`` drops the slot and keeps the row; ``remade``: a failover
+    manager then made a slot of the same name, from now). Every call must raise
+    ``CaptureLost``, ``create`` included: making the slot again would start from now and skip
+    the changes of the gap without a word. A drop, then a create, starts afresh."""
+    driver, ns = prism_env.driver("backend"), prism_env.ns
+    f, kv = feed(prism_env), driver.keyvalue()
+    if not isinstance(f, CaptureLoss):
+        pytest.skip(f"{driver.name}: a capture's position is stored with its data; nothing loses one alone")
+    capture, data = ns.name("capture"), ns.name("data/")
+    await f.create(capture, data)
+    await kv.put(data + "confirmed", b"1")
+    await f.confirm(capture, (await read_all(f, capture, 1))[-1].position)
+    await kv.put(data + "unconfirmed", b"2")
+    await kv.put(data + "in-the-gap", b"3")  # one of the changes a remade slot never sees
+    await f.lose_capture(capture, remade=remade)
+    with pytest.raises(CaptureLost) as lost:
+        await f.read(capture, wait=0.1)
+    assert lost.value.capture == capture
+    with pytest.raises(CaptureLost):
+        await f.confirm(capture, 1)
+    with pytest.raises(CaptureLost):
+        await f.mark(capture, "low")
+    with pytest.raises(CaptureLost):
+        await f.create(capture, data)  # the silent restart from now this guards against
+    with pytest.raises(CaptureLost):
+        await f.read(capture)  # still lost: the create above made nothing
+    assert await f.captures(ns.prefix) == [capture], "a lost capture must stay listed (purge finds it)"
+    await f.drop(capture)
+    await f.create(capture, data)  # afresh, from now
+    await kv.put(data + "after", b"4")
+    assert changes(await read_all(f, capture, 1)) == [KeyChange(data + "after", None, b"4")]
+
+
+async def test_a_capture_losing_its_position_while_a_read_waits_raises_capture_lost(prism_env: PrismEnv) -> None:
+    f, ns = feed(prism_env), prism_env.ns
+    if not isinstance(f, CaptureLoss):
+        pytest.skip(f"{prism_env.driver('backend').name}: a capture's position is stored with its data")
+    capture = ns.name("capture")
+    await f.create(capture, ns.name("data/"))
+    waiting = asyncio.ensure_future(f.read(capture, wait=WAIT))
+    await asyncio.sleep(0.2)  # the read is polling (nothing to await: it returns only on data)
+    await f.lose_capture(capture)
+    with pytest.raises(CaptureLost):
+        await asyncio.wait_for(waiting, WAIT * 2)
+
+
+async def test_a_failover_loses_the_capture_and_every_call_says_so(prism_env: PrismEnv) -> None:
+    """The real thing on a primary with standbys: PostgreSQL 15 promotes a standby that has the
+    capture's row and no slot. No call may carry on from the new primary's present."""
+    name = prism_env.combination["backend"]
+    if not isinstance(prism_env.control("backend"), FailoverCluster):
+        pytest.skip(f"{name}: no failover (not a primary with replicas the harness started)")
+    driver, ns = prism_env.driver("backend"), prism_env.ns
+    capture, data = ns.name("capture"), ns.name("data/")
+    await driver.changefeed().create(capture, data)
+    await driver.keyvalue().put(data + "confirmed", b"1")
+    await driver.changefeed().confirm(capture, (await read_all(driver.changefeed(), capture, 1))[-1].position)
+    await driver.keyvalue().put(data + "unconfirmed", b"2")
+    after = await prism_env.failover("backend")
+    f = after.changefeed()
+    if prism_env.spec("backend").properties.survives_failover:  # asynchronous: it may be gone
+        assert await after.keyvalue().get(data + "unconfirmed") == b"2", "the failover lost an acknowledged write"
+    with pytest.raises(CaptureLost):
+        await f.read(capture)
+    with pytest.raises(CaptureLost):
+        await f.create(capture, data)
+    await f.drop(capture)
 
 
 async def test_purge_drops_captures(prism_env: PrismEnv) -> None:

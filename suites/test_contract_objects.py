@@ -4,11 +4,11 @@ TTL (``objects.ttl``, checked both ways)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Collection
 
 import pytest
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, ObjectStore, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, NotSupported, ObjectNotFound
 from prism_testkit.isolation import Namespace
@@ -303,10 +303,10 @@ async def test_put_with_ttl_expires_or_is_not_supported(prism_env: PrismEnv) -> 
             await store.put_stream(bucket, "ttl-stream", chunked(b"v", [1]), ttl=60)
         assert sorted(await collect(store.list_keys(bucket))) == ["stays"], "a refused put wrote"
         return
-    before = time.time()
+    before = clocks.wall()
     info = await store.put(bucket, "ttl", b"v", ttl=SHORT_TTL)
     assert info.expires_at is not None
-    assert before + SHORT_TTL - 1 <= info.expires_at <= time.time() + SHORT_TTL + 1
+    assert before + SHORT_TTL - 1 <= info.expires_at <= clocks.wall() + SHORT_TTL + 1
     assert (await store.info(bucket, "ttl")).expires_at == pytest.approx(info.expires_at, abs=0.01)
     assert await store.get(bucket, "ttl") == b"v", "the object vanished before its ttl ran out"
     await asyncio.sleep(SHORT_TTL)
@@ -343,7 +343,7 @@ async def test_set_ttl_expires_or_is_not_supported(prism_env: PrismEnv) -> None:
     await store.set_ttl(bucket, "obj", SHORT_TTL)
     info = await store.info(bucket, "obj")
     assert info.expires_at is not None
-    assert info.expires_at <= time.time() + SHORT_TTL + 1
+    assert info.expires_at <= clocks.wall() + SHORT_TTL + 1
     assert (info.size, dict(info.metadata)) == (1, {"m": "1"}), "set_ttl changed the object"
     assert await store.get(bucket, "obj") == b"v"
     await asyncio.sleep(SHORT_TTL)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import time
 from collections import Counter
 from contextlib import suppress
 from typing import Any
@@ -34,6 +33,7 @@ from prism_testkit.patterns.cqrs import CqrsConfig, ReadModelBehind, UnknownRead
 from prism_testkit.patterns.cqrs_cdc import CdcCqrs, CdcReadModel, Done, RowChange, Rows, RowWriteModel
 from prism_testkit.patterns.event_sourcing import ViewWriter
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.errors import TransactionAborted
 from prism_testkit.isolation import Namespace
@@ -169,7 +169,7 @@ class Dying:
 
 class FakeClock:
     def __init__(self) -> None:
-        self.now = time.time()
+        self.now = clocks.wall()
 
     def __call__(self) -> float:
         return self.now
@@ -422,7 +422,7 @@ async def test_lag_beyond_the_tolerance_raises_the_alert(prism_env: PrismEnv) ->
         cqrs = bank.cqrs(clock=clock)
         await cqrs.start()
         await cqrs.execute(open_account(ACCOUNTS[0]))
-        clock.now = time.time() + TOLERANCE / 2
+        clock.now = clocks.wall() + TOLERANCE / 2
         report = await cqrs.health()
         assert [(h.events_behind, h.alert) for h in report] == [(2, False)]  # the row and the journal row
         clock.now += TOLERANCE

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from prism_testkit.patterns.outbox import (
     decode_record,
 )
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import PayloadTooLarge, TransactionAborted
 from prism_testkit.hunting.strategies import sized_payloads
@@ -124,12 +124,12 @@ class Consumer:
     async def collect(self, expected: set[str]) -> list[Message]:
         """Everything delivered so far: until every ``expected`` event id has arrived (or
         :data:`SETTLE` runs out), and every stray published along with them."""
-        deadline = time.monotonic() + SETTLE
+        deadline = clocks.monotonic() + SETTLE
         while not expected <= {m.headers.get(HEADER_EVENT_ID) for m in self.received}:
-            if time.monotonic() >= deadline:
+            if clocks.monotonic() >= deadline:
                 return list(self.received)
             self.received.extend(await self.reader.receive(TAIL_WAIT))
-        self.received.extend(await self.reader.until_now(time.monotonic() + SETTLE))
+        self.received.extend(await self.reader.until_now(clocks.monotonic() + SETTLE))
         return list(self.received)
 
 
@@ -176,7 +176,7 @@ class Rig:
     _rows: Iterator[int] = field(default_factory=itertools.count)
 
     def relay(
-        self, relay_id: str, *, sink: Sink | None = None, kv: KeyValue | None = None, clock: Clock = time.time
+        self, relay_id: str, *, sink: Sink | None = None, kv: KeyValue | None = None, clock: Clock = clocks.wall
     ) -> OutboxRelay:
         store = self.prism_env.driver("store")
         return OutboxRelay(
@@ -231,7 +231,7 @@ async def rig(
     kind: Kind,
     *,
     claims: bool = False,
-    clock: Clock = time.time,
+    clock: Clock = clocks.wall,
     read_path: bool = False,
     **config: Any,
 ) -> Rig:

@@ -8,12 +8,33 @@ late commit cannot be mistaken for a reordering. At the end every fault is heale
 connector drains the feed, and the CDC checker judges the delivered stream: nothing committed
 lost, nothing rolled back delivered, transactions whole, keys in commit order, and the replica
 built from the stream equal to the source (replica convergence).
+
+The faults its guarantee speaks of, and the rules that inject them:
+
+- a connector crash after any number of publishes of its batch, before it confirmed them
+  (``connector_dies_mid_batch``): the next connector resumes from the confirmed position;
+- a slow connector: batches run only when a step says so (``connector_batch``), and a batch
+  abandoned in flight under a fault runs on as a zombie beside the next ones;
+- a transaction rolled back (``transaction`` with ``rollback``): none of it may be published;
+- a server kill (or power cut, on a lazy mount) or pause of the source's or the sink's server (``kill_and_restart``,
+  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  backend is a durable server the harness controls);
+- proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
+  the backend is networked): operations of unknown outcome (a
+  failed or unknown publish is the target write failure here);
+- a failover of the source (``kill_and_restart`` on ``postgres-ha``): the promoted standby
+  has no logical slot, so the capture is lost. The connector runs with
+  ``on_capture_lost="resnapshot"``, and the machine's next step waits for a connector to
+  start on the new primary (which meets ``CaptureLost`` and opens a new epoch). Transactions
+  committed before then are superseded (their unread changes arrive only as rows left, so
+  none counts lost); the replica must still converge;
+
+Not injected: a clock jump (the guarantee is about positions, not time).
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Literal
 
 import pytest
@@ -21,11 +42,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, EventSink, LogEventSink, QueueEventSink
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
 from prism_testkit.jepsen.checkers import Verdict
 from prism_testkit.jepsen.history import DEFINITE_FAILURES
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.provision.cluster import FailoverCluster
 
 from ._cdc_checker import Ledger, Write, check, value_of
 from ._sink_reader import SinkReader
@@ -70,6 +93,7 @@ class CdcMachine(FaultMachine):
         self.retired: set[str] = set()  # keys of transactions with an unknown outcome
         self.live: set[str] = set()
         self.topic_prefix = self.ns.name("cdc")
+        self.connector_deaths = 0  # doomed connectors that died (one with nothing to publish lives)
         self.config = CdcConfig(
             capture=self.ns.name("capture"),
             prefix=self.ns.name("data/"),
@@ -77,8 +101,28 @@ class CdcMachine(FaultMachine):
             snapshot="never",
             batch_size=3,
             poll_interval=0.01,
+            on_capture_lost="resnapshot",
         )
+        control = self.env.control("source")
+        self.source_cluster = control if isinstance(control, FailoverCluster) else None
+        self.failovers_met = self._failovers()
         self.loop(self.connector().start())  # capture from the first write on
+
+    def _failovers(self) -> int:
+        return 0 if self.source_cluster is None else len(self.source_cluster.failover_seconds)
+
+    def _replace_a_lost_capture(self) -> None:
+        """After a failover of the source, before anything else: a connector started on the
+        new primary meets the lost capture and opens a new epoch; what committed before is
+        superseded. While the source is still faulted, the next step tries again."""
+        if self._failovers() == self.failovers_met:
+            return
+        try:
+            self.bounded(self.connector(settled=True).start())
+        except Exception:
+            return
+        self.failovers_met = self._failovers()
+        self.ledger.superseded(set(self.ledger.committed))
 
     def sink(self, *, settled: bool = False) -> EventSink:
         driver = self.env.driver("sink") if settled else self.client("sink")
@@ -95,6 +139,7 @@ class CdcMachine(FaultMachine):
     @rule(picks=st.lists(st.integers(0, 2 * ROWS - 1), min_size=1, max_size=3, unique=True), delete=st.booleans(),
           rollback=st.booleans())  # fmt: skip
     def transaction(self, picks: list[int], delete: bool, rollback: bool) -> None:
+        self._replace_a_lost_capture()
         keys = self._keys()
         writes: list[Write] = [(keys[p % len(keys)], b"put") for p in dict.fromkeys(p % len(keys) for p in picks)]
         gone = sorted(self.live - {k for k, _ in writes} - self.retired)
@@ -139,18 +184,21 @@ class CdcMachine(FaultMachine):
         self._batch(self.connector(DyingSink(self.sink(), lives)))
 
     def _batch(self, connector: CdcConnector) -> None:
+        self._replace_a_lost_capture()
         # A batch that outlives its bound is not cancelled (cancelling on a partitioned
         # connection can hang too): it runs on as a zombie connector, publishing duplicates at
         # worst, and is settled at teardown.
         try:
             self.bounded(connector.run_once())
         except Killed:
-            pass  # a process death: the next connector resumes from the confirmed position
+            self.connector_deaths += 1  # the next connector resumes from the confirmed position
         except Exception:
             if not self.faulted:
                 raise
 
     def check(self) -> tuple[list[Verdict], str]:
+        if self._failovers() != self.failovers_met:  # the drain replaces the lost capture
+            self.ledger.superseded(set(self.ledger.committed))
         self.recovering(lambda: self.connector(settled=True).drain())
         delivered = self.loop(self._read_sink())
         source = self.loop(self._source_state())
@@ -165,7 +213,7 @@ class CdcMachine(FaultMachine):
         for table in TABLES:
             topic = f"{self.topic_prefix}.{table}"
             reader = SinkReader(lambda: self.env.driver("sink"), self.kind, topic, ordering, quiet=0.2)
-            found += await reader.until_now(time.monotonic() + SETTLE)
+            found += await reader.until_now(clocks.monotonic() + SETTLE)
         return found
 
     async def _source_state(self) -> dict[str, bytes]:
@@ -186,3 +234,21 @@ def test_the_change_stream_converges_to_the_source_under_faults(
         pytest.skip(f"{prism_env.spec('sink').name} does not provide {kind}")
     run = StatefulRun(prism_env, request)
     run.execute(lambda: CdcMachine(run, kind))
+
+
+@pytest.mark.parametrize("kind", ["queue", "log"])
+def test_a_connector_dying_mid_batch_is_resumed(
+    prism_env: PrismEnv, request: pytest.FixtureRequest, kind: Kind
+) -> None:
+    """``connector_dies_mid_batch``, step by step: the connector dies after the first publish of
+    a two-row transaction, before confirming, and the next one must publish the rest. Fails if
+    the connector does not die."""
+    if not prism_env.driver("sink").supports(Capability(kind)):
+        pytest.skip(f"{prism_env.spec('sink').name} does not provide {kind}")
+    run = StatefulRun(prism_env, request)
+    machine = CdcMachine(run, kind)
+    machine.transaction([0, 1], delete=False, rollback=False)
+    machine.connector_dies_mid_batch(1)
+    assert machine.connector_deaths == 1, "the connector did not die"
+    machine.teardown()
+    assert run.judged == 1

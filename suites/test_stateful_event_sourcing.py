@@ -16,6 +16,21 @@ snapshots differs from full replay), ``notification-lost`` / ``notification-unex
 notification log differs from the streams) and ``read-model-diverged`` (view balances, total or
 tracking position differ from the replay). A projection that commits its position apart from
 its view writes, or an append that skips the version check, is caught here (tests/mutants).
+
+The faults its guarantee speaks of, and the rules that inject them:
+
+- a projection crash at any event of its batch, after the view writes of the events before
+  it (``project`` with ``crash_at``): a fresh runner resumes from its tracked position;
+- a command of unknown outcome retried with its event ids (``retry_unknown``), and commands
+  racing on one account (``concurrent``): the version check and the idempotent append;
+- a server kill (or power cut, on a lazy mount) or pause of the store's or the views' server (``kill_and_restart``,
+  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  backend is a durable server the harness controls);
+- proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
+  the backend is networked): operations of unknown outcome;
+
+Not injected here: a clock stepping back (the event sourcing suite, :mod:`suites.test_event_sourcing`,
+covers the recorded-at clamp).
 """
 
 from __future__ import annotations
@@ -43,7 +58,7 @@ from prism_testkit.patterns.event_sourcing import (
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.interfaces import Transaction, Transactions
 from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
-from prism_testkit.jepsen.history import DEFINITE_FAILURES, OpHandle
+from prism_testkit.jepsen.history import DEFINITE_FAILURES, OpHandle, OpType
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
 
@@ -362,3 +377,18 @@ class EventSourcingMachine(FaultMachine):
 def test_bank_accounts_match_the_model_under_faults(prism_env: PrismEnv, request: pytest.FixtureRequest) -> None:
     run = StatefulRun(prism_env, request)
     run.execute(lambda: EventSourcingMachine(run))
+
+
+def test_a_projection_dying_mid_batch_is_resumed(prism_env: PrismEnv, request: pytest.FixtureRequest) -> None:
+    """``project`` with ``crash_at``, step by step: the projection process dies at the second
+    event of its batch, and a fresh runner must bring the read model level with the streams.
+    Fails if the projection does not die."""
+    run = StatefulRun(prism_env, request)
+    machine = EventSourcingMachine(run)
+    machine.open_accounts([10, 0])
+    machine.project(2)
+    died = [op for op in machine.history if op.f == "crash" and op.type is OpType.OK and op.value == -1]
+    assert len(died) == 1, "the projection did not die"
+    machine.project(None)
+    machine.teardown()
+    assert run.judged == 1

@@ -6,6 +6,21 @@ the offset its group committed, so a backend that hands back a wrong group offse
 a ``poll-skip`` (or ``nonmonotonic-poll``), and one that loses or rewrites records as
 ``lost-write`` / ``inconsistent-offsets``. At the end every fault is healed, the log is read
 from offset 0 to its end and Jepsen's log checker judges the whole history.
+
+The faults its guarantee speaks of, and the rules that inject them:
+
+- a consumer crash: it restarts from its group's committed offset (``restart_consumer``),
+  whatever it polled after its last ``commit``;
+- a slow consumer: each consumer polls at its own pace (``poll`` picks one), so one may lag
+  the other and the end of the log by any number of records;
+- a server kill (or power cut, on a lazy mount) or pause of the log's server (``kill_and_restart``,
+  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  backend is a durable server the harness controls);
+- proxy faults on its connections (``latency``, ``reset_connections``, ``partition``, ``heal``, where
+  the backend is networked): operations of unknown outcome;
+
+Not injected: a clock jump (no part of the log's guarantee reads a clock), and a target write
+failure or a lost copy (a log has no second store).
 """
 
 from __future__ import annotations
@@ -125,3 +140,27 @@ def test_log_keeps_every_acknowledged_append_in_order_under_faults(
 ) -> None:
     run = StatefulRun(prism_env, request)
     run.execute(lambda: LogMachine(run))
+
+
+def test_a_consumer_restart_resumes_from_its_committed_offset(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    """``restart_consumer``, step by step: a consumer polls past its group's committed offset
+    and restarts, so it must read from the committed offset again. Fails if the restart does
+    not move the consumer back."""
+    run = StatefulRun(prism_env, request)
+    machine = LogMachine(run)
+    for _ in range(3):
+        machine.append()
+    machine.poll(0)
+    machine.commit(0)
+    committed = machine.position[0]
+    assert committed > 0, "the consumer read nothing"
+    machine.append()
+    machine.poll(0)
+    assert machine.position[0] > committed, "the consumer read nothing past its commit"
+    machine.restart_consumer(0)
+    assert machine.position[0] == committed, "the restart did not resume from the committed offset"
+    machine.poll(0)
+    machine.teardown()
+    assert run.judged == 1

@@ -9,6 +9,25 @@ the end and judged: the total-queue checker at least once (lost events, events o
 transactions, which are ``unexpected``), and per-aggregate order when the sink keeps order.
 A relay that marks events published before publishing them loses the rest of a batch when it
 dies mid-batch: caught here (tests/mutants).
+
+The faults its guarantee speaks of, and the rules that inject them:
+
+- a relay crash after any number of publishes of its batch, before it marked them
+  (``crash_relay``); it restarts under the same id;
+- a clock jump past the lease (``lease_expires``), so the other relay takes the lease over
+  while the first may still hold a batch (``relay_step`` of either);
+- a slow relay: a step abandoned in flight under a fault keeps running beside the next ones;
+- a transaction rolled back or aborted (``transaction`` with ``rollback``): its events must
+  never be published;
+- a target write failing: the sink refuses publishes (``sink_refuses``), so a retry of the
+  rest of the batch is pending; with ``crash_relay`` or ``lease_expires`` next, a relay dies or
+  is taken over while it is;
+- a server kill (or power cut, on a lazy mount) or pause of the store's or the sink's server (``kill_and_restart``,
+  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  backend is a durable server the harness controls);
+- proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
+  the backend is networked): operations of unknown outcome (a
+  failed or unknown publish to the sink is the target write failure here);
 """
 
 from __future__ import annotations
@@ -16,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from typing import Literal
 
 import pytest
@@ -24,6 +42,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 from prism_testkit.patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConfig, OutboxRelay, QueueSink, Sink
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
 from prism_testkit.jepsen.checkers import Verdict, per_key_order, total_queue
 from prism_testkit.jepsen.client import CALM_TIMEOUT
@@ -90,6 +109,24 @@ class DyingSink:
         self.count += 1
 
 
+class SinkRefused(Exception):
+    """The sink refused a publish (``sink_refuses``): certainly not published."""
+
+
+class RefusingSink:
+    """The sink as the relays see it: refuses publishes while the machine has refusals armed."""
+
+    def __init__(self, inner: Sink, machine: OutboxMachine) -> None:
+        self.inner, self.machine = inner, machine
+
+    async def publish(self, message: Message) -> None:
+        if self.machine.refusing > 0:
+            self.machine.refusing -= 1
+            self.machine.refusals += 1
+            raise SinkRefused("the sink refused the publish (injected)")
+        await self.inner.publish(message)
+
+
 class OutboxMachine(FaultMachine):
     def __init__(self, run: StatefulRun, kind: Kind) -> None:
         super().__init__(run, ["store", "sink"])
@@ -101,14 +138,20 @@ class OutboxMachine(FaultMachine):
         self.running: dict[str, asyncio.Future[object]] = {}  # relay steps abandoned in flight
         self.transactions = itertools.count()
         self.values = itertools.count()
+        self.refusing = 0  # sink refusals armed by sink_refuses, not yet spent
+        self.refusals = 0
+        self.relay_deaths = 0  # doomed relays that died (one with nothing to publish lives)
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _sink(self, settled: bool) -> Sink:
         driver = self.env.driver("sink") if settled else self.client("sink")
-        if self.kind == "queue":
-            return QueueSink(driver.queue(), self.destination)
-        return LogSink(driver.log(), self.destination)
+        sink: Sink = (
+            QueueSink(driver.queue(), self.destination)
+            if self.kind == "queue"
+            else LogSink(driver.log(), self.destination)
+        )
+        return sink if settled else RefusingSink(sink, self)  # the final drain is never refused
 
     def _relay(self, relay_id: str) -> OutboxRelay:
         store = self.client("store")
@@ -170,8 +213,8 @@ class OutboxMachine(FaultMachine):
         task = asyncio.ensure_future(relay.run_once(), loop=self.env.runtime.loop)
         try:
             published = self.bounded(task)
-        except LeaseLost as exc:
-            handle.fail(exc)
+        except (LeaseLost, SinkRefused) as exc:
+            handle.fail(exc)  # a refused publish: the relay committed what came before it
             return
         except Exception as exc:
             handle.info(exc)
@@ -196,8 +239,9 @@ class OutboxMachine(FaultMachine):
         handle = self.history.invoke(f"relay-{which}", "crash", self.config.log, after)
 
         async def dies() -> None:
-            with contextlib.suppress(Killed, LeaseLost):
+            with contextlib.suppress(Killed, LeaseLost, SinkRefused):
                 await relay.run_once()
+            self.relay_deaths += int(crash.dead)
 
         try:
             self.bounded(dies())
@@ -208,6 +252,15 @@ class OutboxMachine(FaultMachine):
         else:
             handle.ok()
         self.relays[which] = self._relay(which)
+
+    @rule(times=st.integers(1, 2))
+    def sink_refuses(self, times: int) -> None:
+        """The sink refuses the next ``times`` publishes (a target write failing): the relay
+        commits what it published before, stops the batch, and the next step retries the rest.
+        A crash or a lease takeover that comes next strikes while that retry is pending."""
+        self.refusing = times
+        self.env.faults["sink-refuses"] += 1
+        self.history.invoke("nemesis", "sink-refuses", self.env.spec("sink").name, times).ok()
 
     @rule()
     def lease_expires(self) -> None:
@@ -241,7 +294,7 @@ class OutboxMachine(FaultMachine):
     async def _read_sink(self) -> list[str]:
         ordering = self.env.spec("sink").properties.ordering
         reader = SinkReader(lambda: self.env.driver("sink"), self.kind, self.destination, ordering, quiet=0.3)
-        return [bytes(m.payload).decode() for m in await reader.until_now(time.monotonic() + SETTLE)]
+        return [bytes(m.payload).decode() for m in await reader.until_now(clocks.monotonic() + SETTLE)]
 
 
 @pytest.mark.parametrize("kind", ["queue", "log"])
@@ -252,3 +305,24 @@ def test_relay_delivers_every_committed_event_in_aggregate_order_under_faults(
         pytest.skip(f"{prism_env.spec('sink').name} does not provide {kind}")
     run = StatefulRun(prism_env, request)
     run.execute(lambda: OutboxMachine(run, kind))
+
+
+@pytest.mark.parametrize("kind", ["queue", "log"])
+def test_a_relay_dying_while_a_refused_publish_waits_for_its_retry_loses_nothing(
+    prism_env: PrismEnv, request: pytest.FixtureRequest, kind: Kind
+) -> None:
+    """``sink_refuses`` combined with a crash, step by step: the sink refuses the first event
+    of a batch, so the relay stops with a retry pending; it dies before the retry, and both
+    events must still reach the sink. Fails if the refusal never happens."""
+    if not prism_env.driver("sink").supports(Capability(kind)):
+        pytest.skip(f"{prism_env.spec('sink').name} does not provide {kind}")
+    run = StatefulRun(prism_env, request)
+    machine = OutboxMachine(run, kind)
+    machine.transaction("a", 2, rollback=False)
+    machine.sink_refuses(1)
+    machine.relay_step("r1")
+    assert machine.refusals == 1, "sink_refuses refused no publish"
+    machine.crash_relay("r1", 0)
+    assert machine.relay_deaths == 1, "the relay did not die"
+    machine.teardown()
+    assert run.judged == 1

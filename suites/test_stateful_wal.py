@@ -9,13 +9,37 @@ log, and :func:`~._wal_checker.check_wal` rebuilds the state the log demands and
 with the target and with every apply the appliers reported: lost, phantom, reordered, doubled.
 An applier that commits its checkpoint before applying loses the rest of a batch when it dies
 mid-batch: caught here (tests/mutants).
+
+The faults its guarantee speaks of, and the rules that inject them:
+
+- an applier crash before any of its value writes of a batch (``crash_applier``), and right
+  after a batch committed to the target but before its checkpoint did
+  (``crash_before_checkpoint``): a fresh applier resumes from the committed checkpoint;
+- a slow applier: a step abandoned in flight under a fault runs on, and no new step starts
+  until it ends (one applier at a time);
+- writers racing each other (``write_together``): a group commit of the log;
+- a target write failing (``target_rejects``): the target refuses the next mutations an
+  applier tries, so each waits for its retry with backoff, its key held behind it. Never as
+  often as would dead-letter one, so every write must still be applied. Combined with a crash
+  (``crash_applier``, ``crash_before_checkpoint``, or the fresh applier of the final drain), a
+  process dies while a retry is pending: the checkpoint must not have passed it;
+- a server kill (or power cut, on a lazy mount) or pause of the log's or the target's server (``kill_and_restart``,
+  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  backend is a durable server the harness controls);
+- proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
+  the backend is networked): operations of unknown outcome (a
+  target write that fails this way stops the batch, which is read again);
+
+Not injected: a clock jump (the checkpoint interval and the retry backoff run on real time
+here), and a mutation rejected until it is dead-lettered (the WAL suite, :mod:`suites.test_wal`,
+covers dead letters one at a time).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -56,6 +80,10 @@ class WalMachine(FaultMachine):
         self.skipped: set[int] = set()
         self.applier = self._applier()
         self.step: asyncio.Future[int] | None = None  # an applier step abandoned in flight
+        self.rejecting = 0  # target rejections armed by target_rejects, not yet spent
+        self.rejected: Counter[tuple[str, bytes | None]] = Counter()  # per mutation, across appliers
+        self.rejections = 0
+        self.applier_deaths = 0  # doomed appliers that died (one with nothing to write lives)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -72,8 +100,21 @@ class WalMachine(FaultMachine):
             self.config,
             on_applied=self._on_applied,
             on_skipped=self._on_skipped,
+            transform=self._target_accepts,
         )
         return self._wire(applier, settled=settled, fuse=fuse)
+
+    def _target_accepts(self, mutation: Mutation) -> Mutation:
+        """The applier's transform hook: where ``target_rejects`` makes the target write fail
+        (an error of the hook counts as a failed attempt, retried with backoff)."""
+        ident = (mutation.key, None if mutation.value is None else bytes(mutation.value))
+        # Fewer failed attempts than would dead-letter it, however many appliers try it.
+        if self.rejecting and self.rejected[ident] < self.config.max_attempts - 1:
+            self.rejecting -= 1
+            self.rejected[ident] += 1
+            self.rejections += 1
+            raise ValueError(f"the target refused the write of {mutation.key!r} (injected, transient)")
+        return mutation
 
     def _wire(self, applier: WalApplier, *, settled: bool = False, fuse: ValueFuse | None = None) -> WalApplier:
         """Point an applier at the current clients (a restart or heal reconnects them)."""
@@ -162,6 +203,14 @@ class WalMachine(FaultMachine):
             return
         handle.ok(value=applied)
 
+    @rule(times=st.integers(1, 2))
+    def target_rejects(self, times: int) -> None:
+        """The target refuses the next ``times`` mutations an applier tries to write: each
+        waits for a retry with backoff, later mutations of its key behind it."""
+        self.rejecting = times
+        self.env.faults["target-rejects"] += 1
+        self.history.invoke("nemesis", "target-rejects", self.env.spec("target").name, times).ok()
+
     # No precondition on _idle(): whether a step abandoned in flight has finished depends on
     # timing, and a precondition that does makes Hypothesis's replay flaky. Checked inside.
     @rule(after=st.integers(0, 2))
@@ -189,8 +238,10 @@ class WalMachine(FaultMachine):
         only the committed checkpoint)."""
 
         async def dies() -> None:
-            with contextlib.suppress(Killed):
+            try:
                 await doomed.run_once(wait=0.0)
+            except Killed:
+                self.applier_deaths += 1
 
         try:
             self.bounded(dies())
@@ -247,3 +298,39 @@ def test_every_acknowledged_mutation_is_applied_once_in_log_order_under_faults(
 ) -> None:
     run = StatefulRun(prism_env, request)
     run.execute(lambda: WalMachine(run))
+
+
+def test_an_applier_dying_while_a_retry_is_pending_loses_nothing(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    """``target_rejects`` combined with a crash, step by step: the target refuses a write, so
+    the applier holds it for a retry; the applier dies before the retry, and a fresh one (only
+    the committed checkpoint) must still apply it. Fails if the rejection never happens."""
+    run = StatefulRun(prism_env, request)
+    machine = WalMachine(run)
+    machine.write([("a", False)])
+    machine.target_rejects(1)
+    machine.apply_step()
+    assert machine.rejections == 1, "target_rejects refused no write"
+    assert machine.applier.blocked_keys, "no retry is pending"
+    machine.loop(asyncio.sleep(machine.config.backoff_max))  # the retry is due: the doomed applier tries it
+    machine.crash_applier(0)
+    assert machine.applier_deaths == 1, "the applier did not die"
+    machine.teardown()
+    assert run.judged == 1
+
+
+def test_an_applier_dying_between_its_commit_and_its_checkpoint_applies_nothing_twice(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    """``crash_before_checkpoint``, step by step: a batch commits to the target, the applier
+    dies before its checkpoint does, and its successor replays the batch, which the applied
+    offsets must skip. Fails if the applier does not die."""
+    run = StatefulRun(prism_env, request)
+    machine = WalMachine(run)
+    machine.write([("a", False), ("b", False)])
+    machine.crash_before_checkpoint()
+    assert machine.applier_deaths == 1, "the applier did not die"
+    machine.apply_step()
+    machine.teardown()
+    assert run.judged == 1

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from prism_testkit.patterns.wal import (
     replay,
 )
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Driver, KeyValue, PrismEnv, Slot, Transactions, prism_suite
 from prism_testkit.isolation import Namespace
 
@@ -115,7 +115,9 @@ class Rig:
     def key(self, i: int) -> str:
         return self.ns.name(f"k{i}")
 
-    def wal(self, *, transform: Transform | None = None, clock: Clock = time.time, **changes: object) -> WriteAheadLog:
+    def wal(
+        self, *, transform: Transform | None = None, clock: Clock = clocks.wall, **changes: object
+    ) -> WriteAheadLog:
         config = self.config.model_copy(update=changes) if changes else self.config
         return WriteAheadLog(
             self.log_driver.log(),

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from prism_testkit.provision.base import Endpoint, ProvisionContext, Provisioner
+from prism_testkit.provision.netns import namespaces_unavailable_reason
 
 OUT_OF_TREE = Path(__file__).parent / "outoftree"
 
@@ -46,3 +51,27 @@ def third_party(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> C
 def bagstore(third_party: Callable[..., None]) -> None:
     """The out-of-tree key-value backend 'bagstore', installed as package prism-bagstore."""
     third_party("prism-bagstore", {"bagstore": (OUT_OF_TREE / "bagstore.py").read_text()}, {"bagstore": "bagstore"})
+
+
+def provision_cluster(name: str, provisioner: Provisioner, where: Path) -> Endpoint:
+    """A cluster of backend ``name`` under ``where``. The project's run needs namespaces: where
+    they or the cluster cannot be made, the test fails with the reason, it never skips."""
+    if (reason := namespaces_unavailable_reason()) is not None:
+        pytest.fail(f"this project's run needs network namespaces: {reason}")
+    ctx = ProvisionContext(name, None, where, "test", "test")
+    availability = provisioner.probe(ctx)
+    if not availability.available:
+        pytest.fail(f"{name} cannot run here: {availability.detail}")
+    return provisioner.start(ctx)
+
+
+def cluster_in_a_temp_dir(prefix: str, provision: Callable[[Path], Endpoint]) -> Iterator[Endpoint]:
+    """A module fixture's cluster: provisioned under a fresh temp dir, torn down and removed after."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        made = provision(base / "cluster")
+        yield made
+        assert made.teardown is not None
+        made.teardown()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

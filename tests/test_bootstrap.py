@@ -1,7 +1,8 @@
 """The bootstrap (``scripts/bootstrap``): what it finds missing, what it installs and how, what it
 tells a user who must install by hand, and that the README's commands and ``.ci/run`` share it.
 
-The machine is read only through fake probes here: nothing is installed for real."""
+The machine is read through fake probes here, nothing is installed for real, except in the last
+test: it reads this machine for real, after the bootstrap the project's run starts with."""
 
 from __future__ import annotations
 
@@ -245,3 +246,10 @@ def test_the_readme_commands_and_ci_share_the_bootstrap() -> None:
     ci = (REPOSITORY / ".ci" / "run").read_text()
     assert "\nscripts/bootstrap --project\n" in ci
     assert "\n" + project.removeprefix("scripts/bootstrap --project && ") + "\n" in ci
+
+
+def test_this_machine_has_everything_the_project_run_needs_after_the_bootstrap() -> None:
+    """The real probes, not fakes: the project's run starts with the bootstrap (README, .ci/run),
+    so on a machine that lacked fuse3 before it (as CI's does), this proves it was installed."""
+    found = sp.plan(sp.Probes(), project=True)
+    assert [need.key for need in found.missing] == [], sp.hint(found.missing[0].key) if found.missing else ""

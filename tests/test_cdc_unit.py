@@ -245,6 +245,25 @@ def test_replica_skips_redelivered_older_events() -> None:
     assert replica.skipped == 1
 
 
+def test_a_truncate_voids_earlier_epochs_in_any_arrival_order() -> None:
+    """Epoch 1 opens with a truncate: rows of epoch 0 go, late epoch-0 events are void, and
+    epoch-1 rows that another topic delivered before the truncate stay, whatever the order.
+    Epoch 1's positions may be lower than epoch 0's (a promoted standby's WAL forks below)."""
+
+    def event(key: str, epoch: int, position: int, after: bytes | None, op: str = "u") -> ChangeEvent:
+        return ChangeEvent(f"c{epoch}:{position}", op, "t", key, None, after, position, "x", 1, 1, 0, 0, epoch=epoch)  # type: ignore[arg-type]
+
+    truncate = event("", 1, 5, None, op="t")
+    old = [event("gone", 0, 10, b"old"), event("kept", 0, 11, b"old")]
+    new = [event("kept", 1, 6, b"new"), event("fresh", 1, 7, b"new")]
+    late = event("gone", 0, 12, b"late")
+    for order in ([*old, truncate, *new, late], [*old, *new, truncate, late], [*new, late, *old, truncate]):
+        replica = Replica()
+        for e in order:
+            replica.apply(encode(e, "c"))
+        assert replica.rows == {"kept": b"new", "fresh": b"new"}, f"arrival order {[e.event_id for e in order]}"
+
+
 def test_bad_input_is_refused_with_typed_errors() -> None:
     with pytest.raises(EventDecodeError):
         decode(Message(b"not json"))

@@ -209,9 +209,23 @@ def test_a_hunt_finds_a_planted_failure_and_another_machine_replays_it_first(
     # and so does the JSON report (from a worker: it crossed xdist).
     summary = second.stdout.str()
     assert re.search(r"FAILED \S*test_planted\S*: planted: INVALID \(planted\)", summary), summary
-    assert re.search(r"  replay: pytest \S*test_planted\S* --prism-backend=memstore .*--hypothesis-seed=\d+", summary)
+    # Its seed (and the command that draws the example again from it), its schedule file, the
+    # one-line replay of that schedule, and what that replay gave when tried once.
+    seed = re.search(
+        r"  seed: (\d+) \(pytest \S*test_planted\S* --prism-backend=memstore .*--hypothesis-seed=(\d+)", summary
+    )
+    assert seed is not None, summary
+    assert seed.group(1) == seed.group(2), summary
+    assert re.search(r"  schedule: \S*/\.prism-schedules/\S*test_planted\S*\.json\n", summary), summary
+    assert re.search(
+        r"  replay: prism-testkit replay \S*\.json\n  replayed once: reproduced: planted: INVALID", summary
+    )
     failures = json.loads(report.read_text())["hunt"]["failures"]
-    assert [(f["failure"], f["replay"].split()[0]) for f in failures] == [("planted: INVALID (planted)", "pytest")]
+    assert [(f["failure"], f["replay"].split()[:2]) for f in failures] == [
+        ("planted: INVALID (planted)", ["prism-testkit", "replay"])
+    ]
+    assert failures[0]["replayed"].startswith("reproduced: ")
+    assert Path(failures[0]["schedule"]).is_file()
     assert "test_planted" in failures[0]["test"]
 
     elsewhere = hunt(pytester, tmp_path / "empty-examples", "-p", "no:randomly", "--prism-hunt=2s")

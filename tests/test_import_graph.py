@@ -181,6 +181,11 @@ FORBIDDEN = {
         *("plugin", "cli", "backends", "patterns"),
     ),
     "prism_testkit.runtime": ("report", "hunting", "config", "plugin", "cli", "backends", "patterns"),
+    # patterns and backends import its clock: it imports nothing of the project
+    "prism_testkit.simulation": (
+        *("provision", "faults", "registry", "report", "runtime", "hunting", "jepsen", "config"),
+        *("plugin", "cli", "driver", "errors", "backends", "patterns"),
+    ),
 }
 
 

@@ -223,3 +223,49 @@ def test_an_interrupt_at_an_instruction_without_a_line_number_is_reported_not_a_
     assert "TypeError" not in result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*KeyboardInterrupt*", "*no tests ran*"])
+
+
+def _deep(depth: int) -> None:
+    if depth:
+        _deep(depth - 1)
+        return
+    try:
+        raise ValueError("what the interrupt broke into")
+    except ValueError:
+        raise KeyboardInterrupt  # noqa: B904 (the chained context is the point)
+
+
+def test_an_interrupt_is_cut_to_the_line_pytest_prints_so_formatting_it_costs_nothing() -> None:
+    from prism_testkit.plugin import keep_only_where_it_struck
+
+    with pytest.raises(KeyboardInterrupt) as excinfo:
+        _deep(30)
+    assert len(excinfo.traceback) > 30
+    keep_only_where_it_struck(excinfo)
+    assert len(excinfo.traceback) == 1
+    assert excinfo.traceback[0].name == "_deep"
+    assert "During handling of the above exception" not in str(excinfo.getrepr(funcargs=True))
+
+
+DEEP_INTERRUPT = """
+def inner_helper():
+    try:
+        raise ValueError("context of the interrupt")
+    except ValueError:
+        raise KeyboardInterrupt
+
+
+def test_interrupted():
+    inner_helper()
+"""
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_full_trace_still_shows_the_whole_interrupt(pytester: pytest.Pytester, full: bool) -> None:
+    pytester.makepyfile(test_deep=DEEP_INTERRUPT)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *(["--full-trace"] if full else []))
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    output = result.stdout.str()
+    assert ("context of the interrupt" in output) is full
+    assert ("def test_interrupted" in output) is full
+    result.stdout.fnmatch_lines(["*test_deep.py:5: KeyboardInterrupt*"] if not full else ["*KeyboardInterrupt*"])

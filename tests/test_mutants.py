@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = [
     ("queue_acks_on_delivery", "stateful_queue", "memstore", "*INVALID (*lost)*"),
     ("relay_marks_published_first", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
+    # a target write failing (the sink refuses), then a crash while the retry is pending (issue #27)
+    ("relay_skips_refused_event", "stateful_outbox", "memstore,sqlite", "*INVALID (*lost)*"),
     ("relay_commits_without_fencing", "outbox", "memstore,sqlite", "*lease was taken over moved it back*"),
     # a stray after every committed event: only the sink read to a fence (or its end) sees it
     ("relay_republishes_when_drained", "outbox", "memstore,sqlite", "*was republished with other content*"),
@@ -28,6 +30,13 @@ MUTANTS = [
         "*FAILED*test_concurrent_numbering_all_commit_numbered_in_commit_order*",
     ),
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
+    # an object lost behind the pattern's back (issue #27): must raise ClaimNotFound, not read as empty
+    (
+        "claim_check_reads_missing_object_as_empty",
+        "stateful_claim_check",
+        "memstore,localfs",
+        "*INVALID (*corrupt*",
+    ),
     ("claim_check_log_releases_uncommitted", "claim_check", "memstore,localfs", "*released the claim of the record*"),
     ("claim_check_accepts_any_reference", "claim_check", "memstore,localfs", "*DID NOT RAISE*InvalidClaimReference*"),
     ("claim_check_keeps_orphan_on_failed_send", "claim_check", "memstore,localfs", "*was left behind (an orphan)*"),
@@ -45,6 +54,15 @@ MUTANTS = [
     ),
     ("tiered_migrator_deletes_before_switch", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*lost*"),
     ("tiered_migrator_switches_without_cas", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*stale*"),
+    # a copy lost behind the pattern's back (issue #27): must raise CopyMissing, not read as never written
+    (
+        "tiered_reads_lost_copy_as_absent",
+        "stateful_tiered_storage",
+        "memstore,localfs",
+        "*INVALID (*silently-absent*",
+    ),
+    # a clock jump and a collection while a put is half done (issue #27)
+    ("tiered_put_ignores_copy_freshness", "stateful_tiered_storage", "memstore,localfs", "*INVALID (*lost*"),
     ("tiered_tier_ttl_from_written_at", "tiered_storage", "memstore,localfs", "*ttl (600s) ran from the write*"),
     ("tiered_capacity_ignores_incoming", "tiered_storage", "memstore,localfs", "*promoted into hot past its capacity*"),
     ("tiered_put_ignores_max_value_size", "tiered_storage", "memstore,localfs", "*DID NOT RAISE*PayloadTooLarge*"),
@@ -52,6 +70,8 @@ MUTANTS = [
     ("tiered_gc_ignores_grace", "tiered_storage", "memstore,localfs", "*collector removed [[]1[]] copies while a put*"),
     ("wal_checkpoint_before_apply", "stateful_wal", "sqlite,memstore", "*INVALID (*lost*"),
     ("wal_applies_without_guard", "stateful_wal", "sqlite,memstore", "*INVALID (*doubled*"),
+    # a target write failing, then a crash while its retry is pending (issue #27)
+    ("wal_checkpoint_passes_pending_retry", "stateful_wal", "sqlite,memstore", "*INVALID (*lost*"),
     ("wal_dead_letter_without_guard", "wal", "sqlite,memstore", "*a replay dead-lettered a mutation again*"),
     ("wal_sync_ignores_dead_letter", "wal", "sqlite,memstore", "*DID NOT RAISE*MutationDeadLettered*"),
     ("wal_resolved_ignores_retries", "wal", "sqlite,memstore", "*DID NOT RAISE*MutationDeadLettered*"),
@@ -68,6 +88,8 @@ MUTANTS = [
         "*INVALID (*read-model-diverged*",
     ),
     ("append_skips_version_check", "stateful_event_sourcing", "memstore,sqlite", "*INVALID (*lost*"),
+    # a checker fix (issue #27): an ok drain that found nothing looked, so the loss is named
+    ("log_acks_without_storing", "stateful_log", "memstore", "*INVALID (* lost-write)*"),
     ("cqrs_cdc_tracks_before_applying", "cqrs", "memstore,sqlite", "*diverged from the write model*"),
     # lying registrations: they declare survives_power_loss but do not fsync every acknowledged write
     ("sqlite_claims_power_loss_without_fsync", "power_loss", "sqlite", "*declares survives_power_loss but lost*"),
@@ -163,3 +185,20 @@ def test_the_suites_catch_a_broken_variant(
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines([evidence])
+
+
+def test_seeded_misbehaviour_catches_what_real_time_misses(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28: a claim check that deletes the object before the ack is accepted is caught
+    once memstore lands an ack exactly at its visibility deadline (simulated, BUGGIFY); on
+    real time the ack lands well inside it (README, Simulated mode: 0 of 47 examples). A seed
+    replays exactly under simulation: this one fails within about 300 examples."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess(
+        *("--pyargs", "prism_testkit.suites", "-p", "tests.mutants.claim_check_releases_before_ack"),
+        *("--prism-backend=memstore", "--prism-pattern=stateful_claim_check", "--hypothesis-profile=prism-hunt"),
+        *("--hypothesis-seed=3", "--prism-simulate", "--prism-buggify=ack-at-deadline", "-p", "no:cacheprovider"),
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*INVALID (*dangling-claim*", "*--prism-simulate --prism-buggify=ack-at-deadline*"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from collections.abc import Callable
 
@@ -480,6 +481,7 @@ def test_a_url_for_a_backend_not_selected_warns(pytester: pytest.Pytester) -> No
         "--prism-namespace=",
         "--prism-hunt=",
         "--prism-hunt-db=",
+        "--prism-workers=",
     ],
 )
 def test_an_empty_value_is_a_usage_error_never_the_default(pytester: pytest.Pytester, option: str) -> None:
@@ -488,6 +490,52 @@ def test_an_empty_value_is_a_usage_error_never_the_default(pytester: pytest.Pyte
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     flag = option.partition("=")[0]
     result.stderr.fnmatch_lines([f"ERROR: {flag} *"])
+
+
+# --- --prism-workers: the cores without knowing xdist (issue 30) ----------------------------
+
+WORKER_ID_SUITE = """
+    import os
+
+    def test_where() -> None:
+        print("ran in", os.environ.get("PYTEST_XDIST_WORKER", "the main process"))
+        assert os.environ.get("PYTEST_XDIST_WORKER_COUNT") == os.environ["EXPECTED_WORKERS"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "workers"),
+    [
+        (["--prism-workers=3"], "", "3"),
+        ([], "prism_workers = 2", "2"),
+        (["--prism-workers=3", "-n", "2"], "", "2"),  # an explicit -n wins
+        (["--prism-workers=auto"], "", str(2 * (os.cpu_count() or 1))),
+    ],
+)
+def test_prism_workers_runs_the_tests_in_that_many_xdist_workers(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], ini: str, workers: str
+) -> None:
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    pytester.makepyfile(WORKER_ID_SUITE)
+    monkeypatch.setenv("EXPECTED_WORKERS", workers)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*created: {workers}/{workers} workers*"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1e3", "99999", "\u0663"])
+def test_prism_workers_takes_a_count_or_auto_and_nothing_else(pytester: pytest.Pytester, value: str) -> None:
+    pytester.makepyfile(WORKER_ID_SUITE)
+    result = pytester.runpytest_subprocess(f"--prism-workers={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --prism-workers must be a number from 1 to 1024 or 'auto', not *"])
+
+
+def test_prism_workers_without_xdist_says_what_to_install(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(WORKER_ID_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "--prism-workers=2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --prism-workers needs pytest-xdist: pip install 'prism-testkit[xdist]'"])
 
 
 # --- fuzz: every --prism-* option with generated values (issue 23 §2) ----------------------
@@ -531,6 +579,7 @@ def _kept_inside(value: str) -> str:
 )
 @example(given_options=[("--prism-report", "x" * 5000, True)], namespace_text="")  # a name too long: OSError
 @example(given_options=[("--prism-namespace", "ns.yaml", True)], namespace_text="namespaces: " + "[" * 1000)
+@example(given_options=[("--prism-binary", "\n", False)], namespace_text="")  # once a two-line message
 def test_every_option_with_generated_values_is_accepted_or_one_usage_error(
     pytester: pytest.Pytester, given_options: list[tuple[str, str, bool]], namespace_text: str
 ) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -94,3 +98,47 @@ def test_a_good_third_party_registration_is_listed(broken_plugin: Callable[..., 
     result = broken_plugin(register(spec()), "--prism-backend=mine")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.stdout.fnmatch_lines(["prism-testkit backends:", "  mine: embedded*"])
+
+
+def interrupted_run(pytester: pytest.Pytester, plugin: str) -> tuple[int, str]:
+    """A run in a subprocess with the SIGINT disposition of a terminal's foreground job (the
+    test process's own may be inherited SIG_IGN), installing ``plugin`` as a third party."""
+    site = pytester.path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "broken.py").write_text(plugin)
+    (site / "bagdriver.py").write_text((OUT_OF_TREE / "bagstore.py").read_text())
+    info = site / "prism_broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: prism-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[prism_testkit]\nbroken-plugin = broken\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--prism-backend=memstore"],
+        cwd=pytester.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_ctrl_c_that_cpython_wraps_during_a_plugins_import_still_interrupts(pytester: pytest.Pytester) -> None:
+    # Python 3.11 wraps an exception raised from __set_name__ (as a Ctrl-C landing while a
+    # dataclass is defined at import) in a RuntimeError: that is an interrupt, not a broken plugin.
+    source = "class Lands:\n    def __set_name__(self, owner, name):\n        raise KeyboardInterrupt\n\n"
+    source += "class Defined:\n    field = Lands()\n"
+    returncode, output = interrupted_run(pytester, source)
+    assert returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "could not be loaded" not in output
+
+
+def test_a_ctrl_c_dropped_during_the_harness_set_up_still_ends_the_run_interrupted(pytester: pytest.Pytester) -> None:
+    # CPython drops a KeyboardInterrupt raised in a weakref callback or a C module's init; a
+    # plugin that catches one does the same. The harness's handler has noted the signal.
+    body = "import os, signal, time\n\n@hookimpl\ndef prism_register_backends():\n    try:\n"
+    body += "        os.kill(os.getpid(), signal.SIGINT)\n        time.sleep(5)\n"
+    body += "    except KeyboardInterrupt:\n        pass\n    return []\n"
+    returncode, output = interrupted_run(pytester, HEADER + body)
+    assert returncode == pytest.ExitCode.INTERRUPTED, output

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 from prism_testkit.backends.postgres.ha import PORT, PostgresHaCluster, PostgresHaProvisioner
 
-from prism_testkit.provision.base import Endpoint, ProvisionContext
-from prism_testkit.provision.netns import NAME_PREFIX, namespaces_unavailable_reason
+from prism_testkit.provision.base import Endpoint
+from prism_testkit.provision.netns import NAME_PREFIX
 from prism_testkit.provision.processes import port_open
+from tests.conftest import cluster_in_a_temp_dir, provision_cluster
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -32,14 +33,7 @@ LOAD_SECONDS = 1.5  # of commits before the primary is killed
 
 
 def _provision(tmp: Path, *, synchronous: bool, nodes: int = 3) -> Endpoint:
-    if (reason := namespaces_unavailable_reason()) is not None:
-        pytest.fail(f"this project's run needs network namespaces: {reason}")
-    provisioner = PostgresHaProvisioner(nodes=nodes, synchronous=synchronous)
-    ctx = ProvisionContext("postgres-ha", None, tmp, "test", "test")
-    availability = provisioner.probe(ctx)
-    if not availability.available:
-        pytest.fail(f"postgres-ha cannot run here: {availability.detail}")
-    return provisioner.start(ctx)
+    return provision_cluster("postgres-ha", PostgresHaProvisioner(nodes=nodes, synchronous=synchronous), tmp)
 
 
 @pytest.fixture
@@ -53,14 +47,7 @@ def workdir() -> Iterator[Path]:
 
 
 def _module_endpoint(synchronous: bool) -> Iterator[Endpoint]:
-    base = Path(tempfile.mkdtemp(prefix="prism-pgha-"))
-    try:
-        made = _provision(base / "cluster", synchronous=synchronous)
-        yield made
-        assert made.teardown is not None
-        made.teardown()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    yield from cluster_in_a_temp_dir("prism-pgha-", lambda where: _provision(where, synchronous=synchronous))
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +121,11 @@ def eventually_count(url: str, name: str, expected: int, within: float = 10.0) -
 
 
 @pytest.mark.parametrize("variant", ["sync", "async"])
-def test_the_cluster_starts_in_seconds_with_one_primary(variant: str, request: pytest.FixtureRequest) -> None:
+def test_the_cluster_starts_with_one_primary(variant: str, request: pytest.FixtureRequest) -> None:
     endpoint: Endpoint = request.getfixturevalue(f"{variant}_ha")
     cluster = cluster_of(endpoint)
     seconds = endpoint.options["start_seconds"]
-    print(f"\npostgres-ha ({variant}): 3 nodes ready in {seconds:.2f}s")
-    assert seconds < 20  # the goal is a few seconds; a shared CI machine is slower
+    print(f"\npostgres-ha ({variant}): 3 nodes ready in {seconds:.2f}s")  # timed in benchmarks, never asserted
     assert cluster.leader() == 0
     assert [cluster.in_recovery(n) for n in range(3)] == [False, True, True]
     expected = "ANY 1 (n0, n1, n2)" if variant == "sync" else ""
@@ -254,11 +240,12 @@ def test_repeated_failovers_keep_every_commit_and_the_cluster_heals(sync_ha: End
         assert eventually_count(node_url(cluster, node), name, 3, within=20) == 3
 
 
-async def _write_until_killed(url: str, name: str, cluster: PostgresHaCluster) -> tuple[set[int], int]:
-    """``WRITERS`` connections commit one row each per statement; after ``LOAD_SECONDS`` the
-    primary is fenced (SIGKILL) and a standby promoted. Returns the acknowledged ids and the new primary."""
+async def _write_until_killed(url: str, name: str, cluster: PostgresHaCluster, first: int = 0) -> tuple[set[int], int]:
+    """``WRITERS`` connections commit one row each per statement (ids from ``first`` on); after
+    ``LOAD_SECONDS`` the primary is fenced (SIGKILL) and a standby promoted. Returns the
+    acknowledged ids and the new primary."""
     acknowledged: set[int] = set()
-    counter = iter(range(10**9))
+    counter = iter(range(first, first + 10**9))
     stop = asyncio.Event()
 
     async def writer() -> None:
@@ -291,16 +278,16 @@ def _lost_in_failover(endpoint: Endpoint) -> tuple[int, int]:
     cluster.wait_settled()
     acknowledged, new = asyncio.run(_write_until_killed(endpoint.url, name, cluster))
     conn_url = node_url(cluster, new)
-
-    async def survivors() -> set[int]:
-        conn = await asyncpg.connect(conn_url, timeout=5)
-        try:
-            return {row[0] for row in await conn.fetch(f"SELECT x FROM {name}")}
-        finally:
-            await conn.close()
-
-    kept = asyncio.run(survivors())
+    kept = asyncio.run(rows(conn_url, name))
     return len(acknowledged), len(acknowledged - kept)
+
+
+async def rows(url: str, name: str) -> set[int]:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        return {row[0] for row in await conn.fetch(f"SELECT x FROM {name}")}
+    finally:
+        await conn.close()
 
 
 def test_a_synchronous_failover_loses_no_acknowledged_commit(sync_ha: Endpoint) -> None:
@@ -317,6 +304,134 @@ def test_an_asynchronous_failover_loss_is_measured(async_ha: Endpoint, record_pr
     record_property("lost", lost)
     assert acknowledged > 100
     assert 0 <= lost <= acknowledged
+
+
+def _streams_from(cluster: PostgresHaCluster, node: int, within: float = 20.0) -> str:
+    """Whom standby ``node``'s WAL receiver streams from (its sender's address), once it
+    streams from the current primary and the primary lists it as streaming (or the last seen)."""
+    deadline = time.monotonic() + within
+    seen = ""
+    while time.monotonic() < deadline:
+        seen = cluster.sql(node, "SELECT status || ' ' || sender_host FROM pg_stat_wal_receiver", timeout=5)
+        senders = cluster.sql(
+            cluster.primary, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'", timeout=5
+        )
+        if seen == f"streaming {cluster.address(cluster.primary)}" and f"n{node}" in senders.split():
+            return cluster.address(cluster.primary)
+        time.sleep(0.1)
+    return seen
+
+
+@pytest.mark.parametrize("resume", ["restore_node", "restore"])
+def test_a_lagging_standby_misses_the_promotion_and_then_follows_the_new_primary(
+    sync_ha: Endpoint, resume: str
+) -> None:
+    cluster = cluster_of(sync_ha)
+    name = table()
+    asyncio.run(execute(sync_ha.url, f"CREATE TABLE {name} (x int PRIMARY KEY)"))
+    cluster.wait_settled()
+    old = cluster.primary
+    running, lagging = cluster.standbys()
+    cluster.pause_node(lagging)
+    acknowledged = set()
+    # Straight to the primary while a node is paused: asyncpg tries the URL's hosts in order,
+    # and a stopped one before the primary eats the whole connect timeout.
+    for value in range(20):  # synchronous (ANY 1): the running standby confirms each commit
+        asyncio.run(execute(node_url(cluster, old), f"INSERT INTO {name} VALUES ($1)", value))
+        acknowledged.add(value)
+    # the pause is real: the lagging standby flushed none of those commits
+    behind = cluster.sql(
+        old, f"SELECT flush_lsn < pg_current_wal_lsn() FROM pg_stat_replication WHERE application_name = 'n{lagging}'"
+    )
+    assert behind in ("t", ""), f"n{lagging} kept streaming while paused"
+    pid = cluster.servers[lagging].pid
+    new = cluster.failover()
+    assert new == running, "a paused standby was promoted, or none"
+    assert rows_on(cluster, new, name) == acknowledged
+    if resume == "restore":
+        cluster.restore()  # the old primary comes back too
+        assert cluster.in_recovery(old)
+        cluster.pause_node(old)  # so that only the resumed standby can confirm the next commit
+    else:
+        cluster.restore_node(lagging)  # the old primary stays down: it is the only standby
+    assert cluster.paused == ({old} if resume == "restore" else set())
+    assert cluster.in_recovery(lagging)
+    assert _streams_from(cluster, lagging) == cluster.address(new)
+    rejoined = "re-pointed" if cluster.servers[lagging].pid == pid else "cloned afresh"
+    print(f"\nthe lagging standby n{lagging} rejoined {rejoined}")  # either follows the new timeline
+    try:  # synchronous: the resumed standby, streaming on the new timeline, confirms this commit
+        asyncio.run(asyncio.wait_for(execute(node_url(cluster, new), f"INSERT INTO {name} VALUES (100)"), 20))
+    finally:
+        if resume == "restore":
+            cluster.restore_node(old)
+    expected = len(acknowledged) + 1
+    assert eventually_count(node_url(cluster, lagging), name, expected, within=20) == expected
+
+
+def rows_on(cluster: PostgresHaCluster, node: int, name: str) -> set[int]:
+    return asyncio.run(rows(node_url(cluster, node), name))
+
+
+@pytest.mark.parametrize("variant", ["sync", "async"])
+def test_with_only_paused_standbys_left_the_failover_resumes_and_promotes_one(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    endpoint: Endpoint = request.getfixturevalue(f"{variant}_ha")
+    cluster = cluster_of(endpoint)
+    name = table()
+    asyncio.run(execute(endpoint.url, f"CREATE TABLE {name} (x int PRIMARY KEY)"))
+    for value in range(10):
+        asyncio.run(execute(endpoint.url, f"INSERT INTO {name} VALUES ($1)", value))
+    cluster.wait_settled()
+    before = set(range(10))
+    for node in cluster.standbys():
+        cluster.pause_node(node)
+    after: set[int] = set()
+    if variant == "async":  # the primary alone acknowledges: these may be lost
+        for value in range(10, 30):
+            asyncio.run(execute(node_url(cluster, cluster.primary), f"INSERT INTO {name} VALUES ($1)", value))
+            after.add(value)
+    new = cluster.failover()
+    assert cluster.paused == set()
+    assert not cluster.in_recovery(new)
+    kept = rows_on(cluster, new, name)
+    assert before <= kept, f"lost {sorted(before - kept)}, acknowledged before every standby paused"
+    lost = len(after - kept)
+    print(f"\npostgres-ha ({variant}): {lost} of {len(after)} commits acknowledged while every standby was paused lost")
+    cluster.restore()
+    assert [cluster.in_recovery(n) for n in cluster.standbys()] == [True, True]
+    for node in cluster.standbys():
+        assert _streams_from(cluster, node) == cluster.address(new)
+
+
+@pytest.mark.parametrize("variant", ["sync", "async"])
+def test_three_failovers_in_a_row_under_load(
+    variant: str, request: pytest.FixtureRequest, record_property: pytest.RecordProperty
+) -> None:
+    endpoint: Endpoint = request.getfixturevalue(f"{variant}_ha")
+    cluster = cluster_of(endpoint)
+    name = table()
+    asyncio.run(execute(endpoint.url, f"CREATE TABLE {name} (x bigint PRIMARY KEY)"))
+    acknowledged: set[int] = set()
+    primaries = [cluster.primary]
+    for round_ in range(3):
+        cluster.wait_settled()
+        acked, new = asyncio.run(_write_until_killed(endpoint.url, name, cluster, first=round_ * 10**6))
+        assert acked, f"round {round_}: no commit was acknowledged"
+        acknowledged |= acked
+        primaries.append(new)
+        cluster.restore()  # the fenced primary comes back as a standby of the new one
+        assert cluster.fenced == set()
+        assert cluster.leader() == new
+        assert [cluster.in_recovery(n) for n in range(3)] == [n != new for n in range(3)]
+        for node in cluster.standbys():
+            assert _streams_from(cluster, node) == cluster.address(new)
+    lost = len(acknowledged - rows_on(cluster, cluster.primary, name))
+    print(f"\npostgres-ha ({variant}): {lost} of {len(acknowledged)} acknowledged commits lost in 3 failovers")
+    record_property("acknowledged", len(acknowledged))
+    record_property("lost", lost)
+    if variant == "sync":
+        assert lost == 0
 
 
 def _processes_inside(directory: Path) -> list[int]:
@@ -364,3 +479,54 @@ def test_teardown_leaves_nothing_behind(workdir: Path) -> None:
     assert not list(workdir.rglob(".prism-testkit-network-*"))
     shutil.rmtree(workdir)  # nothing holds the work dir: the harness removes it whole
     assert not workdir.exists()
+
+
+class _Draws:
+    """A stand-in for Hypothesis's ``data``: hands out the given values in order."""
+
+    def __init__(self, *values: object) -> None:
+        self.values = list(values)
+
+    def draw(self, strategy: object, label: str | None = None) -> object:
+        return self.values.pop(0)
+
+
+def test_the_nemesis_fails_over_with_a_lagging_replica_only_where_the_cluster_can_hold_one_back() -> None:
+    """The kill rule aimed at the primary: a drawn flag makes a replica lag through the failover
+    (``failover-lagging``, the op naming it), a replica already paused counts as lagging (no
+    longer a reason to skip the failover), a cluster that cannot hold a replica back draws
+    nothing, and nodes cut off still rule a failover out."""
+    from prism_testkit.faults.nemesis import FaultTarget, Nemesis
+    from prism_testkit.provision.cluster import FailoverCluster
+    from prism_testkit.provision.netns import Network
+
+    class Lagging(FailoverCluster):
+        can_lag = True
+
+    injected: list[tuple[str, object]] = []
+    nemesis = Nemesis.__new__(Nemesis)  # the choice only: no environment, no servers
+    nemesis.inject = lambda f, target, action, detail=None, **kw: injected.append((f, detail))  # type: ignore[method-assign]
+
+    def kill_leader(cluster: FailoverCluster, data: _Draws | None) -> None:
+        target = FaultTarget("a", "x", cluster, True, True, None, cluster=cluster, survives_failover=True)
+        nemesis.kill_node(target, 1, data)  # type: ignore[arg-type]
+
+    nodes: list = [None] * 3  # three nodes, never started
+    lagging = Lagging(nodes, Network(3), PORT)
+    lagging.setup_failover()
+    kill_leader(lagging, _Draws(True, 2))
+    kill_leader(lagging, _Draws(False))
+    lagging.paused.add(1)  # paused before the rule ran: a failover all the same, n1 lagging
+    kill_leader(lagging, _Draws())
+    plain = FailoverCluster(nodes, Network(3), PORT)
+    plain.setup_failover()
+    kill_leader(plain, _Draws())  # draws nothing: would raise IndexError
+    lagging.network.cuts.add((0, 1))
+    kill_leader(lagging, _Draws())
+    assert injected == [
+        ("failover-lagging", {"node": 0, "lagging": [2]}),
+        ("failover", {"node": 0}),
+        ("failover-lagging", {"node": 0, "lagging": [1]}),
+        ("failover", {"node": 0}),
+        ("kill-leader", {"node": 0}),
+    ]

@@ -215,3 +215,25 @@ def test_kill_also_ends_children_that_left_the_process_group(tmp_path: Path) -> 
     assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
     proc.kill()
     assert gone(helper), "kill() returned while a child that left the group still ran"
+
+
+def test_killing_a_server_spares_another_server_of_the_same_binary_working_below_its_dir(tmp_path: Path) -> None:
+    """A host's Sentinel is a redis-server started after its data node, working in a subdir of
+    the node's dir: it looks like a straggler of the node (same name, cwd inside), and was
+    killed with every crash of the node, leaving the next failover short of a quorum."""
+    first = free_port()
+    argv = [sys.executable, "-c", ECHO_SERVER]
+    node = ServerProcess("node", [*argv, str(first)], port=first, log_path=tmp_path / "n.log", cwd=tmp_path)
+    node.start()
+    below = tmp_path / "sentinel"
+    below.mkdir()
+    port = free_port()
+    beside = ServerProcess("beside", [*argv, str(port)], port=port, log_path=below / "b.log", cwd=below)
+    try:
+        beside.start()
+        node.kill()
+        assert beside.alive, "the other server was taken for a straggler"
+        assert port_open("127.0.0.1", port)
+    finally:
+        beside.kill()
+        node.kill()

@@ -2,8 +2,14 @@
 summary, and nothing left behind (no server process, no work dir, no mount). SIGTERM stops it
 the same way.
 
-Each moment is a real run in a subprocess, interrupted after a random delay: during start-up,
-collection, provisioning, a Hypothesis example, a stateful machine's rule or its teardown.
+Each moment is a real run in a subprocess, interrupted after a random delay from the moment
+pytest starts configuring its plugins: during the harness's set-up, collection, provisioning, a
+Hypothesis example, a stateful machine's rule or its teardown.
+
+Before that moment the signal meets the interpreter's and pytest's own start-up, which no plugin
+can reach, and CPython 3.11 may drop it there: raised inside the weakref callback of importlib's
+module locks it is printed as "Exception ignored", and inside ``_elementtree``'s C init (pytest's
+junitxml imports it) it vanishes without a word. The run then goes on as if no key was pressed.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MOMENTS = 20
-# seconds from the signal to the process's exit: 5.2 s was seen with the machine at load 7 on
-# 2 cores (a run at -n 4 beside its servers); the bound still fails a wait on any 10 s timeout
-STOP_WITHIN = 8.0
+# Seconds from the signal to the process's exit, as the issue asks. About 0.5 s at idle; 5.2 s
+# was once seen at load 7 on 2 cores, half of it pytest formatting the interrupt's whole
+# traceback to print one line of it (now cut first: plugin.keep_only_where_it_struck).
+STOP_WITHIN = 5.0
 # Each selection runs for 30 s or more, so every moment falls inside a live run.
 LATEST_MOMENT = 10.0
 KINDS = {
@@ -51,7 +58,8 @@ class Stopped:
 
     def describe(self) -> str:
         name = signal.Signals(self.signum).name
-        return f"{name} at {self.moment:.2f}s into {self.kind}: exit {self.returncode} after {self.took:.1f}s"
+        when = f"{self.moment:.2f}s after pytest began configuring {self.kind}"
+        return f"{name} {when}: exit {self.returncode} after {self.took:.1f}s"
 
 
 def descendants(pid: int) -> list[int]:
@@ -87,10 +95,42 @@ def _as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+# A plugin of the interrupted run that notes when pytest begins to configure it: the moment is
+# counted from there (CLOCK_MONOTONIC is one clock for every process of the machine).
+CONFIGURING_MARK = """
+import os, time, pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    with open(os.environ["PRISM_CONFIGURING_MARK"], "w") as mark:
+        mark.write(repr(time.monotonic()))
+"""
+# Seconds a run may take to reach pytest_configure on a loaded machine.
+START_UP_LIMIT = 60.0
+
+
+def configuring_began(mark: Path, proc: subprocess.Popen[bytes]) -> float:
+    deadline = time.monotonic() + START_UP_LIMIT
+    while time.monotonic() < deadline:
+        if mark.exists() and mark.read_text():
+            return float(mark.read_text())
+        assert proc.poll() is None, f"the run ended before pytest configured it: exit {proc.returncode}"
+        time.sleep(0.01)
+    raise AssertionError(f"the run did not reach pytest_configure within {START_UP_LIMIT:g}s")
+
+
 def interrupt_a_run(kind: str, signum: int, moment: float, tmp: Path) -> Stopped:
     patterns, backends = KINDS[kind]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)}
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--pyargs", "prism_testkit.suites"]
+    (tmp / "prism_configuring_mark.py").write_text(CONFIGURING_MARK)
+    mark = tmp / "configuring.mark"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp)]),
+        "TMPDIR": str(tmp),
+        "PRISM_CONFIGURING_MARK": str(mark),
+    }
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "prism_configuring_mark", "-q"]
+    command += ["--pyargs", "prism_testkit.suites"]
     proc = subprocess.Popen(
         [*command, f"--prism-pattern={patterns}", f"--prism-backend={backends}"],
         cwd=tmp,
@@ -100,7 +140,7 @@ def interrupt_a_run(kind: str, signum: int, moment: float, tmp: Path) -> Stopped
         preexec_fn=_as_in_a_terminal,
     )
     try:
-        time.sleep(moment)
+        time.sleep(max(0.0, configuring_began(mark, proc) + moment - time.monotonic()))
         assert proc.poll() is None, f"{kind} ended before {moment:.2f}s: the moment tests nothing"
         below = descendants(proc.pid)
         sent = time.monotonic()
@@ -131,32 +171,32 @@ def left_behind(stopped: Stopped) -> list[str]:
 
 def moments(rng: random.Random, signum: int, count: int) -> list[tuple[str, int, float]]:
     kinds = [kind for kind in KINDS if "redis" not in KINDS[kind][1] or shutil.which("redis-server")]
-    return [(rng.choice(kinds), signum, rng.uniform(0.3, LATEST_MOMENT)) for _ in range(count)]
+    return [(rng.choice(kinds), signum, rng.uniform(0.0, LATEST_MOMENT)) for _ in range(count)]
 
 
 def check(stopped: Stopped, seed: int) -> list[str]:
     problems = []
     summarised = SUMMARY_LINE.search(stopped.output) is not None
-    # A signal during the interpreter's and pytest's start-up (imports, before pytest_configure)
-    # meets Python's own handler: the process ends by the signal with nothing to summarise.
-    before_pytest = "wrap_session" not in stopped.output and not summarised
     # Python 3.11 also ends by SIGINT, after pytest's orderly exit 2 and summary, when the interrupt
     # once left code run from source text (exec of a string: dataclasses, pydantic at import):
     # its "unhandled KeyboardInterrupt" flag is never reset. Seen once in ~60 moments, mid-collection.
     after_summary = summarised and "KeyboardInterrupt" in stopped.output
     expected = {pytest.ExitCode.INTERRUPTED}
-    if before_pytest or after_summary:
+    if after_summary:
         expected.add(-stopped.signum)
     if stopped.returncode not in expected:
         problems.append("exit code is not 2")
     if stopped.took > STOP_WITHIN:
         problems.append(f"took more than {STOP_WITHIN:g}s")
-    if not before_pytest and not SUMMARY_LINE.search(stopped.output):
+    if not summarised:
         problems.append("no summary")
     problems += left_behind(stopped)
     if not problems:
         return []
-    return [f"{stopped.describe()} (seed {seed}): {'; '.join(problems)}\n{stopped.output[-3000:]}"]
+    output = (
+        stopped.output if len(stopped.output) < 4500 else f"{stopped.output[:1500]}\n[...]\n{stopped.output[-3000:]}"
+    )
+    return [f"{stopped.describe()} (seed {seed}): {'; '.join(problems)}\n{output}"]
 
 
 def run_moments(plan: list[tuple[str, int, float]], root: Path, seed: int) -> list[str]:

@@ -37,6 +37,7 @@ per batch) does not, and a server given by URL must not make the declaration a l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import urllib.parse
 from collections import OrderedDict
@@ -69,6 +70,10 @@ _MAX_GROUPS = 16
 _POLL = 0.05  # seconds between looks for a log that does not exist yet / has not reached an offset
 _FETCH_TIMEOUT = 10.0  # records known to exist must arrive within this, or the broker is gone
 _CLOSE_TIMEOUT = 5.0
+# Seconds a purge waits for its deleted topics to leave the broker's listing. Deletion is not
+# instant, and a metadata request still in flight from a client being closed can recreate a
+# topic: a CI run saw one survive its example's purge (tansu).
+_PURGE_SETTLE = 5.0
 _REQUEST_TIMEOUT_MS = 10_000
 
 
@@ -531,6 +536,7 @@ class KafkaDriver(Driver):
         topics = sorted(t for t in await self._topics() if t.startswith(encoded))
         if topics:
             await self.admin.delete_topics(topics)
+            await self._until_deleted(set(topics))
         groups = await self._group_names(encoded)
         if groups:
             coordinator = await self.admin.find_coordinator(groups[0])
@@ -539,6 +545,17 @@ class KafkaDriver(Driver):
             failed = [(group, code) for group, code in response.results if code != 0]
             if failed:
                 raise ConnectionLost(f"deleting consumer groups failed: {failed}")
+
+    async def _until_deleted(self, topics: set[str]) -> None:
+        """Wait until ``topics`` are gone from the listing, deleting again any that came back;
+        after :data:`_PURGE_SETTLE` seconds give up (leftovers then name what stayed)."""
+        deadline = time.monotonic() + _PURGE_SETTLE
+        while left := sorted(topics & await self._topics()):
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(_POLL)
+            with contextlib.suppress(KafkaError):  # already being deleted: the next listing tells
+                await self.admin.delete_topics(left)
 
     async def _group_names(self, encoded_prefix: str) -> list[str]:
         listed = await self.admin.list_consumer_groups()

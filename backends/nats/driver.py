@@ -1026,7 +1026,7 @@ class NatsDriver(Driver):
                 "duplicate_window": 120 * 10**9,
             },
         )
-        await self.api(
+        info = await self.api(
             f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{CONSUMER}",
             {
                 "stream_name": stream,
@@ -1041,6 +1041,19 @@ class NatsDriver(Driver):
                 },
             },
         )
+        await self._until_consumer_led(stream, info)
+
+    async def _until_consumer_led(self, stream: str, info: dict[str, Any]) -> None:
+        """On a cluster, a new consumer answers pulls only once its replicas have elected a
+        leader; a short receive before then found no responder and reported an empty queue
+        that held acknowledged messages (seen on jetstream-r3 under load). Wait for it here,
+        once per queue, not inside a receive's wait."""
+        deadline = time.monotonic() + LEADERLESS_WAIT
+        while self.replicas > 1 and not info.get("cluster", {}).get("leader"):
+            if time.monotonic() > deadline:
+                raise ConnectionLost(f"consumer of {stream} has no leader after {LEADERLESS_WAIT:.0f}s")
+            await asyncio.sleep(0.02)
+            info = await self.api(f"$JS.API.CONSUMER.INFO.{stream}.{CONSUMER}", read=True)
 
     async def ensure_log(self, name: str) -> None:
         stream = LOG_STREAM + name
@@ -1243,12 +1256,25 @@ class NatsDriver(Driver):
     async def purge(self, prefix: str) -> None:
         found = await self._inventory(prefix)
         self._queue.forget_prefix(prefix)
-        for _, stream in found["stream"]:
+        deleted = [stream for _, stream in found["stream"]]
+        for stream in deleted:
             await self.delete_stream(stream)
+        await self._until_unlisted(deleted)
         for _, subject in found["kv"]:
             await self.purge_subject(f"KV_{KV_BUCKET}", subject)
         for _, subject in found["group"]:
             await self.purge_subject(f"KV_{OFFSETS_BUCKET}", subject)
+
+    async def _until_unlisted(self, streams: list[str]) -> None:
+        """On a cluster the meta leader answers a delete before every node has applied it, and a
+        listing right after may still name the stream (a purge then left a "leftover" behind
+        on jetstream-r3): a purge ends once the listing no longer names what it deleted."""
+        deadline = time.monotonic() + LEADERLESS_WAIT
+        while self.replicas > 1 and (listed := set(streams) & set(await self.stream_names())):
+            if time.monotonic() > deadline:
+                still = f"streams {sorted(listed)} still listed {LEADERLESS_WAIT:.0f}s after their deletion"
+                raise ConnectionLost(still)
+            await asyncio.sleep(0.05)
 
     async def leftovers(self, prefix: str) -> list[str]:
         found = await self._inventory(prefix)

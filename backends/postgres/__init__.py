@@ -39,6 +39,9 @@ CAPABILITIES: frozenset[Capability] = frozenset(
 # returned has been flushed to the WAL and survives a kill of the server.
 PROPERTIES = BackendProperties(durable=True, survives_power_loss=True, ordering=Ordering.TOTAL, max_payload=MAX_PAYLOAD)
 HA_PROPERTIES = BackendProperties(durable=True, ordering=Ordering.TOTAL, max_payload=MAX_PAYLOAD)
+# Synchronous: a commit returns once a standby has flushed it, and the failover promotes the most
+# advanced standby, so every acknowledged commit is on the new primary (the failover suite checks).
+HA_SYNC_PROPERTIES = HA_PROPERTIES.model_copy(update={"survives_failover": True})
 
 
 @hookimpl
@@ -60,14 +63,14 @@ def prism_register_backends() -> list[BackendSpec]:
         # through a multi-host URL with target_session_attrs=read-write. Both variants are
         # durable (every node fsyncs; a crash of every node keeps what the primary acknowledged).
         # Neither is declared to survive a power cut: the nodes' data dirs are not put on lazy
-        # filesystems yet, so no power-cut test has proved it. Whether acknowledged writes
-        # survive a failover (#26's survives_failover, not a property yet): synchronous yes, as
-        # long as the most advanced standby is promoted (the failover does); asynchronous no.
+        # filesystems yet, so no power-cut test has proved it. survives_failover: synchronous
+        # yes, as long as the most advanced standby is promoted (the failover does);
+        # asynchronous no (its loss is measured and tolerated by the failover suite).
         # Logical replication slots (the change feed) stay on the old primary in PostgreSQL 15.
         BackendSpec(
             name="postgres-ha",
             capabilities=CAPABILITIES,
-            properties=HA_PROPERTIES,
+            properties=HA_SYNC_PROPERTIES,
             provisioner=PostgresHaProvisioner(nodes=3, synchronous=True),
             driver="prism_testkit.backends.postgres.driver:PostgresDriver",
             requires=("asyncpg",),

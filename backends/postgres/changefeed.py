@@ -14,6 +14,14 @@ plugin, one replication slot and one publication per capture.
   capture name to its slot and publication so purge and leftovers find them. The row is
   written before the slot is made, so a crash in between leaves a row (found, and completed
   by the next create) rather than an unnamed slot retaining WAL forever.
+* The row is replicated to standbys, the slot is not (PostgreSQL 15): after a failover the
+  row names a slot the new primary never had. ``confirmed`` tells the two cases apart: NULL
+  until the slot exists (a crash before that: complete it), then the highest position ever
+  confirmed, written before the slot moves. A row with a position whose slot is gone, or whose
+  slot stands past any position confirmed (made afresh behind the feed's back), is a lost
+  capture: :class:`~prism_testkit.errors.CaptureLost`, never a silent restart from now. WAL is
+  replayed in order, so a standby that lacks the ``confirmed`` update of a new slot lacks
+  every commit after it too: an asynchronous failover cannot hide a loss this way.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
-from prism_testkit.errors import CaptureNotFound
+from prism_testkit.errors import CaptureLost, CaptureNotFound
 from prism_testkit.interfaces import ChangeSet
 
 from .._changefeed import (
@@ -70,9 +78,14 @@ CREATE TABLE IF NOT EXISTS prism.cdc_captures (
     name        text COLLATE "C" PRIMARY KEY,
     prefix      text COLLATE "C" NOT NULL,
     slot        text NOT NULL UNIQUE,
-    publication text NOT NULL UNIQUE
+    publication text NOT NULL UNIQUE,
+    confirmed   pg_lsn  -- NULL until the slot exists; then the highest position confirmed
 );
 DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'prism.cdc_captures'::regclass
+                   AND attname = 'confirmed') THEN
+        ALTER TABLE prism.cdc_captures ADD COLUMN confirmed pg_lsn;  -- made by an older version
+    END IF;
     IF (SELECT relreplident FROM pg_class WHERE oid = 'prism.kv'::regclass) <> 'f' THEN
         ALTER TABLE prism.kv REPLICA IDENTITY FULL;  -- before-images of updates and deletes
     END IF;
@@ -86,6 +99,30 @@ _PEEK = (
 
 
 _ADVANCE = "SELECT pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)"
+
+# A capture's row beside its slot, if the server has one.
+_STATE = (
+    "SELECT c.slot, c.publication, c.confirmed, s.slot_name IS NOT NULL AS has_slot, "
+    "s.confirmed_flush_lsn AS slot_confirmed FROM prism.cdc_captures c "
+    "LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot WHERE c.name = $1"
+)
+
+
+def _lost(state: asyncpg.Record) -> str | None:
+    """Why a capture (a row of :data:`_STATE`) lost its position, or None while it holds it."""
+    if state["confirmed"] is None:
+        return None  # the slot was never made: a crash inside create, which the next one completes
+    if not state["has_slot"]:
+        return (
+            f"its replication slot {state['slot']} is gone from this server (a promoted standby: "
+            f"PostgreSQL 15 keeps logical slots on the primary), last confirmed at {state['confirmed']}"
+        )
+    if state["slot_confirmed"] > state["confirmed"]:
+        return (
+            f"its replication slot {state['slot']} starts at {state['slot_confirmed']}, past the last "
+            f"confirmed position {state['confirmed']}: it was made again behind the feed's back"
+        )
+    return None
 
 
 def object_name(capture: str) -> str:
@@ -121,10 +158,22 @@ class PostgresChangeFeed:
         return await fn()
 
     async def _names(self, capture: str) -> tuple[str, str]:
-        row = await self._db.fetchrow("SELECT slot, publication FROM prism.cdc_captures WHERE name = $1", capture)
-        if row is None:
+        """The slot and publication of a capture that exists and still holds its position."""
+        row = await self._db.fetchrow(_STATE, capture)
+        if row is None or row["confirmed"] is None:  # never made, or create has not returned yet
             raise CaptureNotFound(capture)
+        if (lost := _lost(row)) is not None:
+            raise CaptureLost(capture, lost)
         return row["slot"], row["publication"]
+
+    async def _slot_gone(self, capture: str, error: Exception) -> Exception:
+        """What a slot that vanished under a running call means: the capture was dropped
+        (CaptureNotFound) or lost (CaptureLost); ``error`` itself if it is back."""
+        try:
+            await self._names(capture)
+        except (CaptureNotFound, CaptureLost) as exc:
+            return exc
+        return error
 
     async def create(self, capture: str, prefix: str) -> None:
         check_capture(capture)
@@ -140,8 +189,17 @@ class PostgresChangeFeed:
         )
         if existing is not None and existing != prefix:
             raise other_prefix(capture, existing, prefix)
+        row = await self._db.fetchrow(_STATE, capture)
+        if row is not None and (lost := _lost(row)) is not None:
+            raise CaptureLost(capture, lost)  # making the slot now would skip the changes in between
         await self._db.run(lambda conn: _create_publication(conn, name, prefix))
         await self._db.run(lambda conn: _create_slot(conn, name))
+        # From here on, a missing slot is a lost one (a concurrent create's update wins the race).
+        await self._db.execute(
+            "UPDATE prism.cdc_captures c SET confirmed = s.confirmed_flush_lsn FROM pg_replication_slots s "
+            "WHERE c.name = $1 AND c.confirmed IS NULL AND s.slot_name = c.slot",
+            capture,
+        )
 
     async def read(self, capture: str, *, limit: int = 100, wait: float = 0.0) -> list[ChangeSet]:
         check_capture(capture)
@@ -149,9 +207,12 @@ class PostgresChangeFeed:
         slot, publication = await self._names(capture)
 
         async def peek() -> list[ChangeSet]:
-            rows = await self._busy_retry(
-                lambda: self._db.fetch(_PEEK, slot, limit * ROWS_PER_TRANSACTION, publication)
-            )
+            try:
+                rows = await self._busy_retry(
+                    lambda: self._db.fetch(_PEEK, slot, limit * ROWS_PER_TRANSACTION, publication)
+                )
+            except asyncpg.exceptions.UndefinedObjectError as exc:  # the slot vanished under the read
+                raise await self._slot_gone(capture, exc) from exc
             return Decoder(_mark_prefix(capture)).feed_all(row["data"] for row in rows)[:limit]
 
         return await poll(peek, wait, POLL_INTERVAL)
@@ -160,15 +221,25 @@ class PostgresChangeFeed:
         check_capture(capture)
         check_position(position)
         slot, _ = await self._names(capture)
+        # The row first: a slot standing past the row's position was not moved by this feed.
+        await self._db.execute(
+            "UPDATE prism.cdc_captures SET confirmed = greatest(confirmed, '0/0'::pg_lsn + $2::numeric) "
+            "WHERE name = $1",
+            capture,
+            position,
+        )
 
         async def advance() -> None:
             confirmed = await self._db.fetchval(
                 "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1", slot
             )
             if confirmed is None:
-                raise CaptureNotFound(capture)
+                raise await self._slot_gone(capture, CaptureNotFound(capture))
             if position > confirmed:  # the slot refuses to move backwards
-                await self._db.execute(_ADVANCE, slot, position)
+                try:
+                    await self._db.execute(_ADVANCE, slot, position)
+                except asyncpg.exceptions.UndefinedObjectError as exc:
+                    raise await self._slot_gone(capture, exc) from exc
 
         await self._busy_retry(advance)
 
@@ -186,6 +257,22 @@ class PostgresChangeFeed:
         check_prefix(prefix)
         rows = await self._db.fetch("SELECT name FROM prism.cdc_captures ORDER BY name")
         return [row["name"] for row in rows if row["name"].startswith(prefix)]
+
+    async def lose_capture(self, capture: str, *, remade: bool = False) -> None:
+        """Fault injection (:class:`~prism_testkit.interfaces.CaptureLoss`): drop the slot and
+        keep the row, which is what a promoted PostgreSQL 15 standby holds of the capture;
+        ``remade``: then make a slot of the same name, from now."""
+        check_capture(capture)
+        slot = await self._db.fetchval("SELECT slot FROM prism.cdc_captures WHERE name = $1", capture)
+        if slot is None:
+            raise CaptureNotFound(capture)
+        await self._busy_retry(
+            lambda: self._db.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot
+            )
+        )
+        if remade:
+            await self._db.run(lambda conn: _create_slot(conn, slot))
 
 
 async def _create_publication(conn: asyncpg.Connection, name: str, prefix: str) -> None:

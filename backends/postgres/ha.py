@@ -14,6 +14,7 @@ administration runs ``psql`` over TCP from the root namespace.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pwd
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Via
-from prism_testkit.provision.cluster import Cluster
+from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.provision.netns import Host, Network, namespaces_unavailable_reason
 from prism_testkit.provision.processes import ServerProcess
 from prism_testkit.provision.workdirs import recording_dir
@@ -46,6 +47,8 @@ from .provision import (
 PORT = 5432  # every node has its own namespace, so all listen on the same port
 ADMIN_TIMEOUT = 30.0  # seconds an administrative command (psql, pg_basebackup) may take
 PROMOTE_WAIT = 30  # seconds pg_promote() waits for the standby to leave recovery
+# The end of the WAL a standby holds, as a byte position: what it received or replayed
+WAL_END = "pg_wal_lsn_diff(GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint"
 
 
 def node_name(node: int) -> str:
@@ -72,27 +75,42 @@ class NamespacedPostgres(ServerProcess):
                 break
             time.sleep(0.002)
 
+    def _signal_group(self, sig: signal.Signals) -> None:
+        """A pause or resume reaches every process of the server: a postmaster's children call
+        setsid(), so stopping its group alone leaves the startup process and the WAL receiver
+        running, and a "paused" standby would go on streaming and replaying."""
+        super()._signal_group(sig)
+        if sig in (signal.SIGSTOP, signal.SIGCONT):
+            for pid in self._stragglers():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
 
-class PostgresHaCluster(Cluster):
+
+class PostgresHaCluster(FailoverCluster):
     """The nodes of a ``postgres-ha`` instance and the runbook that moves the primary.
 
     ``primary`` is the node that takes writes; ``fenced`` are former primaries taken out by a
     failover: they are never started again as they were (their timeline diverged), but cloned
     afresh from the current primary as standbys when they are started or restored.
+    ``time_to_ready`` runs from initdb to every standby streaming.
+
+    A standby paused (:meth:`lag_node`, :meth:`pause_node`) when the primary is lost misses the
+    re-pointing: ``behind`` maps it to the WAL position where the first timeline it missed
+    forked off. Resumed, it is re-pointed at the current primary if its WAL ends at or before
+    that fork (it then follows the timeline switch), else cloned afresh, as ``pg_rewind`` or a
+    new base backup would do in a runbook: its extra WAL was never on the promoted node.
     """
 
-    primary: int = 0
-    fenced: set[int]
-    time_to_ready: float | None = None  # seconds from initdb to every standby streaming (benchmarks)
     bin_dir: Path
     os_user: str | None
+    behind: dict[int, int]
+    can_lag = True
 
     def setup(self, *, bin_dir: Path, os_user: str | None) -> None:
-        self.primary = 0
-        self.fenced = set()
+        self.setup_failover()
+        self.behind = {}
         self.bin_dir = bin_dir
         self.os_user = os_user
-        self.leader = lambda: self.primary
         self.settled = self._settled
 
     # --- administration --------------------------------------------------------------------
@@ -142,7 +160,7 @@ class PostgresHaCluster(Cluster):
         return self.sql(node, "SELECT pg_is_in_recovery()") == "t"
 
     def standbys(self) -> list[int]:
-        return [node for node in range(self.size) if node != self.primary]
+        return self.replicas()
 
     def _settled(self) -> bool:
         """The primary takes sessions and every running standby streams from it."""
@@ -222,16 +240,63 @@ class PostgresHaCluster(Cluster):
     # --- whole cluster and node by node (Cluster) ------------------------------------------
 
     def _start(self, nodes: Sequence[int]) -> None:
-        """Start ``nodes``; a fenced former primary is first cloned anew from the primary."""
-        rebuilt = [n for n in nodes if n in self.fenced and not self.servers[n].alive]
+        """Start ``nodes``; a fenced former primary, or a standby that stopped while a failover
+        left it behind, is first cloned anew from the primary."""
+        rebuilt = [n for n in nodes if (n in self.fenced or n in self.behind) and not self.servers[n].alive]
         others = [n for n in nodes if n not in rebuilt]
         if others:
             super()._start(others)
         if rebuilt:
             for node in rebuilt:
                 self.clone(node)
+                self.behind.pop(node, None)
             self.fenced.difference_update(rebuilt)
             super()._start(rebuilt)
+
+    def _resumed(self, nodes: Sequence[int]) -> None:
+        """Re-point each of ``nodes`` that a failover left behind, or, if it holds WAL the new
+        timeline never had, take it down to be cloned afresh by the start that follows."""
+        for node in nodes:
+            if node not in self.behind or not self.servers[node].alive:
+                continue
+            fork = self.behind[node]
+            try:
+                position = int(self.sql(node, f"SELECT {WAL_END}", timeout=10) or 0)
+            except ProvisioningError:
+                position = None  # it does not answer: clone it rather than guess
+            if position is None or position > fork:
+                self.kill_node(node)  # _start clones it (still in behind)
+                continue
+            del self.behind[node]
+            self._repoint(node)
+
+    def _repoint(self, node: int) -> None:
+        """Make standby ``node`` stream from the current primary (a reload restarts its WAL
+        receiver; ``recovery_target_timeline = 'latest'`` follows the promotion's timeline)."""
+        self.sql(node, f"ALTER SYSTEM SET primary_conninfo = '{self._conninfo(node)}'")
+        self.sql(node, "SELECT pg_reload_conf()")
+
+    def lag_node(self, node: int) -> None:
+        """Pause standby ``node``; return once another running standby has flushed all the
+        WAL the primary had written at that moment (see :meth:`FailoverCluster.lag_node`)."""
+        self.pause_node(node)
+        others = [
+            node_name(n)
+            for n in self.standbys()
+            if n not in self.paused and n not in self.fenced and self.servers[n].alive
+        ]
+        if not others:
+            return
+        lsn = self.sql(self.primary, "SELECT pg_current_wal_lsn()")
+        names = ", ".join(f"'{name}'" for name in others)
+        caught_up = (
+            f"SELECT count(*) FROM pg_stat_replication WHERE application_name IN ({names}) AND flush_lsn >= '{lsn}'"
+        )
+        deadline = time.monotonic() + self.settle_timeout
+        while self.sql(self.primary, caught_up, timeout=5) == "0":
+            if time.monotonic() > deadline:
+                raise ProvisioningError(f"postgres-ha: no standby but {node_name(node)} reached {lsn}")
+            time.sleep(0.02)
 
     # --- failover ----------------------------------------------------------------------------
 
@@ -243,12 +308,7 @@ class PostgresHaCluster(Cluster):
             if not self.servers[node].alive or node in self.fenced or node in self.paused:
                 continue
             try:
-                lsn = self.sql(
-                    node,
-                    "SELECT pg_wal_lsn_diff(GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')"
-                    "::bigint",
-                    timeout=5,
-                )
+                lsn = self.sql(node, f"SELECT {WAL_END}", timeout=5)
             except ProvisioningError:
                 continue
             position = int(lsn or 0)
@@ -258,18 +318,29 @@ class PostgresHaCluster(Cluster):
             raise ProvisioningError("postgres-ha: no reachable standby to promote")
         return best[1]
 
-    def fence(self, node: int) -> None:
-        """Take ``node`` out for good: SIGKILL (a crashed or STONITHed primary). A partition
-        alone does not fence: the harness's clients reach every node from the root namespace."""
-        self.kill_node(node)
-        self.fenced.add(node)
-
-    def failover(self, to: int | None = None) -> int:
+    def _failover(self, to: int | None, isolate: bool) -> int:
         """The runbook: fence the primary, promote the most advanced standby (or ``to``), point
-        the other standbys at it. Returns the new primary. The old one stays down until it is
-        started or restored, and then comes back as a standby cloned from the new primary."""
+        the other standbys at it. Fencing is a SIGKILL: a partition alone does not fence, since
+        the harness's clients reach every node from the root namespace. Returns the new primary.
+        The old one stays down until it is started or restored, and then comes back as a standby
+        cloned from the new primary.
+
+        A paused (lagging) standby is not a candidate while another standby runs: it cannot
+        answer, and what it holds another has too (:meth:`lag_node`). It keeps streaming from
+        nowhere until resumed, and then follows the new primary (``behind``). When only paused
+        standbys are left, the runbook does what an operator whose last standby is stalled
+        does: resume them and promote the most advanced, rather than leave the cluster without
+        a primary. Synchronous (``ANY 1``), nothing acknowledged is lost by it: no commit could
+        be confirmed while the only standbys were paused. Asynchronous, what the primary
+        acknowledged after their pause is lost: the measured, tolerated loss."""
         old = self.primary
+        running = [n for n in self.standbys() if self.servers[n].alive and n not in self.fenced]
         self.fence(old)
+        stalled = [n for n in running if n in self.paused]
+        if to in self.paused or (to is None and running and running == stalled):
+            for node in [to] if to is not None else stalled:
+                self.servers[node].resume()
+                self.paused.discard(node)
         new = self.most_advanced_standby() if to is None else to
         if new == old or not 0 <= new < self.size:
             raise ProvisioningError(f"postgres-ha: cannot promote node {new}")
@@ -277,6 +348,7 @@ class PostgresHaCluster(Cluster):
         if promoted != "t" or self.in_recovery(new):
             raise ProvisioningError(f"postgres-ha: {node_name(new)} did not leave recovery")
         self.primary = new
+        self.behind.pop(new, None)
         for node in range(self.size):
             if node != new:
                 self._ensure_slot(new, node)
@@ -285,12 +357,29 @@ class PostgresHaCluster(Cluster):
             f"SELECT pg_drop_replication_slot('{node_name(new)}') WHERE EXISTS "
             f"(SELECT 1 FROM pg_replication_slots WHERE slot_name = '{node_name(new)}')",
         )
+        fork = self._fork_point(new)
         for node in self.standbys():
             if node in self.fenced or not self.servers[node].alive:
                 continue
-            self.sql(node, f"ALTER SYSTEM SET primary_conninfo = '{self._conninfo(node)}'")
-            self.sql(node, "SELECT pg_reload_conf()")
+            if node in self.paused:
+                self.behind.setdefault(node, fork)  # the first fork it missed decides
+                continue
+            self._repoint(node)
         return new
+
+    def _fork_point(self, node: int) -> int:
+        """Where ``node``'s newest timeline forked off its parent: the switchpoint on the last
+        line of its newest timeline history file (``parentTLI <tab> LSN <tab> reason``)."""
+        history = self.sql(
+            node,
+            "SELECT pg_read_file('pg_wal/' || name) FROM pg_ls_waldir() "
+            "WHERE name LIKE '%.history' ORDER BY name DESC LIMIT 1",
+        )
+        lines = [line.split("\t") for line in history.splitlines() if line.strip()]
+        if not lines or len(lines[-1]) < 2:
+            raise ProvisioningError(f"postgres-ha: {node_name(node)} has no timeline history after its promotion")
+        high, low = lines[-1][1].split("/")
+        return (int(high, 16) << 32) + int(low, 16)
 
     def __repr__(self) -> str:
         primary = node_name(self.primary)
@@ -404,6 +493,8 @@ class PostgresHaProvisioner(PostgresProvisioner):
                 "start_seconds": cluster.time_to_ready,
             },
             teardown=cluster.close,
+            # a fault proxy stands in front of the primary, wherever a failover moved it
+            direct=lambda: f"postgresql://{PRIVATE_USER}@{cluster.address(cluster.primary)}:{PORT}/{PRIVATE_DATABASE}",
         )
 
     def _server(

@@ -1,5 +1,5 @@
-"""Redis backends: two registrations that share one driver and differ only in how the private
-server persists:
+"""Redis backends: two single-server registrations that share one driver and differ only in
+how the private server persists, and two replicated ones behind Sentinel:
 
 * ``redis``: ``--save "" --appendonly no``. Everything lives in memory only, so a kill or a
   restart of the server loses every write: declared **not durable**.
@@ -7,9 +7,14 @@ server persists:
   answers a write, so an acknowledged write survives SIGKILL: declared durable. Given a URL,
   the driver checks the server's ``appendonly`` / ``appendfsync`` settings (when CONFIG is
   allowed) and refuses a server that cannot keep that promise.
+* ``redis-sentinel``: a primary, two replicas and three Sentinels (AOF always on every node),
+  the primary found through the Sentinels; asynchronous replication, so not
+  ``survives_failover``.
+* ``redis-sentinel-wait``: the same, every write followed by ``WAIT 1``: ``survives_failover``.
 
 Registration only: the driver (:mod:`.driver`, imports redis-py) is loaded when a Redis
-backend is first connected, the provisioner lives in :mod:`.provision`.
+backend is first connected, the provisioner lives in :mod:`.provision`, and :mod:`.sentinel`
+starts a primary, replicas and three Sentinels (``redis-sentinel``, ``redis-sentinel-wait``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from prism_testkit.registry.backends import BackendSpec
 from prism_testkit.registry.hookspecs import hookimpl
 
 from .provision import RedisProvisioner
+from .sentinel import RedisSentinelProvisioner
 
 # Redis strings and bulk arguments may be 512 MB, but a subscriber is disconnected when its
 # output buffer passes the pub/sub hard limit (32 MB by default), and every message is held
@@ -41,6 +47,23 @@ CAPABILITIES: frozenset[Capability] = frozenset(
 # Persistence flags of the private server per registration.
 VOLATILE_FLAGS = ("--save", "", "--appendonly", "no")
 AOF_FLAGS = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+
+# The Sentinel clusters: durable (every node fsyncs its AOF before it answers); pub/sub does not
+# follow a failover (a subscriber stays on the old primary's connection until it breaks).
+SENTINEL_PROPERTIES = BackendProperties(
+    durable=True,
+    survives_failover=False,  # asynchronous replication
+    ordering=Ordering.TOTAL,
+    pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,
+    queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
+    max_payload=MAX_PAYLOAD,
+)
+# WAIT 1: a write is acknowledged once a replica has it, and Sentinel promotes the replica with
+# the largest replication offset, which holds every write any replica confirmed. Measured: no
+# loss with the primary killed or cut off (the failover suite, tests/test_redis_sentinel.py).
+# Not strong consistency (Redis says so): losing the primary *and* the replica that confirmed a
+# write loses it, and so does promoting a replica the Sentinels had to pick without it.
+SENTINEL_WAIT_PROPERTIES = SENTINEL_PROPERTIES.model_copy(update={"survives_failover": True})
 
 
 @hookimpl
@@ -81,5 +104,41 @@ def prism_register_backends() -> list[BackendSpec]:
             extra="redis",
             embedded=False,
             description="Redis with appendonly=yes, appendfsync=always: durable key-value, queue and log",
+        ),
+        # Three hosts (network namespaces), each a redis-server with appendfsync always and a
+        # Sentinel; the driver finds the primary through the Sentinels. Replication is
+        # asynchronous: a write is acknowledged by the primary alone, so a failover loses what
+        # had not reached the promoted replica (measured by the failover suite and
+        # tests/test_redis_sentinel.py). Opt-in and exclusive like postgres-ha.
+        BackendSpec(
+            name="redis-sentinel",
+            capabilities=CAPABILITIES,
+            properties=SENTINEL_PROPERTIES,
+            provisioner=RedisSentinelProvisioner(nodes=3, wait_replicas=0),
+            driver="prism_testkit.backends.redis.driver:RedisSentinelDriver",
+            requires=("redis",),
+            extra="redis",
+            embedded=False,
+            description="Redis primary + 2 replicas + 3 Sentinels (AOF always, asynchronous replication): "
+            "a failover may lose acknowledged writes",
+            opt_in=True,
+            exclusive=True,
+        ),
+        # The same cluster, every write followed by WAIT 1 on its connection: acknowledged once a
+        # replica has it. Redis documents that WAIT does not make it strongly consistent: a
+        # Sentinel may still promote a replica that lacks the write (it picks by replication
+        # offset, among replicas it can reach).
+        BackendSpec(
+            name="redis-sentinel-wait",
+            capabilities=CAPABILITIES,
+            properties=SENTINEL_WAIT_PROPERTIES,
+            provisioner=RedisSentinelProvisioner(nodes=3, wait_replicas=1),
+            driver="prism_testkit.backends.redis.driver:RedisSentinelDriver",
+            requires=("redis",),
+            extra="redis",
+            embedded=False,
+            description="redis-sentinel with WAIT 1 after every write (acknowledged once a replica has it)",
+            opt_in=True,
+            exclusive=True,
         ),
     ]

@@ -1,4 +1,6 @@
-"""The Redis driver over :mod:`redis.asyncio` (one connection pool per driver).
+"""The Redis driver over :mod:`redis.asyncio` (one connection pool per driver), and
+:class:`RedisSentinelDriver`, the same on a primary found through Sentinel. Every write goes
+through :meth:`RedisDriver.write`, which can follow it with ``WAIT`` for replicas.
 
 Interfaces: key-value (TTL via ``PX``, scan via ``SCAN MATCH`` with the prefix glob-escaped,
 compare-and-set in a Lua script), pub/sub (PUBLISH / SUBSCRIBE: at-most-once and ephemeral),
@@ -42,15 +44,16 @@ import json
 import math
 import re
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Self
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub as RedisPubSubConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
@@ -79,6 +82,9 @@ HORIZON_MS = 10**12  # idle time (ms) at which a pending entry is available agai
 POLL_INTERVAL = 0.01  # seconds between receive attempts while a queue receive waits
 SCAN_COUNT = 500
 SUBSCRIBE_TIMEOUT = 10.0  # seconds to wait for the server to confirm a SUBSCRIBE
+# how long a write waits for its replicas (redis-sentinel-wait); below redis-py's socket timeout (5 s)
+WAIT_TIMEOUT_MS = 2000
+SENTINEL_TIMEOUT = 2.0  # seconds a Sentinel may take to answer (or to accept a connection)
 
 _SPECIAL_GLOB = re.compile(r"([\\*?\[\]])")
 _DELIVERY_ID = re.compile(r"^(\d+-\d+):(\d+)$")
@@ -221,12 +227,10 @@ class RedisKeyValue:
         if ttl is not None:
             self._driver.require(Capability.KEYVALUE_TTL, "put with a ttl")
             px = max(1, math.ceil(check_positive(ttl, "ttl") * 1000))
-        with self._driver.guard():
-            await self._driver.client.set(name, data, px=px)  # a SET without PX clears any TTL
+        await self._driver.write(lambda c: c.set(name, data, px=px))  # a SET without PX clears any TTL
 
     async def delete(self, key: str) -> bool:
-        with self._driver.guard():
-            return bool(await self._driver.client.delete(_key("kv", key)))
+        return bool(await self._driver.write(lambda c: c.delete(_key("kv", key))))
 
     async def exists(self, key: str) -> bool:
         with self._driver.guard():
@@ -248,8 +252,7 @@ class RedisKeyValue:
         self._driver.require(Capability.KEYVALUE_CAS, "compare_and_set")
         name, data = _key("kv", key), as_bytes(new, "new")
         args = [b"0", b"", data] if expected is None else [b"1", as_bytes(expected, "expected"), data]
-        with self._driver.guard():
-            return bool(await self._cas(keys=[name], args=args))
+        return bool(await self._driver.write(lambda c: self._cas(keys=[name], args=args, client=c)))
 
 
 class RedisSubscription:
@@ -327,8 +330,7 @@ class RedisQueue:
 
     async def send(self, queue: str, message: Message) -> str:
         stream, fields = _key("q", queue), _fields(message)
-        with self._driver.guard():
-            entry_id = await self._send(keys=[stream], args=[GROUP, *fields])
+        entry_id = await self._driver.write(lambda c: self._send(keys=[stream], args=[GROUP, *fields], client=c))
         return str(entry_id.decode())
 
     async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
@@ -341,8 +343,7 @@ class RedisQueue:
         loop_time = self._driver.loop_time
         deadline = loop_time() + wait
         while True:
-            with self._driver.guard():
-                reply = await self._receive(keys=[stream], args=args)
+            reply = await self._driver.write(lambda c: self._receive(keys=[stream], args=args, client=c))
             if reply:
                 entry_id, count, fields = reply
                 attempt = int(count)
@@ -364,8 +365,8 @@ class RedisQueue:
         done = 0
         if match is not None:
             entry_id, count = match.groups()
-            with self._driver.guard():
-                done = await self._settle(keys=[stream], args=[GROUP, entry_id, count, NACKED, mode, HORIZON_MS])
+            settle = [GROUP, entry_id, count, NACKED, mode, HORIZON_MS]
+            done = await self._driver.write(lambda c: self._settle(keys=[stream], args=settle, client=c))
         if not done:
             raise DeliveryNotFound(f"queue {queue!r} holds no delivery {delivery.delivery_id!r} to {mode}")
 
@@ -377,9 +378,8 @@ class RedisLog:
     async def append(self, log: str, message: Message) -> int:
         stream, fields = _key("log", log), _fields(message)
         pairs: dict[FieldT, EncodableT] = dict(zip(fields[::2], fields[1::2], strict=True))
-        with self._driver.guard():
-            # ms = 0, sequence auto-incremented by the server: 0-1, 0-2, ... (Redis >= 7)
-            entry_id = await self._driver.client.xadd(stream, pairs, id="0-*")
+        # ms = 0, sequence auto-incremented by the server: 0-1, 0-2, ... (Redis >= 7)
+        entry_id = await self._driver.write(lambda c: c.xadd(stream, pairs, id="0-*"))
         return _offset_of(entry_id)
 
     async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
@@ -406,8 +406,7 @@ class RedisLog:
         check_offset(offset)
         if not isinstance(group, str):
             raise TypeError(f"group must be a str, not {type(group).__name__}")
-        with self._driver.guard():
-            await self._driver.client.hset(_key("lg", log), group, str(offset))
+        await self._driver.write(lambda c: c.hset(_key("lg", log), group, str(offset)))
 
     async def committed(self, log: str, group: str) -> int | None:
         with self._driver.guard():
@@ -424,6 +423,8 @@ class RedisDriver(Driver):
     def __init__(self, name: str, capabilities: frozenset[Capability], client: aioredis.Redis) -> None:
         super().__init__(name, capabilities)
         self.client = client
+        self.wait_replicas = 0  # replicas each write waits for (WAIT); 0: none
+        self.sentinel: Sentinel | None = None  # closed with the driver
         self.subscriptions: set[RedisSubscription] = set()
         self._closed = False
         self._keyvalue = RedisKeyValue(self)
@@ -447,14 +448,35 @@ class RedisDriver(Driver):
             yield
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise ConnectionLost(redact(f"backend {self.name!r}: connection to Redis lost: {exc}")) from exc
+        except ReadOnlyError as exc:  # a direct connection to a primary that a failover demoted
+            raise ConnectionLost(redact(f"backend {self.name!r}: the server is a replica now: {exc}")) from exc
+
+    async def write(self, command: Callable[[Any], Awaitable[Any]]) -> Any:
+        """Run one write command (``command`` issues it on the client it is given). With
+        ``wait_replicas``, ``WAIT`` follows it on the same connection (one pipeline): the write
+        counts as done only once that many replicas have it. Fewer within the timeout: the write
+        is on the primary alone, and whether it outlives a failover is unknown (ConnectionLost)."""
+        if not self.wait_replicas:
+            with self.guard():
+                return await command(self.client)
+        with self.guard():
+            async with self.client.pipeline(transaction=False) as pipe:
+                await command(pipe)
+                pipe.execute_command("WAIT", self.wait_replicas, WAIT_TIMEOUT_MS)
+                result, confirmed = await pipe.execute()
+        if int(confirmed) < self.wait_replicas:
+            raise ConnectionLost(
+                f"backend {self.name!r}: {confirmed} of {self.wait_replicas} replica(s) confirmed a write within "
+                f"{WAIT_TIMEOUT_MS} ms; it is on the primary only, so a failover may lose it"
+            )
+        return result
 
     @classmethod
     async def connect(cls, name: str, capabilities: frozenset[Capability], endpoint: Endpoint) -> Self:
-        try:
-            pool = aioredis.ConnectionPool.from_url(endpoint.url, retry=Retry(NoBackoff(), 0))
-        except ValueError as exc:
-            raise ProvisioningError(redact(f"backend {name!r}: bad Redis URL {endpoint.url}: {exc}")) from None
-        client = aioredis.Redis(connection_pool=pool)
+        client, sentinel = cls._client(name, endpoint)
+        driver = cls(name, capabilities, client)
+        driver.sentinel = sentinel
+        driver.wait_replicas = int(endpoint.options.get("wait_replicas", 0))
         try:
             await client.ping()
             info = await client.info("server")
@@ -463,16 +485,24 @@ class RedisDriver(Driver):
             if endpoint.options.get("require_durable"):
                 await _check_durable(name, client)
         except (RedisError, OSError) as exc:
-            await client.aclose(close_connection_pool=True)
+            await driver.close()
             raise ProvisioningError(
                 redact(f"backend {name!r}: cannot connect to {endpoint.url}: {type(exc).__name__}: {exc}")
             ) from None
         except BaseException:
-            await client.aclose(close_connection_pool=True)
+            await driver.close()
             raise
-        driver = cls(name, capabilities, client)
         driver.server_version = str(info.get("redis_version"))
         return driver
+
+    @staticmethod
+    def _client(name: str, endpoint: Endpoint) -> tuple[aioredis.Redis, Sentinel | None]:
+        """The client, and the Sentinel manager it finds its server through (if any)."""
+        try:
+            pool = aioredis.ConnectionPool.from_url(endpoint.url, retry=Retry(NoBackoff(), 0))
+        except ValueError as exc:
+            raise ProvisioningError(redact(f"backend {name!r}: bad Redis URL {endpoint.url}: {exc}")) from None
+        return aioredis.Redis(connection_pool=pool), None
 
     async def close(self) -> None:
         self._closed = True
@@ -480,6 +510,9 @@ class RedisDriver(Driver):
             await sub.close()
         with contextlib.suppress(RedisError, OSError):
             await self.client.aclose(close_connection_pool=True)
+        if self.sentinel is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.sentinel.aclose()
 
     def keyvalue(self) -> RedisKeyValue:
         return self._keyvalue
@@ -556,3 +589,39 @@ async def _check_durable(name: str, client: aioredis.Redis) -> None:
             f"backend {name!r} is declared durable, but the server runs with appendonly={appendonly!r}, "
             f"appendfsync={fsync!r} (needs appendonly=yes, appendfsync=always)"
         )
+
+
+class RedisSentinelDriver(RedisDriver):
+    """The Redis driver on a primary it finds through Sentinel (``redis+sentinel://host:port,
+    host:port/service``): redis-py's ``Sentinel`` asks the Sentinels for the primary's address
+    whenever it opens a connection, and drops a connection whose server turned into a replica,
+    so after a failover the next connection reaches the new primary. Given a plain ``redis://``
+    URL (the primary through a fault proxy) it connects there directly, as :class:`RedisDriver`."""
+
+    backend_name = "redis-sentinel"
+
+    @staticmethod
+    def _client(name: str, endpoint: Endpoint) -> tuple[aioredis.Redis, Sentinel | None]:
+        scheme, _, rest = endpoint.url.partition("://")
+        if scheme in ("redis", "rediss"):
+            return RedisDriver._client(name, endpoint)
+        hosts, _, service = rest.partition("/")
+        try:
+            if scheme != "redis+sentinel" or not service:
+                raise ValueError("expected redis+sentinel://host:port[,host:port...]/service")
+            sentinels = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in hosts.split(",")]
+        except ValueError as exc:
+            raise ProvisioningError(redact(f"backend {name!r}: bad Sentinel URL {endpoint.url}: {exc}")) from None
+        no_retry = Retry(NoBackoff(), 0)
+        sentinel = Sentinel(
+            sentinels,
+            sentinel_kwargs={
+                "socket_timeout": SENTINEL_TIMEOUT,
+                "socket_connect_timeout": SENTINEL_TIMEOUT,
+                "retry": no_retry,
+            },
+            socket_connect_timeout=SENTINEL_TIMEOUT,
+            retry=no_retry,
+        )
+        client: aioredis.Redis = sentinel.master_for(service.strip("/"))
+        return client, sentinel

@@ -17,11 +17,10 @@ time from commit to invalidation is measured (``prism_cdc_cache_invalidation_lag
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.interfaces import KeyValue, Message
 from prism_testkit.report import metrics as prometheus
 
@@ -53,7 +52,7 @@ class InvalidatedCache:
     store: KeyValue
     cache: KeyValue
     cache_prefix: str = ""
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = clocks.wall
     metrics: CacheMetrics = field(default_factory=lambda: prometheus.noted("cdc_cache", CacheMetrics()))
 
     def cache_key(self, key: str) -> str:
@@ -65,7 +64,7 @@ class InvalidatedCache:
             self.metrics.hits += 1
             return cached[1:]
         self.metrics.misses += 1
-        lease = LEASE + uuid.uuid4().hex.encode()
+        lease = LEASE + clocks.fresh_uuid().hex.encode()
         leased = cached is None and await self.cache.compare_and_set(self.cache_key(key), None, lease)
         value = await self.store.get(key)
         if leased:

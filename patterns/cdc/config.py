@@ -43,6 +43,12 @@ class CdcConfig(BaseModel):
         default="initial", description="emit existing rows (op 'r') before, and while, streaming"
     )
     snapshot_chunk_size: int = Field(default=256, ge=1, description="rows per snapshot chunk (one watermark window)")
+    on_capture_lost: Literal["raise", "resnapshot"] = Field(
+        default="raise",
+        description="a capture whose position the source lost (a failover): raise CaptureLost, or start a "
+        "new capture with a watermark snapshot that the replica converges on (changes in the gap arrive "
+        "only as their final rows)",
+    )
     state_key: str | None = Field(
         default=None, min_length=1, description="key-value key of the snapshot progress; default '<capture>.snapshot'"
     )

@@ -2,17 +2,23 @@
 
 Payload (JSON)::
 
-    {"op": "c" | "u" | "d" | "r",
+    {"op": "c" | "u" | "d" | "r" | "t",
      "before": {"key": ..., "value": <base64>} | null,
      "after":  {"key": ..., "value": <base64>} | null,
      "source": {"connector": "prism", "capture": ..., "table": ..., "key": ..., "position": ...,
-                "txid": ..., "snapshot": false, "ts_ms": <commit time>},
+                "txid": ..., "snapshot": false, "epoch": 0, "ts_ms": <commit time>},
      "transaction": {"id": ..., "total_order": 1.., "total": n},
      "ts_ms": <publish time>}
 
 ``before``/``after`` are key-value rows. ``transaction.total`` lets a consumer see that it has
-all events of a transaction; ``(position, total_order)`` orders events and is the stable
+all events of a transaction; ``(epoch, position, total_order)`` orders events and is the stable
 event id's tail, so a republished event carries the same id.
+
+``epoch`` counts the captures a connector started afresh after the source lost one (a
+failover): positions of a new capture need not continue the old one's (a promoted standby's
+WAL forks below what the old primary decoded), so the epoch orders first. A new epoch opens
+with a truncate (``t``, no key): everything a consumer holds from earlier epochs is void, and
+the new epoch's snapshot rows and changes replace it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ HEADER_TABLE = "cdc-table"
 HEADER_POSITION = "cdc-position"
 HEADER_TXID = "cdc-txid"
 
-Op = Literal["c", "u", "d", "r"]
+Op = Literal["c", "u", "d", "r", "t"]
 
 
 class EventDecodeError(ValueError):
@@ -52,11 +58,12 @@ class ChangeEvent:
     commit_ts_ms: int
     ts_ms: int
     snapshot: bool = False
+    epoch: int = 0
 
     @property
-    def order(self) -> tuple[int, int]:
-        """Sort key of events: commit order, then order inside the transaction."""
-        return self.position, self.total_order
+    def order(self) -> tuple[int, int, int]:
+        """Sort key of events: epoch, commit order, then order inside the transaction."""
+        return self.epoch, self.position, self.total_order
 
 
 def _row(key: str, value: bytes | None) -> dict[str, str] | None:
@@ -76,6 +83,7 @@ def encode(event: ChangeEvent, capture: str) -> Message:
             "position": event.position,
             "txid": event.txid,
             "snapshot": event.snapshot,
+            "epoch": event.epoch,
             "ts_ms": event.commit_ts_ms,
         },
         "transaction": {"id": event.txid, "total_order": event.total_order, "total": event.total},
@@ -111,6 +119,7 @@ def decode(message: Message) -> ChangeEvent:
             commit_ts_ms=int(source["ts_ms"]),
             ts_ms=int(body["ts_ms"]),
             snapshot=bool(source["snapshot"]),
+            epoch=int(source.get("epoch", 0)),  # events written before epochs existed
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EventDecodeError(f"not a CDC event: {type(exc).__name__}: {exc}") from None

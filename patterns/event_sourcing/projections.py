@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
+
+import prism_testkit.simulation.clock as clocks
 
 from .errors import EventSourcingConfigurationError, ProjectionTimeout
 from .events import RecordedEvent
@@ -93,9 +94,9 @@ class ProjectionRunner:
     async def wait_for(self, offset: int, within: float) -> None:
         """Return once every event below notification ``offset`` is applied (read-your-writes),
         or raise :class:`ProjectionTimeout` after ``within`` seconds."""
-        deadline = time.monotonic() + within
+        deadline = clocks.monotonic() + within
         while (position := await self.views.position()) < offset:
-            if time.monotonic() >= deadline:
+            if clocks.monotonic() >= deadline:
                 raise ProjectionTimeout(f"projection {self.views.prefix!r} is at {position}, not yet at {offset}")
             await asyncio.sleep(self.poll_interval)
 

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.errors import TransactionAborted
 from prism_testkit.interfaces import KeyValue, Log, Message, Transaction, Transactions
 
@@ -117,7 +116,7 @@ class EventStore:
         kv: KeyValue,
         config: EventSourcingConfig | None = None,
         *,
-        clock: Clock = time.time,
+        clock: Clock = clocks.wall,
         upcasters: Upcasters | None = None,
     ) -> None:
         config = EventSourcingConfig() if config is None else config
@@ -213,7 +212,9 @@ class EventStore:
         # Never before the stream's last event: "events up to time t" stays a prefix.
         now = max(checked_time(self.clock()), head.recorded_at)
         recorded = [
-            RecordedEvent(event.event_id or str(uuid.uuid4()), stream, expected + i, event.type, schema, data, now)
+            RecordedEvent(
+                event.event_id or str(clocks.fresh_uuid()), stream, expected + i, event.type, schema, data, now
+            )
             for i, (event, schema, data) in enumerate(staged, start=1)
         ]
         for event in recorded:

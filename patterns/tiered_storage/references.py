@@ -9,8 +9,9 @@ and an older copy can never be mistaken for the current one.
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import asdict, dataclass, replace
+
+import prism_testkit.simulation.clock as clocks
 
 from .errors import CorruptReference
 
@@ -20,8 +21,9 @@ _FIELDS = ("tier", "version", "copy", "size", "written_at", "moved_at", "last_ac
 
 def new_copy_token(now: float) -> str:
     """A copy name unique to one write: its creation time in ms (GC keeps young orphans, which
-    may be writes still in flight) and random bits."""
-    return f"{int(now * 1000):013d}-{secrets.token_hex(6)}"
+    may be writes still in flight) and random bits (a counter in a simulated example, so a
+    replay names the same copies)."""
+    return f"{int(now * 1000):013d}-{clocks.fresh_uuid().hex[-12:]}"
 
 
 def token_time(token: str) -> float | None:

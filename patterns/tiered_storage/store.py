@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge
 from prism_testkit.interfaces import KeyValue
 from prism_testkit.report import metrics as prometheus
@@ -74,7 +74,7 @@ class TieredStorage:
         reference: KeyValue,
         config: TieredStorageConfig | None = None,
         *,
-        clock: Clock = time.time,
+        clock: Clock = clocks.wall,
     ) -> None:
         self.config = config or TieredStorageConfig()
         if set(tiers) != set(self.config.tiers):

@@ -20,7 +20,14 @@ A replicated backend (a :class:`~prism_testkit.provision.cluster.Cluster` in its
 the same rules, aimed at its nodes: the kill rule kills one node or the leader and starts it
 again (or, for odd values, crashes every node at once), and the partition rule cuts the links
 between nodes (one node or the leader isolated, or a bridge), each cut proved by a connection
-that must fail. Those two keep the rule list of single servers.
+that must fail. Those two keep the rule list of single servers. A cluster with a primary that
+declares ``survives_failover`` (``postgres-ha``, ``redis-sentinel-wait``) has its primary failed
+over where the kill rule would kill it (see ``failover``): killed, a replica promoted, the old one
+back as a replica. One that does not declare it keeps the plain kill: a failover may lose what
+it acknowledged, which the checkers would rightly call loss (the ``failover`` suite counts it).
+Where the cluster can make a replica lag (``postgres-ha``, ``redis-sentinel-wait``), a drawn
+flag first stops one replica and keeps it stopped through the promotion: the lagging-standby
+fault (``failover-lagging``).
 
 Corruption rides on the kill rule, for a cluster only: when the rule would kill one node of a
 whole cluster, a drawn flag (shrinking to a plain kill) makes it corrupt instead. A rule of its
@@ -51,7 +58,7 @@ from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import storage_faults
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.jepsen.history import History
-from prism_testkit.provision.cluster import NodeRefusedToStart
+from prism_testkit.provision.cluster import FailoverCluster, NodeRefusedToStart
 from prism_testkit.provision.netns import FaultNotInjected
 
 if TYPE_CHECKING:
@@ -78,6 +85,7 @@ class FaultTarget:
     lazy: bool = False  # its data dir is on a lazy filesystem
     survives_power_loss: bool = False
     cluster: Cluster | None = None  # a replicated backend: faults may name one node
+    survives_failover: bool = False
 
     @property
     def killable(self) -> bool:
@@ -119,6 +127,7 @@ class Nemesis:
             endpoint.lazy_mount is not None,
             props.survives_power_loss,
             cluster,
+            props.survives_failover,
         )
 
     # -- which targets a fault may hit ------------------------------------------------------
@@ -215,7 +224,7 @@ class Nemesis:
                 mode = data.draw(st.sampled_from(CORRUPTIONS), label="corruption")
                 self.corrupt(target, which // 2, kind, mode, data.draw(st.integers(0, 255), label="seed"))
                 return
-            self.kill_node(target, which // 2)
+            self.kill_node(target, which // 2, data)
             return
         if self.can_cut_power(target) and (not self.can_kill(target) or (which // len(eligible)) % 2 == 1):
             fault = None if data is None else data.draw(storage_faults(crash=False), label="storage fault")
@@ -253,10 +262,30 @@ class Nemesis:
     def reset(self, target: FaultTarget) -> None:
         self.inject("reset", target, _proxy(target).reset)
 
-    def kill_node(self, target: FaultTarget, which: int) -> None:
-        """SIGKILL one node (the leader for odd ``which``) and start it again; the others serve on."""
+    def kill_node(self, target: FaultTarget, which: int, data: st.DataObject | None = None) -> None:
+        """SIGKILL one node (the leader for odd ``which``) and start it again; the others serve on.
+        The primary of a whole cluster that declares ``survives_failover`` is failed over instead,
+        never while its nodes are cut off (the harness could not tell whom its clients reach);
+        a drawn flag (shrinking to a plain failover) first makes a replica lag (see ``failover``)."""
         cluster = _cluster(target)
         leader = cluster.leader() if which % 2 else None
+        if (
+            leader is not None
+            and target.survives_failover
+            and isinstance(cluster, FailoverCluster)
+            and not cluster.network.cuts
+        ):
+            lagging: list[int] = []
+            running = [n for n in cluster.replicas() if n not in cluster.paused]
+            if (
+                cluster.can_lag
+                and len(running) > 1
+                and data is not None
+                and data.draw(st.booleans(), label="a replica lags")
+            ):
+                lagging.append(data.draw(st.sampled_from(running), label="lagging replica"))
+            self.failover(target, cluster, lagging)
+            return
         node = leader if leader is not None else which % cluster.size
         fault = "kill-leader" if leader is not None else "kill-node"
 
@@ -265,6 +294,29 @@ class Nemesis:
             await asyncio.to_thread(cluster.restore_node, node)
 
         self.inject(fault, target, crash, {"node": node})
+
+    def failover(self, target: FaultTarget, cluster: FailoverCluster, lagging: Sequence[int] = ()) -> None:
+        """Lose the primary (SIGKILL), let a replica be promoted, then bring the old primary back
+        as a replica of the new one; the op completes with who took over and how long it took.
+        ``lagging`` replicas are stopped first and stay stopped through the promotion (the other
+        replicas hold what the primary wrote until then: :meth:`FailoverCluster.lag_node`); the
+        restore resumes them and they must follow the new primary. Counted as
+        ``failover-lagging``, the op's detail naming them with every replica already paused."""
+        old = cluster.primary
+        behind = sorted({*cluster.paused, *lagging} - {old})
+
+        def run() -> dict[str, Any]:
+            for node in lagging:
+                cluster.lag_node(node)
+            new = cluster.failover()
+            seconds = cluster.failover_seconds[-1]
+            cluster.restore()
+            return {"from": old, "to": new, "seconds": round(seconds, 3)}
+
+        fault, detail = (
+            ("failover-lagging", {"node": old, "lagging": behind}) if behind else ("failover", {"node": old})
+        )
+        self.inject(fault, target, lambda: asyncio.to_thread(run), detail, outcome=True)
 
     def partition(self, target: FaultTarget, which: int = 0) -> None:
         if target.cluster is None:

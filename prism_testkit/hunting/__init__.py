@@ -4,11 +4,15 @@
 - :mod:`.strategies`: the strategies the suites share (payloads of a drawn size from a drawn seed).
 - :mod:`.hunt`: long hunts (``--prism-hunt``): a time budget split between the stateful suites,
   the example database shared between machines, and the summary at the end.
+- :mod:`.schedule`: schedule files, what a failing stateful example issued in order (steps,
+  their arguments and draws, the op each fault followed), and whether a replay reproduced it.
+- :mod:`.replay`: ``prism-testkit replay FILE``, which runs a schedule's test with
+  ``--prism-replay`` in this process and says whether the failure reproduced.
 
 Nothing is imported here: the plugin loads Hypothesis only when the run uses prism-testkit.
 
 May import: ``errors``, ``redaction``, ``options``, ``config.units`` and ``provision.workdirs``
 (the hunt's ledger sits beside the work dirs). Never ``registry``, ``runtime``, ``faults``,
 ``jepsen``, ``report``, the plugin, a backend or a pattern: the stateful runner uses the hunt,
-not the other way round.
+not the other way round (the replay command reaches the runner through pytest, by option).
 """

@@ -99,7 +99,11 @@ class HuntTally:
     failed: bool = False
     test: str = ""  # the test's node id
     failure: str | None = None  # one line: the shrunk failure's verdicts, or its error
-    replay: str | None = None  # the command that runs that failure again
+    replay: str | None = None  # the command that runs that failure again (its schedule's, when written)
+    seed: int | None = None  # the seed of the round that failed
+    schedule: str | None = None  # the failing example's schedule file
+    seed_replay: str | None = None  # the command that draws that example again from its seed
+    replayed: str | None = None  # what replaying the schedule once gave: "reproduced: ..." or "did not reproduce: ..."
 
     def as_property(self) -> dict[str, float | int | bool | str | None]:
         return {
@@ -111,6 +115,10 @@ class HuntTally:
             "failed": self.failed,
             "failure": self.failure,
             "replay": self.replay,
+            "seed": self.seed,
+            "schedule": self.schedule,
+            "seed_replay": self.seed_replay,
+            "replayed": self.replayed,
         }
 
 

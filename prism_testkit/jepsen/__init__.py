@@ -7,12 +7,15 @@
 - :mod:`.machine` (the base stateful machine wiring clients, the nemesis and checkers) and
   :mod:`.runner` (runs it under the Hypothesis profile, fails with the smallest witness and a
   replay command).
+- :mod:`.recording` (the steps of an example as Hypothesis issues them, and issuing them again
+  from a schedule file, each completed before the next).
 
 The faults themselves live in :mod:`prism_testkit.faults`. Nothing is imported here: loading the
 plugin must not load Hypothesis's stateful machinery.
 
 May import: ``faults`` (the machine drives the nemesis), ``hunting.hunt`` (the runner hunts in
-rounds), ``capabilities``, ``driver``, ``errors``, ``redaction``, and ``runtime.env`` for its type.
+rounds), ``hunting.schedule`` (the file a failure's steps are written to), ``capabilities``,
+``driver``, ``errors``, ``redaction``, and ``runtime.env`` for its type.
 Never ``provision`` or ``registry`` (a machine gets its drivers from the env), the runtime
 itself, the reports, the plugin, the CLI, a backend or a pattern.
 """

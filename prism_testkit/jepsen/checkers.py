@@ -188,9 +188,13 @@ def total_queue(
       and the queue's last drain (or empty dequeue), which shows the queue empty without it.
     - ``unexpected``: a delivered value that no enqueue attempted, or whose every enqueue
       failed (``fail`` means it did not happen, so it cannot come out). Witness: the delivery
-      and the failed enqueue, if any.
+      and the failed enqueue, if any. Jepsen's total-queue (and set) checker counts a value
+      whose enqueue failed among the ``recovered`` instead; we follow its Kafka checker,
+      which calls a read of a failed write ``G1a``.
     - ``duplicated``: a value delivered more than once. Witness: its enqueue and the first two
-      deliveries.
+      deliveries. Jepsen reports it without judging it (its verdict looks at lost and
+      unexpected only): at-least-once agrees; exactly-once and at-most-once, which promise no
+      redelivery, are invalid with it.
     - ``recovered`` (not an anomaly, in counts and notes): an enqueue with an unknown outcome
       (``info``, or never completed) whose value was delivered: it did happen.
     """
@@ -334,20 +338,30 @@ class _Log:
 @dataclass
 class _Cursor:
     """A consumer's position in one log: the next offset it should read, and the op that set it
-    (``by_record``: set by a record that op returned, so a step from it is internal to the op)."""
+    (``by_record``: set by a record that op returned, so a step from it is internal to the op).
+    ``otherwise``: where the consumer is if polls of unknown outcome since then did happen
+    (just past the records each returned); the next read may start at any of these."""
 
     next: int
     anchor: Pair
     by_record: bool = False
+    otherwise: tuple[_Cursor, ...] = ()
+
+    def fits(self, offset: int, known: list[int]) -> bool:
+        """Whether reading ``offset`` next neither goes back nor jumps over an existing offset."""
+        if offset < self.next:
+            return False
+        return bisect.bisect_left(known, self.next) == bisect.bisect_left(known, offset)
 
 
 def _returned(pair: Pair) -> Any:
-    """What a read returned: an ok one's value, or what an info one recorded before its
-    outcome was lost (nothing, unless its completion carries a value of its own)."""
+    """What a read returned: an ok one's value, or what an info or fail one recorded before
+    its outcome was lost or it was undone (``None``, unknown, unless its completion carries a
+    value of its own)."""
     if pair.ok:
         return pair.value
     completion = pair.completion
-    if pair.type is OpType.INFO and completion is not None and completion.value != pair.invoke.value:
+    if completion is not None and completion.value != pair.invoke.value:
         return completion.value
     return None
 
@@ -378,9 +392,18 @@ def log_anomalies(
     ``drain`` is a final poll to the end, starting at its invoke ``offset`` (default 0);
     ``seek`` (ok, with the next ``offset`` to read) moves a consumer, ``assign``/``subscribe``
     reassign it: the consumer keeps its position in the logs the op's ``value`` (a list of log
-    names; else its ``key``) still covers and forgets the others, as Jepsen does. A poll or
-    drain that failed did not happen and moves nothing; one whose outcome is unknown forgets
-    the position, but the records it recorded (``info(value=...)``) still count as reads. A poll's invoke
+    names; else its ``key``) still covers and forgets the others, as Jepsen does.
+
+    A poll or drain that failed did not happen and moves nothing, but the records it returned
+    before it was undone (``fail(value=...)``: a poll in a transaction that then aborted) are
+    still checked, within the poll and against the position the last read that happened left,
+    and join the version order (offsets, duplicates): as in Jepsen, a consumer must return
+    right records even in a transaction that aborts. They do not count as reads for
+    ``lost-write`` or ``unexpected``. The records of a poll whose outcome is unknown
+    (``info(value=...)``) are checked the same way and do count as reads; the consumer is then
+    either where it was (the poll did not happen; Jepsen's only choice) or just past them, and
+    its next read may start at either. An unknown-outcome poll that recorded nothing forgets
+    the position. An ok drain looked at the log even when it returned nothing. A poll's invoke
     ``offset`` (where ``Log.read`` was asked to start) sets the position only when it is
     unknown: later requests are not trusted, the records returned are what is checked, so a
     consumer that computes a wrong offset shows up as a skip. The *version order*
@@ -394,9 +417,15 @@ def log_anomalies(
       it), or a drain invoked after the append's acknowledgement missed it. Witness: the
       append and that read. (A reader that starts mid-log without a seek can make this rule
       accuse a write it simply never looked at: record seeks, or rely on drains.)
-    - ``unseen``: an acknowledged append never read, with no read covering it: not evidence of
-      loss (nobody looked), reported only.
-    - ``unexpected``: a value read from a log that no append attempted, or whose appends all failed.
+    - ``unseen``: an acknowledged append never read, with no read covering it. Nobody looked,
+      so it is no proof of loss, but it is invalid as ``lost-write`` is (only at-most-once
+      tolerates it): a history must end by reading every log, as Jepsen's (whose ``unseen``
+      is an error too).
+    - ``unexpected``: a value read from a log that no append attempted, or whose appends all
+      failed (Jepsen's ``G1a``). When the failed append had been given an offset, its data
+      holds it as ``failed_offset``, and the message says whether the read found the value at
+      that very offset (the aborted record itself was read). A failed append's offset never
+      joins the version order: the record was undone, so it proves nothing the log holds.
     - ``poll-skip``: a consumer's next record (in its own sequence of reads, within a poll or
       across polls) is past the offset it should read next, and an offset it jumped over
       exists in the version order. Witness: the read (or seek) that set the position, the
@@ -415,7 +444,8 @@ def log_anomalies(
     findings = _Findings(history)
     pairs = history.pairs()
     logs: dict[str | None, _Log] = defaultdict(_Log)
-    reads = [p for p in pairs if p.type is not OpType.FAIL and (p.f in polls or p.f in drains) and _records(p)]
+    returned = [p for p in pairs if (p.f in polls or p.f in drains) and _records(p)]
+    reads = [p for p in returned if p.type is not OpType.FAIL]  # aborted ones only show offsets
 
     # Version order: acknowledgements first, so an offset's evidence is its append when there is one.
     last_sent: dict[tuple[Process, str | None], Pair] = {}
@@ -454,11 +484,15 @@ def log_anomalies(
         for offset, value in records:
             log.observe(offset, value, pair)
             log.seen.setdefault(value, pair)
-        if records:
-            log.reads.append((pair, max(offset for offset, _ in records)))
-        if pair.f in drains and pair.ok:
-            log.drains.append(pair)
-    if not any(log.attempts for log in logs.values()) and not reads:
+        log.reads.append((pair, max(offset for offset, _ in records)))
+    for pair in returned:
+        if pair.type is OpType.FAIL:
+            for offset, value in _records(pair):
+                logs[pair.key].observe(offset, value, pair)
+    for pair in pairs:  # an ok drain looked, even when it found nothing
+        if pair.ok and pair.f in drains:
+            logs[pair.key].drains.append(pair)
+    if not any(log.attempts for log in logs.values()) and not returned:
         _judged_nothing(findings, "appended or read")
 
     attempts = {(name, value): tries for name, log in logs.items() for value, tries in log.attempts.items()}
@@ -522,12 +556,20 @@ def _write_anomalies(
         tries = log.attempts.get(value, [])
         if not tries or all(p.type is OpType.FAIL for p in tries):
             why = f"its append failed (op {_ops(tries[0])})" if tries else "never appended"
+            given = next((p.offset for p in tries if p.offset is not None), None)
+            facts: dict[str, Any] = {}
+            if given is not None:
+                why += f" after it was given offset {given}"
+                if value in log.at.get(given, {}):
+                    why += "; the aborted record itself was read"
+                facts["failed_offset"] = given
             findings.add(
                 "unexpected",
                 f"{value!r} read from {name!r} (op {_ops(reader)}) but {why}",
                 [reader, *tries[:1]],
                 key=name,
                 value=value,
+                **facts,
             )
         elif not any(p.ok for p in tries):
             recovered.append(value)
@@ -599,29 +641,46 @@ def _position_anomalies(
         where = (pair.process, pair.key)
         if pair.f not in seeks and pair.f not in resets and pair.f not in polls and pair.f not in drains:
             continue
-        if pair.type is OpType.FAIL:  # it did not happen: the position stands
-            continue
         if pair.f in resets:
-            covered = _assigned(pair)
-            for place in [c for c in cursors if c[0] == pair.process and c[1] not in covered]:
-                del cursors[place]
-            continue
-        if not pair.ok:  # it may have moved the consumer: position unknown
-            cursors.pop(where, None)
+            if pair.type is not OpType.FAIL:  # it did not happen: the assignment stands
+                covered = _assigned(pair)
+                for place in [c for c in cursors if c[0] == pair.process and c[1] not in covered]:
+                    del cursors[place]
             continue
         if pair.f in seeks:
-            if pair.offset is not None:
+            if pair.ok and pair.offset is not None:
                 cursors[where] = _Cursor(pair.offset, pair)
+            elif pair.type is OpType.INFO:  # it may have moved the consumer: position unknown
+                cursors.pop(where, None)
             continue
+        if _returned(pair) is None and not pair.ok:  # what it returned is unknown
+            if pair.type is OpType.INFO:  # and it may have moved the consumer
+                cursors.pop(where, None)
+            continue
+        before = cursors.get(where)
+        cursor = before
         if pair.f in drains:
-            cursors[where] = _Cursor(pair.invoke.offset or 0, pair)
-        elif where not in cursors and pair.invoke.offset is not None:  # a first read names where it starts
-            cursors[where] = _Cursor(pair.invoke.offset, pair)
+            cursor = _Cursor(pair.invoke.offset or 0, pair)
+        elif cursor is None and pair.invoke.offset is not None:  # a first read names where it starts
+            cursor = _Cursor(pair.invoke.offset, pair)
+        start = cursor
         for offset, _value in _records(pair):
-            cursor = cursors.get(where)
             if cursor is not None:
                 _check_step(findings, pair, cursor, offset, known.get(pair.key, []), logs[pair.key])
-            cursors[where] = _Cursor(offset + 1, pair, by_record=True)
+            cursor = _Cursor(offset + 1, pair, by_record=True)
+        if pair.type is OpType.INFO and cursor is not None and cursor is not start:
+            # Either it did not happen (the consumer is where it was) or it did (just past its records).
+            stayed = before if before is not None else start
+            if stayed is not None:
+                cursor = _Cursor(stayed.next, stayed.anchor, stayed.by_record, (*stayed.otherwise, cursor))
+            else:
+                cursor = None
+        elif pair.type is OpType.FAIL:  # undone: the position stands
+            cursor = before
+        if cursor is None:
+            cursors.pop(where, None)
+        else:
+            cursors[where] = cursor
 
 
 def _assigned(pair: Pair) -> set[str | None]:
@@ -683,6 +742,8 @@ def _transaction_send_anomalies(
 
 
 def _check_step(findings: _Findings, pair: Pair, cursor: _Cursor, offset: int, known: list[int], log: _Log) -> None:
+    if cursor.otherwise and not cursor.fits(offset, known) and any(o.fits(offset, known) for o in cursor.otherwise):
+        return  # the poll of unknown outcome happened, and this read carries on from it
     who, name, expected = pair.process, pair.key, cursor.next
     same_txn = pair.txn is not None and cursor.anchor.txn == pair.txn
     internal = "int-" if cursor.by_record and (cursor.anchor is pair or same_txn) else ""

@@ -11,11 +11,11 @@ every fault is healed.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.jepsen.history import DEFINITE_FAILURES, History, OpHandle
 
 T = TypeVar("T")
@@ -127,13 +127,13 @@ class RecordedClient:
         reconnect."""
 
         async def go() -> T:
-            deadline = time.monotonic() + RECOVERY
+            deadline = clocks.monotonic() + RECOVERY
             while True:
                 try:
                     # Bounded only against a hang: a drain may rightly wait out long timeouts.
                     return await asyncio.wait_for(action(), 3 * RECOVERY)
                 except Exception:
-                    if time.monotonic() > deadline:
+                    if clocks.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.2)
 

@@ -23,8 +23,11 @@ Recording::
 Value conventions the checkers rely on (:mod:`prism_testkit.jepsen.checkers`): a write carries its
 value on the invoke; ``dequeue`` completes with the dequeued value (``None``: queue empty); a
 queue ``drain`` completes with the list of values it read; a log ``poll`` or ``drain``
-completes with a list of ``(offset, value)`` records. Lists are stored as tuples so values
-stay hashable, and survive the JSON round trip unchanged.
+completes with a list of ``(offset, value)`` records. A poll whose outcome was lost, or that
+was undone (its transaction aborted), may still carry the records it returned
+(``info(value=...)`` / ``fail(value=...)``), and an append the offset it was given before
+that. Lists are stored as tuples so values stay hashable, and survive the JSON round trip
+unchanged.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from __future__ import annotations
 import json
 import reprlib
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum, StrEnum
@@ -40,6 +42,7 @@ from os import PathLike
 from types import TracebackType
 from typing import IO, Any, Final, Literal, Self
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit.errors import DeliveryNotFound, NotSupported, PayloadTooLarge, TransactionAborted
 from prism_testkit.redaction import redact
 
@@ -192,9 +195,13 @@ class OpHandle:
         offset = self._offset if offset is UNSET else offset
         return self._complete(OpType.OK, value, offset, None)
 
-    def fail(self, error: BaseException | str | None = None) -> Op:
-        """It certainly did not happen."""
-        return self._complete(OpType.FAIL, UNSET, UNSET, error)
+    def fail(
+        self, error: BaseException | str | None = None, *, value: Any = UNSET, offset: int | _Unset | None = UNSET
+    ) -> Op:
+        """It certainly did not happen. ``value`` / ``offset``: what it was told before it was
+        undone (the records an aborted poll returned, the offset an append of a transaction
+        that then aborted was given); left out, the invoke's stand, as before."""
+        return self._complete(OpType.FAIL, value, offset, error)
 
     def info(
         self, error: BaseException | str | None = None, *, value: Any = UNSET, offset: int | _Unset | None = UNSET
@@ -261,7 +268,7 @@ class History(Sequence[Op]):
         self,
         ops: Iterable[Op] = (),
         *,
-        clock: Callable[[], int] = time.monotonic_ns,
+        clock: Callable[[], int] = clocks.monotonic_ns,
         definite_failures: tuple[type[BaseException], ...] = DEFINITE_FAILURES,
     ) -> None:
         self._ops: list[Op] = list(ops)
@@ -424,6 +431,11 @@ class History(Sequence[Op]):
                 self._write_jsonl(file)
         else:
             self._write_jsonl(target)
+
+    def to_jsonl_text(self) -> str:
+        """The JSON lines :meth:`to_jsonl` writes, as one string (what a digest hashes); a
+        value JSON cannot hold is written as its ``repr`` rather than refused."""
+        return "".join(json.dumps(op.to_dict(), separators=(",", ":"), default=repr) + "\n" for op in self._ops)
 
     def _write_jsonl(self, file: IO[str]) -> None:
         for op in self._ops:

@@ -10,25 +10,34 @@ example:
   does not support async rules, and one loop means drivers never cross loops;
 - records a Jepsen-style :class:`~prism_testkit.jepsen.history.History`;
 - at teardown heals every fault, waits for operations abandoned in flight, lets the suite drain
-  and check, and fails through :meth:`StatefulRun.judge` with the smallest witness.
+  and check, and fails through :meth:`StatefulRun.judge` with the smallest witness;
+- under ``--prism-simulate``, when every backend it targets is simulable, runs on a fresh
+  simulated loop (virtual time; the order of ready tasks drawn from ``schedule``, a Hypothesis
+  choice, so it shrinks and replays).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hypothesis.stateful import RuleBasedStateMachine
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize
 
 from prism_testkit.faults.nemesis import Nemesis, NemesisRules
 from prism_testkit.jepsen.checkers import Verdict
 from prism_testkit.jepsen.client import Outcome, RecordedClient
 from prism_testkit.jepsen.history import History
 from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.simulation.buggify import heal as heal_misbehaviour
+from prism_testkit.simulation.buggify import unknown_outcomes
 
 if TYPE_CHECKING:
     from prism_testkit.driver import Driver
+    from prism_testkit.simulation.guard import Guard
+    from prism_testkit.simulation.loop import SimulatedLoop
 
 T = TypeVar("T")
 
@@ -40,12 +49,37 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
         super().__init__()
         self.prism_run = run
         self.env = run.env
+        # First, so that everything the example runs (connects included) runs on the simulated loop.
+        self._simulation = ExitStack()
+        self.simulation: tuple[SimulatedLoop, Guard] | None = None
+        if run.simulated:
+            self.simulation = self._simulation.enter_context(
+                self.env.runtime.simulated(run.simulated, run.watched_modules(type(self).__module__))
+            )
         self.ns = self.env.ns.child()
         self.history = History()
         self.nemesis = Nemesis(self.env, self.history, slots, self.loop)
-        self.recorded = RecordedClient(self.history, self.loop, lambda: self.nemesis.faulted)
+        self.recorded = RecordedClient(self.history, self.loop, lambda: self.faulted)
+        self.misbehaviour: frozenset[str] = frozenset()  # drawn by seed_the_schedule
 
     # -- the event loop and the clients -----------------------------------------------------
+
+    # Drawn in every mode, so an example's data does not depend on the mode it was found in.
+    @initialize(schedule=st.integers(0, 2**32 - 1), data=st.data())
+    def seed_the_schedule(self, schedule: int, data: st.DataObject) -> None:
+        """The seed of the order in which ready tasks run and the backend's misbehaviour
+        (simulated mode; else unused). The kinds of misbehaviour are a set drawn from what
+        ``--prism-buggify`` allows, so a failure shrinks to the kinds it needs."""
+        if self.simulation is None:
+            return
+        self.simulation[0].reseed(schedule)
+        if self.prism_run.buggify:
+            from prism_testkit.simulation.buggify import misbehaving
+
+            kinds = data.draw(st.frozensets(st.sampled_from(sorted(self.prism_run.buggify))), label="misbehaviour")
+            self.misbehaviour = kinds
+            active = self._simulation.enter_context(misbehaving(kinds, schedule))
+            self._simulation.callback(lambda: self.prism_run.misbehaviour.update(active.fired))
 
     def loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the worker's event loop (the one the drivers are bound to)."""
@@ -53,8 +87,9 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
 
     @property
     def faulted(self) -> bool:
-        """A fault was injected in this example: client errors are now unknown outcomes."""
-        return self.nemesis.faulted
+        """A fault was injected in this example (or the simulated backend lost an answer on
+        purpose): client errors are now unknown outcomes."""
+        return self.nemesis.faulted or unknown_outcomes() > 0
 
     def client(self, slot: str) -> Driver:
         """The driver client operations use: through the fault proxy when there is one. Looked
@@ -99,11 +134,25 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
             self.nemesis.heal_everything()
             with contextlib.suppress(Exception):
                 self.loop(self.env.purge(self.ns))
+            self._simulation.close()
             return
         try:
-            self.nemesis.heal_everything()
-            self.loop(self.recorded.settle_strays())
-            verdicts, what = self.check()
-            self.prism_run.judge(self.history, verdicts, what)
+            try:
+                self.nemesis.heal_everything()
+                heal_misbehaviour()
+                self.loop(self.recorded.settle_strays())
+                verdicts, what = self.check()
+                self.prism_run.note_history(self.history, self.ns.prefix)
+                self._no_real_time()
+                self.prism_run.judge(self.history, verdicts, what)
+            finally:
+                self.loop(self.env.purge(self.ns))
         finally:
-            self.loop(self.env.purge(self.ns))
+            self._simulation.close()
+
+    def _no_real_time(self) -> None:
+        """A simulated example fails when a watched module read real time or started a thread,
+        even if the error raised at that moment was swallowed."""
+        if self.simulation is not None and self.simulation[1].violations:
+            found = "\n  ".join(dict.fromkeys(self.simulation[1].violations))
+            raise AssertionError(f"this simulated example left virtual time:\n  {found}")

@@ -4,14 +4,28 @@
 short examples, judges each example's verdicts (valid ones go to the report; invalid ones fail
 with the smallest witness, the verdicts and the whole history) and prints how to replay the
 failure: the seed it chose, or the derandomised profile.
+
+Each example's history is digested (:mod:`prism_testkit.simulation.digest`): a failure names
+its digest, and the test's ``prism_simulation`` property carries the digest of all its examples.
+In simulated mode the same seed gives the same digests, byte for byte.
+
+On real servers a seed replays the data but not the timing, so every example's steps are
+recorded as they are issued (:mod:`.recording`). A failure found in a hunt, or in a run given
+``--prism-schedules=DIR``, writes the failing example's steps to a schedule file
+(:mod:`prism_testkit.hunting.schedule`) and replays it once at once: the failure's report says
+whether it reproduced, with the replay's own verdict. ``--prism-replay=FILE`` runs a schedule's
+test by issuing its steps again instead of drawing examples.
 """
 
 from __future__ import annotations
 
 import random
 import shlex
+import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import pytest
@@ -19,12 +33,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from prism_testkit.hunting.hunt import PLAN, ROUND_EXAMPLES, HuntPlan, HuntTally
+from prism_testkit.hunting.schedule import REPLAY, ReplayResult, Schedule, ScheduleError, reproduces, write
 from prism_testkit.jepsen.checkers import EMPTY, Verdict
 from prism_testkit.jepsen.history import History, OpType
+from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue, settle_strays
+from prism_testkit.simulation.digest import combined_digest, history_digest
 
 if TYPE_CHECKING:
     from prism_testkit.runtime.env import PrismEnv
 
+DEFAULT_SCHEDULES = ".prism-schedules"  # under the rootdir: where a hunt writes schedules without --prism-schedules
 STEPS = 12  # rules per example: short histories shrink fast and read well
 EXAMPLES = 12  # per combination, unless the profile asks for a long hunt (see stateful_settings)
 HUNT_THRESHOLD = 100  # a profile with at least this many examples is a hunt: honour it
@@ -70,12 +88,48 @@ class StatefulRun:
         # replaying with --hypothesis-seed=<it> gives the same seed back here.
         self.seed: int | None = None if self.derandomized else int(forced) if forced else random.getrandbits(32)
         self.failed: list[Verdict] = []
+        # The backends to simulate (--prism-simulate, every one of the combination simulable), or none.
+        backends = list(dict.fromkeys(self.combination.slots.values()))
+        wanted = bool(request.config.getoption("prism_simulate", None) or request.config.getini("prism_simulate"))
+        # asked to simulate, but these backends are not simulable: the test runs on real time
+        self.not_simulable = [n for n in backends if wanted and not prism_env.runtime.registry[n].simulable]
+        self.simulated: list[str] = backends if wanted and not self.not_simulable else []
+        self.digests: list[str] = []  # one per example, in the order they ran
+        # the misbehaviour a simulated example may draw (--prism-buggify)
+        self.buggify: frozenset[str] = frozenset()
+        if self.simulated:
+            from prism_testkit.simulation.buggify import parse
+
+            self.buggify = parse(
+                request.config.getoption("prism_buggify", None) or request.config.getini("prism_buggify")
+            )
+        self.failing_digest: str | None = None
+        self.misbehaviour: Counter[str] = Counter()  # kind -> how often it fired, all examples
         self.judged = 0  # examples whose history held something to check
         self.vacuous = 0  # examples that wrote and read nothing (a short random run can)
+        self.recorder: StepRecorder | None = None  # the steps of the latest example
+        config = request.config
+        self.plugins = [name for name in (config.option.plugins or []) if not name.startswith("no:")]
+        given = config.getoption("prism_schedules", None) or config.getini("prism_schedules") or None
+        if given is None and self.hunt is not None:
+            given = str(config.rootpath / DEFAULT_SCHEDULES)
+        self.schedules: Path | None = Path(given).absolute() if given else None
+        self.schedule_file: Path | None = None  # the failure's, once written
+        self.replayed: ReplayResult | None = None  # the failure's replay, tried once
+        replay = config.stash.get(REPLAY, None)
+        self.replaying = replay if replay is not None and replay[0].test == test_address(request.node) else None
 
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
+        if self.replaying is not None:
+            self._replay_as_test(factory, *self.replaying)
+            return
+        unrecorded = factory
+        factory = self._recording(unrecorded)
 
+        # Hypothesis derives a derandomised run's seed from this function's source
+        # (function_digest): keep it as it is, or every CI-profile search changes with it and
+        # the rules each suite is proved to fire (tests/test_fault_rules_fire.py) change too.
         def make() -> RuleBasedStateMachine:
             return factory()
 
@@ -88,9 +142,13 @@ class StatefulRun:
         machine = cast("type[RuleBasedStateMachine]", make)
         try:
             if self.hunt is None:
-                run_state_machine_as_test(machine, settings=stateful_settings())
+                try:
+                    run_state_machine_as_test(machine, settings=stateful_settings())
+                except Exception as exc:
+                    self.keep_schedule(unrecorded, exc)
+                    raise
             else:
-                self._hunt(make, self.hunt)
+                self._hunt(make, self.hunt, unrecorded)
             if self.vacuous and not self.judged:
                 raise AssertionError(
                     f"{self.nodeid}: none of its {self.vacuous} examples wrote or read anything, so "
@@ -99,8 +157,157 @@ class StatefulRun:
         finally:
             for verdict in self.failed:  # the final (shrunk) failing example's verdicts
                 self.env.record_verdict(verdict)
+            self.node.user_properties.append(("prism_simulation", self.digest_property()))
 
-    def _hunt(self, make: Callable[[], RuleBasedStateMachine], plan: HuntPlan) -> None:
+    def _recording(self, factory: Callable[[], RuleBasedStateMachine]) -> Callable[[], RuleBasedStateMachine]:
+        """``factory``, its machines recording their steps, each example's verdicts fresh."""
+
+        def recorded() -> RuleBasedStateMachine:
+            self.failed = []  # the verdicts of this example, should it fail
+            machine = factory()
+            self.recorder = self._recorder(machine)
+            record_steps(machine, self.recorder)
+            return machine
+
+        return recorded
+
+    @staticmethod
+    def _recorder(machine: RuleBasedStateMachine) -> StepRecorder:
+        namespace = getattr(machine, "ns", None)
+        prefixes = (namespace.prefix,) if namespace is not None else ()
+        env = getattr(machine, "env", None)
+        faults = getattr(env, "faults", None)
+        counted = (lambda: sum(faults.values())) if faults is not None else (lambda: 0)
+        return StepRecorder(lambda: getattr(machine, "history", None), lambda: prefixes, counted)
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    def keep_schedule(self, factory: Callable[[], RuleBasedStateMachine], error: BaseException) -> None:
+        """Write the failing example's schedule (when this run keeps them) and replay it once;
+        the failure's report gets both, whether the replay reproduced it or not."""
+        if self.schedules is None or self.recorder is None or self.schedule_file is not None:
+            return
+        schedule = self.schedule(error)
+        try:
+            self.schedule_file = write(schedule, self.schedules)
+        except OSError as exc:
+            self.node.add_report_section("call", "prism schedule", f"cannot write it to {self.schedules}: {exc}")
+            return
+        try:
+            self.replayed = self.replay_schedule(factory, schedule)
+        except ScheduleError as exc:
+            self.replayed = ReplayResult(False, f"the schedule cannot be replayed: {exc}")
+        lines = [
+            f"schedule: {self.schedule_file}",
+            f"replay:   {self.replay_command(self.schedule_file)}",
+            f"replayed once: {self.replayed.line()}",
+            *(f"  {note}" for note in self.replayed.notes),
+            "recorded steps:",
+            schedule.render(),
+        ]
+        self.node.add_report_section("call", "prism schedule", "\n".join(lines))
+        self.node.user_properties.append(
+            ("prism_schedule", {"file": str(self.schedule_file), **self.replayed.as_property()})
+        )
+
+    def schedule(self, error: BaseException) -> Schedule:
+        """The latest example's steps, as a schedule of this test's failure ``error``."""
+        assert self.recorder is not None
+        return Schedule(
+            test=test_address(self.node),
+            nodeid=self.nodeid,
+            backends=list(dict.fromkeys(self.combination.slots.values())),
+            combination=dict(self.combination.slots),
+            failure=failure_line(error, self.failed),
+            signature=failure_signature(error, self.failed),
+            steps=self.recorder.steps,
+            seed=self.seed,
+            profile=self.profile,
+            simulate=bool(self.simulated),
+            buggify=sorted(self.buggify),
+            plugins=self.plugins,
+            import_paths=import_paths(self.plugins),
+        )
+
+    @staticmethod
+    def replay_command(path: Path) -> str:
+        return shlex.join(["prism-testkit", "replay", str(path)])
+
+    def replay_schedule(self, factory: Callable[[], RuleBasedStateMachine], schedule: Schedule) -> ReplayResult:
+        """Issue ``schedule``'s steps on a fresh machine, each completed before the next, and
+        judge it as any example; what it gave. The run's own failure state is left as it was."""
+        kept = (self.failed, self.failing_digest, list(self.digests), self.tally.examples, self.tally.faults)
+        self.failed = []
+        try:
+            error, notes = self._reissue(factory, schedule)
+            if error is None:
+                return ReplayResult(False, "passed: every checker found its history valid", notes)
+            replayed = failure_signature(error, self.failed)
+            verdict = failure_line(error, self.failed)
+            if not reproduces(schedule.signature, replayed):
+                verdict = f"failed another way: {verdict}"
+            return ReplayResult(reproduces(schedule.signature, replayed), verdict, notes, error)
+        finally:
+            self.failed, self.failing_digest, self.digests, self.tally.examples, self.tally.faults = kept
+
+    def _reissue(
+        self, factory: Callable[[], RuleBasedStateMachine], schedule: Schedule
+    ) -> tuple[Exception | None, list[str]]:
+        machine = factory()
+        recorder = self._recorder(machine)
+        notes: list[str] = []
+        try:
+            try:
+                notes = reissue(machine, schedule.steps, recorder, settle_strays(machine))
+            finally:
+                machine.teardown()
+        except ScheduleError:
+            raise
+        except Exception as exc:
+            return exc, notes
+        return None, notes
+
+    def _replay_as_test(self, factory: Callable[[], RuleBasedStateMachine], schedule: Schedule, path: Path) -> None:
+        """``--prism-replay``: this test is the schedule's; issue its steps instead of drawing
+        examples. It fails when the failure reproduced; it passes, saying so, when it did not."""
+        result = self.replay_schedule(factory, schedule)
+        self.node.user_properties.append(("prism_replay", {"file": str(path), **result.as_property()}))
+        lines = [f"replay of {path}: {result.line()}", f"recorded failure: {schedule.failure}"]
+        lines += [f"  {note}" for note in result.notes]
+        self.node.add_report_section("call", "prism replay", "\n".join(lines))
+        if result.reproduced and result.error is not None:
+            raise result.error
+        if result.error is not None:  # it failed another way: shown, but it is not this failure
+            self.node.add_report_section("call", "prism replay error", repr(result.error))
+
+    def watched_modules(self, *more: str) -> tuple[str, ...]:
+        """The modules that may not read real time in a simulated example: patterns, the
+        simulated backends' drivers, suites, the stateful harness, and ``more``."""
+        drivers = [self.env.runtime.registry[name].driver_class.__module__ for name in self.simulated]
+        return ("prism_testkit.patterns", "suites", "prism_testkit.suites", "prism_testkit.jepsen", *drivers, *more)
+
+    def note_history(self, history: History, *prefixes: str) -> str:
+        """Digest an example's history (``prefixes``, names made from the run id, masked)."""
+        digest = history_digest(history.to_jsonl_text(), prefixes)
+        self.digests.append(digest)
+        return digest
+
+    def digest_property(self) -> dict[str, object]:
+        return {
+            "simulated": bool(self.simulated),
+            "not_simulable": self.not_simulable,
+            "examples": len(self.digests),
+            "digest": combined_digest(self.digests),
+            "failing_digest": self.failing_digest,
+            "misbehaviour": dict(sorted(self.misbehaviour.items())),
+        }
+
+    def _hunt(
+        self,
+        make: Callable[[], RuleBasedStateMachine],
+        plan: HuntPlan,
+        factory: Callable[[], RuleBasedStateMachine],
+    ) -> None:
         """Rounds of :data:`ROUND_EXAMPLES` examples, each with a fresh seed, until this test's
         share of the budget is spent; a failure ends the hunt (Hypothesis shrinks it and saves
         it in the example database, which every later round and machine replays first)."""
@@ -122,6 +329,14 @@ class StatefulRun:
                     self.tally.failed = True
                     self.tally.failure = failure_line(exc, self.failed)
                     self.tally.replay = self.replay().split("\n", 1)[0]
+                    self.tally.seed = self.seed
+                    if isinstance(exc, Exception):
+                        self.keep_schedule(factory, exc)
+                    if self.schedule_file is not None and self.replayed is not None:
+                        self.tally.schedule = str(self.schedule_file)
+                        self.tally.replay = self.replay_command(self.schedule_file)
+                        self.tally.seed_replay = self.replay().split("\n", 1)[0]
+                        self.tally.replayed = self.replayed.line()
                     raise
                 finally:
                     self.tally.rounds += 1
@@ -140,6 +355,10 @@ class StatefulRun:
         args = ["pytest", self.nodeid, f"--prism-backend={backends}"]
         if len(set(self.combination.slots.values())) > 1 or len(self.combination.slots) > 1:
             args.append("--prism-combinations=all")  # the combination exists whatever the covering set
+        if self.simulated:
+            args.append("--prism-simulate")
+        if self.buggify:
+            args.append(f"--prism-buggify={','.join(sorted(self.buggify))}")
         if self.derandomized:
             args.append(f"--hypothesis-profile={self.profile}")
             how = "derandomised profile: the same examples run again and shrink to this failure"
@@ -164,7 +383,13 @@ class StatefulRun:
         if not bad:
             return
         self.failed = bad
-        raise AssertionError(failure_message(history, bad, what, self.replay()))
+        self.failing_digest = self.digests[-1] if self.digests else None
+        replay = self.replay()
+        if self.failing_digest is not None:
+            replay += f"\n  history digest {self.failing_digest}" + (
+                " (simulated: the replay gives the same digest)" if self.simulated else ""
+            )
+        raise AssertionError(failure_message(history, bad, what, replay))
 
 
 def failure_line(error: BaseException, verdicts: Sequence[Verdict]) -> str:
@@ -173,6 +398,33 @@ def failure_line(error: BaseException, verdicts: Sequence[Verdict]) -> str:
         return "; ".join(f"{v.checker}: INVALID ({', '.join(sorted(v.anomalies))})" for v in verdicts)
     first = next((line for line in str(error).splitlines() if line.strip()), "")
     return f"{type(error).__name__}: {first}"[:300]
+
+
+def failure_signature(error: BaseException, verdicts: Sequence[Verdict]) -> list[str]:
+    """What a replay must show again: each invalid verdict's ``checker:anomaly``, or the error's type."""
+    if verdicts:
+        return sorted({f"{v.checker}:{name}" for v in verdicts for name in v.anomalies})
+    return [f"error:{type(error).__name__}"]
+
+
+def import_paths(modules: Sequence[str]) -> list[str]:
+    """The ``sys.path`` entries ``modules`` were imported from, so a replay can import them too."""
+    found = []
+    for name in modules:
+        module = sys.modules.get(name)
+        where = getattr(module, "__file__", None)
+        if where is None:
+            continue
+        file = Path(where)
+        depth = name.count(".") + (1 if file.name == "__init__.py" else 0)
+        if depth < len(file.parents):
+            found.append(str(file.parents[depth]))
+    return list(dict.fromkeys(found))
+
+
+def test_address(node: pytest.Item) -> str:
+    """The test as a path pytest can be given from any directory: ``/abs/file.py::name[params]``."""
+    return f"{node.path}::{node.name}"
 
 
 def failure_message(history: History, bad: Sequence[Verdict], what: str, replay: str) -> str:

@@ -72,6 +72,9 @@ class Endpoint:
     teardown: Callable[[], None] | None = None
     # the lazy filesystem under the data dir (ProvisionContext.lazy_data_dir): power cuts
     lazy_mount: LazyMount | LazyMounts | None = None
+    # When ``url`` leads to a discovery service (Redis Sentinel) rather than to the data: the URL
+    # of the node that serves the data now, which a fault proxy stands in front of instead.
+    direct: Callable[[], str] | None = None
 
     def __repr__(self) -> str:
         return f"Endpoint({redact(self.url)!r}, via={self.via.value})"
@@ -79,7 +82,10 @@ class Endpoint:
     @property
     def first_url(self) -> str:
         """The URL of a cluster's first node (a cluster's URL lists every node, comma-separated):
-        a proxy leads to that node alone, so the proxied client cannot bypass it."""
+        a proxy leads to that node alone, so the proxied client cannot bypass it); with
+        ``direct``, the node serving the data now."""
+        if self.direct is not None:
+            return self.direct()
         return self.url.split(",")[0]
 
     @property

@@ -103,8 +103,13 @@ class Cluster:
         self.paused.update(range(self.size))
 
     def resume(self) -> None:
+        was = sorted(self.paused)
         self._each(ServerProcess.resume)
         self.paused.clear()
+        self._resumed(was)
+
+    def _resumed(self, nodes: Sequence[int]) -> None:
+        """``nodes`` run again after a pause: a subclass re-points one that missed a failover."""
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         self._each(lambda server: server.wait_ready(timeout))
@@ -126,9 +131,12 @@ class Cluster:
         self.paused.add(node)
 
     def restore_node(self, node: int) -> None:
+        was_paused = node in self.paused
         self.servers[node].resume()
+        self.paused.discard(node)  # before the start: settling then waits for this node too
+        if was_paused:
+            self._resumed([node])
         self._start([node])
-        self.paused.discard(node)
 
     def corrupt(self, node: int, pattern: str, *, mode: str = "bitflip", flips: int = 1, seed: int = 0) -> list[str]:
         """Kill ``node``, damage every file of its work dir matching ``pattern`` (a glob such as
@@ -190,3 +198,65 @@ class Cluster:
 
     def __repr__(self) -> str:
         return f"Cluster({self.size} nodes, network {self.network.token[:8]})"
+
+
+class FailoverCluster(Cluster):
+    """A cluster with one primary that takes every write and replicas that follow it, where
+    losing the primary means promoting a replica (PostgreSQL streaming standbys, Redis with
+    Sentinel). ``fenced`` are former primaries taken out by a failover; each subclass says how
+    one comes back. ``failover_seconds`` holds the time each :meth:`failover` took, from the
+    fence to clients being able to find the new primary (the benchmarks list them)."""
+
+    primary: int = 0
+    fenced: set[int]
+    time_to_ready: float | None = None  # seconds from the first process to a settled cluster
+    failover_seconds: list[float]
+
+    def setup_failover(self) -> None:
+        self.primary = 0
+        self.fenced = set()
+        self.failover_seconds = []
+        self.leader = self.current_primary
+
+    def current_primary(self) -> int | None:
+        """The node clients find as the primary (the leader the nemesis aims at)."""
+        return self.primary
+
+    def replicas(self) -> list[int]:
+        return [node for node in range(self.size) if node != self.primary]
+
+    # a replica can be made to lag behind the primary (:meth:`lag_node`) before a failover
+    can_lag: bool = False
+
+    def lag_node(self, node: int) -> None:
+        """Stop replica ``node`` (SIGSTOP) and return once another replica holds everything
+        the primary wrote so far: a replica that fell behind, as a stalled standby does, not one
+        that vanished with the only copy of an acknowledged write (two nodes lost at once, more
+        than one synchronous replica guarantees). :meth:`restore` or :meth:`restore_node`
+        resumes it, and it then follows whichever node is the primary by then. Only where
+        :attr:`can_lag`."""
+        raise NotImplementedError
+
+    def fence(self, node: int) -> None:
+        """Take ``node`` out for good: SIGKILL (a crashed or STONITHed primary)."""
+        self.kill_node(node)
+        self.fenced.add(node)
+
+    # the primary can be lost by a partition that leaves it running (a split-brain window)
+    can_isolate: bool = False
+
+    def failover(self, to: int | None = None, *, isolate: bool = False) -> int:
+        """Lose the primary and promote a replica (``to``, or the one the system picks); returns
+        the new primary once clients can find it. Timed into :attr:`failover_seconds`.
+        ``isolate`` (where :attr:`can_isolate`): the old primary is cut off from every other
+        node instead of killed, and keeps running, reachable from the harness, until
+        :meth:`restore` heals the partition."""
+        if isolate and not self.can_isolate:
+            raise ProvisioningError(f"{self!r}: a failover by partition is not supported")
+        started = time.monotonic()
+        new = self._failover(to, isolate)
+        self.failover_seconds.append(time.monotonic() - started)
+        return new
+
+    def _failover(self, to: int | None, isolate: bool) -> int:
+        raise NotImplementedError

@@ -204,7 +204,10 @@ class ServerProcess:
         if self._leader is None:
             return []
         inside = self.cwd.resolve() if self.cwd is not None and self._comm else None
-        return _running(self._leader, inside, self._comm)
+        # Another server of the same binary may work below that dir (a host's Sentinel is a
+        # redis-server in a subdir of its data node's): its group is never ours to end.
+        others = {s._leader.pid for s in _LIVE if s is not self and s._leader is not None and s.alive}
+        return [pid for pid in _running(self._leader, inside, self._comm) if _group_of(pid) not in others]
 
     def _end_stragglers(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -331,6 +334,13 @@ def _running(leader: ProcessStamp, inside: Path | None, comm: str | None) -> lis
         except OSError:
             continue  # gone meanwhile
     return found
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def stop_all() -> None:

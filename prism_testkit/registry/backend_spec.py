@@ -39,6 +39,9 @@ class BackendSpec:
     # every row that uses it runs on one xdist worker (its xdist_group), so a heavy instance
     # such as a cluster is started once per run, not once per worker
     exclusive: bool = False
+    # runs in this process without threads or sockets, so --prism-simulate can run it on virtual
+    # time (prism_testkit.simulation); a third party's in-process backend may declare it too
+    simulable: bool = False
     description: str = ""
     requires: tuple[str, ...] = ()
     extra: str | None = None

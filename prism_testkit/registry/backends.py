@@ -13,7 +13,7 @@ from typing import TypeVar
 import pluggy
 
 from prism_testkit.capabilities import BackendProperties
-from prism_testkit.errors import RegistrationError, UnknownBackend
+from prism_testkit.errors import RegistrationError, UnknownBackend, interrupt_within
 from prism_testkit.provision.base import Provisioner
 from prism_testkit.registry import hookspecs
 from prism_testkit.registry.backend_spec import BackendSpec as BackendSpec  # re-exported: its old home
@@ -132,6 +132,9 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             try:
                 plugin = ep.load()
             except Exception as exc:
+                interrupt = interrupt_within(exc)
+                if interrupt is not None:
+                    raise interrupt from None  # a Ctrl-C mid-import, not a broken plugin
                 raise RegistrationError(f"{where} could not be loaded: {type(exc).__name__}: {exc}") from exc
             pm.register(plugin, name=ep.name)
             if not pm.get_hookcallers(plugin):

@@ -136,6 +136,8 @@ class PrismResults:
     durations: dict[str, float] = field(default_factory=dict)  # test -> seconds (setup + call + teardown)
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # test -> its first failing phase
     hunts: list[dict[str, Any]] = field(default_factory=list)  # one per hunted test (--prism-hunt)
+    # stateful test -> whether it ran simulated, its examples' digest, its failing example's
+    simulations: dict[str, dict[str, Any]] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)  # version, start time, duration
     failed_to_start: dict[str, str] = field(default_factory=dict)  # backend -> the first reason given
     server_versions: dict[str, str | None] = field(default_factory=dict)  # backend -> as its server told
@@ -258,6 +260,7 @@ class PrismResults:
                 if self.hunts
                 else {}
             ),
+            **({"history_digests": self.simulations} if self.simulations else {}),
         }
 
     def write(self, path: Path) -> None:

@@ -4,13 +4,16 @@
 - :mod:`.interrupts`: Ctrl-C and SIGTERM stop a run in order within seconds;
 - :mod:`.loop_shutdown`: the harness's event loop ends the way :func:`asyncio.run` ends its own.
 
+:meth:`PrismRuntime.simulated` swaps in a simulated loop (:mod:`prism_testkit.simulation`) for one
+example of a combination whose backends are all simulable.
+
 Process-wide harness state: one event loop, provisioned endpoints and connected drivers.
 Each pytest process (the controller or an xdist worker) has one :class:`PrismRuntime`.
 Servers are started and drivers connected on first use, once per process, never once per
 test or example; everything is stopped and removed in :meth:`PrismRuntime.close`.
 
 May import: ``provision``, ``faults`` (the proxy and power loss it wires in), ``registry``,
-``jepsen.checkers`` (the env's verdicts), ``driver``, ``isolation``, ``errors``, ``redaction``.
+``jepsen.checkers`` (the env's verdicts), ``simulation``, ``driver``, ``isolation``, ``errors``, ``redaction``.
 Never ``report``, ``hunting``, the plugin or the CLI (they use the runtime), a backend or a
 pattern (backends arrive through the registry's entry points).
 """
@@ -20,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
@@ -37,11 +40,16 @@ from prism_testkit.faults.power_loss import (
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, ServerControl, Via
+from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.provision.workdirs import make_workdir, record_processes_in, remove_tree, sweep_abandoned
 from prism_testkit.redaction import redact
 from prism_testkit.registry.backends import BackendRegistry, BackendSpec
 from prism_testkit.runtime.interrupts import Interrupts
 from prism_testkit.runtime.loop_shutdown import CANCEL_GRACE, close_loop
+
+if TYPE_CHECKING:
+    from prism_testkit.simulation.guard import Guard
+    from prism_testkit.simulation.loop import SimulatedLoop
 
 T = TypeVar("T")
 # A server that accepts connections but never answers must cost one wait per run, not one per test.
@@ -69,6 +77,7 @@ class PrismRuntime:
         namespaces: NamespaceFactory,
         extra: list[BackendSpec] | None = None,
         binaries: Mapping[str, Path] | None = None,
+        interrupts: Interrupts | None = None,
     ) -> None:
         self.registry = registry
         self.selected = selected  # the backend expansion runs over these
@@ -76,7 +85,7 @@ class PrismRuntime:
         self.urls = dict(urls)
         self.binaries = dict(binaries or {})  # --prism-binary NAME=PATH
         self.namespaces = namespaces
-        self.interrupts = Interrupts()
+        self.interrupts = interrupts or Interrupts()  # the harness's, installed before its imports
         self.interrupts.install()
         self.sweep = sweep_abandoned()
         self.workdir = make_workdir(namespaces.run, namespaces.worker)
@@ -154,6 +163,41 @@ class PrismRuntime:
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
         return self._loop
+
+    @contextlib.contextmanager
+    def simulated(
+        self, names: list[str], watched: tuple[str, ...], seed: int = 0
+    ) -> Iterator[tuple[SimulatedLoop, Guard]]:
+        """Run what the block runs on a fresh simulated loop, with drivers of the backends
+        ``names`` connected on it, and every clock of :mod:`prism_testkit.simulation.clock` on
+        its virtual time; ``watched`` modules may not read real time or start threads (see
+        :mod:`prism_testkit.simulation.guard`). The real loop and its drivers come back after."""
+        from prism_testkit.simulation import clock, guard
+        from prism_testkit.simulation.loop import SimulatedLoop
+
+        for name in names:
+            if not self.registry[name].simulable:
+                raise ValueError(f"backend {name!r} does not declare itself simulable")
+        saved_loop = self._loop
+        saved = {name: self._drivers.pop(name) for name in names if name in self._drivers}
+        loop = SimulatedLoop(seed)
+        self._loop = loop
+        try:
+            with clock.simulating(loop), guard.watching(watched) as watch:
+                try:
+                    for name in names:  # now: async code (a drain) cannot connect one later
+                        self.driver(name)
+                    yield loop, watch
+                finally:
+                    for name in names:
+                        driver = self._drivers.pop(name, None)
+                        if driver is not None:
+                            with contextlib.suppress(Exception):
+                                self.run(driver.close())
+                    close_loop(loop, grace=CANCEL_GRACE)
+        finally:
+            self._loop = saved_loop
+            self._drivers.update(saved)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` to completion on this process's loop (drivers are bound to it).
@@ -271,6 +315,38 @@ class PrismRuntime:
             self._proxied_faults[name] = -1
         return self._drivers[name]
 
+    async def failover(self, name: str, *, isolate: bool = False, lagging: bool = False) -> Driver:
+        """Lose the primary of ``name``'s cluster (SIGKILL, or ``isolate``: cut it off and
+        leave it running) and let a replica be promoted, then restore the cluster (heal, the old
+        primary back as a replica) and reconnect; returns the new driver. Until the reconnect
+        the old driver stays open, so work in flight on it meets the failover as clients do.
+        ``lagging``: the last replica is stopped first and through the promotion (a lagging
+        standby); the restore resumes it, and it must follow the new primary."""
+        control = self.control(name)
+        if not isinstance(control, FailoverCluster):
+            raise NotSupported(name, "failover", "its instance is not a primary with replicas the harness started")
+        if lagging and not control.can_lag:
+            raise NotSupported(name, "a lagging replica at the failover", "its cluster cannot hold a replica back")
+        try:
+            if lagging:
+                await asyncio.to_thread(control.lag_node, control.replicas()[-1])
+            await asyncio.to_thread(control.failover, isolate=isolate)
+            await asyncio.to_thread(control.restore)
+        finally:
+            driver = self._drivers.pop(name, None)
+            if driver is not None:
+                self._retired.append(driver)
+                with contextlib.suppress(Exception):  # its server may be the one that died
+                    await driver.close()
+        try:
+            spec = self.registry[name]
+            self._drivers[name] = await spec.driver_class.connect(spec.name, spec.capabilities, self.endpoint(name))
+        except Exception as exc:
+            self._restart_errors[name] = redact(f"reconnect after a failover failed: {type(exc).__name__}: {exc}")
+            raise
+        self._restart_errors.pop(name, None)
+        return self._drivers[name]
+
     async def power_loss_instance(self, name: str) -> PowerLossInstance:
         """A second private instance of ``name`` whose data dir lies on a lazy filesystem, for
         power cuts; started on first use, stopped in :meth:`close`. Raises ProvisioningError
@@ -340,6 +416,12 @@ class PrismRuntime:
                 endpoint.control.restore()
             if stopping:
                 continue
+            if proxied is not None and endpoint is not None and endpoint.direct is not None:
+                # its proxy stands in front of the node serving the data, which may have moved
+                before = proxied[1].upstream
+                proxied[1].set_upstream(*endpoint.address)
+                if proxied[1].upstream != before:
+                    self._proxied_faults[name] = -1  # its connections lead to the old node
             if proxied is not None and proxied[1].faults_injected != self._proxied_faults.get(name):
                 # Faults or a restart may have left its pooled connections broken.
                 self.run(self._connect_proxied(name, proxied[1], proxied[2], old=proxied[0]))

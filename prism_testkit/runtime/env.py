@@ -72,6 +72,14 @@ class PrismEnv:
         what ``fault`` keeps."""
         return await self.runtime.restart(self.combination[slot], kill=kill, power_cut=power_cut, fault=fault)
 
+    async def failover(self, slot: str, *, isolate: bool = False, lagging: bool = False) -> Driver:
+        """Fail over the cluster in ``slot`` (its primary killed, or ``isolate``: cut off; with a
+        ``lagging`` replica held back through the promotion), restore it and reconnect; returns
+        the new driver. Counted in the report row's faults."""
+        driver = await self.runtime.failover(self.combination[slot], isolate=isolate, lagging=lagging)
+        self.faults["failover-isolate" if isolate else "failover-lagging" if lagging else "failover"] += 1
+        return driver
+
     async def power_loss_instance(self, slot: str) -> PowerLossInstance:
         """A private instance of ``slot``'s backend on a lazy filesystem, whose power can be cut."""
         return await self.runtime.power_loss_instance(self.combination[slot])

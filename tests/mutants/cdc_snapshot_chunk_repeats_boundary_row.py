@@ -11,11 +11,11 @@ from __future__ import annotations
 from prism_testkit.patterns.cdc import CdcConnector
 
 
-async def _chunk_keys(self: CdcConnector, after: str | None) -> list[str]:
+async def _chunk_keys(self: CdcConnector, after: str | None, size: int | None) -> list[str]:
     keys = sorted([k async for k in self.kv.scan(self.config.prefix)])
     if after is not None:
         keys = [k for k in keys if k >= after]  # the bug: >= for >
-    return keys[: self.config.snapshot_chunk_size]
+    return keys if size is None else keys[:size]
 
 
 CdcConnector._chunk_keys = _chunk_keys  # type: ignore[method-assign]

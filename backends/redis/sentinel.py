@@ -1,0 +1,390 @@
+"""Provisioning of ``redis-sentinel``: a Redis primary, replicas and three Sentinels, as users
+deploy them: three hosts (network namespaces), each running a ``redis-server`` and a Sentinel
+(``redis-server --sentinel``), so cutting a host off takes its Sentinel with it.
+
+Every node persists with ``appendfsync always`` and replicates asynchronously; the Sentinels
+watch the primary under the service name :data:`SERVICE` with a quorum of two and mark it down
+after :data:`DOWN_AFTER_MS`. Clients find the primary through the Sentinels (the endpoint's URL
+is ``redis+sentinel://host:port,host:port,host:port/prism``), as redis-py's ``Sentinel`` does.
+
+Administration speaks RESP over a socket (:func:`command`): provisioning never imports redis-py.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from prism_testkit.errors import ProvisioningError
+from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Via
+from prism_testkit.provision.cluster import FailoverCluster
+from prism_testkit.provision.netns import Host, Network, namespaces_unavailable_reason
+from prism_testkit.provision.processes import ServerProcess
+from prism_testkit.provision.workdirs import recording_dir
+
+from .provision import AOF_DIR, READY_TIMEOUT, RedisProvisioner, answers_ping
+
+PORT = 6379  # every host has its own namespace: every redis-server listens on the same port
+SENTINEL_PORT = 26379
+SERVICE = "prism"  # the name the Sentinels monitor the primary under
+QUORUM = 2  # of three Sentinels
+DOWN_AFTER_MS = 1000  # unanswered for this long, the primary is subjectively down
+FAILOVER_TIMEOUT_MS = 10_000
+# Seconds a failover may take until clients find the new primary. A Sentinel retries a split
+# election only after twice failover-timeout (20 s): room for one retry. Polled, so a quick
+# failover returns at once. (The stalls once seen here were Sentinels killed as stragglers of
+# their host's redis-server, fixed in provision/processes.py, not slow elections.)
+FAILOVER_WAIT = 60.0
+ADMIN_TIMEOUT = 2.0
+
+Reply = str | int | list["Reply"] | None
+
+
+class ReplyError(ProvisioningError):
+    """The server answered a command with an error."""
+
+
+def _read_reply(stream: BinaryIO) -> Reply:
+    line = stream.readline()
+    if not line:
+        raise ConnectionError("connection closed")
+    kind, rest = line[:1], line[1:-2].decode()
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise ReplyError(rest)
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None
+        data = stream.read(size + 2)
+        return data[:-2].decode(errors="replace")
+    if kind == b"*":
+        size = int(rest)
+        return None if size < 0 else [_read_reply(stream) for _ in range(size)]
+    raise ConnectionError(f"unexpected reply {line[:40]!r}")
+
+
+def command(host: str, port: int, *args: str | int, timeout: float = ADMIN_TIMEOUT) -> Reply:
+    """Send one command to ``host:port`` on a fresh connection and return its reply."""
+    parts = [str(a).encode() for a in args]
+    request = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        with sock.makefile("rb") as stream:
+            return _read_reply(stream)
+
+
+def _pairs(flat: Reply) -> dict[str, str]:
+    """A Sentinel's flat ``[key, value, key, value ...]`` reply as a dict."""
+    items = flat if isinstance(flat, list) else []
+    return {str(k): str(v) for k, v in zip(items[::2], items[1::2], strict=False)}
+
+
+class RedisSentinelCluster(FailoverCluster):
+    """The data nodes (``servers``, one per host), the Sentinels beside them and the failover:
+    the primary is lost (SIGKILL), the Sentinels agree it is down, elect a leader among
+    themselves, promote the replica with the most data and re-point the others. A fenced former
+    primary started again comes back as a primary with its old data, until the Sentinels turn
+    it into a replica of the new one (a full resync discards what it alone held)."""
+
+    sentinels: list[ServerProcess]
+    can_isolate = True
+    can_lag = True
+
+    def setup(self, sentinels: list[ServerProcess]) -> None:
+        self.setup_failover()
+        self.sentinels = sentinels
+        self.settled = self._settled
+
+    def address(self, node: int) -> str:
+        return self.network.hosts[node].address
+
+    def node_of(self, address: str) -> int | None:
+        return next((h.index for h in self.network.hosts if h.address == address), None)
+
+    def sentinel(self, node: int, *args: str | int) -> Reply:
+        return command(self.address(node), SENTINEL_PORT, "SENTINEL", *args)
+
+    def redis(self, node: int, *args: str | int) -> Reply:
+        return command(self.address(node), PORT, *args)
+
+    def sentinel_views(self) -> list[int | None]:
+        """The primary each running Sentinel names (None: it did not answer)."""
+        return list(self._views_by_node().values())
+
+    def _views_by_node(self) -> dict[int, int | None]:
+        views: dict[int, int | None] = {}
+        for node, sentinel in enumerate(self.sentinels):
+            if not sentinel.alive:
+                continue
+            try:
+                reply = self.sentinel(node, "get-master-addr-by-name", SERVICE)
+            except (OSError, ConnectionError, ProvisioningError):
+                views[node] = None
+                continue
+            views[node] = self.node_of(str(reply[0])) if isinstance(reply, list) and reply else None
+        return views
+
+    def current_primary(self) -> int | None:
+        named = [v for v in self.sentinel_views() if v is not None]
+        if not named:
+            return self.primary
+        return max(set(named), key=named.count)
+
+    def role(self, node: int) -> list[Reply]:
+        try:
+            reply = self.redis(node, "ROLE")
+        except (OSError, ConnectionError, ProvisioningError):
+            return []
+        return reply if isinstance(reply, list) else []
+
+    def _settled(self) -> bool:
+        """The Sentinels agree on a primary (they may have failed over on their own, after a
+        partition: it becomes :attr:`primary`), it is a primary, every running replica streams
+        from it, and every running Sentinel knows every running replica and sees a quorum."""
+        views = self.sentinel_views()
+        if not views or views[0] is None or any(v != views[0] for v in views):
+            return False
+        self.primary = views[0]
+        primary = self.address(self.primary)
+        if self.role(self.primary)[:1] != ["master"]:
+            return False
+        running = [n for n in self.replicas() if self.servers[n].alive and n not in self.paused]
+        for node in running:
+            role = self.role(node)
+            if role[:2] != ["slave", primary] or role[3:4] != ["connected"]:
+                return False
+        for node, sentinel in enumerate(self.sentinels):
+            if not sentinel.alive:
+                continue
+            try:
+                named = self.sentinel(node, "get-master-addr-by-name", SERVICE)
+                known = self.sentinel(node, "replicas", SERVICE)
+                self.sentinel(node, "ckquorum", SERVICE)
+            except (OSError, ConnectionError, ProvisioningError):
+                return False
+            if not isinstance(named, list) or named[:1] != [primary]:
+                return False
+            healthy = {
+                _pairs(r).get("ip")
+                for r in (known if isinstance(known, list) else [])
+                if not {"s_down", "o_down", "disconnected"} & set(_pairs(r).get("flags", "").split(","))
+            }
+            if not {self.address(n) for n in running} <= healthy:
+                return False
+        return True
+
+    def _start(self, nodes: Sequence[int]) -> None:
+        super()._start(nodes)
+        self.fenced.difference_update(nodes)
+
+    def lag_node(self, node: int) -> None:
+        """Pause replica ``node``; return once another running replica has processed what the
+        primary had written at that moment and every running Sentinel sees the paused one down
+        (a Sentinel passes over a replica it sees down; one it still counted on would stall the
+        failover it sent REPLICAOF NO ONE to). Resumed, the Sentinels re-point it themselves."""
+        self.pause_node(node)
+        offset = self.role(self.primary)[1:2]
+        others = [n for n in self.replicas() if n not in self.paused and self.servers[n].alive]
+        deadline = time.monotonic() + self.settle_timeout
+        while not (self._caught_up(others, offset) and self._seen_down(node)):
+            if time.monotonic() > deadline:
+                raise ProvisioningError(
+                    f"redis-sentinel: n{node} paused, but no replica caught up or it is not seen down"
+                )
+            time.sleep(0.05)
+
+    def _caught_up(self, replicas: Sequence[int], offset: list[Reply]) -> bool:
+        """Some of ``replicas`` processed the primary's stream up to ``offset`` (``ROLE``'s)."""
+        if not replicas or not offset or not isinstance(offset[0], int):
+            return True
+        return any(len(role := self.role(n)) > 4 and int(str(role[4])) >= offset[0] for n in replicas)
+
+    def _seen_down(self, node: int) -> bool:
+        for sentinel_node, sentinel in enumerate(self.sentinels):
+            if not sentinel.alive:
+                continue
+            try:
+                known = self.sentinel(sentinel_node, "replicas", SERVICE)
+            except (OSError, ConnectionError, ProvisioningError):
+                return False
+            flags = {
+                _pairs(r).get("ip"): set(_pairs(r).get("flags", "").split(","))
+                for r in (known if isinstance(known, list) else [])
+            }
+            if "s_down" not in flags.get(self.address(node), set()):
+                return False
+        return True
+
+    def _failover(self, to: int | None, isolate: bool) -> int:
+        """Kill the primary (or, ``isolate``, cut its host off from the others: its Sentinel
+        with it) and wait until the Sentinels on the other hosts name a new primary that says
+        it is one. ``to``: the other replicas get replica-priority 0 for this failover."""
+        old = self.primary
+        others = [n for n in self.replicas() if n != to] if to is not None else []
+        for node in others:
+            self.redis(node, "CONFIG", "SET", "replica-priority", 0)
+        try:
+            if isolate:
+                self.partition([[old], self.replicas()])
+            else:
+                self.fence(old)
+            new = self._promoted(old)
+        finally:
+            for node in others:
+                if self.servers[node].alive:
+                    self.redis(node, "CONFIG", "SET", "replica-priority", 100)
+        self.primary = new
+        return new
+
+    def _promoted(self, old: int) -> int:
+        deadline = time.monotonic() + FAILOVER_WAIT
+        while True:
+            views = [v for n, v in self._views_by_node().items() if n != old]
+            new = views[0] if views else None
+            if new is not None and new != old and all(v == new for v in views) and self.role(new)[:1] == ["master"]:
+                return new
+            if time.monotonic() > deadline:
+                # what each Sentinel last said: why none of them acted
+                said = "; ".join(f"sentinel n{n}: {self.sentinels[n].log_tail(8)}" for n in range(self.size))
+                raise ProvisioningError(
+                    f"redis-sentinel: nothing promoted {FAILOVER_WAIT:.0f}s after n{old} was lost ({said})"
+                )
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        try:
+            self._each(ServerProcess.stop, self.sentinels)
+        finally:
+            super().close()
+
+    def __repr__(self) -> str:
+        return f"RedisSentinelCluster({self.size} nodes, primary n{self.primary}, network {self.network.token[:8]})"
+
+
+class RedisSentinelProvisioner(RedisProvisioner):
+    """``nodes`` hosts, each with a redis-server (the first one the primary) and a Sentinel.
+    ``wait_replicas``: the driver follows every write with ``WAIT`` for that many replicas."""
+
+    server_name = "redis-server primary, replicas and Sentinels"
+
+    def __init__(self, *, nodes: int = 3, wait_replicas: int = 0) -> None:
+        if nodes < 2:
+            raise ValueError("redis-sentinel needs a primary and at least one replica")
+        super().__init__(("--appendonly", "yes", "--appendfsync", "always"), durable=True)
+        self.nodes = nodes
+        self.wait_replicas = wait_replicas
+
+    def probe(self, ctx: ProvisionContext) -> Availability:
+        if ctx.url is None and (reason := namespaces_unavailable_reason()) is not None:
+            return Availability.unavailable(f"redis-sentinel runs one host per network namespace: {reason}")
+        availability = super().probe(ctx)
+        if availability.via is Via.CONTAINER:  # no container recipe: hosts are namespaces here
+            return Availability.unavailable(f"no redis-server found; install: {self.install_hint}")
+        return availability
+
+    def url_endpoint(self, ctx: ProvisionContext, url: str) -> Endpoint:
+        return Endpoint(url=url, via=Via.URL, options={"wait_replicas": self.wait_replicas})
+
+    def _server_config(self, host: Host, home: Path, primary: Host) -> Path:
+        data = home / "data"
+        (data / AOF_DIR).mkdir(parents=True, exist_ok=True)  # on disk before the first fsync in it
+        lines = [
+            f"bind {host.address}",
+            f"port {PORT}",
+            "protected-mode no",
+            f"dir {data}",
+            'save ""',
+            "appendonly yes",
+            "appendfsync always",
+            "repl-diskless-sync-delay 0",  # a (re)joining replica syncs at once, not after 5 s
+            "client-output-buffer-limit pubsub 256mb 64mb 60",
+        ]
+        if host.index != primary.index:
+            lines.append(f"replicaof {primary.address} {PORT}")
+        config = home / "redis.conf"  # a file: the Sentinels rewrite it when they re-point a node
+        config.write_text("\n".join(lines) + "\n")
+        return config
+
+    def _sentinel_config(self, host: Host, home: Path, primary: Host) -> Path:
+        work = home / "sentinel"
+        work.mkdir(exist_ok=True)
+        config = home / "sentinel.conf"
+        config.write_text(
+            f"bind {host.address}\nport {SENTINEL_PORT}\nprotected-mode no\ndir {work}\n"
+            f"sentinel monitor {SERVICE} {primary.address} {PORT} {QUORUM}\n"
+            f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {SERVICE} {self.nodes}\n"
+        )
+        return config
+
+    def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
+        workdir = ctx.workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        network = Network.create(self.nodes, recording_dir() or workdir)
+        try:
+            primary = network.hosts[0]
+            servers, sentinels = [], []
+            for host in network.hosts:
+                home = workdir / f"n{host.index}"
+                home.mkdir(exist_ok=True)
+                config = self._server_config(host, home, primary)
+                servers.append(self._process(f"redis n{host.index}", host, [str(binary), str(config)], home, PORT))
+                config = self._sentinel_config(host, home, primary)
+                argv = [str(binary), str(config), "--sentinel"]
+                sentinels.append(self._process(f"sentinel n{host.index}", host, argv, home, SENTINEL_PORT))
+        except BaseException:
+            network.close()
+            raise
+        cluster = RedisSentinelCluster(servers, network, probe_port=PORT, settle_timeout=READY_TIMEOUT)
+        cluster.setup(sentinels)
+        try:
+            # the data nodes first, so each Sentinel finds every replica in its first INFO
+            for server in servers:  # from this thread: a process dies with the thread that forked it
+                server.spawn()
+            cluster._each(ServerProcess.ready, servers)
+            for sentinel in sentinels:
+                sentinel.spawn()
+            cluster._each(ServerProcess.ready, sentinels)
+            cluster.wait_settled()
+        except BaseException:
+            cluster.close()
+            raise
+        cluster.time_to_ready = time.monotonic() - started
+        hosts = ",".join(f"{h.address}:{SENTINEL_PORT}" for h in network.hosts)
+        return Endpoint(
+            url=f"redis+sentinel://{hosts}/{SERVICE}",
+            via=Via.BINARY,
+            control=cluster,
+            options={
+                "cluster": cluster,
+                "wait_replicas": self.wait_replicas,
+                "start_seconds": cluster.time_to_ready,
+            },
+            teardown=cluster.close,
+            # a fault proxy stands in front of the primary itself, reached without the Sentinels
+            direct=lambda: f"redis://{cluster.address(cluster.primary)}:{PORT}/0",
+        )
+
+    def _process(self, name: str, host: Host, argv: list[str], home: Path, port: int) -> ServerProcess:
+        return ServerProcess(
+            name,
+            host.argv(argv),
+            host=host.address,
+            port=port,
+            log_path=home / f"{name.split()[0]}.log",
+            cwd=home,
+            ready=lambda: answers_ping(host.address, port),
+            ready_timeout=READY_TIMEOUT,
+        )
+
+    def start_container(self, ctx: ProvisionContext) -> Endpoint:
+        raise ProvisioningError("redis-sentinel is not provisioned in containers")

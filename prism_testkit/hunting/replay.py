@@ -1,0 +1,110 @@
+"""``prism-testkit replay FILE``: run a schedule file's test again by issuing its recorded steps.
+
+It runs pytest in this process on the schedule's test, with its backends, the combination it
+failed on, the ``-p`` plugins its run loaded (imported from that run's directory) and
+``--prism-replay=FILE``, then prints pytest's output and one last line: ``reproduced: ...`` or
+``did not reproduce: ...``, each with the replay's own verdict, and the recorded failure.
+
+Exit codes: 1 the failure reproduced (the test fails, as pytest would say), 0 it did not,
+2 bad input (a file that cannot be read, is not a schedule, or names a test that is not there),
+3 the replay could not run (pytest stopped before the test ran: a backend could not be provisioned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prism_testkit.hunting.schedule import Schedule, ScheduleError, read
+from prism_testkit.redaction import printable, redact
+
+NOT_REPRODUCED, REPRODUCED, USAGE, NOT_RUN = 0, 1, 2, 3
+
+
+def add_replay_command(commands: Any) -> None:  # argparse's subparsers action has no public type
+    replay = commands.add_parser(
+        "replay",
+        help="run a schedule file's test again, issuing its recorded steps in order; exit 1 if the failure "
+        "reproduced, 0 if not",
+    )
+    replay.add_argument("file", metavar="FILE", help="a schedule file a failing stateful test wrote")
+
+
+def _say(line: str, stream: Any = None) -> None:
+    stream = stream or sys.stdout
+    print(printable(redact(line), stream), file=stream)
+
+
+class _Outcome:
+    """A pytest plugin that keeps what the replayed test reported."""
+
+    def __init__(self) -> None:
+        self.result: dict[str, Any] | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key == "prism_replay" and isinstance(value, dict):
+                self.result = value
+
+
+def pytest_arguments(schedule: Schedule, path: Path) -> list[str]:
+    """The pytest command line that replays ``schedule`` (stored at ``path``)."""
+    args = [
+        schedule.test,
+        f"--prism-backend={','.join(schedule.backends)}",
+        "--prism-combinations=all",  # the combination exists whatever the covering set
+        f"--prism-replay={path}",
+        *("-p", "no:randomly", "-p", "no:cacheprovider", "-q"),
+        # this process imported prism_testkit before pytest could rewrite its asserts: expected here
+        *("-W", "ignore::pytest.PytestAssertRewriteWarning"),
+    ]
+    for plugin in schedule.plugins:
+        args += ["-p", plugin]
+    if schedule.simulate:
+        args.append("--prism-simulate")
+    if schedule.buggify:
+        args.append(f"--prism-buggify={','.join(schedule.buggify)}")
+    return args
+
+
+def run_replay_command(args: argparse.Namespace) -> int:
+    return replay(Path(args.file))
+
+
+def replay(path: Path) -> int:
+    try:
+        schedule = read(path)
+    except ScheduleError as exc:
+        _say(f"prism-testkit: error: {exc}", sys.stderr)
+        return USAGE
+    test_file = schedule.test.split("::", 1)[0]
+    if not Path(test_file).is_file():
+        _say(f"prism-testkit: error: {path}: its test file {test_file} does not exist", sys.stderr)
+        return USAGE
+    for folder in schedule.import_paths:  # where the recorded run imported its -p plugins from
+        if folder not in sys.path:
+            sys.path.append(folder)
+    outcome = _Outcome()
+    output, errors = io.StringIO(), io.StringIO()  # shown after the run, unless it is one usage error
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors):
+        code = pytest.main(pytest_arguments(schedule, path.absolute()), plugins=[outcome])
+    if outcome.result is None and code == pytest.ExitCode.USAGE_ERROR:
+        found = " ".join(errors.getvalue().split())[:300] or "no such test"
+        _say(f"prism-testkit: error: {path}: its test {schedule.test} cannot be run: {found}", sys.stderr)
+        return USAGE
+    sys.stderr.write(errors.getvalue())
+    if outcome.result is None:
+        sys.stdout.write(output.getvalue())
+        _say(f"prism-testkit: error: {path}: the replay did not run (pytest exit code {int(code)})", sys.stderr)
+        return NOT_RUN
+    sys.stdout.write(output.getvalue())
+    reproduced = bool(outcome.result.get("reproduced"))
+    head = "reproduced" if reproduced else "did not reproduce"
+    _say(f"replay of {path}: {head}: {outcome.result.get('verdict')} (recorded: {schedule.failure})")
+    return REPRODUCED if reproduced else NOT_REPRODUCED
