@@ -213,8 +213,15 @@ class ClaimCheckMachine(QueueMachine):
                 if not isinstance(exc.raw, QueueDelivery):
                     raise
                 # The message is useless without its payload: drop it (ack the raw delivery), as
-                # a consumer would dead-letter it, and report the claim it pointed to.
-                await self.claims.ack(self.name, exc.raw)
+                # a consumer would dead-letter it, and report the claim it pointed to. An ack
+                # that fails after a fault has an unknown outcome: it may have taken effect (the
+                # message is gone) or not (it comes back and is dead-lettered again); either way
+                # this delivery was handled, as a processed delivery whose ack was lost is.
+                try:
+                    await self.claims.ack(self.name, exc.raw)
+                except Exception:
+                    if not self.faulted:
+                        raise
                 value = int(exc.raw.message.headers.get("value", "-1"))
                 if not (isinstance(exc, ClaimNotFound) and value in self.objects_lost):
                     self.broken["dangling-claim"].append(

@@ -230,3 +230,20 @@ def test_a_hunt_finds_a_planted_failure_and_another_machine_replays_it_first(
 
     elsewhere = hunt(pytester, tmp_path / "empty-examples", "-p", "no:randomly", "--prism-hunt=2s")
     assert "1 stateful tests hunted" in elsewhere.stdout.str()  # a fresh database: nothing replayed first
+
+
+def test_a_hunt_given_a_seed_draws_the_same_rounds_on_every_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """--hypothesis-seed fixes the sequence of round seeds (a CI hunt that failed fails again
+    with the same seed); another seed draws other rounds."""
+    pytester.makepyfile(test_planted=PLANTED)
+
+    def failing_seed(name: str, seed: int) -> str:
+        result = hunt(pytester, tmp_path / name, "-p", "no:randomly", f"--hypothesis-seed={seed}")
+        result.assert_outcomes(failed=1)
+        found = re.search(r"  seed: (\d+) ", result.stdout.str())
+        assert found is not None, result.stdout.str()
+        return found.group(1)
+
+    first = failing_seed("a", 7)
+    assert failing_seed("b", 7) == first
+    assert failing_seed("c", 8) != first

@@ -87,6 +87,9 @@ class StatefulRun:
         # Without derandomisation we pick the seed ourselves so the failure message can name it;
         # replaying with --hypothesis-seed=<it> gives the same seed back here.
         self.seed: int | None = None if self.derandomized else int(forced) if forced else random.getrandbits(32)
+        # A hunt's rounds draw their seeds from this: given --hypothesis-seed, the same sequence
+        # on every run and machine (a CI hunt that fails fails again), else a fresh one.
+        self.round_seeds = random.Random(f"{forced}:{self.nodeid}") if forced else random.Random()
         self.failed: list[Verdict] = []
         # The backends to simulate (--prism-simulate, every one of the combination simulable), or none.
         backends = list(dict.fromkeys(self.combination.slots.values()))
@@ -321,7 +324,7 @@ class StatefulRun:
             round_settings = settings(round_settings, database=plan.database)
         try:
             while True:
-                self.seed = random.getrandbits(32)
+                self.seed = self.round_seeds.getrandbits(32)
                 make._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
                 try:
                     run_state_machine_as_test(machine, settings=round_settings)
