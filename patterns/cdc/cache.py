@@ -13,6 +13,11 @@ before its change event exists), so it fills the new value.
 
 After a write, a read returns the old value at most until its invalidation is applied; the
 time from commit to invalidation is measured (``prism_cdc_cache_invalidation_lag_seconds``).
+
+A truncate (the connector lost its capture and re-snapshots, ``on_capture_lost="resnapshot"``)
+drops every cached copy under ``cache_prefix``: the snapshot that follows republishes the rows
+that exist, but a row deleted in the gap has no event left to invalidate it. With an empty
+``cache_prefix`` that is every key the cache client sees: give the cache a prefix of its own.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class CacheMetrics:
     fills: int = 0
     fills_lost: int = 0  # fills whose lease an invalidation took away (the race, defused)
     invalidations: int = 0
+    flushes: int = 0  # truncates applied: every cached copy dropped
     invalidation_lag_seconds: float = 0.0  # last commit-to-invalidation delay
     max_invalidation_lag_seconds: float = 0.0
 
@@ -80,8 +86,19 @@ class InvalidatedCache:
     async def invalidate(self, event: ChangeEvent | Message) -> None:
         if isinstance(event, Message):
             event = decode(event)
-        await self.cache.delete(self.cache_key(event.key))
+        if event.op == "t":
+            await self._flush()
+        else:
+            await self.cache.delete(self.cache_key(event.key))
         lag = max(0.0, self.clock() - event.commit_ts_ms / 1000)
         self.metrics.invalidations += 1
         self.metrics.invalidation_lag_seconds = lag
         self.metrics.max_invalidation_lag_seconds = max(self.metrics.max_invalidation_lag_seconds, lag)
+
+    async def _flush(self) -> None:
+        """Drop every entry under ``cache_prefix``, leases too: a fill that raced with it then
+        fails, as with any invalidation."""
+        keys = [key async for key in self.cache.scan(self.cache_prefix)]
+        for key in keys:
+            await self.cache.delete(key)
+        self.metrics.flushes += 1
