@@ -30,6 +30,16 @@ def state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
 
 
+def settles_in(pid: int, states: str, within: float = 5.0) -> bool:
+    """A signal is delivered when its target next runs: the state changes soon, not at once."""
+    deadline = time.monotonic() + within
+    while state(pid) not in states:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def gone(pid: int) -> bool:
     try:
         return state(pid) == "Z"
@@ -237,3 +247,24 @@ def test_killing_a_server_spares_another_server_of_the_same_binary_working_below
     finally:
         beside.kill()
         node.kill()
+
+
+def test_a_pause_stops_the_children_that_left_the_group_too(tmp_path: Path) -> None:
+    """A PostgreSQL backend serves its open connection in a session of its own: a pause that
+    stopped the postmaster's group alone left every connected client served."""
+    proc, pids = forking_server(tmp_path, own_session=True)
+    proc.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not pids.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        helper = int(pids.read_text())
+        while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
+        proc.pause()
+        assert settles_in(helper, "T"), "the pause left a child of the server running"
+        proc.resume()
+        assert settles_in(helper, "SR")
+    finally:
+        proc.kill()

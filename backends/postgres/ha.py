@@ -14,7 +14,6 @@ administration runs ``psql`` over TCP from the root namespace.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import pwd
@@ -74,16 +73,6 @@ class NamespacedPostgres(ServerProcess):
                 self._comm = name
                 break
             time.sleep(0.002)
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        """A pause or resume reaches every process of the server: a postmaster's children call
-        setsid(), so stopping its group alone leaves the startup process and the WAL receiver
-        running, and a "paused" standby would go on streaming and replaying."""
-        super()._signal_group(sig)
-        if sig in (signal.SIGSTOP, signal.SIGCONT):
-            for pid in self._stragglers():
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
 
 
 class PostgresHaCluster(FailoverCluster):

@@ -232,6 +232,13 @@ class ServerProcess:
         # the leader is reaped its pid may name a stranger's group: signal_group checks first.
         if self._leader is not None:
             signal_group(self._leader, sig)
+        if sig in (signal.SIGSTOP, signal.SIGCONT):
+            # A pause reaches the children that left the group too: PostgreSQL's backends call
+            # setsid(), and stopping the postmaster's group alone let every open connection's
+            # backend go on answering through a "paused" server.
+            for pid in self._stragglers():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
 
     @_exclusive
     def kill(self) -> None:

@@ -1,0 +1,55 @@
+"""A paused PostgreSQL answers nobody, open connections included.
+
+PostgreSQL's backends call setsid(), so a SIGSTOP of the postmaster's process group stopped the
+postmaster alone: every connection opened before the pause went on reading and writing through
+a server the nemesis recorded as paused, and a suite's pause rule proved nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from prism_testkit.isolation import NamespaceFactory
+from prism_testkit.registry.backends import build_registry, make_plugin_manager
+from prism_testkit.runtime import PrismRuntime
+
+UNANSWERED = 1.0  # seconds a read through a paused server must stay unanswered
+
+
+@pytest.fixture
+def postgres() -> Iterator[PrismRuntime]:
+    registry = build_registry(make_plugin_manager())
+    runtime = PrismRuntime(registry, [registry["postgres"]], {}, NamespaceFactory(worker="pause"))
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def test_a_pause_holds_the_reads_of_a_connection_opened_before_it(postgres: PrismRuntime) -> None:
+    if not postgres.availability["postgres"].available:
+        pytest.fail(f"postgres cannot be provisioned here: {postgres.availability['postgres'].detail}")
+    driver = postgres.driver("postgres")
+    control = postgres.control("postgres")
+    assert control is not None, "the test needs a server the harness started"
+    key = postgres.namespaces.new().name("paused")
+
+    async def scenario() -> tuple[bool, bytes | None]:
+        kv = driver.keyvalue()
+        await kv.put(key, b"before")
+        assert await kv.get(key) == b"before"  # the pool's connection is open now
+        control.pause()
+        try:
+            read = asyncio.ensure_future(kv.get(key))
+            done, _ = await asyncio.wait({read}, timeout=UNANSWERED)
+            answered = bool(done)
+        finally:
+            control.resume()
+        return answered, await read
+
+    answered, value = postgres.run(scenario())
+    assert not answered, "a connection opened before the pause was answered while the server was paused"
+    assert value == b"before", "the held read did not complete after the resume"
