@@ -143,25 +143,11 @@ class Cluster:
         ``*.blk``: a file kind), start it again. ``bitflip`` flips ``flips`` random bits of each,
         ``truncate`` cuts each at a random length, as Jepsen's file faults do. Returns what was
         done, one line per file (the history's detail)."""
-        home = self._home(node)
-        rng = random.Random(seed)
         self.kill_node(node)
         done: list[str] = []
-        damaged: list[Path] = []
+        damaged = self.files(node, pattern)
         try:
-            for path in self.files(node, pattern):
-                damaged.append(path)
-                data = bytearray(path.read_bytes())
-                if mode == "truncate":
-                    size = rng.randrange(len(data))
-                    os.truncate(path, size)
-                    done.append(f"{path.relative_to(home)}: truncated {len(data)} -> {size}")
-                    continue
-                for _ in range(flips):
-                    at = rng.randrange(len(data))
-                    data[at] ^= 1 << rng.randrange(8)
-                path.write_bytes(bytes(data))
-                done.append(f"{path.relative_to(home)}: {flips} bit(s) flipped")
+            done = damage(damaged, self._home(node), mode=mode, flips=flips, rng=random.Random(seed))
         finally:  # damaged or not, the node runs again, or says why it cannot
             try:
                 self.restore_node(node)
@@ -260,3 +246,23 @@ class FailoverCluster(Cluster):
 
     def _failover(self, to: int | None, isolate: bool) -> int:
         raise NotImplementedError
+
+
+def damage(paths: Sequence[Path], home: Path, *, mode: str, flips: int, rng: random.Random) -> list[str]:
+    """Damage each file of a stopped node as Jepsen's file faults do: ``bitflip`` flips
+    ``flips`` random bits, ``truncate`` cuts it at a random length. One line per file, its
+    path relative to ``home``."""
+    done: list[str] = []
+    for path in paths:
+        data = bytearray(path.read_bytes())
+        if mode == "truncate":
+            size = rng.randrange(len(data))
+            os.truncate(path, size)
+            done.append(f"{path.relative_to(home)}: truncated {len(data)} -> {size}")
+            continue
+        for _ in range(flips):
+            at = rng.randrange(len(data))
+            data[at] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+        done.append(f"{path.relative_to(home)}: {flips} bit(s) flipped")
+    return done
