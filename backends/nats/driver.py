@@ -117,6 +117,7 @@ CONSUMER = "prism"
 ACK_WAIT = 30.0  # seconds: the consumer's ack_wait, also the interface's default visibility timeout
 CHUNK_SIZE = 128 << 10  # object chunks, as the NATS object store clients write them
 API_TIMEOUT = 5.0
+READ_TIMEOUT = 2 * API_TIMEOUT  # a read may be asked again (see NatsDriver.api)
 # A follower of a lost leader campaigns after nats-server's raft election timeout, 4-9 s
 # (server/raft.go): how long a publish answered "no responders" is tried again on a cluster
 LEADERLESS_WAIT = 10.0
@@ -906,13 +907,14 @@ class NatsDriver(Driver):
     # --- JetStream API -------------------------------------------------------------------------
 
     async def api(self, subject: str, body: Mapping[str, Any] | None = None, *, read: bool = False) -> dict[str, Any]:
-        """One JetStream API request. A ``read`` changes nothing, so on a cluster it is asked
-        again every second within the same overall timeout: a stream being created or between
-        leaders drops requests unanswered (seen: a MSG.GET sent during an R3 stream's creation
-        waits out any timeout, while one a moment later is answered at once)."""
+        """One JetStream API request. A ``read`` changes nothing, so it is asked again within a
+        longer overall timeout: on a cluster every second, since a stream being created or
+        between leaders drops requests unanswered (seen: a MSG.GET sent during an R3 stream's
+        creation waits out any timeout, while one a moment later is answered at once); on a
+        single server once, since a loaded CI machine left a STREAM.INFO unanswered for 5 s."""
         payload = b"" if body is None else json.dumps(body).encode()
-        each = READ_RETRY_EVERY if read and self.replicas > 1 else API_TIMEOUT
-        deadline = time.monotonic() + API_TIMEOUT
+        each = (READ_RETRY_EVERY if self.replicas > 1 else API_TIMEOUT) if read else API_TIMEOUT
+        deadline = time.monotonic() + (READ_TIMEOUT if read else API_TIMEOUT)
         with self.guard():
             while True:
                 try:
