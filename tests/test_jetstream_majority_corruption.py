@@ -42,7 +42,7 @@ def endpoint() -> Iterator[Endpoint]:
     yield from cluster_in_a_temp_dir("prism-js-majority-", provision)
 
 
-async def publish_all(url: str) -> int:
+async def publish_and_find_the_leader(url: str) -> int:
     """Create the R3 stream and publish every message to it; the node that leads the stream."""
     client = await nats.connect(url, connect_timeout=5)
     try:
@@ -95,7 +95,7 @@ def test_corrupt_stream_snapshots_on_the_followers_are_detected_and_the_stream_s
 ) -> None:
     cluster: Cluster = endpoint.options["cluster"]
     urls = endpoint.url.split(",")
-    undamaged = asyncio.run(publish_all(urls[0]))  # the stream's leader keeps its files intact
+    undamaged = asyncio.run(publish_and_find_the_leader(urls[0]))  # the stream's leader keeps its files intact
     majority = [n for n in range(cluster.size) if n != undamaged]
     damaged: dict[int, list[str]] = {}
     for node in majority:
