@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,20 @@ def test_a_pause_stops_the_children_that_left_the_group_too(tmp_path: Path) -> N
         assert settles_in(helper, "SR")
     finally:
         proc.kill()
+
+
+def test_servers_killed_from_many_threads_at_once_all_end(tmp_path: Path) -> None:
+    """A cluster kills its nodes in parallel threads: each kill scans the live servers while the
+    others leave that set (a scan over the set itself raised "Set changed size during iteration"
+    mid-failover)."""
+    argv = [sys.executable, "-c", ECHO_SERVER]
+    for round_ in range(4):
+        servers = []
+        for i in range(12):
+            port = free_port()
+            log = tmp_path / f"{round_}-{i}.log"
+            servers.append(ServerProcess(f"s{i}", [*argv, str(port)], port=port, log_path=log, cwd=tmp_path))
+        with ThreadPoolExecutor(len(servers)) as pool:
+            list(pool.map(ServerProcess.start, servers))
+            list(pool.map(ServerProcess.kill, servers))  # raises what a kill raised
+        assert not any(server.alive for server in servers)

@@ -206,7 +206,9 @@ class ServerProcess:
         inside = self.cwd.resolve() if self.cwd is not None and self._comm else None
         # Another server of the same binary may work below that dir (a host's Sentinel is a
         # redis-server in a subdir of its data node's): its group is never ours to end.
-        others = {s._leader.pid for s in _LIVE if s is not self and s._leader is not None and s.alive}
+        # A snapshot: a cluster kills its nodes from several threads, each leaving the set.
+        live = tuple(_LIVE)
+        others = {s._leader.pid for s in live if s is not self and s._leader is not None and s.alive}
         return [pid for pid in _running(self._leader, inside, self._comm) if _group_of(pid) not in others]
 
     def _end_stragglers(self, timeout: float = 10.0) -> None:
