@@ -30,7 +30,7 @@ from prism_testkit.faults.lazymount import LazyMount, fuse_unavailable_reason, i
 from prism_testkit.faults.nemesis import FaultTarget, Nemesis
 from prism_testkit.faults.power_loss import SUITE_FAULTS
 from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.provision.base import ServerControl
+from prism_testkit.provision.base import Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
@@ -293,3 +293,33 @@ def test_a_power_cut_by_the_kill_rule_draws_its_storage_fault_and_a_kill_draws_n
     crash()
     assert kills, "the kill never happened"
     assert {f.kind for f in cuts if f is not None} == {"clean", "torn-op", "torn-seq"}
+
+
+def test_an_instance_that_cannot_be_power_cut_is_refused_once_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every power-loss test of a backend asks for its instance: one whose provisioner mounts
+    no data dir was started (a whole cluster, for the replicated ones) and stopped each time."""
+    registry = build_registry(make_plugin_manager())
+    runtime = PrismRuntime(registry, [registry["memstore"]], {}, NamespaceFactory(worker="refused"))
+    starts: list[ProvisionContext] = []
+
+    def start_without_a_mount(ctx: ProvisionContext) -> Endpoint:
+        starts.append(ctx)
+        return Endpoint(url="memory://", via=Via.EMBEDDED)
+
+    monkeypatch.setattr(registry["memstore"].provisioner, "start", start_without_a_mount)
+    try:
+        for _ in range(3):
+            with pytest.raises(NotSupported, match="mounts no data dir"):
+                runtime.run(runtime.power_loss_instance("memstore"))
+    finally:
+        runtime.close()
+    assert len(starts) == 1
+
+
+@pytest.mark.parametrize("name", ["postgres-ha", "redis-sentinel"])
+def test_a_replicated_backend_refuses_a_lazy_data_dir_before_starting_a_node(name: str, tmp_path: Path) -> None:
+    spec = build_registry(make_plugin_manager())[name]
+    ctx = ProvisionContext(name, None, tmp_path, "gw0", "run", lazy_data_dir=True)
+    with pytest.raises(NotSupported, match="not on a lazy filesystem"):
+        spec.provisioner.start_private(ctx, Path("/nonexistent/server"))  # type: ignore[attr-defined]
+    assert not any(tmp_path.iterdir()), "nothing may be made for an instance that is refused"

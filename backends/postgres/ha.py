@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from prism_testkit.errors import ProvisioningError
+from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Via
 from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.provision.netns import Host, Network, namespaces_unavailable_reason
@@ -425,6 +425,8 @@ class PostgresHaProvisioner(PostgresProvisioner):
         return argv
 
     def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
+        if ctx.lazy_data_dir:  # refused before three nodes start for nothing
+            raise NotSupported(ctx.backend, "power loss", "its nodes' data dirs are not on a lazy filesystem")
         initdb = self._initdb(binary)
         if initdb is None:
             raise ProvisioningError(f"postgres-ha: no initdb beside {binary}")

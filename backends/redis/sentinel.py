@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from prism_testkit.errors import ProvisioningError
+from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Via
 from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.provision.netns import Host, Network, namespaces_unavailable_reason
@@ -328,6 +328,8 @@ class RedisSentinelProvisioner(RedisProvisioner):
         return config
 
     def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
+        if ctx.lazy_data_dir:  # refused before three nodes start for nothing
+            raise NotSupported(ctx.backend, "power loss", "its nodes' data dirs are not on a lazy filesystem")
         workdir = ctx.workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()

@@ -113,6 +113,7 @@ class PrismRuntime:
         # name -> a second instance on a lazy filesystem (power cuts), or why it could not start
         self._power_loss: dict[str, PowerLossInstance] = {}
         self._power_loss_errors: dict[str, str] = {}
+        self._power_loss_refused: dict[str, NotSupported] = {}
         # Drivers replaced by a restart or a reconnect. Operations a test abandoned may still run
         # on them after their close, so they are closed again once the test is over.
         self._retired: list[Driver] = []
@@ -356,12 +357,17 @@ class PrismRuntime:
             raise missing
         if name in self._power_loss_errors:
             raise ProvisioningError(self._power_loss_errors[name])
+        if name in self._power_loss_refused:  # asked once per run: each ask may start a cluster
+            raise self._power_loss_refused[name]
         if name not in self._power_loss:
             spec = self.registry[name]
             ctx = replace(self._context(spec), workdir=self.workdir / f"{name}.power-loss", lazy_data_dir=True)
             ctx.workdir.mkdir(parents=True, exist_ok=True)
             try:
                 endpoint = await asyncio.to_thread(spec.provisioner.start, ctx)
+            except NotSupported as exc:  # the provisioner knew before starting anything
+                self._power_loss_refused[name] = exc
+                raise
             except Exception as exc:
                 message = redact(f"power-loss instance of {name!r} could not be started: {type(exc).__name__}: {exc}")
                 self._power_loss_errors[name] = message
@@ -369,7 +375,8 @@ class PrismRuntime:
             if endpoint.lazy_mount is None:
                 await asyncio.to_thread(spec.provisioner.stop, endpoint)
                 why = "it is given by URL" if endpoint.via is Via.URL else "its provisioner mounts no data dir"
-                raise NotSupported(name, "power loss", why)
+                self._power_loss_refused[name] = NotSupported(name, "power loss", why)
+                raise self._power_loss_refused[name]
             try:
                 driver = await asyncio.wait_for(
                     spec.driver_class.connect(spec.name, spec.capabilities, endpoint), connect_timeout()
