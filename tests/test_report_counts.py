@@ -181,6 +181,7 @@ pytestmark = prism_suite(
 def test_finds(prism_env: PrismEnv) -> None:
     prism_env.anomalies["lost-acknowledged-writes"] += 3
     prism_env.tolerated["duplicated-after-redelivery"] += 2
+    prism_env.faults["kill-node"] += 4
 """
 
 
@@ -198,7 +199,8 @@ def test_the_table_fits_the_terminal_and_keeps_every_finding(
     assert [line for line in section if len(line) > columns] == []  # the slowest rows too
     table = section[: next(n for n, line in enumerate(section) if line.startswith("-"))]
     text = " ".join(" ".join(table).split())  # wrapped lines read as one text
-    assert text.count("lost-acknowledged-writes=3 duplicated-after-redelivery=2 (tolerated)") == 2, table
+    findings = "lost-acknowledged-writes=3 duplicated-after-redelivery=2 (tolerated) faults: kill-node=4"
+    assert text.count(findings) == 2, table  # the faults a row was checked under, beside its findings
     assert "second_slot=localfs" in text, table
     assert "second_slot=memstore" in text, table
     assert (columns >= 100) == any(line.startswith("suite ") for line in table), table  # else one block per row

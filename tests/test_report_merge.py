@@ -141,6 +141,7 @@ def test_the_matrix_has_a_cell_per_backend_and_suite() -> None:
         "errors": 0,
         "anomalies": {},
         "tolerated": {},
+        "faults": {},
         "status": "failed",
     }
     assert cells["keyvalue"]["s3"] == {"status": "not run"}
@@ -264,3 +265,5 @@ def test_faults_a_row_survived_add_up_over_shards_and_are_no_finding(tmp_path: P
     (merged,) = merge_reports([load_report(p) for p in paths])["suites"]
     assert merged["faults"] == {"kill-node": 3, "partition-isolate-leader": 1}
     assert main(["report", "merge", *paths]) == 0  # surviving faults is no failure
+    cell = "| stateful_queue | ✅ 2 passed; under kill node (3), partition isolate leader (1) |"
+    assert cell in render_markdown(merge_reports([load_report(p) for p in paths]))

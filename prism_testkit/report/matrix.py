@@ -37,16 +37,17 @@ def _status(cell: dict[str, Any]) -> str:
 
 def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
     """``{"backends": [...], "suites": [...], "cells": {suite: {backend: cell}}}``; a cell has
-    status, passed, failed, skipped, errors, anomalies and tolerated (name -> count)."""
+    status, passed, failed, skipped, errors, and anomalies, tolerated and faults (name -> count)."""
     cells: dict[str, dict[str, dict[str, Any]]] = {}
     for row in report["suites"]:
         for backend in dict.fromkeys(row["combination"].values()):
             cell = cells.setdefault(row["suite"], {}).setdefault(
-                backend, {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "anomalies": {}, "tolerated": {}}
+                backend,
+                {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "anomalies": {}, "tolerated": {}, "faults": {}},
             )
             for name in ROW_COUNTS:
                 cell[name] += int(row.get(name, 0))  # reports before the errors column had none
-            for kind in ("anomalies", "tolerated"):
+            for kind in ("anomalies", "tolerated", "faults"):
                 for finding, count in found_counts(row.get(kind, {})).items():  # older reports kept zeros
                     cell[kind][finding] = cell[kind].get(finding, 0) + count
     for row_cells in cells.values():
@@ -88,7 +89,10 @@ def _cell_text(cell: dict[str, Any]) -> str:
         parts.append(plural(cell["errors"], "error"))
     parts += [f"{count} {_words(name)}" for name, count in sorted(cell["anomalies"].items())]
     parts += [f"{count} {_words(name)} (tolerated)" for name, count in sorted(cell["tolerated"].items())]
-    return f"{mark} " + ", ".join(parts)
+    text = f"{mark} " + ", ".join(parts)
+    if faults := cell.get("faults"):  # what the passes survived
+        text += "; under " + ", ".join(f"{_words(name)} ({count})" for name, count in sorted(faults.items()))
+    return text
 
 
 def _words(finding: str) -> str:

@@ -332,7 +332,7 @@ def _narrow_table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]], colum
         color = {"red": True} if r["failed"] or r["errors"] or r["anomalies"] else {"green": True}
         _wrapped(tr, f"{r['suite']}  {_combo_text(r)}", columns, color, indent="")
         _wrapped(tr, ", ".join(f"{r[name]} {name}" for name in COUNTED), columns, color)
-        if r["anomalies"] or r["tolerated"]:
+        if r["anomalies"] or r["tolerated"] or r.get("faults"):
             _wrapped(tr, _anomaly_text(r), columns, color)
 
 
@@ -376,6 +376,9 @@ def _combo_text(row: dict[str, Any]) -> str:
 
 
 def _anomaly_text(row: dict[str, Any]) -> str:
+    """The row's findings, then the faults it was checked under (what a pass survived)."""
     found = [f"{name}={n}" for name, n in row["anomalies"].items()]
     found += [f"{name}={n} (tolerated)" for name, n in row["tolerated"].items()]
+    if faults := row.get("faults"):
+        found.append("faults: " + " ".join(f"{name}={n}" for name, n in faults.items()))
     return " ".join(found) or "-"
