@@ -12,9 +12,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +32,9 @@ from prism_testkit.faults.lazymount import LazyMount, fuse_unavailable_reason, i
 from prism_testkit.faults.nemesis import FaultTarget, Nemesis
 from prism_testkit.faults.power_loss import SUITE_FAULTS
 from prism_testkit.isolation import NamespaceFactory
+from prism_testkit.jepsen.history import History
 from prism_testkit.provision.base import Endpoint, ProvisionContext, ServerControl, Via
+from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
@@ -323,3 +327,36 @@ def test_a_replicated_backend_refuses_a_lazy_data_dir_before_starting_a_node(nam
     with pytest.raises(NotSupported, match="not on a lazy filesystem"):
         spec.provisioner.start_private(ctx, Path("/nonexistent/server"))  # type: ignore[attr-defined]
     assert not any(tmp_path.iterdir()), "nothing may be made for an instance that is refused"
+
+
+def test_a_failover_the_cluster_made_by_itself_during_a_fault_is_recorded() -> None:
+    """Sentinel promotes a replica on its own once a primary is cut off for longer than it
+    waits: the history must say so, or a reader sees writes move with no fault to explain it."""
+    cluster = FailoverCluster.__new__(FailoverCluster)  # the primary only: no nodes
+    cluster.primary = 0
+    nemesis = Nemesis.__new__(Nemesis)
+    nemesis.env = cast(Any, SimpleNamespace(faults=Counter()))
+    nemesis.history = History()
+    nemesis.run_on_loop = asyncio.run
+    target = FaultTarget("a", "redis-sentinel", None, True, True, None, cluster=cluster)
+
+    def cut_off_too_long() -> None:
+        cluster.primary = 2
+
+    nemesis.inject("partition-isolate-leader", target, cut_off_too_long)
+    nemesis.inject("heal", target, lambda: None)  # no promotion: nothing more recorded
+    assert [op.f for op in nemesis.history if op.process == "nemesis"] == [
+        "partition-isolate-leader",
+        "partition-isolate-leader",
+        "failover-by-cluster",
+        "failover-by-cluster",
+        "heal",
+        "heal",
+    ]
+    assert nemesis.env.faults == Counter({"partition-isolate-leader": 1, "failover-by-cluster": 1, "heal": 1})
+
+    def harness_failover() -> None:
+        cluster.primary = 1
+
+    nemesis.inject("failover", target, harness_failover)  # the harness's own: recorded as itself
+    assert nemesis.env.faults["failover-by-cluster"] == 1

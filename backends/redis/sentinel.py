@@ -40,6 +40,8 @@ FAILOVER_TIMEOUT_MS = 10_000
 # failover returns at once. (The stalls once seen here were Sentinels killed as stragglers of
 # their host's redis-server, fixed in provision/processes.py, not slow elections.)
 FAILOVER_WAIT = 60.0
+# A Sentinel's flags for the primary while it is not settled on it (SENTINEL MASTER's "flags").
+UNSETTLED_FLAGS = {"s_down", "o_down", "failover_in_progress", "promoted", "disconnected"}
 ADMIN_TIMEOUT = 2.0
 
 Reply = str | int | list["Reply"] | None
@@ -167,11 +169,17 @@ class RedisSentinelCluster(FailoverCluster):
                 continue
             try:
                 named = self.sentinel(node, "get-master-addr-by-name", SERVICE)
+                watched = self.sentinel(node, "master", SERVICE)
                 known = self.sentinel(node, "replicas", SERVICE)
                 self.sentinel(node, "ckquorum", SERVICE)
             except (OSError, ConnectionError, ProvisioningError):
                 return False
             if not isinstance(named, list) or named[:1] != [primary]:
+                return False
+            # Still marked down (a partition just healed), or a failover under way: the Sentinels
+            # would promote a replica after this returned, and the next example's clients would
+            # meet a primary closing their connections with no fault injected.
+            if UNSETTLED_FLAGS & set(_pairs(watched).get("flags", "").split(",")):
                 return False
             healthy = {
                 _pairs(r).get("ip")

@@ -192,6 +192,7 @@ class Nemesis:
         self.faulted = True
         self.env.faults[f] += 1  # the report row's count of what it survived
         handle = self.history.invoke("nemesis", f, target.backend, detail)
+        before = _primary(target)
 
         async def run() -> Any:
             result = action()
@@ -202,7 +203,19 @@ class Nemesis:
             handle.ok(value=done)
         else:
             handle.ok()
+        if not f.startswith("failover"):
+            self.note_promotion(target, before)
         return done
+
+    def note_promotion(self, target: FaultTarget, before: int | None) -> None:
+        """A cluster that fails over by itself (Sentinel, on a primary cut off or killed for
+        longer than it waits) may have promoted a replica during a fault or its heal: recorded
+        as the fault it is (``failover-by-cluster``), so the history shows why writes moved."""
+        after = _primary(target)
+        if before is None or after is None or after == before:
+            return
+        self.env.faults["failover-by-cluster"] += 1
+        self.history.invoke("nemesis", "failover-by-cluster", target.backend, {"from": before}).ok(value={"to": after})
 
     def kill_and_restart(self, target: FaultTarget) -> None:
         async def restart() -> None:
@@ -364,13 +377,26 @@ class Nemesis:
 
     def heal_everything(self) -> None:
         """End every fault: heal the proxies, resume or restart the servers (end of an example)."""
+        before = {slot: _primary(t) for slot, t in self.targets.items()}
         self.env.runtime.heal(list(dict.fromkeys(t.backend for t in self.targets.values())))
         self.paused.clear()
+        if self.faulted:
+            seen: set[int] = set()  # two slots on one cluster: one promotion
+            for slot, target in self.targets.items():
+                if id(target.cluster) not in seen:
+                    seen.add(id(target.cluster))
+                    self.note_promotion(target, before[slot])
 
 
 def _control(target: FaultTarget) -> ServerControl:
     assert target.control is not None, f"{target.backend} has no process the harness controls"
     return target.control
+
+
+def _primary(target: FaultTarget) -> int | None:
+    """The node a failover cluster's clients write to (None: not a failover cluster)."""
+    cluster = target.cluster
+    return cluster.primary if isinstance(cluster, FailoverCluster) else None
 
 
 def _cluster(target: FaultTarget) -> Cluster:
