@@ -296,14 +296,15 @@ def test_teardown_leaves_nothing_behind() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_the_sentinel_clusters_are_opt_in_and_exclusive(pytester: pytest.Pytester) -> None:
-    """Never started unless named: ``all`` leaves them out and says so, and a failover suite run
-    without them skips every row instead of provisioning a cluster."""
+def test_the_sentinel_clusters_run_under_all_on_a_worker_of_their_own(pytester: pytest.Pytester) -> None:
+    """``all`` selects them (issue 26: the stateful suites run over both variants), every row of
+    one on one xdist worker; a failover suite run without them skips every row instead of
+    provisioning a cluster."""
     from prism_testkit.registry.backends import build_registry, make_plugin_manager
 
     registry = build_registry(make_plugin_manager())
     for name in ("redis-sentinel", "redis-sentinel-wait"):
-        assert registry[name].opt_in
+        assert registry[name] in registry.everyday
         assert registry[name].exclusive
     assert registry["redis-sentinel-wait"].properties.survives_failover
     assert not registry["redis-sentinel"].properties.survives_failover
@@ -311,7 +312,6 @@ def test_the_sentinel_clusters_are_opt_in_and_exclusive(pytester: pytest.Pyteste
         "--pyargs", "prism_testkit.suites.test_contract_failover", "--prism-backend=memstore", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(skipped=3)
-    result.stdout.fnmatch_lines(["*opt-in, not selected*redis-sentinel, redis-sentinel-wait*"])
 
 
 def test_the_nemesis_fails_over_only_a_primary_that_declares_it() -> None:

@@ -77,7 +77,6 @@ def prism_register_backends() -> list[BackendSpec]:
             extra="postgres",
             embedded=False,
             description="PostgreSQL primary + 2 streaming standbys, synchronous (ANY 1, synchronous_commit=on)",
-            opt_in=True,
             exclusive=True,  # three postmasters per worker would starve 2 cores
         ),
         BackendSpec(
@@ -91,7 +90,6 @@ def prism_register_backends() -> list[BackendSpec]:
             embedded=False,
             description="PostgreSQL primary + 2 streaming standbys, asynchronous: a failover may lose "
             "acknowledged commits",
-            opt_in=True,
             exclusive=True,
         ),
     ]

@@ -109,7 +109,7 @@ def prism_register_backends() -> list[BackendSpec]:
         # Sentinel; the driver finds the primary through the Sentinels. Replication is
         # asynchronous: a write is acknowledged by the primary alone, so a failover loses what
         # had not reached the promoted replica (measured by the failover suite and
-        # tests/test_redis_sentinel.py). Opt-in and exclusive like postgres-ha.
+        # tests/test_redis_sentinel.py). Exclusive like postgres-ha (one worker owns the cluster).
         BackendSpec(
             name="redis-sentinel",
             capabilities=CAPABILITIES,
@@ -121,7 +121,6 @@ def prism_register_backends() -> list[BackendSpec]:
             embedded=False,
             description="Redis primary + 2 replicas + 3 Sentinels (AOF always, asynchronous replication): "
             "a failover may lose acknowledged writes",
-            opt_in=True,
             exclusive=True,
         ),
         # The same cluster, every write followed by WAIT 1 on its connection: acknowledged once a
@@ -138,7 +137,6 @@ def prism_register_backends() -> list[BackendSpec]:
             extra="redis",
             embedded=False,
             description="redis-sentinel with WAIT 1 after every write (acknowledged once a replica has it)",
-            opt_in=True,
             exclusive=True,
         ),
     ]
