@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
+
+# This machine's environment sets PYTHONDONTWRITEBYTECODE, so every Python process of the run
+# (xdist workers, the mutants' and sandboxes' pytest subprocesses, servers' helpers) compiled
+# the project and assertion-rewrote its ~250 modules again: about 1 s of CPU each, over a
+# hundred times a run. The project's own run writes the caches Python writes by default; set
+# here, before xdist starts its workers, so they and every subprocess inherit it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 # The harness tests drive pytest in sandboxes; declared here rather than in addopts, so a run of
 # the installed suites elsewhere does not depend on this repository's configuration.
