@@ -3,10 +3,12 @@ nodes deleted a whole stream): the stream's raft snapshot is damaged on both fol
 R3 stream, a majority; its leader, undamaged, is then lost and comes back.
 
 What must hold, and fails the test: the damaged nodes detect the damage (the fault was really
-injected), the stream still exists at the end, every node agrees on it, and no node holds more
-than was acknowledged. What nats-server 2.15.1 does beyond that is recorded (JUnit property
-``acknowledged_lost``) and written up in docs/findings.md: it loses the newest acknowledged
-message on every node, the undamaged one included.
+injected), the stream still exists at the end and is served through every node, and no node's
+own replica holds a write nobody made or one twice. What nats-server 2.15.1 does beyond that is
+recorded (JUnit properties ``acknowledged_lost``, the stream's count, and ``replicas``, each
+node's copy read on its own) and written up in docs/findings.md: the intact leader's own replica
+loses the newest acknowledged message while the damaged followers keep it, and the stream
+serves the shorter copy.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
+from prism_testkit.backends.nats.cluster import NatsClusterProvisioner, monitor_jsz
 
 from prism_testkit.errors import ProvisioningError
+from prism_testkit.jepsen.replicas import check_replicas, present_sequences
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster, damage
 from tests.conftest import cluster_in_a_temp_dir, provision_cluster
@@ -42,8 +45,9 @@ def endpoint() -> Iterator[Endpoint]:
     yield from cluster_in_a_temp_dir("prism-js-majority-", provision)
 
 
-async def publish_and_find_the_leader(url: str) -> int:
-    """Create the R3 stream and publish every message to it; the node that leads the stream."""
+async def publish_and_find_the_leader(url: str) -> tuple[int, list[int]]:
+    """Create the R3 stream and publish every message to it; the node that leads the stream and
+    the sequence numbers the acknowledgements gave."""
     client = await nats.connect(url, connect_timeout=5)
     try:
         js = client.jetstream()
@@ -56,18 +60,17 @@ async def publish_and_find_the_leader(url: str) -> int:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.5)
-        for i in range(WRITTEN):
-            await js.publish(f"{STREAM}.x", b"m%05d" % i)  # acknowledged, or it raises
+        acknowledged = [(await js.publish(f"{STREAM}.x", b"m%05d" % i)).seq for i in range(WRITTEN)]  # or it raises
         placement = (await js.stream_info(STREAM)).cluster
         leader = placement.leader if placement is not None else None
         assert leader is not None, "the R3 stream reports no leader"
-        return int(leader.removeprefix("n"))
+        return int(leader.removeprefix("n")), acknowledged
     finally:
         await client.close()
 
 
 async def messages_through(url: str) -> int | str:
-    """The stream's message count as the node at ``url`` answers it, or why it cannot."""
+    """The stream's message count as served through the node at ``url`` (its leader answers), or why not."""
     try:
         client = await nats.connect(url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0)
     except Exception as exc:  # a node that is down or not serving yet
@@ -79,6 +82,20 @@ async def messages_through(url: str) -> int | str:
         return f"no answer: {type(exc).__name__}"
     finally:
         await client.close()
+
+
+def replica_on(cluster: Cluster, node: int) -> list[int] | None:
+    """The sequence numbers ``node``'s own replica of the stream holds, from its monitoring
+    endpoint (None: it does not report the stream). A replica with interior deletions cannot
+    say which from there: it counts as unreadable, and the verdict says so."""
+    for account in (monitor_jsz(cluster.network.hosts[node].address) or {}).get("account_details") or []:
+        for stream in account.get("stream_detail") or []:
+            if stream["name"] == STREAM:
+                state = stream["state"]
+                if state.get("num_deleted"):
+                    return None
+                return present_sequences(int(state["first_seq"]), int(state["last_seq"]))
+    return None
 
 
 def counts_until_agreed(urls: list[str], within: float) -> list[int | str]:
@@ -95,7 +112,7 @@ def test_corrupt_stream_snapshots_on_the_followers_are_detected_and_the_stream_s
 ) -> None:
     cluster: Cluster = endpoint.options["cluster"]
     urls = endpoint.url.split(",")
-    undamaged = asyncio.run(publish_and_find_the_leader(urls[0]))  # the stream's leader keeps its files intact
+    undamaged, acknowledged = asyncio.run(publish_and_find_the_leader(urls[0]))  # the leader's files stay intact
     majority = [n for n in range(cluster.size) if n != undamaged]
     damaged: dict[int, list[str]] = {}
     for node in majority:
@@ -126,9 +143,17 @@ def test_corrupt_stream_snapshots_on_the_followers_are_detected_and_the_stream_s
         cluster.restore_node(undamaged)
     counts = counts_until_agreed(urls, SETTLE)
     assert all(isinstance(c, int) for c in counts), f"the stream is gone or unserved: {counts} ({damaged})"
-    assert len(set(counts)) == 1, f"the nodes disagree on the stream after {SETTLE:.0f}s: {counts}"
+    # STREAM.INFO is the stream leader's answer whichever node is asked: a check that every node
+    # serves it, not that their replicas agree (that is the per-node reading below).
+    assert len(set(counts)) == 1, f"the nodes serve different streams after {SETTLE:.0f}s: {counts}"
     final = counts[0]
     assert isinstance(final, int)
     assert final <= WRITTEN, f"the stream holds {final} messages of {WRITTEN} written"
     record_property("acknowledged_lost", WRITTEN - final)
-    print(f"{WRITTEN - final} of {WRITTEN} acknowledged messages lost; damage: {damaged}")
+    # Each node's own copy, judged apart: which acknowledged sequences it lacks and where.
+    replicas = check_replicas(
+        acknowledged, acknowledged, {f"n{n}": replica_on(cluster, n) for n in range(cluster.size)}
+    )
+    assert not any(copy.unexpected or copy.duplicated for copy in replicas.copies), replicas.explain()
+    record_property("replicas", replicas.explain())
+    print(f"{WRITTEN - final} of {WRITTEN} acknowledged messages lost; damage: {damaged}\n{replicas.explain()}")

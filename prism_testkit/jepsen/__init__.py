@@ -3,7 +3,10 @@
 - :mod:`.history` (operations as invoke / ok / fail / info) and :mod:`.client` (recorded,
   time-bounded operations on the test's event loop); suite-specific clients stay beside their
   suites in ``suites/``.
-- :mod:`.checkers` (total queue, log, per-key order; a verdict for workload-specific checks).
+- :mod:`.checkers` (total queue, log, per-key order; a verdict for workload-specific checks)
+  and :mod:`.replicas` (each node's own copy of a replicated stream: lost, unexpected,
+  duplicated, and where a loss lies), and :mod:`.failover_loss` (a failover's losses
+  tolerated where the backend does not declare ``survives_failover``).
 - :mod:`.machine` (the base stateful machine wiring clients, the nemesis and checkers) and
   :mod:`.runner` (runs it under the Hypothesis profile, fails with the smallest witness and a
   replay command).
