@@ -21,11 +21,12 @@ the same rules, aimed at its nodes: the kill rule kills one node or the leader a
 again (or, for odd values, crashes every node at once), and the partition rule cuts the links
 between nodes (one node or the leader isolated, or a bridge), each cut proved by a connection
 that must fail. Those two keep the rule list of single servers. A cluster with a primary that
-declares ``survives_failover`` (``postgres-ha``, ``redis-sentinel-wait``) has its primary failed
-over where the kill rule would kill it (see ``failover``): killed, a replica promoted, the old one
-back as a replica. One that does not declare it keeps the plain kill: a failover may lose what
-it acknowledged, which the checkers would rightly call loss (the ``failover`` suite counts it).
-Where the cluster can make a replica lag (``postgres-ha``, ``redis-sentinel-wait``), a drawn
+fails over (``postgres-ha``, ``redis-sentinel`` and their variants) has its primary failed over
+where the kill rule would kill it (see ``failover``): killed, a replica promoted, the old one
+back as a replica. A backend that does not declare ``survives_failover`` (asynchronous
+replication) is failed over too: what its checkers then find lost is tolerated as
+``lost-in-failover`` (:mod:`prism_testkit.jepsen.failover_loss`), anything else still fails.
+Where the cluster can make a replica lag (``postgres-ha``, ``redis-sentinel``), a drawn
 flag first stops one replica and keeps it stopped through the promotion: the lagging-standby
 fault (``failover-lagging``).
 
@@ -277,17 +278,12 @@ class Nemesis:
 
     def kill_node(self, target: FaultTarget, which: int, data: st.DataObject | None = None) -> None:
         """SIGKILL one node (the leader for odd ``which``) and start it again; the others serve on.
-        The primary of a whole cluster that declares ``survives_failover`` is failed over instead,
-        never while its nodes are cut off (the harness could not tell whom its clients reach);
-        a drawn flag (shrinking to a plain failover) first makes a replica lag (see ``failover``)."""
+        The primary of a whole failover cluster is failed over instead, never while its nodes
+        are cut off (the harness could not tell whom its clients reach); a drawn flag (shrinking
+        to a plain failover) first makes a replica lag (see ``failover``)."""
         cluster = _cluster(target)
         leader = cluster.leader() if which % 2 else None
-        if (
-            leader is not None
-            and target.survives_failover
-            and isinstance(cluster, FailoverCluster)
-            and not cluster.network.cuts
-        ):
+        if leader is not None and isinstance(cluster, FailoverCluster) and not cluster.network.cuts:
             lagging: list[int] = []
             running = [n for n in cluster.replicas() if n not in cluster.paused]
             if (

@@ -35,6 +35,7 @@ from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 from prism_testkit.hunting.hunt import PLAN, ROUND_EXAMPLES, HuntPlan, HuntTally
 from prism_testkit.hunting.schedule import REPLAY, ReplayResult, Schedule, ScheduleError, reproduces, write
 from prism_testkit.jepsen.checkers import EMPTY, Verdict
+from prism_testkit.jepsen.failover_loss import tolerate_failover_losses
 from prism_testkit.jepsen.history import History, OpType
 from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue, settle_strays
 from prism_testkit.simulation.digest import combined_digest, history_digest
@@ -91,6 +92,12 @@ class StatefulRun:
         # on every run and machine (a CI hunt that fails fails again), else a fresh one.
         self.round_seeds = random.Random(f"{forced}:{self.nodeid}") if forced else random.Random()
         self.failed: list[Verdict] = []
+        # a failover of these may lose what they acknowledged (they do not declare it survived)
+        self.without_failover_promise = {
+            name
+            for name in self.combination.slots.values()
+            if not prism_env.runtime.registry[name].properties.survives_failover
+        }
         # The backends to simulate (--prism-simulate, every one of the combination simulable), or none.
         backends = list(dict.fromkeys(self.combination.slots.values()))
         wanted = bool(request.config.getoption("prism_simulate", None) or request.config.getini("prism_simulate"))
@@ -375,6 +382,7 @@ class StatefulRun:
         """Record valid verdicts; fail with witness, explanation and replay for invalid ones."""
         self.tally.examples += 1
         self.tally.faults += sum(1 for op in history if op.process == "nemesis" and op.type is OpType.INVOKE)
+        verdicts = tolerate_failover_losses(verdicts, history, self.without_failover_promise)
         if verdicts and all(set(v.anomalies) == {EMPTY} for v in verdicts):
             self.vacuous += 1  # one empty example is not a failure; a test of only those is
             return
