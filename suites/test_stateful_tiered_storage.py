@@ -88,6 +88,7 @@ class TieredMachine(FaultMachine):
         self.numbers = itertools.count()
         self.possible: dict[str, set[str | None]] = {key: {None} for key in KEYS}
         self.unsettled: dict[str, set[str | None]] = {key: set() for key in KEYS}  # outcomes still in flight
+        self.racers = 0  # puts raced against a migrator pass, each its own process
         self.written: dict[str, list[str]] = {key: [] for key in KEYS}
         self.found: dict[str, list[Anomaly]] = {}
         self.reads = 0
@@ -263,18 +264,24 @@ class TieredMachine(FaultMachine):
             moves = self.bounded(Migrator(store).plan())
             key = moves[0].key if moves else key
 
+        self.racers += 1
+        racer = f"racer-{self.racers}"  # a pass abandoned mid-put leaves it in flight: the next race is another process
+
         async def racing_put() -> None:
             value = self.value_for(key)
-            handle = self.history.invoke("client", "put", key, value)
+            # Maybe written from its invoke on: a pass that outlives its bound is abandoned with
+            # this put still in flight, and a read may see its value.
+            self._wrote(key, value, False)
+            handle = self.history.invoke(racer, "put", key, value)
             try:
                 await store.put(key, self.payload(value, long))
             except Exception as exc:
                 handle.info(exc)
-                self._wrote(key, value, False)
                 if not self.faulted:
                     raise
                 return
             handle.ok()
+            self.unsettled[key].discard(value)  # settled: acknowledged
             self._wrote(key, value, True)
 
         async def interleaved() -> None:
