@@ -51,6 +51,9 @@ class Cluster:
     settle_timeout: float = 30.0
     mounts: LazyMounts | None = None  # each node's data dir on a lazy filesystem (power cuts)
     paused: set[int] = field(default_factory=set)
+    # Nodes killed or stopped so far: each breaks the connections clients held to it, so a
+    # client pool opened before must be opened again once the cluster is restored.
+    kills: int = 0
 
     @property
     def size(self) -> int:
@@ -67,10 +70,12 @@ class Cluster:
                 done.result()
 
     def kill(self) -> None:
+        self.kills += 1
         self._each(ServerProcess.kill)
         self.paused.clear()
 
     def stop(self) -> None:
+        self.kills += 1
         self._each(ServerProcess.stop)
         self.paused.clear()
 
@@ -123,6 +128,7 @@ class Cluster:
     # --- node by node ------------------------------------------------------------------------
 
     def kill_node(self, node: int) -> None:
+        self.kills += 1
         self.servers[node].kill()
         self.paused.discard(node)
 

@@ -40,7 +40,7 @@ from prism_testkit.faults.power_loss import (
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, ServerControl, Via
-from prism_testkit.provision.cluster import FailoverCluster
+from prism_testkit.provision.cluster import Cluster, FailoverCluster
 from prism_testkit.provision.workdirs import make_workdir, record_processes_in, remove_tree, sweep_abandoned
 from prism_testkit.redaction import redact
 from prism_testkit.registry.backends import BackendRegistry, BackendSpec
@@ -429,8 +429,8 @@ class PrismRuntime:
                 proxied[1].set_upstream(*endpoint.address)
                 if proxied[1].upstream != before:
                     self._proxied_faults[name] = -1  # its connections lead to the old node
-            if proxied is not None and proxied[1].faults_injected != self._proxied_faults.get(name):
-                # Faults or a restart may have left its pooled connections broken.
+            if proxied is not None and self._proxied_state(name, proxied[1]) != self._proxied_faults.get(name):
+                # Faults or a restart (of a cluster's node too) may have left its pooled connections broken.
                 self.run(self._connect_proxied(name, proxied[1], proxied[2], old=proxied[0]))
         self._close_retired()  # the test is over: its abandoned operations have been settled
 
@@ -448,11 +448,18 @@ class PrismRuntime:
             with contextlib.suppress(Exception):  # its connections may be dead already
                 await old.close()
         spec = self.registry[name]
-        faults = proxy.faults_injected
+        faults = self._proxied_state(name, proxy)
         driver = await spec.driver_class.connect(spec.name, spec.capabilities, rerouted)
         self._proxied[name] = (driver, proxy, rerouted)
         self._proxied_faults[name] = faults
         return driver
+
+    def _proxied_state(self, name: str, proxy: FaultProxy) -> int:
+        """What has broken connections through ``proxy`` so far: its own faults, and the kills
+        of the cluster behind it (the proxy closes a client's side when its node dies)."""
+        endpoint = self._endpoints.get(name)
+        cluster = endpoint.options.get("cluster") if endpoint is not None else None
+        return proxy.faults_injected + (cluster.kills if isinstance(cluster, Cluster) else 0)
 
     def disconnect(self, name: str) -> None:
         """Close the driver of ``name`` (the next :meth:`driver` call reconnects)."""
