@@ -78,11 +78,18 @@ async def eventually_published(url: str, payload: bytes, within: float = 15.0) -
     return False
 
 
-async def stored(url: str) -> int:
+async def stored(url: str, within: float = 30.0) -> int:
+    """The stream's message count. Asked again while the cluster answers with an error (a stream
+    whose leader an earlier test killed may be leaderless for a few seconds: "no state")."""
     client = await nats.connect(url, connect_timeout=2)
+    deadline = time.monotonic() + within
     try:
-        answer = await client.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=5)
-        return int(json.loads(answer.data)["state"]["messages"])
+        while True:
+            answer = json.loads((await client.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=5)).data)
+            if "state" in answer:
+                return int(answer["state"]["messages"])
+            assert time.monotonic() < deadline, f"STREAM.INFO answered only errors for {within:.0f}s: {answer}"
+            await asyncio.sleep(0.5)
     finally:
         await client.close()
 
