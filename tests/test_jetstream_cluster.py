@@ -135,6 +135,9 @@ def test_a_killed_node_leaves_the_others_serving_and_comes_back(endpoint: Endpoi
 def test_a_crash_of_every_node_keeps_acknowledged_writes(endpoint: Endpoint) -> None:
     cluster: Cluster = endpoint.options["cluster"]
     urls = node_urls(endpoint)
+    # Its own stream: under xdist this module's tests spread over workers, each with a cluster
+    # of its own, so no earlier test may have made it ("stream not found").
+    assert asyncio.run(eventually_published(urls[0], b"before"))
     before = asyncio.run(stored(urls[0]))
     assert asyncio.run(publish_through(urls[1], b"synced"))
     started = time.monotonic()
