@@ -276,13 +276,13 @@ def test_servers_killed_from_many_threads_at_once_all_end(tmp_path: Path) -> Non
     others leave that set (a scan over the set itself raised "Set changed size during iteration"
     mid-failover)."""
     argv = [sys.executable, "-c", ECHO_SERVER]
-    for round_ in range(4):
+    for round_ in range(8):
         servers = []
-        for i in range(12):
-            port = free_port()
+        for i in range(12):  # started one by one, each on a port picked just before: on a busy
+            port = free_port()  # machine a port picked long before its bind may be taken meanwhile
             log = tmp_path / f"{round_}-{i}.log"
             servers.append(ServerProcess(f"s{i}", [*argv, str(port)], port=port, log_path=log, cwd=tmp_path))
+            servers[-1].start()
         with ThreadPoolExecutor(len(servers)) as pool:
-            list(pool.map(ServerProcess.start, servers))
             list(pool.map(ServerProcess.kill, servers))  # raises what a kill raised
         assert not any(server.alive for server in servers)
