@@ -12,6 +12,7 @@ import pytest
 
 from prism_testkit.provision.base import Endpoint, ProvisionContext, Provisioner
 from prism_testkit.provision.netns import namespaces_unavailable_reason
+from prism_testkit.runtime import PrismRuntime
 
 OUT_OF_TREE = Path(__file__).parent / "outoftree"
 
@@ -75,3 +76,17 @@ def cluster_in_a_temp_dir(prefix: str, provision: Callable[[Path], Endpoint]) ->
         made.teardown()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def runtime_of(backend: str, worker: str) -> Iterator[PrismRuntime]:
+    """A harness runtime over the one registration ``backend`` (for a fixture to yield from),
+    closed afterwards: its servers, proxies and work dir with it."""
+    from prism_testkit.isolation import NamespaceFactory
+    from prism_testkit.registry.backends import build_registry, make_plugin_manager
+
+    registry = build_registry(make_plugin_manager())
+    runtime = PrismRuntime(registry, [registry[backend]], {}, NamespaceFactory(worker=worker))
+    try:
+        yield runtime
+    finally:
+        runtime.close()

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime, interrupts
 from prism_testkit.runtime.interrupts import Terminated
+from tests.conftest import runtime_of
 
 
 @pytest.fixture
@@ -28,12 +27,9 @@ def runtime() -> Iterator[PrismRuntime]:
     outer = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    registry = build_registry(make_plugin_manager())
-    runtime = PrismRuntime(registry, [registry["memstore"]], {}, NamespaceFactory(worker="interrupts"))
     try:
-        yield runtime
+        yield from runtime_of("memstore", "interrupts")
     finally:
-        runtime.close()
         for signum, handler in outer.items():
             signal.signal(signum, handler)
 

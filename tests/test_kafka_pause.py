@@ -15,21 +15,15 @@ from collections.abc import Iterator
 import pytest
 
 from prism_testkit.interfaces import Message
-from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
+from tests.conftest import runtime_of
 
 IN_FLIGHT = 4  # appends sent while the broker is paused
 
 
 @pytest.fixture
 def kafka() -> Iterator[PrismRuntime]:
-    registry = build_registry(make_plugin_manager())
-    runtime = PrismRuntime(registry, [registry["kafka"]], {}, NamespaceFactory(worker="canary"))
-    try:
-        yield runtime
-    finally:
-        runtime.close()
+    yield from runtime_of("kafka", "canary")
 
 
 def test_appends_in_flight_across_a_pause_are_all_kept(kafka: PrismRuntime) -> None:

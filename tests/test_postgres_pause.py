@@ -12,21 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
+from tests.conftest import runtime_of
 
 UNANSWERED = 1.0  # seconds a read through a paused server must stay unanswered
 
 
 @pytest.fixture
 def postgres() -> Iterator[PrismRuntime]:
-    registry = build_registry(make_plugin_manager())
-    runtime = PrismRuntime(registry, [registry["postgres"]], {}, NamespaceFactory(worker="pause"))
-    try:
-        yield runtime
-    finally:
-        runtime.close()
+    yield from runtime_of("postgres", "pause")
 
 
 def test_a_pause_holds_the_reads_of_a_connection_opened_before_it(postgres: PrismRuntime) -> None:
