@@ -94,8 +94,11 @@ class RedisSentinelCluster(FailoverCluster):
     """The data nodes (``servers``, one per host), the Sentinels beside them and the failover:
     the primary is lost (SIGKILL), the Sentinels agree it is down, elect a leader among
     themselves, promote the replica with the most data and re-point the others. A fenced former
-    primary started again comes back as a primary with its old data, until the Sentinels turn
-    it into a replica of the new one (a full resync discards what it alone held)."""
+    primary is started again as a replica of the new one, as a careful operator restarts it (a
+    full resync discards what it alone held). Started as it was, it would serve as a primary
+    with its old data until a Sentinel's next ``INFO`` of it (every 10 s) turned it into a
+    replica: no client that finds the primary through the Sentinels would reach it, and every
+    restore would wait those 10 s."""
 
     sentinels: list[ServerProcess]
     can_isolate = True
@@ -191,8 +194,17 @@ class RedisSentinelCluster(FailoverCluster):
         return True
 
     def _start(self, nodes: Sequence[int]) -> None:
+        for node in self.fenced.intersection(nodes) - {self.primary}:
+            self._replica_of_primary(node)
         super()._start(nodes)
         self.fenced.difference_update(nodes)
+
+    def _replica_of_primary(self, node: int) -> None:
+        """Point ``node``'s config file at the current primary (the Sentinels rewrite the same
+        line when they re-point a node)."""
+        config = self._home(node) / "redis.conf"
+        kept = [line for line in config.read_text().splitlines() if not line.startswith(("replicaof ", "slaveof "))]
+        config.write_text("\n".join([*kept, f"replicaof {self.address(self.primary)} {PORT}"]) + "\n")
 
     def lag_node(self, node: int) -> None:
         """Pause replica ``node``; return once another running replica has processed what the
