@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from prism_testkit.provision.base import Endpoint, ProvisionContext, Provisioner
 from prism_testkit.provision.netns import namespaces_unavailable_reason
+from prism_testkit.provision.workdirs import make_workdir
 from prism_testkit.runtime import PrismRuntime
 
 OUT_OF_TREE = Path(__file__).parent / "outoftree"
@@ -67,10 +67,12 @@ def provision_cluster(name: str, provisioner: Provisioner, where: Path) -> Endpo
 
 
 def cluster_in_a_temp_dir(prefix: str, provision: Callable[[Path], Endpoint]) -> Iterator[Endpoint]:
-    """A module fixture's cluster: provisioned under a fresh temp dir, torn down and removed after."""
-    base = Path(tempfile.mkdtemp(prefix=prefix))
+    """A module fixture's cluster: provisioned in a fresh work dir of the harness's own (marked
+    as this process's, so should the process be SIGKILLed, the next run's sweep removes the
+    network recorded in it), torn down and removed after."""
+    base = make_workdir("test", prefix.strip("-"))
     try:
-        made = provision(base / "cluster")
+        made = provision(base)
         yield made
         assert made.teardown is not None
         made.teardown()

@@ -8,6 +8,7 @@ leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -333,3 +334,20 @@ def test_the_nemesis_fails_over_a_primary_whatever_it_declares_but_never_mid_par
     cluster.network.cuts.add((0, 1))
     nemesis.kill_node(FaultTarget("a", "x", cluster, True, True, None, cluster=cluster, survives_failover=True), 1)
     assert injected == ["failover", "failover", "kill-leader"]
+
+
+def test_the_module_cluster_is_recorded_where_a_crashed_runs_sweep_finds_it(plain: Endpoint) -> None:
+    """Its network is recorded in a work dir this process owns (the harness's, or the one the
+    fixture made): a SIGKILLed test process's namespaces are swept by the next run
+    (tests/test_netns.py proves that sweep)."""
+    from prism_testkit.provision.netns import RECORD_PREFIX
+    from prism_testkit.provision.workdirs import owner_of, recording_dir
+
+    cluster = cluster_of(plain)
+    home = cluster.servers[0].cwd
+    assert home is not None
+    where = recording_dir() or home.parent
+    assert (where / f"{RECORD_PREFIX}{cluster.network.token}.json").is_file()
+    owner = owner_of(where)
+    assert owner is not None
+    assert owner.pid == os.getpid()
