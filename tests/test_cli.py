@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -164,7 +165,9 @@ def test_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_installed_script(tmp_path: Path) -> None:
-    script = shutil.which("prism-testkit")
+    # the environment's scripts dir first: pytest may be run by its path, the venv not activated
+    scripts = Path(sys.executable).parent
+    script = shutil.which("prism-testkit", path=os.pathsep.join([str(scripts), os.environ.get("PATH", "")]))
     assert script is not None, "pip install -e . installs the prism-testkit script"
     bad = write(tmp_path, "bad.yaml", BROKEN)
     done = subprocess.run([script, "validate", *map(str, EXAMPLES), bad], capture_output=True, text=True, timeout=120)
