@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prism_testkit.jepsen.replicas import check_replicas, present_sequences
+from prism_testkit.jepsen.replicas import check_replicas, describe_divergence, diverged, present_sequences
 
 WRITTEN = list(range(1, 11))
 
@@ -76,3 +76,17 @@ def test_a_copy_loses_exactly_what_it_lacks_and_its_runs_cover_it(written: list[
 def test_a_replica_state_reads_as_the_sequences_it_holds() -> None:
     assert present_sequences(1, 5, deleted=[3]) == [1, 2, 4, 5]
     assert present_sequences(6, 5) == []  # an empty (or purged) stream
+
+
+def test_streams_whose_node_copies_differ_are_diverged_with_every_nodes_state() -> None:
+    same = {"n0": {"a": (1, 5, 5)}, "n1": {"a": (1, 5, 5)}}
+    assert diverged(same) == {}
+    assert diverged({}) == {}
+    behind = {"n0": {"a": (1, 5, 5), "b": (1, 2, 2)}, "n1": {"a": (1, 4, 4), "b": (1, 2, 2)}, "n2": {"b": (1, 2, 2)}}
+    assert diverged(behind) == {"a": {"n0": (1, 5, 5), "n1": (1, 4, 4), "n2": None}}
+    assert describe_divergence(diverged(behind)) == "a: n0: 1-5 (5 held), n1: 1-4 (4 held), n2: none"
+
+
+def test_a_node_that_does_not_answer_holds_nothing_anyone_can_read() -> None:
+    silent = {"n0": {"a": (1, 5, 5)}, "n1": None}
+    assert diverged(silent) == {"a": {"n0": (1, 5, 5), "n1": None}}

@@ -75,6 +75,29 @@ def settled(addresses: list[str]) -> bool:
     return False
 
 
+def stream_states(addresses: list[str]) -> dict[str, dict[str, tuple[int, int, int]] | None]:
+    """Each node's own replica of every stream, from its monitoring endpoint (STREAM.INFO would
+    give the stream leader's answer whichever node is asked): first and last sequence and the
+    messages held, by node name (None: the node did not answer)."""
+    found: dict[str, dict[str, tuple[int, int, int]] | None] = {}
+    for node, address in enumerate(addresses):
+        jsz = monitor_jsz(address)
+        if jsz is None:
+            found[f"n{node}"] = None
+            continue
+        streams = {}
+        for account in jsz.get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                state = stream.get("state") or {}
+                streams[str(stream["name"])] = (
+                    int(state.get("first_seq", 0)),
+                    int(state.get("last_seq", 0)),
+                    int(state.get("messages", 0)),
+                )
+        found[f"n{node}"] = streams
+    return found
+
+
 def meta_leader(addresses: list[str]) -> int | None:
     """The node (by index) leading the cluster's metadata, when one node can tell."""
     for address in addresses:
@@ -163,6 +186,7 @@ class NatsClusterProvisioner(NatsProvisioner):
             leader=functools.partial(meta_leader, addresses),
             settled=functools.partial(settled, addresses),
             mounts=lazy,
+            stream_states=functools.partial(stream_states, addresses),
         )
         started = time.monotonic()
         try:

@@ -30,6 +30,16 @@ Where the cluster can make a replica lag (``postgres-ha``, ``redis-sentinel``), 
 flag first stops one replica and keeps it stopped through the promotion: the lagging-standby
 fault (``failover-lagging``).
 
+A test whose examples never failed over such a cluster (the rules drew no kill of its primary)
+owes one: its run ends with a pass of one example that fails it over once, after their
+first client operations (:meth:`Nemesis.fail_over_now`), so every row over a failover cluster is
+proved across at least one failover.
+
+After the heal, a cluster whose nodes can be read one by one (a JetStream cluster: each
+node's monitoring endpoint) is checked node by node (:meth:`Nemesis.replica_verdicts`): every
+stream's copies must agree, or the example fails with ``replicas-diverged``, whatever the
+clients read.
+
 Corruption rides on the kill rule, for a cluster only: when the rule would kill one node of a
 whole cluster, a drawn flag (shrinking to a plain kill) makes it corrupt instead. A rule of its
 own would change the rule list, and with it every derandomised search of single servers (it
@@ -47,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,7 +69,9 @@ from prism_testkit.errors import NotSupported
 from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import storage_faults
 from prism_testkit.faults.proxy import FaultProxy
+from prism_testkit.jepsen.checkers import Anomaly, Verdict
 from prism_testkit.jepsen.history import History
+from prism_testkit.jepsen.replicas import StreamState, describe_divergence, diverged
 from prism_testkit.provision.cluster import FailoverCluster, NodeRefusedToStart
 from prism_testkit.provision.netns import FaultNotInjected
 
@@ -67,6 +80,8 @@ if TYPE_CHECKING:
     from prism_testkit.provision.cluster import Cluster
     from prism_testkit.runtime.env import PrismEnv
 
+DIVERGED = "replicas-diverged"
+REPLICAS_CONVERGE = 10.0  # s for followers to catch up after the heal (a restarted node replays its log)
 LATENCIES = (0.01, 0.05)  # s per forwarded chunk: below the faulted op bound, so ops slow down, not fail
 
 RunOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -327,6 +342,25 @@ class Nemesis:
         )
         self.inject(fault, target, lambda: asyncio.to_thread(run), detail, outcome=True)
 
+    def failover_backends(self) -> set[str]:
+        """The backends of this example that fail over (a :class:`FailoverCluster`)."""
+        return {t.backend for t in self.targets.values() if isinstance(t.cluster, FailoverCluster)}
+
+    def fail_over_now(self, backend: str) -> bool:
+        """Fail ``backend`` over now, whatever the rules drew: a failover its test owes (see
+        :meth:`~prism_testkit.jepsen.runner.StatefulRun.owed_failovers`). A paused server is
+        resumed and cut links healed first, each recorded, so the failover meets a whole
+        cluster; False when ``backend`` is no failover cluster of this example."""
+        for target in self.targets.values():
+            cluster = target.cluster
+            if target.backend == backend and isinstance(cluster, FailoverCluster):
+                if self.is_paused(target):
+                    self.resume(target)
+                self.heal(target)
+                self.failover(target, cluster)
+                return True
+        return False
+
     def partition(self, target: FaultTarget, which: int = 0) -> None:
         if target.cluster is None:
             self.inject("partition", target, _proxy(target).blackhole)
@@ -371,6 +405,27 @@ class Nemesis:
         if target.proxy is not None and not target.proxy.state.transparent:
             self.inject("heal", target, target.proxy.heal)
 
+    def replica_verdicts(self) -> list[Verdict]:
+        """Once every fault is healed, each cluster whose nodes can be read one by one must
+        converge: every node's copy of every stream the same within :data:`REPLICAS_CONVERGE`
+        seconds. One verdict per such cluster; ``replicas-diverged`` names the streams and what
+        each node holds, its witness the example's faults."""
+        verdicts = []
+        seen: set[int] = set()
+        for target in self.targets.values():
+            cluster = target.cluster
+            if cluster is None or cluster.stream_states is None or id(cluster) in seen:
+                continue
+            seen.add(id(cluster))
+            found = _until_converged(cluster.stream_states)
+            anomalies: dict[str, list[Anomaly]] = {}
+            if found:
+                faults = self.history.filter(lambda op: op.process == "nemesis")
+                message = f"{target.backend}: replicas still apart after the heal\n{describe_divergence(found)}"
+                anomalies[DIVERGED] = [Anomaly(DIVERGED, message, faults, {"streams": found})]
+            verdicts.append(Verdict("replicas", None, anomalies, {}, {"diverged-streams": len(found)}))
+        return verdicts
+
     def heal_everything(self) -> None:
         """End every fault: heal the proxies, resume or restart the servers (end of an example)."""
         before = {slot: _primary(t) for slot, t in self.targets.items()}
@@ -382,6 +437,18 @@ class Nemesis:
                 if id(target.cluster) not in seen:
                     seen.add(id(target.cluster))
                     self.note_promotion(target, before[slot])
+
+
+def _until_converged(
+    states: Callable[[], dict[str, dict[str, StreamState] | None]],
+) -> dict[str, dict[str, StreamState | None]]:
+    """The streams still apart when :data:`REPLICAS_CONVERGE` runs out (empty: converged)."""
+    deadline = time.monotonic() + REPLICAS_CONVERGE
+    while True:
+        found = diverged(states())
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def _control(target: FaultTarget) -> ServerControl:

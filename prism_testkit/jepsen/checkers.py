@@ -37,7 +37,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Collection, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,11 @@ DUPLICATION = frozenset({"duplicated", "duplicate"})
 # Jepsen allows it by default too: one transaction's appends may interleave with others'.
 INFORMATIONAL = frozenset({"int-send-skip"})
 EMPTY = "empty-history"
+
+
+def judged_nothing(verdicts: Sequence[Verdict]) -> bool:
+    """Every verdict says only that its history wrote and read nothing (:data:`EMPTY`)."""
+    return bool(verdicts) and all(set(v.anomalies) == {EMPTY} for v in verdicts)
 
 
 def tolerated(name: str, guarantee: DeliveryGuarantee | None) -> bool:

@@ -10,7 +10,10 @@ example:
   does not support async rules, and one loop means drivers never cross loops;
 - records a Jepsen-style :class:`~prism_testkit.jepsen.history.History`;
 - at teardown heals every fault, waits for operations abandoned in flight, lets the suite drain
-  and check, and fails through :meth:`StatefulRun.judge` with the smallest witness;
+  and check (on a cluster whose nodes can be read one by one, each node's copy too:
+  ``replicas``), and fails through :meth:`StatefulRun.judge` with the smallest witness;
+- on a failover cluster its run owes a failover (see ``owed_failovers``), fails it over after
+  its first client operations;
 - under ``--prism-simulate``, when every backend it targets is simulable, runs on a fresh
   simulated loop (virtual time; the order of ready tasks drawn from ``schedule``, a Hypothesis
   choice, so it shrinks and replays).
@@ -27,9 +30,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize
 
 from prism_testkit.faults.nemesis import Nemesis, NemesisRules
-from prism_testkit.jepsen.checkers import Verdict
+from prism_testkit.jepsen.checkers import Verdict, judged_nothing
 from prism_testkit.jepsen.client import Outcome, RecordedClient
-from prism_testkit.jepsen.history import History
+from prism_testkit.jepsen.history import History, OpType
 from prism_testkit.jepsen.runner import StatefulRun
 from prism_testkit.simulation.buggify import heal as heal_misbehaviour
 from prism_testkit.simulation.buggify import unknown_outcomes
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
     from prism_testkit.simulation.loop import SimulatedLoop
 
 T = TypeVar("T")
+
+OWED_FAILOVER_AFTER = 2  # completed client operations before an owed failover: it has something to lose
 
 
 class FaultMachine(NemesisRules, RuleBasedStateMachine):
@@ -61,6 +66,10 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
         self.nemesis = Nemesis(self.env, self.history, slots, self.loop)
         self.recorded = RecordedClient(self.history, self.loop, lambda: self.faulted)
         self.misbehaviour: frozenset[str] = frozenset()  # drawn by seed_the_schedule
+        run.note_failover_clusters(self.nemesis.failover_backends())
+        # The failovers this example owes (its run's failover pass): made after the first
+        # client operations, or at the latest when the example ends, before the heal.
+        self.owed_failovers = set(run.forced_failovers)
 
     # -- the event loop and the clients -----------------------------------------------------
 
@@ -111,7 +120,20 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
         on_late: Callable[[Any], None] | None = None,
     ) -> Outcome[T]:
         """A recorded, bounded client operation (see :meth:`RecordedClient.attempt`)."""
-        return self.recorded.attempt(process, f, action, key=key, value=value, offset=offset, on_late=on_late)
+        outcome = self.recorded.attempt(process, f, action, key=key, value=value, offset=offset, on_late=on_late)
+        if self.owed_failovers and self._client_ops() >= OWED_FAILOVER_AFTER:
+            self.pay_owed_failovers()
+        return outcome
+
+    def _client_ops(self) -> int:
+        return sum(1 for op in self.history if op.process != "nemesis" and op.type is not OpType.INVOKE)
+
+    def pay_owed_failovers(self) -> None:
+        """Fail over every cluster this example still owes a failover (see ``owed_failovers``)."""
+        while self.owed_failovers:
+            backend = self.owed_failovers.pop()
+            if not self.nemesis.fail_over_now(backend):
+                raise AssertionError(f"{backend} owes a failover but is no failover cluster of this example")
 
     def bounded(self, action: Awaitable[T], on_late: Callable[[Any], None] | None = None) -> T:
         """Run ``action`` bounded but unrecorded (the caller records it its own way)."""
@@ -138,10 +160,12 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
             return
         try:
             try:
+                self.pay_owed_failovers()  # an example too short to have reached it
                 self.nemesis.heal_everything()
                 heal_misbehaviour()
                 self.loop(self.recorded.settle_strays())
                 verdicts, what = self.check()
+                verdicts = [*verdicts, *self._replica_verdicts(verdicts)]
                 self.prism_run.note_history(self.history, self.ns.prefix)
                 self._no_real_time()
                 self.prism_run.judge(self.history, verdicts, what)
@@ -149,6 +173,14 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
                 self.loop(self.env.purge(self.ns))
         finally:
             self._simulation.close()
+
+    def _replica_verdicts(self, own: list[Verdict]) -> list[Verdict]:
+        """The nodes' own copies (:meth:`Nemesis.replica_verdicts`); a valid one is left out of
+        an example that wrote and read nothing, which must still count as judging nothing."""
+        replicas = self.nemesis.replica_verdicts()
+        if judged_nothing(own):
+            return [v for v in replicas if not v.valid]
+        return replicas
 
     def _no_real_time(self) -> None:
         """A simulated example fails when a watched module read real time or started a thread,

@@ -10,6 +10,11 @@ not report the stream) has lost everything.
 
 The values are whatever identifies a write in the copy: payloads, or stream sequence numbers
 when the acknowledgement carried one.
+
+Where only each node's summary of a stream can be read (its first and last sequence and its
+message count, as a JetStream node's monitoring endpoint gives them), :func:`diverged` says
+which streams the nodes disagree on once every fault is healed: replicas that stay apart have
+lost or invented data on some node, whichever copy a client is served next.
 """
 
 from __future__ import annotations
@@ -136,3 +141,31 @@ def present_sequences(first: int, last: int, deleted: Iterable[int] = ()) -> lis
     (an empty stream reports first = last + 1) without the ``deleted`` ones."""
     gone = set(deleted)
     return [seq for seq in range(first, last + 1) if seq not in gone]
+
+
+StreamState = tuple[int, int, int]  # first sequence, last sequence, messages held
+
+
+def diverged(states: Mapping[str, Mapping[str, StreamState] | None]) -> dict[str, dict[str, StreamState | None]]:
+    """The streams whose copies differ between the nodes of ``states`` (node -> stream -> its
+    state; ``None``: the node did not answer), each with every node's state (``None``: the node
+    does not hold it). A node that did not answer holds nothing anyone can read."""
+    streams = sorted({name for held in states.values() if held for name in held})
+    found: dict[str, dict[str, StreamState | None]] = {}
+    for stream in streams:
+        copies = {node: (held or {}).get(stream) for node, held in states.items()}
+        if len(set(copies.values())) > 1:
+            found[stream] = copies
+    return found
+
+
+def describe_divergence(found: Mapping[str, Mapping[str, StreamState | None]]) -> str:
+    """One line per stream: each node's first-last sequence and count, or that it lacks it."""
+    lines = []
+    for stream, copies in found.items():
+        each = ", ".join(
+            f"{node}: none" if state is None else f"{node}: {state[0]}-{state[1]} ({state[2]} held)"
+            for node, state in copies.items()
+        )
+        lines.append(f"{stream}: {each}")
+    return "\n".join(lines)

@@ -34,8 +34,8 @@ from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from prism_testkit.hunting.hunt import PLAN, ROUND_EXAMPLES, HuntPlan, HuntTally
 from prism_testkit.hunting.schedule import REPLAY, ReplayResult, Schedule, ScheduleError, reproduces, write
-from prism_testkit.jepsen.checkers import EMPTY, Verdict
-from prism_testkit.jepsen.failover_loss import tolerate_failover_losses
+from prism_testkit.jepsen.checkers import EMPTY, Verdict, judged_nothing
+from prism_testkit.jepsen.failover_loss import failed_over, tolerate_failover_losses
 from prism_testkit.jepsen.history import History, OpType
 from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue, settle_strays
 from prism_testkit.simulation.digest import combined_digest, history_digest
@@ -47,6 +47,7 @@ DEFAULT_SCHEDULES = ".prism-schedules"  # under the rootdir: where a hunt writes
 STEPS = 12  # rules per example: short histories shrink fast and read well
 EXAMPLES = 12  # per combination, unless the profile asks for a long hunt (see stateful_settings)
 HUNT_THRESHOLD = 100  # a profile with at least this many examples is a hunt: honour it
+FAILOVER_PASS_EXAMPLES = 1  # a test whose drawn examples never failed over its failover cluster: this one does
 FULL_HISTORY_LINES = 80  # failure messages include the whole history up to this length
 
 
@@ -92,6 +93,9 @@ class StatefulRun:
         # on every run and machine (a CI hunt that fails fails again), else a fresh one.
         self.round_seeds = random.Random(f"{forced}:{self.nodeid}") if forced else random.Random()
         self.failed: list[Verdict] = []
+        self.failover_clusters: set[str] = set()  # backends of this test that fail over (its nemesis says)
+        self.failed_over: set[str] = set()  # ... and those some example of it failed over
+        self.forced_failovers: frozenset[str] = frozenset()  # owed by every example of the failover pass
         # a failover of these may lose what they acknowledged (they do not declare it survived)
         self.without_failover_promise = {
             name
@@ -154,9 +158,12 @@ class StatefulRun:
             if self.hunt is None:
                 try:
                     run_state_machine_as_test(machine, settings=stateful_settings())
+                    self._failover_pass(factory)
                 except Exception as exc:
                     self.keep_schedule(unrecorded, exc)
                     raise
+                finally:
+                    self.forced_failovers = frozenset()
             else:
                 self._hunt(make, self.hunt, unrecorded)
             if self.vacuous and not self.judged:
@@ -168,6 +175,37 @@ class StatefulRun:
             for verdict in self.failed:  # the final (shrunk) failing example's verdicts
                 self.env.record_verdict(verdict)
             self.node.user_properties.append(("prism_simulation", self.digest_property()))
+
+    def note_failover_clusters(self, backends: set[str]) -> None:
+        """An example's nemesis names the backends of this test that fail over."""
+        self.failover_clusters |= backends
+
+    def owed_failovers(self) -> frozenset[str]:
+        """The failover clusters of this test that none of its examples failed over."""
+        return frozenset(self.failover_clusters - self.failed_over)
+
+    def _failover_pass(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
+        """Where the drawn examples never failed a failover cluster over, one more (or
+        :data:`FAILOVER_PASS_EXAMPLES`), each failing every such cluster over once after its
+        first client operations (see
+        :class:`~prism_testkit.jepsen.machine.FaultMachine`) and judged like any: every test
+        over a failover cluster is proved across a failover. A pass of its own, with its own
+        example-database key, so the drawn search and its replays stay as they were."""
+        owed = self.owed_failovers()
+        if not owed:
+            return
+        self.forced_failovers = owed
+
+        def make_failing_over() -> RuleBasedStateMachine:
+            return factory()
+
+        make_failing_over._hypothesis_internal_add_digest = self.nodeid.encode() + b" failover pass"  # type: ignore[attr-defined]
+        if self.seed is not None:
+            make_failing_over._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
+        machine = cast("type[RuleBasedStateMachine]", make_failing_over)
+        run_state_machine_as_test(machine, settings=settings(stateful_settings(), max_examples=FAILOVER_PASS_EXAMPLES))
+        if self.owed_failovers():
+            raise AssertionError(f"{self.nodeid}: the failover pass did not fail over {sorted(self.owed_failovers())}")
 
     def _recording(self, factory: Callable[[], RuleBasedStateMachine]) -> Callable[[], RuleBasedStateMachine]:
         """``factory``, its machines recording their steps, each example's verdicts fresh."""
@@ -382,8 +420,9 @@ class StatefulRun:
         """Record valid verdicts; fail with witness, explanation and replay for invalid ones."""
         self.tally.examples += 1
         self.tally.faults += sum(1 for op in history if op.process == "nemesis" and op.type is OpType.INVOKE)
+        self.failed_over |= failed_over(history)
         verdicts = tolerate_failover_losses(verdicts, history, self.without_failover_promise)
-        if verdicts and all(set(v.anomalies) == {EMPTY} for v in verdicts):
+        if judged_nothing(verdicts):
             self.vacuous += 1  # one empty example is not a failure; a test of only those is
             return
         self.judged += 1

@@ -49,6 +49,9 @@ class Cluster:
     # answer one by one are not yet a cluster that answers
     settled: Callable[[], bool] = lambda: True
     settle_timeout: float = 30.0
+    # Each node's own copy, summarised per stream (first and last sequence, messages held), by
+    # node name (None: the node did not answer); None where the nodes cannot be read one by one.
+    stream_states: Callable[[], dict[str, dict[str, tuple[int, int, int]] | None]] | None = None
     mounts: LazyMounts | None = None  # each node's data dir on a lazy filesystem (power cuts)
     paused: set[int] = field(default_factory=set)
     # Nodes killed or stopped so far: each breaks the connections clients held to it, so a

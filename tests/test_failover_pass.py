@@ -1,0 +1,78 @@
+"""A stateful test over a failover cluster is proved across at least one failover: when none of
+its drawn examples failed the cluster over, its run ends with a pass of examples that each do,
+after their first client operations. The sandbox's machine has no nemesis rules at all, so
+only that pass can fail the cluster over; over a single server there is no such pass."""
+
+from __future__ import annotations
+
+import pytest
+
+SUITE = """
+    from prism_testkit import PrismEnv, Slot, prism_suite
+    from prism_testkit.jepsen.machine import FaultMachine
+    from prism_testkit.jepsen.runner import FAILOVER_PASS_EXAMPLES, StatefulRun
+
+    pytestmark = prism_suite("failover_owed", backend=Slot.needs("keyvalue"))
+    SEEN = []  # per example: the client ops completed before each failover, and how many in all
+
+
+    class Writes(FaultMachine):
+        # no nemesis rule: plain methods hide the inherited ones from Hypothesis
+        def kill_and_restart(self): ...
+        def pause(self): ...
+        def resume(self): ...
+        def latency(self): ...
+        def reset_connections(self): ...
+        def partition(self): ...
+        def heal(self): ...
+
+        def __init__(self, run):
+            super().__init__(run, ["backend"])
+            self.key = self.ns.name("k")
+            self.value = 0
+
+        from hypothesis.stateful import rule
+
+        @rule()
+        def put(self):
+            self.value += 1
+            value = self.value
+            put = lambda: self.client("backend").keyvalue().put(self.key, str(value).encode())
+            done = self.attempt("writer", "put", put, key=self.key, value=value)
+            if done.completed:
+                done.handle.ok()
+
+        def check(self):
+            before, clients = [], 0
+            for op in self.history:
+                if op.process == "nemesis" and op.f == "failover" and op.type.name == "INVOKE":
+                    before.append(clients)
+                elif op.process != "nemesis" and op.type.name != "INVOKE":
+                    clients += 1
+            SEEN.append((before, clients))
+            return [], "writes"
+
+
+    def test_owed_failover(prism_env: PrismEnv, request) -> None:
+        run = StatefulRun(prism_env, request)
+        run.execute(lambda: Writes(run))
+        forced = [seen for seen in SEEN if seen[0]]
+        name = prism_env.combination["backend"]
+        if name == "memstore":
+            assert not forced and not run.failover_clusters
+            return
+        assert run.failover_clusters == {name} and run.failed_over == {name}
+        assert len(forced) == FAILOVER_PASS_EXAMPLES, SEEN
+        for before, clients in forced:
+            assert before == [min(2, clients)], SEEN  # after two client ops, or at the end of a shorter one
+        assert prism_env.faults["failover"] == FAILOVER_PASS_EXAMPLES
+"""
+
+
+@pytest.mark.parametrize("backend", ["redis-sentinel-wait", "memstore"])
+def test_a_test_never_failed_over_owes_a_failover_pass(pytester: pytest.Pytester, backend: str) -> None:
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess(
+        f"--prism-backend={backend}", "--hypothesis-profile=prism-ci", "-p", "no:cacheprovider", "-v"
+    )
+    result.assert_outcomes(passed=1)
