@@ -400,7 +400,9 @@ class ChangeFeed(Protocol):
     async def mark(self, capture: str, label: str) -> None:
         """Commit a transaction carrying ``label`` that only this capture sees, ordered with
         the changes around it (DBLog's watermarks; heartbeats that let the position move).
-        A missing capture raises :class:`~prism_testkit.errors.CaptureNotFound`, a lost one
+        It returns only once every change ordered before the mark is visible to reads begun
+        after it: a watermark's chunk read must see them all. A missing capture raises
+        :class:`~prism_testkit.errors.CaptureNotFound`, a lost one
         :class:`~prism_testkit.errors.CaptureLost`."""
         ...
 

@@ -10,6 +10,11 @@ plugin, one replication slot and one publication per capture.
 * Marks are transactional logical decoding messages (``pg_logical_emit_message``) under a
   prefix naming the capture: they are ordered with the changes around them, and an idle
   capture that confirms one moves its slot past other tables' WAL, so it does not pin WAL.
+  A transaction becomes visible only after its commit record is written (and, with
+  synchronous replication, acknowledged), so one ordered before a mark may still be invisible
+  when the mark's own commit returns: a snapshot chunk read then would miss it and publish
+  its row's older value after it. :meth:`mark` returns once every transaction still running
+  at that moment has ended (the writes in flight: read-only transactions have no xid).
 * Slots live in the server, not in the namespace's tables: ``prism.cdc_captures`` maps each
   capture name to its slot and publication so purge and leftovers find them. The row is
   written before the slot is made, so a crash in between leaves a row (found, and completed
@@ -97,6 +102,11 @@ _PEEK = (
     "'proto_version', '1', 'publication_names', $3, 'messages', 'true')"
 )
 
+
+# Transactions running now (in the ProcArray: committed ones too, until visible), as text.
+_RUNNING = "SELECT array_agg(x::text) FROM pg_snapshot_xip(pg_current_snapshot()) x"
+_STILL_RUNNING = _RUNNING + " WHERE x::text = ANY($1::text[])"
+ENDED_POLL_FIRST = 0.001  # a committed transaction leaves the ProcArray within microseconds
 
 _ADVANCE = "SELECT pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)"
 
@@ -248,6 +258,16 @@ class PostgresChangeFeed:
         check_label(label)
         await self._names(capture)
         await self._db.execute("SELECT pg_logical_emit_message(true, $1, $2)", _mark_prefix(capture), label)
+        await self._until_ended(await self._db.fetchval(_RUNNING))
+
+    async def _until_ended(self, running: list[str] | None) -> None:
+        """Wait for the transactions ``running`` to end (commit, visible to every later read,
+        or roll back); those still writing delay the mark by what they have left."""
+        pause = ENDED_POLL_FIRST
+        while running:
+            await asyncio.sleep(pause)
+            running = await self._db.fetchval(_STILL_RUNNING, running)
+            pause = min(pause * 2, POLL_INTERVAL)
 
     async def drop(self, capture: str) -> None:
         check_capture(capture)
