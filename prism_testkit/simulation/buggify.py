@@ -76,7 +76,8 @@ def parse(value: str | None) -> frozenset[str]:
     kinds = frozenset(part.strip() for part in text.split(",") if part.strip())
     unknown = sorted(kinds - set(KINDS))
     if unknown:
-        raise ValueError(f"unknown misbehaviour {', '.join(unknown)}: give all, none or some of {', '.join(KINDS)}")
+        named = ", ".join(map(repr, unknown))  # repr: a value with a newline stays one line
+        raise ValueError(f"unknown misbehaviour {named}: give all, none or some of {', '.join(KINDS)}")
     return kinds
 
 
