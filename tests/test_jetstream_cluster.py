@@ -54,11 +54,12 @@ def node_urls(endpoint: Endpoint) -> list[str]:
     return endpoint.url.split(",")
 
 
-async def publish_through(url: str, payload: bytes, wait: float = 2.0) -> bool:
-    """Publish to the R3 stream through one node only; True when JetStream acknowledged it."""
+async def publish_through(url: str, payload: bytes, wait: float = 2.0, replicas: int = 3) -> bool:
+    """Publish to the stream (one replica per node) through one node only; True when JetStream
+    acknowledged it."""
     client = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
     try:
-        stream = {"name": STREAM, "subjects": [f"{STREAM}.>"], "num_replicas": 3, "storage": "file"}
+        stream = {"name": STREAM, "subjects": [f"{STREAM}.>"], "num_replicas": replicas, "storage": "file"}
         await client.request(f"$JS.API.STREAM.CREATE.{STREAM}", json.dumps(stream).encode(), timeout=wait)
         answer = await client.request(f"{STREAM}.x", payload, timeout=wait)
         return "error" not in json.loads(answer.data)
@@ -68,11 +69,11 @@ async def publish_through(url: str, payload: bytes, wait: float = 2.0) -> bool:
         await client.close()
 
 
-async def eventually_published(url: str, payload: bytes, within: float = 15.0) -> bool:
+async def eventually_published(url: str, payload: bytes, within: float = 15.0, replicas: int = 3) -> bool:
     """Published within ``within`` seconds: after a kill, the streams elect leaders anew."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if await publish_through(url, payload):
+        if await publish_through(url, payload, replicas=replicas):
             return True
         await asyncio.sleep(0.2)
     return False
@@ -266,7 +267,9 @@ def test_a_new_logs_first_appends_and_reads_are_answered(endpoint: Endpoint) -> 
     assert asyncio.run(scenario()) == (60, 60)
 
 
-def nemesis_on(cluster: Cluster, loop: asyncio.AbstractEventLoop) -> tuple[Nemesis, FaultTarget]:
+def nemesis_on(
+    cluster: Cluster, loop: asyncio.AbstractEventLoop, backend: str = "jetstream-r3"
+) -> tuple[Nemesis, FaultTarget]:
     """The nemesis of one example, on this module's cluster, without a combination around it:
     its environment only counts the faults (what a report row shows)."""
     nemesis = Nemesis.__new__(Nemesis)
@@ -275,7 +278,7 @@ def nemesis_on(cluster: Cluster, loop: asyncio.AbstractEventLoop) -> tuple[Nemes
     nemesis.run_on_loop = loop.run_until_complete
     nemesis.faulted = False
     nemesis.paused = set()
-    target = FaultTarget("backend", "jetstream-r3", cluster, True, False, None, cluster=cluster)
+    target = FaultTarget("backend", backend, cluster, True, False, None, cluster=cluster)
     nemesis.targets = {"backend": target}
     return nemesis, target
 

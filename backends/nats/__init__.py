@@ -43,7 +43,13 @@ def _properties(*, durable: bool, survives_power_loss: bool) -> BackendPropertie
 
 
 def _spec(
-    name: str, provisioner: NatsProvisioner, *, durable: bool, description: str, cluster: bool = False
+    name: str,
+    provisioner: NatsProvisioner,
+    *,
+    durable: bool,
+    description: str,
+    cluster: bool = False,
+    opt_in: bool = False,
 ) -> BackendSpec:
     """One registration of the shared driver: instances differ in provisioning and durability."""
     return BackendSpec(
@@ -56,7 +62,7 @@ def _spec(
         extra="nats",
         embedded=False,
         description=description,
-        opt_in=cluster and CLUSTERS_OPT_IN,
+        opt_in=opt_in or (cluster and CLUSTERS_OPT_IN),
         exclusive=cluster,  # one worker starts a cluster: six nats-servers per worker would starve 2 cores
     )
 
@@ -107,5 +113,15 @@ def prism_register_backends() -> list[BackendSpec]:
             durable=True,
             description="JetStream cluster of 3 nodes (R3 streams) with the default two-minute sync interval",
             cluster=True,
+        ),
+        # Five nodes, as Jepsen runs them: a minority of two can be cut off. Always named to run:
+        # its stateful rows would cost what the 3-node ones do once more.
+        _spec(
+            "jetstream-r5",
+            NatsClusterProvisioner(nodes=5, sync_always=True),
+            durable=True,
+            description="JetStream cluster of 5 nodes (R5 streams, sync_interval: always), one network namespace each",
+            cluster=True,
+            opt_in=True,
         ),
     ]

@@ -467,8 +467,9 @@ def _cluster(target: FaultTarget) -> Cluster:
     return target.cluster
 
 
-# How a cluster's nodes are split: one node (by ``which``) or the leader alone against the
-# rest; or a bridge, where two sides cannot talk to each other but one node talks to both.
+# How a cluster's nodes are split: the largest minority (one node of three, two of five: from
+# the ``which``-th on) or the leader alone against the rest; or a bridge, where two sides
+# cannot talk to each other but one node talks to both.
 PARTITIONS = ("isolate-node", "isolate-leader", "bridge")
 
 
@@ -476,13 +477,16 @@ def partition_groups(kind: str, size: int, which: int, leader: int | None) -> li
     """The sides of a partition of ``size`` nodes; for a bridge, the two sides without the
     bridge node (it keeps its links to both)."""
     nodes = list(range(size))
-    alone = leader if kind == "isolate-leader" and leader is not None else which % size
-    if kind == "bridge":
-        bridge = alone
-        rest = [n for n in nodes if n != bridge]
+    first = which % size
+    if kind == "isolate-leader":
+        minority = [first if leader is None else leader]
+    elif kind == "bridge":
+        rest = [n for n in nodes if n != first]  # the bridge node keeps its links to both
         half = len(rest) // 2
         return [rest[:half], rest[half:]]
-    return [[alone], [n for n in nodes if n != alone]]
+    else:
+        minority = [(first + i) % size for i in range(max(1, (size - 1) // 2))]
+    return [minority, [n for n in nodes if n not in minority]]
 
 
 # The kinds of file a corruption damages, by the globs nats-server 2.15 names them with under a
