@@ -5,6 +5,8 @@ only that pass can fail the cluster over; over a single server there is no such 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 SUITE = """
@@ -68,6 +70,16 @@ SUITE = """
         assert prism_env.faults["failover"] == FAILOVER_PASS_EXAMPLES
 """
 
+# Every shrink attempt of a failing pass example fails over again (seconds each): the failure,
+# its schedule and its replay are what this test is about, not how small Hypothesis makes it.
+NO_SHRINKING = """
+    from hypothesis import Phase, settings
+
+    settings.register_profile(
+        "no-shrinking", derandomize=True, database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate]
+    )
+"""
+
 
 @pytest.mark.parametrize("backend", ["redis-sentinel-wait", "memstore"])
 def test_a_test_never_failed_over_owes_a_failover_pass(pytester: pytest.Pytester, backend: str) -> None:
@@ -76,3 +88,29 @@ def test_a_test_never_failed_over_owes_a_failover_pass(pytester: pytest.Pytester
         f"--prism-backend={backend}", "--hypothesis-profile=prism-ci", "-p", "no:cacheprovider", "-v"
     )
     result.assert_outcomes(passed=1)
+
+
+def test_a_failure_in_the_failover_pass_replays_with_its_failover(pytester: pytest.Pytester, tmp_path) -> None:
+    """The pass's failover is no rule step: the schedule records it, so ``--prism-replay`` fails
+    the cluster over again at the same point and the failure reproduces."""
+    failing = SUITE.replace(
+        '            SEEN.append((before, clients))\n            return [], "writes"',
+        (
+            '            SEEN.append((before, clients))\n            assert not before, "failed over"\n'
+            '            return [], "writes"'
+        ),
+    )
+    assert failing != SUITE
+    pytester.makepyfile(failing)
+    pytester.makeconftest(NO_SHRINKING)
+    schedules = tmp_path / "schedules"
+    backend = "--prism-backend=redis-sentinel-wait"
+    found = pytester.runpytest_subprocess(
+        backend, "--hypothesis-profile=no-shrinking", f"--prism-schedules={schedules}", "-p", "no:cacheprovider"
+    )
+    found.assert_outcomes(failed=1)
+    (written,) = schedules.glob("*.json")
+    assert json.loads(written.read_text())["forced_failovers"] == ["redis-sentinel-wait"]
+    found.stdout.fnmatch_lines(["*replayed once: reproduced*"])
+    replayed = pytester.runpytest_subprocess(backend, f"--prism-replay={written}", "-p", "no:cacheprovider")
+    replayed.assert_outcomes(failed=1)

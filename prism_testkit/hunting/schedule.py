@@ -149,6 +149,8 @@ class Schedule:
     buggify: list[str] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)  # the run's ``-p`` plugins (a mutant, say)
     import_paths: list[str] = field(default_factory=list)  # where the run imported its ``-p`` plugins from
+    # the clusters the example failed over unasked, after its first client ops (a failover pass)
+    forced_failovers: list[str] = field(default_factory=list)
     written: str = ""
     version: int = VERSION
 

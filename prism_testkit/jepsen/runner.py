@@ -275,6 +275,7 @@ class StatefulRun:
             buggify=sorted(self.buggify),
             plugins=self.plugins,
             import_paths=import_paths(self.plugins),
+            forced_failovers=sorted(self.forced_failovers),
         )
 
     @staticmethod
@@ -285,7 +286,8 @@ class StatefulRun:
         """Issue ``schedule``'s steps on a fresh machine, each completed before the next, and
         judge it as any example; what it gave. The run's own failure state is left as it was."""
         kept = (self.failed, self.failing_digest, list(self.digests), self.tally.examples, self.tally.faults)
-        self.failed = []
+        forced, self.failed = self.forced_failovers, []
+        self.forced_failovers = frozenset(schedule.forced_failovers)  # the pass's failover, again
         try:
             error, notes = self._reissue(factory, schedule)
             if error is None:
@@ -297,6 +299,7 @@ class StatefulRun:
             return ReplayResult(reproduces(schedule.signature, replayed), verdict, notes, error)
         finally:
             self.failed, self.failing_digest, self.digests, self.tally.examples, self.tally.faults = kept
+            self.forced_failovers = forced
 
     def _reissue(
         self, factory: Callable[[], RuleBasedStateMachine], schedule: Schedule
