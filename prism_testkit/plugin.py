@@ -536,7 +536,9 @@ def prism_env(
         try:
             yield env
         finally:
-            request.node.user_properties.append(anomaly_properties(env.anomalies, env.tolerated, env.faults))
+            request.node.user_properties.append(
+                anomaly_properties(env.anomalies, env.tolerated, env.faults, env.verdicts)
+            )
             if created:
                 request.node.user_properties.append(("prism_metrics", final_metrics(env.ns.prefix, created)))
             _clean_up(request, prism_runtime, env, backends)

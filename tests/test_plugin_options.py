@@ -185,6 +185,7 @@ def test_report_counts_per_suite_and_combination(pytester: pytest.Pytester) -> N
         "anomalies": {},
         "tolerated": {},
         "faults": {},  # rows count the faults they survived (main's 5899835)
+        "verdicts": {},  # and the checkers' verdicts given (no checker here)
     }
     assert (rows["sqlite"]["passed"], rows["sqlite"]["failed"], rows["sqlite"]["skipped"]) == (1, 1, 1)
     assert report["unavailable"] == []

@@ -22,12 +22,15 @@ from prism_testkit.report.merge import totals
 
 NOTHING_LOST = """
 from prism_testkit import PrismEnv, Slot, prism_suite
+from prism_testkit.jepsen.checkers import Verdict
 
 pytestmark = prism_suite("zero_lost", backend=Slot.needs("keyvalue"))
 
 def test_checked_and_found_nothing(prism_env: PrismEnv) -> None:
     prism_env.anomalies["lost"] += 0
     prism_env.tolerated["duplicated"] += 0
+    for _ in range(2):
+        prism_env.record_verdict(Verdict("zero-checker", None, {}, {}, {"ok": 1}))
 """
 
 
@@ -40,10 +43,12 @@ def test_a_zero_count_is_no_finding_in_the_table_the_json_or_junit(pytester: pyt
     result.assert_outcomes(passed=1)
     (row,) = json.loads((pytester.path / "r.json").read_text())["suites"]
     assert (row["anomalies"], row["tolerated"]) == ({}, {})
+    assert row["verdicts"] == {"zero-checker": 2}, "what was judged, valid verdicts included"
     assert "lost=" not in result.stdout.str()
     (case,) = ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
-    assert json.loads(properties["prism_anomalies"]) == {"anomalies": {}, "tolerated": {}, "faults": {}}
+    found = json.loads(properties["prism_anomalies"])
+    assert found == {"anomalies": {}, "tolerated": {}, "faults": {}, "verdicts": {"zero-checker": 2}}
     assert json.loads(properties["prism"])["combination"] == {"backend": "memstore"}  # JSON, not a repr
 
 

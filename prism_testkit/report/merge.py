@@ -51,7 +51,7 @@ def load_report(path: str | Path) -> LoadedReport:
 # What a row counts per name besides outcomes: checker findings (forbidden, tolerated) and the
 # faults the nemesis injected, by kind ("kill-node", "partition-isolate-leader", "power-cut"...),
 # so a reader sees what each row survived.
-KINDS = ("anomalies", "tolerated", "faults")
+KINDS = ("anomalies", "tolerated", "faults", "verdicts")  # verdicts: checker -> verdicts judged
 
 
 def found_counts(counts: dict[str, int]) -> dict[str, int]:

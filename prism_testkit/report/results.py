@@ -57,10 +57,14 @@ def server_properties(versions: dict[str, str | None]) -> tuple[str, dict]:
 
 
 def anomaly_properties(
-    anomalies: Counter[str], tolerated: Counter[str], faults: Counter[str] | None = None
+    anomalies: Counter[str],
+    tolerated: Counter[str],
+    faults: Counter[str] | None = None,
+    verdicts: Counter[str] | None = None,
 ) -> tuple[str, dict]:
     found = {"anomalies": found_counts(anomalies), "tolerated": found_counts(tolerated)}
-    return (ANOMALIES, {**found, "faults": found_counts(faults or Counter())})
+    judged = {"faults": found_counts(faults or Counter()), "verdicts": found_counts(verdicts or Counter())}
+    return (ANOMALIES, {**found, **judged})
 
 
 class JsonProperty(dict):

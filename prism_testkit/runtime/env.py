@@ -28,12 +28,14 @@ class PrismEnv:
         # anomaly name -> count, from every checker verdict of this test (forbidden, tolerated)
         self.anomalies: Counter[str] = Counter()
         self.tolerated: Counter[str] = Counter()
+        self.verdicts: Counter[str] = Counter()  # checker -> verdicts given (valid or not): what was judged
         self.faults: Counter[str] = Counter()  # fault kind -> how often the nemesis injected it
 
     def record_verdict(self, verdict: Verdict) -> Verdict:
         """Count a checker's findings into this test's report row; returns the verdict."""
         self.anomalies.update({name: len(found) for name, found in verdict.anomalies.items()})
         self.tolerated.update({name: len(found) for name, found in verdict.tolerated.items()})
+        self.verdicts[verdict.checker] += 1
         return verdict
 
     @property
