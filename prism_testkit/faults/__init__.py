@@ -3,6 +3,8 @@
 - :mod:`.nemesis`: kill + restart, pause / resume, latency / reset / partition / heal as
   Hypothesis rules, healed at the end of every example.
 - :mod:`.proxy`: the in-process TCP proxy that delays, resets and cuts connections.
+- :mod:`.linkproxies`: a cluster's nodes on loopback, joined by a proxy per link (partitions
+  where network namespaces cannot be made).
 - :mod:`.lazyfs` (the filesystem's model), :mod:`.lazyfs_daemon` (its FUSE process) and
   :mod:`.lazymount` (mounting it over a data dir): writes not fsynced are lost at a power cut.
 - :mod:`.power_loss`: kill a server, cut the power under it, start it again.

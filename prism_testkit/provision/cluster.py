@@ -14,17 +14,49 @@ import functools
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prism_testkit.errors import ProvisioningError
-from prism_testkit.provision.netns import Network
 from prism_testkit.provision.processes import ServerProcess, port_open
 
 if TYPE_CHECKING:
     from prism_testkit.faults.lazymount import LazyMounts
+
+
+class NodeHost(Protocol):
+    """Where a node runs: its address, and how a command runs there."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def address(self) -> str: ...
+
+    def argv(self, argv: Sequence[str]) -> list[str]: ...
+
+
+class NodeNetwork(Protocol):
+    """What joins a cluster's nodes and cuts them apart: network namespaces
+    (:class:`~prism_testkit.provision.netns.Network`) or, without them, a fault proxy per link
+    (:class:`~prism_testkit.faults.linkproxies.LinkProxies`)."""
+
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def cuts(self) -> set[tuple[int, int]]: ...
+
+    @property
+    def hosts(self) -> Sequence[NodeHost]: ...
+
+    def partition(self, groups: Sequence[Iterable[int]], *, probe_port: int | None = None) -> None: ...
+
+    def heal(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class NodeRefusedToStart(ProvisioningError):
@@ -42,7 +74,7 @@ class NodeRefusedToStart(ProvisioningError):
 @dataclass
 class Cluster:
     servers: list[ServerProcess]
-    network: Network
+    network: NodeNetwork
     probe_port: int  # a port every node listens on: proves each partition cut real traffic
     leader: Callable[[], int | None] = lambda: None  # index of the current leader, when known
     # True once the cluster serves requests again after a start (leaders elected): nodes that

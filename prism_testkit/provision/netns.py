@@ -54,6 +54,13 @@ def namespaces_unavailable_reason() -> str | None:
     return None
 
 
+def pairs_across(groups: Sequence[Iterable[int]]) -> list[tuple[int, int]]:
+    """Every (from, to) pair of hosts in different groups, both directions."""
+    sides = [set(group) for group in groups]
+    across = [(a, b) for i, one in enumerate(sides) for other in sides[i + 1 :] for a in one for b in other]
+    return across + [(b, a) for a, b in across]
+
+
 def _ip(*args: str, namespace: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     argv = ["ip", *(["-n", namespace] if namespace else []), *args]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -170,12 +177,7 @@ class Network:
 
     def partition(self, groups: Sequence[Iterable[int]], *, probe_port: int | None = None) -> None:
         """Hosts in different groups cannot reach each other, in both directions."""
-        sides = [set(group) for group in groups]
-        self.cut(
-            [(a, b) for i, one in enumerate(sides) for other in sides[i + 1 :] for a in one for b in other]
-            + [(b, a) for i, one in enumerate(sides) for other in sides[i + 1 :] for a in one for b in other],
-            probe_port=probe_port,
-        )
+        self.cut(pairs_across(groups), probe_port=probe_port)
 
     def heal(self) -> None:
         for a, b in sorted(self.cuts):
