@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
@@ -18,24 +19,25 @@ from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.provision.base import Endpoint, ProvisionContext
 from prism_testkit.provision.cluster import Cluster
 from prism_testkit.provision.netns import FaultNotInjected
-from prism_testkit.provision.workdirs import make_workdir
+from tests.conftest import cluster_in_a_temp_dir
 from tests.test_jetstream_cluster import eventually_published, node_urls, publish_through
 
 pytest.importorskip("nats")
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[Endpoint]:
+def _provision(where: Path) -> Endpoint:
     provisioner = NatsClusterProvisioner(nodes=3, sync_always=True, network="proxies")
-    ctx = ProvisionContext("jetstream-r3", None, make_workdir("test", "link-proxies"), "test", "test")
+    ctx = ProvisionContext("jetstream-r3", None, where, "test", "test")
     availability = provisioner.probe(ctx)
     if not availability.available:
         pytest.fail(f"no nats-server >= 2.10 here: {availability.detail}")
     assert "a fault proxy per link" in availability.detail, "the provisioning line names the mode"
-    made = provisioner.start(ctx)
-    yield made
-    assert made.teardown is not None
-    made.teardown()
+    return provisioner.start(ctx)
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[Endpoint]:
+    yield from cluster_in_a_temp_dir("prism-link-proxies-", _provision)
 
 
 def test_the_nodes_run_on_loopback_and_reach_each_other_only_through_link_proxies(endpoint: Endpoint) -> None:
