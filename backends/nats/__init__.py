@@ -102,7 +102,8 @@ def prism_register_backends() -> list[BackendSpec]:
             "jetstream-r3",
             NatsClusterProvisioner(nodes=3, sync_always=True),
             durable=True,
-            description="JetStream cluster of 3 nodes (R3 streams, sync_interval: always), one network namespace each",
+            description="JetStream cluster of 3 nodes (R3 streams, sync_interval: always), a network namespace "
+            "each (or link proxies)",
             cluster=True,
         ),
         # nats-server's default: acknowledged once a majority has it in memory, synced every two
@@ -120,7 +121,8 @@ def prism_register_backends() -> list[BackendSpec]:
             "jetstream-r5",
             NatsClusterProvisioner(nodes=5, sync_always=True),
             durable=True,
-            description="JetStream cluster of 5 nodes (R5 streams, sync_interval: always), one network namespace each",
+            description="JetStream cluster of 5 nodes (R5 streams, sync_interval: always), a network namespace "
+            "each (or link proxies)",
             cluster=True,
             opt_in=True,
         ),
