@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prism_testkit.faults.proxy import FaultProxy
-from prism_testkit.provision.netns import PROBE_TIMEOUT, FaultNotInjected, pairs_across
+from prism_testkit.provision.netns import PROBE_TIMEOUT, ProvedCuts
 
 LOOPBACK = "127.0.0.1"
 
@@ -38,9 +38,11 @@ class LoopbackHost:
 
 
 @dataclass
-class LinkProxies:
+class LinkProxies(ProvedCuts):
     """``size`` loopback hosts and a started proxy per directed link, made by :meth:`create`
-    and closed by :meth:`close`."""
+    and closed by :meth:`close`. Cutting ``(a, b)`` blackholes both links of the pair."""
+
+    UNCUT = "node {a} still reaches node {b} through its link proxy after the cut"
 
     size: int
     proxies: dict[tuple[int, int], FaultProxy]
@@ -71,21 +73,9 @@ class LinkProxies:
         """The port node ``a`` dials to reach node ``b``."""
         return self.proxies[(a, b)].port
 
-    def cut(self, pairs: Iterable[tuple[int, int]], *, probe_port: int | None = None) -> None:
-        """Cut each pair's links (both directions); each new cut is proved when
-        ``probe_port`` is given (any value: the links know their ports)."""
-        new = [pair for pair in pairs if pair not in self.cuts and pair[0] != pair[1]]
-        for a, b in new:
-            self.proxies[(a, b)].blackhole()  # open connections hang, as behind a dropped route
-            self.proxies[(b, a)].blackhole()
-            self.cuts.add((a, b))
-        if probe_port is not None:
-            for a, b in new:
-                if self.reaches(a, b, probe_port):
-                    raise FaultNotInjected(f"node {a} still reaches node {b} through its link proxy after the cut")
-
-    def partition(self, groups: Sequence[Iterable[int]], *, probe_port: int | None = None) -> None:
-        self.cut(pairs_across(groups), probe_port=probe_port)
+    def _block(self, a: int, b: int) -> None:
+        self.proxies[(a, b)].blackhole()  # open connections hang, as behind a dropped route
+        self.proxies[(b, a)].blackhole()
 
     def heal(self) -> None:
         for proxy in self.proxies.values():

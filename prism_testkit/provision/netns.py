@@ -100,8 +100,38 @@ def _looks_like_net(word: str) -> bool:
         return False
 
 
+class ProvedCuts:
+    """Cuts between a network's hosts, each proved: after :meth:`_block`, a connection across
+    it (:meth:`reaches`) must fail, or :class:`FaultNotInjected` is raised."""
+
+    cuts: set[tuple[int, int]]  # (from, to): from cannot reach to
+    UNCUT = "host {a} still reaches host {b} after the cut"
+
+    def _block(self, a: int, b: int) -> None:
+        raise NotImplementedError
+
+    def reaches(self, a: int, b: int, port: int) -> bool:
+        raise NotImplementedError
+
+    def cut(self, pairs: Iterable[tuple[int, int]], *, probe_port: int | None = None) -> None:
+        """Cut each ``(a, b)``: ``a`` no longer reaches ``b``. With ``probe_port`` (a port the
+        hosts listen on) each new cut is proved by a connection that must fail."""
+        new = [pair for pair in pairs if pair not in self.cuts and pair[0] != pair[1]]
+        for a, b in new:
+            self._block(a, b)
+            self.cuts.add((a, b))
+        if probe_port is not None:
+            for a, b in new:
+                if self.reaches(a, b, probe_port):
+                    raise FaultNotInjected(self.UNCUT.format(a=a, b=b))
+
+    def partition(self, groups: Sequence[Iterable[int]], *, probe_port: int | None = None) -> None:
+        """Hosts in different groups cannot reach each other, in both directions."""
+        self.cut(pairs_across(groups), probe_port=probe_port)
+
+
 @dataclass
-class Network:
+class Network(ProvedCuts):
     """A bridge and ``size`` hosts, made by :meth:`create` and removed by :meth:`close`."""
 
     size: int
@@ -162,22 +192,9 @@ class Network:
 
     # --- partitions ----------------------------------------------------------------------
 
-    def cut(self, pairs: Iterable[tuple[int, int]], *, probe_port: int | None = None) -> None:
-        """Drop every packet host ``a`` sends to host ``b`` for each ``(a, b)``. With
-        ``probe_port`` (a port the hosts listen on) each new cut is proved by a connection
-        that must fail."""
-        new = [pair for pair in pairs if pair not in self.cuts and pair[0] != pair[1]]
-        for a, b in new:
-            _ip("route", "add", "blackhole", f"{self.hosts[b].address}/32", namespace=self.hosts[a].namespace)
-            self.cuts.add((a, b))
-        if probe_port is not None:
-            for a, b in new:
-                if self.reaches(a, b, probe_port):
-                    raise FaultNotInjected(f"host {a} still reaches host {b} after the cut")
-
-    def partition(self, groups: Sequence[Iterable[int]], *, probe_port: int | None = None) -> None:
-        """Hosts in different groups cannot reach each other, in both directions."""
-        self.cut(pairs_across(groups), probe_port=probe_port)
+    def _block(self, a: int, b: int) -> None:
+        """Drop every packet host ``a`` sends to host ``b``."""
+        _ip("route", "add", "blackhole", f"{self.hosts[b].address}/32", namespace=self.hosts[a].namespace)
 
     def heal(self) -> None:
         for a, b in sorted(self.cuts):
