@@ -383,3 +383,30 @@ def test_the_replica_check_reads_each_node_and_fails_while_a_follower_is_behind(
     monkeypatch.setattr(nemesis_module, "REPLICAS_CONVERGE", 30.0)
     (healed,) = nemesis.replica_verdicts()
     assert healed.valid, healed.explain()
+
+
+def test_slots_sharing_a_paused_cluster_take_no_fault_that_would_restart_a_node_of_it(
+    endpoint: Endpoint, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A combination may put one cluster in several slots (tiered storage's hot, cold and
+    reference tiers): paused through one slot, the cluster is paused for every slot, so no
+    other slot's kill restarts a node whose peers are stopped (it would wait for routes that
+    never come), and a resume through any slot resumes it."""
+    cluster: Cluster = endpoint.options["cluster"]
+    nemesis, _ = nemesis_on(cluster, loop)
+    hot, cold = (
+        FaultTarget(slot, "jetstream-r3", cluster, True, True, None, cluster=cluster) for slot in ("hot", "cold")
+    )
+    nemesis.targets = {"hot": hot, "cold": cold}
+    nemesis.pause(hot)
+    try:
+        assert nemesis.is_paused(cold)
+        assert not nemesis.can_crash(cold)
+        assert not nemesis.can_pause(cold)
+        assert not nemesis.any(nemesis.can_crash)
+    finally:
+        nemesis.resume(cold)
+    assert not cluster.paused
+    assert nemesis.can_crash(hot)
+    assert nemesis.can_crash(cold)
+    assert asyncio.run(eventually_published(node_urls(endpoint)[0], b"resumed"))

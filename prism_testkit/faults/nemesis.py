@@ -121,6 +121,8 @@ class Nemesis:
         self.history = history
         self.run_on_loop = run_on_loop
         self.faulted = False
+        # The backends (instances) paused: slots that share one instance share its pause, so
+        # no other slot's fault restarts a node whose peers are stopped, and none waits on them.
         self.paused: set[str] = set()
         self.targets = {slot: self._target(slot) for slot in slots}
 
@@ -149,19 +151,19 @@ class Nemesis:
     # -- which targets a fault may hit ------------------------------------------------------
 
     def can_kill(self, target: FaultTarget) -> bool:
-        return target.killable and target.slot not in self.paused
+        return target.killable and target.backend not in self.paused
 
     def can_cut_power(self, target: FaultTarget) -> bool:
-        return target.power_cuttable and target.slot not in self.paused
+        return target.power_cuttable and target.backend not in self.paused
 
     def can_crash(self, target: FaultTarget) -> bool:
         return self.can_kill(target) or self.can_cut_power(target)
 
     def can_pause(self, target: FaultTarget) -> bool:
-        return target.control is not None and target.pausable and target.slot not in self.paused
+        return target.control is not None and target.pausable and target.backend not in self.paused
 
     def is_paused(self, target: FaultTarget) -> bool:
-        return target.slot in self.paused
+        return target.backend in self.paused
 
     @staticmethod
     def has_proxy(target: FaultTarget) -> bool:
@@ -277,12 +279,12 @@ class Nemesis:
     def pause(self, target: FaultTarget) -> None:
         control = _control(target)
         self.inject("pause", target, lambda: asyncio.to_thread(control.pause))
-        self.paused.add(target.slot)
+        self.paused.add(target.backend)
 
     def resume(self, target: FaultTarget) -> None:
         control = _control(target)
         self.inject("resume", target, lambda: asyncio.to_thread(control.resume))
-        self.paused.discard(target.slot)
+        self.paused.discard(target.backend)
 
     def latency(self, target: FaultTarget, seconds: float) -> None:
         proxy = _proxy(target)
