@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from prism_testkit.jepsen.checkers import Anomaly, Verdict
-from prism_testkit.jepsen.failover_loss import LOST_IN_FAILOVER, is_loss, tolerate_failover_losses
+from prism_testkit.jepsen.failover_loss import (
+    LOST_IN_FAILOVER,
+    failed_over,
+    is_loss,
+    leaders_lost,
+    tolerate_failover_losses,
+)
 from prism_testkit.jepsen.history import History
 
 
@@ -46,3 +52,15 @@ def test_nothing_is_excused_for_a_backend_that_declares_it_or_was_not_failed_ove
 def test_loss_names_are_recognised_whole() -> None:
     assert all(is_loss(n) for n in ("lost", "lost-write", "notification-lost", "unseen", "objects-lost"))
     assert not any(is_loss(n) for n in ("duplicated", "reordered", "lost_", "gap", "read-model-diverged"))
+
+
+def test_a_killed_consensus_leader_is_a_failover_owed_but_never_excuses_a_loss() -> None:
+    """The failover pass counts a JetStream leader kill as the failover a test owes; a raft
+    cluster promises to lose nothing acknowledged through it, so nothing is tolerated."""
+    history = history_with("kill-leader", "jetstream-r3")
+    assert leaders_lost(history) == {"jetstream-r3"}
+    assert not failed_over(history)
+    (judged,) = tolerate_failover_losses([verdict("lost")], history, {"jetstream-r3"})
+    assert not judged.valid
+    assert not judged.tolerated
+    assert leaders_lost(history_with("kill-node", "jetstream-r3")) == set()

@@ -33,7 +33,8 @@ fault (``failover-lagging``).
 A test whose examples never failed over such a cluster (the rules drew no kill of its primary)
 owes one: its run ends with a pass of one example that fails it over once, after their
 first client operations (:meth:`Nemesis.fail_over_now`), so every row over a failover cluster is
-proved across at least one failover.
+proved across at least one failover. A consensus cluster (JetStream) is owed a leader kill the
+same way (``kill-leader``: another node elected, nothing acknowledged may be lost).
 
 After the heal, a cluster whose nodes can be read one by one (a JetStream cluster: each
 node's monitoring endpoint) is checked node by node (:meth:`Nemesis.replica_verdicts`): every
@@ -345,22 +346,35 @@ class Nemesis:
         self.inject(fault, target, lambda: asyncio.to_thread(run), detail, outcome=True)
 
     def failover_backends(self) -> set[str]:
-        """The backends of this example that fail over (a :class:`FailoverCluster`)."""
-        return {t.backend for t in self.targets.values() if isinstance(t.cluster, FailoverCluster)}
+        """The backends of this example whose leader can be lost: a :class:`FailoverCluster`
+        (its primary failed over) or a killable consensus cluster (its leader killed, another
+        elected: ``kill-leader``)."""
+        return {
+            t.backend
+            for t in self.targets.values()
+            if isinstance(t.cluster, FailoverCluster) or (t.cluster is not None and t.killable)
+        }
 
     def fail_over_now(self, backend: str) -> bool:
         """Fail ``backend`` over now, whatever the rules drew: a failover its test owes (see
-        :meth:`~prism_testkit.jepsen.runner.StatefulRun.owed_failovers`). A paused server is
-        resumed and cut links healed first, each recorded, so the failover meets a whole
-        cluster; False when ``backend`` is no failover cluster of this example."""
+        :meth:`~prism_testkit.jepsen.runner.StatefulRun.owed_failovers`); a consensus cluster
+        loses its leader (killed and started again). A paused server is resumed and cut links
+        healed first, each recorded, so the fault meets a whole cluster; False when ``backend``
+        is none of :meth:`failover_backends`."""
         for target in self.targets.values():
             cluster = target.cluster
-            if target.backend == backend and isinstance(cluster, FailoverCluster):
-                if self.is_paused(target):
-                    self.resume(target)
-                self.heal(target)
+            if target.backend != backend or target.backend not in self.failover_backends() or cluster is None:
+                continue
+            if self.is_paused(target):
+                self.resume(target)
+            self.heal(target)
+            if isinstance(cluster, FailoverCluster):
                 self.failover(target, cluster)
-                return True
+            else:
+                # a leader to kill: after a resume or heal the nodes may still be electing one
+                self.run_on_loop(asyncio.to_thread(cluster.wait_settled))
+                self.kill_node(target, LEADER)
+            return True
         return False
 
     def partition(self, target: FaultTarget, which: int = 0) -> None:
@@ -496,6 +510,9 @@ def partition_groups(kind: str, size: int, which: int, leader: int | None) -> li
 # state (``peers.idx``, ``tav.idx``, ``commit.idx``) and Raft snapshots (``snapshots/snap.T.I``).
 FILE_KINDS = {"blocks": "*.blk", "indexes": "*.idx", "snapshots": "snap.*"}
 CORRUPTIONS = ("bitflip", "truncate")
+
+
+LEADER = 1  # an odd ``which`` of kill_node aims at the leader
 
 
 def _proxy(target: FaultTarget) -> FaultProxy:

@@ -35,6 +35,14 @@ def failed_over(history: History) -> set[str]:
     }
 
 
+def leaders_lost(history: History) -> set[str]:
+    """The consensus clusters whose leader the nemesis killed in ``history`` (another node is
+    elected: a failover, though one that must lose nothing, so never a tolerated loss)."""
+    return {
+        str(op.key) for op in history if op.process == "nemesis" and op.type is OpType.INVOKE and op.f == "kill-leader"
+    }
+
+
 def tolerate_failover_losses(
     verdicts: Sequence[Verdict], history: History, without_the_promise: Iterable[str]
 ) -> list[Verdict]:

@@ -35,7 +35,7 @@ from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 from prism_testkit.hunting.hunt import PLAN, ROUND_EXAMPLES, HuntPlan, HuntTally
 from prism_testkit.hunting.schedule import REPLAY, ReplayResult, Schedule, ScheduleError, reproduces, write
 from prism_testkit.jepsen.checkers import EMPTY, Verdict, judged_nothing
-from prism_testkit.jepsen.failover_loss import failed_over, tolerate_failover_losses
+from prism_testkit.jepsen.failover_loss import failed_over, leaders_lost, tolerate_failover_losses
 from prism_testkit.jepsen.history import History, OpType
 from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue, settle_strays
 from prism_testkit.simulation.digest import combined_digest, history_digest
@@ -423,7 +423,7 @@ class StatefulRun:
         """Record valid verdicts; fail with witness, explanation and replay for invalid ones."""
         self.tally.examples += 1
         self.tally.faults += sum(1 for op in history if op.process == "nemesis" and op.type is OpType.INVOKE)
-        self.failed_over |= failed_over(history)
+        self.failed_over |= failed_over(history) | leaders_lost(history)
         verdicts = tolerate_failover_losses(verdicts, history, self.without_failover_promise)
         if judged_nothing(verdicts):
             self.vacuous += 1  # one empty example is not a failure; a test of only those is
