@@ -55,13 +55,24 @@ class Harness:
     header_shown: bool = False  # False when a collected suite, not an option, set it up
 
     def backend_lines(self) -> list[str]:
-        lines = [f"  {name}: {a.via.value} ({a.detail})" for name, a in self.runtime.availability.items()]
+        registry = self.runtime.registry
+        lines = [
+            f"  {name}: {a.via.value} ({a.detail}){_example_cap(registry[name])}"
+            for name, a in self.runtime.availability.items()
+        ]
         # Where server data and logs are while the run lasts (removed when it ends, also on Ctrl-C).
         work_dir = f"prism-testkit work dir: {self.runtime.workdir}"
         left_out = [s.name for s in self.runtime.registry.opt_in if s.name not in self.runtime.availability]
         if left_out:
             lines.append(f"  opt-in, not selected (name them in --prism-backend to run): {', '.join(left_out)}")
         return ["prism-testkit backends:", *lines, work_dir, *self.runtime.sweep_lines()]
+
+
+def _example_cap(spec: BackendSpec) -> str:
+    """What a header line adds for a backend whose stateful tests draw fewer examples."""
+    if spec.stateful_examples is None:
+        return ""
+    return f"; stateful tests over it draw {spec.stateful_examples} examples each (hunts: the profile's)"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

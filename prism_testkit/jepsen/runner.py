@@ -58,11 +58,16 @@ def active_settings() -> settings:
     return current
 
 
-def stateful_settings() -> settings:
+def stateful_settings(cap: int | None = None) -> settings:
     """The active profile (prism-dev / prism-ci / prism-hunt), with short examples and a capped
-    example count: every example restarts servers and waits out visibility timeouts."""
+    example count: every example restarts servers and waits out visibility timeouts. ``cap``
+    lowers the count further (a combination's backends' ``stateful_examples``), except in a
+    hunt, which asked for its count."""
     base = active_settings()
-    examples = base.max_examples if base.max_examples >= HUNT_THRESHOLD else min(base.max_examples, EXAMPLES)
+    if base.max_examples >= HUNT_THRESHOLD:
+        examples = base.max_examples
+    else:
+        examples = min(base.max_examples, EXAMPLES, EXAMPLES if cap is None else cap)
     return settings(
         base,
         max_examples=examples,
@@ -83,6 +88,10 @@ class StatefulRun:
         self.hunt: HuntPlan | None = request.config.stash.get(PLAN, None)
         self.tally = HuntTally()
         self.combination = prism_env.combination
+        registry = prism_env.runtime.registry
+        caps = [registry[name].stateful_examples for name in self.combination.slots.values()]
+        # the fewest examples any of its backends asks for (see BackendSpec.stateful_examples)
+        self.example_cap: int | None = min((cap for cap in caps if cap is not None), default=None)
         self.profile = settings.get_current_profile_name()
         self.derandomized = active_settings().derandomize
         forced = request.config.getoption("hypothesis_seed", None)
@@ -157,7 +166,7 @@ class StatefulRun:
         try:
             if self.hunt is None:
                 try:
-                    run_state_machine_as_test(machine, settings=stateful_settings())
+                    run_state_machine_as_test(machine, settings=stateful_settings(self.example_cap))
                     self._failover_pass(factory)
                 except Exception as exc:
                     self.keep_schedule(unrecorded, exc)
@@ -203,7 +212,8 @@ class StatefulRun:
         if self.seed is not None:
             make_failing_over._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
         machine = cast("type[RuleBasedStateMachine]", make_failing_over)
-        run_state_machine_as_test(machine, settings=settings(stateful_settings(), max_examples=FAILOVER_PASS_EXAMPLES))
+        one_pass = settings(stateful_settings(self.example_cap), max_examples=FAILOVER_PASS_EXAMPLES)
+        run_state_machine_as_test(machine, settings=one_pass)
         if self.owed_failovers():
             raise AssertionError(f"{self.nodeid}: the failover pass did not fail over {sorted(self.owed_failovers())}")
 
@@ -366,7 +376,9 @@ class StatefulRun:
         started = time.monotonic()
         self.tally.allotted = plan.allot(self.nodeid)
         self.tally.test = self.nodeid
-        round_settings = settings(stateful_settings(), max_examples=ROUND_EXAMPLES, derandomize=False)
+        # a slow backend's rounds are shorter, so its test looks at the budget as often
+        round_examples = ROUND_EXAMPLES if self.example_cap is None else min(ROUND_EXAMPLES, self.example_cap)
+        round_settings = settings(stateful_settings(), max_examples=round_examples, derandomize=False)
         self.derandomized = False  # every round has a seed of its own: the replay names it
         if plan.database is not None:
             round_settings = settings(round_settings, database=plan.database)

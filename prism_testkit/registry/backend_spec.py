@@ -39,6 +39,10 @@ class BackendSpec:
     # every row that uses it runs on one xdist worker (its xdist_group), so a heavy instance
     # such as a cluster is started once per run, not once per worker
     exclusive: bool = False
+    # a stateful test over a combination holding it draws at most this many examples (None: the
+    # profile's), for a backend whose every example costs seconds (a cluster's leader kill waits
+    # out a raft election); a hunt's profile is honoured whatever this says
+    stateful_examples: int | None = None
     # runs in this process without threads or sockets, so --prism-simulate can run it on virtual
     # time (prism_testkit.simulation); a third party's in-process backend may declare it too
     simulable: bool = False
