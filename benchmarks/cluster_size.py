@@ -35,24 +35,31 @@ def resident_mib(cluster: Cluster) -> float:
     return total_kib / 1024
 
 
+async def add_replicated_stream(stream: Any, name: str, replicas: int) -> None:
+    """Stream ``name`` (subjects ``name.>``) with ``replicas`` replicas, retried for up to 30 s:
+    a settled cluster's meta layer may still call a peer offline for a moment."""
+    import nats.js.errors
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await stream.add_stream(name=name, subjects=[f"{name}.>"], num_replicas=replicas)
+            return
+        except nats.js.errors.BadRequestError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def write_load(endpoint: Endpoint, messages: int) -> float:
     """Publish ``messages`` 1 KiB messages, each acknowledged, to a stream with one replica per
     node; returns the acknowledged messages per second."""
     import nats
-    import nats.js.errors
 
     client = await nats.connect(endpoint.url.split(","))
     try:
         stream = client.jetstream()
-        deadline = time.monotonic() + 30
-        while True:  # a settled cluster's meta layer may still call a peer offline for a moment
-            try:
-                await stream.add_stream(name="size", subjects=["size.>"], num_replicas=endpoint.options["replicas"])
-                break
-            except nats.js.errors.BadRequestError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
+        await add_replicated_stream(stream, "size", endpoint.options["replicas"])
         payload = b"x" * 1024
         started = time.monotonic()
         for index in range(messages):
