@@ -118,6 +118,7 @@ ACK_WAIT = 30.0  # seconds: the consumer's ack_wait, also the interface's defaul
 CHUNK_SIZE = 128 << 10  # object chunks, as the NATS object store clients write them
 API_TIMEOUT = 5.0
 READ_TIMEOUT = 2 * API_TIMEOUT  # a read may be asked again (see NatsDriver.api)
+CREATE_TIMEOUT = 3 * API_TIMEOUT  # a create with a fixed config may be sent again (see NatsDriver.api)
 # A follower of a lost leader campaigns after nats-server's raft election timeout, 4-9 s
 # (server/raft.go): how long a publish answered "no responders" is tried again on a cluster
 LEADERLESS_WAIT = 10.0
@@ -906,15 +907,21 @@ class NatsDriver(Driver):
 
     # --- JetStream API -------------------------------------------------------------------------
 
-    async def api(self, subject: str, body: Mapping[str, Any] | None = None, *, read: bool = False) -> dict[str, Any]:
+    async def api(
+        self, subject: str, body: Mapping[str, Any] | None = None, *, read: bool = False, create: bool = False
+    ) -> dict[str, Any]:
         """One JetStream API request. A ``read`` changes nothing, so it is asked again within a
         longer overall timeout: on a cluster every second, since a stream being created or
         between leaders drops requests unanswered (seen: a MSG.GET sent during an R3 stream's
         creation waits out any timeout, while one a moment later is answered at once); on a
-        single server once, since a loaded CI machine left a STREAM.INFO unanswered for 5 s."""
+        single server once, since a loaded CI machine left a STREAM.INFO unanswered for 5 s.
+        A ``create`` (of a stream or durable consumer with a fixed config) is answered alike
+        when sent twice, so it is sent again after each full timeout, never sooner: a loaded
+        CI machine left a single server's STREAM.CREATE unanswered for 5 s, and on a cluster
+        a repeat sooner would disturb the creation it repeats."""
         payload = b"" if body is None else json.dumps(body).encode()
         each = (READ_RETRY_EVERY if self.replicas > 1 else API_TIMEOUT) if read else API_TIMEOUT
-        deadline = time.monotonic() + (READ_TIMEOUT if read else API_TIMEOUT)
+        deadline = time.monotonic() + (READ_TIMEOUT if read else CREATE_TIMEOUT if create else API_TIMEOUT)
         with self.guard():
             while True:
                 try:
@@ -974,7 +981,7 @@ class NatsDriver(Driver):
         return self.replicas == 1 or not await self.stream_exists(_stream_of(*ensure))
 
     async def create_stream(self, config: dict[str, Any]) -> None:
-        await self.api(f"$JS.API.STREAM.CREATE.{config['name']}", config)
+        await self.api(f"$JS.API.STREAM.CREATE.{config['name']}", config, create=True)
         self._ready.add(config["name"])
 
     async def stream_exists(self, stream: str) -> bool:
@@ -1027,6 +1034,7 @@ class NatsDriver(Driver):
                 "num_replicas": self.replicas,
                 "duplicate_window": 120 * 10**9,
             },
+            create=True,
         )
         info = await self.api(
             f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{CONSUMER}",
@@ -1042,6 +1050,7 @@ class NatsDriver(Driver):
                     "max_waiting": 4096,
                 },
             },
+            create=True,
         )
         await self._until_consumer_led(stream, info)
 

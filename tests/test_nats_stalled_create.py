@@ -1,0 +1,50 @@
+"""A stream created while the nats server stalls past one API timeout is still created.
+
+The project's CI run failed once on a single server whose STREAM.CREATE went unanswered for
+5 s on a loaded machine (a log suite's row, before it reached what it tested). A create of a
+stream with a fixed config is answered alike when sent twice, so the driver sends it again
+after each full timeout; this stalls the server past one timeout and fails without that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from backends.nats.driver import API_TIMEOUT, CREATE_TIMEOUT
+from prism_testkit.interfaces import Message
+from prism_testkit.runtime import PrismRuntime
+from tests.conftest import runtime_of
+
+STALL = API_TIMEOUT + 1.5  # past one request's timeout, within the create's overall one
+
+
+@pytest.fixture
+def nats() -> Iterator[PrismRuntime]:
+    yield from runtime_of("nats", "stalled-create")
+
+
+def test_a_log_created_while_the_server_stalls_past_one_timeout_is_created(nats: PrismRuntime) -> None:
+    assert STALL < CREATE_TIMEOUT
+    if not nats.availability["nats"].available:
+        pytest.fail(f"nats cannot be provisioned here: {nats.availability['nats'].detail}")
+    driver = nats.driver("nats")
+    control = nats.control("nats")
+    assert control is not None, "the stall needs a server the harness started"
+    name = nats.namespaces.new().name("stalled")
+
+    async def scenario() -> tuple[int, int]:  # the append's offset, the log's end
+        log = driver.log()
+        control.pause()
+        try:
+            append = asyncio.ensure_future(log.append(name, Message(b"first")))  # creates the log first
+            await asyncio.sleep(STALL)
+            assert not append.done(), "the append was answered while the server was stopped"
+        finally:
+            control.resume()
+        return await append, await log.end_offset(name)
+
+    offset, end = nats.run(scenario())
+    assert (offset, end) == (0, 1)
