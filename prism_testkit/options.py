@@ -54,7 +54,8 @@ _EXPECTED = {
 }
 # Workers per core under ``--prism-workers=auto``: the suites wait on servers, timeouts and
 # restarts more than they compute, so more workers than cores keep the cores busy (measured:
-# benchmarks/README's run profiles).
+# benchmarks/README's run profiles). Each selected exclusive backend (a cluster, whose rows one
+# worker runs while it mostly waits on elections and failovers) adds one worker on top.
 WORKERS_PER_CORE = 2
 
 
@@ -198,7 +199,7 @@ class PrismOptions:
     hunt: str | None = None  # a time budget for the stateful suites (parsed by prism_testkit.hunting.hunt)
     hunt_db: str | None = None  # the example database hunting machines share
     binaries: dict[str, Path] = field(default_factory=dict)  # server binaries chosen by --prism-binary
-    workers: int | None = None  # processes to run the tests in (--prism-workers), None: as pytest decides
+    workers: int | str | None = None  # --prism-workers: a count, AUTO, or None (as pytest decides)
     simulate: bool = False  # stateful examples of simulable combinations run on virtual time
     buggify: frozenset[str] = frozenset()  # the misbehaviour simulated examples may draw
     schedules: Path | None = None  # where failing stateful examples' schedules are written
@@ -381,8 +382,12 @@ def read_options(config: pytest.Config) -> PrismOptions:
     )
 
 
-def workers_option(config: pytest.Config) -> int | None:
-    """The number of worker processes ``--prism-workers`` (or its ini twin) asks for."""
+AUTO = "auto"
+
+
+def workers_option(config: pytest.Config) -> int | str | None:
+    """The number of worker processes ``--prism-workers`` (or its ini twin) asks for, or
+    :data:`AUTO` (see :func:`auto_workers`)."""
     given = config.getoption("prism_workers")
     if given is None:
         given = config.getini("prism_workers") or None
@@ -391,9 +396,17 @@ def workers_option(config: pytest.Config) -> int | None:
     text = str(given).strip()
     if not text:
         raise pytest.UsageError(f"--prism-workers is empty: {_EXPECTED['prism_workers']}")
-    if text == "auto":
-        return WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if text == AUTO:
+        return AUTO
     if not re.fullmatch(r"[0-9]{1,4}", text) or not 0 < int(text) <= 1024:
         shown = text[:40] if text.isprintable() else "(not printable)"
         raise pytest.UsageError(f"--prism-workers must be a number from 1 to 1024 or 'auto', not {shown!r}")
     return int(text)
+
+
+def auto_workers(exclusive_backends: int) -> int:
+    """``--prism-workers=auto``: two workers per core, and one more for each exclusive backend
+    selected, since each such backend's rows hold a worker of their own for the run (otherwise
+    six cluster scopes on four workers queue two behind the others, and every other test waits
+    for the first of them to end)."""
+    return WORKERS_PER_CORE * (os.cpu_count() or 1) + exclusive_backends

@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from prism_testkit.options import PrismOptions, addoption, asked_for, ineffective, read_options, workers_option
+from prism_testkit.options import (
+    AUTO,
+    PrismOptions,
+    addoption,
+    asked_for,
+    auto_workers,
+    ineffective,
+    read_options,
+    workers_option,
+)
 from prism_testkit.suite import MARKER, declaration_of
 
 if TYPE_CHECKING:
@@ -107,7 +116,19 @@ def use_workers(config: pytest.Config) -> None:
         return
     if not config.pluginmanager.hasplugin("xdist"):
         raise pytest.UsageError("--prism-workers needs pytest-xdist: pip install 'prism-testkit[xdist]'")
-    config.option.numprocesses = workers
+    config.option.numprocesses = auto_workers(_exclusive_selected(config)) if workers == AUTO else workers
+
+
+def _exclusive_selected(config: pytest.Config) -> int:
+    """How many exclusive backends (see :mod:`prism_testkit.registry.exclusive`) the run selects."""
+    from prism_testkit.errors import RegistrationError
+    from prism_testkit.registry.backends import build_registry, make_plugin_manager
+
+    try:
+        registry = build_registry(make_plugin_manager())
+    except RegistrationError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return sum(1 for spec in _select(registry, read_options(config)) if spec.exclusive)
 
 
 @pytest.hookimpl(tryfirst=True)

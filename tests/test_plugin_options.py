@@ -511,6 +511,8 @@ WORKER_ID_SUITE = """
         ([], "prism_workers = 2", "2"),
         (["--prism-workers=3", "-n", "2"], "", "2"),  # an explicit -n wins
         (["--prism-workers=auto"], "", str(2 * (os.cpu_count() or 1))),
+        # and a worker more for each exclusive backend selected: its rows hold one for the run
+        (["--prism-workers=auto", "--prism-backend=memstore,postgres-ha"], "", str(2 * (os.cpu_count() or 1) + 1)),
     ],
 )
 def test_prism_workers_runs_the_tests_in_that_many_xdist_workers(
