@@ -13,7 +13,7 @@ from prism_testkit.registry.combinations import Expansion, NoCombination, expand
 from tests.outoftree.bagstore import BagDriver
 
 
-def backend(name: str, *caps: str, durable: bool = False) -> BackendSpec:
+def backend(name: str, *caps: str, durable: bool = False, exclusive: bool = False) -> BackendSpec:
     # BagDriver implements only keyvalue; the registry check is not involved here.
     return BackendSpec(
         name=name,
@@ -21,6 +21,7 @@ def backend(name: str, *caps: str, durable: bool = False) -> BackendSpec:
         properties=BackendProperties(durable=durable),
         provisioner=EmbeddedProvisioner(),
         driver=BagDriver,
+        exclusive=exclusive,
     )
 
 
@@ -54,10 +55,13 @@ def test_no_combination_names_the_empty_slot_and_what_was_offered() -> None:
 pools = st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=1, max_size=5, unique=True)
 
 
-@given(first=pools, second=pools)
-def test_covering_puts_every_candidate_in_every_slot(first: list[str], second: list[str]) -> None:
+@given(first=pools, second=pools, exclusive=st.sets(st.sampled_from(["a", "b", "c", "d", "e"])))
+def test_covering_puts_every_candidate_in_every_slot(first: list[str], second: list[str], exclusive: set[str]) -> None:
     names = sorted(set(first) | set(second))
-    specs = [backend(n, *(["queue"] if n in first else []), *(["objects"] if n in second else [])) for n in names]
+    specs = [
+        backend(n, *(["queue"] if n in first else []), *(["objects"] if n in second else []), exclusive=n in exclusive)
+        for n in names
+    ]
     slots = {"messaging": Slot.needs("queue"), "objects": Slot.needs("objects")}
     combos = expand("s", slots, specs, Expansion.COVERING)
     assert not isinstance(combos, NoCombination)
@@ -74,6 +78,24 @@ def test_covering_pairs_different_backends_when_slots_share_candidates() -> None
     combos = expand("pair", {"x": Slot.needs("keyvalue"), "y": Slot.needs("keyvalue")}, specs, Expansion.COVERING)
     assert not isinstance(combos, NoCombination)
     assert [c.id for c in combos] == ["x=a-y=b", "x=b-y=a"]
+
+
+def test_covering_keeps_exclusive_backends_apart_where_the_rows_allow() -> None:
+    """One xdist worker runs an exclusive backend's rows (a cluster's): a row holding two makes
+    that worker start the other as well. Rotation alone pairs x1 with x2 here."""
+    specs = [backend(n, "keyvalue", exclusive=n.startswith("x")) for n in ("x1", "x2", "a", "b")]
+    slots = {"x": Slot.needs("keyvalue"), "y": Slot.needs("keyvalue")}
+    plain = expand("pair", slots, [backend(s.name, "keyvalue") for s in specs], Expansion.COVERING)
+    combos = expand("pair", slots, specs, Expansion.COVERING)
+    assert not isinstance(combos, NoCombination)
+    assert not isinstance(plain, NoCombination)
+    assert any({"x1", "x2"} <= set(c.slots.values()) for c in plain)  # what the test guards against
+    assert not any({"x1", "x2"} <= set(c.slots.values()) for c in combos)
+    assert all(c["x"] != c["y"] for c in combos)  # and no backend in two slots of a row
+    assert {c["x"] for c in combos} == {c["y"] for c in combos} == {"x1", "x2", "a", "b"}
+    again = expand("pair", slots, specs, Expansion.COVERING)
+    assert not isinstance(again, NoCombination)
+    assert [c.id for c in again] == [c.id for c in combos]  # every worker derives the same rows
 
 
 @pytest.mark.parametrize("bad", ["teleport", "keyvalue.teleport"])

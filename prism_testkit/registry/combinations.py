@@ -71,16 +71,20 @@ def expand(
     if how is Expansion.ALL:
         rows = itertools.product(*(pools[n] for n in names))
     else:
-        rows = _covering_rows([pools[n] for n in names])
+        rows = _covering_rows([pools[n] for n in names], frozenset(b.name for b in backends if b.exclusive))
     seen: dict[tuple[str, ...], None] = {}
     for row in rows:
         seen.setdefault(tuple(row), None)
     return [Combination(tuple(zip(names, row, strict=True))) for row in seen]
 
 
-def _covering_rows(pools: list[list[str]]) -> list[tuple[str, ...]]:
+def _covering_rows(pools: list[list[str]], exclusive: frozenset[str] = frozenset()) -> list[tuple[str, ...]]:
     """Rotate every pool in parallel; each pool's starting offset is chosen so that as few rows
-    as possible put one backend in two slots (cross-backend rows test more)."""
+    as possible put one backend in two slots (cross-backend rows test more). Then entries swap
+    places within a column (so every candidate keeps its rows in its slot) wherever that puts
+    fewer ``exclusive`` backends together in a row without more such clashes: one worker runs an
+    exclusive backend's rows, and a row holding two makes that worker start the other one too
+    (a second cluster, seen as six clusters started by six workers)."""
     width = max(len(pool) for pool in pools)
     columns: list[list[str]] = []
     for pool in pools:
@@ -91,4 +95,33 @@ def _covering_rows(pools: list[list[str]]) -> list[tuple[str, ...]]:
 
         best = min(range(len(pool)), key=clashes)
         columns.append([pool[(i + best) % len(pool)] for i in range(width)])
+    if exclusive:
+        _separate_exclusive(columns, exclusive)
     return [tuple(column[i] for column in columns) for i in range(width)]
+
+
+def _separate_exclusive(columns: list[list[str]], exclusive: frozenset[str]) -> None:
+    """Swap entries within columns, in a fixed order (every xdist worker must derive the same
+    rows), while a swap lowers two rows' (clashes, exclusive backends past the first)."""
+
+    def cost(i: int) -> tuple[int, int]:
+        row = [column[i] for column in columns]
+        return len(row) - len(set(row)), max(0, len(exclusive.intersection(row)) - 1)
+
+    def pair_cost(i: int, j: int) -> tuple[int, int]:
+        (a, b), (c, d) = cost(i), cost(j)
+        return a + c, b + d
+
+    improved = True
+    while improved:
+        improved = False
+        for column in columns[1:]:
+            for i, j in itertools.combinations(range(len(column)), 2):
+                if column[i] == column[j]:
+                    continue
+                before = pair_cost(i, j)
+                column[i], column[j] = column[j], column[i]
+                if pair_cost(i, j) < before:
+                    improved = True
+                else:
+                    column[i], column[j] = column[j], column[i]
