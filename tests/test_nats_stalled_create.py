@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from prism_testkit.backends.nats.driver import API_TIMEOUT, CREATE_TIMEOUT
 
-from backends.nats.driver import API_TIMEOUT, CREATE_TIMEOUT
 from prism_testkit.interfaces import Message
 from prism_testkit.runtime import PrismRuntime
 from tests.conftest import runtime_of

@@ -993,13 +993,17 @@ class NatsDriver(Driver):
             raise
         return True
 
-    async def delete_stream(self, stream: str) -> None:
+    async def delete_stream(self, stream: str, *, until_unlisted: bool = True) -> None:
+        """Delete ``stream``; by default return once no listing names it (see
+        :meth:`_until_unlisted`), so a bucket deleted is gone for whoever lists next."""
         self.forget(stream)
         try:
             await self.api(f"$JS.API.STREAM.DELETE.{stream}")
         except ApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
+        if until_unlisted:
+            await self._until_unlisted([stream])
 
     def forget(self, stream: str) -> None:
         self._ready.discard(stream)
@@ -1269,8 +1273,8 @@ class NatsDriver(Driver):
         self._queue.forget_prefix(prefix)
         deleted = [stream for _, stream in found["stream"]]
         for stream in deleted:
-            await self.delete_stream(stream)
-        await self._until_unlisted(deleted)
+            await self.delete_stream(stream, until_unlisted=False)
+        await self._until_unlisted(deleted)  # once for them all
         for _, subject in found["kv"]:
             await self.purge_subject(f"KV_{KV_BUCKET}", subject)
         for _, subject in found["group"]:
@@ -1279,7 +1283,8 @@ class NatsDriver(Driver):
     async def _until_unlisted(self, streams: list[str]) -> None:
         """On a cluster the meta leader answers a delete before every node has applied it, and a
         listing right after may still name the stream (a purge then left a "leftover" behind
-        on jetstream-r3): a purge ends once the listing no longer names what it deleted."""
+        on jetstream-r3, and so did a deleted bucket under load): a deletion ends once the
+        listing no longer names what it deleted."""
         deadline = time.monotonic() + LEADERLESS_WAIT
         while self.replicas > 1 and (listed := set(streams) & set(await self.stream_names())):
             if time.monotonic() > deadline:
