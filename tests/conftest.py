@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.provision.base import Endpoint, ProvisionContext, Provisioner
+from prism_testkit.driver import Driver
+from prism_testkit.provision.base import Endpoint, ProvisionContext, Provisioner, ServerControl
 from prism_testkit.provision.netns import namespaces_unavailable_reason
 from prism_testkit.provision.workdirs import make_workdir
 from prism_testkit.runtime import PrismRuntime
@@ -92,3 +93,14 @@ def runtime_of(backend: str, worker: str) -> Iterator[PrismRuntime]:
         yield runtime
     finally:
         runtime.close()
+
+
+def started_by_harness(runtime: PrismRuntime, backend: str) -> tuple[Driver, ServerControl]:
+    """The driver and process control of ``backend``, which the test needs provisioned by the
+    harness itself (it pauses or stalls the server): a test fails, never skips, without it."""
+    availability = runtime.availability[backend]
+    if not availability.available:
+        pytest.fail(f"{backend} cannot be provisioned here: {availability.detail}")
+    control = runtime.control(backend)
+    assert control is not None, f"the test needs a {backend} server the harness started"
+    return runtime.driver(backend), control

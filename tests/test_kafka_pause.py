@@ -16,7 +16,7 @@ import pytest
 
 from prism_testkit.interfaces import Message
 from prism_testkit.runtime import PrismRuntime
-from tests.conftest import runtime_of
+from tests.conftest import runtime_of, started_by_harness
 
 IN_FLIGHT = 4  # appends sent while the broker is paused
 
@@ -27,11 +27,7 @@ def kafka() -> Iterator[PrismRuntime]:
 
 
 def test_appends_in_flight_across_a_pause_are_all_kept(kafka: PrismRuntime) -> None:
-    if not kafka.availability["kafka"].available:
-        pytest.fail(f"kafka cannot be provisioned here: {kafka.availability['kafka'].detail}")
-    driver = kafka.driver("kafka")
-    control = kafka.control("kafka")
-    assert control is not None, "the canary needs a broker the harness started"
+    driver, control = started_by_harness(kafka, "kafka")
     name = kafka.namespaces.new().name("canary")
 
     async def scenario() -> tuple[list[int], int]:  # offsets acknowledged, end offset

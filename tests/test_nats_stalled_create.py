@@ -16,7 +16,7 @@ from prism_testkit.backends.nats.driver import API_TIMEOUT, CREATE_TIMEOUT
 
 from prism_testkit.interfaces import Message
 from prism_testkit.runtime import PrismRuntime
-from tests.conftest import runtime_of
+from tests.conftest import runtime_of, started_by_harness
 
 STALL = API_TIMEOUT + 1.5  # past one request's timeout, within the create's overall one
 
@@ -28,11 +28,7 @@ def nats() -> Iterator[PrismRuntime]:
 
 def test_a_log_created_while_the_server_stalls_past_one_timeout_is_created(nats: PrismRuntime) -> None:
     assert STALL < CREATE_TIMEOUT
-    if not nats.availability["nats"].available:
-        pytest.fail(f"nats cannot be provisioned here: {nats.availability['nats'].detail}")
-    driver = nats.driver("nats")
-    control = nats.control("nats")
-    assert control is not None, "the stall needs a server the harness started"
+    driver, control = started_by_harness(nats, "nats")
     name = nats.namespaces.new().name("stalled")
 
     async def scenario() -> tuple[int, int]:  # the append's offset, the log's end

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from prism_testkit.runtime import PrismRuntime
-from tests.conftest import runtime_of
+from tests.conftest import runtime_of, started_by_harness
 
 UNANSWERED = 1.0  # seconds a read through a paused server must stay unanswered
 
@@ -24,11 +24,7 @@ def postgres() -> Iterator[PrismRuntime]:
 
 
 def test_a_pause_holds_the_reads_of_a_connection_opened_before_it(postgres: PrismRuntime) -> None:
-    if not postgres.availability["postgres"].available:
-        pytest.fail(f"postgres cannot be provisioned here: {postgres.availability['postgres'].detail}")
-    driver = postgres.driver("postgres")
-    control = postgres.control("postgres")
-    assert control is not None, "the test needs a server the harness started"
+    driver, control = started_by_harness(postgres, "postgres")
     key = postgres.namespaces.new().name("paused")
 
     async def scenario() -> tuple[bool, bytes | None]:
