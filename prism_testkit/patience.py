@@ -1,0 +1,149 @@
+"""How long the harness waits, in one place: every bound of a judging path is named here.
+
+A fixed timeout in a judging path is a bet on the machine's speed. The harness waits on
+observable events instead (a leader exists, an applier's position reached the log's end), and
+what bound remains is one of :data:`BOUNDS`, scaled by :func:`slowness`, the factor by which
+this machine is slower right now than the quiet machine the base values were set on:
+
+    slowness = clamp(load average over 1 minute / cores, 1, MAX_SLOWNESS)
+    bound(name) = BOUNDS[name] * slowness          (re-read at most once per second)
+
+``PRISM_SLOWNESS`` (a number >= 1) fixes the factor, e.g. for a machine whose load average does
+not show its slowness (a throttled container). Under simulation (virtual time) the factor is 1:
+a simulated run must not depend on the machine.
+
+A wait that runs out raises :class:`Unsettled`, a liveness verdict of its own ("not settled
+after N s, waiting for X, last seen Y"), never an anomaly such as ``lost``: a write is lost only
+when it is absent once the system has settled. :func:`until` waits on a probe and gives up only
+when the probe stopped changing for the ``stall`` bound (progress extends the wait) or the
+``ceiling`` bound passed. See ``docs/waits.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import prism_testkit.simulation.clock as clocks
+
+T = TypeVar("T")
+
+MAX_SLOWNESS = 8.0  # past this the machine is not slow but stuck: a bound should run out
+
+# Base values (seconds) on a quiet 2-core machine. Each is scaled by slowness() when used.
+BOUNDS: dict[str, float] = {
+    # a client operation once a fault was injected: running out makes it "info" (maybe happened)
+    "faulted-op": 0.5,
+    # a client operation before any fault: running out is a failure (a hang), not an unknown outcome
+    "calm-op": 10.0,
+    # settling (drains, catch-up): how long no progress at all is tolerated before giving up
+    "stall": 10.0,
+    # settling: the longest a wait may run even while it progresses (a livelock is a liveness failure)
+    "settle-ceiling": 120.0,
+    # abandoned operations: how long settling waits for them once everything is healed
+    "stray-grace": 3.0,
+    # a recovering action (a read after heal) keeps retrying errors this long
+    "recovery": 30.0,
+}
+
+_ENV = "PRISM_SLOWNESS"
+_cached: tuple[float, float] = (-1.0, 1.0)  # (when read, factor)
+
+
+def slowness() -> float:
+    """How much slower than a quiet machine this one is now (>= 1; see the module's doc)."""
+    global _cached
+    if clocks.simulated():
+        return 1.0
+    fixed = os.environ.get(_ENV)
+    if fixed:
+        return _clamp(float(fixed))
+    now = time.monotonic()
+    if now - _cached[0] >= 1.0:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not on this platform
+            load = 0.0
+        _cached = (now, _clamp(load / (os.cpu_count() or 1)))
+    return _cached[1]
+
+
+def _clamp(factor: float) -> float:
+    return min(MAX_SLOWNESS, max(1.0, factor))
+
+
+def bound(name: str) -> float:
+    """The bound ``name`` of :data:`BOUNDS` on this machine now (seconds)."""
+    return BOUNDS[name] * slowness()
+
+
+def describe(name: str) -> str:
+    """How a bound was derived, for the message of a wait it ended: ``calm-op: 10.0s = 10s x 1.0``."""
+    factor = slowness()
+    return f"{name}: {BOUNDS[name] * factor:.1f}s = {BOUNDS[name]:g}s x slowness {factor:.1f}"
+
+
+class Unsettled(AssertionError):
+    """A liveness verdict: what the harness waited for did not happen within its bound. Not a
+    safety anomaly (nothing was shown lost); a failure still, where progress is promised."""
+
+    def __init__(self, what: str, waited: float, bound_name: str, seen: Any = None, detail: str = "") -> None:
+        self.what = what
+        self.waited = waited
+        self.bound_name = bound_name
+        self.seen = seen
+        lines = [
+            f"UNSETTLED (liveness, not a loss): waited {waited:.1f}s for {what}",
+            f"  bound hit: {describe(bound_name)}",
+        ]
+        if seen is not None:
+            lines.append(f"  last seen: {seen}")
+        if detail:
+            lines.append(f"  {detail}")
+        super().__init__("\n".join(lines))
+
+    @property
+    def signature(self) -> str:
+        """What a replay must show again to reproduce this: the kind of wait that ran out."""
+        return f"liveness:{self.what.split(':', 1)[0]}"
+
+
+@dataclass
+class Progress:
+    """What :func:`until` saw last, for the message when it gives up."""
+
+    value: Any = None
+    changed_at: float = 0.0
+
+
+async def until(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    what: str,
+    stall: str = "stall",
+    ceiling: str = "settle-ceiling",
+    every: float = 0.05,
+) -> T:
+    """Poll ``probe`` until ``done`` holds for what it returned; the value. Every change of the
+    value is progress and restarts the ``stall`` bound; the ``ceiling`` bound caps the whole
+    wait. Running out raises :class:`Unsettled` naming ``what`` and the last value seen."""
+    started = clocks.monotonic()
+    seen = Progress(changed_at=started)
+    first = True
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        now = clocks.monotonic()
+        if first or value != seen.value:
+            seen.value, seen.changed_at, first = value, now, False
+        if now - seen.changed_at > bound(stall):
+            raise Unsettled(what, now - started, stall, value, f"no progress for {now - seen.changed_at:.1f}s")
+        if now - started > bound(ceiling):
+            raise Unsettled(what, now - started, ceiling, value, "it progressed but did not finish")
+        await asyncio.sleep(every)
