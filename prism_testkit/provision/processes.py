@@ -13,6 +13,8 @@ import ctypes
 import functools
 import os
 import pwd
+import random
+import re
 import signal
 import socket
 import subprocess
@@ -32,11 +34,118 @@ _LIVE: set[ServerProcess] = set()
 _OWN_LOG_LINE = "prism-testkit:"  # how the lines the harness writes into a server's log begin
 
 
+# --- ports ---------------------------------------------------------------------------------
+#
+# A server's port is picked below the kernel's ephemeral range (ip_local_port_range), not by
+# binding port 0: a port from that range may be taken, between a server's kill and its restart,
+# by any outgoing connection of a busy machine ("address already in use" on a restart, seen by a
+# backend author in a stateful test). The band below the range is split between xdist workers;
+# each process starts at a random place in its worker's share (two runs at once rarely meet),
+# walks on from there, never hands out a port twice, and checks each port free by binding it.
+
+PORTS_FROM = 10_000  # the band's low end: above the well-known and most registered services' ports
+_MIN_BAND = 1_000  # ports: a smaller band below (or above) the ephemeral range is not used
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_WORKER = re.compile(r"gw(\d+)$")
+_DEFAULT_WORKERS = 16  # shares when a worker id comes without a worker count
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's ephemeral port range (inclusive); Linux's default where it cannot be read."""
+    try:
+        low, high = (int(v) for v in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def port_band(worker: str | None = None, workers: int | None = None) -> range:
+    """The ports :func:`free_port` may hand out in this process: this xdist worker's share of
+    the band below the ephemeral range (above it when the room below is too small). ``worker``
+    and ``workers`` default to ``PYTEST_XDIST_WORKER`` / ``PYTEST_XDIST_WORKER_COUNT``.
+    An empty range when neither side leaves room (ports then come from the kernel)."""
+    low, high = ephemeral_range()
+    if low - PORTS_FROM >= _MIN_BAND:
+        band = range(PORTS_FROM, low)
+    elif 65535 - high >= _MIN_BAND:
+        band = range(high + 1, 65536)
+    elif low - 1024 >= _MIN_BAND:
+        band = range(1024, low)
+    else:
+        return range(0)
+    if worker is None:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    found = _WORKER.match(worker)
+    if found is None:  # not an xdist worker: the whole band
+        return band
+    index = int(found.group(1))
+    if workers is None:
+        with contextlib.suppress(ValueError):
+            workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", ""))
+    shares = max(workers or _DEFAULT_WORKERS, index + 1)
+    size = len(band) // shares
+    return range(band.start + index * size, band.start + (index + 1) * size)
+
+
+def _bindable(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` and on every address (a server listening on
+    another address, or the wildcard, would refuse one bound later), without SO_REUSEADDR, so
+    a port still held by a closed connection (TIME_WAIT) counts as taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    for address in dict.fromkeys((host, wildcard)):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+class PortPicker:
+    """Hands out free ports from :func:`port_band`, each at most once (see the note above)."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._issued: set[int] = set()
+        self._next: dict[range, int] = {}  # per band (the environment may change): where to look next
+
+    def take(self, host: str = "127.0.0.1") -> int:
+        band = port_band()
+        with self._lock:
+            if not band:
+                return self._from_kernel(host)
+            start = self._next.get(band)
+            if start is None:
+                start = self._rng.randrange(band.start, band.stop)
+            for step in range(len(band)):
+                port = band.start + (start - band.start + step) % len(band)
+                if port not in self._issued and _bindable(host, port):
+                    self._issued.add(port)
+                    self._next[band] = band.start + (port + 1 - band.start) % len(band)
+                    return port
+        raise ProvisioningError(f"no free port left in {band.start}-{band.stop - 1} (this process's share)")
+
+    def _from_kernel(self, host: str) -> int:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for _ in range(100):
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port: int = sock.getsockname()[1]
+            if port not in self._issued:
+                self._issued.add(port)
+                return port
+        raise ProvisioningError("the kernel handed out only ports this process had handed out already")
+
+
+_PICKER = PortPicker()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free on ``host`` now, below the ephemeral range, in this xdist worker's share,
+    never handed out before by this process (see :class:`PortPicker`)."""
+    return _PICKER.take(host)
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
@@ -78,6 +187,8 @@ def _exclusive(method: Callable[..., None]) -> Callable[..., None]:
 class ServerProcess:
     """One server we started ourselves, restartable on the same port and data dir."""
 
+    stallable = True  # the load mode's jitter may stop it for a moment (see :meth:`stall`)
+
     def __init__(
         self,
         name: str,
@@ -115,6 +226,10 @@ class ServerProcess:
         self._lifecycle = threading.RLock()  # start() kills a half-started server under it
         self._comm: str | None = None  # the leader's process name, read at spawn
         self._leader: ProcessStamp | None = None  # pid and start time: the group is signalled only while ours
+        # Who may stop and continue it: pause / resume, and the load mode's stalls. A stall holds
+        # it (and the lifecycle lock) while the server is stopped; a pause waits for it to end.
+        self._stopping = threading.Lock()
+        self._paused = False  # stopped by pause() until resume(): no stall touches it
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -155,6 +270,7 @@ class ServerProcess:
                 preexec_fn=_child_setup(self.user),
             )
         self.started_at = time.monotonic()
+        self._paused = False  # a new process: nothing stopped it yet
         self._comm = _comm(self._proc.pid)
         self._leader = stamp(self._proc.pid)
         record_process(self._leader)
@@ -274,10 +390,47 @@ class ServerProcess:
             self.start()
 
     def pause(self) -> None:
-        self._signal_group(signal.SIGSTOP)
+        with self._stopping:  # waits out a stall: it would continue the server behind our back
+            self._signal_group(signal.SIGSTOP)
+            self._paused = True
 
     def resume(self) -> None:
-        self._signal_group(signal.SIGCONT)
+        with self._stopping:
+            self._signal_group(signal.SIGCONT)
+            self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def stall(self, seconds: float, until: threading.Event | None = None) -> bool:
+        """Stop the server for ``seconds`` (or until ``until`` is set) and let it run again: the
+        load mode's scheduling jitter. Returns False, having done nothing, when another thread
+        is changing its lifecycle (a start, kill or restart), it is paused, or it is not running.
+        While stopped it holds the lifecycle lock, so a kill or restart asked meanwhile waits
+        until it runs again, and a pause waits too: none finds it stopped by someone else, and
+        none has its stop undone by the stall's continue."""
+        if not self._lifecycle.acquire(blocking=False):
+            return False
+        try:
+            if not self._stopping.acquire(blocking=False):
+                return False
+            try:
+                if self._paused or not self.alive:
+                    return False
+                self._signal_group(signal.SIGSTOP)
+                try:
+                    if until is None:
+                        time.sleep(seconds)
+                    else:
+                        until.wait(seconds)
+                finally:
+                    self._signal_group(signal.SIGCONT)
+                return True
+            finally:
+                self._stopping.release()
+        finally:
+            self._lifecycle.release()
 
     def _reap(self) -> None:
         if self._proc is not None:
@@ -355,6 +508,11 @@ def _group_of(pid: int) -> int | None:
 def stop_all() -> None:
     for server in list(_LIVE):
         server.kill()
+
+
+def live_servers() -> list[ServerProcess]:
+    """The servers this process started and has not stopped (a snapshot)."""
+    return list(_LIVE)
 
 
 atexit.register(stop_all)
