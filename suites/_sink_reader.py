@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Literal
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import Driver, Message, Ordering
+from prism_testkit import Driver, Message, Ordering, patience
 from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription
+from prism_testkit.patience import Unsettled
 
 from ._helpers import drain_queue, drain_subscription
 
@@ -47,6 +48,7 @@ async def drain_to_fence(queue: Queue, name: str, *, deadline: float) -> list[Me
     arrival proves nothing sent earlier is still on its way. (A drain that ends on a wait
     finding nothing only hopes so, and costs that wait every time.)"""
     fence = clocks.fresh_uuid().hex
+    started = clocks.monotonic()
     await queue.send(name, Message(b"", {FENCE_HEADER: fence}))
     out: list[Message] = []
     while (left := deadline - clocks.monotonic()) > 0:
@@ -57,7 +59,12 @@ async def drain_to_fence(queue: Queue, name: str, *, deadline: float) -> list[Me
         if delivery.message.headers.get(FENCE_HEADER) == fence:
             return out
         out.extend(unfenced([delivery.message]))
-    raise AssertionError(f"a fence sent to queue {name} never arrived: the messages before it may be stuck too")
+    raise Unsettled(
+        f"sink: a fence sent to queue {name} to arrive (the messages sent before it may be stuck too)",
+        clocks.monotonic() - started,
+        "stall",
+        f"{len(out)} messages before it so far",
+    )
 
 
 async def drain_subscription_to_fence(pubsub: PubSub, topic: str, sub: Subscription, *, quiet: float) -> list[Message]:
@@ -77,12 +84,17 @@ async def drain_subscription_to_fence(pubsub: PubSub, topic: str, sub: Subscript
 async def read_to_end(log: Log, name: str, start: int, *, deadline: float) -> list[Record]:
     """Every record of ``name`` from ``start`` to the log's end as of this call: a record
     appended before it lies below that end, so no wait for strays is needed."""
+    started = clocks.monotonic()
     end = await log.end_offset(name)
     out: list[Record] = []
     offset = start
     while offset < end:
         if clocks.monotonic() >= deadline:
-            raise AssertionError(f"records {offset}..{end - 1} of log {name} were not readable in time")
+            raise Unsettled(
+                f"sink: records {offset}..{end - 1} of log {name} to be readable (its end offset says they exist)",
+                clocks.monotonic() - started,
+                "stall",
+            )
         batch = await log.read(name, offset, limit=1000, wait=0.1)
         out.extend(batch)
         offset = batch[-1].offset + 1 if batch else offset
@@ -98,7 +110,9 @@ class SinkReader:
         self, driver: Callable[[], Driver], kind: Kind, destination: str, ordering: Ordering, *, quiet: float = 0.1
     ) -> None:
         self._driver, self.kind, self.destination, self.ordering = driver, kind, destination, ordering
-        self.quiet = quiet  # how long a wait must bring nothing where no fence can be used
+        # how long a wait must bring nothing where no fence can be used (on a quiet machine:
+        # scaled by its slowness when used, or a slow delivery would be read as none)
+        self.quiet = quiet
         self.offset = 0
         self.subscription: Subscription | None = None
 
@@ -134,10 +148,10 @@ class SinkReader:
                 return await drain_to_fence(driver.queue(), self.destination, deadline=deadline)
             assert self.subscription is not None, "open() subscribes first"
             return await drain_subscription_to_fence(
-                driver.pubsub(), self.destination, self.subscription, quiet=self.quiet
+                driver.pubsub(), self.destination, self.subscription, quiet=self.quiet * patience.slowness()
             )
         out: list[Message] = []
-        while batch := await self.receive(self.quiet):
+        while batch := await self.receive(self.quiet * patience.slowness()):
             out.extend(batch)
         return out
 

@@ -43,7 +43,7 @@ from hypothesis.stateful import rule
 from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, EventSink, LogEventSink, QueueEventSink
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
+from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.jepsen.checkers import Verdict
 from prism_testkit.jepsen.history import DEFINITE_FAILURES
 from prism_testkit.jepsen.machine import FaultMachine
@@ -62,7 +62,6 @@ pytestmark = prism_suite(
 Kind = Literal["queue", "log"]
 TABLES = ("users", "orders")
 ROWS = 4
-SETTLE = 10.0  # upper bound for the sink to hand over what it holds (never reached when healthy)
 
 
 class Rollback(Exception):
@@ -213,7 +212,7 @@ class CdcMachine(FaultMachine):
         for table in TABLES:
             topic = f"{self.topic_prefix}.{table}"
             reader = SinkReader(lambda: self.env.driver("sink"), self.kind, topic, ordering, quiet=0.2)
-            found += await reader.until_now(clocks.monotonic() + SETTLE)
+            found += await reader.until_now(clocks.monotonic() + patience.bound("stall"))
         return found
 
     async def _source_state(self) -> dict[str, bytes]:

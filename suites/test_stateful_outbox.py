@@ -43,12 +43,12 @@ from hypothesis.stateful import rule
 from prism_testkit.patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConfig, OutboxRelay, QueueSink, Sink
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, prism_suite
+from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.jepsen.checkers import Verdict, per_key_order, total_queue
-from prism_testkit.jepsen.client import CALM_TIMEOUT
 from prism_testkit.jepsen.history import DEFINITE_FAILURES
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.patience import Unsettled
 
 from ._relay_faults import DyingKeyValue, Killed
 from ._sink_reader import SinkReader
@@ -63,7 +63,6 @@ Kind = Literal["queue", "log"]
 AGGREGATES = ("a", "b", "c")
 RELAYS = ("r1", "r2")
 LEASE_TTL = 5.0  # s on the machine's clock, which only moves when a rule says so
-SETTLE = 10.0  # upper bound for the sink to hand over what it holds (never reached when healthy)
 
 
 class Rollback(Exception):
@@ -279,22 +278,36 @@ class OutboxMachine(FaultMachine):
         return verdicts, f"outbox {self.config.log} -> {self.kind} {self.destination}"
 
     async def _relay_everything(self) -> None:
+        """Relay until the outbox holds nothing pending: a wait on the pending count reaching
+        0 (each publish is progress), never on a clock; one that stops progressing is
+        Unsettled, so an event is judged lost only once the relays reported the outbox empty."""
         for task in self.running.values():
             if not task.done():
-                await asyncio.wait({task}, timeout=CALM_TIMEOUT)
+                done, _ = await asyncio.wait({task}, timeout=patience.bound("stall"))
+                if not done:
+                    raise Unsettled("drain: a relay step abandoned in flight to end once healed", 0.0, "stall")
         relays = [self._wire(self.relays[r], settled=True) for r in RELAYS]
-        while await relays[0].pending() > 0:
+
+        async def relay_round() -> int:
+            pending = await relays[0].pending()
+            if pending == 0:
+                return 0
             progress = 0
             for relay in relays:
                 with contextlib.suppress(LeaseLost):
                     progress += await relay.run_once()
             if not progress:
                 self.clock.now += LEASE_TTL * 1.01  # a dead holder's lease: let it run out
+            return pending
+
+        await patience.until(
+            relay_round, lambda pending: pending == 0, what="drain: the outbox's pending events to reach 0"
+        )
 
     async def _read_sink(self) -> list[str]:
         ordering = self.env.spec("sink").properties.ordering
         reader = SinkReader(lambda: self.env.driver("sink"), self.kind, self.destination, ordering, quiet=0.3)
-        return [bytes(m.payload).decode() for m in await reader.until_now(clocks.monotonic() + SETTLE)]
+        return [bytes(m.payload).decode() for m in await reader.until_now(clocks.monotonic() + patience.bound("stall"))]
 
 
 @pytest.mark.parametrize("kind", ["queue", "log"])

@@ -47,12 +47,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 from prism_testkit.patterns.wal import LogDurability, Mutation, WalApplier, WalConfig, WriteAheadLog
 
-from prism_testkit import Capability, PrismEnv, Slot, prism_suite
+from prism_testkit import Capability, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.jepsen.checkers import Verdict
-from prism_testkit.jepsen.client import CALM_TIMEOUT
 from prism_testkit.jepsen.history import DEFINITE_FAILURES, OpHandle
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.patience import Unsettled
 
 from ._applier_faults import DiesAtCheckpoint, DyingTarget, Killed, ValueFuse
 from ._helpers import read_all
@@ -256,8 +256,7 @@ class WalMachine(FaultMachine):
     # -- judging ----------------------------------------------------------------------------
 
     def check(self) -> tuple[list[Verdict], str]:
-        self.recovering(self._drain)
-        logged = self.recovering(self._read_log)
+        logged = self._drained()
         final = self.recovering(self._read_target)
         dead = self.recovering(self._read_dead_letters)
         transactional = self.env.driver("target").supports(Capability.TRANSACTIONS)
@@ -266,10 +265,40 @@ class WalMachine(FaultMachine):
         )
         return [verdict], f"wal {self.config.log} -> {self.env.spec('target').name} target"
 
-    async def _drain(self) -> None:
+    def _drained(self) -> dict[int, LoggedMutation]:
+        """The log as the checker judges it, once a fresh applier resolved all of it. The drain
+        waits on the applier's position reaching the end of that same read of the log (not on a
+        clock, nor on an end offset another read reported), and the log is read again after it:
+        a mutation is judged never applied only when the applier reported everything resolved.
+        A drain that stops progressing is Unsettled (a liveness verdict), never "lost"."""
+        logged = self.recovering(self._read_log)
+        for _ in range(3):
+            end = max(logged, default=-1) + 1
+            self.recovering(lambda end=end: self._drain(end), "the final drain")
+            again = self.recovering(self._read_log)
+            if again == logged:
+                return logged
+            logged = again  # the log grew (a late append landed): drain to its new end
+        raise Unsettled("drain: the log to stop growing after every fault healed", 0.0, "stall", sorted(logged))
+
+    async def _drain(self, end: int) -> None:
         if self.step is not None and not self.step.done():
-            await asyncio.wait({self.step}, timeout=CALM_TIMEOUT)
-        await self._applier(settled=True).drain(within=CALM_TIMEOUT)
+            done, _ = await asyncio.wait({self.step}, timeout=patience.bound("stall"))
+            if not done:
+                raise Unsettled("drain: an applier step abandoned in flight to end once healed", 0.0, "stall")
+        applier = self._applier(settled=True)
+
+        async def step() -> tuple[int, list[str]]:
+            await applier.run_once(wait=0.0)
+            return applier.resolved or 0, applier.blocked_keys
+
+        await patience.until(
+            step,
+            lambda seen: seen[0] >= end,
+            what=f"drain: the WAL applier's position to reach the log's end (offset {end})",
+            every=min(0.01, self.config.backoff_initial),
+        )
+        await applier.checkpoint()
 
     async def _read_log(self) -> dict[int, LoggedMutation]:
         records = await read_all(self.env.driver("log").log(), self.config.log)

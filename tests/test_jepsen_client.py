@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis.stateful import RULE_MARKER
 
-from prism_testkit.jepsen import client as client_module
+from prism_testkit import patience
 from prism_testkit.jepsen.client import RecordedClient
 from prism_testkit.jepsen.history import History, OpType
 from prism_testkit.jepsen.machine import FaultMachine
@@ -76,7 +76,7 @@ def test_a_definite_failure_is_recorded_as_fail_even_before_a_fault(loop: asynci
 def test_an_operation_past_its_bound_is_abandoned_and_settled_late(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_module, "OP_TIMEOUT", 0.05)
+    monkeypatch.setitem(patience.BOUNDS, "faulted-op", 0.05)
     faults = Faults()
     faults.injected = True
     client = recorded(loop, faults)

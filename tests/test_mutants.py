@@ -72,6 +72,13 @@ MUTANTS = [
     ("wal_applies_without_guard", "stateful_wal", "sqlite,memstore", "*INVALID (*doubled*"),
     # a target write failing, then a crash while its retry is pending (issue #27)
     ("wal_checkpoint_passes_pending_retry", "stateful_wal", "sqlite,memstore", "*INVALID (*lost*"),
+    # a liveness bug (the applier stops short of the log's end): a liveness verdict, not "lost"
+    (
+        "wal_applier_stops_at_offset_two",
+        "stateful_wal",
+        "sqlite,memstore",
+        "*UNSETTLED (liveness, not a loss)*the WAL applier's position to reach the log's end*",
+    ),
     ("wal_dead_letter_without_guard", "wal", "sqlite,memstore", "*a replay dead-lettered a mutation again*"),
     ("wal_sync_ignores_dead_letter", "wal", "sqlite,memstore", "*DID NOT RAISE*MutationDeadLettered*"),
     ("wal_resolved_ignores_retries", "wal", "sqlite,memstore", "*DID NOT RAISE*MutationDeadLettered*"),
@@ -137,6 +144,7 @@ MUTANTS = [
 # Mutants caught by one test of a long suite: run only that one (each failing test waits out
 # the suite's settle time for the events that never come).
 ONLY = {
+    "wal_applier_stops_at_offset_two": "under_faults",
     "outbox_cdc_confirms_before_publishing": "killed_before_confirming and 1-crash-log",
     "relay_commits_without_fencing": "taken_over",
     "outbox_sequence_not_bumped": "generated and sequence-read",

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import prism_testkit.simulation.clock as clocks
+from prism_testkit import patience
 from prism_testkit.jepsen.history import DEFINITE_FAILURES, History, OpHandle
+from prism_testkit.patience import Unsettled
 
 T = TypeVar("T")
 
-OP_TIMEOUT = 0.5  # s: bound of one client operation once a fault was injected (then: info)
-CALM_TIMEOUT = 10.0  # s: bound before any fault; hitting it is a failure, not an unknown outcome
-STRAY_GRACE = 3.0  # s: how long settling waits for abandoned operations once everything is healed
-RECOVERY = 30.0  # s: how long a recovering action keeps retrying while a healed server comes back
+# The bounds (prism_testkit.patience, scaled by the machine's slowness): "faulted-op" for one
+# client operation once a fault was injected (then: info), "calm-op" before any fault (hitting
+# it is a failure, not an unknown outcome), "stray-grace" for abandoned operations once
+# everything is healed, "recovery" for a recovering action while a healed server comes back.
 
 RunOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]
 
@@ -60,18 +62,22 @@ class RecordedClient:
         self.strays: list[Stray] = []
 
     @property
+    def bound_name(self) -> str:
+        return "faulted-op" if self.faulted() else "calm-op"
+
+    @property
     def timeout(self) -> float:
-        return OP_TIMEOUT if self.faulted() else CALM_TIMEOUT
+        return patience.bound(self.bound_name)
 
     async def bounded(self, action: Awaitable[T], on_late: Callable[[Any], None] | None = None) -> T:
         """Await ``action`` within :attr:`timeout`; abandon it as a stray (``on_late`` gets its
         result should it complete while settling) and raise :class:`TimeoutError` otherwise."""
         task = asyncio.ensure_future(action)
-        timeout = self.timeout
-        done, _ = await asyncio.wait({task}, timeout=timeout)
+        name = self.bound_name
+        done, _ = await asyncio.wait({task}, timeout=patience.bound(name))
         if not done:
             self.strays.append(Stray(task, on_late))
-            raise TimeoutError(f"no answer within {timeout}s")
+            raise TimeoutError(f"no answer within the bound {patience.describe(name)}")
         return task.result()
 
     def attempt(
@@ -106,13 +112,13 @@ class RecordedClient:
         if not strays:
             return
         tasks = [s.task for s in strays]
-        await asyncio.wait(tasks, timeout=STRAY_GRACE)
+        await asyncio.wait(tasks, timeout=patience.bound("stray-grace"))
         for stray in strays:
             if not stray.task.done():
                 stray.task.cancel()
         pending = [t for t in tasks if not t.done()]
         if pending:
-            await asyncio.wait(pending, timeout=STRAY_GRACE)
+            await asyncio.wait(pending, timeout=patience.bound("stray-grace"))
         for stray in strays:
             task = stray.task
             if not task.done() or task.cancelled():
@@ -121,20 +127,27 @@ class RecordedClient:
             if error is None and stray.on_late is not None:
                 stray.on_late(task.result())
 
-    def recovering(self, action: Callable[[], Awaitable[T]]) -> T:
-        """Run ``action`` once faults are healed, retrying errors until :data:`RECOVERY` runs
-        out: a server just resumed or restarted may refuse a few requests before its clients
-        reconnect."""
+    def recovering(self, action: Callable[[], Awaitable[T]], what: str | None = None) -> T:
+        """Run ``action`` once faults are healed, retrying errors until the "recovery" bound
+        runs out: a server just resumed or restarted may refuse a few requests before its
+        clients reconnect. Running out is :class:`Unsettled` (what was attempted, the last
+        error), not the last error itself: the servers never came back, nothing was judged.
+        An :class:`Unsettled` of ``action`` (a drain that stopped progressing) ends it at once."""
+        name = what or getattr(action, "__name__", "a read after heal").strip("_").replace("_", " ")
 
         async def go() -> T:
-            deadline = clocks.monotonic() + RECOVERY
+            started = clocks.monotonic()
             while True:
                 try:
                     # Bounded only against a hang: a drain may rightly wait out long timeouts.
-                    return await asyncio.wait_for(action(), 3 * RECOVERY)
-                except Exception:
-                    if clocks.monotonic() > deadline:
-                        raise
+                    return await asyncio.wait_for(action(), 3 * patience.bound("recovery"))
+                except Unsettled:
+                    raise
+                except Exception as exc:
+                    waited = clocks.monotonic() - started
+                    if waited > patience.bound("recovery"):
+                        seen = f"{type(exc).__name__}: {exc}"
+                        raise Unsettled(f"recovery: {name} to succeed once healed", waited, "recovery", seen) from exc
                     await asyncio.sleep(0.2)
 
         result: T = self.run_on_loop(go())

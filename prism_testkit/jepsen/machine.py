@@ -10,8 +10,10 @@ example:
   does not support async rules, and one loop means drivers never cross loops;
 - records a Jepsen-style :class:`~prism_testkit.jepsen.history.History`;
 - at teardown heals every fault, waits for operations abandoned in flight, lets the suite drain
-  and check (on a cluster whose nodes can be read one by one, each node's copy too:
-  ``replicas``), and fails through :meth:`StatefulRun.judge` with the smallest witness;
+  (waiting on progress, not a clock: a drain that stops progressing is
+  :class:`~prism_testkit.patience.Unsettled`, a liveness failure, never ``lost``) and check
+  (on a cluster whose nodes can be read one by one, each node's copy too: ``replicas``), and
+  fails through :meth:`StatefulRun.judge` with the smallest witness;
 - on a failover cluster its run owes a failover (see ``owed_failovers``), fails it over after
   its first client operations;
 - under ``--prism-simulate``, when every backend it targets is simulable, runs on a fresh
@@ -34,6 +36,7 @@ from prism_testkit.jepsen.checkers import Verdict, judged_nothing
 from prism_testkit.jepsen.client import Outcome, RecordedClient
 from prism_testkit.jepsen.history import History, OpType
 from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.buggify import heal as heal_misbehaviour
 from prism_testkit.simulation.buggify import unknown_outcomes
 
@@ -139,9 +142,9 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
         """Run ``action`` bounded but unrecorded (the caller records it its own way)."""
         return self.loop(self.recorded.bounded(action, on_late))
 
-    def recovering(self, action: Callable[[], Awaitable[T]]) -> T:
+    def recovering(self, action: Callable[[], Awaitable[T]], what: str | None = None) -> T:
         """Run ``action`` after healing, retrying while servers come back (drains, reads)."""
-        return self.recorded.recovering(action)
+        return self.recorded.recovering(action, what)
 
     # -- the end of an example --------------------------------------------------------------
 
@@ -164,7 +167,11 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
                 self.nemesis.heal_everything()
                 heal_misbehaviour()
                 self.loop(self.recorded.settle_strays())
-                verdicts, what = self.check()
+                try:
+                    verdicts, what = self.check()
+                except Unsettled as exc:  # a liveness verdict: nothing judged lost, still a failure
+                    self.prism_run.note_history(self.history, self.ns.prefix)
+                    self.prism_run.unsettled(self.history, exc)
                 verdicts = [*verdicts, *self._replica_verdicts(verdicts)]
                 self.prism_run.note_history(self.history, self.ns.prefix)
                 self._no_real_time()

@@ -26,8 +26,8 @@ from typing import Any
 from hypothesis.stateful import RuleBasedStateMachine
 from hypothesis.strategies import DataObject, SearchStrategy
 
+from prism_testkit import patience
 from prism_testkit.hunting.schedule import DATA, ScheduleError, Step, decode, encode
-from prism_testkit.jepsen.client import STRAY_GRACE
 from prism_testkit.jepsen.history import History, OpType, render_op
 
 NEMESIS = "nemesis"
@@ -187,7 +187,7 @@ def settle_strays(machine: Any) -> Callable[[], None] | None:
         if pending:
 
             async def wait() -> None:
-                await asyncio.wait(pending, timeout=STRAY_GRACE)
+                await asyncio.wait(pending, timeout=patience.bound("stray-grace"))
 
             machine.loop(wait())
 

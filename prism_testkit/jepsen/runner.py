@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -38,6 +38,7 @@ from prism_testkit.jepsen.checkers import EMPTY, Verdict, judged_nothing
 from prism_testkit.jepsen.failover_loss import failed_over, leaders_lost, tolerate_failover_losses
 from prism_testkit.jepsen.history import History, OpType
 from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue, settle_strays
+from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.digest import combined_digest, history_digest
 
 if TYPE_CHECKING:
@@ -431,6 +432,18 @@ class StatefulRun:
         return f"{shlex.join(args)}\n  ({how}; under --hypothesis-profile=prism-ci Hypothesis also prints a "
         "@reproduce_failure blob, and the minimal steps are printed below as a program)"
 
+    def unsettled(self, history: History, error: Unsettled) -> NoReturn:
+        """Fail an example whose drain or final read did not settle: a liveness verdict with
+        what it waited for, the history and the replay; no checker ran, so nothing is "lost"."""
+        self.tally.examples += 1
+        self.judged += 1
+        self.failed = []
+        self.failing_digest = self.digests[-1] if self.digests else None
+        lines = [str(error), "", f"full history ({len(history)} ops):", history.render(FULL_HISTORY_LINES)]
+        lines += ["", "replay:", f"  {self.replay()}"]
+        error.args = ("\n".join(lines),)
+        raise error
+
     def judge(self, history: History, verdicts: Sequence[Verdict], what: str) -> None:
         """Record valid verdicts; fail with witness, explanation and replay for invalid ones."""
         self.tally.examples += 1
@@ -462,6 +475,8 @@ def failure_line(error: BaseException, verdicts: Sequence[Verdict]) -> str:
     if verdicts:
         return "; ".join(f"{v.checker}: INVALID ({', '.join(sorted(v.anomalies))})" for v in verdicts)
     first = next((line for line in str(error).splitlines() if line.strip()), "")
+    if isinstance(error, Unsettled):
+        return first[:300]
     return f"{type(error).__name__}: {first}"[:300]
 
 
@@ -469,6 +484,8 @@ def failure_signature(error: BaseException, verdicts: Sequence[Verdict]) -> list
     """What a replay must show again: each invalid verdict's ``checker:anomaly``, or the error's type."""
     if verdicts:
         return sorted({f"{v.checker}:{name}" for v in verdicts for name in v.anomalies})
+    if isinstance(error, Unsettled):
+        return [error.signature]
     return [f"error:{type(error).__name__}"]
 
 

@@ -1,0 +1,93 @@
+"""The judging path's bounds (prism_testkit.patience): scaled by the machine, extended by
+progress, and ended by a liveness verdict that never reads as a loss."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from prism_testkit import patience
+from prism_testkit.patience import Unsettled
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISM_SLOWNESS", "1")
+
+
+def test_a_bound_is_its_base_value_times_the_slowness(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert patience.bound("calm-op") == patience.BOUNDS["calm-op"]
+    monkeypatch.setenv("PRISM_SLOWNESS", "3")
+    assert patience.bound("calm-op") == 3 * patience.BOUNDS["calm-op"]
+    assert "x slowness 3.0" in patience.describe("calm-op")
+
+
+def test_slowness_is_clamped_between_one_and_its_maximum(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRISM_SLOWNESS", "0.2")
+    assert patience.slowness() == 1.0
+    monkeypatch.setenv("PRISM_SLOWNESS", "500")
+    assert patience.slowness() == patience.MAX_SLOWNESS
+
+
+def test_slowness_follows_the_load_average_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PRISM_SLOWNESS")
+    monkeypatch.setattr(patience, "_cached", (-1.0, 1.0))
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.5 * cores, 0.0, 0.0))
+    assert patience.slowness() == pytest.approx(2.5)
+
+
+def test_until_returns_the_value_that_satisfied_it() -> None:
+    seen = iter(range(100))
+
+    async def probe() -> int:
+        return next(seen)
+
+    assert asyncio.run(patience.until(probe, lambda n: n >= 5, what="drain: five", every=0)) == 5
+
+
+def test_progress_extends_the_wait_past_the_stall_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drain that keeps moving is not cut off by the stall bound, however long it takes in all."""
+    monkeypatch.setitem(patience.BOUNDS, "stall", 0.05)
+    count = 0
+
+    async def probe() -> int:
+        nonlocal count
+        count += 1
+        await asyncio.sleep(0.01)  # 30 steps: 0.3 s in all, six times the stall bound
+        return count
+
+    assert asyncio.run(patience.until(probe, lambda n: n >= 30, what="drain: moving", every=0)) == 30
+
+
+def test_a_wait_without_progress_ends_unsettled_naming_what_and_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(patience.BOUNDS, "stall", 0.05)
+
+    async def stuck() -> tuple[int, str]:
+        return 3, "offset 3 of 5"
+
+    with pytest.raises(Unsettled) as caught:
+        asyncio.run(patience.until(stuck, lambda v: v[0] >= 5, what="drain: the applier to reach 5", every=0.01))
+    message = str(caught.value)
+    assert message.startswith("UNSETTLED (liveness, not a loss): waited")
+    assert "drain: the applier to reach 5" in message
+    assert "bound hit: stall: 0.1s = 0.05s x slowness 1.0" in message
+    assert "offset 3 of 5" in message
+    assert "lost" not in message.replace("not a loss", "")
+    assert caught.value.signature == "liveness:drain"
+
+
+def test_a_wait_that_progresses_forever_ends_at_the_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(patience.BOUNDS, "settle-ceiling", 0.1)
+    count = 0
+
+    async def livelock() -> int:
+        nonlocal count
+        count += 1
+        return count
+
+    with pytest.raises(Unsettled, match="settle-ceiling") as caught:
+        asyncio.run(patience.until(livelock, lambda n: False, what="drain: never", every=0.01))
+    assert "it progressed but did not finish" in str(caught.value)
