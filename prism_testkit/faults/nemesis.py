@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
+from prism_testkit import patience
 from prism_testkit.errors import NotSupported
 from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import storage_faults
@@ -73,6 +74,7 @@ from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.jepsen.checkers import Anomaly, Verdict
 from prism_testkit.jepsen.history import History
 from prism_testkit.jepsen.replicas import StreamState, describe_divergence, diverged
+from prism_testkit.patience import Unsettled
 from prism_testkit.provision.cluster import FailoverCluster, NodeRefusedToStart
 from prism_testkit.provision.netns import FaultNotInjected
 
@@ -82,7 +84,10 @@ if TYPE_CHECKING:
     from prism_testkit.runtime.env import PrismEnv
 
 DIVERGED = "replicas-diverged"
-REPLICAS_CONVERGE = 10.0  # s for followers to catch up after the heal (a restarted node replays its log)
+# s without any node's copy changing before copies still apart are judged diverged (x the
+# machine's slowness): followers catching up after the heal (a restarted node replays its log)
+# are waited for as long as they progress, up to patience's "settle-ceiling"
+REPLICAS_CONVERGE = 10.0
 LATENCIES = (0.01, 0.05)  # s per forwarded chunk: below the faulted op bound, so ops slow down, not fail
 
 RunOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -423,9 +428,11 @@ class Nemesis:
 
     def replica_verdicts(self) -> list[Verdict]:
         """Once every fault is healed, each cluster whose nodes can be read one by one must
-        converge: every node's copy of every stream the same within :data:`REPLICAS_CONVERGE`
-        seconds. One verdict per such cluster; ``replicas-diverged`` names the streams and what
-        each node holds, its witness the example's faults."""
+        converge: every node's copy of every stream the same once the copies stop changing
+        (:data:`REPLICAS_CONVERGE` seconds without progress); copies still changing at the
+        ceiling are :class:`~prism_testkit.patience.Unsettled`, not diverged. One verdict per
+        such cluster; ``replicas-diverged`` names the streams and what each node holds, its
+        witness the example's faults."""
         verdicts = []
         seen: set[int] = set()
         for target in self.targets.values():
@@ -458,12 +465,23 @@ class Nemesis:
 def _until_converged(
     states: Callable[[], dict[str, dict[str, StreamState] | None]],
 ) -> dict[str, dict[str, StreamState | None]]:
-    """The streams still apart when :data:`REPLICAS_CONVERGE` runs out (empty: converged)."""
-    deadline = time.monotonic() + REPLICAS_CONVERGE
+    """The streams still apart once no node's copy changed for :data:`REPLICAS_CONVERGE`
+    seconds (empty: converged): a follower still catching up is waited for, not judged."""
+    started = changed = time.monotonic()
+    last: object = None
     while True:
-        found = diverged(states())
-        if not found or time.monotonic() > deadline:
+        current = states()
+        found = diverged(current)
+        now = time.monotonic()
+        if current != last:
+            last, changed = current, now
+        if not found or now - changed > REPLICAS_CONVERGE * patience.slowness():
             return found
+        if now - started > patience.bound("settle-ceiling"):
+            seen = describe_divergence(found)
+            raise Unsettled(
+                "replicas: every node's copy to converge after the heal", now - started, "settle-ceiling", seen
+            )
         time.sleep(0.2)
 
 

@@ -169,10 +169,10 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
                 self.loop(self.recorded.settle_strays())
                 try:
                     verdicts, what = self.check()
+                    verdicts = [*verdicts, *self._replica_verdicts(verdicts)]
                 except Unsettled as exc:  # a liveness verdict: nothing judged lost, still a failure
                     self.prism_run.note_history(self.history, self.ns.prefix)
                     self.prism_run.unsettled(self.history, exc)
-                verdicts = [*verdicts, *self._replica_verdicts(verdicts)]
                 self.prism_run.note_history(self.history, self.ns.prefix)
                 self._no_real_time()
                 self.prism_run.judge(self.history, verdicts, what)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from prism_testkit import patience
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.processes import ServerProcess, port_open
 
@@ -130,11 +131,13 @@ class Cluster:
         self.wait_settled()
 
     def wait_settled(self) -> None:
-        deadline = time.monotonic() + self.settle_timeout
+        factor = patience.slowness()  # a loaded machine elects and catches up slower
+        deadline = time.monotonic() + self.settle_timeout * factor
         while not self.settled():
             if time.monotonic() > deadline:
                 raise ProvisioningError(
-                    f"{self!r}: nodes are up but the cluster did not settle in {self.settle_timeout:.0f}s"
+                    f"{self!r}: nodes are up but the cluster did not settle in {self.settle_timeout * factor:.0f}s "
+                    f"(settle_timeout {self.settle_timeout:.0f}s x slowness {factor:.1f})"
                 )
             time.sleep(0.05)
 
