@@ -48,6 +48,8 @@ BOUNDS: dict[str, float] = {
     "stray-grace": 3.0,
     # a recovering action (a read after heal) keeps retrying errors this long
     "recovery": 30.0,
+    # a JetStream publish left unanswered is sent again (deduplicated by its message id) this long
+    "publish": 15.0,
 }
 
 _ENV = "PRISM_SLOWNESS"

@@ -36,6 +36,9 @@ name and subject token, the mapping is injective, and it maps prefixes to prefix
   - deduplication: a message with the header ``prism-message-id`` is published with
     ``Nats-Msg-Id`` set to it, so a resend within the stream's duplicate window (2 minutes) is
     dropped by the server and ``send`` returns the original's sequence.
+* every publish to a stream carries a ``Nats-Msg-Id`` (the queue message's id, else a fresh one
+  per publish), and every stream has a 2-minute duplicate window, so a publish left unanswered
+  is sent again and stored once (see :meth:`NatsDriver.publish`).
 * log: stream ``prism-log-<log>`` (subject ``prism.log.<log>``, Limits retention). Offsets are
   stream sequence - 1 (dense: nothing is ever deleted from a log stream). Reads fetch by
   sequence; a waiting read listens on the subject and re-checks. Group offsets live in the
@@ -79,6 +82,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.nuid import NUID
 
+from prism_testkit import patience
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import (
@@ -129,7 +133,16 @@ PULL_GRACE = 3.0  # seconds past a pull's expiry to wait for its 408: a loaded C
 
 META_HEADER = "Prism-Meta"  # JSON {"h": headers, "k": key}: any str header names / values survive
 MSG_ID_HEADER = MESSAGE_ID_HEADER
+NATS_MSG_ID = "Nats-Msg-Id"  # the server drops a message whose id it stored within the duplicate window
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+# The conditions a publish may carry: checked before the duplicate on a single nats-server 2.15
+# (see NatsDriver.publish), so a resend of a stored conditional publish is refused, not deduplicated.
+EXPECTED_HEADERS = frozenset(
+    {EXPECTED_LAST_SUBJECT_SEQ, "Nats-Expected-Last-Sequence", "Nats-Expected-Last-Msg-Id", "Nats-Expected-Stream"}
+)
+DUPLICATE_WINDOW = 120.0  # seconds: every stream's, set explicitly (the server's default too)
+# A publish is sent again only this long after its first send, well inside the duplicate window
+RESEND_CAP = DUPLICATE_WINDOW - 2 * API_TIMEOUT
 
 # JetStream API error codes we act on.
 ERR_STREAM_NOT_FOUND = 10059
@@ -424,8 +437,8 @@ class NatsQueue:
         name = _named(queue, "queue")
         payload, headers = _encode(message)
         msg_id = dict(message.headers).get(MSG_ID_HEADER)
-        if msg_id:
-            headers = {**(headers or {}), "Nats-Msg-Id": msg_id}
+        if msg_id:  # the caller's id: a resend of the same message is stored once (queue.dedup)
+            headers = {**(headers or {}), NATS_MSG_ID: msg_id}
         await self._driver.ensure_queue(name)
         seq = await self._driver.publish(f"prism.q.{name}", payload, headers, ensure=("queue", name))
         return str(seq)
@@ -607,6 +620,7 @@ class NatsObjects:
             "allow_rollup_hdrs": True,
             "allow_direct": True,
             "num_replicas": self._driver.replicas,
+            "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
         }
         await self._driver.create_stream(config)
 
@@ -804,6 +818,7 @@ class NatsDriver(Driver):
         self.nc = nc
         self.js = nc.jetstream(timeout=API_TIMEOUT)
         self.subscriptions: set[NatsSubscription] = set()
+        self._msg_ids = NUID()  # a fresh Nats-Msg-Id per logical publish (see publish)
         self._ready: set[str] = set()  # streams (and their consumers) known to exist
         self._creating: dict[str, asyncio.Task[None]] = {}  # streams being created, by name
         self._keyvalue = NatsKeyValue(self)
@@ -945,19 +960,52 @@ class NatsDriver(Driver):
         *,
         ensure: tuple[str, str] | None = None,
     ) -> int:
-        """Publish to JetStream and wait for the stream's ack; the stored sequence. A stream
-        deleted behind our back (``ensure`` = kind, name) is created again once. No responders
-        means nobody took the message, so sending it again cannot store it twice: on a cluster
-        that is a stream between two leaders (after a kill, a cut or a stall), asked again for
-        up to ``LEADERLESS_WAIT`` seconds, as nats.go's publish retries."""
+        """Publish to JetStream and wait for the stream's ack; the stored sequence.
+
+        Every publish carries a ``Nats-Msg-Id`` (the caller's, e.g. a queue message's id, else
+        a fresh one kept across this publish's resends), so it is safe to send again: a publish
+        left unanswered for ``API_TIMEOUT`` (a loaded machine, a stalled server or leader) may
+        have been stored, and its resend within the stream's duplicate window is answered as a
+        duplicate with the original's sequence. It is sent again after each full timeout
+        within the ``publish`` bound of :mod:`prism_testkit.patience` (capped at ``RESEND_CAP``);
+        past it, the outcome is unknown: :class:`ConnectionLost` naming the bound.
+
+        A single nats-server 2.15 checks a publish's conditions (``Nats-Expected-*``) before its
+        duplicate: a resent conditional publish that had been stored is refused as "wrong last
+        sequence" (a 3-node cluster and 2.9 answer it as a duplicate; docs/findings.md). So a
+        resend refused that way is resolved by reading the subject's last message: ours (same
+        id) is success with its sequence; another's leaves the outcome unknown (ours may have
+        been stored and replaced), never a refusal.
+
+        A stream deleted behind our back (``ensure`` = kind, name) is created again once. No
+        responders means nobody took the message: on a cluster that is a stream between two
+        leaders (after a kill, a cut or a stall), asked again for up to ``LEADERLESS_WAIT``
+        seconds, as nats.go's publish retries."""
         if len(payload) > self.nc.max_payload - 4096:
             raise PayloadTooLarge(len(payload), self.nc.max_payload - 4096)
+        headers = dict(headers or {})
+        msg_id = headers.setdefault(NATS_MSG_ID, "prism-" + self._msg_ids.next().decode())
+        conditional = not EXPECTED_HEADERS.isdisjoint(headers)
+        started = time.monotonic()
+        deadline = started + min(patience.bound("publish"), RESEND_CAP)
         recreated = False
-        leaderless_until = time.monotonic() + LEADERLESS_WAIT
+        leaderless_until = started + LEADERLESS_WAIT
+        sends = 0
         while True:
             with self.guard():
                 try:
-                    reply = await self.nc.request(subject, payload, timeout=API_TIMEOUT, headers=headers)
+                    sends += 1
+                    timeout = max(0.05, min(API_TIMEOUT, deadline - time.monotonic()))
+                    reply = await self.nc.request(subject, payload, timeout=timeout, headers=headers)
+                except nats.errors.TimeoutError:
+                    if deadline - time.monotonic() < 0.05:
+                        capped = f", capped at {RESEND_CAP:.0f}s" if patience.bound("publish") > RESEND_CAP else ""
+                        raise ConnectionLost(
+                            f"backend {self.name!r}: a publish to {subject} went unanswered {sends} time(s) in "
+                            f"{time.monotonic() - started:.1f}s (bound {patience.describe('publish')}{capped}); "
+                            "it may have been stored"
+                        ) from None
+                    continue  # unanswered, maybe stored: the same message id again
                 except nats.errors.NoRespondersError:
                     if ensure is not None and not recreated and await self._missing(ensure):
                         recreated = True
@@ -972,8 +1020,24 @@ class NatsDriver(Driver):
             data = json.loads(reply.data)
             if "error" in data:
                 error = data["error"]
-                raise ApiError(int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description")))
+                code, err_code = int(error.get("code", 0)), int(error.get("err_code", 0))
+                refused = ApiError(code, err_code, str(error.get("description")))
+                if sends > 1 and conditional and refused.err_code in ERR_WRONG_LAST_SEQ:
+                    return await self._resent_outcome(data.get("stream"), subject, msg_id, refused)
+                raise refused
             return int(data["seq"])
+
+    async def _resent_outcome(self, stream: str | None, subject: str, msg_id: str, refused: ApiError) -> int:
+        """The sequence of a conditional publish whose resend was refused as "wrong last
+        sequence": the subject's last message when it is ours (its first send was stored);
+        otherwise the outcome is unknown (:class:`ConnectionLost`)."""
+        stored = None if stream is None else await self.last_msg(stream, subject)
+        if stored is not None and stored.headers.get(NATS_MSG_ID) == msg_id:
+            return stored.seq
+        raise ConnectionLost(
+            f"backend {self.name!r}: a conditional publish to {subject} went unanswered and its resend was refused "
+            f"({refused}); the subject's last message is not it, so whether the first send was stored is unknown"
+        )
 
     async def _missing(self, ensure: tuple[str, str]) -> bool:
         """Whether the stream of ``ensure`` is gone. A single server answers no responders only
@@ -1036,7 +1100,7 @@ class NatsDriver(Driver):
                 "storage": "file",
                 "discard": "old",
                 "num_replicas": self.replicas,
-                "duplicate_window": 120 * 10**9,
+                "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
             },
             create=True,
         )
@@ -1082,6 +1146,7 @@ class NatsDriver(Driver):
                     "storage": "file",
                     "discard": "new",  # never drop old records: offsets must stay
                     "num_replicas": self.replicas,
+                    "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
                 }
             ),
         )
@@ -1102,7 +1167,7 @@ class NatsDriver(Driver):
                     "deny_delete": True,
                     "allow_direct": True,
                     "num_replicas": self.replicas,
-                    "duplicate_window": 120 * 10**9,
+                    "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
                 }
             ),
         )
