@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import Message, Queue
+from prism_testkit import Message, Queue, patience
 from prism_testkit.errors import DeliveryNotFound
 from prism_testkit.interfaces import QueueDelivery
 from prism_testkit.jepsen.checkers import Verdict, total_queue
@@ -222,16 +222,19 @@ class QueueMachine(FaultMachine):
         """Receive and ack until the queue stays empty after every visibility timeout ran out."""
         queue = self.settled_queue()
         values: list[int] = []
-        deadline = self.invisible.deadline(grace=DRAIN_WAIT)
-        patience = deadline
+        slowness = patience.slowness()  # a loaded server redelivers late: its timers fire late
+        deadline = self.invisible.deadline(grace=DRAIN_WAIT * slowness)
+        # While an acknowledged message is still missing, wait one more visibility timeout (x
+        # slowness) for its redelivery before the checker may call it lost.
+        missing_wait = deadline + VISIBILITY * slowness
         restarted = any(op.process == "nemesis" and op.f in RESTARTS for op in self.history)
         if self.unknown_receive or restarted:
-            patience = max(deadline, clocks.monotonic()) + DEFAULT_VISIBILITY + UNKNOWN_RECEIVE_MARGIN
+            missing_wait = max(deadline, clocks.monotonic()) + DEFAULT_VISIBILITY + UNKNOWN_RECEIVE_MARGIN * slowness
         while True:
             delivery = await self.take(queue, wait=DRAIN_WAIT, visibility=DEFAULT_VISIBILITY)
             if delivery is None:
                 missing = self.acknowledged - self.consumed - set(values)
-                if clocks.monotonic() >= (patience if missing else deadline):
+                if clocks.monotonic() >= (missing_wait if missing else deadline):
                     return values
                 continue
             await queue.ack(self.name, delivery)
