@@ -621,7 +621,7 @@ async def _nats_vs_raw(
     import nats
     from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
 
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))  # a cluster's URL names every node, comma-separated
     stack.push_async_callback(nc.close)
     js, label = nc.jetstream(), f"backend={driver.name}"
     await driver.keyvalue().put(ns.name("ours-warmup"), PAYLOAD)  # the driver creates the bucket
