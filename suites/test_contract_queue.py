@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prism_testkit import Message, PrismEnv, Queue, Slot, prism_suite
+from prism_testkit import Message, PrismEnv, Queue, Slot, patience, prism_suite
 from prism_testkit.capabilities import Capability
 from prism_testkit.errors import DeliveryNotFound, NotSupported, PayloadTooLarge
 from prism_testkit.interfaces import MESSAGE_ID_HEADER, QueueDelivery
@@ -312,14 +312,19 @@ async def test_nacked_messages_come_back_until_acked(
             await queue.send(name, Message(body))
         acked: list[bytes] = []
         decisions = iter(nacks)
-        while (delivery := await queue.receive(name, wait=0.1)) is not None:
+        # Each receive waits for the next message (a nacked one comes back when the server gets
+        # to it, later on a loaded machine); a receive returns as soon as one is there.
+        while len(acked) < len(bodies):
+            delivery = await queue.receive(name, wait=patience.bound("calm-op"))
+            missing = len(bodies) - len(acked)
+            assert delivery is not None, f"{missing} messages never came back ({patience.describe('calm-op')})"
             if next(decisions, False):
                 await queue.nack(name, delivery)
             else:
                 await queue.ack(name, delivery)
                 acked.append(bytes(delivery.message.payload))
-            assert len(acked) <= len(bodies)
         assert sorted(acked) == sorted(bodies)
+        assert await queue.receive(name, wait=0.1) is None, "a message came back after every one was acked"
 
 
 async def test_a_resend_with_the_same_message_id_is_delivered_once_exactly_when_declared(prism_env: PrismEnv) -> None:
