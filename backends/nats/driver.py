@@ -125,6 +125,7 @@ READ_TIMEOUT = 2 * API_TIMEOUT  # a read may be asked again (see NatsDriver.api)
 CREATE_TIMEOUT = 3 * API_TIMEOUT  # a create with a fixed config may be sent again (see NatsDriver.api)
 # A follower of a lost leader campaigns after nats-server's raft election timeout, 4-9 s
 # (server/raft.go): how long a publish answered "no responders" is tried again on a cluster
+# (x the machine's slowness where used: a loaded machine elects later; see prism_testkit.patience)
 LEADERLESS_WAIT = 10.0
 READ_RETRY_EVERY = 1.0  # a cluster's unanswered read is asked again this often (see NatsDriver.api)
 CONNECT_TIMEOUT = 15.0
@@ -935,8 +936,11 @@ class NatsDriver(Driver):
         CI machine left a single server's STREAM.CREATE unanswered for 5 s, and on a cluster
         a repeat sooner would disturb the creation it repeats."""
         payload = b"" if body is None else json.dumps(body).encode()
-        each = (READ_RETRY_EVERY if self.replicas > 1 else API_TIMEOUT) if read else API_TIMEOUT
-        deadline = time.monotonic() + (READ_TIMEOUT if read else CREATE_TIMEOUT if create else API_TIMEOUT)
+        # The overall timeout scales with the machine's slowness (prism_testkit.patience); a
+        # request that is neither a read nor a create is sent once, waiting all of it.
+        overall = (READ_TIMEOUT if read else CREATE_TIMEOUT if create else API_TIMEOUT) * patience.slowness()
+        each = (READ_RETRY_EVERY if self.replicas > 1 else API_TIMEOUT) if read else API_TIMEOUT if create else overall
+        deadline = time.monotonic() + overall
         with self.guard():
             while True:
                 try:
@@ -989,7 +993,7 @@ class NatsDriver(Driver):
         started = time.monotonic()
         deadline = started + min(patience.bound("publish"), RESEND_CAP)
         recreated = False
-        leaderless_until = started + LEADERLESS_WAIT
+        leaderless_until = started + LEADERLESS_WAIT * patience.slowness()
         sends = 0
         while True:
             with self.guard():
@@ -1127,10 +1131,11 @@ class NatsDriver(Driver):
         leader; a short receive before then found no responder and reported an empty queue
         that held acknowledged messages (seen on jetstream-r3 under load). Wait for it here,
         once per queue, not inside a receive's wait."""
-        deadline = time.monotonic() + LEADERLESS_WAIT
+        leaderless = LEADERLESS_WAIT * patience.slowness()
+        deadline = time.monotonic() + leaderless
         while self.replicas > 1 and not info.get("cluster", {}).get("leader"):
             if time.monotonic() > deadline:
-                raise ConnectionLost(f"consumer of {stream} has no leader after {LEADERLESS_WAIT:.0f}s")
+                raise ConnectionLost(f"consumer of {stream} has no leader after {leaderless:.0f}s")
             await asyncio.sleep(0.02)
             info = await self.api(f"$JS.API.CONSUMER.INFO.{stream}.{CONSUMER}", read=True)
 
@@ -1350,10 +1355,11 @@ class NatsDriver(Driver):
         listing right after may still name the stream (a purge then left a "leftover" behind
         on jetstream-r3, and so did a deleted bucket under load): a deletion ends once the
         listing no longer names what it deleted."""
-        deadline = time.monotonic() + LEADERLESS_WAIT
+        leaderless = LEADERLESS_WAIT * patience.slowness()
+        deadline = time.monotonic() + leaderless
         while self.replicas > 1 and (listed := set(streams) & set(await self.stream_names())):
             if time.monotonic() > deadline:
-                still = f"streams {sorted(listed)} still listed {LEADERLESS_WAIT:.0f}s after their deletion"
+                still = f"streams {sorted(listed)} still listed {leaderless:.0f}s after their deletion"
                 raise ConnectionLost(still)
             await asyncio.sleep(0.05)
 
