@@ -8,11 +8,15 @@ import urllib.parse
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from prism_testkit.errors import BadBinary
 from prism_testkit.provision.binaries import parse_binary_options
+
+if TYPE_CHECKING:
+    from prism_testkit.faults.load import LoadSpec
 
 # This module is imported by the plugin in every pytest run: it must stay light (pytest only).
 
@@ -34,6 +38,7 @@ OPTION_NAMES = (
     "prism_buggify",
     "prism_schedules",
     "prism_replay",
+    "prism_load",
 )
 
 
@@ -51,6 +56,7 @@ _EXPECTED = {
     "prism_schedules": "give the directory to write schedule files to",
     "prism_replay": "give the path of a schedule file",
     "prism_buggify": "give all, none or a comma list of late, unknown-outcome, ack-at-deadline",
+    "prism_load": "give a comma list of cpu:N, io:N, stall:DUR@EVERY and seed:N, e.g. cpu:2,stall:200ms@2s",
 }
 # Workers per core under ``--prism-workers=auto``: the suites wait on servers, timeouts and
 # restarts more than they compute, so more workers than cores keep the cores busy (measured:
@@ -180,6 +186,13 @@ def addoption(parser: pytest.Parser) -> None:
         "examples (what 'prism-testkit replay FILE' runs)",
     )
     add(
+        "--prism-load",
+        "prism_load",
+        "run real load beside the suites: a comma list of cpu:N (CPU burners), io:N (write + fsync workers), "
+        "stall:DUR@EVERY (on average every EVERY, stop one process the harness started for up to DUR) and "
+        "seed:N (else drawn and printed), e.g. cpu:2,stall:200ms@2s",
+    )
+    add(
         "--prism-hunt-db",
         "prism_hunt_db",
         "Hypothesis example database shared between hunting machines: a directory or a redis:// URL",
@@ -204,6 +217,7 @@ class PrismOptions:
     buggify: frozenset[str] = frozenset()  # the misbehaviour simulated examples may draw
     schedules: Path | None = None  # where failing stateful examples' schedules are written
     replay: Path | None = None  # a schedule whose test this run replays
+    load: LoadSpec | None = None  # --prism-load: burners and jitter beside the suites (seed not yet drawn)
 
     def must_fit(self, suite: str) -> bool:
         """A suite without a runnable combination fails (else: listed as not applicable)."""
@@ -357,6 +371,17 @@ def read_options(config: pytest.Config) -> PrismOptions:
         buggify = parse_buggify(get("prism_buggify"))
     except ValueError as exc:
         raise pytest.UsageError(f"--prism-buggify: {exc}") from None
+    load = get("prism_load")
+    if load is not None:
+        from prism_testkit.faults.load import LoadSpecError
+        from prism_testkit.faults.load import parse as parse_load
+
+        try:
+            load_spec: LoadSpec | None = parse_load(load)
+        except LoadSpecError as exc:
+            raise pytest.UsageError(f"--prism-load: {exc}") from None
+    else:
+        load_spec = None
     if not split_list(backends):
         raise pytest.UsageError("--prism-backend is empty: give 'all', 'embedded' or backend names")
     if patterns is not None and not split_list(patterns):
@@ -379,6 +404,7 @@ def read_options(config: pytest.Config) -> PrismOptions:
         buggify=buggify,
         schedules=paths["prism_schedules"],
         replay=paths["prism_replay"],
+        load=load_spec,
     )
 
 

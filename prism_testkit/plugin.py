@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
     from prism_testkit.config.runs import NamespacePlan
     from prism_testkit.errors import FaultUnavailable
+    from prism_testkit.faults.burners import Burners
+    from prism_testkit.faults.jitter import Jitter
     from prism_testkit.registry.backends import BackendRegistry, BackendSpec
     from prism_testkit.registry.combinations import Combination, NoCombination
     from prism_testkit.report.results import PrismResults
@@ -145,9 +147,11 @@ def pytest_configure(config: pytest.Config) -> None:
         _warn(config, why)
     if options.replay is not None:
         _load_replay(config, options.replay)
+    _resolve_load(config, options)
     config.pluginmanager.register(_Reporting(config), "prism-reporting")
     if asked_for(config):
         harness(config)  # bad options and unprovisionable named backends fail now, not mid-run
+        _start_burners(config)
 
 
 def _load_replay(config: pytest.Config, path: Path) -> None:
@@ -158,6 +162,132 @@ def _load_replay(config: pytest.Config, path: Path) -> None:
         config.stash[REPLAY] = (read(path), path)
     except ScheduleError as exc:
         raise pytest.UsageError(f"--prism-replay: {exc}") from None
+
+
+# --- load mode (--prism-load) -----------------------------------------------------------------
+
+LOAD_SEED = "prism_load_seed"  # the run's load seed, in each xdist worker's workerinput
+BURNERS: pytest.StashKey[Burners] = pytest.StashKey()
+JITTER: pytest.StashKey[Jitter] = pytest.StashKey()
+JITTER_STATS = pytest.StashKey[list[dict[str, Any]]]()  # the workers' jitter stats, on the controller
+
+
+def _resolve_load(config: pytest.Config, options: PrismOptions) -> None:
+    """The run's load, seeded: ``--prism-load``, else a replayed schedule's. A worker takes the
+    controller's seed, so every process of the run derives its stalls from one seed."""
+    spec = options.load
+    if spec is None and options.replay is not None:
+        from prism_testkit.hunting.schedule import REPLAY
+
+        recorded = config.stash[REPLAY][0].load
+        if recorded:
+            from prism_testkit.faults.load import LoadSpecError, parse
+
+            try:
+                spec = parse(recorded)
+            except LoadSpecError as exc:
+                raise pytest.UsageError(f"--prism-replay: the schedule's load: {exc}") from None
+    if spec is None:
+        return
+    from dataclasses import replace
+
+    from prism_testkit.faults.load import ACTIVE, ActiveLoad
+
+    worker_input = getattr(config, "workerinput", None)
+    worker = str(worker_input["workerid"]) if worker_input else None
+    if worker_input and worker_input.get(LOAD_SEED) is not None:
+        spec = replace(spec, seed=int(worker_input[LOAD_SEED]))
+    config.stash[ACTIVE] = ActiveLoad(spec.seeded(), worker)
+
+
+def _start_burners(config: pytest.Config) -> None:
+    """Once per run, by the controller (or the one process): the burners the load asks for."""
+    from prism_testkit.faults.load import ACTIVE
+
+    active = config.stash.get(ACTIVE, None)
+    if active is None or not active.spec.burns or hasattr(config, "workerinput"):
+        return
+    from prism_testkit.faults.burners import Burners
+
+    runtime = harness(config).runtime
+    burners = config.stash[BURNERS] = Burners.start(active.spec, runtime.workdir / "load")
+    atexit.register(burners.stop)  # registered after runtime.close: runs before it removes their dir
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: each worker draws its stalls from the controller's seed."""
+    from prism_testkit.faults.load import ACTIVE
+
+    active = node.config.stash.get(ACTIVE, None)
+    if active is not None:
+        node.workerinput[LOAD_SEED] = active.spec.seed
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist: a worker's jitter stats, for the summary."""
+    stats = getattr(node, "workeroutput", {}).get("prism_load")
+    if isinstance(stats, dict):
+        node.config.stash.setdefault(JITTER_STATS, []).append(stats)
+
+
+def _start_jitter(session: pytest.Session) -> None:
+    """In each process that starts servers (not an xdist controller): the jitter thread."""
+    from prism_testkit.faults.load import ACTIVE
+
+    config = session.config
+    active = config.stash.get(ACTIVE, None)
+    if active is None or not active.spec.stalls or config.pluginmanager.has_plugin("dsession"):
+        return
+    from prism_testkit.faults.jitter import Jitter
+
+    config.stash[JITTER] = Jitter(active.jitter_seed, active.spec.stall_max, active.spec.stall_every).start()
+
+
+def _stop_jitter(config: pytest.Config) -> None:
+    jitter = config.stash.get(JITTER, None)
+    if jitter is None:
+        return
+    jitter.stop()
+    worker_output = getattr(config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["prism_load"] = jitter.stats.as_dict()
+
+
+def _stop_load(config: pytest.Config) -> None:
+    """Every exit path: the jitter ends (nothing left stopped), the burners are killed."""
+    _stop_jitter(config)
+    burners = config.stash.get(BURNERS, None)
+    if burners is not None:
+        atexit.unregister(burners.stop)
+        burners.stop()
+
+
+def _load_header(config: pytest.Config) -> list[str]:
+    from prism_testkit.faults.load import ACTIVE
+
+    active = config.stash.get(ACTIVE, None)
+    if active is None:
+        return []
+    burners = config.stash.get(BURNERS, None)
+    tool = burners.tool if burners is not None else "no burners"
+    return [f"prism load: {active.spec.describe()} ({tool})"]
+
+
+def _load_summary(config: pytest.Config) -> str | None:
+    from prism_testkit.faults.load import ACTIVE
+
+    active = config.stash.get(ACTIVE, None)
+    if active is None or not active.spec.stalls:
+        return None
+    from prism_testkit.faults.jitter import summary
+
+    stats: list[dict[str, Any]] = [*config.stash.get(JITTER_STATS, [])]
+    jitter = config.stash.get(JITTER, None)
+    if jitter is not None:
+        stats.append(jitter.stats.as_dict())
+    return summary(stats) if stats else "prism load: no process ran the jitter"
 
 
 def harness(config: pytest.Config) -> Harness:
@@ -319,6 +449,7 @@ def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[SESSION] = session
+    _start_jitter(session)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -372,6 +503,7 @@ def keep_only_where_it_struck(excinfo: pytest.ExceptionInfo[BaseException]) -> N
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    _stop_jitter(session.config)  # the tests are over; a worker's stats go to the controller now
     found = session.config.stash.get(HARNESS, None)
     if found is not None:
         # From here on (last teardowns, the summary, stopping servers) a Ctrl-C is remembered,
@@ -380,6 +512,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop_load(config)  # before the runtime removes the work dir the I/O burners write in
     found = config.stash.get(HARNESS, None)
     if found is not None:
         atexit.unregister(found.runtime.close)
@@ -397,7 +530,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if found is None:
         return []
     found.header_shown = True
-    return found.backend_lines()
+    return [*_load_header(config), *found.backend_lines()]
 
 
 # --- parametrisation and selection ---------------------------------------------------------
@@ -794,6 +927,9 @@ class _Reporting:
         results.run = _run_facts(self.started, time.monotonic() - self.clock)
         results.outside_suites = {test: "+".join(found) for test, found in self.outside_suites.items()}
         results.summarize(terminalreporter)
+        load = _load_summary(self.config)
+        if load is not None:
+            terminalreporter.write_line(load)
         results.simulations = dict(self.simulations)
         if self.config.stash[OPTIONS].simulate:
             self._summarize_simulation(terminalreporter)

@@ -70,6 +70,8 @@ def pytest_arguments(schedule: Schedule, path: Path) -> list[str]:
         args.append("--prism-simulate")
     if schedule.buggify:
         args.append(f"--prism-buggify={','.join(schedule.buggify)}")
+    if schedule.load:  # the same burners, and the failing process's stalls drawn again
+        args.append(f"--prism-load={schedule.load}")
     return args
 
 

@@ -151,6 +151,8 @@ class Schedule:
     import_paths: list[str] = field(default_factory=list)  # where the run imported its ``-p`` plugins from
     # the clusters the example failed over unasked, after its first client ops (a failover pass)
     forced_failovers: list[str] = field(default_factory=list)
+    # the run's --prism-load with the seed of the failing process's stalls (None: no load)
+    load: str | None = None
     written: str = ""
     version: int = VERSION
 

@@ -271,6 +271,8 @@ class StatefulRun:
 
     def schedule(self, error: BaseException) -> Schedule:
         """The latest example's steps, as a schedule of this test's failure ``error``."""
+        from prism_testkit.faults.load import schedule_value
+
         assert self.recorder is not None
         return Schedule(
             test=test_address(self.node),
@@ -287,6 +289,7 @@ class StatefulRun:
             plugins=self.plugins,
             import_paths=import_paths(self.plugins),
             forced_failovers=sorted(self.forced_failovers),
+            load=schedule_value(self.node.config),  # the load it ran under, with this process's seed
         )
 
     @staticmethod
@@ -415,6 +418,8 @@ class StatefulRun:
 
     def replay(self) -> str:
         """The command that runs this failure again, and why it gives the same examples."""
+        from prism_testkit.faults.load import replay_argument
+
         backends = ",".join(dict.fromkeys(self.combination.slots.values()))
         args = ["pytest", self.nodeid, f"--prism-backend={backends}"]
         if len(set(self.combination.slots.values())) > 1 or len(self.combination.slots) > 1:
@@ -423,6 +428,9 @@ class StatefulRun:
             args.append("--prism-simulate")
         if self.buggify:
             args.append(f"--prism-buggify={','.join(sorted(self.buggify))}")
+        load = replay_argument(self.node.config)
+        if load is not None:  # the same burners, and this process's stalls drawn again
+            args.append(load)
         if self.derandomized:
             args.append(f"--hypothesis-profile={self.profile}")
             how = "derandomised profile: the same examples run again and shrink to this failure"

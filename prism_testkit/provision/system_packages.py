@@ -144,6 +144,14 @@ NEEDS: tuple[Need, ...] = (
         "clusters need Linux network namespaces and the ip command (iproute2)",
     ),
     Need(
+        "stress-ng",
+        "stress-ng",
+        "load mode's burners (--prism-load cpu:N, io:N; Python burners stand in without it)",
+        lambda p: p.which("stress-ng") is not None,
+        "stress-ng",
+        "install stress-ng (Homebrew: brew install stress-ng), or let the Python burners stand in",
+    ),
+    Need(
         "rabbitmq",
         "rabbitmq-server",
         "the worked out-of-tree example (examples/rabbitmq)",
