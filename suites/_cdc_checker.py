@@ -12,7 +12,10 @@ Anomalies (Jepsen's names where one exists):
 * ``aborted-read``: an event carrying a value of a rolled-back transaction;
 * ``unexpected``: a value nobody wrote;
 * ``split-transaction``: one transaction's events under several transaction ids, or a
-  transaction delivered with fewer events than its ``total`` (``partial-transaction``);
+  transaction delivered with fewer events than its ``total`` (``partial-transaction``), but
+  one of a superseded transaction cut short in an epoch that a later epoch's truncate voided
+  (a connector died mid-transaction and the capture was lost before another resumed it: its
+  rest arrives only as the rows it left, through the new epoch's snapshot);
 * ``reordered``: a key's events out of its commit order;
 * ``inconsistent-duplicate``: one event id delivered with different content;
 * ``diverged``: the replica built from the delivered events differs from the source;
@@ -31,6 +34,7 @@ from prism_testkit.jepsen.checkers import Anomaly, Verdict, tolerated
 from prism_testkit.jepsen.history import History
 
 Write = tuple[str, bytes | None]  # (key, value put, or None for a delete)
+Txn = tuple[int, str]  # (epoch, transaction id) of streamed events
 
 
 def value_of(tag: str, key: str) -> bytes:
@@ -51,7 +55,7 @@ class Ledger:
     rolled_back: set[str] = field(default_factory=set)
     seeded: set[bytes] = field(default_factory=set)
     maybe: dict[str, list[Write]] = field(default_factory=dict)  # outcome unknown (a fault hit the commit)
-    excused: set[str] = field(default_factory=set)  # committed, superseded by a snapshot after a lost capture
+    excused: set[str] = field(default_factory=set)  # superseded by a snapshot after a lost capture
 
     def commit(self, tag: str, writes: list[Write]) -> None:
         self.committed[tag] = writes
@@ -59,9 +63,10 @@ class Ledger:
             self.key_order[key].append(tag)
 
     def superseded(self, tags: set[str]) -> None:
-        """Transactions committed before a lost capture was replaced: the ones not read before
-        the loss reach the stream only as the rows they left, through the new epoch's snapshot.
-        None of their writes is counted lost; convergence still judges the result."""
+        """Transactions committed (or of unknown outcome) before a lost capture was replaced:
+        the ones not read before the loss reach the stream only as the rows they left, through
+        the new epoch's snapshot. None of their writes is counted lost, nor one cut short in an
+        epoch a later truncate voided; convergence still judges the result."""
         self.excused |= tags
 
     def unknown(self, tag: str, writes: list[Write]) -> None:
@@ -102,23 +107,38 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
             add("unexpected", f"{event.op} of {event.key} carries a value nobody wrote: {event.after!r}")
 
     streamed = [e for e in events if not e.snapshot]
-    by_txid: dict[str, list[ChangeEvent]] = defaultdict(list)
+    # A transaction is (epoch, txid): each epoch decodes another capture, after a failover on
+    # another server, whose transaction ids may repeat the old primary's.
+    by_txid: dict[Txn, list[ChangeEvent]] = defaultdict(list)
     for event in streamed:
-        by_txid[event.txid].append(event)
-    txids_of_tag: dict[str, set[str]] = defaultdict(set)
+        by_txid[event.epoch, event.txid].append(event)
+    txids_of_tag: dict[str, set[Txn]] = defaultdict(set)
     for event in streamed:
         if event.after is not None:
-            txids_of_tag[tag_of(event.after)].add(event.txid)
-    for txid, group in by_txid.items():
-        if len(group) != group[0].total or sorted(e.total_order for e in group) != list(range(1, len(group) + 1)):
-            add("partial-transaction", f"transaction {txid}: {len(group)} of {group[0].total} events delivered")
+            txids_of_tag[tag_of(event.after)].add((event.epoch, event.txid))
+    truncated = max((e.epoch for e in events if e.op == "t"), default=0)  # every earlier epoch is void
+    voided = 0
+    for (epoch, txid), group in by_txid.items():
+        if len(group) == group[0].total and sorted(e.total_order for e in group) == list(range(1, len(group) + 1)):
+            continue
+        tags = {tag_of(e.after) for e in group if e.after is not None}
+        if epoch < truncated and tags and tags <= ledger.excused:
+            # Cut short by the capture's loss (a connector died mid-transaction and its epoch
+            # ended before one resumed it): the truncate of a later epoch voids these events for
+            # every consumer, and that epoch's snapshot brings the rows. Convergence judges them.
+            voided += 1
+            continue
+        why = ", voided, but not superseded" if epoch < truncated else ""
+        where = f" (epoch {epoch}{why})" if epoch or why else ""
+        add("partial-transaction", f"transaction {txid}{where}: {len(group)} of {group[0].total} events delivered")
 
     for tag, writes in everything.items():
         txids = txids_of_tag.get(tag, set())
         if tag in ledger.maybe and not txids:
             continue  # it did not commit, as far as anyone can tell
         if len(txids) > 1:
-            add("split-transaction", f"transaction {tag} arrived as {len(txids)} transactions: {sorted(txids)}")
+            names = sorted(f"{txid}@{epoch}" if epoch else txid for epoch, txid in txids)
+            add("split-transaction", f"transaction {tag} arrived as {len(txids)} transactions: {names}")
         got = {(e.key, e.after) for txid in txids for e in by_txid[txid]}
         for key, value in writes:
             want = (key, None if value is None else value_of(tag, key))
@@ -150,5 +170,7 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
     counts = {"delivered": len(delivered), "events": len(events), "committed": len(ledger.committed)}
     counts.update({n: len(g) for n, g in found.items()})
     if ledger.excused:
-        counts["superseded"] = len(ledger.excused)  # not judged lost: committed before a lost capture was replaced
+        counts["superseded"] = len(ledger.excused)  # not judged lost: written before a lost capture was replaced
+    if voided:
+        counts["voided-partial"] = voided  # cut short in an epoch a later truncate voided (superseded)
     return Verdict("cdc-checker", guarantee, anomalies, allowed, counts)

@@ -26,8 +26,10 @@ The faults its guarantee speaks of, and the rules that inject them:
   has no logical slot, so the capture is lost. The connector runs with
   ``on_capture_lost="resnapshot"``, and the machine's next step waits for a connector to
   start on the new primary (which meets ``CaptureLost`` and opens a new epoch). Transactions
-  committed before then are superseded (their unread changes arrive only as rows left, so
-  none counts lost); the replica must still converge;
+  committed (or maybe committed) before then are superseded: their unread changes arrive only
+  as rows left, so none counts lost, and one a dying connector had half published in the lost
+  epoch is voided by the new epoch's truncate, not partial (issue #38); the replica must still
+  converge;
 
 Not injected: a clock jump (the guarantee is about positions, not time).
 """
@@ -44,6 +46,7 @@ from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, EventSink, LogEv
 
 import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, patience, prism_suite
+from prism_testkit.interfaces import CaptureLoss
 from prism_testkit.jepsen.checkers import Verdict
 from prism_testkit.jepsen.history import DEFINITE_FAILURES
 from prism_testkit.jepsen.machine import FaultMachine
@@ -104,11 +107,22 @@ class CdcMachine(FaultMachine):
         )
         control = self.env.control("source")
         self.source_cluster = control if isinstance(control, FailoverCluster) else None
+        self.captures_lost = 0  # captures lost on purpose, without a failover (lose_the_capture)
         self.failovers_met = self._failovers()
         self.loop(self.connector().start())  # capture from the first write on
 
     def _failovers(self) -> int:
-        return 0 if self.source_cluster is None else len(self.source_cluster.failover_seconds)
+        """Captures lost so far: the source's failovers, and the losses injected directly."""
+        failovers = 0 if self.source_cluster is None else len(self.source_cluster.failover_seconds)
+        return failovers + self.captures_lost
+
+    def lose_the_capture(self) -> None:
+        """What a promotion does to the capture, on a source that cannot fail over: the slot
+        dropped, the capture's row kept (a step of the tests below, not a rule)."""
+        feed = self.env.driver("source").changefeed()
+        assert isinstance(feed, CaptureLoss), "the source cannot lose a capture"
+        self.loop(feed.lose_capture(self.config.capture))
+        self.captures_lost += 1
 
     def _replace_a_lost_capture(self) -> None:
         """After a failover of the source, before anything else: a connector started on the
@@ -121,7 +135,7 @@ class CdcMachine(FaultMachine):
         except Exception:
             return
         self.failovers_met = self._failovers()
-        self.ledger.superseded(set(self.ledger.committed))
+        self.ledger.superseded({*self.ledger.committed, *self.ledger.maybe})
 
     def sink(self, *, settled: bool = False) -> EventSink:
         driver = self.env.driver("sink") if settled else self.client("sink")
@@ -197,7 +211,7 @@ class CdcMachine(FaultMachine):
 
     def check(self) -> tuple[list[Verdict], str]:
         if self._failovers() != self.failovers_met:  # the drain replaces the lost capture
-            self.ledger.superseded(set(self.ledger.committed))
+            self.ledger.superseded({*self.ledger.committed, *self.ledger.maybe})
         self.recovering(lambda: self.connector(settled=True).drain())
         delivered = self.loop(self._read_sink())
         source = self.loop(self._source_state())
@@ -249,5 +263,37 @@ def test_a_connector_dying_mid_batch_is_resumed(
     machine.transaction([0, 1], delete=False, rollback=False)
     machine.connector_dies_mid_batch(1)
     assert machine.connector_deaths == 1, "the connector did not die"
+    machine.teardown()
+    assert run.judged == 1
+
+
+@pytest.mark.parametrize("kind", ["queue", "log"])
+def test_a_transaction_cut_short_by_a_lost_capture_is_replaced_by_the_snapshot(
+    prism_env: PrismEnv, request: pytest.FixtureRequest, kind: Kind
+) -> None:
+    """Issue #38: the connector dies after the first publish of a two-row transaction, and the
+    capture is lost before any connector resumes it (on ``postgres-ha`` a failover while the
+    other standby lags; elsewhere the slot dropped as a promotion leaves it). The second event
+    is never streamed: the new epoch's truncate voids the first and its snapshot brings both
+    rows. The example is valid (the replica converges); a partial transaction of an epoch no
+    truncate voided is still judged. Fails if the connector does not die or no epoch opens."""
+    if not prism_env.driver("sink").supports(Capability(kind)):
+        pytest.skip(f"{prism_env.spec('sink').name} does not provide {kind}")
+    cluster = prism_env.control("source")
+    feed = prism_env.driver("source").changefeed()
+    if not isinstance(cluster, FailoverCluster) and not isinstance(feed, CaptureLoss):
+        pytest.skip(f"{prism_env.spec('source').name}: a capture's position is stored with its data")
+    run = StatefulRun(prism_env, request)
+    machine = CdcMachine(run, kind)
+    machine.transaction([0, 1], delete=False, rollback=False)
+    machine.connector_dies_mid_batch(1)
+    assert machine.connector_deaths == 1, "the connector did not die"
+    if isinstance(cluster, FailoverCluster):
+        lagging = [n for n in cluster.replicas() if n not in cluster.paused][-1:] if cluster.can_lag else []
+        machine.nemesis.failover(machine.nemesis.targets["source"], cluster, lagging)
+    else:
+        machine.lose_the_capture()
+    machine.transaction([2], delete=False, rollback=False)  # on the new capture, in a new epoch
+    assert machine.failovers_met == machine._failovers(), "no connector opened a new epoch"
     machine.teardown()
     assert run.judged == 1
