@@ -270,11 +270,17 @@ class WalMachine(FaultMachine):
         waits on the applier's position reaching the end of that same read of the log (not on a
         clock, nor on an end offset another read reported), and the log is read again after it:
         a mutation is judged never applied only when the applier reported everything resolved.
-        A drain that stops progressing is Unsettled (a liveness verdict), never "lost"."""
+        A drain that stops progressing is retried once by a restarted applier; stuck again, it
+        is Unsettled (a liveness verdict), never "lost"."""
         logged = self.recovering(self._read_log)
         for _ in range(3):
             end = max(logged, default=-1) + 1
-            self.recovering(lambda end=end: self._drain(end), "the final drain")
+            try:
+                self.recovering(lambda end=end: self._drain(end), "the final drain")
+            except Unsettled:
+                # Recover as an operator would: restart the applier (a fresh one resumes from
+                # the committed checkpoint); only a restarted one stuck too is unsettled.
+                self.recovering(lambda end=end: self._drain(end), "the final drain, after a restart")
             again = self.recovering(self._read_log)
             if again == logged:
                 return logged
