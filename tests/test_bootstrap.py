@@ -33,6 +33,7 @@ class Machine:
         "iproute2": {"which:ip"},
         "python3-venv": {"module:ensurepip"},
         "rabbitmq-server": {"exec:/usr/lib/rabbitmq/bin/rabbitmq-server"},
+        "stress-ng": {"which:stress-ng"},
     }
 
     def __init__(self, *missing: str, euid: int = 0, release: dict[str, str] | None = None, sudo: bool = False):

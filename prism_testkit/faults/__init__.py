@@ -8,6 +8,9 @@
 - :mod:`.lazyfs` (the filesystem's model), :mod:`.lazyfs_daemon` (its FUSE process) and
   :mod:`.lazymount` (mounting it over a data dir): writes not fsynced are lost at a power cut.
 - :mod:`.power_loss`: kill a server, cut the power under it, start it again.
+- :mod:`.load` (``--prism-load``: its spec and seeds), :mod:`.burners` (CPU and I/O burners
+  beside the run) and :mod:`.jitter` (seeded short SIGSTOP bursts of the harness's processes):
+  load as a fault, found on purpose and replayed by its seed.
 
 Nothing is imported here: the plugin loads a fault tool only when a suite uses it.
 
