@@ -437,8 +437,19 @@ class StatefulRun:
         else:
             args += ["-p", "no:randomly", f"--hypothesis-seed={self.seed}"]
             how = "same seed, same examples (the example database in .hypothesis/ also replays it first)"
-        return f"{shlex.join(args)}\n  ({how}; under --hypothesis-profile=prism-ci Hypothesis also prints a "
-        "@reproduce_failure blob, and the minimal steps are printed below as a program)"
+        command = (
+            f"{shlex.join(args)}\n  ({how}; under --hypothesis-profile=prism-ci Hypothesis also prints a "
+            "@reproduce_failure blob, and the minimal steps are printed below as a program)"
+        )
+        if not self.simulated:  # say what a replay on real servers cannot pin down
+            loaded = " (the load's burners and stall draws replay; where a stall lands in a request does not)"
+            command += (
+                "\n  not pinned down on real servers: the timing of their threads and of this machine"
+                + (loaded if load else "")
+                + "; a failure that needs one interleaving may pass on replay (--prism-schedules records"
+                " the steps and replays them once at once, saying whether it reproduced)"
+            )
+        return command
 
     def unsettled(self, history: History, error: Unsettled) -> NoReturn:
         """Fail an example whose drain or final read did not settle: a liveness verdict with
