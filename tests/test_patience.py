@@ -39,6 +39,23 @@ def test_slowness_follows_the_load_average_per_core(monkeypatch: pytest.MonkeyPa
     assert patience.slowness() == pytest.approx(2.5)
 
 
+class FakeClock:
+    """The clock patience reads, advanced only by the probes: timing-free tests."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(patience.clocks, "monotonic", fake.monotonic)
+    return fake
+
+
 def test_until_returns_the_value_that_satisfied_it() -> None:
     seen = iter(range(100))
 
@@ -48,46 +65,46 @@ def test_until_returns_the_value_that_satisfied_it() -> None:
     assert asyncio.run(patience.until(probe, lambda n: n >= 5, what="drain: five", every=0)) == 5
 
 
-def test_progress_extends_the_wait_past_the_stall_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_extends_the_wait_past_the_stall_bound(clock: FakeClock) -> None:
     """A drain that keeps moving is not cut off by the stall bound, however long it takes in all."""
-    monkeypatch.setitem(patience.BOUNDS, "stall", 0.05)
     count = 0
 
     async def probe() -> int:
         nonlocal count
         count += 1
-        await asyncio.sleep(0.01)  # 30 steps: 0.3 s in all, six times the stall bound
+        clock.now += 3.0  # 30 steps of 3 s: 90 s in all, nine times the stall bound
         return count
 
     assert asyncio.run(patience.until(probe, lambda n: n >= 30, what="drain: moving", every=0)) == 30
+    assert clock.now > patience.BOUNDS["stall"]
 
 
-def test_a_wait_without_progress_ends_unsettled_naming_what_and_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(patience.BOUNDS, "stall", 0.05)
-
+def test_a_wait_without_progress_ends_unsettled_naming_what_and_the_bound(clock: FakeClock) -> None:
     async def stuck() -> tuple[int, str]:
+        clock.now += 1.0
         return 3, "offset 3 of 5"
 
     with pytest.raises(Unsettled) as caught:
-        asyncio.run(patience.until(stuck, lambda v: v[0] >= 5, what="drain: the applier to reach 5", every=0.01))
+        asyncio.run(patience.until(stuck, lambda v: v[0] >= 5, what="drain: the applier to reach 5", every=0))
     message = str(caught.value)
-    assert message.startswith("UNSETTLED (liveness, not a loss): waited")
+    assert message.startswith("UNSETTLED (liveness, not a loss): waited 12.0s")
     assert "drain: the applier to reach 5" in message
-    assert "bound hit: stall: 0.1s = 0.05s x slowness 1.0" in message
+    assert "bound hit: stall: 10.0s = 10s x slowness 1.0" in message
     assert "offset 3 of 5" in message
     assert "lost" not in message.replace("not a loss", "")
     assert caught.value.signature == "liveness:drain"
 
 
-def test_a_wait_that_progresses_forever_ends_at_the_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(patience.BOUNDS, "settle-ceiling", 0.1)
+def test_a_wait_that_progresses_forever_ends_at_the_ceiling(clock: FakeClock) -> None:
     count = 0
 
     async def livelock() -> int:
         nonlocal count
         count += 1
+        clock.now += 1.0
         return count
 
     with pytest.raises(Unsettled, match="settle-ceiling") as caught:
-        asyncio.run(patience.until(livelock, lambda n: False, what="drain: never", every=0.01))
+        asyncio.run(patience.until(livelock, lambda n: False, what="drain: never", every=0))
     assert "it progressed but did not finish" in str(caught.value)
+    assert clock.now == pytest.approx(patience.BOUNDS["settle-ceiling"] + 1.0)
