@@ -39,6 +39,7 @@ OPTION_NAMES = (
     "prism_schedules",
     "prism_replay",
     "prism_load",
+    "prism_twins",
 )
 
 
@@ -56,6 +57,7 @@ _EXPECTED = {
     "prism_schedules": "give the directory to write schedule files to",
     "prism_replay": "give the path of a schedule file",
     "prism_buggify": "give all, none or a comma list of late, unknown-outcome, ack-at-deadline",
+    "prism_twins": "give 'cover' or 'run'",
     "prism_load": "give a comma list of cpu:N, io:N, stall:DUR@EVERY and seed:N, e.g. cpu:2,stall:200ms@2s",
 }
 # Workers per core under ``--prism-workers=auto``: the suites wait on servers, timeouts and
@@ -70,12 +72,20 @@ class Expansion(StrEnum):
     ALL = "all"  # the full cross product
 
 
+class Twins(StrEnum):
+    """What a replicated registration's rows that only repeat its single-node twin's do."""
+
+    COVER = "cover"  # skipped as "covered by <twin>" where the twin runs them in this run
+    RUN = "run"  # run on the replicated registration too
+
+
 def asked_for(config: pytest.Config) -> bool:
     """Whether this run names prism-testkit at all (an option or an ini setting): only then does
     the plugin provision and report before it knows whether any suite was collected."""
     defaults = {
         "prism_backend": DEFAULT_BACKENDS,
         "prism_combinations": Expansion.COVERING.value,
+        "prism_twins": Twins.COVER.value,
         "prism_require_fit": False,
         "prism_simulate": False,
     }
@@ -110,6 +120,15 @@ def addoption(parser: pytest.Parser) -> None:
         "prism_combinations",
         "'covering' (default): every compatible backend in every slot at least once; 'all': cross product",
         default=Expansion.COVERING.value,
+    )
+    add(
+        "--prism-twins",
+        "prism_twins",
+        "'cover' (default): a replicated backend (a cluster naming its single-node twin) runs only what "
+        "replication can change (stateful fault suites, failover, restart, power loss, capabilities, one round "
+        "trip per interface); its other rows are skipped as 'covered by <twin>' when the twin runs them; "
+        "'run': run them too (as --prism-combinations=all does)",
+        default=Twins.COVER.value,
     )
     add("--prism-report", "prism_report", "write a JSON report of suites x combinations to this path")
     add(
@@ -218,6 +237,12 @@ class PrismOptions:
     schedules: Path | None = None  # where failing stateful examples' schedules are written
     replay: Path | None = None  # a schedule whose test this run replays
     load: LoadSpec | None = None  # --prism-load: burners and jitter beside the suites (seed not yet drawn)
+    twins: Twins = Twins.COVER  # --prism-twins
+
+    @property
+    def covers_by_twins(self) -> bool:
+        """Whether a replicated backend's rows its twin runs are skipped as covered."""
+        return self.twins is Twins.COVER and self.expansion is Expansion.COVERING
 
     def must_fit(self, suite: str) -> bool:
         """A suite without a runnable combination fails (else: listed as not applicable)."""
@@ -328,6 +353,11 @@ def read_options(config: pytest.Config) -> PrismOptions:
         expansion = Expansion(how)
     except ValueError:
         raise pytest.UsageError(f"--prism-combinations must be 'covering' or 'all', not {how!r}") from None
+    twins_given = (get("prism_twins") or Twins.COVER.value).strip()
+    try:
+        twins = Twins(twins_given)
+    except ValueError:
+        raise pytest.UsageError(f"--prism-twins must be 'cover' or 'run', not {twins_given!r}") from None
     report = get("prism_report")
     if report is not None and (problem := report_path_problem(report)) is not None:
         raise pytest.UsageError(f"--prism-report {report}: {problem}")
@@ -405,6 +435,7 @@ def read_options(config: pytest.Config) -> PrismOptions:
         schedules=paths["prism_schedules"],
         replay=paths["prism_replay"],
         load=load_spec,
+        twins=twins,
     )
 
 

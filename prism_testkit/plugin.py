@@ -541,10 +541,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if decl is None or "prism_combination" not in metafunc.fixturenames:
         return
     from prism_testkit.registry.combinations import NoCombination, expand
+    from prism_testkit.registry.twins import cover, runs_everywhere
 
     config = metafunc.config
     found = harness(config)
-    combos = expand(decl.name, decl.slots, found.runtime.available, config.stash[OPTIONS].expansion)
+    options = config.stash[OPTIONS]
+    combos: list[Combination] | NoCombination
+    if options.covers_by_twins and not runs_everywhere(decl.name, metafunc.definition.originalname):
+        combos = cover(decl.name, decl.slots, found.runtime.available, options.expansion)
+    else:
+        combos = expand(decl.name, decl.slots, found.runtime.available, options.expansion)
     from_files = found.plan.combinations(decl.name, decl.slots)
     if from_files:  # besides the expansion; enough on their own to make the suite runnable
         combos = [*(combos if isinstance(combos, list) else []), *from_files]
@@ -591,8 +597,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             item.user_properties.append(item_properties(decl.name, {}, combo.reason))
             item.user_properties.extend(junit_properties(decl.name, {}))
         elif isinstance(combo, Combination):
-            item.user_properties.append(item_properties(decl.name, combo.slots, None, combo.namespace))
+            covered_by = dict(combo.covered_by)
+            item.user_properties.append(item_properties(decl.name, combo.slots, None, combo.namespace, covered_by))
             item.user_properties.extend(junit_properties(decl.name, combo.slots, combo.namespace))
+            if covered_by:
+                from prism_testkit.registry.twins import reason
+
+                item.add_marker(pytest.mark.skip(reason=reason(combo.covered_by)))
         selected.append(item)
     if wanted is not None:
         unknown = sorted(wanted - seen_suites)
@@ -606,6 +617,24 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = selected
     _keep_the_replayed_test(config, items)
     _count_hunted(config, items)
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """After "collected N items": how many of them a replicated backend's twin covers."""
+    if config.stash.get(HARNESS, None) is None:
+        return []
+    from prism_testkit.registry.combinations import Combination
+    from prism_testkit.report.results import covered_line
+
+    twins: list[str] = []  # one entry per covered test and twin covering it
+    covered = 0
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        combo = callspec.params.get("prism_combination") if callspec is not None else None
+        if isinstance(combo, Combination) and combo.covered_by:
+            covered += 1
+            twins += dict.fromkeys(twin for _, twin in combo.covered_by)
+    return [covered_line(covered, twins)] if covered else []
 
 
 def _keep_the_replayed_test(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -65,6 +65,9 @@ def _spec(
         opt_in=opt_in,
         exclusive=cluster,  # one worker starts a cluster: six nats-servers per worker would starve 2 cores
         stateful_examples=CLUSTER_EXAMPLES if cluster else None,
+        # a cluster runs the single server's driver code: its rows replication cannot change are
+        # left to "jetstream" (durable like every cluster here, so it fits each of their slots)
+        twin="jetstream" if cluster else None,
     )
 
 

@@ -78,6 +78,7 @@ def prism_register_backends() -> list[BackendSpec]:
             embedded=False,
             description="PostgreSQL primary + 2 streaming standbys, synchronous (ANY 1, synchronous_commit=on)",
             exclusive=True,  # three postmasters per worker would starve 2 cores
+            twin="postgres",  # the same driver on one server: it runs the rows replication cannot change
         ),
         BackendSpec(
             name="postgres-ha-async",
@@ -91,5 +92,6 @@ def prism_register_backends() -> list[BackendSpec]:
             description="PostgreSQL primary + 2 streaming standbys, asynchronous: a failover may lose "
             "acknowledged commits",
             exclusive=True,
+            twin="postgres",
         ),
     ]

@@ -122,6 +122,9 @@ def prism_register_backends() -> list[BackendSpec]:
             description="Redis primary + 2 replicas + 3 Sentinels (AOF always, asynchronous replication): "
             "a failover may lose acknowledged writes",
             exclusive=True,
+            # the driver on one server with the same persistence (AOF always, durable): it runs the
+            # rows replication cannot change
+            twin="redis-aof",
         ),
         # The same cluster, every write followed by WAIT 1 on its connection: acknowledged once a
         # replica has it. Redis documents that WAIT does not make it strongly consistent: a
@@ -138,5 +141,6 @@ def prism_register_backends() -> list[BackendSpec]:
             embedded=False,
             description="redis-sentinel with WAIT 1 after every write (acknowledged once a replica has it)",
             exclusive=True,
+            twin="redis-aof",
         ),
     ]

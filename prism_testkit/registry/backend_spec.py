@@ -43,6 +43,10 @@ class BackendSpec:
     # profile's), for a backend whose every example costs seconds (a cluster's leader kill waits
     # out a raft election); a hunt's profile is honoured whatever this says
     stateful_examples: int | None = None
+    # the single-node registration that runs this one's driver code (a cluster names its
+    # server's): rows whose outcome replication cannot change run on the twin only, and this
+    # registration's are shown as "covered by <twin>" (see prism_testkit.registry.twins)
+    twin: str | None = None
     # runs in this process without threads or sockets, so --prism-simulate can run it on virtual
     # time (prism_testkit.simulation); a third party's in-process backend may declare it too
     simulable: bool = False

@@ -191,4 +191,25 @@ def build_registry(pm: pluggy.PluginManager) -> BackendRegistry:
     registry = BackendRegistry()
     for spec, plugin in registrations(pm, "prism_register_backends", BackendSpec, "backend"):
         registry.add(spec, plugin)
+    _check_twins(registry)
     return registry
+
+
+def _check_twins(registry: BackendRegistry) -> None:
+    """A twin is another registered backend that has no twin of its own (once every plugin has
+    registered: the twin may come from another plugin)."""
+    for spec in registry:
+        if spec.twin is None:
+            continue
+        where = f"backend registration from plugin {spec.plugin!r}: backend {spec.name!r}"
+        if not isinstance(spec.twin, str) or spec.twin == spec.name:
+            raise RegistrationError(f"{where}: twin must name another registered backend, got {spec.twin!r}")
+        if spec.twin not in registry:
+            raise RegistrationError(
+                f"{where}: twin {spec.twin!r} is not a registered backend (registered: {', '.join(registry.names)})"
+            )
+        if registry[spec.twin].twin is not None:
+            raise RegistrationError(
+                f"{where}: twin {spec.twin!r} has a twin of its own ({registry[spec.twin].twin!r}): "
+                "name the single-node registration"
+            )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,9 @@ class Combination:
     assignment: tuple[tuple[str, str], ...]
     namespace: str | None = None  # set when the combination comes from a namespace file
     pattern_config: Any = field(default=None, compare=False)  # that namespace's config for the pattern
+    # replicated backend -> its twin, when the row only repeats what the twin runs in this run
+    # (prism_testkit.registry.twins): its tests are skipped as "covered by <twin>"
+    covered_by: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def slots(self) -> dict[str, str]:
@@ -43,19 +46,31 @@ class NoCombination:
     id = "no-runnable-combination"
 
 
-def candidates(slots: Mapping[str, Slot], backends: Sequence[BackendSpec]) -> dict[str, list[str]]:
-    return {name: [b.name for b in backends if slot.fits(b)] for name, slot in slots.items()}
+def candidates(
+    slots: Mapping[str, Slot], backends: Sequence[BackendSpec], leave_out: Mapping[str, Collection[str]] | None = None
+) -> dict[str, list[str]]:
+    """Per slot, the backends that fit it (but those ``leave_out`` names for that slot)."""
+    left = leave_out or {}
+    return {
+        name: [b.name for b in backends if slot.fits(b) and b.name not in left.get(name, ())]
+        for name, slot in slots.items()
+    }
 
 
 def expand(
-    suite: str, slots: Mapping[str, Slot], backends: Sequence[BackendSpec], how: Expansion
+    suite: str,
+    slots: Mapping[str, Slot],
+    backends: Sequence[BackendSpec],
+    how: Expansion,
+    leave_out: Mapping[str, Collection[str]] | None = None,
 ) -> list[Combination] | NoCombination:
     """The combinations to run ``suite`` over, or why there are none.
 
     The covering set rotates through each slot's candidates in parallel, so its size is the
     largest candidate count and every candidate appears in its slot at least once.
+    ``leave_out`` takes backends out of a slot's candidates (see :mod:`.twins`).
     """
-    pools = candidates(slots, backends)
+    pools = candidates(slots, backends, leave_out)
     empty = [name for name, pool in pools.items() if not pool]
     if empty:
         offered = ", ".join(b.name for b in backends) or "(none available)"

@@ -5,7 +5,10 @@ A cell sums the rows whose combination uses the backend in any slot. Its status,
 passed), ``tolerated`` (passed, with findings the suite allows, such as writes lost in a power
 cut by a backend that does not declare it survives one), ``passed``; ``not run`` when no
 combination of the suite used the backend (the suite does not fit it, or no job selected both);
-``unavailable`` for a backend that could not be provisioned. Everything shown is redacted:
+``unavailable`` for a backend that could not be provisioned; ``covered`` for a replicated backend
+whose tests of the suite were skipped because its single-node twin ran them (``covered by <twin>``:
+never counted as passed, and the other backends of such a row are credited by the twin's row, not
+by the covered one). Everything shown is redacted:
 reasons may quote URLs.
 """
 
@@ -19,11 +22,12 @@ from prism_testkit.report import unavailable_faults
 from prism_testkit.report.merge import ROW_COUNTS, found_counts, plural, totals
 
 FAILED, SKIPPED, PASSED, NOT_RUN, UNAVAILABLE = "failed", "skipped", "passed", "not run", "unavailable"
-TOLERATED = "tolerated"
-_MARK = {FAILED: "❌", SKIPPED: "⏭️", TOLERATED: "🟡", PASSED: "✅", NOT_RUN: "—", UNAVAILABLE: "⚠️"}
+TOLERATED, COVERED = "tolerated", "covered"
+_MARK = {FAILED: "❌", SKIPPED: "⏭️", TOLERATED: "🟡", PASSED: "✅", NOT_RUN: "—", UNAVAILABLE: "⚠️", COVERED: "↪️"}
 LEGEND = (
     "✅ passed · 🟡 passed, with findings the suite tolerates (not declared as guaranteed) · "
-    "❌ failed, errors or anomalies · ⏭️ only skipped · — not run for this backend · ⚠️ backend unavailable"
+    "❌ failed, errors or anomalies · ⏭️ only skipped · ↪️ covered by its single-node twin (which ran those tests) · "
+    "— not run for this backend · ⚠️ backend unavailable"
 )
 
 
@@ -31,7 +35,7 @@ def _status(cell: dict[str, Any]) -> str:
     if cell["failed"] or cell["errors"] or cell["anomalies"]:
         return FAILED
     if not cell["passed"]:
-        return SKIPPED
+        return COVERED if cell.get("covered") and not cell["skipped"] else SKIPPED
     return TOLERATED if cell["tolerated"] else PASSED
 
 
@@ -40,13 +44,24 @@ def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
     status, passed, failed, skipped, errors, and anomalies, tolerated and faults (name -> count)."""
     cells: dict[str, dict[str, dict[str, Any]]] = {}
     for row in report["suites"]:
+        covered_by: dict[str, str] = row.get("covered_by") or {}
+        covered = int(row.get("covered", 0))
         for backend in dict.fromkeys(row["combination"].values()):
+            if covered and backend not in covered_by and covered == _tests(row):
+                continue  # the twins' row ran this backend's tests in its slot
             cell = cells.setdefault(row["suite"], {}).setdefault(
                 backend,
                 {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "anomalies": {}, "tolerated": {}, "faults": {}},
             )
             for name in ROW_COUNTS:
                 cell[name] += int(row.get(name, 0))  # reports before the errors column had none
+            if covered:  # skipped as covered: counted apart from the other skips
+                cell["skipped"] -= covered
+                if backend in covered_by:
+                    cell["covered"] = cell.get("covered", 0) + covered
+                    twins = cell.setdefault("covered_by", [])
+                    if covered_by[backend] not in twins:
+                        twins.append(covered_by[backend])
             for kind in ("anomalies", "tolerated", "faults"):
                 for finding, count in found_counts(row.get(kind, {})).items():  # older reports kept zeros
                     cell[kind][finding] = cell[kind].get(finding, 0) + count
@@ -74,6 +89,10 @@ def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
     return {"backends": backends, "suites": sorted(cells), "cells": {s: cells[s] for s in sorted(cells)}}
 
 
+def _tests(row: dict[str, Any]) -> int:
+    return sum(int(row.get(name, 0)) for name in ROW_COUNTS)
+
+
 def _cell_text(cell: dict[str, Any]) -> str:
     status = cell["status"]
     mark = _MARK[status]
@@ -83,10 +102,15 @@ def _cell_text(cell: dict[str, Any]) -> str:
         return f"{mark} {status}"
     if "passed" not in cell:
         return f"{mark} {cell.get('reason', status)}"
+    twins = ", ".join(cell.get("covered_by", {}))
+    if status == COVERED:
+        return f"{mark} covered by {twins}"
     parts = [f"{cell['passed']} passed"]
     parts += [f"{cell[name]} {name}" for name in ("failed", "skipped") if cell[name]]
     if cell["errors"]:
         parts.append(plural(cell["errors"], "error"))
+    if cell.get("covered"):
+        parts.append(f"{cell['covered']} covered by {twins}")
     parts += [f"{count} {_words(name)}" for name, count in sorted(cell["anomalies"].items())]
     parts += [f"{count} {_words(name)} (tolerated)" for name, count in sorted(cell["tolerated"].items())]
     text = f"{mark} " + ", ".join(parts)

@@ -100,7 +100,11 @@ def _add_shard(key: RowKey, first: tuple[str, dict[str, Any]], other: tuple[str,
                 f"{first_path} and {other_path} disagree on {describe_row(key)}: "
                 f"{test} {known['outcome']} vs {entry['outcome']}"
             )
-    merged = {name: value for name, value in first_row.items() if name not in (*COUNTS, "errors", "tests")}
+    merged = {
+        name: value
+        for name, value in first_row.items()
+        if name not in (*COUNTS, "errors", "tests", "covered", "covered_by")
+    }
     outcomes = Counter(part for entry in tests.values() for part in entry["outcome"].split("+"))
     merged.update(
         passed=outcomes["passed"], failed=outcomes["failed"], skipped=outcomes["skipped"], errors=outcomes["error"]
@@ -111,6 +115,10 @@ def _add_shard(key: RowKey, first: tuple[str, dict[str, Any]], other: tuple[str,
             found.update(found_counts(entry.get(kind, {})))
         merged[kind] = dict(sorted(found.items()))
     merged["duration_s"] = round(sum(float(entry.get("duration_s", 0.0)) for entry in tests.values()), 3)
+    covered = [entry["covered_by"] for entry in tests.values() if entry.get("covered_by")]
+    if covered:  # tests a replicated backend's twin ran in its place (skipped here)
+        merged["covered"] = len(covered)
+        merged["covered_by"] = {b: t for found in covered for b, t in sorted(found.items())}
     merged["tests"] = dict(sorted(tests.items()))
     return merged
 

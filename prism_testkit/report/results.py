@@ -26,9 +26,16 @@ RowKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # suite, namespace
 
 
 def item_properties(
-    suite: str, slots: dict[str, str], no_combination: str | None, namespace: str | None = None
+    suite: str,
+    slots: dict[str, str],
+    no_combination: str | None,
+    namespace: str | None = None,
+    covered_by: dict[str, str] | None = None,
 ) -> tuple[str, dict]:
-    return (PROPERTY, {"suite": suite, "combination": slots, "no_combination": no_combination, "namespace": namespace})
+    found = {"suite": suite, "combination": slots, "no_combination": no_combination, "namespace": namespace}
+    if covered_by:  # replicated backend -> the twin whose row runs in its place
+        found["covered_by"] = dict(covered_by)
+    return (PROPERTY, found)
 
 
 def junit_properties(suite: str, slots: dict[str, str], namespace: str | None = None) -> list[tuple[str, str]]:
@@ -149,6 +156,8 @@ class PrismResults:
     outside_suites: dict[str, str] = field(default_factory=dict)
     # faults this machine cannot inject: fault -> reason, install hint, the rows that needed it
     unavailable_faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # tests skipped because a replicated backend's twin runs them: test -> {replicated: twin}
+    covered: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def record(self, report: pytest.TestReport) -> None:
         prop = _prism_property(report)
@@ -187,6 +196,8 @@ class PrismResults:
             self.unfit_tests[test] = suite
             return
         self.rows_of[test] = (suite, prop.get("namespace"), tuple(prop["combination"].items()))
+        if prop.get("covered_by") and found_category == "skipped":
+            self.covered[test] = dict(prop["covered_by"])
 
     def outcome(self, test: str) -> str:
         return "+".join(self.categories[test])
@@ -203,6 +214,10 @@ class PrismResults:
             if namespace:
                 row["namespace"] = namespace
             row.update(tally(self.outcome(test) for test in tests))
+            covered = [test for test in tests if test in self.covered]
+            if covered:  # counted among the skipped too, as pytest counts them
+                row["covered"] = len(covered)
+                row["covered_by"] = {b: t for test in covered for b, t in sorted(self.covered[test].items())}
             found: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
             for test in tests:
                 for kind, counts in self.anomalies_of.get(test, {}).items():
@@ -218,6 +233,8 @@ class PrismResults:
 
     def _test_entry(self, test: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"outcome": self.outcome(test), "duration_s": round(self.durations.get(test, 0.0), 3)}
+        if test in self.covered:
+            entry["covered_by"] = self.covered[test]
         for kind, counts in self.anomalies_of.get(test, {}).items():
             if found_counts(counts):
                 entry[kind] = found_counts(counts)
@@ -236,6 +253,11 @@ class PrismResults:
         ran = {key[0] for key in self.rows_of.values()}
         return {s: r for s, r in self.not_applicable.items() if s not in self.no_combination and s not in ran}
 
+    def covered_counts(self) -> dict[str, int]:
+        """twin -> how many tests of replicated backends it covered (run in their place)."""
+        counts = Counter(t for twins in self.covered.values() for t in dict.fromkeys(twins.values()))
+        return dict(sorted(counts.items()))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "run": self.run,
@@ -248,6 +270,7 @@ class PrismResults:
             "failures": [self.failures[test] for test in sorted(self.failures)],
             "no_runnable_combinations": self._unfit_entries(self.no_combination),
             "not_applicable": self._unfit_entries(self.let_off()),
+            **({"covered_by_twins": self.covered_counts()} if self.covered else {}),
             "backends": [
                 {"backend": b, "provisioned": how, "server_version": self.server_versions.get(b)}
                 for b, how in sorted(self.available.items())
@@ -282,6 +305,9 @@ class PrismResults:
         if rows:
             _table(tr, rows)
             _slowest(tr, rows)
+        if self.covered:
+            twins = [t for found in self.covered.values() for t in dict.fromkeys(found.values())]
+            tr.write_line(covered_line(len(self.covered), twins), yellow=True)
         for suite, reason in sorted(self.no_combination.items()):
             tr.write_line(f"FAILED suite {suite}: {reason}", red=True, bold=True)
         if let_off:
@@ -314,7 +340,7 @@ def _table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
     combo_width = min(room, max(len("combination"), *(len(_combo_text(r)) for r in rows)))
     tr.write_line(f"{'suite':<{width}}  {'combination':<{combo_width}}{counts}  findings")
     for r in rows:
-        color = {"red": True} if r["failed"] or r["errors"] or r["anomalies"] else {"green": True}
+        color = _color(r)
         numbers = "".join(f"  {r[name]:>{len(name)}}" for name in COUNTED)
         combination = _combo_text(r)
         if len(combination) <= combo_width:
@@ -333,11 +359,18 @@ def _table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
 def _narrow_table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]], columns: int) -> None:
     """Too narrow for columns side by side: a row's suite and combination, then its counts."""
     for r in rows:
-        color = {"red": True} if r["failed"] or r["errors"] or r["anomalies"] else {"green": True}
+        color = _color(r)
         _wrapped(tr, f"{r['suite']}  {_combo_text(r)}", columns, color, indent="")
         _wrapped(tr, ", ".join(f"{r[name]} {name}" for name in COUNTED), columns, color)
-        if r["anomalies"] or r["tolerated"] or r.get("faults"):
+        if r["anomalies"] or r["tolerated"] or r.get("faults") or r.get("covered"):
             _wrapped(tr, _anomaly_text(r), columns, color)
+
+
+def _color(row: dict[str, Any]) -> dict[str, bool]:
+    """Red for a failure, yellow for a row nothing passed in (skipped, or covered by a twin)."""
+    if row["failed"] or row["errors"] or row["anomalies"]:
+        return {"red": True}
+    return {"green": True} if row["passed"] else {"yellow": True}
 
 
 def _wrapped(
@@ -374,14 +407,33 @@ def _slowest(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
             tr.write_line(part)
 
 
+def covered_line(tests: int, twins: Iterable[str]) -> str:
+    """The line that says how many tests replicated backends' twins covered (``twins``: one
+    entry per covered test and twin)."""
+    which = ", ".join(f"{twin} {count:,}" for twin, count in sorted(Counter(twins).items()))
+    return (
+        f"prism-testkit: {tests:,} tests covered by their single-node twin ({which}): skipped as "
+        f"'covered by <twin>'; --prism-twins=run runs them"
+    )
+
+
+def covered_text(row: dict[str, Any]) -> str:
+    """``covered by jetstream`` (and how many, when some of the row's tests ran)."""
+    twins = ", ".join(dict.fromkeys(row.get("covered_by", {}).values()))
+    ran = sum(int(row.get(name, 0)) for name in COUNTED) - int(row["covered"])
+    return f"covered by {twins}" + (f" ({plural(int(row['covered']), 'test')})" if ran else "")
+
+
 def _combo_text(row: dict[str, Any]) -> str:
     text = " ".join(f"{slot}={backend}" for slot, backend in row["combination"].items())
     return f"ns={row['namespace']} {text}" if row.get("namespace") else text
 
 
 def _anomaly_text(row: dict[str, Any]) -> str:
-    """The row's findings, then the faults it was checked under (what a pass survived)."""
-    found = [f"{name}={n}" for name, n in row["anomalies"].items()]
+    """The row's findings, then the faults it was checked under (what a pass survived); a row
+    whose tests a twin covered says so first."""
+    found = [covered_text(row)] if row.get("covered") else []
+    found += [f"{name}={n}" for name, n in row["anomalies"].items()]
     found += [f"{name}={n} (tolerated)" for name, n in row["tolerated"].items()]
     if faults := row.get("faults"):
         found.append("faults: " + " ".join(f"{name}={n}" for name, n in faults.items()))
