@@ -102,4 +102,3 @@ def reason(covered_by: Sequence[tuple[str, str]]) -> str:
         f"covered by {twins} (the single-node twin of {replicated}, run in this run; "
         f"--prism-twins=run runs this row too)"
     )
-
