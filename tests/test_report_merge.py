@@ -248,6 +248,20 @@ def test_only_one_test_with_two_outcomes_contradicts(tmp_path: Path) -> None:
         merge_reports([load_report(first), load_report(second)])
 
 
+def test_a_test_one_job_left_to_the_twin_and_another_ran_takes_the_outcome_that_ran(tmp_path: Path) -> None:
+    """A CI matrix: one job has the twin and leaves the cluster's row to it (skipped, covered),
+    another job has only the cluster and runs it. Not a contradiction: the run outcome counts,
+    a failure included."""
+    covered = sharded("keyvalue", {"t::a": "skipped"}, backend="postgres-ha")
+    covered["tests"]["t::a"]["covered_by"] = {"postgres-ha": "postgres"}
+    ran = sharded("keyvalue", {"t::a": "failed"}, backend="postgres-ha")
+    for order in ([covered, ran], [ran, covered]):
+        paths = [write(tmp_path, f"j{i}.json", report(r)) for i, r in enumerate(order)]
+        (merged,) = merge_reports([load_report(p) for p in paths])["suites"]
+        assert (merged["passed"], merged["failed"], merged["skipped"]) == (0, 1, 0)
+        assert "covered_by" not in merged["tests"]["t::a"]
+
+
 def test_errors_fail_the_merge_and_show_in_the_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, "e.json", report(sharded("keyvalue", {"t::a": "passed+error", "t::b": "passed"})))
     assert main(["report", "merge", path]) == 1
