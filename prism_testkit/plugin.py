@@ -15,7 +15,6 @@ import functools
 import inspect
 import os
 import time
-from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,8 @@ from prism_testkit.options import (
     read_options,
     workers_option,
 )
+from prism_testkit.report.progress import Progress
+from prism_testkit.report.progress import interval as progress_interval
 from prism_testkit.suite import MARKER, declaration_of
 
 if TYPE_CHECKING:
@@ -848,9 +849,6 @@ def _run_facts(started: float, seconds: float) -> dict[str, Any]:
     }
 
 
-PROGRESS_EVERY = 30.0  # seconds between progress lines
-
-
 class _Reporting:
     """Registered per run: sees every test report (the controller's, under xdist)."""
 
@@ -861,9 +859,7 @@ class _Reporting:
         self.simulations: dict[str, dict[str, Any]] = {}  # stateful test -> its prism_simulation property
         self.started = time.time()  # replaced at session start; configure may be long before
         self.clock = self.last_progress = time.monotonic()
-        self.suite_sizes: Counter[str] = Counter()  # selected tests per suite (unknown on an xdist controller)
-        self.suites_done: Counter[str] = Counter()
-        self.progressed: dict[str, None] = {}  # suites with tests done since the last progress line
+        self.progress = Progress(config.rootpath)
         # tests without a suite: counted here, since under xdist the harness is set up only
         # when the first suite test reports
         self.outside_suites: dict[str, list[str]] = {}
@@ -879,7 +875,11 @@ class _Reporting:
         self.last_progress = self.clock
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.suite_sizes.update(decl.name for item in session.items if (decl := declaration_of(item)) is not None)
+        self.progress.collected(decl.name for item in session.items if (decl := declaration_of(item)) is not None)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self.progress.collected_ids(ids)  # the controller collects nothing: the totals come from here
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml writes the properties
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -927,23 +927,22 @@ class _Reporting:
             harness(self.config).results.record(report)
 
     def _progress(self, report: pytest.TestReport) -> None:
-        """Every PRISM_PROGRESS_EVERY seconds (30), a line with the suites that moved: pytest's
-        percentage stays at 0 % while the first module's stateful tests run for minutes."""
+        """Now and then a line with the suites that moved, their totals and the time left
+        (:mod:`prism_testkit.report.progress`)."""
         suite = next(
             str(value["suite"]) for key, value in report.user_properties if key == "prism" and isinstance(value, dict)
         )
-        self.suites_done[suite] += 1
-        self.progressed[suite] = None
+        self.progress.finished(suite)
         now = time.monotonic()
-        every = float(os.environ.get("PRISM_PROGRESS_EVERY") or PROGRESS_EVERY)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if now - self.last_progress < every or reporter is None or self.config.get_verbosity() < -1:
+        if reporter is None or self.config.get_verbosity() < -1:
             return
-        moved = ", ".join(f"{s} {self.suites_done[s]}/{self.suite_sizes.get(s) or '?'}" for s in self.progressed)
+        every = progress_interval(os.environ.get("PRISM_PROGRESS_EVERY"), bool(reporter.isatty))
+        if now - self.last_progress < every:
+            return
         reporter.ensure_newline()
-        reporter.write_line(f"prism-testkit progress after {now - self.clock:.0f}s: {moved}")
+        reporter.write_line(self.progress.line(now - self.clock))
         self.last_progress = now
-        self.progressed.clear()
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         found = self.config.stash.get(HARNESS, None)

@@ -341,12 +341,25 @@ def test_long_runs_show_progress_per_suite(pytester: pytest.Pytester, monkeypatc
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
         [
-            "prism-testkit progress after *s: first 1/2",
-            "prism-testkit progress after *s: first 2/2",
-            "prism-testkit progress after *s: second 1/2",
-            "prism-testkit progress after *s: second 2/2",
+            "prism-testkit progress after *s: first 1/2 (all suites 1/4, about *s left)",
+            "prism-testkit progress after *s: first 2/2 (all suites 2/4, about *s left)",
+            "prism-testkit progress after *s: second 1/2 (all suites 3/4, about *s left)",
+            "prism-testkit progress after *s: second 2/2 (all suites 4/4)",
         ]
     )
+
+
+def test_under_xdist_the_totals_come_from_a_workers_collection(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller collects nothing: the totals are read from the ids a worker collected."""
+    pytester.makepyfile(test_first=TWO_TESTS.format(name="first"), test_second=TWO_TESTS.format(name="second"))
+    monkeypatch.setenv("PRISM_PROGRESS_EVERY", "0.000001")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--prism-backend=memstore", "-n", "2")
+    result.assert_outcomes(passed=4)
+    output = result.stdout.str()
+    assert "/?" not in output
+    result.stdout.fnmatch_lines(["*prism-testkit progress after *s: * 2/2 (all suites 4/4)"])
 
 
 def test_shards_of_one_backends_run_merge_into_the_single_run(pytester: pytest.Pytester) -> None:

@@ -3,7 +3,7 @@ the JSON report), :mod:`.merge` (a CI matrix's reports into one), :mod:`.matrix`
 suite, as JSON and Markdown), :mod:`.cli` (``prism-testkit report``) and :mod:`.metrics` (the
 patterns' counters and gauges as Prometheus text: ``--prism-metrics`` and a live exporter);
 :mod:`.unavailable_faults` lists the faults this machine cannot inject, like backends it cannot
-provision.
+provision; :mod:`.progress` is a long run's progress line (suites done/total, time left).
 
 May import: ``errors``, ``redaction``. It reads pytest's reports and the JSON it wrote, never a
 backend, a registry or the runtime."""

@@ -1,0 +1,79 @@
+"""The progress line of a long run: per suite done/total, and the time left once a tenth ran.
+
+pytest's percentage stays at 0 % while the first module's stateful tests run for minutes, so
+every ``PRISM_PROGRESS_EVERY`` seconds (30 at a terminal, 60 elsewhere, e.g. CI logs) a line
+names the suites that moved: ``outbox 324/512``. The totals are known at collection: from the
+items where this process collects, and under xdist (the controller collects nothing) from the
+node ids a worker collected, each test module read once for the suite it declares
+(``prism_suite("name", ...)``). A module declaring several suites gives ``?``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+EVERY_AT_A_TERMINAL = 30.0
+EVERY_ELSEWHERE = 60.0
+_DECLARED = re.compile(r"""prism_suite\(\s*["']([\w.-]+)["']""")
+
+
+class Progress:
+    def __init__(self, rootdir: Path) -> None:
+        self.rootdir = rootdir
+        self.sizes: Counter[str] = Counter()  # selected tests per suite
+        self.done: Counter[str] = Counter()
+        self.moved: dict[str, None] = {}  # suites with tests done since the last line
+        self._suite_of: dict[str, str | None] = {}  # module path -> its one declared suite
+
+    def collected(self, suites: Iterable[str]) -> None:
+        """The suites of the items this process collected (one name per item)."""
+        self.sizes.update(suites)
+
+    def collected_ids(self, nodeids: Iterable[str]) -> None:
+        """An xdist worker's collected node ids: every worker collects the same, so once."""
+        if self.sizes:
+            return
+        self.sizes.update(suite for nodeid in nodeids if (suite := self._declared(nodeid.split("::", 1)[0])))
+
+    def _declared(self, module: str) -> str | None:
+        if module not in self._suite_of:
+            try:
+                names = set(_DECLARED.findall((self.rootdir / module).read_text()))
+            except (OSError, UnicodeDecodeError):
+                names = set()
+            self._suite_of[module] = names.pop() if len(names) == 1 else None
+        return self._suite_of[module]
+
+    def finished(self, suite: str) -> None:
+        self.done[suite] += 1
+        self.moved[suite] = None
+
+    def line(self, elapsed: float) -> str:
+        """The suites that moved since the last line, and the whole run's count and time left."""
+        moved = ", ".join(f"{s} {self.done[s]:,}/{self._total_of(s)}" for s in self.moved)
+        self.moved.clear()
+        total, done = sum(self.sizes.values()), sum(self.done.values())
+        line = f"prism-testkit progress after {elapsed:.0f}s: {moved}"
+        if total:
+            line += f" (all suites {done:,}/{total:,}"
+            if done >= total / 10 and done < total:  # an estimate only once a tenth ran
+                line += f", about {_minutes(elapsed * (total - done) / done)} left"
+            line += ")"
+        return line
+
+    def _total_of(self, suite: str) -> str:
+        return f"{self.sizes[suite]:,}" if self.sizes.get(suite) else "?"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f}s"
+
+
+def interval(configured: str | None, at_a_terminal: bool) -> float:
+    """Seconds between two lines: ``PRISM_PROGRESS_EVERY``, else by where the output goes."""
+    if configured:
+        return float(configured)
+    return EVERY_AT_A_TERMINAL if at_a_terminal else EVERY_ELSEWHERE
