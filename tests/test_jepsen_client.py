@@ -77,6 +77,7 @@ def test_an_operation_past_its_bound_is_abandoned_and_settled_late(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(patience.BOUNDS, "faulted-op", 0.05)
+    monkeypatch.setenv("PRISM_SLOWNESS", "1")  # the bound as set, whatever the machine's load (else x up to 8)
     faults = Faults()
     faults.injected = True
     client = recorded(loop, faults)
