@@ -44,3 +44,28 @@ def test_a_log_created_while_the_server_stalls_past_one_timeout_is_created(nats:
 
     offset, end = nats.run(scenario())
     assert (offset, end) == (0, 1)
+
+
+def test_a_stream_deleted_while_the_server_stalls_past_one_timeout_is_deleted(
+    nats: PrismRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded jetstream-r3-lazy-sync left a teardown's STREAM.DELETE unanswered (a load-mode
+    run): a deletion sent again is answered "not found", which counts as done."""
+    monkeypatch.setenv("PRISM_SLOWNESS", "1")  # one request's timeout as on a quiet machine: the stall outlasts it
+    driver, control = started_by_harness(nats, "nats")
+    name = nats.namespaces.new().name("stalled-delete")
+
+    async def scenario() -> list[str]:
+        await driver.log().append(name, Message(b"first"))
+        stream = next(s for s in await driver.stream_names() if s.endswith(name))
+        control.pause()
+        try:
+            deletion = asyncio.ensure_future(driver.delete_stream(stream, until_unlisted=False))
+            await asyncio.sleep(STALL)
+            assert not deletion.done(), "the deletion was answered while the server was stopped"
+        finally:
+            control.resume()
+        await deletion
+        return [s for s in await driver.stream_names() if s.endswith(name)]
+
+    assert nats.run(scenario()) == []

@@ -924,22 +924,25 @@ class NatsDriver(Driver):
     # --- JetStream API -------------------------------------------------------------------------
 
     async def api(
-        self, subject: str, body: Mapping[str, Any] | None = None, *, read: bool = False, create: bool = False
+        self, subject: str, body: Mapping[str, Any] | None = None, *, read: bool = False, repeatable: bool = False
     ) -> dict[str, Any]:
         """One JetStream API request. A ``read`` changes nothing, so it is asked again within a
         longer overall timeout: on a cluster every second, since a stream being created or
         between leaders drops requests unanswered (seen: a MSG.GET sent during an R3 stream's
         creation waits out any timeout, while one a moment later is answered at once); on a
         single server once, since a loaded CI machine left a STREAM.INFO unanswered for 5 s.
-        A ``create`` (of a stream or durable consumer with a fixed config) is answered alike
-        when sent twice, so it is sent again after each full timeout, never sooner: a loaded
-        CI machine left a single server's STREAM.CREATE unanswered for 5 s, and on a cluster
-        a repeat sooner would disturb the creation it repeats."""
+        A ``repeatable`` request (a create of a stream or durable consumer with a fixed config,
+        answered alike when sent twice; a stream deletion, answered "not found" the second time,
+        which its caller takes as done) is sent again after each full timeout, never sooner: a
+        loaded CI machine left a single server's STREAM.CREATE unanswered for 5 s, a loaded
+        cluster a STREAM.DELETE, and on a cluster a repeat sooner would disturb the request it
+        repeats."""
         payload = b"" if body is None else json.dumps(body).encode()
         # The overall timeout scales with the machine's slowness (prism_testkit.patience); a
-        # request that is neither a read nor a create is sent once, waiting all of it.
-        overall = (READ_TIMEOUT if read else CREATE_TIMEOUT if create else API_TIMEOUT) * patience.slowness()
-        each = (READ_RETRY_EVERY if self.replicas > 1 else API_TIMEOUT) if read else API_TIMEOUT if create else overall
+        # request that is neither a read nor repeatable is sent once, waiting all of it.
+        overall = (READ_TIMEOUT if read else CREATE_TIMEOUT if repeatable else API_TIMEOUT) * patience.slowness()
+        retry_read_every = READ_RETRY_EVERY if self.replicas > 1 else API_TIMEOUT
+        each = retry_read_every if read else API_TIMEOUT if repeatable else overall
         deadline = time.monotonic() + overall
         with self.guard():
             while True:
@@ -1049,7 +1052,7 @@ class NatsDriver(Driver):
         return self.replicas == 1 or not await self.stream_exists(_stream_of(*ensure))
 
     async def create_stream(self, config: dict[str, Any]) -> None:
-        await self.api(f"$JS.API.STREAM.CREATE.{config['name']}", config, create=True)
+        await self.api(f"$JS.API.STREAM.CREATE.{config['name']}", config, repeatable=True)
         self._ready.add(config["name"])
 
     async def stream_exists(self, stream: str) -> bool:
@@ -1066,7 +1069,7 @@ class NatsDriver(Driver):
         :meth:`_until_unlisted`), so a bucket deleted is gone for whoever lists next."""
         self.forget(stream)
         try:
-            await self.api(f"$JS.API.STREAM.DELETE.{stream}")
+            await self.api(f"$JS.API.STREAM.DELETE.{stream}", repeatable=True)
         except ApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
@@ -1106,7 +1109,7 @@ class NatsDriver(Driver):
                 "num_replicas": self.replicas,
                 "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
             },
-            create=True,
+            repeatable=True,
         )
         info = await self.api(
             f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{CONSUMER}",
@@ -1122,7 +1125,7 @@ class NatsDriver(Driver):
                     "max_waiting": 4096,
                 },
             },
-            create=True,
+            repeatable=True,
         )
         await self._until_consumer_led(stream, info)
 
