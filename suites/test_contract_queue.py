@@ -295,7 +295,7 @@ async def test_every_message_sent_is_received_once(prism_env: PrismEnv, sent: li
         name = ns.name("q")
         for message in sent:
             await queue.send(name, message)
-        received = await drain_queue(queue, name, wait=0.05)
+        received = await drain_queue(queue, name, wait=0.05, expect=len(sent))
         assert_delivered(prism_env.spec("backend").properties.ordering, sent, [d.message for d in received])
         assert await queue.receive(name, wait=0.0) is None
 
