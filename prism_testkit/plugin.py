@@ -151,7 +151,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _resolve_load(config, options)
     config.pluginmanager.register(_Reporting(config), "prism-reporting")
     if asked_for(config):
-        harness(config)  # bad options and unprovisionable named backends fail now, not mid-run
+        # bad options and unprovisionable named backends fail now, not mid-run; a Ctrl-C from
+        # here until collection begins is held and raised there (pytest prints no summary for
+        # an interrupt in configure or session start)
+        harness(config, starting=True)
         _start_burners(config)
 
 
@@ -291,15 +294,15 @@ def _load_summary(config: pytest.Config) -> str | None:
     return summary(stats) if stats else "prism load: no process ran the jitter"
 
 
-def harness(config: pytest.Config) -> Harness:
-    """The harness of this run, set up on first use."""
+def harness(config: pytest.Config, *, starting: bool = False) -> Harness:
+    """The harness of this run, set up on first use (``starting``: from pytest_configure)."""
     found = config.stash.get(HARNESS, None)
     if found is None:
-        found = config.stash[HARNESS] = _set_up(config)
+        found = config.stash[HARNESS] = _set_up(config, starting)
     return found
 
 
-def _set_up(config: pytest.Config) -> Harness:
+def _set_up(config: pytest.Config, starting: bool) -> Harness:
     """The harness, with the run's signal handling taken over first: a Ctrl-C during its imports
     and probes may be turned by CPython into another error, or dropped in a finalizer, and must
     still stop the run (see :func:`prism_testkit.errors.interrupt_within`)."""
@@ -307,6 +310,7 @@ def _set_up(config: pytest.Config) -> Harness:
     from prism_testkit.runtime.interrupts import Interrupts, interrupt_for
 
     interrupts = Interrupts()
+    interrupts.starting = starting
     interrupts.install()
     try:
         return _assemble(config, interrupts)
@@ -451,6 +455,13 @@ def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[SESSION] = session
     _start_jitter(session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    found = session.config.stash.get(HARNESS, None)
+    if found is not None:
+        found.runtime.interrupts.release_start()
 
 
 @pytest.hookimpl(tryfirst=True)

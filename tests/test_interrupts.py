@@ -134,6 +134,63 @@ def test_a_signal_while_the_run_ends_is_remembered_not_raised(runtime: PrismRunt
     assert runtime.interrupts.received is signal.SIGINT
 
 
+def test_a_first_signal_while_the_run_starts_is_held_until_collection_and_a_second_raises(
+    runtime: PrismRuntime,
+) -> None:
+    runtime.interrupts.starting = True  # what the plugin sets for the harness set up in pytest_configure
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)
+    assert runtime.interrupts.received is signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        runtime.interrupts.release_start()
+    runtime.interrupts.starting = True
+    with pytest.raises(KeyboardInterrupt):
+        press_and_wait(signal.SIGINT)  # the user presses again: out at once
+
+
+def press_and_wait(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(1)
+
+
+# A plugin configured after the harness: the Ctrl-C lands while pytest is still configuring.
+CTRL_C_IN_CONFIGURE = """
+import os, signal, time
+
+import pytest
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+"""
+
+
+def test_ctrl_c_while_pytest_configures_ends_with_the_summary_and_removes_the_work_dir(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(ctrl_c_in_configure=CTRL_C_IN_CONFIGURE, test_never_run="def test_never_run():\n    pass\n")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, str(pytester.path)])}
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "ctrl_c_in_configure"]
+    done = subprocess.run(
+        [*command, "--prism-backend=memstore"],
+        cwd=pytester.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert done.returncode == pytest.ExitCode.INTERRUPTED, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "no tests ran in" in done.stdout, done.stdout[-3000:]
+    assert "test_never_run" not in done.stdout
+    lines = done.stdout.splitlines()
+    workdir = next(line.split(": ", 1)[1] for line in lines if line.startswith("prism-testkit work dir: "))
+    assert not Path(workdir).exists()
+
+
 INTERRUPTED_MACHINE = """
 import asyncio, os, signal
 

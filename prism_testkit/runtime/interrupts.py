@@ -9,7 +9,10 @@ interrupt. SIGTERM's default kills the process before it removes its work dir.
 So while the harness's loop runs, the first signal cancels the running task instead (code
 written for asyncio cleans up on cancellation) and the interrupt is raised as soon as that task
 has ended, or after :data:`STOP_GRACE` seconds if it swallows the cancellation. Outside the loop
-it is raised at once, as Python would. A second signal always raises at once. After the first
+it is raised at once, as Python would, except while the run is starting (the harness's set-up
+in pytest_configure, then pytest's session start): raised there, pytest ends without a summary
+and without its session's cleanup, so the first signal is held until collection begins and is
+raised there (:meth:`Interrupts.release_start`). A second signal always raises at once. After the first
 signal, :attr:`Interrupts.received` tells cleanup code to do only what releases resources.
 """
 
@@ -53,6 +56,7 @@ class Interrupts:
         self._late: asyncio.TimerHandle | None = None
         self._previous: dict[signal.Signals, Any] = {}
         self.deferring = False  # the run is ending (summary, stopping servers): a signal only changes the exit code
+        self.starting = False  # configure and session start: the first signal waits for collection
 
     def install(self) -> None:
         """Take over SIGINT and SIGTERM where Python's defaults hold them (not, e.g., in an xdist
@@ -78,6 +82,11 @@ class Interrupts:
         if self.received is not None:
             raise interrupt_for(self.received)
 
+    def release_start(self) -> None:
+        """The run has started (collection begins): a signal held since then is raised now."""
+        self.starting = False
+        self.raise_received()
+
     @contextlib.contextmanager
     def watching(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> Iterator[None]:
         """While the block runs ``task`` on ``loop``, a signal cancels it rather than raising."""
@@ -97,6 +106,8 @@ class Interrupts:
             self.received_at = time.monotonic()
         if self.deferring:
             return  # what is left is bounded; raising now would leave servers and the work dir behind
+        if self.starting and first:
+            return  # held: raised when collection begins, where pytest still ends in order
         loop, task = self._loop, self._task
         if not first or loop is None or task is None or task.done():
             raise interrupt_for(signum)
