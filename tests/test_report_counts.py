@@ -376,3 +376,35 @@ def test_shards_of_one_backends_run_merge_into_the_single_run(pytester: pytest.P
     assert [(r["suite"], r["combination"], r["passed"], sorted(r["tests"])) for r in merged["suites"]] == [
         (r["suite"], r["combination"], r["passed"], sorted(r["tests"])) for r in single["suites"]
     ]
+
+
+def test_a_power_cuts_details_reach_the_json_report_as_they_reach_junit(pytester: pytest.Pytester) -> None:
+    # the replay: a real cut of sqlite's files under the lazy filesystem
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--pyargs", "prism_testkit.suites", "--prism-backend=sqlite",
+        "--prism-pattern=power_loss", "-k", "clean", "--prism-report=r.json", "--junitxml=out.xml",
+    )  # fmt: skip
+    outcomes = result.parseoutcomes()
+    assert "failed" not in outcomes, result.stdout.str()[-3000:]
+    assert outcomes.get("passed", 0) >= 1
+    cuts = json.loads((pytester.path / "r.json").read_text())["power_cuts"]
+    junit = [
+        json.loads(p.get("value") or "")
+        for p in ET.parse(pytester.path / "out.xml").getroot().iter("property")
+        if p.get("name") == "power_loss"
+    ]
+    assert len(cuts) == outcomes["passed"] == len(junit)
+    in_json = sorted(json.dumps({k: v for k, v in cut.items() if k != "test"}, sort_keys=True) for cut in cuts)
+    assert in_json == sorted(json.dumps(cut, sort_keys=True) for cut in junit)
+    for cut in cuts:
+        assert cut["backend"] == "sqlite"
+        assert "discarded" in cut
+        assert cut["replay"].startswith("pytest ")
+    merged = json.loads(_merged(pytester.path / "r.json", pytester.path / "r.json"))
+    assert merged["power_cuts"] == cuts, "the merge keeps each test's cut once"
+
+
+def _merged(*paths: Path) -> str:
+    out = paths[0].with_name("merged.json")
+    assert main(["report", "merge", *map(str, paths), "--json", str(out)]) == 0
+    return out.read_text()

@@ -173,6 +173,7 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
         "backends": [available[b] for b in sorted(available)],
         "unavailable": [{"backend": b, "reason": r} for b, r in sorted(unavailable.items())],
         "failures": _failures(reports),
+        **({"power_cuts": cuts} if (cuts := _by_test(reports, "power_cuts")) else {}),
         "failed_to_start": [
             {"backend": b, "reason": r} for b, r in sorted(_first_reasons(reports, "failed_to_start").items())
         ],
@@ -191,10 +192,15 @@ def _first_reasons(reports: list[LoadedReport], section: str) -> dict[str, str]:
 
 
 def _failures(reports: list[LoadedReport]) -> list[dict[str, Any]]:
+    return _by_test(reports, "failures")
+
+
+def _by_test(reports: list[LoadedReport], section: str) -> list[dict[str, Any]]:
+    """A section of per-test entries: each test's first, in test order."""
     found: dict[str, dict[str, Any]] = {}
     for report in reports:
-        for failure in report.data.get("failures", []):
-            found.setdefault(failure["test"], failure)
+        for entry in report.data.get(section, []):
+            found.setdefault(entry["test"], entry)
     return [found[test] for test in sorted(found)]
 
 

@@ -123,6 +123,8 @@ def first_line(report: pytest.TestReport) -> str:
 
 
 ERROR = "error"
+# the user property a power_loss test records its cut under (also in --junitxml)
+POWER_CUT = "power_loss"
 COUNTED = ("passed", "failed", "skipped", "errors")  # a row's columns, pytest's words
 _COLUMN = {"passed": "passed", "failed": "failed", "skipped": "skipped", ERROR: "errors"}
 
@@ -158,6 +160,8 @@ class PrismResults:
     unavailable_faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     # tests skipped because a replicated backend's twin runs them: test -> {replicated: twin}
     covered: dict[str, dict[str, str]] = field(default_factory=dict)
+    # power_loss tests: test -> what the cut discarded, tore and kept, and what was lost
+    power_cuts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def record(self, report: pytest.TestReport) -> None:
         prop = _prism_property(report)
@@ -175,6 +179,9 @@ class PrismResults:
         found = _prism_property(report, ANOMALIES)
         if found is not None and report.when == "teardown":
             self.anomalies_of[test] = found
+        cut = _prism_property(report, POWER_CUT)
+        if cut is not None:
+            self.power_cuts[test] = {"test": test, **cut}
         found_category = category(report)
         if found_category is None:
             return
@@ -288,6 +295,7 @@ class PrismResults:
                 else {}
             ),
             **({"history_digests": self.simulations} if self.simulations else {}),
+            **({"power_cuts": [self.power_cuts[test] for test in sorted(self.power_cuts)]} if self.power_cuts else {}),
         }
 
     def write(self, path: Path) -> None:
