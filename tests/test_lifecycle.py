@@ -1,0 +1,210 @@
+"""Unit tests of patterns.lifecycle: the state machine, the bounded drain and the forced stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from prism_testkit.patterns.lifecycle import (
+    AlreadyStarted,
+    AlreadyStopped,
+    AlreadyStopping,
+    HealthStatus,
+    Lifecycle,
+    LifecycleState,
+    NotStarted,
+    PatternProcess,
+    PatternStopped,
+    SlotMismatch,
+    run_until,
+    validated_slots,
+)
+
+from prism_testkit.interfaces import KeyValue, PubSub, Queue
+
+
+class Worker(PatternProcess):
+    """Takes items and finishes each once ``release`` is set (a drain waits for that)."""
+
+    pattern_name = "worker"
+
+    def __init__(self, **kwargs: float) -> None:
+        super().__init__(**kwargs)
+        self.release = asyncio.Event()
+        self.pending: list[str] = []
+        self.done: list[str] = []
+        self.stopped_calls = 0
+        self.started = asyncio.Event()
+
+    async def _on_start(self) -> None:
+        self.started.set()
+
+    def submit(self, item: str) -> None:
+        self.ensure_running("submit")
+        self.pending.append(item)
+
+    async def _drain(self) -> None:
+        await self.release.wait()
+        self.done.extend(self.pending)
+        self.pending.clear()
+
+    async def _force_stop(self) -> Sequence[str]:
+        left, self.pending = self.pending, []
+        return left
+
+    async def _on_stopped(self) -> None:
+        self.stopped_calls += 1
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_states_and_misuse() -> None:
+    async def main() -> None:
+        w = Worker()
+        assert isinstance(w, Lifecycle)
+        assert w.state is LifecycleState.NEW
+        with pytest.raises(NotStarted):
+            w.submit("a")
+        with pytest.raises(NotStarted):
+            await w.stop()
+        assert (await w.health()).status is HealthStatus.UNHEALTHY
+        await w.start()
+        assert (await w.health()).healthy
+        with pytest.raises(AlreadyStarted):
+            await w.start()
+        w.submit("a")
+        w.release.set()
+        report = await w.stop(within=10)
+        assert report.drained
+        assert not report.forced
+        assert report.clean
+        assert report.exit_code == 0
+        assert w.done == ["a"]
+        assert w.stopped_calls == 1
+        with pytest.raises(AlreadyStopped):
+            await w.stop()
+        with pytest.raises(AlreadyStopped):
+            await w.start()
+        with pytest.raises(PatternStopped):
+            w.submit("b")
+        assert (await w.health()).status is HealthStatus.UNHEALTHY
+
+    run(main())
+
+
+def test_drain_past_its_bound_is_forced_and_reports_what_it_left() -> None:
+    async def main() -> None:
+        w = Worker()
+        await w.start()
+        w.submit("x")
+        w.submit("y")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        report = await w.stop(within=0.05)  # release never set: the drain cannot finish
+        assert loop.time() - began >= 0.05
+        assert report.forced
+        assert not report.drained
+        assert report.exit_code == 2
+        assert report.left == ("x", "y")
+        assert w.done == []
+        assert w.state is LifecycleState.STOPPED
+        assert w.stopped_calls == 1
+
+    run(main())
+
+
+def test_concurrent_stop_is_refused_while_draining() -> None:
+    async def main() -> None:
+        w = Worker()
+        await w.start()
+        first = asyncio.create_task(w.stop(within=10))
+        await w.stop_requested.wait()
+        assert w.state is LifecycleState.STOPPING
+        assert w.stop_requested.is_set()
+        with pytest.raises(AlreadyStopping):
+            await w.stop()
+        w.release.set()
+        assert (await first).drained
+
+    run(main())
+
+
+def test_spawned_tasks_are_cancelled_by_the_stop() -> None:
+    async def main() -> None:
+        class Looper(PatternProcess):
+            async def _on_start(self) -> None:
+                self.task = self.spawn(asyncio.Event().wait(), name="forever")
+
+            async def _drain(self) -> None:
+                return None  # the loop ignores stop_requested: only the cancel ends it
+
+        p = Looper()
+        await p.start()
+        report = await p.stop(within=1)
+        assert p.task.cancelled()
+        assert report.abandoned == ()
+        assert p.tasks == frozenset()
+
+    run(main())
+
+
+def test_failed_start_can_be_stopped_but_not_restarted() -> None:
+    async def main() -> None:
+        class Broken(PatternProcess):
+            async def _on_start(self) -> None:
+                raise RuntimeError("backend down")
+
+        p = Broken()
+        with pytest.raises(RuntimeError):
+            await p.start()
+        assert p.state is LifecycleState.FAILED
+        with pytest.raises(PatternStopped):
+            p.ensure_running()
+        with pytest.raises(AlreadyStopped):
+            await p.start()
+        report = await p.stop()
+        assert not report.forced
+        assert p.state is LifecycleState.STOPPED
+
+    run(main())
+
+
+def test_run_until_stops_when_the_event_is_set() -> None:
+    async def main() -> None:
+        w = Worker()
+        w.release.set()
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_until(w, stop, within=5))
+        await w.started.wait()
+        w.submit("q")
+        stop.set()
+        report = await task
+        assert report.drained
+        assert w.done == ["q"]
+
+    run(main())
+
+
+class _KV:
+    async def get(self, key: str) -> bytes | None: ...
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
+    async def delete(self, key: str) -> bool: ...
+    async def exists(self, key: str) -> bool: ...
+    def scan(self, prefix: str) -> object: ...
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool: ...
+
+
+def test_validated_slots() -> None:
+    kv = _KV()
+    slots = validated_slots("p", {"state": kv}, {"state": (KeyValue,)})
+    assert slots == {"state": kv}
+    with pytest.raises(SlotMismatch, match="slot 'sink' needs PubSub or Queue, got _KV"):
+        validated_slots("p", {"sink": kv}, {"sink": (PubSub, Queue)})
+    with pytest.raises(SlotMismatch, match="got nothing"):
+        validated_slots("p", {}, {"sink": (PubSub, Queue)})
+    with pytest.raises(SlotMismatch, match="slot 'bogus'"):
+        validated_slots("p", {"bogus": kv}, {"state": (KeyValue,)})
+    assert validated_slots("p", {"state": None}, {}, {"state": (KeyValue,)}) == {}
