@@ -133,6 +133,18 @@ def test_a_suite_name_two_modules_declare_keeps_the_rows_of_the_module_that_fits
     assert_report_counts_as_pytest(found)
 
 
+@pytest.mark.parametrize("insisting", ["--prism-pattern=shared", "--prism-require-fit"])
+def test_a_module_that_fits_nothing_is_no_gap_when_another_module_of_its_suite_runs(
+    pytester: pytest.Pytester, insisting: str
+) -> None:
+    # Named with --prism-pattern (or required to fit), the suite runs: the queue module's tests
+    # are let off with a reason naming their module, not 12 "zero runnable combinations" errors.
+    found = run_selection(pytester, ["localfs"], ["passes"], insisting, "-rs")
+    assert found["pytest"] == {"passed": 1, "failed": 0, "skipped": 1, "errors": 0}
+    assert found["report"]["no_runnable_combinations"] == []
+    found["stdout"].fnmatch_lines(["*not applicable*(in test_shared_queue.py; other modules of 'shared' run)*"])
+
+
 def test_errors_have_their_own_column_and_failures_their_first_line(pytester: pytest.Pytester) -> None:
     found = run_selection(pytester, ["localfs"], [])  # only the objects module fits
     assert found["pytest"] == {"passed": 4, "failed": 2, "skipped": 7, "errors": 3}  # 6 skips: queue module
