@@ -22,6 +22,7 @@ import pytest
 
 _examples: Counter[str] = Counter()
 _current_test: list[str] = [""]  # the test running now, which a server start is charged to
+_outcomes: dict[str, str] = {}  # per test run here: failed if any phase failed, else skipped or passed
 
 
 def _worker() -> str:
@@ -67,6 +68,15 @@ def pytest_configure(config: pytest.Config) -> None:
     server.spawn = _recording_spawn(server.spawn, processes.__file__)  # type: ignore[method-assign]
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        _outcomes[report.nodeid] = "failed"
+    elif report.skipped and _outcomes.get(report.nodeid) != "failed":
+        _outcomes[report.nodeid] = "skipped"
+    elif report.when == "call":
+        _outcomes.setdefault(report.nodeid, "passed")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     started = time.time()
@@ -87,5 +97,6 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
                 "start": started,
                 "stop": time.time(),
                 "examples": _examples.get(item.nodeid, 0),
+                "outcome": _outcomes.pop(item.nodeid, "unknown"),
             }
         )
