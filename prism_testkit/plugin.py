@@ -942,8 +942,7 @@ class _Reporting:
 
             if not hasattr(self.config, "workerinput"):  # a worker sends its reports through execnet: plain types only
                 as_json_properties(report)
-                if report.when == "teardown":
-                    self._progress(report)
+                self._progress(report)
             harness(self.config).results.record(report)
 
     def _progress(self, report: pytest.TestReport) -> None:
@@ -952,6 +951,9 @@ class _Reporting:
         suite = next(
             str(value["suite"]) for key, value in report.user_properties if key == "prism" and isinstance(value, dict)
         )
+        self.progress.spend(suite, report.duration)
+        if report.when != "teardown":
+            return
         self.progress.finished(suite)
         now = time.monotonic()
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

@@ -6,12 +6,17 @@ names the suites that moved: ``outbox 324/512``. The totals are known at collect
 items where this process collects, and under xdist (the controller collects nothing) from the
 node ids a worker collected, each test module read once for the suite it declares
 (``prism_suite("name", ...)``). A module declaring several suites gives ``?``.
+
+The time left weighs what is left of each suite by the seconds its tests took so far (a
+stateful test on a cluster takes a hundred times a contract test's): the work left over the
+rate at which the run got through work, all workers together. A suite not started yet counts
+at the run's mean.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +30,7 @@ class Progress:
         self.rootdir = rootdir
         self.sizes: Counter[str] = Counter()  # selected tests per suite
         self.done: Counter[str] = Counter()
+        self.spent: dict[str, float] = defaultdict(float)  # seconds of setup + call + teardown per suite
         self.moved: dict[str, None] = {}  # suites with tests done since the last line
         self._suite_of: dict[str, str | None] = {}  # module path -> its one declared suite
 
@@ -47,9 +53,24 @@ class Progress:
             self._suite_of[module] = names.pop() if len(names) == 1 else None
         return self._suite_of[module]
 
+    def spend(self, suite: str, seconds: float) -> None:
+        """A phase of one of ``suite``'s tests took ``seconds``."""
+        self.spent[suite] += seconds
+
     def finished(self, suite: str) -> None:
         self.done[suite] += 1
         self.moved[suite] = None
+
+    def left(self, elapsed: float) -> float:
+        """Seconds the run still needs, at the pace it kept so far."""
+        total, done = sum(self.sizes.values()), sum(self.done.values())
+        spent = sum(self.spent.values())
+        if spent <= 0:
+            return elapsed * (total - done) / done
+        mean = spent / done
+        pace = {suite: self.spent.get(suite, 0.0) / count for suite, count in self.done.items() if count}
+        work_left = sum(max(0, size - self.done[suite]) * pace.get(suite, mean) for suite, size in self.sizes.items())
+        return work_left * elapsed / spent
 
     def line(self, elapsed: float) -> str:
         """The suites that moved since the last line, and the whole run's count and time left."""
@@ -60,7 +81,7 @@ class Progress:
         if total:
             line += f" (all suites {done:,}/{total:,}"
             if done >= total / 10 and done < total:  # an estimate only once a tenth ran
-                line += f", about {_minutes(elapsed * (total - done) / done)} left"
+                line += f", about {_minutes(self.left(elapsed))} left"
             line += ")"
         return line
 
