@@ -116,24 +116,98 @@ def parse_stat(text: str) -> dict[str, Any]:
         "ppid": int(fields[1]),
         "utime": int(fields[11]),
         "stime": int(fields[12]),
+        "cutime": int(fields[13]),  # of its children it waited for (and theirs): what it reaped
+        "cstime": int(fields[14]),
         "starttime": int(fields[19]),
     }
 
 
+Key = tuple[int, int]  # pid, start time: a pid is reused, the pair is not
+
+
 @dataclass
 class Seen:
-    """One process (pid and start time) as last sampled; times in seconds."""
+    """One process as last sampled; times in seconds, ``reaped_*`` its reaped children's."""
 
     pid: int
+    ppid: int
     comm: str
     kind: str
     user: float = 0.0
     system: float = 0.0
+    reaped_user: float = 0.0
+    reaped_system: float = 0.0
     sightings: int = 0
     orphan: bool = False  # reparented to the profiler and reaped by it
 
     def as_record(self) -> dict[str, Any]:
         return {"kind": self.kind, "comm": self.comm, "user": self.user, "system": self.system, "orphan": self.orphan}
+
+
+class Ledger:
+    """Per-process CPU from successive samples, and what no sample saw, charged to the process
+    that reaped it.
+
+    A process's reaped-children time (cutime, cstime) grows by exactly the CPU of each child it
+    reaps, whole: so between two samples, that growth minus what the samples had seen of the
+    children that disappeared (their own and reaped time at their last sample) is CPU no sample
+    saw: children shorter than a sample and each child's last moments. A child whose parent
+    disappeared too is charged to the nearest ancestor still there; the root's reaped time is
+    the run's ``RUSAGE_CHILDREN``. Summed over the run this is exactly the total minus the
+    processes' sampled CPU, split by the kind of the reaper (:data:`ROOT` for the profiler)."""
+
+    ROOT = "the profiler (pytest itself, orphans)"
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.seen: dict[Key, Seen] = {}
+        self.present: set[Key] = set()  # in the last sample, zombies included
+        self.root_reaped = (0.0, 0.0)
+        self.unseen: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # by reaper kind: user, system
+
+    def update(self, sample: Mapping[Key, Mapping[str, Any]], root_reaped: tuple[float, float]) -> None:
+        """One sample: per process its ppid, comm, kind and times in seconds (user, system,
+        reaped_user, reaped_system); ``root_reaped`` the root's reaped time so far."""
+        growth: dict[Key | None, list[float]] = {}  # None: the root
+        growth[None] = [root_reaped[0] - self.root_reaped[0], root_reaped[1] - self.root_reaped[1]]
+        for key, now in sample.items():
+            before = self.seen.get(key)
+            was = (before.reaped_user, before.reaped_system) if before else (0.0, 0.0)
+            growth[key] = [now["reaped_user"] - was[0], now["reaped_system"] - was[1]]
+        by_pid = {key[0]: key for key in sample}
+        gone = {key[0]: key for key in self.present - sample.keys()}
+        for key in gone.values():
+            child = self.seen[key]
+            reaper: Key | None = None
+            ppid = child.ppid
+            while ppid != self.root:
+                if ppid in by_pid:
+                    reaper = by_pid[ppid]
+                    break
+                if ppid not in gone:
+                    break  # unknown: reparented to the root and reaped there
+                ppid = self.seen[gone[ppid]].ppid
+            growth[reaper][0] -= child.user + child.reaped_user
+            growth[reaper][1] -= child.system + child.reaped_system
+        for reaper, (user, system) in growth.items():
+            row = self.unseen[self.ROOT if reaper is None else sample[reaper]["kind"]]
+            row[0] += user
+            row[1] += system
+        for key, now in sample.items():
+            seen = self.seen.get(key)
+            if seen is None:
+                seen = self.seen[key] = Seen(key[0], now["ppid"], now["comm"], now["kind"])
+            seen.ppid, seen.comm, seen.kind = now["ppid"], now["comm"], now["kind"]
+            seen.user, seen.system = now["user"], now["system"]
+            seen.reaped_user, seen.reaped_system = now["reaped_user"], now["reaped_system"]
+            seen.sightings += 1
+        self.present = set(sample)
+        self.root_reaped = root_reaped
+
+    def unattributed(self) -> dict[str, dict[str, float]]:
+        """What no sample saw, by the kind of the process that reaped it, largest first."""
+        rows = sorted(self.unseen.items(), key=lambda item: -(item[1][0] + item[1][1]))
+        return {kind: {"user": round(u, 2), "system": round(s, 2)} for kind, (u, s) in rows if abs(u) + abs(s) >= 0.005}
 
 
 def descendants(parents: Mapping[int, int], root: int) -> list[int]:
@@ -151,7 +225,8 @@ def descendants(parents: Mapping[int, int], root: int) -> list[int]:
 
 def by_kind(processes: Iterable[Mapping[str, Any]], total_user: float, total_system: float) -> dict[str, Any]:
     """CPU (user, system) and processes seen per kind, largest first, with the remainder of the
-    run's total that no sample explains as :data:`UNATTRIBUTED`; and ``other`` split by name."""
+    run's total that no sample explains as :data:`UNATTRIBUTED` (its split by reaper is the
+    :class:`Ledger`'s); and ``other`` split by name."""
     kinds: dict[str, dict[str, float]] = defaultdict(lambda: {"user": 0.0, "system": 0.0, "processes": 0, "orphans": 0})
     others: dict[str, float] = defaultdict(float)
     for p in processes:
@@ -191,14 +266,16 @@ def _read(path: str) -> bytes | None:
 
 
 class Sampler:
-    """Samples every descendant of this process in a thread (see the module docstring)."""
+    """Samples every descendant of this process in a thread (see the module docstring).
+    ``baseline`` is this process's ``RUSAGE_CHILDREN`` (user, system) before the run began."""
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 0.2, baseline: tuple[float, float] = (0.0, 0.0)) -> None:
         self.interval = interval
         self.root = os.getpid()
+        self.baseline = baseline
         self.controller: int | None = None  # the pytest process: waited for by the caller, never reaped here
-        self.seen: dict[tuple[int, int], Seen] = {}
-        self.live: set[tuple[int, int]] = set()  # seen in the last scan and not a zombie
+        self.ledger = Ledger(self.root)
+        self.live: set[Key] = set()  # in the last scan and not a zombie
         self.orphan_user = self.orphan_system = 0.0  # rusage of the orphans reaped here
         self.orphans_reaped = 0
         self.scans = 0
@@ -223,7 +300,14 @@ class Sampler:
         usage = resource.getrusage(resource.RUSAGE_THREAD)
         self.own_cpu = usage.ru_utime + usage.ru_stime
 
+    def _reaped_by_root(self) -> tuple[float, float]:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime - self.baseline[0], usage.ru_stime - self.baseline[1]
+
     def scan(self) -> None:
+        # The root's reaped time first: a process reaped between it and the reads below is then
+        # charged to the root once it is gone from the next scan, never missed.
+        root_reaped = self._reaped_by_root()
         stats: dict[int, dict[str, Any]] = {}
         pids = {int(name) for name in os.listdir("/proc") if name.isdigit()}
         self._foreign &= pids  # a pid gone from /proc may come back as a process of the run
@@ -236,33 +320,40 @@ class Sampler:
         self._foreign |= stats.keys() - set(tree)
         with self._lock:
             self.scans += 1
-            live = set()
+            sample: dict[Key, dict[str, Any]] = {}
+            zombies = []
             for pid in tree:
                 stat = stats[pid]
                 key = (pid, stat["starttime"])
-                seen = self.seen.get(key)
+                seen = self.ledger.seen.get(key)
+                kind = seen.kind if seen is not None else OTHER
                 if seen is None or seen.sightings < 2 or seen.comm != stat["comm"]:
                     # new, or young (a fork not yet exec'd looks like its parent), or it exec'd
                     cmdline = (_read(f"/proc/{pid}/cmdline") or b"").decode(errors="replace").split("\0")
                     kind = classify(stat["comm"], [a for a in cmdline if a], controller=pid == self.controller)
-                    if seen is None:
-                        seen = self.seen[key] = Seen(pid, stat["comm"], kind)
-                    seen.comm, seen.kind = stat["comm"], kind
-                seen.sightings += 1
-                seen.user, seen.system = stat["utime"] * TICK, stat["stime"] * TICK
-                if stat["state"] != "Z":
-                    live.add(key)
-                elif stat["ppid"] == self.root and pid != self.controller:
-                    self._reap(pid, seen)
-            self.live = live
+                sample[key] = {
+                    "ppid": stat["ppid"],
+                    "comm": stat["comm"],
+                    "kind": kind,
+                    "user": stat["utime"] * TICK,
+                    "system": stat["stime"] * TICK,
+                    "reaped_user": stat["cutime"] * TICK,
+                    "reaped_system": stat["cstime"] * TICK,
+                }
+                if stat["state"] == "Z" and stat["ppid"] == self.root and pid != self.controller:
+                    zombies.append(key)
+            self.ledger.update(sample, root_reaped)
+            self.live = {key for key in sample if stats[key[0]]["state"] != "Z"}
+            for key in zombies:
+                self._reap(key)
 
-    def _reap(self, pid: int, seen: Seen) -> None:
+    def _reap(self, key: Key) -> None:
         try:
-            done, _, usage = os.wait4(pid, os.WNOHANG)
+            done, _, usage = os.wait4(key[0], os.WNOHANG)
         except ChildProcessError:
             return
-        if done == pid:
-            seen.orphan = True
+        if done == key[0]:
+            self.ledger.seen[key].orphan = True
             self.orphans_reaped += 1
             self.orphan_user += usage.ru_utime
             self.orphan_system += usage.ru_stime
@@ -278,9 +369,23 @@ class Sampler:
 
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [seen.as_record() for seen in self.seen.values()]
+            return [seen.as_record() for seen in self.ledger.seen.values()]
 
     def left_running(self) -> list[dict[str, Any]]:
-        """The processes of the run still running after it (their CPU is not in getrusage yet)."""
+        """The processes of the run still there after it (their CPU, and their reaped
+        children's, is not in getrusage: the caller adds it to the total)."""
         with self._lock:
-            return [{"pid": key[0], **self.seen[key].as_record()} for key in sorted(self.live)]
+            return [
+                {
+                    "pid": key[0],
+                    **seen.as_record(),
+                    "reaped_user": seen.reaped_user,
+                    "reaped_system": seen.reaped_system,
+                }
+                for key in sorted(self.ledger.present)
+                if (seen := self.ledger.seen[key])
+            ]
+
+    def unattributed(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return self.ledger.unattributed()

@@ -81,7 +81,7 @@ def run_once(pytest_args: Sequence[str], interval: float = 0.2) -> dict[str, Any
         (user_before, system_before), started = _children_cpu(), time.monotonic()
         command = [sys.executable, "-m", "pytest", "-p", "benchmarks.profile_plugin", *pytest_args]
         process = subprocess.Popen(command, env=env)
-        sampler = Sampler(interval)
+        sampler = Sampler(interval, baseline=(user_before, system_before))
         sampler.controller = process.pid
         sampler.start()
         try:
@@ -92,8 +92,8 @@ def run_once(pytest_args: Sequence[str], interval: float = 0.2) -> dict[str, Any
             sampler.stop()
         user_after, system_after = _children_cpu()
         left = sampler.left_running()  # their CPU is not in getrusage: it counts as sampled
-        user = user_after - user_before + sum(p["user"] for p in left)
-        system = system_after - system_before + sum(p["system"] for p in left)
+        user = user_after - user_before + sum(p["user"] + p["reaped_user"] for p in left)
+        system = system_after - system_before + sum(p["system"] + p["reaped_system"] for p in left)
         records = [json.loads(line) for path in Path(folder).glob("*.jsonl") for line in path.read_text().splitlines()]
     return {
         "exit_code": code,
@@ -109,6 +109,7 @@ def run_once(pytest_args: Sequence[str], interval: float = 0.2) -> dict[str, Any
         "sample_interval": interval,
         "sampler_cpu": sampler.own_cpu,
         "left_running": left,
+        "unattributed_by_reaper": sampler.unattributed(),
         "processes": sampler.records(),
         "records": records,
     }
@@ -160,6 +161,7 @@ def analyse(run: dict[str, Any], cores: int) -> dict[str, Any]:
             kinds[field] = run[field]
         kinds["sample_interval"] = run["sample_interval"]
         kinds["left_running"] = [{k: p[k] for k in ("pid", "kind", "comm")} for p in run["left_running"]]
+        kinds["unattributed_by_reaper"] = run.get("unattributed_by_reaper", {})
     split = {"cpu_user": run["cpu_user"], "cpu_system": run["cpu_system"]} if "cpu_user" in run else {}
     return {
         "exit_code": run["exit_code"],
@@ -300,10 +302,13 @@ def kind_lines(run: dict[str, Any]) -> list[str]:
         lines += ["", "other, by name: " + ", ".join(f"{c} {s:.1f} s" for c, s in run["other_by_comm"].items())]
     missed = run["cpu"] - run["cpu_pytest_tree"]
     orphans = ", ".join(f"{kind} {row['orphans']}" for kind, row in kinds.items() if row.get("orphans"))
+    reapers = run.get("unattributed_by_reaper") or {}
+    by_reaper = ", ".join(f"{kind} {row['user'] + row['system']:.1f} s" for kind, row in reapers.items())
     lines += [
         "",
-        "Unattributed: CPU of processes shorter than a sample and after each process's last sample. "
-        f"Orphans reaped by the profiler (reparented to it, not to init): {run['orphans_reaped']} "
+        "Unattributed: CPU of processes shorter than a sample and after each process's last sample"
+        + (f"; by the kind of the process that reaped it: {by_reaper}. " if by_reaper else ". ")
+        + f"Orphans reaped by the profiler (reparented to it, not to init): {run['orphans_reaped']} "
         f"({orphans or 'none'}), {run['cpu_orphans']:.1f} s of CPU; pytest's own tree reaped "
         f"{run['cpu_pytest_tree']:.1f} s, so a total without the subreaper would have missed {missed:.1f} s. "
         f"The sampler itself used {run['sampler_cpu']:.1f} s (not in the total).",

@@ -22,6 +22,7 @@ from benchmarks.process_cpu import (
     SENTINEL,
     UNATTRIBUTED,
     WORKERS,
+    Ledger,
     by_kind,
     classify,
     descendants,
@@ -124,7 +125,7 @@ def test_the_pytest_process_the_profiler_started_is_the_controller() -> None:
 def test_a_stat_line_is_read_after_the_last_parenthesis_of_the_name() -> None:
     line = "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 1 0 0 0 250 130 7 3 20 0 1 0 98765 1 1 " + "0 " * 30
     assert parse_stat(line) == {"comm": "a (b) c", "state": "S", "ppid": 17, "utime": 250, "stime": 130,
-                                "starttime": 98765}  # fmt: skip
+                                "cutime": 7, "cstime": 3, "starttime": 98765}  # fmt: skip
 
 
 def test_the_descendants_of_a_process_are_its_whole_subtree_only() -> None:
@@ -201,3 +202,26 @@ def test_the_table_has_a_column_per_profile_and_a_row_per_kind_largest_first() -
     assert kinds == ["CPU pytest workers", "CPU postgres", "CPU pytest controller", "CPU unattributed",
                      "CPU missed without the subreaper"]  # fmt: skip
     assert table([before], names=["a"]).splitlines()[0] == "| | a |"
+
+
+def sampled(ppid: int, kind: str, own: float, reaped: float = 0.0) -> dict[str, Any]:
+    return {"ppid": ppid, "comm": kind, "kind": kind, "user": own, "system": own / 10,
+            "reaped_user": reaped, "reaped_system": reaped / 10}  # fmt: skip
+
+
+def test_what_no_sample_saw_is_charged_to_the_process_that_reaped_it_and_sums_to_the_remainder() -> None:
+    # root 1 runs pytest (10), whose worker (11) runs a server (12) and a 0.3-s `ip` no sample sees
+    controller, worker, server = (10, 100), (11, 101), (12, 102)
+    ledger = Ledger(root=1)
+    ledger.update({controller: sampled(1, CONTROLLER, 1), worker: sampled(10, WORKERS, 2),
+                   server: sampled(11, POSTGRES, 1)}, (0.0, 0.0))  # fmt: skip
+    ledger.update({controller: sampled(1, CONTROLLER, 2), worker: sampled(10, WORKERS, 3, reaped=0.3),
+                   server: sampled(11, POSTGRES, 3)}, (0.0, 0.0))  # fmt: skip
+    # the server ends having used 3.5 s (0.5 s after its last sample), reaped by the worker
+    ledger.update({controller: sampled(1, CONTROLLER, 2.5), worker: sampled(10, WORKERS, 4, reaped=3.8)}, (0.0, 0.0))
+    # all ended: the controller 3 s, the worker 4.2 s; the profiler reaped 3 + 4.2 + 3.8 s
+    ledger.update({}, (11.0, 1.1))
+    unseen = ledger.unattributed()
+    assert unseen == {Ledger.ROOT: {"user": 0.7, "system": 0.07}, WORKERS: {"user": 0.8, "system": 0.08}}
+    sampled_user = sum(seen.user for seen in ledger.seen.values())
+    assert sampled_user + sum(row["user"] for row in unseen.values()) == pytest.approx(11.0)
