@@ -102,7 +102,23 @@ def _python_kind(cmdline: Sequence[str]) -> str:
         return WORKERS
     if code == _CPU_BURNER or ("burn-" in code and "fsync" in code):
         return BURNERS
+    if "socket.create_connection" in code and len(code) < 400:  # netns.py's reachability probe, in a namespace
+        return NETNS
     return OTHER
+
+
+def describe(comm: str, cmdline: Sequence[str]) -> str:
+    """A short name for an ``other`` process: its name, or for Python its module or the first
+    line of its code."""
+    args = list(cmdline[1:])
+    if not (comm.startswith("python") and args):
+        return comm
+    if "-m" in args[:-1]:
+        return f"{comm} -m {args[args.index('-m') + 1]}"
+    if "-c" in args[:-1]:
+        code = args[args.index("-c") + 1].strip()
+        return f"{comm} -c {code.splitlines()[0][:40] if code else ''}".rstrip()
+    return f"{comm} {os.path.basename(args[0])}"
 
 
 def parse_stat(text: str) -> dict[str, Any]:
@@ -133,6 +149,7 @@ class Seen:
     ppid: int
     comm: str
     kind: str
+    name: str = ""  # what `other` is split by: comm, or for Python its module or code
     user: float = 0.0
     system: float = 0.0
     reaped_user: float = 0.0
@@ -141,7 +158,8 @@ class Seen:
     orphan: bool = False  # reparented to the profiler and reaped by it
 
     def as_record(self) -> dict[str, Any]:
-        return {"kind": self.kind, "comm": self.comm, "user": self.user, "system": self.system, "orphan": self.orphan}
+        return {"kind": self.kind, "comm": self.name or self.comm, "user": self.user, "system": self.system,
+                "orphan": self.orphan}  # fmt: skip
 
 
 class Ledger:
@@ -197,7 +215,7 @@ class Ledger:
             seen = self.seen.get(key)
             if seen is None:
                 seen = self.seen[key] = Seen(key[0], now["ppid"], now["comm"], now["kind"])
-            seen.ppid, seen.comm, seen.kind = now["ppid"], now["comm"], now["kind"]
+            seen.ppid, seen.comm, seen.kind, seen.name = now["ppid"], now["comm"], now["kind"], now.get("name", "")
             seen.user, seen.system = now["user"], now["system"]
             seen.reaped_user, seen.reaped_system = now["reaped_user"], now["reaped_system"]
             seen.sightings += 1
@@ -326,14 +344,17 @@ class Sampler:
                 stat = stats[pid]
                 key = (pid, stat["starttime"])
                 seen = self.ledger.seen.get(key)
-                kind = seen.kind if seen is not None else OTHER
+                kind, name = (seen.kind, seen.name) if seen is not None else (OTHER, stat["comm"])
                 if seen is None or seen.sightings < 2 or seen.comm != stat["comm"]:
                     # new, or young (a fork not yet exec'd looks like its parent), or it exec'd
                     cmdline = (_read(f"/proc/{pid}/cmdline") or b"").decode(errors="replace").split("\0")
-                    kind = classify(stat["comm"], [a for a in cmdline if a], controller=pid == self.controller)
+                    argv = [a for a in cmdline if a]
+                    kind = classify(stat["comm"], argv, controller=pid == self.controller)
+                    name = describe(stat["comm"], argv) if kind == OTHER else stat["comm"]
                 sample[key] = {
                     "ppid": stat["ppid"],
                     "comm": stat["comm"],
+                    "name": name,
                     "kind": kind,
                     "user": stat["utime"] * TICK,
                     "system": stat["stime"] * TICK,

@@ -26,6 +26,7 @@ from benchmarks.process_cpu import (
     by_kind,
     classify,
     descendants,
+    describe,
     parse_stat,
 )
 from benchmarks.run_profile import analyse, markdown, summarise, table
@@ -109,6 +110,11 @@ def test_compare_flags_a_slower_run_and_fewer_examples_per_hour_as_regressions()
         ("ip", ["ip", "netns", "exec", "prism-n1", "/opt/nats-server"], NETNS),  # until it execs the server
         ("ip", ["ip", "-n", "prism-n1", "link", "set", "lo", "up"], NETNS),
         ("python", ["/v/bin/python", "-m", "pytest", "-p", "pytester"], PYTEST_SUBPROCESSES),
+        (
+            "python",
+            ["/v/bin/python", "-c", "import socket,sys\ntry: socket.create_connection(('10.0.0.2', 4222))"],
+            NETNS,
+        ),
         ("python", ["/v/bin/python", "-c", "import socket"], OTHER),
         ("sh", ["sh", "-c", "cp %p /w/archive/%f"], OTHER),
     ],
@@ -225,3 +231,10 @@ def test_what_no_sample_saw_is_charged_to_the_process_that_reaped_it_and_sums_to
     assert unseen == {Ledger.ROOT: {"user": 0.7, "system": 0.07}, WORKERS: {"user": 0.8, "system": 0.08}}
     sampled_user = sum(seen.user for seen in ledger.seen.values())
     assert sampled_user + sum(row["user"] for row in unseen.values()) == pytest.approx(11.0)
+
+
+def test_an_other_process_is_named_by_its_module_or_its_code_when_it_is_python() -> None:
+    assert describe("sh", ["sh", "-c", "cp a b"]) == "sh"
+    assert describe("python3", ["/v/bin/python3", "-m", "venv", "/x"]) == "python3 -m venv"
+    assert describe("python", ["/v/bin/python", "-c", "\nimport json\nprint(1)"]) == "python -c import json"
+    assert describe("python", ["/v/bin/python", "tool.py", "x"]) == "python tool.py"
