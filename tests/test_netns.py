@@ -5,7 +5,9 @@ owner (the next run's sweep removes exactly what the dead run recorded, nothing 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -52,6 +54,20 @@ def network(tmp_path: Path) -> Iterator[Network]:
             proc.kill()
             proc.communicate()
         made.close()
+
+
+def test_a_probe_runs_inside_the_hosts_namespace_and_leaves_the_callers_alone(network: Network) -> None:
+    # A listener on this (root) namespace's loopback: inside host 0's namespace 127.0.0.1 is host
+    # 0's own loopback, where nothing listens, so a probe that stayed here would connect.
+    host, before = network.hosts[0], os.readlink("/proc/thread-self/ns/net")
+    with socket.create_server(("127.0.0.1", 0)) as here:
+        port = here.getsockname()[1]
+        assert netns.connects_from(host.namespace, host.address, PORT, netns.PROBE_TIMEOUT)
+        assert not netns.connects_from(host.namespace, "127.0.0.1", port, netns.PROBE_TIMEOUT)
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()  # it listens, from here
+    assert os.readlink("/proc/thread-self/ns/net") == before
+    with pytest.raises(FileNotFoundError):
+        netns.connects_from("prism-testkit-no-such-namespace", host.address, PORT, netns.PROBE_TIMEOUT)
 
 
 def test_hosts_reach_each_other_and_the_root_namespace_reaches_them(network: Network) -> None:
