@@ -1115,13 +1115,22 @@ async def test_nothing_runs_before_start_or_after_stop(prism_env: PrismEnv) -> N
     assert messaging.calls == {}
 
 
+async def bounded(awaitable: Any, what: str) -> Any:
+    """``awaitable``'s result, or a failure naming ``what`` after the calm-op bound (a bug that
+    leaves a multicast hanging must fail the test, not hang the run)."""
+    try:
+        return await asyncio.wait_for(awaitable, patience.bound("calm-op"))
+    except TimeoutError:
+        raise AssertionError(f"{what} did not finish within {patience.describe('calm-op')}") from None
+
+
 async def test_stop_drains_in_flight_multicasts(prism_env: PrismEnv) -> None:
     """A stop while a multicast is in flight waits for it: every copy is sent and reported.
     Bugs: the stop returns at once and the multicast's sends are cut off, a multicast begun
     after the stop started is accepted."""
     kind = some_kind(prism_env)
     messaging = faulty(prism_env, kind)
-    messaging.hold = asyncio.Event()
+    hold = messaging.hold = asyncio.Event()
     registry = registry_on(prism_env, prism_env.ns, kind, messaging=messaging, max_concurrency=2)
     everyone = [f"d{i}" for i in range(5)]
     async with inboxes(prism_env, kind, registry) as boxes:
@@ -1130,18 +1139,21 @@ async def test_stop_drains_in_flight_multicasts(prism_env: PrismEnv) -> None:
         for identity in everyone:
             await registry.register(identity)
         multicast = asyncio.create_task(registry.multicast(Message(b"drain")))
-        async with asyncio.timeout(patience.bound("calm-op")):
-            await messaging.started.wait()
-        stopping = asyncio.create_task(registry.stop(within=patience.bound("calm-op")))
-        await patience.until(
-            lambda: asyncio.sleep(0, registry.state), lambda s: s is LifecycleState.STOPPING, what="the stop to begin"
-        )
-        with pytest.raises(PatternStopped):
-            await registry.multicast(Message(b"late"))
-        assert not stopping.done(), "the stop returned while a multicast was in flight"
-        messaging.hold.set()
-        report = await stopping
-        result = await multicast
+        try:
+            await bounded(messaging.started.wait(), "the first send")
+            stopping = asyncio.create_task(registry.stop(within=patience.bound("calm-op")))
+            await patience.until(
+                lambda: asyncio.sleep(0, registry.state),
+                lambda s: s is not LifecycleState.RUNNING,
+                what="the stop to begin",
+            )
+            with pytest.raises(PatternStopped):
+                await registry.multicast(Message(b"late"))
+            assert not stopping.done(), "the stop returned while a multicast was in flight"
+        finally:
+            hold.set()
+        report = await bounded(stopping, "the stop")
+        result = await bounded(multicast, "the multicast")
         assert report.drained
         assert not report.forced
         assert report.left == ()
@@ -1154,29 +1166,33 @@ async def test_a_stop_past_its_bound_forces_and_reports_what_it_left(prism_env: 
     """Sends that never finish: the stop returns within its bound (plus the force bound), the
     multicast reports each unfinished identity as failed (not definite when its send had
     begun, definite when it had not), and the report names the multicast. Bugs: a stop that
-    waits forever, a forced multicast that raises instead of reporting, cut sends called
-    delivered, nothing said about what was left."""
+    waits forever, or returns without forcing and leaves the multicast hanging, a forced
+    multicast that raises instead of reporting, cut sends called delivered, nothing said
+    about what was left."""
     kind = some_kind(prism_env)
     messaging = faulty(prism_env, kind)
-    messaging.hold = asyncio.Event()  # never set: the sends hang
+    hold = messaging.hold = asyncio.Event()  # not set until the end: the sends hang
     registry = registry_on(prism_env, prism_env.ns, kind, messaging=messaging, max_concurrency=2)
     within = 0.2
     await registry.start()
     for identity in ("f0", "f1", "f2", "f3"):
         await registry.register(identity)
     multicast = asyncio.create_task(registry.multicast(Message(b"forced")))
-    async with asyncio.timeout(patience.bound("calm-op")):
-        await messaging.started.wait()
-    began = clocks.monotonic()
-    report = await registry.stop(within=within)
-    took = clocks.monotonic() - began
-    result = await multicast
+    try:
+        await bounded(messaging.started.wait(), "the first send")
+        began = clocks.monotonic()
+        report = await bounded(registry.stop(within=within), "the stop")
+        took = clocks.monotonic() - began
+        result = await bounded(multicast, "the forced multicast")
+    finally:
+        hold.set()
+        multicast.cancel()
     assert report.forced
     assert not report.drained
     assert took < within + registry.force_timeout + patience.bound("faulted-op"), f"the stop took {took:.2f}s"
     assert len(report.left) == 1
     assert result.multicast_id in report.left[0]
-    assert "4" in report.left[0]
+    assert "4 of 4 deliveries" in report.left[0]
     assert result.delivered == [], "a cut send was reported delivered"
     assert sorted(result.outcomes) == ["f0", "f1", "f2", "f3"]
     begun = [o for o in result.outcomes.values() if o.attempts > 0]
