@@ -51,7 +51,7 @@ import logging
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import prism_testkit.simulation.clock as clocks
 from prism_testkit.errors import ConfigurationError, PrismError
@@ -251,6 +251,14 @@ class PatternProcess:
         if state is LifecycleState.NEW:
             raise self._error(NotStarted, f"cannot {action} before start()")
         raise self._error(PatternStopped, f"cannot {action}: the pattern is {state.value}")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._state is not LifecycleState.STOPPED:
+            await self.stop()
 
     # --- transitions ----------------------------------------------------------------------
 

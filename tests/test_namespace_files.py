@@ -102,6 +102,9 @@ def test_catalogue_carries_priority_complexity_and_where_the_reference_store_liv
         "cdc": (Priority.P1, Complexity.MEDIUM),
         "event-sourcing": (Priority.P2, Complexity.HIGH),
         "cqrs": (Priority.P2, Complexity.HIGH),
+        "producer": (Priority.P1, Complexity.MEDIUM),
+        "consumer": (Priority.P1, Complexity.LOW),
+        "multicast-registry": (Priority.P2, Complexity.MEDIUM),
     }
     assert patterns["tiered-storage"].required_slots == ["hot", "cold", "reference"]
     assert patterns["claim-check"].implemented
@@ -365,7 +368,8 @@ def test_wrong_types_are_reported_per_namespace_with_their_paths() -> None:
         "ns.yaml: namespaces[2].needs.replay: Input should be a valid boolean, unable to interpret input, "
         "found 'maybe' (line 14)",
         "ns.yaml: namespaces[2].needs.write_rps: unknown field, expected one of: durability, consistency, "
-        "max_message_size, retention, replay, ordered, transactional, delivery_guarantee, audit (line 14)",
+        "max_message_size, retention, replay, ordered, transactional, delivery_guarantee, audit, deduplication "
+        "(line 14)",
     ]
 
 
@@ -403,8 +407,8 @@ def test_unknown_pattern_unknown_backend_multi_and_missing_slot() -> None:
                 slots: {log: kinesis}
         """
     ) == [
-        "ns.yaml: namespaces[0].patterns[0].type: unknown pattern 'claim-chek' (expected one of: claim-check, outbox, "
-        "wal, tiered-storage, cqrs, cdc, event-sourcing) (line 6)",
+        "ns.yaml: namespaces[0].patterns[0].type: unknown pattern 'claim-chek' (expected one of: consumer, producer, "
+        "claim-check, outbox, wal, tiered-storage, cqrs, cdc, event-sourcing, multicast-registry) (line 6)",
         "ns.yaml: namespaces[0].patterns[1].slots.messaging: 'multi' is not a backend: name the one registered backend "
         "that fills slot 'messaging', expected a backend with log or pubsub or queue (registered backends that fit: "
         "kafka, nats, jetstream, postgres, memstore, sqlite) (line 9)",
@@ -582,7 +586,7 @@ def test_needs_that_the_named_backends_cannot_satisfy() -> None:
         "ns.yaml: namespaces[0].backends: max_message_size resolves to claim-check, whose slot 'objects' needs "
         "objects: expected 'objects' in backends (registered backends that fit: s3, memstore) (line 6)",
         "ns.yaml: namespaces[1].backends.objekts: unknown role 'objekts' (expected one of: cold, hot, log, messaging, "
-        "objects, read, reference, store, target, views, warm) (line 10)",
+        "objects, read, reference, registry, state, store, target, views, warm) (line 10)",
         "ns.yaml: namespaces[1].backends.messaging: durability: strong needs every backend to keep acknowledged "
         "writes across a restart: expected a durable backend, found 'nats' (durable: false) (line 10)",
         "ns.yaml: namespaces[1].backends.messaging: ordered: true needs ordered delivery: expected ordering per-key "

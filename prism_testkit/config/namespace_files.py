@@ -145,6 +145,9 @@ class Needs(_Strict):
     transactional: bool | None = None
     delivery_guarantee: Literal["at_most_once", "at_least_once", "exactly_once"] | None = None
     audit: bool | None = None
+    deduplication: Duration | None = Field(
+        default=None, gt=0, description="drop a message whose content was published within this window (producer)"
+    )
 
 
 class NamespaceModel(_Strict):
