@@ -138,6 +138,21 @@ MUTANTS = [
         "memstore,sqlite",
         "*another event store than the write model's was accepted*",
     ),
+    ("multicast_registry_visible_at_expiry", "multicast_registry", "memstore", "*still visible at its expiry instant*"),
+    ("multicast_registry_ne_skips_absent", "multicast_registry", "memstore", "*'ne': 1}}: registry*"),
+    ("multicast_registry_expiry_per_read", "multicast_registry", "memstore", "*missed a member of the start*"),
+    (
+        "multicast_registry_failed_send_reported_delivered",
+        "multicast_registry",
+        "memstore",
+        "*a cut send was reported delivered*",
+    ),
+    (
+        "multicast_registry_stop_skips_drain",
+        "multicast_registry",
+        "memstore",
+        "*the stop returned while a multicast was in flight*",
+    ),
 ]
 
 
@@ -173,6 +188,11 @@ ONLY = {
     "cqrs_cdc_lag_skips_next_transaction": "health_counts_every",
     "cdc_window_keeps_changed_rows": "inside_the_snapshot_window",
     "cqrs_accepts_a_foreign_store": "another_event_store",
+    "multicast_registry_visible_at_expiry": "ttl_edges",
+    "multicast_registry_ne_skips_absent": "every_operator",
+    "multicast_registry_expiry_per_read": "decided_when",
+    "multicast_registry_failed_send_reported_delivered": "past_its_bound",
+    "multicast_registry_stop_skips_drain": "stop_drains",
 }
 
 
