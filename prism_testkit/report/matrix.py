@@ -19,7 +19,7 @@ from typing import Any
 
 from prism_testkit.redaction import redact
 from prism_testkit.report import unavailable_faults
-from prism_testkit.report.merge import ROW_COUNTS, found_counts, plural, totals
+from prism_testkit.report.merge import RED, ROW_COUNTS, found_counts, plural, row_colour, totals
 
 FAILED, SKIPPED, PASSED, NOT_RUN, UNAVAILABLE = "failed", "skipped", "passed", "not run", "unavailable"
 TOLERATED, COVERED = "tolerated", "covered"
@@ -32,7 +32,7 @@ LEGEND = (
 
 
 def _status(cell: dict[str, Any]) -> str:
-    if cell["failed"] or cell["errors"] or cell["anomalies"]:
+    if row_colour(cell) == RED:
         return FAILED
     if not cell["passed"]:
         return COVERED if cell.get("covered") and not cell["skipped"] else SKIPPED

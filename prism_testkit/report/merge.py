@@ -22,6 +22,54 @@ from prism_testkit.errors import PrismError
 from prism_testkit.report import unavailable_faults
 
 COUNTS = ("passed", "failed", "skipped", "anomalies", "tolerated")
+
+# The table of outcomes (docs/report-outcomes.md). Each phase of a test adds a part to its
+# outcome (None: nothing), as pytest counts it: a failed setup or teardown is an error, also after
+# a passed or failed call; xfail counts as skipped, a non-strict xpass as passed, a strict one as
+# failed. A test's outcome is its parts joined by "+" ("passed+error").
+PHASE_PARTS: dict[tuple[str, str], str | None] = {
+    ("setup", "passed"): None,
+    ("setup", "failed"): "error",
+    ("setup", "skipped"): "skipped",
+    ("call", "passed"): "passed",
+    ("call", "failed"): "failed",
+    ("call", "skipped"): "skipped",
+    ("teardown", "passed"): None,
+    ("teardown", "failed"): "error",
+    ("teardown", "skipped"): "skipped",
+}
+# A red part anywhere (any phase, any test, any shard) makes the test and its row red.
+RED_PARTS = frozenset({"failed", "error"})
+# A row's colour, worst first: red (a red part, or anomalies), green (something passed), yellow
+# (only skipped); in the matrix, yellow splits into "covered" (every skip left to the twin) and
+# "skipped".
+RED, GREEN, YELLOW = "red", "green", "yellow"
+
+
+def is_red(outcome: str) -> bool:
+    """Whether a test's outcome ("passed+error"...) holds a red part."""
+    return any(part in RED_PARTS for part in outcome.split("+"))
+
+
+def row_colour(row: dict[str, Any]) -> str:
+    """Red when a test failed or errored or the checker found anomalies, green when one passed,
+    else yellow."""
+    if row.get("failed") or row.get("errors") or found_counts(row.get("anomalies") or {}):
+        return RED
+    return GREEN if row.get("passed") else YELLOW
+
+
+def merged_entry(known: dict[str, Any], other: dict[str, Any]) -> dict[str, Any] | None:
+    """One test found in two shards: one outcome counts once; a test one job left to the twin
+    (covered) and another ran takes what ran; any other pair of outcomes is a contradiction
+    (None), which stops the merge."""
+    if known.get("covered_by") and not other.get("covered_by"):
+        return other  # a skip that ran too: the merge must not depend on the order of the files
+    if other.get("covered_by") and not known.get("covered_by"):
+        return known
+    return known if known["outcome"] == other["outcome"] else None
+
+
 ROW_COUNTS = ("passed", "failed", "skipped", "errors")
 RowKey = tuple[str, str, tuple[tuple[str, str], ...]]  # suite, namespace ("" for none), combination
 
@@ -95,10 +143,10 @@ def _add_shard(key: RowKey, first: tuple[str, dict[str, Any]], other: tuple[str,
     tests = dict(first_row["tests"])
     for test, entry in other_row["tests"].items():
         known = tests.setdefault(test, entry)
-        if known["outcome"] != entry["outcome"] and (known.get("covered_by") or entry.get("covered_by")):
-            # One job left it to the twin, another (without the twin) ran it: what ran counts.
-            tests[test] = entry if known.get("covered_by") else known
-        elif known["outcome"] != entry["outcome"]:
+        merged_test = merged_entry(known, entry)
+        if merged_test is not None:
+            tests[test] = merged_test
+        else:
             raise ReportMergeError(
                 f"{first_path} and {other_path} disagree on {describe_row(key)}: "
                 f"{test} {known['outcome']} vs {entry['outcome']}"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from prism_testkit.report import unavailable_faults
-from prism_testkit.report.merge import KINDS, found_counts, plural
+from prism_testkit.report.merge import KINDS, PHASE_PARTS, found_counts, plural, row_colour
 
 PROPERTY = "prism"
 ANOMALIES = "prism_anomalies"
@@ -110,9 +110,7 @@ def category(report: pytest.TestReport) -> str | None:
     """What this phase adds to pytest's own tally (None: nothing). As pytest counts: a failed
     setup or teardown is an error, also after a passed or failed call; xfail and xpass are
     counted as skipped and passed."""
-    if report.when != "call":
-        return ERROR if report.failed else "skipped" if report.skipped else None
-    return "failed" if report.failed else "skipped" if report.skipped else "passed"
+    return PHASE_PARTS[(report.when, report.outcome)]
 
 
 def first_line(report: pytest.TestReport) -> str:
@@ -376,9 +374,7 @@ def _narrow_table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]], colum
 
 def _color(row: dict[str, Any]) -> dict[str, bool]:
     """Red for a failure, yellow for a row nothing passed in (skipped, or covered by a twin)."""
-    if row["failed"] or row["errors"] or row["anomalies"]:
-        return {"red": True}
-    return {"green": True} if row["passed"] else {"yellow": True}
+    return {row_colour(row): True}
 
 
 def _wrapped(
