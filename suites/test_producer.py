@@ -392,8 +392,11 @@ async def test_dedup_window_expires(prism_env: PrismEnv, kind: Kind) -> None:
             assert (await producer.publish(b"w")).published
             b.clock.advance(30.0)
             assert (await producer.publish(b"w")).status is PublishStatus.DEDUPLICATED
-        assert [bytes(m.payload) for m in await b.delivered()] == [b"w", b"w"]
-        assert (producer.metrics.published, producer.metrics.deduplicated) == (2, 2)
+            assert (await producer.publish(b"edge")).published
+            b.clock.advance(60.0)  # exactly the window: "within" is strictly less
+            assert (await producer.publish(b"edge")).published
+        assert [bytes(m.payload) for m in await b.delivered()] == [b"w", b"w", b"edge", b"edge"]
+        assert (producer.metrics.published, producer.metrics.deduplicated) == (4, 2)
 
 
 @kinds
