@@ -31,6 +31,7 @@ from typing import Any
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.provision.mounts import LAZYFS_FSNAME_PREFIX, detach, is_mounted
+from prism_testkit.provision.netns import FaultNotInjected
 from prism_testkit.provision.process_identity import stamp
 from prism_testkit.provision.processes import stop_all
 from prism_testkit.provision.workdirs import record_process
@@ -161,6 +162,13 @@ class LazyMount:
         self.faults.append(dict(detail) if isinstance(detail, dict) else {})
         return report
 
+    def cuts_taken(self) -> int:
+        """How many power cuts the filesystem itself has taken (its daemon counts them)."""
+        cuts = self._request("stats", timeout=MOUNT_TIMEOUT)["cuts"]
+        if not isinstance(cuts, int):
+            raise ProvisioningError(f"lazy filesystem 'stats' gave no cut count: {cuts!r}")
+        return cuts
+
     def unmount(self) -> None:
         """Unmount and stop the daemon; idempotent, and safe when the daemon already died."""
         daemon, self._daemon = self._daemon, None
@@ -201,13 +209,26 @@ class LazyMounts:
 
     def power_cut(self, fault: StorageFault | None = None) -> dict[str, int]:
         """Cut every node's power; what was discarded, summed over the nodes (each node's
-        fault detail in :attr:`faults`, one list per cut)."""
+        fault detail in :attr:`faults`, one list per cut). Every node's filesystem must have
+        taken exactly one cut, as it counts them, or :class:`FaultNotInjected` names the nodes
+        that kept their unsynced writes."""
+        before = [mount.cuts_taken() for mount in self.mounts]
         total: dict[str, int] = {}
         details = []
         for mount in self.mounts:
             for key, value in mount.power_cut(fault).items():
                 total[key] = total.get(key, 0) + value
             details.append(mount.faults[-1])
+        missed = [
+            node
+            for node, (mount, was) in enumerate(zip(self.mounts, before, strict=True))
+            if mount.cuts_taken() != was + 1
+        ]
+        if missed:
+            raise FaultNotInjected(
+                f"power cut of {len(self.mounts)} nodes: node {', '.join(map(str, missed))} took no cut "
+                "(its lazy filesystem kept its unsynced writes)"
+            )
         self.faults.append({"nodes": details})
         self.cuts.append(total)
         return total

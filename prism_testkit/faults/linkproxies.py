@@ -77,10 +77,16 @@ class LinkProxies(ProvedCuts):
         self.proxies[(a, b)].blackhole()  # open connections hang, as behind a dropped route
         self.proxies[(b, a)].blackhole()
 
-    def heal(self) -> None:
+    def _unblock_all(self) -> None:
         for proxy in self.proxies.values():
             proxy.heal()
-        self.cuts.clear()
+
+    def _parts(self, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], dict[str, bool]]:
+        """A cut is the pair's two link proxies, each blackholed."""
+        return {
+            (a, b): {f"proxy of link {x}->{y}": self.proxies[(x, y)].state.blackhole for x, y in ((a, b), (b, a))}
+            for a, b in pairs
+        }
 
     def reaches(self, a: int, b: int, port: int) -> bool:
         """Whether a connection from ``a`` to ``b`` carries ``b``'s greeting (a peer port speaks

@@ -158,10 +158,13 @@ class Cluster:
         self._each(lambda server: server.wait_ready(timeout))
 
     def restore(self) -> None:
-        """Heal every partition, resume paused nodes and start stopped ones."""
-        self.network.heal()
-        self.resume()
-        self.start()
+        """Heal every partition, resume paused nodes and start stopped ones (also when the heal
+        left a cut, which it then raises)."""
+        try:
+            self.network.heal()
+        finally:
+            self.resume()
+            self.start()
 
     # --- node by node ------------------------------------------------------------------------
 

@@ -143,25 +143,41 @@ def _looks_like_net(word: str) -> bool:
 
 
 class ProvedCuts:
-    """Cuts between a network's hosts, each proved: after :meth:`_block`, a connection across
-    it (:meth:`reaches`) must fail, or :class:`FaultNotInjected` is raised."""
+    """Cuts between a network's hosts, each proved part by part. A partition is several cuts and
+    a cut may be several parts (a route, a proxy per direction): after :meth:`cut` every part of
+    every new cut must be in force (:meth:`_parts`) and, with a probe port, a connection across
+    each cut (:meth:`reaches`) must fail; after :meth:`heal` no part of any cut may be left. Any
+    one part that did not take effect raises :class:`FaultNotInjected` naming it."""
 
     cuts: set[tuple[int, int]]  # (from, to): from cannot reach to
     UNCUT = "host {a} still reaches host {b} after the cut"
+    UNHEALED = "host {a} is still cut from host {b} after the heal"
 
     def _block(self, a: int, b: int) -> None:
+        raise NotImplementedError
+
+    def _unblock_all(self) -> None:
+        raise NotImplementedError
+
+    def _parts(self, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], dict[str, bool]]:
+        """For each cut ``(a, b)``: each part that makes it, and whether it is in force now."""
         raise NotImplementedError
 
     def reaches(self, a: int, b: int, port: int) -> bool:
         raise NotImplementedError
 
     def cut(self, pairs: Iterable[tuple[int, int]], *, probe_port: int | None = None) -> None:
-        """Cut each ``(a, b)``: ``a`` no longer reaches ``b``. With ``probe_port`` (a port the
-        hosts listen on) each new cut is proved by a connection that must fail."""
+        """Cut each ``(a, b)``: ``a`` no longer reaches ``b``. Every part of every new cut must
+        be in force; with ``probe_port`` (a port the hosts listen on) each new cut is also
+        proved by a connection that must fail."""
         new = [pair for pair in pairs if pair not in self.cuts and pair[0] != pair[1]]
         for a, b in new:
             self._block(a, b)
             self.cuts.add((a, b))
+        for (a, b), parts in self._parts(new).items():
+            missing = [part for part, held in parts.items() if not held]
+            if missing:
+                raise FaultNotInjected(self.UNCUT.format(a=a, b=b) + f": not in force: {', '.join(missing)}")
         if probe_port is not None:
             for a, b in new:
                 if self.reaches(a, b, probe_port):
@@ -170,6 +186,22 @@ class ProvedCuts:
     def partition(self, groups: Sequence[Iterable[int]], *, probe_port: int | None = None) -> None:
         """Hosts in different groups cannot reach each other, in both directions."""
         self.cut(pairs_across(groups), probe_port=probe_port)
+
+    def heal(self) -> None:
+        """Remove every cut. No part of any may be left: a heal that left one raises
+        :class:`FaultNotInjected` naming it (and keeps it, so the next heal tries again)."""
+        healed = sorted(self.cuts)
+        self._unblock_all()
+        left = {pair: [part for part, held in parts.items() if held] for pair, parts in self._parts(healed).items()}
+        left = {pair: parts for pair, parts in left.items() if parts}
+        self.cuts = set(left)
+        if left:
+            raise FaultNotInjected(
+                "; ".join(
+                    self.UNHEALED.format(a=a, b=b) + f": still in force: {', '.join(parts)}"
+                    for (a, b), parts in sorted(left.items())
+                )
+            )
 
 
 @dataclass
@@ -238,8 +270,9 @@ class Network(ProvedCuts):
         """Drop every packet host ``a`` sends to host ``b``."""
         _ip("route", "add", "blackhole", f"{self.hosts[b].address}/32", namespace=self.hosts[a].namespace)
 
-    def heal(self) -> None:
+    def _unblock_all(self) -> None:
         for a, b in sorted(self.cuts):
+            # a route already gone is no error here: what is left is proved by _parts
             _ip(
                 "route",
                 "del",
@@ -248,7 +281,17 @@ class Network(ProvedCuts):
                 namespace=self.hosts[a].namespace,
                 check=False,
             )
-        self.cuts.clear()
+
+    def _parts(self, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], dict[str, bool]]:
+        """Each cut is one blackhole route in the sender's namespace, listed by the kernel."""
+        routes: dict[int, set[str]] = {}
+        for a in sorted({a for a, _ in pairs}):
+            listed = _ip("-j", "route", "show", "type", "blackhole", namespace=self.hosts[a].namespace).stdout
+            routes[a] = {str(route.get("dst", "")).removesuffix("/32") for route in json.loads(listed or "[]")}
+        return {
+            (a, b): {f"blackhole route to {self.hosts[b].address} in host {a}": self.hosts[b].address in routes[a]}
+            for a, b in pairs
+        }
 
     def reaches(self, a: int, b: int, port: int) -> bool:
         """Whether a TCP connection from host ``a`` to host ``b``'s ``port`` succeeds."""
