@@ -241,6 +241,24 @@ def descendants(parents: Mapping[int, int], root: int) -> list[int]:
     return found
 
 
+def outside(parents: Mapping[int, int], tree: set[int], root: int, known: set[int]) -> set[int]:
+    """The pids of ``parents`` (pid -> parent pid, as read in one scan) that are surely not of
+    the run: their ancestors lead to pid 0 or to a pid ``known`` to be outside. A process whose
+    ancestry breaks off (its parent exited during the scan, and it is being reparented to the
+    root) is not: it may be the run's, and is read again next scan."""
+    found: set[int] = set()
+    for pid in parents.keys() - tree - {root}:
+        chain, ancestor = [pid], parents[pid]
+        while ancestor in parents and ancestor not in found and ancestor not in tree and ancestor != root:
+            if len(chain) > len(parents):
+                break  # a loop, from pids reused during the scan: decide next time
+            chain.append(ancestor)
+            ancestor = parents[ancestor]
+        if ancestor == 0 or ancestor in known or ancestor in found:
+            found.update(chain)
+    return found
+
+
 def by_kind(processes: Iterable[Mapping[str, Any]], total_user: float, total_system: float) -> dict[str, Any]:
     """CPU (user, system) and processes seen per kind, largest first, with the remainder of the
     run's total that no sample explains as :data:`UNATTRIBUTED` (its split by reaper is the
@@ -333,9 +351,10 @@ class Sampler:
             if (raw := _read(f"/proc/{pid}/stat")) is not None:
                 with contextlib.suppress(ValueError, IndexError):
                     stats[pid] = parse_stat(raw.decode(errors="replace"))
-        tree = descendants({pid: s["ppid"] for pid, s in stats.items()}, self.root)
+        parents = {pid: s["ppid"] for pid, s in stats.items()}
+        tree = descendants(parents, self.root)
         # Processes outside the run never join it (only its own forks do): not read again.
-        self._foreign |= stats.keys() - set(tree)
+        self._foreign |= outside(parents, set(tree), self.root, self._foreign)
         with self._lock:
             self.scans += 1
             sample: dict[Key, dict[str, Any]] = {}

@@ -27,6 +27,7 @@ from benchmarks.process_cpu import (
     classify,
     descendants,
     describe,
+    outside,
     parse_stat,
 )
 from benchmarks.run_profile import analyse, markdown, summarise, table
@@ -238,3 +239,11 @@ def test_an_other_process_is_named_by_its_module_or_its_code_when_it_is_python()
     assert describe("python3", ["/v/bin/python3", "-m", "venv", "/x"]) == "python3 -m venv"
     assert describe("python", ["/v/bin/python", "-c", "\nimport json\nprint(1)"]) == "python -c import json"
     assert describe("python", ["/v/bin/python", "tool.py", "x"]) == "python tool.py"
+
+
+def test_a_process_whose_parent_vanished_during_a_scan_is_not_taken_for_one_outside_the_run() -> None:
+    # 1 init, 2 someone else's shell, 3 its child; 10 the profiler, 11 pytest; 13's parent 12
+    # (a killed postmaster) exited during the scan: 13 (a backend) is being handed to the profiler
+    parents = {1: 0, 2: 1, 3: 2, 10: 4, 11: 10, 13: 12}
+    assert outside(parents, tree={11}, root=10, known={4}) == {1, 2, 3}
+    assert outside({5: 6, 6: 5}, tree=set(), root=10, known=set()) == set()  # a loop from reused pids
