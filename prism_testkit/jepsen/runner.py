@@ -112,9 +112,14 @@ class StatefulRun:
             for name in self.combination.slots.values()
             if not prism_env.runtime.registry[name].properties.survives_failover
         }
-        # The backends to simulate (--prism-simulate, every one of the combination simulable), or none.
+        replay = request.config.stash.get(REPLAY, None)
+        self.replaying = replay if replay is not None and replay[0].test == test_address(request.node) else None
+        # The backends to simulate (--prism-simulate, every one of the combination simulable), or none;
+        # a replay runs as its schedule's run did, whatever this command line says.
         backends = list(dict.fromkeys(self.combination.slots.values()))
         wanted = bool(request.config.getoption("prism_simulate", None) or request.config.getini("prism_simulate"))
+        if self.replaying is not None:
+            wanted = self.replaying[0].simulate
         # asked to simulate, but these backends are not simulable: the test runs on real time
         self.not_simulable = [n for n in backends if wanted and not prism_env.runtime.registry[n].simulable]
         self.simulated: list[str] = backends if wanted and not self.not_simulable else []
@@ -124,9 +129,10 @@ class StatefulRun:
         if self.simulated:
             from prism_testkit.simulation.buggify import parse
 
-            self.buggify = parse(
-                request.config.getoption("prism_buggify", None) or request.config.getini("prism_buggify")
-            )
+            allowed = request.config.getoption("prism_buggify", None) or request.config.getini("prism_buggify")
+            if self.replaying is not None:
+                allowed = ",".join(self.replaying[0].buggify) or None
+            self.buggify = parse(allowed)
         self.failing_digest: str | None = None
         self.misbehaviour: Counter[str] = Counter()  # kind -> how often it fired, all examples
         self.judged = 0  # examples whose history held something to check
@@ -140,8 +146,6 @@ class StatefulRun:
         self.schedules: Path | None = Path(given).absolute() if given else None
         self.schedule_file: Path | None = None  # the failure's, once written
         self.replayed: ReplayResult | None = None  # the failure's replay, tried once
-        replay = config.stash.get(REPLAY, None)
-        self.replaying = replay if replay is not None and replay[0].test == test_address(request.node) else None
 
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
