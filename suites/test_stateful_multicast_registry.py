@@ -1,0 +1,254 @@
+"""The multicast registry under faults: registrations, deregistrations and multicasts while the
+nemesis breaks the registry's server and the queue's.
+
+The faults its guarantee speaks of, and the rules that inject them:
+
+- a server kill (or power cut, on a lazy mount) or pause of either backend (``kill_and_restart``,
+  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  backend is a server the harness controls): operations of unknown outcome, copies the queue may
+  lose where it does not declare itself durable;
+- proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where the
+  backend is networked): a registry read or a send of unknown outcome.
+
+Not injected: a clock jump (TTL expiry is proved on an injected clock by the acceptance suite;
+here nothing expires) and a send failing on its own (the acceptance suite injects those).
+
+What is judged after every fault is healed, from the history and a drain of every identity's
+queue: an identity whose registration completed before a multicast began, with no operation of
+unknown outcome on it, is among that multicast's recipients (``missed-member``); one
+deregistered before it began (or never registered) is not (``unexpected-recipient``); every copy
+reported ``delivered`` arrives (``lost-copy``, tolerated where the queue may lose acknowledged
+messages: not durable and a server restarted); no copy arrives for an identity a completed
+multicast did not name (``stray-copy``) or reported as a definite failure (``undelivered-copy``).
+Copies that arrive twice (a send retried after an unknown outcome) are counted, not forbidden.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import rule
+from prism_testkit.patterns.multicast_registry import (
+    IDENTITY_HEADER,
+    MULTICAST_ID_HEADER,
+    MulticastRegistry,
+    MulticastRegistryConfig,
+    MulticastResult,
+)
+
+from prism_testkit import Message, PrismEnv, Slot, prism_suite
+from prism_testkit.jepsen.checkers import EMPTY, Anomaly, Verdict, suite_verdict
+from prism_testkit.jepsen.history import OpHandle, OpType
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
+
+pytestmark = prism_suite(
+    "stateful_multicast_registry",
+    registry=Slot.needs("keyvalue", "keyvalue.scan"),
+    messaging=Slot.needs("queue"),
+)
+
+IDENTITIES = ("i0", "i1", "i2", "i3")
+RESTARTS = frozenset({"kill", "power-cut"})
+DRAIN_WAIT = 0.2  # s: one receive's wait while draining an identity's queue
+
+
+@dataclass
+class Multicast:
+    handle: OpHandle
+    seq: int
+    result: MulticastResult | None = None
+
+
+@dataclass
+class Findings:
+    found: dict[str, list[Anomaly]] = field(default_factory=dict)
+
+    def add(self, name: str, message: str, machine: RegistryMachine, data: dict[str, Any]) -> None:
+        self.found.setdefault(name, []).append(Anomaly(name, message, machine.history, data))
+
+
+class RegistryMachine(FaultMachine):
+    """One client registering, deregistering and multicasting over a small set of identities."""
+
+    def __init__(self, run: StatefulRun) -> None:
+        super().__init__(run, ["registry", "messaging"])
+        self.config = MulticastRegistryConfig(
+            key_prefix=self.ns.name("reg") + "/",
+            destination_prefix=self.ns.name("inbox") + "-",
+            attempts=2,
+            retry_backoff=0.0,
+        )
+        self.seq = 0
+        self.multicasts: list[Multicast] = []
+        spec = self.env.spec("messaging")
+        self.queue_may_lose = not spec.properties.durable
+
+    def registry(self) -> MulticastRegistry:
+        """A registry over the current clients (a restart reconnects them), started."""
+        registry = MulticastRegistry(self.client("registry").keyvalue(), self.client("messaging").queue(), self.config)
+        self.loop(registry.start())
+        return registry
+
+    @rule(identity=st.sampled_from(IDENTITIES))
+    def register(self, identity: str) -> None:
+        registry = self.registry()
+        outcome = self.attempt("client", "register", lambda: registry.register(identity, {"g": 1}), key=identity)
+        if outcome.completed:
+            outcome.handle.ok()
+
+    @rule(identity=st.sampled_from(IDENTITIES))
+    def deregister(self, identity: str) -> None:
+        registry = self.registry()
+        outcome = self.attempt("client", "deregister", lambda: registry.deregister(identity), key=identity)
+        if outcome.completed:
+            outcome.handle.ok()
+
+    @rule()
+    def multicast(self) -> None:
+        registry = self.registry()
+        self.seq += 1
+        seq = self.seq
+        outcome = self.attempt(
+            "client", "multicast", lambda: registry.multicast(Message(str(seq).encode()), {"g": 1}), value=seq
+        )
+        record = Multicast(outcome.handle, seq)
+        self.multicasts.append(record)
+        if outcome.completed:
+            result = outcome.result
+            assert result is not None
+            record.result = result
+            summary = {i: (o.status, o.definite) for i, o in sorted(result.outcomes.items())}
+            outcome.handle.ok(value=json.dumps([seq, result.multicast_id, summary]))
+
+    # -- judging ----------------------------------------------------------------------------
+
+    def member_at(self, identity: str, before: int) -> bool | None:
+        """Whether ``identity`` was registered at history index ``before`` (a multicast's
+        invoke): ``None`` when an operation on it of unknown outcome came before that."""
+        member = False
+        for pair in self.history.pairs():
+            invoke, completion = pair.invoke, pair.completion
+            if invoke.key != identity or invoke.f not in ("register", "deregister") or invoke.index >= before:
+                continue
+            if completion is None or completion.type is OpType.INFO or completion.index >= before:
+                return None  # may have happened, or happened while the multicast ran
+            if completion.type is OpType.OK:
+                member = invoke.f == "register"
+        return member
+
+    async def _drain(self) -> Counter[tuple[str, str]]:
+        """Every copy that reached an identity's queue: (multicast id, identity) -> count."""
+        queue = self.env.driver("messaging").queue()
+        copies: Counter[tuple[str, str]] = Counter()
+        for identity in IDENTITIES:
+            destination = self.config.destination_prefix + identity
+            while (delivery := await queue.receive(destination, wait=DRAIN_WAIT)) is not None:
+                headers = delivery.message.headers
+                assert headers.get(IDENTITY_HEADER) == identity, f"{destination} holds a copy for another identity"
+                copies[(headers.get(MULTICAST_ID_HEADER, "?"), identity)] += 1
+                await queue.ack(destination, delivery)
+        return copies
+
+    def check(self) -> tuple[list[Verdict], str]:
+        copies = self.recovering(self._drain, "drain every identity's queue")
+        self.history.invoke("drainer", "drain").ok(value=tuple(sorted((m, i, n) for (m, i), n in copies.items())))
+        restarted = any(op.process == "nemesis" and op.f in RESTARTS for op in self.history)
+        findings = Findings()
+        known: dict[str, MulticastResult] = {}
+        unknown = 0
+        for record in self.multicasts:
+            if record.result is None:
+                unknown += record.handle.completion is None or record.handle.completion.type is OpType.INFO
+                continue
+            result = record.result
+            known[result.multicast_id] = result
+            began = record.handle.invoke.index
+            for identity in IDENTITIES:
+                member = self.member_at(identity, began)
+                named = identity in result.outcomes
+                facts = {"multicast": record.seq, "identity": identity}
+                if member is True and not named:
+                    findings.add("missed-member", f"multicast {record.seq} missed registered {identity}", self, facts)
+                if member is False and named:
+                    findings.add(
+                        "unexpected-recipient", f"multicast {record.seq} went to unregistered {identity}", self, facts
+                    )
+            for identity, outcome in result.outcomes.items():
+                arrived = copies.get((result.multicast_id, identity), 0)
+                facts = {"multicast": record.seq, "identity": identity, "arrived": arrived}
+                if outcome.delivered and not arrived and not (self.queue_may_lose and restarted):
+                    findings.add(
+                        "lost-copy", f"multicast {record.seq}: {identity}'s delivered copy is gone", self, facts
+                    )
+                if not outcome.delivered and outcome.definite and arrived:
+                    findings.add(
+                        "undelivered-copy",
+                        f"multicast {record.seq}: a definite failure arrived at {identity}",
+                        self,
+                        facts,
+                    )
+        mine = {m for m, _ in copies}
+        for (multicast_id, identity), count in copies.items():
+            result = known.get(multicast_id)
+            if result is not None and identity not in result.outcomes:
+                findings.add(
+                    "stray-copy",
+                    f"a copy of multicast {multicast_id} reached {identity}, not one of its recipients",
+                    self,
+                    {"multicast": multicast_id, "identity": identity, "count": count},
+                )
+        stray_ids = mine - set(known)
+        if len(stray_ids) > unknown:
+            findings.add(
+                "stray-copy",
+                f"copies of {len(stray_ids)} multicasts arrived, but only {unknown} had an unknown outcome",
+                self,
+                {"multicasts": sorted(stray_ids)},
+            )
+        if not known:
+            findings.add(EMPTY, "no multicast completed: nothing was judged", self, {})
+        counts = {
+            "multicasts": len(known),
+            "copies": sum(copies.values()),
+            "duplicated-copies": sum(n - 1 for n in copies.values() if n > 1),
+        }
+        return [suite_verdict("multicast-registry", findings.found, counts)], f"registry {self.config.key_prefix}"
+
+
+def test_multicast_registry_under_faults(prism_env: PrismEnv, request: pytest.FixtureRequest) -> None:
+    run = StatefulRun(prism_env, request)
+    run.execute(lambda: RegistryMachine(run))
+
+
+def test_the_checker_sees_a_missed_member(prism_env: PrismEnv, request: pytest.FixtureRequest) -> None:
+    """Step by step: a registered identity left out of a multicast's recipients (the registry's
+    record removed behind its back) must be reported, so the checker can fail."""
+    run = StatefulRun(prism_env, request)
+    machine = RegistryMachine(run)
+    machine.register("i0")
+    machine.register("i1")
+    machine.loop(prism_env.driver("registry").keyvalue().delete(machine.config.key_prefix + "i1"))
+    machine.multicast()
+    with pytest.raises(AssertionError, match="missed-member"):
+        machine.teardown()  # drains, judges and fails with the anomaly (then purges)
+
+
+def test_a_calm_run_is_judged_valid(prism_env: PrismEnv, request: pytest.FixtureRequest) -> None:
+    """Step by step with no fault: every registered identity gets its copy, and the verdict is
+    valid and judged something."""
+    run = StatefulRun(prism_env, request)
+    machine = RegistryMachine(run)
+    machine.register("i0")
+    machine.register("i2")
+    machine.deregister("i2")
+    machine.multicast()
+    assert machine.multicasts[-1].result is not None
+    assert machine.multicasts[-1].result.recipients == ["i0"]
+    machine.teardown()
+    assert run.judged == 1
