@@ -44,6 +44,7 @@ pytestmark = prism_suite(
 )
 
 KINDS: list[Kind] = ["queue", "log", "pubsub"]
+FENCE = 999  # a last record: once it is handled, so is everything a log held before it
 kinds = pytest.mark.parametrize("kind", KINDS)
 
 
@@ -248,7 +249,13 @@ async def test_log_consumer_killed_before_saving_redoes_exactly_the_unsaved(
             handled_before = kill * commit_every  # the save that died covered these
             saved = (kill - 1) * commit_every
         else:
-            await first.until(lambda s: len(s) >= count, "every record handled")
+            # every record handled, or the loop died (it must not: a wait that ends either way)
+            await patience.until(
+                lambda: asyncio.sleep(0, (len(first.seqs), len(dead.tasks))),
+                lambda seen: seen[0] >= count or seen[1] == 0,
+                what="every record handled",
+            )
+            assert not state.dead or len(first.seqs) == count, "the consumer died at a save it should not have made"
             handled_before, saved = count, saves * commit_every
         report = await dead.stop()
         if kill <= saves:
@@ -257,10 +264,11 @@ async def test_log_consumer_killed_before_saving_redoes_exactly_the_unsaved(
             saved = count if not state.dead else saved  # its stop saved the rest
         assert first.seqs == list(range(handled_before))
         assert await b.consumer(Recorder()).saved_position() == (saved or None)
+        await b.put(msg(FENCE))  # handled after every record before it: the successor's end
         second = Recorder()
         async with b.consumer(second):
-            await second.until(lambda s: len(s) >= count - saved, "the rest handled")
-        assert second.seqs == list(range(saved, count)), "a restart must resume at the saved position"
+            await second.until(lambda s: FENCE in s, "the successor to reach the fence")
+        assert second.seqs == [*range(saved, count), FENCE], "a restart must resume at the saved position"
         duplicates = sorted(set(first.seqs) & set(second.seqs))
         assert duplicates == list(range(saved, handled_before))
 

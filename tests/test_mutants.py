@@ -153,6 +153,15 @@ MUTANTS = [
         "memstore",
         "*the stop returned while a multicast was in flight*",
     ),
+    # producer and consumer (#40): each caught by the test named in its evidence
+    ("producer_marks_before_publish", "producer", "memstore", "*FAILED*test_a_failed_publish_is_not_deduplicated*"),
+    ("producer_resends_whole_batch", "producer", "memstore", "*FAILED*test_a_sink_failing_mid_batch*"),
+    ("producer_ignores_batch_interval", "producer", "memstore", "*before its 0.2s*"),
+    ("producer_dedups_in_memory", "producer", "memstore", "*FAILED*test_a_restarted_producer_keeps_deduplicating*"),
+    ("producer_stop_waits_for_interval", "producer", "memstore", "*FAILED*test_graceful_stop_flushes_everything*"),
+    ("consumer_saves_before_handling", "consumer", "memstore", "*FAILED*test_log_consumer_killed_before_saving*"),
+    ("consumer_acks_before_handling", "consumer", "memstore", "*the unmarked message redelivered and handled again*"),
+    ("consumer_forgets_saved_position", "consumer", "memstore", "*FAILED*test_state_is_persisted_and_a_restart*"),
 ]
 
 
@@ -193,6 +202,14 @@ ONLY = {
     "multicast_registry_expiry_per_read": "decided_when",
     "multicast_registry_failed_send_reported_delivered": "past_its_bound",
     "multicast_registry_stop_skips_drain": "stop_drains",
+    "producer_marks_before_publish": "failed_publish_is_not_deduplicated and queue",
+    "producer_resends_whole_batch": "failing_mid_batch and queue",
+    "producer_ignores_batch_interval": "by_interval and queue",
+    "producer_dedups_in_memory": "restarted_producer and queue",
+    "producer_stop_waits_for_interval": "graceful_stop and queue",
+    "consumer_saves_before_handling": "killed_before_saving",
+    "consumer_acks_before_handling": "killed_before_the_ack and mark",
+    "consumer_forgets_saved_position": "restart_resumes and log",
 }
 
 
