@@ -15,8 +15,9 @@ not slept.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import pytest
 from hypothesis import given
@@ -44,7 +45,7 @@ from prism_testkit.patterns.producer import (
 
 from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.errors import NotSupported
-from prism_testkit.interfaces import MESSAGE_ID_HEADER, KeyValue
+from prism_testkit.interfaces import MESSAGE_ID_HEADER, KeyValue, QueueDelivery, Record
 from prism_testkit.isolation import Namespace
 
 from ._helpers import prism_settings
@@ -58,6 +59,7 @@ pytestmark = prism_suite(
 )
 
 KINDS: list[Kind] = ["queue", "log", "pubsub"]
+T = TypeVar("T")
 NEVER = 3600.0  # a batch interval no test waits for: only size, flush() or stop() publish
 PRODUCER_HEADERS = (MESSAGE_ID_HEADER, HEADER_ATTEMPT)
 
@@ -633,3 +635,121 @@ async def test_forced_stop_after_the_bound_reports_what_it_left(prism_env: Prism
         assert producer.metrics.failed == 2
         assert producer.state is LifecycleState.STOPPED
         assert b.faulty.retries_of(b"h2") == [], "a message after the hung one was sent"
+
+
+# --- a sink server killed with a batch in flight ---------------------------------------------
+
+
+class _Reconnecting:
+    """The sink slot's queue or log as a producer sees it across a server restart: every call
+    goes through the slot's current driver, and the ``kill_after``-th accepted send is followed
+    by a SIGKILL and restart of the server before the call returns."""
+
+    def __init__(self, prism_env: PrismEnv, kind: Kind, kill_after: int) -> None:
+        self.env, self.kind, self.kill_after = prism_env, kind, kill_after
+        self.accepted = 0
+        self.restarted = False
+        self.errors: list[str] = []
+
+    async def _sent(self) -> None:
+        self.accepted += 1
+        if self.accepted == self.kill_after:
+            old = self.env.driver("sink")
+            await self.env.restart("sink", kill=True)
+            self.env.faults["kill"] += 1
+            self.restarted = self.env.driver("sink") is not old
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except Exception as exc:
+            self.errors.append(type(exc).__name__)
+            raise
+
+
+class _ReconnectingQueue(_Reconnecting):
+    async def send(self, queue: str, message: Message) -> str:
+        sent = await self._guard(self.env.driver("sink").queue().send(queue, message))
+        await self._sent()
+        return sent
+
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
+        return await self.env.driver("sink").queue().receive(queue, wait=wait, visibility_timeout=visibility_timeout)
+
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
+        await self.env.driver("sink").queue().ack(queue, delivery)
+
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
+        await self.env.driver("sink").queue().nack(queue, delivery)
+
+
+class _ReconnectingLog(_Reconnecting):
+    async def append(self, log: str, message: Message) -> int:
+        offset = await self._guard(self.env.driver("sink").log().append(log, message))
+        await self._sent()
+        return offset
+
+    async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
+        return await self.env.driver("sink").log().read(log, offset, limit=limit, wait=wait)
+
+    async def end_offset(self, log: str) -> int:
+        return await self.env.driver("sink").log().end_offset(log)
+
+    async def commit(self, log: str, group: str, offset: int) -> None:
+        await self.env.driver("sink").log().commit(log, group, offset)
+
+    async def committed(self, log: str, group: str) -> int | None:
+        return await self.env.driver("sink").log().committed(log, group)
+
+
+@pytest.mark.parametrize("kind", ["queue", "log"])
+async def test_a_sink_server_killed_with_a_batch_in_flight(prism_env: PrismEnv, kind: Kind) -> None:
+    """The sink's server is SIGKILLed and restarted after accepting part of a batch; the producer
+    goes on with the rest on the restarted server. Every message sent after the kill arrives once,
+    in order; what was accepted before it survives if the instance is declared durable (else it
+    may be lost: the sink's delivery model, not the producer's), and nothing arrives twice. Bug
+    caught: a producer that resends what the sink accepted, gives up the batch at the restart, or
+    loses the rest of the batch. (Pub/sub is left out: a restart drops its subscribers.)"""
+    if prism_env.control("sink") is None:
+        pytest.skip(f"{prism_env.combination['sink']}: no process to kill (embedded, or given by URL)")
+    if not prism_env.driver("sink").supports(Capability(kind)):
+        pytest.skip(f"{prism_env.combination['sink']} does not provide {kind}")
+    durable = prism_env.spec("sink").properties.durable
+    async with prism_env.example() as ns:
+        destination = ns.name("killed")
+        kill_after = 4
+        sink = (
+            _ReconnectingQueue(prism_env, kind, kill_after)
+            if kind == "queue"
+            else _ReconnectingLog(prism_env, kind, kill_after)
+        )
+        producer = Producer(
+            sink,
+            ProducerConfig(
+                destination=destination,
+                batch_size=10,
+                batch_interval=NEVER,
+                max_retries=20,
+                retry_backoff=0.05,
+                retry_backoff_max=0.5,
+            ),
+        )
+        async with producer:
+            futures = [await producer.send(f"k{i}".encode()) for i in range(10)]
+            await producer.flush()
+        outcomes = [f.result() for f in futures]  # every publish completed: none failed
+        assert sink.restarted, "the sink's server was not restarted under the batch"
+        assert all(o.published for o in outcomes)
+        reader = SinkReader(
+            lambda: prism_env.driver("sink"), kind, destination, prism_env.spec("sink").properties.ordering
+        )
+        got = [bytes(m.payload) for m in await reader.until_now(_deadline())]
+        after = [f"k{i}".encode() for i in range(kill_after, 10)]
+        before = [f"k{i}".encode() for i in range(kill_after)]
+        assert len(got) == len(set(got)), f"duplicates after the kill: {got}"
+        assert len(got) >= len(after), f"messages sent after the kill are missing: {got}"
+        assert got[len(got) - len(after) :] == after, f"the messages sent after the kill: {got}"
+        if durable:
+            assert got == before + after, f"acknowledged before the kill and lost by a durable sink: {got}"
+        else:
+            assert set(got[: len(got) - len(after)]) <= set(before)
