@@ -26,7 +26,7 @@ from prism_testkit.report.merge import LoadedReport, ReportMergeError, merge_rep
 
 SETUPS = ("passed", "error", "skipped")
 CALLS = ("passed", "failed", "skipped", "xfail", "xpass", "xpass_strict")
-TEARDOWNS = ("passed", "error")
+TEARDOWNS = ("passed", "error", "skipped")
 MARKED = ("xfail", "xpass", "xpass_strict")  # the calls under an xfail mark
 CALL_PART = {
     "passed": "passed",
@@ -51,7 +51,10 @@ def model_outcome(setup: str, call: str | None, teardown: str) -> str:
     parts = [] if setup == "passed" else [setup]
     parts += [] if call is None else [CALL_PART[call]]
     # an xfail mark makes an exception in any phase an expected failure, as pytest counts it
-    parts += [] if teardown == "passed" else ["skipped" if call in MARKED else "error"]
+    if teardown == "skipped":
+        parts.append("skipped")
+    elif teardown == "error":
+        parts.append("skipped" if call in MARKED else "error")
     return "+".join(parts)
 
 
@@ -95,6 +98,11 @@ def setup_skipped():
 @pytest.fixture
 def teardown_passed():
     yield
+
+@pytest.fixture
+def teardown_skipped():
+    yield
+    pytest.skip("skipped in teardown")
 
 @pytest.fixture
 def teardown_error():
