@@ -610,14 +610,16 @@ async def test_forced_stop_after_the_bound_reports_what_it_left(prism_env: Prism
         producer = b.producer(batch_size=100, batch_interval=NEVER)
         await producer.start()
         futures = [await producer.send(p) for p in (b"h0", b"h1", b"h2")]
+        flushing = asyncio.ensure_future(producer.flush())
+        # the stop begins once h1's send hangs, so the bound runs out with it under way
+        await asyncio.wait_for(b.faulty.held.wait(), patience.bound("calm-op"))
         bound = 0.3
         loop = asyncio.get_running_loop()
-        stopping = asyncio.ensure_future(producer.stop(within=bound))
         began = loop.time()
-        await asyncio.wait_for(b.faulty.held.wait(), patience.bound("calm-op"))
-        report = await asyncio.wait_for(stopping, patience.bound("calm-op"))
+        report = await asyncio.wait_for(producer.stop(within=bound), patience.bound("calm-op"))
         elapsed = loop.time() - began
         b.faulty.release.set()
+        await asyncio.wait_for(flushing, patience.bound("calm-op"))  # ends with its messages settled
         assert report.forced
         assert not report.drained
         assert report.exit_code == 2
