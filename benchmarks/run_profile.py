@@ -329,11 +329,11 @@ def table_column(result: dict[str, Any]) -> dict[str, str]:
     cores = result.get("cores") or 1
 
     def seconds(values: Sequence[float]) -> str:
-        return f"{_median(values):,.0f} s"
+        return f"{_figure(_median(values))} s"
 
     column = {
         "trials": str(len(trials)),
-        "tests run": f"{_median([t['tests'] for t in trials]):,.0f}",
+        "tests": f"{_median([t['tests'] for t in trials]):,.0f}",
         "exit code": ", ".join(str(t["exit_code"]) for t in trials),
         "wall": seconds([t["wall"] for t in trials]),
         "CPU": seconds([t["cpu"] for t in trials]),
@@ -353,14 +353,23 @@ def table_column(result: dict[str, Any]) -> dict[str, str]:
         for kind in {kind for t in trials for kind in t["cpu_by_kind"]}:
             user = _median([t["cpu_by_kind"].get(kind, {}).get("user", 0.0) for t in trials])
             system = _median([t["cpu_by_kind"].get(kind, {}).get("system", 0.0) for t in trials])
-            column[f"CPU {kind}"] = f"{user + system:,.0f} s ({user:,.0f} + {system:,.0f})"
+            column[f"CPU {kind}"] = f"{_figure(user + system)} s ({_figure(user)} + {_figure(system)})"
+        for reaper in {r for t in trials for r in t.get("unattributed_by_reaper", {})}:
+            rows = [t.get("unattributed_by_reaper", {}).get(reaper, {}) for t in trials]
+            both = _median([row.get("user", 0.0) + row.get("system", 0.0) for row in rows])
+            column[f"{_REAPED_BY}{reaper}"] = f"{_figure(both)} s"
         column["CPU missed without the subreaper"] = seconds([t["cpu"] - t["cpu_pytest_tree"] for t in trials])
     return column
 
 
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.1f}"
+
+
+_REAPED_BY = "CPU unattributed, reaped by "
 _TABLE_ORDER = [
-    "trials", "tests run", "tests passed", "tests failed", "tests skipped", "exit code", "workers", "wall", "CPU",
-    "CPU user", "CPU system", "wall / (CPU / cores)", "critical path", "server starts",
+    "trials", "tests", "tests passed", "tests failed", "tests skipped", "tests unknown", "exit code", "workers",
+    "wall", "CPU", "CPU user", "CPU system", "wall / (CPU / cores)", "critical path", "server starts",
 ]  # fmt: skip
 
 
@@ -372,10 +381,11 @@ def table(results: Sequence[dict[str, Any]], names: Sequence[str] | None = None)
     rows = [name for name in _TABLE_ORDER if any(name in c for c in columns)]
     kinds = {name for c in columns for name in c if name not in rows}
 
-    def weight(name: str) -> tuple[bool, float, str]:  # the kinds by their largest CPU, the remainders last
-        last = name in (f"CPU {UNATTRIBUTED}", "CPU missed without the subreaper")
+    def weight(name: str) -> tuple[int, float, str]:  # the kinds by their largest CPU, the remainders last
+        group = 1 if name == f"CPU {UNATTRIBUTED}" else 2 if name.startswith(_REAPED_BY) else 0
+        group = 3 if name == "CPU missed without the subreaper" else group
         figures = [float(c[name].split(" s")[0].replace(",", "")) for c in columns if name in c]
-        return last, -max(figures, default=0.0), name
+        return group, -max(figures, default=0.0), name
 
     rows += sorted(kinds, key=weight)
     lines = ["| | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]

@@ -178,6 +178,7 @@ def a_sampled_run(wall: float = 100.0, postgres_system: float = 40.0, label_test
         "sample_interval": 0.2,
         "sampler_cpu": 1.5,
         "left_running": [],
+        "unattributed_by_reaper": {POSTGRES: {"user": 7.0, "system": 5.0}},
         "processes": processes,
     }
 
@@ -203,11 +204,12 @@ def test_the_table_has_a_column_per_profile_and_a_row_per_kind_largest_first() -
     assert lines[0] == "| | before | after | old |"
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
     assert rows["wall"] == "| wall | 100 s | 60 s | 100 s |"
-    assert rows["CPU postgres"] == "| CPU postgres | 50 s (10 + 40) | 15 s (10 + 5) | - |"
+    assert rows["CPU postgres"] == "| CPU postgres | 50 s (10 + 40) | 15 s (10 + 5.0) | - |"
     assert rows["CPU system"] == "| CPU system | 60 s | 60 s | - |"
     kinds = [name for name in rows if name.startswith("CPU ") and name not in ("CPU user", "CPU system")]
     assert kinds == ["CPU pytest workers", "CPU postgres", "CPU pytest controller", "CPU unattributed",
-                     "CPU missed without the subreaper"]  # fmt: skip
+                     "CPU unattributed, reaped by postgres", "CPU missed without the subreaper"]  # fmt: skip
+    assert rows["CPU unattributed, reaped by postgres"].endswith("| 12 s | 12 s | - |")
     assert table([before], names=["a"]).splitlines()[0] == "| | a |"
 
 
