@@ -14,7 +14,10 @@ pytest process the profiler waits for itself.
 What sampling cannot see is reported, not hidden: a process that lives less than one interval
 is never seen, and a process's CPU after its last sample is lost; both land in the
 ``unattributed`` remainder, the run's total (``getrusage``) minus the sum over the processes
-seen. Process counts are of the processes seen, so short-lived ones are undercounted.
+seen, which the :class:`Ledger` splits by the kind of the process that reaped it (from each
+parent's reaped-children time). Process counts are of the processes seen, so short-lived ones
+are undercounted. The sampler's own CPU (a few ms per scan of a few hundred processes) is
+reported apart; ``--interval`` trades it against the unattributed share.
 
 Everything but :class:`Sampler` is pure and unit-tested (``tests/test_run_profile.py``).
 """
