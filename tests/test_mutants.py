@@ -153,6 +153,12 @@ MUTANTS = [
         "memstore",
         "*the stop returned while a multicast was in flight*",
     ),
+    (
+        "multicast_registry_deregister_keeps_record",
+        "stateful_multicast_registry",
+        "memstore",
+        "*INVALID (*deregistration-lost*",
+    ),
     # producer and consumer (#40): each caught by the test named in its evidence
     ("producer_marks_before_publish", "producer", "memstore", "*FAILED*test_a_failed_publish_is_not_deduplicated*"),
     ("producer_resends_whole_batch", "producer", "memstore", "*FAILED*test_a_sink_failing_mid_batch*"),
@@ -202,6 +208,7 @@ ONLY = {
     "multicast_registry_expiry_per_read": "decided_when",
     "multicast_registry_failed_send_reported_delivered": "past_its_bound",
     "multicast_registry_stop_skips_drain": "stop_drains",
+    "multicast_registry_deregister_keeps_record": "under_faults",
     "producer_marks_before_publish": "failed_publish_is_not_deduplicated and queue",
     "producer_resends_whole_batch": "failing_mid_batch and queue",
     "producer_ignores_batch_interval": "by_interval and queue",
