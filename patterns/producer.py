@@ -693,7 +693,7 @@ SPEC = PatternSpec(
     config=ProducerConfig,
     client_apis=frozenset({"queue", "pubsub"}),
     summary="batched publishing (by size and interval) with retries, content deduplication in a window, metrics",
-    suites=("producer", "producer_consumer", "producer_compositions"),
+    suites=("producer", "producer_consumer", "producer_compositions", "stateful_producer"),
     # The application hands messages to the producer first: it batches and deduplicates what the
     # claim check then claims and the outbox then stores.
     before=frozenset({"claim-check", "outbox", "wal"}),

@@ -168,6 +168,7 @@ MUTANTS = [
     ("consumer_saves_before_handling", "consumer", "memstore", "*FAILED*test_log_consumer_killed_before_saving*"),
     ("consumer_acks_before_handling", "consumer", "memstore", "*the unmarked message redelivered and handled again*"),
     ("consumer_forgets_saved_position", "consumer", "memstore", "*FAILED*test_state_is_persisted_and_a_restart*"),
+    ("producer_reports_failure_as_published", "producer", "memstore", "*FAILED*test_retries_run_out*"),
 ]
 
 
@@ -217,6 +218,7 @@ ONLY = {
     "consumer_saves_before_handling": "killed_before_saving",
     "consumer_acks_before_handling": "killed_before_the_ack and mark",
     "consumer_forgets_saved_position": "restart_resumes and log",
+    "producer_reports_failure_as_published": "retries_run_out and queue",
 }
 
 
