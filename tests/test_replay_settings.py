@@ -2,12 +2,15 @@
 (and the misbehaviour the example drew), the load mode with its seed, the failovers a failover
 pass forced, the seeds. A failing schedule is written under each setting; a fresh process replays
 it given nothing but the schedule (``pytest TEST --prism-replay=FILE``, and ``prism-testkit replay
-FILE``) and the planted machine reports what it ran under, which must be what it ran under first.
+FILE``), or runs the seed replay command the failure printed; the planted machine reports what it
+ran under, which must be what it ran under first.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +26,7 @@ from hypothesis.stateful import rule
 
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.faults.load import schedule_value
+from prism_testkit.jepsen.checkers import Anomaly, Verdict
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
 
@@ -47,10 +51,12 @@ class Planted(FaultMachine):
         }
         with open(os.environ["PRISM_OBSERVED"], "a") as out:
             out.write(json.dumps(seen) + "\\n")
-        raise AssertionError("planted failure")
+        self.planted = True
 
     def check(self):
-        return [], "nothing to judge"
+        # judged by a checker (not raised), so the failure prints its seed replay command too
+        found = [Anomaly("planted", "planted failure", self.history)] if getattr(self, "planted", False) else []
+        return [Verdict("planted", None, {"planted": found} if found else {}, {}, {"ok": 1})], "planted"
 
 
 def test_planted(prism_env: PrismEnv, request) -> None:
@@ -70,6 +76,9 @@ def observed(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+SEED_REPLAY: list[str] = []  # the failure's printed seed replay command, of the latest first run
+
+
 def first_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, flags: list[str]) -> tuple[Path, dict]:
     """Run the planted test under ``flags``; its schedule and what its failing example ran under."""
     pytester.makepyfile(test_planted=SUITE)
@@ -79,6 +88,10 @@ def first_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, flags:
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
     (schedule,) = (pytester.path / "schedules").glob("*.json")
+    commands = [
+        found.group(1) for line in result.stdout.lines if (found := re.search(r"\b(pytest \S+ --prism-.*)$", line))
+    ]
+    SEED_REPLAY[:] = shlex.split(commands[0]) if commands else []
     # the last line: the in-process replay of the schedule, i.e. of the example it recorded
     return schedule, observed(pytester.path / "first.jsonl")[-1]
 
@@ -88,6 +101,12 @@ def replay_alone(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, sch
     replayed = pytester.path / f"replay-{how}.jsonl"
     monkeypatch.setenv("PRISM_OBSERVED", str(replayed))
     data = json.loads(schedule.read_text())
+    if how == "seed":  # the command the failure prints: the same seed draws the same examples again
+        assert SEED_REPLAY, "the failure printed no replay command"
+        argv = [sys.executable, "-m", *SEED_REPLAY, "-p", "no:cacheprovider"]
+        done = subprocess.run(argv, cwd=pytester.path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 1, f"the failure did not come back:\n{done.stdout[-3000:]}"
+        return observed(replayed)[-1]  # the last example: the shrunk failure, as in the first run
     if how == "option":
         argv = [sys.executable, "-m", "pytest", data["test"], "--prism-backend=memstore", f"--prism-replay={schedule}"]
         argv += ["-p", "no:cacheprovider", "-p", "no:randomly", "-q"]
@@ -99,7 +118,7 @@ def replay_alone(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, sch
     return seen
 
 
-@pytest.mark.parametrize("how", ["option", "command"])
+@pytest.mark.parametrize("how", ["option", "command", "seed"])
 @pytest.mark.parametrize("setting", sorted(SETTINGS))
 def test_a_replay_in_a_fresh_process_runs_under_the_recorded_settings(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, setting: str, how: str
