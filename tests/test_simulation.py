@@ -188,6 +188,7 @@ STATEFUL_ON_MEMSTORE = [
     "suites/test_stateful_tiered_storage.py",
     "suites/test_stateful_event_sourcing.py",
     "suites/test_stateful_cdc.py",
+    "suites/test_stateful_multicast_registry.py",
 ]
 
 
