@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.lazymount import LazyMount, LazyMounts, fuse_unavailable_reason
 from prism_testkit.faults.linkproxies import LOOPBACK, LinkProxies
 from prism_testkit.faults.proxy import FaultProxy
@@ -273,3 +274,16 @@ def test_a_power_cut_that_skips_any_one_node_fails(mounts: LazyMounts, monkeypat
     found = mounts.power_cut()
     assert found["unsynced_files"] >= len(mounts.mounts)
     assert not any((mount.mountpoint / "unsynced").exists() for mount in mounts.mounts)
+
+
+def test_a_crash_armed_on_every_node_but_one_fails(mounts: LazyMounts, monkeypatch: pytest.MonkeyPatch) -> None:
+    crash = StorageFault(kind="crash", op="fsync", nth=3)
+    for fault in (crash, None):  # arming, then disarming
+        for node, skipped in enumerate(mounts.mounts):
+            mounts.arm(None if fault is not None else crash)  # the state the sabotaged call must change
+            monkeypatch.setattr(skipped, "arm", lambda fault: None)
+            with pytest.raises(FaultNotInjected, match=rf"node {node} is not"):
+                mounts.arm(fault)
+            monkeypatch.undo()
+        mounts.arm(fault)  # unsabotaged: every node as asked
+        assert all(mount.armed() == (None if fault is None else crash.as_dict()) for mount in mounts.mounts)

@@ -504,6 +504,7 @@ class LazyFilesystem:
         with self.lock:
             return {
                 "cuts": self.cuts,
+                "armed": None if self.trigger is None else self.trigger.as_dict(),
                 "unsynced_files": len(self.unsynced),
                 "open_handles": len(self.handles),
                 "crashed_at": self.crashed,

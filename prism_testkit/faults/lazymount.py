@@ -162,6 +162,11 @@ class LazyMount:
         self.faults.append(dict(detail) if isinstance(detail, dict) else {})
         return report
 
+    def armed(self) -> dict[str, Any] | None:
+        """The crash the filesystem itself holds armed (as :meth:`StorageFault.as_dict`), or None."""
+        found = self._request("stats", timeout=MOUNT_TIMEOUT).get("armed")
+        return dict(found) if isinstance(found, dict) else None
+
     def cuts_taken(self) -> int:
         """How many power cuts the filesystem itself has taken (its daemon counts them)."""
         cuts = self._request("stats", timeout=MOUNT_TIMEOUT)["cuts"]
@@ -204,8 +209,17 @@ class LazyMounts:
         self.faults: list[dict[str, Any]] = []
 
     def arm(self, fault: StorageFault | None) -> None:
+        """Arm (or disarm) every node's crash; each node's filesystem must report it armed as
+        asked, or :class:`FaultNotInjected` names the nodes that are not."""
         for mount in self.mounts:
             mount.arm(fault)
+        wanted = None if fault is None else fault.as_dict()
+        missed = [node for node, mount in enumerate(self.mounts) if mount.armed() != wanted]
+        if missed:
+            raise FaultNotInjected(
+                f"crash of {len(self.mounts)} nodes: node {', '.join(map(str, missed))} is not "
+                + ("armed with it" if fault is not None else "disarmed")
+            )
 
     def power_cut(self, fault: StorageFault | None = None) -> dict[str, int]:
         """Cut every node's power; what was discarded, summed over the nodes (each node's
