@@ -86,6 +86,7 @@ SUITES = [  # every stateful suite that runs on memstore, so on virtual time
     "suites/test_stateful_tiered_storage.py",
     "suites/test_stateful_event_sourcing.py",
     "suites/test_stateful_cdc.py",
+    "suites/test_stateful_multicast_registry.py",
 ]
 
 
