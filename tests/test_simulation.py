@@ -189,6 +189,7 @@ STATEFUL_ON_MEMSTORE = [
     "suites/test_stateful_event_sourcing.py",
     "suites/test_stateful_cdc.py",
     "suites/test_stateful_multicast_registry.py",
+    "suites/test_stateful_producer.py",
 ]
 
 
