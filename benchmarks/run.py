@@ -1,7 +1,9 @@
 """Side-by-side benchmarks: every backend's raw operation rates and latencies, the claim
 check's, the outbox's and tiered storage's overhead as ratios against the raw operations they
-replace, the claim check's memory bound, server time-to-ready, and what the installed plugin
-adds to an unrelated pytest run (``benchmarks.import_overhead``, side by side with ``-p no:prism``).
+replace, the producer's batching against a raw publish loop and the consumer against a raw
+receive loop (``benchmarks.producer_consumer``), the claim check's memory bound, server
+time-to-ready, and what the installed plugin adds to an unrelated pytest run
+(``benchmarks.import_overhead``, side by side with ``-p no:prism``).
 
     python -m benchmarks.run --prism-backend=all --ops 100 --trials 5 --out benchmarks/results
     python -m benchmarks.run compare before/results.json after/results.json
@@ -48,7 +50,7 @@ from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.registry.backends import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
-from . import floor, growth
+from . import floor, growth, producer_consumer
 from .failover import failover_markdown, failover_row
 from .stats import compare_files, interleaved, rate_spread, ratio_fields, ratio_spread, ratios, summarize
 from .wal import applier_markdown, applier_rows, wal_markdown, wal_rows
@@ -544,6 +546,8 @@ def markdown(results: dict) -> str:
         lines += wal_markdown(results["wal"])
     if results.get("wal_applier"):
         lines += applier_markdown(results["wal_applier"])
+    lines += producer_consumer.markdown("Producer batching vs a raw publish loop", results.get("producer", []))
+    lines += producer_consumer.markdown("Consumer vs a raw receive loop", results.get("consumer", []))
     lines += ["", "## Time to ready (servers started by the harness)", "", "| backend | seconds |", "|---|---:|"]
     for backend, seconds in results["time_to_ready"].items():
         lines.append(f"| {backend} | {seconds:.2f} |")
@@ -809,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sections",
         default="all",
         help="comma-separated: operations, claim_check, outbox, tiered_storage, driver_vs_raw, memory, wal, "
-        "growth, failover (or all)",
+        "producer, consumer, growth, failover (or all)",
     )
     parser.add_argument("--trials", type=int, default=5, help="interleaved trials per row")
     parser.add_argument("--growth-sizes", default="1000,10000,100000", help="sizes of the growth table")
@@ -829,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
         "memory": [],
         "wal": [],
         "wal_applier": [],
+        "producer": [],
+        "consumer": [],
         "growth": [],
         "growth_slopes": [],
         "time_to_ready": {},
@@ -886,6 +892,16 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"measuring the WAL on {spec.name} ...", file=sys.stderr)
                     results["wal"] += runtime.run(wal_rows(driver, spec, ns, args.ops, args.trials))
                     results["wal_applier"] += runtime.run(applier_rows(driver, spec, ns, args.ops))
+        for section, rows_of in (
+            ("producer", producer_consumer.producer_rows),
+            ("consumer", producer_consumer.consumer_rows),
+        ):
+            if section in sections:  # each backend's rows isolated: a failure is an error row
+                for driver in producer_consumer.fitting(list(drivers.values())):
+                    print(f"{section} vs raw loop: {driver.name} ...", file=sys.stderr)
+                    results[section] += runtime.run(
+                        producer_consumer.isolated(section, driver, rows_of(driver, ns, args.ops, args.trials))
+                    )
         if "growth" in sections:
             sizes = [int(size) for size in args.growth_sizes.split(",")]
             for name in growth.LOG_BACKENDS:

@@ -138,7 +138,7 @@ def rate_spread(row: dict[str, Any]) -> Spread:
 # its section and these fields agree.
 IDENTITY = ("backend", "combination", "log", "writers", "raw", "pattern", "operation", "size", "measure")
 # Sections whose rows are time ratios (higher is worse) or rates (lower is worse).
-RATIO_SECTIONS = ("claim_check", "outbox", "tiered_storage", "wal", "driver_vs_raw")
+RATIO_SECTIONS = ("claim_check", "outbox", "tiered_storage", "wal", "driver_vs_raw", "producer", "consumer")
 RATE_SECTIONS = ("operations", "run_profile_rates")
 COST_SECTIONS = ("growth", "run_profile")
 

@@ -225,3 +225,27 @@ def test_compare_needs_the_whole_ranges_apart_not_only_the_quartiles() -> None:
     # two runs at different times: disjoint interquartile ranges alone are run-to-run noise
     assert classify(Spread(1.2, 1.0, 1.6, 1.15, 1.25, 5), Spread(1.4, 1.1, 1.8, 1.35, 1.45, 5), True) == "within spread"
     assert classify(Spread(1.2, 1.0, 1.3, 1.15, 1.25, 5), Spread(1.4, 1.31, 1.8, 1.35, 1.45, 5), True) == "regression"
+
+
+def test_producer_consumer_rows_share_each_trials_raw_side_and_a_failure_is_one_row() -> None:
+    from benchmarks import producer_consumer as pc
+
+    measured = {"raw loop": [1.0, 2.0, 1.0], "batch 16": [1.5, 3.0, 1.5], "dedup": [0.5, 1.0, 0.5]}
+    rows = pc.rows_of("sink=queue on x", "raw loop", 100, measured)
+    assert [(r["pattern"], r["ratios"]) for r in rows] == [("batch 16", [1.5, 1.5, 1.5]), ("dedup", [0.5, 0.5, 0.5])]
+    assert rows[0]["raw_us"] == pytest.approx(10_000.0)
+    assert rows[0]["verdict"] == "1.50x slower"
+
+    class Named:
+        name = "broken"
+
+    async def failing() -> list[dict]:
+        raise ConnectionError("server gone")
+
+    errors = asyncio.run(pc.isolated("producer", Named(), failing()))  # type: ignore[arg-type]
+    assert errors == [{"combination": "producer on broken", "error": "ConnectionError: server gone"}]
+    table = "\n".join(pc.markdown("Producer", rows + errors))
+    assert "| 1.50x (1.50 - 1.50; 1.50 - 1.50) | 1.50x slower |" in table
+    assert "| producer on broken | - | - | - | - | - | failed: ConnectionError: server gone | - |" in table
+    assert compare({"producer": rows}, {"producer": rows})
+    assert not compare({"producer": errors}, {"producer": errors})
