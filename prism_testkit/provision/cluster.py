@@ -24,7 +24,7 @@ from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.processes import ServerProcess, port_open
 
 if TYPE_CHECKING:
-    from prism_testkit.faults.lazymount import LazyMounts
+    from prism_testkit.provision.lazymount import LazyMounts
 
 
 class NodeHost(Protocol):
@@ -268,6 +268,26 @@ class FailoverCluster(Cluster):
         than one synchronous replica guarantees). :meth:`restore` or :meth:`restore_node`
         resumes it, and it then follows whichever node is the primary by then. Only where
         :attr:`can_lag`."""
+        raise NotImplementedError
+
+    def replica_position(self, node: int) -> tuple[int, int]:
+        """How far ``node``'s copy reaches in the primary's stream, as (received, applied):
+        bytes of WAL, a replication offset. A replica may hold more than it applied (its reads
+        see the applied part); the primary's own position is its stream's end, twice."""
+        raise NotImplementedError
+
+    # a replica can keep receiving the primary's stream while it stops applying it (hold_replay)
+    can_hold_replay: bool = False
+
+    def hold_replay(self, node: int) -> None:
+        """Replica ``node`` keeps receiving and storing what the primary sends (it still
+        confirms it) but applies none of it until :meth:`release_replay`: its received position
+        runs ahead of its applied one. Returns once applying stopped. Only where
+        :attr:`can_hold_replay`."""
+        raise NotImplementedError
+
+    def release_replay(self, node: int) -> None:
+        """Undo :meth:`hold_replay` (nothing to do on a node that is no longer a replica)."""
         raise NotImplementedError
 
     def fence(self, node: int) -> None:
