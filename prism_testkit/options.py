@@ -1,10 +1,15 @@
-"""Command-line options and ini settings (every option has an ini twin)."""
+"""Command-line options and ini settings (every option has an ini twin).
+
+It reads what the layers below it define (a URL's problems and ``--prism-binary`` from
+``provision``, :class:`~prism_testkit.registry.slots.Expansion`, ``--prism-load`` from
+``faults.load``, ``--prism-buggify`` from ``simulation``), so none of those imports it back;
+``hunting`` and the plugin read it.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-import urllib.parse
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -13,7 +18,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from prism_testkit.errors import BadBinary
+from prism_testkit.provision.base import url_problem
 from prism_testkit.provision.binaries import parse_binary_options
+from prism_testkit.registry.slots import Expansion as Expansion  # re-exported: options name it
 
 if TYPE_CHECKING:
     from prism_testkit.faults.load import LoadSpec
@@ -65,11 +72,6 @@ _EXPECTED = {
 # benchmarks/README's run profiles). Each selected exclusive backend (a cluster, whose rows one
 # worker runs while it mostly waits on elections and failovers) adds one worker on top.
 WORKERS_PER_CORE = 2
-
-
-class Expansion(StrEnum):
-    COVERING = "covering"  # every compatible backend in every slot at least once
-    ALL = "all"  # the full cross product
 
 
 class Twins(StrEnum):
@@ -262,21 +264,6 @@ def ineffective(options: PrismOptions) -> list[str]:
     if options.hunt_db is not None and options.hunt is None:
         found.append("--prism-hunt-db has no effect without --prism-hunt")
     return found
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot name a server (``scheme://host[:port][/...]``), or None. The value is
-    never echoed: a malformed URL may be all credentials."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018  # raises on a port that is not a number
-    except ValueError as exc:
-        return f"not a valid URL ({exc}); expected SCHEME://HOST[:PORT][/...]"
-    if not parts.scheme or not parts.netloc:
-        return "not a URL: expected SCHEME://HOST[:PORT][/...] (e.g. postgresql://user:pass@db:5432/app)"
-    if not parts.hostname:
-        return "the URL names no host: expected SCHEME://HOST[:PORT][/...]"
-    return None
 
 
 # Schemes --prism-hunt-db can open; any other ``scheme://`` is refused rather than taken for a

@@ -3,7 +3,7 @@ when the power is cut — the server killed and every write it did not fsync dis
 the names in directories never fsynced) — and restarted.
 
 Each backend gets a private twin instance whose data dir lies on the harness's lazy filesystem
-(:mod:`prism_testkit.faults.lazymount`). Backends durable across a process crash but not declared
+(:mod:`prism_testkit.provision.lazymount`). Backends durable across a process crash but not declared
 to survive power loss run too: what they lose is counted as tolerated (``lost-in-power-cut``),
 not failed, so the report shows what the missing fsync costs. Not durable at all: nothing to prove.
 FUSE unavailable: the fault cannot be injected, as a backend that cannot be provisioned; the row is

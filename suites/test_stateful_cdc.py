@@ -17,7 +17,7 @@ The faults its guarantee speaks of, and the rules that inject them:
   abandoned in flight under a fault runs on as a zombie beside the next ones;
 - a transaction rolled back (``transaction`` with ``rollback``): none of it may be published;
 - a server kill (or power cut, on a lazy mount) or pause of the source's or the sink's server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome (a

@@ -7,7 +7,7 @@ The faults its guarantee speaks of, and the rules that inject them:
 - a consumer crash holding a delivery, or a nack (``crash_consumer``, ``nack``): the message
   comes back, and its object must still be there;
 - a server kill or pause of the queue or the object store (``kill_and_restart``, ``pause`` /
-  ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the backend is a
+  ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the backend is a
   server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): sends and receives of unknown outcome;

@@ -24,7 +24,7 @@ The faults its guarantee speaks of, and the rules that inject them:
 - a command of unknown outcome retried with its event ids (``retry_unknown``), and commands
   racing on one account (``concurrent``): the version check and the idempotent append;
 - a server kill (or power cut, on a lazy mount) or pause of the store's or the views' server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome;

@@ -14,7 +14,7 @@ The faults its guarantee speaks of, and the rules that inject them:
 - a slow consumer: each consumer polls at its own pace (``poll`` picks one), so one may lag
   the other and the end of the log by any number of records;
 - a server kill (or power cut, on a lazy mount) or pause of the log's server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on its connections (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome;

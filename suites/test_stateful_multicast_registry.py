@@ -4,7 +4,7 @@ nemesis breaks the registry's server and the queue's.
 The faults its guarantee speaks of, and the rules that inject them:
 
 - a server kill (or power cut, on a lazy mount) or pause of either backend (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
   backend is a server the harness controls): operations of unknown outcome, copies the queue may
   lose where it does not declare itself durable;
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where the

@@ -23,7 +23,7 @@ The faults its guarantee speaks of, and the rules that inject them:
   rest of the batch is pending; with ``crash_relay`` or ``lease_expires`` next, a relay dies or
   is taken over while it is;
 - a server kill (or power cut, on a lazy mount) or pause of the store's or the sink's server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome (a

@@ -8,7 +8,7 @@ The faults its guarantee speaks of, and the rules that inject them:
 - a migrator process dying after any of its mutations (``migrator_dies``), and a client's put
   landing between two steps of a migration (``put_during_migration``): a migration half done;
 - a server kill or pause of a tier or of the reference store (``kill_and_restart``, ``pause`` /
-  ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the backend is a
+  ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the backend is a
   server the harness controls);
 - proxy faults (``latency``, ``reset_connections``, ``partition``, ``heal``, where the backend
   is networked): writes of unknown outcome;

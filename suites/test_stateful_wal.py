@@ -24,7 +24,7 @@ The faults its guarantee speaks of, and the rules that inject them:
   (``crash_applier``, ``crash_before_checkpoint``, or the fresh applier of the final drain), a
   process dies while a retry is pending: the checkpoint must not have passed it;
 - a server kill (or power cut, on a lazy mount) or pause of the log's or the target's server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.faults.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome (a

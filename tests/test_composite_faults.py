@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from prism_testkit.faults.lazyfs import StorageFault
-from prism_testkit.faults.lazymount import LazyMount, LazyMounts, fuse_unavailable_reason
+from prism_testkit.provision.lazymount import LazyMount, LazyMounts, fuse_unavailable_reason
 from prism_testkit.faults.linkproxies import LOOPBACK, LinkProxies
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.provision import netns

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 
-from prism_testkit.faults.nemesis import FILE_KINDS, FaultTarget, Nemesis
+from prism_testkit.jepsen.nemesis import FILE_KINDS, FaultTarget, Nemesis
 from prism_testkit.jepsen.history import History
 from prism_testkit.provision.base import Endpoint, ProvisionContext
 from prism_testkit.provision.cluster import Cluster
@@ -356,7 +356,7 @@ def test_the_replica_check_reads_each_node_and_fails_while_a_follower_is_behind(
     """The per-node check after an example: a follower cut off while the majority takes writes
     holds fewer of them in its own replica, so the check fails naming it (the stream leader's
     STREAM.INFO would have answered for every node); healed, it catches up and the check passes."""
-    from prism_testkit.faults import nemesis as nemesis_module
+    from prism_testkit.jepsen import nemesis as nemesis_module
 
     cluster: Cluster = endpoint.options["cluster"]
     urls = node_urls(endpoint)

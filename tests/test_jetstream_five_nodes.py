@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 
-from prism_testkit.faults import nemesis as nemesis_module
-from prism_testkit.faults.nemesis import PARTITIONS, partition_groups
+from prism_testkit.jepsen import nemesis as nemesis_module
+from prism_testkit.jepsen.nemesis import PARTITIONS, partition_groups
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster
 from tests.conftest import cluster_in_a_temp_dir, provision_cluster

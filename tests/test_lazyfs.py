@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.faults.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
+from prism_testkit.provision.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
 
 UNAVAILABLE = fuse_unavailable_reason()
 

@@ -54,10 +54,10 @@ def test_the_warning_names_the_importing_line_and_the_statement_forms_work() -> 
         "import warnings\n"
         "warnings.simplefilter('default')\n"
         "from prism_testkit.provisioning import Endpoint\n"
-        "from prism_testkit.jepsen import nemesis\n"
+        "from prism_testkit.jepsen import faultproxy\n"
         "import prism_testkit.pattern_registry\n"
         "from prism_testkit.provision.base import Endpoint as E\n"
-        "assert Endpoint is E and nemesis.__name__ == 'prism_testkit.faults.nemesis'\n"
+        "assert Endpoint is E and faultproxy.__name__ == 'prism_testkit.faults.proxy'\n"
     )
     assert done.returncode == 0, done.stderr
     warned = [line for line in done.stderr.splitlines() if "DeprecationWarning" in line]

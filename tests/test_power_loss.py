@@ -26,10 +26,10 @@ from prism_testkit.backends.sqlite import open_sqlite
 
 from prism_testkit import capabilities
 from prism_testkit.errors import NotSupported, ProvisioningError
-from prism_testkit.faults import lazymount
+from prism_testkit.provision import lazymount
 from prism_testkit.faults.lazyfs import StorageFault
-from prism_testkit.faults.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
-from prism_testkit.faults.nemesis import FaultTarget, Nemesis
+from prism_testkit.provision.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
+from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
 from prism_testkit.faults.power_loss import SUITE_FAULTS
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.jepsen.history import History
@@ -177,7 +177,7 @@ def test_a_test_process_that_dies_leaves_no_mount(tmp_path: Path, ending: str) -
     code = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from prism_testkit.faults.lazymount import LazyMount\n"
+        "from prism_testkit.provision.lazymount import LazyMount\n"
         "LazyMount.over(Path(sys.argv[1]))\n"
         "print('mounted', flush=True)\n"
         f"{ending}\n"

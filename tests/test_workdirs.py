@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.faults.lazymount import fuse_unavailable_reason
+from prism_testkit.provision.lazymount import fuse_unavailable_reason
 from prism_testkit.provision.mounts import LAZYFS_FSNAME_PREFIX, detach, is_mounted
 from prism_testkit.provision.process_identity import ProcessStamp, same_process, signal_group, stamp
 from prism_testkit.provision.processes import ServerProcess, free_port

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prism_testkit.errors import ProvisioningError
-from prism_testkit.faults.lazymount import LazyMount, LazyMounts
+from prism_testkit.provision.lazymount import LazyMount, LazyMounts
 from prism_testkit.faults.linkproxies import LOOPBACK, LinkProxies
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Via, mount_lazily
 from prism_testkit.provision.cluster import Cluster, NodeNetwork

@@ -93,7 +93,7 @@ class _Daemon:
 
 def _lazy_daemons() -> list[_Daemon]:
     """The lazy filesystems' daemons this process started (none unless one was mounted)."""
-    lazymount = sys.modules.get("prism_testkit.faults.lazymount")
+    lazymount = sys.modules.get("prism_testkit.provision.lazymount")
     found = []
     for mount in list(getattr(lazymount, "_LIVE", ())):
         daemon = getattr(mount, "_daemon", None)

@@ -30,7 +30,7 @@ Every cut reports what it did (which file, which writes it kept), for the histor
 
 Files are tracked by node (the live inode), not by path, so a file renamed and then fsynced
 keeps its new content under whichever name its directory last synced. This module runs in the
-daemon process started by :mod:`prism_testkit.faults.lazymount`; it imports ``mfusepy`` (and
+daemon process started by :mod:`prism_testkit.provision.lazymount`; it imports ``mfusepy`` (and
 with it libfuse3) only there.
 """
 

@@ -2,7 +2,7 @@
 control socket through which the harness asks for a power cut.
 
 Run as ``python -m prism_testkit.faults.lazyfs_daemon --lower L --blobs B --control NAME MOUNT``
-by :mod:`prism_testkit.faults.lazymount`; it stays in the foreground until unmounted or sent
+by :mod:`prism_testkit.provision.lazymount`; it stays in the foreground until unmounted or sent
 SIGTERM (libfuse then unmounts). A separate process keeps FUSE's handler threads off the test
 process's GIL, and lets an embedded backend in the test process use the mount without
 deadlocking on itself.

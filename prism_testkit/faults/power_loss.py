@@ -1,6 +1,6 @@
 """Power loss: kill a server, drop every write it did not fsync, start it again.
 
-A power cut needs the instance's data dir on a lazy filesystem (:mod:`prism_testkit.faults.lazymount`),
+A power cut needs the instance's data dir on a lazy filesystem (:mod:`prism_testkit.provision.lazymount`),
 which is opt-in per provisioned instance (``ProvisionContext.lazy_data_dir``), so normal runs
 pay nothing. Two instances can have one:
 
@@ -44,7 +44,7 @@ def lazy_by_environment(backend: str) -> bool:
 
 def power_loss_unavailable(backend: str) -> FaultUnavailable | None:
     """Why a power cut cannot be injected into ``backend`` here (no FUSE), or None when it can."""
-    from prism_testkit.faults import lazymount
+    from prism_testkit.provision import lazymount
 
     found = lazymount.fuse_unavailable()
     return None if found is None else FaultUnavailable("power loss", backend, *found)

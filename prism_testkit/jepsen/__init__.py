@@ -7,6 +7,10 @@
   and :mod:`.replicas` (each node's own copy of a replicated stream: lost, unexpected,
   duplicated, and where a loss lies), and :mod:`.failover_loss` (a failover's losses
   tolerated where the backend does not declare ``survives_failover``).
+- :mod:`.nemesis` (the faults of :mod:`prism_testkit.faults` aimed at a combination's servers
+  and a cluster's nodes as Hypothesis rules, each recorded in the history and healed at the end
+  of every example; after the heal, each node's copy judged by :mod:`.replicas`), as Jepsen's
+  own ``jepsen.nemesis`` sits beside its checkers.
 - :mod:`.machine` (the base stateful machine wiring clients, the nemesis and checkers) and
   :mod:`.runner` (runs it under the Hypothesis profile, fails with the smallest witness and a
   replay command).
@@ -16,9 +20,11 @@
 The faults themselves live in :mod:`prism_testkit.faults`. Nothing is imported here: loading the
 plugin must not load Hypothesis's stateful machinery.
 
-May import: ``faults`` (the machine drives the nemesis), ``hunting.hunt`` (the runner hunts in
-rounds), ``hunting.schedule`` (the file a failure's steps are written to), ``capabilities``,
-``driver``, ``errors``, ``redaction``, and ``runtime.env`` for its type.
-Never ``provision`` or ``registry`` (a machine gets its drivers from the env), the runtime
-itself, the reports, the plugin, the CLI, a backend or a pattern.
+May import: ``faults`` (the nemesis injects them), ``provision``'s cluster contract, networks
+and server control (:mod:`~prism_testkit.provision.cluster`, :mod:`~prism_testkit.provision.netns`,
+:mod:`~prism_testkit.provision.base`: what the nemesis aims at), ``hunting.hunt`` (the runner
+hunts in rounds), ``hunting.schedule`` (the file a failure's steps are written to),
+``capabilities``, ``driver``, ``errors``, ``patience``, ``redaction``, ``simulation``, and
+``runtime.env`` for its type. Never ``registry`` (a machine gets its drivers from the env),
+``options``, the runtime itself, the reports, the plugin, the CLI, a backend or a pattern.
 """

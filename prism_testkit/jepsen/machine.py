@@ -2,7 +2,7 @@
 
 A suite subclasses :class:`FaultMachine`, writes its client operations as Hypothesis rules that
 go through :meth:`~FaultMachine.attempt`, and implements :meth:`~FaultMachine.check`. The
-nemesis rules come with the base (:class:`~prism_testkit.faults.nemesis.NemesisRules`). Each
+nemesis rules come with the base (:class:`~prism_testkit.jepsen.nemesis.NemesisRules`). Each
 example:
 
 - works in its own namespace (``env.ns.child()``), purged when the example ends;
@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize
 
-from prism_testkit.faults.nemesis import Nemesis, NemesisRules
 from prism_testkit.jepsen.checkers import Verdict, judged_nothing
 from prism_testkit.jepsen.client import Outcome, RecordedClient
 from prism_testkit.jepsen.history import History, OpType
+from prism_testkit.jepsen.nemesis import Nemesis, NemesisRules
 from prism_testkit.jepsen.runner import StatefulRun
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.buggify import heal as heal_misbehaviour

@@ -20,7 +20,7 @@ from prism_testkit.provision.workdirs import remove_tree
 from prism_testkit.redaction import redact
 
 if TYPE_CHECKING:
-    from prism_testkit.faults.lazymount import LazyMount, LazyMounts
+    from prism_testkit.provision.lazymount import LazyMount, LazyMounts
 
 
 class Via(StrEnum):
@@ -43,6 +43,21 @@ class Availability:
     @classmethod
     def unavailable(cls, reason: str) -> Availability:
         return cls(Via.UNAVAILABLE, reason)
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a server (``scheme://host[:port][/...]``), or None. The value is
+    never echoed: a malformed URL may be all credentials."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  # raises on a port that is not a number
+    except ValueError as exc:
+        return f"not a valid URL ({exc}); expected SCHEME://HOST[:PORT][/...]"
+    if not parts.scheme or not parts.netloc:
+        return "not a URL: expected SCHEME://HOST[:PORT][/...] (e.g. postgresql://user:pass@db:5432/app)"
+    if not parts.hostname:
+        return "the URL names no host: expected SCHEME://HOST[:PORT][/...]"
+    return None
 
 
 @runtime_checkable
@@ -116,7 +131,7 @@ class ProvisionContext:
     workdir: Path  # private to this backend in this process; removed at the end
     worker_id: str
     run_id: str
-    # Opt-in per instance: put the data dir on a lazy filesystem (prism_testkit.faults.lazymount)
+    # Opt-in per instance: put the data dir on a lazy filesystem (prism_testkit.provision.lazymount)
     # so a power cut can drop unsynced writes. One that does not honour it leaves
     # Endpoint.lazy_mount None, and power cuts of that instance are refused.
     lazy_data_dir: bool = False
@@ -165,6 +180,6 @@ def mount_lazily(ctx: ProvisionContext, data_dir: Path) -> LazyMount | None:
     for one (before the server first touches it), else None. Raises when FUSE is unavailable."""
     if not ctx.lazy_data_dir:
         return None
-    from prism_testkit.faults.lazymount import LazyMount
+    from prism_testkit.provision.lazymount import LazyMount
 
     return LazyMount.over(data_dir)

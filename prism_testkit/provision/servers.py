@@ -16,8 +16,15 @@ from abc import abstractmethod
 from pathlib import Path
 
 from prism_testkit.errors import BadBinary
-from prism_testkit.options import url_problem
-from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Provisioner, Via, mount_lazily
+from prism_testkit.provision.base import (
+    Availability,
+    Endpoint,
+    ProvisionContext,
+    Provisioner,
+    Via,
+    mount_lazily,
+    url_problem,
+)
 from prism_testkit.provision.binaries import OPTION, binary_env, chosen_binary
 from prism_testkit.provision.processes import ServerProcess
 from prism_testkit.redaction import redact

@@ -6,5 +6,7 @@ registration's ``extra`` or ``install`` into the line a user runs; :mod:`.exclus
 exclusive backend's rows (a cluster's) on one xdist worker; :mod:`.twins` leaves a replicated
 backend's rows that only repeat its single-node twin's to the twin ("covered by <twin>").
 
-May import: ``capabilities``, ``driver``, ``errors``, ``options`` and ``provision.base`` (a
-registration names its provisioner). Never a backend or a pattern: they import the registry."""
+May import: ``capabilities``, ``driver``, ``errors`` and ``provision.base`` (a registration
+names its provisioner). Never ``options`` (it reads ``--prism-combinations`` into
+:class:`.slots.Expansion`), ``faults`` or anything above, a backend or a pattern: they import
+the registry."""

@@ -7,8 +7,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prism_testkit.options import Expansion as Expansion  # re-exported: it lives in the light options module
 from prism_testkit.registry.backend_spec import BackendSpec
+from prism_testkit.registry.slots import Expansion as Expansion  # re-exported: expand() takes one
 from prism_testkit.registry.slots import Slot as Slot  # re-exported: its old home
 
 

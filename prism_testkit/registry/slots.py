@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from prism_testkit.capabilities import Capability, parse_capabilities
@@ -44,3 +45,10 @@ class Slot:
         if self.durable:
             parts.append("durable")
         return "; ".join(parts) or "any backend"
+
+
+class Expansion(StrEnum):
+    """How a suite's slots expand over the backends that fit them (``--prism-combinations``)."""
+
+    COVERING = "covering"  # every compatible backend in every slot at least once
+    ALL = "all"  # the full cross product

@@ -13,9 +13,10 @@ Servers are started and drivers connected on first use, once per process, never 
 test or example; everything is stopped and removed in :meth:`PrismRuntime.close`.
 
 May import: ``provision``, ``faults`` (the proxy and power loss it wires in), ``registry``,
-``jepsen.checkers`` (the env's verdicts), ``simulation``, ``driver``, ``isolation``, ``errors``, ``redaction``.
-Never ``report``, ``hunting``, the plugin or the CLI (they use the runtime), a backend or a
-pattern (backends arrive through the registry's entry points).
+``simulation``, ``driver``, ``isolation``, ``errors``, ``redaction``. Never ``jepsen`` (the
+env counts a checker's verdict by what it holds: the checkers sit above the runtime),
+``report``, ``hunting``, ``options``, the plugin or the CLI (they use the runtime), a backend or
+a pattern (backends arrive through the registry's entry points).
 """
 
 from __future__ import annotations

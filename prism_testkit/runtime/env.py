@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sized
 from contextlib import asynccontextmanager
+from typing import Protocol, TypeVar
 
 from prism_testkit.driver import Driver
 from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import PowerLossInstance
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import Namespace
-from prism_testkit.jepsen.checkers import Verdict
 from prism_testkit.provision.base import ServerControl
 from prism_testkit.registry.backends import BackendSpec
 from prism_testkit.registry.combinations import Combination
 from prism_testkit.runtime import PrismRuntime
+
+
+class Judged(Protocol):
+    """What the report row counts of a checker's verdict
+    (:class:`prism_testkit.jepsen.checkers.Verdict`): the runtime sits below the checkers."""
+
+    @property
+    def checker(self) -> str: ...
+
+    @property
+    def anomalies(self) -> Mapping[str, Sized]: ...
+
+    @property
+    def tolerated(self) -> Mapping[str, Sized]: ...
+
+
+V = TypeVar("V", bound=Judged)
 
 
 class PrismEnv:
@@ -31,7 +48,7 @@ class PrismEnv:
         self.verdicts: Counter[str] = Counter()  # checker -> verdicts given (valid or not): what was judged
         self.faults: Counter[str] = Counter()  # fault kind -> how often the nemesis injected it
 
-    def record_verdict(self, verdict: Verdict) -> Verdict:
+    def record_verdict(self, verdict: V) -> V:
         """Count a checker's findings into this test's report row; returns the verdict."""
         self.anomalies.update({name: len(found) for name, found in verdict.anomalies.items()})
         self.tolerated.update({name: len(found) for name, found in verdict.tolerated.items()})

@@ -1,8 +1,13 @@
 """The harness side of the lazy filesystem: mount it over a data directory, cut the power,
 unmount — and never leave a mount behind.
 
+A data dir on a lazy mount is how an instance is provisioned for power cuts, so this lives with
+provisioning; the filesystem itself (its model, :mod:`prism_testkit.faults.lazyfs`, and its
+FUSE process, :mod:`prism_testkit.faults.lazyfs_daemon`) is a fault, run as a separate process
+and never imported here: a storage fault reaches the daemon as the JSON of its ``as_dict()``.
+
 :meth:`LazyMount.over` moves a directory's content aside (``<dir>.lazyfs/lower``), starts the
-daemon (:mod:`.lazyfs_daemon`) and mounts the lazy view at the directory's own path, so a server
+daemon (:mod:`prism_testkit.faults.lazyfs_daemon`) and mounts the lazy view at the directory's own path, so a server
 keeps its configured data dir. Cleanup runs on every path: :meth:`LazyMount.unmount` at the
 provisioner's teardown, ``atexit`` on Ctrl-C, the daemon's parent-death signal when the test
 process is killed, and the next run's work-dir sweep (:mod:`prism_testkit.provision.workdirs`) for a mount
@@ -26,10 +31,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prism_testkit.errors import ProvisioningError
-from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.provision.mounts import LAZYFS_FSNAME_PREFIX, detach, is_mounted
 from prism_testkit.provision.netns import FaultNotInjected
 from prism_testkit.provision.process_identity import stamp
@@ -39,6 +43,13 @@ from prism_testkit.provision.workdirs import record_process
 MOUNT_TIMEOUT = 15.0
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[LazyMount] = set()
+
+
+class StorageFault(Protocol):
+    """What a mount needs of a storage fault (:class:`prism_testkit.faults.lazyfs.StorageFault`):
+    its description, which the daemon reads back."""
+
+    def as_dict(self) -> dict[str, Any]: ...
 
 
 def fuse_unavailable() -> tuple[str, str] | None:
