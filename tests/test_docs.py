@@ -1,5 +1,6 @@
-"""Docs that run: every fenced code block of README.md, docs/*.md and the examples' READMEs is
-executed or parsed here, or marked as a fragment.
+"""Docs that run: every fenced code block of README.md, the manual (every page under docs/),
+benchmarks/RESULTS.md and the examples' READMEs is executed or parsed here, or marked as a
+fragment. (tests/test_docs_site.py builds the manual itself, strictly.)
 
 The info string of a fence says what a block is (the first word is the language, as GitHub
 reads it; the second is ours):
@@ -33,7 +34,12 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "examples").glob("*/README.md"))]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").rglob("*.md")),  # every page of the manual, in sub-folders too
+    ROOT / "benchmarks" / "RESULTS.md",
+    *sorted((ROOT / "examples").glob("*/README.md")),
+]
 FENCE = re.compile(r"^(?P<fence>`{3,})(?P<info>[^`]*)$")
 FLAGS = {"python": {"", "suite", "fragment"}, "toml": {"", "fragment"}, "yaml": {"", "fragment"}}
 FLAGS |= {"json": {"", "fragment"}, "bash": {""}, "": {""}}
@@ -167,9 +173,10 @@ def test_suite_block_passes(block: Block, tmp_path: Path) -> None:
     assert re.fullmatch(r"\d+ passed in [\d.]+s( \(.*\))?", summary), tail
 
 
-def test_the_readme_backend_passes_the_suites_it_fits(tmp_path: Path) -> None:
-    """The README's backend, installed as a third party's distribution (module and entry point),
-    is held to the shipped contract suites it fits, as its author would run them."""
+def test_the_guide_backend_passes_the_suites_it_fits(tmp_path: Path) -> None:
+    """The author's guide's complete backend (``# mystore_prism.py``), installed as a third
+    party's distribution (module and entry point), is held to the shipped contract suites it
+    fits, as its author would run them."""
     (block,) = [b for b in BLOCKS if b.language == "python" and b.text.startswith("# mystore_prism.py")]
     site, run = tmp_path / "site", tmp_path / "run"
     info = site / "mystore_prism-0.1.dist-info"
@@ -213,3 +220,26 @@ def test_commands_name_only_options_that_exist() -> None:
         (option, b.id) for b in BLOCKS if b.language == "bash" for option in re.findall(r"--prism-[a-z-]*[a-z]", b.text)
     }
     assert sorted((option, where) for option, where in named if option not in known) == []
+
+
+def first_bash_block(path: Path) -> str:
+    return next(b.text for b in blocks_of(path) if b.language == "bash")
+
+
+def test_getting_started_shows_the_readme_commands() -> None:
+    """The manual repeats the README's two commands (the site has no README): word for word."""
+    assert first_bash_block(ROOT / "docs" / "getting-started.md") == first_bash_block(ROOT / "README.md")
+
+
+def test_the_readme_links_to_what_exists() -> None:
+    """The front page's links (into docs/, benchmarks/, examples/) name files that are there; the
+    manual's own links are checked by the strict site build (tests/test_docs_site.py)."""
+    text = (ROOT / "README.md").read_text()
+    targets = {t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if "://" not in t}
+    assert targets, "no links found"
+    assert sorted(t for t in targets if not (ROOT / t).exists()) == []
+
+
+def test_the_readme_is_a_front_page() -> None:
+    """About 300 lines at most: the rest belongs in the manual (docs/)."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300
