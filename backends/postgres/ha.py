@@ -287,6 +287,39 @@ class PostgresHaCluster(FailoverCluster):
                 raise ProvisioningError(f"postgres-ha: no standby but {node_name(node)} reached {lsn}")
             time.sleep(0.02)
 
+    # --- uneven standbys (FailoverCluster.replica_position, hold_replay) ----------------------
+
+    can_hold_replay = True
+
+    def replica_position(self, node: int) -> tuple[int, int]:
+        """(received, replayed) WAL of standby ``node`` in bytes; the primary's flushed WAL end
+        twice. A standby that has not streamed since it started received what it replayed."""
+        if not self.in_recovery(node):
+            flushed = int(self.sql(node, "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint"))
+            return flushed, flushed
+        both = self.sql(
+            node,
+            "SELECT pg_wal_lsn_diff(COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint"
+            " || ' ' || pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint",
+        )
+        received, replayed = (int(part) for part in both.split())
+        return received, replayed
+
+    def hold_replay(self, node: int) -> None:
+        """``pg_wal_replay_pause()`` on standby ``node``: its WAL receiver goes on flushing (and
+        confirming, for synchronous commits) while the startup process replays nothing more.
+        Returns once the pause took effect."""
+        self.sql(node, "SELECT pg_wal_replay_pause()")
+        deadline = time.monotonic() + self.settle_timeout
+        while self.sql(node, "SELECT pg_get_wal_replay_pause_state()") != "paused":
+            if time.monotonic() > deadline:
+                raise ProvisioningError(f"postgres-ha: {node_name(node)} did not pause its replay")
+            time.sleep(0.02)
+
+    def release_replay(self, node: int) -> None:
+        if self.servers[node].alive and node not in self.paused and self.in_recovery(node):
+            self.sql(node, "SELECT pg_wal_replay_resume()")
+
     # --- failover ----------------------------------------------------------------------------
 
     def most_advanced_standby(self) -> int:

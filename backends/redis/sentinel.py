@@ -244,6 +244,20 @@ class RedisSentinelCluster(FailoverCluster):
                 return False
         return True
 
+    def replica_position(self, node: int) -> tuple[int, int]:
+        """(read, processed) replication offsets of replica ``node`` (``INFO replication``);
+        the primary's ``master_repl_offset`` twice. A replica applies a command as it reads it,
+        so the two differ only by what is in flight."""
+        info = self.redis(node, "INFO", "replication")
+        fields = dict(
+            line.split(":", 1) for line in (info if isinstance(info, str) else "").splitlines() if ":" in line
+        )
+        if fields.get("role") == "master":
+            offset = int(fields["master_repl_offset"])
+            return offset, offset
+        processed = int(fields.get("slave_repl_offset", "0"))
+        return int(fields.get("slave_read_repl_offset", processed)), processed
+
     def _failover(self, to: int | None, isolate: bool) -> int:
         """Kill the primary (or, ``isolate``, cut its host off from the others: its Sentinel
         with it) and wait until the Sentinels on the other hosts name a new primary that says
