@@ -275,7 +275,7 @@ SPEC = PatternSpec(
     client_apis=frozenset({"transact", "reader", "keyvalue"}),
     summary="commands on an event-sourced or row write model; read models follow its events or its CDC stream; "
     "read-your-writes on demand",
-    suites=("cqrs",),
+    suites=("cqrs", "lifecycle"),
     before=frozenset({"cdc"}),
     check=_check,
 )

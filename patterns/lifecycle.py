@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
@@ -62,6 +63,7 @@ __all__ = [
     "AlreadyStarted",
     "AlreadyStopped",
     "AlreadyStopping",
+    "BatchProcess",
     "Health",
     "HealthStatus",
     "Lifecycle",
@@ -384,6 +386,137 @@ class PatternProcess:
 
     async def _on_stopped(self) -> None:
         return None
+
+
+# --- batch loops ---------------------------------------------------------------------------
+
+
+class BatchProcess(PatternProcess):
+    """A pattern process that works in batches, one after another, until stopped: the outbox
+    relay, the WAL applier, the tiered migrator, the CDC connector, a projection.
+
+    Subclasses give ``_step`` (one batch; True when more work is ready at once), ``_probe`` (one
+    cheap call to the backend the process depends on; it raises or hangs when the backend is
+    gone), ``_in_flight`` (what a batch in hand holds, in the pattern's words) and optionally
+    ``_prepare`` (before the loop) and ``_finish`` (after a graceful end: a checkpoint, a lease
+    given back).
+
+    * **start** runs ``_prepare`` and the loop in the background.
+    * **stop(within=)** lets the batch in hand finish (the loop checks the stop only between
+      batches), then runs ``_finish``: everything taken is either done and recorded, or, when the
+      bound runs out, the loop is cancelled and the report lists what the batch in hand left
+      (recorded as not done, so the next instance over the same state takes it again).
+    * **health** is unhealthy when the loop is not running or ``_probe`` fails or does not
+      answer within ``health_timeout``; degraded while batches keep failing.
+    """
+
+    def __init__(
+        self,
+        *,
+        graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+        force_timeout: float = DEFAULT_FORCE_TIMEOUT,
+        health_timeout: float = 5.0,
+        idle_wait: float = 0.05,
+    ) -> None:
+        super().__init__(graceful_timeout=graceful_timeout, force_timeout=force_timeout)
+        if health_timeout <= 0 or idle_wait <= 0:
+            raise ValueError("health_timeout and idle_wait must be > 0")
+        self.health_timeout = health_timeout
+        self.idle_wait = idle_wait
+        self.batch_failures = 0  # batches that raised, in a row
+        self.last_error = ""
+        self._loop_task: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Future[None]] = set()  # health probes given up on, still unwinding
+
+    # --- hooks ----------------------------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        return None
+
+    async def _step(self) -> bool:
+        raise NotImplementedError
+
+    async def _finish(self) -> None:
+        return None
+
+    async def _probe(self) -> None:
+        raise NotImplementedError
+
+    def _in_flight(self) -> Sequence[str]:
+        return ()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def _on_start(self) -> None:
+        await self._prepare()
+        self._loop_task = self.spawn(self._serve(), name="loop")
+
+    async def _serve(self) -> None:
+        stop = self.stop_requested
+        while not stop.is_set():
+            busy = False
+            try:
+                busy = await self._step()
+            except Exception as exc:
+                self.batch_failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: a batch failed (%s); retrying", self.pattern_name, self.last_error)
+            else:
+                self.batch_failures, self.last_error = 0, ""
+            if not busy and not stop.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.idle_wait)
+        await self._finish()
+
+    async def _drain(self) -> None:
+        task = self._loop_task
+        if task is None:
+            return
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            raise PrismError(f"{self.pattern_name}: the loop ended with {type(error).__name__}: {error}")
+
+    async def _force_stop(self) -> Sequence[str]:
+        task = self._loop_task
+        if task is not None and not task.done():
+            # The batch's own cleanup (recording what it finished) gets half the force bound;
+            # cleanup that hangs too (the backend is gone) is cancelled in its turn.
+            for _ in range(2):
+                task.cancel()
+                done, _pending = await asyncio.wait([task], timeout=self.force_timeout / 2)
+                if done:
+                    break
+        return list(self._in_flight())
+
+    def _probe_ended(self, probe: asyncio.Future[None]) -> None:
+        self._probes.discard(probe)
+        if not probe.cancelled():
+            probe.exception()  # retrieved: an abandoned probe's error is not worth a warning
+
+    async def _check_health(self) -> Health:
+        if self._loop_task is None or self._loop_task.done():
+            return Health(HealthStatus.UNHEALTHY, self._state, "the loop is not running")
+        # The probe runs as a task of its own and is waited for, not cancelled and awaited: a
+        # driver may hold a cancelled call in its cleanup (a connection reset over a network
+        # that answers nothing), and health() must answer within its bound all the same.
+        probe = asyncio.ensure_future(self._probe())
+        done, _pending = await asyncio.wait([probe], timeout=self.health_timeout)
+        if not done:
+            probe.cancel()
+            self._probes.add(probe)
+            probe.add_done_callback(self._probe_ended)
+            return Health(
+                HealthStatus.UNHEALTHY, self._state, f"the backend did not answer within {self.health_timeout:g} s"
+            )
+        error = probe.exception()
+        if error is not None:
+            return Health(HealthStatus.UNHEALTHY, self._state, f"the backend failed: {type(error).__name__}: {error}")
+        if self.batch_failures:
+            return Health(
+                HealthStatus.DEGRADED, self._state, f"{self.batch_failures} batch(es) failed: {self.last_error}"
+            )
+        return Health(HealthStatus.HEALTHY, self._state)
 
 
 # --- slots ---------------------------------------------------------------------------------

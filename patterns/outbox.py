@@ -126,6 +126,7 @@ from prism_testkit.registry.patterns import (
 from prism_testkit.report import metrics as prometheus
 
 from .claim_check import ClaimCheck, ClaimReference
+from .lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess
 
 __all__ = [
     "HEADER_AGGREGATE_ID",
@@ -628,13 +629,22 @@ class _Offset:
         return cls(int(data["offset"]), int(data["epoch"]))
 
 
-class OutboxRelay:
+class OutboxRelay(BatchProcess):
     """Publishes committed outbox records to ``sink`` in offset order, at least once.
 
     ``kv`` (it needs compare-and-set) holds the lease and the relay offset; it may be a
     different store from the outbox log. ``relay_id`` must be unique among running relays: a
     relay restarted under the same id takes its lease back at once (with a new epoch).
+
+    Drive it with :meth:`run_once` / :meth:`run`, or as a lifecycle process: :meth:`start`,
+    :meth:`health`, :meth:`stop` (``within=``). A stop lets the batch in hand be published and
+    committed, then gives the lease back; forced (the bound ran out: the sink or the store
+    hangs), the batch is cancelled, what was published is committed if the store answers, and
+    the report names the records left (``record N of LOG``), which the next relay over the same
+    store publishes again (at least once: the record in flight may have been published).
     """
+
+    pattern_name = "outbox-relay"
 
     def __init__(
         self,
@@ -645,8 +655,17 @@ class OutboxRelay:
         relay_id: str,
         *,
         clock: Clock = clocks.wall,
+        graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+        force_timeout: float = DEFAULT_FORCE_TIMEOUT,
+        health_timeout: float = 5.0,
     ) -> None:
         self.config = _checked_config(config)
+        super().__init__(
+            graceful_timeout=graceful_timeout,
+            force_timeout=force_timeout,
+            health_timeout=health_timeout,
+            idle_wait=self.config.poll_interval,
+        )
         if config.cdc:
             raise OutboxConfigurationError(
                 "this outbox's publisher mode is 'cdc': its records are rows the change feed publishes "
@@ -672,6 +691,8 @@ class OutboxRelay:
         self._position: _Offset | None = None
         # For cleanup='delete': (end offset, window opened at, last published at).
         self._published_windows: list[tuple[int, float, float]] = []
+        # The batch in hand: [first record not yet committed, end of the batch); None between batches.
+        self._batch: tuple[int, int] | None = None
 
     # -- observability ----------------------------------------------------------------------
 
@@ -833,6 +854,8 @@ class OutboxRelay:
             return 0
         epoch, start, records = batch
         done = start
+        end = records[-1].offset + 1 if records else start
+        self._batch = (start, end) if records else None
         try:
             for record in records:
                 if record.offset != done:
@@ -853,6 +876,7 @@ class OutboxRelay:
             if done > start:
                 self.metrics.batches += 1
                 await self._commit(done, epoch)
+            self._batch = (done, end) if done < end else None  # what a cancelled batch left
         if done > start and self.config.cleanup == "delete":
             await self._cleanup(done)
         return done - start
@@ -903,6 +927,36 @@ class OutboxRelay:
         finally:
             with suppress(Exception):
                 await self.release()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def _step(self) -> bool:
+        # A batch that ended (or failed: read again next time) is no longer in hand; a
+        # cancelled one (CancelledError is no Exception) stays, for the stop to report.
+        try:
+            published = await self.run_once()
+        except LeaseLost as exc:
+            self._batch = None
+            log.warning("%s", exc)
+            return False
+        except Exception:
+            self._batch = None
+            raise
+        self._batch = None
+        return published >= self.config.batch_size
+
+    async def _finish(self) -> None:
+        await self.release()
+
+    async def _probe(self) -> None:
+        await self.kv.get(self.config.lease)
+        await self.log.end_offset(self.config.log)
+
+    def _in_flight(self) -> list[str]:
+        if self._batch is None:
+            return []
+        first, end = self._batch
+        return [f"record {offset} of {self.config.log}" for offset in range(first, end)]
 
 
 # --- consumer side -------------------------------------------------------------------------
@@ -995,7 +1049,7 @@ SPEC = PatternSpec(
     config=OutboxConfig,
     client_apis=frozenset({"queue", "pubsub", "transact"}),
     summary="business write and message in one transaction; a relay or the change feed publishes committed records",
-    suites=("outbox", "stateful_outbox", "outbox_cdc"),
+    suites=("outbox", "stateful_outbox", "outbox_cdc", "lifecycle"),
     conflicts=frozenset({"event-sourcing"}),
     wanted=_wanted,
     check=_check,

@@ -88,6 +88,8 @@ from prism_testkit.registry.patterns import (
 )
 from prism_testkit.report import metrics as prometheus
 
+from .lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess
+
 if TYPE_CHECKING:
     from prism_testkit.registry.backends import BackendSpec
 
@@ -321,9 +323,19 @@ class _Rejected(Exception):
 _REJECTIONS: tuple[type[Exception], ...] = (_Rejected, PayloadTooLarge, WalCorruptEntry, ValueError, TypeError)
 
 
-class WalApplier:
+class WalApplier(BatchProcess):
     """Applies the log's mutations to ``target`` from the committed checkpoint (see the module
-    docstring). ``transactions`` must be the target store's own (same keys as ``target``)."""
+    docstring). ``transactions`` must be the target store's own (same keys as ``target``).
+
+    Drive it with :meth:`run_once` / :meth:`run` / :meth:`drain`, or as a lifecycle process:
+    :meth:`start`, :meth:`health`, :meth:`stop` (``within=``). A stop lets the batch in hand be
+    applied, then commits the checkpoint; forced (the bound ran out: the log or the target
+    hangs), the batch is cancelled and the report names the mutations left unapplied
+    (``mutation N of LOG``, and those waiting for a retry): the checkpoint was not moved past
+    them, so the next applier over the same log applies them (its guards skip what was).
+    """
+
+    pattern_name = "wal-applier"
 
     def __init__(
         self,
@@ -336,8 +348,17 @@ class WalApplier:
         on_applied: Callable[[int, Mutation], None] | None = None,
         on_skipped: Callable[[int, Mutation], None] | None = None,
         clock: Clock = clocks.monotonic,
+        graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+        force_timeout: float = DEFAULT_FORCE_TIMEOUT,
+        health_timeout: float = 5.0,
     ) -> None:
         self.config = _checked_config(config)
+        super().__init__(
+            graceful_timeout=graceful_timeout,
+            force_timeout=force_timeout,
+            health_timeout=health_timeout,
+            idle_wait=self.config.batch_timeout,
+        )
         self.log = log
         self.target = target
         self.transactions = transactions
@@ -352,6 +373,7 @@ class WalApplier:
         self._last_checkpoint = float("-inf")
         self._committed = -1
         self._lock = asyncio.Lock()
+        self._batch_end: int | None = None  # end of the batch in hand (None between batches)
 
     # -- observability ----------------------------------------------------------------------
 
@@ -393,6 +415,7 @@ class WalApplier:
             self._committed = self._position
         applied = await self._retry_due()
         records = await self.log.read(config.log, self._position, limit=config.batch_size, wait=wait)
+        self._batch_end = records[-1].offset + 1 if records else None
         for expected, record in enumerate(records, start=self._position):
             if record.offset != expected:
                 raise WalError(f"log {config.log!r} skipped from offset {expected} to {record.offset}")
@@ -407,6 +430,7 @@ class WalApplier:
             else:
                 applied += await self._attempt(_Pending(record.offset, record))
             self._position = record.offset + 1
+        self._batch_end = None
         if records:
             self.metrics.batches += 1
         await self._checkpoint(force=False)
@@ -615,6 +639,31 @@ class WalApplier:
         finally:
             with suppress(Exception):
                 await self.checkpoint()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def _step(self) -> bool:
+        try:
+            applied = await self.run_once()
+        except BaseException:
+            if not self.stop_requested.is_set():
+                self._batch_end = None  # a failed batch is read again; a cancelled one is reported
+            raise
+        return bool(applied) or not self._blocked
+
+    async def _finish(self) -> None:
+        await self.checkpoint()
+
+    async def _probe(self) -> None:
+        await self.log.end_offset(self.config.log)
+        await self.target.get(self.config.guard_key("health"))
+
+    def _in_flight(self) -> list[str]:
+        left: list[int] = []
+        if self._batch_end is not None and self._position is not None:
+            left.extend(range(self._position, self._batch_end))
+        left.extend(p.offset for queue in self._blocked.values() for p in queue)
+        return [f"mutation {offset} of {self.config.log}" for offset in sorted(set(left))]
 
 
 def _describe(exc: BaseException) -> str:
@@ -948,7 +997,7 @@ SPEC = PatternSpec(
     config=WalConfig,
     client_apis=frozenset({"queue", "pubsub", "keyvalue", "transact"}),
     summary="operations are appended to a durable log before they are acknowledged; replay and compaction",
-    suites=("wal", "stateful_wal"),
+    suites=("wal", "stateful_wal", "lifecycle"),
     conflicts=frozenset({"event-sourcing"}),
     before=frozenset({"tiered-storage"}),
     wanted=_wanted,

@@ -169,6 +169,17 @@ MUTANTS = [
     ("consumer_acks_before_handling", "consumer", "memstore", "*the unmarked message redelivered and handled again*"),
     ("consumer_forgets_saved_position", "consumer", "memstore", "*FAILED*test_state_is_persisted_and_a_restart*"),
     ("producer_reports_failure_as_published", "producer", "memstore", "*FAILED*test_retries_run_out*"),
+    # one lifecycle for every batch process (#40 deliverable 3)
+    ("lifecycle_stop_skips_batch", "lifecycle", "memstore", "*the stop returned with the batch in flight unfinished*"),
+    (
+        "relay_drain_leaves_last_record",
+        "lifecycle",
+        "memstore",
+        "*outbox-relay: the stop returned with the batch in flight unfinished*",
+    ),
+    ("lifecycle_stop_ignores_within", "lifecycle", "memstore", "*did not return within its bound*"),
+    ("lifecycle_health_ignores_backend", "lifecycle", "memstore", "*healthy while the backend is gone*"),
+    ("lifecycle_forced_stop_names_nothing", "lifecycle", "memstore", "*named nothing left*"),
 ]
 
 
@@ -219,6 +230,11 @@ ONLY = {
     "consumer_acks_before_handling": "killed_before_the_ack and mark",
     "consumer_forgets_saved_position": "restart_resumes and log",
     "producer_reports_failure_as_published": "retries_run_out and queue",
+    "lifecycle_stop_skips_batch": "WalApplier and graceful_stop",
+    "relay_drain_leaves_last_record": "OutboxRelay and graceful_stop",
+    "lifecycle_stop_ignores_within": "CdcConnector and within_its_bound",
+    "lifecycle_health_ignores_backend": "TieredMigrator and health",
+    "lifecycle_forced_stop_names_nothing": "Projection and within_its_bound",
 }
 
 

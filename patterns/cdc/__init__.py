@@ -79,7 +79,7 @@ SPEC = PatternSpec(
     config=CdcConfig,
     client_apis=frozenset({"reader", "keyvalue", "transact"}),
     summary="committed changes are streamed as events, whole transactions in commit order, without dual writes",
-    suites=("cdc", "stateful_cdc"),
+    suites=("cdc", "stateful_cdc", "lifecycle"),
 )
 
 

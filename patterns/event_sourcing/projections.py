@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import prism_testkit.simulation.clock as clocks
 
+from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess
 from .errors import EventSourcingConfigurationError, ProjectionTimeout
 from .events import RecordedEvent
 from .store import Clock, EventStore, Notification
@@ -33,12 +34,20 @@ class Lag:
     seconds: float  # age of the oldest of them (0.0 when none)
 
 
-class ProjectionRunner:
+class ProjectionRunner(BatchProcess):
     """Applies ``handler`` to every event of ``store``, in notification order, into ``views``.
 
     Run one runner per view store: a second one is harmless (its batches conflict and are
     retried) but useless.
+
+    Drive it with :meth:`run_once` / :meth:`catch_up` / :meth:`run`, or as a lifecycle process
+    (a CQRS read model too): :meth:`start`, :meth:`health`, :meth:`stop` (``within=``). A stop
+    lets the batch in hand be applied (with its tracking position, in one write); forced (the
+    bound ran out: the store or the views hang), the batch is cancelled and the report names
+    the events left (``event N of PREFIX``), which the next runner over the same views applies.
     """
+
+    pattern_name = "projection"
 
     def __init__(
         self,
@@ -49,9 +58,19 @@ class ProjectionRunner:
         batch_size: int = 100,
         poll_interval: float = 0.05,
         clock: Clock | None = None,
+        graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+        force_timeout: float = DEFAULT_FORCE_TIMEOUT,
+        health_timeout: float = 5.0,
     ) -> None:
         if batch_size < 1 or poll_interval <= 0:
             raise EventSourcingConfigurationError("batch_size must be >= 1 and poll_interval > 0")
+        super().__init__(
+            graceful_timeout=graceful_timeout,
+            force_timeout=force_timeout,
+            health_timeout=health_timeout,
+            idle_wait=poll_interval,
+        )
+        self._batch: list[int] = []  # offsets of the batch in hand, until applied
         self.store, self.views, self.handler = store, views, handler
         self.batch_size, self.poll_interval = batch_size, poll_interval
         self.clock = store.clock if clock is None else clock  # lag compares with events' store time
@@ -71,7 +90,9 @@ class ProjectionRunner:
         async def apply(writer: ViewWriter, offset: int) -> None:
             await self.handler(writer, by_offset[offset].event)
 
+        self._batch = list(by_offset)
         await self.views.apply_batch(start, list(by_offset), apply)
+        self._batch = []
         self.applied += len(batch)
         return len(batch)
 
@@ -111,3 +132,19 @@ class ProjectionRunner:
             if applied < self.batch_size:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_interval)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def _step(self) -> bool:
+        try:
+            return await self.run_once() >= self.batch_size
+        except Exception:
+            self._batch = []  # not applied: read again by the next batch
+            raise
+
+    async def _probe(self) -> None:
+        await self.views.position()
+        await self.store.notifications_end()
+
+    def _in_flight(self) -> list[str]:
+        return [f"event {offset} of {self.views.prefix}" for offset in self._batch]

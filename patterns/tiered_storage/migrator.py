@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess
 from .errors import CorruptReference
 from .references import Reference, new_copy_token, token_time
 from .rules import TIERS
@@ -39,9 +40,37 @@ class Move:
     why: str
 
 
-class Migrator:
-    def __init__(self, store: TieredStorage) -> None:
+class Migrator(BatchProcess):
+    """Moves values between tiers as the rules, tier ttl and capacity ask.
+
+    Drive it with :meth:`run_once` / :meth:`run_forever`, or as a lifecycle process:
+    :meth:`start` (a pass every ``interval`` seconds), :meth:`health`, :meth:`stop`
+    (``within=``). A stop lets the pass in hand finish its moves; forced (the bound ran out: a
+    tier or the reference store hangs), the pass is cancelled and the report names the moves
+    it left (``key K: SOURCE -> TARGET``). Each move is safe to cancel at any await (see the
+    module docstring): the reference names a copy that exists, and the next pass plans the
+    move again.
+    """
+
+    pattern_name = "tiered-migrator"
+
+    def __init__(
+        self,
+        store: TieredStorage,
+        *,
+        interval: float = 1.0,
+        graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+        force_timeout: float = DEFAULT_FORCE_TIMEOUT,
+        health_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(
+            graceful_timeout=graceful_timeout,
+            force_timeout=force_timeout,
+            health_timeout=health_timeout,
+            idle_wait=interval,
+        )
         self.store = store
+        self._moves: list[Move] = []  # the moves of the pass in hand not yet done
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -102,13 +131,16 @@ class Migrator:
     async def run_once(self) -> int:
         """One pass: plan, then move; the number of keys moved or expired."""
         done = 0
-        for move in await self.plan():
+        self._moves = await self.plan()
+        while self._moves:
+            move = self._moves[0]
             try:
                 moved = await self.apply(move)
             except Exception as exc:  # one key's trouble must not stop the others
                 self.store.metrics.migration_failures += 1
                 log.warning("moving %r failed: %s: %s", move.key, type(exc).__name__, exc)
-                continue
+                moved = False
+            self._moves.pop(0)
             done += moved
         return done
 
@@ -171,6 +203,22 @@ class Migrator:
             with contextlib.suppress(Exception):
                 await self.run_once()
             await asyncio.sleep(interval)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def _step(self) -> bool:
+        try:
+            await self.run_once()
+        except Exception:
+            self._moves = []  # a failed plan: the next pass plans again
+            raise
+        return False  # a pass every interval
+
+    async def _probe(self) -> None:
+        await self.store.reference.get(self.store.reference_key("health"))
+
+    def _in_flight(self) -> list[str]:
+        return [f"key {m.key}: {m.source} -> {m.target or 'expired'}" for m in self._moves]
 
 
 class GarbageCollector:
