@@ -8,37 +8,41 @@ while the clients still reach every node, as in Jepsen's NATS tests.
 
 Where namespaces cannot be made, or ``PRISM_CLUSTER_NETWORK=proxies`` asks for it, the nodes
 run on loopback with ports of their own and reach each other's route ports only through a
-fault proxy per link (:mod:`prism_testkit.faults.linkproxies`); each node advertises an
-unreachable route address, so what a node learns of the others from its peers never opens a
-route around the proxies. The provisioning line names the mode a run used.
+fault proxy per link (:class:`prism_testkit.clusters.ClusterHosts` chooses); each node
+advertises an unreachable route address, so what a node learns of the others from its peers
+never opens a route around the proxies. The provisioning line names the mode a run used.
+
+Built only on :mod:`prism_testkit.clusters` and the names ``prism_testkit`` exports.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prism_testkit import Availability, Endpoint, ProvisionContext, ServerProcess, Via
+from prism_testkit.clusters import (
+    LOOPBACK,
+    Cluster,
+    ClusterHosts,
+    LazyMount,
+    LazyMounts,
+    StreamStates,
+    mount_lazily,
+    network_mode,
+)
 from prism_testkit.errors import ProvisioningError
-from prism_testkit.provision.lazymount import LazyMount, LazyMounts
-from prism_testkit.faults.linkproxies import LOOPBACK, LinkProxies
-from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Via, mount_lazily
-from prism_testkit.provision.cluster import Cluster, NodeNetwork
-from prism_testkit.provision.netns import Network, namespaces_unavailable_reason
-from prism_testkit.provision.processes import ServerProcess, free_port
-from prism_testkit.provision.workdirs import recording_dir
 
 from .provision import PIP_HINT, READY_TIMEOUT, SERVER_MAX_PAYLOAD, NatsProvisioner, jetstream_answers
 
 CLIENT_PORT = 4222
 ROUTE_PORT = 6222
 MONITOR_PORT = 8222
-NETWORK_MODE = "PRISM_CLUSTER_NETWORK"  # "namespaces" or "proxies"; unset: namespaces where they can be made
 UNREACHABLE_ROUTE = f"{LOOPBACK}:1"  # advertised in proxy mode: nothing listens on port 1
 
 
@@ -96,11 +100,11 @@ def settled(nodes: list[NodeAddress]) -> bool:
     return False
 
 
-def stream_states(nodes: list[NodeAddress]) -> dict[str, dict[str, tuple[int, int, int]] | None]:
+def stream_states(nodes: list[NodeAddress]) -> StreamStates:
     """Each node's own replica of every stream, from its monitoring endpoint (STREAM.INFO would
     give the stream leader's answer whichever node is asked): first and last sequence and the
     messages held, by node name (None: the node did not answer)."""
-    found: dict[str, dict[str, tuple[int, int, int]] | None] = {}
+    found: StreamStates = {}
     for index, node in enumerate(nodes):
         jsz = monitor_jsz(node.host, node.monitor)
         if jsz is None:
@@ -129,6 +133,19 @@ def meta_leader(nodes: list[NodeAddress]) -> int | None:
     return None
 
 
+def stream_leaders(nodes: list[NodeAddress]) -> dict[str, int]:
+    """Each stream's leader (by index) as the nodes report it, the first answer for a stream
+    kept: a node cut off from the others may still call itself a leader they replaced."""
+    found: dict[str, int] = {}
+    for node in nodes:
+        for account in (monitor_jsz(node.host, node.monitor) or {}).get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                name = str(stream.get("cluster", {}).get("leader") or "")
+                if name.startswith("n") and name[1:].isdigit():
+                    found.setdefault(str(stream["name"]), int(name[1:]))
+    return found
+
+
 class NatsClusterProvisioner(NatsProvisioner):
     """A private JetStream cluster of ``nodes`` servers, with ``sync_interval: always`` or
     nats-server's default two-minute interval. ``network``: ``namespaces``, ``proxies`` or
@@ -149,17 +166,7 @@ class NatsClusterProvisioner(NatsProvisioner):
 
     def network_mode(self) -> tuple[str, str]:
         """``namespaces`` or ``proxies``, and why (what the provisioning line says)."""
-        asked = self.network or os.environ.get(NETWORK_MODE, "").strip() or None
-        if asked not in (None, "namespaces", "proxies"):
-            raise ProvisioningError(f"{NETWORK_MODE}={asked!r}: give 'namespaces' or 'proxies'")
-        if asked == "proxies":
-            return "proxies", "a fault proxy per link between nodes on loopback, as asked"
-        reason = namespaces_unavailable_reason()
-        if reason is None:
-            return "namespaces", "one network namespace per node"
-        if asked == "namespaces":
-            raise ProvisioningError(f"{NETWORK_MODE}=namespaces, but {reason}")
-        return "proxies", f"a fault proxy per link between nodes on loopback ({reason})"
+        return network_mode(self.network)
 
     def probe(self, ctx: ProvisionContext) -> Availability:
         found = super().probe(ctx)
@@ -188,29 +195,26 @@ class NatsClusterProvisioner(NatsProvisioner):
         )
         return path
 
-    def _network(self, workdir: Path) -> tuple[NodeNetwork, list[NodeAddress], list[list[str]]]:
-        """The network, where each node listens, and each node's routes to the others."""
-        mode, _ = self.network_mode()
-        if mode == "namespaces":
-            network = Network.create(self.nodes, recording_dir() or workdir)
-            nodes = [NodeAddress(h.address) for h in network.hosts]
-            routes = [[f"nats-route://{o.host}:{o.route}" for o in nodes if o is not n] for n in nodes]
-            return network, nodes, routes
-        nodes = [NodeAddress(LOOPBACK, free_port(), free_port(), free_port()) for _ in range(self.nodes)]
-        proxies = LinkProxies.create([n.route for n in nodes])
+    def _network(self, workdir: Path) -> tuple[ClusterHosts, list[NodeAddress], list[list[str]]]:
+        """The hosts, where each node listens, and each node's routes to the others."""
+        hosts = ClusterHosts.open(self.nodes, peer_port=ROUTE_PORT, workdir=workdir, mode=self.network)
+        nodes = [
+            NodeAddress(hosts.address(i), hosts.port(i, CLIENT_PORT), hosts.peer_port(i), hosts.port(i, MONITOR_PORT))
+            for i in range(self.nodes)
+        ]
         routes = [
-            [f"nats-route://{LOOPBACK}:{proxies.link_port(a, b)}" for b in range(self.nodes) if b != a]
+            ["nats-route://{}:{}".format(*hosts.peer(a, b)) for b in range(self.nodes) if b != a]
             for a in range(self.nodes)
         ]
-        return proxies, nodes, routes
+        return hosts, nodes, routes
 
     def start_private(self, ctx: ProvisionContext, binary: Path) -> Endpoint:
         workdir = ctx.workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        network, nodes, routes = self._network(workdir)
+        hosts, nodes, routes = self._network(workdir)
         servers = []
         mounts: list[LazyMount] = []
-        for index, (node, host) in enumerate(zip(nodes, network.hosts, strict=True)):
+        for index, node in enumerate(nodes):
             home = workdir / f"n{index}"
             store = home / "jetstream"
             store.mkdir(parents=True, exist_ok=True)
@@ -218,7 +222,7 @@ class NatsClusterProvisioner(NatsProvisioner):
                 mount = mount_lazily(ctx, store)
             except BaseException:
                 LazyMounts(mounts).unmount()
-                network.close()
+                hosts.close()
                 raise
             if mount is not None:
                 mounts.append(mount)
@@ -226,7 +230,7 @@ class NatsClusterProvisioner(NatsProvisioner):
             servers.append(
                 ServerProcess(
                     f"nats-server n{index}",
-                    host.argv([str(binary), "-c", str(config)]),
+                    hosts.argv(index, [str(binary), "-c", str(config)]),
                     host=node.host,
                     port=node.client,
                     log_path=home / "nats-server.log",
@@ -238,12 +242,13 @@ class NatsClusterProvisioner(NatsProvisioner):
         lazy = LazyMounts(mounts) if mounts else None
         cluster = Cluster(
             servers,
-            network,
-            probe_port=ROUTE_PORT,
+            hosts.network,
+            probe_port=hosts.probe_port,
             leader=functools.partial(meta_leader, nodes),
             settled=functools.partial(settled, nodes),
             mounts=lazy,
             stream_states=functools.partial(stream_states, nodes),
+            stream_leaders=functools.partial(stream_leaders, nodes),
         )
         started = time.monotonic()
         try:
@@ -255,16 +260,15 @@ class NatsClusterProvisioner(NatsProvisioner):
         return Endpoint(
             url=url,
             via=Via.BINARY,
-            control=cluster,
             options={
                 "replicas": self.nodes,
-                "cluster": cluster,
                 "start_seconds": time.monotonic() - started,
-                "network": "namespaces" if isinstance(network, Network) else "proxies",
+                "network": hosts.mode,
                 "monitor": [f"{n.host}:{n.monitor}" for n in nodes],
             },
             teardown=cluster.close,
             lazy_mount=lazy,
+            cluster=cluster,
         )
 
     def start_container(self, ctx: ProvisionContext) -> Endpoint:

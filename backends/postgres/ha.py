@@ -24,12 +24,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from prism_testkit import Availability, Endpoint, ProvisionContext, ServerProcess, Via
+from prism_testkit.clusters import FailoverCluster, Host, Network, namespaces_unavailable_reason, recording_dir
 from prism_testkit.errors import NotSupported, ProvisioningError
-from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Via
-from prism_testkit.provision.cluster import FailoverCluster
-from prism_testkit.provision.netns import Host, Network, namespaces_unavailable_reason
-from prism_testkit.provision.processes import ServerProcess
-from prism_testkit.provision.workdirs import recording_dir
 
 from .provision import (
     OS_USER,
@@ -509,9 +506,8 @@ class PostgresHaProvisioner(PostgresProvisioner):
         return Endpoint(
             url=url,
             via=Via.BINARY,
-            control=cluster,
+            cluster=cluster,  # its process control too
             options={
-                "cluster": cluster,
                 "replicas": self.nodes,
                 "synchronous": self.synchronous,
                 "start_seconds": cluster.time_to_ready,

@@ -18,12 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from prism_testkit import Availability, Endpoint, ProvisionContext, ServerProcess, Via
+from prism_testkit.clusters import FailoverCluster, Host, Network, namespaces_unavailable_reason, recording_dir
 from prism_testkit.errors import NotSupported, ProvisioningError
-from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, Via
-from prism_testkit.provision.cluster import FailoverCluster
-from prism_testkit.provision.netns import Host, Network, namespaces_unavailable_reason
-from prism_testkit.provision.processes import ServerProcess
-from prism_testkit.provision.workdirs import recording_dir
 
 from .provision import AOF_DIR, READY_TIMEOUT, RedisProvisioner, answers_ping
 
@@ -401,9 +398,8 @@ class RedisSentinelProvisioner(RedisProvisioner):
         return Endpoint(
             url=f"redis+sentinel://{hosts}/{SERVICE}",
             via=Via.BINARY,
-            control=cluster,
+            cluster=cluster,  # its process control too
             options={
-                "cluster": cluster,
                 "wait_replicas": self.wait_replicas,
                 "start_seconds": cluster.time_to_ready,
             },

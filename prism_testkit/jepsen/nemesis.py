@@ -16,7 +16,7 @@ A power cut (kill, drop every unsynced write, restart) hits only an instance who
 on a lazy filesystem (opt-in: ``PRISM_LAZYFS``) and that declares ``survives_power_loss``:
 the same strictness as kill, one level down. It shares the kill rule (see ``crash``).
 
-A replicated backend (a :class:`~prism_testkit.provision.cluster.Cluster` in its endpoint) takes
+A replicated backend (a cluster in its endpoint: :class:`~prism_testkit.clusters.ClusterContract`) takes
 the same rules, aimed at its nodes: the kill rule kills one node or the leader and starts it
 again (or, for odd values, crashes every node at once), and the partition rule cuts the links
 between nodes (one node or the leader isolated, or a bridge), each cut proved by a connection
@@ -80,7 +80,7 @@ from prism_testkit.provision.netns import FaultNotInjected
 
 if TYPE_CHECKING:
     from prism_testkit.provision.base import ServerControl
-    from prism_testkit.provision.cluster import Cluster
+    from prism_testkit.provision.cluster import ClusterContract
     from prism_testkit.runtime.env import PrismEnv
 
 DIVERGED = "replicas-diverged"
@@ -106,7 +106,7 @@ class FaultTarget:
     proxy: FaultProxy | None
     lazy: bool = False  # its data dir is on a lazy filesystem
     survives_power_loss: bool = False
-    cluster: Cluster | None = None  # a replicated backend: faults may name one node
+    cluster: ClusterContract | None = None  # a replicated backend: faults may name one node
     survives_failover: bool = False
 
     @property
@@ -140,7 +140,7 @@ class Nemesis:
         control = self.env.control(slot)
         props = spec.properties
         endpoint = self.env.runtime.endpoint(spec.name)
-        cluster = endpoint.options.get("cluster")
+        cluster = endpoint.cluster
         return FaultTarget(
             slot,
             spec.name,
@@ -496,7 +496,7 @@ def _primary(target: FaultTarget) -> int | None:
     return cluster.primary if isinstance(cluster, FailoverCluster) else None
 
 
-def _cluster(target: FaultTarget) -> Cluster:
+def _cluster(target: FaultTarget) -> ClusterContract:
     assert target.cluster is not None, f"{target.backend} is not a cluster"
     return target.cluster
 

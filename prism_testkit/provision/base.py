@@ -20,6 +20,7 @@ from prism_testkit.provision.workdirs import remove_tree
 from prism_testkit.redaction import redact
 
 if TYPE_CHECKING:
+    from prism_testkit.provision.cluster import ClusterContract
     from prism_testkit.provision.lazymount import LazyMount, LazyMounts
 
 
@@ -90,6 +91,17 @@ class Endpoint:
     # When ``url`` leads to a discovery service (Redis Sentinel) rather than to the data: the URL
     # of the node that serves the data now, which a fault proxy stands in front of instead.
     direct: Callable[[], str] | None = None
+    # A replicated backend's nodes (prism_testkit.clusters): what node faults and the replica
+    # check act on. It is the endpoint's ``control`` as well, unless one is given.
+    cluster: ClusterContract | None = None
+
+    def __post_init__(self) -> None:
+        if self.cluster is None and self.options.get("cluster") is not None:
+            self.cluster = self.options["cluster"]  # a provisioner written before ``cluster=``
+        if self.cluster is not None:
+            if self.control is None:
+                self.control = self.cluster
+            self.options.setdefault("cluster", self.cluster)  # where older readers look
 
     def __repr__(self) -> str:
         return f"Endpoint({redact(self.url)!r}, via={self.via.value})"
@@ -118,7 +130,13 @@ class Endpoint:
         userinfo = parts.netloc.rpartition("@")[0]
         netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
         return Endpoint(
-            parts._replace(netloc=netloc).geturl(), self.via, self.control, dict(self.options), None, self.lazy_mount
+            parts._replace(netloc=netloc).geturl(),
+            self.via,
+            self.control,
+            dict(self.options),
+            None,
+            self.lazy_mount,
+            cluster=self.cluster,
         )
 
     __str__ = __repr__

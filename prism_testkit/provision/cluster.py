@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from prism_testkit import patience
 from prism_testkit.errors import ProvisioningError
@@ -60,6 +60,120 @@ class NodeNetwork(Protocol):
     def close(self) -> None: ...
 
 
+# One node's summary of one replicated stream (or table, or key space): (first, last, held),
+# e.g. a JetStream stream's first and last sequence and its message count. Any three integers
+# that are equal on two nodes exactly when their copies hold the same data will do.
+StreamState: TypeAlias = tuple[int, int, int]
+# Each node's streams by node name ("n0", "n1"...), None for a node that did not answer.
+StreamStates: TypeAlias = dict[str, dict[str, StreamState] | None]
+
+
+class ClusterContract(Protocol):
+    """What the nemesis, the runtime and the replica check rely on in a replicated backend's
+    cluster. :class:`Cluster` (and :class:`FailoverCluster`) implement all of it over one
+    :class:`~prism_testkit.provision.processes.ServerProcess` per node; a provisioner gives it
+    to its :class:`~prism_testkit.provision.base.Endpoint` as ``cluster=`` (the endpoint's
+    ``control`` too). ``docs/clusters.md`` says who calls what, and why.
+
+    Nodes are numbered ``0 .. size - 1`` everywhere: in partitions, in :meth:`leader`, in
+    :attr:`paused`."""
+
+    @property
+    def size(self) -> int:
+        """How many nodes the cluster has."""
+        ...
+
+    @property
+    def network(self) -> NodeNetwork:
+        """What joins the nodes (namespaces or link proxies); its ``cuts`` are the partitions
+        in force, which the nemesis reads before it draws a kill or a corruption."""
+        ...
+
+    @property
+    def paused(self) -> set[int]:
+        """The nodes stopped with SIGSTOP right now (kept by :meth:`pause_node` and
+        :meth:`restore_node`). :meth:`settled` must not wait for these."""
+        ...
+
+    @property
+    def kills(self) -> int:
+        """Nodes killed or stopped so far: the runtime reopens a client pool opened before."""
+        ...
+
+    @property
+    def stream_states(self) -> Callable[[], StreamStates] | None:
+        """Each node's own copy, summarised (:data:`StreamStates`), or None where the nodes
+        cannot be read one by one. After every example's heal the replica check calls it until
+        the copies agree or stop changing: copies still apart are ``replicas-diverged``."""
+        ...
+
+    def leader(self) -> int | None:
+        """The node that leads now (a consensus cluster's leader, a primary), None when no node
+        can tell. ``kill-leader``, ``partition-isolate-leader`` and the failover a test owes aim
+        at it; a cluster that cannot tell gets its node faults on drawn nodes only."""
+        ...
+
+    def settled(self) -> bool:
+        """True once the cluster serves requests again (leaders elected, replicas attached):
+        nodes answering one by one are not yet a cluster that answers. Polled by
+        :meth:`wait_settled` after every start and restore. Paused nodes (:attr:`paused`) do
+        not count: a node stopped by the nemesis cannot answer until it is resumed, and
+        :meth:`restore_node` drops it from :attr:`paused` before it waits, so it counts again
+        from then on. A node that does not answer (paused, or cut off) must make this neither
+        raise nor block for long: a probe of a second or less."""
+        ...
+
+    def wait_settled(self) -> None:
+        """Poll :meth:`settled` until it holds, or raise once a bound scaled by the machine's
+        slowness passed."""
+        ...
+
+    # the whole cluster (ServerControl): a coordinated crash, pause or power cut of every node
+    def kill(self) -> None: ...
+    def stop(self) -> None: ...
+    def start(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def wait_ready(self, timeout: float = 30.0) -> None: ...
+    def restore(self) -> None:
+        """Heal every partition, resume paused nodes, start stopped ones, and wait until settled."""
+        ...
+
+    # node by node
+    def kill_node(self, node: int) -> None:
+        """SIGKILL one node; the others serve on."""
+        ...
+
+    def pause_node(self, node: int) -> None:
+        """SIGSTOP one node (it joins :attr:`paused`)."""
+        ...
+
+    def restore_node(self, node: int) -> None:
+        """Resume or start ``node`` again and wait until the cluster is settled with it."""
+        ...
+
+    def partition(self, groups: Sequence[Sequence[int]]) -> None:
+        """Nodes in different groups can no longer reach each other; each cut is proved."""
+        ...
+
+    def heal(self) -> None:
+        """Remove every cut (raises when one is left)."""
+        ...
+
+    def files(self, node: int, pattern: str) -> list[Path]:
+        """The non-empty files of ``node``'s work dir a corruption of ``pattern`` would damage."""
+        ...
+
+    def corrupt(self, node: int, pattern: str, *, mode: str = "bitflip", flips: int = 1, seed: int = 0) -> list[str]:
+        """Kill ``node``, damage its ``pattern`` files, start it again (or raise
+        :class:`NodeRefusedToStart`); one line per damaged file."""
+        ...
+
+    def close(self) -> None:
+        """Stop every node, unmount their lazy filesystems, remove the network."""
+        ...
+
+
 class NodeRefusedToStart(ProvisioningError):
     """A node whose files :meth:`Cluster.corrupt` damaged detected it and will not start: it
     stays down, and ``paths`` are the files to remove before it can (it then catches up)."""
@@ -84,8 +198,11 @@ class Cluster:
     settle_timeout: float = 30.0
     # Each node's own copy, summarised per stream (first and last sequence, messages held), by
     # node name (None: the node did not answer); None where the nodes cannot be read one by one.
-    stream_states: Callable[[], dict[str, dict[str, tuple[int, int, int]] | None]] | None = None
+    stream_states: Callable[[], StreamStates] | None = None
     mounts: LazyMounts | None = None  # each node's data dir on a lazy filesystem (power cuts)
+    # Each replicated stream's leader (node index) by stream name, as the nodes see it now, where
+    # every stream elects its own (JetStream); None where the cluster has one leader for all.
+    stream_leaders: Callable[[], dict[str, int]] | None = None
     paused: set[int] = field(default_factory=set)
     # Nodes killed or stopped so far: each breaks the connections clients held to it, so a
     # client pool opened before must be opened again once the cluster is restored.

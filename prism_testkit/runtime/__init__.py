@@ -41,7 +41,7 @@ from prism_testkit.faults.power_loss import (
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, ServerControl, Via
-from prism_testkit.provision.cluster import Cluster, FailoverCluster
+from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.provision.workdirs import make_workdir, record_processes_in, remove_tree, sweep_abandoned
 from prism_testkit.redaction import redact
 from prism_testkit.registry.backends import BackendRegistry, BackendSpec
@@ -459,8 +459,8 @@ class PrismRuntime:
         """What has broken connections through ``proxy`` so far: its own faults, and the kills
         of the cluster behind it (the proxy closes a client's side when its node dies)."""
         endpoint = self._endpoints.get(name)
-        cluster = endpoint.options.get("cluster") if endpoint is not None else None
-        return proxy.faults_injected + (cluster.kills if isinstance(cluster, Cluster) else 0)
+        cluster = endpoint.cluster if endpoint is not None else None
+        return proxy.faults_injected + (cluster.kills if cluster is not None else 0)
 
     def disconnect(self, name: str) -> None:
         """Close the driver of ``name`` (the next :meth:`driver` call reconnects)."""
