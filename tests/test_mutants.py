@@ -169,6 +169,14 @@ MUTANTS = [
     ("consumer_acks_before_handling", "consumer", "memstore", "*the unmarked message redelivered and handled again*"),
     ("consumer_forgets_saved_position", "consumer", "memstore", "*FAILED*test_state_is_persisted_and_a_restart*"),
     ("producer_reports_failure_as_published", "producer", "memstore", "*FAILED*test_retries_run_out*"),
+    # the stateful producer judges each publish's report against what its sink saw
+    (
+        "producer_failure_published_under_faults",
+        "stateful_producer",
+        "memstore",
+        "*INVALID (*failure-reported-as-published*",
+    ),
+    ("producer_last_retry_reported_failed", "stateful_producer", "memstore", "*INVALID (*published-reported-failed*"),
     # one lifecycle for every batch process (#40 deliverable 3)
     ("lifecycle_stop_skips_batch", "lifecycle", "memstore", "*the stop returned with the batch in flight unfinished*"),
     (
