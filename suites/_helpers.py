@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import BackendProperties, Message, Ordering, PrismEnv, patience
+from prism_testkit import BackendProperties, Driver, Message, Ordering, PrismEnv, patience
 from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription, Transaction, Transactions
 from prism_testkit.isolation import Namespace
 
@@ -326,3 +326,26 @@ class ReadPathTransaction:
 
     async def append(self, log: str, message: Message) -> None:
         await self._inner.append(log, message)
+
+
+# --- clusters ------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def client_of_node(prism_env: PrismEnv, slot: str, node: int) -> AsyncIterator[Driver]:
+    """A driver of ``slot``'s backend connected to node ``node`` of its cluster alone, as a
+    client near one node is (a cluster whose every node serves clients: JetStream); closed when
+    the block ends. Connected within the "calm-op" bound: before any fault."""
+    cluster = prism_env.control(slot)
+    servers = getattr(cluster, "servers", None)
+    if not servers:
+        raise TypeError(f"{prism_env.combination[slot]}: not a cluster of server processes")
+    spec = prism_env.spec(slot)
+    endpoint = prism_env.runtime.endpoint(prism_env.combination[slot]).rerouted(servers[node].host, servers[node].port)
+    connect = spec.driver_class.connect(spec.name, spec.capabilities, endpoint)
+    driver = await asyncio.wait_for(connect, patience.bound("calm-op"))
+    try:
+        yield driver
+    finally:
+        with suppress(Exception):  # its node may be the one a test killed
+            await driver.close()
