@@ -470,7 +470,7 @@ SPEC = PatternSpec(
     config=ConsumerConfig,
     client_apis=frozenset({"queue", "pubsub", "reader"}),
     summary="at-least-once consumption whose position and processed marks live in key-value: a restart resumes",
-    suites=("consumer", "producer_consumer", "producer_compositions"),
+    suites=("consumer", "producer_consumer", "producer_compositions", "stateful_consumer"),
     # The application is handed messages last: whatever the claim check restores reaches it.
     before=frozenset({"claim-check", "wal"}),
     order_reason="the consumer hands messages to the application: inner patterns (the claim check) restore them first",

@@ -1,0 +1,443 @@
+"""The consumer under faults (issue #40's stateful suite for the consumer): a log consumer that
+keeps its position in key-value, killed at chosen points, restarted as a new instance over the
+same state, with the nemesis on the backend holding both the log and the state.
+
+What it guarantees, judged by the ``consumer-resume`` checker against the history:
+
+- **at-least-once, never a skip**: every record appended to the log is handled by some instance
+  (``lost`` otherwise), and each instance handles the records from where it resumed, in order,
+  none left out (``skip``);
+- **exactly the duplicates the history predicts**: an instance resumes from the position its
+  predecessors last saved, which the history tells: the last save that completed ok, or a save
+  whose outcome is unknown (it may have landed, even late). Resuming below it re-handles records the
+  saves had covered (``unpredicted-duplicate``); resuming from a position no save wrote, or past
+  what was handled, skips records (``resumed-past-progress``). So the records handled twice are
+  exactly those handled after the last save that landed.
+
+The faults its guarantee speaks of, and the rules that inject them:
+
+- the consumer killed between processing and saving its state (``kill_at_save``, before: the
+  next save of the position raises and nothing the instance does reaches a store any more; it
+  has handled up to ``commit_every`` records since its last save, which its successor handles
+  again);
+- killed just after a save landed (``kill_at_save``, after): no duplicate and no skip (a consumer
+  that saves before handling skips the record it was about to handle);
+- killed at any other point between polls, or stopped gracefully (``stop``; a graceful stop saves
+  the position, so its successor handles nothing twice);
+- a server kill or pause, and proxy faults (``latency``, ``reset_connections``, ``partition``,
+  ``heal``) from the nemesis: a save or a read of unknown outcome; a poll that does not answer
+  within its bound is a consumer that died in the middle of it.
+
+Not injected: handler failures (the consumer suite covers retries), and a lost state (the
+consumer then restarts from its configured start, which is a documented re-read, not a fault).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import rule
+from prism_testkit.patterns.consumer import Consumer, ConsumerConfig
+
+from prism_testkit import KeyValue, Log, Message, PrismEnv, Slot, patience, prism_suite
+from prism_testkit.interfaces import Record
+from prism_testkit.jepsen.checkers import Anomaly, Verdict
+from prism_testkit.jepsen.history import History
+from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.jepsen.runner import StatefulRun
+
+from ._relay_faults import Killed
+
+pytestmark = prism_suite("stateful_consumer", backend=Slot.needs("log", "keyvalue"))
+
+COMMIT_EVERY = 3  # records handled between two saves of the position
+BATCH = 4  # records read per poll
+POLL_WAIT = 0.05  # s
+
+
+def encode(value: int) -> Message:
+    return Message(str(value).encode(), {"stateful": "consumer"})
+
+
+class Current:
+    """An interface of the slot's current client: the machine sets :attr:`current` before each
+    operation, outside the loop (a restart or a proxy replaces the driver)."""
+
+    def __init__(self, current: Any) -> None:
+        self.current = current
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current, name)
+
+
+@dataclass
+class Instance:
+    """One consumer process: what it resumed from, handled and saved, and how it ends."""
+
+    number: int
+    consumer: Consumer | None = None
+    resumed: int | None = None  # the position it started from (None: its start did not answer)
+    handled: list[int] = field(default_factory=list)  # values, in the order handled
+    dead: bool = False
+    die_at_save: str | None = None  # "before" / "after": killed at its next save of the position
+
+    def check(self) -> None:
+        if self.dead:
+            raise Killed(f"consumer instance {self.number} was killed")
+
+
+@dataclass
+class Save:
+    instance: int
+    position: int
+    outcome: str  # "ok", "fail" (never reached the store), "info" (may have landed)
+
+
+class RecordedState:
+    """The consumer's key-value state as one instance reaches it: saves of the position are
+    recorded (outcome and all), and a killed instance reaches nothing."""
+
+    def __init__(self, inner: KeyValue, instance: Instance, saves: list[Save], position_key: str) -> None:
+        self.inner, self.instance, self.saves, self.position_key = inner, instance, saves, position_key
+
+    async def get(self, key: str) -> bytes | None:
+        self.instance.check()
+        return await self.inner.get(key)
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        instance = self.instance
+        instance.check()
+        if key != self.position_key:
+            await self.inner.put(key, value, ttl=ttl)
+            return
+        save = Save(instance.number, int(json.loads(value)["next"]), "info")
+        self.saves.append(save)
+        if instance.die_at_save == "before":
+            instance.dead = True  # killed between processing and saving: the save never leaves
+            save.outcome = "fail"
+            instance.check()
+        await self.inner.put(key, value, ttl=ttl)  # raising or abandoned: unknown, it may have landed
+        save.outcome = "ok"
+        if instance.die_at_save == "after":
+            instance.dead = True
+            instance.check()
+
+    async def delete(self, key: str) -> bool:
+        self.instance.check()
+        return await self.inner.delete(key)
+
+    async def exists(self, key: str) -> bool:
+        self.instance.check()
+        return await self.inner.exists(key)
+
+    def scan(self, prefix: str) -> Any:
+        self.instance.check()
+        return self.inner.scan(prefix)
+
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        self.instance.check()
+        return await self.inner.compare_and_set(key, expected, new)
+
+
+class ConsumerMachine(FaultMachine):
+    def __init__(self, run: StatefulRun) -> None:
+        super().__init__(run, ["backend"])
+        self.name = self.ns.name("events")
+        self.config = ConsumerConfig(
+            source=self.name,
+            name="stateful",
+            batch_size=BATCH,
+            commit_every=COMMIT_EVERY,
+            poll_wait=POLL_WAIT,
+            state_prefix=self.ns.prefix + "state/",
+            graceful_timeout=patience.bound("faulted-op"),
+        )
+        self.next_value = 0
+        self.instances: list[Instance] = []
+        self.current: Instance | None = None
+        self.saves: list[Save] = []
+        self.source = Current(self.client("backend").log())
+        self.state = Current(self.client("backend").keyvalue())
+
+    def _refresh(self) -> None:
+        """Point the consumers at the slot's current client (before each operation)."""
+        driver = self.client("backend")
+        self.source.current, self.state.current = driver.log(), driver.keyvalue()
+
+    # --- the consumer's processes ----------------------------------------------------------
+
+    def log(self) -> Log:
+        return self.client("backend").log()
+
+    def _consumer(self, instance: Instance, source: Any, state: Any) -> Consumer:
+        async def handle(message: Message) -> None:
+            instance.check()
+            value = int(message.payload)
+            instance.handled.append(value)
+
+        recorded = RecordedState(state, instance, self.saves, self.config.position_key())
+        return Consumer(source, recorded, handle, self.config, background=False)  # type: ignore[arg-type]
+
+    def _instance(self) -> Instance | None:
+        """The running instance, or a new one started over the saved state."""
+        if self.current is not None:
+            return self.current
+        instance = Instance(len(self.instances))
+        self.instances.append(instance)
+        consumer = self._consumer(instance, self.source, self.state)
+        self._refresh()
+        outcome = self.attempt(f"consumer-{instance.number}", "resume", consumer.start, key=self.name)
+        if not outcome.completed:
+            instance.dead = True  # its start did not answer: that process is gone
+            return None
+        instance.consumer = consumer
+        instance.resumed = consumer.position
+        outcome.handle.ok(offset=instance.resumed)
+        self.current = instance
+        return instance
+
+    def _die(self, instance: Instance) -> None:
+        instance.dead = True
+        if self.current is instance:
+            self.current = None
+
+    # --- rules -----------------------------------------------------------------------------
+
+    @rule(n=st.integers(1, BATCH))
+    def append(self, n: int) -> None:
+        for _ in range(n):
+            value, self.next_value = self.next_value, self.next_value + 1
+            outcome = self.attempt(
+                "producer",
+                "append",
+                lambda v=value: self.log().append(self.name, encode(v)),
+                key=self.name,
+                value=value,
+            )
+            if not outcome.completed:
+                return  # no answer: this producer gives up its batch
+            outcome.handle.ok(offset=outcome.result)
+
+    def _poll(self, instance: Instance) -> None:
+        consumer = instance.consumer
+        assert consumer is not None
+
+        async def poll() -> int | None:
+            try:
+                return await consumer.poll()
+            except Killed:
+                return None
+
+        before = len(instance.handled)
+        self._refresh()
+        outcome = self.attempt(f"consumer-{instance.number}", "poll", poll, key=self.name)
+        if not outcome.completed:
+            self._die(instance)  # no answer within its bound (or an error): that process died in it
+            return
+        handled = tuple(instance.handled[before:])
+        if outcome.result is None:
+            outcome.handle.info(f"killed, having handled {handled}")
+            self._die(instance)
+            return
+        outcome.handle.ok(value=handled)
+
+    @rule()
+    def poll(self) -> None:
+        instance = self._instance()
+        if instance is not None:
+            self._poll(instance)
+
+    @rule(after=st.booleans())
+    def kill_at_save(self, after: bool) -> None:
+        """The instance is killed at its next save of the position: before it leaves (between
+        processing and saving: what it handled since its last save is handled again by its
+        successor), or just after it landed (nothing twice, nothing skipped). Then it polls, so
+        the kill fires now if the poll reaches a save (else at a later save)."""
+        instance = self._instance()
+        if instance is None:
+            return
+        instance.die_at_save = "after" if after else "before"
+        self._poll(instance)
+
+    def kill_before_save(self) -> None:
+        self.kill_at_save(after=False)
+
+    def kill_after_save(self) -> None:
+        self.kill_at_save(after=True)
+
+    @rule(graceful=st.booleans())
+    def stop(self, graceful: bool) -> None:
+        """The instance is killed between polls (its last save stands), or stopped gracefully
+        (the stop saves the position: its successor handles nothing twice)."""
+        instance = self.current
+        if instance is None or instance.consumer is None:
+            return
+        if not graceful:
+            self.history.invoke(f"consumer-{instance.number}", "kill", self.name).ok()
+            self._die(instance)
+            return
+        consumer = instance.consumer
+
+        async def stop() -> bool:
+            try:
+                await consumer.stop(within=self.config.graceful_timeout)
+            except Killed:
+                return False  # an armed kill fired at the stop's save
+            return True
+
+        self._refresh()
+        outcome = self.attempt(f"consumer-{instance.number}", "stop", stop)
+        if outcome.completed:
+            if outcome.result:
+                outcome.handle.ok()
+            else:
+                outcome.handle.info("killed at its save")
+        self._die(instance)
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def check(self) -> tuple[list[Verdict], str]:
+        if self.current is not None:
+            self._die(self.current)  # its successor, the drainer, resumes from what it saved
+        offsets = self.recovering(self._read_all)
+        self.recovering(lambda: self._drain(len(offsets)))
+        self.history.invoke("reader", "drain", self.name, offset=0).ok(value=tuple(sorted(offsets.items())))
+        return [self._judge(offsets)], f"consumer of log {self.name}"
+
+    async def _read_all(self) -> dict[int, int]:
+        """value -> offset of every record in the log, read once healed."""
+        log = self.env.driver("backend").log()
+        end = await log.end_offset(self.name)
+        found: list[Record] = []
+        while len(found) < end:
+            batch = await log.read(self.name, len(found), limit=100)
+            if not batch:
+                break
+            found += batch
+        return {int(record.message.payload): record.offset for record in found}
+
+    async def _drain(self, end: int) -> None:
+        """A last instance over the settled backend, polled until it handled up to ``end``."""
+        instance = Instance(len(self.instances))
+        self.instances.append(instance)
+        driver = self.env.driver("backend")
+        consumer = self._consumer(instance, driver.log(), driver.keyvalue())
+        await consumer.start()
+        instance.consumer, instance.resumed = consumer, consumer.position
+        await patience.until(
+            self._polled(consumer),
+            lambda position: position >= end,
+            what=f"the last consumer's position to reach the log's end ({end})",
+        )
+        await consumer.stop(within=patience.bound("calm-op"))
+
+    @staticmethod
+    def _polled(consumer: Consumer) -> Callable[[], Any]:
+        async def poll() -> int:
+            await consumer.poll()
+            return consumer.position or 0
+
+        return poll
+
+    def _judge(self, offsets: dict[int, int]) -> Verdict:
+        found: dict[str, list[Anomaly]] = defaultdict(list)
+        empty = History()
+
+        def add(name: str, message: str, **data: Any) -> None:
+            found[name].append(Anomaly(name, message, empty, data))
+
+        handled_end = 0  # everything below it was handled by some instance before
+        predicted = duplicates = 0
+        seen: set[int] = set()
+        for instance in self.instances:
+            if instance.resumed is None:
+                continue
+            earlier = [s for s in self.saves if s.instance < instance.number]
+            last_ok = max((i for i, s in enumerate(earlier) if s.outcome == "ok"), default=None)
+            # The last save known to have landed, or any save of unknown outcome: one abandoned
+            # in flight may land late, even after a later save (a killed process's last write).
+            possible = {0} if last_ok is None else {earlier[last_ok].position}
+            possible |= {s.position for s in earlier if s.outcome == "info"}
+            start = instance.resumed
+            if start not in possible:
+                low = min(possible)
+                name = "unpredicted-duplicate" if start < low else "resumed-past-progress"
+                add(
+                    name,
+                    f"instance {instance.number} resumed from {start}; the saves before it allow {sorted(possible)}",
+                    instance=instance.number,
+                    resumed=start,
+                    allowed=sorted(possible),
+                )
+            if start > handled_end:
+                add(
+                    "skip",
+                    f"instance {instance.number} resumed from {start}, past records never handled "
+                    f"({handled_end}..{start - 1})",
+                    instance=instance.number,
+                )
+            handled = [offsets.get(value, -1) for value in instance.handled]
+            expected = list(range(start, start + len(handled)))
+            if handled != expected:
+                add(
+                    "skip",
+                    f"instance {instance.number} handled offsets {handled}, not {expected} from its resume position",
+                    instance=instance.number,
+                )
+            predicted += max(0, min(handled_end, start + len(handled)) - start)
+            duplicates += len([o for o in handled if o in seen])
+            seen.update(handled)
+            handled_end = max(handled_end, start + len(handled))
+        lost = sorted(set(offsets.values()) - seen)
+        if lost:
+            add("lost", f"records never handled: offsets {lost}", offsets=lost)
+        if duplicates != predicted:
+            add(
+                "unpredicted-duplicate",
+                f"{duplicates} records handled twice, the resume positions predict {predicted}",
+                duplicates=duplicates,
+                predicted=predicted,
+            )
+        counts = {
+            "records": len(offsets),
+            "instances": len([i for i in self.instances if i.resumed is not None]),
+            "saves": len(self.saves),
+            "duplicates": duplicates,
+            **{name: len(group) for name, group in found.items()},
+        }
+        return Verdict("consumer-resume", None, dict(found), {}, counts)
+
+
+def test_a_consumer_killed_anywhere_handles_everything_duplicating_only_what_it_had_not_saved(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    run = StatefulRun(prism_env, request)
+    run.execute(lambda: ConsumerMachine(run))
+
+
+def test_killed_between_processing_and_saving_the_successor_handles_exactly_those_again(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    """Step by step: five records; the consumer handles three and is killed at their save, so
+    its successor resumes from 0 and handles those three again (the predicted duplicates) and
+    the rest once. Fails if the kill never fires or the successor does not re-handle them."""
+    run = StatefulRun(prism_env, request)
+    machine = ConsumerMachine(run)
+    machine.append(5)
+    machine.kill_before_save()
+    first = machine.instances[0]
+    assert first.dead, "the kill at the save never fired"
+    assert first.handled == [0, 1, 2], first.handled
+    assert [s.outcome for s in machine.saves] == ["fail"]
+    machine.poll()
+    second = machine.instances[1]
+    assert second.resumed == 0
+    assert second.handled[:3] == [0, 1, 2], second.handled
+    machine.teardown()
+    assert run.judged == 1
