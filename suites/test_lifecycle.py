@@ -652,7 +652,7 @@ class Scenarios:
             twice = {item: n for item, n in done.items() if n > 1}
             assert not twice, (
                 f"{process.pattern_name}: done more than once across a graceful stop (the drain did not record "
-                f"what it finished): {twice}"
+                f"what it finished, or the restart did not resume from it): {twice}"
             )
 
     async def test_a_stop_returns_within_its_bound_while_the_backend_hangs(self, prism_env: PrismEnv) -> None:

@@ -191,6 +191,8 @@ MUTANTS = [
     ("lifecycle_stop_ignores_within", "lifecycle", "memstore", "*did not return within its bound*"),
     ("lifecycle_health_ignores_backend", "lifecycle", "memstore", "*healthy while the backend is gone*"),
     ("lifecycle_forced_stop_names_nothing", "lifecycle", "memstore", "*named nothing left*"),
+    ("lifecycle_second_stop_runs_again", "lifecycle", "memstore", "*DID NOT RAISE*AlreadyStopped*"),
+    ("relay_restart_ignores_offset", "lifecycle", "memstore", "*outbox-relay: done more than once*"),
 ]
 
 
@@ -248,6 +250,8 @@ ONLY = {
     "lifecycle_stop_ignores_within": "CdcConnector and within_its_bound",
     "lifecycle_health_ignores_backend": "TieredMigrator and health",
     "lifecycle_forced_stop_names_nothing": "Projection and within_its_bound",
+    "lifecycle_second_stop_runs_again": "CdcConnector and graceful_stop",
+    "relay_restart_ignores_offset": "OutboxRelay and graceful_stop",
 }
 
 
