@@ -512,7 +512,7 @@ class MigratorRig(Rig):
                 "rules": [],
                 "reference_prefix": self.ns.prefix + "ref/",
                 "data_prefix": self.ns.prefix + "data/",
-                "migration_batch": 100,
+                "migration_batch": BATCH,
             }
         )
 
