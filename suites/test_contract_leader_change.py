@@ -1,0 +1,157 @@
+"""Writes across a leader change (#41 kind 2): operations issued exactly while a new leader is
+being elected must succeed once it exists, never end in an error, and never as an unknown
+outcome while the election ended within the bound a client waits for one.
+
+``test_operations_issued_while_a_stream_elects_a_leader_succeed`` (clusters whose streams elect
+their own leaders: JetStream): the key-value stream's leader node is killed, and at once a client
+connected to a surviving node issues overwrites, a compare-and-set and a read of one key, new
+keys, a log append and read, and one more put every 0.2 s until the new leader is seen (so some
+are issued after every node saw the leader go, whatever the timing). Between the kill and the
+new leader the stream has no responder or drops requests unanswered: every one of the driver's
+paths that waits a leader out (a publish answered "no responders" sent again, an unanswered
+read asked again) is on the way, so removing any of them turns an operation into an error or
+an unknown outcome, which fails the test. The new leader's arrival is watched from the nodes
+(``stream_leaders``): an election longer than the "stall" bound is a liveness verdict
+(UNSETTLED), not a pass. The killed node is then restored and every acknowledged write must be
+read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_suite
+from prism_testkit.provision.cluster import Cluster, FailoverCluster
+from prism_testkit.simulation import clock
+
+from ._helpers import client_of_node
+
+pytestmark = prism_suite("leader_change", backend=Slot.one_of("keyvalue", "log"))
+
+KEYS = 4  # new keys written concurrently during the election
+PACE = 0.2  # seconds between the steady puts issued until a new leader is elected
+
+
+async def _stream_of_key(prism_env: PrismEnv, cluster: Cluster, write: Callable[[], Awaitable[Any]]) -> str:
+    """The one stream whose copies grew when ``write`` was acknowledged (where a key lives)."""
+    assert cluster.stream_states is not None
+    states = cluster.stream_states
+
+    def last(found: Any) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for held in found.values():
+            for stream, (_first, last_seq, _held) in (held or {}).items():
+                out[stream] = max(out.get(stream, 0), last_seq)
+        return out
+
+    before = last(await asyncio.to_thread(states))
+    await write()
+    grown = await patience.until(
+        lambda: asyncio.to_thread(states),
+        lambda now: any(seq > before.get(stream, 0) for stream, seq in last(now).items()),
+        what="replica: a node to report the stream the write went to",
+    )
+    streams = [stream for stream, seq in last(grown).items() if seq > before.get(stream, 0)]
+    assert len(streams) == 1, f"one write grew {streams}: which stream holds the key is unclear"
+    return streams[0]
+
+
+async def test_operations_issued_while_a_stream_elects_a_leader_succeed(prism_env: PrismEnv) -> None:
+    name = prism_env.combination["backend"]
+    cluster = prism_env.control("backend")
+    if not isinstance(cluster, Cluster) or isinstance(cluster, FailoverCluster):
+        pytest.skip(f"{name}: not a cluster whose streams elect their own leaders")
+    if cluster.stream_states is None or cluster.stream_leaders is None:
+        pytest.skip(f"{name}: its nodes' copies and stream leaders cannot be read one by one")
+    leaders = cluster.stream_leaders
+    driver = prism_env.driver("backend")
+    if not driver.supports(Capability.KEYVALUE_CAS):
+        pytest.skip(f"{name}: no key-value compare-and-set to write through a leader change")
+    log = driver.supports(Capability.LOG)
+    ns = prism_env.ns
+    key, stream = ns.name("k"), ns.name("log")
+    if log:
+        await driver.log().append(stream, Message(b"before"))
+    kv_stream = await _stream_of_key(prism_env, cluster, functools.partial(driver.keyvalue().put, key, b"v0"))
+    await asyncio.to_thread(cluster.wait_settled)
+    lost = (await asyncio.to_thread(leaders)).get(kv_stream)
+    assert lost is not None, f"{name}: no node names a leader of {kv_stream}"
+    near = next(n for n in range(cluster.size) if n != lost)
+    replay = f"pytest suites/test_contract_leader_change.py --prism-backend={name}"
+    async with client_of_node(prism_env, "backend", near) as client:
+        kv = client.keyvalue()
+        assert await kv.get(key) == b"v0"
+        outcomes: dict[str, tuple[str, object]] = {}
+
+        async def run(label: str, op: Callable[[], Awaitable[object]]) -> None:
+            try:
+                outcomes[label] = ("ok", await op())
+            except Exception as exc:  # judged below: no error is acceptable here
+                outcomes[label] = ("error", f"{type(exc).__name__}: {exc}"[:300])
+
+        async def overwrite_then_cas() -> object:
+            await kv.put(key, b"v1")
+            swapped = await kv.compare_and_set(key, b"v1", b"v2")
+            return swapped, await kv.get(key)
+
+        killed_at = clock.monotonic()
+        await asyncio.to_thread(cluster.kill_node, lost)
+        try:
+            ops = [run("overwrite, compare_and_set, get", overwrite_then_cas)]
+            ops.append(run("get", functools.partial(kv.get, key)))
+            ops += [run(f"put new key {i}", functools.partial(kv.put, ns.name(f"n{i}"), b"x")) for i in range(KEYS)]
+            if log:
+                ops.append(run("log append", functools.partial(client.log().append, stream, Message(b"during"))))
+                ops.append(run("log read", functools.partial(client.log().read, stream, 0)))
+
+            async def elected() -> float:
+                await patience.until(
+                    lambda: asyncio.to_thread(leaders),
+                    lambda now: now.get(kv_stream) not in (None, lost),
+                    what=f"leader: {kv_stream} to elect a leader once n{lost} was killed",
+                )
+                return clock.monotonic() - killed_at
+
+            async def steady() -> int:
+                # one more put every PACE until the leader is back, so some are issued after
+                # every node has seen the leader go (answered "no responders") whatever the timing
+                count = 0
+                while not watch.done():
+                    await kv.put(ns.name(f"s{count}"), b"s")
+                    count += 1
+                    await asyncio.sleep(PACE)
+                return count
+
+            watch = asyncio.ensure_future(elected())
+            ops.append(run("steady puts", steady))
+            await asyncio.gather(watch, *ops)
+            election = watch.result()
+        finally:
+            await asyncio.to_thread(cluster.restore_node, lost)
+        failed = {label: outcome for label, outcome in outcomes.items() if outcome[0] != "ok"}
+        if failed and election > patience.bound("stall"):  # longer than a client is promised to wait
+            raise patience.Unsettled(f"leader: {kv_stream} to elect a leader", election, "stall", failed)
+        assert not failed, (
+            f"{name}: n{lost}, leader of {kv_stream}, was killed; a new leader was elected within "
+            f"{election:.1f}s, yet operations issued meanwhile did not succeed: {failed}\nreplay: {replay}"
+        )
+        assert outcomes["get"][1] in (b"v0", b"v1", b"v2"), f"{name}: a get during the election: {outcomes['get']}"
+        if log:
+            during = [bytes(r.message.payload) for r in outcomes["log read"][1]]  # type: ignore[attr-defined]
+            assert during in ([b"before"], [b"before", b"during"]), f"{name}: a log read during the election: {during}"
+        across = outcomes["overwrite, compare_and_set, get"][1]
+        assert across == (True, b"v2"), f"{name}: across the election: (compare_and_set, then get) = {across}"
+        for i in range(KEYS):
+            assert await kv.get(ns.name(f"n{i}")) == b"x", f"{name}: new key {i} acknowledged, then not read back"
+        steady_count = outcomes["steady puts"][1]
+        assert isinstance(steady_count, int)
+        for i in range(steady_count):
+            assert await kv.get(ns.name(f"s{i}")) == b"s", f"{name}: steady put {i} acknowledged, then not read back"
+        if log:
+            records = [bytes(r.message.payload) for r in await client.log().read(stream, 0)]
+            assert records == [b"before", b"during"], f"{name}: log across the election: {records}"
