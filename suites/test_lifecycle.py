@@ -38,7 +38,7 @@ import inspect
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pytest
 from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, LogEventSink
@@ -160,10 +160,18 @@ class _GuardedContext:
         return await self.inner.__aexit__(*exc)
 
 
+class Pausable(Protocol):
+    """A server process the harness controls (``prism_env.control(slot)``)."""
+
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+
+
 class Outage:
     """The slot's backend as the process under test reaches it, and its faults: through a
     :class:`FaultProxy` where the backend has a network (stall: blackhole, gone: refuse), else
-    through a :class:`Switch`. Verification and restarted instances use the plain driver."""
+    through a :class:`Switch`; or, with ``pause``, the server process itself stopped (SIGSTOP)
+    to stall it. Verification and restarted instances use the plain driver."""
 
     def __init__(self, prism_env: PrismEnv, slot: str) -> None:
         self.env, self.slot = prism_env, slot
@@ -171,8 +179,15 @@ class Outage:
         self.driver = self.plain
         self.proxy: FaultProxy | None = None
         self.switch = Switch()
+        self.control: Pausable | None = None  # set: stall() pauses the server
+        self.paused = False
 
-    async def open(self) -> None:
+    async def open(self, *, pause: bool = False) -> None:
+        if pause:
+            self.control = self.env.control(self.slot)
+            if self.control is None:
+                pytest.skip(f"{self.plain.name}: no server process to pause (embedded, or given by URL)")
+            return
         try:
             self.driver, self.proxy = await self.env.proxied(self.slot)
         except NotSupported:
@@ -180,9 +195,16 @@ class Outage:
 
     def wrap(self, interface: Any) -> Any:
         """One of :attr:`driver`'s interfaces as the faulted process uses it."""
-        return interface if self.proxy is not None else Guarded(interface, self.switch)
+        if self.proxy is not None or self.control is not None:
+            return interface
+        return Guarded(interface, self.switch)
 
     def stall(self) -> None:
+        if self.control is not None:
+            self.env.faults["pause"] += 1
+            self.control.pause()
+            self.paused = True
+            return
         self.env.faults["stall"] += 1
         if self.proxy is not None:
             self.proxy.blackhole()
@@ -197,6 +219,9 @@ class Outage:
             self.switch.gone = True
 
     def heal(self) -> None:
+        if self.paused and self.control is not None:
+            self.control.resume()
+            self.paused = False
         if self.proxy is not None:
             self.proxy.heal()
         self.switch.gone = False
@@ -233,6 +258,7 @@ class Rig:
         self.outage = Outage(prism_env, self.slot)
         self.gate = Gate()
         self.items: list[str] = []
+        self.pause = False  # the stall is a paused server instead of a proxy or seam
 
     @property
     def plain(self) -> Driver:
@@ -242,7 +268,7 @@ class Rig:
         return {"graceful_timeout": NEVER, "force_timeout": FORCE, "health_timeout": HEALTH}
 
     async def setup(self) -> None:
-        await self.outage.open()
+        await self.outage.open(pause=self.pause)
 
     async def feed(self, n: int) -> list[str]:
         raise NotImplementedError
@@ -598,8 +624,9 @@ class Scenarios:
 
     rig: ClassVar[type[Rig]]
 
-    async def _rig(self, prism_env: PrismEnv, ns: Namespace) -> Rig:
+    async def _rig(self, prism_env: PrismEnv, ns: Namespace, *, pause: bool = False) -> Rig:
         rig = self.rig(prism_env, ns)
+        rig.pause = pause
         await rig.setup()
         return rig
 
@@ -656,13 +683,22 @@ class Scenarios:
             )
 
     async def test_a_stop_returns_within_its_bound_while_the_backend_hangs(self, prism_env: PrismEnv) -> None:
-        """The backend stalls in the middle of a batch: ``stop(within=)`` returns forced, no
-        sooner than its bound and no later than the bound plus ``force_timeout``, naming what it
-        left; healed, a new instance finishes everything and does twice only what the report
-        named. Bugs caught: a stop that ignores ``within``, one that gives up before it, a forced
-        stop that leaves work it does not name (lost, or done twice unannounced)."""
+        """The backend stalls in the middle of a batch (a fault proxy holding every byte, or a
+        seam in front of an embedded backend): ``stop(within=)`` returns forced, no sooner than
+        its bound and no later than the bound plus ``force_timeout``, naming what it left;
+        healed, a new instance finishes everything and does twice only what the report named.
+        Bugs caught: a stop that ignores ``within``, one that gives up before it, a forced stop
+        that leaves work it does not name (lost, or done twice unannounced)."""
+        await self._bounded_stop(prism_env, pause=False)
+
+    async def test_a_stop_returns_within_its_bound_while_the_server_is_paused(self, prism_env: PrismEnv) -> None:
+        """The same with the server process itself paused (SIGSTOP) in the middle of a batch, then
+        resumed: every connection hangs, not only the process's own."""
+        await self._bounded_stop(prism_env, pause=True)
+
+    async def _bounded_stop(self, prism_env: PrismEnv, *, pause: bool) -> None:
         async with prism_env.example() as ns:
-            rig = await self._rig(prism_env, ns)
+            rig = await self._rig(prism_env, ns, pause=pause)
             items = await rig.feed(N)
             rig.gate.hold_at = HOLD_AT
             process = rig.make(faulted=True)
