@@ -100,6 +100,21 @@ def settled(nodes: list[NodeAddress]) -> bool:
     return False
 
 
+def peers_current(nodes: list[NodeAddress], cluster: Cluster) -> bool:
+    """The metadata leader hears every running node (alive, not paused) as current. Until then
+    the cluster refuses to place a new replicated stream ("no suitable peers for placement, peer
+    offline", seen once on a cluster just started and already settled by :func:`settled`)."""
+    expected = {f"n{i}" for i, server in enumerate(cluster.servers) if server.alive and i not in cluster.paused}
+    leader = meta_leader(nodes)
+    if leader is None:
+        return False
+    meta = (monitor_jsz(nodes[leader].host, nodes[leader].monitor) or {}).get("meta_cluster") or {}
+    heard = {f"n{leader}"} | {
+        str(peer.get("name")) for peer in meta.get("replicas") or [] if peer.get("current") and not peer.get("offline")
+    }
+    return expected <= heard
+
+
 def stream_states(nodes: list[NodeAddress]) -> StreamStates:
     """Each node's own replica of every stream, from its monitoring endpoint (STREAM.INFO would
     give the stream leader's answer whichever node is asked): first and last sequence and the
@@ -245,11 +260,12 @@ class NatsClusterProvisioner(NatsProvisioner):
             hosts.network,
             probe_port=hosts.probe_port,
             leader=functools.partial(meta_leader, nodes),
-            settled=functools.partial(settled, nodes),
             mounts=lazy,
             stream_states=functools.partial(stream_states, nodes),
             stream_leaders=functools.partial(stream_leaders, nodes),
         )
+        # every stream led again, and every running node a current peer of the metadata group
+        cluster.settled = lambda: settled(nodes) and peers_current(nodes, cluster)
         started = time.monotonic()
         try:
             cluster.start()
