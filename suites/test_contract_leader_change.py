@@ -118,14 +118,16 @@ async def test_operations_issued_while_a_stream_elects_a_leader_succeed(prism_en
                 return clock.monotonic() - killed_at
 
             async def steady() -> int:
-                # one more put every PACE until the leader is back, so some are issued after
-                # every node has seen the leader go (answered "no responders") whatever the timing
-                count = 0
+                # one more put every PACE, each in flight at once, until the leader is back: some
+                # are issued after every node saw the leader go (answered "no responders"), whatever
+                # the timing, even while an earlier one waits out an unanswered send
+                started: list[asyncio.Future[None]] = []
                 while not watch.done():
-                    await kv.put(ns.name(f"s{count}"), b"s")
-                    count += 1
+                    put = functools.partial(kv.put, ns.name(f"s{len(started)}"), b"s")
+                    started.append(asyncio.ensure_future(run(f"steady put {len(started)}", put)))
                     await asyncio.sleep(PACE)
-                return count
+                await asyncio.gather(*started)
+                return len(started)
 
             watch = asyncio.ensure_future(elected())
             ops.append(run("steady puts", steady))
