@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from prism_testkit.faults.lazyfs import StorageFault
-from prism_testkit.provision.lazymount import LazyMount, LazyMounts, fuse_unavailable_reason
 from prism_testkit.faults.linkproxies import LOOPBACK, LinkProxies
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.provision import netns
+from prism_testkit.provision.lazymount import LazyMount, LazyMounts, fuse_unavailable_reason
 from prism_testkit.provision.netns import FaultNotInjected, Network, namespaces_unavailable_reason, pairs_across
 
 PORT = 7000

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 
-from prism_testkit.jepsen.nemesis import FILE_KINDS, FaultTarget, Nemesis
 from prism_testkit.jepsen.history import History
+from prism_testkit.jepsen.nemesis import FILE_KINDS, FaultTarget, Nemesis
 from prism_testkit.provision.base import Endpoint, ProvisionContext
 from prism_testkit.provision.cluster import Cluster
 from prism_testkit.provision.netns import namespaces_unavailable_reason

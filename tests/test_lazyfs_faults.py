@@ -12,8 +12,8 @@ import pytest
 from hypothesis import find
 
 from prism_testkit.faults.lazyfs import PAGE, LazyFilesystem, StorageFault
-from prism_testkit.provision.lazymount import LazyMount
 from prism_testkit.faults.power_loss import SUITE_FAULTS, storage_faults
+from prism_testkit.provision.lazymount import LazyMount
 from tests.test_lazyfs import fsync_path, mount  # the mount holds one file, "existing"
 
 __all__ = ["mount"]  # the fixture, used by name

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from prism_testkit.errors import FaultUnavailable
-from prism_testkit.provision import lazymount
 from prism_testkit.faults.power_loss import SUITE_FAULTS, power_loss_unavailable
+from prism_testkit.provision import lazymount
 from prism_testkit.report.matrix import render_markdown
 from prism_testkit.report.merge import LoadedReport, merge_reports
 
