@@ -26,15 +26,16 @@ from prism_testkit.backends.sqlite import open_sqlite
 
 from prism_testkit import capabilities
 from prism_testkit.errors import NotSupported, ProvisioningError
-from prism_testkit.provision import lazymount
+from prism_testkit.faults import power_loss
 from prism_testkit.faults.lazyfs import StorageFault
-from prism_testkit.provision.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
-from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
 from prism_testkit.faults.power_loss import SUITE_FAULTS
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.jepsen.history import History
+from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
+from prism_testkit.provision import lazymount
 from prism_testkit.provision.base import Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.provision.cluster import FailoverCluster
+from prism_testkit.provision.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 
@@ -360,3 +361,36 @@ def test_a_failover_the_cluster_made_by_itself_during_a_fault_is_recorded() -> N
 
     nemesis.inject("failover", target, harness_failover)  # the harness's own: recorded as itself
     assert nemesis.env.faults["failover-by-cluster"] == 1
+
+
+def test_a_twin_a_power_cut_left_down_is_replaced_for_the_next_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 42: after one power-loss twin refused to start, every later power-loss test of the
+    backend got the same dead twin and was reported "refused to start" with nothing written,
+    though each passed alone. The next ask starts a fresh twin and unmounts the broken one."""
+    if (reason := fuse_unavailable_reason()) is not None:
+        pytest.fail(f"FUSE is unavailable: {reason}")
+    registry = build_registry(make_plugin_manager())
+    runtime = PrismRuntime(registry, [registry["sqlite"]], {}, NamespaceFactory(worker="twin"))
+    try:
+        first = runtime.run(runtime.power_loss_instance("sqlite"))
+        first_mount = first.endpoint.lazy_mount
+        assert first_mount is not None
+
+        def refuses(*args: object, **kwargs: object) -> dict[str, int]:
+            raise ProvisioningError("sqlite: database disk image is malformed")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(power_loss, "power_cycle", refuses)
+            with pytest.raises(ProvisioningError, match="malformed"):
+                runtime.run(first.cut_power())
+        assert first.broken is not None
+
+        second = runtime.run(runtime.power_loss_instance("sqlite"))
+        assert second is not first
+        assert not is_mounted(first_mount.mountpoint), "the broken twin's mount was left behind"
+        runtime.run(second.driver.keyvalue().put("k", b"acknowledged"))
+        after = runtime.run(second.cut_power())
+        assert runtime.run(after.keyvalue().get("k")) == b"acknowledged"
+        assert runtime.run(runtime.power_loss_instance("sqlite")) is second, "a healthy twin is kept"
+    finally:
+        runtime.close()

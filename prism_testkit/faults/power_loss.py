@@ -123,6 +123,9 @@ class PowerLossInstance:
     driver: Driver
     cuts: list[dict[str, int]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)  # per cut: the fault and what it kept
+    # Why it cannot serve another test (its server did not come back, or no client reconnects):
+    # the runtime then starts a fresh twin, so one refusal is not every later test's.
+    broken: str | None = None
 
     async def arm(self, fault: StorageFault) -> None:
         """Before the workload: a ``crash`` fault kills the machine at its call."""
@@ -146,12 +149,19 @@ class PowerLossInstance:
         before = len(mount.faults) if mount is not None else 0
         try:
             self.cuts.append(await asyncio.to_thread(power_cycle, self.spec.name, self.endpoint, fault))
+        except BaseException as exc:
+            self.broken = f"the power cut left it down: {type(exc).__name__}"
+            raise
         finally:  # a server that does not come back: what the cut did is the evidence
             cut = mount is not None and len(mount.faults) > before
             self.faults.append(mount.faults[-1] if mount is not None and cut else {})
         if not embedded:
             await _close_quietly(old)
-        self.driver = await self.spec.driver_class.connect(self.spec.name, self.spec.capabilities, self.endpoint)
+        try:
+            self.driver = await self.spec.driver_class.connect(self.spec.name, self.spec.capabilities, self.endpoint)
+        except BaseException as exc:
+            self.broken = f"no client reconnects after the power cut: {type(exc).__name__}"
+            raise
         return self.driver
 
 

@@ -113,6 +113,7 @@ class PrismRuntime:
         self._own_proxies: list[FaultProxy] = []
         # name -> a second instance on a lazy filesystem (power cuts), or why it could not start
         self._power_loss: dict[str, PowerLossInstance] = {}
+        self._power_loss_started: dict[str, int] = {}  # twins started per backend (a broken one is replaced)
         self._power_loss_errors: dict[str, str] = {}
         self._power_loss_refused: dict[str, NotSupported] = {}
         # Drivers replaced by a restart or a reconnect. Operations a test abandoned may still run
@@ -360,9 +361,17 @@ class PrismRuntime:
             raise ProvisioningError(self._power_loss_errors[name])
         if name in self._power_loss_refused:  # asked once per run: each ask may start a cluster
             raise self._power_loss_refused[name]
+        stale = self._power_loss.get(name)
+        if stale is not None and stale.broken is not None:
+            # A twin a power cut left down serves no later test: each would report it "refused
+            # to start" with nothing written. Its own test has the evidence; start a fresh one.
+            del self._power_loss[name]
+            await self._stop_power_loss_instance(name, stale)
         if name not in self._power_loss:
             spec = self.registry[name]
-            ctx = replace(self._context(spec), workdir=self.workdir / f"{name}.power-loss", lazy_data_dir=True)
+            started = self._power_loss_started[name] = self._power_loss_started.get(name, 0) + 1
+            workdir = self.workdir / (f"{name}.power-loss" if started == 1 else f"{name}.power-loss-{started}")
+            ctx = replace(self._context(spec), workdir=workdir, lazy_data_dir=True)
             ctx.workdir.mkdir(parents=True, exist_ok=True)
             try:
                 endpoint = await asyncio.to_thread(spec.provisioner.start, ctx)
@@ -387,6 +396,11 @@ class PrismRuntime:
                 raise
             self._power_loss[name] = PowerLossInstance(spec, endpoint, driver)
         return self._power_loss[name]
+
+    async def _stop_power_loss_instance(self, name: str, instance: PowerLossInstance) -> None:
+        with contextlib.suppress(Exception):  # a power-cut server may be gone
+            await instance.driver.close()
+        await asyncio.to_thread(self.registry[name].provisioner.stop, instance.endpoint)
 
     # --- network faults --------------------------------------------------------------------
 
@@ -484,9 +498,7 @@ class PrismRuntime:
         self._proxied.clear()
         for name, instance in list(self._power_loss.items()):
             try:
-                with contextlib.suppress(Exception):  # a power-cut server may be gone
-                    self.run(instance.driver.close())
-                self.registry[name].provisioner.stop(instance.endpoint)
+                self.run(self._stop_power_loss_instance(name, instance))
             except Exception as exc:
                 errors.append(f"{name} (power-loss instance): {exc}")
         self._power_loss.clear()
