@@ -8,7 +8,8 @@ so a read served by a stale copy is caught every time, not when a race happens t
   the majority), and the client of the cut-off node reads again. It must get the new value and
   the whole log, or no answer (an error, a timeout: unknown), never the old value or a log
   missing an acknowledged record; a compare-and-set there expecting the old value must not
-  succeed. After the heal it must read the new value.
+  succeed. After the heal it must read the new value. A node that leads the stream is left
+  out (``PRISM_JUDGE_CUT_OFF_LEADERS=1`` judges it too: see docs/findings.md).
 * ``test_reads_see_the_latest_write_while_replicas_lag`` (clusters of a primary and replicas):
   every replica is made stale before the writes: it stops applying what it receives
   (``hold_replay``, where it can) or it is cut off from the primary (the first replica; on a
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
@@ -40,6 +42,9 @@ T = TypeVar("T")
 StreamStates = Mapping[str, Mapping[str, tuple[int, int, int]] | None]
 UNKNOWN = object()  # a read that did not answer: allowed on a node cut off from its leader
 ROUNDS = 20  # overwrites each read back at once on a follower
+# A node cut off while it leads the stream it serves is judged too when this is set: what
+# docs/findings.md reports of nats-server (a cut-off stream leader answering with its old copy).
+JUDGE_LEADERS = os.environ.get("PRISM_JUDGE_CUT_OFF_LEADERS") == "1"
 TRIES = 3  # reads of a node cut off from its leader, until one answers
 
 
@@ -117,8 +122,8 @@ async def test_a_client_of_a_cut_off_node_never_reads_the_past(prism_env: PrismE
             # A node leading the stream it serves answers as the leader: a follower's stale copy
             # is what is under test, so each read is judged only where the node follows.
             led = await asyncio.to_thread(leaders)
-            kv_here = kv and not any(led.get(s) == node for s in kv_streams)
-            log_here = log and not any(led.get(s) == node for s in log_streams)
+            kv_here = kv and (JUDGE_LEADERS or not any(led.get(s) == node for s in kv_streams))
+            log_here = log and (JUDGE_LEADERS or not any(led.get(s) == node for s in log_streams))
             if not (kv_here or log_here):
                 continue
             if kv_here:  # behind by the time a commit takes to reach it: each overwrite read back at once
