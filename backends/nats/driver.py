@@ -152,6 +152,7 @@ ERR_NO_MESSAGE = 10037
 # constant form, 10164 (found on a 3-node nats-server 2.15 cluster: CAS failed as an error).
 ERR_WRONG_LAST_SEQ = frozenset({10071, 10164})
 ERR_CONSUMER_NOT_FOUND = 10014
+ERR_JS_UNAVAILABLE = 10008  # "JetStream system temporarily unavailable" (503): between leaders
 
 
 _KEEP = re.compile(r"[A-Za-z0-9-]")
@@ -948,11 +949,19 @@ class NatsDriver(Driver):
             while True:
                 try:
                     reply = await self.nc.request(subject, payload, timeout=min(each, deadline - time.monotonic()))
-                    break
                 except nats.errors.TimeoutError:
                     if deadline - time.monotonic() < 0.05:
                         raise
-        data = json.loads(reply.data)
+                    continue
+                data = json.loads(reply.data)
+                # A cluster between metadata leaders answers "temporarily unavailable" (503): a
+                # read or a repeatable request is asked again while the deadline allows, as an
+                # unanswered one is (seen: a log read issued while a killed leader was replaced).
+                unavailable = int((data.get("error") or {}).get("err_code", 0)) == ERR_JS_UNAVAILABLE
+                if unavailable and (read or repeatable) and self.replicas > 1 and deadline - time.monotonic() > 0.1:
+                    await asyncio.sleep(0.1)
+                    continue
+                break
         if "error" in data:
             error = data["error"]
             raise ApiError(int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description")))
