@@ -16,11 +16,13 @@ What it guarantees, judged by the ``consumer-resume`` checker against the histor
 
 The faults its guarantee speaks of, and the rules that inject them:
 
-- the consumer killed between processing and saving its state (``kill_at_save``, before: the
+- the consumer killed in the middle of processing (``kill_at``, handling): nothing of it is
+  saved or acked, so its successor handles the record or message again;
+- killed between processing and saving its state (``kill_at``, before-save: the
   next save of the position raises and nothing the instance does reaches a store any more; it
   has handled up to ``commit_every`` records since its last save, which its successor handles
   again);
-- killed just after a save landed (``kill_at_save``, after): no duplicate and no skip (a consumer
+- killed just after a save landed (``kill_at``, after-save): no duplicate and no skip (a consumer
   that saves before handling skips the record it was about to handle);
 - killed at any other point between polls, or stopped gracefully (``stop``; a graceful stop saves
   the position, so its successor handles nothing twice);
@@ -34,9 +36,10 @@ consumer then restarts from its configured start, which is a documented re-read,
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,18 +48,22 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 from prism_testkit.patterns.consumer import Consumer, ConsumerConfig
 
-from prism_testkit import KeyValue, Log, Message, PrismEnv, Slot, patience, prism_suite
-from prism_testkit.interfaces import Record
+import prism_testkit.simulation.clock as clocks
+from prism_testkit import Driver, KeyValue, Log, Message, PrismEnv, Slot, patience, prism_suite
+from prism_testkit.interfaces import MESSAGE_ID_HEADER, Record
 from prism_testkit.jepsen.checkers import Anomaly, Verdict
-from prism_testkit.jepsen.history import History
+from prism_testkit.jepsen.history import DEFINITE_FAILURES, History
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
 
+from ._queue_machine import DEFAULT_VISIBILITY, RESTARTS, UNKNOWN_RECEIVE_MARGIN
 from ._relay_faults import Killed
 
 pytestmark = prism_suite("stateful_consumer", backend=Slot.needs("log", "keyvalue"))
 
 COMMIT_EVERY = 3  # records handled between two saves of the position
+VISIBILITY = 1.0  # s: a queue message held by a killed consumer comes back this soon
+DRAIN_GRACE = 0.5  # s: past every visibility timeout, the queue consumer's drain listens this much longer
 BATCH = 4  # records read per poll
 POLL_WAIT = 0.05  # s
 
@@ -86,6 +93,7 @@ class Instance:
     handled: list[int] = field(default_factory=list)  # values, in the order handled
     dead: bool = False
     die_at_save: str | None = None  # "before" / "after": killed at its next save of the position
+    die_at_handle: bool = False  # killed at its next handler call, before any effect
 
     def check(self) -> None:
         if self.dead:
@@ -95,16 +103,25 @@ class Instance:
 @dataclass
 class Save:
     instance: int
-    position: int
+    position: int  # the log position saved, or the value of the message a queue mark is for
     outcome: str  # "ok", "fail" (never reached the store), "info" (may have landed)
+    seq: int = 0  # when it was known to have landed (or was attempted), among handlings and saves
 
 
 class RecordedState:
-    """The consumer's key-value state as one instance reaches it: saves of the position are
-    recorded (outcome and all), and a killed instance reaches nothing."""
+    """The consumer's key-value state as one instance reaches it: saves (a log position, or a
+    queue message's processed mark; ``saved`` tells them from other keys) are recorded, outcome
+    and all, and a killed instance reaches nothing."""
 
-    def __init__(self, inner: KeyValue, instance: Instance, saves: list[Save], position_key: str) -> None:
-        self.inner, self.instance, self.saves, self.position_key = inner, instance, saves, position_key
+    def __init__(
+        self,
+        inner: KeyValue,
+        instance: Instance,
+        saves: list[Save],
+        saved: Callable[[str, bytes], int | None],
+        clock: Iterator[int],
+    ) -> None:
+        self.inner, self.instance, self.saves, self.saved, self.clock = inner, instance, saves, saved, clock
 
     async def get(self, key: str) -> bytes | None:
         self.instance.check()
@@ -113,17 +130,22 @@ class RecordedState:
     async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         instance = self.instance
         instance.check()
-        if key != self.position_key:
+        saved = self.saved(key, value)
+        if saved is None:
             await self.inner.put(key, value, ttl=ttl)
             return
-        save = Save(instance.number, int(json.loads(value)["next"]), "info")
+        save = Save(instance.number, saved, "info", next(self.clock))
         self.saves.append(save)
         if instance.die_at_save == "before":
             instance.dead = True  # killed between processing and saving: the save never leaves
             save.outcome = "fail"
             instance.check()
-        await self.inner.put(key, value, ttl=ttl)  # raising or abandoned: unknown, it may have landed
-        save.outcome = "ok"
+        try:
+            await self.inner.put(key, value, ttl=ttl)  # raising or abandoned: unknown, it may have landed
+        except DEFINITE_FAILURES:
+            save.outcome = "fail"  # refused (a TTL the store does not support, say): nothing landed
+            raise
+        save.outcome, save.seq = "ok", next(self.clock)
         if instance.die_at_save == "after":
             instance.dead = True
             instance.check()
@@ -161,14 +183,25 @@ class ConsumerMachine(FaultMachine):
         self.next_value = 0
         self.instances: list[Instance] = []
         self.current: Instance | None = None
+        self.acknowledged: set[int] = set()  # values whose append (or send) was answered
+        self.held_at: float | None = None  # when an instance last died holding a delivery, maybe
         self.saves: list[Save] = []
-        self.source = Current(self.client("backend").log())
+        self.clock = itertools.count()
+        self.handlings: list[tuple[int, int, int]] = []  # (seq, instance, value), in the order handled
+        self.source = Current(self.source_of(self.client("backend")))
         self.state = Current(self.client("backend").keyvalue())
+
+    def source_of(self, driver: Driver) -> Any:
+        return driver.log()
+
+    def saved(self, key: str, value: bytes) -> int | None:
+        """The position a put of ``key`` saves (None: not a save)."""
+        return int(json.loads(value)["next"]) if key == self.config.position_key() else None
 
     def _refresh(self) -> None:
         """Point the consumers at the slot's current client (before each operation)."""
         driver = self.client("backend")
-        self.source.current, self.state.current = driver.log(), driver.keyvalue()
+        self.source.current, self.state.current = self.source_of(driver), driver.keyvalue()
 
     # --- the consumer's processes ----------------------------------------------------------
 
@@ -177,11 +210,14 @@ class ConsumerMachine(FaultMachine):
 
     def _consumer(self, instance: Instance, source: Any, state: Any) -> Consumer:
         async def handle(message: Message) -> None:
+            if instance.die_at_handle:
+                instance.dead = True  # killed in the middle of processing: no effect
             instance.check()
             value = int(message.payload)
             instance.handled.append(value)
+            self.handlings.append((next(self.clock), instance.number, value))
 
-        recorded = RecordedState(state, instance, self.saves, self.config.position_key())
+        recorded = RecordedState(state, instance, self.saves, self.saved, self.clock)
         return Consumer(source, recorded, handle, self.config, background=False)  # type: ignore[arg-type]
 
     def _instance(self) -> Instance | None:
@@ -213,16 +249,15 @@ class ConsumerMachine(FaultMachine):
     def append(self, n: int) -> None:
         for _ in range(n):
             value, self.next_value = self.next_value, self.next_value + 1
-            outcome = self.attempt(
-                "producer",
-                "append",
-                lambda v=value: self.log().append(self.name, encode(v)),
-                key=self.name,
-                value=value,
-            )
+            outcome = self.attempt("producer", "append", lambda v=value: self.produce(v), key=self.name, value=value)
             if not outcome.completed:
                 return  # no answer: this producer gives up its batch
-            outcome.handle.ok(offset=outcome.result)
+            outcome.handle.ok(offset=outcome.result if isinstance(outcome.result, int) else None)
+            self.acknowledged.add(value)
+
+    def produce(self, value: int) -> Awaitable[Any]:
+        """The append of ``value`` (the client is looked up here, outside the loop)."""
+        return self.log().append(self.name, encode(value))
 
     def _poll(self, instance: Instance) -> None:
         consumer = instance.consumer
@@ -239,11 +274,13 @@ class ConsumerMachine(FaultMachine):
         outcome = self.attempt(f"consumer-{instance.number}", "poll", poll, key=self.name)
         if not outcome.completed:
             self._die(instance)  # no answer within its bound (or an error): that process died in it
+            self.held_at = clocks.monotonic()
             return
         handled = tuple(instance.handled[before:])
         if outcome.result is None:
             outcome.handle.info(f"killed, having handled {handled}")
             self._die(instance)
+            self.held_at = clocks.monotonic()
             return
         outcome.handle.ok(value=handled)
 
@@ -253,23 +290,27 @@ class ConsumerMachine(FaultMachine):
         if instance is not None:
             self._poll(instance)
 
-    @rule(after=st.booleans())
-    def kill_at_save(self, after: bool) -> None:
-        """The instance is killed at its next save of the position: before it leaves (between
-        processing and saving: what it handled since its last save is handled again by its
-        successor), or just after it landed (nothing twice, nothing skipped). Then it polls, so
-        the kill fires now if the poll reaches a save (else at a later save)."""
+    @rule(at=st.sampled_from(["handling", "before-save", "after-save"]))
+    def kill_at(self, at: str) -> None:
+        """The instance is killed at its next handler call (in the middle of processing), at its
+        next save before it leaves (between processing and saving: what it handled since its
+        last save is handled again by its successor), or just after a save landed (nothing
+        twice, nothing skipped). Then it polls, so the kill fires now if the poll gets there
+        (else later)."""
         instance = self._instance()
         if instance is None:
             return
-        instance.die_at_save = "after" if after else "before"
+        if at == "handling":
+            instance.die_at_handle = True
+        else:
+            instance.die_at_save = at.removesuffix("-save")
         self._poll(instance)
 
     def kill_before_save(self) -> None:
-        self.kill_at_save(after=False)
+        self.kill_at("before-save")
 
     def kill_after_save(self) -> None:
-        self.kill_at_save(after=True)
+        self.kill_at("after-save")
 
     @rule(graceful=st.booleans())
     def stop(self, graceful: bool) -> None:
@@ -298,6 +339,9 @@ class ConsumerMachine(FaultMachine):
                 outcome.handle.ok()
             else:
                 outcome.handle.info("killed at its save")
+                self.held_at = clocks.monotonic()
+        else:
+            self.held_at = clocks.monotonic()
         self._die(instance)
 
     # --- the end ---------------------------------------------------------------------------
@@ -414,6 +458,107 @@ class ConsumerMachine(FaultMachine):
         return Verdict("consumer-resume", None, dict(found), {}, counts)
 
 
+class QueueConsumerMachine(ConsumerMachine):
+    """The same consumer over a queue: its state is a processed mark per message (keyed by the
+    message id), saved after the handler and before the ack. Killed before the mark lands, the
+    message comes back after its visibility timeout and is handled again (a predicted
+    duplicate); killed after the mark landed (before the ack), it comes back and is acked as a
+    duplicate without being handled (a handling after a landed mark is ``unpredicted-duplicate``).
+    A message acked and never handled is ``lost``."""
+
+    def __init__(self, run: StatefulRun) -> None:
+        super().__init__(run)
+        self.config = self.config.model_copy(update={"visibility_timeout": VISIBILITY})
+        self.marks = self.config.mark_key("v")[: -len("v")]
+
+    def source_of(self, driver: Driver) -> Any:
+        return driver.queue()
+
+    def saved(self, key: str, value: bytes) -> int | None:
+        return int(key[len(self.marks) + 1 :]) if key.startswith(self.marks + "v") else None
+
+    def produce(self, value: int) -> Awaitable[Any]:
+        message = Message(str(value).encode(), {MESSAGE_ID_HEADER: f"v{value}", "stateful": "consumer"})
+        return self.client("backend").queue().send(self.name, message)
+
+    def log(self) -> Log:
+        raise AssertionError("the queue consumer machine has no log")
+
+    def check(self) -> tuple[list[Verdict], str]:
+        if self.current is not None:
+            self._die(self.current)
+        handled = self.recovering(self._drain_queue)
+        self.history.invoke("drainer", "drain", self.name).ok(value=tuple(handled))
+        return [self._judge_queue()], f"consumer of queue {self.name}"
+
+    async def _drain_queue(self) -> list[int]:
+        """A last instance over the settled backend, polled until every message a killed
+        instance held came back (visibility timeouts, x slowness) and none is missing, or the
+        wait for a missing one ran out."""
+        instance = Instance(len(self.instances))
+        self.instances.append(instance)
+        driver = self.env.driver("backend")
+        consumer = self._consumer(instance, driver.queue(), driver.keyvalue())
+        await consumer.start()
+        instance.consumer, instance.resumed = consumer, 0
+        slowness = patience.slowness()
+        # A message comes back only from an instance that died holding it: past its visibility
+        # timeout (x slowness). With none held, the first empty poll ends the drain.
+        deadline = clocks.monotonic()
+        if self.held_at is not None:
+            deadline = max(deadline, self.held_at + (VISIBILITY + DRAIN_GRACE) * slowness)
+        restarted = any(op.process == "nemesis" and op.f in RESTARTS for op in self.history)
+        missing_deadline = deadline + VISIBILITY * slowness
+        if restarted or self.faulted:  # a server's own timer may restart at its default
+            missing_deadline = deadline + DEFAULT_VISIBILITY + UNKNOWN_RECEIVE_MARGIN * slowness
+        while True:
+            taken = await consumer.poll()
+            if taken:
+                continue
+            handled = {value for _, _, value in self.handlings}
+            missing = self.acknowledged - handled
+            if clocks.monotonic() >= (missing_deadline if missing else deadline):
+                break
+        await consumer.stop(within=patience.bound("calm-op"))
+        return instance.handled
+
+    def _judge_queue(self) -> Verdict:
+        found: dict[str, list[Anomaly]] = defaultdict(list)
+        empty = History()
+
+        def add(name: str, message: str, **data: Any) -> None:
+            found[name].append(Anomaly(name, message, empty, data))
+
+        landed: dict[int, int] = {}  # value -> when its first mark was known to have landed
+        for save in self.saves:
+            if save.outcome == "ok":
+                landed[save.position] = min(save.seq, landed.get(save.position, save.seq))
+        handled: defaultdict[int, list[int]] = defaultdict(list)
+        for seq, instance, value in self.handlings:
+            if value >= self.next_value:
+                add("unexpected", f"value {value} was handled but never sent", value=value)
+            if handled[value] and value in landed and landed[value] < seq:
+                add(
+                    "unpredicted-duplicate",
+                    f"value {value} was handled again by instance {instance} after its processed mark had landed",
+                    value=value,
+                    instance=instance,
+                )
+            handled[value].append(seq)
+        lost = sorted(self.acknowledged - set(handled))
+        if lost:
+            add("lost", f"messages sent and never handled: {lost}", values=lost)
+        duplicates = sum(len(seqs) - 1 for seqs in handled.values())
+        counts = {
+            "sent": len(self.acknowledged),
+            "handled": len(handled),
+            "marks": len(self.saves),
+            "duplicates": duplicates,
+            **{name: len(group) for name, group in found.items()},
+        }
+        return Verdict("consumer-marks", None, dict(found), {}, counts)
+
+
 def test_a_consumer_killed_anywhere_handles_everything_duplicating_only_what_it_had_not_saved(
     prism_env: PrismEnv, request: pytest.FixtureRequest
 ) -> None:
@@ -440,4 +585,51 @@ def test_killed_between_processing_and_saving_the_successor_handles_exactly_thos
     assert second.resumed == 0
     assert second.handled[:3] == [0, 1, 2], second.handled
     machine.teardown()
+    assert run.judged == 1
+
+
+@prism_suite("stateful_consumer", backend=Slot.needs("queue", "keyvalue"))
+def test_a_queue_consumer_killed_anywhere_handles_every_message_again_only_when_unmarked(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    run = StatefulRun(prism_env, request)
+    run.execute(lambda: QueueConsumerMachine(run))
+
+
+@prism_suite("stateful_consumer", backend=Slot.needs("queue", "keyvalue"))
+def test_a_queue_consumer_killed_before_its_mark_handles_the_redelivery(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    """Step by step: one message; the consumer handles it and is killed at its processed mark,
+    so the message comes back after its visibility timeout and its successor handles it again
+    (the predicted duplicate). Fails if the kill never fires or the redelivery is not handled."""
+    run = StatefulRun(prism_env, request)
+    machine = QueueConsumerMachine(run)
+    machine.append(1)
+    machine.kill_before_save()
+    first = machine.instances[0]
+    assert first.dead, "the kill at the mark never fired"
+    assert first.handled == [0], first.handled
+    machine.teardown()
+    assert [value for _, _, value in machine.handlings] == [0, 0], machine.handlings
+    assert run.judged == 1
+
+
+@prism_suite("stateful_consumer", backend=Slot.needs("queue", "keyvalue"))
+def test_a_queue_consumer_killed_after_its_mark_acks_the_redelivery_unhandled(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    """Step by step: one message; the consumer handles it, its processed mark lands, and it is
+    killed before the ack, so the message comes back after its visibility timeout: its
+    successor must ack it as a duplicate without handling it (the mark says it was). Fails if
+    the consumer does not read its marks (an unpredicted duplicate)."""
+    run = StatefulRun(prism_env, request)
+    machine = QueueConsumerMachine(run)
+    machine.append(1)
+    machine.kill_after_save()
+    first = machine.instances[0]
+    assert first.dead, "the kill after the mark never fired"
+    assert [save.outcome for save in machine.saves if save.outcome != "fail"] == ["ok"], machine.saves
+    machine.teardown()
+    assert [value for _, _, value in machine.handlings] == [0], machine.handlings
     assert run.judged == 1

@@ -180,6 +180,8 @@ MUTANTS = [
     # the stateful consumer: killed at its saves, resumed from what the history says it saved
     ("consumer_saves_first_under_faults", "stateful_consumer", "memstore", "*INVALID (*skip*"),
     ("consumer_forgets_position_under_faults", "stateful_consumer", "memstore", "*INVALID (*unpredicted-duplicate*"),
+    ("consumer_acks_first_under_faults", "stateful_consumer", "memstore", "*INVALID (*lost*"),
+    ("consumer_ignores_processed_marks", "stateful_consumer", "memstore", "*INVALID (*unpredicted-duplicate*"),
     # one lifecycle for every batch process (#40 deliverable 3)
     ("lifecycle_stop_skips_batch", "lifecycle", "memstore", "*the stop returned with the batch in flight unfinished*"),
     (
@@ -243,8 +245,10 @@ ONLY = {
     "consumer_acks_before_handling": "killed_before_the_ack and mark",
     "consumer_forgets_saved_position": "restart_resumes and log",
     "producer_reports_failure_as_published": "retries_run_out and queue",
-    "consumer_saves_first_under_faults": "killed_anywhere",
-    "consumer_forgets_position_under_faults": "killed_anywhere",
+    "consumer_saves_first_under_faults": "consumer_killed_anywhere_handles_everything",
+    "consumer_forgets_position_under_faults": "consumer_killed_anywhere_handles_everything",
+    "consumer_acks_first_under_faults": "queue_consumer_killed_anywhere",
+    "consumer_ignores_processed_marks": "killed_after_its_mark",
     "lifecycle_stop_skips_batch": "WalApplier and graceful_stop",
     "relay_drain_leaves_last_record": "OutboxRelay and graceful_stop",
     "lifecycle_stop_ignores_within": "CdcConnector and within_its_bound",
