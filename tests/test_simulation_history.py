@@ -87,6 +87,8 @@ SUITES = [  # every stateful suite that runs on memstore, so on virtual time
     "suites/test_stateful_event_sourcing.py",
     "suites/test_stateful_cdc.py",
     "suites/test_stateful_multicast_registry.py",
+    "suites/test_stateful_producer.py",
+    "suites/test_stateful_consumer.py",
 ]
 
 
