@@ -219,6 +219,32 @@ async def test_batches_by_interval_without_flush(prism_env: PrismEnv, kind: Kind
         assert [bytes(m.payload) for m in got] == [b"i0", b"i1", b"i2", b"later"]
 
 
+@kinds
+async def test_the_interval_runs_from_a_batchs_first_message_not_its_last(prism_env: PrismEnv, kind: Kind) -> None:
+    """Messages that keep arriving faster than batch_interval do not hold a batch back: the
+    first batch goes out batch_interval after its first message while later ones still come.
+    Bug caught: the interval counted from the batch's newest message (a steady trickle is
+    never published until it stops). No wall-clock bound: the sends span five intervals of
+    sleeps at least, so a batch due after one has been published before the last send."""
+    interval = 0.2
+    async with bench(prism_env, kind) as b:
+        async with b.producer(batch_size=1000, batch_interval=interval) as producer:
+            first = await producer.send(b"t0")
+            futures = [first]
+            for i in range(1, 21):  # one every quarter interval: always a message younger than it
+                await asyncio.sleep(interval / 4)
+                futures.append(await producer.send(f"t{i}".encode()))
+            published_before_the_last_send = first.done()
+            await settled(futures)
+            assert published_before_the_last_send, (
+                f"the first message, due {interval}s after it came, was still unpublished after 20 more "
+                f"sends spanning {20 * interval / 4:.1f}s: the interval restarts with each new message"
+            )
+            assert producer.metrics.batches_published >= 2
+        got = await b.delivered()
+        assert [bytes(m.payload) for m in got] == [f"t{i}".encode() for i in range(21)]
+
+
 # --- retries -------------------------------------------------------------------------------
 
 
