@@ -503,9 +503,8 @@ class Producer(PatternProcess):
                     return
                 self._changed.clear()
                 await self._changed.wait()
-            first = self._buffer[0].handed_at
             while len(self._buffer) < size and not self.stop_requested.is_set() and not self._flush_requests:
-                remaining = first + interval - loop.time()
+                remaining = self._batch_due(interval) - loop.time()
                 if remaining <= 0:
                     break
                 self._changed.clear()
@@ -520,6 +519,11 @@ class Producer(PatternProcess):
                 await self._publish_batch(batch)
             finally:
                 self._in_flight = []
+
+    def _batch_due(self, interval: float) -> float:
+        """When the batch in the buffer goes out unless it fills first: ``interval`` after its
+        first message, so a steady trickle of younger messages cannot hold it back."""
+        return self._buffer[0].handed_at + interval
 
     async def _publish_batch(self, batch: list[_Item]) -> None:
         published = 0
