@@ -287,7 +287,7 @@ def test_seeded_misbehaviour_catches_what_real_time_misses(
 ) -> None:
     """Issue 28: a claim check that deletes the object before the ack is accepted is caught
     once memstore lands an ack exactly at its visibility deadline (simulated, BUGGIFY); on
-    real time the ack lands well inside it (README, Simulated mode: 0 of 47 examples). A seed
+    real time the ack lands well inside it (docs/simulation.md: caught in 0 of 47 examples). A seed
     replays exactly under simulation: this one fails within about 300 examples."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(

@@ -598,7 +598,7 @@ def test_every_option_with_generated_values_is_accepted_or_one_usage_error(
         load_plan(options.namespace_files, REGISTRY, PATTERNS)
         if options.hunt is not None:
             parse_budget(options.hunt)  # the plugin makes its HuntError a usage error
-    except (pytest.UsageError, HuntError) as exc:  # exit code 4 (README, "Exit codes")
+    except (pytest.UsageError, HuntError) as exc:  # exit code 4 (docs/namespaces.md, "Exit codes")
         message = str(exc)
         assert message.strip()
         assert "Traceback" not in message
