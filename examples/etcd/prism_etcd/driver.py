@@ -81,6 +81,8 @@ class _Node:
         self.host = host
         self.port = port
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.open: set[asyncio.StreamWriter] = set()  # idle or in use: every one is closed by close()
+        self.closed = False
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -90,11 +92,21 @@ class _Node:
             reader, writer = self.idle.pop()
             if not writer.is_closing() and not reader.at_eof():
                 return reader, writer
-            writer.close()
+            self._drop(writer)
+        if self.closed:
+            raise _Failed("the driver is closed", sent=False)
         try:
-            return await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT * slowness())
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT * slowness()
+            )
         except (OSError, TimeoutError) as exc:
             raise _Failed(f"connect: {type(exc).__name__}", sent=False) from None
+        self.open.add(writer)
+        return reader, writer
+
+    def _drop(self, writer: asyncio.StreamWriter) -> None:
+        self.open.discard(writer)
+        writer.close()
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         reader, writer = await self._connection()
@@ -107,16 +119,16 @@ class _Node:
             status, answer, keep = await asyncio.wait_for(
                 self._exchange(reader, writer, head + payload), REQUEST_TIMEOUT * slowness()
             )
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-            writer.close()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            self._drop(writer)
             raise _Failed(f"{path}: {type(exc).__name__}", sent=True) from None
         except BaseException:  # cancelled mid-request: the connection's state is unknown
-            writer.close()
+            self._drop(writer)
             raise
-        if keep and len(self.idle) < IDLE_KEPT:
+        if keep and not self.closed and len(self.idle) < IDLE_KEPT:
             self.idle.append((reader, writer))
         else:
-            writer.close()
+            self._drop(writer)
         if status != 200:
             raise _Refused(status, answer)
         return answer
@@ -150,9 +162,12 @@ class _Node:
         return status, answer, keep
 
     def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
+        """Close every connection, idle or in use (an operation still running on one then
+        fails): the harness may close a driver with operations still running on it."""
+        self.closed = True
         self.idle.clear()
+        for writer in list(self.open):
+            self._drop(writer)
 
 
 def _nodes(url: str) -> list[_Node]:
