@@ -34,6 +34,7 @@ class Machine:
         "python3-venv": {"module:ensurepip"},
         "rabbitmq-server": {"exec:/usr/lib/rabbitmq/bin/rabbitmq-server"},
         "stress-ng": {"which:stress-ng"},
+        "etcd-server": {"which:etcd"},
     }
 
     def __init__(self, *missing: str, euid: int = 0, release: dict[str, str] | None = None, sudo: bool = False):
@@ -104,10 +105,12 @@ def test_fuse_is_missing_when_either_the_library_or_fusermount3_is() -> None:
     assert missing_keys(machine) == ["fuse3"]
 
 
-def test_the_example_broker_is_needed_by_the_project_run_only() -> None:
-    machine = Machine("rabbitmq-server")
+@pytest.mark.parametrize(("package", "key"), [("rabbitmq-server", "rabbitmq"), ("etcd-server", "etcd")])
+def test_the_examples_servers_are_needed_by_the_project_run_only(package: str, key: str) -> None:
+    machine = Machine(package)
     assert missing_keys(machine) == []
-    assert missing_keys(machine, project=True) == ["rabbitmq"]
+    assert missing_keys(machine, project=True) == [key]
+    assert sp.plan(machine.probes(), project=True).install[-1] == ["apt-get", "install", "-y", "-qq", package]
 
 
 def test_no_dev_fuse_is_told_by_hand_even_as_root_on_debian() -> None:

@@ -160,6 +160,15 @@ NEEDS: tuple[Need, ...] = (
         "install RabbitMQ's Debian package layout, or skip the example",
         project_only=True,
     ),
+    Need(
+        "etcd",
+        "etcd (etcd-server)",
+        "the worked out-of-tree cluster example (examples/etcd)",
+        lambda p: p.which("etcd") is not None or p.executable("/usr/bin/etcd"),
+        "etcd-server",
+        "install etcd 3.4+ (Homebrew: brew install etcd), or skip the example",
+        project_only=True,
+    ),
 )
 _BY_KEY = {need.key: need for need in NEEDS}
 
