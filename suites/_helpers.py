@@ -8,6 +8,9 @@ polling for expiry, payload-limit cases and the purge check every suite runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Protocol, TypeVar
@@ -344,6 +347,71 @@ async def client_of_node(prism_env: PrismEnv, slot: str, node: int) -> AsyncIter
     endpoint = prism_env.runtime.endpoint(prism_env.combination[slot]).rerouted(servers[node].host, servers[node].port)
     connect = spec.driver_class.connect(spec.name, spec.capabilities, endpoint)
     driver = await asyncio.wait_for(connect, patience.bound("calm-op"))
+    try:
+        yield driver
+    finally:
+        with suppress(Exception):  # its node may be the one a test killed
+            await driver.close()
+
+
+def _node_of_new_connection(nodes: Sequence[tuple[str, int]], before: set[int]) -> int | None:
+    """Which of ``nodes`` (host, port) the one TCP connection this process opened since
+    ``before`` (its socket inodes then) leads to; None when not exactly one such connection."""
+    addresses = {(socket.gethostbyname(host), port): index for index, (host, port) in enumerate(nodes)}
+    mine, found = _socket_inodes() - before, set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with suppress(OSError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                inode, (address, port) = int(fields[9]), fields[2].split(":")
+                if fields[3] != "01" or inode not in mine:  # 01: established
+                    continue
+                packed = bytes.fromhex(address)
+                ip = socket.inet_ntoa(packed[::-1] if len(packed) == 4 else packed[-4:][::-1])
+                if (ip, int(port, 16)) in addresses:
+                    found.add(addresses[(ip, int(port, 16))])
+    return found.pop() if len(found) == 1 else None
+
+
+def _socket_inodes() -> set[int]:
+    """The inodes of this process's open sockets."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
+@asynccontextmanager
+async def client_on_node(prism_env: PrismEnv, slot: str, node: int) -> AsyncIterator[Driver]:
+    """A driver of ``slot``'s backend given every node of its cluster, as a client of the whole
+    cluster is, and connected to node ``node`` (which node a client lands on is the client's
+    choice: it is connected again until its connection, seen among this process's sockets, leads
+    there). So a test can kill the very node a client is connected to: the client must move to
+    another. Connected within the "calm-op" bound: before any fault; closed when the block ends."""
+    cluster = prism_env.control(slot)
+    servers = getattr(cluster, "servers", None)
+    if not servers:
+        raise TypeError(f"{prism_env.combination[slot]}: not a cluster of server processes")
+    spec = prism_env.spec(slot)
+    endpoint = prism_env.runtime.endpoint(prism_env.combination[slot])
+    urls = [endpoint.rerouted(server.host, server.port).url for server in servers]
+    everyone = dataclasses.replace(endpoint.rerouted(servers[node].host, servers[node].port), url=",".join(urls))
+    deadline = clocks.monotonic() + patience.bound("calm-op")
+    landed: list[int | None] = []
+    while True:
+        before = _socket_inodes()
+        connect = spec.driver_class.connect(spec.name, spec.capabilities, everyone)
+        driver = await asyncio.wait_for(connect, max(0.1, deadline - clocks.monotonic()))
+        landed.append(_node_of_new_connection([(s.host, s.port) for s in servers], before))
+        if landed[-1] == node:
+            break
+        await driver.close()
+        if clocks.monotonic() > deadline:
+            waited = patience.bound("calm-op")
+            raise patience.Unsettled(f"client: a connection to node {node}", waited, "calm-op", landed)
     try:
         yield driver
     finally:

@@ -2,18 +2,27 @@
 being elected must succeed once it exists, never end in an error, and never as an unknown
 outcome while the election ended within the bound a client waits for one.
 
-``test_operations_issued_while_a_stream_elects_a_leader_succeed`` (clusters whose streams elect
-their own leaders: JetStream): the key-value stream's leader node is killed, and at once a client
-connected to a surviving node issues overwrites, a compare-and-set and a read of one key, new
-keys, a log append and read, and one more put every 0.2 s until the new leader is seen (so some
-are issued after every node saw the leader go, whatever the timing). Between the kill and the
-new leader the stream has no responder or drops requests unanswered: every one of the driver's
-paths that waits a leader out (a publish answered "no responders" sent again, an unanswered
-read asked again) is on the way, so removing any of them turns an operation into an error or
-an unknown outcome, which fails the test. The new leader's arrival is watched from the nodes
-(``stream_leaders``): an election longer than the "stall" bound is a liveness verdict
-(UNSETTLED), not a pass. The killed node is then restored and every acknowledged write must be
-read back.
+Both tests run on clusters whose streams elect their own leaders (JetStream): the key-value
+stream's leader node is killed, and at once a client issues overwrites, a compare-and-set and a
+read of one key, new keys, a log append and read, and one more put every 0.2 s until the new
+leader is seen. The nodes are watched (``stream_leaders``) for when they still name no living
+leader: every operation issued at once must have been issued while they did, or the test proves
+nothing and fails saying so (an election that outran the operations is not a pass). Between the
+kill and the new leader the stream has no responder for a publish ("no responders") and drops
+reads unanswered, so each of the driver's paths that waits a leader out is on the way of every
+operation: removing one turns the operations into errors or unknown outcomes, which fail the
+test. An election longer than the "stall" bound is a liveness verdict (UNSETTLED), not a pass.
+The killed node is then restored and every acknowledged write must be read back.
+
+``test_operations_issued_while_a_stream_elects_a_leader_succeed``: the client is connected to a
+surviving node alone. Proves the publish "no responders" wait
+(``tests/mutants/nats_publish_no_responders_not_retried``) and the unanswered read asked again
+(``tests/mutants/nats_cluster_read_not_asked_again``).
+
+``test_a_client_whose_node_is_killed_moves_to_a_survivor``: the client is given every node and
+connected to the very node killed (the leader), so its connection closes under it during the
+election: it must reconnect to a survivor and its operations succeed there. Proves the
+reconnect (``tests/mutants/nats_client_does_not_reconnect``) besides the two paths above.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_s
 from prism_testkit.provision.cluster import Cluster, FailoverCluster
 from prism_testkit.simulation import clock
 
-from ._helpers import client_of_node
+from ._helpers import client_of_node, client_on_node
 
 pytestmark = prism_suite("leader_change", backend=Slot.one_of("keyvalue", "log"))
 
@@ -62,6 +71,14 @@ async def _stream_of_key(prism_env: PrismEnv, cluster: Cluster, write: Callable[
 
 
 async def test_operations_issued_while_a_stream_elects_a_leader_succeed(prism_env: PrismEnv) -> None:
+    await _writes_across_a_leader_change(prism_env, on_the_killed_node=False)
+
+
+async def test_a_client_whose_node_is_killed_moves_to_a_survivor(prism_env: PrismEnv) -> None:
+    await _writes_across_a_leader_change(prism_env, on_the_killed_node=True)
+
+
+async def _writes_across_a_leader_change(prism_env: PrismEnv, *, on_the_killed_node: bool) -> None:
     name = prism_env.combination["backend"]
     cluster = prism_env.control("backend")
     if not isinstance(cluster, Cluster) or isinstance(cluster, FailoverCluster):
@@ -75,6 +92,9 @@ async def test_operations_issued_while_a_stream_elects_a_leader_succeed(prism_en
     log = driver.supports(Capability.LOG)
     ns = prism_env.ns
     key, stream = ns.name("k"), ns.name("log")
+    # every node a current peer first: a stream created before that is refused ("no suitable
+    # peers for placement, peer offline"), an error of the setup, not of the leader change
+    await asyncio.to_thread(cluster.wait_settled)
     if log:
         await driver.log().append(stream, Message(b"before"))
     kv_stream = await _stream_of_key(prism_env, cluster, functools.partial(driver.keyvalue().put, key, b"v0"))
@@ -82,13 +102,20 @@ async def test_operations_issued_while_a_stream_elects_a_leader_succeed(prism_en
     lost = (await asyncio.to_thread(leaders)).get(kv_stream)
     assert lost is not None, f"{name}: no node names a leader of {kv_stream}"
     near = next(n for n in range(cluster.size) if n != lost)
-    replay = f"pytest suites/test_contract_leader_change.py --prism-backend={name}"
-    async with client_of_node(prism_env, "backend", near) as client:
+    test = "test_a_client_whose_node_is_killed" if on_the_killed_node else "test_operations_issued_while"
+    replay = f"pytest suites/test_contract_leader_change.py --prism-backend={name} -k {test}"
+    whose = f"the client's node n{lost}" if on_the_killed_node else f"n{lost}"
+    connected = (
+        client_on_node(prism_env, "backend", lost) if on_the_killed_node else client_of_node(prism_env, "backend", near)
+    )
+    async with connected as client:
         kv = client.keyvalue()
         assert await kv.get(key) == b"v0"
         outcomes: dict[str, tuple[str, object]] = {}
+        issued: dict[str, float] = {}  # when each operation was issued
 
         async def run(label: str, op: Callable[[], Awaitable[object]]) -> None:
+            issued[label] = clock.monotonic()
             try:
                 outcomes[label] = ("ok", await op())
             except Exception as exc:  # judged below: no error is acceptable here
@@ -99,23 +126,35 @@ async def test_operations_issued_while_a_stream_elects_a_leader_succeed(prism_en
             swapped = await kv.compare_and_set(key, b"v1", b"v2")
             return swapped, await kv.get(key)
 
+        leaderless_at = [-1.0]  # the latest moment the nodes were seen naming no living leader
+
+        async def elected() -> float:
+            async def look() -> dict[str, int]:
+                asked = clock.monotonic()
+                now = await asyncio.to_thread(leaders)
+                if now.get(kv_stream) in (None, lost):
+                    leaderless_at[0] = max(leaderless_at[0], asked)
+                return now
+
+            await patience.until(
+                look,
+                lambda now: now.get(kv_stream) not in (None, lost),
+                what=f"leader: {kv_stream} to elect a leader once n{lost} was killed",
+            )
+            return clock.monotonic() - killed_at
+
         killed_at = clock.monotonic()
         await asyncio.to_thread(cluster.kill_node, lost)
         try:
-            ops = [run("overwrite, compare_and_set, get", overwrite_then_cas)]
-            ops.append(run("get", functools.partial(kv.get, key)))
-            ops += [run(f"put new key {i}", functools.partial(kv.put, ns.name(f"n{i}"), b"x")) for i in range(KEYS)]
+            at_once: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+                ("overwrite, compare_and_set, get", overwrite_then_cas),
+                ("get", functools.partial(kv.get, key)),
+            ]
+            at_once += [(f"put new key {i}", functools.partial(kv.put, ns.name(f"n{i}"), b"x")) for i in range(KEYS)]
             if log:
-                ops.append(run("log append", functools.partial(client.log().append, stream, Message(b"during"))))
-                ops.append(run("log read", functools.partial(client.log().read, stream, 0)))
-
-            async def elected() -> float:
-                await patience.until(
-                    lambda: asyncio.to_thread(leaders),
-                    lambda now: now.get(kv_stream) not in (None, lost),
-                    what=f"leader: {kv_stream} to elect a leader once n{lost} was killed",
-                )
-                return clock.monotonic() - killed_at
+                at_once.append(("log append", functools.partial(client.log().append, stream, Message(b"during"))))
+                at_once.append(("log read", functools.partial(client.log().read, stream, 0)))
+            ops = [run(label, op) for label, op in at_once]
 
             async def steady() -> int:
                 # one more put every PACE, each in flight at once, until the leader is back: some
@@ -135,11 +174,19 @@ async def test_operations_issued_while_a_stream_elects_a_leader_succeed(prism_en
             election = watch.result()
         finally:
             await asyncio.to_thread(cluster.restore_node, lost)
+        # the situation was created, or the test proves nothing: every operation issued at once
+        # was issued while the nodes still named no living leader of the stream
+        late = {label: f"{issued[label] - killed_at:.2f}s" for label, _ in at_once if issued[label] > leaderless_at[0]}
+        assert not late, (
+            f"{name}: {kv_stream} was last seen without a living leader {leaderless_at[0] - killed_at:.2f}s after "
+            f"n{lost} was killed, before these operations were issued (s after the kill): {late}; the election "
+            f"outran them, so nothing was issued while it ran: not a pass\nreplay: {replay}"
+        )
         failed = {label: outcome for label, outcome in outcomes.items() if outcome[0] != "ok"}
         if failed and election > patience.bound("stall"):  # longer than a client is promised to wait
             raise patience.Unsettled(f"leader: {kv_stream} to elect a leader", election, "stall", failed)
         assert not failed, (
-            f"{name}: n{lost}, leader of {kv_stream}, was killed; a new leader was elected within "
+            f"{name}: {whose}, leader of {kv_stream}, was killed; a new leader was elected within "
             f"{election:.1f}s, yet operations issued meanwhile did not succeed: {failed}\nreplay: {replay}"
         )
         assert outcomes["get"][1] in (b"v0", b"v1", b"v2"), f"{name}: a get during the election: {outcomes['get']}"

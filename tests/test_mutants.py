@@ -196,6 +196,25 @@ MUTANTS = [
     ("lifecycle_forced_stop_names_nothing", "lifecycle", "memstore", "*named nothing left*"),
     ("lifecycle_second_stop_runs_again", "lifecycle", "memstore", "*DID NOT RAISE*AlreadyStopped*"),
     ("relay_restart_ignores_offset", "lifecycle", "memstore", "*outbox-relay: done more than once*"),
+    # each retry path of the NATS driver across a leader change (#41 kind 2), on a JetStream cluster
+    (
+        "nats_publish_no_responders_not_retried",
+        "leader_change",
+        "jetstream-r3",
+        "*operations issued meanwhile did not succeed*NoRespondersError*",
+    ),
+    (
+        "nats_cluster_read_not_asked_again",
+        "leader_change",
+        "jetstream-r3",
+        "*operations issued meanwhile did not succeed*'get': ('error', *TimeoutError*",
+    ),
+    (
+        "nats_client_does_not_reconnect",
+        "leader_change",
+        "jetstream-r3",
+        "*the client's node n* was killed*did not succeed*ConnectionClosedError*",
+    ),
 ]
 
 
@@ -258,6 +277,9 @@ ONLY = {
     "lifecycle_forced_stop_names_nothing": "Projection and within_its_bound",
     "lifecycle_second_stop_runs_again": "CdcConnector and graceful_stop",
     "relay_restart_ignores_offset": "OutboxRelay and graceful_stop",
+    "nats_publish_no_responders_not_retried": "operations_issued_while",
+    "nats_cluster_read_not_asked_again": "operations_issued_while",
+    "nats_client_does_not_reconnect": "node_is_killed",
 }
 
 
