@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any, Self
@@ -186,7 +187,8 @@ class EtcdDriver(Driver):
     def __init__(self, name: str, capabilities: frozenset[Capability], nodes: list[_Node]) -> None:
         super().__init__(name, capabilities)
         self.nodes = nodes
-        self.current = 0  # the node tried first
+        # the node tried first: a random one, as etcd's client balancer spreads its clients
+        self.current = random.randrange(len(nodes))
         self._keyvalue = EtcdKeyValue(self)
 
     @classmethod
