@@ -126,6 +126,34 @@ def test_backends_take_cluster_pieces_only_from_the_public_api(path: Path) -> No
     assert not wrong, f"{path.relative_to(ROOT)} imports cluster pieces from behind the public API: {wrong}"
 
 
+# The worked out-of-tree cluster (examples/etcd) may import only what the manual documents for
+# authors: prism_testkit's names, the cluster API, the typed errors and the patience scale.
+EXAMPLE = ROOT / "examples" / "etcd" / "prism_etcd"
+DOCUMENTED = {"prism_testkit", PUBLIC, "prism_testkit.errors", "prism_testkit.patience"}
+
+
+def example_sources() -> list[Path]:
+    return sorted(EXAMPLE.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", example_sources(), ids=lambda p: p.name)
+def test_the_worked_cluster_example_imports_only_documented_names(path: Path) -> None:
+    import prism_testkit
+
+    wrong = [
+        f"{module}{'.' + name if name else ''}"
+        for module, name in imports_of(path)
+        if module not in DOCUMENTED
+        or (module == "prism_testkit" and name not in prism_testkit.__all__)
+        or (module == PUBLIC and name not in clusters.__all__)
+    ]
+    assert not wrong, f"{path.relative_to(ROOT)} imports names the manual does not document: {wrong}"
+
+
+def test_the_worked_cluster_example_is_built_on_the_public_api() -> None:
+    assert any(module == PUBLIC for module, _ in imports_of(EXAMPLE / "provision.py"))
+
+
 @pytest.mark.parametrize("relative", BUILT_IN_CLUSTERS)
 def test_each_built_in_cluster_is_built_on_the_public_api(relative: str) -> None:
     assert any(module == PUBLIC for module, _ in imports_of(BACKENDS / relative))
