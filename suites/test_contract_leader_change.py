@@ -5,7 +5,9 @@ outcome while the election ended within the bound a client waits for one.
 Both tests run on clusters whose streams elect their own leaders (JetStream): the key-value
 stream's leader node is killed, and at once a client issues overwrites, a compare-and-set and a
 read of one key, new keys, a log append and read, and one more put every 0.2 s until the new
-leader is seen. The nodes are watched (``stream_leaders``) for when they still name no living
+leader is seen. The client has written to each stream before the kill, so no operation waits
+behind a stream's create (sent to a metadata leader that may have died with the stream's) and
+each is issued at once. The nodes are watched (``stream_leaders``) for when they still name no living
 leader: every operation issued at once must have been issued while they did, or the test proves
 nothing and fails saying so (an election that outran the operations is not a pass). Between the
 kill and the new leader the stream has no responder for a publish ("no responders") and drops
@@ -95,8 +97,6 @@ async def _writes_across_a_leader_change(prism_env: PrismEnv, *, on_the_killed_n
     # every node a current peer first: a stream created before that is refused ("no suitable
     # peers for placement, peer offline"), an error of the setup, not of the leader change
     await asyncio.to_thread(cluster.wait_settled)
-    if log:
-        await driver.log().append(stream, Message(b"before"))
     kv_stream = await _stream_of_key(prism_env, cluster, functools.partial(driver.keyvalue().put, key, b"v0"))
     await asyncio.to_thread(cluster.wait_settled)
     lost = (await asyncio.to_thread(leaders)).get(kv_stream)
@@ -110,6 +110,15 @@ async def _writes_across_a_leader_change(prism_env: PrismEnv, *, on_the_killed_n
     )
     async with connected as client:
         kv = client.keyvalue()
+        # the client writes to each stream before the kill, so it knows them: a client that met a
+        # stream first during the election would send its create first, which waits out a
+        # metadata leader killed with the stream's, and issue its writes only after the election
+        await kv.put(key, b"v0")
+        if log:
+            await client.log().append(stream, Message(b"before"))
+        await asyncio.to_thread(cluster.wait_settled)
+        still = (await asyncio.to_thread(leaders)).get(kv_stream)
+        assert still == lost, f"{name}: the leader of {kv_stream} moved from n{lost} to n{still} with no fault"
         assert await kv.get(key) == b"v0"
         outcomes: dict[str, tuple[str, object]] = {}
         issued: dict[str, float] = {}  # when each operation was issued
