@@ -149,3 +149,20 @@ async def until(
         if now - started > bound(ceiling):
             raise Unsettled(what, now - started, ceiling, value, "it progressed but did not finish")
         await asyncio.sleep(every)
+
+
+def repeat_until(
+    step: Callable[[], object], done: Callable[[], bool], *, what: str, bound_name: str = "calm-op"
+) -> None:
+    """Take ``step`` (an action that waits a moment itself, such as a short receive) until
+    ``done`` holds. One short wait is a bet on the machine's speed: a busy machine delivers
+    later, and that is no bug. Running out of ``bound_name`` raises :class:`Unsettled` naming
+    ``what``."""
+    started = clocks.monotonic()
+    while True:
+        step()
+        if done():
+            return
+        waited = clocks.monotonic() - started
+        if waited >= bound(bound_name):
+            raise Unsettled(what, waited, bound_name)

@@ -44,7 +44,7 @@ from prism_testkit.patterns.claim_check import (
     ClaimNotFound,
 )
 
-from prism_testkit import Capability, Message, PrismEnv, Queue, Slot, prism_suite
+from prism_testkit import Capability, Message, PrismEnv, Queue, Slot, patience, prism_suite
 from prism_testkit.interfaces import ObjectInfo, ObjectStore, QueueDelivery
 from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
 from prism_testkit.jepsen.history import History
@@ -262,7 +262,11 @@ def test_an_object_lost_behind_the_patterns_back_is_reported_missing(
     assert machine.acknowledged == {0}, "the claimed message was not acknowledged"
     machine.lose_object(0)
     assert machine.objects_lost == {0}, "lose_object removed no object"
-    machine.receive()
+    patience.repeat_until(
+        machine.receive,
+        lambda: bool(machine.held or machine.reported_missing),
+        what="the message whose object was lost to be delivered",
+    )
     assert not machine.held, "the message whose object was lost was delivered with a payload"
     assert machine.reported_missing == [0]
     machine.teardown()

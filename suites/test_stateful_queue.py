@@ -24,7 +24,7 @@ import asyncio
 
 import pytest
 
-from prism_testkit import PrismEnv, Slot, prism_suite
+from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.jepsen.history import OpType
 from prism_testkit.jepsen.runner import StatefulRun
 
@@ -49,8 +49,7 @@ def test_a_settle_after_the_visibility_timeout_is_a_redelivery_not_an_error(
     run = StatefulRun(prism_env, request)
     machine = QueueMachine(run)
     machine.enqueue()
-    machine.receive()
-    assert machine.held, "the message sent was not received"
+    patience.repeat_until(machine.receive, lambda: bool(machine.held), what="the message sent to be delivered")
     machine.loop(asyncio.sleep(VISIBILITY * 1.2))  # on the loop's clock: virtual when simulated
     machine.ack(0)
     machine.teardown()
@@ -65,8 +64,7 @@ def test_a_consumer_crash_holding_a_delivery_is_a_redelivery(
     run = StatefulRun(prism_env, request)
     machine = QueueMachine(run)
     machine.enqueue()
-    machine.receive()
-    assert machine.held, "the message sent was not received"
+    patience.repeat_until(machine.receive, lambda: bool(machine.held), what="the message sent to be delivered")
     machine.crash_consumer(0)
     assert not machine.held
     crashed = [op for op in machine.history if op.f == "dequeue" and op.type is OpType.FAIL]

@@ -108,3 +108,26 @@ def test_a_wait_that_progresses_forever_ends_at_the_ceiling(clock: FakeClock) ->
         asyncio.run(patience.until(livelock, lambda n: False, what="drain: never", every=0))
     assert "it progressed but did not finish" in str(caught.value)
     assert clock.now == pytest.approx(patience.BOUNDS["settle-ceiling"] + 1.0)
+
+
+def test_repeat_until_takes_the_step_until_it_is_done(clock: FakeClock) -> None:
+    """A short receive repeated: the message a busy machine delivers on the third try is no bug."""
+    tries: list[float] = []
+
+    def step() -> None:
+        clock.now += 0.05
+        tries.append(clock.now)
+
+    patience.repeat_until(step, lambda: len(tries) == 3, what="the message sent to be delivered")
+    assert len(tries) == 3
+
+
+def test_repeat_until_that_never_holds_is_a_liveness_verdict(clock: FakeClock) -> None:
+    def step() -> None:
+        clock.now += 0.5
+
+    with pytest.raises(Unsettled) as caught:
+        patience.repeat_until(step, lambda: False, what="the message sent to be delivered")
+    message = str(caught.value)
+    assert message.startswith("UNSETTLED (liveness, not a loss): waited 10.0s for the message sent to be delivered")
+    assert "bound hit: calm-op: 10.0s = 10s x slowness 1.0" in message
