@@ -25,6 +25,16 @@ surviving node alone. Proves the publish "no responders" wait
 connected to the very node killed (the leader), so its connection closes under it during the
 election: it must reconnect to a survivor and its operations succeed there. Proves the
 reconnect (``tests/mutants/nats_client_does_not_reconnect``) besides the two paths above.
+
+``test_operations_issued_while_a_node_knows_no_leader_succeed``: every node but the client's is
+paused; once the client's node names no leader of the stream (it answers reads "temporarily
+unavailable", 503) the operations are issued, the others stay paused ``HOLD`` seconds more (a
+read is asked again meanwhile) and are resumed: the operations must succeed once a leader is
+elected. Proves the read answered 503 asked again (``tests/mutants/nats_unavailable_read_not_retried``).
+
+``test_a_read_outlasted_by_a_time_without_leader_ends_unknown``: the same pause, held until a get
+and a log read have ended: each gives the value or an unknown outcome (ConnectionLost), never an
+API error (the NATS driver raised the 503 it was still answered at its deadline).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from typing import Any
 import pytest
 
 from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_suite
+from prism_testkit.errors import ConnectionLost
 from prism_testkit.provision.cluster import Cluster, FailoverCluster
 from prism_testkit.simulation import clock
 
@@ -72,15 +83,86 @@ async def _stream_of_key(prism_env: PrismEnv, cluster: Cluster, write: Callable[
     return streams[0]
 
 
+KILL, KILL_CLIENTS_NODE, PAUSE_OTHERS = "kill", "kill the client's node", "pause the others"
+HOLD = 2.5  # seconds the others stay paused once the client's node names no leader (see the module doc)
+
+
 async def test_operations_issued_while_a_stream_elects_a_leader_succeed(prism_env: PrismEnv) -> None:
-    await _writes_across_a_leader_change(prism_env, on_the_killed_node=False)
+    await _writes_across_a_leader_change(prism_env, KILL)
 
 
 async def test_a_client_whose_node_is_killed_moves_to_a_survivor(prism_env: PrismEnv) -> None:
-    await _writes_across_a_leader_change(prism_env, on_the_killed_node=True)
+    await _writes_across_a_leader_change(prism_env, KILL_CLIENTS_NODE)
 
 
-async def _writes_across_a_leader_change(prism_env: PrismEnv, *, on_the_killed_node: bool) -> None:
+async def test_operations_issued_while_a_node_knows_no_leader_succeed(prism_env: PrismEnv) -> None:
+    await _writes_across_a_leader_change(prism_env, PAUSE_OTHERS)
+
+
+async def test_a_read_outlasted_by_a_time_without_leader_ends_unknown(prism_env: PrismEnv) -> None:
+    """Every node but the client's is paused and stays paused until a get and a log read issued
+    once the client's node names no leader have ended: each must give the value (impossible
+    without a leader, so only a stale one could) or end as an unknown outcome (ConnectionLost),
+    never as another error. The NATS driver asked a read answered "temporarily unavailable"
+    (503) again until its deadline, then raised that answer as an API error."""
+    name = prism_env.combination["backend"]
+    cluster, leaders = _cluster_of(prism_env)
+    ns, driver = prism_env.ns, prism_env.driver("backend")
+    key, stream = ns.name("k"), ns.name("log")
+    await asyncio.to_thread(cluster.wait_settled)
+    kv_stream = await _stream_of_key(prism_env, cluster, functools.partial(driver.keyvalue().put, key, b"v0"))
+    await asyncio.to_thread(cluster.wait_settled)
+    lost = (await asyncio.to_thread(leaders)).get(kv_stream)
+    near = next(n for n in range(cluster.size) if n != lost)
+    others = [n for n in range(cluster.size) if n != near]
+    log = driver.supports(Capability.LOG)
+    async with client_of_node(prism_env, "backend", near) as client:
+        if log:
+            await client.log().append(stream, Message(b"before"))
+        await asyncio.to_thread(cluster.wait_settled)
+        for node in others:
+            await asyncio.to_thread(cluster.pause_node, node)
+        try:
+            await patience.until(
+                lambda: asyncio.to_thread(leaders),
+                lambda now: now.get(kv_stream) is None,
+                what=f"leader: n{near} to name no leader of {kv_stream} once the others were paused",
+            )
+            reads = [("get", client.keyvalue().get(key))] + (
+                [("log read", client.log().read(stream, 0))] if log else []
+            )
+            ended = await asyncio.wait_for(
+                asyncio.gather(*(op for _, op in reads), return_exceptions=True), patience.bound("settle-ceiling")
+            )
+            after = (await asyncio.to_thread(leaders)).get(kv_stream)
+        finally:
+            for node in others:
+                await asyncio.to_thread(cluster.restore_node, node)
+    assert after is None, f"{name}: n{near} named n{after} the leader of {kv_stream} with the others paused"
+    for (label, _), outcome in zip(reads, ended, strict=True):
+        if isinstance(outcome, ConnectionLost):
+            continue
+        assert not isinstance(outcome, BaseException), (
+            f"{name}: a {label} issued while n{near} named no leader of {kv_stream} (the others paused) ended in "
+            f"{type(outcome).__name__}: {outcome}, neither a value nor an unknown outcome\n"
+            f"replay: pytest suites/test_contract_leader_change.py --prism-backend={name} -k outlasted"
+        )
+        got = outcome if label == "get" else [bytes(r.message.payload) for r in outcome]  # type: ignore[union-attr]
+        assert got in (b"v0", [b"before"]), f"{name}: a {label} with no leader read {got!r}"
+
+
+def _cluster_of(prism_env: PrismEnv) -> tuple[Cluster, Callable[[], dict[str, int]]]:
+    """The backend's cluster and its per-stream leaders (the test is skipped where there are none)."""
+    name = prism_env.combination["backend"]
+    cluster = prism_env.control("backend")
+    if not isinstance(cluster, Cluster) or isinstance(cluster, FailoverCluster):
+        pytest.skip(f"{name}: not a cluster whose streams elect their own leaders")
+    if cluster.stream_states is None or cluster.stream_leaders is None:
+        pytest.skip(f"{name}: its nodes' copies and stream leaders cannot be read one by one")
+    return cluster, cluster.stream_leaders
+
+
+async def _writes_across_a_leader_change(prism_env: PrismEnv, fault: str) -> None:
     name = prism_env.combination["backend"]
     cluster = prism_env.control("backend")
     if not isinstance(cluster, Cluster) or isinstance(cluster, FailoverCluster):
@@ -102,11 +184,18 @@ async def _writes_across_a_leader_change(prism_env: PrismEnv, *, on_the_killed_n
     lost = (await asyncio.to_thread(leaders)).get(kv_stream)
     assert lost is not None, f"{name}: no node names a leader of {kv_stream}"
     near = next(n for n in range(cluster.size) if n != lost)
-    test = "test_a_client_whose_node_is_killed" if on_the_killed_node else "test_operations_issued_while"
+    others = [n for n in range(cluster.size) if n != near]
+    test = {KILL: "a_stream_elects", KILL_CLIENTS_NODE: "node_is_killed", PAUSE_OTHERS: "knows_no_leader"}[fault]
     replay = f"pytest suites/test_contract_leader_change.py --prism-backend={name} -k {test}"
-    whose = f"the client's node n{lost}" if on_the_killed_node else f"n{lost}"
+    what = {
+        KILL: f"n{lost}, leader of {kv_stream}, was killed",
+        KILL_CLIENTS_NODE: f"the client's node n{lost}, leader of {kv_stream}, was killed",
+        PAUSE_OTHERS: f"every node but the client's n{near} was paused (n{lost} led {kv_stream}), then resumed",
+    }[fault]
     connected = (
-        client_on_node(prism_env, "backend", lost) if on_the_killed_node else client_of_node(prism_env, "backend", near)
+        client_on_node(prism_env, "backend", lost)
+        if fault == KILL_CLIENTS_NODE
+        else client_of_node(prism_env, "backend", near)
     )
     async with connected as client:
         kv = client.keyvalue()
@@ -136,24 +225,43 @@ async def _writes_across_a_leader_change(prism_env: PrismEnv, *, on_the_killed_n
             return swapped, await kv.get(key)
 
         leaderless_at = [-1.0]  # the latest moment the nodes were seen naming no living leader
+        resumed = asyncio.Event()  # PAUSE_OTHERS: the others run again
+
+        async def look() -> dict[str, int]:
+            asked = clock.monotonic()
+            now = await asyncio.to_thread(leaders)
+            if now.get(kv_stream) in (None, lost) and not resumed.is_set():
+                leaderless_at[0] = max(leaderless_at[0], asked)
+            return now
 
         async def elected() -> float:
-            async def look() -> dict[str, int]:
-                asked = clock.monotonic()
-                now = await asyncio.to_thread(leaders)
-                if now.get(kv_stream) in (None, lost):
-                    leaderless_at[0] = max(leaderless_at[0], asked)
-                return now
-
+            if fault == PAUSE_OTHERS:
+                # the others stay paused while the client's node goes on naming no leader, long
+                # enough for a read to be asked again there (a client asks about every second)
+                while clock.monotonic() - killed_at < HOLD:
+                    now = await look()
+                    assert now.get(kv_stream) is None, f"{name}: n{now.get(kv_stream)} leads alone: {now}"
+                    await asyncio.sleep(0.05)
+                await asyncio.gather(*(asyncio.to_thread(cluster.restore_node, n) for n in others))
+                resumed.set()
             await patience.until(
                 look,
-                lambda now: now.get(kv_stream) not in (None, lost),
-                what=f"leader: {kv_stream} to elect a leader once n{lost} was killed",
+                lambda now: now.get(kv_stream) is not None and (resumed.is_set() or now.get(kv_stream) != lost),
+                what=f"leader: {kv_stream} to elect a leader once {what.split(',')[0]}",
             )
             return clock.monotonic() - killed_at
 
-        killed_at = clock.monotonic()
-        await asyncio.to_thread(cluster.kill_node, lost)
+        if fault == PAUSE_OTHERS:
+            for node in others:
+                await asyncio.to_thread(cluster.pause_node, node)
+            await patience.until(  # the client's node names no leader: the ops are issued now
+                lambda: asyncio.to_thread(leaders),
+                lambda now: now.get(kv_stream) is None,
+                what=f"leader: n{near} to name no leader of {kv_stream} once the others were paused",
+            )
+        else:
+            await asyncio.to_thread(cluster.kill_node, lost)
+        killed_at = clock.monotonic()  # the ops are issued from here
         try:
             at_once: list[tuple[str, Callable[[], Awaitable[object]]]] = [
                 ("overwrite, compare_and_set, get", overwrite_then_cas),
@@ -182,20 +290,21 @@ async def _writes_across_a_leader_change(prism_env: PrismEnv, *, on_the_killed_n
             await asyncio.gather(watch, *ops)
             election = watch.result()
         finally:
-            await asyncio.to_thread(cluster.restore_node, lost)
+            for node in others if fault == PAUSE_OTHERS else [lost]:
+                await asyncio.to_thread(cluster.restore_node, node)
         # the situation was created, or the test proves nothing: every operation issued at once
         # was issued while the nodes still named no living leader of the stream
         late = {label: f"{issued[label] - killed_at:.2f}s" for label, _ in at_once if issued[label] > leaderless_at[0]}
         assert not late, (
-            f"{name}: {kv_stream} was last seen without a living leader {leaderless_at[0] - killed_at:.2f}s after "
-            f"n{lost} was killed, before these operations were issued (s after the kill): {late}; the election "
+            f"{name}: {what}; {kv_stream} was last seen without a living leader {leaderless_at[0] - killed_at:.2f}s "
+            f"after the fault, before these operations were issued (s after the fault): {late}; the election "
             f"outran them, so nothing was issued while it ran: not a pass\nreplay: {replay}"
         )
         failed = {label: outcome for label, outcome in outcomes.items() if outcome[0] != "ok"}
         if failed and election > patience.bound("stall"):  # longer than a client is promised to wait
             raise patience.Unsettled(f"leader: {kv_stream} to elect a leader", election, "stall", failed)
         assert not failed, (
-            f"{name}: {whose}, leader of {kv_stream}, was killed; a new leader was elected within "
+            f"{name}: {what}; a new leader was elected within "
             f"{election:.1f}s, yet operations issued meanwhile did not succeed: {failed}\nreplay: {replay}"
         )
         assert outcomes["get"][1] in (b"v0", b"v1", b"v2"), f"{name}: a get during the election: {outcomes['get']}"

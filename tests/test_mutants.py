@@ -215,6 +215,12 @@ MUTANTS = [
         "jetstream-r3",
         "*the client's node n* was killed*did not succeed*ConnectionClosedError*",
     ),
+    (
+        "nats_unavailable_read_not_retried",
+        "leader_change",
+        "jetstream-r3",
+        "*was paused*did not succeed*'get': ('error', *temporarily unavailable*",
+    ),
 ]
 
 
@@ -277,9 +283,10 @@ ONLY = {
     "lifecycle_forced_stop_names_nothing": "Projection and within_its_bound",
     "lifecycle_second_stop_runs_again": "CdcConnector and graceful_stop",
     "relay_restart_ignores_offset": "OutboxRelay and graceful_stop",
-    "nats_publish_no_responders_not_retried": "operations_issued_while",
-    "nats_cluster_read_not_asked_again": "operations_issued_while",
+    "nats_publish_no_responders_not_retried": "a_stream_elects",
+    "nats_cluster_read_not_asked_again": "a_stream_elects",
     "nats_client_does_not_reconnect": "node_is_killed",
+    "nats_unavailable_read_not_retried": "knows_no_leader",
 }
 
 

@@ -937,7 +937,8 @@ class NatsDriver(Driver):
         which its caller takes as done) is sent again after each full timeout, never sooner: a
         loaded CI machine left a single server's STREAM.CREATE unanswered for 5 s, a loaded
         cluster a STREAM.DELETE, and on a cluster a repeat sooner would disturb the request it
-        repeats."""
+        repeats. One still answered "temporarily unavailable" (503) at its deadline ends as an
+        unanswered one does, :class:`ConnectionLost`: the cluster had no leader for it all along."""
         payload = b"" if body is None else json.dumps(body).encode()
         # The overall timeout scales with the machine's slowness (prism_testkit.patience); a
         # request that is neither a read nor repeatable is sent once, waiting all of it.
@@ -964,6 +965,13 @@ class NatsDriver(Driver):
                 break
         if "error" in data:
             error = data["error"]
+            if unavailable and (read or repeatable) and self.replicas > 1:
+                # still between leaders at the deadline: as an unanswered request, the outcome is
+                # unknown, not an API error (the leader_change suite's outage outlasting a read)
+                raise ConnectionLost(
+                    f"backend {self.name!r}: {subject} was answered 'temporarily unavailable' (503) until its "
+                    f"deadline, {overall:.1f}s: the cluster had no leader for it"
+                )
             raise ApiError(int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description")))
         answer: dict[str, Any] = data
         return answer
