@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from prism_testkit.errors import ProvisioningError
+from prism_testkit.provision import processes
 from prism_testkit.provision.processes import ServerProcess, free_port, port_open
 
 ECHO_SERVER = textwrap.dedent(
@@ -209,6 +210,26 @@ def test_a_start_after_the_leader_died_alone_first_ends_the_rest_of_its_group(tm
         assert log.count("prism-testkit: starting forking (thread MainThread, from test_processes.py:") == 2
     finally:
         proc.kill()
+
+
+def test_a_start_after_a_kill_that_saw_its_group_gone_does_not_scan_proc_again(
+    server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill already waited until no process of the last run was left; the start that
+    follows must not pay a second scan of /proc (every nemesis restart paid two)."""
+    scans: list[int] = []
+    real = processes._running
+
+    def counted(*args: object) -> list[int]:
+        scans.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(processes, "_running", counted)
+    server.kill()
+    after_kill = len(scans)
+    assert after_kill >= 1, "the kill must look for the last run's stragglers"
+    server.start()
+    assert len(scans) == after_kill
 
 
 def test_kill_also_ends_children_that_left_the_process_group(tmp_path: Path) -> None:
