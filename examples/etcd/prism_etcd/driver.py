@@ -8,14 +8,20 @@ a follower forwards writes to the leader, and a read is linearizable (etcd's def
 ReadIndex round through the leader), so a stale read is impossible whichever node answers.
 
 * **Bounded.** Every attempt is bounded (a connect by :data:`CONNECT_TIMEOUT`, a request by
-  :data:`REQUEST_TIMEOUT`, both scaled by the machine's slowness): a killed, paused or cut-off
-  node costs one bound, never a hang.
-* **Reads move on**: a read that fails on one node is sent to the next (reads are safe to
-  resend). **Writes do not**: a write whose request was sent may have been committed, so its
-  failure raises :class:`ConnectionLost` (outcome unknown) and the next operation starts on
-  the next node; only a write that never left (the connect failed) goes to the next node.
-* **compare-and-set** is one transaction: compare the value (or, for ``None``, that the key
-  was never created) and put on success.
+  :data:`REQUEST_TIMEOUT`, both scaled by the machine's slowness) and every operation by
+  :data:`OPERATION_BOUND`: a killed, paused or cut-off node costs one attempt, never a hang.
+* **Resent until answered, applied once.** A failed attempt is sent again to the next node,
+  round after round, until the operation's bound. Reads are safe to resend. A write is made
+  safe: it is one transaction that applies it only if a marker key of this operation (the
+  key, a NUL, ``prism-op``, a NUL, an id) was never created, and creates it, recording what it
+  did (``delete``: whether the key existed; ``compare_and_set``: whether it wrote). A resend of
+  a write an earlier send applied (a follower forwarded it, then the answer was lost with the
+  leader) finds the marker and answers what it recorded. etcd has no idempotency key of its
+  own, and a write forwarded to a leader that dies waits out the server's request timeout
+  (7 s) before it fails as "request timed out": without the marker its outcome is unknown.
+  ``scan`` never lists markers; a purge of the key's prefix removes them.
+* **compare-and-set** is one (inner) transaction: compare the value (or, for ``None``, that
+  the key was never created) and put on success.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import base64
 import json
 import random
 import urllib.parse
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Self
 
@@ -35,7 +42,12 @@ from prism_testkit.patience import slowness
 from .provision import MAX_PAYLOAD
 
 CONNECT_TIMEOUT = 1.0  # s, x slowness: a dead or cut-off node is skipped after this
-REQUEST_TIMEOUT = 4.0  # s, x slowness: an election after a leader kill fits well within it
+REQUEST_TIMEOUT = 4.0  # s, x slowness: one request to one node
+# s: one operation, resent over the nodes (each write with its marker, so resending is safe),
+# below the 15 s a durable backend's write must return or raise within
+OPERATION_BOUND = 12.0
+ROUND_PAUSE = 0.1  # s between two rounds over the nodes
+MARKER = "\x00prism-op\x00"  # operation markers: KEY + MARKER + id, never listed by scan
 IDLE_KEPT = 8  # idle connections kept per node
 
 
@@ -109,7 +121,8 @@ class _Node:
         self.open.discard(writer)
         writer.close()
 
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def post(self, path: str, body: dict[str, Any], left: float) -> dict[str, Any]:
+        """One request, bounded by :data:`REQUEST_TIMEOUT` and by ``left`` (the operation's)."""
         reader, writer = await self._connection()
         payload = json.dumps(body).encode()
         head = (
@@ -118,7 +131,7 @@ class _Node:
         ).encode()
         try:
             status, answer, keep = await asyncio.wait_for(
-                self._exchange(reader, writer, head + payload), REQUEST_TIMEOUT * slowness()
+                self._exchange(reader, writer, head + payload), max(0.1, min(left, REQUEST_TIMEOUT * slowness()))
             )
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             self._drop(writer)
@@ -203,29 +216,62 @@ class EtcdDriver(Driver):
 
     async def call(self, path: str, body: dict[str, Any], *, read: bool) -> dict[str, Any]:
         """``body`` POSTed to ``path`` on the current node, then on the next ones where that is
-        safe (see the module's doc); ConnectionLost names every node tried."""
-        tried = []
-        for step in range(len(self.nodes)):
+        safe: always for a read (``read``), for a write only while its request never left (a
+        write with an operation marker, :meth:`write`, is safe to resend and passes ``read``).
+        Rounds over the nodes go on until :data:`OPERATION_BOUND`; ConnectionLost names the
+        last failure of each node tried."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OPERATION_BOUND
+        tried: dict[str, str] = {}
+        step = 0
+        while True:
             index = (self.current + step) % len(self.nodes)
             node = self.nodes[index]
+            step += 1
             try:
-                answer = await node.post(path, body)
-            except _Failed as failed:
-                tried.append(f"{node}: {failed}")
+                answer = await node.post(path, body, deadline - loop.time())
+            except (_Failed, _Refused) as failed:
+                tried[str(node)] = str(failed)
                 self.current = (index + 1) % len(self.nodes)  # the next operation starts elsewhere
-                if failed.sent and not read:
+                sent = not isinstance(failed, _Failed) or failed.sent
+                refused = isinstance(failed, _Refused) and failed.status < 500  # a bad request
+                if refused or (sent and not read) or loop.time() >= deadline:
                     break
-                continue
-            except _Refused as refused:
-                # no leader, a leader change or a timeout inside etcd: a write's outcome is unknown
-                tried.append(f"{node}: {refused}")
-                self.current = (index + 1) % len(self.nodes)
-                if not read:
-                    break
+                if step % len(self.nodes) == 0:  # every node failed once: a breath, then again
+                    await asyncio.sleep(min(ROUND_PAUSE, max(0.0, deadline - loop.time())))
                 continue
             self.current = index
             return answer
-        raise ConnectionLost(f"etcd {path}: {'; '.join(tried)}")
+        raise ConnectionLost(f"etcd {path}: {'; '.join(f'{n}: {why}' for n, why in tried.items())}")
+
+    async def write(self, key: str, ops: list[dict[str, Any]], result: dict[str, Any] | None = None) -> bool:
+        """Apply ``ops`` once, whichever node answers and however often it is resent: one
+        transaction that applies them only if this operation's marker key (under ``key``, so
+        a purge of its prefix removes it) was never created, and creates it; ``result`` (an
+        inner transaction) records "1" or "0" in the marker for what it did. A resend of an
+        operation that was applied meanwhile finds the marker and reads what it recorded.
+        Returns what the operation did (True for a plain put)."""
+        marker = _key(f"{key}{MARKER}{uuid.uuid4().hex}")
+        if result is None:
+            applied = [*ops, {"request_put": {"key": marker, "value": _b64(b"1")}}]
+        else:
+            inner = dict(result)
+            inner["success"] = [*inner.get("success", []), {"request_put": {"key": marker, "value": _b64(b"1")}}]
+            inner["failure"] = [*inner.get("failure", []), {"request_put": {"key": marker, "value": _b64(b"0")}}]
+            applied = [{"request_txn": inner}]
+        body = {
+            "compare": [{"key": marker, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            "success": applied,
+            "failure": [{"request_range": {"key": marker}}],
+        }
+        answer = await self.call("/v3/kv/txn", body, read=True)  # safe to resend: the marker
+        responses = answer.get("responses") or [{}]
+        if answer.get("succeeded"):
+            if result is None:
+                return True
+            return bool((responses[0].get("response_txn") or {}).get("succeeded"))
+        kvs = (responses[0].get("response_range") or {}).get("kvs") or [{}]
+        return base64.b64decode(kvs[0].get("value") or "") == b"1"  # applied by an earlier send
 
     async def close(self) -> None:
         for node in self.nodes:
@@ -233,10 +279,14 @@ class EtcdDriver(Driver):
 
     async def purge(self, prefix: str) -> None:
         raw = prefix.encode()
-        await self.call("/v3/kv/deleterange", {"key": _b64(raw), "range_end": _b64(_range_end(raw))}, read=False)
+        # deleting a range again deletes nothing more: safe to resend
+        await self.call("/v3/kv/deleterange", {"key": _b64(raw), "range_end": _b64(_range_end(raw))}, read=True)
 
     async def leftovers(self, prefix: str) -> list[str]:
-        return [key async for key in self._keyvalue.scan(prefix, required=False)]
+        # Not the operation markers: the driver's bookkeeping, which purge(prefix) deletes with
+        # the keys (a prefix of a key is one of its markers'); a pattern that deleted every key
+        # it wrote has left nothing of its own behind.
+        return [key async for key in self._keyvalue.keys(prefix) if MARKER not in key]
 
     def keyvalue(self) -> EtcdKeyValue:
         return self._keyvalue
@@ -256,19 +306,28 @@ class EtcdKeyValue:
             self.driver.require(Capability.KEYVALUE_TTL)  # not declared: raises NotSupported
         if len(value) > MAX_PAYLOAD:
             raise PayloadTooLarge(len(value), MAX_PAYLOAD, "value")
-        await self.driver.call("/v3/kv/put", {"key": _key(key), "value": _b64(bytes(value))}, read=False)
+        await self.driver.write(key, [{"request_put": {"key": _key(key), "value": _b64(bytes(value))}}])
 
     async def delete(self, key: str) -> bool:
-        answer = await self.driver.call("/v3/kv/deleterange", {"key": _key(key)}, read=False)
-        return int(answer.get("deleted") or 0) > 0
+        exists = {"key": _key(key), "target": "CREATE", "result": "GREATER", "create_revision": "0"}
+        gone = {"compare": [exists], "success": [{"request_delete_range": {"key": _key(key)}}]}
+        return await self.driver.write(key, [], result=gone)
 
     async def exists(self, key: str) -> bool:
         answer = await self.driver.call("/v3/kv/range", {"key": _key(key), "count_only": True}, read=True)
         return int(answer.get("count") or 0) > 0
 
-    async def scan(self, prefix: str, *, required: bool = True) -> AsyncIterator[str]:
-        if required:
-            self.driver.require(Capability.KEYVALUE_SCAN)
+    def scan(self, prefix: str) -> AsyncIterator[str]:
+        self.driver.require(Capability.KEYVALUE_SCAN)
+        return self._scan(prefix)
+
+    async def _scan(self, prefix: str) -> AsyncIterator[str]:
+        async for key in self.keys(prefix):
+            if MARKER not in key:
+                yield key
+
+    async def keys(self, prefix: str) -> AsyncIterator[str]:
+        """Every key starting with ``prefix``, operation markers included."""
         raw = prefix.encode()
         start = raw or b"\x00"
         body = {"key": _b64(start), "range_end": _b64(_range_end(raw)), "keys_only": True}
@@ -284,9 +343,5 @@ class EtcdKeyValue:
             compare = {"key": _key(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
         else:
             compare = {"key": _key(key), "target": "VALUE", "result": "EQUAL", "value": _b64(bytes(expected))}
-        body = {
-            "compare": [compare],
-            "success": [{"request_put": {"key": _key(key), "value": _b64(bytes(new))}}],
-        }
-        answer = await self.driver.call("/v3/kv/txn", body, read=False)
-        return bool(answer.get("succeeded"))
+        cas = {"compare": [compare], "success": [{"request_put": {"key": _key(key), "value": _b64(bytes(new))}}]}
+        return await self.driver.write(key, [], result=cas)

@@ -222,6 +222,7 @@ class EtcdClusterProvisioner(Provisioner):
         cluster.leader = members.leader
         cluster.settled = functools.partial(members.settled, cluster.paused)  # the set it keeps
         cluster.stream_states = members.stream_states
+        cluster.stream_leaders = members.stream_leaders  # one Raft group: the leader of every key
 
         def close() -> None:
             try:

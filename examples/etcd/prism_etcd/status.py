@@ -94,6 +94,12 @@ class Members:
                 return self.ids[named]
         return None
 
+    def stream_leaders(self) -> dict[str, int]:
+        """The leader of the one stream, :data:`STREAM`: etcd has one Raft group, whose leader
+        serves every key."""
+        leader = self.leader()
+        return {} if leader is None else {STREAM: leader}
+
     def settled(self, paused: Collection[int]) -> bool:
         """Every running node (paused nodes skipped: they cannot answer until resumed) answers,
         knows the same leader, and has applied every entry it has; the leader is one of them."""
