@@ -223,7 +223,14 @@ MUTANTS = [
         "jetstream-r3",
         "*was paused*did not succeed*'get': ('error', *temporarily unavailable*",
     ),
-    # reads from a replica while one lags (#41 kind 1): each replica in turn is cut off
+    # reads while a replica lags (#41 kind 1): a JetStream follower cut off from its peers, and
+    # each Sentinel replica in turn cut off from the primary
+    (
+        "nats_cluster_reads_direct_from_followers",
+        "replica_lag",
+        "jetstream-r3",
+        "*stale reads from a node cut off from its cluster:*",
+    ),
     (
         "redis_sentinel_reads_from_a_replica",
         "replica_lag",
@@ -299,6 +306,7 @@ ONLY = {
     "nats_client_does_not_reconnect": "node_is_killed",
     "nats_unavailable_read_not_retried": "knows_no_leader",
     "redis_sentinel_reads_from_a_replica": "reads_see_the_latest",
+    "nats_cluster_reads_direct_from_followers": "cut_off_node",
 }
 
 
