@@ -223,6 +223,13 @@ MUTANTS = [
         "jetstream-r3",
         "*was paused*did not succeed*'get': ('error', *temporarily unavailable*",
     ),
+    # failover under uneven standbys (#41 kind 4): one received more, the other replayed more
+    (
+        "postgres_ha_promotes_by_replayed_wal",
+        "failover",
+        "postgres-ha",
+        "*was promoted, not n*, the replica holding every acknowledged write*",
+    ),
     # reads while a replica lags (#41 kind 1): a JetStream follower cut off from its peers, and
     # each Sentinel replica in turn cut off from the primary
     (
@@ -307,6 +314,7 @@ ONLY = {
     "nats_unavailable_read_not_retried": "knows_no_leader",
     "redis_sentinel_reads_from_a_replica": "reads_see_the_latest",
     "nats_cluster_reads_direct_from_followers": "cut_off_node",
+    "postgres_ha_promotes_by_replayed_wal": "replayed_more",
 }
 
 
