@@ -168,3 +168,27 @@ def test_workdirs_of_live_runs_keep_their_networks(tmp_path: Path) -> None:
         assert made.token in namespaces()
     finally:
         made.close()
+
+
+def test_a_runtime_closes_the_networks_recorded_in_its_work_dir_before_removing_it(tmp_path: Path) -> None:
+    """A cluster whose stop failed leaves its network up: the runtime must close it before the
+    work dir (and the record in it) goes, or a SIGKILL in between leaves namespaces no sweep can
+    find. A network recorded elsewhere (another runtime's in this process) is not its to close."""
+    if (reason := namespaces_unavailable_reason()) is not None:
+        pytest.fail(f"this project's run needs network namespaces: {reason}")
+    from prism_testkit.isolation import NamespaceFactory
+    from prism_testkit.registry.backends import build_registry, make_plugin_manager
+    from prism_testkit.runtime import PrismRuntime
+
+    registry = build_registry(make_plugin_manager())
+    runtime = PrismRuntime(registry, [registry["memstore"]], {}, NamespaceFactory(worker="netns-close"))
+    left_up = Network.create(2, runtime.workdir)  # as a cluster whose stop raised leaves it
+    elsewhere = Network.create(2, tmp_path)
+    try:
+        runtime.close()
+        listed = namespaces()
+        assert not any(host.namespace in listed for host in left_up.hosts), "the runtime left its network up"
+        assert all(host.namespace in listed for host in elsewhere.hosts), "the runtime closed another's network"
+    finally:
+        left_up.close()
+        elsewhere.close()

@@ -362,10 +362,12 @@ def sweep_networks(workdir: Path) -> list[str]:
     return swept
 
 
-def close_all() -> None:
+def close_all(recorded_in: Path | None = None) -> None:
+    """Close this process's live networks (only those recorded in ``recorded_in``, if given)."""
     for network in list(_LIVE):
-        with contextlib.suppress(Exception):
-            network.close()
+        if recorded_in is None or (network._record is not None and network._record.parent == recorded_in):
+            with contextlib.suppress(Exception):
+                network.close()
 
 
 atexit.register(close_all)

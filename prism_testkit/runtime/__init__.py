@@ -42,6 +42,7 @@ from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.provision.base import Availability, Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.provision.cluster import FailoverCluster
+from prism_testkit.provision.netns import close_all as close_networks
 from prism_testkit.provision.workdirs import make_workdir, record_processes_in, remove_tree, sweep_abandoned
 from prism_testkit.redaction import redact
 from prism_testkit.registry.backends import BackendRegistry, BackendSpec
@@ -520,6 +521,9 @@ class PrismRuntime:
             except Exception as exc:
                 errors.append(f"{name}: {exc}")
         self._endpoints.clear()
+        # A network a failed stop left up goes before its record does (with the work dir): a
+        # SIGKILL between the two would leave namespaces and links no sweep could find.
+        close_networks(recorded_in=self.workdir)
         record_processes_in(None)
         remove_tree(self.workdir)
         self.interrupts.uninstall()
