@@ -131,9 +131,15 @@ async def test_a_read_outlasted_by_a_time_without_leader_ends_unknown(prism_env:
             reads = [("get", client.keyvalue().get(key))] + (
                 [("log read", client.log().read(stream, 0))] if log else []
             )
-            ended = await asyncio.wait_for(
-                asyncio.gather(*(op for _, op in reads), return_exceptions=True), patience.bound("settle-ceiling")
-            )
+            ceiling = patience.bound("settle-ceiling")
+            try:
+                ended = await asyncio.wait_for(
+                    asyncio.gather(*(op for _, op in reads), return_exceptions=True), ceiling
+                )
+            except TimeoutError:
+                raise patience.Unsettled(
+                    "client: a get and a log read with no leader to end", ceiling, "settle-ceiling"
+                ) from None
             after = (await asyncio.to_thread(leaders)).get(kv_stream)
         finally:
             for node in others:
