@@ -41,7 +41,7 @@ T = TypeVar("T")
 # each node's copies: stream -> (first sequence, last sequence, messages held); None: no answer
 StreamStates = Mapping[str, Mapping[str, tuple[int, int, int]] | None]
 UNKNOWN = object()  # a read that did not answer: allowed on a node cut off from its leader
-ROUNDS = 20  # overwrites each read back at once on a follower
+ROUNDS = 100  # overwrites each read back at once on a follower (a few ms each; one in twenty or fewer lands stale)
 # A node cut off while it leads the stream it serves is judged too when this is set: what
 # docs/findings.md reports of nats-server (a cut-off stream leader answering with its old copy).
 JUDGE_LEADERS = os.environ.get("PRISM_JUDGE_CUT_OFF_LEADERS") == "1"
