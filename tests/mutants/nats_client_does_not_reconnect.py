@@ -8,19 +8,11 @@ Loaded with ``-p tests.mutants.nats_client_does_not_reconnect``. The one line of
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-
 from prism_testkit.backends.nats import driver
+
+from tests.mutants._rewrite import rewrite_line
 
 RECONNECTS = "allow_reconnect=True,"
 BROKEN = "allow_reconnect=False,  # the bug: a closed connection stays closed"
 
-source = textwrap.dedent(inspect.getsource(driver.NatsDriver.connect))
-assert source.count(RECONNECTS) == 1, f"NatsDriver.connect no longer has the line {RECONNECTS!r}"
-scope: dict[str, object] = {}
-flags = annotations.compiler_flag  # the source is compiled as the module's is
-exec(
-    compile(source.replace(RECONNECTS, BROKEN), driver.__file__, "exec", flags, dont_inherit=True), vars(driver), scope
-)
-driver.NatsDriver.connect = scope["connect"]
+rewrite_line(driver.NatsDriver, "connect", RECONNECTS, BROKEN)

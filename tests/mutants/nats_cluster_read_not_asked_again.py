@@ -8,17 +8,11 @@ Loaded with ``-p tests.mutants.nats_cluster_read_not_asked_again``. The one line
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-
 from prism_testkit.backends.nats import driver
+
+from tests.mutants._rewrite import rewrite_line
 
 ASKS = "each = retry_read_every if read else API_TIMEOUT if repeatable else overall"
 BROKEN = "each = overall if read else API_TIMEOUT if repeatable else overall  # the bug: a read is asked once"
 
-source = textwrap.dedent(inspect.getsource(driver.NatsDriver.api))
-assert source.count(ASKS) == 1, f"NatsDriver.api no longer has the line {ASKS!r}"
-scope: dict[str, object] = {}
-flags = annotations.compiler_flag  # the source is compiled as the module's is
-exec(compile(source.replace(ASKS, BROKEN), driver.__file__, "exec", flags, dont_inherit=True), vars(driver), scope)
-driver.NatsDriver.api = scope["api"]
+rewrite_line(driver.NatsDriver, "api", ASKS, BROKEN)

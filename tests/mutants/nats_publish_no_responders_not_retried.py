@@ -9,17 +9,11 @@ rest of the method stays the shipped one.
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-
 from prism_testkit.backends.nats import driver
+
+from tests.mutants._rewrite import rewrite_line
 
 WAITS = "if self.replicas == 1 or time.monotonic() > leaderless_until:"
 BROKEN = "if True:  # the bug: no responders is never waited out"
 
-source = textwrap.dedent(inspect.getsource(driver.NatsDriver.publish))
-assert source.count(WAITS) == 1, f"NatsDriver.publish no longer has the line {WAITS!r}"
-scope: dict[str, object] = {}
-flags = annotations.compiler_flag  # the source is compiled as the module's is
-exec(compile(source.replace(WAITS, BROKEN), driver.__file__, "exec", flags, dont_inherit=True), vars(driver), scope)
-driver.NatsDriver.publish = scope["publish"]
+rewrite_line(driver.NatsDriver, "publish", WAITS, BROKEN)

@@ -8,17 +8,11 @@ Loaded with ``-p tests.mutants.nats_unavailable_read_not_retried``. The one line
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-
 from prism_testkit.backends.nats import driver
+
+from tests.mutants._rewrite import rewrite_line
 
 RETRIES = "if unavailable and (read or repeatable) and self.replicas > 1 and deadline - time.monotonic() > 0.1:"
 BROKEN = "if False:  # the bug: a 503 is final"
 
-source = textwrap.dedent(inspect.getsource(driver.NatsDriver.api))
-assert source.count(RETRIES) == 1, f"NatsDriver.api no longer has the line {RETRIES!r}"
-scope: dict[str, object] = {}
-flags = annotations.compiler_flag  # the source is compiled as the module's is
-exec(compile(source.replace(RETRIES, BROKEN), driver.__file__, "exec", flags, dont_inherit=True), vars(driver), scope)
-driver.NatsDriver.api = scope["api"]
+rewrite_line(driver.NatsDriver, "api", RETRIES, BROKEN)

@@ -9,18 +9,11 @@ the method's own source.
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-
 from prism_testkit.backends.postgres import ha
+
+from tests.mutants._rewrite import rewrite_line
 
 RECEIVED = 'lsn = self.sql(node, f"SELECT {WAL_END}", timeout=5)'
 BROKEN = "lsn = self.sql(node, \"SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint\", timeout=5)"
 
-source = textwrap.dedent(inspect.getsource(ha.PostgresHaCluster.most_advanced_standby))
-assert source.count(RECEIVED) == 1, f"most_advanced_standby no longer has the line {RECEIVED!r}"
-scope: dict[str, object] = {}
-flags = annotations.compiler_flag  # the source is compiled as the module's is
-code = compile(source.replace(RECEIVED, BROKEN), ha.__file__, "exec", flags, dont_inherit=True)
-exec(code, vars(ha), scope)
-ha.PostgresHaCluster.most_advanced_standby = scope["most_advanced_standby"]
+rewrite_line(ha.PostgresHaCluster, "most_advanced_standby", RECEIVED, BROKEN)

@@ -1,0 +1,22 @@
+"""One line of a real method rewritten in its own source: how a mutant breaks a retry or a rule
+without a copy of the method that would drift from the original."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import textwrap
+
+
+def rewrite_line(owner: type, method: str, line: str, broken: str) -> None:
+    """Install ``owner.method`` with ``line`` of its source replaced by ``broken``, compiled in
+    the method's own module (its names, its postponed annotations). Refuses when the line is no
+    longer there exactly once: a mutant that silently breaks nothing would pass as caught."""
+    source = textwrap.dedent(inspect.getsource(getattr(owner, method)))
+    assert source.count(line) == 1, f"{owner.__name__}.{method} no longer has the line {line!r}"
+    module = sys.modules[owner.__module__]
+    flags = annotations.compiler_flag  # the module's sources use postponed annotations too
+    code = compile(source.replace(line, broken), str(module.__file__), "exec", flags, dont_inherit=True)
+    scope: dict[str, object] = {}
+    exec(code, vars(module), scope)
+    setattr(owner, method, scope[method])
