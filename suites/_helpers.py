@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Protocol, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit import BackendProperties, Driver, Message, Ordering, PrismEnv, patience
 from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription, Transaction, Transactions
 from prism_testkit.isolation import Namespace
+from prism_testkit.provision.cluster import Cluster, FailoverCluster
 
 T = TypeVar("T")
 
@@ -417,3 +419,15 @@ async def client_on_node(prism_env: PrismEnv, slot: str, node: int) -> AsyncIter
     finally:
         with suppress(Exception):  # its node may be the one a test killed
             await driver.close()
+
+
+def electing_cluster(prism_env: PrismEnv, *, what: str, slot: str = "backend") -> Cluster:
+    """The slot's cluster, whose streams elect their own leaders and whose nodes' copies and
+    stream leaders can be read one by one; the test is skipped (saying why) where it is not one."""
+    name = prism_env.combination[slot]
+    cluster = prism_env.control(slot)
+    if not isinstance(cluster, Cluster) or isinstance(cluster, FailoverCluster):
+        pytest.skip(f"{name}: not {what}")
+    if cluster.stream_states is None or cluster.stream_leaders is None:
+        pytest.skip(f"{name}: its nodes' copies and stream leaders cannot be read one by one")
+    return cluster

@@ -48,10 +48,10 @@ import pytest
 
 from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.errors import ConnectionLost
-from prism_testkit.provision.cluster import Cluster, FailoverCluster
+from prism_testkit.provision.cluster import Cluster
 from prism_testkit.simulation import clock
 
-from ._helpers import client_of_node, client_on_node
+from ._helpers import client_of_node, client_on_node, electing_cluster
 
 pytestmark = prism_suite("leader_change", backend=Slot.one_of("keyvalue", "log"))
 
@@ -106,7 +106,9 @@ async def test_a_read_outlasted_by_a_time_without_leader_ends_unknown(prism_env:
     never as another error. The NATS driver asked a read answered "temporarily unavailable"
     (503) again until its deadline, then raised that answer as an API error."""
     name = prism_env.combination["backend"]
-    cluster, leaders = _cluster_of(prism_env)
+    cluster = electing_cluster(prism_env, what="a cluster whose streams elect their own leaders")
+    leaders = cluster.stream_leaders
+    assert leaders is not None
     ns, driver = prism_env.ns, prism_env.driver("backend")
     key, stream = ns.name("k"), ns.name("log")
     await asyncio.to_thread(cluster.wait_settled)
@@ -157,25 +159,11 @@ async def test_a_read_outlasted_by_a_time_without_leader_ends_unknown(prism_env:
         assert got in (b"v0", [b"before"]), f"{name}: a {label} with no leader read {got!r}"
 
 
-def _cluster_of(prism_env: PrismEnv) -> tuple[Cluster, Callable[[], dict[str, int]]]:
-    """The backend's cluster and its per-stream leaders (the test is skipped where there are none)."""
-    name = prism_env.combination["backend"]
-    cluster = prism_env.control("backend")
-    if not isinstance(cluster, Cluster) or isinstance(cluster, FailoverCluster):
-        pytest.skip(f"{name}: not a cluster whose streams elect their own leaders")
-    if cluster.stream_states is None or cluster.stream_leaders is None:
-        pytest.skip(f"{name}: its nodes' copies and stream leaders cannot be read one by one")
-    return cluster, cluster.stream_leaders
-
-
 async def _writes_across_a_leader_change(prism_env: PrismEnv, fault: str) -> None:
     name = prism_env.combination["backend"]
-    cluster = prism_env.control("backend")
-    if not isinstance(cluster, Cluster) or isinstance(cluster, FailoverCluster):
-        pytest.skip(f"{name}: not a cluster whose streams elect their own leaders")
-    if cluster.stream_states is None or cluster.stream_leaders is None:
-        pytest.skip(f"{name}: its nodes' copies and stream leaders cannot be read one by one")
+    cluster = electing_cluster(prism_env, what="a cluster whose streams elect their own leaders")
     leaders = cluster.stream_leaders
+    assert leaders is not None
     driver = prism_env.driver("backend")
     if not driver.supports(Capability.KEYVALUE_CAS):
         pytest.skip(f"{name}: no key-value compare-and-set to write through a leader change")

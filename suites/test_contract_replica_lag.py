@@ -31,9 +31,9 @@ from typing import TypeVar
 import pytest
 
 from prism_testkit import Capability, Driver, Message, PrismEnv, Slot, patience, prism_suite
-from prism_testkit.provision.cluster import Cluster, FailoverCluster
+from prism_testkit.provision.cluster import FailoverCluster
 
-from ._helpers import client_of_node, read_all
+from ._helpers import client_of_node, electing_cluster, read_all
 
 pytestmark = prism_suite("replica_lag", backend=Slot.one_of("keyvalue", "log", "objects"))
 
@@ -86,12 +86,10 @@ def _grown(before: StreamStates, after: StreamStates) -> set[str]:
 
 async def test_a_client_of_a_cut_off_node_never_reads_the_past(prism_env: PrismEnv) -> None:
     name = prism_env.combination["backend"]
-    cluster = prism_env.control("backend")
-    if not isinstance(cluster, Cluster) or isinstance(cluster, FailoverCluster):
-        pytest.skip(f"{name}: not a cluster whose every node serves clients")
-    if cluster.stream_states is None or cluster.stream_leaders is None:
-        pytest.skip(f"{name}: its nodes' copies and stream leaders cannot be read one by one")
+    cluster = electing_cluster(prism_env, what="a cluster whose every node serves clients")
     states, leaders = cluster.stream_states, cluster.stream_leaders
+    assert states is not None
+    assert leaders is not None
     driver = prism_env.driver("backend")
     kv = driver.supports(Capability.KEYVALUE_CAS)
     log = driver.supports(Capability.LOG)
