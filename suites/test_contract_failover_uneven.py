@@ -13,7 +13,8 @@ lost, a situation each test makes exist before the failover instead of hoping a 
   *replayed* more, A has *received* more. Promoting by what was replayed picks B and loses the
   second batch; the rule must pick A, which replays what it received before it takes writes.
 
-Each test waits for the positions it needs (``replica_position``) and asserts the situation was
+Each test waits for the positions it needs (``replica_position``), and for the promoter to have
+seen them (``await_positions_seen``), and asserts the situation was
 really made before the failover: a test that failed to make replicas uneven says so instead of
 passing. Both run on every :class:`FailoverCluster` with two replicas or more; the writes go to
 every interface the backend offers.
@@ -22,6 +23,7 @@ every interface the backend offers.
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -29,6 +31,10 @@ from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.provision.cluster import FailoverCluster
 
 from ._durability import Written, missing_writes, write_everything
+
+# Lose the primary as soon as the replicas are uneven, before a promoter that ranks them from a
+# cached view has refreshed it (docs/findings.md: Redis Sentinel promotes the replica behind).
+FAIL_OVER_ON_A_STALE_VIEW = os.environ.get("PRISM_FAIL_OVER_ON_A_STALE_VIEW") == "1"
 
 pytestmark = prism_suite("failover", backend=Slot.one_of("keyvalue", "queue", "log", "objects"))
 
@@ -97,6 +103,11 @@ async def _uneven_then_failover(
             assert positions[behind][1] > positions[ahead][1], (
                 f"the test did not make n{behind} apply more than n{ahead}: {positions}"
             )
+        if not FAIL_OVER_ON_A_STALE_VIEW:
+            # The promoter must know the situation it is judged on (a Sentinel's offsets are
+            # those of its last INFO, up to 10 s old): without this the test measures how recent
+            # that poll was, not the promotion rule.
+            await asyncio.to_thread(cluster.await_positions_seen)
         failed_over = True
         await prism_env.failover("backend")  # heals the cut and reconnects
     finally:

@@ -255,6 +255,45 @@ class RedisSentinelCluster(FailoverCluster):
         processed = int(fields.get("slave_repl_offset", "0"))
         return int(fields.get("slave_read_repl_offset", processed)), processed
 
+    def await_positions_seen(self) -> None:
+        """Return once every running Sentinel took an ``INFO`` from each running replica after
+        this call (or sees it down, so would pass it over): a Sentinel ranks replicas by the
+        offsets of its last ``INFO``, polled every 10 s while the primary is up, so a primary
+        lost sooner may promote a replica by where it was seconds ago (docs/findings.md)."""
+        started = time.monotonic()
+        deadline = started + self.settle_timeout
+        running = {self.address(n) for n in self.replicas() if self.servers[n].alive and n not in self.paused}
+        while True:
+            asked_after_ms = (time.monotonic() - started) * 1000
+            stale = [
+                f"sentinel n{node}: {address}"
+                for node, sentinel in enumerate(self.sentinels)
+                if sentinel.alive
+                for address in self._stale_views(node, running, asked_after_ms)
+            ]
+            if not stale:
+                return
+            if time.monotonic() > deadline:
+                raise ProvisioningError(
+                    f"redis-sentinel: no fresh INFO of a replica {self.settle_timeout:.0f}s on ({', '.join(stale)})"
+                )
+            time.sleep(0.1)
+
+    def _stale_views(self, node: int, running: set[str], asked_after_ms: float) -> list[str]:
+        """The replicas in ``running`` Sentinel ``node`` last asked for ``INFO`` more than
+        ``asked_after_ms`` ago and does not see down."""
+        try:
+            known = self.sentinel(node, "replicas", SERVICE)
+        except (OSError, ConnectionError, ProvisioningError):
+            return sorted(running)
+        fresh = set()
+        for reply in known if isinstance(known, list) else []:
+            fields = _pairs(reply)
+            down = "s_down" in fields.get("flags", "").split(",")
+            if down or 0 < int(fields.get("info-refresh", "0") or 0) < asked_after_ms:
+                fresh.add(fields.get("ip"))
+        return sorted(running - fresh)
+
     def _failover(self, to: int | None, isolate: bool) -> int:
         """Kill the primary (or, ``isolate``, cut its host off from the others: its Sentinel
         with it) and wait until the Sentinels on the other hosts name a new primary that says

@@ -393,6 +393,12 @@ class FailoverCluster(Cluster):
         see the applied part); the primary's own position is its stream's end, twice."""
         raise NotImplementedError
 
+    def await_positions_seen(self) -> None:
+        """Return once whatever picks the replica to promote has seen each running replica's
+        position as it is now. A promoter that asks the replicas when it chooses (the default)
+        has nothing to wait for; one that chooses from a cached view (a Sentinel's last INFO)
+        waits until that view is newer than this call."""
+
     # a replica can keep receiving the primary's stream while it stops applying it (hold_replay)
     can_hold_replay: bool = False
 
