@@ -356,6 +356,23 @@ async def client_of_node(prism_env: PrismEnv, slot: str, node: int) -> AsyncIter
             await driver.close()
 
 
+@asynccontextmanager
+async def own_client(prism_env: PrismEnv, slot: str) -> AsyncIterator[Driver]:
+    """A driver of ``slot``'s backend of the test's own, given the endpoint the harness gives its
+    own (every node of a cluster): the harness's failover and restarts reconnect theirs, never
+    this one, so it shows what a long-lived client of the system meets. Connected within the
+    "calm-op" bound; closed when the block ends."""
+    spec = prism_env.spec(slot)
+    endpoint = prism_env.runtime.endpoint(prism_env.combination[slot])
+    connect = spec.driver_class.connect(spec.name, spec.capabilities, endpoint)
+    driver = await asyncio.wait_for(connect, patience.bound("calm-op"))
+    try:
+        yield driver
+    finally:
+        with suppress(Exception):  # its server may be the one a test killed
+            await driver.close()
+
+
 def _node_of_new_connection(nodes: Sequence[tuple[str, int]], before: set[int]) -> int | None:
     """Which of ``nodes`` (host, port) the one TCP connection this process opened since
     ``before`` (its socket inodes then) leads to; None when not exactly one such connection."""

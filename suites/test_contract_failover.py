@@ -14,6 +14,12 @@ cluster can hold a replica back: it must then follow the new primary). Once a re
 promoted the cluster is restored (the partition healed, the old primary back as a replica) and a
 new client counts which acknowledged writes are gone. A write whose call failed is not
 acknowledged (its outcome is unknown). Other backends have no failover: their rows are skipped.
+
+A client that was connected before the failover, and that nothing reconnects, must find the new
+primary by itself (``test_a_client_from_before_the_failover_writes_to_the_new_primary``): its
+first operations may fail (their outcome unknown), but once the cluster settled its writes must
+succeed and be read by everyone. A client that resolved the primary once, at connect, keeps
+writing to the demoted node and fails here.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ import asyncio
 
 import pytest
 
-from prism_testkit import Capability, Driver, PrismEnv, Slot, prism_suite
+from prism_testkit import Capability, Driver, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.simulation import clock
 
 from ._durability import missing_writes, write_everything
+from ._helpers import own_client
 
 pytestmark = prism_suite("failover", backend=Slot.one_of("keyvalue", "queue", "log", "objects"))
 
@@ -128,3 +135,42 @@ async def test_acknowledged_writes_survive_a_failover(
         f"{name} declares survives_failover but lost {len(missing)} of {acknowledged} acknowledged writes "
         f"when its primary n{old} was lost ({how}) and n{cluster.primary} promoted: {missing[:10]}\nreplay: {replay}"
     )
+
+
+async def _put(driver: Driver, key: str, value: bytes) -> str:
+    """``put``'s outcome in one word: ``ok``, or the error's type (its outcome unknown)."""
+    try:
+        await asyncio.wait_for(driver.keyvalue().put(key, value), WRITE_BOUND)
+    except Exception as exc:  # the connection to the lost primary broke under it
+        return type(exc).__name__
+    return "ok"
+
+
+async def test_a_client_from_before_the_failover_writes_to_the_new_primary(prism_env: PrismEnv) -> None:
+    name = prism_env.combination["backend"]
+    cluster = prism_env.control("backend")
+    if not isinstance(cluster, FailoverCluster):
+        pytest.skip(f"{name}: no failover (not a primary with replicas the harness started)")
+    if not prism_env.driver("backend").supports(Capability.KEYVALUE):
+        pytest.skip(f"{name}: no key-value interface to write through")
+    before, after = prism_env.ns.name("before"), prism_env.ns.name("after")
+    async with own_client(prism_env, "backend") as client:
+        await client.keyvalue().put(before, b"before")  # its connections now lead to the primary
+        old = cluster.primary
+        fresh = await prism_env.failover("backend")  # reconnects the harness's driver, not this one
+        assert cluster.primary != old, f"{name}: the failover left n{old} the primary"
+        outcomes: list[str] = []
+
+        async def put() -> str:
+            outcomes.append(await _put(client, after, b"after"))
+            return outcomes[-1]
+
+        what = f"failover: a client from before it to write to n{cluster.primary}"
+        await patience.until(put, lambda outcome: outcome == "ok", what=what)
+        assert await client.keyvalue().get(after) == b"after", f"{name}: the client does not read its own write"
+        assert await fresh.keyvalue().get(after) == b"after", (
+            f"{name}: a write the old client was told succeeded is not on the new primary n{cluster.primary} "
+            f"(its tries: {outcomes})\nreplay: pytest suites/test_contract_failover.py --prism-backend={name} "
+            "-k client_from_before"
+        )
+        assert await fresh.keyvalue().get(before) == b"before"

@@ -244,6 +244,18 @@ MUTANTS = [
         "redis-sentinel,redis-sentinel-wait",
         "*reads did not see the latest acknowledged write:*",
     ),
+    (
+        "redis_sentinel_client_pins_the_primary",
+        "failover",
+        "redis-sentinel",
+        "*waited * for failover: a client from before it to write to n*",
+    ),
+    (
+        "postgres_ha_pool_pins_the_primary",
+        "failover",
+        "postgres-ha",
+        "*waited * for failover: a client from before it to write to n*",
+    ),
 ]
 # Backends whose clusters need network namespaces (root): elsewhere their mutants cannot run.
 IN_NAMESPACES = {"redis-sentinel", "redis-sentinel-wait", "postgres-ha", "postgres-ha-async"}
@@ -315,6 +327,8 @@ ONLY = {
     "redis_sentinel_reads_from_a_replica": "reads_see_the_latest",
     "nats_cluster_reads_direct_from_followers": "cut_off_node",
     "postgres_ha_promotes_by_replayed_wal": "replayed_more",
+    "redis_sentinel_client_pins_the_primary": "client_from_before",
+    "postgres_ha_pool_pins_the_primary": "client_from_before",
 }
 
 
