@@ -19,8 +19,10 @@ _connect = driver.RedisDriver.connect.__func__  # type: ignore[attr-defined]
 async def _connect_pinned(cls: Any, name: str, capabilities: Any, endpoint: Any) -> Any:
     connected = await _connect(cls, name, capabilities, endpoint)
     if connected.sentinel is not None:
-        host, port = await connected.sentinel.discover_master(connected.client.connection_pool.service_name)
+        found = connected.client
+        host, port = await connected.sentinel.discover_master(found.connection_pool.service_name)
         connected.client = driver.aioredis.Redis(host=host, port=port)
+        await found.aclose()
     return connected
 
 
