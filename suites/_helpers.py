@@ -23,6 +23,7 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit import BackendProperties, Driver, Message, Ordering, PrismEnv, patience
 from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription, Transaction, Transactions
 from prism_testkit.isolation import Namespace
+from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster, FailoverCluster
 
 T = TypeVar("T")
@@ -345,15 +346,9 @@ async def client_of_node(prism_env: PrismEnv, slot: str, node: int) -> AsyncIter
     servers = getattr(cluster, "servers", None)
     if not servers:
         raise TypeError(f"{prism_env.combination[slot]}: not a cluster of server processes")
-    spec = prism_env.spec(slot)
     endpoint = prism_env.runtime.endpoint(prism_env.combination[slot]).rerouted(servers[node].host, servers[node].port)
-    connect = spec.driver_class.connect(spec.name, spec.capabilities, endpoint)
-    driver = await asyncio.wait_for(connect, patience.bound("calm-op"))
-    try:
+    async with _connected(prism_env, slot, endpoint) as driver:
         yield driver
-    finally:
-        with suppress(Exception):  # its node may be the one a test killed
-            await driver.close()
 
 
 @asynccontextmanager
@@ -362,8 +357,13 @@ async def own_client(prism_env: PrismEnv, slot: str) -> AsyncIterator[Driver]:
     own (every node of a cluster): the harness's failover and restarts reconnect theirs, never
     this one, so it shows what a long-lived client of the system meets. Connected within the
     "calm-op" bound; closed when the block ends."""
+    async with _connected(prism_env, slot, prism_env.runtime.endpoint(prism_env.combination[slot])) as driver:
+        yield driver
+
+
+@asynccontextmanager
+async def _connected(prism_env: PrismEnv, slot: str, endpoint: Endpoint) -> AsyncIterator[Driver]:
     spec = prism_env.spec(slot)
-    endpoint = prism_env.runtime.endpoint(prism_env.combination[slot])
     connect = spec.driver_class.connect(spec.name, spec.capabilities, endpoint)
     driver = await asyncio.wait_for(connect, patience.bound("calm-op"))
     try:
