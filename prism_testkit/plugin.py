@@ -33,6 +33,7 @@ from prism_testkit.options import (
 )
 from prism_testkit.report.progress import Progress
 from prism_testkit.report.progress import interval as progress_interval
+from prism_testkit.report.progress import outside as outside_group
 from prism_testkit.suite import MARKER, declaration_of
 
 if TYPE_CHECKING:
@@ -895,7 +896,10 @@ class _Reporting:
         self.last_progress = self.clock
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.progress.collected(decl.name for item in session.items if (decl := declaration_of(item)) is not None)
+        self.progress.collected(
+            decl.name if (decl := declaration_of(item)) is not None else outside_group(item.nodeid)
+            for item in session.items
+        )
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -934,27 +938,31 @@ class _Reporting:
         if not any(key == "prism" for key, _ in report.user_properties):
             from prism_testkit.report.results import category
 
-            found = category(report)
-            if found is not None and not hasattr(self.config, "workerinput"):
-                self.outside_suites.setdefault(report.nodeid, []).append(found)
+            if not hasattr(self.config, "workerinput"):
+                if (found := category(report)) is not None:
+                    self.outside_suites.setdefault(report.nodeid, []).append(found)
+                self._progress(report, outside_group(report.nodeid))
         else:
             from prism_testkit.report.results import as_json_properties
 
             if not hasattr(self.config, "workerinput"):  # a worker sends its reports through execnet: plain types only
                 as_json_properties(report)
-                self._progress(report)
+                suite = next(
+                    str(value["suite"])
+                    for key, value in report.user_properties
+                    if key == "prism" and isinstance(value, dict)
+                )
+                self._progress(report, suite)
             harness(self.config).results.record(report)
 
-    def _progress(self, report: pytest.TestReport) -> None:
+    def _progress(self, report: pytest.TestReport, group: str) -> None:
         """Now and then a line with the suites that moved, their totals and the time left
-        (:mod:`prism_testkit.report.progress`)."""
-        suite = next(
-            str(value["suite"]) for key, value in report.user_properties if key == "prism" and isinstance(value, dict)
-        )
-        self.progress.spend(suite, report.duration)
+        (:mod:`prism_testkit.report.progress`); ``group``: the test's suite, or its module's
+        group outside the suites."""
+        self.progress.spend(group, report.duration)
         if report.when != "teardown":
             return
-        self.progress.finished(suite)
+        self.progress.finished(group)
         now = time.monotonic()
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None or self.config.get_verbosity() < -1:

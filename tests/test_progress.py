@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.report.progress import Progress
+from prism_testkit.report.progress import Progress, outside
 
 
 def ran(progress: Progress, suite: str, tests: int, seconds_each: float) -> None:
@@ -38,3 +38,25 @@ def test_without_durations_the_estimate_is_by_count(tmp_path: Path) -> None:
     for _ in range(5):
         progress.finished("queue")
     assert progress.left(elapsed=10.0) == pytest.approx(10.0)
+
+
+def test_tests_outside_the_suites_count_in_the_totals_and_the_time_left(tmp_path: Path) -> None:
+    """A project's own tests share the workers with its suites: an estimate without them said a
+    third of the time the project's test run still needed."""
+    progress = Progress(tmp_path)
+    progress.collected(["keyvalue"] * 10 + [outside("tests/test_a.py::test_x")] * 10)
+    ran(progress, "keyvalue", 10, 1.0)
+    ran(progress, outside("tests/test_a.py::test_x"), 5, 3.0)
+    # 25 worker-seconds in 25 s of wall; 5 outside tests x 3 s left
+    assert progress.left(elapsed=25.0) == pytest.approx(15.0)
+    line = progress.line(25.0)
+    assert "keyvalue 10/10" in line
+    assert "tests/test_a.py" not in line  # the moved list names suites only
+    assert "(all suites 10/10, other tests 5/10, about 15s left)" in line
+
+
+def test_under_xdist_tests_outside_the_suites_are_grouped_by_module(tmp_path: Path) -> None:
+    (tmp_path / "test_suite.py").write_text('pytestmark = prism_suite("queue")\n')
+    progress = Progress(tmp_path)
+    progress.collected_ids(["test_suite.py::test_one[a]", "test_suite.py::test_one[b]", "tests/test_a.py::test_x"])
+    assert progress.sizes == {"queue": 2, outside("tests/test_a.py::test_y"): 1}

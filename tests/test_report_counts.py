@@ -361,6 +361,15 @@ def test_long_runs_show_progress_per_suite(pytester: pytest.Pytester, monkeypatc
     )
 
 
+def test_tests_outside_the_suites_are_counted_apart(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_first=TWO_TESTS.format(name="first"), test_plain="def test_plain() -> None:\n    pass\n")
+    monkeypatch.setenv("PRISM_PROGRESS_EVERY", "0.000001")
+    for xdist in ((), ("-n", "2")):
+        result = pytester.runpytest("-p", "no:cacheprovider", "--prism-backend=memstore", *xdist)
+        result.assert_outcomes(passed=3)
+        result.stdout.fnmatch_lines(["*prism-testkit progress after *s* (all suites */2, other tests */1*"])
+
+
 def test_under_xdist_the_totals_come_from_a_workers_collection(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
