@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from prism_testkit import Availability, Endpoint, ProvisionContext, ServerProcess, Via
+from prism_testkit import Availability, Endpoint, ProvisionContext, ServerProcess, Via, patience
 from prism_testkit.clusters import FailoverCluster, Host, Network, namespaces_unavailable_reason, recording_dir
 from prism_testkit.errors import NotSupported, ProvisioningError
 
@@ -256,43 +256,67 @@ class RedisSentinelCluster(FailoverCluster):
         return int(fields.get("slave_read_repl_offset", processed)), processed
 
     def await_positions_seen(self) -> None:
-        """Return once every running Sentinel took an ``INFO`` from each running replica after
-        this call (or sees it down, so would pass it over): a Sentinel ranks replicas by the
-        offsets of its last ``INFO``, polled every 10 s while the primary is up, so a primary
-        lost sooner may promote a replica by where it was seconds ago (docs/findings.md)."""
+        """Return once every running Sentinel knows where each running replica is now: it took
+        an ``INFO`` of it after this call, or the offset of its last one is already the
+        replica's, or it sees the replica down (so would pass it over). A Sentinel ranks
+        replicas by the offsets of its last ``INFO``, polled every 10 s while the primary is up,
+        so a primary lost sooner may promote a replica by where it was seconds ago
+        (docs/findings.md); a Sentinel in TILT mode (its own timer starved) polls nothing for
+        30 s. The bound is the settle bound scaled by the machine's slowness, as settling is."""
         started = time.monotonic()
-        deadline = started + self.settle_timeout
-        running = {self.address(n) for n in self.replicas() if self.servers[n].alive and n not in self.paused}
+        deadline = started + self.settle_timeout * patience.slowness()
+        running = [n for n in self.replicas() if self.servers[n].alive and n not in self.paused]
+        offsets = {self.address(n): self.replica_position(n)[1] for n in running}
         while True:
             asked_after_ms = (time.monotonic() - started) * 1000
             stale = [
-                f"sentinel n{node}: {address}"
+                f"sentinel n{node}{self._tilt(node)}: {view}"
                 for node, sentinel in enumerate(self.sentinels)
                 if sentinel.alive
-                for address in self._stale_views(node, running, asked_after_ms)
+                for view in self._stale_views(node, offsets, asked_after_ms)
             ]
             if not stale:
                 return
             if time.monotonic() > deadline:
-                raise ProvisioningError(
-                    f"redis-sentinel: no fresh INFO of a replica {self.settle_timeout:.0f}s on ({', '.join(stale)})"
+                raise patience.Unsettled(
+                    "redis-sentinel: every Sentinel to know each replica's offset",
+                    time.monotonic() - started,
+                    "stall",
+                    "; ".join(stale),
+                    f"replicas' own offsets {offsets}",
                 )
             time.sleep(0.1)
 
-    def _stale_views(self, node: int, running: set[str], asked_after_ms: float) -> list[str]:
-        """The replicas in ``running`` Sentinel ``node`` last asked for ``INFO`` more than
-        ``asked_after_ms`` ago and does not see down."""
+    def _stale_views(self, node: int, offsets: dict[str, int], asked_after_ms: float) -> list[str]:
+        """How Sentinel ``node`` sees each replica of ``offsets`` (address: its offset now) that
+        it neither asked for ``INFO`` within ``asked_after_ms`` nor knows at that offset, nor
+        sees down."""
         try:
             known = self.sentinel(node, "replicas", SERVICE)
+        except (OSError, ConnectionError, ProvisioningError) as exc:
+            return [f"no answer ({exc})"]
+        replies = known if isinstance(known, list) else []
+        views = {(fields := _pairs(reply)).get("ip", ""): fields for reply in replies}
+        stale = []
+        for address, offset in offsets.items():
+            view = views.get(address)
+            if view is None:
+                stale.append(f"{address} not known")
+                continue
+            refreshed = int(view.get("info-refresh", "0") or 0)
+            seen = int(view.get("slave-repl-offset", "0") or 0)
+            if "s_down" in view.get("flags", "").split(",") or 0 < refreshed < asked_after_ms or seen >= offset:
+                continue
+            stale.append(f"{address} at {seen} by an INFO {refreshed} ms old, flags {view.get('flags')}")
+        return stale
+
+    def _tilt(self, node: int) -> str:
+        """`` (TILT)`` while Sentinel ``node`` is in TILT mode, else nothing."""
+        try:
+            info = command(self.address(node), SENTINEL_PORT, "INFO", "sentinel")
         except (OSError, ConnectionError, ProvisioningError):
-            return sorted(running)
-        fresh = set()
-        for reply in known if isinstance(known, list) else []:
-            fields = _pairs(reply)
-            down = "s_down" in fields.get("flags", "").split(",")
-            if down or 0 < int(fields.get("info-refresh", "0") or 0) < asked_after_ms:
-                fresh.add(fields.get("ip"))
-        return sorted(running - fresh)
+            return ""
+        return " (TILT)" if "sentinel_tilt:1" in str(info) else ""
 
     def _failover(self, to: int | None, isolate: bool) -> int:
         """Kill the primary (or, ``isolate``, cut its host off from the others: its Sentinel
