@@ -31,7 +31,7 @@ from prism_testkit.options import (
     read_options,
     workers_option,
 )
-from prism_testkit.report.progress import Progress
+from prism_testkit.report.progress import Progress, named_dirs
 from prism_testkit.report.progress import interval as progress_interval
 from prism_testkit.report.progress import outside as outside_group
 from prism_testkit.suite import MARKER, declaration_of
@@ -880,7 +880,9 @@ class _Reporting:
         self.simulations: dict[str, dict[str, Any]] = {}  # stateful test -> its prism_simulation property
         self.started = time.time()  # replaced at session start; configure may be long before
         self.clock = self.last_progress = time.monotonic()
-        self.progress = Progress(config.rootpath)
+        self.progress = Progress(
+            config.rootpath, lambda: named_dirs(config.args, config.invocation_params.dir, config.option.pyargs)
+        )
         # tests without a suite: counted here, since under xdist the harness is set up only
         # when the first suite test reports
         self.outside_suites: dict[str, list[str]] = {}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import prism_testkit.suites
 import pytest
 
-from prism_testkit.report.progress import Progress, outside
+from prism_testkit.report.progress import Progress, named_dirs, outside
 
 
 def ran(progress: Progress, suite: str, tests: int, seconds_each: float) -> None:
@@ -60,3 +61,40 @@ def test_under_xdist_tests_outside_the_suites_are_grouped_by_module(tmp_path: Pa
     progress = Progress(tmp_path)
     progress.collected_ids(["test_suite.py::test_one[a]", "test_suite.py::test_one[b]", "tests/test_a.py::test_x"])
     assert progress.sizes == {"queue": 2, outside("tests/test_a.py::test_y"): 1}
+
+
+def test_node_ids_outside_the_rootdir_are_read_from_the_directories_the_command_named(tmp_path: Path) -> None:
+    # `pytest --pyargs prism_testkit.suites -n 2` from an empty directory: node ids are relative
+    # to the package, not the rootdir; the line said "all suites 1/0, other tests 0/32"
+    suites = tmp_path / "installed" / "suites"
+    suites.mkdir(parents=True)
+    (suites / "test_suite.py").write_text('pytestmark = prism_suite("queue")\n')
+    asked: list[int] = []
+
+    def elsewhere() -> list[Path]:
+        asked.append(1)
+        return [suites]
+
+    progress = Progress(tmp_path / "empty", elsewhere)
+    progress.collected_ids(["test_suite.py::test_one[a]", "test_suite.py::test_one[b]"])
+    assert progress.sizes == {"queue": 2}
+    assert asked == [1]  # once, and only because the rootdir lacked the module
+
+
+def test_the_rootdir_suffices_for_node_ids_inside_it(tmp_path: Path) -> None:
+    (tmp_path / "test_suite.py").write_text('pytestmark = prism_suite("queue")\n')
+
+    def elsewhere() -> list[Path]:
+        raise AssertionError("asked for other directories though the rootdir holds every module")
+
+    progress = Progress(tmp_path, elsewhere)
+    progress.collected_ids(["test_suite.py::test_one[a]"])
+    assert progress.sizes == {"queue": 1}
+
+
+def test_the_directories_named_are_paths_or_packages(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("")
+    found = named_dirs(["tests/test_a.py::test_x", "prism_testkit.suites", "no.such.package"], tmp_path, pyargs=True)
+    assert found == [tmp_path / "tests", Path(prism_testkit.suites.__path__[0])]
+    assert named_dirs(["prism_testkit.suites"], tmp_path, pyargs=False) == []

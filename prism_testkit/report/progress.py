@@ -20,9 +20,10 @@ at the run's mean.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 EVERY_AT_A_TERMINAL = 30.0
@@ -37,8 +38,14 @@ def outside(nodeid: str) -> str:
 
 
 class Progress:
-    def __init__(self, rootdir: Path) -> None:
+    def __init__(self, rootdir: Path, elsewhere: Callable[[], Iterable[Path]] = tuple) -> None:
+        # Where a node id's module path is relative to: the rootdir, and for tests outside it
+        # the directories the command line named, asked for only when the rootdir lacks a
+        # module (``--pyargs prism_testkit.suites`` from an empty directory: every suite's
+        # total read "?" and its tests were counted as "other tests").
         self.rootdir = rootdir
+        self._elsewhere: Callable[[], Iterable[Path]] | None = elsewhere
+        self.bases = [rootdir]
         self.sizes: Counter[str] = Counter()  # selected tests per suite
         self.done: Counter[str] = Counter()
         self.spent: dict[str, float] = defaultdict(float)  # seconds of setup + call + teardown per suite
@@ -57,12 +64,21 @@ class Progress:
 
     def _declared(self, module: str) -> str | None:
         if module not in self._suite_of:
-            try:
-                names = set(_DECLARED.findall((self.rootdir / module).read_text()))
-            except (OSError, UnicodeDecodeError):
-                names = set()
+            names: set[str] = set()
+            for base in self._bases_for(module):
+                try:
+                    names = set(_DECLARED.findall((base / module).read_text()))
+                except (OSError, UnicodeDecodeError):
+                    continue
+                break
             self._suite_of[module] = names.pop() if len(names) == 1 else None
         return self._suite_of[module]
+
+    def _bases_for(self, module: str) -> list[Path]:
+        if self._elsewhere is not None and not (self.rootdir / module).exists():
+            self.bases += [base for base in self._elsewhere() if base not in self.bases]
+            self._elsewhere = None
+        return self.bases
 
     def spend(self, group: str, seconds: float) -> None:
         """A phase of one of ``group``'s tests took ``seconds``."""
@@ -104,6 +120,26 @@ class Progress:
 
     def _total_of(self, suite: str) -> str:
         return f"{self.sizes[suite]:,}" if self.sizes.get(suite) else "?"
+
+
+def named_dirs(args: Iterable[str], invoked_in: Path, pyargs: bool) -> list[Path]:
+    """The directories a command line's arguments name (a file's: its own); with ``--pyargs``
+    a package's, found as pytest finds it (its parent packages are imported)."""
+    found = []
+    for arg in args:
+        target = arg.split("::", 1)[0]
+        path = invoked_in / target
+        if path.exists():
+            found.append(path if path.is_dir() else path.parent)
+        elif pyargs:
+            try:
+                spec = importlib.util.find_spec(target)
+            except (ImportError, ValueError):
+                continue
+            if spec is not None:
+                found += [Path(p) for p in spec.submodule_search_locations or []]
+                found += [Path(spec.origin).parent] if spec.origin and not spec.submodule_search_locations else []
+    return found
 
 
 def _minutes(seconds: float) -> str:
