@@ -87,6 +87,50 @@ def test_pause_and_resume(server: ServerProcess) -> None:
     assert state(server.pid) in "SR"
 
 
+SPINNING_SERVER = textwrap.dedent(
+    """
+    import socket, sys, threading
+    def spin():
+        while True:
+            pass
+    for _ in range(4):
+        threading.Thread(target=spin, daemon=True).start()
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+    while True:
+        c, _ = s.accept(); c.sendall(b"hi"); c.close()
+    """
+)
+
+
+def test_a_pause_returns_once_every_thread_is_stopped(tmp_path: Path) -> None:
+    """Threads running on another core stop only when they next enter the kernel: a request
+    sent the moment the signal was sent could still be answered, so pause() waits for them."""
+    port = free_port()
+    spinning = ServerProcess(
+        "spinning", [sys.executable, "-c", SPINNING_SERVER, str(port)], port=port, log_path=tmp_path / "s.log"
+    )
+    spinning.start()
+    try:
+        assert spinning.pid is not None
+        tasks = Path(f"/proc/{spinning.pid}/task")
+        for _ in range(20):
+            spinning.pause()
+            states = {Path(t, "stat").read_text().rpartition(")")[2].split()[0] for t in tasks.iterdir()}
+            assert states <= {"T", "t"}, f"pause() returned with threads in states {states}"
+            spinning.resume()
+        assert len(list(tasks.iterdir())) == 5
+    finally:
+        spinning.kill()
+
+
+def test_a_pause_that_does_not_take_effect_says_so(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processes, "_running_threads", lambda pid: [pid])
+    with pytest.raises(ProvisioningError, match=r"SIGSTOP sent, threads \[\d+\] still ran after 0.2s"):
+        server.pause(within=0.2)
+    server.resume()
+
+
 def test_stop_escalates_to_kill_when_the_signal_is_ignored(tmp_path: Path) -> None:
     port = free_port()
     stubborn = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + ECHO_SERVER

@@ -44,6 +44,7 @@ _OWN_LOG_LINE = "prism-testkit:"  # how the lines the harness writes into a serv
 # walks on from there, never hands out a port twice, and checks each port free by binding it.
 
 PORTS_FROM = 10_000  # the band's low end: above the well-known and most registered services' ports
+PAUSE_TAKES_EFFECT = 5.0  # s for SIGSTOP to reach every thread (microseconds; a loaded machine more)
 _MIN_BAND = 1_000  # ports: a smaller band below (or above) the ephemeral range is not used
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _WORKER = re.compile(r"gw(\d+)$")
@@ -404,10 +405,21 @@ class ServerProcess:
         if not self.alive:
             self.start()
 
-    def pause(self) -> None:
+    def pause(self, within: float = PAUSE_TAKES_EFFECT) -> None:
+        """SIGSTOP the server, returning once every thread of its leader is stopped: the
+        signal stops a thread only when it next enters the kernel, and a request sent the
+        moment kill() returned could still be answered by a "paused" server (a stalled-publish
+        test saw its publish answered once). ProvisioningError past ``within`` seconds."""
         with self._stopping:  # waits out a stall: it would continue the server behind our back
             self._signal_group(signal.SIGSTOP)
             self._paused = True
+            if self._leader is None:
+                return
+            deadline = time.monotonic() + within
+            while (running := _running_threads(self._leader.pid)) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if running:
+                raise ProvisioningError(f"{self.name}: SIGSTOP sent, threads {running} still ran after {within:g}s")
 
     def resume(self) -> None:
         with self._stopping:
@@ -513,6 +525,24 @@ def _running(leader: ProcessStamp, inside: Path | None, comm: str | None) -> lis
         except OSError:
             continue  # gone meanwhile
     return found
+
+
+def _running_threads(pid: int) -> list[int]:
+    """Threads of ``pid`` not stopped (state T or t) nor exited; none when it is gone."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    running = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat:
+                state = stat.read().rpartition(b")")[2].split()[0]
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if state not in (b"T", b"t", b"Z", b"X"):
+            running.append(int(tid))
+    return running
 
 
 def _group_of(pid: int) -> int | None:
