@@ -4,7 +4,9 @@ into ``$PRISM_PROFILE_DIR/<worker>.jsonl``, from the process that ran them.
 
 It counts what the report does not carry: the examples each stateful test judged (wrapping
 :meth:`StatefulRun.judge`) and every server process spawned (wrapping
-:meth:`ServerProcess.spawn`, restarts included). Measurement code, so patching is fine here;
+:meth:`ServerProcess.spawn`, restarts included), and each test's CPU in the worker's own
+process (its threads included; the servers it drives are not), which, unlike the test's wall
+time, a machine shared with other runs does not inflate. Measurement code, so patching is fine here;
 nothing under ``prism_testkit`` knows about it.
 """
 
@@ -79,23 +81,25 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     _current_test[0] = item.nodeid
     try:
         return (yield)
     finally:
-        suite = next(
-            (value.get("suite") for key, value in item.user_properties if key == "prism" and isinstance(value, dict)),
-            None,
+        prism = next(
+            (value for key, value in item.user_properties if key == "prism" and isinstance(value, dict)),
+            {},
         )
         _write(
             {
                 "kind": "test",
                 "nodeid": item.nodeid,
-                "suite": suite,
+                "suite": prism.get("suite"),
+                "backends": sorted(set((prism.get("combination") or {}).values())),
                 "worker": _worker(),
                 "start": started,
                 "stop": time.time(),
+                "cpu": time.process_time() - cpu_started,
                 "examples": _examples.get(item.nodeid, 0),
                 "outcome": _outcomes.pop(item.nodeid, "unknown"),
             }

@@ -122,12 +122,21 @@ def analyse(run: dict[str, Any], cores: int) -> dict[str, Any]:
     by_worker: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for test in tests:
         by_worker[test["worker"]].append(test)
-    suites: dict[str, dict[str, float]] = defaultdict(lambda: {"tests": 0, "seconds": 0.0, "examples": 0})
+    suites: dict[str, dict[str, float]] = defaultdict(lambda: {"tests": 0, "seconds": 0.0, "examples": 0, "cpu": 0.0})
+    # per backend, the rows holding it (a row of two backends counts for each)
+    backends: dict[str, dict[str, float]] = defaultdict(lambda: {"tests": 0, "seconds": 0.0, "cpu": 0.0})
     for test in tests:
+        seconds, cpu = test["stop"] - test["start"], test.get("cpu", 0.0)
         row = suites[test["suite"] or "(outside suites)"]
         row["tests"] += 1
-        row["seconds"] += test["stop"] - test["start"]
+        row["seconds"] += seconds
         row["examples"] += test["examples"]
+        row["cpu"] += cpu
+        for name in test.get("backends", ()):
+            held = backends[name]
+            held["tests"] += 1
+            held["seconds"] += seconds
+            held["cpu"] += cpu
     files: dict[str, float] = defaultdict(float)
     for test in tests:
         files[test["nodeid"].split("::", 1)[0]] += test["stop"] - test["start"]
@@ -178,6 +187,7 @@ def analyse(run: dict[str, Any], cores: int) -> dict[str, Any]:
         "server_starts_by_name": dict(sorted(server_starts.items())),
         "server_starts_by_test": dict(sorted(starts_by_test.items(), key=lambda item: -item[1])[:15]),
         "suites": {name: dict(row) for name, row in sorted(suites.items())},
+        "backends": {name: dict(row) for name, row in sorted(backends.items())},
         "files": {name: round(seconds, 1) for name, seconds in sorted(files.items(), key=lambda item: -item[1])[:25]},
         "critical_path": critical,
     }
@@ -266,9 +276,21 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|---:|",
             *(f"| {t['nodeid']} | {t['seconds']:.1f} |" for t in critical["longest_tests"]),
         ]
-    lines += ["", "| suite | tests | seconds | examples |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "Worker CPU: each test's CPU in the worker process that ran it (its threads; not the servers'),",
+        "which other work on the machine does not inflate as it does the seconds.",
+        "",
+        "| suite | tests | seconds | worker CPU s | examples |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, row in sorted(last["suites"].items(), key=lambda item: -item[1]["seconds"]):
-        lines.append(f"| {name} | {row['tests']:.0f} | {row['seconds']:.0f} | {row['examples']:.0f} |")
+        lines.append(
+            f"| {name} | {row['tests']:.0f} | {row['seconds']:.0f} | {row.get('cpu', 0.0):.0f} | {row['examples']:.0f} |"
+        )
+    lines += ["", "| rows holding backend | tests | seconds | worker CPU s |", "|---|---:|---:|---:|"]
+    for name, row in sorted(last.get("backends", {}).items(), key=lambda item: -item[1]["seconds"]):
+        lines.append(f"| {name} | {row['tests']:.0f} | {row['seconds']:.0f} | {row['cpu']:.0f} |")
     lines += ["", "| files that take the most test time | s |", "|---|---:|"]
     lines += [f"| {name} | {seconds:.0f} |" for name, seconds in last.get("files", {}).items()]
     lines += ["", "Server starts: " + ", ".join(f"{n} {c}" for n, c in last["server_starts_by_name"].items())]

@@ -34,16 +34,18 @@ from benchmarks.run_profile import analyse, markdown, summarise, table
 from benchmarks.stats import compare
 
 
-def record(nodeid: str, worker: str, start: float, stop: float, suite: str | None, examples: int = 0) -> dict:
+def record(
+    nodeid: str, worker: str, start: float, stop: float, suite: str | None, examples: int = 0, **more: Any
+) -> dict:
     return {"kind": "test", "nodeid": nodeid, "worker": worker, "start": start, "stop": stop, "suite": suite,
-            "examples": examples}  # fmt: skip
+            "examples": examples, **more}  # fmt: skip
 
 
 def a_run(wall: float = 100.0, cpu: float = 50.0) -> dict[str, Any]:
     records = [
-        record("a", "gw0", 0, 60, "stateful_queue", examples=30),
-        record("b", "gw0", 60, 90, "keyvalue"),
-        record("c", "gw1", 0, 40, "stateful_queue", examples=10),
+        record("a", "gw0", 0, 60, "stateful_queue", examples=30, cpu=6.0, backends=["postgres", "redis"]),
+        record("b", "gw0", 60, 90, "keyvalue", cpu=1.5, backends=["redis"]),
+        record("c", "gw1", 0, 40, "stateful_queue", examples=10, cpu=2.0, backends=["postgres"]),
         {"kind": "server_start", "name": "redis", "at": 1.0, "worker": "gw0"},
         {"kind": "server_start", "name": "redis", "at": 2.0, "worker": "gw1"},
         {"kind": "server_start", "name": "postgres", "at": 2.0, "worker": "gw1"},
@@ -56,7 +58,15 @@ def test_a_run_is_told_apart_into_wait_time_servers_suites_and_its_critical_path
     assert figures["wait_bound"] == 4.0  # 100 s of wall for 25 s of two cores' time
     assert figures["server_starts"] == 3
     assert figures["server_starts_by_name"] == {"postgres": 1, "redis": 2}
-    assert figures["suites"]["stateful_queue"] == {"tests": 2, "seconds": 100.0, "examples": 40}
+    assert figures["suites"]["stateful_queue"] == {"tests": 2, "seconds": 100.0, "examples": 40, "cpu": 8.0}
+    # a row of two backends counts for each; the worker's CPU beside the wall it took
+    assert figures["backends"] == {
+        "postgres": {"tests": 2, "seconds": 100.0, "cpu": 8.0},
+        "redis": {"tests": 2, "seconds": 90.0, "cpu": 7.5},
+    }
+    text = markdown(summarise("job", [figures]))
+    assert "| stateful_queue | 2 | 100 | 8 | 40 |" in text
+    assert "| postgres | 2 | 100 | 8 |" in text
     critical = figures["critical_path"]
     assert (critical["worker"], critical["tests"], critical["busy_seconds"], critical["span_seconds"]) == (
         "gw0",
