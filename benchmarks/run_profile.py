@@ -285,9 +285,8 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, row in sorted(last["suites"].items(), key=lambda item: -item[1]["seconds"]):
-        lines.append(
-            f"| {name} | {row['tests']:.0f} | {row['seconds']:.0f} | {row.get('cpu', 0.0):.0f} | {row['examples']:.0f} |"
-        )
+        cpu = row.get("cpu", 0.0)  # profiles written before the worker's CPU was recorded have none
+        lines.append(f"| {name} | {row['tests']:.0f} | {row['seconds']:.0f} | {cpu:.0f} | {row['examples']:.0f} |")
     lines += ["", "| rows holding backend | tests | seconds | worker CPU s |", "|---|---:|---:|---:|"]
     for name, row in sorted(last.get("backends", {}).items(), key=lambda item: -item[1]["seconds"]):
         lines.append(f"| {name} | {row['tests']:.0f} | {row['seconds']:.0f} | {row['cpu']:.0f} |")
