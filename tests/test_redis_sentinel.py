@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 from prism_testkit.backends.redis import CAPABILITIES
-from prism_testkit.backends.redis.sentinel import PORT, RedisSentinelCluster, RedisSentinelProvisioner
+from prism_testkit.backends.redis.sentinel import (
+    FAILOVER_WAIT,
+    PORT,
+    SERVICE,
+    RedisSentinelCluster,
+    RedisSentinelProvisioner,
+)
 
 from prism_testkit.errors import ConnectionLost
 from prism_testkit.provision.base import Endpoint
@@ -169,6 +175,26 @@ def test_failover_promotes_a_replica_and_the_driver_follows(plain: Endpoint) -> 
     assert current != old
     assert cluster.role(old)[:2] == ["slave", cluster.address(current)]
     assert eventually(cluster, old, name, "after")
+
+
+def test_positions_seen_ends_once_the_sentinels_failed_over_on_their_own(plain: Endpoint) -> None:
+    """CI (the test command under load): the Sentinels failed over on their own during the
+    uneven-replicas setup (the primary missed their pings), promoting the replica the suite then
+    waited for every Sentinel to list as a replica, which a primary never is: UNSETTLED after
+    97 s, though they had promoted the right replica. Their choice made, nothing is left to wait
+    for: the failover that follows finds the node they promoted, and the suite judges it."""
+    cluster = cluster_of(plain)
+    old = cluster.primary
+    cluster.sentinel(0, "failover", SERVICE)  # the Sentinels act; the harness is not told
+    deadline = time.monotonic() + FAILOVER_WAIT
+    while set(cluster.sentinel_views()) <= {old, None}:
+        assert time.monotonic() < deadline, f"SENTINEL FAILOVER promoted nothing in {FAILOVER_WAIT:.0f}s"
+        time.sleep(0.05)
+    assert cluster.primary == old  # what the harness still believes
+    cluster.await_positions_seen()  # returns: it raised UNSETTLED past its bound before the fix
+    promoted = cluster.failover()  # the harness's own failover finds the Sentinels' choice
+    assert promoted not in (old, None)
+    assert cluster.role(promoted)[0] == "master"
 
 
 def test_a_lagging_replica_is_passed_over_and_then_follows_the_new_primary(waiting: Endpoint) -> None:

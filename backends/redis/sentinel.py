@@ -262,12 +262,20 @@ class RedisSentinelCluster(FailoverCluster):
         replicas by the offsets of its last ``INFO``, polled every 10 s while the primary is up,
         so a primary lost sooner may promote a replica by where it was seconds ago
         (docs/findings.md); a Sentinel in TILT mode (its own timer starved) polls nothing for
-        30 s. The bound is the settle bound scaled by the machine's slowness, as settling is."""
+        30 s. The bound is the settle bound scaled by the machine's slowness, as settling is.
+
+        Also returns once a Sentinel names another primary: the Sentinels failed over on their
+        own (a primary that missed their pings for down-after-milliseconds on a loaded machine),
+        so the choice this waits to be well informed has been made, and whoever asked is to judge
+        it (the failover that follows finds the node they promoted). Waiting on would wait for
+        the promoted node to be listed as a replica, which it never is again."""
         started = time.monotonic()
         deadline = started + self.settle_timeout * patience.slowness()
         running = [n for n in self.replicas() if self.servers[n].alive and n not in self.paused]
         offsets = {self.address(n): self.replica_position(n)[1] for n in running}
         while True:
+            if self._failed_over_on_their_own():
+                return
             asked_after_ms = (time.monotonic() - started) * 1000
             stale = [
                 f"sentinel n{node}{self._tilt(node)}: {view}"
@@ -286,6 +294,11 @@ class RedisSentinelCluster(FailoverCluster):
                     f"replicas' own offsets {offsets}",
                 )
             time.sleep(0.1)
+
+    def _failed_over_on_their_own(self) -> bool:
+        """A running Sentinel names a primary other than :attr:`primary`: a Sentinel names a new
+        one only once a majority of them elected a leader that promoted it."""
+        return any(view is not None and view != self.primary for view in self._views_by_node().values())
 
     def _stale_views(self, node: int, offsets: dict[str, int], asked_after_ms: float) -> list[str]:
         """How Sentinel ``node`` sees each replica of ``offsets`` (address: its offset now) that
