@@ -153,6 +153,10 @@ ERR_NO_MESSAGE = 10037
 ERR_WRONG_LAST_SEQ = frozenset({10071, 10164})
 ERR_CONSUMER_NOT_FOUND = 10014
 ERR_JS_UNAVAILABLE = 10008  # "JetStream system temporarily unavailable" (503): between leaders
+# "no suitable peers for placement" (peer offline): a cluster places a replicated stream only on
+# peers whose statistics its metadata leader has heard, which a node just started or restarted
+# has not sent yet (seen 4 times in 100 runs on a jetstream-r3 cluster settled moments before)
+ERR_NO_PEERS = 10005
 
 
 _KEEP = re.compile(r"[A-Za-z0-9-]")
@@ -938,7 +942,9 @@ class NatsDriver(Driver):
         loaded CI machine left a single server's STREAM.CREATE unanswered for 5 s, a loaded
         cluster a STREAM.DELETE, and on a cluster a repeat sooner would disturb the request it
         repeats. One still answered "temporarily unavailable" (503) at its deadline ends as an
-        unanswered one does, :class:`ConnectionLost`: the cluster had no leader for it all along."""
+        unanswered one does, :class:`ConnectionLost`: the cluster had no leader for it all along.
+        A repeatable request refused for want of placeable peers (10005) is sent again until its
+        deadline too: on a cluster, a node just (re)started is placeable once its leader heard it."""
         payload = b"" if body is None else json.dumps(body).encode()
         # The overall timeout scales with the machine's slowness (prism_testkit.patience); a
         # request that is neither a read nor repeatable is sent once, waiting all of it.
@@ -958,8 +964,13 @@ class NatsDriver(Driver):
                 # A cluster between metadata leaders answers "temporarily unavailable" (503): a
                 # read or a repeatable request is asked again while the deadline allows, as an
                 # unanswered one is (seen: a log read issued while a killed leader was replaced).
-                unavailable = int((data.get("error") or {}).get("err_code", 0)) == ERR_JS_UNAVAILABLE
-                if unavailable and (read or repeatable) and self.replicas > 1 and deadline - time.monotonic() > 0.1:
+                code = int((data.get("error") or {}).get("err_code", 0))
+                unavailable = code == ERR_JS_UNAVAILABLE
+                # A create refused for want of placeable peers is sent again too, while the deadline
+                # allows: a peer not yet heard from is heard within seconds. One still refused at
+                # the deadline is the API error it says (too few nodes for the replicas asked).
+                transient = (unavailable and (read or repeatable)) or (code == ERR_NO_PEERS and repeatable)
+                if transient and self.replicas > 1 and deadline - time.monotonic() > 0.1:
                     await asyncio.sleep(0.1)
                     continue
                 break

@@ -1,0 +1,78 @@
+"""How the NATS driver takes a JetStream API answer that is an error of the moment rather than
+of the request, on a server that answers what it is told to (no NATS server: the answers under
+test are the rare ones, which a real cluster gives a few times in a hundred starts)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+pytest.importorskip("nats")
+from prism_testkit.backends.nats.driver import ERR_NO_PEERS, ApiError, NatsDriver
+
+from prism_testkit.capabilities import Capability
+
+NO_PEERS = {"error": {"code": 500, "err_code": ERR_NO_PEERS, "description": "no suitable peers for placement"}}
+CREATED = {"config": {"name": "S"}, "did_create": True}
+
+
+class Reply:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.data = json.dumps(body).encode()
+
+
+class ScriptedServer:
+    """A connection whose API requests get the scripted answers in turn (the last one repeats)."""
+
+    def __init__(self, *answers: dict[str, Any]) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    def jetstream(self, **_: Any) -> object:
+        return object()
+
+    async def request(self, subject: str, payload: bytes, **_: float) -> Reply:  # the timeout: answered at once
+        self.asked.append(subject)
+        return Reply(self.answers.pop(0) if len(self.answers) > 1 else self.answers[0])
+
+
+def driver_over(server: ScriptedServer, replicas: int) -> NatsDriver:
+    driver = NatsDriver("nats-test", frozenset({Capability.LOG}), server)  # type: ignore[arg-type]
+    driver.replicas = replicas
+    return driver
+
+
+def test_a_create_refused_for_want_of_placeable_peers_is_sent_again_on_a_cluster() -> None:
+    """4 runs in 100 on a jetstream-r3 cluster just started (settled by every check the monitoring
+    endpoint allows): the first stream create was refused "no suitable peers for placement, peer
+    offline", the metadata leader not having heard a node's statistics yet. A create has a fixed
+    config, so it is sent again until its deadline, and the peer is heard within seconds."""
+    server = ScriptedServer(NO_PEERS, NO_PEERS, CREATED)
+    answer = asyncio.run(driver_over(server, replicas=3).api("$JS.API.STREAM.CREATE.S", {}, repeatable=True))
+    assert answer == CREATED
+    assert len(server.asked) == 3
+
+
+def test_a_refusal_that_lasts_is_the_api_error_it_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too few nodes for the replicas asked never passes: at the deadline the refusal is reported
+    as it is, an API error naming it, not an unknown outcome."""
+    from prism_testkit.backends.nats import driver as module
+
+    monkeypatch.setattr(module, "CREATE_TIMEOUT", 0.5)
+    server = ScriptedServer(NO_PEERS)
+    with pytest.raises(ApiError, match="no suitable peers"):
+        asyncio.run(driver_over(server, replicas=3).api("$JS.API.STREAM.CREATE.S", {}, repeatable=True))
+    assert len(server.asked) > 1
+
+
+@pytest.mark.parametrize(("replicas", "repeatable"), [(1, True), (3, False)])
+def test_a_refusal_is_not_repeated_on_a_single_server_nor_for_a_request_not_safe_to_repeat(
+    replicas: int, repeatable: bool
+) -> None:
+    server = ScriptedServer(NO_PEERS, CREATED)
+    with pytest.raises(ApiError, match="no suitable peers"):
+        asyncio.run(driver_over(server, replicas).api("$JS.API.STREAM.CREATE.S", {}, repeatable=repeatable))
+    assert len(server.asked) == 1
