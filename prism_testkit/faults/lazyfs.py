@@ -366,6 +366,12 @@ class LazyFilesystem:
             if self.unrecorded:
                 detail["unrecorded_files"] = len(self.unrecorded)  # journal full: their later writes dropped
             report["fault"] = detail
+            # Files with nothing unsynced (and untouched by what the fault kept) hold their
+            # durable content already: the rebuilt tree takes them as they are (a hard link to
+            # the same inode) instead of a copy of their blob. A power cut used to copy the
+            # whole data dir: two thirds of the lazy filesystem's CPU in a main job.
+            dirty = set(self.unsynced) | set(self.journal) | set(self.unrecorded)
+            clean = self._clean_live_files(dirty)
             self.journal.clear()
             self.journal_bytes = 0
             self.unrecorded.clear()
@@ -379,7 +385,7 @@ class LazyFilesystem:
             shutil.rmtree(fresh, ignore_errors=True)
             fresh.mkdir()
             inodes: dict[int, int] = {}
-            self._rebuild(self.ROOT, fresh, {}, inodes)
+            self._rebuild(self.ROOT, fresh, {}, inodes, clean)
             gone = self.lower.with_name(self.lower.name + ".lost")
             os.rename(self.lower, gone)
             os.rename(fresh, self.lower)
@@ -476,7 +482,25 @@ class LazyFilesystem:
             os.close(blob)
         durable.has_blob = True
 
-    def _rebuild(self, node: int, path: Path, made: dict[int, Path], inodes: dict[int, int]) -> None:
+    def _clean_live_files(self, dirty: set[int]) -> dict[int, str]:
+        """Per synced file node without unsynced changes (not in ``dirty``), one of its names in
+        the live tree: its content there is its blob's."""
+        found: dict[int, str] = {}
+        for folder, _, names in os.walk(self.lower):
+            for name in names:
+                live = os.path.join(folder, name)
+                st = os.lstat(live)
+                node = self.node_of_inode.get(st.st_ino)
+                if node is None or node in dirty or node in found or not stat.S_ISREG(st.st_mode):
+                    continue
+                durable = self.image.get(node)
+                if durable is not None and durable.kind == "file" and durable.has_blob:
+                    found[node] = live
+        return found
+
+    def _rebuild(
+        self, node: int, path: Path, made: dict[int, Path], inodes: dict[int, int], clean: dict[int, str]
+    ) -> None:
         durable = self.image[node]
         if node in made:
             if durable.kind == "file":
@@ -487,9 +511,11 @@ class LazyFilesystem:
                 path.mkdir()
             made[node] = path
             for name, child in sorted(durable.entries.items()):
-                self._rebuild(child, path / name, made, inodes)
+                self._rebuild(child, path / name, made, inodes, clean)
         elif durable.kind == "symlink":
             os.symlink(durable.target, path)
+        elif node in clean:
+            os.link(clean[node], path)  # the old tree is removed below: the inode lives on here
         elif durable.has_blob:
             shutil.copyfile(self.blob(node), path)
         else:
