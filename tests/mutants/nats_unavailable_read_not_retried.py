@@ -3,7 +3,8 @@ asked knows the stream has no leader) is not asked again, so a read issued while
 no leader fails with the API error instead of waiting the election out.
 
 Loaded with ``-p tests.mutants.nats_unavailable_read_not_retried``. The one line of
-``NatsDriver.api`` that asks such a read again is rewritten in the method's own source.
+``NatsDriver.api`` that decides which answers are asked again is rewritten in the method's own
+source, so a create refused for want of placeable peers is still sent again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from prism_testkit.backends.nats import driver
 
 from tests.mutants._rewrite import rewrite_line
 
-RETRIES = "if unavailable and (read or repeatable) and self.replicas > 1 and deadline - time.monotonic() > 0.1:"
-BROKEN = "if False:  # the bug: a 503 is final"
+RETRIES = "transient = (unavailable and (read or repeatable)) or (code == ERR_NO_PEERS and repeatable)"
+BROKEN = "transient = code == ERR_NO_PEERS and repeatable  # the bug: a 503 is final"
 
 rewrite_line(driver.NatsDriver, "api", RETRIES, BROKEN)
