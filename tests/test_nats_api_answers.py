@@ -40,7 +40,8 @@ class ScriptedServer:
 
 
 def driver_over(server: ScriptedServer, replicas: int) -> NatsDriver:
-    driver = NatsDriver("nats-test", frozenset({Capability.LOG}), server)  # type: ignore[arg-type]
+    capabilities = frozenset({Capability.LOG, Capability.PUBSUB})
+    driver = NatsDriver("nats-test", capabilities, server)  # type: ignore[arg-type]
     driver.replicas = replicas
     return driver
 
@@ -76,3 +77,31 @@ def test_a_refusal_is_not_repeated_on_a_single_server_nor_for_a_request_not_safe
     with pytest.raises(ApiError, match="no suitable peers"):
         asyncio.run(driver_over(server, replicas).api("$JS.API.STREAM.CREATE.S", {}, repeatable=repeatable))
     assert len(server.asked) == 1
+
+
+class FlushRecorder(ScriptedServer):
+    """A connection that records the bound each flush is given."""
+
+    def __init__(self) -> None:
+        super().__init__(CREATED)
+        self.flush_bounds: list[float] = []
+
+    async def subscribe(self, subject: str, **_: Any) -> object:
+        return object()
+
+    async def flush(self, timeout: float) -> None:  # noqa: ASYNC109  # the client's own signature
+        self.flush_bounds.append(timeout)
+
+
+def test_a_subscription_waits_for_the_servers_answer_as_long_as_the_machines_slowness_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CI (the test command, load average 5 on 2 cores): the flush that makes the server know a
+    new subscriber's interest waited past a fixed 5 s, and the pub/sub round trip failed with
+    "flush timeout" on a slow machine, not a broken guarantee. Its bound scales as the API's do."""
+    from prism_testkit.backends.nats.driver import API_TIMEOUT
+
+    monkeypatch.setenv("PRISM_SLOWNESS", "3")
+    server = FlushRecorder()
+    asyncio.run(driver_over(server, replicas=1).pubsub().subscribe("t"))
+    assert server.flush_bounds == [API_TIMEOUT * 3]

@@ -420,8 +420,10 @@ class NatsPubSub:
                 subject, cb=sub._deliver, pending_msgs_limit=-1, pending_bytes_limit=-1
             )
             # The server must know the interest before subscribe returns (at-most-once:
-            # anything published before that is not for this subscriber).
-            await self._driver.nc.flush(timeout=API_TIMEOUT)  # type: ignore[arg-type]  # annotated int, takes seconds as float
+            # anything published before that is not for this subscriber). Its PONG waited on a
+            # loaded CI machine past a fixed 5 s: the bound scales with slowness, as the API's do.
+            flushed_within = API_TIMEOUT * patience.slowness()
+            await self._driver.nc.flush(timeout=flushed_within)  # type: ignore[arg-type]  # annotated int, takes float
         self._driver.subscriptions.add(sub)
         return sub
 
