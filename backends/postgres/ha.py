@@ -9,7 +9,7 @@ re-pointed at it, as the usual runbook does it (:meth:`PostgresHaCluster.failove
 Clients find the primary the way users' clients do: the endpoint's URL names every node and
 ``target_session_attrs=read-write``, which asyncpg (>= 0.28) understands: it tries the hosts in
 order and keeps the first that is not in recovery. Provisioning itself never imports asyncpg:
-administration runs ``psql`` over TCP from the root namespace.
+administration runs over one session per node kept open from the root namespace (:mod:`.wire`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,12 +37,13 @@ from .provision import (
     PostgresProvisioner,
     _drop_privileges,
     _make_traversable,
-    accepts_sessions,
     init_cluster,
 )
+from .wire import QueryError, Session, accepts_sessions, as_psql_text
 
 PORT = 5432  # every node has its own namespace, so all listen on the same port
-ADMIN_TIMEOUT = 30.0  # seconds an administrative command (psql, pg_basebackup) may take
+ADMIN_TIMEOUT = 30.0  # seconds an administrative command (a query, pg_basebackup) may take
+ADMIN_CONNECT_TIMEOUT = 2.0  # seconds to start an administrative session (a paused node never answers)
 PROMOTE_WAIT = 30  # seconds pg_promote() waits for the standby to leave recovery
 # The end of the WAL a standby holds, as a byte position: what it received or replayed
 WAL_END = "pg_wal_lsn_diff(GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint"
@@ -95,6 +97,8 @@ class PostgresHaCluster(FailoverCluster):
     def setup(self, *, bin_dir: Path, os_user: str | None) -> None:
         self.setup_failover()
         self.behind = {}
+        self._admin_sessions: dict[int, Session] = {}
+        self._admin_lock = threading.Lock()
         self.bin_dir = bin_dir
         self.os_user = os_user
         self.settled = self._settled
@@ -105,42 +109,52 @@ class PostgresHaCluster(FailoverCluster):
         return self.network.hosts[node].address
 
     def sql(self, node: int, query: str, timeout: float = ADMIN_TIMEOUT) -> str:
-        """Run ``query`` on ``node`` with psql; its single-column output, stripped."""
-        try:
-            done = self._psql(node, query, timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} took over {timeout:.0f}s") from exc
-        if done.returncode != 0:
-            raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} failed: {done.stderr.strip()}")
-        return done.stdout.strip()
+        """Run ``query`` on ``node``; its output as ``psql -A -t`` prints it, stripped.
 
-    def _psql(self, node: int, query: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                str(self.bin_dir / "psql"),
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                self.address(node),
-                "-p",
-                str(PORT),
-                "-U",
-                PRIVATE_USER,
-                "-d",
-                PRIVATE_DATABASE,
-                "-c",
-                query,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "2", "LC_ALL": "C"},
-            check=False,
-        )
+        One administrative session per node stays open across queries. A session from before
+        the node was killed or restarted fails at its next use: the query is then sent once
+        more on a new session (every administrative query here may be repeated)."""
+        for reused in (True, False):
+            session = self._admin_sessions.pop(node, None)
+            if session is None:
+                reused = False
+                try:
+                    session = Session.open(
+                        self.address(node), PORT, PRIVATE_USER, PRIVATE_DATABASE, min(timeout, ADMIN_CONNECT_TIMEOUT)
+                    )
+                except OSError as exc:
+                    raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} failed: {exc}") from exc
+            try:
+                rows = session.query(query, timeout)
+            except QueryError as exc:
+                self._keep_admin_session(node, session)
+                raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} failed: {exc}") from exc
+            except TimeoutError as exc:
+                session.close()
+                took = f"took over {timeout:.0f}s"
+                raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} {took}") from exc
+            except OSError as exc:
+                session.close()
+                if reused:
+                    continue
+                raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} failed: {exc}") from exc
+            self._keep_admin_session(node, session)
+            return as_psql_text(rows)
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _keep_admin_session(self, node: int, session: Session) -> None:
+        """Keep ``session`` for ``node``'s next query; a second one (another thread's) is closed."""
+        with self._admin_lock:
+            kept = self._admin_sessions.setdefault(node, session)
+        if kept is not session:
+            session.close()
+
+    def close(self) -> None:
+        with self._admin_lock:
+            sessions, self._admin_sessions = list(self._admin_sessions.values()), {}
+        for session in sessions:
+            session.close()
+        super().close()
 
     def in_recovery(self, node: int) -> bool:
         return self.sql(node, "SELECT pg_is_in_recovery()") == "t"

@@ -1,7 +1,7 @@
 """Provisioning of postgres: a URL, a private cluster (initdb + postgres on a free port, run as
 the ``postgres`` user when we are root, since the server refuses root), or a container.
 
-Never imports asyncpg: readiness is checked with a raw startup-message exchange.
+Never imports asyncpg: readiness is checked with a raw startup-message exchange (:mod:`.wire`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import pwd
 import re
 import secrets
 import signal
-import socket
-import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +22,11 @@ from prism_testkit.errors import (
     ProvisioningError,
 )
 from prism_testkit.provision.base import Endpoint, ProvisionContext, Via
-from prism_testkit.provision.processes import ServerProcess, free_port, port_open
+from prism_testkit.provision.processes import ServerProcess, free_port
 from prism_testkit.provision.servers import DataDir, ServerProvisioner, find_binary
 from prism_testkit.provision.system_packages import hint
+
+from .wire import accepts_sessions
 
 PRIVATE_USER = "postgres"  # superuser name inside the private cluster (trust auth)
 PRIVATE_DATABASE = "postgres"
@@ -96,44 +96,6 @@ def _make_traversable(path: Path, user: str) -> None:
                 f"and belongs to {grp.getgrgid(st.st_gid).gr_name}/{pwd.getpwuid(st.st_uid).pw_name}"
             )
         os.chmod(directory, st.st_mode | 0o001)
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        data += chunk
-    return data
-
-
-def accepts_sessions(host: str, port: int, user: str, database: str, timeout: float = 1.0) -> bool:
-    """True when a real session starts: startup message, trust authentication, ReadyForQuery.
-
-    A bare open port is not enough: during start-up and crash recovery PostgreSQL accepts TCP
-    connections and then refuses the session ("the database system is starting up").
-    """
-    if not port_open(host, port):
-        return False
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            params = f"user\0{user}\0database\0{database}\0\0".encode()
-            body = struct.pack("!i", 196608) + params  # protocol 3.0
-            sock.sendall(struct.pack("!i", len(body) + 4) + body)
-            while True:
-                kind = _recv_exact(sock, 1)
-                (length,) = struct.unpack("!i", _recv_exact(sock, 4))
-                payload = _recv_exact(sock, length - 4)
-                if kind == b"E":
-                    return False
-                if kind == b"R" and struct.unpack("!i", payload[:4])[0] != 0:
-                    return False  # a password is wanted: not the trust server we started
-                if kind == b"Z":
-                    sock.sendall(b"X" + struct.pack("!i", 4))  # Terminate
-                    return True
-    except (OSError, struct.error):
-        return False
 
 
 class PostgresProvisioner(ServerProvisioner):
