@@ -30,7 +30,7 @@ from prism_testkit.patterns.event_sourcing import (
     ViewWriter,
 )
 
-from prism_testkit import PrismEnv, Slot, prism_suite
+from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.isolation import Namespace
 
 from ._bank import Account, CommandRefused, balances, command, event_store, view_kinds, views_store
@@ -69,7 +69,11 @@ def build(prism_env: PrismEnv, ns: Namespace, clock: FakeClock | None = None) ->
         driver = prism_env.driver(slot)
         views = views_store(driver, ns, slot, view_kinds(driver)[0])
         models[slot] = ProjectionRunner(store, views, handler, batch_size=4, poll_interval=0.01)
-    return Cqrs(Repository(store, Account()), models, CqrsConfig(lag_tolerance=TOLERANCE, read_your_writes_timeout=5))
+    return Cqrs(
+        Repository(store, Account()),
+        models,
+        CqrsConfig(lag_tolerance=TOLERANCE, read_your_writes_timeout=patience.bound("calm-op")),
+    )
 
 
 async def test_a_query_after_a_write_reads_it_in_every_read_model(prism_env: PrismEnv) -> None:

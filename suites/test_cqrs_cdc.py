@@ -34,7 +34,7 @@ from prism_testkit.patterns.cqrs_cdc import CdcCqrs, CdcReadModel, Done, RowChan
 from prism_testkit.patterns.event_sourcing import ViewWriter
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import PrismEnv, Slot, prism_suite
+from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.errors import TransactionAborted
 from prism_testkit.isolation import Namespace
 
@@ -209,7 +209,7 @@ class Bank:
             self.write,
             source.changefeed(),
             models or {"balances": self.model("balances")},
-            CqrsConfig(sync_from="cdc", lag_tolerance=TOLERANCE, read_your_writes_timeout=5),
+            CqrsConfig(sync_from="cdc", lag_tolerance=TOLERANCE, read_your_writes_timeout=patience.bound("calm-op")),
             cdc=cdc or self.cdc(),
             **({} if clock is None else {"clock": clock}),
         )
