@@ -300,7 +300,7 @@ async def in_background(
     finally:
         stop.set()
         with suppress(*ending):
-            await asyncio.wait_for(task, 10)
+            await asyncio.wait_for(task, patience.bound("calm-op"))
 
 
 class ReadPathTransactions:

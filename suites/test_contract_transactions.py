@@ -12,7 +12,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prism_testkit import Capability, KeyValue, Log, Message, PrismEnv, Record, Slot, Transactions, prism_suite
+from prism_testkit import (
+    Capability,
+    KeyValue,
+    Log,
+    Message,
+    PrismEnv,
+    Record,
+    Slot,
+    Transactions,
+    patience,
+    prism_suite,
+)
 from prism_testkit.errors import NotSupported
 from prism_testkit.interfaces import NumberingTransaction
 from prism_testkit.isolation import Namespace
@@ -122,7 +133,7 @@ async def test_uncommitted_writes_are_invisible_to_a_concurrent_reader(prism_env
         done, _ = await asyncio.wait({reader}, timeout=READER_PATIENCE)
         if done:
             assert reader.result() == (b"before", None, 0), "uncommitted writes were visible"
-    seen = await asyncio.wait_for(reader, 2)
+    seen = await asyncio.wait_for(reader, patience.bound("calm-op"))
     assert seen in {(b"before", None, 0), (b"after", b"created", 1)}, f"a torn read: {seen}"
     assert await snapshot() == (b"after", b"created", 1)
 
@@ -143,7 +154,7 @@ async def test_appends_get_offsets_in_commit_order(prism_env: PrismEnv) -> None:
         overtaken = bool(done)
         if overtaken:
             other.result()
-    await asyncio.wait_for(other, 2)
+    await asyncio.wait_for(other, patience.bound("calm-op"))
     expected = [b"second-start", b"first-start"] if overtaken else [b"first-start", b"second-start"]
     assert await payloads_of(f.log, outbox) == expected
 

@@ -39,7 +39,7 @@ from prism_testkit.patterns.event_sourcing import (
     ViewWriter,
 )
 
-from prism_testkit import PrismEnv, Slot, prism_suite
+from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.interfaces import Transaction, Transactions
 from prism_testkit.isolation import Namespace
 
@@ -212,12 +212,12 @@ async def test_the_notification_order_never_skips_a_late_commit(prism_env: Prism
         slow = EventStore(held, store.log, store.kv, store.config)
         held.armed = True
         late = asyncio.create_task(slow.append("began-first", [NewEvent("Opened", {})], 0))
-        await asyncio.wait_for(held.reached.wait(), 10)
+        await asyncio.wait_for(held.reached.wait(), patience.bound("calm-op"))
         for i in range(3):
             await store.append(f"quick-{i}", [NewEvent("Opened", {})], 0)
         follower = [n.event.stream for n in await store.read_notifications(0)]
         held.release.set()
-        await asyncio.wait_for(late, 10)
+        await asyncio.wait_for(late, patience.bound("calm-op"))
         follower += [n.event.stream for n in await store.read_notifications(len(follower))]
         # Offsets follow commit order: the late commit comes after the quick ones, where a
         # follower that already read them still finds it.
