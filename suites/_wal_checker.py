@@ -21,6 +21,14 @@ Anomalies:
   same mutation on replay: with ``idempotent_replays`` that is tolerated (``reapplied``) as long as
   no later mutation of the key was applied in between, since the value is then the same;
 - ``dead-lettered``: a mutation given up on, when nothing in the workload is poison.
+
+Tolerated, with a count: ``rolled-back-after-apply``, a target value from a write whose outcome
+was unknown (never acknowledged) that the log no longer holds after a failover, where the
+applier applied an entry of that key the final log does not hold. The log served the entry
+before a replica had it (Redis applies a write before ``WAIT`` asks the replicas, so readers
+of the primary see it), and the failover rolled it back:
+``survives_failover`` promises acknowledged writes only. An acknowledged write rolled back is
+still ``lost``, and the same value without a failover, or without that apply, is ``phantom``.
 """
 
 from __future__ import annotations
@@ -28,12 +36,14 @@ from __future__ import annotations
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.jepsen.failover_loss import failed_over
 from prism_testkit.jepsen.history import History, Pair
 
 DELETE_SUFFIX = "/del"
+ROLLED_BACK = "rolled-back-after-apply"
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ def check_wal(
     writes = [p for p in history.pairs() if p.f == "write" and p.process != "nemesis"]
     found: dict[str, list[Anomaly]] = defaultdict(list)
     tolerated: Counter[str] = Counter()
+    rolled_back: list[Anomaly] = []
 
     def add(name: str, message: str, pairs: Sequence[Pair] = (), **data: object) -> None:
         found[name].append(Anomaly(name, message, history.subhistory(pairs), dict(data)))
@@ -122,12 +133,28 @@ def check_wal(
                 _pairs_of(by_value, history_of_key[-1][1]) if history_of_key else [],
                 key=key,
             )
+        elif _rolled_back_after_apply(history, by_value[value], logged, applies, key):
+            message = f"{key} holds {value}, an unacknowledged write the log served and a failover rolled back"
+            rolled_back.append(Anomaly(ROLLED_BACK, message, history.subhistory([by_value[value]]), {"key": key}))
         else:
             add("phantom", f"{key} holds {value}, which was never logged for it", key=key)
 
     stats = {"writes": len(writes), "acknowledged": len(acknowledged), "logged": len(logged), "applies": len(applies)}
     stats |= dict(tolerated)
-    return suite_verdict("wal", dict(found), stats)
+    if rolled_back:
+        stats[ROLLED_BACK] = len(rolled_back)
+    verdict = suite_verdict("wal", dict(found), stats)
+    return replace(verdict, tolerated={ROLLED_BACK: rolled_back}) if rolled_back else verdict
+
+
+def _rolled_back_after_apply(
+    history: History, write: Pair, logged: Mapping[int, LoggedMutation], applies: Sequence[tuple[int, str]], key: str
+) -> bool:
+    """``write`` (its outcome unknown) was applied from an entry of ``key`` that a failover took
+    out of the log: see ``rolled-back-after-apply`` in the module docstring."""
+    if write.ok or _failed(write) or not failed_over(history):
+        return False
+    return any(k == key and (offset not in logged or logged[offset].key != key) for offset, k in applies)
 
 
 def _same_value_again(applies: Sequence[tuple[int, str]], offset: int, key: str) -> bool:
