@@ -163,10 +163,10 @@ class PostgresHaCluster(FailoverCluster):
         return self.replicas()
 
     def _settled(self) -> bool:
-        """The primary takes sessions and every running standby streams from it."""
-        host = self.address(self.primary)
-        if not accepts_sessions(host, PORT, PRIVATE_USER, PRIVATE_DATABASE):
-            return False
+        """The primary takes sessions and every running standby streams from it. The query
+        runs on the kept administrative session: it answers only if the server took a session
+        since it last started (a restart ends every session), so a new one is not opened per
+        poll just to show that."""
         running = {node_name(n) for n in self.standbys() if self.servers[n].alive and n not in self.paused}
         try:
             streaming = self.sql(
