@@ -52,6 +52,21 @@ BOUNDS: dict[str, float] = {
     "publish": 15.0,
 }
 
+# Times a suite hands to a system under test (a visibility timeout, a lease, a TTL, a poll
+# interval), not bounds of the harness's own waits: running out changes what the system does,
+# so a fixed value is a bet on the machine's speed like a fixed wait. Each is its base value
+# x slowness() when handed over. A time whose expiry is the point of a test (a TTL that must
+# run out) is not one of these: such a test asserts only what holds once it has expired.
+HANDED: dict[str, float] = {
+    # a visibility timeout, lease or TTL that must not run out while the test works with it
+    "lease": 30.0,
+    # how often a pattern polls, batches or retries: it decides how soon, never what, happens
+    "poll": 0.02,
+    # a TTL or interval that must not run out during the whole run (a claim object's TTL, a
+    # batch interval no test waits for)
+    "outlive-run": 3600.0,
+}
+
 _ENV = "PRISM_SLOWNESS"
 _cached: tuple[float, float] = (-1.0, 1.0)  # (when read, factor)
 
@@ -81,6 +96,12 @@ def _clamp(factor: float) -> float:
 def bound(name: str) -> float:
     """The bound ``name`` of :data:`BOUNDS` on this machine now (seconds)."""
     return BOUNDS[name] * slowness()
+
+
+def handed(name: str) -> float:
+    """The time ``name`` of :data:`HANDED` to give a system under test on this machine now
+    (seconds): a lease that must outlast the test's work, or a poll cadence."""
+    return HANDED[name] * slowness()
 
 
 def describe(name: str) -> str:

@@ -69,9 +69,23 @@ class Stopwatch:
         return clocks.monotonic() - self.start
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = EXPIRY_DEADLINE) -> bool:
-    """Poll ``check`` until it returns True or ``within`` seconds pass; its last answer."""
-    deadline = clocks.monotonic() + within
+def expiry_deadline() -> float:
+    """How long past a TTL or visibility timeout a backend may take to show it ran out, on this
+    machine now: a loaded server expires late, never early."""
+    return EXPIRY_DEADLINE * patience.slowness()
+
+
+def before_expiry(watch: Stopwatch, ttl: float) -> bool:
+    """Whether what was just read was read before a TTL of ``ttl`` seconds, set after ``watch``
+    started, can have run out. On a slow machine it may already have: then only its expiry may
+    be asserted, never that the value was still there."""
+    return watch.elapsed < ttl
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float | None = None) -> bool:
+    """Poll ``check`` until it returns True or ``within`` seconds pass (by default the expiry
+    deadline on this machine); its last answer."""
+    deadline = clocks.monotonic() + (expiry_deadline() if within is None else within)
     while True:
         if await check():
             return True

@@ -37,7 +37,7 @@ from prism_testkit.patterns.cdc import (
 )
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import Capability, Driver, Message, Ordering, PrismEnv, Slot, prism_suite
+from prism_testkit import Capability, Driver, Message, Ordering, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.errors import CaptureLost, CaptureNotFound, TransactionAborted
 from prism_testkit.interfaces import CaptureLoss
 from prism_testkit.isolation import Namespace
@@ -217,7 +217,7 @@ async def rigged(prism_env: PrismEnv, kind: Kind, **config: Any) -> AsyncIterato
         "prefix": ns.name("data/"),
         "topic_prefix": topic_prefix,
         "state_key": ns.name("capture.snapshot"),
-        "poll_interval": 0.02,
+        "poll_interval": patience.handed("poll"),
         "batch_size": 5,
         "snapshot": "never",
     }

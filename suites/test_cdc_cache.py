@@ -15,7 +15,7 @@ import random
 import pytest
 from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, InvalidatedCache, LogEventSink, QueueEventSink
 
-from prism_testkit import Capability, Message, PrismEnv, Slot, prism_suite
+from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.interfaces import CaptureLoss
 
 from ._helpers import drain_queue
@@ -47,7 +47,7 @@ class Pipeline:
             prefix=self.prefix,
             topic_prefix=topic_prefix,
             snapshot="never",
-            poll_interval=0.01,
+            poll_interval=patience.handed("poll"),
             **options,
         )
         self.connector = CdcConnector(self.source.changefeed(), self.source.keyvalue(), event_sink, config)

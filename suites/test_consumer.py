@@ -120,8 +120,10 @@ class Bench:
             "source": self.source_name,
             "name": "c",
             "state_prefix": self.ns.name("state/"),
-            "poll_wait": 0.05,
-            "visibility_timeout": SHORT_TTL,
+            "poll_wait": patience.handed("poll"),
+            # a message in hand must not come back while the consumer works: a redelivery is
+            # a test's point only where it passes SHORT_TTL itself
+            "visibility_timeout": patience.handed("lease"),
             "retry_backoff": 0.01,
             "retry_backoff_max": 0.02,
         }
@@ -176,8 +178,11 @@ async def test_consumes_every_message_once_in_order(prism_env: PrismEnv, kind: K
             await b.put(*(msg(i) for i in range(count)))
             await handler.until(lambda s: len(s) >= count, f"{count} messages handled")
             m = consumer.metrics
-            assert (m.received, m.processed, m.duplicates_skipped, m.failed) == (count, count, 0, 0)
-        assert handler.seqs == list(range(count))
+            # At least once: a redelivery (a visibility timeout run out on a slow machine) is
+            # allowed and must be skipped by its processed mark, never handled again.
+            assert (m.processed, m.failed) == (count, 0)
+            assert m.received == m.processed + m.duplicates_skipped
+        assert handler.seqs == list(range(count)), "a message lost, handled twice or out of order"
         assert [dict(x.headers)[MESSAGE_ID_HEADER] for x in handler.handled] == [f"c-id-{i}" for i in range(count)]
 
 
@@ -219,7 +224,8 @@ async def test_a_resend_with_the_same_id_is_handled_once(prism_env: PrismEnv, ki
         assert handler.seqs == [0, 1, 2, 9]
         # a queue that drops resends by id (queue.dedup) never hands the second copy over
         dropped_by_queue = kind == "queue" and b.driver.supports(Capability.QUEUE_DEDUP)
-        assert consumer.metrics.duplicates_skipped == (0 if dropped_by_queue else 1)
+        # a redelivery may add skips (at least once); the resend itself must be one of them
+        assert dropped_by_queue or consumer.metrics.duplicates_skipped >= 1
 
 
 # --- killed between processing and saving --------------------------------------------------
@@ -282,7 +288,8 @@ async def test_queue_consumer_killed_before_the_ack(prism_env: PrismEnv, die_at:
     async with bench(prism_env, "queue") as b:
         state = FlakyState(b.kv)
         first = Recorder()
-        dead = b.consumer(first, state=state)
+        # the redelivery of what the dead consumer held is this test's point
+        dead = b.consumer(first, state=state, visibility_timeout=SHORT_TTL)
         if die_at == "mark":
             state.die_at_put, state.die_match = 1, "/done/"
         else:
@@ -419,7 +426,8 @@ async def test_forced_stop_after_the_bound_leaves_the_message_for_the_next_consu
     async with bench(prism_env, kind) as b:
         handler = Recorder()
         handler.block = 0
-        consumer = b.consumer(handler)
+        # the queue hands the abandoned message to the successor once this runs out: the point
+        consumer = b.consumer(handler, visibility_timeout=SHORT_TTL)
         await consumer.start()
         await b.put(msg(0), msg(1))
         await asyncio.wait_for(handler.blocked.wait(), patience.bound("stall"))

@@ -68,7 +68,7 @@ def build(prism_env: PrismEnv, ns: Namespace, clock: FakeClock | None = None) ->
     for slot, handler in (("balances", balances), ("activity", activity)):
         driver = prism_env.driver(slot)
         views = views_store(driver, ns, slot, view_kinds(driver)[0])
-        models[slot] = ProjectionRunner(store, views, handler, batch_size=4, poll_interval=0.01)
+        models[slot] = ProjectionRunner(store, views, handler, batch_size=4, poll_interval=patience.handed("poll"))
     return Cqrs(
         Repository(store, Account()),
         models,

@@ -191,7 +191,7 @@ class Bank:
             "capture": self.ns.name(capture),
             "prefix": self.write.prefix,
             "state_key": self.ns.name(f"{capture}.snapshot"),
-            "poll_interval": 0.02,
+            "poll_interval": patience.handed("poll"),
             "batch_size": 3,
             "snapshot": "never",
         }

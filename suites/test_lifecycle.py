@@ -302,7 +302,7 @@ class RelayRig(Rig):
 
     async def setup(self) -> None:
         await super().setup()
-        self.config = OutboxConfig(log=self.ns.name("outbox"), batch_size=BATCH, poll_interval=0.02)
+        self.config = OutboxConfig(log=self.ns.name("outbox"), batch_size=BATCH, poll_interval=patience.handed("poll"))
         self.destination = self.ns.name("published")
 
     async def feed(self, n: int) -> list[str]:
@@ -345,7 +345,9 @@ class ApplierRig(Rig):
 
     async def setup(self) -> None:
         await super().setup()
-        self.config = WalConfig(log=self.ns.name("wal"), batch_size=BATCH, batch_timeout=0.02, checkpoint_interval=0.0)
+        self.config = WalConfig(
+            log=self.ns.name("wal"), batch_size=BATCH, batch_timeout=patience.handed("poll"), checkpoint_interval=0.0
+        )
         self.applied: Counter[int] = Counter()
 
     async def feed(self, n: int) -> list[str]:
@@ -408,7 +410,7 @@ class ConnectorRig(Rig):
             state_key=self.ns.name("capture.snapshot"),
             snapshot="never",
             batch_size=BATCH,
-            poll_interval=0.02,
+            poll_interval=patience.handed("poll"),
         )
         plain = self.plain
         await CdcConnector(plain.changefeed(), plain.keyvalue(), LogEventSink(plain.log()), self.config).start()
@@ -496,7 +498,7 @@ class ProjectionRig(Rig):
             self.views(driver, wrap),
             count,
             batch_size=BATCH,
-            poll_interval=0.02,
+            poll_interval=patience.handed("poll"),
             **self.options(),
         )
 
@@ -567,7 +569,7 @@ class MigratorRig(Rig):
     def make(self, *, faulted: bool) -> BatchProcess:
         driver = self.outage.driver if faulted else self.plain
         wrap = self.outage.wrap if faulted else (lambda x: x)
-        return Migrator(self.store(driver, wrap, gated=faulted), interval=0.02, **self.options())
+        return Migrator(self.store(driver, wrap, gated=faulted), interval=patience.handed("poll"), **self.options())
 
     async def caught_up(self, process: BatchProcess) -> bool:
         assert isinstance(process, Migrator)

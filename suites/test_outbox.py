@@ -51,7 +51,7 @@ from prism_testkit.patterns.outbox import (
 )
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, PrismEnv, Slot, prism_suite
+from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.errors import PayloadTooLarge, TransactionAborted
 from prism_testkit.hunting.strategies import sized_payloads
 from prism_testkit.isolation import Namespace
@@ -246,13 +246,18 @@ async def rig(
             ClaimCheckConfig(
                 threshold=THRESHOLD,
                 bucket=ns.name("claims"),
-                ttl=3600.0 if driver.supports(Capability.OBJECTS_TTL) else None,
+                ttl=patience.handed("outlive-run") if driver.supports(Capability.OBJECTS_TTL) else None,
                 on_consume="keep",
             ),
         )
         await cc.ensure_bucket()
     # Small batches, so a handful of events already spans several of them.
-    defaults = {"log": ns.name("outbox"), "batch_size": 3, "poll_interval": 0.02, "lease_ttl": 5.0}
+    defaults = {
+        "log": ns.name("outbox"),
+        "batch_size": 3,
+        "poll_interval": patience.handed("poll"),
+        "lease_ttl": patience.handed("lease"),
+    }
     cfg = OutboxConfig(**{**defaults, **config})
     transactions = prism_env.driver("store").transactions()
     if read_path:

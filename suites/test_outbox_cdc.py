@@ -34,7 +34,7 @@ from prism_testkit.patterns.outbox import (
 )
 from prism_testkit.patterns.outbox_cdc import OutboxCdcPublisher, RecordsBeforeCapture
 
-from prism_testkit import Driver, PrismEnv, Slot, prism_suite
+from prism_testkit import Driver, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.interfaces import ChangeFeed
 from prism_testkit.isolation import Namespace
@@ -101,7 +101,11 @@ async def cdc_rigged(prism_env: PrismEnv, ns: Namespace, kind: Kind, **config: A
     """The outbox suite's rig in publisher mode cdc; when the block ends, the capture is dropped
     and must leave nothing behind (a PostgreSQL slot would retain WAL forever)."""
     STORES_USED.add(prism_env.combination["store"])
-    settings = {"publisher": OutboxPublisher(mode="cdc", heartbeat_interval=0.05), "batch_size": 3, **config}
+    settings = {
+        "publisher": OutboxPublisher(mode="cdc", heartbeat_interval=patience.handed("poll") * 2.5),
+        "batch_size": 3,
+        **config,
+    }
     async with rigged(prism_env, ns, kind, **settings) as r:
         yield r
         await publisher(r).drop()

@@ -756,10 +756,11 @@ async def test_a_sink_server_killed_with_a_batch_in_flight(prism_env: PrismEnv, 
             ProducerConfig(
                 destination=destination,
                 batch_size=10,
-                batch_interval=NEVER,
+                batch_interval=patience.handed("outlive-run"),
+                # the retries must outlast a server restart on this machine: a retry budget
                 max_retries=20,
-                retry_backoff=0.05,
-                retry_backoff_max=0.5,
+                retry_backoff=patience.handed("poll") * 2.5,
+                retry_backoff_max=patience.handed("poll") * 25,
             ),
         )
         async with producer:

@@ -48,7 +48,6 @@ pytestmark = prism_suite(
 )
 
 THRESHOLD = 64
-NEVER = 3600.0
 
 
 class Handler:
@@ -114,14 +113,17 @@ async def test_a_producer_above_the_claim_check_and_a_consumer_below_it(prism_en
             ProducerConfig(
                 destination=name,
                 batch_size=2,
-                batch_interval=NEVER,
+                batch_interval=patience.handed("outlive-run"),
                 deduplication=True,
                 state_prefix=cc.config.bucket + "-dedup/",
             ),
             state=kv,
         )
         consumer = Consumer(
-            source, kv, handler, ConsumerConfig(source=name, state_prefix=cc.config.bucket + "-c/", poll_wait=0.05)
+            source,
+            kv,
+            handler,
+            ConsumerConfig(source=name, state_prefix=cc.config.bucket + "-c/", poll_wait=patience.handed("poll")),
         )
         async with consumer, producer:
             futures = [await producer.send(p) for p in payloads]
@@ -171,7 +173,9 @@ async def test_a_producer_whose_sink_is_an_outbox(prism_env: PrismEnv) -> None:
         outbox = Outbox(flaky, config)  # type: ignore[arg-type]
         producer = Producer(
             OutboxSink(outbox, event_type="OrderPlaced"),
-            ProducerConfig(destination="order-1", batch_size=3, batch_interval=NEVER, max_retries=2),
+            ProducerConfig(
+                destination="order-1", batch_size=3, batch_interval=patience.handed("outlive-run"), max_retries=2
+            ),
             sleep=Sleeps(),
         )
         async with producer:
@@ -205,7 +209,7 @@ async def test_a_producer_whose_sink_is_an_outbox(prism_env: PrismEnv) -> None:
             queue_driver.queue(),
             store.keyvalue(),
             handler,
-            ConsumerConfig(source=destination, state_prefix=ns.name("c/"), poll_wait=0.05),
+            ConsumerConfig(source=destination, state_prefix=ns.name("c/"), poll_wait=patience.handed("poll")),
         )
         async with consumer:
             await handler.until(5)

@@ -87,7 +87,7 @@ class Pipe:
             "source": self.name,
             "name": "app",
             "state_prefix": self.ns.name("c/"),
-            "poll_wait": 0.05,
+            "poll_wait": patience.handed("poll"),
         }
         source = {"queue": self.driver.queue, "log": self.driver.log, "pubsub": self.driver.pubsub}[self.kind]()
         return Consumer(source, self.kv, handler, ConsumerConfig.model_validate({**base, **config}))
@@ -124,7 +124,10 @@ async def test_many_messages_flow_in_order_with_matching_metrics(
     disagree with what flowed (published vs processed, bytes)."""
     async with pipe(prism_env, kind) as p:
         handler = Sink()
-        async with p.consumer(handler) as consumer, p.producer(batch_size=batch, batch_interval=3600) as producer:
+        async with (
+            p.consumer(handler) as consumer,
+            p.producer(batch_size=batch, batch_interval=patience.handed("outlive-run")) as producer,
+        ):
             futures = [await producer.send(x) for x in payloads]
             await producer.flush()
             assert all(f.result().published for f in futures)

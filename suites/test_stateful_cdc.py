@@ -102,7 +102,7 @@ class CdcMachine(FaultMachine):
             topic_prefix=self.topic_prefix,
             snapshot="never",
             batch_size=3,
-            poll_interval=0.01,
+            poll_interval=patience.handed("poll"),
             on_capture_lost="resnapshot",
         )
         control = self.env.control("source")

@@ -119,7 +119,7 @@ class ClaimCheckMachine(QueueMachine):
             threshold=THRESHOLD,
             bucket=self.ns.name("claims"),
             # A TTL where the store has one: objects of sends with an unknown outcome expire.
-            ttl=3600.0 if objects.supports(Capability.OBJECTS_TTL) else None,
+            ttl=patience.handed("outlive-run") if objects.supports(Capability.OBJECTS_TTL) else None,
         )
         self.claim_check = ClaimCheck(objects.objects(), config)
         self.loop(self.claim_check.ensure_bucket())

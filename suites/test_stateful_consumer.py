@@ -65,7 +65,6 @@ COMMIT_EVERY = 3  # records handled between two saves of the position
 VISIBILITY = 1.0  # s: a queue message held by a killed consumer comes back this soon
 DRAIN_GRACE = 0.5  # s: past every visibility timeout, the queue consumer's drain listens this much longer
 BATCH = 4  # records read per poll
-POLL_WAIT = 0.05  # s
 
 
 def encode(value: int) -> Message:
@@ -176,7 +175,7 @@ class ConsumerMachine(FaultMachine):
             name="stateful",
             batch_size=BATCH,
             commit_every=COMMIT_EVERY,
-            poll_wait=POLL_WAIT,
+            poll_wait=patience.handed("poll"),
             state_prefix=self.ns.prefix + "state/",
             graceful_timeout=patience.bound("faulted-op"),
         )

@@ -132,7 +132,9 @@ class OutboxMachine(FaultMachine):
         self.kind = kind
         self.destination = self.ns.name("events")
         self.clock = Clock()
-        self.config = OutboxConfig(log=self.ns.name("outbox"), batch_size=3, poll_interval=0.02, lease_ttl=LEASE_TTL)
+        self.config = OutboxConfig(
+            log=self.ns.name("outbox"), batch_size=3, poll_interval=patience.handed("poll"), lease_ttl=LEASE_TTL
+        )
         self.relays = {relay_id: self._relay(relay_id) for relay_id in RELAYS}
         self.running: dict[str, asyncio.Future[object]] = {}  # relay steps abandoned in flight
         self.transactions = itertools.count()

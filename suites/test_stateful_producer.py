@@ -94,7 +94,12 @@ class ProducerMachine(QueueMachine):
         self.sink = _CurrentQueue(self.settled_queue())
         self.producer = Producer(
             self.sink,
-            ProducerConfig(destination=self.name, max_retries=MAX_RETRIES, retry_backoff=0.02, retry_backoff_max=0.1),
+            ProducerConfig(
+                destination=self.name,
+                max_retries=MAX_RETRIES,
+                retry_backoff=patience.handed("poll"),
+                retry_backoff_max=patience.handed("poll") * 5,
+            ),
         )
         self.loop(self.producer.start())
         self.published = 0

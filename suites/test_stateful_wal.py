@@ -69,10 +69,10 @@ class WalMachine(FaultMachine):
         self.config = WalConfig(
             log=self.ns.name("wal"),
             batch_size=3,
-            batch_timeout=0.01,
+            batch_timeout=patience.handed("poll"),
             checkpoint_interval=0.0,
-            backoff_initial=0.01,
-            backoff_max=0.05,
+            backoff_initial=patience.handed("poll"),
+            backoff_max=2.5 * patience.handed("poll"),
         )
         self.durability = LogDurability.of(self.env.spec("log"))
         self.values = itertools.count()

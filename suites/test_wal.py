@@ -43,7 +43,7 @@ from prism_testkit.patterns.wal import (
 )
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import Capability, Driver, KeyValue, PrismEnv, Slot, Transactions, prism_suite
+from prism_testkit import Capability, Driver, KeyValue, PrismEnv, Slot, Transactions, patience, prism_suite
 from prism_testkit.isolation import Namespace
 
 from ._applier_faults import DyingTarget, Killed, ValueFuse
@@ -52,7 +52,16 @@ from ._helpers import gather_all, prism_settings
 pytestmark = prism_suite("wal", log=Slot.needs("log", durable=True), target=Slot.needs("keyvalue"))
 
 KEYS = 4
-FAST = {"backoff_initial": 0.01, "backoff_max": 0.05, "checkpoint_interval": 0.0, "batch_timeout": 0.05}
+
+
+def fast() -> dict[str, float]:
+    """Retries and batches at the machine's poll cadence (handed over when a rig is built)."""
+    return {
+        "backoff_initial": patience.handed("poll"),
+        "backoff_max": patience.handed("poll") * 2.5,
+        "checkpoint_interval": 0.0,
+        "batch_timeout": patience.handed("poll") * 2.5,
+    }
 
 
 # --- the system under test -----------------------------------------------------------------
@@ -146,7 +155,7 @@ class Rig:
 
 @asynccontextmanager
 async def rigged(prism_env: PrismEnv, ns: Namespace, **config: object) -> AsyncIterator[Rig]:
-    settings = {**FAST, **config}
+    settings = {**fast(), **config}
     yield Rig(prism_env, ns, WalConfig(log=ns.name("wal"), **settings))  # type: ignore[arg-type]
 
 
@@ -359,7 +368,7 @@ async def test_a_dead_lettered_mutation_fails_its_sync_write_and_is_not_dead_let
 
 async def test_a_hybrid_write_waits_for_its_apply_within_the_sync_timeout(prism_env: PrismEnv) -> None:
     async with rigged(prism_env, prism_env.ns) as rig:
-        wal = rig.wal(apply_mode="hybrid", sync_timeout=30.0)
+        wal = rig.wal(apply_mode="hybrid", sync_timeout=patience.handed("lease"))
         await wal.put(rig.key(0), b"v")
         assert await rig.target.get(rig.key(0)) == b"v", "a hybrid write returned before its apply (ran as async)"
 

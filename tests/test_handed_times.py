@@ -1,0 +1,400 @@
+"""Time a suite hands to a system under test is derived, virtual, or the point of its test.
+
+A visibility timeout, lease, TTL, poll interval or retry backoff given to a pattern, driver or
+server is a bet on the machine's speed like a fixed wait: on a slow machine a 0.3 s visibility
+timeout runs out while the consumer still works, and a test that counted deliveries goes red
+with no guarantee broken. So every such time in ``suites/`` is one of:
+
+- **derived**: it comes from ``prism_testkit.patience`` (``handed`` / ``bound``), scaled by the
+  machine's slowness when handed over;
+- **virtual**: it runs on a clock the test moves (a fake clock or a recorded sleep);
+- **the point**: its expiry is what the test checks, and the test asserts only what holds on any
+  machine once it has expired.
+
+This module scans ``suites/`` (AST, no import) and fails on a numeric time handed over that is
+none of these, naming file and line. The last two kinds are listed in :data:`ALLOWED` with their
+reason; an entry that no longer matches anything fails too, so the list cannot rot.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = ROOT / "suites"
+
+# Keyword arguments and config keys that carry a time handed over.
+TIME_KEY = re.compile(
+    r"ttl|timeout|visibility|lease|heartbeat|interval|backoff|poll|expir|retention|within|linger|delay"
+)
+# Names that match but count events, not seconds, or configure Hypothesis.
+NOT_TIME = {"snapshot_interval", "deadline"}
+# Calls whose time keywords bound the harness's own waits (docs/waits.md rules those) or draw
+# Hypothesis data, not a system under test's.
+HARNESS_WAITS = {"eventually", "until", "wait", "wait_for", "repeat_until", "settings", "given"}
+DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)\s*$")
+
+# (file, enclosing function, key) -> why the fixed value is safe. Each reason starts with
+# "virtual:" or "point:".
+ALLOWED: dict[tuple[str, str, str], str] = {
+    ("suites/_queue_machine.py", "QueueMachine.receive", "visibility"): (
+        "point: crashed consumers' messages must come back within the example; the checker tolerates "
+        "every redelivery and waits VISIBILITY x slowness before it calls a message lost"
+    ),
+    ("suites/_queue_machine.py", "QueueMachine._drain", "visibility"): (
+        "point: the drain's own receives; an unknown receive may hide a message this long, and the final "
+        "wait adds exactly this before calling one lost"
+    ),
+    (
+        "suites/test_cdc.py",
+        "test_an_idle_capture_confirms_heartbeats_and_leaves_nothing_behind",
+        "heartbeat_interval",
+    ): ("point: heartbeats are what the test waits for; a slower machine only makes more of them due"),
+    ("suites/test_consumer.py", "Bench.consumer", "retry_backoff"): (
+        "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
+    ),
+    ("suites/test_consumer.py", "Bench.consumer", "retry_backoff_max"): (
+        "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
+    ),
+    ("suites/test_consumer.py", "test_queue_consumer_killed_before_the_ack", "visibility_timeout"): (
+        "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
+        "never for less than the timeout"
+    ),
+    (
+        "suites/test_consumer.py",
+        "test_forced_stop_after_the_bound_leaves_the_message_for_the_next_consumer",
+        "visibility_timeout",
+    ): (
+        "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
+        "never for less than the timeout"
+    ),
+    (
+        "suites/test_consumer.py",
+        "test_forced_stop_after_the_bound_leaves_the_message_for_the_next_consumer",
+        "within",
+    ): (
+        "point: the handler never returns, so the stop bound always runs out; the test asserts the stop "
+        "took at least it"
+    ),
+    ("suites/test_consumer.py", "test_configuration_is_checked_before_anything_runs", "poll_wait"): (
+        "point: the configuration parser's reading of the value is what the test checks; nothing runs"
+    ),
+    ("suites/test_contract_keyvalue.py", "test_ttl_expires_or_is_not_supported", "ttl"): (
+        "point: the TTL running out is what the test checks; it asserts only what holds once it ran out "
+        "(a read before it is checked only when made before the TTL can have run out)"
+    ),
+    ("suites/test_contract_keyvalue.py", "test_put_without_ttl_clears_previous_ttl", "ttl"): (
+        "point: the TTL running out is what the test checks; it asserts only what holds once it ran out "
+        "(a read before it is checked only when made before the TTL can have run out)"
+    ),
+    ("suites/test_contract_keyvalue.py", "test_ttl_can_be_extended_by_rewriting", "ttl"): (
+        "point: the short TTL must have run out and the rewritten one (60 s) not, 0.6 s later; a refusing"
+        " backend refuses either"
+    ),
+    ("suites/test_contract_objects.py", "test_put_with_ttl_expires_or_is_not_supported", "ttl"): (
+        "point: the TTL running out is what the test checks; it asserts only what holds once it ran out "
+        "(a read before it is checked only when made before the TTL can have run out)"
+    ),
+    ("suites/test_contract_objects.py", "test_put_stream_with_ttl_expires_or_is_not_supported", "ttl"): (
+        "point: the TTL running out is what the test checks; it asserts only what holds once it ran out "
+        "(a read before it is checked only when made before the TTL can have run out)"
+    ),
+    ("suites/test_contract_objects.py", "test_overwrite_without_ttl_clears_expiry", "ttl"): (
+        "point: an overwrite without TTL must keep the object past the first TTL; expiry before the "
+        "overwrite leaves the same result"
+    ),
+    ("suites/test_contract_queue.py", "test_ack_removes_the_message", "visibility_timeout"): (
+        "point: an acked message must not come back once the timeout it was received with ran out"
+    ),
+    ("suites/test_contract_queue.py", "test_visibility_timeout_expiry_redelivers", "visibility_timeout"): (
+        "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
+        "never for less than the timeout"
+    ),
+    ("suites/test_contract_queue.py", "test_stale_ack_after_redelivery_is_refused", "visibility_timeout"): (
+        "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
+        "never for less than the timeout"
+    ),
+    ("suites/test_contract_queue.py", "test_a_long_redelivery_history_counts_every_attempt", "visibility_timeout"): (
+        "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
+        "never for less than the timeout"
+    ),
+    (
+        "suites/test_contract_queue.py",
+        "test_a_receive_whose_answer_is_late_hides_no_message_it_reports_empty",
+        "visibility_timeout",
+    ): ("point: the message must be back once this timeout ran out; the test waits past it"),
+    ("suites/test_contract_transactions.py", "test_an_expired_counter_starts_again_from_one", "ttl"): (
+        "point: the counter must have expired; the test sleeps well past the TTL and asserts only the restart"
+    ),
+    ("suites/test_cqrs.py", "test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error", "within"): (
+        "point: no sync runs, so the wait always runs out into ReadModelBehind; once synced the answer needs no wait"
+    ),
+    ("suites/test_cqrs_cdc.py", "test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error", "within"): (
+        "point: nothing captures until catch_up(), so the wait always runs out into ReadModelBehind; once"
+        " caught up the answer needs no wait"
+    ),
+    ("suites/test_lifecycle.py", "Rig.options", "graceful_timeout"): (
+        "point: the forced stops' bounds are what the scenarios check; a stop that ignores its bound "
+        "would wait this long"
+    ),
+    ("suites/test_lifecycle.py", "Rig.options", "force_timeout"): (
+        "point: the forced stops' bounds are what the scenarios check; their waits add calm-op x slowness"
+    ),
+    ("suites/test_lifecycle.py", "Rig.options", "health_timeout"): (
+        "point: a health check against a gone or hanging backend must run out into UNHEALTHY; healthy is "
+        "awaited with patience.until"
+    ),
+    ("suites/test_lifecycle.py", "MigratorRig.setup", "ttl"): (
+        "virtual: the pattern reads time from a FakeClock the test advances"
+    ),
+    (
+        "suites/test_lifecycle.py",
+        "Scenarios.test_a_graceful_stop_mid_batch_finishes_the_batch_and_a_restart_resumes",
+        "within",
+    ): ("point: a second stop of a stopped process must be refused at once, whatever its bound"),
+    ("suites/test_multicast_registry.py", "test_a_metadata_update_changes_membership", "ttl"): (
+        "virtual: the pattern reads time from a FakeClock the test advances"
+    ),
+    ("suites/test_multicast_registry.py", "test_multicast_reaches_exactly_the_matching_identities_once", "ttl"): (
+        "virtual: the pattern reads time from a FakeClock the test advances"
+    ),
+    ("suites/test_multicast_registry.py", "test_membership_is_decided_when_the_multicast_begins", "ttl"): (
+        "virtual: the pattern reads time from a FakeClock the test advances"
+    ),
+    ("suites/test_multicast_registry.py", "test_ttl_edges_on_the_registry_clock", "ttl"): (
+        "virtual: the pattern reads time from a FakeClock the test advances"
+    ),
+    ("suites/test_multicast_registry.py", "test_large_registries_across_scan_pages.add", "ttl"): (
+        "virtual: the pattern reads time from a FakeClock the test advances"
+    ),
+    ("suites/test_multicast_registry.py", "test_metrics_count_what_happened", "ttl"): (
+        "virtual: the pattern reads time from a FakeClock the test advances"
+    ),
+    ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "max_ttl"): (
+        "point: the values are refused or bounded by validation; nothing expires"
+    ),
+    ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "ttl"): (
+        "point: the values are refused or bounded by validation; nothing expires"
+    ),
+    (
+        "suites/test_outbox.py",
+        "test_delete_cleanup_truncates_only_records_published_longer_ago_than_the_retention",
+        "retention",
+    ): ("virtual: the pattern reads time from a FakeClock the test advances"),
+    ("suites/test_producer.py", "Bench.producer", "retry_backoff"): (
+        "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
+    ),
+    ("suites/test_producer.py", "Bench.producer", "retry_backoff_max"): (
+        "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
+    ),
+    ("suites/test_producer.py", "test_configuration_is_checked_before_anything_runs", "batch_interval"): (
+        "point: the configuration parser's reading of the value is what the test checks; nothing runs"
+    ),
+    ("suites/test_producer.py", "test_configuration_is_checked_before_anything_runs", "retry_backoff"): (
+        "point: the configuration parser's reading of the value is what the test checks; nothing runs"
+    ),
+    ("suites/test_stateful_consumer.py", "QueueConsumerMachine.__init__", "visibility_timeout"): (
+        "point: a killed consumer's message must come back within the example; the checker tolerates "
+        "redeliveries and waits (VISIBILITY + grace) x slowness before calling one lost"
+    ),
+    ("suites/test_stateful_outbox.py", "OutboxMachine.__init__", "lease_ttl"): (
+        "virtual: the relays' lease runs on the machine's clock, which moves only when a rule says so"
+    ),
+    ("suites/test_tiered_storage.py", "test_tier_ttl_moves_values_down_and_the_last_tier_ttl_expires_them", "ttl"): (
+        "virtual: the pattern reads time from a FakeClock the test advances"
+    ),
+    (
+        "suites/test_wal.py",
+        "test_a_poison_mutation_is_dead_lettered_after_its_attempts_while_others_flow",
+        "backoff_initial",
+    ): ("point: the retries' spacing is what the test checks, and only as a lower bound (late is allowed)"),
+    (
+        "suites/test_wal.py",
+        "test_a_poison_mutation_is_dead_lettered_after_its_attempts_while_others_flow",
+        "backoff_max",
+    ): ("point: the retries' spacing is what the test checks, and only as a lower bound (late is allowed)"),
+    (
+        "suites/test_wal.py",
+        "test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clock",
+        "backoff_initial",
+    ): ("virtual: the pattern reads time from a FakeClock the test advances"),
+    ("suites/test_wal.py", "test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clock", "backoff_max"): (
+        "virtual: the pattern reads time from a FakeClock the test advances"
+    ),
+    (
+        "suites/test_wal.py",
+        "test_the_checkpoint_is_committed_at_most_every_checkpoint_interval",
+        "checkpoint_interval",
+    ): ("virtual: the pattern reads time from a FakeClock the test advances"),
+    ("suites/test_producer.py", "test_batches_by_size_and_a_partial_batch_waits_for_flush", "batch_interval"): (
+        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
+        " the test advances it"
+    ),
+    ("suites/test_producer.py", "test_publish_retries_with_exponential_backoff", "batch_interval"): (
+        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
+        " the test advances it"
+    ),
+    ("suites/test_producer.py", "test_retries_run_out_and_nothing_is_published_past_the_failure", "batch_interval"): (
+        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
+        " the test advances it"
+    ),
+    (
+        "suites/test_producer.py",
+        "test_a_sink_failing_mid_batch_loses_nothing_and_duplicates_only_lost_answers",
+        "batch_interval",
+    ): (
+        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
+        " the test advances it"
+    ),
+    ("suites/test_producer.py", "test_metrics_are_exact", "batch_interval"): (
+        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
+        " the test advances it"
+    ),
+    ("suites/test_producer.py", "test_graceful_stop_flushes_everything_within_its_bound", "batch_interval"): (
+        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
+        " the test advances it"
+    ),
+    ("suites/test_producer.py", "test_forced_stop_after_the_bound_reports_what_it_left", "batch_interval"): (
+        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
+        " the test advances it"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Handed:
+    file: str
+    line: int
+    function: str
+    key: str
+    value: str
+
+    @property
+    def where(self) -> tuple[str, str, str]:
+        return (self.file, self.function, self.key)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} ({self.function}): {self.key}={self.value}"
+
+
+def numeric_constants(sources: list[str]) -> set[str]:
+    """Module-level names bound to a fixed number or duration in any of ``sources``."""
+    names: set[str] = set()
+    for source in sources:
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if fixed_time(node.value, set()):
+                    names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def fixed_time(expr: ast.expr, constants: set[str]) -> bool:
+    """``expr`` is a number or duration fixed in the source, not derived from the machine (a
+    conditional is fixed when either of its values is)."""
+    if isinstance(expr, ast.IfExp):
+        return fixed_time(expr.body, constants) or fixed_time(expr.orelse, constants)
+    if any(
+        isinstance(n, ast.Call)
+        and (
+            (isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name) and n.func.value.id == "patience")
+            or (isinstance(n.func, ast.Name) and n.func.id in {"handed", "bound"})
+        )
+        for n in ast.walk(expr)
+    ):
+        return False
+    for n in ast.walk(expr):
+        if isinstance(n, ast.Constant) and not isinstance(n.value, bool):
+            if isinstance(n.value, int | float) and n.value != 0:
+                return True
+            if isinstance(n.value, str) and DURATION.match(n.value):
+                return True
+        if isinstance(n, ast.Name) and n.id in constants:
+            return True
+    return False
+
+
+class _Scanner(ast.NodeVisitor):
+    def __init__(self, file: str, constants: set[str]) -> None:
+        self.file = file
+        self.constants = constants
+        self.stack: list[str] = []
+        self.found: list[Handed] = []
+
+    def _scope(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        self.stack.append(node.name)
+        self.generic_visit(node)
+        self.stack.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _scope
+
+    def _check(self, key: str, value: ast.expr) -> None:
+        if TIME_KEY.search(key) and key not in NOT_TIME and fixed_time(value, self.constants):
+            function = ".".join(self.stack) or "<module>"
+            self.found.append(Handed(self.file, value.lineno, function, key, ast.unparse(value)))
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if name not in HARNESS_WAITS:
+            for keyword in node.keywords:
+                if keyword.arg:
+                    self._check(keyword.arg, keyword.value)
+        self.generic_visit(node)
+
+    def visit_Dict(self, node: ast.Dict) -> None:
+        for key, value in zip(node.keys, node.values, strict=True):
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                self._check(key.value, value)
+        self.generic_visit(node)
+
+
+def scan(source: str, file: str, constants: set[str]) -> list[Handed]:
+    scanner = _Scanner(file, constants)
+    scanner.visit(ast.parse(source))
+    return scanner.found
+
+
+def scan_suites() -> list[Handed]:
+    files = sorted(SUITES.glob("*.py"))
+    constants = numeric_constants([path.read_text() for path in files])
+    found: list[Handed] = []
+    for path in files:
+        found += scan(path.read_text(), path.relative_to(ROOT).as_posix(), constants)
+    return found
+
+
+def test_every_time_handed_to_a_system_under_test_is_derived_virtual_or_the_point() -> None:
+    bets = [h for h in scan_suites() if h.where not in ALLOWED]
+    assert not bets, (
+        "times handed to a system under test as fixed numbers (a bet on the machine's speed): derive each "
+        "from prism_testkit.patience (handed('lease'), handed('poll'), bound(...)), run it on a virtual "
+        "clock, or, when its expiry is the test's point, assert only what holds once it expired and add "
+        "it to ALLOWED with the reason:\n" + "\n".join(f"  {h}" for h in bets)
+    )
+
+
+def test_every_allowlist_entry_names_a_kind_and_is_still_used() -> None:
+    assert all(reason.split(":", 1)[0] in {"virtual", "point"} for reason in ALLOWED.values())
+    used = {h.where for h in scan_suites()}
+    stale = sorted(set(ALLOWED) - used)
+    assert not stale, f"ALLOWED entries that match nothing any more (remove them): {stale}"
+
+
+def test_the_scan_sees_literals_constants_durations_and_config_keys() -> None:
+    source = """
+SHORT = 0.3
+def t(q, p):
+    q.receive("n", visibility_timeout=SHORT)
+    cfg = {"poll_interval": 0.02, "lease_ttl": patience.handed("lease"), "name": "x"}
+    Config(batch_interval="250ms", retry_backoff=0.0, ttl=None, snapshot_interval=3)
+    eventually(check, within=1.0)
+    q.put("k", ttl=patience.handed("lease"))
+    q.receive("n", visibility_timeout=SHORT if x else patience.handed("lease"))
+"""
+    constants = numeric_constants([source])
+    found = [(h.line, h.key) for h in scan(source, "s.py", constants)]
+    assert found == [(4, "visibility_timeout"), (5, "poll_interval"), (6, "batch_interval"), (9, "visibility_timeout")]
