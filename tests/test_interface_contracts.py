@@ -65,6 +65,7 @@ def test_every_contract_suite_is_mapped() -> None:
         "failover_uneven",
         "leader_change",
         "replica_lag",
+        "damaged_leader",
     }
     assert interface_suites == set(PROTOCOLS)
 

@@ -223,6 +223,10 @@ MUTANTS = [
         "jetstream-r3",
         "*was paused*did not succeed*'get': ('error', *temporarily unavailable*",
     ),
+    # a damaged replica that leads (issue 54, nats-server #7549): the damage and the leader's
+    # move are each proved, so a scenario that did not run never reads as a pass or a known finding
+    ("damage_changes_no_byte", "damaged_leader", "jetstream-r3", "*the bitflip left bytes of n*'s files unchanged*"),
+    ("nats_stream_leader_never_moves", "damaged_leader", "jetstream-r3", "*UNSETTLED*leader: n* to lead*"),
     # failover under uneven standbys (#41 kind 4): one received more, the other replayed more
     (
         "postgres_ha_promotes_by_replayed_wal",
@@ -329,6 +333,8 @@ ONLY = {
     "postgres_ha_promotes_by_replayed_wal": "replayed_more",
     "redis_sentinel_client_pins_the_primary": "client_from_before",
     "postgres_ha_pool_pins_the_primary": "client_from_before",
+    "damage_changes_no_byte": "bitflip",
+    "nats_stream_leader_never_moves": "restarted",
 }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -161,6 +162,62 @@ def stream_leaders(nodes: list[NodeAddress]) -> dict[str, int]:
     return found
 
 
+def stream_files(stream: str) -> str:
+    """The glob, in a node's work dir, of the message blocks of ``stream``'s own store
+    (``<store>/jetstream/<account>/streams/<stream>/msgs/N.blk``), not of its Raft log."""
+    return f"streams/{stream}/msgs/*.blk"
+
+
+def api_request(node: NodeAddress, subject: str, payload: bytes, timeout: float = 1.0) -> dict[str, Any] | None:
+    """One JetStream API request through ``node`` and its JSON answer, or None (no answer, no
+    responders, not JSON). A raw protocol exchange, as :func:`jetstream_answers`: it works from
+    any thread, with or without an event loop."""
+    try:
+        with socket.create_connection((node.host, node.client), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            if not sock.recv(4096).startswith(b"INFO "):
+                return None
+            sock.sendall(
+                b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true,"protocol":1}\r\n'
+                b"SUB _INBOX.prism_api 1\r\n"
+                + f"PUB {subject} _INBOX.prism_api {len(payload)}\r\n".encode()
+                + payload
+                + b"\r\n"
+            )
+            deadline = time.monotonic() + timeout
+            buffer = b""
+            while time.monotonic() < deadline:
+                part = sock.recv(65536)
+                if not part:
+                    return None
+                buffer += part
+                if b"HMSG _INBOX.prism_api" in buffer or b"-ERR" in buffer:
+                    return None  # 503 no responders, or refused
+                _, sep, rest = buffer.partition(b"MSG _INBOX.prism_api 1 ")
+                if not sep or b"\r\n" not in rest:
+                    continue
+                size, _, body = rest.partition(b"\r\n")
+                if len(body) >= int(size):
+                    found = json.loads(body[: int(size)])
+                    return found if isinstance(found, dict) else None
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def move_stream_leader(nodes: list[NodeAddress], cluster: Cluster, stream: str, to: int) -> None:
+    """Ask ``stream``'s leader to step down in favour of node ``to``
+    (``$JS.API.STREAM.LEADER.STEPDOWN`` with a preferred peer; a server before 2.11 ignores the
+    preference and lets the others elect one). Sent through the first running node that
+    answers; the caller watches :func:`stream_leaders` for the move."""
+    request = json.dumps({"placement": {"preferred": f"n{to}"}}).encode()
+    subject = f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}"
+    for index, node in enumerate(nodes):
+        running = cluster.servers[index].alive and index not in cluster.paused
+        if running and api_request(node, subject, request) is not None:
+            return
+
+
 class NatsClusterProvisioner(NatsProvisioner):
     """A private JetStream cluster of ``nodes`` servers, with ``sync_interval: always`` or
     nats-server's default two-minute interval. ``network``: ``namespaces``, ``proxies`` or
@@ -263,7 +320,9 @@ class NatsClusterProvisioner(NatsProvisioner):
             mounts=lazy,
             stream_states=functools.partial(stream_states, nodes),
             stream_leaders=functools.partial(stream_leaders, nodes),
+            stream_files=stream_files,
         )
+        cluster.move_stream_leader = functools.partial(move_stream_leader, nodes, cluster)
         # every stream led again, and every running node a current peer of the metadata group
         cluster.settled = lambda: settled(nodes) and peers_current(nodes, cluster)
         started = time.monotonic()

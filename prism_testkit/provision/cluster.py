@@ -203,6 +203,12 @@ class Cluster:
     # Each replicated stream's leader (node index) by stream name, as the nodes see it now, where
     # every stream elects its own (JetStream); None where the cluster has one leader for all.
     stream_leaders: Callable[[], dict[str, int]] | None = None
+    # Where each stream's own data lies: stream name -> a glob of files in a node's work dir
+    # (JetStream: its message blocks), for faults aimed at one stream's data; None: unknown.
+    stream_files: Callable[[str], str] | None = None
+    # Ask a stream's leader to hand over to a node: (stream name, node index). A request, not
+    # a promise: the caller watches stream_leaders for the move. None: cannot be asked.
+    move_stream_leader: Callable[[str, int], None] | None = None
     paused: set[int] = field(default_factory=set)
     # Nodes killed or stopped so far: each breaks the connections clients held to it, so a
     # client pool opened before must be opened again once the cluster is restored.

@@ -31,7 +31,9 @@ from prism_testkit.registry.combinations import Combination, Expansion, NoCombin
 from prism_testkit.registry.slots import Slot
 
 # Suites whose outcome replication can change, besides the stateful fault suites.
-REPLICATION_SUITES = frozenset({"failover", "restart", "power_loss", "capabilities", "replica_lag", "leader_change"})
+REPLICATION_SUITES = frozenset(
+    {"failover", "restart", "power_loss", "capabilities", "replica_lag", "leader_change", "damaged_leader"}
+)
 STATEFUL_PREFIX = "stateful_"
 
 # Per interface contract suite (named after its interface), its round trip.

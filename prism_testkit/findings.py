@@ -1,0 +1,150 @@
+"""Known findings: violations of a vendor's documented guarantee that are written up in
+``docs/findings.md`` and reported upstream, so a suite that meets one reports it as that finding
+instead of a plain red, and goes red again once it stops reproducing.
+
+A suite measures what its scenario lost and hands the count to :func:`judge` with the
+scenario's name, the backend and the server version the driver was told. Then, as pytest's
+strict xfail would:
+
+* a loss where a known finding of that scenario covers the backend and version is an xfail
+  naming the finding, its ``docs/findings.md`` entry and the upstream issue;
+* a loss no finding covers is a failure (a new bug, or one back in a release said to fix it);
+* no loss where a finding says the version is affected is a failure too: the finding no longer
+  reproduces, and ``docs/findings.md`` (and this registry) must say on which version it stopped;
+* no loss and no finding: the guarantee held, the test passes.
+
+The verdict also goes to the test's report as the ``known_finding`` user property (also in
+``--junitxml``), so a run over several server versions tells which carry which finding.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+
+# the user property a judged scenario records its verdict under
+PROPERTY = "known_finding"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """``"2.12.1"`` -> ``(2, 12, 1)``: the numbers of a version, compared as numbers."""
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+@dataclass(frozen=True)
+class KnownFinding:
+    """One written-up violation. ``backends``: the registrations it was seen on (every setting
+    that reaches the same server code). ``since`` and ``fixed_in`` bound the affected releases
+    where known (None: unbounded on that side); ``seen`` lists the releases it reproduced on."""
+
+    id: str
+    scenario: str
+    server: str
+    backends: frozenset[str]
+    summary: str
+    docs: str  # the docs/findings.md entry, as a path with its anchor
+    upstream: str  # the upstream issue
+    seen: tuple[str, ...]
+    since: str | None = None
+    fixed_in: str | None = None
+
+    def affects(self, version: str | None) -> bool:
+        """Whether ``version`` is an affected release. An unknown version is affected unless
+        a fix is known (then which side it falls on cannot be told)."""
+        if version is None:
+            return self.fixed_in is None
+        key = version_key(version)
+        if self.since is not None and key < version_key(self.since):
+            return False
+        return self.fixed_in is None or key < version_key(self.fixed_in)
+
+    def affected(self) -> str:
+        """The affected releases in words, for messages."""
+        bounds = [f">= {self.since}"] * bool(self.since) + [f"< {self.fixed_in}"] * bool(self.fixed_in)
+        return f"{' and '.join(bounds) or 'every release (no fix known)'}, seen on {', '.join(self.seen)}"
+
+
+_JETSTREAM_CLUSTERS = frozenset({"jetstream-r3", "jetstream-r3-lazy-sync", "jetstream-r5"})
+
+KNOWN: dict[str, KnownFinding] = {
+    finding.id: finding
+    for finding in (
+        KnownFinding(
+            id="nats-server#7549",
+            scenario="damaged-leader",
+            server="nats-server",
+            backends=_JETSTREAM_CLUSTERS,
+            summary=(
+                "a replica whose message blocks were damaged recovers with a gap in the middle of the "
+                "stream and, once it leads, serves the stream without those acknowledged messages"
+            ),
+            docs="docs/findings.md#damaged-message-blocks-on-one-replica-lose-acknowledged-messages-once-it-leads",
+            upstream="https://github.com/nats-io/nats-server/issues/7549",
+            seen=("2.12.1", "2.15.1"),
+        ),
+    )
+}
+
+
+def finding_for(scenario: str, backend: str) -> KnownFinding | None:
+    """The known finding of ``scenario`` on ``backend``, if one is written up."""
+    return next((f for f in KNOWN.values() if f.scenario == scenario and backend in f.backends), None)
+
+
+def judge(
+    request: pytest.FixtureRequest,
+    *,
+    scenario: str,
+    backend: str,
+    version: str | None,
+    lost: int,
+    acknowledged: int,
+    detail: str,
+    replay: str,
+) -> None:
+    """Return when the guarantee held and no finding says it should not have; otherwise xfail
+    (a known finding reproduced) or fail (a new loss, or a known one that stopped reproducing),
+    as the module's doc says. ``detail`` says what was seen, ``replay`` how to see it again."""
+    finding = finding_for(scenario, backend)
+    applies = finding is not None and finding.affects(version)
+    server = f"{finding.server if finding else 'server'} {version or '(version unknown)'}"
+    verdict = "held" if not lost else "known" if applies else "lost"
+    if applies and not lost:
+        verdict = "no longer reproduces"
+    request.node.user_properties.append(
+        (
+            PROPERTY,
+            {
+                "scenario": scenario,
+                "backend": backend,
+                "version": version,
+                "finding": finding.id if finding else None,
+                "verdict": verdict,
+                "lost": lost,
+                "acknowledged": acknowledged,
+            },
+        )
+    )
+    if not lost and not applies:
+        return
+    if lost and applies:
+        assert finding is not None
+        pytest.xfail(
+            f"known finding {finding.id} on {server}: {finding.summary} ({finding.docs}; {finding.upstream}): "
+            f"lost {lost} of {acknowledged} acknowledged: {detail}"
+        )
+    if lost:
+        pytest.fail(
+            f"{backend} ({server}) lost {lost} of {acknowledged} acknowledged writes in scenario {scenario!r}, "
+            f"which no known finding covers on this version: {detail}\nreplay: {replay}",
+            pytrace=False,
+        )
+    assert finding is not None
+    pytest.fail(
+        f"the known finding {finding.id} no longer reproduces on {server}: {scenario!r} lost nothing of "
+        f"{acknowledged} acknowledged ({detail}); it is recorded as affecting {finding.affected()}: update "
+        f"{finding.docs.split('#')[0]} and prism_testkit/findings.py (its fixed_in)\nreplay: {replay}",
+        pytrace=False,
+    )

@@ -1,0 +1,89 @@
+"""Known findings (prism_testkit.findings): a loss a written-up finding covers is an xfail
+naming it, any other loss fails, and a known finding that stops reproducing fails too."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from prism_testkit import findings
+from prism_testkit.findings import KNOWN, KnownFinding, finding_for, judge
+
+BUG = KNOWN["nats-server#7549"]
+
+
+def judged(backend: str, version: str | None, lost: int, scenario: str = "damaged-leader") -> Any:
+    request: Any = SimpleNamespace(node=SimpleNamespace(user_properties=[]))
+    judge(
+        request,
+        scenario=scenario,
+        backend=backend,
+        version=version,
+        lost=lost,
+        acknowledged=100,
+        detail="seen",
+        replay="pytest x",
+    )
+    return request
+
+
+def test_a_known_loss_is_an_xfail_naming_the_finding_its_entry_and_the_upstream_issue() -> None:
+    with pytest.raises(pytest.xfail.Exception) as caught:
+        judged("jetstream-r3", "2.12.1", lost=7)
+    assert BUG.id in str(caught.value)
+    assert BUG.upstream in str(caught.value)
+    assert BUG.docs in str(caught.value)
+    assert "lost 7 of 100" in str(caught.value)
+
+
+def test_a_known_finding_that_stops_reproducing_fails_until_the_entry_is_updated() -> None:
+    reproduces = r"no longer reproduces on nats-server 2\.16\.0.*update docs/findings\.md"
+    with pytest.raises(pytest.fail.Exception, match=reproduces):
+        judged("jetstream-r3", "2.16.0", lost=0)
+
+
+def test_a_loss_no_finding_covers_fails_with_its_replay() -> None:
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)lost 3 of 100.*no known finding.*replay: pytest x"):
+        judged("jetstream-r3", "2.15.1", lost=3, scenario="restarted-leader")
+    with pytest.raises(pytest.fail.Exception, match="no known finding"):
+        judged("postgres-ha", "15.20", lost=3)
+
+
+def test_no_loss_and_no_finding_passes_and_records_the_verdict() -> None:
+    request = judged("jetstream-r3", "2.15.1", lost=0, scenario="restarted-leader")
+    (key, value), *_ = request.node.user_properties
+    assert key == findings.PROPERTY
+    assert value["verdict"] == "held"
+    assert value["finding"] is None
+
+
+def test_a_release_that_fixes_a_finding_makes_its_loss_red_again() -> None:
+    fixed = KnownFinding(**{**vars(BUG), "since": "2.10.0", "fixed_in": "2.16.0"})
+    assert fixed.affects("2.12.1")
+    assert fixed.affects("2.15.10")
+    assert not fixed.affects("2.16.0")
+    assert not fixed.affects("2.9.10")
+    assert not fixed.affects(None)
+    assert BUG.affects(None)
+    assert BUG.affects("2.99.0")
+    assert ">= 2.10.0 and < 2.16.0" in fixed.affected()
+
+
+def anchor(heading: str) -> str:
+    """A heading's anchor as mkdocs (Python-Markdown's toc) makes it."""
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", heading).strip().lower())
+
+
+def test_every_finding_names_an_entry_of_docs_findings_and_its_upstream_issue() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "findings.md").read_text(encoding="utf-8")
+    anchors = {anchor(line[4:]) for line in text.splitlines() if line.startswith("### ")}
+    for finding in KNOWN.values():
+        page, _, entry = finding.docs.partition("#")
+        assert page == "docs/findings.md", finding.docs
+        assert entry in anchors, finding.docs
+        assert finding.upstream.startswith("https://github.com/")
+        assert finding_for(finding.scenario, next(iter(finding.backends))) is finding
