@@ -129,17 +129,19 @@ async def drain_queue(
     *,
     wait: float = 0.1,
     ack: bool = True,
-    visibility_timeout: float = 30.0,
+    visibility_timeout: float | None = None,
     limit: int = 10_000,
     expect: int = 0,
 ) -> list[QueueDelivery]:
     """Receive (and by default ack) until a receive waiting ``wait`` seconds returns None.
     While fewer than ``expect`` (messages known to be there) came, each receive waits up to
-    the "calm-op" bound instead: a loaded server hands them out late, not never."""
+    the "calm-op" bound instead: a loaded server hands them out late, not never. Each is held
+    for ``visibility_timeout`` (by default a lease that outlasts the drain)."""
+    held = patience.handed("lease") if visibility_timeout is None else visibility_timeout
     out: list[QueueDelivery] = []
     while len(out) < limit:
         patient = patience.bound("calm-op") if len(out) < expect else wait
-        delivery = await queue.receive(name, wait=patient, visibility_timeout=visibility_timeout)
+        delivery = await queue.receive(name, wait=patient, visibility_timeout=held)
         if delivery is None:
             break
         out.append(delivery)

@@ -22,11 +22,12 @@ Kind = Literal["queue", "log", "pubsub"]
 
 
 async def receive_available(
-    queue: Queue, name: str, *, wait: float, visibility_timeout: float = 30.0
+    queue: Queue, name: str, *, wait: float, visibility_timeout: float | None = None
 ) -> list[QueueDelivery]:
     """What queue ``name`` holds now, acked, waiting up to ``wait`` seconds for the first
     message only: a wait that finds nothing costs its whole length, so pay it only while
-    nothing has come."""
+    nothing has come. Each is held for ``visibility_timeout`` (by default a lease)."""
+    visibility_timeout = patience.handed("lease") if visibility_timeout is None else visibility_timeout
     first = await queue.receive(name, wait=wait, visibility_timeout=visibility_timeout)
     if first is None:
         return []

@@ -11,6 +11,9 @@ with no guarantee broken. So every such time in ``suites/`` is one of:
 - **the point**: its expiry is what the test checks, and the test asserts only what holds on any
   machine once it has expired.
 
+(A wrapper's default that mirrors an interface's signature is listed too: its callers' values
+are scanned where they call.)
+
 This module scans ``suites/`` (AST, no import) and fails on a numeric time handed over that is
 none of these, naming file and line. The last two kinds are listed in :data:`ALLOWED` with their
 reason; an entry that no longer matches anything fails too, so the list cannot rot.
@@ -37,9 +40,18 @@ NOT_TIME = {"snapshot_interval", "deadline"}
 HARNESS_WAITS = {"eventually", "until", "wait", "wait_for", "repeat_until", "settings", "given"}
 DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)\s*$")
 
+MIRRORS_QUEUE = (
+    "interface: the default of a wrapper that mirrors the Queue interface's receive signature; "
+    "what its callers pass is scanned at the call"
+)
+
 # (file, enclosing function, key) -> why the fixed value is safe. Each reason starts with
-# "virtual:" or "point:".
+# "virtual:" or "point:", or "interface:" for a wrapper's default that mirrors the interface.
 ALLOWED: dict[tuple[str, str, str], str] = {
+    ("suites/_producer_faults.py", "_Queue.receive", "visibility_timeout"): MIRRORS_QUEUE,
+    ("suites/test_multicast_registry.py", "FaultyQueue.receive", "visibility_timeout"): MIRRORS_QUEUE,
+    ("suites/test_producer.py", "_ReconnectingQueue.receive", "visibility_timeout"): MIRRORS_QUEUE,
+    ("suites/test_stateful_producer.py", "_CurrentQueue.receive", "visibility_timeout"): MIRRORS_QUEUE,
     ("suites/_queue_machine.py", "QueueMachine.receive", "visibility"): (
         "point: crashed consumers' messages must come back within the example; the checker tolerates "
         "every redelivery and waits VISIBILITY x slowness before it calls a message lost"
@@ -324,17 +336,33 @@ class _Scanner(ast.NodeVisitor):
         self.stack: list[str] = []
         self.found: list[Handed] = []
 
-    def _scope(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+    def _scope(self, node: ast.ClassDef) -> None:
         self.stack.append(node.name)
         self.generic_visit(node)
         self.stack.pop()
 
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _scope
+    visit_ClassDef = _scope
 
     def _check(self, key: str, value: ast.expr) -> None:
         if TIME_KEY.search(key) and key not in NOT_TIME and fixed_time(value, self.constants):
             function = ".".join(self.stack) or "<module>"
             self.found.append(Handed(self.file, value.lineno, function, key, ast.unparse(value)))
+
+    def _defaults(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        args = node.args
+        positional = args.posonlyargs + args.args
+        pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True))
+        pairs += [(arg, d) for arg, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None]
+        for arg, default in pairs:
+            self._check(arg.arg, default)
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self.stack.append(node.name)
+        self._defaults(node)  # a default is handed over by every call that leaves it out
+        self.generic_visit(node)
+        self.stack.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = _function
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
@@ -378,7 +406,7 @@ def test_every_time_handed_to_a_system_under_test_is_derived_virtual_or_the_poin
 
 
 def test_every_allowlist_entry_names_a_kind_and_is_still_used() -> None:
-    assert all(reason.split(":", 1)[0] in {"virtual", "point"} for reason in ALLOWED.values())
+    assert all(reason.split(":", 1)[0] in {"virtual", "point", "interface"} for reason in ALLOWED.values())
     used = {h.where for h in scan_suites()}
     stale = sorted(set(ALLOWED) - used)
     assert not stale, f"ALLOWED entries that match nothing any more (remove them): {stale}"
