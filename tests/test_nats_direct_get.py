@@ -1,10 +1,10 @@
 """The NATS driver's key-value reads (direct gets) when the bucket's stream is not there.
 
 A direct get from a missing stream has no one to answer it: nats-server 2.10+ says "no
-responders", 2.9 (the ``nats`` registration) stays silent until the request times out. Either
-way a read of a key whose stream another client deleted is "absent", not a lost connection, and a
-write afterwards creates the stream again. Each backend here runs its own private server, so
-deleting the shared bucket touches no other test.
+responders", 2.9 (Debian's: ``--prism-binary nats=/usr/sbin/nats-server``) stays silent until the
+request times out. Either way a read of a key whose stream another client deleted is "absent",
+not a lost connection, and a write afterwards creates the stream again. Each backend here runs
+its own private server, so deleting the shared bucket touches no other test.
 """
 
 from __future__ import annotations

