@@ -15,8 +15,9 @@ import functools
 import inspect
 import os
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -58,6 +59,10 @@ SERVERS_TOLD = pytest.StashKey[set[str]]()
 # suites with a runnable combination in at least one module (known once collection is done)
 FITTING_SUITES = pytest.StashKey[set[str]]()
 SESSION = pytest.StashKey[pytest.Session]()
+# "--prism-binary NAME=... has no effect" lines, held until collection shows whether a test
+# starts that server itself (it asks for the prism_binaries fixture)
+UNUSED_BINARIES = pytest.StashKey[list[str]]()
+BINARIES_FIXTURE = "prism_binaries"
 
 
 @dataclass
@@ -420,7 +425,18 @@ def _check_binaries(config: pytest.Config, options: PrismOptions, registry: Back
             )
         if not used & set(served[name]):
             backends = ", ".join(served[name])
-            _warn(config, f"--prism-binary {name}=... has no effect: no selected backend starts it ({backends})")
+            config.stash.setdefault(UNUSED_BINARIES, []).append(
+                f"--prism-binary {name}=... has no effect: no selected backend starts it ({backends}) "
+                f"and no collected test asks for the {BINARIES_FIXTURE} fixture"
+            )
+
+
+def _warn_unused_binaries(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The held warnings, unless a collected test starts servers itself from the chosen binaries."""
+    unused = config.stash.get(UNUSED_BINARIES, [])
+    if unused and not any(BINARIES_FIXTURE in getattr(item, "fixturenames", ()) for item in items):
+        for why in unused:
+            _warn(config, why)
 
 
 def _plan_hunt(config: pytest.Config, options: PrismOptions) -> None:
@@ -633,6 +649,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = selected
     _keep_the_replayed_test(config, items)
     _count_hunted(config, items)
+    _warn_unused_binaries(config, items)
 
 
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
@@ -696,6 +713,14 @@ def _count_hunted(config: pytest.Config, items: list[pytest.Item]) -> None:
 def prism_runtime(pytestconfig: pytest.Config) -> PrismRuntime:
     """This process's harness runtime: event loop, provisioned backends, drivers."""
     return harness(pytestconfig).runtime
+
+
+@pytest.fixture(scope="session")
+def prism_binaries(pytestconfig: pytest.Config) -> Mapping[str, Path]:
+    """The server binaries chosen by ``--prism-binary NAME=PATH`` (NAME: a provisioner's
+    ``binary_key``), for a test that starts a server itself: pass them as
+    ``ProvisionContext.binaries`` and the choice reaches it as it reaches the suites."""
+    return MappingProxyType(dict(pytestconfig.stash[OPTIONS].binaries))
 
 
 @pytest.fixture

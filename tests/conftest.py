@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -55,12 +55,19 @@ def bagstore(third_party: Callable[..., None]) -> None:
     third_party("prism-bagstore", {"bagstore": (OUT_OF_TREE / "bagstore.py").read_text()}, {"bagstore": "bagstore"})
 
 
-def provision_cluster(name: str, provisioner: Provisioner, where: Path) -> Endpoint:
-    """A cluster of backend ``name`` under ``where``. The project's run needs namespaces: where
-    they or the cluster cannot be made, the test fails with the reason, it never skips."""
+def context_for(name: str, where: Path, binaries: Mapping[str, Path]) -> ProvisionContext:
+    """The context a test that starts backend ``name`` itself provisions it in: with the
+    binaries of ``--prism-binary`` (the ``prism_binaries`` fixture), so the choice reaches it."""
+    return ProvisionContext(name, None, where, "test", "test", binaries=binaries)
+
+
+def provision_cluster(name: str, provisioner: Provisioner, where: Path, binaries: Mapping[str, Path]) -> Endpoint:
+    """A cluster of backend ``name`` under ``where``, from the binaries ``--prism-binary`` chose
+    (the ``prism_binaries`` fixture). The project's run needs namespaces: where they or the
+    cluster cannot be made, the test fails with the reason, it never skips."""
     if (reason := namespaces_unavailable_reason()) is not None:
         pytest.fail(f"this project's run needs network namespaces: {reason}")
-    ctx = ProvisionContext(name, None, where, "test", "test")
+    ctx = context_for(name, where, binaries)
     availability = provisioner.probe(ctx)
     if not availability.available:
         pytest.fail(f"{name} cannot run here: {availability.detail}")
@@ -81,14 +88,15 @@ def cluster_in_a_temp_dir(prefix: str, provision: Callable[[Path], Endpoint]) ->
         shutil.rmtree(base, ignore_errors=True)
 
 
-def runtime_of(backend: str, worker: str) -> Iterator[PrismRuntime]:
+def runtime_of(backend: str, worker: str, binaries: Mapping[str, Path]) -> Iterator[PrismRuntime]:
     """A harness runtime over the one registration ``backend`` (for a fixture to yield from),
-    closed afterwards: its servers, proxies and work dir with it."""
+    its servers started from the binaries ``--prism-binary`` chose (the ``prism_binaries``
+    fixture), closed afterwards: its servers, proxies and work dir with it."""
     from prism_testkit.isolation import NamespaceFactory
     from prism_testkit.registry.backends import build_registry, make_plugin_manager
 
     registry = build_registry(make_plugin_manager())
-    runtime = PrismRuntime(registry, [registry[backend]], {}, NamespaceFactory(worker=worker))
+    runtime = PrismRuntime(registry, [registry[backend]], {}, NamespaceFactory(worker=worker), binaries=binaries)
     try:
         yield runtime
     finally:

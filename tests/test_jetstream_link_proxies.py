@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -16,18 +16,18 @@ from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 
 from prism_testkit.faults.linkproxies import LinkProxies
 from prism_testkit.faults.proxy import FaultProxy
-from prism_testkit.provision.base import Endpoint, ProvisionContext
+from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster
 from prism_testkit.provision.netns import FaultNotInjected
-from tests.conftest import cluster_in_a_temp_dir
+from tests.conftest import cluster_in_a_temp_dir, context_for
 from tests.test_jetstream_cluster import eventually_published, node_urls, publish_through
 
 pytest.importorskip("nats")
 
 
-def _provision(where: Path) -> Endpoint:
+def _provision(where: Path, binaries: Mapping[str, Path]) -> Endpoint:
     provisioner = NatsClusterProvisioner(nodes=3, sync_always=True, network="proxies")
-    ctx = ProvisionContext("jetstream-r3", None, where, "test", "test")
+    ctx = context_for("jetstream-r3", where, binaries)
     availability = provisioner.probe(ctx)
     if not availability.available:
         pytest.fail(f"no nats-server >= 2.10 here: {availability.detail}")
@@ -36,8 +36,8 @@ def _provision(where: Path) -> Endpoint:
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[Endpoint]:
-    yield from cluster_in_a_temp_dir("prism-link-proxies-", _provision)
+def endpoint(prism_binaries: Mapping[str, Path]) -> Iterator[Endpoint]:
+    yield from cluster_in_a_temp_dir("prism-link-proxies-", lambda where: _provision(where, prism_binaries))
 
 
 def test_the_nodes_run_on_loopback_and_reach_each_other_only_through_link_proxies(endpoint: Endpoint) -> None:

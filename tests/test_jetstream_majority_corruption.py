@@ -18,7 +18,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -38,9 +38,10 @@ SETTLE = 60.0  # seconds the cluster gets to agree once every node is back
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[Endpoint]:
+def endpoint(prism_binaries: Mapping[str, Path]) -> Iterator[Endpoint]:
     def provision(where: Path) -> Endpoint:
-        return provision_cluster("jetstream-r3", NatsClusterProvisioner(nodes=3, sync_always=True), where)
+        provisioner = NatsClusterProvisioner(nodes=3, sync_always=True)
+        return provision_cluster("jetstream-r3", provisioner, where, prism_binaries)
 
     yield from cluster_in_a_temp_dir("prism-js-majority-", provision)
 

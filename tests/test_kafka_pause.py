@@ -10,7 +10,8 @@ lets the requests pile up again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +23,8 @@ IN_FLIGHT = 4  # appends sent while the broker is paused
 
 
 @pytest.fixture
-def kafka() -> Iterator[PrismRuntime]:
-    yield from runtime_of("kafka", "canary")
+def kafka(prism_binaries: Mapping[str, Path]) -> Iterator[PrismRuntime]:
+    yield from runtime_of("kafka", "canary", prism_binaries)
 
 
 def test_appends_in_flight_across_a_pause_are_all_kept(kafka: PrismRuntime) -> None:

@@ -9,7 +9,8 @@ stream three times after its deletion, so the test fails whenever a deletion doe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from prism_testkit.backends.nats.driver import OBJ_STREAM
@@ -21,8 +22,8 @@ LAGGING_LISTINGS = 3
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[PrismRuntime]:
-    yield from runtime_of("jetstream-r3", "deletion")
+def cluster(prism_binaries: Mapping[str, Path]) -> Iterator[PrismRuntime]:
+    yield from runtime_of("jetstream-r3", "deletion", prism_binaries)
 
 
 def test_a_deleted_bucket_is_not_listed_once_its_deletion_returns(

@@ -9,26 +9,22 @@ its own private server, so deleting the shared bucket touches no other test.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from prism_testkit.backends.nats.driver import KV_BUCKET
 
-from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
+from tests.conftest import runtime_of
 
 KV_STREAM = f"KV_{KV_BUCKET}"  # the stream behind the driver's key-value bucket
 
 
 @pytest.fixture(params=["nats", "jetstream"])
-def runtime(request: pytest.FixtureRequest) -> Iterator[tuple[PrismRuntime, str]]:
-    registry = build_registry(make_plugin_manager())
-    runtime = PrismRuntime(registry, [registry[request.param]], {}, NamespaceFactory(worker="direct"))
-    try:
-        yield runtime, request.param
-    finally:
-        runtime.close()
+def runtime(request: pytest.FixtureRequest, prism_binaries: Mapping[str, Path]) -> Iterator[tuple[PrismRuntime, str]]:
+    for made in runtime_of(request.param, "direct", prism_binaries):
+        yield made, request.param
 
 
 async def delete_behind_its_back(url: str, stream: str) -> None:

@@ -9,7 +9,8 @@ after each full timeout; this stalls the server past one timeout and fails witho
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from prism_testkit.backends.nats.driver import API_TIMEOUT, CREATE_TIMEOUT
@@ -22,8 +23,8 @@ STALL = API_TIMEOUT + 1.5  # past one request's timeout, within the create's ove
 
 
 @pytest.fixture
-def nats() -> Iterator[PrismRuntime]:
-    yield from runtime_of("nats", "stalled-create")
+def nats(prism_binaries: Mapping[str, Path]) -> Iterator[PrismRuntime]:
+    yield from runtime_of("nats", "stalled-create", prism_binaries)
 
 
 def test_a_log_created_while_the_server_stalls_past_one_timeout_is_created(nats: PrismRuntime) -> None:

@@ -17,7 +17,8 @@ False for a value it had written.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,8 +38,8 @@ STALL = API_TIMEOUT + 1.5  # past one request's timeout, within the publish boun
 # nats on the default sync interval, jetstream with sync_interval: always. A single 2.15 server
 # refuses a stored conditional publish's resend instead of deduplicating it; 2.9 deduplicates it.
 @pytest.fixture(scope="module", params=["nats", "jetstream"])
-def nats(request: pytest.FixtureRequest) -> Iterator[PrismRuntime]:
-    yield from runtime_of(request.param, "stalled-publish")
+def nats(request: pytest.FixtureRequest, prism_binaries: Mapping[str, Path]) -> Iterator[PrismRuntime]:
+    yield from runtime_of(request.param, "stalled-publish", prism_binaries)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,9 @@ WRITERS = 8  # concurrent connections committing during the loss measurement
 LOAD_SECONDS = 1.5  # of commits before the primary is killed
 
 
-def _provision(tmp: Path, *, synchronous: bool, nodes: int = 3) -> Endpoint:
-    return provision_cluster("postgres-ha", PostgresHaProvisioner(nodes=nodes, synchronous=synchronous), tmp)
+def _provision(tmp: Path, binaries: Mapping[str, Path], *, synchronous: bool, nodes: int = 3) -> Endpoint:
+    provisioner = PostgresHaProvisioner(nodes=nodes, synchronous=synchronous)
+    return provision_cluster("postgres-ha", provisioner, tmp, binaries)
 
 
 @pytest.fixture
@@ -46,18 +47,18 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(made, ignore_errors=True)
 
 
-def _module_endpoint(synchronous: bool) -> Iterator[Endpoint]:
-    yield from cluster_in_a_temp_dir("prism-pgha-", lambda where: _provision(where, synchronous=synchronous))
+def _module_endpoint(binaries: Mapping[str, Path], synchronous: bool) -> Iterator[Endpoint]:
+    yield from cluster_in_a_temp_dir("prism-pgha-", lambda where: _provision(where, binaries, synchronous=synchronous))
 
 
 @pytest.fixture(scope="module")
-def sync_endpoint() -> Iterator[Endpoint]:
-    yield from _module_endpoint(synchronous=True)
+def sync_endpoint(prism_binaries: Mapping[str, Path]) -> Iterator[Endpoint]:
+    yield from _module_endpoint(prism_binaries, synchronous=True)
 
 
 @pytest.fixture(scope="module")
-def async_endpoint() -> Iterator[Endpoint]:
-    yield from _module_endpoint(synchronous=False)
+def async_endpoint(prism_binaries: Mapping[str, Path]) -> Iterator[Endpoint]:
+    yield from _module_endpoint(prism_binaries, synchronous=False)
 
 
 def _restored(endpoint: Endpoint) -> Iterator[Endpoint]:
@@ -457,9 +458,9 @@ def _links(prefix: str) -> list[str]:
     return [line for line in listed.splitlines() if prefix in line]
 
 
-def test_teardown_leaves_nothing_behind(workdir: Path) -> None:
+def test_teardown_leaves_nothing_behind(workdir: Path, prism_binaries: Mapping[str, Path]) -> None:
     workdir = workdir / "pgha"
-    endpoint = _provision(workdir, synchronous=False, nodes=2)
+    endpoint = _provision(workdir, prism_binaries, synchronous=False, nodes=2)
     cluster = cluster_of(endpoint)
     token = cluster.network.token
     postmasters = [s.pid for s in cluster.servers]

@@ -8,7 +8,8 @@ a server the nemesis recorded as paused, and a suite's pause rule proved nothing
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +20,8 @@ UNANSWERED = 1.0  # seconds a read through a paused server must stay unanswered
 
 
 @pytest.fixture
-def postgres() -> Iterator[PrismRuntime]:
-    yield from runtime_of("postgres", "pause")
+def postgres(prism_binaries: Mapping[str, Path]) -> Iterator[PrismRuntime]:
+    yield from runtime_of("postgres", "pause", prism_binaries)
 
 
 def test_a_pause_holds_the_reads_of_a_connection_opened_before_it(postgres: PrismRuntime) -> None:

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -40,22 +40,25 @@ WRITERS = 8  # concurrent writers during the loss measurement
 LOAD_SECONDS = 1.5  # of writes before the primary is killed
 
 
-def _provision(tmp: Path, *, wait_replicas: int, nodes: int = 3) -> Endpoint:
-    return provision_cluster("redis-sentinel", RedisSentinelProvisioner(nodes=nodes, wait_replicas=wait_replicas), tmp)
+def _provision(tmp: Path, binaries: Mapping[str, Path], *, wait_replicas: int, nodes: int = 3) -> Endpoint:
+    provisioner = RedisSentinelProvisioner(nodes=nodes, wait_replicas=wait_replicas)
+    return provision_cluster("redis-sentinel", provisioner, tmp, binaries)
 
 
-def _module_endpoint(wait_replicas: int) -> Iterator[Endpoint]:
-    yield from cluster_in_a_temp_dir("prism-sentinel-", lambda where: _provision(where, wait_replicas=wait_replicas))
+def _module_endpoint(binaries: Mapping[str, Path], wait_replicas: int) -> Iterator[Endpoint]:
+    yield from cluster_in_a_temp_dir(
+        "prism-sentinel-", lambda where: _provision(where, binaries, wait_replicas=wait_replicas)
+    )
 
 
 @pytest.fixture(scope="module")
-def plain_endpoint() -> Iterator[Endpoint]:
-    yield from _module_endpoint(0)
+def plain_endpoint(prism_binaries: Mapping[str, Path]) -> Iterator[Endpoint]:
+    yield from _module_endpoint(prism_binaries, 0)
 
 
 @pytest.fixture(scope="module")
-def wait_endpoint() -> Iterator[Endpoint]:
-    yield from _module_endpoint(1)
+def wait_endpoint(prism_binaries: Mapping[str, Path]) -> Iterator[Endpoint]:
+    yield from _module_endpoint(prism_binaries, 1)
 
 
 @pytest.fixture
@@ -300,11 +303,11 @@ def test_the_loss_of_a_failover_under_load_is_measured(
     assert 0 <= lost <= acknowledged
 
 
-def test_teardown_leaves_nothing_behind() -> None:
+def test_teardown_leaves_nothing_behind(prism_binaries: Mapping[str, Path]) -> None:
     base = Path(tempfile.mkdtemp(prefix="prism-sentinel-"))
     try:
         workdir = base / "cluster"
-        endpoint = _provision(workdir, wait_replicas=0, nodes=2)
+        endpoint = _provision(workdir, prism_binaries, wait_replicas=0, nodes=2)
         cluster = cluster_of(endpoint)
         token = cluster.network.token
         assert len(_processes_inside(workdir)) == 4  # two redis-servers, two Sentinels
