@@ -22,7 +22,8 @@ import os
 import sys
 import tempfile
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,9 +38,11 @@ from prism_testkit.config.namespace_files import (
     parse_namespaces,
     schema_text,
 )
-from prism_testkit.errors import PrismError
+from prism_testkit.errors import BadBinary, ConfigurationError, PrismError
 from prism_testkit.hunting.replay import add_replay_command, run_replay_command
-from prism_testkit.provision.base import Availability, ProvisionContext
+from prism_testkit.provision.base import Availability, ProvisionContext, Via
+from prism_testkit.provision.binaries import OPTION, chosen_binary, parse_binary_options
+from prism_testkit.provision.servers import ServerProvisioner
 from prism_testkit.redaction import printable, redact
 from prism_testkit.registry.backend_spec import BackendSpec
 from prism_testkit.registry.backends import BackendRegistry, build_registry, make_plugin_manager
@@ -81,11 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "patterns", parents=[data], help="list the registered patterns: slots, client APIs, config, suites"
     )
-    commands.add_parser(
+    backends = commands.add_parser(
         "backends",
         parents=[data],
-        help="list the registered backends: the plugin that registered each, and whether it can be provisioned "
-        "here (and why not)",
+        help="list the registered backends: the plugin that registered each, whether it can be provisioned "
+        "here (and why not), and the server binary and version it would start",
+    )
+    backends.add_argument(
+        OPTION,
+        dest="prism_binary",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="the server binary to start for NAME (repeatable), as pytest's --prism-binary",
     )
     add_report_commands(commands)
     add_replay_command(commands)
@@ -149,7 +160,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 _out(line)
         return OK
     if args.command == "backends":
-        return _backends(registry, as_json)
+        try:
+            binaries = _chosen_binaries(args.prism_binary, registry)
+        except (BadBinary, ConfigurationError) as exc:
+            _out(f"prism-testkit: error: {exc}", sys.stderr)
+            return USAGE
+        return _backends(registry, as_json, binaries)
     if args.command == "validate":
         return _validate(args.files, registry, patterns, as_json)
     return _explain(args.file, registry, patterns, as_json)
@@ -202,28 +218,72 @@ def pattern_data(spec: PatternSpec, plugin: str) -> dict[str, Any]:
     }
 
 
-def probe_backend(spec: BackendSpec, workdir: Path) -> Availability:
+def _chosen_binaries(lines: Sequence[str], registry: BackendRegistry) -> dict[str, Path]:
+    """``--prism-binary`` lines, checked as pytest checks them: BadBinary for a bad one,
+    ConfigurationError for a NAME no registered backend starts a server from."""
+    chosen = parse_binary_options(lines)
+    known = sorted({key for spec in registry if (key := getattr(spec.provisioner, "binary_key", None))})
+    for name in chosen:
+        if name not in known:
+            raise ConfigurationError(
+                f"{OPTION} {name}=...: no backend starts a server named {name!r}; known: {', '.join(known)}"
+            )
+    return chosen
+
+
+@dataclass(frozen=True)
+class BinaryChoice:
+    """The server binary a backend would start here: where, what version, who chose it."""
+
+    path: Path
+    version: str | None
+    chosen_by: str  # "chosen by --prism-binary nats", "chosen by PRISM_NATS_BINARY", or "the default"
+
+    def line(self) -> str:
+        return f"{self.path} ({self.version or 'version unknown'}; {self.chosen_by})"
+
+
+def probe_backend(
+    spec: BackendSpec, workdir: Path, binaries: Mapping[str, Path] | None = None
+) -> tuple[Availability, BinaryChoice | None]:
     """How ``spec`` would be provisioned here, or why it cannot be, without starting anything:
-    a missing client library first, then the provisioner's own probe (URL, binary, Docker)."""
+    a missing client library first, then the provisioner's own probe (URL, binary, Docker);
+    with the binary it would start, when it starts one."""
     from prism_testkit.runtime import url_from_environment
 
     reason = spec.unavailable_reason()
     if reason is not None:
-        return Availability.unavailable(reason)
+        return Availability.unavailable(reason), None
     context = ProvisionContext(
         backend=spec.name,
         url=url_from_environment(spec.name),
         workdir=workdir / spec.name,
         worker_id="cli",
         run_id="backends",
+        binaries=dict(binaries or {}),
     )
     try:
-        return spec.provisioner.probe(context)
+        availability = spec.provisioner.probe(context)
+        return availability, _binary_choice(spec, context) if availability.via is Via.BINARY else None
     except Exception as exc:  # a third party's probe must not hide the other backends
-        return Availability.unavailable(f"its provisioner's probe failed: {type(exc).__name__}: {exc}")
+        return Availability.unavailable(f"its provisioner's probe failed: {type(exc).__name__}: {exc}"), None
 
 
-def backend_data(spec: BackendSpec, plugin: str, availability: Availability) -> dict[str, Any]:
+def _binary_choice(spec: BackendSpec, context: ProvisionContext) -> BinaryChoice | None:
+    provisioner = spec.provisioner
+    if not isinstance(provisioner, ServerProvisioner):
+        return None
+    path = provisioner.chosen_or_found_binary(context)
+    if path is None:
+        return None
+    key = provisioner.binary_key
+    chosen = chosen_binary(key, context.binaries) if key is not None else None
+    return BinaryChoice(path, provisioner.binary_version(path), f"chosen by {chosen[0]}" if chosen else "the default")
+
+
+def backend_data(
+    spec: BackendSpec, plugin: str, availability: Availability, binary: BinaryChoice | None = None
+) -> dict[str, Any]:
     """One registered backend as JSON (``backends --format json``)."""
     return {
         "name": spec.name,
@@ -235,16 +295,22 @@ def backend_data(spec: BackendSpec, plugin: str, availability: Availability) -> 
         "available": availability.available,
         "via": availability.via.value,
         "detail": availability.detail,
+        "binary": None
+        if binary is None
+        else {"path": str(binary.path), "version": binary.version, "chosen_by": binary.chosen_by},
     }
 
 
-def _backends(registry: BackendRegistry, as_json: bool) -> int:
+def _backends(registry: BackendRegistry, as_json: bool, binaries: Mapping[str, Path]) -> int:
     with tempfile.TemporaryDirectory(prefix="prism-backends-") as workdir:
-        found = [(spec, registry.origin.get(spec.name, "?"), probe_backend(spec, Path(workdir))) for spec in registry]
+        found = [
+            (spec, registry.origin.get(spec.name, "?"), *probe_backend(spec, Path(workdir), binaries))
+            for spec in registry
+        ]
     if as_json:
-        _out_json([backend_data(spec, plugin, availability) for spec, plugin, availability in found])
+        _out_json([backend_data(spec, plugin, availability, binary) for spec, plugin, availability, binary in found])
         return OK
-    for spec, plugin, availability in found:
+    for spec, plugin, availability, binary in found:
         _out(f"{spec.name} [{'embedded, ' if spec.embedded else ''}plugin {plugin}]")
         if spec.description:
             _out(f"  {spec.description}")
@@ -253,6 +319,8 @@ def _backends(registry: BackendRegistry, as_json: bool) -> int:
             _out(f"  provisioned here: {availability.via.value} ({availability.detail})")
         else:
             _out(f"  UNAVAILABLE here: {availability.detail}")
+        if binary is not None:
+            _out(f"  binary: {binary.line()}")
     return OK
 
 

@@ -342,3 +342,39 @@ def test_report_merge_reads_a_report_from_standard_input() -> None:
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert json.loads(done.stdout)["totals"]["passed"] == 24
+
+
+def test_backends_takes_a_chosen_binary_and_reports_its_version(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PRISM_NATS_BINARY", raising=False)
+    server = tmp_path / "nats-server"
+    server.write_text('#!/bin/sh\necho "nats-server: v2.12.1"\n')
+    server.chmod(0o755)
+    assert main(["backends", "--prism-binary", f"nats={server}"]) == 0
+    out = capsys.readouterr().out
+    for name in ("nats", "jetstream", "jetstream-r3", "jetstream-r3-lazy-sync", "jetstream-r5"):
+        after = out.split(f"\n{name} [plugin nats]\n", 1)[1].splitlines()
+        block = after[: next(i for i, line in enumerate(after) if not line.startswith(" "))]
+        assert f"  binary: {server} (nats-server 2.12.1; chosen by --prism-binary nats)" in block, block
+    assert main(["backends", "--format", "json", "--prism-binary", f"nats={server}"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["jetstream-r3"]["binary"] == {
+        "path": str(server),
+        "version": "nats-server 2.12.1",
+        "chosen_by": "chosen by --prism-binary nats",
+    }
+    assert rows["memstore"]["binary"] is None  # embedded: no server binary
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("nats=/no/such/nats-server", "prism-testkit: error: --prism-binary nats: /no/such/nats-server does not exist"),
+        ("mysql=/bin/sh", "prism-testkit: error: --prism-binary mysql=...: no backend starts a server named 'mysql'"),
+        ("nats", "prism-testkit: error: --prism-binary: nats takes NAME=PATH"),
+    ],
+)
+def test_backends_refuses_a_binary_it_cannot_use(capsys: pytest.CaptureFixture[str], given: str, message: str) -> None:
+    assert main(["backends", "--prism-binary", given]) == 2
+    assert capsys.readouterr().err.startswith(message)

@@ -107,6 +107,10 @@ class NatsProvisioner(ServerProvisioner):
                 return found
         return None
 
+    def binary_version(self, binary: Path) -> str | None:
+        version = server_version(binary)
+        return f"nats-server {'.'.join(map(str, version))}" if version is not None else None
+
     def _config(self, path: Path, store_dir: str) -> Path:
         sync = ", sync_interval: always" if self.sync_always else ""
         path.write_text(

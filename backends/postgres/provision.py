@@ -102,6 +102,7 @@ class PostgresProvisioner(ServerProvisioner):
     server_name = "postgres"
     image = "postgres:16-alpine"
     binary_key = "postgres"
+    version_argument = "--version"
     install_hint = hint("postgres")
 
     def binary(self) -> Path | None:

@@ -32,6 +32,7 @@ class RedisProvisioner(ServerProvisioner):
     server_name = "redis-server"
     image = "redis:7-alpine"
     binary_key = "redis"
+    version_argument = "--version"
     install_hint = hint("redis")
 
     def __init__(self, flags: tuple[str, ...], durable: bool) -> None:

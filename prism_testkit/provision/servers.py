@@ -12,6 +12,7 @@ import http.client
 import os
 import shutil
 import socket
+import subprocess
 from abc import abstractmethod
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from prism_testkit.provision.processes import ServerProcess
 from prism_testkit.redaction import redact
 
 DOCKER_SOCKET = Path("/var/run/docker.sock")
+VERSION_TIMEOUT = 10.0  # seconds a server binary gets to print its version
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -131,6 +133,23 @@ class ServerProvisioner(Provisioner):
     def check_binary(self, binary: Path) -> str | None:
         """Why a binary the user chose cannot serve this backend (too old, no tools beside it), or None."""
         return None
+
+    #: the argument that makes the server print its version and exit (None: none known; the
+    #: version is then not asked, since an unknown argument may start the server instead)
+    version_argument: str | None = None
+
+    def binary_version(self, binary: Path) -> str | None:
+        """The server and version ``binary`` is, for the line that says what a run would start:
+        the first line it prints for :attr:`version_argument`; None where that is unknown."""
+        if self.version_argument is None:
+            return None
+        try:
+            done = subprocess.run(
+                [str(binary), self.version_argument], capture_output=True, text=True, timeout=VERSION_TIMEOUT
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return next((line.strip() for line in done.stdout.splitlines() if line.strip()), None)
 
     def chosen_or_found_binary(self, ctx: ProvisionContext) -> Path | None:
         """The binary the user chose (``--prism-binary``, then ``PRISM_<NAME>_BINARY``), else
