@@ -112,3 +112,22 @@ def started_by_harness(runtime: PrismRuntime, backend: str) -> tuple[Driver, Ser
     control = runtime.control(backend)
     assert control is not None, f"the test needs a {backend} server the harness started"
     return runtime.driver(backend), control
+
+
+# A test that measures a loss its server's documentation allows (its fault went past what the
+# server promises to survive) records it under this property: a pass, never a silent one, since
+# the run's summary lists each (and --junitxml keeps the property, under junit_family=xunit1).
+BEYOND_FAULT_TOLERANCE = "loss_beyond_fault_tolerance"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    found: dict[str, str] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", ()):
+                if key == BEYOND_FAULT_TOLERANCE:
+                    found.setdefault(report.nodeid, str(value))
+    if found:
+        terminalreporter.section("losses beyond the fault tolerance (allowed, not hidden)")
+        for nodeid, what in found.items():
+            terminalreporter.write_line(f"{nodeid}: {what}")

@@ -1,14 +1,16 @@
-"""Jepsen's NATS class 4 on one machine (nats-server #7556: corrupt snapshots on two of five
-nodes deleted a whole stream): the stream's raft snapshot is damaged on both followers of an
-R3 stream, a majority; its leader, undamaged, is then lost and comes back.
+"""Snapshot corruption on a majority of an R3 stream: the stream's raft snapshot is damaged on
+both followers, then its leader, undamaged, is lost and comes back. Not Jepsen's #7556, which
+damaged a minority (two of five nodes) and crashed processes: two of three is past what R3
+promises to survive (one failed server), so a loss here is allowed, but never passed in silence.
 
 What must hold, and fails the test: the damaged nodes detect the damage (the fault was really
 injected), the stream still exists at the end and is served through every node, and no node's
-own replica holds a write nobody made or one twice. What nats-server 2.15.1 does beyond that is
-recorded (JUnit properties ``acknowledged_lost``, the stream's count, and ``replicas``, each
-node's copy read on its own) and written up in docs/findings.md: the intact leader's own replica
-loses the newest acknowledged message while the damaged followers keep it, and the stream
-serves the shorter copy.
+own replica holds a write nobody made or one twice. What the server does beyond that is
+recorded (JUnit properties ``nats_server_version``, ``acknowledged_lost``, the stream's count,
+and ``replicas``, each node's copy read on its own); a loss is also recorded as
+``loss_beyond_fault_tolerance``, which the run's summary lists with its count (docs/findings.md:
+on 2.15.1 the intact leader's own replica loses the newest acknowledged message while the
+damaged followers keep it, and the stream serves the shorter copy).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -28,12 +31,19 @@ from prism_testkit.errors import ProvisioningError
 from prism_testkit.jepsen.replicas import check_replicas, present_sequences
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster, damage
-from tests.conftest import cluster_in_a_temp_dir, provision_cluster
+from tests.conftest import BEYOND_FAULT_TOLERANCE, cluster_in_a_temp_dir, provision_cluster
 
 nats = pytest.importorskip("nats")
 STREAM = "prism-majority-corruption"
 WRITTEN = 200
-DETECTED = "snapshot corrupt"  # what a node logs when it finds the damage
+# Each message padded so the raft log passes 8 MB, past which every node snapshots the stream as
+# it applies: nats-server 2.12.1 writes no snapshot of a small stream when it stops (2.15.1 does).
+PADDING = b"." * (48 << 10)
+TOLERATED = 1  # failed servers an R3 stream survives, by NATS's documentation; this test damages 2
+# What a node logs when it finds the damage. Raft's warnings read "Snapshot corrupt, too short"
+# or "Snapshot corrupt, checksums did not match" in 2.12.1 and 2.15.1 alike, and the error some
+# callers log ends in "raft: snapshot corrupt": the words common to all, in any case.
+DETECTED = re.compile(r"snapshot corrupt", re.IGNORECASE)
 SETTLE = 60.0  # seconds the cluster gets to agree once every node is back
 
 
@@ -61,7 +71,9 @@ async def publish_and_find_the_leader(url: str) -> tuple[int, list[int]]:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.5)
-        acknowledged = [(await js.publish(f"{STREAM}.x", b"m%05d" % i)).seq for i in range(WRITTEN)]  # or it raises
+        acknowledged = [
+            (await js.publish(f"{STREAM}.x", b"m%05d" % i + PADDING)).seq for i in range(WRITTEN)
+        ]  # or it raises
         placement = (await js.stream_info(STREAM)).cluster
         leader = placement.leader if placement is not None else None
         assert leader is not None, "the R3 stream reports no leader"
@@ -99,6 +111,12 @@ def replica_on(cluster: Cluster, node: int) -> list[int] | None:
     return None
 
 
+def version_run(cluster: Cluster) -> str:
+    """The nats-server version the cluster runs, as its first node's log says at start."""
+    found = re.search(r"Version:\s+(\S+)", cluster.servers[0].log_path.read_text(errors="replace"))
+    return found.group(1) if found else "unknown"
+
+
 def counts_until_agreed(urls: list[str], within: float) -> list[int | str]:
     deadline = time.monotonic() + within
     while True:
@@ -130,14 +148,17 @@ def test_corrupt_stream_snapshots_on_the_followers_are_detected_and_the_stream_s
         # itself unhealthy for as long as the stream is unassigned on it.
         cluster.servers[node].spawn()
 
-    def detected(node: int) -> bool:
-        return DETECTED in cluster.servers[node].log_path.read_text(errors="replace")
+    def report(node: int) -> str | None:
+        """The first log line in which ``node`` reports the damage, or None."""
+        lines = cluster.servers[node].log_path.read_text(errors="replace").splitlines()
+        return next((line for line in lines if DETECTED.search(line)), None)
 
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not all(detected(n) for n in majority):
+    while time.monotonic() < deadline and not all(report(n) for n in majority):
         time.sleep(0.5)
-    undetected = [n for n in majority if not detected(n)]
+    undetected = [n for n in majority if not report(n)]
     assert not undetected, f"nodes {undetected} never reported the damage to their snapshots: {damaged}"
+    print("\n".join(f"n{n} reported: {report(n)}" for n in majority))
 
     cluster.kill_node(undamaged)  # the only intact copy is lost for a while
     with contextlib.suppress(ProvisioningError):  # up, but it may not settle: the counts say where it ends
@@ -150,11 +171,24 @@ def test_corrupt_stream_snapshots_on_the_followers_are_detected_and_the_stream_s
     final = counts[0]
     assert isinstance(final, int)
     assert final <= WRITTEN, f"the stream holds {final} messages of {WRITTEN} written"
-    record_property("acknowledged_lost", WRITTEN - final)
+    lost = WRITTEN - final
+    version = version_run(cluster)
+    record_property("nats_server_version", version)
+    record_property("acknowledged_lost", lost)
     # Each node's own copy, judged apart: which acknowledged sequences it lacks and where.
     replicas = check_replicas(
         acknowledged, acknowledged, {f"n{n}": replica_on(cluster, n) for n in range(cluster.size)}
     )
     assert not any(copy.unexpected or copy.duplicated for copy in replicas.copies), replicas.explain()
     record_property("replicas", replicas.explain())
-    print(f"{WRITTEN - final} of {WRITTEN} acknowledged messages lost; damage: {damaged}\n{replicas.explain()}")
+    if lost:
+        # Allowed (R3 promises nothing with two of three nodes damaged), but never a plain pass:
+        # the run's summary names it (tests/conftest.py) and JUnit keeps it.
+        record_property(
+            BEYOND_FAULT_TOLERANCE,
+            f"nats-server {version}: {lost} of {WRITTEN} acknowledged messages lost with {len(majority)} of "
+            f"{cluster.size} nodes damaged (R3 tolerates {TOLERATED}): a loss beyond the fault tolerance, "
+            "docs/findings.md",
+        )
+    print(f"nats-server {version}: {lost} of {WRITTEN} acknowledged messages lost; damage: {damaged}")
+    print(replicas.explain())
