@@ -3,6 +3,7 @@ the harness started, both cooperating with the nemesis and carried into replays.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 
 from prism_testkit.faults.burners import Burners
 from prism_testkit.faults.jitter import Jitter, Stallable, _Server, candidates, draws
-from prism_testkit.faults.load import ActiveLoad, LoadSpec, LoadSpecError, jitter_seed, parse
+from prism_testkit.faults.load import CALIBRATED, ActiveLoad, LoadSpec, LoadSpecError, jitter_seed, parse
 from prism_testkit.hunting.replay import pytest_arguments
 from prism_testkit.hunting.schedule import Schedule, read
 from prism_testkit.provision.processes import ServerProcess, free_port, port_open
@@ -378,3 +379,9 @@ def test_a_failure_under_load_prints_and_records_it_and_its_replay_runs_under_it
     args = [a for a in pytest_arguments(schedule, written) if not a.startswith("--prism-load")]
     replayed = pytester.runpytest_subprocess(*args, "-v")
     replayed.stdout.fnmatch_lines(["prism load: stall:50ms@1s seed=4242 (no burners)"])
+
+
+def test_calibrated_names_the_census_strength_and_takes_a_seed_beside_it() -> None:
+    assert parse("calibrated,seed:7") == dataclasses.replace(parse(CALIBRATED), seed=7)
+    with pytest.raises(LoadSpecError, match="given twice"):
+        parse(f"calibrated,{CALIBRATED.split(',')[0]}")
