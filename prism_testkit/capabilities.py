@@ -76,6 +76,14 @@ class BackendProperties(BaseModel):
         description="acknowledged writes survive a power cut (every write not fsynced is lost) and restart; "
         "the power-loss suite proves it on a lazy filesystem under the data dir",
     )
+    # The server's documented promise for its setting, narrower than survives_power_loss: the
+    # data of every acknowledged write was fsynced first (JetStream's sync_interval: always),
+    # while the names of files and directories it creates may not be yet.
+    fsyncs_before_ack: bool = Field(
+        default=False,
+        description="every acknowledged write's data was fsynced before the acknowledgement (the names of new "
+        "files and directories may not be); the power-loss suite holds it to it on data the disk already held",
+    )
     survives_failover: bool = Field(
         default=False,
         description="acknowledged writes survive the loss of the primary and the promotion of a replica; "

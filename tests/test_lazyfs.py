@@ -181,6 +181,21 @@ def test_new_subdirectories_need_their_own_and_their_parents_fsync(mount: LazyMo
     assert (data / "sub" / "f").read_bytes() == b"deep"
 
 
+def test_a_write_back_makes_every_name_and_byte_so_far_durable_and_nothing_after(mount: LazyMount) -> None:
+    """An established data dir (the kernel wrote everything back): new directories, files
+    and unsynced content survive a later cut; what is written after the write-back does not."""
+    data = mount.mountpoint
+    (data / "stream" / "msgs").mkdir(parents=True)
+    write(data / "stream" / "msgs" / "1.blk", b"established", sync=False)
+    made = mount.write_back()
+    assert made == {"synced_files": 1, "synced_bytes": len(b"established")}
+    write(data / "stream" / "msgs" / "1.blk", b"+later", sync=False, flags=os.O_WRONLY | os.O_APPEND)
+    write(data / "stream" / "msgs" / "2.blk", b"named, never synced", sync=True)
+    mount.power_cut()
+    assert (data / "stream" / "msgs" / "1.blk").read_bytes() == b"established"
+    assert os.listdir(data / "stream" / "msgs") == ["1.blk"]
+
+
 def test_ownership_and_mode_of_synced_files_survive(mount: LazyMount) -> None:
     data = mount.mountpoint
     write(data / "owned", b"x", sync=True)

@@ -104,6 +104,13 @@ MUTANTS = [
     ("sqlite_claims_power_loss_without_fsync", "power_loss", "sqlite", "*declares survives_power_loss but lost*"),
     ("redis_aof_fsyncs_every_second", "power_loss", "redis-aof", "*declares survives_power_loss but lost*"),
     ("nats_claims_power_loss_durability", "power_loss", "nats", "*declares survives_power_loss but lost*"),
+    # a power cut of established data (issue 54, #7564): the fsync window is tolerated only where declared
+    (
+        "nats_claims_fsync_before_ack",
+        "power_loss",
+        "nats",
+        "*lost * of * acknowledged writes in scenario 'established-power-cut'*",
+    ),
     ("cdc_confirms_before_publishing", "cdc", "memstore,sqlite", "*cdc-checker (at-least-once): INVALID: *lost*"),
     (
         "outbox_cdc_confirms_before_publishing",
@@ -333,6 +340,7 @@ ONLY = {
     "postgres_ha_promotes_by_replayed_wal": "replayed_more",
     "redis_sentinel_client_pins_the_primary": "client_from_before",
     "postgres_ha_pool_pins_the_primary": "client_from_before",
+    "nats_claims_fsync_before_ack": "established",
     "damage_changes_no_byte": "bitflip",
     "nats_stream_leader_never_moves": "restarted",
 }

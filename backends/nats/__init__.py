@@ -31,10 +31,11 @@ CAPABILITIES: frozenset[Capability] = frozenset(
 )
 
 
-def _properties(*, durable: bool, survives_power_loss: bool) -> BackendProperties:
+def _properties(*, durable: bool, survives_power_loss: bool, fsyncs: bool) -> BackendProperties:
     return BackendProperties(
         durable=durable,
         survives_power_loss=survives_power_loss,
+        fsyncs_before_ack=fsyncs,
         ordering=Ordering.TOTAL,
         pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # core NATS: no storage, no redelivery
         queue_delivery=DeliveryGuarantee.AT_LEAST_ONCE,
@@ -55,7 +56,8 @@ def _spec(
     return BackendSpec(
         name=name,
         capabilities=CAPABILITIES,
-        properties=_properties(durable=durable, survives_power_loss=False),
+        # sync_interval: always is documented to fsync every write before its acknowledgement
+        properties=_properties(durable=durable, survives_power_loss=False, fsyncs=provisioner.sync_always),
         provisioner=provisioner,
         driver="prism_testkit.backends.nats.driver:NatsDriver",
         requires=("nats",),

@@ -322,6 +322,27 @@ class LazyFilesystem:
                 entries[name] = child
             durable.entries = entries
 
+    def write_back(self) -> dict[str, Any]:
+        """Everything written so far becomes durable, file contents and directory names alike,
+        as the kernel's own writeback makes it seconds later (or ``sync(2)`` at once): what an
+        established data dir looks like to a later power cut. Returns how much it made durable."""
+        with self.lock:
+            made = {"synced_files": len(self.unsynced), "synced_bytes": 0}
+            made["synced_bytes"] = sum(end - start for r in self.unsynced.values() for start, end in _merge(r))
+            for top, dirs, files in os.walk(self.lower):
+                for name in files:
+                    path = os.path.join(top, name)
+                    if os.path.islink(path) or not os.path.isfile(path):
+                        continue
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        self.sync_file(self.node(path), fd)
+                    finally:
+                        os.close(fd)
+                self.sync_dir(top)
+                dirs.sort()
+            return made
+
     # -- handles ----------------------------------------------------------------------------
 
     def add_handle(self, fd: int, node: int, flags: int, path: str = "") -> int:

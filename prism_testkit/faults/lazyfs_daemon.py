@@ -268,7 +268,7 @@ class FuseWithHandles(mfusepy.FUSE):
 
 
 def serve_control(fs: LazyFilesystem, name: str) -> socket.socket:
-    """Answer ``cut [fault]``, ``arm fault``, ``stats`` and ``ping`` (one JSON line each) on an
+    """Answer ``cut [fault]``, ``arm fault``, ``write-back``, ``stats`` and ``ping`` (one JSON line each) on an
     abstract unix socket; a fault is :class:`StorageFault` as JSON."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind("\0" + name)
@@ -282,6 +282,8 @@ def serve_control(fs: LazyFilesystem, name: str) -> socket.socket:
         if command == "arm":
             fs.arm(fault)
             return {"ok": True}
+        if command == "write-back":
+            return {"ok": True, **fs.write_back()}
         if command == "stats":
             return {"ok": True, **fs.stats()}
         if command == "ping":
