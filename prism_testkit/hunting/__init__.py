@@ -11,8 +11,9 @@
 
 Nothing is imported here: the plugin loads Hypothesis only when the run uses prism-testkit.
 
-May import: ``errors``, ``redaction``, ``options``, ``config.units`` and ``provision.workdirs``
-(the hunt's ledger sits beside the work dirs). Never ``registry``, ``runtime``, ``faults``,
+May import: ``errors``, ``redaction``, ``options``, ``config.units``, ``provision.workdirs``
+(the hunt's ledger sits beside the work dirs) and ``provision.binaries`` (a replay line carries
+the run's ``--prism-binary`` choices). Never ``registry``, ``runtime``, ``faults``,
 ``jepsen``, ``report``, the plugin, a backend or a pattern: the stateful runner uses the hunt,
 not the other way round (the replay command reaches the runner through pytest, by option).
 """

@@ -15,16 +15,54 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
+import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from prism_testkit.errors import BadBinary
 from prism_testkit.hunting.schedule import Schedule, ScheduleError, read
+from prism_testkit.provision.binaries import OPTION, parse_binary_options
 from prism_testkit.redaction import printable, redact
 
 NOT_REPRODUCED, REPRODUCED, USAGE, NOT_RUN = 0, 1, 2, 3
+# PRISM_* variables that change only what a run prints, never what it does: left out of replays
+DISPLAY_ONLY = frozenset({"PRISM_PROGRESS_EVERY", "PRISM_HUNT_PROGRESS_EVERY"})
+
+
+def run_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``PRISM_*`` environment settings that shaped this run (``PRISM_SLOWNESS``, a suite's
+    ``PRISM_JUDGE_CUT_OFF_LEADERS``, ``PRISM_<NAME>_BINARY``...), by name; a URL's password is
+    masked, so a replay line never carries a credential."""
+    source = os.environ if environ is None else environ
+    return {
+        name: redact(value)
+        for name, value in sorted(source.items())
+        if name.startswith("PRISM_") and name not in DISPLAY_ONLY
+    }
+
+
+def binary_arguments(binaries: Mapping[str, Path]) -> list[str]:
+    """``--prism-binary NAME=PATH`` for each binary the run chose, absolute (a replay may run elsewhere)."""
+    return [part for name, path in sorted(binaries.items()) for part in (OPTION, f"{name}={path.absolute()}")]
+
+
+def chosen_binaries(config: pytest.Config) -> dict[str, Path]:
+    """The binaries ``--prism-binary`` (and the ``prism_binary`` ini lines) chose for this run."""
+    lines = [*(config.getini("prism_binary") or []), *(config.getoption("prism_binary", None) or [])]
+    try:
+        return parse_binary_options(lines)
+    except BadBinary:  # the plugin refused this run's options before any test ran
+        return {}
+
+
+def command_line(args: Sequence[str], settings: Mapping[str, str]) -> str:
+    """``args`` as one shell line, preceded by the environment ``settings`` it needs."""
+    return " ".join([*(f"{name}={shlex.quote(value)}" for name, value in settings.items()), shlex.join(args)])
 
 
 def add_replay_command(commands: Any) -> None:  # argparse's subparsers action has no public type
@@ -34,6 +72,14 @@ def add_replay_command(commands: Any) -> None:  # argparse's subparsers action h
         "reproduced, 0 if not",
     )
     replay.add_argument("file", metavar="FILE", help="a schedule file a failing stateful test wrote")
+    replay.add_argument(
+        OPTION,
+        dest="prism_binary",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="the server binary the failing run chose for NAME (repeatable; its replay line says which)",
+    )
 
 
 def _say(line: str, stream: Any = None) -> None:
@@ -53,8 +99,9 @@ class _Outcome:
                 self.result = value
 
 
-def pytest_arguments(schedule: Schedule, path: Path) -> list[str]:
-    """The pytest command line that replays ``schedule`` (stored at ``path``)."""
+def pytest_arguments(schedule: Schedule, path: Path, binaries: Sequence[str] = ()) -> list[str]:
+    """The pytest command line that replays ``schedule`` (stored at ``path``) on the server
+    binaries ``binaries`` (``--prism-binary`` values, ``NAME=PATH``)."""
     args = [
         schedule.test,
         f"--prism-backend={','.join(schedule.backends)}",
@@ -72,14 +119,16 @@ def pytest_arguments(schedule: Schedule, path: Path) -> list[str]:
         args.append(f"--prism-buggify={','.join(schedule.buggify)}")
     if schedule.load:  # the same burners, and the failing process's stalls drawn again
         args.append(f"--prism-load={schedule.load}")
+    for line in binaries:
+        args += [OPTION, line]
     return args
 
 
 def run_replay_command(args: argparse.Namespace) -> int:
-    return replay(Path(args.file))
+    return replay(Path(args.file), args.prism_binary)
 
 
-def replay(path: Path) -> int:
+def replay(path: Path, binaries: Sequence[str] = ()) -> int:
     try:
         schedule = read(path)
     except ScheduleError as exc:
@@ -95,7 +144,7 @@ def replay(path: Path) -> int:
     outcome = _Outcome()
     output, errors = io.StringIO(), io.StringIO()  # shown after the run, unless it is one usage error
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors):
-        code = pytest.main(pytest_arguments(schedule, path.absolute()), plugins=[outcome])
+        code = pytest.main(pytest_arguments(schedule, path.absolute(), binaries), plugins=[outcome])
     if outcome.result is None and code == pytest.ExitCode.USAGE_ERROR:
         found = " ".join(errors.getvalue().split())[:300] or "no such test"
         _say(f"prism-testkit: error: {path}: its test {schedule.test} cannot be run: {found}", sys.stderr)

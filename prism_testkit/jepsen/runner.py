@@ -20,7 +20,6 @@ test by issuing its steps again instead of drawing examples.
 from __future__ import annotations
 
 import random
-import shlex
 import sys
 import time
 from collections import Counter
@@ -296,9 +295,18 @@ class StatefulRun:
             load=schedule_value(self.node.config),  # the load it ran under, with this process's seed
         )
 
-    @staticmethod
-    def replay_command(path: Path) -> str:
-        return shlex.join(["prism-testkit", "replay", str(path)])
+    def replay_command(self, path: Path) -> str:
+        """``prism-testkit replay FILE``, with the server binaries and environment settings of this run."""
+        from prism_testkit.hunting.replay import binary_arguments, command_line, run_settings
+
+        args = ["prism-testkit", "replay", str(path), *binary_arguments(self.chosen_binaries())]
+        return command_line(args, run_settings())
+
+    def chosen_binaries(self) -> dict[str, Path]:
+        """The server binaries this run chose with ``--prism-binary``."""
+        from prism_testkit.hunting.replay import chosen_binaries
+
+        return chosen_binaries(self.node.config)
 
     def replay_schedule(self, factory: Callable[[], RuleBasedStateMachine], schedule: Schedule) -> ReplayResult:
         """Issue ``schedule``'s steps on a fresh machine, each completed before the next, and
@@ -421,8 +429,10 @@ class StatefulRun:
             self.node.user_properties.append(("prism_hunt", self.tally.as_property()))
 
     def replay(self) -> str:
-        """The command that runs this failure again, and why it gives the same examples."""
+        """The command that runs this failure again (with the server binaries and environment
+        settings of this run), and why it gives the same examples."""
         from prism_testkit.faults.load import replay_argument
+        from prism_testkit.hunting.replay import binary_arguments, command_line, run_settings
 
         backends = ",".join(dict.fromkeys(self.combination.slots.values()))
         args = ["pytest", self.nodeid, f"--prism-backend={backends}"]
@@ -435,6 +445,7 @@ class StatefulRun:
         load = replay_argument(self.node.config)
         if load is not None:  # the same burners, and this process's stalls drawn again
             args.append(load)
+        args += binary_arguments(self.chosen_binaries())
         if self.derandomized:
             args.append(f"--hypothesis-profile={self.profile}")
             how = "derandomised profile: the same examples run again and shrink to this failure"
@@ -442,8 +453,8 @@ class StatefulRun:
             args += ["-p", "no:randomly", f"--hypothesis-seed={self.seed}"]
             how = "same seed, same examples (the example database in .hypothesis/ also replays it first)"
         command = (
-            f"{shlex.join(args)}\n  ({how}; under --hypothesis-profile=prism-ci Hypothesis also prints a "
-            "@reproduce_failure blob, and the minimal steps are printed below as a program)"
+            f"{command_line(args, run_settings())}\n  ({how}; under --hypothesis-profile=prism-ci Hypothesis also "
+            "prints a @reproduce_failure blob, and the minimal steps are printed below as a program)"
         )
         if not self.simulated:  # say what a replay on real servers cannot pin down
             loaded = " (the load's burners and stall draws replay; where a stall lands in a request does not)"
