@@ -432,7 +432,11 @@ def _check_binaries(config: pytest.Config, options: PrismOptions, registry: Back
 
 
 def _warn_unused_binaries(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The held warnings, unless a collected test starts servers itself from the chosen binaries."""
+    """The held warnings, unless a collected test starts servers itself from the chosen binaries.
+    Not under xdist: its controller collects nothing, and a worker's usage error (``-W error``)
+    crashes the run, so there an unused choice goes unremarked."""
+    if hasattr(config, "workerinput"):
+        return
     unused = config.stash.get(UNUSED_BINARIES, [])
     if unused and not any(BINARIES_FIXTURE in getattr(item, "fixturenames", ()) for item in items):
         for why in unused:

