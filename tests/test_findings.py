@@ -3,6 +3,7 @@ naming it, any other loss fails, and a known finding that stops reproducing fail
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import pytest
 
 from prism_testkit import findings
 from prism_testkit.findings import KNOWN, KnownFinding, finding_for, judge
+from prism_testkit.report.matrix import compliance_matrix, render_markdown
 
 BUG = KNOWN["nats-server#7549"]
 
@@ -87,3 +89,35 @@ def test_every_finding_names_an_entry_of_docs_findings_and_its_upstream_issue() 
         assert entry in anchors, finding.docs
         assert finding.upstream.startswith("https://github.com/")
         assert finding_for(finding.scenario, next(iter(finding.backends))) is finding
+
+
+KNOWN_LOSS = """
+from prism_testkit import PrismEnv, Slot, findings, prism_suite
+
+pytestmark = prism_suite("demo_findings", backend=Slot.needs("keyvalue"))
+
+def test_reproduces(prism_env: PrismEnv, request) -> None:
+    findings.judge(request, scenario="demo", backend="memstore", version="1.0", lost=3, acknowledged=9,
+                   detail="seen", replay="pytest x")
+
+def test_holds(prism_env: PrismEnv, request) -> None:
+    findings.judge(request, scenario="other", backend="memstore", version="1.0", lost=0, acknowledged=9,
+                   detail="seen", replay="pytest x")
+"""
+
+
+def test_the_report_and_the_matrix_name_a_reproduced_finding_never_a_plain_pass(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    demo = KnownFinding(**{**vars(BUG), "id": "demo#1", "scenario": "demo", "backends": frozenset({"memstore"})})
+    monkeypatch.setitem(KNOWN, demo.id, demo)
+    pytester.makepyfile(test_demo=KNOWN_LOSS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--prism-backend=memstore", "--prism-report=r.json", "-rx")
+    result.assert_outcomes(passed=1, xfailed=1)
+    result.stdout.fnmatch_lines(["*demo#1=1 (known finding)*", "XFAIL*known finding demo#1 on nats-server 1.0*"])
+    report = json.loads((pytester.path / "r.json").read_text())
+    (row,) = report["suites"]
+    assert row["known"] == {"demo#1": 1}
+    cell = compliance_matrix(report)["cells"]["demo_findings"]["memstore"]
+    assert cell["status"] == "known finding"
+    assert "🐞 1 passed, 1 skipped, demo#1 reproduced (1 test)" in render_markdown(report)

@@ -1,7 +1,8 @@
 """The compliance matrix of a (merged) report: backend x suite, as JSON and as Markdown.
 
 A cell sums the rows whose combination uses the backend in any slot. Its status, worst first:
-``failed`` (a test failed or errored, or the checker found anomalies), ``skipped`` (nothing
+``failed`` (a test failed or errored, or the checker found anomalies), ``known finding`` (a
+written-up violation reproduced: an xfail of :mod:`prism_testkit.findings`), ``skipped`` (nothing
 passed), ``tolerated`` (passed, with findings the suite allows, such as writes lost in a power
 cut by a backend that does not declare it survives one), ``passed``; ``not run`` when no
 combination of the suite used the backend (the suite does not fit it, or no job selected both);
@@ -22,10 +23,20 @@ from prism_testkit.report import unavailable_faults
 from prism_testkit.report.merge import RED, ROW_COUNTS, found_counts, plural, row_colour, totals
 
 FAILED, SKIPPED, PASSED, NOT_RUN, UNAVAILABLE = "failed", "skipped", "passed", "not run", "unavailable"
-TOLERATED, COVERED = "tolerated", "covered"
-_MARK = {FAILED: "❌", SKIPPED: "⏭️", TOLERATED: "🟡", PASSED: "✅", NOT_RUN: "—", UNAVAILABLE: "⚠️", COVERED: "↪️"}
+TOLERATED, COVERED, KNOWN = "tolerated", "covered", "known finding"
+_MARK = {
+    FAILED: "❌",
+    KNOWN: "🐞",
+    SKIPPED: "⏭️",
+    TOLERATED: "🟡",
+    PASSED: "✅",
+    NOT_RUN: "—",
+    UNAVAILABLE: "⚠️",
+    COVERED: "↪️",
+}
 LEGEND = (
     "✅ passed · 🟡 passed, with findings the suite tolerates (not declared as guaranteed) · "
+    "🐞 a known finding reproduced (xfail naming its docs/findings.md entry) · "
     "❌ failed, errors or anomalies · ⏭️ only skipped · ↪️ covered by its single-node twin (which ran those tests) · "
     "— not run for this backend · ⚠️ backend unavailable"
 )
@@ -34,6 +45,8 @@ LEGEND = (
 def _status(cell: dict[str, Any]) -> str:
     if row_colour(cell) == RED:
         return FAILED
+    if cell.get("known"):  # a broken guarantee, written up: never a pass beside it
+        return KNOWN
     if not cell["passed"]:
         return COVERED if cell.get("covered") and not cell["skipped"] else SKIPPED
     return TOLERATED if cell["tolerated"] else PASSED
@@ -41,7 +54,8 @@ def _status(cell: dict[str, Any]) -> str:
 
 def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
     """``{"backends": [...], "suites": [...], "cells": {suite: {backend: cell}}}``; a cell has
-    status, passed, failed, skipped, errors, and anomalies, tolerated and faults (name -> count)."""
+    status, passed, failed, skipped, errors, and anomalies, tolerated and faults (name -> count), and
+    known (finding id -> tests) where a known finding reproduced."""
     cells: dict[str, dict[str, dict[str, Any]]] = {}
     for row in report["suites"]:
         covered_by: dict[str, str] = row.get("covered_by") or {}
@@ -51,7 +65,10 @@ def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
                 continue  # the twins' row ran this backend's tests in its slot
             cell = cells.setdefault(row["suite"], {}).setdefault(
                 backend,
-                {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "anomalies": {}, "tolerated": {}, "faults": {}},
+                {
+                    **{"passed": 0, "failed": 0, "skipped": 0, "errors": 0},
+                    **{"anomalies": {}, "tolerated": {}, "known": {}, "faults": {}},
+                },
             )
             for name in ROW_COUNTS:
                 cell[name] += int(row.get(name, 0))  # reports before the errors column had none
@@ -62,11 +79,13 @@ def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
                     twins = cell.setdefault("covered_by", [])
                     if covered_by[backend] not in twins:
                         twins.append(covered_by[backend])
-            for kind in ("anomalies", "tolerated", "faults"):
+            for kind in ("anomalies", "tolerated", "known", "faults"):
                 for finding, count in found_counts(row.get(kind, {})).items():  # older reports kept zeros
                     cell[kind][finding] = cell[kind].get(finding, 0) + count
     for row_cells in cells.values():
         for cell in row_cells.values():
+            if not cell["known"]:
+                del cell["known"]  # only where a known finding reproduced
             cell["status"] = _status(cell)
     tested = sorted({backend for row_cells in cells.values() for backend in row_cells})
     available = [entry["backend"] for entry in report.get("backends", [])]
@@ -113,6 +132,7 @@ def _cell_text(cell: dict[str, Any]) -> str:
         parts.append(f"{cell['covered']} covered by {twins}")
     parts += [f"{count} {_words(name)}" for name, count in sorted(cell["anomalies"].items())]
     parts += [f"{count} {_words(name)} (tolerated)" for name, count in sorted(cell["tolerated"].items())]
+    parts += [f"{name} reproduced ({plural(count, 'test')})" for name, count in sorted(cell.get("known", {}).items())]
     text = f"{mark} " + ", ".join(parts)
     if faults := cell.get("faults"):  # what the passes survived
         text += "; under " + ", ".join(f"{_words(name)} ({count})" for name, count in sorted(faults.items()))

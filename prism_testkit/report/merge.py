@@ -99,7 +99,9 @@ def load_report(path: str | Path) -> LoadedReport:
 # What a row counts per name besides outcomes: checker findings (forbidden, tolerated) and the
 # faults the nemesis injected, by kind ("kill-node", "partition-isolate-leader", "power-cut"...),
 # so a reader sees what each row survived.
-KINDS = ("anomalies", "tolerated", "faults", "verdicts")  # verdicts: checker -> verdicts judged
+# verdicts: checker -> verdicts judged; known: written-up findings reproduced (id -> tests, each
+# an xfail: prism_testkit.findings), so a row of passes beside them never reads as a plain pass
+KINDS = ("anomalies", "tolerated", "faults", "verdicts", "known")
 
 
 def found_counts(counts: dict[str, int]) -> dict[str, int]:

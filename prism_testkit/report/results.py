@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from prism_testkit import findings
 from prism_testkit.report import unavailable_faults
 from prism_testkit.report.merge import KINDS, PHASE_PARTS, found_counts, plural, row_colour
 
 PROPERTY = "prism"
 ANOMALIES = "prism_anomalies"
+KNOWN_FINDING = findings.PROPERTY  # a test judged by prism_testkit.findings: its verdict
 RowKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # suite, namespace, combination
 
 
@@ -176,6 +178,9 @@ class PrismResults:
         self.durations[test] = self.durations.get(test, 0.0) + report.duration
         found = _prism_property(report, ANOMALIES)
         if found is not None and report.when == "teardown":
+            known = _prism_property(report, KNOWN_FINDING)
+            if known is not None and known.get("verdict") == "known":
+                found = {**found, "known": {str(known["finding"]): 1}}
             self.anomalies_of[test] = found
         cut = _prism_property(report, POWER_CUT)
         if cut is not None:
@@ -368,7 +373,7 @@ def _narrow_table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]], colum
         color = _color(r)
         _wrapped(tr, f"{r['suite']}  {_combo_text(r)}", columns, color, indent="")
         _wrapped(tr, ", ".join(f"{r[name]} {name}" for name in COUNTED), columns, color)
-        if r["anomalies"] or r["tolerated"] or r.get("faults") or r.get("covered"):
+        if r["anomalies"] or r["tolerated"] or r.get("known") or r.get("faults") or r.get("covered"):
             _wrapped(tr, _anomaly_text(r), columns, color)
 
 
@@ -439,6 +444,7 @@ def _anomaly_text(row: dict[str, Any]) -> str:
     found = [covered_text(row)] if row.get("covered") else []
     found += [f"{name}={n}" for name, n in row["anomalies"].items()]
     found += [f"{name}={n} (tolerated)" for name, n in row["tolerated"].items()]
+    found += [f"{name}={n} (known finding)" for name, n in (row.get("known") or {}).items()]
     if faults := row.get("faults"):
         found.append("faults: " + " ".join(f"{name}={n}" for name, n in faults.items()))
     return " ".join(found) or "-"
