@@ -42,7 +42,7 @@ from prism_testkit.hunting.strategies import compressible_bytes, payloads
 from prism_testkit.interfaces import QueueDelivery, Record, Subscription
 from prism_testkit.isolation import Namespace
 
-from ._helpers import ARRIVAL_WAIT, WAIT, collect, norm
+from ._helpers import WAIT, arrival_wait, collect, norm
 
 pytestmark = prism_suite(
     "claim_check",
@@ -147,18 +147,18 @@ class Channel:
     async def receive(self) -> Message:
         """The next message, restored; it stays unconsumed until :meth:`consume`."""
         if self.kind == "queue":
-            delivery = await self.queue.receive(self.name, wait=ARRIVAL_WAIT)
+            delivery = await self.queue.receive(self.name, wait=arrival_wait())
             assert delivery is not None, "the message never arrived"
             self._delivery = delivery
             return delivery.message
         if self.kind == "log":
-            records = await self.log.read(self.name, self.offset, limit=1, wait=ARRIVAL_WAIT)
+            records = await self.log.read(self.name, self.offset, limit=1, wait=arrival_wait())
             assert records, "the record never arrived"
             self._records = records
             self.offset = records[-1].offset + 1
             return records[0].message
         assert self.subscription is not None
-        message = await self.subscription.receive(ARRIVAL_WAIT)
+        message = await self.subscription.receive(arrival_wait())
         assert message is not None, "the message never arrived"
         return message
 
@@ -323,12 +323,12 @@ async def test_nack_then_redelivery_finds_the_object(prism_env: PrismEnv) -> Non
     queue = channel.queue
     payload = sample(6000)
     await queue.send(channel.name, Message(payload))
-    first = await queue.receive(channel.name, wait=ARRIVAL_WAIT)
+    first = await queue.receive(channel.name, wait=arrival_wait())
     assert first is not None
     assert first.message.payload == payload
     await queue.nack(channel.name, first)
     assert len(await stored_keys(cc)) == 1, "a nack must not delete the object"
-    again = await queue.receive(channel.name, wait=ARRIVAL_WAIT)
+    again = await queue.receive(channel.name, wait=arrival_wait())
     assert again is not None, "the nacked message was not redelivered"
     assert again.message.payload == payload
     await queue.ack(channel.name, again)
@@ -341,13 +341,13 @@ async def test_a_log_commit_releases_only_the_records_below_the_committed_offset
     first, second = sample(5000, 1), sample(5000, 2)
     await channel.log.append(channel.name, Message(first))
     await channel.log.append(channel.name, Message(second))
-    records = await channel.log.read(channel.name, 0, limit=2, wait=ARRIVAL_WAIT)
+    records = await channel.log.read(channel.name, 0, limit=2, wait=arrival_wait())
     assert [r.message.payload for r in records] == [first, second]
     await channel.log.commit(channel.name, channel.group, 1, records)  # only the first is consumed
     assert len(await stored_keys(cc)) == 1, (
         "committing offset 1 released the claim of the record at offset 1, which the group has not consumed"
     )
-    again = await channel.log.read(channel.name, 1, limit=1, wait=ARRIVAL_WAIT)
+    again = await channel.log.read(channel.name, 1, limit=1, wait=arrival_wait())
     assert [r.message.payload for r in again] == [second], "the uncommitted record lost its payload"
     await channel.log.commit(channel.name, channel.group, 2, again)
     assert await stored_keys(cc) == []
@@ -604,18 +604,18 @@ async def test_streaming_round_trip(prism_env: PrismEnv, kind: Kind, compression
         wire: Message | None
         if kind == "queue":
             await driver.queue().send(name, claimed)
-            delivery = await driver.queue().receive(name, wait=ARRIVAL_WAIT)
+            delivery = await driver.queue().receive(name, wait=arrival_wait())
             assert delivery is not None
             wire = delivery.message
         elif kind == "log":
             await driver.log().append(name, claimed)
-            records = await driver.log().read(name, 0, wait=ARRIVAL_WAIT)
+            records = await driver.log().read(name, 0, wait=arrival_wait())
             assert records
             wire = records[0].message
         else:
             assert subscription is not None
             await driver.pubsub().publish(name, claimed)
-            wire = await subscription.receive(ARRIVAL_WAIT)
+            wire = await subscription.receive(arrival_wait())
         assert wire is not None, "the claimed message never arrived"
         assert wire.headers["name"] == "video.bin"
         chunks = await collect(cc.incoming_stream(wire))

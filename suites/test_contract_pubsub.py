@@ -8,9 +8,9 @@ import asyncio
 from prism_testkit import Message, PrismEnv, PubSub, Slot, prism_suite
 
 from ._helpers import (
-    ARRIVAL_WAIT,
     WAIT,
     Stopwatch,
+    arrival_wait,
     assert_delivered,
     assert_waited_about,
     drain_subscription,
@@ -31,7 +31,7 @@ async def test_subscriber_receives_published_message(prism_env: PrismEnv) -> Non
     sent = Message(b"\x00hello\xff", {"content-type": "x/y"}, key="k")
     async with subscribed(pubsub, topic) as sub:
         await pubsub.publish(topic, sent)
-        got = await sub.receive(ARRIVAL_WAIT)
+        got = await sub.receive(arrival_wait())
         assert got is not None, "a subscriber missed a message published after it subscribed"
         assert norm(got) == norm(sent)
         assert await sub.receive(0.1) is None, "delivered twice"
@@ -58,7 +58,7 @@ async def test_subscriber_after_publish_gets_nothing(prism_env: PrismEnv) -> Non
             assert await late.receive(WAIT) is None, "a late subscriber got an earlier message"
             assert_waited_about(watch.elapsed, WAIT)
             await pubsub.publish(topic, Message(b"after late"))
-            got = await late.receive(ARRIVAL_WAIT)
+            got = await late.receive(arrival_wait())
             assert got is not None
             assert got.payload == b"after late"
         assert [m.payload for m in await drain_subscription(early)] == [b"before late", b"after late"]
@@ -68,14 +68,14 @@ async def test_receive_wait_returns_a_message_published_meanwhile(prism_env: Pri
     pubsub, topic = pubsub_of(prism_env), prism_env.ns.name("topic")
     async with subscribed(pubsub, topic) as sub:
         watch = Stopwatch()
-        waiting = asyncio.ensure_future(sub.receive(ARRIVAL_WAIT))
+        waiting = asyncio.ensure_future(sub.receive(arrival_wait()))
         await asyncio.sleep(0.1)
         assert not waiting.done(), "receive returned before anything was published"
         await pubsub.publish(topic, Message(b"now"))
         got = await waiting
         assert got is not None
         assert got.payload == b"now"
-        assert watch.elapsed < ARRIVAL_WAIT * 0.9, "the waiting receive did not wake up on publish"
+        assert watch.elapsed < arrival_wait() * 0.9, "the waiting receive did not wake up on publish"
 
 
 async def test_close_stops_delivery(prism_env: PrismEnv) -> None:
@@ -84,7 +84,7 @@ async def test_close_stops_delivery(prism_env: PrismEnv) -> None:
         leaving = await pubsub.subscribe(topic)
         await leaving.close()
         await pubsub.publish(topic, Message(b"after close"))
-        got = await stays.receive(ARRIVAL_WAIT)
+        got = await stays.receive(arrival_wait())
         assert got is not None, "closing one subscription hurt another"
         assert got.payload == b"after close"
         try:
