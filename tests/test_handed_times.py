@@ -40,6 +40,14 @@ NOT_TIME = {"snapshot_interval", "deadline"}
 HARNESS_WAITS = {"eventually", "until", "wait", "wait_for", "repeat_until", "settings", "given"}
 DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)\s*$")
 
+FAKE_CLOCK = "virtual: the pattern reads time from a FakeClock the test advances"
+SLEEPS = "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
+PARSED = "point: the configuration parser's reading of the value is what the test checks; nothing runs"
+VALIDATED = "point: the values are refused or bounded by validation; nothing expires"
+PRODUCER_FAKE_CLOCK = (
+    "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless the test "
+    "advances it"
+)
 MIRRORS_QUEUE = (
     "interface: the default of a wrapper that mirrors the Queue interface's receive signature; "
     "what its callers pass is scanned at the call"
@@ -65,12 +73,8 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "test_an_idle_capture_confirms_heartbeats_and_leaves_nothing_behind",
         "heartbeat_interval",
     ): ("point: heartbeats are what the test waits for; a slower machine only makes more of them due"),
-    ("suites/test_consumer.py", "Bench.consumer", "retry_backoff"): (
-        "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
-    ),
-    ("suites/test_consumer.py", "Bench.consumer", "retry_backoff_max"): (
-        "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
-    ),
+    ("suites/test_consumer.py", "Bench.consumer", "retry_backoff"): SLEEPS,
+    ("suites/test_consumer.py", "Bench.consumer", "retry_backoff_max"): SLEEPS,
     ("suites/test_consumer.py", "test_queue_consumer_killed_before_the_ack", "visibility_timeout"): (
         "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
         "never for less than the timeout"
@@ -91,9 +95,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "point: the handler never returns, so the stop bound always runs out; the test asserts the stop "
         "took at least it"
     ),
-    ("suites/test_consumer.py", "test_configuration_is_checked_before_anything_runs", "poll_wait"): (
-        "point: the configuration parser's reading of the value is what the test checks; nothing runs"
-    ),
+    ("suites/test_consumer.py", "test_configuration_is_checked_before_anything_runs", "poll_wait"): PARSED,
     ("suites/test_contract_keyvalue.py", "test_ttl_expires_or_is_not_supported", "ttl"): (
         "point: the TTL running out is what the test checks; it asserts only what holds once it ran out "
         "(a read before it is checked only when made before the TTL can have run out)"
@@ -159,55 +161,33 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "point: a health check against a gone or hanging backend must run out into UNHEALTHY; healthy is "
         "awaited with patience.until"
     ),
-    ("suites/test_lifecycle.py", "MigratorRig.setup", "ttl"): (
-        "virtual: the pattern reads time from a FakeClock the test advances"
-    ),
+    ("suites/test_lifecycle.py", "MigratorRig.setup", "ttl"): FAKE_CLOCK,
     (
         "suites/test_lifecycle.py",
         "Scenarios.test_a_graceful_stop_mid_batch_finishes_the_batch_and_a_restart_resumes",
         "within",
     ): ("point: a second stop of a stopped process must be refused at once, whatever its bound"),
-    ("suites/test_multicast_registry.py", "test_a_metadata_update_changes_membership", "ttl"): (
-        "virtual: the pattern reads time from a FakeClock the test advances"
-    ),
-    ("suites/test_multicast_registry.py", "test_multicast_reaches_exactly_the_matching_identities_once", "ttl"): (
-        "virtual: the pattern reads time from a FakeClock the test advances"
-    ),
-    ("suites/test_multicast_registry.py", "test_membership_is_decided_when_the_multicast_begins", "ttl"): (
-        "virtual: the pattern reads time from a FakeClock the test advances"
-    ),
-    ("suites/test_multicast_registry.py", "test_ttl_edges_on_the_registry_clock", "ttl"): (
-        "virtual: the pattern reads time from a FakeClock the test advances"
-    ),
-    ("suites/test_multicast_registry.py", "test_large_registries_across_scan_pages.add", "ttl"): (
-        "virtual: the pattern reads time from a FakeClock the test advances"
-    ),
-    ("suites/test_multicast_registry.py", "test_metrics_count_what_happened", "ttl"): (
-        "virtual: the pattern reads time from a FakeClock the test advances"
-    ),
-    ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "max_ttl"): (
-        "point: the values are refused or bounded by validation; nothing expires"
-    ),
-    ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "ttl"): (
-        "point: the values are refused or bounded by validation; nothing expires"
-    ),
+    ("suites/test_multicast_registry.py", "test_a_metadata_update_changes_membership", "ttl"): FAKE_CLOCK,
+    (
+        "suites/test_multicast_registry.py",
+        "test_multicast_reaches_exactly_the_matching_identities_once",
+        "ttl",
+    ): FAKE_CLOCK,
+    ("suites/test_multicast_registry.py", "test_membership_is_decided_when_the_multicast_begins", "ttl"): FAKE_CLOCK,
+    ("suites/test_multicast_registry.py", "test_ttl_edges_on_the_registry_clock", "ttl"): FAKE_CLOCK,
+    ("suites/test_multicast_registry.py", "test_large_registries_across_scan_pages.add", "ttl"): FAKE_CLOCK,
+    ("suites/test_multicast_registry.py", "test_metrics_count_what_happened", "ttl"): FAKE_CLOCK,
+    ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "max_ttl"): VALIDATED,
+    ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "ttl"): VALIDATED,
     (
         "suites/test_outbox.py",
         "test_delete_cleanup_truncates_only_records_published_longer_ago_than_the_retention",
         "retention",
-    ): ("virtual: the pattern reads time from a FakeClock the test advances"),
-    ("suites/test_producer.py", "Bench.producer", "retry_backoff"): (
-        "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
-    ),
-    ("suites/test_producer.py", "Bench.producer", "retry_backoff_max"): (
-        "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
-    ),
-    ("suites/test_producer.py", "test_configuration_is_checked_before_anything_runs", "batch_interval"): (
-        "point: the configuration parser's reading of the value is what the test checks; nothing runs"
-    ),
-    ("suites/test_producer.py", "test_configuration_is_checked_before_anything_runs", "retry_backoff"): (
-        "point: the configuration parser's reading of the value is what the test checks; nothing runs"
-    ),
+    ): FAKE_CLOCK,
+    ("suites/test_producer.py", "Bench.producer", "retry_backoff"): SLEEPS,
+    ("suites/test_producer.py", "Bench.producer", "retry_backoff_max"): SLEEPS,
+    ("suites/test_producer.py", "test_configuration_is_checked_before_anything_runs", "batch_interval"): PARSED,
+    ("suites/test_producer.py", "test_configuration_is_checked_before_anything_runs", "retry_backoff"): PARSED,
     ("suites/test_stateful_consumer.py", "QueueConsumerMachine.__init__", "visibility_timeout"): (
         "point: a killed consumer's message must come back within the example; the checker tolerates "
         "redeliveries and waits (VISIBILITY + grace) x slowness before calling one lost"
@@ -215,9 +195,11 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("suites/test_stateful_outbox.py", "OutboxMachine.__init__", "lease_ttl"): (
         "virtual: the relays' lease runs on the machine's clock, which moves only when a rule says so"
     ),
-    ("suites/test_tiered_storage.py", "test_tier_ttl_moves_values_down_and_the_last_tier_ttl_expires_them", "ttl"): (
-        "virtual: the pattern reads time from a FakeClock the test advances"
-    ),
+    (
+        "suites/test_tiered_storage.py",
+        "test_tier_ttl_moves_values_down_and_the_last_tier_ttl_expires_them",
+        "ttl",
+    ): FAKE_CLOCK,
     (
         "suites/test_wal.py",
         "test_a_poison_mutation_is_dead_lettered_after_its_attempts_while_others_flow",
@@ -232,47 +214,44 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "suites/test_wal.py",
         "test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clock",
         "backoff_initial",
-    ): ("virtual: the pattern reads time from a FakeClock the test advances"),
-    ("suites/test_wal.py", "test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clock", "backoff_max"): (
-        "virtual: the pattern reads time from a FakeClock the test advances"
-    ),
+    ): FAKE_CLOCK,
+    (
+        "suites/test_wal.py",
+        "test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clock",
+        "backoff_max",
+    ): FAKE_CLOCK,
     (
         "suites/test_wal.py",
         "test_the_checkpoint_is_committed_at_most_every_checkpoint_interval",
         "checkpoint_interval",
-    ): ("virtual: the pattern reads time from a FakeClock the test advances"),
-    ("suites/test_producer.py", "test_batches_by_size_and_a_partial_batch_waits_for_flush", "batch_interval"): (
-        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
-        " the test advances it"
-    ),
-    ("suites/test_producer.py", "test_publish_retries_with_exponential_backoff", "batch_interval"): (
-        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
-        " the test advances it"
-    ),
-    ("suites/test_producer.py", "test_retries_run_out_and_nothing_is_published_past_the_failure", "batch_interval"): (
-        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
-        " the test advances it"
-    ),
+    ): FAKE_CLOCK,
+    (
+        "suites/test_producer.py",
+        "test_batches_by_size_and_a_partial_batch_waits_for_flush",
+        "batch_interval",
+    ): PRODUCER_FAKE_CLOCK,
+    ("suites/test_producer.py", "test_publish_retries_with_exponential_backoff", "batch_interval"): PRODUCER_FAKE_CLOCK,
+    (
+        "suites/test_producer.py",
+        "test_retries_run_out_and_nothing_is_published_past_the_failure",
+        "batch_interval",
+    ): PRODUCER_FAKE_CLOCK,
     (
         "suites/test_producer.py",
         "test_a_sink_failing_mid_batch_loses_nothing_and_duplicates_only_lost_answers",
         "batch_interval",
-    ): (
-        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
-        " the test advances it"
-    ),
-    ("suites/test_producer.py", "test_metrics_are_exact", "batch_interval"): (
-        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
-        " the test advances it"
-    ),
-    ("suites/test_producer.py", "test_graceful_stop_flushes_everything_within_its_bound", "batch_interval"): (
-        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
-        " the test advances it"
-    ),
-    ("suites/test_producer.py", "test_forced_stop_after_the_bound_reports_what_it_left", "batch_interval"): (
-        "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless"
-        " the test advances it"
-    ),
+    ): PRODUCER_FAKE_CLOCK,
+    ("suites/test_producer.py", "test_metrics_are_exact", "batch_interval"): PRODUCER_FAKE_CLOCK,
+    (
+        "suites/test_producer.py",
+        "test_graceful_stop_flushes_everything_within_its_bound",
+        "batch_interval",
+    ): PRODUCER_FAKE_CLOCK,
+    (
+        "suites/test_producer.py",
+        "test_forced_stop_after_the_bound_reports_what_it_left",
+        "batch_interval",
+    ): PRODUCER_FAKE_CLOCK,
 }
 
 
