@@ -139,10 +139,11 @@ def test_each_concern_has_its_package(package: str) -> None:
 def test_the_core_top_level_stays_small() -> None:
     # the plugin's own hooks and options, the suite API (suite, driver), interfaces,
     # capabilities, errors, isolation, redaction, the CLI, the package and its old-path aliases,
-    # and patience (the bounds every layer waits by, backends' drivers included: a leaf module)
+    # patience (the bounds every layer waits by, backends' drivers included: a leaf module) and
+    # findings (the known violations a suite judges a loss against, as it calls patience)
     top = {p.stem for p in (ROOT / "prism_testkit").glob("*.py")}
     top.discard("__main__")  # `python -m prism_testkit`: Python's entry point, not a concern of the core
-    assert len(top) <= 13, sorted(top)
+    assert len(top) <= 14, sorted(top)
 
 
 @pytest.mark.parametrize("package", PACKAGES_OF_THE_CORE)

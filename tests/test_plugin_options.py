@@ -186,6 +186,7 @@ def test_report_counts_per_suite_and_combination(pytester: pytest.Pytester) -> N
         "tolerated": {},
         "faults": {},  # rows count the faults they survived (main's 5899835)
         "verdicts": {},  # and the checkers' verdicts given (no checker here)
+        "known": {},  # and the known findings reproduced (prism_testkit/findings.py)
     }
     assert (rows["sqlite"]["passed"], rows["sqlite"]["failed"], rows["sqlite"]["skipped"]) == (1, 1, 1)
     assert report["unavailable"] == []
