@@ -24,7 +24,7 @@ from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.processes import ServerProcess, port_open
 
 if TYPE_CHECKING:
-    from prism_testkit.provision.lazymount import LazyMounts
+    from prism_testkit.provision.lazymount import LazyMounts, StorageFault
 
 
 class NodeHost(Protocol):
@@ -150,6 +150,23 @@ class ClusterContract(Protocol):
 
     def restore_node(self, node: int) -> None:
         """Resume or start ``node`` again and wait until the cluster is settled with it."""
+        ...
+
+    def restore_nodes(self, nodes: Sequence[int]) -> None:
+        """:meth:`restore_node` for several nodes at once, started together: nodes that can form
+        a majority only with each other (the rest paused or down) and so settle only together."""
+        ...
+
+    def resume_node(self, node: int) -> None:
+        """SIGCONT one paused node and return at once, not waiting for the cluster to settle:
+        for a composition in which it cannot settle yet (the other nodes paused or down)."""
+        ...
+
+    def power_cut_node(self, node: int, fault: StorageFault | None = None, *, start: bool = True) -> dict[str, int]:
+        """An OS crash of one node: SIGKILL it, drop the writes its lazy filesystem holds
+        unsynced (every other node's kept, each proved, or :class:`FaultNotInjected`), and with
+        ``start`` start it again and wait until settled; without, it stays down until
+        :meth:`restore_nodes`. What the cut discarded."""
         ...
 
     def partition(self, groups: Sequence[Sequence[int]]) -> None:
@@ -301,12 +318,30 @@ class Cluster:
         self.paused.add(node)
 
     def restore_node(self, node: int) -> None:
+        self.restore_nodes([node])
+
+    def restore_nodes(self, nodes: Sequence[int]) -> None:
+        for node in nodes:
+            self.resume_node(node)  # before the start: settling then waits for these nodes too
+        self._start(nodes)
+
+    def resume_node(self, node: int) -> None:
         was_paused = node in self.paused
         self.servers[node].resume()
-        self.paused.discard(node)  # before the start: settling then waits for this node too
+        self.paused.discard(node)
         if was_paused:
             self._resumed([node])
-        self._start([node])
+
+    def power_cut_node(self, node: int, fault: StorageFault | None = None, *, start: bool = True) -> dict[str, int]:
+        # Only a data dir of its own per node lets one machine crash while the others keep
+        # their page caches: a shared or missing mount cannot be cut for one node.
+        if self.mounts is None or len(self.mounts.mounts) != self.size:
+            raise ProvisioningError(f"{self!r}: node {node}'s data dir is not on a lazy filesystem of its own")
+        self.kill_node(node)
+        report = self.mounts.power_cut_node(node, fault)
+        if start:
+            self.restore_node(node)
+        return report
 
     def corrupt(self, node: int, pattern: str, *, mode: str = "bitflip", flips: int = 1, seed: int = 0) -> list[str]:
         """Kill ``node``, damage every file of its work dir matching ``pattern`` (a glob such as

@@ -265,6 +265,25 @@ class LazyMounts:
         self.cuts.append(total)
         return total
 
+    def power_cut_node(self, node: int, fault: StorageFault | None = None) -> dict[str, int]:
+        """Cut one node's power, an OS crash of that machine alone (the node must be stopped):
+        its unsynced writes dropped (but what ``fault`` keeps), every other node's kept. Each
+        filesystem counts its cuts: ``node``'s must have taken exactly one and every other none,
+        or :class:`FaultNotInjected` says which did not. Returns what ``node``'s cut discarded."""
+        before = [mount.cuts_taken() for mount in self.mounts]
+        report = self.mounts[node].power_cut(fault)
+        after = [mount.cuts_taken() for mount in self.mounts]
+        wrong = [i for i, (was, now) in enumerate(zip(before, after, strict=True)) if now != was + (i == node)]
+        if wrong:
+            raise FaultNotInjected(
+                f"power cut of node {node} of {len(self.mounts)}: "
+                + ", ".join(f"node {i} took {after[i] - before[i]} cut(s)" for i in wrong)
+                + f" (node {node} must take one, the others none)"
+            )
+        self.faults.append({"node": node, **self.mounts[node].faults[-1]})
+        self.cuts.append(report)
+        return report
+
     def write_back(self) -> dict[str, int]:
         """Every node's writes so far made durable (see :meth:`LazyMount.write_back`), summed."""
         total: dict[str, int] = {}

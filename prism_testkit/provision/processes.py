@@ -376,9 +376,12 @@ class ServerProcess:
 
     @_exclusive
     def kill(self) -> None:
-        """SIGKILL, as a crash would: nothing is flushed."""
-        self._signal_group(signal.SIGCONT)  # a paused process must not keep its group alive
-        self._signal_group(signal.SIGKILL)
+        """SIGKILL, as a crash would: nothing is flushed. A paused server dies without running
+        again: continued first, it ran while the continue scanned /proc (~10 ms) and read what
+        its sockets had buffered meanwhile, so a node killed while paused came back holding
+        writes it never saw while it ran."""
+        self._signal_group(signal.SIGKILL)  # reaches stopped processes too
+        self._signal_group(signal.SIGCONT)  # stragglers outside the group must not stay stopped
         self._reap()
 
     @_exclusive
