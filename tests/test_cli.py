@@ -277,7 +277,17 @@ def test_a_file_name_that_is_not_utf8_is_printed_not_a_traceback(
 # --- fuzz: every command with generated input (issue 23 §2) -------------------------------
 
 CLI_EXIT_CODES = {0, 1, 2}  # documented in docs/namespaces.md ("Exit codes")
-COMMANDS = [["validate"], ["explain"], ["schema"], ["patterns"], ["backends"], ["report", "merge"], ["report"], []]
+COMMANDS = [
+    ["validate"],
+    ["explain"],
+    ["schema"],
+    ["patterns"],
+    ["backends"],
+    ["report", "merge"],
+    ["report", "versions"],
+    ["report"],
+    [],
+]
 FLAGS = ["--format", "json", "text", "--json", "--markdown", "--title", "--version", "-h", "-", "--", "-x"]
 NASTY = st.one_of(
     st.sampled_from(FLAGS),

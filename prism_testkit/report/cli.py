@@ -1,6 +1,9 @@
 """``prism-testkit report merge``: one report and one compliance matrix from a CI matrix's jobs.
+``prism-testkit report versions``: the known findings x server version table of runs on
+several versions of a server (one report per version: ``scripts/version-matrix``).
 
     prism-testkit report merge reports/*.json --markdown - >> "$GITHUB_STEP_SUMMARY" --json merged.json
+    prism-testkit report versions nats-2.12.1.json nats-2.15.1.json
 
 ``-`` writes to standard output. Without ``--markdown`` and ``--json`` the Markdown is printed.
 """
@@ -16,6 +19,7 @@ from typing import Any
 from prism_testkit.redaction import printable, redact
 from prism_testkit.report.matrix import compliance_matrix, render_markdown
 from prism_testkit.report.merge import ReportMergeError, found_counts, load_report, merge_reports, totals
+from prism_testkit.report.versions import TITLE, red, render_versions_markdown, version_table
 
 MERGED_OK, MERGED_WITH_FAILURES, CANNOT_MERGE = 0, 1, 2
 STDIN = "/dev/stdin"  # what a REPORT of '-' reads (load_report takes a path)
@@ -33,9 +37,23 @@ def add_report_commands(commands: Any) -> None:  # argparse's subparsers action 
     merge.add_argument("--markdown", metavar="PATH", help="write the matrix as Markdown ('-': standard output)")
     merge.add_argument("--json", metavar="PATH", help="write the merged report and its matrix as JSON ('-': stdout)")
     merge.add_argument("--title", default="prism-testkit compliance matrix", help="heading of the Markdown")
+    versions = actions.add_parser(
+        "versions",
+        help="tabulate known findings x server version from the reports of runs on several server binaries",
+        description="One --prism-report per server binary (--prism-binary NAME=PATH); a column per server "
+        "version the reports' judged tests were told. Exit 0: tabulated, 1: a judged test lost what no "
+        "known finding covers, a finding stopped reproducing, or a run had failures or errors, 2: a file is "
+        "no report or nothing was judged.",
+    )
+    versions.add_argument("reports", nargs="+", metavar="REPORT", help="--prism-report files ('-': standard input)")
+    versions.add_argument("--markdown", metavar="PATH", help="write the table as Markdown ('-': standard output)")
+    versions.add_argument("--json", metavar="PATH", help="write the table as JSON ('-': standard output)")
+    versions.add_argument("--title", default=TITLE, help="heading of the Markdown")
 
 
 def run_report_command(args: argparse.Namespace) -> int:
+    if args.report_command == "versions":
+        return _run_versions(args)
     try:
         merged = merge_reports([load_report(STDIN if path == "-" else path) for path in args.reports])
     except ReportMergeError as exc:
@@ -57,6 +75,25 @@ def run_report_command(args: argparse.Namespace) -> int:
     compliant = not (counted["failed"] or counted["errors"] or counted["suites_without_combination"])
     compliant = compliant and not _anomalies(merged)
     return MERGED_OK if compliant else MERGED_WITH_FAILURES
+
+
+def _run_versions(args: argparse.Namespace) -> int:
+    try:
+        table = version_table([load_report(STDIN if path == "-" else path) for path in args.reports])
+    except ReportMergeError as exc:
+        print(printable(redact(f"prism-testkit: error: {exc}"), sys.stderr), file=sys.stderr)
+        return CANNOT_MERGE
+    if args.markdown is None and args.json is None:
+        args.markdown = "-"
+    try:
+        if args.markdown is not None:
+            _write(args.markdown, render_versions_markdown(table, args.title))
+        if args.json is not None:
+            _write(args.json, redact(json.dumps(table, indent=2, ensure_ascii=False)) + "\n")
+    except OSError as exc:
+        print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
+        return CANNOT_MERGE
+    return MERGED_WITH_FAILURES if red(table) else MERGED_OK
 
 
 def _anomalies(report: dict[str, Any]) -> bool:

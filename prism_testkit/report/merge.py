@@ -224,6 +224,7 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
         "unavailable": [{"backend": b, "reason": r} for b, r in sorted(unavailable.items())],
         "failures": _failures(reports),
         **({"power_cuts": cuts} if (cuts := _by_test(reports, "power_cuts")) else {}),
+        **({"judged": judged} if (judged := _by_test(reports, "judged")) else {}),
         "failed_to_start": [
             {"backend": b, "reason": r} for b, r in sorted(_first_reasons(reports, "failed_to_start").items())
         ],

@@ -162,6 +162,9 @@ class PrismResults:
     covered: dict[str, dict[str, str]] = field(default_factory=dict)
     # power_loss tests: test -> what the cut discarded, tore and kept, and what was lost
     power_cuts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # tests judged by prism_testkit.findings: test -> scenario, backend, server version, verdict,
+    # counts (what ``prism-testkit report versions`` tabulates over runs of several versions)
+    judged: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def record(self, report: pytest.TestReport) -> None:
         prop = _prism_property(report)
@@ -176,6 +179,9 @@ class PrismResults:
         if fault is not None:
             unavailable_faults.gather(self.unavailable_faults, fault, prop["suite"], prop["combination"])
         self.durations[test] = self.durations.get(test, 0.0) + report.duration
+        verdict = _prism_property(report, KNOWN_FINDING)
+        if verdict is not None:
+            self.judged[test] = {"test": test, **verdict}
         found = _prism_property(report, ANOMALIES)
         if found is not None and report.when == "teardown":
             known = _prism_property(report, KNOWN_FINDING)
@@ -299,6 +305,7 @@ class PrismResults:
             ),
             **({"history_digests": self.simulations} if self.simulations else {}),
             **({"power_cuts": [self.power_cuts[test] for test in sorted(self.power_cuts)]} if self.power_cuts else {}),
+            **({"judged": [self.judged[test] for test in sorted(self.judged)]} if self.judged else {}),
         }
 
     def write(self, path: Path) -> None:
