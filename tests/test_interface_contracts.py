@@ -66,6 +66,7 @@ def test_every_contract_suite_is_mapped() -> None:
         "leader_change",
         "replica_lag",
         "damaged_leader",
+        "node_power_cut",
     }
     assert interface_suites == set(PROTOCOLS)
 

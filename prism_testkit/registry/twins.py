@@ -32,7 +32,16 @@ from prism_testkit.registry.slots import Slot
 
 # Suites whose outcome replication can change, besides the stateful fault suites.
 REPLICATION_SUITES = frozenset(
-    {"failover", "restart", "power_loss", "capabilities", "replica_lag", "leader_change", "damaged_leader"}
+    {
+        "failover",
+        "restart",
+        "power_loss",
+        "capabilities",
+        "replica_lag",
+        "leader_change",
+        "damaged_leader",
+        "node_power_cut",
+    }
 )
 STATEFUL_PREFIX = "stateful_"
 
