@@ -10,6 +10,8 @@ Nodes start in parallel: a cluster is ready when every node answers its readines
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import fnmatch
 import functools
 import os
 import random
@@ -362,8 +364,16 @@ class Cluster:
 
     def files(self, node: int, pattern: str) -> list[Path]:
         """The non-empty files of ``node``'s work dir that :meth:`corrupt` would damage."""
-        home = self._home(node)
-        return sorted(p for p in home.rglob(pattern) if p.is_file() and not p.is_symlink() and p.stat().st_size)
+        # A running server removes files and folders while this walks (NATS's __new_msgs__): what
+        # vanishes mid-walk is not there to damage, never an error (os.walk skips what it cannot list).
+        found = []
+        for folder, _, names in os.walk(self._home(node)):
+            for name in fnmatch.filter(names, pattern):
+                path = Path(folder, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if not path.is_symlink() and path.is_file() and path.stat().st_size:
+                        found.append(path)
+        return sorted(found)
 
     def _home(self, node: int) -> Path:
         home = self.servers[node].cwd
