@@ -233,5 +233,9 @@ def test_a_file_that_vanishes_while_files_walks_is_not_an_error(
         return real_stat(self, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Path, "stat", stat)
+    (tmp_path / "other").mkdir()
+    elsewhere = tmp_path / "other" / "1.blk"
+    elsewhere.write_bytes(b"z")
     cluster = clusters.Cluster([SimpleNamespace(cwd=tmp_path)], clusters.LinkProxies(0, {}), probe_port=1)  # type: ignore[list-item]
-    assert cluster.files(0, "*.blk") == [kept]
+    assert cluster.files(0, "*.blk") == [elsewhere, kept]
+    assert cluster.files(0, "streams/s/msgs/*.blk") == [kept]  # a stream's own files, as stream_files names them

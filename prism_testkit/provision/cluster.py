@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import fnmatch
 import functools
 import os
 import random
@@ -366,10 +365,12 @@ class Cluster:
         """The non-empty files of ``node``'s work dir that :meth:`corrupt` would damage."""
         # A running server removes files and folders while this walks (NATS's __new_msgs__): what
         # vanishes mid-walk is not there to damage, never an error (os.walk skips what it cannot list).
-        found = []
-        for folder, _, names in os.walk(self._home(node)):
-            for name in fnmatch.filter(names, pattern):
+        home, found = self._home(node), []
+        for folder, _, names in os.walk(home):
+            for name in names:
                 path = Path(folder, name)
+                if not path.relative_to(home).match(pattern):  # as rglob: matched from the right
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     if not path.is_symlink() and path.is_file() and path.stat().st_size:
                         found.append(path)
