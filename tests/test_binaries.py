@@ -70,6 +70,17 @@ def test_an_executable_file_is_taken_by_name(tmp_path: Path) -> None:
     assert parse_binary_options([f"redis={server}", f" nats = {server} "]) == {"redis": server, "nats": server}
 
 
+def test_a_relative_path_is_taken_from_where_the_run_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster node starts its binary from its own work dir: a path relative to the run's
+    would name nothing there (`--prism-binary nats=.venv/bin/nats-server` failed so)."""
+    (tmp_path / "bin").mkdir()
+    server = executable(tmp_path / "bin" / "nats-server")
+    monkeypatch.chdir(tmp_path)
+    assert parse_binary_options(["nats=bin/nats-server"]) == {"nats": server}
+    monkeypatch.setenv("PRISM_NATS_BINARY", "bin/nats-server")
+    assert chosen_binary("nats", {}) == ("PRISM_NATS_BINARY", server)
+
+
 @pytest.mark.parametrize(
     ("make", "problem"),
     [
@@ -230,14 +241,16 @@ def test_a_test_that_starts_its_own_server_is_handed_the_choice_without_a_warnin
             assert {{k: str(v) for k, v in prism_binaries.items()}} == {{"nats": {str(server)!r}}}
         """
     )
-    result = pytester.runpytest("--prism-binary", f"nats={server}", "-W", "error")
+    # a process of its own: in this one, -W error turns pytest's "already imported" warning about
+    # prism_testkit into an error before the plugin is reached
+    result = pytester.runpytest_subprocess("--prism-binary", f"nats={server}", "-W", "error")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     assert "has no effect" not in result.stdout.str() + result.stderr.str()
 
 
 def test_a_choice_nothing_uses_is_still_warned_when_no_test_asks_for_it(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_plain() -> None:\n    pass\n")
-    result = pytester.runpytest("--prism-binary", "nats=/bin/sh", "-W", "error")
+    result = pytester.runpytest_subprocess("--prism-binary", "nats=/bin/sh", "-W", "error")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["*--prism-binary nats=... has no effect*no collected test asks for the prism_binaries*"]

@@ -53,7 +53,7 @@ def parse_binary_options(lines: Iterable[str]) -> dict[str, Path]:
         problem = binary_problem(path)
         if problem is not None:
             raise BadBinary(f"{OPTION} {name}", path, problem)
-        chosen[name] = Path(path)
+        chosen[name] = Path(path).absolute()  # a node starts it from its own work dir
     return chosen
 
 
@@ -68,4 +68,4 @@ def chosen_binary(key: str, options: Mapping[str, Path]) -> tuple[str, Path] | N
     problem = binary_problem(given)
     if problem is not None:
         raise BadBinary(env, given, problem)
-    return env, Path(given)
+    return env, Path(given).absolute()

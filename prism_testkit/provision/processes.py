@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from prism_testkit import patience
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.process_identity import ProcessStamp, group_is_ours, signal_group, stamp
 from prism_testkit.provision.workdirs import record_process
@@ -348,14 +349,21 @@ class ServerProcess:
         return True
 
     def wait_ready(self, timeout: float = 30.0, check: Callable[[], bool] | None = None) -> None:
-        deadline = time.monotonic() + timeout
+        """Wait until the server answers, ``timeout`` seconds x the machine's slowness: a loaded
+        machine starts a server late, not never (a fixed 30 s killed a cluster's old leader, the
+        node holding a suite's evidence, under the census's load)."""
+        factor = patience.slowness()
+        deadline = time.monotonic() + timeout * factor
         while time.monotonic() < deadline:
             if not self.alive:
                 raise ProvisioningError(f"{self.name} exited during start-up: {self.log_tail()}")
             if (check or self._ready)():
                 return
             time.sleep(0.05)
-        raise ProvisioningError(f"{self.name} was not ready after {timeout:.0f}s: {self.log_tail()}")
+        raise ProvisioningError(
+            f"{self.name} was not ready after {timeout * factor:.0f}s ({timeout:g}s x slowness {factor:.1f}): "
+            f"{self.log_tail()}"
+        )
 
     def _signal_group(self, sig: signal.Signals) -> None:
         # The whole group: servers that fork helpers (postgres) must not leave them behind. Once
