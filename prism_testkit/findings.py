@@ -84,6 +84,22 @@ KNOWN: dict[str, KnownFinding] = {
             upstream="https://github.com/nats-io/nats-server/issues/7549",
             seen=("2.12.1", "2.15.1"),
         ),
+        KnownFinding(
+            id="nats-server#7556",
+            scenario="snapshot-corruption",
+            server="nats-server",
+            backends=_JETSTREAM_CLUSTERS,
+            summary=(
+                "a node whose metadata snapshot was damaged drops it, forgets the streams it recorded "
+                "and deletes its own copy of each as orphaned"
+            ),
+            docs="docs/findings.md#corrupt-raft-snapshots-on-a-minority-a-node-deletes-its-copy-of-the-stream-as-orphaned",
+            upstream="https://github.com/nats-io/nats-server/issues/7556",
+            seen=("2.12.1",),
+            # 2.14.0 refuses to start over a damaged snapshot ("NRG: Snapshot error handling") and
+            # truncates a log left without one ("NRG: WAL must align with snapshot"); 2.15.1 holds.
+            fixed_in="2.14.0",
+        ),
     )
 }
 

@@ -67,6 +67,7 @@ def test_every_contract_suite_is_mapped() -> None:
         "replica_lag",
         "damaged_leader",
         "node_power_cut",
+        "snapshot_corruption",
     }
     assert interface_suites == set(PROTOCOLS)
 

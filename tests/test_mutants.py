@@ -237,6 +237,13 @@ MUTANTS = [
     # move are each proved, so a scenario that did not run never reads as a pass or a known finding
     ("damage_changes_no_byte", "damaged_leader", "jetstream-r3", "*the bitflip left bytes of n*'s files unchanged*"),
     ("nats_stream_leader_never_moves", "damaged_leader", "jetstream-r3", "*UNSETTLED*leader: n* to lead*"),
+    # corrupt snapshots on a minority with crashes (issue 54, nats-server #7556): likewise proved
+    (
+        "snapshot_damage_changes_no_byte",
+        "snapshot_corruption",
+        "jetstream-r3",
+        "*the bitflip left bytes of n*'s snapshot files unchanged*",
+    ),
     # one node's OS crash between pauses of the others (issue 54, nats-server #7567): a cut that
     # dropped nothing is refused by the filesystems' own cut counts, never run as a crash
     ("lazy_cut_drops_nothing", "node_power_cut", "jetstream-r3", "*FaultNotInjected: power cut of node *took 0 cut*"),
@@ -351,6 +358,7 @@ ONLY = {
     "nats_claims_fsync_before_ack": "established",
     "damage_changes_no_byte": "bitflip",
     "nats_stream_leader_never_moves": "restarted",
+    "snapshot_damage_changes_no_byte": "bitflip",
     "lazy_cut_drops_nothing": "power-cut",
 }
 

@@ -41,6 +41,7 @@ REPLICATION_SUITES = frozenset(
         "leader_change",
         "damaged_leader",
         "node_power_cut",
+        "snapshot_corruption",
     }
 )
 STATEFUL_PREFIX = "stateful_"
