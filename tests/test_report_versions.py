@@ -48,6 +48,14 @@ def report(*entries: dict[str, Any], server_version: str | None = None, **extra:
     }
 
 
+@pytest.fixture(autouse=True)
+def only_the_damaged_leader_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry grows (a finding whose backend ran but whose scenario did not is a row of
+    its own): these tables are about #7549 alone."""
+    for other in [finding for finding in KNOWN if finding != BUG]:
+        monkeypatch.delitem(KNOWN, other)
+
+
 def loaded(name: str, data: dict[str, Any]) -> LoadedReport:
     return LoadedReport(name, data)
 
