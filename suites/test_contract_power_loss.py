@@ -26,11 +26,24 @@ import pytest
 
 from prism_testkit import PrismEnv, Slot, findings, prism_suite
 from prism_testkit.errors import NotSupported
-from prism_testkit.faults.power_loss import SUITE_FAULTS
+from prism_testkit.faults.power_loss import SUITE_FAULTS, PowerLossInstance
 
 from ._durability import missing_writes, write_everything
 
 pytestmark = prism_suite("power_loss", backend=Slot.one_of("keyvalue", "queue", "log", "objects"))
+
+
+async def durable_instance(prism_env: PrismEnv) -> PowerLossInstance:
+    """The backend's instance on a lazy filesystem; a skip for one declared durable neither
+    across a crash nor a power loss, or given by URL (its disk is out of reach)."""
+    name = prism_env.combination["backend"]
+    if not prism_env.spec("backend").properties.durable:
+        pytest.skip(f"{name}: declared durable neither across a crash nor a power loss")
+    try:
+        return await prism_env.power_loss_instance("backend")
+    except NotSupported as exc:
+        pytest.skip(str(exc))
+
 
 LOST = "lost-in-power-cut"
 
@@ -42,12 +55,7 @@ async def test_acknowledged_writes_survive_a_power_cut(
     fault = SUITE_FAULTS[fault_name]
     name = prism_env.combination["backend"]
     props = prism_env.spec("backend").properties
-    if not props.durable:
-        pytest.skip(f"{name}: declared durable neither across a crash nor a power loss")
-    try:
-        instance = await prism_env.power_loss_instance("backend")
-    except NotSupported as exc:  # given by URL: we cannot reach its disk
-        pytest.skip(str(exc))
+    instance = await durable_instance(prism_env)
     crash = fault.kind == "crash"
     if crash:
         await instance.arm(fault)
@@ -116,12 +124,7 @@ async def test_acknowledged_writes_to_established_data_survive_a_power_cut(
     loses what that documented window held, tolerated as ``lost-in-fsync-window``."""
     name = prism_env.combination["backend"]
     props = prism_env.spec("backend").properties
-    if not props.durable:
-        pytest.skip(f"{name}: declared durable neither across a crash nor a power loss")
-    try:
-        instance = await prism_env.power_loss_instance("backend")
-    except NotSupported as exc:  # given by URL: we cannot reach its disk
-        pytest.skip(str(exc))
+    instance = await durable_instance(prism_env)
     await write_everything(instance.driver, prism_env.ns)
     made = await instance.write_back()
     written = await write_everything(instance.driver, prism_env.ns, again="+again")
