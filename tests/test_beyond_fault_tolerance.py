@@ -4,7 +4,11 @@ lists it with its count, under its own heading."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CONFTEST = "from tests.conftest import pytest_terminal_summary  # noqa: F401\n"
 TESTS = """
@@ -18,10 +22,15 @@ def test_lost_none(record_property):
 """
 
 
-def test_a_loss_beyond_the_fault_tolerance_is_listed_in_the_summary(pytester: pytest.Pytester) -> None:
+def test_a_loss_beyond_the_fault_tolerance_is_listed_in_the_summary(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the sandbox's conftest imports tests.conftest
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_losses=TESTS)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-W", "error")
+    # a process of its own: in this one, -W error turns pytest's "already imported, cannot
+    # rewrite prism_testkit" warning into an INTERNALERROR before the summary is reached
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
         [
