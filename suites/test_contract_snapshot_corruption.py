@@ -33,7 +33,6 @@ import asyncio
 import hashlib
 import random
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +40,7 @@ import pytest
 from prism_testkit import Driver, Message, PrismEnv, Slot, findings, patience, prism_suite
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.cluster import Cluster, StreamState, damage
+from prism_testkit.simulation import clock
 
 from ._helpers import electing_cluster
 from .test_contract_damaged_leader import _states, _stream_of_log
@@ -168,7 +168,7 @@ async def test_corrupt_snapshots_on_a_minority_with_crashes_lose_no_acknowledged
         expected[await driver.log().append(log_name, Message(payload))] = payload
 
     await asyncio.to_thread(cluster.wait_settled)  # a stream created before every peer is current is refused
-    created = time.time()  # wall clock, as the snapshot files' modification times are
+    created = clock.wall()  # wall clock, as the snapshot files' modification times are
     stream = await _stream_of_log(cluster, lambda: append(0))
     while len(expected) < WRITTEN:
         await asyncio.gather(*(append(len(expected) + i) for i in range(min(BATCH, WRITTEN - len(expected)))))
@@ -220,7 +220,7 @@ async def test_corrupt_snapshots_on_a_minority_with_crashes_lose_no_acknowledged
             for path in damaged[node]:
                 path.unlink(missing_ok=True)  # the operator's remedy: it starts without them
         await asyncio.to_thread(cluster.restore_nodes, minority)
-    restarted = time.monotonic()
+    restarted = clock.monotonic()
     reports: dict[int, str | None] = {}
     if how is not None:  # each damaged node found the damage (or removed the file it could not read)
         reports = await patience.until(
@@ -238,7 +238,7 @@ async def test_corrupt_snapshots_on_a_minority_with_crashes_lose_no_acknowledged
             await asyncio.to_thread(cluster.restore_node, node)
         except ProvisioningError as exc:
             unsettled.append(f"n{node}: {str(exc)[-200:]}")
-    left = ORPHAN_CHECK * patience.slowness() - (time.monotonic() - restarted)
+    left = ORPHAN_CHECK * patience.slowness() - (clock.monotonic() - restarted)
     if left > 0:
         await asyncio.sleep(left)  # the server's own clean-up must have run before the copies are judged
     settled = await _copies(cluster, stream, whole)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from prism_testkit.backends.postgres.ha import PORT, PostgresHaCluster, PostgresHaProvisioner
@@ -18,9 +19,10 @@ from tests.conftest import cluster_in_a_temp_dir, provision_cluster
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[PostgresHaCluster]:
+def cluster(prism_binaries: Mapping[str, Path]) -> Iterator[PostgresHaCluster]:
     for endpoint in cluster_in_a_temp_dir(
-        "prism-pgadmin-", lambda where: provision_cluster("postgres-ha", PostgresHaProvisioner(), where)
+        "prism-pgadmin-",
+        lambda where: provision_cluster("postgres-ha", PostgresHaProvisioner(), where, prism_binaries),
     ):
         made: PostgresHaCluster = endpoint.options["cluster"]
         yield made
@@ -105,10 +107,10 @@ def test_threads_never_share_a_session(cluster: PostgresHaCluster) -> None:
     assert errors == []
 
 
-def test_close_closes_every_session() -> None:
+def test_close_closes_every_session(prism_binaries: Mapping[str, Path]) -> None:
     for endpoint in cluster_in_a_temp_dir(
         "prism-pgadmin-close-",
-        lambda where: provision_cluster("postgres-ha", PostgresHaProvisioner(nodes=2), where),
+        lambda where: provision_cluster("postgres-ha", PostgresHaProvisioner(nodes=2), where, prism_binaries),
     ):
         made: PostgresHaCluster = endpoint.options["cluster"]
         made.sql(0, "SELECT 1")
