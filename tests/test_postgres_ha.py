@@ -369,6 +369,20 @@ def test_a_lagging_standby_misses_the_promotion_and_then_follows_the_new_primary
     assert eventually_count(node_url(cluster, lagging), name, expected, within=20) == expected
 
 
+def test_a_standby_down_during_the_failover_streams_from_the_new_primary_once_started(sync_ha: Endpoint) -> None:
+    # Its settings still name the old primary: started as it was, it would never stream, and the
+    # cluster would never settle (CI's postgres-ha-lagging heal that waited 315 s).
+    cluster = cluster_of(sync_ha)
+    cluster.wait_settled()
+    down, survivor = cluster.standbys()
+    cluster.kill_node(down)
+    new = cluster.failover()
+    assert new == survivor
+    cluster.restore_node(down)  # raises if the cluster never settles with it
+    assert cluster.in_recovery(down)
+    assert _streams_from(cluster, down) == cluster.address(new)
+
+
 def rows_on(cluster: PostgresHaCluster, node: int, name: str) -> set[int]:
     return asyncio.run(rows(node_url(cluster, node), name))
 

@@ -257,18 +257,23 @@ class PostgresHaCluster(FailoverCluster):
         """Re-point each of ``nodes`` that a failover left behind, or, if it holds WAL the new
         timeline never had, take it down to be cloned afresh by the start that follows."""
         for node in nodes:
-            if node not in self.behind or not self.servers[node].alive:
-                continue
-            fork = self.behind[node]
-            try:
-                position = int(self.sql(node, f"SELECT {WAL_END}", timeout=10) or 0)
-            except ProvisioningError:
-                position = None  # it does not answer: clone it rather than guess
-            if position is None or position > fork:
-                self.kill_node(node)  # _start clones it (still in behind)
-                continue
-            del self.behind[node]
-            self._repoint(node)
+            if node in self.behind and self.servers[node].alive:
+                self._follow(node, self.behind[node])
+
+    def _follow(self, node: int, fork: int) -> None:
+        """Point running standby ``node`` at the current primary if it holds no WAL past
+        ``fork`` (the new timeline's switchpoint); else it can never stream from it: take it
+        down, still in ``behind``, so the start that follows clones it afresh."""
+        self.behind.setdefault(node, fork)
+        try:
+            position = int(self.sql(node, f"SELECT {WAL_END}", timeout=10) or 0)
+        except ProvisioningError:
+            position = None  # it does not answer: clone it rather than guess
+        if position is None or position > fork:
+            self.kill_node(node)
+            return
+        del self.behind[node]
+        self._repoint(node)
 
     def _repoint(self, node: int) -> None:
         """Make standby ``node`` stream from the current primary (a reload restarts its WAL
@@ -392,12 +397,14 @@ class PostgresHaCluster(FailoverCluster):
         )
         fork = self._fork_point(new)
         for node in self.standbys():
-            if node in self.fenced or not self.servers[node].alive:
+            if node in self.fenced:
                 continue
-            if node in self.paused:
-                self.behind.setdefault(node, fork)  # the first fork it missed decides
+            if node in self.paused or not self.servers[node].alive:
+                # Followed when it runs again (a stopped one still names the old primary in
+                # its settings, and would never stream); the first fork it missed decides.
+                self.behind.setdefault(node, fork)
                 continue
-            self._repoint(node)
+            self._follow(node, fork)  # one the promotion's measure missed may be past the fork
         return new
 
     def _fork_point(self, node: int) -> int:
