@@ -5,8 +5,13 @@ observable events instead (a leader exists, an applier's position reached the lo
 what bound remains is one of :data:`BOUNDS`, scaled by :func:`slowness`, the factor by which
 this machine is slower right now than the quiet machine the base values were set on:
 
-    slowness = clamp(load average over 1 minute / cores, 1, MAX_SLOWNESS)
+    slowness = clamp(load average over 1 minute / cores x stalls, 1, MAX_SLOWNESS)
     bound(name) = BOUNDS[name] * slowness          (re-read at most once per second)
+
+``stalls`` is 1 unless load mode's jitter runs in this process: a server stopped by SIGSTOP is
+not runnable, so the load average cannot see it, yet every operation it serves waits. Stopped
+for a mean of DUR/2 after a mean wait of EVERY (``stall:DUR@EVERY``), a server runs a share of
+EVERY / (EVERY + DUR/2) of the time, so its work takes 1 + DUR / (2 x EVERY) times as long.
 
 ``PRISM_SLOWNESS`` (a number >= 1) fixes the factor, e.g. for a machine whose load average does
 not show its slowness (a throttled container). Under simulation (virtual time) the factor is 1:
@@ -69,6 +74,15 @@ HANDED: dict[str, float] = {
 
 _ENV = "PRISM_SLOWNESS"
 _cached: tuple[float, float] = (-1.0, 1.0)  # (when read, factor)
+_stalls = 1.0  # how much longer load mode's SIGSTOP bursts make a server's work (see the doc)
+
+
+def account_for_stalls(most: float, every: float) -> None:
+    """Load mode's jitter runs in this process: it stops a server for up to ``most`` seconds
+    (mean ``most / 2``) after a mean wait of ``every`` seconds; ``most = 0`` when it ends."""
+    global _stalls, _cached
+    _stalls = 1.0 + most / (2 * every) if most > 0 and every > 0 else 1.0
+    _cached = (-1.0, 1.0)  # read anew
 
 
 def slowness() -> float:
@@ -85,7 +99,7 @@ def slowness() -> float:
             load = os.getloadavg()[0]
         except OSError:  # not on this platform
             load = 0.0
-        _cached = (now, _clamp(load / (os.cpu_count() or 1)))
+        _cached = (now, _clamp(load / (os.cpu_count() or 1) * _stalls))
     return _cached[1]
 
 

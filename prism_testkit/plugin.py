@@ -252,8 +252,10 @@ def _start_jitter(session: pytest.Session) -> None:
     active = config.stash.get(ACTIVE, None)
     if active is None or not active.spec.stalls or config.pluginmanager.has_plugin("dsession"):
         return
+    from prism_testkit import patience
     from prism_testkit.faults.jitter import Jitter
 
+    patience.account_for_stalls(active.spec.stall_max, active.spec.stall_every)
     config.stash[JITTER] = Jitter(active.jitter_seed, active.spec.stall_max, active.spec.stall_every).start()
 
 
@@ -262,6 +264,9 @@ def _stop_jitter(config: pytest.Config) -> None:
     if jitter is None:
         return
     jitter.stop()
+    from prism_testkit import patience
+
+    patience.account_for_stalls(0.0, 0.0)
     worker_output = getattr(config, "workeroutput", None)
     if worker_output is not None:
         worker_output["prism_load"] = jitter.stats.as_dict()
@@ -915,6 +920,10 @@ class _Reporting:
         # tests without a suite: counted here, since under xdist the harness is set up only
         # when the first suite test reports
         self.outside_suites: dict[str, list[str]] = {}
+        self.outside_failures: dict[str, dict[str, Any]] = {}  # test -> its first failing phase
+        from prism_testkit.report.results import shard_of
+
+        self.shard = shard_of(config)  # a bad PRISM_SHARD is a usage error now, not at the end
         self.metrics: list[tuple[str, list[dict[str, Any]]]] = []  # (test, its patterns' final metrics)
 
     @pytest.hookimpl(tryfirst=True)  # before the terminal reporter formats the interrupt
@@ -967,11 +976,14 @@ class _Reporting:
         # Under xdist the controller collects nothing: the first report of a suite test (it
         # carries its suite in user_properties) is what tells it the harness is in use.
         if not any(key == "prism" for key, _ in report.user_properties):
-            from prism_testkit.report.results import category
+            from prism_testkit.report.results import category, failure_entry, outside_test_id
 
             if not hasattr(self.config, "workerinput"):
                 if (found := category(report)) is not None:
-                    self.outside_suites.setdefault(report.nodeid, []).append(found)
+                    test = outside_test_id(report)
+                    self.outside_suites.setdefault(test, []).append(found)
+                    if report.failed and test not in self.outside_failures:
+                        self.outside_failures[test] = failure_entry(report, test)
                 self._progress(report, outside_group(report.nodeid))
         else:
             from prism_testkit.report.results import as_json_properties
@@ -1015,6 +1027,7 @@ class _Reporting:
         results = found.results
         results.run = _run_facts(self.started, time.monotonic() - self.clock)
         results.outside_suites = {test: "+".join(found) for test, found in self.outside_suites.items()}
+        results.outside_failures, results.shard = dict(self.outside_failures), self.shard
         results.summarize(terminalreporter)
         load = _load_summary(self.config)
         if load is not None:

@@ -39,6 +39,21 @@ def test_slowness_follows_the_load_average_per_core(monkeypatch: pytest.MonkeyPa
     assert patience.slowness() == pytest.approx(2.5)
 
 
+def test_load_modes_stalls_count_beside_the_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A SIGSTOPped server is not runnable, so the load average cannot see the time it waits
+    monkeypatch.delenv("PRISM_SLOWNESS")
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0 * cores, 0.0, 0.0))
+    try:
+        patience.account_for_stalls(0.5, 0.5)  # the calibrated stall:500ms@500ms
+        assert patience.slowness() == pytest.approx(2.0 * 1.5)
+        patience.account_for_stalls(0.2, 2.0)
+        assert patience.slowness() == pytest.approx(2.0 * 1.05)
+    finally:
+        patience.account_for_stalls(0.0, 0.0)
+    assert patience.slowness() == pytest.approx(2.0)
+
+
 class FakeClock:
     """The clock patience reads, advanced only by the probes: timing-free tests."""
 
