@@ -119,14 +119,18 @@ def judge(
     acknowledged: int,
     detail: str,
     replay: str,
+    tolerated: str | None = None,
 ) -> None:
     """Return when the guarantee held and no finding says it should not have; otherwise xfail
     (a known finding reproduced) or fail (a new loss, or a known one that stopped reproducing),
-    as the module's doc says. ``detail`` says what was seen, ``replay`` how to see it again."""
+    as the module's doc says. ``detail`` says what was seen, ``replay`` how to see it again.
+    ``tolerated`` names the window the backend documents a loss in (``lost-in-fsync-window``):
+    a loss there is recorded as ``tolerated`` and returns (the suite counts it, shown as such),
+    so the version table shows it beside the findings rather than leaving the row out."""
     finding = finding_for(scenario, backend)
     applies = finding is not None and finding.affects(version)
     server = f"{finding.server if finding else 'server'} {version or '(version unknown)'}"
-    verdict = "held" if not lost else "known" if applies else "lost"
+    verdict = "held" if not lost else "known" if applies else "tolerated" if tolerated else "lost"
     if applies and not lost:
         verdict = "no longer reproduces"
     request.node.user_properties.append(
@@ -140,10 +144,11 @@ def judge(
                 "verdict": verdict,
                 "lost": lost,
                 "acknowledged": acknowledged,
+                **({"tolerated": tolerated} if tolerated else {}),
             },
         )
     )
-    if not lost and not applies:
+    if verdict in ("held", "tolerated"):
         return
     if lost and applies:
         assert finding is not None

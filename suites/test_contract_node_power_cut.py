@@ -243,23 +243,24 @@ async def test_an_os_crash_of_one_node_between_pauses_loses_no_acknowledged_reco
     if MODES[mode]:  # the scenario of Jepsen's report, named wherever it ran
         record |= {"scenario_of": UPSTREAM, "docs": DOCS}
     request.node.user_properties.append(("node_power_cut", record))
-    if MODES[mode] and not (props.survives_power_loss or props.fsyncs_before_ack):
-        prism_env.tolerated[WINDOW] += len(lost)  # the documented fsync interval: tolerated, shown as such
+    window = WINDOW if MODES[mode] and not (props.survives_power_loss or props.fsyncs_before_ack) else None
+    if window is not None:
+        prism_env.tolerated[window] += len(lost)  # the documented fsync interval: tolerated, shown as such
         prism_env.tolerated[SPLIT] += split
         if stuck and (lost or split):  # liveness lost with the window's data: its consequence
             prism_env.tolerated[UNSETTLED_AFTER] += len(stuck)
             stuck = []
-    else:
-        findings.judge(
-            request,
-            scenario="node-power-cut-between-pauses" if MODES[mode] else "node-crash-between-pauses",
-            backend=name,
-            version=clients[0].server_version if clients else None,
-            lost=len(lost),
-            acknowledged=len(acknowledged),
-            detail=detail,
-            replay=replay,
-        )
+    findings.judge(
+        request,
+        scenario="node-power-cut-between-pauses" if MODES[mode] else "node-crash-between-pauses",
+        backend=name,
+        version=clients[0].server_version if clients else None,
+        lost=len(lost),
+        acknowledged=len(acknowledged),
+        detail=detail,
+        replay=replay,
+        tolerated=window,
+    )
     # NATS promises a cluster that heals itself: a node that never comes back is a failure of
     # its own (liveness, not a loss), never a pass, unless it followed a tolerated window loss
     assert not stuck, f"UNSETTLED (liveness, not a loss): {name}: {'; '.join(stuck)}\n{detail}\nreplay: {replay}"

@@ -156,9 +156,9 @@ async def test_acknowledged_writes_to_established_data_survive_a_power_cut(
             },
         )
     )
-    if not (props.survives_power_loss or props.fsyncs_before_ack):
-        prism_env.tolerated[WINDOW] += len(missing)  # the server's documented fsync interval
-        return
+    window = None if props.survives_power_loss or props.fsyncs_before_ack else WINDOW
+    if window is not None:
+        prism_env.tolerated[window] += len(missing)  # the server's documented fsync interval
     findings.judge(
         request,
         scenario="established-power-cut",
@@ -168,4 +168,5 @@ async def test_acknowledged_writes_to_established_data_survive_a_power_cut(
         acknowledged=acknowledged,
         detail=f"the cut discarded {discarded} after {made} was written back; missing: {missing[:10]}",
         replay=replay,
+        tolerated=window,
     )

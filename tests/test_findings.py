@@ -18,7 +18,9 @@ from prism_testkit.report.matrix import compliance_matrix, render_markdown
 BUG = KNOWN["nats-server#7549"]
 
 
-def judged(backend: str, version: str | None, lost: int, scenario: str = "damaged-leader") -> Any:
+def judged(
+    backend: str, version: str | None, lost: int, scenario: str = "damaged-leader", tolerated: str | None = None
+) -> Any:
     request: Any = SimpleNamespace(node=SimpleNamespace(user_properties=[]))
     judge(
         request,
@@ -29,6 +31,7 @@ def judged(backend: str, version: str | None, lost: int, scenario: str = "damage
         acknowledged=100,
         detail="seen",
         replay="pytest x",
+        tolerated=tolerated,
     )
     return request
 
@@ -61,6 +64,16 @@ def test_no_loss_and_no_finding_passes_and_records_the_verdict() -> None:
     assert key == findings.PROPERTY
     assert value["verdict"] == "held"
     assert value["finding"] is None
+
+
+def test_a_loss_in_a_documented_window_is_recorded_as_tolerated_and_passes() -> None:
+    request = judged("jetstream-r3-lazy-sync", "2.15.1", lost=5, scenario="restarted-leader", tolerated="w")
+    (_key, value), *_ = request.node.user_properties
+    assert (value["verdict"], value["tolerated"], value["lost"]) == ("tolerated", "w", 5)
+    with pytest.raises(pytest.xfail.Exception):  # a known finding still names itself
+        judged("jetstream-r3-lazy-sync", "2.12.1", lost=5, tolerated="w")
+    with pytest.raises(pytest.fail.Exception, match="no known finding"):  # a window is not a pass elsewhere
+        judged("jetstream-r3-lazy-sync", "2.15.1", lost=5, scenario="restarted-leader")
 
 
 def test_a_release_that_fixes_a_finding_makes_its_loss_red_again() -> None:

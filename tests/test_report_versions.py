@@ -131,6 +131,14 @@ def test_mixed_verdicts_in_one_cell_take_the_worst_mark_and_name_each() -> None:
     )
 
 
+def test_a_tolerated_loss_is_its_own_mark_naming_the_window_and_never_red() -> None:
+    window = judged("t::cut", "tolerated", 200, scenario="restarted-leader", tolerated="lost-in-fsync-window")
+    row = next(row for row in version_table([loaded("r.json", report(window))])["rows"] if row["finding"] is None)
+    text = cell_text(row["cells"]["2.12.1"])
+    assert text == "🟡 1 of 1 lost within lost-in-fsync-window (tolerated): lost 200 of 7,701"
+    assert not red(version_table([loaded("r.json", report(window))]))
+
+
 def test_a_known_finding_of_a_backend_that_ran_but_never_judged_is_a_row_not_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

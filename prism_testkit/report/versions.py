@@ -11,6 +11,7 @@ a cell saying what that version did there:
 * ❌ a loss no finding covers on that version (a new bug, or one back in a release said to fix it);
 * ✅ the guarantee held (nothing lost), with a warning where the registry expected the finding
   (it stopped reproducing: ``docs/findings.md`` and its ``fixed_in`` need updating);
+* 🟡 lost within a window the backend documents (a lazy fsync interval): tolerated, shown;
 * — not run (no report of that version judged that row).
 
 The version is the one the driver was told by the server; where a report's verdict has none,
@@ -27,10 +28,11 @@ from prism_testkit import findings
 from prism_testkit.redaction import redact
 from prism_testkit.report.merge import LoadedReport, ReportMergeError, plural, totals
 
-KNOWN, LOST, NO_LONGER, HELD = "known", "lost", "no longer reproduces", "held"  # findings.judge's verdicts
-VERDICTS = (LOST, KNOWN, NO_LONGER, HELD)  # worst first: the cell's mark is its worst verdict's
+# findings.judge's verdicts
+KNOWN, LOST, NO_LONGER, TOLERATED, HELD = "known", "lost", "no longer reproduces", "tolerated", "held"
+VERDICTS = (LOST, KNOWN, NO_LONGER, TOLERATED, HELD)  # worst first: the cell's mark is its worst verdict's
 RED_VERDICTS = frozenset({LOST, NO_LONGER})  # the judged test failed (exit 1, as the runs did)
-_MARK = {LOST: "❌", KNOWN: "🐞", NO_LONGER: "✅", HELD: "✅"}
+_MARK = {LOST: "❌", KNOWN: "🐞", NO_LONGER: "✅", TOLERATED: "🟡", HELD: "✅"}
 NOT_RUN = "—"
 UNKNOWN_VERSION = "unknown"
 LISTED = 3  # a cell lists each test's loss up to this many tests, then gives the range
@@ -38,6 +40,7 @@ LEGEND = (
     "🐞 the known finding reproduced (acknowledged writes lost, as its docs/findings.md entry says) · "
     "❌ lost, and no known finding covers this version · ✅ the guarantee held (nothing lost; ⚠️ where "
     "the registry expected the finding: update docs/findings.md and prism_testkit/findings.py) · "
+    "🟡 lost within a window the backend documents (tolerated) · "
     f"{NOT_RUN} not run on this version"
 )
 RowKey = tuple[str, str, str]  # finding id ("" for none), scenario, backend
@@ -56,6 +59,7 @@ class Verdict:
     verdict: str
     lost: int
     acknowledged: int
+    tolerated: str | None = None  # the documented window a tolerated loss fell in
 
 
 def verdicts(report: LoadedReport) -> list[Verdict]:
@@ -86,6 +90,7 @@ def verdicts(report: LoadedReport) -> list[Verdict]:
                     verdict=verdict,
                     lost=int(entry["lost"]),
                     acknowledged=int(entry["acknowledged"]),
+                    tolerated=entry.get("tolerated") or None,
                 )
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -172,6 +177,7 @@ def _cell(of_cell: list[Verdict]) -> dict[str, Any]:
         "verdicts": {verdict: counted[verdict] for verdict in VERDICTS if counted[verdict]},
         "losses": [[v.lost, v.acknowledged] for v in of_cell],
         "findings": sorted({v.finding for v in of_cell if v.finding}),
+        "windows": sorted({v.tolerated for v in of_cell if v.tolerated}),
     }
 
 
@@ -199,6 +205,8 @@ def cell_text(cell: dict[str, Any]) -> str:
         parts.append(f"{counted[KNOWN]} of {tests} reproduced")
     if counted.get(LOST):
         parts.append(f"{counted[LOST]} of {tests} lost, no finding covers this version")
+    if counted.get(TOLERATED):
+        parts.append(f"{counted[TOLERATED]} of {tests} lost within {' and '.join(cell['windows'])} (tolerated)")
     held = counted.get(HELD, 0) + counted.get(NO_LONGER, 0)
     if held:
         parts.append(f"{held} of {tests} held")
