@@ -28,16 +28,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from prism_testkit import Driver, Message, PrismEnv, Slot, findings, patience, prism_suite
 from prism_testkit.errors import ProvisioningError
-from prism_testkit.provision.cluster import Cluster, StreamStates, damage
+from prism_testkit.provision.cluster import damage
 
 from ._helpers import electing_cluster
+from ._stream_copies import lead, states, stream_of_log
 
 pytestmark = prism_suite("damaged_leader", backend=Slot.needs("log"))
 
@@ -48,7 +48,6 @@ MOST = 40_000  # records a stream may take to span them before the test gives up
 EXTRA = 100  # records appended while the damaged node leads
 FLIPS, SEED = 10, 7  # bits flipped per file, and the seed of where (and of a truncation's length)
 READ = 100  # records one read asks for; reads run a few at a time
-ASK_AGAIN = 2.0  # seconds (x slowness) before a step-down that moved nothing is asked again
 
 MODES = {"restarted": None, "bitflip": "bitflip", "truncate": "truncate"}
 
@@ -59,55 +58,6 @@ def _payload(index: int) -> bytes:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-async def _states(cluster: Cluster) -> StreamStates:
-    assert cluster.stream_states is not None
-    return await asyncio.to_thread(cluster.stream_states)
-
-
-async def _stream_of_log(cluster: Cluster, first: Callable[[], Awaitable[None]]) -> str:
-    """The one stream whose copies grew when the log's first record was acknowledged."""
-
-    def newest(states: StreamStates) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for held in states.values():
-            for stream, (_first, last, _held) in (held or {}).items():
-                found[stream] = max(found.get(stream, 0), last)
-        return found
-
-    before = newest(await _states(cluster))
-    await first()
-    grown = await patience.until(
-        lambda: _states(cluster),
-        lambda now: any(seq > before.get(s, 0) for s, seq in newest(now).items()),
-        what="replica: a node to report the stream the log's first record went to",
-    )
-    streams = [s for s, seq in newest(grown).items() if seq > before.get(s, 0)]
-    assert len(streams) == 1, f"one append grew {streams}: which stream holds the log is unclear"
-    return streams[0]
-
-
-async def _lead(cluster: Cluster, stream: str, node: int) -> None:
-    """Move ``stream``'s leadership to ``node``: its leader is asked to step down in favour of
-    it, again whenever another node takes over or a request moved nothing for a while. A node
-    that never takes it is a liveness verdict (UNSETTLED), never a pass."""
-    leaders, move = cluster.stream_leaders, cluster.move_stream_leader
-    assert leaders is not None
-    assert move is not None
-    asked: list[tuple[int | None, float]] = []  # (the leader asked to step down, when)
-    loop = asyncio.get_running_loop()
-
-    async def probe() -> int | None:
-        now = (await asyncio.to_thread(leaders)).get(stream)
-        if now is not None and now != node:
-            fresh = not asked or asked[-1][0] != now
-            if fresh or loop.time() - asked[-1][1] > ASK_AGAIN * patience.slowness():
-                asked.append((now, loop.time()))
-                await asyncio.to_thread(move, stream, node)
-        return now
-
-    await patience.until(probe, lambda now: now == node, what=f"leader: n{node} to lead {stream}")
 
 
 async def _unreadable(driver: Driver, name: str, expected: dict[int, bytes]) -> tuple[set[int], set[int]]:
@@ -145,7 +95,7 @@ async def test_a_damaged_replica_that_leads_serves_every_acknowledged_record(
         expected[await driver.log().append(log_name, Message(payload))] = payload
 
     await asyncio.to_thread(cluster.wait_settled)  # a stream created before every peer is current is refused
-    stream = await _stream_of_log(cluster, lambda: append(0))
+    stream = await stream_of_log(cluster, lambda: append(0))
     pattern = cluster.stream_files(stream)
 
     def spans() -> int:
@@ -157,7 +107,7 @@ async def test_a_damaged_replica_that_leads_serves_every_acknowledged_record(
     written = len(expected)
     whole = (1, written, written)
     await patience.until(
-        lambda: _states(cluster),
+        lambda: states(cluster),
         lambda now: all((held or {}).get(stream) == whole for held in now.values()),
         what=f"replica: every node to hold {written} records of {stream}",
     )
@@ -189,14 +139,14 @@ async def test_a_damaged_replica_that_leads_serves_every_acknowledged_record(
         assert changed == sorted(str(p.relative_to(home)) for p in files), (
             f"{name}: the {mode} left bytes of n{victim}'s files unchanged (changed: {changed} of {len(files)})"
         )
-    restarted = (await _states(cluster)).get(f"n{victim}")
+    restarted = (await states(cluster)).get(f"n{victim}")
     await asyncio.to_thread(cluster.wait_settled)
 
     lost: dict[str, set[int]] = {}
     wrong: set[int] = set()
     led = "n/a: it refused to start"
     if not refused:
-        await _lead(cluster, stream, victim)
+        await lead(cluster, stream, victim)
         await asyncio.gather(*(append(written + i) for i in range(EXTRA)))
         still = (await asyncio.to_thread(leaders)).get(stream)
         assert still == victim, (
@@ -208,11 +158,11 @@ async def test_a_damaged_replica_that_leads_serves_every_acknowledged_record(
         lost[f"through n{victim} (damaged)" if how else f"through n{victim}"] = missing
         wrong |= other
     for node in (n for n in range(cluster.size) if n != victim):
-        await _lead(cluster, stream, node)
+        await lead(cluster, stream, node)
         missing, other = await _unreadable(driver, log_name, expected)
         lost[f"through n{node}"] = missing
         wrong |= other
-    settled = await _states(cluster)
+    settled = await states(cluster)
     gone = set().union(*lost.values()) | wrong
     detail = (
         f"{len(expected)} acknowledged in {stream} ({written} before the fault, spanning {len(files)} files on "

@@ -49,7 +49,7 @@ from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.provision.cluster import Cluster, FailoverCluster, StreamStates
 
 from ._helpers import electing_cluster
-from .test_contract_damaged_leader import _lead, _states, _stream_of_log
+from ._stream_copies import lead, states, stream_of_log
 
 pytestmark = prism_suite("node_power_cut", backend=Slot.needs("log"))
 
@@ -91,8 +91,8 @@ async def _read_all(driver: Driver, log: str) -> set[int]:
     return found
 
 
-def _copy(states: StreamStates, node: int, stream: str) -> tuple[int, int, int] | None:
-    return (states.get(f"n{node}") or {}).get(stream)
+def _copy(copies: StreamStates, node: int, stream: str) -> tuple[int, int, int] | None:
+    return (copies.get(f"n{node}") or {}).get(stream)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -137,7 +137,7 @@ async def test_an_os_crash_of_one_node_between_pauses_loses_no_acknowledged_reco
 
         async def held_by(nodes: list[int], count: int, stream: str) -> StreamStates:
             return await patience.until(
-                lambda: _states(cluster),
+                lambda: states(cluster),
                 lambda now: all((_copy(now, n, stream) or (0, 0, 0))[2] >= count for n in nodes),
                 what=f"replica: n{', n'.join(map(str, nodes))} to hold {count} records of {stream}",
             )
@@ -147,7 +147,7 @@ async def test_an_os_crash_of_one_node_between_pauses_loses_no_acknowledged_reco
         async def first() -> None:
             await append(0, 0)
 
-        stream = await _stream_of_log(cluster, first)
+        stream = await stream_of_log(cluster, first)
         await round_through(0, 1)
         leader = (await asyncio.to_thread(leaders)).get(stream)
         assert leader is not None, f"{name}: no node names a leader of {stream}"
@@ -173,7 +173,7 @@ async def test_an_os_crash_of_one_node_between_pauses_loses_no_acknowledged_reco
         await asyncio.to_thread(cluster.pause_node, keeper)
         # A and B must form the majority without C: they start together and settle together
         await asyncio.to_thread(cluster.restore_nodes, [paused_first, cut])
-        restarted = await _states(cluster)
+        restarted = await states(cluster)
         came_back = {node: _copy(restarted, node, stream) for node in (paused_first, cut)}
         await round_through(paused_first, 1 + 2 * ROUND)
         assert cluster.servers[keeper].paused, f"{name}: n{keeper} ran while round 2 was acknowledged\nreplay: {replay}"
@@ -186,7 +186,7 @@ async def test_an_os_crash_of_one_node_between_pauses_loses_no_acknowledged_reco
             stuck.append(f"the cluster never settled with n{keeper} resumed ({str(exc)[-240:]})")
 
         async def summaries() -> list[tuple[int, int, int] | None]:
-            now = await _states(cluster)
+            now = await states(cluster)
             return [_copy(now, node, stream) for node in range(cluster.size)]
 
         try:  # copies that stop changing while still apart are a split brain: reported, not waited on
@@ -200,7 +200,7 @@ async def test_an_os_crash_of_one_node_between_pauses_loses_no_acknowledged_reco
         missing: dict[int, set[int]] = {}
         for node in (keeper, paused_first, cut):
             try:  # bounded apart: a leader asked to move again and again changes, so never stalls
-                await asyncio.wait_for(_lead(cluster, stream, node), patience.bound("recovery"))
+                await asyncio.wait_for(lead(cluster, stream, node), patience.bound("recovery"))
             except (patience.Unsettled, TimeoutError):
                 stuck.append(f"n{node} never led {stream} (bound {patience.describe('recovery')})")
                 continue

@@ -43,7 +43,7 @@ from prism_testkit.provision.cluster import Cluster, StreamState, damage
 from prism_testkit.simulation import clock
 
 from ._helpers import electing_cluster
-from .test_contract_damaged_leader import _states, _stream_of_log
+from ._stream_copies import states, stream_of_log
 
 pytestmark = prism_suite("snapshot_corruption", backend=Slot.needs("log"))
 
@@ -134,7 +134,7 @@ async def _copies(cluster: Cluster, stream: str, whole: StreamState) -> dict[str
     known: dict[str, StreamState | None] = {}
 
     async def probe() -> dict[str, StreamState | None]:
-        for node, held in (await _states(cluster)).items():
+        for node, held in (await states(cluster)).items():
             if held is not None:
                 known[node] = held.get(stream)
         return dict(known)
@@ -169,12 +169,12 @@ async def test_corrupt_snapshots_on_a_minority_with_crashes_lose_no_acknowledged
 
     await asyncio.to_thread(cluster.wait_settled)  # a stream created before every peer is current is refused
     created = clock.wall()  # wall clock, as the snapshot files' modification times are
-    stream = await _stream_of_log(cluster, lambda: append(0))
+    stream = await stream_of_log(cluster, lambda: append(0))
     while len(expected) < WRITTEN:
         await asyncio.gather(*(append(len(expected) + i) for i in range(min(BATCH, WRITTEN - len(expected)))))
     whole = (1, WRITTEN, WRITTEN)
     await patience.until(
-        lambda: _states(cluster),
+        lambda: states(cluster),
         lambda now: all((held or {}).get(stream) == whole for held in now.values()),
         what=f"replica: every node to hold {WRITTEN} records of {stream}",
     )
