@@ -109,3 +109,21 @@ def junit_matches_report(xml_path: Path, json_path: Path) -> None:
         per_suite[suite] = per_suite.get(suite, 0) + 1
     report = json.loads(json_path.read_text())
     assert per_suite == {row["suite"]: row["passed"] + row["failed"] + row["skipped"] for row in report["suites"]}
+
+
+def test_the_per_backend_step_lists_unfitting_suites_where_the_settings_require_fit(tmp_path: Path) -> None:
+    # Run from a checkout whose pytest settings ask every suite to fit (this repository's do), a
+    # job of one backend must still list the suites it cannot fit as not applicable, not error
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    (tmp_path / "pytest.ini").write_text("[pytest]\nprism_require_fit = true\n")
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PRISM_SUITES="prism_testkit.suites.test_contract_keyvalue prism_testkit.suites.test_contract_objects",
+    )
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    job = run_step(step(workflow, "suites", "suites"), tmp_path, env, "localfs")
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+    assert " error" not in job.stdout.splitlines()[-1], job.stdout[-1000:]
+    assert "passed" in job.stdout.splitlines()[-1], "the suite localfs fits ran"
