@@ -389,7 +389,7 @@ def test_shards_of_one_backends_run_merge_into_the_single_run(pytester: pytest.P
     pytester.runpytest(*backend, "-k", "test_one", "--prism-report=one.json").assert_outcomes(passed=4)
     pytester.runpytest(*backend, "-k", "not test_one", "--prism-report=two.json").assert_outcomes(passed=4)
     pytester.runpytest(*backend, "--prism-report=single.json").assert_outcomes(passed=8)
-    paths = [str(pytester.path / name) for name in ("one.json", "two.json", "one.json")]  # a shard sent twice too
+    paths = [str(pytester.path / name) for name in ("one.json", "two.json")]
     assert main(["report", "merge", *paths, "--json", str(pytester.path / "merged.json")]) == 0
     merged = json.loads((pytester.path / "merged.json").read_text())
     single = json.loads((pytester.path / "single.json").read_text())
@@ -397,6 +397,111 @@ def test_shards_of_one_backends_run_merge_into_the_single_run(pytester: pytest.P
     assert [(r["suite"], r["combination"], r["passed"], sorted(r["tests"])) for r in merged["suites"]] == [
         (r["suite"], r["combination"], r["passed"], sorted(r["tests"])) for r in single["suites"]
     ]
+    assert main(["report", "merge", *paths, paths[0]]) == 2, "a run given twice would count its tests twice"
+
+
+# A suite module with a plain test beside the suite's (the docs count it as outside the suites).
+SUITE_AND_PLAIN = """
+from prism_testkit import PrismEnv, Slot, prism_suite
+
+pytestmark = prism_suite("mixed", backend=Slot.needs("keyvalue"))
+
+def test_in_the_suite(prism_env: PrismEnv) -> None:
+    pass
+
+def test_plain_{which}() -> None:
+    assert {holds}, "the plain test's own verdict"
+"""
+
+
+def test_a_red_plain_test_in_a_suite_module_keeps_its_shard_and_the_merge_red(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 51: the shard exited 1 with ``failures: []`` and the merge said green."""
+    pytester.makepyfile(test_mixed=SUITE_AND_PLAIN.format(which="fails", holds="False"))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--prism-backend=memstore", "--prism-report=red.json")
+    result.assert_outcomes(passed=1, failed=1)
+    report = json.loads((pytester.path / "red.json").read_text())
+    test = "test_mixed.py::test_plain_fails"
+    assert report["outside_suites"]["tests"] == {test: {"outcome": "failed"}}
+    (failure,) = report["failures"]
+    assert failure == {
+        "test": test,
+        "suite": None,
+        "combination": None,
+        "when": "call",
+        "message": "AssertionError: the plain test's own verdict",
+    }
+    assert main(["report", "merge", str(pytester.path / "red.json"), "--json", str(pytester.path / "m.json")]) == 1
+    merged = json.loads((pytester.path / "m.json").read_text())
+    assert (merged["totals"]["passed"], merged["totals"]["failed"]) == (1, 1)
+    assert merged["outside_suites"]["tests"] == {test: {"outcome": "failed"}}
+    assert [f["test"] for f in merged["failures"]] == [test]
+    capsys.readouterr()
+    assert main(["report", "merge", str(pytester.path / "red.json")]) == 1
+    markdown = capsys.readouterr().out
+    assert "**1 passed, 1 failed, 0 skipped** in 1 suite x combination rows and 1 test outside them" in markdown
+    assert f"- ❌ `{test}` (outside the suites): AssertionError: the plain test's own verdict" in markdown
+
+
+def test_a_module_that_fit_nothing_and_failed_stays_red_when_another_shard_ran_its_suite(
+    pytester: pytest.Pytester,
+) -> None:
+    """A shard that insisted on fit (``--prism-require-fit``) failed the module nothing fitted;
+    another shard ran the suite. The merge no longer lists the suite without a combination,
+    and must not lose the red tests of the first shard with it."""
+    pytester.makepyfile(test_shared_objects=SHARED_NAME.format(needs="objects"))
+    base = ["-p", "no:cacheprovider", "-k", "test_passes"]
+    unfit = pytester.runpytest(*base, "--prism-backend=sqlite", "--prism-require-fit", "--prism-report=a.json")
+    assert unfit.ret == 1  # sqlite has no object store
+    ran = pytester.runpytest(*base, "--prism-backend=localfs", "--prism-report=b.json")
+    assert ran.ret == 0
+    first = json.loads((pytester.path / "a.json").read_text())
+    assert first["without_combination"]["failed"] + first["without_combination"]["errors"] >= 1
+    assert first["without_combination"]["tests"], "each test's outcome, for the merge"
+    out = pytester.path / "m.json"
+    assert (
+        main(["report", "merge", str(pytester.path / "a.json"), str(pytester.path / "b.json"), "--json", str(out)]) == 1
+    )
+    merged = json.loads(out.read_text())
+    assert merged["no_runnable_combinations"] == []  # the suite ran in b.json
+    red = merged["totals"]["failed"] + merged["totals"]["errors"]
+    assert red == first["without_combination"]["failed"] + first["without_combination"]["errors"]
+    assert {f["test"] for f in merged["failures"]} == set(first["without_combination"]["tests"])
+
+
+def test_a_sharded_run_names_its_shard_and_a_bad_one_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_shard=TWO_TESTS.format(name="sharded"))
+    args = ["-p", "no:cacheprovider", "--prism-backend=memstore", "-k", "test_one"]
+    monkeypatch.setenv("PRISM_SHARD", "2/3")
+    pytester.runpytest(*args, "--prism-report=r.json").assert_outcomes(passed=1)
+    shard = json.loads((pytester.path / "r.json").read_text())["shard"]
+    assert shard == {"index": 2, "count": 3, "selection": "-k test_one --prism-backend=memstore"}
+    for bad in ("2", "0/3", "4/3", "two/three"):
+        monkeypatch.setenv("PRISM_SHARD", bad)
+        result = pytester.runpytest(*args, "--prism-report=bad.json")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"ERROR: PRISM_SHARD={bad}: *"])
+        assert not (pytester.path / "bad.json").exists()
+    monkeypatch.delenv("PRISM_SHARD")
+    # pytest-split's options, as it declares them (it need not be installed for the report to read them)
+    pytester.makeconftest(
+        """
+def pytest_addoption(parser):
+    parser.addoption("--splits", dest="splits", type=int)
+    parser.addoption("--group", dest="group", type=int)
+"""
+    )
+    pytester.runpytest(*args, "--splits", "3", "--group", "1", "--prism-report=s.json").assert_outcomes(passed=1)
+    assert json.loads((pytester.path / "s.json").read_text())["shard"] == {
+        "index": 1,
+        "count": 3,
+        "selection": "-k test_one --prism-backend=memstore",
+    }
+    pytester.runpytest(*args, "--prism-report=whole.json").assert_outcomes(passed=1)
+    assert "shard" not in json.loads((pytester.path / "whole.json").read_text())
 
 
 def test_a_power_cuts_details_reach_the_json_report_as_they_reach_junit(pytester: pytest.Pytester) -> None:
@@ -421,7 +526,10 @@ def test_a_power_cuts_details_reach_the_json_report_as_they_reach_junit(pytester
         assert cut["backend"] == "sqlite"
         assert "discarded" in cut
         assert cut["replay"].startswith("pytest ")
-    merged = json.loads(_merged(pytester.path / "r.json", pytester.path / "r.json"))
+    again = json.loads((pytester.path / "r.json").read_text())
+    again["run"]["id"] = "another job of the same selection"
+    (pytester.path / "again.json").write_text(json.dumps(again))
+    merged = json.loads(_merged(pytester.path / "r.json", pytester.path / "again.json"))
     assert merged["power_cuts"] == cuts, "the merge keeps each test's cut once"
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prism_testkit.cli import main
+from prism_testkit.report.cli import MERGE_DESCRIPTION
 from prism_testkit.report.matrix import LEGEND, compliance_matrix, render_markdown
-from prism_testkit.report.merge import ReportMergeError, load_report, merge_reports, totals
+from prism_testkit.report.merge import LoadedReport, ReportMergeError, load_report, merge_reports, totals
 
 
 def row(suite: str, passed: int, failed: int = 0, skipped: int = 0, **slots: str) -> dict[str, Any]:
@@ -281,3 +285,251 @@ def test_faults_a_row_survived_add_up_over_shards_and_are_no_finding(tmp_path: P
     assert main(["report", "merge", *paths]) == 0  # surviving faults is no failure
     cell = "| stateful_queue | ✅ 2 passed; under kill node (3), partition isolate leader (1) |"
     assert cell in render_markdown(merge_reports([load_report(p) for p in paths]))
+
+
+# --- issue 51: nothing red merges green --------------------------------------------------
+
+
+def bucket(**outcomes: str) -> dict[str, Any]:
+    """``outside_suites`` or ``without_combination`` as a run writes them: counts and tests."""
+    counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
+    for outcome in outcomes.values():
+        for part in outcome.split("+"):
+            counts["errors" if part == "error" else part] += 1
+    return {**counts, "tests": {f"t::{name}": {"outcome": outcome} for name, outcome in outcomes.items()}}
+
+
+def test_a_red_test_outside_the_rows_makes_the_merge_red(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain test of a suite module failed (the shard exited 1): the merge said 1 passed,
+    0 failed, exit 0. Its tests count, in either bucket, and once when two shards have them."""
+    for name in ("outside_suites", "without_combination"):
+        red = report(sharded("keyvalue", {"t::kv": "passed"}))
+        red[name] = bucket(plain="failed", other="passed")
+        red["failures"] = [{"test": "t::plain", "suite": None, "combination": None, "when": "call", "message": "no"}]
+        also = report(sharded("keyvalue", {"t::kv": "passed"}))
+        also[name] = bucket(other="passed")
+        paths = [write(tmp_path, f"{name}-{i}.json", data) for i, data in enumerate((red, also))]
+        out = tmp_path / f"{name}.json"
+        assert main(["report", "merge", *paths, "--json", str(out)]) == 1, name
+        merged = json.loads(out.read_text())
+        assert (merged["totals"]["passed"], merged["totals"]["failed"]) == (2, 1)
+        assert merged[name] == bucket(other="passed", plain="failed")
+        assert [f["test"] for f in merged["failures"]] == ["t::plain"]
+    capsys.readouterr()
+
+
+def test_a_test_outside_the_rows_with_two_outcomes_contradicts(tmp_path: Path) -> None:
+    first, second = report(), report()
+    first["outside_suites"], second["outside_suites"] = bucket(plain="passed"), bucket(plain="failed")
+    paths = [write(tmp_path, f"{i}.json", data) for i, data in enumerate((first, second))]
+    with pytest.raises(ReportMergeError, match=r"0\.json and .*1\.json disagree on t::plain .*passed vs failed"):
+        merge_reports([load_report(p) for p in paths])
+
+
+def test_an_older_report_without_tests_outside_the_rows_still_counts_them(tmp_path: Path) -> None:
+    old = report(row("keyvalue", 2))
+    old["outside_suites"] = {"passed": 0, "failed": 1, "skipped": 0, "errors": 0}  # counts only
+    assert main(["report", "merge", write(tmp_path, "old.json", old), "--json", str(tmp_path / "m.json")]) == 1
+    assert json.loads((tmp_path / "m.json").read_text())["totals"]["failed"] == 1
+
+
+def shard_of(index: int, count: int, selection: str = "--prism-backend=memstore", **tests: str) -> dict[str, Any]:
+    data = report(sharded("keyvalue", {f"t::{name}": outcome for name, outcome in tests.items()}))
+    data["run"] = {"id": f"run-{selection}-{index}-{sorted(tests)}"}
+    data["shard"] = {"index": index, "count": count, "selection": selection}
+    return data
+
+
+def test_every_shard_of_a_selection_once_merges(tmp_path: Path) -> None:
+    paths = [
+        write(tmp_path, "m1.json", shard_of(1, 2, a="passed")),
+        write(tmp_path, "m2.json", shard_of(2, 2, b="passed")),
+        # another selection (a job per backend, each sharded): its shards are checked apart
+        write(tmp_path, "s1.json", shard_of(1, 2, "--prism-backend=sqlite", c="passed")),
+        write(tmp_path, "s2.json", shard_of(2, 2, "--prism-backend=sqlite", d="passed")),
+    ]
+    merged = merge_reports([load_report(p) for p in paths])
+    assert totals(merged)["passed"] == 4
+    assert [(s["index"], s["count"], s["report"]) for s in merged["shards"]] == [
+        (1, 2, paths[0]),
+        (2, 2, paths[1]),
+        (1, 2, paths[2]),
+        (2, 2, paths[3]),
+    ]
+
+
+def test_a_missing_shard_a_doubled_shard_and_a_run_given_twice_stop_the_merge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = write(tmp_path, "one.json", shard_of(1, 3, a="passed"))
+    two = write(tmp_path, "two.json", shard_of(2, 3, b="passed"))
+    three = write(tmp_path, "three.json", shard_of(3, 3, c="passed"))
+    two_again = write(tmp_path, "two-again.json", shard_of(2, 3, b="passed", e="passed"))  # a rerun of shard 2
+    other_count = write(tmp_path, "of-two.json", shard_of(2, 2, c="passed"))
+    unsharded = write(tmp_path, "whole.json", {**report(sharded("keyvalue", {"t::a": "passed"})), "run": {"id": "w"}})
+    cases = [
+        ([one, two], r"1 shard missing: 3 of 3 of `--prism-backend=memstore` \(given: .*one\.json, .*two\.json\)"),
+        (
+            [one, two, three, two_again],
+            r"shard 2 of 3 of `--prism-backend=memstore` twice: .*two\.json and .*two-again\.json",
+        ),
+        ([one, two, three, one], r"one\.json and .*one\.json are the same run"),
+        ([unsharded, unsharded], r"whole\.json and .*whole\.json are the same run"),
+        ([one, two, other_count], r"disagree on how many shards --prism-backend=memstore has: 3 vs 2"),
+    ]
+    for paths, message in cases:
+        with pytest.raises(ReportMergeError, match=message):
+            merge_reports([load_report(p) for p in paths])
+        assert main(["report", "merge", *paths, "--json", str(tmp_path / "m.json")]) == 2
+        assert re.search(message, capsys.readouterr().err)
+        assert not (tmp_path / "m.json").exists()
+    assert main(["report", "merge", one, two, three]) == 0
+    capsys.readouterr()
+
+
+def test_the_merged_json_keeps_every_section(tmp_path: Path) -> None:
+    covered = sharded("keyvalue", {"t::ha": "skipped"}, backend="postgres-ha")
+    covered["tests"]["t::ha"]["covered_by"] = {"postgres-ha": "postgres"}
+    first = report(covered, sharded("keyvalue", {"t::pg": "passed"}, backend="postgres"))
+    first["covered_by_twins"] = {"postgres": 1}
+    first["hunt"] = {"tests": [{"test": "t::h1", "failed": True, "seed": 7}], "failures": []}
+    first["hunt"]["failures"] = first["hunt"]["tests"]
+    first["history_digests"] = {"t::h1": {"simulated": True, "digest": "abc"}}
+    first["outside_suites"] = bucket(plain="passed")
+    second = report(sharded("keyvalue", {"t::kv": "passed"}))
+    second["hunt"] = {"tests": [{"test": "t::h2", "failed": False}], "failures": []}
+    second["without_combination"] = bucket(unfit="skipped")
+    paths = [write(tmp_path, f"{i}.json", data) for i, data in enumerate((first, second))]
+    merged = merge_reports([load_report(p) for p in paths])
+    assert merged["covered_by_twins"] == {"postgres": 1}
+    assert merged["hunt"] == {
+        "tests": [{"test": "t::h1", "failed": True, "seed": 7}, {"test": "t::h2", "failed": False}],
+        "failures": [{"test": "t::h1", "failed": True, "seed": 7}],
+    }
+    assert merged["history_digests"] == {"t::h1": {"simulated": True, "digest": "abc"}}
+    assert merged["outside_suites"] == bucket(plain="passed")
+    assert merged["without_combination"] == bucket(unfit="skipped")
+    assert totals(merged)["skipped"] == 2  # the covered test and the unfit one
+
+
+def test_the_markdown_names_what_failed_and_what_could_not_start(tmp_path: Path) -> None:
+    data = report(sharded("keyvalue", {"t::a": "failed", "t::b": "passed+error"}, backend="redis"))
+    data["failures"] = [
+        {"test": "t::a", "suite": "keyvalue", "combination": {"backend": "redis"}, "when": "call",
+         "message": "AssertionError: lost 3 of 10 acknowledged | see redis://u:pw@h/0"},
+        {"test": "t::b", "suite": "keyvalue", "combination": {"backend": "redis"}, "when": "teardown",
+         "message": "RuntimeError: namespace not cleaned"},
+        {"test": "t::`odd`", "suite": None, "combination": None, "when": "setup", "message": ""},
+    ]  # fmt: skip
+    data["failed_to_start"] = [{"backend": "postgres", "reason": "initdb: cannot run as root"}]
+    text = render_markdown(merge_reports([load_report(write(tmp_path, "r.json", data))]))
+    assert "### Failures (3)" in text
+    assert (
+        "- ❌ `t::a` (keyvalue backend=redis): AssertionError: lost 3 of 10 acknowledged \\| see redis://u:***@h/0"
+        in text
+    )
+    assert "- ❌ `t::b` (keyvalue backend=redis, teardown): RuntimeError: namespace not cleaned" in text
+    assert "- ❌ `t::'odd'` (outside the suites, setup): (no message)" in text
+    assert "### Backends that failed to start (their tests errored)" in text
+    assert "- **postgres**: initdb: cannot run as root" in text
+    assert "pw@" not in text
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"suites": [[[]]]},
+        {"suites": [{"suite": "kv"}]},
+        {"suites": [{"suite": "kv", "combination": {"backend": 3}}]},
+        {"suites": [{"suite": "kv", "combination": {}, "tests": {"t::a": {"outcome": "maybe"}}}]},
+        {"suites": [], "outside_suites": {"tests": {"t::a": "passed"}}},
+        {"suites": [], "failures": [{"when": "call"}]},
+        {"suites": [], "shard": {"index": "two", "count": 3}},
+        {"suites": [], "unavailable_faults": [{"fault": "power-cut"}]},
+        {"suites": [], "hunt": {"tests": [7]}},
+        {"suites": [], "run": []},
+    ],
+)
+def test_a_malformed_report_is_named_never_a_traceback(
+    data: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "odd.json", data)
+    assert main(["report", "merge", path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prism-testkit: error: {path}: not a prism-testkit report: ")
+    assert "Traceback" not in err
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 5) | st.sampled_from(["", "passed", "failed+error", "kv", "t::a"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["suite", "tests", "x"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+SECTIONS = (
+    "suites", "outside_suites", "without_combination", "failures", "no_runnable_combinations", "not_applicable",
+    "backends", "unavailable", "failed_to_start", "unavailable_faults", "power_cuts", "judged", "hunt",
+    "history_digests", "covered_by_twins", "run", "shard",
+)  # fmt: skip
+
+
+def _replace(data: Any, path: list[int], value: Any) -> Any:
+    """``data`` with the node that ``path`` reaches (indices into each level's items) replaced."""
+    if not path or not isinstance(data, dict | list) or not data:
+        return value
+    items = list(data.items()) if isinstance(data, dict) else list(enumerate(data))
+    key, child = items[path[0] % len(items)]
+    replaced = _replace(child, path[1:], value)
+    if isinstance(data, dict):
+        return {**data, key: replaced}
+    return [replaced if i == key else item for i, item in enumerate(data)]
+
+
+A_REPORT = {
+    **report(sharded("keyvalue", {"t::a": "passed", "t::b": "failed"})),
+    "outside_suites": bucket(plain="passed"),
+    "without_combination": bucket(unfit="skipped"),
+    "failures": [{"test": "t::b", "suite": "keyvalue", "combination": {"backend": "memstore"}, "message": "m"}],
+    "failed_to_start": [{"backend": "redis", "reason": "r"}],
+    "unavailable_faults": [{"fault": "f", "reason": "r", "hint": "h", "rows": [{"suite": "kv", "combination": {}}]}],
+    "hunt": {"tests": [{"test": "t::a", "failed": False}], "failures": []},
+    "run": {"id": "one"},
+    "shard": {"index": 1, "count": 1, "selection": ""},
+}
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    st.sampled_from(SECTIONS),
+    st.lists(st.integers(0, 5), max_size=5),
+    JSON,
+)
+def test_whatever_a_report_holds_the_merge_merges_or_names_the_file(section: str, path: list[int], value: Any) -> None:
+    """Any node of a report replaced by any JSON: merged and rendered, or a ReportMergeError."""
+    data = {**A_REPORT, section: _replace(A_REPORT.get(section), path, value)}
+    try:
+        merged = merge_reports([LoadedReport("fuzzed.json", json.loads(json.dumps(data)))])
+    except ReportMergeError as exc:
+        refused: str | None = str(exc)
+    else:
+        refused = None
+    if refused is not None:
+        assert refused.startswith("fuzzed.json: ")
+        return
+    render_markdown(merged)
+    compliance_matrix(merged)
+    totals(merged)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_merge_help_says_what_the_docs_say(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "merge", "--help"]) == 0
+    shown = _words(capsys.readouterr().out)
+    assert _words(MERGE_DESCRIPTION) in shown
+    docs = _words((Path(__file__).parents[1] / "docs" / "reports.md").read_text())
+    assert _words(MERGE_DESCRIPTION) in docs, "docs/reports.md (CI matrices) says what --help says"
+    assert "with different counts is an error" not in shown  # what --help said while the docs said otherwise

@@ -1,5 +1,6 @@
 """What a run reports: :mod:`.results` (rows per suite x combination, the terminal summary and
-the JSON report), :mod:`.merge` (a CI matrix's reports into one), :mod:`.matrix` (backend x
+the JSON report), :mod:`.merge` (a CI matrix's reports into one; :mod:`.shape`, the shape it
+checks each report has before merging), :mod:`.matrix` (backend x
 suite, as JSON and Markdown), :mod:`.versions` (known finding x server version, from runs on
 several server binaries), :mod:`.cli` (``prism-testkit report``) and :mod:`.metrics` (the
 patterns' counters and gauges as Prometheus text: ``--prism-metrics`` and a live exporter);

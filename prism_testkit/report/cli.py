@@ -22,6 +22,20 @@ from prism_testkit.report.merge import ReportMergeError, found_counts, load_repo
 from prism_testkit.report.versions import TITLE, red, render_versions_markdown, version_table
 
 MERGED_OK, MERGED_WITH_FAILURES, CANNOT_MERGE = 0, 1, 2
+# What `report merge --help` says; docs/reports.md ("CI matrices") says the same, word for word
+# (tests/test_report_merge.py holds them to it).
+MERGE_DESCRIPTION = (
+    "The merge equals one run over the union of the reports' tests. "
+    "Every test a report counted is counted, and listed among the failures when red, also a test outside the "
+    "suites or in a module nothing selected fits. "
+    "A test found in two reports with one outcome counts once; a test found with two different outcomes is a "
+    "contradiction. "
+    "A report of a sharded run names its shard (pytest-split's --splits N --group K, or PRISM_SHARD=K/N): every "
+    "shard of a selection must be given, each once, and no run twice. "
+    "Exit 0: merged, nothing failed; 1: merged, and a test failed or errored, a checker found anomalies or a "
+    "suite had no runnable combination; 2: a file that cannot be read or is not a report, contradicting reports, "
+    "a missing or doubled shard or run, or an output that cannot be written."
+)
 STDIN = "/dev/stdin"  # what a REPORT of '-' reads (load_report takes a path)
 
 
@@ -31,7 +45,7 @@ def add_report_commands(commands: Any) -> None:  # argparse's subparsers action 
     merge = actions.add_parser(
         "merge",
         help="merge the reports of a CI matrix into one report and a backend x suite compliance matrix",
-        description="A row found in two reports with different counts is an error naming both files.",
+        description=MERGE_DESCRIPTION,
     )
     merge.add_argument("reports", nargs="+", metavar="REPORT", help="--prism-report files ('-': standard input)")
     merge.add_argument("--markdown", metavar="PATH", help="write the matrix as Markdown ('-': standard output)")

@@ -20,7 +20,7 @@ from typing import Any
 
 from prism_testkit.redaction import redact
 from prism_testkit.report import unavailable_faults
-from prism_testkit.report.merge import RED, ROW_COUNTS, found_counts, plural, row_colour, totals
+from prism_testkit.report.merge import BUCKETS, RED, ROW_COUNTS, found_counts, plural, row_colour, totals
 
 FAILED, SKIPPED, PASSED, NOT_RUN, UNAVAILABLE = "failed", "skipped", "passed", "not run", "unavailable"
 TOLERATED, COVERED, KNOWN = "tolerated", "covered", "known finding"
@@ -159,7 +159,7 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
     lines.append(
         f"**{counted['passed']} passed, {counted['failed']} failed, {counted['skipped']} skipped{errors}** "
         f"in {len(report['suites'])} "
-        f"suite x combination rows" + _sources(report.get("merged_from", []))
+        f"suite x combination rows{_outside(report)}" + _sources(report.get("merged_from", []))
     )
     lines.append("")
     if backends and matrix["suites"]:
@@ -169,7 +169,9 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
             row_cells = matrix["cells"][suite]
             lines.append(f"| {_escape(suite)} | " + " | ".join(_cell_text(row_cells[b]) for b in backends) + " |")
         lines += ["", LEGEND, ""]
+    lines += _failures(report.get("failures", []))
     sections = [
+        ("Backends that failed to start (their tests errored)", report.get("failed_to_start", []), "backend"),
         ("Suites without a runnable combination (failed)", report.get("no_runnable_combinations", []), "suite"),
         ("Unavailable backends (not tested)", report.get("unavailable", []), "backend"),
         ("Suites not applicable to a job's selection", report.get("not_applicable", []), "suite"),
@@ -181,6 +183,38 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
             lines.append("")
     lines += unavailable_faults.markdown(report, _escape)
     return "\n".join(lines)
+
+
+FAILURES_SHOWN = 50  # a step summary stays readable; the JSON's ``failures`` has them all
+
+
+def _failures(failures: list[dict[str, Any]]) -> list[str]:
+    """What failed: each test, its combination (or "outside the suites"), the phase and the
+    first line of its verdict."""
+    if not failures:
+        return []
+    lines = [f"### Failures ({len(failures):,})", ""]
+    for entry in failures[:FAILURES_SHOWN]:
+        combination = entry.get("combination")
+        where = " ".join(f"{slot}={backend}" for slot, backend in combination.items()) if combination else ""
+        where = f"{entry['suite']} {where}".strip() if entry.get("suite") else "outside the suites"
+        when = f", {entry['when']}" if entry.get("when") and entry["when"] != "call" else ""
+        message = str(entry.get("message") or "").strip() or "(no message)"
+        lines.append(f"- ❌ `{_code(str(entry['test']))}` ({_escape(where)}{when}): {_escape(message)}")
+    if len(failures) > FAILURES_SHOWN:
+        lines.append(f"- and {len(failures) - FAILURES_SHOWN:,} more (the JSON report's `failures` lists them all)")
+    return [*lines, ""]
+
+
+def _code(text: str) -> str:
+    """Inline code that no backtick in ``text`` can end early."""
+    return redact(text).replace("`", "'").replace("\n", " ")
+
+
+def _outside(report: dict[str, Any]) -> str:
+    """The words " and 3 tests outside them" when tests in no row (plain tests, unfit modules) counted."""
+    outside = sum(int((report.get(bucket) or {}).get(name, 0)) for bucket in BUCKETS for name in ROW_COUNTS)
+    return f" and {plural(outside, 'test')} outside them" if outside else ""
 
 
 def _sources(paths: Iterable[str]) -> str:

@@ -8,12 +8,20 @@ an error naming both files. Reports written before rows carried their tests must
 shared row's counts. A suite that ran anywhere is no
 longer "not applicable" or "without a runnable combination"; a backend tested by any job is not
 unavailable.
+
+Nothing red merges green: the tests in no row (``outside_suites``: plain tests, also in a suite
+module; ``without_combination``: a module nothing selected fits) are merged test by test like a
+row's and counted in the totals, and every section of a report is kept. Before merging, every
+file is checked against the report's shape (:mod:`.shape`), no run may be given twice (its
+``run.id``), and the shards of a sharded selection (``shard``: index, count, selection) must all
+be there, each once: anything else stops the merge with an error naming the files.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +79,9 @@ def merged_entry(known: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]
 
 
 ROW_COUNTS = ("passed", "failed", "skipped", "errors")
+# Tests in no suite x combination row, counted apart in a report: plain tests (also in a suite
+# module) and the tests of a module nothing selected fits. A merge counts them as a run does.
+BUCKETS = ("outside_suites", "without_combination")
 RowKey = tuple[str, str, tuple[tuple[str, str], ...]]  # suite, namespace ("" for none), combination
 
 
@@ -91,6 +102,8 @@ def load_report(path: str | Path) -> LoadedReport:
         raise ReportMergeError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ReportMergeError(f"{path}: not a JSON report: {exc}") from None
+    except RecursionError:
+        raise ReportMergeError(f"{path}: not a JSON report: nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("suites"), list):
         raise ReportMergeError(f"{path}: not a prism-testkit report (no 'suites' list)")
     return LoadedReport(str(path), data)
@@ -102,6 +115,12 @@ def load_report(path: str | Path) -> LoadedReport:
 # verdicts: checker -> verdicts judged; known: written-up findings reproduced (id -> tests, each
 # an xfail: prism_testkit.findings), so a row of passes beside them never reads as a plain pass
 KINDS = ("anomalies", "tolerated", "faults", "verdicts", "known")
+
+
+def outcome_counts(outcomes: Iterable[str]) -> dict[str, int]:
+    """passed / failed / skipped / errors of tests whose outcomes are "passed", "failed+error"..."""
+    parts = Counter(part for outcome in outcomes for part in outcome.split("+"))
+    return {"passed": parts["passed"], "failed": parts["failed"], "skipped": parts["skipped"], "errors": parts["error"]}
 
 
 def found_counts(counts: dict[str, int]) -> dict[str, int]:
@@ -158,10 +177,7 @@ def _add_shard(key: RowKey, first: tuple[str, dict[str, Any]], other: tuple[str,
         for name, value in first_row.items()
         if name not in (*COUNTS, "errors", "tests", "covered", "covered_by")
     }
-    outcomes = Counter(part for entry in tests.values() for part in entry["outcome"].split("+"))
-    merged.update(
-        passed=outcomes["passed"], failed=outcomes["failed"], skipped=outcomes["skipped"], errors=outcomes["error"]
-    )
+    merged.update(outcome_counts(entry["outcome"] for entry in tests.values()))
     for kind in KINDS:
         found: Counter[str] = Counter()
         for entry in tests.values():
@@ -203,6 +219,8 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
     """One report equivalent to a single run over the union of the reports' rows."""
     if not reports:
         raise ReportMergeError("no reports to merge")
+    check_shapes(reports)
+    check_runs_and_shards(reports)
     rows = _merge_rows(reports)
     ran = {row["suite"] for row in rows}
     no_runnable = _reasons(reports, "no_runnable_combinations", ran)
@@ -217,6 +235,7 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
             if entry["backend"] not in available:
                 unavailable.setdefault(entry["backend"], entry["reason"])
     return {
+        **{bucket: _merge_bucket(reports, bucket) for bucket in BUCKETS},
         "suites": rows,
         "no_runnable_combinations": [{"suite": s, "reason": r} for s, r in sorted(no_runnable.items())],
         "not_applicable": [{"suite": s, "reason": r} for s, r in sorted(not_applicable.items())],
@@ -229,7 +248,11 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
             {"backend": b, "reason": r} for b, r in sorted(_first_reasons(reports, "failed_to_start").items())
         ],
         **({"unavailable_faults": faults} if (faults := unavailable_faults.merged([r.data for r in reports])) else {}),
+        **({"covered_by_twins": twins} if (twins := _covered_by_twins(rows)) else {}),
+        **({"hunt": hunt} if (hunt := _hunts(reports)) else {}),
+        **({"history_digests": digests} if (digests := _digests(reports)) else {}),
         "runs": [dict(report.data["run"], report=report.path) for report in reports if report.data.get("run")],
+        **({"shards": shards} if (shards := _shards(reports)) else {}),
         "merged_from": [report.path for report in reports],
     }
 
@@ -256,8 +279,135 @@ def _by_test(reports: list[LoadedReport], section: str) -> list[dict[str, Any]]:
 
 
 def totals(report: dict[str, Any]) -> dict[str, int]:
-    """Tests passed / failed / skipped / errors over every row, and the suites that had no combination."""
-    counted = {name: sum(int(row.get(name, 0)) for row in report["suites"]) for name in ROW_COUNTS}
+    """Tests passed / failed / skipped / errors over every row and the tests in none (outside the
+    suites, or in a module nothing selected fits), and the suites that had no combination."""
+    outside = [report.get(bucket) or {} for bucket in BUCKETS]  # tests in no row count too
+    counted = {name: sum(int(row.get(name, 0)) for row in [*report["suites"], *outside]) for name in ROW_COUNTS}
     counted["rows"] = len(report["suites"])
     counted["suites_without_combination"] = len(report.get("no_runnable_combinations", []))
     return counted
+
+
+def check_shapes(reports: list[LoadedReport]) -> None:
+    """Every report has a report's shape (:mod:`.shape`), or ReportMergeError names the file and
+    where it is not one."""
+    from prism_testkit.report.shape import problems  # pydantic: paid for by the merge only
+
+    for report in reports:
+        found = problems(report.data)
+        if found:
+            raise ReportMergeError(f"{report.path}: not a prism-testkit report: {'; '.join(found)}")
+
+
+def shard_text(shard: dict[str, Any]) -> str:
+    """``shard 2 of 3 of `--prism-backend=redis```."""
+    of = f" of `{shard['selection']}`" if shard.get("selection") else ""
+    return f"shard {shard['index']} of {shard['count']}{of}"
+
+
+def check_runs_and_shards(reports: list[LoadedReport]) -> None:
+    """No run twice (the same ``run.id``: a report given twice, or copied), and of every sharded
+    selection each shard once, none missing: a merge short of a shard, or with one counted
+    twice, would say less or more than the run said."""
+    runs: dict[str, str] = {}
+    for report in reports:
+        run_id = (report.data.get("run") or {}).get("id")
+        if run_id is None:
+            continue  # a report written before runs had an id
+        if str(run_id) in runs:
+            raise ReportMergeError(
+                f"{runs[str(run_id)]} and {report.path} are the same run (run id {run_id}): a report given twice"
+            )
+        runs[str(run_id)] = report.path
+    selections: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
+    counts: dict[str, tuple[str, int]] = {}
+    for report in reports:
+        shard = report.data.get("shard")
+        if not shard:
+            continue
+        selection = str(shard.get("selection") or "")
+        index, count = int(shard["index"]), int(shard["count"])
+        if index > count:
+            raise ReportMergeError(f"{report.path}: shard {index} of {count} cannot be")
+        first = counts.setdefault(selection, (report.path, count))
+        if first[1] != count:
+            raise ReportMergeError(
+                f"{first[0]} and {report.path} disagree on how many shards {selection or 'the run'} has: "
+                f"{first[1]} vs {count}"
+            )
+        seen = selections.setdefault(selection, {})
+        if index in seen:
+            raise ReportMergeError(f"{shard_text(shard)} twice: {seen[index][0]} and {report.path}")
+        seen[index] = (report.path, shard)
+    for selection, seen in selections.items():
+        count = counts[selection][1]
+        missing = [index for index in range(1, count + 1) if index not in seen]
+        if missing:
+            which = ", ".join(str(index) for index in missing)
+            given = ", ".join(path for _, (path, _) in sorted(seen.items()))
+            of = f" of `{selection}`" if selection else ""
+            raise ReportMergeError(
+                f"{plural(len(missing), 'shard')} missing: {which} of {count}{of} (given: {given}); "
+                f"a missing shard's tests would not count"
+            )
+
+
+def _merge_bucket(reports: list[LoadedReport], bucket: str) -> dict[str, Any]:
+    """The tests no row holds (``bucket``: outside_suites, without_combination), merged test by
+    test as a row's are: a test in two reports with one outcome counts once, with two it is a
+    contradiction. A report written before buckets carried their tests adds its counts."""
+    tests: dict[str, dict[str, Any]] = {}
+    found_in: dict[str, str] = {}
+    counted: Counter[str] = Counter()
+    for report in reports:
+        found = report.data.get(bucket) or {}
+        if found.get("tests") is None:
+            counted.update({name: int(found.get(name, 0)) for name in ROW_COUNTS})
+            continue
+        for test, entry in found["tests"].items():
+            known = tests.setdefault(test, entry)
+            merged_test = merged_entry(known, entry)
+            if merged_test is None:
+                raise ReportMergeError(
+                    f"{found_in[test]} and {report.path} disagree on {test} ({bucket.replace('_', ' ')}): "
+                    f"{known['outcome']} vs {entry['outcome']}"
+                )
+            tests[test] = merged_test
+            found_in.setdefault(test, report.path)
+    counted.update(outcome_counts(entry["outcome"] for entry in tests.values()))
+    return {**{name: counted[name] for name in ROW_COUNTS}, "tests": dict(sorted(tests.items()))}
+
+
+def _covered_by_twins(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """twin -> how many tests of replicated backends it covered, as a run counts them."""
+    counts: Counter[str] = Counter()
+    for row in rows:
+        if "tests" not in row:  # a report before rows carried their tests: the row's count
+            counts.update(
+                {twin: int(row.get("covered", 0)) for twin in dict.fromkeys(row.get("covered_by", {}).values())}
+            )
+            continue
+        for entry in row["tests"].values():
+            counts.update(dict.fromkeys(dict.fromkeys((entry.get("covered_by") or {}).values()), 1))
+    return {twin: n for twin, n in sorted(counts.items()) if n}
+
+
+def _hunts(reports: list[LoadedReport]) -> dict[str, Any]:
+    """Every hunted test of every report (a hunt is evidence, never deduplicated away)."""
+    tests = [entry for report in reports for entry in (report.data.get("hunt") or {}).get("tests", [])]
+    if not tests:
+        return {}
+    ordered = sorted(tests, key=lambda entry: str(entry["test"]))
+    return {"tests": ordered, "failures": [entry for entry in ordered if entry.get("failed")]}
+
+
+def _digests(reports: list[LoadedReport]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for report in reports:
+        for test, digest in (report.data.get("history_digests") or {}).items():
+            found.setdefault(test, digest)
+    return dict(sorted(found.items()))
+
+
+def _shards(reports: list[LoadedReport]) -> list[dict[str, Any]]:
+    return [dict(report.data["shard"], report=report.path) for report in reports if report.data.get("shard")]

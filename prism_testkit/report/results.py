@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -122,6 +123,68 @@ def first_line(report: pytest.TestReport) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
+def failure_entry(
+    report: pytest.TestReport, test: str, suite: str | None = None, combination: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An entry of the report's ``failures``: the test, its suite and combination (None: a test
+    outside the suites), its first failing phase and the first line of what it said."""
+    return {
+        "test": test,
+        "suite": suite,
+        "combination": combination,
+        "when": report.when,
+        "message": first_line(report),
+    }
+
+
+def outside_test_id(report: pytest.TestReport) -> str:
+    """The id of a test outside the suites, as a suite test's (see :func:`_test_id`)."""
+    return _test_id(report)
+
+
+SHARD = "PRISM_SHARD"  # K/N: this run is shard K (from 1) of N, for a splitter other than pytest-split
+
+
+def shard_of(config: pytest.Config, environ: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Which shard of a sharded run this is: pytest-split's ``--splits N --group K``, else
+    ``PRISM_SHARD=K/N``; None when the run is not sharded. ``selection`` names what was
+    sharded (the arguments, ``-k``, ``-m`` and the ``--prism-*`` options that select), so the
+    merge checks the shards of each selection apart: a CI matrix with a job per backend, each
+    split in three, has three shards per backend. pytest.UsageError for a malformed value."""
+    import os
+
+    found = os.environ if environ is None else environ
+    splits, group = getattr(config.option, "splits", None), getattr(config.option, "group", None)
+    if splits and group:
+        index, count, given = int(group), int(splits), f"--splits {splits} --group {group}"
+    elif found.get(SHARD, "").strip():
+        given = f"{SHARD}={found[SHARD]}"
+        try:
+            index_text, count_text = found[SHARD].strip().split("/")
+            index, count = int(index_text), int(count_text)
+        except ValueError:
+            raise pytest.UsageError(f"{given}: expected K/N, shard K (from 1) of N, e.g. 2/3") from None
+    else:
+        return None
+    if not 1 <= index <= count:
+        raise pytest.UsageError(f"{given}: shard {index} of {count} cannot be (K from 1 to N)")
+    return {"index": index, "count": count, "selection": selection_of(config)}
+
+
+def selection_of(config: pytest.Config) -> str:
+    """What a run selects, in one line: the arguments, ``-k``, ``-m`` and the ``--prism-*``
+    options that choose tests (not where reports go: those differ from shard to shard)."""
+    words = [str(arg) for arg in getattr(config.option, "file_or_dir", None) or []]
+    for flag, dest in (("-k", "keyword"), ("-m", "markexpr")):
+        if value := getattr(config.option, dest, None):
+            words.append(f"{flag} {value}")
+    for dest in ("prism_backend", "prism_pattern", "prism_combinations", "prism_twins", "prism_namespace"):
+        value = getattr(config.option, dest, None)
+        for one in value if isinstance(value, list) else [value] if value else []:
+            words.append(f"--{dest.replace('_', '-')}={one}")
+    return " ".join(words)
+
+
 ERROR = "error"
 # the user property a power_loss test records its cut under (also in --junitxml)
 POWER_CUT = "power_loss"
@@ -165,6 +228,11 @@ class PrismResults:
     # tests judged by prism_testkit.findings: test -> scenario, backend, server version, verdict,
     # counts (what ``prism-testkit report versions`` tabulates over runs of several versions)
     judged: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the failures of tests outside any suite (test -> entry, as ``failures`` holds them)
+    outside_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shard: dict[str, Any] | None = None  # which shard of a sharded run this is (see shard_of)
+    # one per run: a merge refuses a run given twice
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def record(self, report: pytest.TestReport) -> None:
         prop = _prism_property(report)
@@ -197,13 +265,7 @@ class PrismResults:
         self.categories.setdefault(test, []).append(found_category)
         suite = prop["suite"]
         if report.failed and test not in self.failures:
-            self.failures[test] = {
-                "test": test,
-                "suite": suite,
-                "combination": prop["combination"],
-                "when": report.when,
-                "message": first_line(report),
-            }
+            self.failures[test] = failure_entry(report, test, suite, prop["combination"])
         if prop.get("no_combination"):
             # Skipped: nothing selected fits and the run did not insist; failed: it did. Only
             # this module's tests are unfit: another module may declare the same suite name.
@@ -275,15 +337,24 @@ class PrismResults:
         return dict(sorted(counts.items()))
 
     def to_json(self) -> dict[str, Any]:
+        failures = {**self.outside_failures, **self.failures}
         return {
-            "run": self.run,
+            "run": {**self.run, "id": self.run_id},
+            **({"shard": self.shard} if self.shard else {}),
             "totals": self.totals(),
             # in no row: the tests of modules nothing selected fits, and tests outside suites;
-            # with the rows' they add up to the totals
-            "without_combination": tally(self.outcome(test) for test in self.unfit_tests),
-            "outside_suites": tally(self.outside_suites.values()),
+            # with the rows' they add up to the totals, and carry each test's outcome so a merge
+            # counts them as it counts a row's
+            "without_combination": {
+                **tally(self.outcome(test) for test in self.unfit_tests),
+                "tests": {test: self._test_entry(test) for test in sorted(self.unfit_tests)},
+            },
+            "outside_suites": {
+                **tally(self.outside_suites.values()),
+                "tests": {test: {"outcome": outcome} for test, outcome in sorted(self.outside_suites.items())},
+            },
             "suites": self.rows(),
-            "failures": [self.failures[test] for test in sorted(self.failures)],
+            "failures": [failures[test] for test in sorted(failures)],
             "no_runnable_combinations": self._unfit_entries(self.no_combination),
             "not_applicable": self._unfit_entries(self.let_off()),
             **({"covered_by_twins": self.covered_counts()} if self.covered else {}),
