@@ -186,8 +186,9 @@ def addoption(parser: pytest.Parser) -> None:
     add(
         "--prism-hunt",
         "prism_hunt",
-        "hunt for this long (e.g. 10m, 2h): the stateful suites run in rounds of fresh examples until their "
-        "share of the budget is spent, with the prism-hunt profile and progress lines",
+        "hunt for this long (e.g. 10m, 2h) of test time per worker, not wall time: the selected tests of the "
+        "stateful suites that run a machine share it, each running rounds of fresh examples until its share "
+        "is spent, with the prism-hunt profile and progress lines",
     )
     add(
         "--prism-workers",

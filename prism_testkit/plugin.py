@@ -657,7 +657,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
     _keep_the_replayed_test(config, items)
-    _count_hunted(config, items)
     _warn_unused_binaries(config, items)
 
 
@@ -699,9 +698,15 @@ def _keep_the_replayed_test(config: pytest.Config, items: list[pytest.Item]) -> 
         items[:] = keep
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _count_hunted(session.config, session.items)  # what -k, shards and every plugin left selected
+
+
 def _count_hunted(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A hunt splits its budget over the stateful suites' runnable tests."""
-    from prism_testkit.hunting.hunt import HUNTED_PREFIX, PLAN
+    """A hunt splits its budget over the selected tests of the stateful suites that run a
+    machine, and keys their examples in a shared database by their identity."""
+    from prism_testkit.hunting.hunt import HUNTED_PREFIX, PLAN, runs_a_machine
+    from prism_testkit.hunting.identity import identity_of
     from prism_testkit.registry.combinations import Combination
 
     plan = config.stash.get(PLAN, None)
@@ -709,10 +714,12 @@ def _count_hunted(config: pytest.Config, items: list[pytest.Item]) -> None:
         return
     for item in items:
         decl = declaration_of(item)
+        if decl is None:
+            continue
+        plan.identities[item.nodeid] = identity_of(item)
         combo = item.callspec.params.get("prism_combination") if hasattr(item, "callspec") else None
-        if decl is not None and decl.name.startswith(HUNTED_PREFIX) and isinstance(combo, Combination):
+        if decl.name.startswith(HUNTED_PREFIX) and isinstance(combo, Combination) and runs_a_machine(item):
             plan.hunted_ids.add(item.nodeid)
-    plan.hunted_tests = len(plan.hunted_ids)
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -821,6 +828,13 @@ def pytest_runtest_makereport(
     report: pytest.TestReport = yield
     if call.when == "call" and report.failed and declaration_of(item) is not None:
         item.stash[CALL_FAILED] = True  # read by prism_env's teardown
+    if call.when == "call" and any(key == "prism_hunt" for key, _ in report.user_properties):
+        from prism_testkit.hunting.hunt import PLAN
+
+        plan = item.config.stash.get(PLAN, None)
+        for key, value in report.user_properties:
+            if plan is not None and key == "prism_hunt" and isinstance(value, dict):
+                plan.annotate(item.nodeid, value)  # its identity, and its database's replay
     return report
 
 
@@ -1074,7 +1088,7 @@ class _Reporting:
                 terminalreporter.write_line(f"  {note}")
 
     def _summarize_hunt(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from prism_testkit.hunting.hunt import PLAN
+        from prism_testkit.hunting.hunt import PLAN, failure_lines
 
         plan = self.config.stash.get(PLAN, None)
         total = {name: sum(h[name] for h in self.hunts) for name in ("rounds", "examples", "faults", "seconds")}
@@ -1086,14 +1100,8 @@ class _Reporting:
         )
         for hunt in self.hunts:
             if hunt["failed"]:
-                terminalreporter.write_line(f"FAILED {hunt.get('test')}: {hunt.get('failure')}")
-                if hunt.get("seed") is not None:
-                    terminalreporter.write_line(f"  seed: {hunt.get('seed')} ({hunt.get('seed_replay')})")
-                if hunt.get("schedule"):
-                    terminalreporter.write_line(f"  schedule: {hunt.get('schedule')}")
-                terminalreporter.write_line(f"  replay: {hunt.get('replay')}")
-                if hunt.get("replayed"):
-                    terminalreporter.write_line(f"  replayed once: {hunt.get('replayed')}")
+                for line in failure_lines(hunt):
+                    terminalreporter.write_line(line)
         where = plan.database_label if plan is not None and plan.database_label else "the local .hypothesis directory"
         terminalreporter.write_line(
             f"failures found are saved in {where}: a run with the same --prism-hunt-db replays them first"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from prism_testkit.hunting.hunt import HuntError, HuntPlan, HuntTally, ledger_path, open_database, parse_budget
+from prism_testkit.hunting.identity import IdentityKeyedDatabase, module_identity
 
 # A stateful suite with a planted bug: rare enough that a round rarely finds it at once,
 # common enough that a short hunt does. Its machine judges every example like the real ones.
@@ -47,6 +49,55 @@ def test_planted(prism_env: PrismEnv, request) -> None:
 """
 
 
+# A stateful suite whose bug any round finds (one value above 5000 in its 120 draws), beside a
+# plain test that drives the machine step by step (it hunts nothing) and a second hunting test.
+EASY = """
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
+
+from prism_testkit import PrismEnv, Slot, prism_suite
+from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
+from prism_testkit.jepsen.history import History
+from prism_testkit.jepsen.runner import StatefulRun
+
+pytestmark = prism_suite("stateful_easy", backend=Slot.needs("keyvalue"))
+
+
+class Easy(RuleBasedStateMachine):
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+        self.history = History()
+        self.high = 0
+
+    @rule(n=st.integers(0, 10_000))
+    def put(self, n):
+        self.history.invoke("w", "put", "k", n).ok()
+        self.high += n > 5_000
+
+    def teardown(self):
+        found = {"easy": [Anomaly("easy", "a value above 5000", self.history)]} if self.high else {}
+        self.run.judge(self.history, [suite_verdict("easy", found, {"puts": len(self.history) // 2})], "easy")
+
+
+def test_easy(prism_env: PrismEnv, request) -> None:
+    run = StatefulRun(prism_env, request)
+    run.execute(lambda: Easy(run))
+
+
+def test_plain(prism_env: PrismEnv, request) -> None:
+    run = StatefulRun(prism_env, request)
+    machine = Easy(run)
+    machine.put(1)
+    machine.teardown()
+
+
+def test_other(prism_env: PrismEnv, request) -> None:
+    run = StatefulRun(prism_env, request)
+    run.execute(lambda: Easy(run))
+"""
+
+
 def test_a_budget_is_a_positive_finite_duration() -> None:
     assert parse_budget("10m") == 600
     assert parse_budget("90s") == 90
@@ -56,57 +107,104 @@ def test_a_budget_is_a_positive_finite_duration() -> None:
             parse_budget(bad)
 
 
+class Clock:
+    """A clock the test moves: the budget is test time, so what counts is how long tests took."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def plan_of(*tests: str, budget: float = 600, workers: int = 1, **more: Any) -> HuntPlan:
+    plan = HuntPlan(budget=budget, database=None, database_label=None, workers=workers, **more)
+    plan.hunted_ids = set(tests)
+    return plan
+
+
 def test_the_budget_is_split_over_the_hunted_tests_and_workers() -> None:
-    plan = HuntPlan(budget=600, database=None, database_label=None, hunted_tests=30, workers=2)
-    assert plan.allot() == pytest.approx(40, abs=0.5)  # 1200 worker-seconds over 30 tests
+    clock = Clock()
+    plan = plan_of(*(f"t{n}" for n in range(30)), workers=2, clock=clock)
+    assert plan.allot("t0") == pytest.approx(40)  # 1200 worker-seconds over 30 tests
+    clock.now += 340  # the first test overran by 300 s
     plan.finished()
-    plan.started -= 300  # the first test overran: 300 s gone, 29 tests to go
-    assert plan.allot() == pytest.approx(300 * 2 / 29, abs=0.5)
-    plan.started -= 1000  # the budget is spent: the next test gets its one round, no more
-    assert plan.allot() == 0
-    assert HuntPlan(budget=60, database=None, database_label=None).allot() == pytest.approx(60, abs=0.5)
+    assert plan.allot("t1") == pytest.approx(860 / 29)  # 1200 - 340 over 29 tests
+    clock.now += 2000  # this one overran by far more: the budget is spent
+    plan.finished()
+    assert plan.allot("t2") == 0  # the next test gets its one round, no more
+    assert plan_of("only", budget=60).allot("only") == pytest.approx(60)
+
+
+def test_the_budget_is_test_time_not_wall_time() -> None:
+    """Time before the first hunted test (collection, servers starting) and between hunted
+    tests (plain tests, other suites) is not taken from the hunt."""
+    clock = Clock()
+    plan = plan_of("a", "b", clock=clock)
+    clock.now += 500  # servers starting, other suites' tests
+    assert plan.allot("a") == pytest.approx(300)
+    clock.now += 300
+    plan.finished()
+    clock.now += 900  # a plain test between them
+    assert plan.allot("b") == pytest.approx(300)
 
 
 def test_workers_share_one_count_so_the_last_tests_use_the_time_left(tmp_path: Path) -> None:
     """xdist hands tests to whichever worker is free: a worker cannot assume it gets half."""
-    ledger = tmp_path / "run.ledger"
-    first, second = (
-        HuntPlan(budget=600, database=None, database_label=None, hunted_tests=4, workers=2, ledger=ledger)
-        for _ in range(2)
-    )
-    assert first.allot() == pytest.approx(300, abs=0.5)  # 1200 worker-seconds, 4 tests
-    assert first.allot() == pytest.approx(400, abs=0.5)  # the other worker is still busy: 3 left
-    # The second worker starts the last test: it may use all the wall-clock time left, and
-    # never more (two tests left would otherwise give it 600 s of a 600 s budget, twice over).
-    assert second.allot() == pytest.approx(600, abs=0.5)
-    assert second.allot() == pytest.approx(600, abs=0.5)
-    assert ledger.read_text() == "...."
+    ledger, clock = tmp_path / "run.ledger", Clock()
+    first, second = (plan_of("a", "b", "c", "d", workers=2, ledger=ledger, clock=clock) for _ in range(2))
+    assert first.allot("a") == pytest.approx(300)  # 1200 worker-seconds, 4 tests
+    assert second.allot("b") == pytest.approx(300)  # 900 left, 3 tests
+    clock.now += 100
+    second.finished()  # b ended 200 s early: the tests after it get that time
+    assert second.allot("c") == pytest.approx(400)  # 1200 - 300 (a, still hunting) - 100 (b), 2 tests
+    clock.now += 200
+    first.finished()  # a took its 300 s
+    # The last test may take what is left of the pool (400 s), but never more than what is left
+    # of its own worker's budget: 600 - 300.
+    assert first.allot("d") == pytest.approx(300)
+    lines = ledger.read_text().splitlines()
+    assert sum(1 for line in lines if '"start"' in line) == 4
+
+
+def test_a_worker_never_hunts_longer_than_the_budget() -> None:
+    clock = Clock()
+    plan = plan_of("a", "b", workers=2, clock=clock)
+    assert plan.allot("a") == pytest.approx(600)  # 1200 worker-seconds over 2 tests, at most 600 each
+    clock.now += 600
+    plan.finished()
+    assert plan.allot("b") == 0  # this worker's 600 s are spent, however much the pool holds
 
 
 def test_a_hunted_test_that_skipped_counts_as_started(tmp_path: Path) -> None:
     """Two of four hunted tests skip (not applicable): the last one that hunts gets all the
     time left, not a share kept for the two that never come."""
-    plan = HuntPlan(budget=600, database=None, database_label=None, hunted_tests=4, workers=1)
-    plan.hunted_ids = {"a", "b", "c", "d"}
-    assert plan.allot("a") == pytest.approx(150, abs=0.5)
+    clock = Clock()
+    plan = plan_of("a", "b", "c", "d", clock=clock)
+    assert plan.allot("a") == pytest.approx(150)
+    clock.now += 150
+    plan.finished()
     plan.ended("b")
     plan.ended("c")
     plan.ended("c")  # a skip reported twice (setup, teardown) counts once
     plan.ended("not-hunted")
-    assert plan.allot("d") == pytest.approx(600, abs=0.5)
+    assert plan.allot("d") == pytest.approx(450)
+    clock.now += 450
+    plan.finished()
     plan.ended("d")  # skipped after it started hunting: already counted
-    assert plan.allot("e") == pytest.approx(600, abs=0.5)
+    assert plan.allot("e") == 0  # a test collection did not count: the budget is spent
 
 
-def test_a_plain_test_of_a_stateful_suite_counts_as_started_when_it_ends() -> None:
-    """A test of a stateful suite that runs no machine neither hunts nor skips: its teardown
-    counts it, so the hunted test after it is not kept short for it (the 58-minute hunt)."""
-    plan = HuntPlan(budget=600, database=None, database_label=None, hunted_tests=3, workers=1)
-    plan.hunted_ids = {"plain", "b", "c"}
-    plan.ended("plain")  # its teardown report
-    assert plan.allot("b") == pytest.approx(300, abs=0.5)
-    plan.ended("b")  # a hunted test's own teardown counts nothing more
-    assert plan.allot("c") == pytest.approx(600, abs=0.5)
+def test_only_the_selected_tests_that_run_a_machine_share_the_budget(pytester: pytest.Pytester) -> None:
+    """Plain tests of a stateful suite (a machine driven step by step) and tests deselected by
+    ``-k`` get no share: the one test that hunts gets the whole budget."""
+    pytester.makepyfile(test_stateful_easy=EASY)
+    result = pytester.runpytest_subprocess(
+        "--prism-backend=memstore", "--prism-hunt=30s", "-k", "not other", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(failed=1, passed=1, deselected=1)
+    output = result.stdout.str()
+    assert re.search(r"prism-hunt FAILED \S*::test_easy\S*: \d+ examples in \d+ rounds, .* of 30s", output), output
 
 
 def test_a_dead_runs_ledger_is_swept_and_a_live_one_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,13 +307,16 @@ def test_a_hunt_finds_a_planted_failure_and_another_machine_replays_it_first(
     # and so does the JSON report (from a worker: it crossed xdist).
     summary = second.stdout.str()
     assert re.search(r"FAILED \S*test_planted\S*: planted: INVALID \(planted\)", summary), summary
-    # Its seed (and the command that draws the example again from it), its schedule file, the
-    # one-line replay of that schedule, and what that replay gave when tried once.
-    seed = re.search(
-        r"  seed: (\d+) \(pytest \S*test_planted\S* --prism-backend=memstore .*--hypothesis-seed=(\d+)", summary
+    # It came from the database, not from a seed (the round's seed would search afresh): the
+    # summary names the database and the test's identity, and the command that replays from
+    # there; then its schedule file, the one-line replay of that schedule, and what that replay
+    # gave when tried once.
+    assert re.search(rf"  from the database {database}, saved under test_planted::test_planted\[", summary), summary
+    assert "\n  seed: " not in summary
+    assert re.search(
+        rf"  replay from the database: pytest \S*test_planted\S* --prism-backend=memstore .*--prism-hunt-db={database}",
+        summary,
     )
-    assert seed is not None, summary
-    assert seed.group(1) == seed.group(2), summary
     assert re.search(r"  schedule: \S*/\.prism-schedules/\S*test_planted\S*\.json\n", summary), summary
     assert re.search(
         r"  replay: prism-testkit replay \S*\.json\n  replayed once: reproduced: planted: INVALID", summary
@@ -247,3 +348,107 @@ def test_a_hunt_given_a_seed_draws_the_same_rounds_on_every_run(pytester: pytest
     first = failing_seed("a", 7)
     assert failing_seed("b", 7) == first
     assert failing_seed("c", 8) != first
+
+
+# -- one identity per test, whatever the layout (issue 51) ----------------------------------
+
+
+def test_the_suites_identity_is_the_same_installed_and_checked_out(tmp_path: Path) -> None:
+    checkout = Path(__file__).parents[1] / "suites" / "test_stateful_wal.py"
+    assert module_identity(checkout) == "prism_testkit.suites.test_stateful_wal"
+    installed = tmp_path / "lib" / "python3.11" / "site-packages" / "prism_testkit" / "suites"
+    installed.mkdir(parents=True)
+    for folder in (installed, installed.parent):
+        (folder / "__init__.py").write_text("")
+    (installed / "test_stateful_wal.py").write_text("")
+    assert module_identity(installed / "test_stateful_wal.py") == "prism_testkit.suites.test_stateful_wal"
+
+
+def test_a_shared_database_keys_a_tests_examples_by_its_identity() -> None:
+    """Two layouts digest the test differently (its node id differs); bound to one identity,
+    they read and write the same entries, sub-keys (``.secondary``) included."""
+    from hypothesis.database import InMemoryExampleDatabase
+
+    shared = InMemoryExampleDatabase()
+    here, there = IdentityKeyedDatabase(shared), IdentityKeyedDatabase(shared)
+    here.bind("pkg.test_stateful_x::test_y[backend=memstore]")
+    there.bind("pkg.test_stateful_x::test_y[backend=memstore]")
+    here.save(b"a" * 48, b"failing")
+    here.save(b"a" * 48 + b".secondary", b"older")
+    assert list(there.fetch(b"b" * 48)) == [b"failing"]
+    assert list(there.fetch(b"b" * 48 + b".secondary")) == [b"older"]
+    assert there.holds("pkg.test_stateful_x::test_y[backend=memstore]")
+    there.bind("pkg.test_stateful_x::test_y[backend=sqlite]")  # another test: nothing saved
+    assert list(there.fetch(b"b" * 48)) == []
+    there.bind(None)  # unbound: keys as Hypothesis made them
+    assert list(there.fetch(b"a" * 48)) == []
+
+
+def layout(pytester: pytest.Pytester, *where: str) -> str:
+    """The EASY suite as package ``acme.suites`` under ``where``: the file to run."""
+    folder = pytester.path.joinpath(*where, "acme", "suites")
+    folder.mkdir(parents=True)
+    for package in (folder, folder.parent):
+        (package / "__init__.py").write_text("")
+    (folder / "test_stateful_easy.py").write_text(EASY)
+    # Replays only what the example database holds: a test run under it fails only from there
+    # (registered before Hypothesis loads the profile named on the command line).
+    pytester.makeconftest(
+        "from hypothesis import Phase, settings\nsettings.register_profile('reuse-only', phases=[Phase.reuse])\n"
+    )
+    return str((folder / "test_stateful_easy.py").relative_to(pytester.path))
+
+
+def hunt_easy(pytester: pytest.Pytester, path: str, database: Path, *extra: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        path, "-k", "test_easy", "--prism-backend=memstore", f"--prism-hunt-db={database}", "-p", "no:cacheprovider",
+        "-p", "no:randomly", *extra,
+    )  # fmt: skip
+
+
+def hunt_summary(result: pytest.RunResult) -> str:
+    output = result.stdout.str()
+    return output[output.index("prism-testkit hunt") :]
+
+
+def test_an_installed_and_a_checked_out_layout_share_a_failure_even_under_a_seed(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """The same suite at two paths (a checkout's and an install's node ids differ): a failure
+    one saves, the other replays from the shared database alone (its profile draws nothing),
+    and given --hypothesis-seed it still reads the database."""
+    checkout = layout(pytester, "checkout")
+    installed = layout(pytester, "venv", "lib", "python3.11", "site-packages")
+    database = tmp_path / "shared-examples"
+
+    found = hunt_easy(pytester, checkout, database, "--prism-hunt=30s")
+    found.assert_outcomes(failed=1)
+
+    # Under "reuse-only" a test runs only what the database holds: a fresh one, nothing.
+    fresh = hunt_easy(pytester, installed, tmp_path / "fresh", "--prism-hunt=1s", "--hypothesis-profile=reuse-only")
+    fresh.assert_outcomes(skipped=1)
+    replayed = hunt_easy(
+        pytester, installed, database, "--prism-hunt=1s", "--hypothesis-profile=reuse-only", "--hypothesis-seed=3"
+    )
+    replayed.assert_outcomes(failed=1)
+    summary = hunt_summary(replayed)
+    assert "easy: INVALID (easy)" in summary
+    # The replay names the database and the test's identity, and the command that replays from
+    # there; not a seed (it would search afresh) and not .hypothesis/ (the failure is not there).
+    identity = "acme.suites.test_stateful_easy::test_easy[backend=memstore]"
+    assert f"from the database {database}, saved under {identity}" in summary, summary
+    assert re.search(rf"replay from the database: pytest \S+ .*--prism-hunt=1s --prism-hunt-db={database}", summary)
+    assert "\n  seed: " not in summary
+    assert ".hypothesis" not in summary
+
+
+def test_a_seeded_hunt_writes_the_shared_database(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """--hypothesis-seed alone makes Hypothesis bypass every database: a seeded hunt must not
+    (its summary says its failures are saved there)."""
+    path = layout(pytester, "here")
+    database = tmp_path / "shared-examples"
+    seeded = hunt_easy(pytester, path, database, "--prism-hunt=30s", "--hypothesis-seed=7")
+    seeded.assert_outcomes(failed=1)
+    assert f"failures found are saved in {database}" in seeded.stdout.str()
+    replayed = hunt_easy(pytester, path, database, "--prism-hunt=1s", "--hypothesis-profile=reuse-only")
+    replayed.assert_outcomes(failed=1)

@@ -2,8 +2,10 @@
 
 - :mod:`.profiles`: the profiles the plugin registers (``prism-dev``, ``prism-ci``, ``prism-hunt``).
 - :mod:`.strategies`: the strategies the suites share (payloads of a drawn size from a drawn seed).
-- :mod:`.hunt`: long hunts (``--prism-hunt``): a time budget split between the stateful suites,
-  the example database shared between machines, and the summary at the end.
+- :mod:`.hunt`: long hunts (``--prism-hunt``): a budget of test time split between the stateful
+  tests that run a machine, the example database shared between machines, and the summary at the end.
+- :mod:`.identity`: one identity per test whatever the install layout (the module's import name
+  and the rest of the node id), and the shared database's keys made from it.
 - :mod:`.schedule`: schedule files, what a failing stateful example issued in order (steps,
   their arguments and draws, the op each fault followed), and whether a replay reproduced it.
 - :mod:`.replay`: ``prism-testkit replay FILE``, which runs a schedule's test with

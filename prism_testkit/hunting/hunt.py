@@ -2,32 +2,40 @@
 not flood CI logs, an example database shared between machines, and a summary at the end.
 
 ``--prism-hunt=2h`` gives the stateful suites (suites whose name starts with ``stateful``) the
-``prism-hunt`` profile and splits the budget between the ones this run collected (the xdist
-workers hunt side by side): each test, as it starts, gets an even share of the worker-time
-left, counted over the tests not started yet by any worker, so one that overran shortens the
-rest instead of stretching the hunt, and a worker that drew fewer tests does not stop early.
-Each test hunts in rounds of :data:`ROUND_EXAMPLES` examples, each round with a fresh seed,
-until its share is spent or a failure is found; Hypothesis then shrinks the failure and saves
-it in the example database.
+``prism-hunt`` profile and a budget of test time: two hours of hunting per worker, split between
+the tests of those suites that run a machine and that this run selected (the xdist workers hunt
+side by side). Each test, as it starts, gets an even share of the worker-seconds left, counted
+over the tests not started yet by any worker, so one that overran shortens the rest instead of
+stretching the hunt, and a worker that drew fewer tests does not stop early. Each test hunts in
+rounds of :data:`ROUND_EXAMPLES` examples, each round with a fresh seed, until its share is
+spent or a failure is found; Hypothesis then shrinks the failure and saves it in the example
+database. Given ``--hypothesis-seed``, the rounds' seeds come from it, and the database is still
+read and written (Hypothesis alone would bypass it under a forced seed).
 
 ``--prism-hunt-db`` names that database: a directory (on a shared volume, say) or a
 ``redis://`` URL (Hypothesis's own Redis-backed database). Every machine hunting with the same
 database replays the failures the others found before generating anything new, so a failure
-found overnight on one machine fails the next run everywhere, at once.
+found overnight on one machine fails the next run everywhere, at once. A test's examples are
+keyed there by its identity (:mod:`.identity`), the same for an installed package, an editable
+checkout and an out-of-tree run of the same suite.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import inspect
+import json
 import math
 import os
+import shlex
 import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -124,60 +132,142 @@ class HuntTally:
 
 @dataclass
 class HuntPlan:
-    """The hunt of this run (one per process: the controller and each xdist worker)."""
+    """The hunt of this run (one per process: the controller and each xdist worker).
+
+    The budget is test time: seconds each worker spends in hunting tests, not the run's wall
+    time (collection, servers starting, plain tests and the tests of other suites come on top).
+    It is shared by the hunting tests this run selected (after ``-k``, shards and every other
+    deselection), the ones that run a machine (see :func:`runs_a_machine`)."""
 
     budget: float
-    database: ExampleDatabase | None
+    database: ExampleDatabase | None  # the shared one, seen through IdentityKeyedDatabase
     database_label: str | None
-    hunted_tests: int = 0  # set at collection
     workers: int = 1
     worker: str | None = None  # this xdist worker's id (gw0...), None in the controller or without xdist
     emit: Callable[[str], None] = field(default=lambda line: None)
     _last_progress: float | None = None  # None: the first round's line is always shown
-    started: float = field(default_factory=time.monotonic)
     hunted_here: int = 0  # hunted tests this process has finished
-    # A file the run's xdist workers share: how many hunted tests any of them has started.
-    # Without it each worker would guess it gets half the tests, and one that drew fewer
-    # (xdist hands tests to whichever worker is free) would end its last test early and idle.
+    # A file the run's xdist workers share: which hunted tests any of them has started, the
+    # seconds each was given, and by how much each overran or fell short. Without it each worker
+    # would guess it gets half the tests, and one that drew fewer (xdist hands tests to whichever
+    # worker is free) would end its last test early and idle.
     ledger: Path | None = None
-    _started_here: int = 0
-    hunted_ids: set[str] = field(default_factory=set)  # node ids of the hunted tests (collection)
+    hunted_ids: set[str] = field(default_factory=set)  # node ids of the hunting tests (collection)
+    identities: dict[str, str] = field(default_factory=dict)  # node id -> the test's identity (collection)
+    from_database: dict[str, bool] = field(default_factory=dict)  # node id -> its failure was saved when it started
+    clock: Callable[[], float] = time.monotonic
     _counted: set[str] = field(default_factory=set)  # of those, the ones counted as started here
+    _entries: list[dict[str, Any]] = field(default_factory=list)  # the ledger, without a ledger file
+    _current: tuple[str, float, float] | None = None  # the test hunting here: node id, its start, its share
+    _spent_here: float = 0.0  # seconds the hunting tests of this process took
+    _forced_seed: object = None  # --hypothesis-seed, lifted while a test hunts
+    _lifted: bool = False
+
+    def __post_init__(self) -> None:
+        from prism_testkit.hunting.identity import IdentityKeyedDatabase
+
+        if self.database is not None and not isinstance(self.database, IdentityKeyedDatabase):
+            self.database = IdentityKeyedDatabase(self.database)
 
     def allot(self, nodeid: str = "") -> float:
-        """Seconds the hunted test starting now may run: the worker-time left of the budget,
-        split over the hunted tests no worker has started yet (this one included), and never
-        more than the wall-clock time left. A test that overran (shrinking a failure takes as
-        long as it takes) shortens the ones after it instead of stretching the whole hunt.
-        Always at least one round."""
-        left = self.budget - (time.monotonic() - self.started)
-        self._counted.add(nodeid)
-        started_before = self._count_start()
-        remaining = max(1, self.hunted_tests - started_before)
-        return max(0.0, min(left, left * self.workers / remaining))
+        """Seconds the hunted test starting now may run: the worker-seconds of the budget left
+        (the budget times the workers, less what the tests started before were given and by how
+        much the finished ones overran), split over the hunted tests no worker has started yet,
+        this one included, and never more than what is left of this worker's budget. A test that
+        overran (shrinking a failure takes as long as it takes) shortens the ones after it
+        instead of stretching the hunt. Always at least one round.
 
-    def _count_start(self) -> int:
-        """Hunted tests started before this one, by every process of the run; counts this one."""
-        self._started_here += 1
+        While the test hunts, the shared database keys its examples by the test's identity, and
+        ``--hypothesis-seed`` is lifted: Hypothesis reads and writes no database for a test run
+        under a forced seed, and the hunt's rounds are seeded from it anyway (by the runner)."""
+        self._counted.add(nodeid)
+
+        def start(entries: list[dict[str, Any]]) -> dict[str, Any]:
+            started = {entry["start"] for entry in entries if "start" in entry}
+            committed = sum(float(entry.get("allotted", 0.0)) + float(entry.get("over", 0.0)) for entry in entries)
+            remaining = len((self.hunted_ids - started) | {nodeid})
+            pool = self.budget * self.workers - committed
+            share = max(0.0, min(self.budget - self._spent_here, pool / remaining))
+            return {"start": nodeid, "allotted": share}
+
+        share = float(self._record(start)["allotted"])
+        self._current = (nodeid, self.clock(), share)
+        self._begin(nodeid)
+        return share
+
+    def _begin(self, nodeid: str) -> None:
+        from hypothesis import core
+
+        from prism_testkit.hunting.identity import IdentityKeyedDatabase
+
+        if not self._lifted:
+            self._forced_seed, core.global_force_seed, self._lifted = core.global_force_seed, None, True
+        if isinstance(self.database, IdentityKeyedDatabase):
+            identity = self.identities.get(nodeid)
+            self.database.bind(identity)
+            if identity is not None:
+                try:
+                    self.from_database[nodeid] = self.database.holds(identity)
+                except Exception:  # the database's own error comes again, from Hypothesis
+                    self.from_database[nodeid] = False
+
+    def _record(self, make: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> dict[str, Any]:
+        """Append the entry ``make`` makes of the ledger's entries so far (under the ledger's lock)."""
         if self.ledger is None:
-            return self._started_here - 1
+            entry = make(self._entries)
+            self._entries.append(entry)
+            return entry
         with open(self.ledger, "a+") as ledger:
             fcntl.flock(ledger, fcntl.LOCK_EX)  # released on close
             ledger.seek(0)
-            before = len(ledger.read())
-            ledger.write(".")
-        return before
+            entries = [json.loads(line) for line in ledger.read().splitlines() if line.strip()]
+            entry = make(entries)
+            ledger.write(json.dumps(entry) + "\n")
+        return entry
 
     def ended(self, nodeid: str) -> None:
         """A hunted test that ended without hunting (it skipped as not applicable to its
-        combination, or it is a plain test of a stateful suite) is counted as started, or the
-        tests after it would save time for it that nobody spends."""
+        combination, or failed before its machine ran) is counted as started, given nothing,
+        or the tests after it would save time for it that nobody spends."""
         if nodeid in self.hunted_ids and nodeid not in self._counted:
             self._counted.add(nodeid)
-            self._count_start()
+            self._record(lambda entries: {"start": nodeid, "allotted": 0.0})
 
     def finished(self) -> None:
+        """The test hunting here is done: by how much it overran its share (or fell short) is
+        counted, and the forced seed and the database's key are put back."""
+        from hypothesis import core
+
+        from prism_testkit.hunting.identity import IdentityKeyedDatabase
+
         self.hunted_here += 1
+        if self._current is not None:
+            _, began, share = self._current
+            took = self.clock() - began
+            self._spent_here += took
+            self._current = None
+            self._record(lambda entries: {"over": took - share})
+        if self._lifted:
+            core.global_force_seed = self._forced_seed  # type: ignore[assignment]  # typed None upstream
+            self._forced_seed, self._lifted = None, False
+        if isinstance(self.database, IdentityKeyedDatabase):
+            self.database.bind(None)
+
+    def annotate(self, nodeid: str, hunt: dict[str, Any]) -> None:
+        """Add to a hunted test's ``prism_hunt`` property its identity and, with a shared
+        database, the database, whether its failure came from there, and the command that
+        replays it from there (which a seed cannot, when the failure was not drawn from it)."""
+        identity = self.identities.get(nodeid)
+        if identity is not None:
+            hunt["identity"] = identity
+        if self.database_label is None:
+            return
+        hunt["database"] = self.database_label
+        hunt["from_database"] = self.from_database.get(nodeid, False)
+        if hunt.get("failed"):
+            hunt["database_replay"] = database_replay(hunt, self.database_label)
+            if hunt["from_database"] and not hunt.get("schedule"):
+                hunt["replay"] = hunt["database_replay"]  # the seed's command would search afresh
 
     def progress(self, nodeid: str, tally: HuntTally, *, final: bool = False) -> None:
         """A line at most every :data:`PROGRESS_EVERY` seconds, and one when a test ends."""
@@ -192,6 +282,63 @@ class HuntPlan:
             f"prism-hunt {where}{state} {nodeid}: {tally.examples} examples in {tally.rounds} rounds, "
             f"{tally.faults} faults injected, {tally.seconds:.0f}s of {tally.allotted:.0f}s"
         )
+
+
+def runs_a_machine(item: pytest.Item) -> bool:
+    """Whether a test of a stateful suite hunts: its body runs a machine (calls ``execute``,
+    :meth:`StatefulRun.execute`, itself or in a function it defines, a lambda say). A plain test
+    of the suite (one that drives a machine step by step) does not; it gets no share of the
+    budget. A test whose code cannot be read is counted, as hunting."""
+    function = getattr(item, "function", None)
+    code = getattr(inspect.unwrap(function), "__code__", None) if function is not None else None
+    return code is None or _calls(code, "execute")
+
+
+def _calls(code: types.CodeType, name: str) -> bool:
+    return name in code.co_names or any(
+        _calls(const, name) for const in code.co_consts if isinstance(const, types.CodeType)
+    )
+
+
+def database_replay(hunt: dict[str, Any], label: str) -> str:
+    """The command that replays a hunted test's failure from the shared database ``label``: a
+    one-second hunt of the test with that database replays what is saved there before drawing
+    anything. Made from the test's seed command (its backends, binaries and settings), without
+    the seed."""
+    from prism_testkit.hunting.replay import command_line
+
+    try:
+        words = shlex.split(str(hunt.get("seed_replay") or hunt.get("replay") or ""))
+    except ValueError:
+        words = []
+    if "pytest" not in words:
+        words = ["pytest", str(hunt.get("test", ""))]
+    at = words.index("pytest")
+    settings = dict(word.partition("=")[::2] for word in words[:at] if "=" in word)
+    dropped = ("--hypothesis-seed=", "--hypothesis-profile=", "--prism-hunt=", "--prism-hunt-db=")
+    args = [word for word in words[at:] if not word.startswith(dropped)]
+    return command_line([*args, "--prism-hunt=1s", f"--prism-hunt-db={label}"], settings)
+
+
+def failure_lines(hunt: dict[str, Any]) -> list[str]:
+    """A failing hunted test in the hunt's summary: its verdict, then how to replay it. A failure
+    that came from the shared database is named there (its round's seed would search afresh)."""
+    lines = [f"FAILED {hunt.get('test')}: {hunt.get('failure')}"]
+    if hunt.get("from_database"):
+        lines.append(
+            f"  from the database {hunt.get('database')}, saved under {hunt.get('identity')} "
+            "(not drawn from a seed: a seed would search afresh)"
+        )
+    elif hunt.get("seed") is not None:
+        lines.append(f"  seed: {hunt.get('seed')} ({hunt.get('seed_replay')})")
+    if hunt.get("schedule"):
+        lines.append(f"  schedule: {hunt.get('schedule')}")
+    lines.append(f"  replay: {hunt.get('replay')}")
+    if hunt.get("replayed"):
+        lines.append(f"  replayed once: {hunt.get('replayed')}")
+    if hunt.get("database_replay") and hunt.get("database_replay") != hunt.get("replay"):
+        lines.append(f"  replay from the database: {hunt.get('database_replay')}")
+    return lines
 
 
 def stderr_emitter(write_line: Callable[[str], None] | None) -> Callable[[str], None]:
