@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from prism_testkit.hunting.hunt import HuntError, HuntPlan, HuntTally, ledger_path, open_database, parse_budget
+from prism_testkit.hunting.hunt import (
+    HuntError,
+    HuntPlan,
+    HuntTally,
+    failure_lines,
+    ledger_path,
+    open_database,
+    parse_budget,
+)
 from prism_testkit.hunting.identity import IdentityKeyedDatabase, module_identity
 
 # A stateful suite with a planted bug: rare enough that a round rarely finds it at once,
@@ -452,3 +460,33 @@ def test_a_seeded_hunt_writes_the_shared_database(pytester: pytest.Pytester, tmp
     assert f"failures found are saved in {database}" in seeded.stdout.str()
     replayed = hunt_easy(pytester, path, database, "--prism-hunt=1s", "--hypothesis-profile=reuse-only")
     replayed.assert_outcomes(failed=1)
+
+
+def test_a_failure_from_the_database_is_replayed_from_there_not_from_its_seed() -> None:
+    nodeid = "suites/test_stateful_x.py::test_y[backend=memstore]"
+    plan = HuntPlan(budget=60, database=None, database_label="/shared/examples")
+    plan.identities[nodeid] = "prism_testkit.suites.test_stateful_x::test_y"
+    plan.from_database[nodeid] = True
+    seed_command = (
+        "PRISM_SLOWNESS=2 pytest 'suites/test_stateful_x.py::test_y[backend=memstore]' --prism-backend=memstore "
+        "--prism-binary=redis=/opt/redis-server -p no:randomly --hypothesis-seed=42"
+    )
+    hunt: dict[str, Any] = {
+        "test": nodeid,
+        "failed": True,
+        "failure": "x: INVALID (lost)",
+        "seed": 42,
+        "seed_replay": seed_command,
+        "replay": seed_command,  # no schedule was written: the replay was the seed's
+    }
+    plan.annotate(hunt["test"], hunt)
+    expected = (
+        "PRISM_SLOWNESS=2 pytest 'suites/test_stateful_x.py::test_y[backend=memstore]' --prism-backend=memstore "
+        "--prism-binary=redis=/opt/redis-server -p no:randomly --prism-hunt=1s --prism-hunt-db=/shared/examples"
+    )
+    assert hunt["replay"] == hunt["database_replay"] == expected
+    assert hunt["identity"] == "prism_testkit.suites.test_stateful_x::test_y"
+    lines = failure_lines(hunt)
+    assert lines[1].startswith("  from the database /shared/examples, saved under prism_testkit.suites.test_stateful_x")
+    assert f"  replay: {expected}" in lines
+    assert not [line for line in lines if "seed" in line.split(":")[0] or "hypothesis-seed" in line]
