@@ -326,6 +326,21 @@ def test_a_test_outside_the_rows_with_two_outcomes_contradicts(tmp_path: Path) -
         merge_reports([load_report(p) for p in paths])
 
 
+def test_a_module_let_off_in_one_job_whose_suite_ran_in_another_is_no_skip(tmp_path: Path) -> None:
+    """Per-backend jobs: the object store module fits nothing on sqlite (its tests skipped, let
+    off) and runs on localfs. One run over both has no such skips, nor has the merge; a module
+    let off whose suite ran nowhere keeps its skips, and a red one is never left out."""
+    sqlite = report(sharded("log", {"t::log": "passed"}, backend="sqlite"))
+    sqlite["without_combination"] = bucket(objects="skipped", pubsub="skipped", required="failed")
+    for name, suite in (("objects", "objects"), ("pubsub", "pubsub"), ("required", "objects")):
+        sqlite["without_combination"]["tests"][f"t::{name}"]["suite"] = suite
+    localfs = report(sharded("objects", {"t::obj": "passed"}, backend="localfs"))
+    paths = [write(tmp_path, f"{i}.json", data) for i, data in enumerate((sqlite, localfs))]
+    merged = merge_reports([load_report(p) for p in paths])
+    assert sorted(merged["without_combination"]["tests"]) == ["t::pubsub", "t::required"]
+    assert (totals(merged)["passed"], totals(merged)["skipped"], totals(merged)["failed"]) == (2, 1, 1)
+
+
 def test_an_older_report_without_tests_outside_the_rows_still_counts_them(tmp_path: Path) -> None:
     old = report(row("keyvalue", 2))
     old["outside_suites"] = {"passed": 0, "failed": 1, "skipped": 0, "errors": 0}  # counts only

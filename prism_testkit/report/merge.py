@@ -235,7 +235,7 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
             if entry["backend"] not in available:
                 unavailable.setdefault(entry["backend"], entry["reason"])
     return {
-        **{bucket: _merge_bucket(reports, bucket) for bucket in BUCKETS},
+        **{bucket: _merge_bucket(reports, bucket, ran) for bucket in BUCKETS},
         "suites": rows,
         "no_runnable_combinations": [{"suite": s, "reason": r} for s, r in sorted(no_runnable.items())],
         "not_applicable": [{"suite": s, "reason": r} for s, r in sorted(not_applicable.items())],
@@ -352,17 +352,22 @@ def check_runs_and_shards(reports: list[LoadedReport]) -> None:
             )
 
 
-def _merge_bucket(reports: list[LoadedReport], bucket: str) -> dict[str, Any]:
+def _merge_bucket(reports: list[LoadedReport], bucket: str, ran: set[str]) -> dict[str, Any]:
     """The tests no row holds (``bucket``: outside_suites, without_combination), merged test by
     test as a row's are: a test in two reports with one outcome counts once, with two it is a
-    contradiction. A report written before buckets carried their tests adds its counts."""
+    contradiction. A module let off in one job (its tests skipped: nothing there fits) whose
+    suite ran in another (``ran``) is no gap, as its suite is no longer "not applicable": its
+    skips are left out; a red one stays, as its job was red. A report written before buckets
+    carried their tests adds its counts (without_combination: only the red ones, its skips
+    cannot be told apart)."""
     tests: dict[str, dict[str, Any]] = {}
     found_in: dict[str, str] = {}
     counted: Counter[str] = Counter()
     for report in reports:
         found = report.data.get(bucket) or {}
         if found.get("tests") is None:
-            counted.update({name: int(found.get(name, 0)) for name in ROW_COUNTS})
+            names = ("failed", "errors") if bucket == "without_combination" else ROW_COUNTS
+            counted.update({name: int(found.get(name, 0)) for name in names})
             continue
         for test, entry in found["tests"].items():
             known = tests.setdefault(test, entry)
@@ -374,8 +379,13 @@ def _merge_bucket(reports: list[LoadedReport], bucket: str) -> dict[str, Any]:
                 )
             tests[test] = merged_test
             found_in.setdefault(test, report.path)
+    tests = {
+        test: entry
+        for test, entry in sorted(tests.items())
+        if is_red(entry["outcome"]) or entry.get("suite") is None or entry["suite"] not in ran
+    }
     counted.update(outcome_counts(entry["outcome"] for entry in tests.values()))
-    return {**{name: counted[name] for name in ROW_COUNTS}, "tests": dict(sorted(tests.items()))}
+    return {**{name: counted[name] for name in ROW_COUNTS}, "tests": tests}
 
 
 def _covered_by_twins(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -347,7 +347,10 @@ class PrismResults:
             # counts them as it counts a row's
             "without_combination": {
                 **tally(self.outcome(test) for test in self.unfit_tests),
-                "tests": {test: self._test_entry(test) for test in sorted(self.unfit_tests)},
+                "tests": {
+                    test: {**self._test_entry(test), "suite": self.unfit_tests[test]}
+                    for test in sorted(self.unfit_tests)
+                },
             },
             "outside_suites": {
                 **tally(self.outside_suites.values()),

@@ -40,6 +40,7 @@ class OneTest(_Open):
     faults: Counts = {}
     verdicts: Counts = {}
     known: Counts = {}
+    suite: str | None = None  # a test of a module nothing selected fits: the suite it declares
 
 
 class Row(_Open):
