@@ -26,8 +26,8 @@ MERGED_OK, MERGED_WITH_FAILURES, CANNOT_MERGE = 0, 1, 2
 # (tests/test_report_merge.py holds them to it).
 MERGE_DESCRIPTION = (
     "The merge equals one run over the union of the reports' tests. "
-    "Every test a report counted is counted, and listed among the failures when red, also a test outside the "
-    "suites or in a module nothing selected fits. "
+    "Every red test of a report is counted and listed among the failures, also a test outside the suites or "
+    "in a module nothing selected fits. "
     "A test found in two reports with one outcome counts once; a test found with two different outcomes is a "
     "contradiction. "
     "A report of a sharded run names its shard (pytest-split's --splits N --group K, or PRISM_SHARD=K/N): every "
