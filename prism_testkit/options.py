@@ -66,7 +66,9 @@ _EXPECTED = {
     "prism_buggify": "give all, none or a comma list of late, unknown-outcome, ack-at-deadline",
     "prism_twins": "give 'cover' or 'run'",
     "prism_load": "give a comma list of cpu:N, io:N, stall:DUR@EVERY and seed:N, e.g. cpu:2,stall:200ms@2s",
+    "prism_timelines": "give failing, all or none",
 }
+TIMELINES = ("failing", "all", "none")  # --prism-timelines
 # Workers per core under ``--prism-workers=auto``: the suites wait on servers, timeouts and
 # restarts more than they compute, so more workers than cores keep the cores busy (measured:
 # benchmarks/README's run profiles). Each selected exclusive backend (a cluster, whose rows one
@@ -200,6 +202,14 @@ def addoption(parser: pytest.Parser) -> None:
         "prism_schedules",
         "write the schedule of each stateful test's failing example (its steps and faults, in order) to this "
         "directory and replay it once (hunts write them to .prism-schedules/ without it)",
+    )
+    add(
+        "--prism-timelines",
+        "prism_timelines",
+        "the HTML timelines of stateful examples to write (lanes per process, fault bands, anomalies marked): "
+        "'failing' (default: each failing test's shrunk example, named in its failure), 'all' (every example too) "
+        "or 'none'; beside the --prism-report file in prism-timelines/, else under pytest's basetemp",
+        default="failing",
     )
     add(
         "--prism-replay",
@@ -383,6 +393,10 @@ def read_options(config: pytest.Config) -> PrismOptions:
         if given_path is not None and (problem := path_problem(given_path)) is not None:
             raise pytest.UsageError(f"--{name.replace('_', '-')}: {problem}")
         paths[name] = Path(given_path) if given_path is not None else None
+    timelines = get("prism_timelines")
+    if timelines is not None and timelines.strip() not in TIMELINES:
+        shown = timelines[:40] if timelines.isprintable() else "(not printable)"
+        raise pytest.UsageError(f"--prism-timelines must be failing, all or none, not {shown!r}")
     from prism_testkit.simulation.buggify import parse as parse_buggify
 
     try:

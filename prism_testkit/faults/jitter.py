@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -144,10 +145,14 @@ class Jitter:
         self.every = every
         self.targets = targets
         self.stats = JitterStats()
+        # the latest stalls (label, start, end; time.monotonic_ns): a failing example's timeline shows those in it
+        self.recent: deque[tuple[str, int, int]] = deque(maxlen=RECENT_STALLS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> Jitter:
+        global _running
+        _running = self
         self._thread = threading.Thread(target=self._run, name="prism-load-jitter", daemon=True)
         atexit.register(self.stop)  # a daemon thread is frozen at exit: never mid-stall
         self._thread.start()
@@ -155,10 +160,13 @@ class Jitter:
 
     def stop(self, timeout: float = 10.0) -> None:
         """End the thread; a stall under way ends now, its process continued. Idempotent."""
+        global _running
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         atexit.unregister(self.stop)
+        if _running is self:
+            _running = None
 
     def _run(self) -> None:
         for draw in draws(self.seed, self.most, self.every):
@@ -169,15 +177,30 @@ class Jitter:
                 if not found:
                     continue
                 target = found[int(draw.pick * len(found))]
-                started = time.monotonic()
+                started = time.monotonic_ns()
                 if target.stall(draw.seconds, self._stop):
+                    ended = time.monotonic_ns()
                     self.stats.stalls += 1
-                    self.stats.seconds += time.monotonic() - started
+                    self.stats.seconds += (ended - started) / 1e9
                     self.stats.hit.add(target.label)
+                    self.recent.append((target.label, started, ended))
                 else:
                     self.stats.skipped += 1
             except Exception as exc:  # a process gone meanwhile: keep jittering, say so at the end
                 self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+RECENT_STALLS = 1000
+_running: Jitter | None = None  # this process's jitter, while it runs
+
+
+def stalls_between(start_ns: int, end_ns: int) -> list[tuple[str, int, int]]:
+    """The stalls of this process's jitter that overlapped ``start_ns``..``end_ns``
+    (``time.monotonic_ns``), each as (process label, start, end); none without load mode."""
+    jitter = _running
+    if jitter is None:
+        return []
+    return [stall for stall in list(jitter.recent) if stall[1] <= end_ns and stall[2] >= start_ns]
 
 
 def summary(stats: list[dict[str, Any]]) -> str:

@@ -16,6 +16,9 @@
   replay command).
 - :mod:`.recording` (the steps of an example as Hypothesis issues them, and issuing them again
   from a schedule file, each completed before the next).
+- :mod:`.timeline` (an example as a self-contained HTML page after Jepsen's ``timeline.html``:
+  a lane per process, operations as bars, faults as bands from strike to heal, anomalies
+  marked; the runner writes the failing example's, ``--prism-timelines``).
 
 The faults themselves live in :mod:`prism_testkit.faults`. Nothing is imported here: loading the
 plugin must not load Hypothesis's stateful machinery.

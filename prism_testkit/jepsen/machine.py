@@ -172,14 +172,19 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
                     verdicts = [*verdicts, *self._replica_verdicts(verdicts)]
                 except Unsettled as exc:  # a liveness verdict: nothing judged lost, still a failure
                     self.prism_run.note_history(self.history, self.ns.prefix)
-                    self.prism_run.unsettled(self.history, exc)
+                    self.prism_run.unsettled(self.history, exc, **self._timeline_facts())
                 self.prism_run.note_history(self.history, self.ns.prefix)
                 self._no_real_time()
-                self.prism_run.judge(self.history, verdicts, what)
+                self.prism_run.judge(self.history, verdicts, what, **self._timeline_facts())
             finally:
                 self.loop(self.env.purge(self.ns))
         finally:
             self._simulation.close()
+
+    def _timeline_facts(self) -> dict[str, Any]:
+        """What an example's timeline needs besides its history: when the end-of-example heal
+        ended (the faults still open then end there) and the namespace to mask."""
+        return {"healed_at": self.nemesis.healed_at, "prefixes": (self.ns.prefix,)}
 
     def _replica_verdicts(self, own: list[Verdict]) -> list[Verdict]:
         """The nodes' own copies (:meth:`Nemesis.replica_verdicts`); a valid one is left out of

@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import patience
 from prism_testkit.errors import NotSupported
 from prism_testkit.faults.lazyfs import StorageFault
@@ -131,6 +132,9 @@ class Nemesis:
         # no other slot's fault restarts a node whose peers are stopped, and none waits on them.
         self.paused: set[str] = set()
         self.targets = {slot: self._target(slot) for slot in slots}
+        # when the end-of-example heal ended (the history's clock): where a timeline's faults
+        # still open then end (see prism_testkit.jepsen.timeline)
+        self.healed_at: int | None = None
 
     def _target(self, slot: str) -> FaultTarget:
         proxy = None
@@ -460,6 +464,7 @@ class Nemesis:
                 if id(target.cluster) not in seen:
                     seen.add(id(target.cluster))
                     self.note_promotion(target, before[slot])
+        self.healed_at = clocks.monotonic_ns()
 
 
 def _until_converged(

@@ -19,7 +19,9 @@ test by issuing its steps again instead of drawing examples.
 
 from __future__ import annotations
 
+import hashlib
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -41,6 +43,7 @@ from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.digest import combined_digest, history_digest
 
 if TYPE_CHECKING:
+    from prism_testkit.jepsen.timeline import FaultBand, Timeline
     from prism_testkit.runtime.env import PrismEnv
 
 DEFAULT_SCHEDULES = ".prism-schedules"  # under the rootdir: where a hunt writes schedules without --prism-schedules
@@ -49,6 +52,7 @@ EXAMPLES = 12  # per combination, unless the profile asks for a long hunt (see s
 HUNT_THRESHOLD = 100  # a profile with at least this many examples is a hunt: honour it
 FAILOVER_PASS_EXAMPLES = 1  # a test whose drawn examples never failed over its failover cluster: this one does
 FULL_HISTORY_LINES = 80  # failure messages include the whole history up to this length
+TIMELINES = "prism-timelines"  # the folder of the timelines: beside the --prism-report file, else under basetemp
 
 
 def active_settings() -> settings:
@@ -145,6 +149,13 @@ class StatefulRun:
         self.schedules: Path | None = Path(given).absolute() if given else None
         self.schedule_file: Path | None = None  # the failure's, once written
         self.replayed: ReplayResult | None = None  # the failure's replay, tried once
+        # --prism-timelines: "failing" (default), "all" or "none" (validated with the options)
+        self.timelines = (
+            config.getoption("prism_timelines", None) or config.getini("prism_timelines") or "failing"
+        ).strip()
+        self._request = request
+        self._timeline_dir: Path | None = None
+        self.failing_timeline: tuple[Path, Timeline] | None = None  # the latest failing example's, to write
 
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
@@ -188,6 +199,7 @@ class StatefulRun:
             for verdict in self.failed:  # the final (shrunk) failing example's verdicts
                 self.env.record_verdict(verdict)
             self.node.user_properties.append(("prism_simulation", self.digest_property()))
+            self.write_failing_timeline()
 
     def note_failover_clusters(self, backends: set[str]) -> None:
         """An example's nemesis names the backends of this test that fail over."""
@@ -312,6 +324,7 @@ class StatefulRun:
         """Issue ``schedule``'s steps on a fresh machine, each completed before the next, and
         judge it as any example; what it gave. The run's own failure state is left as it was."""
         kept = (self.failed, self.failing_digest, list(self.digests), self.tally.examples, self.tally.faults)
+        timeline = self.failing_timeline
         forced, self.failed = self.forced_failovers, []
         self.forced_failovers = frozenset(schedule.forced_failovers)  # the pass's failover, again
         try:
@@ -326,6 +339,8 @@ class StatefulRun:
         finally:
             self.failed, self.failing_digest, self.digests, self.tally.examples, self.tally.faults = kept
             self.forced_failovers = forced
+            if timeline is not None:  # a replay's own failure does not replace the failure's page
+                self.failing_timeline = timeline
 
     def _reissue(
         self, factory: Callable[[], RuleBasedStateMachine], schedule: Schedule
@@ -348,6 +363,7 @@ class StatefulRun:
         """``--prism-replay``: this test is the schedule's; issue its steps instead of drawing
         examples. It fails when the failure reproduced; it passes, saying so, when it did not."""
         result = self.replay_schedule(factory, schedule)
+        self.write_failing_timeline()
         self.node.user_properties.append(("prism_replay", {"file": str(path), **result.as_property()}))
         lines = [f"replay of {path}: {result.line()}", f"recorded failure: {schedule.failure}"]
         lines += [f"  {note}" for note in result.notes]
@@ -466,20 +482,39 @@ class StatefulRun:
             )
         return command
 
-    def unsettled(self, history: History, error: Unsettled) -> NoReturn:
+    def unsettled(
+        self, history: History, error: Unsettled, *, healed_at: int | None = None, prefixes: Sequence[str] = ()
+    ) -> NoReturn:
         """Fail an example whose drain or final read did not settle: a liveness verdict with
-        what it waited for, the history and the replay; no checker ran, so nothing is "lost"."""
+        what it waited for, the history and the replay; no checker ran, so nothing is "lost".
+        ``healed_at`` and ``prefixes``: for its timeline (see :meth:`judge`)."""
         self.tally.examples += 1
         self.judged += 1
         self.failed = []
         self.failing_digest = self.digests[-1] if self.digests else None
-        lines = [str(error), "", f"full history ({len(history)} ops):", history.render(FULL_HISTORY_LINES)]
-        lines += ["", "replay:", f"  {self.replay()}"]
+        replay = self.replay()
+        summary = next((line for line in str(error).splitlines() if line.strip()), "unsettled")
+        page = self._timeline(history, [], summary, replay, healed_at, prefixes, failed=True)
+        lines = [str(error)]
+        if page is not None:
+            lines.append(f"timeline: {page}")
+        lines += ["", f"full history ({len(history)} ops):", history.render(FULL_HISTORY_LINES)]
+        lines += ["", "replay:", f"  {replay}"]
         error.args = ("\n".join(lines),)
         raise error
 
-    def judge(self, history: History, verdicts: Sequence[Verdict], what: str) -> None:
-        """Record valid verdicts; fail with witness, explanation and replay for invalid ones."""
+    def judge(
+        self,
+        history: History,
+        verdicts: Sequence[Verdict],
+        what: str,
+        *,
+        healed_at: int | None = None,
+        prefixes: Sequence[str] = (),
+    ) -> None:
+        """Record valid verdicts; fail with witness, explanation, timeline and replay for
+        invalid ones. ``healed_at``: when the end-of-example heal ended (where the faults
+        still open then end on the timeline); ``prefixes``: the namespace, masked on it."""
         self.tally.examples += 1
         self.tally.faults += sum(1 for op in history if op.process == "nemesis" and op.type is OpType.INVOKE)
         self.failed_over |= failed_over(history) | leaders_lost(history)
@@ -493,6 +528,7 @@ class StatefulRun:
             if verdict.valid:
                 self.env.record_verdict(verdict)
         if not bad:
+            self._timeline(history, verdicts, f"{what}: valid", None, healed_at, prefixes, failed=False)
             return
         self.failed = bad
         self.failing_digest = self.digests[-1] if self.digests else None
@@ -501,7 +537,110 @@ class StatefulRun:
             replay += f"\n  history digest {self.failing_digest}" + (
                 " (simulated: the replay gives the same digest)" if self.simulated else ""
             )
-        raise AssertionError(failure_message(history, bad, what, replay))
+        summary = invalid_line(bad, what)
+        page = self._timeline(history, verdicts, summary, replay, healed_at, prefixes, failed=True)
+        raise AssertionError(failure_message(history, bad, what, replay, page))
+
+    # -- timelines ----------------------------------------------------------------------------
+
+    def _timeline(
+        self,
+        history: History,
+        verdicts: Sequence[Verdict],
+        summary: str,
+        replay: str | None,
+        healed_at: int | None,
+        prefixes: Sequence[str],
+        *,
+        failed: bool,
+    ) -> Path | None:
+        """The page of this example under ``--prism-timelines``: with ``all``, written now as
+        ``<test>/example-N.html``; a failing example's is also kept to be written as
+        ``<test>.html`` when the test ends (the last failing example is the one Hypothesis
+        reports, after shrinking). The failing page's path, or None."""
+        if self.timelines == "none" or (not failed and self.timelines != "all"):
+            return None
+        from prism_testkit.jepsen.timeline import Timeline, fault_bands, write_timeline
+
+        notes = [f"replay: {replay.splitlines()[0]}"] if replay else []
+        if self.simulated:
+            notes.append(f"simulated on {', '.join(self.simulated)}")
+        timeline = Timeline(
+            f"{self.nodeid} · example {self.tally.examples}",
+            history,
+            verdicts,
+            summary=summary,
+            notes=notes,
+            faults=sorted([*fault_bands(history, healed_at), *self._stalls(history, healed_at)], key=lambda b: b.start),
+            virtual=bool(self.simulated),
+            prefixes=tuple(prefixes),
+            failed=failed,
+        )
+        folder = self.timeline_dir()
+        name = _file_name(self.nodeid)
+        if self.timelines == "all":
+            try:
+                write_timeline(folder / name / f"example-{self.tally.examples}.html", timeline)
+            except OSError as exc:
+                self.node.add_report_section("call", "prism timeline", f"cannot write it to {folder}: {exc}")
+        if not failed:
+            return None
+        path = folder / f"{name}.html"
+        self.failing_timeline = (path, timeline)
+        return path
+
+    def _stalls(self, history: History, healed_at: int | None) -> list[FaultBand]:
+        """Load mode's stalls of this process's servers during the example (real time only)."""
+        if self.simulated or not len(history):
+            return []
+        from prism_testkit.faults.jitter import stalls_between
+        from prism_testkit.jepsen.timeline import band_at
+
+        end = healed_at if healed_at is not None else history[-1].time
+        bands = []
+        for label, start, stop in stalls_between(history[0].time, end):
+            seconds = (stop - start) / 1e9
+            band = band_at(history, "stall", "stall", label, start, stop, f"SIGSTOP for {seconds:.3f} s (load mode)")
+            if band is not None:
+                bands.append(band)
+        return bands
+
+    def timeline_dir(self) -> Path:
+        """Where this run's timelines go: ``prism-timelines/`` beside the ``--prism-report``
+        file, else under pytest's basetemp (kept for the last three runs)."""
+        if self._timeline_dir is None:
+            config = self.node.config
+            report = config.getoption("prism_report", None) or config.getini("prism_report") or None
+            if report:
+                self._timeline_dir = Path(report).absolute().parent / TIMELINES
+            else:
+                factory = self._request.getfixturevalue("tmp_path_factory")
+                self._timeline_dir = Path(factory.getbasetemp()) / TIMELINES
+        return self._timeline_dir
+
+    def write_failing_timeline(self) -> None:
+        """Write the page of the test's failing example (named in its failure message)."""
+        if self.failing_timeline is None:
+            return
+        path, timeline = self.failing_timeline
+        self.failing_timeline = None
+        from prism_testkit.jepsen.timeline import write_timeline
+
+        try:
+            write_timeline(path, timeline)
+        except OSError as exc:
+            self.node.add_report_section("call", "prism timeline", f"cannot write {path}: {exc}")
+            return
+        self.node.user_properties.append(("prism_timeline", str(path)))
+
+
+def _file_name(nodeid: str) -> str:
+    """A test's timeline file name: its node id with what a file name cannot hold replaced,
+    shortened with a hash of the id when long."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", nodeid.replace("::", ".")).strip("_")
+    if len(name) <= 120:
+        return name
+    return f"{name[:110]}-{hashlib.sha1(nodeid.encode()).hexdigest()[:8]}"
 
 
 def failure_line(error: BaseException, verdicts: Sequence[Verdict]) -> str:
@@ -543,11 +682,21 @@ def test_address(node: pytest.Item) -> str:
     return f"{node.path}::{node.name}"
 
 
-def failure_message(history: History, bad: Sequence[Verdict], what: str, replay: str) -> str:
-    """What an invalid example reports: anomaly counts, smallest witnesses, the verdicts'
-    explanations, the history (or its start) and the replay command."""
+def invalid_line(bad: Sequence[Verdict], what: str) -> str:
+    """``wal ...: INVALID (1 lost)``: the first line of an invalid example's message."""
     names = ", ".join(f"{len(group)} {name}" for v in bad for name, group in v.anomalies.items())
-    lines = [f"{what}: INVALID ({names})", ""]
+    return f"{what}: INVALID ({names})"
+
+
+def failure_message(
+    history: History, bad: Sequence[Verdict], what: str, replay: str, timeline: Path | None = None
+) -> str:
+    """What an invalid example reports: anomaly counts, the timeline's file, smallest
+    witnesses, the verdicts' explanations, the history (or its start) and the replay command."""
+    lines = [invalid_line(bad, what)]
+    if timeline is not None:
+        lines.append(f"timeline: {timeline} (open it in a browser: lanes, fault bands, the anomalies marked)")
+    lines.append("")
     for verdict in bad:
         witness = verdict.witness
         if witness is not None:
