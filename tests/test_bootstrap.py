@@ -35,6 +35,7 @@ class Machine:
         "rabbitmq-server": {"exec:/usr/lib/rabbitmq/bin/rabbitmq-server"},
         "stress-ng": {"which:stress-ng"},
         "etcd-server": {"which:etcd"},
+        "chromium": {"which:chromium"},
     }
 
     def __init__(self, *missing: str, euid: int = 0, release: dict[str, str] | None = None, sudo: bool = False):
@@ -105,7 +106,9 @@ def test_fuse_is_missing_when_either_the_library_or_fusermount3_is() -> None:
     assert missing_keys(machine) == ["fuse3"]
 
 
-@pytest.mark.parametrize(("package", "key"), [("rabbitmq-server", "rabbitmq"), ("etcd-server", "etcd")])
+@pytest.mark.parametrize(
+    ("package", "key"), [("rabbitmq-server", "rabbitmq"), ("etcd-server", "etcd"), ("chromium", "chromium")]
+)
 def test_the_examples_servers_are_needed_by_the_project_run_only(package: str, key: str) -> None:
     machine = Machine(package)
     assert missing_keys(machine) == []

@@ -169,6 +169,16 @@ NEEDS: tuple[Need, ...] = (
         "install etcd 3.4+ (Homebrew: brew install etcd), or skip the example",
         project_only=True,
     ),
+    Need(
+        "chromium",
+        "Chromium (run headless)",
+        "the browser test of the stateful timelines (tests/test_timeline_browser.py)",
+        lambda p: any(p.which(name) is not None for name in ("chromium", "chromium-browser", "google-chrome")),
+        "chromium",
+        "install Chromium or Google Chrome (Homebrew: brew install --cask chromium); without it that test "
+        "skips, except under CI=true",
+        project_only=True,
+    ),
 )
 _BY_KEY = {need.key: need for need in NEEDS}
 
