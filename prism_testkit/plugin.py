@@ -1028,6 +1028,10 @@ class _Reporting:
         if now - self.last_progress < every:
             return
         reporter.ensure_newline()
+        # Under xdist the dots leave the line open without pytest knowing (ensure_newline
+        # does not see them): end it by what its writer counted, or the line glues onto them.
+        if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+            reporter.write("\n")
         reporter.write_line(self.progress.line(now - self.clock))
         self.last_progress = now
 

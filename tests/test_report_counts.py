@@ -381,6 +381,8 @@ def test_under_xdist_the_totals_come_from_a_workers_collection(
     output = result.stdout.str()
     assert "/?" not in output
     result.stdout.fnmatch_lines(["*prism-testkit progress after *s: * 2/2 (all suites 4/4)"])
+    glued = [line for line in output.splitlines() if "prism-testkit progress" in line and not line.startswith("prism")]
+    assert not glued, "a progress line starts a line of its own, never after the dots"
 
 
 def test_shards_of_one_backends_run_merge_into_the_single_run(pytester: pytest.Pytester) -> None:
