@@ -104,7 +104,11 @@ class StatefulRun:
         self.seed: int | None = None if self.derandomized else int(forced) if forced else random.getrandbits(32)
         # A hunt's rounds draw their seeds from this: given --hypothesis-seed, the same sequence
         # on every run and machine (a CI hunt that fails fails again), else a fresh one.
-        self.round_seeds = random.Random(f"{forced}:{self.nodeid}") if forced else random.Random()
+        # Seeded by the test's identity, not its node id: an installed package and a checkout
+        # draw the same rounds (prism_testkit.hunting.identity).
+        from prism_testkit.hunting.identity import identity_of
+
+        self.round_seeds = random.Random(f"{forced}:{identity_of(self.node)}") if forced else random.Random()
         self.failed: list[Verdict] = []
         self.failover_clusters: set[str] = set()  # backends of this test that fail over (its nemesis says)
         self.failed_over: set[str] = set()  # ... and those some example of it failed over
@@ -468,6 +472,17 @@ class StatefulRun:
         else:
             args += ["-p", "no:randomly", f"--hypothesis-seed={self.seed}"]
             how = "same seed, same examples (the example database in .hypothesis/ also replays it first)"
+        plan = self.hunt
+        if plan is not None and plan.database_label is not None and plan.from_database.get(self.nodeid):
+            from prism_testkit.hunting.hunt import database_replay
+
+            saved = database_replay(
+                {"replay": command_line(args, run_settings()), "test": self.nodeid}, plan.database_label
+            )
+            how = (
+                f"this failure was replayed from the shared database {plan.database_label}, where it is saved: "
+                f"this seed searches afresh; `{saved}` replays it from there"
+            )
         command = (
             f"{command_line(args, run_settings())}\n  ({how}; under --hypothesis-profile=prism-ci Hypothesis also "
             "prints a @reproduce_failure blob, and the minimal steps are printed below as a program)"
