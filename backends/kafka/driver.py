@@ -10,8 +10,10 @@ Mapping:
   log and a topic of the same name never share a Kafka topic. Names are encoded character by
   character (``[a-zA-Z0-9-]`` kept, everything else as ``_xx`` UTF-8 hex), which keeps a
   name's prefix a prefix of its topic name: ``purge(prefix)`` matches topics by prefix.
-* group offsets are Kafka consumer-group commits; the group id is ``<log topic>::<group>``, so
-  group names are isolated per log and ``purge`` finds (and deletes) them by prefix.
+* group offsets are Kafka consumer-group commits; the group id is ``<log topic>::<group>`` with
+  the group name encoded as names are, so group names are isolated per log and ``purge`` finds
+  (and deletes) them by prefix. Encoded, because Tansu 0.6.0 stores a group under its id read
+  as a path: ``a/b`` and ``a//b``, ``a/`` and ``a`` shared their commits (docs/findings.md).
 * message key and headers map to the Kafka record key and headers (header values UTF-8).
 
 Clients: one producer (acks=all) and one admin client per driver; one reader consumer per log
@@ -499,7 +501,7 @@ class KafkaDriver(Driver):
                 self._groups.move_to_end((topic, group))
                 return consumer, tp
             consumer = await _started(
-                self._consumer(group_id=f"{topic}{_GROUP_SEPARATOR}{group}", auto_offset_reset="latest")
+                self._consumer(group_id=f"{topic}{_GROUP_SEPARATOR}{_encode(group)}", auto_offset_reset="latest")
             )
             consumer.assign([tp])  # commit() needs an assignment; paused, so it fetches nothing
             consumer.pause(tp)
@@ -566,7 +568,8 @@ class KafkaDriver(Driver):
         topics = sorted(t for t in await self._topics() if t.startswith(encoded))
         groups = await self._group_names(encoded)
         return [_describe(t) for t in topics] + [
-            f"group:{_describe(g.split(_GROUP_SEPARATOR, 1)[0])}/{g.split(_GROUP_SEPARATOR, 1)[1]}" for g in groups
+            f"group:{_describe(g.split(_GROUP_SEPARATOR, 1)[0])}/{_decode(g.split(_GROUP_SEPARATOR, 1)[1])}"
+            for g in groups
         ]
 
     # --- facets ------------------------------------------------------------------------------
