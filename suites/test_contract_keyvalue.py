@@ -7,7 +7,8 @@ raise NotSupported and change nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -26,6 +27,7 @@ from ._helpers import (
     eventually,
     expiry_deadline,
     gather_all,
+    own_client,
     prism_settings,
 )
 
@@ -350,6 +352,97 @@ async def test_concurrent_cas_has_exactly_one_winner(prism_env: PrismEnv, start:
     winners = [i for i, won in enumerate(results) if won]
     assert len(winners) == 1, f"{len(winners)} of {contenders} concurrent compare_and_set calls won"
     assert await kv.get(key) == f"w{winners[0]}".encode()
+
+
+# --- "did it exist" answers under concurrency ----------------------------------------------
+
+# Four clients of their own (connections, pools, sessions), each asking about every key of
+# a round at once: a driver that looks before it acts (GET then DEL, a read then a purge)
+# answers "existed" to several of them.
+CLIENTS = 4
+RACED_KEYS = 8
+
+
+@asynccontextmanager
+async def clients(prism_env: PrismEnv) -> AsyncIterator[list[KeyValue]]:
+    """The test's driver's key-value and those of ``CLIENTS - 1`` clients of the test's own."""
+    async with AsyncExitStack() as stack:
+        others = [await stack.enter_async_context(own_client(prism_env, "backend")) for _ in range(CLIENTS - 1)]
+        yield [kv_of(prism_env), *(driver.keyvalue() for driver in others)]
+
+
+def answered_true(answers: list[bool], keys: list[str]) -> dict[str, int]:
+    """Per key, how many of its ``CLIENTS`` answers (laid out key by key) were True."""
+    return {key: sum(answers[i * CLIENTS : (i + 1) * CLIENTS]) for i, key in enumerate(keys)}
+
+
+async def test_concurrent_deletes_report_existed_exactly_once(prism_env: PrismEnv) -> None:
+    kv = kv_of(prism_env)
+    keys = [prism_env.ns.name(f"del-race-{i}") for i in range(RACED_KEYS)]
+    missing = prism_env.ns.name("del-race-missing")
+    for key in keys:
+        await kv.put(key, b"v")
+    async with clients(prism_env) as kvs:
+        answers = await gather_all(*(each.delete(key) for key in [*keys, missing] for each in kvs))
+    counted = answered_true(answers, [*keys, missing])
+    assert counted.pop(missing) == 0, "a delete of a key never written reported that it existed"
+    wrong = {key: n for key, n in counted.items() if n != 1}
+    assert not wrong, (
+        f"{CLIENTS} concurrent deletes of one key must report 'existed' exactly once; "
+        f"per key, how many did: {wrong} (of {RACED_KEYS} keys)"
+    )
+    for key in keys:
+        assert await kv.exists(key) is False, f"{key!r} exists after {CLIENTS} deletes"
+
+
+@pytest.mark.parametrize("start", [None, b"0"], ids=["put-if-absent", "from-value"])
+async def test_concurrent_cas_from_several_clients_has_exactly_one_winner(
+    prism_env: PrismEnv, start: bytes | None
+) -> None:
+    kv = kv_of(prism_env)
+    keys = [prism_env.ns.name(f"cas-race-{i}") for i in range(RACED_KEYS)]
+    if start is not None:
+        for key in keys:
+            await kv.put(key, start)
+    if not supports(prism_env, Capability.KEYVALUE_CAS):
+        with pytest.raises(NotSupported):
+            await kv.compare_and_set(keys[0], start, b"w")
+        return
+    async with clients(prism_env) as kvs:
+        answers = await gather_all(
+            *(each.compare_and_set(key, start, f"w{n}".encode()) for key in keys for n, each in enumerate(kvs))
+        )
+    counted = answered_true(answers, keys)
+    wrong = {key: n for key, n in counted.items() if n != 1}
+    assert not wrong, f"{CLIENTS} concurrent compare_and_set calls must have exactly one winner; per key: {wrong}"
+    for i, key in enumerate(keys):
+        won = answers[i * CLIENTS : (i + 1) * CLIENTS].index(True)
+        assert await kv.get(key) == f"w{won}".encode(), f"{key!r} does not hold the winner's value"
+
+
+async def test_delete_racing_put_if_absent_answers_consistently(prism_env: PrismEnv) -> None:
+    """A delete and a put-if-absent of one present key at once: whatever their order, the
+    answers must fit it. Delete first: it existed, the put-if-absent then wins and its value
+    stays. Put-if-absent first: it lost, and the delete removed the old value."""
+    kv = kv_of(prism_env)
+    keys = [prism_env.ns.name(f"del-cas-{i}") for i in range(RACED_KEYS)]
+    for key in keys:
+        await kv.put(key, b"old")
+    if not supports(prism_env, Capability.KEYVALUE_CAS):
+        with pytest.raises(NotSupported):
+            await kv.compare_and_set(keys[0], None, b"new")
+        assert await kv.get(keys[0]) == b"old", "a refused compare_and_set must not write"
+        return
+    async with clients(prism_env) as kvs:
+        answers = await gather_all(
+            *(call for key in keys for call in (kvs[0].delete(key), kvs[1].compare_and_set(key, None, b"new")))
+        )
+    for i, key in enumerate(keys):
+        deleted, won = answers[2 * i], answers[2 * i + 1]
+        value = await kv.get(key)
+        assert deleted is True, f"{key!r} was present, yet its delete reported it missing"
+        want = b"new" if won else None
+        assert value == want, f"delete said existed, put-if-absent said {won}: {key!r} holds {value!r}"
 
 
 # --- cleanup -------------------------------------------------------------------------------

@@ -208,6 +208,19 @@ MUTANTS = [
     ("lifecycle_forced_stop_names_nothing", "lifecycle", "memstore", "*named nothing left*"),
     ("lifecycle_second_stop_runs_again", "lifecycle", "memstore", "*DID NOT RAISE*AlreadyStopped*"),
     ("relay_restart_ignores_offset", "lifecycle", "memstore", "*outbox-relay: done more than once*"),
+    # "did it exist" answers under concurrency (issue 53 item 5): one existed, one winner
+    (
+        "kv_delete_looks_before_it_deletes",
+        "keyvalue",
+        "memstore",
+        "*concurrent deletes of one key must report 'existed' exactly once*",
+    ),
+    (
+        "kv_put_if_absent_looks_first",
+        "keyvalue",
+        "memstore",
+        "*concurrent compare_and_set calls must have exactly one*",
+    ),
     # each retry path of the NATS driver across a leader change (#41 kind 2), on a JetStream cluster
     (
         "nats_publish_no_responders_not_retried",
@@ -346,6 +359,8 @@ ONLY = {
     "lifecycle_forced_stop_names_nothing": "Projection and within_its_bound",
     "lifecycle_second_stop_runs_again": "CdcConnector and graceful_stop",
     "relay_restart_ignores_offset": "OutboxRelay and graceful_stop",
+    "kv_delete_looks_before_it_deletes": "concurrent_deletes",
+    "kv_put_if_absent_looks_first": "several_clients",
     "nats_publish_no_responders_not_retried": "a_stream_elects",
     "nats_cluster_read_not_asked_again": "a_stream_elects",
     "nats_client_does_not_reconnect": "node_is_killed",
