@@ -26,7 +26,10 @@ else a cut leaves, as a disk and a kernel do worse than dropping the page cache 
   ``create``, ``unlink``, ``truncate``) on a path matching ``path`` (an fnmatch pattern): from then
   on nothing becomes durable and every call fails with EIO, until the cut rebuilds the tree.
 
-Every cut reports what it did (which file, which writes it kept), for the history.
+Every cut reports what it did (which file, which writes it kept), for the history, and what it
+discarded: the files with unsynced content and their bytes, and the directory operations (create,
+rename, unlink) no fsync of their directory followed, which a cut undoes though no byte of
+content is lost (a database renamed into place, its directory never fsynced, is gone).
 
 Files are tracked by node (the live inode), not by path, so a file renamed and then fsynced
 keeps its new content under whichever name its directory last synced. This module runs in the
@@ -75,6 +78,7 @@ class Handle:
 
 
 FAULT_KINDS = ("clean", "torn-op", "torn-seq", "crash")
+NAME_OPS = ("create", "rename", "unlink")  # directory operations a cut undoes unless their directory was fsynced
 CRASH_OPS = ("fsync", "write", "rename", "fsyncdir", "create", "unlink", "truncate")  # mildest first
 PAGE = 4096
 JOURNAL_LIMIT = 256 << 20  # bytes of unsynced writes kept for torn cuts (the daemon's memory)
@@ -186,6 +190,9 @@ class LazyFilesystem:
         self.trigger: StorageFault | None = None  # an armed crash
         self.seen = 0  # matching calls counted for the armed crash
         self.crashed: dict[str, Any] | None = None  # the call the machine died at
+        # directory operations no fsync of their directory has followed yet: sequence -> (kind,
+        # the directory nodes whose fsync each still awaits: a rename across two, both)
+        self.unsynced_names: dict[int, tuple[str, set[int]]] = {}
         self._adopt(self.lower, is_root=True)
 
     # -- identity ---------------------------------------------------------------------------
@@ -209,6 +216,20 @@ class LazyFilesystem:
         """A new inode: a fresh node, even if the kernel reuses a dead file's inode number."""
         with self.lock:
             return self._new_node(os.lstat(live_path).st_ino)
+
+    def named(self, kind: str, *live_paths: str) -> None:
+        """A directory operation (``create``, ``rename``, ``unlink``) changed the names in the
+        directories holding ``live_paths``: durable only once each of them is fsynced."""
+        with self.lock:
+            dirs = {self.node(os.path.dirname(p)) for p in live_paths}
+            self._seq += 1
+            self.unsynced_names[self._seq] = (kind, dirs)
+
+    def _unsynced_name_counts(self) -> dict[str, int]:
+        counts = {"unsynced_dir_ops": len(self.unsynced_names)}
+        for kind in NAME_OPS:
+            counts[f"unsynced_{kind}s"] = sum(1 for k, _ in self.unsynced_names.values() if k == kind)
+        return counts
 
     def blob(self, node: int) -> Path:
         return self.blobs / str(node)
@@ -311,7 +332,12 @@ class LazyFilesystem:
         """fsync of a directory: its current names (and what they point at) become durable."""
         with self.lock:
             st = os.lstat(live_path)
-            durable = self._durable(self.node(live_path), st, live_path)
+            synced = self.node(live_path)
+            for seq, (_, dirs) in list(self.unsynced_names.items()):
+                dirs.discard(synced)
+                if not dirs:
+                    del self.unsynced_names[seq]
+            durable = self._durable(synced, st, live_path)
             entries = {}
             for name in os.listdir(live_path):
                 child_path = os.path.join(live_path, name)
@@ -376,6 +402,7 @@ class LazyFilesystem:
                 "unsynced_files": len(self.unsynced),
                 "unsynced_bytes": sum(end - start for r in self.unsynced.values() for start, end in _merge(r)),
                 "open_handles": len(self.handles),
+                **self._unsynced_name_counts(),
             }
             fault = fault or self.trigger or StorageFault()
             detail: dict[str, Any] = fault.as_dict()
@@ -402,6 +429,7 @@ class LazyFilesystem:
                     os.close(found.fd)
             self.handles.clear()
             self.unsynced.clear()
+            self.unsynced_names.clear()
             fresh = self.lower.with_name(self.lower.name + ".rebuilt")
             shutil.rmtree(fresh, ignore_errors=True)
             fresh.mkdir()
@@ -553,6 +581,7 @@ class LazyFilesystem:
                 "cuts": self.cuts,
                 "armed": None if self.trigger is None else self.trigger.as_dict(),
                 "unsynced_files": len(self.unsynced),
+                **self._unsynced_name_counts(),
                 "open_handles": len(self.handles),
                 "crashed_at": self.crashed,
             }

@@ -118,6 +118,7 @@ class LazyOperations(mfusepy.Operations):
         os.mkdir(live, mode)
         self._owned_by_caller(live)
         self.fs.created(live)
+        self.fs.named("create", live)
         return 0
 
     def mknod(self, path: str, mode: int, dev: int) -> int:
@@ -125,6 +126,7 @@ class LazyOperations(mfusepy.Operations):
         os.mknod(live, mode, dev)
         self._owned_by_caller(live)
         self.fs.created(live)
+        self.fs.named("create", live)
         return 0
 
     def symlink(self, target: str, source: str) -> int:
@@ -132,22 +134,33 @@ class LazyOperations(mfusepy.Operations):
         os.symlink(source, live)
         self._owned_by_caller(live)
         self.fs.created(live)
+        self.fs.named("create", live)
         return 0
 
     def link(self, target: str, source: str) -> int:
         os.link(self.fs.live(source), self.fs.live(target))
+        self.fs.named("create", self.fs.live(target))
         return 0
 
     def rename(self, old: str, new: str) -> int:
-        self._checked("rename", old, lambda: os.rename(self.fs.live(old), self.fs.live(new)))
+        def run() -> None:
+            os.rename(self.fs.live(old), self.fs.live(new))
+            self.fs.named("rename", self.fs.live(old), self.fs.live(new))
+
+        self._checked("rename", old, run)
         return 0
 
     def unlink(self, path: str) -> int:
-        self._checked("unlink", path, lambda: os.unlink(self.fs.live(path)))
+        def run() -> None:
+            os.unlink(self.fs.live(path))
+            self.fs.named("unlink", self.fs.live(path))
+
+        self._checked("unlink", path, run)
         return 0
 
     def rmdir(self, path: str) -> int:
         os.rmdir(self.fs.live(path))
+        self.fs.named("unlink", self.fs.live(path))
         return 0
 
     def opendir(self, path: str) -> int:
@@ -175,6 +188,7 @@ class LazyOperations(mfusepy.Operations):
         fd = os.open(live, _own_flags(flags) | os.O_CREAT | os.O_EXCL, mode)
         self._owned_by_caller(live)
         handle = self.fs.add_handle(fd, self.fs.created(live), flags, path)
+        self.fs.named("create", live)
         self.fs.check("create", path, "after")
         return handle
 

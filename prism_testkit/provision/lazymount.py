@@ -164,7 +164,8 @@ class LazyMount:
     def power_cut(self, fault: StorageFault | None = None) -> dict[str, int]:
         """Discard every unsynced write (the server must be stopped: its open files are gone),
         but what ``fault`` keeps (default: the armed crash, else a clean cut). Returns what was
-        discarded: unsynced files and bytes, handles still open; the fault's detail (which
+        discarded: unsynced files and bytes, directory operations (creates, renames, unlinks) no
+        directory fsync followed, handles still open; the fault's detail (which
         writes it kept, where a crash hit) is appended to :attr:`faults`."""
         reply = self._request("cut" + ("" if fault is None else " " + json.dumps(fault.as_dict())))
         report = {k: v for k, v in reply.items() if isinstance(v, int) and k != "ok"}
