@@ -7,6 +7,7 @@ describe the *provisioned instance* (a memory-only broker is not durable, and sa
 
 from __future__ import annotations
 
+import string
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -49,6 +50,25 @@ class Capability(StrEnum):
 
 INTERFACES: tuple[Capability, ...] = tuple(c for c in Capability if c.is_interface)
 MESSAGING: frozenset[Capability] = frozenset({Capability.QUEUE, Capability.LOG, Capability.PUBSUB})
+
+
+# Characters of a name (key, queue, log, topic, group, object key, bucket) every backend takes:
+# the namespace prefixes are made of them (prism_testkit.isolation).
+NAME_BASE = string.ascii_lowercase + string.digits + "-"
+# What a name may hold besides NAME_BASE unless a backend declares less: the characters drivers
+# forget to escape. MQTT's wildcards ``+ #``, NATS's separator and wildcards ``. * >``, glob
+# (Redis SCAN / KEYS MATCH) ``* ? [ ] \ ^``, SQL LIKE ``% _``, path and key separators
+# ``/ :``, quotes, a space, upper case (distinct from lower case) and non-ASCII of two, three
+# and four UTF-8 bytes. No control characters (PostgreSQL text cannot hold NUL).
+NAME_CHARACTERS = string.ascii_uppercase + string.punctuation.replace("-", "") + " éß日本🙂"
+
+
+def _check_name_characters(value: str) -> str:
+    if len(set(value)) != len(value):
+        raise ValueError("name characters must not repeat")
+    if any(c in NAME_BASE for c in value):
+        raise ValueError(f"name characters list only what goes beyond {NAME_BASE!r}, which every backend takes")
+    return value
 
 
 class DeliveryGuarantee(StrEnum):
@@ -101,6 +121,24 @@ class BackendProperties(BaseModel):
         "with requests in flight; the fault suites pause only servers that declare it",
     )
     max_payload: int | None = Field(default=None, description="largest message payload in bytes")
+    # The characters the names suite draws names from (besides NAME_BASE), checked both ways: a
+    # declared one must work (round trip, no aliasing with a name differing in it, prefix scans
+    # that match only the prefix); an undeclared one is refused with ValueError or kept apart.
+    name_characters: str = Field(
+        default=NAME_CHARACTERS,
+        description="characters besides a-z, 0-9 and '-' that keys, queues, logs, topics, groups and object keys "
+        "may hold; the names suite draws hostile names from them",
+    )
+    bucket_characters: str = Field(
+        default=NAME_CHARACTERS,
+        description="likewise for bucket names (S3 takes none: a-z, 0-9, '-' and rules about '.')",
+    )
+
+    @model_validator(mode="after")
+    def _name_characters_listed_once(self) -> BackendProperties:
+        _check_name_characters(self.name_characters)
+        _check_name_characters(self.bucket_characters)
+        return self
 
     @model_validator(mode="after")
     def _power_loss_implies_crash(self) -> BackendProperties:

@@ -186,7 +186,7 @@ def test_the_guide_backend_passes_the_suites_it_fits(tmp_path: Path) -> None:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mystore-prism\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[prism_testkit]\nmystore = mystore_prism\n")
     command = [sys.executable, "-m", "pytest", "--pyargs", "prism_testkit.suites", "--prism-backend=mystore"]
-    command += ["--prism-pattern=keyvalue,capabilities,restart", "-q", "-p", "no:cacheprovider", "-W", "error"]
+    command += ["--prism-pattern=keyvalue,capabilities,restart,names", "-q", "-p", "no:cacheprovider", "-W", "error"]
     env = {**os.environ, "PYTHONPATH": str(site)}
     done = subprocess.run(command, cwd=run, capture_output=True, text=True, timeout=300, env=env)
     tail = done.stdout[-3000:] + done.stderr[-2000:]

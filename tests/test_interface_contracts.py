@@ -68,6 +68,7 @@ def test_every_contract_suite_is_mapped() -> None:
         "damaged_leader",
         "node_power_cut",
         "snapshot_corruption",
+        "names",  # every interface's names, hostile
     }
     assert interface_suites == set(PROTOCOLS)
 

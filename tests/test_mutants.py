@@ -208,6 +208,11 @@ MUTANTS = [
     ("lifecycle_forced_stop_names_nothing", "lifecycle", "memstore", "*named nothing left*"),
     ("lifecycle_second_stop_runs_again", "lifecycle", "memstore", "*DID NOT RAISE*AlreadyStopped*"),
     ("relay_restart_ignores_offset", "lifecycle", "memstore", "*outbox-relay: done more than once*"),
+    # hostile names (issue 53 item 4): a driver that stops escaping a name fails the names suite
+    ("localfs_escape_character_kept", "names", "localfs", "*list_keys named*not the keys put*"),
+    ("redis_scan_prefix_unescaped", "names", "redis", "*scan(*) is not literal: it found*"),
+    ("nats_topic_not_escaped", "names", "nats", "*BadSubjectError*"),
+    ("kafka_group_ids_not_encoded", "names", "kafka", "*of log * committed *groups alias*"),
     # "did it exist" answers under concurrency (issue 53 item 5): one existed, one winner
     (
         "kv_delete_looks_before_it_deletes",
@@ -359,6 +364,10 @@ ONLY = {
     "lifecycle_forced_stop_names_nothing": "Projection and within_its_bound",
     "lifecycle_second_stop_runs_again": "CdcConnector and graceful_stop",
     "relay_restart_ignores_offset": "OutboxRelay and graceful_stop",
+    "localfs_escape_character_kept": "escape_must_work",
+    "redis_scan_prefix_unescaped": "escape_must_work",
+    "nats_topic_not_escaped": "escape_must_work",
+    "kafka_group_ids_not_encoded": "escape_must_work",
     "kv_delete_looks_before_it_deletes": "concurrent_deletes",
     "kv_put_if_absent_looks_first": "several_clients",
     "nats_publish_no_responders_not_retried": "a_stream_elects",

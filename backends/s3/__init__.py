@@ -13,9 +13,9 @@ from prism_testkit.registry.hookspecs import hookimpl
 from .provision import MotoProvisioner
 
 CAPABILITIES: frozenset[Capability] = frozenset({Capability.OBJECTS, Capability.OBJECTS_TTL})
-PROPERTIES = BackendProperties(
-    durable=False, survives_power_loss=False, ordering=Ordering.TOTAL
-)  # moto keeps objects in memory
+# moto keeps objects in memory. Bucket names are S3's: a-z, 0-9, '-' and '.' under rules of
+# their own (no '..', not first or last), so no character beyond the namespace's is declared.
+PROPERTIES = BackendProperties(durable=False, survives_power_loss=False, ordering=Ordering.TOTAL, bucket_characters="")
 
 
 @hookimpl
