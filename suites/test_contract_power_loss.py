@@ -18,16 +18,27 @@ fsync or write, after which every call fails as on a dead machine. Writes the cr
 are not acknowledged; every write acknowledged before must survive, and the server must come
 back (``refused to start`` is its own outcome, failed where power loss is claimed). The fault's
 detail (which file, which writes kept, where the crash hit) goes to the report with the row.
+
+A backend that fsyncs on a timer, or acknowledges before it fsyncs, keeps a write a cut at the
+end of a workload comes late for. So a backend declared to survive power loss (or to fsync every
+acknowledged write's data first) also meets many cuts, each right after an acknowledgement
+(``suites/_ack_crash.py``): the server SIGKILLed as the test's next statement, or an embedded
+backend's writer process killed while its event loop stands still after answering, and then
+every unsynced write dropped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from prism_testkit import PrismEnv, Slot, findings, prism_suite
+from prism_testkit import Driver, PrismEnv, Slot, findings, prism_suite
 from prism_testkit.errors import NotSupported
+from prism_testkit.faults.crash_at_ack import EmbeddedWriter, Write, perform
 from prism_testkit.faults.power_loss import SUITE_FAULTS, PowerLossInstance
 
+from ._ack_crash import Targets, crash_rounds, interfaces_of, rounds_for
 from ._durability import missing_writes, write_everything
 
 pytestmark = prism_suite("power_loss", backend=Slot.one_of("keyvalue", "queue", "log", "objects"))
@@ -169,4 +180,52 @@ async def test_acknowledged_writes_to_established_data_survive_a_power_cut(
         detail=f"the cut discarded {discarded} after {made} was written back; missing: {missing[:10]}",
         replay=replay,
         tolerated=window,
+    )
+
+
+async def test_each_acknowledged_write_survives_a_power_cut_right_after_it(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    """Rounds of writes, each round's last acknowledgement followed at once by a power cut: the
+    server (or an embedded backend's writer process) SIGKILLed as the next statement, every
+    unsynced write dropped, the instance started again. Held to what the backend declares: one
+    that survives power loss keeps every acknowledged write; one that fsyncs each write's data
+    before acknowledging it (``fsyncs_before_ack``, whose new names may not be durable yet)
+    keeps every write into a queue, log, bucket and key space the disk already held: before each
+    of its rounds the lazy filesystem writes back what the server made so far (the targets, and
+    the files a restart creates), as the kernel would seconds later."""
+    name = prism_env.combination["backend"]
+    props = prism_env.spec("backend").properties
+    if not (props.survives_power_loss or props.fsyncs_before_ack):
+        pytest.skip(
+            f"{name}: declares neither survives_power_loss nor fsyncs_before_ack "
+            "(what a power cut takes from it is counted, as tolerated, by the tests above)"
+        )
+    instance = await durable_instance(prism_env)
+    targets = Targets(prism_env.ns, interfaces_of(instance.driver))
+    await targets.prepare(instance.driver)
+    control = instance.endpoint.control
+    plugins = request.config.known_args_namespace.plugins
+    writer = EmbeddedWriter(instance.spec, instance.endpoint, plugins) if control is None else None
+
+    async def crash(writes: Sequence[Write]) -> tuple[Driver, list[int | None]]:
+        if not props.survives_power_loss:
+            # its promise covers data, not new names: what the server made so far (the targets,
+            # and whatever files its restart created) is on disk, as the kernel's writeback leaves it
+            await instance.write_back()
+        if writer is not None:
+            results = await writer.write_then_crash(writes)  # the writer is dead when it returns
+        else:
+            assert control is not None
+            results = [await perform(instance.driver, w) for w in writes]
+            control.kill()  # the next statement after the last acknowledgement
+        return await instance.cut_power(None), results
+
+    found = await crash_rounds(targets, crash, rounds_for(instance.endpoint))
+    prism_env.anomalies["lost"] += sum(len(lost) for lost in found.lost)
+    claim = "survives_power_loss" if props.survives_power_loss else "fsyncs_before_ack"
+    assert not found.rounds_lost, (
+        f"{name} declares {claim} but {found.verdict()}; the last cut discarded "
+        f"{instance.cuts[-1] if instance.cuts else {}}\n"
+        f"replay: pytest suites --prism-pattern=power_loss --prism-backend={name} -k right_after"
     )

@@ -27,7 +27,8 @@ HEADING = "*prism-testkit: UNAVAILABLE faults (not injected)*"
 REASON = "power loss: libfuse3 is not installed"
 HINT = "  install: Debian/Ubuntu: apt-get install fuse3 (scripts/bootstrap does it); elsewhere: *"
 ROWS = ["  power_loss  backend=localfs", "  power_loss  backend=sqlite"]
-KINDS = len(SUITE_FAULTS) + 1  # the suite runs each backend once per storage fault, once on established data
+# the suite runs each backend once per storage fault, once on established data, once in cuts right after acks
+KINDS = len(SUITE_FAULTS) + 2
 # Installed with -p in a pytest subprocess (and so in its xdist workers): libfuse3 is not found.
 NO_LIBFUSE3 = """
     import ctypes.util

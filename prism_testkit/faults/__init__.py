@@ -7,6 +7,8 @@
   :mod:`prism_testkit.provision.lazymount` mounts over a data dir): writes not fsynced are lost
   at a power cut.
 - :mod:`.power_loss`: kill a server, cut the power under it, start it again.
+- :mod:`.crash_at_ack`: a crash right after an acknowledgement, with nothing in between (an
+  embedded backend's writes made in a child process that is killed while its loop stands still).
 - :mod:`.load` (``--prism-load``: its spec and seeds), :mod:`.burners` (CPU and I/O burners
   beside the run) and :mod:`.jitter` (seeded short SIGSTOP bursts of the harness's processes):
   load as a fault, found on purpose and replayed by its seed.
