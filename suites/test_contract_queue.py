@@ -215,6 +215,42 @@ async def test_double_ack_and_ack_after_nack_raise_delivery_not_found(prism_env:
     assert [d.message.payload for d in remaining] == [second.message.payload]
 
 
+SETTLERS = ("ack", "nack", "ack", "nack")  # four settlements of one delivery at once
+SETTLED = 8  # deliveries settled that way in one test
+
+
+async def test_concurrent_settlements_of_one_delivery_succeed_once(prism_env: PrismEnv) -> None:
+    """Four acks and nacks of one delivery at once (through the driver that received it, as a
+    delivery must be settled): exactly one succeeds and the others raise DeliveryNotFound, as
+    they would one after another. The message is then gone if an ack won and back if a nack won:
+    a driver that checks the delivery is pending, waits for the server, and then settles it
+    lets several through."""
+    queue, name = queue_of(prism_env), prism_env.ns.name("q")
+    for n in range(SETTLED):
+        await queue.send(name, Message(str(n).encode()))
+    deliveries = [await receive_one(queue, name) for _ in range(SETTLED)]
+
+    async def settle(kind: str, delivery: QueueDelivery) -> str | None:
+        try:
+            await (queue.ack if kind == "ack" else queue.nack)(name, delivery)
+        except DeliveryNotFound:
+            return None
+        return kind
+
+    answers = await gather_all(*(settle(kind, d) for d in deliveries for kind in SETTLERS))
+    back: list[bytes] = []
+    for i, delivery in enumerate(deliveries):
+        won = [kind for kind in answers[i * len(SETTLERS) : (i + 1) * len(SETTLERS)] if kind is not None]
+        assert len(won) == 1, (
+            f"{len(SETTLERS)} concurrent settlements {SETTLERS} of one delivery must succeed exactly once; "
+            f"of message {delivery.message.payload!r}, these did: {won}"
+        )
+        if won == ["nack"]:
+            back.append(bytes(delivery.message.payload))
+    remaining = await drain_queue(queue, name, expect=len(back))
+    assert sorted(bytes(d.message.payload) for d in remaining) == sorted(back), "nacked ones back, acked ones gone"
+
+
 async def test_receive_on_empty_waits_then_returns_none(prism_env: PrismEnv) -> None:
     queue, name = queue_of(prism_env), prism_env.ns.name("empty")
     watch = Stopwatch()

@@ -233,6 +233,12 @@ MUTANTS = [
         "memstore",
         "*concurrent compare_and_set calls must have exactly one*",
     ),
+    (
+        "queue_settle_looks_before_it_settles",
+        "queue",
+        "memstore",
+        "*concurrent settlements * of one delivery must succeed exactly once*",
+    ),
     # each retry path of the NATS driver across a leader change (#41 kind 2), on a JetStream cluster
     (
         "nats_publish_no_responders_not_retried",
@@ -377,6 +383,7 @@ ONLY = {
     "kafka_group_ids_not_encoded": "escape_must_work",
     "kv_delete_looks_before_it_deletes": "concurrent_deletes",
     "kv_put_if_absent_looks_first": "several_clients",
+    "queue_settle_looks_before_it_settles": "concurrent_settlements",
     "nats_publish_no_responders_not_retried": "a_stream_elects",
     "nats_cluster_read_not_asked_again": "a_stream_elects",
     "nats_client_does_not_reconnect": "node_is_killed",
