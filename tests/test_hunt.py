@@ -20,9 +20,9 @@ from prism_testkit.hunting.hunt import (
 )
 from prism_testkit.hunting.identity import IdentityKeyedDatabase, module_identity
 
-# A stateful suite with a planted bug: rare enough that a round rarely finds it at once,
-# common enough that a short hunt does. Its machine judges every example like the real ones.
-PLANTED = """
+# A stateful suite with a planted bug (``needed`` values above ``above`` in its draws), its
+# machine judging every example like the real ones.
+MACHINE = """
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
@@ -31,10 +31,10 @@ from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
 from prism_testkit.jepsen.history import History
 from prism_testkit.jepsen.runner import StatefulRun
 
-pytestmark = prism_suite("stateful_planted", backend=Slot.needs("keyvalue"))
+pytestmark = prism_suite("stateful_{suite}", backend=Slot.needs("keyvalue"))
 
 
-class Planted(RuleBasedStateMachine):
+class {machine}(RuleBasedStateMachine):
     def __init__(self, run):
         super().__init__()
         self.run = run
@@ -44,49 +44,29 @@ class Planted(RuleBasedStateMachine):
     @rule(n=st.integers(0, 10_000))
     def put(self, n):
         self.history.invoke("w", "put", "k", n).ok()
-        self.high += n > 9_000
+        self.high += n > {above}
 
     def teardown(self):
-        found = {"planted": [Anomaly("planted", "three values above 9000", self.history)]} if self.high >= 3 else {}
-        self.run.judge(self.history, [suite_verdict("planted", found, {"puts": len(self.history) // 2})], "planted")
+        found = {{"{suite}": [Anomaly("{suite}", "{what}", self.history)]}} if self.high >= {needed} else {{}}
+        self.run.judge(self.history, [suite_verdict("{suite}", found, {{"puts": len(self.history) // 2}})], "{suite}")
+"""
 
+# Planted: rare enough that a round rarely finds it at once, common enough that a short hunt does.
+PLANTED = (
+    MACHINE.format(suite="planted", machine="Planted", above=9_000, needed=3, what="three values above 9000")
+    + """
 
 def test_planted(prism_env: PrismEnv, request) -> None:
     run = StatefulRun(prism_env, request)
     run.execute(lambda: Planted(run))
 """
+)
 
-
-# A stateful suite whose bug any round finds (one value above 5000 in its 120 draws), beside a
-# plain test that drives the machine step by step (it hunts nothing) and a second hunting test.
-EASY = """
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule
-
-from prism_testkit import PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.runner import StatefulRun
-
-pytestmark = prism_suite("stateful_easy", backend=Slot.needs("keyvalue"))
-
-
-class Easy(RuleBasedStateMachine):
-    def __init__(self, run):
-        super().__init__()
-        self.run = run
-        self.history = History()
-        self.high = 0
-
-    @rule(n=st.integers(0, 10_000))
-    def put(self, n):
-        self.history.invoke("w", "put", "k", n).ok()
-        self.high += n > 5_000
-
-    def teardown(self):
-        found = {"easy": [Anomaly("easy", "a value above 5000", self.history)]} if self.high else {}
-        self.run.judge(self.history, [suite_verdict("easy", found, {"puts": len(self.history) // 2})], "easy")
-
+# Easy: any round finds it (one value above 5000 in its 120 draws); beside it a plain test that
+# drives the machine step by step (it hunts nothing) and a second hunting test.
+EASY = (
+    MACHINE.format(suite="easy", machine="Easy", above=5_000, needed=1, what="a value above 5000")
+    + """
 
 def test_easy(prism_env: PrismEnv, request) -> None:
     run = StatefulRun(prism_env, request)
@@ -104,6 +84,7 @@ def test_other(prism_env: PrismEnv, request) -> None:
     run = StatefulRun(prism_env, request)
     run.execute(lambda: Easy(run))
 """
+)
 
 
 def test_a_budget_is_a_positive_finite_duration() -> None:
