@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import prism_testkit.clusters as clusters
+from tests._parsing import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ROOT / "backends"
@@ -103,7 +104,7 @@ def imports_of(path: Path) -> list[tuple[str, str]]:
     """(module, name) for every name ``path`` imports from a module of prism_testkit; (module, "")
     for ``import module``. Relative imports stay inside the backend: they are its own modules."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("prism_testkit"):
             found += [(node.module or "", alias.name) for alias in node.names]
         elif isinstance(node, ast.Import):

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests._parsing import parse
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
 
@@ -275,7 +277,7 @@ def numeric_constants(sources: list[str]) -> set[str]:
     """Module-level names bound to a fixed number or duration in any of ``sources``."""
     names: set[str] = set()
     for source in sources:
-        for node in ast.parse(source).body:
+        for node in parse(source).body:
             if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 if fixed_time(node.value, set()):
@@ -361,7 +363,7 @@ class _Scanner(ast.NodeVisitor):
 
 def scan(source: str, file: str, constants: set[str]) -> list[Handed]:
     scanner = _Scanner(file, constants)
-    scanner.visit(ast.parse(source))
+    scanner.visit(parse(source))
     return scanner.found
 
 

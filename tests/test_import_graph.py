@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from prism_testkit._moved import MOVED
+from tests._parsing import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where each package of the distribution lives in the repository (pyproject's package-dir).
@@ -42,7 +43,7 @@ def raw_imports(name: str, path: Path) -> Iterator[str]:
     """Every dotted name an import statement of ``path`` (the module ``name``) asks for, relative
     ones resolved: for ``from a import b`` both ``a.b`` and ``a``."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parse(path.read_text())):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -149,7 +150,7 @@ def test_the_core_top_level_stays_small() -> None:
 @pytest.mark.parametrize("package", PACKAGES_OF_THE_CORE)
 def test_each_package_says_what_lives_there_and_what_it_may_import(package: str) -> None:
     folder = ROOT / "prism_testkit" / package
-    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+    doc = ast.get_docstring(parse((folder / "__init__.py").read_text())) or ""
     assert "May import:" in doc
     undocumented = [p.stem for p in sorted(folder.glob("*.py")) if p.stem != "__init__" and f".{p.stem}`" not in doc]
     assert not undocumented, f"prism_testkit/{package}/__init__.py does not say what {undocumented} hold"

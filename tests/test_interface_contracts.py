@@ -15,6 +15,7 @@ import pytest
 
 from prism_testkit import errors as errors_module
 from prism_testkit import interfaces
+from tests._parsing import parse
 
 SUITES = Path(__file__).parent.parent / "suites"
 # contract suite -> the protocols whose docstrings state its contract
@@ -39,7 +40,7 @@ def documented(protocols: list[type]) -> str:
 def expected_failures(source: str) -> tuple[set[str], set[str]]:
     """(error class names, match patterns) of the module's ``pytest.raises`` calls, leaving out
     exceptions the module defines itself (they only prove that the block's own error propagates)."""
-    tree = ast.parse(source)
+    tree = parse(source)
     local = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
     errors: set[str] = set()
     matches: set[str] = set()

@@ -16,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests._parsing import parse
+
 from .test_import_graph import cycle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +53,7 @@ def imports(name: str, path: Path, known: set[str]) -> Iterator[str]:
             dotted = dotted.rpartition(".")[0]
         return dotted or None
 
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [known_prefix(alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -20,6 +20,7 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit.simulation.digest import history_digest
 from prism_testkit.simulation.guard import RealTimeInSimulation, watching
 from prism_testkit.simulation.loop import SimulatedLoop, SimulationDeadlock, ThreadInSimulation
+from tests._parsing import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,7 +162,7 @@ def test_patterns_memstore_and_suites_read_time_only_through_the_seam(path: Path
     # source tells.
     wrong = [
         f"{path.name}:{node.lineno}"
-        for node in ast.walk(ast.parse(path.read_text()))
+        for node in ast.walk(parse(path.read_text()))
         if isinstance(node, ast.Attribute)
         and node.attr in REAL_CLOCKS
         and isinstance(node.value, ast.Name)
@@ -169,7 +170,7 @@ def test_patterns_memstore_and_suites_read_time_only_through_the_seam(path: Path
     ]
     wrong += [
         f"{path.name}:{node.lineno}"
-        for node in ast.walk(ast.parse(path.read_text()))
+        for node in ast.walk(parse(path.read_text()))
         if isinstance(node, ast.ImportFrom) and node.module == "time"
     ]
     assert not wrong, f"real clock read (use prism_testkit.simulation.clock): {wrong}"
