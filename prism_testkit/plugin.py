@@ -14,6 +14,7 @@ import contextlib
 import functools
 import inspect
 import os
+import sys
 import time
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -373,23 +374,41 @@ def _assemble(config: pytest.Config, interrupts: Interrupts) -> Harness:
         interrupts=interrupts,
     )
     atexit.register(runtime.close)  # also stops servers when pytest dies before unconfigure
-    for name in dict.fromkeys([*options.backends_named_explicitly, *plan.backends]):
-        availability = runtime.availability[name]
-        if not availability.available:
-            runtime.close()
-            raise pytest.UsageError(
-                f"backend {name!r} was asked for by name but cannot be provisioned: {availability.detail}"
-            )
     results = PrismResults(
         unavailable=runtime.unavailable,
         available={name: f"{a.via.value} ({a.detail})" for name, a in runtime.availability.items() if a.available},
     )
+    named = dict.fromkeys([*options.backends_named_explicitly, *plan.backends])
+    results.not_provisioned = {
+        name: runtime.availability[name].detail for name in named if not runtime.availability[name].available
+    }
+    if results.not_provisioned:
+        runtime.close()
+        name, detail = next(iter(results.not_provisioned.items()))
+        stopped = f"backend {name!r} was asked for by name but cannot be provisioned: {detail}"
+        _report_the_stop(config, results, stopped)
+        raise pytest.UsageError(stopped)
     register_profiles()
     if options.hunt is not None:
         _plan_hunt(config, options)
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile(HUNT if options.hunt is not None else default_profile())
     return Harness(runtime, plan, results)
+
+
+def _report_the_stop(config: pytest.Config, results: PrismResults, stopped: str) -> None:
+    """A run stopped before any test still writes its ``--prism-report``: which backends it
+    could not provision and why (``not_provisioned``, red in a merge), so a CI job's artifact
+    says what happened instead of being missing."""
+    path = config.stash[OPTIONS].report
+    if path is None or hasattr(config, "workerinput"):
+        return
+    from prism_testkit.report.results import shard_of
+
+    results.run = {**_run_facts(time.time(), 0.0), "stopped": stopped}
+    results.shard = shard_of(config)
+    results.write(path)
+    sys.stderr.write(f"prism-testkit report written to {path}\n")
 
 
 def _warn(config: pytest.Config, why: str) -> None:

@@ -57,6 +57,7 @@ def test_rows_of_different_jobs_add_up(tmp_path: Path) -> None:
         "errors": 0,
         "rows": 3,
         "suites_without_combination": 0,
+        "backends_not_provisioned": 0,
     }
     assert [b["backend"] for b in merged["backends"]] == ["memstore", "sqlite"]
     assert merged["merged_from"] == [memstore, sqlite]

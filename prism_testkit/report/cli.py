@@ -32,9 +32,10 @@ MERGE_DESCRIPTION = (
     "contradiction. "
     "A report of a sharded run names its shard (pytest-split's --splits N --group K, or PRISM_SHARD=K/N): every "
     "shard of a selection must be given, each once, and no run twice. "
-    "Exit 0: merged, nothing failed; 1: merged, and a test failed or errored, a checker found anomalies or a "
-    "suite had no runnable combination; 2: a file that cannot be read or is not a report, contradicting reports, "
-    "a missing or doubled shard or run, or an output that cannot be written."
+    "Exit 0: merged, nothing failed; 1: merged, and a test failed or errored, a checker found anomalies, a "
+    "suite had no runnable combination or a backend a job named could not be provisioned; 2: a file that cannot "
+    "be read or is not a report, contradicting reports, a missing or doubled shard or run, or an output that "
+    "cannot be written."
 )
 STDIN = "/dev/stdin"  # what a REPORT of '-' reads (load_report takes a path)
 
@@ -86,7 +87,12 @@ def run_report_command(args: argparse.Namespace) -> int:
         print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
     counted = document["totals"]
-    compliant = not (counted["failed"] or counted["errors"] or counted["suites_without_combination"])
+    compliant = not (
+        counted["failed"]
+        or counted["errors"]
+        or counted["suites_without_combination"]
+        or counted["backends_not_provisioned"]
+    )
     compliant = compliant and not _anomalies(merged)
     return MERGED_OK if compliant else MERGED_WITH_FAILURES
 

@@ -171,6 +171,11 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
         lines += ["", LEGEND, ""]
     lines += _failures(report.get("failures", []))
     sections = [
+        (
+            "Backends named but not provisioned (their jobs stopped before any test)",
+            report.get("not_provisioned", []),
+            "backend",
+        ),
         ("Backends that failed to start (their tests errored)", report.get("failed_to_start", []), "backend"),
         ("Suites without a runnable combination (failed)", report.get("no_runnable_combinations", []), "suite"),
         ("Unavailable backends (not tested)", report.get("unavailable", []), "backend"),

@@ -241,6 +241,11 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
         "not_applicable": [{"suite": s, "reason": r} for s, r in sorted(not_applicable.items())],
         "backends": [available[b] for b in sorted(available)],
         "unavailable": [{"backend": b, "reason": r} for b, r in sorted(unavailable.items())],
+        **(
+            {"not_provisioned": [{"backend": b, "reason": r} for b, r in sorted(stopped.items())]}
+            if (stopped := _first_reasons(reports, "not_provisioned"))
+            else {}
+        ),
         "failures": _failures(reports),
         **({"power_cuts": cuts} if (cuts := _by_test(reports, "power_cuts")) else {}),
         **({"judged": judged} if (judged := _by_test(reports, "judged")) else {}),
@@ -285,6 +290,8 @@ def totals(report: dict[str, Any]) -> dict[str, int]:
     counted = {name: sum(int(row.get(name, 0)) for row in [*report["suites"], *outside]) for name in ROW_COUNTS}
     counted["rows"] = len(report["suites"])
     counted["suites_without_combination"] = len(report.get("no_runnable_combinations", []))
+    # backends a job named and could not provision: that job stopped before any test (red)
+    counted["backends_not_provisioned"] = len(report.get("not_provisioned", []))
     return counted
 
 

@@ -201,6 +201,8 @@ def tally(outcomes: Iterable[str]) -> dict[str, int]:
 @dataclass
 class PrismResults:
     unavailable: dict[str, str] = field(default_factory=dict)
+    # backends asked for by name that could not be provisioned: the run stopped before any test
+    not_provisioned: dict[str, str] = field(default_factory=dict)
     available: dict[str, str] = field(default_factory=dict)  # backend -> how it is provisioned
     categories: dict[str, list[str]] = field(default_factory=dict)  # test (see _test_id) -> pytest's words
     rows_of: dict[str, RowKey] = field(default_factory=dict)
@@ -366,6 +368,11 @@ class PrismResults:
                 for b, how in sorted(self.available.items())
             ],
             "unavailable": [{"backend": b, "reason": r} for b, r in sorted(self.unavailable.items())],
+            **(
+                {"not_provisioned": [{"backend": b, "reason": r} for b, r in sorted(self.not_provisioned.items())]}
+                if self.not_provisioned
+                else {}
+            ),
             "failed_to_start": [{"backend": b, "reason": r} for b, r in sorted(self.failed_to_start.items())],
             **(
                 {"unavailable_faults": unavailable_faults.as_json(self.unavailable_faults)}

@@ -130,6 +130,7 @@ class Report(_Open):
     not_applicable: list[SuiteReason] = []
     backends: list[Backend] = []
     unavailable: list[BackendReason] = []
+    not_provisioned: list[BackendReason] = []
     failed_to_start: list[BackendReason] = []
     unavailable_faults: list[UnavailableFault] = []
     power_cuts: list[PerTest] = []
