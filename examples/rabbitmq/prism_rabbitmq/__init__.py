@@ -7,9 +7,11 @@ private ``rabbitmq-server`` without any client library.
 
 from __future__ import annotations
 
+import string
+
 from prism_testkit import BackendProperties, BackendSpec, Capability, DeliveryGuarantee, Ordering, hookimpl
 
-from .provision import MAX_PAYLOAD, RabbitMQProvisioner
+from .provision import MAX_PAYLOAD, NAME_PUNCTUATION, RabbitMQProvisioner
 
 CAPABILITIES: frozenset[Capability] = frozenset({Capability.QUEUE, Capability.PUBSUB})
 
@@ -26,6 +28,9 @@ PROPERTIES = BackendProperties(
     pubsub_delivery=DeliveryGuarantee.AT_MOST_ONCE,  # a subscriber's queue lives with its connection
     survives_pause=True,
     max_payload=MAX_PAYLOAD,
+    # queue names are AMQP's (the driver refuses others with ValueError); topics are routing
+    # keys and take anything, but one declaration covers every name
+    name_characters=string.ascii_uppercase + NAME_PUNCTUATION.replace("-", ""),
 )
 
 

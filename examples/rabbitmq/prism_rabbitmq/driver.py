@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from aio_pika.abc import (
 from prism_testkit import Capability, Driver, Endpoint, Message, QueueDelivery
 from prism_testkit.errors import ConnectionLost, DeliveryNotFound, PayloadTooLarge
 
-from .provision import MAX_PAYLOAD
+from .provision import MAX_PAYLOAD, NAME_PUNCTUATION
 
 ATTEMPT_HEADER = "x-prism-attempt"  # reserved: the attempt number a copy starts with
 PUBSUB_EXCHANGE = "prism-testkit.pubsub"
@@ -60,6 +61,11 @@ CLOSE_TIMEOUT = 5.0
 
 # Errors that mean the connection or channel broke: the outcome of the operation is unknown.
 BROKEN = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
+
+# The AMQP 0-9-1 queue-name grammar as the client library checks it; the registration declares
+# the same characters (its name_characters) so the names suite draws from them.
+QUEUE_NAME = re.compile(f"[a-zA-Z0-9{re.escape(NAME_PUNCTUATION)}]*")
+MAX_QUEUE_NAME = 255  # a shortstr
 
 # registry token (one per provisioned server) -> queue names declared through it
 _DECLARED: dict[str, set[str]] = {}
@@ -86,6 +92,16 @@ async def _broken_as_lost(what: str) -> AsyncIterator[None]:
         yield
     except BROKEN as exc:
         raise ConnectionLost(f"rabbitmq {what}: {type(exc).__name__}: {exc}") from None
+
+
+def check_queue_name(queue: str) -> None:
+    """Refuse a queue name AMQP cannot carry, with ``ValueError`` naming why: the client library
+    (pamqp) validates queue names against the 0-9-1 grammar before anything reaches the broker."""
+    if not QUEUE_NAME.fullmatch(queue) or len(queue) > MAX_QUEUE_NAME:
+        raise ValueError(
+            f"rabbitmq: queue name {queue!r} is not an AMQP queue name "
+            f"(at most {MAX_QUEUE_NAME} of the characters a-z A-Z 0-9 {NAME_PUNCTUATION!r})"
+        )
 
 
 def _check(message: Message) -> None:
@@ -186,6 +202,7 @@ class RabbitMQDriver(Driver):
 
     async def declare(self, queue: str, *, gone: bool = False) -> None:
         """Declare ``queue`` (durable); ``gone``: it was found missing, so this makes it anew."""
+        check_queue_name(queue)  # before it is registered: a purge must never meet it
         if gone:
             self.synced.discard(queue)
         self.names.add(queue)

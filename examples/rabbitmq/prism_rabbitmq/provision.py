@@ -31,6 +31,9 @@ from prism_testkit import (
 # Largest payload the driver carries on every interface; the private server's
 # max_message_size leaves room for properties and headers above it.
 MAX_PAYLOAD = 4 << 20
+# Punctuation an AMQP queue name may hold (0-9-1's grammar as pamqp checks it): the names
+# suite is handed these, upper case, and nothing else.
+NAME_PUNCTUATION = "-_.:@#,/+ "
 SERVER_MAX_MESSAGE_SIZE = MAX_PAYLOAD + (1 << 20)
 # The first start creates the database (about 10 s on a small machine); a restart after a
 # kill recovers it (about 5 s).
