@@ -33,6 +33,7 @@ OPTION_NAMES = (
     "prism_pattern",
     "prism_combinations",
     "prism_report",
+    "prism_report_html",
     "prism_metrics",
     "prism_url",
     "prism_binary",
@@ -56,6 +57,7 @@ _EXPECTED = {
     "prism_pattern": "give a comma list of suite names",
     "prism_combinations": "give 'covering' or 'all'",
     "prism_report": "give the path of the JSON report to write",
+    "prism_report_html": "give the path of the HTML report to write",
     "prism_metrics": "give the path of the metrics file to write",
     "prism_namespace": "give the path of a namespace file",
     "prism_hunt": "give a duration such as 10m or 2h",
@@ -135,6 +137,12 @@ def addoption(parser: pytest.Parser) -> None:
         default=Twins.COVER.value,
     )
     add("--prism-report", "prism_report", "write a JSON report of suites x combinations to this path")
+    add(
+        "--prism-report-html",
+        "prism_report_html",
+        "write the report as one self-contained HTML page to this path (the compliance matrix, each row's tests, "
+        "faults, anomalies and replay commands, what could not be provisioned, the findings; no network needed)",
+    )
     add(
         "--prism-metrics",
         "prism_metrics",
@@ -238,6 +246,7 @@ class PrismOptions:
     expansion: Expansion
     report: Path | None
     urls: dict[str, str]
+    report_html: Path | None = None  # --prism-report-html: the report as one self-contained page
     metrics: Path | None = None  # where each test's patterns' final metrics are written
     namespace_files: tuple[Path, ...] = ()
     require_fit: bool = False  # every collected suite must have a runnable combination
@@ -359,6 +368,9 @@ def read_options(config: pytest.Config) -> PrismOptions:
     report = get("prism_report")
     if report is not None and (problem := report_path_problem(report)) is not None:
         raise pytest.UsageError(f"--prism-report {report}: {problem}")
+    report_html = get("prism_report_html")
+    if report_html is not None and (problem := report_path_problem(report_html)) is not None:
+        raise pytest.UsageError(f"--prism-report-html {report_html}: {problem}")
     metrics = get("prism_metrics")
     if metrics is not None and (problem := report_path_problem(metrics)) is not None:
         raise pytest.UsageError(f"--prism-metrics {metrics}: {problem}")
@@ -423,6 +435,7 @@ def read_options(config: pytest.Config) -> PrismOptions:
         patterns=frozenset(split_list(patterns)) if patterns else None,
         expansion=expansion,
         report=Path(report) if report else None,
+        report_html=Path(report_html) if report_html else None,
         metrics=Path(metrics) if metrics else None,
         urls=urls,
         namespace_files=tuple(Path(f) for f in (config.getini("prism_namespace") or []))

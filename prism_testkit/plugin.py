@@ -1081,6 +1081,12 @@ class _Reporting:
         if report_path is not None:
             results.write(report_path)
             terminalreporter.write_line(f"prism-testkit report written to {report_path}")
+        html_path = self.config.stash[OPTIONS].report_html
+        if html_path is not None:
+            from prism_testkit.report.html import write_html  # paid for only by a run that asks
+
+            write_html(html_path, results.to_json())
+            terminalreporter.write_line(f"prism-testkit HTML report written to {html_path}")
         metrics_path = self.config.stash[OPTIONS].metrics
         if metrics_path is not None:
             from prism_testkit.report.metrics import per_test_exposition

@@ -160,6 +160,7 @@ class StatefulRun:
         self._request = request
         self._timeline_dir: Path | None = None
         self.failing_timeline: tuple[Path, Timeline] | None = None  # the latest failing example's, to write
+        self.failing_replay: str | None = None  # the command that replays its failure (the report's "replay")
 
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
@@ -203,6 +204,8 @@ class StatefulRun:
             for verdict in self.failed:  # the final (shrunk) failing example's verdicts
                 self.env.record_verdict(verdict)
             self.node.user_properties.append(("prism_simulation", self.digest_property()))
+            if self.failing_replay is not None:
+                self.node.user_properties.append(("prism_replay_command", self.failing_replay))
             self.write_failing_timeline()
 
     def note_failover_clusters(self, backends: set[str]) -> None:
@@ -508,6 +511,7 @@ class StatefulRun:
         self.failed = []
         self.failing_digest = self.digests[-1] if self.digests else None
         replay = self.replay()
+        self.failing_replay = replay.split("\n", 1)[0]
         summary = next((line for line in str(error).splitlines() if line.strip()), "unsettled")
         page = self._timeline(history, [], summary, replay, healed_at, prefixes, failed=True)
         lines = [str(error)]
@@ -548,6 +552,7 @@ class StatefulRun:
         self.failed = bad
         self.failing_digest = self.digests[-1] if self.digests else None
         replay = self.replay()
+        self.failing_replay = replay.split("\n", 1)[0]
         if self.failing_digest is not None:
             replay += f"\n  history digest {self.failing_digest}" + (
                 " (simulated: the replay gives the same digest)" if self.simulated else ""

@@ -1,11 +1,12 @@
 """What a run reports: :mod:`.results` (rows per suite x combination, the terminal summary and
 the JSON report), :mod:`.merge` (a CI matrix's reports into one; :mod:`.shape`, the shape it
-checks each report has before merging), :mod:`.matrix` (backend x
-suite, as JSON and Markdown), :mod:`.versions` (known finding x server version, from runs on
-several server binaries), :mod:`.cli` (``prism-testkit report``) and :mod:`.metrics` (the
-patterns' counters and gauges as Prometheus text: ``--prism-metrics`` and a live exporter);
-:mod:`.unavailable_faults` lists the faults this machine cannot inject, like backends it cannot
-provision; :mod:`.progress` is a long run's progress line (suites done/total, time left).
+checks each report has before merging), :mod:`.matrix` (backend x suite, as JSON and Markdown),
+:mod:`.html` (the report as one self-contained page), :mod:`.versions` (known finding x server
+version, from runs on several server binaries), :mod:`.cli` (``prism-testkit report``) and
+:mod:`.metrics` (the patterns' counters and gauges as Prometheus text: ``--prism-metrics`` and a
+live exporter); :mod:`.unavailable_faults` lists the faults this machine cannot inject, like
+backends it cannot provision; :mod:`.progress` is a long run's progress line (suites done/total,
+time left).
 
 May import: ``errors``, ``redaction``. It reads pytest's reports and the JSON it wrote, never a
 backend, a registry or the runtime."""

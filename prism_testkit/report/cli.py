@@ -52,6 +52,18 @@ def add_report_commands(commands: Any) -> None:  # argparse's subparsers action 
     merge.add_argument("--markdown", metavar="PATH", help="write the matrix as Markdown ('-': standard output)")
     merge.add_argument("--json", metavar="PATH", help="write the merged report and its matrix as JSON ('-': stdout)")
     merge.add_argument("--title", default="prism-testkit compliance matrix", help="heading of the Markdown")
+    page = actions.add_parser(
+        "html",
+        help="render the reports of a run (or of a CI matrix's jobs, merged) as one self-contained HTML page",
+        description="Merges the reports as 'report merge' does and writes DIR/index.html: the compliance matrix, "
+        "every suite x combination row with its tests (durations, faults, findings, timelines, replay commands), "
+        "the failures, the findings and what could not be provisioned. The page needs no network and no server. "
+        "Exit codes as 'report merge'.",
+    )
+    page.add_argument("reports", nargs="+", metavar="REPORT", help="--prism-report files ('-': standard input)")
+    page.add_argument("-o", "--output", metavar="DIR", required=True, help="the folder to write index.html to")
+    page.add_argument("--title", default="prism-testkit report", help="heading of the page")
+    page.set_defaults(markdown=None, json=None)
     versions = actions.add_parser(
         "versions",
         help="tabulate known findings x server version from the reports of runs on several server binaries",
@@ -76,9 +88,15 @@ def run_report_command(args: argparse.Namespace) -> int:
         return CANNOT_MERGE
     document = dict(merged, totals=totals(merged), matrix=compliance_matrix(merged))
     markdown = render_markdown(merged, args.title)
-    if args.markdown is None and args.json is None:
+    html_dir = args.output if args.report_command == "html" else None
+    if args.markdown is None and args.json is None and html_dir is None:
         args.markdown = "-"
     try:
+        if html_dir is not None:
+            from prism_testkit.report.html import write_html
+
+            page = write_html(Path(html_dir) / "index.html", merged, args.title)
+            print(printable(f"prism-testkit: HTML report written to {page}"))
         if args.markdown is not None:
             _write(args.markdown, markdown)
         if args.json is not None:

@@ -34,15 +34,22 @@ _MARK = {
     UNAVAILABLE: "⚠️",
     COVERED: "↪️",
 }
-LEGEND = (
-    "✅ passed · 🟡 passed, with findings the suite tolerates (not declared as guaranteed) · "
-    "🐞 a known finding reproduced (xfail naming its docs/findings.md entry) · "
-    "❌ failed, errors or anomalies · ⏭️ only skipped · ↪️ covered by its single-node twin (which ran those tests) · "
-    "— not run for this backend · ⚠️ backend unavailable"
-)
+# What each status means, in the legend's order (the Markdown's marks, the HTML page's badges).
+MEANING = {
+    PASSED: "passed",
+    TOLERATED: "passed, with findings the suite tolerates (not declared as guaranteed)",
+    KNOWN: "a known finding reproduced (xfail naming its docs/findings.md entry)",
+    FAILED: "failed, errors or anomalies",
+    SKIPPED: "only skipped",
+    COVERED: "covered by its single-node twin (which ran those tests)",
+    NOT_RUN: "not run for this backend",
+    UNAVAILABLE: "backend unavailable",
+}
+LEGEND = " · ".join(f"{_MARK[status]} {meaning}" for status, meaning in MEANING.items())
 
 
-def _status(cell: dict[str, Any]) -> str:
+def status_of(cell: dict[str, Any]) -> str:
+    """A cell's (or a row's: it has the same counts) status, worst first."""
     if row_colour(cell) == RED:
         return FAILED
     if cell.get("known"):  # a broken guarantee, written up: never a pass beside it
@@ -86,7 +93,7 @@ def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
         for cell in row_cells.values():
             if not cell["known"]:
                 del cell["known"]  # only where a known finding reproduced
-            cell["status"] = _status(cell)
+            cell["status"] = status_of(cell)
     tested = sorted({backend for row_cells in cells.values() for backend in row_cells})
     available = [entry["backend"] for entry in report.get("backends", [])]
     unavailable = [entry["backend"] for entry in report.get("unavailable", [])]
@@ -113,33 +120,46 @@ def _tests(row: dict[str, Any]) -> int:
 
 
 def _cell_text(cell: dict[str, Any]) -> str:
+    """The Markdown cell: the status's mark, then :func:`cell_words`."""
+    mark = _MARK[cell["status"]]
+    return f"{mark} {text}" if (text := cell_words(cell)) else mark
+
+
+def cell_words(cell: dict[str, Any]) -> str:
+    """What a cell of :func:`compliance_matrix` says, without its mark (the Markdown adds one,
+    the HTML page a coloured badge): its counts, findings and what its passes survived; empty
+    for a backend the suite did not run on."""
     status = cell["status"]
-    mark = _MARK[status]
     if status == NOT_RUN:
-        return mark
+        return ""
     if status == UNAVAILABLE:
-        return f"{mark} {status}"
+        return str(status)
     if "passed" not in cell:
-        return f"{mark} {cell.get('reason', status)}"
+        return str(cell.get("reason", status))
     twins = ", ".join(cell.get("covered_by", {}))
     if status == COVERED:
-        return f"{mark} covered by {twins}"
+        return f"covered by {twins}"
     parts = [f"{cell['passed']} passed"]
     parts += [f"{cell[name]} {name}" for name in ("failed", "skipped") if cell[name]]
     if cell["errors"]:
         parts.append(plural(cell["errors"], "error"))
     if cell.get("covered"):
         parts.append(f"{cell['covered']} covered by {twins}")
-    parts += [f"{count} {_words(name)}" for name, count in sorted(cell["anomalies"].items())]
-    parts += [f"{count} {_words(name)} (tolerated)" for name, count in sorted(cell["tolerated"].items())]
+    parts += [f"{count} {words(name)}" for name, count in sorted(cell["anomalies"].items())]
+    parts += [f"{count} {words(name)} (tolerated)" for name, count in sorted(cell["tolerated"].items())]
     parts += [f"{name} reproduced ({plural(count, 'test')})" for name, count in sorted(cell.get("known", {}).items())]
-    text = f"{mark} " + ", ".join(parts)
+    text = ", ".join(parts)
     if faults := cell.get("faults"):  # what the passes survived
-        text += "; under " + ", ".join(f"{_words(name)} ({count})" for name, count in sorted(faults.items()))
+        text += "; under " + survived(faults)
     return text
 
 
-def _words(finding: str) -> str:
+def survived(faults: dict[str, int]) -> str:
+    """``kill (3), partition (2)``: the faults a row or cell was checked under."""
+    return ", ".join(f"{words(name)} ({count})" for name, count in sorted(faults.items()))
+
+
+def words(finding: str) -> str:
     """``lost-in-power-cut`` reads as "lost in power cut"."""
     return finding.replace("-", " ").replace("_", " ")
 
@@ -159,7 +179,7 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
     lines.append(
         f"**{counted['passed']} passed, {counted['failed']} failed, {counted['skipped']} skipped{errors}** "
         f"in {len(report['suites'])} "
-        f"suite x combination rows{_outside(report)}" + _sources(report.get("merged_from", []))
+        f"suite x combination rows{outside_words(report)}" + _sources(report.get("merged_from", []))
     )
     lines.append("")
     if backends and matrix["suites"]:
@@ -170,7 +190,20 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
             lines.append(f"| {_escape(suite)} | " + " | ".join(_cell_text(row_cells[b]) for b in backends) + " |")
         lines += ["", LEGEND, ""]
     lines += _failures(report.get("failures", []))
-    sections = [
+    for heading, entries, name in reason_sections(report):
+        if entries:
+            lines += [f"### {heading}", ""]
+            lines += [f"- **{_escape(entry[name])}**: {_escape(entry['reason'])}" for entry in entries]
+            lines.append("")
+    lines += unavailable_faults.markdown(report, _escape)
+    return "\n".join(lines)
+
+
+def reason_sections(report: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], str]]:
+    """What could not be provisioned or run, and why, as the Markdown and the HTML page list it:
+    (heading, its entries, the key that names each entry: ``backend`` or ``suite``; each entry
+    has a ``reason``), the empty ones too."""
+    return [
         (
             "Backends named but not provisioned (their jobs stopped before any test)",
             report.get("not_provisioned", []),
@@ -181,13 +214,6 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
         ("Unavailable backends (not tested)", report.get("unavailable", []), "backend"),
         ("Suites not applicable to a job's selection", report.get("not_applicable", []), "suite"),
     ]
-    for heading, entries, name in sections:
-        if entries:
-            lines += [f"### {heading}", ""]
-            lines += [f"- **{_escape(entry[name])}**: {_escape(entry['reason'])}" for entry in entries]
-            lines.append("")
-    lines += unavailable_faults.markdown(report, _escape)
-    return "\n".join(lines)
 
 
 FAILURES_SHOWN = 50  # a step summary stays readable; the JSON's ``failures`` has them all
@@ -216,7 +242,7 @@ def _code(text: str) -> str:
     return redact(text).replace("`", "'").replace("\n", " ")
 
 
-def _outside(report: dict[str, Any]) -> str:
+def outside_words(report: dict[str, Any]) -> str:
     """The words " and 3 tests outside them" when tests in no row (plain tests, unfit modules) counted."""
     outside = sum(int((report.get(bucket) or {}).get(name, 0)) for bucket in BUCKETS for name in ROW_COUNTS)
     return f" and {plural(outside, 'test')} outside them" if outside else ""

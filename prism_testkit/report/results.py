@@ -188,6 +188,9 @@ def selection_of(config: pytest.Config) -> str:
 ERROR = "error"
 # the user property a power_loss test records its cut under (also in --junitxml)
 POWER_CUT = "power_loss"
+# the user properties (strings) a failing stateful test leaves: its timeline page, the command that
+# replays it; each test's entry in the report carries them (``timeline``, ``replay``)
+EVIDENCE = {"prism_timeline": "timeline", "prism_replay_command": "replay"}
 COUNTED = ("passed", "failed", "skipped", "errors")  # a row's columns, pytest's words
 _COLUMN = {"passed": "passed", "failed": "failed", "skipped": "skipped", ERROR: "errors"}
 
@@ -233,6 +236,7 @@ class PrismResults:
     # the failures of tests outside any suite (test -> entry, as ``failures`` holds them)
     outside_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
     shard: dict[str, Any] | None = None  # which shard of a sharded run this is (see shard_of)
+    evidence: dict[str, dict[str, str]] = field(default_factory=dict)  # test -> its EVIDENCE (timeline, replay)
     # one per run: a merge refuses a run given twice
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -258,6 +262,9 @@ class PrismResults:
             if known is not None and known.get("verdict") == "known":
                 found = {**found, "known": {str(known["finding"]): 1}}
             self.anomalies_of[test] = found
+        for key, value in report.user_properties:
+            if key in EVIDENCE and isinstance(value, str):
+                self.evidence.setdefault(test, {})[EVIDENCE[key]] = value
         cut = _prism_property(report, POWER_CUT)
         if cut is not None:
             self.power_cuts[test] = {"test": test, **cut}
@@ -315,6 +322,7 @@ class PrismResults:
         entry: dict[str, Any] = {"outcome": self.outcome(test), "duration_s": round(self.durations.get(test, 0.0), 3)}
         if test in self.covered:
             entry["covered_by"] = self.covered[test]
+        entry.update(sorted(self.evidence.get(test, {}).items()))
         for kind, counts in self.anomalies_of.get(test, {}).items():
             if found_counts(counts):
                 entry[kind] = found_counts(counts)

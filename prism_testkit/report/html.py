@@ -1,0 +1,430 @@
+"""A run's report (or a CI matrix's merged one) as one self-contained HTML page.
+
+``--prism-report-html PATH`` writes it at the end of a run, ``prism-testkit report html
+REPORT.json... -o DIR`` from the JSON reports of a CI matrix's jobs (merged first, as ``report
+merge`` merges them). It is a view of the same report the Markdown renders: the compliance matrix
+of :mod:`.matrix` (the same cells, words and statuses, a coloured badge where the Markdown has a
+mark), then every suite x combination row, which opens (``<details>``) to its tests: outcome,
+duration, the faults each survived, what its checkers found, its timeline page and the command
+that runs it again; the failures, the findings, and what could not be provisioned or run, and why.
+
+The page needs nothing at view time: inline CSS, no script, no font, nothing fetched (a
+Content-Security-Policy of ``default-src 'none'`` says so to the browser), so a CI artifact opens
+as it is. Rows open from a link too: following ``#row-N-tests`` (from a failure, or a shared
+URL) opens the row that holds it. Every string that came from a run (test names, messages,
+reasons, paths) is redacted and escaped: test names are hostile by design (the names suite's
+hold quotes, ``<`` and non-ASCII).
+
+The page is a function of the report's evidence only: a merge of a run's shards renders the
+page of the run over both, but for the provenance at its foot (which runs and files it came
+from, when), the one part that must differ (``tests/test_report_html.py``).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from prism_testkit.redaction import redact
+from prism_testkit.report.matrix import (
+    MEANING,
+    NOT_RUN,
+    cell_words,
+    compliance_matrix,
+    outside_words,
+    reason_sections,
+    status_of,
+    survived,
+    words,
+)
+from prism_testkit.report.merge import BUCKETS, found_counts, is_red, plural, row_key, shard_text, totals
+
+TITLE = "prism-testkit report"
+PROVENANCE = "provenance"  # the id of the one section a merged report's page may differ in
+_RED_FIRST = {"failed": 0, "known finding": 1, "tolerated": 2, "skipped": 3, "covered": 4, "passed": 5}
+
+
+def e(text: object) -> str:
+    """``text`` redacted and escaped for an element's content or a quoted attribute."""
+    return html.escape(redact(str(text)), quote=True)
+
+
+def _slug(status: str) -> str:
+    return status.replace(" ", "-")
+
+
+def _badge(status: str, text: str | None = None) -> str:
+    return f'<span class="badge s-{_slug(status)}">{e(text or status)}</span>'
+
+
+def _combination(row: dict[str, Any]) -> str:
+    text = " ".join(f"{slot}={backend}" for slot, backend in row["combination"].items())
+    return f"ns={row['namespace']} {text}" if row.get("namespace") else text
+
+
+def _counts(found: dict[str, Any]) -> str:
+    """``lost 2, duplicated 1``."""
+    return ", ".join(f"{words(name)} {count}" for name, count in found_counts(found).items())
+
+
+def _seconds(value: float | int | str | None) -> str:
+    return f"{float(value or 0.0):.2f} s"
+
+
+def default_replay(test: str, row: dict[str, Any]) -> str:
+    """The command that runs ``test`` of ``row`` again (a stateful failure records its own,
+    with its seed: the test entry's ``replay``); the combination must exist whatever the
+    covering set, as the stateful runner's replay asks."""
+    backends = list(dict.fromkeys(row["combination"].values()))
+    args = ["pytest", test, f"--prism-backend={','.join(backends)}"]
+    if len(backends) > 1 or len(row["combination"]) > 1:
+        args.append("--prism-combinations=all")
+    return shlex.join(args)
+
+
+def _href(path: str, base: Path | None) -> str:
+    """A link to a file the run wrote (a timeline): relative to the page's folder when it is
+    under the same root (a CI artifact keeps both), else its absolute ``file:`` URL."""
+    target = Path(path)
+    if base is not None and target.is_absolute():
+        try:
+            return quote(Path(os.path.relpath(target, base)).as_posix())
+        except ValueError:  # another drive
+            pass
+    return target.as_uri() if target.is_absolute() else quote(target.as_posix())
+
+
+_CSS = """
+:root { color-scheme: light; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 0 24px 40px;
+  color: #1d232a; background: #fbfbfc; }
+h1 { font-size: 22px; margin: 20px 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #dde;
+  padding-bottom: 4px; } h3 { font-size: 15px; margin: 16px 0 6px; }
+code, .mono { font: 12px/1.4 "DejaVu Sans Mono", Menlo, Consolas, monospace; }
+.totals { font-size: 15px; } .totals b { font-weight: 600; }
+table { border-collapse: collapse; } th, td { text-align: left; vertical-align: top; padding: 4px 8px; }
+table.matrix { margin: 8px 0; } table.matrix th, table.matrix td { border: 1px solid #d5d8de; }
+table.matrix thead th { background: #eef0f4; position: sticky; top: 0; }
+table.matrix td.cell { max-width: 280px; font-size: 13px; }
+.badge { display: inline-block; border-radius: 4px; padding: 0 6px; margin-right: 4px; font-size: 12px;
+  font-weight: 600; white-space: nowrap; }
+.s-passed { background: #d6f5dd; color: #11612a; } td.s-passed { background: #f1fbf3; }
+.s-tolerated { background: #fdeeb5; color: #6b4e00; } td.s-tolerated { background: #fffaea; }
+.s-known-finding { background: #eadcff; color: #4b2a86; } td.s-known-finding { background: #f7f1ff; }
+.s-failed { background: #fbd3d0; color: #8f1d15; } td.s-failed { background: #fff0ef; }
+.s-skipped { background: #e7e7e7; color: #4a4a4a; } td.s-skipped { background: #f7f7f7; }
+.s-covered { background: #d8e9fb; color: #1c4f86; } td.s-covered { background: #f2f8ff; }
+.s-not-run { background: transparent; color: #9aa0a8; } td.s-not-run { color: #9aa0a8; text-align: center; }
+.s-unavailable { background: #ffdfc2; color: #7a3b00; } td.s-unavailable { background: #fff5ec; }
+.legend { font-size: 13px; color: #4a5360; } .legend li { margin: 2px 0; list-style: none; }
+.legend ul { padding-left: 0; }
+details.row { border: 1px solid #d5d8de; border-radius: 5px; margin: 4px 0; background: #fff; }
+details.row > summary { cursor: pointer; padding: 5px 8px; }
+details.row.red { border-color: #e2a19b; } details.row.red > summary { background: #fff3f2; }
+details.row[open] > summary { border-bottom: 1px solid #e4e6ea; }
+.row .combination { font-weight: 600; } .row .what { color: #4a5360; }
+.tests { padding: 6px 8px 10px; overflow-x: auto; }
+.tests table { width: 100%; font-size: 13px; } .tests th { background: #f3f4f7; }
+.tests td, .tests th { border-bottom: 1px solid #eceef2; }
+.tests td.test { word-break: break-all; max-width: 520px; }
+.tests td.replay code { word-break: break-all; }
+.message { color: #8f1d15; white-space: pre-wrap; word-break: break-word; }
+.quiet { color: #6b7480; }
+ul.entries li { margin: 3px 0; }
+footer { margin-top: 32px; font-size: 12px; color: #6b7480; border-top: 1px solid #dde; padding-top: 8px; }
+"""
+
+
+def render_html(report: dict[str, Any], title: str = TITLE, base: Path | None = None) -> str:
+    """The page of ``report`` (a run's ``--prism-report`` JSON, or a merge of several).
+    ``base``: the folder the page is written to (links to timelines are made relative to it)."""
+    rows = sorted(report["suites"], key=row_key)
+    numbered = {id(row): n for n, row in enumerate(rows, 1)}
+    failures = {str(entry["test"]): entry for entry in report.get("failures", [])}
+    where = {test: numbered[id(row)] for row in rows for test in row.get("tests") or {}}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        # no script, no request: a page from a CI artifact opens offline, and says so to the browser
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; img-src data:\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        _totals(report),
+        _matrix(report, rows, numbered),
+        _rows(rows, numbered, failures, base),
+        _failures(report, failures, where),
+        _findings(report, rows, numbered),
+        _not_run(report),
+        _outside(report, failures),
+        _provenance(report),
+        "</body></html>",
+    ]
+    return "\n".join(part for part in parts if part) + "\n"
+
+
+def _totals(report: dict[str, Any]) -> str:
+    counted = totals(report)
+    errors = f", {plural(counted['errors'], 'error')}" if counted["errors"] else ""
+    head = f"{counted['passed']} passed, {counted['failed']} failed, {counted['skipped']} skipped{errors}"
+    rest = f" in {plural(len(report['suites']), 'suite x combination row')}{outside_words(report)}"
+    return f'<p class="totals" id="totals"><b>{e(head)}</b>{e(rest)}</p>'
+
+
+def _matrix(report: dict[str, Any], rows: list[dict[str, Any]], numbered: dict[int, int]) -> str:
+    matrix = compliance_matrix(report)
+    backends: list[str] = matrix["backends"]
+    if not backends or not matrix["suites"]:
+        return '<section id="matrix"><h2>Compliance matrix</h2><p class="quiet">No suite ran.</p></section>'
+    first_row: dict[str, int] = {}
+    for row in rows:
+        first_row.setdefault(row["suite"], numbered[id(row)])
+    out = ['<section id="matrix"><h2>Compliance matrix</h2>', '<table class="matrix"><thead><tr><th>suite</th>']
+    out += [f'<th data-backend="{e(b)}">{e(b)}</th>' for b in backends]
+    out.append("</tr></thead><tbody>")
+    for suite in matrix["suites"]:
+        cells = matrix["cells"][suite]
+        name = e(suite)
+        link = f'<a href="#suite-{first_row[suite]}">{name}</a>' if suite in first_row else name
+        out.append(f'<tr data-suite="{name}"><th>{link}</th>')
+        for backend in backends:
+            cell = cells[backend]
+            status = cell["status"]
+            text = cell_words(cell)
+            shown = "—" if status == NOT_RUN else f"{_badge(status)}{e(_after_status(text, status))}"
+            out.append(
+                f'<td class="cell s-{_slug(status)}" data-backend="{e(backend)}" data-status="{e(status)}">{shown}</td>'
+            )
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    legend = "".join(f"<li>{_badge(status)} {e(meaning)}</li>" for status, meaning in MEANING.items())
+    out.append(f'<div class="legend"><ul>{legend}</ul></div></section>')
+    return "\n".join(out)
+
+
+def _after_status(text: str, status: str) -> str:
+    """A cell's words after its badge: the badge already says "unavailable"."""
+    return "" if text == status else text
+
+
+def _rows(
+    rows: list[dict[str, Any]], numbered: dict[int, int], failures: dict[str, dict[str, Any]], base: Path | None
+) -> str:
+    if not rows:
+        return ""
+    out = [
+        '<section id="rows"><h2>Suite x combination rows</h2>',
+        '<p class="quiet">Each row opens to its tests: outcome, duration (setup + call + teardown), the faults it '
+        "survived, what the checkers found, its timeline and the command that runs it again.</p>",
+    ]
+    suite = None
+    for row in rows:
+        n = numbered[id(row)]
+        if row["suite"] != suite:
+            suite = row["suite"]
+            out.append(f'<h3 id="suite-{n}">{e(suite)}</h3>')
+        out.append(_row(row, n, failures, base))
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _row(row: dict[str, Any], n: int, failures: dict[str, dict[str, Any]], base: Path | None) -> str:
+    status = status_of({**row, "passed": int(row.get("passed", 0)), "skipped": int(row.get("skipped", 0))})
+    counts = [f"{int(row.get(name, 0))} {name}" for name in ("passed", "failed", "skipped") if row.get(name)]
+    if row.get("errors"):
+        counts.append(plural(int(row["errors"]), "error"))
+    if row.get("covered"):
+        twins = ", ".join(dict.fromkeys(row.get("covered_by", {}).values()))
+        counts.append(f"{row['covered']} covered by {twins}")
+    what = [", ".join(counts) or "no tests", _seconds(row.get("duration_s"))]
+    if found := _counts(row.get("anomalies") or {}):
+        what.append(f"anomalies: {found}")
+    if found := _counts(row.get("tolerated") or {}):
+        what.append(f"tolerated: {found}")
+    if known := found_counts(row.get("known") or {}):
+        what.append("known: " + ", ".join(known))
+    if faults := found_counts(row.get("faults") or {}):
+        what.append(f"survived {survived(faults)}" if status != "failed" else f"under {survived(faults)}")
+    colour = "red" if status == "failed" else "green" if status in ("passed", "tolerated") else "yellow"
+    out = [
+        f'<details class="row {colour}" id="row-{n}" data-suite="{e(row["suite"])}" '
+        f'data-combination="{e(_combination(row))}" data-status="{e(status)}">',
+        f'<summary>{_badge(status)}<span class="combination">{e(_combination(row))}</span> '
+        f'<span class="what">· {e(" · ".join(what))}</span></summary>',
+        f'<div class="tests" id="row-{n}-tests">',
+    ]
+    if verdicts := found_counts(row.get("verdicts") or {}):
+        judged = ", ".join(f"{name} {count}" for name, count in verdicts.items())
+        out.append(f'<p class="quiet">Verdicts by checker: {e(judged)}</p>')
+    tests: dict[str, dict[str, Any]] = row.get("tests") or {}
+    if not tests:
+        out.append('<p class="quiet">This report (written before rows carried their tests) has counts only.</p>')
+    else:
+        out.append(
+            "<table><thead><tr><th>test</th><th>outcome</th><th>duration</th><th>faults</th>"
+            "<th>found</th><th>timeline</th><th>replay</th></tr></thead><tbody>"
+        )
+        out += [_test_line(test, entry, row, failures.get(test), base) for test, entry in sorted(tests.items())]
+        out.append("</tbody></table>")
+    out.append("</div></details>")
+    return "\n".join(out)
+
+
+def _test_line(
+    test: str, entry: dict[str, Any], row: dict[str, Any], failure: dict[str, Any] | None, base: Path | None
+) -> str:
+    outcome = str(entry.get("outcome", ""))
+    red = is_red(outcome) or bool(found_counts(entry.get("anomalies") or {}))
+    found = []
+    for kind, label in (("anomalies", ""), ("tolerated", " (tolerated)"), ("known", " (known finding)")):
+        if counted := _counts(entry.get(kind) or {}):
+            found.append(counted + label)
+    if entry.get("covered_by"):
+        found.append("covered by " + ", ".join(dict.fromkeys(entry["covered_by"].values())))
+    message = ""
+    if failure is not None:
+        phase = f"{failure['when']}: " if failure.get("when") and failure["when"] != "call" else ""
+        message = f'<div class="message">{e(phase + str(failure.get("message") or "(no message)"))}</div>'
+    timeline = entry.get("timeline")
+    page = f'<a href="{e(_href(str(timeline), base))}">timeline</a>' if timeline else ""
+    replay = str(entry.get("replay") or default_replay(test, row))
+    status = "failed" if red else "passed" if "passed" in outcome else "skipped"
+    return (
+        f'<tr class="test {"red" if red else ""}" data-outcome="{e(outcome)}">'
+        f'<td class="test mono">{e(test)}{message}</td><td>{_badge(status, outcome)}</td>'
+        f"<td>{e(_seconds(entry.get('duration_s')))}</td>"
+        f"<td>{e(survived(found_counts(entry.get('faults') or {})))}</td><td>{e('; '.join(found))}</td>"
+        f'<td>{page}</td><td class="replay"><code>{e(replay)}</code></td></tr>'
+    )
+
+
+def _failures(report: dict[str, Any], failures: dict[str, dict[str, Any]], where: dict[str, int]) -> str:
+    if not failures:
+        return ""
+    out = [f'<section id="failures"><h2>Failures ({len(failures):,})</h2><ul class="entries">']
+    for test, entry in failures.items():
+        combination = entry.get("combination")
+        at = " ".join(f"{slot}={backend}" for slot, backend in combination.items()) if combination else ""
+        at = f"{entry['suite']} {at}".strip() if entry.get("suite") else "outside the suites"
+        when = f", {entry['when']}" if entry.get("when") and entry["when"] != "call" else ""
+        name = f'<a href="#row-{where[test]}-tests">{e(test)}</a>' if test in where else e(test)
+        message = str(entry.get("message") or "").strip() or "(no message)"
+        out.append(
+            f'<li class="failure"><code>{name}</code> ({e(at + when)})<div class="message">{e(message)}</div></li>'
+        )
+    out.append("</ul></section>")
+    return "\n".join(out)
+
+
+def _findings(report: dict[str, Any], rows: list[dict[str, Any]], numbered: dict[int, int]) -> str:
+    """What the checkers found (each row's anomalies, tolerated findings and known findings
+    reproduced) and the tests judged against the written-up findings."""
+    found = []
+    for row in rows:
+        kinds = [
+            (label, counted)
+            for kind, label in (("anomalies", "anomalies"), ("tolerated", "tolerated"), ("known", "known findings"))
+            if (counted := _counts(row.get(kind) or {}))
+        ]
+        if kinds:
+            text = "; ".join(f"{label}: {counted}" for label, counted in kinds)
+            link = f'<a href="#row-{numbered[id(row)]}-tests">{e(row["suite"])} {e(_combination(row))}</a>'
+            found.append(f"<li>{link}: {e(text)}</li>")
+    judged = report.get("judged") or []
+    if not found and not judged:
+        return ""
+    out = ['<section id="findings"><h2>Findings</h2>']
+    if found:
+        out += ['<ul class="entries">', *found, "</ul>"]
+    if judged:
+        out.append(
+            '<h3>Tests judged against the known findings (docs/findings.md)</h3><table class="matrix"><thead><tr>'
+            "<th>test</th><th>scenario</th><th>backend</th><th>server version</th><th>finding</th><th>verdict</th>"
+            "</tr></thead><tbody>"
+        )
+        for entry in judged:
+            cells = [entry.get(k) for k in ("test", "scenario", "backend", "server_version", "finding", "verdict")]
+            out.append("<tr>" + "".join(f"<td>{e('' if c is None else c)}</td>" for c in cells) + "</tr>")
+        out.append("</tbody></table>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _not_run(report: dict[str, Any]) -> str:
+    """What could not be provisioned or run, and why (the Markdown's sections), and the faults
+    this machine could not inject."""
+    out = []
+    for heading, entries, name in reason_sections(report):
+        if entries:
+            out.append(f'<h3>{e(heading)}</h3><ul class="entries">')
+            out += [f"<li><b>{e(entry[name])}</b>: {e(entry['reason'])}</li>" for entry in entries]
+            out.append("</ul>")
+    if faults := report.get("unavailable_faults"):
+        out.append('<h3>Unavailable faults (not injected)</h3><ul class="entries">')
+        for entry in faults:
+            rows = ", ".join(f"{row['suite']} {_combination(row)}" for row in entry["rows"])
+            out.append(
+                f"<li><b>{e(entry['fault'])}</b>: {e(entry['reason'])}; install: <code>{e(entry['hint'])}</code> "
+                f'<span class="quiet">(rows: {e(rows)})</span></li>'
+            )
+        out.append("</ul>")
+    if not out:
+        return ""
+    return '<section id="not-run"><h2>Not provisioned, not run</h2>' + "\n".join(out) + "</section>"
+
+
+def _outside(report: dict[str, Any], failures: dict[str, dict[str, Any]]) -> str:
+    """The red tests in no row (outside the suites, or in a module nothing selected fits)."""
+    red = [
+        (test, entry)
+        for bucket in BUCKETS
+        for test, entry in sorted(((report.get(bucket) or {}).get("tests") or {}).items())
+        if is_red(str(entry.get("outcome", "")))
+    ]
+    if not red:
+        return ""
+    out = ['<section id="outside"><h2>Red tests outside the rows</h2><ul class="entries">']
+    for test, entry in red:
+        message = (failures.get(test) or {}).get("message") or ""
+        out.append(
+            f"<li><code>{e(test)}</code> {_badge('failed', str(entry['outcome']))}"
+            f'<div class="message">{e(message)}</div></li>'
+        )
+    out.append("</ul></section>")
+    return "\n".join(out)
+
+
+def _provenance(report: dict[str, Any]) -> str:
+    """Which runs (and files) the page came from: the one part a merge's page differs in."""
+    runs = report.get("runs") or ([report["run"]] if report.get("run") else [])
+    lines = []
+    for run in runs:
+        facts = [f"prism-testkit {run.get('prism_testkit_version', '?')}"]
+        if run.get("started_at"):
+            facts.append(f"started {run['started_at']}")
+        if run.get("duration_s") is not None:
+            facts.append(f"took {_seconds(run['duration_s'])}")
+        if run.get("report"):
+            facts.append(f"report {run['report']}")
+        lines.append(", ".join(facts))
+    shards = report.get("shards") or ([report["shard"]] if report.get("shard") else [])
+    lines += [shard_text(shard).replace("`", "") for shard in shards]
+    if merged := report.get("merged_from"):
+        lines.append(f"merged from {plural(len(merged), 'report')}")
+    items = "".join(f"<li>{e(line)}</li>" for line in lines)
+    return f'<footer id="{PROVENANCE}"><ul class="entries">{items}</ul></footer>'
+
+
+def write_html(path: Path, report: dict[str, Any], title: str = TITLE) -> Path:
+    """Write the page of ``report`` to ``path`` (whole or not at all); the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page = render_html(report, title, base=path.absolute().parent)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(page, encoding="utf-8", errors="backslashreplace")
+    partial.replace(path)
+    return path

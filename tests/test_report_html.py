@@ -1,0 +1,236 @@
+"""The report as one self-contained HTML page (:mod:`prism_testkit.report.html`):
+``--prism-report-html`` at the end of a run, ``prism-testkit report html`` over a CI matrix's
+reports. A merge of a run's shards renders the page of the run over both; everything a run
+wrote (hostile test names, messages, reasons with credentials) is escaped and redacted.
+
+The page in a real browser: ``tests/test_timeline_browser.py``."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prism_testkit.cli import main
+from prism_testkit.report.html import PROVENANCE, render_html, write_html
+from prism_testkit.report.results import PrismResults, anomaly_properties, item_properties
+
+HOSTILE = "quote'\"<script>alert(1)</script>&ü—名"
+SECRET_REASON = "cannot connect to postgresql://app:s3cret@db.example:5432/x (connection refused)"
+SELECTION = "--prism-backend=memstore,sqlite"
+
+
+@dataclass
+class Planned:
+    """One test of a synthetic run: its row, its outcome and what it leaves in its properties."""
+
+    file: str
+    name: str
+    suite: str | None
+    combination: dict[str, str]
+    outcome: str = "passed"  # of the call
+    message: str = ""
+    anomalies: dict[str, int] = field(default_factory=dict)
+    tolerated: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    evidence: list[tuple[str, str]] = field(default_factory=list)
+    duration: float = 0.25
+
+    @property
+    def nodeid(self) -> str:
+        return f"{self.file}::{self.name}"
+
+
+def planned(timeline: str = "/tmp/out/prism-timelines/wal.html") -> list[Planned]:
+    kv, wal = "suites/test_contract_keyvalue.py", "suites/test_stateful_wal.py"
+    memstore, sqlite = {"backend": "memstore"}, {"backend": "sqlite"}
+    return [
+        Planned(kv, "test_put[backend=memstore]", "keyvalue", memstore),
+        Planned(kv, f"test_names[{HOSTILE}-backend=memstore]", "keyvalue", memstore, duration=0.5),
+        Planned(kv, "test_put[backend=sqlite]", "keyvalue", sqlite),
+        Planned(
+            kv,
+            f"test_names[{HOSTILE}-backend=sqlite]",
+            "keyvalue",
+            sqlite,
+            "failed",
+            message=f"AssertionError: {HOSTILE} came back as {HOSTILE[:5]}",
+        ),
+        Planned(
+            wal,
+            "test_every_acknowledged_write_is_applied[log=memstore-target=sqlite]",
+            "stateful_wal",
+            {"log": "memstore", "target": "sqlite"},
+            "failed",
+            message="AssertionError: wal-checker: INVALID (1 lost)",
+            anomalies={"lost": 1},
+            faults={"kill": 2, "pause": 1},
+            evidence=[
+                ("prism_timeline", timeline),
+                ("prism_replay_command", "pytest suites/test_stateful_wal.py::t --hypothesis-seed=7"),
+            ],
+            duration=3.5,
+        ),
+        Planned(
+            wal,
+            "test_every_acknowledged_write_is_applied[log=sqlite-target=sqlite]",
+            "stateful_wal",
+            {"log": "sqlite", "target": "sqlite"},
+            tolerated={"duplicated": 1},
+            faults={"kill": 3},
+            duration=2.25,
+        ),
+    ]
+
+
+def _report(test: Planned, when: str, outcome: str, properties: list[tuple[str, object]]) -> pytest.TestReport:
+    longrepr = test.message if outcome == "failed" else None
+    return pytest.TestReport(
+        test.nodeid,
+        (test.file, 1, test.name),
+        {},
+        outcome,  # type: ignore[arg-type]
+        longrepr,
+        when,  # type: ignore[arg-type]
+        duration=test.duration / 3,
+        user_properties=properties,
+    )
+
+
+def record(results: PrismResults, test: Planned) -> None:
+    """Feed ``results`` the setup, call and teardown reports of ``test``, as pytest sends them."""
+    assert test.suite is not None
+    properties: list[tuple[str, object]] = [item_properties(test.suite, test.combination, None)]
+    results.record(_report(test, "setup", "passed", list(properties)))
+    properties += test.evidence
+    results.record(_report(test, "call", test.outcome, list(properties)))
+    found = anomaly_properties(Counter(test.anomalies), Counter(test.tolerated), Counter(test.faults), Counter())
+    results.record(_report(test, "teardown", "passed", [*properties, found]))
+
+
+def run_of(tests: list[Planned], started: str, shard: int | None = None) -> dict[str, Any]:
+    """The ``--prism-report`` JSON of a run of ``tests`` (a shard of two when ``shard``)."""
+    results = PrismResults(
+        unavailable={"postgres": SECRET_REASON},
+        available={"memstore": "embedded (in this process)", "sqlite": "embedded (a file)"},
+    )
+    for test in tests:
+        record(results, test)
+    results.outside_suites = {"tests/test_plain.py::test_ok": "passed"}
+    results.run = {"prism_testkit_version": "0.1.0", "started_at": started, "duration_s": 9.5}
+    if shard is not None:
+        results.shard = {"index": shard, "count": 2, "selection": SELECTION}
+    return results.to_json()
+
+
+class Dom(HTMLParser):
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+    def tagged(self, tag: str, **wanted: str) -> list[dict[str, str]]:
+        return [a for t, a in self.elements if t == tag and all(a.get(k) == v for k, v in wanted.items())]
+
+
+def without_provenance(page: str) -> str:
+    return re.sub(rf'<footer id="{PROVENANCE}">.*?</footer>', "", page, flags=re.S)
+
+
+def test_a_merge_of_two_shards_renders_the_page_of_one_run_over_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tests = planned()
+    single = run_of(tests, "2026-11-26T09:00:00+00:00")
+    # each shard holds part of the keyvalue memstore row: the merge adds the row up again
+    first = run_of(tests[0::2], "2026-11-26T10:00:00+00:00", shard=1)
+    second = run_of(tests[1::2], "2026-11-26T10:00:01+00:00", shard=2)
+    paths = []
+    for name, data in (("shard-1.json", first), ("shard-2.json", second)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(data))
+
+    out = tmp_path / "site"
+    code = main(["report", "html", *map(str, paths), "-o", str(out)])
+    assert code == 1, "a failing test makes the exit code 1, as report merge's"
+    assert "HTML report written to" in capsys.readouterr().out
+    merged_page = (out / "index.html").read_text()
+    single_page = write_html(out / "single.html", single).read_text()
+
+    assert without_provenance(merged_page) == without_provenance(single_page)
+    assert merged_page != single_page  # the provenance says which runs: they differ, and only there
+    assert "shard 2 of 2 of --prism-backend=memstore,sqlite" in merged_page
+    assert "merged from 2 reports" in merged_page
+
+
+def test_the_page_shows_the_matrix_rows_failures_and_reasons_escaped(tmp_path: Path) -> None:
+    timeline = tmp_path / "out" / "prism-timelines" / "wal page.html"
+    page = render_html(run_of(planned(str(timeline)), "2026-11-26T09:00:00+00:00"), base=tmp_path / "out")
+    dom = Dom(page)
+
+    assert [t for t, _ in dom.elements if t in ("script", "img", "link", "iframe")] == []
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "ü—名" in page  # shown as it is, not mangled
+    assert "s3cret" not in page
+    assert "postgresql://app:***@db.example" in page
+    policy = dom.tagged("meta", **{"http-equiv": "Content-Security-Policy"})
+    assert [p["content"].startswith("default-src 'none'") for p in policy] == [True]
+
+    cells = {(a["data-backend"], a["data-status"]) for a in dom.tagged("td") if "data-status" in a}
+    # a cell per suite and backend: keyvalue and stateful_wal x memstore, postgres, sqlite
+    assert len([a for a in dom.tagged("td") if "data-status" in a]) == 2 * 3
+    assert ("postgres", "unavailable") in cells
+    assert ("sqlite", "failed") in cells
+    assert ("memstore", "failed") in cells
+
+    rows = {(a["data-suite"], a["data-combination"]): a for a in dom.tagged("details")}
+    assert set(rows) == {
+        ("keyvalue", "backend=memstore"),
+        ("keyvalue", "backend=sqlite"),
+        ("stateful_wal", "log=memstore target=sqlite"),
+        ("stateful_wal", "log=sqlite target=sqlite"),
+    }
+    assert rows[("stateful_wal", "log=sqlite target=sqlite")]["data-status"] == "tolerated"
+    failing = rows[("stateful_wal", "log=memstore target=sqlite")]
+    assert failing["data-status"] == "failed"
+    assert "open" not in failing
+    assert "survived kill (3)" in page  # what the passing row survived
+    assert "under kill (2), pause (1)" in page
+    # a failure links into its row: following the link opens the row
+    assert dom.tagged("a", href=f"#{failing['id']}-tests")
+    assert dom.tagged("a", href="prism-timelines/wal%20page.html")  # beside the page, as CI keeps them
+    assert "pytest suites/test_stateful_wal.py::t --hypothesis-seed=7" in page  # the recorded replay
+    # a test without a recorded replay gets the command that runs it, quoted for the shell
+    hostile = next(test for test in planned() if test.outcome == "failed" and test.suite == "keyvalue")
+    replay = f"pytest {shlex.quote(hostile.nodeid)} --prism-backend=sqlite"
+    assert html.escape(replay, quote=True) in page
+    passing = "suites/test_stateful_wal.py::test_every_acknowledged_write_is_applied[log=sqlite-target=sqlite]"
+    assert html.escape(f"pytest '{passing}' --prism-backend=sqlite --prism-combinations=all", quote=True) in page
+    assert "Unavailable backends (not tested)" in page
+
+
+def test_the_option_writes_the_page_and_a_bad_path_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_ok():\n    pass\n")
+    result = pytester.runpytest_subprocess("--prism-report-html=out/report.html", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    page = (pytester.path / "out" / "report.html").read_text()
+    assert "1 passed, 0 failed, 0 skipped" in page
+    assert "1 test outside them" in page
+    result.stdout.fnmatch_lines(["prism-testkit HTML report written to out/report.html"])
+
+    (pytester.path / "adir").mkdir()
+    bad = pytester.runpytest_subprocess("--prism-report-html=adir", "-p", "no:cacheprovider")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--prism-report-html adir: is a directory: give a file name*"])
