@@ -1,4 +1,5 @@
-"""A failing example's timeline, opened in a real browser (Debian's Chromium, headless).
+"""A failing example's timeline and the run's HTML report, opened in a real browser (Debian's
+Chromium, headless).
 
 The page is rendered from a seeded failing WAL history: two writers, the applier, a kill of
 the log's server (a fault band), a pause healed by a resume, a partition left to the
@@ -11,6 +12,11 @@ Chromium is driven through its own command line (``--dump-dom``, ``--screenshot`
 selenium and chromedriver: the page has no script to wait for, and the test needs nothing from
 PyPI. ``scripts/bootstrap --project`` installs it; without it the test skips locally and fails
 under ``CI=true``, where a skip would hide that the page was never looked at.
+
+The report (``--prism-report-html``) is the page of a synthetic run (``tests/test_report_html.py``)
+whose failing WAL row links to the timeline above. Opened at ``#row-N-tests`` (the link a failure
+in the page follows), Chromium must open that row (``<details open>``): no script does it, the
+browser does. Screenshots: ``report.png`` (the matrix) and ``report-row.png`` (the opened row).
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ import pytest
 from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
 from prism_testkit.jepsen.history import History
 from prism_testkit.jepsen.timeline import Timeline, fault_bands, write_timeline
+from prism_testkit.report.html import write_html
+from tests.test_report_html import HOSTILE as HOSTILE_NAME
+from tests.test_report_html import planned, run_of
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 HOSTILE = '<script>alert("x")</script>&"'
@@ -166,3 +175,53 @@ def test_a_failing_timeline_opens_in_chromium_with_its_lanes_bands_and_anomaly(t
     assert shot.exists(), "no screenshot"
     assert shot.stat().st_size > 10_000, "a blank screenshot"
     assert console_errors(taken.stderr) == []
+
+
+def test_the_report_opens_in_chromium_with_its_matrix_and_a_failing_row_opened(tmp_path: Path) -> None:
+    browser = chromium()
+    timeline, _ = render(tmp_path)
+    report = run_of(planned(str(timeline)), "2026-11-26T09:00:00+00:00")
+    page = write_html(tmp_path / "report.html", report)
+
+    top = headless(browser, tmp_path, "--dump-dom", page.as_uri())
+    assert top.returncode == 0, top.stderr[-2000:]
+    dom = Dom()
+    dom.feed(top.stdout)
+    suites = [a["data-suite"] for tag, a in dom.elements if tag == "tr" and "data-suite" in a]
+    backends = [a["data-backend"] for tag, a in dom.elements if tag == "th" and "data-backend" in a]
+    assert suites == ["keyvalue", "stateful_wal"]
+    assert backends == ["memstore", "postgres", "sqlite"]
+    cells = [(a["data-backend"], a["data-status"]) for tag, a in dom.elements if tag == "td" and "data-status" in a]
+    assert len(cells) == len(suites) * len(backends)  # a cell per row and backend
+    assert cells.count(("postgres", "unavailable")) == len(suites)
+    rows = [a for tag, a in dom.elements if tag == "details"]
+    assert len(rows) == 4
+    assert not [a for a in rows if "open" in a]
+    assert not [tag for tag, _ in dom.elements if tag in ("script", "img", "iframe", "link")]
+    shown = HOSTILE_NAME.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert shown in top.stdout  # a hostile test name is text in the DOM, never markup
+    assert console_errors(top.stderr) == []
+
+    failing = next(a for a in rows if a["data-status"] == "failed" and a["data-suite"] == "stateful_wal")
+    url = f"{page.as_uri()}#{failing['id']}-tests"  # what the page's failure links to
+    opened = headless(browser, tmp_path, "--dump-dom", url)
+    assert opened.returncode == 0, opened.stderr[-2000:]
+    dom = Dom()
+    dom.feed(opened.stdout)
+    now_open = [a["id"] for tag, a in dom.elements if tag == "details" and "open" in a]
+    assert now_open == [failing["id"]], "following the link opens the failing row, and only it"
+    tests = [a for tag, a in dom.elements if tag == "tr" and "test" in a.get("class", "").split()]
+    assert {a["data-outcome"] for a in tests} >= {"failed", "passed"}
+    links = [a["href"] for tag, a in dom.elements if tag == "a" and a.get("href", "").endswith(".html")]
+    assert links == [timeline.name]  # beside the page: the CI artifact keeps both
+    assert console_errors(opened.stderr) == []
+
+    # the row's shot is tall enough to need no scrolling (headless Chromium paints a scrolled
+    # shot's top blank)
+    for name, where, size in (("report.png", page.as_uri(), "1400,1000"), ("report-row.png", url, "1400,2000")):
+        shot = tmp_path / name
+        taken = headless(browser, tmp_path, f"--screenshot={shot}", f"--window-size={size}", "--hide-scrollbars", where)
+        assert taken.returncode == 0, taken.stderr[-2000:]
+        assert shot.exists(), f"no screenshot: {name}"
+        assert shot.stat().st_size > 10_000, f"a blank screenshot: {name}"
+        assert console_errors(taken.stderr) == []
