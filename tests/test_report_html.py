@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -234,3 +235,45 @@ def test_the_option_writes_the_page_and_a_bad_path_is_a_usage_error(pytester: py
     bad = pytester.runpytest_subprocess("--prism-report-html=adir", "-p", "no:cacheprovider")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--prism-report-html adir: is a directory: give a file name*"])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_seeded_wal_loss_writes_a_page_whose_failing_row_links_its_timeline_and_replay(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seeded WAL bug of tests/mutants (a checkpoint committed before the apply loses the
+    rest of a batch when the applier dies), run with --prism-report-html: the failing row names
+    the lost write, and its test links the timeline page and carries the recorded replay."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    out = pytester.path / "out"
+    result = pytester.runpytest_subprocess(
+        *("--pyargs", "prism_testkit.suites", "-p", "tests.mutants.wal_checkpoint_before_apply"),
+        *("--prism-backend=sqlite,memstore", "--prism-pattern=stateful_wal", "--hypothesis-profile=prism-mutant"),
+        *("-p", "no:cacheprovider", "-k", "under_faults"),
+        *(f"--prism-report={out / 'report.json'}", f"--prism-report-html={out / 'report.html'}"),
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    failed = {
+        test: entry
+        for row in report["suites"]
+        for test, entry in row["tests"].items()
+        if "failed" in entry["outcome"] and entry.get("anomalies", {}).get("lost")
+    }
+    assert failed, result.stdout.str()[-3000:]
+    dom = Dom((out / "report.html").read_text())
+    links = {a["href"] for a in dom.tagged("a") if a.get("href", "").endswith(".html")}
+    page = (out / "report.html").read_text()
+    for entry in failed.values():
+        timeline = Path(entry["timeline"])
+        assert timeline.parent == out / "prism-timelines"
+        assert 'data-anomalies="lost"' in timeline.read_text()
+        assert f"prism-timelines/{quote(timeline.name)}" in links  # relative: the artifact keeps both
+        assert entry["replay"].startswith("pytest ")
+        assert "--hypothesis-profile=prism-mutant" in entry["replay"] or "--hypothesis-seed=" in entry["replay"]
+        assert html.escape(entry["replay"], quote=True) in page
+    rows = [a for a in dom.tagged("details") if a["data-status"] == "failed"]
+    assert rows
+    assert all(a["data-suite"] == "stateful_wal" for a in rows)

@@ -130,7 +130,7 @@ details.row[open] > summary { border-bottom: 1px solid #e4e6ea; }
 .tests { padding: 6px 8px 10px; overflow-x: auto; }
 .tests table { width: 100%; font-size: 13px; } .tests th { background: #f3f4f7; }
 .tests td, .tests th { border-bottom: 1px solid #eceef2; }
-.tests td.test { word-break: break-all; max-width: 520px; }
+.tests td.test { word-break: break-all; min-width: 320px; max-width: 560px; }
 .tests td.replay code { word-break: break-all; }
 .message { color: #8f1d15; white-space: pre-wrap; word-break: break-word; }
 .quiet { color: #6b7480; }
