@@ -220,6 +220,8 @@ MUTANTS = [
     ("redis_scan_prefix_unescaped", "names", "redis", "*scan(*) is not literal: it found*"),
     ("nats_topic_not_escaped", "names", "nats", "*BadSubjectError*"),
     ("kafka_group_ids_not_encoded", "names", "kafka", "*of log * committed *groups alias*"),
+    # pub/sub under faults (issue 53 item 3): a message handed out again after a reconnect
+    ("redis_subscription_replays_after_reconnect", "stateful_pubsub", "redis", "*INVALID (*duplicated)*"),
     # "did it exist" answers under concurrency (issue 53 item 5): one existed, one winner
     (
         "kv_delete_looks_before_it_deletes",
@@ -381,6 +383,7 @@ ONLY = {
     "redis_scan_prefix_unescaped": "escape_must_work",
     "nats_topic_not_escaped": "escape_must_work",
     "kafka_group_ids_not_encoded": "escape_must_work",
+    "redis_subscription_replays_after_reconnect": "every_fault",
     "kv_delete_looks_before_it_deletes": "concurrent_deletes",
     "kv_put_if_absent_looks_first": "several_clients",
     "queue_settle_looks_before_it_settles": "concurrent_settlements",

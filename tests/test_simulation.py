@@ -192,6 +192,7 @@ STATEFUL_ON_MEMSTORE = [
     "suites/test_stateful_multicast_registry.py",
     "suites/test_stateful_producer.py",
     "suites/test_stateful_consumer.py",
+    "suites/test_stateful_pubsub.py",
 ]
 
 

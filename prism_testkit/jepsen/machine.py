@@ -24,7 +24,7 @@ example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -53,7 +53,9 @@ OWED_FAILOVER_AFTER = 2  # completed client operations before an owed failover: 
 class FaultMachine(NemesisRules, RuleBasedStateMachine):
     """Targets the backends in ``slots``; subclasses add client rules and :meth:`check`."""
 
-    def __init__(self, run: StatefulRun, slots: Sequence[str]) -> None:
+    def __init__(self, run: StatefulRun, slots: Sequence[str], *, ephemeral: Collection[str] = ()) -> None:
+        """``ephemeral``: slots whose checks owe nothing across a restart, killed even where not
+        durable (see :class:`~prism_testkit.jepsen.nemesis.Nemesis`)."""
         super().__init__()
         self.prism_run = run
         self.env = run.env
@@ -66,7 +68,7 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
             )
         self.ns = self.env.ns.child()
         self.history = History()
-        self.nemesis = Nemesis(self.env, self.history, slots, self.loop)
+        self.nemesis = Nemesis(self.env, self.history, slots, self.loop, ephemeral=ephemeral)
         self.recorded = RecordedClient(self.history, self.loop, lambda: self.faulted)
         self.misbehaviour: frozenset[str] = frozenset()  # drawn by seed_the_schedule
         run.note_failover_clusters(self.nemesis.failover_backends())

@@ -8,7 +8,8 @@ fault a failure does not need; mix it into a ``RuleBasedStateMachine`` that sets
 Faults are chosen from what the combination really offers: kill + restart only for a server the
 harness controls *and* that is declared durable (a non-durable instance may lose acknowledged
 data, which the at-least-once checkers would rightly call loss; we keep the guarantee strict and
-do not kill those), pause / resume for a controlled server that declares ``survives_pause`` (the
+do not kill those; a slot whose check owes nothing across a restart, at-most-once pub/sub, is
+killed all the same: ``ephemeral``), pause / resume for a controlled server that declares ``survives_pause`` (the
 same reasoning), and proxy latency / reset / partition / heal for networked backends, whose
 client operations then go through the proxy.
 
@@ -59,7 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -102,7 +103,7 @@ class FaultTarget:
     slot: str
     backend: str
     control: ServerControl | None
-    durable: bool
+    durable: bool  # what it holds survives a kill, or the example owes nothing across one
     pausable: bool  # declared to survive a pause with requests in flight
     proxy: FaultProxy | None
     lazy: bool = False  # its data dir is on a lazy filesystem
@@ -123,8 +124,19 @@ class Nemesis:
     """The faults of one example. ``faulted`` turns true with the first one: from then on, a
     client error is an unknown outcome rather than a bug."""
 
-    def __init__(self, env: PrismEnv, history: History, slots: Sequence[str], run_on_loop: RunOnLoop) -> None:
+    def __init__(
+        self,
+        env: PrismEnv,
+        history: History,
+        slots: Sequence[str],
+        run_on_loop: RunOnLoop,
+        *,
+        ephemeral: Collection[str] = (),
+    ) -> None:
+        """``ephemeral``: slots whose checks owe nothing across a restart (at-most-once pub/sub
+        keeps nothing to lose), so their server is killed whether or not it is durable."""
         self.env = env
+        self.ephemeral = frozenset(ephemeral)
         self.history = history
         self.run_on_loop = run_on_loop
         self.faulted = False
@@ -149,7 +161,7 @@ class Nemesis:
             slot,
             spec.name,
             control,
-            props.durable,
+            props.durable or slot in self.ephemeral,
             props.survives_pause,
             proxy,
             endpoint.lazy_mount is not None,
