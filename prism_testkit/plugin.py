@@ -845,6 +845,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
+    if call.when == "setup" and report.skipped:
+        _fold_not_applicable(report)
     if call.when == "call" and report.failed and declaration_of(item) is not None:
         item.stash[CALL_FAILED] = True  # read by prism_env's teardown
     if call.when == "call" and any(key == "prism_hunt" for key, _ in report.user_properties):
@@ -855,6 +857,15 @@ def pytest_runtest_makereport(
             if plan is not None and key == "prism_hunt" and isinstance(value, dict):
                 plan.annotate(item.nodeid, value)  # its identity, and its database's replay
     return report
+
+
+def _fold_not_applicable(report: pytest.TestReport) -> None:
+    """Every test of a suite nothing selected fits is skipped with the suite's one reason; its
+    skip is located at its module, not at each test, so ``-rs`` folds them into one line per
+    module of the suite (pytest folds skips of one place and reason) instead of one per test."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3 and str(longrepr[2]).startswith(f"Skipped: {NOT_APPLICABLE}"):
+        report.longrepr = (longrepr[0], None, longrepr[2])
 
 
 @pytest.hookimpl(wrapper=True)

@@ -154,6 +154,18 @@ def test_a_suite_nothing_selected_fits_is_listed_once_as_not_applicable(pytester
     assert [r["suite"] for r in report["suites"]] == ["sandbox_kv"]
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]])
+def test_dash_rs_shows_one_not_applicable_line_per_suite_module(pytester: pytest.Pytester, workers: list[str]) -> None:
+    """Issue 53: an author's backend that fits few suites saw one identical skip line per test
+    under ``-rs`` (hundreds); the tests of one module of an unfit suite fold into one."""
+    pytester.makepyfile(test_objects=NEEDS_OBJECTS, test_kv=KV_SUITE)
+    result = pytester.runpytest("--prism-backend=sqlite", "-rs", *workers)
+    result.assert_outcomes(passed=1, skipped=2)
+    lines = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("SKIPPED [2] test_objects.py: not applicable to this selection: suite 'needs_objects'")
+
+
 def test_report_counts_per_suite_and_combination(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         textwrap.dedent(KV_SUITE)
