@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ sys.dont_write_bytecode = False
 # The harness tests drive pytest in sandboxes; declared here rather than in addopts, so a run of
 # the installed suites elsewhere does not depend on this repository's configuration.
 pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent
 
 # The project's longest tests (from the report's per-row durations and --durations), longest
 # kinds first. Under xdist a two-minute test that starts last holds the run for its length while
@@ -48,3 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Set here, not in addopts: the option exists only when pytest-xdist is installed.
     if getattr(config.option, "maxschedchunk", False) is None:
         config.option.maxschedchunk = SCHEDULING_CHUNK
+    if not hasattr(config, "workerinput") and Path.cwd() == ROOT:
+        # The project's own run, before its workers start: Hypothesis's constants and Unicode
+        # tables computed once per machine, not by each worker of a fresh clone (~2 s each).
+        from tests._suite_runs import share_hypothesis_caches
+
+        share_hypothesis_caches(ROOT / ".hypothesis")

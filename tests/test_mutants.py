@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from prism_testkit.clusters import namespaces_unavailable_reason
+from tests._suite_runs import suite_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -413,15 +414,8 @@ def test_the_suites_catch_a_broken_variant(
         pytest.skip(f"{backends} cannot be provisioned here: {reason}")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
-        "--pyargs",
-        "prism_testkit.suites",
-        "-p",
-        f"tests.mutants.{mutant}",
-        f"--prism-backend={backends}",
-        f"--prism-pattern={suite}",
-        "--hypothesis-profile=prism-mutant",
-        "-p",
-        "no:cacheprovider",
+        *suite_run(("-p", f"tests.mutants.{mutant}", f"--prism-backend={backends}"), suite),
+        *("--hypothesis-profile=prism-mutant", "-p", "no:cacheprovider"),
         *(("-k", ONLY[mutant]) if mutant in ONLY else ()),
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
@@ -437,8 +431,8 @@ def test_seeded_misbehaviour_catches_what_real_time_misses(
     replays exactly under simulation: this one fails within about 300 examples."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
-        *("--pyargs", "prism_testkit.suites", "-p", "tests.mutants.claim_check_releases_before_ack"),
-        *("--prism-backend=memstore", "--prism-pattern=stateful_claim_check", "--hypothesis-profile=prism-hunt"),
+        *suite_run(("-p", "tests.mutants.claim_check_releases_before_ack"), "stateful_claim_check"),
+        *("--prism-backend=memstore", "--hypothesis-profile=prism-hunt"),
         *("--hypothesis-seed=3", "--prism-simulate", "--prism-buggify=ack-at-deadline", "-p", "no:cacheprovider"),
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
@@ -455,8 +449,8 @@ def test_a_false_durability_declaration_fails_every_round(
     of the shipped suites sees it: in one process the commit follows the answer at once.)"""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
-        *("--pyargs", "prism_testkit.suites", "-p", "tests.mutants.sqlite_acks_before_commit"),
-        *("--prism-backend=sqlite", "--prism-pattern=restart,power_loss", "-k", "right_after"),
+        *suite_run(("-p", "tests.mutants.sqlite_acks_before_commit"), "restart,power_loss"),
+        *("--prism-backend=sqlite", "-k", "right_after"),
         *("-p", "no:cacheprovider"),
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]

@@ -18,6 +18,7 @@ from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.hunting.schedule import Schedule, ScheduleError, Step, decode, encode, read, reproduces
 from prism_testkit.jepsen.history import History
 from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue
+from tests._suite_runs import share_hypothesis_caches, suite_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,14 +94,16 @@ def test_a_schedule_reads_back_as_written(tmp_path: Path) -> None:
 
 def run_suite(pytester: pytest.Pytester, mutant: str, suite: str, backend: str, schedules: Path) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
-        *("--pyargs", "prism_testkit.suites", "-p", f"tests.mutants.{mutant}", f"--prism-backend={backend}"),
-        *(f"--prism-pattern={suite}", "-k", "under_faults", "--hypothesis-profile=prism-mutant"),
+        *suite_run(("-p", f"tests.mutants.{mutant}", f"--prism-backend={backend}"), suite),
+        *("-k", "under_faults", "--hypothesis-profile=prism-mutant"),
         *("-p", "no:cacheprovider", f"--prism-schedules={schedules}"),
     )
 
 
 def replay(schedule: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``prism-testkit replay FILE`` as a user runs it: a process of its own, elsewhere."""
+    """``prism-testkit replay FILE`` as a user runs it: a process of its own, elsewhere (its
+    Hypothesis caches the machine's, as a user's would be after the first run)."""
+    share_hypothesis_caches(cwd / ".hypothesis")
     return subprocess.run(
         [sys.executable, "-m", "prism_testkit", "replay", str(schedule)],
         capture_output=True,
@@ -181,8 +184,8 @@ def test_a_hunt_prints_the_seed_the_schedule_and_the_replay_tried_once(
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the hunt's start ledger
     result = pytester.runpytest_subprocess(
-        *("--pyargs", "prism_testkit.suites", "-p", "tests.mutants.queue_acks_on_delivery"),
-        *("--prism-backend=memstore", "--prism-pattern=stateful_queue", "-k", "under_faults"),
+        *suite_run(("-p", "tests.mutants.queue_acks_on_delivery"), "stateful_queue"),
+        *("--prism-backend=memstore", "-k", "under_faults"),
         *("--prism-hunt=60s", "-p", "no:cacheprovider", "-p", "no:randomly"),
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]

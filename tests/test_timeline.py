@@ -19,6 +19,7 @@ from prism_testkit.faults.jitter import Jitter, stalls_between
 from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
 from prism_testkit.jepsen.history import History
 from prism_testkit.jepsen.timeline import Timeline, anomaly_marks, band_at, fault_bands, render_html
+from tests._suite_runs import suite_run
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = "<img src=x onerror=alert(1)>&\"'"
@@ -148,8 +149,8 @@ def test_an_operation_never_completed_runs_to_the_end_of_the_page() -> None:
 
 def run_mutant(pytester: pytest.Pytester, mutant: str, backends: str, suite: str, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
-        *("--pyargs", "prism_testkit.suites", "-p", f"tests.mutants.{mutant}"),
-        *(f"--prism-backend={backends}", f"--prism-pattern={suite}", "--hypothesis-profile=prism-mutant"),
+        *suite_run(("-p", f"tests.mutants.{mutant}"), suite),
+        *(f"--prism-backend={backends}", "--hypothesis-profile=prism-mutant"),
         *("-p", "no:cacheprovider", "-k", "under_faults"),
         *args,
     )
