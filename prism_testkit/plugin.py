@@ -865,7 +865,8 @@ def _fold_not_applicable(report: pytest.TestReport) -> None:
     module of the suite (pytest folds skips of one place and reason) instead of one per test."""
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3 and str(longrepr[2]).startswith(f"Skipped: {NOT_APPLICABLE}"):
-        report.longrepr = (longrepr[0], None, longrepr[2])
+        # no line: pytest's own skips from module-level marks fold with None (typed as int)
+        report.longrepr = (longrepr[0], None, longrepr[2])  # type: ignore[assignment]
 
 
 @pytest.hookimpl(wrapper=True)
