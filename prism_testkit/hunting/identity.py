@@ -65,6 +65,18 @@ def identity_of(item: pytest.Item) -> str:
     return f"{module}::{rest}" if separator else module
 
 
+def command_target(item: pytest.Item) -> list[str]:
+    """The arguments that name ``item`` on a pytest command line from any directory: a test of
+    the harness's own suites by its identity under ``--pyargs``
+    (``--pyargs prism_testkit.suites.test_stateful_wal::test_x[memstore]``: the same in a
+    checkout, an installed package and an author's project); any other by its node id, which
+    pytest reads from the run's root directory."""
+    identity = identity_of(item)
+    if identity.startswith(f"{OWN_SUITES}.") and "::" in identity:
+        return ["--pyargs", identity]
+    return [item.nodeid]
+
+
 def identity_key(identity: str) -> bytes:
     """The example-database key of the test ``identity`` (a sha384 digest, as Hypothesis's are)."""
     return hashlib.sha384(KEY_VERSION + identity.encode()).digest()

@@ -455,10 +455,11 @@ class StatefulRun:
         """The command that runs this failure again (with the server binaries and environment
         settings of this run), and why it gives the same examples."""
         from prism_testkit.faults.load import replay_argument
+        from prism_testkit.hunting.identity import command_target
         from prism_testkit.hunting.replay import binary_arguments, command_line, run_settings
 
         backends = ",".join(dict.fromkeys(self.combination.slots.values()))
-        args = ["pytest", self.nodeid, f"--prism-backend={backends}"]
+        args = ["pytest", *command_target(self.node), f"--prism-backend={backends}"]
         if len(set(self.combination.slots.values())) > 1 or len(self.combination.slots) > 1:
             args.append("--prism-combinations=all")  # the combination exists whatever the covering set
         if self.simulated:
