@@ -10,6 +10,7 @@ from prism_testkit.patterns.lifecycle import (
     AlreadyStarted,
     AlreadyStopped,
     AlreadyStopping,
+    BatchProcess,
     HealthStatus,
     Lifecycle,
     LifecycleState,
@@ -208,3 +209,52 @@ def test_validated_slots() -> None:
     with pytest.raises(SlotMismatch, match="slot 'bogus'"):
         validated_slots("p", {"bogus": kv}, {"state": (KeyValue,)})
     assert validated_slots("p", {"state": None}, {}, {"state": (KeyValue,)}) == {}
+
+
+class Flaky(BatchProcess):
+    """A batch process whose batches fail while ``failing`` holds; each batch waits for
+    ``go`` and reports its end on ``ended``, so a test steps it batch by batch."""
+
+    pattern_name = "flaky"
+
+    def __init__(self) -> None:
+        # how soon the loop takes a batch after a failed one; each batch then waits for ``go``
+        super().__init__(idle_wait=0.01)
+        self.failing = True
+        self.go = asyncio.Queue[None]()
+        self.ended = asyncio.Queue[bool]()
+
+    async def _step(self) -> bool:
+        await self.go.get()
+        failed = self.failing
+        self.ended.put_nowait(not failed)
+        if failed:
+            raise RuntimeError("the backend refused the batch")
+        return True  # more work at once: the loop takes the next batch without waiting
+
+    async def _probe(self) -> None:
+        return None
+
+
+def test_a_batch_process_is_healthy_again_after_a_batch_succeeds() -> None:
+    """Issue 53: a process whose batch failed once must not stay degraded after the next batch
+    succeeds (a seeded bug that kept the failure count was caught only 3 runs in 4, by a test
+    about something else)."""
+
+    async def scenario() -> None:
+        process = Flaky()
+        await process.start()
+        process.go.put_nowait(None)
+        assert await process.ended.get() is False  # the loop recorded the failure as the batch raised
+        degraded = await process.health()
+        assert degraded.status is HealthStatus.DEGRADED, degraded
+        assert "the backend refused the batch" in degraded.detail
+        process.failing = False
+        process.go.put_nowait(None)
+        assert await process.ended.get() is True  # ... and the success as the batch returned
+        healthy = await process.health()
+        assert healthy.status is HealthStatus.HEALTHY, healthy
+        process.go.put_nowait(None)  # the batch the loop is waiting in ends, so the stop drains
+        await process.stop(within=60.0)
+
+    run(scenario())

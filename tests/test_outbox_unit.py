@@ -396,6 +396,31 @@ def test_two_concurrent_relays_lose_nothing_and_never_overlap(on_backend: Runner
     on_backend(scenario)
 
 
+def test_a_relay_stopped_gracefully_hands_its_lease_to_another_id_at_once(on_backend: Runner) -> None:
+    """Issue 53: a relay stopped through its lifecycle gives its lease back, so a relay with
+    another id publishes at its first poll. (A seeded bug that kept the lease went unseen: every
+    test restarted a relay under the same id, which takes its own lease back at once.)"""
+
+    async def scenario(env: Env) -> None:
+        cfg = config(lease_ttl=3600.0)  # a lease kept outlives the test: only one given back lets "second" in
+        outbox = Outbox(env.transactions, cfg)
+        history = History()
+        first = relay(env, history, "first", cfg)
+        await commit_events(outbox, [("agg", "E0")])
+        await first.start()
+        await wait_until_drained(first)
+        assert first.holds_lease
+        report = await first.stop()
+        assert not report.forced, report
+        assert not first.holds_lease
+        await commit_events(outbox, [("agg", "E1")])
+        second = relay(env, history, "second", cfg)
+        assert await second.run_once() == 1, "the stopped relay kept its lease: another relay must wait out its TTL"
+        assert history.relays() == ["first", "second"]
+
+    on_backend(scenario)
+
+
 def test_lease_expiry_hands_over_to_a_standby(on_backend: Runner) -> None:
     async def scenario(env: Env) -> None:
         clock = FakeClock()
