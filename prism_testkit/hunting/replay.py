@@ -142,9 +142,12 @@ def replay(path: Path, binaries: Sequence[str] = ()) -> int:
         if folder not in sys.path:
             sys.path.append(folder)
     outcome = _Outcome()
+    arguments = pytest_arguments(schedule, path.absolute(), binaries)
+    # what runs, so a reader sees the recorded run's modes (--prism-simulate, --prism-buggify) again
+    _say(f"prism-testkit replay: running {command_line(['pytest', *arguments], {})}")
     output, errors = io.StringIO(), io.StringIO()  # shown after the run, unless it is one usage error
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors):
-        code = pytest.main(pytest_arguments(schedule, path.absolute(), binaries), plugins=[outcome])
+        code = pytest.main(arguments, plugins=[outcome])
     if outcome.result is None and code == pytest.ExitCode.USAGE_ERROR:
         found = " ".join(errors.getvalue().split())[:300] or "no such test"
         _say(f"prism-testkit: error: {path}: its test {schedule.test} cannot be run: {found}", sys.stderr)

@@ -372,6 +372,9 @@ class StatefulRun:
         result = self.replay_schedule(factory, schedule)
         self.write_failing_timeline()
         self.node.user_properties.append(("prism_replay", {"file": str(path), **result.as_property()}))
+        # the mode it replayed in, as a run's own examples say it (the summary's simulation line)
+        replayed = {"examples": 1, "digest": None, "failing_digest": None}
+        self.node.user_properties.append(("prism_simulation", {**self.digest_property(), **replayed}))
         lines = [f"replay of {path}: {result.line()}", f"recorded failure: {schedule.failure}"]
         lines += [f"  {note}" for note in result.notes]
         self.node.add_report_section("call", "prism replay", "\n".join(lines))
