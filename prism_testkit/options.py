@@ -205,6 +205,23 @@ def addoption(parser: pytest.Parser) -> None:
         "prism_workers",
         "run the tests in this many processes (pytest-xdist's -n), or 'auto' for two per core; -n, when given, wins",
     )
+    group.addoption(
+        "--prism-shard",
+        dest="prism_shard",
+        default=None,
+        metavar="K/N",
+        help="run only shard K (from 1) of N of the selected tests: every machine splits the same way, each test "
+        "in exactly one shard, balanced by recorded durations (--prism-shard-durations) or by count; an "
+        "exclusive backend's rows stay on one shard; the report names the shard for 'report merge'",
+    )
+    group.addoption(
+        "--prism-shard-durations",
+        dest="prism_shard_durations",
+        default=None,
+        metavar="PATH",
+        help="recorded test durations to balance --prism-shard by: an earlier --prism-report, or pytest-split's "
+        ".test_durations",
+    )
     add(
         "--prism-schedules",
         "prism_schedules",

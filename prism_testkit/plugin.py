@@ -159,12 +159,30 @@ def pytest_configure(config: pytest.Config) -> None:
         _load_replay(config, options.replay)
     _resolve_load(config, options)
     config.pluginmanager.register(_Reporting(config), "prism-reporting")
+    _shard(config)
     if asked_for(config):
         # bad options and unprovisionable named backends fail now, not mid-run; a Ctrl-C from
         # here until collection begins is held and raised there (pytest prints no summary for
         # an interrupt in configure or session start)
         harness(config, starting=True)
         _start_burners(config)
+
+
+def _shard(config: pytest.Config) -> None:
+    """``--prism-shard=K/N``: this run keeps shard K of the selected tests (see
+    :mod:`prism_testkit.registry.shards`)."""
+    if not config.getoption("prism_shard", None) and not config.getoption("prism_shard_durations", None):
+        return
+    from prism_testkit.hunting.identity import identity_of
+    from prism_testkit.registry.shards import configure
+
+    def exclusive() -> set[str]:
+        if config.stash.get(HARNESS, None) is None:
+            return set()
+        runtime = harness(config).runtime
+        return {spec.name for spec in [*runtime.selected, *runtime.extra] if spec.exclusive}
+
+    configure(config, identity_of, exclusive)
 
 
 def _load_replay(config: pytest.Config, path: Path) -> None:

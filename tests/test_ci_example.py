@@ -1,8 +1,9 @@
 """The GitHub Actions example's commands, run as its jobs would run them.
 
-The per-backend step (id ``suites``) runs once per backend of a three-backend matrix, the merge
-step (id ``matrix``) merges their reports; the merged totals, rows and compliance matrix must equal
-those of one run over all three backends. The suites are single-slot ones, whose combinations are
+The per-backend step (id ``suites``) runs once per backend and shard of a three-backend matrix
+(three shards each, ``--prism-shard``), the merge step (id ``matrix``) merges their reports; the
+merged totals, rows and compliance matrix must equal those of one run over all three backends,
+and every test of that run be in exactly one shard. The suites are single-slot ones, whose combinations are
 the same whether backends run in one job or in several.
 """
 
@@ -24,6 +25,7 @@ from prism_testkit.report.merge import row_key, totals
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "examples" / "ci" / "github-actions.yml"
 BACKENDS = ["memstore", "sqlite", "localfs"]
+SHARDS = [1, 2, 3]
 SUITES = " ".join(
     f"prism_testkit.suites.test_contract_{name}" for name in ("keyvalue", "log", "objects", "capabilities")
 )
@@ -37,10 +39,10 @@ def step(workflow: dict[str, Any], job: str, step_id: str) -> str:
 
 
 def run_step(
-    command: str, cwd: Path, env: dict[str, str], backend: str | None = None
+    command: str, cwd: Path, env: dict[str, str], backend: str | None = None, shard: int = 1
 ) -> subprocess.CompletedProcess[str]:
     if backend is not None:
-        command = command.replace("${{ matrix.backend }}", backend)
+        command = command.replace("${{ matrix.backend }}", backend).replace("${{ matrix.shard }}", str(shard))
     assert "${{" not in command, f"an expression this test does not provide: {command}"
     # GitHub runs `run:` steps with `bash -e`.
     return subprocess.run(["bash", "-e", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -48,7 +50,9 @@ def run_step(
 
 def test_the_example_workflow_merges_per_backend_jobs_into_the_single_run(tmp_path: Path) -> None:
     workflow = yaml.safe_load(WORKFLOW.read_text())
-    assert set(BACKENDS) <= set(workflow["jobs"]["suites"]["strategy"]["matrix"]["backend"])
+    matrix = workflow["jobs"]["suites"]["strategy"]["matrix"]
+    assert set(BACKENDS) <= set(matrix["backend"])
+    assert matrix["shard"] == SHARDS
     summary = tmp_path / "step-summary.md"
     env = dict(
         os.environ,
@@ -59,8 +63,11 @@ def test_the_example_workflow_merges_per_backend_jobs_into_the_single_run(tmp_pa
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_ADDOPTS", None)
     for backend in BACKENDS:
-        job = run_step(step(workflow, "suites", "suites"), tmp_path, env, backend)
-        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+        for shard in SHARDS:
+            job = run_step(step(workflow, "suites", "suites"), tmp_path, env, backend, shard)
+            assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+            job_lines = job.stdout.splitlines()
+            assert f"prism-testkit shard {shard} of 3: " in "\n".join(job_lines), job.stdout[-2000:]
     merged_step = run_step(step(workflow, "merge", "matrix"), tmp_path, env)
     assert merged_step.returncode == 0, merged_step.stderr
 
@@ -84,7 +91,17 @@ def test_the_example_workflow_merges_per_backend_jobs_into_the_single_run(tmp_pa
     assert sorted(map(row_key, merged["suites"])) == sorted(map(row_key, single["suites"]))
     assert merged["matrix"] == compliance_matrix(single)
     assert merged["not_applicable"] == single["not_applicable"]
-    assert sorted(merged["merged_from"]) == sorted(f"reports/{b}.json" for b in BACKENDS)
+    assert sorted(merged["merged_from"]) == sorted(f"reports/{b}-{k}.json" for b in BACKENDS for k in SHARDS)
+    assert len(merged["shards"]) == len(BACKENDS) * len(SHARDS)
+    # every test of a backend's job in exactly one of its shards, and the jobs' tests the one run's
+    # (a plain test of a suite module runs in every backend's job)
+    ran: set[str] = set()
+    for backend in BACKENDS:
+        shards = [ran_tests(tmp_path / "reports" / f"{backend}-{k}.json") for k in SHARDS]
+        assert all(shards), f"a shard of {backend} ran nothing"
+        assert sum(map(len, shards)) == len(set().union(*shards)), f"shards of {backend} overlap"
+        ran |= set().union(*shards)
+    assert sorted(ran) == sorted(ran_tests(single_dir / "single.json"))
 
     text = summary.read_text()
     assert "| suite | localfs | memstore | sqlite |" in text
@@ -92,7 +109,19 @@ def test_the_example_workflow_merges_per_backend_jobs_into_the_single_run(tmp_pa
     assert "| objects | ✅ " in text  # localfs (the first column) ran the object store suite
     assert "| keyvalue | — | ✅ " in text  # localfs has no key-value store: not run there
 
-    junit_matches_report(tmp_path / "reports" / "memstore.xml", tmp_path / "reports" / "memstore.json")
+    for shard in SHARDS:
+        junit_matches_report(
+            tmp_path / "reports" / f"memstore-{shard}.xml", tmp_path / "reports" / f"memstore-{shard}.json"
+        )
+
+
+def ran_tests(path: Path) -> list[str]:
+    """The tests of a report's rows and outside the suites, named from the suites folder on (a
+    report names a test by its path from where pytest ran); not the tests of modules nothing
+    selected fits, which a job of one backend has and a run over all three does not."""
+    report = json.loads(path.read_text())
+    sections = [*report["suites"], report.get("outside_suites") or {}]
+    return [test.rpartition("/suites/")[2] for section in sections for test in section.get("tests", {})]
 
 
 def junit_matches_report(xml_path: Path, json_path: Path) -> None:

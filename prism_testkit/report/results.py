@@ -142,12 +142,12 @@ def outside_test_id(report: pytest.TestReport) -> str:
     return _test_id(report)
 
 
-SHARD = "PRISM_SHARD"  # K/N: this run is shard K (from 1) of N, for a splitter other than pytest-split
+SHARD = "PRISM_SHARD"  # K/N: this run is shard K (from 1) of N, for a splitter other than ours or pytest-split
 
 
 def shard_of(config: pytest.Config, environ: dict[str, str] | None = None) -> dict[str, Any] | None:
-    """Which shard of a sharded run this is: pytest-split's ``--splits N --group K``, else
-    ``PRISM_SHARD=K/N``; None when the run is not sharded. ``selection`` names what was
+    """Which shard of a sharded run this is: ``--prism-shard=K/N``, pytest-split's ``--splits N
+    --group K``, else ``PRISM_SHARD=K/N``; None when the run is not sharded. ``selection`` names what was
     sharded (the arguments, ``-k``, ``-m`` and the ``--prism-*`` options that select), so the
     merge checks the shards of each selection apart: a CI matrix with a job per backend, each
     split in three, has three shards per backend. pytest.UsageError for a malformed value."""
@@ -155,12 +155,19 @@ def shard_of(config: pytest.Config, environ: dict[str, str] | None = None) -> di
 
     found = os.environ if environ is None else environ
     splits, group = getattr(config.option, "splits", None), getattr(config.option, "group", None)
+    ours = getattr(config.option, "prism_shard", None)
+    if ours and found.get(SHARD, "").strip():
+        raise pytest.UsageError(
+            f"--prism-shard={ours} splits the run itself, {SHARD}={found[SHARD]} names a shard another splitter "
+            "made: give one"
+        )
     if splits and group:
         index, count, given = int(group), int(splits), f"--splits {splits} --group {group}"
-    elif found.get(SHARD, "").strip():
-        given = f"{SHARD}={found[SHARD]}"
+    elif ours or found.get(SHARD, "").strip():
+        text = ours or found[SHARD]
+        given = f"--prism-shard={ours}" if ours else f"{SHARD}={found[SHARD]}"
         try:
-            index_text, count_text = found[SHARD].strip().split("/")
+            index_text, count_text = text.strip().split("/")
             index, count = int(index_text), int(count_text)
         except ValueError:
             raise pytest.UsageError(f"{given}: expected K/N, shard K (from 1) of N, e.g. 2/3") from None
