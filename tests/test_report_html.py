@@ -50,6 +50,15 @@ class Planned:
         return f"{self.file}::{self.name}"
 
 
+def latency(seed: int) -> dict[str, Any]:
+    """A stateful example's samples (prism_testkit.jepsen.latency's shape): slow under its kill."""
+    ops = []
+    for n in range(60):
+        start = n * 20.0 + seed
+        ops.append([start, 250.0 if 400 <= start < 700 else 1.5, "ok" if n % 9 else ("fail", "info")[n % 2], "write"])
+    return {"ops": ops, "faults": [[400.0, 700.0, "kill", "kill memstore"]], "span_ms": 1200.0}
+
+
 def planned(timeline: str = "/tmp/out/prism-timelines/wal.html") -> list[Planned]:
     kv, wal = "suites/test_contract_keyvalue.py", "suites/test_stateful_wal.py"
     memstore, sqlite = {"backend": "memstore"}, {"backend": "sqlite"}
@@ -77,6 +86,7 @@ def planned(timeline: str = "/tmp/out/prism-timelines/wal.html") -> list[Planned
             evidence=[
                 ("prism_timeline", timeline),
                 ("prism_replay_command", "pytest suites/test_stateful_wal.py::t --hypothesis-seed=7"),
+                ("prism_latency", latency(1)),
             ],
             duration=3.5,
         ),
@@ -87,6 +97,7 @@ def planned(timeline: str = "/tmp/out/prism-timelines/wal.html") -> list[Planned
             {"log": "sqlite", "target": "sqlite"},
             tolerated={"duplicated": 1},
             faults={"kill": 3},
+            evidence=[("prism_latency", latency(2))],
             duration=2.25,
         ),
     ]
@@ -180,7 +191,11 @@ def test_the_page_shows_the_matrix_rows_failures_and_reasons_escaped(tmp_path: P
     page = render_html(run_of(planned(str(timeline)), "2026-11-26T09:00:00+00:00"), base=tmp_path / "out")
     dom = Dom(page)
 
-    assert [t for t, _ in dom.elements if t in ("script", "img", "link", "iframe")] == []
+    assert [t for t, _ in dom.elements if t in ("script", "link", "iframe", "object", "embed")] == []
+    # each stateful row's plot, drawn into the page: nothing to fetch
+    plots = [a for t, a in dom.elements if t == "img"]
+    assert len(plots) == 2
+    assert all(a["src"].startswith("data:image/png;base64,") for a in plots)
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "ü—名" in page  # shown as it is, not mangled
@@ -274,6 +289,27 @@ def test_a_seeded_wal_loss_writes_a_page_whose_failing_row_links_its_timeline_an
         assert entry["replay"].startswith("pytest ")
         assert "--hypothesis-profile=prism-mutant" in entry["replay"] or "--hypothesis-seed=" in entry["replay"]
         assert html.escape(entry["replay"], quote=True) in page
+        assert entry["latency"]["ops"]  # its failing example's operations, for the row's plot
     rows = [a for a in dom.tagged("details") if a["data-status"] == "failed"]
     assert rows
     assert all(a["data-suite"] == "stateful_wal" for a in rows)
+    from prism_testkit.report import plots
+
+    if plots.available():
+        assert len(dom.tagged("img")) == len(report["suites"])  # a plot per stateful row
+
+
+def test_without_matplotlib_a_stateful_row_says_how_to_get_its_plot(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prism_testkit.report import plots
+
+    monkeypatch.setattr(plots, "available", lambda: False)
+    page = render_html(run_of(planned(), "2026-11-26T09:00:00+00:00"))
+    assert page.count(html.escape(plots.MISSING, quote=True)) == 2  # one per stateful row
+    assert "<img" not in page
+
+
+def test_a_plot_draws_the_same_bytes_from_the_same_samples() -> None:
+    from prism_testkit.report.plots import latency_figure
+
+    pytest.importorskip("matplotlib", reason="the plots extra: pip install 'prism-testkit[plots]'")
+    assert latency_figure(latency(1)) == latency_figure(latency(1)) != latency_figure(latency(2))

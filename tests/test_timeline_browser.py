@@ -33,6 +33,7 @@ import pytest
 from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
 from prism_testkit.jepsen.history import History
 from prism_testkit.jepsen.timeline import Timeline, fault_bands, write_timeline
+from prism_testkit.report import plots
 from prism_testkit.report.html import write_html
 from tests.test_report_html import HOSTILE as HOSTILE_NAME
 from tests.test_report_html import planned, run_of
@@ -197,7 +198,14 @@ def test_the_report_opens_in_chromium_with_its_matrix_and_a_failing_row_opened(t
     rows = [a for tag, a in dom.elements if tag == "details"]
     assert len(rows) == 4
     assert not [a for a in rows if "open" in a]
-    assert not [tag for tag, _ in dom.elements if tag in ("script", "img", "iframe", "link")]
+    assert not [tag for tag, _ in dom.elements if tag in ("script", "iframe", "link", "object", "embed")]
+    images = [a["src"] for tag, a in dom.elements if tag == "img"]
+    if plots.available():  # the stateful rows' plots, drawn into the page
+        assert len(images) == 2
+        assert all(src.startswith("data:image/png;base64,") for src in images)
+    else:
+        assert images == []
+        assert "plots-missing" in top.stdout
     shown = HOSTILE_NAME.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     assert shown in top.stdout  # a hostile test name is text in the DOM, never markup
     assert console_errors(top.stderr) == []

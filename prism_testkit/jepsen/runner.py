@@ -161,6 +161,8 @@ class StatefulRun:
         self._timeline_dir: Path | None = None
         self.failing_timeline: tuple[Path, Timeline] | None = None  # the latest failing example's, to write
         self.failing_replay: str | None = None  # the command that replays its failure (the report's "replay")
+        # the latest judged example (its history and heal time): its latency goes to the report
+        self.last_judged: tuple[History, int | None] | None = None
 
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
@@ -206,7 +208,24 @@ class StatefulRun:
             self.node.user_properties.append(("prism_simulation", self.digest_property()))
             if self.failing_replay is not None:
                 self.node.user_properties.append(("prism_replay_command", self.failing_replay))
+            self.record_latency()
             self.write_failing_timeline()
+
+    def record_latency(self) -> None:
+        """The latest judged example's latency samples and faults, for the report's plot (only
+        when the run writes a report: the property is larger than the others)."""
+        config = self.node.config
+        wanted = any(
+            config.getoption(name, None) or config.getini(name) for name in ("prism_report", "prism_report_html")
+        )
+        if self.last_judged is None or not wanted:
+            return
+        from prism_testkit.jepsen.latency import PROPERTY, latency_property
+        from prism_testkit.jepsen.timeline import fault_bands
+
+        history, healed_at = self.last_judged
+        bands = [*fault_bands(history, healed_at), *self._stalls(history, healed_at)]
+        self.node.user_properties.append((PROPERTY, latency_property(history, bands, healed_at)))
 
     def note_failover_clusters(self, backends: set[str]) -> None:
         """An example's nemesis names the backends of this test that fail over."""
@@ -512,6 +531,7 @@ class StatefulRun:
         ``healed_at`` and ``prefixes``: for its timeline (see :meth:`judge`)."""
         self.tally.examples += 1
         self.judged += 1
+        self.last_judged = (history, healed_at)
         self.failed = []
         self.failing_digest = self.digests[-1] if self.digests else None
         replay = self.replay()
@@ -546,6 +566,7 @@ class StatefulRun:
             self.vacuous += 1  # one empty example is not a failure; a test of only those is
             return
         self.judged += 1
+        self.last_judged = (history, healed_at)
         bad = [v for v in verdicts if not v.valid and set(v.anomalies) != {EMPTY}]
         for verdict in verdicts:
             if verdict.valid:

@@ -50,7 +50,10 @@ _RED_FIRST = {"failed": 0, "known finding": 1, "tolerated": 2, "skipped": 3, "co
 
 def e(text: object) -> str:
     """``text`` redacted and escaped for an element's content or a quoted attribute."""
-    return html.escape(redact(str(text)), quote=True)
+    found = str(text)
+    if "://" in found or "=" in found:  # what every pattern redact() replaces holds one of them
+        found = redact(found)
+    return html.escape(found, quote=True)
 
 
 def _slug(status: str) -> str:
@@ -132,6 +135,8 @@ details.row[open] > summary { border-bottom: 1px solid #e4e6ea; }
 .tests td, .tests th { border-bottom: 1px solid #eceef2; }
 .tests td.test { word-break: break-all; min-width: 320px; max-width: 560px; }
 .tests td.replay code { word-break: break-all; }
+figure.plot { margin: 10px 0 4px; } figure.plot img { max-width: 100%; background: #fff; }
+figure.plot figcaption { font-size: 12px; color: #6b7480; word-break: break-all; }
 .message { color: #8f1d15; white-space: pre-wrap; word-break: break-word; }
 .quiet { color: #6b7480; }
 ul.entries li { margin: 3px 0; }
@@ -271,6 +276,7 @@ def _row(row: dict[str, Any], n: int, failures: dict[str, dict[str, Any]], base:
         )
         out += [_test_line(test, entry, row, failures.get(test), base) for test, entry in sorted(tests.items())]
         out.append("</tbody></table>")
+        out += _plots(tests)
     out.append("</div></details>")
     return "\n".join(out)
 
@@ -301,6 +307,27 @@ def _test_line(
         f"<td>{e(survived(found_counts(entry.get('faults') or {})))}</td><td>{e('; '.join(found))}</td>"
         f'<td>{page}</td><td class="replay"><code>{e(replay)}</code></td></tr>'
     )
+
+
+def _plots(tests: dict[str, dict[str, Any]]) -> list[str]:
+    """The row's latency and rate plot (:mod:`.plots`) of one stateful test: its first failing
+    one, else its first (one figure per row keeps a long run's page quick to write), or how to
+    get the plots."""
+    sampled = [(test, entry) for test, entry in sorted(tests.items()) if (entry.get("latency") or {}).get("ops")]
+    if not sampled:
+        return []
+    from prism_testkit.report import plots
+
+    if not plots.available():
+        return [f'<p class="quiet plots-missing">{e(plots.MISSING)}</p>']
+    red = [(test, entry) for test, entry in sampled if is_red(str(entry.get("outcome", "")))]
+    test, entry = (red or sampled)[0]
+    which = "its failing example, shrunk" if red else "its last example"
+    return [
+        f'<figure class="plot"><img alt="latency and operations per second of {e(test)}" '
+        f'src="{plots.latency_figure(entry["latency"])}"><figcaption>{e(test)}: each operation\'s latency and '
+        f"operations per second by outcome in {which}; faults as bands</figcaption></figure>"
+    ]
 
 
 def _failures(report: dict[str, Any], failures: dict[str, dict[str, Any]], where: dict[str, int]) -> str:

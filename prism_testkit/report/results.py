@@ -195,9 +195,10 @@ def selection_of(config: pytest.Config) -> str:
 ERROR = "error"
 # the user property a power_loss test records its cut under (also in --junitxml)
 POWER_CUT = "power_loss"
-# the user properties (strings) a failing stateful test leaves: its timeline page, the command that
-# replays it; each test's entry in the report carries them (``timeline``, ``replay``)
-EVIDENCE = {"prism_timeline": "timeline", "prism_replay_command": "replay"}
+# the user properties a stateful test leaves: a failing one's timeline page and the command that
+# replays it (strings), its latest judged example's latency samples (prism_testkit.jepsen.latency);
+# each test's entry in the report carries them (``timeline``, ``replay``, ``latency``)
+EVIDENCE = {"prism_timeline": "timeline", "prism_replay_command": "replay", "prism_latency": "latency"}
 COUNTED = ("passed", "failed", "skipped", "errors")  # a row's columns, pytest's words
 _COLUMN = {"passed": "passed", "failed": "failed", "skipped": "skipped", ERROR: "errors"}
 
@@ -243,7 +244,7 @@ class PrismResults:
     # the failures of tests outside any suite (test -> entry, as ``failures`` holds them)
     outside_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
     shard: dict[str, Any] | None = None  # which shard of a sharded run this is (see shard_of)
-    evidence: dict[str, dict[str, str]] = field(default_factory=dict)  # test -> its EVIDENCE (timeline, replay)
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)  # test -> its EVIDENCE (timeline, replay...)
     # one per run: a merge refuses a run given twice
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -270,8 +271,8 @@ class PrismResults:
                 found = {**found, "known": {str(known["finding"]): 1}}
             self.anomalies_of[test] = found
         for key, value in report.user_properties:
-            if key in EVIDENCE and isinstance(value, str):
-                self.evidence.setdefault(test, {})[EVIDENCE[key]] = value
+            if key in EVIDENCE and isinstance(value, str | dict):
+                self.evidence.setdefault(test, {})[EVIDENCE[key]] = dict(value) if isinstance(value, dict) else value
         cut = _prism_property(report, POWER_CUT)
         if cut is not None:
             self.power_cuts[test] = {"test": test, **cut}

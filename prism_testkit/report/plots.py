@@ -1,0 +1,85 @@
+"""The HTML report's plots of a stateful test's latest judged example, drawn with matplotlib
+(an optional extra: ``pip install 'prism-testkit[plots]'``): each operation's latency over time,
+coloured by outcome, with the faults as bands across it (Jepsen's ``latency-raw``), and
+operations per second by outcome (Jepsen's ``rate``). The samples are the report's (a test
+entry's ``latency``: :mod:`prism_testkit.jepsen.latency`).
+
+matplotlib is imported on the first plot, never by a run that draws none; without it the page
+says how to get them (:data:`MISSING`). A figure is a PNG (drawn faster than SVG, and smaller),
+embedded in the page as a ``data:`` image (nothing fetched, no markup from the run in the page's
+DOM), without the metadata that would differ from draw to draw: the same samples draw the same
+bytes (a merge's page equals the run's).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+from typing import Any
+
+MISSING = "latency plots need matplotlib: pip install 'prism-testkit[plots]'"
+OUTCOME_COLOURS = {"ok": "#2f9e44", "fail": "#e8590c", "info": "#5c7cfa"}
+FAULT_COLOURS = {
+    "kill": "#fa5252",
+    "power-cut": "#c2255c",
+    "pause": "#fab005",
+    "partition": "#7950f2",
+    "latency": "#15aabf",
+    "failover": "#e64980",
+    "corrupt": "#862e9c",
+    "stall": "#868e96",
+    "crash": "#f76707",
+}
+RATE_BINS = 20  # the rate plot's buckets over the example
+DPI = 100
+
+
+def available() -> bool:
+    """Whether matplotlib can be imported (without importing it)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def latency_figure(latency: dict[str, Any]) -> str:
+    """The figure of one example's samples as a ``data:image/png`` URI."""
+    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    ops: list[list[Any]] = latency.get("ops") or []
+    span = max(float(latency.get("span_ms") or 0.0), max((op[0] + op[1] for op in ops), default=0.0), 1e-3)
+    with matplotlib.rc_context({"font.size": 8}):
+        figure = Figure(figsize=(7.5, 3.4), dpi=DPI)
+        top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+        figure.subplots_adjust(left=0.09, right=0.86, top=0.97, bottom=0.13, hspace=0.08)
+        shown: set[str] = set()
+        for start, end, kind, _label in latency.get("faults") or []:
+            colour = FAULT_COLOURS.get(kind, "#adb5bd")
+            for axes in (top, bottom):
+                axes.axvspan(start / 1e3, max(end, start + span / 400) / 1e3, color=colour, alpha=0.18, lw=0)
+            if kind not in shown:
+                shown.add(kind)
+                top.plot([], [], color=colour, alpha=0.4, lw=6, label=kind)
+        for outcome, colour in OUTCOME_COLOURS.items():
+            mine = [op for op in ops if op[2] == outcome]
+            if mine:
+                latencies = [max(op[1], 1e-3) for op in mine]
+                top.scatter([op[0] / 1e3 for op in mine], latencies, s=9, color=colour, label=outcome, lw=0)
+        top.set_yscale("log")
+        top.set_ylabel("latency (ms)")
+        top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        width = span / RATE_BINS
+        edges = [n * width for n in range(RATE_BINS + 1)]
+        for outcome, colour in OUTCOME_COLOURS.items():
+            counts = [0] * RATE_BINS
+            for op in ops:
+                if op[2] == outcome:
+                    counts[min(int(op[0] / width), RATE_BINS - 1)] += 1
+            if any(counts):
+                rates = [count / (width / 1e3) for count in counts]
+                bottom.stairs(rates, [edge / 1e3 for edge in edges], color=colour, label=outcome)
+        bottom.set_ylabel("ops/s")
+        bottom.set_xlabel("time since the example's first operation (s)")
+        bottom.set_xlim(0, span / 1e3)
+        out = io.BytesIO()
+        figure.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
