@@ -48,6 +48,7 @@ OPTION_NAMES = (
     "prism_replay",
     "prism_load",
     "prism_twins",
+    "prism_depth",
 )
 
 
@@ -69,6 +70,7 @@ _EXPECTED = {
     "prism_twins": "give 'cover' or 'run'",
     "prism_load": "give a comma list of cpu:N, io:N, stall:DUR@EVERY and seed:N, e.g. cpu:2,stall:200ms@2s",
     "prism_timelines": "give failing, all or none",
+    "prism_depth": "give a number of examples per stateful row, or quick, default or deep",
 }
 TIMELINES = ("failing", "all", "none")  # --prism-timelines
 # Workers per core under ``--prism-workers=auto``: the suites wait on servers, timeouts and
@@ -192,6 +194,14 @@ def addoption(parser: pytest.Parser) -> None:
         "prism_buggify",
         "under --prism-simulate, the in-contract misbehaviour a simulable backend may show, each a Hypothesis "
         "choice: 'all', 'none' (default) or a comma list of late, unknown-outcome, ack-at-deadline",
+    )
+    add(
+        "--prism-depth",
+        "prism_depth",
+        "examples each stateful suite's row draws: a number, or 'quick' (1: every row runs once, a smoke test), "
+        "'default' (12, the smallest depth that caught as many seeded bugs as any deeper one measured, "
+        "benchmarks/RESULTS.md) or 'deep' (48); a cluster's rows draw their declared count at the default, "
+        "scaled in proportion; a hunt (--prism-hunt) searches by time instead",
     )
     add(
         "--prism-hunt",

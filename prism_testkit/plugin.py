@@ -14,6 +14,7 @@ import contextlib
 import functools
 import inspect
 import os
+import shlex
 import sys
 import time
 from collections.abc import Generator, Iterator, Mapping
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from prism_testkit.errors import FaultUnavailable
     from prism_testkit.faults.burners import Burners
     from prism_testkit.faults.jitter import Jitter
+    from prism_testkit.hunting.depth import Depth
     from prism_testkit.registry.backends import BackendRegistry, BackendSpec
     from prism_testkit.registry.combinations import Combination, NoCombination
     from prism_testkit.report.results import PrismResults
@@ -74,11 +76,12 @@ class Harness:
     plan: NamespacePlan
     results: PrismResults
     header_shown: bool = False  # False when a collected suite, not an option, set it up
+    depth: Depth | None = None  # --prism-depth (None: a hunt, which draws rounds by time)
 
     def backend_lines(self) -> list[str]:
         registry = self.runtime.registry
         lines = [
-            f"  {name}: {a.via.value} ({a.detail}){_example_cap(registry[name])}"
+            f"  {name}: {a.via.value} ({a.detail}){_example_cap(registry[name], self.depth)}"
             for name, a in self.runtime.availability.items()
         ]
         # Where server data and logs are while the run lasts (removed when it ends, also on Ctrl-C).
@@ -86,14 +89,26 @@ class Harness:
         left_out = [s.name for s in self.runtime.registry.opt_in if s.name not in self.runtime.availability]
         if left_out:
             lines.append(f"  opt-in, not selected (name them in --prism-backend to run): {', '.join(left_out)}")
-        return ["prism-testkit backends:", *lines, work_dir, *self.runtime.sweep_lines()]
+        return ["prism-testkit backends:", *lines, work_dir, *self.runtime.sweep_lines(), self.depth_line()]
+
+    def depth_line(self) -> str:
+        """The header's line on how many examples each stateful row draws."""
+        if self.depth is None:
+            return "prism-testkit depth: a hunt (--prism-hunt): stateful tests draw rounds until their time is spent"
+        from prism_testkit.hunting.depth import deeper_command
+
+        return (
+            f"prism-testkit depth: {self.depth.examples} examples per stateful row ({self.depth.source()}; "
+            f"deeper: {deeper_command(self.depth)})"
+        )
 
 
-def _example_cap(spec: BackendSpec) -> str:
+def _example_cap(spec: BackendSpec, depth: Depth | None) -> str:
     """What a header line adds for a backend whose stateful tests draw fewer examples."""
     if spec.stateful_examples is None:
         return ""
-    return f"; stateful tests over it draw {spec.stateful_examples} examples each (hunts: the profile's)"
+    drawn = spec.stateful_examples if depth is None else depth.for_row(spec.stateful_examples)
+    return f"; stateful tests over it draw {drawn} examples each (hunts: the profile's)"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -155,6 +170,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options = config.stash[OPTIONS] = read_options(config)
     for why in ineffective(options):
         _warn(config, why)
+    _check_depth(config, options)
     if options.replay is not None:
         _load_replay(config, options.replay)
     _resolve_load(config, options)
@@ -183,6 +199,18 @@ def _shard(config: pytest.Config) -> None:
         return {spec.name for spec in [*runtime.selected, *runtime.extra] if spec.exclusive}
 
     configure(config, identity_of, exclusive)
+
+
+def _check_depth(config: pytest.Config, options: PrismOptions) -> None:
+    """``--prism-depth``: a bad value is one usage error line now; beside a hunt, a warning."""
+    from prism_testkit.hunting import depth
+
+    try:
+        given = depth.of(config)
+    except depth.BadDepth as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if given.given and options.hunt is not None:
+        _warn(config, "--prism-depth has no effect with --prism-hunt: a hunt draws rounds until its time is spent")
 
 
 def _load_replay(config: pytest.Config, path: Path) -> None:
@@ -411,7 +439,9 @@ def _assemble(config: pytest.Config, interrupts: Interrupts) -> Harness:
         _plan_hunt(config, options)
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile(HUNT if options.hunt is not None else default_profile())
-    return Harness(runtime, plan, results)
+    from prism_testkit.hunting import depth
+
+    return Harness(runtime, plan, results, depth=None if options.hunt is not None else depth.of(config))
 
 
 def _report_the_stop(config: pytest.Config, results: PrismResults, stopped: str) -> None:
@@ -1096,6 +1126,8 @@ class _Reporting:
         results.outside_suites = {test: "+".join(found) for test, found in self.outside_suites.items()}
         results.outside_failures, results.shard = dict(self.outside_failures), self.shard
         results.summarize(terminalreporter)
+        if found.depth is not None and results.depths:
+            self._summarize_depth(terminalreporter, found.depth)
         load = _load_summary(self.config)
         if load is not None:
             terminalreporter.write_line(load)
@@ -1125,6 +1157,24 @@ class _Reporting:
             partial.write_text(per_test_exposition(self.metrics))
             partial.replace(metrics_path)  # a reader never sees half a file
             terminalreporter.write_line(f"prism-testkit metrics written to {metrics_path}")
+
+    def _summarize_depth(self, terminalreporter: pytest.TerminalReporter, depth: Depth) -> None:
+        """How deep the stateful rows searched, and the command that searches deeper."""
+        from prism_testkit.hunting.depth import HUNT_HINT, deeper_command
+
+        results = self.config.stash[HARNESS].results
+        drawn = sorted(set(results.depths.values()))
+        args = [arg for arg in self.config.invocation_params.args if not str(arg).startswith("--prism-depth")]
+        again = shlex.join(["pytest", *map(str, args)])
+        deeper, hunt = f"{again} {deeper_command(depth)}", f"{again} {HUNT_HINT}"
+        results.depth = {"asked": depth.label(), "drawn": drawn, "deeper": deeper, "hunt": hunt}
+        each = "/".join(map(str, drawn))
+        terminalreporter.write_line(
+            f"prism-testkit depth: {len(results.depths)} stateful tests drew {each} examples each "
+            f"({depth.source()}); to search deeper: {deeper}"
+        )
+        if deeper_command(depth) != HUNT_HINT:
+            terminalreporter.write_line(f"  or hunt for a time instead: {hunt}")
 
     def _summarize_simulation(self, terminalreporter: pytest.TerminalReporter) -> None:
         """Under --prism-simulate, say which stateful tests ran on real time, and why."""

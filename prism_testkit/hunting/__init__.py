@@ -2,6 +2,8 @@
 
 - :mod:`.profiles`: the profiles the plugin registers (``prism-dev``, ``prism-ci``, ``prism-hunt``).
 - :mod:`.strategies`: the strategies the suites share (payloads of a drawn size from a drawn seed).
+- :mod:`.depth`: how many examples a stateful row draws (``--prism-depth``: a number or a named
+  level; the default is the knee of the kill-rate curve in ``benchmarks/RESULTS.md``).
 - :mod:`.hunt`: long hunts (``--prism-hunt``): a budget of test time split between the stateful
   tests that run a machine, the example database shared between machines, and the summary at the end.
 - :mod:`.identity`: one identity per test whatever the install layout (the module's import name

@@ -26,7 +26,8 @@ plugin must not load Hypothesis's stateful machinery.
 May import: ``faults`` (the nemesis injects them), ``provision``'s cluster contract, networks
 and server control (:mod:`~prism_testkit.provision.cluster`, :mod:`~prism_testkit.provision.netns`,
 :mod:`~prism_testkit.provision.base`: what the nemesis aims at), ``hunting.hunt`` (the runner
-hunts in rounds), ``hunting.schedule`` (the file a failure's steps are written to),
+hunts in rounds), ``hunting.depth`` (the examples a row draws), ``hunting.schedule`` (the file
+a failure's steps are written to),
 ``capabilities``, ``driver``, ``errors``, ``patience``, ``redaction``, ``simulation``, and
 ``runtime.env`` for its type. Never ``registry`` (a machine gets its drivers from the env),
 ``options``, the runtime itself, the reports, the plugin, the CLI, a backend or a pattern.

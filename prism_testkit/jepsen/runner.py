@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
+from prism_testkit.hunting import depth as depths
 from prism_testkit.hunting.hunt import PLAN, ROUND_EXAMPLES, HuntPlan, HuntTally
 from prism_testkit.hunting.schedule import REPLAY, ReplayResult, Schedule, ScheduleError, reproduces, write
 from prism_testkit.jepsen.checkers import EMPTY, Verdict, judged_nothing
@@ -48,10 +49,11 @@ if TYPE_CHECKING:
 
 DEFAULT_SCHEDULES = ".prism-schedules"  # under the rootdir: where a hunt writes schedules without --prism-schedules
 STEPS = 12  # rules per example: short histories shrink fast and read well
-EXAMPLES = 12  # per combination, unless the profile asks for a long hunt (see stateful_settings)
+EXAMPLES = depths.DEFAULT  # per combination, unless --prism-depth or a long hunt says otherwise (stateful_settings)
 HUNT_THRESHOLD = 100  # a profile with at least this many examples is a hunt: honour it
 FAILOVER_PASS_EXAMPLES = 1  # a test whose drawn examples never failed over its failover cluster: this one does
 FULL_HISTORY_LINES = 80  # failure messages include the whole history up to this length
+DEPTH_PROPERTY = "prism_depth"  # the user property: the examples a stateful row drew (--prism-depth)
 TIMELINES = "prism-timelines"  # the folder of the timelines: beside the --prism-report file, else under basetemp
 
 
@@ -62,16 +64,21 @@ def active_settings() -> settings:
     return current
 
 
-def stateful_settings(cap: int | None = None) -> settings:
-    """The active profile (prism-dev / prism-ci / prism-hunt), with short examples and a capped
-    example count: every example restarts servers and waits out visibility timeouts. ``cap``
-    lowers the count further (a combination's backends' ``stateful_examples``), except in a
-    hunt, which asked for its count."""
+def stateful_settings(cap: int | None = None, depth: depths.Depth | None = None) -> settings:
+    """The active profile (prism-dev / prism-ci / prism-hunt), with short examples and an
+    example count set by the depth (``--prism-depth``; every example restarts servers and waits
+    out visibility timeouts). ``cap`` (a combination's backends' ``stateful_examples``) is the
+    count at the default depth, scaled with the depth. A depth the run asked for is drawn
+    whatever the profile's ``max_examples``; the default depth is lowered to a smaller profile's
+    count. A hunt's profile asked for its count: it is honoured."""
     base = active_settings()
     if base.max_examples >= HUNT_THRESHOLD:
         examples = base.max_examples
     else:
-        examples = min(base.max_examples, EXAMPLES, EXAMPLES if cap is None else cap)
+        depth = depth or depths.Depth(EXAMPLES)
+        examples = depth.for_row(cap)
+        if not depth.given:
+            examples = min(base.max_examples, examples)
     return settings(
         base,
         max_examples=examples,
@@ -96,6 +103,7 @@ class StatefulRun:
         caps = [registry[name].stateful_examples for name in self.combination.slots.values()]
         # the fewest examples any of its backends asks for (see BackendSpec.stateful_examples)
         self.example_cap: int | None = min((cap for cap in caps if cap is not None), default=None)
+        self.depth = depths.of(request.config)  # --prism-depth (validated with the options)
         self.profile = settings.get_current_profile_name()
         self.derandomized = active_settings().derandomize
         forced = request.config.getoption("hypothesis_seed", None)
@@ -187,8 +195,10 @@ class StatefulRun:
         machine = cast("type[RuleBasedStateMachine]", make)
         try:
             if self.hunt is None:
+                drawn = stateful_settings(self.example_cap, self.depth)
+                self.node.user_properties.append((DEPTH_PROPERTY, self.depth_property(drawn.max_examples)))
                 try:
-                    run_state_machine_as_test(machine, settings=stateful_settings(self.example_cap))
+                    run_state_machine_as_test(machine, settings=drawn)
                     self._failover_pass(factory)
                 except Exception as exc:
                     self.keep_schedule(unrecorded, exc)
@@ -227,6 +237,10 @@ class StatefulRun:
         bands = [*fault_bands(history, healed_at), *self._stalls(history, healed_at)]
         self.node.user_properties.append((PROPERTY, latency_property(history, bands, healed_at)))
 
+    def depth_property(self, examples: int) -> dict[str, object]:
+        """What the report says of this row's depth: the examples it drew and the run's depth."""
+        return {"examples": examples, "depth": self.depth.label(), "cap": self.example_cap}
+
     def note_failover_clusters(self, backends: set[str]) -> None:
         """An example's nemesis names the backends of this test that fail over."""
         self.failover_clusters |= backends
@@ -254,7 +268,7 @@ class StatefulRun:
         if self.seed is not None:
             make_failing_over._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
         machine = cast("type[RuleBasedStateMachine]", make_failing_over)
-        one_pass = settings(stateful_settings(self.example_cap), max_examples=FAILOVER_PASS_EXAMPLES)
+        one_pass = settings(stateful_settings(self.example_cap, self.depth), max_examples=FAILOVER_PASS_EXAMPLES)
         run_state_machine_as_test(machine, settings=one_pass)
         if self.owed_failovers():
             raise AssertionError(f"{self.nodeid}: the failover pass did not fail over {sorted(self.owed_failovers())}")

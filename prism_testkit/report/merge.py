@@ -184,6 +184,9 @@ def _add_shard(key: RowKey, first: tuple[str, dict[str, Any]], other: tuple[str,
             found.update(found_counts(entry.get(kind, {})))
         merged[kind] = dict(sorted(found.items()))
     merged["duration_s"] = round(sum(float(entry.get("duration_s", 0.0)) for entry in tests.values()), 3)
+    drawn = [int(entry["depth"]) for entry in tests.values() if "depth" in entry]
+    if drawn:  # the examples its stateful tests drew, over every shard
+        merged["depth"] = max(drawn)
     covered = [entry["covered_by"] for entry in tests.values() if entry.get("covered_by")]
     if covered:  # tests a replicated backend's twin ran in its place (skipped here)
         merged["covered"] = len(covered)

@@ -53,6 +53,9 @@ def junit_properties(suite: str, slots: dict[str, str], namespace: str | None = 
 
 
 BACKEND_FAILED = "prism_backend_failed"
+# the user property a stateful test records the examples it drew under (--prism-depth; the
+# stateful runner writes it: prism_testkit.jepsen.runner.DEPTH_PROPERTY)
+DEPTH = "prism_depth"
 
 
 def backend_failure_property(backend: str, reason: str) -> tuple[str, dict]:
@@ -244,6 +247,10 @@ class PrismResults:
     # the failures of tests outside any suite (test -> entry, as ``failures`` holds them)
     outside_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
     shard: dict[str, Any] | None = None  # which shard of a sharded run this is (see shard_of)
+    # stateful tests: test -> the examples it drew (its row's depth)
+    depths: dict[str, int] = field(default_factory=dict)
+    # the run's depth: what it asked for and what goes deeper (set by the plugin at the end)
+    depth: dict[str, Any] | None = None
     evidence: dict[str, dict[str, Any]] = field(default_factory=dict)  # test -> its EVIDENCE (timeline, replay...)
     # one per run: a merge refuses a run given twice
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -273,6 +280,9 @@ class PrismResults:
         for key, value in report.user_properties:
             if key in EVIDENCE and isinstance(value, str | dict):
                 self.evidence.setdefault(test, {})[EVIDENCE[key]] = dict(value) if isinstance(value, dict) else value
+        drawn = _prism_property(report, DEPTH)
+        if drawn is not None:
+            self.depths[test] = int(drawn["examples"])
         cut = _prism_property(report, POWER_CUT)
         if cut is not None:
             self.power_cuts[test] = {"test": test, **cut}
@@ -318,6 +328,9 @@ class PrismResults:
                 for kind, counts in self.anomalies_of.get(test, {}).items():
                     found.setdefault(kind, Counter()).update(found_counts(counts))
             row.update({kind: dict(sorted(found[kind].items())) for kind in KINDS})
+            drawn = [self.depths[test] for test in tests if test in self.depths]
+            if drawn:  # examples per stateful test of this row (the most any drew)
+                row["depth"] = max(drawn)
             # the sum of its tests' setup + call + teardown, as pytest measured them (under xdist
             # on the workers, so rows run in parallel add up to more than the wall time)
             row["duration_s"] = round(sum(self.durations.get(test, 0.0) for test in tests), 3)
@@ -330,6 +343,8 @@ class PrismResults:
         entry: dict[str, Any] = {"outcome": self.outcome(test), "duration_s": round(self.durations.get(test, 0.0), 3)}
         if test in self.covered:
             entry["covered_by"] = self.covered[test]
+        if test in self.depths:
+            entry["depth"] = self.depths[test]
         entry.update(sorted(self.evidence.get(test, {}).items()))
         for kind, counts in self.anomalies_of.get(test, {}).items():
             if found_counts(counts):
@@ -401,6 +416,7 @@ class PrismResults:
                 else {}
             ),
             **({"history_digests": self.simulations} if self.simulations else {}),
+            **({"depth": self.depth} if self.depth is not None and self.depths else {}),
             **({"power_cuts": [self.power_cuts[test] for test in sorted(self.power_cuts)]} if self.power_cuts else {}),
             **({"judged": [self.judged[test] for test in sorted(self.judged)]} if self.judged else {}),
         }

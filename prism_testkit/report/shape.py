@@ -35,6 +35,7 @@ class OneTest(_Open):
     outcome: Outcome
     duration_s: float = 0.0
     covered_by: dict[str, str] | None = None
+    depth: Count | None = None  # the examples a stateful test drew
     anomalies: Counts = {}
     tolerated: Counts = {}
     faults: Counts = {}
