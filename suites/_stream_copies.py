@@ -1,7 +1,8 @@
 """The copies each node of a cluster holds of a stream, and moving a stream's leadership node
 by node: shared by the suites that damage or cut one node and judge what each copy serves
 (``test_contract_damaged_leader``, ``test_contract_node_power_cut``,
-``test_contract_snapshot_corruption``)."""
+``test_contract_snapshot_corruption``), and finding which stream a write went to
+(``test_contract_leader_change``, ``test_contract_replica_lag`` too)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ async def states(cluster: Cluster) -> StreamStates:
     return await asyncio.to_thread(cluster.stream_states)
 
 
-async def stream_of_log(cluster: Cluster, first: Callable[[], Awaitable[None]]) -> str:
-    """The one stream whose copies grew when the log's first record was acknowledged."""
+def grown(before: StreamStates, after: StreamStates) -> set[str]:
+    """The streams whose newest copy's last sequence grew from ``before`` to ``after``."""
 
     def newest(copies: StreamStates) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -29,16 +30,32 @@ async def stream_of_log(cluster: Cluster, first: Callable[[], Awaitable[None]]) 
                 found[stream] = max(found.get(stream, 0), last)
         return found
 
-    before = newest(await states(cluster))
-    await first()
-    grown = await patience.until(
+    was = newest(before)
+    return {stream for stream, seq in newest(after).items() if seq > was.get(stream, 0)}
+
+
+async def streams_grown_by(cluster: Cluster, write: Callable[[], Awaitable[object]], *, what: str) -> set[str]:
+    """The streams whose copies grew when ``write`` (``what``) was acknowledged: where it lives."""
+    before = await states(cluster)
+    await write()
+    after = await patience.until(
         lambda: states(cluster),
-        lambda now: any(seq > before.get(s, 0) for s, seq in newest(now).items()),
-        what="replica: a node to report the stream the log's first record went to",
+        lambda now: bool(grown(before, now)),
+        what=f"replica: a node to report the stream {what} went to",
     )
-    streams = [s for s, seq in newest(grown).items() if seq > before.get(s, 0)]
-    assert len(streams) == 1, f"one append grew {streams}: which stream holds the log is unclear"
-    return streams[0]
+    return grown(before, after)
+
+
+async def stream_of(cluster: Cluster, write: Callable[[], Awaitable[object]], *, what: str) -> str:
+    """The one stream ``write`` (``what``) grew."""
+    streams = await streams_grown_by(cluster, write, what=what)
+    assert len(streams) == 1, f"{what} grew {sorted(streams)}: which stream holds it is unclear"
+    return streams.pop()
+
+
+async def stream_of_log(cluster: Cluster, first: Callable[[], Awaitable[None]]) -> str:
+    """The one stream whose copies grew when the log's first record was acknowledged."""
+    return await stream_of(cluster, first, what="the log's first record")
 
 
 async def lead(cluster: Cluster, stream: str, node: int) -> None:

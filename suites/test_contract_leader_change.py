@@ -42,45 +42,20 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 
 from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.errors import ConnectionLost
-from prism_testkit.provision.cluster import Cluster
 from prism_testkit.simulation import clock
 
 from ._helpers import client_of_node, client_on_node, electing_cluster
+from ._stream_copies import stream_of
 
 pytestmark = prism_suite("leader_change", backend=Slot.one_of("keyvalue", "log"))
 
 KEYS = 4  # new keys written concurrently during the election
 PACE = 0.2  # seconds between the steady puts issued until a new leader is elected
-
-
-async def _stream_of_key(prism_env: PrismEnv, cluster: Cluster, write: Callable[[], Awaitable[Any]]) -> str:
-    """The one stream whose copies grew when ``write`` was acknowledged (where a key lives)."""
-    assert cluster.stream_states is not None
-    states = cluster.stream_states
-
-    def last(found: Any) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for held in found.values():
-            for stream, (_first, last_seq, _held) in (held or {}).items():
-                out[stream] = max(out.get(stream, 0), last_seq)
-        return out
-
-    before = last(await asyncio.to_thread(states))
-    await write()
-    grown = await patience.until(
-        lambda: asyncio.to_thread(states),
-        lambda now: any(seq > before.get(stream, 0) for stream, seq in last(now).items()),
-        what="replica: a node to report the stream the write went to",
-    )
-    streams = [stream for stream, seq in last(grown).items() if seq > before.get(stream, 0)]
-    assert len(streams) == 1, f"one write grew {streams}: which stream holds the key is unclear"
-    return streams[0]
 
 
 KILL, KILL_CLIENTS_NODE, PAUSE_OTHERS = "kill", "kill the client's node", "pause the others"
@@ -112,7 +87,7 @@ async def test_a_read_outlasted_by_a_time_without_leader_ends_unknown(prism_env:
     ns, driver = prism_env.ns, prism_env.driver("backend")
     key, stream = ns.name("k"), ns.name("log")
     await asyncio.to_thread(cluster.wait_settled)
-    kv_stream = await _stream_of_key(prism_env, cluster, functools.partial(driver.keyvalue().put, key, b"v0"))
+    kv_stream = await stream_of(cluster, functools.partial(driver.keyvalue().put, key, b"v0"), what="a put")
     await asyncio.to_thread(cluster.wait_settled)
     lost = (await asyncio.to_thread(leaders)).get(kv_stream)
     near = next(n for n in range(cluster.size) if n != lost)
@@ -173,7 +148,7 @@ async def _writes_across_a_leader_change(prism_env: PrismEnv, fault: str) -> Non
     # every node a current peer first: a stream created before that is refused ("no suitable
     # peers for placement, peer offline"), an error of the setup, not of the leader change
     await asyncio.to_thread(cluster.wait_settled)
-    kv_stream = await _stream_of_key(prism_env, cluster, functools.partial(driver.keyvalue().put, key, b"v0"))
+    kv_stream = await stream_of(cluster, functools.partial(driver.keyvalue().put, key, b"v0"), what="a put")
     await asyncio.to_thread(cluster.wait_settled)
     lost = (await asyncio.to_thread(leaders)).get(kv_stream)
     assert lost is not None, f"{name}: no node names a leader of {kv_stream}"

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -37,12 +37,11 @@ from prism_testkit import Capability, Driver, Message, PrismEnv, Slot, patience,
 from prism_testkit.provision.cluster import FailoverCluster
 
 from ._helpers import client_of_node, electing_cluster, read_all
+from ._stream_copies import grown, streams_grown_by
 
 pytestmark = prism_suite("replica_lag", backend=Slot.one_of("keyvalue", "log", "objects"))
 
 T = TypeVar("T")
-# each node's copies: stream -> (first sequence, last sequence, messages held); None: no answer
-StreamStates = Mapping[str, Mapping[str, tuple[int, int, int]] | None]
 UNKNOWN = object()  # a read that did not answer: allowed on a node cut off from its leader
 ROUNDS = 100  # overwrites each read back at once on a follower (a few ms each; one in twenty or fewer lands stale)
 # A node cut off while it leads the stream it serves is judged too when this is set: what
@@ -73,20 +72,6 @@ async def _bounded(op: Callable[[], Awaitable[T]]) -> T | object:
         return UNKNOWN
 
 
-def _grown(before: StreamStates, after: StreamStates) -> set[str]:
-    """The streams whose newest copy's last sequence grew from ``before`` to ``after``."""
-
-    def last(states: StreamStates) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for held in states.values():
-            for stream, (_first, last_seq, _held) in (held or {}).items():
-                found[stream] = max(found.get(stream, 0), last_seq)
-        return found
-
-    was, now = last(before), last(after)
-    return {stream for stream, seq in now.items() if seq > was.get(stream, 0)}
-
-
 async def test_a_client_of_a_cut_off_node_never_reads_the_past(prism_env: PrismEnv) -> None:
     name = prism_env.combination["backend"]
     cluster = electing_cluster(prism_env, what="a cluster whose every node serves clients")
@@ -112,16 +97,11 @@ async def test_a_client_of_a_cut_off_node_never_reads_the_past(prism_env: PrismE
             # leads it takes its turn last: every follower of it is cut off while it follows
             # (seen: the leadership moved to each node at its turn, and no key-value read was
             # judged, 1 run in 20 of the direct-get mutant).
-            before = await asyncio.to_thread(states)
-            await clients[0].keyvalue().put(prism_env.ns.name("first"), b"")
-            grown = await patience.until(
-                lambda: asyncio.to_thread(states),
-                lambda now: bool(_grown(before, now)),
-                what="replica: a node to report the key-value stream the first put went to",
-            )
+            first = functools.partial(clients[0].keyvalue().put, prism_env.ns.name("first"), b"")
+            kv_streams = await streams_grown_by(cluster, first, what="the first put")
             await asyncio.to_thread(cluster.wait_settled)
             led = await asyncio.to_thread(leaders)
-            kv_leaders = {led.get(s) for s in _grown(before, grown)}
+            kv_leaders = {led.get(s) for s in kv_streams}
             order.sort(key=lambda n: n in kv_leaders)
         for node in order:
             others = [n for n in range(cluster.size) if n != node]
@@ -134,11 +114,11 @@ async def test_a_client_of_a_cut_off_node_never_reads_the_past(prism_env: PrismE
             if kv:
                 await writer.keyvalue().put(key, old)
                 await _reads(functools.partial(reader.keyvalue().get, key), _is(old), f"n{node} to read {old!r}")
-            kv_streams = _grown(before, before := await asyncio.to_thread(states))
+            kv_streams = grown(before, before := await asyncio.to_thread(states))
             if log:
                 await writer.log().append(stream, Message(b"0"))
                 await _reads(functools.partial(reader.log().read, stream, 0), _holds(1), f"n{node} to read 1 record")
-            log_streams = _grown(before, await asyncio.to_thread(states))
+            log_streams = grown(before, await asyncio.to_thread(states))
             # A node leading the stream it serves answers as the leader: a follower's stale copy
             # is what is under test, so each read is judged only where the node follows.
             led = await asyncio.to_thread(leaders)
