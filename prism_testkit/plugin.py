@@ -727,24 +727,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     _warn_unused_binaries(config, items)
 
 
-def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
-    """After "collected N items": how many of them a replicated backend's twin covers."""
-    if config.stash.get(HARNESS, None) is None:
-        return []
-    from prism_testkit.registry.combinations import Combination
-    from prism_testkit.report.results import covered_line
-
-    twins: list[str] = []  # one entry per covered test and twin covering it
-    covered = 0
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        combo = callspec.params.get("prism_combination") if callspec is not None else None
-        if isinstance(combo, Combination) and combo.covered_by:
-            covered += 1
-            twins += dict.fromkeys(twin for _, twin in combo.covered_by)
-    return [covered_line(covered, twins)] if covered else []
-
-
 def _keep_the_replayed_test(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``--prism-replay``: only the schedule's test runs; none collected is a usage error."""
     from prism_testkit.hunting.schedule import REPLAY

@@ -194,6 +194,7 @@ def test_only_the_selected_tests_that_run_a_machine_share_the_budget(pytester: p
     result.assert_outcomes(failed=1, passed=1, deselected=1)
     output = result.stdout.str()
     assert re.search(r"prism-hunt FAILED \S*::test_easy\S*: \d+ examples in \d+ rounds, .* of 30s", output), output
+    assert len(re.findall(r"prism-hunt FAILED", output)) == 1, output  # said once, when the test ends
 
 
 def test_a_dead_runs_ledger_is_swept_and_a_live_one_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,6 +111,7 @@ def test_a_twins_rows_are_skipped_as_covered_and_what_replication_changes_runs(s
     assert seen["test_kv.py::test_second[backend=bag-cluster]"] == "SKIPPED"
     result.assert_outcomes(passed=21, skipped=3)
     result.stdout.fnmatch_lines(["*prism-testkit: 3 tests covered by their single-node twin (bag 3)*"])
+    assert result.stdout.str().count("covered by their single-node twin") == 1  # once, in the summary
     result.stdout.fnmatch_lines(
         ["SKIPPED [[]2[]] test_plain.py*: covered by bag (the single-node twin of bag-cluster*"]
     )
@@ -158,6 +159,7 @@ def test_xdist_reports_covered_rows_as_a_single_run_does(sandbox: pytest.Pyteste
     result = sandbox.runpytest_subprocess("-n", "2", selection, "--prism-report=r.json")
     result.assert_outcomes(passed=21, skipped=3)
     result.stdout.fnmatch_lines(["*prism-testkit: 3 tests covered by their single-node twin (bag 3)*"])
+    assert result.stdout.str().count("covered by their single-node twin") == 1
     assert json.loads((sandbox.path / "r.json").read_text())["covered_by_twins"] == {"bag": 3}
 
 

@@ -270,7 +270,10 @@ class HuntPlan:
                 hunt["replay"] = hunt["database_replay"]  # the seed's command would search afresh
 
     def progress(self, nodeid: str, tally: HuntTally, *, final: bool = False) -> None:
-        """A line at most every :data:`PROGRESS_EVERY` seconds, and one when a test ends."""
+        """A line at most every :data:`PROGRESS_EVERY` seconds, and one when a test ends (a
+        failure is said then, once: the round that failed is the test's last)."""
+        if tally.failed and not final:
+            return
         now = time.monotonic()
         every = float(os.environ.get("PRISM_HUNT_PROGRESS_EVERY", PROGRESS_EVERY))
         if not final and self._last_progress is not None and now - self._last_progress < every:
