@@ -169,8 +169,10 @@ class StatefulRun:
         self._timeline_dir: Path | None = None
         self.failing_timeline: tuple[Path, Timeline] | None = None  # the latest failing example's, to write
         self.failing_replay: str | None = None  # the command that replays its failure (the report's "replay")
-        # the latest judged example (its history and heal time): its latency goes to the report
-        self.last_judged: tuple[History, int | None] | None = None
+        # the example whose latency goes to the report (its history and heal time): the failing
+        # one (the last failing is the shrunk one), else the richest (most faults, then most events)
+        self.last_failing: tuple[History, int | None] | None = None
+        self.richest: tuple[tuple[int, int], History, int | None] | None = None
 
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
@@ -222,18 +224,19 @@ class StatefulRun:
             self.write_failing_timeline()
 
     def record_latency(self) -> None:
-        """The latest judged example's latency samples and faults, for the report's plot (only
-        when the run writes a report: the property is larger than the others)."""
+        """The latency samples and faults of the failing example, else of the richest, for the
+        report's plot (only when the run writes a report: the property is larger than the others)."""
         config = self.node.config
         wanted = any(
             config.getoption(name, None) or config.getini(name) for name in ("prism_report", "prism_report_html")
         )
-        if self.last_judged is None or not wanted:
+        chosen = self.last_failing or (self.richest[1:] if self.richest is not None else None)
+        if chosen is None or not wanted:
             return
         from prism_testkit.jepsen.latency import PROPERTY, latency_property
         from prism_testkit.jepsen.timeline import fault_bands
 
-        history, healed_at = self.last_judged
+        history, healed_at = chosen
         bands = [*fault_bands(history, healed_at), *self._stalls(history, healed_at)]
         self.node.user_properties.append((PROPERTY, latency_property(history, bands, healed_at)))
 
@@ -545,7 +548,7 @@ class StatefulRun:
         ``healed_at`` and ``prefixes``: for its timeline (see :meth:`judge`)."""
         self.tally.examples += 1
         self.judged += 1
-        self.last_judged = (history, healed_at)
+        self.last_failing = (history, healed_at)
         self.failed = []
         self.failing_digest = self.digests[-1] if self.digests else None
         replay = self.replay()
@@ -580,15 +583,18 @@ class StatefulRun:
             self.vacuous += 1  # one empty example is not a failure; a test of only those is
             return
         self.judged += 1
-        self.last_judged = (history, healed_at)
         bad = [v for v in verdicts if not v.valid and set(v.anomalies) != {EMPTY}]
         for verdict in verdicts:
             if verdict.valid:
                 self.env.record_verdict(verdict)
         if not bad:
+            richness = (sum(1 for op in history if op.process == "nemesis"), len(history))
+            if self.richest is None or richness > self.richest[0]:
+                self.richest = (richness, history, healed_at)
             self._timeline(history, verdicts, f"{what}: valid", None, healed_at, prefixes, failed=False)
             return
         self.failed = bad
+        self.last_failing = (history, healed_at)
         self.failing_digest = self.digests[-1] if self.digests else None
         replay = self.replay()
         self.failing_replay = replay.split("\n", 1)[0]

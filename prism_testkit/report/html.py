@@ -322,7 +322,7 @@ def _plots(tests: dict[str, dict[str, Any]]) -> list[str]:
         return [f'<p class="quiet plots-missing">{e(plots.MISSING)}</p>']
     red = [(test, entry) for test, entry in sampled if is_red(str(entry.get("outcome", "")))]
     test, entry = (red or sampled)[0]
-    which = "its failing example, shrunk" if red else "its last example"
+    which = "its failing example, shrunk" if red else "its richest example (the most faults, then events)"
     return [
         f'<figure class="plot"><img alt="latency and operations per second of {e(test)}" '
         f'src="{plots.latency_figure(entry["latency"])}"><figcaption>{e(test)}: each operation\'s latency and '

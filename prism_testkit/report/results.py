@@ -199,7 +199,7 @@ ERROR = "error"
 # the user property a power_loss test records its cut under (also in --junitxml)
 POWER_CUT = "power_loss"
 # the user properties a stateful test leaves: a failing one's timeline page and the command that
-# replays it (strings), its latest judged example's latency samples (prism_testkit.jepsen.latency);
+# replays it (strings), the latency samples of its failing (else richest) example (jepsen.latency);
 # each test's entry in the report carries them (``timeline``, ``replay``, ``latency``)
 EVIDENCE = {"prism_timeline": "timeline", "prism_replay_command": "replay", "prism_latency": "latency"}
 COUNTED = ("passed", "failed", "skipped", "errors")  # a row's columns, pytest's words
