@@ -18,7 +18,9 @@
   from a schedule file, each completed before the next).
 - :mod:`.timeline` (an example as a self-contained HTML page after Jepsen's ``timeline.html``:
   a lane per process, operations as bars, faults as bands from strike to heal, anomalies
-  marked; the runner writes the failing example's, ``--prism-timelines``).
+  marked; the runner writes the failing example's, ``--prism-timelines``) and :mod:`.latency`
+  (an example's operations as start, latency and outcome, with its fault bands: the samples the
+  HTML report plots).
 
 The faults themselves live in :mod:`prism_testkit.faults`. Nothing is imported here: loading the
 plugin must not load Hypothesis's stateful machinery.
