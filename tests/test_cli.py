@@ -285,10 +285,11 @@ COMMANDS = [
     ["backends"],
     ["report", "merge"],
     ["report", "versions"],
+    ["report", "html"],
     ["report"],
     [],
 ]
-FLAGS = ["--format", "json", "text", "--json", "--markdown", "--title", "--version", "-h", "-", "--", "-x"]
+FLAGS = ["--format", "json", "text", "--json", "--markdown", "--title", "--version", "-h", "-", "--", "-x", "-o"]
 NASTY = st.one_of(
     st.sampled_from(FLAGS),
     st.text(max_size=30),  # unicode

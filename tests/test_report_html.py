@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prism_testkit.cli import main
 from prism_testkit.report.html import PROVENANCE, render_html, write_html
@@ -313,3 +315,22 @@ def test_a_plot_draws_the_same_bytes_from_the_same_samples() -> None:
 
     pytest.importorskip("matplotlib", reason="the plots extra: pip install 'prism-testkit[plots]'")
     assert latency_figure(latency(1)) == latency_figure(latency(1)) != latency_figure(latency(2))
+
+
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["ops", "faults", "span_ms"]), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(JUNK)
+def test_latency_samples_a_hand_wrote_draw_or_say_they_cannot(junk: object) -> None:
+    """A report's ``latency`` is whatever its file holds (a merge checks only what it reads)."""
+    report = run_of(planned(), "2026-11-26T09:00:00+00:00")
+    failing = next(row for row in report["suites"] if row["suite"] == "stateful_wal" and row["failed"])
+    (entry,) = failing["tests"].values()
+    entry["latency"] = junk
+    page = render_html(json.loads(json.dumps(report)))
+    assert page.count('<figure class="plot">') + page.count("cannot be drawn") >= 1  # the passing row's, at least

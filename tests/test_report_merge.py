@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from prism_testkit.cli import main
 from prism_testkit.report.cli import MERGE_DESCRIPTION
+from prism_testkit.report.html import render_html
 from prism_testkit.report.matrix import LEGEND, compliance_matrix, render_markdown
 from prism_testkit.report.merge import LoadedReport, ReportMergeError, load_report, merge_reports, totals
 
@@ -534,6 +535,7 @@ def test_whatever_a_report_holds_the_merge_merges_or_names_the_file(section: str
         assert refused.startswith("fuzzed.json: ")
         return
     render_markdown(merged)
+    render_html(merged)
     compliance_matrix(merged)
     totals(merged)
 

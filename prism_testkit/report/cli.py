@@ -95,7 +95,10 @@ def run_report_command(args: argparse.Namespace) -> int:
         if html_dir is not None:
             from prism_testkit.report.html import write_html
 
-            page = write_html(Path(html_dir) / "index.html", merged, args.title)
+            try:
+                page = write_html(Path(html_dir) / "index.html", merged, args.title)
+            except ValueError as exc:  # a NUL in the path, a name the file system cannot encode
+                raise OSError(f"{html_dir}: {exc}") from None
             print(printable(f"prism-testkit: HTML report written to {page}"))
         if args.markdown is not None:
             _write(args.markdown, markdown)

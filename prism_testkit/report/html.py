@@ -313,7 +313,7 @@ def _plots(tests: dict[str, dict[str, Any]]) -> list[str]:
     """The row's latency and rate plot (:mod:`.plots`) of one stateful test: its first failing
     one, else its first (one figure per row keeps a long run's page quick to write), or how to
     get the plots."""
-    sampled = [(test, entry) for test, entry in sorted(tests.items()) if (entry.get("latency") or {}).get("ops")]
+    sampled = [(test, entry) for test, entry in sorted(tests.items()) if _samples(entry.get("latency"))]
     if not sampled:
         return []
     from prism_testkit.report import plots
@@ -323,11 +323,20 @@ def _plots(tests: dict[str, dict[str, Any]]) -> list[str]:
     red = [(test, entry) for test, entry in sampled if is_red(str(entry.get("outcome", "")))]
     test, entry = (red or sampled)[0]
     which = "its failing example, shrunk" if red else "its richest example (the most faults, then events)"
+    try:
+        figure = plots.latency_figure(entry["latency"])
+    except (TypeError, ValueError, IndexError, KeyError):  # samples a hand (or another version) wrote
+        return [f'<p class="quiet">{e(test)}: its latency samples cannot be drawn</p>']
     return [
         f'<figure class="plot"><img alt="latency and operations per second of {e(test)}" '
-        f'src="{plots.latency_figure(entry["latency"])}"><figcaption>{e(test)}: each operation\'s latency and '
+        f'src="{figure}"><figcaption>{e(test)}: each operation\'s latency and '
         f"operations per second by outcome in {which}; faults as bands</figcaption></figure>"
     ]
+
+
+def _samples(latency: object) -> bool:
+    """Whether a test entry's ``latency`` holds samples to draw."""
+    return isinstance(latency, dict) and isinstance(latency.get("ops"), list) and bool(latency["ops"])
 
 
 def _failures(report: dict[str, Any], failures: dict[str, dict[str, Any]], where: dict[str, int]) -> str:
@@ -336,7 +345,11 @@ def _failures(report: dict[str, Any], failures: dict[str, dict[str, Any]], where
     out = [f'<section id="failures"><h2>Failures ({len(failures):,})</h2><ul class="entries">']
     for test, entry in failures.items():
         combination = entry.get("combination")
-        at = " ".join(f"{slot}={backend}" for slot, backend in combination.items()) if combination else ""
+        at = (
+            " ".join(f"{slot}={backend}" for slot, backend in combination.items())
+            if isinstance(combination, dict)
+            else ""
+        )
         at = f"{entry['suite']} {at}".strip() if entry.get("suite") else "outside the suites"
         when = f", {entry['when']}" if entry.get("when") and entry["when"] != "call" else ""
         name = f'<a href="#row-{where[test]}-tests">{e(test)}</a>' if test in where else e(test)

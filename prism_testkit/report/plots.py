@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
+import warnings
 from typing import Any
 
 MISSING = "latency plots need matplotlib: pip install 'prism-testkit[plots]'"
@@ -47,7 +48,10 @@ def latency_figure(latency: dict[str, Any]) -> str:
 
     ops: list[list[Any]] = latency.get("ops") or []
     span = max(float(latency.get("span_ms") or 0.0), max((op[0] + op[1] for op in ops), default=0.0), 1e-3)
-    with matplotlib.rc_context({"font.size": 8}):
+    # a degenerate sample (one point, a zero span) draws with matplotlib's warnings; the page is
+    # drawn at the end of a run, where a warning under -W error would lose the report
+    with matplotlib.rc_context({"font.size": 8}), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         figure = Figure(figsize=(7.5, 3.4), dpi=DPI)
         top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
         figure.subplots_adjust(left=0.09, right=0.86, top=0.97, bottom=0.13, hspace=0.08)
