@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.latency import MOST_OPS, latency_property
+from prism_testkit.jepsen.latency import MOST_OPS, Series, latency_property
 from prism_testkit.jepsen.timeline import fault_bands
 
 MS = 1_000_000
@@ -49,3 +49,20 @@ def test_a_long_example_keeps_at_most_its_share_of_operations_spread_over_it() -
 
 def test_an_empty_history_has_nothing_to_plot() -> None:
     assert latency_property(History(), []) == {"ops": [], "faults": [], "span_ms": 0.0}
+
+
+def test_a_passing_tests_examples_are_laid_end_to_end() -> None:
+    series = Series()
+    for _ in range(2):  # a simulated example's clock starts again at 0
+        h = History(clock=ticking().__next__)
+        h.invoke("writer", "write", "k", 1).ok()
+        h.invoke("nemesis", "pause", "memstore", None).ok()
+        h.invoke("nemesis", "resume", "memstore", None).ok()
+        series.add(h, fault_bands(h), healed_at=None)
+
+    found = series.as_property()
+
+    assert [op[0] for op in found["ops"]] == [0.0, 5.0]  # the second after the first's 5 ms
+    assert [band[:3] for band in found["faults"]] == [[2.0, 5.0, "pause"], [7.0, 10.0, "pause"]]
+    assert found["span_ms"] == 10.0
+    assert found["examples"] == 2

@@ -1,12 +1,14 @@
-"""Each operation's latency over one example, and the faults it ran under: what the report's
-latency plot of a stateful test draws (after Jepsen's ``latency-raw`` and ``rate`` graphs).
+"""Each operation's latency and the faults it ran under: what the report's latency plot of a
+stateful test draws (after Jepsen's ``latency-raw`` and ``rate`` graphs).
 
 :func:`latency_property` turns a judged example's history into plain numbers a report can carry
 (and a merge keep as it is): every client operation as ``[start_ms, latency_ms, outcome, f]``
 from the example's first event (virtual time in a simulated example), an operation never
 completed as ``info`` lasting to the example's end, and every fault band as ``[start_ms,
-end_ms, kind, label]``. At most :data:`MOST_OPS` operations are kept, evenly spread over the
-example, so a long hunt's report stays small.
+end_ms, kind, label]``. An example is short (a dozen steps), so a passing test's plot lays its
+examples end to end (:class:`Series`), as Jepsen plots one long run; a failing test's is its
+failing example. At most :data:`MOST_OPS` operations (and :data:`MOST_FAULTS` bands) are kept,
+evenly spread, so a long hunt's report stays small.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prism_testkit.jepsen.timeline import NEMESIS, FaultBand
 
 PROPERTY = "prism_latency"  # the user property a stateful test records it under
 MOST_OPS = 600
+MOST_FAULTS = 300
 
 
 def _ms(ns: int) -> float:
@@ -44,9 +47,6 @@ def latency_property(history: History, bands: Sequence[FaultBand], healed_at: in
         done = completion.time if completion is not None else end
         outcome = completion.type.value if completion is not None else OpType.INFO.value
         samples.append([_ms(invoke.time - t0), _ms(max(0, done - invoke.time)), outcome, invoke.f])
-    if len(samples) > MOST_OPS:
-        step = len(samples) / MOST_OPS
-        samples = [samples[int(n * step)] for n in range(MOST_OPS)]
     faults = [
         [
             _ms(band.start_ns - t0),
@@ -56,4 +56,43 @@ def latency_property(history: History, bands: Sequence[FaultBand], healed_at: in
         ]
         for band in bands
     ]
-    return {"ops": samples, "faults": faults, "span_ms": _ms(end - t0)}
+    return {"ops": spread(samples, MOST_OPS), "faults": spread(faults, MOST_FAULTS), "span_ms": _ms(end - t0)}
+
+
+def spread(items: list[Any], most: int) -> list[Any]:
+    """At most ``most`` of ``items``, evenly spread over them."""
+    if len(items) <= most:
+        return items
+    step = len(items) / most
+    return [items[int(n * step)] for n in range(most)]
+
+
+class Series:
+    """A test's judged examples, end to end: each one's samples shifted by the time of those
+    before it (examples run one after another; a simulated one's virtual clock starts again)."""
+
+    def __init__(self) -> None:
+        self.ops: list[list[Any]] = []
+        self.faults: list[list[Any]] = []
+        self.span_ms = 0.0
+        self.examples = 0
+
+    def add(self, history: History, bands: Sequence[FaultBand], healed_at: int | None = None) -> None:
+        one = latency_property(history, bands, healed_at)
+        at = self.span_ms
+        self.ops += [[round(op[0] + at, 3), *op[1:]] for op in one["ops"]]
+        self.faults += [[round(band[0] + at, 3), round(band[1] + at, 3), *band[2:]] for band in one["faults"]]
+        self.span_ms = round(at + one["span_ms"], 3)
+        self.examples += 1
+        if len(self.ops) > 4 * MOST_OPS:  # a long hunt: keep every other, still evenly spread
+            self.ops = self.ops[::2]
+        if len(self.faults) > 4 * MOST_FAULTS:
+            self.faults = self.faults[::2]
+
+    def as_property(self) -> dict[str, Any]:
+        return {
+            "ops": spread(self.ops, MOST_OPS),
+            "faults": spread(self.faults, MOST_FAULTS),
+            "span_ms": self.span_ms,
+            "examples": self.examples,
+        }

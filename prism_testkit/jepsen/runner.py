@@ -39,6 +39,7 @@ from prism_testkit.hunting.schedule import REPLAY, ReplayResult, Schedule, Sched
 from prism_testkit.jepsen.checkers import EMPTY, Verdict, judged_nothing
 from prism_testkit.jepsen.failover_loss import failed_over, leaders_lost, tolerate_failover_losses
 from prism_testkit.jepsen.history import History, OpType
+from prism_testkit.jepsen.latency import Series
 from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue, settle_strays
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.digest import combined_digest, history_digest
@@ -169,10 +170,14 @@ class StatefulRun:
         self._timeline_dir: Path | None = None
         self.failing_timeline: tuple[Path, Timeline] | None = None  # the latest failing example's, to write
         self.failing_replay: str | None = None  # the command that replays its failure (the report's "replay")
-        # the example whose latency goes to the report (its history and heal time): the failing
-        # one (the last failing is the shrunk one), else the richest (most faults, then most events)
+        # whose latency goes to the report: the failing example (the last failing is the shrunk
+        # one: its history and heal time), else every judged example, end to end (only when the
+        # run writes a report: the property is larger than the others)
         self.last_failing: tuple[History, int | None] | None = None
-        self.richest: tuple[tuple[int, int], History, int | None] | None = None
+        reported = any(
+            config.getoption(name, None) or config.getini(name) for name in ("prism_report", "prism_report_html")
+        )
+        self.latency: Series | None = Series() if reported else None
 
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
@@ -224,21 +229,26 @@ class StatefulRun:
             self.write_failing_timeline()
 
     def record_latency(self) -> None:
-        """The latency samples and faults of the failing example, else of the richest, for the
-        report's plot (only when the run writes a report: the property is larger than the others)."""
-        config = self.node.config
-        wanted = any(
-            config.getoption(name, None) or config.getini(name) for name in ("prism_report", "prism_report_html")
-        )
-        chosen = self.last_failing or (self.richest[1:] if self.richest is not None else None)
-        if chosen is None or not wanted:
+        """The latency samples and faults of the failing example, else of every judged example
+        end to end, for the report's plot."""
+        if self.latency is None:
             return
         from prism_testkit.jepsen.latency import PROPERTY, latency_property
+
+        if self.last_failing is not None:
+            history, healed_at = self.last_failing
+            found = {**latency_property(history, self.bands(history, healed_at), healed_at), "failing": True}
+        elif self.latency.examples:
+            found = self.latency.as_property()
+        else:
+            return
+        self.node.user_properties.append((PROPERTY, found))
+
+    def bands(self, history: History, healed_at: int | None) -> list[FaultBand]:
+        """The faults of an example as bands: its history's, and load mode's stalls."""
         from prism_testkit.jepsen.timeline import fault_bands
 
-        history, healed_at = chosen
-        bands = [*fault_bands(history, healed_at), *self._stalls(history, healed_at)]
-        self.node.user_properties.append((PROPERTY, latency_property(history, bands, healed_at)))
+        return [*fault_bands(history, healed_at), *self._stalls(history, healed_at)]
 
     def depth_property(self, examples: int) -> dict[str, object]:
         """What the report says of this row's depth: the examples it drew and the run's depth."""
@@ -588,9 +598,8 @@ class StatefulRun:
             if verdict.valid:
                 self.env.record_verdict(verdict)
         if not bad:
-            richness = (sum(1 for op in history if op.process == "nemesis"), len(history))
-            if self.richest is None or richness > self.richest[0]:
-                self.richest = (richness, history, healed_at)
+            if self.latency is not None:
+                self.latency.add(history, self.bands(history, healed_at), healed_at)
             self._timeline(history, verdicts, f"{what}: valid", None, healed_at, prefixes, failed=False)
             return
         self.failed = bad

@@ -322,7 +322,9 @@ def _plots(tests: dict[str, dict[str, Any]]) -> list[str]:
         return [f'<p class="quiet plots-missing">{e(plots.MISSING)}</p>']
     red = [(test, entry) for test, entry in sampled if is_red(str(entry.get("outcome", "")))]
     test, entry = (red or sampled)[0]
-    which = "its failing example, shrunk" if red else "its richest example (the most faults, then events)"
+    examples = entry["latency"].get("examples")
+    counted = plural(examples, "example") if isinstance(examples, int) else "examples"
+    which = "its failing example, shrunk" if red else f"its {counted}, end to end"
     try:
         figure = plots.latency_figure(entry["latency"])
     except (TypeError, ValueError, IndexError, KeyError):  # samples a hand (or another version) wrote

@@ -82,7 +82,9 @@ def latency_figure(latency: dict[str, Any]) -> str:
                 rates = [count / (width / 1e3) for count in counts]
                 bottom.stairs(rates, [edge / 1e3 for edge in edges], color=colour, label=outcome)
         bottom.set_ylabel("ops/s")
-        bottom.set_xlabel("time since the example's first operation (s)")
+        examples = latency.get("examples")
+        several = isinstance(examples, int) and examples > 1
+        bottom.set_xlabel(f"time (s): its {examples} examples, end to end" if several else "time (s) in the example")
         bottom.set_xlim(0, span / 1e3)
         out = io.BytesIO()
         figure.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
