@@ -308,6 +308,9 @@ def plot(folder: Path, target: Path) -> str:
     for suite, row in table.items():
         share = [row["caught"][d] / max(1, len(row["bugs"])) for d in DEPTHS]
         axes.plot(DEPTHS, share, marker="o", label=suite)
+    bugs = sum(len(row["bugs"]) for row in table.values())
+    overall = [sum(row["caught"][d] for row in table.values()) / max(1, bugs) for d in DEPTHS]
+    axes.plot(DEPTHS, overall, color="black", linewidth=3, marker="s", label="all suites")
     axes.set_xlabel("examples per stateful row (depth)")
     axes.set_ylabel("share of seeded bugs caught (mean of seeds)")
     axes.set_xticks(DEPTHS)

@@ -199,7 +199,7 @@ def addoption(parser: pytest.Parser) -> None:
         "--prism-depth",
         "prism_depth",
         "examples each stateful suite's row draws: a number, or 'quick' (1: every row runs once, a smoke test), "
-        "'default' (12, the smallest depth that caught as many seeded bugs as any deeper one measured, "
+        "'default' (12: the main job's depth; the kill-rate curve on seeded bugs that keeps it is in "
         "benchmarks/RESULTS.md) or 'deep' (48); a cluster's rows draw their declared count at the default, "
         "scaled in proportion; a hunt (--prism-hunt) searches by time instead",
     )

@@ -1,9 +1,10 @@
 """How many examples a stateful suite's row draws: ``--prism-depth``.
 
 A stateful row (one stateful test over one combination) draws :data:`DEFAULT` examples unless
-the run asks otherwise, a number or a named level (:data:`LEVELS`). The default is chosen from
-a kill-rate curve on seeded bugs (``benchmarks/depth_curve.py``, ``benchmarks/RESULTS.md``):
-the smallest depth that catches as many of them as twelve examples did, give or take one.
+the run asks otherwise, a number or a named level (:data:`LEVELS`). The default is to be the
+smallest depth that catches as many seeded bugs as twelve examples do, give or take one, read
+from a kill-rate curve (``benchmarks/depth_curve.py``, ``benchmarks/RESULTS.md``); until that
+curve is measured with enough seeds and bugs to move it, it stays at 12.
 
 A backend whose examples cost seconds (a cluster) declares ``stateful_examples``: its rows'
 count at the default depth. Another depth scales it in proportion, never below one example.
@@ -24,7 +25,7 @@ from prism_testkit.errors import PrismError
 if TYPE_CHECKING:
     import pytest
 
-# Examples per single-node stateful row when the run does not say (the knee of the curve).
+# Examples per single-node stateful row when the run does not say (see the module's docstring).
 DEFAULT = 12
 QUICK, DEEP = "quick", "deep"
 # Named levels: what each means is in its name and in --help.
