@@ -48,7 +48,9 @@ def test_prism_testkit_replay_runs_a_simulated_buggified_schedule_in_its_modes(t
     replayed = run(["-m", "prism_testkit", "replay", str(written)], elsewhere, pythonpath=False)
     assert replayed.returncode == 1, replayed.stdout[-3000:] + replayed.stderr[-2000:]
     lines = replayed.stdout.strip().splitlines()
-    assert lines[0].startswith("prism-testkit replay: running pytest "), lines[0]
+    assert lines[0].startswith("prism-testkit replay: running pytest --pyargs "), lines[0]
+    assert " 'prism_testkit.suites.test_stateful_queue::test_queue_delivers_every_" in lines[0], lines[0]
+    assert "../" not in replayed.stdout, "a test id that reads as a path outside the run's root"
     assert " --prism-simulate " in lines[0], lines[0]
     assert f" --prism-buggify={','.join(schedule.buggify)}" in lines[0], lines[0]
     assert "prism-testkit simulation: 1 stateful tests on virtual time, 0 on real time" in replayed.stdout

@@ -99,11 +99,25 @@ class _Outcome:
                 self.result = value
 
 
+def _test_arguments(test: str) -> list[str]:
+    """A schedule's test (``/abs/file.py::name[params]``) on the command line: a test of the
+    harness's own suites by its identity under ``--pyargs``, so pytest names it the same from
+    any directory (a path outside the root reads ``../../work/main/suites/...``); any other by
+    its file's path."""
+    from prism_testkit.hunting.identity import OWN_SUITES, module_identity
+
+    file, separator, rest = test.partition("::")
+    module = module_identity(Path(file)) if separator and Path(file).is_file() else ""
+    if module.startswith(f"{OWN_SUITES}."):
+        return ["--pyargs", f"{module}::{rest}"]
+    return [test]
+
+
 def pytest_arguments(schedule: Schedule, path: Path, binaries: Sequence[str] = ()) -> list[str]:
     """The pytest command line that replays ``schedule`` (stored at ``path``) on the server
     binaries ``binaries`` (``--prism-binary`` values, ``NAME=PATH``)."""
     args = [
-        schedule.test,
+        *_test_arguments(schedule.test),
         f"--prism-backend={','.join(schedule.backends)}",
         "--prism-combinations=all",  # the combination exists whatever the covering set
         f"--prism-replay={path}",
