@@ -110,10 +110,19 @@ class FaultTarget:
     survives_power_loss: bool = False
     cluster: ClusterContract | None = None  # a replicated backend: faults may name one node
     survives_failover: bool = False
+    # The harness's own connection leads through ``proxy`` too (a server that advertises its
+    # proxy, Kafka), so a restart reconnects through it.
+    connects_through_proxy: bool = False
 
     @property
     def killable(self) -> bool:
         return self.control is not None and self.durable
+
+    @property
+    def unreachable(self) -> bool:
+        """The harness could not reconnect after a restart now: its own way in is partitioned."""
+        state = self.proxy.state if self.proxy is not None else None
+        return self.connects_through_proxy and state is not None and (state.blackhole or state.refusing)
 
     @property
     def power_cuttable(self) -> bool:
@@ -168,15 +177,16 @@ class Nemesis:
             props.survives_power_loss,
             cluster,
             props.survives_failover,
+            connects_through_proxy=endpoint.options.get("fault_proxy") is not None,
         )
 
     # -- which targets a fault may hit ------------------------------------------------------
 
     def can_kill(self, target: FaultTarget) -> bool:
-        return target.killable and target.backend not in self.paused
+        return target.killable and target.backend not in self.paused and not target.unreachable
 
     def can_cut_power(self, target: FaultTarget) -> bool:
-        return target.power_cuttable and target.backend not in self.paused
+        return target.power_cuttable and target.backend not in self.paused and not target.unreachable
 
     def can_crash(self, target: FaultTarget) -> bool:
         return self.can_kill(target) or self.can_cut_power(target)
