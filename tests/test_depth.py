@@ -177,6 +177,9 @@ def test_an_asked_depth_goes_past_the_profiles_count(pytester: pytest.Pytester) 
     pytester.makeini("[pytest]\nprism_depth = 31\n")
     result = run_suite(pytester, "--prism-backend=memstore")
     assert asked(result) == {"memstore": [31]}
+    # the prism-hunt profile's 5,000 examples (without --prism-hunt) give way to an asked depth too
+    result = run_suite(pytester, "--prism-backend=memstore", "--hypothesis-profile=prism-hunt", "--prism-depth=2")
+    assert asked(result) == {"memstore": [2]}
 
 
 @pytest.mark.parametrize(

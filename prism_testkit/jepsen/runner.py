@@ -71,9 +71,10 @@ def stateful_settings(cap: int | None = None, depth: depths.Depth | None = None)
     out visibility timeouts). ``cap`` (a combination's backends' ``stateful_examples``) is the
     count at the default depth, scaled with the depth. A depth the run asked for is drawn
     whatever the profile's ``max_examples``; the default depth is lowered to a smaller profile's
-    count. A hunt's profile asked for its count: it is honoured."""
+    count. A long search's profile (prism-hunt) asked for its count: it is honoured, unless the
+    run asked for a depth too."""
     base = active_settings()
-    if base.max_examples >= HUNT_THRESHOLD:
+    if base.max_examples >= HUNT_THRESHOLD and not (depth is not None and depth.given):
         examples = base.max_examples
     else:
         depth = depth or depths.Depth(EXAMPLES)
