@@ -55,19 +55,20 @@ def latency_figure(latency: dict[str, Any]) -> str:
         figure = Figure(figsize=(7.5, 3.4), dpi=DPI)
         top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
         figure.subplots_adjust(left=0.09, right=0.86, top=0.97, bottom=0.13, hspace=0.08)
-        shown: set[str] = set()
+        by_kind: dict[str, list[tuple[float, float]]] = {}
         for start, end, kind, _label in latency.get("faults") or []:
+            width = max(end - start, span / 400)  # an instant fault stays visible
+            by_kind.setdefault(str(kind), []).append((start / 1e3, width / 1e3))
+        for kind, ranges in by_kind.items():  # one artist per kind and axes: a hunt has thousands
             colour = FAULT_COLOURS.get(kind, "#adb5bd")
             for axes in (top, bottom):
-                axes.axvspan(start / 1e3, max(end, start + span / 400) / 1e3, color=colour, alpha=0.18, lw=0)
-            if kind not in shown:
-                shown.add(kind)
-                top.plot([], [], color=colour, alpha=0.4, lw=6, label=kind)
+                axes.broken_barh(ranges, (0, 1), transform=axes.get_xaxis_transform(), color=colour, alpha=0.18, lw=0)
+            top.plot([], [], color=colour, alpha=0.4, lw=6, label=kind)
         for outcome, colour in OUTCOME_COLOURS.items():
             mine = [op for op in ops if op[2] == outcome]
             if mine:
                 latencies = [max(op[1], 1e-3) for op in mine]
-                top.scatter([op[0] / 1e3 for op in mine], latencies, s=9, color=colour, label=outcome, lw=0)
+                top.plot([op[0] / 1e3 for op in mine], latencies, ".", ms=3, color=colour, label=outcome)
         top.set_yscale("log")
         top.set_ylabel("latency (ms)")
         top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
