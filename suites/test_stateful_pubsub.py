@@ -303,6 +303,8 @@ def test_subscribers_across_every_fault_the_backend_offers(prism_env: PrismEnv, 
         faults.append(lambda: machine.pause(0))
     if nemesis.any(nemesis.can_crash):
         faults.append(lambda: nemesis.crash(0))
+    elif machine.guarantee is DeliveryGuarantee.AT_MOST_ONCE and prism_env.control("backend") is not None:
+        raise AssertionError("at-most-once pub/sub owes nothing across a restart: its server must be killed")
 
     def reads() -> None:
         machine.publish()
