@@ -55,7 +55,7 @@ pytestmark = prism_suite("node_power_cut", backend=Slot.needs("log"))
 
 ROUND = 100  # records acknowledged per round: enough to see a window lost, few enough to be quick
 READ = 100  # records one read asks for
-WINDOW = "lost-in-fsync-window"  # as the power-loss suite names what a documented interval held
+WINDOW = findings.FSYNC_WINDOW  # what a documented interval held, as the power-loss suite names it
 SPLIT = "split-brain-in-fsync-window"  # the same window's loss, left on some nodes only
 # A cluster that diverged in that window may never agree again (measured on 2.15.1: sometimes it
 # settles, sometimes its nodes stay "not current"): the documentation promises nothing after it.

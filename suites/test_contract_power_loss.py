@@ -118,7 +118,7 @@ async def test_acknowledged_writes_survive_a_power_cut(
     )
 
 
-WINDOW = "lost-in-fsync-window"
+WINDOW = findings.FSYNC_WINDOW
 
 
 async def test_acknowledged_writes_to_established_data_survive_a_power_cut(

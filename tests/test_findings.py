@@ -76,6 +76,21 @@ def test_a_loss_in_a_documented_window_is_recorded_as_tolerated_and_passes() -> 
         judged("jetstream-r3-lazy-sync", "2.15.1", lost=5, scenario="restarted-leader")
 
 
+def test_a_loss_the_vendor_documents_is_tolerated_under_its_findings_name() -> None:
+    """Jepsen's #7564 and #7567 lose writes within JetStream's documented fsync interval: the
+    table names the upstream report, and a window that lost nothing is no stale finding."""
+    window = findings.FSYNC_WINDOW
+    for scenario, upstream in (("established-power-cut", "#7564"), ("node-power-cut-between-pauses", "#7567")):
+        request = judged("jetstream-r3-lazy-sync", "2.12.1", lost=81, scenario=scenario, tolerated=window)
+        (_key, value), *_ = request.node.user_properties
+        assert (value["verdict"], value["finding"]) == ("tolerated", f"nats-server{upstream}")
+        request = judged("jetstream-r3-lazy-sync", "2.16.0", lost=0, scenario=scenario, tolerated=window)
+        assert request.node.user_properties[0][1]["verdict"] == "held"
+        # the same loss where the sync setting promises it cannot happen: no finding covers it
+        with pytest.raises(pytest.fail.Exception, match="no known finding"):
+            judged("jetstream-r3", "2.12.1", lost=81, scenario=scenario)
+
+
 def test_a_release_that_fixes_a_finding_makes_its_loss_red_again() -> None:
     fixed = KnownFinding(**{**vars(BUG), "since": "2.10.0", "fixed_in": "2.16.0"})
     assert fixed.affects("2.12.1")
