@@ -239,7 +239,8 @@ def _rows(
 
 
 def _row(row: dict[str, Any], n: int, failures: dict[str, dict[str, Any]], base: Path | None) -> str:
-    status = status_of({**row, "passed": int(row.get("passed", 0)), "skipped": int(row.get("skipped", 0))})
+    counted = {name: int(row.get(name, 0)) for name in ("passed", "skipped")}
+    status = status_of({**row, **counted, "tolerated": row.get("tolerated") or {}})  # older reports lack some
     counts = [f"{int(row.get(name, 0))} {name}" for name in ("passed", "failed", "skipped") if row.get(name)]
     if row.get("errors"):
         counts.append(plural(int(row["errors"]), "error"))
