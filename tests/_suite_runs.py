@@ -12,7 +12,8 @@ directory): the constants it extracts from each local module's source (keyed by 
 hash) and the Unicode tables ``st.text()`` draws from (keyed by the Unicode version and
 codec). A sandbox is a fresh directory, so each pytest it ran computed both again: about 2 s
 of CPU each. Linked to one directory per machine (and Hypothesis version), they are computed
-once; the example database beside them stays the sandbox's own.
+once; the example database beside them stays the sandbox's own. Only the suite runs here link
+them: other tests assert what a run leaves in its directory.
 """
 
 from __future__ import annotations
@@ -61,9 +62,11 @@ def only_the_modules_of(suites: str) -> list[str]:
     return [f"--ignore={path}" for path, names in declared.items() if not names & wanted]
 
 
-def suite_run(args: tuple[str, ...], suites: str) -> tuple[str, ...]:
-    """The arguments of a run of the shipped suites named ``suites``: the package, only the
-    modules that declare them, then ``args``."""
+def suite_run(sandbox: Path, args: tuple[str, ...], suites: str) -> tuple[str, ...]:
+    """The arguments of a run of the shipped suites named ``suites`` in ``sandbox`` (its
+    directory, given the machine's Hypothesis caches): the package, only the modules that
+    declare them, then ``args``."""
+    share_hypothesis_caches(sandbox / ".hypothesis")
     return ("--pyargs", "prism_testkit.suites", f"--prism-pattern={suites}", *only_the_modules_of(suites), *args)
 
 

@@ -14,17 +14,8 @@ from prism_testkit.provision.base import Endpoint, ProvisionContext, Provisioner
 from prism_testkit.provision.netns import namespaces_unavailable_reason
 from prism_testkit.provision.workdirs import make_workdir
 from prism_testkit.runtime import PrismRuntime
-from tests._suite_runs import share_hypothesis_caches
 
 OUT_OF_TREE = Path(__file__).parent / "outoftree"
-
-
-@pytest.fixture
-def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
-    """pytest's own sandbox, its Hypothesis caches (constants, Unicode tables) the machine's:
-    each pytest run in a fresh directory computed them again (tests/_suite_runs.py)."""
-    share_hypothesis_caches(pytester.path / ".hypothesis")
-    return pytester
 
 
 def install_distribution(

@@ -414,7 +414,7 @@ def test_the_suites_catch_a_broken_variant(
         pytest.skip(f"{backends} cannot be provisioned here: {reason}")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
-        *suite_run(("-p", f"tests.mutants.{mutant}", f"--prism-backend={backends}"), suite),
+        *suite_run(pytester.path, ("-p", f"tests.mutants.{mutant}", f"--prism-backend={backends}"), suite),
         *("--hypothesis-profile=prism-mutant", "-p", "no:cacheprovider"),
         *(("-k", ONLY[mutant]) if mutant in ONLY else ()),
     )
@@ -431,7 +431,7 @@ def test_seeded_misbehaviour_catches_what_real_time_misses(
     replays exactly under simulation: this one fails within about 300 examples."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
-        *suite_run(("-p", "tests.mutants.claim_check_releases_before_ack"), "stateful_claim_check"),
+        *suite_run(pytester.path, ("-p", "tests.mutants.claim_check_releases_before_ack"), "stateful_claim_check"),
         *("--prism-backend=memstore", "--hypothesis-profile=prism-hunt"),
         *("--hypothesis-seed=3", "--prism-simulate", "--prism-buggify=ack-at-deadline", "-p", "no:cacheprovider"),
     )
@@ -449,7 +449,7 @@ def test_a_false_durability_declaration_fails_every_round(
     of the shipped suites sees it: in one process the commit follows the answer at once.)"""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
-        *suite_run(("-p", "tests.mutants.sqlite_acks_before_commit"), "restart,power_loss"),
+        *suite_run(pytester.path, ("-p", "tests.mutants.sqlite_acks_before_commit"), "restart,power_loss"),
         *("--prism-backend=sqlite", "-k", "right_after"),
         *("-p", "no:cacheprovider"),
     )

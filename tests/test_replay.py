@@ -94,7 +94,7 @@ def test_a_schedule_reads_back_as_written(tmp_path: Path) -> None:
 
 def run_suite(pytester: pytest.Pytester, mutant: str, suite: str, backend: str, schedules: Path) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
-        *suite_run(("-p", f"tests.mutants.{mutant}", f"--prism-backend={backend}"), suite),
+        *suite_run(pytester.path, ("-p", f"tests.mutants.{mutant}", f"--prism-backend={backend}"), suite),
         *("-k", "under_faults", "--hypothesis-profile=prism-mutant"),
         *("-p", "no:cacheprovider", f"--prism-schedules={schedules}"),
     )
@@ -184,7 +184,7 @@ def test_a_hunt_prints_the_seed_the_schedule_and_the_replay_tried_once(
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the hunt's start ledger
     result = pytester.runpytest_subprocess(
-        *suite_run(("-p", "tests.mutants.queue_acks_on_delivery"), "stateful_queue"),
+        *suite_run(pytester.path, ("-p", "tests.mutants.queue_acks_on_delivery"), "stateful_queue"),
         *("--prism-backend=memstore", "-k", "under_faults"),
         *("--prism-hunt=60s", "-p", "no:cacheprovider", "-p", "no:randomly"),
     )

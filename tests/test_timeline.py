@@ -149,7 +149,7 @@ def test_an_operation_never_completed_runs_to_the_end_of_the_page() -> None:
 
 def run_mutant(pytester: pytest.Pytester, mutant: str, backends: str, suite: str, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
-        *suite_run(("-p", f"tests.mutants.{mutant}"), suite),
+        *suite_run(pytester.path, ("-p", f"tests.mutants.{mutant}"), suite),
         *(f"--prism-backend={backends}", "--hypothesis-profile=prism-mutant"),
         *("-p", "no:cacheprovider", "-k", "under_faults"),
         *args,
