@@ -192,3 +192,30 @@ def test_a_runtime_closes_the_networks_recorded_in_its_work_dir_before_removing_
     finally:
         left_up.close()
         elsewhere.close()
+
+
+@pytest.mark.parametrize("calls", [[[(0, 1), (0, 2)]], [[(0, 1)], [(0, 2)]]], ids=["one-call", "two-calls"])
+def test_a_second_cut_whose_route_is_listed_but_lets_traffic_through_fails(
+    network: Network, calls: list[list[tuple[int, int]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cut 0 -> 2 is made (its blackhole route is in host 0's main table, so every part is
+    # listed as in force) and then undone by a policy rule that looks host 2 up in another
+    # table first: only a connection across it shows the cut is not there. The first cut is
+    # real, so a proof that probes only the first cut lets this one through.
+    real_block = network._block
+    namespace, address = network.hosts[0].namespace, network.hosts[2].address
+
+    def block_then_bypass(a: int, b: int) -> None:
+        real_block(a, b)
+        if (a, b) == (0, 2):
+            netns._ip("route", "add", f"{address}/32", "dev", "eth0", "table", "100", namespace=namespace)
+            netns._ip("rule", "add", "to", f"{address}/32", "lookup", "100", "pref", "100", namespace=namespace)
+
+    monkeypatch.setattr(network, "_block", block_then_bypass)
+    *before, last = calls
+    for pairs in before:
+        network.cut(pairs, probe_port=PORT)
+    with pytest.raises(FaultNotInjected, match="host 0 still reaches host 2"):
+        network.cut(last, probe_port=PORT)
+    assert (0, 2) in network.cuts  # listed, so the heal removes its route
+    assert not network.reaches(0, 1, PORT)
