@@ -63,6 +63,37 @@ def test_a_seed_fixes_the_order_of_ready_tasks_and_another_seed_changes_it() -> 
     assert sorted(order_of(3)) == list(range(8))  # shuffled, nothing lost
 
 
+async def interleaving() -> list[tuple[int, int]]:
+    """Which task took which step: ready tasks yielding, and timers due at once and apart."""
+    done: list[tuple[int, int]] = []
+
+    async def worker(i: int) -> None:
+        for step in range(3):
+            await asyncio.sleep(0 if step != 1 else (i % 3) * 0.25)
+            done.append((i, step))
+
+    await asyncio.gather(*(worker(i) for i in range(8)))
+    return done
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**32 - 1])
+def test_a_used_loop_reseeded_runs_the_order_a_fresh_loop_with_that_seed_runs(seed: int) -> None:
+    # Stateful examples share the worker's loop and reseed it with each example's seed: an
+    # example replayed alone (on a fresh loop) must interleave as it did after other examples.
+    used = SimulatedLoop(12345)
+    try:
+        for _ in range(3):  # earlier examples: draws taken, virtual time moved on
+            used.run_until_complete(interleaving())
+        assert used.time() > 0
+        used.reseed(seed)
+        after_others = used.run_until_complete(interleaving())
+    finally:
+        used.close()
+    alone = run_on(SimulatedLoop(seed), interleaving())
+    assert after_others == alone
+    assert len({tuple(run_on(SimulatedLoop(s), interleaving())) for s in range(5)}) > 1  # the seed decides
+
+
 def who_got_what(seed: int) -> list[tuple[int, bytes]]:
     """Three consumers wait on one memstore queue; three messages are sent one by one. Each send
     wakes every waiter, and the seeded loop decides which of them takes it."""
