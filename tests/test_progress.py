@@ -63,6 +63,18 @@ def test_under_xdist_tests_outside_the_suites_are_grouped_by_module(tmp_path: Pa
     assert progress.sizes == {"queue": 2, outside("tests/test_a.py::test_y"): 1}
 
 
+def test_every_xdist_workers_collection_counts_the_run_once(tmp_path: Path) -> None:
+    # Each worker collects the whole run and reports it: two workers must not double the totals.
+    (tmp_path / "test_suite.py").write_text('pytestmark = prism_suite("queue")\n')
+    ids = ["test_suite.py::test_one[a]", "test_suite.py::test_one[b]", "tests/test_a.py::test_x"]
+    progress = Progress(tmp_path)
+    for _worker in range(2):
+        progress.collected_ids(ids)
+    assert progress.sizes == {"queue": 2, outside("tests/test_a.py::test_x"): 1}
+    ran(progress, "queue", 1, 1.0)
+    assert "queue 1/2 (all suites 1/2, other tests 0/1" in progress.line(1.0)
+
+
 def test_node_ids_outside_the_rootdir_are_read_from_the_directories_the_command_named(tmp_path: Path) -> None:
     # `pytest --pyargs prism_testkit.suites -n 2` from an empty directory: node ids are relative
     # to the package, not the rootdir; the line said "all suites 1/0, other tests 0/32"

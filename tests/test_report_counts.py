@@ -385,6 +385,31 @@ def test_under_xdist_the_totals_come_from_a_workers_collection(
     assert not glued, "a progress line starts a line of its own, never after the dots"
 
 
+PROGRESS = re.compile(
+    r"^prism-testkit progress after \d+s(?:: .*)? \(all suites (\d+)/(\d+)(?:, other tests (\d+)/(\d+))?"
+)
+
+
+def test_under_xdist_every_progress_line_totals_the_suite_tests_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each of the two workers reports the whole run's collection: the total in every line is
+    the number of suite tests (and of other tests), never once per worker."""
+    pytester.makepyfile(
+        test_first=TWO_TESTS.format(name="first"),
+        test_second=TWO_TESTS.format(name="second"),
+        test_third=TWO_TESTS.format(name="third"),
+        test_plain="def test_plain() -> None:\n    pass\n",
+    )
+    monkeypatch.setenv("PRISM_PROGRESS_EVERY", "0.000001")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--prism-backend=memstore", "-n", "2")
+    result.assert_outcomes(passed=7)
+    counts = [m.groups() for line in result.stdout.lines if (m := PROGRESS.match(line))]
+    assert len(counts) == 7, result.stdout.str()
+    assert {(total, other_total) for _, total, _, other_total in counts} == {("6", "1")}
+    assert counts[-1][::2] == ("6", "1")  # all done: each counted once
+
+
 def test_shards_of_one_backends_run_merge_into_the_single_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_shard=TWO_TESTS.format(name="sharded"), test_other=TWO_TESTS.format(name="other"))
     backend = ["-p", "no:cacheprovider", "--prism-backend=memstore,sqlite"]
