@@ -281,3 +281,44 @@ def test_a_twin_must_be_another_registered_single_backend(twin: str, message: st
     pm.register(plugin, name="twins")
     with pytest.raises(RegistrationError, match=message):
         build_registry(pm)
+
+
+@pytest.mark.parametrize(
+    ("slot", "twin_capabilities", "twin_durable"),
+    [
+        (Slot.needs("keyvalue.ttl"), {"keyvalue"}, True),  # the twin lacks a capability
+        (Slot.needs("keyvalue", durable=True), {"keyvalue", "keyvalue.ttl"}, False),  # the twin is not durable
+    ],
+    ids=["capability", "durable"],
+)
+def test_a_twin_that_fits_fewer_slots_covers_none_of_the_others(
+    slot: Slot, twin_capabilities: set[str], twin_durable: bool
+) -> None:
+    """A third party's twin need not be the same shape as its cluster: in a slot the cluster
+    fits and its twin does not, nothing stands in for the cluster, so its rows run there."""
+    from prism_testkit import BackendProperties, BackendSpec, EmbeddedProvisioner
+    from tests.outoftree.bagstore import BagDriver
+
+    def spec(name: str, capabilities: set[str], durable: bool, twin: str | None = None) -> BackendSpec:
+        return BackendSpec(
+            name=name,
+            capabilities=frozenset(capabilities),
+            properties=BackendProperties(durable=durable),
+            provisioner=EmbeddedProvisioner(),
+            driver=BagDriver,
+            twin=twin,
+        )
+
+    cluster = spec("bag-cluster", {"keyvalue", "keyvalue.ttl"}, True, twin="bag")
+    twin = spec("bag", twin_capabilities, twin_durable)
+    other = spec("other", {"keyvalue"}, False)
+    available = [cluster, twin, other]
+    assert slot.fits(cluster)
+    assert not slot.fits(twin)
+    slots = {"backend": slot, "plain": Slot.needs("keyvalue")}
+    # in the slot both fit, the twin covers the cluster; in the other, it does not
+    assert coverable(slots, available) == {"plain": {"bag-cluster": "bag"}}
+    rows = cover("s", {"backend": slot}, available, Expansion.COVERING)
+    assert rows == expand("s", {"backend": slot}, available, Expansion.COVERING)
+    assert isinstance(rows, list)
+    assert [c["backend"] for c in rows if isinstance(c, Combination) and not c.covered_by] == ["bag-cluster"]
