@@ -686,9 +686,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if config.stash.get(HARNESS, None) is None:
         return  # no prism suite was collected and none was asked for
     from prism_testkit.registry.combinations import Combination, NoCombination
+    from prism_testkit.report.html_extras import report_html_property
     from prism_testkit.report.results import item_properties, junit_properties
 
     wanted = config.stash[OPTIONS].patterns
+    report_html = report_html_property(config, config.stash[OPTIONS].report_html)
     selected, deselected = [], []
     seen_suites: set[str] = set()
     for item in items:
@@ -712,6 +714,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 from prism_testkit.registry.twins import reason
 
                 item.add_marker(pytest.mark.skip(reason=reason(combo.covered_by)))
+        if report_html is not None:
+            item.user_properties.append(report_html)  # for --junitxml: the page this run writes
         selected.append(item)
     if wanted is not None:
         unknown = sorted(wanted - seen_suites)
@@ -879,6 +883,10 @@ def pytest_runtest_makereport(
         _fold_not_applicable(report)
     if call.when == "call" and report.failed and declaration_of(item) is not None:
         item.stash[CALL_FAILED] = True  # read by prism_env's teardown
+        from prism_testkit.report.html_extras import add_extras, pytest_html_active
+
+        if pytest_html_active(item.config):
+            add_extras(item.config, report)  # its timeline and verdict in pytest-html's row
     if call.when == "call" and any(key == "prism_hunt" for key, _ in report.user_properties):
         from prism_testkit.hunting.hunt import PLAN
 

@@ -706,6 +706,7 @@ class StatefulRun:
         except OSError as exc:
             self.node.add_report_section("call", "prism timeline", f"cannot write {path}: {exc}")
             return
+        self.node.user_properties.append(("prism_verdict", timeline.summary))  # junit, pytest-html
         self.node.user_properties.append(("prism_timeline", str(path)))
 
 
