@@ -12,22 +12,11 @@ import pytest
 
 from prism_testkit.hunting import depth as depths
 from prism_testkit.hunting.depth import DEFAULT, LEVELS, BadDepth, Depth, parse
-
-SLOW_MEMSTORE = """
-import dataclasses
-
-from prism_testkit.backends import memstore
-from prism_testkit.registry.hookspecs import hookimpl
-
-
-@hookimpl
-def prism_register_backends():
-    (spec,) = memstore.prism_register_backends()
-    return [dataclasses.replace(spec, name="slowstore", stateful_examples=3, embedded=False)]
-"""
+from tests._stateful_sources import RECORDING_MACHINE, SLOW_MEMSTORE
 
 # A stateful suite that records the max_examples of every search it makes.
-SUITE = """
+SUITE = (
+    """
 from hypothesis.stateful import rule
 
 import prism_testkit.jepsen.runner as runner
@@ -37,38 +26,15 @@ from prism_testkit.jepsen.runner import StatefulRun
 
 pytestmark = prism_suite("deep", backend=Slot.needs("keyvalue"))
 ASKED = []
-real = runner.run_state_machine_as_test
-
-
-def recording(machine, settings):
-    ASKED.append(settings.max_examples)
-    return real(machine, settings=settings)
-
-
-runner.run_state_machine_as_test = recording
-
-
-class Puts(FaultMachine):
-    def __init__(self, run):
-        super().__init__(run, ["backend"])
-
-    @rule()
-    def put(self):
-        key = self.ns.name("k")
-        done = self.attempt("w", "put", lambda: self.client("backend").keyvalue().put(key, b"v"), key=key, value=b"v")
-        if done.completed:
-            done.handle.ok()
-
-    def check(self):
-        return [], "puts"
-
-
-def test_examples(prism_env: PrismEnv, request) -> None:
+"""
+    + RECORDING_MACHINE
+    + """def test_examples(prism_env: PrismEnv, request) -> None:
     ASKED.clear()
     run = StatefulRun(prism_env, request)
     run.execute(lambda: Puts(run))
     print(f"ASKED {prism_env.combination['backend']} {ASKED}")
 """
+)
 
 
 def asked(result: pytest.RunResult) -> dict[str, list[int]]:

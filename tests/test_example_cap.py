@@ -9,20 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-SLOW_MEMSTORE = """
-import dataclasses
+from tests._stateful_sources import RECORDING_MACHINE, SLOW_MEMSTORE
 
-from prism_testkit.backends import memstore
-from prism_testkit.registry.hookspecs import hookimpl
-
-
-@hookimpl
-def prism_register_backends():
-    (spec,) = memstore.prism_register_backends()
-    return [dataclasses.replace(spec, name="slowstore", stateful_examples=3, embedded=False)]
-"""
-
-SUITE = """
+SUITE = (
+    """
 from hypothesis.stateful import rule
 
 import prism_testkit.jepsen.runner as runner
@@ -32,39 +22,16 @@ from prism_testkit.jepsen.runner import EXAMPLES, StatefulRun
 
 pytestmark = prism_suite("capped", backend=Slot.needs("keyvalue"))
 ASKED = []  # the max_examples of every Hypothesis run the test made
-real = runner.run_state_machine_as_test
-
-
-def recording(machine, settings):
-    ASKED.append(settings.max_examples)
-    return real(machine, settings=settings)
-
-
-runner.run_state_machine_as_test = recording
-
-
-class Puts(FaultMachine):
-    def __init__(self, run):
-        super().__init__(run, ["backend"])
-
-    @rule()
-    def put(self):
-        key = self.ns.name("k")
-        done = self.attempt("w", "put", lambda: self.client("backend").keyvalue().put(key, b"v"), key=key, value=b"v")
-        if done.completed:
-            done.handle.ok()
-
-    def check(self):
-        return [], "puts"
-
-
-def test_examples(prism_env: PrismEnv, request) -> None:
+"""
+    + RECORDING_MACHINE
+    + """def test_examples(prism_env: PrismEnv, request) -> None:
     ASKED.clear()
     run = StatefulRun(prism_env, request)
     run.execute(lambda: Puts(run))
     expected = {"slowstore": 3, "memstore": EXAMPLES}[prism_env.combination["backend"]]
     assert ASKED == [expected], (ASKED, expected)
 """
+)
 
 
 @pytest.fixture
