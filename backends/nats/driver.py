@@ -1119,9 +1119,17 @@ class NatsDriver(Driver):
         task = self._creating.get(stream)
         if task is None:
             task = self._creating[stream] = asyncio.ensure_future(create())
-            task.add_done_callback(lambda _: self._creating.pop(stream, None))
+            task.add_done_callback(lambda done: self._created(stream, done))
         await asyncio.shield(task)
         self._ready.add(stream)
+
+    def _created(self, stream: str, task: asyncio.Task[None]) -> None:
+        """A create ended. Its error is read here too: every caller still waiting gets it through
+        its shield, but one that stopped waiting (abandoned under a fault) leaves it unread, and
+        asyncio then prints "Task exception was never retrieved" with a traceback at exit."""
+        self._creating.pop(stream, None)
+        if not task.cancelled():
+            task.exception()
 
     async def ensure_queue(self, name: str) -> None:
         await self._created_once(QUEUE_STREAM + name, lambda: self._create_queue(name))
