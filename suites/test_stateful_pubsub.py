@@ -357,7 +357,9 @@ def test_subscribers_across_every_fault_the_backend_offers(prism_env: PrismEnv, 
         if struck(RESTARTS.__contains__) > restarts:
             fresh_subscribers()
             reads()
-    faulted = struck(lambda f: f not in ("heal", "resume"))
+    # a cluster's own failover (Sentinel promoting during a pause or partition) is recorded as
+    # what it is, not a fault this scenario struck
+    faulted = struck(lambda f: f not in ("heal", "resume", "failover-by-cluster"))
     assert faulted == len(faults), f"{len(faults)} faults offered, {faulted} struck"
     machine.teardown()
     assert run.judged == 1

@@ -122,9 +122,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "point: an overwrite without TTL must keep the object past the first TTL; expiry before the "
         "overwrite leaves the same result"
     ),
-    ("suites/test_contract_queue.py", "test_ack_removes_the_message", "visibility_timeout"): (
-        "point: an acked message must not come back once the timeout it was received with ran out"
-    ),
     ("suites/test_contract_queue.py", "test_visibility_timeout_expiry_redelivers", "visibility_timeout"): (
         "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
         "never for less than the timeout"
