@@ -243,7 +243,8 @@ def addoption(parser: pytest.Parser) -> None:
         "prism_timelines",
         "the HTML timelines of stateful examples to write (lanes per process, fault bands, anomalies marked): "
         "'failing' (default: each failing test's shrunk example, named in its failure), 'all' (every example too) "
-        "or 'none'; beside the --prism-report file in prism-timelines/, else under pytest's basetemp",
+        "or 'none'; in prism-timelines/ beside the --prism-report file, else beside the --prism-report-html "
+        "page, else under pytest's basetemp",
         default="failing",
     )
     add(

@@ -6,11 +6,13 @@ The page in a real browser: ``tests/test_timeline_browser.py``."""
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -179,6 +181,29 @@ def test_a_failing_stateful_test_names_its_timeline_written_beside_the_report(
         assert 'data-anomalies="lost"' in text
         assert 'class="lane" data-lane="applier"' in text
         assert "INVALID" in text
+
+
+def test_with_only_the_html_report_timelines_go_beside_it_and_its_links_resolve(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--prism-report-html`` alone (no JSON report, no --basetemp): the failing test's page goes
+    to ``prism-timelines/`` beside the HTML report, not under basetemp (which keeps three runs and
+    no CI artifact of the report's folder holds), and the report's link to it resolves from the
+    page's folder."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    page = pytester.path / "site" / "report.html"
+    result = run_mutant(
+        pytester, "wal_checkpoint_before_apply", "sqlite,memstore", "stateful_wal", f"--prism-report-html={page}"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    named = named_timelines(result)
+    assert named, result.stdout.str()[-3000:]
+    assert {path.parent for path in named} == {page.parent / "prism-timelines"}
+    links = re.findall(r'<a href="([^"]+)">timeline</a>', page.read_text())
+    assert links, "the failing row links no timeline"
+    for link in links:
+        assert not link.startswith(("/", "file:", "..")), link  # relative, inside the report's folder
+        assert (page.parent / unquote(html.unescape(link))).resolve() in {p.resolve() for p in named}
 
 
 def test_all_writes_every_example_under_basetemp_and_none_writes_nothing(

@@ -55,7 +55,7 @@ HUNT_THRESHOLD = 100  # a profile with at least this many examples is a hunt: ho
 FAILOVER_PASS_EXAMPLES = 1  # a test whose drawn examples never failed over its failover cluster: this one does
 FULL_HISTORY_LINES = 80  # failure messages include the whole history up to this length
 DEPTH_PROPERTY = "prism_depth"  # the user property: the examples a stateful row drew (--prism-depth)
-TIMELINES = "prism-timelines"  # the folder of the timelines: beside the --prism-report file, else under basetemp
+TIMELINES = "prism-timelines"  # the timelines' folder: beside the JSON, else the HTML report, else in basetemp
 
 
 def active_settings() -> settings:
@@ -682,10 +682,19 @@ class StatefulRun:
 
     def timeline_dir(self) -> Path:
         """Where this run's timelines go: ``prism-timelines/`` beside the ``--prism-report``
-        file, else under pytest's basetemp (kept for the last three runs)."""
+        file, else beside the ``--prism-report-html`` page (whose links to them must resolve
+        from a CI artifact of its folder, and outlive basetemp's last three runs), else under
+        pytest's basetemp."""
         if self._timeline_dir is None:
             config = self.node.config
-            report = config.getoption("prism_report", None) or config.getini("prism_report") or None
+            report = next(
+                (
+                    found
+                    for name in ("prism_report", "prism_report_html")
+                    if (found := config.getoption(name, None) or config.getini(name) or None)
+                ),
+                None,
+            )
             if report:
                 self._timeline_dir = Path(report).absolute().parent / TIMELINES
             else:
