@@ -2,19 +2,23 @@
 benchmarks/RESULTS.md and the examples' READMEs is executed or parsed here, or marked as a
 fragment. (tests/test_docs_site.py builds the manual itself, strictly.)
 
-The info string of a fence says what a block is (the first word is the language, as GitHub
-reads it; the second is ours):
+The info string of a fence says what a block is: the first word is the language, as GitHub
+reads it; ours is a class in braces after it, ```` ```python {.suite} ````, the attribute syntax
+the manual's pymdownx.superfences accepts. (A bare second word, ```` ```python suite ````, is read
+by superfences as an option it does not know: it drops the fence and the block renders as literal
+backticks or one line of inline code. The manual's pages must use the braces; other files, shown
+only on GitHub, may still use the bare word. tests/test_docs_site.py checks the built pages.)
 
 * ```` ```python ```` a complete module: executed (and no name in it may be undefined, also in
   functions nothing calls); a ``prism_register_backends`` or
   ``prism_register_patterns`` hook it defines is called and its registrations checked by the
   registries, as at start-up.
-* ```` ```python suite ```` a complete suite module: run by pytest in an empty directory on
+* ```` ```python {.suite} ```` a complete suite module: run by pytest in an empty directory on
   memstore and sqlite, with ``--prism-require-fit`` (a suite nothing fits fails); every test
   must pass.
-* ```` ```python fragment ```` part of a module (names from elsewhere, ``...`` for what is left
+* ```` ```python {.fragment} ```` part of a module (names from elsewhere, ``...`` for what is left
   out, a top-level ``await``): shown, not run. ``toml``, ``yaml`` and ``json`` blocks are parsed
-  unless marked ``fragment`` too.
+  unless marked ``{.fragment}`` too.
 * ``bash`` blocks are commands: not run, but every ``--prism-*`` option they name must exist.
   Blocks without a language (output, layouts) are not checked.
 """
@@ -41,6 +45,7 @@ DOCS = [
     *sorted((ROOT / "examples").glob("*/README.md")),
 ]
 FENCE = re.compile(r"^(?P<fence>`{3,})(?P<info>[^`]*)$")
+FLAG = re.compile(r"\{\.(?P<flag>[\w-]+)\}|(?P<bare>[\w-]+)")  # ours: {.suite}; bare: suite
 FLAGS = {"python": {"", "suite", "fragment"}, "toml": {"", "fragment"}, "yaml": {"", "fragment"}}
 FLAGS |= {"json": {"", "fragment"}, "bash": {""}, "": {""}}
 
@@ -52,6 +57,7 @@ class Block:
     language: str
     flag: str
     text: str
+    bare: bool = False  # the flag written without braces, which superfences cannot render
 
     @property
     def id(self) -> str:
@@ -68,13 +74,16 @@ def blocks_of(path: Path, text: str | None = None) -> list[Block]:
         if opening is None:
             i += 1
             continue
-        fence, (language, _, flag) = opening["fence"], opening["info"].strip().partition(" ")
+        fence, (language, _, rest) = opening["fence"], opening["info"].strip().partition(" ")
+        marked = FLAG.fullmatch(rest.strip())
+        flag = rest if marked is None else marked["flag"] or marked["bare"]
         end = next(
             (j for j in range(i + 1, len(lines)) if lines[j].startswith(fence) and not lines[j].strip("`")), None
         )
         if end is None:
             raise AssertionError(f"{path}:{i + 1}: a fence that never closes")
-        found.append(Block(path, i + 1, language, flag.strip(), "\n".join(lines[i + 1 : end]) + "\n"))
+        bare = marked is not None and marked["bare"] is not None
+        found.append(Block(path, i + 1, language, flag.strip(), "\n".join(lines[i + 1 : end]) + "\n", bare))
         i = end + 1
     return found
 
@@ -87,12 +96,13 @@ def of_kind(language: str, flag: str = "") -> list[pytest.ParameterSet]:
 
 
 def test_the_fences_are_read_as_written() -> None:
-    text = "intro\n````python suite\nx = 1\n```\nnot yet\n````\n```toml fragment\na = [\n```\n```\nout\n````\n"
-    found = blocks_of(ROOT / "sample.md", text)
-    assert [(b.line, b.language, b.flag, b.text) for b in found] == [
-        (2, "python", "suite", "x = 1\n```\nnot yet\n"),  # a shorter fence does not close a longer one
-        (7, "toml", "fragment", "a = [\n"),
-        (10, "", "", "out\n"),  # a longer one closes a shorter one (CommonMark)
+    text = "intro\n````python {.suite}\nx = 1\n```\nnot yet\n````\n```toml {.fragment}\na = [\n```\n```\nout\n````\n"
+    found = blocks_of(ROOT / "sample.md", text + "```python fragment\n...\n```\n")
+    assert [(b.line, b.language, b.flag, b.text, b.bare) for b in found] == [
+        (2, "python", "suite", "x = 1\n```\nnot yet\n", False),  # a shorter fence does not close a longer one
+        (7, "toml", "fragment", "a = [\n", False),
+        (10, "", "", "out\n", False),  # a longer one closes a shorter one (CommonMark)
+        (13, "python", "fragment", "...\n", True),  # the bare word, as GitHub-only files may write it
     ]
     with pytest.raises(AssertionError, match="never closes"):
         blocks_of(ROOT / "sample.md", "```python\nx = 1\n")
@@ -104,6 +114,14 @@ def test_every_block_says_what_it_is() -> None:
     assert unknown == []
     assert len(of_kind("python")) >= 3
     assert len(of_kind("python", "suite")) >= 3
+
+
+def test_the_manual_marks_blocks_as_superfences_reads_them() -> None:
+    """```` ```python suite ```` renders as literal backticks in the manual (see the module's
+    docstring): its pages write ```` ```python {.suite} ````."""
+    manual = ROOT / "docs"
+    bare = [f"{b.id}: ```{b.language} {b.flag}" for b in BLOCKS if b.bare and b.path.is_relative_to(manual)]
+    assert bare == [], "write the flag in braces: ```python {.suite}"
 
 
 def check_registrations(namespace: dict[str, object], where: str) -> None:
