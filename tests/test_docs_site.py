@@ -1,7 +1,8 @@
 """The manual builds: ``mkdocs build`` in strict mode (mkdocs.yml says ``strict: true``), so a
 broken link or anchor, a page left out of the nav, a nav entry without its page, an include
-that is missing fails this test. MkDocs and Material come with the ``docs`` extra (part of
-``dev``): without them this is a failure of the project's own run, never a skip.
+that is missing or an API reference entry that does not resolve fails this test. MkDocs,
+Material and mkdocstrings come with the ``docs`` extra (part of ``dev``): without them this is a
+failure of the project's own run, never a skip.
 
 A strict build still passes when an example renders broken: a fence Markdown did not take as a
 fence (```` ```python suite ````, an info string pymdownx.superfences rejects) comes out as
@@ -138,6 +139,30 @@ def test_the_check_finds_a_broken_block() -> None:
     assert broken_blocks(rendered_as_the_manual_does(f"Some text.\n\n```python {{.suite}}\n{body}"), fenced=1) == []
     found = broken_blocks("<p>Run <code>prism-testkit report\nhtml</code> then ```.</p>")
     assert found == ["a literal fence: 'then ```.'"]  # a wrapped inline code span is no block
+
+
+def test_the_api_reference_is_generated_from_the_docstrings(site: Path) -> None:
+    """mkdocstrings renders the modules a suite and a backend import, by the import path
+    users write (``prism_testkit.backends.memstore``, installed from ``backends/``), and the
+    docstrings' Sphinx roles become code or links, never raw ``:class:`...``` text."""
+    reference = site / "reference"
+    pages = {path.parent.name: path.read_text() for path in reference.glob("*/index.html")}
+    expected = {
+        "interfaces": "prism_testkit.interfaces.KeyValue",
+        "registration": "prism_testkit.registry.hookspecs.prism_register_backends",
+        "suites": "prism_testkit.runtime.env.PrismEnv",
+        "isolation": "prism_testkit.isolation.Namespace",
+        "patience": "prism_testkit.patience.until",
+        "clusters": "prism_testkit.clusters",
+        "provisioning": "prism_testkit.provision.base.Provisioner",
+        "embedded-backends": "prism_testkit.backends.memstore.open_memstore",
+    }
+    assert {name: f'id="{anchor}"' in pages.get(name, "") for name, anchor in expected.items()} == dict.fromkeys(
+        expected, True
+    )
+    roles = re.compile(r":(?:class|func|meth|mod|attr|data|exc):`")
+    assert sorted(name for name, html in pages.items() if roles.search(html)) == []
+    assert 'class="autorefs autorefs-internal"' in pages["clusters"]  # a role that became a link
 
 
 def test_every_page_is_in_the_nav() -> None:
