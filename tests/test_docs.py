@@ -246,8 +246,21 @@ def first_bash_block(path: Path) -> str:
 
 
 def test_getting_started_shows_the_readme_commands() -> None:
-    """The manual repeats the README's two commands (the site has no README): word for word."""
-    assert first_bash_block(ROOT / "docs" / "getting-started.md") == first_bash_block(ROOT / "README.md")
+    """The manual repeats the README's two commands (the site has no README): word for word,
+    below the page's opening (an install line and a short suite, as pytest's page opens)."""
+    shown = [b.text for b in blocks_of(ROOT / "docs" / "getting-started.md") if b.language == "bash"]
+    assert first_bash_block(ROOT / "README.md") in shown
+
+
+def test_getting_started_opens_with_one_install_line_and_a_short_suite() -> None:
+    """A newcomer sees one line to type and a suite to copy before anything long: the
+    suite is a ``{.suite}`` block, so test_suite_block_passes runs it as written."""
+    install, example, *_ = blocks_of(ROOT / "docs" / "getting-started.md")
+    assert install.language == "bash"
+    assert install.text.strip().startswith("pip install ")
+    assert len(install.text.splitlines()) == 1
+    assert (example.language, example.flag) == ("python", "suite")
+    assert len([line for line in example.text.splitlines() if line.strip()]) <= 6
 
 
 def test_the_readme_links_to_what_exists() -> None:

@@ -173,3 +173,9 @@ def test_every_page_is_in_the_nav() -> None:
     pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
     assert sorted(pages - in_nav) == [], "pages missing from mkdocs.yml's nav"
     assert sorted(in_nav - pages) == [], "nav entries without a page"
+
+
+def test_the_nav_reads_tutorial_how_to_reference_explanation() -> None:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    sections = [next(iter(entry)) for entry in config["nav"] if isinstance(entry, dict)]
+    assert sections == ["Home", "Tutorial", "How-to guides", "Reference", "Explanation"]
