@@ -9,6 +9,12 @@ end_ms, kind, label]``. An example is short (a dozen steps), so a passing test's
 examples end to end (:class:`Series`), as Jepsen plots one long run; a failing test's is its
 failing example. At most :data:`MOST_OPS` operations (and :data:`MOST_FAULTS` bands) are kept,
 evenly spread, so a long hunt's report stays small.
+
+:class:`Settles` keeps a cluster row's settle times after each fault (the time the harness waited
+for a cluster to serve again after a fault's heal: :attr:`Nemesis.settles
+<prism_testkit.jepsen.nemesis.Nemesis.settles>`) over every example of a test, as the report's
+``settles``: each fault kind's count, total and longest over all of them, and at most
+:data:`MOST_SETTLES` samples ``[fault, seconds, backend]`` for the plot.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from prism_testkit.jepsen.history import History, OpType
 from prism_testkit.jepsen.timeline import NEMESIS, FaultBand
 
 PROPERTY = "prism_latency"  # the user property a stateful test records it under
+SETTLES = "prism_settles"  # ... and its settle times after each fault (a cluster row's)
 MOST_OPS = 600
 MOST_FAULTS = 300
+MOST_SETTLES = 300
 
 
 def _ms(ns: int) -> float:
@@ -96,3 +104,29 @@ class Series:
             "span_ms": self.span_ms,
             "examples": self.examples,
         }
+
+
+class Settles:
+    """A test's settle times after each fault, over all its examples (see the module's text):
+    counted exactly per fault kind, sampled for the plot."""
+
+    def __init__(self) -> None:
+        self.samples: list[list[Any]] = []
+        self.kinds: dict[str, dict[str, float]] = {}
+
+    def add(self, fault: str, backend: str, seconds: float) -> None:
+        seconds = round(max(0.0, seconds), 3)
+        self.samples.append([fault, seconds, backend])
+        kind = self.kinds.setdefault(fault, {"count": 0, "total_s": 0.0, "max_s": 0.0})
+        kind["count"] += 1
+        kind["total_s"] = round(kind["total_s"] + seconds, 3)
+        kind["max_s"] = max(kind["max_s"], seconds)
+        if len(self.samples) > 4 * MOST_SETTLES:  # a long hunt: keep every other, still evenly spread
+            self.samples = self.samples[::2]
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds)
+
+    def as_property(self) -> dict[str, Any]:
+        kinds = {fault: {**found, "count": int(found["count"])} for fault, found in sorted(self.kinds.items())}
+        return {"kinds": kinds, "samples": spread(self.samples, MOST_SETTLES)}

@@ -167,6 +167,7 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
             try:
                 self.pay_owed_failovers()  # an example too short to have reached it
                 self.nemesis.heal_everything()
+                self.prism_run.note_settles(self.nemesis.settles)
                 heal_misbehaviour()
                 self.loop(self.recorded.settle_strays())
                 try:

@@ -37,6 +37,13 @@ first client operations (:meth:`Nemesis.fail_over_now`), so every row over a fai
 proved across at least one failover. A consensus cluster (JetStream) is owed a leader kill the
 same way (``kill-leader``: another node elected, nothing acknowledged may be lost).
 
+Each fault on a cluster that the harness then waited on to settle again (a node restarted, a
+failover, the end-of-example heal of what was left open) leaves its settle time in
+:attr:`Nemesis.settles`: the fault's name, the backend and the seconds the harness waited for the
+cluster to serve again as a whole (its :meth:`~prism_testkit.provision.cluster.Cluster.wait_settled`
+waits, plus a failover's promotion), on the real clock: a cluster's nodes are processes, never
+simulated. The report shows them per cluster row (:class:`~prism_testkit.jepsen.latency.Settles`).
+
 After the heal, a cluster whose nodes can be read one by one (a JetStream cluster: each
 node's monitoring endpoint) is checked node by node (:meth:`Nemesis.replica_verdicts`): every
 stream's copies must agree, or the example fails with ``replicas-diverged``, whatever the
@@ -156,6 +163,8 @@ class Nemesis:
         # when the end-of-example heal ended (the history's clock): where a timeline's faults
         # still open then end (see prism_testkit.jepsen.timeline)
         self.healed_at: int | None = None
+        # (fault, backend, seconds) of each fault the harness waited on a cluster to settle after
+        self.settles: list[tuple[str, str, float]] = []
 
     def _target(self, slot: str) -> FaultTarget:
         proxy = None
@@ -243,12 +252,14 @@ class Nemesis:
         self.env.faults[f] += 1  # the report row's count of what it survived
         handle = self.history.invoke("nemesis", f, target.backend, detail)
         before = _primary(target)
+        waits = _settle_marks(target.cluster)
 
         async def run() -> Any:
             result = action()
             return None if result is None else await result
 
         done = self.run_on_loop(run())
+        self.note_settle(f, target.backend, waits)
         if outcome:
             handle.ok(value=done)
         else:
@@ -256,6 +267,17 @@ class Nemesis:
         if not f.startswith("failover"):
             self.note_promotion(target, before)
         return done
+
+    def note_settle(self, f: str, backend: str, marks: SettleMarks | None) -> None:
+        """Keep how long fault ``f`` (or its heal) had the harness wait for ``backend``'s
+        cluster to settle: the settle waits and promotions it added since ``marks``
+        (:func:`_settle_marks`); nothing when it waited on none."""
+        if marks is None:
+            return
+        settled, waited, promoted, promotions = marks
+        found = [*settled[waited:], *promoted[promotions:]]
+        if found:
+            self.settles.append((f, backend, sum(found)))
 
     def note_promotion(self, target: FaultTarget, before: int | None) -> None:
         """A cluster that fails over by itself (Sentinel, on a primary cut off or killed for
@@ -478,15 +500,37 @@ class Nemesis:
     def heal_everything(self) -> None:
         """End every fault: heal the proxies, resume or restart the servers (end of an example)."""
         before = {slot: _primary(t) for slot, t in self.targets.items()}
+        clusters = {
+            id(t.cluster): (t.backend, _settle_marks(t.cluster)) for t in self.targets.values() if t.cluster is not None
+        }
         self.env.runtime.heal(list(dict.fromkeys(t.backend for t in self.targets.values())))
         self.paused.clear()
         if self.faulted:
+            for backend, marks in clusters.values():  # the restore of what the example left open
+                self.note_settle("heal", backend, marks)
             seen: set[int] = set()  # two slots on one cluster: one promotion
             for slot, target in self.targets.items():
                 if id(target.cluster) not in seen:
                     seen.add(id(target.cluster))
                     self.note_promotion(target, before[slot])
         self.healed_at = clocks.monotonic_ns()
+
+
+# A cluster's settle waits and promotions so far, and how many of each there were: what a fault
+# added to them is its settle time (see Nemesis.note_settle)
+SettleMarks = tuple[list[float], int, list[float], int]
+
+
+def _settle_marks(cluster: ClusterContract | None) -> SettleMarks | None:
+    """Where ``cluster``'s settle waits (:attr:`Cluster.settle_seconds`) and promotions
+    (:attr:`FailoverCluster.failover_seconds`) stand now; None for a cluster that keeps no
+    settle waits (a contract of its own)."""
+    settled = getattr(cluster, "settle_seconds", None)
+    if not isinstance(settled, list):
+        return None
+    promoted = getattr(cluster, "failover_seconds", None)
+    promoted = promoted if isinstance(promoted, list) else []
+    return (settled, len(settled), promoted, len(promoted))
 
 
 def _until_converged(

@@ -39,7 +39,7 @@ from prism_testkit.hunting.schedule import REPLAY, ReplayResult, Schedule, Sched
 from prism_testkit.jepsen.checkers import EMPTY, Verdict, judged_nothing
 from prism_testkit.jepsen.failover_loss import failed_over, leaders_lost, tolerate_failover_losses
 from prism_testkit.jepsen.history import History, OpType
-from prism_testkit.jepsen.latency import Series
+from prism_testkit.jepsen.latency import Series, Settles
 from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue, settle_strays
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.digest import combined_digest, history_digest
@@ -179,6 +179,7 @@ class StatefulRun:
             config.getoption(name, None) or config.getini(name) for name in ("prism_report", "prism_report_html")
         )
         self.latency: Series | None = Series() if reported else None
+        self.settles: Settles | None = Settles() if reported else None  # every example's, after each fault
 
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
@@ -227,6 +228,7 @@ class StatefulRun:
             if self.failing_replay is not None:
                 self.node.user_properties.append(("prism_replay_command", self.failing_replay))
             self.record_latency()
+            self.record_settles()
             self.write_failing_timeline()
 
     def record_latency(self) -> None:
@@ -244,6 +246,20 @@ class StatefulRun:
         else:
             return
         self.node.user_properties.append((PROPERTY, found))
+
+    def note_settles(self, settles: Sequence[tuple[str, str, float]]) -> None:
+        """An example's settle times after its faults (:attr:`Nemesis.settles
+        <prism_testkit.jepsen.nemesis.Nemesis.settles>`), kept for the report."""
+        if self.settles is not None:
+            for fault, backend, seconds in settles:
+                self.settles.add(fault, backend, seconds)
+
+    def record_settles(self) -> None:
+        """The settle times after each fault of every example, for a cluster row's table and plot."""
+        if self.settles:
+            from prism_testkit.jepsen.latency import SETTLES
+
+            self.node.user_properties.append((SETTLES, self.settles.as_property()))
 
     def bands(self, history: History, healed_at: int | None) -> list[FaultBand]:
         """The faults of an example as bands: its history's, and load mode's stalls."""

@@ -231,6 +231,9 @@ class Cluster:
     # Nodes killed or stopped so far: each breaks the connections clients held to it, so a
     # client pool opened before must be opened again once the cluster is restored.
     kills: int = 0
+    # The seconds each wait_settled waited until the cluster settled, in order: the nemesis
+    # reads the ones a fault's heal added (the report's settle times after each fault).
+    settle_seconds: list[float] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -273,7 +276,8 @@ class Cluster:
 
     def wait_settled(self) -> None:
         factor = patience.slowness()  # a loaded machine elects and catches up slower
-        deadline = time.monotonic() + self.settle_timeout * factor
+        started = time.monotonic()
+        deadline = started + self.settle_timeout * factor
         while not self.settled():
             if time.monotonic() > deadline:
                 raise ProvisioningError(
@@ -281,6 +285,7 @@ class Cluster:
                     f"(settle_timeout {self.settle_timeout:.0f}s x slowness {factor:.1f})"
                 )
             time.sleep(0.05)
+        self.settle_seconds.append(time.monotonic() - started)
 
     def pause(self) -> None:
         self._each(ServerProcess.pause)

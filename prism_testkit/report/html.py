@@ -6,7 +6,8 @@ merge`` merges them). It is a view of the same report the Markdown renders: the 
 of :mod:`.matrix` (the same cells, words and statuses, a coloured badge where the Markdown has a
 mark), then every suite x combination row, which opens (``<details>``) to its tests: outcome,
 duration, the faults each survived, what its checkers found, its timeline page and the command
-that runs it again; the failures, the findings, and what could not be provisioned or run, and why.
+that runs it again (a stateful row with its latency plot, a cluster row with its settle times
+after each fault); the failures, the findings, and what could not be provisioned or run, and why.
 
 The page needs nothing at view time: inline CSS, no script, no font, nothing fetched (a
 Content-Security-Policy of ``default-src 'none'`` says so to the browser), so a CI artifact opens
@@ -135,7 +136,10 @@ details.row[open] > summary { border-bottom: 1px solid #e4e6ea; }
 .tests td, .tests th { border-bottom: 1px solid #eceef2; }
 .tests td.test { word-break: break-all; min-width: 320px; max-width: 560px; }
 .tests td.replay code { word-break: break-all; }
-figure.plot { margin: 10px 0 4px; } figure.plot img { max-width: 100%; background: #fff; }
+.figures { display: flex; flex-wrap: wrap; gap: 8px 24px; align-items: flex-start; }
+.settles { margin: 10px 0 4px; } table.settles { width: auto; } table.settles caption { text-align: left;
+  font-size: 12px; color: #6b7480; caption-side: top; padding-bottom: 2px; max-width: 460px; }
+figure.plot { margin: 10px 0 4px; max-width: 760px; } figure.plot img { max-width: 100%; background: #fff; }
 figure.plot figcaption { font-size: 12px; color: #6b7480; word-break: break-all; }
 .message { color: #8f1d15; white-space: pre-wrap; word-break: break-word; }
 .quiet { color: #6b7480; }
@@ -277,7 +281,9 @@ def _row(row: dict[str, Any], n: int, failures: dict[str, dict[str, Any]], base:
         )
         out += [_test_line(test, entry, row, failures.get(test), base) for test, entry in sorted(tests.items())]
         out.append("</tbody></table>")
-        out += _plots(tests)
+        figures = [*_plots(tests), *_settles(tests)]
+        if figures:
+            out += ['<div class="figures">', *figures, "</div>"]
     out.append("</div></details>")
     return "\n".join(out)
 
@@ -335,6 +341,54 @@ def _plots(tests: dict[str, dict[str, Any]]) -> list[str]:
         f'src="{figure}"><figcaption>{e(test)}: each operation\'s latency and '
         f"operations per second by outcome in {which}; faults as bands</figcaption></figure>"
     ]
+
+
+def _settles(tests: dict[str, dict[str, Any]]) -> list[str]:
+    """A cluster row's settle times after each fault, over its tests (their ``settles``:
+    :class:`~prism_testkit.jepsen.latency.Settles`): per fault kind how many, the mean and the
+    longest, and with matplotlib a dot per sampled settle (:func:`.plots.settle_figure`)."""
+    kinds: dict[str, list[float]] = {}  # fault -> count, total, longest
+    samples: list[list[Any]] = []
+    for _test, entry in sorted(tests.items()):
+        found = entry.get("settles")
+        if not isinstance(found, dict) or not isinstance(found.get("kinds"), dict):
+            continue
+        for fault, counted in found["kinds"].items():
+            try:
+                count, total, longest = int(counted["count"]), float(counted["total_s"]), float(counted["max_s"])
+            except (TypeError, ValueError, KeyError):  # a hand (or another version) wrote it
+                continue
+            mine = kinds.setdefault(str(fault), [0, 0.0, 0.0])
+            mine[0] += count
+            mine[1] += total
+            mine[2] = max(mine[2], longest)
+        samples += [s for s in found.get("samples") or [] if isinstance(s, list) and len(s) >= 2]
+    if not kinds:
+        return []
+    lines = "".join(
+        f'<tr data-fault="{e(fault)}"><td>{e(fault)}</td><td>{int(count):,}</td>'
+        f"<td>{e(_seconds(total / count if count else 0.0))}</td><td>{e(_seconds(longest))}</td></tr>"
+        for fault, (count, total, longest) in sorted(kinds.items())
+    )
+    out = [
+        '<div class="settles"><table class="settles"><caption>Settle times after each fault: how long the '
+        "cluster took to serve again as a whole after the fault's heal</caption><thead><tr><th>fault</th>"
+        f"<th>settles</th><th>mean</th><th>longest</th></tr></thead><tbody>{lines}</tbody></table>"
+    ]
+    from prism_testkit.report import plots
+
+    if samples and plots.available():
+        try:
+            figure = plots.settle_figure(samples)
+        except (TypeError, ValueError, IndexError):  # samples a hand (or another version) wrote
+            figure = ""
+        if figure:
+            out.append(
+                f'<figure class="plot settle-plot"><img alt="settle times after each fault" src="{figure}">'
+                "<figcaption>each settle's seconds by fault kind (the bar: the median)</figcaption></figure>"
+            )
+    out.append("</div>")
+    return out
 
 
 def _samples(latency: object) -> bool:

@@ -2,7 +2,8 @@
 (an optional extra: ``pip install 'prism-testkit[plots]'``): each operation's latency over time,
 coloured by outcome, with the faults as bands across it (Jepsen's ``latency-raw``), and
 operations per second by outcome (Jepsen's ``rate``). The samples are the report's (a test
-entry's ``latency``: :mod:`prism_testkit.jepsen.latency`).
+entry's ``latency``: :mod:`prism_testkit.jepsen.latency`). A cluster row also gets its settle
+times after each fault (:func:`settle_figure`: one dot per settle, a row per fault kind).
 
 matplotlib is imported on the first plot, never by a run that draws none; without it the page
 says how to get them (:data:`MISSING`). A figure is a PNG (drawn faster than SVG, and smaller),
@@ -87,6 +88,42 @@ def latency_figure(latency: dict[str, Any]) -> str:
         several = isinstance(examples, int) and examples > 1
         bottom.set_xlabel(f"time (s): its {examples} examples, end to end" if several else "time (s) in the example")
         bottom.set_xlim(0, span / 1e3)
+        out = io.BytesIO()
+        figure.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def fault_colour(fault: str) -> str:
+    """The colour of a fault's family (``kill-leader`` is a kill), grey for a heal."""
+    return next((colour for kind, colour in FAULT_COLOURS.items() if fault.startswith(kind)), "#868e96")
+
+
+def settle_figure(samples: list[list[Any]]) -> str:
+    """A cluster row's settle times (``[fault, seconds, backend]`` samples) as a ``data:image/png``
+    URI: a row per fault kind, a dot per settle at the seconds it took, the median marked."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    by_kind: dict[str, list[float]] = {}
+    for fault, seconds, *_ in samples:
+        by_kind.setdefault(str(fault), []).append(float(seconds))
+    kinds = sorted(by_kind)
+    with matplotlib.rc_context({"font.size": 8}), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figure = Figure(figsize=(4.6, 1.0 + 0.3 * len(kinds)), dpi=DPI, layout="constrained")
+        axes = figure.subplots()
+        for row, kind in enumerate(kinds):
+            found = sorted(by_kind[kind])
+            # spread a kind's dots a little up and down, by their order: the same samples, the same figure
+            jitter = [((n % 5) - 2) * 0.06 for n in range(len(found))]
+            axes.plot(found, [row + j for j in jitter], "o", ms=3.5, alpha=0.7, color=fault_colour(kind))
+            median = found[len(found) // 2]
+            axes.plot([median, median], [row - 0.3, row + 0.3], color="#1d232a", lw=1.2)
+        axes.set_yticks(range(len(kinds)), kinds)
+        axes.set_ylim(-0.6, len(kinds) - 0.4)
+        axes.set_xlim(left=0)
+        axes.set_xlabel("seconds until the cluster served again as a whole")
+        axes.grid(axis="x", color="#e4e6ea", lw=0.6)
         out = io.BytesIO()
         figure.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()

@@ -199,9 +199,15 @@ ERROR = "error"
 # the user property a power_loss test records its cut under (also in --junitxml)
 POWER_CUT = "power_loss"
 # the user properties a stateful test leaves: a failing one's timeline page and the command that
-# replays it (strings), the latency samples of its failing (else richest) example (jepsen.latency);
-# each test's entry in the report carries them (``timeline``, ``replay``, ``latency``)
-EVIDENCE = {"prism_timeline": "timeline", "prism_replay_command": "replay", "prism_latency": "latency"}
+# replays it (strings), the latency samples of its failing (else richest) example and, on a
+# cluster, its settle times after each fault (jepsen.latency); each test's entry in the report
+# carries them (``timeline``, ``replay``, ``latency``, ``settles``)
+EVIDENCE = {
+    "prism_timeline": "timeline",
+    "prism_replay_command": "replay",
+    "prism_latency": "latency",
+    "prism_settles": "settles",
+}
 COUNTED = ("passed", "failed", "skipped", "errors")  # a row's columns, pytest's words
 _COLUMN = {"passed": "passed", "failed": "failed", "skipped": "skipped", ERROR: "errors"}
 
