@@ -13,6 +13,13 @@ selenium and chromedriver: the page has no script to wait for, and the test need
 PyPI. ``scripts/bootstrap --project`` installs it; without it the test skips locally and fails
 under ``CI=true``, where a skip would hide that the page was never looked at.
 
+The same for a REAL failing example: a registered WAL mutant (``tests/mutants``: a checkpoint
+committed before the apply, so a batch is lost when the applier dies) runs its suite in a
+sandbox with ``--prism-report-html``; the timeline its failure names opens in Chromium with its
+lanes (writers, the applier, the nemesis), the applier's crash bands and the ``lost`` marks on
+the operations the checker named, no console error, and a screenshot kept in the test's dir
+(``real-timeline.png``); the report beside it links to that page.
+
 The report (``--prism-report-html``) is the page of a synthetic run (``tests/test_report_html.py``)
 whose failing WAL row links to the timeline above. Opened at ``#row-N-tests`` (the link a failure
 in the page follows), Chromium must open that row (``<details open>``): no script does it, the
@@ -21,12 +28,14 @@ browser does. Screenshots: ``report.png`` (the matrix) and ``report-row.png`` (t
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -37,6 +46,7 @@ from prism_testkit.report import plots
 from prism_testkit.report.html import write_html
 from tests.test_report_html import HOSTILE as HOSTILE_NAME
 from tests.test_report_html import planned, run_of
+from tests.test_timeline import ROOT, named_timelines, run_mutant
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 HOSTILE = '<script>alert("x")</script>&"'
@@ -233,3 +243,58 @@ def test_the_report_opens_in_chromium_with_its_matrix_and_a_failing_row_opened(t
         assert shot.exists(), f"no screenshot: {name}"
         assert shot.stat().st_size > 10_000, f"a blank screenshot: {name}"
         assert console_errors(taken.stderr) == []
+
+
+def test_a_real_failing_wal_mutants_timeline_opens_in_chromium_with_lanes_bands_and_lost_marks(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = chromium()
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    report = pytester.path / "site" / "report.html"
+    result = run_mutant(
+        pytester, "wal_checkpoint_before_apply", "sqlite,memstore", "stateful_wal", f"--prism-report-html={report}"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    pages = named_timelines(result)
+    assert pages, result.stdout.str()[-3000:]
+    page = pages[0]
+    assert page.parent == report.parent / "prism-timelines"
+
+    dumped = headless(browser, pytester.path, "--dump-dom", page.as_uri())
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    dom = Dom()
+    dom.feed(dumped.stdout)
+    lanes = [a["data-lane"] for a in dom.having("lane") if "data-lane" in a]
+    assert "applier" in lanes, lanes
+    assert any(lane.startswith("writer") for lane in lanes), lanes
+    assert lanes[-1] == "nemesis" or "nemesis" not in lanes  # the nemesis lane, when any, last
+    bands = dom.having("band")
+    assert bands, "the applier's crash (the fault that loses the batch) is no band"
+    assert {a["class"].split()[1] for a in bands} >= {"crash"}
+    listed = [a["data-anomaly"] for a in dom.having("anomaly")]
+    assert "lost" in listed, listed
+    marked = dom.having("anomalous")
+    assert marked, "no operation carries the anomaly's mark"
+    assert any("lost" in a["data-anomalies"].split() for a in marked)
+    assert [a for a in marked if "witness" in a["class"].split()], "the smallest witness is not highlighted"
+    for a in marked:  # each mark sits on a write the history acknowledged
+        assert a.get("data-process", "").startswith("writer"), a
+        assert a["data-outcome"] == "ok", a
+    assert not [tag for tag, _ in dom.elements if tag in ("script", "link", "iframe", "img")]
+    assert console_errors(dumped.stderr) == []
+
+    shot = pytester.path / "real-timeline.png"
+    taken = headless(
+        browser, pytester.path, f"--screenshot={shot}", "--window-size=1500,1100", "--hide-scrollbars", page.as_uri()
+    )
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert shot.exists(), "no screenshot"
+    assert shot.stat().st_size > 10_000, "a blank screenshot"
+    assert console_errors(taken.stderr) == []
+
+    # the report beside it links to that page, and opens without a console error too
+    opened = headless(browser, pytester.path, "--dump-dom", report.as_uri())
+    assert opened.returncode == 0, opened.stderr[-2000:]
+    links = re.findall(r'<a href="([^"]+\.html)">timeline</a>', opened.stdout)
+    assert f"prism-timelines/{quote(page.name)}" in [html.unescape(link) for link in links], links
+    assert console_errors(opened.stderr) == []
