@@ -5,6 +5,7 @@ is a timeout that names the query, and closing the cluster closes every session.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator, Mapping
@@ -149,3 +150,37 @@ def unused_listener() -> Iterator[socket.socket]:
     listener = socket.create_server(("127.0.0.1", 0))
     yield listener
     listener.close()
+
+
+def test_a_server_starting_up_is_waited_for_and_a_password_is_not(unused_listener: socket.socket) -> None:
+    """A node restarted a moment ago refuses sessions with SQLSTATE 57P03 while it recovers: the
+    harness's administration waits for it (on a loaded machine recovery takes seconds) instead of
+    failing the fault it was injecting; any other refusal is raised at once."""
+    host, port = unused_listener.getsockname()
+    starting_up = b"SFATAL\0C57P03\0Mthe database system is starting up\0\0"
+    refusal = b"E" + (len(starting_up) + 4).to_bytes(4, "big") + starting_up
+    ready = b"R" + (8).to_bytes(4, "big") + (0).to_bytes(4, "big") + b"Z" + (5).to_bytes(4, "big") + b"I"
+
+    def recover_after_two_refusals() -> None:
+        for answer in (refusal, refusal, ready):
+            conn, _ = unused_listener.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(answer)
+                if answer is ready:
+                    conn.recv(1024)  # the goodbye
+
+    server = threading.Thread(target=recover_after_two_refusals)
+    server.start()
+    Session.open_once_accepting(host, port, "postgres", "postgres", timeout=5, patience=60).close()
+    server.join()
+
+    server = threading.Thread(target=recover_after_two_refusals)
+    server.start()
+    with pytest.raises(SessionRefused, match="starting up") as refused:
+        Session.open_once_accepting(host, port, "postgres", "postgres", timeout=5, patience=0)
+    assert refused.value.code == "57P03"
+    for _ in range(2):  # let the fake server finish its script
+        with contextlib.suppress(SessionRefused):
+            Session.open(host, port, "postgres", "postgres", timeout=5).close()
+    server.join()

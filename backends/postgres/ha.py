@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from prism_testkit import Availability, Endpoint, ProvisionContext, ServerProcess, Via
+from prism_testkit import Availability, Endpoint, ProvisionContext, ServerProcess, Via, patience
 from prism_testkit.clusters import FailoverCluster, Host, Network, namespaces_unavailable_reason, recording_dir
 from prism_testkit.errors import NotSupported, ProvisioningError
 
@@ -113,14 +113,21 @@ class PostgresHaCluster(FailoverCluster):
 
         One administrative session per node stays open across queries. A session from before
         the node was killed or restarted fails at its next use: the query is then sent once
-        more on a new session (every administrative query here may be repeated)."""
+        more on a new session (every administrative query here may be repeated). A node still
+        starting up or recovering from a crash is waited for, as long as the cluster may take
+        to settle on this machine."""
         for reused in (True, False):
             session = self._admin_sessions.pop(node, None)
             if session is None:
                 reused = False
                 try:
-                    session = Session.open(
-                        self.address(node), PORT, PRIVATE_USER, PRIVATE_DATABASE, min(timeout, ADMIN_CONNECT_TIMEOUT)
+                    session = Session.open_once_accepting(
+                        self.address(node),
+                        PORT,
+                        PRIVATE_USER,
+                        PRIVATE_DATABASE,
+                        min(timeout, ADMIN_CONNECT_TIMEOUT),
+                        patience=self.settle_timeout * patience.slowness(),
                     )
                 except OSError as exc:
                     raise ProvisioningError(f"postgres-ha: {query!r} on {node_name(node)} failed: {exc}") from exc

@@ -20,9 +20,18 @@ PROTOCOL_3_0 = 196608
 FATAL_SEVERITIES = frozenset({"FATAL", "PANIC"})
 
 
+# SQLSTATE cannot_connect_now: the server is starting up, in crash recovery or shutting down.
+CANNOT_CONNECT_NOW = "57P03"
+
+
 class SessionRefused(ConnectionError):
     """The server answered the startup with an error ("the database system is starting up")
-    or asked for a password: no session, and no use asking again at once."""
+    or asked for a password: no session, and no use asking again at once. ``code`` is the
+    error's SQLSTATE (empty for a password asked)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class SessionLost(ConnectionError):
@@ -54,7 +63,7 @@ class Session:
             while True:
                 kind, payload = session._message()
                 if kind == b"E":
-                    raise SessionRefused(_error_text(payload))
+                    raise SessionRefused(_error_text(payload), _error_fields(payload).get("C", ""))
                 if kind == b"R" and struct.unpack("!i", payload[:4])[0] != 0:
                     raise SessionRefused("the server wants a password: not a trust server the harness started")
                 if kind == b"Z":
@@ -62,6 +71,22 @@ class Session:
         except BaseException:
             session.close()
             raise
+
+    @classmethod
+    def open_once_accepting(
+        cls, host: str, port: int, user: str, database: str, timeout: float, patience: float
+    ) -> Session:
+        """:meth:`open`, waiting up to ``patience`` seconds while the server refuses sessions
+        because it is starting up or recovering from a crash (a node the harness just restarted
+        does, longer on a loaded machine); every other refusal, and the last, is raised."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return cls.open(host, port, user, database, timeout)
+            except SessionRefused as refused:
+                if refused.code != CANNOT_CONNECT_NOW or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
     def query(self, sql: str, timeout: float) -> list[list[str | None]]:
         """Run ``sql`` (one statement, its own transaction); its rows, each a list of text
