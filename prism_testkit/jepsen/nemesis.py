@@ -40,9 +40,10 @@ same way (``kill-leader``: another node elected, nothing acknowledged may be los
 Each fault on a cluster that the harness then waited on to settle again (a node restarted, a
 failover, the end-of-example heal of what was left open) leaves its settle time in
 :attr:`Nemesis.settles`: the fault's name, the backend and the seconds the harness waited for the
-cluster to serve again as a whole (its :meth:`~prism_testkit.provision.cluster.Cluster.wait_settled`
-waits, plus a failover's promotion), on the real clock: a cluster's nodes are processes, never
-simulated. The report shows them per cluster row (:class:`~prism_testkit.jepsen.latency.Settles`).
+cluster to serve again as a whole (from each start of its nodes in the heal, or each
+:meth:`~prism_testkit.provision.cluster.Cluster.wait_settled`, until it settled: its
+:attr:`~prism_testkit.provision.cluster.Cluster.settle_seconds`; plus a failover's promotion), on
+the real clock: a cluster's nodes are processes, never simulated. The report shows them per cluster row (:class:`~prism_testkit.jepsen.latency.Settles`).
 
 After the heal, a cluster whose nodes can be read one by one (a JetStream cluster: each
 node's monitoring endpoint) is checked node by node (:meth:`Nemesis.replica_verdicts`): every

@@ -231,8 +231,9 @@ class Cluster:
     # Nodes killed or stopped so far: each breaks the connections clients held to it, so a
     # client pool opened before must be opened again once the cluster is restored.
     kills: int = 0
-    # The seconds each wait_settled waited until the cluster settled, in order: the nemesis
-    # reads the ones a fault's heal added (the report's settle times after each fault).
+    # The seconds from each start of nodes (a restart, a restore), or each wait_settled, until
+    # the cluster settled, in order: the nemesis reads the ones a fault's heal added (the
+    # report's settle times after each fault). A start mid-partition waits for no settle: none.
     settle_seconds: list[float] = field(default_factory=list)
 
     @property
@@ -263,6 +264,7 @@ class Cluster:
         self._start(range(self.size))
 
     def _start(self, nodes: Sequence[int]) -> None:
+        started = time.monotonic()
         for node in nodes:  # from this thread: a node dies with the thread that forked it
             self.servers[node].spawn()
         chosen = [self.servers[node] for node in nodes]
@@ -272,12 +274,16 @@ class Cluster:
             self._each(lambda server: server.ready(functools.partial(port_open, server.host, server.port)), chosen)
             return
         self._each(ServerProcess.ready, chosen)
-        self.wait_settled()
+        self._settle(since=started)
 
     def wait_settled(self) -> None:
+        self._settle(since=time.monotonic())
+
+    def _settle(self, since: float) -> None:
+        """Poll :meth:`settled` until it holds (or raise once the bound passed), and keep the
+        seconds from ``since`` in :attr:`settle_seconds`."""
         factor = patience.slowness()  # a loaded machine elects and catches up slower
-        started = time.monotonic()
-        deadline = started + self.settle_timeout * factor
+        deadline = time.monotonic() + self.settle_timeout * factor
         while not self.settled():
             if time.monotonic() > deadline:
                 raise ProvisioningError(
@@ -285,7 +291,7 @@ class Cluster:
                     f"(settle_timeout {self.settle_timeout:.0f}s x slowness {factor:.1f})"
                 )
             time.sleep(0.05)
-        self.settle_seconds.append(time.monotonic() - started)
+        self.settle_seconds.append(time.monotonic() - since)
 
     def pause(self) -> None:
         self._each(ServerProcess.pause)

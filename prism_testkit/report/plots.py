@@ -121,7 +121,8 @@ def settle_figure(samples: list[list[Any]]) -> str:
             axes.plot([median, median], [row - 0.3, row + 0.3], color="#1d232a", lw=1.2)
         axes.set_yticks(range(len(kinds)), kinds)
         axes.set_ylim(-0.6, len(kinds) - 0.4)
-        axes.set_xlim(left=0)
+        longest = max((max(found) for found in by_kind.values()), default=0.0) or 1.0
+        axes.set_xlim(-0.03 * longest, 1.05 * longest)  # a settle of no time still shows whole
         axes.set_xlabel("seconds until the cluster served again as a whole")
         axes.grid(axis="x", color="#e4e6ea", lw=0.6)
         out = io.BytesIO()
