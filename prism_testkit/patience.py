@@ -75,13 +75,15 @@ HANDED: dict[str, float] = {
 _ENV = "PRISM_SLOWNESS"
 _cached: tuple[float, float] = (-1.0, 1.0)  # (when read, factor)
 _stalls = 1.0  # how much longer load mode's SIGSTOP bursts make a server's work (see the doc)
+_longest_stall = 0.0  # the longest one SIGSTOP burst of load mode's jitter may last (seconds)
 
 
 def account_for_stalls(most: float, every: float) -> None:
     """Load mode's jitter runs in this process: it stops a server for up to ``most`` seconds
     (mean ``most / 2``) after a mean wait of ``every`` seconds; ``most = 0`` when it ends."""
-    global _stalls, _cached
+    global _stalls, _cached, _longest_stall
     _stalls = 1.0 + most / (2 * every) if most > 0 and every > 0 else 1.0
+    _longest_stall = max(most, 0.0) if every > 0 else 0.0
     _cached = (-1.0, 1.0)  # read anew
 
 
@@ -116,6 +118,15 @@ def handed(name: str) -> float:
     """The time ``name`` of :data:`HANDED` to give a system under test on this machine now
     (seconds): a lease that must outlast the test's work, or a poll cadence."""
     return HANDED[name] * slowness()
+
+
+def quiet(base: float) -> float:
+    """How long a wait must bring nothing before the harness concludes nothing more is on its
+    way (a tail read without a fence, or one whose fence may be lost): ``base`` x slowness,
+    plus the longest SIGSTOP burst load mode's jitter may hold a server in, which stops
+    deliveries whatever the load average says. Only ever a wait: it delays a verdict, never
+    changes one (what arrives later is still judged where a fence or an offset ends the read)."""
+    return base * slowness() + (0.0 if clocks.simulated() else _longest_stall)
 
 
 def describe(name: str) -> str:

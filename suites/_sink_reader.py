@@ -112,7 +112,7 @@ class SinkReader:
     ) -> None:
         self._driver, self.kind, self.destination, self.ordering = driver, kind, destination, ordering
         # how long a wait must bring nothing where no fence can be used (on a quiet machine:
-        # scaled by its slowness when used, or a slow delivery would be read as none)
+        # patience.quiet() lengthens it when used, or a slow delivery would be read as none)
         self.quiet = quiet
         self.offset = 0
         self.subscription: Subscription | None = None
@@ -149,10 +149,10 @@ class SinkReader:
                 return await drain_to_fence(driver.queue(), self.destination, deadline=deadline)
             assert self.subscription is not None, "open() subscribes first"
             return await drain_subscription_to_fence(
-                driver.pubsub(), self.destination, self.subscription, quiet=self.quiet * patience.slowness()
+                driver.pubsub(), self.destination, self.subscription, quiet=patience.quiet(self.quiet)
             )
         out: list[Message] = []
-        while batch := await self.receive(self.quiet * patience.slowness()):
+        while batch := await self.receive(patience.quiet(self.quiet)):
             out.extend(batch)
         return out
 

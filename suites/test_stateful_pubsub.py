@@ -232,7 +232,7 @@ class PubSubMachine(FaultMachine):
         """What ``subscription`` was delivered before now: to a fence (total order), or until a
         quiet wait brings nothing; then, where the guarantee owes values still missing, on
         while deliveries keep coming (at-least-once may redeliver late)."""
-        quiet = QUIET * patience.slowness()
+        quiet = patience.quiet(QUIET)
         if self.ordering is Ordering.TOTAL:
             messages = await drain_subscription_to_fence(publisher, self.topic, subscription, quiet=quiet)
         else:

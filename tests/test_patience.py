@@ -54,6 +54,19 @@ def test_load_modes_stalls_count_beside_the_load_average(monkeypatch: pytest.Mon
     assert patience.slowness() == pytest.approx(2.0)
 
 
+def test_a_quiet_wait_outlasts_the_longest_stall_load_mode_may_inject(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server SIGSTOPped for 0.5 s delivers nothing meanwhile: a tail read that gives up after
+    # 0.1 s x slowness would take the messages behind the stall for lost.
+    monkeypatch.setenv("PRISM_SLOWNESS", "1.5")
+    assert patience.quiet(0.1) == pytest.approx(0.15)
+    try:
+        patience.account_for_stalls(0.5, 0.5)
+        assert patience.quiet(0.1) == pytest.approx(0.15 + 0.5)
+    finally:
+        patience.account_for_stalls(0.0, 0.0)
+    assert patience.quiet(0.1) == pytest.approx(0.15)
+
+
 class FakeClock:
     """The clock patience reads, advanced only by the probes: timing-free tests."""
 
