@@ -8,13 +8,16 @@ A real cluster row (``jetstream-r3``) end to end: ``tests/test_report_settles_cl
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
+from prism_testkit.cli import main
 from prism_testkit.jepsen.history import History
 from prism_testkit.jepsen.latency import MOST_SETTLES, SETTLES, Settles
 from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
@@ -22,7 +25,7 @@ from prism_testkit.provision.cluster import Cluster, FailoverCluster
 from prism_testkit.report import plots
 from prism_testkit.report.html import render_html
 from prism_testkit.report.results import PrismResults
-from tests.test_report_html import Planned, latency, record, run_of
+from tests.test_report_html import Planned, latency, record, run_of, without_provenance
 
 
 def cluster(settled: Any = lambda: True) -> Cluster:
@@ -112,9 +115,9 @@ def test_settles_are_counted_exactly_per_kind_and_sampled_for_the_plot() -> None
     assert {sample[0] for sample in found["samples"]} >= {"heal", "kill-node"}
 
 
-def cluster_run() -> dict[str, Any]:
-    """A run with a cluster row whose two stateful tests settled after their faults, and a
-    single-server row without any."""
+def cluster_tests() -> list[Planned]:
+    """A cluster row whose two stateful tests settled after their faults, and a single-server
+    row without any."""
     wal = "suites/test_stateful_wal.py"
     one = Settles()
     for fault, seconds in (("kill-leader", 1.25), ("kill-leader", 0.75), ("heal", 0.5)):
@@ -131,7 +134,11 @@ def cluster_run() -> dict[str, Any]:
         Planned(wal, "test_wal[log=memstore-target=sqlite]", "stateful_wal", {"log": "memstore", "target": "sqlite"},
                 evidence=[("prism_latency", cast(Any, latency(2)))]),
     ]  # fmt: skip
-    return run_of(tests, "2026-11-26T09:00:00+00:00")
+    return tests
+
+
+def cluster_run() -> dict[str, Any]:
+    return run_of(cluster_tests(), "2026-11-26T09:00:00+00:00")
 
 
 def test_the_json_report_carries_each_tests_settles() -> None:
@@ -202,3 +209,19 @@ def test_the_runner_records_its_examples_settles_as_a_user_property() -> None:
                       evidence=[(name, found)])  # fmt: skip
     record(results, planned)
     assert results.evidence[planned.nodeid]["settles"] == found
+
+
+def test_a_merge_of_shards_that_split_a_cluster_row_renders_its_settles_as_one_run_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tests = cluster_tests()
+    paths = []
+    for n, part in enumerate((tests[0::2], tests[1::2]), 1):  # the cluster row's two tests apart
+        paths.append(tmp_path / f"shard-{n}.json")
+        paths[-1].write_text(json.dumps(run_of(part, f"2026-11-26T10:00:0{n}+00:00", shard=n)))
+    assert main(["report", "html", *map(str, paths), "-o", str(tmp_path / "site")]) == 0
+    capsys.readouterr()
+    merged = (tmp_path / "site" / "index.html").read_text()
+    single = render_html(cluster_run(), base=tmp_path / "site")
+    assert without_provenance(merged) == without_provenance(single)
+    assert '<tr data-fault="kill-leader">' in merged
