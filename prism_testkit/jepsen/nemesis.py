@@ -43,7 +43,8 @@ failover, the end-of-example heal of what was left open) leaves its settle time 
 cluster to serve again as a whole (from each start of its nodes in the heal, or each
 :meth:`~prism_testkit.provision.cluster.Cluster.wait_settled`, until it settled: its
 :attr:`~prism_testkit.provision.cluster.Cluster.settle_seconds`; plus a failover's promotion), on
-the real clock: a cluster's nodes are processes, never simulated. The report shows them per cluster row (:class:`~prism_testkit.jepsen.latency.Settles`).
+the real clock: a cluster's nodes are processes, never simulated. The report shows them per
+cluster row (:class:`~prism_testkit.jepsen.latency.Settles`).
 
 After the heal, a cluster whose nodes can be read one by one (a JetStream cluster: each
 node's monitoring endpoint) is checked node by node (:meth:`Nemesis.replica_verdicts`): every
