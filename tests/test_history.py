@@ -181,6 +181,43 @@ def test_record_uses_the_value_set_in_the_block() -> None:
     assert (h[1].value, h[3].value, h[3].offset) == (42, "a", 3)
 
 
+def test_record_keeps_what_the_block_set_when_it_then_raises() -> None:
+    """Issue #53: a poll whose records came back before its transaction aborted, and an append
+    given an offset before its commit timed out, keep what they were told (Jepsen's Kafka
+    analysis reads both); an explicit value still wins, and nothing set leaves the invoke's."""
+    h = History()
+
+    async def aborted_poll() -> None:
+        async with h.record("c", "poll", key="l") as op:
+            op.set(value=[(3, "c"), (4, "d")])
+            raise TransactionAborted("aborted")
+
+    async def append_whose_commit_timed_out() -> None:
+        async with h.record("p", "append", key="l", value="e") as op:
+            op.set(offset=5)
+            raise TimeoutError("commit")
+
+    async def append_told_nothing() -> None:
+        async with h.record("q", "append", key="l", value="f"):
+            raise TimeoutError("send")
+
+    with pytest.raises(TransactionAborted):
+        asyncio.run(aborted_poll())
+    with pytest.raises(TimeoutError):
+        asyncio.run(append_whose_commit_timed_out())
+    with pytest.raises(TimeoutError):
+        asyncio.run(append_told_nothing())
+    handle = h.invoke("r", "poll", "l")
+    handle.set(value=[(6, "g")])
+    handle.info("lost", value=[(7, "h")])
+    poll, append, plain, explicit = (op for op in h if op.type is not OpType.INVOKE)
+    assert (poll.type, poll.value, poll.offset) == (OpType.FAIL, ((3, "c"), (4, "d")), None)
+    assert (append.type, append.value, append.offset) == (OpType.INFO, "e", 5)
+    assert (plain.value, plain.offset) == ("f", None)
+    assert explicit.value == ((7, "h"),)
+    assert History.from_jsonl(io.StringIO(h.to_jsonl_text())) == h
+
+
 def test_record_keeps_an_explicit_completion_made_in_the_block() -> None:
     h = History()
 

@@ -134,6 +134,18 @@ def test_every_string_from_a_history_is_escaped() -> None:
     assert "<script" not in page
 
 
+def test_a_failed_or_unknown_operation_shows_what_it_was_told() -> None:
+    """Issue #53: the records an aborted poll returned and the offset an unknown append was
+    given are on their bars, as an ok one's are."""
+    h = history()
+    h.invoke("consumer", "poll", "log").fail("aborted", value=[(3, "c")])
+    h.invoke("producer", "append", "log", "d").info("commit timed out", offset=4)
+    page = render_html(Timeline("t", h))
+    assert "returned ((3, &#x27;c&#x27;),)" in page
+    assert "offset 4" in page
+    assert "error aborted" in page
+
+
 def test_an_operation_never_completed_runs_to_the_end_of_the_page() -> None:
     h = history()
     h.invoke("consumer", "dequeue", "q")  # never completes

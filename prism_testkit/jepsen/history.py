@@ -183,7 +183,11 @@ class OpHandle:
         return self.completion is not None
 
     def set(self, *, value: Any = UNSET, offset: int | _Unset | None = UNSET) -> None:
-        """Remember the result that ``record`` writes when its block ends normally."""
+        """Remember the result the completion carries: ``ok``'s when ``record``'s block ends
+        normally, and ``fail``'s or ``info``'s when it raises afterwards (what the operation
+        was told before it was undone or its outcome was lost: the records a poll returned
+        before its transaction aborted, the offset an append was given before the commit
+        timed out)."""
         if value is not UNSET:
             self._value = value
         if offset is not UNSET:
@@ -191,25 +195,27 @@ class OpHandle:
 
     def ok(self, value: Any = UNSET, offset: int | _Unset | None = UNSET) -> Op:
         """It happened. Value and offset default to what was ``set``, then to the invoke's."""
-        value = self._value if value is UNSET else value
-        offset = self._offset if offset is UNSET else offset
-        return self._complete(OpType.OK, value, offset, None)
+        return self._complete(OpType.OK, *self._told(value, offset), None)
 
     def fail(
         self, error: BaseException | str | None = None, *, value: Any = UNSET, offset: int | _Unset | None = UNSET
     ) -> Op:
         """It certainly did not happen. ``value`` / ``offset``: what it was told before it was
         undone (the records an aborted poll returned, the offset an append of a transaction
-        that then aborted was given); left out, the invoke's stand, as before."""
-        return self._complete(OpType.FAIL, value, offset, error)
+        that then aborted was given); left out, what was ``set``, then the invoke's."""
+        return self._complete(OpType.FAIL, *self._told(value, offset), error)
 
     def info(
         self, error: BaseException | str | None = None, *, value: Any = UNSET, offset: int | _Unset | None = UNSET
     ) -> Op:
         """Its outcome is unknown: it may have happened. ``value`` / ``offset``: what it learnt
         before the outcome was lost (the records a poll returned, the offset an append of a
-        transaction whose commit then timed out was given)."""
-        return self._complete(OpType.INFO, value, offset, error)
+        transaction whose commit then timed out was given); left out, what was ``set``, then
+        the invoke's."""
+        return self._complete(OpType.INFO, *self._told(value, offset), error)
+
+    def _told(self, value: Any, offset: int | _Unset | None) -> tuple[Any, int | _Unset | None]:
+        return (self._value if value is UNSET else value, self._offset if offset is UNSET else offset)
 
     def _complete(
         self, type_: OpType, value: Any, offset: int | _Unset | None, error: BaseException | str | None
@@ -344,7 +350,8 @@ class History(Sequence[Op]):
     ) -> Recording:
         """``async with`` (or ``with``) block recording one operation: ok when the block ends
         normally, fail when it raises one of ``definite_failures`` (default: the history's), info
-        for any other exception. Exceptions always propagate."""
+        for any other exception; each carries what the block ``set`` before it ended.
+        Exceptions always propagate."""
         failures = self.definite_failures if definite_failures is None else definite_failures
         args = {"process": process, "f": f, "key": key, "value": value, "offset": offset, "txn": txn}
         return Recording(self, args, failures)
