@@ -223,9 +223,31 @@ def test_values_are_told_apart_by_queue() -> None:
     enq(h, 1, q="a")
     enq(h, 1, q="b")
     deq(h, 1, q="a")
+    drain(h, [], q="b")  # b looked at after its enqueue: its 1 is provably gone
     verdict = total_queue(h, EO)
     assert only(verdict, "lost").data == {"key": "b", "value": 1}
     assert "duplicated" not in names(verdict)
+
+
+def test_an_undelivered_element_no_drain_looked_for_is_unseen_not_lost() -> None:
+    """Issue #53: ``lost`` means provably gone once the system settled: a drain (or an empty
+    dequeue) invoked after the acknowledgement must show the queue without it. One that ended
+    before the enqueue was acknowledged, or none at all, proves nothing: ``unseen``, invalid
+    all the same (a total-queue history must end drained)."""
+    h = History()
+    early = h.invoke("d", "drain", "q")
+    enq(h, 1)
+    early.ok(value=())  # concurrent with the enqueue: it may have looked before it
+    verdict = total_queue(h, ALO)
+    assert set(verdict.anomalies) == {"unseen"}
+    unseen = only(verdict, "unseen")
+    assert unseen.data == {"key": "q", "value": 1}
+    assert "no drain looked after it" in unseen.message
+    assert not total_queue(h, EO).valid
+    assert total_queue(h, AMO).valid
+    deq(h, None)  # an empty dequeue after the acknowledgement looked
+    assert set(total_queue(h, ALO).anomalies) == {"lost"}
+    assert only(total_queue(h, ALO), "lost").data == {"key": "q", "value": 1}
 
 
 @pytest.mark.parametrize("guarantee", ALL)

@@ -189,8 +189,13 @@ def total_queue(
     ``None``). Elements are identified by (queue key, value). With *attempted* the values of
     all enqueue invocations and *delivered* the multiset of values from ok dequeues and drains:
 
-    - ``lost``: an enqueue completed ok, its value was never delivered. Witness: the enqueue
-      and the queue's last drain (or empty dequeue), which shows the queue empty without it.
+    - ``lost``: an enqueue completed ok, its value was never delivered, and a drain (or a
+      dequeue that found the queue empty) invoked after the acknowledgement showed the queue
+      without it. Witness: the enqueue and the last such drain (or empty dequeue).
+    - ``unseen``: the same, but no drain or empty dequeue began after the acknowledgement, so
+      nobody looked after the write and the loss is not proven (Jepsen's total-queue calls it
+      lost, assuming the history ends drained). Invalid as ``lost`` is (only at-most-once
+      tolerates it): a history must end by draining every queue. Witness: the enqueue.
     - ``unexpected``: a delivered value that no enqueue attempted, or whose every enqueue
       failed (``fail`` means it did not happen, so it cannot come out). Witness: the delivery
       and the failed enqueue, if any. Jepsen's total-queue (and set) checker counts a value
@@ -206,20 +211,23 @@ def total_queue(
     findings = _Findings(history)
     attempts: dict[Ident, list[Pair]] = defaultdict(list)
     deliveries: dict[Ident, list[Pair]] = defaultdict(list)  # one entry per delivered copy
-    last_drain: dict[str | None, Pair] = {}
-    last_empty: dict[str | None, Pair] = {}
+    looks: dict[str | None, list[Pair]] = defaultdict(list)  # ok drains and empty dequeues, in order
     for pair in history.pairs():
         if pair.f in enqueues:
             attempts[(pair.key, pair.invoke.value)].append(pair)
         elif pair.ok and pair.f in dequeues:
             if pair.value is None:
-                last_empty[pair.key] = pair
+                looks[pair.key].append(pair)
             else:
                 deliveries[(pair.key, pair.value)].append(pair)
         elif pair.ok and pair.f in drains:
-            last_drain[pair.key] = pair
+            looks[pair.key].append(pair)
             for value in pair.value or ():
                 deliveries[(pair.key, value)].append(pair)
+
+    def looked_after(queue: str | None, since: Pair) -> Pair | None:
+        """The last drain or empty dequeue of ``queue`` invoked after ``since`` completed."""
+        return next((p for p in reversed(looks[queue]) if since.completed_before(p)), None)
 
     if not attempts and not deliveries:
         _judged_nothing(findings, "enqueued or dequeued")
@@ -236,21 +244,24 @@ def total_queue(
             unknown += 1
             if copies:
                 recovered.append(value)
-        final = last_drain.get(queue) or last_empty.get(queue)
         if acked is not None and not copies:
+            final = looked_after(queue, acked)
+            where = f", not in the drain of op {_ops(final)}" if final is not None else ", and no drain looked after it"
             findings.add(
-                "lost",
-                f"{value!r} on {queue!r}: enqueue acknowledged (op {_ops(acked)}), never dequeued",
+                "lost" if final is not None else "unseen",
+                f"{value!r} on {queue!r}: enqueue acknowledged (op {_ops(acked)}), never dequeued{where}",
                 [acked, final],
                 key=queue,
                 value=value,
             )
         elif acked is None and not copies and (committed := _proven(tries, proof)) is not None:
             attempt, reader = committed
+            final = looked_after(queue, attempt if attempt.completion is not None else reader)
             findings.add(
-                "lost",
+                "lost" if final is not None else "unseen",
                 f"{value!r} on {queue!r}: its transaction {attempt.txn!r} committed (op {_ops(reader)} "
-                f"dequeued another of its values), but it was never dequeued",
+                "dequeued another of its values), but it was never dequeued"
+                + ("" if final is not None else ", and no drain looked after it"),
                 [attempt, reader, final],
                 key=queue,
                 value=value,
@@ -554,7 +565,10 @@ def log_anomalies(
       read that skipped, and one op showing a skipped offset.
     - ``nonmonotonic-poll``: a consumer's next record is at or below an offset it already read,
       with no seek in between. Witness: the op that set the position and the read.
-    - ``nonmonotonic-send``: one process's acknowledged appends to a log got decreasing offsets.
+    - ``nonmonotonic-send``: one process's appends to a log got decreasing offsets: acknowledged
+      ones, and ones of unknown outcome carrying the offset they were given (``info(offset=...)``)
+      once they provably happened (their transaction proven committed, or their value read), as
+      Jepsen judges ``:info`` sends. A failed append's offset takes no part.
     - ``int-poll-skip`` / ``int-nonmonotonic-poll``: the same, between two records of one poll.
     - ``int-send-skip`` / ``int-nonmonotonic-send``: appends of one transaction (same ``txn``)
       to a log at offsets with others' records between them (reported only), or decreasing.
@@ -570,12 +584,7 @@ def log_anomalies(
     reads = [p for p in returned if p.type is not OpType.FAIL]  # aborted ones only show offsets
 
     # Version order: acknowledgements first, so an offset's evidence is its append when there is one.
-    last_sent: dict[tuple[Process, str | None], Pair] = {}
     for pair in pairs:
-        if pair.f in resets and pair.type is not OpType.FAIL:  # Jepsen forgets sends to logs no longer assigned
-            covered = _assigned(pair)
-            for place in [s for s in last_sent if s[0] == pair.process and s[1] not in covered]:
-                del last_sent[place]
         if pair.f not in appends:
             continue
         log = logs[pair.key]
@@ -584,22 +593,6 @@ def log_anomalies(
             log.acked.append(pair)
             if pair.offset is not None:
                 log.observe(pair.offset, pair.invoke.value, pair)
-                previous = last_sent.get((pair.process, pair.key))
-                if (
-                    previous is not None
-                    and (pair.txn is None or previous.txn != pair.txn)  # within one: int-nonmonotonic-send
-                    and previous.offset is not None
-                    and pair.offset <= previous.offset
-                ):
-                    findings.add(
-                        "nonmonotonic-send",
-                        f"process {pair.process!r} appended to {pair.key!r} at offset {pair.offset} "
-                        f"after offset {previous.offset} (ops {_ops(previous, pair)})",
-                        [previous, pair],
-                        key=pair.key,
-                        offsets=[previous.offset, pair.offset],
-                    )
-                last_sent[(pair.process, pair.key)] = pair
     for pair in reads:
         log = logs[pair.key]
         records = _records(pair)
@@ -626,6 +619,7 @@ def log_anomalies(
                 if attempt.type is OpType.INFO and attempt.txn in proof and attempt.offset is not None:
                     log.observe(attempt.offset, attempt.invoke.value, attempt)
     recovered: list[Any] = []
+    _send_order_anomalies(findings, pairs, logs, proof, appends=appends, resets=resets)
     for name, log in logs.items():
         _offset_anomalies(findings, name, log)
         _write_anomalies(findings, name, log, recovered, proof)
@@ -640,6 +634,58 @@ def log_anomalies(
         "recovered": len(recovered),
     }
     return findings.verdict("log", guarantee, counts, {"recovered": recovered})
+
+
+def _send_order_anomalies(
+    findings: _Findings,
+    pairs: list[Pair],
+    logs: dict[str | None, _Log],
+    proof: dict[str, Pair],
+    *,
+    appends: Collection[str],
+    resets: Collection[str],
+) -> None:
+    """``nonmonotonic-send``: one process's appends to a log, in its own order, at decreasing
+    offsets. An append takes part when its offset is known to hold it: acknowledged, or of
+    unknown outcome with the offset it was given (``info(offset=...)``) once it provably
+    happened (its transaction was proven committed, or its value was read), as Jepsen's
+    analysis judges ``:info`` sends whose effects were visible. Another unknown append, or a
+    failed one, changes nothing."""
+    last_sent: dict[tuple[Process, str | None], Pair] = {}
+    for pair in pairs:
+        if pair.f in resets and pair.type is not OpType.FAIL:  # Jepsen forgets sends to logs no longer assigned
+            covered = _assigned(pair)
+            for place in [s for s in last_sent if s[0] == pair.process and s[1] not in covered]:
+                del last_sent[place]
+        if pair.f not in appends or pair.offset is None or not _placed(pair, logs[pair.key], proof):
+            continue
+        previous = last_sent.get((pair.process, pair.key))
+        if (
+            previous is not None
+            and (pair.txn is None or previous.txn != pair.txn)  # within one: int-nonmonotonic-send
+            and previous.offset is not None
+            and pair.offset <= previous.offset
+        ):
+            unknown = [p for p in (previous, pair) if not p.ok]
+            why = f"; op {_ops(*unknown)} had an unknown outcome but provably happened" if unknown else ""
+            findings.add(
+                "nonmonotonic-send",
+                f"process {pair.process!r} appended to {pair.key!r} at offset {pair.offset} "
+                f"after offset {previous.offset} (ops {_ops(previous, pair)}){why}",
+                [previous, pair],
+                key=pair.key,
+                offsets=[previous.offset, pair.offset],
+            )
+        last_sent[(pair.process, pair.key)] = pair
+
+
+def _placed(append: Pair, log: _Log, proof: dict[str, Pair]) -> bool:
+    """Whether the offset ``append`` completed with is known to hold its value."""
+    if append.ok:
+        return True
+    if append.type is not OpType.INFO:
+        return False
+    return append.txn in proof or append.invoke.value in log.seen
 
 
 def _offset_anomalies(findings: _Findings, name: str | None, log: _Log) -> None:
