@@ -910,6 +910,9 @@ def _fold_not_applicable(report: pytest.TestReport) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     try:
+        if declaration_of(item) is not None and _derandomised(item):
+            with _derandomised_search(item):
+                return (yield)
         return (yield)
     except Exception as exc:
         from prism_testkit.errors import FaultUnavailable
@@ -919,6 +922,47 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         unavailable = exc
     _fault_unavailable(item, unavailable)  # outside the except block: one message, no chained traceback
     return None
+
+
+def _derandomised(item: pytest.Item) -> bool:
+    """Whether ``item`` (a suite test) searches derandomised: its own ``@given`` settings, else
+    the active profile (a stateful run's, :func:`prism_testkit.jepsen.runner.active_settings`).
+    A test that hunts does not (its rounds are seeded, whatever the profile)."""
+    from hypothesis import settings
+
+    from prism_testkit.hunting.hunt import PLAN
+
+    plan = item.config.stash.get(PLAN, None)
+    if plan is not None and item.nodeid in plan.hunted_ids:
+        return False
+    func = getattr(item, "obj", None)
+    func = getattr(func, "__func__", func)
+    own = getattr(func, "_hypothesis_internal_use_settings", None) if hasattr(func, "hypothesis") else None
+    current = own if isinstance(own, settings) else settings.default
+    return current is not None and bool(current.derandomize)
+
+
+@contextlib.contextmanager
+def _derandomised_search(item: pytest.Item) -> Iterator[None]:
+    """A derandomised suite test's search is a function of its identity, its strategies and the
+    seed (:mod:`prism_testkit.hunting.derandomised`): the project's literals are withheld from
+    its draws and, for a ``@given`` test, its seed is its identity's (a stateful run seeds its
+    machine itself, :class:`~prism_testkit.jepsen.runner.StatefulRun`); a ``@seed`` it was given wins."""
+    from prism_testkit.hunting.derandomised import constants_withheld, seed_of
+    from prism_testkit.hunting.identity import identity_of
+
+    func = getattr(item, "obj", None)
+    func = getattr(func, "__func__", func)
+    to_seed = hasattr(func, "hypothesis") and getattr(func, "_hypothesis_internal_use_seed", None) is None
+    with constants_withheld():
+        if not to_seed:
+            yield
+            return
+        func._hypothesis_internal_use_seed = seed_of(identity_of(item))  # type: ignore[union-attr]
+        try:
+            yield
+        finally:
+            func._hypothesis_internal_use_seed = None  # type: ignore[union-attr]
 
 
 def _fault_unavailable(item: pytest.Item, exc: FaultUnavailable) -> None:

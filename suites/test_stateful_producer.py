@@ -14,7 +14,8 @@ The faults its guarantee speaks of, and the rules that inject them:
 - consumer crashes, nacks and slow consumers (the queue machine's rules): the consumed side;
 - a sink that refuses the next sends before they leave (``refuse_sends``: a seam in front of the
   queue, on every backend): fewer than the producer's attempts is a publish that succeeds on a
-  retry; as many or more is a publish that definitely failed.
+  retry; as many or more is a publish that definitely failed. ``publish_at_the_retry_bound``
+  publishes across exactly those two edges (its last allowed attempt goes through, or is refused too).
 
 Besides the total-queue verdict, the producer's own report of each publish is judged against what
 its sink saw (the ``producer-outcomes`` checker): a publish reported published must have had a
@@ -111,6 +112,17 @@ class ProducerMachine(QueueMachine):
         """The sink refuses the next ``n`` sends before they leave (counted as a fault)."""
         self.sink.refuse = n
         self.env.faults["refused-send"] += 1
+
+    @rule(past=st.booleans())
+    def publish_at_the_retry_bound(self, past: bool) -> None:
+        """A publish whose sends are refused up to its last allowed attempt: that attempt goes
+        through (reported published, or the application would publish it again) or, ``past``
+        the bound, is refused too (reported failed, never published). The two edges of the
+        retry bound, reached by construction rather than by a draw of ``refuse_sends`` that
+        hits them and an enqueue right after it."""
+        self.sink.refuse = MAX_RETRIES + past
+        self.env.faults["refused-send"] += 1
+        self.send(self.encode)
 
     def send(self, encode: object) -> None:
         value, self.next_value = self.next_value, self.next_value + 1

@@ -8,6 +8,8 @@
   tests that run a machine, the example database shared between machines, and the summary at the end.
 - :mod:`.identity`: one identity per test whatever the install layout (the module's import name
   and the rest of the node id), and the shared database's keys made from it.
+- :mod:`.derandomised`: a derandomised suite test's search as a function of its identity, its
+  strategies and the seed (its seed from its identity, the project's literals withheld from its draws).
 - :mod:`.schedule`: schedule files, what a failing stateful example issued in order (steps,
   their arguments and draws, the op each fault followed), and whether a replay reproduced it.
 - :mod:`.replay`: ``prism-testkit replay FILE``, which runs a schedule's test with

@@ -118,7 +118,8 @@ class StatefulRun:
         # draw the same rounds (prism_testkit.hunting.identity).
         from prism_testkit.hunting.identity import identity_of
 
-        self.round_seeds = random.Random(f"{forced}:{identity_of(self.node)}") if forced else random.Random()
+        self.identity = identity_of(self.node)
+        self.round_seeds = random.Random(f"{forced}:{self.identity}") if forced else random.Random()
         self.failed: list[Verdict] = []
         self.failover_clusters: set[str] = set()  # backends of this test that fail over (its nemesis says)
         self.failed_over: set[str] = set()  # ... and those some example of it failed over
@@ -189,17 +190,17 @@ class StatefulRun:
         unrecorded = factory
         factory = self._recording(unrecorded)
 
-        # Hypothesis derives a derandomised run's seed from this function's source
-        # (function_digest): keep it as it is, or every CI-profile search changes with it and
-        # the rules each suite is proved to fire (tests/test_fault_rules_fire.py) change too.
+        # A derandomised run's seed is the test identity's (search_seed), not Hypothesis's digest
+        # of this function's source and the node id: the CI-profile searches, and the rules each
+        # suite is proved to fire (tests/test_fault_rules_fire.py), move with neither.
         def make() -> RuleBasedStateMachine:
             return factory()
 
         # Per-test digest: its own example-database key (the same on every machine that runs
-        # this test id) and derandomised seed.
+        # this test id). A derandomised search is seeded by the test's identity, whatever the
+        # install layout or rootdir (prism_testkit.hunting.derandomised), not by this digest.
         make._hypothesis_internal_add_digest = self.nodeid.encode()  # type: ignore[attr-defined]
-        if self.seed is not None:
-            make._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
+        make._hypothesis_internal_use_seed = self.search_seed()  # type: ignore[attr-defined]
         # Hypothesis only calls the "class" to make a machine: a factory with our digest will do.
         machine = cast("type[RuleBasedStateMachine]", make)
         try:
@@ -230,6 +231,17 @@ class StatefulRun:
             self.record_latency()
             self.record_settles()
             self.write_failing_timeline()
+
+    def search_seed(self, part: str = "") -> int | None:
+        """The seed of this test's search (``part``: a second search of it): the chosen one,
+        else, derandomised, its identity's (:func:`prism_testkit.hunting.derandomised.seed_of`)."""
+        if self.seed is not None:
+            return self.seed
+        if not self.derandomized:
+            return None
+        from prism_testkit.hunting.derandomised import seed_of
+
+        return seed_of(self.identity, part)
 
     def record_latency(self) -> None:
         """The latency samples and faults of the failing example, else of every judged example
@@ -295,8 +307,7 @@ class StatefulRun:
             return factory()
 
         make_failing_over._hypothesis_internal_add_digest = self.nodeid.encode() + b" failover pass"  # type: ignore[attr-defined]
-        if self.seed is not None:
-            make_failing_over._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
+        make_failing_over._hypothesis_internal_use_seed = self.search_seed("failover pass")  # type: ignore[attr-defined]
         machine = cast("type[RuleBasedStateMachine]", make_failing_over)
         one_pass = settings(stateful_settings(self.example_cap, self.depth), max_examples=FAILOVER_PASS_EXAMPLES)
         run_state_machine_as_test(machine, settings=one_pass)
