@@ -71,6 +71,14 @@ def check_wal(
         found[name].append(Anomaly(name, message, history.subhistory(pairs), dict(data)))
 
     by_value = {str(p.invoke.value): p for p in writes}
+    by_offset = {p.offset: p for p in writes if p.offset is not None}
+
+    def writer_of(offset: int, record: LoggedMutation) -> list[Pair]:
+        """The write that logged ``record``: by the value it put, or (a delete has none) by the
+        offset its acknowledgement named."""
+        pair = by_value.get(record.value) if record.value is not None else by_offset.get(offset)
+        return [pair] if pair is not None else []
+
     acknowledged = [p for p in writes if p.ok]
     for pair in acknowledged:
         record = logged.get(pair.offset) if pair.offset is not None else None
@@ -95,7 +103,7 @@ def check_wal(
             add(
                 "lost",
                 f"mutation {record.value or 'delete'} of {record.key} at offset {offset} was never applied",
-                _pairs_of(by_value, record),
+                writer_of(offset, record),
                 offset=offset,
             )
         if counts[offset] > 1 and idempotent_replays and _same_value_again(applies, offset, record.key):
@@ -104,7 +112,7 @@ def check_wal(
             add(
                 "doubled",
                 f"mutation at offset {offset} ({record.key}) was applied {counts[offset]} times",
-                _pairs_of(by_value, record),
+                writer_of(offset, record),
                 offset=offset,
             )
     for offset in dead_letters:
@@ -130,7 +138,7 @@ def check_wal(
             add(
                 "reordered" if value is not None else "lost",
                 f"{key} ends as {value}, but its last logged mutation is {expected or 'a delete'}",
-                _pairs_of(by_value, history_of_key[-1][1]) if history_of_key else [],
+                writer_of(*history_of_key[-1]) if history_of_key else [],
                 key=key,
             )
         elif _rolled_back_after_apply(history, by_value[value], logged, applies, key):
@@ -173,8 +181,3 @@ def _as_logged(pair: Pair) -> LoggedMutation:
     value = str(pair.invoke.value)
     assert pair.key is not None
     return LoggedMutation(pair.key, None if value.endswith(DELETE_SUFFIX) else value)
-
-
-def _pairs_of(by_value: Mapping[str, Pair], record: LoggedMutation) -> list[Pair]:
-    pair = by_value.get(record.value) if record.value is not None else None
-    return [pair] if pair is not None else []

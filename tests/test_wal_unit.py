@@ -526,6 +526,24 @@ def test_the_wal_checker_accepts_a_correct_run_and_names_each_anomaly() -> None:
     assert _checked(writes, logged, [(0, "a"), (2, "a")], {"a": "a:3"}, skipped={1}) == {}
 
 
+def test_a_lost_delete_names_the_write_that_logged_it() -> None:
+    """A delete logs no value: its witness is the write whose acknowledgement named its offset
+    (what the timeline marks), not an empty history."""
+    from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
+
+    from prism_testkit.jepsen.history import History
+
+    history = History()
+    history.invoke("writer", "write", "a", "a:0").ok(offset=0)
+    history.invoke("writer", "write", "a", "a:1/del").ok(offset=1)
+    logged = {0: LoggedMutation("a", "a:0"), 1: LoggedMutation("a", None)}
+    verdict = check_wal(history, logged, [(0, "a")], set(), {"a": "a:0"})
+    [never_applied] = verdict.anomalies["lost"]
+    [ends_before_it] = verdict.anomalies["reordered"]  # "a" still holds a:0: the delete never came
+    for anomaly in (never_applied, ends_before_it):
+        assert [op.value for op in anomaly.witness.ops] == ["a:1/del", "a:1/del"], anomaly.message
+
+
 def test_an_unacknowledged_entry_applied_then_rolled_back_by_a_failover_is_tolerated_and_nothing_else() -> None:
     """Seen in a main job on redis-sentinel-wait: the applier read b:2 from the primary before a
     replica had it (its write timed out waiting for WAIT), the Sentinels failed over, and the
