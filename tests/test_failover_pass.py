@@ -10,7 +10,12 @@ import json
 
 import pytest
 
-SUITE = """
+from tests._sandbox_machines import WRITES_MACHINE
+
+SUITE = (
+    """
+    from hypothesis.stateful import rule
+
     from prism_testkit import PrismEnv, Slot, prism_suite
     from prism_testkit.jepsen.machine import FaultMachine
     from prism_testkit.jepsen.runner import FAILOVER_PASS_EXAMPLES, StatefulRun
@@ -19,32 +24,9 @@ SUITE = """
     SEEN = []  # per example: the client ops completed before each failover, and how many in all
 
 
-    class Writes(FaultMachine):
-        # no nemesis rule: plain methods hide the inherited ones from Hypothesis
-        def kill_and_restart(self): ...
-        def pause(self): ...
-        def resume(self): ...
-        def latency(self): ...
-        def reset_connections(self): ...
-        def partition(self): ...
-        def heal(self): ...
-
-        def __init__(self, run):
-            super().__init__(run, ["backend"])
-            self.key = self.ns.name("k")
-            self.value = 0
-
-        from hypothesis.stateful import rule
-
-        @rule()
-        def put(self):
-            self.value += 1
-            value = self.value
-            put = lambda: self.client("backend").keyvalue().put(self.key, str(value).encode())
-            done = self.attempt("writer", "put", put, key=self.key, value=value)
-            if done.completed:
-                done.handle.ok()
-
+"""
+    + WRITES_MACHINE
+    + """
         def check(self):
             before, clients = [], 0
             for op in self.history:
@@ -72,6 +54,7 @@ SUITE = """
         fault = "kill-leader" if name.startswith("jetstream") else "failover"
         assert prism_env.faults[fault] == FAILOVER_PASS_EXAMPLES
 """
+)
 
 # Every shrink attempt of a failing pass example fails over again (seconds each): the failure,
 # its schedule and its replay are what this test is about, not how small Hypothesis makes it.

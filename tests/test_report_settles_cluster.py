@@ -12,7 +12,10 @@ import re
 
 import pytest
 
-SUITE = """
+from tests._sandbox_machines import WRITES_MACHINE
+
+SUITE = (
+    """
     from hypothesis.stateful import rule
 
     from prism_testkit import PrismEnv, Slot, prism_suite
@@ -22,30 +25,9 @@ SUITE = """
     pytestmark = prism_suite("settles", backend=Slot.needs("keyvalue"))
 
 
-    class Writes(FaultMachine):
-        # no nemesis rule: plain methods hide the inherited ones from Hypothesis
-        def kill_and_restart(self): ...
-        def pause(self): ...
-        def resume(self): ...
-        def latency(self): ...
-        def reset_connections(self): ...
-        def partition(self): ...
-        def heal(self): ...
-
-        def __init__(self, run):
-            super().__init__(run, ["backend"])
-            self.key = self.ns.name("k")
-            self.value = 0
-
-        @rule()
-        def put(self):
-            self.value += 1
-            value = self.value
-            put = lambda: self.client("backend").keyvalue().put(self.key, str(value).encode())
-            done = self.attempt("writer", "put", put, key=self.key, value=value)
-            if done.completed:
-                done.handle.ok()
-
+"""
+    + WRITES_MACHINE
+    + """
         def check(self):
             return [], "writes"
 
@@ -54,6 +36,7 @@ SUITE = """
         run = StatefulRun(prism_env, request)
         run.execute(lambda: Writes(run))
 """
+)
 
 
 def test_a_jetstream_cluster_rows_settles_after_its_leader_kill_reach_both_reports(pytester: pytest.Pytester) -> None:
