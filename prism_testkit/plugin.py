@@ -351,7 +351,10 @@ def _load_summary(config: pytest.Config) -> str | None:
     jitter = config.stash.get(JITTER, None)
     if jitter is not None:
         stats.append(jitter.stats.as_dict())
-    return summary(stats) if stats else "prism load: no process ran the jitter"
+    if stats:
+        return summary(stats)
+    # xdist workers report their jitter as they finish: an interrupted run never hears from them
+    return "prism load: no jitter statistics came back (none ran, or the run ended before its workers reported)"
 
 
 def harness(config: pytest.Config, *, starting: bool = False) -> Harness:
