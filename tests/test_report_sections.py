@@ -1,15 +1,25 @@
-"""No section of a report is forgotten (#51, item 7): every section a run writes is declared in
-the report's typed shape (prism_testkit/report/shape.py), and the merge of a report keeps every
-section it had. A new section that the shape or the merge does not know fails here."""
+"""No section of a report is forgotten (#51, item 7): every key a run writes, at every level, is a
+field of the report's one typed model (prism_testkit/report/shape.py), the model has no section the
+writer cannot fill, and a report with every section filled round-trips (write -> read -> merge ->
+write -> read -> merge) with each section kept. A new key that the model or the merge does not know
+fails here. A report without a schema version (written before it) is still read; one newer than
+this prism-testkit is refused by name."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import BaseModel
+
 from prism_testkit.report import unavailable_faults
-from prism_testkit.report.merge import LoadedReport, merge_reports
+from prism_testkit.report.merge import LoadedReport, ReportMergeError, load_report, merge_reports
 from prism_testkit.report.results import PrismResults
-from prism_testkit.report.shape import Report, problems
+from prism_testkit.report.shape import SCHEMA_VERSION, Report, parse, problems
 
 ROW_TEST = "suites/test_kv.py::test_put[backend=memstore]"
 TWIN_TEST = "suites/test_kv.py::test_put[backend=bag-cluster]"
@@ -48,7 +58,71 @@ def every_section() -> dict[str, Any]:
     )
     results.shard = {"index": 1, "count": 1, "selection": "--prism-backend=memstore"}
     results.run = {"prism_testkit_version": "0", "started_at": "2026-11-26T00:00:00+00:00", "duration_s": 1.0}
+    results.depths = {ROW_TEST: 12}
+    results.depth = {"asked": "12", "drawn": [12], "deeper": "pytest --prism-depth=deep", "hunt": "pytest --prism-hunt"}
+    results.evidence = {
+        ROW_TEST: {
+            "timeline": "timelines/kv.html",
+            "replay": "pytest --prism-replay=kv.json",
+            "latency": {"put": [0.001, 0.002]},
+            "settles": {"kill": [0.5]},
+        }
+    }
     return results.to_json()
+
+
+# Sections only a merge writes (a run's report has one run and at most one shard).
+MERGE_ONLY = {"runs", "shards", "merged_from"}
+# Entries whose content other modules define (a power cut's, a verdict's, a history digest's,
+# latency samples): open by design, the model types the entry, not its every key.
+OPEN_BY_DESIGN = {"power_cuts", "judged"}
+
+
+def undeclared(model: BaseModel, where: str = "") -> list[str]:
+    """Every key of ``model`` (and of the models inside it) that is no field of its model."""
+    found = [f"{where}{key}" for key in model.model_extra or {}]
+    for name in model.model_fields_set:
+        if name in OPEN_BY_DESIGN:
+            continue
+        value = getattr(model, name)
+        values = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+        for key, one in [(None, value), *values]:
+            if isinstance(one, BaseModel):
+                found += undeclared(one, f"{where}{name}{'' if key is None else f'[{key}]'}.")
+    return found
+
+
+def test_every_key_the_writer_emits_is_a_field_of_the_model() -> None:
+    report = parse(every_section())
+    assert undeclared(report) == []
+
+
+def test_the_writer_fills_every_section_of_the_model() -> None:
+    """Enumerated from the model: a section added to the model but never written (or to the
+    writer and not to :func:`every_section`) fails here."""
+    written = every_section()
+    assert set(written) == set(Report.model_fields) - MERGE_ONLY
+    assert all(written[section] not in ({}, [], None) for section in written), "a section left empty"
+    assert written["schema_version"] == SCHEMA_VERSION
+
+
+def test_a_report_with_every_section_round_trips_through_a_merge(tmp_path: Path) -> None:
+    """write -> read -> merge -> write -> read -> merge: each section as the run wrote it."""
+    results = PrismResults()
+    written = every_section()
+    results.to_json = lambda: written  # type: ignore[method-assign]
+    results.write(tmp_path / "run.json")
+    assert json.loads((tmp_path / "run.json").read_text()) == written
+    merged = merge_reports([load_report(tmp_path / "run.json")])
+    (tmp_path / "merged.json").write_text(json.dumps(merged))
+    again = merge_reports([load_report(tmp_path / "merged.json")])
+    for section in set(written) - {"run", "shard", "totals"}:  # a merge lists runs and shards per report
+        assert merged.get(section) == written[section], section
+        assert again.get(section) == written[section], section
+    assert merged["runs"] == [{**written["run"], "report": str(tmp_path / "run.json")}]
+    assert merged["shards"] == [{**written["shard"], "report": str(tmp_path / "run.json")}]
+    assert undeclared(parse(merged)) == []
+    assert undeclared(parse(again)) == []
 
 
 def test_every_section_a_run_writes_is_in_the_typed_shape() -> None:
@@ -66,3 +140,75 @@ def test_a_merge_keeps_every_section() -> None:
     assert merged["runs"][0]["id"] == report["run"]["id"]
     assert merged["shards"][0]["index"] == 1
     assert problems(merged) == []
+
+
+def test_a_report_without_a_schema_version_is_still_read() -> None:
+    older = every_section()
+    del older["schema_version"]
+    assert parse(older).schema_version is None
+    merged = merge_reports([LoadedReport("older.json", older)])
+    assert merged["schema_version"] == SCHEMA_VERSION
+    assert merged["failures"] == older["failures"]
+
+
+def test_a_report_of_a_newer_schema_version_is_refused_by_name() -> None:
+    newer = {**every_section(), "schema_version": SCHEMA_VERSION + 1}
+    with pytest.raises(ReportMergeError, match=rf"^newer\.json: .*schema version {SCHEMA_VERSION + 1}.*upgrade"):
+        merge_reports([LoadedReport("run.json", every_section()), LoadedReport("newer.json", newer)])
+
+
+def test_a_section_of_the_wrong_type_is_refused_by_name_and_place() -> None:
+    broken = {**every_section(), "hunt": {"tests": [{"failed": True}]}}
+    with pytest.raises(ReportMergeError, match=r"^broken\.json: not a prism-testkit report: hunt\.tests\.0\.test"):
+        merge_reports([LoadedReport("broken.json", broken)])
+
+
+def test_the_results_and_the_merge_import_no_model_until_a_report_is_read_or_written() -> None:
+    """pydantic's model of a report is paid for by what reads or writes a report file only."""
+    code = (
+        "import sys; import prism_testkit.report.results, prism_testkit.report.merge; "
+        "print('prism_testkit.report.shape' in sys.modules)"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "False"
+
+
+def test_the_renderers_read_the_model_the_merge_writes() -> None:
+    """The Markdown and the HTML page of a merge with every section, from the model or its JSON."""
+    from prism_testkit.report.html import render_html
+    from prism_testkit.report.matrix import render_markdown
+
+    merged = merge_reports([LoadedReport("run.json", every_section())])
+    assert render_markdown(parse(merged)) == render_markdown(merged)
+    assert render_html(parse(merged)) == render_html(merged)
+    markdown = render_markdown(merged)
+    for shown in ("### Failures (2)", "needs a changefeed", "no redis-server binary", "exited at start", "no FUSE"):
+        assert shown in markdown, shown
+
+
+def test_every_key_written_in_the_writers_code_is_a_field_of_a_model() -> None:
+    """Beyond what :func:`every_section` fills: every string key of a dict the writer's code
+    builds (``to_json``, ``rows``, a test's entry) is a field of one of the report's models, so a
+    key added there and not to the model fails here even when no test fills it."""
+    import ast
+    import inspect
+    import textwrap
+
+    from prism_testkit.report import results, shape
+
+    fields = {
+        name
+        for model in vars(shape).values()
+        if isinstance(model, type) and issubclass(model, BaseModel)
+        for name in model.model_fields
+    }
+    written = set()
+    for method in (PrismResults.to_json, PrismResults.rows, PrismResults._test_entry, results.failure_entry):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(method)))
+        for node in ast.walk(tree):
+            keys = node.keys if isinstance(node, ast.Dict) else []
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+                keys = [node.slice]  # entry["covered_by"] = ...
+            written |= {key.value for key in keys if isinstance(key, ast.Constant) and isinstance(key.value, str)}
+    assert written, "the walk found the writer's keys"
+    assert written <= fields, f"keys the writer builds that no model declares: {sorted(written - fields)}"

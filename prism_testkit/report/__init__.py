@@ -1,6 +1,7 @@
 """What a run reports: :mod:`.results` (rows per suite x combination, the terminal summary and
-the JSON report), :mod:`.merge` (a CI matrix's reports into one; :mod:`.shape`, the shape it
-checks each report has before merging), :mod:`.matrix` (backend x suite, as JSON and Markdown),
+the JSON report), :mod:`.shape` (the one typed model of a report, with its schema version, that
+the writer, the merge and the renderers share), :mod:`.merge` (a CI matrix's reports into one),
+:mod:`.matrix` (backend x suite, as JSON and Markdown),
 :mod:`.html` (the report as one self-contained page; :mod:`.plots` draws its latency plots with
 matplotlib, an optional extra; :mod:`.html_extras` puts a failing test's timeline and verdict
 where users already look: junit properties and pytest-html's extras), :mod:`.versions` (known

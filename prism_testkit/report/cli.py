@@ -18,7 +18,14 @@ from typing import Any
 
 from prism_testkit.redaction import printable, redact
 from prism_testkit.report.matrix import compliance_matrix, render_markdown
-from prism_testkit.report.merge import ReportMergeError, found_counts, load_report, merge_reports, totals
+from prism_testkit.report.merge import (
+    ReportMergeError,
+    as_report,
+    found_counts,
+    load_report,
+    merge_reports,
+    totals,
+)
 from prism_testkit.report.versions import TITLE, red, render_versions_markdown, version_table
 
 MERGED_OK, MERGED_WITH_FAILURES, CANNOT_MERGE = 0, 1, 2
@@ -83,11 +90,12 @@ def run_report_command(args: argparse.Namespace) -> int:
         return _run_versions(args)
     try:
         merged = merge_reports([load_report(STDIN if path == "-" else path) for path in args.reports])
+        typed = as_report(merged)  # the model the renderers read (report.shape)
     except ReportMergeError as exc:
         print(printable(redact(f"prism-testkit: error: {exc}"), sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
-    document = dict(merged, totals=totals(merged), matrix=compliance_matrix(merged))
-    markdown = render_markdown(merged, args.title)
+    document = dict(merged, totals=totals(typed), matrix=compliance_matrix(typed))
+    markdown = render_markdown(typed, args.title)
     html_dir = args.output if args.report_command == "html" else None
     if args.markdown is None and args.json is None and html_dir is None:
         args.markdown = "-"
@@ -96,7 +104,7 @@ def run_report_command(args: argparse.Namespace) -> int:
             from prism_testkit.report.html import write_html
 
             try:
-                page = write_html(Path(html_dir) / "index.html", merged, args.title)
+                page = write_html(Path(html_dir) / "index.html", typed, args.title)
             except ValueError as exc:  # a NUL in the path, a name the file system cannot encode
                 raise OSError(f"{html_dir}: {exc}") from None
             print(printable(f"prism-testkit: HTML report written to {page}"))
@@ -114,7 +122,7 @@ def run_report_command(args: argparse.Namespace) -> int:
         or counted["suites_without_combination"]
         or counted["backends_not_provisioned"]
     )
-    compliant = compliant and not _anomalies(merged)
+    compliant = compliant and not any(found_counts(row.anomalies) for row in typed.suites)
     return MERGED_OK if compliant else MERGED_WITH_FAILURES
 
 
@@ -135,10 +143,6 @@ def _run_versions(args: argparse.Namespace) -> int:
         print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
     return MERGED_WITH_FAILURES if red(table) else MERGED_OK
-
-
-def _anomalies(report: dict[str, Any]) -> bool:
-    return any(found_counts(row.get("anomalies", {})) for row in report["suites"])
 
 
 def _write(path: str, text: str) -> None:

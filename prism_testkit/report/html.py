@@ -27,7 +27,7 @@ import html
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from prism_testkit.redaction import redact
@@ -42,7 +42,10 @@ from prism_testkit.report.matrix import (
     survived,
     words,
 )
-from prism_testkit.report.merge import BUCKETS, found_counts, is_red, plural, row_key, shard_text, totals
+from prism_testkit.report.merge import as_report, found_counts, is_red, plural, shard_text, totals, typed_row_key
+
+if TYPE_CHECKING:  # the report's model (pydantic): imported when a report is read
+    from prism_testkit.report.shape import Failure, FaultRow, OneTest, Report, Row
 
 TITLE = "prism-testkit report"
 PROVENANCE = "provenance"  # the id of the one section a merged report's page may differ in
@@ -65,9 +68,10 @@ def _badge(status: str, text: str | None = None) -> str:
     return f'<span class="badge s-{_slug(status)}">{e(text or status)}</span>'
 
 
-def _combination(row: dict[str, Any]) -> str:
-    text = " ".join(f"{slot}={backend}" for slot, backend in row["combination"].items())
-    return f"ns={row['namespace']} {text}" if row.get("namespace") else text
+def _combination(row: Row | FaultRow) -> str:
+    text = " ".join(f"{slot}={backend}" for slot, backend in row.combination.items())
+    namespace = getattr(row, "namespace", None)
+    return f"ns={namespace} {text}" if namespace else text
 
 
 def _counts(found: dict[str, Any]) -> str:
@@ -79,13 +83,13 @@ def _seconds(value: float | int | str | None) -> str:
     return f"{float(value or 0.0):.2f} s"
 
 
-def default_replay(test: str, row: dict[str, Any]) -> str:
+def default_replay(test: str, row: Row) -> str:
     """The command that runs ``test`` of ``row`` again (a stateful failure records its own,
     with its seed: the test entry's ``replay``); the combination must exist whatever the
     covering set, as the stateful runner's replay asks."""
-    backends = list(dict.fromkeys(row["combination"].values()))
+    backends = list(dict.fromkeys(row.combination.values()))
     args = ["pytest", test, f"--prism-backend={','.join(backends)}"]
-    if len(backends) > 1 or len(row["combination"]) > 1:
+    if len(backends) > 1 or len(row.combination) > 1:
         args.append("--prism-combinations=all")
     return shlex.join(args)
 
@@ -148,13 +152,14 @@ footer { margin-top: 32px; font-size: 12px; color: #6b7480; border-top: 1px soli
 """
 
 
-def render_html(report: dict[str, Any], title: str = TITLE, base: Path | None = None) -> str:
-    """The page of ``report`` (a run's ``--prism-report`` JSON, or a merge of several).
+def render_html(report: Report | dict[str, Any], title: str = TITLE, base: Path | None = None) -> str:
+    """The page of ``report`` (a run's ``--prism-report`` JSON or its model, or a merge of several).
     ``base``: the folder the page is written to (links to timelines are made relative to it)."""
-    rows = sorted(report["suites"], key=row_key)
+    report = as_report(report)
+    rows = sorted(report.suites, key=typed_row_key)
     numbered = {id(row): n for n, row in enumerate(rows, 1)}
-    failures = {str(entry["test"]): entry for entry in report.get("failures", [])}
-    where = {test: numbered[id(row)] for row in rows for test in row.get("tests") or {}}
+    failures = {str(entry.test): entry for entry in report.failures}
+    where = {test: numbered[id(row)] for row in rows for test in row.tests or {}}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -177,22 +182,22 @@ def render_html(report: dict[str, Any], title: str = TITLE, base: Path | None = 
     return "\n".join(part for part in parts if part) + "\n"
 
 
-def _totals(report: dict[str, Any]) -> str:
+def _totals(report: Report) -> str:
     counted = totals(report)
     errors = f", {plural(counted['errors'], 'error')}" if counted["errors"] else ""
     head = f"{counted['passed']} passed, {counted['failed']} failed, {counted['skipped']} skipped{errors}"
-    rest = f" in {plural(len(report['suites']), 'suite x combination row')}{outside_words(report)}"
+    rest = f" in {plural(len(report.suites), 'suite x combination row')}{outside_words(report)}"
     return f'<p class="totals" id="totals"><b>{e(head)}</b>{e(rest)}</p>'
 
 
-def _matrix(report: dict[str, Any], rows: list[dict[str, Any]], numbered: dict[int, int]) -> str:
+def _matrix(report: Report, rows: list[Row], numbered: dict[int, int]) -> str:
     matrix = compliance_matrix(report)
     backends: list[str] = matrix["backends"]
     if not backends or not matrix["suites"]:
         return '<section id="matrix"><h2>Compliance matrix</h2><p class="quiet">No suite ran.</p></section>'
     first_row: dict[str, int] = {}
     for row in rows:
-        first_row.setdefault(row["suite"], numbered[id(row)])
+        first_row.setdefault(row.suite, numbered[id(row)])
     out = ['<section id="matrix"><h2>Compliance matrix</h2>', '<table class="matrix"><thead><tr><th>suite</th>']
     out += [f'<th data-backend="{e(b)}">{e(b)}</th>' for b in backends]
     out.append("</tr></thead><tbody>")
@@ -221,9 +226,7 @@ def _after_status(text: str, status: str) -> str:
     return "" if text == status else text
 
 
-def _rows(
-    rows: list[dict[str, Any]], numbered: dict[int, int], failures: dict[str, dict[str, Any]], base: Path | None
-) -> str:
+def _rows(rows: list[Row], numbered: dict[int, int], failures: dict[str, Failure], base: Path | None) -> str:
     if not rows:
         return ""
     out = [
@@ -234,44 +237,43 @@ def _rows(
     suite = None
     for row in rows:
         n = numbered[id(row)]
-        if row["suite"] != suite:
-            suite = row["suite"]
+        if row.suite != suite:
+            suite = row.suite
             out.append(f'<h3 id="suite-{n}">{e(suite)}</h3>')
         out.append(_row(row, n, failures, base))
     out.append("</section>")
     return "\n".join(out)
 
 
-def _row(row: dict[str, Any], n: int, failures: dict[str, dict[str, Any]], base: Path | None) -> str:
-    counted = {name: int(row.get(name, 0)) for name in ("passed", "skipped")}
-    status = status_of({**row, **counted, "tolerated": row.get("tolerated") or {}})  # older reports lack some
-    counts = [f"{int(row.get(name, 0))} {name}" for name in ("passed", "failed", "skipped") if row.get(name)]
-    if row.get("errors"):
-        counts.append(plural(int(row["errors"]), "error"))
-    if row.get("covered"):
-        twins = ", ".join(dict.fromkeys(row.get("covered_by", {}).values()))
-        counts.append(f"{row['covered']} covered by {twins}")
-    what = [", ".join(counts) or "no tests", _seconds(row.get("duration_s"))]
-    if found := _counts(row.get("anomalies") or {}):
+def _row(row: Row, n: int, failures: dict[str, Failure], base: Path | None) -> str:
+    status = status_of(row.model_dump(exclude={"tests"}))  # what older reports lack: the model's defaults
+    counts = [f"{int(getattr(row, name))} {name}" for name in ("passed", "failed", "skipped") if getattr(row, name)]
+    if row.errors:
+        counts.append(plural(int(row.errors), "error"))
+    if row.covered:
+        twins = ", ".join(dict.fromkeys(row.covered_by.values()))
+        counts.append(f"{row.covered} covered by {twins}")
+    what = [", ".join(counts) or "no tests", _seconds(row.duration_s)]
+    if found := _counts(row.anomalies):
         what.append(f"anomalies: {found}")
-    if found := _counts(row.get("tolerated") or {}):
+    if found := _counts(row.tolerated):
         what.append(f"tolerated: {found}")
-    if known := found_counts(row.get("known") or {}):
+    if known := found_counts(row.known):
         what.append("known: " + ", ".join(known))
-    if faults := found_counts(row.get("faults") or {}):
+    if faults := found_counts(row.faults):
         what.append(f"survived {survived(faults)}" if status != "failed" else f"under {survived(faults)}")
     colour = "red" if status == "failed" else "green" if status in ("passed", "tolerated") else "yellow"
     out = [
-        f'<details class="row {colour}" id="row-{n}" data-suite="{e(row["suite"])}" '
+        f'<details class="row {colour}" id="row-{n}" data-suite="{e(row.suite)}" '
         f'data-combination="{e(_combination(row))}" data-status="{e(status)}">',
         f'<summary>{_badge(status)}<span class="combination">{e(_combination(row))}</span> '
         f'<span class="what">· {e(" · ".join(what))}</span></summary>',
         f'<div class="tests" id="row-{n}-tests">',
     ]
-    if verdicts := found_counts(row.get("verdicts") or {}):
+    if verdicts := found_counts(row.verdicts):
         judged = ", ".join(f"{name} {count}" for name, count in verdicts.items())
         out.append(f'<p class="quiet">Verdicts by checker: {e(judged)}</p>')
-    tests: dict[str, dict[str, Any]] = row.get("tests") or {}
+    tests = row.tests or {}
     if not tests:
         out.append('<p class="quiet">This report (written before rows carried their tests) has counts only.</p>')
     else:
@@ -288,52 +290,50 @@ def _row(row: dict[str, Any], n: int, failures: dict[str, dict[str, Any]], base:
     return "\n".join(out)
 
 
-def _test_line(
-    test: str, entry: dict[str, Any], row: dict[str, Any], failure: dict[str, Any] | None, base: Path | None
-) -> str:
-    outcome = str(entry.get("outcome", ""))
-    red = is_red(outcome) or bool(found_counts(entry.get("anomalies") or {}))
+def _test_line(test: str, entry: OneTest, row: Row, failure: Failure | None, base: Path | None) -> str:
+    outcome = str(entry.outcome)
+    red = is_red(outcome) or bool(found_counts(entry.anomalies))
     found = []
     for kind, label in (("anomalies", ""), ("tolerated", " (tolerated)"), ("known", " (known finding)")):
-        if counted := _counts(entry.get(kind) or {}):
+        if counted := _counts(getattr(entry, kind)):
             found.append(counted + label)
-    if entry.get("covered_by"):
-        found.append("covered by " + ", ".join(dict.fromkeys(entry["covered_by"].values())))
+    if entry.covered_by:
+        found.append("covered by " + ", ".join(dict.fromkeys(entry.covered_by.values())))
     message = ""
     if failure is not None:
-        phase = f"{failure['when']}: " if failure.get("when") and failure["when"] != "call" else ""
-        message = f'<div class="message">{e(phase + str(failure.get("message") or "(no message)"))}</div>'
-    timeline = entry.get("timeline")
+        phase = f"{failure.when}: " if failure.when and failure.when != "call" else ""
+        message = f'<div class="message">{e(phase + str(failure.message or "(no message)"))}</div>'
+    timeline = entry.timeline
     page = f'<a href="{e(_href(str(timeline), base))}">timeline</a>' if timeline else ""
-    replay = str(entry.get("replay") or default_replay(test, row))
+    replay = str(entry.replay or default_replay(test, row))
     status = "failed" if red else "passed" if "passed" in outcome else "skipped"
     return (
         f'<tr class="test {"red" if red else ""}" data-outcome="{e(outcome)}">'
         f'<td class="test mono">{e(test)}{message}</td><td>{_badge(status, outcome)}</td>'
-        f"<td>{e(_seconds(entry.get('duration_s')))}</td>"
-        f"<td>{e(survived(found_counts(entry.get('faults') or {})))}</td><td>{e('; '.join(found))}</td>"
+        f"<td>{e(_seconds(entry.duration_s))}</td>"
+        f"<td>{e(survived(found_counts(entry.faults)))}</td><td>{e('; '.join(found))}</td>"
         f'<td>{page}</td><td class="replay"><code>{e(replay)}</code></td></tr>'
     )
 
 
-def _plots(tests: dict[str, dict[str, Any]]) -> list[str]:
+def _plots(tests: dict[str, OneTest]) -> list[str]:
     """The row's latency and rate plot (:mod:`.plots`) of one stateful test: its first failing
     one, else its first (one figure per row keeps a long run's page quick to write), or how to
     get the plots."""
-    sampled = [(test, entry) for test, entry in sorted(tests.items()) if _samples(entry.get("latency"))]
+    sampled = [(test, entry.latency) for test, entry in sorted(tests.items()) if _samples(entry.latency)]
     if not sampled:
         return []
     from prism_testkit.report import plots
 
     if not plots.available():
         return [f'<p class="quiet plots-missing">{e(plots.MISSING)}</p>']
-    red = [(test, entry) for test, entry in sampled if is_red(str(entry.get("outcome", "")))]
-    test, entry = (red or sampled)[0]
-    examples = entry["latency"].get("examples")
+    red = [(test, latency) for test, latency in sampled if is_red(tests[test].outcome)]
+    test, latency = (red or sampled)[0]
+    examples = latency.get("examples")
     counted = plural(examples, "example") if isinstance(examples, int) else "examples"
     which = "its failing example, shrunk" if red else f"its {counted}, end to end"
     try:
-        figure = plots.latency_figure(entry["latency"])
+        figure = plots.latency_figure(latency)
     except (TypeError, ValueError, IndexError, KeyError):  # samples a hand (or another version) wrote
         return [f'<p class="quiet">{e(test)}: its latency samples cannot be drawn</p>']
     return [
@@ -343,14 +343,14 @@ def _plots(tests: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def _settles(tests: dict[str, dict[str, Any]]) -> list[str]:
+def _settles(tests: dict[str, OneTest]) -> list[str]:
     """A cluster row's settle times after each fault, over its tests (their ``settles``:
     :class:`~prism_testkit.jepsen.latency.Settles`): per fault kind how many, the mean and the
     longest, and with matplotlib a dot per sampled settle (:func:`.plots.settle_figure`)."""
     kinds: dict[str, list[float]] = {}  # fault -> count, total, longest
     samples: list[list[Any]] = []
     for _test, entry in sorted(tests.items()):
-        found = entry.get("settles")
+        found = entry.settles
         if not isinstance(found, dict) or not isinstance(found.get("kinds"), dict):
             continue
         for fault, counted in found["kinds"].items():
@@ -396,21 +396,17 @@ def _samples(latency: object) -> bool:
     return isinstance(latency, dict) and isinstance(latency.get("ops"), list) and bool(latency["ops"])
 
 
-def _failures(report: dict[str, Any], failures: dict[str, dict[str, Any]], where: dict[str, int]) -> str:
+def _failures(report: Report, failures: dict[str, Failure], where: dict[str, int]) -> str:
     if not failures:
         return ""
     out = [f'<section id="failures"><h2>Failures ({len(failures):,})</h2><ul class="entries">']
     for test, entry in failures.items():
-        combination = entry.get("combination")
-        at = (
-            " ".join(f"{slot}={backend}" for slot, backend in combination.items())
-            if isinstance(combination, dict)
-            else ""
-        )
-        at = f"{entry['suite']} {at}".strip() if entry.get("suite") else "outside the suites"
-        when = f", {entry['when']}" if entry.get("when") and entry["when"] != "call" else ""
+        combination = entry.combination
+        at = " ".join(f"{slot}={backend}" for slot, backend in combination.items()) if combination else ""
+        at = f"{entry.suite} {at}".strip() if entry.suite else "outside the suites"
+        when = f", {entry.when}" if entry.when and entry.when != "call" else ""
         name = f'<a href="#row-{where[test]}-tests">{e(test)}</a>' if test in where else e(test)
-        message = str(entry.get("message") or "").strip() or "(no message)"
+        message = str(entry.message or "").strip() or "(no message)"
         out.append(
             f'<li class="failure"><code>{name}</code> ({e(at + when)})<div class="message">{e(message)}</div></li>'
         )
@@ -418,7 +414,7 @@ def _failures(report: dict[str, Any], failures: dict[str, dict[str, Any]], where
     return "\n".join(out)
 
 
-def _findings(report: dict[str, Any], rows: list[dict[str, Any]], numbered: dict[int, int]) -> str:
+def _findings(report: Report, rows: list[Row], numbered: dict[int, int]) -> str:
     """What the checkers found (each row's anomalies, tolerated findings and known findings
     reproduced) and the tests judged against the written-up findings."""
     found = []
@@ -426,13 +422,13 @@ def _findings(report: dict[str, Any], rows: list[dict[str, Any]], numbered: dict
         kinds = [
             (label, counted)
             for kind, label in (("anomalies", "anomalies"), ("tolerated", "tolerated"), ("known", "known findings"))
-            if (counted := _counts(row.get(kind) or {}))
+            if (counted := _counts(getattr(row, kind)))
         ]
         if kinds:
             text = "; ".join(f"{label}: {counted}" for label, counted in kinds)
-            link = f'<a href="#row-{numbered[id(row)]}-tests">{e(row["suite"])} {e(_combination(row))}</a>'
+            link = f'<a href="#row-{numbered[id(row)]}-tests">{e(row.suite)} {e(_combination(row))}</a>'
             found.append(f"<li>{link}: {e(text)}</li>")
-    judged = report.get("judged") or []
+    judged = [entry.dump() for entry in report.judged]  # a verdict's keys: prism_testkit.findings' own
     if not found and not judged:
         return ""
     out = ['<section id="findings"><h2>Findings</h2>']
@@ -452,21 +448,21 @@ def _findings(report: dict[str, Any], rows: list[dict[str, Any]], numbered: dict
     return "\n".join(out)
 
 
-def _not_run(report: dict[str, Any]) -> str:
+def _not_run(report: Report) -> str:
     """What could not be provisioned or run, and why (the Markdown's sections), and the faults
     this machine could not inject."""
     out = []
-    for heading, entries, name in reason_sections(report):
+    for heading, entries in reason_sections(report):
         if entries:
             out.append(f'<h3>{e(heading)}</h3><ul class="entries">')
-            out += [f"<li><b>{e(entry[name])}</b>: {e(entry['reason'])}</li>" for entry in entries]
+            out += [f"<li><b>{e(name)}</b>: {e(reason)}</li>" for name, reason in entries]
             out.append("</ul>")
-    if faults := report.get("unavailable_faults"):
+    if faults := report.unavailable_faults:
         out.append('<h3>Unavailable faults (not injected)</h3><ul class="entries">')
         for entry in faults:
-            rows = ", ".join(f"{row['suite']} {_combination(row)}" for row in entry["rows"])
+            rows = ", ".join(f"{row.suite} {_combination(row)}" for row in entry.rows)
             out.append(
-                f"<li><b>{e(entry['fault'])}</b>: {e(entry['reason'])}; install: <code>{e(entry['hint'])}</code> "
+                f"<li><b>{e(entry.fault)}</b>: {e(entry.reason)}; install: <code>{e(entry.hint)}</code> "
                 f'<span class="quiet">(rows: {e(rows)})</span></li>'
             )
         out.append("</ul>")
@@ -475,32 +471,32 @@ def _not_run(report: dict[str, Any]) -> str:
     return '<section id="not-run"><h2>Not provisioned, not run</h2>' + "\n".join(out) + "</section>"
 
 
-def _outside(report: dict[str, Any], failures: dict[str, dict[str, Any]]) -> str:
+def _outside(report: Report, failures: dict[str, Failure]) -> str:
     """The red tests in no row (outside the suites, or in a module nothing selected fits)."""
     red = [
         (test, entry)
-        for bucket in BUCKETS
-        for test, entry in sorted(((report.get(bucket) or {}).get("tests") or {}).items())
-        if is_red(str(entry.get("outcome", "")))
+        for bucket in (report.outside_suites, report.without_combination)
+        for test, entry in sorted(((bucket.tests if bucket is not None else None) or {}).items())
+        if is_red(entry.outcome)
     ]
     if not red:
         return ""
     out = ['<section id="outside"><h2>Red tests outside the rows</h2><ul class="entries">']
     for test, entry in red:
-        message = (failures.get(test) or {}).get("message") or ""
+        message = (failures[test].message if test in failures else None) or ""
         out.append(
-            f"<li><code>{e(test)}</code> {_badge('failed', str(entry['outcome']))}"
+            f"<li><code>{e(test)}</code> {_badge('failed', str(entry.outcome))}"
             f'<div class="message">{e(message)}</div></li>'
         )
     out.append("</ul></section>")
     return "\n".join(out)
 
 
-def _provenance(report: dict[str, Any]) -> str:
+def _provenance(report: Report) -> str:
     """Which runs (and files) the page came from: the one part a merge's page differs in."""
-    runs = report.get("runs") or ([report["run"]] if report.get("run") else [])
+    runs = [run.dump() for run in report.runs] or ([report.run.dump()] if report.run is not None else [])
     lines = []
-    for run in runs:
+    for run in filter(None, runs):
         facts = [f"prism-testkit {run.get('prism_testkit_version', '?')}"]
         if run.get("started_at"):
             facts.append(f"started {run['started_at']}")
@@ -509,15 +505,15 @@ def _provenance(report: dict[str, Any]) -> str:
         if run.get("report"):
             facts.append(f"report {run['report']}")
         lines.append(", ".join(facts))
-    shards = report.get("shards") or ([report["shard"]] if report.get("shard") else [])
+    shards = [shard.dump() for shard in report.shards] or ([report.shard.dump()] if report.shard is not None else [])
     lines += [shard_text(shard).replace("`", "") for shard in shards]
-    if merged := report.get("merged_from"):
+    if merged := report.merged_from:
         lines.append(f"merged from {plural(len(merged), 'report')}")
     items = "".join(f"<li>{e(line)}</li>" for line in lines)
     return f'<footer id="{PROVENANCE}"><ul class="entries">{items}</ul></footer>'
 
 
-def write_html(path: Path, report: dict[str, Any], title: str = TITLE) -> Path:
+def write_html(path: Path, report: Report | dict[str, Any], title: str = TITLE) -> Path:
     """Write the page of ``report`` to ``path`` (whole or not at all); the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     page = render_html(report, title, base=path.absolute().parent)

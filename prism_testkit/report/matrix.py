@@ -16,11 +16,14 @@ reasons may quote URLs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prism_testkit.redaction import redact
 from prism_testkit.report import unavailable_faults
-from prism_testkit.report.merge import BUCKETS, RED, ROW_COUNTS, found_counts, plural, row_colour, totals
+from prism_testkit.report.merge import RED, ROW_COUNTS, as_report, found_counts, plural, row_colour, totals
+
+if TYPE_CHECKING:  # the model (pydantic) is imported when a report is read
+    from prism_testkit.report.shape import Failure, Report, Row
 
 FAILED, SKIPPED, PASSED, NOT_RUN, UNAVAILABLE = "failed", "skipped", "passed", "not run", "unavailable"
 TOLERATED, COVERED, KNOWN = "tolerated", "covered", "known finding"
@@ -59,18 +62,19 @@ def status_of(cell: dict[str, Any]) -> str:
     return TOLERATED if cell["tolerated"] else PASSED
 
 
-def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
+def compliance_matrix(report: Report | dict[str, Any]) -> dict[str, Any]:
     """``{"backends": [...], "suites": [...], "cells": {suite: {backend: cell}}}``; a cell has
     status, passed, failed, skipped, errors, and anomalies, tolerated and faults (name -> count), and
     known (finding id -> tests) where a known finding reproduced."""
+    typed = as_report(report)
     cells: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in report["suites"]:
-        covered_by: dict[str, str] = row.get("covered_by") or {}
-        covered = int(row.get("covered", 0))
-        for backend in dict.fromkeys(row["combination"].values()):
+    for row in typed.suites:
+        covered_by = row.covered_by
+        covered = int(row.covered)
+        for backend in dict.fromkeys(row.combination.values()):
             if covered and backend not in covered_by and covered == _tests(row):
                 continue  # the twins' row ran this backend's tests in its slot
-            cell = cells.setdefault(row["suite"], {}).setdefault(
+            cell = cells.setdefault(row.suite, {}).setdefault(
                 backend,
                 {
                     **{"passed": 0, "failed": 0, "skipped": 0, "errors": 0},
@@ -78,7 +82,7 @@ def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
                 },
             )
             for name in ROW_COUNTS:
-                cell[name] += int(row.get(name, 0))  # reports before the errors column had none
+                cell[name] += int(getattr(row, name))  # reports before the errors column had none: 0
             if covered:  # skipped as covered: counted apart from the other skips
                 cell["skipped"] -= covered
                 if backend in covered_by:
@@ -87,7 +91,7 @@ def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
                     if covered_by[backend] not in twins:
                         twins.append(covered_by[backend])
             for kind in ("anomalies", "tolerated", "known", "faults"):
-                for finding, count in found_counts(row.get(kind, {})).items():  # older reports kept zeros
+                for finding, count in found_counts(getattr(row, kind)).items():  # older reports kept zeros
                     cell[kind][finding] = cell[kind].get(finding, 0) + count
     for row_cells in cells.values():
         for cell in row_cells.values():
@@ -95,11 +99,11 @@ def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
                 del cell["known"]  # only where a known finding reproduced
             cell["status"] = status_of(cell)
     tested = sorted({backend for row_cells in cells.values() for backend in row_cells})
-    available = [entry["backend"] for entry in report.get("backends", [])]
-    unavailable = [entry["backend"] for entry in report.get("unavailable", [])]
+    available = [entry.backend for entry in typed.backends]
+    unavailable = [entry.backend for entry in typed.unavailable]
     backends = sorted({*tested, *available, *unavailable})
-    let_off = [entry["suite"] for entry in report.get("not_applicable", [])]
-    failed_suites = [entry["suite"] for entry in report.get("no_runnable_combinations", [])]
+    let_off = [entry.suite for entry in typed.not_applicable]
+    failed_suites = [entry.suite for entry in typed.no_runnable_combinations]
     for suite in let_off + failed_suites:
         cells.setdefault(suite, {})
     for suite, row_cells in cells.items():
@@ -115,8 +119,8 @@ def compliance_matrix(report: dict[str, Any]) -> dict[str, Any]:
     return {"backends": backends, "suites": sorted(cells), "cells": {s: cells[s] for s in sorted(cells)}}
 
 
-def _tests(row: dict[str, Any]) -> int:
-    return sum(int(row.get(name, 0)) for name in ROW_COUNTS)
+def _tests(row: Row) -> int:
+    return sum(int(getattr(row, name)) for name in ROW_COUNTS)
 
 
 def _cell_text(cell: dict[str, Any]) -> str:
@@ -168,18 +172,19 @@ def _escape(text: str) -> str:
     return redact(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(report: dict[str, Any], title: str = "prism-testkit compliance matrix") -> str:
+def render_markdown(report: Report | dict[str, Any], title: str = "prism-testkit compliance matrix") -> str:
     """The matrix (one row per suite, one column per backend), totals and the reasons behind
     every failed, unavailable or not-applicable entry: fit for ``$GITHUB_STEP_SUMMARY``."""
-    matrix = compliance_matrix(report)
+    typed = as_report(report)
+    matrix = compliance_matrix(typed)
     backends: list[str] = matrix["backends"]
     lines = [f"## {title}", ""]
-    counted = totals(report)
+    counted = totals(typed)
     errors = f", {plural(counted['errors'], 'error')}" if counted["errors"] else ""
     lines.append(
         f"**{counted['passed']} passed, {counted['failed']} failed, {counted['skipped']} skipped{errors}** "
-        f"in {len(report['suites'])} "
-        f"suite x combination rows{outside_words(report)}" + _sources(report.get("merged_from", []))
+        f"in {len(typed.suites)} "
+        f"suite x combination rows{outside_words(typed)}" + _sources(typed.merged_from)
     )
     lines.append("")
     if backends and matrix["suites"]:
@@ -189,49 +194,57 @@ def render_markdown(report: dict[str, Any], title: str = "prism-testkit complian
             row_cells = matrix["cells"][suite]
             lines.append(f"| {_escape(suite)} | " + " | ".join(_cell_text(row_cells[b]) for b in backends) + " |")
         lines += ["", LEGEND, ""]
-    lines += _failures(report.get("failures", []))
-    for heading, entries, name in reason_sections(report):
+    lines += _failures(typed.failures)
+    for heading, entries in reason_sections(typed):
         if entries:
             lines += [f"### {heading}", ""]
-            lines += [f"- **{_escape(entry[name])}**: {_escape(entry['reason'])}" for entry in entries]
+            lines += [f"- **{_escape(name)}**: {_escape(reason)}" for name, reason in entries]
             lines.append("")
-    lines += unavailable_faults.markdown(report, _escape)
+    lines += unavailable_faults.markdown(typed, _escape)
     return "\n".join(lines)
 
 
-def reason_sections(report: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], str]]:
+def reason_sections(report: Report | dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
     """What could not be provisioned or run, and why, as the Markdown and the HTML page list it:
-    (heading, its entries, the key that names each entry: ``backend`` or ``suite``; each entry
-    has a ``reason``), the empty ones too."""
+    (heading, its entries: the backend or suite each names, and its reason), the empty ones too."""
+    typed = as_report(report)
     return [
         (
             "Backends named but not provisioned (their jobs stopped before any test)",
-            report.get("not_provisioned", []),
-            "backend",
+            [(entry.backend, entry.reason) for entry in typed.not_provisioned],
         ),
-        ("Backends that failed to start (their tests errored)", report.get("failed_to_start", []), "backend"),
-        ("Suites without a runnable combination (failed)", report.get("no_runnable_combinations", []), "suite"),
-        ("Unavailable backends (not tested)", report.get("unavailable", []), "backend"),
-        ("Suites not applicable to a job's selection", report.get("not_applicable", []), "suite"),
+        (
+            "Backends that failed to start (their tests errored)",
+            [(entry.backend, entry.reason) for entry in typed.failed_to_start],
+        ),
+        (
+            "Suites without a runnable combination (failed)",
+            [(entry.suite, entry.reason) for entry in typed.no_runnable_combinations],
+        ),
+        ("Unavailable backends (not tested)", [(entry.backend, entry.reason) for entry in typed.unavailable]),
+        (
+            "Suites not applicable to a job's selection",
+            [(entry.suite, entry.reason) for entry in typed.not_applicable],
+        ),
     ]
 
 
 FAILURES_SHOWN = 50  # a step summary stays readable; the JSON's ``failures`` has them all
 
 
-def _failures(failures: list[dict[str, Any]]) -> list[str]:
+def _failures(failures: list[Failure]) -> list[str]:
     """What failed: each test, its combination (or "outside the suites"), the phase and the
     first line of its verdict."""
     if not failures:
         return []
     lines = [f"### Failures ({len(failures):,})", ""]
     for entry in failures[:FAILURES_SHOWN]:
-        combination = entry.get("combination")
+        combination = entry.combination
         where = " ".join(f"{slot}={backend}" for slot, backend in combination.items()) if combination else ""
-        where = f"{entry['suite']} {where}".strip() if entry.get("suite") else "outside the suites"
-        when = f", {entry['when']}" if entry.get("when") and entry["when"] != "call" else ""
-        message = str(entry.get("message") or "").strip() or "(no message)"
-        lines.append(f"- ❌ `{_code(str(entry['test']))}` ({_escape(where)}{when}): {_escape(message)}")
+        where = f"{entry.suite} {where}".strip() if entry.suite else "outside the suites"
+        when = f", {entry.when}" if entry.when and entry.when != "call" else ""
+        message = str(entry.message or "").strip() or "(no message)"
+        lines.append(f"- ❌ `{_code(str(entry.test))}` ({_escape(where)}{when}): {_escape(message)}")
     if len(failures) > FAILURES_SHOWN:
         lines.append(f"- and {len(failures) - FAILURES_SHOWN:,} more (the JSON report's `failures` lists them all)")
     return [*lines, ""]
@@ -242,9 +255,11 @@ def _code(text: str) -> str:
     return redact(text).replace("`", "'").replace("\n", " ")
 
 
-def outside_words(report: dict[str, Any]) -> str:
+def outside_words(report: Report | dict[str, Any]) -> str:
     """The words " and 3 tests outside them" when tests in no row (plain tests, unfit modules) counted."""
-    outside = sum(int((report.get(bucket) or {}).get(name, 0)) for bucket in BUCKETS for name in ROW_COUNTS)
+    typed = as_report(report)
+    buckets = [bucket for bucket in (typed.outside_suites, typed.without_combination) if bucket is not None]
+    outside = sum(int(getattr(bucket, name)) for bucket in buckets for name in ROW_COUNTS)
     return f" and {plural(outside, 'test')} outside them" if outside else ""
 
 

@@ -24,10 +24,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prism_testkit.errors import PrismError
 from prism_testkit.report import unavailable_faults
+
+if TYPE_CHECKING:  # pydantic is imported by what reads or writes a report file, not by a plain run
+    from prism_testkit.report.shape import Backend, BackendReason, Bucket, OneTest, PerTest, Report, Row, SuiteReason
 
 COUNTS = ("passed", "failed", "skipped", "anomalies", "tolerated")
 
@@ -65,17 +68,6 @@ def row_colour(row: dict[str, Any]) -> str:
     if row.get("failed") or row.get("errors") or found_counts(row.get("anomalies") or {}):
         return RED
     return GREEN if row.get("passed") else YELLOW
-
-
-def merged_entry(known: dict[str, Any], other: dict[str, Any]) -> dict[str, Any] | None:
-    """One test found in two shards: one outcome counts once; a test one job left to the twin
-    (covered) and another ran takes what ran; any other pair of outcomes is a contradiction
-    (None), which stops the merge."""
-    if known.get("covered_by") and not other.get("covered_by"):
-        return other  # a skip that ran too: the merge must not depend on the order of the files
-    if other.get("covered_by") and not known.get("covered_by"):
-        return known
-    return known if known["outcome"] == other["outcome"] else None
 
 
 ROW_COUNTS = ("passed", "failed", "skipped", "errors")
@@ -137,65 +129,89 @@ def row_key(row: dict[str, Any]) -> RowKey:
     return (row["suite"], row.get("namespace") or "", tuple(sorted(row["combination"].items())))
 
 
+def typed_row_key(row: Row) -> RowKey:
+    return (row.suite, row.namespace or "", tuple(sorted(row.combination.items())))
+
+
 def describe_row(key: RowKey) -> str:
     suite, namespace, combination = key
     slots = " ".join(f"{slot}={backend}" for slot, backend in combination)
     return f"suite {suite} [{f'ns={namespace} ' if namespace else ''}{slots}]"
 
 
-def _merge_rows(reports: list[LoadedReport]) -> list[dict[str, Any]]:
-    rows: dict[RowKey, tuple[str, dict[str, Any]]] = {}
-    for report in reports:
-        for row in report.data["suites"]:
-            key = row_key(row)
+@dataclass(frozen=True)
+class TypedReport:
+    """A report file as the model (:mod:`.shape`) reads it, and the file's path."""
+
+    path: str
+    report: Report
+
+
+def _merge_rows(reports: list[TypedReport]) -> list[dict[str, Any]]:
+    rows: dict[RowKey, tuple[str, Row]] = {}
+    merged: dict[RowKey, dict[str, Any]] = {}
+    for typed in reports:
+        for row in typed.report.suites:
+            key = typed_row_key(row)
             seen = rows.get(key)
             if seen is None:
-                rows[key] = (report.path, row)
-            elif "tests" in seen[1] and "tests" in row:
-                rows[key] = (seen[0], _add_shard(key, seen, (report.path, row)))
+                rows[key] = (typed.path, row)
+            elif seen[1].tests is not None and row.tests is not None:
+                rows[key] = (seen[0], _add_shard(key, seen, (typed.path, row)))
+                merged[key] = rows[key][1].dump()
             else:
-                _same_counts(key, seen, (report.path, row))
-    return [row for _, (_, row) in sorted(rows.items())]
+                _same_counts(key, seen, (typed.path, row))
+    return [merged.get(key) or row.dump() for key, (_, row) in sorted(rows.items())]
 
 
-def _add_shard(key: RowKey, first: tuple[str, dict[str, Any]], other: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+def merged_test(known: OneTest, other: OneTest) -> OneTest | None:
+    """One test found in two shards: one outcome counts once; a test one job left to the twin
+    (covered) and another ran takes what ran; any other pair of outcomes is a contradiction
+    (None), which stops the merge."""
+    if known.covered_by and not other.covered_by:
+        return other  # a skip that ran too: the merge must not depend on the order of the files
+    if other.covered_by and not known.covered_by:
+        return known
+    return known if known.outcome == other.outcome else None
+
+
+def _add_shard(key: RowKey, first: tuple[str, Row], other: tuple[str, Row]) -> Row:
     """One row from two shards of it: the union of their tests, counted again."""
     (first_path, first_row), (other_path, other_row) = first, other
-    tests = dict(first_row["tests"])
-    for test, entry in other_row["tests"].items():
+    tests = dict(first_row.tests or {})  # both carry their tests: the caller checked
+    for test, entry in (other_row.tests or {}).items():
         known = tests.setdefault(test, entry)
-        merged_test = merged_entry(known, entry)
-        if merged_test is not None:
-            tests[test] = merged_test
-        else:
+        found_test = merged_test(known, entry)
+        if found_test is None:
             raise ReportMergeError(
                 f"{first_path} and {other_path} disagree on {describe_row(key)}: "
-                f"{test} {known['outcome']} vs {entry['outcome']}"
+                f"{test} {known.outcome} vs {entry.outcome}"
             )
+        tests[test] = found_test
     merged = {
         name: value
-        for name, value in first_row.items()
+        for name, value in first_row.dump().items()
         if name not in (*COUNTS, "errors", "tests", "covered", "covered_by")
     }
-    merged.update(outcome_counts(entry["outcome"] for entry in tests.values()))
+    merged.update(outcome_counts(entry.outcome for entry in tests.values()))
     for kind in KINDS:
         found: Counter[str] = Counter()
         for entry in tests.values():
-            found.update(found_counts(entry.get(kind, {})))
+            found.update(found_counts(getattr(entry, kind)))
         merged[kind] = dict(sorted(found.items()))
-    merged["duration_s"] = round(sum(float(entry.get("duration_s", 0.0)) for entry in tests.values()), 3)
-    drawn = [int(entry["depth"]) for entry in tests.values() if "depth" in entry]
+    merged["duration_s"] = round(sum(float(entry.duration_s) for entry in tests.values()), 3)
+    drawn = [int(entry.depth) for entry in tests.values() if entry.depth is not None]
     if drawn:  # the examples its stateful tests drew, over every shard
         merged["depth"] = max(drawn)
-    covered = [entry["covered_by"] for entry in tests.values() if entry.get("covered_by")]
+    covered = [entry.covered_by for entry in tests.values() if entry.covered_by]
     if covered:  # tests a replicated backend's twin ran in its place (skipped here)
         merged["covered"] = len(covered)
-        merged["covered_by"] = {b: t for found in covered for b, t in sorted(found.items())}
-    merged["tests"] = dict(sorted(tests.items()))
-    return merged
+        merged["covered_by"] = {b: t for found_by in covered for b, t in sorted(found_by.items())}
+    merged["tests"] = {test: entry.dump() for test, entry in sorted(tests.items())}
+    return type(first_row).model_validate(merged)
 
 
-def _same_counts(key: RowKey, first: tuple[str, dict[str, Any]], other: tuple[str, dict[str, Any]]) -> None:
+def _same_counts(key: RowKey, first: tuple[str, Row], other: tuple[str, Row]) -> None:
     (first_path, first_row), (other_path, other_row) = first, other
     differing = [name for name in (*COUNTS, "errors") if _count(first_row, name) != _count(other_row, name)]
     if differing:
@@ -203,18 +219,36 @@ def _same_counts(key: RowKey, first: tuple[str, dict[str, Any]], other: tuple[st
         raise ReportMergeError(f"{first_path} and {other_path} disagree on {describe_row(key)}: {detail}")
 
 
-def _count(row: dict[str, Any], name: str) -> Any:
-    value = row.get(name, 0 if name == "errors" else None)  # reports before the errors column had none
+def _count(row: Row, name: str) -> Any:
+    # reports before the errors column had none (0); a count a report lacks is None
+    value = getattr(row, name) if name in row.model_fields_set or name == "errors" else None
     return found_counts(value) if isinstance(value, dict) else value
 
 
-def _reasons(reports: list[LoadedReport], section: str, ran: set[str]) -> dict[str, str]:
+def _reasons(reports: list[TypedReport], section: str, ran: set[str]) -> dict[str, str]:
     """suite -> reason for suites listed in ``section`` of some report that ran nowhere."""
     found: dict[str, str] = {}
-    for report in reports:
-        for entry in report.data.get(section, []):
-            if entry["suite"] not in ran:
-                found.setdefault(entry["suite"], entry["reason"])
+    for typed in reports:
+        entries: list[SuiteReason] = getattr(typed.report, section)
+        for entry in entries:
+            if entry.suite not in ran:
+                found.setdefault(entry.suite, entry.reason)
+    return found
+
+
+def typed_reports(reports: list[LoadedReport]) -> list[TypedReport]:
+    """Every report as the model (:mod:`.shape`), or ReportMergeError naming the file and where it
+    is not a report's shape, or which newer schema version it follows."""
+    from prism_testkit.report.shape import NewerSchema, NotAReport, parse  # pydantic: paid for by readers
+
+    found = []
+    for loaded in reports:
+        try:
+            found.append(TypedReport(loaded.path, parse(loaded.data)))
+        except NewerSchema as exc:
+            raise ReportMergeError(f"{loaded.path}: {exc}") from None
+        except NotAReport as exc:
+            raise ReportMergeError(f"{loaded.path}: not a prism-testkit report: {exc}") from None
     return found
 
 
@@ -222,91 +256,117 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
     """One report equivalent to a single run over the union of the reports' rows."""
     if not reports:
         raise ReportMergeError("no reports to merge")
-    check_shapes(reports)
-    check_runs_and_shards(reports)
-    rows = _merge_rows(reports)
+    from prism_testkit.report.shape import SCHEMA_VERSION
+
+    typed = typed_reports(reports)
+    check_runs_and_shards(typed)
+    rows = _merge_rows(typed)
     ran = {row["suite"] for row in rows}
-    no_runnable = _reasons(reports, "no_runnable_combinations", ran)
-    not_applicable = {s: r for s, r in _reasons(reports, "not_applicable", ran).items() if s not in no_runnable}
-    available: dict[str, dict[str, Any]] = {}  # backend -> how the first job provisioned it, its version
-    for report in reports:
-        for entry in report.data.get("backends", []):
-            available.setdefault(entry["backend"], entry)
+    no_runnable = _reasons(typed, "no_runnable_combinations", ran)
+    not_applicable = {s: r for s, r in _reasons(typed, "not_applicable", ran).items() if s not in no_runnable}
+    available: dict[str, Backend] = {}  # backend -> how the first job provisioned it, its version
+    for one in typed:
+        for backend in one.report.backends:
+            available.setdefault(backend.backend, backend)
     unavailable: dict[str, str] = {}
-    for report in reports:
-        for entry in report.data.get("unavailable", []):
-            if entry["backend"] not in available:
-                unavailable.setdefault(entry["backend"], entry["reason"])
+    for one in typed:
+        for entry in one.report.unavailable:
+            if entry.backend not in available:
+                unavailable.setdefault(entry.backend, entry.reason)
     return {
-        **{bucket: _merge_bucket(reports, bucket, ran) for bucket in BUCKETS},
+        "schema_version": SCHEMA_VERSION,
+        **{bucket: _merge_bucket(typed, bucket, ran) for bucket in BUCKETS},
         "suites": rows,
         "no_runnable_combinations": [{"suite": s, "reason": r} for s, r in sorted(no_runnable.items())],
         "not_applicable": [{"suite": s, "reason": r} for s, r in sorted(not_applicable.items())],
-        "backends": [available[b] for b in sorted(available)],
+        "backends": [available[b].dump() for b in sorted(available)],
         "unavailable": [{"backend": b, "reason": r} for b, r in sorted(unavailable.items())],
         **(
             {"not_provisioned": [{"backend": b, "reason": r} for b, r in sorted(stopped.items())]}
-            if (stopped := _first_reasons(reports, "not_provisioned"))
+            if (stopped := _first_reasons(typed, "not_provisioned"))
             else {}
         ),
-        "failures": _failures(reports),
-        **({"power_cuts": cuts} if (cuts := _by_test(reports, "power_cuts")) else {}),
-        **({"judged": judged} if (judged := _by_test(reports, "judged")) else {}),
+        "failures": _by_test(typed, "failures"),
+        **({"power_cuts": cuts} if (cuts := _by_test(typed, "power_cuts")) else {}),
+        **({"judged": judged} if (judged := _by_test(typed, "judged")) else {}),
         "failed_to_start": [
-            {"backend": b, "reason": r} for b, r in sorted(_first_reasons(reports, "failed_to_start").items())
+            {"backend": b, "reason": r} for b, r in sorted(_first_reasons(typed, "failed_to_start").items())
         ],
-        **({"unavailable_faults": faults} if (faults := unavailable_faults.merged([r.data for r in reports])) else {}),
+        **(
+            {"unavailable_faults": faults}
+            if (faults := unavailable_faults.merged_typed([t.report.unavailable_faults for t in typed]))
+            else {}
+        ),
         **({"covered_by_twins": twins} if (twins := _covered_by_twins(rows)) else {}),
-        **({"hunt": hunt} if (hunt := _hunts(reports)) else {}),
-        **({"history_digests": digests} if (digests := _digests(reports)) else {}),
-        "runs": [dict(report.data["run"], report=report.path) for report in reports if report.data.get("run")],
-        **({"shards": shards} if (shards := _shards(reports)) else {}),
-        "merged_from": [report.path for report in reports],
+        **({"hunt": hunt} if (hunt := _hunts(typed)) else {}),
+        **({"history_digests": digests} if (digests := _digests(typed)) else {}),
+        **({"depth": depth} if (depth := _depth(typed)) else {}),
+        "runs": [dict(run, report=t.path) for t in typed if t.report.run is not None and (run := t.report.run.dump())],
+        **({"shards": shards} if (shards := _shards(typed)) else {}),
+        "merged_from": [t.path for t in typed],
     }
 
 
-def _first_reasons(reports: list[LoadedReport], section: str) -> dict[str, str]:
+def _first_reasons(reports: list[TypedReport], section: str) -> dict[str, str]:
     found: dict[str, str] = {}
-    for report in reports:
-        for entry in report.data.get(section, []):
-            found.setdefault(entry["backend"], entry["reason"])
+    for typed in reports:
+        entries: list[BackendReason] = getattr(typed.report, section)
+        for entry in entries:
+            found.setdefault(entry.backend, entry.reason)
     return found
 
 
-def _failures(reports: list[LoadedReport]) -> list[dict[str, Any]]:
-    return _by_test(reports, "failures")
-
-
-def _by_test(reports: list[LoadedReport], section: str) -> list[dict[str, Any]]:
+def _by_test(reports: list[TypedReport], section: str) -> list[dict[str, Any]]:
     """A section of per-test entries: each test's first, in test order."""
-    found: dict[str, dict[str, Any]] = {}
-    for report in reports:
-        for entry in report.data.get(section, []):
-            found.setdefault(entry["test"], entry)
-    return [found[test] for test in sorted(found)]
+    found: dict[str, PerTest] = {}
+    for typed in reports:
+        entries: list[PerTest] = getattr(typed.report, section)
+        for entry in entries:
+            found.setdefault(entry.test, entry)
+    return [found[test].dump() for test in sorted(found)]
 
 
-def totals(report: dict[str, Any]) -> dict[str, int]:
-    """Tests passed / failed / skipped / errors over every row and the tests in none (outside the
-    suites, or in a module nothing selected fits), and the suites that had no combination."""
+def as_report(report: Report | dict[str, Any]) -> Report:
+    """A report as the model the renderers read: ``report`` itself, or a report's JSON read into
+    it (ReportMergeError when it is not a report's shape)."""
+    from prism_testkit.report.shape import NotAReport, Report, parse  # pydantic: paid for by what reads reports
+
+    if isinstance(report, Report):
+        return report
+    try:
+        return parse(report)
+    except NotAReport as exc:
+        raise ReportMergeError(f"not a prism-testkit report: {exc}") from None
+
+
+def raw_totals(report: dict[str, Any]) -> dict[str, int]:
+    """:func:`totals` of a report's JSON as it is, unchecked (``report versions`` tabulates
+    reports it reads only in part)."""
     outside = [report.get(bucket) or {} for bucket in BUCKETS]  # tests in no row count too
     counted = {name: sum(int(row.get(name, 0)) for row in [*report["suites"], *outside]) for name in ROW_COUNTS}
     counted["rows"] = len(report["suites"])
     counted["suites_without_combination"] = len(report.get("no_runnable_combinations", []))
-    # backends a job named and could not provision: that job stopped before any test (red)
     counted["backends_not_provisioned"] = len(report.get("not_provisioned", []))
+    return counted
+
+
+def totals(report: Report | dict[str, Any]) -> dict[str, int]:
+    """Tests passed / failed / skipped / errors over every row and the tests in none (outside the
+    suites, or in a module nothing selected fits), and the suites that had no combination."""
+    typed = as_report(report)
+    outside = [bucket for bucket in (typed.outside_suites, typed.without_combination) if bucket is not None]
+    counted = {name: sum(int(getattr(row, name)) for row in [*typed.suites, *outside]) for name in ROW_COUNTS}
+    counted["rows"] = len(typed.suites)
+    counted["suites_without_combination"] = len(typed.no_runnable_combinations)
+    # backends a job named and could not provision: that job stopped before any test (red)
+    counted["backends_not_provisioned"] = len(typed.not_provisioned)
     return counted
 
 
 def check_shapes(reports: list[LoadedReport]) -> None:
     """Every report has a report's shape (:mod:`.shape`), or ReportMergeError names the file and
     where it is not one."""
-    from prism_testkit.report.shape import problems  # pydantic: paid for by the merge only
-
-    for report in reports:
-        found = problems(report.data)
-        if found:
-            raise ReportMergeError(f"{report.path}: not a prism-testkit report: {'; '.join(found)}")
+    typed_reports(reports)
 
 
 def shard_text(shard: dict[str, Any]) -> str:
@@ -315,40 +375,40 @@ def shard_text(shard: dict[str, Any]) -> str:
     return f"shard {shard['index']} of {shard['count']}{of}"
 
 
-def check_runs_and_shards(reports: list[LoadedReport]) -> None:
+def check_runs_and_shards(reports: list[TypedReport]) -> None:
     """No run twice (the same ``run.id``: a report given twice, or copied), and of every sharded
     selection each shard once, none missing: a merge short of a shard, or with one counted
     twice, would say less or more than the run said."""
     runs: dict[str, str] = {}
-    for report in reports:
-        run_id = (report.data.get("run") or {}).get("id")
+    for typed in reports:
+        run_id = typed.report.run.id if typed.report.run is not None else None
         if run_id is None:
             continue  # a report written before runs had an id
         if str(run_id) in runs:
             raise ReportMergeError(
-                f"{runs[str(run_id)]} and {report.path} are the same run (run id {run_id}): a report given twice"
+                f"{runs[str(run_id)]} and {typed.path} are the same run (run id {run_id}): a report given twice"
             )
-        runs[str(run_id)] = report.path
+        runs[str(run_id)] = typed.path
     selections: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
     counts: dict[str, tuple[str, int]] = {}
-    for report in reports:
-        shard = report.data.get("shard")
-        if not shard:
+    for typed in reports:
+        if typed.report.shard is None:
             continue
-        selection = str(shard.get("selection") or "")
-        index, count = int(shard["index"]), int(shard["count"])
+        shard = typed.report.shard.dump()
+        selection = str(typed.report.shard.selection or "")
+        index, count = typed.report.shard.index, typed.report.shard.count
         if index > count:
-            raise ReportMergeError(f"{report.path}: shard {index} of {count} cannot be")
-        first = counts.setdefault(selection, (report.path, count))
+            raise ReportMergeError(f"{typed.path}: shard {index} of {count} cannot be")
+        first = counts.setdefault(selection, (typed.path, count))
         if first[1] != count:
             raise ReportMergeError(
-                f"{first[0]} and {report.path} disagree on how many shards {selection or 'the run'} has: "
+                f"{first[0]} and {typed.path} disagree on how many shards {selection or 'the run'} has: "
                 f"{first[1]} vs {count}"
             )
         seen = selections.setdefault(selection, {})
         if index in seen:
-            raise ReportMergeError(f"{shard_text(shard)} twice: {seen[index][0]} and {report.path}")
-        seen[index] = (report.path, shard)
+            raise ReportMergeError(f"{shard_text(shard)} twice: {seen[index][0]} and {typed.path}")
+        seen[index] = (typed.path, shard)
     for selection, seen in selections.items():
         count = counts[selection][1]
         missing = [index for index in range(1, count + 1) if index not in seen]
@@ -362,7 +422,7 @@ def check_runs_and_shards(reports: list[LoadedReport]) -> None:
             )
 
 
-def _merge_bucket(reports: list[LoadedReport], bucket: str, ran: set[str]) -> dict[str, Any]:
+def _merge_bucket(reports: list[TypedReport], bucket: str, ran: set[str]) -> dict[str, Any]:
     """The tests no row holds (``bucket``: outside_suites, without_combination), merged test by
     test as a row's are: a test in two reports with one outcome counts once, with two it is a
     contradiction. A module let off in one job (its tests skipped: nothing there fits) whose
@@ -370,32 +430,32 @@ def _merge_bucket(reports: list[LoadedReport], bucket: str, ran: set[str]) -> di
     skips are left out; a red one stays, as its job was red. A report written before buckets
     carried their tests adds its counts (without_combination: only the red ones, its skips
     cannot be told apart)."""
-    tests: dict[str, dict[str, Any]] = {}
+    tests: dict[str, OneTest] = {}
     found_in: dict[str, str] = {}
     counted: Counter[str] = Counter()
-    for report in reports:
-        found = report.data.get(bucket) or {}
-        if found.get("tests") is None:
+    for typed in reports:
+        found: Bucket | None = getattr(typed.report, bucket)
+        if found is None or found.tests is None:
             names = ("failed", "errors") if bucket == "without_combination" else ROW_COUNTS
-            counted.update({name: int(found.get(name, 0)) for name in names})
+            counted.update({name: int(getattr(found, name)) if found is not None else 0 for name in names})
             continue
-        for test, entry in found["tests"].items():
+        for test, entry in found.tests.items():
             known = tests.setdefault(test, entry)
-            merged_test = merged_entry(known, entry)
-            if merged_test is None:
+            found_test = merged_test(known, entry)
+            if found_test is None:
                 raise ReportMergeError(
-                    f"{found_in[test]} and {report.path} disagree on {test} ({bucket.replace('_', ' ')}): "
-                    f"{known['outcome']} vs {entry['outcome']}"
+                    f"{found_in[test]} and {typed.path} disagree on {test} ({bucket.replace('_', ' ')}): "
+                    f"{known.outcome} vs {entry.outcome}"
                 )
-            tests[test] = merged_test
-            found_in.setdefault(test, report.path)
-    tests = {
+            tests[test] = found_test
+            found_in.setdefault(test, typed.path)
+    kept = {
         test: entry
         for test, entry in sorted(tests.items())
-        if is_red(entry["outcome"]) or entry.get("suite") is None or entry["suite"] not in ran
+        if is_red(entry.outcome) or entry.suite is None or entry.suite not in ran
     }
-    counted.update(outcome_counts(entry["outcome"] for entry in tests.values()))
-    return {**{name: counted[name] for name in ROW_COUNTS}, "tests": tests}
+    counted.update(outcome_counts(entry.outcome for entry in kept.values()))
+    return {**{name: counted[name] for name in ROW_COUNTS}, "tests": {test: e.dump() for test, e in kept.items()}}
 
 
 def _covered_by_twins(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -412,22 +472,34 @@ def _covered_by_twins(rows: list[dict[str, Any]]) -> dict[str, int]:
     return {twin: n for twin, n in sorted(counts.items()) if n}
 
 
-def _hunts(reports: list[LoadedReport]) -> dict[str, Any]:
+def _hunts(reports: list[TypedReport]) -> dict[str, Any]:
     """Every hunted test of every report (a hunt is evidence, never deduplicated away)."""
-    tests = [entry for report in reports for entry in (report.data.get("hunt") or {}).get("tests", [])]
+    tests = [entry for typed in reports if typed.report.hunt is not None for entry in typed.report.hunt.tests]
     if not tests:
         return {}
-    ordered = sorted(tests, key=lambda entry: str(entry["test"]))
-    return {"tests": ordered, "failures": [entry for entry in ordered if entry.get("failed")]}
+    ordered = sorted(tests, key=lambda entry: str(entry.test))
+    return {"tests": [e.dump() for e in ordered], "failures": [e.dump() for e in ordered if e.failed]}
 
 
-def _digests(reports: list[LoadedReport]) -> dict[str, Any]:
+def _digests(reports: list[TypedReport]) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for report in reports:
-        for test, digest in (report.data.get("history_digests") or {}).items():
+    for typed in reports:
+        for test, digest in typed.report.history_digests.items():
             found.setdefault(test, digest)
     return dict(sorted(found.items()))
 
 
-def _shards(reports: list[LoadedReport]) -> list[dict[str, Any]]:
-    return [dict(report.data["shard"], report=report.path) for report in reports if report.data.get("shard")]
+def _depth(reports: list[TypedReport]) -> dict[str, Any]:
+    """The run's depth: the first report's (what it asked for, the commands that go deeper), with
+    what every report's stateful tests drew."""
+    depths = [typed.report.depth for typed in reports if typed.report.depth is not None]
+    if not depths:
+        return {}
+    first = depths[0].dump()
+    if any("drawn" in depth.model_fields_set for depth in depths):
+        first["drawn"] = sorted({drawn for depth in depths for drawn in depth.drawn})
+    return first
+
+
+def _shards(reports: list[TypedReport]) -> list[dict[str, Any]]:
+    return [dict(t.report.shard.dump(), report=t.path) for t in reports if t.report.shard is not None]

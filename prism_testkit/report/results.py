@@ -14,13 +14,16 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from prism_testkit import findings
 from prism_testkit.report import unavailable_faults
 from prism_testkit.report.merge import KINDS, PHASE_PARTS, found_counts, plural, row_colour
+
+if TYPE_CHECKING:  # pydantic: imported by a run that writes a report, not by a plain run
+    from prism_testkit.report.shape import Report
 
 PROPERTY = "prism"
 ANOMALIES = "prism_anomalies"
@@ -376,8 +379,11 @@ class PrismResults:
         return dict(sorted(counts.items()))
 
     def to_json(self) -> dict[str, Any]:
+        from prism_testkit.report.shape import SCHEMA_VERSION  # pydantic: paid for by a run that writes a report
+
         failures = {**self.outside_failures, **self.failures}
         return {
+            "schema_version": SCHEMA_VERSION,
             "run": {**self.run, "id": self.run_id},
             **({"shard": self.shard} if self.shard else {}),
             "totals": self.totals(),
@@ -427,10 +433,16 @@ class PrismResults:
             **({"judged": [self.judged[test] for test in sorted(self.judged)]} if self.judged else {}),
         }
 
+    def report(self) -> Report:
+        """This run's report as the model the merge and the renderers read (:mod:`.shape`)."""
+        from prism_testkit.report.shape import parse  # pydantic: paid for by a run that writes a report
+
+        return parse(self.to_json())
+
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp.write_text(json.dumps(self.report().dump(), indent=2) + "\n")
         tmp.replace(path)
 
     def summarize(self, tr: pytest.TerminalReporter) -> None:

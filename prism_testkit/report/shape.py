@@ -1,13 +1,18 @@
-"""The shape of a ``--prism-report`` JSON file, as ``prism-testkit report merge`` reads it.
+"""The one model of a ``--prism-report`` JSON file: what a run writes, what ``prism-testkit
+report merge`` reads and writes, what the Markdown matrix and the HTML page render.
 
-A merge reads files written elsewhere (another job, another version, a hand edit): before any
-of them is merged, each is checked against these models, so a file that is not a report's shape
-(``{"suites": [[[]]]}``) is a :class:`~prism_testkit.report.merge.ReportMergeError` naming the
-file and the place inside it, never a traceback from deep in the merge. The models accept every
-section a run writes and more (``extra="allow"``): only what the merge reads is constrained, and
-what a report of an older version lacks (``tests``, ``errors``, ``shard``) is optional.
+Every section a report can hold is a typed field of :class:`Report` (a test checks that the
+writer emits no key the model lacks), and a report says which version of this model it follows
+(``schema_version``): a report written before reports carried one is read as version 1's
+predecessor (every section it lacks is optional), one newer than this prism-testkit knows is a
+:class:`~prism_testkit.report.merge.ReportMergeError` naming the file. A file that is not a
+report's shape (``{"suites": [[[]]]}``) is such an error too, naming the file and the place
+inside it, never a traceback from deep in the merge. The models keep what they do not declare
+(``extra="allow"``: a report of a newer minor kind, a hand-added note), so nothing read is
+dropped on the way back out.
 
-Imported by the merge only (pydantic is not paid for by a pytest run that writes a report).
+Imported by whatever writes or reads a report file (the writer, the merge, the renderers):
+pydantic is not paid for by a pytest run that writes no report.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+# The version of this model a report follows (its ``schema_version``). Raise it when a section
+# changes meaning (not when one is added: a reader keeps what it does not know). A report without
+# one predates it and is read as it is; one newer than this is refused, naming the file.
+SCHEMA_VERSION = 1
 
 # A test's outcome: the parts its phases added, joined by "+" (docs/report-outcomes.md).
 Outcome = Annotated[
@@ -28,6 +38,10 @@ Counts = dict[str, int]  # finding or fault name -> count
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    def dump(self) -> dict[str, Any]:
+        """As JSON holds it: what was read (or set), nothing added."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
 
 class OneTest(_Open):
     """One test of a row (or of a bucket outside the rows) and its outcome."""
@@ -36,12 +50,22 @@ class OneTest(_Open):
     duration_s: float = 0.0
     covered_by: dict[str, str] | None = None
     depth: Count | None = None  # the examples a stateful test drew
+    # its evidence (results.EVIDENCE): a failing test's timeline page and replay command, its
+    # latency samples and, on a cluster, its settle times after each fault
+    timeline: str | None = None
+    replay: str | None = None
+    latency: Any = None  # drawn when it holds samples (html._samples): a hand may have written anything
+    settles: Any = None
     anomalies: Counts = {}
     tolerated: Counts = {}
     faults: Counts = {}
     verdicts: Counts = {}
     known: Counts = {}
     suite: str | None = None  # a test of a module nothing selected fits: the suite it declares
+
+
+# What a row or a test counts per name besides outcomes (merge.KINDS).
+KIND_FIELDS = ("anomalies", "tolerated", "faults", "verdicts", "known")
 
 
 class Row(_Open):
@@ -61,8 +85,9 @@ class Row(_Open):
     faults: Counts = {}
     verdicts: Counts = {}
     known: Counts = {}
+    depth: Count | None = None  # the most examples a stateful test of the row drew
     duration_s: float = 0.0
-    tests: dict[str, OneTest] | None = None
+    tests: dict[str, OneTest] | None = None  # None: a report written before rows carried their tests
 
 
 class Bucket(_Open):
@@ -88,12 +113,40 @@ class BackendReason(_Open):
 
 class Backend(_Open):
     backend: str
+    provisioned: str | None = None
+    server_version: str | None = None
 
 
 class PerTest(_Open):
-    """An entry of a per-test section (failures, power cuts, judged tests, hunted tests)."""
+    """An entry of a per-test section (power cuts, judged tests)."""
 
     test: str
+
+
+class Failure(PerTest):
+    """A failing test: its suite and combination (None: outside the suites), its first failing
+    phase and the first line of what it said."""
+
+    suite: str | None = None
+    combination: dict[str, str] | None = None
+    when: str | None = None
+    message: str | None = None
+
+
+class HuntedTest(PerTest):
+    """A hunted test (--prism-hunt): hunting.hunt.HuntResult.as_property."""
+
+    rounds: int | None = None
+    examples: int | None = None
+    faults: int | None = None
+    seconds: float | None = None
+    failed: bool = False
+    failure: str | None = None
+    replay: str | None = None
+    seed: int | None = None
+    schedule: str | None = None
+    seed_replay: str | None = None
+    replayed: str | None = None
 
 
 class FaultRow(_Open):
@@ -109,8 +162,8 @@ class UnavailableFault(_Open):
 
 
 class Hunt(_Open):
-    tests: list[PerTest] = []
-    failures: list[PerTest] = []
+    tests: list[HuntedTest] = []
+    failures: list[HuntedTest] = []
 
 
 class Shard(_Open):
@@ -122,29 +175,82 @@ class Shard(_Open):
     selection: str = ""
 
 
+class MergedShard(Shard):
+    report: str  # the file it came from
+
+
+class Run(_Open):
+    """Which prism-testkit wrote the report, when, how long it took, and the run's id (a merge
+    refuses a run given twice)."""
+
+    prism_testkit_version: str | None = None
+    started_at: str | None = None
+    duration_s: float | None = None
+    stopped: str | None = None  # a run that stopped before any test: why
+    id: str | None = None
+
+
+class MergedRun(Run):
+    report: str  # the file it came from
+
+
+class Totals(_Open):
+    passed: Count = 0
+    failed: Count = 0
+    skipped: Count = 0
+    errors: Count = 0
+
+
+class Depth(_Open):
+    """The run's depth: what it asked for, what its stateful tests drew, what goes deeper."""
+
+    asked: str | None = None
+    drawn: list[int] = []
+    deeper: str | None = None  # the command that searches deeper
+    hunt: str | None = None  # the command that hunts instead
+
+
 class Report(_Open):
-    suites: list[Row]
-    outside_suites: Bucket | None = None
+    """A run's report, or a merge of several (``runs``, ``shards``, ``merged_from``)."""
+
+    schema_version: int | None = None  # None: written before reports carried one
+    run: Run | None = None
+    shard: Shard | None = None
+    totals: Totals | None = None  # recounted by whoever reads a report (merge.totals)
     without_combination: Bucket | None = None
-    failures: list[PerTest] = []
+    outside_suites: Bucket | None = None
+    suites: list[Row]
+    failures: list[Failure] = []
     no_runnable_combinations: list[SuiteReason] = []
     not_applicable: list[SuiteReason] = []
+    covered_by_twins: dict[str, int] = {}
     backends: list[Backend] = []
     unavailable: list[BackendReason] = []
     not_provisioned: list[BackendReason] = []
     failed_to_start: list[BackendReason] = []
     unavailable_faults: list[UnavailableFault] = []
-    power_cuts: list[PerTest] = []
-    judged: list[PerTest] = []
     hunt: Hunt | None = None
     history_digests: dict[str, Any] = {}
-    covered_by_twins: dict[str, int] = {}
-    run: dict[str, Any] = {}
-    shard: Shard | None = None
+    depth: Depth | None = None
+    power_cuts: list[PerTest] = []
+    judged: list[PerTest] = []
+    # a merge's: the run and shard of each report, and the files merged
+    runs: list[MergedRun] = []
+    shards: list[MergedShard] = []
+    merged_from: list[str] = []
 
 
 _REPORT = TypeAdapter(Report)
 _INSTANCE = re.compile(r" or instance of \w+")  # the model's class name says nothing to a reader
+
+
+def _places(exc: ValidationError, most: int) -> list[str]:
+    found = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'the file'}: {_INSTANCE.sub('', error['msg'])}"
+        for error in exc.errors(include_url=False)
+    ]
+    more = f" (and {len(found) - most} more)" if len(found) > most else ""
+    return [*found[:most], *([more.strip()] if more else [])]
 
 
 def problems(data: object, most: int = 3) -> list[str]:
@@ -153,10 +259,29 @@ def problems(data: object, most: int = 3) -> list[str]:
     try:
         _REPORT.validate_python(data)
     except ValidationError as exc:
-        found = [
-            f"{'.'.join(str(part) for part in error['loc']) or 'the file'}: {_INSTANCE.sub('', error['msg'])}"
-            for error in exc.errors(include_url=False)
-        ]
-        more = f" (and {len(found) - most} more)" if len(found) > most else ""
-        return [*found[:most], *([more.strip()] if more else [])]
+        return _places(exc, most)
     return []
+
+
+class NotAReport(ValueError):
+    """``data`` is not a report this prism-testkit can read (the message says where, or which
+    schema version it follows)."""
+
+
+class NewerSchema(NotAReport):
+    """A report of a schema version newer than this prism-testkit's."""
+
+
+def parse(data: object, most: int = 3) -> Report:
+    """``data`` (a report file's JSON) as the model; NotAReport when it is not a report's shape
+    or follows a schema version newer than this prism-testkit's."""
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise NewerSchema(
+            f"written with report schema version {version}, this prism-testkit reads up to version "
+            f"{SCHEMA_VERSION}: upgrade prism-testkit to read it"
+        )
+    try:
+        return _REPORT.validate_python(data)
+    except ValidationError as exc:
+        raise NotAReport("; ".join(_places(exc, most))) from None

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pytest
 
+    from prism_testkit.report.shape import Report, UnavailableFault
+
 FAULT_UNAVAILABLE = "prism_fault_unavailable"
 HEADING = "prism-testkit: UNAVAILABLE faults (not injected)"
 
@@ -53,26 +55,27 @@ def summarize(tr: pytest.TerminalReporter, found: dict[str, dict[str, Any]]) -> 
             tr.write_line(f"  {row['suite']}  {_combination(row)}", yellow=True)
 
 
-def merged(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The unavailable faults of several JSON reports (a CI matrix's jobs): every row of each."""
+def merged_typed(reports: list[list[UnavailableFault]]) -> list[dict[str, Any]]:
+    """The unavailable faults of several reports (a CI matrix's jobs), as the model reads each
+    report's section: every row of each."""
     found: dict[str, dict[str, Any]] = {}
-    for report in reports:
-        for entry in report.get("unavailable_faults", []):
-            for row in entry["rows"]:
-                gather(found, entry, row["suite"], row["combination"])
+    for entries in reports:
+        for entry in entries:
+            fault = {"fault": entry.fault, "reason": entry.reason, "hint": entry.hint}
+            for row in entry.rows:
+                gather(found, fault, row.suite, row.combination)
     return as_json(found)
 
 
-def markdown(report: dict[str, Any], escape: Callable[[str], str]) -> list[str]:
+def markdown(report: Report, escape: Callable[[str], str]) -> list[str]:
     """The Markdown section of a report's unavailable faults (none: no lines)."""
-    entries = report.get("unavailable_faults", [])
+    entries = report.unavailable_faults
     if not entries:
         return []
     lines = ["### Unavailable faults (not injected)", ""]
     for entry in entries:
-        rows = ", ".join(f"{row['suite']} {_combination(row)}" for row in entry["rows"])
+        rows = ", ".join(f"{row.suite} {_combination(row.model_dump())}" for row in entry.rows)
         lines.append(
-            f"- **{escape(entry['fault'])}**: {escape(entry['reason'])}; install: {escape(entry['hint'])} "
-            f"(rows: {escape(rows)})"
+            f"- **{escape(entry.fault)}**: {escape(entry.reason)}; install: {escape(entry.hint)} (rows: {escape(rows)})"
         )
     return [*lines, ""]

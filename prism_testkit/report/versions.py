@@ -26,7 +26,7 @@ from typing import Any
 
 from prism_testkit import findings
 from prism_testkit.redaction import redact
-from prism_testkit.report.merge import LoadedReport, ReportMergeError, plural, totals
+from prism_testkit.report.merge import LoadedReport, ReportMergeError, plural, raw_totals
 
 # findings.judge's verdicts
 KNOWN, LOST, NO_LONGER, TOLERATED, HELD = "known", "lost", "no longer reproduces", "tolerated", "held"
@@ -162,7 +162,7 @@ def _read(report: LoadedReport) -> tuple[set[str], dict[str, int]]:
         listed = {str(entry.get("backend")) for entry in report.data.get("backends", []) if isinstance(entry, dict)}
         rows = report.data["suites"]
         ran = {str(b) for row in rows for b in (row.get("combination") or {}).values()}
-        return listed | ran, totals(report.data)
+        return listed | ran, raw_totals(report.data)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ReportMergeError(f"{report.path}: not a prism-testkit report: {exc!r}") from None
 
