@@ -281,6 +281,7 @@ def nemesis_on(
     nemesis.run_on_loop = loop.run_until_complete
     nemesis.faulted = False
     nemesis.paused = set()
+    nemesis.settles = []
     target = FaultTarget("backend", backend, cluster, True, False, None, cluster=cluster)
     nemesis.targets = {"backend": target}
     return nemesis, target
