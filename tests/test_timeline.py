@@ -174,6 +174,17 @@ def named_timelines(result: pytest.RunResult) -> list[Path]:
     return [Path(m) for m in re.findall(r"^E\s+timeline: (\S+\.html)", result.stdout.str(), re.M)]
 
 
+def failing_wal_timelines(pytester: pytest.Pytester, report_option: str) -> list[Path]:
+    """The seeded WAL bug of tests/mutants (a checkpoint committed before the apply loses the
+    rest of a batch when the applier dies) run with ``report_option``: the timeline pages its
+    failure names (the run failed, and named at least one)."""
+    result = run_mutant(pytester, "wal_checkpoint_before_apply", "sqlite,memstore", "stateful_wal", report_option)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    pages = named_timelines(result)
+    assert pages, result.stdout.str()[-3000:]
+    return pages
+
+
 def test_a_failing_stateful_test_names_its_timeline_written_beside_the_report(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -181,13 +192,7 @@ def test_a_failing_stateful_test_names_its_timeline_written_beside_the_report(
     rest of a batch when the applier dies): the failure names the page, which marks the loss."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     report = pytester.path / "out" / "report.json"
-    result = run_mutant(
-        pytester, "wal_checkpoint_before_apply", "sqlite,memstore", "stateful_wal", f"--prism-report={report}"
-    )
-    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
-    pages = named_timelines(result)
-    assert pages, result.stdout.str()[-3000:]
-    for page in pages:
+    for page in failing_wal_timelines(pytester, f"--prism-report={report}"):
         assert page.parent == report.parent / "prism-timelines"
         text = page.read_text()
         assert 'data-anomalies="lost"' in text
@@ -204,12 +209,7 @@ def test_with_only_the_html_report_timelines_go_beside_it_and_its_links_resolve(
     page's folder."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     page = pytester.path / "site" / "report.html"
-    result = run_mutant(
-        pytester, "wal_checkpoint_before_apply", "sqlite,memstore", "stateful_wal", f"--prism-report-html={page}"
-    )
-    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
-    named = named_timelines(result)
-    assert named, result.stdout.str()[-3000:]
+    named = failing_wal_timelines(pytester, f"--prism-report-html={page}")
     assert {path.parent for path in named} == {page.parent / "prism-timelines"}
     links = re.findall(r'<a href="([^"]+)">timeline</a>', page.read_text())
     assert links, "the failing row links no timeline"

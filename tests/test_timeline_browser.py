@@ -46,7 +46,7 @@ from prism_testkit.report import plots
 from prism_testkit.report.html import write_html
 from tests.test_report_html import HOSTILE as HOSTILE_NAME
 from tests.test_report_html import planned, run_of
-from tests.test_timeline import ROOT, named_timelines, run_mutant
+from tests.test_timeline import ROOT, failing_wal_timelines
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 HOSTILE = '<script>alert("x")</script>&"'
@@ -251,13 +251,7 @@ def test_a_real_failing_wal_mutants_timeline_opens_in_chromium_with_lanes_bands_
     browser = chromium()
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     report = pytester.path / "site" / "report.html"
-    result = run_mutant(
-        pytester, "wal_checkpoint_before_apply", "sqlite,memstore", "stateful_wal", f"--prism-report-html={report}"
-    )
-    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
-    pages = named_timelines(result)
-    assert pages, result.stdout.str()[-3000:]
-    page = pages[0]
+    page = failing_wal_timelines(pytester, f"--prism-report-html={report}")[0]
     assert page.parent == report.parent / "prism-timelines"
 
     dumped = headless(browser, pytester.path, "--dump-dom", page.as_uri())
