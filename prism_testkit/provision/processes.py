@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prism_testkit import patience
 from prism_testkit.errors import ProvisioningError
@@ -172,16 +172,19 @@ def _child_setup(user: str | None) -> Callable[[], None]:
     return setup
 
 
-def _exclusive(method: Callable[..., None]) -> Callable[..., None]:
+R = TypeVar("R")
+
+
+def _exclusive(method: Callable[..., R]) -> Callable[..., R]:
     """One lifecycle change at a time per server. A restart runs in a worker thread that goes
     on after the coroutine awaiting it was cancelled (a bounded nemesis step timing out under
     load); without this, the next kill would find the old handle and the next start would
     race the one still running for the same data dir and port."""
 
     @functools.wraps(method)
-    def locked(self: ServerProcess, *args: Any, **kwargs: Any) -> None:
+    def locked(self: ServerProcess, *args: Any, **kwargs: Any) -> R:
         with self._lifecycle:
-            method(self, *args, **kwargs)
+            return method(self, *args, **kwargs)
 
     return locked
 
@@ -393,17 +396,23 @@ class ServerProcess:
         self._reap()
 
     @_exclusive
-    def stop(self, grace: float = 10.0) -> None:
-        """Orderly shutdown (``stop_signal``), escalating to SIGKILL after ``grace`` seconds."""
+    def stop(self, grace: float | None = None) -> bool:
+        """Orderly shutdown (``stop_signal``), escalating to SIGKILL after ``grace`` seconds
+        (default: the ``calm-op`` bound, scaled: a loaded machine stops a server slowly, and a
+        stop that quietly became a kill loses what an orderly one keeps); whether the server
+        ended on its own (False: it was killed, and wrote what a crash does)."""
         if self._proc is None:
-            return
+            return True
         self._signal_group(signal.SIGCONT)
         self._signal_group(self.stop_signal)
         try:
-            self._proc.wait(timeout=grace)
+            self._proc.wait(timeout=patience.bound("calm-op") if grace is None else grace)
+            orderly = True
         except subprocess.TimeoutExpired:
             self._signal_group(signal.SIGKILL)
+            orderly = False
         self._reap()
+        return orderly
 
     @_exclusive
     def restart(self) -> None:
