@@ -315,6 +315,31 @@ def test_killing_a_server_spares_another_server_of_the_same_binary_working_below
         node.kill()
 
 
+def test_a_stall_never_stops_a_server_spawned_beside_it_and_not_yet_listed(tmp_path: Path) -> None:
+    """Under load mode, a stall of one server scanned for its stragglers (same name, cwd inside)
+    while another server of the same binary in the same dir was just spawned and not yet among
+    the live servers: it was stopped as a straggler, and the continue, which scans again, found
+    it listed and left it stopped for good ("s10 was not ready after 67s" in the census)."""
+    argv = [sys.executable, "-c", ECHO_SERVER]
+    first, second = free_port(), free_port()
+    stalled = ServerProcess("stalled", [*argv, str(first)], port=first, log_path=tmp_path / "a.log", cwd=tmp_path)
+    spawned = ServerProcess("spawned", [*argv, str(second)], port=second, log_path=tmp_path / "b.log", cwd=tmp_path)
+    stalled.start()
+    try:
+        spawned.start()
+        assert spawned._leader is not None
+        processes._LIVE.discard(spawned)  # the moment between its Popen and its listing
+        stalled.pause()
+        try:
+            assert settles_in(spawned._leader.pid, "SR"), "a stall stopped a server it did not own"
+        finally:
+            stalled.resume()
+            processes._LIVE.add(spawned)
+    finally:
+        spawned.kill()
+        stalled.kill()
+
+
 def test_a_pause_stops_the_children_that_left_the_group_too(tmp_path: Path) -> None:
     """A PostgreSQL backend serves its open connection in a session of its own: a pause that
     stopped the postmaster's group alone left every connected client served."""

@@ -533,11 +533,15 @@ def _running(leader: ProcessStamp, inside: Path | None, comm: str | None) -> lis
                 raw = stat.read()
             head, _, tail = raw.rpartition(b")")  # "pid (comm" and the fields after it
             fields = tail.split()
-            state, pgrp, started = fields[0], int(fields[2]), int(fields[19])
+            state, parent, pgrp, started = fields[0], int(fields[1]), int(fields[2]), int(fields[19])
             if state in (b"Z", b"X") or started < leader.started:
                 continue
             if pgrp == pgid or (
                 inside is not None
+                # A process this one started is a server of its own, never another's straggler: one
+                # just spawned in the same dir is not yet among the live servers, and a stall that
+                # stopped it as a straggler no longer found it to continue (it never came up).
+                and parent != os.getpid()
                 and head.partition(b"(")[2] == wanted  # the same name /proc/<pid>/comm holds
                 and Path(os.readlink(f"/proc/{entry.name}/cwd")).is_relative_to(inside)
             ):
