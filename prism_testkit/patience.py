@@ -161,7 +161,7 @@ class Unsettled(AssertionError):
 
 
 @dataclass
-class Progress:
+class LastSeen:
     """What :func:`until` saw last, for the message when it gives up."""
 
     value: Any = None
@@ -181,7 +181,7 @@ async def until(
     value is progress and restarts the ``stall`` bound; the ``ceiling`` bound caps the whole
     wait. Running out raises :class:`Unsettled` naming ``what`` and the last value seen."""
     started = clocks.monotonic()
-    seen = Progress(changed_at=started)
+    seen = LastSeen(changed_at=started)
     first = True
     while True:
         value = await probe()

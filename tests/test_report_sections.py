@@ -50,7 +50,7 @@ def every_section() -> dict[str, Any]:
     results.simulations = {ROW_TEST: {"simulated": True, "examples": 3, "digest": "ab"}}
     results.power_cuts = {ROW_TEST: {"test": ROW_TEST, "fault": "power-cut", "lost": 0}}
     results.judged = {ROW_TEST: {"test": ROW_TEST, "scenario": "established", "verdict": "held"}}
-    unavailable_faults.gather(
+    unavailable_faults.add_row(
         results.unavailable_faults,
         {"fault": "power-cut", "reason": "no FUSE", "hint": "apt install fuse3"},
         "kv",

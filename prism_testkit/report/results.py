@@ -275,7 +275,7 @@ class PrismResults:
         self.server_versions.update(_prism_property(report, SERVERS) or {})
         fault = _prism_property(report, unavailable_faults.FAULT_UNAVAILABLE)
         if fault is not None:
-            unavailable_faults.gather(self.unavailable_faults, fault, prop["suite"], prop["combination"])
+            unavailable_faults.add_row(self.unavailable_faults, fault, prop["suite"], prop["combination"])
         self.durations[test] = self.durations.get(test, 0.0) + report.duration
         verdict = _prism_property(report, KNOWN_FINDING)
         if verdict is not None:
@@ -489,7 +489,7 @@ def _table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
     combo_width = min(room, max(len("combination"), *(len(_combo_text(r)) for r in rows)))
     tr.write_line(f"{'suite':<{width}}  {'combination':<{combo_width}}{counts}  findings")
     for r in rows:
-        color = _color(r)
+        color = _row_style(r)
         numbers = "".join(f"  {r[name]:>{len(name)}}" for name in COUNTED)
         combination = _combo_text(r)
         if len(combination) <= combo_width:
@@ -508,14 +508,14 @@ def _table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
 def _narrow_table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]], columns: int) -> None:
     """Too narrow for columns side by side: a row's suite and combination, then its counts."""
     for r in rows:
-        color = _color(r)
+        color = _row_style(r)
         _wrapped(tr, f"{r['suite']}  {_combo_text(r)}", columns, color, indent="")
         _wrapped(tr, ", ".join(f"{r[name]} {name}" for name in COUNTED), columns, color)
         if r["anomalies"] or r["tolerated"] or r.get("known") or r.get("faults") or r.get("covered"):
             _wrapped(tr, _anomaly_text(r), columns, color)
 
 
-def _color(row: dict[str, Any]) -> dict[str, bool]:
+def _row_style(row: dict[str, Any]) -> dict[str, bool]:
     """Red for a failure, yellow for a row nothing passed in (skipped, or covered by a twin)."""
     return {row_colour(row): True}
 

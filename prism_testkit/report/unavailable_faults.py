@@ -22,7 +22,7 @@ def fault_property(fault: str, reason: str, hint: str) -> tuple[str, dict[str, s
     return (FAULT_UNAVAILABLE, {"fault": fault, "reason": reason, "hint": hint})
 
 
-def gather(found: dict[str, dict[str, Any]], fault: dict[str, str], suite: str, combination: dict[str, str]) -> None:
+def add_row(found: dict[str, dict[str, Any]], fault: dict[str, str], suite: str, combination: dict[str, str]) -> None:
     """Add the row ``suite`` x ``combination`` to what ``found`` (fault -> reason, hint, rows) holds."""
     entry = found.setdefault(fault["fault"], {"reason": fault["reason"], "hint": fault["hint"], "rows": []})
     row = {"suite": suite, "combination": dict(combination)}
@@ -63,7 +63,7 @@ def merged_typed(reports: list[list[UnavailableFault]]) -> list[dict[str, Any]]:
         for entry in entries:
             fault = {"fault": entry.fault, "reason": entry.reason, "hint": entry.hint}
             for row in entry.rows:
-                gather(found, fault, row.suite, row.combination)
+                add_row(found, fault, row.suite, row.combination)
     return as_json(found)
 
 
