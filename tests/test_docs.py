@@ -278,3 +278,16 @@ def test_the_readme_is_a_front_page() -> None:
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 300
     assert re.findall(r"\b20\d\d-\d\d-\d\d\b", text) == [], "a dated measurement belongs in benchmarks/RESULTS.md"
+
+
+def test_every_specification_id_the_code_cites_is_in_the_glossary() -> None:
+    """A docstring's "RFC-009" means something to a reader only if the glossary says what it is."""
+    cited = {
+        found
+        for folder in ("prism_testkit", "backends", "patterns", "suites", "tests")
+        for path in (ROOT / folder).rglob("*.py")
+        for found in re.findall(r"\b(?:RFC|MEMO|ADR)-\d+\b", path.read_text())
+    }
+    glossary = (ROOT / "docs" / "glossary.md").read_text()
+    assert cited, "no id found: the scan looks in the wrong place"
+    assert not sorted(cited - set(re.findall(r"^\| ((?:RFC|MEMO|ADR)-\d+) \|", glossary, re.M)))
