@@ -152,7 +152,8 @@ def test_corrupt_stream_snapshots_on_the_followers_are_detected_and_the_stream_s
     )
     for node in majority:
         grace = bound("settle-ceiling")
-        assert cluster.servers[node].stop(grace=grace), f"node {node} did not stop within {grace:.0f}s: killed"
+        cluster.servers[node].stop(grace=grace)
+        assert cluster.servers[node].stopped_in_order, f"node {node} did not stop within {grace:.0f}s: killed"
     for node in majority:
         home = cluster.servers[node].cwd
         assert home is not None

@@ -236,6 +236,7 @@ class ServerProcess:
         self._stopping = threading.Lock()
         self._paused = False  # stopped by pause() until resume(): no stall touches it
         self._stopped_outside_group = False  # a SIGSTOP reached processes that left the group
+        self.stopped_in_order: bool | None = None  # how the last stop() ended (None: none yet)
         # The last run's processes were all seen gone when it was reaped: the next spawn need not
         # scan /proc for them again (a scan per start, 2,000 starts in a main job).
         self._last_run_gone = False
@@ -396,23 +397,22 @@ class ServerProcess:
         self._reap()
 
     @_exclusive
-    def stop(self, grace: float | None = None) -> bool:
+    def stop(self, grace: float | None = None) -> None:
         """Orderly shutdown (``stop_signal``), escalating to SIGKILL after ``grace`` seconds
         (default: the ``calm-op`` bound, scaled: a loaded machine stops a server slowly, and a
-        stop that quietly became a kill loses what an orderly one keeps); whether the server
-        ended on its own (False: it was killed, and wrote what a crash does)."""
+        stop that quietly became a kill loses what an orderly one keeps). Whether the server
+        ended on its own is :attr:`stopped_in_order` (False: killed, it wrote what a crash does)."""
         if self._proc is None:
-            return True
+            return
         self._signal_group(signal.SIGCONT)
         self._signal_group(self.stop_signal)
         try:
             self._proc.wait(timeout=patience.bound("calm-op") if grace is None else grace)
-            orderly = True
+            self.stopped_in_order = True
         except subprocess.TimeoutExpired:
             self._signal_group(signal.SIGKILL)
-            orderly = False
+            self.stopped_in_order = False
         self._reap()
-        return orderly
 
     @_exclusive
     def restart(self) -> None:
