@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from prism_testkit.patience import bound
 from prism_testkit.runtime import PrismRuntime, interrupts
 from prism_testkit.runtime.interrupts import Terminated
 from tests.conftest import runtime_of
@@ -60,7 +61,7 @@ def test_ctrl_c_cancels_the_running_task_and_is_raised_after_its_cleanup(runtime
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         runtime.run(operation())
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # before the 30 s it cut short: no bet on how soon
     assert cleaned == ["operation"]
     assert runtime.interrupts.received is signal.SIGINT
 
@@ -96,7 +97,7 @@ def test_a_task_that_keeps_running_after_its_cancellation_is_interrupted_after_t
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         runtime.run(stubborn())
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 30  # before the 30 s it cut short: no bet on how soon
 
 
 def test_sigterm_stops_the_run_in_order_like_ctrl_c(runtime: PrismRuntime) -> None:
@@ -124,7 +125,7 @@ def test_after_an_interrupt_cleanup_gets_only_what_is_left_of_the_budget(
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         runtime.run(asyncio.sleep(30))  # a purge of a server that no longer answers, say
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 30  # before the 30 s it cut short: no bet on how soon
 
 
 def test_a_signal_while_the_run_ends_is_remembered_not_raised(runtime: PrismRuntime) -> None:
@@ -213,7 +214,7 @@ class InterruptedMachine(FaultMachine):
             await self.env.driver("backend").log().append(self.ns.name("log"), Message(b"1"))
             # The user presses Ctrl-C while the operation waits on the loop.
             asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGINT)
-            await asyncio.sleep(30)
+            await asyncio.sleep(3600)  # ends only if the interrupt ends it
 
         self.attempt("p", "append", append)
 
@@ -232,19 +233,19 @@ def test_interrupted(prism_env, request):
 def test_ctrl_c_in_a_stateful_rule_ends_the_run_and_no_verdict_replaces_it(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_interrupted=INTERRUPTED_MACHINE)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    started = time.monotonic()
+    # The rule sleeps an hour after the Ctrl-C: a run that ends at all was ended by it (a fixed
+    # "ended within 30 s" lost to a loaded machine). A run it did not end times out here.
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--prism-backend=memstore", "test_interrupted.py"],
         cwd=pytester.path,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=bound("settle-ceiling"),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's foreground job has it
     )
     assert done.returncode == pytest.ExitCode.INTERRUPTED, done.stdout[-3000:] + done.stderr[-2000:]
     assert "1 lost" not in done.stdout
-    assert time.monotonic() - started < 30
 
 
 INTERRUPT_WITHOUT_A_LINE_NUMBER = """
@@ -289,7 +290,7 @@ def _deep(depth: int) -> None:
 
 
 def test_an_interrupt_is_cut_to_the_line_pytest_prints_so_formatting_it_costs_nothing() -> None:
-    from prism_testkit.plugin import keep_only_where_it_struck
+    from prism_testkit.plugin.tracebacks import keep_only_where_it_struck
 
     with pytest.raises(KeyboardInterrupt) as excinfo:
         _deep(30)

@@ -23,6 +23,7 @@ from prism_testkit.faults.jitter import Jitter, Stallable, _Server, candidates, 
 from prism_testkit.faults.load import CALIBRATED, ActiveLoad, LoadSpec, LoadSpecError, jitter_seed, parse
 from prism_testkit.hunting.replay import pytest_arguments
 from prism_testkit.hunting.schedule import Schedule, read
+from prism_testkit.provision import processes
 from prism_testkit.provision.processes import ServerProcess, free_port, port_open
 from prism_testkit.provision.workdirs import recorded_processes
 from tests.test_processes import ECHO_SERVER, gone, settles_in, state
@@ -143,6 +144,9 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         "echo", [sys.executable, "-c", ECHO_SERVER, str(port)], port=port, log_path=tmp_path / "echo.log"
     )
     proc.start()
+    # These tests stall and sample the server with jitters of their own: the run's own load mode
+    # (the census runs this file under it) must not stall it as well, so it leaves the live list.
+    processes._LIVE.discard(proc)
     yield proc
     proc.kill()
 
@@ -159,10 +163,14 @@ def sample_states(pid: int, seconds: float) -> str:
 
 def test_a_stall_really_stops_a_server_the_harness_started_and_continues_it(server: ServerProcess) -> None:
     assert server.pid is not None
-    assert any(getattr(c, "server", None) is server for c in candidates())  # the harness's own servers
+    processes._LIVE.add(server)
+    try:
+        assert any(getattr(c, "server", None) is server for c in candidates())  # the harness's own servers
+    finally:
+        processes._LIVE.discard(server)
     jitter = Jitter(3, 0.3, 0.05, targets=lambda: [_Server(server)]).start()
     try:
-        assert settles_in(server.pid, "T", within=5), "no stall stopped the server"
+        assert settles_in(server.pid, "T"), "no stall stopped the server"
         # a round trip blocks while it is stopped: it answers only once continued
         started = time.monotonic()
         while state(server.pid) != "T" and time.monotonic() - started < 5:
@@ -173,18 +181,18 @@ def test_a_stall_really_stops_a_server_the_harness_started_and_continues_it(serv
     assert jitter.stats.stalls >= 1
     assert jitter.stats.seconds > 0
     assert jitter.stats.hit == {f"echo[{server.pid}]"}
-    assert settles_in(server.pid, "SR", within=2), "the jitter left the server stopped"
+    assert settles_in(server.pid, "SR"), "the jitter left the server stopped"
     assert sample_states(server.pid, 0.3).count("T") == 0
 
 
 def test_stopping_the_jitter_mid_stall_continues_the_process_at_once(server: ServerProcess) -> None:
     assert server.pid is not None
-    jitter = Jitter(5, 30.0, 0.01, targets=lambda: [_Server(server)]).start()  # stalls of up to 30 s
-    assert settles_in(server.pid, "T", within=5)
-    started = time.monotonic()
+    # Stalls of up to an hour: a server running again within a calm operation's bound after
+    # the stop was continued by it, on any machine (a fixed 2 s for stalls of 30 s was a bet).
+    jitter = Jitter(5, 3600.0, 0.01, targets=lambda: [_Server(server)]).start()
+    assert settles_in(server.pid, "T")
     jitter.stop()
-    assert time.monotonic() - started < 5
-    assert settles_in(server.pid, "SR", within=2), "stopped mid-stall and left stopped"
+    assert settles_in(server.pid, "SR"), "stopped mid-stall and left stopped"
 
 
 def test_the_jitter_skips_a_server_the_nemesis_paused_and_never_continues_it(server: ServerProcess) -> None:
@@ -268,7 +276,7 @@ def test_python_burners_stand_in_without_stress_ng_and_stop(tmp_path: Path) -> N
 INNER = """
 import json, os, time
 from pathlib import Path
-from prism_testkit.plugin import BURNERS
+from prism_testkit.plugin.load_mode import BURNERS
 
 def test_under_load(prism_runtime, pytestconfig):
     burners = pytestconfig.stash[BURNERS]
