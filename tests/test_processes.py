@@ -143,7 +143,8 @@ def test_stop_escalates_to_kill_when_the_signal_is_ignored(tmp_path: Path) -> No
     started = time.monotonic()
     proc.stop(grace=0.5)
     assert not proc.alive
-    assert time.monotonic() - started < 5
+    assert proc.stopped_in_order is False, "a server that ignored the signal ended on its own"
+    assert time.monotonic() - started < bound("calm-op")  # not the default grace: the one given
 
 
 def test_a_server_that_exits_during_start_up_is_reported_with_its_log(tmp_path: Path) -> None:

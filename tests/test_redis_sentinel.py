@@ -99,12 +99,12 @@ def eventually(cluster: RedisSentinelCluster, node: int, name: str, expected: st
 
 
 @pytest.mark.parametrize("variant", ["plain", "waiting"])
-def test_the_cluster_starts_in_seconds_with_one_primary(variant: str, request: pytest.FixtureRequest) -> None:
+def test_the_cluster_starts_with_one_primary(variant: str, request: pytest.FixtureRequest) -> None:
     endpoint: Endpoint = request.getfixturevalue(variant)
     cluster = cluster_of(endpoint)
     seconds = endpoint.options["start_seconds"]
     print(f"\nredis-sentinel ({variant}): 3 nodes and 3 Sentinels ready in {seconds:.2f}s")
-    assert seconds < 20
+    # How fast it starts is measured in benchmarks/, not asserted here: a loaded machine is slow.
     assert cluster.leader() == cluster.primary
     assert [cluster.role(n)[0] for n in range(3)].count("master") == 1
     assert all(v == cluster.primary for v in cluster.sentinel_views())
