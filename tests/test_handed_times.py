@@ -404,3 +404,43 @@ def t(q, p):
     constants = numeric_constants([source])
     found = [(h.line, h.key) for h in scan(source, "s.py", constants)]
     assert found == [(4, "visibility_timeout"), (5, "poll_interval"), (6, "batch_interval"), (9, "visibility_timeout")]
+
+
+# A deadline of the harness's own waits in a test, ``time.monotonic() + 5``, is the same bet seen
+# from the other side: the wait fails the test once a loaded machine is slower than the number.
+# CI went red on such waits in tests/ that the scan of suites/ above never read.
+def fixed_deadlines(source: str, file: str) -> list[str]:
+    """Each ``<clock>.monotonic() + <number>`` in ``source``: ``file:line``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)):
+            continue
+        clock, amount = node.left, node.right
+        if (
+            isinstance(clock, ast.Call)
+            and isinstance(clock.func, ast.Attribute)
+            and clock.func.attr == "monotonic"
+            and isinstance(amount, ast.Constant)
+            and isinstance(amount.value, int | float)
+        ):
+            found.append(f"{file}:{node.lineno}")
+    return found
+
+
+def test_no_wait_of_the_project_own_tests_has_a_fixed_deadline() -> None:
+    files = sorted([*(ROOT / "tests").glob("*.py"), *SUITES.glob("*.py")])
+    bets = [where for path in files for where in fixed_deadlines(path.read_text(), str(path.relative_to(ROOT)))]
+    assert files
+    assert not bets, (
+        "waits whose deadline is a fixed number of seconds (a bet on the machine's speed): bound them by "
+        "prism_testkit.patience.bound(...), scaled by slowness:\n" + "\n".join(f"  {b}" for b in bets)
+    )
+
+
+def test_the_deadline_scan_sees_a_fixed_deadline_and_not_a_derived_one() -> None:
+    source = """
+deadline = time.monotonic() + 5
+later = clocks.monotonic() + 0.5
+fine = time.monotonic() + bound("calm-op")
+"""
+    assert fixed_deadlines(source, "t.py") == ["t.py:2", "t.py:3"]

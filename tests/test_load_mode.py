@@ -23,6 +23,7 @@ from prism_testkit.faults.jitter import Jitter, Stallable, _Server, candidates, 
 from prism_testkit.faults.load import CALIBRATED, ActiveLoad, LoadSpec, LoadSpecError, jitter_seed, parse
 from prism_testkit.hunting.replay import pytest_arguments
 from prism_testkit.hunting.schedule import Schedule, read
+from prism_testkit.patience import bound
 from prism_testkit.provision import processes
 from prism_testkit.provision.processes import ServerProcess, free_port, port_open
 from prism_testkit.provision.workdirs import recorded_processes
@@ -125,7 +126,7 @@ def test_the_jitter_picks_and_stalls_as_its_seed_draws() -> None:
     log: list[tuple[str, float]] = []
     targets: list[Stallable] = [_Recorder(name, log) for name in ("a", "b", "c")]
     jitter = Jitter(7, 0.2, 0.005, targets=lambda: targets).start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + bound("calm-op")
     while len(log) < 30 and time.monotonic() < deadline:
         time.sleep(0.01)
     jitter.stop()
@@ -260,7 +261,7 @@ def test_python_burners_stand_in_without_stress_ng_and_stop(tmp_path: Path) -> N
     try:
         assert "Python burners: stress-ng not found" in burners.tool
         assert len(burners.pids) == 2
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + bound("calm-op")
         while not list((tmp_path / "load" / "io").glob("burn-*")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list((tmp_path / "load" / "io").glob("burn-*")), "the I/O burner wrote nothing"
@@ -304,7 +305,7 @@ def test_burners_run_during_a_run_and_are_gone_after_it(
     workdir, pids, tool = json.loads(out.read_text())
     assert tool.startswith("stress-ng ")
     [leader] = pids
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + bound("calm-op")
     while (left := group_members(leader)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"stress-ng processes left after the run: {left}"
@@ -318,7 +319,7 @@ def test_burners_of_a_sigkilled_run_are_recorded_and_gone_after_the_next_run(
     out = tmp_path / "inner.txt"
     argv = start_inner(pytester, out, 120)
     with subprocess.Popen(argv, cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + bound("settle-ceiling")
         while not out.exists() and time.monotonic() < deadline and run.poll() is None:
             time.sleep(0.05)
         assert out.exists(), "the inner run never reached its test"
@@ -333,7 +334,7 @@ def test_burners_of_a_sigkilled_run_are_recorded_and_gone_after_the_next_run(
         [*argv, "-k", "nothing_matches"], cwd=pytester.path, capture_output=True, text=True, timeout=300
     )
     assert again.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, again.stdout[-2000:]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + bound("calm-op")
     while (left := group_members(leader)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"stress-ng processes of the killed run are still there: {left}"

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from prism_testkit.backends.postgres.ha import PORT, PostgresHaCluster, PostgresHaProvisioner
 
+from prism_testkit.patience import bound
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.netns import NAME_PREFIX
 from prism_testkit.provision.processes import port_open
@@ -485,7 +486,7 @@ def test_teardown_leaves_nothing_behind(workdir: Path, prism_binaries: Mapping[s
     cluster.failover()  # a fenced node and a promoted one: teardown copes with either
     assert endpoint.teardown is not None
     endpoint.teardown()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + bound("calm-op")
     while _processes_inside(workdir) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _processes_inside(workdir) == []

@@ -178,7 +178,7 @@ def test_no_orphan_when_the_owning_process_is_killed(tmp_path: Path) -> None:
         server_pid = int(parent.stdout.readline())
         assert not gone(server_pid)
         os.kill(parent.pid, signal.SIGKILL)  # as a crashed xdist worker would die
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + bound("calm-op")
     while not gone(server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(server_pid), "the server outlived the process that started it"
@@ -249,7 +249,7 @@ def test_a_start_after_the_leader_died_alone_first_ends_the_rest_of_its_group(tm
     first_helper = int(pids.read_text())
     assert proc.pid is not None
     os.kill(proc.pid, signal.SIGKILL)  # the leader alone, not its group
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + bound("calm-op")
     while proc.alive and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not gone(first_helper), "the helper must outlive its leader for this test to mean anything"
@@ -288,7 +288,7 @@ def test_kill_also_ends_children_that_left_the_process_group(tmp_path: Path) -> 
     failed ("pre-existing shared memory block is still in use"), twice in hunts."""
     proc, pids = forking_server(tmp_path, own_session=True)
     proc.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + bound("calm-op")
     while not pids.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     helper = int(pids.read_text())
@@ -352,7 +352,7 @@ def test_a_pause_stops_the_children_that_left_the_group_too(tmp_path: Path) -> N
     proc, pids = forking_server(tmp_path, own_session=True)
     proc.start()
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + bound("calm-op")
         while not pids.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         helper = int(pids.read_text())

@@ -27,6 +27,7 @@ from prism_testkit.backends.redis.sentinel import (
 )
 
 from prism_testkit.errors import ConnectionLost
+from prism_testkit.patience import bound
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.processes import port_open
 from tests.conftest import cluster_in_a_temp_dir, provision_cluster
@@ -315,7 +316,7 @@ def test_teardown_leaves_nothing_behind(prism_binaries: Mapping[str, Path]) -> N
         cluster.failover()  # a fenced node and a promoted one: teardown copes with either
         assert endpoint.teardown is not None
         endpoint.teardown()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + bound("calm-op")
         while _processes_inside(workdir) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _processes_inside(workdir) == []

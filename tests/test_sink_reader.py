@@ -43,7 +43,7 @@ def run_reader(
         first = [m.payload for m in await reader.until_now(time.monotonic() + within)]
         took = time.monotonic() - started
         await send(b"d")
-        second = [m.payload for m in await reader.until_now(time.monotonic() + 5)]
+        second = [m.payload for m in await reader.until_now(time.monotonic() + within)]
         await reader.close()
         await driver.close()
         return first, second, took
