@@ -111,6 +111,9 @@ class PrismRuntime:
         self._proxied: dict[str, tuple[Driver, FaultProxy, Endpoint]] = {}
         # name -> the proxy's faults_injected when its driver connected: more means reconnect
         self._proxied_faults: dict[str, int] = {}
+        # Names whose proxied driver a reconnect has closed and not yet replaced (the connect of
+        # its successor failed): that driver is never handed out again, proxied() opens one first.
+        self._proxied_closed: set[str] = set()
         self._own_proxies: list[FaultProxy] = []
         # name -> a second instance on a lazy filesystem (power cuts), or why it could not start
         self._power_loss: dict[str, PowerLossInstance] = {}
@@ -420,6 +423,11 @@ class PrismRuntime:
                 self._own_proxies.append(proxy)
                 endpoint = endpoint.rerouted(proxy.host, proxy.port)
             await self._connect_proxied(name, proxy, endpoint)
+        elif name in self._proxied_closed:
+            # The harness closed this driver to reconnect it and the reconnect failed: an
+            # operation on it would fail as if the backend had lost its connection.
+            _, proxy, rerouted = self._proxied[name]
+            await self._connect_proxied(name, proxy, rerouted)
         driver, proxy, _ = self._proxied[name]
         return driver, proxy
 
@@ -445,7 +453,11 @@ class PrismRuntime:
                 proxied[1].set_upstream(*endpoint.address)
                 if proxied[1].upstream != before:
                     self._proxied_faults[name] = -1  # its connections lead to the old node
-            if proxied is not None and self._proxied_state(name, proxied[1]) != self._proxied_faults.get(name):
+            if proxied is None:
+                continue
+            if name in self._proxied_closed:  # a reconnect closed its driver and failed: again
+                self.run(self._connect_proxied(name, proxied[1], proxied[2]))
+            elif self._proxied_state(name, proxied[1]) != self._proxied_faults.get(name):
                 # Faults or a restart (of a cluster's node too) may have left its pooled connections broken.
                 self.run(self._connect_proxied(name, proxied[1], proxied[2], old=proxied[0]))
         self._close_retired()  # the test is over: its abandoned operations have been settled
@@ -461,6 +473,9 @@ class PrismRuntime:
     ) -> Driver:
         if old is not None:
             self._retired.append(old)
+            # Closed from here on, and still the entry of ``name`` until its successor connects:
+            # should that fail, it must not serve the next test or example (see proxied()).
+            self._proxied_closed.add(name)
             with contextlib.suppress(Exception):  # its connections may be dead already
                 await old.close()
         spec = self.registry[name]
@@ -468,6 +483,7 @@ class PrismRuntime:
         driver = await spec.driver_class.connect(spec.name, spec.capabilities, rerouted)
         self._proxied[name] = (driver, proxy, rerouted)
         self._proxied_faults[name] = faults
+        self._proxied_closed.discard(name)
         return driver
 
     def _proxied_state(self, name: str, proxy: FaultProxy) -> int:
@@ -492,11 +508,14 @@ class PrismRuntime:
         # news, as its server is stopped next either way.
         client_errors: list[str] = errors if self.interrupts.received is None else []
         for name, (driver, _, _) in list(self._proxied.items()):
+            if name in self._proxied_closed:
+                continue  # closed by a reconnect that failed (and retired, closed again below)
             try:
                 self.run(driver.close())
             except Exception as exc:
                 client_errors.append(f"{name} (proxied): {exc}")
         self._proxied.clear()
+        self._proxied_closed.clear()
         for name, instance in list(self._power_loss.items()):
             try:
                 self.run(self._stop_power_loss_instance(name, instance))
