@@ -7,6 +7,7 @@ anything that may carry a URL goes through :func:`prism_testkit.redaction.redact
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -160,14 +161,17 @@ def interrupt_within(error: BaseException) -> KeyboardInterrupt | None:
     some calls into another error that chains it (3.11 wraps one raised during a class's
     ``__set_name__``, as a dataclass field does at import, in a RuntimeError): code that reports
     errors must still stop for it."""
+    return next((e for e in chained(error) if isinstance(e, KeyboardInterrupt)), None)
+
+
+def chained(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and every exception it chains (causes and contexts), each once."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
         current = pending.pop()
         if current is None or id(current) in seen:
             continue
-        if isinstance(current, KeyboardInterrupt):
-            return current
         seen.add(id(current))
+        yield current
         pending += [current.__cause__, current.__context__]
-    return None

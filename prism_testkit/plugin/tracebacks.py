@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import pytest
 
+from prism_testkit.errors import chained
+
 
 def drop_unnumbered_frames(error: BaseException) -> None:
     """Unlink the traceback entries of ``error`` (and the exceptions it chains) that have no line
     number. A signal handled at an instruction without one (Python 3.11 has them in generators and
     ``finally`` blocks) leaves such an entry, and pytest's report of the interrupt then fails on
     it with a TypeError: a crash, exit 1, where the user pressed Ctrl-C."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in chained(error):
         entry = current.__traceback__
         while entry is not None and entry.tb_next is not None:
             if entry.tb_next.tb_lineno is None:
                 entry.tb_next = entry.tb_next.tb_next
             else:
                 entry = entry.tb_next
-        pending += [current.__cause__, current.__context__]
 
 
 def keep_only_where_it_struck(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
