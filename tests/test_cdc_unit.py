@@ -29,9 +29,11 @@ from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported
 from prism_testkit.interfaces import KeyChange, Message
+from tests._scenarios import Runner as ScenarioRunner
+from tests._scenarios import scenario_runner
 
 Scenario = Callable[[Driver], Coroutine[Any, Any, None]]
-Runner = Callable[[Scenario], None]
+Runner = ScenarioRunner[Driver]
 
 
 @asynccontextmanager
@@ -45,14 +47,7 @@ async def open_driver(kind: str, directory: Path) -> AsyncIterator[Driver]:
 
 @pytest.fixture(params=["memstore", "sqlite"])
 def on_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Runner:
-    def go(scenario: Scenario) -> None:
-        async def main() -> None:
-            async with open_driver(request.param, tmp_path) as driver:
-                await scenario(driver)
-
-        asyncio.run(main())
-
-    return go
+    return scenario_runner(lambda: open_driver(request.param, tmp_path))
 
 
 class RecordingSink:

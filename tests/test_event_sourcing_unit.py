@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,8 @@ from prism_testkit.patterns.event_sourcing import (
 from pydantic import ValidationError
 
 from prism_testkit.interfaces import KeyValue, Log, Transaction, Transactions
+from tests._scenarios import Runner as ScenarioRunner
+from tests._scenarios import scenario_runner
 
 # --- fixtures ------------------------------------------------------------------------------
 
@@ -78,19 +80,12 @@ async def open_env(backend: str, directory: Path) -> AsyncIterator[Env]:
         await driver.close()
 
 
-Runner = Callable[[Callable[[Env], Coroutine[Any, Any, None]]], None]
+Runner = ScenarioRunner[Env]
 
 
 @pytest.fixture(params=["memstore", "sqlite"])
 def on_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Runner:
-    def go(scenario: Callable[[Env], Coroutine[Any, Any, None]]) -> None:
-        async def main() -> None:
-            async with open_env(request.param, tmp_path) as env:
-                await scenario(env)
-
-        asyncio.run(main())
-
-    return go
+    return scenario_runner(lambda: open_env(request.param, tmp_path))
 
 
 def deposit(amount: int) -> NewEvent:

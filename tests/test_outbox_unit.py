@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,8 @@ from pydantic import ValidationError
 
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, TransactionAborted
 from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transactions
+from tests._scenarios import Runner as ScenarioRunner
+from tests._scenarios import scenario_runner
 
 T = TypeVar("T")
 LOG = "t-outbox"
@@ -75,21 +77,13 @@ async def open_env(backend: str, directory: Path) -> AsyncIterator[Env]:
         await driver.close()
 
 
-Runner = Callable[[Callable[[Env], Coroutine[Any, Any, None]]], None]
+Runner = ScenarioRunner[Env]
 
 
 @pytest.fixture(params=["memstore", "sqlite"])
 def on_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Runner:
     """Runs an async scenario against a fresh store of the parametrised backend."""
-
-    def go(scenario: Callable[[Env], Coroutine[Any, Any, None]]) -> None:
-        async def main() -> None:
-            async with open_env(request.param, tmp_path) as env:
-                await scenario(env)
-
-        asyncio.run(main())
-
-    return go
+    return scenario_runner(lambda: open_env(request.param, tmp_path))
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,8 @@ from pydantic import ValidationError
 from prism_testkit.errors import ConfigurationError, TransactionAborted
 from prism_testkit.interfaces import KeyValue, Log, Message, Transaction, Transactions
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
+from tests._scenarios import Runner as ScenarioRunner
+from tests._scenarios import scenario_runner
 
 LOG = "t-wal"
 AS_IF_DURABLE = LogDurability("unit-test-log", True)
@@ -129,24 +131,22 @@ class Env:
         return WalApplier(self.log, self.kv, config or WalConfig(log=LOG), transactions=self.transactions, **kwargs)
 
 
-Runner = Callable[[Callable[[Env], Coroutine[Any, Any, None]]], None]
+Runner = ScenarioRunner[Env]
 
 
 @pytest.fixture(params=["memstore", "memstore-tx", "sqlite", "sqlite-tx"])
 def on_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Runner:
     backend, _, tx = str(request.param).partition("-")
 
-    def go(scenario: Callable[[Env], Coroutine[Any, Any, None]]) -> None:
-        async def main() -> None:
-            driver = open_memstore() if backend == "memstore" else await open_sqlite(tmp_path)
-            try:
-                await scenario(Env(driver.log(), driver.keyvalue(), driver.transactions() if tx else None))
-            finally:
-                await driver.close()
+    @asynccontextmanager
+    async def open_env() -> AsyncIterator[Env]:
+        driver = open_memstore() if backend == "memstore" else await open_sqlite(tmp_path)
+        try:
+            yield Env(driver.log(), driver.keyvalue(), driver.transactions() if tx else None)
+        finally:
+            await driver.close()
 
-        asyncio.run(main())
-
-    return go
+    return scenario_runner(open_env)
 
 
 class Applied:
