@@ -29,6 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import prism_testkit.simulation.clock as clocks
+from prism_testkit import patience
 from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.faults.lazyfs import StorageFault
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 # A server that accepts connections but never answers must cost one wait per run, not one per test.
 DEFAULT_CONNECT_TIMEOUT = 20.0
+RECONNECT_PAUSE = 0.1  # between a failed reconnect and the next: the server may still be starting
 
 
 def connect_timeout() -> float:
@@ -68,6 +71,30 @@ def connect_timeout() -> float:
 
 def url_from_environment(backend: str) -> str | None:
     return os.environ.get(f"PRISM_{backend.upper().replace('-', '_')}_URL") or None
+
+
+async def reconnect(spec: BackendSpec, endpoint: Endpoint) -> Driver:
+    """A client connected again after the harness's own restart, failover or heal: a recovering
+    action, retried on errors for the ``recovery`` bound scaled by slowness. A client library's
+    own connect timeout is not scaled (redis-py's 5 s): on a loaded machine one attempt can run
+    out, and the heal's error then failed an example no fault had touched. Past the bound the
+    last error is raised."""
+    deadline = clocks.monotonic() + patience.bound("recovery")
+    while True:
+        left = deadline - clocks.monotonic()
+        try:  # an attempt that hangs ends at the bound too
+            return await asyncio.wait_for(spec.driver_class.connect(spec.name, spec.capabilities, endpoint), left)
+        except TimeoutError:
+            if clocks.monotonic() < deadline:  # the client's own timeout: try again
+                await asyncio.sleep(RECONNECT_PAUSE)
+                continue
+            raise ProvisioningError(
+                f"backend {spec.name!r}: a reconnect did not answer within {patience.describe('recovery')}"
+            ) from None
+        except Exception:
+            if clocks.monotonic() + RECONNECT_PAUSE >= deadline:
+                raise
+            await asyncio.sleep(RECONNECT_PAUSE)
 
 
 class PrismRuntime:
@@ -311,7 +338,7 @@ class PrismRuntime:
                 await asyncio.to_thread(control.kill if kill else control.stop)
                 await asyncio.to_thread(control.start)
             spec = self.registry[name]
-            self._drivers[name] = await spec.driver_class.connect(spec.name, spec.capabilities, self.endpoint(name))
+            self._drivers[name] = await reconnect(spec, self.endpoint(name))
         except Exception as exc:
             self._restart_errors[name] = redact(f"restart failed: {type(exc).__name__}: {exc}")
             raise
@@ -347,7 +374,7 @@ class PrismRuntime:
                     await driver.close()
         try:
             spec = self.registry[name]
-            self._drivers[name] = await spec.driver_class.connect(spec.name, spec.capabilities, self.endpoint(name))
+            self._drivers[name] = await reconnect(spec, self.endpoint(name))
         except Exception as exc:
             self._restart_errors[name] = redact(f"reconnect after a failover failed: {type(exc).__name__}: {exc}")
             raise
@@ -480,7 +507,7 @@ class PrismRuntime:
                 await old.close()
         spec = self.registry[name]
         faults = self._proxied_state(name, proxy)
-        driver = await spec.driver_class.connect(spec.name, spec.capabilities, rerouted)
+        driver = await reconnect(spec, rerouted)
         self._proxied[name] = (driver, proxy, rerouted)
         self._proxied_faults[name] = faults
         self._proxied_closed.discard(name)
