@@ -80,21 +80,25 @@ async def reconnect(spec: BackendSpec, endpoint: Endpoint) -> Driver:
     out, and the heal's error then failed an example no fault had touched. Past the bound the
     last error is raised."""
     deadline = clocks.monotonic() + patience.bound("recovery")
+    refused: Exception | None = None  # the last attempt's own error: what a reader needs most
     while True:
         left = deadline - clocks.monotonic()
         try:  # an attempt that hangs ends at the bound too
             return await asyncio.wait_for(spec.driver_class.connect(spec.name, spec.capabilities, endpoint), left)
-        except TimeoutError:
+        except TimeoutError as exc:
             if clocks.monotonic() < deadline:  # the client's own timeout: try again
-                await asyncio.sleep(RECONNECT_PAUSE)
-                continue
-            raise ProvisioningError(
-                f"backend {spec.name!r}: a reconnect did not answer within {patience.describe('recovery')}"
-            ) from None
-        except Exception:
+                refused = exc
+            elif refused is not None:
+                raise refused from None
+            else:
+                raise ProvisioningError(
+                    f"backend {spec.name!r}: a reconnect did not answer within {patience.describe('recovery')}"
+                ) from None
+        except Exception as exc:
             if clocks.monotonic() + RECONNECT_PAUSE >= deadline:
                 raise
-            await asyncio.sleep(RECONNECT_PAUSE)
+            refused = exc
+        await asyncio.sleep(RECONNECT_PAUSE)
 
 
 class PrismRuntime:
