@@ -112,9 +112,17 @@ async def _snapshotted_since(cluster: Cluster, nodes: list[int], since: float) -
     earlier test left on a shared cluster takes no new entries, so its group never snapshots again."""
 
     async def fresh() -> tuple[bool, ...]:
+        def written_at(path: Path) -> float:
+            # The server replaces its snapshot while this looks: one gone since the listing is
+            # not there (its successor is found on the next look), never an error.
+            try:
+                return path.stat().st_mtime
+            except FileNotFoundError:
+                return 0.0
+
         def each(node: int) -> bool:
             meta = [path for path in cluster.files(node, SNAPSHOTS) if META_GROUP in path.parts]
-            return max((path.stat().st_mtime for path in meta), default=0.0) > since
+            return max(map(written_at, meta), default=0.0) > since
 
         return tuple(await asyncio.to_thread(lambda: [each(node) for node in nodes]))
 
