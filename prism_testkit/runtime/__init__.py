@@ -318,7 +318,9 @@ class PrismRuntime:
         ``power_cut``: SIGKILL, then drop every unsynced write of its lazy data dir (the
         instance must run on one: ``PRISM_LAZYFS``), then start; ``fault`` says what else the cut
         leaves (a torn write, a non-prefix subset of the unsynced writes), its detail appended to
-        the mount's ``faults``.
+        the mount's ``faults``. An orderly stop that ran out of its grace and became a kill
+        raises :class:`~prism_testkit.patience.Unsettled` once the server runs again: a test of
+        an orderly restart must not judge a crash.
         Async because tests call it from inside the running loop; process control runs in a
         thread so other coroutines of the test keep going."""
         control = self.control(name)
@@ -327,6 +329,7 @@ class PrismRuntime:
             raise NotSupported(
                 name, "power loss", f"its data dir is not on a lazy filesystem (set PRISM_LAZYFS={name})"
             )
+        killed_instead = False
         driver = self._drivers.pop(name, None)
         if driver is not None:
             self._retired.append(driver)
@@ -340,6 +343,7 @@ class PrismRuntime:
                 await asyncio.to_thread(power_cycle, name, endpoint, fault)
             elif control is not None:
                 await asyncio.to_thread(control.kill if kill else control.stop)
+                killed_instead = not kill and getattr(control, "stopped_in_order", None) is False
                 await asyncio.to_thread(control.start)
             spec = self.registry[name]
             self._drivers[name] = await reconnect(spec, self.endpoint(name))
@@ -351,6 +355,14 @@ class PrismRuntime:
             # The proxied client's pooled connections died with the server too. It cannot be
             # reconnected now (its proxy may be partitioned); heal() does it once the proxy is.
             self._proxied_faults[name] = -1
+        if killed_instead:
+            # The server runs again, but what follows would judge a crash as an orderly stop.
+            raise patience.Unsettled(
+                f"{name}'s server to stop in order",
+                patience.bound("calm-op"),
+                "calm-op",
+                detail="it was killed instead (SIGKILL after the grace), so no orderly restart happened",
+            )
         return self._drivers[name]
 
     async def failover(self, name: str, *, isolate: bool = False, lagging: bool = False) -> Driver:
