@@ -18,6 +18,7 @@ import pytest
 
 from prism_testkit import patience
 from prism_testkit.interfaces import Message
+from prism_testkit.provision.cluster import Cluster
 from prism_testkit.provision.processes import ServerProcess
 from prism_testkit.runtime import PrismRuntime
 from tests.conftest import runtime_of, started_by_harness
@@ -53,3 +54,23 @@ def test_an_orderly_restart_that_ended_in_order_is_not_a_verdict(runtime: PrismR
     driver = runtime.run(runtime.restart(BACKEND, kill=False))
     assert control.stopped_in_order is True
     runtime.run(driver.queue().send("after-the-restart", Message(b"served")))
+
+
+@pytest.fixture
+def cluster_runtime(prism_binaries: Mapping[str, Path]) -> Iterator[PrismRuntime]:
+    yield from runtime_of("jetstream-r3", "orderly-cluster", prism_binaries)
+
+
+def test_a_cluster_restart_with_one_node_killed_after_its_grace_is_unsettled(
+    cluster_runtime: PrismRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, control = started_by_harness(cluster_runtime, "jetstream-r3")
+    cluster = cluster_runtime.endpoint("jetstream-r3").cluster
+    assert isinstance(cluster, Cluster)
+    monkeypatch.setattr(cluster.servers[1], "stop_signal", signal.SIGWINCH)  # node 1 ignores it
+    monkeypatch.setitem(patience.BOUNDS, "calm-op", 0.5)
+
+    with pytest.raises(patience.Unsettled, match="to stop in order"):
+        cluster_runtime.run(cluster_runtime.restart("jetstream-r3", kill=False))
+    assert cluster.servers[1].stopped_in_order is False
+    assert control.stopped_in_order is False, "one node killed: the cluster did not stop in order"

@@ -75,6 +75,13 @@ class ServerControl(Protocol):
         """Undo any process fault: resume a paused server, start a killed or stopped one."""
         ...
 
+    @property
+    def stopped_in_order(self) -> bool | None:
+        """How the last :meth:`stop` ended: True when the server ended on its own, False when
+        it outlasted its grace and was killed (it wrote what a crash writes), None before any
+        stop. An orderly restart whose stop was a kill is UNSETTLED, never judged as orderly."""
+        ...
+
 
 @dataclass
 class Endpoint:

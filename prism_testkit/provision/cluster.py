@@ -140,6 +140,11 @@ class ClusterContract(Protocol):
         """Heal every partition, resume paused nodes, start stopped ones, and wait until settled."""
         ...
 
+    @property
+    def stopped_in_order(self) -> bool | None:
+        """How the last :meth:`stop` ended: False when any node was killed after its grace."""
+        ...
+
     # node by node
     def kill_node(self, node: int) -> None:
         """SIGKILL one node; the others serve on."""
@@ -239,6 +244,13 @@ class Cluster:
     @property
     def size(self) -> int:
         return len(self.servers)
+
+    @property
+    def stopped_in_order(self) -> bool | None:
+        """How the last whole-cluster :meth:`stop` ended: False when any node was killed after
+        its grace (that node wrote what a crash writes), True when every node ended on its own."""
+        ended = [server.stopped_in_order for server in self.servers]
+        return False if False in ended else None if None in ended else True
 
     # --- the whole cluster (ServerControl) -------------------------------------------------
 

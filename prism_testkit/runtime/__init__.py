@@ -343,7 +343,7 @@ class PrismRuntime:
                 await asyncio.to_thread(power_cycle, name, endpoint, fault)
             elif control is not None:
                 await asyncio.to_thread(control.kill if kill else control.stop)
-                killed_instead = not kill and getattr(control, "stopped_in_order", None) is False
+                killed_instead = not kill and control.stopped_in_order is False
                 await asyncio.to_thread(control.start)
             spec = self.registry[name]
             self._drivers[name] = await reconnect(spec, self.endpoint(name))
