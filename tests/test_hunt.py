@@ -401,6 +401,27 @@ def hunt_summary(result: pytest.RunResult) -> str:
     return output[output.index("prism-testkit hunt") :]
 
 
+def failure_replays(result: pytest.RunResult) -> list[str]:
+    """The lines indented under each ``replay:`` of the failure messages in the whole output
+    (pytest prints an error's lines after ``E``), the command first."""
+    lines = [line.removeprefix("E") for line in result.stdout.lines]
+
+    def indent(line: str) -> int:
+        return len(line) - len(line.lstrip())
+
+    found = []
+    for at, line in enumerate(lines):
+        if line.strip() == "replay:":
+            under = []
+            for later in lines[at + 1 :]:
+                if indent(later) <= indent(line):
+                    break
+                under.append(later.strip())
+            found.append("\n".join(under))
+    assert found, result.stdout.str()
+    return found
+
+
 def test_an_installed_and_a_checked_out_layout_share_a_failure_even_under_a_seed(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
@@ -413,6 +434,12 @@ def test_an_installed_and_a_checked_out_layout_share_a_failure_even_under_a_seed
 
     found = hunt_easy(pytester, checkout, database, "--prism-hunt=30s")
     found.assert_outcomes(failed=1)
+    # Found afresh: the seed replays it, and the failure message names the shared database it
+    # was saved in, not .hypothesis/ (nothing of this run is saved there).
+    for replay in failure_replays(found):
+        assert "--hypothesis-seed=" in replay.splitlines()[0], replay
+        assert f"database {database}" in replay, replay
+    assert ".hypothesis" not in found.stdout.str()
 
     # Under "reuse-only" a test runs only what the database holds: a fresh one, nothing.
     fresh = hunt_easy(pytester, installed, tmp_path / "fresh", "--prism-hunt=1s", "--hypothesis-profile=reuse-only")
@@ -429,7 +456,15 @@ def test_an_installed_and_a_checked_out_layout_share_a_failure_even_under_a_seed
     assert f"from the database {database}, saved under {identity}" in summary, summary
     assert re.search(rf"replay from the database: pytest \S+ .*--prism-hunt=1s --prism-hunt-db={database}", summary)
     assert "\n  seed: " not in summary
-    assert ".hypothesis" not in summary
+    # So does the failure message itself: the command that replays from the database comes
+    # first (the seed's would search afresh, for minutes on a real suite); the seed's follows,
+    # labelled as such.
+    for replay in failure_replays(replayed):
+        first, *rest = replay.splitlines()
+        assert f"--prism-hunt-db={database}" in first, replay
+        assert "--hypothesis-seed" not in first, replay
+        assert any("searches afresh" in line and "--hypothesis-seed=" in line for line in rest), replay
+    assert ".hypothesis" not in replayed.stdout.str()
 
 
 def test_a_seeded_hunt_writes_the_shared_database(pytester: pytest.Pytester, tmp_path: Path) -> None:

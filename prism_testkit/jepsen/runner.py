@@ -509,12 +509,12 @@ class StatefulRun:
                     self.tally.failure = failure_line(exc, self.failed)
                     self.tally.replay = self.replay().split("\n", 1)[0]
                     self.tally.seed = self.seed
+                    self.tally.seed_replay = self.seed_command()
                     if isinstance(exc, Exception):
                         self.keep_schedule(factory, exc)
                     if self.schedule_file is not None and self.replayed is not None:
                         self.tally.schedule = str(self.schedule_file)
                         self.tally.replay = self.replay_command(self.schedule_file)
-                        self.tally.seed_replay = self.replay().split("\n", 1)[0]
                         self.tally.replayed = self.replayed.line()
                     raise
                 finally:
@@ -528,9 +528,9 @@ class StatefulRun:
             plan.progress(self.nodeid, self.tally, final=True)
             self.node.user_properties.append(("prism_hunt", self.tally.as_property()))
 
-    def replay(self) -> str:
-        """The command that runs this failure again (with the server binaries and environment
-        settings of this run), and why it gives the same examples."""
+    def seed_command(self) -> str:
+        """The command that draws this failure again, from its round's seed (or the derandomised
+        profile), with the server binaries and environment settings of this run."""
         from prism_testkit.faults.load import replay_argument
         from prism_testkit.hunting.identity import command_target
         from prism_testkit.hunting.replay import binary_arguments, command_line, run_settings
@@ -549,30 +549,56 @@ class StatefulRun:
         args += binary_arguments(self.chosen_binaries())
         if self.derandomized:
             args.append(f"--hypothesis-profile={self.profile}")
-            how = "derandomised profile: the same examples run again and shrink to this failure"
         else:
             args += ["-p", "no:randomly", f"--hypothesis-seed={self.seed}"]
-            how = "same seed, same examples (the example database in .hypothesis/ also replays it first)"
+        return command_line(args, run_settings())
+
+    def replay(self) -> str:
+        """The command that runs this failure again, first, and why it gives the same examples.
+        A hunt sharing a database saves its failures there, not in .hypothesis/: one replayed
+        from there is replayed from there again (its round's seed would search afresh)."""
+        from prism_testkit.faults.load import replay_argument
+        from prism_testkit.redaction import redact
+
+        seeded = self.seed_command()
         plan = self.hunt
-        if plan is not None and plan.database_label is not None and plan.from_database.get(self.nodeid):
+        shared = plan.database_label if plan is not None else None
+        alternative = None
+        if self.derandomized:
+            command, how = seeded, "derandomised profile: the same examples run again and shrink to this failure"
+        elif plan is None or shared is None:
+            command = seeded
+            how = "same seed, same examples (the example database in .hypothesis/ also replays it first)"
+        else:
             from prism_testkit.hunting.hunt import database_replay
 
-            saved = database_replay(
-                {"replay": command_line(args, run_settings()), "test": self.nodeid}, plan.database_label
-            )
-            how = (
-                f"this failure was replayed from the shared database {plan.database_label}, where it is saved: "
-                f"this seed searches afresh; `{saved}` replays it from there"
-            )
+            label = redact(shared)  # the harness gave it redacted; this text goes to reports too
+            saved = database_replay({"replay": seeded, "test": self.nodeid}, label)
+            secret = " (with the database's credentials in place of ***)" if "***" in label else ""
+            if plan.from_database.get(self.nodeid):
+                command = saved
+                how = (
+                    f"this failure was replayed from the shared example database {label}, where it is saved: "
+                    f"this command replays it from there{secret}"
+                )
+                alternative = f"or from its round's seed, which searches afresh instead of replaying: {seeded}"
+            else:
+                command = seeded
+                how = (
+                    f"same seed, same examples; the failure is saved in the shared example database {label}, "
+                    f"and `{saved}` replays it from there{secret}"
+                )
         command = (
-            f"{command_line(args, run_settings())}\n  ({how}; under --hypothesis-profile=prism-ci Hypothesis also "
+            f"{command}\n  ({how}; under --hypothesis-profile=prism-ci Hypothesis also "
             "prints a @reproduce_failure blob, and the minimal steps are printed below as a program)"
         )
+        if alternative is not None:
+            command += f"\n  {alternative}"
         if not self.simulated:  # say what a replay on real servers cannot pin down
             loaded = " (the load's burners and stall draws replay; where a stall lands in a request does not)"
             command += (
                 "\n  not pinned down on real servers: the timing of their threads and of this machine"
-                + (loaded if load else "")
+                + (loaded if replay_argument(self.node.config) else "")
                 + "; a failure that needs one interleaving may pass on replay (--prism-schedules records"
                 " the steps and replays them once at once, saying whether it reproduced)"
             )
