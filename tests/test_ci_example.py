@@ -9,8 +9,11 @@ the same whether backends run in one job or in several.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -24,6 +27,7 @@ from prism_testkit.report.merge import row_key, totals
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "examples" / "ci" / "github-actions.yml"
+DOCS = ROOT / "docs" / "reports.md"
 BACKENDS = ["memstore", "sqlite", "localfs"]
 SHARDS = [1, 2, 3]
 SUITES = " ".join(
@@ -156,3 +160,25 @@ def test_the_per_backend_step_lists_unfitting_suites_where_the_settings_require_
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
     assert " error" not in job.stdout.splitlines()[-1], job.stdout[-1000:]
     assert "passed" in job.stdout.splitlines()[-1], "the suite localfs fits ran"
+
+
+def pytest_options(command: str) -> set[str]:
+    """The options of a command's pytest line: ``--name`` without its value (a job's backend and
+    shard differ), ``-o`` and ``-p`` with theirs (the setting is the point)."""
+    [line] = [line for line in command.splitlines() if line.startswith("pytest ")]
+    words = shlex.split(re.sub(r"\$\{\{.*?\}\}", "X", line))  # a workflow expression, one word
+    found = {word.partition("=")[0] for word in words if word.startswith("--")}
+    return found | {f"{word} {value}" for word, value in itertools.pairwise(words) if word in ("-o", "-p")}
+
+
+def test_the_docs_ci_snippet_runs_a_job_as_the_example_does() -> None:
+    """docs/reports.md's CI snippet is what readers copy: its pytest line must be the example
+    step's, or a copy run from a checkout ends in errors for the suites its backend cannot fit
+    (the repository's prism_require_fit) and runs unsharded where the merge expects shards."""
+    section = DOCS.read_text().partition("## CI matrices")[2]
+    snippet = section.partition("```bash\n")[2].partition("```")[0]
+    documented = pytest_options(snippet)
+    assert "-o prism_require_fit=false" in documented, snippet
+    assert "--prism-shard" in documented, snippet
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    assert documented == pytest_options(step(workflow, "suites", "suites"))
