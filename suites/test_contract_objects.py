@@ -4,7 +4,8 @@ TTL (``objects.ttl``, checked both ways)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Collection
+from contextlib import AsyncExitStack
 
 import pytest
 
@@ -13,7 +14,17 @@ from prism_testkit import Capability, ObjectStore, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, NotSupported, ObjectNotFound
 from prism_testkit.isolation import Namespace
 
-from ._helpers import SHORT_TTL, Stopwatch, before_expiry, check_purge, collect, eventually, expiry_deadline
+from ._helpers import (
+    SHORT_TTL,
+    Stopwatch,
+    before_expiry,
+    check_purge,
+    collect,
+    eventually,
+    expiry_deadline,
+    gather_all,
+    own_client,
+)
 
 pytestmark = prism_suite("objects", backend=Slot.needs("objects"))
 
@@ -103,6 +114,77 @@ async def test_buckets_are_isolated(prism_env: PrismEnv) -> None:
     await store.delete(first, "k")
     assert await store.get(second, "k") == b"second"
     assert await collect(store.list_keys(first)) == []
+
+
+CLIENTS = 4  # the test's driver and three clients of its own, racing on one bucket
+RACED_BUCKETS = 6
+
+
+async def refused(operation: Awaitable[object]) -> BucketNotFound | BucketNotEmpty | None:
+    """None when ``operation`` succeeded; the bucket error it raised otherwise (any other
+    error fails the test)."""
+    try:
+        await operation
+    except (BucketNotFound, BucketNotEmpty) as exc:
+        return exc
+    return None
+
+
+async def stores(prism_env: PrismEnv, count: int) -> tuple[AsyncExitStack, list[ObjectStore]]:
+    """The test's store and ``count - 1`` of its own clients' (closed with the stack)."""
+    stack = AsyncExitStack()
+    others = [await stack.enter_async_context(own_client(prism_env, "backend")) for _ in range(count - 1)]
+    return stack, [store_of(prism_env), *(driver.objects() for driver in others)]
+
+
+async def test_concurrent_deletes_of_one_bucket_succeed_exactly_once(prism_env: PrismEnv) -> None:
+    # A delete that checks and then deletes lets two callers both delete "the" bucket: one of
+    # them deleted a missing bucket without BucketNotFound.
+    buckets = [prism_env.ns.name(f"raced-{i}") for i in range(RACED_BUCKETS)]
+    stack, racers = await stores(prism_env, CLIENTS)
+    async with stack:
+        for bucket in buckets:
+            await racers[0].create_bucket(bucket)
+        outcomes = await gather_all(*(refused(each.delete_bucket(bucket)) for bucket in buckets for each in racers))
+    for i, bucket in enumerate(buckets):
+        mine = outcomes[i * CLIENTS : (i + 1) * CLIENTS]
+        succeeded = sum(outcome is None for outcome in mine)
+        assert succeeded == 1, f"{CLIENTS} concurrent delete_bucket calls of {bucket!r}: {succeeded} succeeded"
+        wrong = [
+            type(outcome).__name__
+            for outcome in mine
+            if outcome is not None and not isinstance(outcome, BucketNotFound)
+        ]
+        assert not wrong, f"the losers of a delete_bucket race must see BucketNotFound, not {wrong}"
+        assert await racers[0].bucket_exists(bucket) is False
+
+
+async def test_a_put_racing_delete_bucket_is_never_lost(prism_env: PrismEnv) -> None:
+    # Either the put lands first (the delete is refused as BucketNotEmpty and the object kept)
+    # or the delete does (the put raises BucketNotFound): both succeeding loses the object.
+    buckets = [prism_env.ns.name(f"put-race-{i}") for i in range(RACED_BUCKETS)]
+    stack, (store, other) = await stores(prism_env, 2)
+    async with stack:
+        for bucket in buckets:
+            await store.create_bucket(bucket)
+        outcomes = await gather_all(
+            *(
+                op
+                for bucket in buckets
+                for op in (refused(store.delete_bucket(bucket)), refused(other.put(bucket, "k", b"v")))
+            )
+        )
+        for i, bucket in enumerate(buckets):
+            deleted, put = outcomes[2 * i], outcomes[2 * i + 1]
+            if put is None:
+                assert isinstance(deleted, BucketNotEmpty), (
+                    f"a put into {bucket!r} succeeded and so did delete_bucket ({deleted!r}): the object is lost"
+                )
+                assert await store.get(bucket, "k") == b"v"
+            else:
+                assert isinstance(put, BucketNotFound), f"a put racing delete_bucket raised {put!r}"
+                assert deleted is None, f"the put was refused, so the delete must have succeeded: {deleted!r}"
+                assert await store.bucket_exists(bucket) is False
 
 
 # --- objects -------------------------------------------------------------------------------

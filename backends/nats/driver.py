@@ -189,9 +189,11 @@ def _named(name: str, what: str) -> str:
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, err_code: int, description: str) -> None:
+    def __init__(self, code: int, err_code: int, description: str, *, resent: bool = False) -> None:
         self.code = code
         self.err_code = err_code
+        # the answer is to a repeat of a request left unanswered, which may have taken effect
+        self.resent = resent
         super().__init__(f"JetStream API error {code}/{err_code}: {description}")
 
 
@@ -617,11 +619,13 @@ class NatsObjects:
     def _meta_subject(bucket: str, key: str) -> str:
         return f"$O.{token(bucket)}.M.{base64.urlsafe_b64encode(key.encode()).decode()}"
 
-    async def create_bucket(self, bucket: str) -> None:
+    def _config(self, bucket: str, *, closed: bool = False) -> dict[str, Any]:
+        """The bucket's stream config; ``closed``: its subjects swapped for one no put uses."""
         name = _named(bucket, "bucket")
-        config = {
+        subjects = [f"$O.{name}.closing"] if closed else [f"$O.{name}.C.>", f"$O.{name}.M.>"]
+        return {
             "name": OBJ_STREAM + name,
-            "subjects": [f"$O.{name}.C.>", f"$O.{name}.M.>"],
+            "subjects": subjects,
             "retention": "limits",
             "storage": "file",
             "discard": "new",
@@ -630,15 +634,56 @@ class NatsObjects:
             "num_replicas": self._driver.replicas,
             "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
         }
-        await self._driver.create_stream(config)
+
+    async def create_bucket(self, bucket: str) -> None:
+        await self._driver.create_stream(self._config(bucket))
 
     async def delete_bucket(self, bucket: str) -> None:
+        """JetStream has no "delete if empty": the bucket is closed to puts first (its subjects
+        swapped, so a put sent meanwhile finds no stream and waits), then checked, then deleted
+        or reopened. Checked and deleted while open, a put landing in between was lost with it;
+        and a delete that found the stream gone is BucketNotFound, so concurrent deletes of one
+        bucket succeed once."""
         stream = self._stream(bucket)
-        if not await self._driver.stream_exists(stream):
-            raise BucketNotFound(bucket)
+        try:
+            await self._update(bucket, closed=True)
+        except ApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                raise BucketNotFound(bucket) from None
+            raise
         if await self._driver.subjects(stream, f"$O.{token(bucket)}.M.>"):
+            await self._update(bucket, closed=False)
             raise BucketNotEmpty(bucket)
-        await self._driver.delete_stream(stream)
+        try:
+            await self._driver.delete_stream(stream, missing_ok=False)
+        except ApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                raise BucketNotFound(bucket) from None
+            raise
+
+    async def _update(self, bucket: str, *, closed: bool) -> None:
+        stream = self._stream(bucket)
+        await self._driver.api(f"$JS.API.STREAM.UPDATE.{stream}", self._config(bucket, closed=closed), repeatable=True)
+
+    async def _publish(self, bucket: str, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> int:
+        """Publish into ``bucket``'s stream. Nobody answering means the bucket is gone
+        (BucketNotFound) or a delete_bucket has it closed while it checks: then the put waits
+        for the bucket to reopen or vanish, within the ``calm-op`` bound."""
+        deadline = time.monotonic() + patience.bound("calm-op")
+        while True:
+            try:
+                return await self._driver.publish(subject, payload, headers)
+            except ConnectionLost as exc:
+                if not isinstance(exc.__cause__, nats.errors.NoRespondersError):
+                    raise
+                if not await self._driver.stream_exists(self._stream(bucket)):
+                    raise BucketNotFound(bucket) from None
+                if time.monotonic() > deadline:
+                    raise ConnectionLost(
+                        f"backend {self._driver.name!r}: bucket {bucket!r} stayed closed by a delete_bucket "
+                        f"for {patience.describe('calm-op')}"
+                    ) from exc
+                await asyncio.sleep(patience.handed("poll"))
 
     async def bucket_exists(self, bucket: str) -> bool:
         return await self._driver.stream_exists(self._stream(bucket))
@@ -706,11 +751,11 @@ class NatsObjects:
                 while len(buffer) >= CHUNK_SIZE:
                     chunk = bytes(buffer[:CHUNK_SIZE])
                     del buffer[:CHUNK_SIZE]
-                    await self._driver.publish(chunk_subject, chunk)
+                    await self._publish(bucket, chunk_subject, chunk)
                     digest.update(chunk)
                     size, count = size + len(chunk), count + 1
             if buffer:
-                await self._driver.publish(chunk_subject, bytes(buffer))
+                await self._publish(bucket, chunk_subject, bytes(buffer))
                 digest.update(buffer)
                 size, count = size + len(buffer), count + 1
             replaced = await self._write_meta(bucket, key, nuid, size, count, digest.digest(), meta)
@@ -745,7 +790,7 @@ class NatsObjects:
             seq = 0 if stored is None else stored.seq
             headers = {"Nats-Rollup": "sub", EXPECTED_LAST_SUBJECT_SEQ: str(seq)}
             try:
-                await self._driver.publish(subject, body, headers)
+                await self._publish(bucket, subject, body, headers)
             except ApiError as exc:
                 if exc.err_code in ERR_WRONG_LAST_SEQ:
                     continue  # a concurrent put won the race: replace that one instead
@@ -954,9 +999,11 @@ class NatsDriver(Driver):
         retry_read_every = READ_RETRY_EVERY if self.replicas > 1 else API_TIMEOUT
         each = retry_read_every if read else API_TIMEOUT if repeatable else overall
         deadline = time.monotonic() + overall
+        sends = 0
         with self.guard():
             while True:
                 try:
+                    sends += 1
                     reply = await self.nc.request(subject, payload, timeout=min(each, deadline - time.monotonic()))
                 except nats.errors.TimeoutError:
                     if deadline - time.monotonic() < 0.05:
@@ -985,7 +1032,12 @@ class NatsDriver(Driver):
                     f"backend {self.name!r}: {subject} was answered 'temporarily unavailable' (503) until its "
                     f"deadline, {overall:.1f}s: the cluster had no leader for it"
                 )
-            raise ApiError(int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description")))
+            raise ApiError(
+                int(error.get("code", 0)),
+                int(error.get("err_code", 0)),
+                str(error.get("description")),
+                resent=sends > 1,
+            )
         answer: dict[str, Any] = data
         return answer
 
@@ -1094,14 +1146,16 @@ class NatsDriver(Driver):
             raise
         return True
 
-    async def delete_stream(self, stream: str, *, until_unlisted: bool = True) -> None:
+    async def delete_stream(self, stream: str, *, until_unlisted: bool = True, missing_ok: bool = True) -> None:
         """Delete ``stream``; by default return once no listing names it (see
-        :meth:`_until_unlisted`), so a bucket deleted is gone for whoever lists next."""
+        :meth:`_until_unlisted`), so a bucket deleted is gone for whoever lists next. Without
+        ``missing_ok``, a stream already gone raises the API's "not found" unless that answered
+        a repeat of our own unanswered request (which is taken as the one that deleted it)."""
         self.forget(stream)
         try:
             await self.api(f"$JS.API.STREAM.DELETE.{stream}", repeatable=True)
         except ApiError as exc:
-            if exc.err_code != ERR_STREAM_NOT_FOUND:
+            if exc.err_code != ERR_STREAM_NOT_FOUND or not (missing_ok or exc.resent):
                 raise
         if until_unlisted:
             await self._until_unlisted([stream])
