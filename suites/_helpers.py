@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shlex
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 import prism_testkit.simulation.clock as clocks
 from prism_testkit import BackendProperties, Driver, Message, Ordering, PrismEnv, patience
+from prism_testkit.hunting.identity import OWN_SUITES
 from prism_testkit.interfaces import Log, PubSub, Queue, QueueDelivery, Record, Subscription, Transaction, Transactions
 from prism_testkit.isolation import Namespace
 from prism_testkit.provision.base import Endpoint
@@ -55,6 +57,17 @@ SHORT_TTL = 0.3  # seconds: TTLs and visibility timeouts the suites let run out
 EXPIRY_DEADLINE = 1.0  # how long after SHORT_TTL a backend may take to make expiry visible
 WAIT = 0.3  # a receive / read wait used where nothing is expected to arrive
 WAIT_OVERRUN = 0.7  # seconds past its end a wait on nothing may return (x the machine's slowness)
+
+
+def replay_command(module: str, backend: str, select: str) -> str:
+    """The command that runs the tests of suite ``module`` (its ``__name__``) matching
+    ``select`` (``-k``) on ``backend``, from any directory: the module named by its package
+    identity under ``--pyargs``, the same in a checkout, an installed package and an author's
+    project (a path such as ``suites/...`` exists only in this project's checkout)."""
+    target = f"{OWN_SUITES}.{module.rpartition('.')[2]}"
+    return shlex.join(
+        ["pytest", "--pyargs", target, f"--prism-backend={backend}", "-k", select, "-p", "no:cacheprovider"]
+    )
 
 
 def arrival_wait() -> float:

@@ -36,7 +36,7 @@ from prism_testkit import Driver, Message, PrismEnv, Slot, findings, patience, p
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.cluster import damage
 
-from ._helpers import electing_cluster
+from ._helpers import electing_cluster, replay_command
 from ._stream_copies import lead, states, stream_of_log
 
 pytestmark = prism_suite("damaged_leader", backend=Slot.needs("log"))
@@ -87,7 +87,7 @@ async def test_a_damaged_replica_that_leads_serves_every_acknowledged_record(
     assert leaders is not None
     driver = prism_env.driver("backend")
     log_name = prism_env.ns.name("log")
-    replay = f"pytest suites/test_contract_damaged_leader.py --prism-backend={name} -k {mode} -p no:cacheprovider"
+    replay = replay_command(__name__, name, mode)
     expected: dict[int, bytes] = {}
 
     async def append(index: int) -> None:

@@ -33,7 +33,7 @@ from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.simulation import clock
 
 from ._durability import missing_writes, write_everything
-from ._helpers import own_client
+from ._helpers import own_client, replay_command
 
 pytestmark = prism_suite("failover", backend=Slot.one_of("keyvalue", "queue", "log", "objects"))
 
@@ -107,7 +107,7 @@ async def test_acknowledged_writes_survive_a_failover(
     if load is not None:
         acknowledged += len(load.acknowledged)
         missing += await load.missing(after)
-    replay = f"pytest suites --prism-pattern=failover --prism-backend={name} -k '{how}'"
+    replay = replay_command(__name__, name, how)
     request.node.user_properties.append(
         (
             "failover",
@@ -170,7 +170,6 @@ async def test_a_client_from_before_the_failover_writes_to_the_new_primary(prism
         assert await client.keyvalue().get(after) == b"after", f"{name}: the client does not read its own write"
         assert await fresh.keyvalue().get(after) == b"after", (
             f"{name}: a write the old client was told succeeded is not on the new primary n{cluster.primary} "
-            f"(its tries: {outcomes})\nreplay: pytest suites/test_contract_failover.py --prism-backend={name} "
-            "-k client_from_before"
+            f"(its tries: {outcomes})\nreplay: {replay_command(__name__, name, 'client_from_before')}"
         )
         assert await fresh.keyvalue().get(before) == b"before"

@@ -31,6 +31,7 @@ from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.provision.cluster import FailoverCluster
 
 from ._durability import Written, missing_writes, write_everything
+from ._helpers import replay_command
 
 # Lose the primary as soon as the replicas are uneven, before a promoter that ranks them from a
 # cached view has refreshed it (docs/findings.md: Redis Sentinel promotes the replica behind).
@@ -127,7 +128,7 @@ async def _judge(
 ) -> None:
     name = prism_env.combination["backend"]
     ahead, behind, positions, written = result
-    replay = f"pytest suites/test_contract_failover_uneven.py --prism-backend={name} -k {how}"
+    replay = replay_command(__name__, name, how)
     assert cluster.primary == ahead, (
         f"{name}: n{old} lost with replicas at (received, applied) {positions}; n{cluster.primary} was promoted, "
         f"not n{ahead}, the replica holding every acknowledged write\nreplay: {replay}"

@@ -49,7 +49,7 @@ from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_s
 from prism_testkit.errors import ConnectionLost
 from prism_testkit.simulation import clock
 
-from ._helpers import client_of_node, client_on_node, electing_cluster
+from ._helpers import client_of_node, client_on_node, electing_cluster, replay_command
 from ._stream_copies import stream_of
 
 pytestmark = prism_suite("leader_change", backend=Slot.one_of("keyvalue", "log"))
@@ -128,7 +128,7 @@ async def test_a_read_outlasted_by_a_time_without_leader_ends_unknown(prism_env:
         assert not isinstance(outcome, BaseException), (
             f"{name}: a {label} issued while n{near} named no leader of {kv_stream} (the others paused) ended in "
             f"{type(outcome).__name__}: {outcome}, neither a value nor an unknown outcome\n"
-            f"replay: pytest suites/test_contract_leader_change.py --prism-backend={name} -k outlasted"
+            f"replay: {replay_command(__name__, name, 'outlasted')}"
         )
         got = outcome if label == "get" else [bytes(r.message.payload) for r in outcome]  # type: ignore[union-attr]
         assert got in (b"v0", [b"before"]), f"{name}: a {label} with no leader read {got!r}"
@@ -155,7 +155,7 @@ async def _writes_across_a_leader_change(prism_env: PrismEnv, fault: str) -> Non
     near = next(n for n in range(cluster.size) if n != lost)
     others = [n for n in range(cluster.size) if n != near]
     test = {KILL: "a_stream_elects", KILL_CLIENTS_NODE: "node_is_killed", PAUSE_OTHERS: "knows_no_leader"}[fault]
-    replay = f"pytest suites/test_contract_leader_change.py --prism-backend={name} -k {test}"
+    replay = replay_command(__name__, name, test)
     what = {
         KILL: f"n{lost}, leader of {kv_stream}, was killed",
         KILL_CLIENTS_NODE: f"the client's node n{lost}, leader of {kv_stream}, was killed",

@@ -48,7 +48,7 @@ from prism_testkit import Driver, Endpoint, Message, PrismEnv, Slot, findings, p
 from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.provision.cluster import Cluster, FailoverCluster, StreamStates
 
-from ._helpers import electing_cluster
+from ._helpers import electing_cluster, replay_command
 from ._stream_copies import lead, states, stream_of_log
 
 pytestmark = prism_suite("node_power_cut", backend=Slot.needs("log"))
@@ -114,7 +114,7 @@ async def test_an_os_crash_of_one_node_between_pauses_loses_no_acknowledged_reco
     if cluster.stream_leaders is None or cluster.stream_states is None or cluster.move_stream_leader is None:
         pytest.skip(f"{name}: its nodes' copies and stream leaders cannot be read and moved one by one")
     leaders = cluster.stream_leaders
-    replay = f"pytest suites/test_contract_node_power_cut.py --prism-backend={name} -k {mode} -p no:cacheprovider"
+    replay = replay_command(__name__, name, mode)
     log = prism_env.ns.name("log")
     acknowledged: set[int] = set()
     stuck: list[str] = []  # what never came back after the heal: liveness, reported beside any loss

@@ -40,6 +40,7 @@ from prism_testkit.faults.power_loss import SUITE_FAULTS, PowerLossInstance
 
 from ._ack_crash import Targets, crash_rounds, interfaces_of, rounds_for
 from ._durability import missing_writes, write_everything
+from ._helpers import replay_command
 
 pytestmark = prism_suite("power_loss", backend=Slot.one_of("keyvalue", "queue", "log", "objects"))
 
@@ -87,7 +88,7 @@ async def test_acknowledged_writes_survive_a_power_cut(
             outcome = "lost"
     detail = instance.faults[-1] if instance.faults else {}
     discarded = instance.cuts[-1] if instance.cuts else {}
-    replay = f"pytest suites --prism-pattern=power_loss --prism-backend={name} -k '{fault_name}'"
+    replay = replay_command(__name__, name, fault_name)
     request.node.user_properties.append(
         (
             "power_loss",
@@ -141,7 +142,7 @@ async def test_acknowledged_writes_to_established_data_survive_a_power_cut(
     written = await write_everything(instance.driver, prism_env.ns, again="+again")
     acknowledged = sum(w.acknowledged for w in written)
     assert acknowledged > 0, f"{name}: nothing was written after the write-back, so nothing could be lost"
-    replay = f"pytest suites --prism-pattern=power_loss --prism-backend={name} -k established"
+    replay = replay_command(__name__, name, "established")
     try:
         after = await instance.cut_power(None)
     except Exception as exc:
@@ -227,5 +228,5 @@ async def test_each_acknowledged_write_survives_a_power_cut_right_after_it(
     assert not found.rounds_lost, (
         f"{name} declares {claim} but {found.verdict()}; the last cut discarded "
         f"{instance.cuts[-1] if instance.cuts else {}}\n"
-        f"replay: pytest suites --prism-pattern=power_loss --prism-backend={name} -k right_after"
+        f"replay: {replay_command(__name__, name, 'right_after')}"
     )

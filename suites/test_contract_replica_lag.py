@@ -36,7 +36,7 @@ import pytest
 from prism_testkit import Capability, Driver, Message, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.provision.cluster import FailoverCluster
 
-from ._helpers import client_of_node, electing_cluster, read_all
+from ._helpers import client_of_node, electing_cluster, read_all, replay_command
 from ._stream_copies import grown, streams_grown_by
 
 pytestmark = prism_suite("replica_lag", backend=Slot.one_of("keyvalue", "log", "objects"))
@@ -81,7 +81,7 @@ async def test_a_client_of_a_cut_off_node_never_reads_the_past(prism_env: PrismE
     driver = prism_env.driver("backend")
     kv = driver.supports(Capability.KEYVALUE_CAS)
     log = driver.supports(Capability.LOG)
-    replay = f"pytest suites/test_contract_replica_lag.py --prism-backend={name} -k cut_off_node"
+    replay = replay_command(__name__, name, "cut_off_node")
     stale: list[str] = []
     judged: list[str] = []
     async with contextlib.AsyncExitStack() as stack:

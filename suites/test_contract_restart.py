@@ -25,6 +25,7 @@ from prism_testkit.provision.base import Via
 from . import _durability as durability
 from ._ack_crash import Targets, crash_rounds, interfaces_of, rounds_for
 from ._durability import Written, missing_writes
+from ._helpers import replay_command
 
 pytestmark = prism_suite("restart", backend=Slot.one_of("keyvalue", "queue", "log", "objects"))
 
@@ -99,6 +100,5 @@ async def test_each_acknowledged_write_survives_a_kill_right_after_it(
     found = await crash_rounds(targets, crash, rounds_for(endpoint))
     prism_env.anomalies["lost"] += sum(len(lost) for lost in found.lost)
     assert not found.rounds_lost, (
-        f"{name} declares durable but {found.verdict()}\n"
-        f"replay: pytest suites --prism-pattern=restart --prism-backend={name} -k right_after"
+        f"{name} declares durable but {found.verdict()}\nreplay: {replay_command(__name__, name, 'right_after')}"
     )

@@ -42,7 +42,7 @@ from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.cluster import Cluster, StreamState, damage
 from prism_testkit.simulation import clock
 
-from ._helpers import electing_cluster
+from ._helpers import electing_cluster, replay_command
 from ._stream_copies import states, stream_of_log
 
 pytestmark = prism_suite("snapshot_corruption", backend=Slot.needs("log"))
@@ -167,7 +167,7 @@ async def test_corrupt_snapshots_on_a_minority_with_crashes_lose_no_acknowledged
     assert leaders is not None
     driver = prism_env.driver("backend")
     log_name = prism_env.ns.name("log")
-    replay = f"pytest suites/test_contract_snapshot_corruption.py --prism-backend={name} -k {mode} -p no:cacheprovider"
+    replay = replay_command(__name__, name, mode)
     how = MODES[mode]
     expected: dict[int, bytes] = {}
 

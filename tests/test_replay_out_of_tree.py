@@ -10,6 +10,7 @@ author's project.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -56,3 +57,16 @@ def test_the_replay_line_of_a_shipped_suite_runs_from_another_directory(tmp_path
     assert again.returncode == pytest.ExitCode.TESTS_FAILED, again.stdout[-3000:]
     assert "1 failed" in again.stdout.splitlines()[-1], again.stdout[-2000:]
     assert "INVALID (" in again.stdout
+
+
+def test_no_suite_writes_a_replay_that_only_runs_inside_this_checkout() -> None:
+    # A replay a suite writes itself (a durability or failover verdict's) goes through
+    # suites/_helpers.replay_command; ``pytest suites...`` names a path only this checkout has.
+    in_tree = re.compile(r"pytest suites\b")
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "suites").glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if in_tree.search(line)
+    ]
+    assert not found, "replays naming the checkout's suites/ path:\n" + "\n".join(found)
