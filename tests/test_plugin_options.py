@@ -16,6 +16,7 @@ from prism_testkit.hunting.hunt import HuntError, parse_budget
 from prism_testkit.options import OPTION_NAMES, ineffective, read_options
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.registry.patterns import build_pattern_registry
+from prism_testkit.report.matrix import compliance_matrix
 from tests.conftest import OUT_OF_TREE
 
 KV_SUITE = """
@@ -309,16 +310,33 @@ def test_hypothesis_profiles_are_registered_and_ci_is_derandomised(
 def test_unavailable_backends_are_listed_loudly(pytester: pytest.Pytester, third_party: Callable[..., None]) -> None:
     install_ghost(third_party)
     pytester.makepyfile(KV_SUITE)
+    # a suite ghost cannot fit (it declares no keyvalue.ttl): its row must not mark ghost unavailable
+    pytester.makepyfile(
+        test_ttl="""
+        from prism_testkit import PrismEnv, Slot, prism_suite
+
+        pytestmark = prism_suite("sandbox_ttl", backend=Slot.needs("keyvalue.ttl"))
+
+        def test_fits(prism_env: PrismEnv) -> None:
+            pass
+        """
+    )
     # In a subprocess: an in-process run leaves its closed loop's asyncpg connections to this
     # worker's garbage collector, the likely cause of segfaults in asyncpg's protocol later on
     # (seen three times as an xdist worker dying in a later postgres test).
     result = pytester.runpytest_subprocess("--prism-backend=all", "--prism-report=r.json")
     outcomes = result.parseoutcomes()
-    assert outcomes["passed"] >= 2  # every provisionable backend with keyvalue, whatever is installed
+    assert outcomes["passed"] >= 4  # every provisionable backend with keyvalue (and ttl), whatever is installed
     assert "failed" not in outcomes
     result.stdout.fnmatch_lines(["*UNAVAILABLE backends (not tested)*", "ghost: no ghost-server binary on PATH"])
     report = json.loads((pytester.path / "r.json").read_text())
-    assert report["unavailable"] == [{"backend": "ghost", "reason": "no ghost-server binary on PATH"}]
+    # the suites its declared capabilities fit: the matrix marks it unavailable in those rows only
+    assert report["unavailable"] == [
+        {"backend": "ghost", "reason": "no ghost-server binary on PATH", "fits": ["sandbox_kv"]}
+    ]
+    cells = compliance_matrix(report)["cells"]
+    assert cells["sandbox_kv"]["ghost"] == {"status": "unavailable"}
+    assert cells["sandbox_ttl"]["ghost"] == {"status": "not run"}
 
 
 def test_a_backend_named_explicitly_must_be_provisionable(

@@ -30,7 +30,7 @@ def row(suite: str, passed: int, failed: int = 0, skipped: int = 0, **slots: str
     }
 
 
-def report(*rows: dict[str, Any], **sections: list[dict[str, str]]) -> dict[str, Any]:
+def report(*rows: dict[str, Any], **sections: list[dict[str, Any]]) -> dict[str, Any]:
     backends = sorted({b for r in rows for b in r["combination"].values()})
     return {
         "suites": list(rows),
@@ -130,7 +130,8 @@ def test_the_matrix_has_a_cell_per_backend_and_suite() -> None:
         row("claim_check", 3, messaging="nats", objects="s3"),
         row("keyvalue", 20, failed=1, backend="nats"),
         row("objects", 0, skipped=2, backend="s3"),
-        unavailable=[{"backend": "kafka", "reason": "no tansu"}],
+        # kafka would fit claim_check's messaging slot, never keyvalue or transactions
+        unavailable=[{"backend": "kafka", "reason": "no tansu", "fits": ["claim_check"]}],
         no_runnable=[{"suite": "transactions", "reason": "no transactions"}],
     )
     merged["suites"][0]["anomalies"] = {"lost": 1}
@@ -152,8 +153,48 @@ def test_the_matrix_has_a_cell_per_backend_and_suite() -> None:
     }
     assert cells["keyvalue"]["s3"] == {"status": "not run"}
     assert cells["objects"]["s3"]["status"] == "skipped"
-    assert cells["keyvalue"]["kafka"] == {"status": "unavailable"}
+    assert cells["claim_check"]["kafka"] == {"status": "unavailable"}
+    assert cells["keyvalue"]["kafka"] == {"status": "not run"}
     assert cells["transactions"]["nats"] == {"status": "failed", "reason": "no runnable combination"}
+    assert cells["transactions"]["kafka"] == {"status": "failed", "reason": "no runnable combination"}
+
+
+def test_an_unavailable_backend_is_unavailable_only_in_rows_it_would_fit(tmp_path: Path) -> None:
+    """#51 (10): a backend that could not be provisioned reads "unavailable" in the rows of the
+    suites its declared capabilities fit, and "not run" (as any backend a suite does not fit)
+    elsewhere; the merge keeps what each job found it would fit."""
+    kafka = {"backend": "kafka", "reason": "no tansu"}
+    first = write(
+        tmp_path,
+        "a.json",
+        report(row("keyvalue", 20, backend="nats"), unavailable=[{**kafka, "fits": ["log"]}]),
+    )
+    second = write(
+        tmp_path,
+        "b.json",
+        report(row("log", 4, backend="nats"), unavailable=[{**kafka, "fits": ["log", "queue"]}]),
+    )
+    merged = merge_reports([load_report(first), load_report(second)])
+    assert merged["unavailable"] == [{**kafka, "fits": ["log", "queue"]}]
+    cells = compliance_matrix(merged)["cells"]
+    assert cells["log"]["kafka"] == {"status": "unavailable"}
+    assert cells["keyvalue"]["kafka"] == {"status": "not run"}
+    text = render_markdown(merged)
+    assert "| keyvalue | — | ✅ 20 passed |" in text
+    assert "| log | ⚠️ unavailable | ✅ 4 passed |" in text
+
+
+def test_an_older_report_without_fits_marks_an_unavailable_backend_in_every_row(tmp_path: Path) -> None:
+    """A report written before unavailable backends carried the suites they fit: unknown, so
+    unavailable everywhere, as before; a merge with one such report cannot narrow it either."""
+    kafka = {"backend": "kafka", "reason": "no tansu"}
+    older = report(row("keyvalue", 20, backend="nats"), unavailable=[kafka])
+    assert compliance_matrix(older)["cells"]["keyvalue"]["kafka"] == {"status": "unavailable"}
+    newer = report(row("log", 4, backend="nats"), unavailable=[{**kafka, "fits": ["log"]}])
+    paths = [write(tmp_path, "old.json", older), write(tmp_path, "new.json", newer)]
+    merged = merge_reports([load_report(p) for p in paths])
+    assert merged["unavailable"] == [kafka]
+    assert compliance_matrix(merged)["cells"]["keyvalue"]["kafka"] == {"status": "unavailable"}
 
 
 def test_markdown_shows_totals_table_and_reasons_redacted() -> None:

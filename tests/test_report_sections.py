@@ -31,6 +31,7 @@ def every_section() -> dict[str, Any]:
     """A run's report with every section a run can write filled."""
     results = PrismResults(unavailable={"kafka": "no URL given"}, available={"memstore": "embedded (in this process)"})
     results.not_provisioned = {"redis": "no redis-server binary"}
+    results.fits = {"kafka": {"kv"}}
     results.failed_to_start = {"nats": "exited at start"}
     results.server_versions = {"memstore": None}
     for test, outcome in ((ROW_TEST, "failed"), (TWIN_TEST, "skipped"), (UNFIT_TEST, "skipped")):
@@ -203,7 +204,14 @@ def test_every_key_written_in_the_writers_code_is_a_field_of_a_model() -> None:
         for name in model.model_fields
     }
     written = set()
-    for method in (PrismResults.to_json, PrismResults.rows, PrismResults._test_entry, results.failure_entry):
+    methods = (
+        PrismResults.to_json,
+        PrismResults.rows,
+        PrismResults._test_entry,
+        PrismResults._unavailable_entry,
+        results.failure_entry,
+    )
+    for method in methods:
         tree = ast.parse(textwrap.dedent(inspect.getsource(method)))
         for node in ast.walk(tree):
             keys = node.keys if isinstance(node, ast.Dict) else []

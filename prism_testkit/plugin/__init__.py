@@ -278,6 +278,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
     wanted = config.stash[OPTIONS].patterns
     report_html = report_html_property(config, config.stash[OPTIONS].report_html)
+    runtime = harness(config).runtime
     selected, deselected = [], []
     seen_suites: set[str] = set()
     for item in items:
@@ -290,12 +291,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             deselected.append(item)
             continue
         combo = item.callspec.params.get("prism_combination") if hasattr(item, "callspec") else None
+        # By declared capabilities (known without a server): the matrix marks an unavailable
+        # backend only in the rows of the suites it would have run
+        fits = [
+            name
+            for name in runtime.unavailable
+            if any(slot.fits(runtime.registry[name]) for slot in decl.slots.values())
+        ]
         if isinstance(combo, NoCombination):
-            item.user_properties.append(item_properties(decl.name, {}, combo.reason))
+            item.user_properties.append(item_properties(decl.name, {}, combo.reason, unavailable_fit=fits))
             item.user_properties.extend(junit_properties(decl.name, {}))
         elif isinstance(combo, Combination):
             covered_by = dict(combo.covered_by)
-            item.user_properties.append(item_properties(decl.name, combo.slots, None, combo.namespace, covered_by))
+            item.user_properties.append(
+                item_properties(decl.name, combo.slots, None, combo.namespace, covered_by, unavailable_fit=fits)
+            )
             item.user_properties.extend(junit_properties(decl.name, combo.slots, combo.namespace))
             if covered_by:
                 from prism_testkit.registry.twins import reason

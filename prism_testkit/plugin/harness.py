@@ -191,6 +191,7 @@ def _report_the_stop(config: pytest.Config, results: PrismResults, stopped: str)
     from prism_testkit.report.results import shard_of
 
     results.run = {**run_facts(time.time(), 0.0), "stopped": stopped}
+    results.fits = None  # no suite was collected: what an unavailable backend fits is not known
     results.shard = shard_of(config)
     results.write(path)
     sys.stderr.write(f"prism-testkit report written to {path}\n")

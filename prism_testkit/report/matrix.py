@@ -6,11 +6,12 @@ written-up violation reproduced: an xfail of :mod:`prism_testkit.findings`), ``s
 passed), ``tolerated`` (passed, with findings the suite allows, such as writes lost in a power
 cut by a backend that does not declare it survives one), ``passed``; ``not run`` when no
 combination of the suite used the backend (the suite does not fit it, or no job selected both);
-``unavailable`` for a backend that could not be provisioned; ``covered`` for a replicated backend
-whose tests of the suite were skipped because its single-node twin ran them (``covered by <twin>``:
-never counted as passed, and the other backends of such a row are credited by the twin's row, not
-by the covered one). Everything shown is redacted:
-reasons may quote URLs.
+``unavailable`` for a backend that could not be provisioned, in the rows of the suites its declared
+capabilities fit (in other rows it reads as any backend a suite does not fit: ``not run``, or the
+row's failure); ``covered`` for a replicated backend whose tests of the suite were skipped because
+its single-node twin ran them (``covered by <twin>``: never counted as passed, and the other
+backends of such a row are credited by the twin's row, not by the covered one). Everything shown
+is redacted: reasons may quote URLs.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def compliance_matrix(report: Report | dict[str, Any]) -> dict[str, Any]:
             cell["status"] = status_of(cell)
     tested = sorted({backend for row_cells in cells.values() for backend in row_cells})
     available = [entry.backend for entry in typed.backends]
-    unavailable = [entry.backend for entry in typed.unavailable]
+    # backend -> the suites it would fit (None: not known, so every suite, as reports before it)
+    unavailable = {entry.backend: entry.fits for entry in typed.unavailable}
     backends = sorted({*tested, *available, *unavailable})
     let_off = [entry.suite for entry in typed.not_applicable]
     failed_suites = [entry.suite for entry in typed.no_runnable_combinations]
@@ -110,7 +112,7 @@ def compliance_matrix(report: Report | dict[str, Any]) -> dict[str, Any]:
         for backend in backends:
             if backend in row_cells:
                 continue
-            if backend in unavailable:
+            if backend in unavailable and ((fits := unavailable[backend]) is None or suite in fits):
                 row_cells[backend] = {"status": UNAVAILABLE}
             elif suite in failed_suites:
                 row_cells[backend] = {"status": FAILED, "reason": "no runnable combination"}

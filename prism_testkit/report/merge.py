@@ -269,10 +269,15 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
         for backend in one.report.backends:
             available.setdefault(backend.backend, backend)
     unavailable: dict[str, str] = {}
+    # the suites each would fit: the union over the jobs (each fits what it collected); None
+    # once a report does not know (older, or stopped before collecting), as that report reads
+    fits: dict[str, set[str] | None] = {}
     for one in typed:
         for entry in one.report.unavailable:
             if entry.backend not in available:
                 unavailable.setdefault(entry.backend, entry.reason)
+                known = fits.setdefault(entry.backend, set())
+                fits[entry.backend] = None if known is None or entry.fits is None else known | set(entry.fits)
     return {
         "schema_version": SCHEMA_VERSION,
         **{bucket: _merge_bucket(typed, bucket, ran) for bucket in BUCKETS},
@@ -280,7 +285,7 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
         "no_runnable_combinations": [{"suite": s, "reason": r} for s, r in sorted(no_runnable.items())],
         "not_applicable": [{"suite": s, "reason": r} for s, r in sorted(not_applicable.items())],
         "backends": [available[b].dump() for b in sorted(available)],
-        "unavailable": [{"backend": b, "reason": r} for b, r in sorted(unavailable.items())],
+        "unavailable": [_unavailable(b, r, fits[b]) for b, r in sorted(unavailable.items())],
         **(
             {"not_provisioned": [{"backend": b, "reason": r} for b, r in sorted(stopped.items())]}
             if (stopped := _first_reasons(typed, "not_provisioned"))
@@ -305,6 +310,10 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
         **({"shards": shards} if (shards := _shards(typed)) else {}),
         "merged_from": [t.path for t in typed],
     }
+
+
+def _unavailable(backend: str, reason: str, fits: set[str] | None) -> dict[str, Any]:
+    return {"backend": backend, "reason": reason, **({} if fits is None else {"fits": sorted(fits)})}
 
 
 def _first_reasons(reports: list[TypedReport], section: str) -> dict[str, str]:

@@ -37,10 +37,18 @@ def item_properties(
     no_combination: str | None,
     namespace: str | None = None,
     covered_by: dict[str, str] | None = None,
+    unavailable_fit: list[str] | None = None,
 ) -> tuple[str, dict]:
-    found = {"suite": suite, "combination": slots, "no_combination": no_combination, "namespace": namespace}
+    found: dict[str, Any] = {
+        "suite": suite,
+        "combination": slots,
+        "no_combination": no_combination,
+        "namespace": namespace,
+    }
     if covered_by:  # replicated backend -> the twin whose row runs in its place
         found["covered_by"] = dict(covered_by)
+    if unavailable_fit:  # the unavailable backends whose declared capabilities fit the suite
+        found["unavailable_fit"] = list(unavailable_fit)
     return (PROPERTY, found)
 
 
@@ -224,6 +232,9 @@ def tally(outcomes: Iterable[str]) -> dict[str, int]:
 @dataclass
 class PrismResults:
     unavailable: dict[str, str] = field(default_factory=dict)
+    # unavailable backend -> the suites of the run it would fit; None: not known (the run
+    # stopped before collecting any suite)
+    fits: dict[str, set[str]] | None = field(default_factory=dict)
     # backends asked for by name that could not be provisioned: the run stopped before any test
     not_provisioned: dict[str, str] = field(default_factory=dict)
     available: dict[str, str] = field(default_factory=dict)  # backend -> how it is provisioned
@@ -269,6 +280,9 @@ class PrismResults:
         if prop is None:
             return
         test = _test_id(report)
+        if self.fits is not None:
+            for backend in prop.get("unavailable_fit", ()):
+                self.fits.setdefault(backend, set()).add(prop["suite"])
         broken = _prism_property(report, BACKEND_FAILED)
         if broken is not None:
             self.failed_to_start.setdefault(broken["backend"], broken["reason"])
@@ -410,7 +424,7 @@ class PrismResults:
                 {"backend": b, "provisioned": how, "server_version": self.server_versions.get(b)}
                 for b, how in sorted(self.available.items())
             ],
-            "unavailable": [{"backend": b, "reason": r} for b, r in sorted(self.unavailable.items())],
+            "unavailable": [self._unavailable_entry(b, r) for b, r in sorted(self.unavailable.items())],
             **(
                 {"not_provisioned": [{"backend": b, "reason": r} for b, r in sorted(self.not_provisioned.items())]}
                 if self.not_provisioned
@@ -432,6 +446,11 @@ class PrismResults:
             **({"power_cuts": [self.power_cuts[test] for test in sorted(self.power_cuts)]} if self.power_cuts else {}),
             **({"judged": [self.judged[test] for test in sorted(self.judged)]} if self.judged else {}),
         }
+
+    def _unavailable_entry(self, backend: str, reason: str) -> dict[str, Any]:
+        if self.fits is None:
+            return {"backend": backend, "reason": reason}
+        return {"backend": backend, "reason": reason, "fits": sorted(self.fits.get(backend, ()))}
 
     def report(self) -> Report:
         """This run's report as the model the merge and the renderers read (:mod:`.shape`)."""

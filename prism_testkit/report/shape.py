@@ -111,6 +111,15 @@ class BackendReason(_Open):
     reason: str
 
 
+class UnavailableBackend(BackendReason):
+    """A backend that could not be provisioned, and the suites of the run its declared
+    capabilities fit (the matrix marks it unavailable in those rows only). None: not known (a
+    report written before reports carried it, or a run that stopped before collecting any suite),
+    so unavailable in every row."""
+
+    fits: list[str] | None = None
+
+
 class Backend(_Open):
     backend: str
     provisioned: str | None = None
@@ -225,7 +234,7 @@ class Report(_Open):
     not_applicable: list[SuiteReason] = []
     covered_by_twins: dict[str, int] = {}
     backends: list[Backend] = []
-    unavailable: list[BackendReason] = []
+    unavailable: list[UnavailableBackend] = []
     not_provisioned: list[BackendReason] = []
     failed_to_start: list[BackendReason] = []
     unavailable_faults: list[UnavailableFault] = []
