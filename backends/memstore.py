@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import ClassVar, Self
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit.capabilities import BackendProperties, Capability, Ordering
+from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
 from prism_testkit.driver import Driver
 from prism_testkit.errors import (
     BucketNotEmpty,
@@ -72,7 +72,14 @@ from ._memfeed import Capture, MemFeed
 from ._sql import poll
 
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
-PROPERTIES = BackendProperties(durable=False, survives_power_loss=False, ordering=Ordering.TOTAL)
+# A publish is in the buffer of every subscription established before it when it returns, and
+# each buffered message is handed out once: pub/sub is exactly-once while the process lives.
+PROPERTIES = BackendProperties(
+    durable=False,
+    survives_power_loss=False,
+    ordering=Ordering.TOTAL,
+    pubsub_delivery=DeliveryGuarantee.EXACTLY_ONCE,
+)
 FEED_POLL_INTERVAL = 0.01  # seconds between looks while a change feed read waits
 DEDUP_WINDOW = 120.0  # seconds a queue remembers a message id (JetStream's default window)
 

@@ -232,6 +232,8 @@ MUTANTS = [
     ("kafka_group_ids_not_encoded", "names", "kafka", "*of log * committed *groups alias*"),
     # pub/sub under faults (issue 53 item 3): a message handed out again after a reconnect
     ("redis_subscription_replays_after_reconnect", "stateful_pubsub", "redis", "*INVALID (*duplicated)*"),
+    # a declared exactly-once pub/sub (memstore's) judged: an acknowledged publish a subscriber missed
+    ("memstore_pubsub_skips_a_subscriber", "stateful_pubsub", "memstore", "*INVALID (*lost*)*"),
     # "did it exist" answers under concurrency (issue 53 item 5): one existed, one winner
     (
         "kv_delete_looks_before_it_deletes",
@@ -394,6 +396,7 @@ ONLY = {
     "nats_topic_not_escaped": "escape_must_work",
     "kafka_group_ids_not_encoded": "escape_must_work",
     "redis_subscription_replays_after_reconnect": "every_fault",
+    "memstore_pubsub_skips_a_subscriber": "delivery_guarantee_under_faults",
     "kv_delete_looks_before_it_deletes": "concurrent_deletes",
     "kv_put_if_absent_looks_first": "several_clients",
     "queue_settle_looks_before_it_settles": "concurrent_settlements",
