@@ -120,12 +120,12 @@ def test_the_example_workflow_merges_per_backend_jobs_into_the_single_run(tmp_pa
 
 
 def ran_tests(path: Path) -> list[str]:
-    """The tests of a report's rows and outside the suites, named from the suites folder on (a
-    report names a test by its path from where pytest ran); not the tests of modules nothing
-    selected fits, which a job of one backend has and a run over all three does not."""
+    """The tests of a report's rows and outside the suites, by identity (a node id is a path from
+    where pytest ran, which differs between an installed job and a checkout); not the tests of
+    modules nothing selected fits, which a job of one backend has and a run over all three does not."""
     report = json.loads(path.read_text())
     sections = [*report["suites"], report.get("outside_suites") or {}]
-    return [test.rpartition("/suites/")[2] for section in sections for test in section.get("tests", {})]
+    return [entry["identity"] for section in sections for entry in section.get("tests", {}).values()]
 
 
 def junit_matches_report(xml_path: Path, json_path: Path) -> None:

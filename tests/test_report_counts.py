@@ -449,11 +449,12 @@ def test_a_red_plain_test_in_a_suite_module_keeps_its_shard_and_the_merge_red(
     result = pytester.runpytest("-p", "no:cacheprovider", "--prism-backend=memstore", "--prism-report=red.json")
     result.assert_outcomes(passed=1, failed=1)
     report = json.loads((pytester.path / "red.json").read_text())
-    test = "test_mixed.py::test_plain_fails"
-    assert report["outside_suites"]["tests"] == {test: {"outcome": "failed"}}
+    test, identity = "test_mixed.py::test_plain_fails", "test_mixed::test_plain_fails"
+    assert report["outside_suites"]["tests"] == {test: {"outcome": "failed", "identity": identity}}
     (failure,) = report["failures"]
     assert failure == {
         "test": test,
+        "identity": identity,
         "suite": None,
         "combination": None,
         "when": "call",
@@ -462,7 +463,7 @@ def test_a_red_plain_test_in_a_suite_module_keeps_its_shard_and_the_merge_red(
     assert main(["report", "merge", str(pytester.path / "red.json"), "--json", str(pytester.path / "m.json")]) == 1
     merged = json.loads((pytester.path / "m.json").read_text())
     assert (merged["totals"]["passed"], merged["totals"]["failed"]) == (1, 1)
-    assert merged["outside_suites"]["tests"] == {test: {"outcome": "failed"}}
+    assert merged["outside_suites"]["tests"] == {test: {"outcome": "failed", "identity": identity}}
     assert [f["test"] for f in merged["failures"]] == [test]
     capsys.readouterr()
     assert main(["report", "merge", str(pytester.path / "red.json")]) == 1
@@ -547,7 +548,9 @@ def test_a_power_cuts_details_reach_the_json_report_as_they_reach_junit(pytester
         if p.get("name") == "power_loss"
     ]
     assert len(cuts) == outcomes["passed"] == len(junit)
-    in_json = sorted(json.dumps({k: v for k, v in cut.items() if k != "test"}, sort_keys=True) for cut in cuts)
+    in_json = sorted(
+        json.dumps({k: v for k, v in cut.items() if k not in ("test", "identity")}, sort_keys=True) for cut in cuts
+    )
     assert in_json == sorted(json.dumps(cut, sort_keys=True) for cut in junit)
     for cut in cuts:
         assert cut["backend"] == "sqlite"

@@ -222,6 +222,7 @@ def test_a_runs_judged_tests_reach_its_report_and_two_runs_give_the_table(
     (entry,) = json.loads((pytester.path / "1.0.json").read_text())["judged"]
     assert entry == {
         "test": "test_demo.py::test_scenario[backend=memstore]",
+        "identity": "test_demo::test_scenario[backend=memstore]",
         "scenario": "demo",
         "backend": "memstore",
         "version": "1.0",

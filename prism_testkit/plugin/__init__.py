@@ -476,6 +476,13 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
+    options = item.config.stash.get(OPTIONS, None)
+    if options is not None and (options.report is not None or options.report_html is not None):
+        # only for a run that writes a report: identity imports Hypothesis, which a plain run does not
+        from prism_testkit.hunting.identity import identity_of
+        from prism_testkit.report.results import IDENTITY
+
+        setattr(report, IDENTITY, identity_of(item))
     if call.when == "setup" and report.skipped:
         _fold_not_applicable(report)
     if call.when == "call" and report.failed and declaration_of(item) is not None:

@@ -41,6 +41,7 @@ class Reporting:
         # when the first suite test reports
         self.outside_suites: dict[str, list[str]] = {}
         self.outside_failures: dict[str, dict[str, Any]] = {}  # test -> its first failing phase
+        self.outside_identities: dict[str, str] = {}  # test -> its identity (hunting.identity)
         from prism_testkit.report.results import shard_of
 
         self.shard = shard_of(config)  # a bad PRISM_SHARD is a usage error now, not at the end
@@ -96,12 +97,14 @@ class Reporting:
         # Under xdist the controller collects nothing: the first report of a suite test (it
         # carries its suite in user_properties) is what tells it the harness is in use.
         if not any(key == "prism" for key, _ in report.user_properties):
-            from prism_testkit.report.results import category, failure_entry, outside_test_id
+            from prism_testkit.report.results import category, failure_entry, identity_of_report, outside_test_id
 
             if not hasattr(self.config, "workerinput"):
                 if (found := category(report)) is not None:
                     test = outside_test_id(report)
                     self.outside_suites.setdefault(test, []).append(found)
+                    if (identity := identity_of_report(report)) is not None:
+                        self.outside_identities[test] = identity
                     if report.failed and test not in self.outside_failures:
                         self.outside_failures[test] = failure_entry(report, test)
                 self._progress(report, outside_group(report.nodeid))
@@ -152,6 +155,8 @@ class Reporting:
         results.run = run_facts(self.started, time.monotonic() - self.clock)
         results.outside_suites = {test: "+".join(found) for test, found in self.outside_suites.items()}
         results.outside_failures, results.shard = dict(self.outside_failures), self.shard
+        for test, identity in self.outside_identities.items():
+            results.identify(test, identity)
         results.summarize(terminalreporter)
         if found.depth is not None and results.depths:
             self._summarize_depth(terminalreporter, found.depth)

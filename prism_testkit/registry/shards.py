@@ -9,7 +9,8 @@ Tests are packed into shards in units: one test, except that every row of an exc
 (a cluster that owns its ports and nodes, :mod:`.exclusive`) is one unit, so
 a cluster is started by one shard only. Units are placed heaviest first on the lightest shard
 (ties: the lower shard), which keeps the shards within one unit of each other; a unit weighs
-its tests' recorded durations (``--prism-shard-durations``: an earlier ``--prism-report``, or
+its tests' recorded durations (``--prism-shard-durations``: an earlier ``--prism-report``, whose
+tests are found by identity too, so one machine's report balances another layout's run, or
 pytest-split's ``.test_durations``), a test with none recorded the median of those recorded, or
 1 when nothing was recorded (then shards balance by count). Ties are broken by each test's
 package-relative identity (:mod:`prism_testkit.hunting.identity`), the same on a machine that
@@ -68,7 +69,11 @@ def select(
     """(the items of shard ``index`` of ``count``, the others), both in collection order.
     ``unit_of``: the unit an item belongs to beside others (None: a unit of its own);
     ``durations``: recorded seconds by node id or identity."""
-    known = [durations[key] for item in items for key in (item.nodeid, identity(item)) if key in durations]
+
+    def recorded(item: pytest.Item) -> float | None:  # once per test: a report records it under both
+        return next((durations[key] for key in (item.nodeid, identity(item)) if key in durations), None)
+
+    known = [seconds for item in items if (seconds := recorded(item)) is not None]
     default = statistics.median(known) if known else 1.0
     units: dict[str, list[pytest.Item]] = {}
     for item in items:
@@ -76,7 +81,7 @@ def select(
         group = unit_of(item)
         units.setdefault(f"{group}\0" if group is not None else name, []).append(item)
     weights = {
-        unit: sum(durations.get(item.nodeid, durations.get(identity(item), default)) for item in members)
+        unit: sum(default if (seconds := recorded(item)) is None else seconds for item in members)
         for unit, members in units.items()
     }
     mine = {id(item) for unit in split(weights, count)[index - 1] for item in units[unit]}
@@ -85,8 +90,8 @@ def select(
 
 def read_durations(path: Path) -> dict[str, float]:
     """Recorded seconds per test from an earlier ``--prism-report`` (each test's ``duration_s``
-    in the rows and the buckets outside them) or pytest-split's ``.test_durations`` (node id ->
-    seconds). ValueError for a file that is neither."""
+    in the rows and the buckets outside them, by node id and by identity) or pytest-split's
+    ``.test_durations`` (node id -> seconds). ValueError for a file that is neither."""
     try:
         data: Any = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -102,6 +107,8 @@ def read_durations(path: Path) -> dict[str, float]:
         for test, entry in (tests or {}).items():
             if isinstance(entry, dict) and isinstance(entry.get("duration_s"), int | float):
                 found[str(test)] = float(entry["duration_s"])
+                if isinstance(entry.get("identity"), str):  # found on a machine of another install layout
+                    found[entry["identity"]] = float(entry["duration_s"])
     return found
 
 

@@ -83,12 +83,20 @@ def _seconds(value: float | int | str | None) -> str:
     return f"{float(value or 0.0):.2f} s"
 
 
-def default_replay(test: str, row: Row) -> str:
+# the harness's own suites package (hunting.identity.OWN_SUITES, which imports Hypothesis)
+OWN_SUITES = "prism_testkit.suites"
+
+
+def default_replay(test: str, row: Row, identity: str | None = None) -> str:
     """The command that runs ``test`` of ``row`` again (a stateful failure records its own,
     with its seed: the test entry's ``replay``); the combination must exist whatever the
-    covering set, as the stateful runner's replay asks."""
+    covering set, as the stateful runner's replay asks. A test of the harness's own suites is
+    named by its ``identity`` under ``--pyargs``, as hunting.identity.command_target names it:
+    its node id is a path from where the run ran (``../../main/suites/...`` out of tree)."""
     backends = list(dict.fromkeys(row.combination.values()))
-    args = ["pytest", test, f"--prism-backend={','.join(backends)}"]
+    own = identity is not None and identity.startswith(f"{OWN_SUITES}.") and "::" in identity
+    target = ["--pyargs", str(identity)] if own else [test]
+    args = ["pytest", *target, f"--prism-backend={','.join(backends)}"]
     if len(backends) > 1 or len(row.combination) > 1:
         args.append("--prism-combinations=all")
     return shlex.join(args)
@@ -305,7 +313,7 @@ def _test_line(test: str, entry: OneTest, row: Row, failure: Failure | None, bas
         message = f'<div class="message">{e(phase + str(failure.message or "(no message)"))}</div>'
     timeline = entry.timeline
     page = f'<a href="{e(_href(str(timeline), base))}">timeline</a>' if timeline else ""
-    replay = str(entry.replay or default_replay(test, row))
+    replay = str(entry.replay or default_replay(test, row, entry.identity))
     status = "failed" if red else "passed" if "passed" in outcome else "skipped"
     return (
         f'<tr class="test {"red" if red else ""}" data-outcome="{e(outcome)}">'

@@ -15,6 +15,13 @@ row's and counted in the totals, and every section of a report is kept. Before m
 file is checked against the report's shape (:mod:`.shape`), no run may be given twice (its
 ``run.id``), and the shards of a sharded selection (``shard``: index, count, selection) must all
 be there, each once: anything else stops the merge with an error naming the files.
+
+Tests are matched by their identity (``identity``: the module's import name and the rest of the
+node id, :mod:`prism_testkit.hunting.identity`), not by the node id that keys them: a node id is a
+path from where pytest ran, which differs between a machine that installed a package, an editable
+checkout and an out-of-tree author's project. The merged entry keeps the node id the first report
+gave it. An entry without an identity (a report written before entries carried one) is matched
+by its node id.
 """
 
 from __future__ import annotations
@@ -164,6 +171,13 @@ def _merge_rows(reports: list[TypedReport]) -> list[dict[str, Any]]:
     return [merged.get(key) or row.dump() for key, (_, row) in sorted(rows.items())]
 
 
+def same_test(first_of: dict[str, str], test: str, identity: str | None) -> str:
+    """The key a test named ``test`` in one report is merged under: the node id of the first test
+    of its identity (another layout names it by another path), else its own. ``first_of``:
+    identity -> that node id, filled as tests are met."""
+    return test if identity is None else first_of.setdefault(identity, test)
+
+
 def merged_test(known: OneTest, other: OneTest) -> OneTest | None:
     """One test found in two shards: one outcome counts once; a test one job left to the twin
     (covered) and another ran takes what ran; any other pair of outcomes is a contradiction
@@ -179,13 +193,15 @@ def _add_shard(key: RowKey, first: tuple[str, Row], other: tuple[str, Row]) -> R
     """One row from two shards of it: the union of their tests, counted again."""
     (first_path, first_row), (other_path, other_row) = first, other
     tests = dict(first_row.tests or {})  # both carry their tests: the caller checked
-    for test, entry in (other_row.tests or {}).items():
+    first_of = {entry.identity: test for test, entry in tests.items() if entry.identity is not None}
+    for named, entry in (other_row.tests or {}).items():
+        test = same_test(first_of, named, entry.identity)
         known = tests.setdefault(test, entry)
         found_test = merged_test(known, entry)
         if found_test is None:
             raise ReportMergeError(
                 f"{first_path} and {other_path} disagree on {describe_row(key)}: "
-                f"{test} {known.outcome} vs {entry.outcome}"
+                f"{_named(test, named)} {known.outcome} vs {entry.outcome}"
             )
         tests[test] = found_test
     merged = {
@@ -209,6 +225,11 @@ def _add_shard(key: RowKey, first: tuple[str, Row], other: tuple[str, Row]) -> R
         merged["covered_by"] = {b: t for found_by in covered for b, t in sorted(found_by.items())}
     merged["tests"] = {test: entry.dump() for test, entry in sorted(tests.items())}
     return type(first_row).model_validate(merged)
+
+
+def _named(test: str, other: str) -> str:
+    """A test two reports name by two node ids (two install layouts): both."""
+    return test if test == other else f"{test} (also named {other})"
 
 
 def _same_counts(key: RowKey, first: tuple[str, Row], other: tuple[str, Row]) -> None:
@@ -328,10 +349,11 @@ def _first_reasons(reports: list[TypedReport], section: str) -> dict[str, str]:
 def _by_test(reports: list[TypedReport], section: str) -> list[dict[str, Any]]:
     """A section of per-test entries: each test's first, in test order."""
     found: dict[str, PerTest] = {}
+    first_of: dict[str, str] = {}
     for typed in reports:
         entries: list[PerTest] = getattr(typed.report, section)
         for entry in entries:
-            found.setdefault(entry.test, entry)
+            found.setdefault(same_test(first_of, entry.test, entry.identity), entry)
     return [found[test].dump() for test in sorted(found)]
 
 
@@ -441,6 +463,7 @@ def _merge_bucket(reports: list[TypedReport], bucket: str, ran: set[str]) -> dic
     cannot be told apart)."""
     tests: dict[str, OneTest] = {}
     found_in: dict[str, str] = {}
+    first_of: dict[str, str] = {}
     counted: Counter[str] = Counter()
     for typed in reports:
         found: Bucket | None = getattr(typed.report, bucket)
@@ -448,12 +471,14 @@ def _merge_bucket(reports: list[TypedReport], bucket: str, ran: set[str]) -> dic
             names = ("failed", "errors") if bucket == "without_combination" else ROW_COUNTS
             counted.update({name: int(getattr(found, name)) if found is not None else 0 for name in names})
             continue
-        for test, entry in found.tests.items():
+        for named, entry in found.tests.items():
+            test = same_test(first_of, named, entry.identity)
             known = tests.setdefault(test, entry)
             found_test = merged_test(known, entry)
             if found_test is None:
+                where = bucket.replace("_", " ")
                 raise ReportMergeError(
-                    f"{found_in[test]} and {typed.path} disagree on {test} ({bucket.replace('_', ' ')}): "
+                    f"{found_in[test]} and {typed.path} disagree on {_named(test, named)} ({where}): "
                     f"{known.outcome} vs {entry.outcome}"
                 )
             tests[test] = found_test
@@ -492,9 +517,11 @@ def _hunts(reports: list[TypedReport]) -> dict[str, Any]:
 
 def _digests(reports: list[TypedReport]) -> dict[str, Any]:
     found: dict[str, Any] = {}
+    first_of: dict[str, str] = {}
     for typed in reports:
         for test, digest in typed.report.history_digests.items():
-            found.setdefault(test, digest)
+            identity = digest.get("identity") if isinstance(digest, dict) else None
+            found.setdefault(same_test(first_of, test, identity if isinstance(identity, str) else None), digest)
     return dict(sorted(found.items()))
 
 

@@ -115,6 +115,17 @@ def _prism_property(report: pytest.TestReport, name: str = PROPERTY) -> dict[str
     return None
 
 
+# The attribute the plugin sets on each test report (plugin.pytest_runtest_makereport): the test's
+# package-relative identity (hunting.identity), which a report writes beside its node id. Not a user
+# property, which junitxml would print on every testcase; xdist carries a report's attributes.
+IDENTITY = "prism_identity"
+
+
+def identity_of_report(report: pytest.TestReport) -> str | None:
+    found = getattr(report, IDENTITY, None)
+    return found if isinstance(found, str) and found else None
+
+
 def _test_id(report: pytest.TestReport) -> str:
     """One id per test. The node id alone is not: suites collected with ``--pyargs`` from
     outside the rootdir get ids without their file (``::test_purge[backend=memstore]`` for
@@ -272,6 +283,9 @@ class PrismResults:
     # the run's depth: what it asked for and what goes deeper (set by the plugin at the end)
     depth: dict[str, Any] | None = None
     evidence: dict[str, dict[str, Any]] = field(default_factory=dict)  # test -> its EVIDENCE (timeline, replay...)
+    # test -> its identity (hunting.identity), and identity -> its tests (see identity())
+    identities: dict[str, str] = field(default_factory=dict)
+    named: dict[str, set[str]] = field(default_factory=dict)
     # one per run: a merge refuses a run given twice
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -280,6 +294,7 @@ class PrismResults:
         if prop is None:
             return
         test = _test_id(report)
+        self.identify(test, identity_of_report(report))
         if self.fits is not None:
             for backend in prop.get("unavailable_fit", ()):
                 self.fits.setdefault(backend, set()).add(prop["suite"])
@@ -330,6 +345,23 @@ class PrismResults:
     def outcome(self, test: str) -> str:
         return "+".join(self.categories[test])
 
+    def identify(self, test: str, identity: str | None) -> None:
+        if identity is not None and self.identities.get(test) != identity:
+            self.identities[test] = identity
+            self.named.setdefault(identity, set()).add(test)
+
+    def identity(self, test: str) -> str | None:
+        """The identity the report gives ``test``: None when another test of the run has it too
+        (files of one name in folders without ``__init__.py``, under ``--import-mode=importlib``),
+        or a merge would take the two for one test."""
+        found = self.identities.get(test)
+        return found if found is not None and len(self.named[found]) == 1 else None
+
+    def identified(self, test: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """A per-test entry with ``test``'s identity, when it has one of its own."""
+        identity = self.identity(test)
+        return {**entry, "identity": identity} if identity is not None else entry
+
     def rows(self) -> list[dict[str, Any]]:
         tests_of: dict[RowKey, list[str]] = {}
         for test, key in self.rows_of.items():
@@ -363,7 +395,9 @@ class PrismResults:
         return rows
 
     def _test_entry(self, test: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {"outcome": self.outcome(test), "duration_s": round(self.durations.get(test, 0.0), 3)}
+        entry: dict[str, Any] = self.identified(
+            test, {"outcome": self.outcome(test), "duration_s": round(self.durations.get(test, 0.0), 3)}
+        )
         if test in self.covered:
             entry["covered_by"] = self.covered[test]
         if test in self.depths:
@@ -413,10 +447,13 @@ class PrismResults:
             },
             "outside_suites": {
                 **tally(self.outside_suites.values()),
-                "tests": {test: {"outcome": outcome} for test, outcome in sorted(self.outside_suites.items())},
+                "tests": {
+                    test: self.identified(test, {"outcome": outcome})
+                    for test, outcome in sorted(self.outside_suites.items())
+                },
             },
             "suites": self.rows(),
-            "failures": [failures[test] for test in sorted(failures)],
+            "failures": [self.identified(test, failures[test]) for test in sorted(failures)],
             "no_runnable_combinations": self._unfit_entries(self.no_combination),
             "not_applicable": self._unfit_entries(self.let_off()),
             **({"covered_by_twins": self.covered_counts()} if self.covered else {}),
@@ -441,10 +478,22 @@ class PrismResults:
                 if self.hunts
                 else {}
             ),
-            **({"history_digests": self.simulations} if self.simulations else {}),
+            **(
+                {"history_digests": {test: self.identified(test, found) for test, found in self.simulations.items()}}
+                if self.simulations
+                else {}
+            ),
             **({"depth": self.depth} if self.depth is not None and self.depths else {}),
-            **({"power_cuts": [self.power_cuts[test] for test in sorted(self.power_cuts)]} if self.power_cuts else {}),
-            **({"judged": [self.judged[test] for test in sorted(self.judged)]} if self.judged else {}),
+            **(
+                {"power_cuts": [self.identified(test, self.power_cuts[test]) for test in sorted(self.power_cuts)]}
+                if self.power_cuts
+                else {}
+            ),
+            **(
+                {"judged": [self.identified(test, self.judged[test]) for test in sorted(self.judged)]}
+                if self.judged
+                else {}
+            ),
         }
 
     def _unavailable_entry(self, backend: str, reason: str) -> dict[str, Any]:

@@ -47,6 +47,10 @@ class OneTest(_Open):
     """One test of a row (or of a bucket outside the rows) and its outcome."""
 
     outcome: Outcome
+    # the test's package-relative identity (hunting.identity), the same on every install layout:
+    # what a merge matches tests by (the key, a node id, is a path from where pytest ran); None:
+    # a report written before entries carried it, or a run where two tests share one identity
+    identity: str | None = None
     duration_s: float = 0.0
     covered_by: dict[str, str] | None = None
     depth: Count | None = None  # the examples a stateful test drew
@@ -130,6 +134,7 @@ class PerTest(_Open):
     """An entry of a per-test section (power cuts, judged tests)."""
 
     test: str
+    identity: str | None = None  # as a test of a row's (OneTest.identity)
 
 
 class Failure(PerTest):
