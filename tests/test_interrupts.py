@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from prism_testkit.patience import bound
+from prism_testkit.provision.process_identity import stamp
 from prism_testkit.runtime import PrismRuntime, interrupts
-from prism_testkit.runtime.interrupts import Terminated
+from prism_testkit.runtime.interrupts import CONTROLLER_STOP, Interrupts, Terminated
 from tests.conftest import runtime_of
 
 
@@ -147,6 +149,69 @@ def test_a_first_signal_while_the_run_starts_is_held_until_collection_and_a_seco
     runtime.interrupts.starting = True
     with pytest.raises(KeyboardInterrupt):
         press_and_wait(signal.SIGINT)  # the user presses again: out at once
+
+
+@pytest.fixture
+def worker_interrupts(monkeypatch: pytest.MonkeyPatch) -> Iterator[Interrupts]:
+    """An xdist worker's signal handling, held as while the run starts (a signal only records)."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    outer = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, CONTROLLER_STOP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(CONTROLLER_STOP, signal.SIG_DFL)
+    found = Interrupts()
+    found.starting = True
+    found.install()
+    try:
+        yield found
+    finally:
+        found.uninstall()
+        for signum, handler in outer.items():
+            signal.signal(signum, handler)
+
+
+def deliver_together(*signums: int) -> None:
+    """Make ``signums`` pending on the main thread at once, as a signal to the whole process
+    group and the controller's arrive: Python then runs their handlers in signal-number order."""
+    main = threading.main_thread().ident
+    assert main is not None
+    signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    try:
+        for signum in signums:
+            signal.pthread_kill(main, signum)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
+
+
+@pytest.mark.parametrize("direct", [signal.SIGTERM, signal.SIGINT], ids=["sigterm-after", "sigint-before"])
+def test_a_workers_stop_from_its_controller_and_the_same_signal_sent_to_it_directly_are_one_stop(
+    worker_interrupts: Interrupts, direct: signal.Signals
+) -> None:
+    # The controller's SIGUSR1 is handled after a direct SIGINT and before a direct SIGTERM:
+    # neither order may make the second of the two a second signal (raised at once).
+    try:
+        deliver_together(CONTROLLER_STOP, direct)
+    except KeyboardInterrupt:
+        pytest.fail("one stop that reached the worker twice was taken for a second signal")
+    assert worker_interrupts.received is not None
+    with pytest.raises(KeyboardInterrupt):
+        worker_interrupts.release_start()
+    with pytest.raises(KeyboardInterrupt):
+        deliver_together(direct)  # a second signal of its own still raises at once
+
+
+def test_a_controller_passes_its_first_signal_on_to_its_workers(runtime: PrismRuntime) -> None:
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        process = stamp(worker.pid)
+        assert process is not None
+        runtime.interrupts.pass_on_to("gw0", process)
+        runtime.interrupts.deferring = True  # the signal only records here: none is raised in this test
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert worker.wait(timeout=bound("calm-op")) == -CONTROLLER_STOP  # its default: no handler of ours there
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 def press_and_wait(signum: int) -> None:

@@ -5,6 +5,7 @@ up and report lives beside them:
 - :mod:`.harness`: the run's stash keys and the harness a run sets up once it is used (the
   runtime over the selected backends, the results, the checks of URLs and binaries, a hunt's plan).
 - :mod:`.load_mode`: ``--prism-load`` over a run (its seed, burners, jitter, header and summary).
+- :mod:`.workers`: an xdist controller's workers, told of a signal that stops the run.
 - :mod:`.reporting`: the terminal's progress and summary, and the report files.
 - :mod:`.tracebacks`: interrupt tracebacks cut to what pytest prints.
 
@@ -31,7 +32,7 @@ import pytest
 
 from prism_testkit.options import AUTO, asked_for, auto_workers, ineffective, read_options, workers_option
 from prism_testkit.options import addoption as _addoption
-from prism_testkit.plugin import load_mode
+from prism_testkit.plugin import load_mode, workers
 from prism_testkit.plugin.harness import (
     CALL_FAILED,
     FITTING_SUITES,
@@ -164,7 +165,13 @@ def pytest_configure_node(node: Any) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_testnodeready(node: Any) -> None:
+    workers.follow(node)
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
+    workers.forget(node)
     load_mode.keep_worker_stats(node)
 
 

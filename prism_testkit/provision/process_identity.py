@@ -47,6 +47,11 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields is not None else None  # field 22 of the whole line
 
 
+def parent_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields is not None else None
+
+
 def stamp(pid: int) -> ProcessStamp | None:
     started = start_time(pid)
     return ProcessStamp(pid, started) if started is not None else None
