@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from prism_testkit.errors import ProvisioningError
 from prism_testkit.patience import bound
 from prism_testkit.provision import processes
 from prism_testkit.provision.processes import ServerProcess, free_port, port_open
+from prism_testkit.provision.workdirs import record_processes_in, recording_dir, sweep_abandoned
+from tests.test_workdirs import workdir_of_a_dead_process
 
 ECHO_SERVER = textwrap.dedent(
     """
@@ -365,6 +368,59 @@ def test_a_pause_stops_the_children_that_left_the_group_too(tmp_path: Path) -> N
         assert settles_in(helper, "SR")
     finally:
         proc.kill()
+
+
+def test_kill_ends_children_that_left_the_group_even_once_their_dir_is_removed(tmp_path: Path) -> None:
+    """A process whose working dir was removed reads it as "<dir> (deleted)": a kill after its
+    dir went (a test's cleanup after the sweep) no longer found a child outside the group."""
+    where = tmp_path / "server"
+    where.mkdir()
+    proc, pids = forking_server(where, own_session=True)
+    proc.start()
+    try:
+        deadline = time.monotonic() + bound("calm-op")
+        while not pids.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        helper = int(pids.read_text())
+        while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
+        shutil.rmtree(where)
+        proc.kill()
+        assert gone(helper), "kill() returned while a child of a removed dir still ran"
+    finally:
+        proc.kill()
+
+
+def test_a_child_outside_the_group_that_a_stop_left_stopped_is_ended_by_the_sweep(tmp_path: Path) -> None:
+    """A worker SIGKILLed while the load mode's jitter had its postmaster stopped left six
+    backends stopped for good (the postmaster died by its parent-death signal; they never ran
+    again to notice), and the next run's sweep, which ended only the recorded groups, removed
+    their data dir under them. A stop records the children outside the group it stops."""
+    dead = workdir_of_a_dead_process(tmp_path)  # as a SIGKILLed worker leaves its work dir
+    recording = recording_dir()
+    record_processes_in(dead)
+    try:
+        proc, pids = forking_server(dead, own_session=True)
+        proc.start()
+        try:
+            deadline = time.monotonic() + bound("calm-op")
+            while not pids.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            helper = int(pids.read_text())
+            while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
+            proc.pause()
+            assert settles_in(helper, "T")
+            assert sweep_abandoned(tmp_path).removed == [dead]
+            while not gone(helper) and time.monotonic() < deadline + bound("calm-op"):
+                time.sleep(0.01)
+            assert gone(helper), "the sweep left a stopped child of a dead run's server"
+        finally:
+            proc.kill()
+    finally:
+        record_processes_in(recording)
 
 
 def test_servers_killed_from_many_threads_at_once_all_end(tmp_path: Path) -> None:

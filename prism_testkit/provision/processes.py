@@ -240,6 +240,7 @@ class ServerProcess:
         # The last run's processes were all seen gone when it was reaped: the next spawn need not
         # scan /proc for them again (a scan per start, 2,000 starts in a main job).
         self._last_run_gone = False
+        self._recorded: set[ProcessStamp] = set()  # processes outside the group recorded for the sweep
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -382,9 +383,22 @@ class ServerProcess:
             # server nothing paused (every node at every cluster restore) was a fifth of a
             # cluster worker's CPU.
             for pid in self._stragglers():
+                if sig == signal.SIGSTOP:
+                    self._record_outside_group(pid)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
             self._stopped_outside_group = sig == signal.SIGSTOP
+
+    def _record_outside_group(self, pid: int) -> None:
+        """Record a process outside the group before stopping it, for the sweep after a crash:
+        should this process die meanwhile (a worker SIGKILLed mid-stall), the group's leader dies
+        by its parent-death signal but the stopped process never runs again to notice."""
+        if self._leader is None or _group_of(pid) == self._leader.pid:
+            return
+        found = stamp(pid)
+        if found is not None and found not in self._recorded:
+            self._recorded.add(found)
+            record_process(found)
 
     @_exclusive
     def kill(self) -> None:
@@ -543,7 +557,8 @@ def _running(leader: ProcessStamp, inside: Path | None, comm: str | None) -> lis
                 # stopped it as a straggler no longer found it to continue (it never came up).
                 and parent != os.getpid()
                 and head.partition(b"(")[2] == wanted  # the same name /proc/<pid>/comm holds
-                and Path(os.readlink(f"/proc/{entry.name}/cwd")).is_relative_to(inside)
+                # A removed dir reads "<path> (deleted)": still the dir it works in.
+                and Path(os.readlink(f"/proc/{entry.name}/cwd").removesuffix(" (deleted)")).is_relative_to(inside)
             ):
                 found.append(int(entry.name))
         except OSError:

@@ -10,8 +10,9 @@ never follows a symlink and never crosses into another filesystem: a lazy mount 
 inside its dir is detached first, anything else mounted there stays with its mountpoint.
 
 Server process groups and lazy-filesystem daemons a run starts are recorded in its work dir
-(pid plus start time), so the sweep of a dead run's dir can end those that outlived it without
-ever signalling a process that merely inherited a pid.
+(pid plus start time), and so are a server's processes outside its group that the harness
+stops (PostgreSQL's backends, stopped with their postmaster), so the sweep of a dead run's dir
+can end those that outlived it without ever signalling a process that merely inherited a pid.
 """
 
 from __future__ import annotations
@@ -167,6 +168,9 @@ def sweep_abandoned(base: Path | None = None) -> SweepResult:
             continue
         for leader in recorded_processes(path):
             signal_group(leader, signal.SIGKILL)  # they outlived their owner: nothing will end them
+            if same_process(leader):  # one recorded outside its server's group (stopped by a stall)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(leader.pid, signal.SIGKILL)
         sweep_networks(path)  # after the processes: a namespace lasts while a process is inside
         result.stuck += remove_tree(path)
         result.removed.append(path)
