@@ -349,19 +349,26 @@ def test_a_stall_never_stops_a_server_spawned_beside_it_and_not_yet_listed(tmp_p
         stalled.kill()
 
 
+def outside_the_group(proc: ServerProcess, pids: Path) -> int:
+    """The pid of the server's helper once it left the server's group (the setsid() a
+    PostgreSQL backend makes): a test about such children means nothing before."""
+    deadline = time.monotonic() + bound("calm-op")
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    helper = int(pids.read_text())
+    while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
+    return helper
+
+
 def test_a_pause_stops_the_children_that_left_the_group_too(tmp_path: Path) -> None:
     """A PostgreSQL backend serves its open connection in a session of its own: a pause that
     stopped the postmaster's group alone left every connected client served."""
     proc, pids = forking_server(tmp_path, own_session=True)
     proc.start()
     try:
-        deadline = time.monotonic() + bound("calm-op")
-        while not pids.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        helper = int(pids.read_text())
-        while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
+        helper = outside_the_group(proc, pids)
         proc.pause()
         assert settles_in(helper, "T"), "the pause left a child of the server running"
         proc.resume()
@@ -378,13 +385,7 @@ def test_kill_ends_children_that_left_the_group_even_once_their_dir_is_removed(t
     proc, pids = forking_server(where, own_session=True)
     proc.start()
     try:
-        deadline = time.monotonic() + bound("calm-op")
-        while not pids.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        helper = int(pids.read_text())
-        while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
+        helper = outside_the_group(proc, pids)
         shutil.rmtree(where)
         proc.kill()
         assert gone(helper), "kill() returned while a child of a removed dir still ran"
@@ -404,17 +405,12 @@ def test_a_child_outside_the_group_that_a_stop_left_stopped_is_ended_by_the_swee
         proc, pids = forking_server(dead, own_session=True)
         proc.start()
         try:
-            deadline = time.monotonic() + bound("calm-op")
-            while not pids.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            helper = int(pids.read_text())
-            while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
+            helper = outside_the_group(proc, pids)
             proc.pause()
             assert settles_in(helper, "T")
             assert sweep_abandoned(tmp_path).removed == [dead]
-            while not gone(helper) and time.monotonic() < deadline + bound("calm-op"):
+            deadline = time.monotonic() + bound("calm-op")
+            while not gone(helper) and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert gone(helper), "the sweep left a stopped child of a dead run's server"
         finally:
