@@ -105,12 +105,13 @@ MUTANTS = [
     ("sqlite_claims_power_loss_without_fsync", "power_loss", "sqlite", "*declares survives_power_loss but lost*"),
     ("redis_aof_fsyncs_every_second", "power_loss", "redis-aof", "*declares survives_power_loss but lost*"),
     # a put answered before its bucket's directory is fsynced (issue 53): a cut right after the
-    # answer, the deferred fsync never run (the writer's loop stands still), loses every round's put
+    # answer loses the round's put unless the deferred fsync got to run first, which a loaded
+    # machine's scheduling sometimes allows (8 of 10 rounds under the test command's load)
     (
         "localfs_acks_before_dir_fsync",
         "power_loss",
         "localfs",
-        "*declares survives_power_loss but lost * acknowledged writes in 10 of 10 rounds*",
+        "*declares survives_power_loss but lost * acknowledged writes in * of 10 rounds*",
     ),
     # a server that answers from memory and saves later, declared durable (issue 53): SIGKILLed
     # by the harness's process control right after each acknowledgement, it loses every round
