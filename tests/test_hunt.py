@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,35 @@ def test_an_unreachable_redis_database_is_a_clear_error_without_credentials() ->
         open_database("redis://user:s3cret@127.0.0.1:1/0")
     assert "cannot reach Redis" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_redis_database_keeps_a_failure_for_eight_days_after_its_last_write(
+    prism_binaries: Mapping[str, Path],
+) -> None:
+    """What docs/hunting.md promises of a ``redis://`` database, on a real Redis: an entry is
+    read back under the ``prism-hunt:`` prefix and expires 8 days after it was last written
+    (a later write of the same test starts its 8 days again)."""
+    import redis
+
+    from tests.conftest import runtime_of
+
+    eight_days = 8 * 24 * 3600
+    for runtime in runtime_of("redis", "hunt-db", prism_binaries):
+        availability = runtime.availability["redis"]
+        if not availability.available:
+            pytest.fail(f"redis cannot be provisioned here: {availability.detail}")
+        url = runtime.endpoint("redis").url
+        database = open_database(url)
+        database.save(b"test-key", b"failing example")
+        assert list(database.fetch(b"test-key")) == [b"failing example"]
+        client = redis.Redis.from_url(url)
+        try:
+            (key,) = [k for k in client.keys(b"prism-hunt:*") if b"test-key" in k]
+            client.expire(key, 60)  # as if written long ago: the next write restarts the clock
+            database.save(b"test-key", b"another failing example")
+            assert eight_days - 60 <= client.ttl(key) <= eight_days
+        finally:
+            client.close()
 
 
 @pytest.fixture(autouse=True)
