@@ -57,6 +57,7 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
+from prism_testkit import patience
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConnectionLost, DeliveryNotFound, PayloadTooLarge, ProvisioningError
@@ -82,9 +83,12 @@ HORIZON_MS = 10**12  # idle time (ms) at which a pending entry is available agai
 POLL_INTERVAL = 0.01  # seconds between receive attempts while a queue receive waits
 SCAN_COUNT = 500
 SUBSCRIBE_TIMEOUT = 10.0  # seconds to wait for the server to confirm a SUBSCRIBE
-# how long a write waits for its replicas (redis-sentinel-wait); below redis-py's socket timeout (5 s)
+# how long a write waits for its replicas (redis-sentinel-wait); below the socket timeout
 WAIT_TIMEOUT_MS = 2000
 SENTINEL_TIMEOUT = 2.0  # seconds a Sentinel may take to answer (or to accept a connection)
+# seconds a command's answer (or a connection) may take on a quiet machine: redis-py's default
+# is a fixed 5 s, which a loaded machine outruns on a calm operation (then an unknown outcome)
+SOCKET_TIMEOUT = 10.0
 
 _SPECIAL_GLOB = re.compile(r"([\\*?\[\]])")
 _DELIVERY_ID = re.compile(r"^(\d+-\d+):(\d+)$")
@@ -499,7 +503,10 @@ class RedisDriver(Driver):
     def _client(name: str, endpoint: Endpoint) -> tuple[aioredis.Redis, Sentinel | None]:
         """The client, and the Sentinel manager it finds its server through (if any)."""
         try:
-            pool = aioredis.ConnectionPool.from_url(endpoint.url, retry=Retry(NoBackoff(), 0))
+            timeout = SOCKET_TIMEOUT * patience.slowness()  # a URL's own socket_timeout wins
+            pool = aioredis.ConnectionPool.from_url(
+                endpoint.url, retry=Retry(NoBackoff(), 0), socket_timeout=timeout, socket_connect_timeout=timeout
+            )
         except ValueError as exc:
             raise ProvisioningError(redact(f"backend {name!r}: bad Redis URL {endpoint.url}: {exc}")) from None
         return aioredis.Redis(connection_pool=pool), None
@@ -613,14 +620,12 @@ class RedisSentinelDriver(RedisDriver):
         except ValueError as exc:
             raise ProvisioningError(redact(f"backend {name!r}: bad Sentinel URL {endpoint.url}: {exc}")) from None
         no_retry = Retry(NoBackoff(), 0)
+        asked = SENTINEL_TIMEOUT * patience.slowness()
         sentinel = Sentinel(
             sentinels,
-            sentinel_kwargs={
-                "socket_timeout": SENTINEL_TIMEOUT,
-                "socket_connect_timeout": SENTINEL_TIMEOUT,
-                "retry": no_retry,
-            },
-            socket_connect_timeout=SENTINEL_TIMEOUT,
+            sentinel_kwargs={"socket_timeout": asked, "socket_connect_timeout": asked, "retry": no_retry},
+            socket_connect_timeout=asked,
+            socket_timeout=SOCKET_TIMEOUT * patience.slowness(),
             retry=no_retry,
         )
         client: aioredis.Redis = sentinel.master_for(service.strip("/"))
