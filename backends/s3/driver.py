@@ -6,9 +6,11 @@ memory: it is declared **not durable**. Any URL of an S3-compatible service work
 ``?region=...`` is passed on. The secret never appears in messages (``redact``).
 
 Mapping: buckets are S3 buckets of the same name (the harness's names are valid bucket names);
-keys are S3 object keys, except that '%' and whole '.' / '..' path segments are percent-encoded
-(minio refuses dot segments, which HTTP stacks would normalise away). The minio client is
-synchronous, so every call runs in a worker thread (``asyncio.to_thread``): the loop never blocks.
+keys are S3 object keys, except that '%', control characters and whole '.' / '..' path segments
+are percent-encoded (minio refuses dot segments, which HTTP stacks would normalise away; an S3
+server need not take a control character in a path nor carry it in a listing's XML). The
+minio client is synchronous, so every call runs in a worker thread (``asyncio.to_thread``):
+the loop never blocks.
 
 Metadata: the user's metadata map goes, as percent-encoded JSON, into one user-metadata header
 (``x-amz-meta-prism-meta``), because S3 lower-cases metadata names, restricts their characters
@@ -99,11 +101,17 @@ def _expired(expires_at: float | None, now: float | None = None) -> bool:
     return expires_at is not None and expires_at <= (time.time() if now is None else now)
 
 
+# '%' (so the mapping stays injective) and the control characters, which an S3 server need not
+# take in a request's path nor carry in the XML of a listing or a multi-object delete (moto
+# answered a put of such a key with 404, and the delete naming one with 500).
+_ESCAPED = str.maketrans({"%": "%25"} | {chr(c): f"%{c:02X}" for c in (*range(0x20), 0x7F)})
+
+
 def _s3_key(key: str) -> str:
     """The S3 name of ``key``. minio (rightly: HTTP stacks normalise them away) refuses '.' and
-    '..' path segments, so those are percent-encoded, and '%' itself, so the mapping is
-    injective. Every other key is stored as is."""
-    segments = key.replace("%", "%25").split("/")
+    '..' path segments, so those are percent-encoded, as are '%' itself, so the mapping is
+    injective, and the control characters (:data:`_ESCAPED`). Every other key is stored as is."""
+    segments = key.translate(_ESCAPED).split("/")
     return "/".join("%2E" * len(s) if s in (".", "..") else s for s in segments)
 
 
