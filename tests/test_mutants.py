@@ -231,6 +231,14 @@ MUTANTS = [
     ("redis_scan_prefix_unescaped", "names", "redis", "*scan(*) is not literal: it found*"),
     ("nats_topic_not_escaped", "names", "nats", "*BadSubjectError*"),
     ("kafka_group_ids_not_encoded", "names", "kafka", "*of log * committed *groups alias*"),
+    # an undeclared character silently written as "-": the twin name's subscriber, or object, sees it
+    (
+        "memstore_topic_undeclared_as_dash",
+        "names",
+        "memstore",
+        "*topic *'s subscriber received what was published to *topics alias*",
+    ),
+    ("memstore_object_key_undeclared_as_dash", "names", "memstore", "*object * was stored as *"),
     # pub/sub under faults (issue 53 item 3): a message handed out again after a reconnect
     ("redis_subscription_replays_after_reconnect", "stateful_pubsub", "redis", "*INVALID (*duplicated)*"),
     # a declared exactly-once pub/sub (memstore's) judged: an acknowledged publish a subscriber missed
@@ -396,6 +404,8 @@ ONLY = {
     "redis_scan_prefix_unescaped": "escape_must_work",
     "nats_topic_not_escaped": "escape_must_work",
     "kafka_group_ids_not_encoded": "escape_must_work",
+    "memstore_topic_undeclared_as_dash": "undeclared",
+    "memstore_object_key_undeclared_as_dash": "undeclared",
     "redis_subscription_replays_after_reconnect": "every_fault",
     "memstore_pubsub_skips_a_subscriber": "delivery_guarantee_under_faults",
     "kv_delete_looks_before_it_deletes": "concurrent_deletes",
