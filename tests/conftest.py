@@ -14,6 +14,7 @@ from prism_testkit.provision.base import Endpoint, ProvisionContext, Provisioner
 from prism_testkit.provision.netns import namespaces_unavailable_reason
 from prism_testkit.provision.workdirs import make_workdir
 from prism_testkit.runtime import PrismRuntime
+from tests._install_venv import installed_python
 
 OUT_OF_TREE = Path(__file__).parent / "outoftree"
 
@@ -53,6 +54,14 @@ def third_party(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> C
 def bagstore(third_party: Callable[..., None]) -> None:
     """The out-of-tree key-value backend 'bagstore', installed as package prism-bagstore."""
     third_party("prism-bagstore", {"bagstore": (OUT_OF_TREE / "bagstore.py").read_text()}, {"bagstore": "bagstore"})
+
+
+@pytest.fixture(scope="session")
+def installed() -> Path:
+    """The python of a cached venv holding a real, non-editable install of this checkout's
+    prism-testkit, without extras (tests/_install_venv.py): built once, shared by xdist workers;
+    a venv that cannot be built fails the tests that need it, never skips them."""
+    return installed_python()
 
 
 def context_for(name: str, where: Path, binaries: Mapping[str, Path]) -> ProvisionContext:

@@ -20,6 +20,7 @@ from prism_testkit.hunting.hunt import (
     parse_budget,
 )
 from prism_testkit.hunting.identity import IdentityKeyedDatabase, module_identity
+from tests._install_venv import REPOSITORY, pytest_in
 
 # A stateful suite with a planted bug (``needed`` values above ``above`` in its draws), its
 # machine judging every example like the real ones.
@@ -495,6 +496,111 @@ def test_an_installed_and_a_checked_out_layout_share_a_failure_even_under_a_seed
         assert "--hypothesis-seed" not in first, replay
         assert any("searches afresh" in line and "--hypothesis-seed=" in line for line in rest), replay
     assert ".hypothesis" not in replayed.stdout.str()
+
+
+# A third party's backend that silently loses data: memstore's, but its logs acknowledge every
+# append with the next offset and keep only the first two. Distributed as backends are (a
+# ``prism_testkit`` entry point: the harness reads no other registration), from the project's
+# own directory, which ``python -m pytest`` puts on sys.path.
+LEAKY_LOG = """
+import dataclasses
+
+from prism_testkit import hookimpl
+from prism_testkit.backends import memstore
+
+KEPT = 2
+
+
+class LeakyLogState(memstore._LogState):
+    def __init__(self):
+        super().__init__()
+        self.acknowledged = 0
+
+    def append(self, message):
+        self.acknowledged += 1
+        if self.acknowledged <= KEPT:
+            super().append(message)
+        return self.acknowledged - 1
+
+
+class LeakyStore(memstore._Store):
+    def append(self, log, message):
+        offset = self.logs.setdefault(log, LeakyLogState()).append(message)
+        self.signals.notify(f"log:{log}")
+        return offset
+
+
+STORES = {}
+
+
+class LeakyDriver(memstore.MemstoreDriver):
+    backend_name = "leakylog"
+
+    @classmethod
+    async def connect(cls, name, capabilities, endpoint):
+        return cls(name, capabilities, STORES.setdefault(endpoint.url, LeakyStore()))
+
+
+@hookimpl
+def prism_register_backends():
+    (spec,) = memstore.prism_register_backends()
+    return [dataclasses.replace(spec, name="leakylog", driver=LeakyDriver, description="loses appends")]
+"""
+LEAKY_SUITE = "prism_testkit.suites.test_stateful_log"
+LEAKY_TEST = "test_log_keeps_every_acknowledged_append_in_order_under_faults"
+
+
+def leaky_project(folder: Path) -> Path:
+    """A user's project dir holding the leaky backend's distribution, and a ``-p reuse_only``
+    plugin that registers the profile replaying only what the example database holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "leakylog.py").write_text(LEAKY_LOG)
+    info = folder / "prism_leakylog-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: prism-leakylog\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[prism_testkit]\nleakylog = leakylog\n")
+    (folder / "reuse_only.py").write_text(
+        "from hypothesis import Phase, settings\n\nsettings.register_profile('reuse-only', phases=[Phase.reuse])\n"
+    )
+    return folder
+
+
+def test_a_pip_installed_and_an_editable_machine_share_a_hunts_failure(
+    pytester: pytest.Pytester, tmp_path: Path, installed: Path
+) -> None:
+    """Issue 51, on a real install: a hunt on this checkout's editable venv finds a third party's
+    lost appends with a shipped suite; a venv that pip-installed the wheel runs the same suite
+    by ``--pyargs`` and fails in its first round from the shared database alone."""
+    database = tmp_path / "shared-examples"
+    suite = ("--pyargs", LEAKY_SUITE, "-k", LEAKY_TEST, "--prism-backend=leakylog", "-p", "no:randomly")
+
+    leaky_project(pytester.path)
+    found = pytester.runpytest_subprocess(
+        *suite, "--prism-hunt=30s", f"--prism-hunt-db={database}", "-p", "no:cacheprovider"
+    )
+    found.assert_outcomes(failed=1)
+    assert "log: INVALID (lost-write)" in found.stdout.str()
+    assert f"failures found are saved in {database}" in found.stdout.str()
+    assert f"{REPOSITORY / 'suites' / 'test_stateful_log.py'}:" in found.stdout.str()  # the checkout's suite
+
+    elsewhere = leaky_project(tmp_path / "installed-machine")
+    replayed = pytest_in(
+        installed, elsewhere, *suite, "-p", "reuse_only", "--hypothesis-profile=reuse-only",
+        "--prism-hunt=1s", f"--prism-hunt-db={database}",
+    )  # fmt: skip
+    output = replayed.stdout + replayed.stderr
+    assert replayed.returncode == pytest.ExitCode.TESTS_FAILED, output
+    assert f"{installed.parents[1]}/lib/python" in output  # the installed suite ran...
+    assert f"{REPOSITORY}/prism_testkit/" not in output  # ...and nothing of the checkout
+    assert f"{REPOSITORY}/suites/" not in output
+    summary = replayed.stdout[replayed.stdout.index("prism-testkit hunt") :]
+    assert re.search(r"hunted .*: \d+ examples in 1 rounds, .* 1 failing", summary), summary
+    assert "log: INVALID (lost-write)" in summary
+    identity = f"{LEAKY_SUITE}::{LEAKY_TEST}[backend=leakylog]"
+    assert f"from the database {database}, saved under {identity}" in summary, summary
+    assert f"replay from the database: pytest --pyargs '{identity}' " in summary, summary
+    assert f"--prism-hunt=1s --prism-hunt-db={database}" in summary
+    assert "\n  seed: " not in summary
 
 
 def test_a_seeded_hunt_writes_the_shared_database(pytester: pytest.Pytester, tmp_path: Path) -> None:
