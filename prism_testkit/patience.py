@@ -212,3 +212,9 @@ def repeat_until(
         waited = clocks.monotonic() - started
         if waited >= bound(bound_name):
             raise Unsettled(what, waited, bound_name)
+
+
+def poll_until(done: Callable[[], bool], *, what: str, bound_name: str = "calm-op", every: float = 0.05) -> None:
+    """Poll ``done`` (a cheap look, such as whether a process is gone) every ``every`` seconds
+    until it holds; running out of ``bound_name`` raises :class:`Unsettled` naming ``what``."""
+    repeat_until(lambda: time.sleep(every), done, what=what, bound_name=bound_name)

@@ -16,12 +16,13 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from prism_testkit.faults.proxy import FaultProxy, FaultState
+from prism_testkit.patience import poll_until
 from prism_testkit.provision.processes import ServerProcess, free_port, port_open
 
 LOCAL = "127.0.0.1"
@@ -111,15 +112,6 @@ def assert_turned_away(proxy: FaultProxy) -> None:
     assert data == b""
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def socket_fds() -> int:
     count = 0
     for fd in os.listdir("/proc/self/fd"):
@@ -159,7 +151,7 @@ def test_half_close_is_passed_on_and_the_other_direction_keeps_flowing(proxy: Fa
         assert recv_exact(sock, 10) == b"last words"
         assert sock.recv(1) == b""
     assert echo.outcomes.get(timeout=5) == "eof"
-    assert eventually(lambda: proxy.stats.connections_active == 0)
+    poll_until(lambda: proxy.stats.connections_active == 0, what="the proxy to count no connection active")
 
 
 def test_many_concurrent_connections_from_another_event_loop(proxy: FaultProxy) -> None:
@@ -345,7 +337,7 @@ def test_close_leaves_no_thread_no_listener_and_no_socket(echo: EchoServer) -> N
             assert sock.recv(16) == b""
         sock.close()
     # The echo server closes its side in its own threads: wait for it, then compare.
-    assert eventually(lambda: socket_fds() == baseline), (socket_fds(), baseline)
+    poll_until(lambda: socket_fds() == baseline, what=f"the process back to its {baseline} sockets")
     fault_proxy.heal()  # control after close is a harmless no-op
 
 

@@ -11,13 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from prism_testkit.patience import bound
+from prism_testkit.patience import bound, poll_until
 from tests.conftest import OUT_OF_TREE
 
 # A third party's server whose leader forks a helper that leaves the process group (setsid(), as
@@ -90,16 +89,6 @@ def _running(pid: int) -> bool:
     return state not in "ZX"
 
 
-def _within(seconds: float, condition: Callable[[], bool]) -> bool:
-    """Whether ``condition`` holds within ``seconds`` (polled)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_a_signal_to_the_controller_alone_leaves_no_process_and_no_work_dir_of_its_workers(
     pytester: pytest.Pytester,
@@ -132,7 +121,11 @@ def test_a_signal_to_the_controller_alone_leaves_no_process_and_no_work_dir_of_i
         ) as run,
     ):
         try:
-            _within(bound("settle-ceiling"), lambda: (ready.exists() and pids.exists()) or run.poll() is not None)
+            poll_until(
+                lambda: (ready.exists() and pids.exists()) or run.poll() is not None,
+                what="the run's worker to start its server",
+                bound_name="settle-ceiling",
+            )
             assert run.poll() is None, log.read_text()[-3000:]
             assert ready.exists(), log.read_text()[-3000:]
             assert pids.exists(), log.read_text()[-3000:]
@@ -141,7 +134,7 @@ def test_a_signal_to_the_controller_alone_leaves_no_process_and_no_work_dir_of_i
             run.wait(timeout=bound("settle-ceiling"))
             assert run.returncode == pytest.ExitCode.INTERRUPTED, log.read_text()[-3000:]
             # The helper is reaped by init once killed: "gone" is seen soon, not at once.
-            assert _within(bound("calm-op"), lambda: not _running(helper)), "a server's process outlived the run"
+            poll_until(lambda: not _running(helper), what="the server's process gone after the run")
             assert not workdir.exists(), "the worker's work dir outlived the run"
         finally:
             with contextlib.suppress(ProcessLookupError):
