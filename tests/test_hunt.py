@@ -475,6 +475,9 @@ def test_an_installed_and_a_checked_out_layout_share_a_failure_even_under_a_seed
     # Under "reuse-only" a test runs only what the database holds: a fresh one, nothing.
     fresh = hunt_easy(pytester, installed, tmp_path / "fresh", "--prism-hunt=1s", "--hypothesis-profile=reuse-only")
     fresh.assert_outcomes(skipped=1)
+    # ... and the hunt's summary says so: a skip is no failure
+    assert "0 failing, 1 skipped" in hunt_summary(fresh), hunt_summary(fresh)
+    assert "FAILED" not in fresh.stdout.str()
     replayed = hunt_easy(
         pytester, installed, database, "--prism-hunt=1s", "--hypothesis-profile=reuse-only", "--hypothesis-seed=3"
     )

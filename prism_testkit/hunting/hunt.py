@@ -105,6 +105,7 @@ class HuntTally:
     seconds: float = 0.0
     allotted: float = 0.0  # seconds this test was given when it started
     failed: bool = False
+    skipped: str | None = None  # why a round skipped the test (then neither failed nor done)
     test: str = ""  # the test's node id
     failure: str | None = None  # one line: the shrunk failure's verdicts, or its error
     replay: str | None = None  # the command that runs that failure again (its schedule's, when written)
@@ -121,6 +122,7 @@ class HuntTally:
             "faults": self.faults,
             "seconds": round(self.seconds, 1),
             "failed": self.failed,
+            "skipped": self.skipped,
             "failure": self.failure,
             "replay": self.replay,
             "seed": self.seed,
@@ -280,7 +282,7 @@ class HuntPlan:
             return
         self._last_progress = now
         where = f"[{self.worker}] " if self.worker else ""
-        state = "FAILED" if tally.failed else "done" if final else "hunting"
+        state = "FAILED" if tally.failed else "skipped" if tally.skipped else "done" if final else "hunting"
         self.emit(
             f"prism-hunt {where}{state} {nodeid}: {tally.examples} examples in {tally.rounds} rounds, "
             f"{tally.faults} faults injected, {tally.seconds:.0f}s of {tally.allotted:.0f}s"

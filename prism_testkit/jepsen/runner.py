@@ -24,6 +24,7 @@ import random
 import re
 import sys
 import time
+import unittest
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,6 +44,9 @@ from prism_testkit.jepsen.latency import Series, Settles
 from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue, settle_strays
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.digest import combined_digest, history_digest
+
+# How a round says its test was skipped (Hypothesis raises unittest's when it runs no example).
+SKIPS = (unittest.SkipTest, pytest.skip.Exception)
 
 if TYPE_CHECKING:
     from prism_testkit.jepsen.timeline import FaultBand, Timeline
@@ -504,6 +508,9 @@ class StatefulRun:
                 make._hypothesis_internal_use_seed = self.seed  # type: ignore[attr-defined]
                 try:
                     run_state_machine_as_test(machine, settings=round_settings)
+                except SKIPS as exc:  # e.g. told to run no example and the database held none
+                    self.tally.skipped = str(exc) or type(exc).__name__
+                    raise
                 except BaseException as exc:
                     self.tally.failed = True
                     self.tally.failure = failure_line(exc, self.failed)

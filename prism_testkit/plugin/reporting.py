@@ -234,10 +234,12 @@ class Reporting:
         plan = self.config.stash.get(PLAN, None)
         total = {name: sum(h[name] for h in self.hunts) for name in ("rounds", "examples", "faults", "seconds")}
         failed = sum(1 for h in self.hunts if h["failed"])
+        skipped = sum(1 for h in self.hunts if h.get("skipped"))
         terminalreporter.section("prism-testkit hunt")
         terminalreporter.write_line(
             f"{len(self.hunts)} stateful tests hunted for {total['seconds']:.0f}s in all: {total['examples']} "
             f"examples in {total['rounds']} rounds, {total['faults']} faults injected, {failed} failing"
+            + (f", {skipped} skipped" if skipped else "")
         )
         for hunt in self.hunts:
             if hunt["failed"]:
