@@ -155,6 +155,7 @@ class HuntedTest(PerTest):
     faults: int | None = None
     seconds: float | None = None
     failed: bool = False
+    skipped: str | None = None  # why a round skipped it
     failure: str | None = None
     replay: str | None = None
     seed: int | None = None
