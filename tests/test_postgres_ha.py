@@ -222,6 +222,25 @@ def test_failover_promotes_a_standby_and_the_url_follows_it(sync_ha: Endpoint) -
     assert set(replicas.split()) == {f"n{n}" for n in cluster.standbys()}
 
 
+def test_waiting_for_a_cluster_whose_primary_is_down_fails_at_once(sync_ha: Endpoint) -> None:
+    """Nothing but a restore starts a lost primary again: a wait for the cluster to settle
+    says so at once instead of running out its bound (16 min, seen on a loaded machine)."""
+    from prism_testkit.errors import ProvisioningError
+
+    cluster = cluster_of(sync_ha)
+    primary = cluster.primary
+    cluster.kill_node(primary)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ProvisioningError, match=f"the primary n{primary} is not running"):
+            cluster.wait_settled()
+        assert time.monotonic() - started < bound("calm-op")
+    finally:
+        cluster.restore()
+    assert cluster.primary == primary
+    assert not cluster.in_recovery(primary)
+
+
 def test_repeated_failovers_keep_every_commit_and_the_cluster_heals(sync_ha: Endpoint) -> None:
     cluster = cluster_of(sync_ha)
     name = table()

@@ -44,7 +44,7 @@ from .wire import QueryError, Session, accepts_sessions, as_psql_text
 PORT = 5432  # every node has its own namespace, so all listen on the same port
 ADMIN_TIMEOUT = 30.0  # seconds an administrative command (a query, pg_basebackup) may take
 ADMIN_CONNECT_TIMEOUT = 2.0  # seconds to start an administrative session (a paused node never answers)
-PROMOTE_WAIT = 30  # seconds pg_promote() waits for the standby to leave recovery
+PROMOTE_WAIT = 30  # seconds (x slowness) a promoted standby may take to leave recovery
 # The end of the WAL a standby holds, as a byte position: what it received or replayed
 WAL_END = "pg_wal_lsn_diff(GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint"
 
@@ -174,6 +174,10 @@ class PostgresHaCluster(FailoverCluster):
         runs on the kept administrative session: it answers only if the server took a session
         since it last started (a restart ends every session), so a new one is not opened per
         poll just to show that."""
+        if not self.servers[self.primary].alive:
+            # nothing starts a primary again but a restore, which clones it as a standby first:
+            # waiting would only run out the settle bound (16 min on a loaded machine)
+            raise ProvisioningError(f"postgres-ha: the primary {node_name(self.primary)} is not running")
         running = {node_name(n) for n in self.standbys() if self.servers[n].alive and n not in self.paused}
         try:
             streaming = self.sql(
@@ -389,9 +393,7 @@ class PostgresHaCluster(FailoverCluster):
         new = self.most_advanced_standby() if to is None else to
         if new == old or not 0 <= new < self.size:
             raise ProvisioningError(f"postgres-ha: cannot promote node {new}")
-        promoted = self.sql(new, f"SELECT pg_promote(true, {PROMOTE_WAIT})", timeout=PROMOTE_WAIT + 5)
-        if promoted != "t" or self.in_recovery(new):
-            raise ProvisioningError(f"postgres-ha: {node_name(new)} did not leave recovery")
+        self._promote(new)
         self.primary = new
         self.behind.pop(new, None)
         for node in range(self.size):
@@ -413,6 +415,25 @@ class PostgresHaCluster(FailoverCluster):
                 continue
             self._follow(node, fork)  # one the promotion's measure missed may be past the fork
         return new
+
+    def _promote(self, node: int) -> None:
+        """Promote standby ``node`` and return once it has left recovery. Not
+        ``pg_promote(wait => true)``: that statement holds its snapshot while replay finishes,
+        and replay resumed after ``hold_replay`` cancelled it as a recovery conflict though the
+        promotion went on (seen in a main job: the harness then took the old primary for the
+        current one). Each poll is a statement of its own."""
+        if self.sql(node, "SELECT pg_promote(false)") != "t":
+            raise ProvisioningError(f"postgres-ha: {node_name(node)} refused to be promoted")
+        deadline = time.monotonic() + PROMOTE_WAIT * patience.slowness()
+        while True:
+            try:
+                if not self.in_recovery(node):
+                    return
+            except ProvisioningError:
+                pass  # a poll cancelled by a recovery conflict: ask again
+            if time.monotonic() > deadline:
+                raise ProvisioningError(f"postgres-ha: {node_name(node)} did not leave recovery")
+            time.sleep(0.05)
 
     def _fork_point(self, node: int) -> int:
         """Where ``node``'s newest timeline forked off its parent: the switchpoint on the last
