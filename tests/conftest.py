@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -121,6 +122,28 @@ def started_by_harness(runtime: PrismRuntime, backend: str) -> tuple[Driver, Ser
     control = runtime.control(backend)
     assert control is not None, f"the test needs a {backend} server the harness started"
     return runtime.driver(backend), control
+
+
+def read_through_a_pause(runtime: PrismRuntime, backend: str, hold: float) -> tuple[bool, bytes | None]:
+    """Write a key, read it once (the driver's connection is open now), pause the server the
+    harness started, and read it again: whether that read was answered within ``hold`` seconds
+    of the pause, and what it returned once the server was resumed."""
+    driver, control = started_by_harness(runtime, backend)
+    key = runtime.namespaces.new().name("held")
+
+    async def scenario() -> tuple[bool, bytes | None]:
+        kv = driver.keyvalue()
+        await kv.put(key, b"before")
+        assert await kv.get(key) == b"before"
+        control.pause()
+        try:
+            read = asyncio.ensure_future(kv.get(key))
+            done, _ = await asyncio.wait({read}, timeout=hold)
+        finally:
+            control.resume()
+        return bool(done), await read
+
+    return runtime.run(scenario())
 
 
 # A test that measures a loss its server's documentation allows (its fault went past what the
