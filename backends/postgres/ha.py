@@ -44,7 +44,6 @@ from .wire import QueryError, Session, accepts_sessions, as_psql_text
 PORT = 5432  # every node has its own namespace, so all listen on the same port
 ADMIN_TIMEOUT = 30.0  # seconds an administrative command (a query, pg_basebackup) may take
 ADMIN_CONNECT_TIMEOUT = 2.0  # seconds to start an administrative session (a paused node never answers)
-PROMOTE_WAIT = 30  # seconds (x slowness) a promoted standby may take to leave recovery
 # The end of the WAL a standby holds, as a byte position: what it received or replayed
 WAL_END = "pg_wal_lsn_diff(GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint"
 
@@ -424,16 +423,16 @@ class PostgresHaCluster(FailoverCluster):
         current one). Each poll is a statement of its own."""
         if self.sql(node, "SELECT pg_promote(false)") != "t":
             raise ProvisioningError(f"postgres-ha: {node_name(node)} refused to be promoted")
-        deadline = time.monotonic() + PROMOTE_WAIT * patience.slowness()
-        while True:
+
+        def promoted() -> bool:
             try:
-                if not self.in_recovery(node):
-                    return
+                return not self.in_recovery(node)
             except ProvisioningError:
-                pass  # a poll cancelled by a recovery conflict: ask again
-            if time.monotonic() > deadline:
-                raise ProvisioningError(f"postgres-ha: {node_name(node)} did not leave recovery")
-            time.sleep(0.05)
+                return False  # a poll cancelled by a recovery conflict: ask again
+
+        patience.poll_until(
+            promoted, what=f"postgres-ha: {node_name(node)} to leave recovery", bound_name="settle-ceiling"
+        )
 
     def _fork_point(self, node: int) -> int:
         """Where ``node``'s newest timeline forked off its parent: the switchpoint on the last
