@@ -37,18 +37,11 @@ from prism_testkit.patterns.event_sourcing import (
 from pydantic import ValidationError
 
 from prism_testkit.interfaces import KeyValue, Log, Transaction, Transactions
+from prism_testkit.simulation.clock import ManualClock
 from tests._scenarios import Runner as ScenarioRunner
 from tests._scenarios import scenario_runner
 
 # --- fixtures ------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -56,7 +49,7 @@ class Env:
     transactions: Transactions
     log: Log
     kv: KeyValue
-    clock: FakeClock
+    clock: ManualClock
 
     def store(self, name: str = "es", **config: Any) -> EventStore:
         upcasters = config.pop("upcasters", None)
@@ -69,13 +62,13 @@ async def open_env(backend: str, directory: Path) -> AsyncIterator[Env]:
     if backend == "memstore":
         mem = open_memstore()
         try:
-            yield Env(mem.transactions(), mem.log(), mem.keyvalue(), FakeClock())
+            yield Env(mem.transactions(), mem.log(), mem.keyvalue(), ManualClock())
         finally:
             await mem.close()
         return
     driver = await open_sqlite(directory)
     try:
-        yield Env(driver.transactions(), driver.log(), driver.keyvalue(), FakeClock())
+        yield Env(driver.transactions(), driver.log(), driver.keyvalue(), ManualClock())
     finally:
         await driver.close()
 

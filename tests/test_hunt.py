@@ -20,6 +20,7 @@ from prism_testkit.hunting.hunt import (
     parse_budget,
 )
 from prism_testkit.hunting.identity import IdentityKeyedDatabase, module_identity
+from prism_testkit.simulation.clock import ManualClock
 from tests._install_venv import REPOSITORY, pytest_in
 
 # A stateful suite with a planted bug (``needed`` values above ``above`` in its draws), its
@@ -98,16 +99,6 @@ def test_a_budget_is_a_positive_finite_duration() -> None:
             parse_budget(bad)
 
 
-class Clock:
-    """A clock the test moves: the budget is test time, so what counts is how long tests took."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def plan_of(*tests: str, budget: float = 600, workers: int = 1, **more: Any) -> HuntPlan:
     plan = HuntPlan(budget=budget, database=None, database_label=None, workers=workers, **more)
     plan.hunted_ids = set(tests)
@@ -115,7 +106,7 @@ def plan_of(*tests: str, budget: float = 600, workers: int = 1, **more: Any) -> 
 
 
 def test_the_budget_is_split_over_the_hunted_tests_and_workers() -> None:
-    clock = Clock()
+    clock = ManualClock()
     plan = plan_of(*(f"t{n}" for n in range(30)), workers=2, clock=clock)
     assert plan.allot("t0") == pytest.approx(40)  # 1200 worker-seconds over 30 tests
     clock.now += 340  # the first test overran by 300 s
@@ -130,7 +121,7 @@ def test_the_budget_is_split_over_the_hunted_tests_and_workers() -> None:
 def test_the_budget_is_test_time_not_wall_time() -> None:
     """Time before the first hunted test (collection, servers starting) and between hunted
     tests (plain tests, other suites) is not taken from the hunt."""
-    clock = Clock()
+    clock = ManualClock()
     plan = plan_of("a", "b", clock=clock)
     clock.now += 500  # servers starting, other suites' tests
     assert plan.allot("a") == pytest.approx(300)
@@ -142,7 +133,7 @@ def test_the_budget_is_test_time_not_wall_time() -> None:
 
 def test_workers_share_one_count_so_the_last_tests_use_the_time_left(tmp_path: Path) -> None:
     """xdist hands tests to whichever worker is free: a worker cannot assume it gets half."""
-    ledger, clock = tmp_path / "run.ledger", Clock()
+    ledger, clock = tmp_path / "run.ledger", ManualClock()
     first, second = (plan_of("a", "b", "c", "d", workers=2, ledger=ledger, clock=clock) for _ in range(2))
     assert first.allot("a") == pytest.approx(300)  # 1200 worker-seconds, 4 tests
     assert second.allot("b") == pytest.approx(300)  # 900 left, 3 tests
@@ -159,7 +150,7 @@ def test_workers_share_one_count_so_the_last_tests_use_the_time_left(tmp_path: P
 
 
 def test_a_worker_never_hunts_longer_than_the_budget() -> None:
-    clock = Clock()
+    clock = ManualClock()
     plan = plan_of("a", "b", workers=2, clock=clock)
     assert plan.allot("a") == pytest.approx(600)  # 1200 worker-seconds over 2 tests, at most 600 each
     clock.now += 600
@@ -170,7 +161,7 @@ def test_a_worker_never_hunts_longer_than_the_budget() -> None:
 def test_a_hunted_test_that_skipped_counts_as_started(tmp_path: Path) -> None:
     """Two of four hunted tests skip (not applicable): the last one that hunts gets all the
     time left, not a share kept for the two that never come."""
-    clock = Clock()
+    clock = ManualClock()
     plan = plan_of("a", "b", "c", "d", clock=clock)
     assert plan.allot("a") == pytest.approx(150)
     clock.now += 150

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, TransactionAborted
 from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transactions
+from prism_testkit.simulation.clock import ManualClock
 from tests._scenarios import Runner as ScenarioRunner
 from tests._scenarios import scenario_runner
 
@@ -84,17 +85,6 @@ Runner = ScenarioRunner[Env]
 def on_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Runner:
     """Runs an async scenario against a fresh store of the parametrised backend."""
     return scenario_runner(lambda: open_env(request.param, tmp_path))
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -140,7 +130,7 @@ class RecordingSink:
 
 
 def relay(
-    env: Env, history: History, relay_id: str, config: OutboxConfig, clock: FakeClock | None = None, **hooks: Hook
+    env: Env, history: History, relay_id: str, config: OutboxConfig, clock: ManualClock | None = None, **hooks: Hook
 ) -> OutboxRelay:
     sink = RecordingSink(history, relay_id, **hooks)
     if clock is None:
@@ -191,7 +181,7 @@ def config(**overrides: Any) -> OutboxConfig:
 
 def test_commit_publishes_exactly_the_committed_events(on_backend: Runner) -> None:
     async def scenario(env: Env) -> None:
-        clock = FakeClock()
+        clock = ManualClock()
         outbox = Outbox(env.transactions, config(), clock=clock)
         history = History()
         async with outbox.transaction() as tx:
@@ -417,7 +407,7 @@ def test_a_relay_stopped_gracefully_hands_its_lease_to_another_id_at_once(on_bac
 
 def test_lease_expiry_hands_over_to_a_standby(on_backend: Runner) -> None:
     async def scenario(env: Env) -> None:
-        clock = FakeClock()
+        clock = ManualClock()
         cfg = config(batch_size=2, lease_ttl=10.0)
         outbox = Outbox(env.transactions, cfg, clock=clock)
         ids = await commit_events(outbox, [("agg", f"E{n}") for n in range(5)])
@@ -445,7 +435,7 @@ def test_lease_expiry_hands_over_to_a_standby(on_backend: Runner) -> None:
 
 def test_a_relay_whose_lease_was_taken_mid_batch_stops_and_cannot_move_the_offset_back(on_backend: Runner) -> None:
     async def scenario(env: Env) -> None:
-        clock = FakeClock()
+        clock = ManualClock()
         cfg = config(batch_size=5, lease_ttl=10.0)
         outbox = Outbox(env.transactions, cfg, clock=clock)
         ids = await commit_events(outbox, [(f"agg-{n % 2}", f"E{n}") for n in range(5)])
@@ -473,7 +463,7 @@ def test_a_relay_whose_lease_was_taken_mid_batch_stops_and_cannot_move_the_offse
 
 def test_a_successor_fences_the_stale_relay_before_it_publishes_anything(on_backend: Runner) -> None:
     async def scenario(env: Env) -> None:
-        clock = FakeClock()
+        clock = ManualClock()
         cfg = config(batch_size=5, lease_ttl=10.0)
         outbox = Outbox(env.transactions, cfg, clock=clock)
         ids = await commit_events(outbox, [("agg", f"E{n}") for n in range(5)])
@@ -526,7 +516,7 @@ class RacingKV:
 
 def test_a_renewal_that_races_a_takeover_loses_the_lease(on_backend: Runner) -> None:
     async def scenario(env: Env) -> None:
-        clock = FakeClock()
+        clock = ManualClock()
         cfg = config(lease_ttl=10.0)
         outbox = Outbox(env.transactions, cfg, clock=clock)
         history = History()
@@ -657,7 +647,7 @@ def test_a_relay_killed_before_committing_republishes_the_batch_with_the_same_id
 
 def test_pending_and_lag(on_backend: Runner) -> None:
     async def scenario(env: Env) -> None:
-        clock = FakeClock()
+        clock = ManualClock()
         cfg = config(batch_size=2)
         outbox = Outbox(env.transactions, cfg, clock=clock)
         r = relay(env, History(), "r1", cfg, clock)
@@ -890,7 +880,7 @@ class TruncatingLog:
 def test_delete_cleanup_truncates_published_records_after_retention() -> None:
     async def scenario() -> None:
         mem = open_memstore()
-        clock = FakeClock()
+        clock = ManualClock()
         cfg = config(cleanup="delete", retention=10.0, batch_size=2)
         outbox = Outbox(mem.transactions(), cfg, clock=clock)
         log = TruncatingLog(mem.log())

@@ -10,6 +10,7 @@ import pytest
 
 from prism_testkit import patience
 from prism_testkit.patience import Unsettled
+from prism_testkit.simulation.clock import ManualClock
 
 
 @pytest.fixture(autouse=True)
@@ -67,20 +68,10 @@ def test_a_quiet_wait_outlasts_the_longest_stall_load_mode_may_inject(monkeypatc
     assert patience.quiet(0.1) == pytest.approx(0.15)
 
 
-class FakeClock:
-    """The clock patience reads, advanced only by the probes: timing-free tests."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(patience.clocks, "monotonic", fake.monotonic)
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    fake = ManualClock(0.0)
+    monkeypatch.setattr(patience.clocks, "monotonic", fake)
     return fake
 
 
@@ -93,7 +84,7 @@ def test_until_returns_the_value_that_satisfied_it() -> None:
     assert asyncio.run(patience.until(probe, lambda n: n >= 5, what="drain: five", every=0)) == 5
 
 
-def test_progress_extends_the_wait_past_the_stall_bound(clock: FakeClock) -> None:
+def test_progress_extends_the_wait_past_the_stall_bound(clock: ManualClock) -> None:
     """A drain that keeps moving is not cut off by the stall bound, however long it takes in all."""
     count = 0
 
@@ -107,7 +98,7 @@ def test_progress_extends_the_wait_past_the_stall_bound(clock: FakeClock) -> Non
     assert clock.now > patience.BOUNDS["stall"]
 
 
-def test_a_wait_without_progress_ends_unsettled_naming_what_and_the_bound(clock: FakeClock) -> None:
+def test_a_wait_without_progress_ends_unsettled_naming_what_and_the_bound(clock: ManualClock) -> None:
     async def stuck() -> tuple[int, str]:
         clock.now += 1.0
         return 3, "offset 3 of 5"
@@ -123,7 +114,7 @@ def test_a_wait_without_progress_ends_unsettled_naming_what_and_the_bound(clock:
     assert caught.value.signature == "liveness:drain"
 
 
-def test_a_wait_that_progresses_forever_ends_at_the_ceiling(clock: FakeClock) -> None:
+def test_a_wait_that_progresses_forever_ends_at_the_ceiling(clock: ManualClock) -> None:
     count = 0
 
     async def livelock() -> int:
@@ -138,7 +129,7 @@ def test_a_wait_that_progresses_forever_ends_at_the_ceiling(clock: FakeClock) ->
     assert clock.now == pytest.approx(patience.BOUNDS["settle-ceiling"] + 1.0)
 
 
-def test_repeat_until_takes_the_step_until_it_is_done(clock: FakeClock) -> None:
+def test_repeat_until_takes_the_step_until_it_is_done(clock: ManualClock) -> None:
     """A short receive repeated: the message a busy machine delivers on the third try is no bug."""
     tries: list[float] = []
 
@@ -150,7 +141,7 @@ def test_repeat_until_takes_the_step_until_it_is_done(clock: FakeClock) -> None:
     assert len(tries) == 3
 
 
-def test_repeat_until_that_never_holds_is_a_liveness_verdict(clock: FakeClock) -> None:
+def test_repeat_until_that_never_holds_is_a_liveness_verdict(clock: ManualClock) -> None:
     def step() -> None:
         clock.now += 0.5
 

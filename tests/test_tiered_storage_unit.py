@@ -29,24 +29,18 @@ from pydantic import ValidationError
 
 from prism_testkit.cli import main
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge
+from prism_testkit.simulation.clock import ManualClock
 
 T = TypeVar("T")
 DAY = 86400.0
+T0 = 1_000_000.0  # the store's clock at the start of each test
 
 
 def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(factory())
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def make(clock: Clock | None = None, warm: bool = True, **overrides: Any) -> TieredStorage:
+async def make(clock: ManualClock | None = None, warm: bool = True, **overrides: Any) -> TieredStorage:
     hot, warm_driver, cold, ref = open_memstore(), open_memstore(), open_memstore(), open_memstore()
     tiers: dict[str, Any] = {"hot": KeyValueTier(hot.keyvalue())}
     settings: dict[str, Any] = {
@@ -69,7 +63,7 @@ async def make(clock: Clock | None = None, warm: bool = True, **overrides: Any) 
     tiers["cold"] = ObjectTier(
         cold.objects(), config.bucket, stream_threshold=config.stream_threshold, chunk_size=config.chunk_size
     )
-    store = TieredStorage(tiers, ref.keyvalue(), config, clock=clock or Clock())
+    store = TieredStorage(tiers, ref.keyvalue(), config, clock=clock or ManualClock(T0))
     await store.prepare()
     return store
 
@@ -161,7 +155,7 @@ def test_store_refuses_tiers_that_do_not_match_its_config() -> None:
 
 def test_put_get_delete_exists_are_transparent_across_tiers() -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = ManualClock(T0)
         store = await make(clock)
         big = bytes(range(256)) * 20  # above stream_threshold: streams into the cold tier
         await store.put("small", b"one")
@@ -199,7 +193,7 @@ def test_overwrite_removes_the_old_copy_and_over_limit_values_are_refused() -> N
 
 def test_rules_promote_and_demote_on_the_test_clock() -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = ManualClock(T0)
         store = await make(clock)
         migrator = Migrator(store)
         await store.put("k", b"v")
@@ -222,7 +216,7 @@ def test_rules_promote_and_demote_on_the_test_clock() -> None:
 
 def test_last_tier_ttl_expires_values_and_capacity_evicts_the_least_recently_read() -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = ManualClock(T0)
         store = await make(clock, warm=False, tiers={"hot": {"capacity": 10}, "cold": {"ttl": 5}})
         migrator = Migrator(store)
         for key in ("a", "b", "c"):
@@ -276,7 +270,7 @@ MIGRATION_STEPS = 3  # copy, switch, remove the old copy
 @pytest.mark.parametrize("step", range(MIGRATION_STEPS + 1))
 def test_a_migrator_killed_at_any_step_loses_nothing_and_gc_removes_its_orphan(step: int) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = ManualClock(T0)
         store = await make(clock)
         await store.put("k", b"v")
         clock.now += DAY + 1
@@ -299,7 +293,7 @@ def test_a_migrator_killed_at_any_step_loses_nothing_and_gc_removes_its_orphan(s
 @pytest.mark.parametrize("step", range(MIGRATION_STEPS))
 def test_a_put_racing_a_migration_is_never_overwritten_by_the_older_copy(step: int) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = ManualClock(T0)
         store = await make(clock)
         await store.put("k", b"old")
         clock.now += DAY + 1
@@ -319,7 +313,7 @@ def test_a_put_racing_a_migration_is_never_overwritten_by_the_older_copy(step: i
 @pytest.mark.parametrize("step", range(3))  # copy, switch, remove the old copy
 def test_a_put_killed_at_any_step_leaves_old_or_new_value(step: int) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = ManualClock(T0)
         store = await make(clock)
         await store.put("k", b"old")
         fault = StepFault(step)
@@ -336,7 +330,7 @@ def test_a_put_killed_at_any_step_leaves_old_or_new_value(step: int) -> None:
 
 def test_two_tiers_on_one_backend_never_collect_each_others_copies() -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = ManualClock(T0)
         shared = open_memstore().keyvalue()
         config = TieredStorageConfig.model_validate({"tiers": {"hot": {"ttl": 10}, "warm": {}}, "rules": []})
         store = TieredStorage({"hot": KeyValueTier(shared), "warm": KeyValueTier(shared)}, shared, config, clock=clock)
@@ -381,7 +375,7 @@ def test_reads_write_access_statistics_only_when_rules_or_capacity_use_them() ->
 
 def test_a_write_slower_than_half_the_gc_grace_never_switches_to_its_copy() -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = ManualClock(T0)
         store = await make(clock)
         await store.put("k", b"old")
         clock.now += DAY + 1
@@ -399,7 +393,7 @@ def test_a_write_slower_than_half_the_gc_grace_never_switches_to_its_copy() -> N
 
 def test_the_background_migrator_moves_keys_until_cancelled() -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = ManualClock(T0)
         store = await make(clock)
         await store.put("k", b"v")
         clock.now += DAY + 1

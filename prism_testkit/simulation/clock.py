@@ -64,3 +64,20 @@ def simulating(clock: VirtualClock) -> Iterator[None]:
         yield
     finally:
         _active = None
+
+
+class ManualClock:
+    """A time source that moves only when a test moves it: pass it where a pattern takes a
+    ``clock`` and age, lease, backoff and deadline rules run without sleeping.
+
+    Calling it reads :attr:`now`; :meth:`advance` (or assigning :attr:`now`) moves it.
+    """
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
