@@ -130,7 +130,7 @@ LEADERLESS_WAIT = 10.0
 READ_RETRY_EVERY = 1.0  # a cluster's unanswered read is asked again this often (see NatsDriver.api)
 CONNECT_TIMEOUT = 15.0
 CLOSE_GRACE = 5.0  # seconds a closed client's cancelled tasks get to end
-PULL_GRACE = 3.0  # seconds past a pull's expiry to wait for its 408: a loaded CI machine lags past 1 s
+PULL_GRACE = 3.0  # seconds past a pull's expiry to wait for its 408: a loaded machine lags past 1 s
 
 META_HEADER = "Prism-Meta"  # JSON {"h": headers, "k": key}: any str header names / values survive
 MSG_ID_HEADER = MESSAGE_ID_HEADER
@@ -1165,9 +1165,9 @@ class NatsDriver(Driver):
 
     async def _created_once(self, stream: str, create: Callable[[], Awaitable[None]]) -> None:
         """Run ``create`` for ``stream`` unless it is known to exist, once for every concurrent
-        caller. Six writers of a new log used to send six creates: on a cluster the repeats open
-        a moment in which the stream takes no publish and answers no request (seen: appends and
-        reads waiting out their 5 s timeout, or no responders)."""
+        caller: on a cluster a repeated create opens a moment in which the stream takes no
+        publish and answers no request (appends and reads wait out their timeout, or find no
+        responders)."""
         if stream in self._ready:
             return
         task = self._creating.get(stream)

@@ -28,14 +28,13 @@ PORT = 6379  # every host has its own namespace: every redis-server listens on t
 SENTINEL_PORT = 26379
 SERVICE = "prism"  # the name the Sentinels monitor the primary under
 QUORUM = 2  # of three Sentinels
-# Unanswered for this long, the primary is subjectively down. At 1 s a loaded 2-core CI
-# machine stalled the primary past it and Sentinel failed over on its own, mid-test.
+# Unanswered for this long, the primary is subjectively down: long enough that a loaded
+# 2-core machine's stall of the primary (over 1 s) is not taken for a crash mid-test.
 DOWN_AFTER_MS = 2500
 FAILOVER_TIMEOUT_MS = 10_000
 # Seconds a failover may take until clients find the new primary. A Sentinel retries a split
 # election only after twice failover-timeout (20 s): room for one retry. Polled, so a quick
-# failover returns at once. (The stalls once seen here were Sentinels killed as stragglers of
-# their host's redis-server, fixed in provision/processes.py, not slow elections.)
+# failover returns at once.
 FAILOVER_WAIT = 60.0
 # A Sentinel's flags for the primary while it is not settled on it (SENTINEL MASTER's "flags").
 UNSETTLED_FLAGS = {"s_down", "o_down", "failover_in_progress", "promoted", "disconnected"}

@@ -416,8 +416,8 @@ class LazyFilesystem:
             report["fault"] = detail
             # Files with nothing unsynced (and untouched by what the fault kept) hold their
             # durable content already: the rebuilt tree takes them as they are (a hard link to
-            # the same inode) instead of a copy of their blob. A power cut used to copy the
-            # whole data dir: two thirds of the lazy filesystem's CPU in a main job.
+            # the same inode) instead of a copy of their blob: copying the whole data dir at
+            # every cut would cost most of the lazy filesystem's CPU.
             dirty = set(self.unsynced) | set(self.journal) | set(self.unrecorded)
             clean = self._clean_live_files(dirty)
             self.journal.clear()
