@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 pytest.importorskip("nats")
-from prism_testkit.backends.nats.driver import ERR_NO_PEERS, ApiError, NatsDriver
+from prism_testkit.backends.nats.driver import (
+    ERR_JS_UNAVAILABLE,
+    ERR_NO_PEERS,
+    ERR_STREAM_NOT_FOUND,
+    KV_BUCKET,
+    ApiError,
+    NatsDriver,
+    token,
+)
 
 from prism_testkit.capabilities import Capability
 
@@ -105,3 +113,41 @@ def test_a_subscription_waits_for_the_servers_answer_as_long_as_the_machines_slo
     server = FlushRecorder()
     asyncio.run(driver_over(server, replicas=1).pubsub().subscribe("t"))
     assert server.flush_bounds == [API_TIMEOUT * 3]
+
+
+UNAVAILABLE = {
+    "error": {"code": 503, "err_code": ERR_JS_UNAVAILABLE, "description": "JetStream system temporarily unavailable"}
+}
+
+
+class RoutedServer(ScriptedServer):
+    """A connection answering by subject: each prefix has its answers in turn (the last repeats)."""
+
+    def __init__(self, routes: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__({})
+        self.routes = routes
+
+    async def request(self, subject: str, payload: bytes, **_: float) -> Reply:
+        self.asked.append(subject)
+        answers = next(answers for prefix, answers in self.routes.items() if subject.startswith(prefix))
+        return Reply(answers.pop(0) if len(answers) > 1 else answers[0])
+
+
+def test_the_end_of_test_purge_waits_out_a_cluster_between_leaders() -> None:
+    """The main job under load (jetstream-r3, the leader_change suite's outage test): the
+    namespace's key-value purge after the test was answered "temporarily unavailable" (503) and
+    the test ERRORed at teardown. A purge the clean-up sends needs no count, so it is asked again
+    while the cluster elects, as the clean-up's stream deletions are."""
+    prefix = "pt-1-"
+    key_subject = f"$KV.{KV_BUCKET}.{token(prefix)}k"
+    not_found = {"error": {"code": 404, "err_code": ERR_STREAM_NOT_FOUND, "description": "stream not found"}}
+    server = RoutedServer(
+        {
+            "$JS.API.STREAM.NAMES": [{"streams": [], "total": 0}],
+            f"$JS.API.STREAM.INFO.KV_{KV_BUCKET}": [{"state": {"subjects": {key_subject: 1}}, "total": 1}],
+            "$JS.API.STREAM.INFO.": [not_found],
+            "$JS.API.STREAM.PURGE.": [UNAVAILABLE, UNAVAILABLE, {"success": True, "purged": 1}],
+        }
+    )
+    asyncio.run(driver_over(server, replicas=3).purge(prefix))
+    assert server.asked.count(f"$JS.API.STREAM.PURGE.KV_{KV_BUCKET}") == 3
