@@ -6,7 +6,8 @@ What it guarantees, judged by the ``consumer-resume`` checker against the histor
 
 - **at-least-once, never a skip**: every record appended to the log is handled by some instance
   (``lost`` otherwise), and each instance handles the records from where it resumed, in order,
-  none left out (``skip``);
+  none left out (``skip``); a record handled and then gone from the log is ``lost`` too (a
+  failover of a backend that does not promise to survive one may drop it: tolerated there);
 - **exactly the duplicates the history predicts**: an instance resumes from the position its
   predecessors last saved, which the history tells: the last save that completed ok, or a save
   whose outcome is unknown (it may have landed, even late). Resuming below it re-handles records the
@@ -39,7 +40,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +165,85 @@ class RecordedState:
     async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
         self.instance.check()
         return await self.inner.compare_and_set(key, expected, new)
+
+
+def judge_resumes(instances: Sequence[Instance], saves: Sequence[Save], offsets: Mapping[int, int]) -> Verdict:
+    """The ``consumer-resume`` verdict: what each instance of ``instances`` resumed from and
+    handled, against ``saves`` and the log as it ended (``offsets``: value -> offset)."""
+    found: dict[str, list[Anomaly]] = defaultdict(list)
+    empty = History()
+
+    def add(name: str, message: str, **data: Any) -> None:
+        found[name].append(Anomaly(name, message, empty, data))
+
+    gone = sorted({value for instance in instances for value in instance.handled} - set(offsets))
+    if gone:
+        # Records handled, so once in the log, are gone from it: a loss (tolerated only after a
+        # failover of a backend that makes no promise to survive one). The log's offsets then
+        # no longer say what each instance read: resumes, skips and duplicates go unjudged.
+        add("lost", f"records handled, then gone from the log: values {gone}", values=gone)
+        counts = {"records": len(offsets), "instances": len(instances), "saves": len(saves), "lost": 1}
+        return Verdict("consumer-resume", None, dict(found), {}, counts)
+    handled_end = 0  # everything below it was handled by some instance before
+    predicted = duplicates = 0
+    seen: set[int] = set()
+    for instance in instances:
+        if instance.resumed is None:
+            continue
+        earlier = [s for s in saves if s.instance < instance.number]
+        last_ok = max((i for i, s in enumerate(earlier) if s.outcome == "ok"), default=None)
+        # The last save known to have landed, or any save of unknown outcome: one abandoned
+        # in flight may land late, even after a later save (a killed process's last write).
+        possible = {0} if last_ok is None else {earlier[last_ok].position}
+        possible |= {s.position for s in earlier if s.outcome == "info"}
+        start = instance.resumed
+        if start not in possible:
+            low = min(possible)
+            name = "unpredicted-duplicate" if start < low else "resumed-past-progress"
+            add(
+                name,
+                f"instance {instance.number} resumed from {start}; the saves before it allow {sorted(possible)}",
+                instance=instance.number,
+                resumed=start,
+                allowed=sorted(possible),
+            )
+        if start > handled_end:
+            add(
+                "skip",
+                f"instance {instance.number} resumed from {start}, past records never handled "
+                f"({handled_end}..{start - 1})",
+                instance=instance.number,
+            )
+        handled = [offsets[value] for value in instance.handled]
+        expected = list(range(start, start + len(handled)))
+        if handled != expected:
+            add(
+                "skip",
+                f"instance {instance.number} handled offsets {handled}, not {expected} from its resume position",
+                instance=instance.number,
+            )
+        predicted += max(0, min(handled_end, start + len(handled)) - start)
+        duplicates += len([o for o in handled if o in seen])
+        seen.update(handled)
+        handled_end = max(handled_end, start + len(handled))
+    lost = sorted(set(offsets.values()) - seen)
+    if lost:
+        add("lost", f"records never handled: offsets {lost}", offsets=lost)
+    if duplicates != predicted:
+        add(
+            "unpredicted-duplicate",
+            f"{duplicates} records handled twice, the resume positions predict {predicted}",
+            duplicates=duplicates,
+            predicted=predicted,
+        )
+    counts = {
+        "records": len(offsets),
+        "instances": len([i for i in instances if i.resumed is not None]),
+        "saves": len(saves),
+        "duplicates": duplicates,
+        **{name: len(group) for name, group in found.items()},
+    }
+    return Verdict("consumer-resume", None, dict(found), {}, counts)
 
 
 class ConsumerMachine(FaultMachine):
@@ -351,7 +431,7 @@ class ConsumerMachine(FaultMachine):
         offsets = self.recovering(self._read_all)
         self.recovering(lambda: self._drain(len(offsets)))
         self.history.invoke("reader", "drain", self.name, offset=0).ok(value=tuple(sorted(offsets.items())))
-        return [self._judge(offsets)], f"consumer of log {self.name}"
+        return [judge_resumes(self.instances, self.saves, offsets)], f"consumer of log {self.name}"
 
     async def _read_all(self) -> dict[int, int]:
         """value -> offset of every record in the log, read once healed."""
@@ -387,74 +467,6 @@ class ConsumerMachine(FaultMachine):
             return consumer.position or 0
 
         return poll
-
-    def _judge(self, offsets: dict[int, int]) -> Verdict:
-        found: dict[str, list[Anomaly]] = defaultdict(list)
-        empty = History()
-
-        def add(name: str, message: str, **data: Any) -> None:
-            found[name].append(Anomaly(name, message, empty, data))
-
-        handled_end = 0  # everything below it was handled by some instance before
-        predicted = duplicates = 0
-        seen: set[int] = set()
-        for instance in self.instances:
-            if instance.resumed is None:
-                continue
-            earlier = [s for s in self.saves if s.instance < instance.number]
-            last_ok = max((i for i, s in enumerate(earlier) if s.outcome == "ok"), default=None)
-            # The last save known to have landed, or any save of unknown outcome: one abandoned
-            # in flight may land late, even after a later save (a killed process's last write).
-            possible = {0} if last_ok is None else {earlier[last_ok].position}
-            possible |= {s.position for s in earlier if s.outcome == "info"}
-            start = instance.resumed
-            if start not in possible:
-                low = min(possible)
-                name = "unpredicted-duplicate" if start < low else "resumed-past-progress"
-                add(
-                    name,
-                    f"instance {instance.number} resumed from {start}; the saves before it allow {sorted(possible)}",
-                    instance=instance.number,
-                    resumed=start,
-                    allowed=sorted(possible),
-                )
-            if start > handled_end:
-                add(
-                    "skip",
-                    f"instance {instance.number} resumed from {start}, past records never handled "
-                    f"({handled_end}..{start - 1})",
-                    instance=instance.number,
-                )
-            handled = [offsets.get(value, -1) for value in instance.handled]
-            expected = list(range(start, start + len(handled)))
-            if handled != expected:
-                add(
-                    "skip",
-                    f"instance {instance.number} handled offsets {handled}, not {expected} from its resume position",
-                    instance=instance.number,
-                )
-            predicted += max(0, min(handled_end, start + len(handled)) - start)
-            duplicates += len([o for o in handled if o in seen])
-            seen.update(handled)
-            handled_end = max(handled_end, start + len(handled))
-        lost = sorted(set(offsets.values()) - seen)
-        if lost:
-            add("lost", f"records never handled: offsets {lost}", offsets=lost)
-        if duplicates != predicted:
-            add(
-                "unpredicted-duplicate",
-                f"{duplicates} records handled twice, the resume positions predict {predicted}",
-                duplicates=duplicates,
-                predicted=predicted,
-            )
-        counts = {
-            "records": len(offsets),
-            "instances": len([i for i in self.instances if i.resumed is not None]),
-            "saves": len(self.saves),
-            "duplicates": duplicates,
-            **{name: len(group) for name, group in found.items()},
-        }
-        return Verdict("consumer-resume", None, dict(found), {}, counts)
 
 
 class QueueConsumerMachine(ConsumerMachine):
