@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from prism_testkit.provision.netns import namespaces_unavailable_reason
 from prism_testkit.provision.workdirs import make_workdir
 from prism_testkit.runtime import PrismRuntime
 from tests._install_venv import installed_python
+from tests._scenarios import Runner as ScenarioRunner
+from tests._scenarios import scenario_runner
 
 OUT_OF_TREE = Path(__file__).parent / "outoftree"
 
@@ -144,6 +147,38 @@ def read_through_a_pause(runtime: PrismRuntime, backend: str, hold: float) -> tu
         return bool(done), await read
 
     return runtime.run(scenario())
+
+
+@pytest.fixture(params=["memstore", "sqlite"])
+def embedded_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def scenario_subject() -> Callable[[Driver], object]:
+    """What a unit-test module's scenarios run against, built over a fresh driver: the driver
+    itself unless the module overrides this fixture (a pattern's stores over it, say)."""
+    return lambda driver: driver
+
+
+@pytest.fixture
+def on_backend(
+    embedded_backend: str, tmp_path: Path, scenario_subject: Callable[[Driver], object]
+) -> ScenarioRunner[object]:
+    """Runs an async scenario against ``scenario_subject`` over a new store of each embedded
+    backend, closing the store afterwards whatever the scenario did."""
+    from prism_testkit.backends.memstore import open_memstore
+    from prism_testkit.backends.sqlite import open_sqlite
+
+    @contextlib.asynccontextmanager
+    async def open_subject() -> AsyncIterator[object]:
+        driver: Driver = open_memstore() if embedded_backend == "memstore" else await open_sqlite(tmp_path)
+        try:
+            yield scenario_subject(driver)
+        finally:
+            await driver.close()
+
+    return scenario_runner(open_subject)
 
 
 # A test that measures a loss its server's documentation allows (its fault went past what the

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 from prism_testkit.backends.memstore import open_memstore
 from prism_testkit.backends.postgres.pgoutput import PG_EPOCH_MS, DecodeError, Decoder
-from prism_testkit.backends.sqlite import open_sqlite
 from prism_testkit.patterns.cdc import (
     CdcConfig,
     CdcConnector,
@@ -30,24 +27,9 @@ from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported
 from prism_testkit.interfaces import KeyChange, Message
 from tests._scenarios import Runner as ScenarioRunner
-from tests._scenarios import scenario_runner
 
 Scenario = Callable[[Driver], Coroutine[Any, Any, None]]
 Runner = ScenarioRunner[Driver]
-
-
-@asynccontextmanager
-async def open_driver(kind: str, directory: Path) -> AsyncIterator[Driver]:
-    driver: Driver = open_memstore() if kind == "memstore" else await open_sqlite(directory)
-    try:
-        yield driver
-    finally:
-        await driver.close()
-
-
-@pytest.fixture(params=["memstore", "sqlite"])
-def on_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Runner:
-    return scenario_runner(lambda: open_driver(request.param, tmp_path))
 
 
 class RecordingSink:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prism_testkit.backends.memstore import open_memstore
-from prism_testkit.backends.sqlite import open_sqlite
 from prism_testkit.patterns.event_sourcing import (
     CorruptStream,
     EventSourcingConfig,
@@ -36,10 +34,10 @@ from prism_testkit.patterns.event_sourcing import (
 )
 from pydantic import ValidationError
 
+from prism_testkit.driver import Driver
 from prism_testkit.interfaces import KeyValue, Log, Transaction, Transactions
 from prism_testkit.simulation.clock import ManualClock
 from tests._scenarios import Runner as ScenarioRunner
-from tests._scenarios import scenario_runner
 
 # --- fixtures ------------------------------------------------------------------------------
 
@@ -57,28 +55,12 @@ class Env:
         return EventStore(self.transactions, self.log, self.kv, cfg, clock=self.clock, upcasters=upcasters)
 
 
-@asynccontextmanager
-async def open_env(backend: str, directory: Path) -> AsyncIterator[Env]:
-    if backend == "memstore":
-        mem = open_memstore()
-        try:
-            yield Env(mem.transactions(), mem.log(), mem.keyvalue(), ManualClock())
-        finally:
-            await mem.close()
-        return
-    driver = await open_sqlite(directory)
-    try:
-        yield Env(driver.transactions(), driver.log(), driver.keyvalue(), ManualClock())
-    finally:
-        await driver.close()
-
-
 Runner = ScenarioRunner[Env]
 
 
-@pytest.fixture(params=["memstore", "sqlite"])
-def on_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Runner:
-    return scenario_runner(lambda: open_env(request.param, tmp_path))
+@pytest.fixture
+def scenario_subject() -> Callable[[Driver], Env]:
+    return lambda d: Env(d.transactions(), d.log(), d.keyvalue(), ManualClock())
 
 
 def deposit(amount: int) -> NewEvent:

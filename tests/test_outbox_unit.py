@@ -8,12 +8,10 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from prism_testkit.backends.memstore import open_memstore
-from prism_testkit.backends.sqlite import open_sqlite
 from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
 from prism_testkit.patterns.outbox import (
     HEADER_AGGREGATE_ID,
@@ -40,11 +38,11 @@ from prism_testkit.patterns.outbox_cdc import OutboxCdcPublisher
 from prism_testkit.suites._helpers import ReadPathTransactions
 from pydantic import ValidationError
 
+from prism_testkit.driver import Driver
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, TransactionAborted
 from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transactions
 from prism_testkit.simulation.clock import ManualClock
 from tests._scenarios import Runner as ScenarioRunner
-from tests._scenarios import scenario_runner
 
 T = TypeVar("T")
 LOG = "t-outbox"
@@ -64,27 +62,12 @@ class Env:
     feed: ChangeFeed
 
 
-@asynccontextmanager
-async def open_env(backend: str, directory: Path) -> AsyncIterator[Env]:
-    if backend == "memstore":
-        mem = open_memstore()
-        yield Env(mem.transactions(), mem.log(), mem.keyvalue(), mem.queue(), mem.changefeed())
-        await mem.close()
-        return
-    driver = await open_sqlite(directory)
-    try:
-        yield Env(driver.transactions(), driver.log(), driver.keyvalue(), driver.queue(), driver.changefeed())
-    finally:
-        await driver.close()
-
-
 Runner = ScenarioRunner[Env]
 
 
-@pytest.fixture(params=["memstore", "sqlite"])
-def on_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Runner:
-    """Runs an async scenario against a fresh store of the parametrised backend."""
-    return scenario_runner(lambda: open_env(request.param, tmp_path))
+@pytest.fixture
+def scenario_subject() -> Callable[[Driver], Env]:
+    return lambda d: Env(d.transactions(), d.log(), d.keyvalue(), d.queue(), d.changefeed())
 
 
 @dataclass

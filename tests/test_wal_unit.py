@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +33,11 @@ from prism_testkit.patterns.wal import (
 )
 from pydantic import ValidationError
 
+from prism_testkit.driver import Driver
 from prism_testkit.errors import ConfigurationError, TransactionAborted
 from prism_testkit.interfaces import KeyValue, Log, Message, Transaction, Transactions
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from tests._scenarios import Runner as ScenarioRunner
-from tests._scenarios import scenario_runner
 
 LOG = "t-wal"
 AS_IF_DURABLE = LogDurability("unit-test-log", True)
@@ -134,19 +134,10 @@ class Env:
 Runner = ScenarioRunner[Env]
 
 
-@pytest.fixture(params=["memstore", "memstore-tx", "sqlite", "sqlite-tx"])
-def on_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Runner:
-    backend, _, tx = str(request.param).partition("-")
-
-    @asynccontextmanager
-    async def open_env() -> AsyncIterator[Env]:
-        driver = open_memstore() if backend == "memstore" else await open_sqlite(tmp_path)
-        try:
-            yield Env(driver.log(), driver.keyvalue(), driver.transactions() if tx else None)
-        finally:
-            await driver.close()
-
-    return scenario_runner(open_env)
+@pytest.fixture(params=[False, True], ids=["no-tx", "tx"])
+def scenario_subject(request: pytest.FixtureRequest) -> Callable[[Driver], Env]:
+    """The WAL's stores over the driver, with its transactions or without (each path)."""
+    return lambda d: Env(d.log(), d.keyvalue(), d.transactions() if request.param else None)
 
 
 class Applied:
