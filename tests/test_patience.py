@@ -15,7 +15,11 @@ from prism_testkit.simulation.clock import ManualClock
 
 @pytest.fixture(autouse=True)
 def quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No slowness, and no load mode's stalls accounted for (a run under --prism-load has
+    them): each test sets what it measures; the run's own accounting comes back after it."""
     monkeypatch.setenv("PRISM_SLOWNESS", "1")
+    monkeypatch.setattr(patience, "_stalls", 1.0)
+    monkeypatch.setattr(patience, "_longest_stall", 0.0)
 
 
 def test_a_bound_is_its_base_value_times_the_slowness(monkeypatch: pytest.MonkeyPatch) -> None:
