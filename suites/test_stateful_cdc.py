@@ -109,6 +109,7 @@ class CdcMachine(FaultMachine):
         self.source_cluster = control if isinstance(control, FailoverCluster) else None
         self.captures_lost = 0  # captures lost on purpose, without a failover (lose_the_capture)
         self.failovers_met = self._failovers()
+        self.epoch = 0  # of the last connector that replaced a lost capture
         self.loop(self.connector().start())  # capture from the first write on
 
     def _failovers(self) -> int:
@@ -131,9 +132,24 @@ class CdcMachine(FaultMachine):
         if self._failovers() == self.failovers_met:
             return
         try:
-            self.bounded(self.connector(settled=True).start())
+            self.epoch = self.bounded(self._start_settled())
         except Exception:
             return
+        self._superseded()
+
+    def open_a_new_epoch(self) -> None:
+        """:meth:`_replace_a_lost_capture` as one step that waits for it: retried while the new
+        primary comes up, within the recovery bound (running out is ``Unsettled``)."""
+        assert self._failovers() != self.failovers_met, "no capture was lost"
+        self.epoch = self.recovering(self._start_settled, "a connector to start on the new primary")
+        self._superseded()
+
+    async def _start_settled(self) -> int:
+        connector = self.connector(settled=True)
+        await connector.start()
+        return connector.epoch
+
+    def _superseded(self) -> None:
         self.failovers_met = self._failovers()
         self.ledger.superseded({*self.ledger.committed, *self.ledger.maybe})
 
@@ -293,7 +309,9 @@ def test_a_transaction_cut_short_by_a_lost_capture_is_replaced_by_the_snapshot(
         machine.nemesis.failover(machine.nemesis.targets["source"], cluster, lagging)
     else:
         machine.lose_the_capture()
-    machine.transaction([2], delete=False, rollback=False)  # on the new capture, in a new epoch
-    assert machine.failovers_met == machine._failovers(), "no connector opened a new epoch"
+    # Waited for, not left to the next step: the new primary may still refuse connections.
+    machine.open_a_new_epoch()
+    assert machine.epoch == 1, "no connector opened a new epoch"
+    machine.transaction([2], delete=False, rollback=False)  # on the new capture, in the new epoch
     machine.teardown()
     assert run.judged == 1
