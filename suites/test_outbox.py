@@ -55,6 +55,7 @@ from prism_testkit import Capability, Driver, KeyValue, Message, Ordering, Prism
 from prism_testkit.errors import PayloadTooLarge, TransactionAborted
 from prism_testkit.hunting.strategies import sized_payloads
 from prism_testkit.isolation import Namespace
+from prism_testkit.simulation.clock import ManualClock
 
 from ._helpers import (
     ReadPathTransactions,
@@ -154,14 +155,6 @@ class Ledger:
     rolled_back: set[str] = field(default_factory=set)
     rows: set[str] = field(default_factory=set)  # business keys written by committed transactions
     lost_rows: set[str] = field(default_factory=set)  # ... and by rolled-back ones
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -622,13 +615,13 @@ async def test_transactions_committing_out_of_begin_order_are_never_skipped(pris
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_pending_and_lag_are_observable(prism_env: PrismEnv, kind: Kind) -> None:
-    clock = FakeClock(1_000.0)
+    clock = ManualClock(1_000.0)
     async with rigged(prism_env, prism_env.ns, kind, batch_size=2, clock=clock) as r:
         relay = r.relay("r1", clock=clock)
         assert (await relay.pending(), await relay.lag()) == (0, 0.0)
         for n in range(5):  # created at 1000, 1001, ... 1004
             await r.transaction([("agg", f"e{n}".encode())])
-            clock.now += 1
+            clock.advance(1)
         clock.now = 1_010.0
         assert await relay.pending() == 5
         assert await relay.lag() == pytest.approx(10.0)  # the oldest unrelayed event is 10 s old
@@ -681,7 +674,7 @@ async def test_delete_cleanup_truncates_only_records_published_longer_ago_than_t
     store = prism_env.driver("store")
     if not isinstance(store.log(), TruncatableLog):
         pytest.skip(f"{store.name}'s log cannot truncate (see test_delete_cleanup_needs_a_truncatable_log)")
-    clock = FakeClock(1_000.0)
+    clock = ManualClock(1_000.0)
     async with rigged(prism_env, prism_env.ns, kind, batch_size=3, cleanup="delete", retention=60.0, clock=clock) as r:
         log, relay = store.log(), r.relay("r1", clock=clock)
 
@@ -690,10 +683,10 @@ async def test_delete_cleanup_truncates_only_records_published_longer_ago_than_t
 
         await commit_all(r, mixed_events(6))
         assert await relay.run_once() == 3  # published at 1000
-        clock.now += 30
+        clock.advance(30)
         assert await relay.run_once() == 3  # published at 1030
         assert await kept() == list(range(6)), "records went before their retention ran out"
-        clock.now += 45  # 1075: the first batch was published 75 s ago, the second 45 s ago
+        clock.advance(45)  # 1075: the first batch was published 75 s ago, the second 45 s ago
         await commit_all(r, mixed_events(3, start=6))
         assert await relay.run_once() == 3
         assert await kept() == list(range(3, 9)), "only the batch older than the retention may go"
@@ -702,9 +695,9 @@ async def test_delete_cleanup_truncates_only_records_published_longer_ago_than_t
         # A restarted relay resumes after the truncated part, and truncation goes on from there.
         restarted = r.relay("r1", clock=clock)
         await commit_all(r, mixed_events(3, start=9))
-        clock.now += 120
+        clock.advance(120)
         assert await drain(restarted) == 3
-        clock.now += 120
+        clock.advance(120)
         await commit_all(r, mixed_events(1, start=12))
         assert await drain(restarted) == 1
         assert (await kept())[0] >= 9, "the restarted relay never truncated"
@@ -759,7 +752,7 @@ class LeaseChecked:
     the shared clock (read from the store, not from the relay's belief), and can let time
     pass during each publish."""
 
-    def __init__(self, r: Rig, relay_id: str, clock: FakeClock, published: list[str], advance: float = 0.0) -> None:
+    def __init__(self, r: Rig, relay_id: str, clock: ManualClock, published: list[str], advance: float = 0.0) -> None:
         self.r, self.relay_id, self.clock, self.published, self.advance = r, relay_id, clock, published, advance
         self.kv = r.prism_env.driver("store").keyvalue()
 
@@ -771,7 +764,7 @@ class LeaseChecked:
         assert self.clock() < lease["expires_at"], f"{self.relay_id} published after its lease ran out"
         await self.r.consumer.sink.publish(message)
         self.published.append(self.relay_id)
-        self.clock.now += self.advance
+        self.clock.advance(self.advance)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -779,7 +772,7 @@ class LeaseChecked:
 async def test_relays_racing_for_a_lease_elect_exactly_one_publisher(
     prism_env: PrismEnv, kind: Kind, lease: str
 ) -> None:
-    clock = FakeClock(1_000.0)
+    clock = ManualClock()
     async with rigged(prism_env, prism_env.ns, kind, batch_size=20, clock=clock) as r:
         store_kv, published = prism_env.driver("store").keyvalue(), []
 
@@ -791,7 +784,7 @@ async def test_relays_racing_for_a_lease_elect_exactly_one_publisher(
         if lease == "expired":
             await commit_all(r, mixed_events(4))
             assert await old.run_once() > 0
-            clock.now += r.config.lease_ttl * 1.5  # r0 stalls; its lease runs out
+            clock.advance(r.config.lease_ttl * 1.5)  # r0 stalls; its lease runs out
         await commit_all(r, mixed_events(6, start=4))
         racers = [contender("r1"), contender("r2")]
         before = len(published)
@@ -812,7 +805,7 @@ async def test_relays_racing_for_a_lease_elect_exactly_one_publisher(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_lease_running_out_during_a_batch_stops_the_batch(prism_env: PrismEnv, kind: Kind) -> None:
-    clock = FakeClock(1_000.0)
+    clock = ManualClock()
     async with rigged(prism_env, prism_env.ns, kind, batch_size=10, clock=clock) as r:
         published: list[str] = []
         await commit_all(r, mixed_events(8))
@@ -822,7 +815,7 @@ async def test_a_lease_running_out_during_a_batch_stops_the_batch(prism_env: Pri
         first = await slow.run_once()
         assert 0 < first < 8, f"published {first} of 8 events on one lease of {r.config.lease_ttl}s"
         assert slow.metrics.batches_cut_short == 1
-        clock.now += r.config.lease_ttl * 1.1  # r1 stalls past its lease; r2 takes over
+        clock.advance(r.config.lease_ttl * 1.1)  # r1 stalls past its lease; r2 takes over
         successor = r.relay("r2", sink=LeaseChecked(r, "r2", clock, published), clock=clock)
         assert await drain(successor) == 8 - first, "the successor did not resume where r1's commit left off"
         with suppress(LeaseLost):
@@ -835,21 +828,21 @@ class TakenOverDuring:
     """A sink that, during its ``at``-th publish, stalls past the relay's lease while a
     successor takes the lease over and publishes everything."""
 
-    def __init__(self, r: Rig, clock: FakeClock, successor: OutboxRelay, at: int) -> None:
+    def __init__(self, r: Rig, clock: ManualClock, successor: OutboxRelay, at: int) -> None:
         self.r, self.clock, self.successor, self.at = r, clock, successor, at
         self.calls, self.successor_published = 0, 0
 
     async def publish(self, message: Message) -> None:
         self.calls += 1
         if self.calls == self.at:
-            self.clock.now += self.r.config.lease_ttl * 1.1
+            self.clock.advance(self.r.config.lease_ttl * 1.1)
             self.successor_published = await drain(self.successor)
         await self.r.consumer.sink.publish(message)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_relay_whose_lease_was_taken_over_cannot_move_the_offset(prism_env: PrismEnv, kind: Kind) -> None:
-    clock = FakeClock(1_000.0)
+    clock = ManualClock()
     async with rigged(prism_env, prism_env.ns, kind, batch_size=10, clock=clock) as r:
         await commit_all(r, mixed_events(8))
         successor = r.relay("r2", clock=clock)

@@ -49,6 +49,7 @@ from prism_testkit.jepsen.history import DEFINITE_FAILURES
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
 from prism_testkit.patience import Unsettled
+from prism_testkit.simulation.clock import ManualClock
 
 from ._relay_faults import DyingKeyValue, Killed
 from ._sink_reader import SinkReader
@@ -71,16 +72,6 @@ class Rollback(Exception):
 
 # A rollback or a definite failure (an abort) certainly published nothing.
 NOTHING_PUBLISHED: tuple[type[BaseException], ...] = (Rollback, *DEFINITE_FAILURES)
-
-
-class Clock:
-    """The relays' and outbox's clock: leases expire when ``lease_expires`` advances it."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Crash:
@@ -131,7 +122,7 @@ class OutboxMachine(FaultMachine):
         super().__init__(run, ["store", "sink"])
         self.kind = kind
         self.destination = self.ns.name("events")
-        self.clock = Clock()
+        self.clock = ManualClock()  # leases expire when lease_expires advances it
         self.config = OutboxConfig(
             log=self.ns.name("outbox"), batch_size=3, poll_interval=patience.handed("poll"), lease_ttl=LEASE_TTL
         )
@@ -266,7 +257,7 @@ class OutboxMachine(FaultMachine):
     @rule()
     def lease_expires(self) -> None:
         """Time passes past the lease: the next relay to poll may take it over."""
-        self.clock.now += LEASE_TTL * 1.01
+        self.clock.advance(LEASE_TTL * 1.01)
 
     # -- judging ----------------------------------------------------------------------------
 
@@ -299,7 +290,7 @@ class OutboxMachine(FaultMachine):
                 with contextlib.suppress(LeaseLost):
                     progress += await relay.run_once()
             if not progress:
-                self.clock.now += LEASE_TTL * 1.01  # a dead holder's lease: let it run out
+                self.clock.advance(LEASE_TTL * 1.01)  # a dead holder's lease: let it run out
             return pending
 
         await patience.until(

@@ -45,6 +45,7 @@ from prism_testkit.patterns.wal import (
 import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Driver, KeyValue, PrismEnv, Slot, Transactions, patience, prism_suite
 from prism_testkit.isolation import Namespace
+from prism_testkit.simulation.clock import ManualClock
 
 from ._applier_faults import DyingTarget, Killed, ValueFuse
 from ._helpers import gather_all, prism_settings
@@ -65,16 +66,6 @@ def fast() -> dict[str, float]:
 
 
 # --- the system under test -----------------------------------------------------------------
-
-
-@dataclass
-class FakeClock:
-    """A time source that moves only when a test says so (backoff, checkpoint interval, lag)."""
-
-    now: float = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -376,7 +367,7 @@ async def test_a_hybrid_write_waits_for_its_apply_within_the_sync_timeout(prism_
 async def test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clock(prism_env: PrismEnv) -> None:
     async with rigged(prism_env, prism_env.ns, max_attempts=4, backoff_initial=1.0, backoff_max=10.0) as rig:
         attempts: list[float] = []
-        clock = FakeClock()
+        clock = ManualClock()
 
         def reject_thrice(mutation: Mutation) -> Mutation:
             attempts.append(clock.now)
@@ -403,31 +394,31 @@ async def test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clo
 
 async def test_the_checkpoint_is_committed_at_most_every_checkpoint_interval(prism_env: PrismEnv) -> None:
     async with rigged(prism_env, prism_env.ns, checkpoint_interval=60.0) as rig:
-        wal, log, clock = rig.wal(), rig.log_driver.log(), FakeClock()
+        wal, log, clock = rig.wal(), rig.log_driver.log(), ManualClock()
         applier = rig.applier(clock=clock)
         await wal.put(rig.key(0), b"one")
         await applier.run_once(wait=0.0)
         assert await log.committed(rig.config.log, rig.config.group) == 1, "the first batch was not checkpointed"
         await wal.put(rig.key(0), b"two")
-        clock.now += 59.0
+        clock.advance(59.0)
         await applier.run_once(wait=0.0)
         assert await rig.target.get(rig.key(0)) == b"two"
         assert await log.committed(rig.config.log, rig.config.group) == 1, (
             "the checkpoint was committed again 59s after the last one (checkpoint_interval is 60s)"
         )
-        clock.now += 1.0
+        clock.advance(1.0)
         await applier.run_once(wait=0.0)
         assert await log.committed(rig.config.log, rig.config.group) == 2, "no checkpoint once the interval passed"
 
 
 async def test_the_lag_gauge_is_the_age_of_the_oldest_unapplied_mutation(prism_env: PrismEnv) -> None:
     async with rigged(prism_env, prism_env.ns) as rig:
-        clock = FakeClock()
+        clock = ManualClock()
         wal = rig.wal(clock=clock)
         await wal.put(rig.key(0), b"old")
-        clock.now += 100.0
+        clock.advance(100.0)
         await wal.put(rig.key(1), b"new")
-        clock.now += 50.0
+        clock.advance(50.0)
         gauges = await wal.gauges()
         assert gauges.unapplied_entries == 2
         assert gauges.lag_seconds == 150.0, f"lag {gauges.lag_seconds}s, but the oldest unapplied write is 150s old"
