@@ -80,7 +80,7 @@ TIMELINES = ("failing", "all", "none")  # --prism-timelines
 WORKERS_PER_CORE = 2
 
 
-class Twins(StrEnum):
+class TwinRows(StrEnum):
     """What a replicated registration's rows that only repeat its single-node twin's do."""
 
     COVER = "cover"  # skipped as "covered by <twin>" where the twin runs them in this run
@@ -93,7 +93,7 @@ def asked_for(config: pytest.Config) -> bool:
     defaults = {
         "prism_backend": DEFAULT_BACKENDS,
         "prism_combinations": Expansion.COVERING.value,
-        "prism_twins": Twins.COVER.value,
+        "prism_twins": TwinRows.COVER.value,
         "prism_require_fit": False,
         "prism_simulate": False,
     }
@@ -136,7 +136,7 @@ def addoption(parser: pytest.Parser) -> None:
         "replication can change (stateful fault suites, failover, restart, power loss, capabilities, one round "
         "trip per interface); its other rows are skipped as 'covered by <twin>' when the twin runs them; "
         "'run': run them too (as --prism-combinations=all does)",
-        default=Twins.COVER.value,
+        default=TwinRows.COVER.value,
     )
     add("--prism-report", "prism_report", "write a JSON report of suites x combinations to this path")
     add(
@@ -287,12 +287,12 @@ class PrismOptions:
     schedules: Path | None = None  # where failing stateful examples' schedules are written
     replay: Path | None = None  # a schedule whose test this run replays
     load: LoadSpec | None = None  # --prism-load: burners and jitter beside the suites (seed not yet drawn)
-    twins: Twins = Twins.COVER  # --prism-twins
+    twins: TwinRows = TwinRows.COVER  # --prism-twins
 
     @property
     def covers_by_twins(self) -> bool:
         """Whether a replicated backend's rows its twin runs are skipped as covered."""
-        return self.twins is Twins.COVER and self.expansion is Expansion.COVERING
+        return self.twins is TwinRows.COVER and self.expansion is Expansion.COVERING
 
     def must_fit(self, suite: str) -> bool:
         """A suite without a runnable combination fails (else: listed as not applicable)."""
@@ -388,9 +388,9 @@ def read_options(config: pytest.Config) -> PrismOptions:
         expansion = Expansion(how)
     except ValueError:
         raise pytest.UsageError(f"--prism-combinations must be 'covering' or 'all', not {how!r}") from None
-    twins_given = (get("prism_twins") or Twins.COVER.value).strip()
+    twins_given = (get("prism_twins") or TwinRows.COVER.value).strip()
     try:
-        twins = Twins(twins_given)
+        twins = TwinRows(twins_given)
     except ValueError:
         raise pytest.UsageError(f"--prism-twins must be 'cover' or 'run', not {twins_given!r}") from None
     report = get("prism_report")

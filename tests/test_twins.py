@@ -18,7 +18,7 @@ from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.registry.combinations import Combination, NoCombination, expand
 from prism_testkit.registry.hookspecs import hookimpl
 from prism_testkit.registry.slots import Slot
-from prism_testkit.registry.twins import ROUND_TRIPS, cover, coverable
+from prism_testkit.registry.twins import ROUND_TRIPS, backends_covered_by_twins, expand_with_twins
 from prism_testkit.report.matrix import compliance_matrix, render_markdown
 from tests.conftest import OUT_OF_TREE
 
@@ -220,11 +220,11 @@ def test_each_built_in_cluster_names_a_twin_that_fits_wherever_it_does(replicate
 def test_covering_keeps_every_slot_and_backend_of_the_built_ins(slots: dict[str, Slot]) -> None:
     available = [spec for spec in BUILT_IN if not spec.opt_in]
     full = expand("s", slots, available, Expansion.COVERING)
-    rows = cover("s", slots, available, Expansion.COVERING)
+    rows = expand_with_twins("s", slots, available, Expansion.COVERING)
     assert isinstance(full, list)
     assert isinstance(rows, list)
     running = [c for c in rows if not c.covered_by]
-    left_out = coverable(slots, available)
+    left_out = backends_covered_by_twins(slots, available)
     for slot in slots:
         for spec in available:
             if not slots[slot].fits(spec):
@@ -241,14 +241,16 @@ def test_covering_keeps_every_slot_and_backend_of_the_built_ins(slots: dict[str,
 def test_a_twin_not_available_keeps_the_clusters_rows() -> None:
     slots = {"backend": Slot.needs("keyvalue")}
     available = [spec for spec in BUILT_IN if spec.name in ("postgres-ha", "memstore")]
-    rows = cover("s", slots, available, Expansion.COVERING)
+    rows = expand_with_twins("s", slots, available, Expansion.COVERING)
     assert rows == expand("s", slots, available, Expansion.COVERING)
     assert isinstance(rows, list)
     assert not any(isinstance(c, Combination) and c.covered_by for c in rows)
 
 
 def test_no_combination_stays_no_combination() -> None:
-    assert isinstance(cover("s", {"b": Slot.needs("objects")}, [BUILT_IN["redis"]], Expansion.COVERING), NoCombination)
+    assert isinstance(
+        expand_with_twins("s", {"b": Slot.needs("objects")}, [BUILT_IN["redis"]], Expansion.COVERING), NoCombination
+    )
 
 
 @pytest.mark.parametrize(("interface", "test"), sorted(ROUND_TRIPS.items()))
@@ -317,8 +319,8 @@ def test_a_twin_that_fits_fewer_slots_covers_none_of_the_others(
     assert not slot.fits(twin)
     slots = {"backend": slot, "plain": Slot.needs("keyvalue")}
     # in the slot both fit, the twin covers the cluster; in the other, it does not
-    assert coverable(slots, available) == {"plain": {"bag-cluster": "bag"}}
-    rows = cover("s", {"backend": slot}, available, Expansion.COVERING)
+    assert backends_covered_by_twins(slots, available) == {"plain": {"bag-cluster": "bag"}}
+    rows = expand_with_twins("s", {"backend": slot}, available, Expansion.COVERING)
     assert rows == expand("s", {"backend": slot}, available, Expansion.COVERING)
     assert isinstance(rows, list)
     assert [c["backend"] for c in rows if isinstance(c, Combination) and not c.covered_by] == ["bag-cluster"]

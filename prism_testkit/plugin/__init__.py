@@ -242,14 +242,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if decl is None or "prism_combination" not in metafunc.fixturenames:
         return
     from prism_testkit.registry.combinations import NoCombination, expand
-    from prism_testkit.registry.twins import cover, runs_everywhere
+    from prism_testkit.registry.twins import expand_with_twins, runs_everywhere
 
     config = metafunc.config
     found = harness(config)
     options = config.stash[OPTIONS]
     combos: list[Combination] | NoCombination
     if options.covers_by_twins and not runs_everywhere(decl.name, metafunc.definition.originalname):
-        combos = cover(decl.name, decl.slots, found.runtime.available, options.expansion)
+        combos = expand_with_twins(decl.name, decl.slots, found.runtime.available, options.expansion)
     else:
         combos = expand(decl.name, decl.slots, found.runtime.available, options.expansion)
     from_files = found.plan.combinations(decl.name, decl.slots)

@@ -67,7 +67,7 @@ def runs_everywhere(suite: str, test: str) -> bool:
     return replication_can_change(suite) or ROUND_TRIPS.get(suite) == test
 
 
-def coverable(slots: Mapping[str, Slot], available: Sequence[BackendSpec]) -> dict[str, dict[str, str]]:
+def backends_covered_by_twins(slots: Mapping[str, Slot], available: Sequence[BackendSpec]) -> dict[str, dict[str, str]]:
     """Per slot, the replicated backends (-> their twin) whose rows in it the twin covers: the
     twin is selected and available in this run and fits the slot. Any other replicated backend
     (twin not selected, unavailable, or not fitting) keeps its rows."""
@@ -81,7 +81,7 @@ def coverable(slots: Mapping[str, Slot], available: Sequence[BackendSpec]) -> di
     return found
 
 
-def cover(
+def expand_with_twins(
     suite: str, slots: Mapping[str, Slot], available: Sequence[BackendSpec], how: Expansion
 ) -> list[Combination] | NoCombination:
     """The rows of ``suite``, with its covered rows marked (``covered_by``).
@@ -92,7 +92,7 @@ def cover(
     backend follow, marked: they are collected and skipped, so the run says what it left out.
     Deterministic: every xdist worker derives the same rows."""
     full = expand(suite, slots, available, how)
-    left_out = coverable(slots, available)
+    left_out = backends_covered_by_twins(slots, available)
     if isinstance(full, NoCombination) or not left_out:
         return full
     running = expand(suite, slots, available, how, leave_out=left_out)

@@ -18,7 +18,7 @@ from prism_testkit.registry.combinations import Combination
 from prism_testkit.runtime import PrismRuntime
 
 
-class Judged(Protocol):
+class CountedVerdict(Protocol):
     """What the report row counts of a checker's verdict
     (:class:`prism_testkit.jepsen.checkers.Verdict`): the runtime sits below the checkers."""
 
@@ -32,7 +32,7 @@ class Judged(Protocol):
     def tolerated(self) -> Mapping[str, Sized]: ...
 
 
-V = TypeVar("V", bound=Judged)
+V = TypeVar("V", bound=CountedVerdict)
 
 
 class PrismEnv:
