@@ -18,22 +18,7 @@ from prism_testkit import Driver
 from prism_testkit.isolation import Namespace
 
 DAY = 86400.0
-START = 1_000_000.0  # the test clock's epoch (s)
-
-
-class TestClock:
-    """The store's time source: moves only when a test says so, so age rules run without sleeping."""
-
-    __test__ = False  # not a pytest test class
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+START = 1_000_000.0  # the first reading of a tiered store's ManualClock (s)
 
 
 def namespaced_config(ns: Namespace, **settings: Any) -> TieredStorageConfig:

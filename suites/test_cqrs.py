@@ -32,6 +32,7 @@ from prism_testkit.patterns.event_sourcing import (
 
 from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.isolation import Namespace
+from prism_testkit.simulation.clock import ManualClock
 
 from ._bank import Account, CommandRefused, balances, command, event_store, view_kinds, views_store
 from ._helpers import in_background as syncing
@@ -48,21 +49,13 @@ ACCOUNTS = ("a", "b")
 TOLERANCE = 2.0
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def activity(views: ViewWriter, event: RecordedEvent) -> None:
     """Second read model: per account, how many events and the last one's type."""
     seen = await views.get(event.stream) or {"events": 0}
     await views.put(event.stream, {"events": seen["events"] + 1, "last": event.type})
 
 
-def build(prism_env: PrismEnv, ns: Namespace, clock: FakeClock | None = None) -> Cqrs:
+def build(prism_env: PrismEnv, ns: Namespace, clock: ManualClock | None = None) -> Cqrs:
     store = event_store(prism_env.driver("write"), ns, snapshot_interval=3, clock=clock)
     models = {}
     for slot, handler in (("balances", balances), ("activity", activity)):
@@ -169,12 +162,12 @@ async def test_read_models_converge_to_the_write_model(prism_env: PrismEnv, step
 
 async def test_lag_beyond_the_tolerance_raises_the_alert(prism_env: PrismEnv) -> None:
     async with prism_env.example() as ns:
-        clock = FakeClock()
+        clock = ManualClock()
         cqrs = build(prism_env, ns, clock)
         await cqrs.execute("a", command("open", 0))
-        clock.now += TOLERANCE / 2
+        clock.advance(TOLERANCE / 2)
         assert [h.alert for h in await cqrs.health()] == [False, False]
-        clock.now += TOLERANCE
+        clock.advance(TOLERANCE)
         report = await cqrs.health()
         assert [(h.model, h.events_behind, h.alert) for h in report] == [("balances", 1, True), ("activity", 1, True)]
         assert cqrs.metrics.lag_alerts == 2

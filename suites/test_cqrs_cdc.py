@@ -37,6 +37,7 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.errors import TransactionAborted
 from prism_testkit.isolation import Namespace
+from prism_testkit.simulation.clock import ManualClock
 
 from ._bank import view_kinds, views_store
 from ._helpers import in_background as syncing
@@ -165,14 +166,6 @@ class Dying:
         if self.lives <= 0:
             raise Killed(f"read model killed while applying change position {change.position}")
         await balances(views, change)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = clocks.wall()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # --- wiring and judging --------------------------------------------------------------------
@@ -418,14 +411,14 @@ async def test_a_rebuilt_read_model_equals_the_incremental_one(prism_env: PrismE
 async def test_lag_beyond_the_tolerance_raises_the_alert(prism_env: PrismEnv) -> None:
     async with prism_env.example() as ns:
         bank = Bank(prism_env, ns)
-        clock = FakeClock()
+        clock = ManualClock(clocks.wall())  # lag is measured from the change feed's wall-clock commit times
         cqrs = bank.cqrs(clock=clock)
         await cqrs.start()
         await cqrs.execute(open_account(ACCOUNTS[0]))
         clock.now = clocks.wall() + TOLERANCE / 2
         report = await cqrs.health()
         assert [(h.events_behind, h.alert) for h in report] == [(2, False)]  # the row and the journal row
-        clock.now += TOLERANCE
+        clock.advance(TOLERANCE)
         (behind,) = await cqrs.health()
         assert behind.alert
         assert behind.seconds_behind > TOLERANCE

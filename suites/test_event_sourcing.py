@@ -42,6 +42,7 @@ from prism_testkit.patterns.event_sourcing import (
 from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.interfaces import Transaction, Transactions
 from prism_testkit.isolation import Namespace
+from prism_testkit.simulation.clock import ManualClock
 
 from ._bank import (
     TOTAL,
@@ -70,14 +71,6 @@ OPS: st.SearchStrategy[list[Op]] = st.lists(
 )
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def store_of(prism_env: PrismEnv, ns: Namespace, **kwargs: Any) -> EventStore:
     return event_store(prism_env.driver("store"), ns, **kwargs)
 
@@ -99,14 +92,14 @@ def new_model() -> Model:
     return {a: [Account().initial()] for a in ACCOUNTS}
 
 
-async def play(repo: Repository, ops: list[Op], clock: FakeClock | None = None, states: Model | None = None) -> Model:
+async def play(repo: Repository, ops: list[Op], clock: ManualClock | None = None, states: Model | None = None) -> Model:
     """Run ``ops`` as commands, checking each outcome against the model; the model after them."""
     states = new_model() if states is None else states
     for op in ops:
         kind, account, amount = op
         expected = model_step(states[account][-1], op)
         if clock is not None:
-            clock.now += 1.0
+            clock.advance(1.0)
         try:
             await repo.execute(account, command(kind, amount))
         except CommandRefused:
@@ -264,7 +257,7 @@ async def test_an_append_of_several_events_across_a_snapshot_interval_snapshots(
 @given(ops=OPS)
 async def test_time_travel_gives_the_state_as_of_any_moment(prism_env: PrismEnv, ops: list[Op]) -> None:
     async with prism_env.example() as ns:
-        clock = FakeClock()
+        clock = ManualClock()
         repo = Repository(store_of(prism_env, ns, clock=clock, snapshot_interval=3), Account())
         model = await play(repo, ops, clock)
         for account in ACCOUNTS:
@@ -301,7 +294,7 @@ async def test_old_event_schemas_are_read_upcast_and_stored_as_written(prism_env
 
 async def test_a_clock_that_steps_back_never_makes_time_travel_skip_an_event(prism_env: PrismEnv) -> None:
     async with prism_env.example() as ns:
-        clock = FakeClock()
+        clock = ManualClock()
         repo = Repository(store_of(prism_env, ns, clock=clock), Account())
         await repo.execute("a", command("open", 0))
         clock.now -= 10.0  # the store's clock steps back (NTP) between two appends
@@ -411,7 +404,7 @@ async def test_a_rebuilt_view_equals_the_incremental_one_and_lag_is_observable(p
     if kind not in kinds_of(prism_env):
         pytest.skip(f"{prism_env.spec('views').name} has no transactions")
     async with prism_env.example() as ns:
-        clock = FakeClock()
+        clock = ManualClock()
         repo = Repository(store_of(prism_env, ns, clock=clock), Account())
         incremental = ProjectionRunner(
             repo.store, views_store(prism_env.driver("views"), ns, "inc", kind), balances, batch_size=2
@@ -425,7 +418,7 @@ async def test_a_rebuilt_view_equals_the_incremental_one_and_lag_is_observable(p
             if i % 5 == 4:
                 await incremental.run_once()
         end = await repo.store.notifications_end()
-        clock.now += 30.0
+        clock.advance(30.0)
         lag = await incremental.lag()
         assert lag.events == end - await incremental.position() > 0
         assert lag.seconds >= 30.0
@@ -461,16 +454,16 @@ async def test_a_keyvalue_view_replaying_its_batch_after_a_crash_does_not_apply_
 
 async def test_lag_is_the_age_of_the_oldest_unapplied_event(prism_env: PrismEnv) -> None:
     async with prism_env.example() as ns:
-        clock = FakeClock()
+        clock = ManualClock()
         repo = Repository(store_of(prism_env, ns, clock=clock), Account())
         kind = kinds_of(prism_env)[0]
         runner = ProjectionRunner(
             repo.store, views_store(prism_env.driver("views"), ns, "lag", kind), balances, batch_size=1
         )
         await repo.execute("a", command("open", 0))
-        clock.now += 10.0
+        clock.advance(10.0)
         await repo.execute("a", command("deposit", 5))
-        clock.now += 5.0
+        clock.advance(5.0)
         lag = await runner.lag()
         assert (lag.events, lag.seconds) == (2, 15.0), (
             f"two events 15 s and 5 s old are unapplied, the lag reads {lag.events} events, {lag.seconds} s "

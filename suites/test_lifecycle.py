@@ -63,8 +63,9 @@ from prism_testkit import Capability, Driver, Message, PrismEnv, Slot, patience,
 from prism_testkit.errors import ConnectionLost, NotSupported
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import Namespace
+from prism_testkit.simulation.clock import ManualClock
 
-from ._tiered import TestClock
+from ._tiered import START
 
 N = 7  # items fed to every process: a batch of four, then the rest
 BATCH = 4
@@ -533,7 +534,7 @@ class MigratorRig(Rig):
 
     async def setup(self) -> None:
         await super().setup()
-        self.clock = TestClock()
+        self.clock = ManualClock(START)
         self.config = TieredStorageConfig.model_validate(
             {
                 "tiers": {"hot": {"ttl": 60}, "warm": {}},

@@ -52,8 +52,9 @@ from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
 from prism_testkit.jepsen.history import OpType
 from prism_testkit.jepsen.machine import FaultMachine
 from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.simulation.clock import ManualClock
 
-from ._tiered import DAY, TestClock, build_store, copy_count, namespaced_config
+from ._tiered import DAY, START, build_store, copy_count, namespaced_config
 from ._tiered_faults import Killed, StepFault, after_first_write, faulty_store
 
 pytestmark = prism_suite(
@@ -83,7 +84,7 @@ SETTINGS: dict[str, Any] = {
 class TieredMachine(FaultMachine):
     def __init__(self, run: StatefulRun) -> None:
         super().__init__(run, SLOTS)
-        self.clock = TestClock()
+        self.clock = ManualClock(START)
         self.config = namespaced_config(self.ns, **SETTINGS)
         self.numbers = itertools.count()
         self.possible: dict[str, set[str | None]] = {key: {None} for key in KEYS}

@@ -24,9 +24,10 @@ from prism_testkit.patterns.tiered_storage import GarbageCollector, Migrator, Ob
 from prism_testkit import ObjectStore, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import PayloadTooLarge
 from prism_testkit.isolation import Namespace
+from prism_testkit.simulation.clock import ManualClock
 
 from ._helpers import prism_settings
-from ._tiered import DAY, TestClock, build_store, copy_count, namespaced_config, remove_everything, tier_of
+from ._tiered import DAY, START, build_store, copy_count, namespaced_config, remove_everything, tier_of
 from ._tiered_faults import Killed, StepFault, faulty_store
 
 pytestmark = prism_suite(
@@ -47,7 +48,7 @@ RULES = [
 ]
 
 
-def store_for(prism_env: PrismEnv, ns: Namespace, clock: TestClock, **settings: Any) -> TieredStorage:
+def store_for(prism_env: PrismEnv, ns: Namespace, clock: ManualClock, **settings: Any) -> TieredStorage:
     config = namespaced_config(
         ns,
         **{
@@ -63,7 +64,9 @@ def store_for(prism_env: PrismEnv, ns: Namespace, clock: TestClock, **settings: 
 
 
 @contextlib.asynccontextmanager
-async def opened(prism_env: PrismEnv, ns: Namespace, clock: TestClock, **settings: Any) -> AsyncIterator[TieredStorage]:
+async def opened(
+    prism_env: PrismEnv, ns: Namespace, clock: ManualClock, **settings: Any
+) -> AsyncIterator[TieredStorage]:
     """A prepared store whose keys are all deleted at the end; nothing may be left behind."""
     store = store_for(prism_env, ns, clock, **settings)
     await store.prepare()
@@ -93,7 +96,7 @@ async def move(store: TieredStorage, key: str, tier: str) -> None:
 @given(values=st.lists(st.binary(max_size=256), min_size=3, max_size=3))
 async def test_reads_are_transparent_whichever_tier_holds_the_value(prism_env: PrismEnv, values: list[bytes]) -> None:
     async with prism_env.example() as ns:
-        clock = TestClock()
+        clock = ManualClock(START)
         async with opened(prism_env, ns, clock) as store:
             for tier, value in zip(("hot", "warm", "cold"), values, strict=True):
                 await store.put(f"k-{tier}", value)
@@ -108,7 +111,7 @@ async def test_reads_are_transparent_whichever_tier_holds_the_value(prism_env: P
 
 
 async def test_overwrite_and_delete_in_any_tier(prism_env: PrismEnv) -> None:
-    clock = TestClock()
+    clock = ManualClock(START)
     async with opened(prism_env, prism_env.ns, clock) as store:
         for tier in ("hot", "warm", "cold"):
             await store.put(tier, b"first")
@@ -127,7 +130,7 @@ async def test_overwrite_and_delete_in_any_tier(prism_env: PrismEnv) -> None:
 
 
 async def test_rules_demote_with_age_and_promote_with_reads_on_the_test_clock(prism_env: PrismEnv) -> None:
-    clock = TestClock()
+    clock = ManualClock(START)
     async with opened(prism_env, prism_env.ns, clock) as store:
         migrator = Migrator(store)
         await store.put("k", b"value")
@@ -147,7 +150,7 @@ async def test_rules_demote_with_age_and_promote_with_reads_on_the_test_clock(pr
 
 
 async def test_tier_ttl_moves_values_down_and_the_last_tier_ttl_expires_them(prism_env: PrismEnv) -> None:
-    clock = TestClock()
+    clock = ManualClock(START)
     tiers = {"hot": {"ttl": 60}, "warm": {"ttl": 600}, "cold": {"ttl": 3600}}
     async with opened(prism_env, prism_env.ns, clock, tiers=tiers, rules=[]) as store:
         migrator = Migrator(store)
@@ -176,7 +179,7 @@ async def test_tier_ttl_moves_values_down_and_the_last_tier_ttl_expires_them(pri
 
 
 async def test_capacity_evicts_the_least_recently_read_values(prism_env: PrismEnv) -> None:
-    clock = TestClock()
+    clock = ManualClock(START)
     async with opened(
         prism_env, prism_env.ns, clock, tiers={"hot": {"capacity": 300}, "warm": {}, "cold": {}}
     ) as store:
@@ -192,7 +195,7 @@ async def test_capacity_evicts_the_least_recently_read_values(prism_env: PrismEn
 
 
 async def test_capacity_counts_the_values_a_pass_promotes_into_the_tier(prism_env: PrismEnv) -> None:
-    clock = TestClock()
+    clock = ManualClock(START)
     async with opened(
         prism_env, prism_env.ns, clock, tiers={"hot": {"capacity": 300}, "warm": {}, "cold": {}}
     ) as store:
@@ -212,7 +215,7 @@ async def test_capacity_counts_the_values_a_pass_promotes_into_the_tier(prism_en
 
 
 async def test_a_value_over_max_value_size_is_refused_and_nothing_is_written(prism_env: PrismEnv) -> None:
-    clock = TestClock()
+    clock = ManualClock(START)
     async with opened(prism_env, prism_env.ns, clock, max_value_size=100) as store:
         with pytest.raises(PayloadTooLarge):
             await store.put("big", b"x" * 101)
@@ -223,7 +226,7 @@ async def test_a_value_over_max_value_size_is_refused_and_nothing_is_written(pri
 
 
 async def test_the_collector_spares_the_copy_of_a_put_still_in_flight(prism_env: PrismEnv) -> None:
-    clock = TestClock()
+    clock = ManualClock(START)
     async with opened(prism_env, prism_env.ns, clock) as store:
         collected: list[int] = []
         switch = store.switch
@@ -242,7 +245,7 @@ async def test_the_collector_spares_the_copy_of_a_put_still_in_flight(prism_env:
 
 
 async def test_large_values_stream_into_and_out_of_the_cold_tier(prism_env: PrismEnv) -> None:
-    clock = TestClock()
+    clock = ManualClock(START)
     async with opened(prism_env, prism_env.ns, clock) as store:
         cold = store.tiers["cold"]
         assert isinstance(cold, ObjectTier)
@@ -285,7 +288,7 @@ class StreamCounter:
 async def test_a_migrator_killed_at_every_step_loses_nothing_and_leaves_no_orphan(prism_env: PrismEnv) -> None:
     for step in range(MIGRATION_STEPS):
         ns = prism_env.ns.child()
-        clock = TestClock()
+        clock = ManualClock(START)
         async with opened(prism_env, ns, clock) as store:
             await store.put("k", f"value-{step}".encode())
             clock.advance(DAY + 1)
@@ -307,7 +310,7 @@ async def test_a_migrator_killed_at_every_step_loses_nothing_and_leaves_no_orpha
 async def test_a_put_racing_a_migration_is_kept_at_every_step(prism_env: PrismEnv) -> None:
     for step in range(MIGRATION_STEPS):
         ns = prism_env.ns.child()
-        clock = TestClock()
+        clock = ManualClock(START)
         async with opened(prism_env, ns, clock) as store:
             await store.put("k", b"older")
             clock.advance(DAY + 1)
