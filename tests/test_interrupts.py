@@ -284,8 +284,8 @@ class InterruptedMachine(FaultMachine):
         self.attempt("p", "append", append)
 
     def check(self):
-        # What a checker says of a history an interrupt cut short: this used to replace the
-        # interrupt, and Hypothesis then took it for an ordinary, or flaky, failure.
+        # What a checker says of a history an interrupt cut short must not replace the
+        # interrupt: Hypothesis would take it for an ordinary, or flaky, failure.
         raise AssertionError("1 lost")
 
 

@@ -215,7 +215,7 @@ def test_kill_returns_only_when_every_process_of_the_group_is_gone(tmp_path: Pat
     """A server whose helpers outlive their leader for a while (a SIGKILLed postmaster's
     backends hold its shared memory): a restart must not begin before they are gone."""
     # The leader forks a helper in its process group; the group's SIGKILL reaches it, but its
-    # exit is not instantaneous, and kill() used to return as soon as the leader was reaped.
+    # exit is not instantaneous: returning once the leader is reaped would be too early.
     proc, pids = forking_server(tmp_path)
     proc.start()
     helper = int(pids.read_text())

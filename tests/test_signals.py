@@ -32,11 +32,10 @@ from prism_testkit import patience
 
 ROOT = Path(__file__).resolve().parent.parent
 MOMENTS = 20
-# Seconds from the signal to the process's exit, as the issue asks. About 0.5 s at idle; 5.2 s
-# was once seen at load 7 on 2 cores, half of it pytest formatting the interrupt's whole
-# traceback to print one line of it (now cut first: plugin.keep_only_where_it_struck). Scaled
-# by the machine's slowness (prism_testkit.patience): under two CPU burners at load 5-12 on 2
-# cores, 4 of 20 runs took 5.0-6.1 s, every one still ending in order.
+# Seconds from the signal to the process's exit. About 0.5 s at idle; most of a slow exit is
+# pytest formatting the interrupt's traceback (cut first: plugin.keep_only_where_it_struck).
+# Scaled by the machine's slowness (prism_testkit.patience): under two CPU burners at load 5-12
+# on 2 cores, 4 of 20 runs took 5.0-6.1 s, every one still ending in order.
 STOP_WITHIN = 5.0
 # Each selection runs for 30 s or more, so every moment falls inside a live run.
 LATEST_MOMENT = 10.0
