@@ -12,6 +12,8 @@
 - :mod:`.load` (``--prism-load``: its spec and seeds), :mod:`.burners` (CPU and I/O burners
   beside the run) and :mod:`.jitter` (seeded short SIGSTOP bursts of the harness's processes):
   load as a fault, found on purpose and replayed by its seed.
+- :mod:`.interpose`: a proxy that runs hooks before or after named calls of any interface (the
+  suites' in-process faults: a killed process's store, a send that fails or loses its answer).
 
 Nothing is imported here: the plugin loads a fault tool only when a suite uses it.
 
