@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -391,6 +391,30 @@ class PatternProcess:
 # --- batch loops ---------------------------------------------------------------------------
 
 
+async def run_batches(
+    stop: asyncio.Event,
+    batch: Callable[[], Awaitable[bool]],
+    *,
+    wait: float,
+    on_error: Callable[[Exception], None],
+) -> None:
+    """The loop of every long-running pattern piece: run ``batch`` until ``stop`` is set.
+
+    ``batch`` returns True when more work is ready at once; otherwise, or when it raised (given
+    to ``on_error``, which logs or counts it: the batch is retried, never dropped), the loop
+    waits ``wait`` seconds or until ``stop``, whichever comes first. The stop is checked only
+    between batches, so a batch in hand always finishes."""
+    while not stop.is_set():
+        busy = False
+        try:
+            busy = await batch()
+        except Exception as exc:
+            on_error(exc)
+        if not busy and not stop.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+
 class BatchProcess(PatternProcess):
     """A pattern process that works in batches, one after another, until stopped: the outbox
     relay, the WAL applier, the tiered migrator, the CDC connector, a projection.
@@ -452,21 +476,18 @@ class BatchProcess(PatternProcess):
         self._loop_task = self.spawn(self._serve(), name="loop")
 
     async def _serve(self) -> None:
-        stop = self.stop_requested
-        while not stop.is_set():
-            busy = False
-            try:
-                busy = await self._step()
-            except Exception as exc:
-                self.batch_failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s: a batch failed (%s); retrying", self.pattern_name, self.last_error)
-            else:
-                self.batch_failures, self.last_error = 0, ""
-            if not busy and not stop.is_set():
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.idle_wait)
+        await run_batches(self.stop_requested, self._counted_step, wait=self.idle_wait, on_error=self._failed)
         await self._finish()
+
+    async def _counted_step(self) -> bool:
+        busy = await self._step()
+        self.batch_failures, self.last_error = 0, ""
+        return busy
+
+    def _failed(self, exc: Exception) -> None:
+        self.batch_failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("%s: a batch failed (%s); retrying", self.pattern_name, self.last_error)
 
     async def _drain(self) -> None:
         task = self._loop_task

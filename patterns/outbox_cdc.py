@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -51,6 +50,7 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyValue, Message
 from prism_testkit.report import metrics as prometheus
 
+from .lifecycle import run_batches
 from .outbox import OutboxConfig, OutboxConfigurationError, OutboxError, Sink, _checked_config, decode_record
 
 __all__ = ["HEARTBEAT", "OutboxCdcPublisher", "PublisherMetrics", "RecordsBeforeCapture"]
@@ -209,10 +209,12 @@ class OutboxCdcPublisher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; a failed batch is retried from the confirmed position."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("outbox publisher %s failed a batch; retrying", self.capture)
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.poll_interval)
+
+        async def batch() -> bool:
+            await self.run_once()  # a read of the feed waits for changes itself
+            return True
+
+        def failed(exc: Exception) -> None:
+            log.error("outbox publisher %s failed a batch; retrying", self.capture, exc_info=exc)
+
+        await run_batches(stop, batch, wait=self.config.poll_interval, on_error=failed)

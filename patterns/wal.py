@@ -88,7 +88,7 @@ from prism_testkit.registry.patterns import (
 )
 from prism_testkit.report import metrics as prometheus
 
-from .lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess
+from .lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, run_batches
 
 if TYPE_CHECKING:
     from prism_testkit.registry.backends import BackendSpec
@@ -625,17 +625,15 @@ class WalApplier(BatchProcess):
     async def run(self, stop: asyncio.Event) -> None:
         """Apply until ``stop`` is set, then checkpoint. Errors of the target or log are logged
         and the batch retried (from the record that failed) after ``batch_timeout``."""
+
+        async def batch() -> bool:
+            return bool(await self.run_once()) or not self._blocked
+
+        def failed(exc: Exception) -> None:
+            log.error("WAL applier of %s failed; retrying", self.config.log, exc_info=exc)
+
         try:
-            while not stop.is_set():
-                failed = False
-                try:
-                    applied = await self.run_once()
-                except Exception:
-                    log.exception("WAL applier of %s failed; retrying", self.config.log)
-                    applied, failed = 0, True
-                if failed or (not applied and self._blocked):
-                    with suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.config.batch_timeout)
+            await run_batches(stop, batch, wait=self.config.batch_timeout, on_error=failed)
         finally:
             with suppress(Exception):
                 await self.checkpoint()

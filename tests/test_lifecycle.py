@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Literal
 
 import pytest
 from prism_testkit.patterns.lifecycle import (
@@ -18,6 +19,7 @@ from prism_testkit.patterns.lifecycle import (
     PatternProcess,
     PatternStopped,
     SlotMismatch,
+    run_batches,
     run_until,
     validated_slots,
 )
@@ -258,3 +260,51 @@ def test_a_batch_process_is_healthy_again_after_a_batch_succeeds() -> None:
         await process.stop(within=60.0)
 
     run(scenario())
+
+
+class CountedStop(asyncio.Event):
+    """A stop whose waits are counted and answered at once: which batches the loop waited
+    after, without a clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    async def wait(self) -> Literal[True]:
+        self.waits += 1
+        return True
+
+
+def test_run_batches_retries_a_failed_batch_after_a_wait_and_never_waits_while_busy() -> None:
+    stop = CountedStop()
+    script = iter([True, True, ValueError("refused"), False, True])
+    failures: list[Exception] = []
+
+    async def batch() -> bool:
+        step = next(script, None)
+        if step is None:
+            stop.set()
+            return True
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    asyncio.run(run_batches(stop, batch, wait=3600, on_error=failures.append))
+    assert [str(e) for e in failures] == ["refused"]
+    assert stop.waits == 2  # after the failure and after the idle batch, never after a busy one
+    assert next(script, None) is None  # every batch ran, the failed one retried by the next
+
+
+def test_run_batches_checks_the_stop_only_between_batches() -> None:
+    stop = CountedStop()
+    ran: list[str] = []
+
+    async def batch() -> bool:
+        stop.set()  # asked to stop mid-batch: this batch still finishes
+        await asyncio.sleep(0)
+        ran.append("finished")
+        return False
+
+    asyncio.run(run_batches(stop, batch, wait=3600, on_error=lambda exc: ran.append(repr(exc))))
+    assert ran == ["finished"]
+    assert stop.waits == 0  # stopping: no idle wait after the last batch

@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -37,7 +36,7 @@ from prism_testkit.errors import CaptureLost
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyChange, KeyValue
 from prism_testkit.report import metrics as prometheus
 
-from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess
+from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, run_batches
 from .config import CdcConfig, Operation
 from .events import ChangeEvent, Op, encode
 from .sinks import EventSink
@@ -153,13 +152,15 @@ class CdcConnector:
         """Publish until ``stop`` is set; a failed batch is retried (never confirmed)."""
         if not self._started:
             await self.start()
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("CDC connector %s failed a batch; retrying", self.config.capture)
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.poll_interval)
+
+        async def batch() -> bool:
+            await self.run_once()  # a read of the feed waits for changes itself
+            return True
+
+        def failed(exc: Exception) -> None:
+            log.error("CDC connector %s failed a batch; retrying", self.config.capture, exc_info=exc)
+
+        await run_batches(stop, batch, wait=self.config.poll_interval, on_error=failed)
 
     async def run_once(self) -> int:
         """One batch: open a snapshot window when due, read, publish, confirm. Returns the

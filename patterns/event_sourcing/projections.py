@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from dataclasses import dataclass
 
 import prism_testkit.simulation.clock as clocks
 
-from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess
+from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, run_batches
 from .errors import EventSourcingConfigurationError, ProjectionTimeout
 from .events import RecordedEvent
 from .store import Clock, EventStore, Notification
@@ -123,15 +122,14 @@ class ProjectionRunner(BatchProcess):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the store until ``stop`` is set; failures are logged and retried."""
-        while not stop.is_set():
-            try:
-                applied = await self.run_once()
-            except Exception:
-                log.exception("projection %s failed; retrying", self.views.prefix)
-                applied = 0
-            if applied < self.batch_size:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll_interval)
+
+        async def batch() -> bool:
+            return await self.run_once() >= self.batch_size
+
+        def failed(exc: Exception) -> None:
+            log.error("projection %s failed; retrying", self.views.prefix, exc_info=exc)
+
+        await run_batches(stop, batch, wait=self.poll_interval, on_error=failed)
 
     # -- lifecycle --------------------------------------------------------------------------
 
