@@ -130,7 +130,10 @@ class Consumer:
 
 
 @dataclass
-class Rig:
+class CdcHarness:
+    """Writers on the source (each transaction recorded in the ledger), connectors over its
+    change feed, and the consumer of their topics, which judges what was delivered."""
+
     prism_env: PrismEnv
     ns: Namespace
     consumer: Consumer
@@ -209,7 +212,7 @@ class Rig:
 
 
 @asynccontextmanager
-async def rigged(prism_env: PrismEnv, kind: Kind, **config: Any) -> AsyncIterator[Rig]:
+async def rigged(prism_env: PrismEnv, kind: Kind, **config: Any) -> AsyncIterator[CdcHarness]:
     ns = prism_env.ns
     topic_prefix = ns.name("cdc")
     settings: dict[str, Any] = {
@@ -224,7 +227,7 @@ async def rigged(prism_env: PrismEnv, kind: Kind, **config: Any) -> AsyncIterato
     consumer = Consumer(prism_env, kind, topic_prefix)
     await consumer.open()
     try:
-        yield Rig(prism_env, ns, consumer, CdcConfig(**{**settings, **config}))
+        yield CdcHarness(prism_env, ns, consumer, CdcConfig(**{**settings, **config}))
     finally:
         await consumer.close()
 
@@ -420,7 +423,7 @@ class WriteAfterRead:
     """The source's key-value, except that right after the snapshot reads ``row`` a writer
     commits a newer value of it: inside the chunk's watermark window."""
 
-    def __init__(self, inner: Any, rig: Rig, row: str) -> None:
+    def __init__(self, inner: Any, rig: CdcHarness, row: str) -> None:
         self.inner, self.rig, self.row = inner, rig, row
         self.written = False
 

@@ -245,10 +245,10 @@ class Gate:
             await self.release.wait()
 
 
-# --- one rig per process ---------------------------------------------------------------------
+# --- the processes under test ----------------------------------------------------------------
 
 
-class Rig:
+class ProcessUnderTest:
     """One process kind over one backend: feeds it numbered items, builds instances (faulted
     and gated, or plain), and reads what was done."""
 
@@ -298,7 +298,7 @@ def _numbers(pattern: str, left: Sequence[str]) -> set[int]:
     return {int(m.group(1)) for line in left if (m := re.search(pattern, line))}
 
 
-class RelayRig(Rig):
+class RelayUnderTest(ProcessUnderTest):
     """Outbox events in one transaction; the relay publishes them to a log of the same backend."""
 
     async def setup(self) -> None:
@@ -339,7 +339,7 @@ class RelayRig(Rig):
         return {self.items[o] for o in _numbers(r"record (\d+) of ", left)}
 
 
-class ApplierRig(Rig):
+class ApplierUnderTest(ProcessUnderTest):
     """Puts of distinct keys appended to the WAL; the applier writes them to the backend's
     key-value (in its transactions where it has them). Done: the applier reported the apply
     committed, and the value is there."""
@@ -398,7 +398,7 @@ class ApplierRig(Rig):
         return {self.items[o] for o in _numbers(r"mutation (\d+) of ", left)}
 
 
-class ConnectorRig(Rig):
+class ConnectorUnderTest(ProcessUnderTest):
     """Inserts of distinct keys captured by the change feed; the connector publishes them to a
     log of the same backend. Done: the insert's change event is in the log."""
 
@@ -459,7 +459,7 @@ class ConnectorRig(Rig):
         return {event.key for event in await self._events() if event.position in positions}
 
 
-class ProjectionRig(Rig):
+class ProjectionUnderTest(ProcessUnderTest):
     """Events appended to an event store (one stream each); the projection counts each event in
     its views (transactional views where the backend has transactions, else stamped key-value
     views). Done: the event's count in the views."""
@@ -520,14 +520,14 @@ class ProjectionRig(Rig):
         return {self.items[o] for o in _numbers(r"event (\d+) of ", left)}
 
 
-class KeyValueViewsRig(ProjectionRig):
+class KeyValueViewsProjectionUnderTest(ProjectionUnderTest):
     """The same projection into stamped key-value views (no transactions needed)."""
 
     def views(self, driver: Driver, wrap: Callable[[Any], Any]) -> ViewStore:
         return KeyValueViews(wrap(driver.keyvalue()), self.prefix)
 
 
-class MigratorRig(Rig):
+class MigratorUnderTest(ProcessUnderTest):
     """Values put in the hot tier whose ttl ran out (the store's clock moved a day); the
     migrator moves them to warm (both tiers on the backend's key-value). Done: the value is
     read back from warm."""
@@ -607,7 +607,7 @@ async def _stop(process: BatchProcess, within: float, slack: str = "calm-op") ->
         )
 
 
-async def _resume(rig: Rig) -> tuple[StopReport, Counter[str]]:
+async def _resume(rig: ProcessUnderTest) -> tuple[StopReport, Counter[str]]:
     """A new instance over the same state: started, left to finish everything, stopped."""
     process = rig.make(faulted=False)
     await process.start()
@@ -623,11 +623,11 @@ async def _resume(rig: Rig) -> tuple[StopReport, Counter[str]]:
 
 
 class Scenarios:
-    """The lifecycle's guarantees, for the rig a subclass names."""
+    """The lifecycle's guarantees, for the process under test a subclass names."""
 
-    rig: ClassVar[type[Rig]]
+    rig: ClassVar[type[ProcessUnderTest]]
 
-    async def _rig(self, prism_env: PrismEnv, ns: Namespace, *, pause: bool = False) -> Rig:
+    async def _rig(self, prism_env: PrismEnv, ns: Namespace, *, pause: bool = False) -> ProcessUnderTest:
         rig = self.rig(prism_env, ns)
         rig.pause = pause
         await rig.setup()
@@ -773,29 +773,29 @@ class Scenarios:
 
 class TestOutboxRelay(Scenarios):
     pytestmark = prism_suite("lifecycle", backend=Slot.needs("transactions", "keyvalue.cas", "log"))
-    rig = RelayRig
+    rig = RelayUnderTest
 
 
 class TestWalApplier(Scenarios):
     pytestmark = prism_suite("lifecycle", backend=Slot.needs("log", "keyvalue"))
-    rig = ApplierRig
+    rig = ApplierUnderTest
 
 
 class TestCdcConnector(Scenarios):
     pytestmark = prism_suite("lifecycle", backend=Slot.needs("changefeed", "keyvalue", "log"))
-    rig = ConnectorRig
+    rig = ConnectorUnderTest
 
 
 class TestProjection(Scenarios):
     pytestmark = prism_suite("lifecycle", backend=Slot.needs("transactions", "log", "keyvalue"))
-    rig = ProjectionRig
+    rig = ProjectionUnderTest
 
 
 class TestProjectionKeyValueViews(Scenarios):
     pytestmark = prism_suite("lifecycle", backend=Slot.needs("transactions", "log", "keyvalue.cas"))
-    rig = KeyValueViewsRig
+    rig = KeyValueViewsProjectionUnderTest
 
 
 class TestTieredMigrator(Scenarios):
     pytestmark = prism_suite("lifecycle", backend=Slot.needs("keyvalue.cas", "keyvalue.scan"))
-    rig = MigratorRig
+    rig = MigratorUnderTest

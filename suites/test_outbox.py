@@ -158,7 +158,10 @@ class Ledger:
 
 
 @dataclass
-class Rig:
+class OutboxHarness:
+    """An outbox over the store with the consumer of its destination: relays built on demand,
+    and a ledger of what the producers' transactions committed or rolled back."""
+
     prism_env: PrismEnv
     ns: Namespace
     config: OutboxConfig
@@ -227,7 +230,7 @@ async def rig(
     clock: Clock = clocks.wall,
     read_path: bool = False,
     **config: Any,
-) -> Rig:
+) -> OutboxHarness:
     consumer = Consumer(prism_env, kind, ns)
     cc: ClaimCheck | None = None
     if claims:
@@ -257,11 +260,11 @@ async def rig(
         transactions = ReadPathTransactions(transactions)
     outbox = Outbox(transactions, cfg, clock=clock, claim_check=cc)
     await consumer.open()
-    return Rig(prism_env, ns, cfg, outbox, consumer, cc)
+    return OutboxHarness(prism_env, ns, cfg, outbox, consumer, cc)
 
 
 @asynccontextmanager
-async def rigged(prism_env: PrismEnv, ns: Namespace, kind: Kind, **options: Any) -> AsyncIterator[Rig]:
+async def rigged(prism_env: PrismEnv, ns: Namespace, kind: Kind, **options: Any) -> AsyncIterator[OutboxHarness]:
     """:func:`rig` (same options), its consumer closed when the block ends."""
     r = await rig(prism_env, ns, kind, **options)
     try:
@@ -273,7 +276,7 @@ async def rigged(prism_env: PrismEnv, ns: Namespace, kind: Kind, **options: Any)
 # --- checks --------------------------------------------------------------------------------
 
 
-async def check_delivered(r: Rig, received: list[Message]) -> Deduplicator:
+async def check_delivered(r: OutboxHarness, received: list[Message]) -> Deduplicator:
     """Every committed event delivered with its payload, none from a rolled-back transaction,
     duplicates only as identical copies of one event id, each aggregate in commit order."""
     ledger, cc = r.ledger, r.claim_check
@@ -311,7 +314,7 @@ async def check_delivered(r: Rig, received: list[Message]) -> Deduplicator:
     return dedup
 
 
-async def check_store(r: Rig) -> None:
+async def check_store(r: OutboxHarness) -> None:
     """Business rows exist exactly for committed transactions; with a claim check, the bucket
     holds exactly the objects of committed claimed events (no orphan of a rollback)."""
     kv = r.prism_env.driver("store").keyvalue()
@@ -331,7 +334,7 @@ async def check_store(r: Rig) -> None:
         assert stored == want, f"objects without a committed record: {sorted(stored - want)}"
 
 
-async def stored_records(r: Rig) -> list[Message]:
+async def stored_records(r: OutboxHarness) -> list[Message]:
     """The outbox's records as the store keeps them: log records, or rows in publisher mode cdc."""
     store = r.prism_env.driver("store")
     if not r.config.cdc:
@@ -385,7 +388,7 @@ TXS = st.lists(
 )
 
 
-async def play(r: Rig, txs: list[Tx], relay: OutboxRelay) -> None:
+async def play(r: OutboxHarness, txs: list[Tx], relay: OutboxRelay) -> None:
     """Run ``txs`` in order; an ``overlap`` transaction stays open while the next one begins
     and commits (so it commits out of begin order), and a relay batch runs in between."""
     pending = list(txs)
@@ -502,7 +505,7 @@ def mixed_events(count: int, start: int = 0) -> list[tuple[str, bytes]]:
     return [(AGGREGATES[n % len(AGGREGATES)], f"event-{n}".encode()) for n in range(start, start + count)]
 
 
-async def commit_all(r: Rig, events: list[tuple[str, bytes]]) -> None:
+async def commit_all(r: OutboxHarness, events: list[tuple[str, bytes]]) -> None:
     """One transaction per event, and one rolled-back transaction in the middle."""
     for n, event in enumerate(events):
         await r.transaction([event])
@@ -752,7 +755,9 @@ class LeaseChecked:
     the shared clock (read from the store, not from the relay's belief), and can let time
     pass during each publish."""
 
-    def __init__(self, r: Rig, relay_id: str, clock: ManualClock, published: list[str], advance: float = 0.0) -> None:
+    def __init__(
+        self, r: OutboxHarness, relay_id: str, clock: ManualClock, published: list[str], advance: float = 0.0
+    ) -> None:
         self.r, self.relay_id, self.clock, self.published, self.advance = r, relay_id, clock, published, advance
         self.kv = r.prism_env.driver("store").keyvalue()
 
@@ -828,7 +833,7 @@ class TakenOverDuring:
     """A sink that, during its ``at``-th publish, stalls past the relay's lease while a
     successor takes the lease over and publishes everything."""
 
-    def __init__(self, r: Rig, clock: ManualClock, successor: OutboxRelay, at: int) -> None:
+    def __init__(self, r: OutboxHarness, clock: ManualClock, successor: OutboxRelay, at: int) -> None:
         self.r, self.clock, self.successor, self.at = r, clock, successor, at
         self.calls, self.successor_published = 0, 0
 

@@ -49,8 +49,8 @@ from .test_outbox import (
     TXS,
     Fault,
     Kind,
+    OutboxHarness,
     Probe,
-    Rig,
     Traffic,
     Tx,
     check_delivered,
@@ -75,7 +75,7 @@ STORES_USED: set[str] = set()  # backends this process ran the suite's stores on
 
 
 def publisher(
-    r: Rig, *, sink: Sink | None = None, store: Driver | None = None, fault: Fault | None = None
+    r: OutboxHarness, *, sink: Sink | None = None, store: Driver | None = None, fault: Fault | None = None
 ) -> OutboxCdcPublisher:
     """A publisher process over the store's change feed; with ``fault``, one that dies with it."""
     store = store or r.prism_env.driver("store")
@@ -97,7 +97,7 @@ def no_capture_left_in_the_run(prism_runtime: PrismRuntime) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def cdc_rigged(prism_env: PrismEnv, ns: Namespace, kind: Kind, **config: Any) -> AsyncIterator[Rig]:
+async def cdc_rigged(prism_env: PrismEnv, ns: Namespace, kind: Kind, **config: Any) -> AsyncIterator[OutboxHarness]:
     """The outbox suite's rig in publisher mode cdc; when the block ends, the capture is dropped
     and must leave nothing behind (a PostgreSQL slot would retain WAL forever)."""
     STORES_USED.add(prism_env.combination["store"])
@@ -113,7 +113,7 @@ async def cdc_rigged(prism_env: PrismEnv, ns: Namespace, kind: Kind, **config: A
         assert not left, f"the dropped capture left {left} behind"
 
 
-async def started(r: Rig, **kwargs: Any) -> OutboxCdcPublisher:
+async def started(r: OutboxHarness, **kwargs: Any) -> OutboxCdcPublisher:
     pub = publisher(r, **kwargs)
     await pub.start()
     return pub

@@ -87,7 +87,10 @@ class Applies:
 
 
 @dataclass
-class Rig:
+class WalStack:
+    """A WAL over the log slot and its appliers onto the target slot, with every apply they
+    committed."""
+
     prism_env: PrismEnv
     ns: Namespace
     config: WalConfig
@@ -145,9 +148,9 @@ class Rig:
 
 
 @asynccontextmanager
-async def rigged(prism_env: PrismEnv, ns: Namespace, **config: object) -> AsyncIterator[Rig]:
+async def rigged(prism_env: PrismEnv, ns: Namespace, **config: object) -> AsyncIterator[WalStack]:
     settings = {**fast(), **config}
-    yield Rig(prism_env, ns, WalConfig(log=ns.name("wal"), **settings))  # type: ignore[arg-type]
+    yield WalStack(prism_env, ns, WalConfig(log=ns.name("wal"), **settings))  # type: ignore[arg-type]
 
 
 def expected_state(writes: Sequence[tuple[str, bytes | None]]) -> dict[str, bytes | None]:

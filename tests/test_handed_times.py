@@ -149,18 +149,18 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "point: nothing captures until catch_up(), so the wait always runs out into ReadModelBehind; once"
         " caught up the answer needs no wait"
     ),
-    ("suites/test_lifecycle.py", "Rig.options", "graceful_timeout"): (
+    ("suites/test_lifecycle.py", "ProcessUnderTest.options", "graceful_timeout"): (
         "point: the forced stops' bounds are what the scenarios check; a stop that ignores its bound "
         "would wait this long"
     ),
-    ("suites/test_lifecycle.py", "Rig.options", "force_timeout"): (
+    ("suites/test_lifecycle.py", "ProcessUnderTest.options", "force_timeout"): (
         "point: the forced stops' bounds are what the scenarios check; their waits add calm-op x slowness"
     ),
-    ("suites/test_lifecycle.py", "Rig.options", "health_timeout"): (
+    ("suites/test_lifecycle.py", "ProcessUnderTest.options", "health_timeout"): (
         "point: a health check against a gone or hanging backend must run out into UNHEALTHY; healthy is "
         "awaited with patience.until"
     ),
-    ("suites/test_lifecycle.py", "MigratorRig.setup", "ttl"): FAKE_CLOCK,
+    ("suites/test_lifecycle.py", "MigratorUnderTest.setup", "ttl"): FAKE_CLOCK,
     (
         "suites/test_lifecycle.py",
         "Scenarios.test_a_graceful_stop_mid_batch_finishes_the_batch_and_a_restart_resumes",
