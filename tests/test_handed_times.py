@@ -42,12 +42,12 @@ NOT_TIME = {"snapshot_interval", "deadline"}
 HARNESS_WAITS = {"eventually", "until", "wait", "wait_for", "repeat_until", "settings", "given"}
 DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)\s*$")
 
-FAKE_CLOCK = "virtual: the pattern reads time from a FakeClock the test advances"
+MANUAL_CLOCK = "virtual: the pattern reads time from a ManualClock the test advances"
 SLEEPS = "virtual: its backoff sleeps go to Sleeps, which records each and returns at once"
 PARSED = "point: the configuration parser's reading of the value is what the test checks; nothing runs"
 VALIDATED = "point: the values are refused or bounded by validation; nothing expires"
-PRODUCER_FAKE_CLOCK = (
-    "virtual: Bench.producer hands the producer a FakeClock; its batch interval never runs out unless the test "
+PRODUCER_MANUAL_CLOCK = (
+    "virtual: Bench.producer hands the producer a ManualClock; its batch interval never runs out unless the test "
     "advances it"
 )
 MIRRORS_QUEUE = (
@@ -58,8 +58,6 @@ MIRRORS_QUEUE = (
 # (file, enclosing function, key) -> why the fixed value is safe. Each reason starts with
 # "virtual:" or "point:", or "interface:" for a wrapper's default that mirrors the interface.
 ALLOWED: dict[tuple[str, str, str], str] = {
-    ("suites/_producer_faults.py", "_Queue.receive", "visibility_timeout"): MIRRORS_QUEUE,
-    ("suites/test_multicast_registry.py", "FaultyQueue.receive", "visibility_timeout"): MIRRORS_QUEUE,
     ("suites/test_producer.py", "_ReconnectingQueue.receive", "visibility_timeout"): MIRRORS_QUEUE,
     ("suites/test_stateful_producer.py", "_CurrentQueue.receive", "visibility_timeout"): MIRRORS_QUEUE,
     ("suites/_queue_machine.py", "QueueMachine.receive", "visibility"): (
@@ -160,29 +158,29 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "point: a health check against a gone or hanging backend must run out into UNHEALTHY; healthy is "
         "awaited with patience.until"
     ),
-    ("suites/test_lifecycle.py", "MigratorUnderTest.setup", "ttl"): FAKE_CLOCK,
+    ("suites/test_lifecycle.py", "MigratorUnderTest.setup", "ttl"): MANUAL_CLOCK,
     (
         "suites/test_lifecycle.py",
         "Scenarios.test_a_graceful_stop_mid_batch_finishes_the_batch_and_a_restart_resumes",
         "within",
     ): ("point: a second stop of a stopped process must be refused at once, whatever its bound"),
-    ("suites/test_multicast_registry.py", "test_a_metadata_update_changes_membership", "ttl"): FAKE_CLOCK,
+    ("suites/test_multicast_registry.py", "test_a_metadata_update_changes_membership", "ttl"): MANUAL_CLOCK,
     (
         "suites/test_multicast_registry.py",
         "test_multicast_reaches_exactly_the_matching_identities_once",
         "ttl",
-    ): FAKE_CLOCK,
-    ("suites/test_multicast_registry.py", "test_membership_is_decided_when_the_multicast_begins", "ttl"): FAKE_CLOCK,
-    ("suites/test_multicast_registry.py", "test_ttl_edges_on_the_registry_clock", "ttl"): FAKE_CLOCK,
-    ("suites/test_multicast_registry.py", "test_large_registries_across_scan_pages.add", "ttl"): FAKE_CLOCK,
-    ("suites/test_multicast_registry.py", "test_metrics_count_what_happened", "ttl"): FAKE_CLOCK,
+    ): MANUAL_CLOCK,
+    ("suites/test_multicast_registry.py", "test_membership_is_decided_when_the_multicast_begins", "ttl"): MANUAL_CLOCK,
+    ("suites/test_multicast_registry.py", "test_ttl_edges_on_the_registry_clock", "ttl"): MANUAL_CLOCK,
+    ("suites/test_multicast_registry.py", "test_large_registries_across_scan_pages.add", "ttl"): MANUAL_CLOCK,
+    ("suites/test_multicast_registry.py", "test_metrics_count_what_happened", "ttl"): MANUAL_CLOCK,
     ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "max_ttl"): VALIDATED,
     ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "ttl"): VALIDATED,
     (
         "suites/test_outbox.py",
         "test_delete_cleanup_truncates_only_records_published_longer_ago_than_the_retention",
         "retention",
-    ): FAKE_CLOCK,
+    ): MANUAL_CLOCK,
     ("suites/test_producer.py", "Bench.producer", "retry_backoff"): SLEEPS,
     ("suites/test_producer.py", "Bench.producer", "retry_backoff_max"): SLEEPS,
     ("suites/test_producer.py", "test_configuration_is_checked_before_anything_runs", "batch_interval"): PARSED,
@@ -198,7 +196,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "suites/test_tiered_storage.py",
         "test_tier_ttl_moves_values_down_and_the_last_tier_ttl_expires_them",
         "ttl",
-    ): FAKE_CLOCK,
+    ): MANUAL_CLOCK,
     (
         "suites/test_wal.py",
         "test_a_poison_mutation_is_dead_lettered_after_its_attempts_while_others_flow",
@@ -213,44 +211,48 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "suites/test_wal.py",
         "test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clock",
         "backoff_initial",
-    ): FAKE_CLOCK,
+    ): MANUAL_CLOCK,
     (
         "suites/test_wal.py",
         "test_retries_back_off_doubling_from_backoff_initial_on_the_applier_clock",
         "backoff_max",
-    ): FAKE_CLOCK,
+    ): MANUAL_CLOCK,
     (
         "suites/test_wal.py",
         "test_the_checkpoint_is_committed_at_most_every_checkpoint_interval",
         "checkpoint_interval",
-    ): FAKE_CLOCK,
+    ): MANUAL_CLOCK,
     (
         "suites/test_producer.py",
         "test_batches_by_size_and_a_partial_batch_waits_for_flush",
         "batch_interval",
-    ): PRODUCER_FAKE_CLOCK,
-    ("suites/test_producer.py", "test_publish_retries_with_exponential_backoff", "batch_interval"): PRODUCER_FAKE_CLOCK,
+    ): PRODUCER_MANUAL_CLOCK,
+    (
+        "suites/test_producer.py",
+        "test_publish_retries_with_exponential_backoff",
+        "batch_interval",
+    ): PRODUCER_MANUAL_CLOCK,
     (
         "suites/test_producer.py",
         "test_retries_run_out_and_nothing_is_published_past_the_failure",
         "batch_interval",
-    ): PRODUCER_FAKE_CLOCK,
+    ): PRODUCER_MANUAL_CLOCK,
     (
         "suites/test_producer.py",
         "test_a_sink_failing_mid_batch_loses_nothing_and_duplicates_only_lost_answers",
         "batch_interval",
-    ): PRODUCER_FAKE_CLOCK,
-    ("suites/test_producer.py", "test_metrics_are_exact", "batch_interval"): PRODUCER_FAKE_CLOCK,
+    ): PRODUCER_MANUAL_CLOCK,
+    ("suites/test_producer.py", "test_metrics_are_exact", "batch_interval"): PRODUCER_MANUAL_CLOCK,
     (
         "suites/test_producer.py",
         "test_graceful_stop_flushes_everything_within_its_bound",
         "batch_interval",
-    ): PRODUCER_FAKE_CLOCK,
+    ): PRODUCER_MANUAL_CLOCK,
     (
         "suites/test_producer.py",
         "test_forced_stop_after_the_bound_reports_what_it_left",
         "batch_interval",
-    ): PRODUCER_FAKE_CLOCK,
+    ): PRODUCER_MANUAL_CLOCK,
 }
 
 
