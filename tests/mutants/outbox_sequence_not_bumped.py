@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prism_testkit.patterns.outbox import Outbox, OutboxTransaction
+from prism_testkit.patterns.outbox.writer import Outbox, OutboxTransaction
 
 from prism_testkit.interfaces import Message, Transaction
 

@@ -8,7 +8,7 @@ must catch it.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.outbox import OutboxRelay, _Offset
+from prism_testkit.patterns.outbox.relay import OutboxRelay, _Offset
 
 
 async def _fence_nothing(self: OutboxRelay, epoch: int) -> int:

@@ -6,7 +6,7 @@ Loaded with ``-p tests.mutants.relay_drain_leaves_last_record``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.outbox import OutboxRelay
+from prism_testkit.patterns.outbox.relay import OutboxRelay
 
 _running_out = OutboxRelay._lease_running_out
 

@@ -7,7 +7,7 @@ report the unpublished events as lost.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.outbox import OutboxRelay
+from prism_testkit.patterns.outbox.relay import OutboxRelay
 
 
 async def _mark_then_publish(self: OutboxRelay) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-from prism_testkit.patterns.outbox import OutboxRelay
+from prism_testkit.patterns.outbox.relay import OutboxRelay
 
 from prism_testkit.interfaces import Message
 

@@ -6,7 +6,7 @@ Loaded with ``-p tests.mutants.relay_restart_ignores_offset``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.outbox import OutboxRelay
+from prism_testkit.patterns.outbox.relay import OutboxRelay
 
 _fence = OutboxRelay._fence
 

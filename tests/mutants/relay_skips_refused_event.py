@@ -6,7 +6,8 @@ Loaded with ``-p tests.mutants.relay_skips_refused_event``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.outbox import OutboxError, OutboxRelay
+from prism_testkit.patterns.outbox.errors import OutboxError
+from prism_testkit.patterns.outbox.relay import OutboxRelay
 
 
 async def _run_once_skipping(self: OutboxRelay) -> int:
