@@ -51,7 +51,8 @@ from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyValue, Message
 from prism_testkit.report import metrics as prometheus
 
 from .lifecycle import run_batches
-from .outbox import OutboxConfig, OutboxConfigurationError, OutboxError, Sink, _checked_config, decode_record
+from .outbox import OutboxConfig, OutboxConfigurationError, OutboxError, Sink, decode_record
+from .outbox.config import _checked_config
 
 __all__ = ["HEARTBEAT", "OutboxCdcPublisher", "PublisherMetrics", "RecordsBeforeCapture"]
 

@@ -46,7 +46,6 @@ from .codec import (
     encode_record,
 )
 from .config import OutboxConfig, OutboxPublisher
-from .config import _checked_config as _checked_config  # patterns.outbox_cdc checks its config with it
 from .dedup import Deduplicator
 from .errors import LeaseLost, OutboxConfigurationError, OutboxError, OutboxRecordError, ReservedHeader
 from .relay import OutboxRelay, RelayMetrics

@@ -14,7 +14,7 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit.interfaces import KeyValue, Log, Record, TruncatableLog
 from prism_testkit.report import metrics as prometheus
 
-from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess
+from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, run_batches
 from .codec import HEADER_CREATED_AT
 from .config import Clock, OutboxConfig, _checked_config
 from .errors import LeaseLost, OutboxConfigurationError, OutboxError
@@ -357,19 +357,18 @@ class OutboxRelay(BatchProcess):
         A lost lease makes this relay a standby again (it keeps polling to take over); a sink
         error is logged and the batch retried after ``poll_interval``.
         """
+
+        async def batch() -> bool:
+            return await self.run_once() >= self.config.batch_size  # less: drained, wait before polling
+
+        def failed(exc: Exception) -> None:
+            if isinstance(exc, LeaseLost):  # standby again: expected, one line
+                log.warning("%s", exc)
+            else:
+                log.error("relay %s failed to publish from %s", self.relay_id, self.config.log, exc_info=exc)
+
         try:
-            while not stop.is_set():
-                try:
-                    published = await self.run_once()
-                except LeaseLost as exc:
-                    log.warning("%s", exc)
-                    published = 0
-                except Exception:
-                    log.exception("relay %s failed to publish from %s", self.relay_id, self.config.log)
-                    published = 0
-                if published < self.config.batch_size:  # drained (or standby): wait before polling
-                    with suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.config.poll_interval)
+            await run_batches(stop, batch, wait=self.config.poll_interval, on_error=failed)
         finally:
             with suppress(Exception):
                 await self.release()
