@@ -346,7 +346,7 @@ class ClaimCheck:
             raise ConfigurationError(f"config must be a ClaimCheckConfig, not {type(config).__name__}")
         self.objects = objects
         self.config = config
-        self.metrics = prometheus.noted("claim_check", ClaimCheckMetrics())
+        self.metrics = prometheus.tracked("claim_check", ClaimCheckMetrics())
 
     # -- setup ------------------------------------------------------------------------------
 

@@ -194,7 +194,7 @@ class Consumer(PatternProcess):
         self.handler = handler
         self._sleep = sleep
         self.source_kind = "queue" if isinstance(source, Queue) else "log" if isinstance(source, Log) else "pubsub"
-        self.metrics = prometheus.noted("consumer", ConsumerMetrics())
+        self.metrics = prometheus.tracked("consumer", ConsumerMetrics())
         self._position: int | None = None  # log: next offset to handle
         self._saved: int | None = None  # log: position last saved
         self._in_hand: str | None = None  # what the loop is handling, for a forced stop's report

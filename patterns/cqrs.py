@@ -148,7 +148,7 @@ class Cqrs:
         self.write = write
         self.read_models = dict(read_models)
         self.config = CqrsConfig() if config is None else config
-        self.metrics = prometheus.noted("cqrs", CqrsMetrics())
+        self.metrics = prometheus.tracked("cqrs", CqrsMetrics())
 
     def _model(self, name: str) -> ProjectionRunner:
         try:

@@ -319,7 +319,7 @@ class CdcCqrs:
             )
         self.write, self.feed, self.clock, self.poll_interval = write, feed, clock, poll_interval
         self.read_models = dict(read_models)
-        self.metrics = prometheus.noted("cqrs_cdc", CqrsMetrics())
+        self.metrics = prometheus.tracked("cqrs_cdc", CqrsMetrics())
         self._positions: OrderedDict[str, int] = OrderedDict()
         self.sink = ReadModelSink(self.read_models, write.prefix, self._seen)
         self.connector = CdcConnector(feed, write.kv, self.sink, cdc)

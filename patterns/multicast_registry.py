@@ -510,7 +510,7 @@ class MulticastRegistry(PatternProcess):
         self._pubsub: PubSub | None = None if isinstance(messaging, Queue) else messaging
         self.config = config
         self.clock = clock
-        self.metrics = prometheus.noted("multicast_registry", MulticastRegistryMetrics())
+        self.metrics = prometheus.tracked("multicast_registry", MulticastRegistryMetrics())
         self._backend_ttl = config.backend_ttl
         self._inflight: dict[str, _InFlight] = {}
         self._idle = asyncio.Event()

@@ -113,7 +113,7 @@ class OutboxCdcPublisher:
         self.sink = sink
         self.kv = kv
         self.clock = clock
-        self.metrics = prometheus.noted("outbox_cdc", PublisherMetrics())
+        self.metrics = prometheus.tracked("outbox_cdc", PublisherMetrics())
         self._started = False
         self._last_activity = 0.0
 

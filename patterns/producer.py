@@ -369,7 +369,7 @@ class Producer(PatternProcess):
         self.clock = clock
         self._sleep = sleep
         self.sink_kind, self._send = _sender(sink)
-        self.metrics = prometheus.noted("producer", ProducerMetrics())
+        self.metrics = prometheus.tracked("producer", ProducerMetrics())
         self._buffer: list[_Item] = []
         self._in_flight: list[_Item] = []
         self._by_digest: dict[str, _Item] = {}  # content handed over and not yet settled

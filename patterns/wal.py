@@ -366,7 +366,7 @@ class WalApplier(BatchProcess):
         self.on_applied = on_applied  # called once a mutation's write committed
         self.on_skipped = on_skipped  # called when the guard shows a replayed mutation was resolved
         self.clock = clock
-        self.metrics = prometheus.noted("wal_applier", ApplierMetrics())
+        self.metrics = prometheus.tracked("wal_applier", ApplierMetrics())
         self._position: int | None = None  # next offset to read; None until loaded
         self._blocked: dict[str, deque[_Pending]] = {}  # keys waiting behind a failed mutation
         self._dead: dict[int, tuple[str, str]] = {}  # offset -> (key, error), for sync writers

@@ -59,7 +59,7 @@ class InvalidatedCache:
     cache: KeyValue
     cache_prefix: str = ""
     clock: Callable[[], float] = clocks.wall
-    metrics: CacheMetrics = field(default_factory=lambda: prometheus.noted("cdc_cache", CacheMetrics()))
+    metrics: CacheMetrics = field(default_factory=lambda: prometheus.tracked("cdc_cache", CacheMetrics()))
 
     def cache_key(self, key: str) -> str:
         return self.cache_prefix + key

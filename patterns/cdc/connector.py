@@ -115,7 +115,7 @@ class CdcConnector:
     sink: EventSink
     config: CdcConfig
     clock: Callable[[], float] = clocks.wall
-    metrics: CdcMetrics = field(default_factory=lambda: prometheus.noted("cdc", CdcMetrics()))
+    metrics: CdcMetrics = field(default_factory=lambda: prometheus.tracked("cdc", CdcMetrics()))
     _state: SnapshotState | None = None  # None: no snapshot configured and no epoch started yet
     _window: _Window | None = None
     _tables: set[str] = field(default_factory=set)  # tables published to by this process

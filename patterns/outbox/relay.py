@@ -131,7 +131,7 @@ class OutboxRelay(BatchProcess):
         self.sink = sink
         self.relay_id = relay_id
         self.clock = clock
-        self.metrics = prometheus.noted("outbox_relay", RelayMetrics())
+        self.metrics = prometheus.tracked("outbox_relay", RelayMetrics())
         self._lease: _Lease | None = None  # the lease we hold, as last written by us
         # The relay offset as we last wrote or read it under our lease's epoch; None when unknown.
         self._position: _Offset | None = None

@@ -140,7 +140,7 @@ class Outbox:
         self.config = _checked_config(config)
         self.clock = clock
         self.claim_check = claim_check
-        self.metrics = prometheus.noted("outbox", OutboxMetrics())
+        self.metrics = prometheus.tracked("outbox", OutboxMetrics())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[OutboxTransaction]:

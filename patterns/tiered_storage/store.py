@@ -85,7 +85,7 @@ class TieredStorage:
         self.tiers = dict(tiers)
         self.reference = reference
         self.clock = clock
-        self.metrics = prometheus.noted("tiered_storage", TieredStorageMetrics())
+        self.metrics = prometheus.tracked("tiered_storage", TieredStorageMetrics())
 
     # -- naming -----------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ _recording: list[tuple[str, object]] | None = None
 M = TypeVar("M")
 
 
-def noted(pattern: str, metrics: M) -> M:
+def tracked(pattern: str, metrics: M) -> M:
     """``metrics`` (a new pattern instance's dataclass), remembered when the harness records
     which patterns a test used; returned unchanged. Outside a recording it costs one check."""
     if _recording is not None:
