@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 
 class Via(StrEnum):
+    """The route by which a backend's instance comes to exist for a run (``Availability.via``):
+    in-process, a URL the user gave, a binary the harness starts, a container, or none (the
+    availability's detail says why). Public: backend authors' provisioners return it."""
+
     EMBEDDED = "embedded"
     URL = "url"
     BINARY = "binary"
