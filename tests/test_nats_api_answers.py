@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("nats")
+from prism_testkit.backends.nats.codec import token
 from prism_testkit.backends.nats.driver import (
     ERR_JS_UNAVAILABLE,
     ERR_NO_PEERS,
@@ -18,7 +19,6 @@ from prism_testkit.backends.nats.driver import (
     KV_BUCKET,
     ApiError,
     NatsDriver,
-    token,
 )
 
 from prism_testkit.capabilities import Capability

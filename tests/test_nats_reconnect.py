@@ -14,7 +14,7 @@ import contextlib
 import gc
 import warnings
 
-from prism_testkit.backends.nats.driver import ClosingClient, close_client
+from prism_testkit.backends.nats.client import ClosingClient, close_client
 
 INFO = b'INFO {"server_id":"fake","version":"2.10.0","proto":1,"max_payload":1048576}\r\n'
 HANGUPS = 3

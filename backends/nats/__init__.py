@@ -1,7 +1,8 @@
 """nats: core NATS pub/sub plus JetStream queues, logs, key-value and objects.
 
-Registration only: the driver (:mod:`.driver`, imports nats-py) is loaded when the backend is
-first connected; the provisioner (:mod:`.provision`) starts a private nats-server without it.
+Registration only: the driver (:mod:`.driver` and the modules it is made of, which import
+nats-py) is loaded when the backend is first connected; the provisioner (:mod:`.provision`)
+starts a private nats-server without it.
 """
 
 from __future__ import annotations

@@ -2,10 +2,7 @@
 
 One NATS connection per driver; JetStream is spoken through small JSON API requests on it.
 
-Naming. Harness names are mapped by :func:`token`, which keeps ``[A-Za-z0-9-]`` and writes every
-other character as ``_XX`` (hex of its UTF-8 bytes). The result is a valid stream name, bucket
-name and subject token, the mapping is injective, and it maps prefixes to prefixes, so
-``purge(prefix)`` can match encoded names.
+Names and message encoding are in :mod:`.codec`, the connection's lifecycle in :mod:`.client`.
 
 * pub/sub: core NATS subject ``prism.ps.<topic>``. At-most-once and ephemeral; ``subscribe``
   flushes, so the server knows the interest before it returns.
@@ -68,7 +65,6 @@ import hashlib
 import itertools
 import json
 import math
-import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -106,9 +102,10 @@ from .._common import (
     check_offset,
     check_positive,
     check_wait,
-    freeze_message,
 )
 from . import MAX_PAYLOAD
+from .client import ClosingClient, close_client, unsubscribed
+from .codec import StoredMsg, control_status, decode, encode, named, parse_headers, token, untoken
 
 MIN_SERVER_PAYLOAD = MAX_PAYLOAD + (64 << 10)
 
@@ -128,11 +125,8 @@ CREATE_TIMEOUT = 3 * API_TIMEOUT  # a create with a fixed config may be sent aga
 # (x the machine's slowness where used: a loaded machine elects later; see prism_testkit.patience)
 LEADERLESS_WAIT = 10.0
 READ_RETRY_EVERY = 1.0  # a cluster's unanswered read is asked again this often (see NatsDriver.api)
-CONNECT_TIMEOUT = 15.0
-CLOSE_GRACE = 5.0  # seconds a closed client's cancelled tasks get to end
 PULL_GRACE = 3.0  # seconds past a pull's expiry to wait for its 408: a loaded machine lags past 1 s
 
-META_HEADER = "Prism-Meta"  # JSON {"h": headers, "k": key}: any str header names / values survive
 MSG_ID_HEADER = MESSAGE_ID_HEADER
 NATS_MSG_ID = "Nats-Msg-Id"  # the server drops a message whose id it stored within the duplicate window
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
@@ -159,33 +153,7 @@ ERR_JS_UNAVAILABLE = 10008  # "JetStream system temporarily unavailable" (503): 
 ERR_NO_PEERS = 10005
 
 
-_KEEP = re.compile(r"[A-Za-z0-9-]")
-_ESCAPED = re.compile(r"(?:_[0-9A-F]{2})+")
-
-
-# --- names ---------------------------------------------------------------------------------
-
-
-def token(name: str, what: str = "name") -> str:
-    """``name`` as a stream-name / subject-token safe string (injective, prefix-preserving)."""
-    if not isinstance(name, str):
-        raise TypeError(f"{what} must be a str, not {type(name).__name__}")
-    return "".join(c if _KEEP.fullmatch(c) else "".join(f"_{b:02X}" for b in c.encode()) for c in name)
-
-
-def untoken(text: str) -> str:
-    return _ESCAPED.sub(lambda m: bytes.fromhex(m.group(0).replace("_", "")).decode(errors="replace"), text)
-
-
-def _named(name: str, what: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"{what} must be a str, not {type(name).__name__}")
-    if not name:
-        raise ValueError(f"{what} must not be empty")
-    return token(name, what)
-
-
-# --- wire format ---------------------------------------------------------------------------
+# --- JetStream API errors ----------------------------------------------------------------
 
 
 class ApiError(Exception):
@@ -195,54 +163,6 @@ class ApiError(Exception):
         # the answer is to a repeat of a request left unanswered, which may have taken effect
         self.resent = resent
         super().__init__(f"JetStream API error {code}/{err_code}: {description}")
-
-
-@dataclass(frozen=True)
-class StoredMsg:
-    seq: int
-    subject: str
-    data: bytes
-    headers: dict[str, str]
-
-
-def _check_payload(message: Message) -> Message:
-    stored = freeze_message(message)
-    if len(stored.payload) > MAX_PAYLOAD:
-        raise PayloadTooLarge(len(stored.payload), MAX_PAYLOAD)
-    return stored
-
-
-def _encode(message: Message) -> tuple[bytes, dict[str, str] | None]:
-    stored = _check_payload(message)
-    if not stored.headers and stored.key is None:
-        return stored.payload, None  # a plain NATS message: readable by any client
-    meta = json.dumps({"h": dict(stored.headers), "k": stored.key}, sort_keys=True, separators=(",", ":"))
-    return stored.payload, {META_HEADER: meta}
-
-
-def _decode(data: bytes | None, headers: Mapping[str, str] | None) -> Message:
-    raw = (headers or {}).get(META_HEADER)
-    if raw is None:
-        return Message(bytes(data or b""), {}, None)
-    meta = json.loads(raw)
-    return Message(bytes(data or b""), meta["h"], meta["k"])
-
-
-def _parse_headers(block: bytes) -> dict[str, str]:
-    """The header block of a stored message (``NATS/1.0\\r\\nName: value\\r\\n...``)."""
-    headers: dict[str, str] = {}
-    for line in block.decode().split("\r\n")[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip()] = value.strip()
-    return headers
-
-
-def _status(msg: Msg) -> str | None:
-    """The status of a JetStream control message (404 no messages, 408 expired, ...)."""
-    if msg.headers and not msg.data:
-        return msg.headers.get("Status")
-    return None
 
 
 # --- facets --------------------------------------------------------------------------------
@@ -255,7 +175,7 @@ class NatsKeyValue:
         self._driver = driver
 
     def _subject(self, key: str) -> str:
-        return f"$KV.{KV_BUCKET}.{_named(key, 'key')}"
+        return f"$KV.{KV_BUCKET}.{named(key, 'key')}"
 
     async def _current(self, subject: str) -> tuple[int, bytes | None]:
         """(sequence of the subject's last message or 0, its value or None when absent)."""
@@ -316,58 +236,6 @@ class NatsKeyValue:
                 # Someone wrote in between: look again (the value may still be the expected one).
 
 
-class ClosingClient(NATS):
-    """nats-py reuses one transport for every (re)connect attempt and, when a handshake fails
-    (a fault proxy or a server going down accepts, then hangs up), opens the next connection
-    over the previous one without closing it; collected later, that stream warns "unclosed"."""
-
-    async def _connect_to_server(self, s: Any) -> None:
-        if self._transport is not None:
-            self._transport.close()
-        await super()._connect_to_server(s)
-
-
-async def _unsubscribed(sub: Any) -> None:
-    """Unsubscribe and wait until the callback task nats-py cancels has really ended: a task
-    still pending when the loop closes is destroyed, and its coroutine raises into a closed loop."""
-    with contextlib.suppress(nats.errors.Error, OSError):
-        await sub.unsubscribe()
-    task = getattr(sub, "_wait_for_msgs_task", None)  # nats-py has no public handle on it
-    if task is not None and not task.done():
-        task.cancel()  # unsubscribe() leaves it running when the connection is closed or draining
-        await asyncio.wait([task], timeout=CLOSE_GRACE)
-
-
-async def close_client(nc: NATS) -> None:
-    """Close ``nc`` for good, whatever state its connection is in. nats-py ends its close by
-    awaiting the stream's close waiter, one future per stream: a task cancelled while it waited
-    on it before (a close bounded in time, ended by its timeout) cancelled that future too, and
-    every later close of the client then raises CancelledError though nobody cancelled it."""
-    try:
-        await nc.close()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():  # this close itself is being cancelled
-            if nc._transport is not None:
-                nc._transport.close()  # nats-py never closes it again: it already counts as closed
-            raise
-    except Exception:
-        pass
-    # close() cancels the client's reader, pinger, flusher and reconnect tasks without
-    # waiting for them; they must be gone before the harness closes the loop.
-    await _settled(nc)
-
-
-async def _settled(nc: NATS) -> None:
-    tasks = [
-        task
-        for task in (nc._reading_task, nc._ping_interval_task, nc._flusher_task, nc._reconnection_task)
-        if task is not None and not task.done() and task is not asyncio.current_task()
-    ]
-    if tasks:
-        await asyncio.wait(tasks, timeout=CLOSE_GRACE)
-
-
 class NatsSubscription:
     def __init__(self, driver: NatsDriver) -> None:
         self._driver = driver
@@ -394,7 +262,7 @@ class NatsSubscription:
                 return None
         if self._closed:
             return None
-        return _decode(msg.data, msg.headers)
+        return decode(msg.data, msg.headers)
 
     async def close(self) -> None:
         if self._closed:
@@ -402,7 +270,7 @@ class NatsSubscription:
         self._closed = True
         self._driver.subscriptions.discard(self)
         if self._sub is not None:
-            await _unsubscribed(self._sub)
+            await unsubscribed(self._sub)
 
 
 class NatsPubSub:
@@ -410,12 +278,12 @@ class NatsPubSub:
         self._driver = driver
 
     async def publish(self, topic: str, message: Message) -> None:
-        payload, headers = _encode(message)
+        payload, headers = encode(message)
         with self._driver.guard():
-            await self._driver.nc.publish(f"prism.ps.{_named(topic, 'topic')}", payload, headers=headers)
+            await self._driver.nc.publish(f"prism.ps.{named(topic, 'topic')}", payload, headers=headers)
 
     async def subscribe(self, topic: str) -> NatsSubscription:
-        subject = f"prism.ps.{_named(topic, 'topic')}"
+        subject = f"prism.ps.{named(topic, 'topic')}"
         sub = NatsSubscription(self._driver)
         with self._driver.guard():
             sub._sub = await self._driver.nc.subscribe(
@@ -444,8 +312,8 @@ class NatsQueue:
         self._ids = itertools.count(1)
 
     async def send(self, queue: str, message: Message) -> str:
-        name = _named(queue, "queue")
-        payload, headers = _encode(message)
+        name = named(queue, "queue")
+        payload, headers = encode(message)
         msg_id = dict(message.headers).get(MSG_ID_HEADER)
         if msg_id:  # the caller's id: a resend of the same message is stored once (queue.dedup)
             headers = {**(headers or {}), NATS_MSG_ID: msg_id}
@@ -454,7 +322,7 @@ class NatsQueue:
         return str(seq)
 
     async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
-        name = _named(queue, "queue")
+        name = named(queue, "queue")
         timeout = check_positive(visibility_timeout, "visibility_timeout")
         wait = check_wait(wait)
         loop_time = self._driver.loop_time
@@ -465,9 +333,9 @@ class NatsQueue:
             remaining = deadline - loop_time()
             sent_at = loop_time()
             msg = await self._driver.pull(QUEUE_STREAM + name, remaining)
-            if _status(msg) is None and msg.reply:
+            if control_status(msg) is None and msg.reply:
                 return await self._hand_out(queue, msg, sent_at, visibility=timeout)
-            if _status(msg) in {"409", "503"}:  # consumer gone (purged meanwhile)
+            if control_status(msg) in {"409", "503"}:  # consumer gone (purged meanwhile)
                 self._driver.forget(QUEUE_STREAM + name)
                 await self._driver.ensure_queue(name)
             if loop_time() >= deadline:
@@ -487,7 +355,7 @@ class NatsQueue:
                 )
         delivery_id = f"{meta.sequence.stream}:{meta.num_delivered}:{next(self._ids)}"
         self._pending[delivery_id] = _Pending(queue, msg.reply, sent_at + visibility)
-        return QueueDelivery(delivery_id, _decode(msg.data, msg.headers), meta.num_delivered)
+        return QueueDelivery(delivery_id, decode(msg.data, msg.headers), meta.num_delivered)
 
     def _forget_expired(self) -> None:
         now = self._driver.loop_time()
@@ -524,14 +392,14 @@ class NatsLog:
         self._driver = driver
 
     async def append(self, log: str, message: Message) -> int:
-        name = _named(log, "log")
-        payload, headers = _encode(message)
+        name = named(log, "log")
+        payload, headers = encode(message)
         await self._driver.ensure_log(name)
         seq = await self._driver.publish(f"prism.log.{name}", payload, headers, ensure=("log", name))
         return seq - 1
 
     async def read(self, log: str, offset: int, *, limit: int = 100, wait: float = 0.0) -> list[Record]:
-        name = _named(log, "log")
+        name = named(log, "log")
         check_offset(offset)
         check_count(limit, "limit", 1)
         wait = check_wait(wait)
@@ -567,7 +435,7 @@ class NatsLog:
                         return records
                     await asyncio.sleep(0.005)
         finally:
-            await _unsubscribed(sub)
+            await unsubscribed(sub)
 
     async def _fetch(self, stream: str, offset: int, limit: int) -> list[Record]:
         # The first record alone answers a read at the end of the log and a read of one: one
@@ -580,13 +448,13 @@ class NatsLog:
             end = min(await self._driver.last_seq(stream), offset + limit)
             more = await asyncio.gather(*(self._driver.msg_by_seq(stream, seq) for seq in range(offset + 2, end + 1)))
             stored += [m for m in more if m is not None]
-        return [Record(m.seq - 1, _decode(m.data, m.headers)) for m in stored]
+        return [Record(m.seq - 1, decode(m.data, m.headers)) for m in stored]
 
     async def end_offset(self, log: str) -> int:
-        return await self._driver.last_seq(LOG_STREAM + _named(log, "log"))
+        return await self._driver.last_seq(LOG_STREAM + named(log, "log"))
 
     def _group_subject(self, log: str, group: str) -> str:
-        return f"$KV.{OFFSETS_BUCKET}.{_named(log, 'log')}.{_named(group, 'group')}"
+        return f"$KV.{OFFSETS_BUCKET}.{named(log, 'log')}.{named(group, 'group')}"
 
     async def commit(self, log: str, group: str, offset: int) -> None:
         check_offset(offset)
@@ -613,7 +481,7 @@ class NatsObjects:
 
     @staticmethod
     def _stream(bucket: str) -> str:
-        return OBJ_STREAM + _named(bucket, "bucket")
+        return OBJ_STREAM + named(bucket, "bucket")
 
     @staticmethod
     def _meta_subject(bucket: str, key: str) -> str:
@@ -621,7 +489,7 @@ class NatsObjects:
 
     def _config(self, bucket: str, *, closed: bool = False) -> dict[str, Any]:
         """The bucket's stream config; ``closed``: its subjects swapped for one no put uses."""
-        name = _named(bucket, "bucket")
+        name = named(bucket, "bucket")
         subjects = [f"$O.{name}.closing"] if closed else [f"$O.{name}.C.>", f"$O.{name}.M.>"]
         return {
             "name": OBJ_STREAM + name,
@@ -904,33 +772,9 @@ class NatsDriver(Driver):
 
     @classmethod
     async def connect(cls, name: str, capabilities: frozenset[Capability], endpoint: Endpoint) -> Self:
-        async def quiet(*_args: object) -> None:  # nats-py logs every reconnect attempt otherwise
-            return None
-
-        nc = ClosingClient()
         try:
-            # nats-py keeps retrying an unreachable server when reconnects are unlimited (which we
-            # want after a restart), so the first connection gets a deadline of its own.
-            await asyncio.wait_for(
-                nc.connect(
-                    endpoint.url.split(","),  # a cluster's nodes: nats-py takes them as a list
-                    name="prism-testkit",
-                    connect_timeout=5,
-                    reconnect_time_wait=0.2,  # type: ignore[arg-type]  # annotated int, sleeps this float
-                    max_reconnect_attempts=-1,
-                    allow_reconnect=True,
-                    error_cb=quiet,
-                    disconnected_cb=quiet,
-                    reconnected_cb=quiet,
-                    closed_cb=quiet,
-                ),
-                CONNECT_TIMEOUT,
-            )
-        except BaseException as exc:  # also a connect cancelled by the harness's deadline
-            with contextlib.suppress(Exception):
-                await nc.close()
-            if not isinstance(exc, Exception):
-                raise
+            nc = await ClosingClient.opened(endpoint.url.split(","))  # a cluster's nodes: nats-py takes them as a list
+        except Exception as exc:  # the client is closed already; a cancellation propagates as it is
             raise ProvisioningError(
                 redact(f"backend {name!r}: cannot connect to {endpoint.url}: {type(exc).__name__}: {exc}")
             ) from None
@@ -1308,7 +1152,7 @@ class NatsDriver(Driver):
                 return None
             raise
         raw = data["message"]
-        headers = _parse_headers(base64.b64decode(raw["hdrs"])) if raw.get("hdrs") else {}
+        headers = parse_headers(base64.b64decode(raw["hdrs"])) if raw.get("hdrs") else {}
         return StoredMsg(int(raw["seq"]), raw["subject"], base64.b64decode(raw.get("data") or ""), headers)
 
     async def last_msg(self, stream: str, subject: str, *, missing_stream_ok: bool = True) -> StoredMsg | None:
@@ -1339,7 +1183,7 @@ class NatsDriver(Driver):
                 # tells (and a server that is really gone fails there too).
                 self.forget(stream)
                 return await self.last_msg(stream, subject)
-        status = _status(reply)
+        status = control_status(reply)
         if status == "404":
             return None
         headers = dict(reply.headers or {})

@@ -12,7 +12,7 @@ from prism_testkit.backends.nats import driver
 
 from tests.mutants._rewrite import rewrite_line
 
-ESCAPED = "f\"prism.ps.{_named(topic, 'topic')}\""
+ESCAPED = "f\"prism.ps.{named(topic, 'topic')}\""
 BROKEN = 'f"prism.ps.{topic}"'  # the bug: the topic is not escaped
 
 rewrite_line(driver.NatsPubSub, "publish", ESCAPED, BROKEN)
