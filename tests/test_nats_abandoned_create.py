@@ -8,14 +8,14 @@ import asyncio
 import gc
 from typing import Any
 
-from prism_testkit.backends.nats.driver import NatsDriver
+from prism_testkit.backends.nats.jetstream import JetStream
 
 from prism_testkit.errors import ConnectionLost
 
 
 def test_a_failed_create_nobody_waits_for_is_not_reported_as_unretrieved() -> None:
-    driver = NatsDriver.__new__(NatsDriver)  # the creation bookkeeping only: no server
-    driver._ready, driver._creating = set(), {}
+    js = JetStream.__new__(JetStream)  # the creation bookkeeping only: no server
+    js._ready, js._creating = set(), {}
     unretrieved: list[dict[str, Any]] = []
 
     async def fails() -> None:
@@ -24,17 +24,17 @@ def test_a_failed_create_nobody_waits_for_is_not_reported_as_unretrieved() -> No
 
     async def scenario() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unretrieved.append(context))
-        caller = asyncio.ensure_future(driver._created_once("S", fails))
+        caller = asyncio.ensure_future(js._created_once("S", fails))
         await asyncio.sleep(0)
-        create = driver._creating["S"]
+        create = js._creating["S"]
         caller.cancel()  # the caller gave up; the shielded create runs on and fails
         await asyncio.wait([create])
         await asyncio.sleep(0)  # its done callbacks
-        assert not driver._creating
+        assert not js._creating
         del caller, create
         gc.collect()
 
     asyncio.run(scenario())
     gc.collect()
     assert not unretrieved, unretrieved
-    assert driver._ready == set()
+    assert js._ready == set()

@@ -12,14 +12,9 @@ import pytest
 
 pytest.importorskip("nats")
 from prism_testkit.backends.nats.codec import token
-from prism_testkit.backends.nats.driver import (
-    ERR_JS_UNAVAILABLE,
-    ERR_NO_PEERS,
-    ERR_STREAM_NOT_FOUND,
-    KV_BUCKET,
-    ApiError,
-    NatsDriver,
-)
+from prism_testkit.backends.nats.driver import NatsDriver
+from prism_testkit.backends.nats.jetstream import ERR_JS_UNAVAILABLE, ERR_NO_PEERS, ERR_STREAM_NOT_FOUND, ApiError
+from prism_testkit.backends.nats.messaging import KV_BUCKET
 
 from prism_testkit.capabilities import Capability
 
@@ -39,9 +34,6 @@ class ScriptedServer:
         self.answers = list(answers)
         self.asked: list[str] = []
 
-    def jetstream(self, **_: Any) -> object:
-        return object()
-
     async def request(self, subject: str, payload: bytes, **_: float) -> Reply:  # the timeout: answered at once
         self.asked.append(subject)
         return Reply(self.answers.pop(0) if len(self.answers) > 1 else self.answers[0])
@@ -49,9 +41,7 @@ class ScriptedServer:
 
 def driver_over(server: ScriptedServer, replicas: int) -> NatsDriver:
     capabilities = frozenset({Capability.LOG, Capability.PUBSUB})
-    driver = NatsDriver("nats-test", capabilities, server)  # type: ignore[arg-type]
-    driver.replicas = replicas
-    return driver
+    return NatsDriver("nats-test", capabilities, server, replicas=replicas)  # type: ignore[arg-type]
 
 
 def test_a_create_refused_for_want_of_placeable_peers_is_sent_again_on_a_cluster() -> None:
@@ -60,7 +50,7 @@ def test_a_create_refused_for_want_of_placeable_peers_is_sent_again_on_a_cluster
     offline", the metadata leader not having heard a node's statistics yet. A create has a fixed
     config, so it is sent again until its deadline, and the peer is heard within seconds."""
     server = ScriptedServer(NO_PEERS, NO_PEERS, CREATED)
-    answer = asyncio.run(driver_over(server, replicas=3).api("$JS.API.STREAM.CREATE.S", {}, repeatable=True))
+    answer = asyncio.run(driver_over(server, replicas=3).jetstream.api("$JS.API.STREAM.CREATE.S", {}, repeatable=True))
     assert answer == CREATED
     assert len(server.asked) == 3
 
@@ -68,12 +58,12 @@ def test_a_create_refused_for_want_of_placeable_peers_is_sent_again_on_a_cluster
 def test_a_refusal_that_lasts_is_the_api_error_it_says(monkeypatch: pytest.MonkeyPatch) -> None:
     """Too few nodes for the replicas asked never passes: at the deadline the refusal is reported
     as it is, an API error naming it, not an unknown outcome."""
-    from prism_testkit.backends.nats import driver as module
+    from prism_testkit.backends.nats import jetstream
 
-    monkeypatch.setattr(module, "CREATE_TIMEOUT", 0.5)
+    monkeypatch.setattr(jetstream, "CREATE_TIMEOUT", 0.5)
     server = ScriptedServer(NO_PEERS)
     with pytest.raises(ApiError, match="no suitable peers"):
-        asyncio.run(driver_over(server, replicas=3).api("$JS.API.STREAM.CREATE.S", {}, repeatable=True))
+        asyncio.run(driver_over(server, replicas=3).jetstream.api("$JS.API.STREAM.CREATE.S", {}, repeatable=True))
     assert len(server.asked) > 1
 
 
@@ -83,7 +73,7 @@ def test_a_refusal_is_not_repeated_on_a_single_server_nor_for_a_request_not_safe
 ) -> None:
     server = ScriptedServer(NO_PEERS, CREATED)
     with pytest.raises(ApiError, match="no suitable peers"):
-        asyncio.run(driver_over(server, replicas).api("$JS.API.STREAM.CREATE.S", {}, repeatable=repeatable))
+        asyncio.run(driver_over(server, replicas).jetstream.api("$JS.API.STREAM.CREATE.S", {}, repeatable=repeatable))
     assert len(server.asked) == 1
 
 
@@ -107,7 +97,7 @@ def test_a_subscription_waits_for_the_servers_answer_as_long_as_the_machines_slo
     """CI (the test command, load average 5 on 2 cores): the flush that makes the server know a
     new subscriber's interest waited past a fixed 5 s, and the pub/sub round trip failed with
     "flush timeout" on a slow machine, not a broken guarantee. Its bound scales as the API's do."""
-    from prism_testkit.backends.nats.driver import API_TIMEOUT
+    from prism_testkit.backends.nats.jetstream import API_TIMEOUT
 
     monkeypatch.setenv("PRISM_SLOWNESS", "3")
     server = FlushRecorder()

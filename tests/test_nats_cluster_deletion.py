@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from prism_testkit.backends.nats.driver import OBJ_STREAM
+from prism_testkit.backends.nats.objects import OBJ_STREAM
 
 from prism_testkit.runtime import PrismRuntime
 from tests.conftest import runtime_of
@@ -34,7 +34,8 @@ def test_a_deleted_bucket_is_not_listed_once_its_deletion_returns(
     driver = cluster.driver("jetstream-r3")
     ns = cluster.namespaces.new()
     bucket = ns.name("cold")
-    real_names = driver.stream_names
+    js = driver.jetstream  # the driver's JetStream client: its deletions list streams
+    real_names = js.stream_names
     lagging: list[str] = []
 
     async def names_that_lag() -> list[str]:
@@ -46,8 +47,8 @@ def test_a_deleted_bucket_is_not_listed_once_its_deletion_returns(
     async def scenario() -> list[str]:
         objects = driver.objects()
         await objects.create_bucket(bucket)
-        (stream,) = [s for s in await driver.stream_names() if s.startswith(OBJ_STREAM)]  # the module's only bucket
-        monkeypatch.setattr(driver, "stream_names", names_that_lag)
+        (stream,) = [s for s in await js.stream_names() if s.startswith(OBJ_STREAM)]  # the module's only bucket
+        monkeypatch.setattr(js, "stream_names", names_that_lag)
         lagging.extend([stream] * LAGGING_LISTINGS)
         await objects.delete_bucket(bucket)
         return await driver.leftovers(ns.prefix)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from prism_testkit.backends.nats.driver import API_TIMEOUT, CREATE_TIMEOUT
+from prism_testkit.backends.nats.jetstream import API_TIMEOUT, CREATE_TIMEOUT
 
 from prism_testkit.interfaces import Message
 from prism_testkit.runtime import PrismRuntime
@@ -58,15 +58,15 @@ def test_a_stream_deleted_while_the_server_stalls_past_one_timeout_is_deleted(
 
     async def scenario() -> list[str]:
         await driver.log().append(name, Message(b"first"))
-        stream = next(s for s in await driver.stream_names() if s.endswith(name))
+        stream = next(s for s in await driver.jetstream.stream_names() if s.endswith(name))
         control.pause()
         try:
-            deletion = asyncio.ensure_future(driver.delete_stream(stream, until_unlisted=False))
+            deletion = asyncio.ensure_future(driver.jetstream.delete_stream(stream, until_unlisted=False))
             await asyncio.sleep(STALL)
             assert not deletion.done(), "the deletion was answered while the server was stopped"
         finally:
             control.resume()
         await deletion
-        return [s for s in await driver.stream_names() if s.endswith(name)]
+        return [s for s in await driver.jetstream.stream_names() if s.endswith(name)]
 
     assert nats.run(scenario()) == []

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prism_testkit.backends.nats.driver import API_TIMEOUT, KV_BUCKET, NATS_MSG_ID, NatsDriver
+from prism_testkit.backends.nats.driver import NatsDriver
+from prism_testkit.backends.nats.jetstream import API_TIMEOUT, NATS_MSG_ID
+from prism_testkit.backends.nats.messaging import KV_BUCKET
 
 from prism_testkit import patience
 from prism_testkit.errors import ConnectionLost
@@ -52,7 +54,7 @@ def stalled_on_publish(driver: NatsDriver, control: ServerControl) -> asyncio.Ev
     """Make the driver's next publish stop the server just before it is sent; the event is set
     then. Only the publish meets the stall: the reads before it (a CAS reads first) do not."""
     sent = asyncio.Event()
-    publish: Callable[..., Awaitable[int]] = driver.publish
+    publish: Callable[..., Awaitable[int]] = driver.jetstream.publish
 
     async def pausing(*args: Any, **kwargs: Any) -> int:
         if not sent.is_set():
@@ -60,7 +62,7 @@ def stalled_on_publish(driver: NatsDriver, control: ServerControl) -> asyncio.Ev
             sent.set()
         return await publish(*args, **kwargs)
 
-    driver.publish = pausing  # type: ignore[method-assign]
+    driver.jetstream.publish = pausing  # type: ignore[method-assign]
     return sent
 
 
@@ -96,7 +98,7 @@ def test_an_append_unanswered_past_one_timeout_is_stored_once(nats: PrismRuntime
             await stall(control, sent, append, STALL)
             offset = await append
         finally:
-            del driver.publish  # type: ignore[method-assign]
+            del driver.jetstream.publish  # type: ignore[method-assign]
         records = await log.read(name, 0, limit=10)
         return offset, [r.message.payload for r in records]
 
@@ -114,16 +116,16 @@ def test_a_compare_and_set_unanswered_past_one_timeout_succeeds_once(nats: Prism
 
     async def scenario() -> tuple[bool, bytes | None, int, str | None]:
         await kv.put(key, b"v1")
-        before = await driver.last_seq(stream)
+        before = await driver.jetstream.last_seq(stream)
         sent = stalled_on_publish(driver, control)
         try:
             cas = asyncio.ensure_future(kv.compare_and_set(key, b"v1", b"v2"))
             await stall(control, sent, cas, STALL)
             done = await cas
         finally:
-            del driver.publish  # type: ignore[method-assign]
-        stored = await driver.last_msg(stream, f"$KV.{KV_BUCKET}.{key}")
-        writes = await driver.last_seq(stream) - before
+            del driver.jetstream.publish  # type: ignore[method-assign]
+        stored = await driver.jetstream.last_msg(stream, f"$KV.{KV_BUCKET}.{key}")
+        writes = await driver.jetstream.last_seq(stream) - before
         return done, await kv.get(key), writes, None if stored is None else stored.headers.get(NATS_MSG_ID)
 
     done, value, writes, msg_id = nats.run(scenario())
@@ -159,7 +161,7 @@ def test_a_publish_unanswered_past_its_bound_names_the_bound(
             finally:
                 control.resume()
         finally:
-            del driver.publish  # type: ignore[method-assign]
+            del driver.jetstream.publish  # type: ignore[method-assign]
         assert await log.read(name, 1, wait=10.0), "the unanswered append was not stored once the server ran again"
         await asyncio.sleep(0.5)  # the resend behind it, if it were stored too
         return [r.message.payload for r in await log.read(name, 0, limit=10)]

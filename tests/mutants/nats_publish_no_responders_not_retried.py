@@ -11,17 +11,17 @@ election (nats.go's publish retries, 2 x 250 ms by default, are the model), and 
 where the suite creates the situation.
 
 Loaded with ``-p tests.mutants.nats_publish_no_responders_not_retried``. The one line of
-``NatsDriver.publish`` that sets how long a leader is waited out is rewritten in the method's
+``JetStream.publish`` that sets how long a leader is waited out is rewritten in the method's
 own source, so the rest of the method stays the shipped one.
 """
 
 from __future__ import annotations
 
-from prism_testkit.backends.nats import driver
+from prism_testkit.backends.nats import jetstream
 
 from tests.mutants._rewrite import rewrite_line
 
 WAITS = "leaderless_until = started + LEADERLESS_WAIT * patience.slowness()"
 BROKEN = "leaderless_until = started + 2.0  # the bug: no responders is waited out for a moment only"
 
-rewrite_line(driver.NatsDriver, "publish", WAITS, BROKEN)
+rewrite_line(jetstream.JetStream, "publish", WAITS, BROKEN)

@@ -8,12 +8,12 @@ escape the topic are rewritten in the methods' own source.
 
 from __future__ import annotations
 
-from prism_testkit.backends.nats import driver
+from prism_testkit.backends.nats import pubsub
 
 from tests.mutants._rewrite import rewrite_line
 
 ESCAPED = "f\"prism.ps.{named(topic, 'topic')}\""
 BROKEN = 'f"prism.ps.{topic}"'  # the bug: the topic is not escaped
 
-rewrite_line(driver.NatsPubSub, "publish", ESCAPED, BROKEN)
-rewrite_line(driver.NatsPubSub, "subscribe", ESCAPED, BROKEN)
+rewrite_line(pubsub.NatsPubSub, "publish", ESCAPED, BROKEN)
+rewrite_line(pubsub.NatsPubSub, "subscribe", ESCAPED, BROKEN)
