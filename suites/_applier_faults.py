@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from prism_testkit import KeyValue, Log, Transaction, Transactions
+from prism_testkit.faults.interpose import Call, Interposed
 
-from ._relay_faults import DyingKeyValue, Killed
+from ._relay_faults import Killed
 
 
 class ValueFuse:
@@ -32,44 +33,37 @@ class ValueFuse:
         self.writes += 1
 
 
-class DyingTarget(DyingKeyValue):
+class DyingTarget(Interposed[KeyValue]):
     """The target as the applier's process sees it; ``transactions`` dies along with it."""
 
     def __init__(self, inner: KeyValue, fuse: ValueFuse, transactions: Transactions | None = None) -> None:
-        super().__init__(inner, fuse)
+        def writes(call: Call) -> None:
+            fuse.write(str(call.arguments["key"]))
+
+        super().__init__(
+            inner, surface=KeyValue, before_every=lambda call: fuse.check(), before={"put": writes, "delete": writes}
+        )
         self.fuse = fuse
         self.transactions = None if transactions is None else _DyingTransactions(transactions, fuse)
 
-    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        self.fuse.write(key)
-        await self.inner.put(key, value, ttl=ttl)
 
-    async def delete(self, key: str) -> bool:
-        self.fuse.write(key)
-        return await self.inner.delete(key)
-
-
-class _DyingTransaction:
+class _DyingTransaction(Interposed[Transaction]):
     def __init__(self, inner: Transaction, fuse: ValueFuse) -> None:
-        self.inner, self.fuse = inner, fuse
+        def writes(call: Call) -> None:
+            fuse.write(str(call.arguments["key"]))
 
-    async def get(self, key: str) -> bytes | None:
-        self.fuse.check()
-        return await self.inner.get(key)
+        super().__init__(
+            inner, surface=Transaction, before={"get": lambda call: fuse.check(), "put": writes, "delete": writes}
+        )
 
-    async def put(self, key: str, value: bytes) -> None:
-        self.fuse.write(key)
-        await self.inner.put(key, value)
-
-    async def delete(self, key: str) -> None:
-        self.fuse.write(key)
-        await self.inner.delete(key)
-
+    # Not a hook: the applier must never get here, whatever the inner transaction offers.
     async def append(self, log: str, message: object) -> None:
         raise AssertionError("a WAL applier never appends inside a target transaction")
 
 
 class _DyingTransactions:
+    """Not an :class:`Interposed`: its one method hands out a wrapped transaction, not the inner one."""
+
     def __init__(self, inner: Transactions, fuse: ValueFuse) -> None:
         self.inner, self.fuse = inner, fuse
 
@@ -80,18 +74,16 @@ class _DyingTransactions:
             yield _DyingTransaction(tx, self.fuse)
 
 
-class DiesAtCheckpoint:
+class DiesAtCheckpoint(Interposed[Log]):
     """The applier's log as a process sees it that dies after its target writes committed but
     before its checkpoint is: every read works, ``commit`` kills it."""
 
     def __init__(self, inner: Log) -> None:
-        self.inner = inner
+        def dies(call: Call) -> None:
+            raise Killed
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    async def commit(self, log: str, group: str, offset: int) -> None:
-        raise Killed
+        # No surface: every attribute of the driver's log stays reachable, as the pattern found it.
+        super().__init__(inner, before={"commit": dies})
 
 
 __all__ = ["DiesAtCheckpoint", "DyingTarget", "Killed", "ValueFuse"]

@@ -9,10 +9,12 @@ test can put a racing write exactly between two steps of a migration.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 from prism_testkit.patterns.tiered_storage import Tier, TieredStorage
 
+from prism_testkit.faults.interpose import Call, Interposed
 from prism_testkit.interfaces import KeyValue
 
 from ._relay_faults import Killed
@@ -44,97 +46,63 @@ class StepFault:
         self.count += 1
 
 
-class FaultyTier:
+class FaultyTier(Interposed[Tier]):
     def __init__(self, inner: Tier, fault: StepFault) -> None:
-        self.inner, self.fault = inner, fault
-
-    async def prepare(self) -> None:
-        await self.inner.prepare()
-
-    async def write(self, name: str, value: bytes) -> None:
-        await self.fault.mutation()
-        await self.inner.write(name, value)
-
-    async def read(self, name: str) -> bytes | None:
-        self.fault.check()
-        return await self.inner.read(name)
-
-    async def remove(self, name: str) -> None:
-        await self.fault.mutation()
-        await self.inner.remove(name)
-
-    def names(self, prefix: str) -> AsyncIterator[str]:
-        self.fault.check()
-        return self.inner.names(prefix)
+        mutation, alive = (lambda call: fault.mutation()), (lambda call: fault.check())
+        super().__init__(
+            inner,
+            surface=Tier,
+            before={"write": mutation, "remove": mutation, "read": alive, "names": alive},
+        )
+        self.fault = fault
 
 
-class FaultyKeyValue:
+class FaultyKeyValue(Interposed[KeyValue]):
     def __init__(self, inner: KeyValue, fault: StepFault) -> None:
-        self.inner, self.fault = inner, fault
-
-    async def get(self, key: str) -> bytes | None:
-        self.fault.check()
-        return await self.inner.get(key)
-
-    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        await self.fault.mutation()
-        await self.inner.put(key, value, ttl=ttl)
-
-    async def delete(self, key: str) -> bool:
-        await self.fault.mutation()
-        return await self.inner.delete(key)
-
-    async def exists(self, key: str) -> bool:
-        self.fault.check()
-        return await self.inner.exists(key)
-
-    def scan(self, prefix: str) -> AsyncIterator[str]:
-        self.fault.check()
-        return self.inner.scan(prefix)
-
-    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
-        await self.fault.mutation()
-        return await self.inner.compare_and_set(key, expected, new)
+        mutation, alive = (lambda call: fault.mutation()), (lambda call: fault.check())
+        super().__init__(
+            inner,
+            surface=KeyValue,
+            before={
+                "get": alive,
+                "exists": alive,
+                "scan": alive,
+                "put": mutation,
+                "delete": mutation,
+                "compare_and_set": mutation,
+            },
+        )
+        self.fault = fault
 
 
 def faulty_store(store: TieredStorage, fault: StepFault) -> TieredStorage:
     """The same tiers, reference store, config and clock, as a process subject to ``fault``."""
-    tiers: Mapping[str, Tier] = {name: FaultyTier(tier, fault) for name, tier in store.tiers.items()}
-    faulty = TieredStorage(tiers, FaultyKeyValue(store.reference, fault), store.config, clock=store.clock)
+    tiers = {name: cast(Tier, FaultyTier(tier, fault)) for name, tier in store.tiers.items()}
+    faulty = TieredStorage(
+        tiers, cast(KeyValue, FaultyKeyValue(store.reference, fault)), store.config, clock=store.clock
+    )
     faulty.metrics = store.metrics
     return faulty
 
 
-class AfterWriteTier:
+class AfterWriteTier(Interposed[Tier]):
     """A tier that runs ``interleave`` once, right after its first copy write completes: in a
     put, between the copy write and the check that comes before the reference switch."""
 
     def __init__(self, inner: Tier, interleave: Callable[[], Awaitable[None]], fired: list[bool]) -> None:
-        self.inner, self.interleave, self.fired = inner, interleave, fired
+        async def once(call: Call, result: object) -> None:
+            if not fired:
+                fired.append(True)
+                await interleave()
 
-    async def prepare(self) -> None:
-        await self.inner.prepare()
-
-    async def write(self, name: str, value: bytes) -> None:
-        await self.inner.write(name, value)
-        if not self.fired:
-            self.fired.append(True)
-            await self.interleave()
-
-    async def read(self, name: str) -> bytes | None:
-        return await self.inner.read(name)
-
-    async def remove(self, name: str) -> None:
-        await self.inner.remove(name)
-
-    def names(self, prefix: str) -> AsyncIterator[str]:
-        return self.inner.names(prefix)
+        super().__init__(inner, surface=Tier, after={"write": once})
+        self.interleave, self.fired = interleave, fired
 
 
 def after_first_write(store: TieredStorage, interleave: Callable[[], Awaitable[None]]) -> TieredStorage:
     """The same store, running ``interleave`` once right after the first copy write of any tier."""
     fired: list[bool] = []
-    tiers: Mapping[str, Tier] = {name: AfterWriteTier(tier, interleave, fired) for name, tier in store.tiers.items()}
+    tiers = {name: cast(Tier, AfterWriteTier(tier, interleave, fired)) for name, tier in store.tiers.items()}
     wrapped = TieredStorage(tiers, store.reference, store.config, clock=store.clock)
     wrapped.metrics = store.metrics
     return wrapped

@@ -19,7 +19,7 @@ naming the bug it catches:
 * the lifecycle: nothing before start, stop drains in-flight multicasts within its bound or
   forces them and says what it left.
 
-Time is injected (``FakeClock``) wherever a TTL is judged, so no test sleeps to let one run
+Time is injected (``ManualClock``) wherever a TTL is judged, so no test sleeps to let one run
 out; waits are on the thing awaited (a fence message behind the copies, an event).
 """
 
@@ -53,8 +53,10 @@ from prism_testkit.patterns.multicast_registry import (
 import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.errors import ConnectionLost, PayloadTooLarge
+from prism_testkit.faults.interpose import Call, Interposed
 from prism_testkit.interfaces import KeyValue, PubSub, Queue, QueueDelivery, Subscription
 from prism_testkit.isolation import Namespace
+from prism_testkit.simulation.clock import ManualClock
 
 from ._helpers import drain_queue, drain_subscription, prism_settings
 
@@ -68,22 +70,6 @@ Kind = Literal["queue", "pubsub"]
 KINDS: list[Kind] = ["queue", "pubsub"]
 Scalar = str | int | float | bool
 START = 1_800_000_000.0  # the fake clock's first reading (a wall-clock-like number)
-
-
-# --- time ----------------------------------------------------------------------------------
-
-
-class FakeClock:
-    """The registry's clock, moved by the test only."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # --- the reference model -------------------------------------------------------------------
@@ -137,7 +123,7 @@ def model_matches(metadata: Mapping[str, Scalar], where: Mapping[str, Any]) -> b
 class Model:
     """What the registry must hold: identity -> (metadata, expires_at)."""
 
-    clock: FakeClock
+    clock: ManualClock
     entries: dict[str, tuple[dict[str, Scalar], float | None]] = field(default_factory=dict)
 
     def live(self) -> dict[str, dict[str, Scalar]]:
@@ -274,7 +260,7 @@ def registry_on(
     ns: Namespace,
     kind: Kind,
     *,
-    clock: FakeClock | None = None,
+    clock: ManualClock | None = None,
     messaging: Queue | PubSub | None = None,
     kv: KeyValue | None = None,
     **overrides: Any,
@@ -283,7 +269,7 @@ def registry_on(
         kv if kv is not None else prism_env.driver("registry").keyvalue(),
         messaging if messaging is not None else messaging_of(prism_env, kind),
         config_for(ns, **overrides),
-        clock=clock or FakeClock(),
+        clock=clock or ManualClock(START),
     )
 
 
@@ -432,7 +418,7 @@ async def test_enumerate_agrees_with_the_model(prism_env: PrismEnv, ops: list[An
     boundary (``<=`` instead of ``<``), a deregistered identity still listed."""
     kind = some_kind(prism_env)
     async with prism_env.example() as ns:
-        clock = FakeClock()
+        clock = ManualClock(START)
         model = Model(clock)
         async with running(registry_on(prism_env, ns, kind, clock=clock)) as registry:
             for op in ops:
@@ -477,7 +463,7 @@ async def test_every_operator_against_the_model(prism_env: PrismEnv, op: str) ->
         "eq": [1, 1.0, True, False, 0, "1", "e"],
         "shorthand": [1, True, "eu-west", 0],
     }
-    clock = FakeClock()
+    clock = ManualClock(START)
     model = Model(clock)
     async with running(registry_on(prism_env, prism_env.ns, kind, clock=clock)) as registry:
         for identity, metadata in population.items():
@@ -505,7 +491,7 @@ async def test_a_metadata_update_changes_membership(prism_env: PrismEnv) -> None
     """Bugs: an update that is not written (the old metadata still decides membership), a merge
     that drops untouched fields, a removal (``None``) ignored, an update that resets the TTL."""
     kind = some_kind(prism_env)
-    clock = FakeClock()
+    clock = ManualClock(START)
     async with running(registry_on(prism_env, prism_env.ns, kind, clock=clock)) as registry:
         await registry.register("alice", {"room": "lobby", "level": 3}, ttl=100)
         await registry.register("bob", {"room": "lobby", "level": 1})
@@ -539,7 +525,7 @@ async def test_multicast_reaches_exactly_the_matching_identities_once(prism_env:
     """Bugs: a matching identity skipped (a scan page lost), a non-matching or expired one
     sent to, an identity sent twice (a scan returning a key twice), the payload or the
     caller's headers not carried, a copy addressed to another identity's destination."""
-    clock = FakeClock()
+    clock = ManualClock(START)
     registry = registry_on(prism_env, prism_env.ns, kind, clock=clock)
     everyone = ["a1", "a2", "b1", "gone", "late", "old"]
     async with running(registry), inboxes(prism_env, kind, registry) as boxes:
@@ -570,7 +556,7 @@ async def test_multicast_agrees_with_the_model(prism_env: PrismEnv, ops: list[An
     reading, the filter not applied, expiry not checked on the send path)."""
     kind = some_kind(prism_env)
     async with prism_env.example() as ns:
-        clock = FakeClock()
+        clock = ManualClock(START)
         model = Model(clock)
         registry = registry_on(prism_env, ns, kind, clock=clock)
         async with running(registry), inboxes(prism_env, kind, registry) as boxes:
@@ -582,14 +568,15 @@ async def test_multicast_agrees_with_the_model(prism_env: PrismEnv, ops: list[An
             await assert_reached_exactly(boxes, result, model.matching(where), POOL, sent)
 
 
-class FaultyMessaging:
+class FaultyMessaging(Interposed[Queue | PubSub]):
     """The real messaging interface, with failures injected per destination: ``fails[d]``
     sends to ``d`` raise (``error``) before reaching the backend; ``lost_acks`` reach the
     backend and then raise (an outcome the sender cannot know); ``hold`` makes sends wait for
     an event (in flight until released)."""
 
-    def __init__(self, inner: Queue | PubSub) -> None:
-        self.inner = inner
+    def __init__(self, inner: Queue | PubSub, surface: type, verb: str, to: str) -> None:
+        super().__init__(inner, surface=surface, before={verb: self._before_send}, after={verb: self._after_send})
+        self.to = to  # the send's parameter naming its destination
         self.fails: dict[str, int] = {}
         self.error: Exception = ConnectionLost("injected: the broker connection dropped")
         self.lost_acks: set[str] = set()
@@ -598,7 +585,8 @@ class FaultyMessaging:
         self.started = asyncio.Event()
         self.calls: dict[str, int] = {}
 
-    async def _through(self, destination: str, message: Message) -> None:
+    async def _before_send(self, call: Call) -> None:
+        destination = str(call.arguments[self.to])
         self.calls[destination] = self.calls.get(destination, 0) + 1
         if self.hold is not None:
             self.holding += 1
@@ -607,39 +595,20 @@ class FaultyMessaging:
         if self.fails.get(destination, 0) > 0:
             self.fails[destination] -= 1
             raise self.error
-        if isinstance(self.inner, Queue):
-            await self.inner.send(destination, message)
-        else:
-            await self.inner.publish(destination, message)
-        if destination in self.lost_acks:
+
+    def _after_send(self, call: Call, result: object) -> None:
+        if str(call.arguments[self.to]) in self.lost_acks:
             raise ConnectionLost("injected: the connection dropped before the answer")
 
 
 class FaultyQueue(FaultyMessaging):
-    inner: Queue
-
-    async def send(self, queue: str, message: Message) -> str:
-        await self._through(queue, message)
-        return "sent"
-
-    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
-        return await self.inner.receive(queue, wait=wait, visibility_timeout=visibility_timeout)
-
-    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
-        await self.inner.ack(queue, delivery)
-
-    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
-        await self.inner.nack(queue, delivery)
+    def __init__(self, inner: Queue) -> None:
+        super().__init__(inner, Queue, "send", "queue")
 
 
 class FaultyPubSub(FaultyMessaging):
-    inner: PubSub
-
-    async def publish(self, topic: str, message: Message) -> None:
-        await self._through(topic, message)
-
-    async def subscribe(self, topic: str) -> Subscription:
-        return await self.inner.subscribe(topic)
+    def __init__(self, inner: PubSub) -> None:
+        super().__init__(inner, PubSub, "publish", "topic")
 
 
 def faulty(prism_env: PrismEnv, kind: Kind) -> FaultyQueue | FaultyPubSub:
@@ -714,28 +683,18 @@ async def test_every_send_failing_still_reports_each_identity(prism_env: PrismEn
 # --- races and TTL edges -------------------------------------------------------------------
 
 
-class GatedKeyValue:
+class GatedKeyValue(Interposed[KeyValue]):
     """The registry's key-value store, whose scan stops at a gate once it has listed its keys
     (the multicast has begun and read the membership keys; the test then races it)."""
 
     def __init__(self, inner: KeyValue) -> None:
-        self.inner = inner
+        super().__init__(inner, surface=KeyValue)
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
         self.gated = False
 
-    async def get(self, key: str) -> bytes | None:
-        return await self.inner.get(key)
-
-    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        await self.inner.put(key, value, ttl=ttl)
-
-    async def delete(self, key: str) -> bool:
-        return await self.inner.delete(key)
-
-    async def exists(self, key: str) -> bool:
-        return await self.inner.exists(key)
-
+    # Not a hook: the gate sits inside the iteration, between listing the keys and handing
+    # them out, so the scan hands out an iterator of its own.
     def scan(self, prefix: str) -> AsyncIterator[str]:
         return self._scan(prefix)
 
@@ -748,9 +707,6 @@ class GatedKeyValue:
         for key in keys:
             yield key
 
-    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
-        return await self.inner.compare_and_set(key, expected, new)
-
 
 async def test_membership_is_decided_when_the_multicast_begins(prism_env: PrismEnv) -> None:
     """Registrations racing a multicast. Bugs: an identity registered before the multicast
@@ -759,7 +715,7 @@ async def test_membership_is_decided_when_the_multicast_begins(prism_env: PrismE
     dropped because time passed while the registry was read (expiry judged per read instead
     of at the start); an identity changed during the multicast is sent to twice."""
     kind = some_kind(prism_env)
-    clock = FakeClock()
+    clock = ManualClock(START)
     kv = GatedKeyValue(prism_env.driver("registry").keyvalue())
     registry = registry_on(prism_env, prism_env.ns, kind, clock=clock, kv=kv)
     everyone = ["before", "expired", "deregistered", "expiring", "raced-in", "raced-out", "moved"]
@@ -836,7 +792,7 @@ async def test_ttl_edges_on_the_registry_clock(prism_env: PrismEnv, backend_ttl:
     extend the TTL, an update of an expired identity that resurrects it, a re-registration
     that keeps the old expiry."""
     kind = some_kind(prism_env)
-    clock = FakeClock()
+    clock = ManualClock(START)
     async with running(registry_on(prism_env, prism_env.ns, kind, clock=clock, backend_ttl=backend_ttl)) as registry:
         reg = await registry.register("t", {"a": 1}, ttl=30)
         assert reg.expires_at == START + 30
@@ -901,7 +857,7 @@ async def test_large_registries_across_scan_pages(prism_env: PrismEnv, size: int
     500), with expired records interleaved so a page may end on one. Bugs: the last or first
     key of a page lost or repeated, a scan that stops after one page."""
     kind = some_kind(prism_env)
-    clock = FakeClock()
+    clock = ManualClock(START)
     registry = registry_on(prism_env, prism_env.ns, kind, clock=clock, max_concurrency=32)
     names = [f"n{i:04d}" for i in range(size)]
     gate = asyncio.Semaphore(16)
@@ -1048,7 +1004,7 @@ async def test_metrics_count_what_happened(prism_env: PrismEnv) -> None:
     """Bug: a counter not incremented, or incremented on a refused call; the in-flight gauge
     left up after a multicast."""
     kind = some_kind(prism_env)
-    clock = FakeClock()
+    clock = ManualClock(START)
     async with running(registry_on(prism_env, prism_env.ns, kind, clock=clock)) as registry:
         await registry.register("a", {"x": 1})
         await registry.register("b", {"x": 1}, ttl=1)

@@ -47,9 +47,10 @@ from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_s
 from prism_testkit.errors import NotSupported
 from prism_testkit.interfaces import MESSAGE_ID_HEADER, KeyValue, QueueDelivery, Record
 from prism_testkit.isolation import Namespace
+from prism_testkit.simulation.clock import ManualClock
 
 from ._helpers import prism_settings
-from ._producer_faults import FakeClock, FaultySink, FlakyState, Kind, Sleeps
+from ._producer_faults import FaultySink, FlakyState, Kind, Sleeps
 from ._sink_reader import SinkReader
 
 pytestmark = prism_suite(
@@ -84,7 +85,7 @@ class Bench:
         self.reader = SinkReader(lambda: driver, kind, self.destination, prism_env.spec("sink").properties.ordering)
         self.faulty = FaultySink(kind, driver)
         self.state = FlakyState(prism_env.driver("state").keyvalue())
-        self.clock = FakeClock()
+        self.clock = ManualClock(1.7e9)
         self.sleeps = Sleeps()
 
     def producer(self, **config: object) -> Producer:
