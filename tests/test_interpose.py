@@ -241,3 +241,21 @@ def test_a_plain_method_handing_out_an_awaitable_gets_its_after_hooks_once_await
     assert log == []
     assert run(pending) == 7
     assert log == ["inner ran", "after 7"]
+
+
+def test_arguments_are_named_as_the_surface_names_them_whatever_the_backend_calls_them() -> None:
+    class Terse:
+        label = "t"
+
+        async def put(self, k: str, v: bytes, *, ttl: float | None = None) -> str:
+            return k
+
+        def scan(self, p: str) -> AsyncIterator[str]:
+            raise NotImplementedError
+
+    keys: list[object] = []
+    proxy = Interposed(Terse(), surface=Store, before={"put": lambda call: keys.append(call.arguments["key"])})
+    run(proxy.put("k1", b"v"))
+    bare = Interposed(Terse(), before={"put": lambda call: keys.append(call.arguments["k"])})
+    run(bare.put("k2", b"v"))
+    assert keys == ["k1", "k2"]

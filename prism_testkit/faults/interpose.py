@@ -37,6 +37,7 @@ Protocol may need ``typing.cast``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
@@ -49,17 +50,25 @@ T = TypeVar("T")
 class Call:
     """One invocation of a proxied method: its name and the arguments it was given."""
 
-    __slots__ = ("__weakref__", "_method", "args", "kwargs", "name")
+    __slots__ = ("__weakref__", "_signature", "args", "kwargs", "name")
 
     def __init__(
-        self, name: str, method: Callable[..., object], args: tuple[object, ...], kwargs: dict[str, object]
+        self,
+        name: str,
+        signature: Callable[[], inspect.Signature],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
     ) -> None:
-        self.name, self._method, self.args, self.kwargs = name, method, args, kwargs
+        self.name, self._signature, self.args, self.kwargs = name, signature, args, kwargs
 
     @property
     def arguments(self) -> dict[str, object]:
-        """The arguments by parameter name, however they were passed (defaults not filled in)."""
-        return dict(inspect.signature(self._method).bind(*self.args, **self.kwargs).arguments)
+        """The arguments by parameter name, however they were passed (defaults not filled in).
+
+        The names are the surface's where one was given (a backend may name its parameters
+        otherwise), else the inner method's.
+        """
+        return dict(self._signature().bind(*self.args, **self.kwargs).arguments)
 
     def __repr__(self) -> str:
         return f"Call({self.name!r}, args={self.args!r}, kwargs={self.kwargs!r})"
@@ -81,17 +90,18 @@ def members(interface: type) -> frozenset[str]:
 
 
 class _Plan:
-    __slots__ = ("after", "after_every", "before", "before_every", "names")
+    __slots__ = ("after", "after_every", "before", "before_every", "names", "surface")
 
     def __init__(
         self,
+        surface: type | None,
         names: frozenset[str] | None,
         before: Mapping[str, Before],
         after: Mapping[str, After],
         before_every: Before | None,
         after_every: After | None,
     ) -> None:
-        self.names, self.before, self.after = names, dict(before), dict(after)
+        self.surface, self.names, self.before, self.after = surface, names, dict(before), dict(after)
         self.before_every, self.after_every = before_every, after_every
 
     def wrap(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,10 +109,19 @@ class _Plan:
         afters = [h for h in (self.after.get(name), self.after_every) if h is not None]
         if not befores and not afters:
             return method
+        declared = getattr(self.surface, name, None) if self.surface is not None else None
+
+        @functools.cache
+        def signature() -> inspect.Signature:
+            if not inspect.isfunction(declared):
+                return inspect.signature(method)
+            unbound = inspect.signature(declared)
+            return unbound.replace(parameters=list(unbound.parameters.values())[1:])  # without self
+
         if inspect.iscoroutinefunction(method):
 
             async def interposed_async(*args: Any, **kwargs: Any) -> Any:
-                call = Call(name, method, args, kwargs)
+                call = Call(name, signature, args, kwargs)
                 for before in befores:
                     await _settle(before(call))
                 result = await method(*args, **kwargs)
@@ -113,7 +132,7 @@ class _Plan:
             return interposed_async
 
         def interposed(*args: Any, **kwargs: Any) -> Any:
-            call = Call(name, method, args, kwargs)
+            call = Call(name, signature, args, kwargs)
             for before in befores:
                 _at_once(before(call), call)
             result = method(*args, **kwargs)
@@ -171,7 +190,7 @@ class Interposed(Generic[T]):
             if not callable(getattr(inner, name, None)):
                 raise ValueError(f"a hook on {name!r}, which {type(inner).__name__} has no method of")
         self.inner = inner
-        plan = _Plan(names, before, after, before_every, after_every)
+        plan = _Plan(surface, names, before, after, before_every, after_every)
         self._interposed = plan
         own = type(self)
         for name in sorted(names or ()):
