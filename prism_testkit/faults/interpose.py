@@ -5,7 +5,7 @@ store that raises once its process is "killed", a queue whose sends fail before 
 reach the broker, a tier that counts its writes. Written by hand, each such wrapper repeats
 every method of the interface only to delegate most of them, and a delegating method that
 drifts from the interface (a keyword default, a forgotten method) silently changes what the
-pattern sees. :class:`Interposed` delegates everything and runs hooks only where asked::
+pattern sees. :class:`Interposed` delegates everything and runs hooks only where asked:
 
     kv = Interposed(inner, surface=KeyValue, before_every=lambda call: fault.check(),
                     after={"put": lambda call, result: written.append(call.arguments["key"])})
