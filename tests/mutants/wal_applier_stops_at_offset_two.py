@@ -9,7 +9,7 @@ shrinking, which meets the stall on every attempt, stays quick.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.wal import WalApplier
+from prism_testkit.patterns.wal.applier import WalApplier
 
 from prism_testkit import patience
 

@@ -7,11 +7,11 @@ the re-applied mutations as doubled.
 
 from __future__ import annotations
 
-from prism_testkit.patterns import wal
+from prism_testkit.patterns.wal import applier
 
 
 def _never_applied(guard: bytes | None, offset: int) -> bool:
     return False  # the bug: every replayed mutation is written again
 
 
-wal._applied = _never_applied
+applier._applied = _never_applied

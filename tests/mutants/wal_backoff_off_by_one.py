@@ -6,7 +6,7 @@ Loaded with ``-p tests.mutants.wal_backoff_off_by_one``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.wal import WalConfig
+from prism_testkit.patterns.wal.config import WalConfig
 
 
 def _backoff(self: WalConfig, attempts: int) -> float:

@@ -7,7 +7,7 @@ the unapplied mutations as lost.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.wal import WalApplier, _Pending
+from prism_testkit.patterns.wal.applier import WalApplier, _Pending
 
 
 async def _checkpoint_then_apply(self: WalApplier, wait: float) -> int:

@@ -6,7 +6,7 @@ Loaded with ``-p tests.mutants.wal_checkpoint_interval_ignored``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.wal import WalApplier
+from prism_testkit.patterns.wal.applier import WalApplier
 
 
 async def _checkpoint(self: WalApplier, *, force: bool) -> None:

@@ -7,7 +7,7 @@ Loaded with ``-p tests.mutants.wal_checkpoint_passes_pending_retry``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.wal import WalApplier
+from prism_testkit.patterns.wal.applier import WalApplier
 
 
 def _resolved(self: WalApplier) -> int | None:

@@ -6,13 +6,11 @@ Loaded with ``-p tests.mutants.wal_dead_letter_without_guard``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns import wal
-from prism_testkit.patterns.wal import HEADER_ATTEMPTS, HEADER_ERROR, HEADER_SOURCE_OFFSET, Mutation, WalApplier
+from prism_testkit.patterns.wal.applier import WalApplier, _Pending
+from prism_testkit.patterns.wal.codec import HEADER_ATTEMPTS, HEADER_ERROR, HEADER_SOURCE_OFFSET, Mutation
 
 
-async def _dead_letter_unguarded(
-    self: WalApplier, pending: wal._Pending, mutation: Mutation | None, error: str
-) -> None:
+async def _dead_letter_unguarded(self: WalApplier, pending: _Pending, mutation: Mutation | None, error: str) -> None:
     message = pending.record.message.with_headers(
         **{HEADER_ERROR: error, HEADER_ATTEMPTS: str(pending.attempts), HEADER_SOURCE_OFFSET: str(pending.offset)}
     )

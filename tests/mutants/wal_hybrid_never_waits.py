@@ -6,7 +6,8 @@ Loaded with ``-p tests.mutants.wal_hybrid_never_waits``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.wal import Mutation, WriteAheadLog
+from prism_testkit.patterns.wal.codec import Mutation
+from prism_testkit.patterns.wal.writer import WriteAheadLog
 
 
 async def _write(self: WriteAheadLog, mutation: Mutation) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-from prism_testkit.patterns.wal import Mutation, WalCorruptEntry, WalGauges, WriteAheadLog
+from prism_testkit.patterns.wal.codec import Mutation
+from prism_testkit.patterns.wal.errors import WalCorruptEntry
+from prism_testkit.patterns.wal.writer import WalGauges, WriteAheadLog
 
 
 async def _gauges(self: WriteAheadLog) -> WalGauges:

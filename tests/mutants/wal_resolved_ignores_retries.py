@@ -7,7 +7,7 @@ Loaded with ``-p tests.mutants.wal_resolved_ignores_retries``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.wal import WalApplier
+from prism_testkit.patterns.wal.applier import WalApplier
 
 
 def _is_resolved(self: WalApplier, offset: int) -> bool:

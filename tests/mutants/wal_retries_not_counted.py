@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from prism_testkit.patterns.wal import Mutation, WalApplier, _Pending
+from prism_testkit.patterns.wal.applier import WalApplier, _Pending
+from prism_testkit.patterns.wal.codec import Mutation
 
 
 async def _reject(

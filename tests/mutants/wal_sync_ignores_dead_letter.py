@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from prism_testkit.patterns.wal import WriteAheadLog
+from prism_testkit.patterns.wal.writer import WriteAheadLog
 
 
 async def _wait_applied(self: WriteAheadLog, offset: int, *, within: float | None) -> None:
