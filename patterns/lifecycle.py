@@ -397,22 +397,39 @@ async def run_batches(
     *,
     wait: float,
     on_error: Callable[[Exception], None],
+    finish: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """The loop of every long-running pattern piece: run ``batch`` until ``stop`` is set.
 
     ``batch`` returns True when more work is ready at once; otherwise, or when it raised (given
     to ``on_error``, which logs or counts it: the batch is retried, never dropped), the loop
     waits ``wait`` seconds or until ``stop``, whichever comes first. The stop is checked only
-    between batches, so a batch in hand always finishes."""
-    while not stop.is_set():
-        busy = False
-        try:
-            busy = await batch()
-        except Exception as exc:
-            on_error(exc)
-        if not busy and not stop.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+    between batches, so a batch in hand always finishes. ``finish`` (a checkpoint, a lease
+    given back) runs however the loop ends; its own error is suppressed, so it never replaces
+    what ended the loop (a cancel) and the next instance redoes what it could not."""
+    try:
+        while not stop.is_set():
+            busy = False
+            try:
+                busy = await batch()
+            except Exception as exc:
+                on_error(exc)
+            if not busy and not stop.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+    finally:
+        if finish is not None:
+            with suppress(Exception):
+                await finish()
+
+
+def logged(logger: logging.Logger, message: str, *args: object) -> Callable[[Exception], None]:
+    """An ``on_error`` for :func:`run_batches`: log ``message`` with the failed batch's traceback."""
+
+    def log_failure(exc: Exception) -> None:
+        logger.error(message, *args, exc_info=exc)
+
+    return log_failure
 
 
 class BatchProcess(PatternProcess):

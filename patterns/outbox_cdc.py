@@ -50,7 +50,7 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyValue, Message
 from prism_testkit.report import metrics as prometheus
 
-from .lifecycle import run_batches
+from .lifecycle import logged, run_batches
 from .outbox import OutboxConfig, OutboxConfigurationError, OutboxError, Sink, decode_record
 from .outbox.config import _checked_config
 
@@ -215,7 +215,5 @@ class OutboxCdcPublisher:
             await self.run_once()  # a read of the feed waits for changes itself
             return True
 
-        def failed(exc: Exception) -> None:
-            log.error("outbox publisher %s failed a batch; retrying", self.capture, exc_info=exc)
-
+        failed = logged(log, "outbox publisher %s failed a batch; retrying", self.capture)
         await run_batches(stop, batch, wait=self.config.poll_interval, on_error=failed)

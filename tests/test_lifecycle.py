@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Literal
 
@@ -19,6 +20,7 @@ from prism_testkit.patterns.lifecycle import (
     PatternProcess,
     PatternStopped,
     SlotMismatch,
+    logged,
     run_batches,
     run_until,
     validated_slots,
@@ -308,3 +310,46 @@ def test_run_batches_checks_the_stop_only_between_batches() -> None:
     asyncio.run(run_batches(stop, batch, wait=3600, on_error=lambda exc: ran.append(repr(exc))))
     assert ran == ["finished"]
     assert stop.waits == 0  # stopping: no idle wait after the last batch
+
+
+def test_run_batches_finishes_however_the_loop_ends_and_its_error_never_replaces_the_end() -> None:
+    finished: list[str] = []
+
+    async def finish() -> None:
+        finished.append("finish")
+        raise ConnectionError("the checkpoint's store is gone")  # suppressed: the next instance redoes it
+
+    async def stopped() -> None:
+        stop = CountedStop()
+        stop.set()
+        await run_batches(stop, lambda: asyncio.sleep(0, True), wait=3600, on_error=print, finish=finish)
+
+    async def cancelled() -> None:
+        started = asyncio.Event()
+
+        async def batch() -> bool:
+            started.set()
+            await asyncio.Event().wait()  # a batch in hand when the task is cancelled
+            return True
+
+        task = asyncio.create_task(run_batches(asyncio.Event(), batch, wait=3600, on_error=print, finish=finish))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(stopped())
+    asyncio.run(cancelled())
+    assert finished == ["finish", "finish"]
+
+
+def test_logged_logs_the_failed_batch_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    try:
+        raise ValueError("refused")
+    except ValueError as exc:
+        error = exc
+    logged(logging.getLogger("prism.test"), "relay %s failed; retrying", "r1")(error)
+    (record,) = caplog.records
+    assert record.getMessage() == "relay r1 failed; retrying"
+    assert record.exc_info is not None
+    assert record.exc_info[1] is error

@@ -36,7 +36,7 @@ from prism_testkit.errors import CaptureLost
 from prism_testkit.interfaces import ChangeFeed, ChangeSet, KeyChange, KeyValue
 from prism_testkit.report import metrics as prometheus
 
-from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, run_batches
+from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, logged, run_batches
 from .config import CdcConfig, Operation
 from .events import ChangeEvent, Op, encode
 from .sinks import EventSink
@@ -157,9 +157,7 @@ class CdcConnector:
             await self.run_once()  # a read of the feed waits for changes itself
             return True
 
-        def failed(exc: Exception) -> None:
-            log.error("CDC connector %s failed a batch; retrying", self.config.capture, exc_info=exc)
-
+        failed = logged(log, "CDC connector %s failed a batch; retrying", self.config.capture)
         await run_batches(stop, batch, wait=self.config.poll_interval, on_error=failed)
 
     async def run_once(self) -> int:

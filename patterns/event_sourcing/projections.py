@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import prism_testkit.simulation.clock as clocks
 
-from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, run_batches
+from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, logged, run_batches
 from .errors import EventSourcingConfigurationError, ProjectionTimeout
 from .events import RecordedEvent
 from .store import Clock, EventStore, Notification
@@ -126,9 +126,7 @@ class ProjectionRunner(BatchProcess):
         async def batch() -> bool:
             return await self.run_once() >= self.batch_size
 
-        def failed(exc: Exception) -> None:
-            log.error("projection %s failed; retrying", self.views.prefix, exc_info=exc)
-
+        failed = logged(log, "projection %s failed; retrying", self.views.prefix)
         await run_batches(stop, batch, wait=self.poll_interval, on_error=failed)
 
     # -- lifecycle --------------------------------------------------------------------------

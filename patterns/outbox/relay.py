@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn
 
@@ -367,11 +366,7 @@ class OutboxRelay(BatchProcess):
             else:
                 log.error("relay %s failed to publish from %s", self.relay_id, self.config.log, exc_info=exc)
 
-        try:
-            await run_batches(stop, batch, wait=self.config.poll_interval, on_error=failed)
-        finally:
-            with suppress(Exception):
-                await self.release()
+        await run_batches(stop, batch, wait=self.config.poll_interval, on_error=failed, finish=self.release)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from dataclasses import dataclass
 
 import prism_testkit.simulation.clock as clocks
@@ -15,7 +14,7 @@ from prism_testkit.errors import PayloadTooLarge
 from prism_testkit.interfaces import KeyValue, Log, Record, Transactions
 from prism_testkit.report import metrics as prometheus
 
-from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, run_batches
+from ..lifecycle import DEFAULT_FORCE_TIMEOUT, DEFAULT_GRACEFUL_TIMEOUT, BatchProcess, logged, run_batches
 from .codec import HEADER_ATTEMPTS, HEADER_ERROR, HEADER_KEY, HEADER_SOURCE_OFFSET, Mutation, Transform
 from .config import Clock, WalConfig, _checked_config
 from .errors import WalCorruptEntry, WalError
@@ -367,14 +366,8 @@ class WalApplier(BatchProcess):
         async def batch() -> bool:
             return bool(await self.run_once()) or not self._blocked
 
-        def failed(exc: Exception) -> None:
-            log.error("WAL applier of %s failed; retrying", self.config.log, exc_info=exc)
-
-        try:
-            await run_batches(stop, batch, wait=self.config.batch_timeout, on_error=failed)
-        finally:
-            with suppress(Exception):
-                await self.checkpoint()
+        failed = logged(log, "WAL applier of %s failed; retrying", self.config.log)
+        await run_batches(stop, batch, wait=self.config.batch_timeout, on_error=failed, finish=self.checkpoint)
 
     # -- lifecycle --------------------------------------------------------------------------
 
