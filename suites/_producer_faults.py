@@ -34,7 +34,10 @@ class Attempt:
     message_id: str
     payload: bytes
     attempt: str
-    outcome: str  # "ok", "refused" (failed before the send), "lost-answer" (sent, answer lost), "held"
+    # "ok"; "refused" (failed before the send), "lost-answer" (sent, answer lost), "held" (all
+    # injected); "unanswered": no fault was injected, yet the backend's own send raised (a loaded
+    # machine's timeout, say), which the producer must retry as any failure
+    outcome: str
 
 
 @dataclass
@@ -75,7 +78,10 @@ class FaultySink:
         faults = self.plan.get(payload, [])
         fault = faults[n] if n < len(faults) else None
         record = Attempt(
-            message.headers.get(MESSAGE_ID_HEADER, ""), payload, message.headers.get("producer-attempt", ""), "ok"
+            message.headers.get(MESSAGE_ID_HEADER, ""),
+            payload,
+            message.headers.get("producer-attempt", ""),
+            "unanswered",
         )
         self.attempts.append(record)
         self._pending[call] = (fault, record)
@@ -92,9 +98,16 @@ class FaultySink:
         if fault == "after":
             record.outcome = "lost-answer"
             raise ConnectionLost(f"injected: answer to the send of {record.payload!r} lost")
+        if record.outcome == "unanswered":
+            record.outcome = "ok"
 
     def retries_of(self, payload: bytes) -> list[str]:
         return [a.attempt for a in self.attempts if a.payload == payload]
+
+    def own_failures(self, payload: bytes) -> int:
+        """Sends of ``payload`` the backend failed by itself (``"unanswered"``): each is one more
+        retry than the plan asked for, and maybe stored (one more copy where resends are kept)."""
+        return sum(a.outcome == "unanswered" for a in self.attempts if a.payload == payload)
 
 
 class FlakyState(Interposed[KeyValue]):
