@@ -51,6 +51,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLarg
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.structs import OffsetAndMetadata
 
+from prism_testkit import patience
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.errors import ConnectionLost, PayloadTooLarge, ProvisioningError
@@ -72,7 +73,8 @@ _MAX_GROUPS = 16
 _POLL = 0.05  # seconds between looks for a log that does not exist yet / has not reached an offset
 _FETCH_TIMEOUT = 10.0  # records known to exist must arrive within this, or the broker is gone
 _CLOSE_TIMEOUT = 5.0
-# Seconds a purge waits for its deleted topics to leave the broker's listing. Deletion is not
+# Seconds a purge waits for its deleted topics to leave the broker's listing, times the
+# machine's slowness (a loaded machine's deletion took longer than 5 s). Deletion is not
 # instant, and a metadata request still in flight from a client being closed can recreate a
 # topic: a CI run saw one survive its example's purge (tansu).
 _PURGE_SETTLE = 5.0
@@ -550,8 +552,8 @@ class KafkaDriver(Driver):
 
     async def _until_deleted(self, topics: set[str]) -> None:
         """Wait until ``topics`` are gone from the listing, deleting again any that came back;
-        after :data:`_PURGE_SETTLE` seconds give up (leftovers then name what stayed)."""
-        deadline = time.monotonic() + _PURGE_SETTLE
+        after :data:`_PURGE_SETTLE` seconds (x slowness) give up (leftovers then name what stayed)."""
+        deadline = time.monotonic() + _PURGE_SETTLE * patience.slowness()
         while left := sorted(topics & await self._topics()):
             if time.monotonic() > deadline:
                 return
