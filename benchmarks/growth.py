@@ -26,8 +26,8 @@ from prism_testkit.capabilities import Capability, DeliveryGuarantee
 from prism_testkit.driver import Driver
 from prism_testkit.interfaces import Message
 from prism_testkit.isolation import Namespace
-from prism_testkit.jepsen.checkers import log_anomalies, total_queue
-from prism_testkit.jepsen.history import History
+from prism_testkit.stateful.checkers import log_anomalies, total_queue
+from prism_testkit.stateful.history import History
 
 from .stats import loglog_slope, summarize
 

@@ -62,8 +62,8 @@ def _recording_spawn(spawn: Callable[..., Any], module_file: str) -> Callable[..
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from prism_testkit.jepsen.runner import StatefulRun
     from prism_testkit.provision import processes
+    from prism_testkit.stateful.runner import StatefulRun
 
     StatefulRun.judge = _counting_judge(StatefulRun.judge)  # type: ignore[method-assign]
     server = processes.ServerProcess

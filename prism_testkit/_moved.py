@@ -3,7 +3,9 @@
 One finder on :data:`sys.meta_path` (installed by ``prism_testkit/__init__``) answers only the
 dotted names in :data:`MOVED`: importing one imports the module's new home and binds the old
 name to that very module object, so ``import``, ``from ... import`` and a monkeypatch through
-either path all reach the same module. A :class:`DeprecationWarning` naming the new path is
+either path all reach the same module. A moved package's old name (``prism_testkit.jepsen``) is
+a stand-in that answers with the new package's attributes and imports its children by their old
+names, each also in the table. A :class:`DeprecationWarning` naming the new path is
 raised when, and only when, an old path is imported; nothing in this repository imports one
 (``tests/test_import_graph.py`` checks).
 
@@ -13,6 +15,7 @@ plugin is installed, so it costs a dictionary lookup per import and nothing else
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -37,6 +40,18 @@ MOVED = {
     "prism_testkit.hypothesis_profiles": "prism_testkit.hunting.profiles",
     "prism_testkit.strategies": "prism_testkit.hunting.strategies",
     "prism_testkit.metrics": "prism_testkit.report.metrics",
+    "prism_testkit.jepsen": "prism_testkit.stateful",
+    "prism_testkit.jepsen.history": "prism_testkit.stateful.history",
+    "prism_testkit.jepsen.client": "prism_testkit.stateful.client",
+    "prism_testkit.jepsen.checkers": "prism_testkit.stateful.checkers",
+    "prism_testkit.jepsen.replicas": "prism_testkit.stateful.replicas",
+    "prism_testkit.jepsen.failover_loss": "prism_testkit.stateful.failover_loss",
+    "prism_testkit.jepsen.nemesis": "prism_testkit.stateful.nemesis",
+    "prism_testkit.jepsen.machine": "prism_testkit.stateful.machine",
+    "prism_testkit.jepsen.runner": "prism_testkit.stateful.runner",
+    "prism_testkit.jepsen.timeline": "prism_testkit.stateful.timeline",
+    "prism_testkit.jepsen.latency": "prism_testkit.stateful.latency",
+    "prism_testkit.jepsen.recording": "prism_testkit.stateful.recording",
 }
 
 
@@ -58,12 +73,48 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         old = module.__name__
         new = MOVED[old]
-        # stacklevel 2 names the importing line: the warnings module skips importlib's frames
-        warnings.warn(f"{old} moved to {new}; the old path goes in the next release", DeprecationWarning, 2)
+        _warn_at_importer(f"{old} moved to {new}; the old path goes in the next release")
+        moved = importlib.import_module(new)
+        if hasattr(moved, "__path__"):
+            # A moved package stays a module of its own under the old name: ``from old import
+            # child`` imports ``old.child``, named by this module's __name__, and only the old
+            # name reaches this finder's entry for a child that moved elsewhere. Its attributes
+            # are the new package's; its children are found by their old names here alone.
+            module.__path__ = []
+            module.__dict__["__getattr__"] = functools.partial(_package_attribute, old, moved)
+            return
         # The import system hands out (and binds as the parent's attribute) whatever sys.modules
         # holds under the old name once this returns: the moved module itself, its own __name__
         # and __spec__ untouched, so both paths are one object.
-        sys.modules[old] = importlib.import_module(new)
+        sys.modules[old] = moved
+
+
+def _warn_at_importer(message: str) -> None:
+    """Warn naming the line that imported: the first frame outside the import machinery and this
+    module (``from old_package import child`` reaches here through :func:`_package_attribute`
+    and :func:`importlib.import_module`, which a stack level cannot skip)."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and (
+        frame.f_code.co_filename.startswith("<frozen importlib")
+        or frame.f_code.co_filename in (__file__, importlib.__file__)
+    ):
+        frame = frame.f_back
+    globals_ = frame.f_globals
+    warnings.warn_explicit(
+        message,
+        DeprecationWarning,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=globals_.get("__name__", "<unknown>"),
+        registry=globals_.setdefault("__warningregistry__", {}),
+    )
+
+
+def _package_attribute(old: str, moved: ModuleType, name: str) -> object:
+    """An attribute of a moved package's old name: a child by its old path, else the new package's."""
+    if f"{old}.{name}" in MOVED:
+        return importlib.import_module(f"{old}.{name}")
+    return getattr(moved, name)
 
 
 def install() -> None:

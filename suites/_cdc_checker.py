@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 from prism_testkit.patterns.cdc import ChangeEvent, Replica, decode
 
 from prism_testkit import DeliveryGuarantee, Message
-from prism_testkit.jepsen.checkers import Anomaly, Verdict, tolerated
-from prism_testkit.jepsen.history import History
+from prism_testkit.stateful.checkers import Anomaly, Verdict, tolerated
+from prism_testkit.stateful.history import History
 
 Write = tuple[str, bytes | None]  # (key, value put, or None for a delete)
 Txn = tuple[int, str]  # (epoch, transaction id) of streamed events

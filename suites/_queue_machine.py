@@ -31,10 +31,10 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit import Message, Queue, patience
 from prism_testkit.errors import DeliveryNotFound
 from prism_testkit.interfaces import QueueDelivery
-from prism_testkit.jepsen.checkers import Verdict, total_queue
-from prism_testkit.jepsen.history import OpHandle
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import Verdict, total_queue
+from prism_testkit.stateful.history import OpHandle
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 VISIBILITY = 1.0  # s: short, so crashed consumers' messages come back within the test
 # Before this share of VISIBILITY has passed since the receive was invoked, no server may have

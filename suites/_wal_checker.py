@@ -38,9 +38,9 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
-from prism_testkit.jepsen.failover_loss import failed_over
-from prism_testkit.jepsen.history import History, Pair
+from prism_testkit.stateful.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.failover_loss import failed_over
+from prism_testkit.stateful.history import History, Pair
 
 DELETE_SUFFIX = "/del"
 ROLLED_BACK = "rolled-back-after-apply"

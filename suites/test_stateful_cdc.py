@@ -17,7 +17,7 @@ The faults its guarantee speaks of, and the rules that inject them:
   abandoned in flight under a fault runs on as a zombie beside the next ones;
 - a transaction rolled back (``transaction`` with ``rollback``): none of it may be published;
 - a server kill (or power cut, on a lazy mount) or pause of the source's or the sink's server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.stateful.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome (a
@@ -47,11 +47,11 @@ from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, EventSink, LogEv
 import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.interfaces import CaptureLoss
-from prism_testkit.jepsen.checkers import Verdict
-from prism_testkit.jepsen.history import DEFINITE_FAILURES
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
 from prism_testkit.provision.cluster import FailoverCluster
+from prism_testkit.stateful.checkers import Verdict
+from prism_testkit.stateful.history import DEFINITE_FAILURES
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._cdc_checker import Ledger, Write, check, value_of
 from ._sink_reader import SinkReader

@@ -7,7 +7,7 @@ The faults its guarantee speaks of, and the rules that inject them:
 - a consumer crash holding a delivery, or a nack (``crash_consumer``, ``nack``): the message
   comes back, and its object must still be there;
 - a server kill or pause of the queue or the object store (``kill_and_restart``, ``pause`` /
-  ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the backend is a
+  ``resume``, from :class:`~prism_testkit.stateful.nemesis.NemesisRules`, where the backend is a
   server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): sends and receives of unknown outcome;
@@ -46,9 +46,9 @@ from prism_testkit.patterns.claim_check import (
 
 from prism_testkit import Capability, Message, PrismEnv, Queue, Slot, patience, prism_suite
 from prism_testkit.interfaces import ObjectInfo, ObjectStore, QueueDelivery
-from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._queue_machine import QueueMachine
 

@@ -53,10 +53,10 @@ from prism_testkit.patterns.consumer import Consumer, ConsumerConfig
 import prism_testkit.simulation.clock as clocks
 from prism_testkit import Driver, KeyValue, Log, Message, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.interfaces import MESSAGE_ID_HEADER, Record
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
-from prism_testkit.jepsen.history import DEFINITE_FAILURES, History
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import Anomaly, Verdict
+from prism_testkit.stateful.history import DEFINITE_FAILURES, History
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._queue_machine import DEFAULT_VISIBILITY, RESTARTS, UNKNOWN_RECEIVE_MARGIN
 from ._relay_faults import Killed

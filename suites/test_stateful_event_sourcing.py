@@ -24,7 +24,7 @@ The faults its guarantee speaks of, and the rules that inject them:
 - a command of unknown outcome retried with its event ids (``retry_unknown``), and commands
   racing on one account (``concurrent``): the version check and the idempotent append;
 - a server kill (or power cut, on a lazy mount) or pause of the store's or the views' server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.stateful.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome;
@@ -57,10 +57,10 @@ from prism_testkit.patterns.event_sourcing import (
 
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.interfaces import Transaction, Transactions
-from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
-from prism_testkit.jepsen.history import DEFINITE_FAILURES, OpHandle, OpType
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.history import DEFINITE_FAILURES, OpHandle, OpType
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._bank import TOTAL, Account, CommandRefused, balances, command, event_store, view_kinds, views_store
 

@@ -14,7 +14,7 @@ The faults its guarantee speaks of, and the rules that inject them:
 - a slow consumer: each consumer polls at its own pace (``poll`` picks one), so one may lag
   the other and the end of the log by any number of records;
 - a server kill (or power cut, on a lazy mount) or pause of the log's server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.stateful.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on its connections (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome;
@@ -31,9 +31,9 @@ from hypothesis.stateful import rule
 
 from prism_testkit import Log, Message, PrismEnv, Slot, prism_suite
 from prism_testkit.interfaces import Record
-from prism_testkit.jepsen.checkers import Verdict, log_anomalies
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import Verdict, log_anomalies
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 pytestmark = prism_suite("stateful_log", backend=Slot.needs("log"))
 

@@ -4,7 +4,7 @@ nemesis breaks the registry's server and the queue's.
 The faults its guarantee speaks of, and the rules that inject them:
 
 - a server kill (or power cut, on a lazy mount) or pause of either backend (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.stateful.nemesis.NemesisRules`, where the
   backend is a server the harness controls): operations of unknown outcome, copies the queue may
   lose where it does not declare itself durable;
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where the
@@ -45,10 +45,10 @@ from prism_testkit.patterns.multicast_registry import (
 )
 
 from prism_testkit import Message, PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.checkers import EMPTY, Anomaly, Verdict, suite_verdict
-from prism_testkit.jepsen.history import OpHandle, OpType
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import EMPTY, Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.history import OpHandle, OpType
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 pytestmark = prism_suite(
     "stateful_multicast_registry",

@@ -23,7 +23,7 @@ The faults its guarantee speaks of, and the rules that inject them:
   rest of the batch is pending; with ``crash_relay`` or ``lease_expires`` next, a relay dies or
   is taken over while it is;
 - a server kill (or power cut, on a lazy mount) or pause of the store's or the sink's server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.stateful.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome (a
@@ -44,12 +44,12 @@ from prism_testkit.patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConf
 
 import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, patience, prism_suite
-from prism_testkit.jepsen.checkers import Verdict, per_key_order, total_queue
-from prism_testkit.jepsen.history import DEFINITE_FAILURES
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.clock import ManualClock
+from prism_testkit.stateful.checkers import Verdict, per_key_order, total_queue
+from prism_testkit.stateful.history import DEFINITE_FAILURES
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._relay_faults import DyingKeyValue, Killed
 from ._sink_reader import SinkReader

@@ -46,9 +46,9 @@ from prism_testkit.patterns.producer import Producer, ProducerConfig, PublishFai
 from prism_testkit import Message, PrismEnv, Queue, Slot, patience, prism_suite
 from prism_testkit.errors import ConnectionLost
 from prism_testkit.interfaces import MESSAGE_ID_HEADER, QueueDelivery
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import Anomaly, Verdict
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._queue_machine import QueueMachine
 

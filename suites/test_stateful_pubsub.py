@@ -1,5 +1,5 @@
 """Pub/sub under faults: a publisher, subscribers that come, read and leave, and a nemesis,
-judged by the fan-out checker (:func:`~prism_testkit.jepsen.checkers.fan_out`) against the
+judged by the fan-out checker (:func:`~prism_testkit.stateful.checkers.fan_out`) against the
 backend's declared ``pubsub_delivery`` and nothing more:
 
 - at-most-once: a subscriber may miss messages, never get one twice or one nobody published;
@@ -8,7 +8,7 @@ backend's declared ``pubsub_delivery`` and nothing more:
 - exactly-once: both.
 
 With a declared ordering, each subscriber gets the publishes that did not overlap in time in
-the order they were made (:func:`~prism_testkit.jepsen.checkers.per_key_order`).
+the order they were made (:func:`~prism_testkit.stateful.checkers.per_key_order`).
 
 The faults its guarantee speaks of, and the rules that inject them:
 
@@ -46,11 +46,11 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit import DeliveryGuarantee, Message, Ordering, PrismEnv, Slot, patience, prism_suite
 from prism_testkit.driver import Driver
 from prism_testkit.interfaces import PubSub, Subscription
-from prism_testkit.jepsen.checkers import Verdict, fan_out, judged_nothing, per_key_order
-from prism_testkit.jepsen.history import OpType
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.nemesis import LATENCIES, Nemesis
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import Verdict, fan_out, judged_nothing, per_key_order
+from prism_testkit.stateful.history import OpType
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.nemesis import LATENCIES, Nemesis
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._sink_reader import drain_subscription_to_fence, unfenced
 

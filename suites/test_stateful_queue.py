@@ -8,7 +8,7 @@ The faults its guarantee speaks of, and the rules that inject them:
 - a slow or stuck consumer: a delivery held across steps past its visibility timeout, then
   acked or nacked (every step lets real time pass; ``ack`` / ``nack`` of an old delivery);
 - a server kill (or power cut, on a lazy mount) or pause of the queue's server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.stateful.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on its connections (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome;
@@ -25,8 +25,8 @@ import asyncio
 import pytest
 
 from prism_testkit import PrismEnv, Slot, patience, prism_suite
-from prism_testkit.jepsen.history import OpType
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.history import OpType
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._queue_machine import VISIBILITY, QueueMachine
 

@@ -8,7 +8,7 @@ The faults its guarantee speaks of, and the rules that inject them:
 - a migrator process dying after any of its mutations (``migrator_dies``), and a client's put
   landing between two steps of a migration (``put_during_migration``): a migration half done;
 - a server kill or pause of a tier or of the reference store (``kill_and_restart``, ``pause`` /
-  ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the backend is a
+  ``resume``, from :class:`~prism_testkit.stateful.nemesis.NemesisRules`, where the backend is a
   server the harness controls);
 - proxy faults (``latency``, ``reset_connections``, ``partition``, ``heal``, where the backend
   is networked): writes of unknown outcome;
@@ -48,11 +48,11 @@ from hypothesis.stateful import rule
 from prism_testkit.patterns.tiered_storage import CopyMissing, GarbageCollector, Migrator, TieredStorage
 
 from prism_testkit import PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
-from prism_testkit.jepsen.history import OpType
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
 from prism_testkit.simulation.clock import ManualClock
+from prism_testkit.stateful.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.history import OpType
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._tiered import DAY, START, build_store, copy_count, namespaced_config
 from ._tiered_faults import Killed, StepFault, after_first_write, faulty_store

@@ -24,7 +24,7 @@ The faults its guarantee speaks of, and the rules that inject them:
   (``crash_applier``, ``crash_before_checkpoint``, or the fresh applier of the final drain), a
   process dies while a retry is pending: the checkpoint must not have passed it;
 - a server kill (or power cut, on a lazy mount) or pause of the log's or the target's server (``kill_and_restart``,
-  ``pause`` / ``resume``, from :class:`~prism_testkit.jepsen.nemesis.NemesisRules`, where the
+  ``pause`` / ``resume``, from :class:`~prism_testkit.stateful.nemesis.NemesisRules`, where the
   backend is a durable server the harness controls);
 - proxy faults on either (``latency``, ``reset_connections``, ``partition``, ``heal``, where
   the backend is networked): operations of unknown outcome (a
@@ -48,11 +48,11 @@ from hypothesis.stateful import rule
 from prism_testkit.patterns.wal import LogDurability, Mutation, WalApplier, WalConfig, WriteAheadLog
 
 from prism_testkit import Capability, PrismEnv, Slot, patience, prism_suite
-from prism_testkit.jepsen.checkers import Verdict
-from prism_testkit.jepsen.history import DEFINITE_FAILURES, OpHandle
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
 from prism_testkit.patience import Unsettled
+from prism_testkit.stateful.checkers import Verdict
+from prism_testkit.stateful.history import DEFINITE_FAILURES, OpHandle
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 from ._applier_faults import DiesAtCheckpoint, DyingTarget, Killed, ValueFuse
 from ._helpers import read_all

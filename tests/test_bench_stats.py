@@ -25,7 +25,7 @@ from benchmarks.stats import (
     verdict,
 )
 from prism_testkit.capabilities import DeliveryGuarantee
-from prism_testkit.jepsen.checkers import log_anomalies, total_queue
+from prism_testkit.stateful.checkers import log_anomalies, total_queue
 
 
 def test_summarize_gives_median_min_max_and_quartiles() -> None:

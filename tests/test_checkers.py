@@ -1,4 +1,4 @@
-"""prism_testkit.jepsen.checkers on hand-made histories (one per anomaly and guarantee) and generated ones."""
+"""prism_testkit.stateful.checkers on hand-made histories (one per anomaly and guarantee) and generated ones."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from prism_testkit.capabilities import DeliveryGuarantee
-from prism_testkit.jepsen.checkers import Anomaly, Verdict, log_anomalies, per_key_order, tolerated, total_queue
-from prism_testkit.jepsen.history import History
+from prism_testkit.stateful.checkers import Anomaly, Verdict, log_anomalies, per_key_order, tolerated, total_queue
+from prism_testkit.stateful.history import History
 
 ALO, EO, AMO = DeliveryGuarantee.AT_LEAST_ONCE, DeliveryGuarantee.EXACTLY_ONCE, DeliveryGuarantee.AT_MOST_ONCE
 ALL = [ALO, EO, AMO]

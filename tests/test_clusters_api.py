@@ -26,7 +26,7 @@ BEHIND = (
     "prism_testkit.provision.workdirs",
     "prism_testkit.provision.lazymount",
     "prism_testkit.faults.linkproxies",
-    "prism_testkit.jepsen.replicas",
+    "prism_testkit.stateful.replicas",
     "prism_testkit.clusters.hosts",
 )
 # The built-in replicated registrations' provisioners.

@@ -3,8 +3,8 @@ consumer instance resumed from and handled, against its saves and the log as it 
 
 from __future__ import annotations
 
-from prism_testkit.jepsen.failover_loss import LOST_IN_FAILOVER, tolerate_failover_losses
-from prism_testkit.jepsen.history import History
+from prism_testkit.stateful.failover_loss import LOST_IN_FAILOVER, tolerate_failover_losses
+from prism_testkit.stateful.history import History
 from suites.test_stateful_consumer import Instance, Save, judge_resumes
 
 LOG = {10: 0, 11: 1, 12: 2}  # value -> offset: three records in the log at the end

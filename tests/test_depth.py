@@ -19,10 +19,10 @@ SUITE = (
     """
 from hypothesis.stateful import rule
 
-import prism_testkit.jepsen.runner as runner
+import prism_testkit.stateful.runner as runner
 from prism_testkit import PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 pytestmark = prism_suite("deep", backend=Slot.needs("keyvalue"))
 ASKED = []

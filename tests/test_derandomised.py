@@ -85,9 +85,9 @@ from hypothesis.internal.conjecture import providers
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from prism_testkit import PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.checkers import suite_verdict
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import suite_verdict
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.runner import StatefulRun
 
 pytestmark = prism_suite("stateful_drawn", backend=Slot.needs("keyvalue"))
 

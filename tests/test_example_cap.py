@@ -15,10 +15,10 @@ SUITE = (
     """
 from hypothesis.stateful import rule
 
-import prism_testkit.jepsen.runner as runner
+import prism_testkit.stateful.runner as runner
 from prism_testkit import PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import EXAMPLES, StatefulRun
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import EXAMPLES, StatefulRun
 
 pytestmark = prism_suite("capped", backend=Slot.needs("keyvalue"))
 ASKED = []  # the max_examples of every Hypothesis run the test made

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
-from prism_testkit.jepsen.failover_loss import (
+from prism_testkit.stateful.checkers import Anomaly, Verdict
+from prism_testkit.stateful.failover_loss import (
     LOST_IN_FAILOVER,
     failed_over,
     is_loss,
     leaders_lost,
     tolerate_failover_losses,
 )
-from prism_testkit.jepsen.history import History
+from prism_testkit.stateful.history import History
 
 
 def verdict(*names: str) -> Verdict:

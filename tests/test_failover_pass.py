@@ -17,8 +17,8 @@ SUITE = (
     from hypothesis.stateful import rule
 
     from prism_testkit import PrismEnv, Slot, prism_suite
-    from prism_testkit.jepsen.machine import FaultMachine
-    from prism_testkit.jepsen.runner import FAILOVER_PASS_EXAMPLES, StatefulRun
+    from prism_testkit.stateful.machine import FaultMachine
+    from prism_testkit.stateful.runner import FAILOVER_PASS_EXAMPLES, StatefulRun
 
     pytestmark = prism_suite("failover_owed", backend=Slot.needs("keyvalue"))
     SEEN = []  # per example: the client ops completed before each failover, and how many in all

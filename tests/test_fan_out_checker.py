@@ -1,4 +1,4 @@
-"""prism_testkit.jepsen.checkers.fan_out (pub/sub) on hand-made histories, one per anomaly and guarantee."""
+"""prism_testkit.stateful.checkers.fan_out (pub/sub) on hand-made histories, one per anomaly and guarantee."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from prism_testkit.capabilities import DeliveryGuarantee
-from prism_testkit.jepsen.checkers import EMPTY, Verdict, fan_out
-from prism_testkit.jepsen.history import History
+from prism_testkit.stateful.checkers import EMPTY, Verdict, fan_out
+from prism_testkit.stateful.history import History
 
 ALO, EO, AMO = DeliveryGuarantee.AT_LEAST_ONCE, DeliveryGuarantee.EXACTLY_ONCE, DeliveryGuarantee.AT_MOST_ONCE
 T = "topic"

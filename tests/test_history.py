@@ -1,4 +1,4 @@
-"""prism_testkit.jepsen.history: recording, pairing, sub-histories, JSON lines and rendering."""
+"""prism_testkit.stateful.history: recording, pairing, sub-histories, JSON lines and rendering."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from prism_testkit.errors import (
     PayloadTooLarge,
     TransactionAborted,
 )
-from prism_testkit.jepsen.history import History, Op, OpType, Pair, freeze
+from prism_testkit.stateful.history import History, Op, OpType, Pair, freeze
 
 
 def ticking_history() -> History:

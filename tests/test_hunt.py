@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from prism_testkit import PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import Anomaly, suite_verdict
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.runner import StatefulRun
 
 pytestmark = prism_suite("stateful_{suite}", backend=Slot.needs("keyvalue"))
 

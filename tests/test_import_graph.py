@@ -159,40 +159,40 @@ def test_each_package_says_what_lives_there_and_what_it_may_import(package: str)
 # What each package of the core may not import (its __init__ docstring says what it may).
 FORBIDDEN = {
     "prism_testkit.report": (
-        *("provision", "faults", "registry", "runtime", "hunting", "jepsen", "config", "options"),
+        *("provision", "faults", "registry", "runtime", "hunting", "stateful", "config", "options"),
         *("plugin", "cli", "backends", "patterns"),
     ),
     "prism_testkit.provision": (
-        *("registry", "report", "runtime", "hunting", "jepsen", "faults", "config", "options"),
+        *("registry", "report", "runtime", "hunting", "stateful", "faults", "config", "options"),
         *("plugin", "cli", "backends", "patterns"),
     ),
     "prism_testkit.registry": (
-        *("report", "runtime", "hunting", "jepsen", "faults", "config", "options"),
+        *("report", "runtime", "hunting", "stateful", "faults", "config", "options"),
         *("plugin", "cli", "backends", "patterns"),
     ),
     "prism_testkit.faults": (
-        *("report", "runtime", "hunting", "jepsen", "config", "options"),
+        *("report", "runtime", "hunting", "stateful", "config", "options"),
         *("plugin", "cli", "backends", "patterns"),
     ),
-    "prism_testkit.jepsen": (
+    "prism_testkit.stateful": (
         *("registry", "report", "runtime", "config", "options", "provision.servers", "provision.processes"),
         *("plugin", "cli", "backends", "patterns"),
     ),
     "prism_testkit.config": (
-        *("provision", "faults", "jepsen", "hunting", "runtime", "report", "options"),
+        *("provision", "faults", "stateful", "hunting", "runtime", "report", "options"),
         *("plugin", "cli", "backends", "patterns"),
     ),
     "prism_testkit.hunting": (
-        *("registry", "runtime", "faults", "jepsen", "report", "config.namespace_files", "config.runs"),
+        *("registry", "runtime", "faults", "stateful", "report", "config.namespace_files", "config.runs"),
         *("plugin", "cli", "backends", "patterns"),
     ),
     "prism_testkit.runtime": (
-        *("report", "hunting", "jepsen", "config", "options"),
+        *("report", "hunting", "stateful", "config", "options"),
         *("plugin", "cli", "backends", "patterns"),
     ),
     # patterns and backends import its clock: it imports nothing of the project
     "prism_testkit.simulation": (
-        *("provision", "faults", "registry", "report", "runtime", "hunting", "jepsen", "config"),
+        *("provision", "faults", "registry", "report", "runtime", "hunting", "stateful", "config"),
         *("plugin", "cli", "driver", "errors", "backends", "patterns"),
     ),
 }
@@ -201,7 +201,7 @@ FORBIDDEN = {
 # The modules of a forbidden package a package may still name, and why.
 EXCEPTIONS = {
     # the nemesis and the stateful runner act on the per-test env, named for its type only
-    "prism_testkit.jepsen": {"prism_testkit.runtime.env"},
+    "prism_testkit.stateful": {"prism_testkit.runtime.env"},
 }
 
 

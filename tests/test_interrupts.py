@@ -263,8 +263,8 @@ import asyncio, os, signal
 from hypothesis.stateful import rule
 
 from prism_testkit import Message, Slot, prism_suite
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 pytestmark = prism_suite("interrupted", backend=Slot.needs("log"))
 

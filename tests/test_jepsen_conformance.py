@@ -87,8 +87,8 @@ from typing import Any
 import pytest
 
 from prism_testkit.capabilities import DeliveryGuarantee
-from prism_testkit.jepsen.checkers import Anomaly, Verdict, log_anomalies, total_queue
-from prism_testkit.jepsen.history import History
+from prism_testkit.stateful.checkers import Anomaly, Verdict, log_anomalies, total_queue
+from prism_testkit.stateful.history import History
 
 ALO = DeliveryGuarantee.AT_LEAST_ONCE
 EO = DeliveryGuarantee.EXACTLY_ONCE

@@ -17,11 +17,11 @@ from types import SimpleNamespace
 import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.nemesis import FILE_KINDS, FaultTarget, Nemesis
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster
 from prism_testkit.provision.netns import namespaces_unavailable_reason
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.nemesis import FILE_KINDS, FaultTarget, Nemesis
 from tests.conftest import context_for
 
 nats = pytest.importorskip("nats")
@@ -358,7 +358,7 @@ def test_the_replica_check_reads_each_node_and_fails_while_a_follower_is_behind(
     """The per-node check after an example: a follower cut off while the majority takes writes
     holds fewer of them in its own replica, so the check fails naming it (the stream leader's
     STREAM.INFO would have answered for every node); healed, it catches up and the check passes."""
-    from prism_testkit.jepsen import nemesis as nemesis_module
+    from prism_testkit.stateful import nemesis as nemesis_module
 
     cluster: Cluster = endpoint.options["cluster"]
     urls = node_urls(endpoint)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 
-from prism_testkit.jepsen import nemesis as nemesis_module
-from prism_testkit.jepsen.nemesis import PARTITIONS, partition_groups
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster
+from prism_testkit.stateful import nemesis as nemesis_module
+from prism_testkit.stateful.nemesis import PARTITIONS, partition_groups
 from tests.conftest import cluster_in_a_temp_dir, provision_cluster
 from tests.test_jetstream_cluster import eventually_published, nemesis_on, node_urls, publish_through
 

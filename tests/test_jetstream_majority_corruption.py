@@ -28,10 +28,10 @@ import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner, monitor_jsz
 
 from prism_testkit.errors import ProvisioningError
-from prism_testkit.jepsen.replicas import check_replicas, present_sequences
 from prism_testkit.patience import bound, until
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster, damage
+from prism_testkit.stateful.replicas import check_replicas, present_sequences
 from tests.conftest import BEYOND_FAULT_TOLERANCE, cluster_in_a_temp_dir, provision_cluster
 
 nats = pytest.importorskip("nats")

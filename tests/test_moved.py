@@ -18,22 +18,49 @@ def forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
     for old in MOVED:
         monkeypatch.delitem(sys.modules, old, raising=False)
         parent, _, child = old.rpartition(".")
-        monkeypatch.delattr(importlib.import_module(parent), child, raising=False)
+        # a moved package's old name (prism_testkit.jepsen) is the new package: forget its child there
+        monkeypatch.delattr(importlib.import_module(MOVED.get(parent, parent)), child, raising=False)
+
+
+MOVED_PACKAGES = sorted(old for old, new in MOVED.items() if hasattr(importlib.import_module(new), "__path__"))
 
 
 @pytest.mark.usefixtures("forgotten")
-@pytest.mark.parametrize("old", sorted(MOVED))
+@pytest.mark.parametrize("old", sorted(MOVED.keys() - MOVED_PACKAGES))
 def test_an_old_path_is_the_moved_module_and_warns(old: str) -> None:
     new = importlib.import_module(MOVED[old])
+    parent, _, child = old.rpartition(".")
+    if parent in MOVED:  # a module of a moved package: the old package is imported, and warns, first
+        with pytest.warns(DeprecationWarning, match=f"{parent} moved to {MOVED[parent]}"):
+            importlib.import_module(parent)
     with pytest.warns(DeprecationWarning, match=f"{old} moved to {MOVED[old]}"):
         aliased = importlib.import_module(old)
     assert aliased is new
     assert aliased.__name__ == MOVED[old]
     assert aliased.__spec__ is not None
     assert aliased.__spec__.name == MOVED[old]  # the moved module's own identity is untouched
-    parent, _, child = old.rpartition(".")
     assert getattr(sys.modules[parent], child) is new
     assert importlib.import_module(old) is new  # once: later imports find it in sys.modules
+
+
+@pytest.mark.usefixtures("forgotten")
+@pytest.mark.parametrize("old", MOVED_PACKAGES)
+def test_an_old_package_answers_with_the_new_one_and_its_children_by_their_old_paths(
+    old: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = importlib.import_module(MOVED[old])
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {MOVED[old]}"):
+        package = importlib.import_module(old)
+    monkeypatch.setattr(new, "probe", object(), raising=False)
+    assert package.probe is new.probe  # an attribute of the new package
+    with pytest.raises(AttributeError):
+        package.no_such_name  # noqa: B018 - the attribute access is the test
+    children = [o.rpartition(".")[2] for o in MOVED if o.rpartition(".")[0] == old]
+    assert children
+    for child in children:
+        with pytest.warns(DeprecationWarning, match=f"{old}.{child} moved to {MOVED[f'{old}.{child}']}"):
+            module = getattr(package, child)  # as ``from old import child`` asks
+        assert module is importlib.import_module(MOVED[f"{old}.{child}"])
 
 
 @pytest.mark.usefixtures("forgotten")
@@ -61,7 +88,8 @@ def test_the_warning_names_the_importing_line_and_the_statement_forms_work() -> 
     )
     assert done.returncode == 0, done.stderr
     warned = [line for line in done.stderr.splitlines() if "DeprecationWarning" in line]
-    assert [line.split(":")[1] for line in warned] == ["3", "4", "5"], done.stderr
+    # line 4 names a moved package and a module moved out of it: one warning each
+    assert [line.split(":")[1] for line in warned] == ["3", "4", "4", "5"], done.stderr
 
 
 def test_importing_the_package_and_plugin_warns_nothing() -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import cast
 
 from prism_testkit.faults.proxy import FaultProxy
-from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
 from prism_testkit.provision.base import ServerControl
 from prism_testkit.provision.processes import free_port
+from prism_testkit.stateful.nemesis import FaultTarget, Nemesis
 
 
 def test_a_server_reached_through_its_own_proxy_is_not_crashed_while_it_is_cut_off() -> None:

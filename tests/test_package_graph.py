@@ -98,11 +98,11 @@ def test_the_package_graph_has_no_cycle() -> None:
 def test_the_graph_sees_the_core() -> None:
     edges, why = package_graph()
     # the packages of the core and its top-level modules are all nodes
-    assert {"provision", "faults", "jepsen", "registry", "config", "hunting", "options", "runtime"} <= edges.keys()
+    assert {"provision", "faults", "stateful", "registry", "config", "hunting", "options", "runtime"} <= edges.keys()
     # edges the layering relies on are seen, lazy and type-only imports included
-    assert "faults" in edges["jepsen"]  # the machine drives the nemesis, which drives faults
+    assert "faults" in edges["stateful"]  # the machine drives the nemesis, which drives faults
     assert "provision" in edges["faults"]
-    assert "runtime" in edges["jepsen"]  # the runner's env, named for its type only
+    assert "runtime" in edges["stateful"]  # the runner's env, named for its type only
     assert any("prism_testkit.provision.base" in line for line in why[("registry", "provision")])
 
 

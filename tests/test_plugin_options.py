@@ -381,8 +381,8 @@ def test_checker_anomalies_are_counted_per_row(pytester: pytest.Pytester) -> Non
         """
         from prism_testkit import PrismEnv, Slot, prism_suite
         from prism_testkit.capabilities import DeliveryGuarantee
-        from prism_testkit.jepsen.checkers import total_queue
-        from prism_testkit.jepsen.history import History
+        from prism_testkit.stateful.checkers import total_queue
+        from prism_testkit.stateful.history import History
 
         pytestmark = prism_suite("judged", backend=Slot.needs("queue"))
 

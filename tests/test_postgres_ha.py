@@ -531,9 +531,9 @@ def test_the_nemesis_fails_over_with_a_lagging_replica_only_where_the_cluster_ca
     (``failover-lagging``, the op naming it), a replica already paused counts as lagging (no
     longer a reason to skip the failover), a cluster that cannot hold a replica back draws
     nothing, and nodes cut off still rule a failover out."""
-    from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
     from prism_testkit.provision.cluster import FailoverCluster
     from prism_testkit.provision.netns import Network
+    from prism_testkit.stateful.nemesis import FaultTarget, Nemesis
 
     class Lagging(FailoverCluster):
         can_lag = True

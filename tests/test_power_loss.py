@@ -30,14 +30,14 @@ from prism_testkit.faults import power_loss
 from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import SUITE_FAULTS
 from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
 from prism_testkit.provision import lazymount
 from prism_testkit.provision.base import Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.provision.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.nemesis import FaultTarget, Nemesis
 
 from .test_embedded_crash import run_writer_and_kill
 

@@ -349,9 +349,9 @@ def test_the_nemesis_fails_over_a_primary_whatever_it_declares_but_never_mid_par
     """The kill rule aimed at the primary of a whole cluster fails it over, whether or not
     ``survives_failover`` is declared (where it is not, the losses are tolerated: issue 26
     wants the property checked both ways), and never while nodes are cut off."""
-    from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
     from prism_testkit.provision.cluster import FailoverCluster
     from prism_testkit.provision.netns import Network
+    from prism_testkit.stateful.nemesis import FaultTarget, Nemesis
 
     cluster = FailoverCluster([], Network(3), PORT)
     cluster.setup_failover()

@@ -16,8 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 
 from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.hunting.schedule import Schedule, ScheduleError, Step, decode, encode, read, reproduces
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.recording import StepRecorder, record_steps, reissue
 from tests._suite_runs import share_hypothesis_caches, suite_run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,9 +26,9 @@ from hypothesis.stateful import rule
 
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.faults.load import schedule_value
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
-from prism_testkit.jepsen.machine import FaultMachine
-from prism_testkit.jepsen.runner import StatefulRun
+from prism_testkit.stateful.checkers import Anomaly, Verdict
+from prism_testkit.stateful.machine import FaultMachine
+from prism_testkit.stateful.runner import StatefulRun
 
 pytestmark = prism_suite("replayed_settings", backend=Slot.needs("keyvalue"))
 

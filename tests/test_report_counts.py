@@ -22,7 +22,7 @@ from prism_testkit.report.merge import totals
 
 NOTHING_LOST = """
 from prism_testkit import PrismEnv, Slot, prism_suite
-from prism_testkit.jepsen.checkers import Verdict
+from prism_testkit.stateful.checkers import Verdict
 
 pytestmark = prism_suite("zero_lost", backend=Slot.needs("keyvalue"))
 

@@ -53,7 +53,7 @@ class Planned:
 
 
 def latency(seed: int) -> dict[str, Any]:
-    """A stateful example's samples (prism_testkit.jepsen.latency's shape): slow under its kill."""
+    """A stateful example's samples (prism_testkit.stateful.latency's shape): slow under its kill."""
     ops = []
     for n in range(60):
         start = n * 20.0 + seed

@@ -1,14 +1,14 @@
 """The latency samples a stateful test leaves for the report's plot
-(:mod:`prism_testkit.jepsen.latency`): client operations with their start, latency and
+(:mod:`prism_testkit.stateful.latency`): client operations with their start, latency and
 outcome, faults as bands, nothing of the nemesis counted as an operation."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.latency import MOST_OPS, Series, latency_property
-from prism_testkit.jepsen.timeline import fault_bands
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.latency import MOST_OPS, Series, latency_property
+from prism_testkit.stateful.timeline import fault_bands
 
 MS = 1_000_000
 

@@ -1,6 +1,6 @@
 """A cluster row's settle times after each fault: kept by the cluster (each settle wait), taken
 per fault by the nemesis (:attr:`Nemesis.settles`), counted over a test's examples
-(:class:`~prism_testkit.jepsen.latency.Settles`), carried in the JSON report as a test entry's
+(:class:`~prism_testkit.stateful.latency.Settles`), carried in the JSON report as a test entry's
 ``settles`` and shown per row in the HTML report (a table, and a plot with matplotlib).
 
 A real cluster row (``jetstream-r3``) end to end: ``tests/test_report_settles_cluster.py``."""
@@ -18,13 +18,13 @@ from typing import Any, cast
 import pytest
 
 from prism_testkit.cli import main
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.latency import MOST_SETTLES, SETTLES, Settles
-from prism_testkit.jepsen.nemesis import FaultTarget, Nemesis
 from prism_testkit.provision.cluster import Cluster, FailoverCluster
 from prism_testkit.report import plots
 from prism_testkit.report.html import render_html
 from prism_testkit.report.results import PrismResults
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.latency import MOST_SETTLES, SETTLES, Settles
+from prism_testkit.stateful.nemesis import FaultTarget, Nemesis
 from tests.test_report_html import Planned, latency, record, run_of, without_provenance
 
 
@@ -192,7 +192,7 @@ def test_the_settle_plot_draws_the_same_bytes_from_the_same_samples() -> None:
 
 
 def test_the_runner_records_its_examples_settles_as_a_user_property() -> None:
-    from prism_testkit.jepsen.runner import StatefulRun
+    from prism_testkit.stateful.runner import StatefulRun
 
     run = StatefulRun.__new__(StatefulRun)
     run.node = cast(Any, SimpleNamespace(user_properties=[]))

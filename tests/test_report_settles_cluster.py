@@ -19,8 +19,8 @@ SUITE = (
     from hypothesis.stateful import rule
 
     from prism_testkit import PrismEnv, Slot, prism_suite
-    from prism_testkit.jepsen.machine import FaultMachine
-    from prism_testkit.jepsen.runner import StatefulRun
+    from prism_testkit.stateful.machine import FaultMachine
+    from prism_testkit.stateful.runner import StatefulRun
 
     pytestmark = prism_suite("settles", backend=Slot.needs("keyvalue"))
 

@@ -26,7 +26,7 @@ import os
 import hashlib
 
 from prism_testkit.hunting.schedule import Schedule, Step
-from prism_testkit.jepsen import runner
+from prism_testkit.stateful import runner
 from prism_testkit.simulation import clock
 
 real_execute = runner.StatefulRun.execute

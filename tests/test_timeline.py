@@ -1,4 +1,4 @@
-"""The timeline of a stateful example (:mod:`prism_testkit.jepsen.timeline`): faults as bands
+"""The timeline of a stateful example (:mod:`prism_testkit.stateful.timeline`): faults as bands
 from strike to heal, anomalies on the operations their witnesses name, every string escaped;
 and the runner writing it (``--prism-timelines``) where the failure message says.
 
@@ -18,9 +18,9 @@ import pytest
 
 import prism_testkit.faults.jitter as global_jitter
 from prism_testkit.faults.jitter import Jitter, stalls_between
-from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.timeline import Timeline, anomaly_marks, band_at, fault_bands, render_html
+from prism_testkit.stateful.checkers import Anomaly, suite_verdict
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.timeline import Timeline, anomaly_marks, band_at, fault_bands, render_html
 from tests._suite_runs import suite_run
 
 ROOT = Path(__file__).resolve().parent.parent

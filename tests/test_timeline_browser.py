@@ -39,11 +39,11 @@ from urllib.parse import quote
 
 import pytest
 
-from prism_testkit.jepsen.checkers import Anomaly, suite_verdict
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.timeline import Timeline, fault_bands, write_timeline
 from prism_testkit.report import plots
 from prism_testkit.report.html import write_html
+from prism_testkit.stateful.checkers import Anomaly, suite_verdict
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.timeline import Timeline, fault_bands, write_timeline
 from tests.test_report_html import HOSTILE as HOSTILE_NAME
 from tests.test_report_html import planned, run_of
 from tests.test_timeline import ROOT, failing_wal_timelines

@@ -479,7 +479,7 @@ def _checked(
     failover the cluster made by itself before them; ``tolerated`` receives the verdict's."""
     from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
 
-    from prism_testkit.jepsen.history import History
+    from prism_testkit.stateful.history import History
 
     history = History()
     if failover:
@@ -522,7 +522,7 @@ def test_a_lost_delete_names_the_write_that_logged_it() -> None:
     (what the timeline marks), not an empty history."""
     from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
 
-    from prism_testkit.jepsen.history import History
+    from prism_testkit.stateful.history import History
 
     history = History()
     history.invoke("writer", "write", "a", "a:0").ok(offset=0)

@@ -32,7 +32,7 @@ the built-in clusters import nothing cluster-related from anywhere else
   why it cannot; :class:`LazyMounts` cuts every node's power at once.
 
 May import: ``provision`` (the cluster, networks, processes, work dirs and lazy mounts),
-``faults.linkproxies`` (hosts without namespaces), ``jepsen.replicas`` (the replica check) and
+``faults.linkproxies`` (hosts without namespaces), ``stateful.replicas`` (the replica check) and
 ``errors``. Nothing in the core imports it: it is the face the backends see.
 """
 
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from prism_testkit.clusters.hosts import NAMESPACES, NETWORK_MODE, PROXIES, ClusterHosts, network_mode
 from prism_testkit.faults.linkproxies import LOOPBACK, LinkProxies, LoopbackHost
-from prism_testkit.jepsen.replicas import describe_divergence, diverged
 from prism_testkit.provision.base import mount_lazily
 from prism_testkit.provision.cluster import (
     Cluster,
@@ -55,6 +54,7 @@ from prism_testkit.provision.cluster import (
 from prism_testkit.provision.lazymount import LazyMount, LazyMounts, fuse_unavailable_reason
 from prism_testkit.provision.netns import FaultNotInjected, Host, Network, namespaces_unavailable_reason
 from prism_testkit.provision.workdirs import recording_dir
+from prism_testkit.stateful.replicas import describe_divergence, diverged
 
 __all__ = [
     "LOOPBACK",

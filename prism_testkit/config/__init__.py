@@ -3,6 +3,6 @@ patterns and backends, and their JSON Schema), :mod:`.units` (sizes and duration
 write them) and :mod:`.runs` (the suite runs a namespace file adds, ``--prism-namespace``).
 
 May import: ``registry`` (what a file names must be registered), ``capabilities``, ``errors``,
-``redaction``. Never ``provision``, ``faults``, ``jepsen``, ``hunting``, the runtime, the
+``redaction``. Never ``provision``, ``faults``, ``stateful``, ``hunting``, the runtime, the
 reports, the plugin or the CLI (they read configuration), a backend or a pattern.
 """

@@ -18,10 +18,10 @@
 Nothing is imported here: the plugin loads a fault tool only when a suite uses it.
 
 The nemesis, which aims these at a combination's servers as Hypothesis rules and records them
-in the history, is :mod:`prism_testkit.jepsen.nemesis`: it sits above both.
+in the history, is :mod:`prism_testkit.stateful.nemesis`: it sits above both.
 
 May import: ``provision`` (the processes, mounts and networks faults act on), ``driver``,
-``errors``, and ``registry`` for its types. Never ``jepsen`` (histories record faults, faults
+``errors``, and ``registry`` for its types. Never ``stateful`` (histories record faults, faults
 know nothing of histories), ``options``, ``report``, the runtime, the plugin, a backend or a
 pattern.
 """

@@ -537,7 +537,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 def _derandomised(item: pytest.Item) -> bool:
     """Whether ``item`` (a suite test) searches derandomised: its own ``@given`` settings, else
-    the active profile (a stateful run's, :func:`prism_testkit.jepsen.runner.active_settings`).
+    the active profile (a stateful run's, :func:`prism_testkit.stateful.runner.active_settings`).
     A test that hunts does not (its rounds are seeded, whatever the profile)."""
     from hypothesis import settings
 
@@ -558,7 +558,7 @@ def _derandomised_search(item: pytest.Item) -> Iterator[None]:
     """A derandomised suite test's search is a function of its identity, its strategies and the
     seed (:mod:`prism_testkit.hunting.derandomised`): the project's literals are withheld from
     its draws and, for a ``@given`` test, its seed is its identity's (a stateful run seeds its
-    machine itself, :class:`~prism_testkit.jepsen.runner.StatefulRun`); a ``@seed`` it was given wins."""
+    machine itself, :class:`~prism_testkit.stateful.runner.StatefulRun`); a ``@seed`` it was given wins."""
     from prism_testkit.hunting.derandomised import constants_withheld, seed_of
     from prism_testkit.hunting.identity import identity_of
 

@@ -16,6 +16,6 @@
 
 May import: ``errors``, ``redaction``, ``capabilities``, ``patience``. Never ``faults`` (they
 act on what is provisioned), ``options`` (it reads URLs with :func:`.base.url_problem`),
-``registry``, ``report``, the runtime, ``hunting``, ``jepsen``, the plugin, the CLI or a backend.
+``registry``, ``report``, the runtime, ``hunting``, ``stateful``, the plugin, the CLI or a backend.
 The public face of the cluster pieces is :mod:`prism_testkit.clusters`.
 """

@@ -353,7 +353,7 @@ def _plots(tests: dict[str, OneTest]) -> list[str]:
 
 def _settles(tests: dict[str, OneTest]) -> list[str]:
     """A cluster row's settle times after each fault, over its tests (their ``settles``:
-    :class:`~prism_testkit.jepsen.latency.Settles`): per fault kind how many, the mean and the
+    :class:`~prism_testkit.stateful.latency.Settles`): per fault kind how many, the mean and the
     longest, and with matplotlib a dot per sampled settle (:func:`.plots.settle_figure`)."""
     kinds: dict[str, list[float]] = {}  # fault -> count, total, longest
     samples: list[list[Any]] = []

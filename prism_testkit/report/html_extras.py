@@ -3,7 +3,7 @@
 - ``--junitxml``: every suite test of a run with ``--prism-report-html`` carries the page's
   path (``prism_report_html``); a failing stateful test carries its timeline page
   (``prism_timeline``) and its verdict in one line (``prism_verdict``, written by
-  :mod:`prism_testkit.jepsen.runner`). Both paths are absolute, so a CI UI that shows a
+  :mod:`prism_testkit.stateful.runner`). Both paths are absolute, so a CI UI that shows a
   testcase's properties names files it can find whatever the job's working directory.
 - pytest-html (``--html``): a failing suite test's row links its timeline and shows its verdict
   as extras. ``pytest_html`` is imported only when that plugin is active and writing a report:

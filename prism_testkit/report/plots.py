@@ -2,7 +2,7 @@
 (an optional extra: ``pip install 'prism-testkit[plots]'``): each operation's latency over time,
 coloured by outcome, with the faults as bands across it (Jepsen's ``latency-raw``), and
 operations per second by outcome (Jepsen's ``rate``). The samples are the report's (a test
-entry's ``latency``: :mod:`prism_testkit.jepsen.latency`). A cluster row also gets its settle
+entry's ``latency``: :mod:`prism_testkit.stateful.latency`). A cluster row also gets its settle
 times after each fault (:func:`settle_figure`: one dot per settle, a row per fault kind).
 
 matplotlib is imported on the first plot, never by a run that draws none; without it the page

@@ -65,7 +65,7 @@ def junit_properties(suite: str, slots: dict[str, str], namespace: str | None = 
 
 BACKEND_FAILED = "prism_backend_failed"
 # the user property a stateful test records the examples it drew under (--prism-depth; the
-# stateful runner writes it: prism_testkit.jepsen.runner.DEPTH_PROPERTY)
+# stateful runner writes it: prism_testkit.stateful.runner.DEPTH_PROPERTY)
 DEPTH = "prism_depth"
 
 
@@ -222,7 +222,7 @@ ERROR = "error"
 POWER_CUT = "power_loss"
 # the user properties a stateful test leaves: a failing one's timeline page and the command that
 # replays it (strings), the latency samples of its failing (else richest) example and, on a
-# cluster, its settle times after each fault (jepsen.latency); each test's entry in the report
+# cluster, its settle times after each fault (stateful.latency); each test's entry in the report
 # carries them (``timeline``, ``replay``, ``latency``, ``settles``)
 EVIDENCE = {
     "prism_timeline": "timeline",

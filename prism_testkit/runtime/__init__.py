@@ -13,7 +13,7 @@ Servers are started and drivers connected on first use, once per process, never 
 test or example; everything is stopped and removed in :meth:`PrismRuntime.close`.
 
 May import: ``provision``, ``faults`` (the proxy and power loss it wires in), ``registry``,
-``simulation``, ``driver``, ``isolation``, ``errors``, ``redaction``. Never ``jepsen`` (the
+``simulation``, ``driver``, ``isolation``, ``errors``, ``redaction``. Never ``stateful`` (the
 env counts a checker's verdict by what it holds: the checkers sit above the runtime),
 ``report``, ``hunting``, ``options``, the plugin or the CLI (they use the runtime), a backend or
 a pattern (backends arrive through the registry's entry points).

@@ -20,7 +20,7 @@ from prism_testkit.runtime import PrismRuntime
 
 class CountedVerdict(Protocol):
     """What the report row counts of a checker's verdict
-    (:class:`prism_testkit.jepsen.checkers.Verdict`): the runtime sits below the checkers."""
+    (:class:`prism_testkit.stateful.checkers.Verdict`): the runtime sits below the checkers."""
 
     @property
     def checker(self) -> str: ...

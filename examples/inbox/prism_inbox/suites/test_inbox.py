@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prism_testkit import Message, PrismEnv, Slot, Transaction, prism_suite
-from prism_testkit.jepsen.checkers import Anomaly, Verdict, suite_verdict
-from prism_testkit.jepsen.history import History, Pair
+from prism_testkit.stateful.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.history import History, Pair
 
 from ..inbox import Inbox, InboxConfig, InboxConsumer, MessageIdReused, Outcome
 

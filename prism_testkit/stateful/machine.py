@@ -2,13 +2,13 @@
 
 A suite subclasses :class:`FaultMachine`, writes its client operations as Hypothesis rules that
 go through :meth:`~FaultMachine.attempt`, and implements :meth:`~FaultMachine.check`. The
-nemesis rules come with the base (:class:`~prism_testkit.jepsen.nemesis.NemesisRules`). Each
+nemesis rules come with the base (:class:`~prism_testkit.stateful.nemesis.NemesisRules`). Each
 example:
 
 - works in its own namespace (``env.ns.child()``), purged when the example ends;
 - runs every coroutine on the worker's one event loop through ``env.runtime.run``: Hypothesis
   does not support async rules, and one loop means drivers never cross loops;
-- records a Jepsen-style :class:`~prism_testkit.jepsen.history.History`;
+- records a Jepsen-style :class:`~prism_testkit.stateful.history.History`;
 - at teardown heals every fault, waits for operations abandoned in flight, lets the suite drain
   (waiting on progress, not a clock: a drain that stops progressing is
   :class:`~prism_testkit.patience.Unsettled`, a liveness failure, never ``lost``) and check
@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize
 
-from prism_testkit.jepsen.checkers import Verdict, judged_nothing
-from prism_testkit.jepsen.client import Outcome, RecordedClient
-from prism_testkit.jepsen.history import History, OpType
-from prism_testkit.jepsen.nemesis import Nemesis, NemesisRules
-from prism_testkit.jepsen.runner import StatefulRun
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.buggify import heal as heal_misbehaviour
 from prism_testkit.simulation.buggify import unknown_outcomes
+from prism_testkit.stateful.checkers import Verdict, judged_nothing
+from prism_testkit.stateful.client import Outcome, RecordedClient
+from prism_testkit.stateful.history import History, OpType
+from prism_testkit.stateful.nemesis import Nemesis, NemesisRules
+from prism_testkit.stateful.runner import StatefulRun
 
 if TYPE_CHECKING:
     from prism_testkit.driver import Driver
@@ -55,7 +55,7 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
 
     def __init__(self, run: StatefulRun, slots: Sequence[str], *, ephemeral: Collection[str] = ()) -> None:
         """``ephemeral``: slots whose checks owe nothing across a restart, killed even where not
-        durable (see :class:`~prism_testkit.jepsen.nemesis.Nemesis`)."""
+        durable (see :class:`~prism_testkit.stateful.nemesis.Nemesis`)."""
         super().__init__()
         self.prism_run = run
         self.env = run.env

@@ -1,4 +1,4 @@
-"""prism_testkit.jepsen.client and .nemesis without servers: how client errors are recorded before
+"""prism_testkit.stateful.client and .nemesis without servers: how client errors are recorded before
 and after a fault, abandoned operations settled late, and the faults offered as Hypothesis rules."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from hypothesis.stateful import RULE_MARKER
 
 from prism_testkit import patience
-from prism_testkit.jepsen.client import RecordedClient
-from prism_testkit.jepsen.history import History, OpType
-from prism_testkit.jepsen.machine import FaultMachine
+from prism_testkit.stateful.client import RecordedClient
+from prism_testkit.stateful.history import History, OpType
+from prism_testkit.stateful.machine import FaultMachine
 
 
 class Faults:

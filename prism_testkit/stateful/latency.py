@@ -12,7 +12,7 @@ evenly spread, so a long hunt's report stays small.
 
 :class:`Settles` keeps a cluster row's settle times after each fault (the time the harness waited
 for a cluster to serve again after a fault's heal: :attr:`Nemesis.settles
-<prism_testkit.jepsen.nemesis.Nemesis.settles>`) over every example of a test, as the report's
+<prism_testkit.stateful.nemesis.Nemesis.settles>`) over every example of a test, as the report's
 ``settles``: each fault kind's count, total and longest over all of them, and at most
 :data:`MOST_SETTLES` samples ``[fault, seconds, backend]`` for the plot.
 """
@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prism_testkit.jepsen.history import History, OpType
-from prism_testkit.jepsen.timeline import NEMESIS, FaultBand
+from prism_testkit.stateful.history import History, OpType
+from prism_testkit.stateful.timeline import NEMESIS, FaultBand
 
 PROPERTY = "prism_latency"  # the user property a stateful test records it under
 SETTLES = "prism_settles"  # ... and its settle times after each fault (a cluster row's)

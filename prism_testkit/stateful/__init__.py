@@ -1,4 +1,6 @@
-"""Jepsen-style histories and checkers: clients record histories, checkers judge them.
+"""Stateful testing: Hypothesis machines whose clients record histories, a nemesis that
+strikes faults between their steps, and checkers that judge the histories (Jepsen's client /
+nemesis / checker split).
 
 - :mod:`.history` (operations as invoke / ok / fail / info) and :mod:`.client` (recorded,
   time-bounded operations on the test's event loop); suite-specific clients stay beside their
@@ -15,7 +17,8 @@
   :mod:`.runner` (runs it under the Hypothesis profile, fails with the smallest witness and a
   replay command).
 - :mod:`.recording` (the steps of an example as Hypothesis issues them, and issuing them again
-  from a schedule file, each completed before the next).
+  from a schedule file, each completed before the next): replay's half that needs a machine and
+  its history; the schedule file and the replay command are ``hunting``'s, below this package.
 - :mod:`.timeline` (an example as a self-contained HTML page after Jepsen's ``timeline.html``:
   a lane per process, operations as bars, faults as bands from strike to heal, anomalies
   marked; the runner writes the failing example's, ``--prism-timelines``) and :mod:`.latency`

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
-from prism_testkit.jepsen.history import History, OpType
+from prism_testkit.stateful.checkers import Anomaly, Verdict
+from prism_testkit.stateful.history import History, OpType
 
 LOST_IN_FAILOVER = "lost-in-failover"
 

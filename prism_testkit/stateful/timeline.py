@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 
-from prism_testkit.jepsen.checkers import Verdict
-from prism_testkit.jepsen.history import History, Op, OpType, Process
+from prism_testkit.stateful.checkers import Verdict
+from prism_testkit.stateful.history import History, Op, OpType, Process
 
 NEMESIS = "nemesis"
 ROW = 22  # px per history event

@@ -28,7 +28,7 @@ from hypothesis.strategies import DataObject, SearchStrategy
 
 from prism_testkit import patience
 from prism_testkit.hunting.schedule import DATA, ScheduleError, Step, decode, encode
-from prism_testkit.jepsen.history import History, OpType, render_op
+from prism_testkit.stateful.history import History, OpType, render_op
 
 NEMESIS = "nemesis"
 CRASH = "crash"  # a suite's own process crash (an applier, a relay): a fault, though not the nemesis's
@@ -176,7 +176,7 @@ def _identity(rendered: str | None) -> list[str]:
 
 def settle_strays(machine: Any) -> Callable[[], None] | None:
     """A function that waits (bounded) for the machine's abandoned client operations, for a
-    machine with a :class:`~prism_testkit.jepsen.client.RecordedClient`; else None."""
+    machine with a :class:`~prism_testkit.stateful.client.RecordedClient`; else None."""
     recorded = getattr(machine, "recorded", None)
     strays = getattr(recorded, "strays", None)
     if strays is None:

@@ -1,4 +1,4 @@
-"""Checkers that judge a :class:`~prism_testkit.jepsen.history.History` and explain what went wrong.
+"""Checkers that judge a :class:`~prism_testkit.stateful.history.History` and explain what went wrong.
 
 The definitions follow Jepsen's (the total-queue checker and the Kafka workload's anomaly
 names); the code is our own. Every checker returns a :class:`Verdict`. Every anomaly carries a
@@ -28,7 +28,7 @@ its other values are held to the same rules as acknowledged ones.
 ``tests/test_jepsen_conformance.py`` replays Jepsen's own checker test histories against
 these checkers, and lists each deliberate difference.
 
-The history conventions the checkers read are described in :mod:`prism_testkit.jepsen.history`.
+The history conventions the checkers read are described in :mod:`prism_testkit.stateful.history`.
 Values are identities: each written value should be unique (per queue / log).
 """
 
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prism_testkit.capabilities import DeliveryGuarantee
-from prism_testkit.jepsen.history import History, OpType, Pair, Process
+from prism_testkit.stateful.history import History, OpType, Pair, Process
 
 LOSS = frozenset({"lost", "lost-write", "unseen"})
 DUPLICATION = frozenset({"duplicated", "duplicate"})

@@ -26,7 +26,7 @@ fails over (``postgres-ha``, ``redis-sentinel`` and their variants) has its prim
 where the kill rule would kill it (see ``failover``): killed, a replica promoted, the old one
 back as a replica. A backend that does not declare ``survives_failover`` (asynchronous
 replication) is failed over too: what its checkers then find lost is tolerated as
-``lost-in-failover`` (:mod:`prism_testkit.jepsen.failover_loss`), anything else still fails.
+``lost-in-failover`` (:mod:`prism_testkit.stateful.failover_loss`), anything else still fails.
 Where the cluster can make a replica lag (``postgres-ha``, ``redis-sentinel``), a drawn
 flag first stops one replica and keeps it stopped through the promotion: the lagging-standby
 fault (``failover-lagging``).
@@ -44,7 +44,7 @@ cluster to serve again as a whole (from each start of its nodes in the heal, or 
 :meth:`~prism_testkit.provision.cluster.Cluster.wait_settled`, until it settled: its
 :attr:`~prism_testkit.provision.cluster.Cluster.settle_seconds`; plus a failover's promotion), on
 the real clock: a cluster's nodes are processes, never simulated. The report shows them per
-cluster row (:class:`~prism_testkit.jepsen.latency.Settles`).
+cluster row (:class:`~prism_testkit.stateful.latency.Settles`).
 
 After the heal, a cluster whose nodes can be read one by one (a JetStream cluster: each
 node's monitoring endpoint) is checked node by node (:meth:`Nemesis.replica_verdicts`): every
@@ -82,12 +82,12 @@ from prism_testkit.errors import NotSupported
 from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import storage_faults
 from prism_testkit.faults.proxy import FaultProxy
-from prism_testkit.jepsen.checkers import Anomaly, Verdict
-from prism_testkit.jepsen.history import History
-from prism_testkit.jepsen.replicas import StreamState, describe_divergence, diverged
 from prism_testkit.patience import Unsettled
 from prism_testkit.provision.cluster import FailoverCluster, NodeRefusedToStart
 from prism_testkit.provision.netns import FaultNotInjected
+from prism_testkit.stateful.checkers import Anomaly, Verdict
+from prism_testkit.stateful.history import History
+from prism_testkit.stateful.replicas import StreamState, describe_divergence, diverged
 
 if TYPE_CHECKING:
     from prism_testkit.provision.base import ServerControl
@@ -163,7 +163,7 @@ class Nemesis:
         self.paused: set[str] = set()
         self.targets = {slot: self._target(slot) for slot in slots}
         # when the end-of-example heal ended (the history's clock): where a timeline's faults
-        # still open then end (see prism_testkit.jepsen.timeline)
+        # still open then end (see prism_testkit.stateful.timeline)
         self.healed_at: int | None = None
         # (fault, backend, seconds) of each fault the harness waited on a cluster to settle after
         self.settles: list[tuple[str, str, float]] = []
@@ -412,7 +412,7 @@ class Nemesis:
 
     def fail_over_now(self, backend: str) -> bool:
         """Fail ``backend`` over now, whatever the rules drew: a failover its test owes (see
-        :meth:`~prism_testkit.jepsen.runner.StatefulRun.owed_failovers`); a consensus cluster
+        :meth:`~prism_testkit.stateful.runner.StatefulRun.owed_failovers`); a consensus cluster
         loses its leader (killed and started again). A paused server is resumed and cut links
         healed first, each recorded, so the fault meets a whole cluster; False when ``backend``
         is none of :meth:`failover_backends`."""

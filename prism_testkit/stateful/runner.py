@@ -37,20 +37,20 @@ from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 from prism_testkit.hunting import depth as depths
 from prism_testkit.hunting.hunt import PLAN, ROUND_EXAMPLES, HuntPlan, HuntTally
 from prism_testkit.hunting.schedule import REPLAY, ReplayResult, Schedule, ScheduleError, reproduces, write
-from prism_testkit.jepsen.checkers import EMPTY, Verdict, judged_nothing
-from prism_testkit.jepsen.failover_loss import failed_over, leaders_lost, tolerate_failover_losses
-from prism_testkit.jepsen.history import History, OpType
-from prism_testkit.jepsen.latency import Series, Settles
-from prism_testkit.jepsen.recording import StepRecorder, record_steps, reissue, settle_strays
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.digest import combined_digest, history_digest
+from prism_testkit.stateful.checkers import EMPTY, Verdict, judged_nothing
+from prism_testkit.stateful.failover_loss import failed_over, leaders_lost, tolerate_failover_losses
+from prism_testkit.stateful.history import History, OpType
+from prism_testkit.stateful.latency import Series, Settles
+from prism_testkit.stateful.recording import StepRecorder, record_steps, reissue, settle_strays
 
 # How a round says its test was skipped (Hypothesis raises unittest's when it runs no example).
 SKIPS = (unittest.SkipTest, pytest.skip.Exception)
 
 if TYPE_CHECKING:
-    from prism_testkit.jepsen.timeline import FaultBand, Timeline
     from prism_testkit.runtime.env import PrismEnv
+    from prism_testkit.stateful.timeline import FaultBand, Timeline
 
 DEFAULT_SCHEDULES = ".prism-schedules"  # under the rootdir: where a hunt writes schedules without --prism-schedules
 STEPS = 12  # rules per example: short histories shrink fast and read well
@@ -252,7 +252,7 @@ class StatefulRun:
         end to end, for the report's plot."""
         if self.latency is None:
             return
-        from prism_testkit.jepsen.latency import PROPERTY, latency_property
+        from prism_testkit.stateful.latency import PROPERTY, latency_property
 
         if self.last_failing is not None:
             history, healed_at = self.last_failing
@@ -265,7 +265,7 @@ class StatefulRun:
 
     def note_settles(self, settles: Sequence[tuple[str, str, float]]) -> None:
         """An example's settle times after its faults (:attr:`Nemesis.settles
-        <prism_testkit.jepsen.nemesis.Nemesis.settles>`), kept for the report."""
+        <prism_testkit.stateful.nemesis.Nemesis.settles>`), kept for the report."""
         if self.settles is not None:
             for fault, backend, seconds in settles:
                 self.settles.add(fault, backend, seconds)
@@ -273,13 +273,13 @@ class StatefulRun:
     def record_settles(self) -> None:
         """The settle times after each fault of every example, for a cluster row's table and plot."""
         if self.settles:
-            from prism_testkit.jepsen.latency import SETTLES
+            from prism_testkit.stateful.latency import SETTLES
 
             self.node.user_properties.append((SETTLES, self.settles.as_property()))
 
     def bands(self, history: History, healed_at: int | None) -> list[FaultBand]:
         """The faults of an example as bands: its history's, and load mode's stalls."""
-        from prism_testkit.jepsen.timeline import fault_bands
+        from prism_testkit.stateful.timeline import fault_bands
 
         return [*fault_bands(history, healed_at), *self._stalls(history, healed_at)]
 
@@ -299,7 +299,7 @@ class StatefulRun:
         """Where the drawn examples never failed a failover cluster over, one more (or
         :data:`FAILOVER_PASS_EXAMPLES`), each failing every such cluster over once after its
         first client operations (see
-        :class:`~prism_testkit.jepsen.machine.FaultMachine`) and judged like any: every test
+        :class:`~prism_testkit.stateful.machine.FaultMachine`) and judged like any: every test
         over a failover cluster is proved across a failover. A pass of its own, with its own
         example-database key, so the drawn search and its replays stay as they were."""
         owed = self.owed_failovers()
@@ -465,7 +465,7 @@ class StatefulRun:
         """The modules that may not read real time in a simulated example: patterns, the
         simulated backends' drivers, suites, the stateful harness, and ``more``."""
         drivers = [self.env.runtime.registry[name].driver_class.__module__ for name in self.simulated]
-        return ("prism_testkit.patterns", "suites", "prism_testkit.suites", "prism_testkit.jepsen", *drivers, *more)
+        return ("prism_testkit.patterns", "suites", "prism_testkit.suites", "prism_testkit.stateful", *drivers, *more)
 
     def note_history(self, history: History, *prefixes: str) -> str:
         """Digest an example's history (``prefixes``, names made from the run id, masked)."""
@@ -695,7 +695,7 @@ class StatefulRun:
         reports, after shrinking). The failing page's path, or None."""
         if self.timelines == "none" or (not failed and self.timelines != "all"):
             return None
-        from prism_testkit.jepsen.timeline import Timeline, fault_bands, write_timeline
+        from prism_testkit.stateful.timeline import Timeline, fault_bands, write_timeline
 
         notes = [f"replay: {replay.splitlines()[0]}"] if replay else []
         if self.simulated:
@@ -729,7 +729,7 @@ class StatefulRun:
         if self.simulated or not len(history):
             return []
         from prism_testkit.faults.jitter import stalls_between
-        from prism_testkit.jepsen.timeline import band_at
+        from prism_testkit.stateful.timeline import band_at
 
         end = healed_at if healed_at is not None else history[-1].time
         bands = []
@@ -768,7 +768,7 @@ class StatefulRun:
             return
         path, timeline = self.failing_timeline
         self.failing_timeline = None
-        from prism_testkit.jepsen.timeline import write_timeline
+        from prism_testkit.stateful.timeline import write_timeline
 
         try:
             write_timeline(path, timeline)

@@ -17,8 +17,8 @@ from typing import Any, Generic, TypeVar
 
 import prism_testkit.simulation.clock as clocks
 from prism_testkit import patience
-from prism_testkit.jepsen.history import DEFINITE_FAILURES, History, OpHandle
 from prism_testkit.patience import Unsettled
+from prism_testkit.stateful.history import DEFINITE_FAILURES, History, OpHandle
 
 T = TypeVar("T")
 

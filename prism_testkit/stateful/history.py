@@ -20,7 +20,7 @@ Recording::
         delivery = await queue.receive("q")
         op.set(value=decode(delivery) if delivery else None)
 
-Value conventions the checkers rely on (:mod:`prism_testkit.jepsen.checkers`): a write carries its
+Value conventions the checkers rely on (:mod:`prism_testkit.stateful.checkers`): a write carries its
 value on the invoke; ``dequeue`` completes with the dequeued value (``None``: queue empty); a
 queue ``drain`` completes with the list of values it read; a log ``poll`` or ``drain``
 completes with a list of ``(offset, value)`` records. A poll whose outcome was lost, or that
