@@ -799,10 +799,163 @@ def compare_main(argv: list[str]) -> int:
     return 1 if any(c.status == "regression" for c in changes) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["compare"]:
-        return compare_main(argv[1:])
+@dataclass
+class Bench:
+    """What every section measures with: the running backends' drivers, one namespace for all
+    their keys, and the command line's sizes."""
+
+    runtime: PrismRuntime
+    drivers: dict[str, Driver]
+    ns: Namespace
+    args: argparse.Namespace
+
+    def supporting(self, capability: Capability) -> list[Driver]:
+        return [d for d in self.drivers.values() if d.supports(capability)]
+
+    def purge(self) -> None:
+        for driver in self.drivers.values():
+            self.runtime.run(driver.purge(self.ns.prefix))
+
+
+Section = Callable[[Bench, dict], None]  # fills its own keys of the results
+
+
+def _operations(bench: Bench, results: dict) -> None:
+    for driver in bench.drivers.values():
+        print(f"measuring {driver.name} ...", file=sys.stderr)
+        rates = bench.runtime.run(interface_rates(driver, bench.ns, bench.args.ops, bench.args.trials))
+        results["operations"] += [asdict(m) for m in rates]
+
+
+def _claim_check(bench: Bench, results: dict) -> None:
+    for messaging, store in claim_check_pairs(bench.supporting(Capability.QUEUE), bench.supporting(Capability.OBJECTS)):
+        print(f"claim check: {messaging.name} x {store.name} ...", file=sys.stderr)
+        results["claim_check"] += bench.runtime.run(
+            claim_check_overhead(messaging, store, bench.ns, bench.args.ops, bench.args.trials)
+        )
+
+
+def _outbox(bench: Bench, results: dict) -> None:
+    ns, ops, trials = bench.ns, bench.args.ops, bench.args.trials
+    transactional = bench.supporting(Capability.TRANSACTIONS)
+    for store in transactional:
+        print(f"outbox commit: {store.name} ...", file=sys.stderr)
+        results["outbox"] += bench.runtime.run(outbox_commit_overhead(store, ns, ops, trials))
+    for store, sink in claim_check_pairs(transactional, bench.supporting(Capability.QUEUE)):  # each once, not all pairs
+        print(f"outbox relay: {store.name} -> {sink.name} ...", file=sys.stderr)
+        results["outbox"].append(bench.runtime.run(outbox_relay_overhead(store, sink, ns, ops, trials)))
+
+
+def _driver_vs_raw(bench: Bench, results: dict) -> None:
+    for driver in bench.drivers.values():  # backends without a raw comparison give no rows
+        print(f"driver vs raw client: {driver.name} ...", file=sys.stderr)
+        results["driver_vs_raw"] += bench.runtime.run(
+            driver_vs_raw(bench.runtime, driver, bench.ns, bench.args.ops, bench.args.trials)
+        )
+
+
+def _memory(bench: Bench, results: dict) -> None:
+    for store in bench.supporting(Capability.OBJECTS):
+        if store.name != "memstore":  # memstore keeps objects in memory by design
+            results["memory"].append(
+                bench.runtime.run(claim_check_memory(store, bench.ns, bench.args.stream_mib << 20))
+            )
+
+
+def _tiered_storage(bench: Bench, results: dict) -> None:
+    stores = bench.supporting(Capability.OBJECTS)
+    tiered = [Capability.KEYVALUE, Capability("keyvalue.cas"), Capability("keyvalue.scan")]
+    for kv_driver in [d for d in bench.drivers.values() if all(d.supports(c) for c in tiered)]:
+        # the first object store, and the key-value backend's own when it is one
+        for store in stores[:1] + [s for s in stores[1:] if s.name == kv_driver.name]:
+            print(f"tiered storage: {kv_driver.name} + {store.name} ...", file=sys.stderr)
+            results["tiered_storage"] += bench.runtime.run(
+                tiered_storage_overhead(kv_driver, store, bench.ns, bench.args.ops, bench.args.trials)
+            )
+
+
+def _wal(bench: Bench, results: dict) -> None:
+    for spec in bench.runtime.available:
+        driver = bench.drivers[spec.name]
+        if spec.properties.durable and driver.supports(Capability.LOG) and driver.supports(Capability.KEYVALUE):
+            print(f"measuring the WAL on {spec.name} ...", file=sys.stderr)
+            results["wal"] += bench.runtime.run(wal_rows(driver, spec, bench.ns, bench.args.ops, bench.args.trials))
+            results["wal_applier"] += bench.runtime.run(applier_rows(driver, spec, bench.ns, bench.args.ops))
+
+
+def _against_raw_loop(section: str, rows_of: Callable[[Driver, Namespace, int, int], Awaitable[list[dict]]]) -> Section:
+    """The producer's or the consumer's section: each backend's rows isolated, so a failure is
+    an error row rather than the end of the run."""
+
+    def measure(bench: Bench, results: dict) -> None:
+        for driver in producer_consumer.fitting(list(bench.drivers.values())):
+            print(f"{section} vs raw loop: {driver.name} ...", file=sys.stderr)
+            rows = rows_of(driver, bench.ns, bench.args.ops, bench.args.trials)
+            results[section] += bench.runtime.run(producer_consumer.isolated(section, driver, rows))
+
+    return measure
+
+
+def _growth(bench: Bench, results: dict) -> None:
+    sizes = [int(size) for size in bench.args.growth_sizes.split(",")]
+    trials = bench.args.trials
+    for name in growth.LOG_BACKENDS:
+        if name in bench.drivers:
+            print(f"growth: {name} log ...", file=sys.stderr)
+            results["growth"] += bench.runtime.run(
+                growth.log_read_growth(bench.drivers[name], bench.ns, sizes, 200, trials)
+            )
+    for name in growth.QUEUE_BACKENDS:
+        if name in bench.drivers:
+            print(f"growth: {name} queue ...", file=sys.stderr)
+            capped = [n for n in sizes if n <= growth.DURABLE_QUEUE_MAX or name == "memstore"]
+            results["growth"] += bench.runtime.run(
+                growth.queue_receive_growth(bench.drivers[name], bench.ns, capped, 200, trials)
+            )
+    print("growth: checkers ...", file=sys.stderr)
+    results["growth"] += growth.checker_growth(sizes, min(trials, 3))
+    results["growth_slopes"] = growth.with_slopes(results["growth"])
+
+
+def _failover(bench: Bench, results: dict) -> None:
+    for name in bench.drivers:
+        control = bench.runtime.control(name)
+        if isinstance(control, FailoverCluster):
+            print(f"failover: {name} ...", file=sys.stderr)
+            results["failover"].append(failover_row(name, control, bench.args.trials))
+
+
+# The order the sections run in. Failover stays last because each of its trials moves the primary
+# under the drivers: every other section, and main's purge of the namespace, must use them before.
+SECTIONS: dict[str, Section] = {
+    "operations": _operations,
+    "claim_check": _claim_check,
+    "outbox": _outbox,
+    "driver_vs_raw": _driver_vs_raw,
+    "memory": _memory,
+    "tiered_storage": _tiered_storage,
+    "wal": _wal,
+    "producer": _against_raw_loop("producer", producer_consumer.producer_rows),
+    "consumer": _against_raw_loop("consumer", producer_consumer.consumer_rows),
+    "growth": _growth,
+    "failover": _failover,
+}
+
+
+def chosen_sections(value: str) -> set[str]:
+    """``--sections``: names from SECTIONS, comma-separated, or all."""
+    chosen = {part.strip() for part in value.split(",") if part.strip()}
+    if "all" in chosen:
+        return set(SECTIONS)
+    unknown = sorted(chosen - SECTIONS.keys())
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown section {', '.join(unknown)}: choose from {', '.join(SECTIONS)} (or all)"
+        )
+    return chosen
+
+
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prism-backend", default="all")
     parser.add_argument("--ops", type=int, default=100, help="operations per side per trial")
@@ -811,18 +964,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-trials", type=int, default=15, help="pairs of pytest runs (0: skip)")
     parser.add_argument(
         "--sections",
+        type=chosen_sections,
         default="all",
-        help="comma-separated: operations, claim_check, outbox, tiered_storage, driver_vs_raw, memory, wal, "
-        "producer, consumer, growth, failover (or all)",
+        help=f"comma-separated, run in this order: {', '.join(SECTIONS)} (or all)",
     )
     parser.add_argument("--trials", type=int, default=5, help="interleaved trials per row")
     parser.add_argument("--growth-sizes", default="1000,10000,100000", help="sizes of the growth table")
-    args = parser.parse_args(argv)
+    return parser
 
-    registry = build_registry(make_plugin_manager())
-    runtime = PrismRuntime(registry, select(registry, args.prism_backend), {}, NamespaceFactory(worker="bench"))
+
+def _empty_results(runtime: PrismRuntime, args: argparse.Namespace) -> dict:
+    """The machine's floors, and an empty place for every section's rows."""
     print("measuring the fsync floor ...", file=sys.stderr)
-    results: dict = {
+    return {
         "fsync_floor": floor.fsync_floor(),
         "sha256": sha256_row(args.ops, args.trials),
         "operations": [],
@@ -841,91 +995,35 @@ def main(argv: list[str] | None = None) -> int:
         "failover": [],
         "unavailable": runtime.unavailable,
     }
+
+
+def _time_to_ready(runtime: PrismRuntime, drivers: dict[str, Driver]) -> dict[str, float]:
+    """How long each server the harness started took to accept connections."""
+    ready = {}
+    for name in drivers:
+        seconds = getattr(runtime.control(name), "time_to_ready", None)
+        if seconds is not None:
+            ready[name] = seconds
+    return ready
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        return compare_main(argv[1:])
+    args = argument_parser().parse_args(argv)
+    registry = build_registry(make_plugin_manager())
+    runtime = PrismRuntime(registry, select(registry, args.prism_backend), {}, NamespaceFactory(worker="bench"))
+    results = _empty_results(runtime, args)
     try:
         drivers = {spec.name: runtime.driver(spec.name) for spec in runtime.available}
-        for name in drivers:
-            control = runtime.control(name)
-            if control is not None and getattr(control, "time_to_ready", None) is not None:
-                results["time_to_ready"][name] = control.time_to_ready
-        ns = runtime.namespaces.new()
-        sections = set(results) if args.sections == "all" else {s.strip() for s in args.sections.split(",")}
-        if "operations" in sections:
-            for driver in drivers.values():
-                print(f"measuring {driver.name} ...", file=sys.stderr)
-                results["operations"] += [
-                    asdict(m) for m in runtime.run(interface_rates(driver, ns, args.ops, args.trials))
-                ]
-        queues = [d for d in drivers.values() if d.supports(Capability.QUEUE)]
-        stores = [d for d in drivers.values() if d.supports(Capability.OBJECTS)]
-        if "claim_check" in sections:
-            for messaging, store in claim_check_pairs(queues, stores):
-                print(f"claim check: {messaging.name} x {store.name} ...", file=sys.stderr)
-                results["claim_check"] += runtime.run(claim_check_overhead(messaging, store, ns, args.ops, args.trials))
-        if "outbox" in sections:
-            transactional = [d for d in drivers.values() if d.supports(Capability.TRANSACTIONS)]
-            for store in transactional:
-                print(f"outbox commit: {store.name} ...", file=sys.stderr)
-                results["outbox"] += runtime.run(outbox_commit_overhead(store, ns, args.ops, args.trials))
-            for store, sink in claim_check_pairs(transactional, queues):  # each store, each sink, not all pairs
-                print(f"outbox relay: {store.name} -> {sink.name} ...", file=sys.stderr)
-                results["outbox"].append(runtime.run(outbox_relay_overhead(store, sink, ns, args.ops, args.trials)))
-        if "driver_vs_raw" in sections:
-            for driver in drivers.values():  # backends without a raw comparison give no rows
-                print(f"driver vs raw client: {driver.name} ...", file=sys.stderr)
-                results["driver_vs_raw"] += runtime.run(driver_vs_raw(runtime, driver, ns, args.ops, args.trials))
-        if "memory" in sections:
-            for store in stores:
-                if store.name != "memstore":  # memstore keeps objects in memory by design
-                    results["memory"].append(runtime.run(claim_check_memory(store, ns, args.stream_mib << 20)))
-        if "tiered_storage" in sections:
-            tiered = [Capability.KEYVALUE, Capability("keyvalue.cas"), Capability("keyvalue.scan")]
-            for kv_driver in [d for d in drivers.values() if all(d.supports(c) for c in tiered)]:
-                for store in stores[:1] + [s for s in stores[1:] if s.name == kv_driver.name]:
-                    print(f"tiered storage: {kv_driver.name} + {store.name} ...", file=sys.stderr)
-                    results["tiered_storage"] += runtime.run(
-                        tiered_storage_overhead(kv_driver, store, ns, args.ops, args.trials)
-                    )
-        if "wal" in sections:
-            for spec in runtime.available:
-                driver = drivers[spec.name]
-                if spec.properties.durable and driver.supports(Capability.LOG) and driver.supports(Capability.KEYVALUE):
-                    print(f"measuring the WAL on {spec.name} ...", file=sys.stderr)
-                    results["wal"] += runtime.run(wal_rows(driver, spec, ns, args.ops, args.trials))
-                    results["wal_applier"] += runtime.run(applier_rows(driver, spec, ns, args.ops))
-        for section, rows_of in (
-            ("producer", producer_consumer.producer_rows),
-            ("consumer", producer_consumer.consumer_rows),
-        ):
-            if section in sections:  # each backend's rows isolated: a failure is an error row
-                for driver in producer_consumer.fitting(list(drivers.values())):
-                    print(f"{section} vs raw loop: {driver.name} ...", file=sys.stderr)
-                    results[section] += runtime.run(
-                        producer_consumer.isolated(section, driver, rows_of(driver, ns, args.ops, args.trials))
-                    )
-        if "growth" in sections:
-            sizes = [int(size) for size in args.growth_sizes.split(",")]
-            for name in growth.LOG_BACKENDS:
-                if name in drivers:
-                    print(f"growth: {name} log ...", file=sys.stderr)
-                    results["growth"] += runtime.run(growth.log_read_growth(drivers[name], ns, sizes, 200, args.trials))
-            for name in growth.QUEUE_BACKENDS:
-                if name in drivers:
-                    print(f"growth: {name} queue ...", file=sys.stderr)
-                    capped = [n for n in sizes if n <= growth.DURABLE_QUEUE_MAX or name == "memstore"]
-                    results["growth"] += runtime.run(
-                        growth.queue_receive_growth(drivers[name], ns, capped, 200, args.trials)
-                    )
-            print("growth: checkers ...", file=sys.stderr)
-            results["growth"] += growth.checker_growth(sizes, min(args.trials, 3))
-            results["growth_slopes"] = growth.with_slopes(results["growth"])
-        for driver in drivers.values():
-            runtime.run(driver.purge(ns.prefix))
-        if "failover" in sections:  # last: every trial moves the primary under the drivers
-            for name in drivers:
-                control = runtime.control(name)
-                if isinstance(control, FailoverCluster):
-                    print(f"failover: {name} ...", file=sys.stderr)
-                    results["failover"].append(failover_row(name, control, args.trials))
+        results["time_to_ready"] = _time_to_ready(runtime, drivers)
+        bench = Bench(runtime, drivers, runtime.namespaces.new(), args)
+        for name, section in SECTIONS.items():
+            if name == "failover":  # clean up while the drivers still reach their primaries
+                bench.purge()
+            if name in args.sections:
+                section(bench, results)
     finally:
         runtime.close()
     if args.import_trials > 0:
