@@ -156,6 +156,7 @@ def test_the_api_reference_is_generated_from_the_docstrings(site: Path) -> None:
         "clusters": "prism_testkit.clusters",
         "provisioning": "prism_testkit.provision.base.Provisioner",
         "embedded-backends": "prism_testkit.backends.memstore.open_memstore",
+        "stateful": "prism_testkit.stateful.machine.FaultMachine",
     }
     assert {name: f'id="{anchor}"' in pages.get(name, "") for name, anchor in expected.items()} == dict.fromkeys(
         expected, True

@@ -7,15 +7,12 @@ needs, with their original indices), so a failure message shows a few lines, not
 
 What a delivery guarantee allows (see :func:`tolerated`):
 
-=====================  =============  ============  ============
-anomaly                at-least-once  exactly-once  at-most-once
-=====================  =============  ============  ============
-lost, lost-write,      invalid        invalid       tolerated
-unseen
-duplicated, duplicate  tolerated      invalid       invalid
-int-send-skip          reported       reported      reported
-any other              invalid        invalid       invalid
-=====================  =============  ============  ============
+| anomaly | at-least-once | exactly-once | at-most-once |
+|---|---|---|---|
+| lost, lost-write, unseen | invalid | invalid | tolerated |
+| duplicated, duplicate | tolerated | invalid | invalid |
+| int-send-skip | reported | reported | reported |
+| any other | invalid | invalid | invalid |
 
 Tolerated anomalies are still reported, in :attr:`Verdict.tolerated`, so a suite can show
 them without failing. ``empty-history`` (nothing was written or read, so nothing was checked)

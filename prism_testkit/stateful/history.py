@@ -11,7 +11,7 @@ client learns its outcome:
 A *process* is one sequential client: it has at most one operation in flight, so checkers can
 read a process's operations as a sequence. Use a distinct process id per concurrent task.
 
-Recording::
+Recording:
 
     history = History()
     async with history.record("producer-1", "enqueue", key="q", value=7):
