@@ -247,6 +247,23 @@ def judge_resumes(instances: Sequence[Instance], saves: Sequence[Save], offsets:
     return Verdict("consumer-resume", None, dict(found), {}, counts)
 
 
+def drain_until_stable(read_all: Callable[[], Mapping[int, int]], drain: Callable[[int], object]) -> Mapping[int, int]:
+    """The log as it ended after every handling (value -> offset), once a last consumer drained it.
+
+    ``read_all`` reads the whole log; ``drain(end)`` runs a last consumer until it handled up to
+    offset ``end``. An append of unknown outcome may land late, after a read: drain to the end
+    that read found, read again, and drain again while a read finds records no drain aimed at.
+    The last read is returned, taken after the last drain, so a record handled and absent from
+    it is gone, never merely late (a read that finds fewer records ends the loop too)."""
+    offsets = read_all()
+    while True:
+        drain(len(offsets))
+        ended = read_all()
+        if all(value in offsets for value in ended):
+            return ended
+        offsets = ended
+
+
 class ConsumerMachine(FaultMachine):
     def __init__(self, run: StatefulRun) -> None:
         super().__init__(run, ["backend"])
@@ -429,18 +446,12 @@ class ConsumerMachine(FaultMachine):
     def check(self) -> tuple[list[Verdict], str]:
         if self.current is not None:
             self._die(self.current)  # its successor, the drainer, resumes from what it saved
-        # An append of unknown outcome may land late, after a first read: drain to the end that
-        # read found, read again, and drain again while a read finds records no drain aimed at.
-        # The verdict judges the log as it ended after every handling, so a record handled and
-        # absent from it is gone, never merely late.
-        offsets = self.recovering(self._read_all)
-        while True:
-            self.recovering(functools.partial(self._drain, len(offsets)), "a last consumer's drain to the log's end")
-            ended = self.recovering(self._read_all)
-            if all(value in offsets for value in ended):
-                break
-            offsets = ended
-        offsets = ended
+        # A late append (of unknown outcome) is drained and judged, not called lost.
+        what = "a last consumer's drain to the log's end"
+        offsets = drain_until_stable(
+            lambda: self.recovering(self._read_all),
+            lambda end: self.recovering(functools.partial(self._drain, end), what),
+        )
         self.history.invoke("reader", "drain", self.name, offset=0).ok(value=tuple(sorted(offsets.items())))
         return [judge_resumes(self.instances, self.saves, offsets)], f"consumer of log {self.name}"
 
