@@ -63,6 +63,8 @@ class RecordedClient:
 
     @property
     def bound_name(self) -> str:
+        """The :mod:`~prism_testkit.patience` bound an operation gets now: ``faulted-op`` once a
+        fault was injected in this example, ``calm-op`` before."""
         return "faulted-op" if self.faulted() else "calm-op"
 
     @property

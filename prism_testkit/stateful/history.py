@@ -411,6 +411,7 @@ class History(Sequence[Op]):
         return History(op for op in self._ops if op.index in wanted)
 
     def filter(self, predicate: Callable[[Op], bool]) -> History:
+        """A new history of the ops ``predicate`` keeps, in their order; this one is unchanged."""
         return History(op for op in self._ops if predicate(op))
 
     # --- rendering ---------------------------------------------------------------------------
@@ -454,6 +455,8 @@ class History(Sequence[Op]):
 
     @classmethod
     def from_jsonl(cls, source: str | PathLike[str] | IO[str]) -> History:
+        """Read what :meth:`to_jsonl` wrote, from a path or an open text file; a line that is not
+        an op raises ``ValueError`` naming its line number."""
         if isinstance(source, str | PathLike):
             with open(source, encoding="utf-8") as file:
                 return cls._read_jsonl(file)

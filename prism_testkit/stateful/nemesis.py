@@ -622,34 +622,43 @@ class NemesisRules:
     @precondition(lambda self: self.nemesis.any(self.nemesis.can_crash))
     @rule(which=st.integers(0, 3), data=st.data())  # draws only for a power cut's fault or a corruption
     def kill_and_restart(self, which: int, data: st.DataObject) -> None:
+        """Kill a server (or one node of a cluster) and start it again, or cut its power where
+        it runs on a lazy mount: see :meth:`Nemesis.crash`."""
         self.nemesis.crash(which, data)
 
     @precondition(lambda self: self.nemesis.any(self.nemesis.can_pause))
     @rule(which=st.integers(0, 3))
     def pause(self, which: int) -> None:
+        """Stop a server's processes (SIGSTOP): its connections stay open and hang."""
         self.nemesis.pause(self.nemesis.pick(which, self.nemesis.can_pause))
 
     @precondition(lambda self: bool(self.nemesis.paused))
     @rule(which=st.integers(0, 3))
     def resume(self, which: int) -> None:
+        """Let a paused server run again (SIGCONT)."""
         self.nemesis.resume(self.nemesis.pick(which, self.nemesis.is_paused))
 
     @precondition(lambda self: self.nemesis.any(Nemesis.has_proxy))
     @rule(which=st.integers(0, 3), seconds=st.sampled_from(LATENCIES))
     def latency(self, which: int, seconds: float) -> None:
+        """Delay every chunk through a target's fault proxy, both ways, by ``seconds``."""
         self.nemesis.latency(self.nemesis.pick(which, Nemesis.has_proxy), seconds)
 
     @precondition(lambda self: self.nemesis.any(Nemesis.has_proxy))
     @rule(which=st.integers(0, 3))
     def reset_connections(self, which: int) -> None:
+        """Close every connection through a target's fault proxy; clients must reconnect."""
         self.nemesis.reset(self.nemesis.pick(which, Nemesis.has_proxy))
 
     @precondition(lambda self: self.nemesis.any(Nemesis.is_proxied))
     @rule(which=st.integers(0, 3))
     def partition(self, which: int) -> None:
+        """Cut a target off: its proxy holds every byte both ways, or, for a cluster, its nodes are
+        split into groups (``which`` picks the kind of split and who is cut off)."""
         self.nemesis.partition(self.nemesis.pick(which, Nemesis.is_proxied), which)
 
     @precondition(lambda self: self.nemesis.any(Nemesis.is_broken))
     @rule(which=st.integers(0, 3))
     def heal(self, which: int) -> None:
+        """End a partition or a proxy's fault on a target."""
         self.nemesis.heal(self.nemesis.pick(which, Nemesis.is_broken))
