@@ -17,7 +17,23 @@ A file where no test ran on any chosen backend is listed as such and fails the c
 red: a census that skipped everything proved nothing. Exit code: 0 green, 1 a red or a file
 where nothing ran, 2 usage error (also a backend or option pytest refuses).
 
-Parsing and the table are pure functions (``tests/test_census.py``); only :func:`run_file`
+A census takes hours; one that stopped (Ctrl-C, a reboot, a kill) goes on where it stopped:
+
+    python -m benchmarks.census --runs 5 --keep census-runs/ --json census.json    # stopped in round 4
+    python -m benchmarks.census --resume census-runs/ --json census.json           # runs what is missing
+
+``--keep DIR`` writes, beside each run's JUnit XML and output, a record of the run once the census
+has judged it (seed, wall time, exit code, what went wrong, the XML's SHA-256), and at the start a
+manifest (``census-manifest.json``: suite files, backends, load, ``-n``, ``-k``, runs, timeout).
+``--resume DIR`` reads the runs whose record and XML are complete back (their seeds, so their
+replay lines stay right; a red is read back red, never run again) and runs only the (file, round)
+pairs that lack one: a run cut short (no record, no XML, an XML that is partial or not the one the
+record names) is run again, its seed drawn anew. Options left out are the kept census's; a suite
+file list, ``--backends``, ``--load``, ``-n`` or ``-k`` that differs from them is a usage error
+naming the difference, so two censuses are never mixed (``--runs`` may grow: more rounds).
+``--keep`` into a directory that already holds a census is refused: resume it, or use another.
+
+Parsing, the table and the records are pure functions (``tests/test_census.py``); only :func:`run_file`
 starts a process. This module is also the pytest plugin each run loads (``-p benchmarks.census``)
 so that under xdist a testcase records the worker that ran it: the replay, run without xdist,
 needs that worker's stall seed (:func:`prism_testkit.faults.load.jitter_seed`).
@@ -26,6 +42,7 @@ needs that worker's stall seed (:func:`prism_testkit.faults.load.jitter_seed`).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -37,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,6 +79,8 @@ COLLECTION = "(collection)"  # the pseudo-test of a file that failed to import
 MESSAGE_WIDTH = 200  # a first error longer than this is cut: the table is for reading
 INTERNAL_ERROR, USAGE_ERROR, NO_TESTS = 3, 4, 5  # pytest's exit codes
 STOP_GRACE = 60.0  # seconds a timed-out run gets after SIGINT to write its XML and stop its servers
+MANIFEST = "census-manifest.json"  # in a --keep directory: what census its runs belong to
+MANIFEST_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -138,6 +158,7 @@ class Census:
     rows: list[Row]  # every row seen; the table shows the red ones
     seeds: dict[str, list[int]]  # file -> the seed of each run, in order
     interrupted: bool = False
+    kept: int = 0  # runs read back from a resumed census's directory (the others ran now)
 
     @property
     def red_rows(self) -> list[Row]:
@@ -318,6 +339,9 @@ def markdown(census: Census) -> str:
         "| suite | tests | ran | runs | reds | wall s (a run) | verdict |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
+    if census.kept:
+        done = sum(summary.runs for summary in census.files)
+        lines[1:1] = ["", f"Resumed: {census.kept} of these {done} run(s) were read back from their kept results."]
     for summary in census.files:
         each = summary.seconds / summary.runs if summary.runs else 0.0
         verdict = summary.verdict if summary.verdict != "red" else f"red ({summary.red_rows} row(s))"
@@ -360,6 +384,156 @@ def child_environment() -> dict[str, str]:
     return env
 
 
+def run_stem(file: str, round_: int) -> str:
+    """The name of one run's files in the work directory (XML, output, record): the file's path,
+    not only its name, so ``suites/test_x.py`` and ``tests/test_x.py`` do not share them."""
+    return f"{module_name(file).lstrip('.')}-{round_}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What makes the runs of one census comparable: a resume must have the same."""
+
+    files: tuple[str, ...]
+    backends: str
+    load: str  # the spec as :meth:`LoadSpec.argument` writes it, no seed ("calibrated" resolved)
+    workers: int
+    keyword: str | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A --keep directory's census: its settings, and an id its run records carry."""
+
+    id: str
+    settings: Settings
+    runs: int
+    timeout: float | None = None
+
+
+class ResumeError(Exception):
+    """A --keep or --resume directory that cannot be used as asked: a usage error."""
+
+
+def _write_json(path: Path, data: object) -> None:
+    """``data`` as JSON at ``path``, whole or not at all (a kill never leaves half a file)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def write_manifest(workdir: Path, manifest: Manifest) -> None:
+    settings = asdict(manifest.settings)
+    settings["files"] = list(manifest.settings.files)
+    data = {"format": MANIFEST_FORMAT, "id": manifest.id, **settings}
+    _write_json(workdir / MANIFEST, {**data, "runs": manifest.runs, "timeout": manifest.timeout})
+
+
+def read_manifest(workdir: Path) -> Manifest | None:
+    """The census kept in ``workdir``; None when it holds none; :class:`ResumeError` when its
+    manifest cannot be read."""
+    path = workdir / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data["format"] != MANIFEST_FORMAT:
+            raise ResumeError(f"{path} is of manifest format {data['format']!r}, this census reads {MANIFEST_FORMAT}")
+        files, timeout, keyword = data["files"], data["timeout"], data["keyword"]
+        if not (isinstance(files, list) and all(isinstance(file, str) for file in files)):
+            raise TypeError("files")
+        settings = Settings(
+            tuple(files),
+            _typed(data["backends"], str),
+            _typed(data["load"], str),
+            _typed(data["workers"], int),
+            None if keyword is None else _typed(keyword, str),
+        )
+        runs = _typed(data["runs"], int)
+        return Manifest(_typed(data["id"], str), settings, runs, None if timeout is None else float(timeout))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ResumeError(f"{path} is not a census manifest ({type(exc).__name__}: {exc})") from exc
+
+
+def _typed(value: Any, kind: type) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{value!r} is not {kind.__name__}")
+    return value
+
+
+def settings_differences(kept: Settings, now: Settings) -> list[str]:
+    """How ``now`` differs from the census kept: one phrase per option, empty when they agree.
+    The suite files are compared as a set (their order changes no result)."""
+    found = []
+    added = [file for file in now.files if file not in kept.files]
+    dropped = [file for file in kept.files if file not in now.files]
+    if added or dropped:
+        parts = ([f"{', '.join(added)} added"] if added else []) + (
+            [f"{', '.join(dropped)} left out"] if dropped else []
+        )
+        found.append(f"suite files: {'; '.join(parts)}")
+    for option, name in (("--backends", "backends"), ("--load", "load"), ("-n", "workers"), ("-k", "keyword")):
+        before, after = getattr(kept, name), getattr(now, name)
+        if before != after:
+            found.append(
+                f"{option} {after if after is not None else '(none)'} "
+                f"(kept: {before if before is not None else '(none)'})"
+            )
+    return found
+
+
+def save_run(run: Run, workdir: Path, census_id: str) -> None:
+    """The record that says a run is done and judged: what its XML does not say (its seed, wall
+    time, exit code, problem) and the SHA-256 of that XML, so a later XML is never taken for it."""
+    junit = workdir / f"{run_stem(run.file, run.round)}.xml"
+    digest = hashlib.sha256(junit.read_bytes()).hexdigest() if junit.is_file() else None
+    record = {"census": census_id, "file": run.file, "round": run.round, "seed": run.seed}
+    record |= {"seconds": run.seconds, "returncode": run.returncode, "problem": run.problem, "junit_sha256": digest}
+    _write_json(workdir / f"{run_stem(run.file, run.round)}.json", record)
+
+
+def kept_run(workdir: Path, file: str, round_: int, census_id: str) -> Run | None:
+    """The run of ``file`` in round ``round_`` as the census judged it, read back from its record
+    and JUnit XML; None when it is not complete on disk (no record, a record of another census,
+    a partial or foreign XML): that run is run again."""
+    stem = run_stem(file, round_)
+    try:
+        record = json.loads((workdir / f"{stem}.json").read_text())
+        if not isinstance(record, dict) or (record.get("census"), record.get("file"), record.get("round")) != (
+            census_id,
+            file,
+            round_,
+        ):
+            return None
+        seed, returncode = _typed(record["seed"], int), _typed(record["returncode"], int)
+        seconds = record["seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return None
+        problem, digest = record["problem"], record["junit_sha256"]
+        if problem is not None:
+            _typed(problem, str)
+        if digest is None:  # pytest wrote no XML: the run is red by its problem, or it is not whole
+            return Run(file, round_, seed, float(seconds), returncode, [], problem) if problem else None
+        xml = (workdir / f"{stem}.xml").read_bytes()
+        if hashlib.sha256(xml).hexdigest() != digest:
+            return None
+        cases = parse_junit(xml.decode(), file)
+    except (OSError, ValueError, KeyError, TypeError, ET.ParseError):
+        return None
+    return Run(file, round_, seed, float(seconds), returncode, cases, problem)
+
+
+def kept_runs(workdir: Path, files: Sequence[str], runs: int, census_id: str) -> dict[tuple[str, int], Run]:
+    """Every (file, round) of the census that is done on disk, with its run read back."""
+    found = {}
+    for round_ in range(1, runs + 1):
+        for file in files:
+            run = kept_run(workdir, file, round_, census_id)
+            if run is not None:
+                found[(file, round_)] = run
+    return found
+
+
 def run_file(
     file: str,
     round_: int,
@@ -372,8 +546,9 @@ def run_file(
     timeout: float | None = None,
 ) -> Run:
     """One pytest process over ``file``, its results read from its JUnit XML."""
-    stem = f"{Path(file).stem}-{round_}"
+    stem = run_stem(file, round_)
     junit, log = workdir / f"{stem}.xml", workdir / f"{stem}.log"
+    junit.unlink(missing_ok=True)  # a run cut short before may have left one: never read it as this run's
     args = command_args(file, backends, spec.argument(seed), seed, keyword, workers)
     argv = [sys.executable, "-m", "pytest", *args, "-p", "benchmarks.census", "-q", f"--junitxml={junit}"]
     started = time.monotonic()
@@ -419,17 +594,28 @@ def _as_given(path: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.census", description=__doc__.split("\n")[0])
+    # the options a resume may leave out default to None here, then to the kept census's (see main)
     parser.add_argument("files", nargs="*", metavar="SUITE_FILE", help="suite files (default: every suites/test_*.py)")
-    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"runs of each file (default {DEFAULT_RUNS})")
-    parser.add_argument("--load", default=CALIBRATED_LOAD, help=f"--prism-load, no seed (default {CALIBRATED_LOAD})")
-    parser.add_argument("--backends", default=DEFAULT_BACKENDS, help=f"--prism-backend (default {DEFAULT_BACKENDS})")
-    parser.add_argument("-n", "--workers", type=int, default=0, help="xdist workers a run (default 0: serial)")
+    parser.add_argument("--runs", type=int, help=f"runs of each file (default {DEFAULT_RUNS})")
+    parser.add_argument("--load", help=f"--prism-load, no seed (default {CALIBRATED_LOAD})")
+    parser.add_argument("--backends", help=f"--prism-backend (default {DEFAULT_BACKENDS})")
+    parser.add_argument("-n", "--workers", type=int, help="xdist workers a run (default 0: serial)")
     parser.add_argument("-k", dest="keyword", help="pytest's -k: only the tests it selects")
     parser.add_argument("--seed", type=int, help="the first run's seed, then +1 a run (default: drawn)")
     parser.add_argument("--timeout", type=float, help="seconds a run may take before it is stopped (default: none)")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     parser.add_argument("--json", type=Path, help="write every row, run and seed as JSON here")
-    parser.add_argument("--keep", type=Path, help="keep each run's JUnit XML and output in this directory")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep each run's JUnit XML, output and record in DIR (resumable)"
+    )
+    where.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="go on with the census kept in DIR: read its finished runs back, run the rest "
+        "(options left out are the kept census's; others must match them)",
+    )
     return parser
 
 
@@ -437,32 +623,84 @@ class RefusedError(Exception):
     """pytest refused a run's arguments (a usage error): every other run would be refused too."""
 
 
-def _take(files: Sequence[str], args: argparse.Namespace, spec: LoadSpec, workdir: Path) -> tuple[list[Run], bool]:
-    """Every run, round by round; whether Ctrl-C stopped them (the finished ones are kept)."""
+def _told(run: Run) -> str:
+    counts = {outcome: sum(1 for case in run.cases if case.outcome == outcome) for outcome in _RANK}
+    told = ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count) or "no tests"
+    return f"{told} in {run.seconds:.1f} s" + (f"; {run.problem}" if run.problem else "")
+
+
+def _take(
+    files: Sequence[str],
+    args: argparse.Namespace,
+    spec: LoadSpec,
+    workdir: Path,
+    census_id: str,
+    kept: dict[tuple[str, int], Run],
+) -> tuple[list[Run], bool]:
+    """Every run, round by round (those in ``kept`` read back, not run); whether Ctrl-C stopped
+    them (the finished ones are kept)."""
     draw = random.SystemRandom()
     runs: list[Run] = []
     try:
         for round_ in range(1, args.runs + 1):
             for index, file in enumerate(files):
+                done = kept.get((file, round_))
+                if done is not None:
+                    print(f"census: run {round_}/{args.runs} {file} seed={done.seed} kept: {_told(done)}")
+                    runs.append(done)
+                    continue
                 given = args.seed is not None
                 seed = args.seed + (round_ - 1) * len(files) + index if given else draw.getrandbits(32)
                 print(f"census: run {round_}/{args.runs} {file} seed={seed} ...", flush=True)
+                (workdir / f"{run_stem(file, round_)}.json").unlink(missing_ok=True)  # a record not whole
                 run = run_file(
                     file, round_, seed, spec, args.backends, workdir, args.keyword, args.workers, args.timeout
                 )
                 if run.returncode == USAGE_ERROR and not run.cases:
                     raise RefusedError(run.problem)
+                save_run(run, workdir, census_id)
                 runs.append(run)
-                counts = {outcome: sum(1 for case in run.cases if case.outcome == outcome) for outcome in _RANK}
-                told = ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count) or "no tests"
-                print(f"census:   {told} in {run.seconds:.1f} s" + (f"; {run.problem}" if run.problem else ""))
+                print(f"census:   {_told(run)}")
     except KeyboardInterrupt:
         return runs, True
     return runs, False
 
 
+def _settle(args: argparse.Namespace) -> Manifest | None:
+    """The census kept in ``--resume DIR`` (None without), its options put where ``args`` left
+    them out, and every other default filled in; :class:`ResumeError` for a directory that
+    cannot be used as asked."""
+    kept = None
+    if args.resume is not None:
+        kept = read_manifest(args.resume)
+        if kept is None:
+            raise ResumeError(f"--resume {args.resume}: no census is kept there (no {MANIFEST}; --keep DIR writes it)")
+        settings = kept.settings
+        args.load = settings.load if args.load is None else args.load
+        args.backends = settings.backends if args.backends is None else args.backends
+        args.workers = settings.workers if args.workers is None else args.workers
+        args.keyword = settings.keyword if args.keyword is None else args.keyword
+        args.runs = kept.runs if args.runs is None else args.runs
+        args.timeout = kept.timeout if args.timeout is None else args.timeout
+    elif args.keep is not None and (args.keep / MANIFEST).exists():
+        raise ResumeError(
+            f"--keep {args.keep} already holds a census ({MANIFEST}): --resume {args.keep} goes on with it, "
+            "another directory starts a new one"
+        )
+    args.load = CALIBRATED_LOAD if args.load is None else args.load
+    args.backends = DEFAULT_BACKENDS if args.backends is None else args.backends
+    args.workers = 0 if args.workers is None else args.workers
+    args.runs = DEFAULT_RUNS if args.runs is None else args.runs
+    return kept
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        kept = _settle(args)
+    except ResumeError as exc:
+        print(f"census: {exc}", file=sys.stderr)
+        return 2
     try:
         spec = parse(args.load)
     except LoadSpecError as exc:
@@ -474,26 +712,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs < 1 or args.workers < 0:
         print("census: --runs must be at least 1 and -n at least 0", file=sys.stderr)
         return 2
-    files = [_as_given(path) for path in args.files] or default_files()
+    # a kept census's files are as given then: relative to the checkout, not to the cwd now
+    files = [_as_given(path) for path in args.files] or (list(kept.settings.files) if kept else default_files())
     missing = [file for file in files if not (ROOT / file).is_file()]
     if missing:
         print(f"census: no such suite file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    workdir = args.keep or Path(tempfile.mkdtemp(prefix="prism-census-"))
+    settings = Settings(tuple(files), args.backends, spec.argument(), args.workers, args.keyword)
+    if kept is not None:
+        differences = settings_differences(kept.settings, settings)
+        if differences:
+            print(
+                f"census: --resume {args.resume} holds a census of other settings: {'; '.join(differences)}. "
+                "Leave those options out to go on with the kept ones, or --keep another directory for a new census",
+                file=sys.stderr,
+            )
+            return 2
+    saved = args.resume or args.keep
+    workdir = saved or Path(tempfile.mkdtemp(prefix="prism-census-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    census_id = kept.id if kept is not None else uuid.uuid4().hex
+    if saved is not None:
+        write_manifest(workdir, Manifest(census_id, settings, args.runs, args.timeout))
+    done = kept_runs(workdir, files, args.runs, census_id) if kept is not None else {}
     print(f"census: {len(files)} file(s) x {args.runs} run(s), load {args.load}, backends {args.backends}", flush=True)
+    if kept is not None:
+        print(f"census: resuming {workdir}: {len(done)} run(s) done, {len(files) * args.runs - len(done)} to run")
     try:
-        runs, interrupted = _take(files, args, spec, workdir)
+        runs, interrupted = _take(files, args, spec, workdir, census_id, done)
     except RefusedError as exc:
         print(f"census: pytest refused the arguments, stopping: {exc}", file=sys.stderr)
+        if saved is not None and kept is None and not kept_runs(workdir, files, args.runs, census_id):
+            (workdir / MANIFEST).unlink(missing_ok=True)  # a census of no run: --keep DIR may start it again
         return 2
     finally:
-        if args.keep is None:
+        if saved is None:
             shutil.rmtree(workdir, ignore_errors=True)
     summaries, rows = aggregate(files, runs, args.backends, spec)
     seeds = {file: [run.seed for run in runs if run.file == file] for file in files}
     census = Census(
-        args.load, args.backends, args.runs, args.workers, args.keyword, summaries, rows, seeds, interrupted=interrupted
+        args.load,
+        args.backends,
+        args.runs,
+        args.workers,
+        args.keyword,
+        summaries,
+        rows,
+        seeds,
+        interrupted=interrupted,
+        kept=len(done),
     )
     table = markdown(census)
     print()
@@ -502,6 +769,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.write_text(table)
     if args.json:
         args.json.write_text(json.dumps(as_json(census), indent=2) + "\n")
+    if interrupted and saved is not None:
+        print(f"census: --resume {saved} goes on from here", file=sys.stderr)
     return 0 if census.green else 1
 
 

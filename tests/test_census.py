@@ -1,5 +1,7 @@
 """The census (``python -m benchmarks.census``): its JUnit parsing, aggregation and table on
-hand-written XML, and one real run of the command on a few tests of one small suite file."""
+hand-written XML, its resume (run records and manifest in a kept directory, read back with no
+suite run: ``run_file`` is replaced), and one real run of the command on a few tests of one
+small suite file."""
 
 from __future__ import annotations
 
@@ -7,23 +9,38 @@ import json
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from benchmarks import census as module
 from benchmarks.census import (
     COLLECTION,
     ERROR,
     FAILED,
+    MANIFEST,
     PASSED,
     ROOT,
     RUN_PROBLEM,
     SKIPPED,
     Case,
     Census,
+    Manifest,
     Run,
+    Settings,
     aggregate,
+    kept_run,
+    kept_runs,
+    main,
     markdown,
     parse_junit,
+    read_manifest,
     run_problem,
+    run_stem,
+    save_run,
+    settings_differences,
+    write_manifest,
 )
 from prism_testkit.faults.load import CALIBRATED, jitter_seed, parse
 
@@ -165,10 +182,205 @@ def test_a_run_that_fails_with_only_green_testcases_is_red() -> None:
 
 
 def test_the_default_load_is_the_calibrated_one() -> None:
-    from benchmarks import census as module
-
     assert module.CALIBRATED_LOAD == CALIBRATED
     assert parse(CALIBRATED).seed is None  # each run draws its own
+
+
+# The resume: what a --keep directory holds, and what --resume reads back from it.
+
+KV = "suites/test_contract_keyvalue.py"  # real files: main() checks that a suite file exists
+KV_CASE = "test_put_then_get[backend=memstore]"
+CENSUS_ID = "c0ffee"
+
+
+def kv_junit(body: str = "") -> str:
+    return junit(case(KV_CASE, body, worker="gw1" if body else None, classname="suites.test_contract_keyvalue"))
+
+
+def kept(workdir: Path, round_: int, seed: int, xml: str | None, returncode: int = 0, file: str = KV) -> Run:
+    """A run as :func:`benchmarks.census.run_file` leaves it in ``workdir``, saved as judged."""
+    if xml is not None:
+        (workdir / f"{run_stem(file, round_)}.xml").write_text(xml)
+    cases = parse_junit(xml, file) if xml is not None else []
+    done = Run(file, round_, seed, 12.5, returncode, cases, run_problem(returncode, cases, xml is not None, "Killed"))
+    save_run(done, workdir, CENSUS_ID)
+    return done
+
+
+def test_a_saved_run_is_read_back_as_judged_with_its_seed(tmp_path: Path) -> None:
+    saved = kept(tmp_path, 2, 202, kv_junit(FAILURE), returncode=1)
+    assert saved.cases[0].outcome == FAILED
+    assert kept_run(tmp_path, KV, 2, CENSUS_ID) == saved
+    assert kept_run(tmp_path, KV, 1, CENSUS_ID) is None  # never run
+    assert kept_run(tmp_path, KV, 2, "another census") is None
+
+
+def test_a_run_whose_process_left_no_xml_is_read_back_red_not_green(tmp_path: Path) -> None:
+    saved = kept(tmp_path, 1, 7, None, returncode=-9)
+    back = kept_run(tmp_path, KV, 1, CENSUS_ID)
+    assert back == saved
+    assert back is not None
+    assert back.problem == "no JUnit XML (exit code -9): Killed"
+    (summary,), _ = aggregate([KV], [back], BACKENDS, SPEC)
+    assert summary.verdict == "red"
+
+
+def _no_record(workdir: Path, stem: str) -> None:
+    (workdir / f"{stem}.json").unlink()
+
+
+def _xml_cut(workdir: Path, stem: str) -> None:
+    xml = workdir / f"{stem}.xml"
+    xml.write_text(xml.read_text()[:60])
+
+
+def _xml_gone(workdir: Path, stem: str) -> None:
+    (workdir / f"{stem}.xml").unlink()
+
+
+def _xml_of_a_later_run(workdir: Path, stem: str) -> None:  # whole, green, not the one judged
+    (workdir / f"{stem}.xml").write_text(kv_junit())
+
+
+def _record_cut(workdir: Path, stem: str) -> None:
+    record = workdir / f"{stem}.json"
+    record.write_text(record.read_text()[:40])
+
+
+def _record_says_no_xml_and_no_problem(workdir: Path, stem: str) -> None:
+    record = workdir / f"{stem}.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps(data | {"junit_sha256": None, "problem": None}))
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [_no_record, _xml_cut, _xml_gone, _xml_of_a_later_run, _record_cut, _record_says_no_xml_and_no_problem],
+)
+def test_a_run_cut_short_is_not_done_and_runs_again(tmp_path: Path, cut: Callable[[Path, str], None]) -> None:
+    kept(tmp_path, 1, 1, kv_junit())
+    kept(tmp_path, 2, 2, kv_junit(FAILURE), returncode=1)
+    assert set(kept_runs(tmp_path, [KV], 2, CENSUS_ID)) == {(KV, 1), (KV, 2)}
+    cut(tmp_path, run_stem(KV, 2))
+    assert set(kept_runs(tmp_path, [KV], 2, CENSUS_ID)) == {(KV, 1)}
+
+
+def test_which_pairs_are_done_file_by_round(tmp_path: Path) -> None:
+    other = "tests/test_contract_keyvalue.py"  # the same name in another folder: its own files
+    assert run_stem(KV, 1) != run_stem(other, 1)
+    kept(tmp_path, 1, 1, kv_junit())
+    kept(tmp_path, 3, 3, kv_junit())
+    kept(tmp_path, 1, 4, junit(case("test_x", classname="tests.test_contract_keyvalue")), file=other)
+    done = kept_runs(tmp_path, [KV, other], 3, CENSUS_ID)
+    assert sorted(done) == [(KV, 1), (KV, 3), (other, 1)]
+    assert [done[key].seed for key in sorted(done)] == [1, 3, 4]
+    assert sorted(kept_runs(tmp_path, [KV, other], 2, CENSUS_ID)) == [(KV, 1), (other, 1)]  # --runs 2
+
+
+def test_runs_read_back_feed_the_table_with_their_seeds(tmp_path: Path) -> None:
+    kept(tmp_path, 1, 101, kv_junit())
+    kept(tmp_path, 2, 202, kv_junit(FAILURE), returncode=1)
+    back = kept_runs(tmp_path, [KV], 2, CENSUS_ID)
+    summaries, rows = aggregate([KV], list(back.values()), BACKENDS, SPEC)
+    found = Census("cpu:4,stall:500ms@1s", BACKENDS, 3, 2, None, summaries, rows, {}, kept=2)
+    (row,) = found.red_rows
+    assert (row.name, row.runs, row.reds, row.red_seeds) == (KV_CASE, 2, 1, [202])
+    assert "--hypothesis-seed=202" in row.replay
+    assert f"seed:{jitter_seed(202, 'gw1')}" in row.replay
+    table = markdown(found)
+    assert f"| {KV} | 1 | 1 | 2 | 1 | 25.0 (12.5) | red (1 row(s)) |" in table
+    assert "Resumed: 2 of these 2 run(s) were read back from their kept results." in table
+
+
+SETTINGS = Settings((KV, FILE), "memstore", "cpu:1", 0, None)
+
+
+def test_settings_that_differ_are_named_and_file_order_is_not_a_difference() -> None:
+    assert settings_differences(SETTINGS, Settings((FILE, KV), "memstore", "cpu:1", 0, None)) == []
+    other = Settings((KV, "suites/test_cdc.py"), "memstore,postgres", "cpu:2", 2, "ack")
+    assert settings_differences(SETTINGS, other) == [
+        f"suite files: suites/test_cdc.py added; {FILE} left out",
+        "--backends memstore,postgres (kept: memstore)",
+        "--load cpu:2 (kept: cpu:1)",
+        "-n 2 (kept: 0)",
+        "-k ack (kept: (none))",
+    ]
+
+
+def test_the_manifest_is_read_back_and_a_broken_one_is_an_error(tmp_path: Path) -> None:
+    manifest = Manifest(CENSUS_ID, SETTINGS, 5, 600.0)
+    assert read_manifest(tmp_path) is None
+    write_manifest(tmp_path, manifest)
+    assert read_manifest(tmp_path) == manifest
+    (tmp_path / MANIFEST).write_text('{"format": 1, "id": "c0ffee"')
+    with pytest.raises(module.ResumeError, match="is not a census manifest"):
+        read_manifest(tmp_path)
+
+
+def no_run(*args: object, **kwargs: object) -> Run:
+    raise AssertionError("the census started a run")
+
+
+def test_a_resume_with_other_settings_is_a_usage_error_naming_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(module, "run_file", no_run)
+    write_manifest(tmp_path, Manifest(CENSUS_ID, Settings((KV,), "memstore", "cpu:1", 0, None), 3))
+    before = (tmp_path / MANIFEST).read_text()
+    assert main(["--resume", str(tmp_path), "--backends", "memstore,postgres", "--load", "cpu:1"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        f"--resume {tmp_path} holds a census of other settings: --backends memstore,postgres (kept: memstore)" in error
+    )
+    assert main(["--resume", str(tmp_path), KV, "suites/test_cdc.py", "--load", "calibrated"]) == 2
+    error = capsys.readouterr().err
+    assert "suite files: suites/test_cdc.py added; --load cpu:4,stall:500ms@500ms (kept: cpu:1)" in error
+    assert (tmp_path / MANIFEST).read_text() == before  # the kept census is left as it was
+
+
+def test_keep_into_a_kept_census_and_resume_of_none_are_usage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(module, "run_file", no_run)
+    assert main(["--resume", str(tmp_path / "nothing")]) == 2
+    assert "no census is kept there" in capsys.readouterr().err
+    write_manifest(tmp_path, Manifest(CENSUS_ID, SETTINGS, 3))
+    assert main(["--keep", str(tmp_path), KV, "--load", "cpu:1", "--backends", "memstore"]) == 2
+    assert f"--keep {tmp_path} already holds a census" in capsys.readouterr().err
+
+
+def test_a_resume_runs_only_what_is_missing_and_keeps_the_seeds_it_reads_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_manifest(tmp_path, Manifest(CENSUS_ID, Settings((KV,), "memstore", "cpu:1", 0, None), 3))
+    kept(tmp_path, 1, 101, kv_junit(FAILURE), returncode=1)  # a red: read back, never run again
+    kept(tmp_path, 2, 202, kv_junit())
+    _xml_cut(tmp_path, run_stem(KV, 2))  # cut short: runs again
+    (tmp_path / f"{run_stem(KV, 3)}.xml").write_text(kv_junit()[:50])  # the census was killed here
+    started = []
+
+    def fake_run_file(file: str, round_: int, seed: int, spec: object, backends: str, workdir: Path, *_: object) -> Run:
+        assert (workdir, backends) == (tmp_path, "memstore")  # left out: the kept census's
+        started.append((file, round_))
+        (workdir / f"{run_stem(file, round_)}.xml").write_text(kv_junit())
+        return Run(file, round_, seed, 3.0, 0, parse_junit(kv_junit(), file))
+
+    monkeypatch.setattr(module, "run_file", fake_run_file)
+    out = tmp_path / "census.json"
+    assert main(["--resume", str(tmp_path), "--json", str(out)]) == 1  # the kept red counts
+    assert started == [(KV, 2), (KV, 3)]
+    found = json.loads(out.read_text())
+    seeds = found["seeds"][KV]
+    assert seeds[0] == 101  # read back; the two run now drew their own
+    assert len(seeds) == 3
+    assert (found["kept"], found["runs"], found["load"]) == (1, 3, "cpu:1")
+    (row,) = [row for row in found["rows"] if row["reds"]]
+    assert (row["runs"], row["reds"], row["red_seeds"]) == (3, 1, [101])
+    assert "seed=101 kept: 1 failed" in capsys.readouterr().out
+    # the runs made now are saved too: a second resume runs nothing
+    monkeypatch.setattr(module, "run_file", no_run)
+    assert main(["--resume", str(tmp_path), "--json", str(out)]) == 1
+    assert json.loads(out.read_text())["seeds"][KV] == seeds
 
 
 def test_the_command_runs_a_suite_file_and_writes_the_table(tmp_path: Path) -> None:
