@@ -6,7 +6,10 @@ transaction per batch when it has transactions, else per-key offset stamps writt
 compare-and-set (projection tests run once per kind the views backend offers).
 
 What it guarantees: of concurrent appends at one expected version exactly one wins and the
-losers' events are nowhere (not in the stream, not in the notifications); state loaded from a
+losers' events (and snapshots) are nowhere (not in the stream, not in the notifications); an
+append expecting a version the stream has not reached is refused; every stream name, however
+close to another, is a stream of its own, read back whole however long; event data over the
+config's ``max_event_size`` is refused with nothing written; state loaded from a
 snapshot equals full replay and the model, at every version and point in time; old event
 schemas are read upcast while the stored records stay as written; the notification order never
 skips an append that committed late; a projection killed mid-batch and restarted applies every
@@ -28,6 +31,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prism_testkit.patterns.event_sourcing import (
     AppendResult,
+    EventSourcingConfig,
     EventStore,
     InvalidEvent,
     NewEvent,
@@ -177,6 +181,100 @@ async def test_an_append_retried_with_its_event_ids_lands_once(prism_env: PrismE
             f"an append sharing only its first event id with the stream was taken for a retry: {taken}"
         )
         assert [e.event_id for e in await store.read_stream("acct")] == ["open-1", "dep-1"]
+        # The stream holds the first event of an append and no more: not that append, a conflict.
+        await store.append("solo", [NewEvent("Opened", {}, event_id="solo-1")], 0)
+        longer = [NewEvent("Opened", {}, event_id="solo-1"), NewEvent("Deposited", {"amount": 3}, event_id="solo-2")]
+        try:
+            taken = await store.append("solo", longer, 0)
+        except VersionConflict:
+            taken = None
+        assert taken is None, (
+            f"an append was taken for a retry though the stream holds only its first event: {taken}, "
+            f"stream {[e.event_id for e in await store.read_stream('solo')]}"
+        )
+
+
+async def outcome(append: Any) -> AppendResult | VersionConflict:
+    """The append's result, or the VersionConflict it raised."""
+    try:
+        result: AppendResult = await append
+    except VersionConflict as exc:
+        return exc
+    return result
+
+
+async def test_an_append_expecting_a_version_the_stream_has_not_reached_writes_nothing(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns)
+        await store.append("acct", [NewEvent("Opened", {})], 0)
+        attempts = [
+            ("acct", [NewEvent("Deposited", {"amount": 1})], 3),
+            ("acct", [NewEvent("Deposited", {"amount": 2}, event_id="ahead-1")], 2),  # the retry path too
+            ("new", [NewEvent("Opened", {})], 1),
+            ("new", [NewEvent("Opened", {}, event_id="new-1"), NewEvent("Opened", {}, event_id="new-2")], 4),
+        ]
+        for stream, events, expected in attempts:
+            actual = 1 if stream == "acct" else 0
+            result = await outcome(store.append(stream, events, expected))
+            assert isinstance(result, VersionConflict), (
+                f"an append expecting version {expected} of stream {stream!r} at version {actual} was accepted: "
+                f"{result}"
+            )
+            assert (result.expected, result.actual) == (expected, actual), result
+        assert (await store.version("acct"), await store.version("new")) == (1, 0)
+        assert [e.position for e in await store.read_stream("acct")] == [1]
+        assert await store.read_stream("new") == []
+        assert await store.notifications_end() == 1, "an append that expected a version ahead left notifications"
+
+
+class GatedCommits:
+    """Transactions that, once their block has run, wait for their gate before committing, so
+    a test decides which of two appends that read the same head commits first."""
+
+    def __init__(self, inner: Transactions, count: int) -> None:
+        self.inner = inner
+        self.started = 0
+        self.reached = [asyncio.Event() for _ in range(count)]  # the n-th transaction's block has run
+        self.go = [asyncio.Event() for _ in range(count)]  # the n-th transaction may commit
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        n, self.started = self.started, self.started + 1
+        async with self.inner.transaction() as tx:
+            try:
+                yield tx
+            except BaseException:
+                self.reached[n].set()  # ended without committing: nothing to hold
+                raise
+            self.reached[n].set()
+            await self.go[n].wait()
+
+
+async def test_a_losing_appends_snapshot_is_nowhere(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns, snapshot_interval=1)  # every append snapshots
+        await Repository(store, Account()).execute("a", command("open", 0))
+        gated = GatedCommits(store.transactions, 2)
+        repo = Repository(EventStore(gated, store.log, store.kv, store.config), Account())
+        loaded = await repo.load("a")
+        bound = patience.bound("calm-op")
+        winner = asyncio.create_task(outcome(repo.save(loaded, [NewEvent("Deposited", {"amount": 5, "tag": "w"})])))
+        await asyncio.wait_for(gated.reached[0].wait(), bound)
+        loser = asyncio.create_task(outcome(repo.save(loaded, [NewEvent("Deposited", {"amount": 7, "tag": "l"})])))
+        await asyncio.wait_for(gated.reached[1].wait(), bound)  # both read version 1; neither committed
+        gated.go[0].set()
+        won = await asyncio.wait_for(winner, bound)
+        gated.go[1].set()
+        lost = await asyncio.wait_for(loser, bound)
+        assert not isinstance(won, VersionConflict), f"the append of 5, committed first, lost: {won}"
+        assert isinstance(lost, VersionConflict), f"the append of 7, which read the same version, won too: {lost}"
+        snapshot = await repo.snapshot("a")
+        assert snapshot is not None
+        assert (snapshot.version, snapshot.state) == (2, {"open": True, "balance": 5}), (
+            f"the snapshot is {snapshot} after the append of 5 won and the append of 7 lost: the losing append's "
+            "snapshot was kept"
+        )
+        assert await repo.load("a") == await repo.load("a", use_snapshot=False)
 
 
 class HeldCommits:
@@ -217,6 +315,101 @@ async def test_the_notification_order_never_skips_a_late_commit(prism_env: Prism
         assert follower == ["quick-0", "quick-1", "quick-2", "began-first"]
 
 
+# --- streams: names, length, limits -------------------------------------------------------
+
+# Names that a key built carelessly from the stream name would merge: prefixes, separators,
+# a position-like suffix, case, spaces, wildcards, path segments, non-ASCII, the longest allowed.
+HOSTILE_STREAMS = (
+    "a",
+    "a1",
+    "a-1",
+    "a/1",
+    "a_1",
+    "a:1",
+    "a.1",
+    "a 1",
+    "A",
+    "a/",
+    "/a",
+    "a//1",
+    "a/000000000001",
+    "a/head/a",
+    "a%",
+    "a*",
+    "a?",
+    "a\\1",
+    "..",
+    "a/../a",
+    "é/ü",
+    "x" * 200,
+)
+
+
+async def test_every_stream_name_is_a_stream_of_its_own(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns)
+        written: dict[str, list[int]] = {}
+        for i, stream in enumerate(HOSTILE_STREAMS):
+            # "a" gets 12 events: "a" + "11" and "a1" + "1" are one key if the position is not
+            # kept apart from the name.
+            count = 12 if stream == "a" else 1 + i % 3
+            numbers = [i * 100 + n for n in range(count)]
+            result = await outcome(store.append(stream, [NewEvent("Tagged", {"n": n}) for n in numbers], 0))
+            assert not isinstance(result, VersionConflict), (
+                f"stream {stream!r} is not a stream of its own: new, it is already at version {result.actual} "
+                f"(written before it: {list(written)})"
+            )
+            written[stream] = numbers
+        for stream, numbers in written.items():
+            events = await store.read_stream(stream)
+            found = [(e.stream, e.position, e.data["n"]) for e in events]
+            assert found == [(stream, p, n) for p, n in enumerate(numbers, start=1)], (
+                f"stream {stream!r} is not a stream of its own: it reads back {found}"
+            )
+            assert await store.version(stream) == len(numbers)
+        notified = [(n.event.stream, n.event.data["n"]) for n in await store.read_notifications(0, limit=1000)]
+        assert notified == [(s, n) for s, numbers in written.items() for n in numbers]
+
+
+async def test_a_long_stream_reads_back_whole_and_in_any_range(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        store = store_of(prism_env, ns)
+        total = 0
+        for size in (7, 1, 30, 2, 33, 5, 29):  # 107 events, appends straddling every 32
+            await store.append("long", [NewEvent("Tagged", {"n": total + k}) for k in range(size)], total)
+            total += size
+        whole = [(e.position, e.data["n"]) for e in await store.read_stream("long")]
+        missing = sorted(set(range(1, total + 1)) - {p for p, _ in whole})
+        assert whole == [(p, p - 1) for p in range(1, total + 1)], (
+            f"a stream of {total} events reads back {len(whole)}, positions missing: {missing}"
+        )
+        for after, until in ((0, 32), (31, 33), (32, 64), (1, 100), (63, None), (96, total)):
+            part = [e.position for e in await store.read_stream("long", after=after, until_version=until)]
+            end = total if until is None else until
+            assert part == list(range(after + 1, end + 1)), (
+                f"the events after {after} up to {until} of a stream of {total} are positions {part}"
+            )
+
+
+async def test_event_data_over_max_event_size_is_refused_and_nothing_written(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        driver = prism_env.driver("store")
+        config = EventSourcingConfig(name=ns.name("bank"), max_event_size=64)
+        store = EventStore(driver.transactions(), driver.log(), driver.keyvalue(), config)
+        await store.append("acct", [NewEvent("Noted", {"text": "short"})], 0)
+        big = NewEvent("Noted", {"text": "x" * 1000})
+        for events in ([big], [NewEvent("Noted", {"text": "fits"}), big]):
+            try:
+                stored: AppendResult | None = await store.append("acct", events, 1)
+            except InvalidEvent:
+                stored = None
+            assert stored is None, (
+                f"event data of over 1000 bytes was stored by a store with max_event_size 64: {stored}"
+            )
+        assert [e.data["text"] for e in await store.read_stream("acct")] == ["short"]
+        assert await store.notifications_end() == 1
+
+
 # --- snapshots, time travel, upcasting -----------------------------------------------------
 
 
@@ -229,8 +422,11 @@ async def test_snapshot_plus_later_events_equals_full_replay_and_the_model(
         repo = Repository(store_of(prism_env, ns, snapshot_interval=interval), Account())
         model = await play(repo, ops)
         for account in ACCOUNTS:
-            latest = await repo.load(account)
-            assert latest == await repo.load(account, use_snapshot=False)
+            latest, replayed = await repo.load(account), await repo.load(account, use_snapshot=False)
+            assert latest == replayed, (
+                f"{account}: loading from its snapshot ({await repo.snapshot(account)}) gives version "
+                f"{latest.version} {latest.state}, full replay version {replayed.version} {replayed.state}"
+            )
             assert (latest.version, latest.state) == (len(model[account]) - 1, model[account][-1])
             snapshot = await repo.snapshot(account)
             if latest.version >= interval:
