@@ -95,6 +95,17 @@ async def test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error(pris
         while any((await cqrs.sync_once()).values()):
             pass
         assert await cqrs.query("balances", "a", after=written, within=0.2) == 9
+        later = await cqrs.execute("a", command("deposit", 1))  # no sync runs: the model is one event short
+        outcome: Any
+        try:
+            outcome = await cqrs.query("balances", "a", after=later, within=0.2)
+        except ReadModelBehind as behind:
+            outcome = behind
+        assert isinstance(outcome, ReadModelBehind), (
+            f"a query after a write read {outcome!r} while its read model was one event short of the write"
+        )
+        assert (outcome.position, outcome.wanted) == (later.position - 1, later.position)
+        assert cqrs.metrics.read_your_writes_timeouts == 2
         with pytest.raises(UnknownReadModel):
             await cqrs.query("nope", "a")
 
@@ -128,6 +139,7 @@ async def test_commands_are_validated_against_the_current_state(prism_env: Prism
             await cqrs.execute("a", command("withdraw", 6))  # would overdraw
         assert await cqrs.write.store.notifications_end() == 2
         assert (await cqrs.write.load("a")).state == {"open": True, "balance": 5}
+        assert cqrs.metrics.commands == 2, f"{cqrs.metrics.commands} commands counted as executed, not the 2 accepted"
 
 
 Step = tuple[str, str, int]

@@ -108,6 +108,18 @@ def close(key: str) -> Any:
     return decide
 
 
+def audit(key: str) -> Any:
+    """Validates the row and writes none: only the command's journal row commits."""
+
+    async def decide(rows: Rows) -> int:
+        row = await rows.get(key)
+        if row is None:
+            raise Refused(f"{key} is not open")
+        return int(row["balance"])
+
+    return decide
+
+
 def poisoned(key: str, other: str) -> Any:
     """Writes the poison balance to two rows, then is refused: all of it rolls back."""
 
@@ -153,6 +165,20 @@ async def balances(views: ViewWriter, change: RowChange) -> None:
         await views.delete(change.key)
     else:
         await views.put(change.key, new)
+
+
+async def images(views: ViewWriter, change: RowChange) -> None:
+    """Per row, every change's (before, after) images in the order they came."""
+    seen = await views.get(f"images/{change.key}") or []
+    await views.put(f"images/{change.key}", [*seen, [change.table, change.before, change.after]])
+
+
+async def read_own_write(cqrs: CdcCqrs, model: str, key: str, done: Done[Any], what: str) -> Any:
+    """``key`` of ``model`` after command ``done``; the wait running out fails naming ``what``."""
+    try:
+        return await cqrs.query(model, key, after=done)
+    except ReadModelBehind as behind:
+        pytest.fail(f"read-your-writes never reached {what} (command id {done.command_id!r}): {behind}")
 
 
 class Dying:
@@ -362,6 +388,69 @@ async def test_a_command_retried_with_its_id_after_it_committed_is_not_applied_a
         assert await cqrs.query("balances", key, after=retried) == 25
 
 
+async def test_a_command_that_writes_no_row_is_read_your_writes_too(prism_env: PrismEnv) -> None:
+    """A command validated and accepted without changing a row commits its journal row alone:
+    the read model holds nothing new, yet its position must pass the command."""
+    async with prism_env.example() as ns:
+        bank = Bank(prism_env, ns)
+        cqrs = bank.cqrs()
+        await cqrs.start()
+        key = ACCOUNTS[0]
+        await cqrs.execute(open_account(key))
+        await cqrs.execute(deposit(key, 7))
+        done = await cqrs.execute(audit(key))
+        assert (done.result, dict(done.written)) == (7, {})
+        await cqrs.catch_up()
+        assert await read_own_write(cqrs, "balances", key, done, "a command that changed no row") == 7
+
+
+HOSTILE_IDS = ("open/eu/1", "deposit 1 \u00fc/%2F/..", "/", "tab\tand \u2603/")
+
+
+async def test_hostile_command_and_row_ids_reach_the_read_model(prism_env: PrismEnv) -> None:
+    """Command ids and row ids with slashes, spaces, escapes and non-ASCII: read-your-writes
+    finds each command and the handler sees each row under its table and whole id."""
+    async with prism_env.example() as ns:
+        bank = Bank(prism_env, ns)
+        cqrs = bank.cqrs({"images": bank.model("images", handler=images)})
+        await cqrs.start()
+        key = "accounts/eu/\u00fcber 1/../%2F"
+        commands = [open_account(key), deposit(key, 5), deposit(key, 6), audit(key)]
+        for command_id, decide in zip(HOSTILE_IDS, commands, strict=True):
+            done = await cqrs.execute(decide, command_id=command_id)
+            assert done.command_id == command_id
+            await cqrs.catch_up()
+            await read_own_write(cqrs, "images", f"images/{key}", done, f"the command of id {command_id!r}")
+        got = await cqrs.query("images", f"images/{key}")
+        want = [["accounts", None, {"balance": 0}], ["accounts", {"balance": 0}, {"balance": 5}]]
+        want.append(["accounts", {"balance": 5}, {"balance": 11}])
+        assert got == want, f"the changes of row {key!r} reached the read model's handler as {got}, not {want}"
+
+
+async def test_each_row_change_carries_the_row_before_and_after_it(prism_env: PrismEnv) -> None:
+    """The handler sees, for every committed change, the row as it was and as it became (None
+    where it did not exist), transfers and deletes included."""
+    async with prism_env.example() as ns:
+        bank = Bank(prism_env, ns)
+        cqrs = bank.cqrs({"images": bank.model("images", handler=images)})
+        await cqrs.start()
+        a, b = ACCOUNTS[:2]
+        for decide in (open_account(a), open_account(b), deposit(a, 5), transfer(a, b, 5), close(a), deposit(b, 2)):
+            assert await bank.command(cqrs, decide) is not None
+        await cqrs.catch_up()
+        wanted = {
+            a: [[None, {"balance": 0}], [{"balance": 0}, {"balance": 5}], [{"balance": 5}, {"balance": 0}]],
+            b: [[None, {"balance": 0}], [{"balance": 0}, {"balance": 5}], [{"balance": 5}, {"balance": 7}]],
+        }
+        wanted[a].append([{"balance": 0}, None])
+        for key, want in wanted.items():
+            got = [image[1:] for image in await cqrs.query("images", f"images/{key}") or []]
+            assert got == want, (
+                f"the changes of row {key} reached the read model's handler as (before, after) {got}, "
+                f"the rows were {want}"
+            )
+
+
 async def test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error(prism_env: PrismEnv) -> None:
     async with prism_env.example() as ns:
         bank = Bank(prism_env, ns)
@@ -426,6 +515,36 @@ async def test_lag_beyond_the_tolerance_raises_the_alert(prism_env: PrismEnv) ->
         await cqrs.catch_up()
         assert [(h.events_behind, h.alert) for h in await cqrs.health()] == [(0, False)]
         assert cqrs.metrics.lag_alerts == 1
+
+
+async def test_lag_is_measured_from_the_oldest_unapplied_transaction(prism_env: PrismEnv) -> None:
+    async with prism_env.example() as ns:
+        bank = Bank(prism_env, ns)
+        clock = ManualClock(clocks.wall())
+        cqrs = bank.cqrs(clock=clock)
+        await cqrs.start()
+        key = ACCOUNTS[0]
+        await cqrs.execute(open_account(key))
+        capture = cqrs.connector.config.capture
+        (first,) = [s for s in await cqrs.feed.read(capture) if s.changes]
+
+        async def wall() -> float:
+            return clocks.wall()
+
+        # the next command must commit at a later millisecond: wait for the wall clock to pass it
+        await patience.until(wall, lambda now: now * 1000 > first.commit_ts_ms + 1, what="the next millisecond")
+        await cqrs.execute(deposit(key, 3))
+        oldest, newest = [s for s in await cqrs.feed.read(capture) if s.changes]
+        assert (oldest.position, oldest.commit_ts_ms) == (first.position, first.commit_ts_ms)
+        assert newest.commit_ts_ms > oldest.commit_ts_ms
+        clock.now = newest.commit_ts_ms / 1000 + TOLERANCE  # the newest one is just within the tolerance
+        (health,) = await cqrs.health()
+        expected = clock.now - oldest.commit_ts_ms / 1000
+        assert health.seconds_behind == pytest.approx(expected), (
+            f"the lag reads {health.seconds_behind:.3f}s, not the {expected:.3f}s since the oldest unapplied "
+            "transaction committed"
+        )
+        assert (health.events_behind, health.alert) == (4, True)
 
 
 async def test_health_counts_every_change_a_read_model_has_not_applied(prism_env: PrismEnv) -> None:
