@@ -109,12 +109,7 @@ class Consumer:
     def reconnect(self, driver: Driver) -> None:
         """Read and publish through ``driver`` (a restarted server's new driver) from now on."""
         self.driver = driver
-        if self.kind == "queue":
-            self.sink = QueueSink(driver.queue(), self.destination)
-        elif self.kind == "log":
-            self.sink = LogSink(driver.log(), self.destination)
-        else:
-            self.sink = PubSubSink(driver.pubsub(), self.destination)
+        self.sink = sink_of(driver, self.kind, self.destination)
 
     async def open(self) -> None:
         await self.reader.open()
@@ -134,16 +129,26 @@ class Consumer:
         return list(self.received)
 
 
+def sink_of(driver: Driver, kind: Kind, destination: str) -> Sink:
+    """The outbox sink publishing to ``destination`` through ``driver``'s ``kind`` interface."""
+    if kind == "queue":
+        return QueueSink(driver.queue(), destination)
+    if kind == "log":
+        return LogSink(driver.log(), destination)
+    return PubSubSink(driver.pubsub(), destination)
+
+
 # --- the system under test -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Sent:
-    """An event as the producer staged it."""
+    """An event as the producer staged it, with the headers its caller gave."""
 
     event_id: str
     aggregate: str
     payload: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,8 +198,11 @@ class OutboxHarness:
         try:
             async with self.outbox.transaction() as tx:
                 await tx.put(row, b"business")
-                for aggregate, payload in events:
-                    staged.append(Sent(await tx.publish(aggregate, "Changed", payload), aggregate, payload))
+                for n, (aggregate, payload) in enumerate(events):
+                    # Caller headers (a trace id, say) travel with the event, beside the outbox's own.
+                    headers = {"trace-id": f"{row}/{n}"}
+                    event_id = await tx.publish(aggregate, "Changed", payload, headers)
+                    staged.append(Sent(event_id, aggregate, payload, headers))
                 if hold is not None:
                     await hold()
                 if not commit:
@@ -296,6 +304,9 @@ async def check_delivered(r: OutboxHarness, received: list[Message]) -> Deduplic
     for event_id, message in first.items():
         sent = by_id[event_id]
         assert message.headers[HEADER_AGGREGATE_ID] == sent.aggregate
+        assert message.headers.get(HEADER_EVENT_TYPE) == "Changed", f"event {event_id} lost its type"
+        given = {name: message.headers.get(name) for name in sent.headers}
+        assert given == sent.headers, f"event {event_id} arrived with caller headers {given}, given {sent.headers}"
         if cc is not None:
             claimed = len(sent.payload) > THRESHOLD
             assert (cc.config.field in message.headers) == claimed, f"claimed={claimed} for {len(sent.payload)} bytes"
@@ -708,6 +719,44 @@ async def test_delete_cleanup_truncates_only_records_published_longer_ago_than_t
         await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
 
 
+@pytest.mark.parametrize("kind", KINDS[:1])
+async def test_delete_cleanup_counts_the_retention_from_each_records_own_publication(
+    prism_env: PrismEnv, kind: Kind
+) -> None:
+    """Two batches published a moment apart: when the first is a retention old, the second is
+    not yet, and neither may go; both go once the second is too."""
+    store = prism_env.driver("store")
+    if not isinstance(store.log(), TruncatableLog):
+        pytest.skip(f"{store.name}'s log cannot truncate (see test_delete_cleanup_needs_a_truncatable_log)")
+    clock, retention = ManualClock(1_000.0), 60.0
+    async with rigged(
+        prism_env, prism_env.ns, kind, batch_size=3, cleanup="delete", retention=retention, clock=clock
+    ) as r:
+        log, relay = store.log(), r.relay("r1", clock=clock)
+
+        async def kept() -> list[int]:
+            return [record.offset for record in await log.read(r.config.log, 0, limit=1000)]
+
+        await commit_all(r, mixed_events(6))
+        assert await relay.run_once() == 3  # offsets 0-2, published at 1000
+        apart = retention / 1000  # a moment later
+        clock.advance(apart)
+        assert await relay.run_once() == 3  # offsets 3-5, published at 1000.06
+        clock.advance(retention - apart / 2)  # the first batch is older than the retention, the second is not
+        await commit_all(r, mixed_events(3, start=6))
+        assert await relay.run_once() == 3  # a batch: the relay cleans up after it
+        young = set(range(3, 9))
+        assert young <= set(await kept()), (
+            f"records {sorted(young - set(await kept()))} were truncated {retention - apart / 2:.2f}s after they "
+            f"were published, before their retention of {retention:.0f}s"
+        )
+        clock.advance(2 * retention)
+        await commit_all(r, mixed_events(1, start=9))
+        assert await relay.run_once() == 1
+        assert (await kept())[0] >= 6, f"records published {2 * retention:.0f}s ago were never truncated"
+        await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_delete_cleanup_with_no_retention_never_takes_an_unpublished_record(
     prism_env: PrismEnv, kind: Kind
@@ -829,6 +878,30 @@ async def test_a_lease_running_out_during_a_batch_stops_the_batch(prism_env: Pri
         assert dedup.duplicates == 0
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_relay_renewing_its_lease_keeps_it_for_many_lease_periods(prism_env: PrismEnv, kind: Kind) -> None:
+    """A holder that polls well within its lease renews it each time: it goes on publishing
+    for as long as it runs, and a standby polling beside it never takes over."""
+    clock = ManualClock()
+    async with rigged(prism_env, prism_env.ns, kind, clock=clock) as r:
+        published: list[str] = []
+        holder = r.relay("r1", sink=LeaseChecked(r, "r1", clock, published), clock=clock)
+        standby = r.relay("r2", sink=LeaseChecked(r, "r2", clock, published), clock=clock)
+        rounds, step = 10, 0.4  # four lease periods, a renewal every 0.4 of one
+        for n in range(rounds):
+            await r.transaction([(AGGREGATES[n % len(AGGREGATES)], f"event-{n}".encode())])
+            assert await holder.run_once() == 1, (
+                f"after {n * step:.1f} lease periods of renewals every {step}, the holder published nothing: "
+                "its renewals did not extend its lease"
+            )
+            assert await standby.run_once() == 0, "the standby published while the holder was renewing its lease"
+            clock.advance(r.config.lease_ttl * step)
+        assert set(published) == {"r1"}, f"relays that published: {sorted(set(published))}"
+        assert standby.metrics.lease_acquisitions == 0, "the standby took the lease of a relay renewing it"
+        dedup = await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+        assert dedup.duplicates == 0
+
+
 class TakenOverDuring:
     """A sink that, during its ``at``-th publish, stalls past the relay's lease while a
     successor takes the lease over and publishes everything."""
@@ -861,6 +934,49 @@ async def test_a_relay_whose_lease_was_taken_over_cannot_move_the_offset(prism_e
             "a relay whose lease was taken over moved it back"
         )
         assert await drain(successor) == 0, "events the successor had published were due again"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_routed_destination_sends_each_event_to_the_topic_of_its_type_and_aggregate(
+    prism_env: PrismEnv, kind: Kind
+) -> None:
+    """RFC-009's topic pattern: a destination naming ``{event_type}`` and ``{aggregate_id}``
+    sends each event to the topic its own type and aggregate make, and only there."""
+    async with rigged(prism_env, prism_env.ns, kind) as r:
+        driver = r.consumer.driver
+        pattern = prism_env.ns.name("routed") + "-{event_type}-{aggregate_id}"  # names stay in the namespace
+        routes = {(t, a): pattern.format(event_type=t, aggregate_id=a) for t in ("created", "shipped") for a in "xy"}
+        readers = {
+            route: SinkReader(lambda: driver, kind, topic, r.consumer.ordering, quiet=TAIL_WAIT)
+            for route, topic in routes.items()
+        }
+        for reader in readers.values():
+            await reader.open()  # pub/sub: subscribed before anything is published
+        try:
+            sent: dict[str, tuple[str, str]] = {}
+            for n, route in enumerate([*routes, *reversed(routes)]):
+                async with r.outbox.transaction() as tx:
+                    event_type, aggregate = route
+                    sent[await tx.publish(aggregate, event_type, f"event-{n}".encode())] = route
+            relay = r.relay("r1", sink=sink_of(driver, kind, pattern))
+            assert await drain(relay) == len(sent)
+            # Until every event arrived somewhere (or SETTLE ran out), then all each topic holds.
+            arrived: dict[tuple[str, str], set[str]] = {route: set() for route in routes}
+            deadline = clocks.monotonic() + SETTLE
+            while not set(sent) <= set().union(*arrived.values()) and clocks.monotonic() < deadline:
+                for route, reader in readers.items():
+                    arrived[route].update(m.headers[HEADER_EVENT_ID] for m in await reader.receive(TAIL_WAIT))
+            for route, reader in readers.items():
+                messages = await reader.until_now(clocks.monotonic() + SETTLE)
+                arrived[route].update(m.headers[HEADER_EVENT_ID] for m in messages)
+        finally:
+            for reader in readers.values():
+                await reader.close()
+        for route, topic in routes.items():
+            want = {event_id for event_id, to in sent.items() if to == route}
+            strays = {event_id: sent.get(event_id) for event_id in arrived[route] - want}
+            assert not strays, f"topic {topic} got events routed elsewhere (type, aggregate): {strays}"
+            assert want <= arrived[route], f"{len(want - arrived[route])} events of {route} never reached {topic}"
 
 
 EVENT_LIMIT = 64  # bytes: max_payload of the refusal test
