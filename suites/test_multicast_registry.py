@@ -14,7 +14,9 @@ naming the bug it catches:
   copy, one whose TTL ran out or that was deregistered before it does not, one whose TTL runs
   out while the multicast reads the registry still does; racing registrations land at most once;
 * TTL edges on the registry's own (injected) clock: a record the backend still stores is
-  invisible from the instant it expires;
+  invisible from the instant it expires; only register, refresh and an update given a TTL
+  move an expiry (``default_ttl`` when none is given, never reads or deliveries), and a
+  registry backend without ``keyvalue.ttl`` still stores every registration;
 * registries around common scan page sizes; bad input gets typed errors and changes nothing;
 * the lifecycle: nothing before start, stop drains in-flight multicasts within its bound or
   forces them and says what it left.
@@ -52,7 +54,7 @@ from prism_testkit.patterns.multicast_registry import (
 
 import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Message, PrismEnv, Slot, patience, prism_suite
-from prism_testkit.errors import ConnectionLost, PayloadTooLarge
+from prism_testkit.errors import ConnectionLost, NotSupported, PayloadTooLarge
 from prism_testkit.faults.interpose import Call, Interposed
 from prism_testkit.interfaces import KeyValue, PubSub, Queue, QueueDelivery, Subscription
 from prism_testkit.isolation import Namespace
@@ -489,7 +491,8 @@ async def test_conditions_on_one_field_all_hold(prism_env: PrismEnv) -> None:
 
 async def test_a_metadata_update_changes_membership(prism_env: PrismEnv) -> None:
     """Bugs: an update that is not written (the old metadata still decides membership), a merge
-    that drops untouched fields, a removal (``None``) ignored, an update that resets the TTL."""
+    that drops untouched fields, a removal (``None``) ignored, an update that resets the TTL
+    (or restarts it from the update)."""
     kind = some_kind(prism_env)
     clock = ManualClock(START)
     async with running(registry_on(prism_env, prism_env.ns, kind, clock=clock)) as registry:
@@ -497,6 +500,7 @@ async def test_a_metadata_update_changes_membership(prism_env: PrismEnv) -> None
         await registry.register("bob", {"room": "lobby", "level": 1})
         in_lobby = {"room": "lobby"}
         assert [r.identity for r in await registry.enumerate(in_lobby)] == ["alice", "bob"]
+        clock.advance(40)  # an update keeps the expiry: it does not start alice's TTL again
         await registry.update("alice", {"room": "kitchen"})
         assert [r.identity for r in await registry.enumerate(in_lobby)] == ["bob"]
         alice = await registry.get("alice")
@@ -571,8 +575,9 @@ async def test_multicast_agrees_with_the_model(prism_env: PrismEnv, ops: list[An
 class FaultyMessaging(Interposed[Queue | PubSub]):
     """The real messaging interface, with failures injected per destination: ``fails[d]``
     sends to ``d`` raise (``error``) before reaching the backend; ``lost_acks`` reach the
-    backend and then raise (an outcome the sender cannot know); ``hold`` makes sends wait for
-    an event (in flight until released)."""
+    backend and then raise (an outcome the sender cannot know); ``script[d]`` decides each
+    next send to ``d`` in turn (an exception: raised before it reaches the backend; ``None``:
+    it goes through); ``hold`` makes sends wait for an event (in flight until released)."""
 
     def __init__(self, inner: Queue | PubSub, surface: type, verb: str, to: str) -> None:
         super().__init__(inner, surface=surface, before={verb: self._before_send}, after={verb: self._after_send})
@@ -580,6 +585,7 @@ class FaultyMessaging(Interposed[Queue | PubSub]):
         self.fails: dict[str, int] = {}
         self.error: Exception = ConnectionLost("injected: the broker connection dropped")
         self.lost_acks: set[str] = set()
+        self.script: dict[str, list[Exception | None]] = {}
         self.hold: asyncio.Event | None = None
         self.holding = 0
         self.started = asyncio.Event()
@@ -595,6 +601,10 @@ class FaultyMessaging(Interposed[Queue | PubSub]):
         if self.fails.get(destination, 0) > 0:
             self.fails[destination] -= 1
             raise self.error
+        if self.script.get(destination):
+            scripted = self.script[destination].pop(0)
+            if scripted is not None:
+                raise scripted
 
     def _after_send(self, call: Call, result: object) -> None:
         if str(call.arguments[self.to]) in self.lost_acks:
@@ -678,6 +688,30 @@ async def test_every_send_failing_still_reports_each_identity(prism_env: PrismEn
         assert result.delivered == []
         assert sorted(result.failed) == ["x", "y", "z"]
         assert all(o.reason and "injected" in o.reason for o in result.outcomes.values())
+
+
+async def test_a_refusal_after_a_send_of_unknown_outcome_is_not_definite(prism_env: PrismEnv) -> None:
+    """A first attempt that reached the backend but lost its answer, then a retry refused
+    outright (``PayloadTooLarge``): the copy of the first attempt may be there, so the failure
+    is not definite. Bug: ``definite`` judged from the last error alone, so a failure called
+    definite (nothing sent) has in fact delivered a copy."""
+    kind = some_kind(prism_env)
+    messaging = faulty(prism_env, kind)
+    registry = registry_on(prism_env, prism_env.ns, kind, messaging=messaging, attempts=3, retry_backoff=0.0)
+    async with running(registry), inboxes(prism_env, kind, registry) as boxes:
+        await boxes.listen(["u", "v"])
+        await registry.register("u")
+        await registry.register("v")
+        messaging.lost_acks = {registry.destination("u")}
+        messaging.script = {registry.destination("u"): [None, PayloadTooLarge(10, 5)]}
+        result = await registry.multicast(Message(b"m"))
+        u = result.outcomes["u"]
+        assert (u.status, u.attempts) == ("failed", 2), f"u: {u}"
+        assert "PayloadTooLarge" in (u.reason or "")
+        arrived = copies_of(await boxes.take("u"), result)
+        assert len(arrived) == 1, f"the first attempt's copy should be in u's inbox: {len(arrived)}"
+        assert u.definite is False, "a failure reported definite (nothing sent) though a copy arrived"
+        assert result.delivered == ["v"]
 
 
 # --- races and TTL edges -------------------------------------------------------------------
@@ -821,6 +855,111 @@ async def test_ttl_edges_on_the_registry_clock(prism_env: PrismEnv, backend_ttl:
         assert await registry.get("t") is None
         multicast = await registry.multicast(Message(b"m"), {"a": 1})
         assert set(multicast.outcomes) == {"forever"}
+
+
+async def test_reads_and_multicasts_do_not_extend_a_ttl(prism_env: PrismEnv) -> None:
+    """Only register, update with ``ttl`` and refresh move an expiry. Bugs: a read (``get``,
+    ``enumerate``) or a delivered copy treated as a heartbeat (a sliding expiry), so an
+    identity that stopped refreshing keeps receiving multicasts."""
+    kind = some_kind(prism_env)
+    clock = ManualClock(START)
+    registry = registry_on(prism_env, prism_env.ns, kind, clock=clock)
+    async with running(registry), inboxes(prism_env, kind, registry) as boxes:
+        await boxes.listen(["lease", "forever"])
+        await registry.register("lease", {"a": 1}, ttl=10)
+        await registry.register("forever", {"a": 1})
+        clock.advance(6)
+        reg = await registry.get("lease")
+        assert reg is not None
+        assert reg.expires_at == START + 10
+        assert [r.identity for r in await registry.enumerate({"a": 1})] == ["forever", "lease"]
+        reached = await registry.multicast(Message(b"while live"), {"a": 1})
+        assert reached.delivered == ["forever", "lease"]
+        clock.advance(4)  # START + 10: lease's TTL, as registered, has run out
+        assert await registry.get("lease") is None, "a read or a multicast extended the TTL of 'lease'"
+        assert [r.identity for r in await registry.enumerate()] == ["forever"], (
+            "a read or a multicast extended the TTL of 'lease'"
+        )
+        after = await registry.multicast(Message(b"after"), {"a": 1})
+        assert after.recipients == ["forever"], f"sent to 'lease' after its TTL ran out: {after.recipients}"
+        assert len(copies_of(await boxes.take("lease"), after)) == 0
+
+
+async def test_default_ttl_applies_when_none_is_given(prism_env: PrismEnv) -> None:
+    """``default_ttl`` is the TTL of a registration that gives none, and what ``refresh``
+    extends by. Bugs: ``default_ttl`` ignored (such identities never expire), a refresh without
+    a TTL that does not extend, or makes the identity immortal."""
+    kind = some_kind(prism_env)
+    clock = ManualClock(START)
+    async with running(registry_on(prism_env, prism_env.ns, kind, clock=clock, default_ttl=10.0)) as registry:
+        reg = await registry.register("d", {"a": 1})
+        assert reg.expires_at == START + 10, f"default_ttl 10 s not applied: expires_at {reg.expires_at}"
+        clock.advance(6)
+        refreshed = await registry.refresh("d")
+        assert refreshed.expires_at == clock.now + 10, "a refresh without a TTL did not extend by default_ttl"
+        clock.advance(9)  # START + 15: past the first expiry, before the refreshed one
+        assert [r.identity for r in await registry.enumerate()] == ["d"], "a refresh did not extend by default_ttl"
+        clock.advance(1)  # START + 16: the refreshed expiry
+        assert await registry.get("d") is None, "an identity registered without a TTL outlived default_ttl"
+        result = await registry.multicast(Message(b"m"), {"a": 1})
+        assert result.recipients == [], f"sent to an identity past its default_ttl: {result.recipients}"
+
+
+async def test_an_update_with_ttl_none_never_expires(prism_env: PrismEnv) -> None:
+    """``update(..., ttl=None)`` makes the identity permanent; leaving ``ttl`` out keeps the
+    expiry. Bug: ``None`` confused with "not given", so the old expiry stays and the identity
+    drops out of multicasts it was promised."""
+    kind = some_kind(prism_env)
+    clock = ManualClock(START)
+    async with running(registry_on(prism_env, prism_env.ns, kind, clock=clock)) as registry:
+        await registry.register("p", {"a": 1}, ttl=10)
+        await registry.register("k", {"a": 1}, ttl=10)
+        permanent = await registry.update("p", {"b": 2}, ttl=None)
+        assert permanent.expires_at is None, f"update(ttl=None) kept an expiry: {permanent.expires_at}"
+        kept = await registry.update("k", {"b": 2})
+        assert kept.expires_at == START + 10
+        clock.advance(1000)
+        reg = await registry.get("p")
+        assert reg is not None, "an identity updated with ttl=None expired"
+        assert dict(reg.metadata) == {"a": 1, "b": 2}
+        assert await registry.get("k") is None
+        result = await registry.multicast(Message(b"m"), {"b": 2})
+        assert result.recipients == ["p"]
+
+
+class TtlRefusingKeyValue(Interposed[KeyValue]):
+    """The registry's key-value store as a backend without ``keyvalue.ttl`` answers: a put
+    with a TTL is refused with ``NotSupported`` (nothing written), every other call passes."""
+
+    def __init__(self, inner: KeyValue) -> None:
+        super().__init__(inner, surface=KeyValue, before={"put": self._before_put})
+        self.refused = 0
+
+    def _before_put(self, call: Call) -> None:
+        if call.arguments.get("ttl") is not None:
+            self.refused += 1
+            raise NotSupported("ttl-refusing", "keyvalue.ttl", "injected: put with a ttl")
+
+
+async def test_a_registry_backend_without_ttl_stores_and_expires(prism_env: PrismEnv) -> None:
+    """On a registry backend without ``keyvalue.ttl`` (any backend, seen through a wrapper that
+    refuses TTL puts as such a backend does): every registration is still stored, the registry
+    stops asking for a backend TTL and counts that once, and expiry is its own. Bug: the write
+    that discovered the missing TTL lost (reported registered, never stored)."""
+    kind = some_kind(prism_env)
+    clock = ManualClock(START)
+    kv = TtlRefusingKeyValue(prism_env.driver("registry").keyvalue())
+    async with running(registry_on(prism_env, prism_env.ns, kind, clock=clock, kv=kv)) as registry:
+        await registry.register("first", {"a": 1}, ttl=10)
+        assert await registry.get("first") is not None, "the registration that met the missing TTL was not stored"
+        await registry.register("second", {"a": 1}, ttl=10)
+        await registry.register("forever", {"a": 1})
+        assert [r.identity for r in await registry.enumerate()] == ["first", "forever", "second"]
+        assert registry.metrics.backend_ttl_unsupported == 1
+        assert kv.refused == 1, "the registry kept asking for a TTL the backend refused"
+        clock.advance(10)
+        result = await registry.multicast(Message(b"m"), {"a": 1})
+        assert result.recipients == ["forever"]
 
 
 async def test_expiry_with_the_backend_evicting_on_the_real_clock(prism_env: PrismEnv) -> None:
@@ -975,6 +1114,31 @@ async def test_bad_input_gets_typed_errors_and_changes_nothing(prism_env: PrismE
         assert registry.metrics.rejected_inputs >= len(BAD_IDENTITIES) * 3 + len(BAD_FILTERS) * 2
         assert registry.metrics.registrations == 1
         assert registry.metrics.updates == 0
+
+
+async def test_metadata_over_max_metadata_bytes_is_refused(prism_env: PrismEnv) -> None:
+    """``max_metadata_bytes`` bounds an identity's metadata as JSON, on register and on the
+    result of an update. Bugs: the limit ignored (any size written), or checked on an update's
+    changes but not on the merged metadata."""
+    kind = some_kind(prism_env)
+    async with running(registry_on(prism_env, prism_env.ns, kind, max_metadata_bytes=64)) as registry:
+        await registry.register("small", {"a": "x" * 20})
+        before = [(r.identity, dict(r.metadata), r.expires_at) for r in await registry.enumerate()]
+
+        async def refused(call: Any) -> bool:
+            try:
+                await call
+            except InvalidMetadata:
+                return True
+            return False
+
+        over = "metadata over max_metadata_bytes (64) was accepted"
+        assert await refused(registry.register("big", {"a": "x" * 100})), over
+        assert await refused(registry.register("small", {"a": "x" * 100})), over
+        # each part fits, the merged metadata does not
+        assert await refused(registry.update("small", {"b": "y" * 40})), f"{over} (an update's merge)"
+        await assert_unchanged(prism_env, registry, before)
+        assert registry.metrics.rejected_inputs == 3
 
 
 async def test_foreign_and_corrupt_records_are_skipped_and_counted(prism_env: PrismEnv) -> None:
