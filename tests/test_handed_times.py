@@ -165,6 +165,14 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "within",
     ): ("point: a second stop of a stopped process must be refused at once, whatever its bound"),
     ("suites/test_multicast_registry.py", "test_a_metadata_update_changes_membership", "ttl"): MANUAL_CLOCK,
+    ("suites/test_multicast_registry.py", "test_reads_and_multicasts_do_not_extend_a_ttl", "ttl"): MANUAL_CLOCK,
+    ("suites/test_multicast_registry.py", "test_default_ttl_applies_when_none_is_given", "default_ttl"): MANUAL_CLOCK,
+    ("suites/test_multicast_registry.py", "test_an_update_with_ttl_none_never_expires", "ttl"): MANUAL_CLOCK,
+    (
+        "suites/test_multicast_registry.py",
+        "test_a_registry_backend_without_ttl_stores_and_expires",
+        "ttl",
+    ): MANUAL_CLOCK,
     (
         "suites/test_multicast_registry.py",
         "test_multicast_reaches_exactly_the_matching_identities_once",
