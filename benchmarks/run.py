@@ -1014,8 +1014,8 @@ def main(argv: list[str] | None = None) -> int:
     args = argument_parser().parse_args(argv)
     registry = build_registry(make_plugin_manager())
     runtime = PrismRuntime(registry, select(registry, args.prism_backend), {}, NamespaceFactory(worker="bench"))
-    results = _empty_results(runtime, args)
-    try:
+    try:  # the floors too: an interrupt while they are measured still closes the runtime
+        results = _empty_results(runtime, args)
         drivers = {spec.name: runtime.driver(spec.name) for spec in runtime.available}
         results["time_to_ready"] = _time_to_ready(runtime, drivers)
         bench = Bench(runtime, drivers, runtime.namespaces.new(), args)

@@ -28,3 +28,24 @@ def test_the_help_names_every_section() -> None:
     help_text = " ".join(run.argument_parser().format_help().split())
     for name in run.SECTIONS:
         assert name in help_text
+
+
+def test_an_interrupt_while_the_floors_are_measured_closes_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[bool] = []
+
+    class Runtime:
+        def __init__(self, *args: object) -> None:
+            self.unavailable: dict[str, str] = {}
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def interrupted() -> float:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "PrismRuntime", Runtime)
+    monkeypatch.setattr(run, "select", lambda registry, names: [])
+    monkeypatch.setattr(run.floor, "fsync_floor", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.main(["--prism-backend", "memstore"])
+    assert closed == [True], "the runtime was left open when the fsync floor's measurement was interrupted"
