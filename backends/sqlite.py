@@ -470,6 +470,7 @@ class SqliteTransaction:
     staged: dict[str, bytes | None] = field(default_factory=dict)  # key -> value, None = deleted
     reads: dict[str, bytes | None] = field(default_factory=dict)  # key -> committed value seen
     numbering: Numbering = field(default_factory=Numbering)
+    reread_changed: bool = False  # a key read twice gave two values
     finished: bool = False
 
     def _check_open(self) -> None:
@@ -482,7 +483,8 @@ class SqliteTransaction:
         if key in self.staged:
             return self.staged[key]
         value = await self.db.run(lambda conn: _live_value(conn, key))
-        self.reads.setdefault(key, value)
+        if self.reads.setdefault(key, value) != value:
+            self.reread_changed = True  # a non-repeatable read: the commit check would see it too
         return value
 
     async def put(self, key: str, value: bytes) -> None:
@@ -507,10 +509,13 @@ class SqliteTransaction:
         self.numbering.count(counter, header)
         self.ops.append(("append_numbered", log, (message, counter, header)))
 
+    def changed_reads(self, conn: sqlite3.Connection) -> list[str]:
+        return sorted(key for key, seen in self.reads.items() if _live_value(conn, key) != seen)
+
     def apply(self, conn: sqlite3.Connection) -> None:
         # Under the write lock (BEGIN IMMEDIATE), so nobody can change a key between this check
         # and the writes below.
-        changed = sorted(key for key, seen in self.reads.items() if _live_value(conn, key) != seen)
+        changed = self.changed_reads(conn)
         if changed:
             raise TransactionAborted(f"keys read by this transaction changed before it committed: {changed}")
         for kind, name, value in self.ops:
@@ -541,6 +546,13 @@ class SqliteTransactions:
             raise
         tx.finished = True
         if not tx.ops:
+            # Read-only: it overwrites nothing, but with two keys read in separate statements a
+            # writer committing between them shows it half of that writer (read skew, G-single).
+            # Serializable means those reads must still hold, checked in one snapshot.
+            if len(tx.reads) > 1 or tx.reread_changed:
+                changed = await self._db.read(tx.changed_reads)
+                if changed or tx.reread_changed:
+                    raise TransactionAborted(f"keys read by this transaction changed before it ended: {changed}")
             return
         try:
             await self._db.write(tx.apply)

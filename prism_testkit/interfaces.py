@@ -314,15 +314,41 @@ class Transactions(Protocol):
     raises. Offsets of appended records are assigned at commit, in commit order, so a reader
     following the log by offset never skips a transaction that committed late.
 
-    Isolation: readers outside never see uncommitted writes. A transaction that read a key
-    which another writer changed before it committed either fails at commit with
+    Isolation is **serializable** over the backend's keys: every committed transaction, read-only
+    ones included, behaves as if it ran alone at one point between its start and its end. In
+    Adya's terms, as Jepsen's Elle checks them (``stateful_isolation``), the committed history
+    shows none of:
+
+    - G0 (write cycle), G1a (a read of an aborted write), G1b (a read of a value a transaction
+      overwrote before it committed), G1c (a cycle of writes and reads);
+    - G-single (read skew: a cycle with one anti-dependency, e.g. a reader that sees half of
+      another transaction);
+    - G2-item (write skew: a cycle with two or more anti-dependencies, e.g. two transactions
+      that each read ``x`` and ``y`` and each write one of them, both committing);
+    - lost update (two read-modify-write transactions of one key both committing), and reads
+      inside one transaction that disagree with each other or with its own writes.
+
+    Readers outside never see uncommitted writes. A transaction that read a key which another
+    writer changed before it ended either fails with
     :class:`~prism_testkit.errors.TransactionAborted` (nothing applied) or is serialised after
     that writer; it never silently overwrites the change.
+
+    Where a conflict surfaces: at the commit (the block's end), or at **any statement** inside
+    the block (a locking engine's deadlock victim, a serialization failure), always as
+    ``TransactionAborted``; the block's exception then propagates after the rollback. Callers
+    retry the whole block. A statement may also **wait** for another open transaction (a lock
+    held until that one ends); such a wait is bounded by the harness's derived patience
+    (:mod:`prism_testkit.patience`, ``docs/waits.md``), so a server-side lock-wait timeout
+    should be shorter than the ``calm-op`` bound and surface as ``TransactionAborted``.
+    Snapshot isolation (which allows write skew) or REPEATABLE READ as MySQL and MariaDB give
+    it (lost update, read skew, write skew) does not keep this promise: declare
+    ``transactions`` only at a level that does (``docs/backend-authors.md``).
     """
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        """A transaction that commits when the ``async with`` block ends. A conflicting
-        commit raises :class:`~prism_testkit.errors.TransactionAborted` with nothing applied."""
+        """A transaction that commits when the ``async with`` block ends. A conflict raises
+        :class:`~prism_testkit.errors.TransactionAborted` from the commit or from any statement
+        of the block, with nothing applied."""
         ...
 
 

@@ -620,6 +620,16 @@ class PostgresTransaction:
         )
 
 
+async def _changed_reads(tx: PostgresTransaction) -> str | None:
+    """The first key a read-only transaction read whose value has changed since (one SELECT,
+    so one snapshot: what it read was one state of the database exactly when none changed)."""
+    if tx.conflict is not None:
+        return tx.conflict
+    rows = await tx.db.fetch(f"SELECT key, value FROM prism.kv WHERE key = ANY($1::text[]) AND {_LIVE}", list(tx.reads))
+    now = {row["key"]: bytes(row["value"]) for row in rows}
+    return next((key for key in sorted(tx.reads) if now.get(key) != tx.reads[key]), None)
+
+
 def _aborted_by(key: str) -> TransactionAborted:
     return TransactionAborted(f"key {key!r} was changed by another writer after this transaction read it")
 
@@ -627,6 +637,20 @@ def _aborted_by(key: str) -> TransactionAborted:
 class PostgresTransactions:
     def __init__(self, driver: PostgresDriver) -> None:
         self._db = driver.db
+
+    @staticmethod
+    async def _validate_reads(tx: PostgresTransaction) -> None:
+        # A read-only transaction overwrites nothing, but its reads ran one statement each: with
+        # two keys or more, a writer committing between them shows it half of that writer (read
+        # skew, G-single). Serializable means those reads must still hold at the end.
+        if len(tx.reads) < 2 and tx.conflict is None:
+            return  # one read is one statement: atomic by itself
+        try:
+            changed = await _changed_reads(tx)
+        except asyncpg.PostgresError as exc:
+            raise TransactionAborted(f"PostgreSQL transaction could not validate its reads: {exc}") from exc
+        if changed is not None:
+            raise _aborted_by(changed)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
@@ -638,7 +662,8 @@ class PostgresTransactions:
             raise
         tx.finished = True
         if not tx.writes:
-            return  # read-only: it cannot overwrite anything, so there is nothing to check
+            await self._validate_reads(tx)
+            return
         try:
             await self._db.run(tx.apply)
         except _Conflict as exc:
