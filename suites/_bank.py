@@ -4,7 +4,8 @@ combination. Shared by ``test_event_sourcing.py`` and ``test_stateful_event_sour
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prism_testkit.patterns.event_sourcing import (
@@ -22,6 +23,7 @@ from prism_testkit.patterns.event_sourcing import (
 
 from prism_testkit import Capability, Driver
 from prism_testkit.isolation import Namespace
+from prism_testkit.stateful.checkers import FOLLOWS
 
 TOTAL = "bank-total"  # view key holding the sum of all balances
 
@@ -85,6 +87,65 @@ async def balances(views: ViewWriter, event: RecordedEvent) -> None:
     delta = int(event.data["amount"]) * (1 if event.type == "Deposited" else -1)
     await views.put(event.stream, (await views.get(event.stream) or 0) + delta)
     await views.put(TOTAL, (await views.get(TOTAL) or 0) + delta)
+
+
+# An event the store lost: (its command's tag, account, event type, amount; 0 for Opened)
+LostEvent = tuple[str, str, str, int]
+MOST_LOST_TRIED = 10  # subsets of more lost events are not searched (2**10 replays at most)
+
+
+def applied_before_lost(
+    view: Mapping[str, int], total: int, replayed: Mapping[str, int], lost: Sequence[LostEvent]
+) -> tuple[str, ...] | None:
+    """The tags of the fewest ``lost`` events (acknowledged, then gone from the store) that,
+    projected on top of the ``replayed`` balances, give the read model's ``view`` balances and
+    its ``total``: a projection that read them before the store lost them. None when no such
+    subset (or none at all: the read model matches) exists. The read model may hold what was
+    lost, nothing else: a difference these events do not explain is not theirs."""
+    if len(lost) > MOST_LOST_TRIED:
+        return None
+    for size in range(1, len(lost) + 1):
+        for subset in itertools.combinations(lost, size):
+            balances, moved = dict(replayed), 0
+            for _tag, account, kind, amount in subset:
+                if kind == "Opened":
+                    balances.setdefault(account, 0)
+                    continue
+                delta = amount if kind == "Deposited" else -amount
+                balances[account] = balances.get(account, 0) + delta
+                moved += delta
+            if balances == dict(view) and total == sum(replayed.values()) + moved:
+                return tuple(dict.fromkeys(tag for tag, *_ in subset))
+    return None
+
+
+def read_model_divergence(
+    view: Mapping[str, int],
+    total: int,
+    position: int,
+    end: int,
+    replayed: Mapping[str, int],
+    lost: Sequence[LostEvent],
+) -> list[tuple[str, dict[str, Any]]]:
+    """What the caught-up read model (``view`` balances, ``total``, tracked ``position``) shows
+    against the store (``replayed`` balances, ``end`` events): one ``read-model-diverged``
+    message per difference, with its facts. One event, one verdict: the read model may hold
+    events the projection read before the store lost them (``lost``, judged lost already).
+    When exactly such events explain the difference, and the position is past the store's end
+    by no more than them, the facts say so (``FOLLOWS``: that loss seen again); anything else
+    is a finding of its own."""
+    applied = applied_before_lost(view, total, replayed, lost) or ()
+    # a lost command is judged by (account, tag): see the machine's "lost"
+    echo = {FOLLOWS: tuple(dict.fromkeys((acct, tag) for tag, acct, *_ in lost if tag in applied))} if applied else {}
+    found: list[tuple[str, dict[str, Any]]] = []
+    if dict(view) != dict(replayed):
+        found.append((f"view balances {dict(view)}, replay gives {dict(replayed)}", echo))
+    if total != sum(replayed.values()):
+        found.append((f"view total {total}, replay gives {sum(replayed.values())}", echo))
+    if position != end:
+        ahead = end < position <= end + len([e for e in lost if e[0] in applied])
+        found.append((f"projection at {position}, the store holds {end} events", echo if ahead else {}))
+    return found
 
 
 def event_store(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from prism_testkit.patterns.cdc import ChangeEvent, Replica, decode
 
 from prism_testkit import DeliveryGuarantee, Message
-from prism_testkit.stateful.checkers import Anomaly, Verdict, tolerated
+from prism_testkit.stateful.checkers import FOLLOWS, Anomaly, Verdict, tolerated
 from prism_testkit.stateful.history import History
 
 Write = tuple[str, bytes | None]  # (key, value put, or None for a delete)
@@ -132,6 +132,7 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
         where = f" (epoch {epoch}{why})" if epoch or why else ""
         add("partial-transaction", f"transaction {txid}{where}: {len(group)} of {group[0].total} events delivered")
 
+    never: set[tuple[str, str]] = set()  # (tag, key) of the writes judged lost
     for tag, writes in everything.items():
         txids = txids_of_tag.get(tag, set())
         if tag in ledger.maybe and not txids:
@@ -143,7 +144,9 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
         for key, value in writes:
             want = (key, None if value is None else value_of(tag, key))
             if want not in got and tag not in ledger.excused:
-                add("lost", f"{'delete' if value is None else 'put'} of {key} by committed {tag} never delivered")
+                never.add((tag, key))
+                what = "delete" if value is None else "put"
+                add("lost", f"{what} of {key} by committed {tag} never delivered", key=key, value=want[1], tag=tag)
 
     if ordered:
         for key, tags in ledger.key_order.items():
@@ -162,7 +165,13 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
         missing = sorted(set(source) - set(replica.rows))
         extra = sorted(set(replica.rows) - set(source))
         stale = sorted(k for k in set(source) & set(replica.rows) if source[k] != replica.rows[k])
-        add("diverged", f"replica differs from the source: missing {missing}, extra {extra}, stale {stale}")
+        # One event, one verdict: a row whose source state is the last write of its key, judged
+        # lost (never delivered), cannot be in the replica; when every row apart is such a row,
+        # the divergence is those losses seen again (FOLLOWS), else a finding of its own.
+        apart = [*missing, *extra, *stale]
+        why = [(key, source.get(key)) for key in apart if _lost_last(ledger, key, source.get(key), never)]
+        echo = {FOLLOWS: tuple(why)} if len(why) == len(apart) else {}
+        add("diverged", f"replica differs from the source: missing {missing}, extra {extra}, stale {stale}", **echo)
 
     guarantee = DeliveryGuarantee.AT_LEAST_ONCE
     anomalies = {n: g for n, g in found.items() if not tolerated(n, guarantee)}
@@ -174,3 +183,14 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
     if voided:
         counts["voided-partial"] = voided  # cut short in an epoch a later truncate voided (superseded)
     return Verdict("cdc-checker", guarantee, anomalies, allowed, counts)
+
+
+def _lost_last(ledger: Ledger, key: str, held: bytes | None, never: set[tuple[str, str]]) -> bool:
+    """Whether the source holds ``held`` at ``key`` (None: no row) because of the last write of
+    ``key`` in commit order, one judged lost (its ``(tag, key)`` in ``never``)."""
+    everything = {**ledger.committed, **ledger.maybe}
+    for tag in reversed(ledger.key_order.get(key, [])):
+        for written, value in everything.get(tag, []):
+            if written == key:
+                return (tag, key) in never and held == (None if value is None else value_of(tag, key))
+    return False

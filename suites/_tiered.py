@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from prism_testkit.patterns.tiered_storage import (
@@ -16,9 +16,11 @@ from prism_testkit.patterns.tiered_storage import (
 
 from prism_testkit import Driver
 from prism_testkit.isolation import Namespace
+from prism_testkit.stateful.checkers import FOLLOWS, LossId
 
 DAY = 86400.0
 START = 1_000_000.0  # the first reading of a tiered store's ManualClock (s)
+MISSING = "<copy missing>"  # a read whose reference named a copy that was gone
 
 
 def namespaced_config(ns: Namespace, **settings: Any) -> TieredStorageConfig:
@@ -62,3 +64,45 @@ async def remove_everything(store: TieredStorage, keys: list[str]) -> None:
     cold = store.tiers.get("cold")
     if isinstance(cold, ObjectTier) and await cold.objects.bucket_exists(cold.bucket):
         await cold.objects.delete_bucket(cold.bucket)
+
+
+# -- judging (pure: the stateful suite's checker, unit-tested in tests/test_tolerated_once.py) --
+
+
+def read_anomaly(got: str | None, allowed: Collection[str | None], written: Sequence[str]) -> str | None:
+    """What a read of a key that returned ``got`` found, when the model ``allowed`` those values
+    (:data:`MISSING`: its copy was lost on purpose) and ``written`` were ever written to it:
+    None (a right answer), ``silently-absent``, ``lost``, ``resurrected``, ``stale`` or
+    ``unexpected``. A read of :data:`MISSING` not allowed is ``lost``: the copy its reference
+    names is gone, and nothing removed it on purpose."""
+    if got in allowed:
+        return None
+    if got is None and MISSING in allowed:
+        return "silently-absent"  # a lost value passed for a key never written
+    if got is None or got == MISSING:
+        return "lost"
+    if got in written:
+        return "resurrected" if set(allowed) == {None} else "stale"
+    return "unexpected"
+
+
+def missing_copies(
+    live: int, copies: Mapping[str, int], reported: Collection[str], read_lost: Collection[str]
+) -> tuple[str, dict[str, tuple[LossId, ...]]] | None:
+    """After garbage collection with no grace every live key (a reference, not an expired
+    marker) holds exactly one copy, but a key whose final read found its copy gone: rightly,
+    ``reported`` (lost on purpose), or not, ``read_lost`` (that read was judged ``lost``).
+    None when the copies add up; else the ``missing-copy`` message and its facts: that it
+    follows the final reads of ``read_lost`` when their missing copies are the whole shortfall
+    (the same event, already judged: one verdict, see
+    :data:`~prism_testkit.stateful.checkers.FOLLOWS`), nothing when anything else is amiss (a
+    finding of its own)."""
+    held, owed = sum(copies.values()), live - len(reported)
+    if held == owed:
+        return None
+    message = (
+        f"{live} live keys ({len(reported)} of them lost on purpose, {len(read_lost)} read as lost) "
+        f"but copies per tier {dict(copies)} after GC"
+    )
+    explained = bool(read_lost) and held == owed - len(read_lost)
+    return message, {FOLLOWS: tuple((key, None) for key in sorted(read_lost))} if explained else {}

@@ -29,6 +29,12 @@ before a replica had it (Redis applies a write before ``WAIT`` asks the replicas
 of the primary see it), and the failover rolled it back:
 ``survives_failover`` promises acknowledged writes only. An acknowledged write rolled back is
 still ``lost``, and the same value without a failover, or without that apply, is ``phantom``.
+
+One event, one verdict: an acknowledged write lost from the log is judged ``lost`` once. What
+the appliers did with it before it went (the target holding its value, or its delete; its
+offset, given again to the next write, applied twice or passed over) is marked as following
+that loss (``FOLLOWS``), so where a failover the log's backend does not promise to survive
+excuses the loss, it is not judged again (:mod:`prism_testkit.stateful.failover_loss`).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from prism_testkit.stateful.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.checkers import FOLLOWS, Anomaly, Verdict, suite_verdict
 from prism_testkit.stateful.failover_loss import failed_over
 from prism_testkit.stateful.history import History, Pair
 
@@ -80,11 +86,37 @@ def check_wal(
         return [pair] if pair is not None else []
 
     acknowledged = [p for p in writes if p.ok]
+    # Acknowledged writes gone from the log, by the offset their receipt named: what the target
+    # and the appliers did with them before they were lost is that loss seen again (FOLLOWS).
+    gone_at: dict[int | None, list[Pair]] = defaultdict(list)
     for pair in acknowledged:
         record = logged.get(pair.offset) if pair.offset is not None else None
         wanted = _as_logged(pair)
         if record != wanted:
-            add("lost", f"acknowledged write {pair.invoke.value} at offset {pair.offset} is not in the log", [pair])
+            gone_at[pair.offset].append(pair)
+            add(
+                "lost",
+                f"acknowledged write {pair.invoke.value} at offset {pair.offset} is not in the log",
+                [pair],
+                key=pair.key,
+                value=str(pair.invoke.value),
+            )
+
+    applied = set(applies)
+
+    def echo(gone: Sequence[Pair]) -> dict[str, object]:
+        """The ``data`` saying a finding follows the loss of ``gone`` (nothing: of its own)."""
+        return {FOLLOWS: tuple((p.key, str(p.invoke.value)) for p in gone)} if gone else {}
+
+    def applied_then_lost(key: str, put: str | None) -> list[Pair]:
+        """The acknowledged writes of ``key`` (``put``'s value; None: a delete) lost from the log
+        after an applier applied them from their offset."""
+        return [
+            p
+            for offset, lost in gone_at.items()
+            for p in lost
+            if p.key == key and _as_logged(p).value == put and (offset, key) in applied
+        ]
 
     deletes_invoked = Counter(p.key for p in writes if str(p.invoke.value).endswith(DELETE_SUFFIX) and not _failed(p))
     deletes_logged: Counter[str] = Counter()
@@ -114,6 +146,8 @@ def check_wal(
                 f"mutation at offset {offset} ({record.key}) was applied {counts[offset]} times",
                 writer_of(offset, record),
                 offset=offset,
+                # a lost write held this offset first: the offset applied twice is that loss again
+                **echo(gone_at.get(offset, [])),
             )
     for offset in dead_letters:
         add("dead-lettered", f"mutation at offset {offset} went to the dead-letter log", offset=offset)
@@ -132,6 +166,11 @@ def check_wal(
         if value == expected:
             continue
         earlier = {r.value for _, r in history_of_key}
+        # The target ending with a lost write applied before its loss (a delete: None), or short
+        # of the mutation that took a lost write's offset (the applier had passed it), is that
+        # loss seen again.
+        last = history_of_key[-1][0] if history_of_key else None
+        skipped_for = [p for p in gone_at.get(last, []) if (last, p.key) in applied] if last is not None else []
         if value is not None and value not in by_value:
             add("phantom", f"{key} holds {value}, which no write produced", key=key)
         elif value in earlier or value is None:
@@ -140,12 +179,18 @@ def check_wal(
                 f"{key} ends as {value}, but its last logged mutation is {expected or 'a delete'}",
                 writer_of(*history_of_key[-1]) if history_of_key else [],
                 key=key,
+                **echo(skipped_for if value is not None else [*applied_then_lost(key, None), *skipped_for]),
             )
         elif _rolled_back_after_apply(history, by_value[value], logged, applies, key):
             message = f"{key} holds {value}, an unacknowledged write the log served and a failover rolled back"
             rolled_back.append(Anomaly(ROLLED_BACK, message, history.subhistory([by_value[value]]), {"key": key}))
         else:
-            add("phantom", f"{key} holds {value}, which was never logged for it", key=key)
+            add(
+                "phantom",
+                f"{key} holds {value}, which was never logged for it",
+                key=key,
+                **echo(applied_then_lost(key, value)),
+            )
 
     stats = {"writes": len(writes), "acknowledged": len(acknowledged), "logged": len(logged), "applies": len(applies)}
     stats |= dict(tolerated)

@@ -42,6 +42,12 @@ from prism_testkit.capabilities import DeliveryGuarantee
 from prism_testkit.stateful.history import History, OpType, Pair, Process
 
 LOSS = frozenset({"lost", "lost-write", "unseen"})
+# An anomaly's ``data[FOLLOWS]``: the losses, as :func:`loss_id`, it is wholly a consequence of
+# (a copy count, an offset reused, a replica or read model short of them). Where every one of
+# them is tolerated, it is that loss again, not a second finding (one event, one verdict: see
+# :func:`prism_testkit.stateful.failover_loss.tolerate_failover_losses`).
+FOLLOWS = "follows"
+LossId = tuple[Hashable, Hashable]  # (key, value) of a loss; value None: the key's latest value
 DUPLICATION = frozenset({"duplicated", "duplicate"})
 # Jepsen allows it by default too: one transaction's appends may interleave with others'.
 INFORMATIONAL = frozenset({"int-send-skip"})
@@ -70,6 +76,16 @@ class Anomaly:
     message: str  # one line, for humans
     witness: History  # the smallest sub-history that shows it
     data: dict[str, Any] = field(default_factory=dict)  # the facts: key, value, offsets...
+
+
+def loss_id(anomaly: Anomaly) -> LossId:
+    """What a loss anomaly says is gone: its ``key`` and ``value`` facts."""
+    return (anomaly.data.get("key"), anomaly.data.get("value"))
+
+
+def follows(anomaly: Anomaly) -> frozenset[LossId]:
+    """The losses ``anomaly`` is wholly a consequence of (empty: a finding of its own)."""
+    return frozenset(anomaly.data.get(FOLLOWS, ()))
 
 
 @dataclass(frozen=True)
@@ -665,6 +681,9 @@ def _send_order_anomalies(
         ):
             unknown = [p for p in (previous, pair) if not p.ok]
             why = f"; op {_ops(*unknown)} had an unknown outcome but provably happened" if unknown else ""
+            # The earlier append acknowledged and never read (judged lost): its offset given
+            # again is that loss seen again (FOLLOWS), not a second finding.
+            gone = previous.ok and previous.invoke.value not in logs[pair.key].seen
             findings.add(
                 "nonmonotonic-send",
                 f"process {pair.process!r} appended to {pair.key!r} at offset {pair.offset} "
@@ -672,6 +691,7 @@ def _send_order_anomalies(
                 [previous, pair],
                 key=pair.key,
                 offsets=[previous.offset, pair.offset],
+                **({FOLLOWS: ((pair.key, previous.invoke.value),)} if gone else {}),
             )
         last_sent[(pair.process, pair.key)] = pair
 
@@ -693,6 +713,11 @@ def _offset_anomalies(findings: _Findings, name: str | None, log: _Log) -> None:
             offsets_of[value].append(offset)
         if len(held) > 1:
             (v1, p1), (v2, p2) = list(held.items())[:2]
+            # An acknowledged value no read ever returned is judged lost (lost-write, unseen):
+            # when the others at this offset are one value, the offset was given again after
+            # that loss, which is the loss seen again (FOLLOWS), not a second finding.
+            gone = [v for v in held if v not in log.seen and any(p.ok for p in log.attempts.get(v, []))]
+            echo = {FOLLOWS: tuple((name, v) for v in gone)} if gone and len(held) - len(gone) <= 1 else {}
             findings.add(
                 "inconsistent-offsets",
                 f"offset {offset} of {name!r} holds {v1!r} (op {_ops(p1)}) and {v2!r} (op {_ops(p2)})",
@@ -700,6 +725,7 @@ def _offset_anomalies(findings: _Findings, name: str | None, log: _Log) -> None:
                 key=name,
                 offset=offset,
                 values=list(held),
+                **echo,
             )
     for value, offsets in offsets_of.items():
         if len(offsets) > 1:
