@@ -51,6 +51,8 @@ def every_section() -> dict[str, Any]:
     results.simulations = {ROW_TEST: {"simulated": True, "examples": 3, "digest": "ab"}}
     results.power_cuts = {ROW_TEST: {"test": ROW_TEST, "fault": "power-cut", "lost": 0}}
     results.judged = {ROW_TEST: {"test": ROW_TEST, "scenario": "established", "verdict": "held"}}
+    left = {"backend": "bag-cluster", "left_by": TWIN_TEST, "why": "replicas still apart: s: n0: none"}
+    results.rebuilt = {ROW_TEST: {"test": ROW_TEST, "clusters": [left]}}
     unavailable_faults.add_row(
         results.unavailable_faults,
         {"fault": "power-cut", "reason": "no FUSE", "hint": "apt install fuse3"},

@@ -444,6 +444,9 @@ def prism_env(
         request.node.user_properties.append(server_properties(versions))
     env = PrismEnv(prism_runtime, prism_combination, prism_runtime.namespaces.new())
     backends = list(dict.fromkeys(prism_combination.slots.values()))
+    clusters = [b for b in backends if prism_runtime.endpoint(b).cluster is not None]
+    if clusters:
+        _rebuild_damaged(request.node, env)
     writes_metrics = request.config.stash[OPTIONS].metrics is not None
     with contextlib.ExitStack() as stack:
         created = stack.enter_context(recording()) if writes_metrics else []
@@ -455,7 +458,41 @@ def prism_env(
             )
             if created:
                 request.node.user_properties.append(("prism_metrics", final_metrics(env.ns.prefix, created)))
+            if clusters:
+                _note_damage(request, env, clusters)
             _clean_up(request, prism_runtime, env, backends)
+
+
+def _rebuild_damaged(node: pytest.Item, env: PrismEnv) -> None:
+    """A cluster an earlier test left damaged is rebuilt before this one runs on it (see
+    prism_testkit.stateful.health); what was rebuilt goes to the report under this test."""
+    from prism_testkit.stateful.health import PROPERTY, InheritedDamage, as_properties, ensure_healthy
+
+    try:
+        rebuilt = ensure_healthy(env, node.nodeid)
+    except InheritedDamage as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if rebuilt:
+        node.user_properties.append((PROPERTY, as_properties(rebuilt)))
+
+
+def _note_damage(request: pytest.FixtureRequest, env: PrismEnv, clusters: list[str]) -> None:
+    """What a test leaves its clusters with: a loss :mod:`prism_testkit.findings` judged (a
+    reproduced finding, a new loss) is damage, rebuilt before the cluster serves again; a failed
+    test's clusters must prove their copies converge before they do."""
+    from prism_testkit.findings import PROPERTY as JUDGED
+    from prism_testkit.stateful.health import note_used
+
+    runtime = env.runtime
+    note_used(env, request.node.nodeid)
+
+    for key, value in request.node.user_properties:
+        if key == JUDGED and isinstance(value, dict) and value.get("lost") and value.get("backend") in clusters:
+            named = f" ({value['finding']})" if value.get("finding") else ""
+            why = f"{value['scenario']!r} lost {value['lost']} of {value['acknowledged']} acknowledged{named}"
+            runtime.mark_damaged(value["backend"], request.node.nodeid, why)
+    if request.node.stash.get(CALL_FAILED, False):
+        runtime.suspect.update(clusters)
 
 
 def _clean_up(request: pytest.FixtureRequest, prism_runtime: PrismRuntime, env: PrismEnv, backends: list[str]) -> None:

@@ -315,6 +315,7 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
         "failures": _by_test(typed, "failures"),
         **({"power_cuts": cuts} if (cuts := _by_test(typed, "power_cuts")) else {}),
         **({"judged": judged} if (judged := _by_test(typed, "judged")) else {}),
+        **({"rebuilt": rebuilt} if (rebuilt := _by_test(typed, "rebuilt")) else {}),
         "failed_to_start": [
             {"backend": b, "reason": r} for b, r in sorted(_first_reasons(typed, "failed_to_start").items())
         ],

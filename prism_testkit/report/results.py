@@ -218,6 +218,9 @@ def selection_of(config: pytest.Config) -> str:
 
 
 ERROR = "error"
+# the user property under which a test lists the clusters rebuilt before it ran (or one of its
+# examples) because an earlier test left them damaged (prism_testkit.stateful.health.PROPERTY)
+REBUILT = "prism_rebuilt"
 # the user property a power_loss test records its cut under (also in --junitxml)
 POWER_CUT = "power_loss"
 # the user properties a stateful test leaves: a failing one's timeline page and the command that
@@ -275,6 +278,9 @@ class PrismResults:
     # tests judged by prism_testkit.findings: test -> scenario, backend, server version, verdict,
     # counts (what ``prism-testkit report versions`` tabulates over runs of several versions)
     judged: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # clusters rebuilt because a test left them damaged: test rebuilt before -> its entry
+    # ({"test", "clusters": [{"backend", "left_by", "why"}]}: prism_testkit.stateful.health)
+    rebuilt: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the failures of tests outside any suite (test -> entry, as ``failures`` holds them)
     outside_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
     shard: dict[str, Any] | None = None  # which shard of a sharded run this is (see shard_of)
@@ -321,6 +327,14 @@ class PrismResults:
         drawn = _prism_property(report, DEPTH)
         if drawn is not None:
             self.depths[test] = int(drawn["examples"])
+        clusters = [
+            {k: v for k, v in entry.items() if k != "before"}
+            for key, value in report.user_properties
+            if key == REBUILT and isinstance(value, list)
+            for entry in value
+        ]
+        if clusters:  # every phase's report carries the test's properties so far: the last is whole
+            self.rebuilt[test] = {"test": test, "clusters": clusters}
         cut = _prism_property(report, POWER_CUT)
         if cut is not None:
             self.power_cuts[test] = {"test": test, **cut}
@@ -494,6 +508,11 @@ class PrismResults:
                 if self.judged
                 else {}
             ),
+            **(
+                {"rebuilt": [self.identified(test, self.rebuilt[test]) for test in sorted(self.rebuilt)]}
+                if self.rebuilt
+                else {}
+            ),
         }
 
     def _unavailable_entry(self, backend: str, reason: str) -> dict[str, Any]:
@@ -539,6 +558,12 @@ class PrismResults:
             tr.write_sep("-", "prism-testkit: UNAVAILABLE backends (not tested)", yellow=True, bold=True)
             for backend, reason in sorted(self.unavailable.items()):
                 tr.write_line(f"{backend}: {reason}", yellow=True, bold=True)
+        if self.rebuilt:
+            tr.write_sep("-", "prism-testkit: clusters REBUILT because a test left them damaged", yellow=True)
+            for test, entry in sorted(self.rebuilt.items()):
+                for cluster in entry["clusters"]:
+                    left = f"left damaged by {cluster['left_by']}: {cluster['why']}"
+                    tr.write_line(f"{cluster['backend']}, before {test}: {left}", yellow=True)
         unavailable_faults.summarize(tr, self.unavailable_faults)
 
 

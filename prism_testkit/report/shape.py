@@ -137,6 +137,20 @@ class PerTest(_Open):
     identity: str | None = None  # as a test of a row's (OneTest.identity)
 
 
+class RebuiltCluster(_Open):
+    """A cluster rebuilt because ``left_by`` left it damaged: ``why`` (what was found)."""
+
+    backend: str
+    left_by: str
+    why: str
+
+
+class Rebuilt(PerTest):
+    """The clusters rebuilt before a test (or one of its examples) ran on them."""
+
+    clusters: list[RebuiltCluster]
+
+
 class Failure(PerTest):
     """A failing test: its suite and combination (None: outside the suites), its first failing
     phase and the first line of what it said."""
@@ -249,6 +263,7 @@ class Report(_Open):
     depth: Depth | None = None
     power_cuts: list[PerTest] = []
     judged: list[PerTest] = []
+    rebuilt: list[Rebuilt] = []  # clusters rebuilt before a test: which test left them damaged, and why
     # a merge's: the run and shard of each report, and the files merged
     runs: list[MergedRun] = []
     shards: list[MergedShard] = []

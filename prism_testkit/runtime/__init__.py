@@ -154,6 +154,13 @@ class PrismRuntime:
         # Drivers replaced by a restart or a reconnect. Operations a test abandoned may still run
         # on them after their close, so they are closed again once the test is over.
         self._retired: list[Driver] = []
+        # backend -> (the test that left it damaged, what is wrong): rebuilt before it serves
+        # again (prism_testkit.stateful.health); the first reason given is kept
+        self.damaged: dict[str, tuple[str, str]] = {}
+        # backends a failed test ran on: proved healthy (or rebuilt) before they serve again
+        self.suspect: set[str] = set()
+        self.last_test: dict[str, str] = {}  # backend -> the test that used it last
+        self.kills_checked: dict[str, int] = {}  # backend -> its cluster's kills when last proved healthy
 
     # --- selection -------------------------------------------------------------------------
 
@@ -535,6 +542,37 @@ class PrismRuntime:
         endpoint = self._endpoints.get(name)
         cluster = endpoint.cluster if endpoint is not None else None
         return proxy.faults_injected + (cluster.kills if cluster is not None else 0)
+
+    def mark_damaged(self, name: str, left_by: str, why: str) -> None:
+        """Say that ``name`` cannot serve the next test as it is (a reproduced finding, copies
+        that stay apart, a node that lost streams): it is rebuilt before it serves again."""
+        self.damaged.setdefault(name, (left_by, why))
+
+    def rebuild(self, name: str) -> None:
+        """Stop ``name``'s servers and forget them with their work dir and clients, so the next
+        :meth:`driver` provisions a fresh instance: one test, one cluster that no test damaged."""
+        endpoint = self._endpoints.get(name)
+        if endpoint is not None and endpoint.via not in (Via.BINARY, Via.CONTAINER):
+            raise ProvisioningError(f"backend {name!r} is not the harness's to rebuild: it came by {endpoint.via}")
+        proxied = self._proxied.pop(name, None)
+        self._proxied_closed.discard(name)
+        self._proxied_faults.pop(name, None)
+        if proxied is not None:
+            self._retired.append(proxied[0])
+            if proxied[1] in self._own_proxies:
+                self._own_proxies.remove(proxied[1])
+                proxied[1].close()
+        driver = self._drivers.pop(name, None)
+        if driver is not None:
+            self._retired.append(driver)
+        self._close_retired()
+        self.damaged.pop(name, None)
+        self.suspect.discard(name)
+        self.kills_checked.pop(name, None)
+        if endpoint is not None:
+            del self._endpoints[name]
+            self.registry[name].provisioner.stop(endpoint)
+        remove_tree(self.workdir / name)  # the damaged store must not be what the next one loads
 
     def disconnect(self, name: str) -> None:
         """Close the driver of ``name`` (the next :meth:`driver` call reconnects)."""

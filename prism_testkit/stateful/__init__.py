@@ -12,7 +12,9 @@ nemesis / checker split).
 - :mod:`.nemesis` (the faults of :mod:`prism_testkit.faults` aimed at a combination's servers
   and a cluster's nodes as Hypothesis rules, each recorded in the history and healed at the end
   of every example; after the heal, each node's copy judged by :mod:`.replicas`), as Jepsen's
-  own ``jepsen.nemesis`` sits beside its checkers.
+  own ``jepsen.nemesis`` sits beside its checkers. :mod:`.health` (a cluster a test hands on:
+  damage a test named, or copies that do not converge, rebuilt before the next test or example;
+  what cannot be rebuilt is inherited damage, reported unshrunk).
 - :mod:`.machine` (the base stateful machine wiring clients, the nemesis and checkers) and
   :mod:`.runner` (runs it under the Hypothesis profile, fails with the smallest witness and a
   replay command).

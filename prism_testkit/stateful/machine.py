@@ -5,14 +5,16 @@ go through :meth:`~FaultMachine.attempt`, and implements :meth:`~FaultMachine.ch
 nemesis rules come with the base (:class:`~prism_testkit.stateful.nemesis.NemesisRules`). Each
 example:
 
-- works in its own namespace (``env.ns.child()``), purged when the example ends;
+- starts on clusters no earlier test or example left damaged (:mod:`.health`: rebuilt where
+  one did), and works in its own namespace (``env.ns.child()``), purged when the example ends;
 - runs every coroutine on the worker's one event loop through ``env.runtime.run``: Hypothesis
   does not support async rules, and one loop means drivers never cross loops;
 - records a Jepsen-style :class:`~prism_testkit.stateful.history.History`;
 - at teardown heals every fault, waits for operations abandoned in flight, lets the suite drain
   (waiting on progress, not a clock: a drain that stops progressing is
   :class:`~prism_testkit.patience.Unsettled`, a liveness failure, never ``lost``) and check
-  (on a cluster whose nodes can be read one by one, each node's copy too: ``replicas``), and
+  (on a cluster whose nodes can be read one by one, each node's copy of the example's own
+  streams too: ``replicas``), and
   fails through :meth:`StatefulRun.judge` with the smallest witness;
 - on a failover cluster its run owes a failover (see ``owed_failovers``), fails it over after
   its first client operations;
@@ -36,6 +38,7 @@ from prism_testkit.simulation.buggify import heal as heal_misbehaviour
 from prism_testkit.simulation.buggify import unknown_outcomes
 from prism_testkit.stateful.checkers import Verdict, judged_nothing
 from prism_testkit.stateful.client import Outcome, RecordedClient
+from prism_testkit.stateful.health import ensure_healthy, note_used
 from prism_testkit.stateful.history import History, OpType
 from prism_testkit.stateful.nemesis import Nemesis, NemesisRules
 from prism_testkit.stateful.runner import StatefulRun
@@ -59,6 +62,9 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
         super().__init__()
         self.prism_run = run
         self.env = run.env
+        # Before the first step: a cluster an earlier test or example left damaged is rebuilt,
+        # so no verdict of this example is inherited (InheritedDamage where it cannot be).
+        run.note_rebuilt(ensure_healthy(self.env, run.nodeid, always=True))
         # First, so that everything the example runs (connects included) runs on the simulated loop.
         self._simulation = ExitStack()
         self.simulation: tuple[SimulatedLoop, Guard] | None = None
@@ -68,7 +74,7 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
             )
         self.ns = self.env.ns.child()
         self.history = History()
-        self.nemesis = Nemesis(self.env, self.history, slots, self.loop, ephemeral=ephemeral)
+        self.nemesis = Nemesis(self.env, self.history, slots, self.loop, ephemeral=ephemeral, test=run.nodeid)
         self.recorded = RecordedClient(self.history, self.loop, lambda: self.faulted)
         self.misbehaviour: frozenset[str] = frozenset()  # drawn by seed_the_schedule
         run.note_failover_clusters(self.nemesis.failover_backends())
@@ -180,6 +186,7 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
                 self._no_real_time()
                 self.prism_run.judge(self.history, verdicts, what, **self._timeline_facts())
             finally:
+                note_used(self.env, self.prism_run.nodeid)
                 self.loop(self.env.purge(self.ns))
         finally:
             self._simulation.close()
@@ -192,7 +199,7 @@ class FaultMachine(NemesisRules, RuleBasedStateMachine):
     def _replica_verdicts(self, own: list[Verdict]) -> list[Verdict]:
         """The nodes' own copies (:meth:`Nemesis.replica_verdicts`); a valid one is left out of
         an example that wrote and read nothing, which must still count as judging nothing."""
-        replicas = self.nemesis.replica_verdicts()
+        replicas = self.nemesis.replica_verdicts(self.ns.prefix)
         if judged_nothing(own):
             return [v for v in replicas if not v.valid]
         return replicas

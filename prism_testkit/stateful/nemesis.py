@@ -150,10 +150,14 @@ class Nemesis:
         run_on_loop: RunOnLoop,
         *,
         ephemeral: Collection[str] = (),
+        test: str = "",
     ) -> None:
         """``ephemeral``: slots whose checks owe nothing across a restart (at-most-once pub/sub
-        keeps nothing to lose), so their server is killed whether or not it is durable."""
+        keeps nothing to lose), so their server is killed whether or not it is durable.
+        ``test``: the node id damage this example leaves is named against."""
         self.env = env
+        self.test = test
+        self.foreign_damage: dict[str, str] = {}  # backend -> what this example left apart outside its namespace
         self.ephemeral = frozenset(ephemeral)
         self.history = history
         self.run_on_loop = run_on_loop
@@ -476,13 +480,19 @@ class Nemesis:
         if target.proxy is not None and not target.proxy.state.transparent:
             self.inject("heal", target, target.proxy.heal)
 
-    def replica_verdicts(self) -> list[Verdict]:
+    def replica_verdicts(self, namespace: str | None = None) -> list[Verdict]:
         """Once every fault is healed, each cluster whose nodes can be read one by one must
         converge: every node's copy of every stream the same once the copies stop changing
         (:data:`REPLICAS_CONVERGE` seconds without progress); copies still changing at the
         ceiling are :class:`~prism_testkit.patience.Unsettled`, not diverged. One verdict per
         such cluster; ``replicas-diverged`` names the streams and what each node holds, its
-        witness the example's faults."""
+        witness the example's faults.
+
+        With a ``namespace`` prefix, only the streams whose names hold it are the example's to
+        judge: a stream outside it (the harness's shared buckets, another test's leftovers)
+        that stays apart is cluster damage, not this example's verdict. It is named against
+        this test in the runtime's ``damaged`` (so the cluster is rebuilt before it serves
+        again) and in :attr:`foreign_damage`."""
         verdicts = []
         seen: set[int] = set()
         for target in self.targets.values():
@@ -490,7 +500,14 @@ class Nemesis:
             if cluster is None or cluster.stream_states is None or id(cluster) in seen:
                 continue
             seen.add(id(cluster))
-            found = _until_converged(cluster.stream_states)
+            found = settled_divergence(cluster.stream_states)
+            if namespace is not None:
+                foreign = {name: copies for name, copies in found.items() if namespace not in name}
+                found = {name: copies for name, copies in found.items() if name not in foreign}
+                if foreign:
+                    why = f"outside the test's namespace, replicas still apart: {describe_divergence(foreign)}"
+                    self.foreign_damage[target.backend] = why
+                    self.env.runtime.mark_damaged(target.backend, self.test, why)
             anomalies: dict[str, list[Anomaly]] = {}
             if found:
                 faults = self.history.filter(lambda op: op.process == "nemesis")
@@ -535,7 +552,7 @@ def _settle_marks(cluster: ClusterContract | None) -> SettleMarks | None:
     return (settled, len(settled), promoted, len(promoted))
 
 
-def _until_converged(
+def settled_divergence(
     states: Callable[[], dict[str, dict[str, StreamState] | None]],
 ) -> dict[str, dict[str, StreamState | None]]:
     """The streams still apart once no node's copy changed for :data:`REPLICAS_CONVERGE`

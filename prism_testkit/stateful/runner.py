@@ -41,6 +41,8 @@ from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.digest import combined_digest, history_digest
 from prism_testkit.stateful.checkers import EMPTY, Verdict, judged_nothing
 from prism_testkit.stateful.failover_loss import failed_over, leaders_lost, tolerate_failover_losses
+from prism_testkit.stateful.health import PROPERTY as REBUILT
+from prism_testkit.stateful.health import InheritedDamage, Rebuilt, as_properties
 from prism_testkit.stateful.history import History, OpType
 from prism_testkit.stateful.latency import Series, Settles
 from prism_testkit.stateful.recording import StepRecorder, record_steps, reissue, settle_strays
@@ -189,7 +191,10 @@ class StatefulRun:
     def execute(self, factory: Callable[[], RuleBasedStateMachine]) -> None:
         """Run the machine under :func:`stateful_settings`; record the verdicts in the report."""
         if self.replaying is not None:
-            self._replay_as_test(factory, *self.replaying)
+            try:
+                self._replay_as_test(factory, *self.replaying)
+            except InheritedDamage as inherited:
+                raise AssertionError(f"{self.nodeid}: {inherited}") from None
             return
         unrecorded = factory
         factory = self._recording(unrecorded)
@@ -208,19 +213,7 @@ class StatefulRun:
         # Hypothesis only calls the "class" to make a machine: a factory with our digest will do.
         machine = cast("type[RuleBasedStateMachine]", make)
         try:
-            if self.hunt is None:
-                drawn = stateful_settings(self.example_cap, self.depth)
-                self.node.user_properties.append((DEPTH_PROPERTY, self.depth_property(drawn.max_examples)))
-                try:
-                    run_state_machine_as_test(machine, settings=drawn)
-                    self._failover_pass(factory)
-                except Exception as exc:
-                    self.keep_schedule(unrecorded, exc)
-                    raise
-                finally:
-                    self.forced_failovers = frozenset()
-            else:
-                self._hunt(make, self.hunt, unrecorded)
+            self._search(machine, factory, unrecorded, make)
             if self.vacuous and not self.judged:
                 raise AssertionError(
                     f"{self.nodeid}: none of its {self.vacuous} examples wrote or read anything, so "
@@ -235,6 +228,32 @@ class StatefulRun:
             self.record_latency()
             self.record_settles()
             self.write_failing_timeline()
+
+    def _search(
+        self,
+        machine: type[RuleBasedStateMachine],
+        factory: Callable[[], RuleBasedStateMachine],
+        unrecorded: Callable[[], RuleBasedStateMachine],
+        make: Callable[[], RuleBasedStateMachine],
+    ) -> None:
+        """The test's search (or hunt). Damage an example found before its first step and
+        could not rebuild away fails the test as inherited, unshrunk (see :mod:`.health`)."""
+        try:
+            if self.hunt is None:
+                drawn = stateful_settings(self.example_cap, self.depth)
+                self.node.user_properties.append((DEPTH_PROPERTY, self.depth_property(drawn.max_examples)))
+                try:
+                    run_state_machine_as_test(machine, settings=drawn)
+                    self._failover_pass(factory)
+                except Exception as exc:
+                    self.keep_schedule(unrecorded, exc)
+                    raise
+                finally:
+                    self.forced_failovers = frozenset()
+            else:
+                self._hunt(make, self.hunt, unrecorded)
+        except InheritedDamage as inherited:
+            raise AssertionError(f"{self.nodeid}: {inherited}") from None
 
     def search_seed(self, part: str = "") -> int | None:
         """The seed of this test's search (``part``: a second search of it): the chosen one,
@@ -262,6 +281,11 @@ class StatefulRun:
         else:
             return
         self.node.user_properties.append((PROPERTY, found))
+
+    def note_rebuilt(self, rebuilt: Sequence[Rebuilt]) -> None:
+        """Clusters rebuilt before one of this test's examples (:mod:`.health`), for the report."""
+        if rebuilt:
+            self.node.user_properties.append((REBUILT, as_properties(list(rebuilt))))
 
     def note_settles(self, settles: Sequence[tuple[str, str, float]]) -> None:
         """An example's settle times after its faults (:attr:`Nemesis.settles
