@@ -592,6 +592,38 @@ def test_the_suites_catch_a_broken_variant(
     result.stdout.fnmatch_lines([evidence])
 
 
+# Wrong judges (issue 64, item 4: one event, one verdict): each mutant breaks how a checker
+# derives its later counts from the losses a failover tolerates, either judging a tolerated
+# loss twice or widening the tolerance; the checker's unit tests (pure functions over
+# hand-built histories, no servers) must fail, in the test named by the evidence.
+# (mutant module, -k selection of tests/test_tolerated_once.py, what the failure says)
+CHECKER_MUTANTS = [
+    ("tiered_counts_a_lost_key_as_missing_copy", "tiered", "*FAILED*test_tiered_a_key_lost_in_a_failover*"),
+    ("tiered_copy_count_excused_by_any_lost_key", "tiered", "*FAILED*test_tiered_a_copy_missing_beyond*"),
+    ("failover_loss_keeps_echoes", "only_follows", "*FAILED*test_a_finding_that_only_follows_a_tolerated*"),
+    ("failover_loss_echo_on_any_shared_loss", "follows", "*FAILED*test_a_finding_that_follows_anything_more*"),
+    ("failover_loss_ignores_the_promise", "outside", "*FAILED*test_tiered_the_same_loss_outside_a_window*"),
+    ("log_judges_a_reused_offset_twice", "log", "*FAILED*test_log_an_offset_given_again_after_a_loss*"),
+    ("log_judges_a_reused_send_offset_twice", "log", "*FAILED*test_log_an_offset_given_again_after_a_loss*"),
+    ("wal_judges_an_applied_lost_write_twice", "wal", "*FAILED*test_wal_a_lost_write_the_target_holds*"),
+    ("cdc_judges_a_lost_event_twice", "cdc", "*FAILED*test_cdc_a_replica_short_of_a_lost_event*"),
+    ("es_judges_a_projected_lost_event_twice", "event_sourcing", "*FAILED*test_event_sourcing_a_read_model_holding*"),
+]
+
+
+@pytest.mark.parametrize(("mutant", "selection", "evidence"), CHECKER_MUTANTS, ids=[m[0] for m in CHECKER_MUTANTS])
+def test_the_checker_tests_catch_a_wrong_judge(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mutant: str, selection: str, evidence: str
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess(
+        str(ROOT / "tests" / "test_tolerated_once.py"),
+        *("-p", f"tests.mutants.{mutant}", "-k", selection, "-p", "no:cacheprovider", "-p", "no:randomly"),
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines([evidence])
+
+
 def test_seeded_misbehaviour_catches_what_real_time_misses(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

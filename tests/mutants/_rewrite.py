@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import sys
 import textwrap
+from types import ModuleType
 
 
 def rewrite_line(owner: type, method: str, line: str, broken: str) -> None:
@@ -20,3 +21,14 @@ def rewrite_line(owner: type, method: str, line: str, broken: str) -> None:
     scope: dict[str, object] = {}
     exec(code, vars(module), scope)
     setattr(owner, method, scope[method])
+
+
+def rewrite_function_line(module: ModuleType, function: str, line: str, broken: str) -> None:
+    """:func:`rewrite_line` for a module-level function: ``module.function`` replaced, in its
+    module (so its module's other functions call the broken one), by its source with ``line``
+    replaced by ``broken``; refused when the line is no longer there exactly once."""
+    source = textwrap.dedent(inspect.getsource(getattr(module, function)))
+    assert source.count(line) == 1, f"{module.__name__}.{function} no longer has the line {line!r}"
+    flags = annotations.compiler_flag
+    code = compile(source.replace(line, broken), str(module.__file__), "exec", flags, dont_inherit=True)
+    exec(code, vars(module))  # defines the broken function in the module, over the real one

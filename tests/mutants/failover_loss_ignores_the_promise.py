@@ -1,0 +1,18 @@
+"""Mutant (a wrong judge, widening): any failover excuses losses, also of a backend that
+declares ``survives_failover`` (a tolerated window applied outside its finding).
+
+Loaded with ``-p tests.mutants.failover_loss_ignores_the_promise``.
+"""
+
+from __future__ import annotations
+
+import prism_testkit.stateful.failover_loss as failover_loss
+
+from ._rewrite import rewrite_function_line
+
+rewrite_function_line(
+    failover_loss,
+    "tolerate_failover_losses",
+    "    if not failed_over(history) & set(without_the_promise):",
+    "    if not failed_over(history):  # the bug: the promise is not looked at",
+)

@@ -1,0 +1,18 @@
+"""Mutant (a wrong judge): the WAL checker calls the target's copy of a write the log lost a
+phantom of its own, so a failover's tolerated loss is also a red (issue 64).
+
+Loaded with ``-p tests.mutants.wal_judges_an_applied_lost_write_twice``.
+"""
+
+from __future__ import annotations
+
+import prism_testkit.suites._wal_checker as wal_checker
+
+from ._rewrite import rewrite_function_line
+
+rewrite_function_line(
+    wal_checker,
+    "check_wal",
+    "                **echo(applied_then_lost(key, value)),",
+    "                # the bug: the target holding the lost write is judged again",
+)
