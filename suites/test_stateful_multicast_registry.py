@@ -22,14 +22,16 @@ arrives for an identity a completed multicast did not name (``stray-copy``) or r
 definite failure (``undelivered-copy``). A backend not declared durable may lose acknowledged
 writes when its server restarts: ``member-lost`` (registry) and ``lost-copy`` (queue) are then
 tolerated; a failover of a backend that does not declare ``survives_failover`` excuses the
-``*-lost`` ones (the runner's rule). Copies that arrive twice (a send retried after an unknown
-outcome) are counted, not forbidden.
+``*-lost`` ones (the runner's rule). A registration (or deregistration) lost is judged once, at
+the first multicast it misled: the later ones follow that loss, so a window counts it once.
+Copies that arrive twice (a send retried after an unknown outcome) are counted, not forbidden.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,8 +47,9 @@ from prism_testkit.patterns.multicast_registry import (
 )
 
 from prism_testkit import Message, PrismEnv, Slot, prism_suite
-from prism_testkit.stateful.checkers import EMPTY, Anomaly, Verdict, suite_verdict
-from prism_testkit.stateful.history import OpHandle, OpType
+from prism_testkit.stateful.checkers import EMPTY, FOLLOWS, Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.failover_loss import without_echoes
+from prism_testkit.stateful.history import History, OpHandle, OpType
 from prism_testkit.stateful.machine import FaultMachine
 from prism_testkit.stateful.runner import StatefulRun
 
@@ -73,11 +76,9 @@ class Findings:
     found: dict[str, list[Anomaly]] = field(default_factory=dict)
     tolerated: dict[str, list[Anomaly]] = field(default_factory=dict)
 
-    def add(
-        self, name: str, message: str, machine: RegistryMachine, data: dict[str, Any], *, allowed: bool = False
-    ) -> None:
+    def add(self, name: str, message: str, history: History, data: dict[str, Any], *, allowed: bool = False) -> None:
         group = self.tolerated if allowed else self.found
-        group.setdefault(name, []).append(Anomaly(name, message, machine.history, data))
+        group.setdefault(name, []).append(Anomaly(name, message, history, data))
 
 
 class RegistryMachine(FaultMachine):
@@ -137,21 +138,6 @@ class RegistryMachine(FaultMachine):
 
     # -- judging ----------------------------------------------------------------------------
 
-    def member_at(self, identity: str, before: int) -> bool | str | None:
-        """Whether ``identity`` was registered at history index ``before`` (a multicast's
-        invoke): ``None`` when an operation on it of unknown outcome came before that,
-        ``"deregistered"`` when its last operation was a completed deregistration."""
-        member: bool | str = False
-        for pair in self.history.pairs():
-            invoke, completion = pair.invoke, pair.completion
-            if invoke.key != identity or invoke.f not in ("register", "deregister") or invoke.index >= before:
-                continue
-            if completion is None or completion.type is OpType.INFO or completion.index >= before:
-                return None  # may have happened, or happened while the multicast ran
-            if completion.type is OpType.OK:
-                member = True if invoke.f == "register" else "deregistered"
-        return member
-
     async def _drain(self) -> Counter[tuple[str, str]]:
         """Every copy that reached an identity's queue: (multicast id, identity) -> count."""
         queue = self.env.driver("messaging").queue()
@@ -168,73 +154,133 @@ class RegistryMachine(FaultMachine):
     def check(self) -> tuple[list[Verdict], str]:
         copies = self.recovering(self._drain, "drain every identity's queue")
         self.history.invoke("drainer", "drain").ok(value=tuple(sorted((m, i, n) for (m, i), n in copies.items())))
-        restarted = any(op.process == "nemesis" and op.f in RESTARTS for op in self.history)
-        findings = Findings()
-        known: dict[str, MulticastResult] = {}
-        unknown = 0
-        for record in self.multicasts:
-            if record.result is None:
-                unknown += record.handle.completion is None or record.handle.completion.type is OpType.INFO
-                continue
-            result = record.result
-            known[result.multicast_id] = result
-            began = record.handle.invoke.index
-            for identity in IDENTITIES:
-                member = self.member_at(identity, began)
-                named = identity in result.outcomes
-                facts = {"multicast": record.seq, "identity": identity}
-                # names with "lost" are what a failover of a backend that does not promise to
-                # survive one may excuse (the runner decides); a restart, where not durable
-                if member is True and not named:
-                    message = f"multicast {record.seq} missed registered {identity}"
-                    findings.add("member-lost", message, self, facts, allowed=self.registry_may_lose and restarted)
-                if member == "deregistered" and named:
-                    message = f"multicast {record.seq} went to deregistered {identity}"
-                    findings.add("deregistration-lost", message, self, facts)
-                if member is False and named:
-                    message = f"multicast {record.seq} went to never registered {identity}"
-                    findings.add("unexpected-recipient", message, self, facts)
-            for identity, outcome in result.outcomes.items():
-                arrived = copies.get((result.multicast_id, identity), 0)
-                facts = {"multicast": record.seq, "identity": identity, "arrived": arrived}
-                if outcome.delivered and not arrived:
-                    message = f"multicast {record.seq}: {identity}'s delivered copy is gone"
-                    findings.add("lost-copy", message, self, facts, allowed=self.queue_may_lose and restarted)
-                if not outcome.delivered and outcome.definite and arrived:
-                    findings.add(
-                        "undelivered-copy",
-                        f"multicast {record.seq}: a definite failure arrived at {identity}",
-                        self,
-                        facts,
-                    )
-        mine = {m for m, _ in copies}
-        for (multicast_id, identity), count in copies.items():
-            result = known.get(multicast_id)
-            if result is not None and identity not in result.outcomes:
+        verdict = judge_multicasts(
+            self.history,
+            self.multicasts,
+            copies,
+            registry_may_lose=self.registry_may_lose,
+            queue_may_lose=self.queue_may_lose,
+        )
+        return [verdict], f"registry {self.config.key_prefix}"
+
+
+def member_at(history: History, identity: str, before: int) -> bool | str | None:
+    """Whether ``identity`` was registered at history index ``before`` (a multicast's
+    invoke): ``None`` when an operation on it of unknown outcome came before that,
+    ``"deregistered"`` when its last operation was a completed deregistration."""
+    member: bool | str = False
+    for pair in history.pairs():
+        invoke, completion = pair.invoke, pair.completion
+        if invoke.key != identity or invoke.f not in ("register", "deregister") or invoke.index >= before:
+            continue
+        if completion is None or completion.type is OpType.INFO or completion.index >= before:
+            return None  # may have happened, or happened while the multicast ran
+        if completion.type is OpType.OK:
+            member = True if invoke.f == "register" else "deregistered"
+    return member
+
+
+def last_change(history: History, identity: str, before: int) -> int | None:
+    """The index of the last completed (de)registration of ``identity`` before history index
+    ``before``: what a multicast that missed it, or reached it, shows lost."""
+    changes = [
+        pair.invoke.index
+        for pair in history.pairs()
+        if pair.invoke.key == identity
+        and pair.invoke.f in ("register", "deregister")
+        and pair.completion is not None
+        and pair.completion.type is OpType.OK
+        and pair.completion.index < before
+    ]
+    return max(changes, default=None)
+
+
+def judge_multicasts(
+    history: History,
+    multicasts: Sequence[Multicast],
+    copies: Mapping[tuple[str, str], int],
+    *,
+    registry_may_lose: bool,
+    queue_may_lose: bool,
+) -> Verdict:
+    """The ``multicast-registry`` verdict (see the module docstring) over ``history``, the
+    ``multicasts`` made and the ``copies`` that reached each identity's queue (multicast id,
+    identity -> count). ``registry_may_lose`` / ``queue_may_lose``: a restart may lose that
+    backend's acknowledged writes (not declared durable): what it loses is tolerated."""
+    restarted = any(op.process == "nemesis" and op.f in RESTARTS for op in history)
+    findings = Findings()
+    known: dict[str, MulticastResult] = {}
+    unknown = 0
+    judged: set[tuple[str, int | None]] = set()  # (identity, the op it lost) already judged
+    for record in multicasts:
+        if record.result is None:
+            unknown += record.handle.completion is None or record.handle.completion.type is OpType.INFO
+            continue
+        result = record.result
+        known[result.multicast_id] = result
+        began = record.handle.invoke.index
+        for identity in IDENTITIES:
+            member = member_at(history, identity, began)
+            named = identity in result.outcomes
+            # One event, one verdict: a registration (or deregistration) the registry lost
+            # is judged at the first multicast it misled; the later ones follow that loss.
+            lost = (identity, last_change(history, identity, began))
+            facts: dict[str, Any] = {"multicast": record.seq, "identity": identity}
+            loss = facts | {"key": lost[0], "value": lost[1]} | ({FOLLOWS: (lost,)} if lost in judged else {})
+            # names with "lost" are what a failover of a backend that does not promise to
+            # survive one may excuse (the runner decides); a restart, where not durable
+            if member is True and not named:
+                judged.add(lost)
+                message = f"multicast {record.seq} missed registered {identity}"
+                findings.add("member-lost", message, history, loss, allowed=registry_may_lose and restarted)
+            if member == "deregistered" and named:
+                judged.add(lost)
+                message = f"multicast {record.seq} went to deregistered {identity}"
+                findings.add("deregistration-lost", message, history, loss)
+            if member is False and named:
+                message = f"multicast {record.seq} went to never registered {identity}"
+                findings.add("unexpected-recipient", message, history, facts)
+        for identity, outcome in result.outcomes.items():
+            arrived = copies.get((result.multicast_id, identity), 0)
+            facts = {"multicast": record.seq, "identity": identity, "arrived": arrived}
+            if outcome.delivered and not arrived:
+                message = f"multicast {record.seq}: {identity}'s delivered copy is gone"
+                findings.add("lost-copy", message, history, facts, allowed=queue_may_lose and restarted)
+            if not outcome.delivered and outcome.definite and arrived:
                 findings.add(
-                    "stray-copy",
-                    f"a copy of multicast {multicast_id} reached {identity}, not one of its recipients",
-                    self,
-                    {"multicast": multicast_id, "identity": identity, "count": count},
+                    "undelivered-copy",
+                    f"multicast {record.seq}: a definite failure arrived at {identity}",
+                    history,
+                    facts,
                 )
-        stray_ids = mine - set(known)
-        if len(stray_ids) > unknown:
+    mine = {m for m, _ in copies}
+    for (multicast_id, identity), count in copies.items():
+        result = known.get(multicast_id)
+        if result is not None and identity not in result.outcomes:
             findings.add(
                 "stray-copy",
-                f"copies of {len(stray_ids)} multicasts arrived, but only {unknown} had an unknown outcome",
-                self,
-                {"multicasts": sorted(stray_ids)},
+                f"a copy of multicast {multicast_id} reached {identity}, not one of its recipients",
+                history,
+                {"multicast": multicast_id, "identity": identity, "count": count},
             )
-        if not known:
-            findings.add(EMPTY, "no multicast completed: nothing was judged", self, {})
-        counts = {
-            "multicasts": len(known),
-            "copies": sum(copies.values()),
-            "duplicated-copies": sum(n - 1 for n in copies.values() if n > 1),
-        }
-        verdict = suite_verdict("multicast-registry", findings.found, counts)
-        verdict = replace(verdict, tolerated=findings.tolerated)
-        return [verdict], f"registry {self.config.key_prefix}"
+    stray_ids = mine - set(known)
+    if len(stray_ids) > unknown:
+        findings.add(
+            "stray-copy",
+            f"copies of {len(stray_ids)} multicasts arrived, but only {unknown} had an unknown outcome",
+            history,
+            {"multicasts": sorted(stray_ids)},
+        )
+    if not known:
+        findings.add(EMPTY, "no multicast completed: nothing was judged", history, {})
+    counts = {
+        "multicasts": len(known),
+        "copies": sum(copies.values()),
+        "duplicated-copies": sum(n - 1 for n in copies.values() if n > 1),
+    }
+    verdict = suite_verdict("multicast-registry", findings.found, counts)
+    verdict = without_echoes(replace(verdict, tolerated=findings.tolerated))  # its own tolerance too
+    return verdict
 
 
 def test_multicast_registry_under_faults(prism_env: PrismEnv, request: pytest.FixtureRequest) -> None:

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from prism_testkit.patterns.cdc import ChangeEvent, encode
+from prism_testkit.patterns.multicast_registry import MulticastResult
 from prism_testkit.suites._bank import read_model_divergence
 from prism_testkit.suites._cdc_checker import Ledger, check, value_of
 from prism_testkit.suites._tiered import MISSING, missing_copies, read_anomaly
 from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
+from prism_testkit.suites.test_stateful_multicast_registry import Multicast, judge_multicasts
 
 from prism_testkit import DeliveryGuarantee, Message
 from prism_testkit.stateful.checkers import FOLLOWS, Anomaly, Verdict, log_anomalies, suite_verdict
@@ -300,3 +302,39 @@ def test_event_sourcing_a_projection_further_ahead_than_the_lost_events_stays_re
 
 def test_event_sourcing_the_same_loss_outside_a_window_stays_red() -> None:
     outside_the_window(_read_model, "lost", "read-model-diverged")
+
+
+# --- the multicast registry: one lost registration, many multicasts it misled ---------------
+
+
+def _registration_lost(history: History, *, restarted: bool = False) -> tuple[Verdict, History]:
+    """i0 registered on a Sentinel registry that then loses the registration; two multicasts
+    after it leave i0 out. ``restarted``: a kill of a registry not declared durable instead."""
+    history.invoke("client", "register", "i0", None).ok()
+    if restarted:
+        history.invoke("nemesis", "kill", "redis", {"node": 0}).ok()
+    made = []
+    for seq in (1, 2):
+        handle = history.invoke("client", "multicast", None, seq)
+        made.append(Multicast(handle, seq, MulticastResult(f"m{seq}", 0.0, {})))
+        handle.ok()
+    verdict = judge_multicasts(history, made, {}, registry_may_lose=restarted, queue_may_lose=False)
+    return verdict, history
+
+
+def test_multicast_a_lost_registration_is_judged_once_however_many_multicasts_it_misled() -> None:
+    verdict, history = _registration_lost(failed_over(History()))
+    assert names(verdict) == {"member-lost": 2}, verdict.explain()
+    runner = judged(verdict, history)
+    tolerated_once(runner, "multicast 1 missed registered i0")
+
+
+def test_multicast_a_registration_a_restart_may_lose_is_tolerated_once() -> None:
+    """The checker's own window (a restart of a registry not declared durable): once too."""
+    verdict, _ = _registration_lost(History(), restarted=True)
+    assert verdict.valid, verdict.explain()
+    assert [a.message for a in verdict.tolerated["member-lost"]] == ["multicast 1 missed registered i0"]
+
+
+def test_multicast_the_same_loss_outside_a_window_stays_red() -> None:
+    outside_the_window(_registration_lost, "member-lost")
