@@ -11,7 +11,7 @@ from typing import TypeVar
 import pytest
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import Capability, ObjectStore, PrismEnv, Slot, prism_suite
+from prism_testkit import Capability, ObjectStore, PrismEnv, Slot, findings, prism_suite
 from prism_testkit.errors import BucketNotEmpty, BucketNotFound, NotSupported, ObjectNotFound
 from prism_testkit.isolation import Namespace
 
@@ -25,6 +25,7 @@ from ._helpers import (
     expiry_deadline,
     gather_all,
     own_client,
+    replay_command,
 )
 
 pytestmark = prism_suite("objects", backend=Slot.needs("objects"))
@@ -121,6 +122,7 @@ async def test_buckets_are_isolated(prism_env: PrismEnv) -> None:
 
 CLIENTS = 4  # the test's driver and three clients of its own, racing on one bucket
 RACED_BUCKETS = 6
+RACED_DELETES = "concurrent-bucket-deletes"  # the scenario a known finding names (prism_testkit.findings)
 
 
 async def refused(operation: Awaitable[object]) -> BucketNotFound | BucketNotEmpty | None:
@@ -140,7 +142,9 @@ async def stores(prism_env: PrismEnv, count: int) -> tuple[AsyncExitStack, list[
     return stack, [store_of(prism_env), *(driver.objects() for driver in others)]
 
 
-async def test_concurrent_deletes_of_one_bucket_succeed_exactly_once(prism_env: PrismEnv) -> None:
+async def test_concurrent_deletes_of_one_bucket_succeed_exactly_once(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
     # A delete that checks and then deletes lets two callers both delete "the" bucket: one of
     # them deleted a missing bucket without BucketNotFound.
     buckets = [prism_env.ns.name(f"raced-{i}") for i in range(RACED_BUCKETS)]
@@ -149,9 +153,27 @@ async def test_concurrent_deletes_of_one_bucket_succeed_exactly_once(prism_env: 
         for bucket in buckets:
             await racers[0].create_bucket(bucket)
         outcomes = await gather_all(*(refused(each.delete_bucket(bucket)) for bucket in buckets for each in racers))
+    successes = [
+        sum(outcome is None for outcome in outcomes[i * CLIENTS : (i + 1) * CLIENTS]) for i in range(len(buckets))
+    ]
+    backend = prism_env.combination["backend"]
+    if findings.finding_for(RACED_DELETES, backend) is not None:
+        # A release with the known finding (docs/findings.md) leaves the racing deletes unanswered, and a
+        # resent one reads as done: named there, while a fixed release is held to the contract below.
+        findings.judge(
+            request,
+            scenario=RACED_DELETES,
+            backend=backend,
+            version=prism_env.driver("backend").server_version,
+            lost=sum(max(0, count - 1) for count in successes),
+            acknowledged=len(outcomes),
+            detail=f"successes per bucket of {CLIENTS} racing clients: {', '.join(map(str, successes))}",
+            replay=replay_command(__name__, backend, "concurrent_deletes_of_one_bucket"),
+            counts="concurrent delete_bucket calls succeeded beyond one per bucket",
+        )
     for i, bucket in enumerate(buckets):
         mine = outcomes[i * CLIENTS : (i + 1) * CLIENTS]
-        succeeded = sum(outcome is None for outcome in mine)
+        succeeded = successes[i]
         assert succeeded == 1, f"{CLIENTS} concurrent delete_bucket calls of {bucket!r}: {succeeded} succeeded"
         wrong = [
             type(outcome).__name__

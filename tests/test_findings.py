@@ -14,6 +14,7 @@ import pytest
 from prism_testkit import findings
 from prism_testkit.findings import KNOWN, KnownFinding, finding_for, judge
 from prism_testkit.report.matrix import compliance_matrix, render_markdown
+from suites.test_contract_objects import RACED_DELETES
 
 BUG = KNOWN["nats-server#7549"]
 
@@ -149,3 +150,62 @@ def test_the_report_and_the_matrix_name_a_reproduced_finding_never_a_plain_pass(
     cell = compliance_matrix(report)["cells"]["demo_findings"]["memstore"]
     assert cell["status"] == "known finding"
     assert "🐞 1 passed, 1 skipped, demo#1 reproduced (1 test)" in render_markdown(report)
+
+
+RACED = KNOWN["nats-server#7798"]
+RACED_COUNTS = "concurrent delete_bucket calls succeeded beyond one per bucket"
+
+
+def raced(version: str | None, extra: int, backend: str = "jetstream-r3") -> Any:
+    request: Any = SimpleNamespace(node=SimpleNamespace(user_properties=[]))
+    judge(
+        request,
+        scenario=RACED_DELETES,
+        backend=backend,
+        version=version,
+        lost=extra,
+        acknowledged=24,
+        detail="successes per bucket",
+        replay="pytest x",
+        counts=RACED_COUNTS,
+    )
+    return request
+
+
+def test_unanswered_concurrent_deletes_are_a_finding_of_the_clusters_before_2_12_5() -> None:
+    """2.12.1 and 2.12.4 left the racing deletes unanswered; 2.12.5 (#7798's in-flight tracking)
+    answers each, and the code before 2.12 had the same no-op removal."""
+    assert finding_for(RACED_DELETES, "jetstream-r3") is RACED
+    assert finding_for(RACED_DELETES, "jetstream-r3-lazy-sync") is RACED
+    # a single server deletes at once, with no proposal to race: no finding there
+    assert finding_for(RACED_DELETES, "jetstream") is None
+    assert finding_for(RACED_DELETES, "memstore") is None
+    for affected in ("2.9.0", "2.11.17", "2.12.1", "2.12.4"):
+        assert RACED.affects(affected), affected
+    for fixed in ("2.12.5", "2.12.15", "2.14.0", "2.15.1"):
+        assert not RACED.affects(fixed), fixed
+    assert not RACED.affects(None)  # a fix is known: an unknown release is held to the contract
+
+
+def test_extra_successes_are_the_named_finding_on_2_12_and_red_on_a_fixed_release() -> None:
+    with pytest.raises(pytest.xfail.Exception) as caught:
+        raced("2.12.1", extra=18)
+    reason = str(caught.value)
+    assert f"known finding {RACED.id} on nats-server 2.12.1" in reason
+    assert RACED.docs in reason
+    assert RACED.upstream in reason
+    assert f"18 of 24 {RACED_COUNTS}" in reason
+    assert "lost" not in reason  # the scenario's own words, not a write loss
+    # the contract stays for a release that keeps it: a backend that succeeds twice fails
+    with pytest.raises(pytest.fail.Exception, match=rf"(?s)2\.15\.1\): 1 of 24 {RACED_COUNTS}.*replay: pytest x"):
+        raced("2.15.1", extra=1)
+    assert raced("2.15.1", extra=0).node.user_properties[0][1]["verdict"] == "held"
+    # a race a loaded machine can miss: an affected release whose deletes were all answered held
+    assert raced("2.12.1", extra=0).node.user_properties[0][1]["verdict"] == "held"
+
+
+def test_only_an_intermittent_finding_may_miss_on_an_affected_release() -> None:
+    assert RACED.intermittent
+    assert not BUG.intermittent
+    with pytest.raises(pytest.fail.Exception, match="no longer reproduces"):
+        judged("jetstream-r3", "2.12.1", lost=0)

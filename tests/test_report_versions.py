@@ -139,6 +139,18 @@ def test_a_tolerated_loss_is_its_own_mark_naming_the_window_and_never_red() -> N
     assert not red(version_table([loaded("r.json", report(window))]))
 
 
+def test_a_scenario_that_counts_no_lost_write_says_what_it_counted() -> None:
+    """The racing bucket deletes (nats-server#7798) count deletes that succeeded once too often,
+    not lost writes: the cell says so in the scenario's words, reproduced or held."""
+    counts = "concurrent delete_bucket calls succeeded beyond one per bucket"
+    raced = {"acknowledged": 24, "counts": counts}
+    old = loaded("old.json", report(judged("t::raced", "known", 18, **raced)))
+    new = loaded("new.json", report(judged("t::raced", "held", 0, "2.15.1", **raced)))
+    (row,) = version_table([old, new])["rows"]
+    assert cell_text(row["cells"]["2.12.1"]) == f"🐞 1 of 1 reproduced: 18 of 24 {counts}"
+    assert cell_text(row["cells"]["2.15.1"]) == f"✅ 1 of 1 held (0 of 24 {counts})"
+
+
 def test_a_known_finding_of_a_backend_that_ran_but_never_judged_is_a_row_not_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -60,6 +60,7 @@ class Verdict:
     lost: int
     acknowledged: int
     tolerated: str | None = None  # the documented window a tolerated loss fell in
+    counts: str | None = None  # what lost of acknowledged counts where it is no write loss (judge's counts)
 
 
 def verdicts(report: LoadedReport) -> list[Verdict]:
@@ -91,6 +92,7 @@ def verdicts(report: LoadedReport) -> list[Verdict]:
                     lost=int(entry["lost"]),
                     acknowledged=int(entry["acknowledged"]),
                     tolerated=entry.get("tolerated") or None,
+                    counts=entry.get("counts") or None,
                 )
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -178,6 +180,7 @@ def _cell(of_cell: list[Verdict]) -> dict[str, Any]:
         "losses": [[v.lost, v.acknowledged] for v in of_cell],
         "findings": sorted({v.finding for v in of_cell if v.finding}),
         "windows": sorted({v.tolerated for v in of_cell if v.tolerated}),
+        "counts": sorted({v.counts for v in of_cell if v.counts}),
     }
 
 
@@ -213,10 +216,13 @@ def cell_text(cell: dict[str, Any]) -> str:
     if counted.get(NO_LONGER):
         parts.append(f"⚠️ {counted[NO_LONGER]} expected {', '.join(cell['findings'])}: update it")
     text = f"{_MARK[cell['status']]} " + ", ".join(parts)
+    # a scenario whose harm is no lost write says what it counted (findings.judge's counts)
+    counts = " and ".join(cell.get("counts") or [])
     if losses:
-        text += ": lost " + _losses(losses)
+        text += (": " + _losses(losses) + f" {counts}") if counts else ": lost " + _losses(losses)
     elif held:
-        text += f" ({_thousands(max(a for _, a in cell['losses']))} acknowledged)"
+        most = _thousands(max(a for _, a in cell["losses"]))
+        text += f" (0 of {most} {counts})" if counts else f" ({most} acknowledged)"
     return text
 
 
