@@ -86,6 +86,13 @@ def read_anomaly(got: str | None, allowed: Collection[str | None], written: Sequ
     return "unexpected"
 
 
+def read_again(last_lost: Mapping[str, str | None], key: str, got: str | None) -> dict[str, tuple[LossId, ...]]:
+    """The facts of a read of ``key`` judged ``lost`` that returned ``got``: that it follows the
+    key's earlier lost read when that returned the same and nothing was written to the key
+    since (``last_lost``: each such key's last lost answer), one loss seen twice; else none."""
+    return {FOLLOWS: ((key, None),)} if key in last_lost and last_lost[key] == got else {}
+
+
 def missing_copies(
     live: int, copies: Mapping[str, int], reported: Collection[str], read_lost: Collection[str]
 ) -> tuple[str, dict[str, tuple[LossId, ...]]] | None:

@@ -64,6 +64,7 @@ from ._tiered import (
     copy_count,
     missing_copies,
     namespaced_config,
+    read_again,
     read_anomaly,
 )
 from ._tiered_faults import Killed, StepFault, after_first_write, faulty_store
@@ -109,6 +110,7 @@ class TieredMachine(FaultMachine):
         self.reported_missing = 0  # reads that raised CopyMissing where a copy was lost
         self.missing_at_end: set[str] = set()  # keys whose final read rightly reported a lost copy
         self.lost_at_end: set[str] = set()  # keys whose final read found a copy gone, judged lost
+        self.last_lost: dict[str, str | None] = {}  # what a key's lost read returned, until it is written
         self.loop(self.store().prepare())
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -128,6 +130,7 @@ class TieredMachine(FaultMachine):
         return (value + ("." * 100 if long else "")).encode()
 
     def _wrote(self, key: str, value: str | None, acknowledged: bool) -> None:
+        self.last_lost.pop(key, None)
         if acknowledged:
             self.possible[key] = {value} | (self.unsettled[key] if self.recorded.strays else set())
         else:
@@ -153,7 +156,11 @@ class TieredMachine(FaultMachine):
                 self.possible[key] = {got}
             return None
         expected = " or ".join(sorted(repr(v) for v in allowed))
-        self._anomaly(name, key, f"key {key!r} read {got!r}, expected {expected}")
+        # One event, one verdict: the same loss read again (nothing written since) follows the first.
+        facts = read_again(self.last_lost, key, got) if name == "lost" else {}
+        if name == "lost":
+            self.last_lost[key] = got
+        self._anomaly(name, key, f"key {key!r} read {got!r}, expected {expected}", **facts)
         return name
 
     def _anomaly(self, name: str, key: str, message: str, **facts: Any) -> None:
@@ -231,6 +238,7 @@ class TieredMachine(FaultMachine):
         if removed is not None:
             self.copies_lost += 1
             self.possible[key] = {MISSING}
+            self.last_lost.pop(key, None)
             self.env.faults["lose-copy"] += 1  # the report row's count of what it survived
 
     # -- background jobs --------------------------------------------------------------------

@@ -608,6 +608,7 @@ CHECKER_MUTANTS = [
     ("wal_judges_an_applied_lost_write_twice", "wal", "*FAILED*test_wal_a_lost_write_the_target_holds*"),
     ("cdc_judges_a_lost_event_twice", "cdc", "*FAILED*test_cdc_a_replica_short_of_a_lost_event*"),
     ("es_judges_a_projected_lost_event_twice", "event_sourcing", "*FAILED*test_event_sourcing_a_read_model_holding*"),
+    ("tiered_judges_a_loss_read_twice", "tiered", "*FAILED*test_tiered_a_loss_read_twice_is_one_loss*"),
     (
         "multicast_judges_a_lost_registration_per_multicast",
         "multicast",

@@ -19,7 +19,7 @@ from prism_testkit.patterns.cdc import ChangeEvent, encode
 from prism_testkit.patterns.multicast_registry import MulticastResult
 from prism_testkit.suites._bank import read_model_divergence
 from prism_testkit.suites._cdc_checker import Ledger, check, value_of
-from prism_testkit.suites._tiered import MISSING, missing_copies, read_anomaly
+from prism_testkit.suites._tiered import MISSING, missing_copies, read_again, read_anomaly
 from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
 from prism_testkit.suites.test_stateful_multicast_registry import Multicast, judge_multicasts
 
@@ -100,15 +100,23 @@ def test_outside_a_declared_window_the_loss_and_what_follows_stay_red() -> None:
 # --- tiered storage: the red the user saw -------------------------------------------------
 
 
-def _tiered(history: History, *, copies: int = 0, also_gone: int = 0) -> tuple[Verdict, History]:
+def _tiered(
+    history: History, *, copies: int = 0, also_gone: int = 0, read_before: bool = False
+) -> tuple[Verdict, History]:
     """Key ``a`` promoted to hot on a Sentinel primary (hot copy written, reference switched,
     cold copy removed), then the primary isolated, killed and failed over from: the reference
-    names a cold copy that is gone. The final read finds it missing, after GC one live key and
-    ``copies`` copies (``also_gone``: more live keys read fine yet hold no copy)."""
+    names a cold copy that is gone. The final read finds it missing (``read_before``: so did a
+    read before it, nothing written between), after GC one live key and ``copies`` copies
+    (``also_gone``: more live keys read fine yet hold no copy)."""
     got, allowed = MISSING, {"a:0"}
     name = read_anomaly(got, allowed, ["a:0"])
     assert name == "lost"
-    found: dict[str, list[Anomaly]] = {name: [Anomaly(name, f"key 'a' read {got!r}", History(), {"key": "a"})]}
+    last_lost: dict[str, str | None] = {}
+    found: dict[str, list[Anomaly]] = {name: []}
+    for read in ("a read", "the final read")[0 if read_before else 1 :]:
+        facts = read_again(last_lost, "a", got)
+        last_lost["a"] = got
+        found[name].append(Anomaly(name, f"{read}: key 'a' read {got!r}", History(), {"key": "a", **facts}))
     missing = missing_copies(1 + also_gone, {"hot": copies, "cold": 0}, set(), {"a"})
     if missing is not None:
         message, facts = missing
@@ -122,6 +130,14 @@ def test_tiered_a_key_lost_in_a_failover_is_not_counted_again_as_a_missing_copy(
     assert names(verdict) == {"lost": 1, "missing-copy": 1}, "the checker sees the loss twice before the runner"
     runner = judged(verdict, history)
     tolerated_once(runner, "key 'a'")
+
+
+def test_tiered_a_loss_read_twice_is_one_loss() -> None:
+    verdict, history = _tiered(failed_over(History()), read_before=True)
+    assert names(verdict) == {"lost": 2, "missing-copy": 1}, verdict.explain()
+    runner = judged(verdict, history)
+    tolerated_once(runner, "a read: key 'a'")
+    assert read_again({"a": None}, "a", MISSING) == {}, "another answer is another finding"
 
 
 def test_tiered_a_copy_missing_beyond_the_lost_key_stays_red() -> None:
