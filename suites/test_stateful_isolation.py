@@ -240,6 +240,7 @@ async def test_of_two_write_skew_transactions_at_most_one_commits(prism_env: Pri
     for i, (plan, seen) in enumerate(zip(plans, done, strict=True)):
         first = {k: v for f, k, v in reversed(seen) if f == READ}  # reversed: the first read stays
         _, key, element = plan[2]
+        assert element is not None
         value = ((READ, "x", first["x"]), (READ, "y", first["y"]), (READ, key, first[key]), (APPEND, key, element))
         both.invoke(f"client-{i}", "txn", value=asked(plan)).ok(value=value)
         final[key] = (*first[key], element)

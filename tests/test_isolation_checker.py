@@ -26,7 +26,7 @@ _MOP = re.compile(r"([ar])([a-z])(\d*)")
 
 def mops(spec: str) -> tuple[tuple[str, str, Any], ...]:
     """``"rx12ay3"`` -> (("r", "x", (1, 2)), ("append", "y", 3))."""
-    found = []
+    found: list[tuple[str, str, Any]] = []
     for f, key, digits in _MOP.findall(spec):
         if f == "a":
             found.append(("append", key, int(digits)))
@@ -244,7 +244,7 @@ def _without_kind(kind: str) -> Callable[..., Any]:
 
 
 def _shortest_read_order(key: Any, reads: list[tuple[Any, ...]], writers: Any) -> tuple[Any, ...]:
-    return tuple(min(reads, key=len, default=()))
+    return min(reads, key=len) if reads else ()
 
 
 def _every_transaction_committed(history: History, f: str = "txn") -> list[isolation.Txn]:

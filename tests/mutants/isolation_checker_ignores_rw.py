@@ -14,8 +14,14 @@ from prism_testkit.stateful import isolation
 _edges = isolation._edges
 
 
-def _without_rw(*args: Any) -> list[isolation.Edge]:
-    return [edge for edge in _edges(*args) if edge.kind != "rw"]
+def _without_rw(
+    key: Any,
+    order: tuple[Any, ...],
+    reads: list[tuple[isolation.Txn, tuple[Any, ...]]],
+    writers: dict[tuple[Any, Any], isolation.Txn],
+    committed: set[int],
+) -> list[isolation.Edge]:
+    return [edge for edge in _edges(key, order, reads, writers, committed) if edge.kind != "rw"]
 
 
 isolation._edges = _without_rw
