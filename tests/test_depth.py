@@ -168,3 +168,24 @@ def test_a_depth_beside_a_hunt_is_a_warning(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = pytester.runpytest_inprocess("--prism-depth=deep", "--prism-hunt=1s", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*--prism-depth has no effect with --prism-hunt*"])
+
+
+def test_a_proofs_own_run_keeps_its_depth_whatever_the_outer_run_asks(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Issue 65: the project's test command (what .ci/run runs) asks --prism-depth=2; the proofs
+    (tests/test_mutants.py and the others) run the shipped suites in a pytest of their own, as
+    here, at the default depth or the one they name. The outer depth must not reach them (an
+    environment variable or an ini setting would): this test fails if it does, under CI's depth."""
+    from tests._suite_runs import suite_run
+
+    monkeypatch.setenv("PYTHONPATH", str(request.config.rootpath))
+    result = pytester.runpytest_subprocess(
+        *suite_run(pytester.path, ("--prism-backend=memstore",), "stateful_queue"),
+        *("-p", "no:cacheprovider", "--collect-only", "-q"),
+    )
+    outer = depths.of(request.config)
+    shown = [line for line in result.outlines if line.startswith("prism-testkit depth:")]
+    assert shown == [
+        f"prism-testkit depth: {DEFAULT} examples per stateful row (the default; deeper: --prism-depth=deep)"
+    ], f"the outer run's depth ({outer.source()}) reached the proof's own run: {shown}"
