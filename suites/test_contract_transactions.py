@@ -302,7 +302,11 @@ async def test_no_lost_update_between_two_read_modify_write_transactions(prism_e
 
     await asyncio.gather(increment(0.0), increment(0.05))
     final = int(await f.kv.get(counter) or b"0")
-    assert final == outcomes.count("committed"), (outcomes, final)
+    committed = outcomes.count("committed")
+    assert final == committed, (
+        f"lost update: the counter is {final} where {committed} read-modify-write transactions committed "
+        f"({outcomes}); serializable transactions never lose one"
+    )
     assert "committed" in outcomes
 
 
