@@ -61,10 +61,16 @@ def test_the_suite_declares_the_registered_name_and_slots(registration: ModuleTy
 
 def test_ci_runs_the_suite_from_outside_the_repository() -> None:
     script = (ROOT / ".ci" / "run").read_text()
-    run = next(line for line in script.splitlines() if "--pyargs prism_inbox.suites" in line)
-    assert run.lstrip().startswith('(cd "$inbox" &&'), "run from the temp dir, not the repository root"
+    lines = script.splitlines()
+    at, run = next((i, line) for i, line in enumerate(lines) if "--pyargs prism_inbox.suites" in line)
+    assert run.lstrip().startswith('(cd "$examples" &&'), "run from the temp dir, not the repository root"
     assert "--prism-backend=all" in run
     assert "-e examples/inbox" in script
+    # the examples share one environment: the backend packages leave it before this run's `all`
+    # (installed, it added 16 rabbitmq and etcd rows to the inbox's 147)
+    uninstall = next(i for i, line in enumerate(lines) if "pip uninstall" in line)
+    assert uninstall < at
+    assert {"prism-rabbitmq", "prism-etcd"} <= set(lines[uninstall].split())
 
 
 def test_the_suite_passes_when_installed_as_a_third_partys(tmp_path: Path) -> None:
