@@ -224,6 +224,7 @@ STATEFUL_ON_MEMSTORE = [
     "suites/test_stateful_producer.py",
     "suites/test_stateful_consumer.py",
     "suites/test_stateful_pubsub.py",
+    "suites/test_stateful_isolation.py",
 ]
 
 

@@ -90,6 +90,7 @@ SUITES = [  # every stateful suite that runs on memstore, so on virtual time
     "suites/test_stateful_producer.py",
     "suites/test_stateful_consumer.py",
     "suites/test_stateful_pubsub.py",
+    "suites/test_stateful_isolation.py",
 ]
 
 
