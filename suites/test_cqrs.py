@@ -110,6 +110,42 @@ async def test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error(pris
             await cqrs.query("nope", "a")
 
 
+async def test_read_your_writes_waits_for_the_notification_position_of_two_interleaved_streams(
+    prism_env: PrismEnv,
+) -> None:
+    """With one stream a command's stream version and its notification position are the same
+    number; with two streams written interleaved they differ (here 'a' is at version 2, its
+    write at position 5), so a wait on the version would return while the read model is still
+    short of the write."""
+    async with prism_env.example() as ns:
+        cqrs = build(prism_env, ns)  # batches of 4: one sync step leaves each model at 4
+        for account, kind, amount in (("a", "open", 0), ("b", "open", 0), ("b", "deposit", 5), ("b", "deposit", 6)):
+            await cqrs.execute(account, command(kind, amount))
+        assert await cqrs.sync_once() == {"balances": 4, "activity": 4}
+        written = await cqrs.execute("a", command("deposit", 7))
+        assert (written.version, written.position) == (2, 5), (
+            f"the write of 'a' reports version {written.version} at notification position {written.position}, "
+            "not version 2 at position 5 (the log's fifth event)"
+        )
+        for model in ("balances", "activity"):
+            outcome: Any
+            try:
+                outcome = await cqrs.query(model, "a", after=written, within=0.2)
+            except ReadModelBehind as behind:
+                outcome = behind
+            assert isinstance(outcome, ReadModelBehind), (
+                f"a query of {model!r} after the write of 'a' (version {written.version}, notification position "
+                f"{written.position}) read {outcome!r} while the model was at position 4: the wait did not cover "
+                "the write"
+            )
+            assert (outcome.position, outcome.wanted) == (4, written.position)
+        while any((await cqrs.sync_once()).values()):
+            pass
+        assert await cqrs.query("balances", "a", after=written, within=0.2) == 7
+        assert await cqrs.query("activity", "a", after=written, within=0.2) == {"events": 2, "last": "Deposited"}
+        assert await cqrs.query("balances", "b", after=written, within=0.2) == 11
+
+
 async def test_a_read_model_of_another_event_store_is_refused(prism_env: PrismEnv) -> None:
     async with prism_env.example() as ns:
         write = event_store(prism_env.driver("write"), ns)

@@ -671,6 +671,66 @@ async def test_a_keyvalue_view_replaying_its_batch_after_a_crash_does_not_apply_
         assert total == 11, f"the bank total is {total} after replaying a crashed batch, not 11"
 
 
+class PauseWatch(asyncio.Event):
+    """A background projection's stop event that notes, at each poll pause (the loop waits on
+    it between batches), how many events the runner had applied: a count of the pauses and
+    where each fell, without reading any clock."""
+
+    def __init__(self, runner: ProjectionRunner) -> None:
+        super().__init__()
+        self.runner = runner
+        self.applied_at_pauses: list[int] = []
+        self.paused = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.applied_at_pauses.append(self.runner.applied)
+        self.paused.set()
+        return await super().wait()
+
+
+@pytest.mark.parametrize("driven", ["run", "lifecycle"])
+async def test_a_background_projection_with_several_pages_pending_catches_up_without_pausing(
+    prism_env: PrismEnv, driven: str
+) -> None:
+    """More events pending than one page: a runner following the store in the background
+    applies page after page and pauses its poll interval only once nothing is left. (A pause
+    after each full page would cost a poll interval per page: throughput that a test with one
+    page pending never sees.) The poll interval outlasts the test, so the first pause is the
+    only one, and where it falls is read from the runner, not timed."""
+    async with prism_env.example() as ns:
+        repo = Repository(store_of(prism_env, ns), Account())
+        await play(repo, [("open", a, 0) for a in ACCOUNTS] + [("deposit", ACCOUNTS[i % 3], i + 1) for i in range(10)])
+        pending = await repo.store.notifications_end()
+        batch = 4
+        assert pending > 2 * batch, f"{pending} events pending: not several pages of {batch}"
+        views = views_store(prism_env.driver("views"), ns, "pages", kinds_of(prism_env)[0])
+        runner = ProjectionRunner(
+            repo.store, views, balances, batch_size=batch, poll_interval=patience.handed("outlive-run")
+        )
+        watch = PauseWatch(runner)
+        task: asyncio.Task[None] | None = None
+        if driven == "run":
+            task = asyncio.create_task(runner.run(watch))
+        else:
+            runner._stop_requested = watch  # the lifecycle loop pauses on its stop event
+            await runner.start()
+        try:
+            await asyncio.wait_for(watch.paused.wait(), patience.bound("calm-op"))
+        finally:
+            if task is None:
+                await runner.stop()
+            else:
+                watch.set()
+                await asyncio.wait_for(task, patience.bound("calm-op"))
+        first = watch.applied_at_pauses[0]
+        assert first == pending, (
+            f"the projection paused its poll interval after applying {first} of {pending} pending events "
+            f"(pages of {batch}): it waits a poll interval per full page"
+        )
+        assert await runner.position() == pending
+        assert await read_view(runner) == await expected_balances(repo)
+
+
 async def test_lag_is_the_age_of_the_oldest_unapplied_event(prism_env: PrismEnv) -> None:
     async with prism_env.example() as ns:
         clock = ManualClock()

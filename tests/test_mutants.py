@@ -163,6 +163,19 @@ MUTANTS = [
     ("outbox_cdc_publishes_row_updates", "outbox_cdc", "memstore,sqlite", "*only inserted rows are events*"),
     ("es_retry_matches_first_id_only", "event_sourcing", "memstore,sqlite", "*was taken for a retry*"),
     ("es_snapshot_only_on_exact_multiple", "event_sourcing", "memstore,sqlite", "*took no snapshot every 2*"),
+    # more than one page pending (issue 66): a pause per full page is throughput lost, never a loss
+    (
+        "projection_pauses_after_a_full_page",
+        "event_sourcing",
+        "memstore,sqlite",
+        "*it waits a poll interval per full page*",
+    ),
+    (
+        "projection_step_pauses_after_a_full_page",
+        "event_sourcing",
+        "memstore,sqlite",
+        "*it waits a poll interval per full page*",
+    ),
     ("cdc_snapshot_chunk_repeats_boundary_row", "cdc", "memstore,sqlite", "*each row must come exactly once*"),
     ("cdc_always_includes_before_image", "cdc", "memstore,sqlite", "*with include_old_value false*"),
     ("cqrs_cdc_lag_skips_next_transaction", "cqrs", "memstore,sqlite", "*deposits (2 row changes not applied)*"),
@@ -376,6 +389,10 @@ MUTANTS = [
         "*while its read model was one event short of the write*",
     ),
     ("cqrs_counts_refused_commands", "cqrs", "memstore,sqlite", "*commands counted as executed, not the 2 accepted*"),
+    # the second stream (issue 66): a stream's version equals its notification position only
+    # while one stream is written; a wait on the version returns before the read model caught up
+    ("cqrs_waits_on_the_stream_version", "cqrs", "memstore,sqlite", "*the wait did not cover the write*"),
+    ("cqrs_written_at_the_stream_version", "cqrs", "memstore,sqlite", "*at notification position 2, not version 2*"),
     (
         "cqrs_cdc_lag_from_newest_transaction",
         "cqrs",
@@ -490,6 +507,8 @@ ONLY = {
     "outbox_cdc_publishes_row_updates": "rewritten_or_deleted",
     "es_retry_matches_first_id_only": "retried_with_its_event_ids",
     "es_snapshot_only_on_exact_multiple": "across_a_snapshot_interval",
+    "projection_pauses_after_a_full_page": "several_pages_pending and run",
+    "projection_step_pauses_after_a_full_page": "several_pages_pending and lifecycle",
     "cdc_snapshot_chunk_repeats_boundary_row": "each_existing_row_once",
     "cdc_always_includes_before_image": "without_old_values",
     "cqrs_cdc_lag_skips_next_transaction": "health_counts_every",
@@ -553,6 +572,8 @@ ONLY = {
     "redis_acks_before_saving": "right_after",
     "cqrs_written_position_off_by_one": "does_not_catch_up_in_time",
     "cqrs_counts_refused_commands": "validated_against_the_current_state",
+    "cqrs_waits_on_the_stream_version": "two_interleaved_streams",
+    "cqrs_written_at_the_stream_version": "two_interleaved_streams",
     "cqrs_cdc_lag_from_newest_transaction": "oldest_unapplied_transaction",
     "cqrs_cdc_skips_empty_transactions": "writes_no_row",
     "cqrs_cdc_command_ids_cut_at_slash": "hostile_command",
