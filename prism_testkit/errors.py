@@ -86,6 +86,20 @@ class ConfigurationError(PrismError):
     """A pattern or namespace was configured with values that cannot work."""
 
 
+class RepeatedField(PrismError, ValueError):
+    """An option's value gives one of its fields twice, or two fields that contradict each other.
+
+    ``option`` is the flag (``--prism-load``), ``field`` the field given twice (``stall``): the
+    message names both, so the user knows which part to remove. Refused rather than resolved:
+    keeping either value silently runs something the user did not read on their command line.
+    Each option's own error type subclasses it too (``except LoadSpecError`` still catches it)."""
+
+    def __init__(self, option: str, field: str, message: str) -> None:
+        self.option = option
+        self.field = field
+        super().__init__(message)
+
+
 # --- data errors ---------------------------------------------------------------------------
 
 

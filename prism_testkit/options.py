@@ -19,7 +19,7 @@ import pytest
 
 from prism_testkit.errors import BadBinary
 from prism_testkit.provision.base import url_problem
-from prism_testkit.provision.binaries import parse_binary_options
+from prism_testkit.provision.binaries import binaries_of
 from prism_testkit.registry.slots import Expansion as Expansion  # re-exported: options name it
 
 if TYPE_CHECKING:
@@ -402,20 +402,25 @@ def read_options(config: pytest.Config) -> PrismOptions:
     metrics = get("prism_metrics")
     if metrics is not None and (problem := report_path_problem(metrics)) is not None:
         raise pytest.UsageError(f"--prism-metrics {metrics}: {problem}")
-    url_lines = list(config.getini("prism_url") or []) + list(config.getoption("prism_url") or [])
     urls: dict[str, str] = {}
-    for line in url_lines:
-        name, sep, url = line.partition("=")
-        if not sep or not name.strip() or not url.strip():
-            # the value is not echoed: without '=' it is all URL, credentials included
-            raise pytest.UsageError("--prism-url takes NAME=URL; a value was given without a name or a URL")
-        problem = url_problem(url.strip())
-        if problem:
-            raise pytest.UsageError(f"--prism-url {name.strip()}: {problem}")
-        urls[name.strip()] = url.strip()
-    binary_lines = list(config.getini("prism_binary") or []) + list(config.getoption("prism_binary") or [])
+    # an option wins over an ini line for one backend, as a command line overrides the ini file;
+    # within either, a backend named twice is refused: which server it would connect to is unclear
+    for lines in (config.getini("prism_url") or [], config.getoption("prism_url") or []):
+        named: set[str] = set()
+        for line in lines:
+            name, sep, url = line.partition("=")
+            if not sep or not name.strip() or not url.strip():
+                # the value is not echoed: without '=' it is all URL, credentials included
+                raise pytest.UsageError("--prism-url takes NAME=URL; a value was given without a name or a URL")
+            if name.strip() in named:  # not echoed either: the URLs may carry credentials
+                raise pytest.UsageError(f"--prism-url {name.strip()} is given twice: give each backend one URL")
+            named.add(name.strip())
+            problem = url_problem(url.strip())
+            if problem:
+                raise pytest.UsageError(f"--prism-url {name.strip()}: {problem}")
+            urls[name.strip()] = url.strip()
     try:
-        binaries = parse_binary_options(binary_lines)
+        binaries = binaries_of(config.getini("prism_binary") or [], config.getoption("prism_binary") or [])
     except BadBinary as exc:
         raise pytest.UsageError(str(exc)) from None
     namespace_options = config.getoption("prism_namespace") or []

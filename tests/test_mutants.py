@@ -38,6 +38,13 @@ MUTANTS = [
     ("memstore_commits_after_an_error", "stateful_isolation", "memstore", "*- aborted read (G1a): T*"),
     # a read-only transaction's reads left unchecked (sqlite before issue 68): a reader sees half a writer
     ("sqlite_read_only_unvalidated", "stateful_isolation", "sqlite", "*- read skew (G-single): T*"),
+    # the same on postgres, caught by the contract's step-by-step read skew
+    (
+        "postgres_read_only_unvalidated",
+        "transactions",
+        "postgres",
+        "*read skew (G-single): a read-only transaction committed having read x = b'before' and y = b'after'*",
+    ),
     # a judge without anti-dependencies: the suite's proof of its judge fails
     ("isolation_checker_ignores_rw", "stateful_isolation", "memstore", "*the judge this suite relies on missed*"),
     ("claim_check_releases_on_receive", "stateful_claim_check", "memstore,localfs", "*INVALID (*dangling-claim*"),
@@ -264,6 +271,19 @@ MUTANTS = [
     ("redis_subscription_replays_after_reconnect", "stateful_pubsub", "redis", "*INVALID (*duplicated)*"),
     # a declared exactly-once pub/sub (memstore's) judged: an acknowledged publish a subscriber missed
     ("memstore_pubsub_skips_a_subscriber", "stateful_pubsub", "memstore", "*INVALID (*lost*)*"),
+    # two subscribers (issue 66): the suite's proof of its judge, each subscriber judged on its own
+    (
+        "fan_out_counts_any_subscriber",
+        "stateful_pubsub",
+        "memstore",
+        "*the judge this suite relies on found no loss where subscriber-* alone missed*",
+    ),
+    (
+        "fan_out_judges_the_first_subscriber",
+        "stateful_pubsub",
+        "memstore",
+        "*the judge this suite relies on found no loss where subscriber-* alone missed*",
+    ),
     # "did it exist" answers under concurrency (issue 53 item 5): one existed, one winner
     (
         "kv_delete_looks_before_it_deletes",
@@ -414,6 +434,13 @@ MUTANTS = [
     ("cqrs_cdc_sink_drops_before_image", "cqrs", "memstore,sqlite", "*reached the read model's handler as*"),
     ("cqrs_cdc_skips_the_next_transaction", "cqrs", "memstore,sqlite", "*diverged from the write model*"),
     ("relay_renewal_keeps_expiry", "outbox", "memstore,sqlite", "*its renewals did not extend its lease*"),
+    # relays on clocks that disagree and a store slower than the lease (issue 66): a renewal
+    # that lands after a takeover must fail, never replace the successor's lease
+    ("relay_renews_by_put", "outbox", "memstore,sqlite", "*replaced r2's lease with*both relays hold it*"),
+    ("relay_retried_renewal_by_put", "outbox", "memstore,sqlite", "*replaced r2's lease with*both relays hold it*"),
+    # a lease kept after a graceful stop (issue 66 item 5): the outbox suite, not only tests/
+    ("relay_release_keeps_expiry", "outbox", "memstore,sqlite", "*r1 kept its lease after a graceful stop*"),
+    ("relay_stop_skips_release", "outbox", "memstore,sqlite", "*r1 kept its lease after a graceful stop (lifecycle)*"),
     ("relay_retention_from_window_start", "outbox", "memstore,sqlite", "*before their retention of 60s*"),
     ("outbox_drops_caller_headers", "outbox", "memstore,sqlite", "*arrived with caller headers*"),
     ("outbox_sink_routes_once", "outbox", "memstore,sqlite", "*got events routed elsewhere*"),
@@ -488,6 +515,7 @@ ONLY = {
     "outbox_sequence_not_bumped": "generated and sequence-read",
     "sqlite_numbers_before_the_commit": "numbering",
     "isolation_checker_ignores_rw": "write_skew_transactions",
+    "postgres_read_only_unvalidated": "half_of_another",
     "claim_check_log_releases_uncommitted": "below_the_committed_offset",
     "claim_check_accepts_any_reference": "outside_the_bucket_and_prefix",
     "claim_check_keeps_orphan_on_failed_send": "certainly_failed",
@@ -551,6 +579,8 @@ ONLY = {
     "memstore_object_key_undeclared_as_dash": "undeclared",
     "redis_subscription_replays_after_reconnect": "every_fault",
     "memstore_pubsub_skips_a_subscriber": "delivery_guarantee_under_faults",
+    "fan_out_counts_any_subscriber": "one_of_two_subscribers",
+    "fan_out_judges_the_first_subscriber": "one_of_two_subscribers",
     "kv_delete_looks_before_it_deletes": "concurrent_deletes",
     "kv_put_if_absent_looks_first": "several_clients",
     "queue_settle_looks_before_it_settles": "concurrent_settlements",
@@ -580,6 +610,10 @@ ONLY = {
     "cqrs_cdc_sink_drops_before_image": "before_and_after",
     "cqrs_cdc_skips_the_next_transaction": "converge_under_concurrent",
     "relay_renewal_keeps_expiry": "many_lease_periods",
+    "relay_renews_by_put": "clocks_that_disagree",
+    "relay_retried_renewal_by_put": "clocks_that_disagree",
+    "relay_release_keeps_expiry": "stopped_gracefully",
+    "relay_stop_skips_release": "stopped_gracefully",
     "relay_retention_from_window_start": "own_publication",
     "outbox_sink_routes_once": "routed_destination",
     "outbox_drops_caller_headers": "generated",
@@ -700,3 +734,65 @@ def test_a_false_durability_declaration_fails_every_round(
             "*sqlite declares survives_power_loss but lost * acknowledged writes in 10 of 10 rounds*",
         ]
     )
+
+
+# The harness where a test had one of something (issue 66): an option field repeated, one
+# collection order, one install layout, a test that took either outcome. Each mutant breaks the
+# harness itself; the natural selection (the module's own test files, narrowed by -k where a
+# file also holds slow runs) must fail, in the test named by the evidence.
+# (mutant module, test files, -k selection or None, what the failure says)
+HARNESS_MUTANTS = [
+    (
+        "load_accepts_a_stall_twice",
+        ("test_load_mode.py", "test_option_fields.py"),
+        "spec or load_field or calibrated",
+        "*FAILED*test_a_load_field_given_twice_is_refused_naming_it*stall*",
+    ),
+    (
+        "binaries_accept_a_name_twice",
+        ("test_binaries.py", "test_option_fields.py"),
+        None,
+        "*FAILED*test_a_binary_name_given_twice_is_refused_naming_it*",
+    ),
+    (
+        "shards_placed_in_collection_order",
+        ("test_shards.py",),
+        None,
+        "*FAILED*test_the_same_tests_collected_in_any_order_land_in_the_same_shards*",
+    ),
+    (
+        "identity_keeps_suffix_for_own_suites",
+        ("test_report_identity.py",),
+        None,
+        "*FAILED*test_every_shipped_suite_is_named_by_its_import_name_without_a_suffix*",
+    ),
+    (
+        "postgres_ha_reclones_a_resumed_standby",
+        ("test_postgres_ha.py",),
+        "lagging_standby_misses",
+        "*was killed and cloned afresh, not re-pointed at the new primary*",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutant", "files", "selection", "evidence"), HARNESS_MUTANTS, ids=[m[0] for m in HARNESS_MUTANTS]
+)
+def test_the_harness_tests_catch_a_one_of_bug(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    mutant: str,
+    files: tuple[str, ...],
+    selection: str | None,
+    evidence: str,
+) -> None:
+    if mutant.startswith("postgres_ha") and (reason := namespaces_unavailable_reason()):
+        pytest.skip(f"postgres-ha cannot be provisioned here: {reason}")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess(
+        *(str(ROOT / "tests" / name) for name in files),
+        *("-p", f"tests.mutants.{mutant}", "-p", "no:cacheprovider", "-p", "no:randomly"),
+        *(("-k", selection) if selection else ()),
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines([evidence])

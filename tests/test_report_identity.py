@@ -5,7 +5,9 @@ count a test once and contradict each other when they disagree."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -157,3 +159,73 @@ def test_two_tests_of_one_identity_in_a_run_are_written_without_one() -> None:
         "c/test_z.py::test_y": "test_z::test_y",
     }
     assert totals(merge_reports([LoadedReport("r.json", report)]))["passed"] == 3
+
+
+# -- the harness's own suites: checkout and installed (issue 66) ---------------------------
+# Only an out-of-tree package (acme) was run above; the shipped suites take the other branch of
+# module_identity (named under prism_testkit.suites wherever that package lives), where a file
+# suffix left in the name went unseen: ``--pyargs prism_testkit.suites.test_x.py::...`` finds
+# nothing, and the report, the shards' durations and a hunt's examples key the test apart.
+
+ROOT = Path(__file__).resolve().parent.parent
+OWN_FILES = sorted((ROOT / "suites").glob("*.py"))
+TEST = "test_x[backend=memstore]"
+
+
+def own_name(path: Path) -> str:
+    """What the module in ``path`` of the suites folder is imported as: the expectation."""
+    return identity.OWN_SUITES if path.name == "__init__.py" else f"{identity.OWN_SUITES}.{path.stem}"
+
+
+def installed_copy(tmp_path: Path) -> Path:
+    """The suites folder as an installed package lays it out (site-packages/prism_testkit/suites)."""
+    folder = tmp_path.joinpath(*INSTALLED, "prism_testkit", "suites")
+    folder.mkdir(parents=True)
+    (folder.parent / "__init__.py").write_text("")
+    for path in OWN_FILES:
+        (folder / path.name).write_text("")
+    return folder
+
+
+@pytest.fixture(params=["checkout", "installed"])
+def own_suites(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder the harness's suites are imported from, in either layout: installed, it is the
+    folder ``prism_testkit.suites`` is found in (as on a machine that pip-installed the package)."""
+    if request.param == "checkout":
+        return ROOT / "suites"
+    folder = installed_copy(tmp_path)
+    monkeypatch.setattr(identity, "_own_suites_folders", lambda: (folder.resolve(),))
+    return folder
+
+
+def test_every_shipped_suite_is_named_by_its_import_name_without_a_suffix(own_suites: Path) -> None:
+    assert len(OWN_FILES) > 20  # the glob found the suites
+    named = {path.name: identity.module_identity(own_suites / path.name) for path in OWN_FILES}
+    assert {name: module for name, module in named.items() if module != own_name(ROOT / "suites" / name)} == {}
+    assert not [module for module in named.values() if module.endswith(".py") or "/" in module]
+
+
+def test_every_shipped_suites_identity_imports_the_file_it_was_made_from() -> None:
+    """The name must be importable: ``--pyargs`` and a replay find the module by it."""
+    for path in OWN_FILES:
+        spec = importlib.util.find_spec(identity.module_identity(path))
+        assert spec is not None, path
+        assert spec.origin is not None, path
+        assert Path(spec.origin).resolve() == path.resolve()
+
+
+def test_a_shipped_suites_test_is_replayed_by_its_identity_under_pyargs(own_suites: Path) -> None:
+    from prism_testkit.hunting.replay import _test_arguments
+
+    for path in OWN_FILES:
+        if not path.name.startswith("test_"):
+            continue
+        where = own_suites / path.name
+        expected = f"{own_name(path)}::{TEST}"
+        item: Any = SimpleNamespace(nodeid=f"{os.path.relpath(where)}::{TEST}", path=where)
+        assert identity.identity_of(item) == expected
+        assert identity.command_target(item) == ["--pyargs", expected]
+        # a schedule file records the test by its absolute path: its replay names it the same way
+        assert _test_arguments(f"{where.absolute()}::{TEST}") == ["--pyargs", expected]
+        row = Row(suite="kv", combination={"backend": "memstore"})
+        assert default_replay(item.nodeid, row, expected) == f"pytest --pyargs '{expected}' --prism-backend=memstore"

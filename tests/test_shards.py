@@ -4,6 +4,8 @@ together the unsharded run, and a merge of their reports equal to one run (#51).
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -139,3 +141,90 @@ def test_a_bad_shard_is_a_usage_error(
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])
+
+
+# -- the same tests collected in another order land in the same shards (issue 66) ----------
+# Every machine of a matrix must split alike, and nothing promises they collect in one order:
+# the files named in another order, a plugin that reorders (pytest-randomly), another file
+# system's listing. A split that follows collection order puts a test in two shards, or none.
+
+ORDERS = {
+    "as-collected": lambda items: list(items),
+    "reversed": lambda items: list(reversed(items)),
+    **{f"shuffled-{seed}": lambda items, seed=seed: random.Random(seed).sample(items, len(items)) for seed in (1, 2)},
+}
+
+
+def placement(
+    items: list[Any], count: int, durations: dict[str, float], unit_of: Callable[[Any], str | None]
+) -> dict[str, int]:
+    """Each test's shard (from 1) when ``items`` are collected in this order."""
+    placed: dict[str, int] = {}
+    for index in range(1, count + 1):
+        mine, others = select(items, index, count, lambda item: item.nodeid, unit_of, durations)
+        assert len(mine) + len(others) == len(items)
+        assert mine == [item for item in items if item in mine], "a shard's tests are not in collection order"
+        for item in mine:
+            assert item.nodeid not in placed, f"{item.nodeid} in shards {placed[item.nodeid]} and {index}"
+            placed[item.nodeid] = index
+    assert len(placed) == len(items), "a test in no shard"
+    return placed
+
+
+@pytest.mark.parametrize("count", [2, 3, 5])
+@pytest.mark.parametrize("recorded", [False, True], ids=["by-count", "by-duration"])
+def test_the_same_tests_collected_in_any_order_land_in_the_same_shards(count: int, recorded: bool) -> None:
+    # equal weights everywhere (ties are where an order-dependent split shows), a cluster's rows
+    # as one unit, and with recorded durations some tests heavier and some unrecorded
+    items: list[Any] = [SimpleNamespace(nodeid=f"t{n % 3}.py::test_{n}") for n in range(23)]
+    cluster = {item.nodeid for item in items[4:8]}
+    durations = {item.nodeid: float(1 + n % 2) for n, item in enumerate(items) if n % 4} if recorded else {}
+
+    def unit_of(item: Any) -> str | None:
+        return "exclusive:postgres-ha" if item.nodeid in cluster else None
+
+    placements = {name: placement(order(items), count, durations, unit_of) for name, order in ORDERS.items()}
+    expected = placements.pop("as-collected")
+    for name, placed in placements.items():
+        moved = sorted(test for test in expected if placed[test] != expected[test])
+        assert not moved, f"collected {name}, these tests moved to another shard: {moved}"
+    assert len({expected[test] for test in cluster}) == 1  # the cluster's rows stay together
+
+
+REORDER = """
+import os
+import random
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)  # before any selection: the order pytest collected in
+def pytest_collection_modifyitems(items):
+    order = os.environ.get("SHARD_TEST_ORDER", "")
+    if order == "reversed":
+        items.reverse()
+    elif order.startswith("shuffled-"):
+        random.Random(int(order.removeprefix("shuffled-"))).shuffle(items)
+"""
+
+
+def test_a_run_collected_in_another_order_splits_the_same(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: the files named in another order, and a plugin that reorders the tests."""
+    pytester.makepyfile(test_kv=SUITE, test_plain=PLAIN, test_more=PLAIN.replace("test_", "test_more_"))
+    pytester.makeconftest(REORDER)
+    files = ["test_kv.py", "test_plain.py", "test_more.py"]
+    runs = {"named-in-order": (files, ""), "named-backwards": (files[::-1], "")}
+    runs |= {order: (files, order) for order in ("reversed", "shuffled-1", "shuffled-2")}
+    placements: dict[str, dict[str, int]] = {}
+    for name, (named, order) in runs.items():
+        monkeypatch.setenv("SHARD_TEST_ORDER", order)
+        collected_in = collected(pytester, *named)
+        placed = {test: k for k in (1, 2, 3) for test in collected(pytester, *named, f"--prism-shard={k}/3")}
+        assert sorted(placed) == sorted(collected_in)  # each test in exactly one shard
+        placements[name] = placed
+    expected = placements.pop("named-in-order")
+    for name, placed in placements.items():
+        moved = sorted(test for test in expected if placed[test] != expected[test])
+        assert not moved, f"collected {name}, these tests moved to another shard: {moved}"

@@ -19,6 +19,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt](?:ib|b)?|b)?\s*$", re.IGNORECASE)
 _DECIMAL = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _DURATION = re.compile(DURATION_PATTERN, re.IGNORECASE)
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION_UNITS = tuple(_SECONDS)  # the short form of each unit a duration may carry
 
 
 def parse_size(value: object) -> object:

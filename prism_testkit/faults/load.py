@@ -17,8 +17,11 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import pytest
+
+from prism_testkit.errors import RepeatedField
 
 EXPECTED = (
     "give a comma list of cpu:N, io:N, stall:DUR@EVERY (e.g. stall:200ms@2s) and seed:N, or 'calibrated' "
@@ -35,6 +38,26 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
 class LoadSpecError(ValueError):
     """A spec that cannot be read; the message says what was expected."""
+
+
+class RepeatedLoad(LoadSpecError, RepeatedField):
+    """A spec that gives one of its fields twice (``calibrated`` gives cpu and stall)."""
+
+
+class Field(NamedTuple):
+    form: str  # what follows ``name:``
+    example: str  # a value that reads
+
+
+# Every field a spec may give, each at most once: the parser reads only these, and the tests
+# generate their cases (each field given twice...) from this table, so a new field is covered.
+FIELDS: dict[str, Field] = {
+    "cpu": Field("N", "2"),
+    "io": Field("N", "1"),
+    "stall": Field("DUR@EVERY", "200ms@2s"),
+    "seed": Field("N", "7"),
+}
+OPTION = "--prism-load"
 
 
 @dataclass(frozen=True)
@@ -108,13 +131,19 @@ def parse(text: str) -> LoadSpec:
     if not any(items) or not all(items):
         raise LoadSpecError(f"an empty item in {text!r}: {EXPECTED}")
     fields: dict[str, object] = {}
+    seen: set[str] = set()  # by field name: stall fills two values, seed may be 0
     for item in items:
         kind, sep, value = item.partition(":")
         kind = kind.strip().lower()
         if not sep or not value.strip():
             raise LoadSpecError(f"{item!r} has no value: {EXPECTED}")
-        if kind in fields or (kind == "stall" and "stall_max" in fields):
-            raise LoadSpecError(f"{kind} is given twice in {text!r}")
+        if kind not in FIELDS:
+            shown = kind[:20] if kind.isprintable() else "(not printable)"
+            raise LoadSpecError(f"unknown load {shown!r}: {EXPECTED}")
+        if kind in seen:
+            named = f" ('calibrated' is {CALIBRATED})" if "calibrated" in text.lower() else ""
+            raise RepeatedLoad(OPTION, kind, f"{kind} is given twice in {text!r}{named}: give each field once")
+        seen.add(kind)
         if kind in ("cpu", "io"):
             fields[kind] = _count(value, kind)
         elif kind == "stall":
@@ -123,13 +152,10 @@ def parse(text: str) -> LoadSpec:
                 raise LoadSpecError(f"stall takes DUR@EVERY (e.g. stall:200ms@2s), not {value!r}")
             fields["stall_max"] = _duration(most, "the stall's longest duration")
             fields["stall_every"] = _duration(every, "the stall's mean interval")
-        elif kind == "seed":
+        else:  # seed
             if not re.fullmatch(r"[0-9]{1,20}", value.strip()):
                 raise LoadSpecError(f"seed:N takes a non-negative whole number, not {value!r}")
             fields["seed"] = int(value)
-        else:
-            shown = kind[:20] if kind.isprintable() else "(not printable)"
-            raise LoadSpecError(f"unknown load {shown!r}: {EXPECTED}")
     spec = LoadSpec(**fields)  # type: ignore[arg-type]
     if not spec.burns and not spec.stalls:
         raise LoadSpecError(f"{text!r} asks for no load: {EXPECTED}")

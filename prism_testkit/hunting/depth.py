@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prism_testkit.errors import PrismError
+from prism_testkit.errors import PrismError, RepeatedField
 
 if TYPE_CHECKING:
     import pytest
@@ -40,6 +40,15 @@ HUNT_HINT = "--prism-hunt=30m"  # what the summary suggests for a search by time
 
 class BadDepth(PrismError, ValueError):
     """``--prism-depth`` was given something that is not a depth."""
+
+
+class RepeatedDepth(BadDepth, RepeatedField):
+    """``--prism-depth`` was given two depths (``quick,deep``): one of them would be dropped unread."""
+
+
+OPTION = "--prism-depth"
+FIELD = "depth"  # the option's one field: a number or one of LEVELS
+_SEPARATED = re.compile(r"[,\s]+")
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,9 @@ def parse(text: str | None) -> Depth:
     given = text.strip().lower()
     if not given:
         raise BadDepth("--prism-depth is empty: give a number of examples per stateful row, or quick, default or deep")
+    if len(parts := [part for part in _SEPARATED.split(given) if part]) > 1:
+        shown = text[:40] if text.isprintable() else "(not printable)"
+        raise RepeatedDepth(OPTION, FIELD, f"{OPTION} takes one depth, not {len(parts)}: {shown!r}")
     if given in LEVELS:
         return Depth(LEVELS[given], name=given, given=True)
     if re.fullmatch(r"[0-9]{1,7}", given) and 1 <= int(given) <= MAX_DEPTH:

@@ -28,6 +28,7 @@ import inspect
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from prism_testkit.errors import RepeatedField
 from prism_testkit.redaction import redact
 
 if TYPE_CHECKING:
@@ -53,10 +55,22 @@ class HuntError(ValueError):
     """A hunt option that cannot work (a malformed budget or database)."""
 
 
+class RepeatedBudget(HuntError, RepeatedField):
+    """``--prism-hunt`` given two budgets (``10m,2h`` or ``1h30m``): one would be dropped unread."""
+
+
+OPTION = "--prism-hunt"
+FIELD = "budget"  # the option's one field: a duration in one of config.units.DURATION_UNITS
+_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]+)?\s*[a-z]*", re.IGNORECASE)
+
+
 def parse_budget(text: str) -> float:
     """``"90s"``, ``"10m"``, ``"2h"``: seconds; a budget must be positive and finite."""
     from prism_testkit.config.units import parse_duration
 
+    if len(amounts := _AMOUNT.findall(text)) > 1:  # the duration parser would refuse it as no duration at all
+        shown = text[:40] if text.isprintable() else "(not printable)"
+        raise RepeatedBudget(OPTION, FIELD, f"{OPTION} takes one budget, not {len(amounts)}: {shown!r}")
     try:
         seconds = parse_duration(text.strip())
     except ValueError as exc:

@@ -26,7 +26,7 @@ import pytest
 
 from prism_testkit.errors import BadBinary
 from prism_testkit.hunting.schedule import Schedule, ScheduleError, read
-from prism_testkit.provision.binaries import OPTION, parse_binary_options
+from prism_testkit.provision.binaries import OPTION, binaries_of
 from prism_testkit.redaction import printable, redact
 
 NOT_REPRODUCED, REPRODUCED, USAGE, NOT_RUN = 0, 1, 2, 3
@@ -53,9 +53,8 @@ def binary_arguments(binaries: Mapping[str, Path]) -> list[str]:
 
 def chosen_binaries(config: pytest.Config) -> dict[str, Path]:
     """The binaries ``--prism-binary`` (and the ``prism_binary`` ini lines) chose for this run."""
-    lines = [*(config.getini("prism_binary") or []), *(config.getoption("prism_binary", None) or [])]
     try:
-        return parse_binary_options(lines)
+        return binaries_of(config.getini("prism_binary") or [], config.getoption("prism_binary", None) or [])
     except BadBinary:  # the plugin refused this run's options before any test ran
         return {}
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from prism_testkit.errors import BadBinary
+from prism_testkit.errors import BadBinary, RepeatedField
 
 OPTION = "--prism-binary"
 
@@ -42,19 +42,38 @@ def binary_problem(path: str) -> str | None:
     return None
 
 
+class RepeatedBinary(BadBinary, RepeatedField):
+    """One server ``NAME`` chosen twice in one place: which binary would run is not what a reader sees."""
+
+    def __init__(self, name: str, path: str) -> None:
+        # BadBinary's attributes, set here: its __init__ would reach RepeatedField's without a field
+        self.source, self.path, self.problem = f"{OPTION} {name}", path, f"chooses {name} a second time"
+        RepeatedField.__init__(self, OPTION, name, f"{self.source} is given twice: give each NAME one binary")
+
+
 def parse_binary_options(lines: Iterable[str]) -> dict[str, Path]:
-    """``NAME=PATH`` lines as given to ``--prism-binary``; BadBinary for one that cannot be used."""
+    """``NAME=PATH`` lines as given to ``--prism-binary`` (or as the ini lines); BadBinary for one
+    that cannot be used, RepeatedBinary for a NAME given twice."""
     chosen: dict[str, Path] = {}
     for line in lines:
         name, sep, path = line.partition("=")
         name, path = name.strip(), path.strip()
         if not sep or not name or not path:
             raise BadBinary(OPTION, line, "takes NAME=PATH, e.g. redis=/opt/redis/bin/redis-server")
+        if name in chosen:
+            raise RepeatedBinary(name, path)
         problem = binary_problem(path)
         if problem is not None:
             raise BadBinary(f"{OPTION} {name}", path, problem)
         chosen[name] = Path(path).absolute()  # a node starts it from its own work dir
     return chosen
+
+
+def binaries_of(ini_lines: Iterable[str], option_lines: Iterable[str]) -> dict[str, Path]:
+    """The binaries the ini lines and the ``--prism-binary`` options choose: each refused if it
+    names a server twice, and an option wins over an ini line for the same NAME (as a command
+    line overrides the ini file)."""
+    return {**parse_binary_options(ini_lines), **parse_binary_options(option_lines)}
 
 
 def chosen_binary(key: str, options: Mapping[str, Path]) -> tuple[str, Path] | None:

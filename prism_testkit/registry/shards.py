@@ -23,6 +23,7 @@ The report of a shard names it (``shard``: index, count and the selection that w
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,14 +31,33 @@ from typing import Any
 
 import pytest
 
+from prism_testkit.errors import RepeatedField
+
 OPTION = "prism_shard"
 DURATIONS_OPTION = "prism_shard_durations"
 
 
+# The fields of K/N, in order: the tests generate each one given twice from this table.
+FIELDS = ("K", "N")
+
+
+def repeated_field(text: str) -> str | None:
+    """The field of K/N that ``text`` gives twice (``1,2/3``: K; ``1/2/3``: N), or None. Refused,
+    never resolved: either value kept would be another shard than the one the user read."""
+    parts = text.strip().split("/")
+    for field, part in zip(FIELDS, [*parts[: len(FIELDS) - 1], "/".join(parts[len(FIELDS) - 1 :])], strict=True):
+        if len([value for value in re.split(r"[,/\s]+", part) if value]) > 1:
+            return field
+    return None
+
+
 def parse(text: str) -> tuple[int, int]:
-    """``"2/3"`` -> (2, 3); ValueError naming what was expected."""
+    """``"2/3"`` -> (2, 3); ValueError naming what was expected (RepeatedField for a field given twice)."""
+    if (field := repeated_field(text)) is not None:
+        raise RepeatedField("--prism-shard", field, f"{text!r}: {field} is given twice: give one K/N")
+    parts = text.strip().split("/")
     try:
-        index_text, count_text = text.strip().split("/")
+        index_text, count_text = parts
         index, count = int(index_text), int(count_text)
     except ValueError:
         raise ValueError(f"{text!r}: expected K/N, shard K (from 1) of N, e.g. 2/3") from None

@@ -191,6 +191,10 @@ def shard_of(config: pytest.Config, environ: dict[str, str] | None = None) -> di
     elif ours or found.get(SHARD, "").strip():
         text = ours or found[SHARD]
         given = f"--prism-shard={ours}" if ours else f"{SHARD}={found[SHARD]}"
+        from prism_testkit.registry.shards import repeated_field
+
+        if (field := repeated_field(text)) is not None:  # either value kept would be another shard
+            raise pytest.UsageError(f"{given}: {field} is given twice: give one K/N")
         try:
             index_text, count_text = text.strip().split("/")
             index, count = int(index_text), int(count_text)
