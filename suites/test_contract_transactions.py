@@ -310,6 +310,45 @@ async def test_no_lost_update_between_two_read_modify_write_transactions(prism_e
     assert "committed" in outcomes
 
 
+async def test_a_read_only_transaction_never_sees_half_of_another(prism_env: PrismEnv) -> None:
+    """Read skew (G-single): a transaction reads x, another writes x and y and commits, the
+    first reads y. Serializable: it aborts, or it saw neither write (a locking backend makes the
+    writer wait for it), never x before and y after. Its reads must be checked even though it
+    writes nothing."""
+    from prism_testkit.errors import TransactionAborted
+
+    f, ns = facets(prism_env), prism_env.ns
+    x, y = ns.name("x"), ns.name("y")
+    await f.kv.put(x, b"before")
+    await f.kv.put(y, b"before")
+
+    async def write_both() -> None:
+        async with f.tx.transaction() as t:
+            await t.put(x, b"after")
+            await t.put(y, b"after")
+
+    seen: dict[str, bytes | None] = {}
+    writer: asyncio.Future[None] | None = None
+    try:
+        async with f.tx.transaction() as t:
+            seen["x"] = await t.get(x)
+            writer = asyncio.ensure_future(write_both())
+            await asyncio.wait({writer}, timeout=READER_PATIENCE)  # a locking backend makes it wait for us
+            seen["y"] = await t.get(y)
+        outcome = "committed"
+    except TransactionAborted:
+        outcome = "aborted"
+    finally:
+        if writer is not None:
+            await asyncio.wait_for(writer, patience.bound("calm-op"))
+    if outcome == "committed":
+        assert seen["x"] == seen["y"], (
+            f"read skew (G-single): a read-only transaction committed having read x = {seen['x']!r} and "
+            f"y = {seen['y']!r}, while another transaction wrote both"
+        )
+    assert (await f.kv.get(x), await f.kv.get(y)) == (b"after", b"after")
+
+
 # --- numbered appends (transactions.numbering) ----------------------------------------------
 
 SEQ = "seq"  # the header the contract numbers
