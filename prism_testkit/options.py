@@ -229,8 +229,8 @@ def addoption(parser: pytest.Parser) -> None:
         dest="prism_shard_durations",
         default=None,
         metavar="PATH",
-        help="recorded test durations to balance --prism-shard by: an earlier --prism-report, or pytest-split's "
-        ".test_durations",
+        help="recorded test durations to balance --prism-shard by, and to weigh the progress line's time left: an "
+        "earlier --prism-report, or pytest-split's .test_durations",
     )
     add(
         "--prism-schedules",

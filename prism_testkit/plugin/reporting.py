@@ -23,6 +23,15 @@ from prism_testkit.suite import declaration_of
 if TYPE_CHECKING:
     from prism_testkit.hunting.depth import Depth
 
+DURATIONS_CACHE = "prism-testkit/durations"  # pytest's cache key: node id -> seconds, the last runs'
+
+
+def _durations(found: object) -> dict[str, float]:
+    """The cached durations, whatever the cache file holds (it is a file anyone may edit)."""
+    if not isinstance(found, dict):
+        return {}
+    return {str(test): float(s) for test, s in found.items() if isinstance(s, int | float) and s >= 0}
+
 
 class Reporting:
     """The run's reporting plugin (registered as ``prism-reporting``)."""
@@ -53,14 +62,32 @@ class Reporting:
             keep_only_where_it_struck(excinfo)
 
     def pytest_sessionstart(self) -> None:
+        from prism_testkit.registry.shards import DURATIONS
+
         self.started, self.clock = time.time(), time.monotonic()
         self.last_progress = self.clock
+        # the time left weighs each test by an earlier run's durations: those given, else the
+        # last run's here (pytest's cache, when it is on), on as many workers as xdist starts (a
+        # number here once xdist has read -n; else as many as are seen running at once)
+        recorded: dict[str, float] = self.config.stash.get(DURATIONS, {})
+        cache = getattr(self.config, "cache", None)
+        if not recorded and cache is not None and not hasattr(self.config, "workerinput"):
+            recorded = _durations(cache.get(DURATIONS_CACHE, {}))
+        self.progress.recorded = recorded
+        workers = [getattr(self.config.option, name, None) for name in ("numprocesses", "maxprocesses")]
+        self.progress.workers = min([n for n in workers if isinstance(n, int) and n > 0] or [1])
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.progress.collected(
-            decl.name if (decl := declaration_of(item)) is not None else outside_group(item.nodeid)
-            for item in session.items
+            {
+                item.nodeid: decl.name if (decl := declaration_of(item)) is not None else outside_group(item.nodeid)
+                for item in session.items
+            }
         )
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if not hasattr(self.config, "workerinput"):  # under xdist the controller hears of each start too
+            self.progress.started(nodeid, time.monotonic() - self.clock)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -125,10 +152,10 @@ class Reporting:
         """Now and then a line with the suites that moved, their totals and the time left
         (:mod:`prism_testkit.report.progress`); ``group``: the test's suite, or its module's
         group outside the suites."""
-        self.progress.spend(group, report.duration)
+        self.progress.spend(group, report.duration, report.nodeid)
         if report.when != "teardown":
             return
-        self.progress.finished(group)
+        self.progress.finished(group, report.nodeid)
         now = time.monotonic()
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None or self.config.get_verbosity() < -1:
@@ -143,6 +170,18 @@ class Reporting:
             reporter.write("\n")
         reporter.write_line(self.progress.line(now - self.clock))
         self.last_progress = now
+
+    def pytest_sessionfinish(self) -> None:
+        """This run's durations into pytest's cache, for the next run's time left: only in a run
+        that used the harness (an unrelated run stays untouched), merged over the last ones so a
+        run of a few tests keeps the others'."""
+        cache = getattr(self.config, "cache", None)
+        measured = self.progress.measured
+        if cache is None or not measured or hasattr(self.config, "workerinput"):
+            return
+        if self.config.stash.get(HARNESS, None) is None:
+            return
+        cache.set(DURATIONS_CACHE, {**_durations(cache.get(DURATIONS_CACHE, {})), **measured})
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         found = self.config.stash.get(HARNESS, None)

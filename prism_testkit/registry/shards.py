@@ -35,6 +35,7 @@ from prism_testkit.errors import RepeatedField
 
 OPTION = "prism_shard"
 DURATIONS_OPTION = "prism_shard_durations"
+DURATIONS = pytest.StashKey[dict[str, float]]()  # the recorded durations read, by node id and identity
 
 
 # The fields of K/N, in order: the tests generate each one given twice from this table.
@@ -171,13 +172,19 @@ class Sharding:
 def configure(
     config: pytest.Config, identity: Callable[[pytest.Item], str], exclusive: Callable[[], set[str]]
 ) -> tuple[int, int] | None:
-    """Read ``--prism-shard`` (and its durations), register :class:`Sharding`; the shard, or
+    """Read ``--prism-shard`` and its durations (stashed under :data:`DURATIONS`: given alone,
+    they weigh the progress line's time left only), register :class:`Sharding`; the shard, or
     None when the run is not split by this option. pytest.UsageError for a bad value or when
     another splitter is given too."""
+    durations: dict[str, float] = {}
+    if path := config.getoption(DURATIONS_OPTION, None):
+        try:
+            durations = read_durations(Path(path))
+        except ValueError as exc:
+            raise pytest.UsageError(f"--prism-shard-durations: {exc}") from None
+        config.stash[DURATIONS] = durations  # the progress line's time left weighs tests by them too
     given = config.getoption(OPTION, None)
     if not given:
-        if config.getoption(DURATIONS_OPTION, None):
-            raise pytest.UsageError("--prism-shard-durations has no effect without --prism-shard=K/N")
         return None
     try:
         index, count = parse(given)
@@ -185,11 +192,5 @@ def configure(
         raise pytest.UsageError(f"--prism-shard={exc}") from None
     if getattr(config.option, "splits", None) or getattr(config.option, "group", None):
         raise pytest.UsageError("--prism-shard and pytest-split's --splits/--group both split the run: give one")
-    durations: dict[str, float] = {}
-    if path := config.getoption(DURATIONS_OPTION, None):
-        try:
-            durations = read_durations(Path(path))
-        except ValueError as exc:
-            raise pytest.UsageError(f"--prism-shard-durations: {exc}") from None
     config.pluginmanager.register(Sharding(index, count, durations, identity, exclusive), "prism-shard")
     return index, count

@@ -12,24 +12,36 @@ a group of its own: the line says ``other tests 120/1,900``, and the time left i
 (they share the workers; without them the project's test run said "about 5 min left" with 11
 to go).
 
-The time left weighs what is left of each group by the seconds its tests took so far (a
-stateful test on a cluster takes a hundred times a contract test's): the work left over the
-rate at which the run got through work, all workers together. A group not started yet counts
-at the run's mean.
+The time left is what is left to run, each test weighed by its measured duration, laid onto
+the run's workers (:func:`time_left`). A test's duration is the one recorded by an earlier run
+when the run was given one (``--prism-shard-durations``, as the shard planner reads it), else
+the mean of its finished siblings (the same test function's other parameters), else its group's,
+else the run's. A test running now counts what it has still to run, and the workers are
+filled as xdist fills them: each takes the next test in collection order when it is free. The
+count of tests done is not the measure: a run's tests differ by a factor of a thousand (a
+cluster's snapshot row runs 400 s, a contract test a tenth of one), and the estimate by count
+and by each group's mean said "about 4 min left" at 991 s with 9 long tests left, and "about
+43 min" at 503 s with 17 short ones left.
 """
 
 from __future__ import annotations
 
+import heapq
 import importlib.util
 import re
+import statistics
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 EVERY_AT_A_TERMINAL = 30.0
 EVERY_ELSEWHERE = 60.0
 _DECLARED = re.compile(r"""prism_suite\(\s*["']([\w.-]+)["']""")
 _OUTSIDE = "::outside::"  # prefix of a group of tests outside any suite (a module path follows)
+# A test still running past its expected duration: the share of its time so far it is expected
+# to need again. Small: recorded durations vary by about a tenth from run to run, so an overrun
+# is mostly a test near its end; still above zero, which would say it ends now, every line.
+OVERRUN_SHARE = 0.1
 
 
 def outside(nodeid: str) -> str:
@@ -37,8 +49,29 @@ def outside(nodeid: str) -> str:
     return _OUTSIDE + nodeid.split("::", 1)[0]
 
 
+def family(nodeid: str) -> str:
+    """A test's node id without its parameters: its siblings share it."""
+    return nodeid.split("[", 1)[0]
+
+
+def time_left(running: Sequence[float], queued: Sequence[float], workers: int) -> float:
+    """Seconds until the last test ends: the tests ``running`` (each the seconds it still needs,
+    one per busy worker) and then the ``queued`` ones, in order, each to the first worker free,
+    on ``workers`` workers (at least as many as are busy)."""
+    free_at = sorted([*running, *[0.0] * max(0, workers - len(running))]) or [0.0]
+    for seconds in queued:
+        heapq.heapreplace(free_at, free_at[0] + seconds)  # a sorted list is a heap
+    return max(free_at)
+
+
 class Progress:
-    def __init__(self, rootdir: Path, elsewhere: Callable[[], Iterable[Path]] = tuple) -> None:
+    def __init__(
+        self,
+        rootdir: Path,
+        elsewhere: Callable[[], Iterable[Path]] = tuple,
+        recorded: Mapping[str, float] | None = None,
+        workers: int = 1,
+    ) -> None:
         # Where a node id's module path is relative to: the rootdir, and for tests outside it
         # the directories the command line named, asked for only when the rootdir lacks a
         # module (``--pyargs prism_testkit.suites`` from an empty directory: every suite's
@@ -51,16 +84,27 @@ class Progress:
         self.spent: dict[str, float] = defaultdict(float)  # seconds of setup + call + teardown per suite
         self.moved: dict[str, None] = {}  # suites with tests done since the last line
         self._suite_of: dict[str, str | None] = {}  # module path -> its one declared suite
+        self.recorded: Mapping[str, float] = recorded or {}  # node id -> seconds an earlier run measured
+        self.workers = workers  # at least; a run seen running more at once has more
+        self.waiting: dict[str, str] = {}  # node id -> group, in collection order, not started
+        self.running: dict[str, tuple[float, str | None]] = {}  # node id -> (when it started, its group)
+        self.test_spent: dict[str, float] = defaultdict(float)  # node id -> its phases' seconds so far
+        self.family_spent: dict[str, list[float]] = {}  # family -> [seconds, tests finished]
+        self.measured: dict[str, float] = {}  # node id -> seconds, of the tests finished
 
-    def collected(self, groups: Iterable[str]) -> None:
-        """The group of each item this process collected: its suite, or :func:`outside`."""
+    def collected(self, groups: Iterable[str] | Mapping[str, str]) -> None:
+        """The group of each item this process collected (its suite, or :func:`outside`), by
+        node id in collection order when given so (the time left then weighs each test)."""
+        if isinstance(groups, Mapping):
+            self.waiting.update(groups)
+            groups = groups.values()
         self.sizes.update(groups)
 
     def collected_ids(self, nodeids: Iterable[str]) -> None:
         """An xdist worker's collected node ids: every worker collects the same, so once."""
         if self.sizes:
             return
-        self.sizes.update(self._declared(nodeid.split("::", 1)[0]) or outside(nodeid) for nodeid in nodeids)
+        self.collected({nodeid: self._declared(nodeid.split("::", 1)[0]) or outside(nodeid) for nodeid in nodeids})
 
     def _declared(self, module: str) -> str | None:
         if module not in self._suite_of:
@@ -80,21 +124,69 @@ class Progress:
             self._elsewhere = None
         return self.bases
 
-    def spend(self, group: str, seconds: float) -> None:
-        """A phase of one of ``group``'s tests took ``seconds``."""
-        self.spent[group] += seconds
+    def started(self, nodeid: str, at: float) -> None:
+        """``nodeid`` started ``at`` seconds into the run (xdist tells the controller too)."""
+        self.running[nodeid] = (at, self.waiting.pop(nodeid, None))
+        self.workers = max(self.workers, len(self.running))
 
-    def finished(self, group: str) -> None:
+    def spend(self, group: str, seconds: float, nodeid: str | None = None) -> None:
+        """A phase of one of ``group``'s tests (``nodeid``) took ``seconds``."""
+        self.spent[group] += seconds
+        if nodeid is not None:
+            self.test_spent[nodeid] += seconds
+
+    def finished(self, group: str, nodeid: str | None = None) -> None:
         self.done[group] += 1
         if not group.startswith(_OUTSIDE):
             self.moved[group] = None
+        if nodeid is not None:
+            self.waiting.pop(nodeid, None)
+            self.running.pop(nodeid, None)
+            self.measured[nodeid] = seconds = self.test_spent.pop(nodeid, 0.0)
+            sums = self.family_spent.setdefault(family(nodeid), [0.0, 0])
+            sums[0] += seconds
+            sums[1] += 1
+
+    def expected(self, nodeid: str, group: str | None) -> float | None:
+        """The seconds ``nodeid`` is expected to take: recorded, else its family's mean, else its
+        group's (see the module's docstring); None when none of them is known."""
+        if nodeid in self.recorded:
+            return self.recorded[nodeid]
+        seconds, count = self.family_spent.get(family(nodeid), (0.0, 0))
+        if count:
+            return seconds / count
+        if group is not None and self.done[group] and self.spent.get(group, 0.0) > 0:
+            return self.spent[group] / self.done[group]
+        return None
+
+    def _mean(self) -> float | None:
+        """What a test nothing else is known of is expected to take: the run's mean so far, else
+        the median recorded (as the shard planner weighs one), else None."""
+        done, spent = sum(self.done.values()), sum(self.spent.values())
+        if done and spent > 0:
+            return spent / done
+        return statistics.median(self.recorded.values()) if self.recorded else None
+
+    @staticmethod
+    def _or(seconds: float | None, mean: float) -> float:
+        return mean if seconds is None else seconds
 
     def left(self, elapsed: float) -> float:
-        """Seconds the run still needs, at the pace it kept so far."""
+        """Seconds the run still needs: what is running and what waits, weighed by measured
+        durations, laid onto the workers. By each group's pace (or the count done) when no test
+        was followed by node id or nothing has been measured yet."""
         total, done = sum(self.sizes.values()), sum(self.done.values())
+        if (self.waiting or self.running) and (mean := self._mean()) is not None:
+            running = []
+            for nodeid, (since, group) in self.running.items():
+                expected = self._or(self.expected(nodeid, group), mean)
+                ran = elapsed - since
+                running.append(expected - ran if ran < expected else ran * OVERRUN_SHARE)
+            queued = [self._or(self.expected(nodeid, group), mean) for nodeid, group in self.waiting.items()]
+            return time_left(running, queued, self.workers)
         spent = sum(self.spent.values())
-        if spent <= 0:
-            return elapsed * (total - done) / done
+        if spent <= 0 or not done:
+            return elapsed * (total - done) / max(done, 1)
         mean = spent / done
         pace = {suite: self.spent.get(suite, 0.0) / count for suite, count in self.done.items() if count}
         work_left = sum(max(0, size - self.done[suite]) * pace.get(suite, mean) for suite, size in self.sizes.items())
