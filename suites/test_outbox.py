@@ -902,6 +902,139 @@ async def test_a_relay_renewing_its_lease_keeps_it_for_many_lease_periods(prism_
         assert dedup.duplicates == 0
 
 
+class SlowLeaseStore:
+    """A relay's key-value as a store slower than the lease sees it, on the lease key only:
+    ``lose_answer`` applies the next lease write but loses its answer (the relay's lease in
+    memory is then older than the stored one); ``stall(n, meanwhile)`` holds the ``n``-th lease
+    write from now until ``meanwhile`` (the lease running out and a successor taking it over)
+    has happened, then lets it land."""
+
+    def __init__(self, inner: KeyValue, lease_key: str) -> None:
+        self.inner, self.lease_key = inner, lease_key
+        self.lose_answer = False
+        self._stall: tuple[int, Callable[[], Awaitable[None]]] | None = None
+        self.stalled = False  # the stalled write landed
+
+    def stall(self, nth: int, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        self._stall = (nth, meanwhile)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        await self._written(key, lambda: self.inner.put(key, value, ttl=ttl))
+
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        return bool(await self._written(key, lambda: self.inner.compare_and_set(key, expected, new)))
+
+    async def _written(self, key: str, write: Callable[[], Awaitable[object]]) -> object:
+        if key != self.lease_key:
+            return await write()
+        if self._stall is not None:
+            nth, meanwhile = self._stall
+            self._stall = (nth - 1, meanwhile) if nth > 1 else None
+            if nth == 1:
+                await meanwhile()
+                self.stalled = True
+        result = await write()
+        if self.lose_answer:
+            self.lose_answer = False
+            raise TimeoutError("the store applied the lease write; its answer was lost")
+        return result
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("skew", ["ahead", "behind"])
+@pytest.mark.parametrize("stalled", ["renewal", "retried-renewal"])
+async def test_a_renewal_landing_after_a_takeover_on_clocks_that_disagree_leaves_one_holder(
+    prism_env: PrismEnv, kind: Kind, skew: str, stalled: str
+) -> None:
+    """Two relays, each on its own clock (r2's half a lease ahead of r1's, or behind), and a
+    store slower than the lease: r1's renewal reaches the store only after its lease ran out by
+    r2's clock and r2 took it over. The renewal must then fail, never replace r2's lease: two
+    holders would publish side by side. The renewal stalled is r1's first write of the lease,
+    or the one it retries after a renewal whose answer was lost (the store applied it, r1
+    never heard, so the lease it holds in memory is older than the stored one)."""
+    r1_clock = ManualClock(1_000.0)
+    async with rigged(prism_env, prism_env.ns, kind, clock=r1_clock) as r:
+        ttl = r.config.lease_ttl
+        r2_clock = ManualClock(r1_clock() + (ttl if skew == "ahead" else -ttl) / 2)
+        store_kv, published = prism_env.driver("store").keyvalue(), list[str]()
+        slow = SlowLeaseStore(store_kv, r.config.lease)
+        r1 = r.relay("r1", sink=LeaseChecked(r, "r1", r1_clock, published), kv=slow, clock=r1_clock)
+        r2 = r.relay("r2", sink=LeaseChecked(r, "r2", r2_clock, published), clock=r2_clock)
+        await commit_all(r, mixed_events(2))
+        assert await r1.run_once() == 2
+        await commit_all(r, mixed_events(1, start=2))
+        for clock in (r1_clock, r2_clock):
+            clock.advance(ttl * 0.3)
+        slow.lose_answer = True
+        with pytest.raises(TimeoutError):
+            await r1.run_once()  # its renewal was applied; r1 did not hear of it
+        stored_expiry = json.loads(await store_kv.get(r.config.lease) or b"{}")["expires_at"]
+        took_over: list[int] = []
+
+        async def takeover() -> None:
+            # the store stalls until r2's clock is past the stored expiry
+            for clock in (r1_clock, r2_clock):
+                clock.advance(stored_expiry - r2_clock() + ttl * 0.1)
+            took_over.append(await r2.run_once())
+
+        slow.stall(1 if stalled == "renewal" else 2, takeover)
+        with suppress(LeaseLost):
+            await r1.run_once()
+        assert slow.stalled, f"r1's {stalled} never reached the store"
+        assert took_over == [1], f"r2 did not take the lease over meanwhile (published {took_over})"
+        raw = await store_kv.get(r.config.lease)
+        lease = json.loads(raw) if raw is not None else {}
+        assert (lease.get("holder"), lease.get("epoch")) == ("r2", 2), (
+            f"r1's {stalled}, landing after r2 took the lease over (r2's clock {skew}), replaced r2's lease with "
+            f"{lease}: both relays hold it"
+        )
+        assert published[2:] == ["r2"], f"after r2 took the lease over, these relays published: {published[2:]}"
+        assert not r1.holds_lease, "r1 still believes it holds the lease r2 took over"
+        await commit_all(r, mixed_events(2, start=3))
+        with suppress(LeaseLost):
+            assert await r1.run_once() == 0, "r1 published after r2 took its lease over"
+        assert await drain(r2) == 2, "r2, the lease's holder, did not publish the new events"
+        dedup = await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+        assert dedup.duplicates == 0, f"{dedup.duplicates} events published twice by two lease holders"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("driven", ["run", "lifecycle"])
+async def test_a_relay_stopped_gracefully_hands_its_lease_to_another_relay_at_once(
+    prism_env: PrismEnv, kind: Kind, driven: str
+) -> None:
+    """A graceful stop gives the lease back: a relay of another id publishes at its first poll.
+    The clock never moves, so a lease kept would never run out. (A relay restarted under the
+    same id takes its own lease back at once, so only another id sees a lease kept.)"""
+    clock = ManualClock()
+    async with rigged(prism_env, prism_env.ns, kind, clock=clock) as r:
+        published: list[str] = []
+        first = r.relay("r1", sink=LeaseChecked(r, "r1", clock, published), clock=clock)
+        await commit_all(r, mixed_events(2))
+        if driven == "run":
+            stopping = asyncio.Event()
+            task = asyncio.create_task(first.run(stopping))
+            assert await settled(first), "r1 did not publish the outbox"
+            await stop(task, stopping)
+        else:
+            await first.start()
+            assert await settled(first), "r1 did not publish the outbox"
+            report = await first.stop()
+            assert not report.forced, report
+        await commit_all(r, mixed_events(2, start=2))
+        second = r.relay("r2", sink=LeaseChecked(r, "r2", clock, published), clock=clock)
+        assert await second.run_once() == 2, (
+            f"r2 published nothing at its first poll: r1 kept its lease after a graceful stop ({driven}), and "
+            "another relay must wait out its TTL"
+        )
+        assert not first.holds_lease, "r1 believes it still holds the lease after its graceful stop"
+        assert published == ["r1", "r1", "r2", "r2"], published
+        await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+
+
 class TakenOverDuring:
     """A sink that, during its ``at``-th publish, stalls past the relay's lease while a
     successor takes the lease over and publishes everything."""

@@ -34,6 +34,7 @@ Not injected: a clock jump (no part of pub/sub's guarantee reads a clock).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ from prism_testkit import DeliveryGuarantee, Message, Ordering, PrismEnv, Slot, 
 from prism_testkit.driver import Driver
 from prism_testkit.interfaces import PubSub, Subscription
 from prism_testkit.stateful.checkers import Verdict, fan_out, judged_nothing, per_key_order
-from prism_testkit.stateful.history import OpType
+from prism_testkit.stateful.history import History, OpType
 from prism_testkit.stateful.machine import FaultMachine
 from prism_testkit.stateful.nemesis import LATENCIES, Nemesis
 from prism_testkit.stateful.runner import StatefulRun
@@ -148,10 +149,13 @@ class PubSubMachine(FaultMachine):
         return [s for s in self.subscribers if not s.stuck]
 
     @initialize()
-    def first_subscriber(self) -> None:
-        """Every example starts with a subscriber through the fault proxy, so what the first
-        publishes and faults do always reaches one."""
+    def first_subscribers(self) -> None:
+        """Every example starts with two subscribers, one through the fault proxy and one
+        direct, so what the first publishes and faults do always reaches one, and every
+        message is owed to two, each judged on its own (one that only one of them got is lost
+        for the other)."""
         self.subscribe(direct=False)
+        self.subscribe(direct=True)
 
     # No preconditions on who is subscribed: whether a subscribe succeeded depends on faults
     # and timing, and a precondition that does makes Hypothesis's replay flaky.
@@ -304,6 +308,74 @@ def test_a_late_subscriber_and_a_leaving_one_are_judged_for_their_time(
     assert drains, "the late subscriber was not read to the end"
     assert drains[-1].value[-1:] == (last,), f"the late subscriber read {drains}, not the message after the other left"
     assert run.judged == 1
+
+
+def without(history: History, process: str, value: Any) -> History:
+    """``history`` as it would read had ``process`` never been handed ``value``: its receive of
+    it gone, its drain without it."""
+    dropped = {
+        op.index
+        for pair in history.pairs()
+        if pair.process == process and pair.f == "receive" and pair.ok and pair.value == value
+        for op in pair.ops
+    }
+    kept = []
+    for op in history:
+        if op.index in dropped:
+            continue
+        if op.process == process and op.f == "drain" and op.type is OpType.OK and op.value:
+            op = dataclasses.replace(op, value=tuple(v for v in op.value if v != value))
+        kept.append(op)
+    return History(kept)
+
+
+def test_a_message_one_of_two_subscribers_missed_is_lost_for_it(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    """The judge this suite relies on, with two subscribers. Two subscribe, messages are
+    published until one reaches both, and the run is judged (each subscriber on its own, so
+    both must have got everything owed). Then the same history, as it would read had one
+    subscriber missed a message the other got (a broker that acknowledged the publish before
+    that subscriber's queue had it), must show that message lost for that subscriber, and for
+    no other: a judge that counts a message delivered when any subscriber got it, or that
+    judges one subscriber for all, passes every backend that drops a message for one of them."""
+    run = StatefulRun(prism_env, request)
+    machine = PubSubMachine(run)
+    machine.subscribe(direct=True)
+    machine.subscribe(direct=True)
+    processes = [s.process for s in machine.subscribers]
+    assert len(processes) == 2, f"two subscriptions asked for, {processes} established"
+
+    def got(process: str) -> set[Any]:
+        values: set[Any] = set()
+        for op in machine.history:
+            if op.process == process and op.type is OpType.OK and op.value is not None:
+                values.update(op.value if op.f == "drain" else [op.value] if op.f == "receive" else [])
+        return values
+
+    def publish_and_read() -> None:
+        machine.publish()
+        for which in range(len(processes)):
+            machine.receive(which)
+
+    # at most once owes nothing: publish until one message reaches both subscribers
+    patience.repeat_until(
+        publish_and_read,
+        lambda: bool(got(processes[0]) & got(processes[1])),
+        what="a message published to two subscribers to reach both",
+    )
+    machine.teardown()
+    assert run.judged == 1
+    shared = sorted(got(processes[0]) & got(processes[1]) & machine.acknowledged)
+    assert shared, f"no acknowledged message reached both subscribers: {machine.history}"
+    value = shared[-1]
+    for missing in processes:
+        verdict = fan_out(without(machine.history, missing, value), DeliveryGuarantee.AT_LEAST_ONCE)
+        lost = [(a.data.get("process"), a.data.get("value")) for a in verdict.anomalies.get("lost", [])]
+        assert lost == [(missing, value)], (
+            f"the judge this suite relies on found {lost or 'no loss'} where {missing} alone missed message "
+            f"{value!r}, which the other subscriber got:\n{verdict.explain()}"
+        )
 
 
 def test_subscribers_across_every_fault_the_backend_offers(prism_env: PrismEnv, request: pytest.FixtureRequest) -> None:
