@@ -796,3 +796,23 @@ def test_the_harness_tests_catch_a_one_of_bug(
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines([evidence])
+
+
+def test_the_suites_catch_a_replay_that_drops_the_simulation_flags(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 66 item 5: a replay line without --prism-simulate was caught by tests/ only
+    (test_replay_simulated, test_replay_settings); a stateful suite run under --prism-simulate,
+    as CI's simulated hunt runs every one, now fails too, before it draws an example."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess(
+        *suite_run(
+            pytester.path,
+            ("-p", "tests.mutants.replay_drops_the_simulation_flags", "--prism-backend=memstore"),
+            "stateful_queue",
+        ),
+        *("--prism-simulate", "--prism-buggify=all", "--prism-depth=quick", "-p", "no:cacheprovider"),
+        *("-k", "under_faults"),
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*the replay line a failure of it prints drops --prism-simulate:*"])

@@ -70,7 +70,8 @@ def parse_budget(text: str) -> float:
 
     if len(amounts := _AMOUNT.findall(text)) > 1:  # the duration parser would refuse it as no duration at all
         shown = text[:40] if text.isprintable() else "(not printable)"
-        raise RepeatedBudget(OPTION, FIELD, f"{OPTION} takes one budget, not {len(amounts)}: {shown!r}")
+        message = f"{OPTION} takes one budget, not {len(amounts)}: {shown!r} (give it in one unit, e.g. 90m)"
+        raise RepeatedBudget(OPTION, FIELD, message)
     try:
         seconds = parse_duration(text.strip())
     except ValueError as exc:

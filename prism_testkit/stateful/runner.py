@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import shlex
 import sys
 import time
 import unittest
@@ -196,6 +197,7 @@ class StatefulRun:
             except InheritedDamage as inherited:
                 raise AssertionError(f"{self.nodeid}: {inherited}") from None
             return
+        self.check_replay_modes(self.seed_command(), "the replay line a failure of it prints")
         unrecorded = factory
         factory = self._recording(unrecorded)
 
@@ -376,6 +378,10 @@ class StatefulRun:
         except OSError as exc:
             self.node.add_report_section("call", "prism schedule", f"cannot write it to {self.schedules}: {exc}")
             return
+        from prism_testkit.hunting.replay import pytest_arguments
+
+        replay_words = ["pytest", *pytest_arguments(schedule, self.schedule_file)]
+        self.check_replay_modes(shlex.join(replay_words), f"the replay of its schedule {self.schedule_file}")
         try:
             self.replayed = self.replay_schedule(factory, schedule)
         except ScheduleError as exc:
@@ -392,6 +398,25 @@ class StatefulRun:
         self.node.user_properties.append(
             ("prism_schedule", {"file": str(self.schedule_file), **self.replayed.as_property()})
         )
+
+    def check_replay_modes(self, command: str, what: str) -> None:
+        """Fail this test when ``command``, which replays it, would not run in this run's modes
+        (virtual time, misbehaviour, load): such a replay searches elsewhere and does not bring
+        the failure back. Checked in every stateful test, failing or not, so the suites a pattern
+        author runs under --prism-simulate catch a replay that drops a flag, not only tests/."""
+        from prism_testkit.faults.load import replay_argument
+
+        words = shlex.split(command)
+        wanted = ["--prism-simulate"] if self.simulated else []
+        if self.buggify:
+            wanted.append(f"--prism-buggify={','.join(sorted(self.buggify))}")
+        if (load := replay_argument(self.node.config)) is not None:
+            wanted.append(load)  # the burners, and this process's stalls drawn again
+        if missing := [flag for flag in wanted if flag not in words]:
+            raise AssertionError(
+                f"{self.nodeid}: {what} drops {' '.join(missing)}: it would not run the example in this "
+                f"run's modes, so a failure would not come back: {command}"
+            )
 
     def schedule(self, error: BaseException) -> Schedule:
         """The latest example's steps, as a schedule of this test's failure ``error``."""
