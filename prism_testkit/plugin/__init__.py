@@ -477,17 +477,20 @@ def _rebuild_damaged(node: pytest.Item, env: PrismEnv) -> None:
 
 
 def _note_damage(request: pytest.FixtureRequest, env: PrismEnv, clusters: list[str]) -> None:
-    """What a test leaves its clusters with: a loss :mod:`prism_testkit.findings` judged (a
-    reproduced finding, a new loss) is damage, rebuilt before the cluster serves again; a failed
-    test's clusters must prove their copies converge before they do."""
+    """What a test leaves its clusters with: acknowledged writes :mod:`prism_testkit.findings`
+    judged lost (a reproduced finding, a new loss) are damage, rebuilt before the cluster serves
+    again; a failed test's clusters must prove their copies converge before they do."""
     from prism_testkit.findings import PROPERTY as JUDGED
     from prism_testkit.stateful.health import note_used
 
     runtime = env.runtime
     note_used(env, request.node.nodeid)
-
     for key, value in request.node.user_properties:
-        if key == JUDGED and isinstance(value, dict) and value.get("lost") and value.get("backend") in clusters:
+        if not (key == JUDGED and isinstance(value, dict) and value.get("backend") in clusters):
+            continue
+        # acknowledged writes gone (a tolerated window's loss is left to the convergence check;
+        # a harm worded by ``counts``, such as unanswered deletes, leaves no data behind)
+        if value.get("lost") and value.get("verdict") in ("known", "lost") and not value.get("counts"):
             named = f" ({value['finding']})" if value.get("finding") else ""
             why = f"{value['scenario']!r} lost {value['lost']} of {value['acknowledged']} acknowledged{named}"
             runtime.mark_damaged(value["backend"], request.node.nodeid, why)
