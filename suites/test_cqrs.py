@@ -5,10 +5,11 @@ compare-and-set writes).
 
 What it guarantees: commands are validated against the write model's current state (a refused
 one appends nothing); a query that asks to read its own write sees it once its read model got
-there, and a read model that does not get there in time raises the typed ``ReadModelBehind``
-(the write is not lost: the model shows it after syncing); read models converge to the write
-model whatever the interleaving of commands and sync steps; lag beyond the tolerance raises the
-alert and is counted.
+there (its notification position, not its stream's version: with two streams written
+interleaved the two differ), and a read model that does not get there in time raises the typed
+``ReadModelBehind`` (the write is not lost: the model shows it after syncing); read models
+converge to the write model whatever the interleaving of commands and sync steps; lag beyond the
+tolerance raises the alert and is counted.
 """
 
 from __future__ import annotations

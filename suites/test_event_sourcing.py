@@ -13,8 +13,9 @@ config's ``max_event_size`` is refused with nothing written; state loaded from a
 snapshot equals full replay and the model, at every version and point in time; old event
 schemas are read upcast while the stored records stay as written; the notification order never
 skips an append that committed late; a projection killed mid-batch and restarted applies every
-event exactly once; a rebuilt view equals the incremental one; lag is observable; and a store
-server killed and restarted keeps every acknowledged append.
+event exactly once; a projection in the background catches up a backlog of several pages
+without pausing between them; a rebuilt view equals the incremental one; lag is observable; and
+a store server killed and restarted keeps every acknowledged append.
 """
 
 from __future__ import annotations

@@ -8,9 +8,12 @@ What it guarantees: every event of a committed transaction is delivered (at leas
 stable event id to deduplicate on), no event of a rolled-back or aborted transaction ever is,
 and each aggregate's events arrive in commit order with sequence 1, 2, 3...; this holds with
 two relays running at once, with a relay killed mid-batch and restarted, and with transactions
-that commit in a different order than they began. Pending count, lag and the mark-published
-offset are observable. With a claim check inside the transaction, outbox records carry only the
-claim, consumers restore the exact payload and rolled-back transactions leave no object.
+that commit in a different order than they began. Of two relays on clocks that disagree, over
+a store slower than the lease, a renewal that lands after the other took the lease over fails
+(one holder); a relay stopped gracefully hands its lease to another at once. Pending count, lag
+and the mark-published offset are observable. With a claim check inside the transaction, outbox
+records carry only the claim, consumers restore the exact payload and rolled-back transactions
+leave no object.
 
 Pub/sub is at-most-once fan-out: the consumer subscribes before any relay publishes.
 """
