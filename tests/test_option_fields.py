@@ -13,13 +13,14 @@ from __future__ import annotations
 import itertools
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from prism_testkit.config.units import DURATION_UNITS
 from prism_testkit.errors import BadBinary, RepeatedField
 from prism_testkit.faults import load
-from prism_testkit.hunting import depth, hunt
+from prism_testkit.hunting import depth, hunt, replay
 from prism_testkit.provision import binaries
 from prism_testkit.registry import shards
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
@@ -206,3 +207,35 @@ def test_a_repeated_field_is_one_usage_error(pytester: pytest.Pytester, option: 
     result = pytester.runpytest(option, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
     result.stderr.fnmatch_lines([expected])
+
+
+# -- conflicts: an option that contradicts the schedule --prism-replay runs -------------------
+
+
+def recorded_schedule(folder: Path, **modes: Any) -> Path:
+    from prism_testkit.hunting.schedule import Schedule
+
+    schedule = Schedule("t.py::test_x", "t.py::test_x", ["memstore"], {"backend": "memstore"}, "x", [], [], **modes)
+    path = folder / "schedule.json"
+    path.write_text(schedule.to_json())
+    return path
+
+
+@pytest.mark.parametrize("flag", sorted(replay.CONFLICTS))
+def test_an_option_that_contradicts_the_replayed_schedule_is_refused(pytester: pytest.Pytester, flag: str) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    path = recorded_schedule(pytester.path, **replay.RECORDED)
+    result = pytester.runpytest(f"--prism-replay={path}", replay.CONFLICTS[flag].example, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines([f"*--prism-replay {path}: {flag}: *: leave the option out*"])
+
+
+def test_the_modes_a_schedule_recorded_may_be_given_again(pytester: pytest.Pytester) -> None:
+    """What ``prism-testkit replay`` passes (the schedule's own modes) contradicts nothing."""
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    path = recorded_schedule(pytester.path, simulate=True, buggify=["late"], load="stall:10ms@30s,seed:3")
+    result = pytester.runpytest(
+        f"--prism-replay={path}", "--prism-simulate", "--prism-buggify=late", "--prism-load=stall:10ms@30s,seed:3"
+    )
+    assert "leave the option out" not in result.stderr.str()
+    result.stderr.fnmatch_lines(["*--prism-replay * its test t.py::test_x was not collected*"])

@@ -18,9 +18,10 @@ import io
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -28,6 +29,9 @@ from prism_testkit.errors import BadBinary
 from prism_testkit.hunting.schedule import Schedule, ScheduleError, read
 from prism_testkit.provision.binaries import OPTION, binaries_of
 from prism_testkit.redaction import printable, redact
+
+if TYPE_CHECKING:
+    from prism_testkit.options import PrismOptions
 
 NOT_REPRODUCED, REPRODUCED, USAGE, NOT_RUN = 0, 1, 2, 3
 # PRISM_* variables that change only what a run prints, never what it does: left out of replays
@@ -44,6 +48,60 @@ def run_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         for name, value in sorted(source.items())
         if name.startswith("PRISM_") and name not in DISPLAY_ONLY
     }
+
+
+class Contradiction(NamedTuple):
+    """An option that, beside ``--prism-replay``, asks for another run than the schedule recorded."""
+
+    example: str  # a value of the option that contradicts :data:`RECORDED` (the tests use it)
+    why: Callable[[Schedule, PrismOptions], str | None]  # what it contradicts, or None
+
+
+def _other_load(schedule: Schedule, options: PrismOptions) -> str | None:
+    from prism_testkit.faults.load import parse
+
+    if options.load is None:
+        return None
+    recorded = parse(schedule.load) if schedule.load else None
+    same = recorded is not None and replace(recorded, seed=None) == replace(options.load, seed=None)
+    if same and recorded is not None and options.load.seed in (None, recorded.seed):  # no seed: the schedule's
+        return None
+    return f"the schedule was recorded under {schedule.load or 'no load'}"
+
+
+# What a replay's run may not be given beside its schedule: the schedule decides the modes its
+# steps run in (an option left out is the schedule's), so an option that asks for another one
+# would be silently overruled, and a reader would believe the replay ran as the command says.
+CONFLICTS: dict[str, Contradiction] = {
+    "--prism-hunt": Contradiction(
+        "--prism-hunt=10m",
+        lambda schedule, options: (
+            "a hunt draws new examples; a replay issues the recorded steps once" if options.hunt is not None else None
+        ),
+    ),
+    "--prism-simulate": Contradiction(
+        "--prism-simulate",
+        lambda schedule, options: (
+            "the schedule was recorded on real time" if options.simulate and not schedule.simulate else None
+        ),
+    ),
+    "--prism-buggify": Contradiction(
+        "--prism-buggify=late",
+        lambda schedule, options: (
+            f"the schedule was recorded under --prism-buggify={','.join(schedule.buggify) or 'none'}"
+            if options.buggify and sorted(options.buggify) != sorted(schedule.buggify)
+            else None
+        ),
+    ),
+    "--prism-load": Contradiction("--prism-load=cpu:1", _other_load),
+}
+# A schedule every example above contradicts: recorded on real time, without misbehaviour or load.
+RECORDED = {"simulate": False, "buggify": [], "load": None}
+
+
+def contradictions(schedule: Schedule, options: PrismOptions) -> list[str]:
+    """Each option of this run that contradicts ``schedule``, with what it contradicts."""
+    return [f"{flag}: {why}" for flag, found in CONFLICTS.items() if (why := found.why(schedule, options))]
 
 
 def binary_arguments(binaries: Mapping[str, Path]) -> list[str]:

@@ -151,12 +151,15 @@ def _check_depth(config: pytest.Config, options: PrismOptions) -> None:
 
 def _load_replay(config: pytest.Config, path: Path) -> None:
     """``--prism-replay``: the schedule, read now so a bad file is one usage error line."""
+    from prism_testkit.hunting.replay import contradictions
     from prism_testkit.hunting.schedule import REPLAY, ScheduleError, read
 
     try:
         config.stash[REPLAY] = (read(path), path)
     except ScheduleError as exc:
         raise pytest.UsageError(f"--prism-replay: {exc}") from None
+    if found := contradictions(config.stash[REPLAY][0], config.stash[OPTIONS]):
+        raise pytest.UsageError(f"--prism-replay {path}: " + "; ".join(found) + ": leave the option out")
 
 
 @pytest.hookimpl(optionalhook=True)
