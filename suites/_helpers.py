@@ -14,7 +14,7 @@ import shlex
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -319,6 +319,59 @@ async def gather_all(*aws: Awaitable[T]) -> list[T]:
 
 class RunsUntilStopped(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
+
+
+class PauseWatch(asyncio.Event):
+    """A background loop's stop event that notes, at each pause between batches (the loop waits
+    on its stop event there), the progress ``progress()`` reads: how many pauses there were and
+    where each fell, with no clock read."""
+
+    def __init__(self, progress: Callable[[], int]) -> None:
+        super().__init__()
+        self.progress = progress
+        self.progress_at_pauses: list[int] = []
+        self.paused = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.progress_at_pauses.append(self.progress())
+        self.paused.set()
+        return await super().wait()
+
+
+class Paged(Protocol):
+    """A pattern process working through pages (batches) in the background: its own loop
+    (``run(stop)``) or its lifecycle (``start`` / ``stop``), which waits on ``_stop_requested``."""
+
+    _stop_requested: asyncio.Event
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, within: float | None = None) -> Any: ...
+
+
+async def progress_at_first_pause(process: Paged, driven: str, progress: Callable[[], int]) -> int:
+    """Run ``process`` in the background (``driven``: "run" or "lifecycle") until its loop first
+    pauses between batches, stop it, and return ``progress()`` at that pause. With a poll
+    interval that outlasts the test, that pause is the only one: where it fell shows whether the
+    loop waited with work still pending, without timing anything."""
+    watch = PauseWatch(progress)
+    task: asyncio.Task[None] | None = None
+    if driven == "run":
+        task = asyncio.create_task(process.run(watch))
+    else:
+        process._stop_requested = watch  # the lifecycle's loop pauses on its stop event
+        await process.start()
+    try:
+        await asyncio.wait_for(watch.paused.wait(), patience.bound("calm-op"))
+    finally:
+        if task is None:
+            await process.stop()
+        else:
+            watch.set()
+            await asyncio.wait_for(task, patience.bound("calm-op"))
+    return watch.progress_at_pauses[0]
 
 
 @asynccontextmanager

@@ -61,7 +61,7 @@ from ._bank import (
     view_kinds,
     views_store,
 )
-from ._helpers import prism_settings
+from ._helpers import prism_settings, progress_at_first_pause
 
 pytestmark = prism_suite(
     "event_sourcing",
@@ -672,23 +672,6 @@ async def test_a_keyvalue_view_replaying_its_batch_after_a_crash_does_not_apply_
         assert total == 11, f"the bank total is {total} after replaying a crashed batch, not 11"
 
 
-class PauseWatch(asyncio.Event):
-    """A background projection's stop event that notes, at each poll pause (the loop waits on
-    it between batches), how many events the runner had applied: a count of the pauses and
-    where each fell, without reading any clock."""
-
-    def __init__(self, runner: ProjectionRunner) -> None:
-        super().__init__()
-        self.runner = runner
-        self.applied_at_pauses: list[int] = []
-        self.paused = asyncio.Event()
-
-    async def wait(self) -> Literal[True]:
-        self.applied_at_pauses.append(self.runner.applied)
-        self.paused.set()
-        return await super().wait()
-
-
 @pytest.mark.parametrize("driven", ["run", "lifecycle"])
 async def test_a_background_projection_with_several_pages_pending_catches_up_without_pausing(
     prism_env: PrismEnv, driven: str
@@ -708,22 +691,7 @@ async def test_a_background_projection_with_several_pages_pending_catches_up_wit
         runner = ProjectionRunner(
             repo.store, views, balances, batch_size=batch, poll_interval=patience.handed("outlive-run")
         )
-        watch = PauseWatch(runner)
-        task: asyncio.Task[None] | None = None
-        if driven == "run":
-            task = asyncio.create_task(runner.run(watch))
-        else:
-            runner._stop_requested = watch  # the lifecycle loop pauses on its stop event
-            await runner.start()
-        try:
-            await asyncio.wait_for(watch.paused.wait(), patience.bound("calm-op"))
-        finally:
-            if task is None:
-                await runner.stop()
-            else:
-                watch.set()
-                await asyncio.wait_for(task, patience.bound("calm-op"))
-        first = watch.applied_at_pauses[0]
+        first = await progress_at_first_pause(runner, driven, lambda: runner.applied)
         assert first == pending, (
             f"the projection paused its poll interval after applying {first} of {pending} pending events "
             f"(pages of {batch}): it waits a poll interval per full page"

@@ -66,6 +66,7 @@ from ._helpers import (
     eventually,
     norm,
     prism_settings,
+    progress_at_first_pause,
 )
 from ._relay_faults import DyingKeyValue, Killed
 from ._sink_reader import Kind, SinkReader
@@ -592,6 +593,29 @@ async def test_a_relay_killed_mid_batch_loses_nothing_and_resumes(
         if mode == "crash":
             # Published but never committed: at-least-once means it comes again, same id.
             assert dedup.duplicates >= 1, "the event published just before the crash was not republished"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("driven", ["run", "lifecycle"])
+async def test_a_relay_with_several_batches_pending_publishes_them_without_pausing(
+    prism_env: PrismEnv, kind: Kind, driven: str
+) -> None:
+    """More records pending than one batch: a relay in the background publishes batch after
+    batch and pauses its poll interval only once nothing is left (a pause after each full batch
+    costs a poll interval per batch: throughput a test with one batch pending never sees). The
+    poll interval outlasts the test, so where the first pause fell is read from the relay's
+    count of published events, not timed."""
+    poll = patience.handed("outlive-run")
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=3, poll_interval=poll, lease_ttl=3 * poll) as r:
+        await commit_all(r, mixed_events(10))
+        relay = r.relay("r1")
+        first = await progress_at_first_pause(relay, driven, lambda: relay.metrics.events_relayed)
+        assert first == 10, (
+            f"the relay paused its poll interval after publishing {first} of 10 pending events (batches of 3): "
+            "it waits a poll interval per full batch"
+        )
+        dedup = await check_delivered(r, await r.consumer.collect({s.event_id for s in r.ledger.committed}))
+        assert dedup.duplicates == 0
 
 
 # --- commit order, observability, cleanup --------------------------------------------------

@@ -441,6 +441,9 @@ MUTANTS = [
     # a lease kept after a graceful stop (issue 66 item 5): the outbox suite, not only tests/
     ("relay_release_keeps_expiry", "outbox", "memstore,sqlite", "*r1 kept its lease after a graceful stop*"),
     ("relay_stop_skips_release", "outbox", "memstore,sqlite", "*r1 kept its lease after a graceful stop (lifecycle)*"),
+    # more than one batch pending (issue 66): a pause per full batch is throughput lost
+    ("relay_pauses_after_a_full_batch", "outbox", "memstore,sqlite", "*it waits a poll interval per full batch*"),
+    ("relay_step_pauses_after_a_full_batch", "outbox", "memstore,sqlite", "*it waits a poll interval per full batch*"),
     ("relay_retention_from_window_start", "outbox", "memstore,sqlite", "*before their retention of 60s*"),
     ("outbox_drops_caller_headers", "outbox", "memstore,sqlite", "*arrived with caller headers*"),
     ("outbox_sink_routes_once", "outbox", "memstore,sqlite", "*got events routed elsewhere*"),
@@ -614,6 +617,8 @@ ONLY = {
     "relay_retried_renewal_by_put": "clocks_that_disagree",
     "relay_release_keeps_expiry": "stopped_gracefully",
     "relay_stop_skips_release": "stopped_gracefully",
+    "relay_pauses_after_a_full_batch": "several_batches_pending and run",
+    "relay_step_pauses_after_a_full_batch": "several_batches_pending and lifecycle",
     "relay_retention_from_window_start": "own_publication",
     "outbox_sink_routes_once": "routed_destination",
     "outbox_drops_caller_headers": "generated",
