@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from prism_testkit.backends.redis import CAPABILITIES
 from prism_testkit.backends.redis.sentinel import (
+    FAILOVER_TIMEOUT_MS,
     FAILOVER_WAIT,
     PORT,
     SERVICE,
@@ -27,7 +28,7 @@ from prism_testkit.backends.redis.sentinel import (
 )
 
 from prism_testkit.errors import ConnectionLost
-from prism_testkit.patience import bound
+from prism_testkit.patience import bound, describe
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.processes import port_open
 from tests.conftest import cluster_in_a_temp_dir, provision_cluster
@@ -224,11 +225,18 @@ def test_a_lagging_replica_is_passed_over_and_then_follows_the_new_primary(waiti
     new = cluster.failover()
     assert new == running, "the Sentinels promoted the paused replica, or none"
     assert all(cluster.redis(new, "GET", f"prism:kv:{name}") == "v" for name in names)
+    pid = cluster.servers[lagging].pid
     started = time.monotonic()
     cluster.restore_node(lagging)  # settled: a replica of the new primary, its link up
     seconds = time.monotonic() - started
     print(f"\nredis-sentinel: the lagging replica n{lagging} followed n{new} {seconds:.1f}s after it resumed")
     assert cluster.role(lagging)[:2] == ["slave", cluster.address(new)]
+    # The promise (lag_node): the Sentinels re-point the resumed replica themselves, the same
+    # process, once it has been up for failover-timeout; not a restart by the harness, and not
+    # unbounded: that wait plus the derived patience of a recovering action, never a fixed number.
+    assert cluster.servers[lagging].pid == pid, f"n{lagging} was restarted, not re-pointed by the Sentinels"
+    within = FAILOVER_TIMEOUT_MS / 1000 + bound("recovery")
+    assert seconds < within, f"n{lagging} followed n{new} {seconds:.1f}s after it resumed ({describe('recovery')})"
     after = key()
     asyncio.run(put_all([after], b"after"))
     assert eventually(cluster, lagging, after, "after")
