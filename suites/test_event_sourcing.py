@@ -246,6 +246,11 @@ async def test_an_append_expecting_a_version_the_stream_has_not_reached_writes_n
         assert await store.notifications_end() == 1, "an append that expected a version ahead left notifications"
 
 
+# How long a held commit waits for a concurrent transaction to reach its own commit (a locking
+# backend makes that one wait for the first instead: then the test goes on without it).
+PATIENCE = 0.3
+
+
 class GatedCommits:
     """Transactions that, once their block has run, wait for their gate before committing, so
     a test decides which of two appends that read the same head commits first."""
@@ -282,7 +287,11 @@ async def test_a_losing_appends_snapshot_is_nowhere(prism_env: PrismEnv) -> None
         await asyncio.wait_for(gated.reached[0].wait(), bound)
         loser = asyncio.create_task(outcome(repo.save(loaded, [NewEvent("Deposited", {"amount": 7, "tag": "l"})])))
         tasks.append(loser)
-        await asyncio.wait_for(gated.reached[1].wait(), bound)  # both read version 1; neither committed
+        # Both read version 1, neither committed; a locking backend instead makes the loser's
+        # read wait for the winner's commit, so it is let go after PATIENCE.
+        loser_ready = asyncio.ensure_future(gated.reached[1].wait())
+        tasks.append(loser_ready)
+        await asyncio.wait({loser_ready}, timeout=PATIENCE)
         gated.go[0].set()
         won = await asyncio.wait_for(winner, bound)
         gated.go[1].set()
