@@ -1,0 +1,22 @@
+"""Mutant (a wrong judge, issue 66 item 2): a killed consensus leader counts as a failover that
+excuses losses, though a raft cluster promises to lose nothing through it.
+
+Loaded with ``-p tests.mutants.failover_loss_a_killed_leader_excuses``; see ``JUDGE_MUTANTS`` in
+``tests/test_mutants.py``.
+"""
+
+from __future__ import annotations
+
+import prism_testkit.stateful.failover_loss as failover_loss
+
+from ._rewrite import rewrite_function_line
+
+rewrite_function_line(
+    failover_loss,
+    "failed_over",
+    '        if op.process == "nemesis" and op.type is OpType.INVOKE and op.f.startswith("failover")',
+    (
+        '        if op.process == "nemesis" and op.type is OpType.INVOKE and'
+        ' (op.f.startswith("failover") or op.f == "kill-leader")'
+    ),
+)

@@ -1,0 +1,19 @@
+"""Mutant (a wrong judge, issue 66 item 2): losses are tolerated when any backend failed over, even
+one that promises to survive it (a tolerated window applied outside its finding).
+
+Loaded with ``-p tests.mutants.failover_loss_excused_by_any_failover``; see ``JUDGE_MUTANTS`` in
+``tests/test_mutants.py``.
+"""
+
+from __future__ import annotations
+
+import prism_testkit.stateful.failover_loss as failover_loss
+
+from ._rewrite import rewrite_function_line
+
+rewrite_function_line(
+    failover_loss,
+    "tolerate_failover_losses",
+    "    if not failed_over(history) & set(without_the_promise):",
+    "    if not failed_over(history):  # the bug: any failover excuses",
+)

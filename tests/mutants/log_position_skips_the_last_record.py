@@ -1,0 +1,19 @@
+"""Mutant (a wrong judge, issue 66 item 2): the log checker walks a poll's records but the last, so
+the consumer's position is left one record short.
+
+Loaded with ``-p tests.mutants.log_position_skips_the_last_record``; see ``JUDGE_MUTANTS`` in
+``tests/test_mutants.py``.
+"""
+
+from __future__ import annotations
+
+import prism_testkit.stateful.checkers as checkers
+
+from ._rewrite import rewrite_function_line
+
+rewrite_function_line(
+    checkers,
+    "_position_anomalies",
+    "        for offset, _value in _records(pair):",
+    "        for offset, _value in _records(pair)[:-1]:  # the bug: the last record is never checked",
+)

@@ -1,0 +1,23 @@
+"""Mutant (a wrong judge, issue 66 item 2): the WAL checker looks for mutations never applied only
+when there were fewer applies than logged mutations, so one applied twice covers another never
+applied.
+
+Loaded with ``-p tests.mutants.wal_hides_a_loss_behind_a_double``; see ``JUDGE_MUTANTS`` in
+``tests/test_mutants.py``.
+"""
+
+from __future__ import annotations
+
+import prism_testkit.suites._wal_checker as wal_checker
+
+from ._rewrite import rewrite_function_line
+
+rewrite_function_line(
+    wal_checker,
+    "check_wal",
+    "        if counts[offset] == 0 and offset not in skipped and offset not in dead_letters:",
+    (
+        "        if counts[offset] == 0 and offset not in skipped and offset"
+        " not in dead_letters and len(applies) < len(logged):"
+    ),
+)

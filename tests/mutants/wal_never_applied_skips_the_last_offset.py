@@ -1,0 +1,22 @@
+"""Mutant (a wrong judge, issue 66 item 2): the WAL checker never asks whether the log's last
+mutation was applied.
+
+Loaded with ``-p tests.mutants.wal_never_applied_skips_the_last_offset``; see ``JUDGE_MUTANTS``
+in ``tests/test_mutants.py``.
+"""
+
+from __future__ import annotations
+
+import prism_testkit.suites._wal_checker as wal_checker
+
+from ._rewrite import rewrite_function_line
+
+rewrite_function_line(
+    wal_checker,
+    "check_wal",
+    "        if counts[offset] == 0 and offset not in skipped and offset not in dead_letters:",
+    (
+        "        if counts[offset] == 0 and offset not in skipped and"
+        " offset not in dead_letters and offset != max(logged):"
+    ),
+)
