@@ -51,7 +51,12 @@ def every_section() -> dict[str, Any]:
     results.simulations = {ROW_TEST: {"simulated": True, "examples": 3, "digest": "ab"}}
     results.power_cuts = {ROW_TEST: {"test": ROW_TEST, "fault": "power-cut", "lost": 0}}
     results.judged = {ROW_TEST: {"test": ROW_TEST, "scenario": "established", "verdict": "held"}}
-    left = {"backend": "bag-cluster", "left_by": TWIN_TEST, "why": "replicas still apart: s: n0: none"}
+    left = {
+        "backend": "bag-cluster",
+        "left_by": TWIN_TEST,
+        "why": "replicas still apart: s: n0: none",
+        "before": ROW_TEST,
+    }
     results.rebuilt = {ROW_TEST: {"test": ROW_TEST, "clusters": [left]}}
     unavailable_faults.add_row(
         results.unavailable_faults,

@@ -332,7 +332,7 @@ class PrismResults:
         if drawn is not None:
             self.depths[test] = int(drawn["examples"])
         clusters = [
-            {k: v for k, v in entry.items() if k != "before"}
+            dict(entry)
             for key, value in report.user_properties
             if key == REBUILT and isinstance(value, list)
             for entry in value
@@ -567,7 +567,7 @@ class PrismResults:
             for test, entry in sorted(self.rebuilt.items()):
                 for cluster in entry["clusters"]:
                     left = f"left damaged by {cluster['left_by']}: {cluster['why']}"
-                    tr.write_line(f"{cluster['backend']}, before {test}: {left}", yellow=True)
+                    tr.write_line(f"{cluster['backend']}, before {cluster.get('before', test)}: {left}", yellow=True)
         unavailable_faults.summarize(tr, self.unavailable_faults)
 
 

@@ -138,11 +138,13 @@ class PerTest(_Open):
 
 
 class RebuiltCluster(_Open):
-    """A cluster rebuilt because ``left_by`` left it damaged: ``why`` (what was found)."""
+    """A cluster rebuilt because ``left_by`` left it damaged: ``why`` (what was found); rebuilt
+    before ``before`` (the test's node id as its run named it)."""
 
     backend: str
     left_by: str
     why: str
+    before: str | None = None
 
 
 class Rebuilt(PerTest):
