@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 from prism_testkit.backends.nats.provision import NatsProvisioner
-from prism_testkit.backends.postgres.provision import PostgresProvisioner
+from prism_testkit.backends.postgres.provision import SYNCFS_SINCE, PostgresProvisioner, _major
 from prism_testkit.backends.redis.provision import RedisProvisioner
 
 from prism_testkit.errors import BadBinary
@@ -169,6 +169,22 @@ def test_postgres_refuses_a_chosen_binary_without_initdb_beside_it(tmp_path: Pat
     lonely = executable(tmp_path / "postgres")
     found = PostgresProvisioner().probe(context(tmp_path, "postgres", {"postgres": lonely}))
     assert found.detail == f"--prism-binary postgres: {lonely} has no initdb beside it"
+
+
+@pytest.mark.parametrize(
+    ("line", "major"),
+    [
+        ("postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)", 15),
+        ("postgres (PostgreSQL) 13.16", 13),
+        ("postgres (PostgreSQL) 17beta1", 17),
+        ("something else 16.1", None),
+        (None, None),
+    ],
+)
+def test_postgres_major_version_decides_the_power_loss_twins_sync_method(line: str | None, major: int | None) -> None:
+    # a server older than SYNCFS_SINCE (or one whose version is unknown) refuses the setting
+    assert _major(line) == major
+    assert ((_major(line) or 0) >= SYNCFS_SINCE) == (major is not None and major >= 14)
 
 
 # --- the options, end to end ----------------------------------------------------------------

@@ -164,6 +164,10 @@ class ProvisionContext:
     # so a power cut can drop unsynced writes. One that does not honour it leaves
     # Endpoint.lazy_mount None, and power cuts of that instance are refused.
     lazy_data_dir: bool = False
+    # The power-loss suite's twin: every start after the first follows a power cut, which leaves
+    # nothing unsynced, so a server may skip start-up work that only makes durable what a process
+    # crash left in the page cache (PostgreSQL's fsync of every file before crash recovery).
+    cut_before_every_start: bool = False
     # server binaries chosen by --prism-binary NAME=PATH (PRISM_<NAME>_BINARY is read where used)
     binaries: Mapping[str, Path] = field(default_factory=dict)
 

@@ -425,7 +425,7 @@ class PrismRuntime:
             spec = self.registry[name]
             started = self._power_loss_started[name] = self._power_loss_started.get(name, 0) + 1
             workdir = self.workdir / (f"{name}.power-loss" if started == 1 else f"{name}.power-loss-{started}")
-            ctx = replace(self._context(spec), workdir=workdir, lazy_data_dir=True)
+            ctx = replace(self._context(spec), workdir=workdir, lazy_data_dir=True, cut_before_every_start=True)
             ctx.workdir.mkdir(parents=True, exist_ok=True)
             try:
                 endpoint = await asyncio.to_thread(spec.provisioner.start, ctx)
