@@ -643,6 +643,28 @@ ONLY = {
 # stateful producer publishes across both edges of the retry bound (publish_at_the_retry_bound).
 DEEPER: dict[str, str] = {}
 
+# The judges as adversaries (issue 66 item 2), where a suite proves its own judge (pub/sub's two
+# subscribers) or its machine's recording (the queue's step-by-step crash): that suite on
+# memstore fails too. Every wrong judge is proved on its unit tests in JUDGE_MUTANTS below.
+MUTANTS += [
+    (
+        "fan_out_skips_the_last_publish",
+        "stateful_pubsub",
+        "memstore",
+        "*the judge this suite relies on found no loss where subscriber-* alone missed*",
+    ),
+    (
+        "queue_machine_records_a_crash_as_processed",
+        "stateful_queue",
+        "memstore",
+        "*no consumer crashed holding the delivery*",
+    ),
+]
+ONLY |= {
+    "fan_out_skips_the_last_publish": "one_of_two_subscribers",
+    "queue_machine_records_a_crash_as_processed": "consumer_crash_holding",
+}
+
 
 @pytest.mark.parametrize(("mutant", "suite", "backends", "evidence"), MUTANTS, ids=[m[0] for m in MUTANTS])
 def test_the_suites_catch_a_broken_variant(
@@ -821,3 +843,279 @@ def test_the_suites_catch_a_replay_that_drops_the_simulation_flags(
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines(["*the replay line a failure of it prints drops --prism-simulate:*"])
+
+
+# The judges as adversaries (issue 66 item 2): a wrong checker hides every bug of every user it
+# judges. Each mutant breaks one checker the way a judge goes wrong (the union of subscribers,
+# nodes or transactions; one of them judged for all; an off-by-one at the first or last
+# position; a tolerated window outside its finding; a duplicate counted as a loss or covering
+# one; an empty history judged valid); the checker's own unit tests (its test file and
+# tests/test_judges_adversaries.py, pure functions over hand-built histories) must fail, in the
+# test named by the evidence. (mutant module, test files, -k selection or None, evidence)
+_QUEUE_AND_LOG = ("test_checkers.py", "test_judges_adversaries.py")
+_FAN_OUT = ("test_fan_out_checker.py", "test_judges_adversaries.py")
+_REPLICAS = ("test_replica_checker.py", "test_judges_adversaries.py")
+_WAL = ("test_wal_unit.py", "test_judges_adversaries.py")
+_WAL_K = "checker or rolled_back or lost_delete or adversaries"  # not test_wal_unit's runs on backends
+_CDC = ("test_cdc_checker_epochs.py", "test_judges_adversaries.py")
+JUDGE_MUTANTS = [
+    ("total_queue_counts_a_duplicate_as_lost", _QUEUE_AND_LOG, None, "*FAILED*test_at_least_once_tolerates_dup*"),
+    (
+        "total_queue_hides_a_loss_behind_a_duplicate",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_total_queue_a_loss_is_not_hidden_behind_another_elements_duplicate*",
+    ),
+    (
+        "total_queue_judges_an_empty_history_valid",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_a_correct_fifo_history_is_always_valid*",
+    ),
+    (
+        "total_queue_drain_before_the_ack_proves_a_loss",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_an_undelivered_element_no_drain_looked_for_is_unseen_not_lost*",
+    ),
+    (
+        "total_queue_one_failed_attempt_makes_unexpected",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_total_queue_an_element_whose_retry_was_acknowledged_is_expected*",
+    ),
+    (
+        "log_lost_write_needs_a_read_beyond_it",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_log_a_read_that_reached_the_writes_own_offset_proves_it_lost*",
+    ),
+    ("log_skip_misses_the_next_offset", _QUEUE_AND_LOG, None, "*FAILED*test_poll_skip_across_polls*"),
+    ("log_position_skips_the_first_record", _QUEUE_AND_LOG, None, "*FAILED*test_log_accepts_a_valid_history*"),
+    ("log_position_skips_the_last_record", _QUEUE_AND_LOG, None, "*FAILED*test_poll_skip_across_polls*"),
+    (
+        "log_send_order_allows_a_repeated_offset",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_log_one_process_given_the_same_offset_twice_is_a_nonmonotonic_send*",
+    ),
+    (
+        "log_judges_an_empty_history_valid",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_a_correct_log_history_is_always_valid*",
+    ),
+    (
+        "per_key_order_skips_the_last_delivery",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_per_key_order_accepts_orderly_deliveries*",
+    ),
+    (
+        "per_key_order_skips_the_first_delivery",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_per_key_order_accepts_orderly_deliveries*",
+    ),
+    (
+        "per_key_order_merges_the_consumers",
+        _QUEUE_AND_LOG,
+        None,
+        "*FAILED*test_per_key_order_finds_a_reordered_pair_with_a_minimal_witness*",
+    ),
+    (
+        "fan_out_counts_any_subscriber",
+        _FAN_OUT,
+        None,
+        "*FAILED*test_fan_out_each_of_two_subscribers_is_owed_on_its_own[[]s1[]]*",
+    ),
+    (
+        "fan_out_judges_the_first_subscriber",
+        _FAN_OUT,
+        None,
+        "*FAILED*test_fan_out_each_of_two_subscribers_is_owed_on_its_own[[]s2[]]*",
+    ),
+    ("fan_out_skips_the_last_publish", _FAN_OUT, None, "*FAILED*test_fan_out_the_last_publish_is_owed_too*"),
+    (
+        "fan_out_owed_from_the_subscribe_invoke",
+        _FAN_OUT,
+        None,
+        "*FAILED*test_nothing_is_owed_before_the_subscription_was_established*",
+    ),
+    (
+        "fan_out_first_owed_publish_skipped",
+        _FAN_OUT,
+        None,
+        "*FAILED*test_an_acknowledged_publish_a_drained_subscriber_never_got_is_lost*",
+    ),
+    (
+        "fan_out_matches_deliveries_on_any_topic",
+        _FAN_OUT,
+        None,
+        "*FAILED*test_fan_out_a_message_of_another_topic_is_unexpected*",
+    ),
+    ("fan_out_judges_an_empty_history_valid", _FAN_OUT, None, "*FAILED*test_an_empty_history_judges_nothing*"),
+    (
+        "replicas_hide_a_loss_behind_a_duplicate",
+        _REPLICAS,
+        None,
+        "*FAILED*test_replicas_a_loss_is_not_hidden_behind_a_duplicate*",
+    ),
+    (
+        "replicas_count_a_duplicate_as_lost",
+        _REPLICAS,
+        None,
+        "*FAILED*test_unexpected_and_duplicated_values_are_named_and_writes_of_unknown_outcome_are_allowed*",
+    ),
+    (
+        "replicas_lost_everywhere_from_the_first_node",
+        _REPLICAS,
+        None,
+        "*FAILED*test_replicas_what_one_node_lost_and_another_holds_is_not_lost_from_the_cluster*",
+    ),
+    (
+        "replicas_valid_judges_the_last_node",
+        _REPLICAS,
+        None,
+        "*FAILED*test_replicas_one_damaged_node_of_three_invalidates_wherever_it_stands[[]0[]]*",
+    ),
+    (
+        "diverged_compares_counts_only",
+        _REPLICAS,
+        None,
+        "*FAILED*test_diverged_copies_holding_as_many_messages_differ_by_their_sequences*",
+    ),
+    (
+        "diverged_compares_first_and_last_nodes",
+        _REPLICAS,
+        None,
+        "*FAILED*test_diverged_any_node_apart_from_the_others_is_divergence[[]n1[]]*",
+    ),
+    (
+        "failover_loss_excused_by_any_failover",
+        ("test_failover_loss.py",),
+        None,
+        "*FAILED*test_nothing_is_excused_for_a_backend_that_declares_it_or_was_not_failed_over*",
+    ),
+    (
+        "failover_loss_excuses_every_anomaly",
+        ("test_failover_loss.py",),
+        None,
+        "*FAILED*test_a_failover_of_a_backend_without_the_promise_excuses_its_losses_only*",
+    ),
+    (
+        "failover_loss_a_killed_leader_excuses",
+        ("test_failover_loss.py",),
+        None,
+        "*FAILED*test_a_killed_consensus_leader_is_a_failover_owed_but_never_excuses_a_loss*",
+    ),
+    (
+        "wal_order_skips_the_first_apply",
+        _WAL,
+        _WAL_K,
+        "*FAILED*test_wal_a_keys_first_two_applies_out_of_order_are_reordered*",
+    ),
+    (
+        "wal_order_skips_the_last_apply",
+        _WAL,
+        _WAL_K,
+        "*FAILED*test_the_wal_checker_accepts_a_correct_run_and_names_each_anomaly*",
+    ),
+    (
+        "wal_never_applied_skips_the_first_offset",
+        _WAL,
+        _WAL_K,
+        "*FAILED*test_wal_the_logs_first_mutation_never_applied_is_lost*",
+    ),
+    (
+        "wal_never_applied_skips_the_last_offset",
+        _WAL,
+        _WAL_K,
+        "*FAILED*test_the_wal_checker_accepts_a_correct_run_and_names_each_anomaly*",
+    ),
+    (
+        "wal_counts_a_double_as_lost",
+        _WAL,
+        _WAL_K,
+        "*FAILED*test_the_wal_checker_accepts_a_correct_run_and_names_each_anomaly*",
+    ),
+    (
+        "wal_hides_a_loss_behind_a_double",
+        _WAL,
+        _WAL_K,
+        "*FAILED*test_wal_a_mutation_applied_twice_does_not_cover_one_never_applied*",
+    ),
+    (
+        "wal_replay_tolerated_past_a_later_mutation",
+        _WAL,
+        _WAL_K,
+        "*FAILED*test_wal_a_replay_past_a_later_mutation_of_its_key_is_doubled*",
+    ),
+    (
+        "wal_rolled_back_without_a_failover",
+        _WAL,
+        _WAL_K,
+        "*FAILED*test_an_unacknowledged_entry_applied_then_rolled_back_by_a_failover*",
+    ),
+    (
+        "cdc_order_skips_the_last_event",
+        _CDC,
+        "cdc",
+        "*FAILED*test_cdc_a_keys_changes_delivered_against_commit_order_are_reordered*",
+    ),
+    (
+        "cdc_order_skips_the_first_event",
+        _CDC,
+        "cdc",
+        "*FAILED*test_cdc_a_keys_changes_delivered_against_commit_order_are_reordered*",
+    ),
+    (
+        "cdc_redelivery_with_other_content_tolerated",
+        _CDC,
+        "cdc",
+        "*FAILED*test_cdc_an_event_redelivered_with_other_content_is_no_plain_duplicate*",
+    ),
+    (
+        "cdc_partial_transaction_one_short_accepted",
+        _CDC,
+        "cdc",
+        "*FAILED*test_cdc_a_transaction_short_of_its_first_or_last_event_is_partial[[]kept0[]]*",
+    ),
+    (
+        "cdc_unknown_transactions_never_judged",
+        _CDC,
+        "cdc",
+        "*FAILED*test_cdc_a_transaction_of_unknown_outcome_with_a_change_delivered_owes_the_others*",
+    ),
+    (
+        "cdc_any_superseded_excuses_every_loss",
+        _CDC,
+        "cdc",
+        "*FAILED*test_cdc_a_superseded_transaction_excuses_its_own_losses_only*",
+    ),
+    (
+        "cdc_lost_over_the_union_of_transactions",
+        _CDC,
+        "cdc",
+        "*FAILED*test_cdc_a_lost_delete_is_not_covered_by_another_transactions_delete_of_the_key*",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutant", "files", "selection", "evidence"), JUDGE_MUTANTS, ids=[m[0] for m in JUDGE_MUTANTS])
+def test_the_checker_tests_catch_a_judge_turned_adversary(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    mutant: str,
+    files: tuple[str, ...],
+    selection: str | None,
+    evidence: str,
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess(
+        *(str(ROOT / "tests" / name) for name in files),
+        *("-p", f"tests.mutants.{mutant}", "-p", "no:cacheprovider", "-p", "no:randomly"),
+        *(("-k", selection) if selection else ()),
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines([evidence])
