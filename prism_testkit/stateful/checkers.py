@@ -17,8 +17,9 @@ What a delivery guarantee allows (see :func:`tolerated`):
 Tolerated anomalies are still reported, in :attr:`Verdict.tolerated`, so a suite can show
 them without failing. An anomaly that is only a loss seen again (an offset the lost write had
 taken, given to the next one) names that loss in its ``data[FOLLOWS]``: where a failover window
-tolerates the loss, it is not judged a second time (:mod:`.failover_loss`). ``empty-history`` (nothing was written or read, so nothing was checked)
-is invalid under every guarantee: a check that judged nothing must not pass.
+tolerates the loss, it is not judged a second time (:mod:`.failover_loss`). ``empty-history``
+(nothing was written or read, so nothing was checked) is invalid under every guarantee: a check
+that judged nothing must not pass.
 
 Ops sharing a ``txn`` were one transaction. Jepsen's *must have committed* rule applies: when
 any value of a transaction whose outcome is unknown was read, the transaction committed, so
