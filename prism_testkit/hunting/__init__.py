@@ -19,7 +19,9 @@ Nothing is imported here: the plugin loads Hypothesis only when the run uses pri
 
 May import: ``errors``, ``redaction``, ``options``, ``config.units``, ``provision.workdirs``
 (the hunt's ledger sits beside the work dirs) and ``provision.binaries`` (a replay line carries
-the run's ``--prism-binary`` choices). Never ``registry``, ``runtime``, ``faults``,
-``stateful``, ``report``, the plugin, a backend or a pattern: the stateful runner uses the hunt,
-not the other way round (the replay command reaches the runner through pytest, by option).
+the run's ``--prism-binary`` choices), and ``faults.load`` for its parser only (a replay
+compares the load its schedule recorded with the one asked for). Never ``registry``,
+``runtime``, the rest of ``faults``, ``stateful``, ``report``, the plugin, a backend or a
+pattern: the stateful runner uses the hunt, not the other way round (the replay command reaches
+the runner through pytest, by option).
 """

@@ -11,5 +11,6 @@ live exporter); :mod:`.unavailable_faults` lists the faults this machine cannot 
 backends it cannot provision; :mod:`.progress` is a long run's progress line (suites done/total,
 time left).
 
-May import: ``errors``, ``redaction``. It reads pytest's reports and the JSON it wrote, never a
-backend, a registry or the runtime."""
+May import: ``errors``, ``redaction``, and ``registry.shards`` for its check of a shard's K/N
+(a leaf: one parser, not two). It reads pytest's reports and the JSON it wrote, never a backend,
+the registry of backends or the runtime."""
