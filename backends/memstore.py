@@ -16,12 +16,13 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import weakref
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import ClassVar, Self
+from typing import ClassVar, Self, TypeVar
 
 import prism_testkit.simulation.clock as clocks
 from prism_testkit.capabilities import BackendProperties, Capability, DeliveryGuarantee, Ordering
@@ -407,6 +408,8 @@ class _Store:
         return sorted(found)
 
 
+T = TypeVar("T")
+
 # One store per endpoint URL, for the life of the process.
 _STORES: dict[str, _Store] = {}
 
@@ -788,6 +791,142 @@ class _MemTransactions(_Facet, Transactions):
         tx.commit()
 
 
+# --- the locking mode (memstore-locking) -------------------------------------------------------
+
+
+class _LockTable:
+    """Shared and exclusive key locks of one store, held by an owner (a transaction, or one plain
+    write) until it releases them all (strict two-phase locking). A wait that would close a
+    cycle of owners waiting for each other is a deadlock: the requester is the victim."""
+
+    def __init__(self) -> None:
+        self.shared: dict[str, set[int]] = {}
+        self.exclusive: dict[str, int] = {}
+        self.waits_for: dict[int, set[int]] = {}
+        self.waiters: list[asyncio.Future[None]] = []
+        self.owners = itertools.count(1)
+
+    def _blockers(self, owner: int, key: str, exclusive: bool) -> set[int]:
+        holder = self.exclusive.get(key)
+        found = {holder} if holder is not None and holder != owner else set()
+        if exclusive:
+            found |= self.shared.get(key, set()) - {owner}
+        return found
+
+    def _deadlocked(self, start: int) -> bool:
+        seen: set[int] = set()
+        stack = list(self.waits_for.get(start, ()))
+        while stack:
+            owner = stack.pop()
+            if owner == start:
+                return True
+            if owner not in seen:
+                seen.add(owner)
+                stack.extend(self.waits_for.get(owner, ()))
+        return False
+
+    async def acquire(self, owner: int, key: str, *, exclusive: bool) -> None:
+        """Wait until ``owner`` may hold ``key`` (no wait bound of its own: the caller's
+        patience bounds it); raise :class:`TransactionAborted` on a deadlock."""
+        while blockers := self._blockers(owner, key, exclusive):
+            self.waits_for[owner] = blockers
+            if self._deadlocked(owner):
+                del self.waits_for[owner]
+                raise TransactionAborted(f"deadlock on key {key!r}: this transaction was chosen as the victim")
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self.waits_for.pop(owner, None)
+        if exclusive:
+            self.exclusive[key] = owner
+        else:
+            self.shared.setdefault(key, set()).add(owner)
+
+    def release(self, owner: int) -> None:
+        for key in [k for k, holder in self.exclusive.items() if holder == owner]:
+            del self.exclusive[key]
+        for key in [k for k, holders in self.shared.items() if owner in holders]:
+            self.shared[key].discard(owner)
+            if not self.shared[key]:
+                del self.shared[key]
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:  # each looks again; one still blocked waits anew
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+_LOCKS: weakref.WeakKeyDictionary[_Store, _LockTable] = weakref.WeakKeyDictionary()  # each store's lock table
+
+
+def _locks(store: _Store) -> _LockTable:
+    return _LOCKS.setdefault(store, _LockTable())
+
+
+class _LockingTransaction(_MemTransaction):
+    """A read takes a shared lock, a write an exclusive one, all held until the end: a conflict
+    makes a statement wait, and a deadlock aborts one (``TransactionAborted`` from the statement)."""
+
+    def __init__(self, store: _Store) -> None:
+        super().__init__(store)
+        self.locks = _locks(store)
+        self.owner = next(self.locks.owners)
+
+    async def get(self, key: str) -> bytes | None:
+        self._check_open()
+        if key not in self._writes:
+            await self.locks.acquire(self.owner, key, exclusive=False)
+        return await super().get(key)
+
+    async def put(self, key: str, value: bytes) -> None:
+        self._check_open()
+        await self.locks.acquire(self.owner, key, exclusive=True)
+        await super().put(key, value)
+
+    async def delete(self, key: str) -> None:
+        self._check_open()
+        await self.locks.acquire(self.owner, key, exclusive=True)
+        await super().delete(key)
+
+
+class _LockingTransactions(_MemTransactions):
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        tx = _LockingTransaction(self._store)
+        try:
+            try:
+                yield tx
+            except BaseException:
+                tx.rollback()
+                raise
+            tx.commit()
+        finally:
+            tx.locks.release(tx.owner)  # on every path, so a failed block leaves no lock behind
+
+
+class _LockingKeyValue(_MemKeyValue):
+    """Plain writes are transactions of their own: they wait for an open transaction's locks."""
+
+    async def _exclusively(self, key: str, action: Callable[[], Awaitable[T]]) -> T:
+        locks = _locks(self._store)
+        owner = next(locks.owners)
+        try:
+            await locks.acquire(owner, key, exclusive=True)
+            return await action()
+        finally:
+            locks.release(owner)
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        await self._exclusively(key, lambda: _MemKeyValue.put(self, key, value, ttl=ttl))
+
+    async def delete(self, key: str) -> bool:
+        return await self._exclusively(key, lambda: _MemKeyValue.delete(self, key))
+
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        return await self._exclusively(key, lambda: _MemKeyValue.compare_and_set(self, key, expected, new))
+
+
 class _MemChangeFeed(_Facet, ChangeFeed):
     async def create(self, capture: str, prefix: str) -> None:
         feed = self._store.feed
@@ -889,6 +1028,21 @@ class MemstoreDriver(Driver):
         return _MemChangeFeed(self)
 
 
+class MemstoreLockingDriver(MemstoreDriver):
+    """memstore whose transactions lock instead of validating at commit: what a lock-based
+    engine at serializable does (MariaDB's, SQL Server's), in process."""
+
+    backend_name: ClassVar[str] = "memstore-locking"
+
+    def keyvalue(self) -> KeyValue:
+        self.require(Capability.KEYVALUE)
+        return _LockingKeyValue(self)
+
+    def transactions(self) -> Transactions:
+        self.require(Capability.TRANSACTIONS)
+        return _LockingTransactions(self)
+
+
 def open_memstore(name: str = "memstore") -> MemstoreDriver:
     """A driver on a fresh, private store with every capability (no harness needed)."""
     return MemstoreDriver(name, ALL_CAPABILITIES, _Store())
@@ -906,5 +1060,18 @@ def prism_register_backends() -> list[BackendSpec]:
             embedded=True,
             simulable=True,
             description="in-process store implementing every interface; data lasts as long as the process",
-        )
+        ),
+        # Named to run (not in all): its rows differ from memstore's only where transactions
+        # conflict, so they are asked for where that matters (the transaction suites).
+        BackendSpec(
+            name="memstore-locking",
+            capabilities=ALL_CAPABILITIES,
+            properties=PROPERTIES,
+            provisioner=EmbeddedProvisioner("in this process"),
+            driver=MemstoreLockingDriver,
+            embedded=True,
+            opt_in=True,
+            description="memstore with lock-based transactions: shared read locks, exclusive write locks, "
+            "deadlocks aborted (TransactionAborted from the statement)",
+        ),
     ]

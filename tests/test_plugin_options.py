@@ -639,17 +639,20 @@ def test_every_option_with_generated_values_is_accepted_or_one_usage_error(
 
 
 def test_all_leaves_opt_in_backends_out_and_says_so(pytester: pytest.Pytester) -> None:
-    """`all` selects every registration but the opt-in ones (the five-node JetStream cluster;
-    the 3-node clusters and the failover clusters are in), and the header names those, so
+    """`all` selects every registration but the opt-in ones (the five-node JetStream cluster,
+    memstore's locking mode; the 3-node clusters and the failover clusters are in), and the header names those, so
     nothing is left out silently; naming one selects it."""
     pytester.makepyfile(
         "def test_selection(prism_runtime):\n"
         "    assert 'jetstream-r5' not in prism_runtime.availability\n"
+        "    assert 'memstore-locking' not in prism_runtime.availability\n"
         "    assert 'sqlite' in prism_runtime.availability\n"
         "    assert {'jetstream-r3', 'jetstream-r3-lazy-sync', 'postgres-ha', 'postgres-ha-async', 'redis-sentinel',"
         " 'redis-sentinel-wait'} <= set(prism_runtime.availability)\n"
     )
     result = pytester.runpytest_subprocess("--prism-backend=all", "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*opt-in, not selected (name them in --prism-backend to run): jetstream-r5"])
+    result.stdout.fnmatch_lines(
+        ["*opt-in, not selected (name them in --prism-backend to run): memstore-locking, jetstream-r5"]
+    )
     result.stdout.fnmatch_lines(["*jetstream-r3: *; stateful tests over it draw 2 examples each*"])

@@ -95,7 +95,8 @@ class BackendRegistry:
 
     @property
     def embedded(self) -> list[BackendSpec]:
-        return [s for s in self.specs.values() if s.embedded]
+        """What ``embedded`` (the default) selects: the in-process registrations but the opt-in ones."""
+        return [s for s in self.specs.values() if s.embedded and not s.opt_in]
 
     @property
     def everyday(self) -> list[BackendSpec]:
