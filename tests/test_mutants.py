@@ -1112,6 +1112,25 @@ JUDGE_MUTANTS = [
         "cdc or suite_checkers",
         "*FAILED*test_the_suite_checkers_judge_an_empty_history_as_nothing_judged*",
     ),
+    # the queue machine's recording: what it writes is what the total-queue checker judges
+    (
+        "queue_machine_records_a_nack_as_processed",
+        ("test_queue_machine_recording.py",),
+        None,
+        "*FAILED*test_a_nack_is_recorded_as_not_processed*",
+    ),
+    (
+        "queue_machine_records_an_unsettled_delivery_as_processed",
+        ("test_queue_machine_recording.py",),
+        None,
+        "*FAILED*test_a_delivery_never_settled_is_recorded_as_not_processed*",
+    ),
+    (
+        "queue_machine_records_a_crash_as_processed",
+        ("test_queue_machine_recording.py",),
+        None,
+        "*FAILED*test_a_crash_holding_a_delivery_is_recorded_as_not_processed*",
+    ),
 ]
 
 
