@@ -13,7 +13,7 @@ from prism_testkit.registry.hookspecs import hookimpl
 
 @hookimpl
 def prism_register_backends():
-    (spec,) = memstore.prism_register_backends()
+    spec = next(s for s in memstore.prism_register_backends() if s.name == "memstore")
     return [dataclasses.replace(spec, name="slowstore", stateful_examples=3, embedded=False)]
 """
 

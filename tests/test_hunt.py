@@ -537,7 +537,7 @@ class LeakyDriver(memstore.MemstoreDriver):
 
 @hookimpl
 def prism_register_backends():
-    (spec,) = memstore.prism_register_backends()
+    spec = next(s for s in memstore.prism_register_backends() if s.name == "memstore")
     return [dataclasses.replace(spec, name="leakylog", driver=LeakyDriver, description="loses appends")]
 """
 LEAKY_SUITE = "prism_testkit.suites.test_stateful_log"

@@ -5,7 +5,10 @@ nemesis / checker split).
 - :mod:`.history` (operations as invoke / ok / fail / info) and :mod:`.client` (recorded,
   time-bounded operations on the test's event loop); suite-specific clients stay beside their
   suites in ``suites/``.
-- :mod:`.checkers` (total queue, log, per-key order; a verdict for workload-specific checks)
+- :mod:`.checkers` (total queue, log, per-key order; a verdict for workload-specific checks),
+  :mod:`.isolation` (transactions judged after Elle: list-append histories, the ww / wr / rw
+  dependency graph, its cycles named G0, G1c, G-single, G2-item, with aborted and intermediate
+  reads and lost updates)
   and :mod:`.replicas` (each node's own copy of a replicated stream: lost, unexpected,
   duplicated, and where a loss lies), and :mod:`.failover_loss` (a failover's losses
   tolerated where the backend does not declare ``survives_failover``).
