@@ -606,7 +606,8 @@ async def test_a_relay_with_several_batches_pending_publishes_them_without_pausi
     poll interval outlasts the test, so where the first pause fell is read from the relay's
     count of published events, not timed."""
     poll = patience.handed("outlive-run")
-    async with rigged(prism_env, prism_env.ns, kind, batch_size=3, poll_interval=poll, lease_ttl=3 * poll) as r:
+    lease = 3 * patience.handed("outlive-run")  # outlives the poll: no takeover, one relay
+    async with rigged(prism_env, prism_env.ns, kind, batch_size=3, poll_interval=poll, lease_ttl=lease) as r:
         await commit_all(r, mixed_events(10))
         relay = r.relay("r1")
         first = await progress_at_first_pause(relay, driven, lambda: relay.metrics.events_relayed)
