@@ -1,4 +1,4 @@
-"""Old import paths of modules that moved to a package of their concern, kept for one release.
+"""Old import paths of modules that moved to a package of their concern, kept until :data:`REMOVED_IN`.
 
 One finder on :data:`sys.meta_path` (installed by ``prism_testkit/__init__``) answers only the
 dotted names in :data:`MOVED`: importing one imports the module's new home and binds the old
@@ -23,6 +23,9 @@ import sys
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
+
+# The release without the old paths (CHANGELOG.md dates the deprecation and names this release).
+REMOVED_IN = "0.2.0"
 
 # old dotted path -> where the module lives now
 MOVED = {
@@ -73,7 +76,7 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         old = module.__name__
         new = MOVED[old]
-        _warn_at_importer(f"{old} moved to {new}; the old path goes in the next release")
+        _warn_at_importer(f"{old} moved to {new}; the old path goes in prism-testkit {REMOVED_IN}")
         moved = importlib.import_module(new)
         if hasattr(moved, "__path__"):
             # A moved package stays a module of its own under the old name: ``from old import

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,13 @@ def test_importing_the_package_and_plugin_warns_nothing() -> None:
     done = run("import prism_testkit, prism_testkit.plugin, prism_testkit.cli; import prism_testkit.provision.base")
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_the_changelog_dates_the_old_paths_end() -> None:
+    """The shims have an end: the changelog names the release that removes them (REMOVED_IN)."""
+    from prism_testkit._moved import REMOVED_IN
+
+    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+    section = changelog.split(f"## {REMOVED_IN}", 1)
+    assert len(section) == 2, f"CHANGELOG.md has no section for {REMOVED_IN}, the release without the old paths"
+    assert "prism_testkit._moved" in section[1].split("\n## ", 1)[0]
