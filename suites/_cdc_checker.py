@@ -20,6 +20,7 @@ Anomalies (Jepsen's names where one exists):
 * ``inconsistent-duplicate``: one event id delivered with different content;
 * ``diverged``: the replica built from the delivered events differs from the source;
 * ``duplicated``: one event delivered more than once (allowed: at-least-once).
+* ``empty-history``: nothing was written or delivered, so nothing was checked.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from prism_testkit.patterns.cdc import ChangeEvent, Replica, decode
 
 from prism_testkit import DeliveryGuarantee, Message
-from prism_testkit.stateful.checkers import FOLLOWS, Anomaly, Verdict, tolerated
+from prism_testkit.stateful.checkers import EMPTY, FOLLOWS, Anomaly, Verdict, tolerated
 from prism_testkit.stateful.history import History
 
 Write = tuple[str, bytes | None]  # (key, value put, or None for a delete)
@@ -84,6 +85,11 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
     def add(name: str, message: str, **data: object) -> None:
         found[name].append(Anomaly(name, message, empty, dict(data)))
 
+    wrote = ledger.committed or ledger.maybe or ledger.rolled_back or ledger.seeded
+    if not (wrote or delivered or source):
+        # Nothing written, delivered or left in the source: a check that judged nothing must
+        # not pass as judged (the runner counts it vacuous; a test of only those fails).
+        add(EMPTY, "nothing was written or delivered: the history checks nothing")
     first: dict[str, ChangeEvent] = {}
     for message in delivered:
         event = decode(message)

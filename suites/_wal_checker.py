@@ -21,6 +21,7 @@ Anomalies:
   same mutation on replay: with ``idempotent_replays`` that is tolerated (``reapplied``) as long as
   no later mutation of the key was applied in between, since the value is then the same;
 - ``dead-lettered``: a mutation given up on, when nothing in the workload is poison.
+- ``empty-history``: nothing was written, logged or applied, so nothing was checked.
 
 Tolerated, with a count: ``rolled-back-after-apply``, a target value from a write whose outcome
 was unknown (never acknowledged) that the log no longer holds after a failover, where the
@@ -44,7 +45,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from prism_testkit.stateful.checkers import FOLLOWS, Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.checkers import EMPTY, FOLLOWS, Anomaly, Verdict, suite_verdict
 from prism_testkit.stateful.failover_loss import failed_over
 from prism_testkit.stateful.history import History, Pair
 
@@ -75,6 +76,11 @@ def check_wal(
 
     def add(name: str, message: str, pairs: Sequence[Pair] = (), **data: object) -> None:
         found[name].append(Anomaly(name, message, history.subhistory(pairs), dict(data)))
+
+    if not (writes or logged or applies or any(v is not None for v in final.values()) or dead_letters):
+        # An example that wrote, logged and applied nothing judged nothing: it must not pass as
+        # judged (the runner counts it vacuous; a test of only those fails).
+        add(EMPTY, "nothing was written, logged or applied: the history checks nothing")
 
     by_value = {str(p.invoke.value): p for p in writes}
     by_offset = {p.offset: p for p in writes if p.offset is not None}

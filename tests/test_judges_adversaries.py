@@ -19,7 +19,7 @@ from prism_testkit.suites._cdc_checker import Ledger, check, value_of
 from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
 
 from prism_testkit import DeliveryGuarantee, Message
-from prism_testkit.stateful.checkers import Verdict, fan_out, log_anomalies, total_queue
+from prism_testkit.stateful.checkers import Verdict, fan_out, judged_nothing, log_anomalies, total_queue
 from prism_testkit.stateful.history import History
 from prism_testkit.stateful.replicas import check_replicas, diverged
 
@@ -321,3 +321,18 @@ def test_cdc_a_lost_delete_is_not_covered_by_another_transactions_delete_of_the_
     verdict = check(ledger, [e for e in whole if e is not t2[0]], source)
     lost = [(a.data["tag"], a.data["key"]) for a in verdict.anomalies.get("lost", [])]
     assert lost == [("t2", "k")], verdict.explain()
+
+
+# --- an empty history judged valid ---------------------------------------------------------
+
+
+def test_the_suite_checkers_judge_an_empty_history_as_nothing_judged() -> None:
+    """Found here: the WAL and CDC checkers passed an example that wrote nothing, which the
+    runner then counted as judged, so a test whose every example wrote nothing passed green.
+    Now, as the generic checkers do, they say they judged nothing (the runner's vacuous case)."""
+    assert judged_nothing([check_wal(History(), {}, [], set(), {})])
+    assert judged_nothing([check(Ledger(), [], {})])
+    # one write, or one delivery, is something to judge
+    assert not judged_nothing([_wal([("a", "a:0", 0)], {0: ("a", "a:0")}, [(0, "a")], {"a": "a:0"})])
+    ledger, source = _two_puts_of_one_key()
+    assert check(ledger, [_event("t1", "k", 1), _event("t2", "k", 2)], source).valid

@@ -1099,6 +1099,19 @@ JUDGE_MUTANTS = [
         "cdc",
         "*FAILED*test_cdc_a_lost_delete_is_not_covered_by_another_transactions_delete_of_the_key*",
     ),
+    # a real gap these found: the suite checkers passed an example that judged nothing
+    (
+        "wal_judges_an_empty_history_valid",
+        _WAL,
+        _WAL_K,
+        "*FAILED*test_the_suite_checkers_judge_an_empty_history_as_nothing_judged*",
+    ),
+    (
+        "cdc_judges_an_empty_history_valid",
+        _CDC,
+        "cdc or suite_checkers",
+        "*FAILED*test_the_suite_checkers_judge_an_empty_history_as_nothing_judged*",
+    ),
     # the queue machine's recording: what it writes is what the total-queue checker judges
     (
         "queue_machine_records_a_nack_as_processed",
