@@ -8,7 +8,7 @@ Two measurements:
    (:func:`benchmarks.stats.trial_order`), and gives one ratio (with / without). The row is the
    median ratio with its interquartile range and min - max: an interquartile range that holds
    1.0 is "no measurable difference" on this machine.
-2. **The page alone.** What the option adds is one ``to_json`` and one render at the end of the
+2. **The page alone.** What the option adds is one ``report()`` and one render at the end of the
    run, which grow with the number of tests, not with the run's length: each is timed on
    synthetic reports of growing size (the median of ``repeats``), so a main job's cost can be
    read off for its own test count.
@@ -131,7 +131,7 @@ def page_alone(repeats: int) -> list[dict[str, Any]]:
         json_s, html_s, cpu_s = [], [], []
         for _ in range(repeats):
             started, cpu = time.perf_counter(), time.process_time()
-            report = results.to_json()
+            report = results.report()
             json_s.append(time.perf_counter() - started)
             started = time.perf_counter()
             page = render_html(report)

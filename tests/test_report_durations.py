@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from prism_testkit.report.results import slowest_rows
+from prism_testkit.report.results import RowTally, slowest_rows
 
 # Each phase (setup, call, teardown) of a test in suite s<n> "takes" n seconds, plus 0.5 on sqlite.
 FIXED_DURATIONS = """
@@ -66,6 +66,5 @@ def test_no_slowest_rows_when_the_plugin_is_not_used(pytester: pytest.Pytester) 
 
 
 def test_slowest_rows_are_ordered_and_capped() -> None:
-    rows = [{"suite": f"s{n}", "duration_s": float(n % 4)} for n in range(6)]
-    assert [r["suite"] for r in slowest_rows(rows, 3)] == ["s3", "s2", "s1"]  # s1 and s5 tie: the first row wins
-    assert slowest_rows([{"suite": "old report, no durations"}]) == [{"suite": "old report, no durations"}]
+    rows = [RowTally(f"s{n}", {}, None, [], duration_s=float(n % 4)) for n in range(6)]
+    assert [r.suite for r in slowest_rows(rows, 3)] == ["s3", "s2", "s1"]  # s1 and s5 tie: the first row wins

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from prism_testkit.cli import main
 from prism_testkit.report.html import PROVENANCE, render_html, write_html
 from prism_testkit.report.results import PrismResults, anomaly_properties, item_properties
+from prism_testkit.report.shape import Report, parse
 
 HOSTILE = "quote'\"<script>alert(1)</script>&ü—名"
 SECRET_REASON = "cannot connect to postgresql://app:s3cret@db.example:5432/x (connection refused)"
@@ -133,8 +134,8 @@ def record(results: PrismResults, test: Planned) -> None:
     results.record(_report(test, "teardown", "passed", [*properties, found]))
 
 
-def run_of(tests: list[Planned], started: str, shard: int | None = None) -> dict[str, Any]:
-    """The ``--prism-report`` JSON of a run of ``tests`` (a shard of two when ``shard``)."""
+def run_of(tests: list[Planned], started: str, shard: int | None = None) -> Report:
+    """The ``--prism-report`` of a run of ``tests`` (a shard of two when ``shard``)."""
     results = PrismResults(
         unavailable={"postgres": SECRET_REASON},
         available={"memstore": "embedded (in this process)", "sqlite": "embedded (a file)"},
@@ -145,7 +146,7 @@ def run_of(tests: list[Planned], started: str, shard: int | None = None) -> dict
     results.run = {"prism_testkit_version": "0.1.0", "started_at": started, "duration_s": 9.5}
     if shard is not None:
         results.shard = {"index": shard, "count": 2, "selection": SELECTION}
-    return results.to_json()
+    return results.report()
 
 
 class Dom(HTMLParser):
@@ -176,7 +177,7 @@ def test_a_merge_of_two_shards_renders_the_page_of_one_run_over_both(
     paths = []
     for name, data in (("shard-1.json", first), ("shard-2.json", second)):
         paths.append(tmp_path / name)
-        paths[-1].write_text(json.dumps(data))
+        paths[-1].write_text(json.dumps(data.dump()))
 
     out = tmp_path / "site"
     code = main(["report", "html", *map(str, paths), "-o", str(out)])
@@ -332,10 +333,10 @@ JUNK = st.recursive(
 def test_latency_samples_a_hand_wrote_draw_or_say_they_cannot(junk: object) -> None:
     """A report's ``latency`` is whatever its file holds (a merge checks only what it reads)."""
     report = run_of(planned(), "2026-11-26T09:00:00+00:00")
-    failing = next(row for row in report["suites"] if row["suite"] == "stateful_wal" and row["failed"])
-    (entry,) = failing["tests"].values()
-    entry["latency"] = junk
-    page = render_html(json.loads(json.dumps(report)))
+    failing = next(row for row in report.suites if row.suite == "stateful_wal" and row.failed)
+    (entry,) = (failing.tests or {}).values()
+    entry.latency = junk
+    page = render_html(parse(json.loads(json.dumps(report.dump()))))
     assert page.count('<figure class="plot">') + page.count("cannot be drawn") >= 1  # the passing row's, at least
 
 
@@ -343,7 +344,7 @@ def test_a_report_written_before_rows_carried_their_tests_still_renders() -> Non
     older = {
         "suites": [{"suite": "kv", "combination": {"backend": "memstore"}, "passed": 2, "failed": 0, "skipped": 0}]
     }
-    dom = Dom(render_html(older))
+    dom = Dom(render_html(parse(older)))
     (row,) = dom.tagged("details")
     assert row["data-status"] == "passed"
-    assert "has counts only" in render_html(older)
+    assert "has counts only" in render_html(parse(older))

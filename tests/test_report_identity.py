@@ -152,13 +152,14 @@ def test_two_tests_of_one_identity_in_a_run_are_written_without_one() -> None:
     for test in ("a/test_x.py::test_y", "b/test_x.py::test_y", "c/test_z.py::test_y"):
         results.outside_suites[test] = "passed"
         results.identify(test, test.split("/")[1].replace(".py", ""))
-    report = results.to_json()
-    assert {test: entry.get("identity") for test, entry in report["outside_suites"]["tests"].items()} == {
+    report = results.report()
+    assert report.outside_suites is not None
+    assert {test: entry.identity for test, entry in (report.outside_suites.tests or {}).items()} == {
         "a/test_x.py::test_y": None,
         "b/test_x.py::test_y": None,
         "c/test_z.py::test_y": "test_z::test_y",
     }
-    assert totals(merge_reports([LoadedReport("r.json", report)]))["passed"] == 3
+    assert totals(merge_reports([LoadedReport("r.json", report.dump())]))["passed"] == 3
 
 
 # -- the harness's own suites: checkout and installed (issue 66) ---------------------------

@@ -27,7 +27,7 @@ UNFIT_TEST = "suites/test_objects.py::test_get[no-runnable-combination-objects]"
 PLAIN_TEST = "suites/test_kv.py::test_plain"
 
 
-def every_section() -> dict[str, Any]:
+def every_section() -> Report:
     """A run's report with every section a run can write filled."""
     results = PrismResults(unavailable={"kafka": "no URL given"}, available={"memstore": "embedded (in this process)"})
     results.not_provisioned = {"redis": "no redis-server binary"}
@@ -57,7 +57,7 @@ def every_section() -> dict[str, Any]:
         "why": "replicas still apart: s: n0: none",
         "before": ROW_TEST,
     }
-    results.rebuilt = {ROW_TEST: {"test": ROW_TEST, "clusters": [left]}}
+    results.rebuilt = {ROW_TEST: [left]}
     unavailable_faults.add_row(
         results.unavailable_faults,
         {"fault": "power-cut", "reason": "no FUSE", "hint": "apt install fuse3"},
@@ -78,7 +78,12 @@ def every_section() -> dict[str, Any]:
             "settles": {"kill": [0.5]},
         }
     }
-    return results.to_json()
+    return results.report()
+
+
+def every_json() -> dict[str, Any]:
+    """:func:`every_section` as its file holds it."""
+    return every_section().dump()
 
 
 # Sections only a merge writes (a run's report has one run and at most one shard).
@@ -103,14 +108,14 @@ def undeclared(model: BaseModel, where: str = "") -> list[str]:
 
 
 def test_every_key_the_writer_emits_is_a_field_of_the_model() -> None:
-    report = parse(every_section())
+    report = parse(every_json())
     assert undeclared(report) == []
 
 
 def test_the_writer_fills_every_section_of_the_model() -> None:
     """Enumerated from the model: a section added to the model but never written (or to the
     writer and not to :func:`every_section`) fails here."""
-    written = every_section()
+    written = every_json()
     assert set(written) == set(Report.model_fields) - MERGE_ONLY
     assert all(written[section] not in ({}, [], None) for section in written), "a section left empty"
     assert written["schema_version"] == SCHEMA_VERSION
@@ -119,8 +124,8 @@ def test_the_writer_fills_every_section_of_the_model() -> None:
 def test_a_report_with_every_section_round_trips_through_a_merge(tmp_path: Path) -> None:
     """write -> read -> merge -> write -> read -> merge: each section as the run wrote it."""
     results = PrismResults()
-    written = every_section()
-    results.to_json = lambda: written  # type: ignore[method-assign]
+    written = every_json()
+    results.report = lambda: parse(written)  # type: ignore[method-assign]
     results.write(tmp_path / "run.json")
     assert json.loads((tmp_path / "run.json").read_text()) == written
     merged = merge_reports([load_report(tmp_path / "run.json")])
@@ -136,14 +141,14 @@ def test_a_report_with_every_section_round_trips_through_a_merge(tmp_path: Path)
 
 
 def test_every_section_a_run_writes_is_in_the_typed_shape() -> None:
-    report = every_section()
+    report = every_json()
     declared = set(Report.model_fields) | {"totals"}  # totals: recounted by whoever reads a report
     assert set(report) <= declared, f"sections the shape does not declare: {sorted(set(report) - declared)}"
     assert problems(report) == []
 
 
-def test_a_merge_keeps_every_section() -> None:
-    report = every_section()
+def test_a_merge_keeps_every_json() -> None:
+    report = every_json()
     merged = merge_reports([LoadedReport("run.json", report)])
     lost = set(report) - set(merged) - {"totals", "run", "shard"}  # runs and shards: listed per report
     assert not lost, f"sections the merge drops: {sorted(lost)}"
@@ -153,7 +158,7 @@ def test_a_merge_keeps_every_section() -> None:
 
 
 def test_a_report_without_a_schema_version_is_still_read() -> None:
-    older = every_section()
+    older = every_json()
     del older["schema_version"]
     assert parse(older).schema_version is None
     merged = merge_reports([LoadedReport("older.json", older)])
@@ -162,13 +167,13 @@ def test_a_report_without_a_schema_version_is_still_read() -> None:
 
 
 def test_a_report_of_a_newer_schema_version_is_refused_by_name() -> None:
-    newer = {**every_section(), "schema_version": SCHEMA_VERSION + 1}
+    newer = {**every_json(), "schema_version": SCHEMA_VERSION + 1}
     with pytest.raises(ReportMergeError, match=rf"^newer\.json: .*schema version {SCHEMA_VERSION + 1}.*upgrade"):
-        merge_reports([LoadedReport("run.json", every_section()), LoadedReport("newer.json", newer)])
+        merge_reports([LoadedReport("run.json", every_json()), LoadedReport("newer.json", newer)])
 
 
 def test_a_section_of_the_wrong_type_is_refused_by_name_and_place() -> None:
-    broken = {**every_section(), "hunt": {"tests": [{"failed": True}]}}
+    broken = {**every_json(), "hunt": {"tests": [{"failed": True}]}}
     with pytest.raises(ReportMergeError, match=r"^broken\.json: not a prism-testkit report: hunt\.tests\.0\.test"):
         merge_reports([LoadedReport("broken.json", broken)])
 
@@ -188,7 +193,7 @@ def test_the_renderers_read_the_model_the_merge_writes() -> None:
     from prism_testkit.report.html import render_html
     from prism_testkit.report.matrix import render_markdown
 
-    merged = merge_reports([LoadedReport("run.json", every_section())])
+    merged = merge_reports([LoadedReport("run.json", every_json())])
     assert render_markdown(parse(merged)) == render_markdown(merged)
     assert render_html(parse(merged)) == render_html(merged)
     markdown = render_markdown(merged)
@@ -213,10 +218,14 @@ def test_every_key_written_in_the_writers_code_is_a_field_of_a_model() -> None:
         for name in model.model_fields
     }
     written = set()
+    models = {name for name, model in vars(shape).items() if isinstance(model, type) and issubclass(model, BaseModel)}
     methods = (
-        PrismResults.to_json,
+        PrismResults.report,
         PrismResults.rows,
+        PrismResults._row,
         PrismResults._test_entry,
+        PrismResults._unfit_entry,
+        PrismResults._per_test,
         PrismResults._unavailable_entry,
         results.failure_entry,
     )
@@ -227,5 +236,14 @@ def test_every_key_written_in_the_writers_code_is_a_field_of_a_model() -> None:
             if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
                 keys = [node.slice]  # entry["covered_by"] = ...
             written |= {key.value for key in keys if isinstance(key, ast.Constant) and isinstance(key.value, str)}
+            called = node.func if isinstance(node, ast.Call) else None
+            name = (
+                called.attr if isinstance(called, ast.Attribute) else called.id if isinstance(called, ast.Name) else ""
+            )
+            if isinstance(node, ast.Call) and name in models:  # Row(suite=...)
+                written |= {keyword.arg for keyword in node.keywords if keyword.arg is not None}
+            on_self = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and not on_self:
+                written.add(node.attr)  # row.depth = ...
     assert written, "the walk found the writer's keys"
     assert written <= fields, f"keys the writer builds that no model declares: {sorted(written - fields)}"

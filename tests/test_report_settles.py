@@ -22,6 +22,7 @@ from prism_testkit.provision.cluster import Cluster, FailoverCluster
 from prism_testkit.report import plots
 from prism_testkit.report.html import render_html
 from prism_testkit.report.results import PrismResults
+from prism_testkit.report.shape import Report
 from prism_testkit.stateful.history import History
 from prism_testkit.stateful.latency import MOST_SETTLES, SETTLES, Settles
 from prism_testkit.stateful.nemesis import FaultTarget, Nemesis
@@ -137,12 +138,12 @@ def cluster_tests() -> list[Planned]:
     return tests
 
 
-def cluster_run() -> dict[str, Any]:
+def cluster_run() -> Report:
     return run_of(cluster_tests(), "2026-11-26T09:00:00+00:00")
 
 
 def test_the_json_report_carries_each_tests_settles() -> None:
-    report = cluster_run()
+    report = cluster_run().dump()  # as its file holds it
     row = next(r for r in report["suites"] if r["combination"]["log"] == "jetstream-r3")
     entry = row["tests"]["suites/test_stateful_wal.py::test_wal[log=jetstream-r3-target=sqlite]"]
     assert entry["settles"]["kinds"]["kill-leader"] == {"count": 2, "total_s": 2.0, "max_s": 1.25}
@@ -177,9 +178,9 @@ def test_the_html_report_shows_a_cluster_rows_settles_per_fault_kind_over_its_te
 
 def test_settles_a_hand_or_another_version_wrote_wrongly_are_left_out() -> None:
     report = cluster_run()
-    row = next(r for r in report["suites"] if r["combination"]["log"] == "jetstream-r3")
-    for entry in row["tests"].values():
-        entry["settles"] = {"kinds": {"kill-node": {"count": "many"}}, "samples": [["kill-node"]]}
+    row = next(r for r in report.suites if r.combination["log"] == "jetstream-r3")
+    for entry in (row.tests or {}).values():
+        entry.settles = {"kinds": {"kill-node": {"count": "many"}}, "samples": [["kill-node"]]}
     assert 'class="settles"' not in render_html(report)
 
 
@@ -218,7 +219,7 @@ def test_a_merge_of_shards_that_split_a_cluster_row_renders_its_settles_as_one_r
     paths = []
     for n, part in enumerate((tests[0::2], tests[1::2]), 1):  # the cluster row's two tests apart
         paths.append(tmp_path / f"shard-{n}.json")
-        paths[-1].write_text(json.dumps(run_of(part, f"2026-11-26T10:00:0{n}+00:00", shard=n)))
+        paths[-1].write_text(json.dumps(run_of(part, f"2026-11-26T10:00:0{n}+00:00", shard=n).dump()))
     assert main(["report", "html", *map(str, paths), "-o", str(tmp_path / "site")]) == 0
     capsys.readouterr()
     merged = (tmp_path / "site" / "index.html").read_text()

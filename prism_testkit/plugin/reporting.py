@@ -22,6 +22,7 @@ from prism_testkit.suite import declaration_of
 
 if TYPE_CHECKING:
     from prism_testkit.hunting.depth import Depth
+    from prism_testkit.report.results import FailureFacts
 
 DURATIONS_CACHE = "prism-testkit/durations"  # pytest's cache key: node id -> seconds, the last runs'
 
@@ -49,7 +50,7 @@ class Reporting:
         # tests without a suite: counted here, since under xdist the harness is set up only
         # when the first suite test reports
         self.outside_suites: dict[str, list[str]] = {}
-        self.outside_failures: dict[str, dict[str, Any]] = {}  # test -> its first failing phase
+        self.outside_failures: dict[str, FailureFacts] = {}  # test -> its first failing phase
         self.outside_identities: dict[str, str] = {}  # test -> its identity (hunting.identity)
         from prism_testkit.report.results import shard_of
 
@@ -218,7 +219,7 @@ class Reporting:
         if html_path is not None:
             from prism_testkit.report.html import write_html  # paid for only by a run that asks
 
-            write_html(html_path, results.to_json())
+            write_html(html_path, results.report())
             terminalreporter.write_line(f"prism-testkit HTML report written to {html_path}")
         metrics_path = self.config.stash[OPTIONS].metrics
         if metrics_path is not None:

@@ -320,8 +320,8 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
             {"backend": b, "reason": r} for b, r in sorted(_first_reasons(typed, "failed_to_start").items())
         ],
         **(
-            {"unavailable_faults": faults}
-            if (faults := unavailable_faults.merged_typed([t.report.unavailable_faults for t in typed]))
+            {"unavailable_faults": [fault.dump() for fault in faults]}
+            if (faults := unavailable_faults.merged([t.report.unavailable_faults for t in typed]))
             else {}
         ),
         **({"covered_by_twins": twins} if (twins := _covered_by_twins(rows)) else {}),
@@ -521,8 +521,7 @@ def _digests(reports: list[TypedReport]) -> dict[str, Any]:
     first_of: dict[str, str] = {}
     for typed in reports:
         for test, digest in typed.report.history_digests.items():
-            identity = digest.get("identity") if isinstance(digest, dict) else None
-            found.setdefault(same_test(first_of, test, identity if isinstance(identity, str) else None), digest)
+            found.setdefault(same_test(first_of, test, digest.identity), digest.dump())
     return dict(sorted(found.items()))
 
 

@@ -12,9 +12,9 @@ import textwrap
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypedDict, TypeVar
 
 import pytest
 
@@ -23,12 +23,54 @@ from prism_testkit.report import unavailable_faults
 from prism_testkit.report.merge import KINDS, PHASE_PARTS, found_counts, plural, row_colour
 
 if TYPE_CHECKING:  # pydantic: imported by a run that writes a report, not by a plain run
-    from prism_testkit.report.shape import Report
+    from prism_testkit.report.shape import Bucket, OneTest, PerTest, Report, Row, UnavailableBackend
 
 PROPERTY = "prism"
 ANOMALIES = "prism_anomalies"
 KNOWN_FINDING = findings.PROPERTY  # a test judged by prism_testkit.findings: its verdict
 RowKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # suite, namespace, combination
+# A user property's value as a test left it (plain JSON types, also from an xdist worker): its keys
+# are the module's that wrote it (a hunt's, a power cut's, a verdict's); the report's model checks
+# it when the report is built.
+Property = dict[str, Any]  # the one untyped value here: what a test put in its user properties
+
+
+class ItemFacts(TypedDict, total=False):
+    """The ``prism`` user property of a suite test: its row, and why it has none."""
+
+    suite: str
+    combination: dict[str, str]
+    no_combination: str | None
+    namespace: str | None
+    covered_by: dict[str, str]  # replicated backend -> the twin whose row runs in its place
+    unavailable_fit: list[str]  # the unavailable backends whose declared capabilities fit the suite
+
+
+class FailureFacts(TypedDict, total=False):
+    """A failing test's entry of the report's ``failures`` (:class:`~.shape.Failure`)."""
+
+    test: str
+    suite: str | None
+    combination: dict[str, str] | None
+    when: str
+    message: str
+
+
+class ShardFacts(TypedDict):
+    """Which shard of a sharded run this is (:class:`~.shape.Shard`)."""
+
+    index: int
+    count: int
+    selection: str
+
+
+class DepthFacts(TypedDict, total=False):
+    """The run's depth (:class:`~.shape.Depth`)."""
+
+    asked: str
+    drawn: list[int]
+    deeper: str
+    hunt: str
 
 
 def item_properties(
@@ -38,16 +80,16 @@ def item_properties(
     namespace: str | None = None,
     covered_by: dict[str, str] | None = None,
     unavailable_fit: list[str] | None = None,
-) -> tuple[str, dict]:
-    found: dict[str, Any] = {
+) -> tuple[str, ItemFacts]:
+    found: ItemFacts = {
         "suite": suite,
         "combination": slots,
         "no_combination": no_combination,
         "namespace": namespace,
     }
-    if covered_by:  # replicated backend -> the twin whose row runs in its place
+    if covered_by:
         found["covered_by"] = dict(covered_by)
-    if unavailable_fit:  # the unavailable backends whose declared capabilities fit the suite
+    if unavailable_fit:
         found["unavailable_fit"] = list(unavailable_fit)
     return (PROPERTY, found)
 
@@ -108,7 +150,7 @@ def as_json_properties(report: pytest.TestReport) -> None:
     ]
 
 
-def _prism_property(report: pytest.TestReport, name: str = PROPERTY) -> dict[str, Any] | None:
+def _prism_property(report: pytest.TestReport, name: str = PROPERTY) -> Property | None:
     for key, value in report.user_properties:
         if key == name and isinstance(value, dict):  # user_properties hold objects of any kind
             return value
@@ -150,7 +192,7 @@ def first_line(report: pytest.TestReport) -> str:
 
 def failure_entry(
     report: pytest.TestReport, test: str, suite: str | None = None, combination: dict[str, str] | None = None
-) -> dict[str, Any]:
+) -> FailureFacts:
     """An entry of the report's ``failures``: the test, its suite and combination (None: a test
     outside the suites), its first failing phase and the first line of what it said."""
     return {
@@ -170,7 +212,7 @@ def outside_test_id(report: pytest.TestReport) -> str:
 SHARD = "PRISM_SHARD"  # K/N: this run is shard K (from 1) of N, for a splitter other than ours or pytest-split
 
 
-def shard_of(config: pytest.Config, environ: dict[str, str] | None = None) -> dict[str, Any] | None:
+def shard_of(config: pytest.Config, environ: dict[str, str] | None = None) -> ShardFacts | None:
     """Which shard of a sharded run this is: ``--prism-shard=K/N``, pytest-split's ``--splits N
     --group K``, else ``PRISM_SHARD=K/N``; None when the run is not sharded. ``selection`` names what was
     sharded (the arguments, ``-k``, ``-m`` and the ``--prism-*`` options that select), so the
@@ -241,10 +283,54 @@ COUNTED = ("passed", "failed", "skipped", "errors")  # a row's columns, pytest's
 _COLUMN = {"passed": "passed", "failed": "failed", "skipped": "skipped", ERROR: "errors"}
 
 
-def tally(outcomes: Iterable[str]) -> dict[str, int]:
+class Outcomes(NamedTuple):
+    """pytest's counts of some tests: passed / failed / skipped / errors."""
+
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: int = 0
+
+
+def tally(outcomes: Iterable[str]) -> Outcomes:
     """passed / failed / skipped / errors of tests whose outcomes are "passed", "failed+error"..."""
     counts = Counter(_COLUMN[part] for outcome in outcomes for part in outcome.split("+"))
-    return {name: counts[name] for name in COUNTED}
+    return Outcomes(*(counts[name] for name in COUNTED))
+
+
+@dataclass
+class RowTally:
+    """One suite x combination (and namespace) row as the run counts it: the terminal's table
+    reads it, and the report's :class:`~prism_testkit.report.shape.Row` is built from it (a
+    run that writes no report imports no pydantic)."""
+
+    suite: str
+    combination: dict[str, str]
+    namespace: str | None
+    tests: list[str]  # sorted
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: int = 0
+    covered: int = 0  # skipped because a replicated backend's twin ran them (counted among the skipped too)
+    covered_by: dict[str, str] = field(default_factory=dict)
+    anomalies: dict[str, int] = field(default_factory=dict)
+    tolerated: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    verdicts: dict[str, int] = field(default_factory=dict)
+    known: dict[str, int] = field(default_factory=dict)
+    depth: int | None = None  # the most examples a stateful test of the row drew
+    # the sum of its tests' setup + call + teardown, as pytest measured them (under xdist on the
+    # workers, so rows run in parallel add up to more than the wall time)
+    duration_s: float = 0.0
+
+
+class _Identified(Protocol):
+    identity: str | None
+
+
+_Entry = TypeVar("_Entry", bound=_Identified)
+_Model = TypeVar("_Model", bound="PerTest")
 
 
 @dataclass
@@ -264,35 +350,36 @@ class PrismResults:
     not_applicable: dict[str, str] = field(default_factory=dict)  # suite -> reason (it was let off)
     anomalies_of: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # test -> counts
     durations: dict[str, float] = field(default_factory=dict)  # test -> seconds (setup + call + teardown)
-    failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # test -> its first failing phase
-    hunts: list[dict[str, Any]] = field(default_factory=list)  # one per hunted test (--prism-hunt)
+    failures: dict[str, FailureFacts] = field(default_factory=dict)  # test -> its first failing phase
+    hunts: list[Property] = field(default_factory=list)  # one per hunted test (--prism-hunt): HuntResult's
     # stateful test -> whether it ran simulated, its examples' digest, its failing example's
-    simulations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    run: dict[str, Any] = field(default_factory=dict)  # version, start time, duration
+    simulations: dict[str, Property] = field(default_factory=dict)
+    run: dict[str, str | float | None] = field(default_factory=dict)  # version, start time, duration
     failed_to_start: dict[str, str] = field(default_factory=dict)  # backend -> the first reason given
     server_versions: dict[str, str | None] = field(default_factory=dict)  # backend -> as its server told
     # tests of this run outside any suite (plain tests, in suite modules too): test -> outcome
     outside_suites: dict[str, str] = field(default_factory=dict)
     # faults this machine cannot inject: fault -> reason, install hint, the rows that needed it
-    unavailable_faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unavailable_faults: dict[str, unavailable_faults.Unavailable] = field(default_factory=dict)
     # tests skipped because a replicated backend's twin runs them: test -> {replicated: twin}
     covered: dict[str, dict[str, str]] = field(default_factory=dict)
     # power_loss tests: test -> what the cut discarded, tore and kept, and what was lost
-    power_cuts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    power_cuts: dict[str, Property] = field(default_factory=dict)
     # tests judged by prism_testkit.findings: test -> scenario, backend, server version, verdict,
     # counts (what ``prism-testkit report versions`` tabulates over runs of several versions)
-    judged: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # clusters rebuilt because a test left them damaged: test rebuilt before -> its entry
-    # ({"test", "clusters": [{"backend", "left_by", "why"}]}: prism_testkit.stateful.health)
-    rebuilt: dict[str, dict[str, Any]] = field(default_factory=dict)
+    judged: dict[str, Property] = field(default_factory=dict)
+    # clusters rebuilt because a test left them damaged: test rebuilt before -> the clusters
+    # ([{"backend", "left_by", "why", "before"}]: prism_testkit.stateful.health)
+    rebuilt: dict[str, list[Property]] = field(default_factory=dict)
     # the failures of tests outside any suite (test -> entry, as ``failures`` holds them)
-    outside_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
-    shard: dict[str, Any] | None = None  # which shard of a sharded run this is (see shard_of)
+    outside_failures: dict[str, FailureFacts] = field(default_factory=dict)
+    shard: ShardFacts | None = None  # which shard of a sharded run this is (see shard_of)
     # stateful tests: test -> the examples it drew (its row's depth)
     depths: dict[str, int] = field(default_factory=dict)
     # the run's depth: what it asked for and what goes deeper (set by the plugin at the end)
-    depth: dict[str, Any] | None = None
-    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)  # test -> its EVIDENCE (timeline, replay...)
+    depth: DepthFacts | None = None
+    # test -> its EVIDENCE (timeline and replay: strings; latency and settles: their modules')
+    evidence: dict[str, dict[str, str | Property]] = field(default_factory=dict)
     # test -> its identity (hunting.identity), and identity -> its tests (see identity())
     identities: dict[str, str] = field(default_factory=dict)
     named: dict[str, set[str]] = field(default_factory=dict)
@@ -318,7 +405,7 @@ class PrismResults:
         self.durations[test] = self.durations.get(test, 0.0) + report.duration
         verdict = _prism_property(report, KNOWN_FINDING)
         if verdict is not None:
-            self.judged[test] = {"test": test, **verdict}
+            self.judged[test] = verdict
         found = _prism_property(report, ANOMALIES)
         if found is not None and report.when == "teardown":
             known = _prism_property(report, KNOWN_FINDING)
@@ -338,10 +425,10 @@ class PrismResults:
             for entry in value
         ]
         if clusters:  # every phase's report carries the test's properties so far: the last is whole
-            self.rebuilt[test] = {"test": test, "clusters": clusters}
+            self.rebuilt[test] = clusters
         cut = _prism_property(report, POWER_CUT)
         if cut is not None:
-            self.power_cuts[test] = {"test": test, **cut}
+            self.power_cuts[test] = cut
         found_category = category(report)
         if found_category is None:
             return
@@ -375,12 +462,14 @@ class PrismResults:
         found = self.identities.get(test)
         return found if found is not None and len(self.named[found]) == 1 else None
 
-    def identified(self, test: str, entry: dict[str, Any]) -> dict[str, Any]:
+    def identified(self, test: str, entry: _Entry) -> _Entry:
         """A per-test entry with ``test``'s identity, when it has one of its own."""
         identity = self.identity(test)
-        return {**entry, "identity": identity} if identity is not None else entry
+        if identity is not None:
+            entry.identity = identity
+        return entry
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[RowTally]:
         tests_of: dict[RowKey, list[str]] = {}
         for test, key in self.rows_of.items():
             tests_of.setdefault(key, []).append(test)
@@ -388,51 +477,29 @@ class PrismResults:
         for (suite, namespace, combo), tests in sorted(
             tests_of.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])
         ):
-            row: dict[str, Any] = {"suite": suite, "combination": dict(combo)}
-            if namespace:
-                row["namespace"] = namespace
-            row.update(tally(self.outcome(test) for test in tests))
+            counted = tally(self.outcome(test) for test in tests)
+            row = RowTally(suite, dict(combo), namespace or None, sorted(tests), *counted)
             covered = [test for test in tests if test in self.covered]
             if covered:  # counted among the skipped too, as pytest counts them
-                row["covered"] = len(covered)
-                row["covered_by"] = {b: t for test in covered for b, t in sorted(self.covered[test].items())}
+                row.covered = len(covered)
+                row.covered_by = {b: t for test in covered for b, t in sorted(self.covered[test].items())}
             found: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
             for test in tests:
                 for kind, counts in self.anomalies_of.get(test, {}).items():
                     found.setdefault(kind, Counter()).update(found_counts(counts))
-            row.update({kind: dict(sorted(found[kind].items())) for kind in KINDS})
+            row.anomalies, row.tolerated, row.faults, row.verdicts, row.known = (
+                dict(sorted(found[kind].items())) for kind in KINDS
+            )
             drawn = [self.depths[test] for test in tests if test in self.depths]
             if drawn:  # examples per stateful test of this row (the most any drew)
-                row["depth"] = max(drawn)
-            # the sum of its tests' setup + call + teardown, as pytest measured them (under xdist
-            # on the workers, so rows run in parallel add up to more than the wall time)
-            row["duration_s"] = round(sum(self.durations.get(test, 0.0) for test in tests), 3)
-            # each test's outcome and findings: what lets the merge add up shards of one row
-            row["tests"] = {test: self._test_entry(test) for test in sorted(tests)}
+                row.depth = max(drawn)
+            row.duration_s = round(sum(self.durations.get(test, 0.0) for test in tests), 3)
             rows.append(row)
         return rows
 
-    def _test_entry(self, test: str) -> dict[str, Any]:
-        entry: dict[str, Any] = self.identified(
-            test, {"outcome": self.outcome(test), "duration_s": round(self.durations.get(test, 0.0), 3)}
-        )
-        if test in self.covered:
-            entry["covered_by"] = self.covered[test]
-        if test in self.depths:
-            entry["depth"] = self.depths[test]
-        entry.update(sorted(self.evidence.get(test, {}).items()))
-        for kind, counts in self.anomalies_of.get(test, {}).items():
-            if found_counts(counts):
-                entry[kind] = found_counts(counts)
-        return entry
-
-    def totals(self) -> dict[str, int]:
+    def totals(self) -> Outcomes:
         """Over every test of the run: pytest's own counts."""
         return tally([*(self.outcome(test) for test in self.categories), *self.outside_suites.values()])
-
-    @staticmethod
-    def _unfit_entries(reasons: dict[str, str]) -> list[dict[str, Any]]:
-        return [{"suite": suite, "reason": reason} for suite, reason in sorted(reasons.items())]
 
     def let_off(self) -> dict[str, str]:
         """Suites not applicable to this selection: neither failed nor run by another module."""
@@ -444,93 +511,164 @@ class PrismResults:
         counts = Counter(t for twins in self.covered.values() for t in dict.fromkeys(twins.values()))
         return dict(sorted(counts.items()))
 
-    def to_json(self) -> dict[str, Any]:
-        from prism_testkit.report.shape import SCHEMA_VERSION  # pydantic: paid for by a run that writes a report
+    # What follows builds the report (:mod:`.shape`): only a run that writes one imports pydantic.
 
-        failures = {**self.outside_failures, **self.failures}
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run": {**self.run, "id": self.run_id},
-            **({"shard": self.shard} if self.shard else {}),
-            "totals": self.totals(),
-            # in no row: the tests of modules nothing selected fits, and tests outside suites;
-            # with the rows' they add up to the totals, and carry each test's outcome so a merge
-            # counts them as it counts a row's
-            "without_combination": {
-                **tally(self.outcome(test) for test in self.unfit_tests),
-                "tests": {
-                    test: {**self._test_entry(test), "suite": self.unfit_tests[test]}
-                    for test in sorted(self.unfit_tests)
-                },
-            },
-            "outside_suites": {
-                **tally(self.outside_suites.values()),
-                "tests": {
-                    test: self.identified(test, {"outcome": outcome})
-                    for test, outcome in sorted(self.outside_suites.items())
-                },
-            },
-            "suites": self.rows(),
-            "failures": [self.identified(test, failures[test]) for test in sorted(failures)],
-            "no_runnable_combinations": self._unfit_entries(self.no_combination),
-            "not_applicable": self._unfit_entries(self.let_off()),
-            **({"covered_by_twins": self.covered_counts()} if self.covered else {}),
-            "backends": [
-                {"backend": b, "provisioned": how, "server_version": self.server_versions.get(b)}
-                for b, how in sorted(self.available.items())
-            ],
-            "unavailable": [self._unavailable_entry(b, r) for b, r in sorted(self.unavailable.items())],
-            **(
-                {"not_provisioned": [{"backend": b, "reason": r} for b, r in sorted(self.not_provisioned.items())]}
-                if self.not_provisioned
-                else {}
-            ),
-            "failed_to_start": [{"backend": b, "reason": r} for b, r in sorted(self.failed_to_start.items())],
-            **(
-                {"unavailable_faults": unavailable_faults.as_json(self.unavailable_faults)}
-                if self.unavailable_faults
-                else {}
-            ),
-            **(
-                {"hunt": {"tests": self.hunts, "failures": [h for h in self.hunts if h["failed"]]}}
-                if self.hunts
-                else {}
-            ),
-            **(
-                {"history_digests": {test: self.identified(test, found) for test, found in self.simulations.items()}}
-                if self.simulations
-                else {}
-            ),
-            **({"depth": self.depth} if self.depth is not None and self.depths else {}),
-            **(
-                {"power_cuts": [self.identified(test, self.power_cuts[test]) for test in sorted(self.power_cuts)]}
-                if self.power_cuts
-                else {}
-            ),
-            **(
-                {"judged": [self.identified(test, self.judged[test]) for test in sorted(self.judged)]}
-                if self.judged
-                else {}
-            ),
-            **(
-                {"rebuilt": [self.identified(test, self.rebuilt[test]) for test in sorted(self.rebuilt)]}
-                if self.rebuilt
-                else {}
-            ),
-        }
+    def _row(self, counted: RowTally) -> Row:
+        """A row of the report: its counts, and each test's outcome and findings (what lets the
+        merge add up shards of one row)."""
+        from prism_testkit.report.shape import Row
 
-    def _unavailable_entry(self, backend: str, reason: str) -> dict[str, Any]:
-        if self.fits is None:
-            return {"backend": backend, "reason": reason}
-        return {"backend": backend, "reason": reason, "fits": sorted(self.fits.get(backend, ()))}
+        row = Row(
+            suite=counted.suite,
+            combination=counted.combination,
+            passed=counted.passed,
+            failed=counted.failed,
+            skipped=counted.skipped,
+            errors=counted.errors,
+            anomalies=counted.anomalies,
+            tolerated=counted.tolerated,
+            faults=counted.faults,
+            verdicts=counted.verdicts,
+            known=counted.known,
+            duration_s=counted.duration_s,
+            tests={test: self._test_entry(test) for test in counted.tests},
+        )
+        if counted.namespace:
+            row.namespace = counted.namespace
+        if counted.covered:
+            row.covered, row.covered_by = counted.covered, counted.covered_by
+        if counted.depth is not None:
+            row.depth = counted.depth
+        return row
+
+    def _test_entry(self, test: str) -> OneTest:
+        from prism_testkit.report.shape import OneTest
+
+        found = self.anomalies_of.get(test, {})
+        # its findings by kind (merge.KINDS), only the kinds it found, and its evidence (EVIDENCE's
+        # names): the model's fields, checked as the model reads them (evidence is what a test left)
+        kinds = {kind: counted for kind in KINDS if (counted := found_counts(found.get(kind, {})))}
+        outcome = {"outcome": self.outcome(test), "duration_s": round(self.durations.get(test, 0.0), 3)}
+        entry = self.identified(test, OneTest.model_validate({**outcome, **self.evidence.get(test, {}), **kinds}))
+        if test in self.covered:
+            entry.covered_by = self.covered[test]
+        if test in self.depths:
+            entry.depth = self.depths[test]
+        return entry
+
+    def _bucket(self, counted: Outcomes, tests: dict[str, OneTest]) -> Bucket:
+        """Tests in no row: counted, and each test's outcome (a merge counts them as a row's)."""
+        from prism_testkit.report.shape import Bucket
+
+        return Bucket(**counted._asdict(), tests=tests)
 
     def report(self) -> Report:
-        """This run's report as the model the merge and the renderers read (:mod:`.shape`)."""
-        from prism_testkit.report.shape import parse  # pydantic: paid for by a run that writes a report
+        """This run's report, as the model the merge and the renderers read (:mod:`.shape`)."""
+        # each name from the module itself (a package attribute can be stale after sys.modules is restored)
+        from prism_testkit.report.shape import (
+            SCHEMA_VERSION,
+            Backend,
+            BackendReason,
+            Depth,
+            Digest,
+            Failure,
+            Hunt,
+            HuntedTest,
+            Judged,
+            OneTest,
+            PerTest,
+            Rebuilt,
+            Report,
+            Run,
+            Shard,
+            SuiteReason,
+            Totals,
+        )
 
-        return parse(self.to_json())
+        failures = {**self.outside_failures, **self.failures}
+        report = Report(
+            schema_version=SCHEMA_VERSION,
+            run=Run.model_validate({**self.run, "id": self.run_id}),
+            totals=Totals(**self.totals()._asdict()),
+            # in no row: the tests of modules nothing selected fits, and tests outside suites;
+            # with the rows' they add up to the totals
+            without_combination=self._bucket(
+                tally(self.outcome(test) for test in self.unfit_tests),
+                {test: self._unfit_entry(test) for test in sorted(self.unfit_tests)},
+            ),
+            outside_suites=self._bucket(
+                tally(self.outside_suites.values()),
+                {
+                    test: self.identified(test, OneTest(outcome=outcome))
+                    for test, outcome in sorted(self.outside_suites.items())
+                },
+            ),
+            suites=[self._row(row) for row in self.rows()],
+            failures=[self.identified(test, Failure.model_validate(failures[test])) for test in sorted(failures)],
+            no_runnable_combinations=[
+                SuiteReason(suite=suite, reason=reason) for suite, reason in sorted(self.no_combination.items())
+            ],
+            not_applicable=[
+                SuiteReason(suite=suite, reason=reason) for suite, reason in sorted(self.let_off().items())
+            ],
+            backends=[
+                Backend(backend=b, provisioned=how, server_version=self.server_versions.get(b))
+                for b, how in sorted(self.available.items())
+            ],
+            unavailable=[self._unavailable_entry(b, r) for b, r in sorted(self.unavailable.items())],
+            failed_to_start=[BackendReason(backend=b, reason=r) for b, r in sorted(self.failed_to_start.items())],
+        )
+        # the sections a run without them leaves out
+        if self.shard:
+            report.shard = Shard.model_validate(self.shard)
+        if self.covered:
+            report.covered_by_twins = self.covered_counts()
+        if self.not_provisioned:
+            report.not_provisioned = [
+                BackendReason(backend=b, reason=r) for b, r in sorted(self.not_provisioned.items())
+            ]
+        if self.unavailable_faults:
+            report.unavailable_faults = unavailable_faults.entries(self.unavailable_faults)
+        if self.hunts:
+            hunted = [HuntedTest.model_validate(found) for found in self.hunts]
+            report.hunt = Hunt(tests=hunted, failures=[entry for entry in hunted if entry.failed])
+        if self.simulations:
+            report.history_digests = {
+                test: self.identified(test, Digest.model_validate(found)) for test, found in self.simulations.items()
+            }
+        if self.depth is not None and self.depths:
+            report.depth = Depth.model_validate(self.depth)
+        if self.power_cuts:
+            report.power_cuts = [
+                self._per_test(PerTest, test, self.power_cuts[test]) for test in sorted(self.power_cuts)
+            ]
+        if self.judged:
+            report.judged = [self._per_test(Judged, test, self.judged[test]) for test in sorted(self.judged)]
+        if self.rebuilt:
+            report.rebuilt = [
+                self._per_test(Rebuilt, test, {"clusters": self.rebuilt[test]}) for test in sorted(self.rebuilt)
+            ]
+        return report
+
+    def _unfit_entry(self, test: str) -> OneTest:
+        entry = self._test_entry(test)
+        entry.suite = self.unfit_tests[test]
+        return entry
+
+    def _per_test(self, model: type[_Model], test: str, found: Property) -> _Model:
+        """An entry of a per-test section: ``found`` (a user property) and its test."""
+        return self.identified(test, model.model_validate({"test": test, **found}))
+
+    def _unavailable_entry(self, backend: str, reason: str) -> UnavailableBackend:
+        from prism_testkit.report.shape import UnavailableBackend
+
+        entry = UnavailableBackend(backend=backend, reason=reason)
+        if self.fits is not None:
+            entry.fits = sorted(self.fits.get(backend, ()))
+        return entry
 
     def write(self, path: Path) -> None:
+        """The report file: the model as JSON (its one edge), whole or not at all."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(self.report().dump(), indent=2) + "\n")
@@ -564,20 +702,20 @@ class PrismResults:
                 tr.write_line(f"{backend}: {reason}", yellow=True, bold=True)
         if self.rebuilt:
             tr.write_sep("-", "prism-testkit: clusters REBUILT because a test left them damaged", yellow=True)
-            for test, entry in sorted(self.rebuilt.items()):
-                for cluster in entry["clusters"]:
+            for test, clusters in sorted(self.rebuilt.items()):
+                for cluster in clusters:
                     left = f"left damaged by {cluster['left_by']}: {cluster['why']}"
                     tr.write_line(f"{cluster['backend']}, before {cluster.get('before', test)}: {left}", yellow=True)
         unavailable_faults.summarize(tr, self.unavailable_faults)
 
 
-def _table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
+def _table(tr: pytest.TerminalReporter, rows: list[RowTally]) -> None:
     """suite, combination, the four counts and the findings, within the terminal's width. What
     does not fit goes on lines of their own, never cut (two cut combinations could read the
     same): a long combination above its counts, long findings below; too narrow for the
     columns at all, one block per row."""
     columns = tr._tw.fullwidth
-    width = max(len("suite"), *(len(r["suite"]) for r in rows))
+    width = max(len("suite"), *(len(r.suite) for r in rows))
     counts = "".join(f"  {name:>{len(name)}}" for name in COUNTED)
     room = columns - width - 2 - len(counts) - len("  findings")
     if room < len("combination"):
@@ -587,12 +725,12 @@ def _table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
     tr.write_line(f"{'suite':<{width}}  {'combination':<{combo_width}}{counts}  findings")
     for r in rows:
         color = _row_style(r)
-        numbers = "".join(f"  {r[name]:>{len(name)}}" for name in COUNTED)
+        numbers = "".join(f"  {getattr(r, name):>{len(name)}}" for name in COUNTED)
         combination = _combo_text(r)
         if len(combination) <= combo_width:
-            head = f"{r['suite']:<{width}}  {combination:<{combo_width}}{numbers}"
+            head = f"{r.suite:<{width}}  {combination:<{combo_width}}{numbers}"
         else:
-            _wrapped(tr, f"{r['suite']:<{width}}  {combination}", columns, color, indent="")
+            _wrapped(tr, f"{r.suite:<{width}}  {combination}", columns, color, indent="")
             head = " " * (width + 2 + combo_width) + numbers
         findings = _anomaly_text(r)
         if len(head) + 2 + len(findings) <= columns:
@@ -602,19 +740,19 @@ def _table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
         _wrapped(tr, findings, columns, color)
 
 
-def _narrow_table(tr: pytest.TerminalReporter, rows: list[dict[str, Any]], columns: int) -> None:
+def _narrow_table(tr: pytest.TerminalReporter, rows: list[RowTally], columns: int) -> None:
     """Too narrow for columns side by side: a row's suite and combination, then its counts."""
     for r in rows:
         color = _row_style(r)
-        _wrapped(tr, f"{r['suite']}  {_combo_text(r)}", columns, color, indent="")
-        _wrapped(tr, ", ".join(f"{r[name]} {name}" for name in COUNTED), columns, color)
-        if r["anomalies"] or r["tolerated"] or r.get("known") or r.get("faults") or r.get("covered"):
+        _wrapped(tr, f"{r.suite}  {_combo_text(r)}", columns, color, indent="")
+        _wrapped(tr, ", ".join(f"{getattr(r, name)} {name}" for name in COUNTED), columns, color)
+        if r.anomalies or r.tolerated or r.known or r.faults or r.covered:
             _wrapped(tr, _anomaly_text(r), columns, color)
 
 
-def _row_style(row: dict[str, Any]) -> dict[str, bool]:
+def _row_style(row: RowTally) -> dict[str, bool]:
     """Red for a failure, yellow for a row nothing passed in (skipped, or covered by a twin)."""
-    return {row_colour(row): True}
+    return {row_colour(asdict(row)): True}
 
 
 def _wrapped(
@@ -630,20 +768,20 @@ def _wrapped(
 SLOWEST = 10
 
 
-def slowest_rows(rows: list[dict[str, Any]], count: int = SLOWEST) -> list[dict[str, Any]]:
+def slowest_rows(rows: list[RowTally], count: int = SLOWEST) -> list[RowTally]:
     """The ``count`` rows that took longest, slowest first (ties in suite order)."""
-    return sorted(rows, key=lambda r: -r.get("duration_s", 0.0))[:count]
+    return sorted(rows, key=lambda r: -r.duration_s)[:count]
 
 
-def _slowest(tr: pytest.TerminalReporter, rows: list[dict[str, Any]]) -> None:
+def _slowest(tr: pytest.TerminalReporter, rows: list[RowTally]) -> None:
     shown = slowest_rows(rows)
     columns = tr._tw.fullwidth
     title = f"prism-testkit: {len(shown)} slowest rows"
     explained = f"{title} (setup + call + teardown of their tests)"
     tr.write_sep("-", explained if len(explained) + 4 <= columns else title)
-    width = max(len(r["suite"]) for r in shown)
+    width = max(len(r.suite) for r in shown)
     for r in shown:
-        line = f"{r['duration_s']:>9.2f}s  {r['suite']:<{width}}  {_combo_text(r)}  ({plural(len(r['tests']), 'test')})"
+        line = f"{r.duration_s:>9.2f}s  {r.suite:<{width}}  {_combo_text(r)}  ({plural(len(r.tests), 'test')})"
         if len(line) <= columns:
             tr.write_line(line)
             continue
@@ -661,25 +799,25 @@ def covered_line(tests: int, twins: Iterable[str]) -> str:
     )
 
 
-def covered_text(row: dict[str, Any]) -> str:
+def covered_text(row: RowTally) -> str:
     """``covered by jetstream`` (and how many, when some of the row's tests ran)."""
-    twins = ", ".join(dict.fromkeys(row.get("covered_by", {}).values()))
-    ran = sum(int(row.get(name, 0)) for name in COUNTED) - int(row["covered"])
-    return f"covered by {twins}" + (f" ({plural(int(row['covered']), 'test')})" if ran else "")
+    twins = ", ".join(dict.fromkeys(row.covered_by.values()))
+    ran = row.passed + row.failed + row.skipped + row.errors - row.covered
+    return f"covered by {twins}" + (f" ({plural(row.covered, 'test')})" if ran else "")
 
 
-def _combo_text(row: dict[str, Any]) -> str:
-    text = " ".join(f"{slot}={backend}" for slot, backend in row["combination"].items())
-    return f"ns={row['namespace']} {text}" if row.get("namespace") else text
+def _combo_text(row: RowTally) -> str:
+    text = " ".join(f"{slot}={backend}" for slot, backend in row.combination.items())
+    return f"ns={row.namespace} {text}" if row.namespace else text
 
 
-def _anomaly_text(row: dict[str, Any]) -> str:
+def _anomaly_text(row: RowTally) -> str:
     """The row's findings, then the faults it was checked under (what a pass survived); a row
     whose tests a twin covered says so first."""
-    found = [covered_text(row)] if row.get("covered") else []
-    found += [f"{name}={n}" for name, n in row["anomalies"].items()]
-    found += [f"{name}={n} (tolerated)" for name, n in row["tolerated"].items()]
-    found += [f"{name}={n} (known finding)" for name, n in (row.get("known") or {}).items()]
-    if faults := row.get("faults"):
+    found = [covered_text(row)] if row.covered else []
+    found += [f"{name}={n}" for name, n in row.anomalies.items()]
+    found += [f"{name}={n} (tolerated)" for name, n in row.tolerated.items()]
+    found += [f"{name}={n} (known finding)" for name, n in row.known.items()]
+    if faults := row.faults:
         found.append("faults: " + " ".join(f"{name}={n}" for name, n in faults.items()))
     return " ".join(found) or "-"

@@ -137,6 +137,36 @@ class PerTest(_Open):
     identity: str | None = None  # as a test of a row's (OneTest.identity)
 
 
+class Judged(PerTest):
+    """A test judged against the known findings (:func:`prism_testkit.findings.judge`): the
+    scenario it measured, on which backend and server version, the verdict and what was lost of
+    what was acknowledged. Optional here (a hand-made report may cut it short):
+    ``prism-testkit report versions`` names an entry that lacks what it tabulates."""
+
+    scenario: str | None = None
+    backend: str | None = None
+    version: str | None = None  # as the server told its driver (None: it did not say)
+    finding: str | None = None  # the known finding's id (docs/findings.md), None: none covers it
+    verdict: str | None = None  # held, known, tolerated, lost, no longer reproduces
+    lost: int | None = None
+    acknowledged: int | None = None
+    tolerated: str | None = None  # the documented window a tolerated loss fell in
+    counts: str | None = None  # what lost of acknowledged counts, where the harm is no lost write
+
+
+class Digest(_Open):
+    """A stateful test's ``prism_simulation`` property (prism_testkit.stateful.runner): whether
+    it ran simulated, its examples' digest, its failing example's."""
+
+    identity: str | None = None  # as a test of a row's (OneTest.identity)
+    simulated: bool | None = None  # ran on virtual time (--prism-simulate)
+    not_simulable: list[str] | None = None  # the backends that kept it on real time
+    examples: int | None = None
+    digest: str | None = None  # of every example's history, in the order they ran
+    failing_digest: str | None = None  # of its failing example's (None: none failed)
+    misbehaviour: Counts | None = None  # the simulated backends' misbehaviour kinds, how often each fired
+
+
 class RebuiltCluster(_Open):
     """A cluster rebuilt because ``left_by`` left it damaged: ``why`` (what was found); rebuilt
     before ``before`` (the test's node id as its run named it)."""
@@ -261,10 +291,10 @@ class Report(_Open):
     failed_to_start: list[BackendReason] = []
     unavailable_faults: list[UnavailableFault] = []
     hunt: Hunt | None = None
-    history_digests: dict[str, Any] = {}
+    history_digests: dict[str, Digest] = {}
     depth: Depth | None = None
     power_cuts: list[PerTest] = []
-    judged: list[PerTest] = []
+    judged: list[Judged] = []
     rebuilt: list[Rebuilt] = []  # clusters rebuilt before a test: which test left them damaged, and why
     # a merge's: the run and shard of each report, and the files merged
     runs: list[MergedRun] = []
