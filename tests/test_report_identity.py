@@ -19,7 +19,7 @@ from prism_testkit.hunting import identity
 from prism_testkit.registry.shards import read_durations, select
 from prism_testkit.report import html
 from prism_testkit.report.html import default_replay
-from prism_testkit.report.merge import LoadedReport, merge_reports, totals
+from prism_testkit.report.merge import merge_reports, read_report, totals
 from prism_testkit.report.results import PrismResults
 from prism_testkit.report.shape import Row
 
@@ -141,8 +141,8 @@ def one_layout(folder: str, outcome: str) -> dict[str, Any]:
 
 
 def test_a_test_red_on_both_layouts_is_one_failure() -> None:
-    merged = merge_reports([LoadedReport(f"{n}.json", one_layout(n, "failed")) for n in ("checkout", "site")])
-    assert (totals(merged)["failed"], len(merged["failures"])) == (1, 1)
+    merged = merge_reports([read_report(one_layout(n, "failed"), f"{n}.json") for n in ("checkout", "site")])
+    assert (totals(merged).failed, len(merged.failures)) == (1, 1)
 
 
 def test_two_tests_of_one_identity_in_a_run_are_written_without_one() -> None:
@@ -159,7 +159,7 @@ def test_two_tests_of_one_identity_in_a_run_are_written_without_one() -> None:
         "b/test_x.py::test_y": None,
         "c/test_z.py::test_y": "test_z::test_y",
     }
-    assert totals(merge_reports([LoadedReport("r.json", report.dump())]))["passed"] == 3
+    assert totals(merge_reports([report])).passed == 3
 
 
 # -- the harness's own suites: checkout and installed (issue 66) ---------------------------

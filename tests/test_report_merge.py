@@ -15,7 +15,8 @@ from prism_testkit.cli import main
 from prism_testkit.report.cli import MERGE_DESCRIPTION
 from prism_testkit.report.html import render_html
 from prism_testkit.report.matrix import LEGEND, compliance_matrix, render_markdown
-from prism_testkit.report.merge import LoadedReport, ReportMergeError, load_report, merge_reports, totals
+from prism_testkit.report.merge import ReportMergeError, load_report, merge_reports, read_report, totals
+from prism_testkit.report.shape import Report, parse
 
 
 def row(suite: str, passed: int, failed: int = 0, skipped: int = 0, **slots: str) -> dict[str, Any]:
@@ -47,11 +48,16 @@ def write(tmp_path: Path, name: str, data: dict[str, Any]) -> str:
     return str(path)
 
 
+def merge_of(*paths: str) -> Report:
+    """The merge of the report files at ``paths``."""
+    return merge_reports([load_report(path) for path in paths])
+
+
 def test_rows_of_different_jobs_add_up(tmp_path: Path) -> None:
     memstore = write(tmp_path, "memstore.json", report(row("keyvalue", 24), row("log", 16)))
     sqlite = write(tmp_path, "sqlite.json", report(row("keyvalue", 23, failed=1, backend="sqlite")))
-    merged = merge_reports([load_report(memstore), load_report(sqlite)])
-    assert totals(merged) == {
+    merged = merge_of(memstore, sqlite)
+    assert totals(merged).dump() == {
         "passed": 63,
         "failed": 1,
         "skipped": 0,
@@ -60,21 +66,21 @@ def test_rows_of_different_jobs_add_up(tmp_path: Path) -> None:
         "suites_without_combination": 0,
         "backends_not_provisioned": 0,
     }
-    assert [b["backend"] for b in merged["backends"]] == ["memstore", "sqlite"]
-    assert merged["merged_from"] == [memstore, sqlite]
+    assert [b.backend for b in merged.backends] == ["memstore", "sqlite"]
+    assert merged.merged_from == [memstore, sqlite]
 
 
 def test_the_same_row_twice_counts_once(tmp_path: Path) -> None:
     one = write(tmp_path, "a.json", report(row("keyvalue", 24)))
     again = write(tmp_path, "b.json", report(row("keyvalue", 24)))
-    assert totals(merge_reports([load_report(one), load_report(again)]))["passed"] == 24
+    assert totals(merge_of(one, again)).passed == 24
 
 
 def test_a_row_with_different_counts_in_two_reports_names_both_files(tmp_path: Path) -> None:
     first = write(tmp_path, "job-1.json", report(row("keyvalue", 24)))
     second = write(tmp_path, "job-2.json", report(row("keyvalue", 22, failed=2)))
     with pytest.raises(ReportMergeError) as caught:
-        merge_reports([load_report(first), load_report(second)])
+        merge_of(first, second)
     message = str(caught.value)
     assert first in message
     assert second in message
@@ -92,7 +98,7 @@ def test_a_suite_that_ran_somewhere_is_neither_unfit_nor_not_applicable(tmp_path
         report(row("log", 16, backend="sqlite"), not_applicable=[unfit, {"suite": "pubsub", "reason": "no pubsub"}]),
     )
     redis = write(tmp_path, "redis.json", report(no_runnable=[unfit]))
-    merged = merge_reports([load_report(p) for p in (localfs, sqlite, redis)])
+    merged = merge_of(localfs, sqlite, redis).dump()
     assert merged["no_runnable_combinations"] == []
     assert merged["not_applicable"] == [{"suite": "pubsub", "reason": "no pubsub"}]
 
@@ -101,17 +107,17 @@ def test_a_suite_that_fit_nowhere_stays_a_failure_and_wins_over_not_applicable(t
     unfit = {"suite": "transactions", "reason": "no transactions"}
     first = write(tmp_path, "a.json", report(row("log", 1), not_applicable=[unfit]))
     second = write(tmp_path, "b.json", report(row("log", 1, backend="sqlite"), no_runnable=[unfit]))
-    merged = merge_reports([load_report(first), load_report(second)])
-    assert merged["no_runnable_combinations"] == [unfit]
-    assert merged["not_applicable"] == []
-    assert totals(merged)["suites_without_combination"] == 1
+    merged = merge_of(first, second)
+    assert merged.dump()["no_runnable_combinations"] == [unfit]
+    assert merged.not_applicable == []
+    assert totals(merged).suites_without_combination == 1
 
 
 def test_a_backend_tested_by_one_job_is_not_unavailable(tmp_path: Path) -> None:
     down = {"backend": "redis", "reason": "redis-server not found"}
     tested = write(tmp_path, "a.json", report(row("keyvalue", 24, backend="redis")))
     missing = write(tmp_path, "b.json", report(unavailable=[down, {"backend": "kafka", "reason": "no tansu"}]))
-    merged = merge_reports([load_report(tested), load_report(missing)])
+    merged = merge_of(tested, missing).dump()
     assert merged["unavailable"] == [{"backend": "kafka", "reason": "no tansu"}]
 
 
@@ -126,7 +132,7 @@ def test_unreadable_and_foreign_files_are_named(tmp_path: Path) -> None:
 
 
 def test_the_matrix_has_a_cell_per_backend_and_suite() -> None:
-    merged = report(
+    data = report(
         row("claim_check", 3, messaging="nats", objects="s3"),
         row("keyvalue", 20, failed=1, backend="nats"),
         row("objects", 0, skipped=2, backend="s3"),
@@ -134,8 +140,8 @@ def test_the_matrix_has_a_cell_per_backend_and_suite() -> None:
         unavailable=[{"backend": "kafka", "reason": "no tansu", "fits": ["claim_check"]}],
         no_runnable=[{"suite": "transactions", "reason": "no transactions"}],
     )
-    merged["suites"][0]["anomalies"] = {"lost": 1}
-    matrix = compliance_matrix(merged)
+    data["suites"][0]["anomalies"] = {"lost": 1}
+    matrix = compliance_matrix(parse(data))
     assert matrix["backends"] == ["kafka", "nats", "s3"]
     assert matrix["suites"] == ["claim_check", "keyvalue", "objects", "transactions"]
     cells = matrix["cells"]
@@ -174,8 +180,8 @@ def test_an_unavailable_backend_is_unavailable_only_in_rows_it_would_fit(tmp_pat
         "b.json",
         report(row("log", 4, backend="nats"), unavailable=[{**kafka, "fits": ["log", "queue"]}]),
     )
-    merged = merge_reports([load_report(first), load_report(second)])
-    assert merged["unavailable"] == [{**kafka, "fits": ["log", "queue"]}]
+    merged = merge_of(first, second)
+    assert merged.dump()["unavailable"] == [{**kafka, "fits": ["log", "queue"]}]
     cells = compliance_matrix(merged)["cells"]
     assert cells["log"]["kafka"] == {"status": "unavailable"}
     assert cells["keyvalue"]["kafka"] == {"status": "not run"}
@@ -189,11 +195,11 @@ def test_an_older_report_without_fits_marks_an_unavailable_backend_in_every_row(
     unavailable everywhere, as before; a merge with one such report cannot narrow it either."""
     kafka = {"backend": "kafka", "reason": "no tansu"}
     older = report(row("keyvalue", 20, backend="nats"), unavailable=[kafka])
-    assert compliance_matrix(older)["cells"]["keyvalue"]["kafka"] == {"status": "unavailable"}
+    assert compliance_matrix(parse(older))["cells"]["keyvalue"]["kafka"] == {"status": "unavailable"}
     newer = report(row("log", 4, backend="nats"), unavailable=[{**kafka, "fits": ["log"]}])
     paths = [write(tmp_path, "old.json", older), write(tmp_path, "new.json", newer)]
-    merged = merge_reports([load_report(p) for p in paths])
-    assert merged["unavailable"] == [kafka]
+    merged = merge_of(*paths)
+    assert merged.dump()["unavailable"] == [kafka]
     assert compliance_matrix(merged)["cells"]["keyvalue"]["kafka"] == {"status": "unavailable"}
 
 
@@ -203,7 +209,7 @@ def test_markdown_shows_totals_table_and_reasons_redacted() -> None:
         row("keyvalue", 23, failed=1, backend="redis"),
         unavailable=[{"backend": "postgres", "reason": "postgresql://app:s3cret@db/x refused"}],
     )
-    text = render_markdown(merged)
+    text = render_markdown(parse(merged))
     assert "**47 passed, 1 failed, 0 skipped** in 2 suite x combination rows" in text
     assert "| suite | memstore | postgres | redis |" in text
     assert "| keyvalue | ✅ 24 passed | ⚠️ unavailable | ❌ 23 passed, 1 failed |" in text
@@ -250,7 +256,7 @@ def test_a_zero_count_is_no_finding_in_the_matrix_or_the_exit_code(
     markdown = capsys.readouterr().out
     assert "| power_loss | ✅ 1 passed |" in markdown
     assert "❌" not in markdown.replace(LEGEND, "")
-    assert compliance_matrix(merge_reports([load_report(path)]))["cells"]["power_loss"]["memstore"]["anomalies"] == {}
+    assert compliance_matrix(merge_of(path))["cells"]["power_loss"]["memstore"]["anomalies"] == {}
 
 
 def test_tolerated_findings_have_their_own_mark_and_legend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -262,9 +268,7 @@ def test_tolerated_findings_have_their_own_mark_and_legend(tmp_path: Path, capsy
     assert "| power_loss | 🟡 1 passed, 81 lost in power cut (tolerated) |" in markdown
     assert "| keyvalue | ✅ 24 passed |" in markdown
     assert "🟡 passed, with findings the suite tolerates" in markdown
-    assert compliance_matrix(merge_reports([load_report(path)]))["cells"]["power_loss"]["jetstream"]["status"] == (
-        "tolerated"
-    )
+    assert compliance_matrix(merge_of(path))["cells"]["power_loss"]["jetstream"]["status"] == ("tolerated")
 
 
 def sharded(suite: str, outcomes: dict[str, str], **slots: str) -> dict[str, Any]:
@@ -280,10 +284,10 @@ def sharded(suite: str, outcomes: dict[str, str], **slots: str) -> dict[str, Any
 def test_shards_of_one_row_add_up_and_a_test_in_both_counts_once(tmp_path: Path) -> None:
     first = write(tmp_path, "k1.json", report(sharded("keyvalue", {"t::a": "passed", "t::b": "failed+error"})))
     second = write(tmp_path, "k2.json", report(sharded("keyvalue", {"t::c": "passed", "t::a": "passed"})))
-    (merged,) = merge_reports([load_report(first), load_report(second)])["suites"]
-    assert (merged["passed"], merged["failed"], merged["errors"]) == (2, 1, 1)
-    assert sorted(merged["tests"]) == ["t::a", "t::b", "t::c"]
-    assert merged["duration_s"] == 3.0
+    (merged,) = merge_of(first, second).suites
+    assert (merged.passed, merged.failed, merged.errors) == (2, 1, 1)
+    assert sorted(merged.tests or {}) == ["t::a", "t::b", "t::c"]
+    assert merged.duration_s == 3.0
 
 
 def test_only_one_test_with_two_outcomes_contradicts(tmp_path: Path) -> None:
@@ -292,7 +296,7 @@ def test_only_one_test_with_two_outcomes_contradicts(tmp_path: Path) -> None:
     with pytest.raises(
         ReportMergeError, match=r"k1\.json and .*k2\.json disagree on suite keyvalue .*t::a passed vs failed"
     ):
-        merge_reports([load_report(first), load_report(second)])
+        merge_of(first, second)
 
 
 def test_a_test_one_job_left_to_the_twin_and_another_ran_takes_the_outcome_that_ran(tmp_path: Path) -> None:
@@ -304,7 +308,7 @@ def test_a_test_one_job_left_to_the_twin_and_another_ran_takes_the_outcome_that_
     ran = sharded("keyvalue", {"t::a": "failed"}, backend="postgres-ha")
     for order in ([covered, ran], [ran, covered]):
         paths = [write(tmp_path, f"j{i}.json", report(r)) for i, r in enumerate(order)]
-        (merged,) = merge_reports([load_report(p) for p in paths])["suites"]
+        (merged,) = merge_of(*paths).dump()["suites"]
         assert (merged["passed"], merged["failed"], merged["skipped"]) == (0, 1, 0)
         assert "covered_by" not in merged["tests"]["t::a"]
 
@@ -323,11 +327,11 @@ def test_faults_a_row_survived_add_up_over_shards_and_are_no_finding(tmp_path: P
     other = sharded("stateful_queue", {"t::b": "passed"}, backend="jetstream-r3")
     other["tests"]["t::b"]["faults"] = {"kill-node": 1, "heal": 0}
     paths = [write(tmp_path, f"{i}.json", report(r)) for i, r in enumerate((one, other))]
-    (merged,) = merge_reports([load_report(p) for p in paths])["suites"]
-    assert merged["faults"] == {"kill-node": 3, "partition-isolate-leader": 1}
+    (merged,) = merge_of(*paths).suites
+    assert merged.faults == {"kill-node": 3, "partition-isolate-leader": 1}
     assert main(["report", "merge", *paths]) == 0  # surviving faults is no failure
     cell = "| stateful_queue | ✅ 2 passed; under kill node (3), partition isolate leader (1) |"
-    assert cell in render_markdown(merge_reports([load_report(p) for p in paths]))
+    assert cell in render_markdown(merge_of(*paths))
 
 
 # --- issue 51: nothing red merges green --------------------------------------------------
@@ -366,7 +370,7 @@ def test_a_test_outside_the_rows_with_two_outcomes_contradicts(tmp_path: Path) -
     first["outside_suites"], second["outside_suites"] = bucket(plain="passed"), bucket(plain="failed")
     paths = [write(tmp_path, f"{i}.json", data) for i, data in enumerate((first, second))]
     with pytest.raises(ReportMergeError, match=r"0\.json and .*1\.json disagree on t::plain .*passed vs failed"):
-        merge_reports([load_report(p) for p in paths])
+        merge_of(*paths)
 
 
 def test_a_module_let_off_in_one_job_whose_suite_ran_in_another_is_no_skip(tmp_path: Path) -> None:
@@ -379,9 +383,10 @@ def test_a_module_let_off_in_one_job_whose_suite_ran_in_another_is_no_skip(tmp_p
         sqlite["without_combination"]["tests"][f"t::{name}"]["suite"] = suite
     localfs = report(sharded("objects", {"t::obj": "passed"}, backend="localfs"))
     paths = [write(tmp_path, f"{i}.json", data) for i, data in enumerate((sqlite, localfs))]
-    merged = merge_reports([load_report(p) for p in paths])
-    assert sorted(merged["without_combination"]["tests"]) == ["t::pubsub", "t::required"]
-    assert (totals(merged)["passed"], totals(merged)["skipped"], totals(merged)["failed"]) == (2, 1, 1)
+    merged = merge_of(*paths)
+    assert sorted(merged.dump()["without_combination"]["tests"]) == ["t::pubsub", "t::required"]
+    counted = totals(merged)
+    assert (counted.passed, counted.skipped, counted.failed) == (2, 1, 1)
 
 
 def test_an_older_report_without_tests_outside_the_rows_still_counts_them(tmp_path: Path) -> None:
@@ -406,9 +411,9 @@ def test_every_shard_of_a_selection_once_merges(tmp_path: Path) -> None:
         write(tmp_path, "s1.json", shard_of(1, 2, "--prism-backend=sqlite", c="passed")),
         write(tmp_path, "s2.json", shard_of(2, 2, "--prism-backend=sqlite", d="passed")),
     ]
-    merged = merge_reports([load_report(p) for p in paths])
-    assert totals(merged)["passed"] == 4
-    assert [(s["index"], s["count"], s["report"]) for s in merged["shards"]] == [
+    merged = merge_of(*paths)
+    assert totals(merged).passed == 4
+    assert [(s.index, s.count, s.report) for s in merged.shards] == [
         (1, 2, paths[0]),
         (2, 2, paths[1]),
         (1, 2, paths[2]),
@@ -437,7 +442,7 @@ def test_a_missing_shard_a_doubled_shard_and_a_run_given_twice_stop_the_merge(
     ]
     for paths, message in cases:
         with pytest.raises(ReportMergeError, match=message):
-            merge_reports([load_report(p) for p in paths])
+            merge_of(*paths)
         assert main(["report", "merge", *paths, "--json", str(tmp_path / "m.json")]) == 2
         assert re.search(message, capsys.readouterr().err)
         assert not (tmp_path / "m.json").exists()
@@ -458,16 +463,17 @@ def test_the_merged_json_keeps_every_section(tmp_path: Path) -> None:
     second["hunt"] = {"tests": [{"test": "t::h2", "failed": False}], "failures": []}
     second["without_combination"] = bucket(unfit="skipped")
     paths = [write(tmp_path, f"{i}.json", data) for i, data in enumerate((first, second))]
-    merged = merge_reports([load_report(p) for p in paths])
-    assert merged["covered_by_twins"] == {"postgres": 1}
-    assert merged["hunt"] == {
+    merged = merge_of(*paths)
+    assert totals(merged).skipped == 2  # the covered test and the unfit one
+    merged_json = merged.dump()
+    assert merged_json["covered_by_twins"] == {"postgres": 1}
+    assert merged_json["hunt"] == {
         "tests": [{"test": "t::h1", "failed": True, "seed": 7}, {"test": "t::h2", "failed": False}],
         "failures": [{"test": "t::h1", "failed": True, "seed": 7}],
     }
-    assert merged["history_digests"] == {"t::h1": {"simulated": True, "digest": "abc"}}
-    assert merged["outside_suites"] == bucket(plain="passed")
-    assert merged["without_combination"] == bucket(unfit="skipped")
-    assert totals(merged)["skipped"] == 2  # the covered test and the unfit one
+    assert merged_json["history_digests"] == {"t::h1": {"simulated": True, "digest": "abc"}}
+    assert merged_json["outside_suites"] == bucket(plain="passed")
+    assert merged_json["without_combination"] == bucket(unfit="skipped")
 
 
 def test_the_markdown_names_what_failed_and_what_could_not_start(tmp_path: Path) -> None:
@@ -567,7 +573,7 @@ def test_whatever_a_report_holds_the_merge_merges_or_names_the_file(section: str
     """Any node of a report replaced by any JSON: merged and rendered, or a ReportMergeError."""
     data = {**A_REPORT, section: _replace(A_REPORT.get(section), path, value)}
     try:
-        merged = merge_reports([LoadedReport("fuzzed.json", json.loads(json.dumps(data)))])
+        merged = merge_reports([read_report(json.loads(json.dumps(data)), "fuzzed.json")])
     except ReportMergeError as exc:
         refused: str | None = str(exc)
     else:

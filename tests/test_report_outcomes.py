@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from prism_testkit.cli import main
 from prism_testkit.report.matrix import compliance_matrix
-from prism_testkit.report.merge import LoadedReport, ReportMergeError, merge_reports
+from prism_testkit.report.merge import ReportMergeError, merge_reports, read_report
 
 # ---- the reference model -------------------------------------------------------------------
 
@@ -227,13 +227,13 @@ def check_merge(shards: list[dict[str, dict[str, Any]]], exit_code: int | None =
             expected[test] = model_merge(expected[test], entry) if test in expected else entry
     contradiction = any(entry is None for entry in expected.values())
     for order in itertools.permutations(shards):
-        loaded = [LoadedReport(f"shard{i}.json", shard_report(shard)) for i, shard in enumerate(order)]
+        loaded = [read_report(shard_report(shard), f"shard{i}.json") for i, shard in enumerate(order)]
         if contradiction:
             with pytest.raises(ReportMergeError, match="disagree"):
                 merge_reports(loaded)
             continue
         merged = merge_reports(loaded)
-        (row,) = merged["suites"]
+        (row,) = merged.dump()["suites"]
         outcomes = [entry["outcome"] for entry in expected.values() if entry is not None]
         covered = sum(1 for entry in expected.values() if entry is not None and entry.get("covered_by"))
         assert {test: entry["outcome"] for test, entry in row["tests"].items()} == {

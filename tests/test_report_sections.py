@@ -17,7 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 from prism_testkit.report import unavailable_faults
-from prism_testkit.report.merge import LoadedReport, ReportMergeError, load_report, merge_reports
+from prism_testkit.report.merge import ReportMergeError, load_report, merge_reports, read_report
 from prism_testkit.report.results import PrismResults
 from prism_testkit.report.shape import SCHEMA_VERSION, Report, parse, problems
 
@@ -129,15 +129,15 @@ def test_a_report_with_every_section_round_trips_through_a_merge(tmp_path: Path)
     results.write(tmp_path / "run.json")
     assert json.loads((tmp_path / "run.json").read_text()) == written
     merged = merge_reports([load_report(tmp_path / "run.json")])
-    (tmp_path / "merged.json").write_text(json.dumps(merged))
+    (tmp_path / "merged.json").write_text(json.dumps(merged.dump()))
     again = merge_reports([load_report(tmp_path / "merged.json")])
     for section in set(written) - {"run", "shard", "totals"}:  # a merge lists runs and shards per report
-        assert merged.get(section) == written[section], section
-        assert again.get(section) == written[section], section
-    assert merged["runs"] == [{**written["run"], "report": str(tmp_path / "run.json")}]
-    assert merged["shards"] == [{**written["shard"], "report": str(tmp_path / "run.json")}]
-    assert undeclared(parse(merged)) == []
-    assert undeclared(parse(again)) == []
+        assert merged.dump().get(section) == written[section], section
+        assert again.dump().get(section) == written[section], section
+    assert merged.dump()["runs"] == [{**written["run"], "report": str(tmp_path / "run.json")}]
+    assert merged.dump()["shards"] == [{**written["shard"], "report": str(tmp_path / "run.json")}]
+    assert undeclared(merged) == []
+    assert undeclared(again) == []
 
 
 def test_every_section_a_run_writes_is_in_the_typed_shape() -> None:
@@ -147,35 +147,36 @@ def test_every_section_a_run_writes_is_in_the_typed_shape() -> None:
     assert problems(report) == []
 
 
-def test_a_merge_keeps_every_json() -> None:
-    report = every_json()
-    merged = merge_reports([LoadedReport("run.json", report)])
-    lost = set(report) - set(merged) - {"totals", "run", "shard"}  # runs and shards: listed per report
+def test_a_merge_keeps_every_section() -> None:
+    report = every_section()
+    merged = merge_reports([report])
+    lost = report.model_fields_set - merged.model_fields_set - {"totals", "run", "shard"}  # runs, shards: per report
     assert not lost, f"sections the merge drops: {sorted(lost)}"
-    assert merged["runs"][0]["id"] == report["run"]["id"]
-    assert merged["shards"][0]["index"] == 1
-    assert problems(merged) == []
+    assert report.run is not None
+    assert merged.runs[0].id == report.run.id
+    assert merged.shards[0].index == 1
+    assert problems(merged.dump()) == []
 
 
 def test_a_report_without_a_schema_version_is_still_read() -> None:
     older = every_json()
     del older["schema_version"]
     assert parse(older).schema_version is None
-    merged = merge_reports([LoadedReport("older.json", older)])
-    assert merged["schema_version"] == SCHEMA_VERSION
-    assert merged["failures"] == older["failures"]
+    merged = merge_reports([read_report(older, "older.json")])
+    assert merged.schema_version == SCHEMA_VERSION
+    assert merged.dump()["failures"] == older["failures"]
 
 
 def test_a_report_of_a_newer_schema_version_is_refused_by_name() -> None:
     newer = {**every_json(), "schema_version": SCHEMA_VERSION + 1}
     with pytest.raises(ReportMergeError, match=rf"^newer\.json: .*schema version {SCHEMA_VERSION + 1}.*upgrade"):
-        merge_reports([LoadedReport("run.json", every_json()), LoadedReport("newer.json", newer)])
+        merge_reports([read_report(every_json(), "run.json"), read_report(newer, "newer.json")])
 
 
 def test_a_section_of_the_wrong_type_is_refused_by_name_and_place() -> None:
     broken = {**every_json(), "hunt": {"tests": [{"failed": True}]}}
     with pytest.raises(ReportMergeError, match=r"^broken\.json: not a prism-testkit report: hunt\.tests\.0\.test"):
-        merge_reports([LoadedReport("broken.json", broken)])
+        read_report(broken, "broken.json")
 
 
 def test_the_results_and_the_merge_import_no_model_until_a_report_is_read_or_written() -> None:
@@ -193,9 +194,10 @@ def test_the_renderers_read_the_model_the_merge_writes() -> None:
     from prism_testkit.report.html import render_html
     from prism_testkit.report.matrix import render_markdown
 
-    merged = merge_reports([LoadedReport("run.json", every_json())])
-    assert render_markdown(parse(merged)) == render_markdown(merged)
-    assert render_html(parse(merged)) == render_html(merged)
+    merged = merge_reports([every_section()])
+    from_file = parse(json.loads(json.dumps(merged.dump())))
+    assert render_markdown(from_file) == render_markdown(merged)
+    assert render_html(from_file) == render_html(merged)
     markdown = render_markdown(merged)
     for shown in ("### Failures (2)", "needs a changefeed", "no redis-server binary", "exited at start", "no FUSE"):
         assert shown in markdown, shown

@@ -16,7 +16,8 @@ import pytest
 
 from prism_testkit.cli import main
 from prism_testkit.findings import KNOWN, KnownFinding
-from prism_testkit.report.merge import LoadedReport, ReportMergeError
+from prism_testkit.report.merge import ReportMergeError, read_report
+from prism_testkit.report.shape import Report
 from prism_testkit.report.versions import cell_text, red, render_versions_markdown, version_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +57,8 @@ def only_the_damaged_leader_finding(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delitem(KNOWN, other)
 
 
-def loaded(name: str, data: dict[str, Any]) -> LoadedReport:
-    return LoadedReport(name, data)
+def loaded(name: str, data: dict[str, Any]) -> Report:
+    return read_report(data, name)
 
 
 OLD = loaded(
@@ -113,7 +114,10 @@ def test_a_loss_no_finding_covers_and_a_finding_that_stopped_reproducing_are_red
 
 
 def test_a_run_that_failed_before_a_verdict_is_red_and_said_below_the_table() -> None:
-    failed = dict(report(judged("t::bitflip", "known", 7020, "2.15.1")), suites=[{"suite": "s", "failed": 1}])
+    failed = dict(
+        report(judged("t::bitflip", "known", 7020, "2.15.1")),
+        suites=[{"suite": "s", "combination": {"backend": "jetstream-r3"}, "failed": 1}],
+    )
     table = version_table([OLD, loaded("new.json", failed)])
     (_bug, control) = table["rows"]
     assert cell_text(control["cells"]["2.15.1"]) == "—", "the control failed before it was judged"
@@ -173,10 +177,13 @@ def test_a_known_finding_of_a_backend_that_ran_but_never_judged_is_a_row_not_run
         ({"suites": []}, "no test of bad.json was judged"),
         (
             report(judged("t::x", "maybe", 1)),
-            "judged entry 0 is not a verdict: ValueError(\"unknown verdict 'maybe'\")",
+            "judged entry 0 is not a verdict: unknown verdict 'maybe'",
         ),
-        (report({"test": "t::x"}), "judged entry 0 is not a verdict: KeyError('verdict')"),
-        (report(judged="nope"), "'judged' is not a list of verdicts"),
+        (
+            report({"test": "t::x"}),
+            "judged entry 0 is not a verdict: it has no verdict, scenario, backend, lost, acknowledged",
+        ),
+        (report(judged="nope"), "bad.json: not a prism-testkit report: judged: Input should be a valid list"),
     ],
 )
 def test_reports_that_cannot_be_tabulated_are_named(data: dict[str, Any], message: str) -> None:
@@ -188,7 +195,7 @@ def test_the_cli_prints_the_table_writes_json_and_refuses_a_file_that_is_no_repo
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = tmp_path / "old.json"
-    old.write_text(json.dumps(OLD.data))
+    old.write_text(json.dumps(OLD.dump()))
     out = tmp_path / "table.json"
     assert main(["report", "versions", str(old), "--json", str(out), "--markdown", "-"]) == 0
     assert "| finding | scenario | backend | 2.12.1 |" in capsys.readouterr().out

@@ -19,7 +19,8 @@ from prism_testkit.errors import FaultUnavailable
 from prism_testkit.faults.power_loss import SUITE_FAULTS, power_loss_unavailable
 from prism_testkit.provision import lazymount
 from prism_testkit.report.matrix import render_markdown
-from prism_testkit.report.merge import LoadedReport, merge_reports
+from prism_testkit.report.merge import merge_reports
+from prism_testkit.report.shape import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ("--pyargs", "prism_testkit.suites.test_contract_power_loss")
@@ -134,13 +135,13 @@ def _job(backend: str) -> dict[str, Any]:
 
 
 def test_a_ci_matrix_merge_keeps_every_jobs_unavailable_rows_and_shows_them_in_markdown() -> None:
-    merged = merge_reports([LoadedReport("a.json", _job("sqlite")), LoadedReport("b.json", _job("postgres"))])
-    [fault] = merged["unavailable_faults"]
-    assert [row["combination"]["backend"] for row in fault["rows"]] == ["postgres", "sqlite"]
+    merged = merge_reports([parse(_job("sqlite")), parse(_job("postgres"))])
+    [fault] = merged.unavailable_faults
+    assert [row.combination["backend"] for row in fault.rows] == ["postgres", "sqlite"]
     text = render_markdown(merged)
     assert "### Unavailable faults (not injected)" in text
     assert (
         "- **power loss**: libfuse3 is not installed; install: apt-get install fuse3 "
         "(rows: power_loss backend=postgres, power_loss backend=sqlite)" in text
     )
-    assert "unavailable_faults" not in merge_reports([LoadedReport("c.json", {"suites": []})])
+    assert "unavailable_faults" not in merge_reports([parse({"suites": []})]).dump()

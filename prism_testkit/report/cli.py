@@ -20,7 +20,6 @@ from prism_testkit.redaction import printable, redact
 from prism_testkit.report.matrix import compliance_matrix, render_markdown
 from prism_testkit.report.merge import (
     ReportMergeError,
-    as_report,
     found_counts,
     load_report,
     merge_reports,
@@ -89,12 +88,12 @@ def run_report_command(args: argparse.Namespace) -> int:
     if args.report_command == "versions":
         return _run_versions(args)
     try:
-        merged = merge_reports([load_report(STDIN if path == "-" else path) for path in args.reports])
-        typed = as_report(merged)  # the model the renderers read (report.shape)
+        typed = merge_reports([load_report(STDIN if path == "-" else path) for path in args.reports])
     except ReportMergeError as exc:
         print(printable(redact(f"prism-testkit: error: {exc}"), sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
-    document = dict(merged, totals=totals(typed), matrix=compliance_matrix(typed))
+    counted = totals(typed)
+    document = {**typed.dump(), "totals": counted.dump(), "matrix": compliance_matrix(typed)}
     markdown = render_markdown(typed, args.title)
     html_dir = args.output if args.report_command == "html" else None
     if args.markdown is None and args.json is None and html_dir is None:
@@ -115,12 +114,8 @@ def run_report_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
-    counted = document["totals"]
     compliant = not (
-        counted["failed"]
-        or counted["errors"]
-        or counted["suites_without_combination"]
-        or counted["backends_not_provisioned"]
+        counted.failed or counted.errors or counted.suites_without_combination or counted.backends_not_provisioned
     )
     compliant = compliant and not any(found_counts(row.anomalies) for row in typed.suites)
     return MERGED_OK if compliant else MERGED_WITH_FAILURES

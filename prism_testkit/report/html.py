@@ -45,7 +45,7 @@ from prism_testkit.report.matrix import (
 from prism_testkit.report.merge import as_report, found_counts, is_red, plural, shard_text, totals, typed_row_key
 
 if TYPE_CHECKING:  # the report's model (pydantic): imported when a report is read
-    from prism_testkit.report.shape import Failure, FaultRow, OneTest, Report, Row
+    from prism_testkit.report.shape import Failure, FaultRow, OneTest, Report, Row, Shard
 
 TITLE = "prism-testkit report"
 PROVENANCE = "provenance"  # the id of the one section a merged report's page may differ in
@@ -192,8 +192,8 @@ def render_html(report: Report | dict[str, Any], title: str = TITLE, base: Path 
 
 def _totals(report: Report) -> str:
     counted = totals(report)
-    errors = f", {plural(counted['errors'], 'error')}" if counted["errors"] else ""
-    head = f"{counted['passed']} passed, {counted['failed']} failed, {counted['skipped']} skipped{errors}"
+    errors = f", {plural(counted.errors, 'error')}" if counted.errors else ""
+    head = f"{counted.passed} passed, {counted.failed} failed, {counted.skipped} skipped{errors}"
     rest = f" in {plural(len(report.suites), 'suite x combination row')}{outside_words(report)}"
     return f'<p class="totals" id="totals"><b>{e(head)}</b>{e(rest)}</p>'
 
@@ -513,7 +513,7 @@ def _provenance(report: Report) -> str:
         if run.get("report"):
             facts.append(f"report {run['report']}")
         lines.append(", ".join(facts))
-    shards = [shard.dump() for shard in report.shards] or ([report.shard.dump()] if report.shard is not None else [])
+    shards: list[Shard] = [*report.shards] or ([report.shard] if report.shard is not None else [])
     lines += [shard_text(shard).replace("`", "") for shard in shards]
     if merged := report.merged_from:
         lines.append(f"merged from {plural(len(merged), 'report')}")

@@ -182,9 +182,9 @@ def render_markdown(report: Report | dict[str, Any], title: str = "prism-testkit
     backends: list[str] = matrix["backends"]
     lines = [f"## {title}", ""]
     counted = totals(typed)
-    errors = f", {plural(counted['errors'], 'error')}" if counted["errors"] else ""
+    errors = f", {plural(counted.errors, 'error')}" if counted.errors else ""
     lines.append(
-        f"**{counted['passed']} passed, {counted['failed']} failed, {counted['skipped']} skipped{errors}** "
+        f"**{counted.passed} passed, {counted.failed} failed, {counted.skipped} skipped{errors}** "
         f"in {len(typed.suites)} "
         f"suite x combination rows{outside_words(typed)}" + _sources(typed.merged_from)
     )

@@ -29,15 +29,27 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from prism_testkit.errors import PrismError
 from prism_testkit.report import unavailable_faults
 
 if TYPE_CHECKING:  # pydantic is imported by what reads or writes a report file, not by a plain run
-    from prism_testkit.report.shape import Backend, BackendReason, Bucket, OneTest, PerTest, Report, Row, SuiteReason
+    from prism_testkit.report.shape import (
+        BackendReason,
+        Bucket,
+        Depth,
+        Digest,
+        Hunt,
+        OneTest,
+        PerTest,
+        Report,
+        Row,
+        Shard,
+        SuiteReason,
+        Totals,
+    )
 
 COUNTS = ("passed", "failed", "skipped", "anomalies", "tolerated")
 
@@ -88,13 +100,10 @@ class ReportMergeError(PrismError):
     """A report cannot be read, or two reports contradict each other."""
 
 
-@dataclass(frozen=True)
-class LoadedReport:
-    path: str
-    data: dict[str, Any]
-
-
-def load_report(path: str | Path) -> LoadedReport:
+def load_report(path: str | Path) -> Report:
+    """The report file at ``path`` as the model (:mod:`.shape`), saying where it was read from: the
+    one place a report file is read. ReportMergeError names the file when it cannot be read, is
+    not JSON, is not a report's shape (and where), or follows a newer schema version."""
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
@@ -103,9 +112,22 @@ def load_report(path: str | Path) -> LoadedReport:
         raise ReportMergeError(f"{path}: not a JSON report: {exc}") from None
     except RecursionError:
         raise ReportMergeError(f"{path}: not a JSON report: nested too deeply") from None
+    return read_report(data, str(path))
+
+
+def read_report(data: object, path: str) -> Report:
+    """A report file's JSON (``data``, read from ``path``) as the model, or ReportMergeError
+    naming the file and where it is not a report's shape, or which newer schema it follows."""
     if not isinstance(data, dict) or not isinstance(data.get("suites"), list):
         raise ReportMergeError(f"{path}: not a prism-testkit report (no 'suites' list)")
-    return LoadedReport(str(path), data)
+    from prism_testkit.report.shape import NewerSchema, NotAReport, parse  # pydantic: paid for by readers
+
+    try:
+        return parse(data).read_from(path)
+    except NewerSchema as exc:
+        raise ReportMergeError(f"{path}: {exc}") from None
+    except NotAReport as exc:
+        raise ReportMergeError(f"{path}: not a prism-testkit report: {exc}") from None
 
 
 # What a row counts per name besides outcomes: checker findings (forbidden, tolerated) and the
@@ -146,29 +168,30 @@ def describe_row(key: RowKey) -> str:
     return f"suite {suite} [{f'ns={namespace} ' if namespace else ''}{slots}]"
 
 
-@dataclass(frozen=True)
-class TypedReport:
-    """A report file as the model (:mod:`.shape`) reads it, and the file's path."""
+class Named(NamedTuple):
+    """A report and the name a merge gives it (its file, or its place among the reports)."""
 
     path: str
     report: Report
 
 
-def _merge_rows(reports: list[TypedReport]) -> list[dict[str, Any]]:
+def named_reports(reports: list[Report]) -> list[Named]:
+    return [Named(report.source or f"report {n}", report) for n, report in enumerate(reports, 1)]
+
+
+def _merge_rows(reports: list[Named]) -> list[Row]:
     rows: dict[RowKey, tuple[str, Row]] = {}
-    merged: dict[RowKey, dict[str, Any]] = {}
-    for typed in reports:
-        for row in typed.report.suites:
+    for named in reports:
+        for row in named.report.suites:
             key = typed_row_key(row)
             seen = rows.get(key)
             if seen is None:
-                rows[key] = (typed.path, row)
+                rows[key] = (named.path, row)
             elif seen[1].tests is not None and row.tests is not None:
-                rows[key] = (seen[0], _add_shard(key, seen, (typed.path, row)))
-                merged[key] = rows[key][1].dump()
+                rows[key] = (seen[0], _add_shard(key, seen, (named.path, row)))
             else:
-                _same_counts(key, seen, (typed.path, row))
-    return [merged.get(key) or row.dump() for key, (_, row) in sorted(rows.items())]
+                _same_counts(key, seen, (named.path, row))
+    return [row for _, (_, row) in sorted(rows.items())]
 
 
 def same_test(first_of: dict[str, str], test: str, identity: str | None) -> str:
@@ -189,8 +212,18 @@ def merged_test(known: OneTest, other: OneTest) -> OneTest | None:
     return known if known.outcome == other.outcome else None
 
 
+def _summed(entries: Iterable[OneTest], kind: str) -> dict[str, int]:
+    """What ``entries`` found of ``kind`` (one of KINDS), added up."""
+    found: Counter[str] = Counter()
+    for entry in entries:
+        found.update(found_counts(getattr(entry, kind)))
+    return dict(sorted(found.items()))
+
+
 def _add_shard(key: RowKey, first: tuple[str, Row], other: tuple[str, Row]) -> Row:
     """One row from two shards of it: the union of their tests, counted again."""
+    from prism_testkit.report.shape import Row
+
     (first_path, first_row), (other_path, other_row) = first, other
     tests = dict(first_row.tests or {})  # both carry their tests: the caller checked
     first_of = {entry.identity: test for test, entry in tests.items() if entry.identity is not None}
@@ -204,27 +237,36 @@ def _add_shard(key: RowKey, first: tuple[str, Row], other: tuple[str, Row]) -> R
                 f"{_named(test, named)} {known.outcome} vs {entry.outcome}"
             )
         tests[test] = found_test
-    merged = {
-        name: value
-        for name, value in first_row.dump().items()
-        if name not in (*COUNTS, "errors", "tests", "covered", "covered_by")
-    }
-    merged.update(outcome_counts(entry.outcome for entry in tests.values()))
-    for kind in KINDS:
-        found: Counter[str] = Counter()
-        for entry in tests.values():
-            found.update(found_counts(getattr(entry, kind)))
-        merged[kind] = dict(sorted(found.items()))
-    merged["duration_s"] = round(sum(float(entry.duration_s) for entry in tests.values()), 3)
-    drawn = [int(entry.depth) for entry in tests.values() if entry.depth is not None]
+    entries = list(tests.values())
+    counted = outcome_counts(entry.outcome for entry in entries)
+    merged = Row(
+        suite=first_row.suite,
+        combination=first_row.combination,
+        passed=counted["passed"],
+        failed=counted["failed"],
+        skipped=counted["skipped"],
+        errors=counted["errors"],
+        anomalies=_summed(entries, "anomalies"),
+        tolerated=_summed(entries, "tolerated"),
+        faults=_summed(entries, "faults"),
+        verdicts=_summed(entries, "verdicts"),
+        known=_summed(entries, "known"),
+        duration_s=round(sum(float(entry.duration_s) for entry in entries), 3),
+        tests=dict(sorted(tests.items())),
+        **(first_row.model_extra or {}),  # what this prism-testkit does not know, kept
+    )
+    if "namespace" in first_row.model_fields_set:
+        merged.namespace = first_row.namespace
+    drawn = [int(entry.depth) for entry in entries if entry.depth is not None]
     if drawn:  # the examples its stateful tests drew, over every shard
-        merged["depth"] = max(drawn)
-    covered = [entry.covered_by for entry in tests.values() if entry.covered_by]
+        merged.depth = max(drawn)
+    elif "depth" in first_row.model_fields_set:
+        merged.depth = first_row.depth
+    covered = [entry.covered_by for entry in entries if entry.covered_by]
     if covered:  # tests a replicated backend's twin ran in its place (skipped here)
-        merged["covered"] = len(covered)
-        merged["covered_by"] = {b: t for found_by in covered for b, t in sorted(found_by.items())}
-    merged["tests"] = {test: entry.dump() for test, entry in sorted(tests.items())}
-    return type(first_row).model_validate(merged)
+        merged.covered = len(covered)
+        merged.covered_by = {b: t for found_by in covered for b, t in sorted(found_by.items())}
+    return merged
 
 
 def _named(test: str, other: str) -> str:
@@ -240,51 +282,44 @@ def _same_counts(key: RowKey, first: tuple[str, Row], other: tuple[str, Row]) ->
         raise ReportMergeError(f"{first_path} and {other_path} disagree on {describe_row(key)}: {detail}")
 
 
-def _count(row: Row, name: str) -> Any:
+def _count(row: Row, name: str) -> int | dict[str, int] | None:
     # reports before the errors column had none (0); a count a report lacks is None
     value = getattr(row, name) if name in row.model_fields_set or name == "errors" else None
     return found_counts(value) if isinstance(value, dict) else value
 
 
-def _reasons(reports: list[TypedReport], section: str, ran: set[str]) -> dict[str, str]:
-    """suite -> reason for suites listed in ``section`` of some report that ran nowhere."""
+def _reasons(sections: Iterable[list[SuiteReason]], ran: set[str]) -> dict[str, str]:
+    """suite -> reason for suites listed in a section of some report that ran nowhere."""
     found: dict[str, str] = {}
-    for typed in reports:
-        entries: list[SuiteReason] = getattr(typed.report, section)
+    for entries in sections:
         for entry in entries:
             if entry.suite not in ran:
                 found.setdefault(entry.suite, entry.reason)
     return found
 
 
-def typed_reports(reports: list[LoadedReport]) -> list[TypedReport]:
-    """Every report as the model (:mod:`.shape`), or ReportMergeError naming the file and where it
-    is not a report's shape, or which newer schema version it follows."""
-    from prism_testkit.report.shape import NewerSchema, NotAReport, parse  # pydantic: paid for by readers
-
-    found = []
-    for loaded in reports:
-        try:
-            found.append(TypedReport(loaded.path, parse(loaded.data)))
-        except NewerSchema as exc:
-            raise ReportMergeError(f"{loaded.path}: {exc}") from None
-        except NotAReport as exc:
-            raise ReportMergeError(f"{loaded.path}: not a prism-testkit report: {exc}") from None
-    return found
-
-
-def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
-    """One report equivalent to a single run over the union of the reports' rows."""
+def merge_reports(reports: list[Report]) -> Report:
+    """One report equivalent to a single run over the union of the reports' rows (each named by
+    the file it was read from: :func:`load_report`)."""
     if not reports:
         raise ReportMergeError("no reports to merge")
-    from prism_testkit.report.shape import SCHEMA_VERSION
+    from prism_testkit.report.shape import (
+        SCHEMA_VERSION,
+        Backend,
+        BackendReason,
+        Report,
+        SuiteReason,
+        UnavailableBackend,
+        merged_run,
+        merged_shard,
+    )
 
-    typed = typed_reports(reports)
+    typed = named_reports(reports)
     check_runs_and_shards(typed)
     rows = _merge_rows(typed)
-    ran = {row["suite"] for row in rows}
-    no_runnable = _reasons(typed, "no_runnable_combinations", ran)
-    not_applicable = {s: r for s, r in _reasons(typed, "not_applicable", ran).items() if s not in no_runnable}
+    ran = {row.suite for row in rows}
+    no_runnable = _reasons((t.report.no_runnable_combinations for t in typed), ran)
+    let_off = _reasons((t.report.not_applicable for t in typed), ran)
     available: dict[str, Backend] = {}  # backend -> how the first job provisioned it, its version
     for one in typed:
         for backend in one.report.backends:
@@ -299,63 +334,69 @@ def merge_reports(reports: list[LoadedReport]) -> dict[str, Any]:
                 unavailable.setdefault(entry.backend, entry.reason)
                 known = fits.setdefault(entry.backend, set())
                 fits[entry.backend] = None if known is None or entry.fits is None else known | set(entry.fits)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        **{bucket: _merge_bucket(typed, bucket, ran) for bucket in BUCKETS},
-        "suites": rows,
-        "no_runnable_combinations": [{"suite": s, "reason": r} for s, r in sorted(no_runnable.items())],
-        "not_applicable": [{"suite": s, "reason": r} for s, r in sorted(not_applicable.items())],
-        "backends": [available[b].dump() for b in sorted(available)],
-        "unavailable": [_unavailable(b, r, fits[b]) for b, r in sorted(unavailable.items())],
-        **(
-            {"not_provisioned": [{"backend": b, "reason": r} for b, r in sorted(stopped.items())]}
-            if (stopped := _first_reasons(typed, "not_provisioned"))
-            else {}
-        ),
-        "failures": _by_test(typed, "failures"),
-        **({"power_cuts": cuts} if (cuts := _by_test(typed, "power_cuts")) else {}),
-        **({"judged": judged} if (judged := _by_test(typed, "judged")) else {}),
-        **({"rebuilt": rebuilt} if (rebuilt := _by_test(typed, "rebuilt")) else {}),
-        "failed_to_start": [
-            {"backend": b, "reason": r} for b, r in sorted(_first_reasons(typed, "failed_to_start").items())
+    merged = Report(
+        schema_version=SCHEMA_VERSION,
+        outside_suites=_merge_bucket(typed, "outside_suites", ran),
+        without_combination=_merge_bucket(typed, "without_combination", ran),
+        suites=rows,
+        no_runnable_combinations=[SuiteReason(suite=s, reason=r) for s, r in sorted(no_runnable.items())],
+        not_applicable=[SuiteReason(suite=s, reason=r) for s, r in sorted(let_off.items()) if s not in no_runnable],
+        backends=[available[b] for b in sorted(available)],
+        unavailable=[UnavailableBackend(backend=b, reason=r) for b, r in sorted(unavailable.items())],
+        failures=_by_test(t.report.failures for t in typed),
+        failed_to_start=[
+            BackendReason(backend=b, reason=r)
+            for b, r in sorted(_first_reasons(t.report.failed_to_start for t in typed).items())
         ],
-        **(
-            {"unavailable_faults": [fault.dump() for fault in faults]}
-            if (faults := unavailable_faults.merged([t.report.unavailable_faults for t in typed]))
-            else {}
-        ),
-        **({"covered_by_twins": twins} if (twins := _covered_by_twins(rows)) else {}),
-        **({"hunt": hunt} if (hunt := _hunts(typed)) else {}),
-        **({"history_digests": digests} if (digests := _digests(typed)) else {}),
-        **({"depth": depth} if (depth := _depth(typed)) else {}),
-        "runs": [dict(run, report=t.path) for t in typed if t.report.run is not None and (run := t.report.run.dump())],
-        **({"shards": shards} if (shards := _shards(typed)) else {}),
-        "merged_from": [t.path for t in typed],
-    }
+        runs=[merged_run(t.report.run, t.path) for t in typed if t.report.run is not None and t.report.run.dump()],
+        merged_from=[t.path for t in typed],
+    )
+    for entry in merged.unavailable:
+        if (suites := fits[entry.backend]) is not None:
+            entry.fits = sorted(suites)
+    # the sections no report had stay out, as a run leaves them out
+    if stopped := _first_reasons(t.report.not_provisioned for t in typed):
+        merged.not_provisioned = [BackendReason(backend=b, reason=r) for b, r in sorted(stopped.items())]
+    if cuts := _by_test(t.report.power_cuts for t in typed):
+        merged.power_cuts = cuts
+    if judged := _by_test(t.report.judged for t in typed):
+        merged.judged = judged
+    if rebuilt := _by_test(t.report.rebuilt for t in typed):
+        merged.rebuilt = rebuilt
+    if faults := unavailable_faults.merged([t.report.unavailable_faults for t in typed]):
+        merged.unavailable_faults = faults
+    if twins := _covered_by_twins(rows):
+        merged.covered_by_twins = twins
+    if (hunt := _hunts(typed)) is not None:
+        merged.hunt = hunt
+    if digests := _digests(typed):
+        merged.history_digests = digests
+    if (depth := _depth(typed)) is not None:
+        merged.depth = depth
+    if shards := [merged_shard(t.report.shard, t.path) for t in typed if t.report.shard is not None]:
+        merged.shards = shards
+    return merged
 
 
-def _unavailable(backend: str, reason: str, fits: set[str] | None) -> dict[str, Any]:
-    return {"backend": backend, "reason": reason, **({} if fits is None else {"fits": sorted(fits)})}
-
-
-def _first_reasons(reports: list[TypedReport], section: str) -> dict[str, str]:
+def _first_reasons(sections: Iterable[list[BackendReason]]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for typed in reports:
-        entries: list[BackendReason] = getattr(typed.report, section)
+    for entries in sections:
         for entry in entries:
             found.setdefault(entry.backend, entry.reason)
     return found
 
 
-def _by_test(reports: list[TypedReport], section: str) -> list[dict[str, Any]]:
+_PerTest = TypeVar("_PerTest", bound="PerTest")
+
+
+def _by_test(sections: Iterable[list[_PerTest]]) -> list[_PerTest]:
     """A section of per-test entries: each test's first, in test order."""
-    found: dict[str, PerTest] = {}
+    found: dict[str, _PerTest] = {}
     first_of: dict[str, str] = {}
-    for typed in reports:
-        entries: list[PerTest] = getattr(typed.report, section)
+    for entries in sections:
         for entry in entries:
             found.setdefault(same_test(first_of, entry.test, entry.identity), entry)
-    return [found[test].dump() for test in sorted(found)]
+    return [found[test] for test in sorted(found)]
 
 
 def as_report(report: Report | dict[str, Any]) -> Report:
@@ -382,32 +423,33 @@ def raw_totals(report: dict[str, Any]) -> dict[str, int]:
     return counted
 
 
-def totals(report: Report | dict[str, Any]) -> dict[str, int]:
+def totals(report: Report | dict[str, Any]) -> Totals:
     """Tests passed / failed / skipped / errors over every row and the tests in none (outside the
     suites, or in a module nothing selected fits), and the suites that had no combination."""
+    from prism_testkit.report.shape import Totals
+
     typed = as_report(report)
     outside = [bucket for bucket in (typed.outside_suites, typed.without_combination) if bucket is not None]
-    counted = {name: sum(int(getattr(row, name)) for row in [*typed.suites, *outside]) for name in ROW_COUNTS}
-    counted["rows"] = len(typed.suites)
-    counted["suites_without_combination"] = len(typed.no_runnable_combinations)
-    # backends a job named and could not provision: that job stopped before any test (red)
-    counted["backends_not_provisioned"] = len(typed.not_provisioned)
-    return counted
+    counted: list[Row | Bucket] = [*typed.suites, *outside]
+    return Totals(
+        passed=sum(row.passed for row in counted),
+        failed=sum(row.failed for row in counted),
+        skipped=sum(row.skipped for row in counted),
+        errors=sum(row.errors for row in counted),
+        rows=len(typed.suites),
+        suites_without_combination=len(typed.no_runnable_combinations),
+        # backends a job named and could not provision: that job stopped before any test (red)
+        backends_not_provisioned=len(typed.not_provisioned),
+    )
 
 
-def check_shapes(reports: list[LoadedReport]) -> None:
-    """Every report has a report's shape (:mod:`.shape`), or ReportMergeError names the file and
-    where it is not one."""
-    typed_reports(reports)
-
-
-def shard_text(shard: dict[str, Any]) -> str:
+def shard_text(shard: Shard) -> str:
     """``shard 2 of 3 of `--prism-backend=redis```."""
-    of = f" of `{shard['selection']}`" if shard.get("selection") else ""
-    return f"shard {shard['index']} of {shard['count']}{of}"
+    of = f" of `{shard.selection}`" if shard.selection else ""
+    return f"shard {shard.index} of {shard.count}{of}"
 
 
-def check_runs_and_shards(reports: list[TypedReport]) -> None:
+def check_runs_and_shards(reports: list[Named]) -> None:
     """No run twice (the same ``run.id``: a report given twice, or copied), and of every sharded
     selection each shard once, none missing: a merge short of a shard, or with one counted
     twice, would say less or more than the run said."""
@@ -421,26 +463,25 @@ def check_runs_and_shards(reports: list[TypedReport]) -> None:
                 f"{runs[str(run_id)]} and {typed.path} are the same run (run id {run_id}): a report given twice"
             )
         runs[str(run_id)] = typed.path
-    selections: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
+    selections: dict[str, dict[int, tuple[str, Shard]]] = {}
     counts: dict[str, tuple[str, int]] = {}
     for typed in reports:
-        if typed.report.shard is None:
+        shard = typed.report.shard
+        if shard is None:
             continue
-        shard = typed.report.shard.dump()
-        selection = str(typed.report.shard.selection or "")
-        index, count = typed.report.shard.index, typed.report.shard.count
-        if index > count:
-            raise ReportMergeError(f"{typed.path}: shard {index} of {count} cannot be")
-        first = counts.setdefault(selection, (typed.path, count))
-        if first[1] != count:
+        selection = str(shard.selection or "")
+        if shard.index > shard.count:
+            raise ReportMergeError(f"{typed.path}: shard {shard.index} of {shard.count} cannot be")
+        first = counts.setdefault(selection, (typed.path, shard.count))
+        if first[1] != shard.count:
             raise ReportMergeError(
                 f"{first[0]} and {typed.path} disagree on how many shards {selection or 'the run'} has: "
-                f"{first[1]} vs {count}"
+                f"{first[1]} vs {shard.count}"
             )
         seen = selections.setdefault(selection, {})
-        if index in seen:
-            raise ReportMergeError(f"{shard_text(shard)} twice: {seen[index][0]} and {typed.path}")
-        seen[index] = (typed.path, shard)
+        if shard.index in seen:
+            raise ReportMergeError(f"{shard_text(shard)} twice: {seen[shard.index][0]} and {typed.path}")
+        seen[shard.index] = (typed.path, shard)
     for selection, seen in selections.items():
         count = counts[selection][1]
         missing = [index for index in range(1, count + 1) if index not in seen]
@@ -454,7 +495,7 @@ def check_runs_and_shards(reports: list[TypedReport]) -> None:
             )
 
 
-def _merge_bucket(reports: list[TypedReport], bucket: str, ran: set[str]) -> dict[str, Any]:
+def _merge_bucket(reports: list[Named], bucket: str, ran: set[str]) -> Bucket:
     """The tests no row holds (``bucket``: outside_suites, without_combination), merged test by
     test as a row's are: a test in two reports with one outcome counts once, with two it is a
     contradiction. A module let off in one job (its tests skipped: nothing there fits) whose
@@ -462,6 +503,8 @@ def _merge_bucket(reports: list[TypedReport], bucket: str, ran: set[str]) -> dic
     skips are left out; a red one stays, as its job was red. A report written before buckets
     carried their tests adds its counts (without_combination: only the red ones, its skips
     cannot be told apart)."""
+    from prism_testkit.report.shape import Bucket
+
     tests: dict[str, OneTest] = {}
     found_in: dict[str, str] = {}
     first_of: dict[str, str] = {}
@@ -490,52 +533,54 @@ def _merge_bucket(reports: list[TypedReport], bucket: str, ran: set[str]) -> dic
         if is_red(entry.outcome) or entry.suite is None or entry.suite not in ran
     }
     counted.update(outcome_counts(entry.outcome for entry in kept.values()))
-    return {**{name: counted[name] for name in ROW_COUNTS}, "tests": {test: e.dump() for test, e in kept.items()}}
+    return Bucket(
+        passed=counted["passed"],
+        failed=counted["failed"],
+        skipped=counted["skipped"],
+        errors=counted["errors"],
+        tests=kept,
+    )
 
 
-def _covered_by_twins(rows: list[dict[str, Any]]) -> dict[str, int]:
+def _covered_by_twins(rows: list[Row]) -> dict[str, int]:
     """twin -> how many tests of replicated backends it covered, as a run counts them."""
     counts: Counter[str] = Counter()
     for row in rows:
-        if "tests" not in row:  # a report before rows carried their tests: the row's count
-            counts.update(
-                {twin: int(row.get("covered", 0)) for twin in dict.fromkeys(row.get("covered_by", {}).values())}
-            )
+        if row.tests is None:  # a report before rows carried their tests: the row's count
+            counts.update({twin: int(row.covered) for twin in dict.fromkeys(row.covered_by.values())})
             continue
-        for entry in row["tests"].values():
-            counts.update(dict.fromkeys(dict.fromkeys((entry.get("covered_by") or {}).values()), 1))
+        for entry in row.tests.values():
+            counts.update(dict.fromkeys(dict.fromkeys((entry.covered_by or {}).values()), 1))
     return {twin: n for twin, n in sorted(counts.items()) if n}
 
 
-def _hunts(reports: list[TypedReport]) -> dict[str, Any]:
+def _hunts(reports: list[Named]) -> Hunt | None:
     """Every hunted test of every report (a hunt is evidence, never deduplicated away)."""
+    from prism_testkit.report.shape import Hunt
+
     tests = [entry for typed in reports if typed.report.hunt is not None for entry in typed.report.hunt.tests]
     if not tests:
-        return {}
+        return None
     ordered = sorted(tests, key=lambda entry: str(entry.test))
-    return {"tests": [e.dump() for e in ordered], "failures": [e.dump() for e in ordered if e.failed]}
+    return Hunt(tests=ordered, failures=[e for e in ordered if e.failed])
 
 
-def _digests(reports: list[TypedReport]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
+def _digests(reports: list[Named]) -> dict[str, Digest]:
+    found: dict[str, Digest] = {}
     first_of: dict[str, str] = {}
     for typed in reports:
         for test, digest in typed.report.history_digests.items():
-            found.setdefault(same_test(first_of, test, digest.identity), digest.dump())
+            found.setdefault(same_test(first_of, test, digest.identity), digest)
     return dict(sorted(found.items()))
 
 
-def _depth(reports: list[TypedReport]) -> dict[str, Any]:
+def _depth(reports: list[Named]) -> Depth | None:
     """The run's depth: the first report's (what it asked for, the commands that go deeper), with
     what every report's stateful tests drew."""
     depths = [typed.report.depth for typed in reports if typed.report.depth is not None]
     if not depths:
-        return {}
-    first = depths[0].dump()
+        return None
+    first = depths[0].model_copy()
     if any("drawn" in depth.model_fields_set for depth in depths):
-        first["drawn"] = sorted({drawn for depth in depths for drawn in depth.drawn})
+        first.drawn = sorted({drawn for depth in depths for drawn in depth.drawn})
     return first
-
-
-def _shards(reports: list[TypedReport]) -> list[dict[str, Any]]:
-    return [dict(t.report.shard.dump(), report=t.path) for t in reports if t.report.shard is not None]

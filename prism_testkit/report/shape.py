@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, TypeAdapter, ValidationError
 
 # The version of this model a report follows (its ``schema_version``). Raise it when a section
 # changes meaning (not when one is added: a reader keeps what it does not know). A report without
@@ -240,6 +240,11 @@ class MergedShard(Shard):
     report: str  # the file it came from
 
 
+def merged_shard(shard: Shard, report: str) -> MergedShard:
+    """``shard`` as a merge lists it: with the file it came from."""
+    return MergedShard.model_validate({**shard.dump(), "report": report})
+
+
 class Run(_Open):
     """Which prism-testkit wrote the report, when, how long it took, and the run's id (a merge
     refuses a run given twice)."""
@@ -255,11 +260,22 @@ class MergedRun(Run):
     report: str  # the file it came from
 
 
+def merged_run(run: Run, report: str) -> MergedRun:
+    """``run`` as a merge lists it: with the file it came from."""
+    return MergedRun.model_validate({**run.dump(), "report": report})
+
+
 class Totals(_Open):
+    """pytest's counts over every test of the report: in its rows and in none. A run writes the
+    four counts; a merge (``report merge --json``) recounts them and adds the rest."""
+
     passed: Count = 0
     failed: Count = 0
     skipped: Count = 0
     errors: Count = 0
+    rows: Count | None = None  # suite x combination rows
+    suites_without_combination: Count | None = None  # suites nothing selected could run (failed)
+    backends_not_provisioned: Count | None = None  # backends a job named and could not provision (red)
 
 
 class Depth(_Open):
@@ -300,6 +316,17 @@ class Report(_Open):
     runs: list[MergedRun] = []
     shards: list[MergedShard] = []
     merged_from: list[str] = []
+    _source: str | None = PrivateAttr(default=None)  # the file it was read from (not in the file)
+
+    @property
+    def source(self) -> str | None:
+        """The file this report was read from (:func:`~.merge.load_report`); None: built in memory."""
+        return self._source
+
+    def read_from(self, path: str) -> Report:
+        """This report, saying it was read from ``path`` (what a merge names it by)."""
+        self._source = path
+        return self
 
 
 _REPORT = TypeAdapter(Report)

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prism_testkit import findings
 from prism_testkit.redaction import redact
-from prism_testkit.report.merge import LoadedReport, ReportMergeError, plural, raw_totals
+from prism_testkit.report.merge import Named, ReportMergeError, named_reports, plural, totals
+
+if TYPE_CHECKING:
+    from prism_testkit.report.shape import Report
 
 # findings.judge's verdicts
 KNOWN, LOST, NO_LONGER, TOLERATED, HELD = "known", "lost", "no longer reproduces", "tolerated", "held"
@@ -63,58 +66,56 @@ class Verdict:
     counts: str | None = None  # what lost of acknowledged counts where it is no write loss (judge's counts)
 
 
-def verdicts(report: LoadedReport) -> list[Verdict]:
+def verdicts(named: Named) -> list[Verdict]:
     """The report's judged tests; ReportMergeError for an entry that is not a verdict."""
-    entries = report.data.get("judged", [])
-    if not isinstance(entries, list):
-        raise ReportMergeError(f"{report.path}: 'judged' is not a list of verdicts")
-    backends = report.data.get("backends", [])
-    if not isinstance(backends, list):
-        raise ReportMergeError(f"{report.path}: 'backends' is not a list of backends")
-    told = {str(entry.get("backend")): entry.get("server_version") for entry in backends if isinstance(entry, dict)}
+    report = named.report
+    # the server's own word, else what the report's backends say it ran
+    told = {entry.backend: entry.server_version for entry in report.backends}
     found = []
-    for index, entry in enumerate(entries):
-        try:
-            verdict = str(entry["verdict"])
-            if verdict not in VERDICTS:
-                raise ValueError(f"unknown verdict {verdict!r}")
-            backend = str(entry["backend"])
-            found.append(
-                Verdict(
-                    report=report.path,
-                    test=str(entry["test"]),
-                    finding=entry.get("finding") or None,
-                    scenario=str(entry["scenario"]),
-                    backend=backend,
-                    # the server's own word, else what the report's backends say it ran
-                    version=str(entry.get("version") or told.get(backend) or UNKNOWN_VERSION),
-                    verdict=verdict,
-                    lost=int(entry["lost"]),
-                    acknowledged=int(entry["acknowledged"]),
-                    tolerated=entry.get("tolerated") or None,
-                    counts=entry.get("counts") or None,
-                )
+    for index, entry in enumerate(report.judged):
+        scenario, backend, verdict = entry.scenario, entry.backend, entry.verdict
+        lost, acknowledged = entry.lost, entry.acknowledged
+        if scenario is None or backend is None or verdict is None or lost is None or acknowledged is None:
+            lacks = ", ".join(name for name in _VERDICT_FIELDS if getattr(entry, name) is None)
+            raise ReportMergeError(f"{named.path}: judged entry {index} is not a verdict: it has no {lacks}")
+        if verdict not in VERDICTS:
+            raise ReportMergeError(f"{named.path}: judged entry {index} is not a verdict: unknown verdict {verdict!r}")
+        found.append(
+            Verdict(
+                report=named.path,
+                test=entry.test,
+                finding=entry.finding or None,
+                scenario=scenario,
+                backend=backend,
+                version=entry.version or told.get(backend) or UNKNOWN_VERSION,
+                verdict=verdict,
+                lost=lost,
+                acknowledged=acknowledged,
+                tolerated=entry.tolerated or None,
+                counts=entry.counts or None,
             )
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ReportMergeError(f"{report.path}: judged entry {index} is not a verdict: {exc!r}") from None
+        )
     return found
+
+
+_VERDICT_FIELDS = ("verdict", "scenario", "backend", "lost", "acknowledged")  # what a cell needs of a verdict
 
 
 def _version_order(version: str) -> tuple[bool, tuple[int, ...], str]:
     return (version == UNKNOWN_VERSION, findings.version_key(version), version)
 
 
-def version_table(reports: list[LoadedReport]) -> dict[str, Any]:
+def version_table(reports: list[Report]) -> dict[str, Any]:
     """``{"versions": [...], "rows": [{"finding", "scenario", "backend", "cells": {version: cell}}],
     "runs": [...]}``. A cell has ``status`` (its worst verdict, or ``not run``), ``tests`` and
     ``verdicts`` (verdict -> tests) and ``losses`` (``[lost, acknowledged]`` per test, in test
     order). ``runs`` says per report the versions it judged and pytest's counts."""
     if not reports:
         raise ReportMergeError("no reports to tabulate")
-    judged = [(report, verdicts(report), *_read(report)) for report in reports]
+    judged = [(named, verdicts(named), *_read(named.report)) for named in named_reports(reports)]
     found = [verdict for _, of_report, _, _ in judged for verdict in of_report]
     if not found:
-        names = ", ".join(report.path for report in reports)
+        names = ", ".join(named.path for named, _, _, _ in judged)
         raise ReportMergeError(
             f"no test of {names} was judged against the known findings (no 'judged' section): run a suite that "
             "judges its loss, such as suites/test_contract_damaged_leader.py, with --prism-report"
@@ -147,26 +148,21 @@ def version_table(reports: list[LoadedReport]) -> dict[str, Any]:
             )
     runs = [
         {
-            "report": report.path,
+            "report": named.path,
             "versions": sorted({v.version for v in of_report}, key=_version_order),
             "judged": len(of_report),
             "totals": counted,
         }
-        for report, of_report, _, counted in judged
+        for named, of_report, _, counted in judged
     ]
     return {"versions": versions, "rows": rows, "runs": runs}
 
 
-def _read(report: LoadedReport) -> tuple[set[str], dict[str, int]]:
-    """The backends a report ran and pytest's counts; ReportMergeError where its shape is not a
-    report's (a file edited by hand, or another tool's JSON with a 'suites' list)."""
-    try:
-        listed = {str(entry.get("backend")) for entry in report.data.get("backends", []) if isinstance(entry, dict)}
-        rows = report.data["suites"]
-        ran = {str(b) for row in rows for b in (row.get("combination") or {}).values()}
-        return listed | ran, raw_totals(report.data)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ReportMergeError(f"{report.path}: not a prism-testkit report: {exc!r}") from None
+def _read(report: Report) -> tuple[set[str], dict[str, int]]:
+    """The backends a report ran and pytest's counts."""
+    listed = {entry.backend for entry in report.backends}
+    ran = {backend for row in report.suites for backend in row.combination.values()}
+    return listed | ran, totals(report).dump()
 
 
 def _cell(of_cell: list[Verdict]) -> dict[str, Any]:
