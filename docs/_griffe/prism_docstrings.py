@@ -1,6 +1,6 @@
 """Griffe extension for the manual's API reference (docs/reference/, mkdocs.yml's mkdocstrings).
 
-Two things the docstrings and the install layout need that mkdocstrings does not do alone:
+Three things the docstrings and the install layout need that mkdocstrings does not do alone:
 
 * ``backends/`` and ``patterns/`` install as ``prism_testkit.backends`` and
   ``prism_testkit.patterns`` (pyproject's ``package-dir``), which Griffe cannot follow: the
@@ -11,6 +11,9 @@ Two things the docstrings and the install layout need that mkdocstrings does not
   target has a page in the reference, plain code where it has none (so the strict build has
   nothing to warn about). A leading ``~`` shows the last name only, as in Sphinx; a short or
   relative name is looked up from the documented object outwards (its class, module, package).
+* A paragraph that ends in Sphinx's ``::`` (``Usage::``) introduces an indented literal block:
+  the marker becomes ``:`` (or goes, alone on its line), and the block is Markdown's indented
+  code block.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ MAPPED = {"backends": ROOT / "backends", "patterns": ROOT / "patterns"}
 ROLE = re.compile(r":(?:py:)?(?P<kind>class|func|meth|mod|attr|data|exc|obj|const):`(?P<target>[^`]+)`")
 TITLED = re.compile(r"(?P<title>.+?)\s*<(?P<target>[^>]+)>")
 CALLABLE = {"func", "meth"}
+# Sphinx's literal-block marker: "Usage::" shows as "Usage:", a "::" alone on its line not at all;
+# the indented block after it is a code block in Markdown too
+LITERAL_MARKER = re.compile(r"(?m)(?:(?<=\S)(?P<colon>::)|^[ \t]*::)[ \t]*$")
 
 
 def canonical(path: str, known: griffe.ModulesCollection) -> str | None:
@@ -68,6 +74,7 @@ def rewrite(text: str, scope: griffe.Object, known: griffe.ModulesCollection) ->
         identifier = resolve(target.rstrip("()"), scope, known)
         return f'<autoref identifier="{html.escape(identifier)}" optional><code>{html.escape(shown)}</code></autoref>'
 
+    text = LITERAL_MARKER.sub(lambda match: ":" if match["colon"] else "", text)
     return ROLE.sub(one, text)
 
 

@@ -54,18 +54,21 @@ class TieredStorageMetrics:
 
 
 class TieredStorage:
-    """Usage::
+    """The client API: ``get``, ``put``, ``delete`` and ``exists`` over the tiers, each key found
+    through the reference store.
 
-    store = TieredStorage(
-        {"hot": KeyValueTier(redis_kv), "cold": ObjectTier(s3, "archive", stream_threshold=8 << 20,
-                                                        chunk_size=1 << 20)},
-        reference=postgres_kv,
-        config=TieredStorageConfig(),
-    )
-    await store.prepare()
-    await store.put("user:1", b"...")
-    value = await store.get("user:1")
-    await Migrator(store).run_once()   # applies rules, tier ttl and capacity
+    Usage::
+
+        store = TieredStorage(
+            {"hot": KeyValueTier(redis_kv), "cold": ObjectTier(s3, "archive", stream_threshold=8 << 20,
+                                                            chunk_size=1 << 20)},
+            reference=postgres_kv,
+            config=TieredStorageConfig(),
+        )
+        await store.prepare()
+        await store.put("user:1", b"...")
+        value = await store.get("user:1")
+        await Migrator(store).run_once()   # applies rules, tier ttl and capacity
     """
 
     def __init__(
