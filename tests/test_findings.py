@@ -14,6 +14,7 @@ import pytest
 from prism_testkit import findings
 from prism_testkit.findings import KNOWN, KnownFinding, finding_for, judge
 from prism_testkit.report.matrix import compliance_matrix, render_markdown
+from prism_testkit.report.shape import parse
 from suites.test_contract_objects import RACED_DELETES
 
 BUG = KNOWN["nats-server#7549"]
@@ -147,9 +148,9 @@ def test_the_report_and_the_matrix_name_a_reproduced_finding_never_a_plain_pass(
     report = json.loads((pytester.path / "r.json").read_text())
     (row,) = report["suites"]
     assert row["known"] == {"demo#1": 1}
-    cell = compliance_matrix(report)["cells"]["demo_findings"]["memstore"]
-    assert cell["status"] == "known finding"
-    assert "🐞 1 passed, 1 skipped, demo#1 reproduced (1 test)" in render_markdown(report)
+    cell = compliance_matrix(parse(report)).cells["demo_findings"]["memstore"]
+    assert cell.status == "known finding"
+    assert "🐞 1 passed, 1 skipped, demo#1 reproduced (1 test)" in render_markdown(parse(report))
 
 
 RACED = KNOWN["nats-server#7798"]

@@ -17,6 +17,7 @@ from prism_testkit.options import OPTION_NAMES, ineffective, read_options
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.registry.patterns import build_pattern_registry
 from prism_testkit.report.matrix import compliance_matrix
+from prism_testkit.report.shape import parse
 from tests.conftest import OUT_OF_TREE
 
 KV_SUITE = """
@@ -334,7 +335,7 @@ def test_unavailable_backends_are_listed_loudly(pytester: pytest.Pytester, third
     assert report["unavailable"] == [
         {"backend": "ghost", "reason": "no ghost-server binary on PATH", "fits": ["sandbox_kv"]}
     ]
-    cells = compliance_matrix(report)["cells"]
+    cells = compliance_matrix(parse(report)).dump()["cells"]
     assert cells["sandbox_kv"]["ghost"] == {"status": "unavailable"}
     assert cells["sandbox_ttl"]["ghost"] == {"status": "not run"}
 

@@ -141,7 +141,7 @@ def test_the_matrix_has_a_cell_per_backend_and_suite() -> None:
         no_runnable=[{"suite": "transactions", "reason": "no transactions"}],
     )
     data["suites"][0]["anomalies"] = {"lost": 1}
-    matrix = compliance_matrix(parse(data))
+    matrix = compliance_matrix(parse(data)).dump()
     assert matrix["backends"] == ["kafka", "nats", "s3"]
     assert matrix["suites"] == ["claim_check", "keyvalue", "objects", "transactions"]
     cells = matrix["cells"]
@@ -182,7 +182,7 @@ def test_an_unavailable_backend_is_unavailable_only_in_rows_it_would_fit(tmp_pat
     )
     merged = merge_of(first, second)
     assert merged.dump()["unavailable"] == [{**kafka, "fits": ["log", "queue"]}]
-    cells = compliance_matrix(merged)["cells"]
+    cells = compliance_matrix(merged).dump()["cells"]
     assert cells["log"]["kafka"] == {"status": "unavailable"}
     assert cells["keyvalue"]["kafka"] == {"status": "not run"}
     text = render_markdown(merged)
@@ -195,12 +195,12 @@ def test_an_older_report_without_fits_marks_an_unavailable_backend_in_every_row(
     unavailable everywhere, as before; a merge with one such report cannot narrow it either."""
     kafka = {"backend": "kafka", "reason": "no tansu"}
     older = report(row("keyvalue", 20, backend="nats"), unavailable=[kafka])
-    assert compliance_matrix(parse(older))["cells"]["keyvalue"]["kafka"] == {"status": "unavailable"}
+    assert compliance_matrix(parse(older)).dump()["cells"]["keyvalue"]["kafka"] == {"status": "unavailable"}
     newer = report(row("log", 4, backend="nats"), unavailable=[{**kafka, "fits": ["log"]}])
     paths = [write(tmp_path, "old.json", older), write(tmp_path, "new.json", newer)]
     merged = merge_of(*paths)
     assert merged.dump()["unavailable"] == [kafka]
-    assert compliance_matrix(merged)["cells"]["keyvalue"]["kafka"] == {"status": "unavailable"}
+    assert compliance_matrix(merged).dump()["cells"]["keyvalue"]["kafka"] == {"status": "unavailable"}
 
 
 def test_markdown_shows_totals_table_and_reasons_redacted() -> None:
@@ -256,7 +256,7 @@ def test_a_zero_count_is_no_finding_in_the_matrix_or_the_exit_code(
     markdown = capsys.readouterr().out
     assert "| power_loss | ✅ 1 passed |" in markdown
     assert "❌" not in markdown.replace(LEGEND, "")
-    assert compliance_matrix(merge_of(path))["cells"]["power_loss"]["memstore"]["anomalies"] == {}
+    assert compliance_matrix(merge_of(path)).dump()["cells"]["power_loss"]["memstore"]["anomalies"] == {}
 
 
 def test_tolerated_findings_have_their_own_mark_and_legend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -268,7 +268,7 @@ def test_tolerated_findings_have_their_own_mark_and_legend(tmp_path: Path, capsy
     assert "| power_loss | 🟡 1 passed, 81 lost in power cut (tolerated) |" in markdown
     assert "| keyvalue | ✅ 24 passed |" in markdown
     assert "🟡 passed, with findings the suite tolerates" in markdown
-    assert compliance_matrix(merge_of(path))["cells"]["power_loss"]["jetstream"]["status"] == ("tolerated")
+    assert compliance_matrix(merge_of(path)).dump()["cells"]["power_loss"]["jetstream"]["status"] == ("tolerated")
 
 
 def sharded(suite: str, outcomes: dict[str, str], **slots: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from prism_testkit.cli import main
 from prism_testkit.report.matrix import compliance_matrix
 from prism_testkit.report.merge import ReportMergeError, merge_reports, read_report
+from prism_testkit.report.shape import parse
 
 # ---- the reference model -------------------------------------------------------------------
 
@@ -156,7 +157,7 @@ def test_every_phase_outcome_of_a_real_run_lands_in_its_test_row_colour_and_cell
         match = re.match(r"^\x1b\[(3[123])m(setup_\S+)\s", line)
         if match:
             lines[match.group(2)] = ANSI[match.group(1)]
-    cells = compliance_matrix(report)["cells"]
+    cells = compliance_matrix(parse(report)).dump()["cells"]
     for setup, call, teardown in cases:
         suite = scenario_name(setup, call, teardown).removeprefix("test_")
         outcome = model_outcome(setup, call, teardown)
@@ -241,7 +242,7 @@ def check_merge(shards: list[dict[str, dict[str, Any]]], exit_code: int | None =
         }
         assert {name: row[name] for name in ("passed", "failed", "skipped", "errors")} == model_counts(outcomes)
         assert int(row.get("covered", 0)) == covered
-        status = compliance_matrix(merged)["cells"]["keyvalue"]["cluster"]["status"]
+        status = compliance_matrix(merged).cells["keyvalue"]["cluster"].status
         assert status == model_status(outcomes, covered)
     if exit_code is not None:
         assert exit_code == (2 if contradiction else 1 if model_colour(outcomes) == "red" else 0)

@@ -86,8 +86,9 @@ def every_json() -> dict[str, Any]:
     return every_section().dump()
 
 
-# Sections only a merge writes (a run's report has one run and at most one shard).
-MERGE_ONLY = {"runs", "shards", "merged_from"}
+# Sections only a merge writes (a run's report has one run and at most one shard; the matrix is
+# what ``report merge --json`` adds).
+MERGE_ONLY = {"runs", "shards", "merged_from", "matrix"}
 # Entries whose content other modules define (a power cut's, a verdict's, a history digest's,
 # latency samples): open by design, the model types the entry, not its every key.
 OPEN_BY_DESIGN = {"power_cuts", "judged"}
@@ -205,7 +206,7 @@ def test_the_renderers_read_the_model_the_merge_writes() -> None:
 
 def test_every_key_written_in_the_writers_code_is_a_field_of_a_model() -> None:
     """Beyond what :func:`every_section` fills: every string key of a dict the writer's code
-    builds (``to_json``, ``rows``, a test's entry) is a field of one of the report's models, so a
+    builds (``report``, ``rows``, a test's entry) is a field of one of the report's models, so a
     key added there and not to the model fails here even when no test fills it."""
     import ast
     import inspect

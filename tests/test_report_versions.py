@@ -74,14 +74,14 @@ OLD = loaded(
 def test_each_version_is_a_column_and_each_finding_a_row() -> None:
     new = loaded("new.json", report(judged("t::bitflip", "known", 7220, "2.15.1")))
     table = version_table([new, OLD])
-    assert table["versions"] == ["2.12.1", "2.15.1"], "in release order, whatever the files' order"
-    bug, control = table["rows"]
-    assert (bug["finding"], bug["scenario"], bug["backend"]) == (BUG, "damaged-leader", "jetstream-r3")
-    assert cell_text(bug["cells"]["2.12.1"]) == "🐞 2 of 2 reproduced: lost 7,020 of 7,701, 4,875 of 7,701"
-    assert cell_text(bug["cells"]["2.15.1"]) == "🐞 1 of 1 reproduced: lost 7,220 of 7,701"
-    assert (control["finding"], control["scenario"]) == (None, "restarted-leader"), "a control is a row too"
-    assert cell_text(control["cells"]["2.12.1"]) == "✅ 1 of 1 held (7,701 acknowledged)"
-    assert cell_text(control["cells"]["2.15.1"]) == "—", "not run on that version"
+    assert table.versions == ["2.12.1", "2.15.1"], "in release order, whatever the files' order"
+    bug, control = table.rows
+    assert (bug.finding, bug.scenario, bug.backend) == (BUG, "damaged-leader", "jetstream-r3")
+    assert cell_text(bug.cells["2.12.1"]) == "🐞 2 of 2 reproduced: lost 7,020 of 7,701, 4,875 of 7,701"
+    assert cell_text(bug.cells["2.15.1"]) == "🐞 1 of 1 reproduced: lost 7,220 of 7,701"
+    assert (control.finding, control.scenario) == (None, "restarted-leader"), "a control is a row too"
+    assert cell_text(control.cells["2.12.1"]) == "✅ 1 of 1 held (7,701 acknowledged)"
+    assert cell_text(control.cells["2.15.1"]) == "—", "not run on that version"
     assert not red(table)
     text = render_versions_markdown(table)
     assert "| finding | scenario | backend | 2.12.1 | 2.15.1 |" in text
@@ -94,21 +94,21 @@ def test_versions_sort_as_numbers_and_an_unknown_one_comes_last() -> None:
         loaded(f"{version}.json", report(judged("t::bitflip", "known", 1, version)))
         for version in ("2.15.1", None, "2.9.10", "2.12.1")
     ]
-    assert version_table(runs)["versions"] == ["2.9.10", "2.12.1", "2.15.1", "unknown"]
+    assert version_table(runs).versions == ["2.9.10", "2.12.1", "2.15.1", "unknown"]
 
 
 def test_a_verdict_without_a_version_takes_the_one_the_reports_backends_name() -> None:
     run = loaded("r.json", report(judged("t::bitflip", "known", 1, None), server_version="2.12.1"))
-    assert version_table([run])["versions"] == ["2.12.1"]
+    assert version_table([run]).versions == ["2.12.1"]
 
 
 def test_a_loss_no_finding_covers_and_a_finding_that_stopped_reproducing_are_red() -> None:
     fixed = loaded("fixed.json", report(judged("t::bitflip", "no longer reproduces", 0, "2.16.0")))
     back = loaded("back.json", report(judged("t::bitflip", "lost", 12, "2.17.0")))
     table = version_table([OLD, fixed, back])
-    (bug, _control) = table["rows"]
-    assert cell_text(bug["cells"]["2.16.0"]).startswith(f"✅ 1 of 1 held, ⚠️ 1 expected {BUG}: update it")
-    assert cell_text(bug["cells"]["2.17.0"]) == "❌ 1 of 1 lost, no finding covers this version: lost 12 of 7,701"
+    (bug, _control) = table.rows
+    assert cell_text(bug.cells["2.16.0"]).startswith(f"✅ 1 of 1 held, ⚠️ 1 expected {BUG}: update it")
+    assert cell_text(bug.cells["2.17.0"]) == "❌ 1 of 1 lost, no finding covers this version: lost 12 of 7,701"
     assert red(table)
     assert not red(version_table([OLD]))
 
@@ -119,8 +119,8 @@ def test_a_run_that_failed_before_a_verdict_is_red_and_said_below_the_table() ->
         suites=[{"suite": "s", "combination": {"backend": "jetstream-r3"}, "failed": 1}],
     )
     table = version_table([OLD, loaded("new.json", failed)])
-    (_bug, control) = table["rows"]
-    assert cell_text(control["cells"]["2.15.1"]) == "—", "the control failed before it was judged"
+    (_bug, control) = table.rows
+    assert cell_text(control.cells["2.15.1"]) == "—", "the control failed before it was judged"
     assert red(table)
     assert "- `new.json`: 1 judged test on 2.15.1; 0 passed, 1 failed, 0 skipped (xfails included) ❌" in (
         render_versions_markdown(table)
@@ -129,16 +129,16 @@ def test_a_run_that_failed_before_a_verdict_is_red_and_said_below_the_table() ->
 
 def test_mixed_verdicts_in_one_cell_take_the_worst_mark_and_name_each() -> None:
     run = loaded("r.json", report(judged("t::bitflip", "known", 5), judged("t::truncate", "lost", 2)))
-    (row,) = version_table([run])["rows"]
-    assert cell_text(row["cells"]["2.12.1"]) == (
+    (row,) = version_table([run]).rows
+    assert cell_text(row.cells["2.12.1"]) == (
         "❌ 1 of 2 reproduced, 1 of 2 lost, no finding covers this version: lost 5 of 7,701, 2 of 7,701"
     )
 
 
 def test_a_tolerated_loss_is_its_own_mark_naming_the_window_and_never_red() -> None:
     window = judged("t::cut", "tolerated", 200, scenario="restarted-leader", tolerated="lost-in-fsync-window")
-    row = next(row for row in version_table([loaded("r.json", report(window))])["rows"] if row["finding"] is None)
-    text = cell_text(row["cells"]["2.12.1"])
+    row = next(row for row in version_table([loaded("r.json", report(window))]).rows if row.finding is None)
+    text = cell_text(row.cells["2.12.1"])
     assert text == "🟡 1 of 1 lost within lost-in-fsync-window (tolerated): lost 200 of 7,701"
     assert not red(version_table([loaded("r.json", report(window))]))
 
@@ -150,9 +150,9 @@ def test_a_scenario_that_counts_no_lost_write_says_what_it_counted() -> None:
     raced = {"acknowledged": 24, "counts": counts}
     old = loaded("old.json", report(judged("t::raced", "known", 18, **raced)))
     new = loaded("new.json", report(judged("t::raced", "held", 0, "2.15.1", **raced)))
-    (row,) = version_table([old, new])["rows"]
-    assert cell_text(row["cells"]["2.12.1"]) == f"🐞 1 of 1 reproduced: 18 of 24 {counts}"
-    assert cell_text(row["cells"]["2.15.1"]) == f"✅ 1 of 1 held (0 of 24 {counts})"
+    (row,) = version_table([old, new]).rows
+    assert cell_text(row.cells["2.12.1"]) == f"🐞 1 of 1 reproduced: 18 of 24 {counts}"
+    assert cell_text(row.cells["2.15.1"]) == f"✅ 1 of 1 held (0 of 24 {counts})"
 
 
 def test_a_known_finding_of_a_backend_that_ran_but_never_judged_is_a_row_not_run(
@@ -162,13 +162,13 @@ def test_a_known_finding_of_a_backend_that_ran_but_never_judged_is_a_row_not_run
         **{**vars(KNOWN[BUG]), "id": "nats-server#9999", "scenario": "elsewhere", "docs": "docs/findings.md#x"}
     )
     monkeypatch.setitem(KNOWN, other.id, other)
-    rows = version_table([OLD])["rows"]
-    assert [(r["finding"], r["scenario"], r["backend"]) for r in rows][-1] == (
+    rows = version_table([OLD]).rows
+    assert [(r.finding, r.scenario, r.backend) for r in rows][-1] == (
         "nats-server#9999",
         "elsewhere",
         "jetstream-r3",
     )
-    assert cell_text(rows[-1]["cells"]["2.12.1"]) == "—"
+    assert cell_text(rows[-1].cells["2.12.1"]) == "—"
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from prism_testkit.registry.hookspecs import hookimpl
 from prism_testkit.registry.slots import Slot
 from prism_testkit.registry.twins import ROUND_TRIPS, backends_covered_by_twins, expand_with_twins
 from prism_testkit.report.matrix import compliance_matrix, render_markdown
+from prism_testkit.report.shape import parse
 from tests.conftest import OUT_OF_TREE
 
 SUITES = Path(__file__).parent.parent / "suites"
@@ -130,11 +131,11 @@ def test_a_twins_rows_are_skipped_as_covered_and_what_replication_changes_runs(s
     assert "covered" not in rows[("plain", "bag")]
     assert "covered" not in rows[("failover", "bag-cluster")]
 
-    matrix = compliance_matrix(report)
-    assert matrix["cells"]["plain"]["bag-cluster"]["status"] == "covered"
-    assert matrix["cells"]["plain"]["bag"]["status"] == "passed"
-    assert matrix["cells"]["keyvalue"]["bag-cluster"]["status"] == "passed"
-    markdown = render_markdown(report)
+    matrix = compliance_matrix(parse(report))
+    assert matrix.cells["plain"]["bag-cluster"].status == "covered"
+    assert matrix.cells["plain"]["bag"].status == "passed"
+    assert matrix.cells["keyvalue"]["bag-cluster"].status == "passed"
+    markdown = render_markdown(parse(report))
     assert "covered by bag" in markdown
     assert "1 passed, 1 covered by bag" in markdown
 

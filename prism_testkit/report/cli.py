@@ -88,13 +88,14 @@ def run_report_command(args: argparse.Namespace) -> int:
     if args.report_command == "versions":
         return _run_versions(args)
     try:
-        typed = merge_reports([load_report(STDIN if path == "-" else path) for path in args.reports])
+        merged = merge_reports([load_report(STDIN if path == "-" else path) for path in args.reports])
     except ReportMergeError as exc:
         print(printable(redact(f"prism-testkit: error: {exc}"), sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
-    counted = totals(typed)
-    document = {**typed.dump(), "totals": counted.dump(), "matrix": compliance_matrix(typed)}
-    markdown = render_markdown(typed, args.title)
+    # the merged report as --json writes it: the recounted totals and the compliance matrix with it
+    merged.totals = counted = totals(merged)
+    merged.matrix = compliance_matrix(merged)
+    markdown = render_markdown(merged, args.title)
     html_dir = args.output if args.report_command == "html" else None
     if args.markdown is None and args.json is None and html_dir is None:
         args.markdown = "-"
@@ -103,21 +104,21 @@ def run_report_command(args: argparse.Namespace) -> int:
             from prism_testkit.report.html import write_html
 
             try:
-                page = write_html(Path(html_dir) / "index.html", typed, args.title)
+                page = write_html(Path(html_dir) / "index.html", merged, args.title)
             except ValueError as exc:  # a NUL in the path, a name the file system cannot encode
                 raise OSError(f"{html_dir}: {exc}") from None
             print(printable(f"prism-testkit: HTML report written to {page}"))
         if args.markdown is not None:
             _write(args.markdown, markdown)
         if args.json is not None:
-            _write(args.json, redact(json.dumps(document, indent=2, ensure_ascii=False)) + "\n")
+            _write(args.json, redact(json.dumps(merged.dump(), indent=2, ensure_ascii=False)) + "\n")
     except OSError as exc:
         print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
     compliant = not (
         counted.failed or counted.errors or counted.suites_without_combination or counted.backends_not_provisioned
     )
-    compliant = compliant and not any(found_counts(row.anomalies) for row in typed.suites)
+    compliant = compliant and not any(found_counts(row.anomalies) for row in merged.suites)
     return MERGED_OK if compliant else MERGED_WITH_FAILURES
 
 
@@ -133,7 +134,7 @@ def _run_versions(args: argparse.Namespace) -> int:
         if args.markdown is not None:
             _write(args.markdown, render_versions_markdown(table, args.title))
         if args.json is not None:
-            _write(args.json, redact(json.dumps(table, indent=2, ensure_ascii=False)) + "\n")
+            _write(args.json, redact(json.dumps(table.dump(), indent=2, ensure_ascii=False)) + "\n")
     except OSError as exc:
         print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
         return CANNOT_MERGE

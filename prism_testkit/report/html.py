@@ -42,10 +42,10 @@ from prism_testkit.report.matrix import (
     survived,
     words,
 )
-from prism_testkit.report.merge import as_report, found_counts, is_red, plural, shard_text, totals, typed_row_key
+from prism_testkit.report.merge import found_counts, is_red, plural, shard_text, totals, typed_row_key
 
 if TYPE_CHECKING:  # the report's model (pydantic): imported when a report is read
-    from prism_testkit.report.shape import Failure, FaultRow, OneTest, Report, Row, Shard
+    from prism_testkit.report.shape import Failure, FaultRow, OneTest, Report, Row, Run, Shard
 
 TITLE = "prism-testkit report"
 PROVENANCE = "provenance"  # the id of the one section a merged report's page may differ in
@@ -74,7 +74,7 @@ def _combination(row: Row | FaultRow) -> str:
     return f"ns={namespace} {text}" if namespace else text
 
 
-def _counts(found: dict[str, Any]) -> str:
+def _counts(found: dict[str, int]) -> str:
     """``lost 2, duplicated 1``."""
     return ", ".join(f"{words(name)} {count}" for name, count in found_counts(found).items())
 
@@ -160,10 +160,9 @@ footer { margin-top: 32px; font-size: 12px; color: #6b7480; border-top: 1px soli
 """
 
 
-def render_html(report: Report | dict[str, Any], title: str = TITLE, base: Path | None = None) -> str:
-    """The page of ``report`` (a run's ``--prism-report`` JSON or its model, or a merge of several).
-    ``base``: the folder the page is written to (links to timelines are made relative to it)."""
-    report = as_report(report)
+def render_html(report: Report, title: str = TITLE, base: Path | None = None) -> str:
+    """The page of ``report`` (a run's, or a merge of several). ``base``: the folder the page is
+    written to (links to timelines are made relative to it)."""
     rows = sorted(report.suites, key=typed_row_key)
     numbered = {id(row): n for n, row in enumerate(rows, 1)}
     failures = {str(entry.test): entry for entry in report.failures}
@@ -200,8 +199,8 @@ def _totals(report: Report) -> str:
 
 def _matrix(report: Report, rows: list[Row], numbered: dict[int, int]) -> str:
     matrix = compliance_matrix(report)
-    backends: list[str] = matrix["backends"]
-    if not backends or not matrix["suites"]:
+    backends = matrix.backends
+    if not backends or not matrix.suites:
         return '<section id="matrix"><h2>Compliance matrix</h2><p class="quiet">No suite ran.</p></section>'
     first_row: dict[str, int] = {}
     for row in rows:
@@ -209,14 +208,14 @@ def _matrix(report: Report, rows: list[Row], numbered: dict[int, int]) -> str:
     out = ['<section id="matrix"><h2>Compliance matrix</h2>', '<table class="matrix"><thead><tr><th>suite</th>']
     out += [f'<th data-backend="{e(b)}">{e(b)}</th>' for b in backends]
     out.append("</tr></thead><tbody>")
-    for suite in matrix["suites"]:
-        cells = matrix["cells"][suite]
+    for suite in matrix.suites:
+        cells = matrix.cells[suite]
         name = e(suite)
         link = f'<a href="#suite-{first_row[suite]}">{name}</a>' if suite in first_row else name
         out.append(f'<tr data-suite="{name}"><th>{link}</th>')
         for backend in backends:
             cell = cells[backend]
-            status = cell["status"]
+            status = cell.status
             text = cell_words(cell)
             shown = "—" if status == NOT_RUN else f"{_badge(status)}{e(_after_status(text, status))}"
             out.append(
@@ -254,7 +253,7 @@ def _rows(rows: list[Row], numbered: dict[int, int], failures: dict[str, Failure
 
 
 def _row(row: Row, n: int, failures: dict[str, Failure], base: Path | None) -> str:
-    status = status_of(row.model_dump(exclude={"tests"}))  # what older reports lack: the model's defaults
+    status = status_of(row)  # what older reports lack: the model's defaults
     counts = [f"{int(getattr(row, name))} {name}" for name in ("passed", "failed", "skipped") if getattr(row, name)]
     if row.errors:
         counts.append(plural(int(row.errors), "error"))
@@ -436,7 +435,7 @@ def _findings(report: Report, rows: list[Row], numbered: dict[int, int]) -> str:
             text = "; ".join(f"{label}: {counted}" for label, counted in kinds)
             link = f'<a href="#row-{numbered[id(row)]}-tests">{e(row.suite)} {e(_combination(row))}</a>'
             found.append(f"<li>{link}: {e(text)}</li>")
-    judged = [entry.dump() for entry in report.judged]  # a verdict's keys: prism_testkit.findings' own
+    judged = report.judged
     if not found and not judged:
         return ""
     out = ['<section id="findings"><h2>Findings</h2>']
@@ -449,7 +448,8 @@ def _findings(report: Report, rows: list[Row], numbered: dict[int, int]) -> str:
             "</tr></thead><tbody>"
         )
         for entry in judged:
-            cells = [entry.get(k) for k in ("test", "scenario", "backend", "server_version", "finding", "verdict")]
+            # the server version its driver was told (a judged entry's ``version``)
+            cells = [entry.test, entry.scenario, entry.backend, entry.version, entry.finding, entry.verdict]
             out.append("<tr>" + "".join(f"<td>{e('' if c is None else c)}</td>" for c in cells) + "</tr>")
         out.append("</tbody></table>")
     out.append("</section>")
@@ -502,16 +502,22 @@ def _outside(report: Report, failures: dict[str, Failure]) -> str:
 
 def _provenance(report: Report) -> str:
     """Which runs (and files) the page came from: the one part a merge's page differs in."""
-    runs = [run.dump() for run in report.runs] or ([report.run.dump()] if report.run is not None else [])
+    # each run, and the file a merge read it from
+    runs: list[tuple[Run, str | None]] = [(run, run.report) for run in report.runs]
+    if not runs and report.run is not None:
+        runs = [(report.run, None)]
     lines = []
-    for run in filter(None, runs):
-        facts = [f"prism-testkit {run.get('prism_testkit_version', '?')}"]
-        if run.get("started_at"):
-            facts.append(f"started {run['started_at']}")
-        if run.get("duration_s") is not None:
-            facts.append(f"took {_seconds(run['duration_s'])}")
-        if run.get("report"):
-            facts.append(f"report {run['report']}")
+    for run, read_from in runs:
+        if not run.model_fields_set and read_from is None:
+            continue  # nothing said of it
+        version = run.prism_testkit_version if "prism_testkit_version" in run.model_fields_set else "?"
+        facts = [f"prism-testkit {version}"]
+        if run.started_at:
+            facts.append(f"started {run.started_at}")
+        if run.duration_s is not None:
+            facts.append(f"took {_seconds(run.duration_s)}")
+        if read_from:
+            facts.append(f"report {read_from}")
         lines.append(", ".join(facts))
     shards: list[Shard] = [*report.shards] or ([report.shard] if report.shard is not None else [])
     lines += [shard_text(shard).replace("`", "") for shard in shards]
@@ -521,7 +527,7 @@ def _provenance(report: Report) -> str:
     return f'<footer id="{PROVENANCE}"><ul class="entries">{items}</ul></footer>'
 
 
-def write_html(path: Path, report: Report | dict[str, Any], title: str = TITLE) -> Path:
+def write_html(path: Path, report: Report, title: str = TITLE) -> Path:
     """Write the page of ``report`` to ``path`` (whole or not at all); the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     page = render_html(report, title, base=path.absolute().parent)

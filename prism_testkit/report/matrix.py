@@ -17,13 +17,14 @@ is redacted: reasons may quote URLs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prism_testkit.redaction import redact
 from prism_testkit.report import unavailable_faults
-from prism_testkit.report.merge import RED, ROW_COUNTS, as_report, found_counts, plural, row_colour, totals
+from prism_testkit.report.merge import RED, Counted, found_counts, plural, row_colour, totals
+from prism_testkit.report.shape import Cell, Matrix
 
-if TYPE_CHECKING:  # the model (pydantic) is imported when a report is read
+if TYPE_CHECKING:
     from prism_testkit.report.shape import Failure, Report, Row
 
 FAILED, SKIPPED, PASSED, NOT_RUN, UNAVAILABLE = "failed", "skipped", "passed", "not run", "unavailable"
@@ -52,60 +53,57 @@ MEANING = {
 LEGEND = " · ".join(f"{_MARK[status]} {meaning}" for status, meaning in MEANING.items())
 
 
-def status_of(cell: dict[str, Any]) -> str:
+def status_of(cell: Counted) -> str:
     """A cell's (or a row's: it has the same counts) status, worst first."""
     if row_colour(cell) == RED:
         return FAILED
-    if cell.get("known"):  # a broken guarantee, written up: never a pass beside it
+    if cell.known:  # a broken guarantee, written up: never a pass beside it
         return KNOWN
-    if not cell["passed"]:
-        return COVERED if cell.get("covered") and not cell["skipped"] else SKIPPED
-    return TOLERATED if cell["tolerated"] else PASSED
+    if not cell.passed:
+        return COVERED if cell.covered and not cell.skipped else SKIPPED
+    return TOLERATED if cell.tolerated else PASSED
 
 
-def compliance_matrix(report: Report | dict[str, Any]) -> dict[str, Any]:
-    """``{"backends": [...], "suites": [...], "cells": {suite: {backend: cell}}}``; a cell has
-    status, passed, failed, skipped, errors, and anomalies, tolerated and faults (name -> count), and
-    known (finding id -> tests) where a known finding reproduced."""
-    typed = as_report(report)
-    cells: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in typed.suites:
+def compliance_matrix(report: Report) -> Matrix:
+    """A cell per backend and suite: status, passed, failed, skipped, errors, and anomalies,
+    tolerated and faults (name -> count), and known (finding id -> tests) where a known finding
+    reproduced (:class:`~.shape.Cell`)."""
+    cells: dict[str, dict[str, Cell]] = {}
+    for row in report.suites:
         covered_by = row.covered_by
         covered = int(row.covered)
         for backend in dict.fromkeys(row.combination.values()):
             if covered and backend not in covered_by and covered == _tests(row):
                 continue  # the twins' row ran this backend's tests in its slot
-            cell = cells.setdefault(row.suite, {}).setdefault(
-                backend,
-                {
-                    **{"passed": 0, "failed": 0, "skipped": 0, "errors": 0},
-                    **{"anomalies": {}, "tolerated": {}, "known": {}, "faults": {}},
-                },
-            )
-            for name in ROW_COUNTS:
-                cell[name] += int(getattr(row, name))  # reports before the errors column had none: 0
+            cell = cells.setdefault(row.suite, {}).get(backend)
+            if cell is None:
+                cell = Cell(passed=0, failed=0, skipped=0, errors=0, anomalies={}, tolerated={}, faults={}, status="")
+                cells[row.suite][backend] = cell
+            cell.passed += row.passed
+            cell.failed += row.failed
+            cell.skipped += row.skipped
+            cell.errors += row.errors  # reports before the errors column had none: 0
             if covered:  # skipped as covered: counted apart from the other skips
-                cell["skipped"] -= covered
+                cell.skipped -= covered
                 if backend in covered_by:
-                    cell["covered"] = cell.get("covered", 0) + covered
-                    twins = cell.setdefault("covered_by", [])
-                    if covered_by[backend] not in twins:
-                        twins.append(covered_by[backend])
-            for kind in ("anomalies", "tolerated", "known", "faults"):
-                for finding, count in found_counts(getattr(row, kind)).items():  # older reports kept zeros
-                    cell[kind][finding] = cell[kind].get(finding, 0) + count
+                    cell.covered += covered
+                    if covered_by[backend] not in cell.covered_by:
+                        cell.covered_by = [*cell.covered_by, covered_by[backend]]
+            cell.anomalies = _added(cell.anomalies, row.anomalies)  # older reports kept zeros
+            cell.tolerated = _added(cell.tolerated, row.tolerated)
+            if known := _added(cell.known, row.known):  # only where a known finding reproduced
+                cell.known = known
+            cell.faults = _added(cell.faults, row.faults)
     for row_cells in cells.values():
         for cell in row_cells.values():
-            if not cell["known"]:
-                del cell["known"]  # only where a known finding reproduced
-            cell["status"] = status_of(cell)
+            cell.status = status_of(cell)
     tested = sorted({backend for row_cells in cells.values() for backend in row_cells})
-    available = [entry.backend for entry in typed.backends]
+    available = [entry.backend for entry in report.backends]
     # backend -> the suites it would fit (None: not known, so every suite, as reports before it)
-    unavailable = {entry.backend: entry.fits for entry in typed.unavailable}
+    unavailable = {entry.backend: entry.fits for entry in report.unavailable}
     backends = sorted({*tested, *available, *unavailable})
-    let_off = [entry.suite for entry in typed.not_applicable]
-    failed_suites = [entry.suite for entry in typed.no_runnable_combinations]
+    let_off = [entry.suite for entry in report.not_applicable]
+    failed_suites = [entry.suite for entry in report.no_runnable_combinations]
     for suite in let_off + failed_suites:
         cells.setdefault(suite, {})
     for suite, row_cells in cells.items():
@@ -113,50 +111,58 @@ def compliance_matrix(report: Report | dict[str, Any]) -> dict[str, Any]:
             if backend in row_cells:
                 continue
             if backend in unavailable and ((fits := unavailable[backend]) is None or suite in fits):
-                row_cells[backend] = {"status": UNAVAILABLE}
+                row_cells[backend] = Cell(status=UNAVAILABLE)
             elif suite in failed_suites:
-                row_cells[backend] = {"status": FAILED, "reason": "no runnable combination"}
+                row_cells[backend] = Cell(status=FAILED, reason="no runnable combination")
             else:
-                row_cells[backend] = {"status": NOT_RUN}
-    return {"backends": backends, "suites": sorted(cells), "cells": {s: cells[s] for s in sorted(cells)}}
+                row_cells[backend] = Cell(status=NOT_RUN)
+    return Matrix(backends=backends, suites=sorted(cells), cells={s: cells[s] for s in sorted(cells)})
+
+
+def _added(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """``counts`` with the findings of ``more`` added (a count of 0 is no finding)."""
+    found = dict(counts)
+    for finding, count in found_counts(more).items():
+        found[finding] = found.get(finding, 0) + count
+    return found
 
 
 def _tests(row: Row) -> int:
-    return sum(int(getattr(row, name)) for name in ROW_COUNTS)
+    return row.passed + row.failed + row.skipped + row.errors
 
 
-def _cell_text(cell: dict[str, Any]) -> str:
+def _cell_text(cell: Cell) -> str:
     """The Markdown cell: the status's mark, then :func:`cell_words`."""
-    mark = _MARK[cell["status"]]
+    mark = _MARK[cell.status]
     return f"{mark} {text}" if (text := cell_words(cell)) else mark
 
 
-def cell_words(cell: dict[str, Any]) -> str:
+def cell_words(cell: Cell) -> str:
     """What a cell of :func:`compliance_matrix` says, without its mark (the Markdown adds one,
     the HTML page a coloured badge): its counts, findings and what its passes survived; empty
     for a backend the suite did not run on."""
-    status = cell["status"]
+    status = cell.status
     if status == NOT_RUN:
         return ""
     if status == UNAVAILABLE:
         return str(status)
-    if "passed" not in cell:
-        return str(cell.get("reason", status))
-    twins = ", ".join(cell.get("covered_by", {}))
+    if "passed" not in cell.model_fields_set:
+        return cell.reason or status
+    twins = ", ".join(cell.covered_by)
     if status == COVERED:
         return f"covered by {twins}"
-    parts = [f"{cell['passed']} passed"]
-    parts += [f"{cell[name]} {name}" for name in ("failed", "skipped") if cell[name]]
-    if cell["errors"]:
-        parts.append(plural(cell["errors"], "error"))
-    if cell.get("covered"):
-        parts.append(f"{cell['covered']} covered by {twins}")
-    parts += [f"{count} {words(name)}" for name, count in sorted(cell["anomalies"].items())]
-    parts += [f"{count} {words(name)} (tolerated)" for name, count in sorted(cell["tolerated"].items())]
-    parts += [f"{name} reproduced ({plural(count, 'test')})" for name, count in sorted(cell.get("known", {}).items())]
+    parts = [f"{cell.passed} passed"]
+    parts += [f"{count} {name}" for name, count in (("failed", cell.failed), ("skipped", cell.skipped)) if count]
+    if cell.errors:
+        parts.append(plural(cell.errors, "error"))
+    if cell.covered:
+        parts.append(f"{cell.covered} covered by {twins}")
+    parts += [f"{count} {words(name)}" for name, count in sorted(cell.anomalies.items())]
+    parts += [f"{count} {words(name)} (tolerated)" for name, count in sorted(cell.tolerated.items())]
+    parts += [f"{name} reproduced ({plural(count, 'test')})" for name, count in sorted(cell.known.items())]
     text = ", ".join(parts)
-    if faults := cell.get("faults"):  # what the passes survived
-        text += "; under " + survived(faults)
+    if cell.faults:  # what the passes survived
+        text += "; under " + survived(cell.faults)
     return text
 
 
@@ -174,12 +180,11 @@ def _escape(text: str) -> str:
     return redact(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(report: Report | dict[str, Any], title: str = "prism-testkit compliance matrix") -> str:
+def render_markdown(typed: Report, title: str = "prism-testkit compliance matrix") -> str:
     """The matrix (one row per suite, one column per backend), totals and the reasons behind
     every failed, unavailable or not-applicable entry: fit for ``$GITHUB_STEP_SUMMARY``."""
-    typed = as_report(report)
     matrix = compliance_matrix(typed)
-    backends: list[str] = matrix["backends"]
+    backends = matrix.backends
     lines = [f"## {title}", ""]
     counted = totals(typed)
     errors = f", {plural(counted.errors, 'error')}" if counted.errors else ""
@@ -189,11 +194,11 @@ def render_markdown(report: Report | dict[str, Any], title: str = "prism-testkit
         f"suite x combination rows{outside_words(typed)}" + _sources(typed.merged_from)
     )
     lines.append("")
-    if backends and matrix["suites"]:
+    if backends and matrix.suites:
         lines.append("| suite | " + " | ".join(_escape(b) for b in backends) + " |")
         lines.append("|---|" + "---|" * len(backends))
-        for suite in matrix["suites"]:
-            row_cells = matrix["cells"][suite]
+        for suite in matrix.suites:
+            row_cells = matrix.cells[suite]
             lines.append(f"| {_escape(suite)} | " + " | ".join(_cell_text(row_cells[b]) for b in backends) + " |")
         lines += ["", LEGEND, ""]
     lines += _failures(typed.failures)
@@ -206,10 +211,9 @@ def render_markdown(report: Report | dict[str, Any], title: str = "prism-testkit
     return "\n".join(lines)
 
 
-def reason_sections(report: Report | dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+def reason_sections(typed: Report) -> list[tuple[str, list[tuple[str, str]]]]:
     """What could not be provisioned or run, and why, as the Markdown and the HTML page list it:
     (heading, its entries: the backend or suite each names, and its reason), the empty ones too."""
-    typed = as_report(report)
     return [
         (
             "Backends named but not provisioned (their jobs stopped before any test)",
@@ -257,11 +261,10 @@ def _code(text: str) -> str:
     return redact(text).replace("`", "'").replace("\n", " ")
 
 
-def outside_words(report: Report | dict[str, Any]) -> str:
+def outside_words(typed: Report) -> str:
     """The words " and 3 tests outside them" when tests in no row (plain tests, unfit modules) counted."""
-    typed = as_report(report)
     buckets = [bucket for bucket in (typed.outside_suites, typed.without_combination) if bucket is not None]
-    outside = sum(int(getattr(bucket, name)) for bucket in buckets for name in ROW_COUNTS)
+    outside = sum(bucket.passed + bucket.failed + bucket.skipped + bucket.errors for bucket in buckets)
     return f" and {plural(outside, 'test')} outside them" if outside else ""
 
 

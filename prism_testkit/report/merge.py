@@ -30,7 +30,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from prism_testkit.errors import PrismError
 from prism_testkit.report import unavailable_faults
@@ -81,12 +81,34 @@ def is_red(outcome: str) -> bool:
     return any(part in RED_PARTS for part in outcome.split("+"))
 
 
-def row_colour(row: dict[str, Any]) -> str:
+class Counted(Protocol):
+    """What a row's colour and a cell's status read: the counts of a report's row
+    (:class:`~.shape.Row`), of a run's (:class:`~.results.RowTally`) and of a matrix cell."""
+
+    @property
+    def passed(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def covered(self) -> int: ...
+    @property
+    def anomalies(self) -> dict[str, int]: ...
+    @property
+    def tolerated(self) -> dict[str, int]: ...
+    @property
+    def known(self) -> dict[str, int]: ...
+
+
+def row_colour(row: Counted) -> str:
     """Red when a test failed or errored or the checker found anomalies, green when one passed,
     else yellow."""
-    if row.get("failed") or row.get("errors") or found_counts(row.get("anomalies") or {}):
+    if row.failed or row.errors or found_counts(row.anomalies):
         return RED
-    return GREEN if row.get("passed") else YELLOW
+    return GREEN if row.passed else YELLOW
 
 
 ROW_COUNTS = ("passed", "failed", "skipped", "errors")
@@ -399,19 +421,6 @@ def _by_test(sections: Iterable[list[_PerTest]]) -> list[_PerTest]:
     return [found[test] for test in sorted(found)]
 
 
-def as_report(report: Report | dict[str, Any]) -> Report:
-    """A report as the model the renderers read: ``report`` itself, or a report's JSON read into
-    it (ReportMergeError when it is not a report's shape)."""
-    from prism_testkit.report.shape import NotAReport, Report, parse  # pydantic: paid for by what reads reports
-
-    if isinstance(report, Report):
-        return report
-    try:
-        return parse(report)
-    except NotAReport as exc:
-        raise ReportMergeError(f"not a prism-testkit report: {exc}") from None
-
-
 def raw_totals(report: dict[str, Any]) -> dict[str, int]:
     """:func:`totals` of a report's JSON as it is, unchecked (``report versions`` tabulates
     reports it reads only in part)."""
@@ -423,12 +432,11 @@ def raw_totals(report: dict[str, Any]) -> dict[str, int]:
     return counted
 
 
-def totals(report: Report | dict[str, Any]) -> Totals:
+def totals(typed: Report) -> Totals:
     """Tests passed / failed / skipped / errors over every row and the tests in none (outside the
     suites, or in a module nothing selected fits), and the suites that had no combination."""
     from prism_testkit.report.shape import Totals
 
-    typed = as_report(report)
     outside = [bucket for bucket in (typed.outside_suites, typed.without_combination) if bucket is not None]
     counted: list[Row | Bucket] = [*typed.suites, *outside]
     return Totals(

@@ -12,7 +12,7 @@ import textwrap
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypedDict, TypeVar
 
@@ -752,7 +752,7 @@ def _narrow_table(tr: pytest.TerminalReporter, rows: list[RowTally], columns: in
 
 def _row_style(row: RowTally) -> dict[str, bool]:
     """Red for a failure, yellow for a row nothing passed in (skipped, or covered by a twin)."""
-    return {row_colour(asdict(row)): True}
+    return {row_colour(row): True}
 
 
 def _wrapped(

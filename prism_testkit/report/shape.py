@@ -287,6 +287,34 @@ class Depth(_Open):
     hunt: str | None = None  # the command that hunts instead
 
 
+class Cell(_Open):
+    """A backend x suite cell of the compliance matrix (:mod:`.matrix`): the rows of the suite
+    whose combination uses the backend, summed. A cell of a backend the suite did not run on
+    holds its ``status`` only (and ``reason``, for a suite without a runnable combination)."""
+
+    passed: Count = 0
+    failed: Count = 0
+    skipped: Count = 0  # not counting the covered ones
+    errors: Count = 0
+    anomalies: Counts = {}
+    tolerated: Counts = {}
+    known: Counts = {}  # written only where a known finding reproduced: finding id -> tests
+    faults: Counts = {}  # what its passes survived
+    covered: Count = 0  # tests its single-node twin ran in its place
+    covered_by: list[str] = []  # that twin
+    # worst first: failed, known finding, skipped, covered, tolerated, passed; not run, unavailable
+    status: str
+    reason: str | None = None  # why a failed suite has no runnable combination
+
+
+class Matrix(_Open):
+    """The compliance matrix of a (merged) report: backend x suite."""
+
+    backends: list[str]
+    suites: list[str]
+    cells: dict[str, dict[str, Cell]]  # suite -> backend -> its cell
+
+
 class Report(_Open):
     """A run's report, or a merge of several (``runs``, ``shards``, ``merged_from``)."""
 
@@ -316,6 +344,7 @@ class Report(_Open):
     runs: list[MergedRun] = []
     shards: list[MergedShard] = []
     merged_from: list[str] = []
+    matrix: Matrix | None = None  # written by ``report merge --json``: the merge's compliance matrix
     _source: str | None = PrivateAttr(default=None)  # the file it was read from (not in the file)
 
     @property

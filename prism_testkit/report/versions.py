@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
 
 from prism_testkit import findings
 from prism_testkit.redaction import redact
 from prism_testkit.report.merge import Named, ReportMergeError, named_reports, plural, totals
+from prism_testkit.report.shape import Totals
 
 if TYPE_CHECKING:
     from prism_testkit.report.shape import Report
@@ -47,6 +50,52 @@ LEGEND = (
     f"{NOT_RUN} not run on this version"
 )
 RowKey = tuple[str, str, str]  # finding id ("" for none), scenario, backend
+
+
+class VersionCell(BaseModel):
+    """What one server version did in a row: its worst verdict (``status``, or ``not run``), how
+    many tests, and (where it ran) each verdict's tests, each test's ``[lost, acknowledged]`` in
+    test order, the findings expected, the windows a tolerated loss fell in and what the counts
+    count where the harm is no lost write."""
+
+    status: str
+    tests: int
+    verdicts: dict[str, int] = {}
+    losses: list[tuple[int, int]] = []
+    findings: list[str] = []
+    windows: list[str] = []
+    counts: list[str] = []
+
+
+class VersionRow(BaseModel):
+    """A known finding (None: a judged scenario no finding covers, such as a control) on a
+    backend: a cell per server version."""
+
+    finding: str | None
+    scenario: str
+    backend: str
+    cells: dict[str, VersionCell]
+
+
+class VersionRun(BaseModel):
+    """A report tabulated: the versions it judged, how many tests, and pytest's counts."""
+
+    report: str
+    versions: list[str]
+    judged: int
+    totals: Totals
+
+
+class VersionTable(BaseModel):
+    """``prism-testkit report versions``: known finding x server version (``--json`` writes it)."""
+
+    versions: list[str]  # in release order, "unknown" last
+    rows: list[VersionRow]
+    runs: list[VersionRun]
+
+    def dump(self) -> dict[str, object]:
+        """As ``--json`` writes it."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 @dataclass(frozen=True)
@@ -105,11 +154,9 @@ def _version_order(version: str) -> tuple[bool, tuple[int, ...], str]:
     return (version == UNKNOWN_VERSION, findings.version_key(version), version)
 
 
-def version_table(reports: list[Report]) -> dict[str, Any]:
-    """``{"versions": [...], "rows": [{"finding", "scenario", "backend", "cells": {version: cell}}],
-    "runs": [...]}``. A cell has ``status`` (its worst verdict, or ``not run``), ``tests`` and
-    ``verdicts`` (verdict -> tests) and ``losses`` (``[lost, acknowledged]`` per test, in test
-    order). ``runs`` says per report the versions it judged and pytest's counts."""
+def version_table(reports: list[Report]) -> VersionTable:
+    """A row per known finding (or judged scenario) and backend, a cell per server version
+    (:class:`VersionCell`); ``runs`` says per report the versions it judged and pytest's counts."""
     if not reports:
         raise ReportMergeError("no reports to tabulate")
     judged = [(named, verdicts(named), *_read(named.report)) for named in named_reports(reports)]
@@ -125,12 +172,12 @@ def version_table(reports: list[Report]) -> dict[str, Any]:
     for verdict in sorted(found, key=lambda v: (v.test, v.report)):
         by_row.setdefault((verdict.finding or "", verdict.scenario, verdict.backend), []).append(verdict)
     rows = [
-        {
-            "finding": finding or None,
-            "scenario": scenario,
-            "backend": backend,
-            "cells": {version: _cell([v for v in of_row if v.version == version]) for version in versions},
-        }
+        VersionRow(
+            finding=finding or None,
+            scenario=scenario,
+            backend=backend,
+            cells={version: _cell([v for v in of_row if v.version == version]) for version in versions},
+        )
         for (finding, scenario, backend), of_row in sorted(by_row.items(), key=lambda kv: (not kv[0][0], kv[0]))
     ]
     ran = {backend for _, _, backends, _ in judged for backend in backends}
@@ -139,85 +186,85 @@ def version_table(reports: list[Report]) -> dict[str, Any]:
         # a finding of a backend these runs had whose scenario none of them judged: said, not hidden
         if known.id not in judged_findings and known.backends & ran:
             rows.append(
-                {
-                    "finding": known.id,
-                    "scenario": known.scenario,
-                    "backend": ", ".join(sorted(known.backends & ran)),
-                    "cells": {version: _cell([]) for version in versions},
-                }
+                VersionRow(
+                    finding=known.id,
+                    scenario=known.scenario,
+                    backend=", ".join(sorted(known.backends & ran)),
+                    cells={version: _cell([]) for version in versions},
+                )
             )
     runs = [
-        {
-            "report": named.path,
-            "versions": sorted({v.version for v in of_report}, key=_version_order),
-            "judged": len(of_report),
-            "totals": counted,
-        }
+        VersionRun(
+            report=named.path,
+            versions=sorted({v.version for v in of_report}, key=_version_order),
+            judged=len(of_report),
+            totals=counted,
+        )
         for named, of_report, _, counted in judged
     ]
-    return {"versions": versions, "rows": rows, "runs": runs}
+    return VersionTable(versions=versions, rows=rows, runs=runs)
 
 
-def _read(report: Report) -> tuple[set[str], dict[str, int]]:
+def _read(report: Report) -> tuple[set[str], Totals]:
     """The backends a report ran and pytest's counts."""
     listed = {entry.backend for entry in report.backends}
     ran = {backend for row in report.suites for backend in row.combination.values()}
-    return listed | ran, totals(report).dump()
+    return listed | ran, totals(report)
 
 
-def _cell(of_cell: list[Verdict]) -> dict[str, Any]:
+def _cell(of_cell: list[Verdict]) -> VersionCell:
     if not of_cell:
-        return {"status": "not run", "tests": 0}
+        return VersionCell(status="not run", tests=0)
     counted = Counter(v.verdict for v in of_cell)
-    return {
-        "status": next(verdict for verdict in VERDICTS if counted[verdict]),
-        "tests": len(of_cell),
-        "verdicts": {verdict: counted[verdict] for verdict in VERDICTS if counted[verdict]},
-        "losses": [[v.lost, v.acknowledged] for v in of_cell],
-        "findings": sorted({v.finding for v in of_cell if v.finding}),
-        "windows": sorted({v.tolerated for v in of_cell if v.tolerated}),
-        "counts": sorted({v.counts for v in of_cell if v.counts}),
-    }
+    return VersionCell(
+        status=next(verdict for verdict in VERDICTS if counted[verdict]),
+        tests=len(of_cell),
+        verdicts={verdict: counted[verdict] for verdict in VERDICTS if counted[verdict]},
+        losses=[(v.lost, v.acknowledged) for v in of_cell],
+        findings=sorted({v.finding for v in of_cell if v.finding}),
+        windows=sorted({v.tolerated for v in of_cell if v.tolerated}),
+        counts=sorted({v.counts for v in of_cell if v.counts}),
+    )
 
 
-def red(table: dict[str, Any]) -> bool:
+def red(table: VersionTable) -> bool:
     """Whether a judged test failed (a loss no finding covers, or a finding that stopped
     reproducing) or a run failed elsewhere: a test that failed before its verdict leaves its
     cell "not run", which must not read as a quiet table."""
-    judged = any(cell["status"] in RED_VERDICTS for row in table["rows"] for cell in row["cells"].values())
-    return judged or any(_failed(run) for run in table["runs"])
+    judged = any(cell.status in RED_VERDICTS for row in table.rows for cell in row.cells.values())
+    return judged or any(_failed(run) for run in table.runs)
 
 
-def _failed(run: dict[str, Any]) -> bool:
-    return bool(run["totals"]["failed"] or run["totals"]["errors"])
+def _failed(run: VersionRun) -> bool:
+    return bool(run.totals.failed or run.totals.errors)
 
 
-def cell_text(cell: dict[str, Any]) -> str:
+def cell_text(cell: VersionCell) -> str:
     """``🐞 2 of 2 reproduced: lost 7,020 of 7,701, 4,875 of 7,701``; ``✅ 1 of 1 held (7,701 acknowledged)``."""
-    if cell["status"] == "not run":
+    if cell.status == "not run":
         return NOT_RUN
-    tests = cell["tests"]
-    counted = cell["verdicts"]
-    losses = [(lost, acknowledged) for lost, acknowledged in cell["losses"] if lost]
+    tests = cell.tests
+    counted = cell.verdicts
+    losses = [(lost, acknowledged) for lost, acknowledged in cell.losses if lost]
     parts = []
     if counted.get(KNOWN):
         parts.append(f"{counted[KNOWN]} of {tests} reproduced")
     if counted.get(LOST):
         parts.append(f"{counted[LOST]} of {tests} lost, no finding covers this version")
     if counted.get(TOLERATED):
-        parts.append(f"{counted[TOLERATED]} of {tests} lost within {' and '.join(cell['windows'])} (tolerated)")
+        parts.append(f"{counted[TOLERATED]} of {tests} lost within {' and '.join(cell.windows)} (tolerated)")
     held = counted.get(HELD, 0) + counted.get(NO_LONGER, 0)
     if held:
         parts.append(f"{held} of {tests} held")
     if counted.get(NO_LONGER):
-        parts.append(f"⚠️ {counted[NO_LONGER]} expected {', '.join(cell['findings'])}: update it")
-    text = f"{_MARK[cell['status']]} " + ", ".join(parts)
+        parts.append(f"⚠️ {counted[NO_LONGER]} expected {', '.join(cell.findings)}: update it")
+    text = f"{_MARK[cell.status]} " + ", ".join(parts)
     # a scenario whose harm is no lost write says what it counted (findings.judge's counts)
-    counts = " and ".join(cell.get("counts") or [])
+    counts = " and ".join(cell.counts)
     if losses:
         text += (": " + _losses(losses) + f" {counts}") if counts else ": lost " + _losses(losses)
     elif held:
-        most = _thousands(max(a for _, a in cell["losses"]))
+        most = _thousands(max(a for _, a in cell.losses))
         text += f" (0 of {most} {counts})" if counts else f" ({most} acknowledged)"
     return text
 
@@ -247,28 +294,26 @@ def _finding_text(finding: str | None) -> str:
 TITLE = "prism-testkit: known findings x server version"
 
 
-def render_versions_markdown(table: dict[str, Any], title: str = TITLE) -> str:
+def render_versions_markdown(table: VersionTable, title: str = TITLE) -> str:
     """The table (a row per finding or scenario and backend, a column per version), its legend
     and the runs it came from: fit for ``$GITHUB_STEP_SUMMARY`` or docs/findings.md."""
-    versions: list[str] = table["versions"]
+    versions = table.versions
     lines = [f"## {title}", ""]
     lines.append("| finding | scenario | backend | " + " | ".join(_escape(v) for v in versions) + " |")
     lines.append("|---|---|---|" + "---|" * len(versions))
-    for row in table["rows"]:
-        cells = " | ".join(cell_text(row["cells"][v]) for v in versions)
-        lines.append(
-            f"| {_finding_text(row['finding'])} | {_escape(row['scenario'])} | {_escape(row['backend'])} | {cells} |"
-        )
+    for row in table.rows:
+        cells = " | ".join(cell_text(row.cells[v]) for v in versions)
+        lines.append(f"| {_finding_text(row.finding)} | {_escape(row.scenario)} | {_escape(row.backend)} | {cells} |")
     lines += ["", LEGEND, "", "Runs:", ""]
-    for run in table["runs"]:
-        counted = run["totals"]
+    for run in table.runs:
+        counted = run.totals
         judged = "no judged test"
-        if run["judged"]:
-            judged = f"{plural(run['judged'], 'judged test')} on {', '.join(run['versions'])}"
-        errors = f", {plural(counted['errors'], 'error')}" if counted["errors"] else ""
+        if run.judged:
+            judged = f"{plural(run.judged, 'judged test')} on {', '.join(run.versions)}"
+        errors = f", {plural(counted.errors, 'error')}" if counted.errors else ""
         failed = " ❌ (a test that failed before its verdict leaves its cell —: see the report's failures)"
         lines.append(
-            f"- `{_escape(run['report'])}`: {judged}; {counted['passed']} passed, {counted['failed']} failed, "
-            f"{counted['skipped']} skipped (xfails included){errors}{failed if _failed(run) else ''}"
+            f"- `{_escape(run.report)}`: {judged}; {counted.passed} passed, {counted.failed} failed, "
+            f"{counted.skipped} skipped (xfails included){errors}{failed if _failed(run) else ''}"
         )
     return "\n".join(lines)
