@@ -42,7 +42,7 @@ from prism_testkit.report.matrix import (
     survived,
     words,
 )
-from prism_testkit.report.merge import found_counts, is_red, plural, shard_text, totals, typed_row_key
+from prism_testkit.report.merge import found_counts, is_red, plural, row_key, shard_text, totals
 
 if TYPE_CHECKING:  # the report's model (pydantic): imported when a report is read
     from prism_testkit.report.shape import Failure, FaultRow, OneTest, Report, Row, Run, Shard
@@ -163,7 +163,7 @@ footer { margin-top: 32px; font-size: 12px; color: #6b7480; border-top: 1px soli
 def render_html(report: Report, title: str = TITLE, base: Path | None = None) -> str:
     """The page of ``report`` (a run's, or a merge of several). ``base``: the folder the page is
     written to (links to timelines are made relative to it)."""
-    rows = sorted(report.suites, key=typed_row_key)
+    rows = sorted(report.suites, key=row_key)
     numbered = {id(row): n for n, row in enumerate(rows, 1)}
     failures = {str(entry.test): entry for entry in report.failures}
     where = {test: numbered[id(row)] for row in rows for test in row.tests or {}}

@@ -30,7 +30,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from prism_testkit.errors import PrismError
 from prism_testkit.report import unavailable_faults
@@ -160,10 +160,19 @@ def read_report(data: object, path: str) -> Report:
 KINDS = ("anomalies", "tolerated", "faults", "verdicts", "known")
 
 
-def outcome_counts(outcomes: Iterable[str]) -> dict[str, int]:
+class Outcomes(NamedTuple):
+    """pytest's counts of some tests (a row's columns, pytest's words)."""
+
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: int = 0
+
+
+def outcome_counts(outcomes: Iterable[str]) -> Outcomes:
     """passed / failed / skipped / errors of tests whose outcomes are "passed", "failed+error"..."""
     parts = Counter(part for outcome in outcomes for part in outcome.split("+"))
-    return {"passed": parts["passed"], "failed": parts["failed"], "skipped": parts["skipped"], "errors": parts["error"]}
+    return Outcomes(parts["passed"], parts["failed"], parts["skipped"], parts["error"])
 
 
 def found_counts(counts: dict[str, int]) -> dict[str, int]:
@@ -176,11 +185,8 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def row_key(row: dict[str, Any]) -> RowKey:
-    return (row["suite"], row.get("namespace") or "", tuple(sorted(row["combination"].items())))
-
-
-def typed_row_key(row: Row) -> RowKey:
+def row_key(row: Row) -> RowKey:
+    """What a merge matches rows by: suite, namespace and combination."""
     return (row.suite, row.namespace or "", tuple(sorted(row.combination.items())))
 
 
@@ -205,7 +211,7 @@ def _merge_rows(reports: list[Named]) -> list[Row]:
     rows: dict[RowKey, tuple[str, Row]] = {}
     for named in reports:
         for row in named.report.suites:
-            key = typed_row_key(row)
+            key = row_key(row)
             seen = rows.get(key)
             if seen is None:
                 rows[key] = (named.path, row)
@@ -264,10 +270,10 @@ def _add_shard(key: RowKey, first: tuple[str, Row], other: tuple[str, Row]) -> R
     merged = Row(
         suite=first_row.suite,
         combination=first_row.combination,
-        passed=counted["passed"],
-        failed=counted["failed"],
-        skipped=counted["skipped"],
-        errors=counted["errors"],
+        passed=counted.passed,
+        failed=counted.failed,
+        skipped=counted.skipped,
+        errors=counted.errors,
         anomalies=_summed(entries, "anomalies"),
         tolerated=_summed(entries, "tolerated"),
         faults=_summed(entries, "faults"),
@@ -421,17 +427,6 @@ def _by_test(sections: Iterable[list[_PerTest]]) -> list[_PerTest]:
     return [found[test] for test in sorted(found)]
 
 
-def raw_totals(report: dict[str, Any]) -> dict[str, int]:
-    """:func:`totals` of a report's JSON as it is, unchecked (``report versions`` tabulates
-    reports it reads only in part)."""
-    outside = [report.get(bucket) or {} for bucket in BUCKETS]  # tests in no row count too
-    counted = {name: sum(int(row.get(name, 0)) for row in [*report["suites"], *outside]) for name in ROW_COUNTS}
-    counted["rows"] = len(report["suites"])
-    counted["suites_without_combination"] = len(report.get("no_runnable_combinations", []))
-    counted["backends_not_provisioned"] = len(report.get("not_provisioned", []))
-    return counted
-
-
 def totals(typed: Report) -> Totals:
     """Tests passed / failed / skipped / errors over every row and the tests in none (outside the
     suites, or in a module nothing selected fits), and the suites that had no combination."""
@@ -540,7 +535,7 @@ def _merge_bucket(reports: list[Named], bucket: str, ran: set[str]) -> Bucket:
         for test, entry in sorted(tests.items())
         if is_red(entry.outcome) or entry.suite is None or entry.suite not in ran
     }
-    counted.update(outcome_counts(entry.outcome for entry in kept.values()))
+    counted.update(outcome_counts(entry.outcome for entry in kept.values())._asdict())
     return Bucket(
         passed=counted["passed"],
         failed=counted["failed"],

@@ -14,13 +14,22 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 import pytest
 
 from prism_testkit import findings
 from prism_testkit.report import unavailable_faults
-from prism_testkit.report.merge import KINDS, PHASE_PARTS, found_counts, plural, row_colour
+from prism_testkit.report.merge import (
+    KINDS,
+    PHASE_PARTS,
+    ROW_COUNTS,
+    Outcomes,
+    found_counts,
+    outcome_counts,
+    plural,
+    row_colour,
+)
 
 if TYPE_CHECKING:  # pydantic: imported by a run that writes a report, not by a plain run
     from prism_testkit.report.shape import Bucket, OneTest, PerTest, Report, Row, UnavailableBackend
@@ -263,7 +272,6 @@ def selection_of(config: pytest.Config) -> str:
     return " ".join(words)
 
 
-ERROR = "error"
 # the user property under which a test lists the clusters rebuilt before it ran (or one of its
 # examples) because an earlier test left them damaged (prism_testkit.stateful.health.PROPERTY)
 REBUILT = "prism_rebuilt"
@@ -279,23 +287,6 @@ EVIDENCE = {
     "prism_latency": "latency",
     "prism_settles": "settles",
 }
-COUNTED = ("passed", "failed", "skipped", "errors")  # a row's columns, pytest's words
-_COLUMN = {"passed": "passed", "failed": "failed", "skipped": "skipped", ERROR: "errors"}
-
-
-class Outcomes(NamedTuple):
-    """pytest's counts of some tests: passed / failed / skipped / errors."""
-
-    passed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    errors: int = 0
-
-
-def tally(outcomes: Iterable[str]) -> Outcomes:
-    """passed / failed / skipped / errors of tests whose outcomes are "passed", "failed+error"..."""
-    counts = Counter(_COLUMN[part] for outcome in outcomes for part in outcome.split("+"))
-    return Outcomes(*(counts[name] for name in COUNTED))
 
 
 @dataclass
@@ -477,7 +468,7 @@ class PrismResults:
         for (suite, namespace, combo), tests in sorted(
             tests_of.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])
         ):
-            counted = tally(self.outcome(test) for test in tests)
+            counted = outcome_counts(self.outcome(test) for test in tests)
             row = RowTally(suite, dict(combo), namespace or None, sorted(tests), *counted)
             covered = [test for test in tests if test in self.covered]
             if covered:  # counted among the skipped too, as pytest counts them
@@ -499,7 +490,7 @@ class PrismResults:
 
     def totals(self) -> Outcomes:
         """Over every test of the run: pytest's own counts."""
-        return tally([*(self.outcome(test) for test in self.categories), *self.outside_suites.values()])
+        return outcome_counts([*(self.outcome(test) for test in self.categories), *self.outside_suites.values()])
 
     def let_off(self) -> dict[str, str]:
         """Suites not applicable to this selection: neither failed nor run by another module."""
@@ -593,11 +584,11 @@ class PrismResults:
             # in no row: the tests of modules nothing selected fits, and tests outside suites;
             # with the rows' they add up to the totals
             without_combination=self._bucket(
-                tally(self.outcome(test) for test in self.unfit_tests),
+                outcome_counts(self.outcome(test) for test in self.unfit_tests),
                 {test: self._unfit_entry(test) for test in sorted(self.unfit_tests)},
             ),
             outside_suites=self._bucket(
-                tally(self.outside_suites.values()),
+                outcome_counts(self.outside_suites.values()),
                 {
                     test: self.identified(test, OneTest(outcome=outcome))
                     for test, outcome in sorted(self.outside_suites.items())
@@ -716,7 +707,7 @@ def _table(tr: pytest.TerminalReporter, rows: list[RowTally]) -> None:
     columns at all, one block per row."""
     columns = tr._tw.fullwidth
     width = max(len("suite"), *(len(r.suite) for r in rows))
-    counts = "".join(f"  {name:>{len(name)}}" for name in COUNTED)
+    counts = "".join(f"  {name:>{len(name)}}" for name in ROW_COUNTS)
     room = columns - width - 2 - len(counts) - len("  findings")
     if room < len("combination"):
         _narrow_table(tr, rows, columns)
@@ -725,7 +716,7 @@ def _table(tr: pytest.TerminalReporter, rows: list[RowTally]) -> None:
     tr.write_line(f"{'suite':<{width}}  {'combination':<{combo_width}}{counts}  findings")
     for r in rows:
         color = _row_style(r)
-        numbers = "".join(f"  {getattr(r, name):>{len(name)}}" for name in COUNTED)
+        numbers = "".join(f"  {getattr(r, name):>{len(name)}}" for name in ROW_COUNTS)
         combination = _combo_text(r)
         if len(combination) <= combo_width:
             head = f"{r.suite:<{width}}  {combination:<{combo_width}}{numbers}"
@@ -745,7 +736,7 @@ def _narrow_table(tr: pytest.TerminalReporter, rows: list[RowTally], columns: in
     for r in rows:
         color = _row_style(r)
         _wrapped(tr, f"{r.suite}  {_combo_text(r)}", columns, color, indent="")
-        _wrapped(tr, ", ".join(f"{getattr(r, name)} {name}" for name in COUNTED), columns, color)
+        _wrapped(tr, ", ".join(f"{getattr(r, name)} {name}" for name in ROW_COUNTS), columns, color)
         if r.anomalies or r.tolerated or r.known or r.faults or r.covered:
             _wrapped(tr, _anomaly_text(r), columns, color)
 
