@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from prism_testkit.patterns.cdc import ChangeEvent, Replica, decode
 
 from prism_testkit import DeliveryGuarantee, Message
-from prism_testkit.stateful.checkers import EMPTY, FOLLOWS, Anomaly, Verdict, tolerated
+from prism_testkit.stateful.checkers import ACKED, EMPTY, FOLLOWS, Anomaly, Verdict, tolerated
 from prism_testkit.stateful.history import History
 
 Write = tuple[str, bytes | None]  # (key, value put, or None for a delete)
@@ -57,9 +57,14 @@ class Ledger:
     seeded: set[bytes] = field(default_factory=set)
     maybe: dict[str, list[Write]] = field(default_factory=dict)  # outcome unknown (a fault hit the commit)
     excused: set[str] = field(default_factory=set)  # superseded by a snapshot after a lost capture
+    # tag -> the history index of its commit's acknowledgement (unknown outcome: its invoke): a
+    # failover excuses the loss of a write only when it was held before the failover ended
+    acked: dict[str, int] = field(default_factory=dict)
 
-    def commit(self, tag: str, writes: list[Write]) -> None:
+    def commit(self, tag: str, writes: list[Write], acked: int | None = None) -> None:
         self.committed[tag] = writes
+        if acked is not None:
+            self.acked[tag] = acked
         for key, _ in writes:
             self.key_order[key].append(tag)
 
@@ -70,10 +75,13 @@ class Ledger:
         epoch a later truncate voided; convergence still judges the result."""
         self.excused |= tags
 
-    def unknown(self, tag: str, writes: list[Write]) -> None:
+    def unknown(self, tag: str, writes: list[Write], invoked: int | None = None) -> None:
         """A transaction that may or may not have committed: never lost, but if any of its
-        changes arrives, all must (Jepsen's "must have committed")."""
+        changes arrives, all must (Jepsen's "must have committed"). ``invoked``: the history
+        index of its invoke, from when it may have been held."""
         self.maybe[tag] = writes
+        if invoked is not None:
+            self.acked[tag] = invoked
         for key, _ in writes:
             self.key_order[key].append(tag)
 
@@ -152,7 +160,15 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
             if want not in got and tag not in ledger.excused:
                 never.add((tag, key))
                 what = "delete" if value is None else "put"
-                add("lost", f"{what} of {key} by committed {tag} never delivered", key=key, value=want[1], tag=tag)
+                when = {ACKED: ledger.acked[tag]} if tag in ledger.acked else {}
+                add(
+                    "lost",
+                    f"{what} of {key} by committed {tag} never delivered",
+                    key=key,
+                    value=want[1],
+                    tag=tag,
+                    **when,
+                )
 
     if ordered:
         for key, tags in ledger.key_order.items():

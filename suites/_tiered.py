@@ -16,7 +16,7 @@ from prism_testkit.patterns.tiered_storage import (
 
 from prism_testkit import Driver
 from prism_testkit.isolation import Namespace
-from prism_testkit.stateful.checkers import FOLLOWS, LossId
+from prism_testkit.stateful.checkers import FOLLOWS, SLOTS, LossId
 
 DAY = 86400.0
 START = 1_000_000.0  # the first reading of a tiered store's ManualClock (s)
@@ -84,6 +84,20 @@ def read_anomaly(got: str | None, allowed: Collection[str | None], written: Sequ
     if got in written:
         return "resurrected" if set(allowed) == {None} else "stale"
     return "unexpected"
+
+
+def lost_where(got: str | None, tier: str | None) -> dict[str, tuple[str, ...]]:
+    """The facts naming the slots whose backends may have lost what a read judged ``lost``
+    found gone (:data:`~prism_testkit.stateful.checkers.SLOTS`): no value at all, the
+    reference store (the reference is what is gone); :data:`MISSING`, the reference store or
+    ``tier``, the tier whose copy the reference names (a reference rolled back may name a copy
+    since removed). A failover of another slot's backend excuses neither; none when the tier
+    is not known."""
+    if got is None:
+        return {SLOTS: ("reference",)}
+    if got == MISSING and tier is not None:
+        return {SLOTS: ("reference", tier)}
+    return {}
 
 
 def read_again(last_lost: Mapping[str, str | None], key: str, got: str | None) -> dict[str, tuple[LossId, ...]]:

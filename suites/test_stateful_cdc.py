@@ -199,8 +199,7 @@ class CdcMachine(FaultMachine):
 
         outcome = self.attempt("writer", "txn", block, key=tag, value=len(writes))
         if outcome.completed and outcome.result:
-            outcome.handle.ok()
-            self.ledger.commit(tag, writes)
+            self.ledger.commit(tag, writes, acked=outcome.handle.ok().index)
             for key, value in writes:
                 (self.live.add if value is not None else self.live.discard)(key)
         elif outcome.completed or isinstance(outcome.error, DEFINITE_FAILURES):
@@ -208,7 +207,7 @@ class CdcMachine(FaultMachine):
                 outcome.handle.fail("rolled back")
             self.ledger.rolled_back.add(tag)
         else:
-            self.ledger.unknown(tag, writes)
+            self.ledger.unknown(tag, writes, invoked=outcome.handle.invoke.index)
             self.retired.update(k for k, _ in writes)
             self.live -= {k for k, _ in writes}
 

@@ -57,7 +57,7 @@ from prism_testkit.patterns.event_sourcing import (
 
 from prism_testkit import PrismEnv, Slot, prism_suite
 from prism_testkit.interfaces import Transaction, Transactions
-from prism_testkit.stateful.checkers import Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.checkers import ACKED, SLOTS, Anomaly, Verdict, suite_verdict
 from prism_testkit.stateful.history import DEFINITE_FAILURES, OpHandle, OpType
 from prism_testkit.stateful.machine import FaultMachine
 from prism_testkit.stateful.runner import StatefulRun
@@ -121,6 +121,16 @@ class Sent:
     expected: int | None = None  # the version its append expected, once decided
     events: list[NewEvent] = field(default_factory=list)  # what it appended, with stable event ids
     task: asyncio.Future[str] | None = None  # the attempt, which may outlive its bound
+    # history indices: its first invoke, and the acknowledgement (a failover excuses the loss
+    # of what was acknowledged, or maybe appended, before it ended: failover_loss)
+    invoke_index: int | None = None
+    ack_index: int | None = None
+
+    @property
+    def held(self) -> dict[str, Any]:
+        """The facts placing its events in time and in the store slot, for a loss."""
+        when = self.ack_index if self.status == "ok" else self.invoke_index
+        return {SLOTS: ("store",), **({ACKED: when} if when is not None else {})}
 
     @property
     def retryable(self) -> bool:
@@ -156,6 +166,7 @@ class EventSourcingMachine(FaultMachine):
         sent = Sent(tag, account, kind, invoked=next(self.ticks))
         self.sent[tag] = sent
         handle = self.history.invoke(f"client-{tag}", kind, account, (tag, amount))
+        sent.invoke_index = handle.invoke.index
         repo = self.repo(racing=racing)
 
         async def act() -> str:
@@ -176,7 +187,7 @@ class EventSourcingMachine(FaultMachine):
     def _settle(self, sent: Sent, handle: OpHandle, result: str | BaseException) -> None:
         if result == "ok":
             sent.status, sent.completed = "ok", next(self.ticks)
-            handle.ok()
+            sent.ack_index = handle.ok().index
         elif isinstance(result, (str, *DEFINITE_FAILURES)):  # refused, lost the race, aborted: nothing appended
             sent.status = "failed"
             handle.fail(result)
@@ -343,7 +354,12 @@ class EventSourcingMachine(FaultMachine):
         self._judge_commands(positions)
         notified = [n.event.event_id for n in await self._all_notifications(store)]
         for event_id in set(stream_ids) - set(notified):
-            self._anomaly("notification-lost", f"event {event_id} is in a stream, not in the notification log")
+            sent = self.sent.get(event_id.rsplit(".", 1)[0])
+            self._anomaly(
+                "notification-lost",
+                f"event {event_id} is in a stream, not in the notification log",
+                **(sent.held if sent is not None else {SLOTS: ("store",)}),
+            )
         for event_id in set(notified) - set(stream_ids) | {i for i in notified if notified.count(i) > 1}:
             self._anomaly("notification-unexpected", f"event {event_id} is in the notification log once too often")
         return balances_now
@@ -353,7 +369,7 @@ class EventSourcingMachine(FaultMachine):
             there = sent.tag in positions
             if sent.status == "ok" and not there:
                 message = f"acknowledged {sent.kind} {sent.tag} is not in the stream"
-                self._anomaly("lost", message, sent.account, key=sent.account, value=sent.tag)
+                self._anomaly("lost", message, sent.account, key=sent.account, value=sent.tag, **sent.held)
                 self.lost += [(sent.tag, sent.account, e.type, int(e.data.get("amount", 0))) for e in sent.events]
             if sent.status == "failed" and there:
                 self._anomaly("unexpected", f"failed {sent.kind} {sent.tag} is in the stream", sent.account)

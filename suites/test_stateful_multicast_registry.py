@@ -47,7 +47,7 @@ from prism_testkit.patterns.multicast_registry import (
 )
 
 from prism_testkit import Message, PrismEnv, Slot, prism_suite
-from prism_testkit.stateful.checkers import EMPTY, FOLLOWS, Anomaly, Verdict, suite_verdict
+from prism_testkit.stateful.checkers import ACKED, EMPTY, FOLLOWS, SLOTS, Anomaly, Verdict, suite_verdict
 from prism_testkit.stateful.failover_loss import without_echoes
 from prism_testkit.stateful.history import History, OpHandle, OpType
 from prism_testkit.stateful.machine import FaultMachine
@@ -195,6 +195,11 @@ def last_change(history: History, identity: str, before: int) -> int | None:
     return max(changes, default=None)
 
 
+def completed_at(history: History, invoked: int | None) -> int | None:
+    """The index of the completion of the op invoked at ``invoked`` (None: none)."""
+    return next((p.completion.index for p in history.pairs() if p.invoke.index == invoked and p.completion), None)
+
+
 def judge_multicasts(
     history: History,
     multicasts: Sequence[Multicast],
@@ -227,6 +232,9 @@ def judge_multicasts(
             lost = (identity, last_change(history, identity, began))
             facts: dict[str, Any] = {"multicast": record.seq, "identity": identity}
             loss = facts | {"key": lost[0], "value": lost[1]} | ({FOLLOWS: (lost,)} if lost in judged else {})
+            # a registry's loss, of the change acknowledged then (what a failover may excuse)
+            acked = completed_at(history, lost[1])
+            loss |= {SLOTS: ("registry",), **({ACKED: acked} if acked is not None else {})}
             # names with "lost" are what a failover of a backend that does not promise to
             # survive one may excuse (the runner decides); a restart, where not durable
             if member is True and not named:
@@ -245,7 +253,9 @@ def judge_multicasts(
             facts = {"multicast": record.seq, "identity": identity, "arrived": arrived}
             if outcome.delivered and not arrived:
                 message = f"multicast {record.seq}: {identity}'s delivered copy is gone"
-                findings.add("lost-copy", message, history, facts, allowed=queue_may_lose and restarted)
+                sent = record.handle.completion or record.handle.invoke  # reported delivered then
+                copy = facts | {SLOTS: ("messaging",), ACKED: sent.index}
+                findings.add("lost-copy", message, history, copy, allowed=queue_may_lose and restarted)
             if not outcome.delivered and outcome.definite and arrived:
                 findings.add(
                     "undelivered-copy",

@@ -62,6 +62,7 @@ from ._tiered import (
     START,
     build_store,
     copy_count,
+    lost_where,
     missing_copies,
     namespaced_config,
     read_again,
@@ -111,6 +112,7 @@ class TieredMachine(FaultMachine):
         self.missing_at_end: set[str] = set()  # keys whose final read rightly reported a lost copy
         self.lost_at_end: set[str] = set()  # keys whose final read found a copy gone, judged lost
         self.last_lost: dict[str, str | None] = {}  # what a key's lost read returned, until it is written
+        self.missing_in: dict[str, str] = {}  # the tier whose copy a key's last read found missing
         self.loop(self.store().prepare())
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -157,7 +159,12 @@ class TieredMachine(FaultMachine):
             return None
         expected = " or ".join(sorted(repr(v) for v in allowed))
         # One event, one verdict: the same loss read again (nothing written since) follows the first.
-        facts = read_again(self.last_lost, key, got) if name == "lost" else {}
+        # the slots that may have lost it: a failover of another's backend excuses nothing
+        facts = (
+            {**read_again(self.last_lost, key, got), **lost_where(got, self.missing_in.get(key))}
+            if name == "lost"
+            else {}
+        )
         if name == "lost":
             self.last_lost[key] = got
         self._anomaly(name, key, f"key {key!r} read {got!r}, expected {expected}", **facts)
@@ -167,11 +174,11 @@ class TieredMachine(FaultMachine):
         witness = self.history.filter(lambda op: op.key == key or op.process in ("migrator", "nemesis", "gc"))
         self.found.setdefault(name, []).append(Anomaly(name, message, witness, {"key": key, **facts}))
 
-    @staticmethod
-    async def _read(store: TieredStorage, key: str) -> str | None:
+    async def _read(self, store: TieredStorage, key: str) -> str | None:
         try:
             value = await store.get(key)
-        except CopyMissing:
+        except CopyMissing as exc:
+            self.missing_in[key] = exc.tier
             return MISSING
         return None if value is None else value.decode().rstrip(".")
 

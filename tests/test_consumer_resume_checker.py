@@ -24,9 +24,14 @@ def test_a_record_left_out_after_a_resume_is_a_skip() -> None:
     assert set(verdict.anomalies) == {"skip", "lost"}  # offset 1: never handled, and resumed past
 
 
-def failed_over(backend: str) -> History:
+def failed_over(backend: str, appended: tuple[int, ...] = (10, 11), after: tuple[int, ...] = ()) -> History:
+    """Appends of ``appended`` acknowledged, the Sentinels fail ``backend`` over, then ``after``."""
     history = History()
+    for value in appended:
+        history.invoke("producer", "append", "log", value).ok()
     history.invoke("nemesis", "failover-by-cluster", backend, {"from": 1}).ok(value={"to": 2})
+    for value in after:
+        history.invoke("producer", "append", "log", value).ok()
     return history
 
 
@@ -42,6 +47,15 @@ def test_records_handled_then_gone_from_the_log_are_lost_not_skipped() -> None:
     [excused] = tolerate_failover_losses([verdict], failed_over("redis-sentinel-wait"), ["redis-sentinel-wait"])
     assert excused.valid
     assert set(excused.tolerated) == {LOST_IN_FAILOVER}
+
+
+def test_records_appended_after_the_failover_then_gone_stay_lost() -> None:
+    """The new primary acknowledged 11: its loss is no failover's to excuse."""
+    verdict = judge_resumes([instance(0, 0), instance(1, 0, 10, 11)], [Save(1, 2, "info")], {})
+    [judged] = tolerate_failover_losses(
+        [verdict], failed_over("redis-sentinel-wait", (10,), (11,)), ["redis-sentinel-wait"]
+    )
+    assert set(judged.anomalies) == {"lost"}, judged.explain()
 
 
 def test_records_gone_without_a_failover_that_excuses_it_stay_lost() -> None:

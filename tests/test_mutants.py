@@ -1009,6 +1009,25 @@ JUDGE_MUTANTS = [
         None,
         "*FAILED*test_a_killed_consensus_leader_is_a_failover_owed_but_never_excuses_a_loss*",
     ),
+    # the excuse scoped to the failed-over slot and to the failover window (issue 66)
+    (
+        "failover_loss_excused_on_any_slot",
+        ("test_failover_loss.py", "test_tolerated_once.py"),
+        None,
+        "*FAILED*test_tiered_a_loss_on_the_tiers_that_promise_stays_red*",
+    ),
+    (
+        "failover_loss_excused_after_the_failover",
+        ("test_failover_loss.py", "test_consumer_resume_checker.py"),
+        None,
+        "*FAILED*test_records_appended_after_the_failover_then_gone_stay_lost*",
+    ),
+    (
+        "failover_loss_excuses_every_loss",
+        ("test_failover_loss.py",),
+        None,
+        "*FAILED*test_the_total_queue_checker_and_the_window_together*",
+    ),
     (
         "wal_order_skips_the_first_apply",
         _WAL,

@@ -50,6 +50,14 @@ LOSS = frozenset({"lost", "lost-write", "unseen"})
 # them is tolerated, it is that loss again, not a second finding (one event, one verdict: see
 # :func:`prism_testkit.stateful.failover_loss.tolerate_failover_losses`).
 FOLLOWS = "follows"
+# A loss anomaly's ``data[ACKED]``: the history index from which what it says is gone was held
+# (the latest acknowledgement among the lost writes; of a write whose outcome is unknown but
+# proven, its invoke). A failover excuses the loss only if that came before the failover ended.
+# Without it, the write is looked up by the loss's ``key`` and ``value`` facts in its witness.
+ACKED = "acked"
+# A loss anomaly's ``data[SLOTS]``: the suite slots whose backends held the lost write (absent:
+# any of the test's slots). A failover excuses the loss only if it failed one of them over.
+SLOTS = "slots"
 LossId = tuple[Hashable, Hashable]  # (key, value) of a loss; value None: the key's latest value
 DUPLICATION = frozenset({"duplicated", "duplicate"})
 # Jepsen allows it by default too: one transaction's appends may interleave with others'.

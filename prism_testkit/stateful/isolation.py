@@ -59,7 +59,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prism_testkit.stateful.checkers import EMPTY, Anomaly, Verdict
+from prism_testkit.stateful.checkers import ACKED, EMPTY, Anomaly, Verdict
 from prism_testkit.stateful.history import History, OpType, Pair
 
 READ = "r"
@@ -431,7 +431,8 @@ def _lost(
                     f"{TITLES['lost']}: {writer.label} appended {element!r} to {key!r} and committed, "
                     f"but the final read {reader.name} found {key!r} = {_show(final)}",
                     [writer, reader],
-                    {"key": key, "element": element},
+                    # committed then: a failover excuses its loss only if it ended later
+                    {"key": key, "element": element, ACKED: (writer.pair.completion or writer.pair.invoke).index},
                 )
             )
 

@@ -698,7 +698,7 @@ class StatefulRun:
         self.tally.examples += 1
         self.tally.faults += sum(1 for op in history if op.process == "nemesis" and op.type is OpType.INVOKE)
         self.failed_over |= failed_over(history) | leaders_lost(history)
-        verdicts = tolerate_failover_losses(verdicts, history, self.without_failover_promise)
+        verdicts = tolerate_failover_losses(verdicts, history, self.without_failover_promise, self.combination.slots)
         if judged_nothing(verdicts):
             self.vacuous += 1  # one empty example is not a failure; a test of only those is
             return

@@ -13,10 +13,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     failover_loss,
-    "failed_over",
-    '        if op.process == "nemesis" and op.type is OpType.INVOKE and op.f.startswith("failover")',
-    (
-        '        if op.process == "nemesis" and op.type is OpType.INVOKE and'
-        ' (op.f.startswith("failover") or op.f == "kill-leader")'
-    ),
+    "failover_ends",
+    '        if pair.process == "nemesis" and pair.f.startswith("failover"):',
+    '        if pair.process == "nemesis" and (pair.f.startswith("failover") or pair.f == "kill-leader"):',
 )

@@ -13,6 +13,6 @@ from ._rewrite import rewrite_function_line
 rewrite_function_line(
     failover_loss,
     "tolerate_failover_losses",
-    "    if not failed_over(history) & set(without_the_promise):",
-    "    if not failed_over(history):  # the bug: the promise is not looked at",
+    "    ends = {backend: found for backend, found in failover_ends(history).items() if backend in unpromised}",
+    "    ends = failover_ends(history)  # the bug: the promise is not looked at",
 )
