@@ -6,9 +6,15 @@ Each event of a transaction is an ``enqueue`` of the sink, completed when the tr
 outcome is known: ok on commit, fail on rollback or abort, info when the commit's outcome is
 unknown. At the end every fault is healed, the relays drain the outbox, the sink is read to
 the end and judged: the total-queue checker at least once (lost events, events of rolled-back
-transactions, which are ``unexpected``), and per-aggregate order when the sink keeps order.
+transactions, which are ``unexpected``), per-aggregate order when the sink keeps order, and one
+lease holder at a time: every write of the lease that landed is recorded (holder, epoch and the
+interval its writer believes it holds it for, on the test's clock), and no relay may write the
+lease while the other holds the same or a later epoch
+(:func:`~prism_testkit.stateful.leases.one_lease_holder`; a takeover under a later epoch while
+the old holder's clock says it still holds is what the epoch fences, and allowed).
 A relay that marks events published before publishing them loses the rest of a batch when it
-dies mid-batch: caught here (tests/mutants).
+dies mid-batch, and one that renews its lease by a plain put instead of compare-and-set holds
+it beside its successor: caught here (tests/mutants).
 
 The faults its guarantee speaks of, and the rules that inject them:
 
@@ -16,6 +22,10 @@ The faults its guarantee speaks of, and the rules that inject them:
   (``crash_relay``); it restarts under the same id;
 - a clock jump past the lease (``lease_expires``), so the other relay takes the lease over
   while the first may still hold a batch (``relay_step`` of either);
+- clocks that disagree: each relay reads its own clock, skewed both ways from the test's by a
+  drawn amount (``clocks_disagree``; the two differ by less than the lease), and time passes by
+  less than the lease too (``time_passes``): the lease has run out on one relay's clock and not
+  on the other's, so a relay takes over while the old holder still believes it holds it;
 - a slow relay: a step abandoned in flight under a fault keeps running beside the next ones;
 - a transaction rolled back or aborted (``transaction`` with ``rollback``): its events must
   never be published;
@@ -35,19 +45,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from typing import Literal
+import json
+from typing import Literal, cast
 
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import rule
+from hypothesis.stateful import initialize, rule
 from prism_testkit.patterns.outbox import LeaseLost, LogSink, Outbox, OutboxConfig, OutboxRelay, QueueSink, Sink
 
 import prism_testkit.simulation.clock as clocks
-from prism_testkit import Capability, Message, Ordering, PrismEnv, Slot, patience, prism_suite
+from prism_testkit import Capability, KeyValue, Message, Ordering, PrismEnv, Slot, patience, prism_suite
+from prism_testkit.faults.interpose import Call, Interposed
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.clock import ManualClock
 from prism_testkit.stateful.checkers import Verdict, per_key_order, total_queue
 from prism_testkit.stateful.history import DEFINITE_FAILURES
+from prism_testkit.stateful.leases import one_lease_holder, record_lease
 from prism_testkit.stateful.machine import FaultMachine
 from prism_testkit.stateful.runner import StatefulRun
 
@@ -64,6 +77,9 @@ Kind = Literal["queue", "log"]
 AGGREGATES = ("a", "b", "c")
 RELAYS = ("r1", "r2")
 LEASE_TTL = 5.0  # s on the machine's clock, which only moves when a rule says so
+# Each relay's clock is off the test's by up to this share of the lease, either way: the two
+# disagree by less than the lease.
+SKEW = 0.45
 
 
 class Rollback(Exception):
@@ -122,7 +138,10 @@ class OutboxMachine(FaultMachine):
         super().__init__(run, ["store", "sink"])
         self.kind = kind
         self.destination = self.ns.name("events")
-        self.clock = ManualClock()  # leases expire when lease_expires advances it
+        self.clock = ManualClock()  # the test's time: leases expire when lease_expires advances it
+        # Each relay's own clock, off the test's by its skew (clocks_disagree), moved with it.
+        self.skews = dict.fromkeys(RELAYS, 0.0)
+        self.relay_clocks = {relay_id: ManualClock(self.clock()) for relay_id in RELAYS}
         self.config = OutboxConfig(
             log=self.ns.name("outbox"), batch_size=3, poll_interval=patience.handed("poll"), lease_ttl=LEASE_TTL
         )
@@ -147,17 +166,49 @@ class OutboxMachine(FaultMachine):
 
     def _relay(self, relay_id: str) -> OutboxRelay:
         store = self.client("store")
-        return OutboxRelay(store.log(), store.keyvalue(), self._sink(False), self.config, relay_id, clock=self.clock)
+        kv = self._leases(store.keyvalue(), relay_id)
+        return OutboxRelay(store.log(), kv, self._sink(False), self.config, relay_id, clock=self.relay_clocks[relay_id])
 
     def _wire(self, relay: OutboxRelay, *, settled: bool = False) -> OutboxRelay:
         """Point a relay at the current clients (a restart or heal reconnects them)."""
         store = self.env.driver("store") if settled else self.client("store")
-        relay.log, relay.kv, relay.sink = store.log(), store.keyvalue(), self._sink(settled)
+        relay.log, relay.sink = store.log(), self._sink(settled)
+        relay.kv = self._leases(store.keyvalue(), relay.relay_id)
         return relay
+
+    def _leases(self, kv: KeyValue, relay_id: str) -> KeyValue:
+        """``kv`` as relay ``relay_id`` writes it: each write of the lease that landed (a
+        compare-and-set that succeeded, a put) recorded in the history, its interval taken
+        from the relay's clock onto the test's (one_lease_holder judges them)."""
+
+        def wrote(call: Call, result: object) -> None:
+            arguments = call.arguments
+            if arguments["key"] != self.config.lease or (call.name == "compare_and_set" and result is not True):
+                return
+            raw = arguments["new" if call.name == "compare_and_set" else "value"]
+            lease = json.loads(cast(bytes, raw))
+            until = float(lease["expires_at"]) - self.skews[relay_id]
+            record_lease(self.history, str(lease["holder"]), int(lease["epoch"]), self.clock(), until)
+
+        hooks = {"put": wrote, "compare_and_set": wrote}
+        return cast(KeyValue, Interposed(kv, surface=KeyValue, after=hooks))
+
+    def _advance(self, seconds: float) -> None:
+        """Time passes, for the test and for every relay's clock."""
+        for clock in (self.clock, *self.relay_clocks.values()):
+            clock.advance(seconds)
 
     def _idle(self, relay_id: str) -> bool:
         task = self.running.get(relay_id)
         return task is None or task.done()
+
+    @initialize(skews=st.tuples(*(st.integers(-100, 100) for _ in RELAYS)))
+    def clocks_disagree(self, skews: tuple[int, ...]) -> None:
+        """Each relay's clock runs ahead of the test's or behind it, by up to ``SKEW`` of the
+        lease (``skews`` in hundredths of that): the relays disagree by less than the lease."""
+        for relay_id, hundredths in zip(RELAYS, skews, strict=True):
+            self.skews[relay_id] = LEASE_TTL * SKEW * hundredths / 100
+            self.relay_clocks[relay_id].now = self.clock() + self.skews[relay_id]
 
     # -- producers --------------------------------------------------------------------------
 
@@ -257,7 +308,13 @@ class OutboxMachine(FaultMachine):
     @rule()
     def lease_expires(self) -> None:
         """Time passes past the lease: the next relay to poll may take it over."""
-        self.clock.advance(LEASE_TTL * 1.01)
+        self._advance(LEASE_TTL * 1.01)
+
+    @rule(share=st.sampled_from([0.3, 0.6]))
+    def time_passes(self, share: float) -> None:
+        """Time passes, less than the lease: with clocks that disagree, the lease has run out on
+        one relay's clock and not on the other's."""
+        self._advance(LEASE_TTL * share)
 
     # -- judging ----------------------------------------------------------------------------
 
@@ -268,6 +325,7 @@ class OutboxMachine(FaultMachine):
         verdicts = [total_queue(self.history, self.env.spec("sink").properties.queue_delivery)]
         if self.env.spec("sink").properties.ordering is not Ordering.NONE:
             verdicts.append(per_key_order(self.history, key=lambda value: str(value).split(":")[0]))
+        verdicts.append(one_lease_holder(self.history))
         return verdicts, f"outbox {self.config.log} -> {self.kind} {self.destination}"
 
     async def _relay_everything(self) -> None:
@@ -290,7 +348,7 @@ class OutboxMachine(FaultMachine):
                 with contextlib.suppress(LeaseLost):
                     progress += await relay.run_once()
             if not progress:
-                self.clock.advance(LEASE_TTL * 1.01)  # a dead holder's lease: let it run out
+                self._advance(LEASE_TTL * 1.01)  # a dead holder's lease: let it run out
             return pending
 
         await patience.until(
@@ -330,5 +388,31 @@ def test_a_relay_dying_while_a_refused_publish_waits_for_its_retry_loses_nothing
     assert machine.refusals == 1, "sink_refuses refused no publish"
     machine.crash_relay("r1", 0)
     assert machine.relay_deaths == 1, "the relay did not die"
+    machine.teardown()
+    assert run.judged == 1
+
+
+def test_on_clocks_that_disagree_a_relay_taken_over_never_renews_the_lease_beside_its_successor(
+    prism_env: PrismEnv, request: pytest.FixtureRequest
+) -> None:
+    """Clocks that disagree, step by step: r1's clock runs behind the test's and r2's ahead (by
+    ``SKEW`` of the lease each). r1 takes the lease; time passes by 0.6 of the lease, so on r2's
+    clock the lease ran out and on r1's it did not. r2 takes it over (a later epoch) while r1
+    still believes it holds it; r1's next step must find it lost, never renew it beside r2 (one
+    lease holder at a time). Fails if the takeover does not happen as described."""
+    kind: Kind = "queue" if prism_env.driver("sink").supports(Capability.QUEUE) else "log"
+    run = StatefulRun(prism_env, request)
+    machine = OutboxMachine(run, kind)
+    machine.clocks_disagree((-100, 100))
+    r1, r2 = machine.relays["r1"], machine.relays["r2"]
+    machine.transaction("a", 2, rollback=False)
+    machine.relay_step("r1")
+    assert r1.holds_lease, "r1 did not take the lease"
+    machine.time_passes(0.6)
+    machine.transaction("b", 1, rollback=False)
+    machine.relay_step("r2")
+    assert r2.holds_lease, "r2 did not take the lease over: the clocks did not disagree enough"
+    assert r1.holds_lease, "on r1's own clock its lease should not have run out yet"
+    machine.relay_step("r1")
     machine.teardown()
     assert run.judged == 1

@@ -438,6 +438,8 @@ MUTANTS = [
     # that lands after a takeover must fail, never replace the successor's lease
     ("relay_renews_by_put", "outbox", "memstore,sqlite", "*replaced r2's lease with*both relays hold it*"),
     ("relay_retried_renewal_by_put", "outbox", "memstore,sqlite", "*replaced r2's lease with*both relays hold it*"),
+    # ... and the stateful suite's own judge of it: one lease holder at a time
+    ("relay_renews_by_put_stateful", "stateful_outbox", "memstore", "*one-lease-holder: INVALID: * lease-overlap*"),
     # a lease kept after a graceful stop (issue 66 item 5): the outbox suite, not only tests/
     ("relay_release_keeps_expiry", "outbox", "memstore,sqlite", "*r1 kept its lease after a graceful stop*"),
     ("relay_stop_skips_release", "outbox", "memstore,sqlite", "*r1 kept its lease after a graceful stop (lifecycle)*"),
@@ -615,6 +617,7 @@ ONLY = {
     "relay_renewal_keeps_expiry": "many_lease_periods",
     "relay_renews_by_put": "clocks_that_disagree",
     "relay_retried_renewal_by_put": "clocks_that_disagree",
+    "relay_renews_by_put_stateful": "clocks_that_disagree",
     "relay_release_keeps_expiry": "stopped_gracefully",
     "relay_stop_skips_release": "stopped_gracefully",
     "relay_pauses_after_a_full_batch": "several_batches_pending and run",
@@ -1008,6 +1011,20 @@ JUDGE_MUTANTS = [
         ("test_failover_loss.py",),
         None,
         "*FAILED*test_a_killed_consensus_leader_is_a_failover_owed_but_never_excuses_a_loss*",
+    ),
+    # one lease holder at a time, on clocks that disagree (issue 66)
+    (
+        "lease_checker_ignores_the_same_epoch",
+        ("test_lease_checker.py",),
+        None,
+        "*FAILED*test_two_holders_of_one_epoch_at_once_are_a_second_holder*",
+    ),
+    ("lease_checker_ends_an_interval_late", ("test_lease_checker.py",), None, "*FAILED*test_the_end_of_an_interval*"),
+    (
+        "lease_checker_judges_the_latest_write",
+        ("test_lease_checker.py",),
+        None,
+        "*FAILED*test_the_overlap_is_found_behind_later_writes_of_the_holder*",
     ),
     # the excuse scoped to the failed-over slot and to the failover window (issue 66)
     (

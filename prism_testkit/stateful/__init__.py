@@ -10,8 +10,10 @@ nemesis / checker split).
   dependency graph, its cycles named G0, G1c, G-single, G2-item, with aborted and intermediate
   reads and lost updates)
   and :mod:`.replicas` (each node's own copy of a replicated stream: lost, unexpected,
-  duplicated, and where a loss lies), and :mod:`.failover_loss` (a failover's losses
-  tolerated where the backend does not declare ``survives_failover``).
+  duplicated, and where a loss lies), :mod:`.failover_loss` (a failover's losses
+  tolerated where the backend does not declare ``survives_failover``: on the slot it fills,
+  acknowledged before it ended) and :mod:`.leases` (lease writes recorded with their epoch and
+  interval, judged one holder at a time on clocks that disagree).
 - :mod:`.nemesis` (the faults of :mod:`prism_testkit.faults` aimed at a combination's servers
   and a cluster's nodes as Hypothesis rules, each recorded in the history and healed at the end
   of every example; after the heal, each node's copy judged by :mod:`.replicas`), as Jepsen's
