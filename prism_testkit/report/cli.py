@@ -4,6 +4,9 @@ several versions of a server (one report per version: ``scripts/version-matrix``
 
     prism-testkit report merge reports/*.json --markdown - >> "$GITHUB_STEP_SUMMARY" --json merged.json
     prism-testkit report versions nats-2.12.1.json nats-2.15.1.json
+    prism-testkit report schema -o docs/report-schema.json
+
+``prism-testkit report schema``: the JSON Schema of a report file (docs/reports.md, "For CI authors").
 
 ``-`` writes to standard output. Without ``--markdown`` and ``--json`` the Markdown is printed.
 """
@@ -82,11 +85,27 @@ def add_report_commands(commands: Any) -> None:  # argparse's subparsers action 
     versions.add_argument("--markdown", metavar="PATH", help="write the table as Markdown ('-': standard output)")
     versions.add_argument("--json", metavar="PATH", help="write the table as JSON ('-': standard output)")
     versions.add_argument("--title", default=TITLE, help="heading of the Markdown")
+    schema = actions.add_parser(
+        "schema",
+        help="print the JSON Schema of a --prism-report file (report merge --json writes the same shape)",
+        description="The JSON Schema (draft 2020-12) of the report model every report file follows, for a CI "
+        "step that validates or parses reports. docs/report-schema.json holds it for this version.",
+    )
+    schema.add_argument("-o", "--output", metavar="PATH", default="-", help="write it to PATH ('-': standard output)")
 
 
 def run_report_command(args: argparse.Namespace) -> int:
     if args.report_command == "versions":
         return _run_versions(args)
+    if args.report_command == "schema":
+        from prism_testkit.report.shape import json_schema_text
+
+        try:
+            _write(args.output, json_schema_text())
+        except OSError as exc:
+            print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
+            return CANNOT_MERGE
+        return MERGED_OK
     try:
         merged = merge_reports([load_report(STDIN if path == "-" else path) for path in args.reports])
     except ReportMergeError as exc:

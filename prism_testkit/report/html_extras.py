@@ -47,6 +47,7 @@ def add_extras(config: pytest.Config, report: pytest.TestReport) -> None:
 
     from pytest_html import extras  # only here: pytest-html is active
 
+    # untyped: pytest-html's extras are its own dicts (extras.url, extras.html)
     found: list[dict[str, Any]] = list(getattr(report, "extras", []))
     href = _href(config, Path(timeline)) if isinstance(timeline, str) else None
     if href is not None:

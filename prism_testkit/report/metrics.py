@@ -201,6 +201,7 @@ class PatternMetrics:
 # --- the --prism-metrics file ---------------------------------------------------------------
 
 
+# untyped (here and below): a family as a user property, plain JSON that xdist carries to the controller
 def final_metrics(namespace: str, created: Iterable[tuple[str, object]]) -> list[dict[str, Any]]:
     """The families of the pattern instances one test created, as JSON (xdist carries it to the
     controller). Each instance is labelled with the test's namespace, numbered from the second

@@ -42,6 +42,7 @@ def available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+# untyped: a report's ``latency`` is whatever its file holds (a hand may have written it)
 def latency_figure(latency: dict[str, Any]) -> str:
     """The figure of one example's samples as a ``data:image/png`` URI."""
     import matplotlib

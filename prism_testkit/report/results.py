@@ -41,7 +41,7 @@ RowKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # suite, namespace
 # A user property's value as a test left it (plain JSON types, also from an xdist worker): its keys
 # are the module's that wrote it (a hunt's, a power cut's, a verdict's); the report's model checks
 # it when the report is built.
-Property = dict[str, Any]  # the one untyped value here: what a test put in its user properties
+Property = dict[str, Any]  # untyped: what a test put in its user properties, checked when the report is built
 
 
 class ItemFacts(TypedDict, total=False):

@@ -11,12 +11,18 @@ inside it, never a traceback from deep in the merge. The models keep what they d
 (``extra="allow"``: a report of a newer minor kind, a hand-added note), so nothing read is
 dropped on the way back out.
 
+Its JSON Schema (:func:`json_schema_text`, ``prism-testkit report schema``) is committed as
+``docs/report-schema.json`` for CI authors (docs/reports.md, "For CI authors"); JSON is read into
+the model and written from it only at a report file's edge (``merge.load_report``,
+``results.PrismResults.write``, ``report merge --json``).
+
 Imported by whatever writes or reads a report file (the writer, the merge, the renderers):
 pydantic is not paid for by a pytest run that writes no report.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any
 
@@ -38,7 +44,7 @@ Counts = dict[str, int]  # finding or fault name -> count
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    def dump(self) -> dict[str, Any]:
+    def dump(self) -> dict[str, Any]:  # untyped: the JSON edge, what json.dumps writes
         """As JSON holds it: what was read (or set), nothing added."""
         return self.model_dump(mode="json", exclude_unset=True)
 
@@ -318,33 +324,64 @@ class Matrix(_Open):
 class Report(_Open):
     """A run's report, or a merge of several (``runs``, ``shards``, ``merged_from``)."""
 
-    schema_version: int | None = None  # None: written before reports carried one
-    run: Run | None = None
-    shard: Shard | None = None
-    totals: Totals | None = None  # recounted by whoever reads a report (merge.totals)
-    without_combination: Bucket | None = None
-    outside_suites: Bucket | None = None
-    suites: list[Row]
-    failures: list[Failure] = []
-    no_runnable_combinations: list[SuiteReason] = []
-    not_applicable: list[SuiteReason] = []
-    covered_by_twins: dict[str, int] = {}
-    backends: list[Backend] = []
-    unavailable: list[UnavailableBackend] = []
-    not_provisioned: list[BackendReason] = []
-    failed_to_start: list[BackendReason] = []
-    unavailable_faults: list[UnavailableFault] = []
-    hunt: Hunt | None = None
-    history_digests: dict[str, Digest] = {}
-    depth: Depth | None = None
-    power_cuts: list[PerTest] = []
-    judged: list[Judged] = []
-    rebuilt: list[Rebuilt] = []  # clusters rebuilt before a test: which test left them damaged, and why
-    # a merge's: the run and shard of each report, and the files merged
-    runs: list[MergedRun] = []
-    shards: list[MergedShard] = []
-    merged_from: list[str] = []
-    matrix: Matrix | None = None  # written by ``report merge --json``: the merge's compliance matrix
+    schema_version: int | None = Field(
+        default=None,
+        description="The version of this model the report follows; absent: written before reports carried one",
+    )
+    run: Run | None = Field(
+        default=None, description="Which prism-testkit wrote it, when, how long it took, the run's id"
+    )
+    shard: Shard | None = Field(default=None, description="Which shard of a sharded run wrote it (absent: not sharded)")
+    totals: Totals | None = Field(
+        default=None,
+        description="pytest's counts over every test (a merge recounts them and adds rows and the red counts)",
+    )
+    without_combination: Bucket | None = Field(default=None, description="Tests of a module nothing selected fits")
+    outside_suites: Bucket | None = Field(default=None, description="Tests outside any suite (plain tests)")
+    suites: list[Row] = Field(description="A row per suite x combination (and namespace), with each test's outcome")
+    failures: list[Failure] = Field(
+        default_factory=list, description="Every red test: its suite and combination, phase and first line"
+    )
+    no_runnable_combinations: list[SuiteReason] = Field(
+        default_factory=list, description="Suites nothing selected could run (each a failure)"
+    )
+    not_applicable: list[SuiteReason] = Field(
+        default_factory=list, description="Suites not applicable to the selection (not run, not a failure)"
+    )
+    covered_by_twins: dict[str, int] = Field(
+        default_factory=dict, description="Single-node twin -> the tests of replicated backends it ran in their place"
+    )
+    backends: list[Backend] = Field(default_factory=list, description="Backends tested: how provisioned, version")
+    unavailable: list[UnavailableBackend] = Field(
+        default_factory=list, description="Backends that could not be provisioned (not tested), and the suites they fit"
+    )
+    not_provisioned: list[BackendReason] = Field(
+        default_factory=list, description="Backends named but not provisioned: the run stopped before any test (red)"
+    )
+    failed_to_start: list[BackendReason] = Field(
+        default_factory=list, description="Backends that failed to start (their tests errored)"
+    )
+    unavailable_faults: list[UnavailableFault] = Field(
+        default_factory=list, description="Faults this machine cannot inject, and the rows that needed them"
+    )
+    hunt: Hunt | None = Field(default=None, description="Hunted tests (--prism-hunt) and their failures")
+    history_digests: dict[str, Digest] = Field(
+        default_factory=dict, description="Stateful test -> the digest of its examples (simulated mode)"
+    )
+    depth: Depth | None = Field(
+        default=None, description="The examples the run asked for and drew, and what goes deeper"
+    )
+    power_cuts: list[PerTest] = Field(default_factory=list, description="Each power_loss test's cut")
+    judged: list[Judged] = Field(default_factory=list, description="Tests judged against the known findings")
+    rebuilt: list[Rebuilt] = Field(
+        default_factory=list, description="Clusters rebuilt before a test: which test left them damaged, and why"
+    )
+    runs: list[MergedRun] = Field(default_factory=list, description="A merge's: the run of each report merged")
+    shards: list[MergedShard] = Field(default_factory=list, description="A merge's: the shard of each report merged")
+    merged_from: list[str] = Field(default_factory=list, description="A merge's: the files merged")
+    matrix: Matrix | None = Field(
+        default=None, description="report merge --json's: the backend x suite compliance matrix"
+    )
     _source: str | None = PrivateAttr(default=None)  # the file it was read from (not in the file)
 
     @property
@@ -388,6 +425,17 @@ class NotAReport(ValueError):
 
 class NewerSchema(NotAReport):
     """A report of a schema version newer than this prism-testkit's."""
+
+
+def json_schema_text() -> str:
+    """The JSON Schema of a report file (pydantic's, of :class:`Report`): what ``prism-testkit
+    report schema`` prints and ``docs/report-schema.json`` holds (a test checks they agree)."""
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$comment": f"prism-testkit report, schema_version {SCHEMA_VERSION}: prism-testkit report schema",
+        **Report.model_json_schema(),
+    }
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 def parse(data: object, most: int = 3) -> Report:
