@@ -32,7 +32,15 @@ from ._helpers import check_purge, norms, payloads, prism_settings, read_all
 
 pytestmark = prism_suite("transactions", backend=Slot.needs("transactions", "keyvalue", "log"))
 
-READER_PATIENCE = 0.3  # how long a concurrent reader is given while a transaction is open
+READER_PATIENCE = 0.3  # on a quiet machine: how long a concurrent reader is given (reader_patience)
+
+
+def reader_patience() -> float:
+    """How long a concurrent reader or writer is given while a transaction is open (a locking
+    backend makes it wait for the commit instead): :data:`READER_PATIENCE` x the machine's
+    slowness now, plus load mode's longest stall (``patience.quiet``), so a loaded machine still
+    lets it run beside the open transaction rather than checking the serialised case only."""
+    return patience.quiet(READER_PATIENCE)
 
 
 class Boom(Exception):
@@ -130,7 +138,7 @@ async def test_uncommitted_writes_are_invisible_to_a_concurrent_reader(prism_env
         await t.put(new, b"created")
         await t.append(outbox, Message(b"event"))
         reader = asyncio.ensure_future(snapshot())
-        done, _ = await asyncio.wait({reader}, timeout=READER_PATIENCE)
+        done, _ = await asyncio.wait({reader}, timeout=reader_patience())
         if done:
             assert reader.result() == (b"before", None, 0), "uncommitted writes were visible"
     seen = await asyncio.wait_for(reader, patience.bound("calm-op"))
@@ -150,7 +158,7 @@ async def test_appends_get_offsets_in_commit_order(prism_env: PrismEnv) -> None:
     async with f.tx.transaction() as t:
         await t.append(outbox, Message(b"first-start"))
         other = asyncio.ensure_future(late_starter())
-        done, _ = await asyncio.wait({other}, timeout=READER_PATIENCE)
+        done, _ = await asyncio.wait({other}, timeout=reader_patience())
         overtaken = bool(done)
         if overtaken:
             other.result()
@@ -290,7 +298,7 @@ async def test_no_lost_update_between_two_read_modify_write_transactions(prism_e
             async with f.tx.transaction() as t:
                 seen = int(await t.get(counter) or b"0")
                 try:
-                    async with asyncio.timeout(READER_PATIENCE):
+                    async with asyncio.timeout(reader_patience()):
                         await both_read.wait()  # a backend that serialises never gets here twice
                 except TimeoutError:
                     pass
@@ -333,7 +341,7 @@ async def test_a_read_only_transaction_never_sees_half_of_another(prism_env: Pri
         async with f.tx.transaction() as t:
             seen["x"] = await t.get(x)
             writer = asyncio.ensure_future(write_both())
-            await asyncio.wait({writer}, timeout=READER_PATIENCE)  # a locking backend makes it wait for us
+            await asyncio.wait({writer}, timeout=reader_patience())  # a locking backend makes it wait for us
             seen["y"] = await t.get(y)
         outcome = "committed"
     except TransactionAborted:
@@ -411,7 +419,7 @@ async def test_concurrent_numbering_all_commit_numbered_in_commit_order(prism_en
             assert isinstance(t, NumberingTransaction)
             await t.append_numbered(log, Message(str(i).encode()), counter=counter, header=SEQ)
             await t.put(ns.name(f"row-{i}"), b"x")
-            async with asyncio.timeout(READER_PATIENCE):
+            async with asyncio.timeout(reader_patience()):
                 with suppress(TimeoutError):
                     await staged.wait()  # every writer holds its staged number before any commits
 

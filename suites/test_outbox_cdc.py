@@ -44,7 +44,6 @@ from ._helpers import prism_settings
 from ._relay_faults import DyingChangeFeed, Killed
 from .test_outbox import (
     KINDS,
-    PATIENCE,
     SETTLE,
     TXS,
     Fault,
@@ -57,6 +56,7 @@ from .test_outbox import (
     check_store,
     commit_all,
     mixed_events,
+    overlap_patience,
     play,
     rigged,
     stored_records,
@@ -152,7 +152,7 @@ async def test_transactions_committing_out_of_begin_order_are_published_in_commi
         async def a_waits_for_b() -> None:
             a_begun.set()
             with suppress(TimeoutError):  # a backend that serialises makes B wait for A instead
-                await asyncio.wait_for(b_committed.wait(), PATIENCE)
+                await asyncio.wait_for(b_committed.wait(), overlap_patience())
             if b_committed.is_set():
                 assert await pub.run_once() == 1, "B committed, yet the feed did not publish it while A was open"
 
