@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parent
 LONGEST_FIRST = (
     "tests/test_clean_shutdown.py::",
     "tests/test_ci_example.py::",
-    "suites/test_stateful_",
+    "prism_testkit/suites/test_stateful_",
     "tests/test_mutants.py::",
     "tests/test_hunt.py::",
-    "suites/test_cqrs_cdc.py::",
+    "prism_testkit/suites/test_cqrs_cdc.py::",
     "tests/test_plugin_xdist.py::",
 )
 # xdist hands a worker its first quarter of the tests in one block, so the longest would all go

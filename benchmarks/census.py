@@ -1,7 +1,7 @@
 """The census: chosen suite files, R runs each under load, on chosen backends; which rows went red.
 
-    python -m benchmarks.census                                   # every suites/test_*.py, 5 runs, calibrated load
-    python -m benchmarks.census suites/test_consumer.py --runs 3 --load cpu:4,stall:500ms@1s \\
+    python -m benchmarks.census              # every prism_testkit/suites/test_*.py, 5 runs, calibrated load
+    python -m benchmarks.census prism_testkit/suites/test_consumer.py --runs 3 --load cpu:4,stall:500ms@1s \\
         --backends memstore,postgres,jetstream-r3 -n 2 --out census.md --json census.json
 
 A red that appears in one run of three, on a different test each time, is found by luck in the
@@ -24,7 +24,7 @@ A census takes hours; one that stopped (Ctrl-C, a reboot, a kill) goes on where 
 
 ``--keep DIR`` writes, beside each run's JUnit XML and output, a record of the run once the census
 has judged it (seed, wall time, exit code, what went wrong, the XML's SHA-256), and at the start a
-manifest (``census-manifest.json``: suite files, backends, load, ``-n``, ``-k``, runs, timeout).
+manifest (``census-manifest.json``: suite files, backends, load, ``-n``, ``-k``, ``--depth``, runs, timeout).
 ``--resume DIR`` reads the runs whose record and XML are complete back (their seeds, so their
 replay lines stay right; a red is read back red, never run again) and runs only the (file, round)
 pairs that lack one: a run cut short (no record, no XML, an XML that is partial or not the one the
@@ -159,6 +159,7 @@ class Census:
     seeds: dict[str, list[int]]  # file -> the seed of each run, in order
     interrupted: bool = False
     kept: int = 0  # runs read back from a resumed census's directory (the others ran now)
+    depth: str | None = None  # --prism-depth of every run (None: the suites' default)
 
     @property
     def red_rows(self) -> list[Row]:
@@ -175,7 +176,8 @@ def first_line(text: str | None, width: int = MESSAGE_WIDTH) -> str:
 
 
 def module_name(file: str) -> str:
-    """How pytest's JUnit XML names a file in ``classname``: ``suites/test_x.py`` -> ``suites.test_x``."""
+    """How pytest's JUnit XML names a file in ``classname``:
+    ``prism_testkit/suites/test_x.py`` -> ``prism_testkit.suites.test_x``."""
     return file.removesuffix(".py").replace("/", ".").replace("\\", ".")
 
 
@@ -246,11 +248,19 @@ def run_problem(returncode: int, cases: Sequence[Case], xml_found: bool, output:
 
 
 def command_args(
-    target: str, backends: str, load: str, hypothesis_seed: int, keyword: str | None = None, workers: int = 0
+    target: str,
+    backends: str,
+    load: str,
+    hypothesis_seed: int,
+    keyword: str | None = None,
+    workers: int = 0,
+    depth: str | None = None,
 ) -> list[str]:
     """The arguments of one run (also of a replay, with a node id as ``target`` and no workers)."""
     args = [target, f"--prism-backend={backends}", f"--prism-load={load}", f"--hypothesis-seed={hypothesis_seed}"]
     args += ["-p", "no:cacheprovider", "-o", "prism_require_fit=false"]
+    if depth:
+        args.append(f"--prism-depth={depth}")
     if keyword:
         args += ["-k", keyword]
     if workers:
@@ -268,16 +278,18 @@ def python_command() -> list[str]:
     return [shown, "-m", "pytest"]
 
 
-def replay_command(file: str, case_name: str, backends: str, spec: LoadSpec, seed: int, worker: str | None) -> str:
+def replay_command(
+    file: str, case_name: str, backends: str, spec: LoadSpec, seed: int, worker: str | None, depth: str | None = None
+) -> str:
     """The command that runs one red test again alone: without xdist, so the load's seed is the
     stall seed of the process that ran it (the worker's under xdist), and Hypothesis's seed the run's."""
     target = file if case_name in (RUN_PROBLEM, COLLECTION) else f"{file}::{case_name}"
     load = spec.argument(jitter_seed(seed, worker))
-    return shlex.join([*python_command(), *command_args(target, backends, load, seed)])
+    return shlex.join([*python_command(), *command_args(target, backends, load, seed, depth=depth)])
 
 
 def aggregate(
-    files: Sequence[str], runs: Sequence[Run], backends: str, spec: LoadSpec
+    files: Sequence[str], runs: Sequence[Run], backends: str, spec: LoadSpec, depth: str | None = None
 ) -> tuple[list[FileSummary], list[Row]]:
     """Per file, every test x row over its runs, and the file's summary."""
     summaries, rows = [], []
@@ -298,7 +310,7 @@ def aggregate(
                     row.red_seeds.append(run.seed)
                     if not row.first_error:  # runs are in order: the first red run's
                         row.first_error = case.message or case.outcome
-                        row.replay = replay_command(file, case.name, backends, spec, run.seed, case.worker)
+                        row.replay = replay_command(file, case.name, backends, spec, run.seed, case.worker, depth)
         problem = table.get((RUN_PROBLEM, ""))
         if problem is not None:
             problem.runs = len(mine)  # every run was a run of the process, not only the red ones
@@ -332,6 +344,7 @@ def markdown(census: Census) -> str:
     """The census as Markdown: what was run, a summary line per suite file, every red row."""
     how = f"-n {census.workers}" if census.workers else "serial"
     selected = f", `-k {census.keyword}`" if census.keyword else ""
+    selected += f", `--prism-depth={census.depth}`" if census.depth else ""
     lines = [
         f"Census: {len(census.files)} suite file(s) x {census.runs} run(s) under `--prism-load={census.load}` "
         f"(a fresh seed a run), backends `{census.backends}`, {how}{selected}.",
@@ -386,7 +399,7 @@ def child_environment() -> dict[str, str]:
 
 def run_stem(file: str, round_: int) -> str:
     """The name of one run's files in the work directory (XML, output, record): the file's path,
-    not only its name, so ``suites/test_x.py`` and ``tests/test_x.py`` do not share them."""
+    not only its name, so ``prism_testkit/suites/test_x.py`` and ``tests/test_x.py`` do not share them."""
     return f"{module_name(file).lstrip('.')}-{round_}"
 
 
@@ -399,6 +412,7 @@ class Settings:
     load: str  # the spec as :meth:`LoadSpec.argument` writes it, no seed ("calibrated" resolved)
     workers: int
     keyword: str | None
+    depth: str | None = None  # absent from a manifest written before the option: the default depth
 
 
 @dataclass(frozen=True)
@@ -448,6 +462,7 @@ def read_manifest(workdir: Path) -> Manifest | None:
             _typed(data["load"], str),
             _typed(data["workers"], int),
             None if keyword is None else _typed(keyword, str),
+            None if (depth := data.get("depth")) is None else _typed(depth, str),
         )
         runs = _typed(data["runs"], int)
         return Manifest(_typed(data["id"], str), settings, runs, None if timeout is None else float(timeout))
@@ -472,7 +487,14 @@ def settings_differences(kept: Settings, now: Settings) -> list[str]:
             [f"{', '.join(dropped)} left out"] if dropped else []
         )
         found.append(f"suite files: {'; '.join(parts)}")
-    for option, name in (("--backends", "backends"), ("--load", "load"), ("-n", "workers"), ("-k", "keyword")):
+    options = (
+        ("--backends", "backends"),
+        ("--load", "load"),
+        ("-n", "workers"),
+        ("-k", "keyword"),
+        ("--depth", "depth"),
+    )
+    for option, name in options:
         before, after = getattr(kept, name), getattr(now, name)
         if before != after:
             found.append(
@@ -544,12 +566,13 @@ def run_file(
     keyword: str | None = None,
     workers: int = 0,
     timeout: float | None = None,
+    depth: str | None = None,
 ) -> Run:
     """One pytest process over ``file``, its results read from its JUnit XML."""
     stem = run_stem(file, round_)
     junit, log = workdir / f"{stem}.xml", workdir / f"{stem}.log"
     junit.unlink(missing_ok=True)  # a run cut short before may have left one: never read it as this run's
-    args = command_args(file, backends, spec.argument(seed), seed, keyword, workers)
+    args = command_args(file, backends, spec.argument(seed), seed, keyword, workers, depth)
     argv = [sys.executable, "-m", "pytest", *args, "-p", "benchmarks.census", "-q", f"--junitxml={junit}"]
     started = time.monotonic()
     with log.open("w") as out:
@@ -580,7 +603,7 @@ def run_file(
 
 
 def default_files() -> list[str]:
-    return [str(path.relative_to(ROOT)) for path in sorted((ROOT / "suites").glob("test_*.py"))]
+    return [str(path.relative_to(ROOT)) for path in sorted((ROOT / "prism_testkit" / "suites").glob("test_*.py"))]
 
 
 def _as_given(path: str) -> str:
@@ -595,12 +618,18 @@ def _as_given(path: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.census", description=__doc__.split("\n")[0])
     # the options a resume may leave out default to None here, then to the kept census's (see main)
-    parser.add_argument("files", nargs="*", metavar="SUITE_FILE", help="suite files (default: every suites/test_*.py)")
+    parser.add_argument(
+        "files", nargs="*", metavar="SUITE_FILE", help="suite files (default: every prism_testkit/suites/test_*.py)"
+    )
     parser.add_argument("--runs", type=int, help=f"runs of each file (default {DEFAULT_RUNS})")
     parser.add_argument("--load", help=f"--prism-load, no seed (default {CALIBRATED_LOAD})")
     parser.add_argument("--backends", help=f"--prism-backend (default {DEFAULT_BACKENDS})")
     parser.add_argument("-n", "--workers", type=int, help="xdist workers a run (default 0: serial)")
     parser.add_argument("-k", dest="keyword", help="pytest's -k: only the tests it selects")
+    parser.add_argument(
+        "--depth",
+        help="--prism-depth of every run: the depth that catches what the change claims (default: the suites')",
+    )
     parser.add_argument("--seed", type=int, help="the first run's seed, then +1 a run (default: drawn)")
     parser.add_argument("--timeout", type=float, help="seconds a run may take before it is stopped (default: none)")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
@@ -654,7 +683,16 @@ def _take(
                 print(f"census: run {round_}/{args.runs} {file} seed={seed} ...", flush=True)
                 (workdir / f"{run_stem(file, round_)}.json").unlink(missing_ok=True)  # a record not whole
                 run = run_file(
-                    file, round_, seed, spec, args.backends, workdir, args.keyword, args.workers, args.timeout
+                    file,
+                    round_,
+                    seed,
+                    spec,
+                    args.backends,
+                    workdir,
+                    args.keyword,
+                    args.workers,
+                    args.timeout,
+                    args.depth,
                 )
                 if run.returncode == USAGE_ERROR and not run.cases:
                     raise RefusedError(run.problem)
@@ -680,6 +718,7 @@ def _settle(args: argparse.Namespace) -> Manifest | None:
         args.backends = settings.backends if args.backends is None else args.backends
         args.workers = settings.workers if args.workers is None else args.workers
         args.keyword = settings.keyword if args.keyword is None else args.keyword
+        args.depth = settings.depth if args.depth is None else args.depth
         args.runs = kept.runs if args.runs is None else args.runs
         args.timeout = kept.timeout if args.timeout is None else args.timeout
     elif args.keep is not None and (args.keep / MANIFEST).exists():
@@ -718,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"census: no such suite file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    settings = Settings(tuple(files), args.backends, spec.argument(), args.workers, args.keyword)
+    settings = Settings(tuple(files), args.backends, spec.argument(), args.workers, args.keyword, args.depth)
     if kept is not None:
         differences = settings_differences(kept.settings, settings)
         if differences:
@@ -748,7 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if saved is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    summaries, rows = aggregate(files, runs, args.backends, spec)
+    summaries, rows = aggregate(files, runs, args.backends, spec, args.depth)
     seeds = {file: [run.seed for run in runs if run.file == file] for file in files}
     census = Census(
         args.load,
@@ -761,6 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds,
         interrupted=interrupted,
         kept=len(done),
+        depth=args.depth,
     )
     table = markdown(census)
     print()

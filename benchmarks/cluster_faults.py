@@ -18,9 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
-
 from benchmarks.cluster_size import add_replicated_stream
+from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 from prism_testkit.provision.base import Endpoint, ProvisionContext
 from prism_testkit.provision.cluster import Cluster
 

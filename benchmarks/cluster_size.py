@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
-
 from prism_testkit.provision.base import Endpoint, ProvisionContext
 from prism_testkit.provision.cluster import Cluster
 

@@ -31,13 +31,12 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 
-from prism_testkit.patterns.consumer import Consumer, ConsumerConfig
-from prism_testkit.patterns.producer import Producer, ProducerConfig
-
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.interfaces import MESSAGE_ID_HEADER, Message
 from prism_testkit.isolation import Namespace
+from prism_testkit.patterns.consumer import Consumer, ConsumerConfig
+from prism_testkit.patterns.producer import Producer, ProducerConfig
 
 from .stats import interleaved, ratio_fields, ratios
 

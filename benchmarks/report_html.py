@@ -99,7 +99,7 @@ def synthetic_results(tests: int) -> Any:
 
     for n in range(tests):
         suite, backend = f"suite_{n % 40}", "abc"[n % 3]
-        nodeid = f"suites/test_{suite}.py::test_case_{n}[backend={backend}-'<名>']"
+        nodeid = f"prism_testkit/suites/test_{suite}.py::test_case_{n}[backend={backend}-'<名>']"
         props: list[tuple[str, object]] = [item_properties(suite, {"backend": backend}, None)]
         failing = n % 50 == 0
         if failing:
@@ -110,7 +110,7 @@ def synthetic_results(tests: int) -> Any:
             results.record(
                 pytest.TestReport(
                     nodeid,
-                    (f"suites/test_{suite}.py", 1, "t"),
+                    (f"prism_testkit/suites/test_{suite}.py", 1, "t"),
                     {},
                     outcome,  # type: ignore[arg-type]
                     "AssertionError: lost" if outcome == "failed" else None,

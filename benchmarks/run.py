@@ -31,6 +31,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks import import_overhead
+from prism_testkit.capabilities import Capability
+from prism_testkit.driver import Driver
+from prism_testkit.interfaces import Message
+from prism_testkit.isolation import Namespace, NamespaceFactory
 from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
 from prism_testkit.patterns.outbox import Outbox, OutboxConfig, OutboxRelay, QueueSink
 from prism_testkit.patterns.tiered_storage import (
@@ -40,12 +45,6 @@ from prism_testkit.patterns.tiered_storage import (
     TieredStorage,
     TieredStorageConfig,
 )
-
-from benchmarks import import_overhead
-from prism_testkit.capabilities import Capability
-from prism_testkit.driver import Driver
-from prism_testkit.interfaces import Message
-from prism_testkit.isolation import Namespace, NamespaceFactory
 from prism_testkit.provision.cluster import FailoverCluster
 from prism_testkit.registry.backends import BackendRegistry, BackendSpec, build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime

@@ -2,7 +2,8 @@
 per suite, the critical path and examples per hour of each stateful suite.
 
     python -m benchmarks.run_profile --label main-job --out profile.json -- --prism-backend=all
-    python -m benchmarks.run_profile --label test-command --trials 2 -- tests suites --prism-backend=all -n 4
+    python -m benchmarks.run_profile --label test-command --trials 2 -- tests prism_testkit/suites \\
+        --prism-backend=all -n 4
     python -m benchmarks.run compare before/profile.json after/profile.json   # exit 1 on a regression
 
 Everything after ``--`` is pytest's command line, run as ``python -m pytest -p

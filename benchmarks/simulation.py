@@ -31,15 +31,15 @@ from typing import Any
 from benchmarks.stats import Spread, spread_dict, summarize, trial_order
 
 ROOT = Path(__file__).resolve().parent.parent
-QUEUE_TEST = "suites/test_stateful_queue.py::test_queue_delivers_every_acknowledged_message_under_faults"
+QUEUE_TEST = "prism_testkit/suites/test_stateful_queue.py::test_queue_delivers_every_acknowledged_message_under_faults"
 STATEFUL_ON_MEMSTORE = [
-    "suites/test_stateful_queue.py",
-    "suites/test_stateful_log.py",
-    "suites/test_stateful_outbox.py",
-    "suites/test_stateful_claim_check.py",
-    "suites/test_stateful_tiered_storage.py",
-    "suites/test_stateful_event_sourcing.py",
-    "suites/test_stateful_cdc.py",
+    "prism_testkit/suites/test_stateful_queue.py",
+    "prism_testkit/suites/test_stateful_log.py",
+    "prism_testkit/suites/test_stateful_outbox.py",
+    "prism_testkit/suites/test_stateful_claim_check.py",
+    "prism_testkit/suites/test_stateful_tiered_storage.py",
+    "prism_testkit/suites/test_stateful_event_sourcing.py",
+    "prism_testkit/suites/test_stateful_cdc.py",
 ]
 # A failing seed to replay: the mutant that acks on delivery, caught by the queue suite.
 FAILING = ("tests.mutants.queue_acks_on_delivery", QUEUE_TEST)

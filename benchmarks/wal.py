@@ -17,11 +17,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from prism_testkit.patterns.wal import LogDurability, WalApplier, WalConfig, WriteAheadLog
-
 from prism_testkit.capabilities import Capability
 from prism_testkit.driver import Driver
 from prism_testkit.isolation import Namespace
+from prism_testkit.patterns.wal import LogDurability, WalApplier, WalConfig, WriteAheadLog
 from prism_testkit.registry.backends import BackendSpec
 
 from .stats import ratio_fields

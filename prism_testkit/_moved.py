@@ -42,19 +42,24 @@ MOVED = {
     "prism_testkit.hunt": "prism_testkit.hunting.hunt",
     "prism_testkit.hypothesis_profiles": "prism_testkit.hunting.profiles",
     "prism_testkit.strategies": "prism_testkit.hunting.strategies",
-    "prism_testkit.metrics": "prism_testkit.report.metrics",
+    "prism_testkit.metrics": "prism_testkit.pattern_sdk.metrics",
+    "prism_testkit.report.metrics": "prism_testkit.pattern_sdk.metrics",
+    "prism_testkit.patterns.lifecycle": "prism_testkit.pattern_sdk.lifecycle",
+    "prism_testkit.patterns.chain": "prism_testkit.pattern_sdk.chain",
     "prism_testkit.jepsen": "prism_testkit.stateful",
     "prism_testkit.jepsen.history": "prism_testkit.stateful.history",
     "prism_testkit.jepsen.client": "prism_testkit.stateful.client",
     "prism_testkit.jepsen.checkers": "prism_testkit.stateful.checkers",
-    "prism_testkit.jepsen.replicas": "prism_testkit.stateful.replicas",
-    "prism_testkit.jepsen.failover_loss": "prism_testkit.stateful.failover_loss",
+    "prism_testkit.jepsen.replicas": "prism_testkit.stateful.checkers.replicas",
+    "prism_testkit.jepsen.failover_loss": "prism_testkit.stateful.checkers.failover",
     "prism_testkit.jepsen.nemesis": "prism_testkit.stateful.nemesis",
     "prism_testkit.jepsen.machine": "prism_testkit.stateful.machine",
     "prism_testkit.jepsen.runner": "prism_testkit.stateful.runner",
     "prism_testkit.jepsen.timeline": "prism_testkit.stateful.timeline",
     "prism_testkit.jepsen.latency": "prism_testkit.stateful.latency",
     "prism_testkit.jepsen.recording": "prism_testkit.stateful.recording",
+    "prism_testkit.stateful.replicas": "prism_testkit.stateful.checkers.replicas",
+    "prism_testkit.stateful.failover_loss": "prism_testkit.stateful.checkers.failover",
 }
 
 
@@ -78,7 +83,7 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         new = MOVED[old]
         _warn_at_importer(f"{old} moved to {new}; the old path goes in prism-testkit {REMOVED_IN}")
         moved = importlib.import_module(new)
-        if hasattr(moved, "__path__"):
+        if _has_moved_children(old):
             # A moved package stays a module of its own under the old name: ``from old import
             # child`` imports ``old.child``, named by this module's __name__, and only the old
             # name reaches this finder's entry for a child that moved elsewhere. Its attributes
@@ -90,6 +95,12 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         # holds under the old name once this returns: the moved module itself, its own __name__
         # and __spec__ untouched, so both paths are one object.
         sys.modules[old] = moved
+
+
+def _has_moved_children(old: str) -> bool:
+    """Whether ``old`` was a package whose modules moved too (``prism_testkit.jepsen``); a module
+    that became a package (``prism_testkit.jepsen.checkers``) is simply that package."""
+    return any(name.startswith(old + ".") for name in MOVED)
 
 
 def _warn_at_importer(message: str) -> None:

@@ -75,7 +75,7 @@ class KeyValue(Protocol):
     """Basic key-value, plus TTL (``keyvalue.ttl``), scan (``keyvalue.scan``) and
     compare-and-set (``keyvalue.cas``) when declared. Using an undeclared one raises
     :class:`~prism_testkit.errors.NotSupported` and writes nothing
-    (``suites/test_contract_keyvalue.py`` checks both ways)."""
+    (``prism_testkit/suites/test_contract_keyvalue.py`` checks both ways)."""
 
     async def get(self, key: str) -> bytes | None:
         """The value, ``None`` for a missing (or expired) key."""

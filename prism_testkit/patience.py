@@ -168,6 +168,28 @@ class LastSeen:
     changed_at: float = 0.0
 
 
+class _Watch:
+    """The bookkeeping :func:`until` and :func:`until_sync` share: what was seen last and when it
+    last changed (progress), and the verdict once the ``stall`` or ``ceiling`` bound ran out."""
+
+    def __init__(self, what: str, stall: str, ceiling: str) -> None:
+        self.what, self.stall, self.ceiling = what, stall, ceiling
+        self.started = clocks.monotonic()
+        self.seen = LastSeen(changed_at=self.started)
+        self.first = True
+
+    def check(self, value: Any) -> None:
+        """Note ``value`` (a change is progress); raise :class:`Unsettled` once a bound ran out."""
+        now = clocks.monotonic()
+        if self.first or value != self.seen.value:
+            self.seen.value, self.seen.changed_at, self.first = value, now, False
+        waited, still = now - self.started, now - self.seen.changed_at
+        if still > bound(self.stall):
+            raise Unsettled(self.what, waited, self.stall, value, f"no progress for {still:.1f}s")
+        if waited > bound(self.ceiling):
+            raise Unsettled(self.what, waited, self.ceiling, value, "it progressed but did not finish")
+
+
 async def until(
     probe: Callable[[], Awaitable[T]],
     done: Callable[[T], bool],
@@ -180,21 +202,35 @@ async def until(
     """Poll ``probe`` until ``done`` holds for what it returned; the value. Every change of the
     value is progress and restarts the ``stall`` bound; the ``ceiling`` bound caps the whole
     wait. Running out raises :class:`Unsettled` naming ``what`` and the last value seen."""
-    started = clocks.monotonic()
-    seen = LastSeen(changed_at=started)
-    first = True
+    watch = _Watch(what, stall, ceiling)
     while True:
         value = await probe()
         if done(value):
             return value
-        now = clocks.monotonic()
-        if first or value != seen.value:
-            seen.value, seen.changed_at, first = value, now, False
-        if now - seen.changed_at > bound(stall):
-            raise Unsettled(what, now - started, stall, value, f"no progress for {now - seen.changed_at:.1f}s")
-        if now - started > bound(ceiling):
-            raise Unsettled(what, now - started, ceiling, value, "it progressed but did not finish")
+        watch.check(value)
         await asyncio.sleep(every)
+
+
+def until_sync(
+    probe: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    what: str,
+    stall: str = "stall",
+    ceiling: str = "settle-ceiling",
+    every: float = 0.05,
+) -> T:
+    """:func:`until` for a plain (blocking) ``probe``: poll it every ``every`` seconds until
+    ``done`` holds for what it returned; the value. A change of the value restarts the ``stall``
+    bound, ``ceiling`` caps the wait (``stall=ceiling=name`` is a plain bound of ``name``);
+    running out raises :class:`Unsettled` naming ``what`` and the last value seen."""
+    watch = _Watch(what, stall, ceiling)
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        watch.check(value)
+        time.sleep(every)
 
 
 def repeat_until(

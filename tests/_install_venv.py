@@ -16,10 +16,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-# What the wheel is built from (pyproject's package-dir mapping).
-SOURCES = ("pyproject.toml", "README.md", "prism_testkit", "backends", "patterns", "suites")
+# What the wheel is built from (pyproject finds every package under prism_testkit/).
+SOURCES = ("pyproject.toml", "README.md", "prism_testkit")
 
 
 def _source_files() -> list[Path]:
@@ -43,8 +44,8 @@ def _cache_root() -> Path:
     return Path(base) / "prism-testkit" / "install-venvs"
 
 
-def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
 
 
 def _build_venv(target: Path) -> None:

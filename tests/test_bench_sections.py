@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import run
+from benchmarks import floor, run
 
 
 def test_an_unknown_section_is_an_error_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,7 +45,7 @@ def test_an_interrupt_while_the_floors_are_measured_closes_the_runtime(monkeypat
 
     monkeypatch.setattr(run, "PrismRuntime", Runtime)
     monkeypatch.setattr(run, "select", lambda registry, names: [])
-    monkeypatch.setattr(run.floor, "fsync_floor", interrupted)
+    monkeypatch.setattr(floor, "fsync_floor", interrupted)  # the module run measures with
     with pytest.raises(KeyboardInterrupt):
         run.main(["--prism-backend", "memstore"])
     assert closed == [True], "the runtime was left open when the fsync floor's measurement was interrupted"

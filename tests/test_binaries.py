@@ -10,11 +10,11 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 from prism_testkit.backends.nats.provision import NatsProvisioner
 from prism_testkit.backends.postgres.provision import SYNCFS_SINCE, PostgresProvisioner, _major
 from prism_testkit.backends.redis.provision import RedisProvisioner
-
 from prism_testkit.errors import BadBinary
 from prism_testkit.provision import servers
 from prism_testkit.provision.base import ProvisionContext, Via

@@ -5,10 +5,9 @@ ledger did not supersede). Transaction ids are per epoch: a promoted standby may
 
 from __future__ import annotations
 
-from prism_testkit.patterns.cdc import ChangeEvent, encode
-
 from prism_testkit import Message
-from suites._cdc_checker import Ledger, check, value_of
+from prism_testkit.patterns.cdc import ChangeEvent, encode
+from prism_testkit.suites._cdc_checker import Ledger, check, value_of
 
 PREFIX = "data/"
 A, B = f"{PREFIX}users/a", f"{PREFIX}users/b"

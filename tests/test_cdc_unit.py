@@ -9,8 +9,14 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from prism_testkit.backends.memstore import open_memstore
 from prism_testkit.backends.postgres.pgoutput import PG_EPOCH_MS, DecodeError, Decoder
+from prism_testkit.capabilities import Capability
+from prism_testkit.driver import Driver
+from prism_testkit.errors import NotSupported
+from prism_testkit.interfaces import KeyChange, Message
 from prism_testkit.patterns.cdc import (
     CdcConfig,
     CdcConnector,
@@ -20,12 +26,6 @@ from prism_testkit.patterns.cdc import (
     decode,
     encode,
 )
-from pydantic import ValidationError
-
-from prism_testkit.capabilities import Capability
-from prism_testkit.driver import Driver
-from prism_testkit.errors import NotSupported
-from prism_testkit.interfaces import KeyChange, Message
 from tests._scenarios import Runner as ScenarioRunner
 
 Scenario = Callable[[Driver], Coroutine[Any, Any, None]]

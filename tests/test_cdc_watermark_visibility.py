@@ -17,9 +17,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, Replica
 
 from prism_testkit.interfaces import Message
+from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, Replica
 from prism_testkit.runtime import PrismRuntime
 from tests.conftest import runtime_of
 

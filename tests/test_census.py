@@ -44,7 +44,7 @@ from benchmarks.census import (
 )
 from prism_testkit.faults.load import CALIBRATED, jitter_seed, parse
 
-FILE = "suites/test_queue_things.py"
+FILE = "prism_testkit/suites/test_queue_things.py"
 BACKENDS = "memstore,postgres"
 SPEC = parse("cpu:4,stall:500ms@1s")
 
@@ -53,7 +53,9 @@ def junit(*cases: str) -> str:
     return f'<?xml version="1.0"?><testsuites><testsuite name="pytest">{"".join(cases)}</testsuite></testsuites>'
 
 
-def case(name: str, body: str = "", worker: str | None = None, classname: str = "suites.test_queue_things") -> str:
+def case(
+    name: str, body: str = "", worker: str | None = None, classname: str = "prism_testkit.suites.test_queue_things"
+) -> str:
     properties = '<property name="prism_suite" value="queue" />'
     if worker:
         properties += f'<property name="census_worker" value="{worker}" />'
@@ -82,8 +84,12 @@ def test_a_testcase_gives_its_test_row_outcome_first_line_and_worker() -> None:
         case("test_nack[backend=postgres]", FAILURE, worker="gw1"),
         case("test_failover[backend=memstore-kill]", SKIP),
         case("test_lease[backend=postgres]", SETUP_ERROR),
-        case("test_plain", classname="suites.test_queue_things.TestGroup"),
-        case("suites.test_queue_things", '<error message="collection failure">ImportError</error>', classname=""),
+        case("test_plain", classname="prism_testkit.suites.test_queue_things.TestGroup"),
+        case(
+            "prism_testkit.suites.test_queue_things",
+            '<error message="collection failure">ImportError</error>',
+            classname="",
+        ),
     )
     assert parse_junit(xml, FILE) == [
         Case("test_ack", "backend=memstore", PASSED),
@@ -135,13 +141,13 @@ def test_an_error_in_setup_is_red() -> None:
 
 
 def test_a_file_where_no_test_ran_is_listed_and_not_green() -> None:
-    skipped, empty = "suites/test_all_skipped.py", "suites/test_empty.py"
+    skipped, empty = "prism_testkit/suites/test_all_skipped.py", "prism_testkit/suites/test_empty.py"
     runs = [
         run(1, 1, junit(case(ACK)), file=FILE),
         run(
             1,
             2,
-            junit(case("test_failover[backend=memstore]", SKIP, classname="suites.test_all_skipped")),
+            junit(case("test_failover[backend=memstore]", SKIP, classname="prism_testkit.suites.test_all_skipped")),
             file=skipped,
         ),
         run(1, 3, junit(), returncode=5, file=empty),  # pytest's exit code 5: nothing collected
@@ -188,13 +194,15 @@ def test_the_default_load_is_the_calibrated_one() -> None:
 
 # The resume: what a --keep directory holds, and what --resume reads back from it.
 
-KV = "suites/test_contract_keyvalue.py"  # real files: main() checks that a suite file exists
+KV = "prism_testkit/suites/test_contract_keyvalue.py"  # real files: main() checks that a suite file exists
 KV_CASE = "test_put_then_get[backend=memstore]"
 CENSUS_ID = "c0ffee"
 
 
 def kv_junit(body: str = "") -> str:
-    return junit(case(KV_CASE, body, worker="gw1" if body else None, classname="suites.test_contract_keyvalue"))
+    return junit(
+        case(KV_CASE, body, worker="gw1" if body else None, classname="prism_testkit.suites.test_contract_keyvalue")
+    )
 
 
 def kept(workdir: Path, round_: int, seed: int, xml: str | None, returncode: int = 0, file: str = KV) -> Run:
@@ -297,14 +305,48 @@ SETTINGS = Settings((KV, FILE), "memstore", "cpu:1", 0, None)
 
 def test_settings_that_differ_are_named_and_file_order_is_not_a_difference() -> None:
     assert settings_differences(SETTINGS, Settings((FILE, KV), "memstore", "cpu:1", 0, None)) == []
-    other = Settings((KV, "suites/test_cdc.py"), "memstore,postgres", "cpu:2", 2, "ack")
+    other = Settings((KV, "prism_testkit/suites/test_cdc.py"), "memstore,postgres", "cpu:2", 2, "ack", "2")
     assert settings_differences(SETTINGS, other) == [
-        f"suite files: suites/test_cdc.py added; {FILE} left out",
+        f"suite files: prism_testkit/suites/test_cdc.py added; {FILE} left out",
         "--backends memstore,postgres (kept: memstore)",
         "--load cpu:2 (kept: cpu:1)",
         "-n 2 (kept: 0)",
         "-k ack (kept: (none))",
+        "--depth 2 (kept: (none))",
     ]
+
+
+def test_a_depth_reaches_every_run_the_replay_and_the_table_and_a_resume_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[object] = []
+
+    def fake_run_file(file: str, round_: int, seed: int, *rest: object) -> Run:
+        given.append(rest[-1])  # depth, the last argument
+        return Run(file, round_, seed, 3.0, 1, parse_junit(kv_junit(FAILURE), file))
+
+    monkeypatch.setattr(module, "run_file", fake_run_file)
+    out, table = tmp_path / "census.json", tmp_path / "census.md"
+    argv = [KV, "--runs", "2", "--load", "cpu:1", "--backends", "memstore", "--depth", "2", "--keep", str(tmp_path)]
+    assert main([*argv, "--json", str(out), "--out", str(table)]) == 1
+    assert given == ["2", "2"]
+    found = json.loads(out.read_text())
+    assert found["depth"] == "2"
+    (row,) = [row for row in found["rows"] if row["reds"]]
+    assert "--prism-depth=2" in shlex.split(row["replay"])  # a red replays at the depth it ran
+    assert "serial, `--prism-depth=2`." in table.read_text()
+    kept_manifest = read_manifest(tmp_path)
+    assert kept_manifest is not None
+    assert kept_manifest.settings.depth == "2"
+    # a manifest written before the option had no depth: the suites' default
+    data = json.loads((tmp_path / MANIFEST).read_text())
+    del data["depth"]
+    (tmp_path / MANIFEST).write_text(json.dumps(data))
+    old = read_manifest(tmp_path)
+    assert old is not None
+    assert old.settings.depth is None
+    assert "--prism-depth=2" in module.command_args(KV, "memstore", "cpu:1", 1, depth="2")
+    assert not any(arg.startswith("--prism-depth") for arg in module.command_args(KV, "memstore", "cpu:1", 1))
 
 
 def test_the_manifest_is_read_back_and_a_broken_one_is_an_error(tmp_path: Path) -> None:
@@ -332,9 +374,9 @@ def test_a_resume_with_other_settings_is_a_usage_error_naming_them(
     assert (
         f"--resume {tmp_path} holds a census of other settings: --backends memstore,postgres (kept: memstore)" in error
     )
-    assert main(["--resume", str(tmp_path), KV, "suites/test_cdc.py", "--load", "calibrated"]) == 2
+    assert main(["--resume", str(tmp_path), KV, "prism_testkit/suites/test_cdc.py", "--load", "calibrated"]) == 2
     error = capsys.readouterr().err
-    assert "suite files: suites/test_cdc.py added; --load cpu:4,stall:500ms@500ms (kept: cpu:1)" in error
+    assert "suite files: prism_testkit/suites/test_cdc.py added; --load cpu:4,stall:500ms@500ms (kept: cpu:1)" in error
     assert (tmp_path / MANIFEST).read_text() == before  # the kept census is left as it was
 
 
@@ -385,7 +427,14 @@ def test_a_resume_runs_only_what_is_missing_and_keeps_the_seeds_it_reads_back(
 
 def test_the_command_runs_a_suite_file_and_writes_the_table(tmp_path: Path) -> None:
     out, data = tmp_path / "census.md", tmp_path / "census.json"
-    argv = [sys.executable, "-m", "benchmarks.census", "suites/test_contract_keyvalue.py", "--backends", "memstore"]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.census",
+        "prism_testkit/suites/test_contract_keyvalue.py",
+        "--backends",
+        "memstore",
+    ]
     argv += ["--runs", "1", "--load", "cpu:1", "-k", "put_then_get or overwrite", "--seed", "11"]
     done = subprocess.run(
         [*argv, "--out", str(out), "--json", str(data)], cwd=ROOT, capture_output=True, text=True, timeout=300
@@ -394,15 +443,22 @@ def test_the_command_runs_a_suite_file_and_writes_the_table(tmp_path: Path) -> N
     assert "seed=11" in done.stdout
     found = json.loads(data.read_text())
     assert found["green"]
-    assert found["seeds"] == {"suites/test_contract_keyvalue.py": [11]}
+    assert found["seeds"] == {"prism_testkit/suites/test_contract_keyvalue.py": [11]}
     (summary,) = found["files"]
     assert (summary["tests"], summary["ran"], summary["reds"], summary["verdict"]) == (2, 2, 0, "green")
-    assert "| suites/test_contract_keyvalue.py | 2 | 2 | 1 | 0 |" in out.read_text()
+    assert "| prism_testkit/suites/test_contract_keyvalue.py | 2 | 2 | 1 | 0 |" in out.read_text()
 
 
 def test_the_command_fails_when_no_test_ran(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "benchmarks.census", "suites/test_contract_keyvalue.py", "--backends", "memstore"]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.census",
+        "prism_testkit/suites/test_contract_keyvalue.py",
+        "--backends",
+        "memstore",
+    ]
     argv += ["--runs", "1", "--load", "cpu:1", "-k", "no_test_is_called_this"]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "No test ran on `memstore` in: suites/test_contract_keyvalue.py" in done.stdout
+    assert "No test ran on `memstore` in: prism_testkit/suites/test_contract_keyvalue.py" in done.stdout

@@ -7,12 +7,12 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from prism_testkit.backends.memstore import open_memstore
-from prism_testkit.patterns.chain import ChainedLog, ChainedPubSub, ChainedQueue, ClaimCheckStage, Pattern, PatternChain
-from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig
 
+from prism_testkit.backends.memstore import open_memstore
 from prism_testkit.errors import ConfigurationError, PayloadTooLarge, PrismError
 from prism_testkit.interfaces import Message
+from prism_testkit.pattern_sdk.chain import ChainedLog, ChainedPubSub, ChainedQueue, Pattern, PatternChain
+from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckStage
 
 T = TypeVar("T")
 FIELD = "video-ref"

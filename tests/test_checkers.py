@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -177,7 +178,7 @@ def test_total_queue_finds_duplicates_with_the_enqueue_and_two_deliveries() -> N
         assert not verdict.valid
         assert anomaly.data == {"key": "q", "value": 1, "times": 3}
         assert indices(anomaly) == {*source, *first, *second}
-        assert reproduces(lambda w, g=guarantee: total_queue(w, g), anomaly)
+        assert reproduces(partial(total_queue, guarantee=guarantee), anomaly)
 
 
 def test_at_least_once_tolerates_duplicates() -> None:
@@ -484,7 +485,7 @@ def test_nonmonotonic_poll() -> None:
         assert not verdict.valid
         assert anomaly.data == {"key": "l", "process": "c", "expected": 3, "offset": 1}
         assert indices(anomaly) == {*first, *back}
-        assert reproduces(lambda w, g=guarantee: log_anomalies(w, g), anomaly)
+        assert reproduces(partial(log_anomalies, guarantee=guarantee), anomaly)
 
 
 def test_a_rewind_or_jump_after_seek_or_assign_is_allowed() -> None:
@@ -663,7 +664,7 @@ def fifo_runs(draw: st.DrawFn) -> list[Step]:
 def build(steps: list[Step]) -> tuple[History, list[Ops]]:
     """The history of a run, and each step's op indices."""
     h = History()
-    ops = []
+    ops: list[Ops] = []
     for step in steps:
         handle = h.invoke(step.process, step.f, "q", step.value if step.f == "enqueue" else None)
         if step.outcome == "fail":

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pydantic import ValidationError
+
 from prism_testkit.backends.memstore import open_memstore
+from prism_testkit.errors import ConfigurationError, PayloadTooLarge, PrismError
+from prism_testkit.interfaces import Message, ObjectStore
 from prism_testkit.patterns.claim_check import (
     ChecksumMismatch,
     ClaimCheck,
@@ -25,10 +29,6 @@ from prism_testkit.patterns.claim_check import (
     InvalidClaimReference,
     parse_size,
 )
-from pydantic import ValidationError
-
-from prism_testkit.errors import ConfigurationError, PayloadTooLarge, PrismError
-from prism_testkit.interfaces import Message, ObjectStore
 
 T = TypeVar("T")
 BUCKET = "claims"
@@ -85,14 +85,14 @@ def test_config_rejects_bad_values(overrides: dict[str, Any]) -> None:
 
 
 def test_config_defaults_and_sizes() -> None:
-    cfg = ClaimCheckConfig(threshold="1MB", bucket=BUCKET, streaming_threshold="64KiB")
+    cfg = ClaimCheckConfig(threshold="1MB", bucket=BUCKET, streaming_threshold="64KiB")  # type: ignore[arg-type]  # text, parsed by the validator
     assert cfg.threshold == 1_000_000
     assert cfg.streaming_threshold == 65_536
     assert (cfg.compression, cfg.on_consume, cfg.field, cfg.chunk_size) == ("none", "delete", FIELD, 1 << 20)
     assert parse_size("2GiB") == 2 << 30
     assert parse_size("512 kb") == 512_000
     with pytest.raises(ValidationError):
-        cfg.threshold = 5  # type: ignore[misc]  # frozen
+        cfg.threshold = 5  # frozen
 
 
 def test_claim_check_needs_a_config_model() -> None:

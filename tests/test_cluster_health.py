@@ -10,10 +10,16 @@ reads as copies that stay apart."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
+from prism_testkit.stateful.health import Rebuilt, ensure_healthy
 from tests._sandbox_machines import WRITES_MACHINE
+
+if TYPE_CHECKING:
+    from prism_testkit.runtime.env import PrismEnv
 
 SUITE = (
     """
@@ -137,3 +143,68 @@ def test_damage_that_cannot_be_rebuilt_fails_as_inherited_at_once_without_shrink
     )
     assert "Falsifying example" not in result.stdout.str()  # stopped, not searched and shrunk
     assert "Hypothesis has spent" not in result.stdout.str()
+
+
+# -- two clusters in one combination (issue 66: "the second one") ---------------------------
+# A tiered store over two clusters, a CDC feed from one cluster to another: each is judged and
+# rebuilt on its own. Fakes of the runtime's bookkeeping, no servers: what is checked here is
+# which clusters ensure_healthy rebuilds and whom it names, not how a rebuild is done.
+
+
+class FakeCluster:
+    kills = 0
+    stream_states = None  # no node-by-node view: only damage a test named counts
+
+
+class FakeRuntime:
+    def __init__(self, *backends: str) -> None:
+        self.clusters = {backend: FakeCluster() for backend in backends}
+        self.damaged: dict[str, tuple[str, str]] = {}
+        self.suspect: set[str] = set()
+        self.last_test: dict[str, str] = {}
+        self.kills_checked: dict[str, int] = {}
+        self.rebuilt: list[str] = []
+
+    def endpoint(self, backend: str) -> SimpleNamespace:
+        return SimpleNamespace(cluster=self.clusters[backend])
+
+    def rebuild(self, backend: str) -> None:
+        self.rebuilt.append(backend)
+        self.damaged.pop(backend, None)
+        self.clusters[backend] = FakeCluster()
+
+    def driver(self, backend: str) -> None:
+        return None
+
+
+def env_over(runtime: FakeRuntime, **slots: str) -> PrismEnv:
+    return cast("PrismEnv", SimpleNamespace(runtime=runtime, combination=SimpleNamespace(slots=slots)))
+
+
+def test_of_two_clusters_only_the_damaged_second_is_rebuilt() -> None:
+    runtime = FakeRuntime("hot-cluster", "cold-cluster")
+    runtime.damaged["cold-cluster"] = ("test_a", "streams apart")
+    rebuilt = ensure_healthy(env_over(runtime, hot="hot-cluster", cold="cold-cluster"), "test_b")
+    assert runtime.rebuilt == ["cold-cluster"]  # the healthy one is not paid for
+    assert rebuilt == [Rebuilt("cold-cluster", "test_a", "streams apart", "test_b")]
+
+
+def test_two_damaged_clusters_are_both_rebuilt_each_named_with_the_test_that_left_it() -> None:
+    runtime = FakeRuntime("hot-cluster", "cold-cluster")
+    runtime.damaged["hot-cluster"] = ("test_a", "a node forgot its streams")
+    runtime.damaged["cold-cluster"] = ("test_b", "copies apart after the heal")
+    rebuilt = ensure_healthy(env_over(runtime, hot="hot-cluster", cold="cold-cluster"), "test_c")
+    assert sorted(runtime.rebuilt) == ["cold-cluster", "hot-cluster"]
+    assert sorted(rebuilt, key=lambda r: r.backend) == [
+        Rebuilt("cold-cluster", "test_b", "copies apart after the heal", "test_c"),
+        Rebuilt("hot-cluster", "test_a", "a node forgot its streams", "test_c"),
+    ]
+    assert runtime.damaged == {}
+
+
+def test_one_cluster_in_two_slots_is_rebuilt_once() -> None:
+    runtime = FakeRuntime("shared")
+    runtime.damaged["shared"] = ("test_a", "streams apart")
+    rebuilt = ensure_healthy(env_over(runtime, hot="shared", cold="shared"), "test_b")
+    assert runtime.rebuilt == ["shared"]
+    assert len(rebuilt) == 1

@@ -100,7 +100,7 @@ def start_partitioned(tmp: Path) -> Partitioned:
     (tmp / "test_held_partition.py").write_text(HELD_PARTITION)
     proc = command(tmp, "test_held_partition.py", "--prism-backend=jetstream-r3")
     parent = tmp / f"{PARENT_PREFIX}{os.getuid()}"
-    deadline = time.monotonic() + PARTITIONED_WITHIN
+    deadline = time.monotonic() + PARTITIONED_WITHIN  # hand-rolled: on running out it kills the run, shows its output
     while True:
         if proc.poll() is not None:
             output = proc.communicate()[0].decode()

@@ -17,7 +17,7 @@ import prism_testkit.clusters as clusters
 from tests._parsing import parse
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ROOT / "backends"
+BACKENDS = ROOT / "prism_testkit" / "backends"
 PUBLIC = "prism_testkit.clusters"
 # The modules the public API stands in front of: a backend imports none of them.
 BEHIND = (
@@ -26,7 +26,7 @@ BEHIND = (
     "prism_testkit.provision.workdirs",
     "prism_testkit.provision.lazymount",
     "prism_testkit.faults.linkproxies",
-    "prism_testkit.stateful.replicas",
+    "prism_testkit.stateful.checkers.replicas",
     "prism_testkit.clusters.hosts",
 )
 # The built-in replicated registrations' provisioners.
@@ -60,9 +60,10 @@ def public_callables() -> list[tuple[str, Any]]:
         elif inspect.isclass(value) and value.__module__.startswith("prism_testkit."):
             for attribute, member in vars(value).items():
                 function = member.fget if isinstance(member, property) else member
-                written = inspect.isfunction(function) and function.__name__ != "<lambda>"  # not a field's default
+                if not inspect.isfunction(function) or function.__name__ == "<lambda>":  # a field's default
+                    continue
                 # in our source: not an __init__ written by @dataclass or typing.Protocol
-                ours = written and Path(function.__code__.co_filename).is_relative_to(ROOT / "prism_testkit")
+                ours = Path(function.__code__.co_filename).is_relative_to(ROOT / "prism_testkit")
                 if ours and (not attribute.startswith("_") or attribute == "__init__"):
                     found.append((f"{name}.{attribute}", function))
     return found

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from suites.test_stateful_consumer import drain_until_stable
+from prism_testkit.suites.test_stateful_consumer import drain_until_stable
 
 READS = 10  # more reads than any script needs: a loop that never ends fails instead of hanging
 

@@ -3,9 +3,9 @@ consumer instance resumed from and handled, against its saves and the log as it 
 
 from __future__ import annotations
 
-from prism_testkit.stateful.failover_loss import LOST_IN_FAILOVER, tolerate_failover_losses
+from prism_testkit.stateful.checkers.failover import LOST_IN_FAILOVER, tolerate_failover_losses
 from prism_testkit.stateful.history import History
-from suites.test_stateful_consumer import Instance, Save, judge_resumes
+from prism_testkit.suites.test_stateful_consumer import Instance, Save, judge_resumes
 
 LOG = {10: 0, 11: 1, 12: 2}  # value -> offset: three records in the log at the end
 

@@ -1,12 +1,16 @@
 """Unit tests of patterns.cqrs and patterns.cqrs_cdc wiring and configuration (the behaviour is
-proved by suites/test_cqrs.py and suites/test_cqrs_cdc.py)."""
+proved by prism_testkit/suites/test_cqrs.py and prism_testkit/suites/test_cqrs_cdc.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from pydantic import ValidationError
+
 from prism_testkit.backends.memstore import open_memstore
+from prism_testkit.config.namespace_files import NamespaceError, parse_namespaces
+from prism_testkit.errors import ConfigurationError
 from prism_testkit.patterns.cdc import CdcConfig
 from prism_testkit.patterns.cqrs import Cqrs, CqrsConfig, UnknownReadModel
 from prism_testkit.patterns.cqrs_cdc import CdcCqrs, CdcReadModel, RowChange, Rows, RowWriteModel
@@ -20,10 +24,6 @@ from prism_testkit.patterns.event_sourcing import (
     Repository,
     ViewWriter,
 )
-from pydantic import ValidationError
-
-from prism_testkit.config.namespace_files import NamespaceError, parse_namespaces
-from prism_testkit.errors import ConfigurationError
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 
 
@@ -64,7 +64,7 @@ def test_an_unknown_read_model_names_the_known_ones() -> None:
 
 
 def test_config_refuses_non_positive_durations() -> None:
-    assert CqrsConfig(lag_tolerance="500ms").lag_tolerance == pytest.approx(0.5)
+    assert CqrsConfig(lag_tolerance="500ms").lag_tolerance == pytest.approx(0.5)  # type: ignore[arg-type]  # text, parsed by the validator
     with pytest.raises(ValidationError):
         CqrsConfig(read_your_writes_timeout=0)
 

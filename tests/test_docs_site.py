@@ -143,7 +143,7 @@ def test_the_check_finds_a_broken_block() -> None:
 
 def test_the_api_reference_is_generated_from_the_docstrings(site: Path) -> None:
     """mkdocstrings renders the modules a suite and a backend import, by the import path
-    users write (``prism_testkit.backends.memstore``, installed from ``backends/``), and the
+    users write (``prism_testkit.backends.memstore``, installed from ``prism_testkit/backends/``), and the
     docstrings' Sphinx roles become code or links, never raw ``:class:`...``` text."""
     reference = site / "reference"
     pages = {path.parent.name: path.read_text() for path in reference.glob("*/index.html")}

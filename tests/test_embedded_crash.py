@@ -16,8 +16,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from prism_testkit.backends.localfs import open_localfs
 from prism_testkit.backends.sqlite import open_sqlite
+from prism_testkit.driver import Driver
 
 WRITER = {
     "sqlite": """
@@ -77,7 +79,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path, backend: str) -> No
 
     async def verify() -> None:
         if backend == "sqlite":
-            driver = await open_sqlite(tmp_path)
+            driver: Driver = await open_sqlite(tmp_path)
             for i in range(last + 1):
                 assert await driver.keyvalue().get(f"k{i}") == str(i).encode(), i
                 assert await driver.keyvalue().get(f"t{i}") == b"x", i

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from prism_testkit.backends.memstore import open_memstore
+from prism_testkit.driver import Driver
+from prism_testkit.interfaces import KeyValue, Log, Transactions
 from prism_testkit.patterns.event_sourcing import (
     CorruptStream,
     EventSourcingConfig,
@@ -32,11 +35,8 @@ from prism_testkit.patterns.event_sourcing import (
     ViewStore,
     ViewWriter,
 )
-from pydantic import ValidationError
-
-from prism_testkit.driver import Driver
-from prism_testkit.interfaces import KeyValue, Log, Transaction, Transactions
 from prism_testkit.simulation.clock import ManualClock
+from prism_testkit.suites._doubles import HeldCommits, Killed
 from tests._scenarios import Runner as ScenarioRunner
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -142,36 +142,17 @@ def test_concurrent_appends_at_one_version_have_exactly_one_winner(on_backend: R
     on_backend(scenario)
 
 
-class HeldCommits:
-    """Transactions whose commit can be held back until released, to commit out of begin order."""
-
-    def __init__(self, inner: Transactions) -> None:
-        self.inner = inner
-        self.hold: asyncio.Event | None = None
-        self.reached = asyncio.Event()
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        hold, self.hold = self.hold, None
-        async with self.inner.transaction() as tx:
-            yield tx
-            if hold is not None:
-                self.reached.set()
-                await hold.wait()
-
-
 def test_a_follower_never_skips_an_append_that_committed_late(on_backend: Runner) -> None:
     async def scenario(env: Env) -> None:
         held = HeldCommits(env.transactions)
         store = EventStore(held, env.log, env.kv, EventSourcingConfig(name="es"), clock=env.clock)
-        release = asyncio.Event()
-        held.hold = release
+        held.armed = True
         late = asyncio.create_task(store.append("early-begun", [deposit(1)], expected_version=0))
         await held.reached.wait()
         await store.append("quick", [deposit(2)], expected_version=0)
         seen = await store.read_notifications(0)  # a follower reads while the first is uncommitted
         assert [n.event.stream for n in seen] == ["quick"]
-        release.set()
+        held.release.set()
         await late
         after = await store.read_notifications(len(seen))
         assert [(n.offset, n.event.stream) for n in after] == [(1, "early-begun")]
@@ -190,7 +171,7 @@ def test_a_follower_never_skips_an_append_that_committed_late(on_backend: Runner
         ("a", [NewEvent("", {})], 0),
         ("a", [NewEvent("T", {"x": float("nan")})], 0),
         ("a", [NewEvent("T", {"x": object()})], 0),
-        ("a", [NewEvent("T", {1: "one"})], 0),
+        ("a", [NewEvent("T", {1: "one"})], 0),  # type: ignore[dict-item]  # a key that is no string
         ("a", [NewEvent("T", {}, schema=2)], 0),
         ("a", [deposit(1)], -1),
         ("a", [deposit(1)], True),
@@ -386,19 +367,15 @@ def test_a_missing_or_failing_upcaster_is_a_typed_error(on_backend: Runner) -> N
 # --- projections ---------------------------------------------------------------------------
 
 
-class Crash(Exception):
-    pass
-
-
 def balance_handler(crash_at: set[int] | None = None) -> Any:
-    """Sums deposits per stream; raises :class:`Crash` when it reaches an event whose amount
+    """Sums deposits per stream; raises :class:`Killed` when it reaches an event whose amount
     is in ``crash_at`` (once per amount), after the writes of the events before it."""
     pending = set(crash_at or ())
 
     async def handle(views: ViewWriter, event: RecordedEvent) -> None:
         if event.data["amount"] in pending:
             pending.discard(event.data["amount"])
-            raise Crash(event.data["amount"])
+            raise Killed(event.data["amount"])
         current = await views.get(event.stream) or 0
         await views.put(event.stream, current + event.data["amount"])
 
@@ -419,7 +396,7 @@ def test_a_projection_crashed_mid_batch_neither_double_applies_nor_skips(on_back
             await store.append(f"s{i % 2}", [deposit(i)], await store.version(f"s{i % 2}"))
         views = views_of(kind, env, "bal")
         crashing = ProjectionRunner(store, views, balance_handler(crash_at={5}), batch_size=10)
-        with pytest.raises(Crash):
+        with pytest.raises(Killed):
             await crashing.run_once()
         position = await views.position()
         assert position == 0, "the position moved past a batch that crashed"
@@ -468,7 +445,7 @@ def test_keyvalue_views_skip_keys_an_interrupted_batch_already_wrote(on_backend:
         for i in (1, 2, 3):
             await store.append("a", [deposit(i)], i - 1)
         views = KeyValueViews(env.kv, "bal")
-        with pytest.raises(Crash):
+        with pytest.raises(Killed):
             await ProjectionRunner(store, views, balance_handler(crash_at={3})).run_once()
         assert await views.get("a") == 3
         assert await views.position() == 0

@@ -10,7 +10,7 @@ import pytest
 
 from prism_testkit import DeliveryGuarantee
 from prism_testkit.stateful.checkers import ACKED, SLOTS, Anomaly, Verdict, total_queue
-from prism_testkit.stateful.failover_loss import (
+from prism_testkit.stateful.checkers.failover import (
     LOST_IN_FAILOVER,
     failed_over,
     failover_ends,
@@ -25,7 +25,7 @@ HOT, COLD = "redis-sentinel", "postgres-ha"  # the first does not promise to sur
 TIERS = {"hot": HOT, "cold": COLD}
 
 
-def lost(history: History, value: Any, name: str = "lost", **facts: Any) -> Anomaly:
+def lost(history: History, value: Any, name: str = "lost", /, **facts: Any) -> Anomaly:
     """A loss of the write of ``value`` to queue ``q`` in ``history``, witnessed by that write."""
     writes = [p for p in history.pairs() if p.key == "q" and p.invoke.value == value]
     return Anomaly(name, f"{value!r} is gone", history.subhistory(writes), {"key": "q", "value": value, **facts})

@@ -7,6 +7,7 @@ over a single server there is no such pass."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,7 +77,7 @@ def test_a_test_never_failed_over_owes_a_failover_pass(pytester: pytest.Pytester
     result.assert_outcomes(passed=1)
 
 
-def test_a_failure_in_the_failover_pass_replays_with_its_failover(pytester: pytest.Pytester, tmp_path) -> None:
+def test_a_failure_in_the_failover_pass_replays_with_its_failover(pytester: pytest.Pytester, tmp_path: Path) -> None:
     """The pass's failover is no rule step: the schedule records it, so ``--prism-replay`` fails
     the cluster over again at the same point and the failure reproduces."""
     failing = SUITE.replace(

@@ -15,7 +15,7 @@ from prism_testkit import findings
 from prism_testkit.findings import KNOWN, KnownFinding, finding_for, judge
 from prism_testkit.report.matrix import compliance_matrix, render_markdown
 from prism_testkit.report.shape import parse
-from suites.test_contract_objects import RACED_DELETES
+from prism_testkit.suites.test_contract_objects import RACED_DELETES
 
 BUG = KNOWN["nats-server#7549"]
 

@@ -11,6 +11,7 @@ import socket
 
 import pytest
 
+from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision import processes
 from prism_testkit.provision.processes import PortPicker, ephemeral_range, free_port, port_band
 
@@ -98,5 +99,5 @@ def test_a_used_up_share_is_an_error_not_a_port_handed_out_again(fresh: None, mo
     monkeypatch.setattr(processes, "port_band", lambda: small)
     ports = [free_port() for _ in range(4)]
     assert sorted(ports) == list(small)  # all four free now: each handed out once
-    with pytest.raises(processes.ProvisioningError, match=f"no free port left in {small.start}-{small.stop - 1}"):
+    with pytest.raises(ProvisioningError, match=f"no free port left in {small.start}-{small.stop - 1}"):
         free_port()

@@ -3,7 +3,7 @@
 A visibility timeout, lease, TTL, poll interval or retry backoff given to a pattern, driver or
 server is a bet on the machine's speed like a fixed wait: on a slow machine a 0.3 s visibility
 timeout runs out while the consumer still works, and a test that counted deliveries goes red
-with no guarantee broken. So every such time in ``suites/`` is one of:
+with no guarantee broken. So every such time in ``prism_testkit/suites/`` is one of:
 
 - **derived**: it comes from ``prism_testkit.patience`` (``handed`` / ``bound``), scaled by the
   machine's slowness when handed over;
@@ -14,7 +14,7 @@ with no guarantee broken. So every such time in ``suites/`` is one of:
 (A wrapper's default that mirrors an interface's signature is listed too: its callers' values
 are scanned where they call.)
 
-This module scans ``suites/`` (AST, no import) and fails on a numeric time handed over that is
+This module scans ``prism_testkit/suites/`` (AST, no import) and fails on a numeric time handed over that is
 none of these, naming file and line. The last two kinds are listed in :data:`ALLOWED` with their
 reason; an entry that no longer matches anything fails too, so the list cannot rot.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 from tests._parsing import parse
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ROOT / "suites"
+SUITES = ROOT / "prism_testkit" / "suites"
 
 # Keyword arguments and config keys that carry a time handed over.
 TIME_KEY = re.compile(
@@ -95,7 +95,11 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "point: the handler never returns, so the stop bound always runs out; the test asserts the stop "
         "took at least it"
     ),
-    ("suites/test_consumer.py", "test_configuration_is_checked_before_anything_runs", "poll_wait"): PARSED,
+    (
+        "suites/test_consumer.py",
+        "test_configuration_is_checked_before_anything_runs",
+        "poll_wait",
+    ): PARSED,
     ("suites/test_contract_keyvalue.py", "test_ttl_expires_or_is_not_supported", "ttl"): (
         "point: the TTL running out is what the test checks; it asserts only what holds once it ran out "
         "(a read before it is checked only when made before the TTL can have run out)"
@@ -120,15 +124,27 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "point: an overwrite without TTL must keep the object past the first TTL; expiry before the "
         "overwrite leaves the same result"
     ),
-    ("suites/test_contract_queue.py", "test_visibility_timeout_expiry_redelivers", "visibility_timeout"): (
+    (
+        "suites/test_contract_queue.py",
+        "test_visibility_timeout_expiry_redelivers",
+        "visibility_timeout",
+    ): (
         "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
         "never for less than the timeout"
     ),
-    ("suites/test_contract_queue.py", "test_stale_ack_after_redelivery_is_refused", "visibility_timeout"): (
+    (
+        "suites/test_contract_queue.py",
+        "test_stale_ack_after_redelivery_is_refused",
+        "visibility_timeout",
+    ): (
         "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
         "never for less than the timeout"
     ),
-    ("suites/test_contract_queue.py", "test_a_long_redelivery_history_counts_every_attempt", "visibility_timeout"): (
+    (
+        "suites/test_contract_queue.py",
+        "test_a_long_redelivery_history_counts_every_attempt",
+        "visibility_timeout",
+    ): (
         "point: the redelivery once it runs out is what the test checks; it waits on the redelivery, "
         "never for less than the timeout"
     ),
@@ -140,9 +156,11 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("suites/test_contract_transactions.py", "test_an_expired_counter_starts_again_from_one", "ttl"): (
         "point: the counter must have expired; the test sleeps well past the TTL and asserts only the restart"
     ),
-    ("suites/test_cqrs.py", "test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error", "within"): (
-        "point: no sync runs, so the wait always runs out into ReadModelBehind; once synced the answer needs no wait"
-    ),
+    (
+        "suites/test_cqrs.py",
+        "test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error",
+        "within",
+    ): ("point: no sync runs, so the wait always runs out into ReadModelBehind; once synced the answer needs no wait"),
     (
         "suites/test_cqrs.py",
         "test_read_your_writes_waits_for_the_notification_position_of_two_interleaved_streams",
@@ -151,7 +169,11 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "point: no sync runs before the first queries, so their wait always runs out into ReadModelBehind;"
         " once synced the answer needs no wait"
     ),
-    ("suites/test_cqrs_cdc.py", "test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error", "within"): (
+    (
+        "suites/test_cqrs_cdc.py",
+        "test_a_read_model_that_does_not_catch_up_in_time_is_a_typed_error",
+        "within",
+    ): (
         "point: nothing captures until catch_up(), so the wait always runs out into ReadModelBehind; once"
         " caught up the answer needs no wait"
     ),
@@ -172,10 +194,26 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "Scenarios.test_a_graceful_stop_mid_batch_finishes_the_batch_and_a_restart_resumes",
         "within",
     ): ("point: a second stop of a stopped process must be refused at once, whatever its bound"),
-    ("suites/test_multicast_registry.py", "test_a_metadata_update_changes_membership", "ttl"): MANUAL_CLOCK,
-    ("suites/test_multicast_registry.py", "test_reads_and_multicasts_do_not_extend_a_ttl", "ttl"): MANUAL_CLOCK,
-    ("suites/test_multicast_registry.py", "test_default_ttl_applies_when_none_is_given", "default_ttl"): MANUAL_CLOCK,
-    ("suites/test_multicast_registry.py", "test_an_update_with_ttl_none_never_expires", "ttl"): MANUAL_CLOCK,
+    (
+        "suites/test_multicast_registry.py",
+        "test_a_metadata_update_changes_membership",
+        "ttl",
+    ): MANUAL_CLOCK,
+    (
+        "suites/test_multicast_registry.py",
+        "test_reads_and_multicasts_do_not_extend_a_ttl",
+        "ttl",
+    ): MANUAL_CLOCK,
+    (
+        "suites/test_multicast_registry.py",
+        "test_default_ttl_applies_when_none_is_given",
+        "default_ttl",
+    ): MANUAL_CLOCK,
+    (
+        "suites/test_multicast_registry.py",
+        "test_an_update_with_ttl_none_never_expires",
+        "ttl",
+    ): MANUAL_CLOCK,
     (
         "suites/test_multicast_registry.py",
         "test_a_registry_backend_without_ttl_stores_and_expires",
@@ -186,12 +224,28 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "test_multicast_reaches_exactly_the_matching_identities_once",
         "ttl",
     ): MANUAL_CLOCK,
-    ("suites/test_multicast_registry.py", "test_membership_is_decided_when_the_multicast_begins", "ttl"): MANUAL_CLOCK,
+    (
+        "suites/test_multicast_registry.py",
+        "test_membership_is_decided_when_the_multicast_begins",
+        "ttl",
+    ): MANUAL_CLOCK,
     ("suites/test_multicast_registry.py", "test_ttl_edges_on_the_registry_clock", "ttl"): MANUAL_CLOCK,
-    ("suites/test_multicast_registry.py", "test_large_registries_across_scan_pages.add", "ttl"): MANUAL_CLOCK,
+    (
+        "suites/test_multicast_registry.py",
+        "test_large_registries_across_scan_pages.add",
+        "ttl",
+    ): MANUAL_CLOCK,
     ("suites/test_multicast_registry.py", "test_metrics_count_what_happened", "ttl"): MANUAL_CLOCK,
-    ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "max_ttl"): VALIDATED,
-    ("suites/test_multicast_registry.py", "test_bad_input_gets_typed_errors_and_changes_nothing", "ttl"): VALIDATED,
+    (
+        "suites/test_multicast_registry.py",
+        "test_bad_input_gets_typed_errors_and_changes_nothing",
+        "max_ttl",
+    ): VALIDATED,
+    (
+        "suites/test_multicast_registry.py",
+        "test_bad_input_gets_typed_errors_and_changes_nothing",
+        "ttl",
+    ): VALIDATED,
     (
         "suites/test_outbox.py",
         "test_delete_cleanup_truncates_only_records_published_longer_ago_than_the_retention",
@@ -199,8 +253,16 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ): MANUAL_CLOCK,
     ("suites/test_producer.py", "Bench.producer", "retry_backoff"): SLEEPS,
     ("suites/test_producer.py", "Bench.producer", "retry_backoff_max"): SLEEPS,
-    ("suites/test_producer.py", "test_configuration_is_checked_before_anything_runs", "batch_interval"): PARSED,
-    ("suites/test_producer.py", "test_configuration_is_checked_before_anything_runs", "retry_backoff"): PARSED,
+    (
+        "suites/test_producer.py",
+        "test_configuration_is_checked_before_anything_runs",
+        "batch_interval",
+    ): PARSED,
+    (
+        "suites/test_producer.py",
+        "test_configuration_is_checked_before_anything_runs",
+        "retry_backoff",
+    ): PARSED,
     ("suites/test_stateful_consumer.py", "QueueConsumerMachine.__init__", "visibility_timeout"): (
         "point: a killed consumer's message must come back within the example; the checker tolerates "
         "redeliveries and waits (VISIBILITY + grace) x slowness before calling one lost"
@@ -387,7 +449,7 @@ def scan_suites() -> list[Handed]:
     constants = numeric_constants([path.read_text() for path in files])
     found: list[Handed] = []
     for path in files:
-        found += scan(path.read_text(), path.relative_to(ROOT).as_posix(), constants)
+        found += scan(path.read_text(), path.relative_to(SUITES.parent).as_posix(), constants)
     return found
 
 
@@ -426,7 +488,7 @@ def t(q, p):
 
 # A deadline of the harness's own waits in a test, ``time.monotonic() + 5``, is the same bet seen
 # from the other side: the wait fails the test once a loaded machine is slower than the number.
-# CI went red on such waits in tests/ that the scan of suites/ above never read.
+# CI went red on such waits in tests/ that the scan of prism_testkit/suites/ above never read.
 def fixed_deadlines(source: str, file: str) -> list[str]:
     """Each ``<clock>.monotonic() + <number>`` in ``source``: ``file:line``."""
     found = []
@@ -462,3 +524,137 @@ later = clocks.monotonic() + 0.5
 fine = time.monotonic() + bound("calm-op")
 """
     assert fixed_deadlines(source, "t.py") == ["t.py:2", "t.py:3"]
+
+
+# A deadline loop written by hand (``deadline = time.monotonic() + X`` and a ``while`` that looks
+# at it) is a wait patience cannot see: it names no bound in its failure, ignores progress, and
+# often falls through silently. Waits go through prism_testkit.patience (``until``,
+# ``until_sync``, ``poll_until``, ``repeat_until``); the few left by hand say why on the line that
+# computes the deadline, ``# hand-rolled: <reason>`` (the loop measures time itself, must not
+# raise, or is the thing under test).
+HAND_ROLLED_MOST = 10
+HAND_ROLLED_REASON = re.compile(r"#\s*hand-rolled:\s*(\S.*)$")
+
+
+@dataclass(frozen=True)
+class DeadlineLoop:
+    where: str
+    reason: str | None  # the text after "# hand-rolled:", or None
+
+
+def _is_clock_deadline(node: ast.AST) -> bool:
+    """``<clock>.monotonic() + X`` (or ``X + <clock>.monotonic()``) somewhere in ``node``."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Add):
+            for side in (sub.left, sub.right):
+                if (
+                    isinstance(side, ast.Call)
+                    and isinstance(side.func, ast.Attribute)
+                    and side.func.attr == "monotonic"
+                ):
+                    return True
+    return False
+
+
+def _scopes(tree: ast.Module) -> list[ast.AST]:
+    return [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))]
+
+
+def _own_nodes(scope: ast.AST) -> list[ast.AST]:
+    """The nodes of ``scope`` outside the functions nested in it."""
+    found: list[ast.AST] = []
+    todo = list(ast.iter_child_nodes(scope))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue
+        found.append(node)
+        todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def deadline_loops(source: str, file: str) -> list[DeadlineLoop]:
+    """Each name assigned ``<clock>.monotonic() + X`` that a ``while`` loop of the same function
+    reads (in its condition or its body): ``file:line`` of the assignment, and its
+    ``# hand-rolled:`` reason if a line of the assignment carries one."""
+    lines = source.splitlines()
+    found = []
+    for scope in _scopes(ast.parse(source)):
+        own = _own_nodes(scope)
+        loops = [n for n in own if isinstance(n, ast.While)]
+        read_in_loops = {
+            sub.id
+            for loop in loops
+            for sub in ast.walk(loop)
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load)
+        }
+        for node in own:
+            if isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            else:
+                continue
+            names = {t.id for t in targets if isinstance(t, ast.Name)}
+            if not (names & read_in_loops and _is_clock_deadline(value)):
+                continue
+            said = (HAND_ROLLED_REASON.search(line) for line in lines[node.lineno - 1 : node.end_lineno])
+            reason = next((match.group(1).strip() for match in said if match), None)
+            found.append(DeadlineLoop(f"{file}:{node.lineno}", reason))
+    return sorted(found, key=lambda d: (d.where.rsplit(":", 1)[0], int(d.where.rsplit(":", 1)[1])))
+
+
+def _own_loops() -> list[DeadlineLoop]:
+    files = sorted([*(ROOT / "tests").rglob("*.py"), *SUITES.rglob("*.py")])
+    assert files
+    return [loop for path in files for loop in deadline_loops(path.read_text(), str(path.relative_to(ROOT)))]
+
+
+def test_few_deadline_loops_are_hand_rolled_and_each_says_why() -> None:
+    loops = _own_loops()
+    unexplained = [loop.where for loop in loops if loop.reason is None]
+    assert not unexplained, (
+        "deadline loops written by hand: wait through prism_testkit.patience (until, until_sync, poll_until, "
+        "repeat_until), or say why not with '# hand-rolled: <reason>' on the line of the deadline:\n"
+        + "\n".join(f"  {where}" for where in unexplained)
+    )
+    assert len(loops) <= HAND_ROLLED_MOST, (
+        f"{len(loops)} hand-rolled deadline loops (at most {HAND_ROLLED_MOST}): wait through prism_testkit.patience:\n"
+        + "\n".join(f"  {loop.where}: {loop.reason}" for loop in loops)
+    )
+
+
+def test_the_loop_scan_sees_a_deadline_loop_and_its_reason() -> None:
+    source = """
+def a():
+    deadline = time.monotonic() + bound("calm-op")
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+async def b(within):
+    deadline = clocks.monotonic() + within  # hand-rolled: it samples for a duration
+    while True:
+        if clocks.monotonic() >= deadline:
+            return
+        await asyncio.sleep(0.01)
+
+def c(reader):
+    messages = reader.until_now(time.monotonic() + 5)  # a deadline handed over, no loop
+    later = time.monotonic() + 1
+    return later
+
+def d():
+    limit: float = (
+        time.monotonic()
+        + bound("recovery")  # hand-rolled: it re-raises the last error
+    )
+    while time.monotonic() < limit:
+        def inner():
+            deadline = 3
+        pass
+"""
+    assert deadline_loops(source, "t.py") == [
+        DeadlineLoop("t.py:3", None),
+        DeadlineLoop("t.py:8", "it samples for a duration"),
+        DeadlineLoop("t.py:20", "it re-raises the last error"),
+    ]

@@ -366,7 +366,7 @@ def test_a_hunt_given_a_seed_draws_the_same_rounds_on_every_run(pytester: pytest
 
 
 def test_the_suites_identity_is_the_same_installed_and_checked_out(tmp_path: Path) -> None:
-    checkout = Path(__file__).parents[1] / "suites" / "test_stateful_wal.py"
+    checkout = Path(__file__).parents[1] / "prism_testkit" / "suites" / "test_stateful_wal.py"
     assert module_identity(checkout) == "prism_testkit.suites.test_stateful_wal"
     installed = tmp_path / "lib" / "python3.11" / "site-packages" / "prism_testkit" / "suites"
     installed.mkdir(parents=True)
@@ -575,7 +575,9 @@ def test_a_pip_installed_and_an_editable_machine_share_a_hunts_failure(
     found.assert_outcomes(failed=1)
     assert "log: INVALID (lost-write)" in found.stdout.str()
     assert f"failures found are saved in {database}" in found.stdout.str()
-    assert f"{REPOSITORY / 'suites' / 'test_stateful_log.py'}:" in found.stdout.str()  # the checkout's suite
+    assert (
+        f"{REPOSITORY / 'prism_testkit' / 'suites' / 'test_stateful_log.py'}:" in found.stdout.str()
+    )  # the checkout's suite
 
     elsewhere = leaky_project(tmp_path / "installed-machine")
     replayed = pytest_in(
@@ -586,7 +588,6 @@ def test_a_pip_installed_and_an_editable_machine_share_a_hunts_failure(
     assert replayed.returncode == pytest.ExitCode.TESTS_FAILED, output
     assert f"{installed.parents[1]}/lib/python" in output  # the installed suite ran...
     assert f"{REPOSITORY}/prism_testkit/" not in output  # ...and nothing of the checkout
-    assert f"{REPOSITORY}/suites/" not in output
     summary = replayed.stdout[replayed.stdout.index("prism-testkit hunt") :]
     assert re.search(r"hunted .*: \d+ examples in 1 rounds, .* 1 failing", summary), summary
     assert "log: INVALID (lost-write)" in summary
@@ -610,13 +611,13 @@ def test_a_seeded_hunt_writes_the_shared_database(pytester: pytest.Pytester, tmp
 
 
 def test_a_failure_from_the_database_is_replayed_from_there_not_from_its_seed() -> None:
-    nodeid = "suites/test_stateful_x.py::test_y[backend=memstore]"
+    nodeid = "prism_testkit/suites/test_stateful_x.py::test_y[backend=memstore]"
     plan = HuntPlan(budget=60, database=None, database_label="/shared/examples")
     plan.identities[nodeid] = "prism_testkit.suites.test_stateful_x::test_y"
     plan.from_database[nodeid] = True
     seed_command = (
-        "PRISM_SLOWNESS=2 pytest 'suites/test_stateful_x.py::test_y[backend=memstore]' --prism-backend=memstore "
-        "--prism-binary=redis=/opt/redis-server -p no:randomly --hypothesis-seed=42"
+        "PRISM_SLOWNESS=2 pytest 'prism_testkit/suites/test_stateful_x.py::test_y[backend=memstore]' "
+        "--prism-backend=memstore --prism-binary=redis=/opt/redis-server -p no:randomly --hypothesis-seed=42"
     )
     hunt: dict[str, Any] = {
         "test": nodeid,
@@ -628,8 +629,9 @@ def test_a_failure_from_the_database_is_replayed_from_there_not_from_its_seed() 
     }
     plan.annotate(hunt["test"], hunt)
     expected = (
-        "PRISM_SLOWNESS=2 pytest 'suites/test_stateful_x.py::test_y[backend=memstore]' --prism-backend=memstore "
-        "--prism-binary=redis=/opt/redis-server -p no:randomly --prism-hunt=1s --prism-hunt-db=/shared/examples"
+        "PRISM_SLOWNESS=2 pytest 'prism_testkit/suites/test_stateful_x.py::test_y[backend=memstore]' "
+        "--prism-backend=memstore --prism-binary=redis=/opt/redis-server -p no:randomly --prism-hunt=1s "
+        "--prism-hunt-db=/shared/examples"
     )
     assert hunt["replay"] == hunt["database_replay"] == expected
     assert hunt["identity"] == "prism_testkit.suites.test_stateful_x::test_y"

@@ -13,29 +13,17 @@ from prism_testkit._moved import MOVED
 from tests._parsing import parse
 
 ROOT = Path(__file__).resolve().parent.parent
-# Where each package of the distribution lives in the repository (pyproject's package-dir).
-PACKAGES = {
-    "prism_testkit": ROOT / "prism_testkit",
-    "prism_testkit.backends": ROOT / "backends",
-    "prism_testkit.patterns": ROOT / "patterns",
-}
+# The layers above the core live in the same package: backends and patterns are part of the import
+# graph, the suites (which use everything, and which nothing imports) are not.
+LAYERS = ("backends", "patterns", "suites")
 
 
 def modules() -> dict[str, Path]:
     found = {}
-    for package, folder in PACKAGES.items():
-        for path in folder.rglob("*.py"):
-            parts = path.relative_to(folder).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            name = ".".join((package, *parts))
-            if name not in found:  # a sub-package's own entry wins over the parent's walk
-                found[name] = path
-    for nested in ("prism_testkit.backends", "prism_testkit.patterns"):
-        # prism_testkit/ has no backends/ or patterns/ folder: only the mapped ones count
-        found = {
-            n: p for n, p in found.items() if not (n.startswith(nested) and p.is_relative_to(ROOT / "prism_testkit"))
-        }
+    for path in (ROOT / "prism_testkit").rglob("*.py"):
+        parts = ("prism_testkit", *path.relative_to(ROOT / "prism_testkit").with_suffix("").parts)
+        if parts[1:2] != ("suites",):
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
 
@@ -129,7 +117,9 @@ def test_the_cycle_finder_finds_one() -> None:
     assert cycle({"a": {"b"}, "b": set()}) is None
 
 
-PACKAGES_OF_THE_CORE = sorted(p.parent.name for p in (ROOT / "prism_testkit").glob("*/__init__.py"))
+PACKAGES_OF_THE_CORE = sorted(
+    p.parent.name for p in (ROOT / "prism_testkit").glob("*/__init__.py") if p.parent.name not in LAYERS
+)
 
 
 @pytest.mark.parametrize("package", ["provision", "faults", "report", "registry", "runtime", "hunting"])
@@ -189,6 +179,11 @@ FORBIDDEN = {
     "prism_testkit.runtime": (
         *("report", "hunting", "stateful", "config", "options"),
         *("plugin", "cli", "backends", "patterns"),
+    ),
+    # every pattern imports it: it may import only what a pattern may (errors, interfaces, the clock)
+    "prism_testkit.pattern_sdk": (
+        *("provision", "faults", "registry", "report", "runtime", "hunting", "stateful", "config", "options"),
+        *("plugin", "cli", "driver", "backends", "patterns", "suites"),
     ),
     # patterns and backends import its clock: it imports nothing of the project
     "prism_testkit.simulation": (

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from prism_testkit import BackendProperties, BackendSpec, EmbeddedProvisioner
+from prism_testkit import BackendProperties, BackendSpec, Capability, EmbeddedProvisioner
 from prism_testkit.errors import ClientLibraryMissing, RegistrationError
 from prism_testkit.registry.backends import BackendRegistry
 
@@ -15,7 +15,7 @@ from prism_testkit.registry.backends import BackendRegistry
 def spec(**kwargs: object) -> BackendSpec:
     return BackendSpec(
         name="thirdparty",
-        capabilities=frozenset({"keyvalue"}),
+        capabilities=frozenset({Capability.KEYVALUE}),
         properties=BackendProperties(durable=False),
         provisioner=EmbeddedProvisioner(),
         driver="x_not_installed_q.driver:D",

@@ -17,9 +17,9 @@ from prism_testkit import errors as errors_module
 from prism_testkit import interfaces
 from tests._parsing import parse
 
-SUITES = Path(__file__).parent.parent / "suites"
+SUITES = Path(__file__).parent.parent / "prism_testkit" / "suites"
 # contract suite -> the protocols whose docstrings state its contract
-PROTOCOLS = {
+PROTOCOLS: dict[str, list[type]] = {
     "keyvalue": [interfaces.KeyValue],
     "queue": [interfaces.Queue],
     "log": [interfaces.Log, interfaces.TruncatableLog],
@@ -51,7 +51,11 @@ def expected_failures(source: str) -> tuple[set[str], set[str]]:
         # an error class: a builtin or one of prism_testkit.errors (not a variable holding one)
         if name is not None and name not in local and (hasattr(builtins, name) or hasattr(errors_module, name)):
             errors.add(name)
-        matches.update(k.value.value for k in node.keywords if k.arg == "match" and isinstance(k.value, ast.Constant))
+        matches.update(
+            k.value.value
+            for k in node.keywords
+            if k.arg == "match" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)
+        )
     return errors, matches
 
 

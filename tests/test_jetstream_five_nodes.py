@@ -9,8 +9,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 
+from prism_testkit.backends.nats.cluster import NatsClusterProvisioner
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster
 from prism_testkit.stateful import nemesis as nemesis_module

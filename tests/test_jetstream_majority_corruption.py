@@ -20,18 +20,17 @@ import contextlib
 import json
 import random
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from prism_testkit.backends.nats.cluster import NatsClusterProvisioner, monitor_jsz
 
+from prism_testkit.backends.nats.cluster import NatsClusterProvisioner, monitor_jsz
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.patience import bound, until
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.cluster import Cluster, damage
-from prism_testkit.stateful.replicas import check_replicas, present_sequences
+from prism_testkit.stateful.checkers.replicas import check_replicas, present_sequences
 from tests.conftest import BEYOND_FAULT_TOLERANCE, cluster_in_a_temp_dir, provision_cluster
 
 nats = pytest.importorskip("nats")
@@ -62,15 +61,29 @@ async def publish_and_find_the_leader(url: str) -> tuple[int, list[int]]:
     client = await nats.connect(url, connect_timeout=5)
     try:
         js = client.jetstream()
-        deadline = time.monotonic() + bound("recovery")
-        while True:  # a cluster just started may not answer JetStream requests yet
+
+        async def add_stream() -> str | None:
+            """None once created; else the error (a cluster just started may not answer JetStream yet)."""
             try:
                 await js.add_stream(name=STREAM, subjects=[f"{STREAM}.>"], num_replicas=3, storage="file")
-                break
+            except nats.errors.Error as error:
+                return repr(error)
+            return None
+
+        what = "the new cluster to create the R3 stream"
+        await until(add_stream, lambda error: error is None, what=what, stall="recovery", ceiling="recovery", every=0.5)
+
+        async def stream_leader() -> str | None:
+            """The stream's leader once elected: until then a publish finds no responder (a full
+            test command saw one refused so, nothing stored), and no write is acknowledged."""
+            try:
+                placement = (await js.stream_info(STREAM)).cluster
             except nats.errors.Error:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+                return None
+            return placement.leader if placement is not None else None
+
+        what = "the new R3 stream to elect its leader"
+        await until(stream_leader, lambda leader: leader is not None, what=what, stall="recovery", ceiling="recovery")
         acknowledged = [
             (await js.publish(f"{STREAM}.x", b"m%05d" % i + PADDING)).seq for i in range(WRITTEN)
         ]  # or it raises
@@ -89,7 +102,7 @@ async def messages_through(url: str) -> int | str:
     except Exception as exc:  # a node that is down or not serving yet
         return f"unreachable: {type(exc).__name__}"
     try:
-        answer = json.loads((await client.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=5)).data)
+        answer = json.loads((await client.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=bound("calm-op"))).data)
         return int(answer["state"]["messages"]) if "state" in answer else f"error: {answer.get('error')}"
     except Exception as exc:
         return f"no answer: {type(exc).__name__}"

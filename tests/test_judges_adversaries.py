@@ -11,17 +11,19 @@ duplicate; an ordering check that skips the first or last element. ``JUDGE_MUTAN
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from prism_testkit.patterns.cdc import ChangeEvent, encode
-from prism_testkit.suites._cdc_checker import Ledger, check, value_of
-from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
 
 from prism_testkit import DeliveryGuarantee, Message
+from prism_testkit.patterns.cdc import ChangeEvent, encode
+from prism_testkit.patterns.cdc.events import Op
 from prism_testkit.stateful.checkers import Verdict, fan_out, judged_nothing, log_anomalies, total_queue
+from prism_testkit.stateful.checkers.replicas import check_replicas, diverged
+from prism_testkit.stateful.checkers.wal import LoggedMutation, check_wal
 from prism_testkit.stateful.history import History
-from prism_testkit.stateful.replicas import check_replicas, diverged
+from prism_testkit.suites._cdc_checker import Ledger, check, value_of
 
 ALO, EO = DeliveryGuarantee.AT_LEAST_ONCE, DeliveryGuarantee.EXACTLY_ONCE
 
@@ -181,7 +183,7 @@ def test_diverged_any_node_apart_from_the_others_is_divergence(apart: str) -> No
 
 def _wal(
     writes: list[tuple[str, str, int]],
-    logged: dict[int, tuple[str, str | None]],
+    logged: Mapping[int, tuple[str, str | None]],
     applies: list[tuple[int, str]],
     final: dict[str, str | None],
     *,
@@ -237,7 +239,7 @@ def _event(tag: str, key: str, position: int, *, after: bytes | None = b"", orde
     """The change of ``key`` by transaction ``tag`` (a put of its value, unless ``after`` is None:
     a delete), its ``order``-th of ``total`` events, committed ``position``-th."""
     value = value_of(tag, key) if after == b"" else after
-    op = "d" if value is None else "c"
+    op: Op = "d" if value is None else "c"
     event = ChangeEvent(f"cap:{tag}:{key}", op, "t", key, None, value, position, tag, order, total, 0, 0)
     return encode(event, "cap")
 

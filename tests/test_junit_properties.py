@@ -27,7 +27,7 @@ def test_every_suite_testcase_names_its_suite_and_combination(pytester: pytest.P
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
     found = []
     for case in ET.parse(pytester.path / "out.xml").getroot().iter("testcase"):
-        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        properties = {p.attrib["name"]: p.attrib["value"] for p in case.iter("property")}
         if properties.get("prism_suite") is None:
             continue
         found.append(properties)

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from prism_testkit.provision.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
+from prism_testkit.faults.lazyfs import LazyFilesystem
+from prism_testkit.faults.lazyfs_daemon import LazyOperations
+from prism_testkit.provision.lazymount import LazyMount, fuse_unavailable_reason
+from prism_testkit.provision.mounts import is_mounted
 
 UNAVAILABLE = fuse_unavailable_reason()
 
@@ -251,3 +255,54 @@ def test_a_file_handle_open_across_a_cut_fails_instead_of_writing_into_the_new_t
     finally:
         os.close(fd)
     assert (data / "existing").read_bytes() == b"on disk before the mount"
+
+
+def test_a_new_directory_on_a_dead_files_inode_number_is_rebuilt_as_a_directory(tmp_path: Path) -> None:
+    """The model alone (no FUSE): ext4 hands a deleted file's inode number to the next mkdir. A
+    directory fsync that maps the new name by that number must not take the dead file's node (a
+    data dir came back with ``snapshots`` as a file, and nats-server could not start)."""
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    fs = LazyFilesystem(lower, tmp_path / "blobs")
+    (lower / "old").write_bytes(b"a dead file's synced content")
+    dead = fs.created(str(lower / "old"))
+    fd = os.open(lower / "old", os.O_RDONLY)
+    try:
+        fs.sync_file(dead, fd)
+    finally:
+        os.close(fd)
+    fs.sync_dir(str(lower))
+    os.unlink(lower / "old")
+    (lower / "snapshots").mkdir()
+    # the state a reused number leaves before the mkdir's own bookkeeping ran
+    fs.node_of_inode[os.lstat(lower / "snapshots").st_ino] = dead
+    fs.sync_dir(str(lower))
+    fs.power_cut()
+    assert (lower / "snapshots").is_dir()
+    assert not (lower / "old").exists()
+
+
+def test_a_directory_fsync_racing_a_mkdir_sees_the_new_directorys_own_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's mkdir gives the new inode its node before another thread's directory fsync
+    can list the name: the fsync, started while the mkdir runs, maps the name to that node."""
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    fs = LazyFilesystem(lower, tmp_path / "blobs")
+    ops = LazyOperations(fs)
+    monkeypatch.setattr(ops, "_owned_by_caller", lambda live: None)
+    racer: list[threading.Thread] = []
+    real_mkdir = os.mkdir
+
+    def mkdir_then_race(path: str, mode: int = 0o777) -> None:
+        real_mkdir(path, mode)
+        racer.append(threading.Thread(target=fs.sync_dir, args=(str(lower),)))
+        racer[0].start()
+        racer[0].join(timeout=0.5)  # unlocked, the fsync runs to completion in this window
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_race)
+    ops.mkdir("/snapshots", 0o755)
+    racer[0].join()
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+    assert fs.image[fs.ROOT].entries["snapshots"] == fs.node(str(lower / "snapshots"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import find
@@ -43,7 +44,7 @@ def appends(n: int, size: int) -> list[tuple[int, bytes]]:
     return [(len(BASE) + i * size, bytes([ord("a") + i]) * size) for i in range(n)]
 
 
-def the_only_file(detail: dict[str, object], path: str) -> dict[str, object]:
+def the_only_file(detail: dict[str, Any], path: str) -> dict[str, Any]:
     kept = detail["kept"]
     assert isinstance(kept, list), detail
     assert len(kept) == 1, detail
@@ -81,7 +82,7 @@ def test_torn_op_with_page_granularity_tears_at_a_page_boundary_of_the_file(moun
     page_write = bytes(range(256)) * (3 * PAGE // 256) + b"tail"  # crosses three page boundaries
     unsynced_writes(data / "pages", [(0, page_write)])
     mount.power_cut(StorageFault("torn-op", seed=seed, granularity="page"))
-    (torn,) = the_only_file(mount.faults[-1], "/pages")["torn"]  # type: ignore[misc]
+    (torn,) = the_only_file(mount.faults[-1], "/pages")["torn"]
     end = torn["offset"] + torn["kept_bytes"]  # the kernel may have split the write(2) in FUSE writes
     assert end % PAGE == 0, torn
     assert 0 < torn["kept_bytes"] < torn["length"], torn

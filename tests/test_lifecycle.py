@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import pytest
-from prism_testkit.patterns.lifecycle import (
+
+from prism_testkit.interfaces import KeyValue, PubSub, Queue
+from prism_testkit.pattern_sdk.lifecycle import (
     AlreadyStarted,
     AlreadyStopped,
     AlreadyStopping,
@@ -25,8 +27,6 @@ from prism_testkit.patterns.lifecycle import (
     run_until,
     validated_slots,
 )
-
-from prism_testkit.interfaces import KeyValue, PubSub, Queue
 
 
 class Worker(PatternProcess):
@@ -165,7 +165,8 @@ def test_failed_start_can_be_stopped_but_not_restarted() -> None:
         p = Broken()
         with pytest.raises(RuntimeError):
             await p.start()
-        assert p.state is LifecycleState.FAILED
+        failed = p.state  # read apart: mypy would keep p.state narrowed past stop()
+        assert failed is LifecycleState.FAILED
         with pytest.raises(PatternStopped):
             p.ensure_running()
         with pytest.raises(AlreadyStopped):
@@ -194,12 +195,25 @@ def test_run_until_stops_when_the_event_is_set() -> None:
 
 
 class _KV:
-    async def get(self, key: str) -> bytes | None: ...
-    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
-    async def delete(self, key: str) -> bool: ...
-    async def exists(self, key: str) -> bool: ...
-    def scan(self, prefix: str) -> object: ...
-    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool: ...
+    """A key-value store's shape only: its methods are never called."""
+
+    async def get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        raise NotImplementedError
+
+    async def delete(self, key: str) -> bool:
+        raise NotImplementedError
+
+    async def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def scan(self, prefix: str) -> object:
+        raise NotImplementedError
+
+    async def compare_and_set(self, key: str, expected: bytes | None, new: bytes) -> bool:
+        raise NotImplementedError
 
 
 def test_validated_slots() -> None:
@@ -279,7 +293,7 @@ class CountedStop(asyncio.Event):
 
 def test_run_batches_retries_a_failed_batch_after_a_wait_and_never_waits_while_busy() -> None:
     stop = CountedStop()
-    script = iter([True, True, ValueError("refused"), False, True])
+    script: Iterator[bool | Exception] = iter([True, True, ValueError("refused"), False, True])
     failures: list[Exception] = []
 
     async def batch() -> bool:

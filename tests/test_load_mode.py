@@ -23,7 +23,7 @@ from prism_testkit.faults.jitter import Jitter, Stallable, _Server, candidates, 
 from prism_testkit.faults.load import CALIBRATED, ActiveLoad, LoadSpec, LoadSpecError, jitter_seed, parse
 from prism_testkit.hunting.replay import pytest_arguments
 from prism_testkit.hunting.schedule import Schedule, read
-from prism_testkit.patience import bound
+from prism_testkit.patience import poll_until, until_sync
 from prism_testkit.provision import processes
 from prism_testkit.provision.processes import ServerProcess, free_port, port_open
 from prism_testkit.provision.workdirs import recorded_processes
@@ -126,10 +126,10 @@ def test_the_jitter_picks_and_stalls_as_its_seed_draws() -> None:
     log: list[tuple[str, float]] = []
     targets: list[Stallable] = [_Recorder(name, log) for name in ("a", "b", "c")]
     jitter = Jitter(7, 0.2, 0.005, targets=lambda: targets).start()
-    deadline = time.monotonic() + bound("calm-op")
-    while len(log) < 30 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    jitter.stop()
+    try:
+        poll_until(lambda: len(log) >= 30, what="the jitter to stall 30 times", every=0.01)
+    finally:
+        jitter.stop()
     expected = [("abc"[int(d.pick * 3)], d.seconds) for d in itertools.islice(draws(7, 0.2, 0.005), len(log))]
     assert len(log) >= 30
     assert log == expected
@@ -155,7 +155,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def sample_states(pid: int, seconds: float) -> str:
     """The process's state letters, sampled every few milliseconds for ``seconds``."""
     seen = []
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + seconds  # hand-rolled: it samples for a duration; its end is no failure
     while time.monotonic() < deadline:
         seen.append(state(pid))
         time.sleep(0.002)
@@ -261,9 +261,7 @@ def test_python_burners_stand_in_without_stress_ng_and_stop(tmp_path: Path) -> N
     try:
         assert "Python burners: stress-ng not found" in burners.tool
         assert len(burners.pids) == 2
-        deadline = time.monotonic() + bound("calm-op")
-        while not list((tmp_path / "load" / "io").glob("burn-*")) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: bool(list((tmp_path / "load" / "io").glob("burn-*"))), what="the I/O burner to write")
         assert list((tmp_path / "load" / "io").glob("burn-*")), "the I/O burner wrote nothing"
         assert all(not b.stallable for b in burners.processes)
         assert not any(getattr(c, "server", None) in burners.processes for c in candidates())
@@ -305,9 +303,9 @@ def test_burners_run_during_a_run_and_are_gone_after_it(
     workdir, pids, tool = json.loads(out.read_text())
     assert tool.startswith("stress-ng ")
     [leader] = pids
-    deadline = time.monotonic() + bound("calm-op")
-    while (left := group_members(leader)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    left = until_sync(
+        lambda: group_members(leader), lambda m: not m, what="the burners to end", stall="calm-op", ceiling="calm-op"
+    )
     assert not left, f"stress-ng processes left after the run: {left}"
     assert not Path(workdir).exists()
 
@@ -319,9 +317,11 @@ def test_burners_of_a_sigkilled_run_are_recorded_and_gone_after_the_next_run(
     out = tmp_path / "inner.txt"
     argv = start_inner(pytester, out, 120)
     with subprocess.Popen(argv, cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
-        deadline = time.monotonic() + bound("settle-ceiling")
-        while not out.exists() and time.monotonic() < deadline and run.poll() is None:
-            time.sleep(0.05)
+        poll_until(
+            lambda: out.exists() or run.poll() is not None,
+            what="the inner run to reach its test (or end)",
+            bound_name="settle-ceiling",
+        )
         assert out.exists(), "the inner run never reached its test"
         workdir, pids, _ = json.loads(out.read_text())
         [leader] = pids
@@ -334,9 +334,13 @@ def test_burners_of_a_sigkilled_run_are_recorded_and_gone_after_the_next_run(
         [*argv, "-k", "nothing_matches"], cwd=pytester.path, capture_output=True, text=True, timeout=300
     )
     assert again.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, again.stdout[-2000:]
-    deadline = time.monotonic() + bound("calm-op")
-    while (left := group_members(leader)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    left = until_sync(
+        lambda: group_members(leader),
+        lambda m: not m,
+        what="the killed run's burners to end",
+        stall="calm-op",
+        ceiling="calm-op",
+    )
     assert not left, f"stress-ng processes of the killed run are still there: {left}"
     assert not Path(workdir).exists(), "the next run did not sweep the killed run's work dir"
 
@@ -347,7 +351,7 @@ def test_burners_of_a_sigkilled_run_are_recorded_and_gone_after_the_next_run(
 def test_a_schedule_records_the_load_and_its_replay_asks_for_it(tmp_path: Path) -> None:
     schedule = Schedule(
         test="/x/suites/test_a.py::test_b[backend=redis-aof]",
-        nodeid="suites/test_a.py::test_b[backend=redis-aof]",
+        nodeid="prism_testkit/suites/test_a.py::test_b[backend=redis-aof]",
         backends=["redis-aof"],
         combination={"backend": "redis-aof"},
         failure="wal: INVALID (lost)",

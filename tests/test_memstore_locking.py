@@ -8,8 +8,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from prism_testkit.backends.memstore import ALL_CAPABILITIES, MemstoreLockingDriver, _locks, _Store
 
+from prism_testkit.backends.memstore import ALL_CAPABILITIES, MemstoreLockingDriver, _locks, _Store
 from prism_testkit.errors import TransactionAborted
 
 

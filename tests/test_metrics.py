@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
+
 from prism_testkit.backends.memstore import open_memstore
+from prism_testkit.errors import ConfigurationError
+from prism_testkit.interfaces import Message
+from prism_testkit.pattern_sdk.metrics import PatternMetrics, exposition
 from prism_testkit.patterns.cdc.cache import CacheMetrics
 from prism_testkit.patterns.cdc.connector import CdcMetrics
 from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckMetrics, ClaimCheckQueue
@@ -19,12 +25,6 @@ from prism_testkit.patterns.outbox import OutboxMetrics, RelayMetrics
 from prism_testkit.patterns.outbox_cdc import PublisherMetrics
 from prism_testkit.patterns.tiered_storage.store import TieredStorageMetrics
 from prism_testkit.patterns.wal import ApplierMetrics, WalGauges
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-from prometheus_client.parser import text_string_to_metric_families
-
-from prism_testkit.errors import ConfigurationError
-from prism_testkit.interfaces import Message
-from prism_testkit.report.metrics import PatternMetrics, exposition
 
 
 def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -147,8 +147,8 @@ def test_each_pattern_has_one_valid_exposition_with_help_type_and_base_units(pat
             assert not name.endswith(("_ms", "_ms_total")), f"{name}: seconds are the base unit"
             assert sample["labels"].startswith('namespace="ns \\"eu\\""'), line
     for family in parsed:
-        for sample in family.samples:
-            assert set(sample.labels) <= {"namespace", *getattr(metrics, "LABELS", {}).values()}, sample
+        for exported in family.samples:
+            assert set(exported.labels) <= {"namespace", *getattr(metrics, "LABELS", {}).values()}, exported
 
 
 @pytest.mark.parametrize(("pattern", "metrics"), EXPOSED, ids=[pattern for pattern, _ in EXPOSED])

@@ -797,10 +797,28 @@ HARNESS_MUTANTS = [
         "*FAILED*test_every_shipped_suite_is_named_by_its_import_name_without_a_suffix*",
     ),
     (
+        "health_rebuilds_only_the_first_damaged_cluster",
+        ("test_cluster_health.py",),
+        "clusters or slots",
+        "*FAILED*test_two_damaged_clusters_are_both_rebuilt_each_named_with_the_test_that_left_it*",
+    ),
+    (
         "postgres_ha_reclones_a_resumed_standby",
         ("test_postgres_ha.py",),
         "lagging_standby_misses",
         "*was killed and cloned afresh, not re-pointed at the new primary*",
+    ),
+    (
+        "nats_reader_ends_on_an_abandoned_pong",
+        ("test_nats_flush_timeout.py",),
+        None,
+        "*the connection's reader ended when the server answered a flush that had timed out*",
+    ),
+    (
+        "nats_reconnect_forgets_a_flush",
+        ("test_nats_flush_timeout.py",),
+        None,
+        "*a flush sent as the connection was dropped timed out after 1 reconnect(s)*",
     ),
 ]
 

@@ -9,7 +9,6 @@ import gc
 from typing import Any
 
 from prism_testkit.backends.nats.jetstream import JetStream
-
 from prism_testkit.errors import ConnectionLost
 
 

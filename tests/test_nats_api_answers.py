@@ -15,7 +15,6 @@ from prism_testkit.backends.nats.codec import token
 from prism_testkit.backends.nats.driver import NatsDriver
 from prism_testkit.backends.nats.jetstream import ERR_JS_UNAVAILABLE, ERR_NO_PEERS, ERR_STREAM_NOT_FOUND, ApiError
 from prism_testkit.backends.nats.messaging import KV_BUCKET
-
 from prism_testkit.capabilities import Capability
 
 NO_PEERS = {"error": {"code": 500, "err_code": ERR_NO_PEERS, "description": "no suitable peers for placement"}}

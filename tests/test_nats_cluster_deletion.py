@@ -13,8 +13,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from prism_testkit.backends.nats.objects import OBJ_STREAM
 
+from prism_testkit.backends.nats.driver import NatsDriver
+from prism_testkit.backends.nats.objects import OBJ_STREAM
 from prism_testkit.runtime import PrismRuntime
 from tests.conftest import runtime_of
 
@@ -32,6 +33,7 @@ def test_a_deleted_bucket_is_not_listed_once_its_deletion_returns(
     if not cluster.availability["jetstream-r3"].available:
         pytest.fail(f"jetstream-r3 cannot be provisioned here: {cluster.availability['jetstream-r3'].detail}")
     driver = cluster.driver("jetstream-r3")
+    assert isinstance(driver, NatsDriver)
     ns = cluster.namespaces.new()
     bucket = ns.name("cold")
     js = driver.jetstream  # the driver's JetStream client: its deletions list streams

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from prism_testkit.backends.nats.messaging import KV_BUCKET
 
+from prism_testkit.backends.nats.messaging import KV_BUCKET
 from prism_testkit.runtime import PrismRuntime
 from tests.conftest import runtime_of
 

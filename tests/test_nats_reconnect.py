@@ -97,7 +97,7 @@ async def close_after_a_cancelled_wait() -> None:
         # An earlier close bounded in time: its timeout cancelled the task awaiting the stream's
         # close waiter, and with it the waiter itself (one future per stream, shared by all).
         writer = nc._transport._io_writer  # type: ignore[union-attr]
-        writer._protocol._get_close_waiter(writer).cancel()  # type: ignore[attr-defined]
+        writer._protocol._get_close_waiter(writer).cancel()
         await close_client(nc)  # must not raise CancelledError: nobody cancelled this close
         assert nc.is_closed
     finally:

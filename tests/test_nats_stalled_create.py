@@ -13,8 +13,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from prism_testkit.backends.nats.jetstream import API_TIMEOUT, CREATE_TIMEOUT
 
+from prism_testkit.backends.nats.driver import NatsDriver
+from prism_testkit.backends.nats.jetstream import API_TIMEOUT, CREATE_TIMEOUT
 from prism_testkit.interfaces import Message
 from prism_testkit.runtime import PrismRuntime
 from tests.conftest import runtime_of, started_by_harness
@@ -54,6 +55,7 @@ def test_a_stream_deleted_while_the_server_stalls_past_one_timeout_is_deleted(
     run): a deletion sent again is answered "not found", which counts as done."""
     monkeypatch.setenv("PRISM_SLOWNESS", "1")  # one request's timeout as on a quiet machine: the stall outlasts it
     driver, control = started_by_harness(nats, "nats")
+    assert isinstance(driver, NatsDriver)
     name = nats.namespaces.new().name("stalled-delete")
 
     async def scenario() -> list[str]:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from prism_testkit import patience
 from prism_testkit.backends.nats.driver import NatsDriver
 from prism_testkit.backends.nats.jetstream import API_TIMEOUT, NATS_MSG_ID
 from prism_testkit.backends.nats.messaging import KV_BUCKET
-
-from prism_testkit import patience
 from prism_testkit.errors import ConnectionLost
 from prism_testkit.interfaces import Message
 from prism_testkit.provision.base import ServerControl
@@ -98,7 +98,7 @@ def test_an_append_unanswered_past_one_timeout_is_stored_once(nats: PrismRuntime
             await stall(control, sent, append, STALL)
             offset = await append
         finally:
-            del driver.jetstream.publish  # type: ignore[method-assign]
+            del driver.jetstream.publish
         records = await log.read(name, 0, limit=10)
         return offset, [r.message.payload for r in records]
 
@@ -123,7 +123,7 @@ def test_a_compare_and_set_unanswered_past_one_timeout_succeeds_once(nats: Prism
             await stall(control, sent, cas, STALL)
             done = await cas
         finally:
-            del driver.jetstream.publish  # type: ignore[method-assign]
+            del driver.jetstream.publish
         stored = await driver.jetstream.last_msg(stream, f"$KV.{KV_BUCKET}.{key}")
         writes = await driver.jetstream.last_seq(stream) - before
         return done, await kv.get(key), writes, None if stored is None else stored.headers.get(NATS_MSG_ID)
@@ -161,7 +161,7 @@ def test_a_publish_unanswered_past_its_bound_names_the_bound(
             finally:
                 control.resume()
         finally:
-            del driver.jetstream.publish  # type: ignore[method-assign]
+            del driver.jetstream.publish
         assert await log.read(name, 1, wait=10.0), "the unanswered append was not stored once the server ran again"
         await asyncio.sleep(0.5)  # the resend behind it, if it were stored too
         return [r.message.payload for r in await log.read(name, 0, limit=10)]

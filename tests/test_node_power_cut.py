@@ -14,7 +14,8 @@ import pytest
 from prism_testkit import clusters
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.provision.cluster import Cluster
-from prism_testkit.provision.lazymount import LazyMount, LazyMounts, fuse_unavailable_reason, is_mounted
+from prism_testkit.provision.lazymount import LazyMount, LazyMounts, fuse_unavailable_reason
+from prism_testkit.provision.mounts import is_mounted
 from prism_testkit.provision.netns import FaultNotInjected
 from prism_testkit.provision.processes import ServerProcess, free_port
 

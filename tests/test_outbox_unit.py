@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
+from pydantic import ValidationError
+
 from prism_testkit.backends.memstore import open_memstore
+from prism_testkit.driver import Driver
+from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, TransactionAborted
+from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transactions
 from prism_testkit.patterns.claim_check import ClaimCheck, ClaimCheckConfig, ClaimCheckQueue
 from prism_testkit.patterns.outbox import (
     HEADER_AGGREGATE_ID,
@@ -35,13 +40,8 @@ from prism_testkit.patterns.outbox import (
     encode_record,
 )
 from prism_testkit.patterns.outbox_cdc import OutboxCdcPublisher
-from prism_testkit.suites._helpers import ReadPathTransactions
-from pydantic import ValidationError
-
-from prism_testkit.driver import Driver
-from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, TransactionAborted
-from prism_testkit.interfaces import ChangeFeed, KeyValue, Log, Message, Queue, Record, Transactions
 from prism_testkit.simulation.clock import ManualClock
+from prism_testkit.suites._helpers import ReadPathTransactions
 from tests._scenarios import Runner as ScenarioRunner
 
 T = TypeVar("T")
@@ -113,9 +113,16 @@ class RecordingSink:
 
 
 def relay(
-    env: Env, history: History, relay_id: str, config: OutboxConfig, clock: ManualClock | None = None, **hooks: Hook
+    env: Env,
+    history: History,
+    relay_id: str,
+    config: OutboxConfig,
+    clock: ManualClock | None = None,
+    *,
+    before: Hook | None = None,
+    after: Hook | None = None,
 ) -> OutboxRelay:
-    sink = RecordingSink(history, relay_id, **hooks)
+    sink = RecordingSink(history, relay_id, before=before, after=after)
     if clock is None:
         return OutboxRelay(env.log, env.kv, sink, config, relay_id)
     return OutboxRelay(env.log, env.kv, sink, config, relay_id, clock=clock)
@@ -504,7 +511,7 @@ def test_a_renewal_that_races_a_takeover_loses_the_lease(on_backend: Runner) -> 
         outbox = Outbox(env.transactions, cfg, clock=clock)
         history = History()
         kv = RacingKV(env.kv, cfg.lease)
-        holder = OutboxRelay(env.log, kv, RecordingSink(history, "holder"), cfg, "holder", clock=clock)  # type: ignore[arg-type]
+        holder = OutboxRelay(env.log, kv, RecordingSink(history, "holder"), cfg, "holder", clock=clock)
         standby = relay(env, history, "standby", cfg, clock)
         await commit_events(outbox, [("agg", "E0")])
         assert await holder.run_once() == 1
@@ -617,7 +624,7 @@ def test_a_relay_killed_before_committing_republishes_the_batch_with_the_same_id
         ids = await commit_events(outbox, [("agg", f"E{n}") for n in range(3)])
         history = History()
         kv = CrashBeforeCommit(env.kv, cfg.offset)
-        dying = OutboxRelay(env.log, kv, RecordingSink(history, "r1"), cfg, "r1")  # type: ignore[arg-type]
+        dying = OutboxRelay(env.log, kv, RecordingSink(history, "r1"), cfg, "r1")
         with pytest.raises(ConnectionLost):
             await dying.run_once()
         assert await dying.committed() == 0
@@ -817,7 +824,7 @@ def test_claimed_unknown_commit_outcome_leaves_the_object_to_its_ttl() -> None:
         mem = open_memstore()
         cc = ClaimCheck(mem.objects(), ClaimCheckConfig(threshold=16, bucket="claims", ttl=60))
         await cc.ensure_bucket()
-        outbox = Outbox(LostCommit(mem.transactions()), config(), claim_check=cc)  # type: ignore[arg-type]
+        outbox = Outbox(LostCommit(mem.transactions()), config(), claim_check=cc)
         with pytest.raises(ConnectionLost):
             async with outbox.transaction() as tx:
                 await tx.publish("agg", "Big", bytes(100))
@@ -867,7 +874,7 @@ def test_delete_cleanup_truncates_published_records_after_retention() -> None:
         cfg = config(cleanup="delete", retention=10.0, batch_size=2)
         outbox = Outbox(mem.transactions(), cfg, clock=clock)
         log = TruncatingLog(mem.log())
-        r = OutboxRelay(log, mem.keyvalue(), RecordingSink(History(), "r1"), cfg, "r1", clock=clock)  # type: ignore[arg-type]
+        r = OutboxRelay(log, mem.keyvalue(), RecordingSink(History(), "r1"), cfg, "r1", clock=clock)
         await commit_events(outbox, [("agg", "E0"), ("agg", "E1"), ("agg", "E2")])
         assert await r.run_once() == 2
         assert log.truncations == []  # published, but younger than the retention
@@ -917,7 +924,7 @@ def test_config_defaults_and_derived_keys() -> None:
     assert cfg.sequence_key("o-1") == "orders-outbox-seq-o-1"
     assert OutboxConfig(lease_key="custom").lease == "custom"
     with pytest.raises(ValidationError):
-        cfg.batch_size = 5  # type: ignore[misc]  # frozen
+        cfg.batch_size = 5  # frozen
 
 
 class AppendOnly:

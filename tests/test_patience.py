@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
+import prism_testkit.simulation.clock as clocks
 from prism_testkit import patience
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.clock import ManualClock
@@ -75,7 +77,7 @@ def test_a_quiet_wait_outlasts_the_longest_stall_load_mode_may_inject(monkeypatc
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     fake = ManualClock(0.0)
-    monkeypatch.setattr(patience.clocks, "monotonic", fake)
+    monkeypatch.setattr(clocks, "monotonic", fake)  # the module patience reads
     return fake
 
 
@@ -154,3 +156,77 @@ def test_repeat_until_that_never_holds_is_a_liveness_verdict(clock: ManualClock)
     message = str(caught.value)
     assert message.startswith("UNSETTLED (liveness, not a loss): waited 10.0s for the message sent to be delivered")
     assert "bound hit: calm-op: 10.0s = 10s x slowness 1.0" in message
+
+
+# -- until_sync: the same bookkeeping as until, for a blocking probe -----------------------------
+
+
+def test_until_sync_returns_the_first_value_that_satisfied_it_not_an_earlier_one(clock: ManualClock) -> None:
+    seen: list[int] = []
+
+    def probe() -> int:
+        clock.now += 1.0
+        seen.append(len(seen))
+        return seen[-1]
+
+    assert patience.until_sync(probe, lambda n: n >= 5, what="five", every=0) == 5
+    assert seen == [0, 1, 2, 3, 4, 5]
+
+
+def test_until_sync_progress_extends_the_wait_past_the_stall_bound(clock: ManualClock) -> None:
+    count = 0
+
+    def probe() -> int:
+        nonlocal count
+        count += 1
+        clock.now += 3.0  # 30 steps of 3 s: 90 s in all, nine times the stall bound
+        return count
+
+    assert patience.until_sync(probe, lambda n: n >= 30, what="drain: moving", every=0) == 30
+
+
+def test_until_sync_without_progress_waits_the_whole_stall_bound_then_is_unsettled(clock: ManualClock) -> None:
+    calls = 0
+
+    def stuck() -> str:
+        nonlocal calls
+        calls += 1
+        clock.now += 1.0
+        return "offset 3 of 5"
+
+    with pytest.raises(Unsettled) as caught:
+        patience.until_sync(stuck, lambda v: False, what="drain: the applier to reach 5", every=0)
+    # the whole bound, not half of it: first seen at 1 s, still the same past 1 + 10 s
+    assert calls == 12
+    assert caught.value.waited == pytest.approx(12.0)
+    assert caught.value.bound_name == "stall"
+    message = str(caught.value)
+    assert "drain: the applier to reach 5" in message
+    assert "bound hit: stall: 10.0s = 10s x slowness 1.0" in message
+    assert "last seen: offset 3 of 5" in message
+
+
+def test_until_sync_with_one_named_bound_is_a_plain_bound_scaled_by_slowness(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRISM_SLOWNESS", "2")
+    count = 0
+
+    def moving() -> int:
+        nonlocal count
+        count += 1
+        clock.now += 1.0
+        return count
+
+    with pytest.raises(Unsettled, match="calm-op") as caught:
+        patience.until_sync(moving, lambda n: False, what="never", stall="calm-op", ceiling="calm-op", every=0)
+    assert caught.value.waited > 2 * patience.BOUNDS["calm-op"]
+    assert "it progressed but did not finish" in str(caught.value)
+
+
+def test_until_sync_sleeps_between_probes(clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    values = iter([1, 2, 3])
+    assert patience.until_sync(lambda: next(values), lambda n: n == 3, what="three", every=0.25) == 3
+    assert slept == [0.25, 0.25]

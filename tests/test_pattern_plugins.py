@@ -8,10 +8,10 @@ import textwrap
 from collections.abc import Callable
 
 import pytest
-from prism_testkit.patterns.outbox import Outbox, OutboxConfig
 
 from prism_testkit.cli import main
 from prism_testkit.config.namespace_files import parse_namespaces
+from prism_testkit.patterns.outbox import Outbox, OutboxConfig
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.registry.patterns import load_patterns
 from tests.conftest import OUT_OF_TREE

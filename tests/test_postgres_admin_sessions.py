@@ -1,4 +1,4 @@
-"""postgres-ha's administration over one kept session per node (``backends/postgres/wire.py``):
+"""postgres-ha's administration over one kept session per node (``prism_testkit/backends/postgres/wire.py``):
 what it prints is what ``psql -A -t`` printed, a refused query leaves the session in use, a
 session from before a node's restart is replaced without the caller seeing it, a paused node
 is a timeout that names the query, and closing the cluster closes every session."""
@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+
 from prism_testkit.backends.postgres.ha import PORT, PostgresHaCluster, PostgresHaProvisioner
 from prism_testkit.backends.postgres.wire import Session, SessionRefused, accepts_sessions
-
 from prism_testkit.errors import ProvisioningError
 from tests.conftest import cluster_in_a_temp_dir, provision_cluster
 

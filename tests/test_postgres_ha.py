@@ -15,13 +15,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from prism_testkit.backends.postgres.ha import PORT, PostgresHaCluster, PostgresHaProvisioner
 
-from prism_testkit.patience import bound, describe
+from prism_testkit.backends.postgres.ha import PORT, PostgresHaCluster, PostgresHaProvisioner
+from prism_testkit.patience import bound, describe, until_sync
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.netns import NAME_PREFIX
 from prism_testkit.provision.processes import port_open
@@ -107,19 +107,24 @@ async def fetchval(url: str, query: str) -> object:
         await conn.close()
 
 
-def eventually_count(url: str, name: str, expected: int, within: float = 10.0) -> int:
-    """The row count of ``name`` on the node at ``url`` once it is ``expected`` (or the last seen)."""
-    deadline = time.monotonic() + within
-    seen = -1
-    while time.monotonic() < deadline:
+def eventually_count(url: str, name: str, expected: int, bound_name: str = "calm-op") -> int:
+    """The row count of ``name`` on the node at ``url`` once it is ``expected``; past the bound
+    ``bound_name``: Unsettled, naming the last count seen."""
+
+    def count() -> int:
         try:
-            seen = int(str(asyncio.run(fetchval(url, f"SELECT count(*) FROM {name}"))))
+            return int(str(asyncio.run(fetchval(url, f"SELECT count(*) FROM {name}"))))
         except (OSError, asyncpg.PostgresError):
-            seen = -1  # not replayed yet (the table itself), or the node is restarting
-        if seen == expected:
-            return seen
-        time.sleep(0.1)
-    return seen
+            return -1  # not replayed yet (the table itself), or the node is restarting
+
+    return until_sync(
+        count,
+        lambda seen: seen == expected,
+        what=f"{expected} rows of {name} on {url}",
+        stall=bound_name,
+        ceiling=bound_name,
+        every=0.1,
+    )
 
 
 @pytest.mark.parametrize("variant", ["sync", "async"])
@@ -184,7 +189,7 @@ def test_a_synchronous_commit_waits_while_the_standbys_are_cut_off(
         assert before_heal, "an asynchronous commit waited for the standbys"
     assert after_heal
     for node in cluster.standbys():
-        assert eventually_count(node_url(cluster, node), name, 1, within=20) == 1
+        assert eventually_count(node_url(cluster, node), name, 1, "recovery") == 1
 
 
 def test_failover_promotes_a_standby_and_the_url_follows_it(sync_ha: Endpoint) -> None:
@@ -209,11 +214,11 @@ def test_failover_promotes_a_standby_and_the_url_follows_it(sync_ha: Endpoint) -
     # the other standby follows the new primary (it sees the write made after the promotion)
     (other,) = [n for n in cluster.standbys() if n != old]
     assert cluster.in_recovery(other)
-    assert eventually_count(node_url(cluster, other), name, 2, within=20) == 2
+    assert eventually_count(node_url(cluster, other), name, 2, "recovery") == 2
     # restored, the old primary is a standby of the new one: it reads the new write, refuses its own
     cluster.restore()
     assert cluster.in_recovery(old)
-    assert eventually_count(node_url(cluster, old), name, 2, within=20) == 2
+    assert eventually_count(node_url(cluster, old), name, 2, "recovery") == 2
     with pytest.raises(asyncpg.exceptions.ReadOnlySQLTransactionError):
         asyncio.run(execute(node_url(cluster, old), f"INSERT INTO {name} VALUES (3)"))
     # and a synchronous commit is confirmed again by the standbys of the new primary
@@ -245,7 +250,9 @@ def test_repeated_failovers_keep_every_commit_and_the_cluster_heals(sync_ha: End
     cluster = cluster_of(sync_ha)
     name = table()
     asyncio.run(execute(sync_ha.url, f"CREATE TABLE {name} (x int)"))
-    primaries = [cluster.leader()]
+    first = cluster.leader()
+    assert first is not None
+    primaries = [first]
     for round_ in range(2):  # the second promotes the standby the first re-pointed
         asyncio.run(execute(sync_ha.url, f"INSERT INTO {name} VALUES ($1)", round_))
         primaries.append(cluster.failover())
@@ -258,7 +265,7 @@ def test_repeated_failovers_keep_every_commit_and_the_cluster_heals(sync_ha: End
     asyncio.run(execute(sync_ha.url, f"INSERT INTO {name} VALUES (2)"))
     assert [cluster.in_recovery(n) for n in primaries] == [True, True, False]
     for node in primaries[:2]:
-        assert eventually_count(node_url(cluster, node), name, 3, within=20) == 3
+        assert eventually_count(node_url(cluster, node), name, 3, "recovery") == 3
 
 
 async def _write_until_killed(url: str, name: str, cluster: PostgresHaCluster, first: int = 0) -> tuple[set[int], int]:
@@ -318,7 +325,9 @@ def test_a_synchronous_failover_loses_no_acknowledged_commit(sync_ha: Endpoint) 
     assert lost == 0
 
 
-def test_an_asynchronous_failover_loss_is_measured(async_ha: Endpoint, record_property: pytest.RecordProperty) -> None:
+def test_an_asynchronous_failover_loss_is_measured(
+    async_ha: Endpoint, record_property: Callable[[str, object], None]
+) -> None:
     acknowledged, lost = _lost_in_failover(async_ha)
     print(f"\npostgres-ha-async: {lost} of {acknowledged} acknowledged commits lost in a failover under load")
     record_property("acknowledged", acknowledged)
@@ -327,20 +336,27 @@ def test_an_asynchronous_failover_loss_is_measured(async_ha: Endpoint, record_pr
     assert 0 <= lost <= acknowledged
 
 
-def _streams_from(cluster: PostgresHaCluster, node: int, within: float = 20.0) -> str:
+def _streams_from(cluster: PostgresHaCluster, node: int) -> str:
     """Whom standby ``node``'s WAL receiver streams from (its sender's address), once it
-    streams from the current primary and the primary lists it as streaming (or the last seen)."""
-    deadline = time.monotonic() + within
-    seen = ""
-    while time.monotonic() < deadline:
+    streams from the current primary and the primary lists it as streaming; past the
+    "recovery" bound (30 s x slowness, more than the 20 s it had): Unsettled, with the last seen."""
+
+    def look() -> tuple[str, str]:
         seen = cluster.sql(node, "SELECT status || ' ' || sender_host FROM pg_stat_wal_receiver", timeout=5)
         senders = cluster.sql(
             cluster.primary, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'", timeout=5
         )
-        if seen == f"streaming {cluster.address(cluster.primary)}" and f"n{node}" in senders.split():
-            return cluster.address(cluster.primary)
-        time.sleep(0.1)
-    return seen
+        return seen, senders
+
+    until_sync(
+        look,
+        lambda seen: seen[0] == f"streaming {cluster.address(cluster.primary)}" and f"n{node}" in seen[1].split(),
+        what=f"standby n{node} to stream from the primary n{cluster.primary}",
+        stall="recovery",
+        ceiling="recovery",
+        every=0.1,
+    )
+    return cluster.address(cluster.primary)
 
 
 @pytest.mark.parametrize("resume", ["restore_node", "restore"])
@@ -381,7 +397,7 @@ def test_a_lagging_standby_misses_the_promotion_and_then_follows_the_new_primary
         cluster.restore_node(lagging)  # the old primary stays down: it is the only standby
     assert cluster.paused == ({old} if resume == "restore" else set())
     assert cluster.in_recovery(lagging)
-    assert _streams_from(cluster, lagging, within=patience) == cluster.address(new)
+    assert _streams_from(cluster, lagging) == cluster.address(new)
     took = time.monotonic() - resumed
     # What the registration promises (PostgresHaCluster): a standby whose WAL ends at or before
     # the fork is re-pointed, its process kept; only one holding WAL the new timeline never had
@@ -398,7 +414,7 @@ def test_a_lagging_standby_misses_the_promotion_and_then_follows_the_new_primary
         if resume == "restore":
             cluster.restore_node(old)
     expected = len(acknowledged) + 1
-    assert eventually_count(node_url(cluster, lagging), name, expected, within=bound("recovery")) == expected
+    assert eventually_count(node_url(cluster, lagging), name, expected, "recovery") == expected
 
 
 def test_a_standby_down_during_the_failover_streams_from_the_new_primary_once_started(sync_ha: Endpoint) -> None:
@@ -453,7 +469,7 @@ def test_with_only_paused_standbys_left_the_failover_resumes_and_promotes_one(
 
 @pytest.mark.parametrize("variant", ["sync", "async"])
 def test_three_failovers_in_a_row_under_load(
-    variant: str, request: pytest.FixtureRequest, record_property: pytest.RecordProperty
+    variant: str, request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
 ) -> None:
     endpoint: Endpoint = request.getfixturevalue(f"{variant}_ha")
     cluster = cluster_of(endpoint)
@@ -517,9 +533,13 @@ def test_teardown_leaves_nothing_behind(workdir: Path, prism_binaries: Mapping[s
     cluster.failover()  # a fenced node and a promoted one: teardown copes with either
     assert endpoint.teardown is not None
     endpoint.teardown()
-    deadline = time.monotonic() + bound("calm-op")
-    while _processes_inside(workdir) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until_sync(
+        lambda: _processes_inside(workdir),
+        lambda left: not left,
+        what="the torn-down cluster's processes to end",
+        stall="calm-op",
+        ceiling="calm-op",
+    )
     assert _processes_inside(workdir) == []
     assert _namespaces(token) == []
     assert _links(f"pk{token[:8]}") == []

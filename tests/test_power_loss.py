@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,19 +21,21 @@ from typing import Any, cast
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prism_testkit.backends.localfs import open_localfs
-from prism_testkit.backends.sqlite import open_sqlite
 
 from prism_testkit import capabilities
+from prism_testkit.backends.localfs import open_localfs
+from prism_testkit.backends.sqlite import open_sqlite
+from prism_testkit.driver import Driver
 from prism_testkit.errors import NotSupported, ProvisioningError
 from prism_testkit.faults import power_loss
 from prism_testkit.faults.lazyfs import StorageFault
 from prism_testkit.faults.power_loss import SUITE_FAULTS
 from prism_testkit.isolation import NamespaceFactory
-from prism_testkit.provision import lazymount
+from prism_testkit.patience import poll_until
 from prism_testkit.provision.base import Endpoint, ProvisionContext, ServerControl, Via
 from prism_testkit.provision.cluster import FailoverCluster
-from prism_testkit.provision.lazymount import LazyMount, fuse_unavailable_reason, is_mounted
+from prism_testkit.provision.lazymount import LazyMount, fuse_unavailable_reason
+from prism_testkit.provision.mounts import is_mounted
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.runtime import PrismRuntime
 from prism_testkit.stateful.history import History
@@ -67,7 +69,7 @@ def test_an_embedded_writer_killed_by_a_power_cut_keeps_every_acknowledged_write
 
     async def verify() -> None:
         if backend == "sqlite":
-            driver = await open_sqlite(data)
+            driver: Driver = await open_sqlite(data)
             kept = [await driver.keyvalue().get(f"k{i}") == str(i).encode() for i in range(last + 1)]
         else:
             driver = open_localfs(data)
@@ -111,7 +113,10 @@ def sqlite_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrismRuntime]:
     try:
         yield runtime
     finally:
-        mount = runtime._endpoints["sqlite"].lazy_mount if "sqlite" in runtime._endpoints else None
+        # sqlite is one embedded server: its endpoint holds one mount, never a cluster's
+        mount = cast(
+            LazyMount | None, runtime._endpoints["sqlite"].lazy_mount if "sqlite" in runtime._endpoints else None
+        )
         runtime.close()
         assert mount is None or not is_mounted(mount.mountpoint)
 
@@ -142,7 +147,7 @@ def test_power_loss_needs_crash_durability() -> None:
 
 
 def test_fuse_unavailable_is_a_loud_provisioning_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lazymount.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert fuse_unavailable_reason() == "mfusepy is not installed (pip install 'prism-testkit[powerloss]')"
     with pytest.raises(ProvisioningError, match="mfusepy is not installed"):
         LazyMount.over(tmp_path)
@@ -157,10 +162,9 @@ def test_a_killed_daemon_leaves_no_mount_after_unmount(lazy_dir: tuple[Path, Laz
     assert not is_mounted(data)
 
 
-def _wait_unmounted(path: Path, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while is_mounted(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
+def _wait_unmounted(path: Path) -> bool:
+    """True once ``path`` is no mount point; past the "calm-op" bound (at least the 10 s it had): Unsettled."""
+    poll_until(lambda: not is_mounted(path), what=f"{path} to be unmounted")
     return not is_mounted(path)
 
 
@@ -234,8 +238,8 @@ def test_the_kill_rule_cuts_power_only_where_a_lazy_mount_allows_it() -> None:
     nemesis = Nemesis.__new__(Nemesis)  # the choice only: no environment, no servers
     nemesis.paused = set()
     calls: list[tuple[str, str]] = []
-    nemesis.kill_and_restart = lambda t: calls.append(("kill", t.slot))  # type: ignore[method-assign]
-    nemesis.power_cut = lambda t, fault=None: calls.append(("cut", t.slot))  # type: ignore[method-assign]
+    nemesis.kill_and_restart = lambda target: calls.append(("kill", target.slot))  # type: ignore[method-assign]
+    nemesis.power_cut = lambda target, fault=None: calls.append(("cut", target.slot))  # type: ignore[method-assign]
     control = cast(ServerControl, object())
     lazy_server = FaultTarget("a", "redis-aof", control, True, True, None, lazy=True, survives_power_loss=True)
     lazy_embedded = FaultTarget("b", "sqlite", None, True, True, None, lazy=True, survives_power_loss=True)
@@ -293,8 +297,8 @@ def test_a_power_cut_by_the_kill_rule_draws_its_storage_fault_and_a_kill_draws_n
         nemesis = Nemesis.__new__(Nemesis)
         nemesis.paused = set()
         nemesis.targets = {"a": lazy}
-        nemesis.kill_and_restart = lambda t: kills.append(t.slot)  # type: ignore[method-assign]
-        nemesis.power_cut = lambda t, fault=None: cuts.append(fault)  # type: ignore[method-assign]
+        nemesis.kill_and_restart = lambda target: kills.append(target.slot)  # type: ignore[method-assign]
+        nemesis.power_cut = lambda target, fault=None: cuts.append(fault)  # type: ignore[method-assign]
         nemesis.crash(which, data)
 
     crash()
@@ -376,7 +380,7 @@ def test_a_twin_a_power_cut_left_down_is_replaced_for_the_next_test(monkeypatch:
     try:
         first = runtime.run(runtime.power_loss_instance("sqlite"))
         first_mount = first.endpoint.lazy_mount
-        assert first_mount is not None
+        assert isinstance(first_mount, LazyMount)  # one server's mount
 
         def refuses(*args: object, **kwargs: object) -> dict[str, int]:
             raise ProvisioningError("sqlite: database disk image is malformed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -9,13 +10,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from prism_testkit.errors import ProvisioningError
-from prism_testkit.patience import bound
+from prism_testkit.patience import Unsettled, bound, poll_until
 from prism_testkit.provision import processes
 from prism_testkit.provision.processes import ServerProcess, free_port, port_open
 from prism_testkit.provision.workdirs import record_processes_in, recording_dir, sweep_abandoned
@@ -39,11 +41,7 @@ def state(pid: int) -> str:
 def settles_in(pid: int, states: str) -> bool:
     """A signal is delivered when its target next runs: the state changes soon, not at once
     (within a calm operation's bound, scaled by the machine's slowness)."""
-    deadline = time.monotonic() + bound("calm-op")
-    while state(pid) not in states:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
+    poll_until(lambda: state(pid) in states, what=f"process {pid} to reach a state of {states!r}", every=0.01)
     return True
 
 
@@ -55,7 +53,7 @@ def gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> ServerProcess:
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
     port = free_port()
     proc = ServerProcess(
         "echo", [sys.executable, "-c", ECHO_SERVER, str(port)], port=port, log_path=tmp_path / "echo.log"
@@ -181,9 +179,7 @@ def test_no_orphan_when_the_owning_process_is_killed(tmp_path: Path) -> None:
         server_pid = int(parent.stdout.readline())
         assert not gone(server_pid)
         os.kill(parent.pid, signal.SIGKILL)  # as a crashed xdist worker would die
-    deadline = time.monotonic() + bound("calm-op")
-    while not gone(server_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll_until(lambda: gone(server_pid), what="the server to end with the process that started it")
     assert gone(server_pid), "the server outlived the process that started it"
 
 
@@ -234,9 +230,8 @@ def test_a_kill_during_a_start_in_another_thread_waits_and_kills_what_it_started
     proc = ServerProcess("slow", [sys.executable, "-c", slow, str(port)], port=port, log_path=tmp_path / "s.log")
     starting = threading.Thread(target=proc.start)
     starting.start()
-    deadline = time.monotonic() + bound("calm-op")
-    while proc.started_at is None and time.monotonic() < deadline:  # spawned: now waiting for readiness
-        time.sleep(0.01)  # (a fixed 0.3 s let a loaded machine kill before the start had begun)
+    # spawned: now waiting for readiness (a fixed 0.3 s let a loaded machine kill before the start had begun)
+    poll_until(lambda: proc.started_at is not None, what="the start to spawn the server", every=0.01)
     assert proc.started_at is not None, "the start never spawned the server"
     proc.kill()
     starting.join(timeout=30)
@@ -252,9 +247,8 @@ def test_a_start_after_the_leader_died_alone_first_ends_the_rest_of_its_group(tm
     first_helper = int(pids.read_text())
     assert proc.pid is not None
     os.kill(proc.pid, signal.SIGKILL)  # the leader alone, not its group
-    deadline = time.monotonic() + bound("calm-op")
-    while proc.alive and time.monotonic() < deadline:
-        time.sleep(0.01)
+    with contextlib.suppress(Unsettled):  # as before: past the bound the test goes on (start() copes)
+        poll_until(lambda: not proc.alive, what="the killed leader to be seen dead", every=0.01)
     assert not gone(first_helper), "the helper must outlive its leader for this test to mean anything"
     proc.start()
     try:
@@ -291,12 +285,10 @@ def test_kill_also_ends_children_that_left_the_process_group(tmp_path: Path) -> 
     failed ("pre-existing shared memory block is still in use"), twice in hunts."""
     proc, pids = forking_server(tmp_path, own_session=True)
     proc.start()
-    deadline = time.monotonic() + bound("calm-op")
-    while not pids.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    poll_until(pids.exists, what="the forked helper to write its pid", every=0.01)
     helper = int(pids.read_text())
-    while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
-        time.sleep(0.01)  # its setsid() has not run yet
+    # its setsid() may not have run yet
+    poll_until(lambda: os.getpgid(helper) != proc.pid, what="the helper to leave the group (setsid)", every=0.01)
     assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
     proc.kill()
     assert gone(helper), "kill() returned while a child that left the group still ran"
@@ -352,12 +344,9 @@ def test_a_stall_never_stops_a_server_spawned_beside_it_and_not_yet_listed(tmp_p
 def outside_the_group(proc: ServerProcess, pids: Path) -> int:
     """The pid of the server's helper once it left the server's group (the setsid() a
     PostgreSQL backend makes): a test about such children means nothing before."""
-    deadline = time.monotonic() + bound("calm-op")
-    while not pids.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    poll_until(pids.exists, what="the forked helper to write its pid", every=0.01)
     helper = int(pids.read_text())
-    while os.getpgid(helper) == proc.pid and time.monotonic() < deadline:
-        time.sleep(0.01)
+    poll_until(lambda: os.getpgid(helper) != proc.pid, what="the helper to leave the group (setsid)", every=0.01)
     assert os.getpgid(helper) != proc.pid, "the helper must have left the group for this test to mean anything"
     return helper
 
@@ -409,9 +398,7 @@ def test_a_child_outside_the_group_that_a_stop_left_stopped_is_ended_by_the_swee
             proc.pause()
             assert settles_in(helper, "T")
             assert sweep_abandoned(tmp_path).removed == [dead]
-            deadline = time.monotonic() + bound("calm-op")
-            while not gone(helper) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            poll_until(lambda: gone(helper), what="the sweep to end a stopped child of a dead run's server", every=0.01)
             assert gone(helper), "the sweep left a stopped child of a dead run's server"
         finally:
             proc.kill()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from prism_testkit.patterns.consumer import ConsumerConfig
-from prism_testkit.patterns.producer import ProducerConfig
 
 from prism_testkit.config.namespace_files import NamespaceError, NamespaceFile, parse_namespaces
+from prism_testkit.patterns.consumer import ConsumerConfig
+from prism_testkit.patterns.producer import ProducerConfig
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 from prism_testkit.registry.patterns import load_patterns
 

@@ -4,9 +4,10 @@ producer suite's exact-count tests add those retries, so a miscount here hides a
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
-from prism_testkit import Message
-from suites._producer_faults import FaultySink
+from prism_testkit import Message, Queue
+from prism_testkit.suites._producer_faults import FaultySink
 
 
 class FlakyQueue:
@@ -45,7 +46,7 @@ def test_own_failures_count_only_the_backends_failed_sends() -> None:
     raised: list[str] = []
 
     async def send_all() -> None:
-        sink = faulty.sink
+        sink = cast(Queue, faulty.sink)  # a "queue" sink
         for payload in (b"a", b"a", b"b", b"b", b"b"):
             try:
                 await sink.send("q", Message(payload))

@@ -6,9 +6,9 @@ import json
 import random
 from pathlib import Path
 
-import prism_testkit.suites
 import pytest
 
+import prism_testkit.suites
 from prism_testkit.report.progress import Progress, named_dirs, outside, time_left
 
 
@@ -172,17 +172,17 @@ def uneven(seed: int, tail: bool) -> list[Test]:
         tests.extend((f"{module}::test_it[{len(tests)}]", group, rng.uniform(low, high)) for _ in range(count))
 
     if tail:
-        add("suites/test_stateful_queue.py", "stateful_queue", 60, 10, 40)
+        add("prism_testkit/suites/test_stateful_queue.py", "stateful_queue", 60, 10, 40)
         add("tests/test_mutants.py", outside("tests/test_mutants.py"), 150, 5, 20)
         add("tests/test_misc.py", outside("tests/test_misc.py"), 1500, 0.05, 2)
-        add("suites/test_contract_keyvalue.py", "keyvalue", 800, 0.05, 0.5)
-        add("suites/test_snapshot_corruption.py", "snapshot_corruption", 9, 340, 450)
+        add("prism_testkit/suites/test_contract_keyvalue.py", "keyvalue", 800, 0.05, 0.5)
+        add("prism_testkit/suites/test_snapshot_corruption.py", "snapshot_corruption", 9, 340, 450)
         add("tests/test_more.py", outside("tests/test_more.py"), 300, 0.05, 2)
     else:
-        add("suites/test_stateful_wal.py", "stateful_wal", 6, 280, 320)  # the cluster rows, longest first
-        add("suites/test_stateful_wal.py", "stateful_wal", 17, 1, 5)
+        add("prism_testkit/suites/test_stateful_wal.py", "stateful_wal", 6, 280, 320)  # the cluster rows, longest first
+        add("prism_testkit/suites/test_stateful_wal.py", "stateful_wal", 17, 1, 5)
         add("tests/test_misc.py", outside("tests/test_misc.py"), 900, 0.05, 2)
-        add("suites/test_contract_keyvalue.py", "keyvalue", 400, 0.05, 0.5)
+        add("prism_testkit/suites/test_contract_keyvalue.py", "keyvalue", 400, 0.05, 0.5)
     return tests
 
 

@@ -6,11 +6,11 @@ processed, a queue that drops such messages is never judged lost."""
 from __future__ import annotations
 
 import pytest
-from prism_testkit.suites._queue_machine import QueueMachine
 
 from prism_testkit import PrismEnv, Slot, patience, prism_suite
 from prism_testkit.stateful.history import OpType
 from prism_testkit.stateful.runner import StatefulRun
+from prism_testkit.suites._queue_machine import QueueMachine
 
 pytestmark = prism_suite("queue_machine_recording", backend=Slot.needs("queue"))
 

@@ -13,22 +13,21 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+
 from prism_testkit.backends.redis import CAPABILITIES
 from prism_testkit.backends.redis.sentinel import (
     FAILOVER_TIMEOUT_MS,
-    FAILOVER_WAIT,
     PORT,
     SERVICE,
     RedisSentinelCluster,
     RedisSentinelProvisioner,
 )
-
 from prism_testkit.errors import ConnectionLost
-from prism_testkit.patience import bound, describe
+from prism_testkit.patience import bound, describe, until_sync
 from prism_testkit.provision.base import Endpoint
 from prism_testkit.provision.processes import port_open
 from tests.conftest import cluster_in_a_temp_dir, provision_cluster
@@ -88,16 +87,24 @@ def key() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-def eventually(cluster: RedisSentinelCluster, node: int, name: str, expected: str | None, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+def eventually(cluster: RedisSentinelCluster, node: int, name: str, expected: str | None) -> bool:
+    """True once node ``node`` reads ``expected`` for ``name`` (within the "calm-op" bound, which
+    is at least the 10 s it waited before; past it: Unsettled, with the last value read)."""
+
+    def read() -> object:
         try:
-            if cluster.redis(node, "GET", f"prism:kv:{name}") == expected:
-                return True
-        except (OSError, ConnectionError):
-            pass
-        time.sleep(0.05)
-    return False
+            return cluster.redis(node, "GET", f"prism:kv:{name}")
+        except (OSError, ConnectionError) as error:
+            return f"unreachable: {error!r}"
+
+    until_sync(
+        read,
+        lambda value: value == expected,
+        what=f"n{node} to read {expected!r} for {name}",
+        stall="calm-op",
+        ceiling="calm-op",
+    )
+    return True
 
 
 @pytest.mark.parametrize("variant", ["plain", "waiting"])
@@ -191,10 +198,13 @@ def test_positions_seen_ends_once_the_sentinels_failed_over_on_their_own(plain: 
     cluster = cluster_of(plain)
     old = cluster.primary
     cluster.sentinel(0, "failover", SERVICE)  # the Sentinels act; the harness is not told
-    deadline = time.monotonic() + FAILOVER_WAIT
-    while set(cluster.sentinel_views()) <= {old, None}:
-        assert time.monotonic() < deadline, f"SENTINEL FAILOVER promoted nothing in {FAILOVER_WAIT:.0f}s"
-        time.sleep(0.05)
+    until_sync(
+        cluster.sentinel_views,
+        lambda views: not set(views) <= {old, None},
+        what="SENTINEL FAILOVER to promote a node",
+        stall="settle-ceiling",  # 120 s x slowness: longer than the fixed 60 s FAILOVER_WAIT it had
+        ceiling="settle-ceiling",
+    )
     assert cluster.primary == old  # what the harness still believes
     cluster.await_positions_seen()  # returns: it raised UNSETTLED past its bound before the fix
     promoted = cluster.failover()  # the harness's own failover finds the Sentinels' choice
@@ -297,7 +307,7 @@ def lost_in_failover(endpoint: Endpoint, isolate: bool) -> tuple[int, int]:
 @pytest.mark.parametrize("how", ["kill", "isolate"])
 @pytest.mark.parametrize("variant", ["plain", "waiting"])
 def test_the_loss_of_a_failover_under_load_is_measured(
-    variant: str, how: str, request: pytest.FixtureRequest, record_property: pytest.RecordProperty
+    variant: str, how: str, request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
 ) -> None:
     endpoint: Endpoint = request.getfixturevalue(variant)
     acknowledged, lost = lost_in_failover(endpoint, isolate=how == "isolate")
@@ -324,9 +334,13 @@ def test_teardown_leaves_nothing_behind(prism_binaries: Mapping[str, Path]) -> N
         cluster.failover()  # a fenced node and a promoted one: teardown copes with either
         assert endpoint.teardown is not None
         endpoint.teardown()
-        deadline = time.monotonic() + bound("calm-op")
-        while _processes_inside(workdir) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        until_sync(
+            lambda: _processes_inside(workdir),
+            lambda left: not left,
+            what="the torn-down cluster's processes to end",
+            stall="calm-op",
+            ceiling="calm-op",
+        )
         assert _processes_inside(workdir) == []
         assert token not in namespaces()
         assert f"pk{token[:8]}" not in links()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit import BackendProperties, BackendSpec, EmbeddedProvisioner
+from prism_testkit import BackendProperties, BackendSpec, Capability, EmbeddedProvisioner
 from prism_testkit.errors import ClientLibraryMissing, RegistrationError
 from prism_testkit.isolation import NamespaceFactory
 from prism_testkit.registry.backends import BackendRegistry, build_registry, make_plugin_manager
@@ -22,7 +22,7 @@ from tests.conftest import OUT_OF_TREE
 def spec(driver: object, **kwargs: object) -> BackendSpec:
     return BackendSpec(
         name="lazy",
-        capabilities=frozenset({"keyvalue"}),
+        capabilities=frozenset({Capability.KEYVALUE}),
         properties=BackendProperties(durable=False),
         provisioner=EmbeddedProvisioner(),
         driver=driver,  # type: ignore[arg-type]
@@ -86,7 +86,7 @@ def test_a_driver_string_missing_a_declared_interface_is_refused(bag_module: Cal
 def _queue_spec(bag: str) -> BackendSpec:
     return BackendSpec(
         name="lazy",
-        capabilities=frozenset({"keyvalue", "queue"}),
+        capabilities=frozenset({Capability.KEYVALUE, Capability.QUEUE}),
         properties=BackendProperties(durable=False),
         provisioner=EmbeddedProvisioner(),
         driver=f"{bag}:BagDriver",

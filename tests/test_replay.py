@@ -75,7 +75,7 @@ def test_a_file_that_is_no_schedule_is_one_clear_error(tmp_path: Path, content: 
 def test_a_schedule_reads_back_as_written(tmp_path: Path) -> None:
     schedule = Schedule(
         test="/x/suites/test_a.py::test_b[backend=sqlite]",
-        nodeid="suites/test_a.py::test_b[backend=sqlite]",
+        nodeid="prism_testkit/suites/test_a.py::test_b[backend=sqlite]",
         backends=["sqlite"],
         combination={"backend": "sqlite"},
         failure="wal: INVALID (lost)",
@@ -207,7 +207,7 @@ def test_bad_input_to_replay_is_one_line_and_a_usage_exit(tmp_path: Path) -> Non
     malformed.write_text('{"steps": [')
     unknown = tmp_path / "unknown.json"
     schedule = Schedule(
-        test=f"{ROOT}/suites/test_stateful_wal.py::test_no_such_test[log=sqlite-target=sqlite]",
+        test=f"{ROOT}/prism_testkit/suites/test_stateful_wal.py::test_no_such_test[log=sqlite-target=sqlite]",
         nodeid="",
         backends=["sqlite"],
         combination={"log": "sqlite", "target": "sqlite"},

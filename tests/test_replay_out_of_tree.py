@@ -61,12 +61,13 @@ def test_the_replay_line_of_a_shipped_suite_runs_from_another_directory(tmp_path
 
 def test_no_suite_writes_a_replay_that_only_runs_inside_this_checkout() -> None:
     # A replay a suite writes itself (a durability or failover verdict's) goes through
-    # suites/_helpers.replay_command; ``pytest suites...`` names a path only this checkout has.
-    in_tree = re.compile(r"pytest suites\b")
+    # prism_testkit/suites/_helpers.replay_command; ``pytest prism_testkit/suites...`` names a path
+    # only this checkout has.
+    in_tree = re.compile(r"pytest (prism_testkit/)?suites\b")
     found = [
         f"{path.name}:{number}: {line.strip()}"
-        for path in sorted((ROOT / "suites").glob("*.py"))
+        for path in sorted((ROOT / "prism_testkit" / "suites").glob("*.py"))
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if in_tree.search(line)
     ]
-    assert not found, "replays naming the checkout's suites/ path:\n" + "\n".join(found)
+    assert not found, "replays naming the checkout's prism_testkit/suites/ path:\n" + "\n".join(found)

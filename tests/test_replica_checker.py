@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prism_testkit.stateful.replicas import check_replicas, describe_divergence, diverged, present_sequences
+from prism_testkit.stateful.checkers.replicas import check_replicas, describe_divergence, diverged, present_sequences
 
 WRITTEN = list(range(1, 11))
 

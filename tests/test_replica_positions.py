@@ -9,15 +9,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from prism_testkit.backends.nats import cluster as nats_cluster
 from prism_testkit.backends.redis.sentinel import RedisSentinelCluster
-
 from prism_testkit.provision.cluster import FailoverCluster
 
 
 def _sentinel_cluster(info: str) -> RedisSentinelCluster:
     cluster = object.__new__(RedisSentinelCluster)
-    cluster.redis = lambda node, *args: info
+    cluster.redis = lambda node, *args: info  # type: ignore[method-assign]  # a canned INFO reply
     return cluster
 
 

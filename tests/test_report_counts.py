@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from prism_testkit.cli import main
+from prism_testkit.registry.shards import read_durations
 from prism_testkit.report.merge import totals
 from prism_testkit.report.shape import parse
 
@@ -47,14 +48,15 @@ def test_a_zero_count_is_no_finding_in_the_table_the_json_or_junit(pytester: pyt
     assert row["verdicts"] == {"zero-checker": 2}, "what was judged, valid verdicts included"
     assert "lost=" not in result.stdout.str()
     (case,) = ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
-    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    properties = {p.attrib["name"]: p.attrib["value"] for p in case.iter("property")}
     found = json.loads(properties["prism_anomalies"])
     assert found == {"anomalies": {}, "tolerated": {}, "faults": {}, "verdicts": {"zero-checker": 2}}
     assert json.loads(properties["prism"])["combination"] == {"backend": "memstore"}  # JSON, not a repr
 
 
-# Two modules declare one suite name (as suites/test_cqrs.py and suites/test_cqrs_cdc.py both
-# declare cqrs), with slots that different backends fit, and tests of every outcome pytest counts.
+# Two modules declare one suite name (as prism_testkit/suites/test_cqrs.py and
+# prism_testkit/suites/test_cqrs_cdc.py both declare cqrs), with slots that different backends fit,
+# and tests of every outcome pytest counts.
 SHARED_NAME = """
 import pytest
 from prism_testkit import PrismEnv, Slot, prism_suite
@@ -442,6 +444,26 @@ def test_plain_{which}() -> None:
 """
 
 
+def untimed(tests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A bucket's tests without their durations (a plain test's may round to 0.0)."""
+    return {test: {k: v for k, v in entry.items() if k != "duration_s"} for test, entry in tests.items()}
+
+
+def test_a_plain_test_s_duration_is_in_the_report_for_the_shard_planner(pytester: pytest.Pytester) -> None:
+    """Tests outside the suites (a project's own) carry their time as the rows' tests do, so
+    ``--prism-shard-durations`` balances a project's test run by them too, setup included."""
+    pytester.makepyfile(
+        test_mixed=SUITE_AND_PLAIN.format(which="sleeps", holds="__import__('time').sleep(0.2) is None"),
+        conftest="import time\nimport pytest\n\n@pytest.fixture(autouse=True)\ndef slow_setup():\n"
+        "    time.sleep(0.2)\n",
+    )
+    pytester.runpytest("-p", "no:cacheprovider", "--prism-backend=memstore", "--prism-report=r.json")
+    report = json.loads((pytester.path / "r.json").read_text())
+    plain = report["outside_suites"]["tests"]["test_mixed.py::test_plain_sleeps"]
+    assert plain["duration_s"] >= 0.4, f"the plain test's setup and call took 0.4 s, the report says {plain}"
+    assert read_durations(pytester.path / "r.json")["test_mixed.py::test_plain_sleeps"] == plain["duration_s"]
+
+
 def test_a_red_plain_test_in_a_suite_module_keeps_its_shard_and_the_merge_red(
     pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -451,7 +473,7 @@ def test_a_red_plain_test_in_a_suite_module_keeps_its_shard_and_the_merge_red(
     result.assert_outcomes(passed=1, failed=1)
     report = json.loads((pytester.path / "red.json").read_text())
     test, identity = "test_mixed.py::test_plain_fails", "test_mixed::test_plain_fails"
-    assert report["outside_suites"]["tests"] == {test: {"outcome": "failed", "identity": identity}}
+    assert untimed(report["outside_suites"]["tests"]) == {test: {"outcome": "failed", "identity": identity}}
     (failure,) = report["failures"]
     assert failure == {
         "test": test,
@@ -464,7 +486,7 @@ def test_a_red_plain_test_in_a_suite_module_keeps_its_shard_and_the_merge_red(
     assert main(["report", "merge", str(pytester.path / "red.json"), "--json", str(pytester.path / "m.json")]) == 1
     merged = json.loads((pytester.path / "m.json").read_text())
     assert (merged["totals"]["passed"], merged["totals"]["failed"]) == (1, 1)
-    assert merged["outside_suites"]["tests"] == {test: {"outcome": "failed", "identity": identity}}
+    assert untimed(merged["outside_suites"]["tests"]) == {test: {"outcome": "failed", "identity": identity}}
     assert [f["test"] for f in merged["failures"]] == [test]
     capsys.readouterr()
     assert main(["report", "merge", str(pytester.path / "red.json")]) == 1

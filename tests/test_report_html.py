@@ -45,7 +45,7 @@ class Planned:
     anomalies: dict[str, int] = field(default_factory=dict)
     tolerated: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
-    evidence: list[tuple[str, str]] = field(default_factory=list)
+    evidence: list[tuple[str, object]] = field(default_factory=list)  # user properties
     duration: float = 0.25
 
     @property
@@ -63,7 +63,7 @@ def latency(seed: int) -> dict[str, Any]:
 
 
 def planned(timeline: str = "/tmp/out/prism-timelines/wal.html") -> list[Planned]:
-    kv, wal = "suites/test_contract_keyvalue.py", "suites/test_stateful_wal.py"
+    kv, wal = "prism_testkit/suites/test_contract_keyvalue.py", "prism_testkit/suites/test_stateful_wal.py"
     memstore, sqlite = {"backend": "memstore"}, {"backend": "sqlite"}
     return [
         Planned(kv, "test_put[backend=memstore]", "keyvalue", memstore),
@@ -88,7 +88,7 @@ def planned(timeline: str = "/tmp/out/prism-timelines/wal.html") -> list[Planned
             faults={"kill": 2, "pause": 1},
             evidence=[
                 ("prism_timeline", timeline),
-                ("prism_replay_command", "pytest suites/test_stateful_wal.py::t --hypothesis-seed=7"),
+                ("prism_replay_command", "pytest prism_testkit/suites/test_stateful_wal.py::t --hypothesis-seed=7"),
                 ("prism_latency", latency(1)),
             ],
             duration=3.5,
@@ -233,12 +233,14 @@ def test_the_page_shows_the_matrix_rows_failures_and_reasons_escaped(tmp_path: P
     # a failure links into its row: following the link opens the row
     assert dom.tagged("a", href=f"#{failing['id']}-tests")
     assert dom.tagged("a", href="prism-timelines/wal%20page.html")  # beside the page, as CI keeps them
-    assert "pytest suites/test_stateful_wal.py::t --hypothesis-seed=7" in page  # the recorded replay
+    assert "pytest prism_testkit/suites/test_stateful_wal.py::t --hypothesis-seed=7" in page  # the recorded replay
     # a test without a recorded replay gets the command that runs it, quoted for the shell
     hostile = next(test for test in planned() if test.outcome == "failed" and test.suite == "keyvalue")
     replay = f"pytest {shlex.quote(hostile.nodeid)} --prism-backend=sqlite"
     assert html.escape(replay, quote=True) in page
-    passing = "suites/test_stateful_wal.py::test_every_acknowledged_write_is_applied[log=sqlite-target=sqlite]"
+    passing = (
+        "prism_testkit/suites/test_stateful_wal.py::test_every_acknowledged_write_is_applied[log=sqlite-target=sqlite]"
+    )
     assert html.escape(f"pytest '{passing}' --prism-backend=sqlite --prism-combinations=all", quote=True) in page
     assert "Unavailable backends (not tested)" in page
 

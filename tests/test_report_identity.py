@@ -61,7 +61,8 @@ def run(pytester: pytest.Pytester, path: str, report: str, *extra: str) -> dict[
     pytester.runpytest_subprocess(
         path, "--prism-backend=memstore", f"--prism-report={report}", "-p", "no:cacheprovider", *extra
     )
-    return json.loads((pytester.path / report).read_text())
+    written: dict[str, Any] = json.loads((pytester.path / report).read_text())
+    return written
 
 
 def test_an_installed_machine_and_a_checkout_count_a_test_once(
@@ -169,7 +170,8 @@ def test_two_tests_of_one_identity_in_a_run_are_written_without_one() -> None:
 # nothing, and the report, the shards' durations and a hunt's examples key the test apart.
 
 ROOT = Path(__file__).resolve().parent.parent
-OWN_FILES = sorted((ROOT / "suites").glob("*.py"))
+OWN_FOLDER = ROOT / "prism_testkit" / "suites"
+OWN_FILES = sorted(OWN_FOLDER.glob("*.py"))
 TEST = "test_x[backend=memstore]"
 
 
@@ -183,26 +185,25 @@ def installed_copy(tmp_path: Path) -> Path:
     folder = tmp_path.joinpath(*INSTALLED, "prism_testkit", "suites")
     folder.mkdir(parents=True)
     (folder.parent / "__init__.py").write_text("")
+    (folder / "__init__.py").write_text("")
     for path in OWN_FILES:
         (folder / path.name).write_text("")
     return folder
 
 
 @pytest.fixture(params=["checkout", "installed"])
-def own_suites(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def own_suites(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """The folder the harness's suites are imported from, in either layout: installed, it is the
     folder ``prism_testkit.suites`` is found in (as on a machine that pip-installed the package)."""
     if request.param == "checkout":
-        return ROOT / "suites"
-    folder = installed_copy(tmp_path)
-    monkeypatch.setattr(identity, "_own_suites_folders", lambda: (folder.resolve(),))
-    return folder
+        return OWN_FOLDER
+    return installed_copy(tmp_path)
 
 
 def test_every_shipped_suite_is_named_by_its_import_name_without_a_suffix(own_suites: Path) -> None:
     assert len(OWN_FILES) > 20  # the glob found the suites
     named = {path.name: identity.module_identity(own_suites / path.name) for path in OWN_FILES}
-    assert {name: module for name, module in named.items() if module != own_name(ROOT / "suites" / name)} == {}
+    assert {name: module for name, module in named.items() if module != own_name(OWN_FOLDER / name)} == {}
     assert not [module for module in named.values() if module.endswith(".py") or "/" in module]
 
 

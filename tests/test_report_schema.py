@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from prism_testkit.cli import main
@@ -48,7 +49,6 @@ def merged_document() -> dict[str, object]:
 
 @pytest.mark.parametrize("name", ["run-every-section.v1.json", "run-planned.v1.json", "merged-shards.v1.json"])
 def test_reports_validate_against_the_schema(name: str) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     validator = jsonschema.Draft202012Validator(json.loads(COMMITTED.read_text()))
     written = json.loads((FIXTURES / name).read_text())
     assert list(validator.iter_errors(written)) == []

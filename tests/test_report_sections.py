@@ -21,10 +21,10 @@ from prism_testkit.report.merge import ReportMergeError, load_report, merge_repo
 from prism_testkit.report.results import PrismResults
 from prism_testkit.report.shape import SCHEMA_VERSION, Report, parse, problems
 
-ROW_TEST = "suites/test_kv.py::test_put[backend=memstore]"
-TWIN_TEST = "suites/test_kv.py::test_put[backend=bag-cluster]"
-UNFIT_TEST = "suites/test_objects.py::test_get[no-runnable-combination-objects]"
-PLAIN_TEST = "suites/test_kv.py::test_plain"
+ROW_TEST = "prism_testkit/suites/test_kv.py::test_put[backend=memstore]"
+TWIN_TEST = "prism_testkit/suites/test_kv.py::test_put[backend=bag-cluster]"
+UNFIT_TEST = "prism_testkit/suites/test_objects.py::test_get[no-runnable-combination-objects]"
+PLAIN_TEST = "prism_testkit/suites/test_kv.py::test_plain"
 
 
 def every_section() -> Report:
@@ -65,7 +65,7 @@ def every_section() -> Report:
         {"backend": "memstore"},
     )
     for test in (ROW_TEST, TWIN_TEST, UNFIT_TEST, PLAIN_TEST):  # as the plugin's reports name them
-        results.identify(test, test.replace("suites/", "prism_testkit.suites.").replace(".py::", "::"))
+        results.identify(test, test.replace("prism_testkit/suites/", "prism_testkit.suites.").replace(".py::", "::"))
     results.shard = {"index": 1, "count": 1, "selection": "--prism-backend=memstore"}
     results.run = {"prism_testkit_version": "0", "started_at": "2026-11-26T00:00:00+00:00", "duration_s": 1.0}
     results.depths = {ROW_TEST: 12}

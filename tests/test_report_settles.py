@@ -119,7 +119,7 @@ def test_settles_are_counted_exactly_per_kind_and_sampled_for_the_plot() -> None
 def cluster_tests() -> list[Planned]:
     """A cluster row whose two stateful tests settled after their faults, and a single-server
     row without any."""
-    wal = "suites/test_stateful_wal.py"
+    wal = "prism_testkit/suites/test_stateful_wal.py"
     one = Settles()
     for fault, seconds in (("kill-leader", 1.25), ("kill-leader", 0.75), ("heal", 0.5)):
         one.add(fault, "jetstream-r3", seconds)
@@ -145,7 +145,7 @@ def cluster_run() -> Report:
 def test_the_json_report_carries_each_tests_settles() -> None:
     report = cluster_run().dump()  # as its file holds it
     row = next(r for r in report["suites"] if r["combination"]["log"] == "jetstream-r3")
-    entry = row["tests"]["suites/test_stateful_wal.py::test_wal[log=jetstream-r3-target=sqlite]"]
+    entry = row["tests"]["prism_testkit/suites/test_stateful_wal.py::test_wal[log=jetstream-r3-target=sqlite]"]
     assert entry["settles"]["kinds"]["kill-leader"] == {"count": 2, "total_s": 2.0, "max_s": 1.25}
     assert ["heal", 0.5, "jetstream-r3"] in entry["settles"]["samples"]
     other = next(r for r in report["suites"] if r["combination"]["log"] == "memstore")
@@ -206,8 +206,13 @@ def test_the_runner_records_its_examples_settles_as_a_user_property() -> None:
     assert name == SETTLES == "prism_settles"
     assert found["kinds"]["kill-node"] == {"count": 1, "total_s": 0.5, "max_s": 0.5}
     results = PrismResults()
-    planned = Planned("suites/test_stateful_wal.py", "t[log=jetstream-r3]", "stateful_wal", {"log": "jetstream-r3"},
-                      evidence=[(name, found)])  # fmt: skip
+    planned = Planned(
+        "prism_testkit/suites/test_stateful_wal.py",
+        "t[log=jetstream-r3]",
+        "stateful_wal",
+        {"log": "jetstream-r3"},
+        evidence=[(name, found)],
+    )
     record(results, planned)
     assert results.evidence[planned.nodeid]["settles"] == found
 

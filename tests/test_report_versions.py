@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUG = "nats-server#7549"
 
 
-def judged(test: str, verdict: str, lost: int, version: str | None = "2.12.1", **extra: Any) -> dict[str, Any]:
+def judged(test: str, verdict: str, lost: int, version: str | None = "2.12.1", /, **extra: Any) -> dict[str, Any]:
     finding = None if extra.get("scenario") == "restarted-leader" else BUG
     return {
         "test": test,
@@ -297,13 +297,13 @@ def test_the_script_runs_pytest_once_per_binary_and_prints_the_table(tmp_path: P
     env = {**os.environ, "PYTHON": str(stub), "REAL_PYTHON": sys.executable}
     script = str(ROOT / "scripts" / "version-matrix")
     out = tmp_path / "out"
-    args = [script, "--out", str(out), *binaries, "--", "suites/x.py", "-k", "a b"]
+    args = [script, "--out", str(out), *binaries, "--", "prism_testkit/suites/x.py", "-k", "a b"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls == [
-        f"-m pytest suites/x.py -k a b --prism-binary {binaries[0]} --prism-report {out}/1.json",
-        f"-m pytest suites/x.py -k a b --prism-binary {binaries[1]} --prism-report {out}/2.json",
+        f"-m pytest prism_testkit/suites/x.py -k a b --prism-binary {binaries[0]} --prism-report {out}/1.json",
+        f"-m pytest prism_testkit/suites/x.py -k a b --prism-binary {binaries[1]} --prism-report {out}/2.json",
     ], "a red run (exit 1) does not stop the next"
     assert "| 🐞 1 of 1 reproduced: lost 2 of 9 | 🐞 1 of 1 reproduced: lost 2 of 9 |" in done.stdout
     assert "| finding | scenario | backend | 2.12.1 | 2.15.1 |" in (out / "versions.md").read_text()
@@ -311,7 +311,7 @@ def test_the_script_runs_pytest_once_per_binary_and_prints_the_table(tmp_path: P
     broken = tmp_path / "bin" / "broken"
     broken.write_text("#!/bin/sh\n")
     broken.chmod(0o755)
-    args = [script, "--out", str(out), f"nats={broken}", "--", "suites/x.py"]
+    args = [script, "--out", str(out), f"nats={broken}", "--", "prism_testkit/suites/x.py"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert "ended with exit code 4 and wrote no report" in done.stderr

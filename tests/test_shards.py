@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -149,10 +150,15 @@ def test_a_bad_shard_is_a_usage_error(
 # the files named in another order, a plugin that reorders (pytest-randomly), another file
 # system's listing. A split that follows collection order puts a test in two shards, or none.
 
-ORDERS = {
+
+def shuffled(items: list[Any], seed: int) -> list[Any]:
+    return random.Random(seed).sample(items, len(items))
+
+
+ORDERS: dict[str, Callable[[list[Any]], list[Any]]] = {
     "as-collected": lambda items: list(items),
     "reversed": lambda items: list(reversed(items)),
-    **{f"shuffled-{seed}": lambda items, seed=seed: random.Random(seed).sample(items, len(items)) for seed in (1, 2)},
+    **{f"shuffled-{seed}": partial(shuffled, seed=seed) for seed in (1, 2)},
 }
 
 

@@ -12,7 +12,9 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,12 +24,14 @@ from prism_testkit.simulation.guard import RealTimeInSimulation, watching
 from prism_testkit.simulation.loop import SimulatedLoop, SimulationDeadlock, ThreadInSimulation
 from tests._parsing import parse
 
+T = TypeVar("T")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_on(loop: SimulatedLoop, coro: object) -> object:
+def run_on(loop: SimulatedLoop, coro: Coroutine[Any, Any, T]) -> T:
     try:
-        return loop.run_until_complete(coro)  # type: ignore[arg-type]
+        return loop.run_until_complete(coro)
     finally:
         loop.close()
 
@@ -98,7 +102,6 @@ def who_got_what(seed: int) -> list[tuple[int, bytes]]:
     """Three consumers wait on one memstore queue; three messages are sent one by one. Each send
     wakes every waiter, and the seeded loop decides which of them takes it."""
     from prism_testkit.backends.memstore import MemstoreDriver, _Store
-
     from prism_testkit.capabilities import Capability
     from prism_testkit.interfaces import Message
 
@@ -179,10 +182,10 @@ def test_the_guard_catches_a_watched_module_reading_real_time_or_starting_a_thre
 
 # The modules whose clock reads must come from the loop (issue 28).
 WATCHED_SOURCES = [
-    *sorted((ROOT / "patterns").rglob("*.py")),
-    ROOT / "backends" / "memstore.py",
-    ROOT / "backends" / "_memfeed.py",
-    *sorted((ROOT / "suites").rglob("*.py")),
+    *sorted((ROOT / "prism_testkit" / "patterns").rglob("*.py")),
+    ROOT / "prism_testkit" / "backends" / "memstore.py",
+    ROOT / "prism_testkit" / "backends" / "_memfeed.py",
+    *sorted((ROOT / "prism_testkit" / "suites").rglob("*.py")),
 ]
 REAL_CLOCKS = {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "sleep"}
 
@@ -213,18 +216,18 @@ def test_digests_mask_the_run_specific_prefix() -> None:
 
 
 STATEFUL_ON_MEMSTORE = [
-    "suites/test_stateful_queue.py",
-    "suites/test_stateful_log.py",
-    "suites/test_stateful_outbox.py",
-    "suites/test_stateful_claim_check.py",
-    "suites/test_stateful_tiered_storage.py",
-    "suites/test_stateful_event_sourcing.py",
-    "suites/test_stateful_cdc.py",
-    "suites/test_stateful_multicast_registry.py",
-    "suites/test_stateful_producer.py",
-    "suites/test_stateful_consumer.py",
-    "suites/test_stateful_pubsub.py",
-    "suites/test_stateful_isolation.py",
+    "prism_testkit/suites/test_stateful_queue.py",
+    "prism_testkit/suites/test_stateful_log.py",
+    "prism_testkit/suites/test_stateful_outbox.py",
+    "prism_testkit/suites/test_stateful_claim_check.py",
+    "prism_testkit/suites/test_stateful_tiered_storage.py",
+    "prism_testkit/suites/test_stateful_event_sourcing.py",
+    "prism_testkit/suites/test_stateful_cdc.py",
+    "prism_testkit/suites/test_stateful_multicast_registry.py",
+    "prism_testkit/suites/test_stateful_producer.py",
+    "prism_testkit/suites/test_stateful_consumer.py",
+    "prism_testkit/suites/test_stateful_pubsub.py",
+    "prism_testkit/suites/test_stateful_isolation.py",
 ]
 
 
@@ -281,7 +284,6 @@ def test_misbehaviour_fires_only_in_a_simulated_example_and_stops_when_healed() 
 
 def test_memstore_settles_exactly_at_the_deadline_and_is_refused_as_the_contract_allows() -> None:
     from prism_testkit.backends.memstore import open_memstore
-
     from prism_testkit.errors import DeliveryNotFound
     from prism_testkit.interfaces import Message
     from prism_testkit.simulation import buggify

@@ -79,18 +79,18 @@ runner.StatefulRun.execute = execute
 """
 
 SUITES = [  # every stateful suite that runs on memstore, so on virtual time
-    "suites/test_stateful_queue.py",
-    "suites/test_stateful_log.py",
-    "suites/test_stateful_outbox.py",
-    "suites/test_stateful_claim_check.py",
-    "suites/test_stateful_tiered_storage.py",
-    "suites/test_stateful_event_sourcing.py",
-    "suites/test_stateful_cdc.py",
-    "suites/test_stateful_multicast_registry.py",
-    "suites/test_stateful_producer.py",
-    "suites/test_stateful_consumer.py",
-    "suites/test_stateful_pubsub.py",
-    "suites/test_stateful_isolation.py",
+    "prism_testkit/suites/test_stateful_queue.py",
+    "prism_testkit/suites/test_stateful_log.py",
+    "prism_testkit/suites/test_stateful_outbox.py",
+    "prism_testkit/suites/test_stateful_claim_check.py",
+    "prism_testkit/suites/test_stateful_tiered_storage.py",
+    "prism_testkit/suites/test_stateful_event_sourcing.py",
+    "prism_testkit/suites/test_stateful_cdc.py",
+    "prism_testkit/suites/test_stateful_multicast_registry.py",
+    "prism_testkit/suites/test_stateful_producer.py",
+    "prism_testkit/suites/test_stateful_consumer.py",
+    "prism_testkit/suites/test_stateful_pubsub.py",
+    "prism_testkit/suites/test_stateful_isolation.py",
 ]
 
 

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from backends.memstore import MemstoreDriver
 from prism_testkit import Capability, Message, Ordering
+from prism_testkit.backends.memstore import MemstoreDriver
 from prism_testkit.patience import bound
 from prism_testkit.provision.base import Endpoint, Via
-from suites._sink_reader import Kind, SinkReader
+from prism_testkit.suites._sink_reader import Kind, SinkReader
 
 DESTINATION = "reader-test"
 

@@ -14,7 +14,7 @@ from prism_testkit.capabilities import INTERFACES
 from prism_testkit.suite import SuiteDeclaration
 from tests.outoftree.bagstore import BagDriver
 
-SUITES = Path(__file__).resolve().parent.parent / "suites"
+SUITES = Path(__file__).resolve().parent.parent / "prism_testkit" / "suites"
 # interfaces a stateful suite of their own would judge: the messaging ones and key-value's
 # patterns are judged through them; objects, transactions and change feeds fill slots of the
 # pattern suites

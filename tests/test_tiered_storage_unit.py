@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pydantic import ValidationError
+
 from prism_testkit.backends.memstore import open_memstore
+from prism_testkit.cli import main
+from prism_testkit.errors import ConfigurationError, PayloadTooLarge
 from prism_testkit.patterns.tiered_storage import (
     CopyMissing,
     CorruptReference,
@@ -24,12 +28,9 @@ from prism_testkit.patterns.tiered_storage import (
     TieredStorageConfig,
     parse_condition,
 )
-from prism_testkit.suites._tiered_faults import Killed, StepFault, faulty_store
-from pydantic import ValidationError
-
-from prism_testkit.cli import main
-from prism_testkit.errors import ConfigurationError, PayloadTooLarge
 from prism_testkit.simulation.clock import ManualClock
+from prism_testkit.suites._doubles import Killed
+from prism_testkit.suites._tiered_faults import StepFault, faulty_store
 
 T = TypeVar("T")
 DAY = 86400.0

@@ -83,11 +83,11 @@ def seeded_failure() -> tuple[History, list, int]:
 def render(tmp_path: Path) -> tuple[Path, int]:
     history, verdicts, lost = seeded_failure()
     timeline = Timeline(
-        f"suites/test_stateful_wal.py::test_wal[{HOSTILE}]",
+        f"prism_testkit/suites/test_stateful_wal.py::test_wal[{HOSTILE}]",
         history,
         verdicts,
         summary="INVALID (1 lost)",
-        notes=["replay: pytest suites/test_stateful_wal.py --prism-backend=memstore"],
+        notes=["replay: pytest prism_testkit/suites/test_stateful_wal.py --prism-backend=memstore"],
         faults=fault_bands(history, healed_at=history[-1].time + 1_000_000),
     )
     return write_timeline(tmp_path / "timeline.html", timeline), lost

@@ -15,18 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from prism_testkit import DeliveryGuarantee, Message
 from prism_testkit.patterns.cdc import ChangeEvent, encode
 from prism_testkit.patterns.multicast_registry import MulticastResult
+from prism_testkit.stateful.checkers import ACKED, FOLLOWS, SLOTS, Anomaly, Verdict, log_anomalies, suite_verdict
+from prism_testkit.stateful.checkers.failover import ECHOES, LOST_IN_FAILOVER, tolerate_failover_losses
+from prism_testkit.stateful.checkers.wal import LoggedMutation, check_wal
+from prism_testkit.stateful.history import History
 from prism_testkit.suites._bank import read_model_divergence
 from prism_testkit.suites._cdc_checker import Ledger, check, value_of
 from prism_testkit.suites._tiered import MISSING, lost_where, missing_copies, read_again, read_anomaly
-from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
 from prism_testkit.suites.test_stateful_multicast_registry import Multicast, judge_multicasts
-
-from prism_testkit import DeliveryGuarantee, Message
-from prism_testkit.stateful.checkers import ACKED, FOLLOWS, SLOTS, Anomaly, Verdict, log_anomalies, suite_verdict
-from prism_testkit.stateful.failover_loss import ECHOES, LOST_IN_FAILOVER, tolerate_failover_losses
-from prism_testkit.stateful.history import History
 
 ASYNC = "redis-sentinel"  # declares no survives_failover: its failover's losses are tolerated
 SYNC = "postgres-ha"  # declares survives_failover: nothing it loses is

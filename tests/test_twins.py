@@ -23,7 +23,7 @@ from prism_testkit.report.matrix import compliance_matrix, render_markdown
 from prism_testkit.report.shape import parse
 from tests.conftest import OUT_OF_TREE
 
-SUITES = Path(__file__).parent.parent / "suites"
+SUITES = Path(__file__).parent.parent / "prism_testkit" / "suites"
 
 # A third party's cluster: the out-of-tree bagstore driver registered twice, the second
 # registration naming the first as its twin (as a cluster package would name its server's).
@@ -266,13 +266,13 @@ def test_each_round_trip_is_a_test_of_its_interfaces_contract_suite(interface: s
     [("nowhere", "twin 'nowhere' is not a registered backend"), ("a", "twin must name another"), ("b", "has a twin")],
 )
 def test_a_twin_must_be_another_registered_single_backend(twin: str, message: str) -> None:
-    from prism_testkit import BackendProperties, BackendSpec, EmbeddedProvisioner
+    from prism_testkit import BackendProperties, BackendSpec, Capability, EmbeddedProvisioner
     from tests.outoftree.bagstore import BagDriver
 
     def spec(name: str, twin: str | None = None) -> BackendSpec:
         return BackendSpec(
             name=name,
-            capabilities=frozenset({"keyvalue"}),
+            capabilities=frozenset({Capability.KEYVALUE}),
             properties=BackendProperties(durable=False),
             provisioner=EmbeddedProvisioner(),
             driver=BagDriver,
@@ -299,13 +299,13 @@ def test_a_twin_that_fits_fewer_slots_covers_none_of_the_others(
 ) -> None:
     """A third party's twin need not be the same shape as its cluster: in a slot the cluster
     fits and its twin does not, nothing stands in for the cluster, so its rows run there."""
-    from prism_testkit import BackendProperties, BackendSpec, EmbeddedProvisioner
+    from prism_testkit import BackendProperties, BackendSpec, Capability, EmbeddedProvisioner
     from tests.outoftree.bagstore import BagDriver
 
     def spec(name: str, capabilities: set[str], durable: bool, twin: str | None = None) -> BackendSpec:
         return BackendSpec(
             name=name,
-            capabilities=frozenset(capabilities),
+            capabilities=frozenset(map(Capability, capabilities)),
             properties=BackendProperties(durable=durable),
             provisioner=EmbeddedProvisioner(),
             driver=BagDriver,

@@ -42,7 +42,7 @@ NO_LIBFUSE3 = """
 @pytest.fixture
 def without_libfuse3(monkeypatch: pytest.MonkeyPatch) -> None:
     real = ctypes.util.find_library
-    monkeypatch.setattr(lazymount.ctypes.util, "find_library", lambda name: None if name == "fuse3" else real(name))
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "fuse3" else real(name))
 
 
 @pytest.mark.usefixtures("without_libfuse3")
@@ -62,7 +62,7 @@ def test_with_fuse_here_nothing_is_unavailable() -> None:
 
 def test_no_dev_fuse_names_the_container_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     real = os.path.exists
-    monkeypatch.setattr(lazymount.os.path, "exists", lambda path: path != "/dev/fuse" and real(path))
+    monkeypatch.setattr(os.path, "exists", lambda path: path != "/dev/fuse" and real(path))
     found = power_loss_unavailable("postgres")
     assert found is not None
     assert found.reason.startswith("no /dev/fuse")

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from prism_testkit.backends.memstore import open_memstore
 from prism_testkit.backends.sqlite import open_sqlite
+from prism_testkit.driver import Driver
+from prism_testkit.errors import ConfigurationError, TransactionAborted
+from prism_testkit.interfaces import KeyValue, Log, Message, Transaction, Transactions
 from prism_testkit.patterns.wal import (
     HEADER_ERROR,
     HEADER_SOURCE_OFFSET,
@@ -31,84 +36,13 @@ from prism_testkit.patterns.wal import (
     compact_keep_latest,
     replay,
 )
-from pydantic import ValidationError
-
-from prism_testkit.driver import Driver
-from prism_testkit.errors import ConfigurationError, TransactionAborted
-from prism_testkit.interfaces import KeyValue, Log, Message, Transaction, Transactions
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
+from prism_testkit.suites._applier_faults import DyingTarget, ValueFuse
+from prism_testkit.suites._doubles import Killed
 from tests._scenarios import Runner as ScenarioRunner
 
 LOG = "t-wal"
 AS_IF_DURABLE = LogDurability("unit-test-log", True)
-
-
-class Killed(BaseException):
-    """The applier's process died (not an Exception: nothing may swallow it)."""
-
-
-class Fuse:
-    """Blows (raises Killed) on the ``after``-th value write, and on everything after it."""
-
-    def __init__(self, after: int) -> None:
-        self.after, self.writes, self.blown = after, 0, False
-
-    def value_write(self) -> None:
-        if self.blown or self.writes == self.after:
-            self.blown = True
-            raise Killed
-        self.writes += 1
-
-    def check(self) -> None:
-        if self.blown:
-            raise Killed
-
-
-class DyingKeyValue:
-    def __init__(self, inner: KeyValue, fuse: Fuse, guard_prefix: str) -> None:
-        self.inner, self.fuse, self.guard_prefix = inner, fuse, guard_prefix
-
-    def _write(self, key: str) -> None:
-        self.fuse.check() if key.startswith(self.guard_prefix) else self.fuse.value_write()
-
-    async def get(self, key: str) -> bytes | None:
-        self.fuse.check()
-        return await self.inner.get(key)
-
-    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        self._write(key)
-        await self.inner.put(key, value)
-
-    async def delete(self, key: str) -> bool:
-        self._write(key)
-        return await self.inner.delete(key)
-
-
-class DyingTransaction:
-    def __init__(self, inner: Transaction, owner: DyingKeyValue) -> None:
-        self.inner, self.owner = inner, owner
-
-    async def get(self, key: str) -> bytes | None:
-        self.owner.fuse.check()
-        return await self.inner.get(key)
-
-    async def put(self, key: str, value: bytes) -> None:
-        self.owner._write(key)
-        await self.inner.put(key, value)
-
-    async def delete(self, key: str) -> None:
-        self.owner._write(key)
-        await self.inner.delete(key)
-
-
-class DyingTransactions:
-    def __init__(self, inner: Transactions, owner: DyingKeyValue) -> None:
-        self.inner, self.owner = inner, owner
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[DyingTransaction]:
-        async with self.inner.transaction() as tx:
-            yield DyingTransaction(tx, self.owner)
 
 
 @dataclass
@@ -313,10 +247,8 @@ def test_an_applier_killed_mid_batch_resumes_with_nothing_lost_or_doubled(on_bac
             await wal.put(f"k{i % 3}", str(i).encode())
             expected[f"k{i % 3}"] = str(i).encode()
         applied = Applied()
-        fuse = Fuse(dies_after)
-        dying = DyingKeyValue(env.kv, fuse, config.guard_key(""))
-        tx = None if env.transactions is None else DyingTransactions(env.transactions, dying)
-        doomed = WalApplier(env.log, dying, config, transactions=tx, on_applied=applied)  # type: ignore[arg-type]
+        dying = DyingTarget(env.kv, ValueFuse(dies_after, config.guard_key("")), env.transactions)
+        doomed = WalApplier(env.log, dying, config, transactions=dying.transactions, on_applied=applied)
         with pytest.raises(Killed):
             await doomed.drain()
         # Without transactions every write lands on its own; with them a batch commits whole.
@@ -466,7 +398,7 @@ def test_gauges_report_lag_and_unapplied_entries(on_backend: Runner) -> None:
 
 
 def _checked(
-    writes: list[tuple[str, str, str, int | None]],
+    writes: Sequence[tuple[str, str, str, int | None]],
     logged: dict[int, tuple[str, str | None]],
     applies: list[tuple[int, str]],
     final: dict[str, str | None],
@@ -477,8 +409,7 @@ def _checked(
 ) -> dict[str, int]:
     """Anomaly counts for writes (key, value id, ok/fail/info, receipt); ``failover`` puts a
     failover the cluster made by itself before them; ``tolerated`` receives the verdict's."""
-    from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
-
+    from prism_testkit.stateful.checkers.wal import LoggedMutation, check_wal
     from prism_testkit.stateful.history import History
 
     history = History()
@@ -520,8 +451,7 @@ def test_the_wal_checker_accepts_a_correct_run_and_names_each_anomaly() -> None:
 def test_a_lost_delete_names_the_write_that_logged_it() -> None:
     """A delete logs no value: its witness is the write whose acknowledgement named its offset
     (what the timeline marks), not an empty history."""
-    from prism_testkit.suites._wal_checker import LoggedMutation, check_wal
-
+    from prism_testkit.stateful.checkers.wal import LoggedMutation, check_wal
     from prism_testkit.stateful.history import History
 
     history = History()

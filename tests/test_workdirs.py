@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_testkit.patience import bound
+from prism_testkit.patience import poll_until
 from prism_testkit.provision.lazymount import fuse_unavailable_reason
 from prism_testkit.provision.mounts import LAZYFS_FSNAME_PREFIX, detach, is_mounted
 from prism_testkit.provision.process_identity import ProcessStamp, same_process, signal_group, stamp
@@ -231,9 +231,7 @@ def test_a_lazy_mount_left_by_a_killed_run_is_detached_not_entered(tmp_path: Pat
     argv += [f"{LAZYFS_FSNAME_PREFIX}{dead_pid()}", str(mountpoint)]
     daemon = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + bound("calm-op")
-        while not is_mounted(mountpoint) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: is_mounted(mountpoint), what="the dead run's lazyfs daemon to mount")
         assert is_mounted(mountpoint)
         assert (mountpoint / "precious").read_text() == "keep me"
 
@@ -276,9 +274,7 @@ def test_a_sigkilled_run_leaves_a_dir_the_next_run_removes_with_its_servers(tmp_
     assert sweep_abandoned(tmp_path).removed == [workdir]
 
     assert not workdir.exists()
-    deadline = time.monotonic() + bound("calm-op")
-    while same_process(leader[0]) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poll_until(lambda: not same_process(leader[0]), what="the swept group's leader to end", every=0.02)
     assert not same_process(leader[0])
 
 

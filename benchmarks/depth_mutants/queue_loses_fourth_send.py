@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 
 from prism_testkit.backends.memstore import _MemQueue
-
 from prism_testkit.interfaces import Message
 
 SUITE, BACKENDS, EVIDENCE = "stateful_queue", "memstore", "*INVALID (*lost*"

@@ -1,11 +1,7 @@
 """Griffe extension for the manual's API reference (docs/reference/, mkdocs.yml's mkdocstrings).
 
-Three things the docstrings and the install layout need that mkdocstrings does not do alone:
+Two things the docstrings need that mkdocstrings does not do alone:
 
-* ``backends/`` and ``patterns/`` install as ``prism_testkit.backends`` and
-  ``prism_testkit.patterns`` (pyproject's ``package-dir``), which Griffe cannot follow: the
-  folders are loaded and hung under ``prism_testkit``, so they are documented by the import path
-  users write.
 * The docstrings cross-reference in Sphinx's roles (``:class:`~prism_testkit.errors.NotSupported```,
   ``:func:`until```, ``:mod:`.hosts```). Each becomes an optional cross-reference: a link where the
   target has a page in the reference, plain code where it has none (so the strict build has
@@ -20,13 +16,10 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 from typing import Any
 
 import griffe
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-MAPPED = {"backends": ROOT / "backends", "patterns": ROOT / "patterns"}
 ROLE = re.compile(r":(?:py:)?(?P<kind>class|func|meth|mod|attr|data|exc|obj|const):`(?P<target>[^`]+)`")
 TITLED = re.compile(r"(?P<title>.+?)\s*<(?P<target>[^>]+)>")
 CALLABLE = {"func", "meth"}
@@ -90,10 +83,6 @@ class PrismDocstrings(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, loader: griffe.GriffeLoader, **kwargs: Any) -> None:
         if pkg.path != "prism_testkit":
             return
-        for name, folder in MAPPED.items():
-            mapped = loader.load(folder)
-            if isinstance(mapped, griffe.Module):
-                pkg.set_member(name, mapped)
         for obj in walk(pkg):
             if obj.docstring is not None:
                 obj.docstring.value = rewrite(obj.docstring.value, obj, loader.modules_collection)

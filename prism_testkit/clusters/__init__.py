@@ -32,8 +32,8 @@ the built-in clusters import nothing cluster-related from anywhere else
   why it cannot; :class:`LazyMounts` cuts every node's power at once.
 
 May import: ``provision`` (the cluster, networks, processes, work dirs and lazy mounts),
-``faults.linkproxies`` (hosts without namespaces), ``stateful.replicas`` (the replica check) and
-``errors``. Nothing in the core imports it: it is the face the backends see.
+``faults.linkproxies`` (hosts without namespaces), ``stateful.checkers.replicas`` (the replica
+check) and ``errors``. Nothing in the core imports it: it is the face the backends see.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from prism_testkit.provision.cluster import (
 from prism_testkit.provision.lazymount import LazyMount, LazyMounts, fuse_unavailable_reason
 from prism_testkit.provision.netns import FaultNotInjected, Host, Network, namespaces_unavailable_reason
 from prism_testkit.provision.workdirs import recording_dir
-from prism_testkit.stateful.replicas import describe_divergence, diverged
+from prism_testkit.stateful.checkers.replicas import describe_divergence, diverged
 
 __all__ = [
     "LOOPBACK",

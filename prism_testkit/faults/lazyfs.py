@@ -207,10 +207,14 @@ class LazyFilesystem:
         return node
 
     def node(self, live_path: str) -> int:
-        inode = os.lstat(live_path).st_ino
+        st = os.lstat(live_path)
         with self.lock:
-            found = self.node_of_inode.get(inode)
-            return found if found is not None else self._new_node(inode)
+            found = self.node_of_inode.get(st.st_ino)
+            durable = None if found is None else self.image.get(found)
+            if found is None or (durable is not None and durable.kind != _kind(st.st_mode)):
+                # unknown, or a dead node's inode number the kernel gave to another kind of node
+                return self._new_node(st.st_ino)
+            return found
 
     def created(self, live_path: str) -> int:
         """A new inode: a fresh node, even if the kernel reuses a dead file's inode number."""

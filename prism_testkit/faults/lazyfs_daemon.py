@@ -109,32 +109,38 @@ class LazyOperations(mfusepy.Operations):
         return result
 
     # -- names (durable only once their directory is fsynced) -------------------------------
+    # A call that makes an inode holds the lock until the inode has its node: the kernel reuses a
+    # deleted file's number at once (ext4), and a directory fsync in another thread listing the new
+    # name in between would map it to the dead node (a directory rebuilt as that dead file).
 
     def readdir(self, path: str | None, fh: int) -> list[str]:
         return [".", "..", *os.listdir(self._dirs[fh] if path is None else self.fs.live(path))]
 
     def mkdir(self, path: str, mode: int) -> int:
         live = self.fs.live(path)
-        os.mkdir(live, mode)
-        self._owned_by_caller(live)
-        self.fs.created(live)
-        self.fs.named("create", live)
+        with self.fs.lock:  # a new inode gets its node before anyone can see it
+            os.mkdir(live, mode)
+            self._owned_by_caller(live)
+            self.fs.created(live)
+            self.fs.named("create", live)
         return 0
 
     def mknod(self, path: str, mode: int, dev: int) -> int:
         live = self.fs.live(path)
-        os.mknod(live, mode, dev)
-        self._owned_by_caller(live)
-        self.fs.created(live)
-        self.fs.named("create", live)
+        with self.fs.lock:  # a new inode gets its node before anyone can see it
+            os.mknod(live, mode, dev)
+            self._owned_by_caller(live)
+            self.fs.created(live)
+            self.fs.named("create", live)
         return 0
 
     def symlink(self, target: str, source: str) -> int:
         live = self.fs.live(target)
-        os.symlink(source, live)
-        self._owned_by_caller(live)
-        self.fs.created(live)
-        self.fs.named("create", live)
+        with self.fs.lock:  # a new inode gets its node before anyone can see it
+            os.symlink(source, live)
+            self._owned_by_caller(live)
+            self.fs.created(live)
+            self.fs.named("create", live)
         return 0
 
     def link(self, target: str, source: str) -> int:
@@ -185,10 +191,11 @@ class LazyOperations(mfusepy.Operations):
     def create(self, path: str, mode: int, flags: int) -> int:
         live = self.fs.live(path)
         self.fs.check("create", path, "before")
-        fd = os.open(live, _own_flags(flags) | os.O_CREAT | os.O_EXCL, mode)
-        self._owned_by_caller(live)
-        handle = self.fs.add_handle(fd, self.fs.created(live), flags, path)
-        self.fs.named("create", live)
+        with self.fs.lock:  # a new inode gets its node before anyone can see it
+            fd = os.open(live, _own_flags(flags) | os.O_CREAT | os.O_EXCL, mode)
+            self._owned_by_caller(live)
+            handle = self.fs.add_handle(fd, self.fs.created(live), flags, path)
+            self.fs.named("create", live)
         self.fs.check("create", path, "after")
         return handle
 

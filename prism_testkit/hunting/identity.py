@@ -1,14 +1,13 @@
 """One identity per test, whatever the machine's install layout, and the example-database keys
 made from it.
 
-A pytest node id is a path relative to the run's root: an editable checkout runs
-``suites/test_stateful_wal.py::test_x[memstore]``, a machine that installed the package runs
+A pytest node id is a path relative to the run's root: a checkout runs
+``prism_testkit/suites/test_stateful_wal.py::test_x[memstore]``, a machine that installed the package runs
 ``.venv/lib/python3.11/site-packages/prism_testkit/suites/test_stateful_wal.py::test_x[memstore]``.
 A test's identity is its module's import name and the rest of its node id:
-``prism_testkit.suites.test_stateful_wal::test_x[memstore]`` on both. Files of the harness's
-own suites package are named under ``prism_testkit.suites`` wherever that package lives (a
-checkout maps it from ``suites/``); any other file by its packages (the folders above it with an
-``__init__.py``), which is how an out-of-tree author's suites are imported on every machine.
+``prism_testkit.suites.test_stateful_wal::test_x[memstore]`` on both. A file is named by its
+packages (the folders above it with an ``__init__.py``): the folders are the import names, for the
+harness's own suites as for an out-of-tree author's.
 
 Hypothesis keys a test's examples by a digest of its function and of what the harness adds to
 it, the node id among them; a hunt's shared database is seen through :class:`IdentityKeyedDatabase`,
@@ -19,7 +18,6 @@ every layout reads and writes the same entries.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -32,24 +30,10 @@ DIGEST_SIZE = hashlib.sha384().digest_size  # Hypothesis's keys start with a sha
 KEY_VERSION = b"prism-testkit example key 1\0"  # changing it forgets every saved example: don't
 
 
-@lru_cache(maxsize=1)
-def _own_suites_folders() -> tuple[Path, ...]:
-    try:
-        spec = importlib.util.find_spec(OWN_SUITES)
-    except (ImportError, ValueError):
-        return ()
-    locations = spec.submodule_search_locations if spec is not None else None
-    return tuple(Path(location).resolve() for location in locations or ())
-
-
 @lru_cache(maxsize=1024)
 def module_identity(path: Path) -> str:
     """The import name of the module in ``path``, the same in every layout (see the module)."""
     path = Path(path).resolve()
-    for folder in _own_suites_folders():
-        if path.is_relative_to(folder):
-            inner = path.relative_to(folder).with_suffix("").parts
-            return ".".join((OWN_SUITES, *(part for part in inner if part != "__init__")))
     parts = [] if path.name == "__init__.py" else [path.stem]
     folder = path.parent
     while (folder / "__init__.py").is_file() and folder.name:

@@ -414,8 +414,8 @@ def prism_env(
 ) -> Iterator[PrismEnv]:
     """A combination of connected backends and a fresh namespace, purged after the test."""
     from prism_testkit.errors import ProvisioningError
+    from prism_testkit.pattern_sdk.metrics import final_metrics, recording
     from prism_testkit.registry.combinations import NoCombination
-    from prism_testkit.report.metrics import final_metrics, recording
     from prism_testkit.report.results import anomaly_properties, backend_failure_property, server_properties
     from prism_testkit.runtime.env import PrismEnv
 

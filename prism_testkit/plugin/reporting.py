@@ -52,6 +52,7 @@ class Reporting:
         self.outside_suites: dict[str, list[str]] = {}
         self.outside_failures: dict[str, FailureFacts] = {}  # test -> its first failing phase
         self.outside_identities: dict[str, str] = {}  # test -> its identity (hunting.identity)
+        self.outside_durations: dict[str, float] = {}  # test -> seconds (setup + call + teardown)
         from prism_testkit.report.results import shard_of
 
         self.shard = shard_of(config)  # a bad PRISM_SHARD is a usage error now, not at the end
@@ -128,8 +129,10 @@ class Reporting:
             from prism_testkit.report.results import category, failure_entry, identity_of_report, outside_test_id
 
             if not hasattr(self.config, "workerinput"):
+                test = outside_test_id(report)
+                # every phase's: what --prism-shard-durations balances the project's own tests by
+                self.outside_durations[test] = self.outside_durations.get(test, 0.0) + report.duration
                 if (found := category(report)) is not None:
-                    test = outside_test_id(report)
                     self.outside_suites.setdefault(test, []).append(found)
                     if (identity := identity_of_report(report)) is not None:
                         self.outside_identities[test] = identity
@@ -195,6 +198,7 @@ class Reporting:
         results.run = run_facts(self.started, time.monotonic() - self.clock)
         results.outside_suites = {test: "+".join(found) for test, found in self.outside_suites.items()}
         results.outside_failures, results.shard = dict(self.outside_failures), self.shard
+        results.durations.update((test, seconds) for test, seconds in self.outside_durations.items())
         for test, identity in self.outside_identities.items():
             results.identify(test, identity)
         results.summarize(terminalreporter)
@@ -223,7 +227,7 @@ class Reporting:
             terminalreporter.write_line(f"prism-testkit HTML report written to {html_path}")
         metrics_path = self.config.stash[OPTIONS].metrics
         if metrics_path is not None:
-            from prism_testkit.report.metrics import per_test_exposition
+            from prism_testkit.pattern_sdk.metrics import per_test_exposition
 
             partial = metrics_path.with_name(metrics_path.name + ".tmp")
             partial.write_text(per_test_exposition(self.metrics))

@@ -53,17 +53,18 @@ def repeated_field(text: str) -> str | None:
 
 
 def parse(text: str) -> tuple[int, int]:
-    """``"2/3"`` -> (2, 3); ValueError naming what was expected (RepeatedField for a field given twice)."""
+    """``"2/3"`` -> (2, 3); ValueError saying what was expected (RepeatedField for a field given
+    twice). The message does not repeat the value: each caller names where it came from."""
     if (field := repeated_field(text)) is not None:
-        raise RepeatedField("--prism-shard", field, f"{text!r}: {field} is given twice: give one K/N")
+        raise RepeatedField("--prism-shard", field, f"{field} is given twice: give one K/N")
     parts = text.strip().split("/")
     try:
         index_text, count_text = parts
         index, count = int(index_text), int(count_text)
     except ValueError:
-        raise ValueError(f"{text!r}: expected K/N, shard K (from 1) of N, e.g. 2/3") from None
+        raise ValueError("expected K/N, shard K (from 1) of N, e.g. 2/3") from None
     if not 1 <= index <= count:
-        raise ValueError(f"{text!r}: shard {index} of {count} cannot be (K from 1 to N)")
+        raise ValueError(f"shard {index} of {count} cannot be (K from 1 to N)")
     return index, count
 
 
@@ -189,7 +190,7 @@ def configure(
     try:
         index, count = parse(given)
     except ValueError as exc:
-        raise pytest.UsageError(f"--prism-shard={exc}") from None
+        raise pytest.UsageError(f"--prism-shard={given}: {exc}") from None
     if getattr(config.option, "splits", None) or getattr(config.option, "group", None):
         raise pytest.UsageError("--prism-shard and pytest-split's --splits/--group both split the run: give one")
     config.pluginmanager.register(Sharding(index, count, durations, identity, exclusive), "prism-shard")

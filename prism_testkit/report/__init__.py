@@ -5,9 +5,8 @@ the writer, the merge and the renderers share), :mod:`.merge` (a CI matrix's rep
 :mod:`.html` (the report as one self-contained page; :mod:`.plots` draws its latency plots with
 matplotlib, an optional extra; :mod:`.html_extras` puts a failing test's timeline and verdict
 where users already look: junit properties and pytest-html's extras), :mod:`.versions` (known
-finding x server version, from runs on several server binaries), :mod:`.cli` (``prism-testkit report``) and
-:mod:`.metrics` (the patterns' counters and gauges as Prometheus text: ``--prism-metrics`` and a
-live exporter); :mod:`.unavailable_faults` lists the faults this machine cannot inject, like
+finding x server version, from runs on several server binaries) and :mod:`.cli`
+(``prism-testkit report``); :mod:`.unavailable_faults` lists the faults this machine cannot inject, like
 backends it cannot provision; :mod:`.progress` is a long run's progress line (suites done/total,
 time left).
 

@@ -238,23 +238,18 @@ def shard_of(config: pytest.Config, environ: dict[str, str] | None = None) -> Sh
             "made: give one"
         )
     if splits and group:
-        index, count, given = int(group), int(splits), f"--splits {splits} --group {group}"
+        text, given = f"{group}/{splits}", f"--splits {splits} --group {group}"
     elif ours or found.get(SHARD, "").strip():
         text = ours or found[SHARD]
         given = f"--prism-shard={ours}" if ours else f"{SHARD}={found[SHARD]}"
-        from prism_testkit.registry.shards import repeated_field
-
-        if (field := repeated_field(text)) is not None:  # either value kept would be another shard
-            raise pytest.UsageError(f"{given}: {field} is given twice: give one K/N")
-        try:
-            index_text, count_text = text.strip().split("/")
-            index, count = int(index_text), int(count_text)
-        except ValueError:
-            raise pytest.UsageError(f"{given}: expected K/N, shard K (from 1) of N, e.g. 2/3") from None
     else:
         return None
-    if not 1 <= index <= count:
-        raise pytest.UsageError(f"{given}: shard {index} of {count} cannot be (K from 1 to N)")
+    from prism_testkit.registry.shards import parse
+
+    try:  # a field given twice is refused too: either value kept would be another shard
+        index, count = parse(text)
+    except ValueError as error:
+        raise pytest.UsageError(f"{given}: {error}") from None
     return {"index": index, "count": count, "selection": selection_of(config)}
 
 
@@ -590,7 +585,9 @@ class PrismResults:
             outside_suites=self._bucket(
                 outcome_counts(self.outside_suites.values()),
                 {
-                    test: self.identified(test, OneTest(outcome=outcome))
+                    test: self.identified(
+                        test, OneTest(outcome=outcome, duration_s=round(self.durations.get(test, 0.0), 3))
+                    )
                     for test, outcome in sorted(self.outside_suites.items())
                 },
             ),

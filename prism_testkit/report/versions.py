@@ -165,7 +165,7 @@ def version_table(reports: list[Report]) -> VersionTable:
         names = ", ".join(named.path for named, _, _, _ in judged)
         raise ReportMergeError(
             f"no test of {names} was judged against the known findings (no 'judged' section): run a suite that "
-            "judges its loss, such as suites/test_contract_damaged_leader.py, with --prism-report"
+            "judges its loss, such as prism_testkit/suites/test_contract_damaged_leader.py, with --prism-report"
         )
     versions = sorted({v.version for v in found}, key=_version_order)
     by_row: dict[RowKey, list[Verdict]] = {}

@@ -4,19 +4,20 @@ nemesis / checker split).
 
 - :mod:`.history` (operations as invoke / ok / fail / info) and :mod:`.client` (recorded,
   time-bounded operations on the test's event loop); suite-specific clients stay beside their
-  suites in ``suites/``.
-- :mod:`.checkers` (total queue, log, per-key order; a verdict for workload-specific checks),
-  :mod:`.isolation` (transactions judged after Elle: list-append histories, the ww / wr / rw
-  dependency graph, its cycles named G0, G1c, G-single, G2-item, with aborted and intermediate
-  reads and lost updates)
-  and :mod:`.replicas` (each node's own copy of a replicated stream: lost, unexpected,
-  duplicated, and where a loss lies), :mod:`.failover_loss` (a failover's losses
-  tolerated where the backend does not declare ``survives_failover``: on the slot it fills,
-  acknowledged before it ended) and :mod:`.leases` (lease writes recorded with their epoch and
-  interval, judged one holder at a time on clocks that disagree).
+  suites in ``prism_testkit/suites/``.
+- :mod:`.checkers`, one package, a module per thing judged: the verdict every checker returns,
+  total queue, pub/sub fan-out, log, per-key order, each node's own copy of a replicated stream
+  (``checkers.replicas``: lost, unexpected, duplicated, and where a loss lies), a failover's
+  losses tolerated where the backend does not declare ``survives_failover``
+  (``checkers.failover``: on the slot it fills, acknowledged before it ended) and a
+  write-ahead log's applies (``checkers.wal``).
+  :mod:`.isolation` (transactions judged after Elle: list-append histories, the ww / wr
+  / rw dependency graph, its cycles named G0, G1c, G-single, G2-item, with aborted and
+  intermediate reads and lost updates) and :mod:`.leases` (lease writes recorded with their
+  epoch and interval, judged one holder at a time on clocks that disagree).
 - :mod:`.nemesis` (the faults of :mod:`prism_testkit.faults` aimed at a combination's servers
   and a cluster's nodes as Hypothesis rules, each recorded in the history and healed at the end
-  of every example; after the heal, each node's copy judged by :mod:`.replicas`), as Jepsen's
+  of every example; after the heal, each node's copy judged by ``checkers.replicas``), as Jepsen's
   own ``jepsen.nemesis`` sits beside its checkers. :mod:`.health` (a cluster a test hands on:
   damage a test named, or copies that do not converge, rebuilt before the next test or example;
   what cannot be rebuilt is inherited damage, reported unshrunk).

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 from prism_testkit.errors import ProvisioningError
 from prism_testkit.patience import Unsettled
+from prism_testkit.stateful.checkers.replicas import describe_divergence
 from prism_testkit.stateful.nemesis import settled_divergence
-from prism_testkit.stateful.replicas import describe_divergence
 
 if TYPE_CHECKING:
     from prism_testkit.provision.cluster import ClusterContract

@@ -26,7 +26,7 @@ fails over (``postgres-ha``, ``redis-sentinel`` and their variants) has its prim
 where the kill rule would kill it (see ``failover``): killed, a replica promoted, the old one
 back as a replica. A backend that does not declare ``survives_failover`` (asynchronous
 replication) is failed over too: what its checkers then find lost is tolerated as
-``lost-in-failover`` (:mod:`prism_testkit.stateful.failover_loss`), anything else still fails.
+``lost-in-failover`` (:mod:`prism_testkit.stateful.checkers.failover`), anything else still fails.
 Where the cluster can make a replica lag (``postgres-ha``, ``redis-sentinel``), a drawn
 flag first stops one replica and keeps it stopped through the promotion: the lagging-standby
 fault (``failover-lagging``).
@@ -86,8 +86,8 @@ from prism_testkit.patience import Unsettled
 from prism_testkit.provision.cluster import FailoverCluster, NodeRefusedToStart
 from prism_testkit.provision.netns import FaultNotInjected
 from prism_testkit.stateful.checkers import Anomaly, Verdict
+from prism_testkit.stateful.checkers.replicas import StreamState, describe_divergence, diverged
 from prism_testkit.stateful.history import History
-from prism_testkit.stateful.replicas import StreamState, describe_divergence, diverged
 
 if TYPE_CHECKING:
     from prism_testkit.provision.base import ServerControl

@@ -41,7 +41,7 @@ from prism_testkit.hunting.schedule import REPLAY, ReplayResult, Schedule, Sched
 from prism_testkit.patience import Unsettled
 from prism_testkit.simulation.digest import combined_digest, history_digest
 from prism_testkit.stateful.checkers import EMPTY, Verdict, judged_nothing
-from prism_testkit.stateful.failover_loss import failed_over, leaders_lost, tolerate_failover_losses
+from prism_testkit.stateful.checkers.failover import failed_over, leaders_lost, tolerate_failover_losses
 from prism_testkit.stateful.health import PROPERTY as REBUILT
 from prism_testkit.stateful.health import InheritedDamage, Rebuilt, as_properties
 from prism_testkit.stateful.history import History, OpType
@@ -514,7 +514,7 @@ class StatefulRun:
         """The modules that may not read real time in a simulated example: patterns, the
         simulated backends' drivers, suites, the stateful harness, and ``more``."""
         drivers = [self.env.runtime.registry[name].driver_class.__module__ for name in self.simulated]
-        return ("prism_testkit.patterns", "suites", "prism_testkit.suites", "prism_testkit.stateful", *drivers, *more)
+        return ("prism_testkit.patterns", "prism_testkit.suites", "prism_testkit.stateful", *drivers, *more)
 
     def note_history(self, history: History, *prefixes: str) -> str:
         """Digest an example's history (``prefixes``, names made from the run id, masked)."""

@@ -26,9 +26,16 @@ def rewrite_line(owner: type, method: str, line: str, broken: str) -> None:
 def rewrite_function_line(module: ModuleType, function: str, line: str, broken: str) -> None:
     """:func:`rewrite_line` for a module-level function: ``module.function`` replaced, in its
     module (so its module's other functions call the broken one), by its source with ``line``
-    replaced by ``broken``; refused when the line is no longer there exactly once."""
-    source = textwrap.dedent(inspect.getsource(getattr(module, function)))
+    replaced by ``broken``; refused when the line is no longer there exactly once. A package
+    above the module that re-exports the function (``prism_testkit.stateful.checkers``) hands
+    out the broken one too, so ``from package import function`` imports what was rewritten."""
+    real = getattr(module, function)
+    source = textwrap.dedent(inspect.getsource(real))
     assert source.count(line) == 1, f"{module.__name__}.{function} no longer has the line {line!r}"
     flags = annotations.compiler_flag
     code = compile(source.replace(line, broken), str(module.__file__), "exec", flags, dont_inherit=True)
     exec(code, vars(module))  # defines the broken function in the module, over the real one
+    parts = module.__name__.split(".")
+    for package in (sys.modules.get(".".join(parts[:n])) for n in range(1, len(parts))):
+        if package is not None and getattr(package, function, None) is real:
+            setattr(package, function, getattr(module, function))

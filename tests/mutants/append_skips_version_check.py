@@ -7,9 +7,8 @@ must report acknowledged events as lost (or an overdraft).
 
 from __future__ import annotations
 
-from prism_testkit.patterns.event_sourcing.store import EventStore
-
 from prism_testkit.interfaces import Transaction
+from prism_testkit.patterns.event_sourcing.store import EventStore
 
 _write = EventStore._write
 

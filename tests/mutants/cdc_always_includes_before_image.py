@@ -7,10 +7,9 @@ before-image published although include_old_value is false.
 
 from __future__ import annotations
 
+from prism_testkit.interfaces import ChangeSet
 from prism_testkit.patterns.cdc import CdcConnector
 from prism_testkit.patterns.cdc.events import ChangeEvent
-
-from prism_testkit.interfaces import ChangeSet
 
 _events = CdcConnector._events
 

@@ -8,10 +8,9 @@ deleted key still read from the cache.
 
 from __future__ import annotations
 
+from prism_testkit.interfaces import Message
 from prism_testkit.patterns.cdc import InvalidatedCache
 from prism_testkit.patterns.cdc.events import ChangeEvent, decode
-
-from prism_testkit.interfaces import Message
 
 
 async def _key_only(self: InvalidatedCache, event: ChangeEvent | Message) -> None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from prism_testkit.interfaces import ChangeSet
 from prism_testkit.patterns.cdc import CdcConnector
 from prism_testkit.patterns.cdc.events import ChangeEvent
-
-from prism_testkit.interfaces import ChangeSet
 
 _events = CdcConnector._events
 

@@ -7,9 +7,8 @@ lag of 0 for changes published seconds after their commit.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.cdc import CdcConnector
-
 from prism_testkit.interfaces import ChangeSet
+from prism_testkit.patterns.cdc import CdcConnector
 
 _publish_set = CdcConnector._publish_set
 

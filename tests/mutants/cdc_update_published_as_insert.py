@@ -7,10 +7,9 @@ update published with the wrong op code.
 
 from __future__ import annotations
 
+from prism_testkit.interfaces import KeyChange
 from prism_testkit.patterns.cdc import connector
 from prism_testkit.patterns.cdc.events import Op
-
-from prism_testkit.interfaces import KeyChange
 
 
 def _op(change: KeyChange) -> Op:

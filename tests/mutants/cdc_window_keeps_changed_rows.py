@@ -8,9 +8,8 @@ replica that diverged from the source.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.cdc import CdcConnector
-
 from prism_testkit.interfaces import ChangeSet
+from prism_testkit.patterns.cdc import CdcConnector
 
 
 async def _publish_set(self: CdcConnector, change_set: ChangeSet) -> int:

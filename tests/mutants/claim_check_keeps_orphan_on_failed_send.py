@@ -9,17 +9,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from prism_testkit.patterns import claim_check
-from prism_testkit.patterns.claim_check import ClaimCheck
-
 from prism_testkit.interfaces import Message
+from prism_testkit.patterns.claim_check import ClaimCheck
+from prism_testkit.patterns.claim_check import adapters as claim_check_module
 
 _T = TypeVar("_T")
 
 
-async def _send_claimed(cc: ClaimCheck, message: Message, send: Callable[[Message], Awaitable[_T]]) -> _T:
-    claimed = await cc.outgoing(message)
+async def _send_claimed(claim_check: ClaimCheck, message: Message, send: Callable[[Message], Awaitable[_T]]) -> _T:
+    claimed = await claim_check.outgoing(message)
     return await send(claimed)  # the bug: nothing is cleaned up when the send fails
 
 
-claim_check._send_claimed = _send_claimed
+claim_check_module._send_claimed = _send_claimed

@@ -6,9 +6,8 @@ Loaded with ``-p tests.mutants.claim_check_log_releases_uncommitted``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.claim_check import ClaimCheckLog, InvalidClaimReference
-
 from prism_testkit.interfaces import Record
+from prism_testkit.patterns.claim_check import ClaimCheckLog, InvalidClaimReference
 
 
 async def _commit(self: ClaimCheckLog, log: str, group: str, offset: int, records: list[Record] | None = None) -> None:

@@ -10,9 +10,8 @@ deadline, and the suite reports a dangling claim.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.claim_check import ClaimCheckQueue
-
 from prism_testkit.interfaces import QueueDelivery
+from prism_testkit.patterns.claim_check import ClaimCheckQueue
 
 
 async def _release_then_ack(self: ClaimCheckQueue, queue: str, delivery: QueueDelivery) -> None:

@@ -7,9 +7,8 @@ suite must report a dangling claim (and the message as lost).
 
 from __future__ import annotations
 
-from prism_testkit.patterns.claim_check import ClaimCheckQueue
-
 from prism_testkit.interfaces import QueueDelivery
+from prism_testkit.patterns.claim_check import ClaimCheckQueue
 
 _receive = ClaimCheckQueue.receive
 

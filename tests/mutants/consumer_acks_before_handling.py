@@ -6,9 +6,8 @@ Loaded with ``-p tests.mutants.consumer_acks_before_handling``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.consumer import Consumer
-
 from prism_testkit.interfaces import Queue
+from prism_testkit.patterns.consumer import Consumer
 
 
 async def _poll_queue_acking_first(self: Consumer) -> int:

@@ -8,7 +8,6 @@ stay red on it under any load (issue #48: it now tolerates redeliveries, never a
 from __future__ import annotations
 
 from prism_testkit.patterns.consumer import Consumer
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

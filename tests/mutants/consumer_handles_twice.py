@@ -8,7 +8,6 @@ red on it under any load (issue #48: redeliveries are tolerated only when skippe
 from __future__ import annotations
 
 from prism_testkit.patterns.consumer import Consumer
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

@@ -6,9 +6,8 @@ Loaded with ``-p tests.mutants.consumer_ignores_processed_marks``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.consumer import Consumer
-
 from prism_testkit import Message
+from prism_testkit.patterns.consumer import Consumer
 
 
 async def _is_processed(self: Consumer, message: Message) -> bool:

@@ -7,9 +7,8 @@ Loaded with ``-p tests.mutants.consumer_saves_before_handling``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.consumer import Consumer
-
 from prism_testkit.interfaces import Log
+from prism_testkit.patterns.consumer import Consumer
 
 
 async def _poll_log_saving_first(self: Consumer) -> int:

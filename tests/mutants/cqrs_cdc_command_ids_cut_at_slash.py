@@ -9,7 +9,6 @@ hostile command id that read-your-writes never reaches.
 from __future__ import annotations
 
 from prism_testkit.patterns.cqrs_cdc import ReadModelSink
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

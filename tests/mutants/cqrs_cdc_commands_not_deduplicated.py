@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from prism_testkit.patterns.cqrs_cdc import Command, Done, R, Rows, RowWriteModel, _dump
-
 from prism_testkit.errors import TransactionAborted
+from prism_testkit.patterns.cqrs_cdc import Command, Done, R, Rows, RowWriteModel, _dump
 
 
 async def _execute(

@@ -9,7 +9,6 @@ the lag measured from another transaction than the oldest unapplied one.
 from __future__ import annotations
 
 from prism_testkit.patterns.cqrs_cdc import CdcCqrs
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

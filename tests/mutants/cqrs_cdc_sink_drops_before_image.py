@@ -9,7 +9,6 @@ row change whose before-image is not the row as it was.
 from __future__ import annotations
 
 from prism_testkit.patterns.cqrs_cdc import ReadModelSink
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

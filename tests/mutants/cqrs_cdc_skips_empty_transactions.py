@@ -9,7 +9,6 @@ read model that never reaches a command that changed no row.
 from __future__ import annotations
 
 from prism_testkit.patterns.cqrs_cdc import CdcReadModel
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

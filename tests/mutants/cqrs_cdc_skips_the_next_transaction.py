@@ -9,7 +9,6 @@ the read model as diverged from the write model.
 from __future__ import annotations
 
 from prism_testkit.patterns.cqrs_cdc import CdcReadModel
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

@@ -9,7 +9,6 @@ query after a write that did not wait for it.
 from __future__ import annotations
 
 from prism_testkit.patterns.cqrs import Cqrs
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

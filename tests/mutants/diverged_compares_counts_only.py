@@ -7,7 +7,7 @@ Loaded with ``-p tests.mutants.diverged_compares_counts_only``; see ``JUDGE_MUTA
 
 from __future__ import annotations
 
-import prism_testkit.stateful.replicas as replicas
+import prism_testkit.stateful.checkers.replicas as replicas
 
 from ._rewrite import rewrite_function_line
 

@@ -7,7 +7,6 @@ event data larger than ``max_event_size`` that was stored.
 from __future__ import annotations
 
 from prism_testkit.patterns.event_sourcing.store import EventStore
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

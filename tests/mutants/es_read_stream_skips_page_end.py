@@ -8,7 +8,6 @@ report a long stream read back with events missing.
 from __future__ import annotations
 
 from prism_testkit.patterns.event_sourcing.store import EventStore
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

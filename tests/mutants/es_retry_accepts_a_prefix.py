@@ -10,7 +10,6 @@ an append taken for a retry though the stream does not hold all its events.
 from __future__ import annotations
 
 from prism_testkit.patterns.event_sourcing.store import EventStore
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

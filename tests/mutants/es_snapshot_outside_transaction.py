@@ -9,7 +9,6 @@ report a losing append's snapshot that is kept.
 from __future__ import annotations
 
 from prism_testkit.patterns.event_sourcing.store import EventStore
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

@@ -8,7 +8,6 @@ report a loaded state that differs from full replay.
 from __future__ import annotations
 
 from prism_testkit.patterns.event_sourcing import Repository
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

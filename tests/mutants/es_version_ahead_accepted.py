@@ -8,7 +8,6 @@ an append expecting a version ahead of the stream that was accepted.
 from __future__ import annotations
 
 from prism_testkit.patterns.event_sourcing.store import EventStore
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

@@ -7,12 +7,12 @@ Loaded with ``-p tests.mutants.failover_loss_a_killed_leader_excuses``; see ``JU
 
 from __future__ import annotations
 
-import prism_testkit.stateful.failover_loss as failover_loss
+import prism_testkit.stateful.checkers.failover as failover
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    failover_loss,
+    failover,
     "failover_ends",
     '        if pair.process == "nemesis" and pair.f.startswith("failover"):',
     '        if pair.process == "nemesis" and (pair.f.startswith("failover") or pair.f == "kill-leader"):',

@@ -6,12 +6,12 @@ Loaded with ``-p tests.mutants.failover_loss_echo_on_any_shared_loss``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.failover_loss as failover_loss
+import prism_testkit.stateful.checkers.failover as failover
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    failover_loss,
+    failover,
     "without_echoes",
     "                if follows(anomaly) and follows(anomaly) <= gone:",
     "                if follows(anomaly) & gone:  # the bug: one shared loss excuses it",

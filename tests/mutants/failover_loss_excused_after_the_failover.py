@@ -7,12 +7,12 @@ in ``tests/test_mutants.py``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.failover_loss as failover_loss
+import prism_testkit.stateful.checkers.failover as failover
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    failover_loss,
+    failover,
     "excused",
     "    return held is not None and any(held < end for backend in backends for end in ends.get(backend, ()))",
     "    return any(True for backend in backends for end in ends.get(backend, ()))  # the bug: no window",

@@ -8,12 +8,12 @@ Loaded with ``-p tests.mutants.failover_loss_excused_on_any_slot``; see ``JUDGE_
 
 from __future__ import annotations
 
-import prism_testkit.stateful.failover_loss as failover_loss
+import prism_testkit.stateful.checkers.failover as failover
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    failover_loss,
+    failover,
     "excused",
     "        backends = {backend for slot, backend in slots.items() if named is None or slot in named}",
     "        backends = set(slots.values())  # the bug: the slot the loss names is not looked at",

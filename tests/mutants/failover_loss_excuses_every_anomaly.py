@@ -7,12 +7,12 @@ Loaded with ``-p tests.mutants.failover_loss_excuses_every_anomaly``; see ``JUDG
 
 from __future__ import annotations
 
-import prism_testkit.stateful.failover_loss as failover_loss
+import prism_testkit.stateful.checkers.failover as failover
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    failover_loss,
+    failover,
     "tolerate_failover_losses",
     "        losses = [a for name, found in verdict.anomalies.items() if is_loss(name) for a in found]",
     "        losses = [a for found in verdict.anomalies.values() for a in found]  # the bug: excuses everything",

@@ -7,12 +7,12 @@ Loaded with ``-p tests.mutants.failover_loss_excuses_every_loss``; see ``JUDGE_M
 
 from __future__ import annotations
 
-import prism_testkit.stateful.failover_loss as failover_loss
+import prism_testkit.stateful.checkers.failover as failover
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    failover_loss,
+    failover,
     "excused",
     "    return held is not None and any(held < end for backend in backends for end in ends.get(backend, ()))",
     "    return bool(ends)  # the bug: any failover without the promise excuses every loss",

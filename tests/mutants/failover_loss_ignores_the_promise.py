@@ -6,12 +6,12 @@ Loaded with ``-p tests.mutants.failover_loss_ignores_the_promise``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.failover_loss as failover_loss
+import prism_testkit.stateful.checkers.failover as failover
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    failover_loss,
+    failover,
     "tolerate_failover_losses",
     "    ends = {backend: found for backend, found in failover_ends(history).items() if backend in unpromised}",
     "    ends = failover_ends(history)  # the bug: the promise is not looked at",

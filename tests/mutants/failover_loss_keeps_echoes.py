@@ -6,7 +6,7 @@ Loaded with ``-p tests.mutants.failover_loss_keeps_echoes``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.failover_loss as failover_loss
+import prism_testkit.stateful.checkers.failover as failover
 from prism_testkit.stateful.checkers import Verdict
 
 
@@ -14,4 +14,4 @@ def _kept(verdict: Verdict) -> Verdict:
     return verdict  # the bug: an echo of a tolerated loss is judged again
 
 
-failover_loss.without_echoes = _kept
+failover.without_echoes = _kept

@@ -8,12 +8,12 @@ judge must fail.
 
 from __future__ import annotations
 
-from prism_testkit.stateful import checkers
+from prism_testkit.stateful.checkers import pubsub
 from tests.mutants._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
-    "fan_out",
+    pubsub,
+    "_classify_owed",
     "if value not in deliveries[process]:",
     "if not any(value in seen for seen in deliveries.values()):  # the bug: the union of subscribers",
 )

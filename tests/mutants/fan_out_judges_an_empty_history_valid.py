@@ -7,12 +7,12 @@ Loaded with ``-p tests.mutants.fan_out_judges_an_empty_history_valid``; see ``JU
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import pubsub
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    pubsub,
     "fan_out",
     '        _judged_nothing(findings, "published or delivered")',
     "        pass  # the bug: nothing judged is a pass",

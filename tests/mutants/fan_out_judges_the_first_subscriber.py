@@ -7,12 +7,12 @@ of its judge must fail.
 
 from __future__ import annotations
 
-from prism_testkit.stateful import checkers
+from prism_testkit.stateful.checkers import pubsub
 from tests.mutants._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
-    "fan_out",
+    pubsub,
+    "_classify_owed",
     "for process, drain in final.items():",
     "for process, drain in list(final.items())[:1]:  # the bug: one subscriber judged for all",
 )

@@ -8,13 +8,13 @@ in ``tests/test_mutants.py``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import pubsub
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
-    "fan_out",
+    pubsub,
+    "_classify_deliveries",
     "            tries = attempts.get((topic, value), [])",
     "            tries = [p for (_, v), group in attempts.items() if v == value for p in group]  # the bug",
 )

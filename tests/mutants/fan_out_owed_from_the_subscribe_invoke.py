@@ -7,13 +7,13 @@ in ``tests/test_mutants.py``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import pubsub
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
-    "fan_out",
+    pubsub,
+    "_classify_owed",
     "            if publish.invoke.index < subscribed.completion.index:",
     ("            if publish.invoke.index < subscribed.invoke.index:  # the bug: owed before it was established"),
 )

@@ -7,13 +7,13 @@ Loaded with ``-p tests.mutants.fan_out_skips_the_last_publish``; see ``JUDGE_MUT
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import pubsub
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
-    "fan_out",
+    pubsub,
+    "_classify_owed",
     "        for publish in acked[topic]:",
     "        for publish in acked[topic][:-1]:  # the bug: the last publish is never owed",
 )

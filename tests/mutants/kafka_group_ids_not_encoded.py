@@ -9,7 +9,6 @@ Loaded with ``-p tests.mutants.kafka_group_ids_not_encoded``. The one line of
 from __future__ import annotations
 
 from prism_testkit.backends.kafka import driver
-
 from tests.mutants._rewrite import rewrite_line
 
 ENCODED = "{_encode(group)}"

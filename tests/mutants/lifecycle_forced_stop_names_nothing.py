@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prism_testkit.patterns.lifecycle import BatchProcess
+from prism_testkit.pattern_sdk.lifecycle import BatchProcess
 
 _force_stop = BatchProcess._force_stop
 

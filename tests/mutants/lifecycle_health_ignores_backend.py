@@ -6,7 +6,7 @@ Loaded with ``-p tests.mutants.lifecycle_health_ignores_backend``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.lifecycle import BatchProcess, Health, HealthStatus
+from prism_testkit.pattern_sdk.lifecycle import BatchProcess, Health, HealthStatus
 
 
 async def _check_health(self: BatchProcess) -> Health:

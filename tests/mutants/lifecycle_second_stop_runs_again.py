@@ -6,7 +6,7 @@ Loaded with ``-p tests.mutants.lifecycle_second_stop_runs_again``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.lifecycle import LifecycleState, PatternProcess, StopReport
+from prism_testkit.pattern_sdk.lifecycle import LifecycleState, PatternProcess, StopReport
 
 _stop = PatternProcess.stop
 

@@ -6,7 +6,7 @@ Loaded with ``-p tests.mutants.lifecycle_stop_ignores_within``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.lifecycle import PatternProcess, StopReport
+from prism_testkit.pattern_sdk.lifecycle import PatternProcess, StopReport
 
 _stop = PatternProcess.stop
 

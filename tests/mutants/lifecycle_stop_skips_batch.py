@@ -7,7 +7,7 @@ Loaded with ``-p tests.mutants.lifecycle_stop_skips_batch``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.lifecycle import BatchProcess
+from prism_testkit.pattern_sdk.lifecycle import BatchProcess
 
 
 async def _drain(self: BatchProcess) -> None:

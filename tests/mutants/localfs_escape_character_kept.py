@@ -10,4 +10,4 @@ from __future__ import annotations
 
 from prism_testkit.backends import localfs
 
-localfs._SAFE = localfs._SAFE | {ord("%")}  # type: ignore[attr-defined]
+localfs._SAFE = localfs._SAFE | {ord("%")}

@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from prism_testkit.backends.memstore import _MemLog
-
 from prism_testkit.interfaces import Message
 
 _next_offset: defaultdict[str, Iterator[int]] = defaultdict(itertools.count)

@@ -6,12 +6,12 @@ Loaded with ``-p tests.mutants.log_judges_a_reused_offset_twice``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import log
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    log,
     "_offset_anomalies",
     "            echo = {FOLLOWS: tuple((name, v) for v in gone)} if gone and len(held) - len(gone) <= 1 else {}",
     "            echo = {}  # the bug: the offset's loss is judged again",

@@ -6,12 +6,12 @@ Loaded with ``-p tests.mutants.log_judges_a_reused_send_offset_twice``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import log
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    log,
     "_send_order_anomalies",
     "            gone = previous.ok and previous.invoke.value not in logs[pair.key].seen",
     "            gone = False  # the bug: the offset's loss is judged again",

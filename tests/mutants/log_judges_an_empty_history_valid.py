@@ -7,12 +7,12 @@ Loaded with ``-p tests.mutants.log_judges_an_empty_history_valid``; see ``JUDGE_
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import log
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    log,
     "log_anomalies",
     '        _judged_nothing(findings, "appended or read")',
     "        pass  # the bug: nothing judged is a pass",

@@ -8,12 +8,12 @@ Loaded with ``-p tests.mutants.log_lost_write_needs_a_read_beyond_it``; see ``JU
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import log
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    log,
     "_write_anomalies",
     "            beyond = next((p for p, highest in log.reads if highest >= offset), None)",
     "            beyond = next((p for p, highest in log.reads if highest > offset), None)  # the bug",

@@ -7,12 +7,12 @@ Loaded with ``-p tests.mutants.log_position_skips_the_first_record``; see ``JUDG
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import log
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    log,
     "_position_anomalies",
     "        for offset, _value in _records(pair):",
     "        for offset, _value in _records(pair)[1:]:  # the bug: the first record is never checked",

@@ -7,12 +7,12 @@ in ``tests/test_mutants.py``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import log
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    log,
     "_send_order_anomalies",
     "            and pair.offset <= previous.offset",
     "            and pair.offset < previous.offset  # the bug: an equal offset passes",

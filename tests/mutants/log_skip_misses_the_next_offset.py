@@ -8,12 +8,12 @@ Loaded with ``-p tests.mutants.log_skip_misses_the_next_offset``; see ``JUDGE_MU
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import log
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    log,
     "_check_step",
     "        skipped = known[bisect.bisect_left(known, expected) : bisect.bisect_left(known, offset)]",
     ("        skipped = known[bisect.bisect_right(known, expected) : bisect.bisect_left(known, offset)]  # the bug"),

@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from prism_testkit.backends.memstore import _MemTransaction, _MemTransactions
-
 from prism_testkit.errors import TransactionAborted
 from prism_testkit.interfaces import Transaction
 
@@ -28,4 +27,4 @@ async def _no_rollback(self: _MemTransactions) -> AsyncIterator[Transaction]:
     tx.commit()
 
 
-_MemTransactions.transaction = _no_rollback  # type: ignore[method-assign,assignment]
+_MemTransactions.transaction = _no_rollback  # type: ignore[method-assign]

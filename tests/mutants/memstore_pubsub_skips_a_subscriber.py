@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 
 from prism_testkit.backends.memstore import _MemPubSub
-
 from prism_testkit.interfaces import Message
 
 _publish = _MemPubSub.publish

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 
-from prism_testkit.patterns import multicast_registry as mr
-
 from prism_testkit.errors import NotSupported, PayloadTooLarge
 from prism_testkit.interfaces import MESSAGE_ID_HEADER, Message
+from prism_testkit.patterns import multicast_registry as mr
+from prism_testkit.patterns.multicast_registry.registry import _InFlight, _Send
 
 
 async def deliver(
-    self: mr.MulticastRegistry, flight: mr._InFlight, send: mr._Send, message: Message, gate: asyncio.Semaphore
+    self: mr.MulticastRegistry, flight: _InFlight, send: _Send, message: Message, gate: asyncio.Semaphore
 ) -> mr.DeliveryOutcome:
     copy = message.with_headers(
         **{

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 
+from prism_testkit.interfaces import Message
 from prism_testkit.patterns import multicast_registry as mr
+from prism_testkit.patterns.multicast_registry.registry import _InFlight, _Send
 
 _deliver = mr.MulticastRegistry._deliver
 
 
 async def deliver(
-    self: mr.MulticastRegistry, flight: mr._InFlight, send: mr._Send, message: mr.Message, gate: asyncio.Semaphore
+    self: mr.MulticastRegistry, flight: _InFlight, send: _Send, message: Message, gate: asyncio.Semaphore
 ) -> mr.DeliveryOutcome:
     outcome = await _deliver(self, flight, send, message, gate)
     if outcome.delivered:

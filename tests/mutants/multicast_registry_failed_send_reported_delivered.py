@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 
 from prism_testkit.patterns import multicast_registry as mr
+from prism_testkit.patterns.multicast_registry.registry import _Send
 
 _outcome = mr.MulticastRegistry._outcome
 
 
-def outcome(send: mr._Send, task: asyncio.Task[mr.DeliveryOutcome]) -> mr.DeliveryOutcome:
+def outcome(send: _Send, task: asyncio.Task[mr.DeliveryOutcome]) -> mr.DeliveryOutcome:
     if task.cancelled():
         return mr.DeliveryOutcome(send.identity, "delivered", None, send.attempts)  # the bug
     return _outcome(send, task)

@@ -7,9 +7,9 @@ Loaded with ``-p tests.mutants.multicast_registry_ttl_fallback_drops_write``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.multicast_registry import MulticastRegistry, Registration, _encode
-
 from prism_testkit.errors import NotSupported
+from prism_testkit.patterns.multicast_registry import MulticastRegistry, Registration
+from prism_testkit.patterns.multicast_registry.records import _encode
 
 
 async def write(self: MulticastRegistry, reg: Registration, now: float) -> None:

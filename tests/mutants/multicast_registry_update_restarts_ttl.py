@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from prism_testkit.patterns import multicast_registry as mr
+from prism_testkit.patterns.multicast_registry.registry import _KEEP
+from prism_testkit.patterns.multicast_registry.validation import _IDENTITY
 
 _update = mr.MulticastRegistry.update
 
@@ -21,9 +23,9 @@ async def update(
     changes: Mapping[str, Any] | None = None,
     *,
     replace: bool = False,
-    ttl: Any = mr._KEEP,
+    ttl: Any = _KEEP,
 ) -> mr.Registration:
-    if ttl is mr._KEEP and isinstance(identity, str) and mr._IDENTITY.match(identity):
+    if ttl is _KEEP and isinstance(identity, str) and _IDENTITY.match(identity):
         current = await self._read(identity)
         if current is not None and current.expires_at is not None:
             ttl = current.expires_at - current.updated_at  # the bug: the lease starts again

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from prism_testkit.patterns import multicast_registry as mr
+from prism_testkit.patterns.multicast_registry.registry import _KEEP
 
 _update = mr.MulticastRegistry.update
 
@@ -21,9 +22,9 @@ async def update(
     changes: Mapping[str, Any] | None = None,
     *,
     replace: bool = False,
-    ttl: Any = mr._KEEP,
+    ttl: Any = _KEEP,
 ) -> mr.Registration:
-    return await _update(self, identity, changes, replace=replace, ttl=mr._KEEP if ttl is None else ttl)  # the bug
+    return await _update(self, identity, changes, replace=replace, ttl=_KEEP if ttl is None else ttl)  # the bug
 
 
 mr.MulticastRegistry.update = update  # type: ignore[method-assign]

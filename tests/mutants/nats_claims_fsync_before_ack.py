@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 from prism_testkit.backends import nats
-
 from prism_testkit.registry.backends import BackendSpec
 from prism_testkit.registry.hookspecs import hookimpl
 

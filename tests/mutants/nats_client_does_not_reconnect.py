@@ -9,7 +9,6 @@ Loaded with ``-p tests.mutants.nats_client_does_not_reconnect``. The one line of
 from __future__ import annotations
 
 from prism_testkit.backends.nats import client
-
 from tests.mutants._rewrite import rewrite_line
 
 RECONNECTS = "allow_reconnect=True,"

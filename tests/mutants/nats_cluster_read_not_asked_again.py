@@ -9,7 +9,6 @@ Loaded with ``-p tests.mutants.nats_cluster_read_not_asked_again``. The one line
 from __future__ import annotations
 
 from prism_testkit.backends.nats import jetstream
-
 from tests.mutants._rewrite import rewrite_line
 
 ASKS = "each = retry_read_every if read else API_TIMEOUT if repeatable else overall"

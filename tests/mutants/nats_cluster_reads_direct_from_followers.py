@@ -10,7 +10,6 @@ method's own source.
 from __future__ import annotations
 
 from prism_testkit.backends.nats import jetstream
-
 from tests.mutants._rewrite import rewrite_line
 
 TO_THE_LEADER = "if self.replicas > 1:"

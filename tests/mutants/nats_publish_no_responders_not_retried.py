@@ -18,7 +18,6 @@ own source, so the rest of the method stays the shipped one.
 from __future__ import annotations
 
 from prism_testkit.backends.nats import jetstream
-
 from tests.mutants._rewrite import rewrite_line
 
 WAITS = "leaderless_until = started + LEADERLESS_WAIT * patience.slowness()"

@@ -7,13 +7,12 @@ liveness verdict naming the node that never led, never in a pass.
 
 from __future__ import annotations
 
-from prism_testkit.backends.nats import cluster
-
+from prism_testkit.backends.nats import cluster as nats_cluster
 from prism_testkit.clusters import Cluster
 
 
-def _asks_nothing(nodes: list[cluster.NodeAddress], owner: Cluster, stream: str, to: int) -> None:
+def _asks_nothing(nodes: list[nats_cluster.NodeAddress], cluster: Cluster, stream: str, to: int) -> None:
     return None  # the bug: the step-down request is never sent
 
 
-cluster.move_stream_leader = _asks_nothing
+nats_cluster.move_stream_leader = _asks_nothing

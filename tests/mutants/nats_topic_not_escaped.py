@@ -9,7 +9,6 @@ escape the topic are rewritten in the methods' own source.
 from __future__ import annotations
 
 from prism_testkit.backends.nats import pubsub
-
 from tests.mutants._rewrite import rewrite_line
 
 ESCAPED = "f\"prism.ps.{named(topic, 'topic')}\""

@@ -10,7 +10,6 @@ source, so a create refused for want of placeable peers is still sent again.
 from __future__ import annotations
 
 from prism_testkit.backends.nats import jetstream
-
 from tests.mutants._rewrite import rewrite_line
 
 RETRIES = "transient = (unavailable and (read or repeatable)) or (code == ERR_NO_PEERS and repeatable)"

@@ -8,7 +8,6 @@ Loaded with ``-p tests.mutants.outbox_cdc_confirms_whole_batch``.
 from __future__ import annotations
 
 from prism_testkit.patterns.outbox_cdc import OutboxCdcPublisher
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

@@ -7,10 +7,9 @@ report an update of an outbox row published as an event.
 
 from __future__ import annotations
 
+from prism_testkit.interfaces import ChangeSet, Message
 from prism_testkit.patterns.outbox import decode_record
 from prism_testkit.patterns.outbox_cdc import OutboxCdcPublisher
-
-from prism_testkit.interfaces import ChangeSet, Message
 
 
 def _records(self: OutboxCdcPublisher, change_set: ChangeSet) -> list[Message]:

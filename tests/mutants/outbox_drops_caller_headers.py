@@ -8,7 +8,6 @@ Loaded with ``-p tests.mutants.outbox_drops_caller_headers``.
 from __future__ import annotations
 
 from prism_testkit.patterns.outbox.writer import OutboxTransaction
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

@@ -8,9 +8,8 @@ one writer at a time, as SQLite does, would wait on the open business transactio
 
 from __future__ import annotations
 
-from prism_testkit.patterns.outbox.writer import OutboxTransaction
-
 from prism_testkit.interfaces import Message
+from prism_testkit.patterns.outbox.writer import OutboxTransaction
 
 
 class _AppendsApart:

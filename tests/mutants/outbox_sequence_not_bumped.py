@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prism_testkit.patterns.outbox.writer import Outbox, OutboxTransaction
-
 from prism_testkit.interfaces import Message, Transaction
+from prism_testkit.patterns.outbox.writer import Outbox, OutboxTransaction
 
 
 class _DropsSequenceWrites:

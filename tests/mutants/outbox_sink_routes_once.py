@@ -7,9 +7,8 @@ Loaded with ``-p tests.mutants.outbox_sink_routes_once``.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.outbox import HEADER_EVENT_ID, sinks
-
 from prism_testkit.interfaces import Message
+from prism_testkit.patterns.outbox import HEADER_EVENT_ID, sinks
 
 _route = sinks._route
 _first: dict[str, str] = {}
@@ -23,4 +22,4 @@ def _cached_route(destination: str, message: Message) -> str:
     return _first[destination]
 
 
-sinks._route = _cached_route  # type: ignore[assignment]
+sinks._route = _cached_route

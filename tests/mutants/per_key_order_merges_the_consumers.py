@@ -8,12 +8,12 @@ Loaded with ``-p tests.mutants.per_key_order_merges_the_consumers``; see ``JUDGE
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import keyvalue
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    keyvalue,
     "per_key_order",
     "                received[(pair.process, session[pair.process])].setdefault(value, pair)",
     "                received[(None, 0)].setdefault(value, pair)  # the bug: one judge for every consumer",

@@ -7,12 +7,12 @@ Loaded with ``-p tests.mutants.per_key_order_skips_the_last_delivery``; see ``JU
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import keyvalue
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    keyvalue,
     "per_key_order",
     "        for value, read in deliveries.items():",
     "        for value, read in list(deliveries.items())[:-1]:  # the bug: the last one is never judged",

@@ -13,6 +13,7 @@ import urllib.parse
 from typing import Any
 
 import asyncpg
+
 from prism_testkit.backends.postgres import driver
 
 
@@ -29,6 +30,6 @@ async def _pool_of_the_first_primary(dsn: str, **options: Any) -> Any:
     return await asyncpg.create_pool(dsn=dsn, **options)
 
 
-driver.asyncpg = types.SimpleNamespace(  # type: ignore[assignment]
+driver.asyncpg = types.SimpleNamespace(  # type: ignore[attr-defined]  # swaps the module driver calls
     **{**vars(asyncpg), "create_pool": _pool_of_the_first_primary}
 )

@@ -10,7 +10,6 @@ the method's own source.
 from __future__ import annotations
 
 from prism_testkit.backends.postgres import ha
-
 from tests.mutants._rewrite import rewrite_line
 
 RECEIVED = 'lsn = self.sql(node, f"SELECT {WAL_END}", timeout=5)'

@@ -8,7 +8,6 @@ Loaded with ``-p tests.mutants.postgres_ha_reclones_a_resumed_standby``.
 from __future__ import annotations
 
 from prism_testkit.backends.postgres.ha import PostgresHaCluster
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(PostgresHaCluster, "_follow", "if position is None or position > fork:", "if True:")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prism_testkit.patterns import producer as module
 from prism_testkit.patterns.producer import Producer
+from prism_testkit.patterns.producer import process as module
 
 _published = Producer._published
 

@@ -9,7 +9,6 @@ suite must report a pause with full pages pending.
 from __future__ import annotations
 
 from prism_testkit.patterns.event_sourcing import ProjectionRunner
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

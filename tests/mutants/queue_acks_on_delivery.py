@@ -8,7 +8,6 @@ the messages of crashed or nacking consumers as lost.
 from __future__ import annotations
 
 from prism_testkit.backends.memstore import _MemQueue
-
 from prism_testkit.interfaces import QueueDelivery
 
 _receive = _MemQueue.receive

@@ -12,17 +12,11 @@ import importlib
 
 from ._rewrite import rewrite_line
 
-# A run of the shipped suites from a checkout imports them as ``suites`` (the rootdir's
-# package), an installed one as ``prism_testkit.suites``: break the machine under both names.
-for package in ("prism_testkit.suites", "suites"):
-    try:
-        module = importlib.import_module(f"{package}._queue_machine")
-    except ModuleNotFoundError:
-        continue
-    rewrite_line(
-        module.QueueMachine,
-        "crash_consumer",
-        '        self.held.pop(which % len(self.held)).handle.fail("consumer crashed before processing")',
-        "        taken = self.held.pop(which % len(self.held))\n"
-        "        taken.handle.ok(value=self.decode(taken.delivery))  # the bug: a crash is a processed message",
-    )
+module = importlib.import_module("prism_testkit.suites._queue_machine")
+rewrite_line(
+    module.QueueMachine,
+    "crash_consumer",
+    '        self.held.pop(which % len(self.held)).handle.fail("consumer crashed before processing")',
+    "        taken = self.held.pop(which % len(self.held))\n"
+    "        taken.handle.ok(value=self.decode(taken.delivery))  # the bug: a crash is a processed message",
+)

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 
 from prism_testkit.backends.memstore import _MemQueue
-
 from prism_testkit.errors import DeliveryNotFound
 from prism_testkit.interfaces import QueueDelivery
 

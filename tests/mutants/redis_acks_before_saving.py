@@ -19,7 +19,6 @@ import dataclasses
 
 from prism_testkit.backends import redis
 from prism_testkit.backends.redis.provision import RedisProvisioner
-
 from prism_testkit.registry.backends import BackendSpec
 from prism_testkit.registry.hookspecs import hookimpl
 

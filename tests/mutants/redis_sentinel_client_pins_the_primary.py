@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from prism_testkit.backends.redis import driver
 
 _connect = driver.RedisDriver.connect.__func__  # type: ignore[attr-defined]
@@ -21,7 +23,7 @@ async def _connect_pinned(cls: Any, name: str, capabilities: Any, endpoint: Any)
     if connected.sentinel is not None:
         found = connected.client
         host, port = await connected.sentinel.discover_master(found.connection_pool.service_name)
-        connected.client = driver.aioredis.Redis(host=host, port=port)
+        connected.client = aioredis.Redis(host=host, port=port)
         await found.aclose()
     return connected
 

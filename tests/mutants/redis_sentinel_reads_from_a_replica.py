@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prism_testkit.backends._common import as_bytes
 from prism_testkit.backends.redis import driver
 
 _primary_get = driver.RedisKeyValue.get
@@ -25,7 +26,7 @@ async def _get_from_a_replica(self: Any, key: str) -> bytes | None:
         owner.mutant_replica = replica
     with owner.guard():
         value = await replica.get(driver._key("kv", key))
-    return None if value is None else driver.as_bytes(value)
+    return None if value is None else as_bytes(value)
 
 
 driver.RedisKeyValue.get = _get_from_a_replica  # type: ignore[method-assign]

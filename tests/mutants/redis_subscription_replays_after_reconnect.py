@@ -9,7 +9,6 @@ pub/sub suite must report a duplicated delivery once a fault breaks a subscriber
 from __future__ import annotations
 
 from prism_testkit.backends.redis.driver import RedisSubscription
-
 from prism_testkit.interfaces import Message
 
 _receive = RedisSubscription.receive

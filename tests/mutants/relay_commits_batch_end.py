@@ -8,7 +8,6 @@ Loaded with ``-p tests.mutants.relay_commits_batch_end``.
 from __future__ import annotations
 
 from prism_testkit.patterns.outbox.relay import OutboxRelay
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(OutboxRelay, "run_once", "await self._commit(done, epoch)", "await self._commit(end, epoch)")

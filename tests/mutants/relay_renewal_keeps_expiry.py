@@ -9,7 +9,6 @@ Loaded with ``-p tests.mutants.relay_renewal_keeps_expiry``.
 from __future__ import annotations
 
 from prism_testkit.patterns.outbox.relay import OutboxRelay
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

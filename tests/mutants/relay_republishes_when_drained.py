@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-from prism_testkit.patterns.outbox.relay import OutboxRelay
-
 from prism_testkit.interfaces import Message
+from prism_testkit.patterns.outbox.relay import OutboxRelay
 
 _original_run_once = OutboxRelay.run_once
 _last: dict[int, Message] = {}  # id(relay) -> the last message it read from the outbox

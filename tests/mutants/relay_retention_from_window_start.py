@@ -8,7 +8,6 @@ Loaded with ``-p tests.mutants.relay_retention_from_window_start``.
 from __future__ import annotations
 
 from prism_testkit.patterns.outbox.relay import OutboxRelay
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

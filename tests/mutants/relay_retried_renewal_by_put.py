@@ -10,7 +10,6 @@ the successor's lease replaced.
 from __future__ import annotations
 
 from prism_testkit.patterns.outbox.relay import OutboxRelay
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

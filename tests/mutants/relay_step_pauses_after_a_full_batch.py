@@ -9,7 +9,6 @@ report a pause with full batches pending.
 from __future__ import annotations
 
 from prism_testkit.patterns.outbox.relay import OutboxRelay
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(

@@ -9,7 +9,6 @@ lease kept after a graceful stop.
 from __future__ import annotations
 
 from prism_testkit.patterns.outbox.relay import OutboxRelay
-
 from tests.mutants._rewrite import rewrite_line
 
 rewrite_line(OutboxRelay, "_finish", "await self.release()", "pass  # the bug: the lease is kept")

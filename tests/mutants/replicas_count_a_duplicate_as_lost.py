@@ -7,7 +7,7 @@ Loaded with ``-p tests.mutants.replicas_count_a_duplicate_as_lost``; see ``JUDGE
 
 from __future__ import annotations
 
-import prism_testkit.stateful.replicas as replicas
+import prism_testkit.stateful.checkers.replicas as replicas
 
 from ._rewrite import rewrite_function_line
 

@@ -7,7 +7,7 @@ in ``tests/test_mutants.py``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.replicas as replicas
+import prism_testkit.stateful.checkers.replicas as replicas
 
 from ._rewrite import rewrite_function_line
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from prism_testkit.stateful.replicas import ReplicaVerdict
+from prism_testkit.stateful.checkers.replicas import ReplicaVerdict
 
 
 def _first_node_only(self: ReplicaVerdict) -> tuple[Hashable, ...]:

@@ -7,7 +7,7 @@ Loaded with ``-p tests.mutants.replicas_valid_judges_the_last_node``; see ``JUDG
 
 from __future__ import annotations
 
-from prism_testkit.stateful.replicas import ReplicaVerdict
+from prism_testkit.stateful.checkers.replicas import ReplicaVerdict
 
 
 def _last_node_only(self: ReplicaVerdict) -> bool:

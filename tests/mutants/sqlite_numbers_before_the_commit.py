@@ -7,7 +7,6 @@ Loaded with ``-p tests.mutants.sqlite_numbers_before_the_commit``.
 from __future__ import annotations
 
 from prism_testkit.backends.sqlite import SqliteTransaction, _live_value
-
 from prism_testkit.interfaces import Message
 
 

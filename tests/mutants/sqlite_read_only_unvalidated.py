@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import AsyncIterator
 
 from prism_testkit.backends.sqlite import SqliteTransaction, SqliteTransactions
-
 from prism_testkit.errors import TransactionAborted
 
 
@@ -34,4 +33,4 @@ async def _unvalidated(self: SqliteTransactions) -> AsyncIterator[SqliteTransact
         raise TransactionAborted(f"sqlite transaction could not commit: {exc}") from exc
 
 
-SqliteTransactions.transaction = _unvalidated  # type: ignore[method-assign,assignment]
+SqliteTransactions.transaction = _unvalidated  # type: ignore[method-assign]

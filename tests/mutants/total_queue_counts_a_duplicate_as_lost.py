@@ -7,13 +7,13 @@ in ``tests/test_mutants.py``.
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import queue
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
-    "total_queue",
+    queue,
+    "_classify_enqueues",
     "        if acked is not None and not copies:",
     "        if acked is not None and len(copies) != 1:  # the bug: a duplicate is a loss",
 )

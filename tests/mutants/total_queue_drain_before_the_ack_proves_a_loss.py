@@ -8,13 +8,13 @@ Loaded with ``-p tests.mutants.total_queue_drain_before_the_ack_proves_a_loss``;
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import queue
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
-    "total_queue",
-    "        return next((p for p in reversed(looks[queue]) if since.completed_before(p)), None)",
-    "        return next(reversed(looks[queue]), None)  # the bug: a look before the write proves it gone",
+    queue,
+    "_looked_after",
+    "    return next((p for p in reversed(looks[queue]) if since.completed_before(p)), None)",
+    "    return next(reversed(looks[queue]), None)  # the bug: a look before the write proves it gone",
 )

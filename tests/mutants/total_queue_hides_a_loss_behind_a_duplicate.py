@@ -8,13 +8,14 @@ Loaded with ``-p tests.mutants.total_queue_hides_a_loss_behind_a_duplicate``; se
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import queue
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
-    "total_queue",
+    queue,
+    "_classify_enqueues",
     "        if acked is not None and not copies:",
-    ("        if acked is not None and not copies and sum(map(len, deliveries.values())) < len(attempts):  # the bug"),
+    "        if acked is not None and not copies"
+    " and sum(map(len, index.deliveries.values())) < len(index.attempts):  # the bug",
 )

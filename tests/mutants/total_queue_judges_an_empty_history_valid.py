@@ -7,12 +7,12 @@ Loaded with ``-p tests.mutants.total_queue_judges_an_empty_history_valid``; see
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import queue
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
+    queue,
     "total_queue",
     '        _judged_nothing(findings, "enqueued or dequeued")',
     "        pass  # the bug: nothing judged is a pass",

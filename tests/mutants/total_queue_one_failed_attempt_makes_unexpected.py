@@ -7,13 +7,13 @@ Loaded with ``-p tests.mutants.total_queue_one_failed_attempt_makes_unexpected``
 
 from __future__ import annotations
 
-import prism_testkit.stateful.checkers as checkers
+from prism_testkit.stateful.checkers import queue
 
 from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
-    checkers,
-    "total_queue",
+    queue,
+    "_classify_deliveries",
     "        if not tries or all(p.type is OpType.FAIL for p in tries):",
     "        if not tries or any(p.type is OpType.FAIL for p in tries):  # the bug: one failure is enough",
 )

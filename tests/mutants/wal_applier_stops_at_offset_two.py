@@ -9,9 +9,8 @@ shrinking, which meets the stall on every attempt, stays quick.
 
 from __future__ import annotations
 
-from prism_testkit.patterns.wal.applier import WalApplier
-
 from prism_testkit import patience
+from prism_testkit.patterns.wal.applier import WalApplier
 
 patience.BOUNDS["stall"] = 0.5
 

@@ -6,13 +6,12 @@ Loaded with ``-p tests.mutants.wal_compaction_drops_tombstones``.
 
 from __future__ import annotations
 
+from prism_testkit.interfaces import Log, Record
 from prism_testkit.patterns import wal
 from prism_testkit.patterns.wal import compaction
 from prism_testkit.patterns.wal.codec import HEADER_SOURCE_OFFSET, Mutation
 from prism_testkit.patterns.wal.compaction import CompactionResult
 from prism_testkit.patterns.wal.errors import WalCorruptEntry
-
-from prism_testkit.interfaces import Log, Record
 
 
 async def _compact(

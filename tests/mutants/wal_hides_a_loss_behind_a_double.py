@@ -8,7 +8,7 @@ Loaded with ``-p tests.mutants.wal_hides_a_loss_behind_a_double``; see ``JUDGE_M
 
 from __future__ import annotations
 
-import prism_testkit.suites._wal_checker as wal_checker
+import prism_testkit.stateful.checkers.wal as wal_checker
 
 from ._rewrite import rewrite_function_line
 

@@ -7,7 +7,7 @@ in ``tests/test_mutants.py``.
 
 from __future__ import annotations
 
-import prism_testkit.suites._wal_checker as wal_checker
+import prism_testkit.stateful.checkers.wal as wal_checker
 
 from ._rewrite import rewrite_function_line
 

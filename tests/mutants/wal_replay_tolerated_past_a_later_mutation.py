@@ -8,7 +8,7 @@ Loaded with ``-p tests.mutants.wal_replay_tolerated_past_a_later_mutation``; see
 
 from __future__ import annotations
 
-import prism_testkit.suites._wal_checker as wal_checker
+import prism_testkit.stateful.checkers.wal as wal_checker
 
 from ._rewrite import rewrite_function_line
 

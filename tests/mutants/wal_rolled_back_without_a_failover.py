@@ -7,7 +7,7 @@ Loaded with ``-p tests.mutants.wal_rolled_back_without_a_failover``; see ``JUDGE
 
 from __future__ import annotations
 
-import prism_testkit.suites._wal_checker as wal_checker
+import prism_testkit.stateful.checkers.wal as wal_checker
 
 from ._rewrite import rewrite_function_line
 

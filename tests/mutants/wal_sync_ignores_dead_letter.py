@@ -13,7 +13,7 @@ from prism_testkit.patterns.wal.writer import WriteAheadLog
 
 
 async def _wait_applied(self: WriteAheadLog, offset: int, *, within: float | None) -> None:
-    deadline = None if within is None else time.monotonic() + within
+    deadline = None if within is None else time.monotonic() + within  # hand-rolled: the product's loop, mutated
     applier = self.applier
     while not applier.is_resolved(offset):
         if deadline is not None and time.monotonic() >= deadline:
