@@ -105,40 +105,59 @@ def test_a_connection_whose_flush_timed_out_still_delivers(nats_url: tuple[str, 
 
 
 @pytest.mark.parametrize("nats_url", [STALE_AFTER], indirect=True)
-def test_a_flush_sent_as_the_server_drops_an_idle_connection_is_answered_after_the_reconnect(
+def test_flushes_sent_as_the_server_drops_an_idle_connection_are_answered_after_the_reconnect(
     nats_url: tuple[str, int],
 ) -> None:
+    """Two subscribers, each flushing its subscription as the connection is dropped: every PING
+    awaiting a PONG is sent again, not only the oldest."""
     url, _ = nats_url
     loop = asyncio.new_event_loop()
-    delivered: list[Msg] = []
+    subjects = ("s", "t")
+    delivered: dict[str, list[Msg]] = {subject: [] for subject in subjects}
 
     async def connected() -> ClosingClient:
         return await ClosingClient.opened([url])
 
     async def receive(msg: Msg) -> None:
-        delivered.append(msg)
+        delivered[msg.subject].append(msg)
 
-    async def subscribe_publish_and_flush(nc: ClosingClient) -> bool:
-        await nc.subscribe("s", cb=receive)
+    async def answered(nc: ClosingClient) -> bool:
         try:
             await nc.flush(timeout=answered_within())  # type: ignore[arg-type]  # annotated int, takes float
         except nats.errors.FlushTimeoutError:
             return False
-        await nc.publish("s", b"after")
-        await nc.flush(timeout=answered_within())  # type: ignore[arg-type]  # annotated int, takes float
-        await until(lambda: delivered_so_far(delivered), bool, what="the message published after the reconnect")
         return True
+
+    async def subscribe_flush(nc: ClosingClient, subject: str) -> bool:
+        await nc.subscribe(subject, cb=receive)
+        return await answered(nc)
+
+    async def subscribe_publish_and_flush(nc: ClosingClient) -> int:
+        flushed = sum(await asyncio.gather(*(subscribe_flush(nc, subject) for subject in subjects)))
+        if flushed < len(subjects):
+            return flushed
+        for subject in subjects:
+            await nc.publish(subject, b"after")
+        assert await answered(nc), "a flush after the reconnect timed out"
+
+        async def everywhere() -> int:
+            return min(len(got) for got in delivered.values())
+
+        await until(everywhere, bool, what="the message published after the reconnect, on every subject")
+        return flushed
 
     try:
         nc = loop.run_until_complete(connected())
         try:
             time.sleep(5)  # the loop does not run, as between two tests: the server's PINGs go unanswered
-            answered = loop.run_until_complete(subscribe_publish_and_flush(nc))
+            flushed = loop.run_until_complete(subscribe_publish_and_flush(nc))
             reconnects = nc.stats["reconnects"]
         finally:
             loop.run_until_complete(close_client(nc))
     finally:
         loop.close()
     assert reconnects >= 1, "the server never dropped the idle connection: the fault was not injected"
-    assert answered, f"a flush sent as the connection was dropped timed out after {reconnects} reconnect(s)"
-    assert len(delivered) == 1, f"a message published after the reconnect was delivered {len(delivered)} times"
+    late = len(subjects) - flushed
+    assert not late, f"{late} of 2 flushes sent as the connection was dropped timed out after {reconnects} reconnect(s)"
+    counts = {subject: len(got) for subject, got in delivered.items()}
+    assert counts == dict.fromkeys(subjects, 1), f"a message published after the reconnect was delivered {counts} times"
