@@ -449,19 +449,29 @@ def untimed(tests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {test: {k: v for k, v in entry.items() if k != "duration_s"} for test, entry in tests.items()}
 
 
-def test_a_plain_test_s_duration_is_in_the_report_for_the_shard_planner(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_each_plain_test_s_duration_is_in_the_report_for_the_shard_planner(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
     """Tests outside the suites (a project's own) carry their time as the rows' tests do, so
-    ``--prism-shard-durations`` balances a project's test run by them too, setup included."""
+    ``--prism-shard-durations`` balances a project's test run by them too, setup included: each
+    test its own, in a serial run and when workers ran them (CI's), one slow and one quick."""
     pytester.makepyfile(
-        test_mixed=SUITE_AND_PLAIN.format(which="sleeps", holds="__import__('time').sleep(0.2) is None"),
-        conftest="import time\nimport pytest\n\n@pytest.fixture(autouse=True)\ndef slow_setup():\n"
-        "    time.sleep(0.2)\n",
+        test_mixed=SUITE_AND_PLAIN.format(which="sleeps", holds="__import__('time').sleep(0.3) is None")
+        + "\ndef test_plain_quick() -> None:\n    pass\n",
+        conftest="import time\nimport pytest\n\n@pytest.fixture(autouse=True)\n"
+        "def slow_setup(request):\n    time.sleep(0.3 if 'sleeps' in request.node.name else 0)\n",
     )
-    pytester.runpytest("-p", "no:cacheprovider", "--prism-backend=memstore", "--prism-report=r.json")
+    pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--prism-backend=memstore", "--prism-report=r.json", *workers
+    )
     report = json.loads((pytester.path / "r.json").read_text())
-    plain = report["outside_suites"]["tests"]["test_mixed.py::test_plain_sleeps"]
-    assert plain["duration_s"] >= 0.4, f"the plain test's setup and call took 0.4 s, the report says {plain}"
-    assert read_durations(pytester.path / "r.json")["test_mixed.py::test_plain_sleeps"] == plain["duration_s"]
+    timed = {test: entry["duration_s"] for test, entry in report["outside_suites"]["tests"].items()}
+    slow, quick = timed["test_mixed.py::test_plain_sleeps"], timed["test_mixed.py::test_plain_quick"]
+    assert slow >= 0.6, f"the slow test's setup and call took 0.6 s, the report says {timed}"
+    assert quick < slow - 0.5, f"the quick test carries another test's time: {timed}"
+    planned = read_durations(pytester.path / "r.json")
+    assert {test: planned[test] for test in timed} == timed
 
 
 def test_a_red_plain_test_in_a_suite_module_keeps_its_shard_and_the_merge_red(
