@@ -22,7 +22,7 @@ def test_takeovers_and_renewals_one_holder_at_a_time_are_valid() -> None:
     record_lease(history, "r1", 3, 20.0, 20.0 + TTL)
     verdict = one_lease_holder(history)
     assert verdict.valid, verdict.explain()
-    assert verdict.counts == {"writes": 5, "holders": 2, "epochs": 3}
+    assert verdict.counts == {"writes": 5, "leases": 1, "holders": 2, "epochs": 3}
 
 
 def test_a_successor_whose_clock_runs_ahead_takes_a_later_epoch_inside_the_old_interval() -> None:
@@ -101,3 +101,25 @@ def test_only_writes_that_landed_count() -> None:
     record_lease(history, "r1", 1, 0.0, TTL)
     history.invoke("lease-r2", "lease", None, ("r2", 1, 1.0, 1.0 + TTL)).info("timeout")
     assert one_lease_holder(history).valid
+
+
+def test_two_leases_held_at_once_by_two_holders_are_valid() -> None:
+    """Two outboxes, a relay each: each lease has one holder, and both are held at once."""
+    history = History()
+    record_lease(history, "r1", 1, 0.0, TTL, key="outbox-a")
+    record_lease(history, "r2", 1, 1.0, 1.0 + TTL, key="outbox-b")
+    record_lease(history, "r1", 1, 2.0, 2.0 + TTL, key="outbox-a")  # renewed while r2 holds the other
+    verdict = one_lease_holder(history)
+    assert verdict.valid, verdict.explain()
+    assert verdict.counts["leases"] == 2
+
+
+def test_a_second_holder_of_one_of_two_leases_is_found_and_named() -> None:
+    history = History()
+    record_lease(history, "r1", 1, 0.0, TTL, key="outbox-a")
+    record_lease(history, "r2", 1, 1.0, 1.0 + TTL, key="outbox-b")
+    record_lease(history, "r2", 1, 2.0, 2.0 + TTL, key="outbox-a")  # r1 holds epoch 1 of a until 5
+    (found,) = one_lease_holder(history).anomalies[OVERLAP]
+    assert found.data["lease"] == "outbox-a"
+    assert found.data["holders"] == ("r1", "r2")
+    assert "lease 'outbox-a'" in found.message

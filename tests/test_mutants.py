@@ -1050,6 +1050,18 @@ JUDGE_MUTANTS = [
         None,
         "*FAILED*test_the_overlap_is_found_behind_later_writes_of_the_holder*",
     ),
+    (
+        "lease_checker_judges_every_lease_as_one",
+        ("test_lease_checker.py",),
+        None,
+        "*FAILED*test_two_leases_held_at_once_by_two_holders_are_valid*",
+    ),
+    (
+        "lease_checker_judges_a_lease_by_the_others",
+        ("test_lease_checker.py",),
+        None,
+        "*FAILED*test_a_second_holder_of_one_of_two_leases_is_found_and_named*",
+    ),
     # the excuse scoped to the failed-over slot and to the failover window (issue 66)
     (
         "failover_loss_excused_on_any_slot",

@@ -10,9 +10,10 @@ holder while another holds the same or a later epoch.
 Each write of the lease that landed (a compare-and-set that succeeded, a plain put) is recorded
 as a :data:`LEASE` op of process ``lease-<holder>``, its value ``(holder, epoch, start, until)``:
 the epoch written, and the interval the writer believes it holds it for, on one clock all
-writers share (the test's own time: each writer's skew taken off). :func:`one_lease_holder`
-reports ``lease-overlap`` for every write that began inside another holder's interval of the
-same or a later epoch, witnessed by the two writes.
+writers share (the test's own time: each writer's skew taken off), its key the lease written
+(None: the test's one lease). :func:`one_lease_holder` reports ``lease-overlap`` for every write
+that began inside another holder's interval of the same lease and the same or a later epoch,
+witnessed by the two writes: two leases (two outboxes' relays) are held at once by design.
 """
 
 from __future__ import annotations
@@ -40,18 +41,20 @@ def one_lease_holder(history: History, lease: str = LEASE) -> Verdict:
         found[EMPTY] = [Anomaly(EMPTY, "no lease was written: the history checks nothing", History())]
     for position, later in enumerate(writes):
         holder, epoch, start, _ = later.value
-        held = _held_then(writes[:position], holder, epoch, start)
+        held = _held_then([pair for pair in writes[:position] if pair.key == later.key], holder, epoch, start)
         if held is None:
             continue
         other, other_epoch, since, until = held.value
+        which = "the lease" if later.key is None else f"lease {later.key!r}"
         message = (
-            f"{holder} wrote the lease of epoch {epoch} at {start:g} (op {later.invoke.index}) while {other} held "
+            f"{holder} wrote {which} of epoch {epoch} at {start:g} (op {later.invoke.index}) while {other} held "
             f"epoch {other_epoch} from {since:g} until {until:g} (op {held.invoke.index})"
         )
-        facts = {"holders": (other, holder), "epochs": (other_epoch, epoch), "at": start}
+        facts = {"lease": later.key, "holders": (other, holder), "epochs": (other_epoch, epoch), "at": start}
         found.setdefault(OVERLAP, []).append(Anomaly(OVERLAP, message, history.subhistory([held, later]), facts))
     holders = {pair.value[0] for pair in writes}
-    counts = {"writes": len(writes), "holders": len(holders), "epochs": len({pair.value[1] for pair in writes})}
+    counts = {"writes": len(writes), "leases": len({pair.key for pair in writes}), "holders": len(holders)}
+    counts["epochs"] = len({(pair.key, pair.value[1]) for pair in writes})
     counts |= {name: len(group) for name, group in found.items()}
     return Verdict("one-lease-holder", None, found, {}, counts)
 
