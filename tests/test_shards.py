@@ -235,3 +235,40 @@ def test_a_run_collected_in_another_order_splits_the_same(
     for name, placed in placements.items():
         moved = sorted(test for test in expected if placed[test] != expected[test])
         assert not moved, f"collected {name}, these tests moved to another shard: {moved}"
+
+
+def test_report_durations_writes_every_test_s_seconds_for_the_shard_planner_and_the_progress_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prism-testkit report durations`: every test of two reports (rows, and tests outside
+    them) by node id, the later report's time for a test in both, read back by
+    --prism-shard-durations as written, compressed when the name says .gz, and byte-identical
+    when written again."""
+    saved = json.loads((Path(__file__).parent / "fixtures/reports/run-every-section.v1.json").read_text())
+    later = json.loads(json.dumps(saved))
+    row = later["suites"][-1]["tests"]
+    slow = next(iter(row))
+    row[slow]["duration_s"] = 123.456
+    later["suites"][-1]["tests"] = {slow: row[slow]}
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, report in zip(paths, (saved, later), strict=True):
+        path.write_text(json.dumps(report))
+    sections = [*saved["suites"], saved["without_combination"], saved["outside_suites"]]
+    wanted = {test: round(entry.get("duration_s", 0.0), 2) for s in sections for test, entry in s["tests"].items()}
+    wanted[slow] = 123.46
+    assert len(wanted) > 3
+    for name in ("d.json", "d.json.gz"):
+        assert main(["report", "durations", *map(str, paths), "-o", str(tmp_path / name)]) == 0
+        assert read_durations(tmp_path / name) == wanted
+    first = (tmp_path / "d.json.gz").read_bytes()
+    assert main(["report", "durations", *map(str, paths), "-o", str(tmp_path / "d.json.gz")]) == 0
+    assert (tmp_path / "d.json.gz").read_bytes() == first
+    (tmp_path / "no.json").write_text("[1, 2]")
+    assert main(["report", "durations", str(tmp_path / "no.json")]) == 2
+    assert "no.json" in capsys.readouterr().err
+
+
+def test_a_durations_file_that_is_not_gzip_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "d.json.gz").write_text("{}")
+    with pytest.raises(ValueError, match=r"d\.json\.gz: cannot be read"):
+        read_durations(tmp_path / "d.json.gz")

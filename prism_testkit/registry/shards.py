@@ -22,6 +22,7 @@ The report of a shard names it (``shard``: index, count and the selection that w
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import statistics
@@ -113,10 +114,13 @@ def select(
 def read_durations(path: Path) -> dict[str, float]:
     """Recorded seconds per test from an earlier ``--prism-report`` (each test's ``duration_s``
     in the rows and the buckets outside them, by node id and by identity) or pytest-split's
-    ``.test_durations`` (node id -> seconds). ValueError for a file that is neither."""
+    ``.test_durations`` (node id -> seconds), gzip-compressed when its name ends in ``.gz``
+    (what ``prism-testkit report durations -o NAME.gz`` writes). ValueError for a file that is
+    neither."""
     try:
-        data: Any = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        data: Any = json.loads(raw)
+    except (OSError, ValueError, EOFError) as exc:  # gzip's BadGzipFile is an OSError
         raise ValueError(f"{path}: cannot be read as JSON: {exc}") from None
     if isinstance(data, dict) and all(isinstance(v, int | float) for v in data.values()):
         return {str(test): float(seconds) for test, seconds in data.items()}  # pytest-split's

@@ -7,6 +7,8 @@ several versions of a server (one report per version: ``scripts/version-matrix``
     prism-testkit report schema -o docs/report-schema.json
 
 ``prism-testkit report schema``: the JSON Schema of a report file (docs/reports.md, "For CI authors").
+``prism-testkit report durations``: each test's seconds in reports, as pytest-split's
+``.test_durations`` (node id -> seconds), for ``--prism-shard-durations`` to read.
 
 ``-`` writes to standard output. Without ``--markdown`` and ``--json`` the Markdown is printed.
 """
@@ -92,11 +94,24 @@ def add_report_commands(commands: Any) -> None:  # argparse's subparsers action 
         "step that validates or parses reports. docs/report-schema.json holds it for this version.",
     )
     schema.add_argument("-o", "--output", metavar="PATH", default="-", help="write it to PATH ('-': standard output)")
+    durations = actions.add_parser(
+        "durations",
+        help="write each test's seconds in reports as pytest-split's .test_durations (--prism-shard-durations)",
+        description="Every test of the reports (rows, and tests outside them; skipped ones too, which take "
+        "next to nothing) by node id, in seconds to the hundredth, sorted: a small file a CI job keeps so its "
+        "shards balance and its progress line's time left weighs each test by it. A name ending in .gz is "
+        "written gzip-compressed. A test in two reports keeps the later report's time. Exit 0: written; 2: a "
+        "file that is no report, or an output that cannot be written.",
+    )
+    durations.add_argument("reports", nargs="+", metavar="REPORT", help="--prism-report files ('-': standard input)")
+    durations.add_argument("-o", "--output", metavar="PATH", default="-", help="write to PATH ('-': standard output)")
 
 
 def run_report_command(args: argparse.Namespace) -> int:
     if args.report_command == "versions":
         return _run_versions(args)
+    if args.report_command == "durations":
+        return _run_durations(args)
     if args.report_command == "schema":
         from prism_testkit.report.shape import json_schema_text
 
@@ -158,6 +173,33 @@ def _run_versions(args: argparse.Namespace) -> int:
         print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
         return CANNOT_MERGE
     return MERGED_WITH_FAILURES if red(table) else MERGED_OK
+
+
+def _run_durations(args: argparse.Namespace) -> int:
+    try:
+        reports = [load_report(STDIN if path == "-" else path) for path in args.reports]
+    except ReportMergeError as exc:
+        print(printable(redact(f"prism-testkit: error: {exc}"), sys.stderr), file=sys.stderr)
+        return CANNOT_MERGE
+    seconds: dict[str, float] = {}
+    for report in reports:
+        for section in [*report.suites, report.without_combination, report.outside_suites]:
+            for test, entry in ((section.tests if section is not None else None) or {}).items():
+                seconds[test] = round(entry.duration_s, 2)
+    text = json.dumps(dict(sorted(seconds.items())), indent=0, ensure_ascii=False) + "\n"
+    try:
+        if args.output.endswith(".gz"):
+            import gzip
+
+            target = Path(args.output)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(gzip.compress(text.encode(), mtime=0))  # the same tests, the same bytes
+        else:
+            _write(args.output, text)
+    except OSError as exc:
+        print(printable(f"prism-testkit: error: cannot write: {exc}", sys.stderr), file=sys.stderr)
+        return CANNOT_MERGE
+    return MERGED_OK
 
 
 def _write(path: str, text: str) -> None:
