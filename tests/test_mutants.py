@@ -791,6 +791,18 @@ HARNESS_MUTANTS = [
         "*FAILED*test_the_same_tests_collected_in_any_order_land_in_the_same_shards*",
     ),
     (
+        "scheduler_deals_in_collection_order",
+        ("test_xdist_scheduler.py",),
+        "heaviest or order",
+        "*FAILED*test_units_are_dealt_heaviest_first_by_their_tests_recorded_seconds*",
+    ),
+    (
+        "scheduler_weighs_a_new_test_as_nothing",
+        ("test_xdist_scheduler.py",),
+        "heaviest or median or order",
+        "*FAILED*test_a_test_never_recorded_weighs_the_median_of_those_recorded*",
+    ),
+    (
         "identity_keeps_suffix_for_own_suites",
         ("test_report_identity.py",),
         None,

@@ -83,7 +83,7 @@ def use_workers(config: pytest.Config) -> None:
 
 
 def _exclusive_selected(config: pytest.Config) -> int:
-    """How many exclusive backends (see :mod:`prism_testkit.registry.exclusive`) the run selects."""
+    """How many exclusive backends (see :mod:`prism_testkit.registry.xdist_scheduler`) the run selects."""
     from prism_testkit.errors import RegistrationError
     from prism_testkit.registry.backends import build_registry, make_plugin_manager
 
@@ -267,16 +267,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """With ``-n`` (xdist's ``load``), every row of an exclusive backend goes to one worker."""
+    """With ``-n`` (xdist's ``load``), every row of an exclusive backend goes to one worker, and
+    the tests are dealt heaviest first by an earlier run's durations
+    (:mod:`prism_testkit.registry.xdist_scheduler`)."""
     if config.getoption("dist", None) != "load" or config.stash.get(HARNESS, None) is None:
         return None
+    from prism_testkit.plugin.reporting import recorded_durations
+
     runtime = harness(config).runtime
     exclusive = {spec.name for spec in [*runtime.selected, *runtime.extra] if spec.exclusive}
-    if not exclusive:
+    recorded = recorded_durations(config)
+    if not exclusive and not recorded:
         return None
-    from prism_testkit.registry.exclusive import make_scheduler
+    from prism_testkit.registry.xdist_scheduler import make_scheduler
 
-    return make_scheduler(config, log, [spec.name for spec in runtime.registry], exclusive)
+    return make_scheduler(config, log, [spec.name for spec in runtime.registry], exclusive, recorded)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:

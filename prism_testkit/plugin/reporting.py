@@ -34,6 +34,19 @@ def _durations(found: object) -> dict[str, float]:
     return {str(test): float(s) for test, s in found.items() if isinstance(s, int | float) and s >= 0}
 
 
+def recorded_durations(config: pytest.Config) -> dict[str, float]:
+    """An earlier run's seconds per test, by node id (and identity, from a report): those given
+    (``--prism-shard-durations``), else the last runs' here (pytest's cache, when it is on).
+    What the time left and the order xdist deals the tests in weigh each test by."""
+    from prism_testkit.registry.shards import DURATIONS
+
+    recorded: dict[str, float] = config.stash.get(DURATIONS, {})
+    cache = getattr(config, "cache", None)
+    if not recorded and cache is not None and not hasattr(config, "workerinput"):
+        recorded = _durations(cache.get(DURATIONS_CACHE, {}))
+    return recorded
+
+
 class Reporting:
     """The run's reporting plugin (registered as ``prism-reporting``)."""
 
@@ -64,18 +77,11 @@ class Reporting:
             keep_only_where_it_struck(excinfo)
 
     def pytest_sessionstart(self) -> None:
-        from prism_testkit.registry.shards import DURATIONS
-
         self.started, self.clock = time.time(), time.monotonic()
         self.last_progress = self.clock
-        # the time left weighs each test by an earlier run's durations: those given, else the
-        # last run's here (pytest's cache, when it is on), on as many workers as xdist starts (a
-        # number here once xdist has read -n; else as many as are seen running at once)
-        recorded: dict[str, float] = self.config.stash.get(DURATIONS, {})
-        cache = getattr(self.config, "cache", None)
-        if not recorded and cache is not None and not hasattr(self.config, "workerinput"):
-            recorded = _durations(cache.get(DURATIONS_CACHE, {}))
-        self.progress.recorded = recorded
+        # the time left weighs each test by an earlier run's durations, on as many workers as
+        # xdist starts (a number here once xdist has read -n; else as many as are seen at once)
+        self.progress.recorded = recorded_durations(self.config)
         workers = [getattr(self.config.option, name, None) for name in ("numprocesses", "maxprocesses")]
         self.progress.workers = min([n for n in workers if isinstance(n, int) and n > 0] or [1])
 

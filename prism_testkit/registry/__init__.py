@@ -2,8 +2,9 @@
 :mod:`.pattern_spec` say what one registration is; :mod:`.hookspecs` the hooks that return
 them; :mod:`.backends` and :mod:`.patterns` collect and check them; :mod:`.combinations`
 expands a suite's slots over the registered backends; :mod:`.install_hints` turns a
-registration's ``extra`` or ``install`` into the line a user runs; :mod:`.exclusive` keeps an
-exclusive backend's rows (a cluster's) on one xdist worker, and :mod:`.shards` on one shard of
+registration's ``extra`` or ``install`` into the line a user runs; :mod:`.xdist_scheduler` keeps an
+exclusive backend's rows (a cluster's) on one xdist worker and deals the tests heaviest first by
+an earlier run's durations, and :mod:`.shards` keeps those rows on one shard of
 ``--prism-shard=K/N``; :mod:`.twins` leaves a replicated
 backend's rows that only repeat its single-node twin's to the twin ("covered by <twin>").
 

@@ -6,7 +6,7 @@ deselection) and on the recorded durations, if given. Each test lands in exactly
 the N shards together are the unsharded run.
 
 Tests are packed into shards in units: one test, except that every row of an exclusive backend
-(a cluster that owns its ports and nodes, :mod:`.exclusive`) is one unit, so
+(a cluster that owns its ports and nodes, :mod:`.xdist_scheduler`) is one unit, so
 a cluster is started by one shard only. Units are placed heaviest first on the lightest shard
 (ties: the lower shard), which keeps the shards within one unit of each other; a unit weighs
 its tests' recorded durations (``--prism-shard-durations``: an earlier ``--prism-report``, whose

@@ -1,0 +1,83 @@
+"""How xdist deals the tests to its workers (``-n``, ``--prism-workers``).
+
+Two rules, both in :func:`make_scheduler`:
+
+- **Rows of an exclusive backend** (``BackendSpec.exclusive``, such as a cluster) go to one
+  worker. Each worker provisions what its tests use, so a cluster whose rows were dealt out to
+  four workers would run four times over on two cores. The controller never collects tests: it
+  sees node ids only, so it finds a row's backends in the id's combination (``slot=backend``
+  pairs joined by ``-``, as :attr:`Combination.id` writes them). xdist's own ``loadgroup`` does
+  not serve: it relies on rewriting node ids, which pytest 9.2 no longer allows
+  (pytest-dev/pytest-xdist#1386).
+- **Heaviest first**, when an earlier run's durations are known (``--prism-shard-durations``, or
+  the main job's last run in pytest's cache): each unit of work weighs its tests' recorded
+  seconds (a test not recorded, the median of those recorded) and the heaviest are dealt first,
+  so the short tests fill the end instead of one worker running a long test alone while the
+  others have finished. Without recordings the units go out as xdist orders them: the exclusive
+  backends' (the largest) first, then collection order.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Collection, Mapping
+from typing import Any
+
+EXCLUSIVE_SCOPE = "prism-exclusive"
+
+
+def exclusive_backend(nodeid: str, names: Collection[str], exclusive: Collection[str]) -> str | None:
+    """The first backend of ``exclusive`` the test ``nodeid`` runs on, or None. At each ``=`` of
+    its parameters the longest registered name (of ``names``) that ends there or at a ``-`` is
+    the backend, so ``jetstream-r3`` is not mistaken for a longer ``jetstream-r3-lazy-sync``."""
+    if not exclusive or "[" not in nodeid:
+        return None
+    params = nodeid[nodeid.index("[") + 1 : nodeid.rindex("]") if nodeid.endswith("]") else len(nodeid)]
+    by_length = sorted(names, key=len, reverse=True)
+    for at in (m.end() for m in re.finditer("=", params)):
+        rest = params[at:]
+        named = next((n for n in by_length if rest.startswith(n) and rest[len(n) : len(n) + 1] in ("", "-")), None)
+        if named in exclusive:
+            return named
+    return None
+
+
+def heaviest_first(units: Mapping[str, Collection[str]], recorded: Mapping[str, float]) -> list[str]:
+    """The units (name -> its tests' node ids) in the order to deal them: by the sum of their
+    tests' recorded seconds, heaviest first; a test not recorded weighs the median of the
+    recorded ones among ``units``. Ties (and everything, when nothing is recorded) keep the
+    given order."""
+    known = [recorded[test] for tests in units.values() for test in tests if test in recorded]
+    default = statistics.median(known) if known else 0.0
+    weight = {name: sum(recorded.get(test, default) for test in tests) for name, tests in units.items()}
+    return sorted(units, key=lambda name: -weight[name])  # stable: ties keep their order
+
+
+def make_scheduler(
+    config: Any, log: Any, names: Collection[str], exclusive: Collection[str], recorded: Mapping[str, float]
+) -> Any:
+    """xdist's load-by-scope scheduler where every test is a scope of its own (so tests are dealt
+    out one by one, as ``load`` does) except an exclusive backend's rows, which are one scope per
+    backend (two clusters run side by side on two workers); the scopes dealt heaviest first by
+    ``recorded`` (node id -> seconds), or as xdist orders them when it is empty."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PrismScheduling(LoadScopeScheduling):
+        ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            backend = exclusive_backend(nodeid, names, exclusive)
+            return nodeid if backend is None else f"{EXCLUSIVE_SCOPE}:{backend}"
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # xdist fills its work queue in schedule() and then deals the first units through
+            # here: the one place to reorder it before anything is sent
+            if recorded and not self.ordered:
+                self.ordered = True
+                queue = dict(self.workqueue)
+                self.workqueue.clear()
+                self.workqueue.update((name, queue[name]) for name in heaviest_first(queue, recorded))
+            super()._assign_work_unit(node)
+
+    return PrismScheduling(config, log)
