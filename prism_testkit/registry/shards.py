@@ -26,9 +26,9 @@ import gzip
 import json
 import re
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -36,6 +36,7 @@ from prism_testkit.errors import RepeatedField
 
 OPTION = "prism_shard"
 DURATIONS_OPTION = "prism_shard_durations"
+T = TypeVar("T")
 DURATIONS = pytest.StashKey[dict[str, float]]()  # the recorded durations read, by node id and identity
 
 
@@ -81,6 +82,18 @@ def split(weights: Mapping[str, float], count: int) -> list[list[str]]:
     return shards
 
 
+def weigh(units: Mapping[str, Collection[T]], recorded: Callable[[T], float | None]) -> dict[str, float]:
+    """Each unit's weight (name -> its tests): the sum of its tests' recorded seconds, a test
+    with none weighing the median of those recorded, or 1 when none was (then units weigh their
+    count). What the shards and the order xdist deals the tests in both balance by."""
+    known = [seconds for members in units.values() for test in members if (seconds := recorded(test)) is not None]
+    default = statistics.median(known) if known else 1.0
+    return {
+        unit: sum(default if (seconds := recorded(test)) is None else seconds for test in members)
+        for unit, members in units.items()
+    }
+
+
 def select(
     items: Sequence[pytest.Item],
     index: int,
@@ -96,17 +109,12 @@ def select(
     def recorded(item: pytest.Item) -> float | None:  # once per test: a report records it under both
         return next((durations[key] for key in (item.nodeid, identity(item)) if key in durations), None)
 
-    known = [seconds for item in items if (seconds := recorded(item)) is not None]
-    default = statistics.median(known) if known else 1.0
     units: dict[str, list[pytest.Item]] = {}
     for item in items:
         name = identity(item)
         group = unit_of(item)
         units.setdefault(f"{group}\0" if group is not None else name, []).append(item)
-    weights = {
-        unit: sum(default if (seconds := recorded(item)) is None else seconds for item in members)
-        for unit, members in units.items()
-    }
+    weights = weigh(units, recorded)
     mine = {id(item) for unit in split(weights, count)[index - 1] for item in units[unit]}
     return [item for item in items if id(item) in mine], [item for item in items if id(item) not in mine]
 

@@ -20,7 +20,6 @@ Two rules, both in :func:`make_scheduler`:
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -44,13 +43,12 @@ def exclusive_backend(nodeid: str, names: Collection[str], exclusive: Collection
 
 
 def heaviest_first(units: Mapping[str, Collection[str]], recorded: Mapping[str, float]) -> list[str]:
-    """The units (name -> its tests' node ids) in the order to deal them: by the sum of their
-    tests' recorded seconds, heaviest first; a test not recorded weighs the median of the
-    recorded ones among ``units``. Ties (and everything, when nothing is recorded) keep the
-    given order."""
-    known = [recorded[test] for tests in units.values() for test in tests if test in recorded]
-    default = statistics.median(known) if known else 0.0
-    weight = {name: sum(recorded.get(test, default) for test in tests) for name, tests in units.items()}
+    """The units (name -> its tests' node ids) in the order to deal them, heaviest first by
+    their tests' recorded seconds (:func:`prism_testkit.registry.shards.weigh`: a test not
+    recorded weighs the median of those recorded). Ties keep the given order."""
+    from prism_testkit.registry.shards import weigh
+
+    weight = weigh(units, recorded.get)
     return sorted(units, key=lambda name: -weight[name])  # stable: ties keep their order
 
 
