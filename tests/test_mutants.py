@@ -7,6 +7,7 @@ mutation never touches this process) and must fail, naming the anomaly the bug c
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,22 @@ from prism_testkit.clusters import namespaces_unavailable_reason
 from tests._suite_runs import suite_run
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The test an evidence line names as failed ("*FAILED*test_name*"). A proof's claim is that this
+# test fails with the bug, so its run selects that test alone: the other tests of its files (a
+# checker file's properties drawing hundreds of examples, a suite's other rows) proved nothing
+# of the claim and were about three quarters of a judge proof's CPU (benchmarks/RESULTS.md,
+# "A proof runs the test it names").
+_NAMED_FAILURE = re.compile(r"\*FAILED\*(?:[^:*]*::)?(test_\w+)")
+
+
+def only_what_proves(selection: str | None, evidence: str) -> tuple[str, ...]:
+    """The ``-k`` option of a proof: its own selection narrowed to the test its evidence names."""
+    named = _NAMED_FAILURE.match(evidence)
+    terms = [f"({selection})" if selection else "", named.group(1) if named else ""]
+    expression = " and ".join(term for term in terms if term)
+    return ("-k", expression) if expression else ()
+
 
 # (mutant module, suite it must be caught by, backends to run it on, what the failure says)
 MUTANTS = [
@@ -679,7 +696,7 @@ def test_the_suites_catch_a_broken_variant(
     result = pytester.runpytest_subprocess(
         *suite_run(pytester.path, ("-p", f"tests.mutants.{mutant}", f"--prism-backend={backends}"), suite),
         *("--hypothesis-profile=prism-mutant", "-p", "no:cacheprovider"),
-        *(("-k", ONLY[mutant]) if mutant in ONLY else ()),
+        *only_what_proves(ONLY.get(mutant), evidence),
         *((f"--prism-depth={DEEPER[mutant]}",) if mutant in DEEPER else ()),
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
@@ -718,7 +735,8 @@ def test_the_checker_tests_catch_a_wrong_judge(
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
         str(ROOT / "tests" / "test_tolerated_once.py"),
-        *("-p", f"tests.mutants.{mutant}", "-k", selection, "-p", "no:cacheprovider", "-p", "no:randomly"),
+        *("-p", f"tests.mutants.{mutant}", *only_what_proves(selection, evidence)),
+        *("-p", "no:cacheprovider", "-p", "no:randomly"),
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines([evidence])
@@ -858,7 +876,7 @@ def test_the_harness_tests_catch_a_one_of_bug(
     result = pytester.runpytest_subprocess(
         *(str(ROOT / "tests" / name) for name in files),
         *("-p", f"tests.mutants.{mutant}", "-p", "no:cacheprovider", "-p", "no:randomly"),
-        *(("-k", selection) if selection else ()),
+        *only_what_proves(selection, evidence),
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines([evidence])
@@ -1231,7 +1249,7 @@ def test_the_checker_tests_catch_a_judge_turned_adversary(
     result = pytester.runpytest_subprocess(
         *(str(ROOT / "tests" / name) for name in files),
         *("-p", f"tests.mutants.{mutant}", "-p", "no:cacheprovider", "-p", "no:randomly"),
-        *(("-k", selection) if selection else ()),
+        *only_what_proves(selection, evidence),
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines([evidence])
