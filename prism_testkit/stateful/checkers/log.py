@@ -146,27 +146,55 @@ def log_anomalies(
     """
     findings = _Findings(history)
     pairs = history.pairs()
+    index = _index_logs(pairs, appends=appends, polls=polls, drains=drains)
+    if not any(log.attempts for log in index.logs.values()) and not index.returned:
+        _judged_nothing(findings, "appended or read")
+    # Each family of anomalies reads the whole version order, so each runs once it is complete.
+    logs, proof = index.logs, index.proof
+    recovered: list[Any] = []  # unknown appends whose value was read: they did happen
+    _send_order_anomalies(findings, pairs, logs, proof, appends=appends, resets=resets)
+    for name, log in logs.items():
+        _offset_anomalies(findings, name, log)
+        _write_anomalies(findings, name, log, recovered, proof)
+    _transaction_send_anomalies(findings, pairs, logs, appends, proof)
+    _position_anomalies(findings, pairs, logs, polls=polls, drains=drains, seeks=seeks, resets=resets)
+    return findings.verdict("log", guarantee, index.counts(recovered), {"recovered": recovered})
+
+
+@dataclass(frozen=True)
+class _LogIndex:
+    """What :func:`log_anomalies` judges, gathered from the history before any judging."""
+
+    logs: dict[str | None, _Log]
+    returned: list[Pair]  # polls and drains that returned records, aborted ones included
+    proof: dict[str, Pair]  # transactions a read proved committed: txn -> that read
+
+    def counts(self, recovered: list[Any]) -> dict[str, int]:
+        reads = [p for p in self.returned if p.type is not OpType.FAIL]
+        return {
+            "logs": len(self.logs),
+            "attempted": sum(len(log.attempts) for log in self.logs.values()),
+            "acknowledged": sum(len(log.acked) for log in self.logs.values()),
+            "read": sum(len(_records(p)) for p in reads),
+            "recovered": len(recovered),
+        }
+
+
+def _index_logs(
+    pairs: list[Pair], *, appends: Collection[str], polls: Collection[str], drains: Collection[str]
+) -> _LogIndex:
+    """Each log's writers, readers and version order, and the transactions reads proved
+    committed. The order of the passes is the order of evidence: an offset's evidence is the
+    first op that showed it, so acknowledgements come first, then reads that happened, then
+    aborted ones (they only show offsets), then unknown appends proven committed."""
     logs: dict[str | None, _Log] = defaultdict(_Log)
     returned = [p for p in pairs if (p.f in polls or p.f in drains) and _records(p)]
-    reads = [p for p in returned if p.type is not OpType.FAIL]  # aborted ones only show offsets
-
-    # Version order: acknowledgements first, so an offset's evidence is its append when there is one.
     for pair in pairs:
-        if pair.f not in appends:
-            continue
-        log = logs[pair.key]
-        log.attempts[pair.invoke.value].append(pair)
-        if pair.ok:
-            log.acked.append(pair)
-            if pair.offset is not None:
-                log.observe(pair.offset, pair.invoke.value, pair)
-    for pair in reads:
-        log = logs[pair.key]
-        records = _records(pair)
-        for offset, value in records:
-            log.observe(offset, value, pair)
-            log.seen.setdefault(value, pair)
-        log.reads.append((pair, max(offset for offset, _ in records)))
+        if pair.f in appends:
+            _index_append(logs[pair.key], pair)
+    for pair in returned:
+        if pair.type is not OpType.FAIL:
+            _index_read(logs[pair.key], pair)
     for pair in returned:
         if pair.type is OpType.FAIL:
             for offset, value in _records(pair):
@@ -174,33 +202,39 @@ def log_anomalies(
     for pair in pairs:  # an ok drain looked, even when it found nothing
         if pair.ok and pair.f in drains:
             logs[pair.key].drains.append(pair)
-    if not any(log.attempts for log in logs.values()) and not returned:
-        _judged_nothing(findings, "appended or read")
+    return _LogIndex(logs, returned, _place_proven_appends(logs))
 
+
+def _index_append(log: _Log, pair: Pair) -> None:
+    """An append attempt; an acknowledged one places its value at the offset it got."""
+    log.attempts[pair.invoke.value].append(pair)
+    if pair.ok:
+        log.acked.append(pair)
+        if pair.offset is not None:
+            log.observe(pair.offset, pair.invoke.value, pair)
+
+
+def _index_read(log: _Log, pair: Pair) -> None:
+    """A read that happened (or may have): what each offset held, and how far it reached."""
+    records = _records(pair)
+    for offset, value in records:
+        log.observe(offset, value, pair)
+        log.seen.setdefault(value, pair)
+    log.reads.append((pair, max(offset for offset, _ in records)))
+
+
+def _place_proven_appends(logs: dict[str | None, _Log]) -> dict[str, Pair]:
+    """The transactions a read proved committed (Jepsen's *must have committed*). An unknown
+    append of one, given an offset, joins the version order: it provably happened there."""
     attempts = {(name, value): tries for name, log in logs.items() for value, tries in log.attempts.items()}
     seen = {(name, value): reader for name, log in logs.items() for value, reader in log.seen.items()}
     proof = _committed_by_reads(attempts, seen)
-    for log in logs.values():  # an unknown append's offset joins the version order once it committed
+    for log in logs.values():
         for tries in log.attempts.values():
             for attempt in tries:
                 if attempt.type is OpType.INFO and attempt.txn in proof and attempt.offset is not None:
                     log.observe(attempt.offset, attempt.invoke.value, attempt)
-    recovered: list[Any] = []
-    _send_order_anomalies(findings, pairs, logs, proof, appends=appends, resets=resets)
-    for name, log in logs.items():
-        _offset_anomalies(findings, name, log)
-        _write_anomalies(findings, name, log, recovered, proof)
-    _transaction_send_anomalies(findings, pairs, logs, appends, proof)
-    _position_anomalies(findings, pairs, logs, polls=polls, drains=drains, seeks=seeks, resets=resets)
-
-    counts = {
-        "logs": len(logs),
-        "attempted": sum(len(log.attempts) for log in logs.values()),
-        "acknowledged": sum(len(log.acked) for log in logs.values()),
-        "read": sum(len(_records(p)) for p in reads),
-        "recovered": len(recovered),
-    }
-    return findings.verdict("log", guarantee, counts, {"recovered": recovered})
+    return proof
 
 
 def _send_order_anomalies(
