@@ -32,8 +32,9 @@ Scenario = Callable[[Driver], Coroutine[Any, Any, None]]
 Runner = ScenarioRunner[Driver]
 
 
-class RecordingSink:
-    """Collects what was published; ``fail_after`` makes the n-th and later publishes raise."""
+class RecordingEventSink:
+    """A CDC connector's sink (``publish(topic, message)``) that collects what was published;
+    ``fail_after`` makes the n-th and later publishes raise."""
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.published: list[tuple[str, Message]] = []
@@ -60,7 +61,7 @@ def config(**overrides: Any) -> CdcConfig:
     return CdcConfig(**{**base, **overrides})
 
 
-def connector(driver: Driver, sink: RecordingSink, **overrides: Any) -> CdcConnector:
+def connector(driver: Driver, sink: RecordingEventSink, **overrides: Any) -> CdcConnector:
     return CdcConnector(driver.changefeed(), driver.keyvalue(), sink, config(**overrides))
 
 
@@ -76,7 +77,7 @@ async def source_state(driver: Driver, prefix: str = "app/") -> dict[str, bytes]
 
 def test_events_carry_the_debezium_envelope_and_route_by_table(on_backend: Runner) -> None:
     async def scenario(driver: Driver) -> None:
-        sink = RecordingSink()
+        sink = RecordingEventSink()
         c = connector(driver, sink)
         await c.start()
         kv = driver.keyvalue()
@@ -104,7 +105,7 @@ def test_events_carry_the_debezium_envelope_and_route_by_table(on_backend: Runne
 
 def test_a_transaction_is_published_whole_with_its_size(on_backend: Runner) -> None:
     async def scenario(driver: Driver) -> None:
-        sink = RecordingSink()
+        sink = RecordingEventSink()
         c = connector(driver, sink)
         await c.start()
         async with driver.transactions().transaction() as t:
@@ -121,7 +122,7 @@ def test_a_transaction_is_published_whole_with_its_size(on_backend: Runner) -> N
 def test_position_is_confirmed_only_after_the_sink_acknowledged(on_backend: Runner) -> None:
     async def scenario(driver: Driver) -> None:
         kv = driver.keyvalue()
-        failing = RecordingSink(fail_after=2)
+        failing = RecordingEventSink(fail_after=2)
         c = connector(driver, failing)
         await c.start()
         for i in range(4):
@@ -130,7 +131,7 @@ def test_position_is_confirmed_only_after_the_sink_acknowledged(on_backend: Runn
             await c.run_once()
         assert len(failing.published) == 2
         # a new connector (the old one crashed) republishes from the confirmed position
-        healthy = RecordingSink()
+        healthy = RecordingEventSink()
         again = connector(driver, healthy)
         await again.drain()
         assert [e.key for e in healthy.events] == [f"app/k/{i}" for i in range(4)]
@@ -141,7 +142,7 @@ def test_position_is_confirmed_only_after_the_sink_acknowledged(on_backend: Runn
 
 def test_operations_and_tables_filter_what_is_published(on_backend: Runner) -> None:
     async def scenario(driver: Driver) -> None:
-        kv, sink = driver.keyvalue(), RecordingSink()
+        kv, sink = driver.keyvalue(), RecordingEventSink()
         c = connector(driver, sink, operations=["INSERT"], tables=["users"], include_old_value=False)
         await c.start()
         await kv.put("app/users/1", b"a")
@@ -158,7 +159,7 @@ def test_snapshot_hands_over_to_streaming_while_writers_write(on_backend: Runner
         kv = driver.keyvalue()
         for i in range(30):
             await kv.put(f"app/s/{i:03}", b"old")
-        sink = RecordingSink()
+        sink = RecordingEventSink()
         c = connector(driver, sink, snapshot="initial", snapshot_chunk_size=7)
         await c.start()
 
@@ -186,10 +187,10 @@ def test_snapshot_hands_over_to_streaming_while_writers_write(on_backend: Runner
 def test_a_finished_snapshot_is_not_repeated_after_a_restart(on_backend: Runner) -> None:
     async def scenario(driver: Driver) -> None:
         await driver.keyvalue().put("app/a/1", b"x")
-        first = RecordingSink()
+        first = RecordingEventSink()
         await connector(driver, first, snapshot="initial").drain()
         assert [e.op for e in first.events] == ["r"]
-        second = RecordingSink()
+        second = RecordingEventSink()
         await connector(driver, second, snapshot="initial").drain()
         assert second.events == []
 
@@ -198,7 +199,7 @@ def test_a_finished_snapshot_is_not_repeated_after_a_restart(on_backend: Runner)
 
 def test_an_idle_capture_confirms_heartbeats(on_backend: Runner) -> None:
     async def scenario(driver: Driver) -> None:
-        sink = RecordingSink()
+        sink = RecordingEventSink()
         c = connector(driver, sink, heartbeat_interval=0.01)
         await c.start()
         await asyncio.sleep(0.02)

@@ -90,7 +90,10 @@ class History:
 
 
 @dataclass
-class RecordingSink:
+class RecordingRelaySink:
+    """An outbox relay's sink (``publish(message)``) that records into a :class:`History` shared
+    by the relays, tagged with its relay's id, with hooks around each publish."""
+
     history: History
     relay_id: str
     before: Hook | None = None  # runs before the message counts as published
@@ -122,7 +125,7 @@ def relay(
     before: Hook | None = None,
     after: Hook | None = None,
 ) -> OutboxRelay:
-    sink = RecordingSink(history, relay_id, before=before, after=after)
+    sink = RecordingRelaySink(history, relay_id, before=before, after=after)
     if clock is None:
         return OutboxRelay(env.log, env.kv, sink, config, relay_id)
     return OutboxRelay(env.log, env.kv, sink, config, relay_id, clock=clock)
@@ -511,7 +514,7 @@ def test_a_renewal_that_races_a_takeover_loses_the_lease(on_backend: Runner) -> 
         outbox = Outbox(env.transactions, cfg, clock=clock)
         history = History()
         kv = RacingKV(env.kv, cfg.lease)
-        holder = OutboxRelay(env.log, kv, RecordingSink(history, "holder"), cfg, "holder", clock=clock)
+        holder = OutboxRelay(env.log, kv, RecordingRelaySink(history, "holder"), cfg, "holder", clock=clock)
         standby = relay(env, history, "standby", cfg, clock)
         await commit_events(outbox, [("agg", "E0")])
         assert await holder.run_once() == 1
@@ -624,7 +627,7 @@ def test_a_relay_killed_before_committing_republishes_the_batch_with_the_same_id
         ids = await commit_events(outbox, [("agg", f"E{n}") for n in range(3)])
         history = History()
         kv = CrashBeforeCommit(env.kv, cfg.offset)
-        dying = OutboxRelay(env.log, kv, RecordingSink(history, "r1"), cfg, "r1")
+        dying = OutboxRelay(env.log, kv, RecordingRelaySink(history, "r1"), cfg, "r1")
         with pytest.raises(ConnectionLost):
             await dying.run_once()
         assert await dying.committed() == 0
@@ -874,7 +877,7 @@ def test_delete_cleanup_truncates_published_records_after_retention() -> None:
         cfg = config(cleanup="delete", retention=10.0, batch_size=2)
         outbox = Outbox(mem.transactions(), cfg, clock=clock)
         log = TruncatingLog(mem.log())
-        r = OutboxRelay(log, mem.keyvalue(), RecordingSink(History(), "r1"), cfg, "r1", clock=clock)
+        r = OutboxRelay(log, mem.keyvalue(), RecordingRelaySink(History(), "r1"), cfg, "r1", clock=clock)
         await commit_events(outbox, [("agg", "E0"), ("agg", "E1"), ("agg", "E2")])
         assert await r.run_once() == 2
         assert log.truncations == []  # published, but younger than the retention
@@ -999,7 +1002,7 @@ def test_an_outbox_record_round_trips_and_garbage_is_a_typed_error() -> None:
 def test_publishers_refuse_the_other_mode(on_backend: Runner) -> None:
     async def scenario(env: Env) -> None:
         cdc = OutboxConfig(log=LOG, publisher=OutboxPublisher(mode="cdc"))
-        sink = RecordingSink(History(), "p")
+        sink = RecordingRelaySink(History(), "p")
         with pytest.raises(OutboxConfigurationError, match="mode is 'cdc'"):
             OutboxRelay(env.log, env.kv, sink, cdc, "r1")
         feed = env.feed
@@ -1013,7 +1016,7 @@ def test_cdc_mode_writes_rows_the_feed_publishes_in_staging_order(on_backend: Ru
     async def scenario(env: Env) -> None:
         cfg = OutboxConfig(log=LOG, publisher=OutboxPublisher(mode="cdc"))
         history = History()
-        publisher = OutboxCdcPublisher(env.feed, RecordingSink(history, "p"), cfg, kv=env.kv)
+        publisher = OutboxCdcPublisher(env.feed, RecordingRelaySink(history, "p"), cfg, kv=env.kv)
         await publisher.start()
         outbox = Outbox(env.transactions, cfg)
         # Event ids are random, so rows sort by key in any order: staging order must survive.

@@ -47,7 +47,7 @@ from prism_testkit.errors import ConnectionLost, NotSupported
 from prism_testkit.faults.proxy import FaultProxy
 from prism_testkit.isolation import Namespace
 from prism_testkit.pattern_sdk.lifecycle import AlreadyStopped, BatchProcess, HealthStatus, LifecycleState, StopReport
-from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, LogEventSink
+from prism_testkit.patterns.cdc import CdcConfig, CdcConnector, EventSink, LogEventSink
 from prism_testkit.patterns.cdc.events import decode as decode_change
 from prism_testkit.patterns.event_sourcing import (
     EventSourcingConfig,
@@ -60,7 +60,7 @@ from prism_testkit.patterns.event_sourcing import (
     ViewStore,
     ViewWriter,
 )
-from prism_testkit.patterns.outbox import HEADER_EVENT_ID, LogSink, Outbox, OutboxConfig, OutboxRelay
+from prism_testkit.patterns.outbox import HEADER_EVENT_ID, LogSink, Outbox, OutboxConfig, OutboxRelay, Sink
 from prism_testkit.patterns.tiered_storage import KeyValueTier, Migrator, TieredStorage, TieredStorageConfig
 from prism_testkit.patterns.wal import Mutation, WalApplier, WalConfig
 from prism_testkit.simulation.clock import ManualClock
@@ -245,6 +245,28 @@ class Gate:
             await self.release.wait()
 
 
+class GatedRelaySink:
+    """An outbox relay's sink (``publish(message)``) whose every publish passes ``gate`` first."""
+
+    def __init__(self, inner: Sink, gate: Gate) -> None:
+        self.inner, self.gate = inner, gate
+
+    async def publish(self, message: Message) -> None:
+        await self.gate.through()
+        await self.inner.publish(message)
+
+
+class GatedEventSink:
+    """A CDC connector's sink (``publish(topic, message)``) whose every publish passes ``gate`` first."""
+
+    def __init__(self, inner: EventSink, gate: Gate) -> None:
+        self.inner, self.gate = inner, gate
+
+    async def publish(self, topic: str, message: Message) -> None:
+        await self.gate.through()
+        await self.inner.publish(topic, message)
+
+
 # --- the processes under test ----------------------------------------------------------------
 
 
@@ -323,16 +345,9 @@ class RelayUnderTest(ProcessUnderTest):
     def make(self, *, faulted: bool) -> BatchProcess:
         driver = self.outage.driver if faulted else self.plain
         wrap = self.outage.wrap if faulted else (lambda x: x)
-        sink = LogSink(wrap(driver.log()), self.destination)
+        sink: Sink = LogSink(wrap(driver.log()), self.destination)
         if faulted:
-            inner = sink
-
-            class GatedSink:
-                async def publish(_, message: Message) -> None:
-                    await self.gate.through()
-                    await inner.publish(message)
-
-            sink = GatedSink()  # type: ignore[assignment]
+            sink = GatedRelaySink(sink, self.gate)
         return OutboxRelay(wrap(driver.log()), wrap(driver.keyvalue()), sink, self.config, "r1", **self.options())
 
     async def caught_up(self, process: BatchProcess) -> bool:
@@ -434,16 +449,9 @@ class ConnectorUnderTest(ProcessUnderTest):
     def make(self, *, faulted: bool) -> BatchProcess:
         driver = self.outage.driver if faulted else self.plain
         wrap = self.outage.wrap if faulted else (lambda x: x)
-        sink = LogEventSink(wrap(driver.log()))
+        sink: EventSink = LogEventSink(wrap(driver.log()))
         if faulted:
-            inner = sink
-
-            class GatedSink:
-                async def publish(_, topic: str, message: Message) -> None:
-                    await self.gate.through()
-                    await inner.publish(topic, message)
-
-            sink = GatedSink()  # type: ignore[assignment]
+            sink = GatedEventSink(sink, self.gate)
         connector = CdcConnector(wrap(driver.changefeed()), wrap(driver.keyvalue()), sink, self.config)
         return connector.process(**self.options())
 
