@@ -13,7 +13,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     wal_checker,
-    "check_wal",
+    "_classify_applies",
     "        if counts[offset] == 0 and offset not in skipped and offset not in dead_letters:",
     "        if counts[offset] != 1 and offset not in skipped and offset not in dead_letters:  # the bug",
 )

@@ -12,7 +12,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     wal_checker,
-    "check_wal",
-    "                **echo(applied_then_lost(key, value)),",
+    "_classify_final_values",
+    "                **_echo(index.applied_then_lost(key, value)),",
     "                # the bug: the target holding the lost write is judged again",
 )

@@ -14,6 +14,6 @@ from ._rewrite import rewrite_function_line
 rewrite_function_line(
     wal_checker,
     "check_wal",
-    '        add(EMPTY, "nothing was written, logged or applied: the history checks nothing")',
+    '        findings.add(EMPTY, "nothing was written, logged or applied: the history checks nothing")',
     "        pass  # the bug: nothing judged is a pass",
 )

@@ -13,7 +13,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     wal_checker,
-    "check_wal",
+    "_classify_apply_order",
     "        backwards = [(a, b) for a, b in itertools.pairwise(offsets) if b < a]",
     "        backwards = [(a, b) for a, b in itertools.pairwise(offsets[1:]) if b < a]  # the bug",
 )

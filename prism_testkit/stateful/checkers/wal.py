@@ -69,103 +69,199 @@ def check_wal(
     *,
     idempotent_replays: bool = False,
 ) -> Verdict:
-    writes = [p for p in history.pairs() if p.f == "write" and p.process != "nemesis"]
-    found: dict[str, list[Anomaly]] = defaultdict(list)
-    tolerated: Counter[str] = Counter()
-    rolled_back: list[Anomaly] = []
-
-    def add(name: str, message: str, pairs: Sequence[Pair] = (), /, **data: object) -> None:
-        found[name].append(Anomaly(name, message, history.subhistory(pairs), dict(data)))
-
-    if not (writes or logged or applies or any(v is not None for v in final.values()) or dead_letters):
+    """Judges a drained WAL run (the module docstring lists the inputs and the anomalies): the
+    writes indexed once, then the log, the applies and the target's final values classified in
+    turn, each finding with the writes that witness it."""
+    index = _index_wal(history, logged, applies)
+    findings = _WalFindings(history)
+    if not (index.writes or logged or applies or any(v is not None for v in final.values()) or dead_letters):
         # An example that wrote, logged and applied nothing judged nothing: it must not pass as
         # judged (the runner counts it vacuous; a test of only those fails).
-        add(EMPTY, "nothing was written, logged or applied: the history checks nothing")
+        findings.add(EMPTY, "nothing was written, logged or applied: the history checks nothing")
+    _classify_acknowledged(findings, index)
+    _classify_logged(findings, index, logged)
+    _classify_applies(findings, index, logged, applies, skipped, dead_letters, idempotent_replays)
+    _classify_apply_order(findings, applies)
+    _classify_final_values(findings, index, logged, applies, final)
+    stats = {
+        "writes": len(index.writes),
+        "acknowledged": len(index.acknowledged),
+        "logged": len(logged),
+        "applies": len(applies),
+    }
+    return findings.verdict(stats)
 
-    by_value = {str(p.invoke.value): p for p in writes}
-    by_offset = {p.offset: p for p in writes if p.offset is not None}
 
-    def writer_of(offset: int, record: LoggedMutation) -> list[Pair]:
+@dataclass(frozen=True)
+class _WalIndex:
+    """What :func:`check_wal` judges the log, the applies and the target against: the clients'
+    writes, found by the value they put or the offset their receipt named, and the
+    acknowledged ones the log lost."""
+
+    writes: list[Pair]  # the clients' writes (not the nemesis's), in history order
+    by_value: dict[str, Pair]
+    by_offset: dict[int, Pair]
+    acknowledged: list[Pair]
+    # Acknowledged writes gone from the log, in history order and by the offset their receipt
+    # named: what the target and the appliers did with them before they were lost is that loss
+    # seen again (FOLLOWS).
+    gone: list[Pair]
+    gone_at: dict[int | None, list[Pair]]
+    applied: set[tuple[int, str]]  # (offset, key) of every apply
+
+    def writer_of(self, offset: int, record: LoggedMutation) -> list[Pair]:
         """The write that logged ``record``: by the value it put, or (a delete has none) by the
         offset its acknowledgement named."""
-        pair = by_value.get(record.value) if record.value is not None else by_offset.get(offset)
+        pair = self.by_value.get(record.value) if record.value is not None else self.by_offset.get(offset)
         return [pair] if pair is not None else []
 
-    acknowledged = [p for p in writes if p.ok]
-    # Acknowledged writes gone from the log, by the offset their receipt named: what the target
-    # and the appliers did with them before they were lost is that loss seen again (FOLLOWS).
-    gone_at: dict[int | None, list[Pair]] = defaultdict(list)
-    for pair in acknowledged:
-        record = logged.get(pair.offset) if pair.offset is not None else None
-        wanted = _as_logged(pair)
-        if record != wanted:
-            gone_at[pair.offset].append(pair)
-            add(
-                "lost",
-                f"acknowledged write {pair.invoke.value} at offset {pair.offset} is not in the log",
-                [pair],
-                key=pair.key,
-                value=str(pair.invoke.value),
-            )
-
-    applied = set(applies)
-
-    def echo(gone: Sequence[Pair]) -> dict[str, object]:
-        """The ``data`` saying a finding follows the loss of ``gone`` (nothing: of its own)."""
-        return {FOLLOWS: tuple((p.key, str(p.invoke.value)) for p in gone)} if gone else {}
-
-    def applied_then_lost(key: str, put: str | None) -> list[Pair]:
+    def applied_then_lost(self, key: str, put: str | None) -> list[Pair]:
         """The acknowledged writes of ``key`` (``put``'s value; None: a delete) lost from the log
         after an applier applied them from their offset."""
         return [
             p
-            for offset, lost in gone_at.items()
+            for offset, lost in self.gone_at.items()
             for p in lost
-            if p.key == key and _as_logged(p).value == put and (offset, key) in applied
+            if p.key == key and _as_logged(p).value == put and (offset, key) in self.applied
         ]
 
+
+def _index_wal(history: History, logged: Mapping[int, LoggedMutation], applies: Sequence[tuple[int, str]]) -> _WalIndex:
+    """The clients' writes looked up once: every later step finds a write by value or offset,
+    and needs the acknowledged writes the log lost to tell a loss seen again from a new finding."""
+    writes = [p for p in history.pairs() if p.f == "write" and p.process != "nemesis"]
+    acknowledged = [p for p in writes if p.ok]
+    gone = [p for p in acknowledged if (logged.get(p.offset) if p.offset is not None else None) != _as_logged(p)]
+    gone_at: dict[int | None, list[Pair]] = defaultdict(list)
+    for pair in gone:
+        gone_at[pair.offset].append(pair)
+    return _WalIndex(
+        writes,
+        by_value={str(p.invoke.value): p for p in writes},
+        by_offset={p.offset: p for p in writes if p.offset is not None},
+        acknowledged=acknowledged,
+        gone=gone,
+        gone_at=gone_at,
+        applied=set(applies),
+    )
+
+
+class _WalFindings:
+    """Collects the WAL's anomalies, each witnessed by the writes it names, with what it
+    tolerates: re-applies counted, values a failover rolled back listed."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self.found: dict[str, list[Anomaly]] = defaultdict(list)
+        self.tolerated: Counter[str] = Counter()
+        self.rolled_back: list[Anomaly] = []
+
+    def add(self, name: str, message: str, pairs: Sequence[Pair] = (), /, **data: object) -> None:
+        self.found[name].append(Anomaly(name, message, self.history.subhistory(pairs), dict(data)))
+
+    def roll_back(self, message: str, write: Pair, key: str) -> None:
+        """Tolerated, not found: ``write``'s value a failover rolled back after it was applied."""
+        self.rolled_back.append(Anomaly(ROLLED_BACK, message, self.history.subhistory([write]), {"key": key}))
+
+    def verdict(self, stats: dict[str, int]) -> Verdict:
+        stats |= dict(self.tolerated)
+        if self.rolled_back:
+            stats[ROLLED_BACK] = len(self.rolled_back)
+        verdict = suite_verdict("wal", dict(self.found), stats)
+        return replace(verdict, tolerated={ROLLED_BACK: self.rolled_back}) if self.rolled_back else verdict
+
+
+def _echo(gone: Sequence[Pair]) -> dict[str, object]:
+    """The ``data`` saying a finding follows the loss of ``gone`` (nothing: of its own)."""
+    return {FOLLOWS: tuple((p.key, str(p.invoke.value)) for p in gone)} if gone else {}
+
+
+def _classify_acknowledged(findings: _WalFindings, index: _WalIndex) -> None:
+    """An acknowledged write not in the log at its receipt is ``lost``."""
+    for pair in index.gone:
+        findings.add(
+            "lost",
+            f"acknowledged write {pair.invoke.value} at offset {pair.offset} is not in the log",
+            [pair],
+            key=pair.key,
+            value=str(pair.invoke.value),
+        )
+
+
+def _classify_logged(findings: _WalFindings, index: _WalIndex, logged: Mapping[int, LoggedMutation]) -> None:
+    """A log record no write produced is a ``phantom``: a put by its value, deletes (which carry
+    none) by outnumbering the deletes invoked on their key."""
+    writes, by_value = index.writes, index.by_value
     deletes_invoked = Counter(p.key for p in writes if str(p.invoke.value).endswith(DELETE_SUFFIX) and not _failed(p))
     deletes_logged: Counter[str] = Counter()
     for offset, record in sorted(logged.items()):
         if record.value is None:
             deletes_logged[record.key] += 1
         elif record.value not in by_value or _failed(by_value[record.value]):
-            add("phantom", f"log offset {offset} holds {record.value}, which no write produced", offset=offset)
+            findings.add("phantom", f"log offset {offset} holds {record.value}, which no write produced", offset=offset)
     for key, count in deletes_logged.items():
         if count > deletes_invoked[key]:
-            add("phantom", f"{count} deletes of {key} in the log, {deletes_invoked[key]} invoked", key=key)
+            findings.add("phantom", f"{count} deletes of {key} in the log, {deletes_invoked[key]} invoked", key=key)
 
+
+def _classify_applies(
+    findings: _WalFindings,
+    index: _WalIndex,
+    logged: Mapping[int, LoggedMutation],
+    applies: Sequence[tuple[int, str]],
+    skipped: set[int],
+    dead_letters: Sequence[int],
+    idempotent_replays: bool,
+) -> None:
+    """Each logged mutation by how often it was applied: never (``lost``, unless the guard
+    skipped it as applied before or it was dead-lettered), once, or more (``doubled``, or a
+    tolerated ``reapplied`` replay); and each dead-lettered one."""
     counts = Counter(offset for offset, _ in applies)
     for offset, record in sorted(logged.items()):
         if counts[offset] == 0 and offset not in skipped and offset not in dead_letters:
-            add(
+            findings.add(
                 "lost",
                 f"mutation {record.value or 'delete'} of {record.key} at offset {offset} was never applied",
-                writer_of(offset, record),
+                index.writer_of(offset, record),
                 offset=offset,
             )
         if counts[offset] > 1 and idempotent_replays and _same_value_again(applies, offset, record.key):
-            tolerated["reapplied"] += counts[offset] - 1
+            findings.tolerated["reapplied"] += counts[offset] - 1
         elif counts[offset] > 1:
-            add(
+            findings.add(
                 "doubled",
                 f"mutation at offset {offset} ({record.key}) was applied {counts[offset]} times",
-                writer_of(offset, record),
+                index.writer_of(offset, record),
                 offset=offset,
                 # a lost write held this offset first: the offset applied twice is that loss again
-                **echo(gone_at.get(offset, [])),
+                **_echo(index.gone_at.get(offset, [])),
             )
     for offset in dead_letters:
-        add("dead-lettered", f"mutation at offset {offset} went to the dead-letter log", offset=offset)
+        findings.add("dead-lettered", f"mutation at offset {offset} went to the dead-letter log", offset=offset)
 
+
+def _classify_apply_order(findings: _WalFindings, applies: Sequence[tuple[int, str]]) -> None:
+    """A key whose mutations were applied against log order is ``reordered``."""
     per_key: dict[str, list[int]] = defaultdict(list)
     for offset, key in applies:
         per_key[key].append(offset)
     for key, offsets in per_key.items():
         backwards = [(a, b) for a, b in itertools.pairwise(offsets) if b < a]
         if backwards:
-            add("reordered", f"{key}: offset {backwards[0][1]} applied after {backwards[0][0]}", key=key)
+            findings.add("reordered", f"{key}: offset {backwards[0][1]} applied after {backwards[0][0]}", key=key)
 
+
+def _classify_final_values(
+    findings: _WalFindings,
+    index: _WalIndex,
+    logged: Mapping[int, LoggedMutation],
+    applies: Sequence[tuple[int, str]],
+    final: Mapping[str, str | None],
+) -> None:
+    """Each key's final value against its last logged mutation: right; a value no write (or no
+    logged one) produced, ``phantom``; an older one, ``reordered``; none, ``lost``; or a
+    tolerated value a failover rolled back after it was applied."""
+    history, by_value, gone_at, applied = findings.history, index.by_value, index.gone_at, index.applied
     for key, value in final.items():
         history_of_key = [(o, r) for o, r in sorted(logged.items()) if r.key == key]
         expected = history_of_key[-1][1].value if history_of_key else None
@@ -178,32 +274,25 @@ def check_wal(
         last = history_of_key[-1][0] if history_of_key else None
         skipped_for = [p for p in gone_at.get(last, []) if (last, p.key) in applied] if last is not None else []
         if value is not None and value not in by_value:
-            add("phantom", f"{key} holds {value}, which no write produced", key=key)
+            findings.add("phantom", f"{key} holds {value}, which no write produced", key=key)
         elif value in earlier or value is None:
-            add(
+            findings.add(
                 "reordered" if value is not None else "lost",
                 f"{key} ends as {value}, but its last logged mutation is {expected or 'a delete'}",
-                writer_of(*history_of_key[-1]) if history_of_key else [],
+                index.writer_of(*history_of_key[-1]) if history_of_key else [],
                 key=key,
-                **echo(skipped_for if value is not None else [*applied_then_lost(key, None), *skipped_for]),
+                **_echo(skipped_for if value is not None else [*index.applied_then_lost(key, None), *skipped_for]),
             )
         elif _rolled_back_after_apply(history, by_value[value], logged, applies, key):
             message = f"{key} holds {value}, an unacknowledged write the log served and a failover rolled back"
-            rolled_back.append(Anomaly(ROLLED_BACK, message, history.subhistory([by_value[value]]), {"key": key}))
+            findings.roll_back(message, by_value[value], key)
         else:
-            add(
+            findings.add(
                 "phantom",
                 f"{key} holds {value}, which was never logged for it",
                 key=key,
-                **echo(applied_then_lost(key, value)),
+                **_echo(index.applied_then_lost(key, value)),
             )
-
-    stats = {"writes": len(writes), "acknowledged": len(acknowledged), "logged": len(logged), "applies": len(applies)}
-    stats |= dict(tolerated)
-    if rolled_back:
-        stats[ROLLED_BACK] = len(rolled_back)
-    verdict = suite_verdict("wal", dict(found), stats)
-    return replace(verdict, tolerated={ROLLED_BACK: rolled_back}) if rolled_back else verdict
 
 
 def _rolled_back_after_apply(
