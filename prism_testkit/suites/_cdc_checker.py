@@ -88,39 +88,83 @@ class Ledger:
 
 
 def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *, ordered: bool = True) -> Verdict:
-    found: dict[str, list[Anomaly]] = defaultdict(list)
-    empty = History()
-
-    def add(name: str, message: str, **data: object) -> None:
-        found[name].append(Anomaly(name, message, empty, dict(data)))
-
+    """Judges ``delivered`` against ``ledger`` and ``source`` (the module docstring names the
+    anomalies): each event kept once, the streamed ones indexed by transaction, then values,
+    transactions, per-key order and the replica classified in turn."""
+    findings = _CdcFindings()
     wrote = ledger.committed or ledger.maybe or ledger.rolled_back or ledger.seeded
     if not (wrote or delivered or source):
         # Nothing written, delivered or left in the source: a check that judged nothing must
         # not pass as judged (the runner counts it vacuous; a test of only those fails).
-        add(EMPTY, "nothing was written or delivered: the history checks nothing")
+        findings.add(EMPTY, "nothing was written or delivered: the history checks nothing")
+    index = _index_events(ledger, _classify_redeliveries(findings, delivered))
+    _classify_values(findings, ledger, index)
+    voided = _classify_partial_transactions(findings, ledger, index)
+    never = _classify_committed(findings, ledger, index)
+    if ordered:
+        _classify_key_order(findings, ledger, index)
+    _classify_convergence(findings, ledger, delivered, source, never)
+    counts = {"delivered": len(delivered), "events": len(index.events), "committed": len(ledger.committed)}
+    excused: dict[str, int] = {}
+    if ledger.excused:
+        excused["superseded"] = len(ledger.excused)  # not judged lost: written before a lost capture was replaced
+    if voided:
+        excused["voided-partial"] = voided  # cut short in an epoch a later truncate voided (superseded)
+    return findings.verdict(counts, excused)
+
+
+class _CdcFindings:
+    """The anomalies found so far. Events are judged, not operations: every witness is one
+    empty history, and each message names the events instead."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, list[Anomaly]] = defaultdict(list)
+        self.empty = History()
+
+    def add(self, name: str, message: str, **data: object) -> None:
+        self.found[name].append(Anomaly(name, message, self.empty, dict(data)))
+
+    def verdict(self, counts: dict[str, int], excused: dict[str, int]) -> Verdict:
+        """At-least-once: a duplicate is tolerated. ``excused`` counts what was not judged, listed
+        after the anomalies' counts."""
+        guarantee = DeliveryGuarantee.AT_LEAST_ONCE
+        anomalies = {n: g for n, g in self.found.items() if not tolerated(n, guarantee)}
+        allowed = {n: g for n, g in self.found.items() if tolerated(n, guarantee)}
+        counts = counts | {n: len(g) for n, g in self.found.items()} | excused
+        return Verdict("cdc-checker", guarantee, anomalies, allowed, counts)
+
+
+def _classify_redeliveries(findings: _CdcFindings, delivered: list[Message]) -> list[ChangeEvent]:
+    """Each event once, as it was first delivered; a redelivery is ``duplicated``, and one with
+    other content ``inconsistent-duplicate`` too."""
     first: dict[str, ChangeEvent] = {}
     for message in delivered:
         event = decode(message)
         if event.event_id in first:
             # ts_ms is when it was published (Debezium's processing time): it may differ
             if replace(event, ts_ms=0) != replace(first[event.event_id], ts_ms=0):
-                add("inconsistent-duplicate", f"event {event.event_id} redelivered with other content")
-            add("duplicated", f"event {event.event_id} delivered again", event=event.event_id)
+                findings.add("inconsistent-duplicate", f"event {event.event_id} redelivered with other content")
+            findings.add("duplicated", f"event {event.event_id} delivered again", event=event.event_id)
             continue
         first[event.event_id] = event
-    events = list(first.values())
+    return list(first.values())
 
-    everything = {**ledger.committed, **ledger.maybe}
-    committed_values = {value_of(tag, key) for tag, writes in everything.items() for key, v in writes if v}
-    for event in events:
-        if event.after is None:
-            continue
-        if tag_of(event.after) in ledger.rolled_back:
-            add("aborted-read", f"{event.op} of {event.key} carries rolled-back value {event.after!r}")
-        elif event.after not in committed_values and event.after not in ledger.seeded:
-            add("unexpected", f"{event.op} of {event.key} carries a value nobody wrote: {event.after!r}")
 
+@dataclass(frozen=True)
+class _CdcIndex:
+    """The events and transactions :func:`check` judges, gathered once."""
+
+    events: list[ChangeEvent]  # each delivered event once
+    everything: dict[str, list[Write]]  # tag -> writes, committed or of unknown outcome
+    streamed: list[ChangeEvent]  # the events not from a snapshot, in delivery order
+    by_txid: dict[Txn, list[ChangeEvent]]
+    txids_of_tag: dict[str, set[Txn]]  # the streamed transactions a tag's values arrived in
+    truncated: int  # the last epoch that began with a truncate: every earlier epoch is void
+
+
+def _index_events(ledger: Ledger, events: list[ChangeEvent]) -> _CdcIndex:
+    """The streamed events grouped by transaction, and the transactions each tag arrived in:
+    the partial, split, lost and order checks all read them."""
     streamed = [e for e in events if not e.snapshot]
     # A transaction is (epoch, txid): each epoch decodes another capture, after a failover on
     # another server, whose transaction ids may repeat the old primary's.
@@ -131,38 +175,71 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
     for event in streamed:
         if event.after is not None:
             txids_of_tag[tag_of(event.after)].add((event.epoch, event.txid))
-    truncated = max((e.epoch for e in events if e.op == "t"), default=0)  # every earlier epoch is void
+    return _CdcIndex(
+        events,
+        everything={**ledger.committed, **ledger.maybe},
+        streamed=streamed,
+        by_txid=by_txid,
+        txids_of_tag=txids_of_tag,
+        truncated=max((e.epoch for e in events if e.op == "t"), default=0),
+    )
+
+
+def _classify_values(findings: _CdcFindings, ledger: Ledger, index: _CdcIndex) -> None:
+    """Each value an event carries: of a rolled-back transaction, ``aborted-read``; written by
+    nobody (no transaction, no seed), ``unexpected``."""
+    committed_values = {value_of(tag, key) for tag, writes in index.everything.items() for key, v in writes if v}
+    for event in index.events:
+        if event.after is None:
+            continue
+        if tag_of(event.after) in ledger.rolled_back:
+            findings.add("aborted-read", f"{event.op} of {event.key} carries rolled-back value {event.after!r}")
+        elif event.after not in committed_values and event.after not in ledger.seeded:
+            findings.add("unexpected", f"{event.op} of {event.key} carries a value nobody wrote: {event.after!r}")
+
+
+def _classify_partial_transactions(findings: _CdcFindings, ledger: Ledger, index: _CdcIndex) -> int:
+    """Each streamed transaction short of its ``total`` events is a ``partial-transaction``, but
+    one of a superseded transaction a later truncate voided. Returns how many were voided."""
     voided = 0
-    for (epoch, txid), group in by_txid.items():
+    for (epoch, txid), group in index.by_txid.items():
         if len(group) == group[0].total and sorted(e.total_order for e in group) == list(range(1, len(group) + 1)):
             continue
         tags = {tag_of(e.after) for e in group if e.after is not None}
-        if epoch < truncated and tags and tags <= ledger.excused:
+        if epoch < index.truncated and tags and tags <= ledger.excused:
             # Cut short by the capture's loss (a connector died mid-transaction and its epoch
             # ended before one resumed it): the truncate of a later epoch voids these events for
             # every consumer, and that epoch's snapshot brings the rows. Convergence judges them.
             voided += 1
             continue
-        why = ", voided, but not superseded" if epoch < truncated else ""
+        why = ", voided, but not superseded" if epoch < index.truncated else ""
         where = f" (epoch {epoch}{why})" if epoch or why else ""
-        add("partial-transaction", f"transaction {txid}{where}: {len(group)} of {group[0].total} events delivered")
+        findings.add(
+            "partial-transaction", f"transaction {txid}{where}: {len(group)} of {group[0].total} events delivered"
+        )
+    return voided
 
-    never: set[tuple[str, str]] = set()  # (tag, key) of the writes judged lost
-    for tag, writes in everything.items():
-        txids = txids_of_tag.get(tag, set())
+
+def _classify_committed(findings: _CdcFindings, ledger: Ledger, index: _CdcIndex) -> set[tuple[str, str]]:
+    """Each transaction that committed (or of unknown outcome, once any of it arrived): under
+    several transaction ids, ``split-transaction``; each write of it its own transactions' events
+    never carried, ``lost``, unless a snapshot superseded it. Returns the (tag, key) judged lost."""
+    never: set[tuple[str, str]] = set()
+    for tag, writes in index.everything.items():
+        txids = index.txids_of_tag.get(tag, set())
         if tag in ledger.maybe and not txids:
             continue  # it did not commit, as far as anyone can tell
         if len(txids) > 1:
             names = sorted(f"{txid}@{epoch}" if epoch else txid for epoch, txid in txids)
-            add("split-transaction", f"transaction {tag} arrived as {len(txids)} transactions: {names}")
-        got = {(e.key, e.after) for txid in txids for e in by_txid[txid]}
+            findings.add("split-transaction", f"transaction {tag} arrived as {len(txids)} transactions: {names}")
+        got = {(e.key, e.after) for txid in txids for e in index.by_txid[txid]}
         for key, value in writes:
             want = (key, None if value is None else value_of(tag, key))
             if want not in got and tag not in ledger.excused:
                 never.add((tag, key))
                 what = "delete" if value is None else "put"
                 when = {ACKED: ledger.acked[tag]} if tag in ledger.acked else {}
-                add(
+                findings.add(
                     "lost",
                     f"{what} of {key} by committed {tag} never delivered",
                     key=key,
@@ -170,42 +247,49 @@ def check(ledger: Ledger, delivered: list[Message], source: dict[str, bytes], *,
                     tag=tag,
                     **when,
                 )
+    return never
 
-    if ordered:
-        for key, tag_order in ledger.key_order.items():
-            seen: list[str] = []
-            for event in streamed:
-                if event.key == key and event.after is not None:
-                    seen.append(tag_of(event.after))
-            in_order = [t for t in tag_order if t in seen and any(v is not None for k, v in everything[t] if k == key)]
-            if seen != in_order:
-                add("reordered", f"{key}: delivered {seen}, committed {in_order}", key=key)
 
+def _classify_key_order(findings: _CdcFindings, ledger: Ledger, index: _CdcIndex) -> None:
+    """Each key's streamed puts against its commit order: out of it, ``reordered``."""
+    for key, tag_order in ledger.key_order.items():
+        seen: list[str] = []
+        for event in index.streamed:
+            if event.key == key and event.after is not None:
+                seen.append(tag_of(event.after))
+        in_order = [
+            t for t in tag_order if t in seen and any(v is not None for k, v in index.everything[t] if k == key)
+        ]
+        if seen != in_order:
+            findings.add("reordered", f"{key}: delivered {seen}, committed {in_order}", key=key)
+
+
+def _classify_convergence(
+    findings: _CdcFindings,
+    ledger: Ledger,
+    delivered: list[Message],
+    source: dict[str, bytes],
+    never: set[tuple[str, str]],
+) -> None:
+    """The replica every delivery built (redeliveries included) against the source: apart,
+    ``diverged``, witnessed by the rows missing, extra and stale."""
     replica = Replica()
     for message in delivered:
         replica.apply(message)
-    if replica.rows != source:
-        missing = sorted(set(source) - set(replica.rows))
-        extra = sorted(set(replica.rows) - set(source))
-        stale = sorted(k for k in set(source) & set(replica.rows) if source[k] != replica.rows[k])
-        # One event, one verdict: a row whose source state is the last write of its key, judged
-        # lost (never delivered), cannot be in the replica; when every row apart is such a row,
-        # the divergence is those losses seen again (FOLLOWS), else a finding of its own.
-        apart = [*missing, *extra, *stale]
-        lost_last = [(key, source.get(key)) for key in apart if _lost_last(ledger, key, source.get(key), never)]
-        echo = {FOLLOWS: tuple(lost_last)} if len(lost_last) == len(apart) else {}
-        add("diverged", f"replica differs from the source: missing {missing}, extra {extra}, stale {stale}", **echo)
-
-    guarantee = DeliveryGuarantee.AT_LEAST_ONCE
-    anomalies = {n: g for n, g in found.items() if not tolerated(n, guarantee)}
-    allowed = {n: g for n, g in found.items() if tolerated(n, guarantee)}
-    counts = {"delivered": len(delivered), "events": len(events), "committed": len(ledger.committed)}
-    counts.update({n: len(g) for n, g in found.items()})
-    if ledger.excused:
-        counts["superseded"] = len(ledger.excused)  # not judged lost: written before a lost capture was replaced
-    if voided:
-        counts["voided-partial"] = voided  # cut short in an epoch a later truncate voided (superseded)
-    return Verdict("cdc-checker", guarantee, anomalies, allowed, counts)
+    if replica.rows == source:
+        return
+    missing = sorted(set(source) - set(replica.rows))
+    extra = sorted(set(replica.rows) - set(source))
+    stale = sorted(k for k in set(source) & set(replica.rows) if source[k] != replica.rows[k])
+    # One event, one verdict: a row whose source state is the last write of its key, judged
+    # lost (never delivered), cannot be in the replica; when every row apart is such a row,
+    # the divergence is those losses seen again (FOLLOWS), else a finding of its own.
+    apart = [*missing, *extra, *stale]
+    lost_last = [(key, source.get(key)) for key in apart if _lost_last(ledger, key, source.get(key), never)]
+    echo = {FOLLOWS: tuple(lost_last)} if len(lost_last) == len(apart) else {}
+    findings.add(
+        "diverged", f"replica differs from the source: missing {missing}, extra {extra}, stale {stale}", **echo
+    )
 
 
 def _lost_last(ledger: Ledger, key: str, held: bytes | None, never: set[tuple[str, str]]) -> bool:

@@ -13,7 +13,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     cdc_checker,
-    "check",
+    "_classify_committed",
     "            if want not in got and tag not in ledger.excused:",
     "            if want not in got and not ledger.excused:  # the bug: one excuse for all",
 )

@@ -12,7 +12,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     cdc_checker,
-    "check",
-    "        echo = {FOLLOWS: tuple(lost_last)} if len(lost_last) == len(apart) else {}",
-    "        echo: dict[str, object] = {}  # the bug: the replica short of the lost event is judged again",
+    "_classify_convergence",
+    "    echo = {FOLLOWS: tuple(lost_last)} if len(lost_last) == len(apart) else {}",
+    "    echo: dict[str, object] = {}  # the bug: the replica short of the lost event is judged again",
 )

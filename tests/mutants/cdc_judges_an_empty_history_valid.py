@@ -14,6 +14,6 @@ from ._rewrite import rewrite_function_line
 rewrite_function_line(
     cdc_checker,
     "check",
-    '        add(EMPTY, "nothing was written or delivered: the history checks nothing")',
+    '        findings.add(EMPTY, "nothing was written or delivered: the history checks nothing")',
     "        pass  # the bug: nothing judged is a pass",
 )

@@ -13,7 +13,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     cdc_checker,
-    "check",
-    "        got = {(e.key, e.after) for txid in txids for e in by_txid[txid]}",
-    "        got = {(e.key, e.after) for e in streamed}  # the bug: the union of transactions",
+    "_classify_committed",
+    "        got = {(e.key, e.after) for txid in txids for e in index.by_txid[txid]}",
+    "        got = {(e.key, e.after) for e in index.streamed}  # the bug: the union of transactions",
 )

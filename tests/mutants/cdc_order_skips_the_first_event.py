@@ -13,7 +13,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     cdc_checker,
-    "check",
-    "                if event.key == key and event.after is not None:",
-    ("                if event.key == key and event.after is not None and event is not streamed[0]:  # the bug"),
+    "_classify_key_order",
+    "            if event.key == key and event.after is not None:",
+    ("            if event.key == key and event.after is not None and event is not index.streamed[0]:  # the bug"),
 )

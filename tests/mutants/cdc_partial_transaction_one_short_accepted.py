@@ -13,7 +13,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     cdc_checker,
-    "check",
+    "_classify_partial_transactions",
     (
         "        if len(group) == group[0].total and sorted(e.total_order"
         " for e in group) == list(range(1, len(group) + 1)):"

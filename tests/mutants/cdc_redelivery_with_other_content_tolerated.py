@@ -13,7 +13,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     cdc_checker,
-    "check",
-    '                add("inconsistent-duplicate", f"event {event.event_id} redelivered with other content")',
+    "_classify_redeliveries",
+    '                findings.add("inconsistent-duplicate", f"event {event.event_id} redelivered with other content")',
     "                pass  # the bug: any redelivery is a duplicate",
 )

@@ -13,7 +13,7 @@ from ._rewrite import rewrite_function_line
 
 rewrite_function_line(
     cdc_checker,
-    "check",
+    "_classify_committed",
     "        if tag in ledger.maybe and not txids:",
     "        if tag in ledger.maybe:  # the bug: unknown is never lost",
 )
