@@ -3,6 +3,7 @@
     python -m benchmarks.census              # every prism_testkit/suites/test_*.py, 5 runs, calibrated load
     python -m benchmarks.census prism_testkit/suites/test_consumer.py --runs 3 --load cpu:4,stall:500ms@1s \\
         --backends memstore,postgres,jetstream-r3 -n 2 --out census.md --json census.json
+    python -m benchmarks.census --changed-since origin/main -n 2 --depth 2   # what a landing touches
 
 A red that appears in one run of three, on a different test each time, is found by luck in the
 main job; here it is found on purpose. Each run is one pytest process per suite file, with a
@@ -63,6 +64,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks import touched
 from prism_testkit.faults.load import CALIBRATED, LoadSpec, LoadSpecError, jitter_seed, parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -621,6 +623,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "files", nargs="*", metavar="SUITE_FILE", help="suite files (default: every prism_testkit/suites/test_*.py)"
     )
+    parser.add_argument(
+        "--changed-since",
+        metavar="REV",
+        help="also the test files a change since REV touches (benchmarks/touched.py): edited, or importing "
+        "what it edits; each printed with why",
+    )
     parser.add_argument("--runs", type=int, help=f"runs of each file (default {DEFAULT_RUNS})")
     parser.add_argument("--load", help=f"--prism-load, no seed (default {CALIBRATED_LOAD})")
     parser.add_argument("--backends", help=f"--prism-backend (default {DEFAULT_BACKENDS})")
@@ -752,7 +760,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("census: --runs must be at least 1 and -n at least 0", file=sys.stderr)
         return 2
     # a kept census's files are as given then: relative to the checkout, not to the cwd now
-    files = [_as_given(path) for path in args.files] or (list(kept.settings.files) if kept else default_files())
+    files = [_as_given(path) for path in args.files]
+    if args.changed_since is not None:
+        try:
+            changed = touched.changed_since(args.changed_since)
+        except ValueError as exc:
+            print(f"census: --changed-since: {exc}", file=sys.stderr)
+            return 2
+        found = touched.touched(changed, touched.sources_of_the_test_side(), touched.project_modules())
+        for file, why in found.items():
+            print(f"census: {file}: {why}")
+        for mutant in touched.changed_mutants(changed):
+            print(f"census: mutant {mutant} changed: its proof is tests/test_mutants.py -k {mutant}")
+        files += [file for file in found if file not in files]
+        if not files:
+            print(f"census: the change since {args.changed_since} touches no test file: nothing to run")
+            return 0
+    files = files or (list(kept.settings.files) if kept else default_files())
     missing = [file for file in files if not (ROOT / file).is_file()]
     if missing:
         print(f"census: no such suite file: {', '.join(missing)}", file=sys.stderr)

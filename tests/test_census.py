@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import census as module
+from benchmarks import touched as touched_module
 from benchmarks.census import (
     COLLECTION,
     ERROR,
@@ -462,3 +463,37 @@ def test_the_command_fails_when_no_test_ran(tmp_path: Path) -> None:
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     assert "No test ran on `memstore` in: prism_testkit/suites/test_contract_keyvalue.py" in done.stdout
+
+
+def test_changed_since_adds_the_touched_files_to_those_given_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[str] = []
+
+    def fake_run_file(file: str, round_: int, seed: int, *rest: object) -> Run:
+        ran.append(file)
+        return Run(file, round_, seed, 1.0, 0, [Case("test_x", "", PASSED)])
+
+    changed = ["prism_testkit/suites/_queue_machine.py", "tests/mutants/queue_acks_on_delivery.py"]
+    monkeypatch.setattr(touched_module, "changed_since", lambda revision: changed)
+    monkeypatch.setattr(module, "run_file", fake_run_file)
+    assert main([KV, "--changed-since", "HEAD", "--runs", "1", "--load", "cpu:1", "--backends", "memstore"]) == 0
+    told = capsys.readouterr().out
+    assert ran[0] == KV  # the files given first, then the touched ones, each once
+    assert "prism_testkit/suites/test_stateful_queue.py" in ran
+    assert len(ran) == len(set(ran))
+    assert "census: prism_testkit/suites/test_stateful_queue.py: imports prism_testkit.suites._queue_machine" in told
+    assert "mutant queue_acks_on_delivery changed: its proof is tests/test_mutants.py -k queue_acks_on_delivery" in told
+
+
+def test_a_change_that_touches_no_test_runs_nothing_and_an_unknown_revision_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(module, "run_file", no_run)
+    monkeypatch.setattr(touched_module, "changed_since", lambda revision: ["docs/load.md"])
+    assert main(["--changed-since", "HEAD"]) == 0
+    assert "touches no test file: nothing to run" in capsys.readouterr().out
+    monkeypatch.undo()
+    monkeypatch.setattr(module, "run_file", no_run)
+    assert main(["--changed-since", "no-such-revision-here"]) == 2
+    assert "--changed-since: git diff" in capsys.readouterr().err
