@@ -22,7 +22,7 @@ backend's declared queue delivery.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,21 @@ RECEIVE_WAIT = 0.05
 DEFAULT_VISIBILITY = 30.0
 UNKNOWN_RECEIVE_MARGIN = 5.0
 RESTARTS = frozenset({"kill", "power-cut"})
+
+
+async def drain_past(
+    take: Callable[[], Awaitable[bool]], missing: Callable[[], bool], *, deadline: float, missing_deadline: float
+) -> None:
+    """The end of a queue's drain: ``take`` (one receive or poll; whether it took a message)
+    until one takes nothing once ``deadline`` passed, or ``missing_deadline`` while ``missing()``
+    (an acknowledged message was not taken yet). Both are moments when a held message is due
+    back: a visibility timeout (x slowness) past when it was held, not a bound of patience's.
+    Returns, never raises: the checker judges what was taken (a message still missing is lost)."""
+    while True:
+        if await take():
+            continue
+        if clocks.monotonic() >= (missing_deadline if missing() else deadline):
+            return
 
 
 @dataclass
@@ -232,12 +247,19 @@ class QueueMachine(FaultMachine):
         restarted = any(op.process == "nemesis" and op.f in RESTARTS for op in self.history)
         if self.unknown_receive or restarted:
             missing_wait = max(deadline, clocks.monotonic()) + DEFAULT_VISIBILITY + UNKNOWN_RECEIVE_MARGIN * slowness
-        while True:
+
+        async def take() -> bool:
             delivery = await self.take(queue, wait=DRAIN_WAIT, visibility=DEFAULT_VISIBILITY)
             if delivery is None:
-                missing = self.acknowledged - self.consumed - set(values)
-                if clocks.monotonic() >= (missing_wait if missing else deadline):
-                    return values
-                continue
+                return False
             await queue.ack(self.name, delivery)
             values.append(self.decode(delivery))
+            return True
+
+        await drain_past(
+            take,
+            lambda: bool(self.acknowledged - self.consumed - set(values)),
+            deadline=deadline,
+            missing_deadline=missing_wait,
+        )
+        return values

@@ -127,13 +127,29 @@ class Consumer:
         await self.reader.close()
 
     async def collect(self, expected: set[str]) -> list[Message]:
-        """Everything delivered so far: until every ``expected`` event id has arrived (or
-        :data:`SETTLE` runs out), and every stray published along with them."""
-        deadline = clocks.monotonic() + SETTLE  # hand-rolled: must not raise; the checker judges what arrived
-        while not expected <= {m.headers.get(HEADER_EVENT_ID) for m in self.received}:
-            if clocks.monotonic() >= deadline:
-                return list(self.received)
+        """Everything delivered so far: until every ``expected`` event id has arrived (or the
+        ``stall`` bound runs out: then what arrived, for the checker to judge), and every stray
+        published along with them."""
+
+        def complete() -> bool:
+            return expected <= {m.headers.get(HEADER_EVENT_ID) for m in self.received}
+
+        async def receive() -> int:
             self.received.extend(await self.reader.receive(TAIL_WAIT))
+            return len(self.received)
+
+        if not complete():
+            try:
+                await patience.until(
+                    receive,
+                    lambda _: complete(),
+                    what=f"outbox: every expected event at {self.destination}",
+                    stall="stall",
+                    ceiling="stall",  # a plain bound: waited for at most, progress or not
+                    every=0.0,  # each receive waits TAIL_WAIT itself
+                )
+            except patience.Unsettled:
+                return list(self.received)  # no verdict of its own: the checker judges what arrived
         self.received.extend(await self.reader.until_now(clocks.monotonic() + SETTLE))
         return list(self.received)
 
@@ -1133,12 +1149,27 @@ async def test_a_routed_destination_sends_each_event_to_the_topic_of_its_type_an
                     sent[await tx.publish(aggregate, event_type, f"event-{n}".encode())] = route
             relay = r.relay("r1", sink=sink_of(driver, kind, pattern))
             assert await drain(relay) == len(sent)
-            # Until every event arrived somewhere (or SETTLE ran out), then all each topic holds.
+            # Until every event arrived somewhere (or the stall bound ran out), then all each topic holds.
             arrived: dict[tuple[str, str], set[str]] = {route: set() for route in routes}
-            deadline = clocks.monotonic() + SETTLE  # hand-rolled: falls through to the asserts, strays first
-            while not set(sent) <= set().union(*arrived.values()) and clocks.monotonic() < deadline:
+
+            def everywhere() -> bool:
+                return set(sent) <= set().union(*arrived.values())
+
+            async def receive() -> int:
                 for route, reader in readers.items():
                     arrived[route].update(m.headers[HEADER_EVENT_ID] for m in await reader.receive(TAIL_WAIT))
+                return sum(map(len, arrived.values()))
+
+            if not everywhere():
+                with suppress(patience.Unsettled):  # running out falls through to the asserts, strays first
+                    await patience.until(
+                        receive,
+                        lambda _: everywhere(),
+                        what="outbox: every routed event at some topic",
+                        stall="stall",
+                        ceiling="stall",  # a plain bound: waited for at most, progress or not
+                        every=0.0,  # each receive waits TAIL_WAIT itself
+                    )
             for route, reader in readers.items():
                 messages = await reader.until_now(clocks.monotonic() + SETTLE)
                 arrived[route].update(m.headers[HEADER_EVENT_ID] for m in messages)

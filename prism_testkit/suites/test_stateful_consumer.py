@@ -59,7 +59,7 @@ from prism_testkit.stateful.machine import FaultMachine
 from prism_testkit.stateful.runner import StatefulRun
 
 from ._doubles import Killed
-from ._queue_machine import DEFAULT_VISIBILITY, RESTARTS, UNKNOWN_RECEIVE_MARGIN
+from ._queue_machine import DEFAULT_VISIBILITY, RESTARTS, UNKNOWN_RECEIVE_MARGIN, drain_past
 
 pytestmark = prism_suite("stateful_consumer", backend=Slot.needs("log", "keyvalue"))
 
@@ -546,14 +546,14 @@ class QueueConsumerMachine(ConsumerMachine):
         missing_deadline = deadline + VISIBILITY * slowness
         if restarted or self.faulted:  # a server's own timer may restart at its default
             missing_deadline = deadline + DEFAULT_VISIBILITY + UNKNOWN_RECEIVE_MARGIN * slowness
-        while True:
-            taken = await consumer.poll()
-            if taken:
-                continue
-            handled = {value for _, _, value in self.handlings}
-            missing = self.acknowledged - handled
-            if clocks.monotonic() >= (missing_deadline if missing else deadline):
-                break
+
+        async def take() -> bool:
+            return bool(await consumer.poll())
+
+        def missing() -> bool:
+            return bool(self.acknowledged - {value for _, _, value in self.handlings})
+
+        await drain_past(take, missing, deadline=deadline, missing_deadline=missing_deadline)
         await consumer.stop(within=patience.bound("calm-op"))
         return instance.handled
 
