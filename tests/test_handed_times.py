@@ -526,14 +526,19 @@ fine = time.monotonic() + bound("calm-op")
     assert fixed_deadlines(source, "t.py") == ["t.py:2", "t.py:3"]
 
 
-# A deadline loop written by hand (``deadline = time.monotonic() + X`` and a ``while`` that looks
-# at it) is a wait patience cannot see: it names no bound in its failure, ignores progress, and
-# often falls through silently. Waits go through prism_testkit.patience (``until``,
-# ``until_sync``, ``poll_until``, ``repeat_until``); the few left by hand say why on the line that
-# computes the deadline, ``# hand-rolled: <reason>`` (the loop measures time itself, must not
-# raise, or is the thing under test).
+# A deadline loop written by hand is a wait patience cannot see: it names no bound in its
+# failure, ignores progress, and often falls through silently. It comes in two forms: a
+# deadline computed first (``deadline = time.monotonic() + X`` and a loop that reads it), or a
+# loop that compares the clock itself (``while time.monotonic() - started < X``,
+# ``if clocks.monotonic() >= deadline: return`` in a ``while True``, ``(left := deadline -
+# clocks.monotonic()) > 0``). Waits go through prism_testkit.patience (``until``,
+# ``until_sync``, ``poll_until``, ``repeat_until``); the few left by hand say why with
+# ``# hand-rolled: <reason>`` on the line that computes the deadline, or, for the second form,
+# on the line of the loop's clock comparison (the loop measures time itself, must not raise,
+# or is the thing under test).
 HAND_ROLLED_MOST = 10
 HAND_ROLLED_REASON = re.compile(r"#\s*hand-rolled:\s*(\S.*)$")
+_LOOPS = (ast.While, ast.For, ast.AsyncFor)
 
 
 @dataclass(frozen=True)
@@ -542,17 +547,40 @@ class DeadlineLoop:
     reason: str | None  # the text after "# hand-rolled:", or None
 
 
+def _is_clock_read(node: ast.AST) -> bool:
+    """``<clock>.monotonic()`` or a bare ``monotonic()``."""
+    return isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Attribute) and node.func.attr == "monotonic")
+        or (isinstance(node.func, ast.Name) and node.func.id == "monotonic")
+    )
+
+
 def _is_clock_deadline(node: ast.AST) -> bool:
     """``<clock>.monotonic() + X`` (or ``X + <clock>.monotonic()``) somewhere in ``node``."""
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Add):
-            for side in (sub.left, sub.right):
-                if (
-                    isinstance(side, ast.Call)
-                    and isinstance(side.func, ast.Attribute)
-                    and side.func.attr == "monotonic"
-                ):
-                    return True
+    return any(
+        isinstance(sub, ast.BinOp)
+        and isinstance(sub.op, ast.Add)
+        and (_is_clock_read(sub.left) or _is_clock_read(sub.right))
+        for sub in ast.walk(node)
+    )
+
+
+def _is_clock_comparison(node: ast.AST) -> bool:
+    """A comparison with the clock as one side: ``monotonic() < deadline``, ``monotonic() -
+    started < X``, ``deadline - monotonic() > 0`` (also inside a ``:=``)."""
+    if not isinstance(node, ast.Compare):
+        return False
+    for side in (node.left, *node.comparators):
+        if isinstance(side, ast.NamedExpr):
+            side = side.value
+        if _is_clock_read(side):
+            return True
+        if (
+            isinstance(side, ast.BinOp)
+            and isinstance(side.op, ast.Sub)
+            and (_is_clock_read(side.left) or _is_clock_read(side.right))
+        ):
+            return True
     return False
 
 
@@ -560,23 +588,64 @@ def _scopes(tree: ast.Module) -> list[ast.AST]:
     return [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))]
 
 
-def _own_nodes(scope: ast.AST) -> list[ast.AST]:
-    """The nodes of ``scope`` outside the functions nested in it."""
-    found: list[ast.AST] = []
-    todo = list(ast.iter_child_nodes(scope))
+def _own_parents(scope: ast.AST) -> dict[ast.AST, ast.AST]:
+    """Each node of ``scope`` outside the functions nested in it, with its parent."""
+    parents: dict[ast.AST, ast.AST] = {}
+    todo = [scope]
     while todo:
         node = todo.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+                continue
+            parents[child] = node
+            todo.append(child)
+    return parents
+
+
+def _own_nodes(scope: ast.AST) -> list[ast.AST]:
+    """The nodes of ``scope`` outside the functions nested in it."""
+    return list(_own_parents(scope))
+
+
+def _reason(lines: list[str], first: int, last: int) -> str | None:
+    """The ``# hand-rolled:`` reason on lines ``first``..``last`` (1-based), if one says it."""
+    said = (HAND_ROLLED_REASON.search(line) for line in lines[first - 1 : last])
+    return next((match.group(1).strip() for match in said if match), None)
+
+
+def _clock_compared_loops(scope: ast.AST, counted: set[str], lines: list[str], file: str) -> list[DeadlineLoop]:
+    """The loops of ``scope`` that compare the clock themselves (each comparison belongs to its
+    innermost loop), but for those that read a deadline name already ``counted``: ``file:line``
+    of the loop's first clock comparison, and a ``# hand-rolled:`` reason on the line of one of
+    its comparisons."""
+    parents = _own_parents(scope)
+    compared: dict[ast.AST, list[ast.Compare]] = {}
+    for node in parents:
+        if not (isinstance(node, ast.Compare) and _is_clock_comparison(node)):
             continue
-        found.append(node)
-        todo.extend(ast.iter_child_nodes(node))
+        loop = parents.get(node)
+        while loop is not None and loop is not scope and not isinstance(loop, _LOOPS):
+            loop = parents.get(loop)
+        if isinstance(loop, _LOOPS):
+            compared.setdefault(loop, []).append(node)
+    found = []
+    for loop, comparisons in compared.items():
+        if any(isinstance(sub, ast.Name) and sub.id in counted for sub in ast.walk(loop)):
+            continue  # its deadline was counted where it was computed
+        comparisons.sort(key=lambda c: c.lineno)
+        reasons = (_reason(lines, c.lineno, c.end_lineno or c.lineno) for c in comparisons)
+        found.append(DeadlineLoop(f"{file}:{comparisons[0].lineno}", next((r for r in reasons if r), None)))
     return found
 
 
 def deadline_loops(source: str, file: str) -> list[DeadlineLoop]:
-    """Each name assigned ``<clock>.monotonic() + X`` that a ``while`` loop of the same function
-    reads (in its condition or its body): ``file:line`` of the assignment, and its
-    ``# hand-rolled:`` reason if a line of the assignment carries one."""
+    """The deadline loops written by hand in ``source``, each with ``file:line`` and its
+    ``# hand-rolled:`` reason (None if it gives none):
+
+    - each name assigned ``<clock>.monotonic() + X`` that a ``while`` loop of the same function
+      reads (in its condition or its body), at the assignment, whose lines may carry the reason;
+    - each loop that compares the clock itself (:func:`_is_clock_comparison`, in its condition
+      or its body), at its first such comparison, whose line may carry the reason."""
     lines = source.splitlines()
     found = []
     for scope in _scopes(ast.parse(source)):
@@ -588,6 +657,7 @@ def deadline_loops(source: str, file: str) -> list[DeadlineLoop]:
             for sub in ast.walk(loop)
             if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load)
         }
+        counted: set[str] = set()
         for node in own:
             if isinstance(node, ast.Assign):
                 targets, value = node.targets, node.value
@@ -598,9 +668,11 @@ def deadline_loops(source: str, file: str) -> list[DeadlineLoop]:
             names = {t.id for t in targets if isinstance(t, ast.Name)}
             if not (names & read_in_loops and _is_clock_deadline(value)):
                 continue
-            said = (HAND_ROLLED_REASON.search(line) for line in lines[node.lineno - 1 : node.end_lineno])
-            reason = next((match.group(1).strip() for match in said if match), None)
-            found.append(DeadlineLoop(f"{file}:{node.lineno}", reason))
+            counted |= names
+            found.append(
+                DeadlineLoop(f"{file}:{node.lineno}", _reason(lines, node.lineno, node.end_lineno or node.lineno))
+            )
+        found += _clock_compared_loops(scope, counted, lines, file)
     return sorted(found, key=lambda d: (d.where.rsplit(":", 1)[0], int(d.where.rsplit(":", 1)[1])))
 
 
@@ -615,8 +687,8 @@ def test_few_deadline_loops_are_hand_rolled_and_each_says_why() -> None:
     unexplained = [loop.where for loop in loops if loop.reason is None]
     assert not unexplained, (
         "deadline loops written by hand: wait through prism_testkit.patience (until, until_sync, poll_until, "
-        "repeat_until), or say why not with '# hand-rolled: <reason>' on the line of the deadline:\n"
-        + "\n".join(f"  {where}" for where in unexplained)
+        "repeat_until), or say why not with '# hand-rolled: <reason>' on the line named (its deadline, or its "
+        "comparison of the clock):\n" + "\n".join(f"  {where}" for where in unexplained)
     )
     assert len(loops) <= HAND_ROLLED_MOST, (
         f"{len(loops)} hand-rolled deadline loops (at most {HAND_ROLLED_MOST}): wait through prism_testkit.patience:\n"
@@ -657,4 +729,52 @@ def d():
         DeadlineLoop("t.py:3", None),
         DeadlineLoop("t.py:8", "it samples for a duration"),
         DeadlineLoop("t.py:20", "it re-raises the last error"),
+    ]
+
+
+def test_the_loop_scan_sees_a_loop_that_compares_the_clock_itself() -> None:
+    source = """
+def a(pid):
+    started = time.monotonic()
+    while state(pid) != "T" and time.monotonic() - started < 5:
+        time.sleep(0.001)
+
+async def b(take, missing, deadline, later):
+    while True:
+        if await take():
+            continue
+        if clocks.monotonic() >= (later if missing() else deadline):  # hand-rolled: a visibility deadline
+            return
+
+async def c(queue, deadline):
+    while (left := deadline - clocks.monotonic()) > 0:
+        await queue.receive(wait=left)
+
+def d(started):
+    assert time.monotonic() - started < 30  # a measure, no loop
+    for attempt in range(3):
+        if monotonic() > started + 1:
+            break
+
+def e():
+    deadline = time.monotonic() + bound("calm-op")  # hand-rolled: counted once, here
+    while True:
+        while time.monotonic() < deadline:
+            pass
+        if time.monotonic() - deadline > 1:
+            break
+
+def f(started):
+    while True:
+        def inner():
+            return time.monotonic() - started < 5
+        if inner():
+            return
+"""
+    assert deadline_loops(source, "t.py") == [
+        DeadlineLoop("t.py:4", None),
+        DeadlineLoop("t.py:11", "a visibility deadline"),
+        DeadlineLoop("t.py:15", None),
+        DeadlineLoop("t.py:21", None),
+        DeadlineLoop("t.py:25", "counted once, here"),
     ]

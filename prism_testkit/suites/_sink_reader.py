@@ -52,7 +52,7 @@ async def drain_to_fence(queue: Queue, name: str, *, deadline: float) -> list[Me
     started = clocks.monotonic()
     await queue.send(name, Message(b"", {FENCE_HEADER: fence}))
     out: list[Message] = []
-    while (left := deadline - clocks.monotonic()) > 0:
+    while (left := deadline - clocks.monotonic()) > 0:  # hand-rolled: the caller's deadline; receives wait what is left
         delivery = await queue.receive(name, wait=left)
         if delivery is None:
             continue
@@ -90,7 +90,7 @@ async def read_to_end(log: Log, name: str, start: int, *, deadline: float) -> li
     out: list[Record] = []
     offset = start
     while offset < end:
-        if clocks.monotonic() >= deadline:
+        if clocks.monotonic() >= deadline:  # hand-rolled: the caller's deadline (until_now's), handed over
             raise Unsettled(
                 f"sink: records {offset}..{end - 1} of log {name} to be readable (its end offset says they exist)",
                 clocks.monotonic() - started,

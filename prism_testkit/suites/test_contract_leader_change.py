@@ -207,7 +207,7 @@ async def _writes_across_a_leader_change(prism_env: PrismEnv, fault: str) -> Non
             if fault == PAUSE_OTHERS:
                 # the others stay paused while the client's node goes on naming no leader, long
                 # enough for a read to be asked again there (a client asks about every second)
-                while clock.monotonic() - killed_at < HOLD:
+                while clock.monotonic() - killed_at < HOLD:  # hand-rolled: a hold, each look asserted
                     now = await look()
                     assert now.get(kv_stream) is None, f"{name}: n{now.get(kv_stream)} leads alone: {now}"
                     await asyncio.sleep(0.05)
