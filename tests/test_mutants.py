@@ -685,6 +685,27 @@ ONLY |= {
     "queue_machine_records_a_crash_as_processed": "consumer_crash_holding",
 }
 
+# The second one (issue 66 item 1) in the pattern suites: each a bug of a pattern that keeps, moves,
+# saves or waits for one of something and is only wrong when there are two (streams, pages,
+# sources, multicasts, destinations); the pattern's own suite catches it with two.
+MUTANTS += [
+    # one claim check over two queues or two logs: a delivery id or an offset names a message
+    # only within its stream (the queue one was the adapters' own code before issue 66)
+    *(
+        (mutant, "claim_check", "memstore,sqlite", "*deleted the object of*still unconsumed*")
+        for mutant in (
+            "claim_check_queue_pending_by_delivery_id",
+            "claim_check_log_claims_by_offset",
+            "chain_log_commit_releases_every_log",
+        )
+    ),
+]
+ONLY |= {
+    "claim_check_queue_pending_by_delivery_id": "one_adapter_over_two_streams and queue and not chain",
+    "claim_check_log_claims_by_offset": "one_adapter_over_two_streams and log and not chain",
+    "chain_log_commit_releases_every_log": "one_adapter_over_two_streams and log and chain",
+}
+
 
 @pytest.mark.parametrize(("mutant", "suite", "backends", "evidence"), MUTANTS, ids=[m[0] for m in MUTANTS])
 def test_the_suites_catch_a_broken_variant(

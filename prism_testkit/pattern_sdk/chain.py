@@ -165,8 +165,9 @@ class ChainedQueue:
     def __init__(self, queue: Queue, chain: PatternChain) -> None:
         self.inner = queue
         self.chain = chain
-        # delivery id -> (undecoded delivery, receipt); lives until acked or nacked
-        self._pending: dict[str, tuple[QueueDelivery, Receipt]] = {}
+        # (queue, delivery id) -> (undecoded delivery, receipt); lives until acked or nacked. A
+        # delivery id is unique within its queue only (Redis numbers each stream on its own).
+        self._pending: dict[tuple[str, str], tuple[QueueDelivery, Receipt]] = {}
 
     async def send(self, queue: str, message: Message) -> str:
         async def send(out: Message) -> str:
@@ -178,25 +179,28 @@ class ChainedQueue:
         raw = await self.inner.receive(queue, wait=wait, visibility_timeout=visibility_timeout)
         if raw is None:
             return None
+        pending = (queue, raw.delivery_id)
         try:
             message, receipt = await self.chain.consume(raw.message)
         except Exception as exc:
-            self._pending[raw.delivery_id] = (raw, Receipt())
+            self._pending[pending] = (raw, Receipt())
             _with_raw(exc, raw)
             raise
-        self._pending[raw.delivery_id] = (raw, receipt)
+        self._pending[pending] = (raw, receipt)
         return QueueDelivery(raw.delivery_id, message, raw.attempt)
 
     async def ack(self, queue: str, delivery: QueueDelivery) -> None:
-        raw, receipt = self._pending.get(delivery.delivery_id, (delivery, Receipt()))
+        pending = (queue, delivery.delivery_id)
+        raw, receipt = self._pending.get(pending, (delivery, Receipt()))
         await self.inner.ack(queue, raw)
-        self._pending.pop(delivery.delivery_id, None)
+        self._pending.pop(pending, None)
         await self.chain.release(receipt)
 
     async def nack(self, queue: str, delivery: QueueDelivery) -> None:
-        raw, _ = self._pending.get(delivery.delivery_id, (delivery, Receipt()))
+        pending = (queue, delivery.delivery_id)
+        raw, _ = self._pending.get(pending, (delivery, Receipt()))
         await self.inner.nack(queue, raw)
-        self._pending.pop(delivery.delivery_id, None)
+        self._pending.pop(pending, None)
 
 
 class ChainedLog:

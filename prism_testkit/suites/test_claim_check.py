@@ -26,7 +26,7 @@ import prism_testkit.simulation.clock as clocks
 from prism_testkit import Capability, Message, ObjectStore, PrismEnv, Slot, prism_suite
 from prism_testkit.errors import ConfigurationError, ConnectionLost, PayloadTooLarge, PrismError
 from prism_testkit.hunting.strategies import compressible_bytes, payloads
-from prism_testkit.interfaces import QueueDelivery, Record, Subscription
+from prism_testkit.interfaces import Queue, QueueDelivery, Record, Subscription
 from prism_testkit.isolation import Namespace
 from prism_testkit.pattern_sdk.chain import ChainedLog, ChainedPubSub, ChainedQueue, PatternChain
 from prism_testkit.patterns.claim_check import (
@@ -359,6 +359,105 @@ async def test_a_log_commit_releases_only_the_records_below_the_committed_offset
     assert [r.message.payload for r in again] == [second], "the uncommitted record lost its payload"
     await channel.log.commit(channel.name, channel.group, 2, again)
     assert await stored_keys(cc) == []
+
+
+class _IdsPerQueue:
+    """A queue whose delivery ids are unique within a queue only, as Redis numbers them (each
+    stream's entries on their own): the first delivery of every queue has the same id."""
+
+    def __init__(self, inner: Queue) -> None:
+        self.inner = inner
+        self.handed: dict[str, int] = {}
+        self.real: dict[tuple[str, str], QueueDelivery] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def receive(self, queue: str, *, wait: float = 0.0, visibility_timeout: float = 30.0) -> QueueDelivery | None:
+        raw = await self.inner.receive(queue, wait=wait, visibility_timeout=visibility_timeout)
+        if raw is None:
+            return None
+        self.handed[queue] = self.handed.get(queue, 0) + 1
+        delivery = QueueDelivery(f"{self.handed[queue]}:{raw.attempt}", raw.message, raw.attempt)
+        self.real[(queue, delivery.delivery_id)] = raw
+        return delivery
+
+    async def ack(self, queue: str, delivery: QueueDelivery) -> None:
+        await self.inner.ack(queue, self.real.pop((queue, delivery.delivery_id)))
+
+    async def nack(self, queue: str, delivery: QueueDelivery) -> None:
+        await self.inner.nack(queue, self.real.pop((queue, delivery.delivery_id)))
+
+
+@pytest.mark.parametrize("via", VIAS)
+@pytest.mark.parametrize("kind", ["queue", "log"])
+async def test_one_adapter_over_two_streams_releases_only_the_consumed_streams_object(
+    prism_env: PrismEnv, kind: Kind, via: Via
+) -> None:
+    """One adapter (or chain) over two queues or two logs, each holding a claimed message at the
+    same place: the first delivery of each queue (with delivery ids unique within a queue only,
+    as Redis numbers them) or offset 0 of each log. Consuming the first stream's message
+    deletes its own object, never the other stream's, still unconsumed. Bug caught: pending
+    claims kept by delivery id or offset alone (the second stream's claim replaces the first's)."""
+    driver = prism_env.driver("messaging")
+    if not driver.supports(Capability(kind)):
+        pytest.skip(f"{driver.name} does not provide {kind}")
+    cc = await claim_check(prism_env, prism_env.ns, kind, on_consume="delete")
+    group = prism_env.ns.name("group")
+    first, second = prism_env.ns.name(f"{kind}-a"), prism_env.ns.name(f"{kind}-b")
+    sent = {first: sample(5000, 1), second: sample(5000, 2)}
+    chain = PatternChain([ClaimCheckStage(cc)])
+    queue: ClaimCheckQueue | ChainedQueue | None = None
+    log: ClaimCheckLog | ChainedLog | None = None
+    if kind == "queue":
+        ids_per_queue = _IdsPerQueue(driver.queue())
+        queue = ClaimCheckQueue(ids_per_queue, cc) if via == "adapter" else ChainedQueue(ids_per_queue, chain)
+    else:
+        log = ClaimCheckLog(driver.log(), cc) if via == "adapter" else ChainedLog(driver.log(), chain)
+    deliveries: dict[str, QueueDelivery] = {}
+    records: dict[str, list[Record]] = {}
+
+    async def receive(name: str) -> bytes:
+        if queue is not None:
+            delivery = await queue.receive(name, wait=arrival_wait())
+            assert delivery is not None, f"the message of {name} never arrived"
+            deliveries[name] = delivery
+            return bytes(delivery.message.payload)
+        assert log is not None
+        records[name] = await log.read(name, 0, limit=1, wait=arrival_wait())
+        assert records[name], f"the record of {name} never arrived"
+        return bytes(records[name][0].message.payload)
+
+    async def consume(name: str) -> None:
+        if queue is not None:
+            await queue.ack(name, deliveries[name])
+        elif isinstance(log, ClaimCheckLog):
+            await log.commit(name, group, 1, records[name])
+        else:
+            assert log is not None
+            await log.commit(name, group, 1)
+
+    objects: dict[str, str] = {}  # stream -> the key of its message's object
+    for name, payload in sent.items():
+        before = set(await stored_keys(cc))
+        if queue is not None:
+            await queue.send(name, Message(payload))
+        else:
+            assert log is not None
+            await log.append(name, Message(payload))
+        (objects[name],) = set(await stored_keys(cc)) - before
+    for name, payload in sent.items():  # both received before either is consumed
+        assert await receive(name) == payload
+    if queue is not None:
+        assert deliveries[first].delivery_id == deliveries[second].delivery_id  # the point: one id, two queues
+    await consume(first)
+    left = set(await stored_keys(cc))
+    assert left == {objects[second]}, (
+        f"consuming the message of {first} deleted the object of {second}'s message, still unconsumed, "
+        f"or kept its own: objects left {sorted(left)}, of {objects}"
+    )
+    await consume(second)
+    assert await stored_keys(cc) == [], "an object was left after both messages were consumed"
 
 
 async def test_a_reference_outside_the_bucket_and_prefix_is_neither_read_nor_deleted(prism_env: PrismEnv) -> None:

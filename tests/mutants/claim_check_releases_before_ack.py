@@ -15,10 +15,10 @@ from prism_testkit.patterns.claim_check import ClaimCheckQueue
 
 
 async def _release_then_ack(self: ClaimCheckQueue, queue: str, delivery: QueueDelivery) -> None:
-    raw, ref = self._pending.get(delivery.delivery_id, (delivery, None))
+    raw, ref = self._pending.get((queue, delivery.delivery_id), (delivery, None))
     await self.claim_check._release_quietly(ref)
     await self.inner.ack(queue, raw)
-    self._pending.pop(delivery.delivery_id, None)
+    self._pending.pop((queue, delivery.delivery_id), None)
 
 
 ClaimCheckQueue.ack = _release_then_ack  # type: ignore[method-assign]

@@ -18,7 +18,7 @@ async def _receive_and_release(
 ) -> QueueDelivery | None:
     delivery = await _receive(self, queue, wait=wait, visibility_timeout=visibility_timeout)
     if delivery is not None:
-        _, ref = self._pending[delivery.delivery_id]
+        _, ref = self._pending[(queue, delivery.delivery_id)]
         if ref is not None:
             await self.claim_check.release(ref)
     return delivery

@@ -52,10 +52,12 @@ class ClaimCheckQueue:
     def __init__(self, queue: Queue, claim_check: ClaimCheck) -> None:
         self.inner = queue
         self.claim_check = claim_check
-        # delivery id -> (undecoded delivery, its claim). The backend gets back exactly the
-        # delivery it handed out, and ack knows what to release though the restored message
-        # no longer carries the header. Entries live until the delivery is acked or nacked.
-        self._pending: dict[str, tuple[QueueDelivery, ClaimReference | None]] = {}
+        # (queue, delivery id) -> (undecoded delivery, its claim). The backend gets back exactly
+        # the delivery it handed out, and ack knows what to release though the restored message
+        # no longer carries the header. Entries live until the delivery is acked or nacked. A
+        # delivery id is unique within its queue only (Redis numbers each stream's entries on
+        # its own), so one adapter over two queues tells their deliveries apart by the queue.
+        self._pending: dict[tuple[str, str], tuple[QueueDelivery, ClaimReference | None]] = {}
 
     async def send(self, queue: str, message: Message) -> str:
         async def send(claimed: Message) -> str:
@@ -67,25 +69,28 @@ class ClaimCheckQueue:
         raw = await self.inner.receive(queue, wait=wait, visibility_timeout=visibility_timeout)
         if raw is None:
             return None
+        pending = (queue, raw.delivery_id)
         try:
             ref = self.claim_check.reference(raw.message)
-            self._pending[raw.delivery_id] = (raw, ref)
+            self._pending[pending] = (raw, ref)
             message = await self.claim_check.incoming(raw.message)
         except ClaimCheckError as exc:
-            self._pending.setdefault(raw.delivery_id, (raw, None))
+            self._pending.setdefault(pending, (raw, None))
             raise _attach(exc, raw) from None
         return QueueDelivery(raw.delivery_id, message, raw.attempt)
 
     async def ack(self, queue: str, delivery: QueueDelivery) -> None:
-        raw, ref = self._pending.get(delivery.delivery_id, (delivery, None))
+        pending = (queue, delivery.delivery_id)
+        raw, ref = self._pending.get(pending, (delivery, None))
         await self.inner.ack(queue, raw)
-        self._pending.pop(delivery.delivery_id, None)
+        self._pending.pop(pending, None)
         await self.claim_check._release_quietly(ref)
 
     async def nack(self, queue: str, delivery: QueueDelivery) -> None:
-        raw, _ = self._pending.get(delivery.delivery_id, (delivery, None))
+        pending = (queue, delivery.delivery_id)
+        raw, _ = self._pending.get(pending, (delivery, None))
         await self.inner.nack(queue, raw)
-        self._pending.pop(delivery.delivery_id, None)
+        self._pending.pop(pending, None)
 
 
 class ClaimCheckLog:
