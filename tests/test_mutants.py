@@ -700,7 +700,14 @@ MUTANTS += [
         )
     ),
 ]
+# more keys due than one migrator pass moves, the first of them failing every pass
+MUTANTS += [
+    ("tiered_migrator_stops_the_pass_at_a_failed_key", "tiered_storage", "memstore,sqlite", "*the pass ended at*"),
+    ("tiered_migrator_reads_one_batch_of_references", "tiered_storage", "memstore,sqlite", "*keys left behind after*"),
+]
 ONLY |= {
+    "tiered_migrator_stops_the_pass_at_a_failed_key": "more_keys_due_than_one_batch",
+    "tiered_migrator_reads_one_batch_of_references": "more_keys_due_than_one_batch",
     "claim_check_queue_pending_by_delivery_id": "one_adapter_over_two_streams and queue and not chain",
     "claim_check_log_claims_by_offset": "one_adapter_over_two_streams and log and not chain",
     "chain_log_commit_releases_every_log": "one_adapter_over_two_streams and log and chain",

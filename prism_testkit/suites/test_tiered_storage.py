@@ -215,6 +215,47 @@ async def test_capacity_counts_the_values_a_pass_promotes_into_the_tier(prism_en
         assert tiers == {"a": "warm", "b": "hot", "c": "hot", "d": "hot"}, "not the least recently read evicted"
 
 
+async def test_more_keys_due_than_one_batch_all_move_past_a_key_that_keeps_failing(prism_env: PrismEnv) -> None:
+    """Five keys due to move, two moves per pass (``migration_batch``), and warm refusing every
+    copy of the first key: each pass moves what it can, the failed key holds back no other, and
+    passes go on until every other key has moved; once warm takes the copy, the last key moves
+    too. Bugs caught: a pass that ends at the first failed move (every key after it waits), a
+    migrator that plans over one batch of references only (the keys after the first batch are
+    never seen)."""
+    clock = ManualClock(START)
+    keys = [f"k{i}" for i in range(5)]
+    async with opened(prism_env, prism_env.ns, clock, migration_batch=2) as store:
+        for key in keys:
+            await store.put(key, key.encode())
+        clock.advance(DAY + 1)  # every key is due to move to warm
+        warm = store.tiers["warm"]
+        write = warm.write
+        refused = keys[0]
+
+        async def refusing_write(name: str, value: bytes) -> None:
+            if name.startswith(store.copy_name("warm", refused, "")):  # any copy of the refused key
+                raise OSError(f"injected: warm refuses the copy of {refused}")
+            await write(name, value)
+
+        warm.write = refusing_write  # type: ignore[method-assign]
+        migrator = Migrator(store)
+        moved = [await migrator.run_once()]
+        assert moved == [1], (
+            f"the pass ended at the failed move of {refused}: {keys[1]}, planned after it, did not move"
+        )
+        while moved[-1] and len(moved) <= len(keys):
+            moved.append(await migrator.run_once())
+        tiers = {key: await tier_of(store, key) for key in keys}
+        assert tiers == {refused: "hot"} | {key: "warm" for key in keys[1:]}, (
+            f"keys left behind after {len(moved)} passes of 2 moves (moved per pass {moved}): {tiers}"
+        )
+        assert store.metrics.migration_failures == len(moved), "each pass tried the failing key once and counted it"
+        del warm.write
+        assert await migrator.run_once() == 1
+        assert {key: await store.get(key) for key in keys} == {key: key.encode() for key in keys}
+        assert await tier_of(store, refused) == "warm"
+
+
 async def test_a_value_over_max_value_size_is_refused_and_nothing_is_written(prism_env: PrismEnv) -> None:
     clock = ManualClock(START)
     async with opened(prism_env, prism_env.ns, clock, max_value_size=100) as store:
