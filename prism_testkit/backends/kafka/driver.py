@@ -78,6 +78,12 @@ _CLOSE_TIMEOUT = 5.0
 # instant, and a metadata request still in flight from a client being closed can recreate a
 # topic: a CI run saw one survive its example's purge (tansu).
 _PURGE_SETTLE = 5.0
+# Seconds (patience.quiet: x slowness, plus load mode's longest stall) deleted topics must stay
+# gone before a purge counts them deleted, when it closed clients that knew them. A request such
+# a client wrote before it closed can reach the broker after the deletion, and a metadata
+# request recreates the topic (Tansu auto-creates on metadata): the project's test run saw a
+# purged topic listed gone, then back a moment later.
+_PURGE_QUIET = 0.25
 _REQUEST_TIMEOUT_MS = 10_000
 
 
@@ -513,9 +519,11 @@ class KafkaDriver(Driver):
             await _stop_quietly(evicted)
         return consumer, tp
 
-    async def _forget(self, matches: Any) -> None:
-        """Close every client that knows a matching topic, so none of them brings it back."""
-        for subscription in [s for s in self._subscriptions if matches(s.topic)]:
+    async def _forget(self, matches: Any) -> bool:
+        """Close every client that knows a matching topic, so none of them brings it back;
+        whether any was closed (a request it sent may still be on its way)."""
+        subscriptions = [s for s in self._subscriptions if matches(s.topic)]
+        for subscription in subscriptions:
             await subscription.close()
         async with self._lock:
             readers = [self._readers.pop(t) for t in list(self._readers) if matches(t)]
@@ -531,16 +539,17 @@ class KafkaDriver(Driver):
             await _stop_quietly(consumer)
         if producer is not None:
             await _stop_quietly(producer)
+        return bool(subscriptions or readers or groups or producer is not None)
 
     # --- cleanup -------------------------------------------------------------------------------
 
     async def purge(self, prefix: str) -> None:
         encoded = _encode(prefix) if prefix else ""
-        await self._forget(lambda topic: topic.startswith(encoded))
+        closed = await self._forget(lambda topic: topic.startswith(encoded))
         topics = sorted(t for t in await self._topics() if t.startswith(encoded))
         if topics:
             await self.admin.delete_topics(topics)
-            await self._until_deleted(set(topics))
+            await self._until_deleted(set(topics), quiet=patience.quiet(_PURGE_QUIET) if closed else 0.0)
         groups = await self._group_names(encoded)
         if groups:
             coordinator = await self.admin.find_coordinator(groups[0])
@@ -550,16 +559,27 @@ class KafkaDriver(Driver):
             if failed:
                 raise ConnectionLost(f"deleting consumer groups failed: {failed}")
 
-    async def _until_deleted(self, topics: set[str]) -> None:
-        """Wait until ``topics`` are gone from the listing, deleting again any that came back;
-        after :data:`_PURGE_SETTLE` seconds (x slowness) give up (leftovers then name what stayed)."""
-        deadline = time.monotonic() + _PURGE_SETTLE * patience.slowness()
-        while left := sorted(topics & await self._topics()):
-            if time.monotonic() > deadline:
+    async def _until_deleted(self, topics: set[str], quiet: float) -> None:
+        """Wait until ``topics`` are gone from the listing and have stayed gone ``quiet``
+        seconds, deleting again any that came back; after :data:`_PURGE_SETTLE` seconds
+        (x slowness) give up (leftovers then name what stayed)."""
+        deadline = time.monotonic() + (_PURGE_SETTLE * patience.slowness()) + quiet
+        gone_since: float | None = None
+        while True:
+            left = sorted(topics & await self._topics())
+            now = time.monotonic()
+            if not left:
+                gone_since = now if gone_since is None else gone_since
+                if now - gone_since >= quiet:
+                    return
+            else:
+                gone_since = None
+            if now > deadline:
                 return
             await asyncio.sleep(_POLL)
-            with contextlib.suppress(KafkaError):  # already being deleted: the next listing tells
-                await self.admin.delete_topics(left)
+            if left:
+                with contextlib.suppress(KafkaError):  # already being deleted: the next listing tells
+                    await self.admin.delete_topics(left)
 
     async def _group_names(self, encoded_prefix: str) -> list[str]:
         listed = await self.admin.list_consumer_groups()
