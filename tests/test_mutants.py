@@ -705,7 +705,14 @@ MUTANTS += [
     ("tiered_migrator_stops_the_pass_at_a_failed_key", "tiered_storage", "memstore,sqlite", "*the pass ended at*"),
     ("tiered_migrator_reads_one_batch_of_references", "tiered_storage", "memstore,sqlite", "*keys left behind after*"),
 ]
+# consumers sharing one state: one name over two sources, two names over one topic
+MUTANTS += [
+    ("consumer_position_per_name_only", "consumer", "memstore", "*resumed from another source's*"),
+    ("consumer_marks_per_source_only", "consumer", "memstore", "*skipped or handled again what its own source*"),
+]
 ONLY |= {
+    "consumer_position_per_name_only": "keep_their_state_apart and log",
+    "consumer_marks_per_source_only": "keep_their_state_apart and pubsub",
     "tiered_migrator_stops_the_pass_at_a_failed_key": "more_keys_due_than_one_batch",
     "tiered_migrator_reads_one_batch_of_references": "more_keys_due_than_one_batch",
     "claim_check_queue_pending_by_delivery_id": "one_adapter_over_two_streams and queue and not chain",

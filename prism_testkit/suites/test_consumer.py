@@ -140,15 +140,16 @@ class Bench:
             sleep=self.sleeps,
         )
 
-    async def put(self, *messages: Message) -> None:
-        source = self.source
+    async def put(self, *messages: Message, to: str | None = None) -> None:
+        """Put ``messages`` on the bench's source (or on the source named ``to``)."""
+        source, name = self.source, to or self.source_name
         for m in messages:
             if isinstance(source, Queue):
-                await source.send(self.source_name, m)
+                await source.send(name, m)
             elif isinstance(source, Log):
-                await source.append(self.source_name, m)
+                await source.append(name, m)
             else:
-                await source.publish(self.source_name, m)
+                await source.publish(name, m)
 
 
 @asynccontextmanager
@@ -219,6 +220,53 @@ async def test_state_is_persisted_and_a_restart_resumes(prism_env: PrismEnv, kin
                 assert again.position == 7
         assert first.seqs == [0, 1, 2, 3]
         assert second.seqs == [4, 5, 6]
+
+
+@kinds
+async def test_consumers_by_name_and_by_source_keep_their_state_apart(prism_env: PrismEnv, kind: Kind) -> None:
+    """Consumers sharing one state: ``x`` on two sources that carry the same message ids (an
+    event published to two destinations), and (but on a queue, whose consumers compete) ``y``
+    on the first source too. Each handles every message of its own source once, and after a
+    restart (log, queue) only what came since. Bugs caught: a position saved per consumer name
+    only (two sources resume from one position: records skipped or handled again), processed
+    marks kept per source only (a second consumer name of a topic skips what the first handled)."""
+    async with bench(prism_env, kind) as b:
+        a, other = b.source_name, b.ns.name("in-b")
+        counts = {a: 3, other: 2}  # unequal: one shared position fits neither source
+        apart = [("x", a), ("x", other)] + ([("y", a)] if kind != "queue" else [])
+
+        async def took(consumer: Consumer, count: int, what: str) -> None:
+            await patience.until(lambda: asyncio.sleep(0, consumer.metrics.received), lambda n: n >= count, what=what)
+
+        async def run(first: int) -> dict[tuple[str, str], list[int]]:
+            """Start every consumer, put messages ``first``.. on each source, wait until each took
+            its source's messages, stop them all; what each handled."""
+            handlers = {pair: Recorder() for pair in apart}
+            consumers = [b.consumer(handlers[(name, source)], name=name, source=source) for name, source in apart]
+            for consumer in consumers:
+                await consumer.start()
+            # a fence behind each source's messages (a new id each run): once a consumer took as
+            # many messages as that, handled or skipped as processed, it has taken them all
+            fence = FENCE + first
+            try:
+                for source, count in counts.items():
+                    await b.put(*(msg(i) for i in range(first, first + count)), msg(fence), to=source)
+                for consumer, (name, source) in zip(consumers, apart, strict=True):
+                    await took(consumer, counts[source] + 1, f"{name} on {source} to take its messages and the fence")
+            finally:
+                for consumer in consumers:
+                    await consumer.stop()
+            return {pair: [n for n in handler.seqs if n != fence] for pair, handler in handlers.items()}
+
+        handled = await run(0)
+        want = {(name, source): list(range(counts[source])) for name, source in apart}
+        assert handled == want, f"a consumer skipped or handled again what its own source held: {handled}"
+        if kind == "pubsub":
+            return  # pub/sub keeps nothing for a consumer that is not subscribed: nothing to resume
+        # each source's fence was handled before the stop: the restart resumes after it
+        again = await run(10)
+        want = {(name, source): list(range(10, 10 + counts[source])) for name, source in apart}
+        assert again == want, f"a restarted consumer resumed from another source's (or name's) state: {again}"
 
 
 @pytest.mark.parametrize("kind", ["queue", "pubsub"])
