@@ -325,3 +325,13 @@ def test_newcomer_paths_in_the_layout_and_contributing_exist() -> None:
 def test_the_newcomer_path_scan_reads_a_tree_and_backticks() -> None:
     text = "```\nprism_testkit/   core\n  plugin/        hooks\ntests/     tests\n```\nsee `faults/load.py`\n"
     assert newcomer_paths(text) == ["prism_testkit/", "prism_testkit/plugin/", "tests/", "faults/load.py"]
+
+
+def test_ci_runs_the_readmes_test_command_word_for_word() -> None:
+    """`.ci/run` calls exactly the README's second command (its pytest part), durations file and all."""
+    readme = first_bash_block(ROOT / "README.md").splitlines()[1].split("   #", 1)[0]
+    pytest_part = readme[readme.index(".venv/bin/python -m pip install -e '.[dev]'") :]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert pytest_part in ci, f".ci/run does not run the README's test command: {pytest_part}"
+    for path in re.findall(r"--prism-shard-durations=(\S+)", pytest_part):
+        assert (ROOT / path).is_file(), f"the test command names {path}, which is not in the repository"
