@@ -710,7 +710,17 @@ MUTANTS += [
     ("consumer_position_per_name_only", "consumer", "memstore", "*resumed from another source's*"),
     ("consumer_marks_per_source_only", "consumer", "memstore", "*skipped or handled again what its own source*"),
 ]
+# two multicasts in flight, the first finishing while the other still sends
+MUTANTS += [
+    (
+        "multicast_registry_idle_when_one_finishes",
+        "multicast_registry",
+        "memstore",
+        "*the first multicast to finish called the registry idle*",
+    ),
+]
 ONLY |= {
+    "multicast_registry_idle_when_one_finishes": "not_the_first_to_finish",
     "consumer_position_per_name_only": "keep_their_state_apart and log",
     "consumer_marks_per_source_only": "keep_their_state_apart and pubsub",
     "tiered_migrator_stops_the_pass_at_a_failed_key": "more_keys_due_than_one_batch",

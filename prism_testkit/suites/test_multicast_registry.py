@@ -577,7 +577,8 @@ class FaultyMessaging(Interposed[Queue | PubSub]):
     sends to ``d`` raise (``error``) before reaching the backend; ``lost_acks`` reach the
     backend and then raise (an outcome the sender cannot know); ``script[d]`` decides each
     next send to ``d`` in turn (an exception: raised before it reaches the backend; ``None``:
-    it goes through); ``hold`` makes sends wait for an event (in flight until released)."""
+    it goes through); ``hold`` makes sends (to ``held`` destinations only, when given) wait for
+    an event (in flight until released)."""
 
     def __init__(self, inner: Queue | PubSub, surface: type, verb: str, to: str) -> None:
         super().__init__(inner, surface=surface, before={verb: self._before_send}, after={verb: self._after_send})
@@ -587,6 +588,7 @@ class FaultyMessaging(Interposed[Queue | PubSub]):
         self.lost_acks: set[str] = set()
         self.script: dict[str, list[Exception | None]] = {}
         self.hold: asyncio.Event | None = None
+        self.held: set[str] | None = None  # the destinations ``hold`` holds (None: every one)
         self.holding = 0
         self.started = asyncio.Event()
         self.calls: dict[str, int] = {}
@@ -594,7 +596,7 @@ class FaultyMessaging(Interposed[Queue | PubSub]):
     async def _before_send(self, call: Call) -> None:
         destination = str(call.arguments[self.to])
         self.calls[destination] = self.calls.get(destination, 0) + 1
-        if self.hold is not None:
+        if self.hold is not None and (self.held is None or destination in self.held):
             self.holding += 1
             self.started.set()
             await self.hold.wait()
@@ -1280,6 +1282,49 @@ async def test_stop_drains_in_flight_multicasts(prism_env: PrismEnv) -> None:
         assert result.delivered == everyone
         for identity in everyone:
             assert len(await boxes.take(identity)) == 1
+
+
+async def test_a_stop_waits_for_every_multicast_in_flight_not_the_first_to_finish(prism_env: PrismEnv) -> None:
+    """Two multicasts in flight: one held in its sends, the other delivered in full meanwhile. A
+    stop begun after that still has the held one to drain: when its bound runs out it forces it
+    and names it. Bugs caught: the registry called idle when any multicast finishes (the stop
+    returns at once, drained, with a multicast still sending), a report naming the wrong one."""
+    kind = some_kind(prism_env)
+    messaging = faulty(prism_env, kind)
+    hold = messaging.hold = asyncio.Event()  # set once the stop returned: the held sends hang until then
+    registry = registry_on(prism_env, prism_env.ns, kind, messaging=messaging)
+    lanes = {"slow": ["s0", "s1"], "quick": ["q0", "q1"]}
+    messaging.held = {registry.destination(identity) for identity in lanes["slow"]}
+    within = 0.2  # runs out: the held multicast never finishes before the stop forces it
+    async with inboxes(prism_env, kind, registry) as boxes:
+        await registry.start()
+        await boxes.listen(lanes["quick"])
+        for lane, identities in lanes.items():
+            for identity in identities:
+                await registry.register(identity, {"lane": lane})
+        held = asyncio.create_task(registry.multicast(Message(b"held"), {"lane": "slow"}))
+        try:
+            await bounded(messaging.started.wait(), "the held multicast's first send")
+            quick = await bounded(registry.multicast(Message(b"quick"), {"lane": "quick"}), "the quick multicast")
+            assert quick.delivered == lanes["quick"]
+            report = await bounded(registry.stop(within=within), "the stop")
+            hold.set()  # a stop that returned without forcing it left the held multicast sending
+            result = await bounded(held, "the held multicast")
+        finally:
+            hold.set()
+            held.cancel()
+        for identity in lanes["quick"]:
+            assert len(copies_of(await boxes.take(identity), quick)) == 1
+    assert not report.drained, (
+        f"the stop reported drained while multicast {result.multicast_id} was still sending: "
+        f"the first multicast to finish called the registry idle"
+    )
+    assert report.forced
+    assert len(report.left) == 1, f"one multicast was in flight: {report.left}"
+    assert result.multicast_id in report.left[0], f"the report names another multicast: {report.left}"
+    assert "2 of 2 deliveries" in report.left[0]
+    assert result.delivered == [], "a cut send was reported delivered"
+    assert sorted(result.outcomes) == lanes["slow"]
 
 
 async def test_a_stop_past_its_bound_forces_and_reports_what_it_left(prism_env: PrismEnv) -> None:
