@@ -719,7 +719,12 @@ MUTANTS += [
         "*the first multicast to finish called the registry idle*",
     ),
 ]
+# messages for two destinations within one batch's time, through a batch sink
+MUTANTS += [
+    ("producer_batch_spans_destinations", "producer", "memstore", "*landed at another destination than their own*"),
+]
 ONLY |= {
+    "producer_batch_spans_destinations": "one_destination_and and queue",
     "multicast_registry_idle_when_one_finishes": "not_the_first_to_finish",
     "consumer_position_per_name_only": "keep_their_state_apart and log",
     "consumer_marks_per_source_only": "keep_their_state_apart and pubsub",

@@ -15,7 +15,7 @@ not slept.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -259,6 +259,65 @@ async def test_the_interval_runs_from_a_batchs_first_message_not_its_last(prism_
             assert producer.metrics.batches_published >= 2
         got = await b.delivered()
         assert [bytes(m.payload) for m in got] == [f"t{i}".encode() for i in range(21)]
+
+
+class _OneCallPerBatch:
+    """A batch sink over the bench's queue, log or topic, as an outbox writes a batch in one
+    transaction: each call sends its messages, in order, to the one destination it names."""
+
+    def __init__(self, b: Bench) -> None:
+        self.b = b
+        self.calls: list[tuple[str, list[bytes]]] = []
+
+    async def publish_batch(self, destination: str, messages: Sequence[Message]) -> None:
+        self.calls.append((destination, [bytes(m.payload) for m in messages]))
+        for message in messages:
+            if self.b.kind == "queue":
+                await self.b.driver.queue().send(destination, message)
+            elif self.b.kind == "log":
+                await self.b.driver.log().append(destination, message)
+            else:
+                await self.b.driver.pubsub().publish(destination, message)
+
+
+@kinds
+async def test_a_batch_goes_to_one_destination_and_a_message_to_another_begins_the_next(
+    prism_env: PrismEnv, kind: Kind
+) -> None:
+    """Messages to two destinations handed over within one batch's time, interleaved: the batch
+    sink (one destination per call, as an outbox transaction) gets them cut at each change of
+    destination, each part to its own destination, in the order handed over. Bug caught: a
+    batch sent whole to its first message's destination (every other message lands at the
+    wrong destination, reported published)."""
+    async with bench(prism_env, kind) as b:
+        other = b.ns.name("other")
+        other_reader = SinkReader(lambda: b.driver, kind, other, prism_env.spec("sink").properties.ordering)
+        await other_reader.open()
+        try:
+            sink = _OneCallPerBatch(b)
+            config = ProducerConfig(destination=b.destination, batch_size=10, batch_interval=NEVER)
+            handed = [(b.destination, b"a0"), (b.destination, b"a1"), (other, b"o0"), (b.destination, b"a2")]
+            handed.append((other, b"o1"))
+            async with Producer(sink, config) as producer:
+                futures = [await producer.send(payload, destination=to) for to, payload in handed]
+                await producer.flush()
+            outcomes = [f.result() for f in futures]
+            got = {b.destination: await b.delivered(), other: await other_reader.until_now(_deadline())}
+        finally:
+            await other_reader.close()
+        assert [o.destination for o in outcomes] == [to for to, _ in handed]
+        assert all(o.published for o in outcomes)
+        want = {to: [p for dest, p in handed if dest == to] for to in (b.destination, other)}
+        assert {to: [bytes(m.payload) for m in messages] for to, messages in got.items()} == want, (
+            f"messages landed at another destination than their own: the batch sink was called {sink.calls}"
+        )
+        assert sink.calls == [
+            (b.destination, [b"a0", b"a1"]),
+            (other, [b"o0"]),
+            (b.destination, [b"a2"]),
+            (other, [b"o1"]),
+        ]
+        assert producer.metrics.batches_published == 4
 
 
 # --- retries -------------------------------------------------------------------------------

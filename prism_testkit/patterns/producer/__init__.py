@@ -18,7 +18,8 @@ Guarantees and their limits:
 * **Batching**: messages are published in batches of ``batch_size``; a batch that is not full is
   flushed ``batch_interval`` seconds after its first message came (so a lone message waits at
   most that long), on :meth:`Producer.flush`, and on stop. One batch publishes at a time, in the
-  order messages were handed over; a batch of a :class:`BatchSink` is one call.
+  order messages were handed over; a batch of a :class:`BatchSink` is one call. A batch goes to
+  one destination: a message to another one (``publish(..., destination=)``) begins the next.
 * **Retries**: a send that raises is retried up to ``max_retries`` times with exponential
   backoff (``retry_backoff`` doubling up to ``retry_backoff_max``); only the failed message is
   sent again, never the ones of its batch that the sink already accepted. Every attempt carries

@@ -244,12 +244,22 @@ class Producer(PatternProcess):
                         await self._changed.wait()
                 except TimeoutError:
                     break
-            batch, self._buffer = self._buffer[:size], self._buffer[size:]
+            batch = self._next_batch(size)
             self._in_flight = batch
             try:
                 await self._publish_batch(batch)
             finally:
                 self._in_flight = []
+
+    def _next_batch(self, size: int) -> list[_Item]:
+        """The oldest messages, at most ``size``, up to the first to another destination: a
+        batch goes to one destination (a batch sink takes one per call, as one transaction)."""
+        destination = self._buffer[0].destination
+        count = 0
+        while count < min(size, len(self._buffer)) and self._buffer[count].destination == destination:
+            count += 1
+        batch, self._buffer = self._buffer[:count], self._buffer[count:]
+        return batch
 
     def _batch_due(self, interval: float) -> float:
         """When the batch in the buffer goes out unless it fills first: ``interval`` after its
