@@ -60,6 +60,7 @@ MIRRORS_QUEUE = (
 ALLOWED: dict[tuple[str, str, str], str] = {
     ("suites/test_producer.py", "_ReconnectingQueue.receive", "visibility_timeout"): MIRRORS_QUEUE,
     ("suites/test_stateful_producer.py", "_CurrentQueue.receive", "visibility_timeout"): MIRRORS_QUEUE,
+    ("suites/test_claim_check.py", "_IdsPerQueue.receive", "visibility_timeout"): MIRRORS_QUEUE,
     ("suites/_queue_machine.py", "QueueMachine.receive", "visibility"): (
         "point: crashed consumers' messages must come back within the example; the checker tolerates "
         "every redelivery and waits VISIBILITY x slowness before it calls a message lost"
@@ -321,6 +322,11 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "batch_interval",
     ): PRODUCER_MANUAL_CLOCK,
     ("suites/test_producer.py", "test_metrics_are_exact", "batch_interval"): PRODUCER_MANUAL_CLOCK,
+    (
+        "suites/test_producer.py",
+        "test_a_batch_goes_to_one_destination_and_a_message_to_another_begins_the_next",
+        "batch_interval",
+    ): PRODUCER_MANUAL_CLOCK,
     (
         "suites/test_producer.py",
         "test_graceful_stop_flushes_everything_within_its_bound",

@@ -298,7 +298,7 @@ async def test_a_batch_goes_to_one_destination_and_a_message_to_another_begins_t
             config = ProducerConfig(destination=b.destination, batch_size=10, batch_interval=NEVER)
             handed = [(b.destination, b"a0"), (b.destination, b"a1"), (other, b"o0"), (b.destination, b"a2")]
             handed.append((other, b"o1"))
-            async with Producer(sink, config) as producer:
+            async with Producer(sink, config, clock=b.clock, sleep=b.sleeps) as producer:
                 futures = [await producer.send(payload, destination=to) for to, payload in handed]
                 await producer.flush()
             outcomes = [f.result() for f in futures]
