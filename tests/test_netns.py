@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,3 +222,48 @@ def test_a_second_cut_whose_route_is_listed_but_lets_traffic_through_fails(
         network.cut(last, probe_port=PORT)
     assert (0, 2) in network.cuts  # listed, so the heal removes its route
     assert not network.reaches(0, 1, PORT)
+
+
+def test_networks_created_at_once_by_two_workers_never_share_a_subnet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A main job's first minute starts six clusters on six workers. Two that picked the same
+    free /24 before either's bridge held it gave the root namespace two routes to one address:
+    every connection to the second cluster's nodes went to the first's bridge, and 150 tests
+    of postgres-ha-async errored with "n0 was not ready" while its log said it was. Here both
+    creators see the same candidates in the same order and dawdle after looking."""
+    monkeypatch.setattr(random, "shuffle", lambda candidates: None)  # netns shuffles with it
+    look = netns._free_subnet
+
+    def dawdling() -> object:
+        found = look()
+        time.sleep(0.3)  # the other creator looks meanwhile
+        return found
+
+    monkeypatch.setattr(netns, "_free_subnet", dawdling)
+    made: list[Network] = []
+    errors: list[BaseException] = []
+
+    def create(into: Path) -> None:
+        try:
+            made.append(Network.create(1, into))
+        except BaseException as exc:
+            errors.append(exc)
+
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for path in dirs:
+        path.mkdir()
+    threads = [threading.Thread(target=create, args=(path,)) for path in dirs]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        first, second = (network.subnet for network in made)
+        assert first is not None
+        assert second is not None
+        assert not first.overlaps(second)
+    finally:
+        for network in made:
+            network.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import fcntl
 import functools
 import ipaddress
 import json
@@ -28,7 +29,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,9 @@ LINK_PREFIX = "pk"  # + 8 hex of the token: links (interface names have 15 bytes
 RECORD_PREFIX = ".prism-testkit-network-"  # + token + .json, in the owner's work dir
 PROBE_TIMEOUT = 0.5  # s: a connection across a cut must fail within this (blackhole: at once)
 NETNS_DIR = Path("/run/netns")  # where `ip netns add` binds each namespace
+# Held by whoever picks a /24 until its bridge holds the address: two workers that picked the
+# same free /24 gave the root namespace two routes to one address, one cluster unreachable.
+SUBNET_LOCK = Path("/run/prism-testkit-subnets.lock")
 CLONE_NEWNET = 0x40000000
 _LIVE: set[Network] = set()
 
@@ -121,6 +125,18 @@ def connects_from(namespace: str, address: str, port: int, timeout: float) -> bo
 @functools.cache
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def _subnet_claim() -> Iterator[None]:
+    """The machine's lock on picking a /24 (:data:`SUBNET_LOCK`; the kernel drops it when its
+    holder dies, so a killed run never leaves it held)."""
+    fd = os.open(SUBNET_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _free_subnet() -> ipaddress.IPv4Network:
@@ -231,15 +247,22 @@ class Network(ProvedCuts):
         if reason is not None:
             raise ProvisioningError(f"cannot make a network of {size} hosts: {reason}")
         network = cls(size)
-        network.subnet = _free_subnet()
-        addresses = list(network.subnet.hosts())
-        network.hosts = [
-            Host(i, f"{NAME_PREFIX}{network.token}-n{i}", str(addresses[FIRST_HOST - 1 + i]), network.link(f"h{i}"))
-            for i in range(size)
-        ]
-        if record_dir is not None:
-            network._record = record_network(record_dir, network)
-        _LIVE.add(network)
+        with _subnet_claim():
+            network.subnet = _free_subnet()
+            addresses = list(network.subnet.hosts())
+            network.hosts = [
+                Host(i, f"{NAME_PREFIX}{network.token}-n{i}", str(addresses[FIRST_HOST - 1 + i]), network.link(f"h{i}"))
+                for i in range(size)
+            ]
+            if record_dir is not None:
+                network._record = record_network(record_dir, network)
+            _LIVE.add(network)
+            try:
+                _ip("link", "add", network.bridge, "type", "bridge")
+                _ip("addr", "add", f"{addresses[0]}/24", "dev", network.bridge)  # the /24 is taken from here on
+            except BaseException:
+                network.close()
+                raise
         try:
             network._build(str(addresses[0]))
         except BaseException:
@@ -248,9 +271,6 @@ class Network(ProvedCuts):
         return network
 
     def _build(self, gateway: str) -> None:
-        assert self.subnet is not None
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         for host in self.hosts:
             peer = self.link(f"p{host.index}")  # renamed eth0 inside
