@@ -206,6 +206,18 @@ def test_the_time_left_is_within_a_quarter_once_a_tenth_ran(seed: int, tail: boo
     assert max(abs(estimate - actual) / actual for _, estimate, actual in before if actual >= 60) > 0.5
 
 
+@pytest.mark.parametrize("pace", [0.5, 1.0, 3.0])
+def test_a_first_run_weighs_its_tests_by_the_shipped_file_scaled_by_its_own_pace(pace: float) -> None:
+    """The shipped seconds are one machine's: a machine three times slower, or twice as fast,
+    still gets a time left within a quarter once a tenth ran."""
+    tests = uneven(1, True)
+    recorded = {nodeid: seconds / pace for nodeid, _, seconds in tests}
+    seen = replayed(tests, 6, 10.0, by_test=True, recorded=recorded)
+    assert len(seen) > 5
+    off = [(at, estimate, actual) for at, estimate, actual in seen if abs(estimate - actual) > max(0.25 * actual, 60)]
+    assert off == []
+
+
 def test_a_running_test_counts_what_it_has_still_to_run() -> None:
     progress = Progress(Path("."), recorded={"a.py::t[1]": 400.0, "a.py::t[2]": 400.0, "a.py::u": 1.0}, workers=2)
     progress.collected({"a.py::t[1]": "g", "a.py::t[2]": "g", "a.py::u": "g"})

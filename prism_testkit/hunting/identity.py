@@ -49,6 +49,16 @@ def identity_of(item: pytest.Item) -> str:
     return f"{module}::{rest}" if separator else module
 
 
+def own_suite_identity(nodeid: str) -> str | None:
+    """The identity of a test of the harness's own suites from its node id alone, in any layout
+    (an xdist controller sees node ids, never items); None for any other test."""
+    path, separator, rest = nodeid.partition("::")
+    folders = path.split("/")
+    if not separator or folders[-3:-1] != OWN_SUITES.split(".") or not folders[-1].endswith(".py"):
+        return None
+    return f"{OWN_SUITES}.{folders[-1].removesuffix('.py')}::{rest}"
+
+
 def command_target(item: pytest.Item) -> list[str]:
     """The arguments that name ``item`` on a pytest command line from any directory: a test of
     the harness's own suites by its identity under ``--pyargs``

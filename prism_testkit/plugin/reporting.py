@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -34,17 +35,22 @@ def _durations(found: object) -> dict[str, float]:
     return {str(test): float(s) for test, s in found.items() if isinstance(s, int | float) and s >= 0}
 
 
-def recorded_durations(config: pytest.Config) -> dict[str, float]:
+def recorded_durations(config: pytest.Config) -> Mapping[str, float]:
     """An earlier run's seconds per test, by node id (and identity, from a report): those given
-    (``--prism-shard-durations``), else the last runs' here (pytest's cache, when it is on).
-    What the time left and the order xdist deals the tests in weigh each test by."""
-    from prism_testkit.registry.shards import DURATIONS
+    (``--prism-shard-durations``), else the last runs' here (pytest's cache, when it is on), else
+    the main job's shipped with the package (:data:`prism_testkit.registry.shards.SHIPPED`: a
+    first run's). What the time left and the order xdist deals the tests in weigh each test by."""
+    from prism_testkit.registry.shards import DURATIONS, SHIPPED, Recorded
 
-    recorded: dict[str, float] = config.stash.get(DURATIONS, {})
+    given: dict[str, float] = config.stash.get(DURATIONS, {})
+    if given:
+        return Recorded(given)
     cache = getattr(config, "cache", None)
-    if not recorded and cache is not None and not hasattr(config, "workerinput"):
-        recorded = _durations(cache.get(DURATIONS_CACHE, {}))
-    return recorded
+    if cache is not None and not hasattr(config, "workerinput"):
+        cached = _durations(cache.get(DURATIONS_CACHE, {}))
+        if cached:
+            return Recorded(cached)
+    return Recorded(path=SHIPPED)
 
 
 class Reporting:

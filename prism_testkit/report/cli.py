@@ -105,6 +105,13 @@ def add_report_commands(commands: Any) -> None:  # argparse's subparsers action 
     )
     durations.add_argument("reports", nargs="+", metavar="REPORT", help="--prism-report files ('-': standard input)")
     durations.add_argument("-o", "--output", metavar="PATH", default="-", help="write to PATH ('-': standard output)")
+    durations.add_argument(
+        "--by-identity",
+        action="store_true",
+        help="key each test by its identity, the same in every install layout, and leave out tests that errored "
+        "(a setup that failed says nothing of the test's length): how the package's own "
+        "prism_testkit/suites/durations.json.gz is made",
+    )
 
 
 def run_report_command(args: argparse.Namespace) -> int:
@@ -185,7 +192,10 @@ def _run_durations(args: argparse.Namespace) -> int:
     for report in reports:
         for section in [*report.suites, report.without_combination, report.outside_suites]:
             for test, entry in ((section.tests if section is not None else None) or {}).items():
-                seconds[test] = round(entry.duration_s, 2)
+                if not args.by_identity:
+                    seconds[test] = round(entry.duration_s, 2)
+                elif entry.identity is not None and not entry.outcome.startswith("error"):  # a setup that failed
+                    seconds[entry.identity] = round(entry.duration_s, 2)
     text = json.dumps(dict(sorted(seconds.items())), indent=0, ensure_ascii=False) + "\n"
     try:
         if args.output.endswith(".gz"):

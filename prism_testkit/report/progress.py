@@ -42,6 +42,9 @@ _OUTSIDE = "::outside::"  # prefix of a group of tests outside any suite (a modu
 # to need again. Small: recorded durations vary by about a tenth from run to run, so an overrun
 # is mostly a test near its end; still above zero, which would say it ends now, every line.
 OVERRUN_SHARE = 0.1
+# Recorded durations are another machine's, or another load's: once this many recorded tests
+# finished, each recorded duration is scaled by how long they took here against their record.
+PACE_AFTER = 20
 
 
 def outside(nodeid: str) -> str:
@@ -91,6 +94,8 @@ class Progress:
         self.test_spent: dict[str, float] = defaultdict(float)  # node id -> its phases' seconds so far
         self.family_spent: dict[str, list[float]] = {}  # family -> [seconds, tests finished]
         self.measured: dict[str, float] = {}  # node id -> seconds, of the tests finished
+        # the finished tests that had a recording: their seconds here, their recorded seconds, how many
+        self.paced_here, self.paced_recorded, self.paced_count = 0.0, 0.0, 0
 
     def collected(self, groups: Iterable[str] | Mapping[str, str]) -> None:
         """The group of each item this process collected (its suite, or :func:`outside`), by
@@ -143,6 +148,10 @@ class Progress:
             self.waiting.pop(nodeid, None)
             self.running.pop(nodeid, None)
             self.measured[nodeid] = seconds = self.test_spent.pop(nodeid, 0.0)
+            if (recorded := self.recorded.get(nodeid)) is not None:
+                self.paced_here += seconds
+                self.paced_recorded += recorded
+                self.paced_count += 1
             sums = self.family_spent.setdefault(family(nodeid), [0.0, 0])
             sums[0] += seconds
             sums[1] += 1
@@ -151,13 +160,20 @@ class Progress:
         """The seconds ``nodeid`` is expected to take: recorded, else its family's mean, else its
         group's (see the module's docstring); None when none of them is known."""
         if nodeid in self.recorded:
-            return self.recorded[nodeid]
+            return self.recorded[nodeid] * self.pace()
         seconds, count = self.family_spent.get(family(nodeid), (0.0, 0))
         if count:
             return seconds / count
         if group is not None and self.done[group] and self.spent.get(group, 0.0) > 0:
             return self.spent[group] / self.done[group]
         return None
+
+    def pace(self) -> float:
+        """This run's seconds per recorded second, once :data:`PACE_AFTER` recorded tests
+        finished (1 before): a machine twice as slow as the recording's doubles every estimate."""
+        if self.paced_count < PACE_AFTER or self.paced_here <= 0 or self.paced_recorded <= 0:
+            return 1.0
+        return self.paced_here / self.paced_recorded
 
     def _mean(self) -> float | None:
         """What a test nothing else is known of is expected to take: the run's mean so far, else
