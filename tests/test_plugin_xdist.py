@@ -104,3 +104,29 @@ def test_an_exclusive_backends_rows_all_run_on_one_worker(
     assert len(heavy) == 1, ran
     assert sum(backends.count("heavy") for backends in ran.values()) == 12
     assert len(light) > 1, ran  # the check sees workers at all: an ordinary backend is spread
+
+
+def test_an_exclusive_backend_heavier_than_a_workers_share_runs_on_two_workers_a_module_each(
+    pytester: pytest.Pytester, third_party: Callable[..., None]
+) -> None:
+    """Recorded durations that make the heavy backend's rows more than a worker's share of the
+    run split them by module: each module's rows on one worker, the two modules on two."""
+    third_party(
+        "prism-heavy", {"heavy": EXCLUSIVE, "bagdriver": (OUT_OF_TREE / "bagstore.py").read_text()}, {"heavy": "heavy"}
+    )
+    pytester.makepyfile(test_where=WORKER_LOG, test_there=WORKER_LOG.replace("xdist_where", "xdist_there"))
+    durations = {
+        f"{module}.py::test_where[backend={backend}-{n}]": 30.0 if backend == "heavy" else 1.0
+        for module in ("test_where", "test_there")
+        for backend in ("heavy", "light")
+        for n in range(12)
+    }
+    (pytester.path / "durations.json").write_text(json.dumps(durations))
+    # 720 s of heavy rows in a run of 744 s on 3 workers: 248 s a share, so parts of whole modules
+    result = pytester.runpytest_subprocess(
+        "-n", "3", "--prism-backend=heavy,light", "--prism-shard-durations=durations.json"
+    )
+    result.assert_outcomes(passed=48)
+    ran = {log.stem: log.read_text().split() for log in pytester.path.glob("ran-*.log")}
+    heavy = {worker: backends.count("heavy") for worker, backends in ran.items() if "heavy" in backends}
+    assert sorted(heavy.values()) == [12, 12], ran

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from prism_testkit.registry.xdist_scheduler import exclusive_backend, heaviest_first
+from prism_testkit.registry.xdist_scheduler import EXCLUSIVE_SCOPE, exclusive_backend, exclusive_parts, heaviest_first
 
 NAMES = ["memstore", "jetstream", "jetstream-r3", "jetstream-r3-lazy-sync", "nats", "redis", "redis-aof"]
 
@@ -85,3 +85,49 @@ def test_a_worker_runs_the_tests_an_earlier_run_recorded_longest_first(
     result.assert_outcomes(passed=6)
     ran = [int(n) for n in (pytester.path / "ran.log").read_text().split()]
     assert ran == ([5, 2, 0, 1, 3, 4] if recorded else [0, 1, 2, 3, 4, 5])
+
+
+def rows(module: str, backend: str, count: int) -> list[str]:
+    return [f"s/{module}.py::test_it[backend={backend}-{n}]" for n in range(count)]
+
+
+def test_a_cluster_heavier_than_a_workers_share_is_split_by_module() -> None:
+    """A main job's jetstream-r3 rows took 1,084 s of its 1,123 s on one worker while the run's
+    share per worker was under 900 s: split into parts of whole modules, each a scope (a cluster
+    of its own), balanced by recorded seconds."""
+    collection = [
+        *rows("test_power", "jetstream-r3", 4),
+        *rows("test_snapshot", "jetstream-r3", 2),
+        *rows("test_leader", "jetstream-r3", 4),
+        *rows("test_wal", "jetstream-r3-lazy-sync", 2),
+        *rows("test_kv", "memstore", 40),
+    ]
+    recorded = dict.fromkeys(collection, 1.0)
+    recorded |= dict.fromkeys(rows("test_power", "jetstream-r3", 4), 60.0)
+    recorded |= dict.fromkeys(rows("test_snapshot", "jetstream-r3", 2), 100.0)
+    recorded |= dict.fromkeys(rows("test_leader", "jetstream-r3", 4), 10.0)
+    # 240 + 200 + 40 = 480 s of jetstream-r3 in a run of 480 + 2 + 40 = 522 s on 4 workers: 130 s a share
+    scopes = exclusive_parts(collection, NAMES, {"jetstream-r3", "jetstream-r3-lazy-sync"}, recorded, 4)
+    parts = {scopes[nodeid] for nodeid in collection if "jetstream-r3-" in nodeid and "lazy" not in nodeid}
+    assert parts == {f"{EXCLUSIVE_SCOPE}:jetstream-r3:{k}" for k in (1, 2, 3)}  # 480 / 130: 4, at most 3
+    for module in ("test_power", "test_snapshot", "test_leader"):  # a module stays whole
+        assert (
+            len({scopes[nodeid] for nodeid in rows(module, "jetstream-r3", 4 if module != "test_snapshot" else 2)}) == 1
+        )
+    assert {scopes[nodeid] for nodeid in rows("test_wal", "jetstream-r3-lazy-sync", 2)} == {
+        f"{EXCLUSIVE_SCOPE}:jetstream-r3-lazy-sync"  # light: one cluster
+    }
+    assert not any(nodeid in scopes for nodeid in rows("test_kv", "memstore", 40))
+
+
+def test_without_recordings_or_within_a_share_a_cluster_stays_whole() -> None:
+    collection = [*rows("test_power", "jetstream-r3", 4), *rows("test_leader", "jetstream-r3", 4)]
+    collection += rows("test_kv", "memstore", 40)
+    whole = {f"{EXCLUSIVE_SCOPE}:jetstream-r3"}
+    cluster = [nodeid for nodeid in collection if "jetstream" in nodeid]
+    assert {exclusive_parts(collection, NAMES, {"jetstream-r3"}, {}, 4)[n] for n in cluster} == whole
+    light = dict.fromkeys(collection, 1.0)  # 8 of 48 s on 4 workers: under the 12 s share
+    assert {exclusive_parts(collection, NAMES, {"jetstream-r3"}, light, 4)[n] for n in cluster} == whole
+    one_module = rows("test_power", "jetstream-r3", 8) + rows("test_kv", "memstore", 2)
+    heavy = dict.fromkeys(one_module, 1.0) | dict.fromkeys(rows("test_power", "jetstream-r3", 8), 50.0)
+    assert {exclusive_parts(one_module, NAMES, {"jetstream-r3"}, heavy, 4)[n] for n in one_module[:8]} == whole
