@@ -10,7 +10,9 @@ and what that comes to over a main job of ``--run`` seconds.
     python -m benchmarks.idle_servers --backends postgres,redis,jetstream-r3 --window 60
 
 The processes are this script's descendants, read from ``/proc`` (utime + stime) at the window's
-two ends: a process that ends inside the window is missed (none should: nothing happens).
+two ends: a process that ends inside the window is missed (none should: nothing happens). The
+script is its tree's child subreaper, so a server that daemonises (``pg_ctl`` starts the
+postmaster and exits) stays among them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.process_cpu import become_subreaper
 from prism_testkit.provision.base import ProvisionContext
 from prism_testkit.registry.backends import build_registry, make_plugin_manager
 
@@ -79,6 +82,8 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--run", type=float, default=1100.0, help="a main job's seconds, to scale to")
     args = parser.parse_args()
+    if not become_subreaper():
+        parser.error("cannot become the child subreaper: a server that daemonises would be missed")
     names = args.backends.split(",")
     found: dict[str, list[float]] = {name: [] for name in names}
     for trial in range(args.trials):
