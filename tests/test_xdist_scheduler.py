@@ -131,3 +131,13 @@ def test_without_recordings_or_within_a_share_a_cluster_stays_whole() -> None:
     one_module = rows("test_power", "jetstream-r3", 8) + rows("test_kv", "memstore", 2)
     heavy = dict.fromkeys(one_module, 1.0) | dict.fromkeys(rows("test_power", "jetstream-r3", 8), 50.0)
     assert {exclusive_parts(one_module, NAMES, {"jetstream-r3"}, heavy, 4)[n] for n in one_module[:8]} == whole
+
+
+def test_a_cluster_whose_rows_were_never_recorded_stays_whole() -> None:
+    """An out-of-tree cluster beside recorded built-in rows: its rows weigh the median, a guess,
+    and a guess starts no second cluster."""
+    collection = [*rows("test_power", "jetstream-r3", 20), *rows("test_leader", "jetstream-r3", 20)]
+    collection += rows("test_kv", "memstore", 10)
+    recorded = dict.fromkeys(rows("test_kv", "memstore", 10), 1.0)  # 40 unrecorded rows of 50: 40 s of 50
+    scopes = exclusive_parts(collection, NAMES, {"jetstream-r3"}, recorded, 4)
+    assert {scopes[nodeid] for nodeid in collection[:40]} == {f"{EXCLUSIVE_SCOPE}:jetstream-r3"}

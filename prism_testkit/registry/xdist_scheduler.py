@@ -30,6 +30,7 @@ from typing import Any
 
 EXCLUSIVE_SCOPE = "prism-exclusive"
 MAX_PARTS = 3  # clusters of one backend at once, at most: each part starts (and idles) its own
+RECORDED_TO_SPLIT = 0.9  # the share of a backend's rows that must have been recorded to split them
 
 
 def exclusive_backend(nodeid: str, names: Collection[str], exclusive: Collection[str]) -> str | None:
@@ -68,8 +69,9 @@ def exclusive_parts(
     """The scope of each exclusive backend's row in ``collection`` (node id -> scope): one per
     backend, or, for a backend whose rows weigh more than a worker's share of the whole run
     (every test's ``recorded`` seconds over ``workers``), ``ceil(weight / share)`` parts (at most
-    :data:`MAX_PARTS`), its modules dealt heaviest first onto the lightest part. Nothing recorded
-    of the run: one scope per backend (a split by count would guess)."""
+    :data:`MAX_PARTS`), its modules dealt heaviest first onto the lightest part. A backend whose
+    rows were not recorded (:data:`RECORDED_TO_SPLIT`), or a run with nothing recorded: one scope
+    per backend (a split by count or by the median would guess)."""
     from prism_testkit.registry.shards import split, weigh
 
     rows: dict[str, list[str]] = {}
@@ -83,8 +85,8 @@ def exclusive_parts(
     share = sum(weights.values()) / max(workers, 1)
     for backend, ids in rows.items():
         parts = min(MAX_PARTS, math.ceil(sum(weights[nodeid] for nodeid in ids) / share))
-        if parts < 2:
-            continue
+        if parts < 2 or sum(nodeid in recorded for nodeid in ids) < RECORDED_TO_SPLIT * len(ids):
+            continue  # light, or weighed by guesses (a new backend's rows weigh the median)
         modules: dict[str, list[str]] = {}
         for nodeid in ids:
             modules.setdefault(nodeid.split("::", 1)[0], []).append(nodeid)
