@@ -90,3 +90,17 @@ def test_report_durations_by_identity_keys_by_identity_and_leaves_out_errors(tmp
     assert written[f"{OWN_SUITES}.test_a::t[1]"] == 12.35
     assert f"{OWN_SUITES}.test_a::t[2]" not in written  # a setup that failed says nothing of the test
     assert first not in written
+
+
+def test_a_run_that_writes_no_progress_line_never_reads_the_file(tmp_path: Path) -> None:
+    """Hundreds of a project's pytester runs end before their first line: none pays for the read."""
+    from prism_testkit.report.progress import Progress
+
+    path = tmp_path / "never.json.gz"
+    progress = Progress(tmp_path, recorded=Recorded(path=path), workers=2)
+    progress.collected({"prism_testkit/suites/test_a.py::t": "a", "prism_testkit/suites/test_a.py::u": "a"})
+    progress.started("prism_testkit/suites/test_a.py::t", 0.0)
+    progress.spend("a", 1.0, "prism_testkit/suites/test_a.py::t")
+    progress.finished("a", "prism_testkit/suites/test_a.py::t")
+    path.write_bytes(gzip.compress(json.dumps({f"{OWN_SUITES}.test_a::u": 7.0}).encode()))
+    assert progress.left(1.0) == 7.0  # read at the first estimate, not before

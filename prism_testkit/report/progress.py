@@ -87,15 +87,15 @@ class Progress:
         self.spent: dict[str, float] = defaultdict(float)  # seconds of setup + call + teardown per suite
         self.moved: dict[str, None] = {}  # suites with tests done since the last line
         self._suite_of: dict[str, str | None] = {}  # module path -> its one declared suite
-        self.recorded: Mapping[str, float] = recorded or {}  # node id -> seconds an earlier run measured
+        self.recorded: Mapping[str, float] = (
+            {} if recorded is None else recorded
+        )  # node id -> seconds an earlier run measured
         self.workers = workers  # at least; a run seen running more at once has more
         self.waiting: dict[str, str] = {}  # node id -> group, in collection order, not started
         self.running: dict[str, tuple[float, str | None]] = {}  # node id -> (when it started, its group)
         self.test_spent: dict[str, float] = defaultdict(float)  # node id -> its phases' seconds so far
         self.family_spent: dict[str, list[float]] = {}  # family -> [seconds, tests finished]
         self.measured: dict[str, float] = {}  # node id -> seconds, of the tests finished
-        # the finished tests that had a recording: their seconds here, their recorded seconds, how many
-        self.paced_here, self.paced_recorded, self.paced_count = 0.0, 0.0, 0
 
     def collected(self, groups: Iterable[str] | Mapping[str, str]) -> None:
         """The group of each item this process collected (its suite, or :func:`outside`), by
@@ -148,19 +148,15 @@ class Progress:
             self.waiting.pop(nodeid, None)
             self.running.pop(nodeid, None)
             self.measured[nodeid] = seconds = self.test_spent.pop(nodeid, 0.0)
-            if (recorded := self.recorded.get(nodeid)) is not None:
-                self.paced_here += seconds
-                self.paced_recorded += recorded
-                self.paced_count += 1
             sums = self.family_spent.setdefault(family(nodeid), [0.0, 0])
             sums[0] += seconds
             sums[1] += 1
 
-    def expected(self, nodeid: str, group: str | None) -> float | None:
-        """The seconds ``nodeid`` is expected to take: recorded, else its family's mean, else its
-        group's (see the module's docstring); None when none of them is known."""
+    def expected(self, nodeid: str, group: str | None, pace: float = 1.0) -> float | None:
+        """The seconds ``nodeid`` is expected to take: recorded (times this run's ``pace``), else
+        its family's mean, else its group's (see the module's docstring); None when none is known."""
         if nodeid in self.recorded:
-            return self.recorded[nodeid] * self.pace()
+            return self.recorded[nodeid] * pace
         seconds, count = self.family_spent.get(family(nodeid), (0.0, 0))
         if count:
             return seconds / count
@@ -170,10 +166,14 @@ class Progress:
 
     def pace(self) -> float:
         """This run's seconds per recorded second, once :data:`PACE_AFTER` recorded tests
-        finished (1 before): a machine twice as slow as the recording's doubles every estimate."""
-        if self.paced_count < PACE_AFTER or self.paced_here <= 0 or self.paced_recorded <= 0:
-            return 1.0
-        return self.paced_here / self.paced_recorded
+        finished (1 before): a machine twice as slow as the recording's doubles every estimate.
+        Asked for only when a line is written, so a short run never reads a shipped file."""
+        here = recorded = 0.0
+        count = 0
+        for nodeid, seconds in self.measured.items():
+            if (then := self.recorded.get(nodeid)) is not None:
+                here, recorded, count = here + seconds, recorded + then, count + 1
+        return here / recorded if count >= PACE_AFTER and here > 0 and recorded > 0 else 1.0
 
     def _mean(self) -> float | None:
         """What a test nothing else is known of is expected to take: the run's mean so far, else
@@ -193,19 +193,22 @@ class Progress:
         was followed by node id or nothing has been measured yet."""
         total, done = sum(self.sizes.values()), sum(self.done.values())
         if (self.waiting or self.running) and (mean := self._mean()) is not None:
+            pace = self.pace()
             running = []
             for nodeid, (since, group) in self.running.items():
-                expected = self._or(self.expected(nodeid, group), mean)
+                expected = self._or(self.expected(nodeid, group, pace), mean)
                 ran = elapsed - since
                 running.append(expected - ran if ran < expected else ran * OVERRUN_SHARE)
-            queued = [self._or(self.expected(nodeid, group), mean) for nodeid, group in self.waiting.items()]
+            queued = [self._or(self.expected(nodeid, group, pace), mean) for nodeid, group in self.waiting.items()]
             return time_left(running, queued, self.workers)
         spent = sum(self.spent.values())
         if spent <= 0 or not done:
             return elapsed * (total - done) / max(done, 1)
         mean = spent / done
-        pace = {suite: self.spent.get(suite, 0.0) / count for suite, count in self.done.items() if count}
-        work_left = sum(max(0, size - self.done[suite]) * pace.get(suite, mean) for suite, size in self.sizes.items())
+        by_suite = {suite: self.spent.get(suite, 0.0) / count for suite, count in self.done.items() if count}
+        work_left = sum(
+            max(0, size - self.done[suite]) * by_suite.get(suite, mean) for suite, size in self.sizes.items()
+        )
         return work_left * elapsed / spent
 
     def line(self, elapsed: float) -> str:
