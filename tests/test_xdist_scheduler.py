@@ -6,8 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from prism_testkit.registry.xdist_scheduler import EXCLUSIVE_SCOPE, exclusive_backend, exclusive_parts, heaviest_first
+from prism_testkit.registry.xdist_scheduler import (
+    EXCLUSIVE_SCOPE,
+    MAX_PARTS,
+    exclusive_backend,
+    exclusive_parts,
+    heaviest_first,
+)
 
 NAMES = ["memstore", "jetstream", "jetstream-r3", "jetstream-r3-lazy-sync", "nats", "redis", "redis-aof"]
 
@@ -59,6 +67,8 @@ def test_equal_weights_and_no_recordings_keep_the_given_order() -> None:
 
 ORDER_LOG = """
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from prism_testkit import PrismEnv, Slot, prism_suite
 
 pytestmark = prism_suite("xdist_order", backend=Slot.needs("keyvalue"))
@@ -141,3 +151,47 @@ def test_a_cluster_whose_rows_were_never_recorded_stays_whole() -> None:
     recorded = dict.fromkeys(rows("test_kv", "memstore", 10), 1.0)  # 40 unrecorded rows of 50: 40 s of 50
     scopes = exclusive_parts(collection, NAMES, {"jetstream-r3"}, recorded, 4)
     assert {scopes[nodeid] for nodeid in collection[:40]} == {f"{EXCLUSIVE_SCOPE}:jetstream-r3"}
+
+
+def test_rows_recorded_as_taking_nothing_stay_whole() -> None:
+    """Rows skipped where they were recorded weigh 0 s: a census run over them hit a division by
+    zero inside xdist's scheduler (an internal error, the whole run lost)."""
+    collection = [*rows("test_power", "jetstream-r3", 4), *rows("test_leader", "jetstream-r3", 4)]
+    scopes = exclusive_parts(collection, NAMES, {"jetstream-r3"}, dict.fromkeys(collection, 0.0), 2)
+    assert set(scopes.values()) == {f"{EXCLUSIVE_SCOPE}:jetstream-r3"}
+
+
+@settings(max_examples=300)  # pure and quick: a wide search
+@example(modules=[("test_a", "jetstream-r3", 2, 0.0)], workers=2)  # every row recorded as taking nothing
+@given(
+    modules=st.lists(
+        st.tuples(
+            st.sampled_from(["test_a", "test_b", "test_c", "test_d"]),
+            st.sampled_from(["jetstream-r3", "jetstream-r3-lazy-sync", "memstore", "redis"]),
+            st.integers(1, 5),
+            st.sampled_from([None, 0.0, 0.0, 1.0, 50.0, 1000.0]),  # not recorded, recorded as nothing, ...
+        ),
+        max_size=12,
+    ),
+    workers=st.integers(1, 16),
+)
+def test_every_exclusive_row_gets_one_scope_and_a_module_stays_whole(
+    modules: list[tuple[str, str, int, float | None]], workers: int
+) -> None:
+    collection: list[str] = []
+    recorded: dict[str, float] = {}
+    for at, (module, backend, count, seconds) in enumerate(modules):
+        ids = [f"s/{module}.py::test_it[backend={backend}-{at}-{n}]" for n in range(count)]
+        collection += ids
+        if seconds is not None:
+            recorded |= dict.fromkeys(ids, seconds)
+    exclusive = {"jetstream-r3", "jetstream-r3-lazy-sync"}
+    scopes = exclusive_parts(collection, NAMES, exclusive, recorded, workers)
+    assert set(scopes) == {nodeid for nodeid in collection if exclusive_backend(nodeid, NAMES, exclusive)}
+    by_module: dict[tuple[str, str], set[str]] = {}
+    for nodeid, scope in scopes.items():
+        its = exclusive_backend(nodeid, NAMES, exclusive)
+        assert scope.startswith(f"{EXCLUSIVE_SCOPE}:{its}")
+        by_module.setdefault((nodeid.split("::")[0], str(its)), set()).add(scope)
+    assert all(len(found) == 1 for found in by_module.values()), by_module
+    assert len(set(scopes.values())) <= MAX_PARTS * len(exclusive)

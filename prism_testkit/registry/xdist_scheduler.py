@@ -82,7 +82,9 @@ def exclusive_parts(
     if not rows or not any(nodeid in recorded for nodeid in collection):
         return scopes
     weights = weigh({nodeid: [nodeid] for nodeid in collection}, recorded.get)
-    share = sum(weights.values()) / max(workers, 1)
+    if (total := sum(weights.values())) <= 0:
+        return scopes  # recorded as taking nothing (skipped where they were recorded): no weight to split by
+    share = total / max(workers, 1)
     for backend, ids in rows.items():
         parts = min(MAX_PARTS, math.ceil(sum(weights[nodeid] for nodeid in ids) / share))
         if parts < 2 or sum(nodeid in recorded for nodeid in ids) < RECORDED_TO_SPLIT * len(ids):
