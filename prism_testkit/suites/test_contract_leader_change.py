@@ -203,11 +203,23 @@ async def _writes_across_a_leader_change(prism_env: PrismEnv, fault: str) -> Non
                 leaderless_at[0] = max(leaderless_at[0], asked)
             return now
 
+        def seen_after_issue() -> bool:
+            labels = [label for label, _ in at_once]
+            return all(label in issued for label in labels) and leaderless_at[0] > max(
+                issued[label] for label in labels
+            )
+
         async def elected() -> float:
             if fault == PAUSE_OTHERS:
                 # the others stay paused while the client's node goes on naming no leader, long
-                # enough for a read to be asked again there (a client asks about every second)
-                while clock.monotonic() - killed_at < HOLD:  # hand-rolled: a hold, each look asserted
+                # enough for a read to be asked again there (a client asks about every second),
+                # and until a look asked after every operation was issued saw no leader: under
+                # load one look outlasted the hold, and the only look had been asked just before
+                # the operations were issued, so the test could not say they met no leader
+                while (
+                    not seen_after_issue()
+                    or clock.monotonic() - killed_at < HOLD  # hand-rolled: a hold, each look asserted
+                ):
                     now = await look()
                     assert now.get(kv_stream) is None, f"{name}: n{now.get(kv_stream)} leads alone: {now}"
                     await asyncio.sleep(0.05)
