@@ -11,7 +11,8 @@ from pathlib import Path
 
 from prism_testkit.cli import main
 from prism_testkit.hunting.identity import OWN_SUITES, own_suite_identity
-from prism_testkit.registry.shards import SHIPPED, Recorded, read_durations
+from prism_testkit.plugin.reporting import SHIPPED, Recorded
+from prism_testkit.registry.shards import read_durations
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -35,12 +36,56 @@ def _durations(found: object) -> dict[str, float]:
     return {str(test): float(s) for test, s in found.items() if isinstance(s, int | float) and s >= 0}
 
 
+# The main job's durations (the default depth, every backend, one machine), shipped with the
+# package: a first run, which has none of its own yet, still weighs each test by them.
+SHIPPED = Path(__file__).parents[1] / "suites" / "durations.json.gz"
+
+
+class Recorded(Mapping[str, float]):
+    """Recorded seconds by node id; a test of the harness's own suites is also found by its
+    identity (a report records both, the shipped file identities only: it knows no layout).
+    ``path``, when given, is read on first use: a run that never weighs a test never reads it."""
+
+    def __init__(self, seconds: Mapping[str, float] | None = None, path: Path | None = None) -> None:
+        self._seconds: dict[str, float] | None = dict(seconds or {}) if path is None else None
+        self._path = path
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        if self._seconds is None:
+            assert self._path is not None
+            from prism_testkit.registry.shards import read_durations
+
+            try:
+                self._seconds = read_durations(self._path)
+            except ValueError:
+                self._seconds = {}  # a damaged or missing file weighs nothing: tests/test_shipped_durations.py
+        return self._seconds
+
+    def __getitem__(self, nodeid: str) -> float:
+        from prism_testkit.hunting.identity import own_suite_identity
+
+        seconds = self.seconds
+        if nodeid in seconds:
+            return seconds[nodeid]
+        identity = own_suite_identity(nodeid)
+        if identity is not None and identity in seconds:
+            return seconds[identity]
+        raise KeyError(nodeid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.seconds)
+
+    def __len__(self) -> int:
+        return len(self.seconds)
+
+
 def recorded_durations(config: pytest.Config) -> Mapping[str, float]:
     """An earlier run's seconds per test, by node id (and identity, from a report): those given
     (``--prism-shard-durations``), else the last runs' here (pytest's cache, when it is on), else
-    the main job's shipped with the package (:data:`prism_testkit.registry.shards.SHIPPED`: a
-    first run's). What the time left and the order xdist deals the tests in weigh each test by."""
-    from prism_testkit.registry.shards import DURATIONS, SHIPPED, Recorded
+    the main job's shipped with the package (:data:`SHIPPED`: a first run's). What the time left
+    and the order xdist deals the tests in weigh each test by."""
+    from prism_testkit.registry.shards import DURATIONS
 
     given: dict[str, float] = config.stash.get(DURATIONS, {})
     if given:

@@ -26,7 +26,7 @@ import gzip
 import json
 import re
 import statistics
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,48 +38,6 @@ OPTION = "prism_shard"
 DURATIONS_OPTION = "prism_shard_durations"
 T = TypeVar("T")
 DURATIONS = pytest.StashKey[dict[str, float]]()  # the recorded durations read, by node id and identity
-
-
-# The main job's durations (the default depth, every backend, one machine), shipped with the
-# package: a first run, which has none of its own yet, still weighs each test by them.
-SHIPPED = Path(__file__).parents[1] / "suites" / "durations.json.gz"
-
-
-class Recorded(Mapping[str, float]):
-    """Recorded seconds by node id; a test of the harness's own suites is also found by its
-    identity (a report records both, the shipped file identities only: it knows no layout).
-    ``path``, when given, is read on first use: a run that never weighs a test never reads it."""
-
-    def __init__(self, seconds: Mapping[str, float] | None = None, path: Path | None = None) -> None:
-        self._seconds: dict[str, float] | None = dict(seconds or {}) if path is None else None
-        self._path = path
-
-    @property
-    def seconds(self) -> dict[str, float]:
-        if self._seconds is None:
-            assert self._path is not None
-            try:
-                self._seconds = read_durations(self._path)
-            except ValueError:
-                self._seconds = {}  # a damaged or missing file weighs nothing: tests/test_shipped_durations.py
-        return self._seconds
-
-    def __getitem__(self, nodeid: str) -> float:
-        from prism_testkit.hunting.identity import own_suite_identity
-
-        seconds = self.seconds
-        if nodeid in seconds:
-            return seconds[nodeid]
-        identity = own_suite_identity(nodeid)
-        if identity is not None and identity in seconds:
-            return seconds[identity]
-        raise KeyError(nodeid)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.seconds)
-
-    def __len__(self) -> int:
-        return len(self.seconds)
 
 
 # The fields of K/N, in order: the tests generate each one given twice from this table.
