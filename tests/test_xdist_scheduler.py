@@ -195,3 +195,12 @@ def test_every_exclusive_row_gets_one_scope_and_a_module_stays_whole(
         by_module.setdefault((nodeid.split("::")[0], str(its)), set()).add(scope)
     assert all(len(found) == 1 for found in by_module.values()), by_module
     assert len(set(scopes.values())) <= MAX_PARTS * len(exclusive)
+
+
+def test_a_test_never_recorded_weighs_what_recorded_tests_that_ran_took() -> None:
+    """A main job records its skipped rows at 0 s, most of its tests: their median made a cluster
+    never recorded weigh nothing, dealt last, and its 451 s became the run's tail."""
+    units = {f"skipped{n}": [f"skipped{n}"] for n in range(10)} | {"ran": ["ran"], "ran too": ["ran too"]}
+    units["new cluster"] = ["c1", "c2"]
+    recorded = {f"skipped{n}": 0.0 for n in range(10)} | {"ran": 4.0, "ran too": 6.0}
+    assert heaviest_first(units, recorded)[0] == "new cluster"  # 2 x 5 s, the median of 4 and 6

@@ -84,9 +84,11 @@ def split(weights: Mapping[str, float], count: int) -> list[list[str]]:
 
 def weigh(units: Mapping[str, Collection[T]], recorded: Callable[[T], float | None]) -> dict[str, float]:
     """Each unit's weight (name -> its tests): the sum of its tests' recorded seconds, a test
-    with none weighing the median of those recorded, or 1 when none was (then units weigh their
-    count). What the shards and the order xdist deals the tests in both balance by."""
-    known = [seconds for members in units.values() for test in members if (seconds := recorded(test)) is not None]
+    with none weighing the median of those recorded that took any time (a main job records its
+    thousands of skipped rows at 0 s, which made a cluster never recorded weigh nothing and start
+    last, the run's tail), or 1 when none was (then units weigh their count). What the shards and
+    the order xdist deals the tests in both balance by."""
+    known = [seconds for members in units.values() for test in members if (seconds := recorded(test))]
     default = statistics.median(known) if known else 1.0
     return {
         unit: sum(default if (seconds := recorded(test)) is None else seconds for test in members)
