@@ -11,7 +11,7 @@ a cluster is started by one shard only. Units are placed heaviest first on the l
 (ties: the lower shard), which keeps the shards within one unit of each other; a unit weighs
 its tests' recorded durations (``--prism-shard-durations``: an earlier ``--prism-report``, whose
 tests are found by identity too, so one machine's report balances another layout's run, or
-pytest-split's ``.test_durations``), a test with none recorded the median of those recorded, or
+pytest-split's ``.test_durations``), a test with none recorded the median of those recorded that took any time, or
 1 when nothing was recorded (then shards balance by count). Ties are broken by each test's
 package-relative identity (:mod:`prism_testkit.hunting.identity`), the same on a machine that
 installed the package and on a checkout.

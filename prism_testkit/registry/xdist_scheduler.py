@@ -13,10 +13,10 @@ Two rules, both in :func:`make_scheduler`:
   pairs joined by ``-``, as :attr:`Combination.id` writes them). xdist's own ``loadgroup`` does
   not serve: it relies on rewriting node ids, which pytest 9.2 no longer allows
   (pytest-dev/pytest-xdist#1386).
-- **Heaviest first**, when an earlier run's durations are known (``--prism-shard-durations``, or
-  the main job's last run in pytest's cache): each unit of work weighs its tests' recorded
-  seconds (a test not recorded, the median of those recorded) and the heaviest are dealt first,
-  so the short tests fill the end instead of one worker running a long test alone while the
+- **Heaviest first**, when an earlier run's durations are known (``--prism-shard-durations``,
+  the main job's last run in pytest's cache, or the main job's shipped with the package): each
+  unit of work weighs its tests' recorded seconds (a test not recorded, the median of those
+  recorded that took any time) and the heaviest are dealt first, so the short tests fill the end instead of one worker running a long test alone while the
   others have finished. Without recordings the units go out as xdist orders them: the exclusive
   backends' (the largest) first, then collection order.
 """
@@ -52,7 +52,7 @@ def exclusive_backend(nodeid: str, names: Collection[str], exclusive: Collection
 def heaviest_first(units: Mapping[str, Collection[str]], recorded: Mapping[str, float]) -> list[str]:
     """The units (name -> its tests' node ids) in the order to deal them, heaviest first by
     their tests' recorded seconds (:func:`prism_testkit.registry.shards.weigh`: a test not
-    recorded weighs the median of those recorded). Ties keep the given order."""
+    recorded weighs the median of those that took any time). Ties keep the given order."""
     from prism_testkit.registry.shards import weigh
 
     weight = weigh(units, recorded.get)
