@@ -16,9 +16,10 @@ Two rules, both in :func:`make_scheduler`:
 - **Heaviest first**, when an earlier run's durations are known (``--prism-shard-durations``,
   the main job's last run in pytest's cache, or the main job's shipped with the package): each
   unit of work weighs its tests' recorded seconds (a test not recorded, the median of those
-  recorded that took any time) and the heaviest are dealt first, so the short tests fill the end instead of one worker running a long test alone while the
-  others have finished. Without recordings the units go out as xdist orders them: the exclusive
-  backends' (the largest) first, then collection order.
+  recorded that took any time) and the heaviest are dealt first, so the short tests fill the end
+  instead of one worker running a long test alone while the others have finished. Without
+  recordings the units go out as xdist orders them: the exclusive backends' (the largest) first,
+  then collection order.
 """
 
 from __future__ import annotations
