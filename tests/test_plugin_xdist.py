@@ -87,6 +87,16 @@ def prism_register_backends():
 """
 
 
+DEALT = """
+from prism_testkit.plugin.harness import DEALT_SCOPES
+
+def pytest_terminal_summary(terminalreporter, config):
+    scopes = config.stash.get(DEALT_SCOPES, None)
+    if scopes is not None and not hasattr(config, "workerinput"):
+        terminalreporter.write_line(f"dealt: {len(scopes)} rows in {len(set(scopes.values()))} scope")
+"""
+
+
 def test_an_exclusive_backends_rows_all_run_on_one_worker(
     pytester: pytest.Pytester, third_party: Callable[..., None]
 ) -> None:
@@ -96,8 +106,11 @@ def test_an_exclusive_backends_rows_all_run_on_one_worker(
         "prism-heavy", {"heavy": EXCLUSIVE, "bagdriver": (OUT_OF_TREE / "bagstore.py").read_text()}, {"heavy": "heavy"}
     )
     pytester.makepyfile(test_where=WORKER_LOG)
+    pytester.makeconftest(DEALT)
     result = pytester.runpytest_subprocess("-n", "3", "--prism-backend=heavy,light")
     result.assert_outcomes(passed=24)
+    # the controller's time left is told the scope the 12 rows share (they run one by one)
+    result.stdout.fnmatch_lines(["*dealt: 12 rows in 1 scope*"])
     ran = {log.stem: log.read_text().split() for log in pytester.path.glob("ran-*.log")}
     heavy = {worker for worker, backends in ran.items() if "heavy" in backends}
     light = {worker for worker, backends in ran.items() if "light" in backends}

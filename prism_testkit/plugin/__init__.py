@@ -35,6 +35,7 @@ from prism_testkit.options import addoption as _addoption
 from prism_testkit.plugin import load_mode, workers
 from prism_testkit.plugin.harness import (
     CALL_FAILED,
+    DEALT_SCOPES,
     FITTING_SUITES,
     HARNESS,
     NOT_APPLICABLE,
@@ -281,7 +282,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from prism_testkit.registry.xdist_scheduler import make_scheduler
 
-    return make_scheduler(config, log, [spec.name for spec in runtime.registry], exclusive, recorded)
+    def publish(scopes: Mapping[str, str]) -> None:
+        config.stash[DEALT_SCOPES] = scopes
+
+    return make_scheduler(config, log, [spec.name for spec in runtime.registry], exclusive, recorded, publish)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,9 @@ SERVERS_TOLD = pytest.StashKey[set[str]]()
 # suites with a runnable combination in at least one module (known once collection is done)
 FITTING_SUITES = pytest.StashKey[set[str]]()
 SESSION = pytest.StashKey[pytest.Session]()
+# node id -> the xdist scope it is dealt in (an exclusive backend's rows; absent: a scope of its
+# own), set by the scheduler when it first deals: the time left runs a scope's rows one by one
+DEALT_SCOPES = pytest.StashKey[Mapping[str, str]]()
 # "--prism-binary NAME=... has no effect" lines, held until collection shows whether a test
 # starts that server itself (it asks for the prism_binaries fixture)
 UNUSED_BINARIES = pytest.StashKey[list[str]]()

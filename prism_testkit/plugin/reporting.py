@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from prism_testkit.plugin.harness import HARNESS, OPTIONS, harness, run_facts
+from prism_testkit.plugin.harness import DEALT_SCOPES, HARNESS, OPTIONS, harness, run_facts
 from prism_testkit.plugin.load_mode import load_summary
 from prism_testkit.plugin.tracebacks import keep_only_where_it_struck
 from prism_testkit.report.progress import Progress, named_dirs
@@ -229,6 +229,7 @@ class Reporting:
         # does not see them): end it by what its writer counted, or the line glues onto them.
         if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
             reporter.write("\n")
+        self.progress.scopes = self.config.stash.get(DEALT_SCOPES, None)
         reporter.write_line(self.progress.line(now - self.clock))
         self.last_progress = now
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 EXCLUSIVE_SCOPE = "prism-exclusive"
@@ -103,7 +103,12 @@ def exclusive_parts(
 
 
 def make_scheduler(
-    config: Any, log: Any, names: Collection[str], exclusive: Collection[str], recorded: Mapping[str, float]
+    config: Any,
+    log: Any,
+    names: Collection[str],
+    exclusive: Collection[str],
+    recorded: Mapping[str, float],
+    publish: Callable[[Mapping[str, str]], None] = lambda scopes: None,
 ) -> Any:
     """xdist's load-by-scope scheduler where every test is a scope of its own (so tests are dealt
     out one by one, as ``load`` does) except an exclusive backend's rows, which are one scope per
@@ -119,6 +124,7 @@ def make_scheduler(
         def _split_scope(self, nodeid: str) -> str:
             if self.scopes is None:  # xdist sets the collection before it first asks
                 self.scopes = exclusive_parts(self.collection or [], names, exclusive, recorded, self.numnodes)
+                publish(self.scopes)
             return self.scopes.get(nodeid, nodeid)
 
         def _assign_work_unit(self, node: Any) -> None:

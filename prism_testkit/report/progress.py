@@ -17,7 +17,10 @@ the run's workers (:func:`time_left`). A test's duration is the one recorded by 
 when the run was given one (``--prism-shard-durations``, as the shard planner reads it), else
 the mean of its finished siblings (the same test function's other parameters), else its group's,
 else the run's. A test running now counts what it has still to run, and the workers are
-filled as xdist fills them: each takes the next test in collection order when it is free. The
+filled as xdist fills them: each takes the next unit when it is free, in collection order, or,
+under the project's scheduler with recorded durations, heaviest first; a unit is one test, or
+every row of an exclusive backend's scope (a cluster's rows run one after another on one
+worker: laid over every worker, 451 s of them counted as 45 s). The
 count of tests done is not the measure: a run's tests differ by a factor of a thousand (a
 cluster's snapshot row runs 400 s, a contract test a tenth of one), and the estimate by count
 and by each group's mean said "about 4 min left" at 991 s with 9 long tests left, and "about
@@ -96,6 +99,9 @@ class Progress:
         self.test_spent: dict[str, float] = defaultdict(float)  # node id -> its phases' seconds so far
         self.family_spent: dict[str, list[float]] = {}  # family -> [seconds, tests finished]
         self.measured: dict[str, float] = {}  # node id -> seconds, of the tests finished
+        # node id -> its scope, as the project's xdist scheduler deals them (then heaviest first
+        # when recorded); None: dealt one by one in collection order
+        self.scopes: Mapping[str, str] | None = None
 
     def collected(self, groups: Iterable[str] | Mapping[str, str]) -> None:
         """The group of each item this process collected (its suite, or :func:`outside`), by
@@ -194,13 +200,29 @@ class Progress:
         total, done = sum(self.sizes.values()), sum(self.done.values())
         if (self.waiting or self.running) and (mean := self._mean()) is not None:
             pace = self.pace()
-            running = []
+            scopes = self.scopes or {}
+            running: list[float] = []
+            worker_of: dict[str, int] = {}  # a scope with a test running -> the worker it runs on
             for nodeid, (since, group) in self.running.items():
                 expected = self._or(self.expected(nodeid, group, pace), mean)
                 ran = elapsed - since
+                if (scope := scopes.get(nodeid)) is not None:
+                    worker_of[scope] = len(running)
                 running.append(expected - ran if ran < expected else ran * OVERRUN_SHARE)
-            queued = [self._or(self.expected(nodeid, group, pace), mean) for nodeid, group in self.waiting.items()]
-            return time_left(running, queued, self.workers)
+            # a scope's tests run one after another on one worker (a cluster's rows): one unit
+            queued: dict[str, float] = {}
+            for nodeid, group in self.waiting.items():
+                seconds = self._or(self.expected(nodeid, group, pace), mean)
+                scope = scopes.get(nodeid)
+                if scope is not None and scope in worker_of:
+                    running[worker_of[scope]] += seconds
+                else:
+                    unit = nodeid if scope is None else scope
+                    queued[unit] = queued.get(unit, 0.0) + seconds
+            units = list(queued.values())
+            if self.scopes is not None and self.recorded:
+                units.sort(reverse=True)  # the scheduler deals by recorded weight, heaviest first
+            return time_left(running, units, self.workers)
         spent = sum(self.spent.values())
         if spent <= 0 or not done:
             return elapsed * (total - done) / max(done, 1)
