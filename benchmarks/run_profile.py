@@ -191,6 +191,11 @@ def analyse(run: dict[str, Any], cores: int) -> dict[str, Any]:
         "backends": {name: dict(row) for name, row in sorted(backends.items())},
         "files": {name: round(seconds, 1) for name, seconds in sorted(files.items(), key=lambda item: -item[1])[:25]},
         "critical_path": critical,
+        # each test's worker, start and stop: what benchmarks.time_left replays the run from
+        "records": [
+            {key: test[key] for key in ("kind", "nodeid", "worker", "start", "stop", "cpu") if key in test}
+            for test in tests
+        ],
     }
 
 
