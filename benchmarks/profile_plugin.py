@@ -1,6 +1,6 @@
 """The pytest side of :mod:`benchmarks.run_profile`: loaded with ``-p benchmarks.profile_plugin``
 (xdist passes it on to its workers), it writes one JSON line per test and one per server start
-into ``$PRISM_PROFILE_DIR/<worker>.jsonl``, from the process that ran them.
+into ``$RUN_PROFILE_DIR/<worker>.jsonl``, from the process that ran them.
 
 It counts what the report does not carry: the examples each stateful test judged (wrapping
 :meth:`StatefulRun.judge`) and every server process spawned (wrapping
@@ -32,7 +32,7 @@ def _worker() -> str:
 
 
 def _write(record: dict[str, Any]) -> None:
-    folder = os.environ.get("PRISM_PROFILE_DIR")
+    folder = os.environ.get("RUN_PROFILE_DIR")
     if folder:
         with open(Path(folder) / f"{_worker()}.jsonl", "a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")

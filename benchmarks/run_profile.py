@@ -78,7 +78,8 @@ def run_once(pytest_args: Sequence[str], interval: float = 0.2) -> dict[str, Any
     records and totals."""
     subreaper = become_subreaper()
     with tempfile.TemporaryDirectory(prefix="prism-profile-") as folder:
-        env = {**os.environ, "PRISM_PROFILE_DIR": folder}
+        # not a PRISM_* name: those shape a run, so its replay lines would carry this one
+        env = {**os.environ, "RUN_PROFILE_DIR": folder}
         (user_before, system_before), started = _children_cpu(), time.monotonic()
         command = [sys.executable, "-m", "pytest", "-p", "benchmarks.profile_plugin", *pytest_args]
         process = subprocess.Popen(command, env=env)
