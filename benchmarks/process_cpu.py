@@ -91,10 +91,26 @@ def classify(comm: str, cmdline: Sequence[str], controller: bool = False) -> str
     return OTHER
 
 
+def _python_option(args: Sequence[str], flag: str) -> str:
+    """The value of Python's ``-m`` or ``-c`` option, given apart or joined (``-mpytest``, as
+    pytester runs pytest), or ''. The interpreter's options end at the first that takes one."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == flag:
+            return args[index + 1] if index + 1 < len(args) else ""
+        if arg.startswith(flag):
+            return arg[len(flag) :]
+        if not arg.startswith("-") or arg[:2] in ("-m", "-c"):
+            return ""  # a script, or the other of the two
+        index += 2 if arg in ("-X", "-W") else 1  # the options whose value is the next argument
+    return ""
+
+
 def _python_kind(cmdline: Sequence[str]) -> str:
     args = list(cmdline[1:])
-    code = args[args.index("-c") + 1] if "-c" in args[:-1] else ""
-    module = args[args.index("-m") + 1] if "-m" in args[:-1] else ""
+    code = _python_option(args, "-c")
+    module = _python_option(args, "-m")
     if module == "prism_testkit.faults.lazyfs_daemon":
         return LAZYFS
     if module.startswith("moto"):

@@ -121,6 +121,9 @@ def test_compare_flags_a_slower_run_and_fewer_examples_per_hour_as_regressions()
         ("ip", ["ip", "netns", "exec", "prism-n1", "/opt/nats-server"], NETNS),  # until it execs the server
         ("ip", ["ip", "-n", "prism-n1", "link", "set", "lo", "up"], NETNS),
         ("python", ["/v/bin/python", "-m", "pytest", "-p", "pytester"], PYTEST_SUBPROCESSES),
+        # pytester's runpytest_subprocess joins the option: 721 s of a test command went to "other"
+        ("python", ["/v/bin/python", "-mpytest", "--basetemp=/t"], PYTEST_SUBPROCESSES),
+        ("python", ["/v/bin/python", "-X", "importtime", "-mpytest"], PYTEST_SUBPROCESSES),
         (
             "python",
             ["/v/bin/python", "-c", "import socket,sys\ntry: socket.create_connection(('10.0.0.2', 4222))"],
