@@ -5,8 +5,9 @@ into ``$RUN_PROFILE_DIR/<worker>.jsonl``, from the process that ran them.
 It counts what the report does not carry: the examples each stateful test judged (wrapping
 :meth:`StatefulRun.judge`) and every server process spawned (wrapping
 :meth:`ServerProcess.spawn`, restarts included), and each test's CPU in the worker's own
-process (its threads included; the servers it drives are not), which, unlike the test's wall
-time, a machine shared with other runs does not inflate. Measurement code, so patching is fine here;
+process (its threads included; the servers it drives are not) and of the processes it started
+and reaped (a pytester run), which, unlike the test's wall time, a machine shared with other
+runs does not inflate. Measurement code, so patching is fine here;
 nothing under ``prism_testkit`` knows about it.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -29,6 +31,11 @@ _outcomes: dict[str, str] = {}  # per test run here: failed if any phase failed,
 
 def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _write(record: dict[str, Any]) -> None:
@@ -81,7 +88,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
-    started, cpu_started = time.time(), time.process_time()
+    started, cpu_started, children_started = time.time(), time.process_time(), _children_cpu()
     _current_test[0] = item.nodeid
     try:
         return (yield)
@@ -100,6 +107,9 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
                 "start": started,
                 "stop": time.time(),
                 "cpu": time.process_time() - cpu_started,
+                # the processes it started and reaped (a pytester run, a tool), not the servers
+                # still running: what a time left bounded by the CPU left would weigh it by
+                "children_cpu": _children_cpu() - children_started,
                 "examples": _examples.get(item.nodeid, 0),
                 "outcome": _outcomes.pop(item.nodeid, "unknown"),
             }

@@ -117,6 +117,9 @@ def run_once(pytest_args: Sequence[str], interval: float = 0.2) -> dict[str, Any
     }
 
 
+RECORD_KEYS = ("kind", "nodeid", "worker", "start", "stop", "cpu", "children_cpu")  # of a test, kept
+
+
 def analyse(run: dict[str, Any], cores: int) -> dict[str, Any]:
     """Figures of one run from its records."""
     tests = [r for r in run["records"] if r["kind"] == "test"]
@@ -193,10 +196,7 @@ def analyse(run: dict[str, Any], cores: int) -> dict[str, Any]:
         "files": {name: round(seconds, 1) for name, seconds in sorted(files.items(), key=lambda item: -item[1])[:25]},
         "critical_path": critical,
         # each test's worker, start and stop: what benchmarks.time_left replays the run from
-        "records": [
-            {key: test[key] for key in ("kind", "nodeid", "worker", "start", "stop", "cpu") if key in test}
-            for test in tests
-        ],
+        "records": [{key: test[key] for key in RECORD_KEYS if key in test} for test in tests],
     }
 
 
