@@ -195,7 +195,7 @@ def analyse(run: dict[str, Any], cores: int) -> dict[str, Any]:
         "backends": {name: dict(row) for name, row in sorted(backends.items())},
         "files": {name: round(seconds, 1) for name, seconds in sorted(files.items(), key=lambda item: -item[1])[:25]},
         "critical_path": critical,
-        # each test's worker, start and stop: what benchmarks.time_left replays the run from
+        # each test's worker, start, stop and CPU: what benchmarks.time_left replays the run from
         "records": [{key: test[key] for key in RECORD_KEYS if key in test} for test in tests],
     }
 

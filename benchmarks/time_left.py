@@ -67,7 +67,7 @@ def replay(
     for progress in (said, told):
         progress.collected_ids(collection)
         progress.scopes = scopes
-    group = {nodeid: g for nodeid, g in said.waiting.items()}
+    group = dict(said.waiting)  # node id -> its suite, as the progress line groups it
     events = sorted(
         [(t["start"] - t0, 1, t["nodeid"], 0.0) for t in tests]
         + [(t["stop"] - t0, 0, t["nodeid"], t["stop"] - t["start"]) for t in tests]
