@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from prism_testkit.plugin.reporting import Recorded
 from prism_testkit.registry.shards import read_durations
 from prism_testkit.report.progress import Progress
 
@@ -57,6 +58,7 @@ def replay(
 ) -> list[tuple[float, float, float, float]]:
     """(elapsed, time left as the run said it, told the truth, actual) at each line once a
     tenth of the tests finished; times from the first test's start."""
+    recorded = Recorded(recorded)  # looked up as the run does: by node id, else by identity (the shipped file's)
     t0 = min(t["start"] for t in tests)
     end = max(t["stop"] for t in tests) - t0
     workers = len({t["worker"] for t in tests})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +12,21 @@ import pytest
 from benchmarks.time_left import records_of, replay
 
 
-def run(workers: int, tests: int, seconds: float) -> list[dict[str, Any]]:
-    """Tests of ``seconds`` each dealt as xdist deals them: the next to the first free worker."""
+def run(
+    workers: int, tests: int, seconds: float | Callable[[int], float], module: str = "tests/test_made_up.py"
+) -> list[dict[str, Any]]:
+    """Tests of ``seconds`` each (or ``seconds(index)``) dealt as xdist deals them: the next to
+    the first free worker."""
     free_at = [1000.0] * workers
     records = []
     for index in range(tests):
         worker = min(range(workers), key=lambda w: (free_at[w], w))
         start = free_at[worker]
-        free_at[worker] += seconds
-        nodeid = f"tests/test_made_up.py::test_it[{index}]"
+        took = seconds(index) if callable(seconds) else seconds
+        free_at[worker] += took
+        nodeid = f"{module}::test_it[{index}]"
         records.append(
-            {"kind": "test", "nodeid": nodeid, "worker": f"gw{worker}", "start": start, "stop": start + seconds}
+            {"kind": "test", "nodeid": nodeid, "worker": f"gw{worker}", "start": start, "stop": start + took}
         )
     return records
 
@@ -52,3 +57,17 @@ def test_records_are_read_from_a_results_file_or_a_folder_of_worker_files(tmp_pa
         (folder / f"{worker}.jsonl").write_text("\n".join(lines) + "\n")
     assert records_of(results) == records
     assert sorted(records_of(folder), key=lambda r: r["start"]) == sorted(records, key=lambda r: r["start"])
+
+
+def test_a_shipped_file_keyed_by_identity_weighs_the_suites_tests_as_the_run_does(tmp_path: Path) -> None:
+    # the main job reads prism_testkit/suites/durations.json.gz, keyed by identity, not node id:
+    # looked up by node id alone, every test weighed the run's mean and the replay said +3,000 %
+    def took(index: int) -> float:
+        return 1.0 + 7.0 * (index % 3 == 0)  # siblings that differ: their mean is no record's stand-in
+
+    records = run(workers=2, tests=40, seconds=took, module="prism_testkit/suites/test_made_up.py")
+    by_identity = {f"prism_testkit.suites.test_made_up::test_it[{index}]": took(index) for index in range(40)}
+    lines = replay(records, tmp_path, by_identity, every=6.0)
+    assert lines
+    for elapsed, said, told, _ in lines:
+        assert said == pytest.approx(told, abs=1e-6), elapsed  # the records are the truth
